@@ -1,0 +1,42 @@
+"""pgqueue: a job queue for Python that needs nothing but PostgreSQL.
+
+Jobs are rows, enqueued in the caller's own transaction; workers claim them with
+``FOR UPDATE SKIP LOCKED`` and are woken by ``LISTEN/NOTIFY``.
+"""
+
+from pgqueue._app import PgQueue
+from pgqueue._connections import Adapter, register_adapter
+from pgqueue._errors import (
+    Cancel,
+    ConfigurationError,
+    PgQueueError,
+    Retry,
+    SchemaError,
+    UnknownTaskError,
+)
+from pgqueue._migrate import migrate, migration_sql, schema_check
+from pgqueue._retry import RetryPolicy
+from pgqueue._task import Task
+from pgqueue._version import __version__
+from pgqueue._worker import JobContext, Worker, current_job
+
+__all__ = [
+    "Adapter",
+    "Cancel",
+    "ConfigurationError",
+    "JobContext",
+    "PgQueue",
+    "PgQueueError",
+    "Retry",
+    "RetryPolicy",
+    "SchemaError",
+    "Task",
+    "UnknownTaskError",
+    "Worker",
+    "__version__",
+    "current_job",
+    "migrate",
+    "migration_sql",
+    "register_adapter",
+    "schema_check",
+]

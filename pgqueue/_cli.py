@@ -1,0 +1,162 @@
+"""The ``pgqueue`` command: click commands that parse options and call the Python API."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import psycopg
+
+from pgqueue._app import PgQueue, normalize_dsn
+from pgqueue._errors import PgQueueError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """What the group options resolved to, shared with every command."""
+
+    def __init__(self, app_path: str | None, dsn: str | None) -> None:
+        self.app_path = app_path
+        self._dsn = dsn
+
+    @functools.cached_property
+    def app(self) -> PgQueue:
+        """The user's app (``--app``), or an empty one when none is given."""
+        app = load_app(self.app_path) if self.app_path else PgQueue()
+        if self._dsn:
+            app._dsn = self._dsn
+        return app
+
+    @property
+    def dsn(self) -> str:
+        """The database to use: ``--dsn``, else the app's."""
+        return normalize_dsn(self._dsn) if self._dsn else self.app.dsn
+
+
+def load_app(path: str) -> PgQueue:
+    """Import ``module:attribute`` (or ``module``, attribute ``app``) and return the PgQueue."""
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot import app module {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, PgQueue):
+        raise click.ClickException(f"{path!r} is not a pgqueue.PgQueue (module:attribute)")
+    return app
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(f"cannot reach the database: {first}") from None
+        except (PgQueueError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--app", "app_path", envvar="PGQUEUE_APP", metavar="MODULE:ATTR",
+              help="Your PgQueue object, e.g. myproject.tasks:app  [env PGQUEUE_APP]")
+@click.option("--dsn", envvar="PGQUEUE_DSN", metavar="DSN",
+              help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]")
+@click.option("--log-level", envvar="PGQUEUE_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.version_option(package_name="pgqueue")
+@click.pass_context
+def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str) -> None:
+    """pgqueue: a job queue for Python that needs nothing but PostgreSQL."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = State(app_path, dsn)
+
+
+@cli.command()
+@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
+@click.pass_obj
+@friendly_errors
+def migrate(state: State, print_sql: bool, check: bool) -> None:
+    """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
+    from pgqueue import _migrate
+
+    if print_sql:
+        click.echo(_migrate.migration_sql())
+        return
+    if check:
+        problem = _migrate.schema_check(state.dsn)
+        if problem:
+            click.echo(problem, err=True)
+            sys.exit(1)
+        click.echo("pgqueue schema is up to date")
+        return
+    _migrate.migrate(state.dsn)
+    click.echo("pgqueue schema is up to date")
+
+
+@cli.command()
+@click.option("--queues", "-q", envvar="PGQUEUE_QUEUES", default="default", show_default=True,
+              help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]")
+@click.option("--concurrency", "-c", envvar="PGQUEUE_CONCURRENCY", type=click.IntRange(1),
+              default=10, show_default=True, help="Jobs at once per queue without its own figure.")
+@click.option("--burst", envvar="PGQUEUE_BURST", is_flag=True,
+              help="Exit once nothing is runnable.")
+@click.option("--shutdown-timeout", envvar="PGQUEUE_SHUTDOWN_TIMEOUT", type=click.FloatRange(0),
+              default=30.0, show_default=True, help="Seconds running jobs get after SIGTERM.")
+@click.option("--poll-interval", envvar="PGQUEUE_POLL_INTERVAL", type=click.FloatRange(0.01),
+              default=1.0, show_default=True, help="Seconds between polls when no notification.")
+@click.option("--lease", envvar="PGQUEUE_LEASE", type=click.FloatRange(0.1), default=30.0,
+              show_default=True, help="Seconds a claim is held without a heartbeat.")
+@click.option("--rescue-interval", envvar="PGQUEUE_RESCUE_INTERVAL", type=click.FloatRange(0.05),
+              default=5.0, show_default=True, help="Seconds between sweeps for expired leases.")
+@click.option("--processes", envvar="PGQUEUE_PROCESSES", type=click.IntRange(1), default=None,
+              help="Size of the process pool for executor='process' tasks  [default: CPUs]")
+@click.option("--no-listen", envvar="PGQUEUE_NO_LISTEN", is_flag=True,
+              help="Poll only (for poolers that cannot LISTEN).")
+@click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.pass_obj
+@friendly_errors
+def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
+           poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
+           no_listen: bool, name: str | None) -> None:  # fmt: skip
+    """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
+    w = state.app.worker(
+        queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
+        shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
+        rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+    )  # fmt: skip
+    asyncio.run(w.run(install_signal_handlers=True))
+
+
+@cli.command()
+@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_obj
+@friendly_errors
+def demo(state: State, orders: int) -> None:
+    """Enqueue orders transactionally (some rolled back) and watch a worker run them."""
+    from pgqueue._demo import run_demo
+
+    run_demo(os.environ.get("PGQUEUE_DSN") or state._dsn, orders)
+
+
+def main() -> None:
+    """Entry point of the ``pgqueue`` console script."""
+    cli(prog_name="pgqueue")

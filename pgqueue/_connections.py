@@ -1,0 +1,101 @@
+"""Turn whatever connection the caller holds into a psycopg cursor, without committing.
+
+psycopg connections and cursors are handled here. Other libraries (SQLAlchemy, Django) plug in
+adapters through the ``pgqueue.connections`` entry-point group or :func:`register_adapter`, so
+the core never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import psycopg
+
+SyncConnection = Any
+"""A psycopg ``Connection`` or ``Cursor``, or anything a registered adapter accepts."""
+AsyncConnection = Any
+"""A psycopg ``AsyncConnection`` or ``AsyncCursor``, or anything a registered adapter accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """Finds the psycopg connection behind a foreign object (or returns ``None``)."""
+
+    name: str
+    sync: Callable[[Any], psycopg.Connection[Any] | None]
+    async_: Callable[[Any], Any]
+
+
+_adapters: list[Adapter] = []
+_entry_points_loaded = False
+
+
+def register_adapter(adapter: Adapter) -> None:
+    """Teach pgqueue to enqueue on another library's connection objects."""
+    _adapters.append(adapter)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group="pgqueue.connections"):
+        register_adapter(ep.load())
+
+
+def _foreign(conn: Any, pick: Callable[[Adapter], Callable[[Any], Any]]) -> Any:
+    _load_entry_points()
+    for adapter in _adapters:
+        found = pick(adapter)(conn)
+        if found is not None:
+            return found
+    raise TypeError(
+        f"cannot enqueue on a {type(conn).__module__}.{type(conn).__qualname__}: pass a psycopg "
+        "connection or cursor (or a SQLAlchemy/Django connection with pgqueue's contrib installed)"
+    )
+
+
+def sync_connection(conn: SyncConnection) -> psycopg.Connection[Any]:
+    """The psycopg sync connection behind ``conn``."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    if isinstance(conn, psycopg.Cursor):
+        return conn.connection
+    if isinstance(conn, psycopg.AsyncConnection | psycopg.AsyncCursor):
+        raise TypeError("this is an async connection: use aenqueue() instead of enqueue()")
+    found: psycopg.Connection[Any] = _foreign(conn, lambda a: a.sync)
+    return found
+
+
+async def async_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg async connection behind ``conn``."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    if isinstance(conn, psycopg.AsyncCursor):
+        return conn.connection
+    if isinstance(conn, psycopg.Connection | psycopg.Cursor):
+        raise TypeError("this is a sync connection: use enqueue() instead of aenqueue()")
+    found = _foreign(conn, lambda a: a.async_)
+    if not isinstance(found, psycopg.AsyncConnection):
+        found = await found  # adapters may need to await the driver connection
+    assert isinstance(found, psycopg.AsyncConnection)
+    return found
+
+
+@contextmanager
+def sync_cursor(conn: SyncConnection) -> Iterator[psycopg.Cursor[Any]]:
+    """A fresh cursor on the caller's connection, inside the caller's transaction."""
+    with sync_connection(conn).cursor() as cur:
+        yield cur
+
+
+@asynccontextmanager
+async def async_cursor(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    """A fresh async cursor on the caller's connection, inside the caller's transaction."""
+    async with (await async_connection(conn)).cursor() as cur:
+        yield cur

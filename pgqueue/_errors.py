@@ -1,0 +1,41 @@
+"""The exceptions pgqueue raises, and the ones a task raises to steer its own job."""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """Base class of every error pgqueue raises on its own account."""
+
+
+class ConfigurationError(PgQueueError):
+    """pgqueue was set up wrongly: no DSN, an app path that does not import, and so on."""
+
+
+class SchemaError(PgQueueError):
+    """The database schema is missing or older than this version of pgqueue needs."""
+
+
+class UnknownTaskError(PgQueueError):
+    """A job names a task that is not registered in this process."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown task {name!r}")
+        self.name = name
+
+
+class Retry(Exception):  # noqa: N818 - a verb, like Oban's snooze: raised by task code
+    """Raise from a task to run it again after ``delay`` seconds without counting a failure."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        if delay < 0:
+            raise ValueError(f"Retry delay must be >= 0 seconds, got {delay!r}")
+        super().__init__(f"retry in {delay} s")
+        self.delay = float(delay)
+
+
+class Cancel(Exception):  # noqa: N818 - a verb: raised by task code
+    """Raise from a task to end its job as ``cancelled`` with no further attempts."""
+
+
+for _cls in (PgQueueError, ConfigurationError, SchemaError, UnknownTaskError, Retry, Cancel):
+    _cls.__module__ = "pgqueue"

@@ -1,0 +1,51 @@
+"""JSON in and out: arguments and results are JSON, and nothing else crosses the database."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Postgres' jsonb rejects \u0000; an odd run of backslashes before "u0000" is that escape.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact, strict JSON (no NaN, no NUL) or raise ``TypeError``."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except ValueError as exc:  # NaN / Infinity, or a circular reference
+        raise TypeError(str(exc)) from exc
+    if "u0000" in text and _NUL_ESCAPE.search(text):
+        raise TypeError("strings containing NUL (\\u0000) cannot be stored by PostgreSQL")
+    return text
+
+
+def dumps_arguments(
+    task: str, args: Sequence[Any], kwargs: Mapping[str, Any], max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[str, str]:
+    """Encode a call's arguments; a failure names the argument that cannot be encoded."""
+    try:
+        encoded = dumps(list(args)), dumps(dict(kwargs))
+    except TypeError:
+        _raise_for_argument(task, args, kwargs)
+        raise
+    size = len(encoded[0].encode()) + len(encoded[1].encode())
+    if size > max_bytes:
+        raise ValueError(
+            f"arguments of {task!r} are {size} bytes of JSON; the limit is {max_bytes} bytes"
+        )
+    return encoded
+
+
+def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    labelled = [(f"positional argument {i}", v) for i, v in enumerate(args)]
+    labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in labelled:
+        try:
+            dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"{label} of task {task!r} is not JSON-serialisable: {exc}") from None

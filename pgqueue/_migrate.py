@@ -1,0 +1,58 @@
+"""Applying pgqueue's alembic migrations from Python and the CLI."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import psycopg
+
+from pgqueue._schema import schema_problem, schema_state
+
+
+def _config(**attributes: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config(stdout=attributes.pop("stdout", None) or io.StringIO())
+    config.set_main_option("script_location", "pgqueue:migrations")
+    config.attributes.update(attributes)
+    return config
+
+
+def _quiet_alembic() -> None:
+    # alembic logs its plugin set-up at INFO on import; operators only need our one line.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def migrate(dsn: str) -> None:
+    """Bring the database's pgqueue schema up to date. Idempotent; concurrent runs are safe."""
+    _quiet_alembic()
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    raw = psycopg.connect(dsn)  # connect first: a bad DSN fails as a plain psycopg error
+    engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_config(connection=connection), "head")
+    finally:
+        engine.dispose()
+        raw.close()
+
+
+def migration_sql() -> str:
+    """The SQL that creates pgqueue's schema from nothing, for teams with their own tooling."""
+    _quiet_alembic()
+    from alembic import command
+
+    out = io.StringIO()
+    command.upgrade(_config(stdout=out), "head", sql=True)
+    return out.getvalue()
+
+
+def schema_check(dsn: str) -> str | None:
+    """``None`` when the schema is current, else a one-line explanation."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return schema_problem(*schema_state(conn))

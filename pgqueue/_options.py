@@ -1,0 +1,97 @@
+"""Job options: what a task declares and what ``using(...)`` overrides, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pgqueue._retry import RetryPolicy
+
+Executor = Literal["auto", "async", "thread", "process"]
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+MAX_ATTEMPTS_LIMIT = 1000
+MAX_NAME_LENGTH = 255
+
+
+def check_queue(queue: str) -> str:
+    """Return ``queue`` if it is a valid queue name, else raise ``ValueError``."""
+    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+        raise ValueError(
+            f"invalid queue name {queue!r}: use 1-64 characters from A-Z a-z 0-9 _ . -"
+        )
+    return queue
+
+
+def check_task_name(name: str) -> str:
+    """Return ``name`` if it is a usable task name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
+        raise ValueError(f"invalid task name {name!r}: use 1-{MAX_NAME_LENGTH} characters")
+    return name
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Everything about a job except its arguments. Immutable; ``merge`` makes a new one."""
+
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+    delay: float | None = None
+    run_at: datetime | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    executor: Executor = "auto"
+    meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_queue(self.queue)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an int, got {self.priority!r}")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise ValueError(
+                f"priority {self.priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX}"
+                " (higher runs first)"
+            )
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise ValueError(f"max_attempts must be an int, got {self.max_attempts!r}")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+        if isinstance(self.delay, timedelta) or self.delay is not None:
+            object.__setattr__(self, "delay", _seconds(self.delay, "delay"))
+        if self.delay is not None and self.run_at is not None:
+            raise ValueError("give either delay or run_at, not both")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        if self.timeout is not None and not (_seconds(self.timeout, "timeout") or 0) > 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if self.unique_key is not None:
+            check_task_name(self.unique_key)
+        if self.executor not in ("auto", "async", "thread", "process"):
+            raise ValueError("executor must be one of 'auto', 'async', 'thread', 'process'")
+
+    def merge(self, **changes: Any) -> JobOptions:
+        """A copy with ``changes`` applied (``None`` values are ignored), validated again."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "delay" in changes:
+            changes["run_at"] = None
+        elif "run_at" in changes:
+            changes["delay"] = None
+        return dataclasses.replace(self, **changes)

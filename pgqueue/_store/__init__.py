@@ -1,0 +1,203 @@
+"""The store: the only part of pgqueue that runs SQL.
+
+Each function returns a :class:`Query` (statement, parameters, and how to read the rows); the
+thin runners :func:`run` and :func:`arun` execute one on a sync or async cursor. The query
+builders hold no I/O, so the sync and async paths share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, LiteralString, TypeVar
+
+import psycopg
+
+from pgqueue._store import _queries as q
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """One statement, its bound parameters, and the function that reads its rows."""
+
+    sql: LiteralString
+    params: Sequence[Any] | dict[str, Any] | None
+    read: Callable[[list[Row]], T]
+
+
+def run(cur: psycopg.Cursor[Any], query: Query[T]) -> T:
+    """Execute ``query`` on a sync cursor; never commits."""
+    cur.execute(query.sql, query.params)
+    return query.read(cur.fetchall() if cur.description else [])
+
+
+async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
+    """Execute ``query`` on an async cursor; never commits."""
+    await cur.execute(query.sql, query.params)
+    return query.read(await cur.fetchall() if cur.description else [])
+
+
+def _nothing(rows: list[Row]) -> None:
+    return None
+
+
+def _first_column(rows: list[Row]) -> list[Any]:
+    return [r[0] for r in rows]
+
+
+def _one(rows: list[Row]) -> Any:
+    return rows[0][0]
+
+
+def _rows(rows: list[Row]) -> list[Row]:
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """The column values of a job to insert; arguments already encoded as JSON text."""
+
+    queue: str
+    task: str
+    args: str
+    kwargs: str
+    priority: int = 0
+    max_attempts: int = 3
+    run_at: datetime | None = None
+    delay: float | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+    meta: str = "{}"
+
+
+def jobs_insert(job: NewJob) -> Query[int]:
+    """Insert one job; returns its id."""
+    params = (
+        job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
+        job.run_at, job.delay or 0.0, job.timeout, job.unique_key, job.meta,
+    )  # fmt: skip
+    return Query(q.JOBS_INSERT, params, _one)
+
+
+def jobs_insert_many(template: NewJob, args: Sequence[str], kwargs: Sequence[str]) -> Query[list[int]]:
+    """Insert one job per (args, kwargs) pair sharing ``template``'s options; ids in input order."""
+    params = (
+        template.queue, template.task, template.priority, template.max_attempts,
+        template.run_at, template.delay or 0.0, template.timeout, template.meta,
+        list(args), list(kwargs),
+    )  # fmt: skip
+    return Query(q.JOBS_INSERT_MANY, params, lambda rows: sorted(r[0] for r in rows))
+
+
+def jobs_claim(worker: str, wanted: dict[str, int], lease: float) -> Query[list[Row]]:
+    """Claim up to ``wanted[queue]`` runnable jobs per queue for ``worker``."""
+    params = {
+        "queues": list(wanted), "limits": list(wanted.values()), "lease": lease, "worker": worker,
+    }  # fmt: skip
+    return Query(q.JOBS_CLAIM, params, _rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended. ``state`` is the job's next state; ``queued`` means retry."""
+
+    job_id: int
+    attempt: int
+    state: str
+    result: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    delay: float = 0.0
+
+
+def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
+    """Record a batch of outcomes in one statement; returns the ids whose lease still held."""
+    params = {
+        "ids": [o.job_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "states": [o.state for o in outcomes],
+        "results": [o.result for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "tracebacks": [o.traceback for o in outcomes],
+        "delays": [o.delay for o in outcomes],
+    }
+    return Query(q.JOBS_ACK, params, _first_column)
+
+
+def leases_extend(
+    worker: str, lease: float, held: Sequence[tuple[int, int]]
+) -> Query[dict[int, bool]]:
+    """Extend the leases of ``held`` (id, attempt) pairs and mark the worker seen.
+
+    Returns ``{job_id: cancel_requested}`` for the leases that still hold."""
+    params = {
+        "worker": worker, "lease": lease,
+        "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
+    }  # fmt: skip
+    return Query(q.LEASES_EXTEND, params, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:
+    """Put unfinished jobs back to queued without counting the attempt; returns how many."""
+    params = {"ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
+    return Query(q.LEASES_RELEASE, params, _one)
+
+
+def leases_rescue(limit: int = 1000) -> Query[tuple[int, int]]:
+    """Rescue jobs whose lease expired; returns (requeued, moved to history)."""
+    return Query(q.LEASES_RESCUE, {"limit": limit}, lambda rows: (rows[0][0], rows[0][1]))
+
+
+def workers_register(
+    worker: str, hostname: str, pid: int, queues: str, version: str, heartbeat: float
+) -> Query[None]:
+    """Register (or refresh) a worker process."""
+    params = {
+        "id": worker, "hostname": hostname, "pid": pid, "queues": queues,
+        "version": version, "heartbeat": heartbeat,
+    }  # fmt: skip
+    return Query(q.WORKERS_REGISTER, params, _nothing)
+
+
+def workers_delete(worker: str) -> Query[None]:
+    """Remove a worker process that is shutting down."""
+    return Query(q.WORKERS_DELETE, {"id": worker}, _nothing)
+
+
+def workers_prune() -> Query[None]:
+    """Remove worker rows that stopped heart-beating long ago."""
+    return Query(q.WORKERS_PRUNE, None, _nothing)
+
+
+def schema_exists() -> Query[bool]:
+    """Whether pgqueue's schema version table exists."""
+    return Query(q.SCHEMA_EXISTS, None, _one)
+
+
+def schema_revision_get() -> Query[str | None]:
+    """The schema revision recorded in the database."""
+    return Query(q.SCHEMA_REVISION_GET, None, lambda rows: rows[0][0] if rows else None)
+
+
+def jobs_count_runnable(queues: Sequence[str]) -> Query[int]:
+    """How many jobs of ``queues`` could be claimed right now."""
+    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues)}, _one)
+
+
+def jobs_count_by_state() -> Query[dict[str, int]]:
+    """Number of retained jobs per state."""
+    return Query(q.JOBS_COUNT_BY_STATE, None, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def listen_jobs() -> Query[None]:
+    """Subscribe the connection to job wake-ups."""
+    return Query(q.LISTEN_JOBS, None, _nothing)
+
+
+def ping() -> Query[None]:
+    """A round trip that proves the connection is alive."""
+    return Query(q.PING, None, _nothing)

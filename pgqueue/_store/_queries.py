@@ -1,0 +1,207 @@
+"""Every SQL statement pgqueue runs, named noun-then-verb. Nothing else in pgqueue holds SQL."""
+
+from typing import LiteralString
+
+SCHEMA_EXISTS: LiteralString = """
+SELECT to_regclass('pgqueue.alembic_version') IS NOT NULL
+"""
+
+SCHEMA_REVISION_GET: LiteralString = """
+SELECT version_num FROM pgqueue.alembic_version
+"""
+
+JOBS_INSERT: LiteralString = """
+INSERT INTO pgqueue.active_jobs
+    (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s,
+        coalesce(%s::timestamptz, now() + make_interval(secs => %s)), %s, %s, %s::jsonb)
+RETURNING id
+"""
+
+JOBS_INSERT_MANY: LiteralString = """
+INSERT INTO pgqueue.active_jobs
+    (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+SELECT %s, %s, u.a::jsonb, u.k::jsonb, %s, %s,
+       coalesce(%s::timestamptz, now() + make_interval(secs => %s)), %s, NULL, %s::jsonb
+  FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(a, k, n)
+ ORDER BY u.n
+RETURNING id
+"""
+
+# The LATERAL subquery is MATERIALIZED by the CTE so LIMIT applies once per queue, not per row.
+JOBS_CLAIM: LiteralString = """
+WITH picked AS MATERIALIZED (
+    SELECT c.id
+      FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS w(queue, n)
+      CROSS JOIN LATERAL (
+          SELECT id FROM pgqueue.active_jobs
+           WHERE state = 'queued' AND queue = w.queue AND run_at <= now()
+           ORDER BY priority DESC, run_at, id
+           LIMIT w.n
+           FOR UPDATE SKIP LOCKED
+      ) AS c
+)
+UPDATE pgqueue.active_jobs AS j
+   SET state = 'running',
+       attempts = j.attempts + 1,
+       started_at = now(),
+       lease_expires_at = now() + make_interval(secs => %(lease)s),
+       worker_id = %(worker)s
+  FROM picked
+ WHERE j.id = picked.id
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta
+"""
+
+_FINISHED_COLUMNS = """
+    (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at, created_at,
+     started_at, finished_at, worker_id, timeout, unique_key, result, last_error, errors, meta)
+"""
+
+# One statement acknowledges a whole batch: retries go back to queued, the rest move to history.
+# Every row is fenced by (id, attempts, state = 'running'): a worker that lost its lease
+# changes nothing. Retries without an error (Retry raised by the task) give the attempt back.
+JOBS_ACK: LiteralString = """
+WITH o AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[],
+                         %(results)s::text[], %(errors)s::text[], %(tracebacks)s::text[],
+                         %(delays)s::float8[])
+        AS o(id, attempt, state, result, error, tb, delay)
+), retried AS (
+    UPDATE pgqueue.active_jobs AS j
+       SET state = 'queued',
+           run_at = now() + make_interval(secs => o.delay),
+           attempts = CASE WHEN o.error IS NULL THEN j.attempts - 1 ELSE j.attempts END,
+           worker_id = NULL,
+           lease_expires_at = NULL,
+           last_error = coalesce(o.error, j.last_error),
+           errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(
+               jsonb_build_object('attempt', o.attempt, 'at', now(), 'error', o.error,
+                                  'traceback', o.tb)) END
+      FROM o
+     WHERE o.state = 'queued' AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+    RETURNING j.id
+), done AS (
+    DELETE FROM pgqueue.active_jobs AS j
+     USING o
+     WHERE o.state <> 'queued' AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+    RETURNING j.*, o.state AS new_state, o.result AS new_result, o.error AS new_error,
+              o.tb AS new_tb
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, new_state, priority, attempts, max_attempts, run_at,
+           created_at, started_at, now(), worker_id, timeout, unique_key, new_result::jsonb,
+           coalesce(new_error, last_error),
+           CASE WHEN new_error IS NULL THEN errors ELSE errors || jsonb_build_array(
+               jsonb_build_object('attempt', attempts, 'at', now(), 'error', new_error,
+                                  'traceback', new_tb)) END,
+           meta
+      FROM done
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM retried UNION ALL SELECT id FROM done
+"""
+
+LEASES_EXTEND: LiteralString = """
+WITH seen AS (
+    UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s RETURNING id
+)
+UPDATE pgqueue.active_jobs AS j
+   SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+  FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+ WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+RETURNING j.id, j.cancel_requested
+"""
+
+# Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted.
+LEASES_RELEASE: LiteralString = """
+WITH released AS (
+    UPDATE pgqueue.active_jobs AS j
+       SET state = 'queued', attempts = j.attempts - 1, run_at = now(), started_at = NULL,
+           lease_expires_at = NULL, worker_id = NULL
+      FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+    RETURNING j.id, j.queue
+)
+SELECT (SELECT count(*) FROM released),
+       (SELECT count(pg_notify('pgqueue_jobs', q.queue))
+          FROM (SELECT DISTINCT queue FROM released) AS q)
+"""
+
+# Expired leases: back to queued, or to history as failed ("worker lost") when no attempt is
+# left, or as cancelled when a cancel was requested. SKIP LOCKED lets any number of workers
+# sweep at once; ON CONFLICT keeps one bad row from wedging the batch.
+LEASES_RESCUE: LiteralString = """
+WITH expired AS MATERIALIZED (
+    SELECT id FROM pgqueue.active_jobs
+     WHERE state = 'running' AND lease_expires_at < now()
+     ORDER BY lease_expires_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE pgqueue.active_jobs AS j
+       SET state = 'queued', run_at = now(), worker_id = NULL, lease_expires_at = NULL,
+           last_error = 'worker lost',
+           errors = j.errors || jsonb_build_array(jsonb_build_object(
+               'attempt', j.attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL))
+      FROM expired
+     WHERE j.id = expired.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
+    RETURNING j.id, j.queue
+), dead AS (
+    DELETE FROM pgqueue.active_jobs AS j
+     USING expired
+     WHERE j.id = expired.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
+    RETURNING j.*
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs,
+           CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
+           priority, attempts, max_attempts, run_at, created_at, started_at, now(), worker_id,
+           timeout, unique_key, NULL, 'worker lost',
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL)),
+           meta
+      FROM dead
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM requeued),
+       (SELECT count(*) FROM moved),
+       (SELECT count(pg_notify('pgqueue_jobs', q.queue))
+          FROM (SELECT DISTINCT queue FROM requeued) AS q)
+"""
+
+WORKERS_REGISTER: LiteralString = """
+INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version, heartbeat_s)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(version)s, %(heartbeat)s)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = now()
+"""
+
+WORKERS_DELETE: LiteralString = """
+DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
+"""
+
+# A worker unseen for ten heartbeats is gone; its jobs are rescued by their leases anyway.
+WORKERS_PRUNE: LiteralString = """
+DELETE FROM pgqueue.worker_processes
+ WHERE last_seen_at < now() - make_interval(secs => heartbeat_s * 10)
+"""
+
+JOBS_COUNT_RUNNABLE: LiteralString = """
+SELECT count(*) FROM pgqueue.active_jobs
+ WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+"""
+
+JOBS_COUNT_BY_STATE: LiteralString = """
+SELECT state, count(*) FROM pgqueue.jobs GROUP BY state ORDER BY state
+"""
+
+LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
+
+PING: LiteralString = "SELECT 1"

@@ -1,0 +1,130 @@
+"""Tasks: a registered function plus its job options, and the ways to enqueue it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from pgqueue import _json, _store
+from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._options import JobOptions
+
+if TYPE_CHECKING:
+    from pgqueue._app import PgQueue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Rows per INSERT ... SELECT unnest(...) statement in enqueue_many.
+MANY_CHUNK = 5000
+
+
+class Task(Generic[P, R]):
+    """A function registered with a :class:`PgQueue`; enqueue it to run it on a worker.
+
+    Calling the task calls the function directly, in this process.
+    """
+
+    __slots__ = ("app", "fn", "name", "options")
+
+    def __init__(
+        self, app: PgQueue, fn: Callable[P, R] | None, name: str, options: JobOptions
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.Task {self.name!r} queue={self.options.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.fn is None:
+            raise TypeError(f"task {self.name!r} is only a reference: it has no function here")
+        return self.fn(*args, **kwargs)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function (runs on the worker's event loop)."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    def using(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+    ) -> Task[P, R]:
+        """A copy of this task whose jobs use other options; raises ``ValueError`` at once."""
+        options = self.options.merge(
+            queue=queue, priority=priority, delay=delay, run_at=run_at,
+            max_attempts=max_attempts, timeout=timeout, unique_key=unique_key,
+        )  # fmt: skip
+        return Task(self.app, self.fn, self.name, options)
+
+    def new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> _store.NewJob:
+        """Validate and encode one call as a row to insert. Raises before any SQL is sent."""
+        encoded_args, encoded_kwargs = _json.dumps_arguments(
+            self.name, args, kwargs, self.app.max_payload_bytes
+        )
+        o = self.options
+        return _store.NewJob(
+            queue=o.queue, task=self.name, args=encoded_args, kwargs=encoded_kwargs,
+            priority=o.priority, max_attempts=o.max_attempts, run_at=o.run_at, delay=o.delay,
+            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(o.meta or {}),
+        )  # fmt: skip
+
+    def enqueue(self, conn: SyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Insert a job in the caller's transaction (never commits); returns the job id.
+
+        ``conn`` is a psycopg ``Connection`` or ``Cursor`` (or a registered adapter's object).
+        The job exists, and workers are woken, only once the caller commits.
+        """
+        job = self.new_job(args, kwargs)
+        with sync_cursor(conn) as cur:
+            return _store.run(cur, _store.jobs_insert(job))
+
+    async def aenqueue(self, conn: AsyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Async twin of :meth:`enqueue`, for a psycopg ``AsyncConnection`` or ``AsyncCursor``."""
+        job = self.new_job(args, kwargs)
+        async with async_cursor(conn) as cur:
+            return await _store.arun(cur, _store.jobs_insert(job))
+
+    def _many(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> Iterable[_store.Query[list[int]]]:
+        if self.options.unique_key is not None:
+            raise ValueError("enqueue_many cannot share one unique_key between jobs")
+        template = self.new_job((), {})
+        encoded = [self.new_job(a, k) for a, k in calls]
+        for start in range(0, len(encoded), MANY_CHUNK):
+            chunk = encoded[start : start + MANY_CHUNK]
+            yield _store.jobs_insert_many(template, [j.args for j in chunk], [j.kwargs for j in chunk])
+
+    def enqueue_many(
+        self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[int]:
+        """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
+
+        Every call is validated and encoded before the first statement is sent.
+        """
+        queries = list(self._many(calls))
+        with sync_cursor(conn) as cur:
+            return [i for query in queries for i in _store.run(cur, query)]
+
+    async def aenqueue_many(
+        self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[int]:
+        """Async twin of :meth:`enqueue_many`."""
+        queries = list(self._many(calls))
+        async with async_cursor(conn) as cur:
+            return [i for query in queries for i in await _store.arun(cur, query)]
+
+
+Task.__module__ = "pgqueue"

@@ -1,0 +1,82 @@
+"""Buffers outcomes and writes them a batch per statement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pgqueue import _store
+from pgqueue._store import Outcome
+from pgqueue._worker._db import Db
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class Acker:
+    """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
+
+    def __init__(self, db: Db, batch: int, interval: float) -> None:
+        self.db = db
+        self.batch = batch
+        self.interval = interval
+        self._buffer: list[Outcome] = []
+        self._pending = asyncio.Event()
+        self._full = asyncio.Event()
+        self._flushing = asyncio.Lock()
+
+    def add(self, outcome: Outcome) -> None:
+        """Queue one outcome for the next batch."""
+        self._buffer.append(outcome)
+        self._pending.set()
+        if len(self._buffer) >= self.batch:
+            self._full.set()
+
+    @property
+    def pending(self) -> int:
+        """How many outcomes wait to be written."""
+        return len(self._buffer)
+
+    async def run(self) -> None:
+        """Flush batches forever; a failed flush keeps its outcomes and is tried again."""
+        failures = 0
+        while True:
+            await self._pending.wait()
+            if len(self._buffer) < self.batch:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.interval)
+                except TimeoutError:
+                    pass
+            try:
+                await self.flush()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.warning("ack failed; will retry", exc_info=True, extra={"action": "ack_error"})
+                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+
+    async def flush(self) -> None:
+        """Write every buffered outcome now."""
+        async with self._flushing:
+            while self._buffer:
+                taken, self._buffer = self._buffer[: self.batch * 4], self._buffer[self.batch * 4 :]
+                if not self._buffer:
+                    self._pending.clear()
+                    self._full.clear()
+                try:
+                    applied = set(await self.db.run(_store.jobs_ack(taken)))
+                except BaseException:
+                    self._buffer[:0] = taken
+                    self._pending.set()
+                    raise
+                self._report_lost(taken, applied)
+
+    @staticmethod
+    def _report_lost(taken: list[Outcome], applied: set[int]) -> None:
+        for outcome in taken:
+            if outcome.job_id not in applied:
+                log.warning(
+                    "job %s attempt %s: lease lost before its outcome was written; discarded",
+                    outcome.job_id, outcome.attempt,
+                    extra={"action": "ack_lease_lost", "job_id": outcome.job_id,
+                           "attempt": outcome.attempt},
+                )  # fmt: skip

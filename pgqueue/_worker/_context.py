@@ -1,0 +1,50 @@
+"""What a running task can know about its own job."""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class JobContext:
+    """The job a task is running for. Read it with :func:`pgqueue.current_job`."""
+
+    id: int
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the worker asked this attempt to stop (timeout, cancel, lost lease, shutdown).
+
+        Thread tasks cannot be interrupted; long ones should check this between steps.
+        """
+        return self.cancelled.is_set()
+
+    def cancel(self, reason: str) -> None:
+        """Record why this attempt is being stopped (the first reason wins)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.cancelled.set()
+
+
+_current: ContextVar[JobContext] = ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling task runs for; raises ``LookupError`` outside a task."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("pgqueue.current_job() was called outside a running task") from None
+
+
+JobContext.__module__ = "pgqueue"

@@ -1,0 +1,162 @@
+"""Runs one claimed job and turns what happened into an :class:`~pgqueue._store.Outcome`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib
+import multiprocessing
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pgqueue import _json
+from pgqueue._errors import Cancel, Retry, UnknownTaskError
+from pgqueue._store import Outcome
+from pgqueue._worker._context import JobContext, _current
+
+if TYPE_CHECKING:
+    from pgqueue._app import PgQueue
+    from pgqueue._task import Task
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A row this worker holds the lease for, as the claim returned it."""
+
+    id: int
+    queue: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    meta: dict[str, Any]
+
+    def context(self) -> JobContext:
+        """A fresh context for running this attempt."""
+        return JobContext(self.id, self.task, self.queue, self.attempt, self.max_attempts, self.meta)
+
+
+class WorkerLost(Exception):  # noqa: N818 - the recorded reason, as operators read it
+    """The process running the job died."""
+
+    def __str__(self) -> str:
+        return "worker lost"
+
+
+class JobExecutor:
+    """Calls tasks: coroutines on the loop, functions in threads, CPU work in processes."""
+
+    def __init__(self, app: PgQueue, threads: int, processes: int) -> None:
+        self.app = app
+        self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
+        self._process_count = max(processes, 1)
+        self._processes: ProcessPoolExecutor | None = None
+
+    async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
+        """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates)."""
+        task = self.app.get_task(job.task)
+        try:
+            if task is None:
+                raise UnknownTaskError(job.task)
+            async with asyncio.timeout(job.timeout):
+                result = await self._call(task, job, ctx)
+            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+        except Retry as exc:
+            return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
+        except Cancel as exc:
+            return Outcome(job.id, job.attempt, "cancelled", error=f"cancelled: {exc}")
+        except TimeoutError as exc:
+            ctx.cancel("timeout")
+            return self._failure(job, task, exc, f"timed out after {job.timeout} s")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a task's SystemExit must not stop the worker
+            return self._failure(job, task, exc)
+
+    def _failure(
+        self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
+    ) -> Outcome:
+        error = why or _describe(exc)
+        tb = "".join(traceback.format_exception(exc))
+        if job.attempt >= job.max_attempts:
+            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
+        policy = (task.options if task else self.app.defaults).retry
+        return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb,
+                       delay=policy.delay(job.attempt))  # fmt: skip
+
+    async def _call(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
+        assert task.fn is not None
+        executor = task.options.executor
+        if executor == "process":
+            return await self._in_process(task, job, ctx)
+        if executor == "async" or (executor == "auto" and task.is_async):
+            token = _current.set(ctx)
+            try:
+                return await task.fn(*job.args, **job.kwargs)
+            finally:
+                _current.reset(token)
+        context = contextvars.copy_context()
+        context.run(_current.set, ctx)
+        loop = asyncio.get_running_loop()
+        call = _bind(context, task.fn, job.args, job.kwargs)
+        return await loop.run_in_executor(self._threads, call)
+
+    async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
+        assert task.fn is not None
+        pool = self._process_pool()
+        loop = asyncio.get_running_loop()
+        where = (task.fn.__module__, task.fn.__qualname__)
+        fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
+        future = loop.run_in_executor(pool, _process_entry, where, job.args, job.kwargs, fields)
+        try:
+            return await future
+        except BrokenProcessPool:
+            self._processes = None  # a child died: the next job gets a fresh pool
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise WorkerLost() from None
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            method = "forkserver" if sys.platform == "linux" else "spawn"
+            self._processes = ProcessPoolExecutor(
+                self._process_count, mp_context=multiprocessing.get_context(method)
+            )
+        return self._processes
+
+    def shutdown(self) -> None:
+        """Stop accepting work; running threads are abandoned, child processes killed."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            for process in list(getattr(self._processes, "_processes", {}).values()):
+                process.kill()
+            self._processes.shutdown(wait=False, cancel_futures=True)
+
+
+def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return lambda: context.run(fn, *args, **kwargs)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
+
+
+def _process_entry(
+    where: tuple[str, str], args: list[Any], kwargs: dict[str, Any], fields: tuple[Any, ...]
+) -> Any:
+    """Runs in a child process: import the registered task's module and call the function."""
+    module, qualname = where
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
+    _current.set(JobContext(*fields))
+    return fn(*args, **kwargs)
+
+

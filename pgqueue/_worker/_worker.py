@@ -1,0 +1,395 @@
+"""The worker process: one claimer, a listener, an executor, an acker, heartbeats, maintenance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._options import check_queue
+from pgqueue._schema import check_schema
+from pgqueue._store import Outcome
+from pgqueue._version import __version__
+from pgqueue._worker._acker import Acker
+from pgqueue._worker._context import JobContext
+from pgqueue._worker._db import Db, backoff
+from pgqueue._worker._executor import ClaimedJob, JobExecutor
+from pgqueue._worker._listener import listen
+
+if TYPE_CHECKING:
+    from pgqueue._app import PgQueue
+
+log = logging.getLogger("pgqueue.worker")
+
+Service = Callable[["Worker"], Awaitable[None]]
+"""A coroutine run beside the claimer for the worker's whole life (scheduler, metrics, ...)."""
+
+
+@dataclass(slots=True)
+class _Running:
+    job: ClaimedJob
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker keeps about itself."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
+    """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
+    if isinstance(queues, Mapping):
+        items = list(queues.items())
+    else:
+        names = queues.split(",") if isinstance(queues, str) else list(queues)
+        items = []
+        for raw in (n.strip() for n in names):
+            name, _, count = raw.partition(":")
+            items.append((name, int(count) if count else concurrency))
+    result = {check_queue(name): int(n) for name, n in items}
+    if not result:
+        raise ValueError("a worker needs at least one queue")
+    for name, n in result.items():
+        if n < 1:
+            raise ValueError(f"concurrency of queue {name!r} must be >= 1, got {n}")
+    return result
+
+
+class Worker:
+    """Claims and runs jobs of some queues until stopped.
+
+    Parameters are documented in ``docs/reference/python-api.md``; all durations are seconds.
+    """
+
+    def __init__(
+        self,
+        app: PgQueue,
+        *,
+        queues: Mapping[str, int] | Iterable[str] | None = None,
+        concurrency: int = 10,
+        dsn: str | None = None,
+        name: str | None = None,
+        poll_interval: float = 1.0,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        rescue_interval: float = 5.0,
+        shutdown_timeout: float = 30.0,
+        burst: bool = False,
+        listen: bool = True,
+        batch_size: int = 100,
+        ack_batch: int = 200,
+        ack_interval: float = 0.005,
+        threads: int | None = None,
+        processes: int | None = None,
+        services: Iterable[Service] = (),
+    ) -> None:
+        self.app = app
+        self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
+        self.dsn = dsn or app.dsn
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.heartbeat = heartbeat or lease / 3
+        self.rescue_interval = rescue_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.burst = burst
+        self.listen = listen
+        self.batch_size = batch_size
+        self.stats = WorkerStats()
+        self.services = list(services)
+        self.stopping = asyncio.Event()
+        self._free = dict(self.queues)
+        self._running: dict[int, _Running] = {}
+        self._unfinished: list[tuple[int, int]] = []
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        total = sum(self.queues.values())
+        self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
+        self._claim_db = Db(self.dsn, "claimer")
+        self._ack_db = Db(self.dsn, "acker")
+        self._maint_db = Db(self.dsn, "maintenance")
+        self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
+
+    @property
+    def running(self) -> int:
+        """How many jobs this worker is running now."""
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and shut down gracefully."""
+        if not self.stopping.is_set():
+            log.info("stopping: no new claims", extra={"action": "worker_stopping"})
+        self.stopping.set()
+        self._wake.set()
+        self._slot_freed.set()
+
+    def wake(self) -> None:
+        """Make the claimer look for jobs now (what a notification does)."""
+        self._wake.set()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Run until :meth:`stop` (or, in burst mode, until nothing is runnable)."""
+        await self._start()
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        background = [asyncio.create_task(c) for c in self._background()]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown(background)
+
+    def _background(self) -> list[Awaitable[None]]:
+        parts: list[Awaitable[None]] = [
+            self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
+        ]  # fmt: skip
+        if self.listen:
+            parts.append(listen(self.dsn, self.queues, self.wake, self.stopping))
+        parts += [service(self) for service in self.services]
+        return parts
+
+    async def _start(self) -> None:
+        await check_schema(self._maint_db)
+        await self._maint_db.run(self._register())
+        log.info(
+            "worker %s started: pgqueue %s, queues %s, database %s",
+            self.name, __version__, self.queues, _safe_dsn(self.dsn),
+            extra={"action": "worker_started", "worker": self.name},
+        )  # fmt: skip
+
+    def _register(self) -> _store.Query[None]:
+        return _store.workers_register(
+            self.name, socket.gethostname(), os.getpid(), json.dumps(self.queues),
+            __version__, self.heartbeat,
+        )  # fmt: skip
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self) -> None:
+        if self.stopping.is_set():
+            log.warning("second interrupt: exiting now", extra={"action": "worker_forced_exit"})
+            os._exit(130)
+        self.stop()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        more = True  # the last claim filled every slot it asked for: claim again at once
+        while not self.stopping.is_set():
+            wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
+            if not wanted:
+                await self._wait(self._slot_freed, None)
+                self._slot_freed.clear()
+                continue
+            if not more:
+                await self._wait(self._wake, self.poll_interval)
+                if self.stopping.is_set():
+                    break
+            self._wake.clear()
+            try:
+                jobs = await self._claim_db.run(_store.jobs_claim(self.name, wanted, self.lease))
+                failures = 0
+            except (psycopg.Error, OSError):
+                failures += 1
+                log.warning("claim failed; retrying", exc_info=True, extra={"action": "claim_error"})
+                await self._wait(self.stopping, backoff(failures))
+                more = True
+                continue
+            for row in jobs:
+                self._start_job(ClaimedJob(*row))
+            more = self._filled(jobs, wanted)
+            if self.burst and not jobs and await self._idle():
+                break
+
+    @staticmethod
+    def _filled(rows: list[Any], wanted: dict[str, int]) -> bool:
+        got: dict[str, int] = {}
+        for row in rows:
+            got[row[1]] = got.get(row[1], 0) + 1
+        return any(got.get(q, 0) >= n for q, n in wanted.items())
+
+    async def _idle(self) -> bool:
+        """Burst mode: nothing running here, nothing left to write, nothing runnable."""
+        if self._running:
+            await self._wait(self._slot_freed, None)
+            self._slot_freed.clear()
+            return False
+        await self._acker.flush()
+        count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
+        return count == 0
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _start_job(self, job: ClaimedJob) -> None:
+        self.stats.claimed += 1
+        self._free[job.queue] -= 1
+        running = _Running(job, job.context())
+        self._running[job.id] = running
+        running.task = asyncio.create_task(self._execute(running))
+
+    async def _execute(self, running: _Running) -> None:
+        job, ctx = running.job, running.ctx
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._executor.run(job, ctx)
+        except asyncio.CancelledError:
+            if ctx.cancel_reason == "cancel requested":
+                outcome = Outcome(job.id, job.attempt, "cancelled", error="cancelled on request")
+            elif ctx.cancel_reason == "shutdown":
+                self._unfinished.append((job.id, job.attempt))
+        finally:
+            del self._running[job.id]
+            self._free[job.queue] += 1
+            self._slot_freed.set()
+        if outcome is not None and ctx.cancel_reason != "lease lost":
+            self._count(outcome)
+            self._acker.add(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        name = "retried" if outcome.state == "queued" else outcome.state
+        setattr(self.stats, name, getattr(self.stats, name) + 1)
+        log.debug(
+            "job %s %s", outcome.job_id, name,
+            extra={"action": f"job_{name}", "job_id": outcome.job_id, "attempt": outcome.attempt},
+        )  # fmt: skip
+
+    def cancel_local(self, job_id: int, reason: str) -> None:
+        """Stop this worker's attempt at ``job_id`` (async tasks are cancelled at once)."""
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        running.ctx.cancel(reason)
+        if running.task is not None:
+            running.task.cancel()
+
+    # -- heartbeats and maintenance ---------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(backoff(failures) if failures else self.heartbeat)
+            try:
+                await self.extend_leases()
+                failures = 0
+            except (psycopg.Error, OSError):
+                failures += 1
+                log.warning("heartbeat failed", exc_info=True, extra={"action": "heartbeat_error"})
+
+    async def extend_leases(self) -> None:
+        """Extend the leases of running jobs; stop the ones lost or asked to cancel."""
+        held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, held))
+        for job_id, _attempt in held:
+            if job_id not in alive:
+                log.warning(
+                    "job %s: lease lost; stopping the local attempt", job_id,
+                    extra={"action": "lease_lost", "job_id": job_id},
+                )  # fmt: skip
+                self.cancel_local(job_id, "lease lost")
+            elif alive[job_id]:
+                self.cancel_local(job_id, "cancel requested")
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            # Jitter keeps a fleet of workers from sweeping in lock-step.
+            await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
+            try:
+                await self.maintain()
+            except (psycopg.Error, OSError):
+                log.warning("maintenance failed", exc_info=True, extra={"action": "maintenance_error"})
+
+    async def maintain(self) -> None:
+        """One maintenance pass: rescue expired leases, forget long-dead workers."""
+        requeued, failed = await self._maint_db.run(_store.leases_rescue())
+        if requeued or failed:
+            log.warning(
+                "rescued %s jobs with expired leases (%s requeued, %s out of attempts)",
+                requeued + failed, requeued, failed,
+                extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
+            )  # fmt: skip
+        await self._maint_db.run(_store.workers_prune())
+
+    async def run_sql(self, query: _store.Query[Any]) -> Any:
+        """Run one store query on the worker's maintenance connection (for services)."""
+        return await self._maint_db.run(query)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        self.stop()
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            log.info(
+                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
+                extra={"action": "worker_draining"},
+            )  # fmt: skip
+            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        for job_id in list(self._running):
+            self.cancel_local(job_id, "shutdown")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._executor.shutdown()
+        try:
+            await self._finish_writes()
+        finally:
+            for part in background:
+                part.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for db in (self._claim_db, self._ack_db, self._maint_db):
+                await db.close()
+        log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
+
+    async def _finish_writes(self) -> None:
+        await self._acker.flush()
+        if self._unfinished:
+            released = await self._ack_db.run(_store.leases_release(self._unfinished))
+            log.info(
+                "put %s unfinished jobs back in their queues", released,
+                extra={"action": "jobs_released"},
+            )  # fmt: skip
+        await self._maint_db.run(_store.workers_delete(self.name))
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN with any password hidden, for logs."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    if "password" in info:
+        info["password"] = "***"
+    return psycopg.conninfo.make_conninfo("", **info)
+
+
+Worker.__module__ = "pgqueue"
