@@ -77,6 +77,8 @@ class PgQueue:
     @overload
     def task(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -89,7 +91,7 @@ class PgQueue:
 
     def task(
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -99,7 +101,7 @@ class PgQueue:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., ...)``.
 
         The name defaults to ``module.qualname``. ``executor`` says where the worker runs it:
@@ -111,12 +113,12 @@ class PgQueue:
             retry=retry, executor=executor,
         )  # fmt: skip
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = check_task_name(name or f"{func.__module__}.{func.__qualname__}")
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different function is already registered as {task_name!r}")
-            task: Task[P, R] = Task(self, func, task_name, options)
+            task: Task[Any, Any] = Task(self, func, task_name, options)
             self.tasks[task_name] = task
             return task
 
@@ -171,7 +173,9 @@ def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:
 
     is_coro = inspect.iscoroutinefunction(fn)
     if executor == "async" and not is_coro:
-        raise ValueError(f"{fn.__qualname__} is not a coroutine function: executor='async' needs one")
+        raise ValueError(
+            f"{fn.__qualname__} is not a coroutine function: executor='async' needs one"
+        )
     if executor in ("thread", "process") and is_coro:
         raise ValueError(f"{fn.__qualname__} is a coroutine function: it runs on the event loop")
     if executor == "process" and "<locals>" in fn.__qualname__:

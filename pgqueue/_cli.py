@@ -73,12 +73,26 @@ def friendly_errors(fn: F) -> F:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--app", "app_path", envvar="PGQUEUE_APP", metavar="MODULE:ATTR",
-              help="Your PgQueue object, e.g. myproject.tasks:app  [env PGQUEUE_APP]")
-@click.option("--dsn", envvar="PGQUEUE_DSN", metavar="DSN",
-              help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]")
-@click.option("--log-level", envvar="PGQUEUE_LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option(
+    "--app",
+    "app_path",
+    envvar="PGQUEUE_APP",
+    metavar="MODULE:ATTR",
+    help="Your PgQueue object, e.g. myproject.tasks:app  [env PGQUEUE_APP]",
+)
+@click.option(
+    "--dsn",
+    envvar="PGQUEUE_DSN",
+    metavar="DSN",
+    help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]",
+)
+@click.option(
+    "--log-level",
+    envvar="PGQUEUE_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
 @click.version_option(package_name="pgqueue")
 @click.pass_context
 def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str) -> None:
@@ -113,24 +127,71 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
 
 
 @cli.command()
-@click.option("--queues", "-q", envvar="PGQUEUE_QUEUES", default="default", show_default=True,
-              help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]")
-@click.option("--concurrency", "-c", envvar="PGQUEUE_CONCURRENCY", type=click.IntRange(1),
-              default=10, show_default=True, help="Jobs at once per queue without its own figure.")
-@click.option("--burst", envvar="PGQUEUE_BURST", is_flag=True,
-              help="Exit once nothing is runnable.")
-@click.option("--shutdown-timeout", envvar="PGQUEUE_SHUTDOWN_TIMEOUT", type=click.FloatRange(0),
-              default=30.0, show_default=True, help="Seconds running jobs get after SIGTERM.")
-@click.option("--poll-interval", envvar="PGQUEUE_POLL_INTERVAL", type=click.FloatRange(0.01),
-              default=1.0, show_default=True, help="Seconds between polls when no notification.")
-@click.option("--lease", envvar="PGQUEUE_LEASE", type=click.FloatRange(0.1), default=30.0,
-              show_default=True, help="Seconds a claim is held without a heartbeat.")
-@click.option("--rescue-interval", envvar="PGQUEUE_RESCUE_INTERVAL", type=click.FloatRange(0.05),
-              default=5.0, show_default=True, help="Seconds between sweeps for expired leases.")
-@click.option("--processes", envvar="PGQUEUE_PROCESSES", type=click.IntRange(1), default=None,
-              help="Size of the process pool for executor='process' tasks  [default: CPUs]")
-@click.option("--no-listen", envvar="PGQUEUE_NO_LISTEN", is_flag=True,
-              help="Poll only (for poolers that cannot LISTEN).")
+@click.option(
+    "--queues",
+    "-q",
+    envvar="PGQUEUE_QUEUES",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="PGQUEUE_CONCURRENCY",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Jobs at once per queue without its own figure.",
+)
+@click.option(
+    "--burst", envvar="PGQUEUE_BURST", is_flag=True, help="Exit once nothing is runnable."
+)
+@click.option(
+    "--shutdown-timeout",
+    envvar="PGQUEUE_SHUTDOWN_TIMEOUT",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get after SIGTERM.",
+)
+@click.option(
+    "--poll-interval",
+    envvar="PGQUEUE_POLL_INTERVAL",
+    type=click.FloatRange(0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls when no notification.",
+)
+@click.option(
+    "--lease",
+    envvar="PGQUEUE_LEASE",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claim is held without a heartbeat.",
+)
+@click.option(
+    "--rescue-interval",
+    envvar="PGQUEUE_RESCUE_INTERVAL",
+    type=click.FloatRange(0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds between sweeps for expired leases.",
+)
+@click.option(
+    "--processes",
+    envvar="PGQUEUE_PROCESSES",
+    type=click.IntRange(1),
+    default=None,
+    help="Size of the process pool for executor='process' tasks  [default: CPUs]",
+)
+@click.option(
+    "--no-listen",
+    envvar="PGQUEUE_NO_LISTEN",
+    is_flag=True,
+    help="Poll only (for poolers that cannot LISTEN).",
+)
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.pass_obj
 @friendly_errors

@@ -23,7 +23,7 @@ class UnknownTaskError(PgQueueError):
         self.name = name
 
 
-class Retry(Exception):  # noqa: N818 - a verb, like Oban's snooze: raised by task code
+class Retry(Exception):
     """Raise from a task to run it again after ``delay`` seconds without counting a failure."""
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -33,7 +33,7 @@ class Retry(Exception):  # noqa: N818 - a verb, like Oban's snooze: raised by ta
         self.delay = float(delay)
 
 
-class Cancel(Exception):  # noqa: N818 - a verb: raised by task code
+class Cancel(Exception):
     """Raise from a task to end its job as ``cancelled`` with no further attempts."""
 
 

@@ -105,7 +105,9 @@ class Task(Generic[P, R]):
         encoded = [self.new_job(a, k) for a, k in calls]
         for start in range(0, len(encoded), MANY_CHUNK):
             chunk = encoded[start : start + MANY_CHUNK]
-            yield _store.jobs_insert_many(template, [j.args for j in chunk], [j.kwargs for j in chunk])
+            yield _store.jobs_insert_many(
+                template, [j.args for j in chunk], [j.kwargs for j in chunk]
+            )
 
     def enqueue_many(
         self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]

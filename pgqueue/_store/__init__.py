@@ -83,7 +83,9 @@ def jobs_insert(job: NewJob) -> Query[int]:
     return Query(q.JOBS_INSERT, params, _one)
 
 
-def jobs_insert_many(template: NewJob, args: Sequence[str], kwargs: Sequence[str]) -> Query[list[int]]:
+def jobs_insert_many(
+    template: NewJob, args: Sequence[str], kwargs: Sequence[str]
+) -> Query[list[int]]:
     """Insert one job per (args, kwargs) pair sharing ``template``'s options; ids in input order."""
     params = (
         template.queue, template.task, template.priority, template.max_attempts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from pgqueue import _store
@@ -42,10 +43,8 @@ class Acker:
         while True:
             await self._pending.wait()
             if len(self._buffer) < self.batch:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.interval)
-                except TimeoutError:
-                    pass
             try:
                 await self.flush()
                 failures = 0
@@ -63,12 +62,12 @@ class Acker:
                     self._pending.clear()
                     self._full.clear()
                 try:
-                    applied = set(await self.db.run(_store.jobs_ack(taken)))
+                    acked = await self.db.run(_store.jobs_ack(taken))
                 except BaseException:
                     self._buffer[:0] = taken
                     self._pending.set()
                     raise
-                self._report_lost(taken, applied)
+                self._report_lost(taken, set(acked))
 
     @staticmethod
     def _report_lost(taken: list[Outcome], applied: set[int]) -> None:

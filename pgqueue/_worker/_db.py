@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, TypeVar
 
@@ -50,10 +51,8 @@ class Db:
         """Close the connection if it is open."""
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
-            try:
+            with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
                 await conn.close()
-            except psycopg.Error:  # already broken: nothing more to release
-                pass
 
 
 def backoff(failures: int, cap: float = 10.0) -> float:

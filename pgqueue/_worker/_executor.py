@@ -39,10 +39,12 @@ class ClaimedJob:
 
     def context(self) -> JobContext:
         """A fresh context for running this attempt."""
-        return JobContext(self.id, self.task, self.queue, self.attempt, self.max_attempts, self.meta)
+        return JobContext(
+            self.id, self.task, self.queue, self.attempt, self.max_attempts, self.meta
+        )
 
 
-class WorkerLost(Exception):  # noqa: N818 - the recorded reason, as operators read it
+class WorkerLost(Exception):
     """The process running the job died."""
 
     def __str__(self) -> str:
@@ -144,6 +146,8 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, UnknownTaskError | WorkerLost):
+        return text
     return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
 
 
@@ -158,5 +162,3 @@ def _process_entry(
     fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
     _current.set(JobContext(*fields))
     return fn(*args, **kwargs)
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Container
 
@@ -28,6 +29,19 @@ async def listen(
     claimer re-reads the rows, so a forged or stale notification costs one empty claim.
     """
     db = Db(dsn, "listener", prepare_threshold=None)
+    try:
+        await _listen(db, queues, wake, stopping, ping_interval)
+    finally:
+        await db.close()
+
+
+async def _listen(
+    db: Db,
+    queues: Container[str],
+    wake: Callable[[], None],
+    stopping: asyncio.Event,
+    ping_interval: float,
+) -> None:
     failures = 0
     while not stopping.is_set():
         try:
@@ -43,7 +57,6 @@ async def listen(
             await db.close()
             log.warning("LISTEN connection lost; reconnecting", extra={"action": "listen_lost"})
             await _sleep_unless(stopping, backoff(failures))
-    await db.close()
 
 
 async def _relay(
@@ -67,7 +80,5 @@ async def _relay(
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -151,16 +152,20 @@ class Worker:
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable)."""
-        await self._start()
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_connections()
+            raise
         if install_signal_handlers:
             self._install_signal_handlers()
-        background = [asyncio.create_task(c) for c in self._background()]
+        background = [asyncio.ensure_future(c) for c in self._background()]
         try:
             await self._claim_loop()
         finally:
             await self._shutdown(background)
 
-    def _background(self) -> list[Awaitable[None]]:
+    def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
             self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
         ]  # fmt: skip
@@ -216,7 +221,9 @@ class Worker:
                 failures = 0
             except (psycopg.Error, OSError):
                 failures += 1
-                log.warning("claim failed; retrying", exc_info=True, extra={"action": "claim_error"})
+                log.warning(
+                    "claim failed; retrying", exc_info=True, extra={"action": "claim_error"}
+                )
                 await self._wait(self.stopping, backoff(failures))
                 more = True
                 continue
@@ -245,10 +252,8 @@ class Worker:
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
 
     # -- running ----------------------------------------------------------------------------
 
@@ -328,7 +333,9 @@ class Worker:
             try:
                 await self.maintain()
             except (psycopg.Error, OSError):
-                log.warning("maintenance failed", exc_info=True, extra={"action": "maintenance_error"})
+                log.warning(
+                    "maintenance failed", exc_info=True, extra={"action": "maintenance_error"}
+                )
 
     async def maintain(self) -> None:
         """One maintenance pass: rescue expired leases, forget long-dead workers."""
@@ -366,9 +373,12 @@ class Worker:
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            for db in (self._claim_db, self._ack_db, self._maint_db):
-                await db.close()
+            await self._close_connections()
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
+
+    async def _close_connections(self) -> None:
+        for db in (self._claim_db, self._ack_db, self._maint_db):
+            await db.close()
 
     async def _finish_writes(self) -> None:
         await self._acker.flush()

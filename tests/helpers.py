@@ -1,0 +1,43 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+import pgqueue
+
+
+def query(dsn: str, statement: Any, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement in its own autocommit connection and return its rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def states(dsn: str) -> dict[str, int]:
+    """How many jobs are in each state."""
+    return dict(query(dsn, "SELECT state, count(*) FROM pgqueue.jobs GROUP BY state"))
+
+
+async def run_worker_until(
+    worker: pgqueue.Worker, done: Callable[[], bool], timeout: float = 30.0
+) -> None:
+    """Run ``worker`` until ``done()`` is true (checked every 20 ms, off the loop), then stop it."""
+    runner = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not await asyncio.to_thread(done):
+            if runner.done():
+                runner.result()
+                raise AssertionError("the worker stopped before the condition was met")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s")
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(runner, 30)

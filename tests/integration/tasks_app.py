@@ -1,0 +1,67 @@
+"""Tasks used by the integration tests (importable, so process tasks can find them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pgqueue
+
+app = pgqueue.PgQueue()
+fast_retry = pgqueue.RetryPolicy(base=0.01, cap=0.05)
+
+
+@app.task(queue="io")
+async def add(a: int, b: int) -> int:
+    """Return a + b."""
+    return a + b
+
+
+@app.task(queue="io", max_attempts=3, retry=fast_retry)
+async def always_fails(message: str) -> None:
+    """Raise every time."""
+    raise RuntimeError(message)
+
+
+@app.task(queue="io")
+def sync_pid() -> int:
+    """Return the process id (sync: runs in a thread)."""
+    return os.getpid()
+
+
+@app.task(queue="cpu", executor="process")
+def process_pid() -> int:
+    """Return the process id (runs in the process pool)."""
+    return os.getpid()
+
+
+@app.task(queue="io")
+async def sleepy(seconds: float) -> str:
+    """Sleep, then return "slept"."""
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+snoozed: set[int] = set()
+
+
+@app.task(queue="io", max_attempts=5)
+async def snoozes_once() -> str:
+    """Ask to run again once without counting a failure, then succeed."""
+    job_id = pgqueue.current_job().id
+    if job_id in snoozed:
+        return "done"
+    snoozed.add(job_id)
+    raise pgqueue.Retry(0)
+
+
+@app.task(queue="io")
+async def cancels_itself() -> None:
+    """End the job as cancelled."""
+    raise pgqueue.Cancel("not needed any more")
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=2, retry=fast_retry)
+async def too_slow() -> None:
+    """Exceed the task timeout."""
+    await asyncio.sleep(5)

@@ -1,0 +1,111 @@
+"""A worker runs committed jobs and records their outcomes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import pgqueue
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+
+def worker(dsn: str, **options: object) -> pgqueue.Worker:
+    """A fast-polling worker of the test app on both test queues."""
+    options.setdefault("queues", ["io", "cpu"])
+    return t.app.worker(dsn=dsn, poll_interval=0.05, **options)
+
+
+async def test_committed_job_runs_and_stores_its_result(dsn: str, conn) -> None:
+    """commit → the job runs, and its return value is stored as JSON in result."""
+    job_id = t.add.enqueue(conn, 2, 3)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT state, result, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [job_id]) == [("succeeded", 5, 1)]  # fmt: skip
+
+
+async def test_failures_retry_until_failed_with_tracebacks(dsn: str, conn) -> None:
+    """A raising task is retried up to max_attempts, then failed, with every traceback kept."""
+    job_id = t.always_fails.enqueue(conn, "kaput")
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(attempts, last_error, errors)] = query(
+        dsn, "SELECT attempts, last_error, errors FROM pgqueue.jobs WHERE id = %s", [job_id]
+    )
+    assert attempts == 3
+    assert last_error == "RuntimeError: kaput"
+    assert [e["attempt"] for e in errors] == [1, 2, 3]
+    assert all("always_fails" in e["traceback"] for e in errors)
+
+
+async def test_sync_tasks_run_in_threads_and_process_tasks_in_children(dsn: str, conn) -> None:
+    """executor='process' runs in another process; plain functions run in this one."""
+    in_thread = t.sync_pid.enqueue(conn)
+    in_process = t.process_pid.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("succeeded") == 2, timeout=60)
+    results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs"))
+    assert results[in_thread] == os.getpid()
+    assert results[in_process] != os.getpid()
+
+
+async def test_unknown_task_is_retried_then_failed_and_nothing_is_imported(
+    dsn: str, conn, tmp_path
+) -> None:
+    """A row naming an unregistered dotted path (os.system) fails as unknown; nothing runs."""
+    marker = tmp_path / "pwned"
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task, queue, args, max_attempts) "
+               "VALUES ('os.system', 'io', %s::jsonb, 2)", [f'["touch {marker}"]'])  # fmt: skip
+    app = pgqueue.PgQueue(dsn, retry=pgqueue.RetryPolicy(base=0.01, cap=0.02))
+    w = app.worker(queues=["io"], poll_interval=0.05)
+    await run_worker_until(w, lambda: states(dsn).get("failed") == 1)
+    assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs") == [
+        (2, "unknown task 'os.system'")
+    ]
+    assert not marker.exists()
+
+
+async def test_retry_snoozes_without_spending_an_attempt(dsn: str, conn) -> None:
+    """Raising pgqueue.Retry runs the job again without counting a failure."""
+    job_id = t.snoozes_once.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT attempts, errors FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        (1, [])
+    ]
+
+
+async def test_cancel_raised_by_a_task_ends_the_job_cancelled(dsn: str, conn) -> None:
+    """Raising pgqueue.Cancel ends the job as cancelled after one attempt."""
+    t.cancels_itself.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("cancelled") == 1)
+    assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs") == [
+        (1, "cancelled: not needed any more")
+    ]
+
+
+async def test_async_task_over_its_timeout_is_retried_then_failed(dsn: str, conn) -> None:
+    """An async task that exceeds its timeout is cancelled and counted as a failure."""
+    t.too_slow.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs") == [
+        (2, "timed out after 0.2 s")
+    ]
+
+
+async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
+    """--burst: the worker returns by itself once the queue is empty."""
+    t.add.enqueue_many(conn, [((i, i), {}) for i in range(50)])
+    conn.commit()
+    await worker(dsn, burst=True).run()
+    assert states(dsn) == {"succeeded": 50}
+
+
+async def test_worker_refuses_a_database_without_the_schema(empty_dsn: str) -> None:
+    """A worker on an unmigrated database stops with a message naming the command to run."""
+    with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
+        await worker(empty_dsn).run()
