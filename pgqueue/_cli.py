@@ -192,17 +192,24 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     is_flag=True,
     help="Poll only (for poolers that cannot LISTEN).",
 )
+@click.option(
+    "--synchronous-commit",
+    envvar="PGQUEUE_SYNCHRONOUS_COMMIT",
+    is_flag=True,
+    help="Wait for the WAL flush on claims and acks (default: no; see docs/performance.md).",
+)
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.pass_obj
 @friendly_errors
 def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, name: str | None) -> None:  # fmt: skip
+           no_listen: bool, synchronous_commit: bool, name: str | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+        synchronous_commit=synchronous_commit,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
 

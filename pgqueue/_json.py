@@ -12,11 +12,16 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
 
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact, strict JSON (no NaN, no NUL) or raise ``TypeError``."""
+    if value is None:  # what most tasks return
+        return "null"
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except ValueError as exc:  # NaN / Infinity, or a circular reference
         raise TypeError(str(exc)) from exc
     if "u0000" in text and _NUL_ESCAPE.search(text):
@@ -29,10 +34,12 @@ def dumps_arguments(
 ) -> tuple[str, str]:
     """Encode a call's arguments; a failure names the argument that cannot be encoded."""
     try:
-        encoded = dumps(list(args)), dumps(dict(kwargs))
+        encoded = dumps(list(args)), dumps(dict(kwargs)) if kwargs else "{}"
     except TypeError:
         _raise_for_argument(task, args, kwargs)
         raise
+    if (len(encoded[0]) + len(encoded[1])) * 4 <= max_bytes:  # UTF-8 is 4 bytes at most
+        return encoded
     size = len(encoded[0].encode()) + len(encoded[1].encode())
     if size > max_bytes:
         raise ValueError(

@@ -96,37 +96,49 @@ class Task(Generic[P, R]):
         async with async_cursor(conn) as cur:
             return await _store.arun(cur, _store.jobs_insert(job))
 
-    def _many(
+    def _encode_many(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> Iterable[_store.Query[list[int]]]:
+    ) -> tuple[_store.NewJob, list[str], list[str]]:
         if self.options.unique_key is not None:
             raise ValueError("enqueue_many cannot share one unique_key between jobs")
         template = self.new_job((), {})
-        encoded = [self.new_job(a, k) for a, k in calls]
-        for start in range(0, len(encoded), MANY_CHUNK):
-            chunk = encoded[start : start + MANY_CHUNK]
-            yield _store.jobs_insert_many(
-                template, [j.args for j in chunk], [j.kwargs for j in chunk]
-            )
+        limit = self.app.max_payload_bytes
+        encoded = [_json.dumps_arguments(self.name, a, k, limit) for a, k in calls]
+        return template, [e[0] for e in encoded], [e[1] for e in encoded]
+
+    @staticmethod
+    def _chunks(
+        template: _store.NewJob, args: list[str], kwargs: list[str]
+    ) -> Iterable[_store.Query[list[int]]]:
+        for start in range(0, len(args), MANY_CHUNK):
+            end = start + MANY_CHUNK
+            yield _store.jobs_insert_many(template, args[start:end], kwargs[start:end])
 
     def enqueue_many(
         self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[int]:
         """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
 
-        Every call is validated and encoded before the first statement is sent.
+        Every call is validated and encoded before the first statement is sent. Big batches
+        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY.
         """
-        queries = list(self._many(calls))
+        template, args, kwargs = self._encode_many(calls)
         with sync_cursor(conn) as cur:
-            return [i for query in queries for i in _store.run(cur, query)]
+            if len(args) >= _store.COPY_THRESHOLD:
+                return _store.jobs_copy(cur, template, args, kwargs)
+            chunks = self._chunks(template, args, kwargs)
+            return [i for query in chunks for i in _store.run(cur, query)]
 
     async def aenqueue_many(
         self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[int]:
         """Async twin of :meth:`enqueue_many`."""
-        queries = list(self._many(calls))
+        template, args, kwargs = self._encode_many(calls)
         async with async_cursor(conn) as cur:
-            return [i for query in queries for i in await _store.arun(cur, query)]
+            if len(args) >= _store.COPY_THRESHOLD:
+                return await _store.ajobs_copy(cur, template, args, kwargs)
+            chunks = self._chunks(template, args, kwargs)
+            return [i for query in chunks for i in await _store.arun(cur, query)]
 
 
 Task.__module__ = "pgqueue"

@@ -7,7 +7,8 @@ builders hold no I/O, so the sync and async paths share them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, LiteralString, TypeVar
@@ -118,16 +119,10 @@ class Outcome:
 
 def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
     """Record a batch of outcomes in one statement; returns the ids whose lease still held."""
-    params = {
-        "ids": [o.job_id for o in outcomes],
-        "attempts": [o.attempt for o in outcomes],
-        "states": [o.state for o in outcomes],
-        "results": [o.result for o in outcomes],
-        "errors": [o.error for o in outcomes],
-        "tracebacks": [o.traceback for o in outcomes],
-        "delays": [o.delay for o in outcomes],
-    }
-    return Query(q.JOBS_ACK, params, _first_column)
+    rows = [
+        [o.job_id, o.attempt, o.state, o.result, o.error, o.traceback, o.delay] for o in outcomes
+    ]
+    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _first_column)
 
 
 def leases_extend(
@@ -203,3 +198,53 @@ def listen_jobs() -> Query[None]:
 def ping() -> Query[None]:
     """A round trip that proves the connection is alive."""
     return Query(q.PING, None, _nothing)
+
+
+# -- bulk enqueue (issue 7) -------------------------------------------------------------------
+
+COPY_THRESHOLD = 1000
+"""enqueue_many loads at least this many jobs with COPY rather than INSERT ... unnest."""
+
+
+def jobs_ids_reserve(n: int) -> Query[list[int]]:
+    """Take ``n`` ids from the jobs' identity sequence, in increasing order."""
+    return Query(q.JOBS_IDS_RESERVE, (n,), lambda rows: sorted(r[0] for r in rows))
+
+
+def run_at_after(job: NewJob) -> Query[datetime]:
+    """When a job with ``job``'s run_at/delay becomes runnable, by the database clock."""
+    return Query(q.RUN_AT_AFTER, (job.run_at, job.delay or 0.0), _one)
+
+
+def _copy_rows(
+    template: NewJob, run_at: datetime, ids: Sequence[int], args: Sequence[str],
+    kwargs: Sequence[str],
+) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+    t = template
+    for job_id, a, k in zip(ids, args, kwargs, strict=True):
+        yield (job_id, t.queue, t.task, a, k, t.priority, t.max_attempts, run_at, t.timeout,
+               t.meta)  # fmt: skip
+
+
+def jobs_copy(
+    cur: psycopg.Cursor[Any], template: NewJob, args: Sequence[str], kwargs: Sequence[str]
+) -> list[int]:
+    """Load many jobs sharing ``template``'s options with one COPY; ids in input order."""
+    ids = run(cur, jobs_ids_reserve(len(args)))
+    run_at = run(cur, run_at_after(template))
+    with cur.copy(q.JOBS_COPY) as copy:
+        for row in _copy_rows(template, run_at, ids, args, kwargs):
+            copy.write_row(row)
+    return ids
+
+
+async def ajobs_copy(
+    cur: psycopg.AsyncCursor[Any], template: NewJob, args: Sequence[str], kwargs: Sequence[str]
+) -> list[int]:
+    """Async twin of :func:`jobs_copy`."""
+    ids = await arun(cur, jobs_ids_reserve(len(args)))
+    run_at = await arun(cur, run_at_after(template))
+    async with cur.copy(q.JOBS_COPY) as copy:
+        for row in _copy_rows(template, run_at, ids, args, kwargs):
+            await copy.write_row(row)
+    return ids

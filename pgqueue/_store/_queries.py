@@ -29,6 +29,8 @@ RETURNING id
 """
 
 # The LATERAL subquery is MATERIALIZED by the CTE so LIMIT applies once per queue, not per row.
+# The UPDATE finds its rows through id = ANY(ARRAY(...)), a primary-key lookup: a join against
+# the CTE lets the planner hash the whole table, and the claim then slows with the backlog.
 JOBS_CLAIM: LiteralString = """
 WITH picked AS MATERIALIZED (
     SELECT c.id
@@ -47,8 +49,7 @@ UPDATE pgqueue.active_jobs AS j
        started_at = now(),
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        worker_id = %(worker)s
-  FROM picked
- WHERE j.id = picked.id
+ WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta
 """
 
@@ -60,12 +61,16 @@ _FINISHED_COLUMNS = """
 # One statement acknowledges a whole batch: retries go back to queued, the rest move to history.
 # Every row is fenced by (id, attempts, state = 'running'): a worker that lost its lease
 # changes nothing. Retries without an error (Retry raised by the task) give the attempt back.
+# The fence compares j.state with o.running, a join clause, not with a constant: statistics
+# taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
+# would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
+# array of [id, attempt, state, result, error, traceback, delay]: encoding seven parallel
+# arrays element by element cost the worker more than the statement costs the server.
 JOBS_ACK: LiteralString = """
 WITH o AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[],
-                         %(results)s::text[], %(errors)s::text[], %(tracebacks)s::text[],
-                         %(delays)s::float8[])
-        AS o(id, attempt, state, result, error, tb, delay)
+    SELECT (e->>0)::bigint AS id, (e->>1)::int AS attempt, e->>2 AS state, e->>3 AS result,
+           e->>4 AS error, e->>5 AS tb, (e->>6)::float8 AS delay, 'running'::text AS running
+      FROM jsonb_array_elements(%(outcomes)s::jsonb) AS e
 ), retried AS (
     UPDATE pgqueue.active_jobs AS j
        SET state = 'queued',
@@ -78,12 +83,14 @@ WITH o AS (
                jsonb_build_object('attempt', o.attempt, 'at', now(), 'error', o.error,
                                   'traceback', o.tb)) END
       FROM o
-     WHERE o.state = 'queued' AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+     WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state = 'queued' AND j.id = o.id
+       AND j.attempts = o.attempt AND j.state = o.running
     RETURNING j.id
 ), done AS (
     DELETE FROM pgqueue.active_jobs AS j
      USING o
-     WHERE o.state <> 'queued' AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+     WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state <> 'queued' AND j.id = o.id
+       AND j.attempts = o.attempt AND j.state = o.running
     RETURNING j.*, o.state AS new_state, o.result AS new_result, o.error AS new_error,
               o.tb AS new_tb
 ), moved AS (
@@ -205,3 +212,23 @@ SELECT state, count(*) FROM pgqueue.jobs GROUP BY state ORDER BY state
 LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
+
+# -- bulk enqueue (issue 7) -------------------------------------------------------------------
+
+# Big enqueue_many batches are loaded with COPY; their ids are taken from the identity
+# sequence first, so they come back in input order.
+JOBS_IDS_RESERVE: LiteralString = """
+SELECT nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
+  FROM generate_series(1, %s)
+"""
+
+RUN_AT_AFTER: LiteralString = """
+SELECT coalesce(%s::timestamptz, now() + make_interval(secs => %s))
+"""
+
+# The statement-level trigger still sends one NOTIFY for the whole COPY.
+JOBS_COPY: LiteralString = """
+COPY pgqueue.active_jobs
+    (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout, meta)
+FROM STDIN
+"""

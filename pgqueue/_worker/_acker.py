@@ -24,6 +24,7 @@ class Acker:
         self._pending = asyncio.Event()
         self._full = asyncio.Event()
         self._flushing = asyncio.Lock()
+        self._written = asyncio.Event()
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next batch."""
@@ -67,7 +68,18 @@ class Acker:
                     self._buffer[:0] = taken
                     self._pending.set()
                     raise
+                self._written.set()
                 self._report_lost(taken, set(acked))
+
+    async def written(self, stopping: asyncio.Event) -> None:
+        """Wait until another batch is written, or ``stopping`` is set (the claimer's brake)."""
+        self._written.clear()
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._written, stopping)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     @staticmethod
     def _report_lost(taken: list[Outcome], applied: set[int]) -> None:

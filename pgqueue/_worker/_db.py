@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from pgqueue import _store
 
@@ -18,10 +20,13 @@ log = logging.getLogger("pgqueue.worker")
 class Db:
     """An autocommit connection used by one worker part; reopened after it breaks."""
 
-    def __init__(self, dsn: str, role: str, prepare_threshold: int | None = 5) -> None:
+    def __init__(
+        self, dsn: str, role: str, prepare_threshold: int | None = 5, options: str = ""
+    ) -> None:
         self.dsn = dsn
         self.role = role
         self.prepare_threshold = prepare_threshold
+        self.options = options
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
 
@@ -33,8 +38,13 @@ class Db:
                 autocommit=True,
                 prepare_threshold=self.prepare_threshold,
                 application_name=f"pgqueue {self.role}",
+                **self._extra(),
             )
+            set_json_loads(_loads_jsonb, self._conn)
         return self._conn
+
+    def _extra(self) -> dict[str, Any]:
+        return {"options": self.options} if self.options else {}
 
     async def run(self, query: _store.Query[T]) -> T:
         """Run one statement; a broken connection is dropped so the next call reconnects."""
@@ -53,6 +63,28 @@ class Db:
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
                 await conn.close()
+
+
+def _loads_jsonb(data: str | bytes) -> Any:
+    # Claims return three jsonb columns per job and most jobs have no kwargs or meta: the
+    # empty object skips the parser, and decoding first skips json's encoding detection.
+    if isinstance(data, bytes):
+        return {} if data == b"{}" else json.loads(data.decode())
+    return json.loads(data)
+
+
+def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
+    """How a worker connection is opened.
+
+    Behind a transaction-mode pooler (``pooled``) nothing may live in the session: no prepared
+    statements, no startup options. Otherwise the worker's own writes (claims, acks, leases)
+    skip the WAL flush wait unless ``synchronous_commit``: a crash can only lose the last
+    fraction of a second of them, and a lost claim or ack means the job runs again, which
+    at-least-once execution allows. The caller's enqueue keeps the caller's durability.
+    """
+    if pooled:
+        return {"prepare_threshold": None}
+    return {"options": "" if synchronous_commit else "-c synchronous_commit=off"}
 
 
 def backoff(failures: int, cap: float = 10.0) -> float:

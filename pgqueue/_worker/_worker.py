@@ -24,7 +24,7 @@ from pgqueue._store import Outcome
 from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker
 from pgqueue._worker._context import JobContext
-from pgqueue._worker._db import Db, backoff
+from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
 from pgqueue._worker._listener import listen
 
@@ -102,6 +102,7 @@ class Worker:
         threads: int | None = None,
         processes: int | None = None,
         services: Iterable[Service] = (),
+        synchronous_commit: bool = False,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -125,10 +126,12 @@ class Worker:
         self._slot_freed = asyncio.Event()
         total = sum(self.queues.values())
         self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
-        self._claim_db = Db(self.dsn, "claimer")
-        self._ack_db = Db(self.dsn, "acker")
-        self._maint_db = Db(self.dsn, "maintenance")
+        db = session(pooled=not listen, synchronous_commit=synchronous_commit)
+        self._claim_db = Db(self.dsn, "claimer", **db)
+        self._ack_db = Db(self.dsn, "acker", **db)
+        self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+        self._ack_backlog = max(ack_batch, total)
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
@@ -206,6 +209,11 @@ class Worker:
         failures = 0
         more = True  # the last claim filled every slot it asked for: claim again at once
         while not self.stopping.is_set():
+            if self._acker.pending >= self._ack_backlog:
+                # Outcomes not yet written keep their rows running: claiming on while the
+                # acker falls behind would only let leases expire.
+                await self._acker.written(self.stopping)
+                continue
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
                 await self._wait(self._slot_freed, None)

@@ -47,10 +47,13 @@ CREATE INDEX active_jobs_claim_idx
     ON pgqueue.active_jobs (queue, priority DESC, run_at, id)
     WHERE state = 'queued';
 
--- The rescue path: only running rows, by lease expiry.
+-- The rescue path: only running rows, by lease expiry. The predicate names lease_expires_at so
+-- that only a query about expiry can use this index: acks and heartbeats (state = 'running')
+-- must find their rows by primary key, or a stale "no running rows" estimate makes the planner
+-- scan every running row once per acknowledged job.
 CREATE INDEX active_jobs_lease_idx
     ON pgqueue.active_jobs (lease_expires_at)
-    WHERE state = 'running';
+    WHERE state = 'running' AND lease_expires_at IS NOT NULL;
 
 -- A unique key is held while its job is queued or running, i.e. while it is active.
 CREATE UNIQUE INDEX active_jobs_unique_key_idx

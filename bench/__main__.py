@@ -1,0 +1,172 @@
+"""``python -m bench [--quick] [--scale S] [--repeat N]``: every figure, as JSON, in one run.
+
+Each round measures the bare-SQL limits and the pgqueue figures back to back, so every ratio
+compares two numbers taken under the same load. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+
+from bench import _env, _sql, latency, limits, scale, throughput
+
+DRAIN_JOBS = 20_000
+MANY_JOBS = 100_000
+TARGETS = {
+    "drain_1_process.ratio": (">=", 0.60),
+    "enqueue_many.ratio": (">=", 0.50),
+    "single_enqueue.overhead": ("<=", 0.15),
+    "latency.p50_ms": ("<=", 1.5),
+    "latency.p99_ms": ("<=", 5.0),
+    "backlog.ratio": (">=", 0.80),
+    "footprint.idle_rss_mb": ("<=", 60.0),
+    "footprint.first_job_s": ("<=", 0.5),
+    "drain_8_processes.ratio_to_2": (">=", 1.0),
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="one round, scale 0.02, fewer samples")
+    p.add_argument("--scale", type=float, help="backlog/churn size factor (1.0 = 1M/5M/1M)")
+    p.add_argument("--repeat", type=int, help="rounds of the paired measurements (default 3)")
+    p.add_argument("--skip", default="", help="comma-separated: backlog,churn,drain8")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--keep-db", action="store_true", help="keep the bench database")
+    return p.parse_args(argv)
+
+
+def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[str]) -> None:
+    """Every paired measurement once; appends to ``runs``."""
+    bare_sync = limits.claim_ack_loop(dsn, DRAIN_JOBS)
+    bare_async = limits.claim_ack_loop(dsn, DRAIN_JOBS, synchronous_commit=False)
+    drain1 = throughput.drain(dsn, DRAIN_JOBS, 1)
+    drain1_sync = throughput.drain(dsn, DRAIN_JOBS, 1, 100, "--synchronous-commit")
+    drain2 = throughput.drain(dsn, DRAIN_JOBS, 2)
+    _add(runs, "limits.claim_ack_loop_jobs_s", bare_sync)
+    _add(runs, "limits.claim_ack_loop_async_commit_jobs_s", bare_async)
+    _add(runs, "drain_1_process.jobs_s", drain1)
+    _add(runs, "drain_1_process.ratio", drain1 / bare_async)
+    _add(runs, "drain_1_process.ratio_to_sync_commit_loop", drain1 / bare_sync)
+    _add(runs, "drain_1_process_synchronous_commit.jobs_s", drain1_sync)
+    _add(runs, "drain_1_process_synchronous_commit.ratio", drain1_sync / bare_sync)
+    _add(runs, "drain_2_processes.jobs_s", drain2)
+    _add(runs, "drain_2_processes.ratio", drain2 / bare_async)
+    if "drain8" not in skip:
+        drain8 = throughput.drain(dsn, DRAIN_JOBS, 8)
+        _add(runs, "drain_8_processes.jobs_s", drain8)
+        _add(runs, "drain_8_processes.ratio_to_2", drain8 / drain2)
+    copy = limits.copy_load(dsn, MANY_JOBS)
+    many = throughput.enqueue_many(dsn, MANY_JOBS)
+    _add(runs, "limits.copy_rows_s", copy)
+    _add(runs, "enqueue_many.jobs_s", many)
+    _add(runs, "enqueue_many.ratio", many / copy)
+    _single(dsn, runs, samples)
+    lat = latency.enqueue_to_start(dsn, samples)
+    for key, values in lat.items():
+        _add(runs, f"latency.p50_ms{'' if key == 'from_commit_done' else '_' + key}",
+             statistics.median(values))  # fmt: skip
+        _add(runs, f"latency.p99_ms{'' if key == 'from_commit_done' else '_' + key}",
+             _p99(values))  # fmt: skip
+    for key, value in scale.footprint(dsn).items():
+        if isinstance(value, int | float):
+            _add(runs, f"footprint.{key}", value)
+
+
+def _single(dsn: str, runs: dict[str, list[float]], samples: int) -> None:
+    """Bare INSERT + COMMIT and enqueue + COMMIT, interleaved in blocks."""
+    _env.reset(dsn)
+    bare = mine = 0.0
+    with psycopg.connect(dsn) as conn:
+        for _ in range(5):
+            bare += limits.insert_commit(conn, samples // 5)
+            mine += throughput.single_enqueue(conn, samples // 5)
+    _add(runs, "limits.insert_commit_ms", bare / 5 * 1000)
+    _add(runs, "single_enqueue.ms", mine / 5 * 1000)
+    _add(runs, "single_enqueue.overhead", mine / bare - 1)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+def _add(runs: dict[str, list[float]], key: str, value: float) -> None:
+    runs[key].append(round(value, 4))
+
+
+def summarise(runs: dict[str, list[float]]) -> dict[str, Any]:
+    """``{figure: {median, min, max, runs[, target, met]}}``, grouped by scenario."""
+    out: dict[str, Any] = defaultdict(dict)
+    for key, values in runs.items():
+        group, _, name = key.partition(".")
+        entry: dict[str, Any] = {
+            "median": round(statistics.median(values), 4), "min": min(values),
+            "max": max(values), "runs": values,
+        }  # fmt: skip
+        if key in TARGETS:
+            op, goal = TARGETS[key]
+            entry["target"] = f"{op} {goal}"
+            entry["met"] = entry["median"] >= goal if op == ">=" else entry["median"] <= goal
+        out[group][name] = entry
+    return dict(out)
+
+
+def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "scale": factor, "repeat": repeat, "quick": args.quick,
+        "backlog_queued": int(1_000_000 * factor), "backlog_finished": int(5_000_000 * factor),
+        "churn_jobs": int(1_000_000 * factor), "drain_jobs": DRAIN_JOBS, "many_jobs": MANY_JOBS,
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "postgres": dict(_env.execute(dsn, _sql.SETTINGS)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run everything and print one JSON document."""
+    args = parse(sys.argv[1:] if argv is None else argv)
+    factor = args.scale if args.scale is not None else (0.02 if args.quick else 1.0)
+    repeat = args.repeat or (1 if args.quick else 3)
+    samples = 200 if args.quick else 500
+    skip = set(filter(None, args.skip.split(",")))
+    runs: dict[str, list[float]] = defaultdict(list)
+    started = time.monotonic()
+    with _env.bench_database(keep=args.keep_db) as dsn:
+        report: dict[str, Any] = {"meta": meta(dsn, args, factor, repeat)}
+        for number in range(repeat):
+            print(f"round {number + 1}/{repeat}", file=sys.stderr, flush=True)
+            one_round(dsn, runs, samples, skip)
+        report.update(summarise(runs))
+        if "backlog" not in skip:
+            print("backlog", file=sys.stderr, flush=True)
+            report["backlog"] = scale.backlog(
+                dsn, DRAIN_JOBS, int(1_000_000 * factor), int(5_000_000 * factor)
+            )
+            report["backlog"]["target"], report["backlog"]["met"] = ">= 0.8", report[
+                "backlog"]["ratio"] >= 0.8  # fmt: skip
+        if "churn" not in skip:
+            print("churn", file=sys.stderr, flush=True)
+            report["churn"] = scale.churn(dsn, int(1_000_000 * factor))
+    report["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as out:
+            out.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

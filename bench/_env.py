@@ -1,0 +1,102 @@
+"""The bench's database and worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bench import _sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def server_dsn() -> str:
+    """Where the bench may create its database: PGQUEUE_BENCH_DSN, else the local server."""
+    return os.environ.get("PGQUEUE_BENCH_DSN") or DEFAULT_SERVER
+
+
+@contextlib.contextmanager
+def bench_database(keep: bool = False) -> Iterator[str]:
+    """A dedicated, migrated database for one bench run (never a test database)."""
+    from pgqueue import migrate
+
+    admin = server_dsn()
+    name = f"pgqueue_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(admin, dbname=name)
+    try:
+        migrate(dsn)
+        execute(dsn, _sql.BARE_CREATE)
+        yield dsn
+    finally:
+        if not keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(drop.format(sql.Identifier(name)))
+
+
+def execute(dsn: str, statement: Any, params: Sequence[Any] | None = None) -> list[Any]:
+    """Run one statement in autocommit and return its rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def reset(dsn: str) -> None:
+    """Empty every table the scenarios write, and let the planner see it."""
+    execute(dsn, _sql.RESET)
+    execute(dsn, "VACUUM ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs, bench.bare_jobs")
+
+
+def fill_jobs(dsn: str, n: int, task: str = "bench.tasks.noop") -> None:
+    """Queue ``n`` jobs of ``task`` in one statement, then ANALYZE."""
+    execute(dsn, _sql.JOBS_FILL, [task, n])
+    execute(dsn, "ANALYZE pgqueue.active_jobs")
+
+
+def worker_command(*options: str) -> list[str]:
+    """The real CLI, as an operator runs it, on the bench's app."""
+    return [sys.executable, "-m", "pgqueue", "--app", "bench.tasks:app", "--log-level",
+            "warning", "worker", *options]  # fmt: skip
+
+
+def start_worker(dsn: str, *options: str, stop_after: int = 0) -> subprocess.Popen[bytes]:
+    """Start one worker process on ``dsn``."""
+    env = dict(os.environ, PGQUEUE_DSN=dsn, PGQUEUE_BENCH_STOP_AFTER=str(stop_after))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.Popen(worker_command(*options), env=env, cwd=ROOT)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """SIGTERM and wait (SIGKILL if it hangs)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

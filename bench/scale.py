@@ -1,0 +1,97 @@
+"""Scale scenarios: drain against a big backlog and history, churn, and a worker's footprint."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from bench import _env, _sql, tasks
+
+
+def drain_slice(dsn: str, n: int, name: str) -> float:
+    """Jobs/s of one worker that runs ``n`` jobs of whatever is queued, then stops itself."""
+    proc = _env.start_worker(dsn, "--concurrency", "100", "--name", name, stop_after=n)
+    try:
+        proc.wait(600)
+    finally:
+        _env.stop_worker(proc)
+    count, seconds = _env.execute(dsn, _sql.DRAIN_SPAN, [name])[0]
+    return count / float(seconds)
+
+
+def backlog(dsn: str, n: int, queued: int, finished: int) -> dict[str, float]:
+    """Drain rate of ``n`` jobs from an empty table, and with a big backlog and history."""
+    _env.reset(dsn)
+    _env.fill_jobs(dsn, n + 1000)
+    empty = drain_slice(dsn, n, "bench-empty")
+    _env.reset(dsn)
+    for start in range(1, finished + 1, 1_000_000):
+        _env.execute(dsn, _sql.HISTORY_FILL, [start, min(finished, start + 999_999)])
+    _env.fill_jobs(dsn, queued)
+    _env.execute(dsn, "VACUUM ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs")
+    loaded = drain_slice(dsn, n, "bench-backlog")
+    return {"empty_jobs_s": empty, "backlog_jobs_s": loaded, "ratio": loaded / empty}
+
+
+def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:
+    """Push ``total`` jobs through one worker; sample the claim path's size as they pass."""
+    _env.reset(dsn)
+    samples: list[dict[str, float]] = []
+    worker = _env.start_worker(dsn, "--concurrency", "100", "--name", "bench-churn")
+    started = time.monotonic()
+    try:
+        with psycopg.connect(dsn) as conn:
+            for sent in range(0, total, batch):
+                _wait_below(dsn, 2 * batch)
+                tasks.noop.enqueue_many(conn, [((i,), {}) for i in range(batch)])
+                conn.commit()
+                if (sent // batch) % max(1, total // batch // 10) == 0:
+                    samples.append(_claim_path(dsn, sent, started))
+        _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] == 0, 600, 0.2)
+        samples.append(_claim_path(dsn, total, started))
+        time.sleep(5)  # give autovacuum a chance to pass over the drained table
+        samples.append(_claim_path(dsn, total, started))
+    finally:
+        _env.stop_worker(worker)
+    return {"jobs": total, "samples": samples}
+
+
+def _wait_below(dsn: str, limit: int) -> None:
+    _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] < limit, 600, 0.05)
+
+
+def _claim_path(dsn: str, passed: int, started: float) -> dict[str, float]:
+    live, dead, table, indexes, vacuums = _env.execute(dsn, _sql.CLAIM_PATH_SIZE)[0]
+    return {
+        "jobs_passed": passed, "seconds": round(time.monotonic() - started, 1),
+        "live_tuples": live, "dead_tuples": dead, "table_kb": table // 1024,
+        "indexes_kb": indexes // 1024, "autovacuums": vacuums,
+    }  # fmt: skip
+
+
+def footprint(dsn: str) -> dict[str, object]:
+    """Seconds from process start to the first job's start, and RSS once idle."""
+    _env.reset(dsn)
+    with psycopg.connect(dsn) as conn:
+        job_id = tasks.stamp.enqueue(conn)
+        conn.commit()
+    spawned = time.time()
+    proc = _env.start_worker(dsn, "--name", "bench-footprint")
+    try:
+        done = "SELECT result FROM pgqueue.finished_jobs WHERE id = %s"
+        _env.wait_for(lambda: _env.execute(dsn, done, [job_id]), 30, 0.01)
+        started, heavy = _env.execute(dsn, done, [job_id])[0][0]
+        time.sleep(2)
+        rss = _rss_mb(proc.pid)
+    finally:
+        _env.stop_worker(proc)
+    return {"first_job_s": started - spawned, "idle_rss_mb": rss, "heavy_imports": heavy}
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
