@@ -1,0 +1,105 @@
+"""Past one worker: many worker processes on one database, and workers behind PgBouncer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.acceptance.conftest import ROOT, cli_env, wait_for
+from tests.acceptance.test_cli import enqueue
+from tests.helpers import query, states
+
+PGBOUNCER = shutil.which("pgbouncer") or next(
+    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
+)
+
+
+@pytest.mark.slow
+def test_eight_workers_on_one_database_run_every_job_once(ledger: str, spawn_worker) -> None:
+    """8 worker processes x 2,000 jobs: every job executed exactly once, by several processes."""
+    ids = enqueue(ledger, "once", [(i,) for i in range(2000)])
+    # Poll-only and one slot each keep 8 processes within a shared server's connections.
+    workers = [spawn_worker("--burst", "--concurrency", "1", "--no-listen") for _ in range(8)]
+    for w in workers:
+        w.wait(timeout=300)
+    assert [w.returncode for w in workers] == [0] * 8
+    assert query(ledger, "SELECT count(*), count(DISTINCT job_id) FROM ledger") == [(2000, 2000)]
+    assert query(ledger, "SELECT count(DISTINCT pid) > 2 FROM ledger") == [(True,)]
+    assert states(ledger) == {"succeeded": 2000}
+    assert query(ledger, "SELECT max(attempts), count(*) FROM pgqueue.jobs WHERE id = ANY(%s)",
+                 [ids]) == [(1, 2000)]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def pgbouncer(dsn: str) -> Iterator[str]:
+    """A PgBouncer in transaction mode in front of the test server; yields the DSN through it."""
+    if PGBOUNCER is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install -y pgbouncer)")
+    server = conninfo_to_dict(dsn)
+    home = Path(tempfile.mkdtemp(prefix="pgqueue-pgbouncer-"))
+    home.chmod(0o777)  # pgbouncer refuses root and runs as postgres: it must read this
+    port = free_port()
+    user = server.get("user") or "postgres"
+    (home / "users.txt").write_text(f'"{user}" ""\n')
+    (home / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={server.get('host', '127.0.0.1')} port={server.get('port', 5432)}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 50\n"
+        f"logfile = {home / 'pgbouncer.log'}\n"
+    )
+    for f in home.iterdir():
+        f.chmod(0o666)
+    command = [PGBOUNCER, str(home / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "postgres"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        via = make_conninfo(dsn, host="127.0.0.1", port=str(port))
+        wait_for(lambda: _accepts(port) or process.poll() is not None, 10, "pgbouncer up")
+        assert process.poll() is None, process.communicate()[0]
+        yield via
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_poll_only_worker_drains_through_pgbouncer_in_transaction_mode(
+    ledger: str, pgbouncer: str
+) -> None:
+    """--no-listen keeps no session state, so a worker runs every job through PgBouncer."""
+    enqueue(ledger, "once", [(i,) for i in range(300)])
+    # The worker goes through PgBouncer (--dsn); the tasks' ledger connection stays direct.
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "worker", "--queues", "io",
+         "--no-listen", "--burst", "--poll-interval", "0.1", "--concurrency", "4"],
+        env=cli_env(ledger), cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "prepared statement" not in result.stderr
+    assert states(ledger) == {"succeeded": 300}
+    assert query(ledger, "SELECT count(DISTINCT job_id) FROM ledger") == [(300,)]

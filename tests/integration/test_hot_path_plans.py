@@ -1,0 +1,99 @@
+"""The hot path's plans stay small however big the history, and bulk enqueue keeps its order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgqueue import _store
+from tests.helpers import query
+from tests.integration import tasks_app as t
+
+HISTORY = 200_000
+
+
+def plan_nodes(conn: psycopg.Connection[Any], q: _store.Query[Any]) -> list[dict[str, Any]]:
+    """Every node of the plan of ``q`` (EXPLAIN without running it), flattened."""
+    explain = sql.SQL("EXPLAIN (FORMAT JSON) {}").format(sql.SQL(q.sql))
+    [(doc,)] = conn.execute(explain, q.params).fetchall()
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    nodes, todo = [], [doc[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
+
+
+def scans_of(nodes: list[dict[str, Any]], table: str) -> set[tuple[str, str | None]]:
+    """(node type, index) for every scan of ``table``."""
+    return {
+        (n["Node Type"], n.get("Index Name"))
+        for n in nodes
+        if n.get("Relation Name") == table and n["Node Type"] != "ModifyTable"
+    }
+
+
+def fill_history(dsn: str) -> None:
+    """A big finished history, a queue of another name, and jobs scheduled later; ANALYZE."""
+    query(dsn, """
+        INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,
+            attempts, max_attempts, run_at, created_at, started_at, finished_at)
+        SELECT -i, 'io', 'old', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(), now(), now()
+          FROM generate_series(1, %s) i""", [HISTORY])  # fmt: skip
+    query(dsn, """
+        INSERT INTO pgqueue.active_jobs (queue, task, run_at)
+        SELECT CASE WHEN i % 2 = 0 THEN 'other' ELSE 'io' END, 'later',
+               now() + CASE WHEN i % 2 = 0 THEN interval '0' ELSE interval '1 hour' END
+          FROM generate_series(1, 20000) i""")  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task) SELECT 'io', 'now' FROM "
+               "generate_series(1, 50)")  # fmt: skip
+    query(dsn, "ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs")
+
+
+def test_claim_uses_its_partial_index_with_a_large_history(dsn: str) -> None:
+    """With 200k finished rows, the claim reads only the claim index and primary key."""
+    fill_history(dsn)
+    with psycopg.connect(dsn) as conn:
+        nodes = plan_nodes(conn, _store.jobs_claim("w", {"io": 100}, 30))
+    assert scans_of(nodes, "active_jobs") == {
+        ("Index Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
+    }  # fmt: skip
+    assert scans_of(nodes, "finished_jobs") == set()
+
+
+def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: str) -> None:
+    """Stats taken with no running job must not make the ack scan the lease index or the table."""
+    fill_history(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 50}, 30))
+        outcomes = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in rows]
+        nodes = plan_nodes(conn, _store.jobs_ack(outcomes))
+    assert scans_of(nodes, "active_jobs") == {("Index Scan", "active_jobs_pkey")}
+
+
+def test_big_enqueue_many_returns_ids_in_input_order(dsn: str, conn: psycopg.Connection) -> None:
+    """A batch loaded with COPY returns ids matching the calls, in the order given."""
+    n = _store.COPY_THRESHOLD + 500
+    ids = t.add.using(priority=3).enqueue_many(conn, [((i, 0), {"k": i}) for i in range(n)])
+    conn.commit()
+    rows = dict(query(dsn, "SELECT id, args->>0 FROM pgqueue.jobs"))
+    assert [int(rows[i]) for i in ids] == list(range(n))
+    assert query(dsn, "SELECT DISTINCT priority, queue, kwargs ? 'k' FROM pgqueue.jobs") == [
+        (3, "io", True)
+    ]
+
+
+async def test_big_aenqueue_many_honours_delay_by_the_database_clock(
+    dsn: str, aconn: psycopg.AsyncConnection
+) -> None:
+    """The async COPY path stores run_at = now() + delay, computed by the database."""
+    n = _store.COPY_THRESHOLD
+    ids = await t.add.using(delay=3600).aenqueue_many(aconn, [((i, i), {}) for i in range(n)])
+    await aconn.commit()
+    assert len(set(ids)) == n
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs WHERE run_at - created_at "
+                      "BETWEEN interval '3599 s' AND interval '3601 s'") == [(n,)]  # fmt: skip
