@@ -44,6 +44,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated: backlog,churn,drain8")
     p.add_argument("--out", help="also write the JSON to this file")
     p.add_argument("--keep-db", action="store_true", help="keep the bench database")
+    p.add_argument("--server", choices=["auto", "private", "local", "env"], default="auto",
+                   help="private: a throwaway server with default settings (auto prefers "
+                        "PGQUEUE_BENCH_DSN, then private, then 127.0.0.1:5432)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -131,7 +134,7 @@ def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
         "postgres": dict(_env.execute(dsn, _sql.SETTINGS)),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "server": args.server, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
 
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     skip = set(filter(None, args.skip.split(",")))
     runs: dict[str, list[float]] = defaultdict(list)
     started = time.monotonic()
-    with _env.bench_database(keep=args.keep_db) as dsn:
+    with _env.bench_server(args.server) as admin, _env.bench_database(admin, args.keep_db) as dsn:
         report: dict[str, Any] = {"meta": meta(dsn, args, factor, repeat)}
         for number in range(repeat):
             print(f"round {number + 1}/{repeat}", file=sys.stderr, flush=True)

@@ -23,17 +23,30 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def server_dsn() -> str:
-    """Where the bench may create its database: PGQUEUE_BENCH_DSN, else the local server."""
-    return os.environ.get("PGQUEUE_BENCH_DSN") or DEFAULT_SERVER
+@contextlib.contextmanager
+def bench_server(where: str) -> Iterator[str]:
+    """The admin DSN of the server to bench on.
+
+    ``env``: PGQUEUE_BENCH_DSN; ``local``: the local server; ``private``: a throwaway server
+    with the default configuration; ``auto``: the first of env, private, local available.
+    """
+    from bench import _server
+
+    if where == "auto":
+        where = "env" if os.environ.get("PGQUEUE_BENCH_DSN") else (
+            "private" if _server.available() else "local")  # fmt: skip
+    if where == "private":
+        with _server.private_server() as dsn:
+            yield dsn
+    else:
+        yield os.environ.get("PGQUEUE_BENCH_DSN") if where == "env" else DEFAULT_SERVER  # type: ignore[misc]
 
 
 @contextlib.contextmanager
-def bench_database(keep: bool = False) -> Iterator[str]:
+def bench_database(admin: str, keep: bool = False) -> Iterator[str]:
     """A dedicated, migrated database for one bench run (never a test database)."""
     from pgqueue import migrate
 
-    admin = server_dsn()
     name = f"pgqueue_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

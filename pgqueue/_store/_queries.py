@@ -229,6 +229,6 @@ SELECT coalesce(%s::timestamptz, now() + make_interval(secs => %s))
 # The statement-level trigger still sends one NOTIFY for the whole COPY.
 JOBS_COPY: LiteralString = """
 COPY pgqueue.active_jobs
-    (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout, meta)
+    (id, args, kwargs, queue, task, priority, max_attempts, run_at, timeout, meta)
 FROM STDIN
 """

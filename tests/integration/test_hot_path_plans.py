@@ -97,3 +97,16 @@ async def test_big_aenqueue_many_honours_delay_by_the_database_clock(
     assert len(set(ids)) == n
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs WHERE run_at - created_at "
                       "BETWEEN interval '3599 s' AND interval '3601 s'") == [(n,)]  # fmt: skip
+
+
+def test_copy_keeps_tabs_backslashes_newlines_and_unicode(
+    dsn: str, conn: psycopg.Connection, app
+) -> None:
+    """Values that COPY's text format must escape arrive unchanged, task name included."""
+    tricky = 'tab\there back\\slash \\N new\nline cr\r "quoted" é ✓'
+    task = app.using("odd\\task\tname", queue="io")
+    task.enqueue_many(conn, [((tricky, i), {"s": tricky}) for i in range(_store.COPY_THRESHOLD)])
+    conn.commit()
+    assert query(dsn, "SELECT DISTINCT task, args->>0, kwargs->>'s' FROM pgqueue.jobs") == [
+        ("odd\\task\tname", tricky, tricky)
+    ]

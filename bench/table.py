@@ -1,0 +1,53 @@
+"""``python -m bench.table bench.json``: the figures of a bench run as a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def rows(report: dict[str, Any]) -> list[str]:
+    """One line per figure: median [min-max], target, met."""
+    lines = ["| Figure | Median [min..max] | Target | Met |", "|---|---|---|---|"]
+    for group, figures in report.items():
+        if group in ("meta", "backlog", "churn"):
+            continue
+        for name, e in figures.items():
+            spread = f"{_fmt(e['median'])} [{_fmt(e['min'])}..{_fmt(e['max'])}]"
+            met = "" if "met" not in e else ("yes" if e["met"] else "**no**")
+            lines.append(f"| {group}.{name} | {spread} | {e.get('target', '')} | {met} |")
+    if "backlog" in report:
+        b = report["backlog"]
+        met = "yes" if b["met"] else "**no**"
+        rates = f"{_fmt(b['backlog_jobs_s'])} vs {_fmt(b['empty_jobs_s'])} jobs/s"
+        lines.append(f"| backlog.ratio ({rates}) | {b['ratio']:.2f} | {b['target']} | {met} |")
+    return lines
+
+
+def churn(report: dict[str, Any]) -> list[str]:
+    """The churn samples as a table."""
+    samples = report.get("churn", {}).get("samples", [])
+    if not samples:
+        return []
+    keys = list(samples[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(s[k]) for k in keys) + " |" for s in samples]
+    return lines
+
+
+def main() -> None:
+    """Print the tables for the JSON file named on the command line."""
+    with open(sys.argv[1]) as f:
+        report = json.load(f)
+    print("\n".join(rows(report)))
+    print()
+    print("\n".join(churn(report)))
+
+
+if __name__ == "__main__":
+    main()
