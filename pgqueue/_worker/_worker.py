@@ -184,8 +184,14 @@ class Worker:
         return parts
 
     async def _start(self) -> None:
-        await check_schema(self._maint_db)
-        await self._maint_db.run(self._register())
+        # The claimer connects while the schema is checked: the first claim comes sooner.
+        opening = asyncio.ensure_future(self._claim_db.connection())
+        try:
+            await check_schema(self._maint_db)
+            await self._maint_db.run(self._register())
+        finally:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await opening  # a failure here is retried by the claim loop
         log.info(
             "worker %s started: pgqueue %s, queues %s, database %s",
             self.name, __version__, self.queues, _safe_dsn(self.dsn),
