@@ -265,3 +265,11 @@ async def ajobs_copy(
         for block in _copy_blocks(template, run_at, ids, args, kwargs):
             await copy.write(block)
     return ids
+
+
+# -- worker sessions (issue 7) ----------------------------------------------------------------
+
+
+def session_async_commit() -> Query[None]:
+    """Let this session's commits return before the WAL is flushed."""
+    return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)

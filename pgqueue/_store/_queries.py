@@ -232,3 +232,8 @@ COPY pgqueue.active_jobs
     (id, args, kwargs, queue, task, priority, max_attempts, run_at, timeout, meta)
 FROM STDIN
 """
+
+# -- worker sessions (issue 7) ----------------------------------------------------------------
+
+# A worker's own writes need not wait for the WAL flush (see docs/performance.md).
+SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"

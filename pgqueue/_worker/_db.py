@@ -21,30 +21,33 @@ class Db:
     """An autocommit connection used by one worker part; reopened after it breaks."""
 
     def __init__(
-        self, dsn: str, role: str, prepare_threshold: int | None = 5, options: str = ""
+        self, dsn: str, role: str, prepare_threshold: int | None = 5, async_commit: bool = False
     ) -> None:
         self.dsn = dsn
         self.role = role
         self.prepare_threshold = prepare_threshold
-        self.options = options
+        self.async_commit = async_commit
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
 
     async def connection(self) -> psycopg.AsyncConnection[Any]:
         """The open connection, opening a new one if there is none."""
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+            conn = await psycopg.AsyncConnection.connect(
                 self.dsn,
                 autocommit=True,
                 prepare_threshold=self.prepare_threshold,
                 application_name=f"pgqueue {self.role}",
-                **self._extra(),
             )
-            set_json_loads(_loads_jsonb, self._conn)
+            set_json_loads(_loads_jsonb, conn)
+            try:
+                if self.async_commit:
+                    await conn.execute(_store.session_async_commit().sql)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
         return self._conn
-
-    def _extra(self) -> dict[str, Any]:
-        return {"options": self.options} if self.options else {}
 
     async def run(self, query: _store.Query[T]) -> T:
         """Run one statement; a broken connection is dropped so the next call reconnects."""
@@ -77,14 +80,14 @@ def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
     """How a worker connection is opened.
 
     Behind a transaction-mode pooler (``pooled``) nothing may live in the session: no prepared
-    statements, no startup options. Otherwise the worker's own writes (claims, acks, leases)
+    statements, no SET. Otherwise the worker's own writes (claims, acks, leases)
     skip the WAL flush wait unless ``synchronous_commit``: a crash can only lose the last
     fraction of a second of them, and a lost claim or ack means the job runs again, which
     at-least-once execution allows. The caller's enqueue keeps the caller's durability.
     """
     if pooled:
         return {"prepare_threshold": None}
-    return {"options": "" if synchronous_commit else "-c synchronous_commit=off"}
+    return {"async_commit": not synchronous_commit}
 
 
 def backoff(failures: int, cap: float = 10.0) -> float:
