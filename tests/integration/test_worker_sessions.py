@@ -1,4 +1,4 @@
-"""How a worker opens its connections: async commit by default, nothing in the session when pooled."""
+"""How a worker opens its connections: async commit, and nothing in the session when pooled."""
 
 from __future__ import annotations
 
