@@ -273,3 +273,16 @@ async def ajobs_copy(
 def session_async_commit() -> Query[None]:
     """Let this session's commits return before the WAL is flushed."""
     return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)
+
+
+# -- claim-path hygiene (issue 7) -------------------------------------------------------------
+
+
+def active_dead_tuples() -> Query[int]:
+    """Dead row versions in active_jobs, as the statistics collector last saw them."""
+    return Query(q.ACTIVE_DEAD_TUPLES, None, _one)
+
+
+def active_vacuum() -> Query[None]:
+    """Vacuum active_jobs now, unless someone else already is."""
+    return Query(q.ACTIVE_VACUUM, None, _nothing)

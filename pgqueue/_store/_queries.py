@@ -237,3 +237,13 @@ FROM STDIN
 
 # A worker's own writes need not wait for the WAL flush (see docs/performance.md).
 SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
+
+# -- claim-path hygiene (issue 7) -------------------------------------------------------------
+
+ACTIVE_DEAD_TUPLES: LiteralString = """
+SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                  WHERE relid = 'pgqueue.active_jobs'::regclass), 0)
+"""
+
+# SKIP_LOCKED: when another worker (or autovacuum) is already at it, skip instead of waiting.
+ACTIVE_VACUUM: LiteralString = "VACUUM (SKIP_LOCKED) pgqueue.active_jobs"

@@ -104,6 +104,7 @@ class Worker:
         processes: int | None = None,
         services: Iterable[Service] = (),
         synchronous_commit: bool = False,
+        vacuum_threshold: int = 20_000,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -117,6 +118,7 @@ class Worker:
         self.burst = burst
         self.listen = listen
         self.batch_size = batch_size
+        self.vacuum_threshold = vacuum_threshold
         self.stats = WorkerStats()
         self.services = list(services)
         self.stopping = asyncio.Event()
@@ -367,6 +369,18 @@ class Worker:
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
         await self._maint_db.run(_store.workers_prune())
+        await self.vacuum_claim_path()
+
+    async def vacuum_claim_path(self) -> None:
+        """Vacuum active_jobs once it holds ``vacuum_threshold`` dead rows.
+
+        Autovacuum looks at a table once a minute by default; under heavy churn a minute of
+        dead claim-index entries is what every claim must step over, so workers help out.
+        """
+        if self.vacuum_threshold and (
+            await self._maint_db.run(_store.active_dead_tuples()) >= self.vacuum_threshold
+        ):
+            await self._maint_db.run(_store.active_vacuum())
 
     async def run_sql(self, query: _store.Query[Any]) -> Any:
         """Run one store query on the worker's maintenance connection (for services)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 import pgqueue
+from tests.acceptance.conftest import wait_for
+from tests.helpers import query
 
 
 @pytest.mark.parametrize(
@@ -30,3 +32,22 @@ async def test_pooled_worker_prepares_nothing(app: pgqueue.PgQueue) -> None:
         assert conn.prepare_threshold is None
     finally:
         await worker._close_connections()
+
+
+async def test_maintenance_vacuums_a_claim_path_full_of_dead_rows(
+    app: pgqueue.PgQueue, dsn: str
+) -> None:
+    """Past vacuum_threshold dead rows, a maintenance pass vacuums active_jobs itself."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000)")
+    query(dsn, "DELETE FROM pgqueue.active_jobs")
+    counted = "SELECT n_dead_tup >= 3000, vacuum_count FROM pg_stat_user_tables " \
+              "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    wait_for(lambda: query(dsn, counted) == [(True, 0)], what="dead rows counted")
+    worker = app.worker(vacuum_threshold=1000)
+    try:
+        await worker.maintain()
+    finally:
+        await worker._close_connections()
+    vacuumed = "SELECT vacuum_count FROM pg_stat_user_tables " \
+               "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    wait_for(lambda: query(dsn, vacuumed) == [(1,)], what="the vacuum recorded")
