@@ -11,6 +11,11 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
+def _rates(value: float | list[float]) -> str:
+    values = value if isinstance(value, list) else [value]
+    return "/".join(_fmt(v) for v in values)
+
+
 def rows(report: dict[str, Any]) -> list[str]:
     """One line per figure: median [min-max], target, met."""
     lines = ["| Figure | Median [min..max] | Target | Met |", "|---|---|---|---|"]
@@ -24,7 +29,7 @@ def rows(report: dict[str, Any]) -> list[str]:
     if "backlog" in report:
         b = report["backlog"]
         met = "yes" if b["met"] else "**no**"
-        rates = f"{_fmt(b['backlog_jobs_s'])} vs {_fmt(b['empty_jobs_s'])} jobs/s"
+        rates = f"{_rates(b['backlog_jobs_s'])} vs {_rates(b['empty_jobs_s'])} jobs/s"
         lines.append(f"| backlog.ratio ({rates}) | {b['ratio']:.2f} | {b['target']} | {met} |")
     return lines
 

@@ -208,7 +208,12 @@ COPY_THRESHOLD = 1000
 
 def jobs_ids_reserve(n: int) -> Query[list[int]]:
     """Take ``n`` ids from the jobs' identity sequence, in increasing order."""
-    return Query(q.JOBS_IDS_RESERVE, (n,), lambda rows: sorted(r[0] for r in rows))
+    return Query(q.JOBS_IDS_RESERVE, (n,), _id_range)
+
+
+def _id_range(rows: list[Row]) -> list[int]:
+    low, high, scattered = rows[0]
+    return sorted(scattered) if scattered is not None else list(range(low, high + 1))
 
 
 def run_at_after(job: NewJob) -> Query[datetime]:

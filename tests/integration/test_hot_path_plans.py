@@ -110,3 +110,16 @@ def test_copy_keeps_tabs_backslashes_newlines_and_unicode(
     assert query(dsn, "SELECT DISTINCT task, args->>0, kwargs->>'s' FROM pgqueue.jobs") == [
         ("odd\\task\tname", tricky, tricky)
     ]
+
+
+def test_copy_ids_stay_right_when_the_sequence_is_not_contiguous(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """Ids reserved with gaps (other sessions' inserts, or an increment) still map in order."""
+    query(dsn, "ALTER SEQUENCE pgqueue.active_jobs_id_seq INCREMENT BY 3")
+    n = _store.COPY_THRESHOLD + 10
+    ids = t.add.enqueue_many(conn, [((i, 0), {}) for i in range(n)])
+    conn.commit()
+    rows = dict(query(dsn, "SELECT id, args->>0 FROM pgqueue.jobs"))
+    assert [int(rows[i]) for i in ids] == list(range(n))
+    assert ids[1] - ids[0] == 3
