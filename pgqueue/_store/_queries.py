@@ -245,8 +245,8 @@ SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 ACTIVE_DEAD_TUPLES: LiteralString = """
-SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                  WHERE relid = 'pgqueue.active_jobs'::regclass), 0)
+SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables
+ WHERE relid = 'pgqueue.active_jobs'::regclass
 """
 
 # SKIP_LOCKED: when another worker (or autovacuum) is already at it, skip instead of waiting.

@@ -372,14 +372,16 @@ class Worker:
         await self.vacuum_claim_path()
 
     async def vacuum_claim_path(self) -> None:
-        """Vacuum active_jobs once it holds ``vacuum_threshold`` dead rows.
+        """Vacuum active_jobs once it holds ``vacuum_threshold`` dead rows (and a fifth of its
+        live ones: vacuuming a big backlog costs more than the dead rows it removes).
 
         Autovacuum looks at a table once a minute by default; under heavy churn a minute of
         dead claim-index entries is what every claim must step over, so workers help out.
         """
-        if self.vacuum_threshold and (
-            await self._maint_db.run(_store.active_dead_tuples()) >= self.vacuum_threshold
-        ):
+        if not self.vacuum_threshold:
+            return
+        dead, live = await self._maint_db.run(_store.active_dead_tuples())
+        if dead >= max(self.vacuum_threshold, live // 5):
             await self._maint_db.run(_store.active_vacuum())
 
     async def run_sql(self, query: _store.Query[Any]) -> Any:
