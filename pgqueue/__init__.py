@@ -9,11 +9,14 @@ from pgqueue._connections import Adapter, register_adapter
 from pgqueue._errors import (
     Cancel,
     ConfigurationError,
+    JobStateError,
     PgQueueError,
     Retry,
     SchemaError,
     UnknownTaskError,
 )
+from pgqueue._hooks import JobEvent
+from pgqueue._job import Job, QueueStats, WorkerInfo
 from pgqueue._migrate import migrate, migration_sql, schema_check
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
@@ -24,15 +27,20 @@ __all__ = [
     "Adapter",
     "Cancel",
     "ConfigurationError",
+    "Job",
     "JobContext",
+    "JobEvent",
+    "JobStateError",
     "PgQueue",
     "PgQueueError",
+    "QueueStats",
     "Retry",
     "RetryPolicy",
     "SchemaError",
     "Task",
     "UnknownTaskError",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "current_job",
     "migrate",

@@ -11,12 +11,17 @@ import psycopg
 
 from pgqueue._connections import AsyncConnection, SyncConnection
 from pgqueue._errors import ConfigurationError
+from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._retention import retention_ages
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pgqueue._job import Job
     from pgqueue._worker import Worker
 
 P = ParamSpec("P")
@@ -46,6 +51,7 @@ class PgQueue:
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        retention: Mapping[str, float | timedelta | None] | None = None,
     ) -> None:
         self._dsn = dsn
         self.defaults = JobOptions(
@@ -53,6 +59,8 @@ class PgQueue:
         )
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.retention = retention_ages(retention)
+        self.hooks = AppHooks()
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"
@@ -87,6 +95,9 @@ class PgQueue:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
+        store_result: bool | None = None,
+        on_success: Callback | None = None,
+        on_failure: Callback | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -101,16 +112,23 @@ class PgQueue:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
+        store_result: bool | None = None,
+        on_success: Callback | None = None,
+        on_failure: Callback | None = None,
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., ...)``.
 
         The name defaults to ``module.qualname``. ``executor`` says where the worker runs it:
         ``"auto"`` (coroutines on the event loop, plain functions in a thread), ``"async"``,
         ``"thread"`` or ``"process"`` (a process pool, for CPU-bound work).
+        ``store_result=False`` discards return values. ``on_success`` / ``on_failure`` are
+        called by the worker with a :class:`~pgqueue.JobEvent` when a job succeeds / fails
+        for good (see docs/operations.md).
         """
         options = self.defaults.merge(
             queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
-            retry=retry, executor=executor,
+            retry=retry, executor=executor, store_result=store_result, on_success=on_success,
+            on_failure=on_failure,
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -166,6 +184,60 @@ class PgQueue:
         import asyncio
 
         asyncio.run(self.worker(**options).run())
+
+    # -- operations (issue 5) -----------------------------------------------------------------
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Register ``async def fn(job, call_next)`` to run around every attempt (decorator)."""
+        self.hooks.middleware.append(fn)
+        return fn
+
+    def get_job(self, conn: SyncConnection, job_id: int) -> Job | None:
+        """The job ``job_id`` (state, result, errors, attempts, times), or ``None``."""
+        from pgqueue._ops import get_job
+
+        return get_job(conn, job_id)
+
+    async def aget_job(self, conn: AsyncConnection, job_id: int) -> Job | None:
+        """Async twin of :meth:`get_job`."""
+        from pgqueue._ops import aget_job
+
+        return await aget_job(conn, job_id)
+
+    def cancel(self, conn: SyncConnection, job_id: int) -> str:
+        """Cancel a job in the caller's transaction: ``"cancelled"`` or ``"cancelling"``."""
+        from pgqueue._ops import cancel_job
+
+        return cancel_job(conn, job_id)
+
+    async def acancel(self, conn: AsyncConnection, job_id: int) -> str:
+        """Async twin of :meth:`cancel`."""
+        from pgqueue._ops import acancel_job
+
+        return await acancel_job(conn, job_id)
+
+    def retry(self, conn: SyncConnection, job_id: int) -> None:
+        """Put a failed or cancelled job back in its queue, in the caller's transaction."""
+        from pgqueue._ops import retry_job
+
+        retry_job(conn, job_id)
+
+    async def wait(
+        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+    ) -> Job:
+        """Wait until job ``job_id`` has finished and return it; ``TimeoutError`` after
+        ``timeout`` seconds. Woken by a completion notification; polls as a fallback."""
+        from pgqueue._wait import wait
+
+        return await wait(self.dsn, job_id, timeout, poll_interval)
+
+    def wait_sync(
+        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+    ) -> Job:
+        """Blocking twin of :meth:`wait`."""
+        from pgqueue._wait import wait_sync
+
+        return wait_sync(self.dsn, job_id, timeout, poll_interval)
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

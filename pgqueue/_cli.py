@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -93,13 +92,23 @@ def friendly_errors(fn: F) -> F:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    envvar="PGQUEUE_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
+)
 @click.version_option(package_name="pgqueue")
 @click.pass_context
-def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str, log_format: str
+) -> None:
     """pgqueue: a job queue for Python that needs nothing but PostgreSQL."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from pgqueue._logging import configure_logging
+
+    configure_logging(log_level, log_format)
     ctx.obj = State(app_path, dsn)
 
 
@@ -193,16 +202,24 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     help="Poll only (for poolers that cannot LISTEN).",
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.option(
+    "--metrics-port",
+    envvar="PGQUEUE_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
+)
 @click.pass_obj
 @friendly_errors
 def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, name: str | None) -> None:  # fmt: skip
+           no_listen: bool, name: str | None, metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+        metrics_port=metrics_port,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
 
@@ -216,6 +233,11 @@ def demo(state: State, orders: int) -> None:
     from pgqueue._demo import run_demo
 
     run_demo(os.environ.get("PGQUEUE_DSN") or state._dsn, orders)
+
+
+from pgqueue._cli_ops import register  # noqa: E402  (it needs the helpers above)
+
+register(cli)
 
 
 def main() -> None:

@@ -39,3 +39,10 @@ class Cancel(Exception):
 
 for _cls in (PgQueueError, ConfigurationError, SchemaError, UnknownTaskError, Retry, Cancel):
     _cls.__module__ = "pgqueue"
+
+
+class JobStateError(PgQueueError):
+    """A job cannot be steered that way: it does not exist, or it is in the wrong state."""
+
+
+JobStateError.__module__ = "pgqueue"

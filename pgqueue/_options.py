@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -57,6 +58,9 @@ class JobOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     executor: Executor = "auto"
     meta: dict[str, Any] | None = None
+    store_result: bool = True
+    on_success: Callable[[Any], Any] | None = None
+    on_failure: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         check_queue(self.queue)

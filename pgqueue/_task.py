@@ -74,10 +74,11 @@ class Task(Generic[P, R]):
             self.name, args, kwargs, self.app.max_payload_bytes
         )
         o = self.options
+        meta = self.app.hooks.job_meta(o.meta)
         return _store.NewJob(
             queue=o.queue, task=self.name, args=encoded_args, kwargs=encoded_kwargs,
             priority=o.priority, max_attempts=o.max_attempts, run_at=o.run_at, delay=o.delay,
-            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(o.meta or {}),
+            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(meta),
         )  # fmt: skip
 
     def enqueue(self, conn: SyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:

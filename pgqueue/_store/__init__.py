@@ -203,3 +203,61 @@ def listen_jobs() -> Query[None]:
 def ping() -> Query[None]:
     """A round trip that proves the connection is alive."""
     return Query(q.PING, None, _nothing)
+
+
+# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+
+
+def jobs_get(job_id: int) -> Query[Row | None]:
+    """One job, active or finished, as a row of ``pgqueue.jobs``; ``None`` when unknown."""
+    return Query(q.JOBS_GET, {"id": job_id}, lambda rows: rows[0] if rows else None)
+
+
+def jobs_list(
+    state: str | None = None, queue: str | None = None, task: str | None = None, limit: int = 50
+) -> Query[list[Row]]:
+    """The newest jobs matching every given filter."""
+    params = {"state": state, "queue": queue, "task": task, "limit": limit}
+    return Query(q.JOBS_LIST, params, _rows)
+
+
+def jobs_retry(job_id: int) -> Query[bool]:
+    """Requeue a failed or cancelled job; false when there is none with that id."""
+    return Query(q.JOBS_RETRY, {"id": job_id}, _one)
+
+
+def jobs_retry_failed(task: str | None = None) -> Query[int]:
+    """Requeue every failed job (of ``task``); returns how many."""
+    return Query(q.JOBS_RETRY_FAILED, {"task": task}, _one)
+
+
+def jobs_cancel(job_id: int) -> Query[str | None]:
+    """Cancel a job: ``cancelled``, ``cancelling``, its finished state, or ``None`` if unknown."""
+    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+
+
+def jobs_prune(ages: dict[str, float], limit: int) -> Query[int]:
+    """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds."""
+    params = {"states": list(ages), "ages": list(ages.values()), "limit": limit}
+    return Query(q.JOBS_PRUNE, params, _one)
+
+
+def queues_stats() -> Query[list[Row]]:
+    """Every row of ``pgqueue.queue_stats``, ages and rates as floats."""
+    return Query(q.QUEUES_STATS, None, _rows)
+
+
+def queues_depth(queues: Sequence[str], cap: int) -> Query[dict[str, int]]:
+    """Runnable jobs per queue, each count capped at ``cap``."""
+    params = {"queues": list(queues), "cap": cap}
+    return Query(q.QUEUES_DEPTH, params, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def workers_list(worker: str | None = None) -> Query[list[Row]]:
+    """Live workers (or the one named ``worker``) from ``pgqueue.workers``."""
+    return Query(q.WORKERS_LIST, {"id": worker}, _rows)
+
+
+def listen_finished() -> Query[None]:
+    """Subscribe the connection to job-finished notifications."""
+    return Query(q.LISTEN_FINISHED, None, _nothing)

@@ -49,7 +49,8 @@ UPDATE pgqueue.active_jobs AS j
        worker_id = %(worker)s
   FROM picked
  WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta,
+          extract(epoch FROM now() - j.run_at)::float8
 """
 
 _FINISHED_COLUMNS = """
@@ -205,3 +206,93 @@ SELECT state, count(*) FROM pgqueue.jobs GROUP BY state ORDER BY state
 LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
+
+
+# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+
+JOBS_GET: LiteralString = """
+SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
+       worker_id, lease_expires_at, cancel_requested
+  FROM pgqueue.jobs
+ WHERE id = %(id)s
+"""
+
+# Newest first; each filter is skipped when NULL.
+JOBS_LIST: LiteralString = """
+SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
+       worker_id, lease_expires_at, cancel_requested
+  FROM pgqueue.jobs
+ WHERE (%(state)s::text IS NULL OR state = %(state)s)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+   AND (%(task)s::text IS NULL OR task = %(task)s)
+ ORDER BY id DESC
+ LIMIT %(limit)s
+"""
+
+JOBS_RETRY: LiteralString = """
+SELECT pgqueue.retry(%(id)s)
+"""
+
+# The ids are read first so the function's deletes never race the scan that found them.
+JOBS_RETRY_FAILED: LiteralString = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM pgqueue.finished_jobs
+     WHERE state = 'failed' AND (%(task)s::text IS NULL OR task = %(task)s)
+     ORDER BY id
+)
+SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
+"""
+
+JOBS_CANCEL: LiteralString = """
+SELECT pgqueue.cancel(%(id)s)
+"""
+
+# Retention: a bounded batch per state, oldest first, on the (state, finished_at) index.
+# It only ever touches finished_jobs, so it cannot block the claim path; SKIP LOCKED lets
+# several workers prune at once.
+JOBS_PRUNE: LiteralString = """
+WITH doomed AS MATERIALIZED (
+    SELECT f.id
+      FROM unnest(%(states)s::text[], %(ages)s::float8[]) AS r(state, age)
+      CROSS JOIN LATERAL (
+          SELECT id FROM pgqueue.finished_jobs
+           WHERE state = r.state AND finished_at < now() - make_interval(secs => r.age)
+           ORDER BY finished_at
+           LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED
+      ) AS f
+), gone AS (
+    DELETE FROM pgqueue.finished_jobs AS j USING doomed WHERE j.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+QUEUES_STATS: LiteralString = """
+SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
+       extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute::float8
+  FROM pgqueue.queue_stats
+ ORDER BY queue
+"""
+
+# Runnable jobs per queue, counted on the claim index and capped, so a metrics scrape stays
+# cheap however deep the backlog.
+QUEUES_DEPTH: LiteralString = """
+SELECT w.queue,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM pgqueue.active_jobs AS a
+             WHERE a.state = 'queued' AND a.queue = w.queue AND a.run_at <= now()
+             LIMIT %(cap)s) AS s)
+  FROM unnest(%(queues)s::text[]) AS w(queue)
+"""
+
+WORKERS_LIST: LiteralString = """
+SELECT id, hostname, pid, queues, version, started_at, last_seen_at,
+       extract(epoch FROM last_seen_ago)::float8, running
+  FROM pgqueue.workers
+ WHERE (%(id)s::text IS NULL OR id = %(id)s)
+ ORDER BY id
+"""
+
+LISTEN_FINISHED: LiteralString = "LISTEN pgqueue_finished"

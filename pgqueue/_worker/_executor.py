@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
 from pgqueue._errors import Cancel, Retry, UnknownTaskError
+from pgqueue._hooks import call_through
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
 
@@ -36,6 +37,7 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None
     meta: dict[str, Any]
+    waited: float = 0.0  # seconds between becoming runnable (run_at) and this claim
 
     def context(self) -> JobContext:
         """A fresh context for running this attempt."""
@@ -67,8 +69,11 @@ class JobExecutor:
             if task is None:
                 raise UnknownTaskError(job.task)
             async with asyncio.timeout(job.timeout):
-                result = await self._call(task, job, ctx)
-            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+                result = await call_through(
+                    self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
+                )
+            encoded = _json.dumps(result) if task.options.store_result else None
+            return Outcome(job.id, job.attempt, "succeeded", result=encoded)
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:

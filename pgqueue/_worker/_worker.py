@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
+from pgqueue._events import WorkerEvents
 from pgqueue._options import check_queue
+from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
@@ -102,6 +104,8 @@ class Worker:
         threads: int | None = None,
         processes: int | None = None,
         services: Iterable[Service] = (),
+        metrics_port: int | None = None,
+        summary_interval: float = 60.0,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -129,6 +133,12 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker")
         self._maint_db = Db(self.dsn, "maintenance")
         self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+        self.events = WorkerEvents(self, summary_interval)
+        self._pruner = Pruner(app.retention)
+        if metrics_port is not None:
+            from pgqueue._metrics import metrics_service
+
+            self.services.append(metrics_service(self, metrics_port))
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
@@ -172,15 +182,17 @@ class Worker:
         if self.listen:
             parts.append(listen(self.dsn, self.queues, self.wake, self.stopping))
         parts += [service(self) for service in self.services]
+        parts.append(self.events.summarize())
         return parts
 
     async def _start(self) -> None:
         await check_schema(self._maint_db)
         await self._maint_db.run(self._register())
         log.info(
-            "worker %s started: pgqueue %s, queues %s, database %s",
-            self.name, __version__, self.queues, _safe_dsn(self.dsn),
-            extra={"action": "worker_started", "worker": self.name},
+            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
+            self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
+            extra={"action": "worker_started", "worker": self.name, "version": __version__,
+                   "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
 
     def _register(self) -> _store.Query[None]:
@@ -267,6 +279,7 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
         outcome: Outcome | None = None
+        started = self.events.job_started(job)
         try:
             outcome = await self._executor.run(job, ctx)
         except asyncio.CancelledError:
@@ -281,6 +294,7 @@ class Worker:
         if outcome is not None and ctx.cancel_reason != "lease lost":
             self._count(outcome)
             self._acker.add(outcome)
+            self.events.job_finished(ctx, outcome, started)
 
     def _count(self, outcome: Outcome) -> None:
         name = "retried" if outcome.state == "queued" else outcome.state
@@ -347,6 +361,7 @@ class Worker:
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
         await self._maint_db.run(_store.workers_prune())
+        await self._pruner.run(self._maint_db)
 
     async def run_sql(self, query: _store.Query[Any]) -> Any:
         """Run one store query on the worker's maintenance connection (for services)."""
@@ -366,6 +381,7 @@ class Worker:
         for job_id in list(self._running):
             self.cancel_local(job_id, "shutdown")
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.events.drain(self.shutdown_timeout)
         self._executor.shutdown()
         try:
             await self._finish_writes()
