@@ -271,7 +271,7 @@ SELECT count(*) FROM gone
 
 QUEUES_STATS: LiteralString = """
 SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
-       extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute::float8
+       extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute
   FROM pgqueue.queue_stats
  ORDER BY queue
 """

@@ -29,7 +29,7 @@ SELECT coalesce(a.queue, f.queue) AS queue,
        coalesce(f.failed, 0) AS failed,
        coalesce(f.cancelled, 0) AS cancelled,
        now() - a.oldest_runnable AS oldest_runnable_age,
-       round(coalesce(f.recent, 0) / 5.0, 1) AS finished_per_minute
+       round(coalesce(f.recent, 0) / 5.0, 1)::float8 AS finished_per_minute
   FROM active AS a
   FULL JOIN finished AS f ON f.queue = a.queue;
 
