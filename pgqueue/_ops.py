@@ -94,8 +94,8 @@ async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
 def _cancel_outcome(job_id: int, outcome: str | None) -> str:
     if outcome is None:
         raise JobStateError(f"there is no job {job_id}")
-    if outcome in TERMINAL_STATES:
-        raise JobStateError(f"job {job_id} has already finished: it is {outcome}")
+    if outcome.startswith("already "):
+        raise JobStateError(f"job {job_id} has already finished: it is {outcome[8:]}")
     return outcome
 
 

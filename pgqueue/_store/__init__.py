@@ -232,7 +232,7 @@ def jobs_retry_failed(task: str | None = None) -> Query[int]:
 
 
 def jobs_cancel(job_id: int) -> Query[str | None]:
-    """Cancel a job: ``cancelled``, ``cancelling``, its finished state, or ``None`` if unknown."""
+    """Cancel a job: ``cancelled``, ``cancelling``, ``already <state>``, or ``None`` if unknown."""
     return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
 
 

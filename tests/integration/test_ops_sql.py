@@ -71,7 +71,7 @@ def test_sql_cancel_cancels_queued_flags_running_and_leaves_finished(dsn: str) -
         assert query(dsn, "SELECT pgqueue.cancel(%s)", [queued]) == [("cancelled",)]
         assert query(dsn, "SELECT pgqueue.cancel(%s)", [running]) == [("cancelling",)]
         assert notes(listener) == [("pgqueue_cancel", str(running))]
-    assert query(dsn, "SELECT pgqueue.cancel(%s)", [done]) == [("succeeded",)]
+    assert query(dsn, "SELECT pgqueue.cancel(%s)", [done]) == [("already succeeded",)]
     assert query(dsn, "SELECT pgqueue.cancel(424242)") == [(None,)]
     assert query(dsn, "SELECT id, state, cancel_requested FROM pgqueue.jobs ORDER BY id") == [
         (queued, "cancelled", False), (running, "running", True), (done, "succeeded", False),

@@ -58,8 +58,8 @@ $$;
 
 -- Cancel a job. A queued job is cancelled at once; a running one is flagged, and the worker
 -- running it stops it (it reads the flag with its heartbeat; the notification only hastens
--- that). Returns 'cancelled', 'cancelling', the state of a job that had already finished,
--- or NULL when there is no such job.
+-- that). Returns 'cancelled', 'cancelling', 'already <state>' for a job that had already
+-- finished (e.g. 'already succeeded'), or NULL when there is no such job.
 CREATE FUNCTION pgqueue.cancel(job_id bigint) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -84,7 +84,7 @@ BEGIN
         PERFORM pg_notify('pgqueue_cancel', job_id::text);
         RETURN 'cancelling';
     END IF;
-    SELECT f.state INTO current FROM pgqueue.finished_jobs AS f WHERE f.id = job_id;
+    SELECT 'already ' || f.state INTO current FROM pgqueue.finished_jobs AS f WHERE f.id = job_id;
     RETURN current;
 END;
 $$;
