@@ -299,10 +299,7 @@ class Worker:
     def _count(self, outcome: Outcome) -> None:
         name = "retried" if outcome.state == "queued" else outcome.state
         setattr(self.stats, name, getattr(self.stats, name) + 1)
-        log.debug(
-            "job %s %s", outcome.job_id, name,
-            extra={"action": f"job_{name}", "job_id": outcome.job_id, "attempt": outcome.attempt},
-        )  # fmt: skip
+        # The job's log record is written by self.events.job_finished, with all its fields.
 
     def cancel_local(self, job_id: int, reason: str) -> None:
         """Stop this worker's attempt at ``job_id`` (async tasks are cancelled at once)."""

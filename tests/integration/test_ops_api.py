@@ -106,11 +106,14 @@ async def test_retry_failed_requeues_only_failed_jobs_of_the_task(dsn: str, conn
 
 def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn: Any) -> None:
     """prune: finished jobs older than the age, of the given states; active jobs never."""
-    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
-               " attempts, max_attempts, run_at, created_at, finished_at)"
-               " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
-               " FROM (VALUES (1, 'succeeded', interval '2 h'), (2, 'succeeded', interval '1 min'),"
-               " (3, 'failed', interval '2 h'), (4, 'cancelled', interval '2 h')) AS v(i, s, age)")
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
+        " FROM (VALUES (1, 'succeeded', interval '2 h'), (2, 'succeeded', interval '1 min'),"
+        " (3, 'failed', interval '2 h'), (4, 'cancelled', interval '2 h')) AS v(i, s, age)",
+    )
     query(dsn, "SELECT pgqueue.enqueue('t', run_at => now() - interval '3 h')")  # fmt: skip
     with psycopg.connect(dsn, autocommit=True) as auto:
         assert _ops.prune(auto, 3600, states=["succeeded", "failed"], batch=1) == 2

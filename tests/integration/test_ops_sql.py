@@ -123,9 +123,7 @@ def test_workers_view_shows_live_workers_and_their_running_jobs(dsn: str) -> Non
                " ('gone', 'h', 2, '{}', 'v', 1, now() - interval '5 s')")  # fmt: skip
     query(dsn, "INSERT INTO pgqueue.active_jobs (task, state, attempts, worker_id)"
                " VALUES ('t', 'running', 1, 'live'), ('t', 'running', 1, 'live')")  # fmt: skip
-    assert query(dsn, "SELECT id, queues, running FROM pgqueue.workers") == [
-        ("live", {"q": 2}, 2)
-    ]
+    assert query(dsn, "SELECT id, queues, running FROM pgqueue.workers") == [("live", {"q": 2}, 2)]
 
 
 async def test_docs_example_enqueues_from_a_table_trigger(dsn: str, conn: Any) -> None:
