@@ -186,7 +186,7 @@ def _decode(text: str, what: str, kind: type[Any]) -> Any:
         raise ValueError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
         expected = "an array" if kind is list else "an object"
-        raise ValueError(f"{what} must be a JSON {expected}, got {text!r}")
+        raise ValueError(f"{what} must be {expected} in JSON, got {text!r}")
     return value
 
 
