@@ -195,3 +195,33 @@ async def test_wait_times_out_and_refuses_unknown_jobs(dsn: str, conn: Any) -> N
         await app.wait(job_id, timeout=0.2, poll_interval=0.05)
     with pytest.raises(pgqueue.JobStateError):
         app.wait_sync(999_999, timeout=1)
+
+
+async def test_cancel_stops_a_running_job_at_the_next_heartbeat(dsn: str, conn: Any) -> None:
+    """cancel on a running job: its worker stops it and it ends cancelled; wait sees that."""
+    app = pgqueue.PgQueue(dsn)
+    started = asyncio.Event()
+
+    @app.task(name="slow", queue="q")
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job_id = app.using("slow").enqueue(conn)
+    conn.commit()
+    w = worker(app, lease=0.6)  # heartbeats every 0.2 s
+    runner = asyncio.create_task(w.run())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        assert await asyncio.to_thread(cancel_and_commit, app, dsn, job_id) == "cancelling"
+        job = await app.wait(job_id, timeout=30)
+    finally:
+        w.stop()
+        await runner
+    assert (job.state, job.last_error) == ("cancelled", "cancelled on request")
+
+
+def cancel_and_commit(app: pgqueue.PgQueue, dsn: str, job_id: int) -> str:
+    """Cancel ``job_id`` in a transaction of its own."""
+    with psycopg.connect(dsn) as own:
+        return app.cancel(own, job_id)
