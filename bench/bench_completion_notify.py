@@ -69,7 +69,8 @@ def insert_cost(dsn: str, trigger_on: bool, statements: int = 300) -> float:
             conn.execute(
                 "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                 " attempts, max_attempts, run_at, created_at) SELECT i, 'default', 'noop', '[]',"
-                " '{}', 'succeeded', 0, 1, 3, now(), now() FROM generate_series(%s::bigint, %s::bigint) AS i",
+                " '{}', 'succeeded', 0, 1, 3, now(), now()"
+                " FROM generate_series(%s::bigint, %s::bigint) AS i",
                 [n * BATCH, n * BATCH + BATCH - 1],
             )
         return 1e6 * (time.perf_counter() - started) / statements

@@ -1,7 +1,8 @@
 """The worker side of examples/enqueue_from_trigger.sql, and a run of the whole thing.
 
-    psql "$PGQUEUE_DSN" -f examples/enqueue_from_trigger.sql
-    python examples/enqueue_from_trigger.py        # inserts a signup, runs a worker, shows the job
+Run ``psql "$PGQUEUE_DSN" -f examples/enqueue_from_trigger.sql`` once, then
+``python examples/enqueue_from_trigger.py``: it inserts a signup (the trigger enqueues the
+job), runs a burst worker, and prints the job's outcome.
 """
 
 from __future__ import annotations
