@@ -166,7 +166,7 @@ def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str)
 
 
 def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
-    """A CLI worker with --log-format json logs JSON lines and serves /metrics on its port."""
+    """A CLI worker logs JSON lines, serves /metrics on its port and passes its healthcheck."""
     pytest.importorskip("prometheus_client")
     query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
     worker = subprocess.Popen(
@@ -186,6 +186,7 @@ def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
         url = f"http://127.0.0.1:{port.rsplit(' ', 1)[1]}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
+        assert pgqueue(dsn, "healthcheck", "--worker", "w-json").stdout.strip() == "ok"
     finally:
         worker.send_signal(signal.SIGTERM)
         rest = worker.stderr.read()
