@@ -60,27 +60,31 @@ class WorkerEvents:
     def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
         """Report how an attempt ended to the log, the task's callbacks and the listeners."""
         state = "retrying" if outcome.state == "queued" else outcome.state
+        logged = log.isEnabledFor(_LEVELS[state])
+        callback = self._callback_for(ctx.task, state)
+        if not (logged or callback or self.listeners):
+            return  # the common case at INFO without metrics: no event object at all
         event = JobEvent(
             ctx, state, time.monotonic() - started, outcome.error, outcome.traceback,
             outcome.result,
         )  # fmt: skip
-        if log.isEnabledFor(_LEVELS[state]):
+        if logged:
             _log_event(event)
         for listener in self.listeners:
             listener(event)
-        if state in ("succeeded", "failed"):
-            self._callback(event)
-
-    def _callback(self, event: JobEvent) -> None:
-        task = self.worker.app.get_task(event.job.task)
-        if task is None:
-            return
-        options = task.options
-        fn = options.on_success if event.state == "succeeded" else options.on_failure
-        if fn is not None:
-            future = asyncio.ensure_future(_run_callback(fn, event))
+        if callback is not None:
+            future = asyncio.ensure_future(_run_callback(callback, event))
             self._callbacks.add(future)
             future.add_done_callback(self._callbacks.discard)
+
+    def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
+        if state == "succeeded":
+            task = self.worker.app.get_task(task_name)
+            return task.options.on_success if task else None
+        if state == "failed":
+            task = self.worker.app.get_task(task_name)
+            return task.options.on_failure if task else None
+        return None
 
     async def drain(self, timeout: float) -> None:
         """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown)."""
