@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
