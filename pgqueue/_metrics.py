@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgqueue.worker")
 
-DEPTH_CAP = 100_000
+DEPTH_CAP = 10_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
@@ -59,6 +59,9 @@ class WorkerMetrics:
         )  # fmt: skip
         self.depth = p.Gauge("pgqueue_queue_depth", f"Runnable jobs (capped at {DEPTH_CAP}).",
                              ["queue"], registry=r)  # fmt: skip
+        self.estimate = p.Gauge("pgqueue_active_jobs_estimate",
+                                 "Queued + running jobs, all queues (planner estimate).",
+                                 registry=r)  # fmt: skip
         running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
         running.set_function(lambda: worker.running)
 
@@ -84,6 +87,7 @@ class WorkerMetrics:
                 )
                 for queue, count in depth.items():
                     self.depth.labels(queue).set(count)
+                self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
             except (psycopg.Error, OSError):
                 log.warning("reading queue depth failed", extra={"action": "metrics_error"})
             await asyncio.sleep(interval)

@@ -258,6 +258,11 @@ def workers_list(worker: str | None = None) -> Query[list[Row]]:
     return Query(q.WORKERS_LIST, {"id": worker}, _rows)
 
 
+def jobs_estimate_active() -> Query[int]:
+    """The planner's estimate of queued + running jobs (from pg_class; no scan)."""
+    return Query(q.JOBS_ESTIMATE_ACTIVE, None, _one)
+
+
 def listen_finished() -> Query[None]:
     """Subscribe the connection to job-finished notifications."""
     return Query(q.LISTEN_FINISHED, None, _nothing)

@@ -295,4 +295,9 @@ SELECT id, hostname, pid, queues, version, started_at, last_seen_at,
  ORDER BY id
 """
 
+# The planner's estimate of active rows (queued + running): free, and meaningful beyond the cap.
+JOBS_ESTIMATE_ACTIVE: LiteralString = """
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue.active_jobs'::regclass
+"""
+
 LISTEN_FINISHED: LiteralString = "LISTEN pgqueue_finished"

@@ -137,6 +137,7 @@ async def test_metrics_endpoint_serves_job_counters_histograms_and_gauges(
     assert samples[("pgqueue_job_start_latency_seconds_count", (q,))] == 4
     assert samples[("pgqueue_queue_depth", (q,))] == 0
     assert ("pgqueue_jobs_running", ()) in samples
+    assert ("pgqueue_active_jobs_estimate", ()) in samples
 
 
 def scrape_when_done(w: pgqueue.Worker, dsn: str, scraped: list[str]) -> bool:
