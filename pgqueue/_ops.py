@@ -60,10 +60,16 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     with sync_cursor(conn) as cur:
         if _store.run(cur, _store.jobs_retry(job_id)):
             return
-        job = _store.run(cur, _store.jobs_get(job_id))
+        row = _store.run(cur, _store.jobs_get(job_id))
+    raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
+
+
+def _why_not_retried(job_id: int, job: Job | None) -> str:
     if job is None:
-        raise JobStateError(f"there is no job {job_id}")
-    raise JobStateError(f"job {job_id} is {job[3]}: only failed or cancelled jobs can be retried")
+        return f"there is no job {job_id}"
+    if job.state in ("failed", "cancelled"):
+        return f"job {job_id}'s unique key {job.unique_key!r} is held by an active job"
+    return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
 
 
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:

@@ -145,3 +145,12 @@ async def test_docs_example_enqueues_from_a_table_trigger(dsn: str, conn: Any) -
     assert query(dsn, "SELECT args, result FROM pgqueue.jobs") == [
         (["ada@example.com"], "welcome sent to ada@example.com")
     ]
+
+
+def test_sql_retry_never_duplicates_a_held_unique_key(dsn: str) -> None:
+    """retry refuses (false) while another active job holds the failed job's unique key."""
+    failed = finished_job(dsn, "failed")
+    query(dsn, "UPDATE pgqueue.finished_jobs SET unique_key = 'k'")
+    query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'k')")
+    assert query(dsn, "SELECT pgqueue.retry(%s)", [failed]) == [(False,)]
+    assert states(dsn) == {"failed": 1, "queued": 1}

@@ -36,13 +36,15 @@ $$;
 
 -- Put a failed or cancelled job back in its queue, runnable now, with a fresh budget of
 -- max_attempts attempts. Attempt numbers continue, so its error history stays unambiguous.
--- Returns false when there is no failed or cancelled job with that id.
+-- Returns false when there is no failed or cancelled job with that id, or when its unique_key
+-- is held by another active job (retrying it would make a duplicate).
 CREATE FUNCTION pgqueue.retry(job_id bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     WITH gone AS (
         DELETE FROM pgqueue.finished_jobs AS f
          WHERE f.id = job_id AND f.state IN ('failed', 'cancelled')
+           AND NOT EXISTS (SELECT 1 FROM pgqueue.active_jobs AS a WHERE a.unique_key = f.unique_key)
         RETURNING f.*
     )
     INSERT INTO pgqueue.active_jobs
