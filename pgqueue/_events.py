@@ -68,10 +68,10 @@ class WorkerEvents:
             ctx, state, time.monotonic() - started, outcome.error, outcome.traceback,
             outcome.result,
         )  # fmt: skip
+        for listener in self.listeners:  # before the log line: whoever reads it sees the counts
+            listener(event)
         if logged:
             _log_event(event)
-        for listener in self.listeners:
-            listener(event)
         if callback is not None:
             future = asyncio.ensure_future(_run_callback(callback, event))
             self._callbacks.add(future)
