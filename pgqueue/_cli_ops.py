@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pgqueue._job import Job
 
 STATES = click.Choice(_ops.STATES)
+CELL_WIDTH = 60
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -48,9 +49,10 @@ def _cell(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
         return f"{value:.1f}"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
+    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    first = text.splitlines()[0] if text else text
+    # A table stays readable whatever an error message holds; `jobs show` has the full text.
+    return first if len(first) <= CELL_WIDTH and first == text else first[: CELL_WIDTH - 3] + "..."
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

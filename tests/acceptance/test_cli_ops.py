@@ -197,3 +197,14 @@ def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
     done = next(r for r in records if r.get("action") == "job_succeeded")
     assert {"job_id", "task", "queue", "attempt", "duration_ms"} <= set(done)
     assert 'pgqueue_jobs_finished_total{queue="io",state="succeeded",task=' in text
+
+
+def test_jobs_list_table_shortens_long_errors_json_keeps_them(dsn: str) -> None:
+    """A long or multi-line error is cut to one short line in the table, whole in JSON."""
+    job_id = failed_job(dsn)
+    long_error = "ValueError: " + "x" * 200 + "\nsecond line"
+    query(dsn, "UPDATE pgqueue.finished_jobs SET last_error = %s", [long_error])
+    [_, row] = pgqueue(dsn, "jobs", "list").stdout.splitlines()
+    assert row.startswith(str(job_id)) and row.endswith("...") and len(row) < 200
+    [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
+    assert job["last_error"] == long_error
