@@ -101,3 +101,14 @@ def test_job_event_decodes_its_result_lazily() -> None:
     job = JobContext(1, "t", "q", 1, 3)
     assert JobEvent(job, "succeeded", 0.1, encoded_result='{"a": [1]}').result == {"a": [1]}
     assert not JobEvent(job, "retrying", 0.1).is_final
+
+
+def test_admin_module_exports_documented_functions() -> None:
+    """pgqueue.admin exposes what the CLI calls, each function with a docstring."""
+    from pgqueue import admin
+
+    assert {"list_jobs", "queue_stats", "live_workers", "prune", "retry_failed"} <= set(
+        admin.__all__
+    )
+    for name in admin.__all__:
+        assert callable(getattr(admin, name)) and getattr(admin, name).__doc__, name

@@ -21,7 +21,7 @@ def test_all_is_exactly_the_public_names() -> None:
     """__all__ lists every public name and nothing else."""
     assert set(pgqueue.__all__) >= EXPECTED
     public = {n for n in dir(pgqueue) if not n.startswith("_")} | {"__version__"}
-    assert set(pgqueue.__all__) == public - {"migrations", "tracing"}  # submodules
+    assert set(pgqueue.__all__) == public - {"migrations", "tracing", "admin"}  # submodules
 
 
 def test_every_public_callable_has_a_docstring() -> None:
