@@ -204,18 +204,6 @@ class PgQueue:
 
         return await aget_job(conn, job_id)
 
-    def cancel(self, conn: SyncConnection, job_id: int) -> str:
-        """Cancel a job in the caller's transaction: ``"cancelled"`` or ``"cancelling"``."""
-        from pgqueue._ops import cancel_job
-
-        return cancel_job(conn, job_id)
-
-    async def acancel(self, conn: AsyncConnection, job_id: int) -> str:
-        """Async twin of :meth:`cancel`."""
-        from pgqueue._ops import acancel_job
-
-        return await acancel_job(conn, job_id)
-
     def retry(self, conn: SyncConnection, job_id: int) -> None:
         """Put a failed or cancelled job back in its queue, in the caller's transaction."""
         from pgqueue._ops import retry_job

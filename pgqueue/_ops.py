@@ -80,20 +80,20 @@ def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
 
 
 def cancel_job(conn: SyncConnection, job_id: int) -> str:
-    """Cancel a job: returns ``"cancelled"`` (it was queued) or ``"cancelling"`` (running).
+    """Cancel a job: returns ``"cancelled"`` (it was queued) or ``"requested"`` (running).
 
     A running job is stopped by its worker at its next heartbeat. Raises
     :class:`JobStateError` when the job does not exist or has already finished.
     """
     with sync_cursor(conn) as cur:
-        outcome = _store.run(cur, _store.jobs_cancel(job_id))
+        outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
 
 
 async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
     async with async_cursor(conn) as cur:
-        outcome = await _store.arun(cur, _store.jobs_cancel(job_id))
+        outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
 
 

@@ -231,9 +231,10 @@ def jobs_retry_failed(task: str | None = None) -> Query[int]:
     return Query(q.JOBS_RETRY_FAILED, {"task": task}, _one)
 
 
-def jobs_cancel(job_id: int) -> Query[str | None]:
-    """Cancel a job: ``cancelled``, ``cancelling``, ``already <state>``, or ``None`` if unknown."""
-    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+def jobs_cancel_call(job_id: int) -> Query[str | None]:
+    """Cancel a job with ``pgqueue.cancel()``: ``cancelled``, ``requested``, ``already <state>``,
+    or ``None`` if unknown."""
+    return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
 
 
 def jobs_prune(ages: dict[str, float], limit: int) -> Query[int]:

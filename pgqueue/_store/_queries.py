@@ -245,7 +245,7 @@ WITH picked AS MATERIALIZED (
 SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
 """
 
-JOBS_CANCEL: LiteralString = """
+JOBS_CANCEL_CALL: LiteralString = """
 SELECT pgqueue.cancel(%(id)s)
 """
 

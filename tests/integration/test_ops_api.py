@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue import _ops
+from pgqueue import _ops, admin
 from tests.helpers import query, run_worker_until, states
 
 fast = pgqueue.RetryPolicy(base=0.01, cap=0.02)
@@ -81,12 +81,12 @@ async def test_retry_and_cancel_steer_jobs_and_refuse_wrong_states(dsn: str, con
     conn.commit()
     await run_worker_until(worker(app), lambda: states(dsn) == {"failed": 1})
     app.retry(conn, bad)
-    assert app.cancel(conn, bad) == "cancelled"
+    assert admin.cancel_job(conn, bad) == "cancelled"
     conn.commit()
     job = app.get_job(conn, bad)
     assert job is not None and (job.state, job.max_attempts) == ("cancelled", 4)
     with pytest.raises(pgqueue.JobStateError, match="already finished"):
-        app.cancel(conn, bad)
+        admin.cancel_job(conn, bad)
     with pytest.raises(pgqueue.JobStateError, match="there is no job"):
         app.retry(conn, 123_456)
 
@@ -213,7 +213,7 @@ async def test_cancel_stops_a_running_job_at_the_next_heartbeat(dsn: str, conn: 
     runner = asyncio.create_task(w.run())
     try:
         await asyncio.wait_for(started.wait(), 30)
-        assert await asyncio.to_thread(cancel_and_commit, app, dsn, job_id) == "cancelling"
+        assert await asyncio.to_thread(cancel_and_commit, app, dsn, job_id) == "requested"
         job = await app.wait(job_id, timeout=30)
     finally:
         w.stop()
@@ -224,4 +224,4 @@ async def test_cancel_stops_a_running_job_at_the_next_heartbeat(dsn: str, conn: 
 def cancel_and_commit(app: pgqueue.PgQueue, dsn: str, job_id: int) -> str:
     """Cancel ``job_id`` in a transaction of its own."""
     with psycopg.connect(dsn) as own:
-        return app.cancel(own, job_id)
+        return admin.cancel_job(own, job_id)

@@ -60,17 +60,17 @@ def test_sql_enqueue_with_a_held_unique_key_returns_the_existing_job(dsn: str) -
 
 
 def test_sql_cancel_cancels_queued_flags_running_and_leaves_finished(dsn: str) -> None:
-    """cancel: queued → cancelled at once; running → flagged + notified; finished → unchanged."""
+    """cancel: queued → cancelled at once; running → flagged, its worker hinted; finished → kept."""
     [(queued,)] = query(dsn, "SELECT pgqueue.enqueue('t')")
     [(running,)] = query(dsn, "SELECT pgqueue.enqueue('t')")
-    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1 WHERE id = %s",
-          [running])  # fmt: skip
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1, worker_id = 'w1'"
+               " WHERE id = %s", [running])  # fmt: skip
     done = finished_job(dsn, "succeeded", attempts=1)
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN pgqueue_cancel")
         assert query(dsn, "SELECT pgqueue.cancel(%s)", [queued]) == [("cancelled",)]
-        assert query(dsn, "SELECT pgqueue.cancel(%s)", [running]) == [("cancelling",)]
-        assert notes(listener) == [("pgqueue_cancel", str(running))]
+        assert query(dsn, "SELECT pgqueue.cancel(%s)", [running]) == [("requested",)]
+        assert notes(listener) == [("pgqueue_cancel", "w1")]
     assert query(dsn, "SELECT pgqueue.cancel(%s)", [done]) == [("already succeeded",)]
     assert query(dsn, "SELECT pgqueue.cancel(424242)") == [(None,)]
     assert query(dsn, "SELECT id, state, cancel_requested FROM pgqueue.jobs ORDER BY id") == [

@@ -59,13 +59,16 @@ END;
 $$;
 
 -- Cancel a job. A queued job is cancelled at once; a running one is flagged, and the worker
--- running it stops it (it reads the flag with its heartbeat; the notification only hastens
--- that). Returns 'cancelled', 'cancelling', 'already <state>' for a job that had already
--- finished (e.g. 'already succeeded'), or NULL when there is no such job.
+-- running it stops it: it reads the flag with its heartbeat, and the notification on
+-- pgqueue_cancel (payload: that worker's id) only hastens the heartbeat. Returns 'cancelled',
+-- 'requested', 'already <state>' for a job that had already finished (e.g. 'already
+-- succeeded'), or NULL when there is no such job. The row lock makes a concurrent claim or
+-- ack finish first, so the state read here is the one that counts.
 CREATE FUNCTION pgqueue.cancel(job_id bigint) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     current text;
+    worker text;
 BEGIN
     SELECT a.state INTO current FROM pgqueue.active_jobs AS a WHERE a.id = job_id FOR UPDATE;
     IF current = 'queued' THEN
@@ -82,9 +85,12 @@ BEGIN
           FROM gone AS g;
         RETURN 'cancelled';
     ELSIF current = 'running' THEN
-        UPDATE pgqueue.active_jobs AS a SET cancel_requested = true WHERE a.id = job_id;
-        PERFORM pg_notify('pgqueue_cancel', job_id::text);
-        RETURN 'cancelling';
+        UPDATE pgqueue.active_jobs AS a SET cancel_requested = true WHERE a.id = job_id
+        RETURNING a.worker_id INTO worker;
+        IF worker IS NOT NULL THEN
+            PERFORM pg_notify('pgqueue_cancel', worker);
+        END IF;
+        RETURN 'requested';
     END IF;
     SELECT 'already ' || f.state INTO current FROM pgqueue.finished_jobs AS f WHERE f.id = job_id;
     RETURN current;
