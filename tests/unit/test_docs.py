@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -53,3 +54,18 @@ def test_python_api_reference_documents_every_public_name() -> None:
     text = (ROOT / "docs" / "reference" / "python-api.md").read_text()
     missing = [n for n in pgqueue.__all__ if f"`{n}" not in text and f"`pgqueue.{n}" not in text]
     assert missing == []
+
+
+def test_python_snippets_in_readme_and_guides_are_valid_python() -> None:
+    """Every ```python block outside the signature listings of the API reference compiles."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    bad = []
+    for page in pages:
+        if page.name == "python-api.md":  # signatures with annotations and defaults, not code
+            continue
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S)):
+            try:
+                compile(block, f"{page.name}#{i}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            except SyntaxError as exc:
+                bad.append(f"{page.relative_to(ROOT)} block {i}: {exc}")
+    assert bad == []
