@@ -69,3 +69,21 @@ def test_python_snippets_in_readme_and_guides_are_valid_python() -> None:
             except SyntaxError as exc:
                 bad.append(f"{page.relative_to(ROOT)} block {i}: {exc}")
     assert bad == []
+
+
+def test_cli_reference_documents_every_option_and_its_environment_variable() -> None:
+    """docs/reference/cli.md names every command, option and PGQUEUE_* variable of the CLI."""
+    import click
+
+    from pgqueue._cli import cli
+
+    text = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    commands: list[click.Command] = [cli, *cli.commands.values()]
+    missing = [
+        f"pgqueue {c.name}" for c in cli.commands.values() if f"pgqueue {c.name}" not in text
+    ]
+    for command in commands:
+        for param in command.params:
+            names = [*param.opts, *([param.envvar] if isinstance(param.envvar, str) else [])]
+            missing += [n for n in names if f"`{n}`" not in text and f"`{n} " not in text]
+    assert missing == []
