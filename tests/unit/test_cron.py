@@ -87,7 +87,7 @@ def test_repeated_hour_in_berlin_fires_in_both_occurrences() -> None:
 
 
 def test_new_york_follows_the_same_rules() -> None:
-    """croniter in New York: the skipped 02:30 moves to 03:00 EDT; the repeated 01:30 fires twice."""
+    """croniter in New York: skipped 02:30 moves to 03:00 EDT; the repeated 01:30 fires twice."""
     assert in_utc(CronSpec("30 2 * * *", "America/New_York"), utc(2026, 3, 7, 12)) == ["08 07:00"]
     spec = CronSpec("30 1 * * *", "America/New_York")
     assert in_utc(spec, utc(2026, 10, 31, 12)) == ["01 05:30", "01 06:30"]
