@@ -71,6 +71,10 @@ class Scheduler:
                 log.warning("scheduler pass failed", exc_info=True,
                             extra={"action": "scheduler_error"})  # fmt: skip
                 delay = backoff(failures)
+            except Exception:  # a bug must not silently stop this worker's schedules
+                failures += 1
+                log.exception("scheduler pass crashed", extra={"action": "scheduler_error"})
+                delay = backoff(failures, cap=60.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
 
