@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -207,3 +208,18 @@ def test_cron_list_command(dsn: str) -> None:
     header, line = result.output.splitlines()
     assert header.split()[:2] == ["NAME", "SCHEDULE"]
     assert line.startswith("nightly  0 2 * * * (Europe/Berlin)  -")
+
+
+async def test_scheduler_reconnects_after_losing_its_connection(dsn: str) -> None:
+    """A pass that fails because the connection died is followed by one that reconnects."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    await sched.start()
+    pid = (await sched.db.connection()).info.backend_pid
+    query(dsn, "SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(psycopg.OperationalError):
+        await sched.step()
+    sched.cursors["beat"] -= timedelta(seconds=3)
+    await sched.step()
+    await close(sched)
+    assert len(tick_jobs(dsn)) >= 3
