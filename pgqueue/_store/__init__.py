@@ -251,7 +251,8 @@ def ticks_last() -> Query[dict[str, datetime]]:
 def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
-    Names missing from ``keep`` use ``default_keep``; each name's latest tick always stays.
+    Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
+    always stays.
     """
     params = {
         "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,

@@ -240,8 +240,8 @@ TICKS_LAST: LiteralString = """
 SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
 """
 
-# Small batches, oldest first; the latest tick of every name is always kept (it is where
-# catch-up starts after downtime and what `pgqueue cron list` shows).
+# Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
+# where catch-up starts after downtime); names no longer in the code go entirely once old.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -250,7 +250,8 @@ WITH keep AS (
       FROM pgqueue.periodic_ticks AS t
       LEFT JOIN keep ON keep.name = t.name
      WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
-       AND t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name)
+       AND (keep.name IS NULL
+            OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name))
      ORDER BY t.tick
      LIMIT %(limit)s
        FOR UPDATE OF t SKIP LOCKED

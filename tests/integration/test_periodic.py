@@ -152,7 +152,7 @@ async def test_ticks_older_than_the_horizon_are_refused_by_the_database(dsn: str
 
 
 async def test_prune_keeps_recent_and_latest_ticks(dsn: str) -> None:
-    """Old ticks of known schedules go; each name's latest tick and unknown names' stay."""
+    """Old ticks of known schedules go but their latest stays; unknown names last 7 days."""
     app = make_app(dsn, catch_up=10)
     query(dsn, OLD_TICKS)
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now())")
@@ -167,7 +167,10 @@ async def test_prune_keeps_recent_and_latest_ticks(dsn: str) -> None:
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now() - interval"
                " '3 hours'), ('beat', now() - interval '4 hours')")  # fmt: skip
     assert await sched.prune() == 1  # the latest 'beat' tick stays even though it is old
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'")
+    assert await sched.prune() == 4  # all of 'gone', which no code schedules any more
     await close(sched)
+    assert query(dsn, "SELECT name FROM pgqueue.periodic_ticks") == [("beat",)]
 
 
 async def test_worker_runs_the_schedule_and_the_task_reads_its_tick(dsn: str) -> None:
