@@ -30,12 +30,12 @@ class Workers:
         self.dsn, self.app, self.logs = dsn, app, logs
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes], Path]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start one more `python -m pgqueue worker`."""
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        """Start one more `python -m pgqueue worker` (with ``extra`` options)."""
         path = self.logs / f"worker-{len(self.procs)}.log"
         log = path.open("wb")
         command = [sys.executable, "-m", "pgqueue", "--app", self.app, "--dsn", self.dsn,
-                   "worker", *WORKER_OPTIONS]  # fmt: skip
+                   "worker", *WORKER_OPTIONS, *extra]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append((proc, log, path))
@@ -124,9 +124,11 @@ def test_four_workers_fire_each_second_exactly_once(workers: Callable[[str], Wor
     group = workers("tests.acceptance.periodic_app:app")
     for _ in range(4):
         group.start()
+    group.start("--no-scheduler")
     wait_for(lambda: span_reached(group.dsn))
     group.stop_all()
     assert all("scheduler started" in group.log_text(i) for i in range(4))
+    assert "worker" in group.log_text(4) and "scheduler" not in group.log_text(4)
     observed, expected = assert_one_job_per_tick(group.dsn)
     assert observed == expected > RUN_FOR.total_seconds()
 
