@@ -14,9 +14,15 @@ from tests.helpers import query
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def env_for(dsn: str) -> dict[str, str]:
+    """This environment without PGQUEUE_ settings, plus the test database as PGQUEUE_DSN."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    return {**env, "PGQUEUE_DSN": dsn, "PGQUEUE_LOG_LEVEL": "warning"}
+
+
 def run(dsn: str, *args: str) -> str:
     """Run a command in examples/ with the test database as PGQUEUE_DSN; returns stdout."""
-    env = {**os.environ, "PGQUEUE_DSN": dsn, "PGQUEUE_LOG_LEVEL": "warning"}
+    env = env_for(dsn)
     done = subprocess.run([sys.executable, *args], cwd=EXAMPLES, env=env, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -36,7 +42,7 @@ def test_unique_jobs_example(dsn: str) -> None:
 def test_periodic_example_fires_heartbeats_that_know_their_tick(dsn: str) -> None:
     """periodic.py under a worker: heartbeat jobs report their own tick; cron list shows it."""
     assert "heartbeat: * * * * * */2 (UTC), last None" in run(dsn, "periodic.py")
-    env = {**os.environ, "PGQUEUE_DSN": dsn}
+    env = env_for(dsn)
     worker = subprocess.Popen(
         [sys.executable, "-m", "pgqueue", "--app", "periodic:app", "worker", "-q", "default"],
         cwd=EXAMPLES, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -36,7 +36,8 @@ class Workers:
         log = path.open("wb")
         command = [sys.executable, "-m", "pgqueue", "--app", self.app, "--dsn", self.dsn,
                    "worker", *WORKER_OPTIONS, *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+        env["PYTHONPATH"] = str(ROOT)
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append((proc, log, path))
         return proc
