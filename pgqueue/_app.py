@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -14,6 +14,8 @@ from pgqueue._connections import AsyncConnection, SyncConnection
 from pgqueue._errors import ConfigurationError
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
+from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 
@@ -54,6 +56,7 @@ class PgQueue:
         )
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"
@@ -124,6 +127,31 @@ class PgQueue:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        catch_up: float | timedelta = DEFAULT_CATCH_UP,
+    ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
+        """Enqueue the decorated function on every tick of a cron schedule.
+
+        ``expression`` has 5 fields (minute hour day month weekday) or 6 with seconds last,
+        read in ``timezone`` (IANA name). The function is registered as a task too (or pass a
+        task). Each tick becomes exactly one job, however many workers run the scheduler; the
+        job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
+        missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
+        skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
+        database. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
+        """
+        return _periodic_decorator(  # type: ignore[return-value]
+            self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
+            catch_up=catch_up,
+        )  # fmt: skip
 
     def get_task(self, name: str) -> Task[Any, Any] | None:
         """The task registered under exactly ``name``, or ``None``."""

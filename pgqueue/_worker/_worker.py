@@ -28,6 +28,7 @@ from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
 from pgqueue._worker._listener import listen
+from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -103,6 +104,7 @@ class Worker:
         threads: int | None = None,
         processes: int | None = None,
         services: Iterable[Service] = (),
+        scheduler: bool = True,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -118,6 +120,8 @@ class Worker:
         self.batch_size = batch_size
         self.stats = WorkerStats()
         self.services = list(services)
+        if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
+            self.services.append(run_scheduler)
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
         self._running: dict[int, _Running] = {}
