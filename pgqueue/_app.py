@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -14,6 +15,8 @@ from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
+from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
@@ -59,6 +62,7 @@ class PgQueue:
         )
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
         self.retention = retention_ages(retention)
         self.hooks = AppHooks()
 
@@ -132,7 +136,7 @@ class PgQueue:
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task_name = check_task_name(name or f"{func.__module__}.{func.__qualname__}")
+            task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different function is already registered as {task_name!r}")
@@ -141,6 +145,31 @@ class PgQueue:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        catch_up: float | timedelta = DEFAULT_CATCH_UP,
+    ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
+        """Enqueue the decorated function on every tick of a cron schedule.
+
+        ``expression`` has 5 fields (minute hour day month weekday) or 6 with seconds last,
+        read in ``timezone`` (IANA name). The function is registered as a task too (or pass a
+        task). Each tick becomes exactly one job, however many workers run the scheduler; the
+        job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
+        missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
+        skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
+        database. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
+        """
+        return _periodic_decorator(  # type: ignore[return-value]
+            self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
+            catch_up=catch_up,
+        )  # fmt: skip
 
     def get_task(self, name: str) -> Task[Any, Any] | None:
         """The task registered under exactly ``name``, or ``None``."""
@@ -226,6 +255,15 @@ class PgQueue:
         from pgqueue._wait import wait_sync
 
         return wait_sync(self.dsn, job_id, timeout, poll_interval)
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``; under ``python -m pkg.mod`` the module's real name, not __main__."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{fn.__qualname__}"
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

@@ -114,8 +114,19 @@ def cli(
 
 
 @cli.command()
-@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
-@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
+@click.option(
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    envvar="PGQUEUE_SQL",
+    help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    envvar="PGQUEUE_CHECK",
+    help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
+)
 @click.pass_obj
 @friendly_errors
 def migrate(state: State, print_sql: bool, check: bool) -> None:
@@ -141,9 +152,9 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     "--queues",
     "-q",
     envvar="PGQUEUE_QUEUES",
-    default="default",
-    show_default=True,
-    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]",
+    default=None,
+    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [default: the app's"
+    " default queue; env PGQUEUE_QUEUES]",
 )
 @click.option(
     "--concurrency",
@@ -204,6 +215,12 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.option(
+    "--no-scheduler",
+    envvar="PGQUEUE_NO_SCHEDULER",
+    is_flag=True,
+    help="Do not enqueue periodic tasks from this worker (others still do).",
+)
+@click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
     type=click.IntRange(0, 65535),
@@ -212,14 +229,16 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
 )
 @click.pass_obj
 @friendly_errors
-def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
+def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, name: str | None, metrics_port: int | None) -> None:  # fmt: skip
+           no_listen: bool, name: str | None, no_scheduler: bool,
+           metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+        scheduler=not no_scheduler,
         metrics_port=metrics_port,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
@@ -233,14 +252,36 @@ def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_ti
 
 
 @cli.command()
-@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--orders",
+    envvar="PGQUEUE_ORDERS",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many orders to place.  [env PGQUEUE_ORDERS]",
+)
 @click.pass_obj
 @friendly_errors
 def demo(state: State, orders: int) -> None:
     """Enqueue orders transactionally (some rolled back) and watch a worker run them."""
     from pgqueue._demo import run_demo
 
-    run_demo(os.environ.get("PGQUEUE_DSN") or state._dsn, orders)
+    run_demo(state._dsn, orders)
+
+
+@cli.group()
+def cron() -> None:
+    """Periodic tasks (schedules declared with @app.periodic)."""
+
+
+@cron.command("list")
+@click.pass_obj
+@friendly_errors
+def cron_list(state: State) -> None:
+    """Show each schedule with its last tick (from the database) and its next tick."""
+    from pgqueue._periodic import cron_list, format_cron_list
+
+    click.echo(format_cron_list(cron_list(state.app, state.dsn)))
 
 
 from pgqueue._cli_ops import register  # noqa: E402  (it needs the helpers above)

@@ -41,6 +41,23 @@ for _cls in (PgQueueError, ConfigurationError, SchemaError, UnknownTaskError, Re
     _cls.__module__ = "pgqueue"
 
 
+class DuplicateJob(PgQueueError):
+    """An enqueue with ``on_conflict="raise"`` met an active job holding the same unique key.
+
+    Nothing was inserted and the caller's transaction is still usable.
+    """
+
+    def __init__(self, unique_key: str, job_id: int) -> None:
+        super().__init__(
+            f"job {job_id} is already queued or running with unique key {unique_key!r}"
+        )
+        self.unique_key = unique_key
+        self.job_id = job_id
+
+
+DuplicateJob.__module__ = "pgqueue"
+
+
 class JobStateError(PgQueueError):
     """A job cannot be steered that way: it does not exist, or it is in the wrong state."""
 

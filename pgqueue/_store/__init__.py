@@ -205,6 +205,120 @@ def ping() -> Query[None]:
     return Query(q.PING, None, _nothing)
 
 
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+
+
+def demo_schema_create() -> Query[None]:
+    """Create the schema that holds the demo's own table."""
+    return Query(q.DEMO_SCHEMA_CREATE, None, _nothing)
+
+
+def demo_orders_create() -> Query[None]:
+    """Create the demo's orders table if it is missing."""
+    return Query(q.DEMO_ORDERS_CREATE, None, _nothing)
+
+
+def demo_orders_insert(customer: str, total_cents: int) -> Query[int]:
+    """Insert one demo order; returns its id."""
+    return Query(q.DEMO_ORDERS_INSERT, (customer, total_cents), _one)
+
+
+def demo_orders_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the demo orders ``ids`` exist."""
+    return Query(q.DEMO_ORDERS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the jobs ``ids`` exist in ``pgqueue.jobs``."""
+    return Query(q.DEMO_JOBS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_unfinished(first: int, last: int, tasks: Sequence[str]) -> Query[int]:
+    """How many of a demo run's jobs are still queued or running."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_UNFINISHED, params, _one)
+
+
+def demo_jobs_by_state(first: int, last: int, tasks: Sequence[str]) -> Query[list[Row]]:
+    """A demo run's jobs per (task, state): count, most attempts, one error."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_BY_STATE, params, _rows)
+
+
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+
+def clock_now() -> Query[datetime]:
+    """The database's ``now()``: the only clock schedules are computed from."""
+    return Query(q.CLOCK_NOW, None, _one)
+
+
+@dataclass(frozen=True, slots=True)
+class TickJob:
+    """What the job of a periodic tick looks like; arguments already encoded as JSON text."""
+
+    name: str
+    queue: str
+    task: str
+    kwargs: str
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    meta: str = "{}"
+
+
+def ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float
+) -> Query[list[tuple[int, str]]]:
+    """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
+
+    Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
+    or older than ``horizon`` seconds, are left alone.
+    """
+    params = {
+        "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
+        "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
+        "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
+    }  # fmt: skip
+    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
+
+
+def ticks_last() -> Query[dict[str, datetime]]:
+    """The latest recorded tick of every schedule name in the database."""
+    return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
+    """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
+
+    Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
+    always stays.
+    """
+    params = {
+        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
+        "limit": limit,
+    }  # fmt: skip
+    return Query(q.TICKS_PRUNE, params, len)
+
+
+def _first_or_none(rows: list[Row]) -> Any:
+    return rows[0][0] if rows else None
+
+
+def jobs_insert_unique(job: NewJob) -> Query[int | None]:
+    """Insert one job unless an active job holds its unique key; returns its id or ``None``."""
+    params = (
+        job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
+        job.run_at, job.delay or 0.0, job.timeout, job.unique_key, job.meta,
+    )  # fmt: skip
+    return Query(q.JOBS_INSERT_UNIQUE, params, _first_or_none)
+
+
+def jobs_find_unique(key: str) -> Query[int | None]:
+    """The id of the active (queued or running) job holding ``key``, or ``None``."""
+    return Query(q.JOBS_FIND_UNIQUE, {"key": key}, _first_or_none)
+
+
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 
 

@@ -207,6 +207,122 @@ LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
 
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+# The demo's own table lives in schema pgqueue_demo so it cannot clash with an application's.
+
+DEMO_SCHEMA_CREATE: LiteralString = """
+CREATE SCHEMA IF NOT EXISTS pgqueue_demo
+"""
+
+DEMO_ORDERS_CREATE: LiteralString = """
+CREATE TABLE IF NOT EXISTS pgqueue_demo.orders (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer     text        NOT NULL,
+    total_cents  integer     NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+DEMO_ORDERS_INSERT: LiteralString = """
+INSERT INTO pgqueue_demo.orders (customer, total_cents) VALUES (%s, %s) RETURNING id
+"""
+
+DEMO_ORDERS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue_demo.orders WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+DEMO_JOBS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+# A run's jobs have ids between the first and last that enqueue returned; the task filter
+# keeps other producers' jobs in that range out.
+DEMO_JOBS_UNFINISHED: LiteralString = """
+SELECT count(*) FROM pgqueue.active_jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+"""
+
+DEMO_JOBS_BY_STATE: LiteralString = """
+SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_error) AS error
+  FROM pgqueue.jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+ GROUP BY task, state
+ ORDER BY task, state
+"""
+
+
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+CLOCK_NOW: LiteralString = "SELECT now()"
+
+# One statement per schedule and pass: the tick rows are the arbiter. Only ticks this
+# statement inserted (ON CONFLICT DO NOTHING) get a job, so any number of schedulers running
+# this at once produce one job per tick. The job id is drawn from the jobs' identity sequence
+# up front so the tick row can point at its job without a second statement. Ticks older than
+# the horizon are refused here too: a scheduler that stalled cannot revive a pruned tick.
+TICKS_INSERT: LiteralString = """
+WITH won AS (
+    INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
+    SELECT %(name)s, t.tick, nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
+      FROM unnest(%(ticks)s::timestamptz[]) AS t(tick)
+     WHERE t.tick > now() - make_interval(secs => %(horizon)s)
+    ON CONFLICT (name, tick) DO NOTHING
+    RETURNING tick, job_id
+)
+INSERT INTO pgqueue.active_jobs
+    (id, queue, task, args, kwargs, priority, max_attempts, timeout, meta)
+SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
+       %(max_attempts)s, %(timeout)s,
+       %(meta)s::jsonb || jsonb_build_object(
+           'periodic', %(name)s::text,
+           'tick', to_char(won.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+  FROM won
+RETURNING id, meta->>'tick'
+"""
+
+TICKS_LAST: LiteralString = """
+SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
+"""
+
+# Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
+# where catch-up starts after downtime); names no longer in the code go entirely once old.
+TICKS_PRUNE: LiteralString = """
+WITH keep AS (
+    SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
+), doomed AS (
+    SELECT t.name, t.tick
+      FROM pgqueue.periodic_ticks AS t
+      LEFT JOIN keep ON keep.name = t.name
+     WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
+       AND (keep.name IS NULL
+            OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name))
+     ORDER BY t.tick
+     LIMIT %(limit)s
+       FOR UPDATE OF t SKIP LOCKED
+)
+DELETE FROM pgqueue.periodic_ticks AS p
+ USING doomed
+ WHERE p.name = doomed.name AND p.tick = doomed.tick
+RETURNING p.tick
+"""
+
+# A unique job: a duplicate key inserts nothing and, thanks to DO NOTHING, never aborts the
+# caller's transaction. The conflict target names the partial unique index's predicate.
+JOBS_INSERT_UNIQUE: LiteralString = """
+INSERT INTO pgqueue.active_jobs
+    (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s,
+        coalesce(%s::timestamptz, now() + make_interval(secs => %s)), %s, %s, %s::jsonb)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+# Run as a statement of its own after a conflict: in READ COMMITTED it takes a new snapshot,
+# so it sees the winner that the insert waited for.
+JOBS_FIND_UNIQUE: LiteralString = """
+SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
+"""
+
 
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 

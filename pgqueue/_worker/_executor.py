@@ -72,8 +72,6 @@ class JobExecutor:
                 result = await call_through(
                     self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
                 )
-            encoded = _json.dumps(result) if task.options.store_result else None
-            return Outcome(job.id, job.attempt, "succeeded", result=encoded)
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
@@ -85,6 +83,19 @@ class JobExecutor:
             raise
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             return self._failure(job, task, exc)
+        if not task.options.store_result:
+            return Outcome(job.id, job.attempt, "succeeded")
+        return self._success(job, result)
+
+    @staticmethod
+    def _success(job: ClaimedJob, result: Any) -> Outcome:
+        try:
+            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+        except TypeError as exc:
+            # The work is done; running it again would repeat its side effects for nothing.
+            error = f"the return value is not JSON-serialisable: {exc}"
+            tb = "".join(traceback.format_exception(exc))
+            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
