@@ -366,7 +366,7 @@ class Worker:
                 )
 
     async def maintain(self) -> None:
-        """One maintenance pass: rescue expired leases, forget long-dead workers."""
+        """One maintenance pass: rescue expired leases, forget long-dead workers, prune history."""
         requeued, failed = await self._maint_db.run(_store.leases_rescue())
         if requeued or failed:
             log.warning(
