@@ -203,3 +203,18 @@ def listen_jobs() -> Query[None]:
 def ping() -> Query[None]:
     """A round trip that proves the connection is alive."""
     return Query(q.PING, None, _nothing)
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+
+def jobs_cancel(job_id: int) -> Query[str | None]:
+    """Cancel a queued job now, or ask the worker of a running one to stop it.
+
+    Returns ``"cancelled"``, ``"requested"``, or ``None`` when the job is not active."""
+    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+
+
+def listen_cancel() -> Query[None]:
+    """Subscribe the connection to cancel hints (their payload is a worker id)."""
+    return Query(q.LISTEN_CANCEL, None, _nothing)
