@@ -27,7 +27,8 @@ def _enqueue_flow(dsn: str, poison: Any = None) -> int | None:
 def _rate(dsn: str) -> float:
     """Jobs per second recorded in the ledger, first to last, then clear it for the next round."""
     [(count, seconds)] = query(
-        dsn, "SELECT count(*), extract(epoch FROM max(at) - min(at)) FROM fault_ledger")
+        dsn, "SELECT count(*), extract(epoch FROM max(at) - min(at)) FROM fault_ledger"
+    )
     query(dsn, "TRUNCATE fault_ledger")
     return float(count) / max(float(seconds), 0.001)
 
