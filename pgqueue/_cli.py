@@ -106,12 +106,16 @@ def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: st
 @cli.command()
 @click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
+@click.option("--roles", "print_roles", is_flag=True, help="Print the least-privilege GRANTs.")
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool) -> None:
+def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if print_roles:
+        click.echo(_migrate.roles_sql())
+        return
     if print_sql:
         click.echo(_migrate.migration_sql())
         return
