@@ -54,7 +54,7 @@ def test_overlong_and_injected_queue_and_task_names_are_rejected(dsn: str, conn)
     for bad in [*INJECTIONS, "q" * 65, ""]:
         with pytest.raises(ValueError, match="invalid queue name"):
             t.add.using(queue=bad)
-        with pytest.raises(ValueError, match="concurrency|queue"):
+        with pytest.raises(ValueError, match="invalid queue name"):
             t.app.worker(dsn=dsn, queues=[bad])
     with pytest.raises(ValueError, match="invalid task name"):
         t.app.using("t" * 256)
