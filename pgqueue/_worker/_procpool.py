@@ -83,7 +83,8 @@ class ProcessPool:
         Cancelling the caller (timeout, cancel request, lost lease) kills the child.
         """
         async with self._free:
-            slot = self._idle.pop() if self._idle else _Slot(self._context)
+            # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
+            slot = self._idle.pop() if self._idle else await asyncio.to_thread(_Slot, self._context)
             try:
                 result = await slot.call((where, args, kwargs, fields))
             except BaseException as exc:
