@@ -8,7 +8,7 @@ import signal
 import psycopg
 import pytest
 
-from tests.faults.harness import Fleet, db_now, wait_for
+from tests.faults.harness import Fleet, all_done, db_now, wait_for
 from tests.faults.ledger_app import record, slow_record
 from tests.helpers import query
 
@@ -27,8 +27,13 @@ def test_stale_worker_loses_its_lease_and_its_outcome_is_discarded(
     running = "SELECT worker_id, attempts FROM pgqueue.jobs WHERE state = 'running'"
     wait_for(lambda: query(ledger_dsn, running) == [("stale", 1)], 30, "the first attempt")
     stale.signal(signal.SIGSTOP)
+    stopped_at = db_now(ledger_dsn)
     fleet.start("fresh", lease=LEASE, rescue=RESCUE)
     wait_for(lambda: query(ledger_dsn, running) == [("fresh", 2)], 30, "the re-claim")
+    [(reclaimed,)] = query(ledger_dsn, "SELECT extract(epoch FROM started_at - %s) "
+                                       "FROM pgqueue.jobs", [stopped_at])  # fmt: skip
+    print(json.dumps({"scenario": 3, "reclaimed_after_sigstop_s": round(float(reclaimed), 2),
+                      "lease_plus_sweep_s": LEASE + RESCUE}))  # fmt: skip
     stale.signal(signal.SIGCONT)
     wait_for(lambda: "lease lost" in stale.text(), 30, "the stale worker to notice")
     wait_for(lambda: query(ledger_dsn, "SELECT state FROM pgqueue.jobs") == [("succeeded",)],
@@ -58,8 +63,7 @@ def test_terminated_listen_backend_is_replaced_and_a_catch_up_claim_runs(
     with psycopg.connect(ledger_dsn) as conn:
         record.enqueue(conn, 1)
         conn.commit()
-    wait_for(lambda: query(ledger_dsn, "SELECT count(*) FROM fault_ledger")[0][0] == 1,
-             poll, "the job enqueued while LISTEN was down")  # fmt: skip
+    wait_for(all_done(ledger_dsn, 1), poll, "the job enqueued while LISTEN was down")
     [(waited,)] = query(ledger_dsn, "SELECT extract(epoch FROM finished_at - %s) "
                                     "FROM pgqueue.jobs", [killed_at])  # fmt: skip
     [(new_pid,)] = wait_for(lambda: _listener(ledger_dsn), 30, "a new LISTEN connection")
