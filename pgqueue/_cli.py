@@ -209,6 +209,13 @@ def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_ti
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
+    if w.abandoned_threads():
+        # Thread tasks cannot be interrupted and their jobs are already back in the queue:
+        # do not let the interpreter's exit wait for them.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.command()

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,11 @@ class Worker:
         self.stopping.set()
         self._wake.set()
         self._slot_freed.set()
+
+    def abandoned_threads(self) -> int:
+        """Thread tasks still running after shutdown (their jobs were put back in the queue)."""
+        threads = threading.enumerate()
+        return sum(t.name.startswith("pgqueue-task") and t.is_alive() for t in threads)
 
     def wake(self) -> None:
         """Make the claimer look for jobs now (what a notification does)."""
