@@ -292,7 +292,8 @@ class Worker:
                 crash_point("after_side_effect")
                 self._count(outcome)
                 self._acker.add(outcome)
-            await self._executor.settle(job)  # a thread that ignored cancellation keeps its slot
+            if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
+                await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
         finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
