@@ -53,6 +53,8 @@ class _Slot:
             ok, value = self.conn.recv()
         except (EOFError, OSError):
             raise ChildLost() from None
+        except Exception as exc:  # the answer arrived whole but cannot be unpickled here
+            raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             loop.remove_reader(fd)
         if ok:

@@ -86,3 +86,15 @@ def spin(seconds: float) -> int:
 
     time.sleep(seconds)
     return os.getpid()
+
+
+@app.task(queue="cpu", executor="process")
+def dies() -> None:
+    """Kill the child process that runs it."""
+    os._exit(3)
+
+
+@app.task(queue="cpu", executor="process")
+def raises_retry() -> None:
+    """Raise pgqueue.Retry in the child: it must arrive in the parent as itself."""
+    raise pgqueue.Retry(1.5)
