@@ -168,12 +168,18 @@ class PgQueue:
         returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
         """
         with sync_cursor(conn) as cur:
-            return _store.run(cur, _store.jobs_cancel(job_id))
+            # A claim committing during the statement hides the row from both of its branches;
+            # the second statement sees it running (under READ COMMITTED, the default).
+            return _store.run(cur, _store.jobs_cancel(job_id)) or _store.run(
+                cur, _store.jobs_cancel(job_id)
+            )
 
     async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
         """Async twin of :meth:`cancel`."""
         async with async_cursor(conn) as cur:
-            return await _store.arun(cur, _store.jobs_cancel(job_id))
+            return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
+                cur, _store.jobs_cancel(job_id)
+            )
 
     def worker(self, **options: Any) -> Worker:
         """A :class:`~pgqueue.Worker` for this app; see its parameters."""
