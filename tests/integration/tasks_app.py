@@ -98,3 +98,9 @@ def dies() -> None:
 def raises_retry() -> None:
     """Raise pgqueue.Retry in the child: it must arrive in the parent as itself."""
     raise pgqueue.Retry(1.5)
+
+
+@app.task(queue="io", max_attempts=3)
+async def returns_a_set() -> set[int]:
+    """Return something JSON cannot hold."""
+    return {1, 2}
