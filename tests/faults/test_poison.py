@@ -35,19 +35,17 @@ def _rate(dsn: str) -> float:
 
 def _supervise(fleet: Fleet, dsn: str, total: int) -> int:
     """Restart dead workers (like systemd would) until ``total`` jobs are final; restarts made."""
-    restarts = 0
+    replaced: set[str] = set()
 
     def check() -> bool:
-        nonlocal restarts
         for worker in list(fleet.workers):
-            if not worker.alive and not getattr(worker, "replaced", False):
-                worker.replaced = True  # type: ignore[attr-defined]
-                restarts += 1
-                fleet.start(f"{worker.name}-r{restarts}", lease=LEASE, rescue=RESCUE)
+            if not worker.alive and worker.name not in replaced:
+                replaced.add(worker.name)
+                fleet.start(f"{worker.name}-r{len(replaced)}", lease=LEASE, rescue=RESCUE)
         return all_done(dsn, total)()
 
     wait_for(check, 120, f"{total} jobs to finish")
-    return restarts
+    return len(replaced)
 
 
 @pytest.mark.slow
