@@ -321,3 +321,38 @@ RETURNING id
 JOBS_FIND_UNIQUE: LiteralString = """
 SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
 """
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+# A queued job moves to history as cancelled at once; a running one is flagged, and its worker
+# is hinted on pgqueue_cancel (payload: worker id) to send a heartbeat now. The heartbeat reads
+# cancel_requested from the row: the notification itself changes nothing.
+JOBS_CANCEL: LiteralString = """
+WITH queued AS (
+    DELETE FROM pgqueue.active_jobs
+     WHERE id = %(id)s AND state = 'queued'
+    RETURNING *
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, 'cancelled', priority, attempts, max_attempts, run_at,
+           created_at, started_at, now(), worker_id, timeout, unique_key, NULL,
+           'cancelled on request', errors, meta
+      FROM queued
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), flagged AS (
+    UPDATE pgqueue.active_jobs
+       SET cancel_requested = true
+     WHERE id = %(id)s AND state = 'running'
+    RETURNING worker_id
+)
+SELECT CASE WHEN EXISTS (SELECT FROM moved) THEN 'cancelled'
+            WHEN EXISTS (SELECT FROM flagged) THEN 'requested' END,
+       (SELECT count(pg_notify('pgqueue_cancel', worker_id)) FROM flagged)
+"""
+
+LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
