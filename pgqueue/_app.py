@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg
 
-from pgqueue._connections import AsyncConnection, SyncConnection
+from pgqueue import _store
+from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
@@ -44,6 +45,8 @@ class PgQueue:
 
     The DSN comes from ``dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``; it is only needed
     by workers and the CLI, since enqueueing uses the caller's own connection.
+    ``redact`` rewrites every error message and traceback before the worker stores or logs it
+    (see ``docs/how-to/security.md``).
     """
 
     def __init__(
@@ -54,9 +57,11 @@ class PgQueue:
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        redact: Callable[[str], str] | None = None,
         retention: Mapping[str, float | timedelta | None] | None = None,
     ) -> None:
         self._dsn = dsn
+        self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(
             queue=default_queue, max_attempts=max_attempts, retry=retry or RetryPolicy()
         )
@@ -202,6 +207,27 @@ class PgQueue:
         """Async twin of :meth:`enqueue`."""
         return await self.using(name).aenqueue(conn, *args, **kwargs)
 
+    def cancel(self, conn: SyncConnection, job_id: int) -> str | None:
+        """Cancel job ``job_id`` in the caller's transaction (never commits).
+
+        A queued job ends ``cancelled`` at once: returns ``"cancelled"``. A running job is
+        flagged and its worker stops it at its next heartbeat (a notification hastens it):
+        returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
+        """
+        with sync_cursor(conn) as cur:
+            # A claim committing during the statement hides the row from both of its branches;
+            # the second statement sees it running (under READ COMMITTED, the default).
+            return _store.run(cur, _store.jobs_cancel(job_id)) or _store.run(
+                cur, _store.jobs_cancel(job_id)
+            )
+
+    async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
+        """Async twin of :meth:`cancel`."""
+        async with async_cursor(conn) as cur:
+            return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
+                cur, _store.jobs_cancel(job_id)
+            )
+
     def worker(self, **options: Any) -> Worker:
         """A :class:`~pgqueue.Worker` for this app; see its parameters."""
         from pgqueue._worker import Worker
@@ -255,6 +281,10 @@ class PgQueue:
         from pgqueue._wait import wait_sync
 
         return wait_sync(self.dsn, job_id, timeout, poll_interval)
+
+
+def _keep(text: str) -> str:
+    return text
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:

@@ -127,12 +127,22 @@ def cli(
     envvar="PGQUEUE_CHECK",
     help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
 )
+@click.option(
+    "--roles",
+    "print_roles",
+    is_flag=True,
+    envvar="PGQUEUE_ROLES",
+    help="Print the least-privilege GRANTs instead.  [env PGQUEUE_ROLES]",
+)
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool) -> None:
+def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if print_roles:
+        click.echo(_migrate.roles_sql())
+        return
     if print_sql:
         click.echo(_migrate.migration_sql())
         return

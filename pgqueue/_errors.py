@@ -32,6 +32,10 @@ class Retry(Exception):
         super().__init__(f"retry in {delay} s")
         self.delay = float(delay)
 
+    def __reduce__(self) -> tuple[type[Retry], tuple[float]]:
+        # Process tasks raise it in a child: it must cross the pipe as itself.
+        return (Retry, (self.delay,))
+
 
 class Cancel(Exception):
     """Raise from a task to end its job as ``cancelled`` with no further attempts."""

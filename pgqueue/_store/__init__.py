@@ -319,6 +319,21 @@ def jobs_find_unique(key: str) -> Query[int | None]:
     return Query(q.JOBS_FIND_UNIQUE, {"key": key}, _first_or_none)
 
 
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+
+def jobs_cancel(job_id: int) -> Query[str | None]:
+    """Cancel a queued job now, or ask the worker of a running one to stop it.
+
+    Returns ``"cancelled"``, ``"requested"``, or ``None`` when the job is not active."""
+    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+
+
+def listen_cancel() -> Query[None]:
+    """Subscribe the connection to cancel hints (their payload is a worker id)."""
+    return Query(q.LISTEN_CANCEL, None, _nothing)
+
+
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 
 

@@ -324,6 +324,20 @@ SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
 """
 
 
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+# A queued job moves to history as cancelled at once; a running one is flagged, and its worker
+# is hinted on pgqueue_cancel (payload: worker id) to send a heartbeat now. The heartbeat reads
+# cancel_requested from the row: the notification itself changes nothing. The logic is the SQL
+# function pgqueue.cancel() (0001_zz_functions.sql), shared with psql and other languages; its
+# row lock makes a claim committing meanwhile finish first. Finished or unknown jobs: NULL.
+JOBS_CANCEL: LiteralString = """
+SELECT CASE WHEN r IN ('cancelled', 'requested') THEN r END FROM pgqueue.cancel(%(id)s) AS r
+"""
+
+LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
+
+
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 
 JOBS_GET: LiteralString = """
