@@ -87,7 +87,8 @@ def _from_pgserver() -> Server | None:
     except ImportError:
         return None
     server = pgserver.get_server(  # type: ignore[attr-defined]
-        tempfile.mkdtemp(prefix="pgqueue-pgserver-"), cleanup_mode="stop")
+        tempfile.mkdtemp(prefix="pgqueue-pgserver-"), cleanup_mode="stop"
+    )
     info = conninfo_to_dict(server.get_uri())
     return Server(make_conninfo("", **info), "pgserver", server.cleanup)
 

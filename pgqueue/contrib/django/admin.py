@@ -31,13 +31,13 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
     def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Retry the selected failed or cancelled jobs")
+    @admin.action(description="Retry the selected failed or cancelled jobs")  # type: ignore[untyped-decorator]
     def retry(self, request: Any, queryset: Any) -> None:
         """Queue failed or cancelled jobs again, attempts from zero."""
         done = self._apply(retry_jobs, queryset)
         self.message_user(request, f"{len(done)} job(s) queued again.", messages.SUCCESS)
 
-    @admin.action(description="Cancel the selected queued or running jobs")
+    @admin.action(description="Cancel the selected queued or running jobs")  # type: ignore[untyped-decorator]
     def cancel(self, request: Any, queryset: Any) -> None:
         """Cancel queued jobs; ask running ones to stop."""
         done = self._apply(cancel_jobs, queryset)

@@ -10,7 +10,7 @@ from django.utils.module_loading import autodiscover_modules
 from pgqueue.contrib.django import _conf
 
 
-class PgQueueConfig(AppConfig):
+class PgQueueConfig(AppConfig):  # type: ignore[misc]
     """Registers the tasks of installed apps, the admin for jobs and the migrations."""
 
     name = "pgqueue.contrib.django"

@@ -3,19 +3,21 @@
 The Job model is unmanaged (a view over pgqueue's tables): Django only records its state.
 """
 
+from typing import Any
+
 from django.db import migrations, models
 
 from pgqueue.contrib.django._migrations import install
 
 
-def install_0001(apps, schema_editor):
+def install_0001(apps: Any, schema_editor: Any) -> None:
     install(schema_editor, "0001")
 
 
-class Migration(migrations.Migration):
+class Migration(migrations.Migration):  # type: ignore[misc]
     initial = True
 
-    dependencies = []
+    dependencies: list[tuple[str, str]] = []
 
     operations = [
         migrations.RunPython(install_0001, migrations.RunPython.noop, elidable=False),
