@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
 from pgqueue._app import PgQueue
+from pgqueue._task import Task
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",  # the Django database alias that holds pgqueue's schema
@@ -79,8 +82,45 @@ def get_app() -> PgQueue:
     return DjangoPgQueue(default_queue=config["QUEUE"], max_attempts=config["MAX_ATTEMPTS"])
 
 
+def release_connections() -> None:
+    """Close Django connections that are broken or past ``CONN_MAX_AGE``, as Django does
+    around each request; connections inside an ``atomic()`` block are left alone."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
+def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        release_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            release_connections()
+
+    return run
+
+
 class DjangoPgQueue(PgQueue):
-    """A PgQueue whose DSN, unless given, is read from Django's settings when needed."""
+    """A PgQueue whose DSN, unless given, is read from Django's settings when needed, and
+    whose worker threads treat Django's connections as Django treats them per request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wrapped: dict[str, Task[Any, Any]] = {}
+
+    def get_task(self, name: str) -> Task[Any, Any] | None:
+        """The task ``name``; plain functions are wrapped to release Django connections."""
+        task = super().get_task(name)
+        if task is None or task.fn is None or inspect.iscoroutinefunction(task.fn):
+            return task
+        cached = self._wrapped.get(name)
+        if cached is None or cached.fn.__wrapped__ is not task.fn:  # type: ignore[union-attr]
+            cached = self._wrapped[name] = Task(self, _hygienic(task.fn), name, task.options)
+        return cached
 
     @property
     def dsn(self) -> str:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
 
 from pgqueue._manage import get_job
 from pgqueue._worker import current_job
@@ -49,10 +48,10 @@ def register(task: Any) -> None:
 
 def _started(name: str) -> Any:
     """The RUNNING result of the current job, read from the database; sends task_started."""
-    close_old_connections()
+    _conf.release_connections()
     task = _tasks[name]
     job = get_job(_conf.connection(), current_job().id)
-    close_old_connections()
+    _conf.release_connections()
     assert job is not None
     result = task_result(task, job, task.backend)
     dt.task_started.send(type(task.get_backend()), task_result=result)
@@ -74,7 +73,7 @@ def _finished(result: Any, value: Any = None, error: BaseException | None = None
     # The row's finished_at comes from the database's clock when the outcome is acked.
     object.__setattr__(result, "finished_at", timezone.now())
     dt.task_finished.send(type(result.task.get_backend()), task_result=result)
-    close_old_connections()
+    _conf.release_connections()
 
 
 def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
