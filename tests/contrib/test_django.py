@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.contrib.catalog import catalog as _catalog
 from tests.contrib.conftest import subprocess_env, use_database
 from tests.helpers import query, run_worker_until, states
 
@@ -84,29 +85,6 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
         with connections["default"].cursor() as cur:
             shop.send_receipt.enqueue(cur, 2)
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
-
-
-def _catalog(dsn: str) -> dict[str, list[tuple[object, ...]]]:
-    """Everything in schema pgqueue that a migration defines, in a comparable form."""
-    queries = {
-        "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default, "
-        "ordinal_position FROM information_schema.columns WHERE table_schema = 'pgqueue' "
-        "ORDER BY 1, 6",
-        "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-        "FROM pg_constraint WHERE connamespace = 'pgqueue'::regnamespace ORDER BY 1, 2",
-        "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'pgqueue' "
-        "ORDER BY 1",
-        "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = 'pgqueue' "
-        "ORDER BY 1",
-        "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
-        "WHERE pronamespace = 'pgqueue'::regnamespace ORDER BY 1",
-        "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
-        "WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'pgqueue.%' ORDER BY 1",
-        "tables": "SELECT relname, relkind, reloptions FROM pg_class "
-        "WHERE relnamespace = 'pgqueue'::regnamespace ORDER BY 1",
-        "version": "SELECT version_num FROM pgqueue.alembic_version",
-    }
-    return {name: query(dsn, sql) for name, sql in queries.items()}
 
 
 def test_django_migrations_give_the_same_schema_as_pgqueue_migrate(
