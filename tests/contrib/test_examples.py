@@ -17,8 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def run(args: list[str], cwd: str, **env: str) -> str:
     """Run a documented command; fail with its stderr if it fails."""
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run(
-        [sys.executable, *args], cwd=os.path.join(ROOT, cwd), env={**os.environ, **env},
+        [sys.executable, *args], cwd=os.path.join(ROOT, cwd), env={**inherited, **env},
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
