@@ -169,3 +169,7 @@ def _patch() -> None:
     for fn in (enqueue, aenqueue, enqueue_many, aenqueue_many):
         fn.__doc__ = _originals[fn.__name__].__doc__
         setattr(Task, fn.__name__, fn)
+
+
+for _cls in (EagerJob, EagerLog):
+    _cls.__module__ = "pgqueue.testing"

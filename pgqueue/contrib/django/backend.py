@@ -90,3 +90,6 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         if job is None or task is None:
             raise dt.TaskResultDoesNotExist(result_id)
         return task_result(task, job, self.alias)
+
+
+PgQueueBackend.__module__ = "pgqueue.contrib.django"
