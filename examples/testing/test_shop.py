@@ -1,7 +1,8 @@
 """Testing code that enqueues, three ways. Run: pytest examples/testing"""
 
-import pgqueue.testing
 from shop import app, checkout, send_receipt
+
+import pgqueue.testing
 
 
 def test_eager_runs_the_task_inline():
