@@ -212,3 +212,30 @@ def test_other_drivers_are_refused_with_the_drivers_name(django_setup: None) -> 
 
     with pytest.raises(TypeError, match="psycopg2"):
         psycopg_connection(FakeWrapper())
+
+
+def test_unknown_pgqueue_settings_are_refused(django_setup: None) -> None:
+    """A misspelt key in PGQUEUE is an ImproperlyConfigured naming it."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _conf
+
+    with (
+        override_settings(PGQUEUE={"DATABSE": "other"}),
+        pytest.raises(ImproperlyConfigured, match="DATABSE"),
+    ):
+        _conf.settings()
+
+
+def test_worker_dsn_comes_from_djangos_database_settings(django_db: str) -> None:
+    """Without PGQUEUE["DSN"], workers connect where Django's database points."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import app
+
+    wanted = conninfo_to_dict(django_db)
+    got = conninfo_to_dict(app.dsn)
+    assert {k: got.get(k) for k in ("dbname", "host", "user")} == {
+        k: wanted.get(k) for k in ("dbname", "host", "user")
+    }
