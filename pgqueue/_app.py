@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -114,7 +115,7 @@ class PgQueue:
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task_name = check_task_name(name or f"{func.__module__}.{func.__qualname__}")
+            task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different function is already registered as {task_name!r}")
@@ -166,6 +167,15 @@ class PgQueue:
         import asyncio
 
         asyncio.run(self.worker(**options).run())
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``; under ``python -m pkg.mod`` the module's real name, not __main__."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{fn.__qualname__}"
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

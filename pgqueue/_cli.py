@@ -104,8 +104,19 @@ def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: st
 
 
 @cli.command()
-@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
-@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
+@click.option(
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    envvar="PGQUEUE_SQL",
+    help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    envvar="PGQUEUE_CHECK",
+    help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
+)
 @click.pass_obj
 @friendly_errors
 def migrate(state: State, print_sql: bool, check: bool) -> None:
@@ -131,9 +142,9 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     "--queues",
     "-q",
     envvar="PGQUEUE_QUEUES",
-    default="default",
-    show_default=True,
-    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]",
+    default=None,
+    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [default: the app's"
+    " default queue; env PGQUEUE_QUEUES]",
 )
 @click.option(
     "--concurrency",
@@ -195,7 +206,7 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.pass_obj
 @friendly_errors
-def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
+def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
            no_listen: bool, name: str | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
@@ -205,17 +216,31 @@ def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_ti
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
+    if w.abandoned_threads():
+        # Thread tasks cannot be interrupted and their jobs are already back in the queue:
+        # do not let the interpreter's exit wait for them.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.command()
-@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--orders",
+    envvar="PGQUEUE_ORDERS",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many orders to place.  [env PGQUEUE_ORDERS]",
+)
 @click.pass_obj
 @friendly_errors
 def demo(state: State, orders: int) -> None:
     """Enqueue orders transactionally (some rolled back) and watch a worker run them."""
     from pgqueue._demo import run_demo
 
-    run_demo(os.environ.get("PGQUEUE_DSN") or state._dsn, orders)
+    run_demo(state._dsn, orders)
 
 
 def main() -> None:

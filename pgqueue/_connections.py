@@ -99,3 +99,6 @@ async def async_cursor(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCurs
     """A fresh async cursor on the caller's connection, inside the caller's transaction."""
     async with (await async_connection(conn)).cursor() as cur:
         yield cur
+
+
+Adapter.__module__ = "pgqueue"

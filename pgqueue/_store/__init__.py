@@ -205,6 +205,46 @@ def ping() -> Query[None]:
     return Query(q.PING, None, _nothing)
 
 
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+
+
+def demo_schema_create() -> Query[None]:
+    """Create the schema that holds the demo's own table."""
+    return Query(q.DEMO_SCHEMA_CREATE, None, _nothing)
+
+
+def demo_orders_create() -> Query[None]:
+    """Create the demo's orders table if it is missing."""
+    return Query(q.DEMO_ORDERS_CREATE, None, _nothing)
+
+
+def demo_orders_insert(customer: str, total_cents: int) -> Query[int]:
+    """Insert one demo order; returns its id."""
+    return Query(q.DEMO_ORDERS_INSERT, (customer, total_cents), _one)
+
+
+def demo_orders_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the demo orders ``ids`` exist."""
+    return Query(q.DEMO_ORDERS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the jobs ``ids`` exist in ``pgqueue.jobs``."""
+    return Query(q.DEMO_JOBS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_unfinished(first: int, last: int, tasks: Sequence[str]) -> Query[int]:
+    """How many of a demo run's jobs are still queued or running."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_UNFINISHED, params, _one)
+
+
+def demo_jobs_by_state(first: int, last: int, tasks: Sequence[str]) -> Query[list[Row]]:
+    """A demo run's jobs per (task, state): count, most attempts, one error."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_BY_STATE, params, _rows)
+
+
 # -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.
 

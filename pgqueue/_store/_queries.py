@@ -206,6 +206,49 @@ LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
 
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+# The demo's own table lives in schema pgqueue_demo so it cannot clash with an application's.
+
+DEMO_SCHEMA_CREATE: LiteralString = """
+CREATE SCHEMA IF NOT EXISTS pgqueue_demo
+"""
+
+DEMO_ORDERS_CREATE: LiteralString = """
+CREATE TABLE IF NOT EXISTS pgqueue_demo.orders (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer     text        NOT NULL,
+    total_cents  integer     NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+DEMO_ORDERS_INSERT: LiteralString = """
+INSERT INTO pgqueue_demo.orders (customer, total_cents) VALUES (%s, %s) RETURNING id
+"""
+
+DEMO_ORDERS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue_demo.orders WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+DEMO_JOBS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+# A run's jobs have ids between the first and last that enqueue returned; the task filter
+# keeps other producers' jobs in that range out.
+DEMO_JOBS_UNFINISHED: LiteralString = """
+SELECT count(*) FROM pgqueue.active_jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+"""
+
+DEMO_JOBS_BY_STATE: LiteralString = """
+SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_error) AS error
+  FROM pgqueue.jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+ GROUP BY task, state
+ ORDER BY task, state
+"""
+
 
 # -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.

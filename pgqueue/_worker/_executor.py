@@ -68,7 +68,6 @@ class JobExecutor:
                 raise UnknownTaskError(job.task)
             async with asyncio.timeout(job.timeout):
                 result = await self._call(task, job, ctx)
-            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
@@ -80,6 +79,17 @@ class JobExecutor:
             raise
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             return self._failure(job, task, exc)
+        return self._success(job, result)
+
+    @staticmethod
+    def _success(job: ClaimedJob, result: Any) -> Outcome:
+        try:
+            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+        except TypeError as exc:
+            # The work is done; running it again would repeat its side effects for nothing.
+            error = f"the return value is not JSON-serialisable: {exc}"
+            tb = "".join(traceback.format_exception(exc))
+            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class Worker:
         self._unfinished: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
         total = sum(self.queues.values())
         self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
         self._claim_db = Db(self.dsn, "claimer")
@@ -145,6 +147,11 @@ class Worker:
         self.stopping.set()
         self._wake.set()
         self._slot_freed.set()
+
+    def abandoned_threads(self) -> int:
+        """Thread tasks still running after shutdown (their jobs were put back in the queue)."""
+        threads = threading.enumerate()
+        return sum(t.name.startswith("pgqueue-task") and t.is_alive() for t in threads)
 
     def wake(self) -> None:
         """Make the claimer look for jobs now (what a notification does)."""
@@ -204,14 +211,13 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         failures = 0
-        more = True  # the last claim filled every slot it asked for: claim again at once
         while not self.stopping.is_set():
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
                 await self._wait(self._slot_freed, None)
                 self._slot_freed.clear()
                 continue
-            if not more:
+            if not self._backlog.intersection(wanted):
                 await self._wait(self._wake, self.poll_interval)
                 if self.stopping.is_set():
                     break
@@ -225,20 +231,25 @@ class Worker:
                     "claim failed; retrying", exc_info=True, extra={"action": "claim_error"}
                 )
                 await self._wait(self.stopping, backoff(failures))
-                more = True
+                self._backlog.update(wanted)
                 continue
             for row in jobs:
                 self._start_job(ClaimedJob(*row))
-            more = self._filled(jobs, wanted)
+            self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
 
-    @staticmethod
-    def _filled(rows: list[Any], wanted: dict[str, int]) -> bool:
+    def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
+        """A queue whose claim came back full probably has more: claim it again when a slot
+        of that queue frees up, without waiting for a notification or the poll."""
         got: dict[str, int] = {}
         for row in rows:
             got[row[1]] = got.get(row[1], 0) + 1
-        return any(got.get(q, 0) >= n for q, n in wanted.items())
+        for queue, n in wanted.items():
+            if got.get(queue, 0) >= n:
+                self._backlog.add(queue)
+            else:
+                self._backlog.discard(queue)
 
     async def _idle(self) -> bool:
         """Burst mode: nothing running here, nothing left to write, nothing runnable."""
@@ -278,6 +289,8 @@ class Worker:
             del self._running[job.id]
             self._free[job.queue] += 1
             self._slot_freed.set()
+            if job.queue in self._backlog:
+                self._wake.set()
         if outcome is not None and ctx.cancel_reason != "lease lost":
             self._count(outcome)
             self._acker.add(outcome)

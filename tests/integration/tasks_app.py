@@ -65,3 +65,9 @@ async def cancels_itself() -> None:
 async def too_slow() -> None:
     """Exceed the task timeout."""
     await asyncio.sleep(5)
+
+
+@app.task(queue="io", max_attempts=3)
+async def returns_a_set() -> set[int]:
+    """Return something JSON cannot hold."""
+    return {1, 2}

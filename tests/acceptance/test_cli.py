@@ -1,0 +1,167 @@
+"""The real CLI in subprocesses: migrate, errors, and workers under signals and crashes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from tests.acceptance.conftest import ROOT, cli, cli_env, wait_for
+from tests.helpers import query, states
+
+
+def running(dsn: str) -> int:
+    """Jobs currently in state running."""
+    return states(dsn).get("running", 0)
+
+
+def test_migrate_is_idempotent_and_safe_when_run_twice_at_once(empty_dsn: str) -> None:
+    """Two concurrent `pgqueue migrate` both succeed; --check then agrees the schema is current."""
+    assert cli(empty_dsn, "migrate", "--check").returncode == 1
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cli(empty_dsn, "migrate"), range(2)))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert cli(empty_dsn, "migrate").returncode == 0
+    check = cli(empty_dsn, "migrate", "--check")
+    assert (check.returncode, check.stdout.strip()) == (0, "pgqueue schema is up to date")
+
+
+def test_migrate_check_names_the_command_to_run(empty_dsn: str) -> None:
+    """On an empty database --check exits 1 with one line naming `pgqueue migrate`."""
+    result = cli(empty_dsn, "migrate", "--check")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "pgqueue's schema is not installed in this database: run `pgqueue migrate`"
+    ]
+
+
+def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None:
+    """--sql prints SQL that, applied with psql-like tooling, creates a current schema."""
+    result = cli(empty_dsn, "migrate", "--sql")
+    assert result.returncode == 0
+    assert "CREATE TABLE pgqueue.active_jobs" in result.stdout
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(result.stdout.encode())
+    assert cli(empty_dsn, "migrate", "--check").returncode == 0
+
+
+def test_unreachable_database_is_one_line_and_exit_1() -> None:
+    """A wrong DSN gives a one-line error and exit status 1, not a traceback."""
+    result = cli("postgresql://nobody@127.0.0.1:1/none", "migrate")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot reach the database:")
+
+
+def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str) -> None:
+    """`pgqueue worker` without the schema exits 1 with one line naming `pgqueue migrate`."""
+    result = cli(empty_dsn, "worker", "--queues", "io")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: pgqueue's schema is not installed in this database: run `pgqueue migrate`"
+    )
+
+
+def test_bad_app_path_is_one_line(dsn: str) -> None:
+    """--app pointing at nothing importable gives a one-line error."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "no.such.module:app", "worker"],
+        env=cli_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot import app module 'no.such.module'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def enqueue(dsn: str, task: str, calls: list[tuple]) -> list[int]:
+    """Enqueue jobs of the acceptance app in one committed transaction."""
+    from tests.acceptance import app_under_test as a
+
+    with psycopg.connect(dsn) as conn:
+        return a.app.get_task(f"tests.acceptance.app_under_test.{task}").enqueue_many(
+            conn, [(c, {}) for c in calls]
+        )
+
+
+def test_four_workers_run_two_thousand_jobs_exactly_once(ledger: str, spawn_worker) -> None:
+    """4 worker processes x 2,000 jobs: each job executed once, all succeeded, attempts = 1."""
+    ids = enqueue(ledger, "once", [(i,) for i in range(2000)])
+    workers = [spawn_worker("--burst", "--concurrency", "8") for _ in range(4)]
+    for w in workers:
+        w.wait(timeout=300)
+    assert [w.returncode for w in workers] == [0, 0, 0, 0]
+    assert query(ledger, "SELECT count(*), count(DISTINCT job_id) FROM ledger") == [(2000, 2000)]
+    assert query(ledger, "SELECT count(DISTINCT pid) > 1 FROM ledger") == [(True,)]
+    assert states(ledger) == {"succeeded": 2000}
+    assert query(ledger, "SELECT min(id), max(id), max(attempts) FROM pgqueue.jobs") == [
+        (min(ids), max(ids), 1)
+    ]
+
+
+def test_sigkill_mid_job_is_rescued_after_the_lease(ledger: str, spawn_worker) -> None:
+    """A worker killed mid-job: its job runs again on another worker once the lease expires."""
+    [job_id] = enqueue(ledger, "slow_first_attempt", [(60,)])
+    doomed = spawn_worker("--lease", "1", "--rescue-interval", "0.2")
+    wait_for(lambda: query(ledger, "SELECT count(*) FROM ledger") == [(1,)], what="first attempt")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    rescuer = spawn_worker("--lease", "1", "--rescue-interval", "0.2")
+    wait_for(lambda: states(ledger) == {"succeeded": 1}, what="rescue")
+    rescuer.send_signal(signal.SIGTERM)
+    assert rescuer.wait(timeout=30) == 0
+    assert query(ledger, "SELECT job_id, attempt FROM ledger ORDER BY attempt") == [
+        (job_id, 1), (job_id, 2)
+    ]  # fmt: skip
+    assert query(ledger, "SELECT attempts, errors->0->>'error' FROM pgqueue.jobs") == [
+        (2, "worker lost")
+    ]
+
+
+def test_sigterm_lets_running_jobs_finish_and_exits_zero(ledger: str, spawn_worker) -> None:
+    """SIGTERM: running jobs finish, nothing is left running, no new claims, exit status 0."""
+    enqueue(ledger, "sleeps", [(1.0,)] * 4)
+    worker = spawn_worker("--concurrency", "4", "--shutdown-timeout", "30")
+    wait_for(lambda: running(ledger) == 4, what="4 running jobs")
+    enqueue(ledger, "once", [(1,)])
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert states(ledger) == {"succeeded": 4, "queued": 1}
+
+
+def test_sigterm_past_the_timeout_requeues_without_spending_an_attempt(
+    ledger: str, spawn_worker
+) -> None:
+    """Jobs still running at the shutdown timeout go back to queued, attempts unchanged."""
+    enqueue(ledger, "sleeps", [(30,)] * 2)
+    worker = spawn_worker("--concurrency", "2", "--shutdown-timeout", "0.5")
+    wait_for(lambda: running(ledger) == 2, what="2 running jobs")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert query(ledger, "SELECT state, attempts, count(*) FROM pgqueue.jobs GROUP BY 1, 2") == [
+        ("queued", 0, 2)
+    ]
+
+
+def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
+    """A second SIGINT exits at once, even with a job that would run much longer."""
+    enqueue(ledger, "sleeps", [(60,)])
+    worker = spawn_worker("--shutdown-timeout", "60")
+    wait_for(lambda: running(ledger) == 1, what="a running job")
+    worker.send_signal(signal.SIGINT)
+    wait_for(lambda: "stopping" in (worker.stdout.readline() if worker.stdout else ""),
+             what="stopping log line")  # fmt: skip
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=10) == 130
+
+
+@pytest.mark.parametrize("queues", ["bad queue", "io:0"])
+def test_bad_queue_option_is_one_line(dsn: str, queues: str) -> None:
+    """An invalid --queues value is refused with one line saying what is allowed."""
+    result = cli(dsn, "worker", "--queues", queues)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr

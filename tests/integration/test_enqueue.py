@@ -1,0 +1,160 @@
+"""Enqueue joins the caller's transaction: commit → job and one wake-up, rollback → nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+import pgqueue
+from tests.helpers import query
+from tests.integration import tasks_app as t
+
+
+def listener(dsn: str) -> psycopg.Connection:
+    """An autocommit connection listening on the job channel."""
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("LISTEN pgqueue_jobs")
+    return conn
+
+
+def notifications(conn: psycopg.Connection) -> list[str]:
+    """Payloads received so far (waits briefly for stragglers)."""
+    return [n.payload for n in conn.notifies(timeout=0.3)]
+
+
+def test_rollback_leaves_no_job_and_no_wake_up(dsn: str, conn: psycopg.Connection) -> None:
+    """A rolled-back enqueue leaves no row and sends no notification."""
+    with listener(dsn) as listen:
+        t.add.enqueue(conn, 1, 2)
+        conn.rollback()
+        assert notifications(listen) == []
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def test_commit_makes_the_job_and_one_wake_up_visible(dsn: str, conn: psycopg.Connection) -> None:
+    """The job is invisible to others until commit; then one notification names its queue."""
+    with listener(dsn) as listen:
+        job_id = t.add.enqueue(conn, 1, 2)
+        assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+        assert notifications(listen) == []
+        conn.commit()
+        assert notifications(listen) == ["io"]
+    assert query(dsn, "SELECT id, task, args, state FROM pgqueue.jobs") == [
+        (job_id, "tests.integration.tasks_app.add", [1, 2], "queued")
+    ]
+
+
+def test_enqueue_never_commits(dsn: str, conn: psycopg.Connection) -> None:
+    """After enqueue the caller's transaction is still open and theirs to decide."""
+    t.add.enqueue(conn, 1, 2)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+def test_enqueue_many_sends_one_notification_per_statement(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A thousand jobs in one enqueue_many wake workers once, not a thousand times."""
+    with listener(dsn) as listen:
+        ids = t.add.enqueue_many(conn, [((i, i), {}) for i in range(1000)])
+        conn.commit()
+        assert notifications(listen) == ["io"]
+    assert len(ids) == 1000 and ids == sorted(ids)
+    rows = query(dsn, "SELECT id, args FROM pgqueue.jobs ORDER BY id")
+    assert [(i, [n, n]) for n, i in enumerate(ids)] == rows
+
+
+def test_delayed_jobs_wake_nobody_and_use_the_database_clock(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """delay= sets run_at = now() + delay in SQL; a job not yet due sends no notification."""
+    with listener(dsn) as listen:
+        job_id = t.add.using(delay=60).enqueue(conn, 1, 2)
+        conn.commit()
+        assert notifications(listen) == []
+    [(seconds,)] = query(
+        dsn, "SELECT extract(epoch FROM run_at - created_at) FROM pgqueue.jobs WHERE id = %s",
+        [job_id],
+    )  # fmt: skip
+    assert float(seconds) == pytest.approx(60, abs=0.01)
+
+
+def test_run_at_and_options_are_stored(dsn: str, conn: psycopg.Connection) -> None:
+    """using(queue, priority, run_at, max_attempts) lands in the row."""
+    when = datetime.now(UTC) + timedelta(days=1)
+    job_id = t.add.using(queue="other", priority=7, run_at=when, max_attempts=9).enqueue(
+        conn, 1, b=2
+    )
+    conn.commit()
+    assert query(
+        dsn, "SELECT queue, priority, run_at, max_attempts, kwargs FROM pgqueue.jobs WHERE id = %s",
+        [job_id],
+    ) == [("other", 7, when, 9, {"b": 2})]  # fmt: skip
+
+
+def test_unserialisable_arguments_fail_before_sql_and_keep_the_transaction(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """TypeError names the argument, and the caller's transaction is still usable."""
+    conn.execute("CREATE TABLE orders (id int)")
+    with pytest.raises(TypeError, match="keyword argument 'b'"):
+        t.add.enqueue(conn, 1, b=object())
+    conn.execute("INSERT INTO orders VALUES (1)")
+    conn.commit()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+
+
+def test_cursors_and_async_connections_are_accepted(dsn: str, conn: psycopg.Connection) -> None:
+    """enqueue takes a Cursor too, and leaves the caller's cursor results alone."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 42")
+        t.add.enqueue(cur, 1, 2)
+        assert cur.fetchone() == (42,)
+    conn.commit()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1,)]
+
+
+async def test_aenqueue_on_async_connection_and_cursor(
+    dsn: str, aconn: psycopg.AsyncConnection
+) -> None:
+    """aenqueue works on AsyncConnection and AsyncCursor, inside the caller's transaction."""
+    first = await t.add.aenqueue(aconn, 1, 2)
+    async with aconn.cursor() as cur:
+        second = await t.add.aenqueue(cur, 3, 4)
+    ids = await t.add.aenqueue_many(aconn, [((5, 6), {})])
+    await aconn.rollback()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+    assert first < second < ids[0]
+
+
+def test_sync_and_async_connections_are_not_mixed_up(conn: psycopg.Connection) -> None:
+    """enqueue on an async connection (or anything unknown) raises a TypeError that says why."""
+    with pytest.raises(TypeError, match=r"cannot enqueue on a builtins\.str"):
+        t.add.enqueue("not a connection", 1, 2)
+
+
+def test_enqueue_by_name_needs_no_import_of_the_task(dsn: str, conn: psycopg.Connection) -> None:
+    """app.enqueue(conn, name, ...) works for names this process never registered."""
+    producer = pgqueue.PgQueue()
+    job_id = producer.enqueue(conn, "billing.tasks.send_receipt", 42)
+    other = producer.using("billing.tasks.render", queue="cpu", priority=3).enqueue(conn, 7)
+    conn.commit()
+    assert query(dsn, "SELECT id, task, queue, priority FROM pgqueue.jobs ORDER BY id") == [
+        (job_id, "billing.tasks.send_receipt", "default", 0),
+        (other, "billing.tasks.render", "cpu", 3),
+    ]
+
+
+def test_database_rejects_rows_that_break_the_contract(dsn: str) -> None:
+    """Raw SQL cannot insert bad states, queue names or oversized payloads."""
+    bad = [
+        "INSERT INTO pgqueue.active_jobs (task, state) VALUES ('t', 'succeeded')",
+        "INSERT INTO pgqueue.active_jobs (task, queue) VALUES ('t', 'bad queue')",
+        "INSERT INTO pgqueue.active_jobs (task, args) VALUES ('t', '{}')",
+        "INSERT INTO pgqueue.active_jobs (task, args) "
+        "SELECT 't', jsonb_build_array(repeat(md5(g::text), 40000)) FROM generate_series(1,1) g",
+    ]
+    for statement in bad:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            query(dsn, statement)

@@ -1,0 +1,151 @@
+"""Leases: fenced acks and heartbeats, rescue of expired leases, graceful release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._store import Outcome
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+
+def run(dsn: str, q: _store.Query) -> object:
+    """Run one store query in its own autocommit connection."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        return _store.run(cur, q)
+
+
+def claim(dsn: str, worker: str, lease: float, n: int = 10) -> list[tuple]:
+    """Claim up to n jobs of queue io."""
+    return run(dsn, _store.jobs_claim(worker, {"io": n}, lease))  # type: ignore[return-value]
+
+
+def test_claim_sets_running_bumps_attempts_and_sets_a_lease(dsn: str, conn) -> None:
+    """A claim marks the row running, counts the attempt and sets lease_expires_at."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    [row] = claim(dsn, "w1", lease=30)
+    assert row[5] == 1  # attempts
+    assert query(dsn, "SELECT state, worker_id, lease_expires_at > now() + interval '29 s' "
+                      "FROM pgqueue.jobs") == [("running", "w1", True)]  # fmt: skip
+
+
+def test_claims_never_hand_out_the_same_job_twice(dsn: str, conn) -> None:
+    """Concurrent claimers partition the jobs between them (SKIP LOCKED)."""
+    t.add.enqueue_many(conn, [((i, i), {}) for i in range(200)])
+    conn.commit()
+    first, second, third = (claim(dsn, w, 30, 90) for w in ("a", "b", "c"))
+    ids = [r[0] for r in first + second + third]
+    assert len(ids) == len(set(ids)) == 200
+
+
+def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
+    """A worker whose lease expired and was rescued cannot complete the job any more."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "stale", lease=0.05)
+    time.sleep(0.1)
+    assert run(dsn, _store.leases_rescue()) == (1, 0)
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])) == []
+    [row] = claim(dsn, "fresh", lease=30)
+    assert row[5] == 2
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])) == []
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")])) == [job_id]
+    assert query(dsn, "SELECT state, attempts, errors->0->>'error' FROM pgqueue.jobs") == [
+        ("succeeded", 2, "worker lost")
+    ]
+
+
+def test_stale_heartbeat_extends_nothing(dsn: str, conn) -> None:
+    """A heartbeat for an attempt that is no longer current returns no live lease."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "w", lease=0.05)
+    time.sleep(0.1)
+    run(dsn, _store.leases_rescue())
+    claim(dsn, "w2", lease=30)
+    assert run(dsn, _store.leases_extend("w", 30, [(job_id, 1)])) == {}
+    assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 2)])) == {job_id: False}
+
+
+def test_rescue_fails_jobs_out_of_attempts_as_worker_lost(dsn: str, conn) -> None:
+    """An expired lease on the last attempt ends the job failed with 'worker lost'."""
+    t.add.using(max_attempts=1).enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "w", lease=0.05)
+    time.sleep(0.1)
+    assert run(dsn, _store.leases_rescue()) == (0, 1)
+    assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [("failed", "worker lost")]
+
+
+def test_release_gives_the_attempt_back(dsn: str, conn) -> None:
+    """Jobs released at shutdown are queued again without an attempt counted."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "w", lease=30)
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == 1
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
+async def test_worker_rescues_expired_leases_by_itself(dsn: str, conn) -> None:
+    """A job claimed by a vanished worker runs again on a live worker after its lease."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "vanished", lease=0.2)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.1)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT attempts, result FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        (2, 3)
+    ]
+
+
+async def test_lost_lease_stops_the_local_attempt_and_drops_its_outcome(dsn: str, conn) -> None:
+    """When the heartbeat finds the lease gone, the local task is cancelled and never acked."""
+    job_id = t.sleepy.enqueue(conn, 5)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, heartbeat=0.1)
+    runner = asyncio.create_task(worker.run())
+    while worker.running == 0:
+        await asyncio.sleep(0.01)
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = attempts + 1")  # someone else's now
+    while worker.running:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await runner
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        ("running", 2)
+    ]
+
+
+async def test_stop_finishes_running_jobs_within_the_shutdown_timeout(dsn: str, conn) -> None:
+    """stop(): running jobs finish, nothing is left running, nothing new is claimed."""
+    t.sleepy.enqueue_many(conn, [((0.3,), {}) for _ in range(3)])
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 3}, poll_interval=0.05, shutdown_timeout=10)
+    runner = asyncio.create_task(worker.run())
+    while worker.running < 3:
+        await asyncio.sleep(0.01)
+    t.add.enqueue(conn, 1, 1)
+    conn.commit()
+    worker.stop()
+    await runner
+    assert states(dsn) == {"succeeded": 3, "queued": 1}
+
+
+async def test_stop_past_the_timeout_requeues_without_spending_an_attempt(dsn: str, conn) -> None:
+    """Jobs still running when the shutdown timeout ends go back to queued, attempts unchanged."""
+    t.sleepy.enqueue(conn, 30)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    runner = asyncio.create_task(worker.run())
+    while worker.running == 0:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await runner
+    assert query(dsn, "SELECT state, attempts, worker_id FROM pgqueue.jobs") == [
+        ("queued", 0, None)
+    ]

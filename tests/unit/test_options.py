@@ -1,0 +1,128 @@
+"""Job options are validated before any SQL, with errors that say what is allowed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import pgqueue
+from pgqueue._app import normalize_dsn
+from pgqueue._options import JobOptions
+from pgqueue._worker import parse_queues
+
+
+@pytest.mark.parametrize("queue", ["", "has space", "semi;colon", "x" * 65, "drop'table"])
+def test_bad_queue_names_are_rejected(queue: str) -> None:
+    """Queue names outside [A-Za-z0-9_.-]{1,64} raise ValueError naming the rule."""
+    with pytest.raises(ValueError, match="1-64 characters"):
+        JobOptions(queue=queue)
+
+
+@pytest.mark.parametrize("priority", [-32769, 32768, 10**9])
+def test_priority_out_of_range_is_rejected(priority: int) -> None:
+    """Priorities outside smallint raise ValueError giving the range."""
+    with pytest.raises(ValueError, match=r"-32768\.\.32767"):
+        JobOptions(priority=priority)
+
+
+def test_negative_delay_is_rejected() -> None:
+    """A negative delay raises ValueError."""
+    with pytest.raises(ValueError, match="delay must be"):
+        JobOptions(delay=-1)
+
+
+def test_naive_run_at_is_rejected() -> None:
+    """run_at must carry a time zone, so it cannot be misread."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        JobOptions(run_at=datetime(2030, 1, 1))
+
+
+def test_merge_replaces_delay_with_run_at_and_back() -> None:
+    """using(run_at=...) after delay=... keeps only the latest of the two."""
+    when = datetime(2030, 1, 1, tzinfo=UTC)
+    assert JobOptions(delay=5).merge(run_at=when).delay is None
+    assert JobOptions(run_at=when).merge(delay=timedelta(seconds=3)).delay == 3.0
+
+
+def test_bad_max_attempts_and_timeout_are_rejected() -> None:
+    """max_attempts must be 1..1000 and timeout positive."""
+    with pytest.raises(ValueError, match="max_attempts"):
+        JobOptions(max_attempts=0)
+    with pytest.raises(ValueError, match="timeout"):
+        JobOptions(timeout=0)
+
+
+def test_task_using_validates_immediately() -> None:
+    """using() raises at once, before the caller reaches enqueue."""
+    app = pgqueue.PgQueue("postgresql://unused")
+
+    @app.task
+    def noop() -> None:
+        """Do nothing."""
+
+    with pytest.raises(ValueError):
+        noop.using(queue="bad queue")
+    assert noop.using(priority=5).options.priority == 5
+    assert noop.options.priority == 0
+
+
+def test_parse_queues_reads_per_queue_concurrency() -> None:
+    """'io:20,cpu' gives io 20 slots and cpu the default."""
+    assert parse_queues("io:20,cpu", 4) == {"io": 20, "cpu": 4}
+    assert parse_queues({"a": 2}, 9) == {"a": 2}
+    with pytest.raises(ValueError):
+        parse_queues("io:0", 4)
+
+
+def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
+    """postgresql+psycopg:// URLs are turned into libpq URLs."""
+    assert normalize_dsn("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
+    assert normalize_dsn("host=x dbname=y") == "host=x dbname=y"
+
+
+def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PgQueue(dsn) wins over PGQUEUE_DSN, which wins over DATABASE_URL."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-database-url/x")
+    assert pgqueue.PgQueue().dsn == "postgresql://from-database-url/x"
+    monkeypatch.setenv("PGQUEUE_DSN", "postgresql://from-pgqueue-dsn/x")
+    assert pgqueue.PgQueue().dsn == "postgresql://from-pgqueue-dsn/x"
+    assert pgqueue.PgQueue("postgresql://arg/x").dsn == "postgresql://arg/x"
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("PGQUEUE_DSN")
+    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_DSN"):
+        _ = pgqueue.PgQueue().dsn
+
+
+def test_task_names_default_to_module_and_qualname() -> None:
+    """@app.task names a task module.qualname; name= overrides; clashes are refused."""
+    app = pgqueue.PgQueue("postgresql://unused")
+
+    @app.task
+    def one() -> None:
+        """Do nothing."""
+
+    @app.task(name="custom.name")
+    def two() -> None:
+        """Do nothing."""
+
+    assert one.name == f"{__name__}.test_task_names_default_to_module_and_qualname.<locals>.one"
+    assert app.get_task("custom.name") is two
+    with pytest.raises(ValueError, match="already registered"):
+        app.task(name="custom.name")(lambda: None)
+
+
+def test_process_executor_needs_an_importable_function() -> None:
+    """executor='process' refuses nested functions and coroutines at decoration time."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match="importable"):
+
+        @app.task(executor="process")
+        def nested() -> None:
+            """Cannot be imported by a child process."""
+
+    with pytest.raises(ValueError, match="coroutine"):
+
+        @app.task(executor="process")
+        async def coro() -> None:
+            """Runs on the loop, not in a process."""

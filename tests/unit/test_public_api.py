@@ -1,0 +1,55 @@
+"""The public face: exactly the names we mean to export, each documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pgqueue
+from pgqueue._schema import KNOWN_REVISIONS, SCHEMA_REVISION
+
+EXPECTED = {
+    "Adapter", "Cancel", "ConfigurationError", "JobContext", "PgQueue", "PgQueueError",
+    "Retry", "RetryPolicy", "SchemaError", "Task", "UnknownTaskError", "Worker",
+    "__version__", "current_job", "migrate", "migration_sql", "register_adapter",
+    "schema_check",
+}  # fmt: skip
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """__all__ lists every public name and nothing else."""
+    assert set(pgqueue.__all__) >= EXPECTED
+    public = {n for n in dir(pgqueue) if not n.startswith("_")} | {"__version__"}
+    assert set(pgqueue.__all__) == public - {"migrations"}
+
+
+def test_every_public_callable_has_a_docstring() -> None:
+    """Each exported function and class says what it does."""
+    for name in pgqueue.__all__:
+        obj = getattr(pgqueue, name)
+        if callable(obj):
+            assert inspect.getdoc(obj), f"pgqueue.{name} has no docstring"
+
+
+def test_public_classes_present_themselves_as_pgqueue() -> None:
+    """Users see pgqueue.PgQueue in reprs and tracebacks, not private module paths."""
+    for name in pgqueue.__all__:
+        obj = getattr(pgqueue, name)
+        if inspect.isclass(obj):
+            assert obj.__module__ == "pgqueue", name
+
+
+def test_code_revision_is_the_newest_migration() -> None:
+    """SCHEMA_REVISION (what workers require) equals the head of the alembic history."""
+    versions = Path(pgqueue.__file__).parent / "migrations" / "versions"
+    revisions = {}
+    for path in versions.glob("*.py"):
+        text = path.read_text()
+        rev = re.search(r'^revision = "(\w+)"', text, re.M)
+        down = re.search(r"^down_revision = (None|\"(\w+)\")", text, re.M)
+        assert rev and down, path
+        revisions[rev.group(1)] = down.group(2)
+    heads = set(revisions) - set(revisions.values())
+    assert heads == {SCHEMA_REVISION}
+    assert set(KNOWN_REVISIONS) == set(revisions)

@@ -1,0 +1,67 @@
+"""Pure policies: retry backoff and JSON encoding."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgqueue import RetryPolicy
+from pgqueue._json import dumps, dumps_arguments
+
+
+@given(attempt=st.integers(1, 10_000), seed=st.integers(0, 2**32))
+def test_full_jitter_stays_between_zero_and_the_capped_exponential(attempt: int, seed: int) -> None:
+    """Every delay lies in [0, min(cap, base * factor**(attempt-1))]."""
+    policy = RetryPolicy(base=1.5, factor=2.0, cap=600.0)
+    delay = policy.delay(attempt, random.Random(seed))
+    assert 0.0 <= delay <= min(600.0, 1.5 * 2.0 ** min(attempt - 1, 64))
+
+
+def test_ceiling_grows_exponentially_then_caps() -> None:
+    """Without jitter the delays are base, base*2, base*4 ... up to cap."""
+    policy = RetryPolicy(base=1.0, cap=10.0, jitter=False)
+    assert [policy.delay(a) for a in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_jitter_spreads_retries() -> None:
+    """Full jitter does not give every job the same delay."""
+    rng = random.Random(1)
+    delays = {RetryPolicy(base=10).delay(3, rng) for _ in range(50)}
+    assert len(delays) == 50
+
+
+def test_bad_policies_are_rejected() -> None:
+    """Negative durations and factors below 1 raise ValueError."""
+    with pytest.raises(ValueError):
+        RetryPolicy(base=-1)
+    with pytest.raises(ValueError):
+        RetryPolicy(factor=0.5)
+
+
+def test_unserialisable_argument_is_named() -> None:
+    """The TypeError names the positional or keyword argument that is not JSON."""
+    with pytest.raises(TypeError, match="positional argument 1 of task 't'"):
+        dumps_arguments("t", [1, object()], {})
+    with pytest.raises(TypeError, match="keyword argument 'when'"):
+        dumps_arguments("t", [], {"when": {1, 2}})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nul\x00byte", {"k": "\x00"}])
+def test_values_postgres_cannot_store_are_refused(value: object) -> None:
+    """NaN, Infinity and NUL characters are refused before reaching the database."""
+    with pytest.raises(TypeError):
+        dumps(value)
+
+
+def test_escaped_backslash_u0000_text_is_allowed() -> None:
+    """The six characters \\u0000 (backslash, not NUL) are ordinary text."""
+    assert dumps("\\u0000") == '"\\\\u0000"'
+
+
+def test_payload_limit_is_enforced() -> None:
+    """Arguments above the payload cap raise ValueError giving both sizes."""
+    with pytest.raises(ValueError, match="limit is 100 bytes"):
+        dumps_arguments("t", ["x" * 200], {}, max_bytes=100)
