@@ -40,8 +40,15 @@ def django_settings_for(dsn: str) -> dict[str, Any]:
 def django_setup() -> None:
     """Django configured with the test project (skips when Django is not installed)."""
     django = pytest.importorskip("django", reason="Django is not installed (pgqueue[django])")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
-    django.setup()
+    from django.conf import settings
+
+    if not settings.configured:
+        # Read once here; kept out of os.environ so subprocesses of other tests never see it.
+        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+        try:
+            django.setup()
+        finally:
+            del os.environ["DJANGO_SETTINGS_MODULE"]
 
 
 def close_connections() -> None:
