@@ -9,12 +9,14 @@ from pgqueue._connections import Adapter, register_adapter
 from pgqueue._errors import (
     Cancel,
     ConfigurationError,
+    DuplicateJob,
     PgQueueError,
     Retry,
     SchemaError,
     UnknownTaskError,
 )
 from pgqueue._migrate import migrate, migration_sql, schema_check
+from pgqueue._periodic import Periodic, ScheduleStatus, cron_list
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 from pgqueue._version import __version__
@@ -24,16 +26,20 @@ __all__ = [
     "Adapter",
     "Cancel",
     "ConfigurationError",
+    "DuplicateJob",
     "JobContext",
+    "Periodic",
     "PgQueue",
     "PgQueueError",
     "Retry",
     "RetryPolicy",
+    "ScheduleStatus",
     "SchemaError",
     "Task",
     "UnknownTaskError",
     "Worker",
     "__version__",
+    "cron_list",
     "current_job",
     "migrate",
     "migration_sql",

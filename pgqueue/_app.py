@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg
 
-from pgqueue._connections import AsyncConnection, SyncConnection
+from pgqueue import _store
+from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import ConfigurationError
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
+from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 
@@ -37,6 +40,8 @@ class PgQueue:
 
     The DSN comes from ``dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``; it is only needed
     by workers and the CLI, since enqueueing uses the caller's own connection.
+    ``redact`` rewrites every error message and traceback before the worker stores or logs it
+    (see ``docs/how-to/security.md``).
     """
 
     def __init__(
@@ -47,13 +52,16 @@ class PgQueue:
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self._dsn = dsn
+        self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(
             queue=default_queue, max_attempts=max_attempts, retry=retry or RetryPolicy()
         )
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"
@@ -125,6 +133,31 @@ class PgQueue:
 
         return register(fn) if fn is not None else register
 
+    def periodic(
+        self,
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        catch_up: float | timedelta = DEFAULT_CATCH_UP,
+    ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
+        """Enqueue the decorated function on every tick of a cron schedule.
+
+        ``expression`` has 5 fields (minute hour day month weekday) or 6 with seconds last,
+        read in ``timezone`` (IANA name). The function is registered as a task too (or pass a
+        task). Each tick becomes exactly one job, however many workers run the scheduler; the
+        job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
+        missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
+        skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
+        database. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
+        """
+        return _periodic_decorator(  # type: ignore[return-value]
+            self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
+            catch_up=catch_up,
+        )  # fmt: skip
+
     def get_task(self, name: str) -> Task[Any, Any] | None:
         """The task registered under exactly ``name``, or ``None``."""
         return self.tasks.get(name)
@@ -156,6 +189,27 @@ class PgQueue:
         """Async twin of :meth:`enqueue`."""
         return await self.using(name).aenqueue(conn, *args, **kwargs)
 
+    def cancel(self, conn: SyncConnection, job_id: int) -> str | None:
+        """Cancel job ``job_id`` in the caller's transaction (never commits).
+
+        A queued job ends ``cancelled`` at once: returns ``"cancelled"``. A running job is
+        flagged and its worker stops it at its next heartbeat (a notification hastens it):
+        returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
+        """
+        with sync_cursor(conn) as cur:
+            # A claim committing during the statement hides the row from both of its branches;
+            # the second statement sees it running (under READ COMMITTED, the default).
+            return _store.run(cur, _store.jobs_cancel(job_id)) or _store.run(
+                cur, _store.jobs_cancel(job_id)
+            )
+
+    async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
+        """Async twin of :meth:`cancel`."""
+        async with async_cursor(conn) as cur:
+            return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
+                cur, _store.jobs_cancel(job_id)
+            )
+
     def worker(self, **options: Any) -> Worker:
         """A :class:`~pgqueue.Worker` for this app; see its parameters."""
         from pgqueue._worker import Worker
@@ -167,6 +221,10 @@ class PgQueue:
         import asyncio
 
         asyncio.run(self.worker(**options).run())
+
+
+def _keep(text: str) -> str:
+    return text
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:

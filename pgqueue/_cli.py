@@ -117,12 +117,22 @@ def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: st
     envvar="PGQUEUE_CHECK",
     help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
 )
+@click.option(
+    "--roles",
+    "print_roles",
+    is_flag=True,
+    envvar="PGQUEUE_ROLES",
+    help="Print the least-privilege GRANTs instead.  [env PGQUEUE_ROLES]",
+)
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool) -> None:
+def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if print_roles:
+        click.echo(_migrate.roles_sql())
+        return
     if print_sql:
         click.echo(_migrate.migration_sql())
         return
@@ -204,16 +214,23 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     help="Poll only (for poolers that cannot LISTEN).",
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.option(
+    "--no-scheduler",
+    envvar="PGQUEUE_NO_SCHEDULER",
+    is_flag=True,
+    help="Do not enqueue periodic tasks from this worker (others still do).",
+)
 @click.pass_obj
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, name: str | None) -> None:  # fmt: skip
+           no_listen: bool, name: str | None, no_scheduler: bool) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+        scheduler=not no_scheduler,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
     if w.abandoned_threads():
@@ -241,6 +258,21 @@ def demo(state: State, orders: int) -> None:
     from pgqueue._demo import run_demo
 
     run_demo(state._dsn, orders)
+
+
+@cli.group()
+def cron() -> None:
+    """Periodic tasks (schedules declared with @app.periodic)."""
+
+
+@cron.command("list")
+@click.pass_obj
+@friendly_errors
+def cron_list(state: State) -> None:
+    """Show each schedule with its last tick (from the database) and its next tick."""
+    from pgqueue._periodic import cron_list, format_cron_list
+
+    click.echo(format_cron_list(cron_list(state.app, state.dsn)))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Looking at and steering single jobs from Python: read one, retry or cancel some.
+"""Looking at single jobs from Python, and retrying finished ones (``PgQueue.cancel`` cancels).
 
 Used by the integrations (Django admin actions, django.tasks results). Every function runs on
 the caller's connection and never commits, like ``enqueue``.
@@ -59,9 +59,3 @@ def retry_jobs(conn: SyncConnection, ids: Sequence[int]) -> list[int]:
     """Queue failed or cancelled jobs again (same ids, attempts from zero); returns those ids."""
     with sync_cursor(conn) as cur:
         return _store.run(cur, _store.jobs_retry(ids))
-
-
-def cancel_jobs(conn: SyncConnection, ids: Sequence[int]) -> list[int]:
-    """Cancel queued jobs now and ask running ones to stop; returns the ids affected."""
-    with sync_cursor(conn) as cur:
-        return _store.run(cur, _store.jobs_cancel(ids))

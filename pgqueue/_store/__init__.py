@@ -245,6 +245,95 @@ def demo_jobs_by_state(first: int, last: int, tasks: Sequence[str]) -> Query[lis
     return Query(q.DEMO_JOBS_BY_STATE, params, _rows)
 
 
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+
+def clock_now() -> Query[datetime]:
+    """The database's ``now()``: the only clock schedules are computed from."""
+    return Query(q.CLOCK_NOW, None, _one)
+
+
+@dataclass(frozen=True, slots=True)
+class TickJob:
+    """What the job of a periodic tick looks like; arguments already encoded as JSON text."""
+
+    name: str
+    queue: str
+    task: str
+    kwargs: str
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    meta: str = "{}"
+
+
+def ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float
+) -> Query[list[tuple[int, str]]]:
+    """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
+
+    Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
+    or older than ``horizon`` seconds, are left alone.
+    """
+    params = {
+        "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
+        "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
+        "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
+    }  # fmt: skip
+    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
+
+
+def ticks_last() -> Query[dict[str, datetime]]:
+    """The latest recorded tick of every schedule name in the database."""
+    return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
+    """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
+
+    Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
+    always stays.
+    """
+    params = {
+        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
+        "limit": limit,
+    }  # fmt: skip
+    return Query(q.TICKS_PRUNE, params, len)
+
+
+def _first_or_none(rows: list[Row]) -> Any:
+    return rows[0][0] if rows else None
+
+
+def jobs_insert_unique(job: NewJob) -> Query[int | None]:
+    """Insert one job unless an active job holds its unique key; returns its id or ``None``."""
+    params = (
+        job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
+        job.run_at, job.delay or 0.0, job.timeout, job.unique_key, job.meta,
+    )  # fmt: skip
+    return Query(q.JOBS_INSERT_UNIQUE, params, _first_or_none)
+
+
+def jobs_find_unique(key: str) -> Query[int | None]:
+    """The id of the active (queued or running) job holding ``key``, or ``None``."""
+    return Query(q.JOBS_FIND_UNIQUE, {"key": key}, _first_or_none)
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+
+def jobs_cancel(job_id: int) -> Query[str | None]:
+    """Cancel a queued job now, or ask the worker of a running one to stop it.
+
+    Returns ``"cancelled"``, ``"requested"``, or ``None`` when the job is not active."""
+    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+
+
+def listen_cancel() -> Query[None]:
+    """Subscribe the connection to cancel hints (their payload is a worker id)."""
+    return Query(q.LISTEN_CANCEL, None, _nothing)
+
+
 # -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.
 
@@ -257,11 +346,6 @@ def jobs_get(job_id: int) -> Query[Row | None]:
 def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
     """Queue failed or cancelled jobs again under their ids; returns the ids requeued."""
     return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
-
-
-def jobs_cancel(ids: Sequence[int]) -> Query[list[int]]:
-    """Cancel queued jobs, ask running ones to stop; returns the ids affected."""
-    return Query(q.JOBS_CANCEL, {"ids": list(ids)}, _first_column)
 
 
 def schema_lock() -> Query[None]:

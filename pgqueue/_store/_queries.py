@@ -250,6 +250,114 @@ SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_er
 """
 
 
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+CLOCK_NOW: LiteralString = "SELECT now()"
+
+# One statement per schedule and pass: the tick rows are the arbiter. Only ticks this
+# statement inserted (ON CONFLICT DO NOTHING) get a job, so any number of schedulers running
+# this at once produce one job per tick. The job id is drawn from the jobs' identity sequence
+# up front so the tick row can point at its job without a second statement. Ticks older than
+# the horizon are refused here too: a scheduler that stalled cannot revive a pruned tick.
+TICKS_INSERT: LiteralString = """
+WITH won AS (
+    INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
+    SELECT %(name)s, t.tick, nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
+      FROM unnest(%(ticks)s::timestamptz[]) AS t(tick)
+     WHERE t.tick > now() - make_interval(secs => %(horizon)s)
+    ON CONFLICT (name, tick) DO NOTHING
+    RETURNING tick, job_id
+)
+INSERT INTO pgqueue.active_jobs
+    (id, queue, task, args, kwargs, priority, max_attempts, timeout, meta)
+SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
+       %(max_attempts)s, %(timeout)s,
+       %(meta)s::jsonb || jsonb_build_object(
+           'periodic', %(name)s::text,
+           'tick', to_char(won.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+  FROM won
+RETURNING id, meta->>'tick'
+"""
+
+TICKS_LAST: LiteralString = """
+SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
+"""
+
+# Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
+# where catch-up starts after downtime); names no longer in the code go entirely once old.
+TICKS_PRUNE: LiteralString = """
+WITH keep AS (
+    SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
+), doomed AS (
+    SELECT t.name, t.tick
+      FROM pgqueue.periodic_ticks AS t
+      LEFT JOIN keep ON keep.name = t.name
+     WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
+       AND (keep.name IS NULL
+            OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name))
+     ORDER BY t.tick
+     LIMIT %(limit)s
+       FOR UPDATE OF t SKIP LOCKED
+)
+DELETE FROM pgqueue.periodic_ticks AS p
+ USING doomed
+ WHERE p.name = doomed.name AND p.tick = doomed.tick
+RETURNING p.tick
+"""
+
+# A unique job: a duplicate key inserts nothing and, thanks to DO NOTHING, never aborts the
+# caller's transaction. The conflict target names the partial unique index's predicate.
+JOBS_INSERT_UNIQUE: LiteralString = """
+INSERT INTO pgqueue.active_jobs
+    (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s,
+        coalesce(%s::timestamptz, now() + make_interval(secs => %s)), %s, %s, %s::jsonb)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+# Run as a statement of its own after a conflict: in READ COMMITTED it takes a new snapshot,
+# so it sees the winner that the insert waited for.
+JOBS_FIND_UNIQUE: LiteralString = """
+SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
+"""
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+# A queued job moves to history as cancelled at once; a running one is flagged, and its worker
+# is hinted on pgqueue_cancel (payload: worker id) to send a heartbeat now. The heartbeat reads
+# cancel_requested from the row: the notification itself changes nothing.
+JOBS_CANCEL: LiteralString = """
+WITH queued AS (
+    DELETE FROM pgqueue.active_jobs
+     WHERE id = %(id)s AND state = 'queued'
+    RETURNING *
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, 'cancelled', priority, attempts, max_attempts, run_at,
+           created_at, started_at, now(), worker_id, timeout, unique_key, NULL,
+           'cancelled on request', errors, meta
+      FROM queued
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), flagged AS (
+    UPDATE pgqueue.active_jobs
+       SET cancel_requested = true
+     WHERE id = %(id)s AND state = 'running'
+    RETURNING worker_id
+)
+SELECT CASE WHEN EXISTS (SELECT FROM moved) THEN 'cancelled'
+            WHEN EXISTS (SELECT FROM flagged) THEN 'requested' END,
+       (SELECT count(pg_notify('pgqueue_cancel', worker_id)) FROM flagged)
+"""
+
+LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
+
+
 # -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.
 
@@ -279,33 +387,6 @@ SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout, unique_ke
        errors, meta, created_at
   FROM moved
 RETURNING id
-"""
-
-# Queued jobs are cancelled at once; running ones are asked to stop (the worker sees the flag
-# with its next heartbeat and ends the job as cancelled).
-JOBS_CANCEL: LiteralString = """
-WITH waiting AS (
-    DELETE FROM pgqueue.active_jobs AS j
-     WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'queued'
-    RETURNING j.*
-), moved AS (
-    INSERT INTO pgqueue.finished_jobs
-        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
-         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
-         last_error, errors, meta)
-    SELECT id, queue, task, args, kwargs, 'cancelled', priority, attempts, max_attempts, run_at,
-           created_at, started_at, now(), worker_id, timeout, unique_key, NULL,
-           'cancelled on request', errors, meta
-      FROM waiting
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-), flagged AS (
-    UPDATE pgqueue.active_jobs
-       SET cancel_requested = true
-     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
-    RETURNING id
-)
-SELECT id FROM moved UNION ALL SELECT id FROM flagged
 """
 
 # Installing the schema from another migration tool (Django, a user's alembic history): the

@@ -9,6 +9,7 @@ import logging
 from pgqueue import _store
 from pgqueue._store import Outcome
 from pgqueue._worker._db import Db
+from pgqueue._worker._faults import crash_point
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -67,6 +68,8 @@ class Acker:
                     self._buffer[:0] = taken
                     self._pending.set()
                     raise
+                if acked:
+                    crash_point("after_ack")
                 self._report_lost(taken, set(acked))
 
     @staticmethod

@@ -27,7 +27,9 @@ from pgqueue._worker._acker import Acker
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
+from pgqueue._worker._faults import crash_point
 from pgqueue._worker._listener import listen
+from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -103,6 +105,7 @@ class Worker:
         threads: int | None = None,
         processes: int | None = None,
         services: Iterable[Service] = (),
+        scheduler: bool = True,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -118,12 +121,15 @@ class Worker:
         self.batch_size = batch_size
         self.stats = WorkerStats()
         self.services = list(services)
+        if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
+            self.services.append(run_scheduler)
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
         self._running: dict[int, _Running] = {}
         self._unfinished: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
         self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
         total = sum(self.queues.values())
         self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
@@ -177,7 +183,9 @@ class Worker:
             self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
         ]  # fmt: skip
         if self.listen:
-            parts.append(listen(self.dsn, self.queues, self.wake, self.stopping))
+            parts.append(
+                listen(self.dsn, self.queues, self.wake, self.stopping, on_cancel=self._cancel_hint)
+            )
         parts += [service(self) for service in self.services]
         return parts
 
@@ -269,6 +277,7 @@ class Worker:
     # -- running ----------------------------------------------------------------------------
 
     def _start_job(self, job: ClaimedJob) -> None:
+        crash_point("after_claim")
         self.stats.claimed += 1
         self._free[job.queue] -= 1
         running = _Running(job, job.context())
@@ -287,13 +296,18 @@ class Worker:
                 self._unfinished.append((job.id, job.attempt))
         finally:
             del self._running[job.id]
+        try:
+            if outcome is not None and ctx.cancel_reason != "lease lost":
+                crash_point("after_side_effect")
+                self._count(outcome)
+                self._acker.add(outcome)
+            if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
+                await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
+        finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
             if job.queue in self._backlog:
                 self._wake.set()
-        if outcome is not None and ctx.cancel_reason != "lease lost":
-            self._count(outcome)
-            self._acker.add(outcome)
 
     def _count(self, outcome: Outcome) -> None:
         name = "retried" if outcome.state == "queued" else outcome.state
@@ -317,13 +331,19 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         failures = 0
         while True:
-            await asyncio.sleep(backoff(failures) if failures else self.heartbeat)
+            await self._wait(self._beat_now, backoff(failures) if failures else self.heartbeat)
+            self._beat_now.clear()
             try:
                 await self.extend_leases()
                 failures = 0
             except (psycopg.Error, OSError):
                 failures += 1
                 log.warning("heartbeat failed", exc_info=True, extra={"action": "heartbeat_error"})
+
+    def _cancel_hint(self, worker: str) -> None:
+        # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds.
+        if worker == self.name and self._running:
+            self._beat_now.set()
 
     async def extend_leases(self) -> None:
         """Extend the leases of running jobs; stop the ones lost or asked to cancel."""

@@ -12,10 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 # Pages other branches write; the lead drops names from here as their branches merge.
 PLANNED = {
-    "docs/how-to/periodic-tasks.md", "docs/how-to/unique-jobs.md",
-    "docs/explanation/guarantees.md", "docs/operations.md", "docs/integrations/django.md",
+    "docs/operations.md", "docs/integrations/django.md",
     "docs/integrations/sqlalchemy.md", "docs/integrations/alembic.md",
-    "docs/integrations/testing.md", "docs/performance.md", "docs/how-to/security.md",
+    "docs/integrations/testing.md", "docs/performance.md",
 }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db import transaction
 
-from pgqueue._manage import cancel_jobs, retry_jobs
+from pgqueue._manage import retry_jobs
 from pgqueue.contrib.django import _conf
 from pgqueue.contrib.django.models import Job
 
@@ -40,7 +40,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
     @admin.action(description="Cancel the selected queued or running jobs")  # type: ignore[untyped-decorator]
     def cancel(self, request: Any, queryset: Any) -> None:
         """Cancel queued jobs; ask running ones to stop."""
-        done = self._apply(cancel_jobs, queryset)
+        done = self._apply(_cancel_jobs, queryset)
         self.message_user(request, f"{len(done)} job(s) cancelled.", messages.SUCCESS)
 
     @staticmethod
@@ -49,3 +49,9 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
         with transaction.atomic(using=_conf.database_alias()):
             done: list[int] = action(_conf.connection(), ids)
         return done
+
+
+def _cancel_jobs(conn: Any, ids: list[int]) -> list[int]:
+    """Cancel each job with ``PgQueue.cancel``; the ids it cancelled or asked to stop."""
+    app = _conf.get_app()
+    return [job_id for job_id in ids if app.cancel(conn, job_id) is not None]
