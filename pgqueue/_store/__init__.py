@@ -332,3 +332,57 @@ def jobs_cancel(job_id: int) -> Query[str | None]:
 def listen_cancel() -> Query[None]:
     """Subscribe the connection to cancel hints (their payload is a worker id)."""
     return Query(q.LISTEN_CANCEL, None, _nothing)
+
+
+# -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
+# -- pgqueue.testing). Kept together at the end of the file to ease merging.
+
+
+def jobs_get(job_id: int) -> Query[Row | None]:
+    """One job from ``pgqueue.jobs`` (JSON columns as text), or ``None``."""
+    return Query(q.JOBS_GET, {"id": job_id}, lambda rows: rows[0] if rows else None)
+
+
+def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
+    """Queue failed or cancelled jobs again under their ids; returns the ids requeued."""
+    return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
+
+
+def schema_lock() -> Query[None]:
+    """Serialise schema installs (held until the transaction ends)."""
+    return Query(q.SCHEMA_LOCK, None, _nothing)
+
+
+def schema_create() -> Query[None]:
+    """Create the ``pgqueue`` schema if missing."""
+    return Query(q.SCHEMA_CREATE, None, _nothing)
+
+
+def schema_version_table_create() -> Query[None]:
+    """Create the schema's version table (alembic's layout) if missing."""
+    return Query(q.SCHEMA_VERSION_TABLE_CREATE, None, _nothing)
+
+
+def schema_revision_clear() -> Query[None]:
+    """Forget the recorded schema revision (before recording a new one)."""
+    return Query(q.SCHEMA_REVISION_CLEAR, None, _nothing)
+
+
+def schema_revision_insert(revision: str) -> Query[None]:
+    """Record ``revision`` as the installed schema revision."""
+    return Query(q.SCHEMA_REVISION_INSERT, {"revision": revision}, _nothing)
+
+
+def jobs_list_queued(task: str) -> Query[list[Row]]:
+    """(id, queue, args, kwargs) of the queued jobs of ``task``, JSON as text, oldest first."""
+    return Query(q.JOBS_LIST_QUEUED, {"task": task}, _rows)
+
+
+def jobs_queues_waiting() -> Query[list[str]]:
+    """The queues that hold queued jobs."""
+    return Query(q.JOBS_QUEUES_WAITING, None, _first_column)
+
+
+def jobs_run_now() -> Query[None]:
+    """Make every scheduled job runnable now."""
+    return Query(q.JOBS_RUN_NOW, None, _nothing)
