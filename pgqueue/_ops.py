@@ -28,14 +28,14 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
     with sync_cursor(conn) as cur:
-        row = _store.run(cur, _store.jobs_get(job_id))
+        row = _store.run(cur, _store.jobs_read(job_id))
     return Job(*row) if row else None
 
 
 async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
     async with async_cursor(conn) as cur:
-        row = await _store.arun(cur, _store.jobs_get(job_id))
+        row = await _store.arun(cur, _store.jobs_read(job_id))
     return Job(*row) if row else None
 
 
@@ -58,9 +58,9 @@ def list_jobs(
 def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
     with sync_cursor(conn) as cur:
-        if _store.run(cur, _store.jobs_retry(job_id)):
+        if _store.run(cur, _store.jobs_retry([job_id])):
             return
-        row = _store.run(cur, _store.jobs_get(job_id))
+        row = _store.run(cur, _store.jobs_read(job_id))
     raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
 
 

@@ -334,12 +334,68 @@ def listen_cancel() -> Query[None]:
     return Query(q.LISTEN_CANCEL, None, _nothing)
 
 
-# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+# -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
+# -- pgqueue.testing). Kept together at the end of the file to ease merging.
 
 
 def jobs_get(job_id: int) -> Query[Row | None]:
-    """One job, active or finished, as a row of ``pgqueue.jobs``; ``None`` when unknown."""
+    """One job from ``pgqueue.jobs`` (JSON columns as text), or ``None``."""
     return Query(q.JOBS_GET, {"id": job_id}, lambda rows: rows[0] if rows else None)
+
+
+def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
+    """Queue failed or cancelled jobs again under their ids (``pgqueue.retry()``); returns the
+    ids requeued, in input order."""
+    return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
+
+
+def schema_lock() -> Query[None]:
+    """Serialise schema installs (held until the transaction ends)."""
+    return Query(q.SCHEMA_LOCK, None, _nothing)
+
+
+def schema_create() -> Query[None]:
+    """Create the ``pgqueue`` schema if missing."""
+    return Query(q.SCHEMA_CREATE, None, _nothing)
+
+
+def schema_version_table_create() -> Query[None]:
+    """Create the schema's version table (alembic's layout) if missing."""
+    return Query(q.SCHEMA_VERSION_TABLE_CREATE, None, _nothing)
+
+
+def schema_revision_clear() -> Query[None]:
+    """Forget the recorded schema revision (before recording a new one)."""
+    return Query(q.SCHEMA_REVISION_CLEAR, None, _nothing)
+
+
+def schema_revision_insert(revision: str) -> Query[None]:
+    """Record ``revision`` as the installed schema revision."""
+    return Query(q.SCHEMA_REVISION_INSERT, {"revision": revision}, _nothing)
+
+
+def jobs_list_queued(task: str) -> Query[list[Row]]:
+    """(id, queue, args, kwargs) of the queued jobs of ``task``, JSON as text, oldest first."""
+    return Query(q.JOBS_LIST_QUEUED, {"task": task}, _rows)
+
+
+def jobs_queues_waiting() -> Query[list[str]]:
+    """The queues that hold queued jobs."""
+    return Query(q.JOBS_QUEUES_WAITING, None, _first_column)
+
+
+def jobs_run_now() -> Query[None]:
+    """Make every scheduled job runnable now."""
+    return Query(q.JOBS_RUN_NOW, None, _nothing)
+
+
+# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+
+
+def jobs_read(job_id: int) -> Query[Row | None]:
+    """One job, active or finished, as a row of ``pgqueue.jobs`` (JSON decoded); ``None`` when
+    unknown. The columns are those of :class:`pgqueue.Job`."""
+    return Query(q.JOBS_READ, {"id": job_id}, lambda rows: rows[0] if rows else None)
 
 
 def jobs_list(
@@ -348,11 +404,6 @@ def jobs_list(
     """The newest jobs matching every given filter."""
     params = {"state": state, "queue": queue, "task": task, "limit": limit}
     return Query(q.JOBS_LIST, params, _rows)
-
-
-def jobs_retry(job_id: int) -> Query[bool]:
-    """Requeue a failed or cancelled job; false when there is none with that id."""
-    return Query(q.JOBS_RETRY, {"id": job_id}, _one)
 
 
 def jobs_retry_failed(task: str | None = None) -> Query[int]:

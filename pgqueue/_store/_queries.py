@@ -338,9 +338,66 @@ SELECT CASE WHEN r IN ('cancelled', 'requested') THEN r END FROM pgqueue.cancel(
 LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
 
 
+# -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
+# -- pgqueue.testing). Kept together at the end of the file to ease merging.
+
+# One job as the integrations show it; JSON as text so every caller decodes it the same way
+# (Django's connection loads jsonb as text, a plain psycopg connection as Python objects).
+JOBS_GET: LiteralString = """
+SELECT id, queue, task, args::text, kwargs::text, state, priority, attempts, max_attempts,
+       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
+       worker_id
+  FROM pgqueue.jobs
+ WHERE id = %(id)s
+"""
+
+# Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
+# attempts, their error history kept, through the SQL function pgqueue.retry()
+# (0001_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
+JOBS_RETRY: LiteralString = """
+SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
+ WHERE pgqueue.retry(u.id)
+ ORDER BY u.n
+"""
+
+# Installing the schema from another migration tool (Django, a user's alembic history): the
+# same lock, schema and version table as pgqueue's own alembic environment creates.
+SCHEMA_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403158823390528)"
+
+SCHEMA_CREATE: LiteralString = "CREATE SCHEMA IF NOT EXISTS pgqueue"
+
+SCHEMA_VERSION_TABLE_CREATE: LiteralString = """
+CREATE TABLE IF NOT EXISTS pgqueue.alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+)
+"""
+
+SCHEMA_REVISION_CLEAR: LiteralString = "DELETE FROM pgqueue.alembic_version"
+
+SCHEMA_REVISION_INSERT: LiteralString = """
+INSERT INTO pgqueue.alembic_version (version_num) VALUES (%(revision)s)
+"""
+
+# pgqueue.testing: what is waiting, and making scheduled jobs runnable for drain().
+JOBS_LIST_QUEUED: LiteralString = """
+SELECT id, queue, args::text, kwargs::text FROM pgqueue.active_jobs
+ WHERE task = %(task)s AND state = 'queued'
+ ORDER BY id
+"""
+
+JOBS_QUEUES_WAITING: LiteralString = """
+SELECT DISTINCT queue FROM pgqueue.active_jobs WHERE state = 'queued' ORDER BY queue
+"""
+
+JOBS_RUN_NOW: LiteralString = """
+UPDATE pgqueue.active_jobs SET run_at = now() WHERE state = 'queued' AND run_at > now()
+"""
+
+
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 
-JOBS_GET: LiteralString = """
+JOBS_READ: LiteralString = """
 SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
        worker_id, lease_expires_at, cancel_requested
@@ -359,10 +416,6 @@ SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, r
    AND (%(task)s::text IS NULL OR task = %(task)s)
  ORDER BY id DESC
  LIMIT %(limit)s
-"""
-
-JOBS_RETRY: LiteralString = """
-SELECT pgqueue.retry(%(id)s)
 """
 
 # The ids are read first so the function's deletes never race the scan that found them.
