@@ -9,12 +9,17 @@ from pgqueue._connections import Adapter, register_adapter
 from pgqueue._errors import (
     Cancel,
     ConfigurationError,
+    DuplicateJob,
+    JobStateError,
     PgQueueError,
     Retry,
     SchemaError,
     UnknownTaskError,
 )
+from pgqueue._hooks import JobEvent
+from pgqueue._job import Job, QueueStats, WorkerInfo
 from pgqueue._migrate import migrate, migration_sql, schema_check
+from pgqueue._periodic import Periodic, ScheduleStatus, cron_list
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 from pgqueue._version import __version__
@@ -24,16 +29,25 @@ __all__ = [
     "Adapter",
     "Cancel",
     "ConfigurationError",
+    "DuplicateJob",
+    "Job",
     "JobContext",
+    "JobEvent",
+    "JobStateError",
+    "Periodic",
     "PgQueue",
     "PgQueueError",
+    "QueueStats",
     "Retry",
     "RetryPolicy",
+    "ScheduleStatus",
     "SchemaError",
     "Task",
     "UnknownTaskError",
     "Worker",
+    "WorkerInfo",
     "__version__",
+    "cron_list",
     "current_job",
     "migrate",
     "migration_sql",

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg
 
-from pgqueue._connections import AsyncConnection, SyncConnection
+from pgqueue import _store
+from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import ConfigurationError
+from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
+from pgqueue._periodic import decorator as _periodic_decorator
+from pgqueue._retention import retention_ages
 from pgqueue._retry import RetryPolicy
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pgqueue._job import Job
     from pgqueue._worker import Worker
 
 P = ParamSpec("P")
@@ -36,6 +45,8 @@ class PgQueue:
 
     The DSN comes from ``dsn``, else ``PGQUEUE_DSN``, else ``DATABASE_URL``; it is only needed
     by workers and the CLI, since enqueueing uses the caller's own connection.
+    ``redact`` rewrites every error message and traceback before the worker stores or logs it
+    (see ``docs/how-to/security.md``).
     """
 
     def __init__(
@@ -46,13 +57,19 @@ class PgQueue:
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        redact: Callable[[str], str] | None = None,
+        retention: Mapping[str, float | timedelta | None] | None = None,
     ) -> None:
         self._dsn = dsn
+        self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(
             queue=default_queue, max_attempts=max_attempts, retry=retry or RetryPolicy()
         )
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
+        self.retention = retention_ages(retention)
+        self.hooks = AppHooks()
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"
@@ -87,6 +104,9 @@ class PgQueue:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
+        store_result: bool | None = None,
+        on_success: Callback | None = None,
+        on_failure: Callback | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -101,20 +121,27 @@ class PgQueue:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
+        store_result: bool | None = None,
+        on_success: Callback | None = None,
+        on_failure: Callback | None = None,
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., ...)``.
 
         The name defaults to ``module.qualname``. ``executor`` says where the worker runs it:
         ``"auto"`` (coroutines on the event loop, plain functions in a thread), ``"async"``,
         ``"thread"`` or ``"process"`` (a process pool, for CPU-bound work).
+        ``store_result=False`` discards return values. ``on_success`` / ``on_failure`` are
+        called by the worker with a :class:`~pgqueue.JobEvent` when a job succeeds / fails
+        for good (see docs/operations.md).
         """
         options = self.defaults.merge(
             queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
-            retry=retry, executor=executor,
+            retry=retry, executor=executor, store_result=store_result, on_success=on_success,
+            on_failure=on_failure,
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task_name = check_task_name(name or f"{func.__module__}.{func.__qualname__}")
+            task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different function is already registered as {task_name!r}")
@@ -123,6 +150,31 @@ class PgQueue:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        catch_up: float | timedelta = DEFAULT_CATCH_UP,
+    ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
+        """Enqueue the decorated function on every tick of a cron schedule.
+
+        ``expression`` has 5 fields (minute hour day month weekday) or 6 with seconds last,
+        read in ``timezone`` (IANA name). The function is registered as a task too (or pass a
+        task). Each tick becomes exactly one job, however many workers run the scheduler; the
+        job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
+        missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
+        skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
+        database. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
+        """
+        return _periodic_decorator(  # type: ignore[return-value]
+            self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
+            catch_up=catch_up,
+        )  # fmt: skip
 
     def get_task(self, name: str) -> Task[Any, Any] | None:
         """The task registered under exactly ``name``, or ``None``."""
@@ -155,6 +207,27 @@ class PgQueue:
         """Async twin of :meth:`enqueue`."""
         return await self.using(name).aenqueue(conn, *args, **kwargs)
 
+    def cancel(self, conn: SyncConnection, job_id: int) -> str | None:
+        """Cancel job ``job_id`` in the caller's transaction (never commits).
+
+        A queued job ends ``cancelled`` at once: returns ``"cancelled"``. A running job is
+        flagged and its worker stops it at its next heartbeat (a notification hastens it):
+        returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
+        """
+        with sync_cursor(conn) as cur:
+            # A claim committing during the statement hides the row from both of its branches;
+            # the second statement sees it running (under READ COMMITTED, the default).
+            return _store.run(cur, _store.jobs_cancel(job_id)) or _store.run(
+                cur, _store.jobs_cancel(job_id)
+            )
+
+    async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
+        """Async twin of :meth:`cancel`."""
+        async with async_cursor(conn) as cur:
+            return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
+                cur, _store.jobs_cancel(job_id)
+            )
+
     def worker(self, **options: Any) -> Worker:
         """A :class:`~pgqueue.Worker` for this app; see its parameters."""
         from pgqueue._worker import Worker
@@ -166,6 +239,61 @@ class PgQueue:
         import asyncio
 
         asyncio.run(self.worker(**options).run())
+
+    # -- operations (issue 5) -----------------------------------------------------------------
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Register ``async def fn(job, call_next)`` to run around every attempt (decorator)."""
+        self.hooks.middleware.append(fn)
+        return fn
+
+    def get_job(self, conn: SyncConnection, job_id: int) -> Job | None:
+        """The job ``job_id`` (state, result, errors, attempts, times), or ``None``."""
+        from pgqueue._ops import get_job
+
+        return get_job(conn, job_id)
+
+    async def aget_job(self, conn: AsyncConnection, job_id: int) -> Job | None:
+        """Async twin of :meth:`get_job`."""
+        from pgqueue._ops import aget_job
+
+        return await aget_job(conn, job_id)
+
+    def retry(self, conn: SyncConnection, job_id: int) -> None:
+        """Put a failed or cancelled job back in its queue, in the caller's transaction."""
+        from pgqueue._ops import retry_job
+
+        retry_job(conn, job_id)
+
+    async def wait(
+        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+    ) -> Job:
+        """Wait until job ``job_id`` has finished and return it; ``TimeoutError`` after
+        ``timeout`` seconds. Woken by a completion notification; polls as a fallback."""
+        from pgqueue._wait import wait
+
+        return await wait(self.dsn, job_id, timeout, poll_interval)
+
+    def wait_sync(
+        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+    ) -> Job:
+        """Blocking twin of :meth:`wait`."""
+        from pgqueue._wait import wait_sync
+
+        return wait_sync(self.dsn, job_id, timeout, poll_interval)
+
+
+def _keep(text: str) -> str:
+    return text
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``; under ``python -m pkg.mod`` the module's real name, not __main__."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{fn.__qualname__}"
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

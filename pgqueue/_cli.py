@@ -93,25 +93,56 @@ def friendly_errors(fn: F) -> F:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    envvar="PGQUEUE_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
+)
 @click.version_option(package_name="pgqueue")
 @click.pass_context
-def cli(ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str, log_format: str
+) -> None:
     """pgqueue: a job queue for Python that needs nothing but PostgreSQL."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from pgqueue._logging import configure_logging
+
+    configure_logging(log_level, log_format)
     ctx.obj = State(app_path, dsn)
 
 
 @cli.command()
-@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
-@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
+@click.option(
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    envvar="PGQUEUE_SQL",
+    help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    envvar="PGQUEUE_CHECK",
+    help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
+)
+@click.option(
+    "--roles",
+    "print_roles",
+    is_flag=True,
+    envvar="PGQUEUE_ROLES",
+    help="Print the least-privilege GRANTs instead.  [env PGQUEUE_ROLES]",
+)
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool) -> None:
+def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if print_roles:
+        click.echo(_migrate.roles_sql())
+        return
     if print_sql:
         click.echo(_migrate.migration_sql())
         return
@@ -131,9 +162,9 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     "--queues",
     "-q",
     envvar="PGQUEUE_QUEUES",
-    default="default",
-    show_default=True,
-    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [env PGQUEUE_QUEUES]",
+    default=None,
+    help="Comma-separated queues, each optionally NAME:CONCURRENCY  [default: the app's"
+    " default queue; env PGQUEUE_QUEUES]",
 )
 @click.option(
     "--concurrency",
@@ -199,17 +230,32 @@ def migrate(state: State, print_sql: bool, check: bool) -> None:
     help="Wait for the WAL flush on claims and acks (default: no; see docs/performance.md).",
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.option(
+    "--no-scheduler",
+    envvar="PGQUEUE_NO_SCHEDULER",
+    is_flag=True,
+    help="Do not enqueue periodic tasks from this worker (others still do).",
+)
+@click.option(
+    "--metrics-port",
+    envvar="PGQUEUE_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
+)
 @click.pass_obj
 @friendly_errors
-def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_timeout: float,
+def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, synchronous_commit: bool, name: str | None) -> None:  # fmt: skip
+           no_listen: bool, synchronous_commit: bool, name: str | None, no_scheduler: bool,
+           metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
-        synchronous_commit=synchronous_commit,
+        synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
+        metrics_port=metrics_port,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
     if w.abandoned_threads():
@@ -222,14 +268,41 @@ def worker(state: State, queues: str, concurrency: int, burst: bool, shutdown_ti
 
 
 @cli.command()
-@click.option("--orders", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--orders",
+    envvar="PGQUEUE_ORDERS",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many orders to place.  [env PGQUEUE_ORDERS]",
+)
 @click.pass_obj
 @friendly_errors
 def demo(state: State, orders: int) -> None:
     """Enqueue orders transactionally (some rolled back) and watch a worker run them."""
     from pgqueue._demo import run_demo
 
-    run_demo(os.environ.get("PGQUEUE_DSN") or state._dsn, orders)
+    run_demo(state._dsn, orders)
+
+
+@cli.group()
+def cron() -> None:
+    """Periodic tasks (schedules declared with @app.periodic)."""
+
+
+@cron.command("list")
+@click.pass_obj
+@friendly_errors
+def cron_list(state: State) -> None:
+    """Show each schedule with its last tick (from the database) and its next tick."""
+    from pgqueue._periodic import cron_list, format_cron_list
+
+    click.echo(format_cron_list(cron_list(state.app, state.dsn)))
+
+
+from pgqueue._cli_ops import register  # noqa: E402  (it needs the helpers above)
+
+register(cli)
 
 
 def main() -> None:

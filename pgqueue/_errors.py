@@ -32,6 +32,10 @@ class Retry(Exception):
         super().__init__(f"retry in {delay} s")
         self.delay = float(delay)
 
+    def __reduce__(self) -> tuple[type[Retry], tuple[float]]:
+        # Process tasks raise it in a child: it must cross the pipe as itself.
+        return (Retry, (self.delay,))
+
 
 class Cancel(Exception):
     """Raise from a task to end its job as ``cancelled`` with no further attempts."""
@@ -39,3 +43,27 @@ class Cancel(Exception):
 
 for _cls in (PgQueueError, ConfigurationError, SchemaError, UnknownTaskError, Retry, Cancel):
     _cls.__module__ = "pgqueue"
+
+
+class DuplicateJob(PgQueueError):
+    """An enqueue with ``on_conflict="raise"`` met an active job holding the same unique key.
+
+    Nothing was inserted and the caller's transaction is still usable.
+    """
+
+    def __init__(self, unique_key: str, job_id: int) -> None:
+        super().__init__(
+            f"job {job_id} is already queued or running with unique key {unique_key!r}"
+        )
+        self.unique_key = unique_key
+        self.job_id = job_id
+
+
+DuplicateJob.__module__ = "pgqueue"
+
+
+class JobStateError(PgQueueError):
+    """A job cannot be steered that way: it does not exist, or it is in the wrong state."""
+
+
+JobStateError.__module__ = "pgqueue"

@@ -56,3 +56,10 @@ def schema_check(dsn: str) -> str | None:
     """``None`` when the schema is current, else a one-line explanation."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         return schema_problem(*schema_state(conn))
+
+
+def roles_sql() -> str:
+    """The GRANTs for least-privilege worker and producer roles (never run automatically)."""
+    from importlib import resources
+
+    return resources.files("pgqueue.migrations").joinpath("sql/roles.sql").read_text("utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from typing import Any, Literal
 from pgqueue._retry import RetryPolicy
 
 Executor = Literal["auto", "async", "thread", "process"]
+OnConflict = Literal["existing", "raise"]
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
@@ -57,6 +59,10 @@ class JobOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     executor: Executor = "auto"
     meta: dict[str, Any] | None = None
+    on_conflict: OnConflict = "existing"
+    store_result: bool = True
+    on_success: Callable[[Any], Any] | None = None
+    on_failure: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         check_queue(self.queue)
@@ -81,6 +87,8 @@ class JobOptions:
             raise ValueError("timeout must be > 0 seconds")
         if self.unique_key is not None:
             check_task_name(self.unique_key)
+        if self.on_conflict not in ("existing", "raise"):
+            raise ValueError(f"on_conflict must be 'existing' or 'raise', got {self.on_conflict!r}")
         if self.executor not in ("auto", "async", "thread", "process"):
             raise ValueError("executor must be one of 'auto', 'async', 'thread', 'process'")
 

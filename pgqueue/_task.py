@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from pgqueue import _json, _store
+from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
-from pgqueue._options import JobOptions
+from pgqueue._options import JobOptions, OnConflict
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -60,11 +60,18 @@ class Task(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | None = None,
         unique_key: str | None = None,
+        on_conflict: OnConflict | None = None,
     ) -> Task[P, R]:
-        """A copy of this task whose jobs use other options; raises ``ValueError`` at once."""
+        """A copy of this task whose jobs use other options; raises ``ValueError`` at once.
+
+        With ``unique_key``, no second job is created while one holding the key is queued or
+        running: enqueue returns the existing job's id, or raises :class:`~pgqueue.DuplicateJob`
+        when ``on_conflict="raise"``.
+        """
         options = self.options.merge(
             queue=queue, priority=priority, delay=delay, run_at=run_at,
             max_attempts=max_attempts, timeout=timeout, unique_key=unique_key,
+            on_conflict=on_conflict,
         )  # fmt: skip
         return Task(self.app, self.fn, self.name, options)
 
@@ -74,10 +81,11 @@ class Task(Generic[P, R]):
             self.name, args, kwargs, self.app.max_payload_bytes
         )
         o = self.options
+        meta = self.app.hooks.job_meta(o.meta)
         return _store.NewJob(
             queue=o.queue, task=self.name, args=encoded_args, kwargs=encoded_kwargs,
             priority=o.priority, max_attempts=o.max_attempts, run_at=o.run_at, delay=o.delay,
-            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(o.meta or {}),
+            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(meta),
         )  # fmt: skip
 
     def enqueue(self, conn: SyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
@@ -88,12 +96,16 @@ class Task(Generic[P, R]):
         """
         job = self.new_job(args, kwargs)
         with sync_cursor(conn) as cur:
+            if job.unique_key is not None:
+                return _unique.enqueue(cur, job, self.options.on_conflict)
             return _store.run(cur, _store.jobs_insert(job))
 
     async def aenqueue(self, conn: AsyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
         """Async twin of :meth:`enqueue`, for a psycopg ``AsyncConnection`` or ``AsyncCursor``."""
         job = self.new_job(args, kwargs)
         async with async_cursor(conn) as cur:
+            if job.unique_key is not None:
+                return await _unique.aenqueue(cur, job, self.options.on_conflict)
             return await _store.arun(cur, _store.jobs_insert(job))
 
     def _encode_many(

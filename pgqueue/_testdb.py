@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -82,13 +83,16 @@ def _from_docker() -> Server | None:
 
 
 def _from_pgserver() -> Server | None:
-    try:
-        import pgserver
-    except ImportError:
-        return None
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        tempfile.mkdtemp(prefix="pgqueue-pgserver-"), cleanup_mode="stop"
-    )
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI containers): harmless here.
+        warnings.simplefilter("ignore")
+        try:
+            import pgserver
+        except ImportError:
+            return None
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            tempfile.mkdtemp(prefix="pgqueue-pgserver-"), cleanup_mode="delete"
+        )
     info = conninfo_to_dict(server.get_uri())
     return Server(make_conninfo("", **info), "pgserver", server.cleanup)
 

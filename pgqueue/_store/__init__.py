@@ -291,3 +291,247 @@ def active_dead_tuples() -> Query[tuple[int, int]]:
 def active_vacuum() -> Query[None]:
     """Vacuum active_jobs now, unless someone else already is."""
     return Query(q.ACTIVE_VACUUM, None, _nothing)
+
+
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+
+
+def demo_schema_create() -> Query[None]:
+    """Create the schema that holds the demo's own table."""
+    return Query(q.DEMO_SCHEMA_CREATE, None, _nothing)
+
+
+def demo_orders_create() -> Query[None]:
+    """Create the demo's orders table if it is missing."""
+    return Query(q.DEMO_ORDERS_CREATE, None, _nothing)
+
+
+def demo_orders_insert(customer: str, total_cents: int) -> Query[int]:
+    """Insert one demo order; returns its id."""
+    return Query(q.DEMO_ORDERS_INSERT, (customer, total_cents), _one)
+
+
+def demo_orders_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the demo orders ``ids`` exist."""
+    return Query(q.DEMO_ORDERS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_count(ids: Sequence[int]) -> Query[int]:
+    """How many of the jobs ``ids`` exist in ``pgqueue.jobs``."""
+    return Query(q.DEMO_JOBS_COUNT, {"ids": list(ids)}, _one)
+
+
+def demo_jobs_unfinished(first: int, last: int, tasks: Sequence[str]) -> Query[int]:
+    """How many of a demo run's jobs are still queued or running."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_UNFINISHED, params, _one)
+
+
+def demo_jobs_by_state(first: int, last: int, tasks: Sequence[str]) -> Query[list[Row]]:
+    """A demo run's jobs per (task, state): count, most attempts, one error."""
+    params = {"first": first, "last": last, "tasks": list(tasks)}
+    return Query(q.DEMO_JOBS_BY_STATE, params, _rows)
+
+
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+
+def clock_now() -> Query[datetime]:
+    """The database's ``now()``: the only clock schedules are computed from."""
+    return Query(q.CLOCK_NOW, None, _one)
+
+
+@dataclass(frozen=True, slots=True)
+class TickJob:
+    """What the job of a periodic tick looks like; arguments already encoded as JSON text."""
+
+    name: str
+    queue: str
+    task: str
+    kwargs: str
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    meta: str = "{}"
+
+
+def ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float
+) -> Query[list[tuple[int, str]]]:
+    """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
+
+    Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
+    or older than ``horizon`` seconds, are left alone.
+    """
+    params = {
+        "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
+        "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
+        "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
+    }  # fmt: skip
+    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
+
+
+def ticks_last() -> Query[dict[str, datetime]]:
+    """The latest recorded tick of every schedule name in the database."""
+    return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
+    """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
+
+    Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
+    always stays.
+    """
+    params = {
+        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
+        "limit": limit,
+    }  # fmt: skip
+    return Query(q.TICKS_PRUNE, params, len)
+
+
+def _first_or_none(rows: list[Row]) -> Any:
+    return rows[0][0] if rows else None
+
+
+def jobs_insert_unique(job: NewJob) -> Query[int | None]:
+    """Insert one job unless an active job holds its unique key; returns its id or ``None``."""
+    params = (
+        job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
+        job.run_at, job.delay or 0.0, job.timeout, job.unique_key, job.meta,
+    )  # fmt: skip
+    return Query(q.JOBS_INSERT_UNIQUE, params, _first_or_none)
+
+
+def jobs_find_unique(key: str) -> Query[int | None]:
+    """The id of the active (queued or running) job holding ``key``, or ``None``."""
+    return Query(q.JOBS_FIND_UNIQUE, {"key": key}, _first_or_none)
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+
+def jobs_cancel(job_id: int) -> Query[str | None]:
+    """Cancel a queued job now, or ask the worker of a running one to stop it.
+
+    Returns ``"cancelled"``, ``"requested"``, or ``None`` when the job is not active."""
+    return Query(q.JOBS_CANCEL, {"id": job_id}, _one)
+
+
+def listen_cancel() -> Query[None]:
+    """Subscribe the connection to cancel hints (their payload is a worker id)."""
+    return Query(q.LISTEN_CANCEL, None, _nothing)
+
+
+# -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
+# -- pgqueue.testing). Kept together at the end of the file to ease merging.
+
+
+def jobs_get(job_id: int) -> Query[Row | None]:
+    """One job from ``pgqueue.jobs`` (JSON columns as text), or ``None``."""
+    return Query(q.JOBS_GET, {"id": job_id}, lambda rows: rows[0] if rows else None)
+
+
+def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
+    """Queue failed or cancelled jobs again under their ids (``pgqueue.retry()``); returns the
+    ids requeued, in input order."""
+    return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
+
+
+def schema_lock() -> Query[None]:
+    """Serialise schema installs (held until the transaction ends)."""
+    return Query(q.SCHEMA_LOCK, None, _nothing)
+
+
+def schema_create() -> Query[None]:
+    """Create the ``pgqueue`` schema if missing."""
+    return Query(q.SCHEMA_CREATE, None, _nothing)
+
+
+def schema_version_table_create() -> Query[None]:
+    """Create the schema's version table (alembic's layout) if missing."""
+    return Query(q.SCHEMA_VERSION_TABLE_CREATE, None, _nothing)
+
+
+def schema_revision_clear() -> Query[None]:
+    """Forget the recorded schema revision (before recording a new one)."""
+    return Query(q.SCHEMA_REVISION_CLEAR, None, _nothing)
+
+
+def schema_revision_insert(revision: str) -> Query[None]:
+    """Record ``revision`` as the installed schema revision."""
+    return Query(q.SCHEMA_REVISION_INSERT, {"revision": revision}, _nothing)
+
+
+def jobs_list_queued(task: str) -> Query[list[Row]]:
+    """(id, queue, args, kwargs) of the queued jobs of ``task``, JSON as text, oldest first."""
+    return Query(q.JOBS_LIST_QUEUED, {"task": task}, _rows)
+
+
+def jobs_queues_waiting() -> Query[list[str]]:
+    """The queues that hold queued jobs."""
+    return Query(q.JOBS_QUEUES_WAITING, None, _first_column)
+
+
+def jobs_run_now() -> Query[None]:
+    """Make every scheduled job runnable now."""
+    return Query(q.JOBS_RUN_NOW, None, _nothing)
+
+
+# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+
+
+def jobs_read(job_id: int) -> Query[Row | None]:
+    """One job, active or finished, as a row of ``pgqueue.jobs`` (JSON decoded); ``None`` when
+    unknown. The columns are those of :class:`pgqueue.Job`."""
+    return Query(q.JOBS_READ, {"id": job_id}, lambda rows: rows[0] if rows else None)
+
+
+def jobs_list(
+    state: str | None = None, queue: str | None = None, task: str | None = None, limit: int = 50
+) -> Query[list[Row]]:
+    """The newest jobs matching every given filter."""
+    params = {"state": state, "queue": queue, "task": task, "limit": limit}
+    return Query(q.JOBS_LIST, params, _rows)
+
+
+def jobs_retry_failed(task: str | None = None) -> Query[int]:
+    """Requeue every failed job (of ``task``); returns how many."""
+    return Query(q.JOBS_RETRY_FAILED, {"task": task}, _one)
+
+
+def jobs_cancel_call(job_id: int) -> Query[str | None]:
+    """Cancel a job with ``pgqueue.cancel()``: ``cancelled``, ``requested``, ``already <state>``,
+    or ``None`` if unknown."""
+    return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
+
+
+def jobs_prune(ages: dict[str, float], limit: int) -> Query[int]:
+    """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds."""
+    params = {"states": list(ages), "ages": list(ages.values()), "limit": limit}
+    return Query(q.JOBS_PRUNE, params, _one)
+
+
+def queues_stats() -> Query[list[Row]]:
+    """Every row of ``pgqueue.queue_stats``, ages and rates as floats."""
+    return Query(q.QUEUES_STATS, None, _rows)
+
+
+def queues_depth(queues: Sequence[str], cap: int) -> Query[dict[str, int]]:
+    """Runnable jobs per queue, each count capped at ``cap``."""
+    params = {"queues": list(queues), "cap": cap}
+    return Query(q.QUEUES_DEPTH, params, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def workers_list(worker: str | None = None) -> Query[list[Row]]:
+    """Live workers (or the one named ``worker``) from ``pgqueue.workers``."""
+    return Query(q.WORKERS_LIST, {"id": worker}, _rows)
+
+
+def jobs_estimate_active() -> Query[int]:
+    """The planner's estimate of queued + running jobs (from pg_class; no scan)."""
+    return Query(q.JOBS_ESTIMATE_ACTIVE, None, _one)
+
+
+def listen_finished() -> Query[None]:
+    """Subscribe the connection to job-finished notifications."""
+    return Query(q.LISTEN_FINISHED, None, _nothing)

@@ -50,7 +50,8 @@ UPDATE pgqueue.active_jobs AS j
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        worker_id = %(worker)s
  WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta,
+          extract(epoch FROM now() - j.run_at)::float8
 """
 
 _FINISHED_COLUMNS = """
@@ -212,6 +213,284 @@ SELECT state, count(*) FROM pgqueue.jobs GROUP BY state ORDER BY state
 LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
+
+# -- demo: `pgqueue demo` -----------------------------------------------------------------------
+# The demo's own table lives in schema pgqueue_demo so it cannot clash with an application's.
+
+DEMO_SCHEMA_CREATE: LiteralString = """
+CREATE SCHEMA IF NOT EXISTS pgqueue_demo
+"""
+
+DEMO_ORDERS_CREATE: LiteralString = """
+CREATE TABLE IF NOT EXISTS pgqueue_demo.orders (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer     text        NOT NULL,
+    total_cents  integer     NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+DEMO_ORDERS_INSERT: LiteralString = """
+INSERT INTO pgqueue_demo.orders (customer, total_cents) VALUES (%s, %s) RETURNING id
+"""
+
+DEMO_ORDERS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue_demo.orders WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+DEMO_JOBS_COUNT: LiteralString = """
+SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+# A run's jobs have ids between the first and last that enqueue returned; the task filter
+# keeps other producers' jobs in that range out.
+DEMO_JOBS_UNFINISHED: LiteralString = """
+SELECT count(*) FROM pgqueue.active_jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+"""
+
+DEMO_JOBS_BY_STATE: LiteralString = """
+SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_error) AS error
+  FROM pgqueue.jobs
+ WHERE id BETWEEN %(first)s AND %(last)s AND task = ANY(%(tasks)s::text[])
+ GROUP BY task, state
+ ORDER BY task, state
+"""
+
+
+# -- periodic tasks and unique jobs (issue 3) -----------------------------------------------
+
+CLOCK_NOW: LiteralString = "SELECT now()"
+
+# One statement per schedule and pass: the tick rows are the arbiter. Only ticks this
+# statement inserted (ON CONFLICT DO NOTHING) get a job, so any number of schedulers running
+# this at once produce one job per tick. The job id is drawn from the jobs' identity sequence
+# up front so the tick row can point at its job without a second statement. Ticks older than
+# the horizon are refused here too: a scheduler that stalled cannot revive a pruned tick.
+TICKS_INSERT: LiteralString = """
+WITH won AS (
+    INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
+    SELECT %(name)s, t.tick, nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
+      FROM unnest(%(ticks)s::timestamptz[]) AS t(tick)
+     WHERE t.tick > now() - make_interval(secs => %(horizon)s)
+    ON CONFLICT (name, tick) DO NOTHING
+    RETURNING tick, job_id
+)
+INSERT INTO pgqueue.active_jobs
+    (id, queue, task, args, kwargs, priority, max_attempts, timeout, meta)
+SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
+       %(max_attempts)s, %(timeout)s,
+       %(meta)s::jsonb || jsonb_build_object(
+           'periodic', %(name)s::text,
+           'tick', to_char(won.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+  FROM won
+RETURNING id, meta->>'tick'
+"""
+
+TICKS_LAST: LiteralString = """
+SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
+"""
+
+# Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
+# where catch-up starts after downtime); names no longer in the code go entirely once old.
+TICKS_PRUNE: LiteralString = """
+WITH keep AS (
+    SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
+), doomed AS (
+    SELECT t.name, t.tick
+      FROM pgqueue.periodic_ticks AS t
+      LEFT JOIN keep ON keep.name = t.name
+     WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
+       AND (keep.name IS NULL
+            OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name))
+     ORDER BY t.tick
+     LIMIT %(limit)s
+       FOR UPDATE OF t SKIP LOCKED
+)
+DELETE FROM pgqueue.periodic_ticks AS p
+ USING doomed
+ WHERE p.name = doomed.name AND p.tick = doomed.tick
+RETURNING p.tick
+"""
+
+# A unique job: a duplicate key inserts nothing and, thanks to DO NOTHING, never aborts the
+# caller's transaction. The conflict target names the partial unique index's predicate.
+JOBS_INSERT_UNIQUE: LiteralString = """
+INSERT INTO pgqueue.active_jobs
+    (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s,
+        coalesce(%s::timestamptz, now() + make_interval(secs => %s)), %s, %s, %s::jsonb)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+# Run as a statement of its own after a conflict: in READ COMMITTED it takes a new snapshot,
+# so it sees the winner that the insert waited for.
+JOBS_FIND_UNIQUE: LiteralString = """
+SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
+"""
+
+
+# -- Cancellation (issue 4) --------------------------------------------------------------------
+
+# A queued job moves to history as cancelled at once; a running one is flagged, and its worker
+# is hinted on pgqueue_cancel (payload: worker id) to send a heartbeat now. The heartbeat reads
+# cancel_requested from the row: the notification itself changes nothing. The logic is the SQL
+# function pgqueue.cancel() (0001_zz_functions.sql), shared with psql and other languages; its
+# row lock makes a claim committing meanwhile finish first. Finished or unknown jobs: NULL.
+JOBS_CANCEL: LiteralString = """
+SELECT CASE WHEN r IN ('cancelled', 'requested') THEN r END FROM pgqueue.cancel(%(id)s) AS r
+"""
+
+LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
+
+
+# -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
+# -- pgqueue.testing). Kept together at the end of the file to ease merging.
+
+# One job as the integrations show it; JSON as text so every caller decodes it the same way
+# (Django's connection loads jsonb as text, a plain psycopg connection as Python objects).
+JOBS_GET: LiteralString = """
+SELECT id, queue, task, args::text, kwargs::text, state, priority, attempts, max_attempts,
+       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
+       worker_id
+  FROM pgqueue.jobs
+ WHERE id = %(id)s
+"""
+
+# Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
+# attempts, their error history kept, through the SQL function pgqueue.retry()
+# (0001_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
+JOBS_RETRY: LiteralString = """
+SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
+ WHERE pgqueue.retry(u.id)
+ ORDER BY u.n
+"""
+
+# Installing the schema from another migration tool (Django, a user's alembic history): the
+# same lock, schema and version table as pgqueue's own alembic environment creates.
+SCHEMA_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403158823390528)"
+
+SCHEMA_CREATE: LiteralString = "CREATE SCHEMA IF NOT EXISTS pgqueue"
+
+SCHEMA_VERSION_TABLE_CREATE: LiteralString = """
+CREATE TABLE IF NOT EXISTS pgqueue.alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+)
+"""
+
+SCHEMA_REVISION_CLEAR: LiteralString = "DELETE FROM pgqueue.alembic_version"
+
+SCHEMA_REVISION_INSERT: LiteralString = """
+INSERT INTO pgqueue.alembic_version (version_num) VALUES (%(revision)s)
+"""
+
+# pgqueue.testing: what is waiting, and making scheduled jobs runnable for drain().
+JOBS_LIST_QUEUED: LiteralString = """
+SELECT id, queue, args::text, kwargs::text FROM pgqueue.active_jobs
+ WHERE task = %(task)s AND state = 'queued'
+ ORDER BY id
+"""
+
+JOBS_QUEUES_WAITING: LiteralString = """
+SELECT DISTINCT queue FROM pgqueue.active_jobs WHERE state = 'queued' ORDER BY queue
+"""
+
+JOBS_RUN_NOW: LiteralString = """
+UPDATE pgqueue.active_jobs SET run_at = now() WHERE state = 'queued' AND run_at > now()
+"""
+
+
+# -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
+
+JOBS_READ: LiteralString = """
+SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
+       worker_id, lease_expires_at, cancel_requested
+  FROM pgqueue.jobs
+ WHERE id = %(id)s
+"""
+
+# Newest first; each filter is skipped when NULL.
+JOBS_LIST: LiteralString = """
+SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
+       worker_id, lease_expires_at, cancel_requested
+  FROM pgqueue.jobs
+ WHERE (%(state)s::text IS NULL OR state = %(state)s)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+   AND (%(task)s::text IS NULL OR task = %(task)s)
+ ORDER BY id DESC
+ LIMIT %(limit)s
+"""
+
+# The ids are read first so the function's deletes never race the scan that found them.
+JOBS_RETRY_FAILED: LiteralString = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM pgqueue.finished_jobs
+     WHERE state = 'failed' AND (%(task)s::text IS NULL OR task = %(task)s)
+     ORDER BY id
+)
+SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
+"""
+
+JOBS_CANCEL_CALL: LiteralString = """
+SELECT pgqueue.cancel(%(id)s)
+"""
+
+# Retention: a bounded batch per state, oldest first, on the (state, finished_at) index.
+# It only ever touches finished_jobs, so it cannot block the claim path; SKIP LOCKED lets
+# several workers prune at once.
+JOBS_PRUNE: LiteralString = """
+WITH doomed AS MATERIALIZED (
+    SELECT f.id
+      FROM unnest(%(states)s::text[], %(ages)s::float8[]) AS r(state, age)
+      CROSS JOIN LATERAL (
+          SELECT id FROM pgqueue.finished_jobs
+           WHERE state = r.state AND finished_at < now() - make_interval(secs => r.age)
+           ORDER BY finished_at
+           LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED
+      ) AS f
+), gone AS (
+    DELETE FROM pgqueue.finished_jobs AS j USING doomed WHERE j.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+QUEUES_STATS: LiteralString = """
+SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
+       extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute
+  FROM pgqueue.queue_stats
+ ORDER BY queue
+"""
+
+# Runnable jobs per queue, counted on the claim index and capped, so a metrics scrape stays
+# cheap however deep the backlog.
+QUEUES_DEPTH: LiteralString = """
+SELECT w.queue,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM pgqueue.active_jobs AS a
+             WHERE a.state = 'queued' AND a.queue = w.queue AND a.run_at <= now()
+             LIMIT %(cap)s) AS s)
+  FROM unnest(%(queues)s::text[]) AS w(queue)
+"""
+
+WORKERS_LIST: LiteralString = """
+SELECT id, hostname, pid, queues, version, started_at, last_seen_at,
+       extract(epoch FROM last_seen_ago)::float8, running
+  FROM pgqueue.workers
+ WHERE (%(id)s::text IS NULL OR id = %(id)s)
+ ORDER BY id
+"""
+
+# The planner's estimate of active rows (queued + running): free, and meaningful beyond the cap.
+JOBS_ESTIMATE_ACTIVE: LiteralString = """
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue.active_jobs'::regclass
+"""
+
+LISTEN_FINISHED: LiteralString = "LISTEN pgqueue_finished"
 
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import logging
 from pgqueue import _store
 from pgqueue._store import Outcome
 from pgqueue._worker._db import Db
+from pgqueue._worker._faults import crash_point
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -69,6 +70,8 @@ class Acker:
                     self._pending.set()
                     raise
                 self._written.set()
+                if acked:
+                    crash_point("after_ack")
                 self._report_lost(taken, set(acked))
 
     async def written(self, stopping: asyncio.Event) -> None:

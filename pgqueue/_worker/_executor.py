@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib
-import multiprocessing
-import sys
 import traceback
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
 from pgqueue._errors import Cancel, Retry, UnknownTaskError
+from pgqueue._hooks import call_through
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
+from pgqueue._worker._procpool import ChildLost, ProcessPool
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -36,6 +34,7 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None
     meta: dict[str, Any]
+    waited: float = 0.0  # seconds between becoming runnable (run_at) and this claim
 
     def context(self) -> JobContext:
         """A fresh context for running this attempt."""
@@ -58,7 +57,9 @@ class JobExecutor:
         self.app = app
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
-        self._processes: ProcessPoolExecutor | None = None
+        self._processes: ProcessPool | None = None
+        # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
+        self._stragglers: dict[tuple[int, int], Future[Any]] = {}
 
     async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
         """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates)."""
@@ -67,12 +68,14 @@ class JobExecutor:
             if task is None:
                 raise UnknownTaskError(job.task)
             async with asyncio.timeout(job.timeout):
-                result = await self._call(task, job, ctx)
-            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+                result = await call_through(
+                    self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
+                )
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
-            return Outcome(job.id, job.attempt, "cancelled", error=f"cancelled: {exc}")
+            error = self.app.redact(f"cancelled: {exc}")
+            return Outcome(job.id, job.attempt, "cancelled", error=error)
         except TimeoutError as exc:
             ctx.cancel("timeout")
             return self._failure(job, task, exc, f"timed out after {job.timeout} s")
@@ -80,12 +83,25 @@ class JobExecutor:
             raise
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             return self._failure(job, task, exc)
+        if not task.options.store_result:
+            return Outcome(job.id, job.attempt, "succeeded")
+        return self._success(job, result)
+
+    @staticmethod
+    def _success(job: ClaimedJob, result: Any) -> Outcome:
+        try:
+            return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
+        except TypeError as exc:
+            # The work is done; running it again would repeat its side effects for nothing.
+            error = f"the return value is not JSON-serialisable: {exc}"
+            tb = "".join(traceback.format_exception(exc))
+            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
     ) -> Outcome:
-        error = why or _describe(exc)
-        tb = "".join(traceback.format_exception(exc))
+        error = self.app.redact(why or _describe(exc))
+        tb = self.app.redact("".join(traceback.format_exception(exc)))
         if job.attempt >= job.max_attempts:
             return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
         policy = (task.options if task else self.app.defaults).retry
@@ -103,41 +119,44 @@ class JobExecutor:
                 return await task.fn(*job.args, **job.kwargs)
             finally:
                 _current.reset(token)
+        return await self._in_thread(task, job, ctx)
+
+    async def _in_thread(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         context = contextvars.copy_context()
         context.run(_current.set, ctx)
-        loop = asyncio.get_running_loop()
-        call = _bind(context, task.fn, job.args, job.kwargs)
-        return await loop.run_in_executor(self._threads, call)
+        running = self._threads.submit(_bind(context, task.fn, job.args, job.kwargs))
+        try:
+            return await asyncio.wrap_future(running)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: tell the task, and keep its slot taken until
+            # the thread really ends (see settle()).
+            ctx.cancelled.set()  # the reason (timeout, cancel, ...) is recorded by the canceller
+            if not running.done():
+                self._stragglers[(job.id, job.attempt)] = running
+            raise
+
+    async def settle(self, job: ClaimedJob) -> None:
+        """Wait until a thread task given up on has really returned (no-op for the rest)."""
+        running = self._stragglers.pop((job.id, job.attempt), None)
+        if running is not None:
+            await asyncio.shield(asyncio.wrap_future(running))
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         assert task.fn is not None
-        pool = self._process_pool()
-        loop = asyncio.get_running_loop()
+        if self._processes is None:
+            self._processes = ProcessPool(self._process_count)
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
-        future = loop.run_in_executor(pool, _process_entry, where, job.args, job.kwargs, fields)
         try:
-            return await future
-        except BrokenProcessPool:
-            self._processes = None  # a child died: the next job gets a fresh pool
-            pool.shutdown(wait=False, cancel_futures=True)
+            return await self._processes.run(where, job.args, job.kwargs, fields)
+        except ChildLost:
             raise WorkerLost() from None
-
-    def _process_pool(self) -> ProcessPoolExecutor:
-        if self._processes is None:
-            method = "forkserver" if sys.platform == "linux" else "spawn"
-            self._processes = ProcessPoolExecutor(
-                self._process_count, mp_context=multiprocessing.get_context(method)
-            )
-        return self._processes
 
     def shutdown(self) -> None:
         """Stop accepting work; running threads are abandoned, child processes killed."""
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
-            for process in list(getattr(self._processes, "_processes", {}).values()):
-                process.kill()
-            self._processes.shutdown(wait=False, cancel_futures=True)
+            self._processes.shutdown()
 
 
 def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -149,16 +168,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, UnknownTaskError | WorkerLost):
         return text
     return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
-
-
-def _process_entry(
-    where: tuple[str, str], args: list[Any], kwargs: dict[str, Any], fields: tuple[Any, ...]
-) -> Any:
-    """Runs in a child process: import the registered task's module and call the function."""
-    module, qualname = where
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
-    _current.set(JobContext(*fields))
-    return fn(*args, **kwargs)

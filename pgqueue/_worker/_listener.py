@@ -21,6 +21,7 @@ async def listen(
     wake: Callable[[], None],
     stopping: asyncio.Event,
     ping_interval: float = 15.0,
+    on_cancel: Callable[[str], None] | None = None,
 ) -> None:
     """Wake the claimer on notifications for ``queues`` until ``stopping`` is set.
 
@@ -29,29 +30,45 @@ async def listen(
     claimer re-reads the rows, so a forged or stale notification costs one empty claim.
     """
     db = Db(dsn, "listener", prepare_threshold=None)
+    hint = _Hints(queues, wake, on_cancel)
     try:
-        await _listen(db, queues, wake, stopping, ping_interval)
+        await _listen(db, hint, stopping, ping_interval)
     finally:
         await db.close()
 
 
-async def _listen(
-    db: Db,
-    queues: Container[str],
-    wake: Callable[[], None],
-    stopping: asyncio.Event,
-    ping_interval: float,
-) -> None:
+class _Hints:
+    """Turns a notification into a wake-up or an early heartbeat; never into an action."""
+
+    def __init__(
+        self, queues: Container[str], wake: Callable[[], None],
+        on_cancel: Callable[[str], None] | None,
+    ) -> None:  # fmt: skip
+        self.queues = queues
+        self.wake = wake
+        self.on_cancel = on_cancel
+
+    def __call__(self, note: psycopg.Notify) -> None:
+        if note.channel == "pgqueue_cancel":
+            if self.on_cancel is not None:
+                self.on_cancel(note.payload)
+        elif note.payload in self.queues:
+            self.wake()
+
+
+async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: float) -> None:
     failures = 0
     while not stopping.is_set():
         try:
             conn = await db.connection()
             await db.run(_store.listen_jobs())
+            if hint.on_cancel is not None:
+                await db.run(_store.listen_cancel())
             if failures:
                 log.info("LISTEN re-established", extra={"action": "listen_restored"})
             failures = 0
-            wake()
-            await _relay(db, conn, queues, wake, stopping, ping_interval)
+            hint.wake()
+            await _relay(db, conn, hint, stopping, ping_interval)
         except (psycopg.Error, OSError):
             failures += 1
             await db.close()
@@ -62,8 +79,7 @@ async def _listen(
 async def _relay(
     db: Db,
     conn: psycopg.AsyncConnection[object],
-    queues: Container[str],
-    wake: Callable[[], None],
+    hint: _Hints,
     stopping: asyncio.Event,
     ping_interval: float,
 ) -> None:
@@ -71,8 +87,7 @@ async def _relay(
     last_ping = loop.time()
     while not stopping.is_set():
         async for note in conn.notifies(timeout=1.0):
-            if note.payload in queues:
-                wake()
+            hint(note)
         if loop.time() - last_ping >= ping_interval:
             # A quiet connection may be a dead one: a round trip proves it is alive.
             await db.run(_store.ping())

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
+from pgqueue._events import WorkerEvents
 from pgqueue._options import check_queue
+from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
@@ -27,7 +29,9 @@ from pgqueue._worker._acker import Acker
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
+from pgqueue._worker._faults import crash_point
 from pgqueue._worker._listener import listen
+from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -105,6 +109,9 @@ class Worker:
         services: Iterable[Service] = (),
         synchronous_commit: bool = False,
         vacuum_threshold: int = 20_000,
+        scheduler: bool = True,
+        metrics_port: int | None = None,
+        summary_interval: float = 60.0,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -121,12 +128,16 @@ class Worker:
         self.vacuum_threshold = vacuum_threshold
         self.stats = WorkerStats()
         self.services = list(services)
+        if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
+            self.services.append(run_scheduler)
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
         self._running: dict[int, _Running] = {}
         self._unfinished: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
+        self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
         total = sum(self.queues.values())
         self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
@@ -134,6 +145,12 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+        self.events = WorkerEvents(self, summary_interval)
+        self._pruner = Pruner(app.retention)
+        if metrics_port is not None:
+            from pgqueue._metrics import metrics_service
+
+            self.services.append(metrics_service(self, metrics_port))
         self._ack_backlog = max(ack_batch, total)
 
     def __repr__(self) -> str:
@@ -181,8 +198,11 @@ class Worker:
             self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
         ]  # fmt: skip
         if self.listen:
-            parts.append(listen(self.dsn, self.queues, self.wake, self.stopping))
+            parts.append(
+                listen(self.dsn, self.queues, self.wake, self.stopping, on_cancel=self._cancel_hint)
+            )
         parts += [service(self) for service in self.services]
+        parts.append(self.events.summarize())
         return parts
 
     async def _start(self) -> None:
@@ -195,9 +215,10 @@ class Worker:
             with contextlib.suppress(psycopg.Error, OSError):
                 await opening  # a failure here is retried by the claim loop
         log.info(
-            "worker %s started: pgqueue %s, queues %s, database %s",
-            self.name, __version__, self.queues, _safe_dsn(self.dsn),
-            extra={"action": "worker_started", "worker": self.name},
+            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
+            self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
+            extra={"action": "worker_started", "worker": self.name, "version": __version__,
+                   "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
 
     def _register(self) -> _store.Query[None]:
@@ -221,7 +242,6 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         failures = 0
-        more = True  # the last claim filled every slot it asked for: claim again at once
         while not self.stopping.is_set():
             if self._acker.pending >= self._ack_backlog:
                 # Outcomes not yet written keep their rows running: claiming on while the
@@ -233,7 +253,7 @@ class Worker:
                 await self._wait(self._slot_freed, None)
                 self._slot_freed.clear()
                 continue
-            if not more:
+            if not self._backlog.intersection(wanted):
                 await self._wait(self._wake, self.poll_interval)
                 if self.stopping.is_set():
                     break
@@ -247,20 +267,25 @@ class Worker:
                     "claim failed; retrying", exc_info=True, extra={"action": "claim_error"}
                 )
                 await self._wait(self.stopping, backoff(failures))
-                more = True
+                self._backlog.update(wanted)
                 continue
             for row in jobs:
                 self._start_job(ClaimedJob(*row))
-            more = self._filled(jobs, wanted)
+            self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
 
-    @staticmethod
-    def _filled(rows: list[Any], wanted: dict[str, int]) -> bool:
+    def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
+        """A queue whose claim came back full probably has more: claim it again when a slot
+        of that queue frees up, without waiting for a notification or the poll."""
         got: dict[str, int] = {}
         for row in rows:
             got[row[1]] = got.get(row[1], 0) + 1
-        return any(got.get(q, 0) >= n for q, n in wanted.items())
+        for queue, n in wanted.items():
+            if got.get(queue, 0) >= n:
+                self._backlog.add(queue)
+            else:
+                self._backlog.discard(queue)
 
     async def _idle(self) -> bool:
         """Burst mode: nothing running here, nothing left to write, nothing runnable."""
@@ -280,6 +305,7 @@ class Worker:
     # -- running ----------------------------------------------------------------------------
 
     def _start_job(self, job: ClaimedJob) -> None:
+        crash_point("after_claim")
         self.stats.claimed += 1
         self._free[job.queue] -= 1
         running = _Running(job, job.context())
@@ -289,6 +315,7 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
         outcome: Outcome | None = None
+        started = self.events.job_started(job)
         try:
             outcome = await self._executor.run(job, ctx)
         except asyncio.CancelledError:
@@ -298,19 +325,24 @@ class Worker:
                 self._unfinished.append((job.id, job.attempt))
         finally:
             del self._running[job.id]
+        try:
+            if outcome is not None and ctx.cancel_reason != "lease lost":
+                crash_point("after_side_effect")
+                self._count(outcome)
+                self._acker.add(outcome)
+                self.events.job_finished(ctx, outcome, started)
+            if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
+                await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
+        finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
-        if outcome is not None and ctx.cancel_reason != "lease lost":
-            self._count(outcome)
-            self._acker.add(outcome)
+            if job.queue in self._backlog:
+                self._wake.set()
 
     def _count(self, outcome: Outcome) -> None:
         name = "retried" if outcome.state == "queued" else outcome.state
         setattr(self.stats, name, getattr(self.stats, name) + 1)
-        log.debug(
-            "job %s %s", outcome.job_id, name,
-            extra={"action": f"job_{name}", "job_id": outcome.job_id, "attempt": outcome.attempt},
-        )  # fmt: skip
+        # The job's log record is written by self.events.job_finished, with all its fields.
 
     def cancel_local(self, job_id: int, reason: str) -> None:
         """Stop this worker's attempt at ``job_id`` (async tasks are cancelled at once)."""
@@ -326,13 +358,19 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         failures = 0
         while True:
-            await asyncio.sleep(backoff(failures) if failures else self.heartbeat)
+            await self._wait(self._beat_now, backoff(failures) if failures else self.heartbeat)
+            self._beat_now.clear()
             try:
                 await self.extend_leases()
                 failures = 0
             except (psycopg.Error, OSError):
                 failures += 1
                 log.warning("heartbeat failed", exc_info=True, extra={"action": "heartbeat_error"})
+
+    def _cancel_hint(self, worker: str) -> None:
+        # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds.
+        if worker == self.name and self._running:
+            self._beat_now.set()
 
     async def extend_leases(self) -> None:
         """Extend the leases of running jobs; stop the ones lost or asked to cancel."""
@@ -360,7 +398,7 @@ class Worker:
                 )
 
     async def maintain(self) -> None:
-        """One maintenance pass: rescue expired leases, forget long-dead workers."""
+        """One maintenance pass: rescue expired leases, forget long-dead workers, prune history."""
         requeued, failed = await self._maint_db.run(_store.leases_rescue())
         if requeued or failed:
             log.warning(
@@ -369,6 +407,7 @@ class Worker:
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
         await self._maint_db.run(_store.workers_prune())
+        await self._pruner.run(self._maint_db)
         await self.vacuum_claim_path()
 
     async def vacuum_claim_path(self) -> None:
@@ -402,6 +441,7 @@ class Worker:
         for job_id in list(self._running):
             self.cancel_local(job_id, "shutdown")
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.events.drain(self.shutdown_timeout)
         self._executor.shutdown()
         try:
             await self._finish_writes()

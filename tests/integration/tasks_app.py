@@ -65,3 +65,42 @@ async def cancels_itself() -> None:
 async def too_slow() -> None:
     """Exceed the task timeout."""
     await asyncio.sleep(5)
+
+
+@app.task(queue="io", executor="thread")
+def cooperative(seconds: float) -> str:
+    """Sleep in steps until asked to stop (thread tasks learn it from the job context)."""
+    import time
+
+    job = pgqueue.current_job()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not job.cancelled.wait(0.05):
+        pass
+    return "stopped" if job.is_cancelled else "finished"
+
+
+@app.task(queue="cpu", executor="process")
+def spin(seconds: float) -> int:
+    """Busy-sleep in a child process (only killing the child stops it early)."""
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.task(queue="cpu", executor="process")
+def dies() -> None:
+    """Kill the child process that runs it."""
+    os._exit(3)
+
+
+@app.task(queue="cpu", executor="process")
+def raises_retry() -> None:
+    """Raise pgqueue.Retry in the child: it must arrive in the parent as itself."""
+    raise pgqueue.Retry(1.5)
+
+
+@app.task(queue="io", max_attempts=3)
+async def returns_a_set() -> set[int]:
+    """Return something JSON cannot hold."""
+    return {1, 2}

@@ -109,3 +109,23 @@ async def test_worker_refuses_a_database_without_the_schema(empty_dsn: str) -> N
     """A worker on an unmigrated database stops with a message naming the command to run."""
     with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
         await worker(empty_dsn).run()
+
+
+async def test_a_full_queue_is_claimed_again_as_soon_as_a_slot_frees(dsn: str, conn) -> None:
+    """With one slot, jobs run back to back without waiting for a poll or a notification."""
+    t.add.enqueue_many(conn, [((i, i), {}) for i in range(5)])
+    conn.commit()
+    w = t.app.worker(dsn=dsn, queues={"io": 1, "cpu": 3}, poll_interval=60, listen=False)
+    await run_worker_until(w, lambda: states(dsn).get("succeeded") == 5, timeout=20)
+
+
+async def test_a_result_that_is_not_json_fails_without_a_retry(dsn: str, conn) -> None:
+    """A task whose return value cannot be stored ends failed at once: its work is done."""
+    job_id = t.returns_a_set.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(attempts, error)] = query(
+        dsn, "SELECT attempts, last_error FROM pgqueue.jobs WHERE id = %s", [job_id]
+    )
+    assert attempts == 1
+    assert error.startswith("the return value is not JSON-serialisable")

@@ -1,0 +1,52 @@
+"""Periodic tasks: cron schedules that every worker may fire, one job per tick.
+
+    python periodic.py                                  # show the schedules (like cron list)
+    pgqueue --app periodic:app worker --queues default,reports
+    pgqueue --app periodic:app cron list
+
+Start the worker command in two terminals at once: each tick still becomes one job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pgqueue
+
+app = pgqueue.PgQueue()
+
+
+@app.periodic("* * * * * */2", name="heartbeat")  # a 6th field gives seconds
+async def heartbeat() -> str:
+    """Report which tick this job serves (it is in the job's meta, in UTC)."""
+    tick = datetime.fromisoformat(pgqueue.current_job().meta["tick"])
+    return f"heartbeat for {tick:%H:%M:%S}"
+
+
+@app.periodic("*/5 * * * *", name="rates.refresh")
+async def refresh_rates() -> None:
+    """Every five minutes (UTC)."""
+
+
+@app.periodic(
+    "0 2 * * *",
+    timezone="Europe/Berlin",
+    kwargs={"full": True},
+    queue="reports",
+    name="reports.nightly",
+    catch_up=timedelta(hours=6),  # still worth running after a long outage
+)
+def nightly_report(full: bool) -> str:
+    """At 02:00 Berlin time; a run missed by up to six hours is caught up."""
+    tick = datetime.fromisoformat(pgqueue.current_job().meta["tick"])
+    return f"{'full' if full else 'quick'} report for the night before {tick:%Y-%m-%d}"
+
+
+def main() -> None:
+    """Print each schedule with its last and next tick."""
+    for status in pgqueue.cron_list(app):
+        print(f"{status.name}: {status.schedule}, last {status.last_tick}, next {status.next_tick}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Operations commands: ``pgqueue jobs ...``, ``stats``, ``workers``, ``enqueue``, ``prune``,
+``healthcheck``. Each parses its options, calls one function of ``pgqueue._ops`` and prints
+the answer as a table (or JSON with ``--json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import psycopg
+
+from pgqueue import _ops
+from pgqueue._cli import friendly_errors
+from pgqueue._job import TERMINAL_STATES
+
+if TYPE_CHECKING:
+    from pgqueue._cli import State
+    from pgqueue._job import Job
+
+STATES = click.Choice(_ops.STATES)
+CELL_WIDTH = 60
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@contextmanager
+def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(state.dsn, autocommit=autocommit) as conn:
+        yield conn
+
+
+def _json_default(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=_json_default, indent=2))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    first = text.splitlines()[0] if text else text
+    # A table stays readable whatever an error message holds; `jobs show` has the full text.
+    return first if len(first) <= CELL_WIDTH and first == text else first[: CELL_WIDTH - 3] + "..."
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = [[c.upper() for c in columns], *cells]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)  # fmt: skip
+
+
+def _show(items: Sequence[Any], columns: Sequence[str], as_json: bool, empty: str) -> None:
+    rows = [_ops.as_dict(item) for item in items]
+    if as_json:
+        _print_json(rows)
+    elif rows:
+        click.echo(_table(rows, columns))
+    else:
+        click.echo(empty)
+
+
+@click.group()
+def jobs() -> None:
+    """Inspect and steer jobs."""
+
+
+JOB_COLUMNS = (
+    "id",
+    "task",
+    "queue",
+    "state",
+    "attempts",
+    "created_at",
+    "finished_at",
+    "last_error",
+)
+
+
+@jobs.command("list")
+@click.option("--state", type=STATES, help="Only jobs in this state.")
+@click.option("--queue", help="Only jobs of this queue.")
+@click.option("--task", help="Only jobs of this task.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def jobs_list(state: State, /, as_json: bool, limit: int, **filters: str | None) -> None:
+    """List the newest jobs, newest first."""
+    with _connect(state, autocommit=True) as conn:
+        found = _ops.list_jobs(conn, limit=limit, **filters)
+    _show(found, JOB_COLUMNS, as_json, "no jobs")
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def jobs_show(state: State, job_id: int, as_json: bool) -> None:
+    """Show one job: arguments, result, and every attempt's error and traceback."""
+    with _connect(state, autocommit=True) as conn:
+        job = _ops.get_job(conn, job_id)
+    if job is None:
+        raise click.ClickException(f"there is no job {job_id}")
+    if as_json:
+        _print_json(_ops.as_dict(job))
+    else:
+        click.echo(_describe(job))
+
+
+def _describe(job: Job) -> str:
+    lines = [
+        f"job {job.id}: {job.task} on queue {job.queue}, {job.state}",
+        f"  attempts      {job.attempts}/{job.max_attempts}   priority {job.priority}",
+        f"  args          {json.dumps(job.args)}",
+        f"  kwargs        {json.dumps(job.kwargs)}",
+        f"  result        {json.dumps(job.result)}",
+    ]
+    for name in ("created_at", "run_at", "started_at", "finished_at"):
+        lines.append(f"  {name:<13} {_cell(getattr(job, name))}")
+    if job.worker_id:
+        lines.append(f"  worker        {job.worker_id}")
+    for error in job.errors:
+        lines.append(
+            f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
+        )
+        lines += ["    " + line for line in (error.get("traceback") or "").rstrip().splitlines()]
+    return "\n".join(lines)
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
+@click.option("--task", help="With --failed: only jobs of this task.")
+@click.pass_obj
+@friendly_errors
+def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | None) -> None:
+    """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
+    if (job_id is None) == (not all_failed):
+        raise click.UsageError("give either a JOB_ID or --failed")
+    with _connect(state) as conn:
+        if all_failed:
+            click.echo(f"requeued {_ops.retry_failed(conn, task)} failed jobs")
+        else:
+            _ops.retry_job(conn, job_id)  # type: ignore[arg-type]
+            click.echo(f"job {job_id} requeued")
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@click.pass_obj
+@friendly_errors
+def jobs_cancel(state: State, job_id: int) -> None:
+    """Cancel a queued job, or ask the worker running it to stop."""
+    with _connect(state) as conn:
+        outcome = _ops.cancel_job(conn, job_id)
+    if outcome == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(f"job {job_id} is running: its worker will stop it at its next heartbeat")
+
+
+STATS_COLUMNS = ("queue", "queued", "scheduled", "running", "succeeded", "failed", "cancelled",
+                 "oldest_runnable_age", "finished_per_minute")  # fmt: skip
+
+
+@click.command()
+@click.option("--watch", is_flag=True, help="Refresh until interrupted.")
+@click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True)
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def stats(state: State, watch: bool, interval: float, as_json: bool) -> None:
+    """Jobs per queue and state, the oldest runnable job's age (s), and throughput."""
+    with _connect(state, autocommit=True) as conn:
+        try:
+            while True:
+                found = _ops.queue_stats(conn)
+                if watch and not as_json:
+                    click.clear()
+                _show(found, STATS_COLUMNS, as_json, "no jobs")
+                if not watch:
+                    return
+                sys.stdout.flush()
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+WORKER_COLUMNS = ("id", "hostname", "pid", "queues", "version", "started_at", "last_seen_ago",
+                  "running")  # fmt: skip
+
+
+@click.command()
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def workers(state: State, as_json: bool) -> None:
+    """Live workers: their queues, last heartbeat (seconds ago) and jobs running."""
+    with _connect(state, autocommit=True) as conn:
+        _show(_ops.live_workers(conn), WORKER_COLUMNS, as_json, "no live workers")
+
+
+@click.command()
+@click.argument("task")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments: a JSON array.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments: a JSON object.")
+@click.option("--queue", help="Queue (default: the task's, else the app's default).")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 30s, 5m.")
+@click.option("--max-attempts", type=click.IntRange(1, 1000))
+@click.pass_obj
+@friendly_errors
+def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | None,
+            queue: str | None, priority: int | None, delay: str | None,
+            max_attempts: int | None) -> None:  # fmt: skip
+    """Enqueue a job of TASK (by name) and print its id."""
+    args, kwargs = _ops.decode_call(args_json, kwargs_json)
+    seconds = _ops.parse_duration(delay) if delay else None
+    with _connect(state) as conn:
+        job_id = _ops.enqueue_by_name(
+            conn, state.app, task, args, kwargs, queue=queue, priority=priority, delay=seconds,
+            max_attempts=max_attempts,
+        )  # fmt: skip
+    click.echo(job_id)
+
+
+@click.command()
+@click.option("--older-than", metavar="DURATION", help="Age, e.g. 12h, 7d (default: retention).")
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(["succeeded", "failed", "cancelled"]),
+    multiple=True,
+    help="Only this state (repeatable; default: all finished).",
+)
+@click.pass_obj
+@friendly_errors
+def prune(state: State, older_than: str | None, states: tuple[str, ...]) -> None:
+    """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
+    with _connect(state, autocommit=True) as conn:
+        if older_than is None:
+            ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
+            deleted = _ops.prune_by_state(conn, ages)
+        else:
+            seconds = _ops.parse_duration(older_than)
+            deleted = _ops.prune(conn, seconds, states or TERMINAL_STATES)
+    click.echo(f"deleted {deleted} finished jobs")
+
+
+@click.command()
+@click.option(
+    "--worker", "worker_name", metavar="NAME", help="Also require this worker's heartbeat."
+)
+@click.pass_obj
+@friendly_errors
+def healthcheck(state: State, worker_name: str | None) -> None:
+    """Exit 0 when the database answers, the schema is current (and the worker is alive)."""
+    problem = _ops.health_problem(state.dsn, worker_name)
+    if problem:
+        raise click.ClickException(problem)
+    click.echo("ok")
+
+
+def register(group: click.Group) -> None:
+    """Attach the operations commands to the ``pgqueue`` command group."""
+    for command in (jobs, stats, workers, enqueue, prune, healthcheck):
+        group.add_command(command)

@@ -1,0 +1,55 @@
+"""Installing pgqueue's schema from another migration tool (Django, a user's alembic history).
+
+The statements are the same SQL files pgqueue's own alembic revisions run, and the revision is
+recorded in ``pgqueue.alembic_version`` too, so ``pgqueue migrate --check``, workers and a later
+``pgqueue migrate`` all agree with whichever tool installed the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._schema import KNOWN_REVISIONS
+from pgqueue.migrations import sql_files
+
+
+def installed_revision(cur: psycopg.Cursor[Any]) -> str | None:
+    """The revision recorded in the database, or ``None`` when the schema is not there."""
+    if not _store.run(cur, _store.schema_exists()):
+        return None
+    return _store.run(cur, _store.schema_revision_get())
+
+
+def is_installed(recorded: str | None, revision: str) -> bool:
+    """Whether ``recorded`` is ``revision`` or later (an unknown revision is a newer one)."""
+    if recorded is None:
+        return False
+    if recorded not in KNOWN_REVISIONS:
+        return True
+    return KNOWN_REVISIONS.index(recorded) >= KNOWN_REVISIONS.index(revision)
+
+
+def install_revision(
+    cur: psycopg.Cursor[Any], revision: str, run_file: Callable[[str], None]
+) -> bool:
+    """Apply ``revision`` unless it (or a later one) is installed; returns whether it ran.
+
+    ``run_file`` executes one SQL file's text with the calling tool, in the same transaction
+    as ``cur``.
+    """
+    if revision not in KNOWN_REVISIONS:
+        raise ValueError(f"unknown pgqueue schema revision {revision!r}")
+    _store.run(cur, _store.schema_lock())
+    if is_installed(installed_revision(cur), revision):
+        return False
+    _store.run(cur, _store.schema_create())
+    _store.run(cur, _store.schema_version_table_create())
+    for text in sql_files(revision):
+        run_file(text)
+    _store.run(cur, _store.schema_revision_clear())
+    _store.run(cur, _store.schema_revision_insert(revision))
+    return True

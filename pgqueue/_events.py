@@ -1,0 +1,150 @@
+"""What a worker tells the world about its jobs: log records, a periodic summary, per-task
+callbacks and any listener (metrics) — fed by two calls from the worker's hot path.
+
+The hot path stays cheap: a finished job costs a few attribute reads and one small object;
+log records are only formatted when their level is enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pgqueue._hooks import JobEvent
+
+if TYPE_CHECKING:
+    from pgqueue._store import Outcome
+    from pgqueue._worker import JobContext, Worker
+    from pgqueue._worker._executor import ClaimedJob
+
+log = logging.getLogger("pgqueue.worker")
+
+Listener = Callable[[JobEvent], None]
+"""Called on the event loop after each attempt; must be quick and must not block."""
+
+_LEVELS = {
+    "succeeded": logging.DEBUG,
+    "retrying": logging.INFO,
+    "cancelled": logging.INFO,
+    "failed": logging.ERROR,
+}
+
+
+class WorkerEvents:
+    """A worker's job events: logs them, runs task callbacks, and feeds ``listeners``."""
+
+    def __init__(self, worker: Worker, summary_interval: float = 60.0) -> None:
+        self.worker = worker
+        self.summary_interval = summary_interval
+        self.listeners: list[Listener] = []
+        self.start_listeners: list[Callable[[ClaimedJob], None]] = []
+        self.metrics_port: int | None = None
+        self._callbacks: set[asyncio.Future[Any]] = set()
+
+    def job_started(self, job: ClaimedJob) -> float:
+        """Note that ``job`` starts now; returns the start time to pass to :meth:`job_finished`."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "job %s (%s on %s) started, attempt %s", job.id, job.task, job.queue, job.attempt,
+                extra={"action": "job_started", "job_id": job.id, "task": job.task,
+                       "queue": job.queue, "attempt": job.attempt},
+            )  # fmt: skip
+        for listener in self.start_listeners:
+            listener(job)
+        return time.monotonic()
+
+    def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
+        """Report how an attempt ended to the log, the task's callbacks and the listeners."""
+        state = "retrying" if outcome.state == "queued" else outcome.state
+        logged = log.isEnabledFor(_LEVELS[state])
+        callback = self._callback_for(ctx.task, state)
+        if not (logged or callback or self.listeners):
+            return  # the common case at INFO without metrics: no event object at all
+        event = JobEvent(
+            ctx, state, time.monotonic() - started, outcome.error, outcome.traceback,
+            outcome.result,
+        )  # fmt: skip
+        for listener in self.listeners:  # before the log line: whoever reads it sees the counts
+            listener(event)
+        if logged:
+            _log_event(event)
+        if callback is not None:
+            future = asyncio.ensure_future(_run_callback(callback, event))
+            self._callbacks.add(future)
+            future.add_done_callback(self._callbacks.discard)
+
+    def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
+        if state == "succeeded":
+            task = self.worker.app.get_task(task_name)
+            return task.options.on_success if task else None
+        if state == "failed":
+            task = self.worker.app.get_task(task_name)
+            return task.options.on_failure if task else None
+        return None
+
+    async def drain(self, timeout: float) -> None:
+        """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown)."""
+        if self._callbacks:
+            await asyncio.wait(list(self._callbacks), timeout=timeout)
+
+    async def summarize(self) -> None:
+        """Log one summary line every ``summary_interval`` seconds (a worker service)."""
+        last = _totals(self.worker)
+        while True:
+            await asyncio.sleep(self.summary_interval)
+            now = _totals(self.worker)
+            _log_summary(self.worker, {k: now[k] - last[k] for k in now}, self.summary_interval)
+            last = now
+
+
+async def _run_callback(fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
+    try:
+        if inspect.iscoroutinefunction(fn):
+            await fn(event)
+        else:
+            await asyncio.to_thread(fn, event)
+    except Exception:
+        log.exception(
+            "callback %s of job %s raised", getattr(fn, "__qualname__", fn), event.job.id,
+            extra={"action": "callback_error", **_job_fields(event)},
+        )  # fmt: skip
+
+
+def _job_fields(event: JobEvent) -> dict[str, Any]:
+    job = event.job
+    return {
+        "job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
+        "duration_ms": round(event.duration * 1000, 3),
+    }  # fmt: skip
+
+
+def _log_event(event: JobEvent) -> None:
+    fields = _job_fields(event)
+    detail = f": {event.error}" if event.error else ""
+    log.log(
+        _LEVELS[event.state], "job %s (%s on %s) %s after %.1f ms, attempt %s/%s%s",
+        event.job.id, event.job.task, event.job.queue, event.state, fields["duration_ms"],
+        event.job.attempt, event.job.max_attempts, detail,
+        extra={"action": f"job_{event.state}", **fields},
+    )  # fmt: skip
+
+
+def _totals(worker: Worker) -> dict[str, int]:
+    s = worker.stats
+    return {"succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled,
+            "retried": s.retried}  # fmt: skip
+
+
+def _log_summary(worker: Worker, delta: dict[str, int], interval: float) -> None:
+    log.info(
+        "last %.0f s: %s jobs finished (%s succeeded, %s failed, %s cancelled), %s retried;"
+        " %s running", interval, delta["succeeded"] + delta["failed"] + delta["cancelled"],
+        delta["succeeded"], delta["failed"], delta["cancelled"], delta["retried"],
+        worker.running,
+        extra={"action": "worker_summary", "worker": worker.name, "running": worker.running,
+               **delta},
+    )  # fmt: skip

@@ -1,0 +1,80 @@
+"""Extension points of an app: middleware around each attempt, enqueue-time metadata, and
+the :class:`JobEvent` that per-task callbacks and worker listeners receive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgqueue._worker._context import JobContext
+
+Middleware = Callable[["JobContext", Callable[[], Awaitable[Any]]], Awaitable[Any]]
+"""``async def mw(job, call_next)``: runs around every attempt; returns what ``call_next()``
+returned (or something else), or raises."""
+
+MetaHook = Callable[[dict[str, Any]], dict[str, Any]]
+"""Called at enqueue with the job's ``meta``; returns the ``meta`` to store."""
+
+Callback = Callable[["JobEvent"], Any]
+"""``on_success`` / ``on_failure``: a function or coroutine function taking a :class:`JobEvent`."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """How one attempt ended, as workers report it to callbacks and listeners.
+
+    ``state`` is ``succeeded``, ``failed`` (final), ``cancelled`` or ``retrying``.
+    """
+
+    job: JobContext
+    state: str
+    duration: float
+    error: str | None = None
+    traceback: str | None = None
+    encoded_result: str | None = None
+
+    @property
+    def result(self) -> Any:
+        """The task's return value (``None`` unless it succeeded and results are stored)."""
+        return None if self.encoded_result is None else json.loads(self.encoded_result)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the job will not run again."""
+        return self.state != "retrying"
+
+
+class AppHooks:
+    """The middleware and enqueue hooks registered on one app."""
+
+    def __init__(self) -> None:
+        self.middleware: list[Middleware] = []
+        self.enqueue_meta: list[MetaHook] = []
+
+    def job_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        """The ``meta`` to store for a new job, after every enqueue hook."""
+        result = dict(meta) if meta else {}
+        for hook in self.enqueue_meta:
+            result = hook(result)
+        return result
+
+
+async def call_through(
+    middleware: list[Middleware], job: JobContext, call: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run ``call`` inside every middleware, the first registered outermost."""
+    if not middleware:
+        return await call()
+
+    def step(index: int) -> Callable[[], Awaitable[Any]]:
+        if index == len(middleware):
+            return call
+        return lambda: middleware[index](job, step(index + 1))
+
+    return await step(0)()
+
+
+JobEvent.__module__ = "pgqueue"

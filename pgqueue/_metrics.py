@@ -1,0 +1,120 @@
+"""Prometheus metrics served by a worker (``pip install 'pgqueue[prometheus]'``).
+
+Counters and histograms are fed by the worker's job events, in memory. Queue depth is read by
+one bounded query every ``interval`` seconds (a capped count on the claim index), never by a
+scrape, so a scraper cannot load the database however often it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._errors import ConfigurationError
+from pgqueue._hooks import JobEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from pgqueue._worker import Worker
+    from pgqueue._worker._executor import ClaimedJob
+
+log = logging.getLogger("pgqueue.worker")
+
+DEPTH_CAP = 10_000
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise ConfigurationError(
+            "metrics need prometheus_client: pip install 'pgqueue[prometheus]'"
+        ) from None
+    return prometheus_client
+
+
+class WorkerMetrics:
+    """The metrics of one worker, in a registry of their own."""
+
+    def __init__(self, worker: Worker) -> None:
+        p = _prometheus()
+        self.worker = worker
+        self.registry = p.CollectorRegistry()
+        r = self.registry
+        self.finished = p.Counter("pgqueue_jobs_finished", "Jobs that reached a final state.",
+                                  ["task", "queue", "state"], registry=r)  # fmt: skip
+        self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
+                                 ["task", "queue"], registry=r)  # fmt: skip
+        self.duration = p.Histogram("pgqueue_job_duration_seconds", "Time to run one attempt.",
+                                    ["task", "queue"], registry=r)  # fmt: skip
+        self.latency = p.Histogram(
+            "pgqueue_job_start_latency_seconds", "Time from runnable (enqueue or run_at) to start.",
+            ["queue"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.depth = p.Gauge("pgqueue_queue_depth", f"Runnable jobs (capped at {DEPTH_CAP}).",
+                             ["queue"], registry=r)  # fmt: skip
+        self.estimate = p.Gauge("pgqueue_active_jobs_estimate",
+                                 "Queued + running jobs, all queues (planner estimate).",
+                                 registry=r)  # fmt: skip
+        running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
+        running.set_function(lambda: worker.running)
+
+    def on_finished(self, event: JobEvent) -> None:
+        """Count one finished attempt (a worker events listener)."""
+        job = event.job
+        self.duration.labels(job.task, job.queue).observe(event.duration)
+        if event.state == "retrying":
+            self.retries.labels(job.task, job.queue).inc()
+        else:
+            self.finished.labels(job.task, job.queue, event.state).inc()
+
+    def on_claimed(self, job: ClaimedJob) -> None:
+        """Observe how long a claimed job waited to start."""
+        self.latency.labels(job.queue).observe(job.waited)
+
+    async def refresh_depth(self, interval: float) -> None:
+        """Read the depth of the worker's queues every ``interval`` seconds, forever."""
+        while True:
+            try:
+                depth = await self.worker.run_sql(
+                    _store.queues_depth(list(self.worker.queues), DEPTH_CAP)
+                )
+                for queue, count in depth.items():
+                    self.depth.labels(queue).set(count)
+                self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
+            except (psycopg.Error, OSError):
+                log.warning("reading queue depth failed", extra={"action": "metrics_error"})
+            await asyncio.sleep(interval)
+
+
+def metrics_service(
+    worker: Worker, port: int, addr: str = "0.0.0.0", interval: float = 10.0
+) -> Callable[[Worker], Awaitable[None]]:
+    """A worker service serving ``/metrics`` on ``port`` (0 picks a free port).
+
+    The bound port is in ``worker.events.metrics_port`` once the service runs.
+    """
+    metrics = WorkerMetrics(worker)
+    worker.events.listeners.append(metrics.on_finished)
+    worker.events.start_listeners.append(metrics.on_claimed)
+
+    async def serve(w: Worker) -> None:
+        server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)
+        w.events.metrics_port = server.server_port
+        log.info(
+            "serving metrics on port %s", server.server_port, extra={"action": "metrics_serving"}
+        )
+        try:
+            await metrics.refresh_depth(interval)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+    return serve

@@ -1,0 +1,205 @@
+"""Inspecting and steering jobs: the functions behind ``app.get_job``, ``pgqueue jobs ...``.
+
+Each takes the caller's connection (psycopg sync, or anything an adapter accepts) and never
+commits, like ``enqueue``; the CLI opens a connection, calls one of these, and commits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._errors import JobStateError
+from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
+from pgqueue._schema import schema_problem, schema_state
+
+if TYPE_CHECKING:
+    from pgqueue._app import PgQueue
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def get_job(conn: SyncConnection, job_id: int) -> Job | None:
+    """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
+    with sync_cursor(conn) as cur:
+        row = _store.run(cur, _store.jobs_read(job_id))
+    return Job(*row) if row else None
+
+
+async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
+    """Async twin of :func:`get_job`."""
+    async with async_cursor(conn) as cur:
+        row = await _store.arun(cur, _store.jobs_read(job_id))
+    return Job(*row) if row else None
+
+
+def list_jobs(
+    conn: SyncConnection,
+    *,
+    state: str | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    """The newest ``limit`` jobs matching every filter given."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    with sync_cursor(conn) as cur:
+        rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
+    return [Job(*row) for row in rows]
+
+
+def retry_job(conn: SyncConnection, job_id: int) -> None:
+    """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
+    with sync_cursor(conn) as cur:
+        if _store.run(cur, _store.jobs_retry([job_id])):
+            return
+        row = _store.run(cur, _store.jobs_read(job_id))
+    raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
+
+
+def _why_not_retried(job_id: int, job: Job | None) -> str:
+    if job is None:
+        return f"there is no job {job_id}"
+    if job.state in ("failed", "cancelled"):
+        return f"job {job_id}'s unique key {job.unique_key!r} is held by an active job"
+    return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
+
+
+def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
+    """Put every failed job (of ``task``, if given) back in its queue; returns how many."""
+    with sync_cursor(conn) as cur:
+        count: int = _store.run(cur, _store.jobs_retry_failed(task))
+    return count
+
+
+def cancel_job(conn: SyncConnection, job_id: int) -> str:
+    """Cancel a job: returns ``"cancelled"`` (it was queued) or ``"requested"`` (running).
+
+    A running job is stopped by its worker at its next heartbeat. Raises
+    :class:`JobStateError` when the job does not exist or has already finished.
+    """
+    with sync_cursor(conn) as cur:
+        outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
+    return _cancel_outcome(job_id, outcome)
+
+
+async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
+    """Async twin of :func:`cancel_job`."""
+    async with async_cursor(conn) as cur:
+        outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
+    return _cancel_outcome(job_id, outcome)
+
+
+def _cancel_outcome(job_id: int, outcome: str | None) -> str:
+    if outcome is None:
+        raise JobStateError(f"there is no job {job_id}")
+    if outcome.startswith("already "):
+        raise JobStateError(f"job {job_id} has already finished: it is {outcome[8:]}")
+    return outcome
+
+
+def queue_stats(conn: SyncConnection) -> list[QueueStats]:
+    """One :class:`QueueStats` per queue that has jobs, by name."""
+    with sync_cursor(conn) as cur:
+        return [QueueStats(*row) for row in _store.run(cur, _store.queues_stats())]
+
+
+def live_workers(conn: SyncConnection, name: str | None = None) -> list[WorkerInfo]:
+    """Workers seen within their last three heartbeats (only ``name``, if given)."""
+    with sync_cursor(conn) as cur:
+        return [WorkerInfo(*row) for row in _store.run(cur, _store.workers_list(name))]
+
+
+def prune(
+    conn: SyncConnection,
+    older_than: float | timedelta,
+    states: Iterable[str] = TERMINAL_STATES,
+    batch: int = 1000,
+) -> int:
+    """Delete finished jobs of ``states`` finished more than ``older_than`` ago; returns how many.
+
+    Works in batches of ``batch`` rows per state. On an autocommit connection each batch
+    commits on its own, so a big prune never holds many locks at once.
+    """
+    seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+    return prune_by_state(conn, dict.fromkeys(sorted(states), float(seconds)), batch)
+
+
+def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000) -> int:
+    """Like :func:`prune`, with an age in seconds per state."""
+    unknown = set(ages) - TERMINAL_STATES
+    if unknown:
+        raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
+    total = 0
+    with sync_cursor(conn) as cur:
+        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):
+            total += deleted
+    return total
+
+
+def health_problem(dsn: str, worker: str | None = None) -> str | None:
+    """``None`` when the database answers, the schema is current and ``worker`` (if given)
+    is heart-beating; else a one-line explanation. For container health probes."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        problem = schema_problem(*schema_state(conn))
+        if problem or worker is None:
+            return problem
+        if not live_workers(conn, worker):
+            return f"worker {worker!r} has not sent a heartbeat recently (or is not running)"
+    return None
+
+
+def as_dict(item: Any) -> dict[str, Any]:
+    """A job, queue or worker as a plain dict (for JSON output)."""
+    return {name: getattr(item, name) for name in item.__dataclass_fields__}
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:])
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 12h, 7d") from None
+    if not seconds >= 0:
+        raise ValueError(f"invalid duration {text!r}: must be >= 0")
+    return seconds
+
+
+def decode_call(args: str | None, kwargs: str | None) -> tuple[list[Any], dict[str, Any]]:
+    """Positional arguments (a JSON array) and keyword arguments (a JSON object) from text."""
+    decoded_args = _decode(args or "[]", "--args", list)
+    decoded_kwargs = _decode(kwargs or "{}", "--kwargs", dict)
+    return decoded_args, decoded_kwargs
+
+
+def _decode(text: str, what: str, kind: type[Any]) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        expected = "an array" if kind is list else "an object"
+        raise ValueError(f"{what} must be {expected} in JSON, got {text!r}")
+    return value
+
+
+def enqueue_by_name(
+    conn: SyncConnection, app: PgQueue, task: str, args: list[Any], kwargs: dict[str, Any],
+    **options: Any,
+) -> int:  # fmt: skip
+    """Enqueue task ``task`` by name with ``options`` (queue, priority, delay...)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    return app.using(task, **options).enqueue(conn, *args, **kwargs)

@@ -1,0 +1,170 @@
+"""Periodic tasks: a task plus a cron schedule, registered with ``@app.periodic(...)``.
+
+The scheduler (``pgqueue._worker._scheduler``) turns their ticks into jobs; this module holds
+what a schedule is, how it is declared, and what ``pgqueue cron list`` reports.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgqueue import _json, _store
+from pgqueue._cron import CronSpec, next_tick
+from pgqueue._options import check_queue, check_task_name
+from pgqueue._task import Task
+
+if TYPE_CHECKING:
+    from pgqueue._app import PgQueue
+
+DEFAULT_CATCH_UP = timedelta(minutes=10)
+"""Missed ticks younger than this are still enqueued after downtime; older ones are skipped."""
+
+MAX_CATCH_UP = timedelta(days=7)
+
+# Tick rows outlive the catch-up window by this much before pruning, so that a scheduler
+# stalled for less than that cannot find a tick it may still fire already forgotten.
+PRUNE_GRACE = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Periodic:
+    """A task enqueued on every tick of a cron schedule. See ``@app.periodic``."""
+
+    name: str
+    task: Task[..., Any]
+    cron: CronSpec
+    kwargs: Mapping[str, Any]
+    queue: str
+    catch_up: timedelta
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.Periodic {self.name!r} {self.cron}>"
+
+    @property
+    def keep_seconds(self) -> float:
+        """How long this schedule's tick rows are kept (and the oldest tick it may still fire)."""
+        return (self.catch_up + PRUNE_GRACE).total_seconds()
+
+    def tick_job(self) -> _store.TickJob:
+        """The job each tick creates (the tick itself is added by the store)."""
+        o = self.task.options
+        return _store.TickJob(
+            name=self.name, queue=self.queue, task=self.task.name,
+            kwargs=_json.dumps(dict(self.kwargs)), priority=o.priority,
+            max_attempts=o.max_attempts, timeout=o.timeout, meta=_json.dumps(o.meta or {}),
+        )  # fmt: skip
+
+
+def check_catch_up(catch_up: float | timedelta) -> timedelta:
+    """``catch_up`` as a timedelta between 1 second and 7 days, else ``ValueError``."""
+    if isinstance(catch_up, bool) or not isinstance(catch_up, int | float | timedelta):
+        raise ValueError(f"catch_up must be seconds or a timedelta, got {catch_up!r}")
+    value = catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
+    if not timedelta(seconds=1) <= value <= MAX_CATCH_UP:
+        raise ValueError(f"catch_up must be between 1 second and 7 days, got {catch_up!r}")
+    return value
+
+
+def _check_kwargs(task: Task[..., Any], kwargs: Mapping[str, Any]) -> None:
+    _json.dumps_arguments(task.name, (), kwargs, task.app.max_payload_bytes)
+    if task.fn is not None:
+        try:
+            inspect.signature(task.fn).bind(**kwargs)
+        except TypeError as exc:
+            raise ValueError(
+                f"kwargs {dict(kwargs)!r} do not fit task {task.name!r}: {exc}"
+            ) from None
+
+
+def decorator(
+    app: PgQueue,
+    expression: str,
+    *,
+    timezone: str,
+    kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+    name: str | None,
+    catch_up: float | timedelta,
+) -> Callable[[Any], Task[..., Any]]:
+    """Validate a schedule now; the returned decorator registers the task and the schedule."""
+    cron = CronSpec(expression, timezone)
+    window = check_catch_up(catch_up)
+    if queue is not None:
+        check_queue(queue)
+    if name is not None:
+        check_task_name(name)
+
+    def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
+        task = target if isinstance(target, Task) else app.task(queue=queue)(target)
+        periodic = Periodic(
+            name or task.name, task, cron, dict(kwargs or {}), queue or task.options.queue, window
+        )
+        _check_kwargs(task, periodic.kwargs)
+        _add(app, periodic)
+        return task
+
+    return register
+
+
+def _add(app: PgQueue, periodic: Periodic) -> None:
+    known = app.periodics.get(periodic.name)
+    if known is not None and (known.cron, known.task.fn) != (periodic.cron, periodic.task.fn):
+        raise ValueError(
+            f"a different schedule is already registered as {periodic.name!r}: pass name=..."
+        )
+    app.periodics[periodic.name] = periodic
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """One line of ``pgqueue cron list``: a schedule, its last tick, its next tick."""
+
+    name: str
+    schedule: str
+    last_tick: datetime | None
+    next_tick: datetime | None
+    in_code: bool = True
+
+
+def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
+    """Every schedule of ``app`` with its last tick (from the database) and its next tick.
+
+    Names that have ticks in the database but no schedule in ``app`` come last, with
+    ``in_code=False``: they no longer fire.
+    """
+    with psycopg.connect(dsn or app.dsn, autocommit=True) as conn, conn.cursor() as cur:
+        now = _store.run(cur, _store.clock_now())
+        last = _store.run(cur, _store.ticks_last())
+    statuses = [
+        ScheduleStatus(p.name, str(p.cron), last.get(p.name), next_tick(p.cron, now))
+        for p in sorted(app.periodics.values(), key=lambda p: p.name)
+    ]
+    gone = sorted(set(last) - set(app.periodics))
+    return statuses + [ScheduleStatus(n, "-", last[n], None, in_code=False) for n in gone]
+
+
+def format_cron_list(statuses: list[ScheduleStatus]) -> str:
+    """``cron_list`` as an aligned text table (times in UTC)."""
+    rows = [("NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)")]
+    for s in statuses:
+        upcoming = _when(s.next_tick) if s.in_code else "not in code: no longer fires"
+        rows.append((s.name, s.schedule, _when(s.last_tick), upcoming))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+Periodic.__module__ = "pgqueue"
+ScheduleStatus.__module__ = "pgqueue"

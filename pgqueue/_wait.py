@@ -1,0 +1,71 @@
+"""Waiting for a job to finish: LISTEN for completion notifications, re-read the row.
+
+The statement that moves jobs to finished_jobs notifies ``pgqueue_finished`` with their ids
+(one notification per statement, see 0001_zz_functions.sql). A notification only says "look
+again": the waiter re-reads the row, and polls every ``poll_interval`` seconds in case a
+notification was lost. LISTEN starts before the first read, so no completion slips between.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._errors import JobStateError
+from pgqueue._job import Job
+from pgqueue._ops import aget_job, get_job
+
+
+def _mentions(payload: str, job_id: int) -> bool:
+    return str(job_id) in payload.split(",")
+
+
+def _check(job: Job | None, job_id: int) -> Job | None:
+    if job is None:
+        raise JobStateError(f"there is no job {job_id}")
+    return job if job.is_finished else None
+
+
+def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+    return left
+
+
+def wait_sync(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
+    """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            _store.run(cur, _store.listen_finished())
+        while (job := _check(get_job(conn, job_id), job_id)) is None:
+            left = _remaining(deadline, job_id, timeout)
+            _next_note(conn, job_id, poll_interval if left is None else min(left, poll_interval))
+        return job
+
+
+def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> None:
+    for note in conn.notifies(timeout=seconds):
+        if _mentions(note.payload, job_id):
+            return
+
+
+async def wait(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
+    """Async twin of :func:`wait_sync`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        async with conn.cursor() as cur:
+            await _store.arun(cur, _store.listen_finished())
+        while (job := _check(await aget_job(conn, job_id), job_id)) is None:
+            left = _remaining(deadline, job_id, timeout)
+            seconds = poll_interval if left is None else min(left, poll_interval)
+            async for note in conn.notifies(timeout=seconds):
+                if _mentions(note.payload, job_id):
+                    break
+        return job

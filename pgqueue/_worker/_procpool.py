@@ -1,0 +1,139 @@
+"""A process pool that can kill and replace one child: one process per slot.
+
+``concurrent.futures.ProcessPoolExecutor`` cannot stop a single call: a task that overran its
+timeout, was cancelled or lost its lease would keep its process busy, and a child that dies breaks
+the whole pool. Here every slot owns one child and a pipe; the caller waits on the pipe from the
+event loop, and giving up on a call kills that child. The next call starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import multiprocessing
+import sys
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from pgqueue._worker._context import JobContext, _current
+
+
+class ChildLost(Exception):
+    """The child process died (or was killed) before it answered."""
+
+
+class RemoteError(Exception):
+    """An exception raised in a child that could not be sent back as itself."""
+
+
+class _Slot:
+    """One child process and the parent's end of its pipe."""
+
+    def __init__(self, context: BaseContext) -> None:
+        parent, child = context.Pipe()
+        self.conn: Connection = parent
+        self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+            target=_child_main, args=(child,), daemon=True, name="pgqueue-process-task"
+        )
+        self.process.start()
+        child.close()
+
+    async def call(self, message: tuple[Any, ...]) -> Any:
+        """Send one call and wait for its answer without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+        fd = self.conn.fileno()
+        loop.add_reader(fd, _resolve, answered)
+        try:
+            self.conn.send(message)
+            await answered
+            ok, value = self.conn.recv()
+        except (EOFError, OSError):
+            raise ChildLost() from None
+        except Exception as exc:  # the answer arrived whole but cannot be unpickled here
+            raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            loop.remove_reader(fd)
+        if ok:
+            return value
+        raise value
+
+    def kill(self) -> None:
+        """Kill the child now and release the pipe."""
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class ProcessPool:
+    """At most ``size`` children; a call that is abandoned takes its child down with it."""
+
+    def __init__(self, size: int) -> None:
+        method = "forkserver" if sys.platform == "linux" else "spawn"
+        self._context = multiprocessing.get_context(method)
+        self._idle: list[_Slot] = []
+        self._free = asyncio.Semaphore(max(size, 1))
+        self.recycled = 0
+
+    async def run(self, where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
+        """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
+
+        Cancelling the caller (timeout, cancel request, lost lease) kills the child.
+        """
+        async with self._free:
+            # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
+            slot = self._idle.pop() if self._idle else await asyncio.to_thread(_Slot, self._context)
+            try:
+                result = await slot.call((where, args, kwargs, fields))
+            except BaseException as exc:
+                if isinstance(exc, ChildLost | asyncio.CancelledError):
+                    self.recycled += 1
+                    slot.kill()
+                else:
+                    self._idle.append(slot)
+                raise
+            self._idle.append(slot)
+            return result
+
+    def shutdown(self) -> None:
+        """Kill every idle child (busy ones are killed when their callers are cancelled)."""
+        for slot in self._idle:
+            slot.kill()
+        self._idle.clear()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _child_main(conn: Connection) -> None:
+    """The child's loop: receive a call, run it, send back (ok, value)."""
+    while True:
+        try:
+            where, args, kwargs, fields = conn.recv()
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields))
+        except BaseException as exc:  # a task's SystemExit must not end the child silently
+            answer = (False, exc)
+        try:
+            conn.send(answer)
+        except Exception as exc:  # unpicklable result or exception
+            conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
+
+
+def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
+    """Import the registered task's module and call its function with a job context."""
+    module, qualname = where
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
+    _current.set(JobContext(*fields))
+    return fn(*args, **kwargs)

@@ -1,0 +1,158 @@
+"""The scheduler: a worker service that turns the ticks of periodic tasks into jobs.
+
+Every worker may run it. Ticks are computed from the database's clock, and each tick is
+recorded in ``pgqueue.periodic_ticks`` by the same statement that enqueues its job, so the
+primary key of that table decides which scheduler fires a tick: exactly one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._cron import due_ticks, next_tick
+from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
+from pgqueue._worker._db import Db, backoff
+
+if TYPE_CHECKING:
+    from pgqueue._worker._worker import Worker
+
+log = logging.getLogger("pgqueue.scheduler")
+
+MAX_SLEEP = 30.0  # re-read the database clock at least this often
+WAKE_LATE = 0.002  # wake just after a tick, never just before it
+LATE = timedelta(seconds=1)  # a tick fired later than this is logged as caught up
+PRUNE_INTERVAL = 60.0
+PRUNE_BATCH = 500
+PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up for long
+
+
+async def run_scheduler(worker: Worker) -> None:
+    """The worker service: schedule ``worker.app``'s periodic tasks until the worker stops."""
+    db = Db(worker.dsn, "scheduler")
+    try:
+        await Scheduler(worker.app.periodics.values(), db).run(worker.stopping)
+    finally:
+        await db.close()
+
+
+class Scheduler:
+    """Fires the ticks of some periodic tasks; one per worker, any number per database."""
+
+    def __init__(self, periodics: Iterable[Periodic], db: Db, limit: int = 100) -> None:
+        self.periodics = list(periodics)
+        self.db = db
+        self.limit = limit
+        self.cursors: dict[str, datetime] = {}
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Fire ticks as they fall due until ``stopping`` is set; database errors are retried."""
+        failures = 0
+        log.info(
+            "scheduler started: %s", ", ".join(f"{p.name} [{p.cron}]" for p in self.periodics),
+            extra={"action": "scheduler_started"},
+        )  # fmt: skip
+        while not stopping.is_set():
+            try:
+                delay = await self.step()
+                failures = 0
+            except (psycopg.Error, OSError):
+                failures += 1
+                log.warning("scheduler pass failed", exc_info=True,
+                            extra={"action": "scheduler_error"})  # fmt: skip
+                delay = backoff(failures)
+            except Exception:  # a bug must not silently stop this worker's schedules
+                failures += 1
+                log.exception("scheduler pass crashed", extra={"action": "scheduler_error"})
+                delay = backoff(failures, cap=60.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+
+    async def step(self) -> float:
+        """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""
+        if not self.cursors:
+            await self.start()
+        now = await self.db.run(_store.clock_now())
+        more = False
+        for periodic in self.periodics:
+            more |= await self.fire(periodic, now)
+        if time.monotonic() >= self._next_prune:
+            await self.prune()
+        return 0.0 if more else self.sleep_after(now)
+
+    async def start(self) -> None:
+        """Pick up where the database says each schedule left off.
+
+        A schedule with no tick yet starts now: a new schedule never fires for the past.
+        """
+        now = await self.db.run(_store.clock_now())
+        last = await self.db.run(_store.ticks_last())
+        self.cursors = {p.name: last.get(p.name, now) for p in self.periodics}
+
+    async def fire(self, periodic: Periodic, now: datetime) -> bool:
+        """Enqueue the due ticks of one schedule; True if more are due than one pass takes."""
+        due = due_ticks(periodic.cron, self.cursors[periodic.name], now, periodic.catch_up,
+                        self.limit)  # fmt: skip
+        if due.skipped:
+            _log_skipped(periodic, due.skipped, due.skipped_last)
+        if due.due:
+            won = await self.db.run(
+                _store.ticks_insert(periodic.tick_job(), due.due, periodic.keep_seconds)
+            )
+            _log_fired(periodic, won, now)
+        self.cursors[periodic.name] = due.cursor
+        return len(due.due) == self.limit
+
+    def sleep_after(self, now: datetime) -> float:
+        """Seconds from ``now`` (database time) until just after the next tick of any schedule."""
+        upcoming = min(next_tick(p.cron, now) for p in self.periodics)
+        return min(MAX_SLEEP, (upcoming - now).total_seconds() + WAKE_LATE)
+
+    async def prune(self) -> int:
+        """Delete old tick rows in small batches; returns how many went."""
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.5, 1.0)
+        keep = {p.name: p.keep_seconds for p in self.periodics}
+        # A name this code does not know may belong to other code with a longer window.
+        default_keep = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
+        total = 0
+        for _ in range(PRUNE_BATCHES):
+            count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+            total += count
+            if count < PRUNE_BATCH:
+                break
+        if total:
+            log.debug("pruned %s old ticks", total, extra={"action": "ticks_pruned"})
+        return total
+
+
+def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | None) -> None:
+    count = f"{len(skipped)}+" if len(skipped) >= 1000 else str(len(skipped))
+    log.warning(
+        "periodic %r: skipped %s missed ticks older than the catch-up window of %s s,"
+        " from %s to %s",
+        periodic.name, count, periodic.catch_up.total_seconds(), skipped[0].isoformat(),
+        (last or skipped[-1]).isoformat(),
+        extra={"action": "periodic_skipped", "periodic": periodic.name, "count": len(skipped)},
+    )  # fmt: skip
+
+
+def _log_fired(periodic: Periodic, won: list[tuple[int, str]], now: datetime) -> None:
+    for job_id, tick in won:
+        late = now - datetime.fromisoformat(tick) > LATE
+        log.log(
+            logging.INFO if late else logging.DEBUG,
+            "periodic %r: job %s for tick %s%s", periodic.name, job_id, tick,
+            " (caught up)" if late else "",
+            extra={"action": "periodic_fired", "periodic": periodic.name, "job_id": job_id,
+                   "tick": tick, "caught_up": late},
+        )  # fmt: skip

@@ -1,0 +1,66 @@
+"""pgqueue's schema inside your own alembic history.
+
+In a revision of yours::
+
+    from pgqueue.contrib.alembic import upgrade_ops
+
+    def upgrade():
+        upgrade_ops()  # creates (or upgrades) pgqueue's schema, same SQL as `pgqueue migrate`
+
+and in your ``env.py``, keep autogenerate away from pgqueue's tables::
+
+    from pgqueue.contrib.alembic import include_name
+    context.configure(..., include_schemas=True, include_name=include_name)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pgqueue._embed import install_revision
+from pgqueue._schema import SCHEMA_REVISION
+from pgqueue.contrib.sqlalchemy import sync_connection
+
+__all__ = ["SCHEMA", "include_name", "include_object", "upgrade_ops"]
+
+SCHEMA = "pgqueue"
+
+
+def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
+    """Install pgqueue's schema ``revision`` from a revision of your alembic history.
+
+    Runs the same SQL files as pgqueue's own migrations, in your migration's transaction, and
+    records the revision where ``pgqueue migrate --check`` and workers look. Does nothing if
+    that revision (or a later one) is already installed; returns whether it ran. ``op`` is
+    alembic's ``op`` (the default). Each new pgqueue revision needs a new call of yours.
+    """
+    from alembic import context
+
+    if op is None:
+        from alembic import op
+    if context.is_offline_mode():
+        raise NotImplementedError(
+            "pgqueue's schema cannot be installed by `alembic upgrade --sql`: "
+            "add the output of `pgqueue migrate --sql` to your SQL script instead"
+        )
+    bind = op.get_bind()
+    raw = sync_connection(bind)
+    assert raw is not None
+    with raw.cursor() as cur:
+        return install_revision(cur, revision, lambda text: bind.exec_driver_sql(text))
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """An alembic ``include_name`` hook that hides the ``pgqueue`` schema from autogenerate."""
+    if type_ == "schema":
+        return name != SCHEMA
+    return parent_names.get("schema_name") != SCHEMA
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """An alembic ``include_object`` hook that skips every object of the ``pgqueue`` schema."""
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    return getattr(table, "schema", None) != SCHEMA

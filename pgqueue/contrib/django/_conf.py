@@ -1,0 +1,128 @@
+"""The ``PGQUEUE = {...}`` Django setting, and the pgqueue app and DSN derived from it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from pgqueue._app import PgQueue
+from pgqueue._task import Task
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": "default",  # the Django database alias that holds pgqueue's schema
+    "APP": None,  # dotted path of your own PgQueue; default: one made from these settings
+    "QUEUE": "default",  # default queue of the app made here
+    "MAX_ATTEMPTS": 3,  # default attempts of the app made here
+    "DSN": None,  # what workers and the CLI connect to; default: the DATABASE's settings
+    "AUTODISCOVER": "tasks",  # module imported from every installed app (None: none)
+    "TASK_MODULES": [],  # more modules to import at start-up, so their tasks are registered
+}
+
+# Django's connection parameters that are not libpq's (psycopg objects and Django options).
+_NOT_LIBPQ = {"context", "cursor_factory", "prepare_threshold"}
+
+
+def settings() -> dict[str, Any]:
+    """``PGQUEUE`` merged over the defaults; unknown keys are an ``ImproperlyConfigured``."""
+    from django.conf import settings as django_settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    given = getattr(django_settings, "PGQUEUE", {}) or {}
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"unknown PGQUEUE setting(s): {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(DEFAULTS)}"
+        )
+    return {**DEFAULTS, **given}
+
+
+def database_alias() -> str:
+    """The Django database alias pgqueue uses."""
+    alias: str = settings()["DATABASE"]
+    return alias
+
+
+def connection() -> Any:
+    """Django's connection to pgqueue's database: pass it to ``enqueue`` inside ``atomic()``."""
+    from django.db import connections
+
+    return connections[database_alias()]
+
+
+def dsn() -> str:
+    """The libpq DSN workers and the CLI use: ``PGQUEUE["DSN"]``, else the database's settings."""
+    configured: str | None = settings()["DSN"]
+    if configured:
+        return configured
+    params = connection().get_connection_params()
+    usable = {
+        key: value
+        for key, value in params.items()
+        if key not in _NOT_LIBPQ and isinstance(value, str | int) and value != ""
+    }
+    return make_conninfo("", **usable)
+
+
+@functools.cache
+def get_app() -> PgQueue:
+    """The PgQueue Django code registers tasks on and workers run (``PGQUEUE["APP"]``)."""
+    from django.utils.module_loading import import_string
+
+    config = settings()
+    if config["APP"]:
+        app = import_string(config["APP"])
+        if not isinstance(app, PgQueue):
+            raise TypeError(f"PGQUEUE['APP'] = {config['APP']!r} is not a pgqueue.PgQueue")
+        return app
+    return DjangoPgQueue(default_queue=config["QUEUE"], max_attempts=config["MAX_ATTEMPTS"])
+
+
+def release_connections() -> None:
+    """Close Django connections that are broken or past ``CONN_MAX_AGE``, as Django does
+    around each request; connections inside an ``atomic()`` block are left alone."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
+def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        release_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            release_connections()
+
+    return run
+
+
+class DjangoPgQueue(PgQueue):
+    """A PgQueue whose DSN, unless given, is read from Django's settings when needed, and
+    whose worker threads treat Django's connections as Django treats them per request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wrapped: dict[str, Task[Any, Any]] = {}
+
+    def get_task(self, name: str) -> Task[Any, Any] | None:
+        """The task ``name``; plain functions are wrapped to release Django connections."""
+        task = super().get_task(name)
+        if task is None or task.fn is None or inspect.iscoroutinefunction(task.fn):
+            return task
+        cached = self._wrapped.get(name)
+        if cached is None or cached.fn.__wrapped__ is not task.fn:  # type: ignore[union-attr]
+            cached = self._wrapped[name] = Task(self, _hygienic(task.fn), name, task.options)
+        return cached
+
+    @property
+    def dsn(self) -> str:
+        """``PGQUEUE["DSN"]``, else the connection settings of ``PGQUEUE["DATABASE"]``."""
+        return self._dsn or dsn()

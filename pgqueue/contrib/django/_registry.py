@@ -1,0 +1,110 @@
+"""Which Django tasks a pgqueue worker may run, and how it runs them.
+
+Invariant 8 (a row never makes the worker import or call anything unregistered) holds as for
+any pgqueue task: a Django task becomes runnable when the backend validates it, which Django
+does when the ``@task`` decorator creates it. So the worker runs exactly the Django tasks
+defined in modules it imported itself: every installed app's ``tasks`` module (autodiscovered
+by the app's ``ready()``), the modules those import, and ``PGQUEUE["TASK_MODULES"]``. A row
+naming anything else fails as an unknown task; nothing is imported on its behalf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from pgqueue._manage import get_job
+from pgqueue._worker import current_job
+from pgqueue.contrib.django import _compat as dt
+from pgqueue.contrib.django import _conf
+from pgqueue.contrib.django._results import task_result
+
+_tasks: dict[str, Any] = {}
+
+
+def django_task(name: str) -> Any:
+    """The Django task registered under ``name`` (its module path), or ``None``."""
+    return _tasks.get(name)
+
+
+def register(task: Any) -> None:
+    """Make a Django task runnable by pgqueue workers, under its module path."""
+    name: str = task.module_path
+    if name in _tasks:
+        return
+    app = _conf.get_app()
+    if name in app.tasks:
+        raise ValueError(f"{name!r} is already a pgqueue task: give one of them another name")
+    _tasks[name] = task
+    if inspect.iscoroutinefunction(task.func):
+        app.task(name=name, executor="async")(_async_runner(name))
+    else:
+        app.task(name=name, executor="thread")(_sync_runner(name))
+
+
+def _started(name: str) -> Any:
+    """The RUNNING result of the current job, read from the database; sends task_started."""
+    _conf.release_connections()
+    task = _tasks[name]
+    job = get_job(_conf.connection(), current_job().id)
+    _conf.release_connections()
+    assert job is not None
+    result = task_result(task, job, task.backend)
+    dt.task_started.send(type(task.get_backend()), task_result=result)
+    return result
+
+
+def _finished(result: Any, value: Any = None, error: BaseException | None = None) -> None:
+    """Mark ``result`` finished (for the signal only: the ack writes the row) and send it."""
+    from django.utils import timezone
+
+    if error is None:
+        object.__setattr__(result, "_return_value", value)
+        object.__setattr__(result, "status", dt.TaskResultStatus.SUCCESSFUL)
+    else:
+        path = f"{type(error).__module__}.{type(error).__qualname__}"
+        tb = "".join(traceback.format_exception(error))
+        result.errors.append(dt.TaskError(exception_class_path=path, traceback=tb))
+        object.__setattr__(result, "status", dt.TaskResultStatus.FAILED)
+    # The row's finished_at comes from the database's clock when the outcome is acked.
+    object.__setattr__(result, "finished_at", timezone.now())
+    dt.task_finished.send(type(result.task.get_backend()), task_result=result)
+    _conf.release_connections()
+
+
+def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
+
+
+def _sync_runner(name: str) -> Callable[..., Any]:
+    def run_django_task(*args: Any, **kwargs: Any) -> Any:
+        result = _started(name)
+        task = _tasks[name]
+        try:
+            value = dt.normalize_json(task.call(*_call_args(task, result, args), **kwargs))
+        except BaseException as exc:
+            _finished(result, error=exc)
+            raise
+        _finished(result, value)
+        return value
+
+    return run_django_task
+
+
+def _async_runner(name: str) -> Callable[..., Any]:
+    async def run_django_task(*args: Any, **kwargs: Any) -> Any:
+        result = await sync_to_async(_started, thread_sensitive=False)(name)
+        task = _tasks[name]
+        try:
+            value = dt.normalize_json(await task.acall(*_call_args(task, result, args), **kwargs))
+        except BaseException as exc:
+            await sync_to_async(_finished, thread_sensitive=False)(result, error=exc)
+            raise
+        await sync_to_async(_finished, thread_sensitive=False)(result, value)
+        return value
+
+    return run_django_task

@@ -1,0 +1,68 @@
+"""pgqueue jobs as Django ``TaskResult`` objects: statuses, errors, timestamps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgqueue._manage import JobInfo
+from pgqueue.contrib.django import _compat as dt
+
+# pgqueue's states onto Django's statuses. Django has no "cancelled": it is a failure there.
+STATUSES = {
+    "queued": "READY",
+    "running": "RUNNING",
+    "succeeded": "SUCCESSFUL",
+    "failed": "FAILED",
+    "cancelled": "FAILED",
+}
+
+
+def exception_class_path(traceback: str | None) -> str:
+    """The dotted class of the exception a formatted traceback ends with.
+
+    ``traceback.format_exception`` writes ``module.Class: message`` on the last line, without
+    the module for built-in exceptions. Without a traceback (a lost worker), ``Exception``.
+    """
+    lines = [line for line in (traceback or "").splitlines() if line and line[0] != " "]
+    if not lines:
+        return "builtins.Exception"
+    name = lines[-1].split(":", 1)[0].strip()
+    if not name.replace(".", "").replace("_", "").isalnum():
+        return "builtins.Exception"
+    return name if "." in name else f"builtins.{name}"
+
+
+def task_errors(job: JobInfo) -> list[Any]:
+    """One ``TaskError`` per failed attempt, oldest first."""
+    return [
+        dt.TaskError(
+            exception_class_path=exception_class_path(e.get("traceback")),
+            traceback=e.get("traceback") or e.get("error") or "",
+        )
+        for e in job.errors
+    ]
+
+
+def task_result(task: Any, job: JobInfo, backend: str) -> Any:
+    """The ``TaskResult`` of ``task`` that ``job`` describes.
+
+    pgqueue keeps the id of the last worker only: ``worker_ids`` repeats it once per attempt,
+    so that ``TaskResult.attempts`` is right.
+    """
+    result = dt.TaskResult(
+        task=task,
+        id=str(job.id),
+        status=dt.TaskResultStatus[STATUSES[job.state]],
+        enqueued_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        last_attempted_at=job.started_at,
+        args=job.args,
+        kwargs=job.kwargs,
+        backend=backend,
+        errors=task_errors(job),
+        worker_ids=[job.worker_id or ""] * job.attempts,
+    )
+    if job.state == "succeeded":
+        object.__setattr__(result, "_return_value", job.result)
+    return result

@@ -1,0 +1,95 @@
+"""A backend for Django's tasks framework that enqueues in your database transaction.
+
+``TASKS = {"default": {"BACKEND": "pgqueue.contrib.django.PgQueueBackend"}}``. A task enqueued
+inside ``transaction.atomic()`` is a pgqueue job written on Django's own connection: it exists
+exactly when the ORM writes commit. pgqueue workers (``manage.py pgqueue worker``) run it.
+
+``OPTIONS``: ``"DATABASE"`` (default ``PGQUEUE["DATABASE"]``) and ``"MAX_ATTEMPTS"`` (default
+1: a Django task that raises is FAILED at once, as Django's API expects).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgqueue._manage import get_job
+from pgqueue._options import check_queue
+from pgqueue.contrib.django import _compat as dt
+from pgqueue.contrib.django import _conf, _registry
+from pgqueue.contrib.django._results import task_result
+
+__all__ = ["PgQueueBackend"]
+
+
+class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
+    """Django tasks as pgqueue jobs: transactional enqueue, deferral, priority, results.
+
+    Django's priorities (-100..100, higher first) are pgqueue priorities unchanged; a task's
+    ``queue_name`` is its pgqueue queue; ``run_after`` is the job's ``run_at``.
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.database: str | None = self.options.get("DATABASE")
+        self.max_attempts = int(self.options.get("MAX_ATTEMPTS", 1))
+
+    def _connection(self) -> Any:
+        from django.db import connections
+
+        return connections[self.database or _conf.database_alias()]
+
+    def validate_task(self, task: Any) -> None:
+        """Django's checks, a valid pgqueue queue name, then register the task for workers."""
+        super().validate_task(task)
+        try:
+            check_queue(task.queue_name)
+        except ValueError as exc:
+            raise dt.InvalidTask(str(exc)) from None
+        _registry.register(task)
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        """Insert the job on Django's connection, in the current transaction if any."""
+        self.validate_task(task)
+        job = _conf.get_app().using(
+            task.module_path, queue=task.queue_name, priority=task.priority,
+            max_attempts=self.max_attempts, run_at=self._run_at(task.run_after),
+        )  # fmt: skip
+        connection = self._connection()
+        job_id = job.enqueue(connection, *args, **kwargs)
+        result = self._result(task, connection, job_id)
+        dt.task_enqueued.send(type(self), task_result=result)
+        return result
+
+    @staticmethod
+    def _run_at(run_after: Any) -> Any:
+        from django.utils import timezone
+
+        if run_after is not None and timezone.is_naive(run_after):
+            return timezone.make_aware(run_after)
+        return run_after
+
+    def _result(self, task: Any, connection: Any, job_id: int) -> Any:
+        job = get_job(connection, job_id)
+        if job is None:
+            raise dt.TaskResultDoesNotExist(str(job_id))
+        return task_result(task, job, self.alias)
+
+    def get_result(self, result_id: str) -> Any:
+        """The result of job ``result_id``, read from the database (works in any process)."""
+        try:
+            job_id = int(result_id)
+        except (TypeError, ValueError):
+            raise dt.TaskResultDoesNotExist(result_id) from None
+        job = get_job(self._connection(), job_id)
+        task = _registry.django_task(job.task) if job is not None else None
+        if job is None or task is None:
+            raise dt.TaskResultDoesNotExist(result_id)
+        return task_result(task, job, self.alias)
+
+
+PgQueueBackend.__module__ = "pgqueue.contrib.django"

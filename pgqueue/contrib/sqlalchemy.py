@@ -1,0 +1,83 @@
+"""Enqueue on SQLAlchemy objects: ``task.enqueue(session, ...)``, ``await task.aenqueue(...)``.
+
+Accepted: ``Session``, ``Connection``, ``AsyncSession`` and ``AsyncConnection`` on the psycopg
+(3) driver (``postgresql+psycopg://``). The job joins the transaction in progress, starting one
+the way SQLAlchemy's autobegin would, so it commits or rolls back with the session's writes.
+
+Nothing to import: pgqueue finds this adapter through its ``pgqueue.connections`` entry point.
+SQLAlchemy itself is imported only once a SQLAlchemy object is handed over, so projects that
+enqueue on other connections (Django's, psycopg's) never pay for the import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import psycopg
+
+from pgqueue._connections import Adapter
+
+__all__ = ["adapter"]
+
+
+def _is_sqlalchemy(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sqlalchemy.")
+
+
+def _driver_connection(conn: Any, wanted: type) -> Any:
+    if not conn.in_transaction():
+        conn.begin()  # what SQLAlchemy's autobegin does on the first execute
+    raw = conn.connection.driver_connection
+    if not isinstance(raw, wanted):
+        raise TypeError(
+            f"pgqueue enqueues on psycopg 3, but this SQLAlchemy engine uses the "
+            f"{conn.dialect.name}+{conn.dialect.driver} driver: use a postgresql+psycopg:// URL"
+        )
+    return raw
+
+
+def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
+    """The psycopg connection behind a ``Session`` or ``Connection``, in its transaction."""
+    if not _is_sqlalchemy(obj):
+        return None
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
+    if isinstance(obj, AsyncSession | AsyncConnection):
+        raise TypeError("this is an async SQLAlchemy object: use aenqueue() instead of enqueue()")
+    if isinstance(obj, Session):
+        obj = obj.connection()
+    if not isinstance(obj, Connection):
+        return None
+    found: psycopg.Connection[Any] = _driver_connection(obj, psycopg.Connection)
+    return found
+
+
+async def _async_driver_connection(obj: Any) -> Any:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    conn = await obj.connection() if isinstance(obj, AsyncSession) else obj
+    if not conn.in_transaction():
+        await conn.begin()
+    return _driver_connection(conn.sync_connection, psycopg.AsyncConnection)
+
+
+def async_connection(obj: Any) -> Awaitable[psycopg.AsyncConnection[Any]] | None:
+    """An awaitable of the psycopg connection behind an ``AsyncSession``/``AsyncConnection``."""
+    if not _is_sqlalchemy(obj):
+        return None
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
+    if isinstance(obj, Session | Connection):
+        raise TypeError("this is a sync SQLAlchemy object: use enqueue() instead of aenqueue()")
+    if not isinstance(obj, AsyncSession | AsyncConnection):
+        return None
+    return _async_driver_connection(obj)
+
+
+adapter = Adapter("sqlalchemy", sync_connection, async_connection)
+"""Registered through the ``pgqueue.connections`` entry point."""

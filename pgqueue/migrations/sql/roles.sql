@@ -1,0 +1,33 @@
+-- Least-privilege roles for pgqueue. NOT run by `pgqueue migrate`: a DBA runs it once per
+-- database, as the owner of schema pgqueue (the "migrator"), after migrating:
+--     psql "$DATABASE_URL" -f roles.sql
+-- It creates two group roles (NOLOGIN) and grants them what they need; give them to your login
+-- roles with:  GRANT pgqueue_worker TO my_worker_login;  GRANT pgqueue_producer TO my_web_login;
+-- Re-running it is harmless. Tables added by later migrations are covered by re-running it.
+--
+--   migrator  owns schema pgqueue and runs `pgqueue migrate` (DDL). Your existing owner role.
+--   worker    reads and writes job rows, its own registry row and periodic ticks; cannot
+--             change the schema or the schema version.
+--   producer  enqueues only: INSERT into active_jobs (and reads the id it gets back), reads the
+--             pgqueue.jobs view; cannot claim, ack, cancel or delete anything.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgqueue_worker') THEN
+        CREATE ROLE pgqueue_worker NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgqueue_producer') THEN
+        CREATE ROLE pgqueue_producer NOLOGIN;
+    END IF;
+END
+$$;
+
+GRANT USAGE ON SCHEMA pgqueue TO pgqueue_worker, pgqueue_producer;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgqueue TO pgqueue_worker;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgqueue TO pgqueue_worker;
+REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
+
+GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
+GRANT SELECT (id) ON pgqueue.active_jobs TO pgqueue_producer;
+GRANT SELECT ON pgqueue.jobs TO pgqueue_producer;

@@ -1,0 +1,92 @@
+"""``assert_enqueued``: was this task enqueued with these arguments?"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._connections import SyncConnection, sync_cursor
+from pgqueue._task import Task
+from pgqueue.testing._eager import active_log
+
+Call = tuple[str, list[Any], dict[str, Any]]  # queue, args, kwargs
+
+
+def _normal(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples become lists, as they do in the database
+
+
+def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
+    log = active_log(task.app)
+    if log is not None:
+        return [(j.queue, j.args, j.kwargs) for j in log.of(task)]
+    query = _store.jobs_list_queued(task.name)
+    if conn is None:
+        with psycopg.connect(task.app.dsn, autocommit=True) as own, own.cursor() as cur:
+            rows = _store.run(cur, query)
+    else:
+        with sync_cursor(conn) as cur:
+            rows = _store.run(cur, query)
+    return [(queue, json.loads(a), json.loads(k)) for _id, queue, a, k in rows]
+
+
+def _matching(
+    calls: list[Call], args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+) -> list[Call]:  # fmt: skip
+    want_args = None if args is None else _normal(list(args))
+    want_kwargs = None if kwargs is None else _normal(dict(kwargs))
+    return [
+        c for c in calls
+        if (queue is None or c[0] == queue)
+        and (want_args is None or c[1] == want_args)
+        and (want_kwargs is None or c[2] == want_kwargs)
+    ]  # fmt: skip
+
+
+def _describe(task: Task[Any, Any], calls: list[Call]) -> str:
+    if not calls:
+        return f"no job of {task.name!r} is queued"
+    shown = "\n".join(f"  queue={q!r} args={a!r} kwargs={k!r}" for q, a, k in calls[:20])
+    return f"queued jobs of {task.name!r}:\n{shown}"
+
+
+def assert_enqueued(
+    task: Task[Any, Any],
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    count: int | None = None,
+    conn: SyncConnection | None = None,
+) -> None:
+    """Fail unless a queued job of ``task`` matches (``None`` matches anything).
+
+    In eager mode the calls made so far are checked. Otherwise queued jobs are read on
+    ``conn`` (so uncommitted enqueues in its transaction count), or on a new connection to
+    the app's database. ``count`` asks for exactly that many matches.
+    """
+    calls = _queued(task, conn)
+    found = _matching(calls, args, kwargs, queue)
+    if (count is None and not found) or (count is not None and len(found) != count):
+        wanted = "a job" if count is None else f"{count} job(s)"
+        raise AssertionError(
+            f"expected {wanted} of {task.name!r} with args={args!r} kwargs={kwargs!r}"
+            f" queue={queue!r}; found {len(found)}. {_describe(task, calls)}"
+        )
+
+
+def assert_not_enqueued(
+    task: Task[Any, Any],
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    conn: SyncConnection | None = None,
+) -> None:
+    """Fail if a queued job of ``task`` matches (``None`` matches anything)."""
+    assert_enqueued(task, args, kwargs, queue=queue, count=0, conn=conn)

@@ -1,0 +1,175 @@
+"""Eager mode: enqueueing runs the task inline and records the call; no database needed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgqueue._app import PgQueue
+from pgqueue._errors import UnknownTaskError
+from pgqueue._task import Task
+from pgqueue._worker._context import JobContext, _current
+
+
+@dataclass
+class EagerJob:
+    """One call made in eager mode: what was enqueued and how it ended."""
+
+    id: int
+    task: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class EagerLog:
+    """The calls made while :func:`eager` is active, oldest first."""
+
+    propagate: bool = True
+    jobs: list[EagerJob] = field(default_factory=list)
+
+    def of(self, task: Task[Any, Any] | str) -> list[EagerJob]:
+        """The calls of one task (a Task or its name)."""
+        name = task if isinstance(task, str) else task.name
+        return [j for j in self.jobs if j.task == name]
+
+
+_lock = threading.Lock()
+_active: dict[int | None, EagerLog] = {}  # id(app), or None for every app
+_originals: dict[str, Any] = {}
+
+
+def active_log(app: PgQueue) -> EagerLog | None:
+    """The eager log that applies to ``app``, if eager mode is on for it."""
+    return _active.get(id(app)) or _active.get(None)
+
+
+@contextlib.contextmanager
+def eager(app: PgQueue | None = None, *, propagate: bool = True) -> Iterator[EagerLog]:
+    """Run tasks of ``app`` (default: every app) inline at enqueue; yields the call log.
+
+    Arguments still go through JSON, so what fails to enqueue for real fails here too. Eager
+    calls ignore transactions: a rolled-back enqueue has already run. With ``propagate``,
+    a task's exception is raised from ``enqueue``; otherwise it is recorded in the log.
+    """
+    log = EagerLog(propagate=propagate)
+    key = None if app is None else id(app)
+    with _lock:
+        if key in _active:
+            raise RuntimeError("eager mode is already on for this app")
+        _patch()
+        _active[key] = log
+    try:
+        yield log
+    finally:
+        with _lock:
+            del _active[key]
+
+
+def _job(
+    task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
+) -> EagerJob:
+    encoded = task.new_job(args, kw)  # the same validation and encoding as a real enqueue
+    job = EagerJob(len(log.jobs) + 1, task.name, encoded.queue,
+                   json.loads(encoded.args), json.loads(encoded.kwargs))  # fmt: skip
+    log.jobs.append(job)
+    return job
+
+
+def _target(task: Task[Any, Any]) -> Task[Any, Any]:
+    if task.fn is not None:
+        return task
+    registered = task.app.get_task(task.name)
+    if registered is None or registered.fn is None:
+        raise UnknownTaskError(task.name)
+    return registered
+
+
+def _context(task: Task[Any, Any], job: EagerJob) -> JobContext:
+    return JobContext(job.id, job.task, job.queue, 1, task.options.max_attempts, {})
+
+
+def _run_sync(
+    task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
+) -> int:
+    job = _job(task, log, args, kw)
+    target = _target(task)
+    token = _current.set(_context(target, job))
+    try:
+        job.result = target(*job.args, **job.kwargs)
+        if asyncio.iscoroutine(job.result):
+            job.result = asyncio.run(job.result)
+    except Exception as exc:
+        job.error = exc
+        if log.propagate:
+            raise
+    finally:
+        _current.reset(token)
+    return job.id
+
+
+async def _run_async(
+    task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
+) -> int:
+    job = _job(task, log, args, kw)
+    target = _target(task)
+    token = _current.set(_context(target, job))
+    try:
+        job.result = target(*job.args, **job.kwargs)
+        if asyncio.iscoroutine(job.result):
+            job.result = await job.result
+    except Exception as exc:
+        job.error = exc
+        if log.propagate:
+            raise
+    finally:
+        _current.reset(token)
+    return job.id
+
+
+def _patch() -> None:
+    """Wrap Task's enqueue methods once; outside eager mode they call the originals."""
+    if _originals:
+        return
+    for name in ("enqueue", "aenqueue", "enqueue_many", "aenqueue_many"):
+        _originals[name] = getattr(Task, name)
+
+    def enqueue(self: Task[Any, Any], conn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        log = active_log(self.app)
+        if log is None:
+            return _originals["enqueue"](self, conn, *args, **kwargs)
+        return _run_sync(self, log, args, kwargs)
+
+    async def aenqueue(self: Task[Any, Any], conn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        log = active_log(self.app)
+        if log is None:
+            return await _originals["aenqueue"](self, conn, *args, **kwargs)
+        return await _run_async(self, log, args, kwargs)
+
+    def enqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
+        log = active_log(self.app)
+        if log is None:
+            return _originals["enqueue_many"](self, conn, calls)
+        return [_run_sync(self, log, a, k) for a, k in calls]
+
+    async def aenqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
+        log = active_log(self.app)
+        if log is None:
+            return await _originals["aenqueue_many"](self, conn, calls)
+        return [await _run_async(self, log, a, k) for a, k in calls]
+
+    for fn in (enqueue, aenqueue, enqueue_many, aenqueue_many):
+        fn.__doc__ = _originals[fn.__name__].__doc__
+        setattr(Task, fn.__name__, fn)
+
+
+for _cls in (EagerJob, EagerLog):
+    _cls.__module__ = "pgqueue.testing"

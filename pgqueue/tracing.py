@@ -1,0 +1,42 @@
+"""OpenTelemetry for pgqueue (``pip install 'pgqueue[otel]'``).
+
+``instrument(app)`` stores the current trace context in each job's ``meta`` at enqueue, and
+makes one span per attempt on the worker, a child of the span that enqueued the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry import propagate, trace
+
+from pgqueue._app import PgQueue
+from pgqueue._worker import JobContext
+
+META_KEY = "trace"
+
+
+def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
+    """Propagate trace context from enqueue to execution, and trace every attempt of ``app``."""
+    tracer = trace.get_tracer("pgqueue", tracer_provider=tracer_provider)
+
+    def inject(meta: dict[str, Any]) -> dict[str, Any]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return {**meta, META_KEY: carrier} if carrier else meta
+
+    async def span(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        parent = propagate.extract(job.meta.get(META_KEY) or {})
+        attributes: dict[str, str | int] = {
+            "pgqueue.job_id": job.id, "pgqueue.task": job.task, "pgqueue.queue": job.queue,
+            "pgqueue.attempt": job.attempt,
+        }  # fmt: skip
+        with tracer.start_as_current_span(
+            f"pgqueue.run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
+            attributes=attributes,
+        ):  # fmt: skip
+            return await call_next()
+
+    app.hooks.enqueue_meta.append(inject)
+    app.hooks.middleware.insert(0, span)

@@ -1,0 +1,210 @@
+"""The operations commands, run as a user would: ``python -m pgqueue ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import query, states
+
+ROOT = Path(__file__).parents[2]
+
+
+def pgqueue(dsn: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the CLI against ``dsn``; checks the exit status is 0 (``ok``) or not."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert (done.returncode == 0) == ok, done.stdout + done.stderr
+    return done
+
+
+def failed_job(dsn: str) -> int:
+    """A failed job with two attempts' errors and tracebacks; returns its id."""
+    errors = [{"attempt": n, "at": "2026-01-01T00:00:00", "error": f"KeyError: {n}",
+               "traceback": f"Traceback (most recent call last):\n  line {n}\nKeyError: {n}"}
+              for n in (1, 2)]  # fmt: skip
+    [(job_id,)] = query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, last_error, errors)"
+        " VALUES (77, 'mail', 'send', '[\"a@b.c\"]', '{}', 'failed', 0, 2, 2, now(), now(),"
+        " 'KeyError: 2', %s::jsonb) RETURNING id",
+        [json.dumps(errors)],
+    )
+    return int(job_id)
+
+
+def test_enqueue_then_list_as_table_and_json(dsn: str) -> None:
+    """enqueue prints the new id; jobs list shows it as a table and as JSON, filtered."""
+    out = pgqueue(dsn, "enqueue", "reports.build", "--args", "[1, 2]", "--kwargs", '{"x": 1}',
+                  "--queue", "reports", "--priority", "5").stdout  # fmt: skip
+    job_id = int(out)
+    pgqueue(dsn, "enqueue", "other", "--delay", "1h")
+    table = pgqueue(dsn, "jobs", "list", "--task", "reports.build").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "TASK", "QUEUE", "STATE"]
+    assert table[1].split()[:4] == [str(job_id), "reports.build", "reports", "queued"]
+    assert len(table) == 2
+    [row] = json.loads(pgqueue(dsn, "jobs", "list", "--queue", "reports", "--json").stdout)
+    assert (row["id"], row["args"], row["kwargs"], row["priority"]) == (job_id, [1, 2], {"x": 1}, 5)
+    assert json.loads(pgqueue(dsn, "jobs", "list", "--state", "failed", "--json").stdout) == []
+
+
+def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
+    """A malformed --args is one line on stderr and a non-zero exit, with nothing enqueued."""
+    done = pgqueue(dsn, "enqueue", "t", "--args", "{not json", ok=False)
+    assert done.stderr.strip().count("\n") == 0 and "--args is not valid JSON" in done.stderr
+    assert states(dsn) == {}
+
+
+def test_jobs_show_prints_args_and_every_attempts_traceback(dsn: str) -> None:
+    """jobs show: arguments, state, and each attempt's error with its traceback."""
+    job_id = failed_job(dsn)
+    out = pgqueue(dsn, "jobs", "show", str(job_id)).stdout
+    assert f"job {job_id}: send on queue mail, failed" in out
+    assert '["a@b.c"]' in out
+    assert "attempt 1 failed" in out and "attempt 2 failed" in out
+    assert "    KeyError: 1" in out and "    KeyError: 2" in out
+    shown = json.loads(pgqueue(dsn, "jobs", "show", str(job_id), "--json").stdout)
+    assert [e["attempt"] for e in shown["errors"]] == [1, 2]
+    assert "there is no job 5" in pgqueue(dsn, "jobs", "show", "5", ok=False).stderr
+
+
+def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
+    """jobs retry ID requeues one failed job; --failed --task requeues the task's failed jobs."""
+    job_id = failed_job(dsn)
+    assert f"job {job_id} requeued" in pgqueue(dsn, "jobs", "retry", str(job_id)).stdout
+    refused = pgqueue(dsn, "jobs", "retry", str(job_id), ok=False).stderr
+    assert "only failed or cancelled jobs can be retried" in refused
+    query(dsn, "SELECT pgqueue.cancel(%s)", [job_id])
+    query(dsn, "UPDATE pgqueue.finished_jobs SET state = 'failed'")
+    assert "requeued 0 failed" in pgqueue(dsn, "jobs", "retry", "--failed", "--task", "x").stdout
+    assert "requeued 1 failed" in pgqueue(dsn, "jobs", "retry", "--failed", "--task", "send").stdout
+    assert states(dsn) == {"queued": 1}
+    pgqueue(dsn, "jobs", "retry", ok=False)
+
+
+def test_jobs_cancel_a_queued_job_and_refuse_a_finished_one(dsn: str) -> None:
+    """jobs cancel: a queued job ends cancelled; cancelling it again fails with one line."""
+    job_id = pgqueue(dsn, "enqueue", "t").stdout.strip()
+    assert f"job {job_id} cancelled" in pgqueue(dsn, "jobs", "cancel", job_id).stdout
+    assert states(dsn) == {"cancelled": 1}
+    again = pgqueue(dsn, "jobs", "cancel", job_id, ok=False).stderr
+    assert "already finished" in again
+
+
+def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
+    """stats prints a row per queue (JSON with --json); --watch refreshes until SIGINT."""
+    pgqueue(dsn, "enqueue", "t", "--queue", "a")
+    failed_job(dsn)
+    rows = json.loads(pgqueue(dsn, "stats", "--json").stdout)
+    assert [(r["queue"], r["queued"], r["failed"]) for r in rows] == [("a", 1, 0), ("mail", 0, 1)]
+    assert pgqueue(dsn, "stats").stdout.splitlines()[0].split()[:3] == [
+        "QUEUE",
+        "QUEUED",
+        "SCHEDULED",
+    ]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "stats", "--watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    frames = 0
+    for line in watch.stdout:
+        frames += line.startswith("mail")
+        if frames == 2:
+            break
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(30) == 0
+    watch.stdout.close()
+    assert watch.stderr is not None
+    watch.stderr.close()
+
+
+def test_workers_lists_live_workers(dsn: str) -> None:
+    """workers shows every live worker with its queues; none is a plain message."""
+    assert pgqueue(dsn, "workers").stdout.strip() == "no live workers"
+    query(dsn, "INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version,"
+               " heartbeat_s) VALUES ('w1', 'host', 42, '{\"io\": 5}', '0.1.0', 10)")  # fmt: skip
+    [row] = json.loads(pgqueue(dsn, "workers", "--json").stdout)
+    assert (row["id"], row["queues"], row["running"]) == ("w1", {"io": 5}, 0)
+    assert pgqueue(dsn, "workers").stdout.splitlines()[1].split()[:3] == ["w1", "host", "42"]
+
+
+def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
+    """prune --older-than deletes finished jobs past that age, never recent or active ones."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
+    pgqueue(dsn, "enqueue", "t")
+    assert "deleted 0" in pgqueue(dsn, "prune", "--older-than", "7d").stdout
+    assert "deleted 1" in pgqueue(dsn, "prune", "--older-than", "2d", "--state", "failed").stdout
+    assert states(dsn) == {"queued": 1}
+    assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
+
+
+def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str) -> None:
+    """healthcheck exits 0 when all is well, 1 with one line when the schema, worker or DB isn't."""
+    assert pgqueue(dsn, "healthcheck").stdout.strip() == "ok"
+    assert "pgqueue migrate" in pgqueue(empty_dsn, "healthcheck", ok=False).stderr
+    assert "w1" in pgqueue(dsn, "healthcheck", "--worker", "w1", ok=False).stderr
+    query(dsn, "INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version,"
+               " heartbeat_s) VALUES ('w1', 'host', 42, '{}', '0.1.0', 10)")  # fmt: skip
+    pgqueue(dsn, "healthcheck", "--worker", "w1")
+    query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 min'")
+    pgqueue(dsn, "healthcheck", "--worker", "w1", ok=False)
+    down = pgqueue("postgresql://postgres@127.0.0.1:1/x", "healthcheck", ok=False).stderr
+    assert down.startswith("Error: cannot reach the database") and down.count("\n") == 1
+
+
+def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
+    """A CLI worker logs JSON lines, serves /metrics on its port and passes its healthcheck."""
+    pytest.importorskip("prometheus_client")
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "tests.integration.tasks_app",
+         "--log-format", "json", "--log-level", "debug", "worker", "-q", "io",
+         "--metrics-port", "0", "--name", "w-json"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert worker.stderr is not None
+    records: list[dict[str, Any]] = []
+    try:
+        for line in worker.stderr:
+            records.append(json.loads(line))
+            if {r.get("action") for r in records} >= {"metrics_serving", "job_succeeded"}:
+                break
+        port = next(r for r in records if r.get("action") == "metrics_serving")["message"]
+        url = f"http://127.0.0.1:{port.rsplit(' ', 1)[1]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        assert pgqueue(dsn, "healthcheck", "--worker", "w-json").stdout.strip() == "ok"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        rest = worker.stderr.read()
+        worker.stderr.close()
+        assert worker.wait(30) == 0, rest
+    started = next(r for r in records if r.get("action") == "worker_started")
+    assert (started["worker"], started["queues"]) == ("w-json", {"io": 10})
+    done = next(r for r in records if r.get("action") == "job_succeeded")
+    assert {"job_id", "task", "queue", "attempt", "duration_ms"} <= set(done)
+    assert 'pgqueue_jobs_finished_total{queue="io",state="succeeded",task=' in text
+
+
+def test_jobs_list_table_shortens_long_errors_json_keeps_them(dsn: str) -> None:
+    """A long or multi-line error is cut to one short line in the table, whole in JSON."""
+    job_id = failed_job(dsn)
+    long_error = "ValueError: " + "x" * 200 + "\nsecond line"
+    query(dsn, "UPDATE pgqueue.finished_jobs SET last_error = %s", [long_error])
+    [_, row] = pgqueue(dsn, "jobs", "list").stdout.splitlines()
+    assert row.startswith(str(job_id)) and row.endswith("...") and len(row) < 200
+    [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
+    assert job["last_error"] == long_error

@@ -1,0 +1,84 @@
+"""`pgqueue demo` end to end: the real CLI in a subprocess, on a test database or embedded."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import query
+
+ORDERS = 50
+ROLLED_BACK = ORDERS // 8  # every 8th order is declined on purpose
+COMMITTED = ORDERS - ROLLED_BACK
+
+
+def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pgqueue demo ARGS` and return what it did."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "demo", *args],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process' environment without any database setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
+    return {**env, **extra}
+
+
+def test_demo_on_pgqueue_dsn_commits_orders_with_their_jobs_and_runs_them(dsn: str) -> None:
+    """With PGQUEUE_DSN, committed orders' jobs all finish and rolled-back ones never exist."""
+    done = run_demo(clean_env(PGQUEUE_DSN=dsn), "--orders", str(ORDERS))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"{COMMITTED} orders committed ({2 * COMMITTED} jobs), {ROLLED_BACK} rolled back" in out
+    assert "rolled-back job ids found in pgqueue.jobs:        0" in out
+    assert "rolled-back orders found in pgqueue_demo.orders:  0" in out
+    assert "DROP SCHEMA pgqueue_demo CASCADE" in out
+    assert query(dsn, "SELECT count(*) FROM pgqueue_demo.orders") == [(COMMITTED,)]
+    rows = query(dsn, "SELECT task, state, count(*) FROM pgqueue.jobs GROUP BY 1, 2 ORDER BY 1, 2")
+    assert sum(n for _, _, n in rows) == 2 * COMMITTED
+    assert {state for _, state, _ in rows} <= {"succeeded", "failed", "cancelled"}
+    assert ("pgqueue.demo.render_invoice", "succeeded", COMMITTED) in rows
+    for task, state, n in rows:  # the printed table is what SQL says
+        assert any(line.split()[:3] == [task, state, str(n)] for line in out.splitlines())
+
+
+def test_demo_orders_never_reference_a_rolled_back_job(dsn: str) -> None:
+    """Every job's order exists in pgqueue_demo.orders: no job outlived its rollback."""
+    done = run_demo(clean_env(PGQUEUE_DSN=dsn), "--orders", "16")
+    assert done.returncode == 0, done.stderr
+    orphans = query(
+        dsn,
+        "SELECT count(*) FROM pgqueue.jobs j WHERE NOT EXISTS"
+        " (SELECT 1 FROM pgqueue_demo.orders o WHERE o.id = (j.args->>0)::bigint)",
+    )
+    assert orphans == [(0,)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pgserver") is None, reason="pgserver not installed")
+def test_demo_without_dsn_runs_on_an_embedded_server_and_deletes_it(tmp_path: Path) -> None:
+    """No PGQUEUE_DSN: the demo starts an embedded PostgreSQL, runs, and leaves nothing behind."""
+    done = run_demo(clean_env(TMPDIR=str(tmp_path)), "--orders", "20")
+    assert done.returncode == 0, done.stderr
+    assert "embedded PostgreSQL" in done.stdout
+    assert "rolled-back job ids found in pgqueue.jobs:        0" in done.stdout
+    assert "stopped and its data directory deleted" in done.stdout
+    assert not list(tmp_path.glob("pgqueue-demo-*"))
+
+
+def test_demo_without_dsn_or_pgserver_says_what_to_install() -> None:
+    """No PGQUEUE_DSN and no pgserver: one line naming pip install 'pgqueue[demo]', exit 1."""
+    code = "import sys; sys.modules['pgserver'] = None; from pgqueue._cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "demo"],
+        env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0
+    assert "pip install 'pgqueue[demo]'" in done.stderr

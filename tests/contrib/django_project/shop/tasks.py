@@ -1,0 +1,58 @@
+"""Tasks of the test shop: native pgqueue tasks and django.tasks tasks, found by autodiscovery.
+
+The django.tasks ones exist only when a tasks framework is installed (django.tasks on
+Django >= 6, the django_tasks backport on 5.2), so the rest of the suite runs without one.
+"""
+
+import importlib
+
+from pgqueue.contrib.django import app
+from tests.contrib.django_project.shop.models import Order
+
+
+def _tasks_framework():
+    for name in ("django.tasks", "django_tasks"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+@app.task
+def send_receipt(order_id: int) -> str:
+    """A native pgqueue task using the ORM."""
+    order = Order.objects.get(id=order_id)
+    order.receipt_sent = True
+    order.save()
+    return order.email
+
+
+tasks = _tasks_framework()
+if tasks is not None:
+
+    @tasks.task()
+    def add(a: int, b: int) -> int:
+        """A django.tasks task."""
+        return a + b
+
+    @tasks.task(queue_name="emails", priority=50)
+    def mark_sent(order_id: int) -> int:
+        """A django.tasks task using the ORM, on its own queue."""
+        Order.objects.filter(id=order_id).update(receipt_sent=True)
+        return order_id
+
+    @tasks.task()
+    async def async_double(x: int) -> int:
+        """An async django.tasks task."""
+        return 2 * x
+
+    @tasks.task(takes_context=True)
+    def which_attempt(context, label: str) -> list:
+        """A django.tasks task receiving its context."""
+        return [label, context.attempt, context.task_result.id]
+
+    @tasks.task()
+    def explode() -> None:
+        """A django.tasks task that fails."""
+        raise KeyError("boom")

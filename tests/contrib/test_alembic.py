@@ -1,0 +1,70 @@
+"""Alembic in the user's project: pgqueue's schema in their history, hidden from autogenerate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.pool import NullPool
+
+import pgqueue
+from pgqueue.contrib.alembic import include_name, include_object
+from tests.contrib.catalog import catalog
+from tests.contrib.test_sqlalchemy import url
+from tests.helpers import query
+
+INI = os.path.join("examples", "alembic", "alembic.ini")
+
+
+def alembic(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the example project's alembic command on ``dsn``."""
+    env = {**os.environ, "DATABASE_URL": url(dsn)}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", INI, *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_users_history_installs_the_same_schema_as_pgqueue_migrate(dsn, empty_dsn) -> None:
+    """The example's `alembic upgrade head` creates pgqueue's schema exactly as pgqueue does."""
+    done = alembic(empty_dsn, "upgrade", "head")
+    assert done.returncode == 0, done.stderr
+    assert catalog(empty_dsn) == catalog(dsn)
+    assert pgqueue.schema_check(empty_dsn) is None
+    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a1",)]
+
+
+def test_users_history_on_a_database_pgqueue_migrated_changes_nothing(dsn: str) -> None:
+    """upgrade_ops skips a schema pgqueue migrate already installed; the user's tables come."""
+    before = catalog(dsn)
+    done = alembic(dsn, "upgrade", "head")
+    assert done.returncode == 0, done.stderr
+    assert catalog(dsn) == before
+    assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_alembic_check_finds_nothing_to_do_with_the_filter(empty_dsn: str) -> None:
+    """After upgrade, `alembic check` (autogenerate) proposes nothing about pgqueue's tables."""
+    assert alembic(empty_dsn, "upgrade", "head").returncode == 0
+    done = alembic(empty_dsn, "check")
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("hook", ["include_name", "include_object", None])
+def test_autogenerate_drops_pgqueue_tables_only_without_a_hook(dsn: str, hook: str | None) -> None:
+    """Without a hook, autogenerate wants to drop pgqueue's tables; either hook stops that."""
+    engine = create_engine(url(dsn), poolclass=NullPool)
+    hooks = {"include_name": include_name, "include_object": include_object}
+    opts = {"include_schemas": True} | ({hook: hooks[hook]} if hook else {})
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts=opts), MetaData())
+    finally:
+        engine.dispose()
+    dropped = {d[1].name for d in diff if d[0] == "remove_table"}
+    assert ("active_jobs" in dropped) == (hook is None)

@@ -1,0 +1,241 @@
+"""Django: enqueue on Django's connection, migrations, manage.py pgqueue, the admin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.contrib.catalog import catalog as _catalog
+from tests.contrib.conftest import subprocess_env, use_database
+from tests.helpers import query, run_worker_until, states
+
+MANAGE = "tests/contrib/django_project/manage.py"
+
+
+@pytest.fixture
+def shop(django_db: str):
+    """The test shop's tasks module, with its Order table created."""
+    from django.core.management import call_command
+
+    call_command("migrate", "shop", verbosity=0)
+    from tests.contrib.django_project.shop import tasks
+
+    return tasks
+
+
+def _order(email: str = "a@example.com"):
+    from tests.contrib.django_project.shop.models import Order
+
+    return Order.objects.create(email=email)
+
+
+def test_rollback_with_the_orm_writes_leaves_no_job(shop, django_db: str) -> None:
+    """An enqueue inside atomic() on Django's connection rolls back with the ORM writes."""
+    from django.db import connection, transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        order = _order()
+        shop.send_receipt.enqueue(connection, order.id)
+        raise RuntimeError("checkout failed")
+    assert query(django_db, "SELECT count(*) FROM shop_order") == [(0,)]
+    assert states(django_db) == {}
+
+
+async def test_committed_job_runs_on_a_worker_and_sees_the_orm_data(shop, django_db) -> None:
+    """commit → the job exists and a worker runs it, reading the order through the ORM."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    def checkout() -> int:
+        from django.db import transaction
+
+        from pgqueue.contrib.django import connection
+
+        with transaction.atomic():
+            order = _order("paid@example.com")
+            shop.send_receipt.enqueue(connection(), order.id)
+        return order.id
+
+    order_id = await sync_to_async(checkout)()
+    worker = app.worker(dsn=django_db, poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(django_db).get("succeeded") == 1)
+    assert query(django_db, "SELECT result FROM pgqueue.jobs") == [("paid@example.com",)]
+    assert query(django_db, "SELECT receipt_sent FROM shop_order WHERE id = %s", [order_id]) == [
+        (True,)
+    ]
+
+
+async def test_aenqueue_on_a_django_connection_says_to_use_enqueue(shop, django_db) -> None:
+    """Django connections are sync: aenqueue() explains what to call instead."""
+    from django.db import connection
+
+    with pytest.raises(TypeError, match="synchronous"):
+        await shop.send_receipt.aenqueue(connection, 1)
+
+
+def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) -> None:
+    """connections[alias] and a Django cursor both enqueue in Django's transaction."""
+    from django.db import connections, transaction
+
+    with transaction.atomic():
+        shop.send_receipt.enqueue(connections["default"], 1)
+        with connections["default"].cursor() as cur:
+            shop.send_receipt.enqueue(cur, 2)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
+
+
+def test_django_migrations_give_the_same_schema_as_pgqueue_migrate(
+    django_setup: None, dsn: str, empty_dsn: str
+) -> None:
+    """manage.py migrate on an empty database == pgqueue migrate (alembic), catalog for catalog."""
+    from django.core.management import call_command
+
+    import pgqueue
+
+    use_database(empty_dsn)
+    call_command("migrate", "pgqueue", verbosity=0)
+    django_schema = _catalog(empty_dsn)
+    assert django_schema["tables"], "the Django migration created nothing"
+    assert django_schema == _catalog(dsn)
+    assert pgqueue.schema_check(empty_dsn) is None
+    pgqueue.migrate(empty_dsn)  # alembic finds its revision recorded: nothing to do
+    assert _catalog(empty_dsn) == django_schema
+
+
+def test_django_migrate_after_pgqueue_migrate_is_a_no_op(django_db: str) -> None:
+    """A database already migrated by pgqueue migrate passes Django's migrate untouched."""
+    from django.core.management import call_command
+
+    before = _catalog(django_db)
+    call_command("migrate", "pgqueue", verbosity=0)
+    assert _catalog(django_db) == before
+
+
+def test_makemigrations_check_is_clean(django_db: str) -> None:
+    """The shipped migrations match the models: makemigrations --check finds nothing to do."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_manage_py_pgqueue_worker_runs_jobs_in_a_subprocess(shop, django_db: str) -> None:
+    """manage.py pgqueue worker --burst (tasks.py discovered) runs a committed job and exits."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        shop.send_receipt.enqueue(connection, _order("cli@example.com").id)
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--queues", "default,emails", "--burst",
+         "--poll-interval", "0.05"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert query(django_db, "SELECT state, result FROM pgqueue.jobs") == [
+        ("succeeded", "cli@example.com")
+    ]
+
+
+def test_manage_py_pgqueue_migrate_check_uses_djangos_database(django_setup, empty_dsn) -> None:
+    """manage.py pgqueue migrate --check reads Django's database: missing, then current."""
+    env = subprocess_env(empty_dsn)
+    check = [sys.executable, MANAGE, "pgqueue", "migrate", "--check"]
+    missing = subprocess.run(check, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1
+    assert "not installed" in missing.stderr
+    migrate = [sys.executable, MANAGE, "migrate", "pgqueue", "-v0"]
+    subprocess.run(migrate, env=env, check=True, timeout=120)
+    current = subprocess.run(check, env=env, capture_output=True, text=True, timeout=120)
+    assert current.returncode == 0, current.stderr
+
+
+@pytest.fixture
+def admin_client(django_db: str):
+    """A Django test client logged in as a superuser (Django's own tables migrated)."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    call_command("migrate", verbosity=0)
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+    return client
+
+
+def _finished_job(dsn: str, state: str) -> int:
+    [(job_id,)] = query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, last_error) VALUES (nextval("
+        "pg_get_serial_sequence('pgqueue.active_jobs', 'id')), 'default', 't', '[1]', '{}',"
+        " %s, 0, 3, 3, now(), now(), 'kaput') RETURNING id",
+        [state],
+    )
+    return job_id
+
+
+def test_admin_lists_jobs_read_only_and_retries_failed_ones(admin_client, django_db) -> None:
+    """The admin shows jobs, cannot edit them, and its retry action queues a failed job again."""
+    failed = _finished_job(django_db, "failed")
+    url = "/admin/pgqueue/job/"
+    listing = admin_client.get(url)
+    assert listing.status_code == 200
+    assert f">{failed}<" in listing.content.decode()
+    assert admin_client.get(f"{url}add/").status_code == 403
+    admin_client.post(url, {"action": "retry", "_selected_action": [failed]})
+    assert query(django_db, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
+        ("queued", 3, "kaput")
+    ]
+
+
+def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) -> None:
+    """The admin's cancel action ends a queued job as cancelled."""
+    from django.db import connection
+
+    job_id = shop.send_receipt.enqueue(connection, 1)
+    admin_client.post("/admin/pgqueue/job/", {"action": "cancel", "_selected_action": [job_id]})
+    assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
+
+
+def test_other_drivers_are_refused_with_the_drivers_name(django_setup: None) -> None:
+    """A Django connection that is not psycopg 3 gets an error naming the driver."""
+    from pgqueue.contrib.django._adapter import psycopg_connection
+
+    class FakeWrapper:  # what a psycopg2-backed DatabaseWrapper exposes
+        alias, vendor = "legacy", "postgresql"
+        connection = type("connection", (), {"__module__": "psycopg2.extensions"})()
+
+        def ensure_connection(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="psycopg2"):
+        psycopg_connection(FakeWrapper())
+
+
+def test_unknown_pgqueue_settings_are_refused(django_setup: None) -> None:
+    """A misspelt key in PGQUEUE is an ImproperlyConfigured naming it."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _conf
+
+    with (
+        override_settings(PGQUEUE={"DATABSE": "other"}),
+        pytest.raises(ImproperlyConfigured, match="DATABSE"),
+    ):
+        _conf.settings()
+
+
+def test_worker_dsn_comes_from_djangos_database_settings(django_db: str) -> None:
+    """Without PGQUEUE["DSN"], workers connect where Django's database points."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import app
+
+    wanted = conninfo_to_dict(django_db)
+    got = conninfo_to_dict(app.dsn)
+    assert {k: got.get(k) for k in ("dbname", "host", "user")} == {
+        k: wanted.get(k) for k in ("dbname", "host", "user")
+    }

@@ -1,0 +1,181 @@
+"""The django.tasks backend: atomic enqueue, results from any process, signals, options."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from tests.contrib.conftest import subprocess_env
+from tests.contrib.test_django import MANAGE
+from tests.helpers import query, run_worker_until, states
+
+
+@pytest.fixture
+def shop(tasks_flavour: str, django_db: str):
+    """The test shop's tasks (django.tasks ones included), with its Order table created."""
+    from django.core.management import call_command
+
+    call_command("migrate", "shop", verbosity=0)
+    from tests.contrib.django_project.shop import tasks
+
+    return tasks
+
+
+async def _run_all(dsn: str, count: int) -> None:
+    """Run an in-process worker on both queues until ``count`` jobs are finished."""
+    from pgqueue.contrib.django import app
+
+    def finished() -> bool:
+        done = states(dsn)
+        return sum(done.get(s, 0) for s in ("succeeded", "failed", "cancelled")) == count
+
+    worker = app.worker(dsn=dsn, queues=["default", "emails"], poll_interval=0.05)
+    await run_worker_until(worker, finished)
+
+
+def test_enqueue_inside_atomic_rolls_back_with_the_orm_writes(shop, django_db: str) -> None:
+    """A django.tasks enqueue inside a rolled-back atomic() leaves no job (and no order)."""
+    from django.db import transaction
+
+    from tests.contrib.django_project.shop.models import Order
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        order = Order.objects.create(email="x@example.com")
+        shop.mark_sent.enqueue(order.id)
+        raise RuntimeError("rolled back")
+    assert states(django_db) == {}
+
+
+async def test_committed_task_runs_and_get_result_round_trips(shop, django_db: str) -> None:
+    """commit → the worker runs it; get_result (a fresh read) shows SUCCESSFUL and the value."""
+    from asgiref.sync import sync_to_async
+
+    result = await sync_to_async(shop.add.enqueue)(2, 3)
+    assert result.status == "READY"
+    assert result.enqueued_at is not None
+    assert (result.args, result.kwargs, result.backend) == ([2, 3], {}, "default")
+    await _run_all(django_db, 1)
+    fresh = await sync_to_async(shop.add.get_result)(result.id)
+    assert fresh.status == "SUCCESSFUL"
+    assert fresh.return_value == 5
+    assert fresh.attempts == 1
+    assert fresh.started_at <= fresh.finished_at
+    await result.arefresh()
+    assert result.return_value == 5
+
+
+async def test_async_tasks_and_context_run(shop, django_db: str) -> None:
+    """An async task runs on the worker's loop; takes_context gets the attempt and result id."""
+    from asgiref.sync import sync_to_async
+
+    doubled = await shop.async_double.aenqueue(21)
+    labelled = await sync_to_async(shop.which_attempt.enqueue)("first")
+    await _run_all(django_db, 2)
+    await asyncio.gather(doubled.arefresh(), labelled.arefresh())
+    assert doubled.return_value == 42
+    assert labelled.return_value == ["first", 1, labelled.id]
+
+
+async def test_failures_are_failed_results_with_the_exception_class(shop, django_db) -> None:
+    """A raising task is FAILED at once (no retry by default), with its exception's class."""
+    from asgiref.sync import sync_to_async
+
+    result = await sync_to_async(shop.explode.enqueue)()
+    await _run_all(django_db, 1)
+    await result.arefresh()
+    assert result.status == "FAILED"
+    assert [e.exception_class for e in result.errors] == [KeyError]
+    assert "boom" in result.errors[0].traceback
+
+
+def test_run_after_priority_and_queue_become_the_jobs_options(shop, django_db: str) -> None:
+    """run_after → run_at, Django priority → pgqueue priority, queue_name → queue."""
+    from django.utils import timezone
+
+    later = timezone.now() + timedelta(hours=1)
+    result = shop.mark_sent.using(run_after=later, priority=-7).enqueue(1)
+    [(queue, priority, run_at)] = query(
+        django_db, "SELECT queue, priority, run_at FROM pgqueue.jobs WHERE id = %s", [result.id]
+    )
+    assert (queue, priority, run_at) == ("emails", -7, later)
+    assert shop.mark_sent.enqueue(2).status == "READY"
+    assert query(django_db, "SELECT max(priority) FROM pgqueue.jobs") == [(50,)]
+
+
+async def test_signals_are_sent_on_enqueue_start_and_finish(shop, django_db: str) -> None:
+    """task_enqueued at enqueue; task_started and task_finished around the run in the worker."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+
+    seen: list[tuple[str, str]] = []
+
+    def recorder(name: str):
+        def receive(sender, task_result, **kwargs) -> None:
+            seen.append((name, str(task_result.status)))
+
+        return receive
+
+    receivers = {s: recorder(n) for n, s in [("enqueued", dt.task_enqueued),
+                 ("started", dt.task_started), ("finished", dt.task_finished)]}  # fmt: skip
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
+    try:
+        await sync_to_async(shop.add.enqueue)(1, 1)
+        await _run_all(django_db, 1)
+    finally:
+        for signal, receiver in receivers.items():
+            signal.disconnect(receiver)
+    assert [name for name, _ in seen] == ["enqueued", "started", "finished"]
+    assert [status for _, status in seen] == ["READY", "RUNNING", "SUCCESSFUL"]
+
+
+def test_get_result_of_an_unknown_id_does_not_exist(shop, django_db: str) -> None:
+    """get_result of a missing id (or a non-numeric one) raises TaskResultDoesNotExist."""
+    from pgqueue.contrib.django import _compat as dt
+
+    for missing in ("424242", "not-a-number"):
+        with pytest.raises(dt.TaskResultDoesNotExist):
+            shop.add.get_result(missing)
+
+
+async def test_a_row_naming_an_unregistered_path_imports_nothing(shop, django_db, tmp_path):
+    """Invariant 8: a job naming a module path no task registered fails; nothing is imported."""
+    marker = tmp_path / "imported"
+    module = tmp_path / "evil_tasks.py"
+    module.write_text(f"open({str(marker)!r}, 'w').close()\ndef run():\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        query(django_db, "INSERT INTO pgqueue.active_jobs (task, max_attempts) "
+                         "VALUES ('evil_tasks.run', 1)")  # fmt: skip
+        await _run_all(django_db, 1)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert query(django_db, "SELECT state, last_error FROM pgqueue.jobs") == [
+        ("failed", "unknown task 'evil_tasks.run'")
+    ]
+    assert not marker.exists()
+
+
+def test_worker_in_another_process_runs_the_task_and_this_one_reads_it(shop, django_db) -> None:
+    """manage.py pgqueue worker (subprocess) runs a django.tasks task; get_result here sees it."""
+    from django.db import transaction
+
+    from tests.contrib.django_project.shop.models import Order
+
+    with transaction.atomic():
+        order = Order.objects.create(email="sub@example.com")
+        result = shop.mark_sent.enqueue(order.id)
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "-q", "default,emails", "--burst"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result.refresh()
+    assert (result.status, result.return_value) == ("SUCCESSFUL", order.id)
+    order.refresh_from_db()
+    assert order.receipt_sent

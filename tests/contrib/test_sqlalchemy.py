@@ -1,0 +1,103 @@
+"""SQLAlchemy: enqueue joins the transaction of a Session, Connection, or their async twins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from tests.contrib.sqlalchemy_app import app as shop
+from tests.helpers import query, run_worker_until, states
+
+
+def url(dsn: str) -> str:
+    """A SQLAlchemy psycopg URL for a libpq DSN."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(dsn)
+    auth = info.get("user", "") + (f":{info['password']}" if info.get("password") else "")
+    return f"postgresql+psycopg://{auth}@{info.get('host', '')}:{info.get('port', 5432)}/" + (
+        info.get("dbname", "")
+    )
+
+
+@pytest.fixture
+def engine(dsn: str) -> Iterator[Engine]:
+    """The app's engine on this test's database, tables created."""
+    db = create_engine(url(dsn), poolclass=NullPool)
+    shop.configure(db)
+    yield db
+    db.dispose()
+
+
+def test_session_rollback_leaves_no_job(engine: Engine, dsn: str) -> None:
+    """An enqueue on a Session rolls back with the session's writes."""
+    with Session(engine) as session:
+        shop.place_order(session)
+        session.rollback()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+    assert states(dsn) == {}
+
+
+async def test_session_commit_and_the_worker_runs_it(engine: Engine, dsn: str) -> None:
+    """commit → the job is there with the order, and a worker ships the order."""
+    with Session(engine) as session, session.begin():
+        order_id = shop.place_order(session).id
+    worker = shop.queue.worker(dsn=dsn, poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT status FROM orders WHERE id = %s", [order_id]) == [("shipped",)]
+
+
+def test_connection_without_a_begun_transaction_joins_the_next_commit(engine, dsn) -> None:
+    """On a Connection with no transaction yet, enqueue begins one; commit() keeps the job."""
+    with engine.connect() as conn:
+        shop.ship.enqueue(conn, 1)
+        conn.execute(text("INSERT INTO orders (status) VALUES ('new')"))
+        conn.commit()
+    with engine.connect() as conn:
+        shop.ship.enqueue(conn, 2)  # closed without commit: rolled back
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([1],)]
+
+
+async def test_async_session_and_connection(dsn: str) -> None:
+    """AsyncSession and AsyncConnection: aenqueue joins their transaction."""
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(db) as session, session.begin():
+            await shop.ship.aenqueue(session, 1)
+        async with db.connect() as conn:
+            await shop.ship.aenqueue(conn, 2)
+            await conn.rollback()
+        async with db.begin() as conn:
+            await shop.ship.aenqueue(conn, 3)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([3],)]
+
+
+async def test_sync_and_async_mix_ups_say_which_method_to_call(engine, dsn) -> None:
+    """aenqueue on a Session, or enqueue on an AsyncSession, names the right method."""
+    with Session(engine) as session, pytest.raises(TypeError, match="use enqueue"):
+        await shop.ship.aenqueue(session, 1)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(db) as session:
+            with pytest.raises(TypeError, match="use aenqueue"):
+                shop.ship.enqueue(session, 1)
+    finally:
+        await db.dispose()
+
+
+def test_another_driver_is_refused_by_name() -> None:
+    """A non-psycopg engine (here SQLite) gets an error naming its driver."""
+    db = create_engine("sqlite://")
+    try:
+        with Session(db) as session, pytest.raises(TypeError, match=r"sqlite\+pysqlite"):
+            shop.ship.enqueue(session, 1)
+    finally:
+        db.dispose()

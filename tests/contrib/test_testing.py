@@ -1,0 +1,121 @@
+"""pgqueue.testing: eager mode, drain, assert_enqueued, and the pytest plugin's fixtures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from pgqueue.testing import adrain, assert_enqueued, assert_not_enqueued, drain, eager
+from tests.contrib import testing_tasks as t
+from tests.helpers import query, states
+
+
+def test_eager_runs_tasks_inline_and_records_them() -> None:
+    """In eager mode enqueue runs the task at once (current_job works) and logs the call."""
+    with eager(t.app) as log:
+        first = t.add.enqueue(None, 2, 3)
+        second = t.who_am_i.enqueue(None)
+    assert [(j.task, j.args, j.result) for j in log.jobs] == [
+        (t.add.name, [2, 3], 5), (t.who_am_i.name, [], [second, 1]),
+    ]  # fmt: skip
+    assert (first, log.jobs[1].queue) == (1, "emails")
+
+
+def test_eager_checks_arguments_and_propagates_errors() -> None:
+    """Eager mode still refuses non-JSON arguments, and raises the task's exception."""
+    with eager(t.app):
+        with pytest.raises(TypeError):
+            t.add.enqueue(None, object(), 1)
+        with pytest.raises(ValueError, match="nope"):
+            t.fails.enqueue(None)
+    with eager(t.app, propagate=False) as log:
+        t.fails.enqueue(None)
+    assert isinstance(log.jobs[0].error, ValueError)
+
+
+def test_eager_for_one_app_leaves_other_apps_enqueueing_for_real(conn) -> None:
+    """eager(app) only affects that app's tasks: others still insert rows."""
+    with eager(t.app):
+        t.elsewhere.enqueue(conn)
+        t.add.enqueue(conn, 1, 1)
+    assert query_rows(conn) == [t.elsewhere.name]
+
+
+def query_rows(conn: psycopg.Connection) -> list[str]:
+    """Task names of the rows visible on ``conn``."""
+    return [r[0] for r in conn.execute("SELECT task FROM pgqueue.jobs ORDER BY id").fetchall()]
+
+
+async def test_eager_aenqueue_awaits_async_tasks() -> None:
+    """aenqueue in eager mode awaits a coroutine task inline."""
+    with eager() as log:
+        await t.double.aenqueue(None, 21)
+        t.add.enqueue_many(None, [((1, 2), {}), ((3, 4), {})])
+    assert [j.result for j in log.jobs] == [42, 3, 7]
+
+
+def test_assert_enqueued_in_eager_mode() -> None:
+    """assert_enqueued checks the eager log: args, count, and a helpful failure."""
+    with eager(t.app):
+        t.add.enqueue(None, 1, 2)
+        assert_enqueued(t.add, args=(1, 2))
+        assert_enqueued(t.add, count=1)
+        assert_not_enqueued(t.who_am_i)
+        with pytest.raises(AssertionError, match=r"args=\[1, 2\]"):
+            assert_enqueued(t.add, args=[9, 9])
+
+
+def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, dsn) -> None:
+    """With conn=, the jobs of the open transaction count; without it, only committed ones."""
+    t.add.using(queue="math").enqueue(conn, 4, 5)
+    assert_enqueued(t.add, args=[4, 5], queue="math", conn=conn)
+    assert_not_enqueued(t.add, args=[4, 5], conn=conn, queue="default")
+    with psycopg.connect(dsn) as other, pytest.raises(AssertionError, match="no job"):
+        assert_enqueued(t.add, conn=other)
+    conn.commit()
+    t.app._dsn = dsn
+    try:
+        assert_enqueued(t.add, kwargs={})
+    finally:
+        t.app._dsn = None
+
+
+def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
+    """drain() runs every committed job of every queue, later ones too, until none is left."""
+    t.add.enqueue(conn, 1, 2)
+    t.who_am_i.enqueue(conn)
+    t.add.using(delay=timedelta(hours=1)).enqueue(conn, 3, 4)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 3, "failed": 0, "retried": 0, "cancelled": 0}
+    assert states(dsn) == {"succeeded": 3}
+
+
+def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) -> None:
+    """A failing task is retried by the next round at once, until its attempts are spent."""
+    t.fails.enqueue(conn)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 0, "failed": 1, "retried": 1, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
+
+
+async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
+    """adrain(with_scheduled=False) runs what is due and leaves later jobs queued."""
+    await t.double.aenqueue(aconn, 4)
+    await t.add.using(delay=3600).aenqueue(aconn, 1, 1)
+    await aconn.commit()
+    counts = await adrain(t.app, dsn=dsn, with_scheduled=False)
+    assert counts["succeeded"] == 1
+    assert states(dsn) == {"succeeded": 1, "queued": 1}
+
+
+def test_pytest_plugin_gives_a_migrated_database_beside_the_suites_own(
+    pgqueue_dsn: str, pgqueue_conn: psycopg.Connection, dsn: str
+) -> None:
+    """The plugin's pgqueue_dsn (entry point pytest11) is a fresh migrated database."""
+    assert pgqueue_dsn != dsn
+    t.add.enqueue(pgqueue_conn, 1, 1)
+    pgqueue_conn.commit()
+    assert states(pgqueue_dsn) == {"queued": 1}
+    assert states(dsn) == {}

@@ -1,0 +1,56 @@
+"""Pure pieces of the integrations: no database."""
+
+from __future__ import annotations
+
+import traceback
+
+import pytest
+
+from pgqueue._embed import is_installed
+from pgqueue.contrib.alembic import include_name, include_object
+
+
+def _formatted(exc: BaseException) -> str:
+    try:
+        raise exc
+    except BaseException as caught:
+        return "".join(traceback.format_exception(caught))
+
+
+class ShopError(Exception):
+    """An exception defined outside builtins."""
+
+
+def test_exception_class_path_is_read_from_the_traceback(django_setup: None) -> None:
+    """Built-in exceptions get 'builtins.', others keep their module; no traceback → Exception."""
+    results = pytest.importorskip("pgqueue.contrib.django._results", exc_type=ImportError)
+    path = results.exception_class_path
+    assert path(_formatted(KeyError("k"))) == "builtins.KeyError"
+    assert path(_formatted(ShopError("a: b"))) == f"{__name__}.ShopError"
+    assert path(None) == "builtins.Exception"
+    assert set(results.STATUSES) == {"queued", "running", "succeeded", "failed", "cancelled"}
+
+
+def test_is_installed_compares_revisions_in_order() -> None:
+    """A revision counts as installed when it, a later one, or an unknown (newer) one is there."""
+    assert not is_installed(None, "0001")
+    assert is_installed("0001", "0001")
+    assert is_installed("9999", "0001")
+
+
+def test_alembic_hooks_hide_only_the_pgqueue_schema() -> None:
+    """include_name/include_object reject pgqueue's schema and its objects, nothing else."""
+    assert not include_name("pgqueue", "schema", {})
+    assert include_name("public", "schema", {})
+    assert not include_name("jobs", "table", {"schema_name": "pgqueue"})
+    assert include_name("orders", "table", {"schema_name": None})
+
+    class Table:
+        schema = "pgqueue"
+
+    class Index:
+        table = Table()
+
+    assert not include_object(Table(), "jobs", "table", True, None)
+    assert not include_object(Index(), "jobs_idx", "index", True, None)
+    assert include_object(type("T", (), {"schema": None})(), "orders", "table", True, None)

@@ -1,0 +1,227 @@
+"""The Python operations API: get_job, list, retry, cancel, prune, wait, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import _ops, admin
+from tests.helpers import query, run_worker_until, states
+
+fast = pgqueue.RetryPolicy(base=0.01, cap=0.02)
+
+
+def make_app(dsn: str, **options: Any) -> pgqueue.PgQueue:
+    """An app with an adding task and an always-failing one, on queue "q"."""
+    app = pgqueue.PgQueue(dsn, retry=fast, **options)
+
+    @app.task(name="add", queue="q")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="boom", queue="q", max_attempts=2)
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    return app
+
+
+def worker(app: pgqueue.PgQueue, **options: Any) -> pgqueue.Worker:
+    """A fast-polling worker of queue "q"."""
+    return app.worker(queues=["q"], poll_interval=0.05, **options)
+
+
+async def test_get_job_returns_a_typed_job_with_result_and_errors(dsn: str, conn: Any) -> None:
+    """get_job: state, result, attempts, errors with tracebacks, timestamps; None if unknown."""
+    app = make_app(dsn)
+    ok = app.using("add").enqueue(conn, 2, 3)
+    bad = app.using("boom").enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 1, "failed": 1})
+    done, failed = app.get_job(conn, ok), app.get_job(conn, bad)
+    assert isinstance(done, pgqueue.Job) and isinstance(failed, pgqueue.Job)
+    assert (done.state, done.result, done.attempts, done.is_finished) == ("succeeded", 5, 1, True)
+    assert done.finished_at is not None and done.started_at is not None
+    assert failed.state == "failed" and failed.result is None
+    assert [e["attempt"] for e in failed.errors] == [1, 2]
+    assert "RuntimeError: boom" in failed.errors[-1]["traceback"]
+    assert app.get_job(conn, 999_999) is None
+
+
+async def test_aget_job_reads_on_an_async_connection(dsn: str, aconn: Any) -> None:
+    """aget_job is the async twin of get_job."""
+    app = make_app(dsn)
+    job_id = await app.using("add").aenqueue(aconn, 1, 1)
+    job = await app.aget_job(aconn, job_id)
+    assert job is not None and (job.state, job.args) == ("queued", [1, 1])
+
+
+def test_list_jobs_filters_by_state_queue_and_task_newest_first(dsn: str, conn: Any) -> None:
+    """list_jobs applies every filter given and returns the newest first, up to limit."""
+    app = make_app(dsn)
+    ids = [app.using("add", queue=q).enqueue(conn, 1, 2) for q in ("q", "q", "other")]
+    app.using("boom").enqueue(conn)
+    conn.commit()
+    assert [j.id for j in _ops.list_jobs(conn, task="add", queue="q")] == ids[1::-1]
+    assert [j.id for j in _ops.list_jobs(conn, task="add", limit=1)] == [ids[2]]
+    assert _ops.list_jobs(conn, state="failed") == []
+    with pytest.raises(ValueError, match="unknown state"):
+        _ops.list_jobs(conn, state="done")
+
+
+async def test_retry_and_cancel_steer_jobs_and_refuse_wrong_states(dsn: str, conn: Any) -> None:
+    """retry requeues a failed job; cancel cancels a queued one; wrong states raise."""
+    app = make_app(dsn)
+    bad = app.using("boom").enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(app), lambda: states(dsn) == {"failed": 1})
+    app.retry(conn, bad)
+    assert admin.cancel_job(conn, bad) == "cancelled"
+    conn.commit()
+    job = app.get_job(conn, bad)
+    assert job is not None and (job.state, job.max_attempts) == ("cancelled", 4)
+    with pytest.raises(pgqueue.JobStateError, match="already finished"):
+        admin.cancel_job(conn, bad)
+    with pytest.raises(pgqueue.JobStateError, match="there is no job"):
+        app.retry(conn, 123_456)
+
+
+async def test_retry_failed_requeues_only_failed_jobs_of_the_task(dsn: str, conn: Any) -> None:
+    """retry_failed(task=...) requeues failed jobs of that task only and says how many."""
+    app = make_app(dsn)
+    for _ in range(3):
+        app.using("boom").enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(app), lambda: states(dsn) == {"failed": 3})
+    assert _ops.retry_failed(conn, task="other") == 0
+    assert _ops.retry_failed(conn, task="boom") == 3
+    conn.commit()
+    assert states(dsn) == {"queued": 3}
+
+
+def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn: Any) -> None:
+    """prune: finished jobs older than the age, of the given states; active jobs never."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
+        " FROM (VALUES (1, 'succeeded', interval '2 h'), (2, 'succeeded', interval '1 min'),"
+        " (3, 'failed', interval '2 h'), (4, 'cancelled', interval '2 h')) AS v(i, s, age)",
+    )
+    query(dsn, "SELECT pgqueue.enqueue('t', run_at => now() - interval '3 h')")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert _ops.prune(auto, 3600, states=["succeeded", "failed"], batch=1) == 2
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(2,), (4,)]
+    assert states(dsn)["queued"] == 1
+
+
+async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
+    """With retention succeeded=0, workers delete succeeded jobs; failed ones are kept."""
+    app = make_app(dsn, retention={"succeeded": 0, "failed": 3600})
+    app.using("add").enqueue_many(conn, [((i, i), {}) for i in range(20)])
+    app.using("boom").enqueue(conn)
+    conn.commit()
+    w = worker(app, rescue_interval=0.05)
+    await run_worker_until(w, lambda: states(dsn) == {"failed": 1})
+
+
+def test_retention_defaults_keep_failed_longest() -> None:
+    """Default retention: failed jobs outlive cancelled ones, which outlive succeeded ones."""
+    ages = pgqueue.PgQueue().retention
+    assert ages["failed"] > ages["cancelled"] > ages["succeeded"]
+    assert "failed" not in pgqueue.PgQueue(retention={"failed": None}).retention
+
+
+async def test_store_result_false_discards_the_return_value(dsn: str, conn: Any) -> None:
+    """@app.task(store_result=False): the job succeeds with a NULL result."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="big", queue="q", store_result=False)
+    async def big() -> str:
+        return "x" * 1000
+
+    app.using("big").enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 1})
+    assert query(dsn, "SELECT result FROM pgqueue.jobs") == [(None,)]
+
+
+async def test_wait_is_woken_by_the_completion_notification(dsn: str, conn: Any) -> None:
+    """wait returns once the job finishes, woken by NOTIFY: the fallback poll is 60 s away.
+
+    The lag from the ack's commit to wait's return is asserted under 1 s, a generous margin
+    over the 100 ms target (bench/bench_completion_notify.py measures it: a few ms)."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 20, 22)
+    conn.commit()
+    w = worker(app)
+    runner = asyncio.create_task(w.run())
+    try:
+        job = await app.wait(job_id, timeout=30, poll_interval=60)
+        [(lag,)] = query(dsn, "SELECT extract(epoch FROM clock_timestamp() - finished_at)::float8"
+                              " FROM pgqueue.jobs WHERE id = %s", [job_id])  # fmt: skip
+    finally:
+        w.stop()
+        await runner
+    assert (job.state, job.result) == ("succeeded", 42)
+    assert lag < 1.0
+
+
+async def test_wait_sync_returns_the_finished_job_from_another_thread(dsn: str, conn: Any) -> None:
+    """wait_sync blocks its thread until the job has finished, then returns it."""
+    app = make_app(dsn)
+    job_id = app.using("boom").enqueue(conn)
+    conn.commit()
+    result: list[pgqueue.Job] = []
+    waiter = threading.Thread(target=lambda: result.append(app.wait_sync(job_id, timeout=30)))
+    waiter.start()
+    await run_worker_until(worker(app), lambda: states(dsn) == {"failed": 1})
+    await asyncio.to_thread(waiter.join, 30)
+    assert [j.state for j in result] == ["failed"]
+
+
+async def test_wait_times_out_and_refuses_unknown_jobs(dsn: str, conn: Any) -> None:
+    """wait raises TimeoutError for an unfinished job and JobStateError for an unknown one."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)
+    conn.commit()
+    with pytest.raises(TimeoutError):
+        await app.wait(job_id, timeout=0.2, poll_interval=0.05)
+    with pytest.raises(pgqueue.JobStateError):
+        app.wait_sync(999_999, timeout=1)
+
+
+async def test_cancel_stops_a_running_job_at_the_next_heartbeat(dsn: str, conn: Any) -> None:
+    """cancel on a running job: its worker stops it and it ends cancelled; wait sees that."""
+    app = pgqueue.PgQueue(dsn)
+    started = asyncio.Event()
+
+    @app.task(name="slow", queue="q")
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job_id = app.using("slow").enqueue(conn)
+    conn.commit()
+    w = worker(app, lease=0.6)  # heartbeats every 0.2 s
+    runner = asyncio.create_task(w.run())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        assert await asyncio.to_thread(cancel_and_commit, app, dsn, job_id) == "requested"
+        job = await app.wait(job_id, timeout=30)
+    finally:
+        w.stop()
+        await runner
+    assert (job.state, job.last_error) == ("cancelled", "cancelled on request")
+
+
+def cancel_and_commit(app: pgqueue.PgQueue, dsn: str, job_id: int) -> str:
+    """Cancel ``job_id`` in a transaction of its own."""
+    with psycopg.connect(dsn) as own:
+        return admin.cancel_job(own, job_id)

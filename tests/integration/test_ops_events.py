@@ -1,0 +1,177 @@
+"""Worker events: job log records, the summary line, task callbacks, middleware, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import pgqueue
+from pgqueue._logging import JsonFormatter
+from tests.helpers import run_worker_until, states
+
+JOB_FIELDS = {"job_id", "task", "queue", "attempt", "duration_ms", "action"}
+
+
+def make_app(dsn: str, **task_options: Any) -> pgqueue.PgQueue:
+    """An app whose task "work" returns its argument, or raises when it is negative."""
+    app = pgqueue.PgQueue(dsn, retry=pgqueue.RetryPolicy(base=0.01, cap=0.02))
+
+    @app.task(name="work", queue="q", max_attempts=2, **task_options)
+    async def work(n: int) -> int:
+        if n < 0:
+            raise ValueError(f"negative: {n}")
+        return n
+
+    return app
+
+
+async def run_jobs(dsn: str, conn: Any, app: pgqueue.PgQueue, *ns: int, **options: Any) -> None:
+    """Enqueue work(n) for each n and run a worker until all have finished."""
+    for n in ns:
+        app.using("work").enqueue(conn, n)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, **options)
+    await run_worker_until(w, lambda: sum(states(dsn).get(s, 0) for s in ("succeeded", "failed"))
+                           == len(ns))  # fmt: skip
+
+
+async def test_job_records_carry_the_job_fields(dsn: str, conn: Any, caplog: Any) -> None:
+    """Every record about a job has job_id, task, queue, attempt, duration_ms and action."""
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
+    await run_jobs(dsn, conn, make_app(dsn), 1, -1)
+    records = [r for r in caplog.records if str(getattr(r, "action", "")).startswith("job_")]
+    actions = sorted(r.action for r in records)  # type: ignore[attr-defined]
+    assert actions == sorted(["job_failed", "job_retrying", "job_succeeded"] + ["job_started"] * 3)
+    finished = [r for r in records if r.action != "job_started"]  # type: ignore[attr-defined]
+    assert all(set(vars(r)) >= JOB_FIELDS for r in finished)
+    formatted = json.loads(JsonFormatter().format(finished[0]))
+    assert set(formatted) >= JOB_FIELDS and formatted["task"] == "work"
+
+
+async def test_worker_logs_a_startup_line_and_periodic_summaries(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The startup line hides the password; a summary line counts finished jobs."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = make_app(dsn)
+    app.using("work").enqueue(conn, 5)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, summary_interval=0.05,
+                   dsn=dsn + " password=s3cret")  # fmt: skip
+
+    def summarized() -> bool:
+        return any(getattr(r, "action", "") == "worker_summary" and r.succeeded == 1  # type: ignore[attr-defined]
+                   for r in caplog.records)  # fmt: skip
+
+    await run_worker_until(w, summarized)
+    [started] = [r for r in caplog.records if getattr(r, "action", "") == "worker_started"]
+    assert "s3cret" not in started.getMessage() and "concurrency 10" in started.getMessage()
+
+
+async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn: Any) -> None:
+    """on_success gets the result; on_failure runs once, after the last attempt only."""
+    seen: list[tuple[str, Any, Any]] = []
+
+    async def succeeded(event: pgqueue.JobEvent) -> None:
+        seen.append(("success", event.job.id, event.result))
+
+    def failed(event: pgqueue.JobEvent) -> None:  # sync: runs in a thread
+        seen.append(("failure", event.job.attempt, event.error))
+
+    app = make_app(dsn, on_success=succeeded, on_failure=failed)
+    await run_jobs(dsn, conn, app, 7, -1)
+    assert sorted(seen, key=str) == sorted(
+        [("success", 1, 7), ("failure", 2, "ValueError: negative: -1")], key=str
+    )
+
+
+async def test_middleware_wraps_every_attempt_outermost_first(dsn: str, conn: Any) -> None:
+    """Middleware runs around each attempt in registration order and may change the result."""
+    calls: list[str] = []
+    app = make_app(dsn)
+
+    @app.middleware
+    async def outer(job: pgqueue.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        calls.append(f"outer {job.task}")
+        return await call_next()
+
+    @app.middleware
+    async def double(job: pgqueue.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        calls.append("inner")
+        return 2 * await call_next()
+
+    await run_jobs(dsn, conn, app, 21)
+    job = app.get_job(conn, 1)
+    assert job is not None and job.result == 42
+    assert calls == ["outer work", "inner"]
+
+
+async def test_metrics_endpoint_serves_job_counters_histograms_and_gauges(
+    dsn: str, conn: Any
+) -> None:
+    """/metrics: finished per task/queue/state, retries, duration, latency, depth, running."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    app = make_app(dsn)
+    for n in (1, 2, -1):
+        app.using("work").enqueue(conn, n)
+    app.using("work", delay=3600).enqueue(conn, 3)  # not runnable: stays out of the depth
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
+    scraped: list[str] = []
+    await run_worker_until(w, lambda: scrape_when_done(w, dsn, scraped))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in parser.text_string_to_metric_families(scraped[-1])
+               for s in family.samples}  # fmt: skip
+    q, task = ("queue", "q"), ("task", "work")
+    finished = "pgqueue_jobs_finished_total"
+    assert samples[(finished, (q, ("state", "succeeded"), task))] == 2
+    assert samples[(finished, (q, ("state", "failed"), task))] == 1
+    assert samples[("pgqueue_job_retries_total", (q, task))] == 1
+    assert samples[("pgqueue_job_duration_seconds_count", (q, task))] == 4
+    assert samples[("pgqueue_job_start_latency_seconds_count", (q,))] == 4
+    assert samples[("pgqueue_queue_depth", (q,))] == 0
+    assert ("pgqueue_jobs_running", ()) in samples
+    assert ("pgqueue_active_jobs_estimate", ()) in samples
+
+
+def scrape_when_done(w: pgqueue.Worker, dsn: str, scraped: list[str]) -> bool:
+    """Scrape once every runnable job is final; true when the queue depth was published."""
+    if w.events.metrics_port is None or states(dsn).get("queued", 0) != 1:
+        return False
+    if sum(states(dsn).get(s, 0) for s in ("succeeded", "failed")) != 3:
+        return False
+    url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    scraped.append(text)
+    return 'pgqueue_queue_depth{queue="q"} 0.0' in text
+
+
+async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:
+    """pgqueue.tracing: the trace context goes into meta and each attempt gets a child span."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    export = pytest.importorskip("opentelemetry.sdk.trace.export")
+    memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    from pgqueue import tracing
+
+    exporter = memory.InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    app = make_app(dsn)
+    tracing.instrument(app, tracer_provider=provider)
+    with provider.get_tracer("test").start_as_current_span("request") as parent:
+        app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(w, lambda: states(dsn) == {"succeeded": 1})
+    await asyncio.sleep(0)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "pgqueue.run work"]
+    assert span.context.trace_id == parent.get_span_context().trace_id
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.attributes["pgqueue.job_id"] == 1

@@ -1,0 +1,228 @@
+"""The scheduler against a real database: one job per tick, catch-up, pruning, cron list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+import pgqueue
+from pgqueue import _store
+from pgqueue._cli import cli
+from pgqueue._worker._db import Db
+from pgqueue._worker._scheduler import Scheduler
+from tests.helpers import query, run_worker_until, states
+
+
+def make_app(dsn: str, catch_up: float = 600) -> pgqueue.PgQueue:
+    """An app with a per-second schedule named 'beat' that returns its tick."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat", kwargs={"label": "b"}, catch_up=catch_up)
+    async def beat(label: str) -> str:
+        return f"{label} {pgqueue.current_job().meta['tick']}"
+
+    return app
+
+
+async def db_now(db: Db) -> datetime:
+    """The database clock."""
+    return await db.run(_store.clock_now())
+
+
+async def schedulers(app: pgqueue.PgQueue, n: int) -> list[Scheduler]:
+    """``n`` schedulers of ``app``, each on its own connection."""
+    return [Scheduler(app.periodics.values(), Db(app.dsn, f"test{i}")) for i in range(n)]
+
+
+async def close(*scheds: Scheduler) -> None:
+    """Close the schedulers' connections."""
+    for s in scheds:
+        await s.db.close()
+
+
+LINKED = """
+SELECT count(*) FROM pgqueue.periodic_ticks t
+  JOIN pgqueue.jobs j ON j.id = t.job_id AND (j.meta->>'tick')::timestamptz = t.tick
+"""
+
+OLD_TICKS = """
+INSERT INTO pgqueue.periodic_ticks (name, tick)
+SELECT n, now() - h * interval '1 hour'
+  FROM unnest(array['beat', 'gone']) n, generate_series(2, 5) h
+"""
+
+
+def tick_jobs(dsn: str) -> list[tuple[str, int]]:
+    """(tick, number of jobs) for every tick that has a job."""
+    return query(
+        dsn,
+        "SELECT meta->>'tick', count(*) FROM pgqueue.jobs WHERE meta->>'periodic' = 'beat'"
+        " GROUP BY 1 ORDER BY 1",
+    )
+
+
+async def test_racing_schedulers_make_one_job_per_tick(dsn: str) -> None:
+    """Four schedulers firing the same 20 ticks at once create 20 jobs, one per tick."""
+    app = make_app(dsn)
+    scheds = await schedulers(app, 4)
+    now = await db_now(scheds[0].db)
+    for s in scheds:
+        s.cursors = {"beat": now - timedelta(seconds=20)}
+    await asyncio.gather(*(s.fire(app.periodics["beat"], now) for s in scheds))
+    await close(*scheds)
+    jobs = tick_jobs(dsn)
+    assert len(jobs) == 20
+    assert {count for _tick, count in jobs} == {1}
+    linked = query(dsn, LINKED)
+    assert linked == [(20,)]
+
+
+async def test_job_carries_its_schedule_kwargs_and_tick(dsn: str) -> None:
+    """A tick's job has the schedule's kwargs and meta {'periodic', 'tick'} in UTC ISO form."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    now = await db_now(sched.db)
+    sched.cursors = {"beat": now - timedelta(seconds=1)}
+    await sched.fire(app.periodics["beat"], now)
+    await close(sched)
+    [(task, kwargs, meta)] = query(dsn, "SELECT task, kwargs, meta FROM pgqueue.jobs")
+    assert task.endswith("<locals>.beat")
+    assert (kwargs, meta["periodic"]) == ({"label": "b"}, "beat")
+    assert datetime.fromisoformat(meta["tick"]) == now.replace(microsecond=0)
+
+
+async def test_missed_ticks_inside_the_window_run_and_older_ones_are_logged(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After 30 s of downtime with catch_up=10 s: the last 10 ticks are enqueued, 20 skipped."""
+    app = make_app(dsn, catch_up=10)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    sched.cursors = {"beat": now - timedelta(seconds=30)}
+    with caplog.at_level(logging.INFO, logger="pgqueue.scheduler"):
+        await sched.fire(app.periodics["beat"], now)
+    await close(sched)
+    fired = [datetime.fromisoformat(t) for t, _n in tick_jobs(dsn)]
+    assert fired == [now - timedelta(seconds=s) for s in range(10, -1, -1)]
+    [skipped] = [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"]
+    assert skipped.count == 19  # ticks now-29 .. now-11  # type: ignore[attr-defined]
+    assert "older than the catch-up window of 10.0 s" in skipped.getMessage()
+
+
+async def test_start_resumes_from_the_last_tick_in_the_database(dsn: str) -> None:
+    """A restarted scheduler continues after the newest recorded tick; nothing fires twice."""
+    app = make_app(dsn)
+    [first, second] = await schedulers(app, 2)
+    now = await db_now(first.db)
+    first.cursors = {"beat": now - timedelta(seconds=5)}
+    await first.fire(app.periodics["beat"], now)
+    await second.start()
+    assert second.cursors["beat"] == now.replace(microsecond=0)
+    await second.step()
+    await close(first, second)
+    assert {n for _t, n in tick_jobs(dsn)} == {1}
+
+
+async def test_a_new_schedule_never_fires_for_the_past(dsn: str) -> None:
+    """With no recorded tick, the scheduler starts at the database's now."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    await sched.start()
+    started = sched.cursors["beat"]
+    await sched.step()
+    await close(sched)
+    assert all(datetime.fromisoformat(t) > started for t, _n in tick_jobs(dsn))
+
+
+async def test_ticks_older_than_the_horizon_are_refused_by_the_database(dsn: str) -> None:
+    """Even a stalled scheduler cannot enqueue a tick older than the schedule's horizon."""
+    app = make_app(dsn, catch_up=10)
+    [sched] = await schedulers(app, 1)
+    now = await db_now(sched.db)
+    periodic = app.periodics["beat"]
+    old = now - timedelta(seconds=periodic.keep_seconds + 5)
+    won = await sched.db.run(_store.ticks_insert(periodic.tick_job(), [old], periodic.keep_seconds))
+    await close(sched)
+    assert won == []
+
+
+async def test_prune_keeps_recent_and_latest_ticks(dsn: str) -> None:
+    """Old ticks of known schedules go but their latest stays; unknown names last 7 days."""
+    app = make_app(dsn, catch_up=10)
+    query(dsn, OLD_TICKS)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now())")
+    [sched] = await schedulers(app, 1)
+    assert await sched.prune() == 4
+    await close(sched)
+    left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1 ORDER BY 1")
+    assert left == [("beat", 1), ("gone", 4)]
+    query(dsn, "DELETE FROM pgqueue.periodic_ticks WHERE name = 'beat'")
+    [sched] = await schedulers(pgqueue.PgQueue(dsn), 1)
+    sched.periodics = list(app.periodics.values())
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now() - interval"
+               " '3 hours'), ('beat', now() - interval '4 hours')")  # fmt: skip
+    assert await sched.prune() == 1  # the latest 'beat' tick stays even though it is old
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'")
+    assert await sched.prune() == 4  # all of 'gone', which no code schedules any more
+    await close(sched)
+    assert query(dsn, "SELECT name FROM pgqueue.periodic_ticks") == [("beat",)]
+
+
+async def test_worker_runs_the_schedule_and_the_task_reads_its_tick(dsn: str) -> None:
+    """A worker with periodic tasks schedules them by default; the job knows its tick."""
+    app = make_app(dsn)
+    worker = app.worker(poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded", 0) >= 2)
+    for result, meta in query(dsn, "SELECT result, meta FROM pgqueue.jobs WHERE state ="
+                                   " 'succeeded'"):  # fmt: skip
+        assert result == f"b {meta['tick']}"
+
+
+def test_scheduler_false_leaves_the_worker_without_a_scheduler(dsn: str) -> None:
+    """Worker(scheduler=False) (CLI --no-scheduler) runs no scheduler service."""
+    app = make_app(dsn)
+    assert len(app.worker().services) == 1
+    assert app.worker(scheduler=False).services == []
+    assert pgqueue.PgQueue(dsn).worker().services == []
+
+
+def test_cron_list_shows_last_and_next_ticks_and_removed_schedules(dsn: str) -> None:
+    """cron list: each schedule with last/next tick; names only in the database are flagged."""
+    app = make_app(dsn)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now()),"
+               " ('removed', now() - interval '1 day')")  # fmt: skip
+    [beat, removed] = pgqueue.cron_list(app)
+    assert beat.name == "beat" and beat.last_tick is not None and beat.next_tick is not None
+    assert beat.next_tick > beat.last_tick and beat.in_code
+    assert removed.name == "removed" and not removed.in_code and removed.next_tick is None
+
+
+def test_cron_list_command(dsn: str) -> None:
+    """`pgqueue cron list` prints the table."""
+    result = CliRunner().invoke(
+        cli, ["--app", "tests.integration.periodic_app:app", "--dsn", dsn, "cron", "list"]
+    )
+    assert result.exit_code == 0, result.output
+    header, line = result.output.splitlines()
+    assert header.split()[:2] == ["NAME", "SCHEDULE"]
+    assert line.startswith("nightly  0 2 * * * (Europe/Berlin)  -")
+
+
+async def test_scheduler_reconnects_after_losing_its_connection(dsn: str) -> None:
+    """A pass that fails because the connection died is followed by one that reconnects."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    await sched.start()
+    pid = (await sched.db.connection()).info.backend_pid
+    query(dsn, "SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(psycopg.OperationalError):
+        await sched.step()
+    sched.cursors["beat"] -= timedelta(seconds=3)
+    await sched.step()
+    await close(sched)
+    assert len(tick_jobs(dsn)) >= 3

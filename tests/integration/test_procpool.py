@@ -1,0 +1,58 @@
+"""The worker's own process pool: one child per slot, reused, and killed when abandoned."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+import pgqueue
+from pgqueue._worker._procpool import ChildLost, ProcessPool
+
+FIELDS = (1, "t", "cpu", 1, 3, {})
+
+
+def _where(name: str) -> tuple[str, str]:
+    return ("tests.integration.tasks_app", name)
+
+
+async def test_children_are_reused_and_exceptions_come_back_as_themselves() -> None:
+    """Two calls run in the same child; a task's Retry is raised in the parent unchanged."""
+    pool = ProcessPool(1)
+    try:
+        first = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        assert await pool.run(_where("process_pid"), [], {}, FIELDS) == first != os.getpid()
+        with pytest.raises(pgqueue.Retry) as raised:
+            await pool.run(_where("raises_retry"), [], {}, FIELDS)
+        assert raised.value.delay == 1.5
+    finally:
+        pool.shutdown()
+
+
+async def test_a_dying_child_is_reported_and_replaced() -> None:
+    """A child that exits mid-call raises ChildLost; the next call gets a new child."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            await pool.run(_where("dies"), [], {}, FIELDS)
+        assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
+        assert pool.recycled == 1
+    finally:
+        pool.shutdown()
+
+
+async def test_cancelling_the_caller_kills_the_child() -> None:
+    """A timeout around a call kills the child that runs it, so its slot is free at once."""
+    pool = ProcessPool(1)
+    try:
+        child = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await pool.run(_where("spin"), [60], {}, FIELDS)
+        assert pool.recycled == 1
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+        assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
+    finally:
+        pool.shutdown()

@@ -1,0 +1,180 @@
+"""Security: registry-only tasks, bounded payloads, bound identifiers, NOTIFY is only a hint,
+least-privilege roles, and redaction of stored errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+import pgqueue
+from pgqueue._migrate import roles_sql
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+INJECTIONS = [
+    "x'; DROP TABLE pgqueue.active_jobs; --",
+    'x"; DELETE FROM pgqueue.finished_jobs; --',
+    "__import__('os').system('touch /tmp/pgqueue-pwned')",
+    "$$; SELECT pg_sleep(10); $$",
+]
+
+
+def _worker(app: pgqueue.PgQueue, dsn: str, **options: object) -> pgqueue.Worker:
+    options.setdefault("queues", ["io"])
+    return app.worker(dsn=dsn, poll_interval=0.05, **options)
+
+
+@pytest.mark.parametrize("name", [
+    "os.system", "subprocess.call", "builtins.eval", "antigravity.fly", "pgqueue._demo.run_demo",
+    "tests.integration.tasks_app.fast_retry", "x" * 255, *INJECTIONS,
+])  # fmt: skip
+async def test_rows_naming_unregistered_code_fail_as_unknown_and_import_nothing(
+    dsn: str, name: str
+) -> None:
+    """Dotted paths, injection strings and 255-char names are looked up, never imported."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task, queue, max_attempts) VALUES (%s, 'io', 1)",
+          [name])  # fmt: skip
+    modules = set(sys.modules)
+    await run_worker_until(_worker(t.app, dsn), lambda: states(dsn).get("failed") == 1)
+    assert query(dsn, "SELECT task, last_error FROM pgqueue.jobs") == [
+        (name, f"unknown task {name!r}")
+    ]
+    assert not {"antigravity", "subprocess"} & (set(sys.modules) - modules)
+
+
+def test_overlong_and_injected_queue_and_task_names_are_rejected(dsn: str, conn) -> None:
+    """Bad names fail in Python before any SQL, and in the database's CHECKs for raw SQL."""
+    for bad in [*INJECTIONS, "q" * 65, ""]:
+        with pytest.raises(ValueError, match="invalid queue name"):
+            t.add.using(queue=bad)
+        with pytest.raises(ValueError, match="invalid queue name"):
+            t.app.worker(dsn=dsn, queues=[bad])
+    with pytest.raises(ValueError, match="invalid task name"):
+        t.app.using("t" * 256)
+    for column, value in [("queue", INJECTIONS[0]), ("task", "t" * 256)]:
+        statement = sql.SQL("INSERT INTO pgqueue.active_jobs (task, queue) VALUES ({})").format(
+            sql.SQL(", ").join([sql.Literal(value if column == "task" else "ok"),
+                                sql.Literal(value if column == "queue" else "ok")]))  # fmt: skip
+        with pytest.raises(psycopg.errors.CheckViolation):
+            query(dsn, statement)
+
+
+def test_injection_strings_as_task_names_are_stored_verbatim(dsn: str, conn) -> None:
+    """A task name is a bound parameter: the string is stored as is and nothing else happens."""
+    for name in INJECTIONS:
+        t.app.using(name, queue="io").enqueue(conn)
+    conn.commit()
+    assert sorted(r[0] for r in query(dsn, "SELECT task FROM pgqueue.jobs")) == sorted(INJECTIONS)
+
+
+def test_payload_cap_is_checked_before_sending_and_by_the_database(dsn: str, conn) -> None:
+    """Arguments over max_payload_bytes raise before any SQL; raw inserts hit the CHECK."""
+    small = pgqueue.PgQueue(dsn, max_payload_bytes=100)
+    with pytest.raises(ValueError, match="the limit is 100 bytes"):
+        small.using("any", queue="io").enqueue(conn, "x" * 200)
+    conn.rollback()
+    assert t.app.max_payload_bytes == 1024 * 1024  # the documented default
+    with pytest.raises(ValueError, match="limit is 1048576"):
+        t.add.enqueue(conn, "x" * (1024 * 1024 + 1), 0)
+    conn.rollback()
+    # Random text barely compresses, so the stored size stays over the 1 MiB constraint.
+    huge = ("INSERT INTO pgqueue.active_jobs (task, args) SELECT 'raw', jsonb_build_array("
+            "string_agg(md5(i::text), '')) FROM generate_series(1, 40000) AS i")  # fmt: skip
+    with pytest.raises(psycopg.errors.CheckViolation, match="active_jobs_payload_check"):
+        query(dsn, huge)
+    assert states(dsn) == {}
+
+
+@pytest.fixture
+def make_role(dsn: str) -> Iterator[object]:
+    """Create login roles for one test (optionally in group roles); drop them afterwards."""
+    made: list[str] = []
+
+    def make(*groups: str) -> str:
+        name = f"pgq_test_{uuid.uuid4().hex[:10]}"
+        query(dsn, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        for group in groups:
+            query(dsn, sql.SQL("GRANT {} TO {}").format(sql.Identifier(group),
+                                                         sql.Identifier(name)))  # fmt: skip
+        made.append(name)
+        return make_conninfo(dsn, user=name)
+
+    yield make
+    for name in made:
+        query(dsn, sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        query(dsn, sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+async def test_notifications_from_a_role_without_grants_change_nothing(
+    dsn: str, conn, make_role
+) -> None:
+    """Any role may NOTIFY: forged wake-ups and cancel hints neither claim nor cancel a job."""
+    nobody = make_role()
+    running = t.sleepy.enqueue(conn, 1.0)
+    later = t.add.using(delay=3600).enqueue(conn, 1, 2)
+    conn.commit()
+    w = _worker(t.app, dsn, lease=30)
+
+    async def forge() -> None:
+        await asyncio.sleep(0.3)
+        async with await psycopg.AsyncConnection.connect(nobody, autocommit=True) as evil:
+            for channel, payload in [("pgqueue_cancel", w.name), ("pgqueue_jobs", "io")]:
+                await evil.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await evil.execute("UPDATE pgqueue.active_jobs SET cancel_requested = true")
+
+    forger = asyncio.create_task(forge())
+    await run_worker_until(w, lambda: states(dsn).get("succeeded") == 1)
+    await forger
+    assert dict(query(dsn, "SELECT id, state FROM pgqueue.jobs")) == {
+        running: "succeeded",
+        later: "queued",
+    }
+
+
+async def test_worker_and_producer_roles_do_their_jobs_and_nothing_more(
+    dsn: str, make_role
+) -> None:
+    """roles.sql: a worker runs under pgqueue_worker; a producer can enqueue, not change jobs."""
+    query(dsn, roles_sql())
+    worker_dsn, producer_dsn = make_role("pgqueue_worker"), make_role("pgqueue_producer")
+    with psycopg.connect(producer_dsn) as producer:
+        job_id = t.add.enqueue(producer, 20, 22)
+        producer.commit()
+        assert query(producer_dsn, "SELECT state FROM pgqueue.jobs") == [("queued",)]
+        for statement in ["UPDATE pgqueue.active_jobs SET priority = 1",
+                          "DELETE FROM pgqueue.finished_jobs"]:  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                producer.execute(statement)
+            producer.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            t.app.cancel(producer, job_id)
+        producer.rollback()
+    w = _worker(t.app, worker_dsn, rescue_interval=0.1)
+    await run_worker_until(w, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT result FROM pgqueue.jobs") == [(42,)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(worker_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")
+
+
+async def test_redact_hook_scrubs_stored_errors_and_tracebacks(dsn: str, conn) -> None:
+    """PgQueue(redact=...) rewrites error messages and tracebacks before they are stored."""
+    app = pgqueue.PgQueue(dsn, redact=lambda text: text.replace("hunter2", "[redacted]"))
+
+    @app.task(queue="io", max_attempts=1)
+    async def login(password: str) -> None:
+        raise RuntimeError(f"cannot log in with password {password}")
+
+    login.enqueue(conn, "hunter2")
+    conn.commit()
+    await run_worker_until(_worker(app, dsn), lambda: states(dsn).get("failed") == 1)
+    [(last_error, errors)] = query(dsn, "SELECT last_error, errors::text FROM pgqueue.jobs")
+    assert last_error == "RuntimeError: cannot log in with password [redacted]"
+    assert "hunter2" not in errors and "[redacted]" in errors

@@ -1,0 +1,161 @@
+"""Tick maths: next tick, normalisation, catch-up windows, and time zones with DST."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgqueue._cron import CronSpec, due_ticks, next_tick, normalize, ticks_between
+
+EXPRESSIONS = [
+    "* * * * *", "*/5 * * * *", "0 * * * *", "30 2 * * *", "0 2 * * *", "15,45 1-3 * * *",
+    "0 0 1 * *", "0 9 * * 1-5", "* * * * * */10", "*/7 * * * * 30", "59 23 31 12 *",
+]  # fmt: skip
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+
+specs = st.builds(CronSpec, st.sampled_from(EXPRESSIONS), st.sampled_from(ZONES))
+moments = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)
+)
+
+
+def utc(*args: int) -> datetime:
+    """A UTC datetime."""
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+@settings(deadline=None)
+@given(specs, moments)
+def test_next_tick_is_strictly_after_the_moment(spec: CronSpec, now: datetime) -> None:
+    """Whatever the zone and moment, the next tick lies in the future."""
+    assert next_tick(spec, now) > now
+
+
+@settings(deadline=None)
+@given(specs, moments)
+def test_normalize_is_idempotent_and_brackets_the_moment(spec: CronSpec, now: datetime) -> None:
+    """A moment normalises to the latest tick at or before it, and a tick to itself."""
+    tick = normalize(spec, now)
+    assert normalize(spec, tick) == tick
+    assert tick <= now < next_tick(spec, tick)
+
+
+DST_CHANGES = {
+    "Europe/Berlin": [utc(2026, 3, 29, 1), utc(2026, 10, 25, 1)],
+    "America/New_York": [utc(2026, 3, 8, 7), utc(2026, 11, 1, 6)],
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.sampled_from(EXPRESSIONS[:7]),
+    st.sampled_from(sorted(DST_CHANGES)),
+    st.integers(0, 1),
+    st.integers(-24 * 60, 0),
+)
+def test_no_tick_is_produced_twice_across_a_dst_change(
+    expression: str, zone: str, which: int, offset_minutes: int
+) -> None:
+    """Across a DST change, the ticks are strictly increasing: no instant comes twice."""
+    spec = CronSpec(expression, zone)
+    start = DST_CHANGES[zone][which] + timedelta(minutes=offset_minutes)
+    ticks = ticks_between(spec, start, start + timedelta(days=2))
+    assert ticks == sorted(set(ticks))
+    assert all(normalize(spec, t) == t for t in ticks[::17])
+
+
+def in_utc(spec: CronSpec, start: datetime, days: int = 1) -> list[str]:
+    """The ticks of one day from ``start``, as UTC times of day."""
+    return [t.strftime("%d %H:%M") for t in ticks_between(spec, start, start + timedelta(days))]
+
+
+def test_skipped_hour_in_berlin_fires_at_the_first_valid_moment_after_the_gap() -> None:
+    """croniter: 02:30 does not exist on 29 March 2026 in Berlin; the tick comes at 03:00 CEST."""
+    assert in_utc(CronSpec("30 2 * * *", "Europe/Berlin"), utc(2026, 3, 28, 12)) == ["29 01:00"]
+    # An hourly schedule simply has no 02:00 tick that night.
+    hourly = in_utc(CronSpec("0 * * * *", "Europe/Berlin"), utc(2026, 3, 28, 23, 30), 0.125)
+    assert hourly == ["29 00:00", "29 01:00", "29 02:00"]  # 01:00 CET, 03:00 CEST, 04:00 CEST
+
+
+def test_repeated_hour_in_berlin_fires_in_both_occurrences() -> None:
+    """croniter: 02:30 happens twice on 25 October 2026 in Berlin, and so does the tick."""
+    spec = CronSpec("30 2 * * *", "Europe/Berlin")
+    assert in_utc(spec, utc(2026, 10, 24, 12)) == ["25 00:30", "25 01:30"]
+
+
+def test_new_york_follows_the_same_rules() -> None:
+    """croniter in New York: skipped 02:30 moves to 03:00 EDT; the repeated 01:30 fires twice."""
+    assert in_utc(CronSpec("30 2 * * *", "America/New_York"), utc(2026, 3, 7, 12)) == ["08 07:00"]
+    spec = CronSpec("30 1 * * *", "America/New_York")
+    assert in_utc(spec, utc(2026, 10, 31, 12)) == ["01 05:30", "01 06:30"]
+
+
+def test_seconds_are_the_sixth_field() -> None:
+    """A 6th field gives seconds."""
+    spec = CronSpec("* * * * * */15")
+    assert spec.has_seconds
+    assert ticks_between(spec, utc(2026, 1, 1), utc(2026, 1, 1, 0, 1)) == [
+        utc(2026, 1, 1, 0, 0, s) for s in (15, 30, 45)
+    ] + [utc(2026, 1, 1, 0, 1)]
+
+
+@pytest.mark.parametrize("expression", ["61 * * * *", "* * * *", "* * * * * * *", "every day", ""])
+def test_invalid_expression_is_refused_with_the_value_quoted(expression: str) -> None:
+    """A bad expression raises ValueError naming it."""
+    with pytest.raises(ValueError, match="invalid cron expression"):
+        CronSpec(expression)
+    with pytest.raises(ValueError, match=repr(expression).replace("*", r"\*")):
+        CronSpec(expression)
+
+
+def test_unknown_time_zone_is_refused_with_the_value_quoted() -> None:
+    """An unknown zone raises ValueError naming it."""
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        CronSpec("* * * * *", "Mars/Olympus")
+
+
+def test_naive_datetimes_are_refused() -> None:
+    """Tick maths never guesses a time zone."""
+    with pytest.raises(ValueError, match="naive"):
+        next_tick(CronSpec("* * * * *"), datetime(2026, 1, 1))
+
+
+def test_due_ticks_split_at_the_catch_up_window() -> None:
+    """Ticks older than now - catch_up are skipped; newer ones (the boundary included) are due."""
+    spec = CronSpec("* * * * * *")
+    now = utc(2026, 1, 1, 0, 0, 10)
+    due = due_ticks(spec, utc(2026, 1, 1), now, timedelta(seconds=3))
+    assert due.due == [utc(2026, 1, 1, 0, 0, s) for s in (7, 8, 9, 10)]
+    assert due.skipped == [utc(2026, 1, 1, 0, 0, s) for s in range(1, 7)]
+    assert due.skipped_last == utc(2026, 1, 1, 0, 0, 6)
+    assert due.cursor == now
+
+
+def test_due_ticks_stop_at_the_limit_and_resume_from_the_cursor() -> None:
+    """With more due ticks than the limit, the cursor stops at the last one returned."""
+    spec = CronSpec("* * * * * *")
+    now = utc(2026, 1, 1, 0, 0, 10)
+    first = due_ticks(spec, utc(2026, 1, 1), now, timedelta(minutes=1), limit=4)
+    assert first.due[-1] == first.cursor == utc(2026, 1, 1, 0, 0, 4)
+    second = due_ticks(spec, first.cursor, now, timedelta(minutes=1), limit=100)
+    assert second.due[0] == utc(2026, 1, 1, 0, 0, 5)
+    assert not first.skipped and not second.skipped
+
+
+@settings(deadline=None)
+@given(specs, moments, st.lists(st.integers(1, 900), min_size=1, max_size=5))
+def test_successive_passes_yield_every_tick_once(
+    spec: CronSpec, start: datetime, steps: list[int]
+) -> None:
+    """Passes at arbitrary later moments together produce each tick exactly once, in order."""
+    cursor, now, seen = start, start, []
+    for step in steps:
+        now += timedelta(seconds=step)
+        while cursor < now:
+            due = due_ticks(spec, cursor, now, timedelta(days=1), limit=50)
+            seen += due.due
+            cursor = due.cursor
+    assert seen == ticks_between(spec, start, now)

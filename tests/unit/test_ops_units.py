@@ -1,0 +1,114 @@
+"""Pure parts of the operations features: durations, retention, JSON logs, middleware order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pgqueue import JobContext
+from pgqueue._hooks import AppHooks, JobEvent, call_through
+from pgqueue._logging import JsonFormatter
+from pgqueue._ops import decode_call, parse_duration
+from pgqueue._retention import DEFAULT_RETENTION, retention_ages
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("12h", 43200.0), ("7d", 604800.0),
+     ("2w", 1209600.0), ("0.5h", 1800.0)],
+)  # fmt: skip
+def test_parse_duration_understands_units(text: str, seconds: float) -> None:
+    """Durations are a number with an optional s/m/h/d/w unit."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan"])
+def test_parse_duration_rejects_nonsense(text: str) -> None:
+    """Anything else is a ValueError that says what to write."""
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_decode_call_wants_an_array_and_an_object() -> None:
+    """--args must be a JSON array and --kwargs a JSON object."""
+    assert decode_call("[1]", '{"a": 2}') == ([1], {"a": 2})
+    assert decode_call(None, None) == ([], {})
+    with pytest.raises(ValueError, match="--args must be an array in JSON"):
+        decode_call('{"a": 1}', None)
+    with pytest.raises(ValueError, match="--kwargs is not valid JSON"):
+        decode_call(None, "{")
+
+
+def test_retention_merges_over_defaults_and_none_keeps_forever() -> None:
+    """Given ages override the defaults; None keeps a state forever; timedelta is accepted."""
+    ages = retention_ages({"succeeded": timedelta(hours=1), "cancelled": None})
+    assert ages == {"succeeded": 3600.0, "failed": DEFAULT_RETENTION["failed"]}
+    with pytest.raises(ValueError, match="finished states only"):
+        retention_ages({"queued": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        retention_ages({"failed": -1})
+
+
+def test_json_formatter_emits_extras_as_top_level_keys() -> None:
+    """A record's extras become keys of its JSON line, next to time, level and message."""
+    fields = {"msg": "job %s done", "args": (5,), "levelname": "INFO", "name": "pgqueue.worker"}
+    record = logging.makeLogRecord({**fields, "job_id": 5, "action": "job_x"})
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "job 5 done" and line["level"] == "info"
+    assert (line["job_id"], line["action"]) == (5, "job_x")
+
+
+def test_middleware_nests_in_registration_order() -> None:
+    """The first middleware registered is the outermost."""
+    order: list[str] = []
+
+    def named(name: str) -> Any:
+        async def mw(job: JobContext, call_next: Any) -> Any:
+            order.append(f"{name} in")
+            result = await call_next()
+            order.append(f"{name} out")
+            return result
+
+        return mw
+
+    async def call() -> str:
+        order.append("task")
+        return "done"
+
+    job = JobContext(1, "t", "q", 1, 3)
+    result = asyncio.run(call_through([named("a"), named("b")], job, call))
+    assert result == "done"
+    assert order == ["a in", "b in", "task", "b out", "a out"]
+
+
+def test_enqueue_meta_hooks_run_in_order_on_a_copy() -> None:
+    """job_meta applies every enqueue hook and never mutates the task's own meta."""
+    hooks = AppHooks()
+    hooks.enqueue_meta.append(lambda m: {**m, "a": 1})
+    hooks.enqueue_meta.append(lambda m: {**m, "b": m["a"] + 1})
+    original = {"x": 0}
+    assert hooks.job_meta(original) == {"x": 0, "a": 1, "b": 2}
+    assert original == {"x": 0}
+
+
+def test_job_event_decodes_its_result_lazily() -> None:
+    """JobEvent.result decodes the stored JSON; retrying events are not final."""
+    job = JobContext(1, "t", "q", 1, 3)
+    assert JobEvent(job, "succeeded", 0.1, encoded_result='{"a": [1]}').result == {"a": [1]}
+    assert not JobEvent(job, "retrying", 0.1).is_final
+
+
+def test_admin_module_exports_documented_functions() -> None:
+    """pgqueue.admin exposes what the CLI calls, each function with a docstring."""
+    from pgqueue import admin
+
+    assert {"list_jobs", "queue_stats", "live_workers", "prune", "retry_failed"} <= set(
+        admin.__all__
+    )
+    for name in admin.__all__:
+        assert callable(getattr(admin, name)) and getattr(admin, name).__doc__, name

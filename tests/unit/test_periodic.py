@@ -1,0 +1,83 @@
+"""Declaring periodic tasks: what @app.periodic registers, and what it refuses at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import pgqueue
+from pgqueue._periodic import DEFAULT_CATCH_UP
+
+
+def test_periodic_registers_the_task_and_the_schedule() -> None:
+    """The function becomes a task; the schedule is keyed by the task's name by default."""
+    app = pgqueue.PgQueue()
+
+    @app.periodic("0 2 * * *", timezone="Europe/Berlin", kwargs={"full": True}, queue="cpu")
+    def nightly_report(full: bool) -> None: ...
+
+    assert isinstance(nightly_report, pgqueue.Task)
+    assert app.tasks[nightly_report.name] is nightly_report
+    periodic = app.periodics[nightly_report.name]
+    assert (periodic.queue, dict(periodic.kwargs)) == ("cpu", {"full": True})
+    assert str(periodic.cron) == "0 2 * * * (Europe/Berlin)"
+    assert periodic.catch_up == DEFAULT_CATCH_UP == timedelta(minutes=10)
+
+
+def test_one_task_can_have_several_named_schedules() -> None:
+    """Stacked decorators with distinct names give one task two schedules."""
+    app = pgqueue.PgQueue()
+
+    @app.periodic("0 * * * *", name="hourly", kwargs={"scope": "hour"})
+    @app.periodic("0 0 * * *", name="daily", kwargs={"scope": "day"})
+    @app.task(name="rollup")
+    def rollup(scope: str) -> None: ...
+
+    assert sorted(app.periodics) == ["daily", "hourly"]
+    assert {p.task.name for p in app.periodics.values()} == {"rollup"}
+
+
+def test_two_schedules_under_one_name_are_refused() -> None:
+    """Reusing a schedule name for another expression asks for name=..."""
+    app = pgqueue.PgQueue()
+
+    @app.periodic("0 * * * *")
+    @app.task(name="t")
+    def t() -> None: ...
+
+    with pytest.raises(ValueError, match="already registered as 't'"):
+        app.periodic("*/5 * * * *")(t)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"expression": "0 25 * * *"}, "invalid cron expression '0 25 \\* \\* \\*'"),
+        ({"expression": "every minute"}, "invalid cron expression 'every minute'"),
+        ({"timezone": "Europe/Atlantis"}, "unknown time zone 'Europe/Atlantis'"),
+        ({"catch_up": 0}, "catch_up must be between 1 second and 7 days, got 0"),
+        ({"catch_up": timedelta(days=8)}, "catch_up must be between"),
+        ({"queue": "no spaces"}, "invalid queue name 'no spaces'"),
+    ],
+)
+def test_bad_declarations_fail_at_decoration_time(options: dict[str, object], message: str) -> None:
+    """Bad input raises ValueError quoting it, before any function is decorated."""
+    app = pgqueue.PgQueue()
+    arguments = {"expression": "* * * * *", **options}
+    expression = arguments.pop("expression")
+    with pytest.raises(ValueError, match=message):
+        app.periodic(expression, **arguments)  # type: ignore[arg-type]
+    assert app.periodics == {} and app.tasks == {}
+
+
+def test_kwargs_must_fit_the_function_and_be_json() -> None:
+    """kwargs the function cannot take, or that are not JSON, fail at decoration time."""
+    app = pgqueue.PgQueue()
+
+    def report(full: bool) -> None: ...
+
+    with pytest.raises(ValueError, match="do not fit task"):
+        app.periodic("* * * * *", kwargs={"fulll": True})(report)
+    with pytest.raises((ValueError, TypeError), match="JSON"):
+        app.periodic("* * * * *", kwargs={"full": object()}, name="x")(report)
