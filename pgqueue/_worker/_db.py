@@ -80,10 +80,10 @@ def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
     """How a worker connection is opened.
 
     Behind a transaction-mode pooler (``pooled``) nothing may live in the session: no prepared
-    statements, no SET. Otherwise the worker's own writes (claims, acks, leases)
-    skip the WAL flush wait unless ``synchronous_commit``: a crash can only lose the last
-    fraction of a second of them, and a lost claim or ack means the job runs again, which
-    at-least-once execution allows. The caller's enqueue keeps the caller's durability.
+    statements, no SET. Otherwise the worker's acks, heartbeats and maintenance skip the
+    WAL flush wait unless ``synchronous_commit``: a crash can only lose the last fraction of
+    a second of them, and a lost ack means the job is rescued and runs again under a new
+    attempt number, which at-least-once execution allows. Claims never use this (see Worker).
     """
     if pooled:
         return {"prepare_threshold": None}

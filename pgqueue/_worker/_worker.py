@@ -141,7 +141,10 @@ class Worker:
         total = sum(self.queues.values())
         self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
-        self._claim_db = Db(self.dsn, "claimer", **db)
+        # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
+        # attempt number out twice, and fencing could no longer tell a zombie from its heir.
+        claims = session(pooled=not listen, synchronous_commit=True)
+        self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval)

@@ -14,12 +14,14 @@ from tests.helpers import query
     [({}, "off"), ({"synchronous_commit": True}, "on"), ({"listen": False}, "on")],
 )
 async def test_worker_commit_mode(app: pgqueue.PgQueue, options: dict, expected: str) -> None:
-    """Claims and acks skip the WAL flush wait unless asked, or unless poll-only (poolers)."""
+    """Acks skip the WAL flush wait unless asked or poll-only (poolers); claims never do."""
     worker = app.worker(**options)
     try:
-        conn = await worker._claim_db.connection()
+        conn = await worker._ack_db.connection()
         cur = await conn.execute("SHOW synchronous_commit")
         assert await cur.fetchone() == (expected,)
+        claims = await (await worker._claim_db.connection()).execute("SHOW synchronous_commit")
+        assert await claims.fetchone() == ("on",)  # a lost claim would reuse an attempt
     finally:
         await worker._close_connections()
 
