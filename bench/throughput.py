@@ -8,8 +8,13 @@ import psycopg
 
 from bench import _env, _sql, tasks
 
+# Twice the claim batch (100): one batch runs while the next is claimed (docs/performance.md).
+DRAIN_CONCURRENCY = 200
 
-def drain(dsn: str, n: int, processes: int = 1, concurrency: int = 100, *options: str) -> float:
+
+def drain(
+    dsn: str, n: int, processes: int = 1, concurrency: int = DRAIN_CONCURRENCY, *options: str
+) -> float:
     """Jobs/s for ``processes`` idle workers to run ``n`` no-op jobs queued in one commit.
 
     Timed by the database clock, from the first claim to the last ack.

@@ -203,6 +203,15 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     help="Seconds a claim is held without a heartbeat.",
 )
 @click.option(
+    "--batch-size",
+    envvar="PGQUEUE_BATCH_SIZE",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="Most jobs one claim takes per queue; with concurrency >= 2x this, the next batch is"
+    " claimed while one runs.",
+)
+@click.option(
     "--rescue-interval",
     envvar="PGQUEUE_RESCUE_INTERVAL",
     type=click.FloatRange(0.05),
@@ -246,14 +255,15 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.pass_obj
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
-           poll_interval: float, lease: float, rescue_interval: float, processes: int | None,
-           no_listen: bool, synchronous_commit: bool, name: str | None, no_scheduler: bool,
+           poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
+           processes: int | None, no_listen: bool, synchronous_commit: bool, name: str | None, no_scheduler: bool,
            metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
+        batch_size=batch_size,
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
         metrics_port=metrics_port,
     )  # fmt: skip

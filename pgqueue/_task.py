@@ -27,7 +27,7 @@ class Task(Generic[P, R]):
     Calling the task calls the function directly, in this process.
     """
 
-    __slots__ = ("app", "fn", "name", "options")
+    __slots__ = ("_is_async", "app", "fn", "name", "options")
 
     def __init__(
         self, app: PgQueue, fn: Callable[P, R] | None, name: str, options: JobOptions
@@ -36,6 +36,7 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.name = name
         self.options = options
+        self._is_async = inspect.iscoroutinefunction(fn)  # asked once per job on the hot path
 
     def __repr__(self) -> str:
         return f"<pgqueue.Task {self.name!r} queue={self.options.queue!r}>"
@@ -48,7 +49,7 @@ class Task(Generic[P, R]):
     @property
     def is_async(self) -> bool:
         """Whether the function is a coroutine function (runs on the worker's event loop)."""
-        return inspect.iscoroutinefunction(self.fn)
+        return self._is_async
 
     def using(
         self,

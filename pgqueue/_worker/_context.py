@@ -18,8 +18,20 @@ class JobContext:
     attempt: int
     max_attempts: int
     meta: dict[str, Any] = field(default_factory=dict)
-    cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
+    # Made on first use: most jobs finish without anyone looking (saves a lock per job).
+    _cancelled: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the worker asks this attempt to stop; thread tasks may ``wait()`` on it.
+
+        The worker creates it (on the event loop) before a thread task starts, so the task's
+        thread and the loop always share one event.
+        """
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        return self._cancelled
 
     @property
     def is_cancelled(self) -> bool:

@@ -67,10 +67,14 @@ class JobExecutor:
         try:
             if task is None:
                 raise UnknownTaskError(job.task)
-            async with asyncio.timeout(job.timeout):
-                result = await call_through(
-                    self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
-                )
+            pending = call_through(
+                self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
+            )
+            if job.timeout is None:  # most jobs: no timeout machinery at all
+                result = await pending
+            else:
+                async with asyncio.timeout(job.timeout):
+                    result = await pending
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
@@ -122,6 +126,7 @@ class JobExecutor:
         return await self._in_thread(task, job, ctx)
 
     async def _in_thread(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
+        ctx.cancelled  # noqa: B018 - create the event here, on the loop, before the thread sees ctx
         context = contextvars.copy_context()
         context.run(_current.set, ctx)
         running = self._threads.submit(_bind(context, task.fn, job.args, job.kwargs))
