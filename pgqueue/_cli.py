@@ -256,8 +256,8 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
-           processes: int | None, no_listen: bool, synchronous_commit: bool, name: str | None, no_scheduler: bool,
-           metrics_port: int | None) -> None:  # fmt: skip
+           processes: int | None, no_listen: bool, synchronous_commit: bool, name: str | None,
+           no_scheduler: bool, metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,

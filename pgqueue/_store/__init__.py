@@ -426,11 +426,6 @@ def listen_cancel() -> Query[None]:
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.
 
 
-def jobs_get(job_id: int) -> Query[Row | None]:
-    """One job from ``pgqueue.jobs`` (JSON columns as text), or ``None``."""
-    return Query(q.JOBS_GET, {"id": job_id}, lambda rows: rows[0] if rows else None)
-
-
 def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
     """Queue failed or cancelled jobs again under their ids (``pgqueue.retry()``); returns the
     ids requeued, in input order."""
@@ -483,7 +478,7 @@ def jobs_run_now() -> Query[None]:
 def jobs_read(job_id: int) -> Query[Row | None]:
     """One job, active or finished, as a row of ``pgqueue.jobs`` (JSON decoded); ``None`` when
     unknown. The columns are those of :class:`pgqueue.Job`."""
-    return Query(q.JOBS_READ, {"id": job_id}, lambda rows: rows[0] if rows else None)
+    return Query(q.JOBS_READ, {"id": job_id}, lambda rows: _job_row(rows[0]) if rows else None)
 
 
 def jobs_list(
@@ -491,7 +486,19 @@ def jobs_list(
 ) -> Query[list[Row]]:
     """The newest jobs matching every given filter."""
     params = {"state": state, "queue": queue, "task": task, "limit": limit}
-    return Query(q.JOBS_LIST, params, _rows)
+    return Query(q.JOBS_LIST, params, lambda rows: [_job_row(r) for r in rows])
+
+
+_JOB_JSON_COLUMNS = (4, 5, 13, 15, 17)  # args, kwargs, result, errors, meta in JOBS_READ/LIST
+
+
+def _job_row(row: Row) -> Row:
+    """Decode the JSON columns of a JOBS_READ / JOBS_LIST row (selected as text)."""
+    values = list(row)
+    for index in _JOB_JSON_COLUMNS:
+        if values[index] is not None:
+            values[index] = json.loads(values[index])
+    return tuple(values)
 
 
 def jobs_retry_failed(task: str | None = None) -> Query[int]:

@@ -348,15 +348,6 @@ LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
 # -- issue 6: integrations (Django admin actions, django.tasks results, embedded migrations,
 # -- pgqueue.testing). Kept together at the end of the file to ease merging.
 
-# One job as the integrations show it; JSON as text so every caller decodes it the same way
-# (Django's connection loads jsonb as text, a plain psycopg connection as Python objects).
-JOBS_GET: LiteralString = """
-SELECT id, queue, task, args::text, kwargs::text, state, priority, attempts, max_attempts,
-       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
-       worker_id
-  FROM pgqueue.jobs
- WHERE id = %(id)s
-"""
 
 # Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
 # attempts, their error history kept, through the SQL function pgqueue.retry()
@@ -404,19 +395,21 @@ UPDATE pgqueue.active_jobs SET run_at = now() WHERE state = 'queued' AND run_at 
 
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------
 
+# JSON columns travel as text and are decoded by the store, so the result is the same whatever
+# loaders the caller's connection has (Django's connection loads jsonb as text).
 JOBS_READ: LiteralString = """
-SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
-       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
-       worker_id, lease_expires_at, cancel_requested
+SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
+       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
+       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
   FROM pgqueue.jobs
  WHERE id = %(id)s
 """
 
 # Newest first; each filter is skipped when NULL.
 JOBS_LIST: LiteralString = """
-SELECT id, task, queue, state, args, kwargs, priority, attempts, max_attempts, run_at,
-       created_at, started_at, finished_at, result, last_error, errors, unique_key, meta,
-       worker_id, lease_expires_at, cancel_requested
+SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
+       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
+       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
   FROM pgqueue.jobs
  WHERE (%(state)s::text IS NULL OR state = %(state)s)
    AND (%(queue)s::text IS NULL OR queue = %(queue)s)

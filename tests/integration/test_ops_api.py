@@ -225,3 +225,15 @@ def cancel_and_commit(app: pgqueue.PgQueue, dsn: str, job_id: int) -> str:
     """Cancel ``job_id`` in a transaction of its own."""
     with psycopg.connect(dsn) as own:
         return admin.cancel_job(own, job_id)
+
+
+def test_get_job_decodes_json_whatever_the_connection_loads(dsn: str) -> None:
+    """On a connection that loads jsonb as text (as Django's does), get_job still decodes."""
+    from psycopg.types.string import TextLoader
+
+    with psycopg.connect(dsn) as conn:
+        conn.adapters.register_loader("jsonb", TextLoader)
+        job_id = pgqueue.PgQueue().enqueue(conn, "some.task", [1, "two"], flag=True)
+        job = pgqueue.PgQueue().get_job(conn, job_id)
+    assert job is not None
+    assert (job.args, job.kwargs, job.errors, job.meta) == ([[1, "two"]], {"flag": True}, [], {})

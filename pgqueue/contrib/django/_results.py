@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgqueue._manage import JobInfo
+from pgqueue._job import Job
 from pgqueue.contrib.django import _compat as dt
 
 # pgqueue's states onto Django's statuses. Django has no "cancelled": it is a failure there.
@@ -32,7 +32,7 @@ def exception_class_path(traceback: str | None) -> str:
     return name if "." in name else f"builtins.{name}"
 
 
-def task_errors(job: JobInfo) -> list[Any]:
+def task_errors(job: Job) -> list[Any]:
     """One ``TaskError`` per failed attempt, oldest first."""
     return [
         dt.TaskError(
@@ -43,7 +43,7 @@ def task_errors(job: JobInfo) -> list[Any]:
     ]
 
 
-def task_result(task: Any, job: JobInfo, backend: str) -> Any:
+def task_result(task: Any, job: Job, backend: str) -> Any:
     """The ``TaskResult`` of ``task`` that ``job`` describes.
 
     pgqueue keeps the id of the last worker only: ``worker_ids`` repeats it once per attempt,
