@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue._testdb import NO_SERVER, Server, find_server, migrated_template
+from pgqueue._testdb import Server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,29 +23,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# The server, the migrated template and the per-test database are those of the pytest plugin
+# pgqueue ships to its users (pgqueue.testing.pytest_plugin), so both share one server.
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[Server]:
+def pg_server(pgqueue_server: Server) -> Server:
     """A PostgreSQL server where the suite may create databases."""
-    server = find_server()
-    if server is None:
-        pytest.skip(NO_SERVER)
-    yield server
-    server.close()
+    return pgqueue_server
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_server: Server) -> Iterator[str]:
+def template_db(pgqueue_template: str) -> str:
     """The name of a database migrated once per session, cloned by every test."""
-    with migrated_template(pg_server) as name:
-        yield name
+    return pgqueue_template
 
 
 @pytest.fixture
-def dsn(pg_server: Server, template_db: str) -> Iterator[str]:
+def dsn(pgqueue_dsn: str) -> str:
     """The DSN of a fresh, migrated database of this test's own."""
-    name = pg_server.create(template=template_db)
-    yield pg_server.dsn_for(name)
-    pg_server.drop(name)
+    return pgqueue_dsn
 
 
 @pytest.fixture

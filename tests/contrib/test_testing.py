@@ -110,12 +110,13 @@ async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
     assert states(dsn) == {"succeeded": 1, "queued": 1}
 
 
-def test_pytest_plugin_gives_a_migrated_database_beside_the_suites_own(
-    pgqueue_dsn: str, pgqueue_conn: psycopg.Connection, dsn: str
+def test_pytest_plugin_gives_a_fresh_migrated_database(
+    pgqueue_dsn: str, pgqueue_conn: psycopg.Connection, empty_dsn: str
 ) -> None:
-    """The plugin's pgqueue_dsn (entry point pytest11) is a fresh migrated database."""
-    assert pgqueue_dsn != dsn
+    """The plugin's pgqueue_dsn (entry point pytest11) is a fresh migrated database of its own."""
+    assert "dbname=pgqueue_user_test_" in pgqueue_dsn
+    assert pgqueue_dsn != empty_dsn
+    assert states(pgqueue_dsn) == {}
     t.add.enqueue(pgqueue_conn, 1, 1)
     pgqueue_conn.commit()
     assert states(pgqueue_dsn) == {"queued": 1}
-    assert states(dsn) == {}
