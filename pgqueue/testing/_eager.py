@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,41 +97,41 @@ def _context(task: Task[Any, Any], job: EagerJob) -> JobContext:
     return JobContext(job.id, job.task, job.queue, 1, task.options.max_attempts, {})
 
 
-def _run_sync(
+@contextlib.contextmanager
+def _attempt(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
-) -> int:
+) -> Iterator[tuple[EagerJob, Callable[..., Any]]]:
+    """Record one eager job and run its body as the current job; keep (or raise) its error."""
     job = _job(task, log, args, kw)
     target = _target(task)
     token = _current.set(_context(target, job))
     try:
-        job.result = target(*job.args, **job.kwargs)
-        if asyncio.iscoroutine(job.result):
-            job.result = asyncio.run(job.result)
+        yield job, target
     except Exception as exc:
         job.error = exc
         if log.propagate:
             raise
     finally:
         _current.reset(token)
+
+
+def _run_sync(
+    task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
+) -> int:
+    with _attempt(task, log, args, kw) as (job, target):
+        job.result = target(*job.args, **job.kwargs)
+        if asyncio.iscoroutine(job.result):
+            job.result = asyncio.run(job.result)
     return job.id
 
 
 async def _run_async(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
 ) -> int:
-    job = _job(task, log, args, kw)
-    target = _target(task)
-    token = _current.set(_context(target, job))
-    try:
+    with _attempt(task, log, args, kw) as (job, target):
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
             job.result = await job.result
-    except Exception as exc:
-        job.error = exc
-        if log.propagate:
-            raise
-    finally:
-        _current.reset(token)
     return job.id
 
 
