@@ -51,7 +51,8 @@ UPDATE pgqueue.active_jobs AS j
        worker_id = %(worker)s
  WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta,
-          extract(epoch FROM now() - j.run_at)::float8
+          extract(epoch FROM now() - j.run_at)::float8,
+          j.last_error IS NOT DISTINCT FROM 'worker lost'
 """
 
 _FINISHED_COLUMNS = """

@@ -35,6 +35,7 @@ class ClaimedJob:
     timeout: float | None
     meta: dict[str, Any]
     waited: float = 0.0  # seconds between becoming runnable (run_at) and this claim
+    crashed: bool = False  # the previous attempt ended with its worker lost
 
     def context(self) -> JobContext:
         """A fresh context for running this attempt."""
