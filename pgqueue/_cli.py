@@ -240,6 +240,13 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.option(
+    "--isolate-crashed/--no-isolate-crashed",
+    envvar="PGQUEUE_ISOLATE_CRASHED",
+    default=True,
+    show_default=True,
+    help="Run a job whose last attempt lost its worker in a child process.",
+)
+@click.option(
     "--no-scheduler",
     envvar="PGQUEUE_NO_SCHEDULER",
     is_flag=True,
@@ -257,7 +264,8 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
            processes: int | None, no_listen: bool, synchronous_commit: bool, name: str | None,
-           no_scheduler: bool, metrics_port: int | None) -> None:  # fmt: skip
+           isolate_crashed: bool, no_scheduler: bool,
+           metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
@@ -265,7 +273,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
         batch_size=batch_size,
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
-        metrics_port=metrics_port,
+        metrics_port=metrics_port, isolate_crashed=isolate_crashed,
     )  # fmt: skip
     asyncio.run(w.run(install_signal_handlers=True))
     if w.abandoned_threads():

@@ -36,7 +36,8 @@ def is_installed(recorded: str | None, revision: str) -> bool:
 def install_revision(
     cur: psycopg.Cursor[Any], revision: str, run_file: Callable[[str], None]
 ) -> bool:
-    """Apply ``revision`` unless it (or a later one) is installed; returns whether it ran.
+    """Apply ``revision`` (and the revisions between the installed one and it) unless it, or a
+    later one, is installed; returns whether anything ran.
 
     ``run_file`` executes one SQL file's text with the calling tool, in the same transaction
     as ``cur``.
@@ -44,12 +45,16 @@ def install_revision(
     if revision not in KNOWN_REVISIONS:
         raise ValueError(f"unknown pgqueue schema revision {revision!r}")
     _store.run(cur, _store.schema_lock())
-    if is_installed(installed_revision(cur), revision):
+    recorded = installed_revision(cur)
+    if is_installed(recorded, revision):
         return False
     _store.run(cur, _store.schema_create())
     _store.run(cur, _store.schema_version_table_create())
-    for text in sql_files(revision):
-        run_file(text)
+    # Every revision after the recorded one, up to ``revision``: each builds on the one before.
+    first = 0 if recorded is None else KNOWN_REVISIONS.index(recorded) + 1
+    for step in KNOWN_REVISIONS[first : KNOWN_REVISIONS.index(revision) + 1]:
+        for text in sql_files(step):
+            run_file(text)
     _store.run(cur, _store.schema_revision_clear())
     _store.run(cur, _store.schema_revision_insert(revision))
     return True

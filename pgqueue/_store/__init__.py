@@ -144,20 +144,34 @@ def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:
     return Query(q.LEASES_RELEASE, params, _one)
 
 
-def leases_rescue(limit: int = 1000) -> Query[tuple[int, int]]:
-    """Rescue jobs whose lease expired; returns (requeued, moved to history)."""
-    return Query(q.LEASES_RESCUE, {"limit": limit}, lambda rows: (rows[0][0], rows[0][1]))
+def leases_rescue(
+    dead: Sequence[tuple[str, int, int]] = (), limit: int = 1000
+) -> Query[tuple[int, int, int]]:
+    """Rescue jobs whose lease expired, and the jobs of the ``dead`` workers (``(id, pid,
+    process_started)`` as registered; their rows go too). Returns (requeued, moved to history,
+    dead workers removed)."""
+    params = {
+        "dead": [d[0] for d in dead], "dead_pids": [d[1] for d in dead],
+        "dead_started": [d[2] for d in dead], "limit": limit,
+    }  # fmt: skip
+    return Query(q.LEASES_RESCUE, params, lambda rows: (rows[0][0], rows[0][1], rows[0][2]))
 
 
 def workers_register(
-    worker: str, hostname: str, pid: int, queues: str, version: str, heartbeat: float
-) -> Query[None]:
+    worker: str, hostname: str, pid: int, queues: str, version: str, heartbeat: float,
+    host_key: str | None = None, started: int | None = None,
+) -> Query[None]:  # fmt: skip
     """Register (or refresh) a worker process."""
     params = {
         "id": worker, "hostname": hostname, "pid": pid, "queues": queues,
-        "version": version, "heartbeat": heartbeat,
+        "version": version, "heartbeat": heartbeat, "host_key": host_key, "started": started,
     }  # fmt: skip
     return Query(q.WORKERS_REGISTER, params, _nothing)
+
+
+def workers_on_host(host_key: str) -> Query[list[Row]]:
+    """``(id, pid, process_started)`` of the workers registered with ``host_key``."""
+    return Query(q.WORKERS_ON_HOST, {"host_key": host_key}, _rows)
 
 
 def workers_delete(worker: str) -> Query[None]:

@@ -140,19 +140,34 @@ SELECT (SELECT count(*) FROM released),
           FROM (SELECT DISTINCT queue FROM released) AS q)
 """
 
-# Expired leases: back to queued, or to history as failed ("worker lost") when no attempt is
-# left, or as cancelled when a cancel was requested. SKIP LOCKED lets any number of workers
-# sweep at once; ON CONFLICT keeps one bad row from wedging the batch.
+# Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
+# ("worker lost") when no attempt is left, or as cancelled when a cancel was requested.
+# SKIP LOCKED lets any number of workers sweep at once; ON CONFLICT keeps one bad row from
+# wedging the batch. A rescued job keeps its run_at, so its place in line: it was runnable and
+# lost its turn to someone else's crash more often than to its own. A dead worker counts only
+# while its row still shows the process seen dead (id, pid, start time); the row is locked,
+# then deleted, so a new process registering under the same name waits for this statement and
+# never has its own jobs taken.
 LEASES_RESCUE: LiteralString = """
-WITH expired AS MATERIALIZED (
+WITH dead_workers AS MATERIALIZED (
+    SELECT w.id
+      FROM pgqueue.worker_processes AS w
+      JOIN unnest(%(dead)s::text[], %(dead_pids)s::int[], %(dead_started)s::bigint[])
+           AS d(id, pid, started)
+        ON w.id = d.id AND w.pid = d.pid AND w.process_started = d.started
+       FOR UPDATE OF w
+), gone AS (
+    DELETE FROM pgqueue.worker_processes AS w USING dead_workers AS d WHERE w.id = d.id
+), expired AS MATERIALIZED (
     SELECT id FROM pgqueue.active_jobs
-     WHERE state = 'running' AND lease_expires_at < now()
+     WHERE state = 'running'
+       AND (lease_expires_at < now() OR worker_id IN (SELECT id FROM dead_workers))
      ORDER BY lease_expires_at
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED
 ), requeued AS (
     UPDATE pgqueue.active_jobs AS j
-       SET state = 'queued', run_at = now(), worker_id = NULL, lease_expires_at = NULL,
+       SET state = 'queued', worker_id = NULL, lease_expires_at = NULL,
            last_error = 'worker lost',
            errors = j.errors || jsonb_build_array(jsonb_build_object(
                'attempt', j.attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL))
@@ -182,14 +197,26 @@ WITH expired AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM requeued),
        (SELECT count(*) FROM moved),
+       (SELECT count(*) FROM dead_workers),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))
           FROM (SELECT DISTINCT queue FROM requeued) AS q)
 """
 
 WORKERS_REGISTER: LiteralString = """
-INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version, heartbeat_s)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(version)s, %(heartbeat)s)
-ON CONFLICT (id) DO UPDATE SET last_seen_at = now()
+INSERT INTO pgqueue.worker_processes
+    (id, hostname, pid, queues, version, heartbeat_s, host_key, process_started)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(version)s, %(heartbeat)s,
+        %(host_key)s, %(started)s)
+ON CONFLICT (id) DO UPDATE
+   SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
+       version = EXCLUDED.version, heartbeat_s = EXCLUDED.heartbeat_s,
+       host_key = EXCLUDED.host_key, process_started = EXCLUDED.process_started,
+       started_at = now(), last_seen_at = now()
+"""
+
+# The workers that share a process table (see pgqueue/_worker/_liveness.py).
+WORKERS_ON_HOST: LiteralString = """
+SELECT id, pid, process_started FROM pgqueue.worker_processes WHERE host_key = %(host_key)s
 """
 
 WORKERS_DELETE: LiteralString = """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import sys
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from pgqueue._worker._procpool import ChildLost, ProcessPool
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
     from pgqueue._task import Task
+
+log = logging.getLogger("pgqueue.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +58,11 @@ class WorkerLost(Exception):
 class JobExecutor:
     """Calls tasks: coroutines on the loop, functions in threads, CPU work in processes."""
 
-    def __init__(self, app: PgQueue, threads: int, processes: int) -> None:
+    def __init__(
+        self, app: PgQueue, threads: int, processes: int, isolate_crashed: bool = True
+    ) -> None:
         self.app = app
+        self.isolate_crashed = isolate_crashed
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
         self._processes: ProcessPool | None = None
@@ -116,7 +123,7 @@ class JobExecutor:
     async def _call(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         assert task.fn is not None
         executor = task.options.executor
-        if executor == "process":
+        if executor == "process" or (job.crashed and self._isolate(task, job)):
             return await self._in_process(task, job, ctx)
         if executor == "async" or (executor == "auto" and task.is_async):
             token = _current.set(ctx)
@@ -125,6 +132,19 @@ class JobExecutor:
             finally:
                 _current.reset(token)
         return await self._in_thread(task, job, ctx)
+
+    def _isolate(self, task: Task[Any, Any], job: ClaimedJob) -> bool:
+        """Whether this attempt of a job whose last attempt took its worker down runs in a child
+        process: a job that kills the process running it then takes down a child, not the
+        worker and every other job on it. Needs a task a child can import by name."""
+        if not self.isolate_crashed or not _importable(task):
+            return False
+        log.info(
+            "job %s: its last attempt lost its worker; running attempt %s in a child process",
+            job.id, job.attempt,
+            extra={"action": "job_isolated", "job_id": job.id, "attempt": job.attempt},
+        )  # fmt: skip
+        return True
 
     async def _in_thread(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         ctx.cancelled  # noqa: B018 - create the event here, on the loop, before the thread sees ctx
@@ -163,6 +183,19 @@ class JobExecutor:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown()
+
+
+def _importable(task: Task[Any, Any]) -> bool:
+    """Whether a child process finds ``task`` at its function's module and qualified name."""
+    fn = task.fn
+    if fn is None:
+        return False
+    target: Any = sys.modules.get(fn.__module__)
+    if target is None or target.__name__ == "__main__":
+        return False
+    for part in fn.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target is task or target is fn
 
 
 def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

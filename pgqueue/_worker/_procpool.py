@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
+import inspect
 import multiprocessing
+import os
+import signal
 import sys
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -19,6 +23,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pgqueue._worker._context import JobContext, _current
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ChildLost(Exception):
@@ -113,6 +119,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 def _child_main(conn: Connection) -> None:
     """The child's loop: receive a call, run it, send back (ok, value)."""
+    _die_with_parent()
     while True:
         try:
             where, args, kwargs, fields = conn.recv()
@@ -128,6 +135,19 @@ def _child_main(conn: Connection) -> None:
             conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this child when its parent (the forkserver, which exits
+    with the worker) dies: a task must not keep running after its worker was SIGKILLed, since
+    its job is rescued and runs again elsewhere."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
     """Import the registered task's module and call its function with a job context."""
     module, qualname = where
@@ -136,4 +156,7 @@ def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
         target = getattr(target, part)
     fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
     _current.set(JobContext(*fields))
-    return fn(*args, **kwargs)
+    result = fn(*args, **kwargs)
+    if inspect.iscoroutine(result):  # an async task isolated after a crash
+        return asyncio.run(result)  # its task copies the context set above
+    return result

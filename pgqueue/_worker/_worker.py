@@ -31,6 +31,7 @@ from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
 from pgqueue._worker._faults import crash_point
 from pgqueue._worker._listener import listen
+from pgqueue._worker._liveness import is_dead, this_process
 from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class Worker:
         scheduler: bool = True,
         metrics_port: int | None = None,
         summary_interval: float = 60.0,
+        isolate_crashed: bool = True,
     ) -> None:
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
@@ -127,6 +129,7 @@ class Worker:
         self.batch_size = batch_size
         self.vacuum_threshold = vacuum_threshold
         self.stats = WorkerStats()
+        self._host_key, self._process_started = this_process()
         self.services = list(services)
         if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
             self.services.append(run_scheduler)
@@ -139,7 +142,9 @@ class Worker:
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
         self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
         total = sum(self.queues.values())
-        self._executor = JobExecutor(app, threads or total, processes or os.cpu_count() or 1)
+        self._executor = JobExecutor(
+            app, threads or total, processes or os.cpu_count() or 1, isolate_crashed
+        )
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
         # attempt number out twice, and fencing could no longer tell a zombie from its heir.
@@ -213,6 +218,9 @@ class Worker:
         opening = asyncio.ensure_future(self._claim_db.connection())
         try:
             await check_schema(self._maint_db)
+            # A worker that died under this name (restarted by systemd, say) gives its jobs
+            # back before the name is taken again.
+            await self.rescue()
             await self._maint_db.run(self._register())
         finally:
             with contextlib.suppress(psycopg.Error, OSError):
@@ -227,7 +235,7 @@ class Worker:
     def _register(self) -> _store.Query[None]:
         return _store.workers_register(
             self.name, socket.gethostname(), os.getpid(), json.dumps(self.queues),
-            __version__, self.heartbeat,
+            __version__, self.heartbeat, self._host_key, self._process_started,
         )  # fmt: skip
 
     def _install_signal_handlers(self) -> None:
@@ -401,17 +409,40 @@ class Worker:
                 )
 
     async def maintain(self) -> None:
-        """One maintenance pass: rescue expired leases, forget long-dead workers, prune history."""
-        requeued, failed = await self._maint_db.run(_store.leases_rescue())
-        if requeued or failed:
-            log.warning(
-                "rescued %s jobs with expired leases (%s requeued, %s out of attempts)",
-                requeued + failed, requeued, failed,
-                extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
-            )  # fmt: skip
+        """One maintenance pass: rescue the jobs of dead workers and expired leases, forget
+        long-dead workers, prune history."""
+        await self.rescue()
         await self._maint_db.run(_store.workers_prune())
         await self._pruner.run(self._maint_db)
         await self.vacuum_claim_path()
+
+    async def rescue(self) -> None:
+        """Give back the jobs of expired leases, and at once those of workers that share this
+        process table and whose process is gone (see :mod:`pgqueue._worker._liveness`)."""
+        dead = await self._dead_neighbours()
+        for worker_id, pid, _started in dead:
+            log.warning(
+                "worker %s (pid %s, same host) is gone: rescuing its jobs now", worker_id, pid,
+                extra={"action": "worker_dead", "worker": worker_id, "pid": pid},
+            )  # fmt: skip
+        requeued, failed, _gone = await self._maint_db.run(_store.leases_rescue(dead))
+        if requeued or failed:
+            log.warning(
+                "rescued %s jobs of lost workers (%s requeued, %s out of attempts)",
+                requeued + failed, requeued, failed,
+                extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
+            )  # fmt: skip
+
+    async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
+        if self._host_key is None:
+            return []
+        rows = await self._maint_db.run(_store.workers_on_host(self._host_key))
+        me = (os.getpid(), self._process_started)
+        return [
+            (worker_id, pid, started)
+            for worker_id, pid, started in rows
+            if (pid, started) != me and is_dead(pid, started)
+        ]
 
     async def vacuum_claim_path(self) -> None:
         """Vacuum active_jobs once it holds ``vacuum_threshold`` dead rows (and a fifth of its

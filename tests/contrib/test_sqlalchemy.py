@@ -18,12 +18,20 @@ from tests.helpers import query, run_worker_until, states
 def url(dsn: str) -> str:
     """A SQLAlchemy psycopg URL for a libpq DSN."""
     from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
 
-    info = conninfo_to_dict(dsn)
-    auth = info.get("user", "") + (f":{info['password']}" if info.get("password") else "")
-    return f"postgresql+psycopg://{auth}@{info.get('host', '')}:{info.get('port', 5432)}/" + (
-        info.get("dbname", "")
-    )
+    info = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    host, port = info.get("host"), info.get("port")
+    socket = bool(host and host.startswith("/"))  # the embedded server listens on a socket
+    return URL.create(
+        "postgresql+psycopg",
+        username=info.get("user"),
+        password=info.get("password"),
+        host=None if socket else host,
+        port=None if socket or not port else int(port),
+        database=info.get("dbname"),
+        query={"host": host or "", "port": port or "5432"} if socket else {},
+    ).render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -104,3 +104,9 @@ def raises_retry() -> None:
 async def returns_a_set() -> set[int]:
     """Return something JSON cannot hold."""
     return {1, 2}
+
+
+@app.task(queue="io")
+async def async_pid() -> tuple[int, int]:
+    """The process id and the job's attempt, read through current_job() (async)."""
+    return os.getpid(), pgqueue.current_job().attempt

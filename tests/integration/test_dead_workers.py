@@ -1,0 +1,161 @@
+"""Crashed workers on the same host are rescued at once; a job that crashed runs isolated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._worker._liveness import host_key, process_started
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+
+def _register(dsn: str, name: str, pid: int, started: int | None, key: str | None) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        _store.run(cur, _store.workers_register(name, "h", pid, "{}", "0", 10.0, key, started))
+
+
+def _claim_for(dsn: str, worker: str, lease: float = 600) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        _store.run(cur, _store.jobs_claim(worker, {"io": 10}, lease))
+
+
+def _dead_process() -> tuple[int, int]:
+    """The pid and start time of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    started = process_started(child.pid)
+    assert started is not None
+    child.kill()
+    child.wait()
+    return child.pid, started
+
+
+async def test_jobs_of_a_dead_worker_on_this_host_are_rescued_before_their_lease(
+    dsn: str, conn
+) -> None:
+    """A worker whose process is gone gives its jobs back on the next sweep, lease or not."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "crashed", pid, started, host_key())
+    _claim_for(dsn, "crashed", lease=600)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.1)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT attempts, errors->0->>'error' FROM pgqueue.jobs WHERE id = %s",
+                 [job_id]) == [(2, "worker lost")]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'crashed'") == []
+
+
+async def test_live_or_foreign_workers_keep_their_jobs_until_the_lease(dsn: str, conn) -> None:
+    """Alive (this process), another namespace, or an unreadable start time: the lease decides."""
+    t.add.enqueue_many(conn, [((i, i), {}) for i in range(3)])
+    conn.commit()
+    dead_pid, dead_started = _dead_process()
+    me = process_started(os.getpid())
+    for name, pid, started, key in [
+        ("alive", os.getpid(), me, host_key()),
+        ("elsewhere", dead_pid, dead_started, "another-boot:1"),
+        ("unknown", dead_pid, None, host_key()),
+    ]:
+        _register(dsn, name, pid, started, key)
+        with psycopg.connect(dsn, autocommit=True) as c, c.cursor() as cur:
+            _store.run(cur, _store.jobs_claim(name, {"io": 1}, 600))
+    worker = t.app.worker(dsn=dsn, queues={"io": 1})
+    try:
+        await worker.maintain()
+    finally:
+        await worker._close_connections()
+    running = "SELECT worker_id FROM pgqueue.jobs WHERE state = 'running' ORDER BY 1"
+    assert query(dsn, running) == [("alive",), ("elsewhere",), ("unknown",)]
+
+
+def test_a_reused_pid_counts_as_dead(dsn: str) -> None:
+    """The same pid with another start time is another process: the registered one is gone."""
+    from pgqueue._worker._liveness import is_dead
+
+    me = process_started(os.getpid())
+    assert me is not None
+    assert not is_dead(os.getpid(), me)
+    assert is_dead(os.getpid(), me - 1)
+    assert is_dead(_dead_process()[0], 1)
+
+
+async def test_a_restarted_worker_takes_back_its_dead_namesakes_jobs_at_start(
+    dsn: str, conn
+) -> None:
+    """A worker started under the name of a dead one rescues that one's jobs before claiming."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "web-1", pid, started, host_key())
+    _claim_for(dsn, "web-1", lease=600)
+    worker = t.app.worker(dsn=dsn, name="web-1", queues=["io"], rescue_interval=600)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT attempts, worker_id FROM pgqueue.jobs") == [(2, "web-1")]
+
+
+async def test_a_job_whose_worker_died_runs_its_next_attempt_in_a_child(dsn: str, conn) -> None:
+    """After 'worker lost', sync and async tasks alike run in a child process, with context."""
+    sync_id = t.sync_pid.enqueue(conn)
+    async_id = t.async_pid.enqueue(conn)
+    plain_id = t.async_pid.enqueue(conn)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost' "
+               "WHERE id <> %s", [plain_id])  # fmt: skip
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 3)
+    results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs"))
+    assert results[sync_id] != os.getpid()
+    assert results[async_id][0] != os.getpid() and results[async_id][1] == 2
+    assert results[plain_id] == [os.getpid(), 1]
+
+
+async def test_isolation_can_be_switched_off(dsn: str, conn) -> None:
+    """isolate_crashed=False runs the retry in the worker process as usual."""
+    job_id = t.async_pid.enqueue(conn)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, isolate_crashed=False)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    assert query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        ([os.getpid(), 2],)
+    ]
+
+
+def test_a_task_a_child_cannot_import_is_not_isolated() -> None:
+    """Tasks defined in a function (or in __main__) run in the worker even after a crash."""
+    from pgqueue._worker._executor import _importable
+
+    @t.app.task(name="tests.local_only")
+    def local_only() -> None:
+        """Defined in a function: no module attribute leads to it."""
+
+    assert _importable(t.sync_pid) and _importable(t.async_pid)
+    assert not _importable(local_only)
+
+
+def test_embedded_installs_step_through_every_revision(empty_dsn: str) -> None:
+    """Installing the newest revision from nothing, or from 0001, runs each revision once."""
+    from pgqueue._embed import install_revision, installed_revision
+    from pgqueue._schema import SCHEMA_REVISION
+
+    ran: list[str] = []
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+
+        def run_file(text: str) -> None:
+            ran.append(text)
+            cur.execute(text.encode())
+
+        assert install_revision(cur, "0001", run_file)
+        first = len(ran)
+        assert install_revision(cur, SCHEMA_REVISION, run_file)
+        assert not install_revision(cur, "0001", run_file)
+        assert installed_revision(cur) == SCHEMA_REVISION
+        conn.commit()
+    assert len(ran) > first and any("host_key" in text for text in ran[first:])
+    column = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'host_key'"
+    assert query(empty_dsn, column) == [(1,)]
