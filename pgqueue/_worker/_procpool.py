@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import inspect
 import multiprocessing
 import os
-import signal
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pgqueue._worker._context import JobContext, _current
+from pgqueue._worker._liveness import is_dead, this_process
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 
 
 class ChildLost(Exception):
@@ -42,7 +43,10 @@ class _Slot:
         parent, child = context.Pipe()
         self.conn: Connection = parent
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
-            target=_child_main, args=(child,), daemon=True, name="pgqueue-process-task"
+            target=_child_main,
+            args=(child, os.getpid(), this_process()[1]),
+            daemon=True,
+            name="pgqueue-process-task",
         )
         self.process.start()
         child.close()
@@ -117,9 +121,12 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _child_main(conn: Connection) -> None:
+def _child_main(conn: Connection, worker_pid: int, worker_started: int | None) -> None:
     """The child's loop: receive a call, run it, send back (ok, value)."""
-    _die_with_parent()
+    threading.Thread(
+        target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
+        name="pgqueue-worker-watch",
+    ).start()  # fmt: skip
     while True:
         try:
             where, args, kwargs, fields = conn.recv()
@@ -135,16 +142,15 @@ def _child_main(conn: Connection) -> None:
             conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this child when its parent (the forkserver, which exits
-    with the worker) dies: a task must not keep running after its worker was SIGKILLed, since
-    its job is rescued and runs again elsewhere."""
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before prctl took effect
+def _watch_worker(pid: int, started: int | None) -> None:
+    """End this child soon after the worker that owns it dies: its job is rescued and runs
+    again elsewhere, so this copy must not go on. (The kernel's parent-death signal cannot
+    do it: a forkserver child's parent is the forkserver, which outlives the worker while any
+    child lives.)"""
+    while True:
+        time.sleep(_WATCH_INTERVAL)
+        gone = is_dead(pid, started) if started is not None else os.getppid() != pid
+        if gone:
             os._exit(1)
 
 

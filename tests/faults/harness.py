@@ -165,3 +165,12 @@ def fleet_of(dsn: str, logs: Path) -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.stop_all()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -113,3 +113,10 @@ def stubborn_thread(seconds: float) -> None:
 def thread_record() -> None:
     """Record when this thread task started."""
     _record_sync("thread_start")
+
+
+@app.task(queue="cpu", executor="process", max_attempts=2, retry=quick_retry)
+def record_then_sleep(seconds: float) -> None:
+    """Record this attempt (with the child's pid), then sleep: a long CPU-bound task."""
+    _record_sync("child")
+    time.sleep(seconds)

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import signal
 
+import psycopg
 import pytest
 
-from tests.faults.harness import Fleet, all_done, db_now, enqueue_records, verdict, wait_for
+from tests.faults.harness import (
+    Fleet,
+    all_done,
+    db_now,
+    enqueue_records,
+    pid_alive,
+    verdict,
+    wait_for,
+)
+from tests.faults.ledger_app import record_then_sleep
 from tests.helpers import query
 
 JOBS = 40
@@ -78,3 +88,26 @@ def test_killed_after_the_ack_never_runs_the_acked_jobs_again(
     assert acked and all(attempts == 1 for _, attempts in acked)
     attempts = _ledger_attempts(ledger_dsn)
     assert all(attempts[job_id] == [1] for job_id, _ in acked)
+
+
+@pytest.mark.slow
+def test_process_task_dies_with_its_killed_worker_and_runs_again_elsewhere(
+    ledger_dsn: str, fleet: Fleet
+) -> None:
+    """SIGKILL of a worker takes its process-pool child with it (no orphan keeps running the
+    job while it is rescued and runs again), and a worker on the same host rescues the job
+    at once, long before its lease could expire."""
+    with psycopg.connect(ledger_dsn) as conn:
+        job = record_then_sleep.enqueue(conn, 120)
+        conn.commit()
+    doomed = fleet.start("doomed", queues="cpu", lease=120, rescue=0.3)
+    [(child,)] = wait_for(lambda: query(ledger_dsn, "SELECT pid FROM fault_ledger"), 60,
+                          "the task to start in a child")  # fmt: skip
+    fleet.start("heir", queues="cpu", lease=120, rescue=0.3)
+    doomed.signal(signal.SIGKILL)
+    wait_for(lambda: not pid_alive(child), 10, "the orphaned child to die")
+    wait_for(lambda: query(ledger_dsn, "SELECT count(*) FROM fault_ledger")[0][0] == 2, 60,
+             "attempt 2 to start on the other worker")  # fmt: skip
+    [(attempts, error)] = query(ledger_dsn, "SELECT attempts, errors->0->>'error' "
+                                "FROM pgqueue.jobs WHERE id = %s", [job])  # fmt: skip
+    assert (attempts, error) == (2, "worker lost")

@@ -7,17 +7,9 @@ import json
 import psycopg
 import pytest
 
-from tests.faults.harness import Fleet, all_done, wait_for
+from tests.faults.harness import Fleet, all_done, pid_alive, wait_for
 from tests.faults.ledger_app import child_pid, stubborn_process, stubborn_thread, thread_record
 from tests.helpers import query
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.slow
@@ -47,7 +39,7 @@ def test_process_task_over_its_timeout_is_killed_and_its_process_replaced(
     assert rows[stuck][:3] == ("failed", "2", "timed out after 1.0 s")
     assert rows[after][0] == "succeeded"
     assert int(rows[after][3]) != old_child
-    assert not _pid_alive(old_child)
+    assert not pid_alive(old_child)
 
 
 @pytest.mark.slow
