@@ -68,9 +68,11 @@ class JobExecutor:
         try:
             if task is None:
                 raise UnknownTaskError(job.task)
-            pending = call_through(
-                self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
-            )
+            middleware = self.app.hooks.middleware
+            if middleware:
+                pending = call_through(middleware, ctx, lambda: self._call(task, job, ctx))
+            else:  # one coroutine layer less for every job
+                pending = self._call(task, job, ctx)
             if job.timeout is None:  # most jobs: no timeout machinery at all
                 result = await pending
             else:
