@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 
 import pgqueue
@@ -104,3 +105,14 @@ def raises_retry() -> None:
 async def returns_a_set() -> set[int]:
     """Return something JSON cannot hold."""
     return {1, 2}
+
+
+_context_mark: contextvars.ContextVar[int] = contextvars.ContextVar("mark", default=0)
+
+
+@app.task(queue="io")
+async def marks_context(n: int) -> list[int]:
+    """Set a context variable; return what it held before and the job id (no await: inline)."""
+    before = _context_mark.get()
+    _context_mark.set(n)
+    return [before, pgqueue.current_job().id]
