@@ -260,6 +260,7 @@ class Worker:
                 self._slot_freed.clear()
                 continue
             if not self._backlog.intersection(wanted):
+                self._run_inline()  # nothing more to claim: run the last jobs before waiting
                 await self._wait(self._wake, self.poll_interval)
                 if self.stopping.is_set():
                     break
