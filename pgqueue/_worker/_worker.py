@@ -212,8 +212,9 @@ class Worker:
         return parts
 
     async def _start(self) -> None:
-        # The claimer connects while the schema is checked: the first claim comes sooner.
-        opening = asyncio.ensure_future(self._claim_db.connection())
+        # The claimer and the acker connect while the schema is checked: the first claim and
+        # the first acknowledgement come sooner.
+        opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
         try:
             await check_schema(self._maint_db)
             await self._maint_db.run(self._register())
