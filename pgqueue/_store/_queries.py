@@ -31,6 +31,7 @@ RETURNING id
 # The LATERAL subquery is MATERIALIZED by the CTE so LIMIT applies once per queue, not per row.
 # The UPDATE finds its rows through id = ANY(ARRAY(...)), a primary-key lookup: a join against
 # the CTE lets the planner hash the whole table, and the claim then slows with the backlog.
+# JSON columns travel as text: psycopg's jsonb loader costs more than the store's own decoding.
 JOBS_CLAIM: LiteralString = """
 WITH picked AS MATERIALIZED (
     SELECT c.id
@@ -50,8 +51,8 @@ UPDATE pgqueue.active_jobs AS j
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        worker_id = %(worker)s
  WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.meta,
-          extract(epoch FROM now() - j.run_at)::float8,
+RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
+          j.timeout, j.meta::text, extract(epoch FROM now() - j.run_at)::float8,
           j.last_error IS NOT DISTINCT FROM 'worker lost'
 """
 
@@ -541,6 +542,8 @@ FROM STDIN
 
 # A worker's own writes need not wait for the WAL flush (see docs/performance.md).
 SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
+
+SESSION_GENERIC_PLANS: LiteralString = "SET plan_cache_mode = force_generic_plan"
 
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 

@@ -46,7 +46,8 @@ class Acker:
             await self._pending.wait()
             if len(self._buffer) < self.batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):  # no task per wait (wait_for)
+                        await self._full.wait()
             try:
                 await self.flush()
                 failures = 0

@@ -16,6 +16,7 @@ from pgqueue._errors import Cancel, Retry, UnknownTaskError
 from pgqueue._hooks import call_through
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
+from pgqueue._worker._eager import never_suspends
 from pgqueue._worker._procpool import ChildLost, ProcessPool
 
 if TYPE_CHECKING:
@@ -68,6 +69,22 @@ class JobExecutor:
         self._processes: ProcessPool | None = None
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
+        self._inline_tasks: dict[Task[Any, Any], bool] = {}  # runs_inline() per task
+
+    def runs_inline(self, job: ClaimedJob) -> bool:
+        """Whether :meth:`run` would finish ``job`` without ever suspending: a coroutine
+        function with no ``await`` in it, run on the loop, with no timeout and no middleware."""
+        if job.timeout is not None or job.crashed or self.app.hooks.middleware:
+            return False
+        task = self.app.get_task(job.task)
+        if task is None:
+            return False
+        inline = self._inline_tasks.get(task)
+        if inline is None:
+            executor = task.options.executor
+            on_loop = executor == "async" or (executor == "auto" and task.is_async)
+            inline = self._inline_tasks[task] = on_loop and never_suspends(task.fn)
+        return inline
 
     async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
         """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates)."""
@@ -75,9 +92,11 @@ class JobExecutor:
         try:
             if task is None:
                 raise UnknownTaskError(job.task)
-            pending = call_through(
-                self.app.hooks.middleware, ctx, lambda: self._call(task, job, ctx)
-            )
+            middleware = self.app.hooks.middleware
+            if middleware:
+                pending = call_through(middleware, ctx, lambda: self._call(task, job, ctx))
+            else:  # one coroutine layer less for every job
+                pending = self._call(task, job, ctx)
             if job.timeout is None:  # most jobs: no timeout machinery at all
                 result = await pending
             else:

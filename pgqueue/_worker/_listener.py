@@ -88,6 +88,8 @@ async def _relay(
     while not stopping.is_set():
         async for note in conn.notifies(timeout=1.0):
             hint(note)
+            # Let a woken claimer send its claim now, before this task re-arms its wait.
+            await asyncio.sleep(0)
         if loop.time() - last_ping >= ping_interval:
             # A quiet connection may be a dead one: a round trip proves it is alive.
             await db.run(_store.ping())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
+from pgqueue._worker._eager import run_now
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
 from pgqueue._worker._faults import crash_point
 from pgqueue._worker._listener import listen
@@ -136,6 +138,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
         self._running: dict[int, _Running] = {}
+        self._inline: list[_Running] = []  # claimed jobs _run_inline() will finish at once
         self._unfinished: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -148,7 +151,7 @@ class Worker:
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
         # attempt number out twice, and fencing could no longer tell a zombie from its heir.
-        claims = session(pooled=not listen, synchronous_commit=True)
+        claims = session(pooled=not listen, synchronous_commit=True, generic_plans=True)
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
@@ -214,8 +217,9 @@ class Worker:
         return parts
 
     async def _start(self) -> None:
-        # The claimer connects while the schema is checked: the first claim comes sooner.
-        opening = asyncio.ensure_future(self._claim_db.connection())
+        # The claimer and the acker connect while the schema is checked: the first claim and
+        # the first acknowledgement come sooner.
+        opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
         try:
             await check_schema(self._maint_db)
             # A worker that died under this name (restarted by systemd, say) gives its jobs
@@ -265,6 +269,7 @@ class Worker:
                 self._slot_freed.clear()
                 continue
             if not self._backlog.intersection(wanted):
+                self._run_inline()  # nothing more to claim: run the last jobs before waiting
                 await self._wait(self._wake, self.poll_interval)
                 if self.stopping.is_set():
                     break
@@ -310,8 +315,11 @@ class Worker:
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: wait_for wraps every wait in a task of its own, which
+        # costs the idle claimer a loop iteration between a notification and its claim.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     # -- running ----------------------------------------------------------------------------
 
@@ -321,7 +329,25 @@ class Worker:
         self._free[job.queue] -= 1
         running = _Running(job, job.context())
         self._running[job.id] = running
-        running.task = asyncio.create_task(self._execute(running))
+        if not self._executor.runs_inline(job):
+            running.task = asyncio.create_task(self._execute(running))
+            return
+        # A coroutine that cannot suspend needs no task: the batch's inline jobs run from one
+        # callback, after the claimer has sent its next claim.
+        if not self._inline:
+            asyncio.get_running_loop().call_soon(self._run_inline)
+        self._inline.append(running)
+
+    def _run_inline(self) -> None:
+        """Run the inline jobs claimed so far to their end, each in a context of its own."""
+        batch, self._inline = self._inline, []
+        for running in batch:
+            try:
+                run_now(self._execute(running), contextvars.copy_context())
+            except Exception as exc:  # what a task would report as never retrieved
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "inline job raised", "exception": exc}
+                )
 
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
@@ -465,6 +491,7 @@ class Worker:
 
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         self.stop()
+        self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             log.info(

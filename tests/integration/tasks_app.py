@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 
 import pgqueue
@@ -110,3 +111,14 @@ async def returns_a_set() -> set[int]:
 async def async_pid() -> tuple[int, int]:
     """The process id and the job's attempt, read through current_job() (async)."""
     return os.getpid(), pgqueue.current_job().attempt
+
+
+_context_mark: contextvars.ContextVar[int] = contextvars.ContextVar("mark", default=0)
+
+
+@app.task(queue="io")
+async def marks_context(n: int) -> list[int]:
+    """Set a context variable; return what it held before and the job id (no await: inline)."""
+    before = _context_mark.get()
+    _context_mark.set(n)
+    return [before, pgqueue.current_job().id]

@@ -34,6 +34,19 @@ def test_claim_sets_running_bumps_attempts_and_sets_a_lease(dsn: str, conn) -> N
                       "FROM pgqueue.jobs") == [("running", "w1", True)]  # fmt: skip
 
 
+def test_claim_returns_decoded_json_arguments_and_meta(dsn: str, conn) -> None:
+    """args, kwargs and meta come back as Python values, nested, empty or not."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, args, kwargs, meta) VALUES "
+               "('io', 'a', %s, '{}', %s), ('io', 'b', '[]', %s, '{}')",
+          ['[1, "d\u00e9j\u00e0 \\"vu\\"", {"n": [null, true, 2.5]}]', '{"tick": "x"}',
+           '{"k": {"deep": []}}'])  # fmt: skip
+    rows = sorted(claim(dsn, "w1", lease=30), key=lambda r: r[2])
+    assert [(r[3], r[4], r[8]) for r in rows] == [
+        ([1, 'déjà "vu"', {"n": [None, True, 2.5]}], {}, {"tick": "x"}),
+        ([], {"k": {"deep": []}}, {}),
+    ]
+
+
 def test_claims_never_hand_out_the_same_job_twice(dsn: str, conn) -> None:
     """Concurrent claimers partition the jobs between them (SKIP LOCKED)."""
     t.add.enqueue_many(conn, [((i, i), {}) for i in range(200)])

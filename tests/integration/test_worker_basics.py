@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
 import pgqueue
+from pgqueue import _store
+from pgqueue._worker._executor import ClaimedJob
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -129,3 +132,46 @@ async def test_a_result_that_is_not_json_fails_without_a_retry(dsn: str, conn) -
     )
     assert attempts == 1
     assert error.startswith("the return value is not JSON-serialisable")
+
+
+def claimed(task: str, timeout: float | None = None) -> ClaimedJob:
+    """A claimed row of ``task`` as the claimer would hand it over."""
+    return ClaimedJob(1, "io", task, [], {}, 1, 3, timeout, {})
+
+
+def test_only_coroutines_without_await_run_without_a_task(dsn: str) -> None:
+    """Inline: no await, on the loop, no timeout, no middleware, not a suspect."""
+    executor = worker(dsn)._executor
+    assert executor.runs_inline(claimed(t.add.name))
+    assert not executor.runs_inline(claimed(t.add.name, timeout=5))
+    assert not executor.runs_inline(replace(claimed(t.add.name), crashed=True))
+    assert not executor.runs_inline(claimed(t.sleepy.name))  # awaits
+    assert not executor.runs_inline(claimed(t.sync_pid.name))  # a thread
+    assert not executor.runs_inline(claimed("not.registered"))
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="inline")(t.add.fn)
+    app.middleware(lambda job, call_next: call_next())
+    assert not app.worker()._executor.runs_inline(claimed("inline"))
+
+
+async def test_inline_jobs_each_get_their_own_context(dsn: str, conn) -> None:
+    """Jobs run without a task still see their own job and never each other's context."""
+    ids = t.marks_context.enqueue_many(conn, [((i,), {}) for i in range(1, 41)])
+    conn.commit()
+    await run_worker_until(worker(dsn, concurrency=40), lambda: states(dsn) == {"succeeded": 40})
+    results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs"))
+    assert {job_id: results[job_id] for job_id in ids} == {job_id: [0, job_id] for job_id in ids}
+
+
+async def test_inline_jobs_claimed_before_a_stop_are_run_and_acknowledged(dsn: str, conn) -> None:
+    """A batch claimed just before shutdown still runs and is written (as tasks would be)."""
+    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(5)])
+    conn.commit()
+    w = worker(dsn)
+    rows = await w._claim_db.run(_store.jobs_claim(w.name, {"io": 10}, 30))
+    for row in rows:
+        w._start_job(ClaimedJob(*row))
+    assert w.running == 5  # claimed, not run yet
+    await w._shutdown([])
+    assert w.running == 0
+    assert states(dsn) == {"succeeded": 5}
