@@ -14,7 +14,7 @@ from pgqueue._retry import RetryPolicy
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: "$" would allow a final "\n"
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_NAME_LENGTH = 255
@@ -22,7 +22,7 @@ MAX_NAME_LENGTH = 255
 
 def check_queue(queue: str) -> str:
     """Return ``queue`` if it is a valid queue name, else raise ``ValueError``."""
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ValueError(
             f"invalid queue name {queue!r}: use 1-64 characters from A-Z a-z 0-9 _ . -"
         )

@@ -178,3 +178,24 @@ async def test_redact_hook_scrubs_stored_errors_and_tracebacks(dsn: str, conn) -
     [(last_error, errors)] = query(dsn, "SELECT last_error, errors::text FROM pgqueue.jobs")
     assert last_error == "RuntimeError: cannot log in with password [redacted]"
     assert "hunter2" not in errors and "[redacted]" in errors
+
+
+def test_the_database_accepts_exactly_the_queue_names_python_accepts(dsn: str) -> None:
+    """The queue CHECK (rewritten in revision 0002 for speed) and check_queue agree."""
+    from pgqueue._options import check_queue
+
+    candidates = ["a", "q" * 64, "io.cpu-2_x", "q" * 65, "", "é", "a b", "a\n", "a$", *INJECTIONS]
+    for name in candidates:
+        try:
+            check_queue(name)
+            python_ok = True
+        except ValueError:
+            python_ok = False
+        insert = "INSERT INTO pgqueue.active_jobs (task, queue) VALUES ('t', %s)"
+        try:
+            query(dsn, insert, [name])
+            database_ok = True
+        except psycopg.errors.CheckViolation:
+            database_ok = False
+        assert (name, database_ok) == (name, python_ok)
+    assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(3,)]
