@@ -320,12 +320,6 @@ def session_async_commit() -> Query[None]:
     return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)
 
 
-def session_generic_plans() -> Query[None]:
-    """Make this session's prepared statements keep one generic plan instead of planning each
-    execution again (the claim's array parameters make PostgreSQL prefer custom plans)."""
-    return Query(q.SESSION_GENERIC_PLANS, None, _nothing)
-
-
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 

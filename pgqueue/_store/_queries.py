@@ -543,8 +543,6 @@ FROM STDIN
 # A worker's own writes need not wait for the WAL flush (see docs/performance.md).
 SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
 
-SESSION_GENERIC_PLANS: LiteralString = "SET plan_cache_mode = force_generic_plan"
-
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 ACTIVE_DEAD_TUPLES: LiteralString = """

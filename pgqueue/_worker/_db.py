@@ -21,18 +21,12 @@ class Db:
     """An autocommit connection used by one worker part; reopened after it breaks."""
 
     def __init__(
-        self,
-        dsn: str,
-        role: str,
-        prepare_threshold: int | None = 5,
-        async_commit: bool = False,
-        generic_plans: bool = False,
+        self, dsn: str, role: str, prepare_threshold: int | None = 5, async_commit: bool = False
     ) -> None:
         self.dsn = dsn
         self.role = role
         self.prepare_threshold = prepare_threshold
         self.async_commit = async_commit
-        self.generic_plans = generic_plans
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
 
@@ -49,8 +43,6 @@ class Db:
             try:
                 if self.async_commit:
                     await conn.execute(_store.session_async_commit().sql)
-                if self.generic_plans:
-                    await conn.execute(_store.session_generic_plans().sql)
             except BaseException:
                 await conn.close()
                 raise
@@ -84,7 +76,7 @@ def _loads_jsonb(data: str | bytes) -> Any:
     return json.loads(data)
 
 
-def session(pooled: bool, synchronous_commit: bool, generic_plans: bool = False) -> dict[str, Any]:
+def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
     """How a worker connection is opened.
 
     Behind a transaction-mode pooler (``pooled``) nothing may live in the session: no prepared
@@ -92,12 +84,10 @@ def session(pooled: bool, synchronous_commit: bool, generic_plans: bool = False)
     WAL flush wait unless ``synchronous_commit``: a crash can only lose the last fraction of
     a second of them, and a lost ack means the job is rescued and runs again under a new
     attempt number, which at-least-once execution allows. Claims never use this (see Worker).
-    ``generic_plans`` keeps one plan per prepared statement (the claim would otherwise be
-    planned again at every execution).
     """
     if pooled:
         return {"prepare_threshold": None}
-    return {"async_commit": not synchronous_commit, "generic_plans": generic_plans}
+    return {"async_commit": not synchronous_commit}
 
 
 def backoff(failures: int, cap: float = 10.0) -> float:

@@ -151,7 +151,7 @@ class Worker:
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
         # attempt number out twice, and fencing could no longer tell a zombie from its heir.
-        claims = session(pooled=not listen, synchronous_commit=True, generic_plans=True)
+        claims = session(pooled=not listen, synchronous_commit=True)
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)

@@ -65,30 +65,6 @@ def test_claim_uses_its_partial_index_with_a_large_history(dsn: str) -> None:
     assert scans_of(nodes, "finished_jobs") == set()
 
 
-def test_claim_keeps_its_indexes_in_the_generic_plan_the_worker_caches(dsn: str) -> None:
-    """Workers keep one generic plan for the claim: it must read the same two indexes."""
-    fill_history(dsn)
-    q = _store.jobs_claim("w", {"io": 100}, 30)
-    # PREPARE wants $n placeholders: the store's named ones, numbered in the order of params.
-    text = q.sql
-    for number, name in enumerate(q.params, 1):  # type: ignore[arg-type]
-        text = text.replace(f"%({name})s", f"${number}")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(_store.session_generic_plans().sql)
-        # The simple protocol: through a Parse message, $1 would be PREPARE's own parameter.
-        conn.pgconn.exec_(b"PREPARE claim(text[], int[], float8, text) AS " + text.encode())
-        values = [sql.Literal(v) for v in q.params.values()]  # type: ignore[union-attr]
-        explain = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE claim({}, {}, {}, {})").format(*values)
-        [(doc,)] = conn.execute(explain).fetchall()
-    nodes, todo = [], [doc[0]["Plan"]]
-    while todo:
-        nodes.append(todo.pop())
-        todo.extend(nodes[-1].get("Plans", []))
-    assert scans_of(nodes, "active_jobs") == {
-        ("Index Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
-    }  # fmt: skip
-
-
 def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: str) -> None:
     """Stats taken with no running job must not make the ack scan the lease index or the table."""
     fill_history(dsn)

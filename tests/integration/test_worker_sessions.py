@@ -26,21 +26,6 @@ async def test_worker_commit_mode(app: pgqueue.PgQueue, options: dict, expected:
         await worker._close_connections()
 
 
-@pytest.mark.parametrize(("listen", "expected"), [(True, "force_generic_plan"), (False, "auto")])
-async def test_claimer_keeps_one_generic_plan(
-    app: pgqueue.PgQueue, listen: bool, expected: str
-) -> None:
-    """The claim is planned once per connection, not at every execution (never SET if pooled)."""
-    worker = app.worker(listen=listen)
-    try:
-        claims = await (await worker._claim_db.connection()).execute("SHOW plan_cache_mode")
-        assert await claims.fetchone() == (expected,)
-        acks = await (await worker._ack_db.connection()).execute("SHOW plan_cache_mode")
-        assert await acks.fetchone() == ("auto",)
-    finally:
-        await worker._close_connections()
-
-
 async def test_pooled_worker_prepares_nothing(app: pgqueue.PgQueue) -> None:
     """Poll-only workers never use server-side prepared statements (transaction poolers)."""
     worker = app.worker(listen=False)
