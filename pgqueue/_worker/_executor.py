@@ -17,7 +17,7 @@ from pgqueue._hooks import call_through
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._eager import never_suspends
-from pgqueue._worker._procpool import ChildLost, ProcessPool
+from pgqueue._worker._procpool import ChildLost, ProcessPool, lookup
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -81,9 +81,7 @@ class JobExecutor:
             return False
         inline = self._inline_tasks.get(task)
         if inline is None:
-            executor = task.options.executor
-            on_loop = executor == "async" or (executor == "auto" and task.is_async)
-            inline = self._inline_tasks[task] = on_loop and never_suspends(task.fn)
+            inline = self._inline_tasks[task] = _on_loop(task) and never_suspends(task.fn)
         return inline
 
     async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
@@ -144,7 +142,7 @@ class JobExecutor:
         executor = task.options.executor
         if executor == "process" or (job.crashed and self._isolate(task, job)):
             return await self._in_process(task, job, ctx)
-        if executor == "async" or (executor == "auto" and task.is_async):
+        if _on_loop(task):
             token = _current.set(ctx)
             try:
                 return await task.fn(*job.args, **job.kwargs)
@@ -204,17 +202,19 @@ class JobExecutor:
             self._processes.shutdown()
 
 
+def _on_loop(task: Task[Any, Any]) -> bool:
+    """Whether ``task`` runs as a coroutine on the worker's event loop."""
+    executor = task.options.executor
+    return executor == "async" or (executor == "auto" and task.is_async)
+
+
 def _importable(task: Task[Any, Any]) -> bool:
     """Whether a child process finds ``task`` at its function's module and qualified name."""
     fn = task.fn
-    if fn is None:
+    module = sys.modules.get(fn.__module__) if fn is not None else None
+    if fn is None or module is None or module.__name__ == "__main__":
         return False
-    target: Any = sys.modules.get(fn.__module__)
-    if target is None or target.__name__ == "__main__":
-        return False
-    for part in fn.__qualname__.split("."):
-        target = getattr(target, part, None)
-    return target is task or target is fn
+    return lookup(module, fn.__qualname__) is fn
 
 
 def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

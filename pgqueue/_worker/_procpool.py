@@ -157,12 +157,20 @@ def _watch_worker(pid: int, started: int | None) -> None:
 def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
     """Import the registered task's module and call its function with a job context."""
     module, qualname = where
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    fn = getattr(target, "fn", target)  # the module attribute is the Task wrapping fn
+    fn = lookup(importlib.import_module(module), qualname)
+    if fn is None:
+        raise LookupError(f"{module}.{qualname} not found in the child process")
     _current.set(JobContext(*fields))
     result = fn(*args, **kwargs)
     if inspect.iscoroutine(result):  # an async task isolated after a crash
         return asyncio.run(result)  # its task copies the context set above
     return result
+
+
+def lookup(module: Any, qualname: str) -> Any:
+    """The function at ``qualname`` in ``module`` (unwrapping the Task a module attribute
+    holds), or ``None``: how a child finds a task, and how the worker checks that it will."""
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return getattr(target, "fn", target)

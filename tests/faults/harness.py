@@ -169,8 +169,9 @@ def fleet_of(dsn: str, logs: Path) -> Iterator[Fleet]:
 
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not)."""
+    from pgqueue._worker._liveness import process_started
+
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return process_started(pid) is not None  # None: a zombie
     except FileNotFoundError:
         return False
