@@ -39,12 +39,18 @@ ON CONFLICT (job_id, attempt, kind) DO UPDATE SET dupes = fault_ledger.dupes + 1
 """
 
 _conn: psycopg.AsyncConnection[Any] | None = None
+_connecting: asyncio.Lock | None = None
 
 
 async def _ledger() -> psycopg.AsyncConnection[Any]:
-    global _conn
-    if _conn is None or _conn.closed:
-        _conn = await psycopg.AsyncConnection.connect(app.dsn, autocommit=True)
+    """The worker's one ledger connection. The lock matters: 25 jobs starting at once would
+    otherwise each open their own, and 8 workers doing so exhaust max_connections."""
+    global _conn, _connecting
+    if _connecting is None:
+        _connecting = asyncio.Lock()
+    async with _connecting:
+        if _conn is None or _conn.closed:
+            _conn = await psycopg.AsyncConnection.connect(app.dsn, autocommit=True)
     return _conn
 
 

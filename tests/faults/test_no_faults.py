@@ -29,7 +29,8 @@ def test_eight_workers_run_every_job_once(ledger_dsn: str, fleet: Fleet) -> None
                       "jobs_per_s": round(JOBS / elapsed), **result.as_dict()}))  # fmt: skip
     assert (result.jobs, result.lost, result.duplicates, result.reruns) == (JOBS, 0, 0, 0)
     assert result.states == {"succeeded": JOBS}
-    assert query(ledger_dsn, "SELECT DISTINCT attempts FROM pgqueue.jobs") == [(1,)]
+    retried = query(ledger_dsn, "SELECT id, errors FROM pgqueue.jobs WHERE attempts <> 1")
+    assert retried == []  # shows what ended each extra attempt if it fails
     assert all(w.alive for w in fleet.workers)
     by_worker = dict(query(ledger_dsn, "SELECT worker_id, count(*) FROM pgqueue.jobs GROUP BY 1"))
     assert by_worker["w0"] and by_worker["w1"], "the single-claim workers ran jobs too"
