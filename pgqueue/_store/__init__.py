@@ -98,6 +98,10 @@ def jobs_insert_many(
 
 def jobs_claim(worker: str, wanted: dict[str, int], lease: float) -> Query[list[Row]]:
     """Claim up to ``wanted[queue]`` runnable jobs per queue for ``worker``."""
+    if len(wanted) == 1:
+        [(queue, limit)] = wanted.items()
+        one = {"queue": queue, "limit": limit, "lease": lease, "worker": worker}
+        return Query(q.JOBS_CLAIM_ONE, one, _claimed)
     params = {
         "queues": list(wanted), "limits": list(wanted.values()), "lease": lease, "worker": worker,
     }  # fmt: skip

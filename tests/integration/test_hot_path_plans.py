@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from pgqueue import _store
@@ -54,11 +55,15 @@ def fill_history(dsn: str) -> None:
     query(dsn, "ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs")
 
 
-def test_claim_uses_its_partial_index_with_a_large_history(dsn: str) -> None:
-    """With 200k finished rows, the claim reads only the claim index and primary key."""
+@pytest.mark.parametrize("wanted", [{"io": 100}, {"io": 100, "other": 5}], ids=["one", "two"])
+def test_claim_uses_its_partial_index_with_a_large_history(
+    dsn: str, wanted: dict[str, int]
+) -> None:
+    """With 200k finished rows, the claim (one queue or several) reads only the claim index
+    and the primary key."""
     fill_history(dsn)
     with psycopg.connect(dsn) as conn:
-        nodes = plan_nodes(conn, _store.jobs_claim("w", {"io": 100}, 30))
+        nodes = plan_nodes(conn, _store.jobs_claim("w", wanted, 30))
     assert scans_of(nodes, "active_jobs") == {
         ("Index Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
     }  # fmt: skip

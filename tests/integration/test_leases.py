@@ -34,6 +34,23 @@ def test_claim_sets_running_bumps_attempts_and_sets_a_lease(dsn: str, conn) -> N
                       "FROM pgqueue.jobs") == [("running", "w1", True)]  # fmt: skip
 
 
+def test_one_queue_and_several_queue_claims_agree(dsn: str) -> None:
+    """The one-queue claim (its own statement) and the several-queue claim take the jobs
+    first in line, honour each queue's limit and return the same row shape."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) "
+               "SELECT q, 'x', i % 3, now() - make_interval(secs => i) "
+               "FROM generate_series(1, 6) i, unnest(ARRAY['io', 'cpu']) q")  # fmt: skip
+    order = "SELECT id FROM pgqueue.jobs WHERE queue = %s ORDER BY priority DESC, run_at, id"
+    expected = {q: [r[0] for r in query(dsn, order, [q])] for q in ("io", "cpu")}
+    one = run(dsn, _store.jobs_claim("w1", {"io": 4}, 30))
+    both = run(dsn, _store.jobs_claim("w2", {"io": 4, "cpu": 2}, 30))
+    assert sorted(r[0] for r in one) == sorted(expected["io"][:4])  # type: ignore[union-attr, index]
+    got = {q: sorted(r[0] for r in both if r[1] == q) for q in ("io", "cpu")}  # type: ignore[union-attr, index]
+    assert got == {"io": sorted(expected["io"][4:]), "cpu": sorted(expected["cpu"][:2])}
+    shapes = {tuple(type(v).__name__ for v in r) for r in [*one, *both]}  # type: ignore[misc]
+    assert len(shapes) == 1 and len(shapes.pop()) == 11
+
+
 def test_claim_returns_decoded_json_arguments_and_meta(dsn: str, conn) -> None:
     """args, kwargs and meta come back as Python values, nested, empty or not."""
     query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, args, kwargs, meta) VALUES "
