@@ -76,12 +76,17 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
     _add(runs, "enqueue_many.jobs_s", many)
     _add(runs, "enqueue_many.ratio", many / copy)
     _single(dsn, runs, samples)
+    bare_latency = limits.notify_claim_latency(dsn, samples)
+    _add(runs, "limits.notify_claim_p50_ms", statistics.median(bare_latency))
+    _add(runs, "limits.notify_claim_p99_ms", _p99(bare_latency))
     lat = latency.enqueue_to_start(dsn, samples)
     for key, values in lat.items():
         _add(runs, f"latency.p50_ms{'' if key == 'from_commit_done' else '_' + key}",
              statistics.median(values))  # fmt: skip
         _add(runs, f"latency.p99_ms{'' if key == 'from_commit_done' else '_' + key}",
              _p99(values))  # fmt: skip
+    _add(runs, "latency.p50_minus_bare_ms",
+         statistics.median(lat["from_commit_done"]) - statistics.median(bare_latency))  # fmt: skip
     for key, value in scale.footprint(dsn).items():
         if isinstance(value, int | float):
             _add(runs, f"footprint.{key}", value)

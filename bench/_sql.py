@@ -38,6 +38,10 @@ UPDATE bench.bare_jobs AS j SET state = 'running' FROM picked WHERE j.id = picke
 RETURNING j.id, j.args
 """
 
+BARE_INSERT_ONE: LiteralString = "INSERT INTO bench.bare_jobs (args) VALUES (%s::jsonb)"
+BARE_LISTEN: LiteralString = "LISTEN bench_bare"
+BARE_NOTIFY: LiteralString = "NOTIFY bench_bare"
+
 BARE_ACK: LiteralString = "DELETE FROM bench.bare_jobs WHERE id = ANY(%s)"
 
 BARE_INSERT: LiteralString = """

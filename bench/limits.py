@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.queues
 import time
+from typing import Any
 
 import psycopg
 
@@ -51,3 +54,48 @@ def insert_commit(conn: psycopg.Connection[object], n: int) -> float:
         conn.execute(_sql.BARE_INSERT, [f"[{i}]"])
         conn.commit()
     return (time.perf_counter() - start) / n
+
+
+def notify_claim_latency(dsn: str, samples: int, gap: float = 0.02) -> list[float]:
+    """Milliseconds from a producer's COMMIT returning to a bare listener holding the claimed
+    row: INSERT + NOTIFY, then LISTEN, claim (flushed commit) in another process.
+
+    The same path as pgqueue's latency figure with nothing of pgqueue in it: what the database
+    and this machine's process wake-ups cost on their own.
+    """
+    _env.execute(dsn, "TRUNCATE bench.bare_jobs")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    listener = context.Process(target=_bare_listener, args=(dsn, samples, results))
+    listener.start()
+    try:
+        results.get(timeout=30)  # listening
+        sent = []
+        with psycopg.connect(dsn) as conn:
+            for i in range(samples):
+                conn.execute(_sql.BARE_INSERT_ONE, [f"[{i}]"])
+                conn.execute(_sql.BARE_NOTIFY)
+                conn.commit()
+                sent.append(time.time())
+                time.sleep(gap)
+        claimed: list[float] = results.get(timeout=60)
+    finally:
+        listener.join(10)
+        if listener.is_alive():
+            listener.kill()
+    return [(got - t) * 1000 for got, t in zip(claimed, sent, strict=True)]
+
+
+def _bare_listener(dsn: str, samples: int, results: multiprocessing.queues.Queue[Any]) -> None:
+    claimed: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as listen, \
+            psycopg.connect(dsn, autocommit=True) as claim:  # fmt: skip
+        listen.execute(_sql.BARE_LISTEN)
+        results.put("listening")
+        for _note in listen.notifies():  # leaving the loop closes the generator and its lock
+            while rows := claim.execute(_sql.BARE_CLAIM, [100], prepare=True).fetchall():
+                claimed.extend(time.time() for _ in rows)
+                claim.execute(_sql.BARE_ACK, [[r[0] for r in rows]], prepare=True)
+            if len(claimed) >= samples:
+                break
+    results.put(claimed)
