@@ -157,15 +157,15 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
 
 def leases_extend(
     worker: str, lease: float, held: Sequence[tuple[int, int]]
-) -> Query[dict[int, bool]]:
+) -> Query[dict[tuple[int, int], bool]]:
     """Extend the leases of ``held`` (id, attempt) pairs and mark the worker seen.
 
-    Returns ``{job_id: cancel_requested}`` for the leases that still hold."""
+    Returns ``{(job_id, attempt): cancel_requested}`` for the leases that still hold."""
     params = {
         "worker": worker, "lease": lease,
         "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
     }  # fmt: skip
-    return Query(q.LEASES_EXTEND, params, lambda rows: {r[0]: r[1] for r in rows})
+    return Query(q.LEASES_EXTEND, params, lambda rows: {(r[0], r[1]): r[2] for r in rows})
 
 
 def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:

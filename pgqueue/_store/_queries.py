@@ -143,7 +143,7 @@ UPDATE pgqueue.active_jobs AS j
    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
   FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
  WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
-RETURNING j.id, j.cancel_requested
+RETURNING j.id, j.attempts, j.cancel_requested
 """
 
 # Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted.

@@ -137,7 +137,9 @@ class Worker:
             self.services.append(run_scheduler)
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
-        self._running: dict[int, _Running] = {}
+        # Keyed by (job id, attempt): after a lost lease this worker may claim the same job
+        # again while its stale copy still runs; each copy keeps its own entry.
+        self._running: dict[tuple[int, int], _Running] = {}
         self._inline: list[_Running] = []  # claimed jobs _run_inline() will finish at once
         self._unfinished: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
@@ -328,7 +330,7 @@ class Worker:
         self.stats.claimed += 1
         self._free[job.queue] -= 1
         running = _Running(job, job.context())
-        self._running[job.id] = running
+        self._running[job.id, job.attempt] = running
         if not self._executor.runs_inline(job):
             running.task = asyncio.create_task(self._execute(running))
             return
@@ -361,7 +363,7 @@ class Worker:
             elif ctx.cancel_reason == "shutdown":
                 self._unfinished.append((job.id, job.attempt))
         finally:
-            del self._running[job.id]
+            del self._running[job.id, job.attempt]
         try:
             if outcome is not None and ctx.cancel_reason != "lease lost":
                 crash_point("after_side_effect")
@@ -381,14 +383,14 @@ class Worker:
         setattr(self.stats, name, getattr(self.stats, name) + 1)
         # The job's log record is written by self.events.job_finished, with all its fields.
 
-    def cancel_local(self, job_id: int, reason: str) -> None:
-        """Stop this worker's attempt at ``job_id`` (async tasks are cancelled at once)."""
-        running = self._running.get(job_id)
-        if running is None:
-            return
-        running.ctx.cancel(reason)
-        if running.task is not None:
-            running.task.cancel()
+    def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
+        """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
+        are cancelled at once."""
+        for (held_id, held_attempt), running in list(self._running.items()):
+            if held_id == job_id and attempt in (None, held_attempt):
+                running.ctx.cancel(reason)
+                if running.task is not None:
+                    running.task.cancel()
 
     # -- heartbeats and maintenance ---------------------------------------------------------
 
@@ -411,17 +413,17 @@ class Worker:
 
     async def extend_leases(self) -> None:
         """Extend the leases of running jobs; stop the ones lost or asked to cancel."""
-        held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+        held = list(self._running)
         alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, held))
-        for job_id, _attempt in held:
-            if job_id not in alive:
+        for job_id, attempt in held:
+            if (job_id, attempt) not in alive:
                 log.warning(
-                    "job %s: lease lost; stopping the local attempt", job_id,
-                    extra={"action": "lease_lost", "job_id": job_id},
+                    "job %s: lease lost; stopping the local attempt %s", job_id, attempt,
+                    extra={"action": "lease_lost", "job_id": job_id, "attempt": attempt},
                 )  # fmt: skip
-                self.cancel_local(job_id, "lease lost")
-            elif alive[job_id]:
-                self.cancel_local(job_id, "cancel requested")
+                self.cancel_local(job_id, "lease lost", attempt)
+            elif alive[job_id, attempt]:
+                self.cancel_local(job_id, "cancel requested", attempt)
 
     async def _maintenance_loop(self) -> None:
         while True:
@@ -499,8 +501,8 @@ class Worker:
                 extra={"action": "worker_draining"},
             )  # fmt: skip
             await asyncio.wait(tasks, timeout=self.shutdown_timeout)
-        for job_id in list(self._running):
-            self.cancel_local(job_id, "shutdown")
+        for job_id, attempt in list(self._running):
+            self.cancel_local(job_id, "shutdown", attempt)
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.events.drain(self.shutdown_timeout)
         self._executor.shutdown()

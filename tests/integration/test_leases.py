@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import psycopg
 
@@ -99,7 +100,7 @@ def test_stale_heartbeat_extends_nothing(dsn: str, conn) -> None:
     run(dsn, _store.leases_rescue())
     claim(dsn, "w2", lease=30)
     assert run(dsn, _store.leases_extend("w", 30, [(job_id, 1)])) == {}
-    assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 2)])) == {job_id: False}
+    assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 2)])) == {(job_id, 2): False}
 
 
 def test_rescue_fails_jobs_out_of_attempts_as_worker_lost(dsn: str, conn) -> None:
@@ -149,6 +150,42 @@ async def test_lost_lease_stops_the_local_attempt_and_drops_its_outcome(dsn: str
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
         ("running", 2)
     ]
+
+
+async def test_a_job_claimed_again_after_its_lease_was_lost_keeps_its_copies_apart(
+    dsn: str, conn
+) -> None:
+    """A worker whose lease was lost may claim the same job again while its stale copy
+    still runs: the two attempts are tracked apart, the stale one is stopped at the next
+    heartbeat, the new one is acknowledged and every slot comes back."""
+    job_id = t.sleepy.enqueue(conn, 1.0)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 2}, poll_interval=0.05, heartbeat=0.3)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await _until(lambda: worker.running == 1)
+        # What a rescue does once the lease has expired: back to the queue, attempt kept.
+        query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL, "
+                   "lease_expires_at = NULL")  # fmt: skip
+        await _until(lambda: worker.running == 2)  # attempt 2 beside the stale attempt 1
+        await _until(lambda: states(dsn) == {"succeeded": 1})
+        await _until(lambda: worker.running == 0)
+    finally:
+        worker.stop()
+        await runner
+    assert query(dsn, "SELECT attempts, result FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        (2, "slept")
+    ]
+    assert worker._free == {"io": 2}
+    assert (worker.stats.claimed, worker.stats.succeeded) == (2, 1)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 async def test_stop_finishes_running_jobs_within_the_shutdown_timeout(dsn: str, conn) -> None:
