@@ -21,6 +21,7 @@ import psycopg
 from bench import _env, _sql, latency, limits, scale, throughput
 
 DRAIN_JOBS = 20_000
+SCALE_OUT_JOBS = 100_000  # 2 against 8 processes
 MANY_JOBS = 100_000
 TARGETS = {
     "drain_1_process.ratio": (">=", 0.60),
@@ -67,9 +68,15 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
     _add(runs, "drain_2_processes.jobs_s", drain2)
     _add(runs, "drain_2_processes.ratio", drain2 / bare_async)
     if "drain8" not in skip:
-        drain8 = throughput.drain(dsn, DRAIN_JOBS, 8)
-        _add(runs, "drain_8_processes.jobs_s", drain8)
-        _add(runs, "drain_8_processes.ratio_to_2", drain8 / drain2)
+        # 8 processes against 2 at a steady state: 20,000 jobs last about 0.6 s, much of it
+        # eight processes ramping up on two cores, so the ratio is taken on a longer drain.
+        # The 20,000-job ratio is reported beside it.
+        drain8_short = throughput.drain(dsn, DRAIN_JOBS, 8)
+        drain2_long = throughput.drain(dsn, SCALE_OUT_JOBS, 2)
+        drain8_long = throughput.drain(dsn, SCALE_OUT_JOBS, 8)
+        _add(runs, "drain_8_processes.jobs_s", drain8_long)
+        _add(runs, "drain_8_processes.ratio_to_2", drain8_long / drain2_long)
+        _add(runs, "drain_8_processes.ratio_to_2_20k_jobs", drain8_short / drain2)
     copy = limits.copy_load(dsn, MANY_JOBS)
     many = throughput.enqueue_many(dsn, MANY_JOBS)
     _add(runs, "limits.copy_rows_s", copy)
@@ -136,6 +143,7 @@ def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict
         "scale": factor, "repeat": repeat, "quick": args.quick,
         "backlog_queued": int(1_000_000 * factor), "backlog_finished": int(5_000_000 * factor),
         "churn_jobs": int(1_000_000 * factor), "drain_jobs": DRAIN_JOBS, "many_jobs": MANY_JOBS,
+        "scale_out_jobs": SCALE_OUT_JOBS,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
         "postgres": dict(_env.execute(dsn, _sql.SETTINGS)),
