@@ -71,12 +71,17 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
         # 8 processes against 2 at a steady state: 20,000 jobs last about 0.6 s, much of it
         # eight processes ramping up on two cores, so the ratio is taken on a longer drain.
         # The 20,000-job ratio is reported beside it.
+        # CPU per job (workers and their backends) says whether 8 processes cost more work
+        # per job than 2, whatever else shared the cores.
         drain8_short = throughput.drain(dsn, DRAIN_JOBS, 8)
-        drain2_long = throughput.drain(dsn, SCALE_OUT_JOBS, 2)
-        drain8_long = throughput.drain(dsn, SCALE_OUT_JOBS, 8)
+        drain2_long, cpu2 = throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 2)
+        drain8_long, cpu8 = throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 8)
         _add(runs, "drain_8_processes.jobs_s", drain8_long)
         _add(runs, "drain_8_processes.ratio_to_2", drain8_long / drain2_long)
         _add(runs, "drain_8_processes.ratio_to_2_20k_jobs", drain8_short / drain2)
+        _add(runs, "drain_8_processes.cpu_us_per_job", cpu8)
+        _add(runs, "drain_8_processes.cpu_us_per_job_with_2", cpu2)
+        _add(runs, "drain_8_processes.cpu_ratio_to_2", cpu8 / cpu2)
     copy = limits.copy_load(dsn, MANY_JOBS)
     many = throughput.enqueue_many(dsn, MANY_JOBS)
     _add(runs, "limits.copy_rows_s", copy)

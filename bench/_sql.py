@@ -78,6 +78,12 @@ SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
 
 FINISHED_COUNT: LiteralString = "SELECT count(*) FROM pgqueue.finished_jobs WHERE id > 0"
 
+# The backends of this database's workers (claimer, acker, listener, maintenance).
+WORKER_PIDS: LiteralString = """
+SELECT pid FROM pg_stat_activity
+ WHERE datname = current_database() AND application_name LIKE 'pgqueue %'
+"""
+
 ACTIVE_COUNT: LiteralString = "SELECT count(*) FROM pgqueue.active_jobs"
 
 RESULTS: LiteralString = "SELECT id, result FROM pgqueue.finished_jobs WHERE task = %s ORDER BY id"

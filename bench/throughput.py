@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 
 import psycopg
@@ -19,6 +21,22 @@ def drain(
 
     Timed by the database clock, from the first claim to the last ack.
     """
+    return _drain(dsn, n, processes, concurrency, options, cpu=False)[0]
+
+
+def drain_cpu(dsn: str, n: int, processes: int) -> tuple[float, float]:
+    """:func:`drain`, and the CPU time per job (µs) of the workers and their database backends.
+
+    CPU time does not depend on how the machine's two cores were shared with whatever else
+    ran, as a rate does: it tells whether more processes cost more work per job. Linux only
+    (``/proc``); NaN elsewhere.
+    """
+    return _drain(dsn, n, processes, DRAIN_CONCURRENCY, (), cpu=True)
+
+
+def _drain(
+    dsn: str, n: int, processes: int, concurrency: int, options: tuple[str, ...], cpu: bool
+) -> tuple[float, float]:
     _env.reset(dsn)
     workers = [
         _env.start_worker(
@@ -29,14 +47,36 @@ def drain(
     try:
         registered = "SELECT count(*) FROM pgqueue.worker_processes"
         _env.wait_for(lambda: _env.execute(dsn, registered)[0][0] == processes, 30)
+        pids: list[int] = []
+        if cpu:
+            time.sleep(0.5)  # let start-up work finish: only the drain is counted
+            pids = [w.pid for w in workers] + [r[0] for r in _env.execute(dsn, _sql.WORKER_PIDS)]
+        before = _cpu_seconds(pids)
         _env.fill_jobs(dsn, n)
         _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] == 0, 600, 0.1)
+        used = _cpu_seconds(pids) - before
     finally:
         for proc in workers:
             _env.stop_worker(proc)
     count, seconds = _env.execute(dsn, _sql.DRAIN_SPAN, ["bench-drain-%"])[0]
     assert count == n, f"drained {count} of {n}"
-    return n / float(seconds)
+    return n / float(seconds), used / n * 1e6 if cpu else math.nan
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (NaN if one cannot be read)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def enqueue_many(dsn: str, n: int) -> float:
