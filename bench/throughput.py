@@ -10,6 +10,8 @@ import psycopg
 
 from bench import _env, _sql, tasks
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc CPU time unit
+
 # Twice the claim batch (100): one batch runs while the next is claimed (docs/performance.md).
 DRAIN_CONCURRENCY = 200
 
@@ -74,9 +76,6 @@ def _cpu_seconds(pids: list[int]) -> float:
             return math.nan
         total += (int(fields[11]) + int(fields[12])) / _TICKS
     return total
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def enqueue_many(dsn: str, n: int) -> float:

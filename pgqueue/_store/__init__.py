@@ -110,10 +110,8 @@ def jobs_claim(worker: str, wanted: dict[str, int], lease: float) -> Query[list[
 
 def _claimed(rows: list[Row]) -> list[Row]:
     """Decode a claim's JSON columns (args, kwargs, meta; selected as text)."""
-    return [
-        (r[0], r[1], r[2], _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], _loads(r[8]), *r[9:])
-        for r in rows
-    ]
+    d = decode_json
+    return [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), *r[9:]) for r in rows]
 
 
 # json.loads() spends most of its time on checks that PostgreSQL's own output never needs
@@ -121,7 +119,7 @@ def _claimed(rows: list[Row]) -> list[Row]:
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def _loads(text: str) -> Any:
+def decode_json(text: str) -> Any:
     """Decode a jsonb value PostgreSQL wrote as text; empty objects and arrays skip the parser."""
     if text == "{}":
         return {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any, TypeVar
 
@@ -69,11 +68,8 @@ class Db:
 
 
 def _loads_jsonb(data: str | bytes) -> Any:
-    # Claims return three jsonb columns per job and most jobs have no kwargs or meta: the
-    # empty object skips the parser, and decoding first skips json's encoding detection.
-    if isinstance(data, bytes):
-        return {} if data == b"{}" else json.loads(data.decode())
-    return json.loads(data)
+    # Any jsonb a worker reads goes through the store's decoder (the one claims use).
+    return _store.decode_json(data.decode() if isinstance(data, bytes) else data)
 
 
 def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
