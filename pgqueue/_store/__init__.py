@@ -325,9 +325,10 @@ def session_async_commit() -> Query[None]:
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 
-def active_dead_tuples() -> Query[tuple[int, int]]:
-    """(dead, live) row versions in active_jobs, as the statistics last saw them."""
-    return Query(q.ACTIVE_DEAD_TUPLES, None, lambda rows: (rows[0][0], rows[0][1]))
+def active_dead_tuples() -> Query[tuple[int, int, float]]:
+    """(dead, live) row versions in active_jobs, as the statistics last saw them, and the
+    seconds since its last vacuum ended (infinity if it never ran)."""
+    return Query(q.ACTIVE_DEAD_TUPLES, None, lambda rows: rows[0])
 
 
 def active_vacuum() -> Query[None]:

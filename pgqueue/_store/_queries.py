@@ -565,8 +565,13 @@ SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
 
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
+# The third column is the seconds since any vacuum of the table (a worker's or autovacuum's)
+# last finished; infinity if none has.
 ACTIVE_DEAD_TUPLES: LiteralString = """
-SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables
+SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0),
+       coalesce(extract(epoch FROM now() - max(greatest(last_vacuum, last_autovacuum))),
+                'infinity')::float8
+  FROM pg_stat_user_tables
  WHERE relid = 'pgqueue.active_jobs'::regclass
 """
 

@@ -53,3 +53,30 @@ async def test_maintenance_vacuums_a_claim_path_full_of_dead_rows(
     vacuumed = "SELECT vacuum_count FROM pg_stat_user_tables " \
                "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
     wait_for(lambda: query(dsn, vacuumed) == [(1,)], what="the vacuum recorded")
+
+
+async def test_a_fleet_vacuums_no_more_often_than_one_worker(
+    app: pgqueue.PgQueue, dsn: str
+) -> None:
+    """A maintenance pass leaves the vacuum alone if one ended less than half a rescue
+    interval ago, whoever ran it: eight workers must not vacuum eight times as often."""
+    churn = "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000);" \
+            "DELETE FROM pgqueue.active_jobs"  # fmt: skip
+    vacuums = "SELECT vacuum_count FROM pg_stat_user_tables " \
+              "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    query(dsn, churn)
+    query(dsn, "VACUUM pgqueue.active_jobs")  # another worker's pass, just now
+    [(before,)] = query(dsn, vacuums)
+    query(dsn, churn)
+    counted = "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables " \
+              "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    wait_for(lambda: query(dsn, counted) == [(True,)], what="dead rows counted")
+    worker = app.worker(vacuum_threshold=1000, rescue_interval=600)
+    try:
+        await worker.maintain()
+        assert query(dsn, vacuums) == [(before,)]
+        worker.rescue_interval = 0  # the same pass with no spacing asked for does vacuum
+        await worker.maintain()
+    finally:
+        await worker._close_connections()
+    wait_for(lambda: query(dsn, vacuums) == [(before + 1,)], what="the vacuum recorded")
