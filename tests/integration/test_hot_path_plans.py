@@ -16,9 +16,14 @@ from tests.integration import tasks_app as t
 HISTORY = 200_000
 
 
-def plan_nodes(conn: psycopg.Connection[Any], q: _store.Query[Any]) -> list[dict[str, Any]]:
-    """Every node of the plan of ``q`` (EXPLAIN without running it), flattened."""
-    explain = sql.SQL("EXPLAIN (FORMAT JSON) {}").format(sql.SQL(q.sql))
+def plan_nodes(
+    conn: psycopg.Connection[Any], q: _store.Query[Any], analyze: bool = False
+) -> list[dict[str, Any]]:
+    """Every node of the plan of ``q``, flattened: EXPLAIN without running it, or with
+    ``analyze`` EXPLAIN ANALYZE, which runs it (the caller rolls back)."""
+    explain = sql.SQL("EXPLAIN (ANALYZE {}, FORMAT JSON) {}").format(
+        sql.SQL("true" if analyze else "false"), sql.SQL(q.sql)
+    )
     [(doc,)] = conn.execute(explain, q.params).fetchall()
     doc = json.loads(doc) if isinstance(doc, str) else doc
     nodes, todo = [], [doc[0]["Plan"]]
@@ -78,6 +83,24 @@ def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: 
         outcomes = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in rows]
         nodes = plan_nodes(conn, _store.jobs_ack(outcomes))
     assert scans_of(nodes, "active_jobs") == {("Index Scan", "active_jobs_pkey")}
+
+
+def test_a_rescue_pass_reads_only_the_lease_index_when_no_worker_died(dsn: str) -> None:
+    """Every worker's maintenance pass looks for expired leases: with 20k queued rows and some
+    running ones it must read the lease index and primary key, not the whole table. (With the
+    dead-worker clause in one OR, every pass scanned active_jobs: 22 ms per 200k rows.)"""
+    fill_history(dsn)
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', worker_id = 'w', attempts = 1, "
+               "lease_expires_at = now() + interval '1 hour' WHERE task = 'now'")  # fmt: skip
+    query(dsn, "ANALYZE pgqueue.active_jobs")
+    with psycopg.connect(dsn) as conn:
+        nodes = plan_nodes(conn, _store.leases_rescue([]), analyze=True)
+        conn.rollback()
+    ran = [n for n in nodes if n.get("Actual Loops", 0) > 0]
+    assert scans_of(ran, "active_jobs") == {
+        ("Index Scan", "active_jobs_lease_idx"), ("Index Scan", "active_jobs_pkey"),
+    }  # fmt: skip
+    assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'running'") == [(50,)]
 
 
 def test_big_enqueue_many_returns_ids_in_input_order(dsn: str, conn: psycopg.Connection) -> None:
