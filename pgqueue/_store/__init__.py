@@ -583,5 +583,6 @@ def jobs_estimate_active() -> Query[int]:
 
 
 def listen_finished() -> Query[None]:
-    """Subscribe the connection to job-finished notifications."""
+    """Register the connection as a waiter and subscribe it to job-finished notifications
+    (for a connection of its own: the registration lasts as long as the session)."""
     return Query(q.LISTEN_FINISHED, None, _nothing)

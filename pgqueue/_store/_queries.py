@@ -547,7 +547,13 @@ JOBS_ESTIMATE_ACTIVE: LiteralString = """
 SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue.active_jobs'::regclass
 """
 
-LISTEN_FINISHED: LiteralString = "LISTEN pgqueue_finished"
+# A waiter first holds the shared advisory locks (7403158, 0..7) for as long as its connection
+# lives: the ack trigger notifies only while one of them is held (sql/0003_zz_functions.sql).
+# Two statements in one simple query: the locks are held before LISTEN, LISTEN before the read.
+LISTEN_FINISHED: LiteralString = """
+SELECT count(pg_advisory_lock_shared(7403158, s)) FROM generate_series(0, 7) AS s;
+LISTEN pgqueue_finished
+"""
 
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------
 

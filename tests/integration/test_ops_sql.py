@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 
 import pgqueue
+from pgqueue import _store
 from tests.helpers import query, run_worker_until, states
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -88,18 +89,39 @@ def test_sql_retry_requeues_with_a_fresh_budget_of_attempts(dsn: str) -> None:
                       " WHERE id = %s", [failed]) == [("queued", 3, 6, "boom")]  # fmt: skip
 
 
+def finish(dsn: str, first: int, n: int) -> None:
+    """Move ``n`` jobs to history in one statement, ids from ``first``."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+               " priority, attempts, max_attempts, run_at, created_at)"
+               " SELECT i, 'default', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now()"
+               " FROM generate_series(%s::bigint, %s) AS i", [first, first + n - 1])  # fmt: skip
+
+
 def test_finished_jobs_notify_their_ids_once_per_statement(dsn: str) -> None:
     """Moving 900 jobs to history in one statement sends 3 notifications listing all ids."""
     with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute("LISTEN pgqueue_finished")
-        query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
-                   " priority, attempts, max_attempts, run_at, created_at)"
-                   " SELECT i, 'default', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now()"
-                   " FROM generate_series(1, 900) AS i")  # fmt: skip
+        _store.run(listener.cursor(), _store.listen_finished())
+        finish(dsn, 1, 900)
         received = notes(listener)
     assert len(received) == 3
     ids = sorted(int(i) for _, payload in received for i in payload.split(","))
     assert ids == list(range(1, 901))
+
+
+def test_finished_jobs_notify_only_while_a_waiter_is_registered(dsn: str) -> None:
+    """Every notification wakes every listening backend, workers' included: with nobody
+    registered as a waiter, moving jobs to history sends none; once one is, it does."""
+    with psycopg.connect(dsn, autocommit=True) as bare:
+        bare.execute("LISTEN pgqueue_finished")  # listening, but not registered as a waiter
+        finish(dsn, 1, 10)
+        assert notes(bare) == []
+        with psycopg.connect(dsn, autocommit=True) as waiter:
+            _store.run(waiter.cursor(), _store.listen_finished())
+            finish(dsn, 11, 10)
+            assert [p for _, p in notes(waiter)] == [",".join(map(str, range(11, 21)))]
+            assert len(notes(bare)) == 1
+        finish(dsn, 21, 10)  # the waiter's connection closed: its registration went with it
+        assert notes(bare) == []
 
 
 def test_queue_stats_counts_states_age_and_rate_per_queue(dsn: str) -> None:

@@ -1,0 +1,27 @@
+-- Revision 0003: notify pgqueue_finished only while someone waits for a job to finish.
+-- PostgreSQL wakes every listening backend of the database for every notification, whatever
+-- its channel, so each ack statement used to wake every worker's listener: a cost of workers x
+-- ack statements. A waiter (pgqueue's wait()/await job) holds the shared advisory locks
+-- (7403158, 0..7) on its own connection before it LISTENs and reads its job. The trigger
+-- tries one of them exclusively, for its transaction: if that succeeds nobody waits, and a
+-- waiter arriving later blocks until this transaction commits, then reads the finished row.
+-- If it fails (a waiter, or a concurrent ack on the same slot) the notification is sent. The
+-- slot comes from the backend pid, so concurrent acks rarely share one.
+CREATE OR REPLACE FUNCTION pgqueue.notify_jobs_finished() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    payload text;
+BEGIN
+    IF pg_try_advisory_xact_lock(7403158, mod(pg_backend_pid(), 8)) THEN
+        RETURN NULL;
+    END IF;
+    FOR payload IN
+        SELECT string_agg(c.id::text, ',')
+          FROM (SELECT n.id, (row_number() OVER ()) / 400 AS chunk FROM new_rows AS n) AS c
+         GROUP BY c.chunk
+    LOOP
+        PERFORM pg_notify('pgqueue_finished', payload);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
