@@ -22,6 +22,7 @@ from bench import _env, _sql, latency, limits, scale, throughput
 
 DRAIN_JOBS = 20_000
 SCALE_OUT_JOBS = 100_000  # 2 against 8 processes
+SCALE_OUT_PAIRS = 2  # pairs of those drains per round
 MANY_JOBS = 100_000
 TARGETS = {
     "drain_1_process.ratio": (">=", 0.60),
@@ -73,15 +74,19 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
         # The 20,000-job ratio is reported beside it.
         # CPU per job (workers and their backends) says whether 8 processes cost more work
         # per job than 2, whatever else shared the cores.
+        # This machine's speed drifts by tens of percent over seconds: each round runs
+        # SCALE_OUT_PAIRS pairs, in alternating order, each drain after a CHECKPOINT.
         drain8_short = throughput.drain(dsn, DRAIN_JOBS, 8)
-        drain2_long, cpu2 = throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 2)
-        drain8_long, cpu8 = throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 8)
-        _add(runs, "drain_8_processes.jobs_s", drain8_long)
-        _add(runs, "drain_8_processes.ratio_to_2", drain8_long / drain2_long)
         _add(runs, "drain_8_processes.ratio_to_2_20k_jobs", drain8_short / drain2)
-        _add(runs, "drain_8_processes.cpu_us_per_job", cpu8)
-        _add(runs, "drain_8_processes.cpu_us_per_job_with_2", cpu2)
-        _add(runs, "drain_8_processes.cpu_ratio_to_2", cpu8 / cpu2)
+        for pair in range(SCALE_OUT_PAIRS):
+            done = {p: throughput.drain_cpu(dsn, SCALE_OUT_JOBS, p)
+                    for p in ((2, 8) if pair % 2 == 0 else (8, 2))}  # fmt: skip
+            (drain2_long, cpu2), (drain8_long, cpu8) = done[2], done[8]
+            _add(runs, "drain_8_processes.jobs_s", drain8_long)
+            _add(runs, "drain_8_processes.ratio_to_2", drain8_long / drain2_long)
+            _add(runs, "drain_8_processes.cpu_us_per_job", cpu8)
+            _add(runs, "drain_8_processes.cpu_us_per_job_with_2", cpu2)
+            _add(runs, "drain_8_processes.cpu_ratio_to_2", cpu8 / cpu2)
     copy = limits.copy_load(dsn, MANY_JOBS)
     many = throughput.enqueue_many(dsn, MANY_JOBS)
     _add(runs, "limits.copy_rows_s", copy)
@@ -149,6 +154,7 @@ def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict
         "backlog_queued": int(1_000_000 * factor), "backlog_finished": int(5_000_000 * factor),
         "churn_jobs": int(1_000_000 * factor), "drain_jobs": DRAIN_JOBS, "many_jobs": MANY_JOBS,
         "scale_out_jobs": SCALE_OUT_JOBS,
+        "scale_out_pairs_per_round": SCALE_OUT_PAIRS,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
         "postgres": dict(_env.execute(dsn, _sql.SETTINGS)),

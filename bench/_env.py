@@ -75,6 +75,13 @@ def reset(dsn: str) -> None:
     execute(dsn, "VACUUM ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs, bench.bare_jobs")
 
 
+def checkpoint(dsn: str) -> None:
+    """CHECKPOINT, so that a measurement does not pay for the WAL its predecessor wrote (a
+    no-op for roles that may not, e.g. on a PGQUEUE_BENCH_DSN server)."""
+    with contextlib.suppress(psycopg.Error):
+        execute(dsn, "CHECKPOINT")
+
+
 def fill_jobs(dsn: str, n: int, task: str = "bench.tasks.noop") -> None:
     """Queue ``n`` jobs of ``task`` in one statement, then ANALYZE."""
     execute(dsn, _sql.JOBS_FILL, [task, n])

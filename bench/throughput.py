@@ -51,6 +51,7 @@ def _drain(
         _env.wait_for(lambda: _env.execute(dsn, registered)[0][0] == processes, 30)
         pids: list[int] = []
         if cpu:
+            _env.checkpoint(dsn)  # each of a pair of drains starts from the same WAL state
             time.sleep(0.5)  # let start-up work finish: only the drain is counted
             pids = [w.pid for w in workers] + [r[0] for r in _env.execute(dsn, _sql.WORKER_PIDS)]
         before = _cpu_seconds(pids)
