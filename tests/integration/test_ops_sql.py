@@ -124,6 +124,22 @@ def test_finished_jobs_notify_only_while_a_waiter_is_registered(dsn: str) -> Non
         assert notes(bare) == []
 
 
+def test_a_long_transaction_that_finished_jobs_holds_up_no_waiter(dsn: str) -> None:
+    """The trigger lets go of its waiter lock at once: a transaction that moved jobs to history
+    and stays open (a cancel in a slow request) must not make a new waiter queue behind it."""
+    with psycopg.connect(dsn) as slow, psycopg.connect(dsn, autocommit=True) as waiter:
+        slow.execute(
+            "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+            " priority, attempts, max_attempts, run_at, created_at)"
+            " VALUES (1, 'default', 't', '[]', '{}', 'cancelled', 0, 1, 3, now(), now())"
+        )
+        waiter.execute("SET lock_timeout = '2s'")  # the old behaviour: lock_timeout error
+        _store.run(waiter.cursor(), _store.listen_finished())
+        slow.commit()
+        finish(dsn, 2, 1)
+        assert [p for _, p in notes(waiter)] == ["2"]
+
+
 def test_queue_stats_counts_states_age_and_rate_per_queue(dsn: str) -> None:
     """queue_stats: per queue counts per state, scheduled ⊂ queued, oldest age, finished/min."""
     query(dsn, "SELECT pgqueue.enqueue('t', queue => 'a', run_at => now() - interval '90 s')")
