@@ -89,12 +89,17 @@ def test_sql_retry_requeues_with_a_fresh_budget_of_attempts(dsn: str) -> None:
                       " WHERE id = %s", [failed]) == [("queued", 3, 6, "boom")]  # fmt: skip
 
 
+FINISH = (
+    "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+    " attempts, max_attempts, run_at, created_at)"
+    " SELECT i, 'default', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now()"
+    " FROM generate_series(%s::bigint, %s) AS i"
+)
+
+
 def finish(dsn: str, first: int, n: int) -> None:
     """Move ``n`` jobs to history in one statement, ids from ``first``."""
-    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
-               " priority, attempts, max_attempts, run_at, created_at)"
-               " SELECT i, 'default', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now()"
-               " FROM generate_series(%s::bigint, %s) AS i", [first, first + n - 1])  # fmt: skip
+    query(dsn, FINISH, [first, first + n - 1])
 
 
 def test_finished_jobs_notify_their_ids_once_per_statement(dsn: str) -> None:
@@ -128,11 +133,7 @@ def test_a_long_transaction_that_finished_jobs_holds_up_no_waiter(dsn: str) -> N
     """The trigger lets go of its waiter lock at once: a transaction that moved jobs to history
     and stays open (a cancel in a slow request) must not make a new waiter queue behind it."""
     with psycopg.connect(dsn) as slow, psycopg.connect(dsn, autocommit=True) as waiter:
-        slow.execute(
-            "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
-            " priority, attempts, max_attempts, run_at, created_at)"
-            " VALUES (1, 'default', 't', '[]', '{}', 'cancelled', 0, 1, 3, now(), now())"
-        )
+        slow.execute(FINISH, [1, 1])
         waiter.execute("SET lock_timeout = '2s'")  # the old behaviour: lock_timeout error
         _store.run(waiter.cursor(), _store.listen_finished())
         slow.commit()
