@@ -120,3 +120,21 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def wait_for_value(
+    dsn: str, statement: Any, predicate: Any, timeout: float, interval: float = 0.05
+) -> bool:
+    """Poll the first value of ``statement`` on one open connection until ``predicate`` holds.
+
+    A drain is watched while it runs: a connection per poll forked a backend each time, and with
+    ``count(*)`` that cost about 17 ms per poll, 8 % of this machine's two cores at ten polls a
+    second, taken from the workers being measured and not from the bare loops beside them.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return wait_for(lambda: predicate(conn.execute(statement).fetchone()[0]), timeout, interval)
+
+
+def wait_drained(dsn: str, timeout: float = 600, interval: float = 0.1) -> bool:
+    """Wait until ``pgqueue.active_jobs`` holds no job (EXISTS stops at the first live row)."""
+    return wait_for_value(dsn, _sql.ACTIVE_ANY, lambda left: not left, timeout, interval)

@@ -85,6 +85,7 @@ SELECT pid FROM pg_stat_activity
 """
 
 ACTIVE_COUNT: LiteralString = "SELECT count(*) FROM pgqueue.active_jobs"
+ACTIVE_ANY: LiteralString = "SELECT EXISTS (SELECT FROM pgqueue.active_jobs)"
 
 RESULTS: LiteralString = "SELECT id, result FROM pgqueue.finished_jobs WHERE task = %s ORDER BY id"
 

@@ -55,7 +55,7 @@ def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:
                 conn.commit()
                 if (sent // batch) % max(1, total // batch // 10) == 0:
                     samples.append(_claim_path(dsn, sent, started))
-        _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] == 0, 600, 0.2)
+        _env.wait_drained(dsn, interval=0.2)
         samples.append(_claim_path(dsn, total, started))
         time.sleep(5)  # give autovacuum a chance to pass over the drained table
         samples.append(_claim_path(dsn, total, started))
@@ -65,7 +65,7 @@ def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:
 
 
 def _wait_below(dsn: str, limit: int) -> None:
-    _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] < limit, 600, 0.05)
+    _env.wait_for_value(dsn, _sql.ACTIVE_COUNT, lambda left: left < limit, 600, 0.05)
 
 
 def _claim_path(dsn: str, passed: int, started: float) -> dict[str, float]:

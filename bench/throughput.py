@@ -56,7 +56,7 @@ def _drain(
             pids = [w.pid for w in workers] + [r[0] for r in _env.execute(dsn, _sql.WORKER_PIDS)]
         before = _cpu_seconds(pids)
         _env.fill_jobs(dsn, n)
-        _env.wait_for(lambda: _env.execute(dsn, _sql.ACTIVE_COUNT)[0][0] == 0, 600, 0.1)
+        _env.wait_drained(dsn)
         used = _cpu_seconds(pids) - before
     finally:
         for proc in workers:
