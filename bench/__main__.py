@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         if "backlog" not in skip:
             print("backlog", file=sys.stderr, flush=True)
             report["backlog"] = scale.backlog(
-                dsn, DRAIN_JOBS, int(1_000_000 * factor), int(5_000_000 * factor)
+                admin, dsn, DRAIN_JOBS, int(1_000_000 * factor), int(5_000_000 * factor)
             )
             report["backlog"]["target"], report["backlog"]["met"] = ">= 0.8", report[
                 "backlog"]["ratio"] >= 0.8  # fmt: skip
