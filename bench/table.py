@@ -30,7 +30,7 @@ def rows(report: dict[str, Any]) -> list[str]:
         b = report["backlog"]
         met = "yes" if b["met"] else "**no**"
         rates = f"{_rates(b['backlog_jobs_s'])} vs {_rates(b['empty_jobs_s'])} jobs/s"
-        lines.append(f"| backlog.ratio ({rates}) | {b['ratio']:.2f} | {b['target']} | {met} |")
+        lines.append(f"| backlog.ratio ({rates}) | {b['ratio']:.3f} | {b['target']} | {met} |")
     return lines
 
 
