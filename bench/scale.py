@@ -31,6 +31,10 @@ def backlog(
     CHECKPOINT: this machine's speed drifts by tens of percent over minutes, and measuring one
     side after the other (as the bench did before) put that drift into the ratio.
     """
+    # Every slice of the backlog side must find its jobs queued, or its worker never reaches
+    # its stop count and the bench hangs (--quick queues 20,000 jobs, not three slices of
+    # 20,000). A worker stopping itself still finishes the batch it holds: keep 1,000 spare.
+    n = min(n, queued // slices - 1000)
     _env.reset(dsn)
     for start in range(1, finished + 1, 1_000_000):
         _env.execute(dsn, _sql.HISTORY_FILL, [start, min(finished, start + 999_999)])
