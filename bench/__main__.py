@@ -173,9 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     with _env.bench_server(args.server) as admin, _env.bench_database(admin, args.keep_db) as dsn:
         report: dict[str, Any] = {"meta": meta(dsn, args, factor, repeat)}
+        whole_run = _env.cpu_times()
         for number in range(repeat):
             print(f"round {number + 1}/{repeat}", file=sys.stderr, flush=True)
+            before = _env.cpu_times()
             one_round(dsn, runs, samples, skip)
+            stolen = _env.steal_pct(before, _env.cpu_times())
+            if stolen is not None:  # how much of this round's machine someone else had
+                _add(runs, "host.cpu_steal_pct", stolen)
         report.update(summarise(runs))
         if "backlog" not in skip:
             print("backlog", file=sys.stderr, flush=True)
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         if "churn" not in skip:
             print("churn", file=sys.stderr, flush=True)
             report["churn"] = scale.churn(dsn, int(1_000_000 * factor))
+        report["meta"]["cpu_steal_pct"] = _env.steal_pct(whole_run, _env.cpu_times())
     report["meta"]["seconds"] = round(time.monotonic() - started, 1)
     text = json.dumps(report, indent=2, default=str)
     print(text)

@@ -88,6 +88,29 @@ def fill_jobs(dsn: str, n: int, task: str = "bench.tasks.noop") -> None:
     execute(dsn, "ANALYZE pgqueue.active_jobs")
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """``(steal, total)``: CPU time of all cores since boot, in ticks, from /proc/stat (Linux).
+
+    Steal is time a virtual CPU was ready to run while the hypervisor ran someone else: on a
+    shared host it slows every figure, bare limits and pgqueue alike, by its own amount.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    ticks = [int(v) for v in fields[1:9]]
+    return (ticks[7], sum(ticks)) if fields[0] == "cpu" and len(ticks) == 8 else None
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen between two :func:`cpu_times` samples, in percent."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 def worker_command(*options: str) -> list[str]:
     """The real CLI, as an operator runs it, on the bench's app."""
     return [sys.executable, "-m", "pgqueue", "--app", "bench.tasks:app", "--log-level",

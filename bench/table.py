@@ -49,6 +49,9 @@ def main() -> None:
     """Print the tables for the JSON file named on the command line."""
     with open(sys.argv[1]) as f:
         report = json.load(f)
+    stolen = report.get("meta", {}).get("cpu_steal_pct")
+    if stolen is not None:
+        print(f"CPU time stolen by the hypervisor over the whole run: {stolen:.1f} %\n")
     print("\n".join(rows(report)))
     print()
     print("\n".join(churn(report)))
