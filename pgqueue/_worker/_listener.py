@@ -21,13 +21,15 @@ async def listen(
     wake: Callable[[], None],
     stopping: asyncio.Event,
     ping_interval: float = 15.0,
-    on_cancel: Callable[[str], None] | None = None,
+    on_cancel: Callable[[str | None], None] | None = None,
 ) -> None:
     """Wake the claimer on notifications for ``queues`` until ``stopping`` is set.
 
-    After every (re)connect the claimer is woken once, to catch up on anything sent while the
-    connection was down. A notification's payload only says which queue to look at: the
-    claimer re-reads the rows, so a forged or stale notification costs one empty claim.
+    After every (re)connect the claimer is woken once, and ``on_cancel(None)`` is called, to
+    catch up on anything sent while the connection was down or not yet listening (a job
+    claimed before the first LISTEN may have been asked to cancel in between). A
+    notification's payload only says which queue to look at: the claimer re-reads the rows,
+    so a forged or stale notification costs one empty claim.
     """
     db = Db(dsn, "listener", prepare_threshold=None)
     hint = _Hints(queues, wake, on_cancel)
@@ -42,7 +44,7 @@ class _Hints:
 
     def __init__(
         self, queues: Container[str], wake: Callable[[], None],
-        on_cancel: Callable[[str], None] | None,
+        on_cancel: Callable[[str | None], None] | None,
     ) -> None:  # fmt: skip
         self.queues = queues
         self.wake = wake
@@ -68,6 +70,8 @@ async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: 
                 log.info("LISTEN re-established", extra={"action": "listen_restored"})
             failures = 0
             hint.wake()
+            if hint.on_cancel is not None:
+                hint.on_cancel(None)
             await _relay(db, conn, hint, stopping, ping_interval)
         except (psycopg.Error, OSError):
             failures += 1

@@ -406,9 +406,10 @@ class Worker:
                 failures += 1
                 log.warning("heartbeat failed", exc_info=True, extra={"action": "heartbeat_error"})
 
-    def _cancel_hint(self, worker: str) -> None:
-        # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds.
-        if worker == self.name and self._running:
+    def _cancel_hint(self, worker: str | None) -> None:
+        # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds. None:
+        # the listener has just started listening, and a hint for us may have been missed.
+        if worker in (None, self.name) and self._running:
             self._beat_now.set()
 
     async def extend_leases(self) -> None:

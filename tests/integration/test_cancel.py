@@ -66,3 +66,20 @@ async def test_cancelling_a_running_job_stops_it_before_the_next_heartbeat(
     assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
         ("cancelled", 1, "cancelled on request")
     ]
+
+
+async def test_a_cancel_sent_before_the_listener_listens_is_caught_up_at_once(dsn: str) -> None:
+    """The claimer may claim before the first LISTEN: a cancel notification sent in between
+    reaches nobody, so the listener asks for an early heartbeat as soon as it listens."""
+    from pgqueue._worker._listener import listen
+
+    hints: list[str | None] = []
+    stopping = asyncio.Event()
+
+    def on_cancel(worker: str | None) -> None:
+        hints.append(worker)
+        stopping.set()
+
+    listener = asyncio.create_task(listen(dsn, {"io"}, lambda: None, stopping, on_cancel=on_cancel))
+    await asyncio.wait_for(listener, 10)
+    assert hints == [None]  # no notification was sent: the catch-up call, and only it
