@@ -35,6 +35,8 @@ def backlog(
     # its stop count and the bench hangs (--quick queues 20,000 jobs, not three slices of
     # 20,000). A worker stopping itself still finishes the batch it holds: keep 1,000 spare.
     n = min(n, queued // slices - 1000)
+    if n < 1:
+        raise ValueError(f"{queued} queued jobs cannot fill {slices} slices: raise --scale")
     _env.reset(dsn)
     for start in range(1, finished + 1, 1_000_000):
         _env.execute(dsn, _sql.HISTORY_FILL, [start, min(finished, start + 999_999)])

@@ -57,6 +57,13 @@ class _Hints:
         elif note.payload in self.queues:
             self.wake()
 
+    def catch_up(self) -> None:
+        """Listening (again): any hint sent before now may have been missed, so act as if
+        each kind had just arrived."""
+        self.wake()
+        if self.on_cancel is not None:
+            self.on_cancel(None)
+
 
 async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: float) -> None:
     failures = 0
@@ -69,9 +76,7 @@ async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: 
             if failures:
                 log.info("LISTEN re-established", extra={"action": "listen_restored"})
             failures = 0
-            hint.wake()
-            if hint.on_cancel is not None:
-                hint.on_cancel(None)
+            hint.catch_up()
             await _relay(db, conn, hint, stopping, ping_interval)
         except (psycopg.Error, OSError):
             failures += 1

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue._worker._listener import listen
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -71,8 +72,6 @@ async def test_cancelling_a_running_job_stops_it_before_the_next_heartbeat(
 async def test_a_cancel_sent_before_the_listener_listens_is_caught_up_at_once(dsn: str) -> None:
     """The claimer may claim before the first LISTEN: a cancel notification sent in between
     reaches nobody, so the listener asks for an early heartbeat as soon as it listens."""
-    from pgqueue._worker._listener import listen
-
     hints: list[str | None] = []
     stopping = asyncio.Event()
 
