@@ -87,6 +87,12 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
             _add(runs, "drain_8_processes.cpu_us_per_job", cpu8)
             _add(runs, "drain_8_processes.cpu_us_per_job_with_2", cpu2)
             _add(runs, "drain_8_processes.cpu_ratio_to_2", cpu8 / cpu2)
+        # The same comparison for bare SQL loops (claims flushed, acks not, as the worker
+        # commits): what eight claimers cost the database's own claim path.
+        order = (2, 8) if len(runs["limits.claim_ack_fleet_8_to_2"]) % 2 == 0 else (8, 2)
+        bare = {p: limits.claim_ack_fleet(dsn, SCALE_OUT_JOBS, p) for p in order}
+        _add(runs, "limits.claim_ack_fleet_2_processes_jobs_s", bare[2])
+        _add(runs, "limits.claim_ack_fleet_8_to_2", bare[8] / bare[2])
     copy = limits.copy_load(dsn, MANY_JOBS)
     many = throughput.enqueue_many(dsn, MANY_JOBS)
     _add(runs, "limits.copy_rows_s", copy)

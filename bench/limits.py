@@ -32,6 +32,48 @@ def claim_ack_loop(dsn: str, n: int, batch: int = 100, synchronous_commit: bool 
     return done / elapsed
 
 
+def claim_ack_fleet(dsn: str, n: int, processes: int, batch: int = 100) -> float:
+    """Jobs/s of ``processes`` bare loops draining ``n`` rows together, each on two connections
+    committing as a pgqueue worker does: claims flushed, acks (deletes) not.
+
+    The reference for eight worker processes against two: what the database's own claim path
+    does with more claimers at once, with nothing of pgqueue in it.
+    """
+    _env.execute(dsn, "TRUNCATE bench.bare_jobs")
+    _env.execute(dsn, _sql.BARE_FILL, [n])
+    _env.execute(dsn, "VACUUM ANALYZE bench.bare_jobs")
+    _env.checkpoint(dsn)
+    context = multiprocessing.get_context("spawn")
+    go, ready, ends = context.Event(), context.Queue(), context.Queue()
+    loops = [context.Process(target=_fleet_loop, args=(dsn, batch, go, ready, ends))
+             for _ in range(processes)]  # fmt: skip
+    for loop in loops:
+        loop.start()
+    try:
+        for _ in loops:
+            ready.get(timeout=60)
+        start = time.perf_counter()
+        go.set()
+        last: float = max(ends.get(timeout=600) for _ in loops)
+    finally:
+        for loop in loops:
+            loop.join(10)
+            if loop.is_alive():
+                loop.kill()
+    return n / (last - start)
+
+
+def _fleet_loop(dsn: str, batch: int, go: Any, ready: Any, ends: Any) -> None:
+    unflushed = "-c synchronous_commit=off"
+    with psycopg.connect(dsn, autocommit=True) as claim, \
+            psycopg.connect(dsn, autocommit=True, options=unflushed) as ack:  # fmt: skip
+        ready.put(True)
+        go.wait()
+        while rows := claim.execute(_sql.BARE_CLAIM, [batch], prepare=True).fetchall():
+            ack.execute(_sql.BARE_ACK, [[r[0] for r in rows]], prepare=True)
+    ends.put(time.perf_counter())
+
+
 def copy_load(dsn: str, n: int) -> float:
     """Rows/s of one COPY of ``n`` jobs into pgqueue.active_jobs, commit included."""
     _env.execute(dsn, "TRUNCATE pgqueue.active_jobs")
