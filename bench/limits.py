@@ -12,13 +12,20 @@ import psycopg
 
 from bench import _env, _sql
 
+UNFLUSHED = "-c synchronous_commit=off"  # connection options: commits do not wait for the WAL
 
-def claim_ack_loop(dsn: str, n: int, batch: int = 100, synchronous_commit: bool = True) -> float:
-    """Jobs/s of one connection claiming ``batch`` rows (SKIP LOCKED) and deleting them."""
-    options = "" if synchronous_commit else "-c synchronous_commit=off"
+
+def _fill_bare(dsn: str, n: int) -> None:
+    """``n`` queued rows in an otherwise empty, freshly analysed ``bench.bare_jobs``."""
     _env.execute(dsn, "TRUNCATE bench.bare_jobs")
     _env.execute(dsn, _sql.BARE_FILL, [n])
     _env.execute(dsn, "VACUUM ANALYZE bench.bare_jobs")
+
+
+def claim_ack_loop(dsn: str, n: int, batch: int = 100, synchronous_commit: bool = True) -> float:
+    """Jobs/s of one connection claiming ``batch`` rows (SKIP LOCKED) and deleting them."""
+    options = "" if synchronous_commit else UNFLUSHED
+    _fill_bare(dsn, n)
     done = 0
     with psycopg.connect(dsn, autocommit=True, options=options) as conn:
         start = time.perf_counter()
@@ -39,9 +46,7 @@ def claim_ack_fleet(dsn: str, n: int, processes: int, batch: int = 100) -> float
     The reference for eight worker processes against two: what the database's own claim path
     does with more claimers at once, with nothing of pgqueue in it.
     """
-    _env.execute(dsn, "TRUNCATE bench.bare_jobs")
-    _env.execute(dsn, _sql.BARE_FILL, [n])
-    _env.execute(dsn, "VACUUM ANALYZE bench.bare_jobs")
+    _fill_bare(dsn, n)
     _env.checkpoint(dsn)
     context = multiprocessing.get_context("spawn")
     go, ready, ends = context.Event(), context.Queue(), context.Queue()
@@ -54,6 +59,7 @@ def claim_ack_fleet(dsn: str, n: int, processes: int, batch: int = 100) -> float
             ready.get(timeout=60)
         start = time.perf_counter()
         go.set()
+        # perf_counter is the system-wide monotonic clock: the loops' readings compare with it.
         last: float = max(ends.get(timeout=600) for _ in loops)
     finally:
         for loop in loops:
@@ -64,9 +70,8 @@ def claim_ack_fleet(dsn: str, n: int, processes: int, batch: int = 100) -> float
 
 
 def _fleet_loop(dsn: str, batch: int, go: Any, ready: Any, ends: Any) -> None:
-    unflushed = "-c synchronous_commit=off"
     with psycopg.connect(dsn, autocommit=True) as claim, \
-            psycopg.connect(dsn, autocommit=True, options=unflushed) as ack:  # fmt: skip
+            psycopg.connect(dsn, autocommit=True, options=UNFLUSHED) as ack:  # fmt: skip
         ready.put(True)
         go.wait()
         while rows := claim.execute(_sql.BARE_CLAIM, [batch], prepare=True).fetchall():
