@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+if TYPE_CHECKING:
+    from croniter import croniter
 
 # Enumerating ticks that are skipped only serves a log line: stop counting there.
 MAX_COUNTED = 1000
@@ -49,7 +51,7 @@ def check_expression(expression: str) -> str:
             " (minute hour day month weekday), or 6 with seconds last"
         )
     try:
-        croniter(expression)
+        _croniter(expression)
     except (ValueError, KeyError) as exc:  # croniter's errors derive from ValueError
         raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
     return " ".join(fields)
@@ -65,6 +67,14 @@ def check_timezone(name: str) -> ZoneInfo:
         ) from None
 
 
+def _croniter(expression: str, start: datetime | None = None) -> croniter:
+    # Imported on first use: a worker whose app has no periodic tasks never needs croniter
+    # (and dateutil beneath it), which cost a tenth of the worker's import time.
+    from croniter import croniter
+
+    return croniter(expression, start)
+
+
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} is naive: tick maths needs timezone-aware datetimes")
@@ -74,7 +84,7 @@ def _utc(moment: datetime) -> datetime:
 def next_tick(spec: CronSpec, after: datetime) -> datetime:
     """The first tick strictly after ``after``, in UTC."""
     after = _utc(after)
-    ticks = croniter(spec.expression, after.astimezone(spec.zone))
+    ticks = _croniter(spec.expression, after.astimezone(spec.zone))
     tick = _utc(ticks.get_next(datetime))
     # Belt and braces around DST folds: a tick is always later than the moment asked about.
     while tick <= after:
@@ -88,7 +98,7 @@ def normalize(spec: CronSpec, moment: datetime) -> datetime:
     Idempotent: a tick normalises to itself, which is what makes it usable as a key.
     """
     moment = _utc(moment)
-    tick = _utc(croniter(spec.expression, moment.astimezone(spec.zone)).get_prev(datetime))
+    tick = _utc(_croniter(spec.expression, moment.astimezone(spec.zone)).get_prev(datetime))
     following = next_tick(spec, tick)
     while following <= moment:
         tick, following = following, next_tick(spec, following)

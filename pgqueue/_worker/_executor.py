@@ -17,11 +17,11 @@ from pgqueue._hooks import call_through
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._eager import never_suspends
-from pgqueue._worker._procpool import ChildLost, ProcessPool, lookup
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
     from pgqueue._task import Task
+    from pgqueue._worker._procpool import ProcessPool
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -185,6 +185,10 @@ class JobExecutor:
             await asyncio.shield(asyncio.wrap_future(running))
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
+        # The process pool (and multiprocessing with it) is imported when a job first needs it:
+        # most workers never do, and it is several milliseconds of every worker's start.
+        from pgqueue._worker._procpool import ChildLost, ProcessPool
+
         assert task.fn is not None
         if self._processes is None:
             self._processes = ProcessPool(self._process_count)
@@ -210,6 +214,8 @@ def _on_loop(task: Task[Any, Any]) -> bool:
 
 def _importable(task: Task[Any, Any]) -> bool:
     """Whether a child process finds ``task`` at its function's module and qualified name."""
+    from pgqueue._worker._procpool import lookup
+
     fn = task.fn
     module = sys.modules.get(fn.__module__) if fn is not None else None
     if fn is None or module is None or module.__name__ == "__main__":
