@@ -162,6 +162,7 @@ def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict
         "scale_out_jobs": SCALE_OUT_JOBS,
         "scale_out_pairs_per_round": SCALE_OUT_PAIRS,
         "python": platform.python_version(), "cpus": os.cpu_count(),
+        "python_dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "load_average_at_start": os.getloadavg(),
         "postgres": dict(_env.execute(dsn, _sql.SETTINGS)),
         "server": args.server, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -117,9 +117,12 @@ def worker_command(*options: str) -> list[str]:
             "warning", "worker", *options]  # fmt: skip
 
 
-def start_worker(dsn: str, *options: str, stop_after: int = 0) -> subprocess.Popen[bytes]:
-    """Start one worker process on ``dsn``."""
+def start_worker(
+    dsn: str, *options: str, stop_after: int = 0, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one worker process on ``dsn`` (``env_extra`` over this process's environment)."""
     env = dict(os.environ, PGQUEUE_DSN=dsn, PGQUEUE_BENCH_STOP_AFTER=str(stop_after))
+    env.update(env_extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.Popen(worker_command(*options), env=env, cwd=ROOT)
 
