@@ -98,9 +98,10 @@ def footprint(dsn: str) -> dict[str, object]:
 
     Measured as an installed pgqueue starts: pip compiles a package's bytecode when it installs
     it, but a checkout run with PYTHONDONTWRITEBYTECODE set (these machines set it) compiles
-    pgqueue from source at every start, about 0.1 s of a slow host's CPU. A first, unmeasured
-    start writes the bytecode to a cache of the bench's own (PYTHONPYCACHEPREFIX); the start
-    in the environment as inherited is reported beside it (``first_job_s_env``).
+    pgqueue from source at every start (its modules take about 0.1 s to compile on a slow
+    host). A first, unmeasured start writes the bytecode to a cache of the bench's own
+    (PYTHONPYCACHEPREFIX); the start in the environment as inherited is reported beside it
+    (``first_job_s_env``).
     """
     with tempfile.TemporaryDirectory(prefix="pgqueue-bench-pyc-") as cache:
         # An empty PYTHONDONTWRITEBYTECODE counts as unset (python(1)).

@@ -69,7 +69,7 @@ def check_timezone(name: str) -> ZoneInfo:
 
 def _croniter(expression: str, start: datetime | None = None) -> croniter:
     # Imported on first use: a worker whose app has no periodic tasks never needs croniter
-    # (and dateutil beneath it), which cost a tenth of the worker's import time.
+    # (and dateutil beneath it): about 5 % of the import of the CLI, 14 of 255 ms on a slow host.
     from croniter import croniter
 
     return croniter(expression, start)
