@@ -76,13 +76,17 @@ def test_claim_uses_its_partial_index_with_a_large_history(
 
 
 def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: str) -> None:
-    """Stats taken with no running job must not make the ack scan the lease index or the table."""
+    """Stats taken with no running job must not make the ack scan the lease index or the table,
+    and a big history is read through its primary key only."""
     fill_history(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 50}, 30))
         outcomes = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in rows]
         nodes = plan_nodes(conn, _store.jobs_ack(outcomes))
     assert scans_of(nodes, "active_jobs") == {("Index Scan", "active_jobs_pkey")}
+    # A job already in history is skipped by a probe of its primary key, not a scan of it all.
+    probes = scans_of(nodes, "finished_jobs")
+    assert probes and {index for _, index in probes} == {"finished_jobs_pkey"}, probes
 
 
 def test_a_rescue_pass_reads_only_the_lease_index_when_no_worker_died(dsn: str) -> None:

@@ -91,6 +91,28 @@ def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
     ]
 
 
+def test_ack_of_a_job_already_in_history_keeps_that_history_and_acks_the_rest(
+    dsn: str, conn
+) -> None:
+    """A job whose id is already in finished_jobs (put there by hand) leaves active_jobs, its
+    history row stands, and the other jobs of the same ack are written as usual."""
+    first, second = (t.add.enqueue(conn, i, i) for i in (1, 2))
+    conn.commit()
+    claim(dsn, "w", lease=30)
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, "
+               "priority, attempts, max_attempts, run_at, created_at, result) SELECT id, queue, "
+               "task, args, kwargs, 'cancelled', priority, attempts, max_attempts, run_at, "
+               "created_at, '\"by hand\"' FROM pgqueue.active_jobs WHERE id = %s",
+          [first])  # fmt: skip
+    acked = run(dsn, _store.jobs_ack([Outcome(first, 1, "succeeded", result="2"),
+                                      Outcome(second, 1, "succeeded", result="4")]))  # fmt: skip
+    assert sorted(acked) == sorted([first, second])  # type: ignore[arg-type]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(0,)]
+    assert query(dsn, "SELECT id, state, result FROM pgqueue.finished_jobs ORDER BY id") == [
+        (first, "cancelled", "by hand"), (second, "succeeded", 4),
+    ]  # fmt: skip
+
+
 def test_stale_heartbeat_extends_nothing(dsn: str, conn) -> None:
     """A heartbeat for an attempt that is no longer current returns no live lease."""
     job_id = t.add.enqueue(conn, 1, 2)
