@@ -158,7 +158,13 @@ def wait_for_value(
     second, taken from the workers being measured and not from the bare loops beside them.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return wait_for(lambda: predicate(conn.execute(statement).fetchone()[0]), timeout, interval)
+
+        def first() -> Any:
+            row = conn.execute(statement).fetchone()
+            assert row is not None, "the statement returned no row"
+            return row[0]
+
+        return wait_for(lambda: predicate(first()), timeout, interval)
 
 
 def wait_drained(dsn: str, timeout: float = 600, interval: float = 0.1) -> bool:

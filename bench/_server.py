@@ -54,7 +54,10 @@ def private_server() -> Iterator[str]:
     data, port = os.path.join(home, "data"), _free_port()
     if os.geteuid() == 0:
         shutil.chown(home, "postgres", "postgres")
-    run = lambda *c: subprocess.run(_as_owner(list(c)), check=True, capture_output=True)  # noqa: E731
+
+    def run(*command: str) -> None:
+        subprocess.run(_as_owner(list(command)), check=True, capture_output=True)
+
     run(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust")
     options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={home}"
     run(os.path.join(bindir, "pg_ctl"), "-D", data, "-o", options, "-l",

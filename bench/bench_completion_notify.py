@@ -91,7 +91,7 @@ def trigger_time(dsn: str, statements: int = 50) -> float:
             ).fetchall()
             plan = rows[0][0][0]
             times.append(sum(t["Time"] for t in plan.get("Triggers", [])))
-    return statistics.median(times)
+    return float(statistics.median(times))
 
 
 async def wait_lags(app: pgqueue.PgQueue, samples: int = 50) -> list[float]:

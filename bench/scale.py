@@ -21,7 +21,7 @@ def drain_slice(dsn: str, n: int, name: str) -> float:
     finally:
         _env.stop_worker(proc)
     count, seconds = _env.execute(dsn, _sql.DRAIN_SPAN, [name])[0]
-    return count / float(seconds)
+    return int(count) / float(seconds)
 
 
 def backlog(

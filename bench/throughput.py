@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any
 
 import psycopg
 
@@ -82,7 +83,7 @@ def _cpu_seconds(pids: list[int]) -> float:
 def enqueue_many(dsn: str, n: int) -> float:
     """Jobs/s of one ``enqueue_many`` call of ``n`` jobs plus its COMMIT."""
     _env.execute(dsn, "TRUNCATE pgqueue.active_jobs")
-    calls = [((i,), {}) for i in range(n)]
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((i,), {}) for i in range(n)]
     with psycopg.connect(dsn) as conn:
         start = time.perf_counter()
         ids = tasks.noop.enqueue_many(conn, calls)
