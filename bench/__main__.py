@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -61,15 +62,16 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
     # order, each pair's ratio kept (as for eight processes against two).
     bares, drains = [], []
     for _ in range(DRAIN_PAIRS):
-        bare_first = len(runs["drain_1_process.ratio"]) % 2 == 0
-        if bare_first:
-            bares.append(limits.claim_ack_loop(dsn, DRAIN_JOBS, synchronous_commit=False))
-        drains.append(throughput.drain(dsn, DRAIN_JOBS, 1))
-        if not bare_first:
-            bares.append(limits.claim_ack_loop(dsn, DRAIN_JOBS, synchronous_commit=False))
-        _add(runs, "limits.claim_ack_loop_async_commit_jobs_s", bares[-1])
-        _add(runs, "drain_1_process.jobs_s", drains[-1])
-        _add(runs, "drain_1_process.ratio", drains[-1] / bares[-1])
+        loop_rate, drain_rate = _in_turn(
+            lambda: limits.claim_ack_loop(dsn, DRAIN_JOBS, synchronous_commit=False),
+            lambda: throughput.drain(dsn, DRAIN_JOBS, 1),
+            swap=len(runs["drain_1_process.ratio"]) % 2 == 1,
+        )
+        bares.append(loop_rate)
+        drains.append(drain_rate)
+        _add(runs, "limits.claim_ack_loop_async_commit_jobs_s", loop_rate)
+        _add(runs, "drain_1_process.jobs_s", drain_rate)
+        _add(runs, "drain_1_process.ratio", drain_rate / loop_rate)
     bare_async, drain1 = statistics.median(bares), statistics.median(drains)
     drain1_sync = throughput.drain(dsn, DRAIN_JOBS, 1, 100, "--synchronous-commit")
     drain2 = throughput.drain(dsn, DRAIN_JOBS, 2)
@@ -138,14 +140,29 @@ def _single(dsn: str, runs: dict[str, list[float]], samples: int) -> None:
     blocks = max(2, samples * 4 // 100)
     with psycopg.connect(dsn) as conn:
         for block in range(blocks):
-            if block % 2 == 0:
-                bare += limits.insert_commit(conn, 100)
-            mine += throughput.single_enqueue(conn, 100)
-            if block % 2 == 1:
-                bare += limits.insert_commit(conn, 100)
+            b, m = _in_turn(
+                lambda: limits.insert_commit(conn, 100),
+                lambda: throughput.single_enqueue(conn, 100),
+                swap=block % 2 == 1,
+            )
+            bare, mine = bare + b, mine + m
     _add(runs, "limits.insert_commit_ms", bare / blocks * 1000)
     _add(runs, "single_enqueue.ms", mine / blocks * 1000)
     _add(runs, "single_enqueue.overhead", mine / bare - 1)
+
+
+def _in_turn(
+    first: Callable[[], float], second: Callable[[], float], swap: bool
+) -> tuple[float, float]:
+    """Both measurements, ``second`` run before ``first`` when ``swap``; results in argument order.
+
+    Alternating which side runs first spreads a host's drift over both sides of a ratio.
+    """
+    if swap:
+        later = second()
+        return first(), later
+    earlier = first()
+    return earlier, second()
 
 
 def _p99(values: list[float]) -> float:
