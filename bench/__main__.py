@@ -15,7 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -26,6 +26,7 @@ DRAIN_PAIRS = 3  # bare loop and 1-process drain, per round
 SCALE_OUT_JOBS = 100_000  # 2 against 8 processes
 SCALE_OUT_PAIRS = 3  # pairs of those drains per round (the figure sits within the noise)
 MANY_JOBS = 100_000
+T = TypeVar("T")
 TARGETS = {
     "drain_1_process.ratio": (">=", 0.60),
     "enqueue_many.ratio": (">=", 0.50),
@@ -48,9 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated: backlog,churn,drain8")
     p.add_argument("--out", help="also write the JSON to this file")
     p.add_argument("--keep-db", action="store_true", help="keep the bench database")
-    p.add_argument("--server", choices=["auto", "private", "local", "env"], default="auto",
-                   help="private: a throwaway server with default settings (auto prefers "
-                        "PGQUEUE_BENCH_DSN, then private, then 127.0.0.1:5432)")  # fmt: skip
+    _env.add_server_option(p)
     return p.parse_args(argv)
 
 
@@ -92,9 +91,11 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
         drain8_short = throughput.drain(dsn, DRAIN_JOBS, 8)
         _add(runs, "drain_8_processes.ratio_to_2_20k_jobs", drain8_short / drain2)
         for pair in range(SCALE_OUT_PAIRS):
-            done = {p: throughput.drain_cpu(dsn, SCALE_OUT_JOBS, p)
-                    for p in ((2, 8) if pair % 2 == 0 else (8, 2))}  # fmt: skip
-            (drain2_long, cpu2), (drain8_long, cpu8) = done[2], done[8]
+            (drain2_long, cpu2), (drain8_long, cpu8) = _in_turn(
+                lambda: throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 2),
+                lambda: throughput.drain_cpu(dsn, SCALE_OUT_JOBS, 8),
+                swap=pair % 2 == 1,
+            )
             _add(runs, "drain_8_processes.jobs_s", drain8_long)
             _add(runs, "drain_8_processes.ratio_to_2", drain8_long / drain2_long)
             _add(runs, "drain_8_processes.cpu_us_per_job", cpu8)
@@ -102,10 +103,13 @@ def one_round(dsn: str, runs: dict[str, list[float]], samples: int, skip: set[st
             _add(runs, "drain_8_processes.cpu_ratio_to_2", cpu8 / cpu2)
         # The same comparison for bare SQL loops (claims flushed, acks not, as the worker
         # commits): what eight claimers cost the database's own claim path.
-        order = (2, 8) if len(runs["limits.claim_ack_fleet_8_to_2"]) % 2 == 0 else (8, 2)
-        bare = {p: limits.claim_ack_fleet(dsn, SCALE_OUT_JOBS, p) for p in order}
-        _add(runs, "limits.claim_ack_fleet_2_processes_jobs_s", bare[2])
-        _add(runs, "limits.claim_ack_fleet_8_to_2", bare[8] / bare[2])
+        fleet2, fleet8 = _in_turn(
+            lambda: limits.claim_ack_fleet(dsn, SCALE_OUT_JOBS, 2),
+            lambda: limits.claim_ack_fleet(dsn, SCALE_OUT_JOBS, 8),
+            swap=len(runs["limits.claim_ack_fleet_8_to_2"]) % 2 == 1,
+        )
+        _add(runs, "limits.claim_ack_fleet_2_processes_jobs_s", fleet2)
+        _add(runs, "limits.claim_ack_fleet_8_to_2", fleet8 / fleet2)
     copy = limits.copy_load(dsn, MANY_JOBS)
     many = throughput.enqueue_many(dsn, MANY_JOBS)
     _add(runs, "limits.copy_rows_s", copy)
@@ -151,9 +155,7 @@ def _single(dsn: str, runs: dict[str, list[float]], samples: int) -> None:
     _add(runs, "single_enqueue.overhead", mine / bare - 1)
 
 
-def _in_turn(
-    first: Callable[[], float], second: Callable[[], float], swap: bool
-) -> tuple[float, float]:
+def _in_turn(first: Callable[[], T], second: Callable[[], T], swap: bool) -> tuple[T, T]:
     """Both measurements, ``second`` run before ``first`` when ``swap``; results in argument order.
 
     Alternating which side runs first spreads a host's drift over both sides of a ratio.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -21,6 +22,13 @@ from bench import _sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    """``--server``: where a bench command runs (see :func:`bench_server`)."""
+    parser.add_argument("--server", choices=["auto", "private", "local", "env"], default="auto",
+                        help="private: a throwaway server with default settings (auto prefers "
+                             "PGQUEUE_BENCH_DSN, then private, then 127.0.0.1:5432)")  # fmt: skip
 
 
 @contextlib.contextmanager

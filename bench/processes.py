@@ -24,8 +24,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--processes", default="1,2,4,8", help="comma-separated process counts")
     p.add_argument("--rounds", type=int, default=4, help="drains per process count")
     p.add_argument("--jobs", type=int, default=100_000, help="jobs per drain")
-    p.add_argument("--server", choices=["auto", "private", "local", "env"], default="auto",
-                   help="as for python -m bench")  # fmt: skip
+    _env.add_server_option(p)
     args = p.parse_args(argv)
     try:
         args.counts = [int(n) for n in args.processes.split(",")]
