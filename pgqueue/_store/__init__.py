@@ -336,6 +336,30 @@ def active_vacuum() -> Query[None]:
     return Query(q.ACTIVE_VACUUM, None, _nothing)
 
 
+@dataclass(frozen=True, slots=True)
+class LongTransaction:
+    """An open transaction that keeps the queue's dead row versions from being removed."""
+
+    pid: int
+    database: str | None
+    user: str | None
+    application: str | None
+    state: str | None
+    started_at: datetime
+    open_seconds: float
+    wrote: bool  # holds a transaction id (it wrote), so it holds back every database
+
+
+def long_transactions(older_than: float) -> Query[list[LongTransaction]]:
+    """Transactions open for more than ``older_than`` seconds that hold back the cleanup of
+    this database's tables, oldest first (see ``q.LONG_TRANSACTIONS``)."""
+    return Query(q.LONG_TRANSACTIONS, (older_than,), _long_transactions)
+
+
+def _long_transactions(rows: list[Row]) -> list[LongTransaction]:
+    return [LongTransaction(*r) for r in rows]
+
+
 # -- demo: `pgqueue demo` -----------------------------------------------------------------------
 
 

@@ -603,3 +603,20 @@ SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0),
 
 # SKIP_LOCKED: when another worker (or autovacuum) is already at it, skip instead of waiting.
 ACTIVE_VACUUM: LiteralString = "VACUUM (SKIP_LOCKED) pgqueue.active_jobs"
+
+# Open transactions that keep VACUUM (and index scans marking entries dead) from removing the
+# row versions claims and acks leave behind in this database: any transaction holding an xid,
+# in any database of the server, and snapshots held in this one (PostgreSQL 14+ computes the
+# horizon of a database's tables from its own backends' snapshots). Autovacuum and walsenders
+# are left out; other roles' sessions are visible only with pg_read_all_stats.
+LONG_TRANSACTIONS: LiteralString = """
+SELECT pid, datname, usename, application_name, state, xact_start,
+       extract(epoch FROM now() - xact_start)::float8, backend_xid IS NOT NULL
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid()
+   AND backend_type = 'client backend'
+   AND xact_start < now() - make_interval(secs => %s)
+   AND (backend_xid IS NOT NULL
+        OR (backend_xmin IS NOT NULL AND datname = current_database()))
+ ORDER BY xact_start
+"""

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -112,6 +113,7 @@ class Worker:
         services: Iterable[Service] = (),
         synchronous_commit: bool = False,
         vacuum_threshold: int = 20_000,
+        long_transaction_warning: float = 60.0,
         scheduler: bool = True,
         metrics_port: int | None = None,
         summary_interval: float = 60.0,
@@ -130,6 +132,8 @@ class Worker:
         self.listen = listen
         self.batch_size = batch_size
         self.vacuum_threshold = vacuum_threshold
+        self.long_transaction_warning = long_transaction_warning
+        self._long_transactions: set[tuple[int, datetime]] = set()  # those already reported
         self.stats = WorkerStats()
         self._host_key, self._process_started = this_process()
         self.services = list(services)
@@ -444,6 +448,7 @@ class Worker:
         await self._maint_db.run(_store.workers_prune())
         await self._pruner.run(self._maint_db)
         await self.vacuum_claim_path()
+        await self._warn_long_transactions()
 
     async def rescue(self) -> None:
         """Give back the jobs of expired leases, and at once those of workers that share this
@@ -489,6 +494,27 @@ class Worker:
         dead, live, since = await self._maint_db.run(_store.active_dead_tuples())
         if dead >= max(self.vacuum_threshold, live // 5) and since >= self.rescue_interval / 2:
             await self._maint_db.run(_store.active_vacuum())
+
+    async def _warn_long_transactions(self) -> None:
+        """Warn, once per transaction, of each one open for more than
+        ``long_transaction_warning`` seconds that keeps the row versions of finished jobs from
+        being removed: while it stays open every claim steps over more of them, and a drain
+        can slow to half its rate (docs/operations.md, "Claims got slow")."""
+        if not self.long_transaction_warning:
+            return
+        found = await self._maint_db.run(_store.long_transactions(self.long_transaction_warning))
+        for t in found:
+            if (t.pid, t.started_at) in self._long_transactions:
+                continue
+            log.warning(
+                "a transaction open for %.0f s holds back the cleanup of the queue's tables, "
+                "so claims slow down until it ends: pid %s, database %s, user %s, "
+                "application %r, %s%s",
+                t.open_seconds, t.pid, t.database, t.user, t.application, t.state,
+                ", has written (this holds back every database)" if t.wrote else "",
+                extra={"action": "long_transaction", "pid": t.pid, "open_s": t.open_seconds},
+            )  # fmt: skip
+        self._long_transactions = {(t.pid, t.started_at) for t in found}
 
     async def run_sql(self, query: _store.Query[Any]) -> Any:
         """Run one store query on the worker's maintenance connection (for services)."""

@@ -115,3 +115,17 @@ def test_idempotency_example_credits_once_although_the_job_runs_twice(dsn: str) 
     assert query(dsn, "SELECT order_id, points FROM loyalty_points") == [(42, 42)]
     results = query(dsn, "SELECT result FROM pgqueue.jobs ORDER BY finished_at, id")
     assert sorted(r for (r,) in results) == ["already credited", "credited"]
+
+
+def test_long_transaction_example_names_the_idle_report(dsn: str) -> None:
+    """long_transaction.py: both drains finish, and the worker names the report's session."""
+    out = run_example("long_transaction", dsn).splitlines()
+    assert out[0].startswith("nothing held open: 50000 jobs in ")
+    assert out[1].startswith("a report idle in its transaction: 50000 jobs in ")
+    # Any other session of the server holding a transaction id that long is named too.
+    [warned] = [line for line in out[2:] if "application 'nightly-report'" in line]
+    assert warned.startswith("worker warned: a transaction open for ")
+    assert warned.endswith("application 'nightly-report', idle in transaction")
+    assert query(dsn, "SELECT state, count(*) FROM pgqueue.jobs GROUP BY state") == [
+        ("succeeded", 100_000)
+    ]

@@ -1,0 +1,83 @@
+"""A transaction left open slows the queue down, and the worker names it.
+
+PGQUEUE_DSN=postgresql://... python long_transaction.py
+
+While any transaction of the queue's database stays open (or one of any database that has
+written), PostgreSQL cannot remove the row versions that finished jobs leave behind, and
+every claim steps over more of them. This drains the same jobs twice, the second time with a
+"nightly report" idle in its transaction, and prints the warning a worker logs when such a
+transaction has been open for ``long_transaction_warning`` seconds (60 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import psycopg
+
+import pgqueue
+
+app = pgqueue.PgQueue()
+
+
+@app.task
+async def noop(i: int) -> None:
+    """Do nothing: the drain measures the queue, not the task."""
+
+
+class Warnings(logging.Handler):
+    """Keeps the worker's long-transaction warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "action", None) == "long_transaction":
+            self.messages.append(record.getMessage())
+
+
+async def drain(dsn: str, jobs: int, warnings: Warnings | None = None) -> float:
+    """Seconds for a worker to run ``jobs`` no-op jobs; then, given ``warnings``, wait up to
+    10 s for the worker's first one."""
+    worker = app.worker(dsn=dsn, concurrency=200, long_transaction_warning=1.0, rescue_interval=0.2)
+    running = asyncio.create_task(worker.run())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        start = time.perf_counter()
+        with conn.transaction():
+            noop.enqueue_many(conn, [((i,), {}) for i in range(jobs)])
+        empty = "SELECT NOT EXISTS (SELECT FROM pgqueue.active_jobs)"
+        while not conn.execute(empty).fetchone()[0]:  # type: ignore[index]
+            await asyncio.sleep(0.01)
+        seconds = time.perf_counter() - start
+    deadline = time.monotonic() + 10
+    while warnings is not None and not warnings.messages and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    worker.stop()
+    await running
+    return seconds
+
+
+async def main(dsn: str, jobs: int = 50_000) -> list[str]:
+    """Drain twice, the second time beside an idle transaction; return what to print."""
+    warnings = Warnings()
+    logging.getLogger("pgqueue.worker").addHandler(warnings)
+    lines = [f"nothing held open: {jobs} jobs in {await drain(dsn, jobs):.2f} s"]
+    with psycopg.connect(dsn, application_name="nightly-report") as report:
+        # One snapshot for the whole transaction, as pg_dump and many reports take; a
+        # transaction that has written anything holds back the same way, in any database.
+        report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        report.execute("SELECT count(*) FROM pgqueue.jobs")  # and then it waits for something
+        await asyncio.sleep(1.0)
+        seconds = await drain(dsn, jobs, warnings)
+        lines.append(f"a report idle in its transaction: {jobs} jobs in {seconds:.2f} s")
+    lines += [f"worker warned: {message}" for message in warnings.messages]
+    return lines
+
+
+if __name__ == "__main__":
+    for line in asyncio.run(main(os.environ["PGQUEUE_DSN"])):
+        print(line)
