@@ -62,6 +62,11 @@ class WorkerMetrics:
         self.estimate = p.Gauge("pgqueue_active_jobs_estimate",
                                  "Queued + running jobs, all queues (planner estimate).",
                                  registry=r)  # fmt: skip
+        self.oldest_transaction = p.Gauge(
+            "pgqueue_oldest_transaction_seconds",
+            "Age of the oldest transaction holding back the cleanup of the queue's tables.",
+            registry=r,
+        )  # fmt: skip
         running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
         running.set_function(lambda: worker.running)
 
@@ -79,7 +84,8 @@ class WorkerMetrics:
         self.latency.labels(job.queue).observe(job.waited)
 
     async def refresh_depth(self, interval: float) -> None:
-        """Read the depth of the worker's queues every ``interval`` seconds, forever."""
+        """Every ``interval`` seconds, forever: the depth of the worker's queues, the size of the
+        queue table, and the age of the oldest transaction holding back its cleanup."""
         while True:
             try:
                 depth = await self.worker.run_sql(
@@ -88,6 +94,8 @@ class WorkerMetrics:
                 for queue, count in depth.items():
                     self.depth.labels(queue).set(count)
                 self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
+                held = await self.worker.run_sql(_store.long_transactions(0.0))
+                self.oldest_transaction.set(max((t.open_seconds for t in held), default=0.0))
             except (psycopg.Error, OSError):
                 log.warning("reading queue depth failed", extra={"action": "metrics_error"})
             await asyncio.sleep(interval)

@@ -447,8 +447,8 @@ class Worker:
         await self.rescue()
         await self._maint_db.run(_store.workers_prune())
         await self._pruner.run(self._maint_db)
+        await self._warn_long_transactions()  # before a vacuum, which can take a while
         await self.vacuum_claim_path()
-        await self._warn_long_transactions()
 
     async def rescue(self) -> None:
         """Give back the jobs of expired leases, and at once those of workers that share this

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.request
 from typing import Any
 
 import psycopg
 import pytest
 
 import pgqueue
+from tests.helpers import run_worker_until
 
 OPEN_FOR = 0.3  # seconds each held transaction is open before a pass; the tests warn at 0.2
 
@@ -107,3 +109,26 @@ async def test_a_short_transaction_or_zero_is_not_reported(
         assert warned(warnings, holder) == []
         await maintain(app)  # the same transaction, past the threshold
         assert len(warned(warnings, holder)) == 1
+
+
+async def test_metrics_publish_the_age_of_the_oldest_holder(app: pgqueue.PgQueue, dsn: str) -> None:
+    """pgqueue_oldest_transaction_seconds: how long the oldest holder has been open."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    worker = app.worker(metrics_port=0, poll_interval=0.05)
+    ages: list[float] = []
+
+    def scraped() -> bool:
+        if worker.events.metrics_port is None:
+            return False
+        url = f"http://127.0.0.1:{worker.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        families = parser.text_string_to_metric_families(text)
+        ages.extend(s.value for f in families for s in f.samples
+                    if s.name == "pgqueue_oldest_transaction_seconds")  # fmt: skip
+        return bool(ages) and ages[-1] > 0  # 0 until the first refresh
+
+    with psycopg.connect(dsn) as holder:
+        await hold(holder, "SELECT txid_current()")
+        await run_worker_until(worker, scraped)
+    assert OPEN_FOR <= ages[-1] < 60
