@@ -2,11 +2,12 @@
 
 PGQUEUE_DSN=postgresql://... python long_transaction.py
 
-While any transaction of the queue's database stays open (or one of any database that has
-written), PostgreSQL cannot remove the row versions that finished jobs leave behind, and
-every claim steps over more of them. This drains the same jobs twice, the second time with a
-"nightly report" idle in its transaction, and prints the warning a worker logs when such a
-transaction has been open for ``long_transaction_warning`` seconds (60 by default).
+While a transaction keeps a snapshot of the queue's database (or one of any database has
+written and not ended), PostgreSQL cannot remove the row versions that claims and finished
+jobs leave behind, and every claim steps over more of them. This drains the same jobs twice,
+the second time with a "nightly report" idle in its transaction, and prints the warning a
+worker logs when such a transaction has been open for ``long_transaction_warning`` seconds
+(60 by default).
 """
 
 from __future__ import annotations
