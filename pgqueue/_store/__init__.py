@@ -8,7 +8,7 @@ builders hold no I/O, so the sync and async paths share them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, LiteralString, TypeVar
@@ -96,22 +96,70 @@ def jobs_insert_many(
     return Query(q.JOBS_INSERT_MANY, params, lambda rows: sorted(r[0] for r in rows))
 
 
-def jobs_claim(worker: str, wanted: dict[str, int], lease: float) -> Query[list[Row]]:
-    """Claim up to ``wanted[queue]`` runnable jobs per queue for ``worker``."""
+@dataclass(frozen=True, slots=True)
+class ClaimPoint:
+    """Where a queue's last claim ended, in claim order (priority descending, then run_at, id).
+
+    The next claim of that queue resumes there instead of at the head of the queue."""
+
+    priority: int
+    run_at: datetime
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim's rows (the worker's ``ClaimedJob`` fields, JSON decoded) and, per queue that
+    returned any, the point the next claim of that queue resumes from."""
+
+    rows: list[Row]
+    ends: dict[str, ClaimPoint]
+
+
+def jobs_claim(
+    worker: str,
+    wanted: dict[str, int],
+    lease: float,
+    after: Mapping[str, ClaimPoint] | None = None,
+) -> Query[Claim]:
+    """Claim up to ``wanted[queue]`` runnable jobs per queue for ``worker``, in claim order.
+
+    ``after`` holds where earlier claims ended; a queue without a point is read from its head.
+    Either way the claim takes every runnable job of a higher priority first, and reads from
+    the head whenever what lies after the point fills less than the limit."""
+    after = after or {}
     if len(wanted) == 1:
         [(queue, limit)] = wanted.items()
-        one = {"queue": queue, "limit": limit, "lease": lease, "worker": worker}
+        point = after.get(queue)
+        one = {
+            "queue": queue, "limit": limit, "lease": lease, "worker": worker,
+            "priority": point and point.priority, "run_at": point and point.run_at,
+            "id": point and point.id,
+        }  # fmt: skip
         return Query(q.JOBS_CLAIM_ONE, one, _claimed)
+    points = [after.get(queue) for queue in wanted]
     params = {
         "queues": list(wanted), "limits": list(wanted.values()), "lease": lease, "worker": worker,
+        "priorities": [p and p.priority for p in points],
+        "run_ats": [p and p.run_at for p in points], "ids": [p and p.id for p in points],
     }  # fmt: skip
     return Query(q.JOBS_CLAIM, params, _claimed)
 
 
-def _claimed(rows: list[Row]) -> list[Row]:
-    """Decode a claim's JSON columns (args, kwargs, meta; selected as text)."""
+def _claimed(rows: list[Row]) -> Claim:
+    """Decode a claim's JSON columns (args, kwargs, meta; selected as text) and note, per
+    queue, the last row in claim order."""
     d = decode_json
-    return [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), *r[9:]) for r in rows]
+    jobs = []
+    last: dict[str, tuple[int, datetime, int]] = {}
+    for r in rows:
+        jobs.append((r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), r[9], r[10]))
+        key = (-r[11], r[12], r[0])
+        prev = last.get(r[1])
+        if prev is None or key > prev:
+            last[r[1]] = key
+    ends = {queue: ClaimPoint(-k[0], k[1], k[2]) for queue, k in last.items()}
+    return Claim(jobs, ends)
 
 
 # json.loads() spends most of its time on checks that PostgreSQL's own output never needs

@@ -12,6 +12,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,12 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
         self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
+        # Where each queue's last claim ended: the next one resumes there (see JOBS_CLAIM_ONE).
+        # Dropped every claim_rescan seconds, so that a job that became runnable behind them
+        # waits no longer than that however long the queue keeps a backlog.
+        self._claim_after: dict[str, _store.ClaimPoint] = {}
+        self._claim_rescan = 1.0
+        self._claim_after_since = 0.0
         total = sum(self.queues.values())
         self._executor = JobExecutor(
             app, threads or total, processes or os.cpu_count() or 1, isolate_crashed
@@ -280,8 +287,14 @@ class Worker:
                 if self.stopping.is_set():
                     break
             self._wake.clear()
+            now = time.monotonic()
+            if now - self._claim_after_since >= self._claim_rescan:
+                self._claim_after.clear()
+                self._claim_after_since = now
             try:
-                jobs = await self._claim_db.run(_store.jobs_claim(self.name, wanted, self.lease))
+                claim = await self._claim_db.run(
+                    _store.jobs_claim(self.name, wanted, self.lease, self._claim_after)
+                )
                 failures = 0
             except (psycopg.Error, OSError):
                 failures += 1
@@ -291,6 +304,8 @@ class Worker:
                 await self._wait(self.stopping, backoff(failures))
                 self._backlog.update(wanted)
                 continue
+            self._claim_after.update(claim.ends)
+            jobs = claim.rows
             for row in jobs:
                 self._start_job(ClaimedJob(*row))
             self._note_backlog(jobs, wanted)

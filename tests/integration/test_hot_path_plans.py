@@ -60,15 +60,21 @@ def fill_history(dsn: str) -> None:
     query(dsn, "ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs")
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["from-head", "resumed"])
 @pytest.mark.parametrize("wanted", [{"io": 100}, {"io": 100, "other": 5}], ids=["one", "two"])
 def test_claim_uses_its_partial_index_with_a_large_history(
-    dsn: str, wanted: dict[str, int]
+    dsn: str, wanted: dict[str, int], resumed: bool
 ) -> None:
-    """With 200k finished rows, the claim (one queue or several) reads only the claim index
-    and the primary key."""
+    """With 200k finished rows, the claim (one queue or several, from the head or from where
+    the last one ended) reads only the claim index and the primary key."""
     fill_history(dsn)
     with psycopg.connect(dsn) as conn:
-        nodes = plan_nodes(conn, _store.jobs_claim("w", wanted, 30))
+        after: dict[str, _store.ClaimPoint] = {}
+        if resumed:  # a point per queue, from a claim rolled back
+            after = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30)).ends
+            conn.rollback()
+            assert set(after) == set(wanted)
+        nodes = plan_nodes(conn, _store.jobs_claim("w", wanted, 30, after))
     assert scans_of(nodes, "active_jobs") == {
         ("Index Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
     }  # fmt: skip
@@ -80,7 +86,7 @@ def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: 
     and a big history is read through its primary key only."""
     fill_history(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 50}, 30))
+        rows = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 50}, 30)).rows
         outcomes = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in rows]
         nodes = plan_nodes(conn, _store.jobs_ack(outcomes))
     assert scans_of(nodes, "active_jobs") == {("Index Scan", "active_jobs_pkey")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 
@@ -13,8 +14,10 @@ from pgqueue._store import Outcome
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
+T = TypeVar("T")
 
-def run(dsn: str, q: _store.Query) -> object:
+
+def run(dsn: str, q: _store.Query[T]) -> T:
     """Run one store query in its own autocommit connection."""
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
         return _store.run(cur, q)
@@ -22,7 +25,7 @@ def run(dsn: str, q: _store.Query) -> object:
 
 def claim(dsn: str, worker: str, lease: float, n: int = 10) -> list[tuple]:
     """Claim up to n jobs of queue io."""
-    return run(dsn, _store.jobs_claim(worker, {"io": n}, lease))  # type: ignore[return-value]
+    return run(dsn, _store.jobs_claim(worker, {"io": n}, lease)).rows
 
 
 def test_claim_sets_running_bumps_attempts_and_sets_a_lease(dsn: str, conn) -> None:
@@ -43,10 +46,10 @@ def test_one_queue_and_several_queue_claims_agree(dsn: str) -> None:
                "FROM generate_series(1, 6) i, unnest(ARRAY['io', 'cpu']) q")  # fmt: skip
     order = "SELECT id FROM pgqueue.jobs WHERE queue = %s ORDER BY priority DESC, run_at, id"
     expected = {q: [r[0] for r in query(dsn, order, [q])] for q in ("io", "cpu")}
-    one = run(dsn, _store.jobs_claim("w1", {"io": 4}, 30))
-    both = run(dsn, _store.jobs_claim("w2", {"io": 4, "cpu": 2}, 30))
-    assert sorted(r[0] for r in one) == sorted(expected["io"][:4])  # type: ignore[union-attr, index]
-    got = {q: sorted(r[0] for r in both if r[1] == q) for q in ("io", "cpu")}  # type: ignore[union-attr, index]
+    one = run(dsn, _store.jobs_claim("w1", {"io": 4}, 30)).rows
+    both = run(dsn, _store.jobs_claim("w2", {"io": 4, "cpu": 2}, 30)).rows
+    assert sorted(r[0] for r in one) == sorted(expected["io"][:4])
+    got = {q: sorted(r[0] for r in both if r[1] == q) for q in ("io", "cpu")}
     assert got == {"io": sorted(expected["io"][4:]), "cpu": sorted(expected["cpu"][:2])}
     shapes = {tuple(type(v).__name__ for v in r) for r in [*one, *both]}  # type: ignore[misc]
     assert len(shapes) == 1 and len(shapes.pop()) == 11

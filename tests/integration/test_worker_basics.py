@@ -168,8 +168,8 @@ async def test_inline_jobs_claimed_before_a_stop_are_run_and_acknowledged(dsn: s
     t.add.enqueue_many(conn, [((i, 1), {}) for i in range(5)])
     conn.commit()
     w = worker(dsn)
-    rows = await w._claim_db.run(_store.jobs_claim(w.name, {"io": 10}, 30))
-    for row in rows:
+    claim = await w._claim_db.run(_store.jobs_claim(w.name, {"io": 10}, 30))
+    for row in claim.rows:
         w._start_job(ClaimedJob(*row))
     assert w.running == 5  # claimed, not run yet
     await w._shutdown([])
