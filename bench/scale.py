@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from bench import _env, _sql, tasks
+from bench import _env, _sql, tasks, throughput
 
 
 def drain_slice(dsn: str, n: int, name: str) -> float:
@@ -55,6 +55,21 @@ def backlog(
                 rates.append(drain_slice(where, n, f"bench-{name}-{i}"))
     ratio = statistics.median(loaded) / statistics.median(empty)
     return {"empty_jobs_s": empty, "backlog_jobs_s": loaded, "ratio": ratio}
+
+
+def held_snapshot(dsn: str, n: int, pairs: int = 2) -> dict[str, Any]:
+    """Jobs/s of two worker processes draining ``n`` jobs beside a snapshot held open in the
+    queue's database, against the same drain without one; pairs in alternating order."""
+    free: list[float] = []
+    held: list[float] = []
+    for i in range(pairs):
+        sides = [(free, False), (held, True)]
+        for rates, hold in sides if i % 2 == 0 else sides[::-1]:
+            _env.checkpoint(dsn)
+            drain = throughput.drain_beside_snapshot if hold else throughput.drain
+            rates.append(drain(dsn, n, 2))
+    ratio = statistics.median(held) / statistics.median(free)
+    return {"jobs": n, "free_jobs_s": free, "held_jobs_s": held, "ratio": ratio}
 
 
 def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:

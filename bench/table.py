@@ -20,7 +20,7 @@ def rows(report: dict[str, Any]) -> list[str]:
     """One line per figure: median [min-max], target, met."""
     lines = ["| Figure | Median [min..max] | Target | Met |", "|---|---|---|---|"]
     for group, figures in report.items():
-        if group in ("meta", "backlog", "churn"):
+        if group in ("meta", "backlog", "churn", "snapshot"):
             continue
         for name, e in figures.items():
             spread = f"{_fmt(e['median'])} [{_fmt(e['min'])}..{_fmt(e['max'])}]"
@@ -31,6 +31,10 @@ def rows(report: dict[str, Any]) -> list[str]:
         met = "yes" if b["met"] else "**no**"
         rates = f"{_rates(b['backlog_jobs_s'])} vs {_rates(b['empty_jobs_s'])} jobs/s"
         lines.append(f"| backlog.ratio ({rates}) | {b['ratio']:.3f} | {b['target']} | {met} |")
+    if "snapshot" in report:
+        h = report["snapshot"]
+        rates = f"{_rates(h['held_jobs_s'])} vs {_rates(h['free_jobs_s'])} jobs/s"
+        lines.append(f"| snapshot.ratio ({h['jobs']:,} jobs; {rates}) | {h['ratio']:.3f} | | |")
     return lines
 
 

@@ -37,10 +37,27 @@ def drain_cpu(dsn: str, n: int, processes: int) -> tuple[float, float]:
     return _drain(dsn, n, processes, DRAIN_CONCURRENCY, (), cpu=True)
 
 
+def drain_beside_snapshot(dsn: str, n: int, processes: int = 2) -> float:
+    """:func:`drain`, while another session of the queue's database keeps a REPEATABLE READ
+    snapshot open from before the jobs are queued, as a report left open would: none of the
+    row versions the drain leaves behind can be removed until it ends."""
+    return _drain(dsn, n, processes, DRAIN_CONCURRENCY, (), cpu=False, hold=True)[0]
+
+
 def _drain(
-    dsn: str, n: int, processes: int, concurrency: int, options: tuple[str, ...], cpu: bool
+    dsn: str,
+    n: int,
+    processes: int,
+    concurrency: int,
+    options: tuple[str, ...],
+    cpu: bool,
+    hold: bool = False,
 ) -> tuple[float, float]:
     _env.reset(dsn)
+    report = psycopg.connect(dsn) if hold else None
+    if report is not None:
+        report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        report.execute("SELECT 1").fetchall()  # the snapshot is taken here and kept
     workers = [
         _env.start_worker(
             dsn, "--concurrency", str(concurrency), "--name", f"bench-drain-{i}", *options
@@ -62,6 +79,8 @@ def _drain(
     finally:
         for proc in workers:
             _env.stop_worker(proc)
+        if report is not None:
+            report.close()
     count, seconds = _env.execute(dsn, _sql.DRAIN_SPAN, ["bench-drain-%"])[0]
     assert count == n, f"drained {count} of {n}"
     return n / float(seconds), used / n * 1e6 if cpu else math.nan
