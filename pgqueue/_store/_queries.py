@@ -28,71 +28,102 @@ SELECT %s, %s, u.a::jsonb, u.k::jsonb, %s, %s,
 RETURNING id
 """
 
-# A claim reads the claim index in claim order and stops after LIMIT rows; the rows it walks
-# past on the way are the ones other claims hold locked and, unless VACUUM or an earlier scan
-# removed them, the index entries of rows already claimed. While some transaction holds the
-# cleanup horizon back (a report left open, say) nothing can remove those, and a claim that
-# starts at the head of the queue walks every row claimed since: drains slowed to a quarter
-# of their rate within 150,000 jobs. So a claim resumes where the worker's last claim of that
-# queue ended (%(priority)s, %(run_at)s, %(id)s; NULL means from the head), in two ordered
-# parts: every job of a higher priority, then the jobs of the same priority after that point.
-# Only when they fill less than LIMIT does the claim also scan from the head, for lower
-# priorities and for jobs that became runnable behind the point (a lease given back, a job
-# enqueued with run_at in the past); the worker also drops its points every second, so such
-# a job waits at most that long behind a queue that never runs short.
 # One queue (the common case, and an idle worker's latency path): the UPDATE finds its rows
 # through id = ANY(ARRAY(...)), a primary-key lookup. A join against the subquery lets the
 # planner hash the whole table, and the claim then slows with the backlog.
 # JSON columns travel as text: psycopg's jsonb loader costs more than the store's own decoding.
-JOBS_CLAIM_ONE: LiteralString = """UPDATE pgqueue.active_jobs AS j
+# The last two columns tell the worker where its claim ended (with the wait, whose order is
+# run_at's reversed) and how many entries of the claim index this statement read (see
+# JOBS_CLAIM_AFTER). That count is the backend's counter after the scan less its value
+# before: the counter also holds what earlier statements read until the backend reports its
+# statistics, about once a second. The CTE "before" is read first by a one-time filter that
+# runs before the scan, and only then by RETURNING.
+JOBS_CLAIM_ONE: LiteralString = """WITH before AS MATERIALIZED (
+    SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass) AS n
+)
+UPDATE pgqueue.active_jobs AS j
    SET state = 'running',
        attempts = j.attempts + 1,
        started_at = now(),
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        worker_id = %(worker)s
  WHERE j.id = ANY(ARRAY(
-    WITH ahead AS MATERIALIZED (
-        SELECT id FROM (
-            SELECT id FROM (
-                SELECT id FROM pgqueue.active_jobs
-                 WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
-                   AND priority > %(priority)s
-                 ORDER BY priority DESC, run_at, id
-                 LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED) AS higher
-            UNION ALL
-            SELECT id FROM (
-                SELECT id FROM pgqueue.active_jobs
-                 WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
-                   AND priority = %(priority)s AND (run_at, id) > (%(run_at)s, %(id)s)
-                 ORDER BY priority DESC, run_at, id
-                 LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED) AS later
-        ) AS a LIMIT %(limit)s)
-    SELECT id FROM ahead
-    UNION ALL
-    SELECT id FROM (
-        SELECT id FROM pgqueue.active_jobs
-         WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
-           AND id <> ALL(ARRAY(SELECT id FROM ahead))
-         ORDER BY priority DESC, run_at, id
-         LIMIT %(limit)s - (SELECT count(*) FROM ahead)
-         FOR UPDATE SKIP LOCKED) AS head))
+    SELECT id FROM pgqueue.active_jobs
+     WHERE (SELECT n FROM before) IS NOT NULL
+       AND state = 'queued' AND queue = %(queue)s AND run_at <= now()
+     ORDER BY priority DESC, run_at, id
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED))
 RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
           j.timeout, j.meta::text, extract(epoch FROM now() - j.run_at)::float8,
-          j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority, j.run_at
+          j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority,
+          (SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass)
+                  - n FROM before)
 """
 
-# Several queues, each with its own limit and resume point: the LATERAL subquery is
-# MATERIALIZED by the CTE so LIMIT applies once per queue, not per row. It sets and returns
-# what JOBS_CLAIM_ONE does; planning it costs about 0.1 ms more, which is why the one-queue
-# form exists.
+# Several queues, each with its own limit: the LATERAL subquery is MATERIALIZED by the CTE so
+# LIMIT applies once per queue, not per row. It sets and returns what JOBS_CLAIM_ONE does;
+# planning it costs about 0.1 ms more, which is why the one-queue form exists.
 JOBS_CLAIM: LiteralString = """
-WITH picked AS MATERIALIZED (
+WITH before AS MATERIALIZED (
+    SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass) AS n
+), picked AS MATERIALIZED (
+    SELECT c.id
+      FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS w(queue, n)
+      CROSS JOIN LATERAL (
+          SELECT id FROM pgqueue.active_jobs
+           WHERE state = 'queued' AND queue = w.queue AND run_at <= now()
+           ORDER BY priority DESC, run_at, id
+           LIMIT w.n
+           FOR UPDATE SKIP LOCKED
+      ) AS c
+     WHERE (SELECT n FROM before) IS NOT NULL
+)
+UPDATE pgqueue.active_jobs AS j
+   SET state = 'running',
+       attempts = j.attempts + 1,
+       started_at = now(),
+       lease_expires_at = now() + make_interval(secs => %(lease)s),
+       worker_id = %(worker)s
+ WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
+          j.timeout, j.meta::text, extract(epoch FROM now() - j.run_at)::float8,
+          j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority,
+          (SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass)
+                  - n FROM before)
+"""
+
+# A claim from the head reads the claim index in claim order, walking past the entries of
+# rows other claims hold locked and of rows already claimed that no scan or VACUUM has removed
+# yet. While some transaction holds the cleanup horizon back (a report left open, say),
+# nothing can remove those, and every claim from the head walks all the rows claimed since
+# it began: a drain beside an idle REPEATABLE READ snapshot fell from about 25,000 to 4,500
+# jobs/s within 150,000 jobs. Every claim returns how many index entries it read; when a
+# claim from the head read thousands more than it took, the worker's next claims of each
+# queue with a backlog resume where that queue's last claim ended, given as the priority and
+# id of its last row in claim order (NULL for a queue without a point: read from the head).
+# The row's run_at is looked up: the row is still running, or in history with the run_at it
+# had (if it went back to the queue, or was deleted, the claim reads from the head). Such a
+# claim takes, in two ordered parts, every runnable job of a higher priority, then the jobs
+# of the same priority after the point. Only when they fill less than the limit does it
+# also read from the head, skipping what it already took: lower priorities, and jobs that
+# became runnable behind the point (a lease given back, a job enqueued with run_at in the
+# past). The worker claims from the head again after a while (a second, or longer the more
+# that claim walked), so such a job waits at most that long behind a queue that never runs
+# short. Planning this statement costs about 0.3 ms more than JOBS_CLAIM_ONE, which is why
+# claims from the head stay the rule.
+JOBS_CLAIM_AFTER: LiteralString = """
+WITH before AS MATERIALIZED (
+    SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass) AS n
+), picked AS MATERIALIZED (
     SELECT c.id
       FROM unnest(%(queues)s::text[], %(limits)s::int[], %(priorities)s::int[],
-                  %(run_ats)s::timestamptz[], %(ids)s::bigint[])
-           AS w(queue, n, priority, run_at, id)
+                  %(ids)s::bigint[]) AS w(queue, n, priority, id)
+      CROSS JOIN LATERAL (
+          SELECT coalesce(
+              (SELECT run_at FROM pgqueue.active_jobs WHERE id = w.id AND state = 'running'),
+              (SELECT run_at FROM pgqueue.finished_jobs WHERE id = w.id)) AS run_at
+      ) AS point
       CROSS JOIN LATERAL (
           WITH ahead AS MATERIALIZED (
               SELECT id FROM (
@@ -107,7 +138,7 @@ WITH picked AS MATERIALIZED (
                   SELECT id FROM (
                       SELECT id FROM pgqueue.active_jobs
                        WHERE state = 'queued' AND queue = w.queue AND run_at <= now()
-                         AND priority = w.priority AND (run_at, id) > (w.run_at, w.id)
+                         AND priority = w.priority AND (run_at, id) > (point.run_at, w.id)
                        ORDER BY priority DESC, run_at, id
                        LIMIT w.n
                        FOR UPDATE SKIP LOCKED) AS later
@@ -122,6 +153,7 @@ WITH picked AS MATERIALIZED (
                LIMIT w.n - (SELECT count(*) FROM ahead)
                FOR UPDATE SKIP LOCKED) AS head
       ) AS c
+     WHERE (SELECT n FROM before) IS NOT NULL
 )
 UPDATE pgqueue.active_jobs AS j
    SET state = 'running',
@@ -132,7 +164,9 @@ UPDATE pgqueue.active_jobs AS j
  WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max_attempts,
           j.timeout, j.meta::text, extract(epoch FROM now() - j.run_at)::float8,
-          j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority, j.run_at
+          j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority,
+          (SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass)
+                  - n FROM before)
 """
 
 _FINISHED_COLUMNS = """

@@ -94,56 +94,102 @@ def test_a_higher_priority_job_is_claimed_before_the_rest_of_the_point_s_priorit
         assert left == 0
 
 
+def dirty_the_head(dsn: str, queues: list[str], jobs: int) -> dict[str, _store.ClaimPoint]:
+    """Claim and acknowledge ``jobs`` queued jobs of each of ``queues`` in batches of 100; with
+    a snapshot held, their claim-index entries stay. Returns where the last claims ended."""
+    after: dict[str, _store.ClaimPoint] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(jobs // 100):
+            wanted = dict.fromkeys(queues, 100)
+            claim = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30, after))
+            after.update(claim.ends)
+            done = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in claim.rows]
+            _store.run(conn.cursor(), _store.jobs_ack(done))
+    return after
+
+
 @pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
 def test_a_resumed_claim_does_not_walk_the_rows_claimed_behind_it(
     dsn: str, held: psycopg.Connection[Any], queues: list[str]
 ) -> None:
     """With a snapshot held, 2,000 claimed and acknowledged jobs leave 2,000 entries in the
     claim index that nothing may remove: a claim from the head reads them all, a resumed one
-    reads about its own batch."""
+    reads about its own batch. Both report what they walked past."""
     for queue in queues:
         enqueue(dsn, queue, 2_500)
-    after: dict[str, _store.ClaimPoint] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for _ in range(20):
-            claim = _store.run(
-                conn.cursor(), _store.jobs_claim("w", dict.fromkeys(queues, 100), 30, after)
-            )
-            after.update(claim.ends)
-            done = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in claim.rows]
-            _store.run(conn.cursor(), _store.jobs_ack(done))
+    after = dirty_the_head(dsn, queues, 2_000)
     with psycopg.connect(dsn) as conn:
 
-        def entries_read(points: dict[str, _store.ClaimPoint]) -> int:
-            before = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
-            claim = _store.run(
-                conn.cursor(), _store.jobs_claim("w", dict.fromkeys(queues, 100), 30, points)
-            )
-            assert sorted(len([r for r in claim.rows if r[1] == q]) for q in queues) == [100] * len(
-                queues
-            )
+        def claim(points: dict[str, _store.ClaimPoint]) -> tuple[int, int]:
+            """(entries the claim read as the statistics count them, what it reported)"""
+            before: int = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
+            wanted = dict.fromkeys(queues, 100)
+            got = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30, points))
+            assert len(got.rows) == 100 * len(queues)
             read: int = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
             conn.rollback()
-            return read - before
+            assert got.walked == read - before - len(got.rows)
+            return read - before, got.walked
 
-        from_head, resumed = entries_read({}), entries_read(after)
+        (from_head, walked_from_head), (resumed, walked_resumed) = claim({}), claim(after)
     assert from_head >= 2_100 * len(queues), from_head
+    assert walked_from_head >= 2_000 * len(queues)
     assert resumed <= 110 * len(queues), resumed
+    assert walked_resumed <= 10 * len(queues)
 
 
-async def test_a_worker_drops_its_points_so_a_job_behind_them_does_not_wait_for_the_backlog(
-    dsn: str, conn: psycopg.Connection[Any]
+class ClaimSpy:
+    """Records, for each claim a worker makes, whether it resumed and what it walked."""
+
+    def __init__(self, worker: Any) -> None:
+        self.claims: list[tuple[bool, int]] = []
+        run = worker._claim_db.run
+
+        async def spy(query: _store.Query[Any]) -> Any:
+            result = await run(query)
+            if isinstance(result, _store.Claim):
+                self.claims.append((bool(query.params.get("ids")), result.walked))  # type: ignore[union-attr]
+            return result
+
+        worker._claim_db.run = spy
+
+
+async def test_a_worker_whose_claims_walk_thousands_of_entries_resumes(
+    dsn: str, held: psycopg.Connection[Any], conn: psycopg.Connection[Any]
+) -> None:
+    """With 8,000 entries left by claimed jobs at the head of the queue, the worker's first
+    claim walks them all; the ones after resume and walk next to nothing."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
+    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(2_000)])
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
+    spy = ClaimSpy(worker)
+    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
+    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == 2_000)
+    resumed, from_head = [w for r, w in spy.claims if r], [w for r, w in spy.claims if not r]
+    assert from_head[0] >= 8_000, spy.claims
+    assert len(resumed) >= 20, spy.claims
+    assert sorted(resumed)[len(resumed) // 2] <= 50, spy.claims
+
+
+async def test_a_resuming_worker_claims_a_job_behind_its_point_within_its_rescan_interval(
+    dsn: str, held: psycopg.Connection[Any], conn: psycopg.Connection[Any]
 ) -> None:
     """A job that becomes runnable behind the point (here enqueued with run_at in the past)
-    is claimed within the worker's rescan interval, not after the whole backlog."""
+    is claimed once the worker claims from the head again, not after the whole backlog."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
     t.sleepy.enqueue_many(conn, [((0.05,), {}) for _ in range(100)])
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues={"io": 1}, batch_size=1)
     worker._claim_rescan = 0.3
+    spy = ClaimSpy(worker)
     marker: list[int] = []
 
     def late_job_done() -> bool:
-        if not marker and query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs")[0][0] >= 5:
+        if not marker and query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs WHERE "
+                                     "task = %s", [t.sleepy.name])[0][0] >= 5:  # fmt: skip
             [(job_id,)] = query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, args, run_at) "
                                      "VALUES ('io', %s, '[0.05]', now() - interval '1 day') "
                                      "RETURNING id", [t.sleepy.name])  # fmt: skip
@@ -153,5 +199,22 @@ async def test_a_worker_drops_its_points_so_a_job_behind_them_does_not_wait_for_
         )
 
     await run_worker_until(worker, late_job_done, timeout=60)
+    assert any(resumed for resumed, _ in spy.claims), "the worker never resumed"
     [(after_it,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
     assert after_it >= 40, f"the late job waited behind all but {after_it} of the backlog"
+
+
+async def test_a_worker_claims_from_the_head_while_little_is_left_to_walk(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Without anything holding row versions back, claims from the head walk next to nothing,
+    and the worker never pays for the longer statement."""
+    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(2_000)])
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
+    spy = ClaimSpy(worker)
+    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
+    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == 2_000)
+    assert len(spy.claims) >= 40, spy.claims
+    assert not any(resumed for resumed, _ in spy.claims), spy.claims
+    assert max(walked for _, walked in spy.claims) < 2_000, spy.claims
