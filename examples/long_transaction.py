@@ -1,13 +1,15 @@
-"""A transaction left open slows the queue down, and the worker names it.
+"""A transaction left open holds the queue back, and the worker names it.
 
 PGQUEUE_DSN=postgresql://... python long_transaction.py
 
 While a transaction keeps a snapshot of the queue's database (or one of any database has
 written and not ended), PostgreSQL cannot remove the row versions that claims and finished
-jobs leave behind, and every claim steps over more of them. This drains the same jobs twice,
-the second time with a "nightly report" idle in its transaction, and prints the warning a
-worker logs when such a transaction has been open for ``long_transaction_warning`` seconds
-(60 by default).
+jobs leave behind, and a claim from the head of the queue steps over all of them. The worker
+sees its claims walk those entries and resumes each claim where its last one ended, so the
+drain keeps most of its rate; the table and its indexes still grow until the transaction
+ends. This drains the same jobs twice, the second time with a "nightly report" idle in its
+transaction, and prints the warning a worker logs when such a transaction has been open for
+``long_transaction_warning`` seconds (60 by default).
 """
 
 from __future__ import annotations

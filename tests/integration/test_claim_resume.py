@@ -67,6 +67,23 @@ def test_resumed_claims_take_jobs_in_claim_order(dsn: str, queues: list[str]) ->
     assert got == expected
 
 
+@pytest.mark.parametrize("count", [True, False], ids=["counted", "idle"])
+def test_a_claim_reports_where_it_ended_counted_or_not(dsn: str, count: bool) -> None:
+    """The last row in claim order (lowest priority, latest run_at, highest id among jobs
+    enqueued together) is the claim's end, whether or not the claim counts what it walked."""
+    enqueue(dsn, "io", 3, priority=4)
+    enqueue(dsn, "io", 3, priority=2, ago="2 hours")
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) SELECT 'io', "
+               "'x', 2, now() - interval '30 minutes' FROM generate_series(1, 3)")  # fmt: skip
+    enqueue(dsn, "io", 5, priority=0)
+    [(end,)] = query(dsn, "SELECT max(id) FROM pgqueue.active_jobs WHERE priority = 2 AND "
+                          "run_at > now() - interval '1 hour'")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        claim = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 9}, 30, count=count))
+    assert claim.ends == {"io": _store.ClaimPoint(2, end)}
+    assert claim.walked == 0  # nothing dead to walk past, counted or not
+
+
 def test_a_higher_priority_job_is_claimed_before_the_rest_of_the_point_s_priority(
     dsn: str,
 ) -> None:
@@ -154,6 +171,17 @@ class ClaimSpy:
         worker._claim_db.run = spy
 
 
+async def drain_2000(dsn: str, conn: psycopg.Connection[Any]) -> ClaimSpy:
+    """Enqueue 2,000 jobs, run a worker (batches of 50) until they are done; its claims."""
+    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(2_000)])
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
+    spy = ClaimSpy(worker)
+    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
+    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == 2_000)
+    return spy
+
+
 async def test_a_worker_whose_claims_walk_thousands_of_entries_resumes(
     dsn: str, held: psycopg.Connection[Any], conn: psycopg.Connection[Any]
 ) -> None:
@@ -161,12 +189,7 @@ async def test_a_worker_whose_claims_walk_thousands_of_entries_resumes(
     claim walks them all; the ones after resume and walk next to nothing."""
     enqueue(dsn, "io", 8_000)
     dirty_the_head(dsn, ["io"], 8_000)
-    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(2_000)])
-    conn.commit()
-    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
-    spy = ClaimSpy(worker)
-    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
-    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == 2_000)
+    spy = await drain_2000(dsn, conn)
     resumed, from_head = [w for r, w in spy.claims if r], [w for r, w in spy.claims if not r]
     assert from_head[0] >= 8_000, spy.claims
     assert len(resumed) >= 20, spy.claims
@@ -209,12 +232,7 @@ async def test_a_worker_claims_from_the_head_while_little_is_left_to_walk(
 ) -> None:
     """Without anything holding row versions back, claims from the head walk next to nothing,
     and the worker never pays for the longer statement."""
-    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(2_000)])
-    conn.commit()
-    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
-    spy = ClaimSpy(worker)
-    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
-    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == 2_000)
+    spy = await drain_2000(dsn, conn)
     assert len(spy.claims) >= 40, spy.claims
     assert not any(resumed for resumed, _ in spy.claims), spy.claims
     assert max(walked for _, walked in spy.claims) < 2_000, spy.claims
