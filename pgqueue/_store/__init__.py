@@ -111,7 +111,7 @@ class ClaimPoint:
 class Claim:
     """A claim's rows (the worker's ``ClaimedJob`` fields, JSON decoded); per queue that
     returned any, the point where its claim ended; and how many entries of the claim index
-    it read beyond the rows it took (0 when it took none: nothing to read the count from)."""
+    it read beyond the rows it took (0 when it did not count, or took no row to carry it)."""
 
     rows: list[Row]
     ends: dict[str, ClaimPoint]

@@ -121,9 +121,9 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
 # it began: a drain beside an idle REPEATABLE READ snapshot fell from about 25,000 to 4,500
 # jobs/s within 150,000 jobs. A claim of a queue with a backlog (JOBS_CLAIM_ONE, JOBS_CLAIM)
 # returns how many index entries it read; when a claim from the head read thousands more
-# than it took, the worker's next claims of each
-# queue with a backlog resume where that queue's last claim ended, given as the priority and
-# id of its last row in claim order (NULL for a queue without a point: read from the head).
+# than it took, the worker's next claims of each queue with a backlog resume where that
+# queue's last claim ended, given as the priority and id of its last row in claim order
+# (NULL for a queue without a point: read from the head).
 # The row's run_at is looked up: the row is still running, or in history with the run_at it
 # had (if it went back to the queue, or was deleted, the claim reads from the head). Such a
 # claim takes, in two ordered parts, every runnable job of a higher priority, then the jobs

@@ -531,8 +531,8 @@ class Worker:
     async def _warn_long_transactions(self) -> None:
         """Warn, once per transaction, of each one open for more than
         ``long_transaction_warning`` seconds that keeps the row versions of finished jobs from
-        being removed: while it stays open every claim steps over more of them, and a drain
-        can slow to half its rate (docs/operations.md, "Claims got slow")."""
+        being removed: while it stays open the queue's table and indexes grow, and claims from
+        the head of the queue step over more of them (docs/operations.md, "Claims got slow")."""
         if not self.long_transaction_warning:
             return
         found = await self._maint_db.run(_store.long_transactions(self.long_transaction_warning))
@@ -541,7 +541,7 @@ class Worker:
                 continue
             log.warning(
                 "a transaction open for %.0f s holds back the cleanup of the queue's tables, "
-                "so claims slow down until it ends: pid %s, database %s, user %s, "
+                "which grow until it ends: pid %s, database %s, user %s, "
                 "application %r, %s%s",
                 t.open_seconds, t.pid, t.database, t.user, t.application, t.state,
                 ", has written (this holds back every database)" if t.wrote else "",
