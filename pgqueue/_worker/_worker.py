@@ -164,7 +164,10 @@ class Worker:
         # of index entries it could not take, for _claim_rescan seconds or longer.
         self._claim_after: dict[str, _store.ClaimPoint] = {}
         self._claim_rescan = 1.0
+        self._walk_rate = 20_000  # entries walked per second of resuming that follows
         self._resume_until = 0.0
+        self._head_claimed_at = 0.0  # when the last claim from the head was sent
+        self._head_counted_at = -self._claim_rescan  # ... and the last one that counted
         total = sum(self.queues.values())
         self._executor = JobExecutor(
             app, threads or total, processes or os.cpu_count() or 1, isolate_crashed
@@ -296,15 +299,16 @@ class Worker:
                     break
             self._wake.clear()
             now = time.monotonic()
-            after: dict[str, _store.ClaimPoint] = {}
-            if now < self._resume_until:  # only a queue with a backlog resumes
-                after = {q: p for q, p in self._claim_after.items() if q in self._backlog}
+            after, idle = self._resume_points(wanted, now)
+            # A claim of queues with a backlog counts what it walked. Woken from idle, counting
+            # costs the latency path 0.03 ms: a claim from the head counts only until one
+            # count has come back in the last _claim_rescan seconds.
+            counted = bool(self._backlog.intersection(wanted)) or (
+                not after and now >= self._head_counted_at + self._claim_rescan
+            )
             try:
-                # Only a claim of queues with a backlog counts what it walked: waking from idle
-                # it would cost the latency path 0.03 ms and decide nothing.
-                counted = bool(self._backlog.intersection(wanted))
                 claim = await self._claim_db.run(
-                    _store.jobs_claim(self.name, wanted, self.lease, after, counted)
+                    _store.jobs_claim(self.name, wanted, self.lease, after, counted, idle)
                 )
                 failures = 0
             except (psycopg.Error, OSError):
@@ -316,19 +320,46 @@ class Worker:
                 self._backlog.update(wanted)
                 continue
             self._claim_after.update(claim.ends)
-            if not after and claim.walked > _WALKED_TO_RESUME:
-                # Claims from the head would keep walking those entries, and more of them, as
-                # long as whatever keeps them lasts: resume for a while, the longer the more
-                # this one walked, so that the claims from the head that look again cost
-                # little beside the claims that resume. Only a claim from the head decides.
-                pause = min(60.0, max(self._claim_rescan, claim.walked / 20_000))
-                self._resume_until = max(self._resume_until, now + pause)
+            if not after:  # only a claim from the head decides
+                self._head_claimed_at = now
+                if claim.counted:
+                    self._head_counted_at = now
+                if claim.walked > _WALKED_TO_RESUME:
+                    # Claims from the head would keep walking those entries, and more of them,
+                    # as long as whatever keeps them lasts: resume for a while, the longer the
+                    # more this one walked, so that the claims from the head that look again
+                    # cost little beside the claims that resume.
+                    pause = min(60.0, max(self._claim_rescan, claim.walked / self._walk_rate))
+                    self._resume_until = max(self._resume_until, now + pause)
             jobs = claim.rows
             for row in jobs:
                 self._start_job(ClaimedJob(*row))
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
+
+    def _resume_points(
+        self, wanted: dict[str, int], now: float
+    ) -> tuple[dict[str, _store.ClaimPoint], dict[str, float]]:
+        """Where this claim resumes, per queue, and which of those queues resume as idle ones
+        (see JOBS_CLAIM_AFTER). While resuming, a queue with a backlog resumes at its point
+        until the pause ends; one without resumes a second before it (a job whose enqueuing
+        transaction ended after younger ones were claimed lies behind the point), and only
+        within _claim_rescan seconds of the last claim from the head, which finds the rest."""
+        if now >= self._resume_until:
+            return {}, {}
+        idle_resumes = now < self._head_claimed_at + self._claim_rescan
+        after: dict[str, _store.ClaimPoint] = {}
+        idle: dict[str, float] = {}
+        for queue, point in self._claim_after.items():
+            if queue not in wanted:
+                continue
+            if queue in self._backlog:
+                after[queue] = point
+            elif idle_resumes:
+                after[queue] = point
+                idle[queue] = self._claim_rescan
+        return after, idle
 
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot

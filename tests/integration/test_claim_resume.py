@@ -3,6 +3,8 @@ walking the rows claimed behind them while a long transaction keeps those from b
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +18,14 @@ from tests.integration import tasks_app as t
 ENTRIES_READ = "SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass)"
 
 
-def enqueue(dsn: str, queue: str, n: int, priority: int = 0, ago: str = "1 hour") -> None:
-    """``n`` runnable jobs of ``queue``, their run_at one microsecond apart, ``ago`` back."""
+def enqueue(
+    dsn: str, queue: str, n: int, priority: int = 0, ago: str = "1 hour", apart: str = "1 us"
+) -> None:
+    """``n`` runnable jobs of ``queue``, their run_at ``apart`` from each other, from ``ago``
+    back."""
     query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) "
-               "SELECT %s, 'x', %s, now() - %s::interval + i * interval '1 microsecond' "
-               "FROM generate_series(1, %s) i", [queue, priority, ago, n])  # fmt: skip
+               "SELECT %s, 'x', %s, now() - %s::interval + i * %s::interval "
+               "FROM generate_series(1, %s) i", [queue, priority, ago, apart, n])  # fmt: skip
 
 
 def claim_order(dsn: str, queue: str) -> list[int]:
@@ -160,12 +165,18 @@ class ClaimSpy:
 
     def __init__(self, worker: Any) -> None:
         self.claims: list[tuple[bool, int]] = []
+        self.idle: list[bool] = []  # whether each claim resumed as an idle queue
+        self.took: list[int] = []  # how many jobs each claim took
         run = worker._claim_db.run
 
         async def spy(query: _store.Query[Any]) -> Any:
             result = await run(query)
             if isinstance(result, _store.Claim):
-                self.claims.append((bool(query.params.get("ids")), result.walked))  # type: ignore[union-attr]
+                params: dict[str, Any] = query.params  # type: ignore[assignment]
+                resumed = bool(params.get("ids") or params.get("id"))
+                self.claims.append((resumed, result.walked))
+                self.idle.append(bool(params.get("back") or any(params.get("backs") or ())))
+                self.took.append(len(result.rows))
             return result
 
         worker._claim_db.run = spy
@@ -236,3 +247,151 @@ async def test_a_worker_claims_from_the_head_while_little_is_left_to_walk(
     assert len(spy.claims) >= 40, spy.claims
     assert not any(resumed for resumed, _ in spy.claims), spy.claims
     assert max(walked for _, walked in spy.claims) < 2_000, spy.claims
+
+
+# -- a worker that has caught up, beside a held snapshot ---------------------------------------
+
+
+def point_run_at(dsn: str, point: _store.ClaimPoint, shift: str) -> Any:
+    """The run_at of ``point``'s row, moved by ``shift``."""
+    [(at,)] = query(dsn, "SELECT run_at + %s::interval FROM pgqueue.jobs WHERE id = %s",
+                    [shift, point.id])  # fmt: skip
+    return at
+
+
+def enqueue_at(dsn: str, queue: str, run_at: Any, priority: int = 0) -> int:
+    [(job_id,)] = query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) "
+                             "VALUES (%s, 'x', %s, %s) RETURNING id",
+                        [queue, priority, run_at])  # fmt: skip
+    return int(job_id)
+
+
+@pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
+def test_an_idle_queue_resumes_a_second_before_its_point_and_never_reads_the_head(
+    dsn: str, held: psycopg.Connection[Any], queues: list[str]
+) -> None:
+    """With 2,000 dead entries 10 ms apart behind the point, an idle queue's resumed claim
+    takes what lies after the point, up to a second behind it, and of a higher or a lower
+    priority, reading about a second's worth of entries; a job further behind is left to the
+    claim from the head, which reads all 2,000."""
+    for queue in queues:
+        enqueue(dsn, queue, 2_000, ago="1 hour", apart="10 ms")
+    after = dirty_the_head(dsn, queues, 2_000)
+    idle = dict.fromkeys(queues, 1.0)
+    expected: dict[str, set[int]] = {}
+    lowest: dict[str, _store.ClaimPoint] = {}
+    behind: dict[str, int] = {}
+    for queue in queues:
+        point = after[queue]
+        low = enqueue_at(dsn, queue, point_run_at(dsn, point, "-5 seconds"), priority=-3)
+        expected[queue] = {
+            low,
+            enqueue_at(dsn, queue, point_run_at(dsn, point, "1 minute")),  # after the point
+            enqueue_at(dsn, queue, point_run_at(dsn, point, "-0.5 seconds")),
+            enqueue_at(dsn, queue, point_run_at(dsn, point, "-5 seconds"), priority=3),
+        }
+        lowest[queue] = _store.ClaimPoint(-3, low)
+        behind[queue] = enqueue_at(dsn, queue, point_run_at(dsn, point, "-5 seconds"))
+    with psycopg.connect(dsn) as conn:
+        before: int = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
+        claim = _store.run(
+            conn.cursor(), _store.jobs_claim("w", dict.fromkeys(queues, 10), 30, after, True, idle)
+        )
+        read: int = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
+        conn.commit()
+        for queue in queues:
+            assert {r[0] for r in claim.rows if r[1] == queue} == expected[queue]
+        assert read - before <= 160 * len(queues), read - before
+        assert claim.ends == lowest
+        before = read
+        head = _store.run(conn.cursor(), _store.jobs_claim("w", dict.fromkeys(queues, 10), 30))
+        read = conn.execute(ENTRIES_READ).fetchone()[0]  # type: ignore[index]
+        conn.commit()
+    assert {r[0] for r in head.rows} == set(behind.values())
+    assert read - before >= 2_000 * len(queues), read - before
+
+
+def test_an_idle_queue_whose_point_is_gone_reads_from_the_head(
+    dsn: str, held: psycopg.Connection[Any]
+) -> None:
+    """Once the point's row is neither running nor in history (it was retried, or deleted),
+    an idle queue's claim cannot step back from it: it reads from the head, and misses
+    nothing."""
+    enqueue(dsn, "io", 200, apart="10 ms")
+    after = dirty_the_head(dsn, ["io"], 200)
+    far_behind = enqueue_at(dsn, "io", point_run_at(dsn, after["io"], "-1 day"))
+    query(dsn, "DELETE FROM pgqueue.finished_jobs WHERE id = %s", [after["io"].id])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        claim = _store.run(
+            conn.cursor(), _store.jobs_claim("w", {"io": 10}, 30, after, True, {"io": 1.0})
+        )
+    assert [r[0] for r in claim.rows] == [far_behind]
+
+
+async def trickle(
+    dsn: str, worker: Any, jobs: int, gap: float, late: bool = False, timeout: float = 60
+) -> list[int]:
+    """Run ``worker`` while ``jobs`` jobs are enqueued one per transaction, ``gap`` seconds
+    apart, until all are done; with ``late``, one more, enqueued a day behind the others.
+    Returns the ids."""
+    ids: list[int] = []
+
+    def enqueue_one() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while len(ids) < jobs:
+                ids.append(t.add.enqueue(conn, 1, 1))
+                time.sleep(gap)
+            if late:
+                ids.append(enqueue_at(dsn, "io", "2000-01-01T00:00:00Z"))
+
+    sender = threading.Thread(target=enqueue_one)
+    sender.start()
+    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE id = ANY(%s)"
+    try:
+        await run_worker_until(
+            worker,
+            lambda: len(ids) == jobs + late and query(dsn, finished, [ids])[0][0] == len(ids),
+            timeout,
+        )
+    finally:
+        sender.join()
+    return ids
+
+
+async def test_a_caught_up_worker_resumes_and_claims_from_the_head_about_once_a_second(
+    dsn: str, held: psycopg.Connection[Any]
+) -> None:
+    """With 8,000 dead entries at the head, a worker that claims each job as it arrives
+    counts one claim from the head, then resumes as an idle queue: over 150 jobs, 5 ms
+    apart, at most one claim in (0.3 s rescan) comes from the head, and each of those walks
+    the 8,000 entries again or carries no count."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4)
+    worker._claim_rescan = 0.3
+    spy = ClaimSpy(worker)
+    started = time.monotonic()
+    await trickle(dsn, worker, 150, 0.005)
+    elapsed = time.monotonic() - started
+    idle_taking = [idle for idle, n in zip(spy.idle, spy.took, strict=True) if n]
+    from_head = [walked for (resumed, walked) in spy.claims if not resumed]
+    assert sum(idle_taking) >= 100, spy.claims
+    assert len(from_head) <= elapsed / 0.3 + 3, (elapsed, spy.claims)
+    assert max(from_head) >= 8_000, spy.claims
+    assert all(w >= 8_000 or w == 0 for w in from_head), spy.claims
+
+
+async def test_a_caught_up_resuming_worker_still_claims_a_job_far_behind_its_point(
+    dsn: str, held: psycopg.Connection[Any]
+) -> None:
+    """A job that becomes runnable long behind the point (here, run_at in 2000) is not
+    within an idle queue's second: the next claim from the head takes it, although the
+    worker would resume for a minute (as after walking 1.2 million entries)."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4)
+    worker._claim_rescan = 0.3
+    worker._walk_rate = 100  # 8,000 entries walked: resume for the longest, 60 s
+    spy = ClaimSpy(worker)
+    await trickle(dsn, worker, 60, 0.005, late=True, timeout=20)
+    assert any(spy.idle), spy.claims

@@ -60,23 +60,25 @@ def fill_history(dsn: str) -> None:
     query(dsn, "ANALYZE pgqueue.active_jobs, pgqueue.finished_jobs")
 
 
-@pytest.mark.parametrize("how", ["idle", "counted", "resumed"])
+@pytest.mark.parametrize("how", ["idle", "counted", "resumed", "resumed idle"])
 @pytest.mark.parametrize("wanted", [{"io": 100}, {"io": 100, "other": 5}], ids=["one", "two"])
 def test_claim_uses_its_partial_index_with_a_large_history(
     dsn: str, wanted: dict[str, int], how: str
 ) -> None:
     """With 200k finished rows, the claim (one queue or several; woken from idle, counting
-    what it walks, or resuming where the last one ended) reads only the claim index and the
-    primary key; a resumed claim looks its point's run_at up in history by primary key too."""
+    what it walks, or resuming where the last one ended, with a backlog or idle) reads only
+    the claim index and the primary key; a resumed claim looks its point's run_at up in
+    history by primary key too."""
     fill_history(dsn)
-    resumed = how == "resumed"
+    resumed = how.startswith("resumed")
+    idle = dict.fromkeys(wanted, 1.0) if how == "resumed idle" else None
     with psycopg.connect(dsn) as conn:
         after: dict[str, _store.ClaimPoint] = {}
         if resumed:  # a point per queue, from a claim rolled back
             after = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30)).ends
             conn.rollback()
             assert set(after) == set(wanted)
-        claim = _store.jobs_claim("w", wanted, 30, after, count=how != "idle")
+        claim = _store.jobs_claim("w", wanted, 30, after, count=how != "idle", idle=idle)
         nodes = plan_nodes(conn, claim)
     assert scans_of(nodes, "active_jobs") == {
         ("Index Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
