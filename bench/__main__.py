@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                 "backlog"]["ratio"] >= 0.8  # fmt: skip
         if "snapshot" not in skip:
             print("snapshot", file=sys.stderr, flush=True)
-            report["snapshot"] = scale.held_snapshot(dsn, int(SNAPSHOT_JOBS * factor))
+            report["snapshot"] = scale.held_snapshot(dsn, int(SNAPSHOT_JOBS * factor), samples)
         if "churn" not in skip:
             print("churn", file=sys.stderr, flush=True)
             report["churn"] = scale.churn(dsn, int(1_000_000 * factor))

@@ -90,6 +90,15 @@ def checkpoint(dsn: str) -> None:
         execute(dsn, "CHECKPOINT")
 
 
+def hold_snapshot(dsn: str) -> psycopg.Connection[Any]:
+    """A session of ``dsn`` that keeps a REPEATABLE READ snapshot open, as a report left open
+    would: no row version that dies from now on can be removed until it is closed."""
+    report = psycopg.connect(dsn)
+    report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    report.execute("SELECT 1").fetchall()  # the snapshot is taken here and kept
+    return report
+
+
 def fill_jobs(dsn: str, n: int, task: str = "bench.tasks.noop") -> None:
     """Queue ``n`` jobs of ``task`` in one statement, then ANALYZE."""
     execute(dsn, _sql.JOBS_FILL, [task, n])

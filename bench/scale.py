@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from bench import _env, _sql, tasks, throughput
+from bench import _env, _sql, latency, tasks, throughput
 
 
 def drain_slice(dsn: str, n: int, name: str) -> float:
@@ -57,9 +57,11 @@ def backlog(
     return {"empty_jobs_s": empty, "backlog_jobs_s": loaded, "ratio": ratio}
 
 
-def held_snapshot(dsn: str, n: int, pairs: int = 2) -> dict[str, Any]:
+def held_snapshot(dsn: str, n: int, samples: int, pairs: int = 2) -> dict[str, Any]:
     """Jobs/s of two worker processes draining ``n`` jobs beside a snapshot held open in the
-    queue's database, against the same drain without one; pairs in alternating order."""
+    queue's database, against the same drain without one; then the enqueue→start latency
+    p50 of an idle worker once it has drained ``n`` jobs beside such a snapshot, against the
+    same worker on a clean table. Each in pairs, in alternating order."""
     free: list[float] = []
     held: list[float] = []
     for i in range(pairs):
@@ -69,7 +71,19 @@ def held_snapshot(dsn: str, n: int, pairs: int = 2) -> dict[str, Any]:
             drain = throughput.drain_beside_snapshot if hold else throughput.drain
             rates.append(drain(dsn, n, 2))
     ratio = statistics.median(held) / statistics.median(free)
-    return {"jobs": n, "free_jobs_s": free, "held_jobs_s": held, "ratio": ratio}
+    free_ms: list[float] = []
+    held_ms: list[float] = []
+    for i in range(pairs):
+        dead_sides = [(free_ms, 0), (held_ms, n)]
+        for p50s, dead in dead_sides if i % 2 == 0 else dead_sides[::-1]:
+            _env.checkpoint(dsn)
+            lat = latency.enqueue_to_start(dsn, samples, dead=dead)
+            p50s.append(statistics.median(lat["from_commit_done"]))
+    return {
+        "jobs": n, "free_jobs_s": free, "held_jobs_s": held, "ratio": ratio,
+        "latency_free_p50_ms": free_ms, "latency_held_p50_ms": held_ms,
+        "latency_ratio": statistics.median(held_ms) / statistics.median(free_ms),
+    }  # fmt: skip
 
 
 def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:

@@ -35,6 +35,9 @@ def rows(report: dict[str, Any]) -> list[str]:
         h = report["snapshot"]
         rates = f"{_rates(h['held_jobs_s'])} vs {_rates(h['free_jobs_s'])} jobs/s"
         lines.append(f"| snapshot.ratio ({h['jobs']:,} jobs; {rates}) | {h['ratio']:.3f} | | |")
+        if "latency_ratio" in h:
+            ms = f"{_rates(h['latency_held_p50_ms'])} vs {_rates(h['latency_free_p50_ms'])} ms"
+            lines.append(f"| snapshot.latency_ratio (p50 {ms}) | {h['latency_ratio']:.2f} | | |")
     return lines
 
 

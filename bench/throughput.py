@@ -54,10 +54,7 @@ def _drain(
     hold: bool = False,
 ) -> tuple[float, float]:
     _env.reset(dsn)
-    report = psycopg.connect(dsn) if hold else None
-    if report is not None:
-        report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        report.execute("SELECT 1").fetchall()  # the snapshot is taken here and kept
+    report = _env.hold_snapshot(dsn) if hold else None
     workers = [
         _env.start_worker(
             dsn, "--concurrency", str(concurrency), "--name", f"bench-drain-{i}", *options

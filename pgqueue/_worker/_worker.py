@@ -89,8 +89,11 @@ def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) ->
 # next claims resume where the last ended. Eight workers of one queue at batch 100 walked
 # 600-700 per claim, at most 1,600 (rows the others hold locked, rows claimed since that the
 # claim is the first to find dead); a transaction holding the cleanup horizon back adds one
-# per job claimed since it began.
+# per job claimed since it began. A claim woken from idle takes a job or a few, and walking
+# 1,000 entries costs it 0.08 ms (about 6 % of its latency); its resumed claim costs what a
+# claim from the head does, so it resumes sooner.
 _WALKED_TO_RESUME = 5_000
+_WALKED_TO_RESUME_IDLE = 1_000
 
 
 class Worker:
@@ -303,7 +306,8 @@ class Worker:
             # A claim of queues with a backlog counts what it walked. Woken from idle, counting
             # costs the latency path 0.03 ms: a claim from the head counts only until one
             # count has come back in the last _claim_rescan seconds.
-            counted = bool(self._backlog.intersection(wanted)) or (
+            backlogged = bool(self._backlog.intersection(wanted))
+            counted = backlogged or (
                 not after and now >= self._head_counted_at + self._claim_rescan
             )
             try:
@@ -324,7 +328,7 @@ class Worker:
                 self._head_claimed_at = now
                 if claim.counted:
                     self._head_counted_at = now
-                if claim.walked > _WALKED_TO_RESUME:
+                if claim.walked > (_WALKED_TO_RESUME if backlogged else _WALKED_TO_RESUME_IDLE):
                     # Claims from the head would keep walking those entries, and more of them,
                     # as long as whatever keeps them lasts: resume for a while, the longer the
                     # more this one walked, so that the claims from the head that look again
