@@ -94,8 +94,9 @@ class WorkerMetrics:
                 for queue, count in depth.items():
                     self.depth.labels(queue).set(count)
                 self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
-                held = await self.worker.run_sql(_store.long_transactions(0.0))
-                self.oldest_transaction.set(max((t.open_seconds for t in held), default=0.0))
+                held = await self.worker.run_sql(_store.horizon_holders(0.0))
+                ages = (h.open_seconds for h in held if h.open_seconds is not None)
+                self.oldest_transaction.set(max(ages, default=0.0))
             except (psycopg.Error, OSError):
                 log.warning("reading queue depth failed", extra={"action": "metrics_error"})
             await asyncio.sleep(interval)
