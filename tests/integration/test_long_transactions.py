@@ -301,3 +301,28 @@ async def test_a_standby_without_a_slot_is_named_while_a_query_there_holds_a_sna
     named = f"(walsender pid {held.pid}, application 'reports', client 127.0.0.1)"
     assert named in record.getMessage()
     assert f"has held xmin {held.xmin} " in record.getMessage()
+
+
+async def test_metrics_count_a_slot_from_when_they_first_saw_its_xmin(
+    primary: PrivateServer,
+) -> None:
+    """pgqueue_oldest_transaction_seconds covers a lagging slot, which has no start time: the
+    seconds since the worker's metrics first saw it hold the same xmin."""
+    pytest.importorskip("prometheus_client")
+    from pgqueue._metrics import WorkerMetrics
+
+    worker = pgqueue.PgQueue(queue_dsn(primary)).worker()
+    metrics = WorkerMetrics(worker)
+    standby = PrivateServer(*STANDBY, primary=primary, slot="reports")
+    try:
+        with snapshot_on(standby, primary):
+            wait_for(lambda: holders(primary, "slot"), 10, "the slot's xmin to lag")
+            ages = []
+            for pause in (0, OPEN_FOR):
+                await asyncio.sleep(pause)
+                await metrics.refresh()
+                ages.append(metrics.registry.get_sample_value("pgqueue_oldest_transaction_seconds"))
+    finally:
+        standby.destroy()
+        await worker._close_connections()
+    assert ages[0] == 0 and OPEN_FOR <= ages[1] < 60
