@@ -82,30 +82,33 @@ def _prepared(h: HorizonHolder, seconds: float) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# What a slot and a standby both say: how long they held which xmin, and how to end a query.
+_HELD = (
+    "has held xmin %s (%s transactions behind) for at least %.0f s, which holds back the "
+    "cleanup of every database's tables, the queue's too: "
+)
+_QUERY = "still runs a query that needs it; end that query there, or let it finish"
+
+
 def _slot(h: HorizonHolder, seconds: float) -> tuple[Any, ...]:
-    held = (
-        "replication slot %s has held xmin %s (%s transactions behind) for at least %.0f s, "
-        "which holds back the cleanup of every database's tables, the queue's too: "
-    )
+    held = (_quoted(h.name), h.xmin, h.xmin_age, seconds)
     if h.pid is None:
         return (
-            held + "no standby is connected to it; if none will be again, drop it with "
-            "SELECT pg_drop_replication_slot(%s)",
-            _quoted(h.name), h.xmin, h.xmin_age, seconds, _quoted(h.name),
+            "replication slot %s " + _HELD + "no standby is connected to it; if none will be "
+            "again, drop it with SELECT pg_drop_replication_slot(%s)",
+            *held, _quoted(h.name),
         )  # fmt: skip
     return (
-        held + "the standby that uses it (walsender pid %s, application %r, client %s) "
-        "still runs a query that needs it; end that query there, or let it finish",
-        _quoted(h.name), h.xmin, h.xmin_age, seconds, h.pid, h.application, h.client,
+        "replication slot %s " + _HELD + "the standby that uses it "
+        "(walsender pid %s, application %r, client %s) " + _QUERY,
+        *held, h.pid, h.application, h.client,
     )  # fmt: skip
 
 
 def _standby(h: HorizonHolder, seconds: float) -> tuple[Any, ...]:
     return (
         "a standby with hot_standby_feedback (walsender pid %s, application %r, client %s) "
-        "has held xmin %s (%s transactions behind) for at least %.0f s, which holds back the "
-        "cleanup of every database's tables, the queue's too: it still runs a query that "
-        "needs it; end that query there, or let it finish",
+        + _HELD + "it " + _QUERY,
         h.pid, h.application, h.client, h.xmin, h.xmin_age, seconds,
     )  # fmt: skip
 
