@@ -16,6 +16,7 @@ import psycopg
 from pgqueue import _store
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import JobEvent
+from pgqueue._worker._horizon import HorizonWatch
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class WorkerMetrics:
     def __init__(self, worker: Worker) -> None:
         p = _prometheus()
         self.worker = worker
+        self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
         r = self.registry
         self.finished = p.Counter("pgqueue_jobs_finished", "Jobs that reached a final state.",
@@ -64,7 +66,8 @@ class WorkerMetrics:
                                  registry=r)  # fmt: skip
         self.oldest_transaction = p.Gauge(
             "pgqueue_oldest_transaction_seconds",
-            "Age of the oldest transaction holding back the cleanup of the queue's tables.",
+            "Seconds the oldest holder has held back the cleanup of the queue's tables "
+            "(a slot or a standby: since this worker first saw it at the same xmin).",
             registry=r,
         )  # fmt: skip
         running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
@@ -84,21 +87,23 @@ class WorkerMetrics:
         self.latency.labels(job.queue).observe(job.waited)
 
     async def refresh_depth(self, interval: float) -> None:
-        """Every ``interval`` seconds, forever: the depth of the worker's queues, the size of the
-        queue table, and the age of the oldest transaction holding back its cleanup."""
+        """Every ``interval`` seconds, forever: :meth:`refresh`."""
         while True:
             try:
-                depth = await self.worker.run_sql(
-                    _store.queues_depth(list(self.worker.queues), DEPTH_CAP)
-                )
-                for queue, count in depth.items():
-                    self.depth.labels(queue).set(count)
-                self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
-                held = await self.worker.run_sql(_store.long_transactions(0.0))
-                self.oldest_transaction.set(max((t.open_seconds for t in held), default=0.0))
+                await self.refresh()
             except (psycopg.Error, OSError):
                 log.warning("reading queue depth failed", extra={"action": "metrics_error"})
             await asyncio.sleep(interval)
+
+    async def refresh(self) -> None:
+        """Read the depth of the worker's queues, the size of the queue table, and how long the
+        oldest holder has held back its cleanup."""
+        depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
+        for queue, count in depth.items():
+            self.depth.labels(queue).set(count)
+        self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
+        held = self.horizon.held(await self.worker.run_sql(_store.horizon_holders(0.0)))
+        self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
 
 
 def metrics_service(

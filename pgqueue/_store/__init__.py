@@ -423,27 +423,42 @@ def active_vacuum() -> Query[None]:
 
 
 @dataclass(frozen=True, slots=True)
-class LongTransaction:
-    """An open transaction that keeps the queue's dead row versions from being removed."""
+class HorizonHolder:
+    """Something that keeps the queue's dead row versions from being removed: an open or a
+    prepared transaction, a replication slot, or a standby connected without one."""
 
-    pid: int
+    kind: str  # "transaction", "prepared", "slot" or "standby"
+    pid: int | None  # the backend's; a standby's walsender, or a slot's while one uses it
+    name: str | None  # a prepared transaction's gid, a slot's name
     database: str | None
     user: str | None
-    application: str | None
+    application: str | None  # for a slot or a standby: its walsender's, the standby's name
+    client: str | None
     state: str | None
-    started_at: datetime
-    open_seconds: float
-    wrote: bool  # holds a transaction id (it wrote), so it holds back every database
+    started_at: datetime | None  # when the transaction began or was prepared
+    open_seconds: float | None  # since started_at
+    xmin: int | None  # the oldest transaction a slot or standby still needs
+    xmin_age: int | None  # how many transactions ago that was
+    every_database: bool  # holds back the cleanup of every database, not only the queue's
+    seen_at: datetime  # the database's clock when read
+
+    @property
+    def key(self) -> tuple[str, object, object]:
+        """The same while it holds the horizon at the same point: a transaction's pid or gid
+        and start, a slot's name or a standby's walsender with the xmin it holds."""
+        who = self.name if self.name is not None else self.pid
+        return self.kind, who, self.started_at if self.started_at is not None else self.xmin
 
 
-def long_transactions(older_than: float) -> Query[list[LongTransaction]]:
-    """Transactions open for more than ``older_than`` seconds that hold back the cleanup of
-    this database's tables, oldest first (see ``q.LONG_TRANSACTIONS``)."""
-    return Query(q.LONG_TRANSACTIONS, (older_than,), _long_transactions)
+def horizon_holders(older_than: float) -> Query[list[HorizonHolder]]:
+    """What holds back the cleanup of this database's tables: transactions open and prepared
+    for more than ``older_than`` seconds, oldest first, then every replication slot and
+    standby whose xmin lags (see ``q.HORIZON_HOLDERS``)."""
+    return Query(q.HORIZON_HOLDERS, {"older_than": older_than}, _horizon_holders)
 
 
-def _long_transactions(rows: list[Row]) -> list[LongTransaction]:
-    return [LongTransaction(*r) for r in rows]
+def _horizon_holders(rows: list[Row]) -> list[HorizonHolder]:
+    return [HorizonHolder(*r) for r in rows]
 
 
 # -- demo: `pgqueue demo` -----------------------------------------------------------------------

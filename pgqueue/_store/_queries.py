@@ -793,19 +793,48 @@ SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0),
 # SKIP_LOCKED: when another worker (or autovacuum) is already at it, skip instead of waiting.
 ACTIVE_VACUUM: LiteralString = "VACUUM (SKIP_LOCKED) pgqueue.active_jobs"
 
-# Open transactions that keep VACUUM (and index scans marking entries dead) from removing the
-# row versions claims and acks leave behind in this database: any transaction holding an xid,
-# in any database of the server, and snapshots held in this one (PostgreSQL 14+ computes the
-# horizon of a database's tables from its own backends' snapshots). Autovacuum and walsenders
-# are left out; other roles' sessions are visible only with pg_read_all_stats.
-LONG_TRANSACTIONS: LiteralString = """
-SELECT pid, datname, usename, application_name, state, xact_start,
-       extract(epoch FROM now() - xact_start)::float8, backend_xid IS NOT NULL
+# What keeps VACUUM (and index scans marking entries dead) from removing the row versions
+# claims and acks leave behind in this database, one row per holder:
+# - open transactions: any that holds an xid, in any database of the server, and snapshots
+#   held in this one (PostgreSQL 14+ computes the horizon of a database's tables from its own
+#   backends' snapshots); autovacuum and walsenders are left out;
+# - prepared transactions, in any database: each holds an xid;
+# - replication slots, and the walsenders of standbys connected without one, whose xmin (fed
+#   back by hot_standby_feedback) is older than every transaction running here: an xmin no
+#   older only echoes one of those, and an idle standby's is that of the next transaction,
+#   which holds nothing back. A slot's catalog_xmin holds back only the catalogs, and a
+#   logical walsender (connected to a database) holds its horizon through its slot.
+# Slots and standbys keep no start time: their xmin and its age in transactions stand in.
+# Other roles' sessions are visible only with pg_read_all_stats.
+HORIZON_HOLDERS: LiteralString = """
+WITH running AS (SELECT age(pg_snapshot_xmin(pg_current_snapshot())::xid) AS age)
+SELECT 'transaction' AS kind, pid, NULL AS name, datname, usename, application_name,
+       host(client_addr), state, xact_start AS started_at,
+       extract(epoch FROM now() - xact_start)::float8, NULL::bigint, NULL::integer AS xmin_age,
+       backend_xid IS NOT NULL, now()
   FROM pg_stat_activity
  WHERE pid <> pg_backend_pid()
    AND backend_type = 'client backend'
-   AND xact_start < now() - make_interval(secs => %s)
+   AND xact_start < now() - make_interval(secs => %(older_than)s)
    AND (backend_xid IS NOT NULL
         OR (backend_xmin IS NOT NULL AND datname = current_database()))
- ORDER BY xact_start
+UNION ALL
+SELECT 'prepared', NULL, gid, database, owner, NULL, NULL, NULL, prepared,
+       extract(epoch FROM now() - prepared)::float8, NULL, NULL, true, now()
+  FROM pg_prepared_xacts
+ WHERE prepared < now() - make_interval(secs => %(older_than)s)
+UNION ALL
+SELECT 'slot', s.active_pid, s.slot_name, s.database, NULL, a.application_name,
+       host(a.client_addr), NULL, NULL, NULL, s.xmin::text::bigint, age(s.xmin), true, now()
+  FROM pg_replication_slots AS s
+  LEFT JOIN pg_stat_activity AS a ON a.pid = s.active_pid
+ WHERE age(s.xmin) > (SELECT age FROM running)
+UNION ALL
+SELECT 'standby', pid, NULL, NULL, usename, application_name, host(client_addr), NULL, NULL,
+       NULL, backend_xmin::text::bigint, age(backend_xmin), true, now()
+  FROM pg_stat_activity
+ WHERE backend_type = 'walsender'
+   AND datname IS NULL
+   AND age(backend_xmin) > (SELECT age FROM running)
+ ORDER BY started_at, xmin_age DESC
 """

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -34,6 +33,7 @@ from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
 from pgqueue._worker._executor import ClaimedJob, JobExecutor
 from pgqueue._worker._faults import crash_point
+from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
 from pgqueue._worker._scheduler import run_scheduler
@@ -145,7 +145,7 @@ class Worker:
         self.batch_size = batch_size
         self.vacuum_threshold = vacuum_threshold
         self.long_transaction_warning = long_transaction_warning
-        self._long_transactions: set[tuple[int, datetime]] = set()  # those already reported
+        self._horizon = HorizonWatch()  # what holds back cleanup: seen, and warned of
         self.stats = WorkerStats()
         self._host_key, self._process_started = this_process()
         self.services = list(services)
@@ -515,7 +515,7 @@ class Worker:
         await self.rescue()
         await self._maint_db.run(_store.workers_prune())
         await self._pruner.run(self._maint_db)
-        await self._warn_long_transactions()  # before a vacuum, which can take a while
+        await self._warn_horizon_holders()  # before a vacuum, which can take a while
         await self.vacuum_claim_path()
 
     async def rescue(self) -> None:
@@ -563,26 +563,18 @@ class Worker:
         if dead >= max(self.vacuum_threshold, live // 5) and since >= self.rescue_interval / 2:
             await self._maint_db.run(_store.active_vacuum())
 
-    async def _warn_long_transactions(self) -> None:
-        """Warn, once per transaction, of each one open for more than
-        ``long_transaction_warning`` seconds that keeps the row versions of finished jobs from
-        being removed: while it stays open the queue's table and indexes grow, and claims from
-        the head of the queue step over more of them (docs/operations.md, "Claims got slow")."""
-        if not self.long_transaction_warning:
+    async def _warn_horizon_holders(self) -> None:
+        """Warn, once per holder, of what has kept the row versions of finished jobs from being
+        removed for more than ``long_transaction_warning`` seconds: a transaction open or
+        prepared that long, a replication slot or standby seen holding the same xmin that long.
+        While one does, the queue's table and indexes grow, and claims from the head of the
+        queue step over more of them (docs/operations.md, "Claims got slow")."""
+        after = self.long_transaction_warning
+        if not after:
             return
-        found = await self._maint_db.run(_store.long_transactions(self.long_transaction_warning))
-        for t in found:
-            if (t.pid, t.started_at) in self._long_transactions:
-                continue
-            log.warning(
-                "a transaction open for %.0f s holds back the cleanup of the queue's tables, "
-                "which grow until it ends: pid %s, database %s, user %s, "
-                "application %r, %s%s",
-                t.open_seconds, t.pid, t.database, t.user, t.application, t.state,
-                ", has written (this holds back every database)" if t.wrote else "",
-                extra={"action": "long_transaction", "pid": t.pid, "open_s": t.open_seconds},
-            )  # fmt: skip
-        self._long_transactions = {(t.pid, t.started_at) for t in found}
+        found = await self._maint_db.run(_store.horizon_holders(after))
+        for holder, seconds in self._horizon.due(self._horizon.held(found), after):
+            warn(holder, seconds)
 
     async def run_sql(self, query: _store.Query[Any]) -> Any:
         """Run one store query on the worker's maintenance connection (for services)."""
