@@ -162,9 +162,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
         self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
-        # Where each queue's last claim ended. Until _resume_until, claims of a queue with a
-        # backlog resume there (see JOBS_CLAIM_AFTER): set when a claim walked past thousands
-        # of index entries it could not take, for _claim_rescan seconds or longer.
+        # Where each queue's last claim ended. Until _resume_until, claims resume there (see
+        # JOBS_CLAIM_AFTER and _resume_points): set when a claim from the head walked past
+        # thousands of index entries it could not take, for _claim_rescan seconds or longer.
         self._claim_after: dict[str, _store.ClaimPoint] = {}
         self._claim_rescan = 1.0
         self._walk_rate = 20_000  # entries walked per second of resuming that follows
