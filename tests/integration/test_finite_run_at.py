@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _store, admin
 from pgqueue._embed import install_revision
+from pgqueue._retry import MAX_DELAY
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -41,6 +44,23 @@ def test_sql_enqueue_insert_and_update_reject_an_infinite_run_at(dsn: str, when:
     assert query(dsn, "SELECT id, run_at FROM pgqueue.jobs") == before
 
 
+@pytest.mark.parametrize("delay", [math.inf, math.nan])
+def test_python_api_rejects_an_infinite_or_nan_delay_before_any_sql(
+    conn: psycopg.Connection[Any], delay: float
+) -> None:
+    """Task.using, app.using and enqueue_many's COPY path raise ValueError with nothing sent."""
+    calls = [((1, 2), {})] * _store.COPY_THRESHOLD
+    attempts = [
+        lambda: t.add.using(delay=delay).enqueue(conn, 1, 2),
+        lambda: t.app.using("billing.render", delay=delay).enqueue(conn),
+        lambda: t.add.using(delay=delay).enqueue_many(conn, calls),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ValueError, match="delay must be"):
+            attempt()
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 async def test_an_infinite_run_at_cannot_stop_the_claims_of_its_queue(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
@@ -53,6 +73,18 @@ async def test_an_infinite_run_at_cannot_stop_the_claims_of_its_queue(
               [t.add.name])  # fmt: skip
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
     await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1}, timeout=10)
+
+
+def test_the_longest_delays_are_written_and_read_back(conn: psycopg.Connection[Any]) -> None:
+    """An enqueue and a retry MAX_DELAY (1000 years) away fit SQL and psycopg's datetimes."""
+    job_id = t.add.using(delay=MAX_DELAY).enqueue(conn, 1, 2)
+    conn.execute("UPDATE pgqueue.active_jobs SET run_at = now()")
+    claim = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 1}, 30))
+    outcome = _store.Outcome(job_id, claim.rows[0][5], "queued", delay=MAX_DELAY)
+    assert _store.run(conn.cursor(), _store.jobs_ack([outcome])) == [job_id]
+    job = admin.get_job(conn, job_id)
+    assert job is not None and job.state == "queued"
+    assert job.run_at.year - job.created_at.year in (999, 1000)
 
 
 async def test_migrating_from_0003_makes_infinite_run_at_finite_and_keeps_the_jobs(
