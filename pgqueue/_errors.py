@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pgqueue._retry import DELAY_RANGE, MAX_DELAY
+
 
 class PgQueueError(Exception):
     """Base class of every error pgqueue raises on its own account."""
@@ -27,8 +29,8 @@ class Retry(Exception):
     """Raise from a task to run it again after ``delay`` seconds without counting a failure."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        if delay < 0:
-            raise ValueError(f"Retry delay must be >= 0 seconds, got {delay!r}")
+        if not 0 <= delay <= MAX_DELAY:  # NaN fails too
+            raise ValueError(f"Retry delay must be {DELAY_RANGE}, got {delay!r}")
         super().__init__(f"retry in {delay} s")
         self.delay = float(delay)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pgqueue._retry import RetryPolicy
+from pgqueue._retry import DELAY_RANGE, MAX_DELAY, RetryPolicy
 
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
@@ -42,6 +42,13 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds != seconds or seconds < 0:  # NaN or negative
         raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _delay(value: float | timedelta | None) -> float | None:
+    seconds = _seconds(value, "delay")
+    if seconds is not None and not seconds <= MAX_DELAY:  # infinity, or past what SQL holds
+        raise ValueError(f"delay must be {DELAY_RANGE}, got {value!r}")
     return seconds
 
 
@@ -78,11 +85,15 @@ class JobOptions:
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
         if isinstance(self.delay, timedelta) or self.delay is not None:
-            object.__setattr__(self, "delay", _seconds(self.delay, "delay"))
+            object.__setattr__(self, "delay", _delay(self.delay))
         if self.delay is not None and self.run_at is not None:
             raise ValueError("give either delay or run_at, not both")
-        if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        run_at = self.run_at  # not a string: SQL would take 'infinity'
+        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
+            raise ValueError(
+                "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
+                f" got {run_at!r}"
+            )
         if self.timeout is not None and not (_seconds(self.timeout, "timeout") or 0) > 0:
             raise ValueError("timeout must be > 0 seconds")
         if self.unique_key is not None:

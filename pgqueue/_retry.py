@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+# The longest wait before a job runs (a delay, a Retry, a policy's cap): 1,000 years, well
+# inside PostgreSQL's intervals and timestamps and before the year 9999 psycopg reads back.
+# Past those an enqueue fails in SQL, and a retry the ack statement cannot write (so also an
+# infinite or NaN one) stalls every later ack of its worker.
+MAX_DELAY = 1000 * 365.25 * 86400.0
+DELAY_RANGE = f"a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +28,17 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.cap < 0:
-            raise ValueError("RetryPolicy base and cap must be >= 0 seconds")
-        if self.factor < 1:
-            raise ValueError("RetryPolicy factor must be >= 1")
+        # Written as "not in range" so that NaN, which compares false, fails too.
+        if not 0 <= self.base < math.inf:
+            raise ValueError(
+                f"RetryPolicy base must be a finite number of seconds >= 0, got {self.base!r}"
+            )
+        if not 0 <= self.cap <= MAX_DELAY:
+            raise ValueError(f"RetryPolicy cap must be {DELAY_RANGE}, got {self.cap!r}")
+        if not 1 <= self.factor < math.inf:
+            raise ValueError(
+                f"RetryPolicy factor must be a finite number >= 1, got {self.factor!r}"
+            )
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay after failed attempt number ``attempt`` (1-based)."""

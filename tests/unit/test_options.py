@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 import pgqueue
 from pgqueue._app import normalize_dsn
 from pgqueue._options import JobOptions
+from pgqueue._retry import MAX_DELAY
 from pgqueue._worker import parse_queues
 
 
@@ -30,6 +32,21 @@ def test_negative_delay_is_rejected() -> None:
     """A negative delay raises ValueError."""
     with pytest.raises(ValueError, match="delay must be"):
         JobOptions(delay=-1)
+
+
+@pytest.mark.parametrize("delay", [math.inf, math.nan, timedelta.max, MAX_DELAY * 1.001])
+def test_delays_sql_cannot_hold_are_rejected(delay: float | timedelta) -> None:
+    """Infinite, NaN and longer than 1000 years: ValueError (SQL would fail or take it)."""
+    with pytest.raises(ValueError, match="delay must be"):
+        JobOptions(delay=delay)
+    assert JobOptions(delay=MAX_DELAY).delay == MAX_DELAY
+
+
+@pytest.mark.parametrize("run_at", ["infinity", "-infinity", date(2030, 1, 1)])
+def test_run_at_that_is_not_a_datetime_is_rejected(run_at: object) -> None:
+    """A string such as 'infinity' (which SQL would accept) or a date raises ValueError."""
+    with pytest.raises(ValueError, match="timezone-aware datetime"):
+        JobOptions(run_at=run_at)  # type: ignore[arg-type]
 
 
 def test_naive_run_at_is_rejected() -> None:

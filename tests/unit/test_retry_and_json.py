@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgqueue import RetryPolicy
+from pgqueue import Retry, RetryPolicy
 from pgqueue._json import dumps, dumps_arguments
+from pgqueue._retry import MAX_DELAY
 
 
 @given(attempt=st.integers(1, 10_000), seed=st.integers(0, 2**32))
@@ -33,12 +35,26 @@ def test_jitter_spreads_retries() -> None:
     assert len(delays) == 50
 
 
-def test_bad_policies_are_rejected() -> None:
-    """Negative durations and factors below 1 raise ValueError."""
-    with pytest.raises(ValueError):
-        RetryPolicy(base=-1)
-    with pytest.raises(ValueError):
-        RetryPolicy(factor=0.5)
+@pytest.mark.parametrize(
+    "bad",
+    [{"base": -1}, {"factor": 0.5}, {"base": math.nan}, {"base": math.inf},
+     {"factor": math.nan}, {"factor": math.inf}, {"cap": math.nan}, {"cap": math.inf},
+     {"cap": MAX_DELAY * 1.001}],
+)  # fmt: skip
+def test_bad_policies_are_rejected(bad: dict[str, float]) -> None:
+    """Negative, NaN or infinite durations and factors, factors below 1 and caps over 1000
+    years raise ValueError: the acker could not write their retries."""
+    with pytest.raises(ValueError, match=f"RetryPolicy {next(iter(bad))} must be"):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delay", [-1.0, math.nan, math.inf, MAX_DELAY * 1.001])
+def test_retry_delays_the_ack_cannot_write_are_rejected(delay: float) -> None:
+    """Retry(delay) outside 0..1000 years raises ValueError in the task, not in the acker:
+    one unwritable outcome would stall every later ack of its worker."""
+    with pytest.raises(ValueError, match="Retry delay must be"):
+        Retry(delay)
+    assert Retry(MAX_DELAY).delay == MAX_DELAY
 
 
 def test_unserialisable_argument_is_named() -> None:
