@@ -14,8 +14,9 @@ ALTER TABLE pgqueue.active_jobs
 -- Rows already infinite keep their place and meaning, not their value: '-infinity' (due
 -- since ever) becomes the time the job was created, 'infinity' (never due) 9999-12-31, which
 -- psycopg still reads in any time zone. The old value goes to meta->>'run_at_was' (when meta
--- is an object, as pgqueue writes it) and a NOTICE names the jobs. Failing instead would block the very upgrade that unblocks the
--- queue, only to have each operator pick the same values by hand.
+-- is an object, as pgqueue writes it) and a NOTICE names the jobs. Failing instead would
+-- block the very upgrade that unblocks the queue, only to have each operator pick the same
+-- values by hand.
 DO $$
 DECLARE
     ids text;
