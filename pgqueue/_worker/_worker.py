@@ -168,7 +168,8 @@ class Worker:
         self._claim_after: dict[str, _store.ClaimPoint] = {}
         self._claim_rescan = 1.0
         self._walk_rate = 20_000  # entries walked per second of resuming that follows
-        self._resume_until = 0.0
+        self._resume_until = 0.0  # claims of queues with a backlog resume until then
+        self._idle_resume_until = 0.0  # ... and those of queues without one
         self._head_claimed_at = 0.0  # when the last claim from the head was sent
         self._head_counted_at = -self._claim_rescan  # ... and the last one that counted
         total = sum(self.queues.values())
@@ -332,9 +333,12 @@ class Worker:
                     # Claims from the head would keep walking those entries, and more of them,
                     # as long as whatever keeps them lasts: resume for a while, the longer the
                     # more this one walked, so that the claims from the head that look again
-                    # cost little beside the claims that resume.
+                    # cost little beside the claims that resume. Only a claim with a backlog
+                    # makes claims with a backlog resume: theirs is the costlier statement.
                     pause = min(60.0, max(self._claim_rescan, claim.walked / self._walk_rate))
-                    self._resume_until = max(self._resume_until, now + pause)
+                    if backlogged:
+                        self._resume_until = max(self._resume_until, now + pause)
+                    self._idle_resume_until = max(self._idle_resume_until, now + pause)
             jobs = claim.rows
             for row in jobs:
                 self._start_job(ClaimedJob(*row))
@@ -346,20 +350,25 @@ class Worker:
         self, wanted: dict[str, int], now: float
     ) -> tuple[dict[str, _store.ClaimPoint], dict[str, float]]:
         """Where this claim resumes, per queue, and which of those queues resume as idle ones
-        (see JOBS_CLAIM_AFTER). While resuming, a queue with a backlog resumes at its point
-        until the pause ends; one without resumes a second before it (a job whose enqueuing
-        transaction ended after younger ones were claimed lies behind the point), and only
-        within _claim_rescan seconds of the last claim from the head, which finds the rest."""
-        if now >= self._resume_until:
+        (see JOBS_CLAIM_AFTER). A queue with a backlog resumes at its point until
+        _resume_until; one without resumes a second before it (a job whose enqueuing
+        transaction ended after younger ones were claimed lies behind the point) until
+        _idle_resume_until, and only within _claim_rescan seconds of the last claim from the
+        head, which finds the rest."""
+        resumes = now < self._resume_until
+        idle_resumes = now < self._idle_resume_until and (
+            now < self._head_claimed_at + self._claim_rescan
+        )
+        if not resumes and not idle_resumes:
             return {}, {}
-        idle_resumes = now < self._head_claimed_at + self._claim_rescan
         after: dict[str, _store.ClaimPoint] = {}
         idle: dict[str, float] = {}
         for queue, point in self._claim_after.items():
             if queue not in wanted:
                 continue
             if queue in self._backlog:
-                after[queue] = point
+                if resumes:
+                    after[queue] = point
             elif idle_resumes:
                 after[queue] = point
                 idle[queue] = self._claim_rescan

@@ -414,3 +414,23 @@ async def test_a_caught_up_resuming_worker_still_claims_a_job_far_behind_its_poi
     spy = ClaimSpy(worker)
     await trickle(dsn, worker, 60, 0.005, late=True, timeout=20)
     assert any(spy.idle), spy.claims
+
+
+def test_only_a_claim_with_a_backlog_makes_claims_with_a_backlog_resume(dsn: str) -> None:
+    """A caught-up worker's walk makes only its idle queues resume, within a rescan interval
+    of its last claim from the head; its queues with a backlog keep the cheaper claim from
+    the head until a claim of theirs walks as far."""
+    worker = t.app.worker(dsn=dsn, queues={"io": 4, "cpu": 4})
+    points = {"io": _store.ClaimPoint(0, 1), "cpu": _store.ClaimPoint(0, 2)}
+    worker._claim_after.update(points)
+    worker._backlog = {"io"}
+    wanted = {"io": 4, "cpu": 4}
+    now = time.monotonic()
+    worker._head_claimed_at = now
+    worker._idle_resume_until = now + 5
+    assert worker._resume_points(wanted, now + 0.5) == ({"cpu": points["cpu"]}, {"cpu": 1.0})
+    assert worker._resume_points(wanted, now + 1.5) == ({}, {})  # time to look from the head
+    worker._resume_until = now + 5
+    assert worker._resume_points(wanted, now + 0.5) == (points, {"cpu": 1.0})
+    assert worker._resume_points(wanted, now + 1.5) == ({"io": points["io"]}, {})
+    assert worker._resume_points(wanted, now + 6) == ({}, {})
