@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgqueue._retry import DELAY_RANGE, MAX_DELAY
+from pgqueue._retry import check_delay
 
 
 class PgQueueError(Exception):
@@ -29,10 +29,8 @@ class Retry(Exception):
     """Raise from a task to run it again after ``delay`` seconds without counting a failure."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        if not 0 <= delay <= MAX_DELAY:  # NaN fails too
-            raise ValueError(f"Retry delay must be {DELAY_RANGE}, got {delay!r}")
+        self.delay = check_delay(delay, "Retry delay")
         super().__init__(f"retry in {delay} s")
-        self.delay = float(delay)
 
     def __reduce__(self) -> tuple[type[Retry], tuple[float]]:
         # Process tasks raise it in a child: it must cross the pipe as itself.

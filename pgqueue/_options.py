@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pgqueue._retry import DELAY_RANGE, MAX_DELAY, RetryPolicy
+from pgqueue._retry import RetryPolicy, check_delay
 
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
@@ -47,9 +47,7 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
 
 def _delay(value: float | timedelta | None) -> float | None:
     seconds = _seconds(value, "delay")
-    if seconds is not None and not seconds <= MAX_DELAY:  # infinity, or past what SQL holds
-        raise ValueError(f"delay must be {DELAY_RANGE}, got {value!r}")
-    return seconds
+    return None if seconds is None else check_delay(seconds, "delay")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 # Past those an enqueue fails in SQL, and a retry the ack statement cannot write (so also an
 # infinite or NaN one) stalls every later ack of its worker.
 MAX_DELAY = 1000 * 365.25 * 86400.0
-DELAY_RANGE = f"a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years)"
+
+
+def check_delay(value: float, what: str) -> float:
+    """``value`` as a float if it is a wait SQL can hold (0 to ``MAX_DELAY`` seconds), else
+    ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
+    if not 0 <= value <= MAX_DELAY:
+        raise ValueError(
+            f"{what} must be a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years), "
+            f"got {value!r}"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +43,7 @@ class RetryPolicy:
             raise ValueError(
                 f"RetryPolicy base must be a finite number of seconds >= 0, got {self.base!r}"
             )
-        if not 0 <= self.cap <= MAX_DELAY:
-            raise ValueError(f"RetryPolicy cap must be {DELAY_RANGE}, got {self.cap!r}")
+        check_delay(self.cap, "RetryPolicy cap")
         if not 1 <= self.factor < math.inf:
             raise ValueError(
                 f"RetryPolicy factor must be a finite number >= 1, got {self.factor!r}"
