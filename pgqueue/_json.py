@@ -17,7 +17,8 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii
 
 
 def dumps(value: Any) -> str:
-    """Encode ``value`` as compact, strict JSON (no NaN, no NUL) or raise ``TypeError``."""
+    """Encode ``value`` as compact, strict JSON (no NaN, no NUL, valid UTF-8) or raise
+    ``TypeError``."""
     if value is None:  # what most tasks return
         return "null"
     try:
@@ -26,6 +27,14 @@ def dumps(value: Any) -> str:
         raise TypeError(str(exc)) from exc
     if "u0000" in text and _NUL_ESCAPE.search(text):
         raise TypeError("strings containing NUL (\\u0000) cannot be stored by PostgreSQL")
+    if not text.isascii():  # O(1) in CPython; most payloads stop here
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise TypeError(
+                f"strings containing a lone surrogate ({text[exc.start]!r}) are not valid UTF-8 "
+                "and cannot be stored by PostgreSQL"
+            ) from None
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,8 +93,11 @@ class JobOptions:
                 "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
                 f" got {run_at!r}"
             )
-        if self.timeout is not None and not (_seconds(self.timeout, "timeout") or 0) > 0:
-            raise ValueError("timeout must be > 0 seconds")
+        if self.timeout is not None and not 0 < (_seconds(self.timeout, "timeout") or 0) < math.inf:
+            raise ValueError(
+                f"timeout must be a finite number of seconds > 0 (None for no timeout), "
+                f"got {self.timeout!r}"
+            )
         if self.unique_key is not None:
             check_task_name(self.unique_key)
         if self.on_conflict not in ("existing", "raise"):

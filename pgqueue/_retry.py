@@ -52,7 +52,11 @@ class RetryPolicy:
     def ceiling(self, attempt: int) -> float:
         """The largest delay after failed attempt number ``attempt`` (1-based)."""
         exponent = min(max(attempt - 1, 0), 64)  # beyond 2**64 the cap has long won
-        return float(min(self.cap, self.base * self.factor**exponent))
+        try:
+            grown = self.base * self.factor**exponent
+        except OverflowError:  # a large factor: past any float, so past the cap
+            return 0.0 if self.base == 0 else float(self.cap)
+        return float(min(self.cap, grown))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` before the job runs again."""

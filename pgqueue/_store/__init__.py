@@ -232,11 +232,37 @@ class Outcome:
 
 
 def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
-    """Record a batch of outcomes in one statement; returns the ids whose lease still held."""
+    """Record a batch of outcomes in one statement; returns the ids whose lease still held.
+
+    Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
     rows = [
-        [o.job_id, o.attempt, o.state, o.result, o.error, o.traceback, o.delay] for o in outcomes
+        [o.job_id, o.attempt, o.state, o.result, o.error, o.traceback, o.delay]
+        if o.error is None and o.traceback is None
+        else _ack_row_with_texts(o)
+        for o in outcomes
     ]
     return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _first_column)
+
+
+def _ack_row_with_texts(o: Outcome) -> list[Any]:
+    return [o.job_id, o.attempt, o.state, o.result, pg_text(o.error), pg_text(o.traceback), o.delay]
+
+
+def pg_text(text: str | None) -> str | None:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates become backslash escapes.
+
+    An exception's message is whatever the task put in it, and either character would make the
+    database refuse the whole batch of outcomes it travels in."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def leases_extend(

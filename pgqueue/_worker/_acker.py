@@ -6,12 +6,21 @@ import asyncio
 import contextlib
 import logging
 
+import psycopg
+
 from pgqueue import _store
 from pgqueue._store import Outcome
 from pgqueue._worker._db import Db
 from pgqueue._worker._faults import crash_point
 
 log = logging.getLogger("pgqueue.worker")
+
+# What the database says about the data, not about the connection: retrying cannot help.
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).partition("\n")[0]
 
 
 class Acker:
@@ -66,14 +75,60 @@ class Acker:
                     self._full.clear()
                 try:
                     acked = await self.db.run(_store.jobs_ack(taken))
+                except _REFUSED as exc:
+                    acked = await self._write_each(taken, exc)
                 except BaseException:
-                    self._buffer[:0] = taken
-                    self._pending.set()
+                    self._put_back(taken)
                     raise
                 self._written.set()
                 if acked:
                     crash_point("after_ack")
                 self._report_lost(taken, set(acked))
+
+    async def _write_each(self, taken: list[Outcome], exc: psycopg.Error) -> list[int]:
+        """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
+        others; an outcome refused on its own is replaced by a failure that says why."""
+        log.warning(
+            "the database refused a batch of %d outcomes (%s); writing them one at a time",
+            len(taken), _first_line(exc), extra={"action": "ack_refused"},
+        )  # fmt: skip
+        acked: list[int] = []
+        for i, outcome in enumerate(taken):
+            try:
+                try:
+                    written = await self.db.run(_store.jobs_ack([outcome]))
+                except _REFUSED as refused:
+                    written = await self._write_refused(outcome, refused)
+                acked += written
+            except BaseException:
+                self._put_back(taken[i:])
+                raise
+        return acked
+
+    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> list[int]:
+        reason = _first_line(exc)
+        why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
+        log.error(
+            "job %s attempt %s: the database refused its outcome; recording it as failed: %s",
+            outcome.job_id, outcome.attempt, reason,
+            extra={"action": "ack_refused", "job_id": outcome.job_id, "attempt": outcome.attempt},
+        )  # fmt: skip
+        try:
+            return await self.db.run(
+                _store.jobs_ack([Outcome(outcome.job_id, outcome.attempt, "failed", error=why)])
+            )
+        except _REFUSED:  # the row itself is refused: its lease expires and recovery takes it
+            log.exception(
+                "job %s attempt %s: the failure could not be recorded either; left to the lease",
+                outcome.job_id, outcome.attempt,
+                extra={"action": "ack_refused", "job_id": outcome.job_id,
+                       "attempt": outcome.attempt},
+            )  # fmt: skip
+            return [outcome.job_id]  # not a lost lease: nothing more can be done here
+
+    def _put_back(self, outcomes: list[Outcome]) -> None:
+        self._buffer[:0] = outcomes
+        self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:
         """Wait until another batch is written, or ``stopping`` is set (the claimer's brake)."""

@@ -122,3 +122,15 @@ async def marks_context(n: int) -> list[int]:
     before = _context_mark.get()
     _context_mark.set(n)
     return [before, pgqueue.current_job().id]
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_unstorable_text(message: str) -> None:
+    """Raise with a NUL and a lone surrogate in the message: text PostgreSQL cannot hold."""
+    raise ValueError(message + "\x00 and \ud800")
+
+
+@app.task(queue="io", max_attempts=1)
+async def returns_a_lone_surrogate() -> str:
+    """Return a string that is not valid UTF-8."""
+    return "half a pair: \udc80"

@@ -63,11 +63,13 @@ def test_merge_replaces_delay_with_run_at_and_back() -> None:
 
 
 def test_bad_max_attempts_and_timeout_are_rejected() -> None:
-    """max_attempts must be 1..1000 and timeout positive."""
+    """max_attempts must be 1..1000 and timeout positive and finite (None means none)."""
     with pytest.raises(ValueError, match="max_attempts"):
         JobOptions(max_attempts=0)
-    with pytest.raises(ValueError, match="timeout"):
-        JobOptions(timeout=0)
+    for timeout in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="timeout"):
+            JobOptions(timeout=timeout)
+    assert JobOptions(timeout=timedelta(days=400)).timeout == timedelta(days=400)
 
 
 def test_task_using_validates_immediately() -> None:

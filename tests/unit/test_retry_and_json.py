@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pgqueue import Retry, RetryPolicy
 from pgqueue._json import dumps, dumps_arguments
 from pgqueue._retry import MAX_DELAY
+from pgqueue._store import pg_text
 
 
 @given(attempt=st.integers(1, 10_000), seed=st.integers(0, 2**32))
@@ -48,6 +49,14 @@ def test_bad_policies_are_rejected(bad: dict[str, float]) -> None:
         RetryPolicy(**bad)  # type: ignore[arg-type]
 
 
+def test_a_large_factor_reaches_the_cap_without_overflowing() -> None:
+    """factor ** 64 past the largest float is simply past the cap (it raised OverflowError
+    in the worker, for jobs with more than 64 attempts)."""
+    assert RetryPolicy(factor=1e10, cap=60.0, jitter=False).delay(65) == 60.0
+    assert RetryPolicy(base=0, factor=1e10).ceiling(1000) == 0.0
+    assert RetryPolicy(factor=1e10, cap=60.0).ceiling(2) == 60.0
+
+
 @pytest.mark.parametrize("delay", [-1.0, math.nan, math.inf, MAX_DELAY * 1.001])
 def test_retry_delays_the_ack_cannot_write_are_rejected(delay: float) -> None:
     """Retry(delay) outside 0..1000 years raises ValueError in the task, not in the acker:
@@ -65,11 +74,38 @@ def test_unserialisable_argument_is_named() -> None:
         dumps_arguments("t", [], {"when": {1, 2}})
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nul\x00byte", {"k": "\x00"}])
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), "nul\x00byte", {"k": "\x00"}, "lone \ud800", {"\udfff": 1}],
+)
 def test_values_postgres_cannot_store_are_refused(value: object) -> None:
-    """NaN, Infinity and NUL characters are refused before reaching the database."""
+    """NaN, Infinity, NUL characters and lone surrogates (not UTF-8) are refused before
+    reaching the database."""
     with pytest.raises(TypeError):
         dumps(value)
+
+
+def test_a_surrogate_pair_and_other_unicode_are_kept() -> None:
+    """Only a lone surrogate is refused: the characters it could be half of are stored."""
+    assert dumps(["\U0001f600", "\u00e9", "\ud83d\ude00".encode("utf-16", "surrogatepass")
+                  .decode("utf-16")]) == '["\U0001f600","\u00e9","\U0001f600"]'  # fmt: skip
+
+
+def test_a_lone_surrogate_argument_is_named() -> None:
+    """An argument that is not UTF-8 is named, like any other that cannot be stored."""
+    with pytest.raises(TypeError, match=r"keyword argument 'name' .* lone surrogate"):
+        dumps_arguments("t", [], {"name": "\udc80"})
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [("plain", "plain"), ("a\x00b", "a\\x00b"), ("\udc80!", "\\udc80!"), ("\u00e9", "\u00e9"),
+     (None, None)],
+)  # fmt: skip
+def test_error_texts_are_made_storable(text: str | None, stored: str | None) -> None:
+    """Error texts (a task's own words) keep every character, NUL and lone surrogates as
+    backslash escapes: the ack writes them rather than refusing its batch."""
+    assert pg_text(text) == stored
 
 
 def test_escaped_backslash_u0000_text_is_allowed() -> None:

@@ -1,0 +1,89 @@
+"""An outcome the database would refuse never holds back the outcomes written with it."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import pytest
+
+from pgqueue import _store
+from pgqueue._store import Outcome
+from pgqueue._worker._acker import Acker
+from pgqueue._worker._db import Db
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+
+async def test_errors_and_results_psql_cannot_hold_end_their_jobs_and_no_other(
+    dsn: str, conn
+) -> None:
+    """A NUL or lone surrogate in an error is escaped; such a result fails its job at once.
+
+    Before, either made the database refuse the whole ack batch, forever: the worker's every
+    later outcome waited behind it."""
+    bad_error = t.raises_unstorable_text.enqueue(conn, "nul:")
+    bad_result = t.returns_a_lone_surrogate.enqueue(conn)
+    fine = [t.add.enqueue(conn, i, 1) for i in range(20)]
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 20, "failed": 2})
+    rows = dict(query(dsn, "SELECT id, last_error FROM pgqueue.jobs WHERE state = 'failed'"))
+    assert rows[bad_error] == "ValueError: nul:\\x00 and \\ud800"
+    assert rows[bad_result].startswith("the return value is not JSON-serialisable")
+    assert "lone surrogate ('\\udc80')" in rows[bad_result]
+    [(traceback,)] = query(
+        dsn, "SELECT errors -> 0 ->> 'traceback' FROM pgqueue.jobs WHERE id = %s", [bad_error]
+    )
+    assert "raises_unstorable_text" in traceback and "\\x00" in traceback
+    results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs WHERE state = 'succeeded'"))
+    assert [results[i] for i in fine] == [i + 1 for i in range(20)]
+
+
+def _claim(dsn: str, count: int) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        claim = _store.run(c.cursor(), _store.jobs_claim("w", {"io": count}, 30))
+    return [row[0] for row in claim.rows]
+
+
+async def test_a_refused_outcome_fails_its_job_and_the_rest_of_the_batch_is_written(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses one outcome of a batch (a delay past what an interval holds): the
+    acker writes the others, and records that job as failed with the database's reason."""
+    for i in range(6):
+        t.add.enqueue(conn, i, 0)
+    conn.commit()
+    ids = _claim(dsn, 6)
+    assert len(ids) == 6
+    db = Db(dsn, "ack")
+    acker = Acker(db, batch=100, interval=0.01)
+    for job_id in ids:
+        retry = job_id == ids[2] or job_id == ids[4]
+        delay = 1e300 if job_id == ids[2] else 0.0  # ids[4]: a good retry beside the bad one
+        acker.add(Outcome(job_id, 1, "queued" if retry else "succeeded", delay=delay))
+    with caplog.at_level(logging.WARNING, "pgqueue.worker"):
+        await acker.flush()
+    await db.close()
+    assert acker.pending == 0
+    rows = dict(query(dsn, "SELECT id, state FROM pgqueue.jobs"))
+    assert rows == {i: "failed" if i == ids[2] else "queued" if i == ids[4] else "succeeded"
+                    for i in ids}  # fmt: skip
+    [(error,)] = query(dsn, "SELECT last_error FROM pgqueue.jobs WHERE id = %s", [ids[2]])
+    assert error == (
+        "pgqueue could not store this attempt's outcome (queued): timestamp out of range"
+    )
+    actions = [r.__dict__.get("action") for r in caplog.records]
+    assert actions.count("ack_refused") == 2  # the batch, then the one outcome
+    assert "ack_lease_lost" not in actions
+
+
+async def test_a_broken_connection_still_keeps_the_whole_batch_for_the_next_try(dsn: str) -> None:
+    """Only refusals split a batch: a connection that fails keeps every outcome buffered."""
+    db = Db("postgresql://127.0.0.1:1/nowhere", "ack")
+    acker = Acker(db, batch=100, interval=0.01)
+    for job_id in (1, 2, 3):
+        acker.add(Outcome(job_id, 1, "succeeded"))
+    with pytest.raises(psycopg.OperationalError):
+        await acker.flush()
+    assert acker.pending == 3
