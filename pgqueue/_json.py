@@ -25,6 +25,8 @@ def dumps(value: Any) -> str:
         text = _ENCODER.encode(value)
     except ValueError as exc:  # NaN / Infinity, or a circular reference
         raise TypeError(str(exc)) from exc
+    except RecursionError:
+        raise TypeError("the value is nested too deeply to encode as JSON") from None
     if "u0000" in text and _NUL_ESCAPE.search(text):
         raise TypeError("strings containing NUL (\\u0000) cannot be stored by PostgreSQL")
     if not text.isascii():  # O(1) in CPython; most payloads stop here

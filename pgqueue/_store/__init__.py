@@ -168,8 +168,11 @@ def _claimed(rows: list[Row]) -> Claim:
     """Decode a claim's JSON columns (args, kwargs, meta; selected as text), and find where
     it ended per queue."""
     d = decode_json
-    jobs = [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), r[9], r[10])
-            for r in rows]  # fmt: skip
+    try:
+        jobs = [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), r[9], r[10])
+                for r in rows]  # fmt: skip
+    except Exception:  # a row Python cannot decode: the claim is committed, so go on
+        jobs = [_claimed_row(r) for r in rows]
     if not rows:
         return Claim(jobs, {})
     queues = set(map(_QUEUE, rows))
@@ -177,6 +180,18 @@ def _claimed(rows: list[Row]) -> Claim:
     read = rows[0][12]  # NULL: not counted
     walked = 0 if read is None else read - len(rows)
     return Claim(jobs, dict(_end(group) for group in groups), walked, read is not None)
+
+
+def _claimed_row(r: Row) -> Row:
+    """One claimed row, decoded on its own: a row whose JSON Python cannot decode (nested
+    deeper than its recursion limit, say; PostgreSQL accepts more) comes back with empty
+    arguments and, as a twelfth field, why, so that its job fails instead of the claim."""
+    try:
+        return (r[0], r[1], r[2], decode_json(r[3]), decode_json(r[4]), r[5], r[6], r[7],
+                decode_json(r[8]), r[9], r[10])  # fmt: skip
+    except Exception as exc:  # reported as the job's error
+        why = f"pgqueue could not decode this job's args, kwargs or meta: {exc!r}"
+        return (r[0], r[1], r[2], [], {}, r[5], r[6], r[7], {}, r[9], r[10], why)
 
 
 _QUEUE = operator.itemgetter(1)

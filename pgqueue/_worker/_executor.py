@@ -41,6 +41,7 @@ class ClaimedJob:
     meta: dict[str, Any]
     waited: float = 0.0  # seconds between becoming runnable (run_at) and this claim
     crashed: bool = False  # the previous attempt ended with its worker lost
+    unreadable: str | None = None  # why the row's JSON could not be decoded: the job fails
 
     def context(self) -> JobContext:
         """A fresh context for running this attempt."""
@@ -74,7 +75,7 @@ class JobExecutor:
     def runs_inline(self, job: ClaimedJob) -> bool:
         """Whether :meth:`run` would finish ``job`` without ever suspending: a coroutine
         function with no ``await`` in it, run on the loop, with no timeout and no middleware."""
-        if job.timeout is not None or job.crashed or self.app.hooks.middleware:
+        if job.timeout is not None or job.crashed or job.unreadable or self.app.hooks.middleware:
             return False
         task = self.app.get_task(job.task)
         if task is None:
@@ -86,6 +87,8 @@ class JobExecutor:
 
     async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
         """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates)."""
+        if job.unreadable is not None:  # no attempt can read it: fail now, arguments kept
+            return Outcome(job.id, job.attempt, "failed", error=job.unreadable)
         task = self.app.get_task(job.task)
         try:
             if task is None:

@@ -134,3 +134,12 @@ async def raises_unstorable_text(message: str) -> None:
 async def returns_a_lone_surrogate() -> str:
     """Return a string that is not valid UTF-8."""
     return "half a pair: \udc80"
+
+
+@app.task(queue="io", max_attempts=3)
+async def returns_deep_nesting() -> list[object]:
+    """Return a list nested deeper than the JSON encoder's recursion allows."""
+    value: list[object] = []
+    for _ in range(5000):
+        value = [value]
+    return value

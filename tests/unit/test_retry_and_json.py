@@ -91,6 +91,15 @@ def test_a_surrogate_pair_and_other_unicode_are_kept() -> None:
                   .decode("utf-16")]) == '["\U0001f600","\u00e9","\U0001f600"]'  # fmt: skip
 
 
+def test_a_value_nested_too_deeply_is_a_type_error_naming_the_argument() -> None:
+    """The encoder's RecursionError becomes the TypeError every unstorable value raises."""
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"positional argument 0 of task 't'.*nested too deeply"):
+        dumps_arguments("t", [deep], {})
+
+
 def test_a_lone_surrogate_argument_is_named() -> None:
     """An argument that is not UTF-8 is named, like any other that cannot be stored."""
     with pytest.raises(TypeError, match=r"keyword argument 'name' .* lone surrogate"):

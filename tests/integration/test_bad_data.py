@@ -1,4 +1,5 @@
-"""An outcome the database would refuse never holds back the outcomes written with it."""
+"""A job whose data PostgreSQL or Python cannot handle fails on its own, with the reason;
+no other job waits behind it, and the worker goes on."""
 
 from __future__ import annotations
 
@@ -38,6 +39,36 @@ async def test_errors_and_results_psql_cannot_hold_end_their_jobs_and_no_other(
     assert "raises_unstorable_text" in traceback and "\\x00" in traceback
     results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs WHERE state = 'succeeded'"))
     assert [results[i] for i in fine] == [i + 1 for i in range(20)]
+
+
+async def test_a_row_python_cannot_decode_fails_its_job_not_the_claim(dsn: str, conn) -> None:
+    """args nested 3,000 deep (PostgreSQL takes them; Python's decoder stops near 1,000), as
+    SQL can enqueue them: that job fails at once with the reason and its args kept, and the
+    jobs claimed with it run. Before, the claim raised RecursionError and the worker died,
+    leaving the whole claim running until its lease ran out, and then again."""
+    deep = "[" * 3000 + "]" * 3000
+    [(bad,)] = query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', %s::jsonb,"
+                          " queue => 'io', max_attempts => 3)", [deep])  # fmt: skip
+    fine = [t.add.enqueue(conn, i, 1) for i in range(5)]
+    too_deep_result = t.returns_deep_nesting.enqueue(conn)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 5, "failed": 2})
+    failed = ("SELECT id, attempts, last_error, pg_column_size(args) FROM pgqueue.jobs"
+              " WHERE state = 'failed'")  # fmt: skip
+    rows = {r[0]: r[1:] for r in query(dsn, failed)}
+    attempts, error, size = rows[bad]
+    assert attempts == 1
+    assert error.startswith("pgqueue could not decode this job's args, kwargs or meta: "
+                            "RecursionError(")  # fmt: skip
+    assert size > 3000  # the arguments are kept for whoever looks into it
+    attempts, error, _ = rows[too_deep_result]
+    assert (attempts, error) == (
+        1, "the return value is not JSON-serialisable: the value is nested too deeply to "
+           "encode as JSON",
+    )  # fmt: skip
+    results = dict(query(dsn, "SELECT id, result FROM pgqueue.jobs WHERE state = 'succeeded'"))
+    assert [results[i] for i in fine] == [1, 2, 3, 4, 5]
 
 
 def _claim(dsn: str, count: int) -> list[int]:
