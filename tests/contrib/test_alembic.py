@@ -36,7 +36,7 @@ def test_users_history_installs_the_same_schema_as_pgqueue_migrate(dsn, empty_ds
     assert done.returncode == 0, done.stderr
     assert catalog(empty_dsn) == catalog(dsn)
     assert pgqueue.schema_check(empty_dsn) is None
-    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a4",)]
+    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a5",)]
 
 
 def test_users_history_on_a_database_pgqueue_migrated_changes_nothing(dsn: str) -> None:
@@ -55,7 +55,22 @@ def test_alembic_check_finds_nothing_to_do_with_the_filter(empty_dsn: str) -> No
     assert done.returncode == 0, done.stderr + done.stdout
 
 
-@pytest.mark.parametrize("hook", ["include_name", "include_object", None])
+# Reflecting pgqueue's tables, SQLAlchemy warns on the NOT VALID finished_jobs_run_at_check
+# (revision 0005): it passes the constraint's options on under a name it then cannot place.
+# include_name skips the schema before any reflection, so it runs with warnings as errors.
+REFLECTS = pytest.mark.filterwarnings(
+    "ignore:Can't validate argument 'dialect_options':sqlalchemy.exc.SAWarning"
+)
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "include_name",
+        pytest.param("include_object", marks=REFLECTS),
+        pytest.param(None, marks=REFLECTS),
+    ],
+)
 def test_autogenerate_drops_pgqueue_tables_only_without_a_hook(dsn: str, hook: str | None) -> None:
     """Without a hook, autogenerate wants to drop pgqueue's tables; either hook stops that."""
     engine = create_engine(url(dsn), poolclass=NullPool)
