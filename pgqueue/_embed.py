@@ -7,7 +7,9 @@ recorded in ``pgqueue.alembic_version`` too, so ``pgqueue migrate --check``, wor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -15,6 +17,25 @@ import psycopg
 from pgqueue import _store
 from pgqueue._schema import KNOWN_REVISIONS
 from pgqueue.migrations import sql_files
+
+log = logging.getLogger("pgqueue.migrate")
+
+
+def _log_notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+    message = diagnostic.message_primary or ""
+    if message.startswith("pgqueue "):  # a revision telling what it changed in the rows
+        log.warning("%s", message, extra={"action": "migration_notice"})
+
+
+@contextlib.contextmanager
+def notices_logged(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Log, while migrating on ``conn``, what a revision's SQL says about the rows it
+    repaired (its NOTICEs starting "pgqueue "): psycopg drops NOTICEs unless told otherwise."""
+    conn.add_notice_handler(_log_notice)
+    try:
+        yield
+    finally:
+        conn.remove_notice_handler(_log_notice)
 
 
 def installed_revision(cur: psycopg.Cursor[Any]) -> str | None:
@@ -52,9 +73,10 @@ def install_revision(
     _store.run(cur, _store.schema_version_table_create())
     # Every revision after the recorded one, up to ``revision``: each builds on the one before.
     first = 0 if recorded is None else KNOWN_REVISIONS.index(recorded) + 1
-    for step in KNOWN_REVISIONS[first : KNOWN_REVISIONS.index(revision) + 1]:
-        for text in sql_files(step):
-            run_file(text)
+    with notices_logged(cur.connection):
+        for step in KNOWN_REVISIONS[first : KNOWN_REVISIONS.index(revision) + 1]:
+            for text in sql_files(step):
+                run_file(text)
     _store.run(cur, _store.schema_revision_clear())
     _store.run(cur, _store.schema_revision_insert(revision))
     return True

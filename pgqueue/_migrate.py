@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue._embed import notices_logged
 from pgqueue._schema import schema_problem, schema_state
 
 
@@ -35,7 +36,7 @@ def migrate(dsn: str) -> None:
     raw = psycopg.connect(dsn)  # connect first: a bad DSN fails as a plain psycopg error
     engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=NullPool)
     try:
-        with engine.begin() as connection:
+        with notices_logged(raw), engine.begin() as connection:
             command.upgrade(_config(connection=connection), "head")
     finally:
         engine.dispose()

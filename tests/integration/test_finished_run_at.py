@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import psycopg
@@ -90,6 +91,37 @@ def test_the_upgrade_notice_names_the_count_and_at_most_ten_ids(
     assert [n for n in notices if n.startswith("pgqueue 0005")] == [
         f"pgqueue 0005: {count} finished jobs had an infinite run_at (ids {ids}); it is now"
         " finite, and the old value is in meta->>'run_at_was'"
+    ]
+
+
+def test_pgqueue_migrate_prints_what_a_revision_repaired(empty_dsn: str) -> None:
+    """The CLI shows the revisions' NOTICEs about repaired rows (psycopg drops NOTICEs unless
+    a handler takes them), and only those: not PostgreSQL's own, such as "already exists"."""
+    at_0004_with_history(empty_dsn, HISTORY[:2])
+    done = cli(empty_dsn, "migrate")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "pgqueue 0005" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0], done.stderr
+    assert "2 finished jobs had an infinite run_at (ids 1, 2)" in lines[0]
+    assert "skipping" not in done.stderr and "NOTICE" not in done.stderr, done.stderr
+    again = cli(empty_dsn, "migrate")
+    assert (again.returncode, again.stderr) == (0, "")
+
+
+def test_embedded_installs_log_what_a_revision_repaired(
+    empty_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Django's and a user's alembic revisions install through install_revision: it logs the
+    same NOTICE, at WARNING, on the pgqueue.migrate logger."""
+    at_0004_with_history(empty_dsn, HISTORY[:1])
+    with (
+        psycopg.connect(empty_dsn) as conn,
+        conn.cursor() as cur,
+        caplog.at_level(logging.WARNING, "pgqueue.migrate"),
+    ):
+        assert install_revision(cur, "0005", lambda text: cur.execute(text.encode()))
+    assert [(r.name, r.getMessage()[:43]) for r in caplog.records] == [
+        ("pgqueue.migrate", "pgqueue 0005: 1 finished jobs had an infini")
     ]
 
 
