@@ -56,6 +56,11 @@ def load_app(path: str) -> PgQueue:
     return app
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def friendly_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
 
@@ -64,8 +69,17 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(f"cannot reach the database: {first}") from None
+            raise click.ClickException(f"cannot reach the database: {_first_line(exc)}") from None
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction,
+                psycopg.errors.InvalidSchemaName) as exc:  # fmt: skip
+            raise click.ClickException(
+                f"{_first_line(exc)}: is pgqueue's schema installed and current in this "
+                "database? `pgqueue migrate --check` tells, `pgqueue migrate` installs it"
+            ) from None
+        except psycopg.Error as exc:
+            raise click.ClickException(
+                f"the database refused: {_first_line(exc)} ({type(exc).__name__})"
+            ) from None
         except (PgQueueError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -67,6 +67,25 @@ def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
+     ("stats",), ("workers",), ("enqueue", "t"), ("prune",)],
+)  # fmt: skip
+def test_commands_on_a_missing_schema_say_so_in_one_line(
+    empty_dsn: str, command: tuple[str, ...]
+) -> None:
+    """Every operations command, run before `pgqueue migrate`, exits 1 with one line that
+    names the missing relation and the command to run, not a traceback."""
+    result = cli(empty_dsn, *command)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: "), line
+    assert "does not exist: is pgqueue's schema installed" in line
+    assert line.endswith("`pgqueue migrate` installs it")
+
+
 def test_bad_app_path_is_one_line(dsn: str) -> None:
     """--app pointing at nothing importable gives a one-line error."""
     result = subprocess.run(
