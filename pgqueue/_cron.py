@@ -51,9 +51,13 @@ def check_expression(expression: str) -> str:
             " (minute hour day month weekday), or 6 with seconds last"
         )
     try:
-        _croniter(expression)
+        ticks = _croniter(expression)
     except (ValueError, KeyError) as exc:  # croniter's errors derive from ValueError
         raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
+    try:  # a day that never comes (0 0 30 2 *) would stop every schedule of the worker
+        ticks.get_next(datetime)
+    except ValueError as exc:  # CroniterBadDateError, after 50 years without a match
+        raise ValueError(f"cron expression {expression!r} matches no date: {exc}") from None
     return " ".join(fields)
 
 

@@ -111,6 +111,22 @@ def test_invalid_expression_is_refused_with_the_value_quoted(expression: str) ->
         CronSpec(expression)
 
 
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"])
+def test_an_expression_that_matches_no_date_is_refused(expression: str) -> None:
+    """February 30th never comes: croniter accepts the fields, but asking it for the next
+    tick raised in the worker's scheduler and stopped every periodic task of the app."""
+    with pytest.raises(ValueError, match="matches no date"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 2,5 *", "0 0 30 2 1"])
+def test_rare_but_possible_days_are_kept(expression: str) -> None:
+    """A leap day (every 4 to 8 years), or a list with one possible month, has ticks; a day
+    of month that never comes with a weekday fires on the weekday (cron ORs the two)."""
+    spec = CronSpec(expression)
+    assert next_tick(spec, utc(2026, 3, 1)) > utc(2026, 3, 1)
+
+
 def test_unknown_time_zone_is_refused_with_the_value_quoted() -> None:
     """An unknown zone raises ValueError naming it."""
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
