@@ -73,16 +73,20 @@ def held_snapshot(dsn: str, n: int, samples: int, pairs: int = 2) -> dict[str, A
     ratio = statistics.median(held) / statistics.median(free)
     free_ms: list[float] = []
     held_ms: list[float] = []
+    free_p99: list[float] = []
+    held_p99: list[float] = []
     for i in range(pairs):
-        dead_sides = [(free_ms, 0), (held_ms, n)]
-        for p50s, dead in dead_sides if i % 2 == 0 else dead_sides[::-1]:
+        dead_sides = [(free_ms, free_p99, 0), (held_ms, held_p99, n)]
+        for p50s, p99s, dead in dead_sides if i % 2 == 0 else dead_sides[::-1]:
             _env.checkpoint(dsn)
             lat = latency.enqueue_to_start(dsn, samples, dead=dead)
             p50s.append(statistics.median(lat["from_commit_done"]))
+            p99s.append(statistics.quantiles(lat["from_commit_done"], n=100)[98])
     return {
         "jobs": n, "free_jobs_s": free, "held_jobs_s": held, "ratio": ratio,
         "latency_free_p50_ms": free_ms, "latency_held_p50_ms": held_ms,
         "latency_ratio": statistics.median(held_ms) / statistics.median(free_ms),
+        "latency_free_p99_ms": free_p99, "latency_held_p99_ms": held_p99,
     }  # fmt: skip
 
 

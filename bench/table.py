@@ -38,6 +38,10 @@ def rows(report: dict[str, Any]) -> list[str]:
         if "latency_ratio" in h:
             ms = f"{_rates(h['latency_held_p50_ms'])} vs {_rates(h['latency_free_p50_ms'])} ms"
             lines.append(f"| snapshot.latency_ratio (p50 {ms}) | {h['latency_ratio']:.2f} | | |")
+        if "latency_held_p99_ms" in h:
+            held, free = h["latency_held_p99_ms"], h["latency_free_p99_ms"]
+            lines.append(f"| snapshot.latency p99 ms, held vs clean | {_rates(held)} vs "
+                         f"{_rates(free)} | | |")  # fmt: skip
     return lines
 
 

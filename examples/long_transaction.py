@@ -6,8 +6,9 @@ While a transaction keeps a snapshot of the queue's database (or one of any data
 written and not ended), PostgreSQL cannot remove the row versions that claims and finished
 jobs leave behind, and a claim from the head of the queue steps over all of them. The worker
 sees its claims walk those entries and resumes each claim where its last one ended, so the
-drain keeps most of its rate; once it has caught up, it resumes too and claims from the head
-once a second, so a job sent alone still starts within about a millisecond or two. The table
+drain keeps most of its rate; once it has caught up, it resumes too and looks for jobs behind
+its point once a second on another connection, so a job sent alone still starts within about
+a millisecond or two. The table
 and its indexes still grow until the transaction ends. This drains the same jobs twice, then
 sends 50 jobs one at a time, the second time with a "nightly report" idle in its
 transaction, and prints the warning a worker logs when such a transaction has been open for

@@ -164,6 +164,13 @@ def jobs_claim(
     return Query(q.JOBS_CLAIM, params, _claimed)
 
 
+def jobs_behind_point(queue: str, point: ClaimPoint, back: float) -> Query[bool]:
+    """Whether ``queue`` has a runnable job that its idle resumed claims, stepping ``back``
+    seconds before ``point``, would not read (see ``q.JOBS_BEHIND_POINT``)."""
+    params = {"queue": queue, "priority": point.priority, "id": point.id, "back": back}
+    return Query(q.JOBS_BEHIND_POINT, params, _one)
+
+
 def _claimed(rows: list[Row]) -> Claim:
     """Decode a claim's JSON columns (args, kwargs, meta; selected as text), and find where
     it ended per queue."""

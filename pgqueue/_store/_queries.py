@@ -265,6 +265,28 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
           j.last_error IS NOT DISTINCT FROM 'worker lost', j.priority, NULL::bigint
 """
 
+# Whether a job lies behind where an idle queue's resumed claims read (JOBS_CLAIM_ONE_AFTER's
+# "later" branch): runnable, of the point's priority, at or before the point stepped back by
+# ``back`` seconds. Such a job committed that long after younger ones were claimed. The worker
+# asks once a second on its maintenance connection, so that the scan over the entries a held
+# horizon keeps at the head runs beside the claims instead of delaying one. A point whose row
+# is gone counts as "behind": the claim then reads from the head anyway. A scalar subquery in
+# claim order keeps it on the claim index: EXISTS, which drops ORDER BY and LIMIT, let the
+# planner scan the whole table, every dead row version with it.
+JOBS_BEHIND_POINT: LiteralString = """WITH point AS MATERIALIZED (
+    SELECT coalesce(
+        (SELECT run_at FROM pgqueue.active_jobs WHERE id = %(id)s AND state = 'running'),
+        (SELECT run_at FROM pgqueue.finished_jobs WHERE id = %(id)s))
+        - make_interval(secs => %(back)s) AS run_at
+)
+SELECT (SELECT run_at FROM point) IS NULL OR (
+    SELECT id FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
+       AND priority = %(priority)s AND (run_at, id) <= ((SELECT run_at FROM point), %(id)s)
+     ORDER BY priority DESC, run_at, id
+     LIMIT 1) IS NOT NULL
+"""
+
 _FINISHED_COLUMNS = """
     (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at, created_at,
      started_at, finished_at, worker_id, timeout, unique_key, result, last_error, errors, meta)

@@ -170,7 +170,9 @@ class Worker:
         self._walk_rate = 20_000  # entries walked per second of resuming that follows
         self._resume_until = 0.0  # claims of queues with a backlog resume until then
         self._idle_resume_until = 0.0  # ... and those of queues without one
-        self._head_claimed_at = 0.0  # when the last claim from the head was sent
+        # Idle queues may resume until then: a claim from the head, or a look behind their
+        # points (_watch_behind_points), found nothing they would miss.
+        self._behind_clear_until = 0.0
         self._head_counted_at = -self._claim_rescan  # ... and the last one that counted
         total = sum(self.queues.values())
         self._executor = JobExecutor(
@@ -235,6 +237,7 @@ class Worker:
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
             self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
+            self._watch_behind_points(),
         ]  # fmt: skip
         if self.listen:
             parts.append(
@@ -326,7 +329,7 @@ class Worker:
                 continue
             self._claim_after.update(claim.ends)
             if not after:  # only a claim from the head decides
-                self._head_claimed_at = now
+                self._behind_clear_until = now + 2 * self._claim_rescan
                 if claim.counted:
                     self._head_counted_at = now
                 if claim.walked > (_WALKED_TO_RESUME if backlogged else _WALKED_TO_RESUME_IDLE):
@@ -353,12 +356,10 @@ class Worker:
         (see JOBS_CLAIM_AFTER). A queue with a backlog resumes at its point until
         _resume_until; one without resumes a second before it (a job whose enqueuing
         transaction ended after younger ones were claimed lies behind the point) until
-        _idle_resume_until, and only within _claim_rescan seconds of the last claim from the
-        head, which finds the rest."""
+        _idle_resume_until, and only while the last claim from the head, or the last look
+        behind the points, says that nothing lies behind them (_behind_clear_until)."""
         resumes = now < self._resume_until
-        idle_resumes = now < self._idle_resume_until and (
-            now < self._head_claimed_at + self._claim_rescan
-        )
+        idle_resumes = now < self._idle_resume_until and now < self._behind_clear_until
         if not resumes and not idle_resumes:
             return {}, {}
         after: dict[str, _store.ClaimPoint] = {}
@@ -373,6 +374,37 @@ class Worker:
                 after[queue] = point
                 idle[queue] = self._claim_rescan
         return after, idle
+
+    async def _watch_behind_points(self) -> None:
+        """While idle queues resume, look once per _claim_rescan, on the maintenance
+        connection, for a runnable job their resumed claims would not read (one that
+        committed more than _claim_rescan seconds after younger ones were claimed). Finding
+        none lets them go on resuming, so that the claims from the head, which walk every
+        entry a held horizon keeps, come once per resume period instead of once per rescan
+        and no longer delay the claim a job arrives during; finding one, or failing to look,
+        makes the next claim read from the head, at once."""
+        while not self.stopping.is_set():
+            await self._wait(self.stopping, self._claim_rescan)
+            sent = time.monotonic()
+            if sent >= self._idle_resume_until:
+                continue
+            points = [(queue, point) for queue, point in self._claim_after.items()
+                      if queue in self.queues and queue not in self._backlog]  # fmt: skip
+            behind = False
+            try:
+                for queue, point in points:
+                    look = _store.jobs_behind_point(queue, point, self._claim_rescan)
+                    if await self._maint_db.run(look):
+                        behind = True
+                        break
+            except (psycopg.Error, OSError):
+                behind = True  # cannot tell: the claim from the head will
+            if behind:
+                self._behind_clear_until = 0.0
+                self.wake()
+            elif points:
+                clear = sent + 2 * self._claim_rescan
+                self._behind_clear_until = max(self._behind_clear_until, clear)
 
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot

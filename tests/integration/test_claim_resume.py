@@ -416,6 +416,71 @@ async def test_a_caught_up_resuming_worker_still_claims_a_job_far_behind_its_poi
     assert any(spy.idle), spy.claims
 
 
+def test_a_look_behind_a_point_finds_only_what_the_resumed_claim_would_miss(dsn: str) -> None:
+    """jobs_behind_point: true for a runnable job of the point's priority at or before the
+    point stepped back, false for one after it, for another priority or queue, or not yet
+    due; true when the point's row is gone (the claim then reads from the head anyway)."""
+    enqueue(dsn, "io", 10)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        claim = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 10}, 30))
+    point = claim.ends["io"]
+
+    def behind() -> bool:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return _store.run(conn.cursor(), _store.jobs_behind_point("io", point, 1.0))
+
+    assert behind() is False
+    enqueue_at(dsn, "io", point_run_at(dsn, point, "-0.5 s"))  # within the step back
+    enqueue_at(dsn, "io", point_run_at(dsn, point, "-2 s"), priority=1)  # the higher branch
+    enqueue_at(dsn, "cpu", point_run_at(dsn, point, "-1 day"))
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, run_at) VALUES ('io', 'x', %s)",
+          [point_run_at(dsn, point, "+1 day")])  # fmt: skip
+    assert behind() is False
+    late = enqueue_at(dsn, "io", point_run_at(dsn, point, "-2 s"))
+    assert behind() is True
+    query(dsn, "DELETE FROM pgqueue.active_jobs WHERE id = %s", [late])
+    assert behind() is False
+    query(dsn, "DELETE FROM pgqueue.active_jobs WHERE id = %s", [point.id])
+    assert behind() is True
+
+
+class LookSpy:
+    """Counts the worker's looks behind its points, and what they found."""
+
+    def __init__(self, worker: Any) -> None:
+        self.found: list[bool] = []
+        run = worker._maint_db.run
+
+        async def spy(query: _store.Query[Any]) -> Any:
+            result = await run(query)
+            if query.sql is _store.q.JOBS_BEHIND_POINT:
+                self.found.append(result)
+            return result
+
+        worker._maint_db.run = spy
+
+
+async def test_a_caught_up_worker_looks_behind_its_points_instead_of_claiming_from_the_head(
+    dsn: str, held: psycopg.Connection[Any]
+) -> None:
+    """Beside 8,000 dead entries and told to resume for a minute, a worker that claims each
+    job as it arrives (150 jobs, 20 ms apart: 3 s, ten rescans) claims from the head once,
+    then resumes for every later claim: its looks behind the points, on the maintenance
+    connection, find nothing. Before, it claimed from the head once per rescan, and each
+    such claim walked the 8,000 entries on the latency path."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4)
+    worker._claim_rescan = 0.3
+    worker._walk_rate = 100  # 8,000 entries walked: resume for the longest, 60 s
+    spy, looks = ClaimSpy(worker), LookSpy(worker)
+    await trickle(dsn, worker, 150, 0.02)
+    first = spy.idle.index(True)
+    assert [resumed for resumed, _ in spy.claims[first:]].count(False) == 0, spy.claims
+    assert sum(took for took, idle in zip(spy.took, spy.idle, strict=True) if idle) >= 140
+    assert len(looks.found) >= 5 and not any(looks.found), looks.found
+
+
 def test_only_a_claim_with_a_backlog_makes_claims_with_a_backlog_resume(dsn: str) -> None:
     """A caught-up worker's walk makes only its idle queues resume, within a rescan interval
     of its last claim from the head; its queues with a backlog keep the cheaper claim from
@@ -426,7 +491,7 @@ def test_only_a_claim_with_a_backlog_makes_claims_with_a_backlog_resume(dsn: str
     worker._backlog = {"io"}
     wanted = {"io": 4, "cpu": 4}
     now = time.monotonic()
-    worker._head_claimed_at = now
+    worker._behind_clear_until = now + 1
     worker._idle_resume_until = now + 5
     assert worker._resume_points(wanted, now + 0.5) == ({"cpu": points["cpu"]}, {"cpu": 1.0})
     assert worker._resume_points(wanted, now + 1.5) == ({}, {})  # time to look from the head

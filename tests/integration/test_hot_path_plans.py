@@ -88,6 +88,21 @@ def test_claim_uses_its_partial_index_with_a_large_history(
     )
 
 
+def test_a_look_behind_a_point_reads_the_claim_index_and_primary_keys_only(dsn: str) -> None:
+    """The worker's look behind an idle queue's point, once a second while it resumes, reads
+    the claim index up to the point and finds the point's run_at by primary key, in active
+    jobs or in a history of 200k rows. (Written with EXISTS, it scanned the whole table.)"""
+    fill_history(dsn)
+    with psycopg.connect(dsn) as conn:
+        point = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 100}, 30)).ends["io"]
+        conn.rollback()
+        nodes = plan_nodes(conn, _store.jobs_behind_point("io", point, 1.0))
+    assert scans_of(nodes, "active_jobs") == {
+        ("Index Only Scan", "active_jobs_claim_idx"), ("Index Scan", "active_jobs_pkey"),
+    }  # fmt: skip
+    assert scans_of(nodes, "finished_jobs") == {("Index Scan", "finished_jobs_pkey")}
+
+
 def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: str) -> None:
     """Stats taken with no running job must not make the ack scan the lease index or the table,
     and a big history is read through its primary key only."""
