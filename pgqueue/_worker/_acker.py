@@ -23,6 +23,11 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).partition("\n")[0]
 
 
+def _about(outcome: Outcome, action: str) -> dict[str, object]:
+    """The fields of a log record about one outcome's job."""
+    return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
+
+
 class Acker:
     """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
 
@@ -110,8 +115,7 @@ class Acker:
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
             "job %s attempt %s: the database refused its outcome; recording it as failed: %s",
-            outcome.job_id, outcome.attempt, reason,
-            extra={"action": "ack_refused", "job_id": outcome.job_id, "attempt": outcome.attempt},
+            outcome.job_id, outcome.attempt, reason, extra=_about(outcome, "ack_refused"),
         )  # fmt: skip
         try:
             return await self.db.run(
@@ -120,9 +124,7 @@ class Acker:
         except _REFUSED:  # the row itself is refused: its lease expires and recovery takes it
             log.exception(
                 "job %s attempt %s: the failure could not be recorded either; left to the lease",
-                outcome.job_id, outcome.attempt,
-                extra={"action": "ack_refused", "job_id": outcome.job_id,
-                       "attempt": outcome.attempt},
+                outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_refused"),
             )  # fmt: skip
             return [outcome.job_id]  # not a lost lease: nothing more can be done here
 
@@ -146,7 +148,5 @@ class Acker:
             if outcome.job_id not in applied:
                 log.warning(
                     "job %s attempt %s: lease lost before its outcome was written; discarded",
-                    outcome.job_id, outcome.attempt,
-                    extra={"action": "ack_lease_lost", "job_id": outcome.job_id,
-                           "attempt": outcome.attempt},
+                    outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_lease_lost"),
                 )  # fmt: skip
