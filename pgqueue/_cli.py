@@ -82,6 +82,11 @@ def friendly_errors(fn: F) -> F:
             ) from None
         except (PgQueueError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
+        except RecursionError:  # JSON that PostgreSQL accepted and Python cannot decode
+            raise click.ClickException(
+                "a JSON value read from the database is nested too deeply for Python to decode"
+                " (more than about 1,000 levels); read it with SQL"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

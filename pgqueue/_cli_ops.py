@@ -232,10 +232,13 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
     args, kwargs = _ops.decode_call(args_json, kwargs_json)
     seconds = _ops.parse_duration(delay) if delay else None
     with _connect(state) as conn:
-        job_id = _ops.enqueue_by_name(
-            conn, state.app, task, args, kwargs, queue=queue, priority=priority, delay=seconds,
-            max_attempts=max_attempts,
-        )  # fmt: skip
+        try:
+            job_id = _ops.enqueue_by_name(
+                conn, state.app, task, args, kwargs, queue=queue, priority=priority,
+                delay=seconds, max_attempts=max_attempts,
+            )  # fmt: skip
+        except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
+            raise click.ClickException(str(exc)) from None
     click.echo(job_id)
 
 

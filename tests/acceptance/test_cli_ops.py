@@ -66,6 +66,25 @@ def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
     assert states(dsn) == {}
 
 
+def test_enqueue_rejects_an_argument_postgres_cannot_store_in_one_line(dsn: str) -> None:
+    """Valid JSON with a NUL in a string (\\u0000) is refused in one line, naming the argument;
+    it printed a TypeError traceback."""
+    done = pgqueue(dsn, "enqueue", "t", "--args", '["ok", "a\\u0000b"]', ok=False)
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "positional argument 1 of task 't' is not JSON-serialisable" in done.stderr
+    assert states(dsn) == {}
+
+
+def test_a_job_python_cannot_decode_is_one_line_in_list_and_show(dsn: str) -> None:
+    """args nested 3,000 deep (PostgreSQL takes them from SQL): jobs list and show exit 1
+    with one line that says so, not a RecursionError traceback."""
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', %s::jsonb)", ["[" * 3000 + "]" * 3000])
+    for command in (["jobs", "list"], ["jobs", "show", str(job_id)]):
+        done = pgqueue(dsn, *command, ok=False)
+        assert done.stderr.strip().count("\n") == 0, done.stderr
+        assert "nested too deeply for Python to decode" in done.stderr
+
+
 def test_jobs_show_prints_args_and_every_attempts_traceback(dsn: str) -> None:
     """jobs show: arguments, state, and each attempt's error with its traceback."""
     job_id = failed_job(dsn)
