@@ -174,10 +174,8 @@ def jobs_behind_point(queue: str, point: ClaimPoint, back: float) -> Query[bool]
 def _claimed(rows: list[Row]) -> Claim:
     """Decode a claim's JSON columns (args, kwargs, meta; selected as text), and find where
     it ended per queue."""
-    d = decode_json
     try:
-        jobs = [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), r[9], r[10])
-                for r in rows]  # fmt: skip
+        jobs = _decoded(rows)
     except Exception:  # a row Python cannot decode: the claim is committed, so go on
         jobs = [_claimed_row(r) for r in rows]
     if not rows:
@@ -189,13 +187,19 @@ def _claimed(rows: list[Row]) -> Claim:
     return Claim(jobs, dict(_end(group) for group in groups), walked, read is not None)
 
 
+def _decoded(rows: list[Row]) -> list[Row]:
+    """Claimed rows with their JSON columns decoded (the worker's ``ClaimedJob`` fields)."""
+    d = decode_json
+    return [(r[0], r[1], r[2], d(r[3]), d(r[4]), r[5], r[6], r[7], d(r[8]), r[9], r[10])
+            for r in rows]  # fmt: skip
+
+
 def _claimed_row(r: Row) -> Row:
     """One claimed row, decoded on its own: a row whose JSON Python cannot decode (nested
     deeper than its recursion limit, say; PostgreSQL accepts more) comes back with empty
     arguments and, as a twelfth field, why, so that its job fails instead of the claim."""
     try:
-        return (r[0], r[1], r[2], decode_json(r[3]), decode_json(r[4]), r[5], r[6], r[7],
-                decode_json(r[8]), r[9], r[10])  # fmt: skip
+        return _decoded([r])[0]
     except Exception as exc:  # reported as the job's error
         why = f"pgqueue could not decode this job's args, kwargs or meta: {exc!r}"
         return (r[0], r[1], r[2], [], {}, r[5], r[6], r[7], {}, r[9], r[10], why)

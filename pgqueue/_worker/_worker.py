@@ -388,8 +388,7 @@ class Worker:
             sent = time.monotonic()
             if sent >= self._idle_resume_until:
                 continue
-            points = [(queue, point) for queue, point in self._claim_after.items()
-                      if queue in self.queues and queue not in self._backlog]  # fmt: skip
+            points = [(q, p) for q, p in self._claim_after.items() if q not in self._backlog]
             behind = False
             try:
                 for queue, point in points:
