@@ -7,8 +7,8 @@ the core never imports them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -87,11 +87,11 @@ async def async_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any
     return found
 
 
-@contextmanager
-def sync_cursor(conn: SyncConnection) -> Iterator[psycopg.Cursor[Any]]:
-    """A fresh cursor on the caller's connection, inside the caller's transaction."""
-    with sync_connection(conn).cursor() as cur:
-        yield cur
+def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
+    """A fresh cursor on the caller's connection, inside the caller's transaction; use it in a
+    ``with`` block, which closes it. (Not a generator context manager, which cost every
+    enqueue 4 µs more than the cursor itself.)"""
+    return sync_connection(conn).cursor()
 
 
 @asynccontextmanager

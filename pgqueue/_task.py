@@ -82,11 +82,12 @@ class Task(Generic[P, R]):
             self.name, args, kwargs, self.app.max_payload_bytes
         )
         o = self.options
-        meta = self.app.hooks.job_meta(o.meta)
+        hooks = self.app.hooks
+        meta = _json.dumps(hooks.job_meta(o.meta)) if o.meta or hooks.enqueue_meta else "{}"
         return _store.NewJob(
             queue=o.queue, task=self.name, args=encoded_args, kwargs=encoded_kwargs,
             priority=o.priority, max_attempts=o.max_attempts, run_at=o.run_at, delay=o.delay,
-            timeout=o.timeout, unique_key=o.unique_key, meta=_json.dumps(meta),
+            timeout=o.timeout, unique_key=o.unique_key, meta=meta,
         )  # fmt: skip
 
     def enqueue(self, conn: SyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:

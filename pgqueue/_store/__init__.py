@@ -12,7 +12,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, LiteralString, TypeVar
+from typing import Any, Generic, LiteralString, NamedTuple, TypeVar
 
 import psycopg
 
@@ -59,9 +59,11 @@ def _rows(rows: list[Row]) -> list[Row]:
     return rows
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """The column values of a job to insert; arguments already encoded as JSON text."""
+class NewJob(NamedTuple):
+    """The column values of a job to insert; arguments already encoded as JSON text.
+
+    A named tuple, not a frozen dataclass: one is built per enqueue, and a frozen dataclass's
+    eleven ``object.__setattr__`` calls cost 3 µs more."""
 
     queue: str
     task: str
@@ -77,7 +79,11 @@ class NewJob:
 
 
 def jobs_insert(job: NewJob) -> Query[int]:
-    """Insert one job; returns its id."""
+    """Insert one job without a unique key; returns its id."""
+    if job.run_at is None and not job.delay:
+        now = (job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
+               job.timeout, job.meta)  # fmt: skip
+        return Query(q.JOBS_INSERT_NOW, now, _one)
     params = (
         job.queue, job.task, job.args, job.kwargs, job.priority, job.max_attempts,
         job.run_at, job.delay or 0.0, job.timeout, job.unique_key, job.meta,

@@ -18,6 +18,14 @@ VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s,
 RETURNING id
 """
 
+# The common case, a job to run now: its run_at is the column's default, now(). Three bound
+# parameters fewer to encode and send, and no run_at expression to evaluate.
+JOBS_INSERT_NOW: LiteralString = """
+INSERT INTO pgqueue.active_jobs (queue, task, args, kwargs, priority, max_attempts, timeout, meta)
+VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s::jsonb)
+RETURNING id
+"""
+
 JOBS_INSERT_MANY: LiteralString = """
 INSERT INTO pgqueue.active_jobs
     (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
