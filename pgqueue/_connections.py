@@ -7,8 +7,7 @@ the core never imports them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -94,11 +93,22 @@ def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
     return sync_connection(conn).cursor()
 
 
-@asynccontextmanager
-async def async_cursor(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
-    """A fresh async cursor on the caller's connection, inside the caller's transaction."""
-    async with (await async_connection(conn)).cursor() as cur:
-        yield cur
+class async_cursor:  # lower case: used like a function, ``async with async_cursor(conn)``
+    """A fresh async cursor on the caller's connection, inside the caller's transaction,
+    closed on leaving the ``async with`` block. (A class, not an async generator context
+    manager, which cost every ``aenqueue`` 2-3 µs more.)"""
+
+    __slots__ = ("_conn", "_cur")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> psycopg.AsyncCursor[Any]:
+        self._cur: psycopg.AsyncCursor[Any] = (await async_connection(self._conn)).cursor()
+        return self._cur
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._cur.close()
 
 
 Adapter.__module__ = "pgqueue"
