@@ -7,7 +7,8 @@ commits, like ``enqueue``; the CLI opens a connection, calls one of these, and c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
-from pgqueue._errors import JobStateError
+from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
 from pgqueue._schema import schema_problem, schema_state
 
@@ -25,9 +26,22 @@ if TYPE_CHECKING:
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
+@contextmanager
+def _decodable(which: str) -> Iterator[None]:
+    """Turn the RecursionError of a JSON value nested deeper than Python decodes (SQL can
+    store deeper ones; Python's decoder stops near 1,000 levels) into an error that says so."""
+    try:
+        yield
+    except RecursionError:
+        raise PgQueueError(
+            f"{which} has a JSON value (args, kwargs, meta or result) nested too deeply for "
+            "Python to decode (more than about 1,000 levels); read it with SQL"
+        ) from None
+
+
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
-    with sync_cursor(conn) as cur:
+    with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
         row = _store.run(cur, _store.jobs_read(job_id))
     return Job(*row) if row else None
 
@@ -35,7 +49,8 @@ def get_job(conn: SyncConnection, job_id: int) -> Job | None:
 async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
     async with async_cursor(conn) as cur:
-        row = await _store.arun(cur, _store.jobs_read(job_id))
+        with _decodable(f"job {job_id}"):
+            row = await _store.arun(cur, _store.jobs_read(job_id))
     return Job(*row) if row else None
 
 
@@ -50,7 +65,7 @@ def list_jobs(
     """The newest ``limit`` jobs matching every filter given."""
     if state is not None and state not in STATES:
         raise ValueError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
-    with sync_cursor(conn) as cur:
+    with sync_cursor(conn) as cur, _decodable("a job listed"):
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
 
@@ -60,7 +75,8 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     with sync_cursor(conn) as cur:
         if _store.run(cur, _store.jobs_retry([job_id])):
             return
-        row = _store.run(cur, _store.jobs_read(job_id))
+        with _decodable(f"job {job_id}"):
+            row = _store.run(cur, _store.jobs_read(job_id))
     raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
 
 

@@ -8,7 +8,8 @@ import logging
 import psycopg
 import pytest
 
-from pgqueue import _store
+from pgqueue import PgQueueError, _store
+from pgqueue._ops import aget_job, get_job, list_jobs, retry_job
 from pgqueue._store import Outcome
 from pgqueue._worker._acker import Acker
 from pgqueue._worker._db import Db
@@ -118,3 +119,22 @@ async def test_a_broken_connection_still_keeps_the_whole_batch_for_the_next_try(
     with pytest.raises(psycopg.OperationalError):
         await acker.flush()
     assert acker.pending == 3
+
+
+async def test_reading_a_job_python_cannot_decode_says_so_and_names_it(dsn: str, conn) -> None:
+    """get_job, aget_job, list_jobs and retry_job on a job whose args are nested 3,000 deep
+    (as SQL can enqueue them) raise PgQueueError naming the job, not a RecursionError from
+    psycopg's JSON loader; the connection stays usable."""
+    [(bad,)] = query(dsn, "SELECT pgqueue.enqueue('t', %s::jsonb)", ["[" * 3000 + "]" * 3000])
+    with pytest.raises(PgQueueError, match=rf"^job {bad} has a JSON value .* nested too deeply"):
+        get_job(conn, bad)
+    with pytest.raises(PgQueueError, match=rf"^job {bad} has a JSON value"):
+        retry_job(conn, bad)
+    with pytest.raises(PgQueueError, match=r"^a job listed has a JSON value"):
+        list_jobs(conn)
+    async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+        with pytest.raises(PgQueueError, match=rf"^job {bad} has a JSON value"):
+            await aget_job(aconn, bad)
+    fine = t.add.enqueue(conn, 1, 2)
+    job = get_job(conn, fine)
+    assert job is not None and job.args == [1, 2]
