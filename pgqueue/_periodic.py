@@ -65,10 +65,12 @@ def check_catch_up(catch_up: float | timedelta) -> timedelta:
     """``catch_up`` as a timedelta between 1 second and 7 days, else ``ValueError``."""
     if isinstance(catch_up, bool) or not isinstance(catch_up, int | float | timedelta):
         raise ValueError(f"catch_up must be seconds or a timedelta, got {catch_up!r}")
-    value = catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
-    if not timedelta(seconds=1) <= value <= MAX_CATCH_UP:
+    seconds = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
+    # NaN fails the comparison too, so timedelta() never sees NaN or infinity, which it
+    # refuses with errors of its own ("cannot convert float NaN to integer").
+    if not 1 <= seconds <= MAX_CATCH_UP.total_seconds():
         raise ValueError(f"catch_up must be between 1 second and 7 days, got {catch_up!r}")
-    return value
+    return catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
 
 
 def _check_kwargs(task: Task[..., Any], kwargs: Mapping[str, Any]) -> None:

@@ -58,6 +58,9 @@ def test_two_schedules_under_one_name_are_refused() -> None:
         ({"timezone": "Europe/Atlantis"}, "unknown time zone 'Europe/Atlantis'"),
         ({"catch_up": 0}, "catch_up must be between 1 second and 7 days, got 0"),
         ({"catch_up": timedelta(days=8)}, "catch_up must be between"),
+        ({"catch_up": float("nan")}, "catch_up must be between 1 second and 7 days, got nan"),
+        ({"catch_up": float("inf")}, "catch_up must be between 1 second and 7 days, got inf"),
+        ({"catch_up": 10**30}, "catch_up must be between 1 second and 7 days, got 1000"),
         ({"queue": "no spaces"}, "invalid queue name 'no spaces'"),
     ],
 )
