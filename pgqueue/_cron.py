@@ -7,6 +7,7 @@ whatever the schedule's time zone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 # Enumerating ticks that are skipped only serves a log line: stop counting there.
 MAX_COUNTED = 1000
+
+# croniter's random field, R, R(0-30) or R/5: a field that starts with R (month and day names
+# do not).
+_RANDOM = re.compile(r"[Rr](?:$|[(/])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,11 @@ def check_expression(expression: str) -> str:
         raise ValueError(
             f"invalid cron expression {expression!r}: use 5 fields"
             " (minute hour day month weekday), or 6 with seconds last"
+        )
+    if any(_RANDOM.match(f) for f in fields):
+        raise ValueError(
+            f"invalid cron expression {expression!r}: croniter draws R (a random value) anew in"
+            " every process, so each worker would fire at a time of its own; write the value"
         )
     try:
         ticks = _croniter(expression)

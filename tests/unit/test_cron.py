@@ -119,6 +119,24 @@ def test_an_expression_that_matches_no_date_is_refused(expression: str) -> None:
         CronSpec(expression)
 
 
+@pytest.mark.parametrize(
+    "expression", ["R * * * *", "r 3 * * *", "0 R(0-6) * * *", "0 0 * * R", "R/5 * * * * 0"]
+)
+def test_a_random_field_is_refused(expression: str) -> None:
+    """croniter draws R anew in every process: with R, each worker computed ticks of its
+    own (one ran R * * * * at minute 5, the next at 54), so an hourly schedule made one job
+    per worker per hour, each at a different tick that no unique key could merge."""
+    with pytest.raises(ValueError, match=r"draws R \(a random value\) anew in every process"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 * MAR,APR FRI", "0 12 * * THU-FRI", "0 0 1 SEP,OCT *"])
+def test_month_and_day_names_with_an_r_are_not_random(expression: str) -> None:
+    """Names such as MAR or FRI contain an R and are fixed values: kept, same ticks everywhere."""
+    spec = CronSpec(expression)
+    assert next_tick(spec, utc(2026, 3, 1)) == next_tick(CronSpec(expression), utc(2026, 3, 1))
+
+
 @pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 2,5 *", "0 0 30 2 1"])
 def test_rare_but_possible_days_are_kept(expression: str) -> None:
     """A leap day (every 4 to 8 years), or a list with one possible month, has ticks; a day
