@@ -18,6 +18,7 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
+from pgqueue._retention import check_age
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -144,8 +145,8 @@ def prune(
     Works in batches of ``batch`` rows per state. On an autocommit connection each batch
     commits on its own, so a big prune never holds many locks at once.
     """
-    seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-    return prune_by_state(conn, dict.fromkeys(sorted(states), float(seconds)), batch)
+    seconds = check_age(older_than, "older_than")
+    return prune_by_state(conn, dict.fromkeys(sorted(states), seconds), batch)
 
 
 def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000) -> int:
@@ -153,6 +154,9 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     unknown = set(ages) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
+    ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
     total = 0
     with sync_cursor(conn) as cur:
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):

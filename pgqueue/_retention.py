@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pgqueue import _store
 from pgqueue._job import TERMINAL_STATES
+from pgqueue._retry import MAX_DELAY
 
 if TYPE_CHECKING:
     from pgqueue._worker._db import Db
@@ -35,15 +36,19 @@ def retention_ages(config: Mapping[str, float | timedelta | None] | None) -> dic
     unknown = set(merged) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"retention is for finished states only, not {', '.join(unknown)}")
-    ages = {}
-    for state, age in merged.items():
-        if age is None:
-            continue
-        seconds = age.total_seconds() if isinstance(age, timedelta) else float(age)
-        if not seconds >= 0:
-            raise ValueError(f"retention of {state!r} jobs must be >= 0 seconds, got {age!r}")
-        ages[state] = seconds
-    return ages
+    return {state: check_age(age, f"retention of {state!r} jobs (None keeps them forever)")
+            for state, age in merged.items() if age is not None}  # fmt: skip
+
+
+def check_age(age: float | timedelta, what: str) -> float:
+    """``age`` in seconds if the prune statement can subtract it from now() (0 to 1000 years),
+    else ``ValueError`` naming ``what``. Past that the statement failed on every pass
+    ("interval out of range") and pruned no state at all."""
+    seconds = age.total_seconds() if isinstance(age, timedelta) else age
+    valid = not isinstance(age, bool) and isinstance(seconds, int | float)
+    if not (valid and 0 <= seconds <= MAX_DELAY):  # NaN fails the comparison too
+        raise ValueError(f"{what} must be seconds or a timedelta from 0 to 1000 years, got {age!r}")
+    return float(seconds)
 
 
 class Pruner:

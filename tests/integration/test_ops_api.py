@@ -121,6 +121,21 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
     assert states(dsn)["queued"] == 1
 
 
+def test_prune_refuses_ages_and_batches_its_statement_cannot_use(dsn: str) -> None:
+    """An infinite, NaN or huge age (and a batch below 1) is refused before any SQL, naming
+    it; before, the statement failed with "interval out of range" (or LIMIT's error)."""
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        for age in (float("inf"), float("nan"), 1e15):
+            with pytest.raises(ValueError, match="older_than must be seconds or a timedelta"):
+                _ops.prune(auto, age)
+        with pytest.raises(ValueError, match="the age of 'failed' jobs must be seconds"):
+            _ops.prune_by_state(auto, {"succeeded": 60, "failed": float("inf")})
+        for batch in (0, -1):
+            with pytest.raises(ValueError, match=f"batch must be a whole number >= 1, got {batch}"):
+                _ops.prune(auto, 60, batch=batch)
+        assert _ops.prune(auto, 60) == 0  # the connection is fine
+
+
 async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
     """With retention succeeded=0, workers delete succeeded jobs; failed ones are kept."""
     app = make_app(dsn, retention={"succeeded": 0, "failed": 3600})

@@ -50,8 +50,22 @@ def test_retention_merges_over_defaults_and_none_keeps_forever() -> None:
     assert ages == {"succeeded": 3600.0, "failed": DEFAULT_RETENTION["failed"]}
     with pytest.raises(ValueError, match="finished states only"):
         retention_ages({"queued": 1})
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="from 0 to 1000 years, got -1"):
         retention_ages({"failed": -1})
+
+
+@pytest.mark.parametrize(
+    "age", [float("inf"), float("nan"), 1e15, timedelta(days=10**6), "7d", True]
+)
+def test_retention_the_prune_statement_cannot_use_is_refused(age: object) -> None:
+    """An infinite or huge age made the prune statement fail on every pass ("interval out of
+    range"), so no state was pruned at all; now the app refuses it, pointing at None."""
+    with pytest.raises(ValueError) as refused:
+        retention_ages({"failed": age})  # type: ignore[dict-item]
+    assert str(refused.value) == (
+        "retention of 'failed' jobs (None keeps them forever) must be seconds or a timedelta"
+        f" from 0 to 1000 years, got {age!r}"
+    )
 
 
 def test_json_formatter_emits_extras_as_top_level_keys() -> None:
