@@ -87,6 +87,27 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
 
 
+def test_enqueue_in_an_atomic_block_marked_for_rollback_is_refused(shop, django_db) -> None:
+    """As the ORM does, enqueue refuses a block that will roll back: the job is not lost."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic(savepoint=False):
+                _order()
+                raise RuntimeError("caught below; the outer block must roll back")
+        except RuntimeError:
+            pass
+        with pytest.raises(transaction.TransactionManagementError, match="atomic"):
+            shop.send_receipt.enqueue(connection, 1)
+    with transaction.atomic():
+        transaction.set_rollback(True)
+        with pytest.raises(transaction.TransactionManagementError):
+            shop.send_receipt.enqueue(connection, 2)
+    shop.send_receipt.enqueue(connection, 3)  # autocommit again: accepted
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([3],)]
+
+
 def test_django_migrations_give_the_same_schema_as_pgqueue_migrate(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:
