@@ -172,6 +172,33 @@ def test_manage_py_pgqueue_migrate_check_uses_djangos_database(django_setup, emp
     assert current.returncode == 0, current.stderr
 
 
+def test_manage_py_pgqueue_accepts_djangos_settings_and_pythonpath_options(django_db) -> None:
+    """--settings/--pythonpath, which manage.py applies itself, are not passed on to pgqueue."""
+    from tests.contrib.conftest import SETTINGS
+
+    check = [sys.executable, MANAGE, "pgqueue", "--pythonpath", ".", "migrate", "--check",
+             f"--settings={SETTINGS}"]  # fmt: skip
+    done = subprocess.run(check, env=subprocess_env(django_db), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_call_command_pgqueue_passes_options_and_raises_command_errors(
+    django_setup: None, empty_dsn: str
+) -> None:
+    """call_command("pgqueue", "migrate", "--check") reaches click; failures are CommandError."""
+    from django.core.management import CommandError, call_command
+
+    use_database(empty_dsn)
+    with pytest.raises(CommandError) as failed:
+        call_command("pgqueue", "migrate", "--check")
+    assert failed.value.returncode == 1
+    with pytest.raises(CommandError, match="invalid queue name 'a b'"):
+        call_command("pgqueue", "worker", "--queues", "a b", "--burst")
+    call_command("pgqueue", "migrate")
+    call_command("pgqueue", "migrate", "--check")
+
+
 @pytest.fixture
 def admin_client(django_db: str):
     """A Django test client logged in as a superuser (Django's own tables migrated)."""

@@ -54,3 +54,11 @@ def test_alembic_hooks_hide_only_the_pgqueue_schema() -> None:
     assert not include_object(Table(), "jobs", "table", True, None)
     assert not include_object(Index(), "jobs_idx", "index", True, None)
     assert include_object(type("T", (), {"schema": None})(), "orders", "table", True, None)
+
+
+def test_django_global_options_are_removed_before_pgqueue_sees_them(django_setup: None) -> None:
+    """--settings X, --settings=X, --pythonpath X go; everything else (and after --) stays."""
+    from pgqueue.contrib.django.management.commands.pgqueue import without_django_globals
+
+    argv = ["--settings", "s", "worker", "--pythonpath=.", "-q", "a", "--", "--settings=x"]
+    assert without_django_globals(argv) == ["worker", "-q", "a", "--", "--settings=x"]
