@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue import _json
 from pgqueue._app import PgQueue
 from pgqueue._errors import UnknownTaskError
 from pgqueue._task import Task
@@ -115,6 +116,15 @@ def _attempt(
         _current.reset(token)
 
 
+def _check_result(target: Task[Any, Any], result: Any) -> None:
+    """Raise the ``TypeError`` a worker fails the job with when it cannot store ``result``."""
+    if target.options.store_result:
+        try:
+            _json.dumps(result)
+        except TypeError as exc:
+            raise TypeError(f"the return value is not JSON-serialisable: {exc}") from None
+
+
 def _run_sync(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
 ) -> int:
@@ -122,6 +132,7 @@ def _run_sync(
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
             job.result = asyncio.run(job.result)
+        _check_result(target, job.result)
     return job.id
 
 
@@ -132,7 +143,16 @@ async def _run_async(
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
             job.result = await job.result
+        _check_result(target, job.result)
     return job.id
+
+
+def _checked_calls(task: Task[Any, Any], calls: Iterable[Any]) -> list[Any]:
+    """``calls`` as a list, refused as ``enqueue_many`` refuses them (a shared unique key, an
+    argument JSON cannot hold) before the first one runs."""
+    listed = list(calls)
+    task._encode_many(listed)
+    return listed
 
 
 def _patch() -> None:
@@ -158,13 +178,13 @@ def _patch() -> None:
         log = active_log(self.app)
         if log is None:
             return _originals["enqueue_many"](self, conn, calls)
-        return [_run_sync(self, log, a, k) for a, k in calls]
+        return [_run_sync(self, log, a, k) for a, k in _checked_calls(self, calls)]
 
     async def aenqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
         log = active_log(self.app)
         if log is None:
             return await _originals["aenqueue_many"](self, conn, calls)
-        return [await _run_async(self, log, a, k) for a, k in calls]
+        return [await _run_async(self, log, a, k) for a, k in _checked_calls(self, calls)]
 
     for fn in (enqueue, aenqueue, enqueue_many, aenqueue_many):
         fn.__doc__ = _originals[fn.__name__].__doc__

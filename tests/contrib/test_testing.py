@@ -35,6 +35,26 @@ def test_eager_checks_arguments_and_propagates_errors() -> None:
     assert isinstance(log.jobs[0].error, ValueError)
 
 
+def test_eager_fails_a_return_value_a_worker_could_not_store() -> None:
+    """A result JSON cannot hold fails in eager mode as on a worker (unless not stored)."""
+    with eager(t.app), pytest.raises(TypeError, match="return value is not JSON-serialisable"):
+        t.today.enqueue(None)
+    with eager(t.app, propagate=False) as log:
+        t.today.enqueue(None)
+        t.today_unstored.enqueue(None)
+    assert [type(j.error) for j in log.jobs] == [TypeError, type(None)]
+
+
+def test_eager_enqueue_many_refuses_what_the_real_one_refuses_before_running_any() -> None:
+    """A shared unique_key, or one call JSON cannot hold, is refused before any call runs."""
+    with eager(t.app) as log:
+        with pytest.raises(ValueError, match="unique_key"):
+            t.add.using(unique_key="k").enqueue_many(None, [((1, 2), {})])
+        with pytest.raises(TypeError, match="positional argument 0"):
+            t.add.enqueue_many(None, iter([((1, 2), {}), ((object(), 2), {})]))
+    assert log.jobs == []
+
+
 def test_eager_for_one_app_leaves_other_apps_enqueueing_for_real(conn) -> None:
     """eager(app) only affects that app's tasks: others still insert rows."""
     with eager(t.app):
