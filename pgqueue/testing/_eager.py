@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +103,7 @@ def _context(task: Task[Any, Any], job: EagerJob) -> JobContext:
 @contextlib.contextmanager
 def _attempt(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
-) -> Iterator[tuple[EagerJob, Callable[..., Any]]]:
+) -> Iterator[tuple[EagerJob, Task[Any, Any]]]:
     """Record one eager job and run its body as the current job; keep (or raise) its error."""
     job = _job(task, log, args, kw)
     target = _target(task)
@@ -125,13 +127,25 @@ def _check_result(target: Task[Any, Any], result: Any) -> None:
             raise TypeError(f"the return value is not JSON-serialisable: {exc}") from None
 
 
+def _await(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` to the end from sync code, even when an event loop runs in this thread
+    (a sync ``enqueue`` called from async code): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    context = contextvars.copy_context()  # the current job, for current_job()
+    with ThreadPoolExecutor(1, thread_name_prefix="pgqueue-eager") as pool:
+        return pool.submit(context.run, asyncio.run, coro).result()
+
+
 def _run_sync(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
 ) -> int:
     with _attempt(task, log, args, kw) as (job, target):
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
-            job.result = asyncio.run(job.result)
+            job.result = _await(job.result)
         _check_result(target, job.result)
     return job.id
 

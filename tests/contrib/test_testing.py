@@ -55,6 +55,14 @@ def test_eager_enqueue_many_refuses_what_the_real_one_refuses_before_running_any
     assert log.jobs == []
 
 
+async def test_eager_sync_enqueue_of_an_async_task_from_async_code() -> None:
+    """A sync enqueue called inside a running event loop still runs an async task."""
+    with eager(t.app) as log:
+        t.double.enqueue(None, 4)
+        await t.double.aenqueue_many(None, [((5,), {})])
+    assert [(j.result, j.error) for j in log.jobs] == [(8, None), (10, None)]
+
+
 def test_eager_for_one_app_leaves_other_apps_enqueueing_for_real(conn) -> None:
     """eager(app) only affects that app's tasks: others still insert rows."""
     with eager(t.app):
