@@ -7,6 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue.testing import adrain, assert_enqueued, assert_not_enqueued, drain, eager
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
@@ -126,6 +127,35 @@ def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) ->
     conn.commit()
     assert drain(t.app, dsn=dsn) == {"succeeded": 0, "failed": 1, "retried": 1, "cancelled": 0}
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
+
+
+def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
+    """queues= runs those queues only (a string is a comma list, not a substring test), and
+    brings forward the scheduled jobs of those queues only."""
+    t.add.using(queue="mail").enqueue(conn, 1, 1)
+    t.add.using(queue="emails").enqueue(conn, 2, 2)
+    t.add.using(queue="later", delay=3600).enqueue(conn, 3, 3)
+    conn.commit()
+    assert drain(t.app, dsn=dsn, queues="emails")["succeeded"] == 1
+    assert query(dsn, "SELECT queue, state, run_at > now() FROM pgqueue.jobs ORDER BY id") == [
+        ("mail", "queued", False), ("emails", "succeeded", False), ("later", "queued", True),
+    ]  # fmt: skip
+
+
+async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
+    dsn: str, empty_dsn: str
+) -> None:
+    """Bad queues or max_rounds, a database without pgqueue's schema, a running event loop:
+    each is a one-line error saying what to do."""
+    with pytest.raises(ValueError, match="invalid queue name 'a b'"):
+        await adrain(t.app, dsn=dsn, queues=["a b"])
+    for rounds in (0, "3", True):
+        with pytest.raises(ValueError, match="max_rounds must be an int >= 1"):
+            await adrain(t.app, dsn=dsn, max_rounds=rounds)  # type: ignore[arg-type]
+    with pytest.raises(pgqueue.SchemaError, match="pgqueue migrate"):
+        await adrain(t.app, dsn=empty_dsn)
+    with pytest.raises(RuntimeError, match="await adrain"):
+        drain(t.app, dsn=dsn)
 
 
 async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
