@@ -127,6 +127,19 @@ def test_a_bad_max_attempts_option_is_refused_when_the_backend_is_made(tasks_fla
     assert PgQueueBackend("jobs", {"OPTIONS": {"MAX_ATTEMPTS": "3"}}).max_attempts == 3
 
 
+def test_run_after_pgqueue_cannot_hold_is_an_invalid_task_and_writes_nothing(shop, django_db):
+    """A run_after Python could not read back (year 10000 in UTC) is refused by using(),
+    before any SQL: it used to be inserted, then fail enqueue while reading the job back."""
+    from datetime import datetime, timezone
+
+    from pgqueue.contrib.django import _compat as dt
+
+    far = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
+    with pytest.raises(dt.InvalidTask, match="run_at must be between"):
+        shop.add.using(run_after=far)
+    assert states(django_db) == {}
+
+
 async def test_signals_are_sent_on_enqueue_start_and_finish(shop, django_db: str) -> None:
     """task_enqueued at enqueue; task_started and task_finished around the run in the worker."""
     from asgiref.sync import sync_to_async

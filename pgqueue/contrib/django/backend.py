@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgqueue._manage import get_job
-from pgqueue._options import MAX_ATTEMPTS_LIMIT, check_queue
+from pgqueue._options import MAX_ATTEMPTS_LIMIT
 from pgqueue.contrib.django import _compat as dt
 from pgqueue.contrib.django import _conf, _registry
 from pgqueue.contrib.django._results import task_result
@@ -57,23 +57,27 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         return connections[self.database or _conf.database_alias()]
 
     def validate_task(self, task: Any) -> None:
-        """Django's checks, a valid pgqueue queue name, then register the task for workers."""
+        """Django's checks, then pgqueue's (queue name, run_after), then register the task."""
         super().validate_task(task)
         try:
-            check_queue(task.queue_name)
+            self._job(task)
         except ValueError as exc:
             raise dt.InvalidTask(str(exc)) from None
         _registry.register(task)
 
-    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        """Insert the job on Django's connection, in the current transaction if any."""
-        self.validate_task(task)
-        job = _conf.get_app().using(
+    def _job(self, task: Any) -> Any:
+        """The pgqueue task a Django task is enqueued as; ``ValueError`` if pgqueue cannot
+        hold its options."""
+        return _conf.get_app().using(
             task.module_path, queue=task.queue_name, priority=int(task.priority),
             max_attempts=self.max_attempts, run_at=self._run_at(task.run_after),
         )  # fmt: skip
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        """Insert the job on Django's connection, in the current transaction if any."""
+        self.validate_task(task)
         connection = self._connection()
-        job_id = job.enqueue(connection, *args, **kwargs)
+        job_id = self._job(task).enqueue(connection, *args, **kwargs)
         result = self._result(task, connection, job_id)
         dt.task_enqueued.send(type(self), task_result=result)
         return result
