@@ -96,6 +96,24 @@ def test_assert_enqueued_in_eager_mode() -> None:
             assert_enqueued(t.add, args=[9, 9])
 
 
+def test_assert_enqueued_refuses_arguments_that_could_only_match_by_accident() -> None:
+    """args as a string (its characters) or a dict (its keys), kwargs that are no mapping,
+    a task name instead of the task, or a negative count: an error naming the value."""
+    with eager(t.app):
+        t.add.enqueue(None, "a", "b")
+        with pytest.raises(TypeError, match=r"args must be a list or tuple.*'ab'"):
+            assert_enqueued(t.add, args="ab")
+        with pytest.raises(TypeError, match="args must be"):
+            assert_enqueued(t.add, args={"a": 1})
+        with pytest.raises(TypeError, match=r"kwargs must be a dict.*\[1\]"):
+            assert_enqueued(t.add, kwargs=[1])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"task must be a pgqueue Task.*'add'"):
+            assert_enqueued("add")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="count must be an int >= 0, got -1"):
+            assert_enqueued(t.add, count=-1)
+        assert_enqueued(t.add, args=("a", "b"), kwargs={}, count=1)
+
+
 def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, dsn) -> None:
     """With conn=, the jobs of the open transaction count; without it, only committed ones."""
     t.add.using(queue="math").enqueue(conn, 4, 5)
