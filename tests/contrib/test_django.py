@@ -184,10 +184,14 @@ def test_manage_py_pgqueue_accepts_djangos_settings_and_pythonpath_options(djang
 
 
 def test_call_command_pgqueue_passes_options_and_raises_command_errors(
-    django_setup: None, empty_dsn: str
+    django_setup: None, empty_dsn: str, dsn: str
 ) -> None:
-    """call_command("pgqueue", "migrate", "--check") reaches click; failures are CommandError."""
+    """call_command("pgqueue", "migrate", "--check") reaches click; failures are CommandError;
+    the app's DSN still follows Django's settings afterwards (the CLI does not pin it)."""
     from django.core.management import CommandError, call_command
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import app
 
     use_database(empty_dsn)
     with pytest.raises(CommandError) as failed:
@@ -197,6 +201,8 @@ def test_call_command_pgqueue_passes_options_and_raises_command_errors(
         call_command("pgqueue", "worker", "--queues", "a b", "--burst")
     call_command("pgqueue", "migrate")
     call_command("pgqueue", "migrate", "--check")
+    use_database(dsn)
+    assert conninfo_to_dict(app.dsn)["dbname"] == conninfo_to_dict(dsn)["dbname"]
 
 
 @pytest.fixture

@@ -25,9 +25,15 @@ _DJANGO_GLOBAL = ("--settings", "--pythonpath")
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
     defaults = {"app_path": APP_PATH, "dsn": _conf.dsn()}
-    return cli.main(
-        args=args, prog_name="manage.py pgqueue", standalone_mode=standalone, default_map=defaults
-    )
+    app = _conf.get_app()
+    pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
+    try:
+        return cli.main(
+            args=args, prog_name="manage.py pgqueue", standalone_mode=standalone,
+            default_map=defaults,
+        )  # fmt: skip
+    finally:
+        app._dsn = pinned
 
 
 def without_django_globals(args: list[str]) -> list[str]:
