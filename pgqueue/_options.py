@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pgqueue._retry import RetryPolicy, check_delay
@@ -19,6 +19,10 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: "$" would allow a
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_NAME_LENGTH = 255
+# The moments every reader can load: Python's datetimes end with the years 1 and 9999 in the
+# reading session's time zone, which may be most of a day away from UTC.
+RUN_AT_MIN = datetime(1, 1, 2, tzinfo=UTC)
+RUN_AT_MAX = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def check_queue(queue: str) -> str:
@@ -91,6 +95,11 @@ class JobOptions:
         if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
             raise ValueError(
                 "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
+                f" got {run_at!r}"
+            )
+        if run_at is not None and not RUN_AT_MIN <= run_at <= RUN_AT_MAX:
+            raise ValueError(
+                f"run_at must be between {RUN_AT_MIN.date()} and {RUN_AT_MAX.date()} UTC,"
                 f" got {run_at!r}"
             )
         if self.timeout is not None and not 0 < (_seconds(self.timeout, "timeout") or 0) < math.inf:

@@ -693,9 +693,9 @@ def jobs_queues_waiting() -> Query[list[str]]:
     return Query(q.JOBS_QUEUES_WAITING, None, _first_column)
 
 
-def jobs_run_now() -> Query[None]:
-    """Make every scheduled job runnable now."""
-    return Query(q.JOBS_RUN_NOW, None, _nothing)
+def jobs_run_now(queues: list[str] | None = None) -> Query[None]:
+    """Make every scheduled job (of ``queues``, or of every queue) runnable now."""
+    return Query(q.JOBS_RUN_NOW, {"queues": queues}, _nothing)
 
 
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------

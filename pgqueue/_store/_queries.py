@@ -676,8 +676,11 @@ JOBS_QUEUES_WAITING: LiteralString = """
 SELECT DISTINCT queue FROM pgqueue.active_jobs WHERE state = 'queued' ORDER BY queue
 """
 
+# Every queue when queues is NULL.
 JOBS_RUN_NOW: LiteralString = """
-UPDATE pgqueue.active_jobs SET run_at = now() WHERE state = 'queued' AND run_at > now()
+UPDATE pgqueue.active_jobs SET run_at = now()
+ WHERE state = 'queued' AND run_at > now()
+   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 """
 
 

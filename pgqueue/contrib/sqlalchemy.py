@@ -1,8 +1,9 @@
 """Enqueue on SQLAlchemy objects: ``task.enqueue(session, ...)``, ``await task.aenqueue(...)``.
 
-Accepted: ``Session``, ``Connection``, ``AsyncSession`` and ``AsyncConnection`` on the psycopg
-(3) driver (``postgresql+psycopg://``). The job joins the transaction in progress, starting one
-the way SQLAlchemy's autobegin would, so it commits or rolls back with the session's writes.
+Accepted: ``Session``, ``Connection``, ``AsyncSession``, ``AsyncConnection`` and the scoped
+session registries (``scoped_session``, ``async_scoped_session``) on the psycopg (3) driver
+(``postgresql+psycopg://``). The job joins the transaction in progress, starting one the way
+SQLAlchemy's autobegin would, so it commits or rolls back with the session's writes.
 
 Nothing to import: pgqueue finds this adapter through its ``pgqueue.connections`` entry point.
 SQLAlchemy itself is imported only once a SQLAlchemy object is handed over, so projects that
@@ -42,11 +43,13 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     if not _is_sqlalchemy(obj):
         return None
     from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    from sqlalchemy.orm import Session
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+    from sqlalchemy.orm import Session, scoped_session
 
-    if isinstance(obj, AsyncSession | AsyncConnection):
+    if isinstance(obj, AsyncSession | AsyncConnection | async_scoped_session):
         raise TypeError("this is an async SQLAlchemy object: use aenqueue() instead of enqueue()")
+    if isinstance(obj, scoped_session):  # Flask-SQLAlchemy's db.session, among others
+        obj = obj()  # this scope's Session
     if isinstance(obj, Session):
         obj = obj.connection()
     if not isinstance(obj, Connection):
@@ -69,11 +72,13 @@ def async_connection(obj: Any) -> Awaitable[psycopg.AsyncConnection[Any]] | None
     if not _is_sqlalchemy(obj):
         return None
     from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    from sqlalchemy.orm import Session
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+    from sqlalchemy.orm import Session, scoped_session
 
-    if isinstance(obj, Session | Connection):
+    if isinstance(obj, Session | Connection | scoped_session):
         raise TypeError("this is a sync SQLAlchemy object: use enqueue() instead of aenqueue()")
+    if isinstance(obj, async_scoped_session):
+        obj = obj()  # this scope's AsyncSession
     if not isinstance(obj, AsyncSession | AsyncConnection):
         return None
     return _async_driver_connection(obj)

@@ -48,6 +48,20 @@ def _matching(
     ]  # fmt: skip
 
 
+def _check(task: Task[Any, Any], args: Any, kwargs: Any, count: Any) -> None:
+    """Refuse what can only match by accident: ``args="ab"`` would be ``["a", "b"]``."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a pgqueue Task (the decorated function), got {task!r}")
+    if args is not None and (
+        isinstance(args, str | bytes | Mapping) or not isinstance(args, Sequence)
+    ):
+        raise TypeError(f"args must be a list or tuple of positional arguments, got {args!r}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+
+
 def _describe(task: Task[Any, Any], calls: list[Call]) -> str:
     if not calls:
         return f"no job of {task.name!r} is queued"
@@ -70,6 +84,7 @@ def assert_enqueued(
     ``conn`` (so uncommitted enqueues in its transaction count), or on a new connection to
     the app's database. ``count`` asks for exactly that many matches.
     """
+    _check(task, args, kwargs, count)
     calls = _queued(task, conn)
     found = _matching(calls, args, kwargs, queue)
     if (count is None and not found) or (count is not None and len(found) != count):

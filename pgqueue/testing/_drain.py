@@ -9,16 +9,38 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._app import PgQueue
+from pgqueue._errors import SchemaError
+from pgqueue._options import check_queue
+from pgqueue._schema import schema_problem
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 
 
-async def _prepare(dsn: str, with_scheduled: bool) -> list[str]:
+def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
+    """``queues`` as valid queue names; a string is split at commas, as a worker's is."""
+    if queues is None:
+        return None
+    names = queues.split(",") if isinstance(queues, str) else list(queues)
+    return [check_queue(name.strip() if isinstance(name, str) else name) for name in names]
+
+
+def _check_rounds(max_rounds: int) -> None:
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+        raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
+
+
+async def _prepare(dsn: str, queues: list[str] | None, with_scheduled: bool) -> list[str]:
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     async with conn, conn.cursor() as cur:
+        exists = await _store.arun(cur, _store.schema_exists())
+        revision = await _store.arun(cur, _store.schema_revision_get()) if exists else None
+        problem = schema_problem(exists, revision)
+        if problem:
+            raise SchemaError(problem)
         if with_scheduled:
-            await _store.arun(cur, _store.jobs_run_now())
-        return await _store.arun(cur, _store.jobs_queues_waiting())
+            await _store.arun(cur, _store.jobs_run_now(queues))
+        waiting = await _store.arun(cur, _store.jobs_queues_waiting())
+    return waiting if queues is None else [q for q in waiting if q in queues]
 
 
 async def adrain(
@@ -30,12 +52,12 @@ async def adrain(
     max_rounds: int = 20,
 ) -> dict[str, int]:
     """Async twin of :func:`drain`."""
+    names = _queue_names(queues)
+    _check_rounds(max_rounds)
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
     for _ in range(max_rounds):
-        waiting = await _prepare(dsn, with_scheduled)
-        if queues is not None:
-            waiting = [q for q in waiting if q in queues]
+        waiting = await _prepare(dsn, names, with_scheduled)
         if not waiting:
             break
         worker = app.worker(queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01)
@@ -58,10 +80,17 @@ def drain(
     """Run every committed queued job of ``app`` (all queues, or ``queues``) until none is left.
 
     With ``with_scheduled``, jobs scheduled for later, and retries waiting out their backoff,
-    run now too; each round is a burst worker, at most ``max_rounds`` of them (a task that
-    keeps retrying stays queued). Returns counts of ``succeeded``, ``failed``, ``retried``
-    and ``cancelled`` attempts. Call :func:`adrain` from async code.
+    run now too (of ``queues`` only, when given); each round is a burst worker, at most
+    ``max_rounds`` of them (a task that keeps retrying stays queued). Returns counts of
+    ``succeeded``, ``failed``, ``retried`` and ``cancelled`` attempts. Call :func:`adrain`
+    from async code.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("drain() cannot run inside an event loop: await adrain() instead")
     return asyncio.run(
         adrain(app, dsn=dsn, queues=queues, with_scheduled=with_scheduled, max_rounds=max_rounds)
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue import _json
 from pgqueue._app import PgQueue
 from pgqueue._errors import UnknownTaskError
 from pgqueue._task import Task
@@ -100,7 +103,7 @@ def _context(task: Task[Any, Any], job: EagerJob) -> JobContext:
 @contextlib.contextmanager
 def _attempt(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
-) -> Iterator[tuple[EagerJob, Callable[..., Any]]]:
+) -> Iterator[tuple[EagerJob, Task[Any, Any]]]:
     """Record one eager job and run its body as the current job; keep (or raise) its error."""
     job = _job(task, log, args, kw)
     target = _target(task)
@@ -115,13 +118,35 @@ def _attempt(
         _current.reset(token)
 
 
+def _check_result(target: Task[Any, Any], result: Any) -> None:
+    """Raise the ``TypeError`` a worker fails the job with when it cannot store ``result``."""
+    if target.options.store_result:
+        try:
+            _json.dumps(result)
+        except TypeError as exc:
+            raise TypeError(f"the return value is not JSON-serialisable: {exc}") from None
+
+
+def _await(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` to the end from sync code, even when an event loop runs in this thread
+    (a sync ``enqueue`` called from async code): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    context = contextvars.copy_context()  # the current job, for current_job()
+    with ThreadPoolExecutor(1, thread_name_prefix="pgqueue-eager") as pool:
+        return pool.submit(context.run, asyncio.run, coro).result()
+
+
 def _run_sync(
     task: Task[Any, Any], log: EagerLog, args: Sequence[Any], kw: Mapping[str, Any]
 ) -> int:
     with _attempt(task, log, args, kw) as (job, target):
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
-            job.result = asyncio.run(job.result)
+            job.result = _await(job.result)
+        _check_result(target, job.result)
     return job.id
 
 
@@ -132,7 +157,16 @@ async def _run_async(
         job.result = target(*job.args, **job.kwargs)
         if asyncio.iscoroutine(job.result):
             job.result = await job.result
+        _check_result(target, job.result)
     return job.id
+
+
+def _checked_calls(task: Task[Any, Any], calls: Iterable[Any]) -> list[Any]:
+    """``calls`` as a list, refused as ``enqueue_many`` refuses them (a shared unique key, an
+    argument JSON cannot hold) before the first one runs."""
+    listed = list(calls)
+    task._encode_many(listed)
+    return listed
 
 
 def _patch() -> None:
@@ -158,13 +192,13 @@ def _patch() -> None:
         log = active_log(self.app)
         if log is None:
             return _originals["enqueue_many"](self, conn, calls)
-        return [_run_sync(self, log, a, k) for a, k in calls]
+        return [_run_sync(self, log, a, k) for a, k in _checked_calls(self, calls)]
 
     async def aenqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
         log = active_log(self.app)
         if log is None:
             return await _originals["aenqueue_many"](self, conn, calls)
-        return [await _run_async(self, log, a, k) for a, k in calls]
+        return [await _run_async(self, log, a, k) for a, k in _checked_calls(self, calls)]
 
     for fn in (enqueue, aenqueue, enqueue_many, aenqueue_many):
         fn.__doc__ = _originals[fn.__name__].__doc__

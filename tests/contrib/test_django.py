@@ -87,6 +87,27 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
 
 
+def test_enqueue_in_an_atomic_block_marked_for_rollback_is_refused(shop, django_db) -> None:
+    """As the ORM does, enqueue refuses a block that will roll back: the job is not lost."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic(savepoint=False):
+                _order()
+                raise RuntimeError("caught below; the outer block must roll back")
+        except RuntimeError:
+            pass
+        with pytest.raises(transaction.TransactionManagementError, match="atomic"):
+            shop.send_receipt.enqueue(connection, 1)
+    with transaction.atomic():
+        transaction.set_rollback(True)
+        with pytest.raises(transaction.TransactionManagementError):
+            shop.send_receipt.enqueue(connection, 2)
+    shop.send_receipt.enqueue(connection, 3)  # autocommit again: accepted
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([3],)]
+
+
 def test_django_migrations_give_the_same_schema_as_pgqueue_migrate(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:
@@ -149,6 +170,39 @@ def test_manage_py_pgqueue_migrate_check_uses_djangos_database(django_setup, emp
     subprocess.run(migrate, env=env, check=True, timeout=120)
     current = subprocess.run(check, env=env, capture_output=True, text=True, timeout=120)
     assert current.returncode == 0, current.stderr
+
+
+def test_manage_py_pgqueue_accepts_djangos_settings_and_pythonpath_options(django_db) -> None:
+    """--settings/--pythonpath, which manage.py applies itself, are not passed on to pgqueue."""
+    from tests.contrib.conftest import SETTINGS
+
+    check = [sys.executable, MANAGE, "pgqueue", "--pythonpath", ".", "migrate", "--check",
+             f"--settings={SETTINGS}"]  # fmt: skip
+    done = subprocess.run(check, env=subprocess_env(django_db), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_call_command_pgqueue_passes_options_and_raises_command_errors(
+    django_setup: None, empty_dsn: str, dsn: str
+) -> None:
+    """call_command("pgqueue", "migrate", "--check") reaches click; failures are CommandError;
+    the app's DSN still follows Django's settings afterwards (the CLI does not pin it)."""
+    from django.core.management import CommandError, call_command
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import app
+
+    use_database(empty_dsn)
+    with pytest.raises(CommandError) as failed:
+        call_command("pgqueue", "migrate", "--check")
+    assert failed.value.returncode == 1
+    with pytest.raises(CommandError, match="invalid queue name 'a b'"):
+        call_command("pgqueue", "worker", "--queues", "a b", "--burst")
+    call_command("pgqueue", "migrate")
+    call_command("pgqueue", "migrate", "--check")
+    use_database(dsn)
+    assert conninfo_to_dict(app.dsn)["dbname"] == conninfo_to_dict(dsn)["dbname"]
 
 
 @pytest.fixture

@@ -106,6 +106,40 @@ def test_run_after_priority_and_queue_become_the_jobs_options(shop, django_db: s
     assert query(django_db, "SELECT max(priority) FROM pgqueue.jobs") == [(50,)]
 
 
+def test_whole_float_and_bool_priorities_django_accepts_are_enqueued(shop, django_db) -> None:
+    """Django accepts any whole number (5.0, True) as a priority: so does the backend."""
+    five = shop.add.using(priority=5.0).enqueue(1, 1)
+    one = shop.add.using(priority=True).enqueue(1, 1)
+    rows = query(django_db, "SELECT id, priority FROM pgqueue.jobs ORDER BY id")
+    assert rows == [(int(five.id), 5), (int(one.id), 1)]
+
+
+def test_a_bad_max_attempts_option_is_refused_when_the_backend_is_made(tasks_flavour) -> None:
+    """OPTIONS["MAX_ATTEMPTS"] out of 1..1000, or not a whole number, is ImproperlyConfigured
+    naming the option, instead of failing every enqueue; a string of digits is accepted."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pgqueue.contrib.django import PgQueueBackend
+
+    for bad in (0, 1001, 2.5, True, None, "three"):
+        with pytest.raises(ImproperlyConfigured, match=r"\['MAX_ATTEMPTS'\] must be a whole"):
+            PgQueueBackend("jobs", {"OPTIONS": {"MAX_ATTEMPTS": bad}})
+    assert PgQueueBackend("jobs", {"OPTIONS": {"MAX_ATTEMPTS": "3"}}).max_attempts == 3
+
+
+def test_run_after_pgqueue_cannot_hold_is_an_invalid_task_and_writes_nothing(shop, django_db):
+    """A run_after Python could not read back (year 10000 in UTC) is refused by using(),
+    before any SQL: it used to be inserted, then fail enqueue while reading the job back."""
+    from datetime import datetime, timezone
+
+    from pgqueue.contrib.django import _compat as dt
+
+    far = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
+    with pytest.raises(dt.InvalidTask, match="run_at must be between"):
+        shop.add.using(run_after=far)
+    assert states(django_db) == {}
+
+
 async def test_signals_are_sent_on_enqueue_start_and_finish(shop, django_db: str) -> None:
     """task_enqueued at enqueue; task_started and task_finished around the run in the worker."""
     from asgiref.sync import sync_to_async

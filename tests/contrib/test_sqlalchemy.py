@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import (
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from tests.contrib.sqlalchemy_app import app as shop
@@ -86,6 +92,32 @@ async def test_async_session_and_connection(dsn: str) -> None:
     finally:
         await db.dispose()
     assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([3],)]
+
+
+async def test_scoped_sessions_enqueue_in_the_current_scopes_session(engine, dsn) -> None:
+    """A scoped_session (Flask-SQLAlchemy's db.session) and an async_scoped_session enqueue in
+    the transaction of their current session; handed to the wrong method, they say which."""
+    scoped = scoped_session(sessionmaker(engine))
+    try:
+        shop.ship.enqueue(scoped, 1)
+        scoped.commit()
+        shop.ship.enqueue(scoped, 2)
+        scoped.rollback()
+        with pytest.raises(TypeError, match="use enqueue"):
+            await shop.ship.aenqueue(scoped, 3)
+    finally:
+        scoped.remove()
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    ascoped = async_scoped_session(async_sessionmaker(db), scopefunc=asyncio.current_task)
+    try:
+        await shop.ship.aenqueue(ascoped, 4)
+        await ascoped.commit()
+        with pytest.raises(TypeError, match="use aenqueue"):
+            shop.ship.enqueue(ascoped, 5)
+    finally:
+        await ascoped.remove()
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([4],)]
 
 
 async def test_sync_and_async_mix_ups_say_which_method_to_call(engine, dsn) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue.testing import adrain, assert_enqueued, assert_not_enqueued, drain, eager
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
@@ -33,6 +34,34 @@ def test_eager_checks_arguments_and_propagates_errors() -> None:
     with eager(t.app, propagate=False) as log:
         t.fails.enqueue(None)
     assert isinstance(log.jobs[0].error, ValueError)
+
+
+def test_eager_fails_a_return_value_a_worker_could_not_store() -> None:
+    """A result JSON cannot hold fails in eager mode as on a worker (unless not stored)."""
+    with eager(t.app), pytest.raises(TypeError, match="return value is not JSON-serialisable"):
+        t.today.enqueue(None)
+    with eager(t.app, propagate=False) as log:
+        t.today.enqueue(None)
+        t.today_unstored.enqueue(None)
+    assert [type(j.error) for j in log.jobs] == [TypeError, type(None)]
+
+
+def test_eager_enqueue_many_refuses_what_the_real_one_refuses_before_running_any() -> None:
+    """A shared unique_key, or one call JSON cannot hold, is refused before any call runs."""
+    with eager(t.app) as log:
+        with pytest.raises(ValueError, match="unique_key"):
+            t.add.using(unique_key="k").enqueue_many(None, [((1, 2), {})])
+        with pytest.raises(TypeError, match="positional argument 0"):
+            t.add.enqueue_many(None, iter([((1, 2), {}), ((object(), 2), {})]))
+    assert log.jobs == []
+
+
+async def test_eager_sync_enqueue_of_an_async_task_from_async_code() -> None:
+    """A sync enqueue called inside a running event loop still runs an async task."""
+    with eager(t.app) as log:
+        t.double.enqueue(None, 4)
+        await t.double.aenqueue_many(None, [((5,), {})])
+    assert [(j.result, j.error) for j in log.jobs] == [(8, None), (10, None)]
 
 
 def test_eager_for_one_app_leaves_other_apps_enqueueing_for_real(conn) -> None:
@@ -67,6 +96,24 @@ def test_assert_enqueued_in_eager_mode() -> None:
             assert_enqueued(t.add, args=[9, 9])
 
 
+def test_assert_enqueued_refuses_arguments_that_could_only_match_by_accident() -> None:
+    """args as a string (its characters) or a dict (its keys), kwargs that are no mapping,
+    a task name instead of the task, or a negative count: an error naming the value."""
+    with eager(t.app):
+        t.add.enqueue(None, "a", "b")
+        with pytest.raises(TypeError, match=r"args must be a list or tuple.*'ab'"):
+            assert_enqueued(t.add, args="ab")
+        with pytest.raises(TypeError, match="args must be"):
+            assert_enqueued(t.add, args={"a": 1})
+        with pytest.raises(TypeError, match=r"kwargs must be a dict.*\[1\]"):
+            assert_enqueued(t.add, kwargs=[1])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"task must be a pgqueue Task.*'add'"):
+            assert_enqueued("add")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="count must be an int >= 0, got -1"):
+            assert_enqueued(t.add, count=-1)
+        assert_enqueued(t.add, args=("a", "b"), kwargs={}, count=1)
+
+
 def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, dsn) -> None:
     """With conn=, the jobs of the open transaction count; without it, only committed ones."""
     t.add.using(queue="math").enqueue(conn, 4, 5)
@@ -98,6 +145,35 @@ def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) ->
     conn.commit()
     assert drain(t.app, dsn=dsn) == {"succeeded": 0, "failed": 1, "retried": 1, "cancelled": 0}
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
+
+
+def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
+    """queues= runs those queues only (a string is a comma list, not a substring test), and
+    brings forward the scheduled jobs of those queues only."""
+    t.add.using(queue="mail").enqueue(conn, 1, 1)
+    t.add.using(queue="emails").enqueue(conn, 2, 2)
+    t.add.using(queue="later", delay=3600).enqueue(conn, 3, 3)
+    conn.commit()
+    assert drain(t.app, dsn=dsn, queues="emails")["succeeded"] == 1
+    assert query(dsn, "SELECT queue, state, run_at > now() FROM pgqueue.jobs ORDER BY id") == [
+        ("mail", "queued", False), ("emails", "succeeded", False), ("later", "queued", True),
+    ]  # fmt: skip
+
+
+async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
+    dsn: str, empty_dsn: str
+) -> None:
+    """Bad queues or max_rounds, a database without pgqueue's schema, a running event loop:
+    each is a one-line error saying what to do."""
+    with pytest.raises(ValueError, match="invalid queue name 'a b'"):
+        await adrain(t.app, dsn=dsn, queues=["a b"])
+    for rounds in (0, "3", True):
+        with pytest.raises(ValueError, match="max_rounds must be an int >= 1"):
+            await adrain(t.app, dsn=dsn, max_rounds=rounds)  # type: ignore[arg-type]
+    with pytest.raises(pgqueue.SchemaError, match="pgqueue migrate"):
+        await adrain(t.app, dsn=empty_dsn)
+    with pytest.raises(RuntimeError, match="await adrain"):
+        drain(t.app, dsn=dsn)
 
 
 async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:

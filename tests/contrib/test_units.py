@@ -54,3 +54,37 @@ def test_alembic_hooks_hide_only_the_pgqueue_schema() -> None:
     assert not include_object(Table(), "jobs", "table", True, None)
     assert not include_object(Index(), "jobs_idx", "index", True, None)
     assert include_object(type("T", (), {"schema": None})(), "orders", "table", True, None)
+
+
+def test_django_global_options_are_removed_before_pgqueue_sees_them(django_setup: None) -> None:
+    """--settings X, --settings=X, --pythonpath X go; everything else (and after --) stays."""
+    from pgqueue.contrib.django.management.commands.pgqueue import without_django_globals
+
+    argv = ["--settings", "s", "worker", "--pythonpath=.", "-q", "a", "--", "--settings=x"]
+    assert without_django_globals(argv) == ["worker", "-q", "a", "--", "--settings=x"]
+
+
+@pytest.mark.parametrize(
+    ("pgqueue_setting", "message"),
+    [
+        ("default", "PGQUEUE must be a dict"),
+        ({"TASK_MODULES": "shop.jobs"}, r"PGQUEUE\['TASK_MODULES'\] must be a list.*'shop.jobs'"),
+        ({"TASK_MODULES": [1]}, r"PGQUEUE\['TASK_MODULES'\] must be a list"),
+        ({"AUTODISCOVER": ["tasks"]}, r"PGQUEUE\['AUTODISCOVER'\] must be a module name"),
+    ],
+)
+def test_pgqueue_settings_of_the_wrong_shape_are_improperly_configured(
+    django_setup: None, pgqueue_setting: object, message: str
+) -> None:
+    """A string where a list belongs (imported character by character: "No module named 's'")
+    or a non-dict PGQUEUE is ImproperlyConfigured naming the setting."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _conf
+
+    with (
+        override_settings(PGQUEUE=pgqueue_setting),
+        pytest.raises(ImproperlyConfigured, match=message),
+    ):
+        _conf.settings()

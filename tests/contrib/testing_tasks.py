@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pgqueue
 
 app = pgqueue.PgQueue(retry=pgqueue.RetryPolicy(base=60, cap=60))
@@ -31,6 +33,18 @@ async def double(x: int) -> int:
 def fails() -> None:
     """Always raises."""
     raise ValueError("nope")
+
+
+@app.task
+def today() -> date:
+    """Returns what JSON cannot hold: a worker fails the job."""
+    return date(2030, 1, 2)
+
+
+@app.task(store_result=False)
+def today_unstored() -> date:
+    """The same, with its return value discarded: a worker lets it succeed."""
+    return date(2030, 1, 2)
 
 
 @other.task

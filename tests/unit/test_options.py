@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -47,6 +47,21 @@ def test_run_at_that_is_not_a_datetime_is_rejected(run_at: object) -> None:
     """A string such as 'infinity' (which SQL would accept) or a date raises ValueError."""
     with pytest.raises(ValueError, match="timezone-aware datetime"):
         JobOptions(run_at=run_at)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        datetime.max.replace(tzinfo=UTC),  # loads in UTC, not a day further east
+        datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))),  # year 10000 in UTC
+        datetime.min.replace(tzinfo=timezone(timedelta(hours=5))),  # 1 BC in UTC
+    ],
+)
+def test_run_at_python_could_not_read_back_is_rejected(run_at: datetime) -> None:
+    """A run_at PostgreSQL would store but Python cannot load again raises ValueError."""
+    with pytest.raises(ValueError, match="run_at must be between 0001-01-02 and 9999-12-30 UTC"):
+        JobOptions(run_at=run_at)
+    assert JobOptions(run_at=datetime(9999, 12, 29, tzinfo=UTC)).run_at is not None
 
 
 def test_naive_run_at_is_rejected() -> None:

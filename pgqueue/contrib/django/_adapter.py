@@ -40,6 +40,9 @@ def psycopg_connection(wrapper: Any) -> psycopg.Connection[Any]:
     wrapper.ensure_connection()
     raw = wrapper.connection
     if isinstance(raw, psycopg.Connection):
+        # As Django's cursors do: an atomic block marked for rollback (an error caught inside
+        # it, set_rollback(True)) would roll the job back silently when the block exits.
+        wrapper.validate_no_broken_transaction()
         return raw
     raise TypeError(
         f"pgqueue enqueues on psycopg 3, but Django's database {wrapper.alias!r} uses "

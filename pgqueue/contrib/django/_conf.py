@@ -32,13 +32,31 @@ def settings() -> dict[str, Any]:
     from django.core.exceptions import ImproperlyConfigured
 
     given = getattr(django_settings, "PGQUEUE", {}) or {}
+    if not isinstance(given, dict):
+        raise ImproperlyConfigured(f"PGQUEUE must be a dict of settings, got {given!r}")
     unknown = set(given) - set(DEFAULTS)
     if unknown:
         raise ImproperlyConfigured(
             f"unknown PGQUEUE setting(s): {', '.join(sorted(unknown))}; "
             f"known: {', '.join(DEFAULTS)}"
         )
-    return {**DEFAULTS, **given}
+    merged = {**DEFAULTS, **given}
+    _check_modules(merged["TASK_MODULES"], merged["AUTODISCOVER"])
+    return merged
+
+
+def _check_modules(modules: Any, autodiscover: Any) -> None:
+    """A string where a list belongs would be imported character by character."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    if not isinstance(modules, list | tuple) or not all(isinstance(m, str) for m in modules):
+        raise ImproperlyConfigured(
+            f"PGQUEUE['TASK_MODULES'] must be a list of module names, got {modules!r}"
+        )
+    if autodiscover is not None and not isinstance(autodiscover, str):
+        raise ImproperlyConfigured(
+            f"PGQUEUE['AUTODISCOVER'] must be a module name (or None), got {autodiscover!r}"
+        )
 
 
 def database_alias() -> str:

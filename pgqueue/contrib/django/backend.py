@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgqueue._manage import get_job
-from pgqueue._options import check_queue
+from pgqueue._options import MAX_ATTEMPTS_LIMIT
 from pgqueue.contrib.django import _compat as dt
 from pgqueue.contrib.django import _conf, _registry
 from pgqueue.contrib.django._results import task_result
@@ -36,7 +36,20 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         self.database: str | None = self.options.get("DATABASE")
-        self.max_attempts = int(self.options.get("MAX_ATTEMPTS", 1))
+        self.max_attempts = self._max_attempts(self.options.get("MAX_ATTEMPTS", 1))
+
+    def _max_attempts(self, value: Any) -> int:
+        """``OPTIONS["MAX_ATTEMPTS"]`` as an int (a string of digits will do), checked once
+        here rather than failing every enqueue."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        whole = isinstance(value, int | str) and not isinstance(value, bool)
+        if whole and str(value).strip().isdigit() and 1 <= int(value) <= MAX_ATTEMPTS_LIMIT:
+            return int(value)
+        raise ImproperlyConfigured(
+            f"TASKS[{self.alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a whole number from 1 "
+            f"to {MAX_ATTEMPTS_LIMIT}, got {value!r}"
+        )
 
     def _connection(self) -> Any:
         from django.db import connections
@@ -44,23 +57,27 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         return connections[self.database or _conf.database_alias()]
 
     def validate_task(self, task: Any) -> None:
-        """Django's checks, a valid pgqueue queue name, then register the task for workers."""
+        """Django's checks, then pgqueue's (queue name, run_after), then register the task."""
         super().validate_task(task)
         try:
-            check_queue(task.queue_name)
+            self._job(task)
         except ValueError as exc:
             raise dt.InvalidTask(str(exc)) from None
         _registry.register(task)
 
+    def _job(self, task: Any) -> Any:
+        """The pgqueue task a Django task is enqueued as; ``ValueError`` if pgqueue cannot
+        hold its options."""
+        return _conf.get_app().using(
+            task.module_path, queue=task.queue_name, priority=int(task.priority),
+            max_attempts=self.max_attempts, run_at=self._run_at(task.run_after),
+        )  # fmt: skip
+
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Insert the job on Django's connection, in the current transaction if any."""
         self.validate_task(task)
-        job = _conf.get_app().using(
-            task.module_path, queue=task.queue_name, priority=task.priority,
-            max_attempts=self.max_attempts, run_at=self._run_at(task.run_after),
-        )  # fmt: skip
         connection = self._connection()
-        job_id = job.enqueue(connection, *args, **kwargs)
+        job_id = self._job(task).enqueue(connection, *args, **kwargs)
         result = self._result(task, connection, job_id)
         dt.task_enqueued.send(type(self), task_result=result)
         return result

@@ -7,6 +7,7 @@ the other subcommands work as in the ``pgqueue`` CLI.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import click
@@ -17,13 +18,39 @@ from pgqueue.contrib.django import _conf
 
 APP_PATH = "pgqueue.contrib.django:app"
 
+# Options manage.py itself reads from every command line before handing it to a command.
+_DJANGO_GLOBAL = ("--settings", "--pythonpath")
+
 
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
     defaults = {"app_path": APP_PATH, "dsn": _conf.dsn()}
-    return cli.main(
-        args=args, prog_name="manage.py pgqueue", standalone_mode=standalone, default_map=defaults
-    )
+    app = _conf.get_app()
+    pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
+    try:
+        return cli.main(
+            args=args, prog_name="manage.py pgqueue", standalone_mode=standalone,
+            default_map=defaults,
+        )  # fmt: skip
+    finally:
+        app._dsn = pinned
+
+
+def without_django_globals(args: list[str]) -> list[str]:
+    """``args`` without ``--settings``/``--pythonpath`` (and their values): manage.py has
+    already applied them, and pgqueue's command line would refuse them as unknown."""
+    kept: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return kept + args[i:]
+        elif arg in _DJANGO_GLOBAL:
+            skip = True
+        elif not arg.startswith(tuple(f"{name}=" for name in _DJANGO_GLOBAL)):
+            kept.append(arg)
+    return kept
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -32,15 +59,23 @@ class Command(BaseCommand):  # type: ignore[misc]
     help = "pgqueue's command line (worker, migrate, ...): manage.py pgqueue --help"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("args", nargs="*", help="pgqueue subcommand and its options")
+        # REMAINDER: the subcommand's own options ("migrate --check") reach click untouched.
+        parser.add_argument("args", nargs=argparse.REMAINDER, help="pgqueue subcommand")
 
     def run_from_argv(self, argv: list[str]) -> None:
         """Hand everything after ``pgqueue`` to click (so ``--queues`` etc. reach it)."""
-        run_cli(argv[2:], standalone=True)
+        run_cli(without_django_globals(argv[2:]), standalone=True)
 
     def handle(self, *args: str, **options: Any) -> None:
-        """For ``call_command("pgqueue", "migrate", "--check")``."""
+        """For ``call_command("pgqueue", "migrate", "--check")``: a failure is a
+        ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``."""
         try:
             run_cli(list(args), standalone=False)
         except click.ClickException as exc:
-            raise CommandError(exc.format_message()) from None
+            raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
+        except SystemExit as exc:  # `migrate --check` exits 1 after printing the problem
+            if exc.code not in (None, 0):
+                code = exc.code if isinstance(exc.code, int) else 1
+                raise CommandError(
+                    f"pgqueue exited with status {exc.code}", returncode=code
+                ) from None
