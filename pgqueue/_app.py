@@ -60,6 +60,7 @@ class PgQueue:
         redact: Callable[[str], str] | None = None,
         retention: Mapping[str, float | timedelta | None] | None = None,
     ) -> None:
+        _check_app_arguments(dsn, redact, max_payload_bytes)
         self._dsn = dsn
         self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(
@@ -141,6 +142,8 @@ class PgQueue:
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            if not callable(func):
+                raise TypeError(f"app.task registers a function, got {func!r}")
             task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
@@ -285,6 +288,17 @@ class PgQueue:
 
 def _keep(text: str) -> str:
     return text
+
+
+def _check_app_arguments(dsn: object, redact: object, max_payload_bytes: object) -> None:
+    # A redact that cannot be called would only fail in the worker, on a task's first error.
+    if dsn is not None and not isinstance(dsn, str):
+        raise ValueError(f"dsn must be a string (or None), got {dsn!r}")
+    if redact is not None and not callable(redact):
+        raise ValueError(f"redact must be a function from str to str (or None), got {redact!r}")
+    size = max_payload_bytes
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_payload_bytes must be an int >= 1, got {max_payload_bytes!r}")
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:

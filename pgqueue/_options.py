@@ -51,6 +51,17 @@ def _delay(value: float | timedelta | None) -> float | None:
     return None if seconds is None else check_delay(seconds, "delay")
 
 
+def _check_callables(options: JobOptions) -> None:
+    if not isinstance(options.retry, RetryPolicy):
+        raise ValueError(f"retry must be a RetryPolicy, got {options.retry!r}")
+    if not isinstance(options.store_result, bool):
+        raise ValueError(f"store_result must be True or False, got {options.store_result!r}")
+    for name in ("on_success", "on_failure"):
+        value = getattr(options, name)
+        if value is not None and not callable(value):
+            raise ValueError(f"{name} must be a function (or None), got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     """Everything about a job except its arguments. Immutable; ``merge`` makes a new one."""
@@ -104,6 +115,7 @@ class JobOptions:
             raise ValueError(f"on_conflict must be 'existing' or 'raise', got {self.on_conflict!r}")
         if self.executor not in ("auto", "async", "thread", "process"):
             raise ValueError("executor must be one of 'auto', 'async', 'thread', 'process'")
+        _check_callables(self)
 
     def merge(self, **changes: Any) -> JobOptions:
         """A copy with ``changes`` applied (``None`` values are ignored), validated again."""

@@ -145,3 +145,62 @@ def test_process_executor_needs_an_importable_function() -> None:
         @app.task(executor="process")
         async def coro() -> None:
             """Runs on the loop, not in a process."""
+
+
+def _fails() -> None:
+    """A task body; never called."""
+    raise RuntimeError
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("retry", 5), ("retry", {"base": 1}), ("on_success", "notify"), ("on_failure", 1),
+     ("store_result", "no")],
+)  # fmt: skip
+def test_task_options_the_worker_calls_are_checked_at_registration(
+    option: str, value: object
+) -> None:
+    """A retry that is no RetryPolicy or a hook that cannot be called raises ValueError naming
+    it: the worker used to meet it only on a job's first failure, and stall a slot on it."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match=f"{option} must be"):
+        app.task(**{option: value})(_fails)
+    with pytest.raises(ValueError, match="retry must be a RetryPolicy"):
+        pgqueue.PgQueue("postgresql://unused", retry=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [("redact", "secret", "redact must be a function"), ("dsn", 5432, "dsn must be a string"),
+     ("max_payload_bytes", "1MB", "max_payload_bytes must be"),
+     ("max_payload_bytes", 0, "max_payload_bytes must be"),
+     ("max_payload_bytes", True, "max_payload_bytes must be")],
+)  # fmt: skip
+def test_app_arguments_are_checked_at_construction(
+    argument: str, value: object, message: str
+) -> None:
+    """PgQueue(...) refuses a redact it cannot call, a DSN that is no string and a payload
+    limit that is no positive int, instead of failing later in a worker or an enqueue."""
+    with pytest.raises(ValueError, match=message):
+        pgqueue.PgQueue(**{argument: value})  # type: ignore[arg-type]
+
+
+def test_only_a_function_can_be_registered_as_a_task() -> None:
+    """@app.task on something that is not callable raises TypeError naming it."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(TypeError, match="registers a function, got 5"):
+        app.task(5)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="registers a function, got 'x'"):
+        app.task(name="x")("x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("base", "1"), ("cap", None), ("factor", timedelta(seconds=2)), ("base", True),
+     ("jitter", "no")],
+)  # fmt: skip
+def test_retry_policy_fields_of_the_wrong_type_are_named(field: str, value: object) -> None:
+    """RetryPolicy(base="1") and the like raise ValueError naming the field, not a TypeError
+    from a comparison inside it; jitter must be a bool ("no" would have meant yes)."""
+    with pytest.raises(ValueError, match=f"RetryPolicy {field} must be"):
+        pgqueue.RetryPolicy(**{field: value})  # type: ignore[arg-type]
