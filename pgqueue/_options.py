@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ def check_task_name(name: str) -> str:
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | timedelta):
+        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds != seconds or seconds < 0:  # NaN or negative
         raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
@@ -49,6 +52,15 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
 def _delay(value: float | timedelta | None) -> float | None:
     seconds = _seconds(value, "delay")
     return None if seconds is None else check_delay(seconds, "delay")
+
+
+def _timeout(value: float | timedelta) -> float:
+    seconds = _seconds(value, "timeout")
+    if seconds is None or not 0 < seconds < math.inf:
+        raise ValueError(
+            f"timeout must be a finite number of seconds > 0 (None for no timeout), got {value!r}"
+        )
+    return seconds
 
 
 def _check_callables(options: JobOptions) -> None:
@@ -104,11 +116,8 @@ class JobOptions:
                 "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
                 f" got {run_at!r}"
             )
-        if self.timeout is not None and not 0 < (_seconds(self.timeout, "timeout") or 0) < math.inf:
-            raise ValueError(
-                f"timeout must be a finite number of seconds > 0 (None for no timeout), "
-                f"got {self.timeout!r}"
-            )
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:
             check_task_name(self.unique_key)
         if self.on_conflict not in ("existing", "raise"):

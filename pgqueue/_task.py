@@ -59,7 +59,7 @@ class Task(Generic[P, R]):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict | None = None,
     ) -> Task[P, R]:

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue._store import COPY_THRESHOLD
 from tests.helpers import query
 from tests.integration import tasks_app as t
 
@@ -91,6 +92,20 @@ def test_run_at_and_options_are_stored(dsn: str, conn: psycopg.Connection) -> No
         dsn, "SELECT queue, priority, run_at, max_attempts, kwargs FROM pgqueue.jobs WHERE id = %s",
         [job_id],
     ) == [("other", 7, when, 9, {"b": 2})]  # fmt: skip
+
+
+def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """timeout=timedelta(...) passed validation but reached SQL as an interval, which the
+    float column refused: enqueue, enqueue_many and its COPY path now store seconds."""
+    task = t.add.using(timeout=timedelta(seconds=90))
+    ids = [task.enqueue(conn, 1, 2)]
+    ids += task.enqueue_many(conn, [((1, 2), {})])
+    ids += task.enqueue_many(conn, [((1, 2), {})] * COPY_THRESHOLD)
+    conn.commit()
+    timeouts = query(dsn, "SELECT DISTINCT timeout FROM pgqueue.jobs WHERE id = ANY(%s)", [ids])
+    assert timeouts == [(90.0,)]
 
 
 def test_unserialisable_arguments_fail_before_sql_and_keep_the_transaction(

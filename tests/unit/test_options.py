@@ -69,7 +69,7 @@ def test_bad_max_attempts_and_timeout_are_rejected() -> None:
     for timeout in (0, -1, math.nan, math.inf):
         with pytest.raises(ValueError, match="timeout"):
             JobOptions(timeout=timeout)
-    assert JobOptions(timeout=timedelta(days=400)).timeout == timedelta(days=400)
+    assert JobOptions(timeout=timedelta(days=400)).timeout == 400 * 86400.0
 
 
 def test_task_using_validates_immediately() -> None:
@@ -204,3 +204,13 @@ def test_retry_policy_fields_of_the_wrong_type_are_named(field: str, value: obje
     from a comparison inside it; jitter must be a bool ("no" would have meant yes)."""
     with pytest.raises(ValueError, match=f"RetryPolicy {field} must be"):
         pgqueue.RetryPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [True, "5", [1], b"5", date(2030, 1, 1)])
+def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> None:
+    """A bool, a string or a list as a delay or timeout raises ValueError naming it: True
+    was one second, "5" five, and timeout=True failed only in SQL."""
+    with pytest.raises(ValueError, match="delay must be a number of seconds or a timedelta"):
+        JobOptions(delay=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a number of seconds or a timedelta"):
+        JobOptions(timeout=value)  # type: ignore[arg-type]
