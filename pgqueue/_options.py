@@ -8,7 +8,7 @@ import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pgqueue._retry import RetryPolicy, check_delay
@@ -20,6 +20,8 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: "$" would allow a
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_NAME_LENGTH = 255
+RUN_AT_MIN = datetime(1, 1, 2, tzinfo=UTC)
+RUN_AT_MAX = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def check_queue(queue: str) -> str:
@@ -61,6 +63,21 @@ def _timeout(value: float | timedelta) -> float:
             f"timeout must be a finite number of seconds > 0 (None for no timeout), got {value!r}"
         )
     return seconds
+
+
+def _check_run_at(run_at: object) -> None:
+    # Not a string: SQL would take 'infinity'. Within these bounds psycopg reads the value back
+    # as a datetime in any session time zone; beyond them get_job and list_jobs would fail.
+    if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+        raise ValueError(
+            "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
+            f" got {run_at!r}"
+        )
+    if not RUN_AT_MIN <= run_at <= RUN_AT_MAX:
+        raise ValueError(
+            f"run_at must be from {RUN_AT_MIN.isoformat()} to {RUN_AT_MAX.isoformat()},"
+            f" got {run_at!r}"
+        )
 
 
 def _check_callables(options: JobOptions) -> None:
@@ -110,12 +127,8 @@ class JobOptions:
             object.__setattr__(self, "delay", _delay(self.delay))
         if self.delay is not None and self.run_at is not None:
             raise ValueError("give either delay or run_at, not both")
-        run_at = self.run_at  # not a string: SQL would take 'infinity'
-        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
-            raise ValueError(
-                "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
-                f" got {run_at!r}"
-            )
+        if self.run_at is not None:
+            _check_run_at(self.run_at)
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:
@@ -132,6 +145,8 @@ class JobOptions:
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "delay" in changes and "run_at" in changes:
+            raise ValueError("give either delay or run_at, not both")
         if "delay" in changes:
             changes["run_at"] = None
         elif "run_at" in changes:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 import pytest
 
 import pgqueue
 from pgqueue._app import normalize_dsn
-from pgqueue._options import JobOptions
+from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN, JobOptions
 from pgqueue._retry import MAX_DELAY
 from pgqueue._worker import parse_queues
 
@@ -214,3 +214,43 @@ def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> Non
         JobOptions(delay=value)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout must be a number of seconds or a timedelta"):
         JobOptions(timeout=value)  # type: ignore[arg-type]
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that knows no offset: datetimes with it are naive to Python."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC),
+     datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+     datetime(9999, 12, 31, 1, tzinfo=UTC)],
+)  # fmt: skip
+def test_run_at_psycopg_could_not_read_back_is_rejected(run_at: datetime) -> None:
+    """datetime.max/min with a zone were stored, then get_job and list_jobs failed on them
+    in sessions east or west of UTC (year 10000, or before year 1); year 1 at +14:00 failed
+    the enqueue itself with a DataError. Now ValueError gives the range."""
+    with pytest.raises(
+        ValueError,
+        match=r"run_at must be from 0001-01-02T00:00:00\+00:00 to 9999-12-31T00:00:00\+00:00",
+    ):
+        JobOptions(run_at=run_at)
+    assert JobOptions(run_at=RUN_AT_MAX).run_at == RUN_AT_MAX
+    assert JobOptions(run_at=RUN_AT_MIN).run_at == RUN_AT_MIN
+
+
+def test_run_at_with_a_tzinfo_that_gives_no_offset_is_naive() -> None:
+    """A tzinfo whose utcoffset() is None leaves the datetime naive: refused like one."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        JobOptions(run_at=datetime(2030, 1, 1, tzinfo=_NoOffset()))
+
+
+def test_delay_and_run_at_in_one_using_call_are_refused() -> None:
+    """using(delay=..., run_at=...) raises, as documented, instead of dropping run_at."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    task = app.task(name="x")(_fails)
+    with pytest.raises(ValueError, match="either delay or run_at"):
+        task.using(delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC))
