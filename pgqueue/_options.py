@@ -33,10 +33,15 @@ def check_queue(queue: str) -> str:
     return queue
 
 
-def check_task_name(name: str) -> str:
-    """Return ``name`` if it is a usable task name, else raise ``ValueError``."""
+def check_task_name(name: str, what: str = "task name") -> str:
+    """Return ``name`` if it is a usable task name (or ``what``), else raise ``ValueError``."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
-        raise ValueError(f"invalid task name {name!r}: use 1-{MAX_NAME_LENGTH} characters")
+        raise ValueError(f"invalid {what} {name!r}: use 1-{MAX_NAME_LENGTH} characters")
+    if not name.isascii():
+        try:
+            name.encode()
+        except UnicodeEncodeError:  # a lone surrogate: psycopg would fail to send it
+            raise ValueError(f"invalid {what} {name!r}: it is not valid UTF-8") from None
     return name
 
 
@@ -132,7 +137,7 @@ class JobOptions:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:
-            check_task_name(self.unique_key)
+            check_task_name(self.unique_key, "unique_key")
         if self.on_conflict not in ("existing", "raise"):
             raise ValueError(f"on_conflict must be 'existing' or 'raise', got {self.on_conflict!r}")
         if self.executor not in ("auto", "async", "thread", "process"):

@@ -98,7 +98,7 @@ def decorator(
     if queue is not None:
         check_queue(queue)
     if name is not None:
-        check_task_name(name)
+        check_task_name(name, "schedule name")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)

@@ -254,3 +254,21 @@ def test_delay_and_run_at_in_one_using_call_are_refused() -> None:
     task = app.task(name="x")(_fails)
     with pytest.raises(ValueError, match="either delay or run_at"):
         task.using(delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_names_and_keys_that_are_not_utf8_are_refused_naming_what_they_are() -> None:
+    """A lone surrogate in a task name, unique_key or schedule name passed the check, and
+    psycopg then failed to encode it at enqueue (or at a periodic's tick); a bad unique_key
+    was reported as an "invalid task name"."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match=r"invalid task name 'a\\udc80': it is not valid UTF-8"):
+        app.task(name="a\udc80")(_fails)
+    with pytest.raises(ValueError, match="invalid task name"):
+        app.using("a\udc80")
+    with pytest.raises(ValueError, match=r"invalid unique_key 'k\\ud800': it is not valid UTF-8"):
+        JobOptions(unique_key="k\ud800")
+    with pytest.raises(ValueError, match="invalid unique_key ''"):
+        JobOptions(unique_key="")
+    with pytest.raises(ValueError, match="invalid schedule name"):
+        app.periodic("* * * * *", name="s\udfff")
+    assert JobOptions(unique_key="clé-ünïcode-✓").unique_key == "clé-ünïcode-✓"
