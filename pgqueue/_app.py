@@ -15,7 +15,7 @@ from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, 
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
-from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._options import Executor, JobOptions, check_job_id, check_task_name
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
@@ -217,6 +217,7 @@ class PgQueue:
         flagged and its worker stops it at its next heartbeat (a notification hastens it):
         returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
         """
+        job_id = check_job_id(job_id)
         with sync_cursor(conn) as cur:
             # A claim committing during the statement hides the row from both of its branches;
             # the second statement sees it running (under READ COMMITTED, the default).
@@ -226,6 +227,7 @@ class PgQueue:
 
     async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
         """Async twin of :meth:`cancel`."""
+        job_id = check_job_id(job_id)
         async with async_cursor(conn) as cur:
             return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
                 cur, _store.jobs_cancel(job_id)

@@ -17,6 +17,7 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
+from pgqueue._options import check_job_id
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -27,15 +28,17 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
+    query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur:
-        row = _store.run(cur, _store.jobs_read(job_id))
+        row = _store.run(cur, query)
     return Job(*row) if row else None
 
 
 async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
+    query = _store.jobs_read(check_job_id(job_id))
     async with async_cursor(conn) as cur:
-        row = await _store.arun(cur, _store.jobs_read(job_id))
+        row = await _store.arun(cur, query)
     return Job(*row) if row else None
 
 
@@ -57,6 +60,7 @@ def list_jobs(
 
 def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
+    job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
         if _store.run(cur, _store.jobs_retry([job_id])):
             return
@@ -85,6 +89,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
     A running job is stopped by its worker at its next heartbeat. Raises
     :class:`JobStateError` when the job does not exist or has already finished.
     """
+    job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
         outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
@@ -92,6 +97,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
 
 async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
+    job_id = check_job_id(job_id)
     async with async_cursor(conn) as cur:
         outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,23 @@ def check_task_name(name: str, what: str = "task name") -> str:
         except UnicodeEncodeError:  # a lone surrogate: psycopg would fail to send it
             raise ValueError(f"invalid {what} {name!r}: it is not valid UTF-8") from None
     return name
+
+
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def check_job_id(job_id: int) -> int:
+    """Return ``job_id`` as an int if some job could have it, else raise ``ValueError``: a
+    bool, a str or an int beyond bigint would fail in SQL and abort the caller's transaction."""
+    try:
+        value = operator.index(job_id)  # an int, or an int-like such as numpy.int64
+    except TypeError:
+        value = None
+    if isinstance(job_id, bool) or value is None or not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise ValueError(
+            f"invalid job id {job_id!r}: a job id is an int from {BIGINT_MIN} to {BIGINT_MAX}"
+        )
+    return value
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:

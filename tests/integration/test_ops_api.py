@@ -237,3 +237,25 @@ def test_get_job_decodes_json_whatever_the_connection_loads(dsn: str) -> None:
         job = pgqueue.PgQueue().get_job(conn, job_id)
     assert job is not None
     assert (job.args, job.kwargs, job.errors, job.meta) == ([[1, "two"]], {"flag": True}, [], {})
+
+
+@pytest.mark.parametrize("bad", [True, "7", 1.0, 2**63, -(2**63) - 1, None])
+async def test_job_ids_sql_cannot_take_are_refused_and_keep_the_transaction(
+    dsn: str, conn: Any, aconn: Any, bad: Any
+) -> None:
+    """A bool, str, float, None or int beyond bigint as a job id raises ValueError naming it,
+    before any SQL. app.cancel(conn, 2**63) used to fail with "function pgqueue.cancel(numeric)
+    does not exist" and abort the caller's transaction; get_job(True) with "operator does not
+    exist: bigint = boolean"; retry(2**63) with "bigint out of range"."""
+    app = make_app(dsn)
+    steer = [app.get_job, app.retry, app.cancel, admin.cancel_job, admin.retry_job]
+    for call in steer:
+        with pytest.raises(ValueError, match=f"invalid job id {bad!r}"):
+            call(conn, bad)
+    for acall in (app.aget_job, app.acancel, admin.acancel_job):
+        with pytest.raises(ValueError, match=f"invalid job id {bad!r}"):
+            await acall(aconn, bad)
+    job_id = app.using("add").enqueue(conn, 1, 2)  # the transaction is still usable
+    conn.commit()
+    assert app.get_job(conn, job_id) is not None
+    assert app.get_job(conn, 0) is None and app.cancel(conn, -1) is None  # ids no job has
