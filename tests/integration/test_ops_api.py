@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
@@ -259,3 +260,35 @@ async def test_job_ids_sql_cannot_take_are_refused_and_keep_the_transaction(
     conn.commit()
     assert app.get_job(conn, job_id) is not None
     assert app.get_job(conn, 0) is None and app.cancel(conn, -1) is None  # ids no job has
+
+
+@pytest.mark.parametrize(
+    ("timeout", "poll_interval", "message"),
+    [(math.nan, 0.05, "timeout must be"), ("5", 0.05, "timeout must be"),
+     (-1, 0.05, "timeout must be"), (0.3, 0, "poll_interval must be"),
+     (0.3, -1, "poll_interval must be"), (0.3, math.nan, "poll_interval must be"),
+     (0.3, math.inf, "poll_interval must be"), (0.3, None, "poll_interval must be")],
+)  # fmt: skip
+async def test_wait_refuses_timeouts_and_poll_intervals_that_never_end_or_never_rest(
+    dsn: str, conn: Any, timeout: Any, poll_interval: Any, message: str
+) -> None:
+    """A NaN timeout never expired (wait hung for ever on an unfinished job) and a poll
+    interval of 0 or less re-read the job in a busy loop; a string raised a bare TypeError.
+    Both wait and wait_sync now raise ValueError naming the value, before connecting."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)  # no worker: it never finishes
+    conn.commit()
+    with pytest.raises(ValueError, match=message):
+        await asyncio.wait_for(app.wait(job_id, timeout=timeout, poll_interval=poll_interval), 3)
+    raised: list[BaseException] = []
+
+    def wait_sync() -> None:
+        try:
+            app.wait_sync(job_id, timeout=timeout, poll_interval=poll_interval)
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait_sync, daemon=True)  # a hang must not hold pytest
+    waiter.start()
+    await asyncio.to_thread(waiter.join, 3)
+    assert [type(e) for e in raised] == [ValueError] and message in str(raised[0])
