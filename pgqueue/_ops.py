@@ -17,7 +17,8 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
-from pgqueue._options import check_job_id
+from pgqueue._options import BIGINT_MAX, check_job_id, check_queue, check_task_name
+from pgqueue._retention import age_seconds
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ def list_jobs(
     """The newest ``limit`` jobs matching every filter given."""
     if state is not None and state not in STATES:
         raise ValueError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    if queue is not None:
+        check_queue(queue)
+    if task is not None:
+        check_task_name(task)
+    if limit is not None:  # None: no limit
+        _check_count(limit, "limit", 0)
     with sync_cursor(conn) as cur:
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
@@ -76,8 +83,15 @@ def _why_not_retried(job_id: int, job: Job | None) -> str:
     return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
 
 
+def _check_count(value: int, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= BIGINT_MAX:
+        raise ValueError(f"{what} must be an int from {least} to {BIGINT_MAX}, got {value!r}")
+
+
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
     """Put every failed job (of ``task``, if given) back in its queue; returns how many."""
+    if task is not None:
+        check_task_name(task)
     with sync_cursor(conn) as cur:
         count: int = _store.run(cur, _store.jobs_retry_failed(task))
     return count
@@ -134,8 +148,10 @@ def prune(
     Works in batches of ``batch`` rows per state. On an autocommit connection each batch
     commits on its own, so a big prune never holds many locks at once.
     """
-    seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-    return prune_by_state(conn, dict.fromkeys(sorted(states), float(seconds)), batch)
+    if isinstance(states, str):  # would be read as its letters
+        raise ValueError(f"states must be a list of states, such as [{states!r}]")
+    seconds = age_seconds(older_than, "older_than")
+    return prune_by_state(conn, dict.fromkeys(sorted(states), seconds), batch)
 
 
 def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000) -> int:
@@ -143,6 +159,8 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     unknown = set(ages) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
+    ages = {state: age_seconds(age, f"the age of {state!r} jobs") for state, age in ages.items()}
+    _check_count(batch, "batch", 1)
     total = 0
     with sync_cursor(conn) as cur:
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):

@@ -6,12 +6,14 @@ Failed jobs are kept longest by default: they are the ones someone has to look a
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pgqueue import _store
 from pgqueue._job import TERMINAL_STATES
+from pgqueue._retry import MAX_DELAY
 
 if TYPE_CHECKING:
     from pgqueue._worker._db import Db
@@ -35,15 +37,25 @@ def retention_ages(config: Mapping[str, float | timedelta | None] | None) -> dic
     unknown = set(merged) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"retention is for finished states only, not {', '.join(unknown)}")
-    ages = {}
-    for state, age in merged.items():
-        if age is None:
-            continue
-        seconds = age.total_seconds() if isinstance(age, timedelta) else float(age)
-        if not seconds >= 0:
-            raise ValueError(f"retention of {state!r} jobs must be >= 0 seconds, got {age!r}")
-        ages[state] = seconds
-    return ages
+    return {
+        state: age_seconds(age, f"retention of {state!r} jobs")
+        for state, age in merged.items()
+        if age is not None
+    }
+
+
+def age_seconds(age: float | timedelta, what: str) -> float:
+    """``age`` (seconds or a timedelta) as seconds, if SQL can subtract it from now(): from 0
+    to 1000 years. Else ``ValueError`` naming ``what``: an infinite age made every prune
+    statement fail."""
+    if isinstance(age, bool) or not isinstance(age, numbers.Real | timedelta):
+        raise ValueError(f"{what} must be seconds or a timedelta, got {age!r}")
+    seconds = age.total_seconds() if isinstance(age, timedelta) else float(age)
+    if not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(
+            f"{what} must be from 0 to {MAX_DELAY:.0f} seconds (1000 years), got {age!r}"
+        )
+    return seconds
 
 
 class Pruner:

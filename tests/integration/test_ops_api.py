@@ -292,3 +292,43 @@ async def test_wait_refuses_timeouts_and_poll_intervals_that_never_end_or_never_
     waiter.start()
     await asyncio.to_thread(waiter.join, 3)
     assert [type(e) for e in raised] == [ValueError] and message in str(raised[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(lambda c: _ops.list_jobs(c, limit=-1), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, limit=2**63), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, limit=True), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, queue=5), "invalid queue name 5"),
+     (lambda c: _ops.list_jobs(c, queue="q\x00"), "invalid queue name"),
+     (lambda c: _ops.list_jobs(c, task="t\udc80"), "invalid task name"),
+     (lambda c: _ops.retry_failed(c, task=5), "invalid task name 5"),
+     (lambda c: _ops.prune(c, math.inf), "older_than must be from 0"),
+     (lambda c: _ops.prune(c, math.nan), "older_than must be from 0"),
+     (lambda c: _ops.prune(c, 1e300), "older_than must be from 0"),
+     (lambda c: _ops.prune(c, "7d"), "older_than must be seconds or a timedelta"),
+     (lambda c: _ops.prune(c, -1), "older_than must be from 0"),
+     (lambda c: _ops.prune(c, 0, states="failed"), r"such as \['failed'\]"),
+     (lambda c: _ops.prune(c, 0, batch=-1), "batch must be an int from 1"),
+     (lambda c: _ops.prune(c, 0, batch=0), "batch must be an int from 1"),
+     (lambda c: _ops.prune(c, 0, batch=10**20), "batch must be an int from 1"),
+     (lambda c: _ops.prune_by_state(c, {"failed": math.inf}), "age of 'failed' jobs must be")],
+)  # fmt: skip
+def test_admin_arguments_sql_cannot_take_are_refused_and_keep_the_transaction(
+    dsn: str, conn: Any, call: Any, message: str
+) -> None:
+    """Each of these failed in SQL (LIMIT must not be negative, bigint out of range, interval
+    out of range, operator does not exist: text = smallint, ...) once a finished job was there
+    to look at, aborting the caller's transaction; prune(states="failed") pruned the states
+    'a', 'd', 'e'...; batch=0 pruned nothing. Now ValueError names the argument first."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " VALUES (1, 'q', 't', '[]', '{}', 'failed', 0, 1, 3, now(), now(),"
+        " now() - interval '1 d')",
+    )
+    with pytest.raises(ValueError, match=message):
+        call(conn)
+    assert _ops.list_jobs(conn, limit=0) == []  # the transaction is still usable
+    assert [j.id for j in _ops.list_jobs(conn, limit=None)] == [1]

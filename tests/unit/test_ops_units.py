@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter
@@ -50,8 +52,18 @@ def test_retention_merges_over_defaults_and_none_keeps_forever() -> None:
     assert ages == {"succeeded": 3600.0, "failed": DEFAULT_RETENTION["failed"]}
     with pytest.raises(ValueError, match="finished states only"):
         retention_ages({"queued": 1})
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="from 0 to"):
         retention_ages({"failed": -1})
+
+
+@pytest.mark.parametrize("age", [math.inf, math.nan, 1e300, timedelta.max, True, "1d"])
+def test_retention_sql_cannot_subtract_from_now_is_refused(age: object) -> None:
+    """An infinite or 1e300 s retention passed the check, and then every maintenance pass of
+    every worker failed at its prune statement ("interval out of range"), pruning no state and
+    never reaching the claim path's vacuum; True meant one second; "1d" raised a float()
+    error that named no state."""
+    with pytest.raises(ValueError, match="retention of 'failed' jobs must be"):
+        pgqueue.PgQueue(retention={"failed": age})  # type: ignore[dict-item]
 
 
 def test_json_formatter_emits_extras_as_top_level_keys() -> None:
