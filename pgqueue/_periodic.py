@@ -65,10 +65,10 @@ def check_catch_up(catch_up: float | timedelta) -> timedelta:
     """``catch_up`` as a timedelta between 1 second and 7 days, else ``ValueError``."""
     if isinstance(catch_up, bool) or not isinstance(catch_up, int | float | timedelta):
         raise ValueError(f"catch_up must be seconds or a timedelta, got {catch_up!r}")
-    value = catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
-    if not timedelta(seconds=1) <= value <= MAX_CATCH_UP:
+    seconds = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
+    if not 1 <= seconds <= MAX_CATCH_UP.total_seconds():  # before timedelta(): NaN, infinity
         raise ValueError(f"catch_up must be between 1 second and 7 days, got {catch_up!r}")
-    return value
+    return catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
 
 
 def _check_kwargs(task: Task[..., Any], kwargs: Mapping[str, Any]) -> None:
@@ -95,6 +95,8 @@ def decorator(
     """Validate a schedule now; the returned decorator registers the task and the schedule."""
     cron = CronSpec(expression, timezone)
     window = check_catch_up(catch_up)
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ValueError(f"kwargs must be a mapping of argument names to values, got {kwargs!r}")
     if queue is not None:
         check_queue(queue)
     if name is not None:
