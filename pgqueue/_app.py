@@ -15,7 +15,7 @@ from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, 
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
-from pgqueue._options import Executor, JobOptions, check_task_name
+from pgqueue._options import Executor, JobOptions, check_job_id, check_task_name
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
@@ -60,6 +60,7 @@ class PgQueue:
         redact: Callable[[str], str] | None = None,
         retention: Mapping[str, float | timedelta | None] | None = None,
     ) -> None:
+        _check_app_arguments(dsn, redact, max_payload_bytes)
         self._dsn = dsn
         self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(
@@ -101,7 +102,7 @@ class PgQueue:
         queue: str | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         store_result: bool | None = None,
@@ -118,7 +119,7 @@ class PgQueue:
         queue: str | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         store_result: bool | None = None,
@@ -141,6 +142,8 @@ class PgQueue:
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            if not callable(func):
+                raise TypeError(f"app.task registers a function, got {func!r}")
             task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
@@ -214,6 +217,7 @@ class PgQueue:
         flagged and its worker stops it at its next heartbeat (a notification hastens it):
         returns ``"requested"``. A finished or unknown job is left alone: returns ``None``.
         """
+        job_id = check_job_id(job_id)
         with sync_cursor(conn) as cur:
             # A claim committing during the statement hides the row from both of its branches;
             # the second statement sees it running (under READ COMMITTED, the default).
@@ -223,6 +227,7 @@ class PgQueue:
 
     async def acancel(self, conn: AsyncConnection, job_id: int) -> str | None:
         """Async twin of :meth:`cancel`."""
+        job_id = check_job_id(job_id)
         async with async_cursor(conn) as cur:
             return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
                 cur, _store.jobs_cancel(job_id)
@@ -285,6 +290,17 @@ class PgQueue:
 
 def _keep(text: str) -> str:
     return text
+
+
+def _check_app_arguments(dsn: object, redact: object, max_payload_bytes: object) -> None:
+    # A redact that cannot be called would only fail in the worker, on a task's first error.
+    if dsn is not None and not isinstance(dsn, str):
+        raise ValueError(f"dsn must be a string (or None), got {dsn!r}")
+    if redact is not None and not callable(redact):
+        raise ValueError(f"redact must be a function from str to str (or None), got {redact!r}")
+    size = max_payload_bytes
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_payload_bytes must be an int >= 1, got {max_payload_bytes!r}")
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:

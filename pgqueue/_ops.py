@@ -18,6 +18,7 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
+from pgqueue._options import BIGINT_MAX, check_job_id, check_queue, check_task_name
 from pgqueue._retention import check_age
 from pgqueue._schema import schema_problem, schema_state
 
@@ -42,16 +43,18 @@ def _decodable(which: str) -> Iterator[None]:
 
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
+    query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
-        row = _store.run(cur, _store.jobs_read(job_id))
+        row = _store.run(cur, query)
     return Job(*row) if row else None
 
 
 async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
+    query = _store.jobs_read(check_job_id(job_id))
     async with async_cursor(conn) as cur:
         with _decodable(f"job {job_id}"):
-            row = await _store.arun(cur, _store.jobs_read(job_id))
+            row = await _store.arun(cur, query)
     return Job(*row) if row else None
 
 
@@ -66,6 +69,12 @@ def list_jobs(
     """The newest ``limit`` jobs matching every filter given."""
     if state is not None and state not in STATES:
         raise ValueError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    if queue is not None:
+        check_queue(queue)
+    if task is not None:
+        check_task_name(task)
+    if limit is not None:  # None: no limit
+        _check_count(limit, "limit", 0)
     with sync_cursor(conn) as cur, _decodable("a job listed"):
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
@@ -73,6 +82,7 @@ def list_jobs(
 
 def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
+    job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
         if _store.run(cur, _store.jobs_retry([job_id])):
             return
@@ -89,8 +99,15 @@ def _why_not_retried(job_id: int, job: Job | None) -> str:
     return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
 
 
+def _check_count(value: int, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= BIGINT_MAX:
+        raise ValueError(f"{what} must be an int from {least} to {BIGINT_MAX}, got {value!r}")
+
+
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
     """Put every failed job (of ``task``, if given) back in its queue; returns how many."""
+    if task is not None:
+        check_task_name(task)
     with sync_cursor(conn) as cur:
         count: int = _store.run(cur, _store.jobs_retry_failed(task))
     return count
@@ -102,6 +119,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
     A running job is stopped by its worker at its next heartbeat. Raises
     :class:`JobStateError` when the job does not exist or has already finished.
     """
+    job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
         outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
@@ -109,6 +127,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
 
 async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
+    job_id = check_job_id(job_id)
     async with async_cursor(conn) as cur:
         outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
@@ -145,6 +164,8 @@ def prune(
     Works in batches of ``batch`` rows per state. On an autocommit connection each batch
     commits on its own, so a big prune never holds many locks at once.
     """
+    if isinstance(states, str):  # would be read as its letters
+        raise ValueError(f"states must be a list of states, such as [{states!r}]")
     seconds = check_age(older_than, "older_than")
     return prune_by_state(conn, dict.fromkeys(sorted(states), seconds), batch)
 
@@ -155,8 +176,7 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
     ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
+    _check_count(batch, "batch", 1)
     total = 0
     with sync_cursor(conn) as cur:
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ MAX_NAME_LENGTH = 255
 # The moments every reader can load: Python's datetimes end with the years 1 and 9999 in the
 # reading session's time zone, which may be most of a day away from UTC.
 RUN_AT_MIN = datetime(1, 1, 2, tzinfo=UTC)
-RUN_AT_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+RUN_AT_MAX = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def check_queue(queue: str) -> str:
@@ -34,16 +36,40 @@ def check_queue(queue: str) -> str:
     return queue
 
 
-def check_task_name(name: str) -> str:
-    """Return ``name`` if it is a usable task name, else raise ``ValueError``."""
+def check_task_name(name: str, what: str = "task name") -> str:
+    """Return ``name`` if it is a usable task name (or ``what``), else raise ``ValueError``."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
-        raise ValueError(f"invalid task name {name!r}: use 1-{MAX_NAME_LENGTH} characters")
+        raise ValueError(f"invalid {what} {name!r}: use 1-{MAX_NAME_LENGTH} characters")
+    if not name.isascii():
+        try:
+            name.encode()
+        except UnicodeEncodeError:  # a lone surrogate: psycopg would fail to send it
+            raise ValueError(f"invalid {what} {name!r}: it is not valid UTF-8") from None
     return name
+
+
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def check_job_id(job_id: int) -> int:
+    """Return ``job_id`` as an int if some job could have it, else raise ``ValueError``: a
+    bool, a str or an int beyond bigint would fail in SQL and abort the caller's transaction."""
+    try:
+        value = operator.index(job_id)  # an int, or an int-like such as numpy.int64
+    except TypeError:
+        value = None
+    if isinstance(job_id, bool) or value is None or not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise ValueError(
+            f"invalid job id {job_id!r}: a job id is an int from {BIGINT_MIN} to {BIGINT_MAX}"
+        )
+    return value
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | timedelta):
+        raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds != seconds or seconds < 0:  # NaN or negative
         raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
@@ -53,6 +79,41 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
 def _delay(value: float | timedelta | None) -> float | None:
     seconds = _seconds(value, "delay")
     return None if seconds is None else check_delay(seconds, "delay")
+
+
+def _timeout(value: float | timedelta) -> float:
+    seconds = _seconds(value, "timeout")
+    if seconds is None or not 0 < seconds < math.inf:
+        raise ValueError(
+            f"timeout must be a finite number of seconds > 0 (None for no timeout), got {value!r}"
+        )
+    return seconds
+
+
+def _check_run_at(run_at: object) -> None:
+    # Not a string: SQL would take 'infinity'. Within these bounds psycopg reads the value back
+    # as a datetime in any session time zone; beyond them get_job and list_jobs would fail.
+    if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+        raise ValueError(
+            "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
+            f" got {run_at!r}"
+        )
+    if not RUN_AT_MIN <= run_at <= RUN_AT_MAX:
+        raise ValueError(
+            f"run_at must be from {RUN_AT_MIN.isoformat()} to {RUN_AT_MAX.isoformat()},"
+            f" got {run_at!r}"
+        )
+
+
+def _check_callables(options: JobOptions) -> None:
+    if not isinstance(options.retry, RetryPolicy):
+        raise ValueError(f"retry must be a RetryPolicy, got {options.retry!r}")
+    if not isinstance(options.store_result, bool):
+        raise ValueError(f"store_result must be True or False, got {options.store_result!r}")
+    for name in ("on_success", "on_failure"):
+        value = getattr(options, name)
+        if value is not None and not callable(value):
+            raise ValueError(f"{name} must be a function (or None), got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,28 +152,17 @@ class JobOptions:
             object.__setattr__(self, "delay", _delay(self.delay))
         if self.delay is not None and self.run_at is not None:
             raise ValueError("give either delay or run_at, not both")
-        run_at = self.run_at  # not a string: SQL would take 'infinity'
-        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
-            raise ValueError(
-                "run_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)),"
-                f" got {run_at!r}"
-            )
-        if run_at is not None and not RUN_AT_MIN <= run_at <= RUN_AT_MAX:
-            raise ValueError(
-                f"run_at must be between {RUN_AT_MIN.date()} and {RUN_AT_MAX.date()} UTC,"
-                f" got {run_at!r}"
-            )
-        if self.timeout is not None and not 0 < (_seconds(self.timeout, "timeout") or 0) < math.inf:
-            raise ValueError(
-                f"timeout must be a finite number of seconds > 0 (None for no timeout), "
-                f"got {self.timeout!r}"
-            )
+        if self.run_at is not None:
+            _check_run_at(self.run_at)
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:
-            check_task_name(self.unique_key)
+            check_task_name(self.unique_key, "unique_key")
         if self.on_conflict not in ("existing", "raise"):
             raise ValueError(f"on_conflict must be 'existing' or 'raise', got {self.on_conflict!r}")
         if self.executor not in ("auto", "async", "thread", "process"):
             raise ValueError("executor must be one of 'auto', 'async', 'thread', 'process'")
+        _check_callables(self)
 
     def merge(self, **changes: Any) -> JobOptions:
         """A copy with ``changes`` applied (``None`` values are ignored), validated again."""
@@ -120,6 +170,8 @@ class JobOptions:
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "delay" in changes and "run_at" in changes:
+            raise ValueError("give either delay or run_at, not both")
         if "delay" in changes:
             changes["run_at"] = None
         elif "run_at" in changes:

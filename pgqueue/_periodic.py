@@ -97,10 +97,12 @@ def decorator(
     """Validate a schedule now; the returned decorator registers the task and the schedule."""
     cron = CronSpec(expression, timezone)
     window = check_catch_up(catch_up)
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ValueError(f"kwargs must be a mapping of argument names to values, got {kwargs!r}")
     if queue is not None:
         check_queue(queue)
     if name is not None:
-        check_task_name(name)
+        check_task_name(name, "schedule name")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)

@@ -6,6 +6,7 @@ Failed jobs are kept longest by default: they are the ones someone has to look a
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -45,7 +46,7 @@ def check_age(age: float | timedelta, what: str) -> float:
     else ``ValueError`` naming ``what``. Past that the statement failed on every pass
     ("interval out of range") and pruned no state at all."""
     seconds = age.total_seconds() if isinstance(age, timedelta) else age
-    valid = not isinstance(age, bool) and isinstance(seconds, int | float)
+    valid = not isinstance(age, bool) and isinstance(seconds, numbers.Real)
     if not (valid and 0 <= seconds <= MAX_DELAY):  # NaN fails the comparison too
         raise ValueError(f"{what} must be seconds or a timedelta from 0 to 1000 years, got {age!r}")
     return float(seconds)

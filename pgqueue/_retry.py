@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -38,6 +39,12 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("base", "factor", "cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"RetryPolicy {name} must be a number, got {value!r}")
+        if not isinstance(self.jitter, bool):
+            raise ValueError(f"RetryPolicy jitter must be True or False, got {self.jitter!r}")
         # Written as "not in range" so that NaN, which compares false, fails too.
         if not 0 <= self.base < math.inf:
             raise ValueError(

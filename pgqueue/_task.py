@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -59,7 +60,7 @@ class Task(Generic[P, R]):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict | None = None,
     ) -> Task[P, R]:
@@ -116,8 +117,7 @@ class Task(Generic[P, R]):
         if self.options.unique_key is not None:
             raise ValueError("enqueue_many cannot share one unique_key between jobs")
         template = self.new_job((), {})
-        limit = self.app.max_payload_bytes
-        encoded = [_json.dumps_arguments(self.name, a, k, limit) for a, k in calls]
+        encoded = _encode_calls(self.name, calls, self.app.max_payload_bytes)
         return template, [e[0] for e in encoded], [e[1] for e in encoded]
 
     @staticmethod
@@ -154,5 +154,33 @@ class Task(Generic[P, R]):
             chunks = self._chunks(template, args, kwargs)
             return [i for query in chunks for i in await _store.arun(cur, query)]
 
+
+def _encode_calls(
+    task: str, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], limit: int
+) -> list[tuple[str, str]]:
+    """Encode enqueue_many's calls; an error names the bad call by its index in ``calls``."""
+    encoded: list[tuple[str, str]] = []
+    append = encoded.append
+    try:
+        for call in calls:
+            try:
+                args, kwargs = call
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"must be an (args, kwargs) pair, got {reprlib.repr(call)}"
+                ) from None
+            # A str would be read as its characters, a dict as its keys, pairs as a dict.
+            if args.__class__ not in _PLAIN_ARGS and isinstance(args, str | bytes | Mapping):
+                raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
+            if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
+                raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")
+            append(_json.dumps_arguments(task, args, kwargs, limit))
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"enqueue_many call {len(encoded)}: {exc}") from None
+    return encoded
+
+
+_PLAIN_ARGS = (tuple, list)
 
 Task.__module__ = "pgqueue"

@@ -8,6 +8,8 @@ notification was lost. LISTEN starts before the first read, so no completion sli
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from pgqueue import _store
 from pgqueue._errors import JobStateError
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
+from pgqueue._options import check_job_id
 
 
 def _mentions(payload: str, job_id: int) -> bool:
@@ -38,8 +41,26 @@ def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> fl
     return left
 
 
+def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
+    # A NaN timeout never expired and a poll_interval of 0 or less re-read the row in a loop.
+    check_job_id(job_id)
+    if timeout is not None and (_not_number(timeout) or not timeout >= 0):
+        raise ValueError(
+            f"timeout must be a number of seconds >= 0 (None to wait for ever), got {timeout!r}"
+        )
+    if _not_number(poll_interval) or not 0 < poll_interval < math.inf:
+        raise ValueError(
+            f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}"
+        )
+
+
+def _not_number(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, numbers.Real)
+
+
 def wait_sync(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
+    _check_arguments(job_id, timeout, poll_interval)
     deadline = None if timeout is None else time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.cursor() as cur:
@@ -58,6 +79,7 @@ def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> No
 
 async def wait(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
     """Async twin of :func:`wait_sync`."""
+    _check_arguments(job_id, timeout, poll_interval)
     deadline = None if timeout is None else time.monotonic() + timeout
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         async with conn.cursor() as cur:

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue._store import COPY_THRESHOLD
 from tests.helpers import query
 from tests.integration import tasks_app as t
 
@@ -91,6 +92,50 @@ def test_run_at_and_options_are_stored(dsn: str, conn: psycopg.Connection) -> No
         dsn, "SELECT queue, priority, run_at, max_attempts, kwargs FROM pgqueue.jobs WHERE id = %s",
         [job_id],
     ) == [("other", 7, when, 9, {"b": 2})]  # fmt: skip
+
+
+def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """timeout=timedelta(...) passed validation but reached SQL as an interval, which the
+    float column refused: enqueue, enqueue_many and its COPY path now store seconds."""
+    task = t.add.using(timeout=timedelta(seconds=90))
+    ids = [task.enqueue(conn, 1, 2)]
+    ids += task.enqueue_many(conn, [((1, 2), {})])
+    ids += task.enqueue_many(conn, [((1, 2), {})] * COPY_THRESHOLD)
+    conn.commit()
+    timeouts = query(dsn, "SELECT DISTINCT timeout FROM pgqueue.jobs WHERE id = ANY(%s)", [ids])
+    assert timeouts == [(90.0,)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [(((object(),), {}), TypeError, "enqueue_many call 2: positional argument 0 of task"),
+     (((), {"b": float("nan")}), TypeError, "enqueue_many call 2: keyword argument 'b'"),
+     ((("x" * 2_000_000,), {}), ValueError, "enqueue_many call 2: arguments of"),
+     (5, TypeError, r"enqueue_many call 2: must be an \(args, kwargs\) pair, got 5"),
+     (((1, 2),), TypeError, r"enqueue_many call 2: must be an \(args, kwargs\) pair"),
+     (("12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got '12'"),
+     (({"a": 1, "b": 2}, {}), TypeError, "enqueue_many call 2: args must be a tuple or list"),
+     (((1,), [("b", 2)]), TypeError, r"enqueue_many call 2: kwargs must be a dict, got \["),
+     ((b"12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got b'12'")],
+)  # fmt: skip
+def test_a_bad_call_in_enqueue_many_is_named_by_its_index_and_nothing_is_written(
+    dsn: str, conn: psycopg.Connection, bad: object, error: type[Exception], message: str
+) -> None:
+    """The error says which call of the batch is bad; no job of the batch is written and the
+    transaction stays usable. A str as args used to be enqueued as its characters ("12" ran
+    add("1", "2")), a dict as its keys, pairs as kwargs; a call that was no pair raised
+    "cannot unpack non-iterable int object"; a JSON error named the argument, not the call."""
+    good = ((1, 2), {})
+    for calls in ([good, good, bad, good], [good, good, bad] + [good] * COPY_THRESHOLD):
+        with pytest.raises(error, match=message):
+            t.add.enqueue_many(conn, calls)  # type: ignore[arg-type]
+        with pytest.raises(error, match=message):
+            t.add.enqueue_many(conn, iter(calls))  # type: ignore[arg-type]
+    assert len(t.add.enqueue_many(conn, [good, good])) == 2
+    conn.commit()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(2,)]
 
 
 def test_unserialisable_arguments_fail_before_sql_and_keep_the_transaction(

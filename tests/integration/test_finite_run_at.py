@@ -12,6 +12,7 @@ import pytest
 import pgqueue
 from pgqueue import _store, admin
 from pgqueue._embed import install_revision
+from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN
 from pgqueue._retry import MAX_DELAY
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
@@ -117,3 +118,15 @@ async def test_migrating_from_0003_makes_infinite_run_at_finite_and_keeps_the_jo
     await run_worker_until(worker, lambda: states(empty_dsn) == {"succeeded": 2, "queued": 1})
     ran = "SELECT args FROM pgqueue.jobs WHERE state = 'succeeded' ORDER BY id"
     assert query(empty_dsn, ran) == [([1, 2],), ([5, 6],)]
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "America/Metlakatla"])
+def test_the_extreme_run_ats_accepted_are_read_back_in_any_session_zone(
+    conn: psycopg.Connection[Any], zone: str
+) -> None:
+    """The earliest and latest run_at pgqueue accepts still load as datetimes in sessions
+    far east and west of UTC, whose local mean time in year 1 is hours away."""
+    ids = [t.add.using(run_at=when).enqueue(conn, 1, 2) for when in (RUN_AT_MIN, RUN_AT_MAX)]
+    conn.execute(psycopg.sql.SQL("SET TIME ZONE {}").format(zone))
+    assert [admin.get_job(conn, i).run_at for i in ids] == [RUN_AT_MIN, RUN_AT_MAX]  # type: ignore[union-attr]
+    assert len(admin.list_jobs(conn)) == 2

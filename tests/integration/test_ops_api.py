@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
@@ -121,21 +122,6 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
     assert states(dsn)["queued"] == 1
 
 
-def test_prune_refuses_ages_and_batches_its_statement_cannot_use(dsn: str) -> None:
-    """An infinite, NaN or huge age (and a batch below 1) is refused before any SQL, naming
-    it; before, the statement failed with "interval out of range" (or LIMIT's error)."""
-    with psycopg.connect(dsn, autocommit=True) as auto:
-        for age in (float("inf"), float("nan"), 1e15):
-            with pytest.raises(ValueError, match="older_than must be seconds or a timedelta"):
-                _ops.prune(auto, age)
-        with pytest.raises(ValueError, match="the age of 'failed' jobs must be seconds"):
-            _ops.prune_by_state(auto, {"succeeded": 60, "failed": float("inf")})
-        for batch in (0, -1):
-            with pytest.raises(ValueError, match=f"batch must be a whole number >= 1, got {batch}"):
-                _ops.prune(auto, 60, batch=batch)
-        assert _ops.prune(auto, 60) == 0  # the connection is fine
-
-
 async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
     """With retention succeeded=0, workers delete succeeded jobs; failed ones are kept."""
     app = make_app(dsn, retention={"succeeded": 0, "failed": 3600})
@@ -252,3 +238,97 @@ def test_get_job_decodes_json_whatever_the_connection_loads(dsn: str) -> None:
         job = pgqueue.PgQueue().get_job(conn, job_id)
     assert job is not None
     assert (job.args, job.kwargs, job.errors, job.meta) == ([[1, "two"]], {"flag": True}, [], {})
+
+
+@pytest.mark.parametrize("bad", [True, "7", 1.0, 2**63, -(2**63) - 1, None])
+async def test_job_ids_sql_cannot_take_are_refused_and_keep_the_transaction(
+    dsn: str, conn: Any, aconn: Any, bad: Any
+) -> None:
+    """A bool, str, float, None or int beyond bigint as a job id raises ValueError naming it,
+    before any SQL. app.cancel(conn, 2**63) used to fail with "function pgqueue.cancel(numeric)
+    does not exist" and abort the caller's transaction; get_job(True) with "operator does not
+    exist: bigint = boolean"; retry(2**63) with "bigint out of range"."""
+    app = make_app(dsn)
+    steer = [app.get_job, app.retry, app.cancel, admin.cancel_job, admin.retry_job]
+    for call in steer:
+        with pytest.raises(ValueError, match=f"invalid job id {bad!r}"):
+            call(conn, bad)
+    for acall in (app.aget_job, app.acancel, admin.acancel_job):
+        with pytest.raises(ValueError, match=f"invalid job id {bad!r}"):
+            await acall(aconn, bad)
+    job_id = app.using("add").enqueue(conn, 1, 2)  # the transaction is still usable
+    conn.commit()
+    assert app.get_job(conn, job_id) is not None
+    assert app.get_job(conn, 0) is None and app.cancel(conn, -1) is None  # ids no job has
+
+
+@pytest.mark.parametrize(
+    ("timeout", "poll_interval", "message"),
+    [(math.nan, 0.05, "timeout must be"), ("5", 0.05, "timeout must be"),
+     (-1, 0.05, "timeout must be"), (0.3, 0, "poll_interval must be"),
+     (0.3, -1, "poll_interval must be"), (0.3, math.nan, "poll_interval must be"),
+     (0.3, math.inf, "poll_interval must be"), (0.3, None, "poll_interval must be")],
+)  # fmt: skip
+async def test_wait_refuses_timeouts_and_poll_intervals_that_never_end_or_never_rest(
+    dsn: str, conn: Any, timeout: Any, poll_interval: Any, message: str
+) -> None:
+    """A NaN timeout never expired (wait hung for ever on an unfinished job) and a poll
+    interval of 0 or less re-read the job in a busy loop; a string raised a bare TypeError.
+    Both wait and wait_sync now raise ValueError naming the value, before connecting."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)  # no worker: it never finishes
+    conn.commit()
+    with pytest.raises(ValueError, match=message):
+        await asyncio.wait_for(app.wait(job_id, timeout=timeout, poll_interval=poll_interval), 3)
+    raised: list[BaseException] = []
+
+    def wait_sync() -> None:
+        try:
+            app.wait_sync(job_id, timeout=timeout, poll_interval=poll_interval)
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait_sync, daemon=True)  # a hang must not hold pytest
+    waiter.start()
+    await asyncio.to_thread(waiter.join, 3)
+    assert [type(e) for e in raised] == [ValueError] and message in str(raised[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(lambda c: _ops.list_jobs(c, limit=-1), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, limit=2**63), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, limit=True), "limit must be an int from 0"),
+     (lambda c: _ops.list_jobs(c, queue=5), "invalid queue name 5"),
+     (lambda c: _ops.list_jobs(c, queue="q\x00"), "invalid queue name"),
+     (lambda c: _ops.list_jobs(c, task="t\udc80"), "invalid task name"),
+     (lambda c: _ops.retry_failed(c, task=5), "invalid task name 5"),
+     (lambda c: _ops.prune(c, math.inf), "older_than must be seconds or a timedelta from 0"),
+     (lambda c: _ops.prune(c, math.nan), "older_than must be seconds or a timedelta from 0"),
+     (lambda c: _ops.prune(c, 1e300), "older_than must be seconds or a timedelta from 0"),
+     (lambda c: _ops.prune(c, "7d"), "older_than must be seconds or a timedelta"),
+     (lambda c: _ops.prune(c, -1), "older_than must be seconds or a timedelta from 0"),
+     (lambda c: _ops.prune(c, 0, states="failed"), r"such as \['failed'\]"),
+     (lambda c: _ops.prune(c, 0, batch=-1), "batch must be an int from 1"),
+     (lambda c: _ops.prune(c, 0, batch=0), "batch must be an int from 1"),
+     (lambda c: _ops.prune(c, 0, batch=10**20), "batch must be an int from 1"),
+     (lambda c: _ops.prune_by_state(c, {"failed": math.inf}), "age of 'failed' jobs must be")],
+)  # fmt: skip
+def test_admin_arguments_sql_cannot_take_are_refused_and_keep_the_transaction(
+    dsn: str, conn: Any, call: Any, message: str
+) -> None:
+    """Each of these failed in SQL (LIMIT must not be negative, bigint out of range, interval
+    out of range, operator does not exist: text = smallint, ...) once a finished job was there
+    to look at, aborting the caller's transaction; prune(states="failed") pruned the states
+    'a', 'd', 'e'...; batch=0 pruned nothing. Now ValueError names the argument first."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " VALUES (1, 'q', 't', '[]', '{}', 'failed', 0, 1, 3, now(), now(),"
+        " now() - interval '1 d')",
+    )
+    with pytest.raises(ValueError, match=message):
+        call(conn)
+    assert _ops.list_jobs(conn, limit=0) == []  # the transaction is still usable
+    assert [j.id for j in _ops.list_jobs(conn, limit=None)] == [1]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 import pytest
 
 import pgqueue
 from pgqueue._app import normalize_dsn
-from pgqueue._options import JobOptions
+from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN, JobOptions
 from pgqueue._retry import MAX_DELAY
 from pgqueue._worker import parse_queues
 
@@ -49,21 +49,6 @@ def test_run_at_that_is_not_a_datetime_is_rejected(run_at: object) -> None:
         JobOptions(run_at=run_at)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    "run_at",
-    [
-        datetime.max.replace(tzinfo=UTC),  # loads in UTC, not a day further east
-        datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))),  # year 10000 in UTC
-        datetime.min.replace(tzinfo=timezone(timedelta(hours=5))),  # 1 BC in UTC
-    ],
-)
-def test_run_at_python_could_not_read_back_is_rejected(run_at: datetime) -> None:
-    """A run_at PostgreSQL would store but Python cannot load again raises ValueError."""
-    with pytest.raises(ValueError, match="run_at must be between 0001-01-02 and 9999-12-30 UTC"):
-        JobOptions(run_at=run_at)
-    assert JobOptions(run_at=datetime(9999, 12, 29, tzinfo=UTC)).run_at is not None
-
-
 def test_naive_run_at_is_rejected() -> None:
     """run_at must carry a time zone, so it cannot be misread."""
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -84,7 +69,7 @@ def test_bad_max_attempts_and_timeout_are_rejected() -> None:
     for timeout in (0, -1, math.nan, math.inf):
         with pytest.raises(ValueError, match="timeout"):
             JobOptions(timeout=timeout)
-    assert JobOptions(timeout=timedelta(days=400)).timeout == timedelta(days=400)
+    assert JobOptions(timeout=timedelta(days=400)).timeout == 400 * 86400.0
 
 
 def test_task_using_validates_immediately() -> None:
@@ -160,3 +145,131 @@ def test_process_executor_needs_an_importable_function() -> None:
         @app.task(executor="process")
         async def coro() -> None:
             """Runs on the loop, not in a process."""
+
+
+def _fails() -> None:
+    """A task body; never called."""
+    raise RuntimeError
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("retry", 5), ("retry", {"base": 1}), ("on_success", "notify"), ("on_failure", 1),
+     ("store_result", "no")],
+)  # fmt: skip
+def test_task_options_the_worker_calls_are_checked_at_registration(
+    option: str, value: object
+) -> None:
+    """A retry that is no RetryPolicy or a hook that cannot be called raises ValueError naming
+    it: the worker used to meet it only on a job's first failure, and stall a slot on it."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match=f"{option} must be"):
+        app.task(**{option: value})(_fails)
+    with pytest.raises(ValueError, match="retry must be a RetryPolicy"):
+        pgqueue.PgQueue("postgresql://unused", retry=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [("redact", "secret", "redact must be a function"), ("dsn", 5432, "dsn must be a string"),
+     ("max_payload_bytes", "1MB", "max_payload_bytes must be"),
+     ("max_payload_bytes", 0, "max_payload_bytes must be"),
+     ("max_payload_bytes", True, "max_payload_bytes must be")],
+)  # fmt: skip
+def test_app_arguments_are_checked_at_construction(
+    argument: str, value: object, message: str
+) -> None:
+    """PgQueue(...) refuses a redact it cannot call, a DSN that is no string and a payload
+    limit that is no positive int, instead of failing later in a worker or an enqueue."""
+    with pytest.raises(ValueError, match=message):
+        pgqueue.PgQueue(**{argument: value})  # type: ignore[arg-type]
+
+
+def test_only_a_function_can_be_registered_as_a_task() -> None:
+    """@app.task on something that is not callable raises TypeError naming it."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(TypeError, match="registers a function, got 5"):
+        app.task(5)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="registers a function, got 'x'"):
+        app.task(name="x")("x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("base", "1"), ("cap", None), ("factor", timedelta(seconds=2)), ("base", True),
+     ("jitter", "no")],
+)  # fmt: skip
+def test_retry_policy_fields_of_the_wrong_type_are_named(field: str, value: object) -> None:
+    """RetryPolicy(base="1") and the like raise ValueError naming the field, not a TypeError
+    from a comparison inside it; jitter must be a bool ("no" would have meant yes)."""
+    with pytest.raises(ValueError, match=f"RetryPolicy {field} must be"):
+        pgqueue.RetryPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [True, "5", [1], b"5", date(2030, 1, 1)])
+def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> None:
+    """A bool, a string or a list as a delay or timeout raises ValueError naming it: True
+    was one second, "5" five, and timeout=True failed only in SQL."""
+    with pytest.raises(ValueError, match="delay must be a number of seconds or a timedelta"):
+        JobOptions(delay=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a number of seconds or a timedelta"):
+        JobOptions(timeout=value)  # type: ignore[arg-type]
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that knows no offset: datetimes with it are naive to Python."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC),
+     datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+     datetime(9999, 12, 31, 1, tzinfo=UTC),
+     datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))],  # year 10000 in UTC
+)  # fmt: skip
+def test_run_at_psycopg_could_not_read_back_is_rejected(run_at: datetime) -> None:
+    """datetime.max/min with a zone were stored, then get_job and list_jobs failed on them
+    in sessions east or west of UTC (year 10000, or before year 1); year 1 at +14:00 failed
+    the enqueue itself with a DataError. Now ValueError gives the range."""
+    with pytest.raises(
+        ValueError,
+        match=r"run_at must be from 0001-01-02T00:00:00\+00:00 to 9999-12-31T00:00:00\+00:00",
+    ):
+        JobOptions(run_at=run_at)
+    assert JobOptions(run_at=RUN_AT_MAX).run_at == RUN_AT_MAX
+    assert JobOptions(run_at=RUN_AT_MIN).run_at == RUN_AT_MIN
+
+
+def test_run_at_with_a_tzinfo_that_gives_no_offset_is_naive() -> None:
+    """A tzinfo whose utcoffset() is None leaves the datetime naive: refused like one."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        JobOptions(run_at=datetime(2030, 1, 1, tzinfo=_NoOffset()))
+
+
+def test_delay_and_run_at_in_one_using_call_are_refused() -> None:
+    """using(delay=..., run_at=...) raises, as documented, instead of dropping run_at."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    task = app.task(name="x")(_fails)
+    with pytest.raises(ValueError, match="either delay or run_at"):
+        task.using(delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_names_and_keys_that_are_not_utf8_are_refused_naming_what_they_are() -> None:
+    """A lone surrogate in a task name, unique_key or schedule name passed the check, and
+    psycopg then failed to encode it at enqueue (or at a periodic's tick); a bad unique_key
+    was reported as an "invalid task name"."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match=r"invalid task name 'a\\udc80': it is not valid UTF-8"):
+        app.task(name="a\udc80")(_fails)
+    with pytest.raises(ValueError, match="invalid task name"):
+        app.using("a\udc80")
+    with pytest.raises(ValueError, match=r"invalid unique_key 'k\\ud800': it is not valid UTF-8"):
+        JobOptions(unique_key="k\ud800")
+    with pytest.raises(ValueError, match="invalid unique_key ''"):
+        JobOptions(unique_key="")
+    with pytest.raises(ValueError, match="invalid schedule name"):
+        app.periodic("* * * * *", name="s\udfff")
+    assert JobOptions(unique_key="clé-ünïcode-✓").unique_key == "clé-ünïcode-✓"

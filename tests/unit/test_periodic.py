@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -62,6 +63,11 @@ def test_two_schedules_under_one_name_are_refused() -> None:
         ({"catch_up": float("inf")}, "catch_up must be between 1 second and 7 days, got inf"),
         ({"catch_up": 10**30}, "catch_up must be between 1 second and 7 days, got 1000"),
         ({"queue": "no spaces"}, "invalid queue name 'no spaces'"),
+        ({"catch_up": math.nan}, "catch_up must be between 1 second and 7 days, got nan"),
+        ({"catch_up": math.inf}, "catch_up must be between 1 second and 7 days, got inf"),
+        ({"catch_up": 1e300}, "catch_up must be between"),
+        ({"kwargs": [("day", 1)]}, "kwargs must be a mapping"),
+        ({"kwargs": "day=1"}, "kwargs must be a mapping"),
     ],
 )
 def test_bad_declarations_fail_at_decoration_time(options: dict[str, object], message: str) -> None:
