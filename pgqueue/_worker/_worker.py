@@ -22,12 +22,12 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._events import WorkerEvents
-from pgqueue._options import check_queue
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker
+from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
@@ -64,25 +64,6 @@ class WorkerStats:
     retried: int = 0
     cancelled: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
-
-
-def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
-    """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
-    if isinstance(queues, Mapping):
-        items = list(queues.items())
-    else:
-        names = queues.split(",") if isinstance(queues, str) else list(queues)
-        items = []
-        for raw in (n.strip() for n in names):
-            name, _, count = raw.partition(":")
-            items.append((name, int(count) if count else concurrency))
-    result = {check_queue(name): int(n) for name, n in items}
-    if not result:
-        raise ValueError("a worker needs at least one queue")
-    for name, n in result.items():
-        if n < 1:
-            raise ValueError(f"concurrency of queue {name!r} must be >= 1, got {n}")
-    return result
 
 
 # A claim that read this many claim-index entries beyond the rows it took makes the worker's
@@ -131,6 +112,7 @@ class Worker:
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
     ) -> None:
+        check_options(locals())  # every option by name, before anything is built from them
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
         self.dsn = dsn or app.dsn
