@@ -76,16 +76,18 @@ def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:
 
 def check_options(options: Mapping[str, Any]) -> None:
     """Check the numeric options of :class:`~pgqueue.Worker` (``None`` keeps a default)."""
-    for name in ("poll_interval", "lease", "rescue_interval", "ack_interval", "summary_interval"):
-        check_seconds(options[name], name, zero=name == "ack_interval")
-    for name in ("shutdown_timeout", "long_transaction_warning"):
+    for name in ("poll_interval", "lease", "rescue_interval", "summary_interval", "heartbeat"):
+        if options[name] is not None:
+            check_seconds(options[name], name)
+    for name in ("shutdown_timeout", "ack_interval", "long_transaction_warning"):
         check_seconds(options[name], name, zero=True)
-    heartbeat, lease = options["heartbeat"], options["lease"]
-    if heartbeat is not None and check_seconds(heartbeat, "heartbeat") >= lease:
-        raise ValueError(
-            f"heartbeat must be shorter than lease ({lease!r} s), got {heartbeat!r}: a lease"
-            " would expire under a running job, which another worker would then run again"
-        )
+    lease = options["lease"]
+    for name in ("heartbeat", "ack_interval"):  # a finished job's lease lasts until its ack
+        if options[name] is not None and options[name] >= lease:
+            raise ValueError(
+                f"{name} must be shorter than lease ({lease!r} s), got {options[name]!r}: a"
+                " lease would expire under a job, which another worker would then run again"
+            )
     check_count(options["batch_size"], "batch_size", 1, INT4_MAX)
     check_count(options["ack_batch"], "ack_batch")
     check_count(options["vacuum_threshold"], "vacuum_threshold", 0)
