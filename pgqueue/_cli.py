@@ -16,6 +16,7 @@ import psycopg
 
 from pgqueue._app import PgQueue, normalize_dsn
 from pgqueue._errors import PgQueueError
+from pgqueue._retry import MAX_DELAY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +40,23 @@ class State:
     def dsn(self) -> str:
         """The database to use: ``--dsn``, else the app's."""
         return normalize_dsn(self._dsn) if self._dsn else self.app.dsn
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds from ``minimum`` to ``maximum`` (1,000 years): never NaN, which
+    click's ranges let through, nor infinite."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float, maximum: float = MAX_DELAY) -> None:
+        super().__init__(minimum, maximum)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The float, or a usage error naming the value and the range."""
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
 
 
 def load_app(path: str) -> PgQueue:
@@ -200,7 +218,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--shutdown-timeout",
     envvar="PGQUEUE_SHUTDOWN_TIMEOUT",
-    type=click.FloatRange(0),
+    type=Seconds(0),
     default=30.0,
     show_default=True,
     help="Seconds running jobs get after SIGTERM.",
@@ -208,7 +226,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--poll-interval",
     envvar="PGQUEUE_POLL_INTERVAL",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01),
     default=1.0,
     show_default=True,
     help="Seconds between polls when no notification.",
@@ -216,7 +234,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--lease",
     envvar="PGQUEUE_LEASE",
-    type=click.FloatRange(0.1),
+    type=Seconds(0.1),
     default=30.0,
     show_default=True,
     help="Seconds a claim is held without a heartbeat.",
@@ -233,7 +251,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--rescue-interval",
     envvar="PGQUEUE_RESCUE_INTERVAL",
-    type=click.FloatRange(0.05),
+    type=Seconds(0.05),
     default=5.0,
     show_default=True,
     help="Seconds between sweeps for expired leases.",

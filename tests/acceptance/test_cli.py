@@ -178,9 +178,33 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
     assert worker.wait(timeout=10) == 130
 
 
-@pytest.mark.parametrize("queues", ["bad queue", "io:0"])
-def test_bad_queue_option_is_one_line(dsn: str, queues: str) -> None:
-    """An invalid --queues value is refused with one line saying what is allowed."""
-    result = cli(dsn, "worker", "--queues", queues)
-    assert result.returncode == 1
+@pytest.mark.parametrize(
+    ("queues", "error"),
+    [("bad queue", "invalid queue name 'bad queue': use 1-64 characters from A-Z a-z 0-9 _ . -"),
+     ("io:0", "concurrency of queue 'io' must be >= 1, got 0"),
+     ("io,", "invalid queue name '': use 1-64 characters from A-Z a-z 0-9 _ . -"),
+     ("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
+     ("io:2,io:3", "queue 'io' is given twice: name each queue once")],
+)  # fmt: skip
+def test_bad_queue_option_is_one_line(dsn: str, queues: str, error: str) -> None:
+    """An invalid --queues value is refused with one line naming it and saying what is
+    allowed ('io:abc' used to say only "invalid literal for int()"; 'io:2,io:3' used to run
+    io with 3 slots, silently)."""
+    result = cli(dsn, "worker", "--burst", "--queues", queues, timeout=30)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--lease", "nan"), ("--lease", "inf"), ("--lease", "1e300"), ("--poll-interval", "nan"),
+     ("--rescue-interval", "nan"), ("--shutdown-timeout", "nan")],
+)  # fmt: skip
+def test_worker_refuses_a_duration_that_is_not_a_number_of_seconds(
+    dsn: str, option: str, value: str
+) -> None:
+    """NaN passes click's ranges: --lease nan (or inf, or 1e300) used to start a worker whose
+    every claim failed in SQL, logging a traceback per retry, with its jobs left queued."""
+    result = cli(dsn, "worker", "--burst", "--queues", "io", option, value, timeout=30)
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert f"Error: Invalid value for '{option}': " in result.stderr.strip().splitlines()[-1]

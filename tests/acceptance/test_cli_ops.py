@@ -149,6 +149,17 @@ def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
     watch.stderr.close()
 
 
+@pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
+def test_stats_watch_refuses_an_interval_it_cannot_sleep(dsn: str, interval: str) -> None:
+    """--interval inf used to end in a traceback from time.sleep (OverflowError), and nan in
+    "Invalid value NaN (not a number)", after the first frame."""
+    result = pgqueue(dsn, "stats", "--watch", "--interval", interval, ok=False)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--interval': ")
+    )
+
+
 def test_workers_lists_live_workers(dsn: str) -> None:
     """workers shows every live worker with its queues; none is a plain message."""
     assert pgqueue(dsn, "workers").stdout.strip() == "no live workers"
