@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,16 +63,41 @@ class Seconds(click.FloatRange):
 def load_app(path: str) -> PgQueue:
     """Import ``module:attribute`` (or ``module``, attribute ``app``) and return the PgQueue."""
     module_name, _, attribute = path.partition(":")
+    if not module_name or module_name.startswith("."):
+        raise click.ClickException(
+            f"invalid app path {path!r}: use MODULE:ATTRIBUTE, e.g. myproject.tasks:app"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.ClickException(f"cannot import app module {module_name!r}: {exc}") from exc
-    app = getattr(module, attribute or "app", None)
+    except Exception as exc:  # the module itself raised: say what, and where
+        raise click.ClickException(
+            f"cannot import app module {module_name!r}: {_raised_at(exc)}"
+        ) from exc
+    if not hasattr(module, attribute or "app"):
+        raise click.ClickException(
+            f"module {module_name!r} has no attribute {attribute or 'app'!r} (--app {path!r};"
+            " use MODULE:ATTRIBUTE)"
+        )
+    app = getattr(module, attribute or "app")
     if not isinstance(app, PgQueue):
-        raise click.ClickException(f"{path!r} is not a pgqueue.PgQueue (module:attribute)")
+        raise click.ClickException(
+            f"{path!r} is of type {type(app).__name__!r}, not a pgqueue.PgQueue"
+            " (use MODULE:ATTRIBUTE)"
+        )
     return app
+
+
+def _raised_at(exc: Exception) -> str:
+    """``Type: message`` and the innermost line of the traceback (a SyntaxError names its)."""
+    text = f"{type(exc).__name__}: {_first_line(exc)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not isinstance(exc, SyntaxError):
+        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    return text
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -95,6 +96,34 @@ def test_bad_app_path_is_one_line(dsn: str) -> None:
     assert result.returncode == 1
     assert "cannot import app module 'no.such.module'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "app_path", "error"),
+    [('raise RuntimeError("boom")\n', "broken",
+      "cannot import app module 'broken': RuntimeError: boom ({dir}/broken.py, line 1)"),
+     ("def f(:\n", "broken", "cannot import app module 'broken': SyntaxError: "),
+     ("app = 5\n", "broken",
+      "'broken' is of type 'int', not a pgqueue.PgQueue (use MODULE:ATTRIBUTE)"),
+     ("import pgqueue\napp = pgqueue.PgQueue()\n", "broken:other",
+      "module 'broken' has no attribute 'other' (--app 'broken:other'; use MODULE:ATTRIBUTE)"),
+     ("", ":app", "invalid app path ':app': use MODULE:ATTRIBUTE, e.g. myproject.tasks:app")],
+)  # fmt: skip
+def test_an_app_that_cannot_be_used_is_one_line(
+    dsn: str, tmp_path: Path, source: str, app_path: str, error: str
+) -> None:
+    """--app naming a module whose import raises (a traceback, before), an attribute that is
+    missing or not a PgQueue, or no module at all ("Empty module name", before) exits 1 with
+    one line."""
+    (tmp_path / "broken.py").write_text(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", app_path, "worker", "--burst"],
+        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: " + error.format(dir=tmp_path))
+    assert "SyntaxError" not in line or line.endswith("(broken.py, line 1)")
 
 
 def enqueue(dsn: str, task: str, calls: list[tuple]) -> list[int]:
