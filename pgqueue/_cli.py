@@ -330,6 +330,8 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
            isolate_crashed: bool, no_scheduler: bool,
            metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
+    if not state.app.tasks:  # it would fail every job it claims as an unknown task
+        raise click.ClickException(_no_tasks(state.app_path))
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
@@ -346,6 +348,18 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _no_tasks(app_path: str | None) -> str:
+    if not app_path:
+        return (
+            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) naming the PgQueue"
+            " your tasks are registered on"
+        )
+    return (
+        f"the app {app_path!r} has no tasks: the module that creates it must import the"
+        " modules that define them"
+    )
 
 
 @cli.command()

@@ -107,14 +107,17 @@ def test_bad_app_path_is_one_line(dsn: str) -> None:
       "'broken' is of type 'int', not a pgqueue.PgQueue (use MODULE:ATTRIBUTE)"),
      ("import pgqueue\napp = pgqueue.PgQueue()\n", "broken:other",
       "module 'broken' has no attribute 'other' (--app 'broken:other'; use MODULE:ATTRIBUTE)"),
-     ("", ":app", "invalid app path ':app': use MODULE:ATTRIBUTE, e.g. myproject.tasks:app")],
+     ("", ":app", "invalid app path ':app': use MODULE:ATTRIBUTE, e.g. myproject.tasks:app"),
+     ("import pgqueue\napp = pgqueue.PgQueue()\n", "broken",
+      "the app 'broken' has no tasks: the module that creates it must import the modules that"
+      " define them")],
 )  # fmt: skip
 def test_an_app_that_cannot_be_used_is_one_line(
     dsn: str, tmp_path: Path, source: str, app_path: str, error: str
 ) -> None:
     """--app naming a module whose import raises (a traceback, before), an attribute that is
-    missing or not a PgQueue, or no module at all ("Empty module name", before) exits 1 with
-    one line."""
+    missing or not a PgQueue, no module at all ("Empty module name"), or an app without tasks
+    (whose worker used to fail every job it claimed as unknown) exits 1 with one line."""
     (tmp_path / "broken.py").write_text(source)
     result = subprocess.run(
         [sys.executable, "-m", "pgqueue", "--app", app_path, "worker", "--burst"],
@@ -124,6 +127,20 @@ def test_an_app_that_cannot_be_used_is_one_line(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error: " + error.format(dir=tmp_path))
     assert "SyntaxError" not in line or line.endswith("(broken.py, line 1)")
+
+
+def test_a_worker_without_an_app_is_refused(dsn: str) -> None:
+    """Without --app or PGQUEUE_APP the worker knew no task and failed every job it claimed
+    (attempt after attempt, as unknown); now it says what to pass."""
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_APP"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) naming the"
+        " PgQueue your tasks are registered on"
+    ])  # fmt: skip
 
 
 def enqueue(dsn: str, task: str, calls: list[tuple]) -> list[int]:
