@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
+from pgqueue._app import normalize_dsn
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -115,7 +116,7 @@ class Worker:
         check_options(locals())  # every option by name, before anything is built from them
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
-        self.dsn = dsn or app.dsn
+        self.dsn = normalize_dsn(dsn) if dsn else app.dsn
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.poll_interval = poll_interval
         self.lease = lease

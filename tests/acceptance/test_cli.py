@@ -59,6 +59,17 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert line.startswith("Error: cannot reach the database:")
 
 
+@pytest.mark.parametrize("command", [("migrate",), ("worker", "--burst"), ("stats",)])
+def test_a_malformed_dsn_is_one_line_without_its_password(command: tuple[str, ...]) -> None:
+    """A DSN libpq cannot parse used to be reported as "the database refused: ..." (nothing
+    was asked), quoting the DSN, password and all."""
+    result = cli("mysql://user:secret@db.example/shop", *command)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith('Error: invalid database DSN: missing "=" after "<DSN>"')
+    assert "secret" not in result.stderr
+
+
 def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str) -> None:
     """`pgqueue worker` without the schema exits 1 with one line naming `pgqueue migrate`."""
     result = cli(empty_dsn, "worker", "--queues", "io")

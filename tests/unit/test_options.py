@@ -94,6 +94,16 @@ def test_parse_queues_reads_per_queue_concurrency() -> None:
         parse_queues("io:0", 4)
 
 
+@pytest.mark.parametrize("dsn", ["mysql://u:secret@h/db", "postgresql://u:secret@[h/db"])
+def test_a_dsn_libpq_cannot_parse_is_a_configuration_error_without_its_password(dsn: str) -> None:
+    """It used to reach psycopg.connect and fail there as a ProgrammingError quoting the DSN."""
+    with pytest.raises(pgqueue.ConfigurationError, match=r"^invalid database DSN: ") as raised:
+        normalize_dsn(dsn)
+    assert "secret" not in str(raised.value)
+    with pytest.raises(pgqueue.ConfigurationError):
+        pgqueue.PgQueue().worker(dsn=dsn)
+
+
 def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
     """postgresql+psycopg:// URLs are turned into libpq URLs."""
     assert normalize_dsn("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
