@@ -17,6 +17,7 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
+from pgqueue._options import BIGINT_MAX, check_count
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def list_jobs(
     """The newest ``limit`` jobs matching every filter given."""
     if state is not None and state not in STATES:
         raise ValueError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    check_count(limit, "limit", 1, BIGINT_MAX)
     with sync_cursor(conn) as cur:
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
@@ -57,6 +59,7 @@ def list_jobs(
 
 def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
+    _check_exists(job_id)
     with sync_cursor(conn) as cur:
         if _store.run(cur, _store.jobs_retry([job_id])):
             return
@@ -85,6 +88,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
     A running job is stopped by its worker at its next heartbeat. Raises
     :class:`JobStateError` when the job does not exist or has already finished.
     """
+    _check_exists(job_id)
     with sync_cursor(conn) as cur:
         outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
@@ -92,9 +96,17 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
 
 async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
+    _check_exists(job_id)
     async with async_cursor(conn) as cur:
         outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
+
+
+def _check_exists(job_id: int) -> None:
+    """No job has an id past bigint: say so rather than let the statement fail on it (which
+    would also abort the caller's transaction)."""
+    if isinstance(job_id, int) and not -BIGINT_MAX - 1 <= job_id <= BIGINT_MAX:
+        raise JobStateError(f"there is no job {job_id}")
 
 
 def _cancel_outcome(job_id: int, outcome: str | None) -> str:

@@ -19,6 +19,7 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: "$" would allow a
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_NAME_LENGTH = 255
+BIGINT_MAX = 2**63 - 1  # job ids, and LIMITs
 
 
 def check_queue(queue: str) -> str:
@@ -35,6 +36,17 @@ def check_task_name(name: str) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
         raise ValueError(f"invalid task name {name!r}: use 1-{MAX_NAME_LENGTH} characters")
     return name
+
+
+def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) from ``minimum`` to ``maximum``, else
+    ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an int, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+    return value
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:

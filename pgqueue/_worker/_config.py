@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pgqueue._options import check_queue
+from pgqueue._options import check_count, check_queue
 from pgqueue._retry import MAX_DELAY
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
@@ -45,17 +45,6 @@ def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
         raise ValueError(
             f"concurrency of queue {name!r} must be a whole number >= 1, got {count!r}"
         ) from None
-
-
-def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) from ``minimum`` to ``maximum``, else
-    ``ValueError`` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an int, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise ValueError(f"{what} must be {allowed}, got {value!r}")
-    return value
 
 
 def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:

@@ -149,6 +149,23 @@ def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
     watch.stderr.close()
 
 
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [(("jobs", "retry", "99999999999999999999"), "there is no job 99999999999999999999"),
+     (("jobs", "cancel", "99999999999999999999"), "there is no job 99999999999999999999"),
+     (("jobs", "cancel", "--", "-99999999999999999999"), "there is no job -99999999999999999999"),
+     (("jobs", "list", "--limit", "99999999999999999999"),
+      "limit must be from 1 to 9223372036854775807, got 99999999999999999999")],
+)  # fmt: skip
+def test_an_id_or_limit_past_bigint_is_named_in_one_line(
+    dsn: str, command: tuple[str, ...], error: str
+) -> None:
+    """These used to say "the database refused: bigint out of range" or, for cancel, that
+    function pgqueue.cancel(numeric) did not exist and the schema might be missing."""
+    result = pgqueue(dsn, *command, ok=False)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+
+
 @pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
 def test_stats_watch_refuses_an_interval_it_cannot_sleep(dsn: str, interval: str) -> None:
     """--interval inf used to end in a traceback from time.sleep (OverflowError), and nan in
