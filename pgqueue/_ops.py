@@ -18,6 +18,7 @@ from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, 
 from pgqueue._errors import JobStateError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
 from pgqueue._options import BIGINT_MAX, check_count
+from pgqueue._retry import MAX_DELAY, check_delay
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     unknown = set(ages) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
+    for state, age in ages.items():
+        check_delay(age, f"the age of {state} jobs to prune")
     total = 0
     with sync_cursor(conn) as cur:
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):
@@ -185,8 +188,8 @@ def parse_duration(text: str) -> float:
         seconds = float(number) * (unit or 1.0)
     except ValueError:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 12h, 7d") from None
-    if not seconds >= 0:
-        raise ValueError(f"invalid duration {text!r}: must be >= 0")
+    if not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(f"invalid duration {text!r}: must be from 0 to 1000 years")
     return seconds
 
 

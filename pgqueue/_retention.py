@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pgqueue import _store
 from pgqueue._job import TERMINAL_STATES
+from pgqueue._retry import MAX_DELAY
 
 if TYPE_CHECKING:
     from pgqueue._worker._db import Db
@@ -40,8 +41,11 @@ def retention_ages(config: Mapping[str, float | timedelta | None] | None) -> dic
         if age is None:
             continue
         seconds = age.total_seconds() if isinstance(age, timedelta) else float(age)
-        if not seconds >= 0:
-            raise ValueError(f"retention of {state!r} jobs must be >= 0 seconds, got {age!r}")
+        if not 0 <= seconds <= MAX_DELAY:  # past it every prune, and so every pass, fails
+            raise ValueError(
+                f"retention of {state!r} jobs must be from 0 to {MAX_DELAY:.0f} seconds (1000"
+                f" years; None keeps them forever), got {age!r}"
+            )
         ages[state] = seconds
     return ages
 

@@ -198,6 +198,15 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
 
 
+@pytest.mark.parametrize("older_than", ["inf", "99999999999w"])
+def test_prune_names_an_age_past_what_sql_can_subtract(dsn: str, older_than: str) -> None:
+    """It used to say "the database refused: interval (or timestamp) out of range"."""
+    result = pgqueue(dsn, "prune", "--older-than", older_than, ok=False)
+    assert result.stderr.strip().splitlines() == [
+        f"Error: invalid duration {older_than!r}: must be from 0 to 1000 years"
+    ]
+
+
 def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str) -> None:
     """healthcheck exits 0 when all is well, 1 with one line when the schema, worker or DB isn't."""
     assert pgqueue(dsn, "healthcheck").stdout.strip() == "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter
-from pgqueue._ops import decode_call, parse_duration
+from pgqueue._ops import decode_call, parse_duration, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 
 
@@ -27,7 +28,7 @@ def test_parse_duration_understands_units(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan"])
+@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w"])
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     """Anything else is a ValueError that says what to write."""
     with pytest.raises(ValueError, match="invalid duration"):
@@ -50,8 +51,22 @@ def test_retention_merges_over_defaults_and_none_keeps_forever() -> None:
     assert ages == {"succeeded": 3600.0, "failed": DEFAULT_RETENTION["failed"]}
     with pytest.raises(ValueError, match="finished states only"):
         retention_ages({"queued": 1})
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="from 0 to"):
         retention_ages({"failed": -1})
+
+
+@pytest.mark.parametrize("age", [math.inf, math.nan, 1e300, timedelta.max])
+def test_retention_past_what_sql_can_subtract_is_refused(age: float | timedelta) -> None:
+    """An infinite (or huge) retention used to make every prune fail in SQL ("interval out of
+    range"), and with it every maintenance pass before its vacuum and warnings."""
+    with pytest.raises(ValueError, match=r"^retention of 'succeeded' jobs .* None keeps them"):
+        retention_ages({"succeeded": age})
+
+
+def test_prune_refuses_an_age_sql_cannot_subtract_before_any_sql() -> None:
+    """_ops.prune(conn, inf) names the age instead of failing with "interval out of range"."""
+    with pytest.raises(ValueError, match="the age of failed jobs to prune must be"):
+        prune(None, math.inf, ["failed"])  # type: ignore[arg-type]  # no connection is used
 
 
 def test_json_formatter_emits_extras_as_top_level_keys() -> None:
