@@ -212,6 +212,8 @@ class Worker:
         if install_signal_handlers:
             self._install_signal_handlers()
         background = [asyncio.ensure_future(c) for c in self._background()]
+        for part in background:
+            part.add_done_callback(_report_stopped)
         try:
             await self._claim_loop()
         finally:
@@ -642,6 +644,19 @@ class Worker:
                 extra={"action": "jobs_released"},
             )  # fmt: skip
         await self._maint_db.run(_store.workers_delete(self.name))
+
+
+def _report_stopped(part: asyncio.Future[None]) -> None:
+    """Log a service (or other background part) that ended with an error: it used to end
+    unseen, its error kept until shutdown gathered it (a metrics port in use, say)."""
+    error = None if part.cancelled() else part.exception()
+    if error is not None:
+        coro = part.get_coro() if isinstance(part, asyncio.Task) else None
+        name = getattr(coro, "__qualname__", repr(part))
+        log.error(
+            "worker service %s stopped: %s: %s", name, type(error).__name__, error,
+            exc_info=error, extra={"action": "service_error", "service": name},
+        )  # fmt: skip
 
 
 def _safe_dsn(dsn: str) -> str:
