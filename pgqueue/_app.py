@@ -151,6 +151,8 @@ class PgQueue:
         )  # fmt: skip
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            if not callable(func):
+                raise TypeError(f"a task must be a function, got {func!r}")
             task_name = check_task_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
@@ -299,26 +301,27 @@ def _keep(text: str) -> str:
 
 def default_task_name(fn: Callable[..., Any]) -> str:
     """``module.qualname``; under ``python -m pkg.mod`` the module's real name, not __main__."""
-    module = fn.__module__
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)):
+        raise ValueError(f"{fn!r} has no module and qualified name: give it one with name=...")
     if module == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
-    return f"{module}.{fn.__qualname__}"
+    return f"{module}.{qualname}"
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:
     import inspect
 
     is_coro = inspect.iscoroutinefunction(fn)
+    qualname = getattr(fn, "__qualname__", repr(fn))
     if executor == "async" and not is_coro:
-        raise ValueError(
-            f"{fn.__qualname__} is not a coroutine function: executor='async' needs one"
-        )
+        raise ValueError(f"{qualname} is not a coroutine function: executor='async' needs one")
     if executor in ("thread", "process") and is_coro:
-        raise ValueError(f"{fn.__qualname__} is a coroutine function: it runs on the event loop")
-    if executor == "process" and "<locals>" in fn.__qualname__:
+        raise ValueError(f"{qualname} is a coroutine function: it runs on the event loop")
+    if executor == "process" and "<locals>" in qualname:
         raise ValueError(
-            f"{fn.__qualname__} is defined inside a function: process tasks must be importable"
+            f"{qualname} is defined inside a function: process tasks must be importable"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -139,6 +140,30 @@ def test_task_names_default_to_module_and_qualname() -> None:
     assert app.get_task("custom.name") is two
     with pytest.raises(ValueError, match="already registered"):
         app.task(name="custom.name")(lambda: None)
+
+
+@pytest.mark.parametrize("target", [5, "module.function", ["f"]])
+def test_a_task_that_is_not_callable_is_a_type_error_naming_it(target: object) -> None:
+    """app.task(5) used to fail with AttributeError: 'int' object has no attribute
+    '__module__'."""
+    with pytest.raises(
+        TypeError, match=rf"^a task must be a function, got {re.escape(repr(target))}$"
+    ):
+        pgqueue.PgQueue("postgresql://unused").task(target)  # type: ignore[call-overload]
+
+
+def test_a_callable_without_a_qualified_name_needs_a_name() -> None:
+    """A callable object has no __qualname__: it needs name=... (AttributeError, before),
+    and with one it is registered."""
+
+    class Send:
+        def __call__(self, to: str) -> str:
+            return to
+
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match="give it one with name="):
+        app.task(Send())
+    assert app.task(name="send", executor="thread")(Send()).name == "send"
 
 
 def test_process_executor_needs_an_importable_function() -> None:
