@@ -256,6 +256,8 @@ class PgQueue:
 
     def middleware(self, fn: Middleware) -> Middleware:
         """Register ``async def fn(job, call_next)`` to run around every attempt (decorator)."""
+        if not callable(fn):  # else every attempt of every job fails on it
+            raise TypeError(f"middleware must be a function (job, call_next), got {fn!r}")
         self.hooks.middleware.append(fn)
         return fn
 

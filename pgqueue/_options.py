@@ -116,6 +116,10 @@ class JobOptions:
             raise ValueError(f"on_conflict must be 'existing' or 'raise', got {self.on_conflict!r}")
         if self.executor not in ("auto", "async", "thread", "process"):
             raise ValueError("executor must be one of 'auto', 'async', 'thread', 'process'")
+        for what in ("on_success", "on_failure"):
+            hook = getattr(self, what)
+            if hook is not None and not callable(hook):  # else it fails after every job
+                raise ValueError(f"{what} must be a function taking a JobEvent, got {hook!r}")
 
     def merge(self, **changes: Any) -> JobOptions:
         """A copy with ``changes`` applied (``None`` values are ignored), validated again."""

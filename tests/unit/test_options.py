@@ -166,6 +166,23 @@ def test_a_callable_without_a_qualified_name_needs_a_name() -> None:
     assert app.task(name="send", executor="thread")(Send()).name == "send"
 
 
+@pytest.mark.parametrize("hook", ["on_success", "on_failure"])
+def test_a_callback_that_is_not_callable_is_refused_at_decoration(hook: str) -> None:
+    """on_success="notify" used to be accepted, then logged as a TypeError after every job."""
+    with pytest.raises(
+        ValueError, match=rf"^{hook} must be a function taking a JobEvent, got 'x'$"
+    ):
+        pgqueue.PgQueue("postgresql://unused").task(**{hook: "x"})
+
+
+def test_middleware_that_is_not_callable_is_refused() -> None:
+    """app.middleware(5) used to be kept, then fail every attempt of every job."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(TypeError, match=r"^middleware must be a function \(job, call_next\)"):
+        app.middleware(5)  # type: ignore[arg-type]
+    assert app.hooks.middleware == []
+
+
 def test_process_executor_needs_an_importable_function() -> None:
     """executor='process' refuses nested functions and coroutines at decoration time."""
     app = pgqueue.PgQueue("postgresql://unused")
