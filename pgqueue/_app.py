@@ -33,10 +33,20 @@ R = TypeVar("R")
 
 
 def normalize_dsn(dsn: str) -> str:
-    """Accept SQLAlchemy-style URLs (``postgresql+psycopg://``) as libpq DSNs too."""
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg://``) as libpq DSNs too; raise
+    :class:`ConfigurationError` for one libpq cannot parse, before anything connects."""
     scheme, sep, rest = dsn.partition("://")
     if sep and scheme.startswith(("postgresql+", "postgres+")):
-        return f"postgresql://{rest}"
+        dsn = f"postgresql://{rest}"
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        # libpq quotes the string, password and all: leave it out of the message.
+        reason = str(exc).strip().splitlines()[0].replace(dsn, "<DSN>")
+        raise ConfigurationError(
+            f"invalid database DSN: {reason}; use a URL (postgresql://user:password@host:5432"
+            "/dbname) or key=value pairs (host=... dbname=...)"
+        ) from None
     return dsn
 
 
@@ -249,6 +259,8 @@ class PgQueue:
 
     def middleware(self, fn: Middleware) -> Middleware:
         """Register ``async def fn(job, call_next)`` to run around every attempt (decorator)."""
+        if not callable(fn):  # else every attempt of every job fails on it
+            raise TypeError(f"middleware must be a function (job, call_next), got {fn!r}")
         self.hooks.middleware.append(fn)
         return fn
 
@@ -305,26 +317,27 @@ def _check_app_arguments(dsn: object, redact: object, max_payload_bytes: object)
 
 def default_task_name(fn: Callable[..., Any]) -> str:
     """``module.qualname``; under ``python -m pkg.mod`` the module's real name, not __main__."""
-    module = fn.__module__
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)):
+        raise ValueError(f"{fn!r} has no module and qualified name: give it one with name=...")
     if module == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
-    return f"{module}.{fn.__qualname__}"
+    return f"{module}.{qualname}"
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:
     import inspect
 
     is_coro = inspect.iscoroutinefunction(fn)
+    qualname = getattr(fn, "__qualname__", repr(fn))
     if executor == "async" and not is_coro:
-        raise ValueError(
-            f"{fn.__qualname__} is not a coroutine function: executor='async' needs one"
-        )
+        raise ValueError(f"{qualname} is not a coroutine function: executor='async' needs one")
     if executor in ("thread", "process") and is_coro:
-        raise ValueError(f"{fn.__qualname__} is a coroutine function: it runs on the event loop")
-    if executor == "process" and "<locals>" in fn.__qualname__:
+        raise ValueError(f"{qualname} is a coroutine function: it runs on the event loop")
+    if executor == "process" and "<locals>" in qualname:
         raise ValueError(
-            f"{fn.__qualname__} is defined inside a function: process tasks must be importable"
+            f"{qualname} is defined inside a function: process tasks must be importable"
         )
 
 

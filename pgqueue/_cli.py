@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue, normalize_dsn
 from pgqueue._errors import PgQueueError
+from pgqueue._retry import MAX_DELAY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,19 +43,61 @@ class State:
         return normalize_dsn(self._dsn) if self._dsn else self.app.dsn
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds from ``minimum`` to ``maximum`` (1,000 years): never NaN, which
+    click's ranges let through, nor infinite."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float, maximum: float = MAX_DELAY) -> None:
+        super().__init__(minimum, maximum)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The float, or a usage error naming the value and the range."""
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
+
+
 def load_app(path: str) -> PgQueue:
     """Import ``module:attribute`` (or ``module``, attribute ``app``) and return the PgQueue."""
     module_name, _, attribute = path.partition(":")
+    if not module_name or module_name.startswith("."):
+        raise click.ClickException(
+            f"invalid app path {path!r}: use MODULE:ATTRIBUTE, e.g. myproject.tasks:app"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.ClickException(f"cannot import app module {module_name!r}: {exc}") from exc
-    app = getattr(module, attribute or "app", None)
+    except Exception as exc:  # the module itself raised: say what, and where
+        raise click.ClickException(
+            f"cannot import app module {module_name!r}: {_raised_at(exc)}"
+        ) from exc
+    if not hasattr(module, attribute or "app"):
+        raise click.ClickException(
+            f"module {module_name!r} has no attribute {attribute or 'app'!r} (--app {path!r};"
+            " use MODULE:ATTRIBUTE)"
+        )
+    app = getattr(module, attribute or "app")
     if not isinstance(app, PgQueue):
-        raise click.ClickException(f"{path!r} is not a pgqueue.PgQueue (module:attribute)")
+        raise click.ClickException(
+            f"{path!r} is of type {type(app).__name__!r}, not a pgqueue.PgQueue"
+            " (use MODULE:ATTRIBUTE)"
+        )
     return app
+
+
+def _raised_at(exc: Exception) -> str:
+    """``Type: message`` and the innermost line of the traceback (a SyntaxError names its)."""
+    text = f"{type(exc).__name__}: {_first_line(exc)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not isinstance(exc, SyntaxError):
+        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    return text
 
 
 def _first_line(exc: BaseException) -> str:
@@ -200,7 +244,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--shutdown-timeout",
     envvar="PGQUEUE_SHUTDOWN_TIMEOUT",
-    type=click.FloatRange(0),
+    type=Seconds(0),
     default=30.0,
     show_default=True,
     help="Seconds running jobs get after SIGTERM.",
@@ -208,7 +252,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--poll-interval",
     envvar="PGQUEUE_POLL_INTERVAL",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01),
     default=1.0,
     show_default=True,
     help="Seconds between polls when no notification.",
@@ -216,7 +260,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--lease",
     envvar="PGQUEUE_LEASE",
-    type=click.FloatRange(0.1),
+    type=Seconds(0.1),
     default=30.0,
     show_default=True,
     help="Seconds a claim is held without a heartbeat.",
@@ -233,7 +277,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--rescue-interval",
     envvar="PGQUEUE_RESCUE_INTERVAL",
-    type=click.FloatRange(0.05),
+    type=Seconds(0.05),
     default=5.0,
     show_default=True,
     help="Seconds between sweeps for expired leases.",
@@ -286,6 +330,8 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
            isolate_crashed: bool, no_scheduler: bool,
            metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
+    if not state.app.tasks:  # it would fail every job it claims as an unknown task
+        raise click.ClickException(_no_tasks(state.app_path))
     w = state.app.worker(
         queues=queues, concurrency=concurrency, dsn=state.dsn, burst=burst,
         shutdown_timeout=shutdown_timeout, poll_interval=poll_interval, lease=lease,
@@ -302,6 +348,18 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _no_tasks(app_path: str | None) -> str:
+    if not app_path:
+        return (
+            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) naming the PgQueue"
+            " your tasks are registered on"
+        )
+    return (
+        f"the app {app_path!r} has no tasks: the module that creates it must import the"
+        " modules that define them"
+    )
 
 
 @cli.command()

@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from pgqueue import _ops
-from pgqueue._cli import friendly_errors
+from pgqueue._cli import Seconds, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ STATS_COLUMNS = ("queue", "queued", "scheduled", "running", "succeeded", "failed
 
 @click.command()
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
-@click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True)
+@click.option("--interval", type=Seconds(0.1, 86400.0), default=2.0, show_default=True)
 @JSON_OPTION
 @click.pass_obj
 @friendly_errors

@@ -69,7 +69,13 @@ class WorkerEvents:
             outcome.result,
         )  # fmt: skip
         for listener in self.listeners:  # before the log line: whoever reads it sees the counts
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # the log line, the task's callback and other listeners still run
+                log.exception(
+                    "event listener %s raised", getattr(listener, "__qualname__", listener),
+                    extra={"action": "listener_error", "job_id": event.job.id},
+                )  # fmt: skip
         if logged:
             _log_event(event)
         if callback is not None:

@@ -18,8 +18,9 @@ from pgqueue import _store
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
-from pgqueue._options import BIGINT_MAX, check_job_id, check_queue, check_task_name
+from pgqueue._options import BIGINT_MAX, check_count, check_job_id, check_queue, check_task_name
 from pgqueue._retention import check_age
+from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import schema_problem, schema_state
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def list_jobs(
     if task is not None:
         check_task_name(task)
     if limit is not None:  # None: no limit
-        _check_count(limit, "limit", 0)
+        check_count(limit, "limit", 0, BIGINT_MAX)
     with sync_cursor(conn) as cur, _decodable("a job listed"):
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
@@ -97,11 +98,6 @@ def _why_not_retried(job_id: int, job: Job | None) -> str:
     if job.state in ("failed", "cancelled"):
         return f"job {job_id}'s unique key {job.unique_key!r} is held by an active job"
     return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
-
-
-def _check_count(value: int, what: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= BIGINT_MAX:
-        raise ValueError(f"{what} must be an int from {least} to {BIGINT_MAX}, got {value!r}")
 
 
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
@@ -176,7 +172,7 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
     ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
-    _check_count(batch, "batch", 1)
+    check_count(batch, "batch", 1, BIGINT_MAX)
     total = 0
     with sync_cursor(conn) as cur:
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):
@@ -213,8 +209,8 @@ def parse_duration(text: str) -> float:
         seconds = float(number) * (unit or 1.0)
     except ValueError:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 12h, 7d") from None
-    if not seconds >= 0:
-        raise ValueError(f"invalid duration {text!r}: must be >= 0")
+    if not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(f"invalid duration {text!r}: must be from 0 to 1000 years")
     return seconds
 
 

@@ -65,6 +65,20 @@ def check_job_id(job_id: int) -> int:
     return value
 
 
+def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) from ``minimum`` to ``maximum``, else
+    ``ValueError`` naming ``what``."""
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= minimum
+        and (maximum is None or value <= maximum)
+    ):
+        return value
+    allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    raise ValueError(f"{what} must be an int {allowed}, got {value!r}")
+
+
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None

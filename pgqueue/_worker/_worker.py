@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
+from pgqueue._app import normalize_dsn
 from pgqueue._events import WorkerEvents
-from pgqueue._options import check_queue
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker
+from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
@@ -64,25 +65,6 @@ class WorkerStats:
     retried: int = 0
     cancelled: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
-
-
-def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
-    """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
-    if isinstance(queues, Mapping):
-        items = list(queues.items())
-    else:
-        names = queues.split(",") if isinstance(queues, str) else list(queues)
-        items = []
-        for raw in (n.strip() for n in names):
-            name, _, count = raw.partition(":")
-            items.append((name, int(count) if count else concurrency))
-    result = {check_queue(name): int(n) for name, n in items}
-    if not result:
-        raise ValueError("a worker needs at least one queue")
-    for name, n in result.items():
-        if n < 1:
-            raise ValueError(f"concurrency of queue {name!r} must be >= 1, got {n}")
-    return result
 
 
 # A claim that read this many claim-index entries beyond the rows it took makes the worker's
@@ -131,9 +113,10 @@ class Worker:
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
     ) -> None:
+        check_options(locals())  # every option by name, before anything is built from them
         self.app = app
         self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
-        self.dsn = dsn or app.dsn
+        self.dsn = normalize_dsn(dsn) if dsn else app.dsn
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.poll_interval = poll_interval
         self.lease = lease
@@ -229,6 +212,8 @@ class Worker:
         if install_signal_handlers:
             self._install_signal_handlers()
         background = [asyncio.ensure_future(c) for c in self._background()]
+        for part in background:
+            part.add_done_callback(_report_stopped)
         try:
             await self._claim_loop()
         finally:
@@ -659,6 +644,19 @@ class Worker:
                 extra={"action": "jobs_released"},
             )  # fmt: skip
         await self._maint_db.run(_store.workers_delete(self.name))
+
+
+def _report_stopped(part: asyncio.Future[None]) -> None:
+    """Log a service (or other background part) that ended with an error: it used to end
+    unseen, its error kept until shutdown gathered it (a metrics port in use, say)."""
+    error = None if part.cancelled() else part.exception()
+    if error is not None:
+        coro = part.get_coro() if isinstance(part, asyncio.Task) else None
+        name = getattr(coro, "__qualname__", repr(part))
+        log.error(
+            "worker service %s stopped: %s: %s", name, type(error).__name__, error,
+            exc_info=error, extra={"action": "service_error", "service": name},
+        )  # fmt: skip
 
 
 def _safe_dsn(dsn: str) -> str:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -58,6 +59,17 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert line.startswith("Error: cannot reach the database:")
 
 
+@pytest.mark.parametrize("command", [("migrate",), ("worker", "--burst"), ("stats",)])
+def test_a_malformed_dsn_is_one_line_without_its_password(command: tuple[str, ...]) -> None:
+    """A DSN libpq cannot parse used to be reported as "the database refused: ..." (nothing
+    was asked), quoting the DSN, password and all."""
+    result = cli("mysql://user:secret@db.example/shop", *command)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith('Error: invalid database DSN: missing "=" after "<DSN>"')
+    assert "secret" not in result.stderr
+
+
 def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str) -> None:
     """`pgqueue worker` without the schema exits 1 with one line naming `pgqueue migrate`."""
     result = cli(empty_dsn, "worker", "--queues", "io")
@@ -95,6 +107,51 @@ def test_bad_app_path_is_one_line(dsn: str) -> None:
     assert result.returncode == 1
     assert "cannot import app module 'no.such.module'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "app_path", "error"),
+    [('raise RuntimeError("boom")\n', "broken",
+      "cannot import app module 'broken': RuntimeError: boom ({dir}/broken.py, line 1)"),
+     ("def f(:\n", "broken", "cannot import app module 'broken': SyntaxError: "),
+     ("app = 5\n", "broken",
+      "'broken' is of type 'int', not a pgqueue.PgQueue (use MODULE:ATTRIBUTE)"),
+     ("import pgqueue\napp = pgqueue.PgQueue()\n", "broken:other",
+      "module 'broken' has no attribute 'other' (--app 'broken:other'; use MODULE:ATTRIBUTE)"),
+     ("", ":app", "invalid app path ':app': use MODULE:ATTRIBUTE, e.g. myproject.tasks:app"),
+     ("import pgqueue\napp = pgqueue.PgQueue()\n", "broken",
+      "the app 'broken' has no tasks: the module that creates it must import the modules that"
+      " define them")],
+)  # fmt: skip
+def test_an_app_that_cannot_be_used_is_one_line(
+    dsn: str, tmp_path: Path, source: str, app_path: str, error: str
+) -> None:
+    """--app naming a module whose import raises (a traceback, before), an attribute that is
+    missing or not a PgQueue, no module at all ("Empty module name"), or an app without tasks
+    (whose worker used to fail every job it claimed as unknown) exits 1 with one line."""
+    (tmp_path / "broken.py").write_text(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", app_path, "worker", "--burst"],
+        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: " + error.format(dir=tmp_path))
+    assert "SyntaxError" not in line or line.endswith("(broken.py, line 1)")
+
+
+def test_a_worker_without_an_app_is_refused(dsn: str) -> None:
+    """Without --app or PGQUEUE_APP the worker knew no task and failed every job it claimed
+    (attempt after attempt, as unknown); now it says what to pass."""
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_APP"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) naming the"
+        " PgQueue your tasks are registered on"
+    ])  # fmt: skip
 
 
 def enqueue(dsn: str, task: str, calls: list[tuple]) -> list[int]:
@@ -178,9 +235,33 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
     assert worker.wait(timeout=10) == 130
 
 
-@pytest.mark.parametrize("queues", ["bad queue", "io:0"])
-def test_bad_queue_option_is_one_line(dsn: str, queues: str) -> None:
-    """An invalid --queues value is refused with one line saying what is allowed."""
-    result = cli(dsn, "worker", "--queues", queues)
-    assert result.returncode == 1
+@pytest.mark.parametrize(
+    ("queues", "error"),
+    [("bad queue", "invalid queue name 'bad queue': use 1-64 characters from A-Z a-z 0-9 _ . -"),
+     ("io:0", "concurrency of queue 'io' must be an int >= 1, got 0"),
+     ("io,", "invalid queue name '': use 1-64 characters from A-Z a-z 0-9 _ . -"),
+     ("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
+     ("io:2,io:3", "queue 'io' is given twice: name each queue once")],
+)  # fmt: skip
+def test_bad_queue_option_is_one_line(dsn: str, queues: str, error: str) -> None:
+    """An invalid --queues value is refused with one line naming it and saying what is
+    allowed ('io:abc' used to say only "invalid literal for int()"; 'io:2,io:3' used to run
+    io with 3 slots, silently)."""
+    result = cli(dsn, "worker", "--burst", "--queues", queues, timeout=30)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--lease", "nan"), ("--lease", "inf"), ("--lease", "1e300"), ("--poll-interval", "nan"),
+     ("--rescue-interval", "nan"), ("--shutdown-timeout", "nan")],
+)  # fmt: skip
+def test_worker_refuses_a_duration_that_is_not_a_number_of_seconds(
+    dsn: str, option: str, value: str
+) -> None:
+    """NaN passes click's ranges: --lease nan (or inf, or 1e300) used to start a worker whose
+    every claim failed in SQL, logging a traceback per retry, with its jobs left queued."""
+    result = cli(dsn, "worker", "--burst", "--queues", "io", option, value, timeout=30)
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert f"Error: Invalid value for '{option}': " in result.stderr.strip().splitlines()[-1]

@@ -149,6 +149,38 @@ def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
     watch.stderr.close()
 
 
+_IDS = "a job id is an int from -9223372036854775808 to 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [(("jobs", "retry", "99999999999999999999"), f"invalid job id 99999999999999999999: {_IDS}"),
+     (("jobs", "cancel", "99999999999999999999"), f"invalid job id 99999999999999999999: {_IDS}"),
+     (("jobs", "cancel", "--", "-99999999999999999999"),
+      f"invalid job id -99999999999999999999: {_IDS}"),
+     (("jobs", "list", "--limit", "99999999999999999999"),
+      "limit must be an int from 0 to 9223372036854775807, got 99999999999999999999")],
+)  # fmt: skip
+def test_an_id_or_limit_past_bigint_is_named_in_one_line(
+    dsn: str, command: tuple[str, ...], error: str
+) -> None:
+    """These used to say "the database refused: bigint out of range" or, for cancel, that
+    function pgqueue.cancel(numeric) did not exist and the schema might be missing."""
+    result = pgqueue(dsn, *command, ok=False)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+
+
+@pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
+def test_stats_watch_refuses_an_interval_it_cannot_sleep(dsn: str, interval: str) -> None:
+    """--interval inf used to end in a traceback from time.sleep (OverflowError), and nan in
+    "Invalid value NaN (not a number)", after the first frame."""
+    result = pgqueue(dsn, "stats", "--watch", "--interval", interval, ok=False)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--interval': ")
+    )
+
+
 def test_workers_lists_live_workers(dsn: str) -> None:
     """workers shows every live worker with its queues; none is a plain message."""
     assert pgqueue(dsn, "workers").stdout.strip() == "no live workers"
@@ -168,6 +200,15 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "deleted 1" in pgqueue(dsn, "prune", "--older-than", "2d", "--state", "failed").stdout
     assert states(dsn) == {"queued": 1}
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
+
+
+@pytest.mark.parametrize("older_than", ["inf", "99999999999w"])
+def test_prune_names_an_age_past_what_sql_can_subtract(dsn: str, older_than: str) -> None:
+    """It used to say "the database refused: interval (or timestamp) out of range"."""
+    result = pgqueue(dsn, "prune", "--older-than", older_than, ok=False)
+    assert result.stderr.strip().splitlines() == [
+        f"Error: invalid duration {older_than!r}: must be from 0 to 1000 years"
+    ]
 
 
 def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str) -> None:

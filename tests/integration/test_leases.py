@@ -190,7 +190,7 @@ async def test_a_job_claimed_again_after_its_lease_was_lost_keeps_its_copies_apa
     job_id = t.sleepy.enqueue(conn, 1.0)
     conn.commit()
     worker = t.app.worker(
-        dsn=dsn, queues={"io": 2}, poll_interval=0.05, heartbeat=600, listen=False
+        dsn=dsn, queues={"io": 2}, poll_interval=0.05, lease=1200, heartbeat=600, listen=False
     )
     runner = asyncio.create_task(worker.run())
     try:

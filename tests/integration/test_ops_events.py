@@ -91,6 +91,45 @@ async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn
     )
 
 
+async def test_a_raising_listener_keeps_callbacks_and_other_listeners(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A listener that raises is logged; the job's log line, its on_failure callback and the
+    listeners after it still run (the exception used to escape the attempt's task, skipping
+    them all, and surface as "Task exception was never retrieved")."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    failures: list[int] = []
+    app = make_app(dsn, on_failure=lambda event: failures.append(event.job.attempt))
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    seen: list[str] = []
+    w.events.listeners += [lambda event: 1 / 0, lambda event: seen.append(event.state)]
+    app.using("work").enqueue(conn, -1)
+    conn.commit()
+    await run_worker_until(w, lambda: failures == [2])
+    assert seen == ["retrying", "failed"]
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert actions.count("listener_error") == 2
+    assert "job_failed" in actions
+
+
+async def test_a_service_that_fails_is_logged_at_once(dsn: str, caplog: Any) -> None:
+    """A service ending with an error is logged as it ends, naming it (a metrics port in use
+    used to leave no trace until shutdown, which gathered the error silently)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+
+    async def broken(worker: pgqueue.Worker) -> None:
+        raise OSError("address already in use")
+
+    w = make_app(dsn).worker(queues=["q"], poll_interval=0.05, services=[broken])
+
+    def logged() -> bool:
+        return any(getattr(r, "action", None) == "service_error" for r in caplog.records)
+
+    await run_worker_until(w, logged, timeout=10)
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "service_error"]
+    assert record.getMessage().endswith("broken stopped: OSError: address already in use")
+
+
 async def test_middleware_wraps_every_attempt_outermost_first(dsn: str, conn: Any) -> None:
     """Middleware runs around each attempt in registration order and may change the result."""
     calls: list[str] = []

@@ -15,7 +15,7 @@ import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter
-from pgqueue._ops import decode_call, parse_duration
+from pgqueue._ops import decode_call, parse_duration, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 
 
@@ -29,7 +29,7 @@ def test_parse_duration_understands_units(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan"])
+@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w"])
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     """Anything else is a ValueError that says what to write."""
     with pytest.raises(ValueError, match="invalid duration"):
@@ -66,6 +66,12 @@ def test_retention_sql_cannot_subtract_from_now_is_refused(age: object) -> None:
         ValueError, match=r"retention of 'failed' jobs \(None keeps them forever\) must be"
     ):
         pgqueue.PgQueue(retention={"failed": age})  # type: ignore[dict-item]
+
+
+def test_prune_refuses_an_age_sql_cannot_subtract_before_any_sql() -> None:
+    """_ops.prune(conn, inf) names the age instead of failing with "interval out of range"."""
+    with pytest.raises(ValueError, match="older_than must be seconds or a timedelta"):
+        prune(None, math.inf, ["failed"])  # type: ignore[arg-type]  # no connection is used
 
 
 def test_json_formatter_emits_extras_as_top_level_keys() -> None:

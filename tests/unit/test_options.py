@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 import pytest
@@ -94,6 +95,16 @@ def test_parse_queues_reads_per_queue_concurrency() -> None:
         parse_queues("io:0", 4)
 
 
+@pytest.mark.parametrize("dsn", ["mysql://u:secret@h/db", "postgresql://u:secret@[h/db"])
+def test_a_dsn_libpq_cannot_parse_is_a_configuration_error_without_its_password(dsn: str) -> None:
+    """It used to reach psycopg.connect and fail there as a ProgrammingError quoting the DSN."""
+    with pytest.raises(pgqueue.ConfigurationError, match=r"^invalid database DSN: ") as raised:
+        normalize_dsn(dsn)
+    assert "secret" not in str(raised.value)
+    with pytest.raises(pgqueue.ConfigurationError):
+        pgqueue.PgQueue().worker(dsn=dsn)
+
+
 def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
     """postgresql+psycopg:// URLs are turned into libpq URLs."""
     assert normalize_dsn("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
@@ -129,6 +140,45 @@ def test_task_names_default_to_module_and_qualname() -> None:
     assert app.get_task("custom.name") is two
     with pytest.raises(ValueError, match="already registered"):
         app.task(name="custom.name")(lambda: None)
+
+
+@pytest.mark.parametrize("target", [5, "module.function", ["f"]])
+def test_a_task_that_is_not_callable_is_a_type_error_naming_it(target: object) -> None:
+    """app.task(5) used to fail with AttributeError: 'int' object has no attribute
+    '__module__'."""
+    with pytest.raises(
+        TypeError, match=rf"^app.task registers a function, got {re.escape(repr(target))}$"
+    ):
+        pgqueue.PgQueue("postgresql://unused").task(target)  # type: ignore[call-overload]
+
+
+def test_a_callable_without_a_qualified_name_needs_a_name() -> None:
+    """A callable object has no __qualname__: it needs name=... (AttributeError, before),
+    and with one it is registered."""
+
+    class Send:
+        def __call__(self, to: str) -> str:
+            return to
+
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match="give it one with name="):
+        app.task(Send())
+    assert app.task(name="send", executor="thread")(Send()).name == "send"
+
+
+@pytest.mark.parametrize("hook", ["on_success", "on_failure"])
+def test_a_callback_that_is_not_callable_is_refused_at_decoration(hook: str) -> None:
+    """on_success="notify" used to be accepted, then logged as a TypeError after every job."""
+    with pytest.raises(ValueError, match=rf"^{hook} must be a function \(or None\), got 'x'$"):
+        pgqueue.PgQueue("postgresql://unused").task(**{hook: "x"})
+
+
+def test_middleware_that_is_not_callable_is_refused() -> None:
+    """app.middleware(5) used to be kept, then fail every attempt of every job."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(TypeError, match=r"^middleware must be a function \(job, call_next\)"):
+        app.middleware(5)  # type: ignore[arg-type]
+    assert app.hooks.middleware == []
 
 
 def test_process_executor_needs_an_importable_function() -> None:

@@ -1,0 +1,90 @@
+"""The worker's options, checked once when it is built.
+
+A bad value fails there, with ``ValueError`` naming it, rather than later as a claim loop that
+spins or stalls, an acker that never writes, or leases that expire under running jobs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pgqueue._options import check_count, check_queue
+from pgqueue._retry import MAX_DELAY
+
+INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
+
+
+def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
+    """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
+    check_count(concurrency, "concurrency")
+    if isinstance(queues, Mapping):
+        items = list(queues.items())
+    else:
+        names = queues.split(",") if isinstance(queues, str) else list(queues)
+        items = [_queue_item(raw, concurrency) for raw in names]
+    result: dict[str, int] = {}
+    for name, n in items:
+        if check_queue(name) in result:
+            raise ValueError(f"queue {name!r} is given twice: name each queue once")
+        result[name] = check_count(n, f"concurrency of queue {name!r}")
+    if not result:
+        raise ValueError("a worker needs at least one queue")
+    return result
+
+
+def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
+    name, _, count = raw.partition(":")
+    name = name.strip()
+    if not count.strip():
+        return name, concurrency
+    try:
+        return name, int(count)
+    except ValueError:
+        raise ValueError(
+            f"concurrency of queue {name!r} must be a whole number >= 1, got {count!r}"
+        ) from None
+
+
+def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:
+    """``value`` as a float if it is a number of seconds > 0 (or >= 0, with ``zero``) and at
+    most ``MAX_DELAY``, else ``ValueError`` naming ``what``. NaN and infinities fail too."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
+    # Written as "not in range" so that NaN, which compares false, fails too.
+    least = 0.0 if zero else math.ulp(0.0)
+    if not least <= value <= MAX_DELAY:
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(
+            f"{what} must be a number of seconds {bound} and at most {MAX_DELAY:.0f}"
+            f" (1000 years), got {value!r}"
+        )
+    return float(value)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check the numeric options of :class:`~pgqueue.Worker` (``None`` keeps a default)."""
+    for name in ("poll_interval", "lease", "rescue_interval", "summary_interval", "heartbeat"):
+        if options[name] is not None:
+            check_seconds(options[name], name)
+    for name in ("shutdown_timeout", "ack_interval", "long_transaction_warning"):
+        check_seconds(options[name], name, zero=True)
+    lease = options["lease"]
+    for name in ("heartbeat", "ack_interval"):  # a finished job's lease lasts until its ack
+        if options[name] is not None and options[name] >= lease:
+            raise ValueError(
+                f"{name} must be shorter than lease ({lease!r} s), got {options[name]!r}: a"
+                " lease would expire under a job, which another worker would then run again"
+            )
+    check_count(options["batch_size"], "batch_size", 1, INT4_MAX)
+    check_count(options["ack_batch"], "ack_batch")
+    check_count(options["vacuum_threshold"], "vacuum_threshold", 0)
+    for name in ("threads", "processes"):
+        if options[name] is not None:
+            check_count(options[name], name)
+    if options["metrics_port"] is not None:
+        check_count(options["metrics_port"], "metrics_port", 0, 65535)
+    name = options["name"]
+    if name is not None and (not isinstance(name, str) or "\x00" in name):
+        raise ValueError(f"name must be a string without NUL characters, got {name!r}")

@@ -1,0 +1,75 @@
+"""A worker's options are checked when it is built, each error naming the option and value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import pgqueue
+from pgqueue._worker import parse_queues
+
+NAN, INF = math.nan, math.inf
+
+
+def build(**options: Any) -> pgqueue.Worker:
+    """A worker of an empty app; building one touches no database."""
+    return pgqueue.PgQueue().worker(dsn="postgresql://nobody@127.0.0.1:1/none", **options)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("poll_interval", 0), ("poll_interval", NAN), ("poll_interval", INF), ("poll_interval", True),
+     ("lease", 0), ("lease", -5), ("lease", NAN), ("lease", INF), ("lease", 1e300),
+     ("heartbeat", 0), ("heartbeat", -1), ("heartbeat", 30), ("heartbeat", 600),
+     ("rescue_interval", 0), ("rescue_interval", NAN), ("rescue_interval", INF),
+     ("shutdown_timeout", -1), ("shutdown_timeout", NAN), ("summary_interval", 0),
+     ("ack_interval", -1), ("ack_interval", NAN), ("ack_interval", INF), ("ack_interval", 30),
+     ("long_transaction_warning", -1), ("long_transaction_warning", NAN),
+     ("batch_size", 0), ("batch_size", -1), ("batch_size", 2**31), ("batch_size", 1.5),
+     ("ack_batch", 0), ("vacuum_threshold", -1), ("threads", 0), ("processes", -1),
+     ("concurrency", 0), ("concurrency", NAN), ("concurrency", 2.7), ("concurrency", True),
+     ("metrics_port", 70000), ("name", "a\x00b")],
+)  # fmt: skip
+def test_a_bad_worker_option_is_refused_naming_it(option: str, value: Any) -> None:
+    """Each of these used to be accepted and then spin (0 s intervals), stall (a claim or
+    lease SQL cannot hold, batch_size 0), hang the event loop (ack_batch 0), flood the log
+    (summary_interval 0) or let leases expire under jobs (heartbeat or ack_interval >= lease)."""
+    with pytest.raises(ValueError) as raised:
+        build(**{option: value})
+    assert str(raised.value).startswith(f"{option} must")
+    assert f"got {value!r}" in str(raised.value)
+
+
+def test_good_worker_options_are_kept() -> None:
+    """Zero where zero means "off", and defaults given as None, are accepted."""
+    worker = build(
+        vacuum_threshold=0, long_transaction_warning=0, shutdown_timeout=0, ack_interval=0,
+        lease=0.3, heartbeat=0.1, threads=1, processes=1, metrics_port=0,
+    )  # fmt: skip
+    assert build(heartbeat=None, threads=None, processes=None).heartbeat == 10.0
+    assert (worker.lease, worker.heartbeat) == (0.3, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
+     ("io:1.5", "concurrency of queue 'io' must be a whole number >= 1, got '1.5'"),
+     ("io:3:4", "concurrency of queue 'io' must be a whole number >= 1, got '3:4'"),
+     ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
+     (["io", "io"], "queue 'io' is given twice: name each queue once"),
+     ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
+     ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True")],
+)  # fmt: skip
+def test_bad_queue_concurrency_names_the_queue_and_value(queues: Any, message: str) -> None:
+    """A per-queue figure that is not a whole number, or a queue named twice (the last figure
+    used to win silently), is refused in one sentence naming the queue."""
+    with pytest.raises(ValueError) as raised:
+        parse_queues(queues, 4)
+    assert str(raised.value) == message
+
+
+def test_spaces_around_queue_names_and_figures_are_ignored() -> None:
+    """' io : 4 , cpu' reads as io with 4 slots and cpu with the default."""
+    assert parse_queues(" io : 4 , cpu", 3) == {"io": 4, "cpu": 3}
