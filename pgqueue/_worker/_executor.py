@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pgqueue import _json
 from pgqueue._errors import Cancel, Retry, UnknownTaskError
 from pgqueue._hooks import call_through
+from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._eager import never_suspends
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from pgqueue._worker._procpool import ProcessPool
 
 log = logging.getLogger("pgqueue.worker")
+
+DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs 7x more to build, per job
@@ -106,7 +109,7 @@ class JobExecutor:
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
-            error = self.app.redact(f"cancelled: {exc}")
+            error = self._redact(f"cancelled: {_text(exc)}")
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except TimeoutError as exc:
             ctx.cancel("timeout")
@@ -132,13 +135,35 @@ class JobExecutor:
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
     ) -> Outcome:
-        error = self.app.redact(why or _describe(exc))
-        tb = self.app.redact("".join(traceback.format_exception(exc)))
+        error = self._redact(why or _describe(exc))
+        tb = self._redact("".join(traceback.format_exception(exc)))
         if job.attempt >= job.max_attempts:
             return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
         policy = (task.options if task else self.app.defaults).retry
-        return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb,
-                       delay=policy.delay(job.attempt))  # fmt: skip
+        try:
+            delay = check_delay(policy.delay(job.attempt), "the retry policy's delay")
+        except Exception:  # a RetryPolicy subclass: the job still needs its retry
+            log.exception(
+                "job %s: its retry policy raised or gave no usable delay; using the default",
+                job.id, extra={"action": "retry_policy_error", "job_id": job.id},
+            )  # fmt: skip
+            delay = DEFAULT_RETRY.delay(job.attempt)
+        return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb, delay=delay)
+
+    def _redact(self, text: str) -> str:
+        """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
+        that neither the secret nor the job's outcome is lost."""
+        try:
+            redacted = self.app.redact(text)
+        except Exception as exc:
+            why = f"raised {type(exc).__qualname__}"
+        else:
+            if isinstance(redacted, str):
+                return redacted
+            why = f"returned {type(redacted).__qualname__}, not str"
+        log.error("the app's redact function %s; the text is withheld", why,
+                  extra={"action": "redact_error"})  # fmt: skip
+        return f"[withheld: the app's redact function {why}]"
 
     async def _call(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         assert task.fn is not None
@@ -230,8 +255,16 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
     return lambda: context.run(fn, *args, **kwargs)
 
 
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<str() of the exception raised {type(broken).__qualname__}>"
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = _text(exc)
     if isinstance(exc, UnknownTaskError | WorkerLost):
         return text
     return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__

@@ -459,6 +459,11 @@ class Worker:
                 outcome = Outcome(job.id, job.attempt, "cancelled", error="cancelled on request")
             elif ctx.cancel_reason == "shutdown":
                 self._unfinished.append((job.id, job.attempt))
+        except Exception as exc:  # a bug of ours or a hook's: the job ends, its slot comes back
+            log.exception("job %s: its outcome could not be made", job.id,
+                          extra={"action": "outcome_error", "job_id": job.id})  # fmt: skip
+            error = f"pgqueue could not make this attempt's outcome: {type(exc).__qualname__}"
+            outcome = Outcome(job.id, job.attempt, "failed", error=error)
         finally:
             del self._running[job.id, job.attempt]
         try:

@@ -8,6 +8,7 @@ import logging
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue import PgQueueError, _store
 from pgqueue._ops import aget_job, get_job, list_jobs, retry_job
 from pgqueue._store import Outcome
@@ -138,3 +139,99 @@ async def test_reading_a_job_python_cannot_decode_says_so_and_names_it(dsn: str,
     fine = t.add.enqueue(conn, 1, 2)
     job = get_job(conn, fine)
     assert job is not None and job.args == [1, 2]
+
+
+def _redact_raises(text: str) -> str:
+    raise ValueError("the redactor is broken")
+
+
+class _PolicyRaises(pgqueue.RetryPolicy):
+    def delay(self, attempt: int) -> float:
+        raise ZeroDivisionError("no delay for you")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print me")
+
+
+hooks_app = pgqueue.PgQueue(redact=_redact_raises)
+
+
+@hooks_app.task(queue="io", max_attempts=1)
+async def fails_under_a_broken_redact() -> None:
+    raise RuntimeError("secret=hunter2")
+
+
+@hooks_app.task(queue="io", max_attempts=2, retry=_PolicyRaises())
+async def fails_under_a_broken_policy() -> None:
+    raise RuntimeError("retry me")
+
+
+@hooks_app.task(queue="io", max_attempts=1)
+async def raises_unprintable() -> None:
+    raise _Unprintable
+
+
+@hooks_app.task(queue="io")
+async def fine(i: int) -> int:
+    return i
+
+
+async def test_a_redact_retry_policy_or_exception_that_raises_leaves_no_slot_stuck(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With one slot: a redact function that raises, a RetryPolicy subclass whose delay()
+    raises, and an exception whose __str__ raises each escaped the executor before; the job
+    stayed running with no outcome, its slot was never given back, and the worker ran nothing
+    more. Now each job gets an outcome (the text withheld, the default retry delay, a
+    placeholder for the message) and the jobs behind them run."""
+    hooks_app._dsn = dsn
+    redacted = fails_under_a_broken_redact.enqueue(conn)
+    retried = fails_under_a_broken_policy.enqueue(conn)
+    unprintable = raises_unprintable.using(queue="io").enqueue(conn)
+    fine_ids = [fine.enqueue(conn, i) for i in range(3)]
+    conn.commit()
+    worker = hooks_app.worker(dsn=dsn, queues=["io"], concurrency=1, poll_interval=0.05)
+    with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+        await run_worker_until(
+            worker, lambda: states(dsn) == {"succeeded": 3, "failed": 3}, timeout=60
+        )
+    rows = {r[0]: r[1:] for r in query(dsn, "SELECT id, attempts, last_error FROM pgqueue.jobs")}
+    assert rows[redacted] == (
+        1, "[withheld: the app's redact function raised ValueError]"
+    )  # fmt: skip
+    assert rows[retried][0] == 2  # retried once, on the default policy's delay
+    assert rows[unprintable][1] == "[withheld: the app's redact function raised ValueError]"
+    assert all(rows[i][1] is None for i in fine_ids)
+    actions = {getattr(r, "action", None) for r in caplog.records}
+    assert {"redact_error", "retry_policy_error"} <= actions
+
+
+def test_an_exception_whose_str_raises_is_described_by_its_type() -> None:
+    """str() of such an exception raised inside the executor's failure handling."""
+    from pgqueue._worker._executor import _describe
+
+    assert _describe(_Unprintable()) == "_Unprintable: <str() of the exception raised RuntimeError>"
+
+
+async def test_an_executor_that_raises_fails_the_job_and_gives_its_slot_back(
+    dsn: str, conn
+) -> None:
+    """The worker's last line of defence: whatever escapes the executor (here injected for
+    the first job) fails that job with the exception's type, and the slot comes back."""
+    hooks_app._dsn = dsn
+    ids = [fine.enqueue(conn, i) for i in range(3)]
+    conn.commit()
+    worker = hooks_app.worker(dsn=dsn, queues=["io"], concurrency=1, poll_interval=0.05)
+    real_run = worker._executor.run
+
+    async def run_once_broken(job, ctx):  # type: ignore[no-untyped-def]
+        if job.id == ids[0]:
+            raise LookupError("a bug")
+        return await real_run(job, ctx)
+
+    worker._executor.run = run_once_broken  # type: ignore[method-assign]
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 2, "failed": 1})
+    [(error,)] = query(dsn, "SELECT last_error FROM pgqueue.jobs WHERE id = %s", [ids[0]])
+    assert error == "pgqueue could not make this attempt's outcome: LookupError"
