@@ -65,7 +65,8 @@ def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:
 
 def check_options(options: Mapping[str, Any]) -> None:
     """Check the numeric options of :class:`~pgqueue.Worker` (``None`` keeps a default)."""
-    for name in ("poll_interval", "lease", "rescue_interval", "summary_interval", "heartbeat"):
+    check_seconds(options["lease"], "lease")
+    for name in ("poll_interval", "rescue_interval", "summary_interval", "heartbeat"):
         if options[name] is not None:
             check_seconds(options[name], name)
     for name in ("shutdown_timeout", "ack_interval", "long_transaction_warning"):

@@ -22,6 +22,7 @@ def build(**options: Any) -> pgqueue.Worker:
     ("option", "value"),
     [("poll_interval", 0), ("poll_interval", NAN), ("poll_interval", INF), ("poll_interval", True),
      ("lease", 0), ("lease", -5), ("lease", NAN), ("lease", INF), ("lease", 1e300),
+     ("lease", None),
      ("heartbeat", 0), ("heartbeat", -1), ("heartbeat", 30), ("heartbeat", 600),
      ("rescue_interval", 0), ("rescue_interval", NAN), ("rescue_interval", INF),
      ("shutdown_timeout", -1), ("shutdown_timeout", NAN), ("summary_interval", 0),
