@@ -65,6 +65,10 @@ def _rows(rows: list[Row]) -> list[Row]:
     return rows
 
 
+def _first_row(rows: list[Row]) -> Row | None:
+    return rows[0] if rows else None
+
+
 class NewJob(NamedTuple):
     """The column values of a job to insert; arguments already encoded as JSON text.
 
@@ -345,6 +349,12 @@ def workers_register(
         "version": version, "heartbeat": heartbeat, "host_key": host_key, "started": started,
     }  # fmt: skip
     return Query(q.WORKERS_REGISTER, params, _nothing)
+
+
+def workers_read(worker: str) -> Query[Row | None]:
+    """``(hostname, pid, host_key, process_started, seconds since seen, heartbeat)`` of the
+    worker registered as ``worker``, or ``None``."""
+    return Query(q.WORKERS_READ, {"id": worker}, _first_row)
 
 
 def workers_on_host(host_key: str) -> Query[list[Row]]:

@@ -479,6 +479,13 @@ WORKERS_ON_HOST: LiteralString = """
 SELECT id, pid, process_started FROM pgqueue.worker_processes WHERE host_key = %(host_key)s
 """
 
+# Who holds a worker name, and how long ago it was seen (a worker checks before taking it).
+WORKERS_READ: LiteralString = """
+SELECT hostname, pid, host_key, process_started,
+       extract(epoch FROM now() - last_seen_at)::float8, heartbeat_s
+  FROM pgqueue.worker_processes WHERE id = %(id)s
+"""
+
 WORKERS_DELETE: LiteralString = """
 DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
 """

@@ -22,6 +22,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._app import normalize_dsn
+from pgqueue._errors import ConfigurationError
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -241,6 +242,7 @@ class Worker:
             # A worker that died under this name (restarted by systemd, say) gives its jobs
             # back before the name is taken again.
             await self.rescue()
+            await self._check_name_free()
             await self._maint_db.run(self._register())
         finally:
             with contextlib.suppress(psycopg.Error, OSError):
@@ -251,6 +253,30 @@ class Worker:
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
+
+    async def _check_name_free(self) -> None:
+        """Refuse a name a live worker on this host holds; warn of one seen lately elsewhere.
+
+        Two live workers with one name share one registration row: when either dies, the
+        rescue of dead workers gives back the jobs the other is still running, and they run
+        twice. A name held by a dead process (a restart under systemd, say) is free."""
+        held = await self._maint_db.run(_store.workers_read(self.name))
+        if held is None:
+            return
+        hostname, pid, host_key, started, seen_ago, heartbeat = held
+        if host_key is not None and host_key == self._host_key:
+            if (pid, started) != (os.getpid(), self._process_started) and not is_dead(pid, started):
+                raise ConfigurationError(
+                    f"worker name {self.name!r} is taken by a live worker on this host (pid "
+                    f"{pid}): give each worker its own --name, or leave it out for a unique one"
+                )
+        elif seen_ago < 3 * heartbeat:  # another host: it may be a restart that moved
+            log.warning(
+                "worker name %r was in use %.0f s ago on %s (pid %s): if that worker still runs,"
+                " give each its own --name; two live workers with one name rescue each other's"
+                " running jobs", self.name, seen_ago, hostname, pid,
+                extra={"action": "worker_name_in_use", "worker": self.name, "pid": pid},
+            )  # fmt: skip
 
     def _register(self) -> _store.Query[None]:
         return _store.workers_register(

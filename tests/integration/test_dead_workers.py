@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
 
 import psycopg
+import pytest
 
-from pgqueue import _store
+from pgqueue import ConfigurationError, _store
 from pgqueue._worker._liveness import host_key, process_started
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
@@ -96,6 +99,51 @@ async def test_a_restarted_worker_takes_back_its_dead_namesakes_jobs_at_start(
     worker = t.app.worker(dsn=dsn, name="web-1", queues=["io"], rescue_interval=600)
     await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
     assert query(dsn, "SELECT attempts, worker_id FROM pgqueue.jobs") == [(2, "web-1")]
+
+
+async def test_a_name_a_live_worker_on_this_host_holds_is_refused(dsn: str, conn) -> None:
+    """Two live workers under one name shared one registration row: when either died, the
+    rescue of dead workers gave back the jobs the other was still running. A second worker
+    now refuses the name, and takes nothing; the holder keeps its jobs."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_started(holder.pid)
+        _register(dsn, "twin", holder.pid, started, host_key())
+        _claim_for(dsn, "twin", lease=600)
+        worker = t.app.worker(dsn=dsn, name="twin", queues=["io"])
+        with pytest.raises(ConfigurationError) as refused:
+            await asyncio.wait_for(worker.run(), 30)  # before: it ran, and would never end
+        assert str(refused.value) == (
+            f"worker name 'twin' is taken by a live worker on this host (pid {holder.pid}): give"
+            " each worker its own --name, or leave it out for a unique one"
+        )
+        assert query(dsn, "SELECT state, worker_id FROM pgqueue.jobs") == [("running", "twin")]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_a_name_seen_lately_on_another_host_is_taken_with_a_warning(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On another host the holder may be this worker's own earlier life, moved (a pod
+    rescheduled): the name is taken, with a warning; a name unseen for three heartbeats is
+    taken silently."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    _register(dsn, "moved", 4242, 1, "another-boot:1")
+    _register(dsn, "long-gone", 4243, 1, "another-boot:1")
+    query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 h'"
+               " WHERE id = 'long-gone'")  # fmt: skip
+    for name in ("moved", "long-gone"):
+        worker = t.app.worker(dsn=dsn, name=name, queues=["io"], burst=True, poll_interval=0.05)
+        with caplog.at_level(logging.WARNING, logger="pgqueue.worker"):
+            await worker.run()
+    warned = [r.worker for r in caplog.records if getattr(r, "action", "") == "worker_name_in_use"]
+    assert warned == ["moved"]
+    assert states(dsn) == {"succeeded": 1}
 
 
 async def test_a_job_whose_worker_died_runs_its_next_attempt_in_a_child(dsn: str, conn) -> None:
