@@ -15,7 +15,7 @@ from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, 
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
-from pgqueue._options import Executor, JobOptions, check_job_id, check_task_name
+from pgqueue._options import Executor, JobOptions, check_count, check_job_id, check_task_name
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
@@ -310,9 +310,7 @@ def _check_app_arguments(dsn: object, redact: object, max_payload_bytes: object)
         raise ValueError(f"dsn must be a string (or None), got {dsn!r}")
     if redact is not None and not callable(redact):
         raise ValueError(f"redact must be a function from str to str (or None), got {redact!r}")
-    size = max_payload_bytes
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"max_payload_bytes must be an int >= 1, got {max_payload_bytes!r}")
+    check_count(max_payload_bytes, "max_payload_bytes", 1)
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:

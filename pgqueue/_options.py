@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import operator
 import re
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pgqueue._retry import RetryPolicy, check_delay
+from pgqueue._retry import RetryPolicy, check_delay, is_number
 
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
@@ -82,7 +81,7 @@ def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = N
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | timedelta):
+    if not (is_number(value) or isinstance(value, timedelta)):
         raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds != seconds or seconds < 0:  # NaN or negative

@@ -17,6 +17,7 @@ import psycopg
 from pgqueue import _json, _store
 from pgqueue._cron import CronSpec, next_tick
 from pgqueue._options import check_queue, check_task_name
+from pgqueue._retry import is_number
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Periodic:
 
 def check_catch_up(catch_up: float | timedelta) -> timedelta:
     """``catch_up`` as a timedelta between 1 second and 7 days, else ``ValueError``."""
-    if isinstance(catch_up, bool) or not isinstance(catch_up, int | float | timedelta):
+    if not (is_number(catch_up) or isinstance(catch_up, timedelta)):
         raise ValueError(f"catch_up must be seconds or a timedelta, got {catch_up!r}")
     seconds = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
     # NaN fails the comparison too, so timedelta() never sees NaN or infinity, which it

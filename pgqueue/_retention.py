@@ -6,14 +6,13 @@ Failed jobs are kept longest by default: they are the ones someone has to look a
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pgqueue import _store
 from pgqueue._job import TERMINAL_STATES
-from pgqueue._retry import MAX_DELAY
+from pgqueue._retry import MAX_DELAY, is_number
 
 if TYPE_CHECKING:
     from pgqueue._worker._db import Db
@@ -46,8 +45,7 @@ def check_age(age: float | timedelta, what: str) -> float:
     else ``ValueError`` naming ``what``. Past that the statement failed on every pass
     ("interval out of range") and pruned no state at all."""
     seconds = age.total_seconds() if isinstance(age, timedelta) else age
-    valid = not isinstance(age, bool) and isinstance(seconds, numbers.Real)
-    if not (valid and 0 <= seconds <= MAX_DELAY):  # NaN fails the comparison too
+    if not (is_number(seconds) and 0 <= seconds <= MAX_DELAY):  # NaN fails the comparison too
         raise ValueError(f"{what} must be seconds or a timedelta from 0 to 1000 years, got {age!r}")
     return float(seconds)
 

@@ -14,6 +14,12 @@ from dataclasses import dataclass
 MAX_DELAY = 1000 * 365.25 * 86400.0
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a real number and not a bool (``True`` is an int to Python, never
+    a number of seconds, a factor or a cap)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_delay(value: float, what: str) -> float:
     """``value`` as a float if it is a wait SQL can hold (0 to ``MAX_DELAY`` seconds), else
     ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
@@ -41,7 +47,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         for name in ("base", "factor", "cap"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            if not is_number(value):
                 raise ValueError(f"RetryPolicy {name} must be a number, got {value!r}")
         if not isinstance(self.jitter, bool):
             raise ValueError(f"RetryPolicy jitter must be True or False, got {self.jitter!r}")

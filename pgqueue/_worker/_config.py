@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pgqueue._options import check_count, check_queue
-from pgqueue._retry import MAX_DELAY
+from pgqueue._retry import MAX_DELAY, is_number
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
 
@@ -50,7 +50,7 @@ def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
 def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:
     """``value`` as a float if it is a number of seconds > 0 (or >= 0, with ``zero``) and at
     most ``MAX_DELAY``, else ``ValueError`` naming ``what``. NaN and infinities fail too."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise ValueError(f"{what} must be a number of seconds, got {value!r}")
     # Written as "not in range" so that NaN, which compares false, fails too.
     least = 0.0 if zero else math.ulp(0.0)

@@ -10,6 +10,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import SyncConnection, sync_cursor
+from pgqueue._options import check_count
 from pgqueue._task import Task
 from pgqueue.testing._eager import active_log
 
@@ -58,8 +59,8 @@ def _check(task: Task[Any, Any], args: Any, kwargs: Any, count: Any) -> None:
         raise TypeError(f"args must be a list or tuple of positional arguments, got {args!r}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r}")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    if count is not None:
+        check_count(count, "count", 0)
 
 
 def _describe(task: Task[Any, Any], calls: list[Call]) -> str:

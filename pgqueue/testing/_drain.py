@@ -10,7 +10,7 @@ import psycopg
 from pgqueue import _store
 from pgqueue._app import PgQueue
 from pgqueue._errors import SchemaError
-from pgqueue._options import check_queue
+from pgqueue._options import check_count, check_queue
 from pgqueue._schema import schema_problem
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
@@ -25,8 +25,7 @@ def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
 
 
 def _check_rounds(max_rounds: int) -> None:
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
+    check_count(max_rounds, "max_rounds", 1)
 
 
 async def _prepare(dsn: str, queues: list[str] | None, with_scheduled: bool) -> list[str]:
