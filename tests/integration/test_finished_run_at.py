@@ -57,7 +57,7 @@ def test_upgrading_from_0004_makes_finished_run_at_finite_and_the_history_readab
     assert query(empty_dsn, rows) == [
         (1, True, False, False, {"k": 1, "run_at_was": "infinity"}),
         (2, False, True, False, {"run_at_was": "-infinity"}),
-        (3, False, False, True, [1]),
+        (3, False, False, True, {"meta_was": [1]}),  # revision 0006 makes meta an object
         (4, False, False, False, {}),
     ]
     assert query(empty_dsn, "SELECT run_at FROM pgqueue.finished_jobs WHERE id = 4") == [
@@ -152,6 +152,11 @@ def test_fresh_and_upgraded_databases_end_with_the_same_run_at_checks(
     fresh, upgraded = query(dsn, CHECKS), query(empty_dsn, CHECKS)
     assert upgraded == fresh
     assert fresh == [
-        ("active_jobs_run_at_check", "CHECK (isfinite(run_at))", True),
+        (
+            "active_jobs_run_at_check",
+            "CHECK (((run_at >= '0001-01-02 00:00:00+00'::timestamp with time zone)"
+            " AND (run_at <= '9999-12-31 00:00:00+00'::timestamp with time zone)))",
+            True,
+        ),
         ("finished_jobs_run_at_check", "CHECK (isfinite(run_at))", True),
     ]
