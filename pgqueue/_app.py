@@ -15,7 +15,7 @@ from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, 
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
-from pgqueue._options import Executor, JobOptions, check_count, check_job_id, check_task_name
+from pgqueue._options import Executor, JobOptions, check_count, check_given_name, check_job_id
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
@@ -154,7 +154,7 @@ class PgQueue:
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(func):
                 raise TypeError(f"app.task registers a function, got {func!r}")
-            task_name = check_task_name(name or default_task_name(func))
+            task_name = check_given_name(name or default_task_name(func))
             _check_executor(func, options.executor)
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different function is already registered as {task_name!r}")
@@ -207,7 +207,7 @@ class PgQueue:
 
         A name registered here keeps its own options; another name gets the app's defaults.
         """
-        task = self.tasks.get(name) or Task(self, None, check_task_name(name), self.defaults)
+        task = self.tasks.get(name) or Task(self, None, check_given_name(name), self.defaults)
         return task.using(
             queue=queue, priority=priority, delay=delay, max_attempts=max_attempts, **options
         )

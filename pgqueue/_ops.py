@@ -145,6 +145,8 @@ def queue_stats(conn: SyncConnection) -> list[QueueStats]:
 
 def live_workers(conn: SyncConnection, name: str | None = None) -> list[WorkerInfo]:
     """Workers seen within their last three heartbeats (only ``name``, if given)."""
+    if name is not None:
+        check_task_name(name, "worker name")
     with sync_cursor(conn) as cur:
         return [WorkerInfo(*row) for row in _store.run(cur, _store.workers_list(name))]
 

@@ -47,6 +47,16 @@ def check_task_name(name: str, what: str = "task name") -> str:
     return name
 
 
+def check_given_name(name: str, what: str = "task name") -> str:
+    """:func:`check_task_name`, and not blank nor padded with whitespace: for a name being
+    given (a task, schedule or worker registered), where " send" is a typo that would never
+    match "send". Filters keep to :func:`check_task_name`, so that jobs SQL enqueued under
+    such a name can still be found."""
+    if check_task_name(name, what) != name.strip():
+        raise ValueError(f"invalid {what} {name!r}: it is blank, or begins or ends with whitespace")
+    return name
+
+
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 

@@ -16,7 +16,7 @@ import psycopg
 
 from pgqueue import _json, _store
 from pgqueue._cron import CronSpec, next_tick
-from pgqueue._options import check_queue, check_task_name
+from pgqueue._options import check_given_name, check_queue
 from pgqueue._retry import is_number
 from pgqueue._task import Task
 
@@ -103,7 +103,7 @@ def decorator(
     if queue is not None:
         check_queue(queue)
     if name is not None:
-        check_task_name(name, "schedule name")
+        check_given_name(name, "schedule name")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pgqueue._options import check_count, check_queue
+from pgqueue._options import check_count, check_given_name, check_queue
 from pgqueue._retry import MAX_DELAY, is_number
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
@@ -86,6 +86,5 @@ def check_options(options: Mapping[str, Any]) -> None:
             check_count(options[name], name)
     if options["metrics_port"] is not None:
         check_count(options["metrics_port"], "metrics_port", 0, 65535)
-    name = options["name"]
-    if name is not None and (not isinstance(name, str) or "\x00" in name):
-        raise ValueError(f"name must be a string without NUL characters, got {name!r}")
+    if options["name"] not in (None, ""):  # None or "" (an unset setting): one is made up
+        check_given_name(options["name"], "worker name")

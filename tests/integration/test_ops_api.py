@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 from typing import Any
 
@@ -261,6 +262,18 @@ async def test_job_ids_sql_cannot_take_are_refused_and_keep_the_transaction(
     assert app.get_job(conn, job_id) is not None
     assert app.get_job(conn, 0) is None and app.cancel(conn, -1) is None  # ids no job has
 
+
+
+@pytest.mark.parametrize("bad", [5, b"w1", "w\x00"])
+def test_a_worker_name_sql_cannot_take_is_refused_and_keeps_the_transaction(
+    conn: Any, bad: Any
+) -> None:
+    """live_workers(conn, 5) failed with "operator does not exist: text = smallint"
+    (UndefinedFunction) and aborted the caller's transaction; now a ValueError, before SQL."""
+    with pytest.raises(ValueError, match=re.escape(f"invalid worker name {bad!r}")):
+        admin.live_workers(conn, bad)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert admin.live_workers(conn, " padded ") == []  # a filter: any text is looked up
 
 @pytest.mark.parametrize(
     ("timeout", "poll_interval", "message"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 import pytest
@@ -323,3 +324,33 @@ def test_names_and_keys_that_are_not_utf8_are_refused_naming_what_they_are() -> 
     with pytest.raises(ValueError, match="invalid schedule name"):
         app.periodic("* * * * *", name="s\udfff")
     assert JobOptions(unique_key="clé-ünïcode-✓").unique_key == "clé-ünïcode-✓"
+
+
+@pytest.mark.parametrize("name", [" ", "\t", " send", "send ", "send\n"])
+def test_a_name_given_blank_or_padded_is_refused_where_it_is_given(name: str) -> None:
+    """app.task(name=' ') was registered, and " send" is a typo that never matches "send":
+    task, schedule and worker names are refused, naming the rule. A unique_key may hold any
+    text, and so may a filter, so that jobs SQL enqueued under such a name can be found."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    rule = "it is blank, or begins or ends with whitespace"
+    with pytest.raises(ValueError, match=f"invalid task name {re.escape(repr(name))}: {rule}"):
+        app.task(name=name)(_fails)
+    with pytest.raises(ValueError, match=f"invalid task name .*{rule}"):
+        app.using(name)
+    with pytest.raises(ValueError, match=f"invalid schedule name .*{rule}"):
+        app.periodic("* * * * *", name=name)
+    app.task(name="billing render")(_fails)
+    with pytest.raises(ValueError, match=f"invalid worker name .*{rule}"):
+        app.worker(name=name)
+    assert app.tasks == {"billing render": app.tasks["billing render"]}
+    assert JobOptions(unique_key=name).unique_key == name
+
+
+@pytest.mark.parametrize("name", [5, b"w1", "x" * 256, "w\x00"])
+def test_a_worker_name_that_is_not_text_is_refused_at_construction(name: object) -> None:
+    """Worker(name=5) was kept, and failed later in SQL; "" still means "make one up"."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    app.task(name="t")(_fails)
+    with pytest.raises(ValueError, match="invalid worker name"):
+        app.worker(name=name)  # type: ignore[arg-type]
+    assert app.worker(name="").name.startswith(socket.gethostname())
