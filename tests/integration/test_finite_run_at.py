@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -125,6 +126,27 @@ async def test_migrating_from_0003_makes_infinite_run_at_finite_and_keeps_the_jo
     await run_worker_until(worker, lambda: states(empty_dsn) == {"succeeded": 2, "queued": 1})
     ran = "SELECT args FROM pgqueue.jobs WHERE state = 'succeeded' ORDER BY id"
     assert query(empty_dsn, ran) == [([1, 2],), ([5, 6],)]
+
+
+@pytest.mark.parametrize("count, ids", [(1, "1"), (12, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more")])
+def test_the_upgrade_notice_names_the_count_and_at_most_ten_ids(
+    empty_dsn: str, count: int, ids: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One NOTICE, bounded however many jobs were repaired: it used to list every id, a
+    message of megabytes behind a backlog of a million."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0003", lambda text: cur.execute(text.encode()))
+        cur.execute(
+            "INSERT INTO pgqueue.active_jobs (id, task, run_at)"
+            " SELECT i, 't', 'infinity' FROM generate_series(1, %s) AS i",
+            [count],
+        )
+        with caplog.at_level(logging.WARNING, "pgqueue.migrate"):
+            assert install_revision(cur, "0004", lambda text: cur.execute(text.encode()))
+    assert [r.getMessage() for r in caplog.records if r.name == "pgqueue.migrate"] == [
+        f"pgqueue 0004: {count} jobs had an infinite run_at (ids {ids}); it is now finite,"
+        " and the old value is in meta->>'run_at_was'"
+    ]
 
 
 @pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "America/Metlakatla"])

@@ -263,7 +263,6 @@ async def test_job_ids_sql_cannot_take_are_refused_and_keep_the_transaction(
     assert app.get_job(conn, 0) is None and app.cancel(conn, -1) is None  # ids no job has
 
 
-
 @pytest.mark.parametrize("bad", [5, b"w1", "w\x00"])
 def test_a_worker_name_sql_cannot_take_is_refused_and_keeps_the_transaction(
     conn: Any, bad: Any
@@ -274,6 +273,7 @@ def test_a_worker_name_sql_cannot_take_is_refused_and_keeps_the_transaction(
         admin.live_workers(conn, bad)
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert admin.live_workers(conn, " padded ") == []  # a filter: any text is looked up
+
 
 @pytest.mark.parametrize(
     ("timeout", "poll_interval", "message"),

@@ -14,14 +14,16 @@ ALTER TABLE pgqueue.active_jobs
 -- Rows already infinite keep their place and meaning, not their value: '-infinity' (due
 -- since ever) becomes the time the job was created, 'infinity' (never due) 9999-12-31, which
 -- psycopg still reads in any time zone. The old value goes to meta->>'run_at_was' (when meta
--- is an object, as pgqueue writes it) and a NOTICE names the jobs. Failing instead would
--- block the very upgrade that unblocks the queue, only to have each operator pick the same
--- values by hand.
+-- is an object, as pgqueue writes it) and a NOTICE gives the count and the first ten ids
+-- (not every id, as it first did: behind a backlog that made a message of megabytes).
+-- Failing instead would block the very upgrade that unblocks the queue, only to have each
+-- operator pick the same values by hand.
 DO $$
 DECLARE
-    ids text;
+    fixed bigint;
+    first_ids text;
 BEGIN
-    WITH fixed AS (
+    WITH repaired AS (
         UPDATE pgqueue.active_jobs
            SET run_at = CASE WHEN run_at = 'infinity' THEN timestamptz '9999-12-31 00:00+00'
                              WHEN isfinite(created_at) THEN least(created_at, now())
@@ -32,10 +34,15 @@ BEGIN
          WHERE NOT isfinite(run_at)
         RETURNING id
     )
-    SELECT string_agg(id::text, ', ' ORDER BY id) INTO ids FROM fixed;
-    IF ids IS NOT NULL THEN
-        RAISE NOTICE USING MESSAGE = 'pgqueue 0004: jobs ' || ids || ' had an infinite run_at;'
-            ' it is now finite, and the old value is in meta->>''run_at_was''';
+    SELECT (SELECT count(*) FROM repaired),
+           (SELECT string_agg(r.id::text, ', ' ORDER BY r.id)
+              FROM (SELECT id FROM repaired ORDER BY id LIMIT 10) AS r)
+      INTO fixed, first_ids;
+    IF fixed > 0 THEN
+        RAISE NOTICE USING MESSAGE = 'pgqueue 0004: ' || fixed || ' jobs had an infinite'
+            ' run_at (ids ' || first_ids
+            || CASE WHEN fixed > 10 THEN ' and ' || (fixed - 10) || ' more' ELSE '' END
+            || '); it is now finite, and the old value is in meta->>''run_at_was''';
     END IF;
 END;
 $$;
