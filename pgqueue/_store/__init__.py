@@ -307,6 +307,19 @@ def pg_text(text: str | None) -> str | None:
     return text
 
 
+UNCOUNTABLE_ERROR = (
+    "pgqueue cannot count another attempt of this job: its attempts column holds"
+    " 2147483647, the largest integer (written by SQL, not by pgqueue)"
+)
+
+
+def jobs_fail_uncountable(queues: Sequence[str]) -> Query[list[int]]:
+    """Fail the queued jobs of ``queues`` whose ``attempts`` cannot be counted up (a claim of
+    one fails on integer overflow); returns their ids."""
+    params = {"queues": list(queues), "error": UNCOUNTABLE_ERROR}
+    return Query(q.JOBS_FAIL_UNCOUNTABLE, params, _one)
+
+
 def leases_extend(
     worker: str, lease: float, held: Sequence[tuple[int, int]]
 ) -> Query[dict[tuple[int, int], bool]]:

@@ -359,6 +359,33 @@ WITH o AS (
 SELECT id FROM retried UNION ALL SELECT id FROM done
 """
 
+# A claim counts the attempt (attempts + 1): a queued job whose attempts already is the
+# largest integer, which SQL can write, makes that claim fail, and every claim of its queue
+# after it. Run only after a claim failed so: such a job moves to history as failed, saying
+# why, and the claims go on. It reads the queued rows of the queues claimed from.
+JOBS_FAIL_UNCOUNTABLE: LiteralString = """
+WITH gone AS (
+    DELETE FROM pgqueue.active_jobs AS j
+     WHERE j.state = 'queued' AND j.queue = ANY(%(queues)s::text[])
+       AND j.attempts = 2147483647
+    RETURNING j.*
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, 'failed', priority, attempts, max_attempts, run_at,
+           created_at, started_at, now(), worker_id, timeout, unique_key, NULL, %(error)s,
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempts, 'at', now(), 'error', %(error)s::text, 'traceback', NULL)),
+           meta
+      FROM gone
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gone
+"""
+
 LEASES_EXTEND: LiteralString = """
 WITH seen AS (
     UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s RETURNING id
