@@ -722,26 +722,56 @@ UPDATE pgqueue.active_jobs SET run_at = now()
 
 # JSON columns travel as text and are decoded by the store, so the result is the same whatever
 # loaders the caller's connection has (Django's connection loads jsonb as text).
-JOBS_READ: LiteralString = """
+# A timestamp Python cannot hold (infinite, or beyond year 9999: SQL can write such a
+# created_at, started_at, finished_at, lease_expires_at, or a finished run_at) reads as the
+# nearest bound any session's time zone can load, 0001-01-02 or 9999-12-31 UTC: psycopg
+# refused the row, and with it every listing that held the job.
+_JOB_COLUMNS: LiteralString = """
 SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
-       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
-       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
+       CASE WHEN run_at < timestamptz '0001-01-02 00:00+00' THEN timestamptz '0001-01-02 00:00+00'
+            WHEN run_at > timestamptz '9999-12-31 00:00+00' THEN timestamptz '9999-12-31 00:00+00'
+            ELSE run_at END,
+       CASE WHEN created_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN created_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE created_at END,
+       CASE WHEN started_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN started_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE started_at END,
+       CASE WHEN finished_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN finished_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE finished_at END,
+       result::text, last_error, errors::text, unique_key, meta::text, worker_id,
+       CASE WHEN lease_expires_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN lease_expires_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE lease_expires_at END,
+       cancel_requested
   FROM pgqueue.jobs
- WHERE id = %(id)s
 """
 
+JOBS_READ: LiteralString = (
+    _JOB_COLUMNS
+    + """ WHERE id = %(id)s
+"""
+)
+
 # Newest first; each filter is skipped when NULL.
-JOBS_LIST: LiteralString = """
-SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
-       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
-       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
-  FROM pgqueue.jobs
- WHERE (%(state)s::text IS NULL OR state = %(state)s)
+JOBS_LIST: LiteralString = (
+    _JOB_COLUMNS
+    + """ WHERE (%(state)s::text IS NULL OR state = %(state)s)
    AND (%(queue)s::text IS NULL OR queue = %(queue)s)
    AND (%(task)s::text IS NULL OR task = %(task)s)
  ORDER BY id DESC
  LIMIT %(limit)s
 """
+)
 
 # The ids are read first so the function's deletes never race the scan that found them.
 JOBS_RETRY_FAILED: LiteralString = """

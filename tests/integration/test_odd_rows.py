@@ -3,11 +3,25 @@ writes: the job or row they belong to is the only thing that suffers, and says w
 
 from __future__ import annotations
 
+import json
+
+from click.testing import CliRunner
+from psycopg import sql
+
 from pgqueue import _store
+from pgqueue._cli import cli
+from pgqueue._ops import get_job, list_jobs
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
 ADD = "tests.integration.tasks_app.add"
+
+
+def cli_json(dsn: str, *args: str) -> object:
+    """Run a CLI command with --json and return what it printed, decoded."""
+    result = CliRunner().invoke(cli, ["--dsn", dsn, *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
 
 
 async def test_a_job_whose_attempts_cannot_be_counted_up_fails_and_its_queue_runs(
@@ -36,3 +50,40 @@ async def test_a_job_whose_attempts_cannot_be_counted_up_fails_and_its_queue_run
 
 
 # (column, value) pairs psycopg cannot load into a datetime in some or every time zone.
+FAR = [
+    ("created_at", "infinity"),
+    ("started_at", "200000-01-01 00:00+00"),
+    ("lease_expires_at", "-infinity"),
+]
+
+
+def test_one_job_with_a_timestamp_python_cannot_hold_leaves_every_reader_working(
+    dsn: str, conn
+) -> None:
+    """created_at, started_at, lease_expires_at (active) and finished_at, run_at (history)
+    have no bounds: an INSERT or UPDATE can make them infinite or put them past year 9999.
+    psycopg refused such a row, so get_job failed, and list_jobs, `pgqueue jobs list` and
+    `jobs show` failed for every listing that held it ("the database refused: timestamp too
+    large"). They now read as the nearest bound, and the rest of each row as it is."""
+    fine = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    insert = sql.SQL("INSERT INTO pgqueue.active_jobs (task, {}) VALUES ('t', %s) RETURNING id")
+    bad = [query(dsn, insert.format(sql.Identifier(c)), [v])[0][0] for c, v in FAR]
+    query(
+        dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+             " attempts, max_attempts, run_at, created_at, finished_at) VALUES (999, 'default',"
+             " 't', '[]', '{}', 'failed', 0, 1, 1, '200000-01-01', now(), 'infinity')",
+    )  # fmt: skip
+    listed = {job.id: job for job in list_jobs(conn)}
+    assert set(listed) == {fine, 999, *bad}
+    assert listed[bad[0]].created_at.year == 9999
+    assert listed[bad[1]].started_at.year == 9999
+    assert listed[bad[2]].lease_expires_at.year == 1
+    assert (listed[999].run_at.year, listed[999].finished_at.year) == (9999, 9999)
+    assert listed[fine].args == [1, 2] and listed[fine].started_at is None
+    for job_id in (*bad, 999):
+        job = get_job(conn, job_id)
+        assert job is not None and job.id == job_id
+        shown = cli_json(dsn, "jobs", "show", str(job_id))
+        assert isinstance(shown, dict) and shown["id"] == job_id
+    assert len(cli_json(dsn, "jobs", "list")) == 5  # type: ignore[arg-type]
