@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Generic, LiteralString, NamedTuple, TypeVar
 
 import psycopg
@@ -752,8 +753,18 @@ def _job_row(row: Row) -> Row:
     values = list(row)
     for index in _JOB_JSON_COLUMNS:
         if values[index] is not None:
-            values[index] = json.loads(values[index])
+            values[index] = _read_json(values[index])
     return tuple(values)
+
+
+def _read_json(text: str) -> Any:
+    """A JSON column for a reader. An integer of more digits than Python converts (4,300;
+    PostgreSQL keeps 131,072) reads as a :class:`~decimal.Decimal`: one such job made
+    ``int()`` raise, and with it every listing that held the job."""
+    try:
+        return json.loads(text)
+    except ValueError:  # RecursionError (nested too deep) is left to the caller to name
+        return json.loads(text, parse_int=Decimal)
 
 
 def jobs_retry_failed(task: str | None = None) -> Query[int]:

@@ -4,6 +4,7 @@ writes: the job or row they belong to is the only thing that suffers, and says w
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from click.testing import CliRunner
 from psycopg import sql
@@ -87,3 +88,26 @@ def test_one_job_with_a_timestamp_python_cannot_hold_leaves_every_reader_working
         shown = cli_json(dsn, "jobs", "show", str(job_id))
         assert isinstance(shown, dict) and shown["id"] == job_id
     assert len(cli_json(dsn, "jobs", "list")) == 5  # type: ignore[arg-type]
+
+
+def test_one_job_with_an_integer_too_long_for_python_leaves_every_reader_working(
+    dsn: str, conn
+) -> None:
+    """An integer of 5,000 digits in args (PostgreSQL's numeric keeps 131,072): Python's
+    int() refuses more than 4,300, so get_job raised ValueError and list_jobs, `pgqueue jobs
+    list` and `show` failed for every listing that held the job. It now reads as a Decimal,
+    shown as its digits; a worker still fails that job, saying why."""
+    huge = "7" * 5000
+    [(bad,)] = query(dsn, "SELECT pgqueue.enqueue('t', %s::jsonb, %s::jsonb)",
+                     [f"[{huge}]", f'{{"n": {huge}}}'])  # fmt: skip
+    fine = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    job = get_job(conn, bad)
+    assert job is not None and job.args == [Decimal(huge)] and job.kwargs == {"n": Decimal(huge)}
+    assert {j.id for j in list_jobs(conn)} == {bad, fine}
+    assert cli_json(dsn, "jobs", "show", str(bad))["args"] == [huge]  # type: ignore[index]
+    assert len(cli_json(dsn, "jobs", "list")) == 2  # type: ignore[arg-type]
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(bad)])
+    assert result.exit_code == 0 and huge[:40] in result.output, result.output
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "list"])
+    assert result.exit_code == 0 and str(bad) in result.output, result.output
