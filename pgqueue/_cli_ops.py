@@ -140,12 +140,23 @@ def _describe(job: Job) -> str:
         lines.append(f"  {name:<13} {_cell(getattr(job, name))}")
     if job.worker_id:
         lines.append(f"  worker        {job.worker_id}")
-    for error in job.errors:
-        lines.append(
-            f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
-        )
-        lines += ["    " + line for line in (error.get("traceback") or "").rstrip().splitlines()]
+    if not isinstance(job.errors, list):
+        lines.append(f"errors (not an array): {_dumps(job.errors)}")
+    else:
+        for error in job.errors:
+            lines += _describe_error(error)
     return "\n".join(lines)
+
+
+def _describe_error(error: Any) -> list[str]:
+    """The lines of one entry of ``errors``. pgqueue writes objects with a text traceback;
+    SQL can write anything, which is shown as it is."""
+    if not isinstance(error, dict):
+        return [f"errors entry (not an object): {_dumps(error)}"]
+    head = f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
+    tb = error.get("traceback")
+    text = tb if isinstance(tb, str) else "" if tb is None else _dumps(tb)
+    return [head, *("    " + line for line in text.rstrip().splitlines())]
 
 
 @jobs.command("retry")

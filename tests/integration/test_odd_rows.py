@@ -111,3 +111,28 @@ def test_one_job_with_an_integer_too_long_for_python_leaves_every_reader_working
     assert result.exit_code == 0 and huge[:40] in result.output, result.output
     result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "list"])
     assert result.exit_code == 0 and str(bad) in result.output, result.output
+
+
+def test_jobs_show_prints_an_errors_column_of_any_shape(dsn: str) -> None:
+    """errors is only NOT NULL: SQL can write an object, a scalar, or an array of anything.
+    `pgqueue jobs show` read each entry as an object with a text traceback and crashed with a
+    Python traceback (AttributeError) on anything else; it now shows what is there as JSON."""
+    shapes = {
+        '[1, "x", {"attempt": 2, "error": "boom", "traceback": 5}]': [
+            "errors entry (not an object): 1\n",
+            'errors entry (not an object): "x"\n',
+            "attempt 2 failed at None: boom\n    5",
+        ],
+        '{"a": 1}': ['errors (not an array): {"a": 1}'],
+        '"text"': ['errors (not an array): "text"'],
+    }
+    for errors, expected in shapes.items():
+        [(job_id,)] = query(
+            dsn,
+            "INSERT INTO pgqueue.active_jobs (task, errors) VALUES ('t', %s) RETURNING id",
+            [errors],
+        )
+        result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(job_id)])
+        assert (result.exit_code, result.exception) == (0, None), result.output
+        for text in expected:
+            assert text in result.output
