@@ -797,7 +797,11 @@ def queues_depth(queues: Sequence[str], cap: int) -> Query[dict[str, int]]:
 
 def workers_list(worker: str | None = None) -> Query[list[Row]]:
     """Live workers (or the one named ``worker``) from ``pgqueue.workers``."""
-    return Query(q.WORKERS_LIST, {"id": worker}, _rows)
+    return Query(q.WORKERS_LIST, {"id": worker}, _worker_rows)
+
+
+def _worker_rows(rows: list[Row]) -> list[Row]:
+    return [(*r[:3], _read_json(r[3]), *r[4:]) for r in rows]
 
 
 def jobs_estimate_active() -> Query[int]:

@@ -507,9 +507,12 @@ SELECT id, pid, process_started FROM pgqueue.worker_processes WHERE host_key = %
 """
 
 # Who holds a worker name, and how long ago it was seen (a worker checks before taking it).
+# A last_seen_at of 'infinity' (SQL can write it) counts as 9999-12-31: the subtraction
+# failed, and so did the start of every worker given that name.
 WORKERS_READ: LiteralString = """
 SELECT hostname, pid, host_key, process_started,
-       extract(epoch FROM now() - last_seen_at)::float8, heartbeat_s
+       extract(epoch FROM now() - least(last_seen_at, timestamptz '9999-12-31 00:00+00'))::float8,
+       heartbeat_s
   FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 
@@ -518,9 +521,12 @@ DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 
 # A worker unseen for ten heartbeats is gone; its jobs are rescued by their leases anyway.
+# A heartbeat counts as at most 1e10 s (see WORKERS_LIST): one that SQL set to 'Infinity' or
+# 1e300, or one over 670 years, failed this statement in every worker's maintenance pass, and
+# the pruning of history and the vacuum of the claim path that come after it never ran.
 WORKERS_PRUNE: LiteralString = """
 DELETE FROM pgqueue.worker_processes
- WHERE last_seen_at < now() - make_interval(secs => heartbeat_s * 10)
+ WHERE last_seen_at < now() - make_interval(secs => least(heartbeat_s, 1e10) * 10)
 """
 
 JOBS_COUNT_RUNNABLE: LiteralString = """
@@ -825,12 +831,32 @@ SELECT w.queue,
   FROM unnest(%(queues)s::text[]) AS w(queue)
 """
 
+# The rows of the view pgqueue.workers, read from its tables with what SQL can write to
+# worker_processes bounded: through the view, one heartbeat_s past what an interval holds
+# ('Infinity', 1e300) or one infinite last_seen_at failed the listing of every worker, and so
+# `pgqueue workers` and `pgqueue healthcheck --worker`. A heartbeat counts as at most 1e10 s
+# (317 years; pgqueue's own are shorter than the lease), and a timestamp Python cannot hold
+# reads as the nearest bound any time zone loads (see _JOB_COLUMNS).
 WORKERS_LIST: LiteralString = """
-SELECT id, hostname, pid, queues, version, started_at, last_seen_at,
-       extract(epoch FROM last_seen_ago)::float8, running
-  FROM pgqueue.workers
- WHERE (%(id)s::text IS NULL OR id = %(id)s)
- ORDER BY id
+SELECT w.id, w.hostname, w.pid, w.queues::text, w.version,
+       CASE WHEN w.started_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN w.started_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE w.started_at END,
+       least(w.last_seen_at, timestamptz '9999-12-31 00:00+00'),
+       extract(epoch FROM now() - least(w.last_seen_at, timestamptz '9999-12-31 00:00+00'))::float8,
+       coalesce(r.running, 0)
+  FROM pgqueue.worker_processes AS w
+  LEFT JOIN (
+      SELECT worker_id, count(*) AS running
+        FROM pgqueue.active_jobs
+       WHERE state = 'running'
+       GROUP BY worker_id
+  ) AS r ON r.worker_id = w.id
+ WHERE w.last_seen_at >= now() - make_interval(secs => least(w.heartbeat_s, 1e10) * 3)
+   AND (%(id)s::text IS NULL OR w.id = %(id)s)
+ ORDER BY w.id
 """
 
 # The planner's estimate of active rows (queued + running): free, and meaningful beyond the cap.

@@ -9,9 +9,10 @@ from decimal import Decimal
 from click.testing import CliRunner
 from psycopg import sql
 
+import pgqueue
 from pgqueue import _store
 from pgqueue._cli import cli
-from pgqueue._ops import get_job, list_jobs
+from pgqueue._ops import get_job, list_jobs, live_workers
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -136,3 +137,42 @@ def test_jobs_show_prints_an_errors_column_of_any_shape(dsn: str) -> None:
         assert (result.exit_code, result.exception) == (0, None), result.output
         for text in expected:
             assert text in result.output
+
+
+WORKER_ROWS = [
+    ("w-inf", "Infinity", "now"),
+    ("w-huge", "1e300", "now"),
+    ("w-nan", "NaN", "now"),
+    ("w-future", "1", "infinity"),
+]
+
+
+async def test_a_worker_row_with_an_odd_heartbeat_or_clock_breaks_no_listing_or_maintenance(
+    dsn: str, conn
+) -> None:
+    """worker_processes rows with a heartbeat_s of 'Infinity' or 1e300 (past what an interval
+    holds) or a last_seen_at of 'infinity', as SQL can write them: live_workers, `pgqueue
+    workers` and the health check failed for every worker ("interval out of range"), and every
+    worker's maintenance pass failed at its worker pruning, so the retention of history never
+    ran; a worker given the name of the 'infinity' row failed to start. Now the listing shows
+    them, and a worker of that name starts and its maintenance prunes history."""
+    for name, heartbeat, seen in WORKER_ROWS:
+        query(dsn, "INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version,"
+                   " heartbeat_s, last_seen_at) VALUES (%s, 'h', 1, '{\"q\": 1}', 'v', %s, %s)",
+              [name, heartbeat, seen])  # fmt: skip
+    listed = {w.id: w for w in live_workers(conn)}
+    assert set(listed) == {name for name, _, _ in WORKER_ROWS}
+    assert listed["w-future"].last_seen_at.year == 9999 and listed["w-inf"].queues == {"q": 1}
+    assert len(cli_json(dsn, "workers")) == 4  # type: ignore[arg-type]
+    old = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    query(dsn, "WITH gone AS (DELETE FROM pgqueue.active_jobs WHERE id = %s RETURNING *)"
+               " INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+               " priority, attempts, max_attempts, run_at, created_at, finished_at)"
+               " SELECT id, queue, task, args, kwargs, 'succeeded', priority, 1, max_attempts,"
+               " run_at, created_at, now() - interval '2 days' FROM gone", [old])  # fmt: skip
+    app = pgqueue.PgQueue(dsn, retention={"succeeded": 3600})
+    worker = app.worker(
+        dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05, name="w-future"
+    )
+    await run_worker_until(worker, lambda: not query(dsn, "SELECT 1 FROM pgqueue.jobs"), 20)
