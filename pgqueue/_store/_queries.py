@@ -615,8 +615,13 @@ SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priori
 RETURNING id, meta->>'tick'
 """
 
+# Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
+# hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
+# every scheduler's start fail, so that no schedule of the database fired any more.
 TICKS_LAST: LiteralString = """
-SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
+SELECT name, max(tick) FROM pgqueue.periodic_ticks
+ WHERE tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
+ GROUP BY name ORDER BY name
 """
 
 # Small batches, oldest first. The latest tick of every schedule in the code is kept (it is

@@ -3,6 +3,7 @@ writes: the job or row they belong to is the only thing that suffers, and says w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
@@ -13,6 +14,9 @@ import pgqueue
 from pgqueue import _store
 from pgqueue._cli import cli
 from pgqueue._ops import get_job, list_jobs, live_workers
+from pgqueue._periodic import cron_list
+from pgqueue._worker._db import Db
+from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -176,3 +180,27 @@ async def test_a_worker_row_with_an_odd_heartbeat_or_clock_breaks_no_listing_or_
         dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05, name="w-future"
     )
     await run_worker_until(worker, lambda: not query(dsn, "SELECT 1 FROM pgqueue.jobs"), 20)
+
+
+async def test_a_tick_python_cannot_hold_stops_no_schedule(dsn: str) -> None:
+    """periodic_ticks holds any timestamp: one tick of 'infinity' or past year 9999, of any
+    name, made the scheduler's start fail on every pass (psycopg cannot load it), so that no
+    schedule of the database fired again; `pgqueue cron list` failed too. Such ticks, and
+    ticks in the future, are now left out of where schedules start."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('other', 'infinity'),"
+               " ('beat', '200000-01-01'), ('gone', '-infinity')")  # fmt: skip
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat")
+    async def beat() -> None:
+        return None
+
+    sched = Scheduler(app.periodics.values(), Db(dsn, "test"))
+    try:
+        for _ in range(3):
+            await sched.step()
+            await asyncio.sleep(0.6)
+    finally:
+        await sched.db.close()
+    assert states(dsn).get("queued", 0) >= 1
+    assert [s.name for s in cron_list(app, dsn)] == ["beat"]
