@@ -7,6 +7,7 @@ import asyncio
 import json
 from decimal import Decimal
 
+import pytest
 from click.testing import CliRunner
 from psycopg import sql
 
@@ -21,6 +22,12 @@ from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
 ADD = "tests.integration.tasks_app.add"
+
+
+def finished(dsn: str) -> int:
+    """How many jobs have succeeded or failed."""
+    counts = states(dsn)
+    return counts.get("succeeded", 0) + counts.get("failed", 0)
 
 
 def cli_json(dsn: str, *args: str) -> object:
@@ -204,3 +211,27 @@ async def test_a_tick_python_cannot_hold_stops_no_schedule(dsn: str) -> None:
         await sched.db.close()
     assert states(dsn).get("queued", 0) >= 1
     assert [s.name for s in cron_list(app, dsn)] == ["beat"]
+
+
+async def test_a_trace_context_of_any_shape_in_meta_lets_its_job_run(dsn: str) -> None:
+    """meta is an object (rev. 0006), but what it holds under "trace" is whatever SQL wrote.
+    With pgqueue.tracing on, the propagator raised on a trace context that is not an object
+    of texts, so every attempt of such a job failed before its task ran. It now starts a span
+    without a parent, and the job runs."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from pgqueue import tracing
+
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q")
+    async def work(n: int) -> int:
+        return n
+
+    tracing.instrument(app, tracer_provider=sdk.TracerProvider())
+    shapes = ['{"trace": [1]}', '{"trace": "x"}', '{"trace": {"traceparent": 5}}', '{"trace": 1}']
+    for meta in shapes:
+        query(dsn, "SELECT pgqueue.enqueue('work', '[1]', queue => 'q', max_attempts => 1,"
+                   " meta => %s::jsonb)", [meta])  # fmt: skip
+    worker = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: finished(dsn) == len(shapes), 20)
+    assert states(dsn) == {"succeeded": len(shapes)}
