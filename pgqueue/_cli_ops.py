@@ -38,6 +38,12 @@ def _json_default(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+def _dumps(value: Any) -> str:
+    """One line of JSON; what JSON has no type for (a Decimal, read from an integer too long
+    for ``int()``) as its text."""
+    return json.dumps(value, default=_json_default)
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, default=_json_default, indent=2))
 
@@ -49,7 +55,7 @@ def _cell(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
         return f"{value:.1f}"
-    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    text = _dumps(value) if isinstance(value, list | dict) else str(value)
     first = text.splitlines()[0] if text else text
     # A table stays readable whatever an error message holds; `jobs show` has the full text.
     return first if len(first) <= CELL_WIDTH and first == text else first[: CELL_WIDTH - 3] + "..."
@@ -126,20 +132,31 @@ def _describe(job: Job) -> str:
     lines = [
         f"job {job.id}: {job.task} on queue {job.queue}, {job.state}",
         f"  attempts      {job.attempts}/{job.max_attempts}   priority {job.priority}",
-        f"  args          {json.dumps(job.args)}",
-        f"  kwargs        {json.dumps(job.kwargs)}",
-        f"  result        {json.dumps(job.result)}",
+        f"  args          {_dumps(job.args)}",
+        f"  kwargs        {_dumps(job.kwargs)}",
+        f"  result        {_dumps(job.result)}",
     ]
     for name in ("created_at", "run_at", "started_at", "finished_at"):
         lines.append(f"  {name:<13} {_cell(getattr(job, name))}")
     if job.worker_id:
         lines.append(f"  worker        {job.worker_id}")
-    for error in job.errors:
-        lines.append(
-            f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
-        )
-        lines += ["    " + line for line in (error.get("traceback") or "").rstrip().splitlines()]
+    if not isinstance(job.errors, list):
+        lines.append(f"errors (not an array): {_dumps(job.errors)}")
+    else:
+        for error in job.errors:
+            lines += _describe_error(error)
     return "\n".join(lines)
+
+
+def _describe_error(error: Any) -> list[str]:
+    """The lines of one entry of ``errors``. pgqueue writes objects with a text traceback;
+    SQL can write anything, which is shown as it is."""
+    if not isinstance(error, dict):
+        return [f"errors entry (not an object): {_dumps(error)}"]
+    head = f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
+    tb = error.get("traceback")
+    text = tb if isinstance(tb, str) else "" if tb is None else _dumps(tb)
+    return [head, *("    " + line for line in text.rstrip().splitlines())]
 
 
 @jobs.command("retry")

@@ -27,7 +27,7 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
         return {**meta, META_KEY: carrier} if carrier else meta
 
     async def span(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
-        parent = propagate.extract(job.meta.get(META_KEY) or {})
+        parent = propagate.extract(_carrier(job.meta))
         attributes: dict[str, str | int] = {
             "pgqueue.job_id": job.id, "pgqueue.task": job.task, "pgqueue.queue": job.queue,
             "pgqueue.attempt": job.attempt,
@@ -40,3 +40,15 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
 
     app.hooks.enqueue_meta.append(inject)
     app.hooks.middleware.insert(0, span)
+
+
+def _carrier(meta: dict[str, Any]) -> dict[str, str]:
+    """The trace context stored in ``meta``, if it is one: text keys and values, as ``inject``
+    writes it. SQL can store anything there, and the propagator raised on anything else (a
+    list, a number), failing every attempt of the job before its task ran."""
+    carrier = meta.get(META_KEY)
+    if isinstance(carrier, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in carrier.items()
+    ):
+        return carrier
+    return {}

@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Generic, LiteralString, NamedTuple, TypeVar
 
 import psycopg
@@ -305,6 +306,19 @@ def pg_text(text: str | None) -> str | None:
         except UnicodeEncodeError:
             text = text.encode("utf-8", "backslashreplace").decode()
     return text
+
+
+UNCOUNTABLE_ERROR = (
+    "pgqueue cannot count another attempt of this job: its attempts column holds"
+    " 2147483647, the largest integer (written by SQL, not by pgqueue)"
+)
+
+
+def jobs_fail_uncountable(queues: Sequence[str]) -> Query[list[int]]:
+    """Fail the queued jobs of ``queues`` whose ``attempts`` cannot be counted up (a claim of
+    one fails on integer overflow); returns their ids."""
+    params = {"queues": list(queues), "error": UNCOUNTABLE_ERROR}
+    return Query(q.JOBS_FAIL_UNCOUNTABLE, params, _one)
 
 
 def leases_extend(
@@ -739,8 +753,18 @@ def _job_row(row: Row) -> Row:
     values = list(row)
     for index in _JOB_JSON_COLUMNS:
         if values[index] is not None:
-            values[index] = json.loads(values[index])
+            values[index] = _read_json(values[index])
     return tuple(values)
+
+
+def _read_json(text: str) -> Any:
+    """A JSON column for a reader. An integer of more digits than Python converts (4,300;
+    PostgreSQL keeps 131,072) reads as a :class:`~decimal.Decimal`: one such job made
+    ``int()`` raise, and with it every listing that held the job."""
+    try:
+        return json.loads(text)
+    except ValueError:  # RecursionError (nested too deep) is left to the caller to name
+        return json.loads(text, parse_int=Decimal)
 
 
 def jobs_retry_failed(task: str | None = None) -> Query[int]:
@@ -773,7 +797,11 @@ def queues_depth(queues: Sequence[str], cap: int) -> Query[dict[str, int]]:
 
 def workers_list(worker: str | None = None) -> Query[list[Row]]:
     """Live workers (or the one named ``worker``) from ``pgqueue.workers``."""
-    return Query(q.WORKERS_LIST, {"id": worker}, _rows)
+    return Query(q.WORKERS_LIST, {"id": worker}, _worker_rows)
+
+
+def _worker_rows(rows: list[Row]) -> list[Row]:
+    return [(*r[:3], _read_json(r[3]), *r[4:]) for r in rows]
 
 
 def jobs_estimate_active() -> Query[int]:

@@ -359,6 +359,33 @@ WITH o AS (
 SELECT id FROM retried UNION ALL SELECT id FROM done
 """
 
+# A claim counts the attempt (attempts + 1): a queued job whose attempts already is the
+# largest integer, which SQL can write, makes that claim fail, and every claim of its queue
+# after it. Run only after a claim failed so: such a job moves to history as failed, saying
+# why, and the claims go on. It reads the queued rows of the queues claimed from.
+JOBS_FAIL_UNCOUNTABLE: LiteralString = """
+WITH gone AS (
+    DELETE FROM pgqueue.active_jobs AS j
+     WHERE j.state = 'queued' AND j.queue = ANY(%(queues)s::text[])
+       AND j.attempts = 2147483647
+    RETURNING j.*
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, 'failed', priority, attempts, max_attempts, run_at,
+           created_at, started_at, now(), worker_id, timeout, unique_key, NULL, %(error)s,
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempts, 'at', now(), 'error', %(error)s::text, 'traceback', NULL)),
+           meta
+      FROM gone
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gone
+"""
+
 LEASES_EXTEND: LiteralString = """
 WITH seen AS (
     UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s RETURNING id
@@ -480,9 +507,12 @@ SELECT id, pid, process_started FROM pgqueue.worker_processes WHERE host_key = %
 """
 
 # Who holds a worker name, and how long ago it was seen (a worker checks before taking it).
+# A last_seen_at of 'infinity' (SQL can write it) counts as 9999-12-31: the subtraction
+# failed, and so did the start of every worker given that name.
 WORKERS_READ: LiteralString = """
 SELECT hostname, pid, host_key, process_started,
-       extract(epoch FROM now() - last_seen_at)::float8, heartbeat_s
+       extract(epoch FROM now() - least(last_seen_at, timestamptz '9999-12-31 00:00+00'))::float8,
+       heartbeat_s
   FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 
@@ -491,9 +521,12 @@ DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 
 # A worker unseen for ten heartbeats is gone; its jobs are rescued by their leases anyway.
+# A heartbeat counts as at most 1e10 s (see WORKERS_LIST): one that SQL set to 'Infinity' or
+# 1e300, or one over 670 years, failed this statement in every worker's maintenance pass, and
+# the pruning of history and the vacuum of the claim path that come after it never ran.
 WORKERS_PRUNE: LiteralString = """
 DELETE FROM pgqueue.worker_processes
- WHERE last_seen_at < now() - make_interval(secs => heartbeat_s * 10)
+ WHERE last_seen_at < now() - make_interval(secs => least(heartbeat_s, 1e10) * 10)
 """
 
 JOBS_COUNT_RUNNABLE: LiteralString = """
@@ -582,8 +615,13 @@ SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priori
 RETURNING id, meta->>'tick'
 """
 
+# Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
+# hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
+# every scheduler's start fail, so that no schedule of the database fired any more.
 TICKS_LAST: LiteralString = """
-SELECT name, max(tick) FROM pgqueue.periodic_ticks GROUP BY name ORDER BY name
+SELECT name, max(tick) FROM pgqueue.periodic_ticks
+ WHERE tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
+ GROUP BY name ORDER BY name
 """
 
 # Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
@@ -695,26 +733,56 @@ UPDATE pgqueue.active_jobs SET run_at = now()
 
 # JSON columns travel as text and are decoded by the store, so the result is the same whatever
 # loaders the caller's connection has (Django's connection loads jsonb as text).
-JOBS_READ: LiteralString = """
+# A timestamp Python cannot hold (infinite, or beyond year 9999: SQL can write such a
+# created_at, started_at, finished_at, lease_expires_at, or a finished run_at) reads as the
+# nearest bound any session's time zone can load, 0001-01-02 or 9999-12-31 UTC: psycopg
+# refused the row, and with it every listing that held the job.
+_JOB_COLUMNS: LiteralString = """
 SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
-       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
-       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
+       CASE WHEN run_at < timestamptz '0001-01-02 00:00+00' THEN timestamptz '0001-01-02 00:00+00'
+            WHEN run_at > timestamptz '9999-12-31 00:00+00' THEN timestamptz '9999-12-31 00:00+00'
+            ELSE run_at END,
+       CASE WHEN created_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN created_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE created_at END,
+       CASE WHEN started_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN started_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE started_at END,
+       CASE WHEN finished_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN finished_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE finished_at END,
+       result::text, last_error, errors::text, unique_key, meta::text, worker_id,
+       CASE WHEN lease_expires_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN lease_expires_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE lease_expires_at END,
+       cancel_requested
   FROM pgqueue.jobs
- WHERE id = %(id)s
 """
 
+JOBS_READ: LiteralString = (
+    _JOB_COLUMNS
+    + """ WHERE id = %(id)s
+"""
+)
+
 # Newest first; each filter is skipped when NULL.
-JOBS_LIST: LiteralString = """
-SELECT id, task, queue, state, args::text, kwargs::text, priority, attempts, max_attempts,
-       run_at, created_at, started_at, finished_at, result::text, last_error, errors::text,
-       unique_key, meta::text, worker_id, lease_expires_at, cancel_requested
-  FROM pgqueue.jobs
- WHERE (%(state)s::text IS NULL OR state = %(state)s)
+JOBS_LIST: LiteralString = (
+    _JOB_COLUMNS
+    + """ WHERE (%(state)s::text IS NULL OR state = %(state)s)
    AND (%(queue)s::text IS NULL OR queue = %(queue)s)
    AND (%(task)s::text IS NULL OR task = %(task)s)
  ORDER BY id DESC
  LIMIT %(limit)s
 """
+)
 
 # The ids are read first so the function's deletes never race the scan that found them.
 JOBS_RETRY_FAILED: LiteralString = """
@@ -768,12 +836,32 @@ SELECT w.queue,
   FROM unnest(%(queues)s::text[]) AS w(queue)
 """
 
+# The rows of the view pgqueue.workers, read from its tables with what SQL can write to
+# worker_processes bounded: through the view, one heartbeat_s past what an interval holds
+# ('Infinity', 1e300) or one infinite last_seen_at failed the listing of every worker, and so
+# `pgqueue workers` and `pgqueue healthcheck --worker`. A heartbeat counts as at most 1e10 s
+# (317 years; pgqueue's own are shorter than the lease), and a timestamp Python cannot hold
+# reads as the nearest bound any time zone loads (see _JOB_COLUMNS).
 WORKERS_LIST: LiteralString = """
-SELECT id, hostname, pid, queues, version, started_at, last_seen_at,
-       extract(epoch FROM last_seen_ago)::float8, running
-  FROM pgqueue.workers
- WHERE (%(id)s::text IS NULL OR id = %(id)s)
- ORDER BY id
+SELECT w.id, w.hostname, w.pid, w.queues::text, w.version,
+       CASE WHEN w.started_at < timestamptz '0001-01-02 00:00+00'
+                THEN timestamptz '0001-01-02 00:00+00'
+            WHEN w.started_at > timestamptz '9999-12-31 00:00+00'
+                THEN timestamptz '9999-12-31 00:00+00'
+            ELSE w.started_at END,
+       least(w.last_seen_at, timestamptz '9999-12-31 00:00+00'),
+       extract(epoch FROM now() - least(w.last_seen_at, timestamptz '9999-12-31 00:00+00'))::float8,
+       coalesce(r.running, 0)
+  FROM pgqueue.worker_processes AS w
+  LEFT JOIN (
+      SELECT worker_id, count(*) AS running
+        FROM pgqueue.active_jobs
+       WHERE state = 'running'
+       GROUP BY worker_id
+  ) AS r ON r.worker_id = w.id
+ WHERE w.last_seen_at >= now() - make_interval(secs => least(w.heartbeat_s, 1e10) * 3)
+   AND (%(id)s::text IS NULL OR w.id = %(id)s)
+ ORDER BY w.id
 """
 
 # The planner's estimate of active rows (queued + running): free, and meaningful beyond the cap.

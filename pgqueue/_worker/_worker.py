@@ -330,11 +330,13 @@ class Worker:
                     _store.jobs_claim(self.name, wanted, self.lease, after, counted, idle)
                 )
                 failures = 0
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError) as exc:
                 failures += 1
                 log.warning(
                     "claim failed; retrying", exc_info=True, extra={"action": "claim_error"}
                 )
+                if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+                    await self._fail_uncountable(list(wanted))
                 await self._wait(self.stopping, backoff(failures))
                 self._backlog.update(wanted)
                 continue
@@ -359,6 +361,17 @@ class Worker:
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
+
+    async def _fail_uncountable(self, queues: list[str]) -> None:
+        """After a claim failed on integer overflow: fail the queued jobs whose attempts
+        cannot be counted up, which made it fail (and would make every claim of their queue
+        fail), so that the queue runs again."""
+        with contextlib.suppress(psycopg.Error, OSError):  # the claim loop retries anyway
+            for job_id in await self._maint_db.run(_store.jobs_fail_uncountable(queues)):
+                log.error(
+                    "job %s failed: %s", job_id, _store.UNCOUNTABLE_ERROR,
+                    extra={"action": "job_uncountable", "job_id": job_id},
+                )  # fmt: skip
 
     def _resume_points(
         self, wanted: dict[str, int], now: float
