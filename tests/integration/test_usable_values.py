@@ -18,8 +18,8 @@ from tests.integration import tasks_app as t
 CHECKS = (
     "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
     " WHERE conrelid = 'pgqueue.active_jobs'::regclass"
-    " AND conname IN ('active_jobs_meta_check', 'active_jobs_run_at_check',"
-    " 'active_jobs_timeout_check') ORDER BY 1"
+    " AND conname IN ('active_jobs_lease_check', 'active_jobs_meta_check',"
+    " 'active_jobs_run_at_check', 'active_jobs_timeout_check') ORDER BY 1"
 )
 # Values each check refuses: (column, value), as pgqueue.enqueue's named argument takes it.
 BAD = [
@@ -211,9 +211,53 @@ def test_fresh_and_upgraded_databases_end_with_the_same_checks(dsn: str, empty_d
     fresh, upgraded = query(dsn, CHECKS), query(empty_dsn, CHECKS)
     assert upgraded == fresh
     assert [(name, valid) for name, _, valid in fresh] == [
+        ("active_jobs_lease_check", True),
         ("active_jobs_meta_check", True),
         ("active_jobs_run_at_check", True),
         ("active_jobs_timeout_check", True),
     ]
     leftover = "SELECT count(*) FROM pg_proc WHERE proname LIKE 'pgqueue_0006%'"
     assert query(empty_dsn, leftover) == [(0,)]
+
+
+@pytest.mark.parametrize("lease", [None, "infinity", "200000-01-01 00:00+00"])
+def test_a_running_job_cannot_lose_its_lease(dsn: str, lease: str | None) -> None:
+    """The rescue gives back running jobs whose lease expired: one with no lease, or an
+    infinite one, stayed running for ever. An UPDATE or INSERT that makes one fails on
+    active_jobs_lease_check; a queued job has no lease, as pgqueue writes it."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', worker_id = 'w',"
+               " lease_expires_at = now() + interval '30 s'")  # fmt: skip
+    before = query(dsn, "SELECT id, state, lease_expires_at FROM pgqueue.active_jobs")
+    for statement in [
+        "UPDATE pgqueue.active_jobs SET lease_expires_at = %s::timestamptz",
+        "INSERT INTO pgqueue.active_jobs (task, state, lease_expires_at)"
+        " VALUES ('t', 'running', %s::timestamptz)",
+    ]:
+        with pytest.raises(psycopg.errors.CheckViolation, match="active_jobs_lease_check"):
+            query(dsn, statement, [lease])
+    assert query(dsn, "SELECT id, state, lease_expires_at FROM pgqueue.active_jobs") == before
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued', lease_expires_at = NULL")
+
+
+async def test_upgrading_from_0005_gives_a_lease_to_running_jobs_without_one(
+    empty_dsn: str,
+) -> None:
+    """A running job with no lease, or an infinite one, gets a lease that ends now: the next
+    rescue gives it back and a worker runs it. Before 0006 both stayed running for ever."""
+    at_0005_with(empty_dsn, "active_jobs", [(1, "{}", None, "2026-01-01 00:00+00", "-1 day")])
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgqueue.active_jobs (id, task, queue, args, state, attempts, worker_id,"
+            " lease_expires_at) VALUES (2, %(t)s, 'io', '[3, 4]', 'running', 1, 'gone', NULL),"
+            " (3, %(t)s, 'io', '[5, 6]', 'running', 1, 'gone', 'infinity')",
+            {"t": t.add.name},
+        )
+    pgqueue.migrate(empty_dsn)
+    leases = (
+        "SELECT id, lease_expires_at BETWEEN now() - interval '1 minute' AND now(),"
+        " meta->'lease_expires_at_was' FROM pgqueue.active_jobs WHERE state = 'running' ORDER BY id"
+    )
+    assert query(empty_dsn, leases) == [(2, True, None), (3, True, "infinity")]
+    worker = t.app.worker(dsn=empty_dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.1)
+    await run_worker_until(worker, lambda: states(empty_dsn) == {"succeeded": 3})

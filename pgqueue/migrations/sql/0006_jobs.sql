@@ -82,12 +82,54 @@ ALTER TABLE pgqueue.active_jobs
     ADD CONSTRAINT active_jobs_run_at_check
         CHECK (run_at BETWEEN timestamptz '0001-01-02 00:00+00' AND timestamptz '9999-12-31 00:00+00')
         NOT VALID,
-    ADD CONSTRAINT active_jobs_meta_check CHECK (jsonb_typeof(meta) = 'object') NOT VALID;
+    ADD CONSTRAINT active_jobs_meta_check CHECK (jsonb_typeof(meta) = 'object') NOT VALID,
+    ADD CONSTRAINT active_jobs_lease_check
+        CHECK (state = 'queued'
+               OR (lease_expires_at IS NOT NULL
+                   AND lease_expires_at BETWEEN timestamptz '0001-01-02 00:00+00'
+                                            AND timestamptz '9999-12-31 00:00+00'))
+        NOT VALID;
 
 SELECT pg_temp.pgqueue_0006_repair('active_jobs');
+
+-- A running job holds a lease: the rescue gives back running jobs whose lease has expired,
+-- so one with no lease (an UPDATE can clear it; pgqueue clears it only when it requeues) or
+-- an infinite one stayed running for ever, whatever became of its worker. Such a lease
+-- becomes now(): the next rescue pass gives the job back, as it would have had the lease
+-- expired, and the worker that may still run it is fenced off by its attempt number as
+-- after any rescue. The old value goes to meta->>'lease_expires_at_was' (JSON null for none).
+DO $$
+DECLARE
+    fixed bigint;
+    first_ids text;
+BEGIN
+    WITH repaired AS (
+        UPDATE pgqueue.active_jobs AS j
+           SET lease_expires_at = now(),
+               meta = j.meta || jsonb_build_object('lease_expires_at_was', j.lease_expires_at::text)
+         WHERE j.state <> 'queued'
+           AND (j.lease_expires_at IS NULL
+                OR j.lease_expires_at NOT BETWEEN timestamptz '0001-01-02 00:00+00'
+                                              AND timestamptz '9999-12-31 00:00+00')
+        RETURNING j.id
+    )
+    SELECT (SELECT count(*) FROM repaired),
+           (SELECT string_agg(r.id::text, ', ' ORDER BY r.id)
+              FROM (SELECT id FROM repaired ORDER BY id LIMIT 10) AS r)
+      INTO fixed, first_ids;
+    IF fixed > 0 THEN
+        RAISE NOTICE USING MESSAGE = 'pgqueue 0006: ' || fixed || ' running jobs had no lease'
+            ' or an infinite one (ids ' || first_ids
+            || CASE WHEN fixed > 10 THEN ' and ' || (fixed - 10) || ' more' ELSE '' END
+            || '); their lease now ends now, so the next rescue gives them back, and the old'
+            ' value is in meta->>''lease_expires_at_was''';
+    END IF;
+END;
+$$;
 
 ALTER TABLE pgqueue.active_jobs VALIDATE CONSTRAINT active_jobs_timeout_check;
 ALTER TABLE pgqueue.active_jobs VALIDATE CONSTRAINT active_jobs_run_at_check;
 ALTER TABLE pgqueue.active_jobs VALIDATE CONSTRAINT active_jobs_meta_check;
+ALTER TABLE pgqueue.active_jobs VALIDATE CONSTRAINT active_jobs_lease_check;
 
 DROP FUNCTION pg_temp.pgqueue_0006_repair(text);

@@ -1,6 +1,6 @@
-"""From SQL too, a job's meta is an object, its timeout finite and its run_at readable; rows
-that were not are repaired, and pgqueue.enqueue names an out-of-range priority
-(sql/0006_*.sql).
+"""From SQL too, a job's meta is an object, its timeout finite, its run_at readable, and a
+running job holds a lease; rows that were not are repaired, and pgqueue.enqueue names an
+out-of-range priority (sql/0006_*.sql).
 
 Revision ID: 0006
 Revises: 0005
