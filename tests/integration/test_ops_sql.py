@@ -64,7 +64,8 @@ def test_sql_cancel_cancels_queued_flags_running_and_leaves_finished(dsn: str) -
     """cancel: queued → cancelled at once; running → flagged, its worker hinted; finished → kept."""
     [(queued,)] = query(dsn, "SELECT pgqueue.enqueue('t')")
     [(running,)] = query(dsn, "SELECT pgqueue.enqueue('t')")
-    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1, worker_id = 'w1'"
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1, worker_id = 'w1',"
+               " lease_expires_at = now() + interval '30 s'"
                " WHERE id = %s", [running])  # fmt: skip
     done = finished_job(dsn, "succeeded", attempts=1)
     with psycopg.connect(dsn, autocommit=True) as listener:
@@ -160,8 +161,9 @@ def test_workers_view_shows_live_workers_and_their_running_jobs(dsn: str) -> Non
     query(dsn, "INSERT INTO pgqueue.worker_processes (id, hostname, pid, queues, version,"
                " heartbeat_s, last_seen_at) VALUES ('live', 'h', 1, '{\"q\": 2}', 'v', 1, now()),"
                " ('gone', 'h', 2, '{}', 'v', 1, now() - interval '5 s')")  # fmt: skip
-    query(dsn, "INSERT INTO pgqueue.active_jobs (task, state, attempts, worker_id)"
-               " VALUES ('t', 'running', 1, 'live'), ('t', 'running', 1, 'live')")  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task, state, attempts, worker_id,"
+               " lease_expires_at) VALUES ('t', 'running', 1, 'live', now() + interval '30 s'),"
+               " ('t', 'running', 1, 'live', now() + interval '30 s')")  # fmt: skip
     assert query(dsn, "SELECT id, queues, running FROM pgqueue.workers") == [("live", {"q": 2}, 2)]
 
 
