@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 import pgqueue
-from pgqueue import _store
+from pgqueue import _store, admin
 from tests.helpers import query, run_worker_until, states
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -195,3 +195,17 @@ def test_sql_retry_never_duplicates_a_held_unique_key(dsn: str) -> None:
     query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'k')")
     assert query(dsn, "SELECT pgqueue.retry(%s)", [failed]) == [(False,)]
     assert states(dsn) == {"failed": 1, "queued": 1}
+
+
+def test_retrying_every_failed_job_survives_one_whose_attempts_sql_set_near_the_limit(
+    dsn: str, conn: Any
+) -> None:
+    """pgqueue.retry summed attempts and max_attempts as integers: one failed job whose
+    attempts SQL had set to 2147483646 overflowed it, and admin.retry_failed (`pgqueue jobs
+    retry --failed`), which calls it over every failed job in one statement, requeued none.
+    Revision 0006 sums them as bigints; the budget stays capped at 1000."""
+    ids = [finished_job(dsn, "failed"), finished_job(dsn, "failed", attempts=2**31 - 2)]
+    assert admin.retry_failed(conn) == 2
+    conn.commit()
+    rows = "SELECT id, state, attempts, max_attempts FROM pgqueue.jobs ORDER BY id"
+    assert query(dsn, rows) == [(ids[0], "queued", 3, 6), (ids[1], "queued", 2**31 - 2, 1000)]

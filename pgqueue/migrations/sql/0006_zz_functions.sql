@@ -37,3 +37,28 @@ BEGIN
     RETURN new_id;
 END;
 $$;
+
+-- Revision 0006: pgqueue.retry adds a job's attempts and max_attempts as bigints. A failed job
+-- whose attempts SQL had set near the largest integer made the sum overflow, and since
+-- `pgqueue jobs retry --failed` and admin.retry_failed call this function over every failed
+-- job in one statement, that one row failed them all. Everything else is as revision 0001
+-- wrote it.
+CREATE OR REPLACE FUNCTION pgqueue.retry(job_id bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM pgqueue.finished_jobs AS f
+         WHERE f.id = job_id AND f.state IN ('failed', 'cancelled')
+           AND NOT EXISTS (SELECT 1 FROM pgqueue.active_jobs AS a WHERE a.unique_key = f.unique_key)
+        RETURNING f.*
+    )
+    INSERT INTO pgqueue.active_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, timeout, unique_key, last_error, errors, meta)
+    SELECT g.id, g.queue, g.task, g.args, g.kwargs, 'queued', g.priority, g.attempts,
+           least(g.attempts::bigint + g.max_attempts, 1000)::integer, now(), g.created_at, g.timeout,
+           g.unique_key, g.last_error, g.errors, g.meta
+      FROM gone AS g;
+    RETURN FOUND;
+END;
+$$;
