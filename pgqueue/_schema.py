@@ -10,8 +10,8 @@ from pgqueue import _store
 from pgqueue._errors import SchemaError
 
 # The newest alembic revision in pgqueue/migrations/versions (a test keeps them equal).
-SCHEMA_REVISION = "0006"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+SCHEMA_REVISION = "0007"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 
 
 def schema_problem(exists: bool, revision: str | None) -> str | None:
