@@ -164,6 +164,31 @@ async def test_worker_and_producer_roles_do_their_jobs_and_nothing_more(
         query(worker_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")
 
 
+def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> None:
+    """Under pgqueue_producer: a unique job (new key, held key, on_conflict="raise"), SQL
+    pgqueue.enqueue with a held key, enqueue_many small and large (COPY), and get_job. A
+    unique job and the SQL fallback failed on reading unique_key, and enqueue_many of 1,000
+    jobs or more on the identity sequence: "permission denied"."""
+    query(dsn, roles_sql())
+    producer_dsn = make_role("pgqueue_producer")
+    with psycopg.connect(producer_dsn) as producer:
+        first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
+        assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
+        producer.commit()
+        with pytest.raises(pgqueue.DuplicateJob):
+            t.add.using(unique_key="order-1", on_conflict="raise").enqueue(producer, 1, 2)
+        producer.rollback()
+        held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
+        assert held.fetchone() == (first,)
+        small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
+        large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
+        producer.commit()
+        assert len(set(small) | set(large)) == 1510
+        job = t.app.get_job(producer, large[-1])
+        assert job is not None and job.args == [1499, 1499]
+    assert states(dsn) == {"queued": 1511}
+
+
 async def test_redact_hook_scrubs_stored_errors_and_tracebacks(dsn: str, conn) -> None:
     """PgQueue(redact=...) rewrites error messages and tracebacks before they are stored."""
     app = pgqueue.PgQueue(dsn, redact=lambda text: text.replace("hunter2", "[redacted]"))

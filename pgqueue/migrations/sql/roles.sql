@@ -8,8 +8,10 @@
 --   migrator  owns schema pgqueue and runs `pgqueue migrate` (DDL). Your existing owner role.
 --   worker    reads and writes job rows, its own registry row and periodic ticks; cannot
 --             change the schema or the schema version.
---   producer  enqueues only: INSERT into active_jobs (and reads the id it gets back), reads the
---             pgqueue.jobs view; cannot claim, ack, cancel or delete anything.
+--   producer  enqueues only: INSERT into active_jobs (reading back the id, and the unique_key
+--             a unique job is looked up by), ids from its identity sequence (enqueue_many
+--             loads big batches with COPY and ids taken first), reads the pgqueue.jobs view;
+--             cannot claim, ack, cancel or delete anything.
 
 DO $$
 BEGIN
@@ -29,5 +31,11 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgqueue TO pgqueue_worker;
 REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
 GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
-GRANT SELECT (id) ON pgqueue.active_jobs TO pgqueue_producer;
+GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
+DO $$
+BEGIN
+    EXECUTE 'GRANT USAGE ON SEQUENCE '
+        || pg_get_serial_sequence('pgqueue.active_jobs', 'id') || ' TO pgqueue_producer';
+END
+$$;
 GRANT SELECT ON pgqueue.jobs TO pgqueue_producer;
