@@ -496,6 +496,16 @@ def session_async_commit() -> Query[None]:
     return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)
 
 
+def session_durable_commit() -> Query[None]:
+    """Make this session's commits wait for the local WAL flush if the default is 'off'."""
+    return Query(q.SESSION_DURABLE_COMMIT, None, _nothing)
+
+
+def session_commit_setting() -> Query[str]:
+    """This session's synchronous_commit."""
+    return Query(q.SESSION_COMMIT_SETTING, None, _one)
+
+
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 

@@ -906,6 +906,16 @@ FROM STDIN
 # A worker's own writes need not wait for the WAL flush (see docs/performance.md).
 SESSION_ASYNC_COMMIT: LiteralString = "SET synchronous_commit = off"
 
+# Claims must wait for the WAL flush (see Worker), whatever default the database or the role
+# sets: 'off' there is raised to 'local' for this session. Any other value already waits for
+# the local flush, and a stricter one (remote_apply, say) is the DBA's to keep.
+SESSION_DURABLE_COMMIT: LiteralString = """
+SELECT set_config('synchronous_commit', 'local', false)
+ WHERE current_setting('synchronous_commit') = 'off'
+"""
+
+SESSION_COMMIT_SETTING: LiteralString = "SELECT current_setting('synchronous_commit')"
+
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 # The third column is the seconds since any vacuum of the table (a worker's or autovacuum's)

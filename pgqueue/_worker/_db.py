@@ -20,7 +20,11 @@ class Db:
     """An autocommit connection used by one worker part; reopened after it breaks."""
 
     def __init__(
-        self, dsn: str, role: str, prepare_threshold: int | None = 5, async_commit: bool = False
+        self,
+        dsn: str,
+        role: str,
+        prepare_threshold: int | None = 5,
+        async_commit: bool | None = None,
     ) -> None:
         self.dsn = dsn
         self.role = role
@@ -40,8 +44,14 @@ class Db:
             )
             set_json_loads(_loads_jsonb, conn)
             try:
-                if self.async_commit:
-                    await conn.execute(_store.session_async_commit().sql)
+                # True: commits skip the flush; False: they wait for it even where the
+                # database's default is 'off'; None: the session is left as it comes.
+                if self.async_commit is not None:
+                    await conn.execute(
+                        _store.session_async_commit().sql
+                        if self.async_commit
+                        else _store.session_durable_commit().sql
+                    )
             except BaseException:
                 await conn.close()
                 raise
@@ -79,7 +89,10 @@ def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
     statements, no SET. Otherwise the worker's acks, heartbeats and maintenance skip the
     WAL flush wait unless ``synchronous_commit``: a crash can only lose the last fraction of
     a second of them, and a lost ack means the job is rescued and runs again under a new
-    attempt number, which at-least-once execution allows. Claims never use this (see Worker).
+    attempt number, which at-least-once execution allows. Claims never use this (see Worker),
+    and with ``synchronous_commit`` a session of a database whose default is 'off' is raised
+    to 'local'. Behind a pooler the database's default holds (the worker warns at start when
+    it is 'off').
     """
     if pooled:
         return {"prepare_threshold": None}

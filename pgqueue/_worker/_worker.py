@@ -239,6 +239,8 @@ class Worker:
         opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
         try:
             await check_schema(self._maint_db)
+            if not self.listen:
+                await self._check_claims_flush()
             # A worker that died under this name (restarted by systemd, say) gives its jobs
             # back before the name is taken again.
             await self.rescue()
@@ -253,6 +255,19 @@ class Worker:
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
+
+    async def _check_claims_flush(self) -> None:
+        """Behind a pooler a worker runs no SET, so its claims commit as the database's or the
+        role's default says: warn when that lets them skip the WAL flush."""
+        if await self._maint_db.run(_store.session_commit_setting()) == "off":
+            log.warning(
+                "synchronous_commit is off for this database or role, and behind a pooler"
+                " (--no-listen) the worker cannot turn it on for its claims: a claim lost in a"
+                " server crash can hand the same attempt out twice, and fencing cannot tell the"
+                " two apart. Set it for the workers' role: ALTER ROLE ... SET"
+                " synchronous_commit = local",
+                extra={"action": "claims_not_flushed", "worker": self.name},
+            )
 
     async def _check_name_free(self) -> None:
         """Refuse a name a live worker on this host holds; warn of one seen lately elsewhere.

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from psycopg import sql
 
 import pgqueue
 from tests.acceptance.conftest import wait_for
-from tests.helpers import query
+from tests.helpers import query, run_worker_until
+
+
+def commits_off_by_default(dsn: str) -> None:
+    """What a DBA tuning for throughput may do: every new session of the database starts with
+    synchronous_commit = off."""
+    [(name,)] = query(dsn, "SELECT current_database()")
+    query(dsn, sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+        sql.Identifier(name)))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -24,6 +35,43 @@ async def test_worker_commit_mode(app: pgqueue.PgQueue, options: dict, expected:
         assert await claims.fetchone() == ("on",)  # a lost claim would reuse an attempt
     finally:
         await worker._close_connections()
+
+
+@pytest.mark.parametrize(
+    ("options", "acks"), [({}, "off"), ({"synchronous_commit": True}, "local")]
+)
+async def test_claims_wait_for_the_flush_where_the_database_default_is_off(
+    dsn: str, options: dict, acks: str
+) -> None:
+    """A database whose default is synchronous_commit = off made claims skip the flush too,
+    so a claim lost in a server crash could hand an attempt out twice. The claim connection
+    now raises 'off' to 'local'; so does every connection with synchronous_commit=True."""
+    commits_off_by_default(dsn)
+    worker = pgqueue.PgQueue(dsn).worker(**options)
+    try:
+        for db, expected in [(worker._claim_db, "local"), (worker._ack_db, acks)]:
+            cur = await (await db.connection()).execute("SHOW synchronous_commit")
+            assert await cur.fetchone() == (expected,)
+    finally:
+        await worker._close_connections()
+
+
+@pytest.mark.parametrize("default_off", [True, False])
+async def test_a_pooled_worker_warns_when_its_claims_would_skip_the_flush(
+    dsn: str, default_off: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a pooler (--no-listen) a worker runs no SET, so it cannot raise the database's
+    'off': it says so once, at start, and only then."""
+    if default_off:
+        commits_off_by_default(dsn)
+    worker = pgqueue.PgQueue(dsn).worker(listen=False, poll_interval=0.05)
+
+    def actions() -> list[str]:
+        return [getattr(r, "action", "") for r in caplog.records]
+
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        await run_worker_until(worker, lambda: "worker_started" in actions())
+    assert actions().count("claims_not_flushed") == (1 if default_off else 0)
 
 
 async def test_pooled_worker_prepares_nothing(app: pgqueue.PgQueue) -> None:
