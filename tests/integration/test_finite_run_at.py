@@ -120,7 +120,8 @@ async def test_migrating_from_0003_makes_infinite_run_at_finite_and_keeps_the_jo
     assert query(empty_dsn, rows) == [
         ([1, 2], True, False, {"k": 1, "run_at_was": "-infinity"}),
         ([3, 4], False, True, {"run_at_was": "infinity"}),
-        ([5, 6], False, False, {"run_at_was": "-infinity"}),
+        # 0007 gives the infinite created_at the time of the upgrade, as 0004 gave run_at.
+        ([5, 6], True, False, {"run_at_was": "-infinity", "created_at_was": "-infinity"}),
     ]
     worker = t.app.worker(dsn=empty_dsn, queues=["io"], poll_interval=0.05)
     await run_worker_until(worker, lambda: states(empty_dsn) == {"succeeded": 2, "queued": 1})
