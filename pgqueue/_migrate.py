@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 
 from pgqueue._embed import notices_logged
-from pgqueue._schema import schema_problem, schema_state
+from pgqueue._errors import SchemaError
+from pgqueue._schema import KNOWN_REVISIONS, schema_problem, schema_state
 
 
 def _config(**attributes: Any) -> Any:
@@ -33,7 +34,16 @@ def migrate(dsn: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    raw = psycopg.connect(dsn)  # connect first: a bad DSN fails as a plain psycopg error
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a bad DSN fails as a psycopg error
+        exists, revision, compatible_since = schema_state(conn)
+    if exists and revision is not None and revision not in KNOWN_REVISIONS:
+        # A later pgqueue migrated this database: alembic cannot place its revision, and
+        # failed with a traceback. There is nothing to do when it serves this code.
+        problem = schema_problem(exists, revision, compatible_since)
+        if problem:
+            raise SchemaError(problem)
+        return
+    raw = psycopg.connect(dsn)
     engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=NullPool)
     try:
         with notices_logged(raw), engine.begin() as connection:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -9,16 +11,22 @@ import psycopg
 from pgqueue import _store
 from pgqueue._errors import SchemaError
 
+log = logging.getLogger("pgqueue.worker")
+
 # The newest alembic revision in pgqueue/migrations/versions (a test keeps them equal).
 SCHEMA_REVISION = "0007"
 KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 
 
-def schema_problem(exists: bool, revision: str | None) -> str | None:
-    """A one-line explanation of what is wrong with the schema, or ``None`` when current."""
+def schema_problem(
+    exists: bool, revision: str | None, compatible_since: str | None = None
+) -> str | None:
+    """A one-line explanation of what is wrong with the schema, or ``None`` when this code can
+    run on it: the revision it needs, or a newer one whose ``compatible_since`` (the oldest
+    revision code may need and still run on it) is not after the revision it needs."""
     if not exists or revision is None:
         return "pgqueue's schema is not installed in this database: run `pgqueue migrate`"
-    if revision == SCHEMA_REVISION:
+    if revision == SCHEMA_REVISION or serves_this_code(revision, compatible_since):
         return None
     if revision in KNOWN_REVISIONS:
         return (
@@ -28,20 +36,54 @@ def schema_problem(exists: bool, revision: str | None) -> str | None:
     return f"pgqueue's schema is at revision {revision}, newer than this version: upgrade pgqueue"
 
 
-def schema_state(conn: psycopg.Connection[Any]) -> tuple[bool, str | None]:
-    """Whether the schema exists, and its revision, read on a sync connection."""
+def serves_this_code(revision: str, compatible_since: str | None) -> bool:
+    """Whether a schema newer than this code says code needing SCHEMA_REVISION still runs on
+    it. Older code refused every newer schema, so a worker restarted during a rolling deploy,
+    after the migration and before its own upgrade, could not start."""
+    return (
+        revision not in KNOWN_REVISIONS
+        and compatible_since in KNOWN_REVISIONS
+        and KNOWN_REVISIONS.index(compatible_since) <= KNOWN_REVISIONS.index(SCHEMA_REVISION)
+    )
+
+
+def schema_state(conn: psycopg.Connection[Any]) -> tuple[bool, str | None, str | None]:
+    """Whether the schema exists, its revision, and (when newer than this code) the oldest
+    revision code may need and still run on it, read on a sync connection."""
     with conn.cursor() as cur:
-        exists = _store.run(cur, _store.schema_exists())
-        return exists, _store.run(cur, _store.schema_revision_get()) if exists else None
+        if not _store.run(cur, _store.schema_exists()):
+            return False, None, None
+        revision = _store.run(cur, _store.schema_revision_get())
+        if revision is None or revision in KNOWN_REVISIONS:
+            return True, revision, None
+        return True, revision, _store.run(cur, _store.schema_compatible_since())
+
+
+async def aschema_state(
+    run: Callable[[_store.Query[Any]], Awaitable[Any]],
+) -> tuple[bool, str | None, str | None]:
+    """:func:`schema_state`, with ``run`` running each statement (a worker's ``Db.run``)."""
+    if not await run(_store.schema_exists()):
+        return False, None, None
+    revision = await run(_store.schema_revision_get())
+    if revision is None or revision in KNOWN_REVISIONS:
+        return True, revision, None
+    return True, revision, await run(_store.schema_compatible_since())
 
 
 async def check_schema(db: Any) -> None:
-    """Raise :class:`SchemaError` unless the database has the schema this code needs.
+    """Raise :class:`SchemaError` unless the database has a schema this code runs on.
 
     ``db`` is a worker :class:`~pgqueue._worker._db.Db`.
     """
-    exists = await db.run(_store.schema_exists())
-    revision = await db.run(_store.schema_revision_get()) if exists else None
-    problem = schema_problem(exists, revision)
+    exists, revision, compatible_since = await aschema_state(db.run)
+    problem = schema_problem(exists, revision, compatible_since)
     if problem:
         raise SchemaError(problem)
+    if revision != SCHEMA_REVISION:
+        log.info(
+            "pgqueue's schema is at revision %s, newer than this version's %s; it runs code"
+            " that needs revision %s or later, so this worker starts: upgrade it when you can",
+            revision, SCHEMA_REVISION, compatible_since,
+            extra={"action": "schema_newer", "revision": revision},
+        )  # fmt: skip

@@ -396,6 +396,11 @@ def schema_revision_get() -> Query[str | None]:
     return Query(q.SCHEMA_REVISION_GET, None, lambda rows: rows[0][0] if rows else None)
 
 
+def schema_compatible_since() -> Query[str | None]:
+    """The oldest revision code may need and still run on this schema (None before 0007)."""
+    return Query(q.SCHEMA_COMPATIBLE_SINCE, None, _one)
+
+
 def jobs_count_runnable(queues: Sequence[str]) -> Query[int]:
     """How many jobs of ``queues`` could be claimed right now."""
     return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues)}, _one)

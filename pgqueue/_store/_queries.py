@@ -10,6 +10,16 @@ SCHEMA_REVISION_GET: LiteralString = """
 SELECT version_num FROM pgqueue.alembic_version
 """
 
+# The oldest revision code may need and still run on this schema (sql/0007_zz_functions.sql),
+# read by code that finds the schema newer than itself. Schemas before 0007 have no such
+# function: the dynamic call runs only when it exists, so the statement never fails on one.
+SCHEMA_COMPATIBLE_SINCE: LiteralString = """
+SELECT CASE WHEN to_regprocedure('pgqueue.compatible_since()') IS NOT NULL
+            THEN (xpath('/row/v/text()', query_to_xml(
+                      'SELECT pgqueue.compatible_since() AS v', false, true, '')))[1]::text
+       END
+"""
+
 JOBS_INSERT: LiteralString = """
 INSERT INTO pgqueue.active_jobs
     (queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)

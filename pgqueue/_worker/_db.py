@@ -89,10 +89,10 @@ def session(pooled: bool, synchronous_commit: bool) -> dict[str, Any]:
     statements, no SET. Otherwise the worker's acks, heartbeats and maintenance skip the
     WAL flush wait unless ``synchronous_commit``: a crash can only lose the last fraction of
     a second of them, and a lost ack means the job is rescued and runs again under a new
-    attempt number, which at-least-once execution allows. Claims never use this (see Worker),
-    and with ``synchronous_commit`` a session of a database whose default is 'off' is raised
-    to 'local'. Behind a pooler the database's default holds (the worker warns at start when
-    it is 'off').
+    attempt number, which at-least-once execution allows. Claims never skip it (see Worker):
+    a session that waits for the flush (the claimer's, and every one with
+    ``synchronous_commit``) raises a database or role default of 'off' to 'local'. Behind a
+    pooler the default holds (the worker warns at start when it is 'off').
     """
     if pooled:
         return {"prepare_threshold": None}

@@ -11,7 +11,7 @@ from pgqueue import _store
 from pgqueue._app import PgQueue
 from pgqueue._errors import SchemaError
 from pgqueue._options import check_count, check_queue
-from pgqueue._schema import schema_problem
+from pgqueue._schema import aschema_state, schema_problem
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 
@@ -31,9 +31,7 @@ def _check_rounds(max_rounds: int) -> None:
 async def _prepare(dsn: str, queues: list[str] | None, with_scheduled: bool) -> list[str]:
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     async with conn, conn.cursor() as cur:
-        exists = await _store.arun(cur, _store.schema_exists())
-        revision = await _store.arun(cur, _store.schema_revision_get()) if exists else None
-        problem = schema_problem(exists, revision)
+        problem = schema_problem(*await aschema_state(lambda query: _store.arun(cur, query)))
         if problem:
             raise SchemaError(problem)
         if with_scheduled:

@@ -1,0 +1,89 @@
+"""A schema newer than the code: the code runs on it when the schema says so
+(pgqueue.compatible_since(), rev. 0007), and refuses it otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import pytest
+
+import pgqueue
+import pgqueue.testing
+from pgqueue._errors import SchemaError
+from pgqueue._ops import health_problem
+from pgqueue._schema import SCHEMA_REVISION
+from tests.acceptance.conftest import cli
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+NEWER = "upgrade pgqueue"
+
+
+def from_the_future(dsn: str, compatible_since: str | None) -> None:
+    """Make the database look migrated by a later pgqueue: revision 0042, serving code that
+    needs ``compatible_since`` or later (None: a schema without the function)."""
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0042'")
+    query(dsn, "DROP FUNCTION pgqueue.compatible_since()")
+    if compatible_since is not None:
+        query(dsn, psycopg.sql.SQL(
+            "CREATE FUNCTION pgqueue.compatible_since() RETURNS text LANGUAGE sql"
+            " AS $$ SELECT {}::text $$").format(psycopg.sql.Literal(compatible_since)))  # fmt: skip
+
+
+def test_a_fresh_schema_serves_the_code_that_installed_it(dsn: str) -> None:
+    assert query(dsn, "SELECT pgqueue.compatible_since()") == [(SCHEMA_REVISION,)]
+    assert pgqueue.schema_check(dsn) is None
+
+
+async def test_older_code_runs_on_a_newer_schema_that_serves_it(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before 0007 a worker refused any newer revision: during a rolling deploy one still on
+    the old code that restarted after the migration could not start. Now it starts, says so,
+    and runs jobs; the health check and `pgqueue migrate --check` pass, and `pgqueue migrate`
+    leaves the newer schema alone."""
+    from_the_future(dsn, SCHEMA_REVISION)
+    assert pgqueue.schema_check(dsn) is None
+    assert health_problem(dsn) is None
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
+    [newer] = [r for r in caplog.records if getattr(r, "action", "") == "schema_newer"]
+    assert "revision 0042, newer than this version's" in newer.getMessage()
+    assert cli(dsn, "migrate", "--check").returncode == 0
+    migrated = cli(dsn, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0042",)]
+
+
+@pytest.mark.parametrize("compatible_since", ["0042", None, "not a revision"])
+async def test_older_code_refuses_a_newer_schema_that_does_not_serve_it(
+    dsn: str, compatible_since: str | None
+) -> None:
+    """A newer schema that needs newer code (or says nothing, or something this code cannot
+    read) is refused everywhere, `pgqueue migrate` included, with the fix: upgrade pgqueue."""
+    from_the_future(dsn, compatible_since)
+    expected = "pgqueue's schema is at revision 0042, newer than this version: upgrade pgqueue"
+    assert pgqueue.schema_check(dsn) == expected
+    assert health_problem(dsn) == expected
+    with pytest.raises(SchemaError, match=NEWER):
+        await t.app.worker(dsn=dsn, queues=["io"]).run()
+    checked = cli(dsn, "migrate", "--check")
+    assert checked.returncode == 1 and expected in checked.stderr
+    migrated = cli(dsn, "migrate")  # alembic could not place 0042: a traceback, before
+    assert (migrated.returncode, migrated.stderr) == (1, f"Error: {expected}\n")
+    with pytest.raises(SchemaError, match=NEWER):
+        await pgqueue.testing.adrain(t.app, dsn=dsn)
+
+
+def test_the_check_costs_one_statement_more_only_on_a_newer_schema(dsn: str) -> None:
+    """The common case, code and schema at one revision, reads no more than before."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        from pgqueue._schema import schema_state
+
+        assert schema_state(conn) == (True, SCHEMA_REVISION, None)
+        query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0006'")
+        assert schema_state(conn) == (True, "0006", None)
