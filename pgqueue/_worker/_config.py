@@ -72,6 +72,8 @@ def check_options(options: Mapping[str, Any]) -> None:
     for name in ("shutdown_timeout", "ack_interval", "long_transaction_warning"):
         check_seconds(options[name], name, zero=True)
     lease = options["lease"]
+    if options["heartbeat"] is None and not lease / 3 > 0:  # a subnormal lease: 5e-324 / 3 == 0
+        raise ValueError(f"lease is too short to beat under (its third is 0), got {lease!r}")
     for name in ("heartbeat", "ack_interval"):  # a finished job's lease lasts until its ack
         if options[name] is not None and options[name] >= lease:
             raise ValueError(

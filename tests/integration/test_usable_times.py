@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -12,6 +14,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
+import pgqueue.admin
 from pgqueue._embed import install_revision
 from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN
 from pgqueue._retry import MAX_DELAY
@@ -256,8 +259,9 @@ def test_fresh_and_upgraded_databases_end_with_the_same_checks(dsn: str, empty_d
 
 
 def test_the_longest_heartbeat_sql_takes_is_the_longest_a_worker_takes(dsn: str) -> None:
-    """The check's bound is MAX_DELAY (1000 years), the longest heartbeat pgqueue.Worker
-    accepts: the SQL spells it as a number, so this keeps the two equal."""
+    """The check's bounds are the Worker's: above 0 (a lease whose third is 0 is refused; it
+    made the worker fail at start on the check) and at most MAX_DELAY (1000 years), which the
+    SQL spells as a number, so this keeps the two equal."""
     [(definition,)] = query(
         dsn, "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
              " WHERE conname = 'worker_processes_heartbeat_s_check'")  # fmt: skip
@@ -265,3 +269,69 @@ def test_the_longest_heartbeat_sql_takes_is_the_longest_a_worker_takes(dsn: str)
     assert bounds == [(">", "0"), ("<=", f"{MAX_DELAY:.0f}")], definition
     with pytest.raises(ValueError, match="at most"):
         t.app.worker(dsn=dsn, lease=MAX_DELAY * 2)
+    with pytest.raises(ValueError, match="too short to beat under"):  # its heartbeat was 0
+        t.app.worker(dsn=dsn, lease=5e-324, ack_interval=0)
+
+
+def test_every_failed_job_is_retried_whatever_odd_values_the_history_holds(dsn: str) -> None:
+    """The history gains no check, so a row there may hold a created_at, meta or timeout that
+    active_jobs refuses (written by hand, or acknowledged while an upgrade ran). `pgqueue jobs
+    retry --failed` retries every failed job in one statement, so that one row failed them
+    all on active_jobs_created_at_check. Such values now come back as the upgrades repair
+    them, the old ones in meta."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+               " priority, attempts, max_attempts, run_at, created_at, meta, timeout)"
+               " SELECT g, 'io', 't', '[]', '{}', 'failed', 0, 3, 3, now(), now(), '{}', 1.5"
+               " FROM generate_series(1, 10) AS g")  # fmt: skip
+    query(dsn, "UPDATE pgqueue.finished_jobs SET created_at = 'infinity' WHERE id = 3")
+    query(dsn, "UPDATE pgqueue.finished_jobs SET meta = '[1]', timeout = 'NaN' WHERE id = 5")
+    query(dsn, "UPDATE pgqueue.finished_jobs SET timeout = 0 WHERE id = 7")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert pgqueue.admin.retry_failed(conn) == 10
+    assert states(dsn) == {"queued": 10}
+    odd = query(dsn, "SELECT id, meta, timeout, created_at > now() - interval '1 minute'"
+                     " FROM pgqueue.active_jobs WHERE meta <> '{}' ORDER BY id")  # fmt: skip
+    assert odd == [
+        (3, {"created_at_was": "infinity"}, 1.5, True),
+        (5, {"meta_was": [1], "timeout_was": "NaN"}, None, True),
+        (7, {"timeout_was": "0"}, None, True),
+    ]
+
+
+def test_the_upgrade_waits_for_its_locks_without_holding_up_workers(empty_dsn: str) -> None:
+    """0007 locks active_jobs, worker_processes and periodic_ticks together, in tries of at
+    most 100 ms that let go of everything when they fail. Before, its first ALTER queued an
+    exclusive lock behind an open transaction that had enqueued a job, and every claim and
+    heartbeat queued behind it until that transaction ended (and a heartbeat that locked
+    worker_processes first could close a deadlock that aborted the migration). Here a claim
+    and a heartbeat sent while the migration waits finish before the transaction ends."""
+    at_0006_with_odd_rows(empty_dsn)
+    finished: dict[str, float] = {}
+    with psycopg.connect(empty_dsn) as holder:
+        holder.execute("SELECT pgqueue.enqueue('t')")  # open: holds active_jobs until commit
+
+        def migrate() -> None:
+            pgqueue.migrate(empty_dsn)
+            finished["migration"] = time.monotonic()
+
+        upgrade = threading.Thread(target=migrate)
+        upgrade.start()
+        time.sleep(0.5)  # the migration has repaired the history and is trying its locks
+        with psycopg.connect(
+            empty_dsn, autocommit=True, prepare_threshold=None, options="-c lock_timeout=10s"
+        ) as worker:  # before, both statements waited for the holder: fail rather than hang
+            worker.execute("UPDATE pgqueue.active_jobs SET priority = 1 WHERE id = 4")
+            finished["claim"] = time.monotonic()
+            worker.execute(
+                "WITH seen AS (UPDATE pgqueue.worker_processes SET last_seen_at = now()"
+                " WHERE id = 'w-fine' RETURNING id)"
+                " UPDATE pgqueue.active_jobs SET priority = 2 WHERE id = 4"
+            )
+            finished["heartbeat"] = time.monotonic()
+        assert "migration" not in finished
+        released = time.monotonic()
+    upgrade.join(60)
+    assert finished["claim"] < released and finished["heartbeat"] < released
+    assert finished["migration"] > released
+    assert pgqueue.schema_check(empty_dsn) is None
+    assert query(empty_dsn, "SELECT priority FROM pgqueue.active_jobs WHERE id = 4") == [(2,)]

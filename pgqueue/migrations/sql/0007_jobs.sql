@@ -66,10 +66,47 @@ $repair$;
 SELECT pg_temp.pgqueue_0007_repair(
     'finished_jobs', ARRAY['run_at', 'created_at', 'started_at', 'finished_at']);
 
--- Then active_jobs, as 0006 did: the checks are added NOT VALID first, so that their ACCESS
--- EXCLUSIVE lock (held to the end of the migration's transaction) keeps new odd rows out while
--- the old ones are repaired; VALIDATE then leaves them exactly as a fresh install has them.
--- From here on no job can be acknowledged (acks delete from active_jobs) until the commit.
+-- Then the three tables that gain checks are locked, all at once and before any long work.
+-- Worker statements lock them in either order (a heartbeat or a rescue locks worker_processes
+-- before active_jobs, the scheduler periodic_ticks before active_jobs; a prepared statement
+-- may take them the other way round), so a migration that held one while it waited for
+-- another could close a cycle that PostgreSQL's deadlock check, run once per wait after
+-- deadlock_timeout, then broke by aborting the migration. Each try waits at most 100 ms, well
+-- under deadlock_timeout, and a failed try lets go of whatever it took, so the worker's
+-- statement goes on and the try is made again a moment later; waiting claims, acks and
+-- heartbeats are held up 100 ms at most per try. After 60 s of tries the migration stops,
+-- naming the likely cause, and changes nothing.
+DO $$
+DECLARE
+    tries integer := 0;
+    timeout_was text := current_setting('lock_timeout');
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE pgqueue.active_jobs, pgqueue.worker_processes, pgqueue.periodic_ticks
+                IN ACCESS EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', timeout_was, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            tries := tries + 1;
+            IF tries >= 300 THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = 'pgqueue 0007: could not lock pgqueue.active_jobs,'
+                        ' pgqueue.worker_processes and pgqueue.periodic_ticks together in 60 s',
+                    HINT = 'a long transaction probably holds one of them (see pg_stat_activity'
+                        ' and pg_locks); end it, then run the migration again';
+            END IF;
+        END;
+        PERFORM set_config('lock_timeout', timeout_was, true);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END;
+$$;
+
+-- Then active_jobs, as 0006 did: the checks are added NOT VALID first, the old rows are
+-- repaired, and VALIDATE leaves the checks exactly as a fresh install has them. From here on no
+-- job can be acknowledged (acks delete from active_jobs) until the commit.
 -- The lease check of 0006 (a running job holds a lease) now also bounds a queued job's lease.
 ALTER TABLE pgqueue.active_jobs
     DROP CONSTRAINT active_jobs_lease_check,
