@@ -299,8 +299,9 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     "--synchronous-commit",
     envvar="PGQUEUE_SYNCHRONOUS_COMMIT",
     is_flag=True,
-    help="Acks, heartbeats and maintenance wait for the WAL flush too (claims always do;"
-    " default: no; see docs/performance.md).",
+    help="Acks, heartbeats and maintenance wait for the WAL flush too (claims always do, but"
+    " behind a pooler on a database whose default is off; default: no; see"
+    " docs/performance.md).",
 )
 @click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
 @click.option(

@@ -59,6 +59,8 @@ def schema_state(conn: psycopg.Connection[Any]) -> tuple[bool, str | None, str |
         revision = _store.run(cur, _store.schema_revision_get())
         if revision is None or revision in KNOWN_REVISIONS:
             return True, revision, None
+        if not _store.run(cur, _store.schema_compatible_since_callable()):
+            return True, revision, None
         return True, revision, _store.run(cur, _store.schema_compatible_since())
 
 
@@ -70,6 +72,8 @@ async def aschema_state(
         return False, None, None
     revision = await run(_store.schema_revision_get())
     if revision is None or revision in KNOWN_REVISIONS:
+        return True, revision, None
+    if not await run(_store.schema_compatible_since_callable()):
         return True, revision, None
     return True, revision, await run(_store.schema_compatible_since())
 

@@ -396,8 +396,13 @@ def schema_revision_get() -> Query[str | None]:
     return Query(q.SCHEMA_REVISION_GET, None, lambda rows: rows[0][0] if rows else None)
 
 
+def schema_compatible_since_callable() -> Query[bool]:
+    """Whether pgqueue.compatible_since() exists (revision 0007 on) and this role may call it."""
+    return Query(q.SCHEMA_COMPATIBLE_SINCE_CALLABLE, None, _one)
+
+
 def schema_compatible_since() -> Query[str | None]:
-    """The oldest revision code may need and still run on this schema (None before 0007)."""
+    """The oldest revision code may need and still run on this schema."""
     return Query(q.SCHEMA_COMPATIBLE_SINCE, None, _one)
 
 

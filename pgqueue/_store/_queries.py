@@ -11,13 +11,18 @@ SELECT version_num FROM pgqueue.alembic_version
 """
 
 # The oldest revision code may need and still run on this schema (sql/0007_zz_functions.sql),
-# read by code that finds the schema newer than itself. Schemas before 0007 have no such
-# function: the dynamic call runs only when it exists, so the statement never fails on one.
-SCHEMA_COMPATIBLE_SINCE: LiteralString = """
-SELECT CASE WHEN to_regprocedure('pgqueue.compatible_since()') IS NOT NULL
-            THEN (xpath('/row/v/text()', query_to_xml(
-                      'SELECT pgqueue.compatible_since() AS v', false, true, '')))[1]::text
+# read by code that finds the schema newer than itself, in two statements: whether the
+# function exists and this role may call it (a schema before 0007 has none, and a hardened
+# database may have revoked EXECUTE from PUBLIC), then the call. Without either, nothing says
+# the schema serves older code, and the code refuses it.
+SCHEMA_COMPATIBLE_SINCE_CALLABLE: LiteralString = """
+SELECT CASE WHEN to_regprocedure('pgqueue.compatible_since()') IS NULL THEN false
+            ELSE has_function_privilege(to_regprocedure('pgqueue.compatible_since()'), 'EXECUTE')
        END
+"""
+
+SCHEMA_COMPATIBLE_SINCE: LiteralString = """
+SELECT pgqueue.compatible_since()
 """
 
 JOBS_INSERT: LiteralString = """

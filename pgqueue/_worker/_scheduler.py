@@ -21,7 +21,7 @@ import psycopg
 from pgqueue import _store
 from pgqueue._cron import due_ticks, next_tick
 from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
-from pgqueue._worker._db import Db, backoff
+from pgqueue._worker._db import Db, backoff, session
 
 if TYPE_CHECKING:
     from pgqueue._worker._worker import Worker
@@ -38,11 +38,18 @@ PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up 
 
 async def run_scheduler(worker: Worker) -> None:
     """The worker service: schedule ``worker.app``'s periodic tasks until the worker stops."""
-    db = Db(worker.dsn, "scheduler")
+    db = scheduler_db(worker)
     try:
         await Scheduler(worker.app.periodics.values(), db).run(worker.stopping)
     finally:
         await db.close()
+
+
+def scheduler_db(worker: Worker) -> Db:
+    """The scheduler's connection, opened as the claimer's: nothing in the session behind a
+    pooler (with --no-listen it used to prepare statements there), and commits that wait for
+    the flush, so that a tick a crash could lose is never fired twice."""
+    return Db(worker.dsn, "scheduler", **session(pooled=not worker.listen, synchronous_commit=True))
 
 
 class Scheduler:

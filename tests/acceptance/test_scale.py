@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +105,24 @@ def test_poll_only_worker_drains_through_pgbouncer_in_transaction_mode(
     assert "prepared statement" not in result.stderr
     assert states(ledger) == {"succeeded": 300}
     assert query(ledger, "SELECT count(DISTINCT job_id) FROM ledger") == [(300,)]
+
+
+def test_poll_only_worker_runs_its_schedules_through_pgbouncer(dsn: str, pgbouncer: str) -> None:
+    """A poll-only worker's scheduler goes through PgBouncer in transaction mode too (its
+    connection prepares nothing: tests/integration/test_worker_sessions.py). Every-second
+    schedules run for six seconds, then SIGTERM: ticks fired and ran, and nothing failed."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "--app",
+         "tests.acceptance.periodic_app:app", "worker", "--no-listen", "--poll-interval", "0.1"],
+        env=cli_env(dsn), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(6)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "prepared statement" not in stderr and "Traceback" not in stderr, stderr
+    fired = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'beat'")
+    assert fired[0][0] >= 4, stderr
+    assert states(dsn).get("succeeded", 0) >= 3, stderr

@@ -79,8 +79,9 @@ async def test_older_code_refuses_a_newer_schema_that_does_not_serve_it(
         await pgqueue.testing.adrain(t.app, dsn=dsn)
 
 
-def test_the_check_costs_one_statement_more_only_on_a_newer_schema(dsn: str) -> None:
-    """The common case, code and schema at one revision, reads no more than before."""
+def test_a_current_or_older_schema_is_read_without_its_compatibility(dsn: str) -> None:
+    """The compatibility is read only when the schema is newer than the code (the common
+    case, code and schema at one revision, reads what it read before)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         from pgqueue._schema import schema_state
 

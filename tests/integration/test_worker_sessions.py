@@ -8,6 +8,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
+from pgqueue._worker._scheduler import scheduler_db
 from tests.acceptance.conftest import wait_for
 from tests.helpers import query, run_worker_until
 
@@ -75,13 +76,18 @@ async def test_a_pooled_worker_warns_when_its_claims_would_skip_the_flush(
 
 
 async def test_pooled_worker_prepares_nothing(app: pgqueue.PgQueue) -> None:
-    """Poll-only workers never use server-side prepared statements (transaction poolers)."""
+    """Poll-only workers never use server-side prepared statements (transaction poolers); the
+    scheduler's connection prepared them with --no-listen too."""
     worker = app.worker(listen=False)
     try:
         conn = await worker._claim_db.connection()
         assert conn.prepare_threshold is None
+        scheduler = scheduler_db(worker)
+        assert (scheduler.prepare_threshold, scheduler.async_commit) == (None, None)
     finally:
         await worker._close_connections()
+    direct = scheduler_db(app.worker())  # prepared, and its ticks wait for the flush
+    assert (direct.prepare_threshold, direct.async_commit) == (5, False)
 
 
 async def test_maintenance_vacuums_a_claim_path_full_of_dead_rows(

@@ -32,6 +32,15 @@ REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
 GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
+-- Which code the schema serves (revision 0007 on): read by a worker that finds the schema
+-- newer than itself. PUBLIC may call it by default; this keeps it so where that was revoked.
+DO $$
+BEGIN
+    IF to_regprocedure('pgqueue.compatible_since()') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION pgqueue.compatible_since() TO pgqueue_worker, pgqueue_producer;
+    END IF;
+END
+$$;
 DO $$
 BEGIN
     EXECUTE 'GRANT USAGE ON SEQUENCE '
