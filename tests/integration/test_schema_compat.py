@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 import pgqueue.testing
@@ -88,3 +90,27 @@ def test_a_current_or_older_schema_is_read_without_its_compatibility(dsn: str) -
         assert schema_state(conn) == (True, SCHEMA_REVISION, None)
         query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0006'")
         assert schema_state(conn) == (True, "0006", None)
+
+
+def test_a_role_that_may_not_call_the_function_is_refused_not_failed(dsn: str) -> None:
+    """Where EXECUTE was revoked from PUBLIC (a hardening step) the read failed with
+    InsufficientPrivilege; now such a role is refused with the usual line until it may call
+    the function (roles.sql grants it to pgqueue_worker and pgqueue_producer)."""
+    from_the_future(dsn, SCHEMA_REVISION)
+    role = f"pgq_compat_{uuid.uuid4().hex[:8]}"
+    query(dsn, "REVOKE EXECUTE ON FUNCTION pgqueue.compatible_since() FROM PUBLIC")
+    query(dsn, psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(role)))
+    try:
+        query(dsn, psycopg.sql.SQL("GRANT USAGE ON SCHEMA pgqueue TO {0};"
+                                   " GRANT SELECT ON pgqueue.alembic_version TO {0}").format(
+            psycopg.sql.Identifier(role)))  # fmt: skip
+        as_role = make_conninfo(dsn, user=role)
+        assert pgqueue.schema_check(as_role) == (
+            "pgqueue's schema is at revision 0042, newer than this version: upgrade pgqueue"
+        )
+        query(dsn, psycopg.sql.SQL("GRANT EXECUTE ON FUNCTION pgqueue.compatible_since() TO {}")
+              .format(psycopg.sql.Identifier(role)))  # fmt: skip
+        assert pgqueue.schema_check(as_role) is None
+    finally:
+        query(dsn, psycopg.sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(
+            psycopg.sql.Identifier(role)))  # fmt: skip
