@@ -62,7 +62,8 @@ $repair$;
 -- now(); a check would cost every ack, and validating it would hold ACCESS EXCLUSIVE on the
 -- history, and so every claim, ack and enqueue, over a full scan (0.4 s for 2,000,000 rows on
 -- a 2-core server). An odd active row acknowledged between this UPDATE and the lock below
--- keeps its odd time in the history, where pgqueue's own readers still bound it.
+-- keeps its odd time in the history, where pgqueue's own readers still bound it and
+-- pgqueue.retry repairs it (0007_zz_functions.sql).
 SELECT pg_temp.pgqueue_0007_repair(
     'finished_jobs', ARRAY['run_at', 'created_at', 'started_at', 'finished_at']);
 
