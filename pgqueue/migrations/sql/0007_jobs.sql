@@ -98,8 +98,7 @@ BEGIN
                     HINT = 'a long transaction probably holds one of them (see pg_stat_activity'
                         ' and pg_locks); end it, then run the migration again';
             END IF;
-        END;
-        PERFORM set_config('lock_timeout', timeout_was, true);
+        END;  -- a failed try's subtransaction is undone, its lock_timeout with it
         PERFORM pg_sleep(0.1);
     END LOOP;
 END;
