@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,11 @@ def dumps_arguments(
     task: str, args: Sequence[Any], kwargs: Mapping[str, Any], max_bytes: int = DEFAULT_MAX_PAYLOAD
 ) -> tuple[str, str]:
     """Encode a call's arguments; a failure names the argument that cannot be encoded."""
+    for name in kwargs:  # JSON would make 1 "1": the task would then fail on every attempt
+        if name.__class__ is not str and not isinstance(name, str):
+            raise TypeError(
+                f"keyword argument names of task {task!r} must be str, got {reprlib.repr(name)}"
+            )
     try:
         encoded = dumps(list(args)), dumps(dict(kwargs)) if kwargs else "{}"
     except TypeError:

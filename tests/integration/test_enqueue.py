@@ -118,7 +118,10 @@ def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
      (("12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got '12'"),
      (({"a": 1, "b": 2}, {}), TypeError, "enqueue_many call 2: args must be a tuple or list"),
      (((1,), [("b", 2)]), TypeError, r"enqueue_many call 2: kwargs must be a dict, got \["),
-     ((b"12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got b'12'")],
+     ((b"12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got b'12'"),
+     (((1,), {1: 2}), TypeError, "enqueue_many call 2: keyword argument names of task 'tests.integ"
+                                 "ration.tasks_app.add' must be str, got 1"),
+     (((1,), {"b": 2, None: 3}), TypeError, "enqueue_many call 2: keyword .* str, got None")],
 )  # fmt: skip
 def test_a_bad_call_in_enqueue_many_is_named_by_its_index_and_nothing_is_written(
     dsn: str, conn: psycopg.Connection, bad: object, error: type[Exception], message: str
@@ -126,7 +129,9 @@ def test_a_bad_call_in_enqueue_many_is_named_by_its_index_and_nothing_is_written
     """The error says which call of the batch is bad; no job of the batch is written and the
     transaction stays usable. A str as args used to be enqueued as its characters ("12" ran
     add("1", "2")), a dict as its keys, pairs as kwargs; a call that was no pair raised
-    "cannot unpack non-iterable int object"; a JSON error named the argument, not the call."""
+    "cannot unpack non-iterable int object"; a JSON error named the argument, not the call; a
+    keyword name that was no str was written as one ({1: 2} as {"1": 2}), and every attempt of
+    the job failed."""
     good = ((1, 2), {})
     for calls in ([good, good, bad, good], [good, good, bad] + [good] * COPY_THRESHOLD):
         with pytest.raises(error, match=message):
