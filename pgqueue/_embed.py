@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._schema import KNOWN_REVISIONS
+from pgqueue._errors import SchemaError
+from pgqueue._schema import KNOWN_REVISIONS, schema_problem, schema_state
 from pgqueue.migrations import sql_files
 
 log = logging.getLogger("pgqueue.migrate")
@@ -61,12 +62,21 @@ def install_revision(
     later one, is installed; returns whether anything ran.
 
     ``run_file`` executes one SQL file's text with the calling tool, in the same transaction
-    as ``cur``.
+    as ``cur``. A schema a later pgqueue installed counts as installed if it still serves this
+    code (``pgqueue.compatible_since()``); otherwise :class:`SchemaError` says to upgrade.
     """
     if revision not in KNOWN_REVISIONS:
         raise ValueError(f"unknown pgqueue schema revision {revision!r}")
     _store.run(cur, _store.schema_lock())
     recorded = installed_revision(cur)
+    if recorded is not None and recorded not in KNOWN_REVISIONS:
+        # A later pgqueue migrated this database. "Nothing to do" is true only if the schema
+        # still serves this code; otherwise say so now, as `pgqueue migrate` does, rather than
+        # let the migration pass and every worker refuse the schema afterwards.
+        problem = schema_problem(*schema_state(cur.connection))
+        if problem:
+            raise SchemaError(problem)
+        return False
     if is_installed(recorded, revision):
         return False
     _store.run(cur, _store.schema_create())

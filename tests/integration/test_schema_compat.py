@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import psycopg
@@ -12,6 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 import pgqueue
 import pgqueue.testing
+from pgqueue._embed import install_revision
 from pgqueue._errors import SchemaError
 from pgqueue._ops import health_problem
 from pgqueue._schema import SCHEMA_REVISION
@@ -31,6 +33,12 @@ def from_the_future(dsn: str, compatible_since: str | None) -> None:
         query(dsn, psycopg.sql.SQL(
             "CREATE FUNCTION pgqueue.compatible_since() RETURNS text LANGUAGE sql"
             " AS $$ SELECT {}::text $$").format(psycopg.sql.Literal(compatible_since)))  # fmt: skip
+
+
+def embedded_install(dsn: str, revision: str) -> bool:
+    """What Django's migrations and alembic's upgrade_ops() run: whether anything was applied."""
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        return install_revision(cur, revision, lambda text: cur.execute(text.encode()))
 
 
 def test_a_fresh_schema_serves_the_code_that_installed_it(dsn: str) -> None:
@@ -59,6 +67,7 @@ async def test_older_code_runs_on_a_newer_schema_that_serves_it(
     migrated = cli(dsn, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0042",)]
+    assert not embedded_install(dsn, "0001") and not embedded_install(dsn, SCHEMA_REVISION)
 
 
 @pytest.mark.parametrize("compatible_since", ["0042", None, "not a revision"])
@@ -79,6 +88,12 @@ async def test_older_code_refuses_a_newer_schema_that_does_not_serve_it(
     assert (migrated.returncode, migrated.stderr) == (1, f"Error: {expected}\n")
     with pytest.raises(SchemaError, match=NEWER):
         await pgqueue.testing.adrain(t.app, dsn=dsn)
+    # Django's migrations and alembic's upgrade_ops() passed it as "already installed", and
+    # only the workers refused it afterwards.
+    for revision in ("0001", SCHEMA_REVISION):
+        with pytest.raises(SchemaError, match=f"^{re.escape(expected)}$"):
+            embedded_install(dsn, revision)
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0042",)]
 
 
 def test_a_current_or_older_schema_is_read_without_its_compatibility(dsn: str) -> None:
