@@ -335,7 +335,9 @@ def leases_extend(
 
 
 def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:
-    """Put unfinished jobs back to queued without counting the attempt; returns how many."""
+    """Put unfinished jobs back to queued without counting the attempt; returns how many.
+
+    A job asked to cancel meanwhile is not put back: it ends cancelled."""
     params = {"ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
     return Query(q.LEASES_RELEASE, params, _one)
 

@@ -318,6 +318,11 @@ _FINISHED_COLUMNS = """
 # One statement acknowledges a whole batch: retries go back to queued, the rest move to history.
 # Every row is fenced by (id, attempts, state = 'running'): a worker that lost its lease
 # changes nothing. Retries without an error (Retry raised by the task) give the attempt back.
+# A job asked to cancel while this attempt ran goes to history as cancelled instead of back to
+# the queue: its worker learns of a cancel only at a heartbeat, and queued again, the job ran
+# once more (to its end, when shorter than a heartbeat) after pgqueue.cancel said "requested".
+# (A cancel committed after this statement's snapshot leaves the row running; it ends cancelled
+# when its lease runs out.)
 # The fence compares j.state with o.running, a join clause, not with a constant: statistics
 # taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
 # would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
@@ -346,13 +351,13 @@ WITH o AS (
                                   'traceback', o.tb)) END
       FROM o
      WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state = 'queued' AND j.id = o.id
-       AND j.attempts = o.attempt AND j.state = o.running
+       AND j.attempts = o.attempt AND j.state = o.running AND NOT j.cancel_requested
     RETURNING j.id
 ), done AS (
     DELETE FROM pgqueue.active_jobs AS j
      USING o
-     WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state <> 'queued' AND j.id = o.id
-       AND j.attempts = o.attempt AND j.state = o.running
+     WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND (o.state <> 'queued' OR j.cancel_requested)
+       AND j.id = o.id AND j.attempts = o.attempt AND j.state = o.running
     RETURNING j.*, o.state AS new_state, o.result AS new_result, o.error AS new_error,
               o.tb AS new_tb
 ), moved AS (
@@ -360,9 +365,14 @@ WITH o AS (
         (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
          created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
          last_error, errors, meta)
-    SELECT id, queue, task, args, kwargs, new_state, priority, attempts, max_attempts, run_at,
-           created_at, started_at, now(), worker_id, timeout, unique_key, new_result::jsonb,
-           coalesce(new_error, last_error),
+    SELECT id, queue, task, args, kwargs,
+           CASE WHEN new_state = 'queued' THEN 'cancelled' ELSE new_state END, priority,
+           CASE WHEN new_state = 'queued' AND new_error IS NULL THEN attempts - 1
+                ELSE attempts END,
+           max_attempts, run_at, created_at, started_at, now(), worker_id, timeout, unique_key,
+           new_result::jsonb,
+           CASE WHEN new_state = 'queued' THEN 'cancelled on request'
+                ELSE coalesce(new_error, last_error) END,
            CASE WHEN new_error IS NULL THEN errors ELSE errors || jsonb_build_array(
                jsonb_build_object('attempt', attempts, 'at', now(), 'error', new_error,
                                   'traceback', new_tb)) END,
@@ -412,7 +422,8 @@ UPDATE pgqueue.active_jobs AS j
 RETURNING j.id, j.attempts, j.cancel_requested
 """
 
-# Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted.
+# Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted,
+# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them.
 LEASES_RELEASE: LiteralString = """
 WITH released AS (
     UPDATE pgqueue.active_jobs AS j
@@ -420,7 +431,23 @@ WITH released AS (
            lease_expires_at = NULL, worker_id = NULL
       FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
      WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+       AND NOT j.cancel_requested
     RETURNING j.id, j.queue
+), cancelled AS (
+    DELETE FROM pgqueue.active_jobs AS j
+     USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.cancel_requested
+    RETURNING j.*
+), moved AS (
+    INSERT INTO pgqueue.finished_jobs
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+         last_error, errors, meta)
+    SELECT id, queue, task, args, kwargs, 'cancelled', priority, attempts - 1, max_attempts,
+           run_at, created_at, started_at, now(), worker_id, timeout, unique_key, NULL,
+           'cancelled on request', errors, meta
+      FROM cancelled
+    ON CONFLICT (id) DO NOTHING
 )
 SELECT (SELECT count(*) FROM released),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))

@@ -1,0 +1,76 @@
+"""A cancel requested while a job runs is kept when its attempt ends without an outcome that
+finishes it: a retry, a snooze, a release at shutdown. The job must not run again."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._store import Outcome
+from tests.helpers import query
+from tests.integration import tasks_app as t
+
+T = TypeVar("T")
+
+
+def run(dsn: str, q: _store.Query[T]) -> T:
+    """Run one store query in its own autocommit connection."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        return _store.run(cur, q)
+
+
+def _claimed_and_cancel_requested(dsn: str, conn: psycopg.Connection) -> int:
+    """A job of queue io, claimed (attempt 1) and then asked to cancel."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    assert [r[0] for r in run(dsn, _store.jobs_claim("w", {"io": 1}, 30)).rows] == [job_id]
+    assert t.app.cancel(conn, job_id) == "requested"
+    conn.commit()
+    return job_id
+
+
+def test_a_failed_attempt_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, conn) -> None:
+    """The task failed before a heartbeat told its worker of the cancel: the retry the worker
+    asks for ends the job cancelled instead of queueing it for another run."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    outcome = Outcome(job_id, 1, "queued", error="boom", traceback="tb", delay=0.0)
+    assert run(dsn, _store.jobs_ack([outcome])) == [job_id]
+    assert run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows == []
+    ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
+    assert query(dsn, ended) == [("cancelled", 1, "cancelled on request", "boom")]
+
+
+def test_a_snooze_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, conn) -> None:
+    """A Retry without an error (a snooze) gives the attempt back; asked to cancel, the job
+    ends cancelled with that attempt uncounted."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "queued", delay=60.0)])) == [job_id]
+    assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
+        ("cancelled", 0, "cancelled on request", [])
+    ]
+
+
+def test_a_retry_in_the_same_batch_as_a_cancel_requested_one_is_queued(dsn: str, conn) -> None:
+    """Only the job asked to cancel ends: the other retry of the batch is queued as before."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    other = t.add.enqueue(conn, 3, 4)
+    conn.commit()
+    run(dsn, _store.jobs_claim("w", {"io": 1}, 30))
+    outcomes = [Outcome(job_id, 1, "queued", error="boom"), Outcome(other, 1, "queued", error="x")]
+    assert sorted(run(dsn, _store.jobs_ack(outcomes))) == sorted([job_id, other])
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (job_id, "cancelled"), (other, "queued"),
+    ]  # fmt: skip
+
+
+def test_a_job_released_at_shutdown_after_a_cancel_request_ends_cancelled(dsn: str, conn) -> None:
+    """A worker stopping puts its unfinished jobs back in their queues; one asked to cancel
+    ends cancelled instead of running again on another worker."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == 0  # none put back
+    assert run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows == []
+    assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
+        ("cancelled", 0, "cancelled on request")
+    ]
