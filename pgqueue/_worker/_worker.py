@@ -695,6 +695,7 @@ class Worker:
             await db.close()
 
     async def _finish_writes(self) -> None:
+        await _revive(self._ack_db)
         await self._acker.flush()
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
@@ -702,7 +703,15 @@ class Worker:
                 "put %s unfinished jobs back in their queues", released,
                 extra={"action": "jobs_released"},
             )  # fmt: skip
+        await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+
+async def _revive(db: Db) -> None:
+    """Notice a connection dropped while idle (a server restart, pg_terminate_backend) with a
+    ping, which Db.run then reopens, rather than with a write shutdown would not retry."""
+    with contextlib.suppress(psycopg.OperationalError):
+        await db.run(_store.ping())
 
 
 def _report_stopped(part: asyncio.Future[None]) -> None:
