@@ -462,8 +462,14 @@ class Worker:
             await self._wait(self._slot_freed, None)
             self._slot_freed.clear()
             return False
-        await self._acker.flush()
-        count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
+        try:
+            await self._acker.flush()
+            count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
+        except (psycopg.Error, OSError):  # as a failed claim: the loop looks again
+            log.warning("burst: checking for the end failed; retrying", exc_info=True,
+                        extra={"action": "claim_error"})  # fmt: skip
+            await self._wait(self.stopping, backoff(1))
+            return False
         return count == 0
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import pytest
 import pgqueue
 from pgqueue import _store
 from pgqueue._worker._executor import ClaimedJob
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, terminate
 from tests.integration import tasks_app as t
 
 
@@ -175,3 +176,17 @@ async def test_inline_jobs_claimed_before_a_stop_are_run_and_acknowledged(dsn: s
     await w._shutdown([])
     assert w.running == 0
     assert states(dsn) == {"succeeded": 5}
+
+
+async def test_a_burst_worker_outlives_a_dropped_acker_connection(dsn: str, conn) -> None:
+    """Burst mode's last look (flush, count what is runnable) retries a dropped connection
+    like every other statement instead of ending the worker with its error."""
+    t.sleepy.enqueue(conn, 0.5)
+    conn.commit()
+    w = worker(dsn, burst=True, ack_interval=5)  # the burst check flushes before the acker
+    runner = asyncio.create_task(w.run())
+    while w.running == 0:
+        await asyncio.sleep(0.01)
+    terminate(dsn, "acker")
+    await asyncio.wait_for(runner, 30)
+    assert states(dsn) == {"succeeded": 1}
