@@ -114,8 +114,10 @@ class JobExecutor:
         except TimeoutError as exc:
             ctx.cancel("timeout")
             return self._failure(job, task, exc, f"timed out after {job.timeout} s")
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if ctx.cancel_reason is not None or _being_cancelled():
+                raise  # the worker's own cancellation: the worker decides what follows
+            return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             return self._failure(job, task, exc)
         if not task.options.store_result:
@@ -238,6 +240,12 @@ def _on_loop(task: Task[Any, Any]) -> bool:
     """Whether ``task`` runs as a coroutine on the worker's event loop."""
     executor = task.options.executor
     return executor == "async" or (executor == "auto" and task.is_async)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def _importable(task: Task[Any, Any]) -> bool:

@@ -143,3 +143,11 @@ async def returns_deep_nesting() -> list[object]:
     for _ in range(5000):
         value = [value]
     return value
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_cancelled_error() -> None:
+    """Await a future someone else cancelled: CancelledError comes from the task, not the worker."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future

@@ -190,3 +190,13 @@ async def test_a_burst_worker_outlives_a_dropped_acker_connection(dsn: str, conn
     terminate(dsn, "acker")
     await asyncio.wait_for(runner, 30)
     assert states(dsn) == {"succeeded": 1}
+
+
+async def test_a_cancelled_error_raised_by_the_task_fails_the_attempt(dsn: str, conn) -> None:
+    """A CancelledError the task raises itself (no cancel of the worker's) is a failure like any
+    other: recorded at once, not left running until its lease expires as "worker lost"."""
+    job_id = t.raises_cancelled_error.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1, timeout=5)
+    assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs WHERE id = %s",
+                 [job_id]) == [(1, "CancelledError")]  # fmt: skip
