@@ -209,10 +209,15 @@ class JobExecutor:
             raise
 
     async def settle(self, job: ClaimedJob) -> None:
-        """Wait until a thread task given up on has really returned (no-op for the rest)."""
+        """Wait until a thread task given up on has really returned (no-op for the rest).
+
+        What the thread returns or raises belongs to an attempt already over: it is dropped,
+        never raised here (a late SystemExit would end the worker's event loop)."""
         running = self._stragglers.pop((job.id, job.attempt), None)
         if running is not None:
-            await asyncio.shield(asyncio.wrap_future(running))
+            ended = asyncio.wrap_future(running)
+            ended.add_done_callback(_dropped)
+            await asyncio.wait([ended])  # unlike awaiting it, never raises what it holds
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
@@ -246,6 +251,12 @@ def _being_cancelled() -> bool:
     """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
+
+
+def _dropped(future: asyncio.Future[Any]) -> None:
+    """Mark what ``future`` ended with as seen, so that asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _importable(task: Task[Any, Any]) -> bool:

@@ -151,3 +151,12 @@ async def raises_cancelled_error() -> None:
     future = asyncio.get_running_loop().create_future()
     future.cancel()
     await future
+
+
+@app.task(queue="io", executor="thread", timeout=0.2, max_attempts=1)
+def overruns_then_raises(seconds: float) -> None:
+    """Ignore the timeout's request to stop, then raise once it has been given up on."""
+    import time
+
+    time.sleep(seconds)
+    raise RuntimeError("raised after the timeout")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import os
 from dataclasses import replace
 
@@ -200,3 +202,27 @@ async def test_a_cancelled_error_raised_by_the_task_fails_the_attempt(dsn: str, 
     await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1, timeout=5)
     assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs WHERE id = %s",
                  [job_id]) == [(1, "CancelledError")]  # fmt: skip
+
+
+async def test_a_thread_given_up_on_that_raises_later_raises_nowhere(dsn: str, conn) -> None:
+    """What a timed-out thread raises after its attempt ended stays with that thread: its
+    slot comes back, and nothing reaches the event loop's handler of lost errors."""
+    lost: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: lost.append(context))
+    t.overruns_then_raises.enqueue(conn, 0.6)
+    conn.commit()
+    w = worker(dsn, queues={"io": 1})
+    await run_worker_until(w, lambda: states(dsn).get("failed") == 1 and w._free == {"io": 1})
+    gc.collect()
+    assert [context.get("exception") for context in lost] == []
+
+
+async def test_settle_never_raises_what_an_abandoned_thread_raised(dsn: str) -> None:
+    """Not even SystemExit, which would end the worker's event loop (a task's SystemExit must
+    not stop the worker)."""
+    executor = worker(dsn)._executor
+    for error in (RuntimeError("late"), SystemExit(3)):
+        abandoned: concurrent.futures.Future[None] = concurrent.futures.Future()
+        abandoned.set_exception(error)
+        executor._stragglers[1, 1] = abandoned
+        await executor.settle(claimed(t.sync_pid.name))
