@@ -218,7 +218,11 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
-            await self._shutdown(background)
+            try:
+                await self._shutdown(background)
+            finally:
+                if install_signal_handlers:
+                    self._remove_signal_handlers()
 
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
@@ -303,6 +307,13 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _remove_signal_handlers(self) -> None:
+        # A stopped worker's handlers would ignore SIGTERM and os._exit() on SIGINT, whatever
+        # the program does next on this loop.
+        loop = asyncio.get_running_loop()
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
 
     def _on_sigint(self) -> None:
         if self.stopping.is_set():

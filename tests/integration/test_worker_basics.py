@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import gc
 import os
+import signal
 from dataclasses import replace
 
 import pytest
@@ -226,3 +227,14 @@ async def test_settle_never_raises_what_an_abandoned_thread_raised(dsn: str) -> 
         abandoned.set_exception(error)
         executor._stragglers[1, 1] = abandoned
         await executor.settle(claimed(t.sync_pid.name))
+
+
+async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:
+    """Once run() returns, SIGTERM and SIGINT are no longer the stopped worker's: a second
+    SIGINT used to os._exit() whatever the program went on to do."""
+    w = worker(dsn)
+    w.stop()
+    await w.run(install_signal_handlers=True)
+    loop = asyncio.get_running_loop()
+    assert not loop.remove_signal_handler(signal.SIGINT)
+    assert not loop.remove_signal_handler(signal.SIGTERM)
