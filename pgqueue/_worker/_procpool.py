@@ -95,8 +95,7 @@ class ProcessPool:
         Cancelling the caller (timeout, cancel request, lost lease) kills the child.
         """
         async with self._free:
-            # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-            slot = self._idle.pop() if self._idle else await asyncio.to_thread(_Slot, self._context)
+            slot = await self._take()
             try:
                 result = await slot.call((where, args, kwargs, fields))
             except BaseException as exc:
@@ -108,6 +107,17 @@ class ProcessPool:
                 raise
             self._idle.append(slot)
             return result
+
+    async def _take(self) -> _Slot:
+        """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an
+        operator) is replaced, or the job handed to it would fail as a lost worker."""
+        while self._idle:
+            slot = self._idle.pop()
+            if slot.process.is_alive():
+                return slot
+            slot.kill()  # reaps it and closes its pipe
+        # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
+        return await asyncio.to_thread(_Slot, self._context)
 
     def shutdown(self) -> None:
         """Kill every idle child (busy ones are killed when their callers are cancelled)."""

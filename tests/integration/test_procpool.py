@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import pytest
 
@@ -53,6 +54,20 @@ async def test_cancelling_the_caller_kills_the_child() -> None:
         assert pool.recycled == 1
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
+        assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
+    finally:
+        pool.shutdown()
+
+
+async def test_a_child_that_died_while_idle_is_replaced_before_a_call() -> None:
+    """An idle child killed from outside (the OOM killer, an operator) is not handed a job: the
+    call would fail as a lost worker, and spend an attempt of a job that never ran."""
+    pool = ProcessPool(1)
+    try:
+        child = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        os.kill(child, signal.SIGKILL)
+        while pool._idle[0].process.is_alive():
+            await asyncio.sleep(0.01)
         assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
     finally:
         pool.shutdown()
