@@ -159,9 +159,26 @@ def _watch_worker(pid: int, started: int | None) -> None:
     child lives.)"""
     while True:
         time.sleep(_WATCH_INTERVAL)
-        gone = is_dead(pid, started) if started is not None else os.getppid() != pid
-        if gone:
+        if _gone(pid, started):
             os._exit(1)
+
+
+def _gone(pid: int, started: int | None) -> bool:
+    """Whether the worker (``pid``, started at ``started``) has ended, as far as can be told.
+
+    Without its start time (no /proc) a forkserver child's parent is the forkserver, not the
+    worker: only a pid that no longer exists says it has ended (a reused one goes unseen)."""
+    if started is not None:
+        return is_dead(pid, started)
+    if os.getppid() == pid:  # spawned by the worker itself
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        pass
+    return False
 
 
 def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:

@@ -71,3 +71,16 @@ async def test_a_child_that_died_while_idle_is_replaced_before_a_call() -> None:
         assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
     finally:
         pool.shutdown()
+
+
+async def test_children_outlive_their_watch_when_the_start_time_is_unknown(monkeypatch) -> None:
+    """Where /proc cannot tell when the worker started, a child still runs its call to the end:
+    its watch must not take the forkserver, its parent, for a worker that died."""
+    import pgqueue._worker._procpool as procpool
+
+    monkeypatch.setattr(procpool, "this_process", lambda: (None, None))
+    pool = ProcessPool(1)
+    try:
+        assert isinstance(await pool.run(_where("spin"), [1.0], {}, FIELDS), int)
+    finally:
+        pool.shutdown()
