@@ -160,3 +160,10 @@ def overruns_then_raises(seconds: float) -> None:
 
     time.sleep(seconds)
     raise RuntimeError("raised after the timeout")
+
+
+@app.task(queue="io", max_attempts=3, retry=fast_retry)
+async def fails_slowly(seconds: float) -> None:
+    """Sleep, then raise (an attempt that ends in a retry after a while)."""
+    await asyncio.sleep(seconds)
+    raise RuntimeError("slow failure")
