@@ -54,7 +54,13 @@ class WorkerEvents:
                        "queue": job.queue, "attempt": job.attempt},
             )  # fmt: skip
         for listener in self.start_listeners:
-            listener(job)
+            try:
+                listener(job)
+            except Exception:  # raised here, it skipped the attempt's bookkeeping: stuck running
+                log.exception(
+                    "start listener %s raised", getattr(listener, "__qualname__", listener),
+                    extra={"action": "listener_error", "job_id": job.id},
+                )  # fmt: skip
         return time.monotonic()
 
     def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:

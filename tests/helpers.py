@@ -41,3 +41,12 @@ async def run_worker_until(
     finally:
         worker.stop()
         await asyncio.wait_for(runner, 30)
+
+
+def terminate(dsn: str, *roles: str) -> None:
+    """pg_terminate_backend() the worker connections of ``roles`` ("acker", ...), as a server
+    restart or an administrator would; a worker learns of it when it next uses them."""
+    names = [f"pgqueue {role}" for role in roles]
+    query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+               " WHERE application_name = ANY(%s) AND datname = current_database()",
+          [names])  # fmt: skip

@@ -114,8 +114,10 @@ class JobExecutor:
         except TimeoutError as exc:
             ctx.cancel("timeout")
             return self._failure(job, task, exc, f"timed out after {job.timeout} s")
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if ctx.cancel_reason is not None or _being_cancelled():
+                raise  # the worker's own cancellation: the worker decides what follows
+            return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             return self._failure(job, task, exc)
         if not task.options.store_result:
@@ -207,10 +209,15 @@ class JobExecutor:
             raise
 
     async def settle(self, job: ClaimedJob) -> None:
-        """Wait until a thread task given up on has really returned (no-op for the rest)."""
+        """Wait until a thread task given up on has really returned (no-op for the rest).
+
+        What the thread returns or raises belongs to an attempt already over: it is dropped,
+        never raised here (a late SystemExit would end the worker's event loop)."""
         running = self._stragglers.pop((job.id, job.attempt), None)
         if running is not None:
-            await asyncio.shield(asyncio.wrap_future(running))
+            ended = asyncio.wrap_future(running)
+            ended.add_done_callback(_dropped)
+            await asyncio.wait([ended])  # unlike awaiting it, never raises what it holds
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
@@ -238,6 +245,18 @@ def _on_loop(task: Task[Any, Any]) -> bool:
     """Whether ``task`` runs as a coroutine on the worker's event loop."""
     executor = task.options.executor
     return executor == "async" or (executor == "auto" and task.is_async)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
+
+
+def _dropped(future: asyncio.Future[Any]) -> None:
+    """Mark what ``future`` ended with as seen, so that asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _importable(task: Task[Any, Any]) -> bool:

@@ -95,8 +95,7 @@ class ProcessPool:
         Cancelling the caller (timeout, cancel request, lost lease) kills the child.
         """
         async with self._free:
-            # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-            slot = self._idle.pop() if self._idle else await asyncio.to_thread(_Slot, self._context)
+            slot = await self._take()
             try:
                 result = await slot.call((where, args, kwargs, fields))
             except BaseException as exc:
@@ -108,6 +107,17 @@ class ProcessPool:
                 raise
             self._idle.append(slot)
             return result
+
+    async def _take(self) -> _Slot:
+        """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an
+        operator) is replaced, or the job handed to it would fail as a lost worker."""
+        while self._idle:
+            slot = self._idle.pop()
+            if slot.process.is_alive():
+                return slot
+            slot.kill()  # reaps it and closes its pipe
+        # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
+        return await asyncio.to_thread(_Slot, self._context)
 
     def shutdown(self) -> None:
         """Kill every idle child (busy ones are killed when their callers are cancelled)."""
@@ -149,9 +159,26 @@ def _watch_worker(pid: int, started: int | None) -> None:
     child lives.)"""
     while True:
         time.sleep(_WATCH_INTERVAL)
-        gone = is_dead(pid, started) if started is not None else os.getppid() != pid
-        if gone:
+        if _gone(pid, started):
             os._exit(1)
+
+
+def _gone(pid: int, started: int | None) -> bool:
+    """Whether the worker (``pid``, started at ``started``) has ended, as far as can be told.
+
+    Without its start time (no /proc) a forkserver child's parent is the forkserver, not the
+    worker: only a pid that no longer exists says it has ended (a reused one goes unseen)."""
+    if started is not None:
+        return is_dead(pid, started)
+    if os.getppid() == pid:  # spawned by the worker itself
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        pass
+    return False
 
 
 def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:

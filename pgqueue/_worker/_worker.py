@@ -218,7 +218,11 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
-            await self._shutdown(background)
+            try:
+                await self._shutdown(background)
+            finally:
+                if install_signal_handlers:
+                    self._remove_signal_handlers()
 
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
@@ -303,6 +307,13 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _remove_signal_handlers(self) -> None:
+        # A stopped worker's handlers would ignore SIGTERM and os._exit() on SIGINT, whatever
+        # the program does next on this loop.
+        loop = asyncio.get_running_loop()
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
 
     def _on_sigint(self) -> None:
         if self.stopping.is_set():
@@ -462,8 +473,14 @@ class Worker:
             await self._wait(self._slot_freed, None)
             self._slot_freed.clear()
             return False
-        await self._acker.flush()
-        count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
+        try:
+            await self._acker.flush()
+            count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
+        except (psycopg.Error, OSError):  # as a failed claim: the loop looks again
+            log.warning("burst: checking for the end failed; retrying", exc_info=True,
+                        extra={"action": "claim_error"})  # fmt: skip
+            await self._wait(self.stopping, backoff(1))
+            return False
         return count == 0
 
     @staticmethod
@@ -695,6 +712,7 @@ class Worker:
             await db.close()
 
     async def _finish_writes(self) -> None:
+        await _revive(self._ack_db)
         await self._acker.flush()
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
@@ -702,7 +720,15 @@ class Worker:
                 "put %s unfinished jobs back in their queues", released,
                 extra={"action": "jobs_released"},
             )  # fmt: skip
+        await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+
+async def _revive(db: Db) -> None:
+    """Notice a connection dropped while idle (a server restart, pg_terminate_backend) with a
+    ping, which Db.run then reopens, rather than with a write shutdown would not retry."""
+    with contextlib.suppress(psycopg.OperationalError):
+        await db.run(_store.ping())
 
 
 def _report_stopped(part: asyncio.Future[None]) -> None:

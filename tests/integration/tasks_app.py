@@ -143,3 +143,27 @@ async def returns_deep_nesting() -> list[object]:
     for _ in range(5000):
         value = [value]
     return value
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_cancelled_error() -> None:
+    """Await a future someone else cancelled: CancelledError comes from the task, not the worker."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+@app.task(queue="io", executor="thread", timeout=0.2, max_attempts=1)
+def overruns_then_raises(seconds: float) -> None:
+    """Ignore the timeout's request to stop, then raise once it has been given up on."""
+    import time
+
+    time.sleep(seconds)
+    raise RuntimeError("raised after the timeout")
+
+
+@app.task(queue="io", max_attempts=3, retry=fast_retry)
+async def fails_slowly(seconds: float) -> None:
+    """Sleep, then raise (an attempt that ends in a retry after a while)."""
+    await asyncio.sleep(seconds)
+    raise RuntimeError("slow failure")

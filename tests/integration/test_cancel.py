@@ -82,3 +82,29 @@ async def test_a_cancel_sent_before_the_listener_listens_is_caught_up_at_once(ds
     listener = asyncio.create_task(listen(dsn, {"io"}, lambda: None, stopping, on_cancel=on_cancel))
     await asyncio.wait_for(listener, 10)
     assert hints == [None]  # no notification was sent: the catch-up call, and only it
+
+
+async def test_a_cancel_requested_before_a_failed_attempt_ends_the_job_cancelled(
+    dsn: str, conn
+) -> None:
+    """A cancel requested while an attempt runs is not forgotten when that attempt fails before
+    a heartbeat read the flag: the job ends cancelled (as its rescue would end it) instead of
+    being retried. A worker that cannot listen (behind a pooler) has a heartbeat's time for
+    that to happen."""
+    job_id = t.fails_slowly.enqueue(conn, 0.5)
+    conn.commit()
+    w = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=LEASE, listen=False)
+    runner = asyncio.create_task(w.run())
+    try:
+        while w.running == 0:
+            await asyncio.sleep(0.01)
+        assert t.app.cancel(conn, job_id) == "requested"
+        conn.commit()
+        while states(dsn).keys() & {"queued", "running"}:
+            await asyncio.sleep(0.02)
+    finally:
+        w.stop()
+        await runner
+    assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
+        ("cancelled", 1, "cancelled on request")
+    ]

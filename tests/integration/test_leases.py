@@ -11,7 +11,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._store import Outcome
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, terminate
 from tests.integration import tasks_app as t
 
 T = TypeVar("T")
@@ -249,3 +249,21 @@ async def test_stop_past_the_timeout_requeues_without_spending_an_attempt(dsn: s
     assert query(dsn, "SELECT state, attempts, worker_id FROM pgqueue.jobs") == [
         ("queued", 0, None)
     ]
+
+
+async def test_stop_releases_jobs_after_its_connections_were_dropped(dsn: str, conn) -> None:
+    """Connections dropped while idle (a server restart, pg_terminate_backend) do not keep a
+    stopping worker from putting its unfinished jobs back and removing its row: a job left
+    running would wait for its lease and lose an attempt as "worker lost"."""
+    job_id = t.sleepy.enqueue(conn, 30)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    runner = asyncio.create_task(worker.run())
+    await _until(lambda: worker.running == 1)
+    terminate(dsn, "acker", "maintenance")
+    worker.stop()
+    await runner
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s", [job_id]) == [
+        ("queued", 0)
+    ]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []

@@ -214,3 +214,20 @@ async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, 
     assert span.context.trace_id == parent.get_span_context().trace_id
     assert span.parent.span_id == parent.get_span_context().span_id
     assert span.attributes["pgqueue.job_id"] == 1
+
+
+async def test_a_raising_start_listener_is_logged_and_the_job_still_runs(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A start listener (metrics observe claims with one) that raises is logged like a finish
+    listener; the job runs and ends (the exception used to leave it in the worker's running
+    set for good, its slot taken and its lease extended by every heartbeat)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = make_app(dsn)
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    w.events.start_listeners.append(lambda job: 1 / 0)
+    app.using("work").enqueue(conn, 7)
+    conn.commit()
+    await run_worker_until(w, lambda: states(dsn) == {"succeeded": 1}, timeout=5)
+    assert w.running == 0
+    assert [getattr(r, "action", None) for r in caplog.records].count("listener_error") == 1

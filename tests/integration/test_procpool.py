@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import pytest
 
@@ -54,5 +55,32 @@ async def test_cancelling_the_caller_kills_the_child() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
         assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
+    finally:
+        pool.shutdown()
+
+
+async def test_a_child_that_died_while_idle_is_replaced_before_a_call() -> None:
+    """An idle child killed from outside (the OOM killer, an operator) is not handed a job: the
+    call would fail as a lost worker, and spend an attempt of a job that never ran."""
+    pool = ProcessPool(1)
+    try:
+        child = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        os.kill(child, signal.SIGKILL)
+        while pool._idle[0].process.is_alive():
+            await asyncio.sleep(0.01)
+        assert await pool.run(_where("process_pid"), [], {}, FIELDS) != child
+    finally:
+        pool.shutdown()
+
+
+async def test_children_outlive_their_watch_when_the_start_time_is_unknown(monkeypatch) -> None:
+    """Where /proc cannot tell when the worker started, a child still runs its call to the end:
+    its watch must not take the forkserver, its parent, for a worker that died."""
+    import pgqueue._worker._procpool as procpool
+
+    monkeypatch.setattr(procpool, "this_process", lambda: (None, None))
+    pool = ProcessPool(1)
+    try:
+        assert isinstance(await pool.run(_where("spin"), [1.0], {}, FIELDS), int)
     finally:
         pool.shutdown()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import gc
 import os
+import signal
 from dataclasses import replace
 
 import pytest
@@ -10,7 +14,7 @@ import pytest
 import pgqueue
 from pgqueue import _store
 from pgqueue._worker._executor import ClaimedJob
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, terminate
 from tests.integration import tasks_app as t
 
 
@@ -175,3 +179,62 @@ async def test_inline_jobs_claimed_before_a_stop_are_run_and_acknowledged(dsn: s
     await w._shutdown([])
     assert w.running == 0
     assert states(dsn) == {"succeeded": 5}
+
+
+async def test_a_burst_worker_outlives_a_dropped_acker_connection(dsn: str, conn) -> None:
+    """Burst mode's last look (flush, count what is runnable) retries a dropped connection
+    like every other statement instead of ending the worker with its error."""
+    t.sleepy.enqueue(conn, 0.5)
+    conn.commit()
+    w = worker(dsn, burst=True, ack_interval=5)  # the burst check flushes before the acker
+    runner = asyncio.create_task(w.run())
+    while w.running == 0:
+        await asyncio.sleep(0.01)
+    terminate(dsn, "acker")
+    await asyncio.wait_for(runner, 30)
+    assert states(dsn) == {"succeeded": 1}
+
+
+async def test_a_cancelled_error_raised_by_the_task_fails_the_attempt(dsn: str, conn) -> None:
+    """A CancelledError the task raises itself (no cancel of the worker's) is a failure like any
+    other: recorded at once, not left running until its lease expires as "worker lost"."""
+    job_id = t.raises_cancelled_error.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1, timeout=5)
+    assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs WHERE id = %s",
+                 [job_id]) == [(1, "CancelledError")]  # fmt: skip
+
+
+async def test_a_thread_given_up_on_that_raises_later_raises_nowhere(dsn: str, conn) -> None:
+    """What a timed-out thread raises after its attempt ended stays with that thread: its
+    slot comes back, and nothing reaches the event loop's handler of lost errors."""
+    lost: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: lost.append(context))
+    t.overruns_then_raises.enqueue(conn, 0.6)
+    conn.commit()
+    w = worker(dsn, queues={"io": 1})
+    await run_worker_until(w, lambda: states(dsn).get("failed") == 1 and w._free == {"io": 1})
+    gc.collect()
+    assert [context.get("exception") for context in lost] == []
+
+
+async def test_settle_never_raises_what_an_abandoned_thread_raised(dsn: str) -> None:
+    """Not even SystemExit, which would end the worker's event loop (a task's SystemExit must
+    not stop the worker)."""
+    executor = worker(dsn)._executor
+    for error in (RuntimeError("late"), SystemExit(3)):
+        abandoned: concurrent.futures.Future[None] = concurrent.futures.Future()
+        abandoned.set_exception(error)
+        executor._stragglers[1, 1] = abandoned
+        await executor.settle(claimed(t.sync_pid.name))
+
+
+async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:
+    """Once run() returns, SIGTERM and SIGINT are no longer the stopped worker's: a second
+    SIGINT used to os._exit() whatever the program went on to do."""
+    w = worker(dsn)
+    w.stop()
+    await w.run(install_signal_handlers=True)
+    loop = asyncio.get_running_loop()
+    assert not loop.remove_signal_handler(signal.SIGINT)
+    assert not loop.remove_signal_handler(signal.SIGTERM)
