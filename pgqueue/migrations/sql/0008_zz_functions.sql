@@ -1,0 +1,49 @@
+-- Revision 0008: pgqueue.retry returns false, instead of failing, when an enqueue still in
+-- progress takes the job's unique_key. It checked the key with NOT EXISTS and then inserted
+-- without ON CONFLICT: the insert waited for that enqueue and, when it committed, raised
+-- unique_violation, which aborted the caller's transaction (and `pgqueue jobs retry --failed`
+-- and admin.retry_failed, which retry every failed job in one statement, for all of them).
+-- Now the history row is locked first (a concurrent retry of the same job waits, then finds
+-- it gone), the job goes in with ON CONFLICT DO NOTHING, and the history row is deleted only
+-- if it did: a job is never dropped. Values are repaired as revision 0007 wrote them.
+-- Locking the row needs UPDATE on pgqueue.finished_jobs, which pgqueue_worker has.
+CREATE OR REPLACE FUNCTION pgqueue.retry(job_id bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    back bigint;
+BEGIN
+    WITH picked AS (
+        SELECT f.* FROM pgqueue.finished_jobs AS f
+         WHERE f.id = job_id AND f.state IN ('failed', 'cancelled')
+           FOR UPDATE
+    ), usable AS (
+        SELECT p.*,
+               p.timeout IS NULL OR (p.timeout > 0 AND p.timeout < 'Infinity') AS timeout_ok,
+               p.created_at BETWEEN timestamptz '0001-01-02 00:00+00'
+                                AND timestamptz '9999-12-31 00:00+00' AS created_ok
+          FROM picked AS p
+    )
+    INSERT INTO pgqueue.active_jobs AS j
+        (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+         created_at, timeout, unique_key, last_error, errors, meta)
+    SELECT u.id, u.queue, u.task, u.args, u.kwargs, 'queued', u.priority, u.attempts,
+           least(u.attempts::bigint + u.max_attempts, 1000)::integer, now(),
+           CASE WHEN u.created_ok THEN u.created_at ELSE now() END,
+           CASE WHEN u.timeout_ok THEN u.timeout END,
+           u.unique_key, u.last_error, u.errors,
+           CASE WHEN jsonb_typeof(u.meta) = 'object' THEN u.meta
+                ELSE jsonb_build_object('meta_was', u.meta) END
+           || CASE WHEN u.timeout_ok THEN '{}'
+                   ELSE jsonb_build_object('timeout_was', u.timeout::text) END
+           || CASE WHEN u.created_ok THEN '{}'
+                   ELSE jsonb_build_object('created_at_was', u.created_at::text) END
+      FROM usable AS u
+    ON CONFLICT DO NOTHING
+    RETURNING j.id INTO back;
+    IF back IS NULL THEN
+        RETURN false;
+    END IF;
+    DELETE FROM pgqueue.finished_jobs AS f WHERE f.id = back;
+    RETURN true;
+END;
+$$;
