@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from pgqueue import admin
+from pgqueue._unique import MAX_ROUNDS
 from tests.helpers import query, states
 
 
@@ -125,3 +127,53 @@ def test_two_retries_of_one_job_requeue_it_once(dsn: str) -> None:
         assert retry["result"] == [(False,)]
         second.commit()
     assert states(dsn) == {"queued": 1}
+
+
+def test_sql_enqueue_of_a_key_freed_during_the_call_enqueues_the_job(dsn: str) -> None:
+    """pgqueue.enqueue with a key whose holder finishes between its insert and its look-up
+    returned NULL and inserted nothing: the job was lost. (A test-only trigger holds the call
+    between its two statements, where a worker's ack can land.)"""
+    [(holder,)] = query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'report-7')")
+    query(dsn, "CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_pause AFTER INSERT ON pgqueue.active_jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION pause()")  # fmt: skip
+    with psycopg.connect(dsn) as gate, psycopg.connect(dsn) as caller:
+        gate.execute("SELECT pg_advisory_xact_lock(4242)")
+        call = blocked(caller, "SELECT pgqueue.enqueue('t', unique_key => 'report-7')")
+        wait_until_blocked(dsn, caller.info.backend_pid)
+        # What an ack does: the holder leaves active_jobs for the history.
+        query(dsn, "WITH gone AS (DELETE FROM pgqueue.active_jobs WHERE id = %s RETURNING *)"
+                   " INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+                   " priority, attempts, max_attempts, run_at, created_at, unique_key)"
+                   " SELECT id, queue, task, args, kwargs, 'succeeded', priority, 1,"
+                   " max_attempts, run_at, created_at, unique_key FROM gone", [holder])  # fmt: skip
+        gate.rollback()
+        call["thread"].join(10)
+        assert call.get("error") is None, call.get("error")
+        [(new_id,)] = call["result"]
+        caller.commit()
+    assert new_id is not None and new_id != holder
+    assert query(dsn, "SELECT id, state FROM pgqueue.active_jobs") == [(new_id, "queued")]
+
+
+def test_sql_enqueue_of_a_key_that_keeps_changing_hands_gives_up_as_python_does(dsn: str) -> None:
+    """Each round that neither inserts nor finds the key's holder tries again, MAX_ROUNDS
+    rounds in all (the Python API's bound); then a serialization failure names the key, and
+    nothing is left behind. (A test-only trigger drops every insert, as if each round's
+    holder finished at that very moment.)"""
+    query(dsn, "CREATE SEQUENCE tries")
+    query(dsn, "CREATE FUNCTION drop_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " PERFORM nextval('tries'); RETURN NULL; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_it()")  # fmt: skip
+    with psycopg.connect(dsn) as caller:
+        with pytest.raises(psycopg.errors.SerializationFailure) as raised:
+            caller.execute("SELECT pgqueue.enqueue('t', unique_key => 'report-7')")
+        caller.rollback()
+    assert raised.value.diag.message_primary == (
+        f"pgqueue.enqueue: unique key 'report-7' kept changing hands; gave up after"
+        f" {MAX_ROUNDS} tries"
+    )
+    assert query(dsn, "SELECT last_value FROM tries") == [(MAX_ROUNDS,)]
+    assert states(dsn) == {}

@@ -47,3 +47,57 @@ BEGIN
     RETURN true;
 END;
 $$;
+
+-- Revision 0008: pgqueue.enqueue never returns NULL. After ON CONFLICT DO NOTHING it looks up
+-- the job holding the key; when that job finished in between (its worker's ack moved it to
+-- the history), the look-up found nothing and the function returned NULL, inserting nothing:
+-- the job was lost. It now tries again, as the Python API does (pgqueue/_unique.py), and with
+-- the same bound, MAX_ROUNDS = 20: each round ends unless the key changed hands at that very
+-- moment, so the bound is reached only while jobs with this key keep being created and
+-- finished. Then it raises serialization_failure, which asks for the transaction to be run
+-- again. Everything else is as revision 0006 wrote it.
+CREATE OR REPLACE FUNCTION pgqueue.enqueue(
+    task         text,
+    args         jsonb            DEFAULT '[]',
+    kwargs       jsonb            DEFAULT '{}',
+    queue        text             DEFAULT 'default',
+    priority     integer          DEFAULT 0,
+    run_at       timestamptz      DEFAULT NULL,
+    max_attempts integer          DEFAULT 3,
+    unique_key   text             DEFAULT NULL,
+    timeout      double precision DEFAULT NULL,
+    meta         jsonb            DEFAULT '{}'
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    -- The parameter is an integer and the column a smallint: name the parameter, not the type.
+    IF enqueue.priority NOT BETWEEN -32768 AND 32767 THEN
+        RAISE EXCEPTION USING ERRCODE = 'numeric_value_out_of_range',
+            MESSAGE = 'pgqueue.enqueue: priority ' || enqueue.priority
+                || ' is out of range: use -32768..32767';
+    END IF;
+    FOR round_no IN 1..20 LOOP
+        INSERT INTO pgqueue.active_jobs AS j
+            (task, args, kwargs, queue, priority, run_at, max_attempts, unique_key, timeout, meta)
+        VALUES (enqueue.task, enqueue.args, enqueue.kwargs, enqueue.queue, enqueue.priority,
+                coalesce(enqueue.run_at, now()), enqueue.max_attempts, enqueue.unique_key,
+                enqueue.timeout, enqueue.meta)
+        ON CONFLICT DO NOTHING
+        RETURNING j.id INTO new_id;
+        IF new_id IS NULL THEN
+            -- A statement of its own: under READ COMMITTED it sees the holder the insert met.
+            SELECT a.id INTO new_id FROM pgqueue.active_jobs AS a
+             WHERE a.unique_key = enqueue.unique_key;
+        END IF;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+        MESSAGE = 'pgqueue.enqueue: unique key ' || quote_nullable(enqueue.unique_key)
+            || ' kept changing hands; gave up after 20 tries',
+        HINT = 'Run the transaction again.';
+END;
+$$;
