@@ -177,3 +177,22 @@ def test_sql_enqueue_of_a_key_that_keeps_changing_hands_gives_up_as_python_does(
     )
     assert query(dsn, "SELECT last_value FROM tries") == [(MAX_ROUNDS,)]
     assert states(dsn) == {}
+
+
+def test_sql_cancel_of_a_job_retried_during_the_call_finds_it(dsn: str) -> None:
+    """pgqueue.cancel looks for the job among the active ones, then in the history: a retry
+    committing between the two looks hid it from both, and cancel returned NULL for a job
+    that exists. (The retrying transaction keeps the history locked, so that the cancel waits
+    between its two looks.)"""
+    job_id = failed_job(dsn, "sync-42")
+    with psycopg.connect(dsn) as operator, psycopg.connect(dsn) as caller:
+        operator.execute("SELECT pgqueue.retry(%s)", [job_id])
+        operator.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+        call = blocked(caller, "SELECT pgqueue.cancel(%s)", [job_id])
+        wait_until_blocked(dsn, caller.info.backend_pid)
+        operator.commit()
+        call["thread"].join(10)
+        assert call.get("error") is None, call.get("error")
+        assert call["result"] == [("cancelled",)]
+        caller.commit()
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs") == [(job_id, "cancelled")]

@@ -101,3 +101,48 @@ BEGIN
         HINT = 'Run the transaction again.';
 END;
 $$;
+
+-- Revision 0008: pgqueue.cancel finds a job that pgqueue.retry takes back during the call. It
+-- looks for the job among the active ones, then in the history, each look with a snapshot of
+-- its own: a retry committing between the two hid the job from both, and cancel returned NULL
+-- for a job that exists. app.cancel calls it a second time after a NULL, which covered this;
+-- callers from SQL had no such cover. When neither look finds the job it now looks once more
+-- itself. Everything else is as revision 0001 wrote it.
+CREATE OR REPLACE FUNCTION pgqueue.cancel(job_id bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    current text;
+    worker text;
+BEGIN
+    FOR round_no IN 1..2 LOOP
+        SELECT a.state INTO current FROM pgqueue.active_jobs AS a WHERE a.id = job_id FOR UPDATE;
+        IF current = 'queued' THEN
+            WITH gone AS (
+                DELETE FROM pgqueue.active_jobs AS a WHERE a.id = job_id RETURNING a.*
+            )
+            INSERT INTO pgqueue.finished_jobs
+                (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,
+                 created_at, started_at, finished_at, worker_id, timeout, unique_key, result,
+                 last_error, errors, meta)
+            SELECT g.id, g.queue, g.task, g.args, g.kwargs, 'cancelled', g.priority, g.attempts,
+                   g.max_attempts, g.run_at, g.created_at, g.started_at, now(), g.worker_id,
+                   g.timeout, g.unique_key, NULL, 'cancelled on request', g.errors, g.meta
+              FROM gone AS g;
+            RETURN 'cancelled';
+        ELSIF current = 'running' THEN
+            UPDATE pgqueue.active_jobs AS a SET cancel_requested = true WHERE a.id = job_id
+            RETURNING a.worker_id INTO worker;
+            IF worker IS NOT NULL THEN
+                PERFORM pg_notify('pgqueue_cancel', worker);
+            END IF;
+            RETURN 'requested';
+        END IF;
+        SELECT 'already ' || f.state INTO current FROM pgqueue.finished_jobs AS f
+         WHERE f.id = job_id;
+        IF current IS NOT NULL THEN
+            RETURN current;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
