@@ -16,9 +16,10 @@ log = logging.getLogger("pgqueue.worker")
 # The newest alembic revision in pgqueue/migrations/versions (a test keeps them equal). A new
 # revision that code needing an older one cannot run on also replaces the SQL function
 # pgqueue.compatible_since() (sql/0007_zz_functions.sql) to return the new revision; one that
-# older code runs on leaves it, and older workers then start on it (schema_problem).
-SCHEMA_REVISION = "0007"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+# older code runs on leaves it, and older workers then start on it (schema_problem). 0008
+# changes function bodies only, so it leaves it: compatible_since() stays '0007'.
+SCHEMA_REVISION = "0008"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 
 
 def schema_problem(

@@ -13,10 +13,11 @@ from psycopg.conninfo import make_conninfo
 
 import pgqueue
 import pgqueue.testing
+from pgqueue import _embed, _migrate, _schema
 from pgqueue._embed import install_revision
 from pgqueue._errors import SchemaError
 from pgqueue._ops import health_problem
-from pgqueue._schema import SCHEMA_REVISION
+from pgqueue._schema import KNOWN_REVISIONS, SCHEMA_REVISION
 from tests.acceptance.conftest import cli
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
@@ -41,9 +42,42 @@ def embedded_install(dsn: str, revision: str) -> bool:
         return install_revision(cur, revision, lambda text: cur.execute(text.encode()))
 
 
+def code_needing(monkeypatch: pytest.MonkeyPatch, revision: str) -> None:
+    """Make this process the pgqueue release whose code needs ``revision`` (and knows no
+    later one)."""
+    monkeypatch.setattr(_schema, "SCHEMA_REVISION", revision)
+    known = KNOWN_REVISIONS[: KNOWN_REVISIONS.index(revision) + 1]
+    for module in (_schema, _embed, _migrate):
+        monkeypatch.setattr(module, "KNOWN_REVISIONS", known)
+
+
 def test_a_fresh_schema_serves_the_code_that_installed_it(dsn: str) -> None:
-    assert query(dsn, "SELECT pgqueue.compatible_since()") == [(SCHEMA_REVISION,)]
+    """It serves code needing 0007 too: 0008 changed function bodies only, so it kept
+    compatible_since() at 0007."""
+    assert query(dsn, "SELECT pgqueue.compatible_since()") == [("0007",)]
     assert pgqueue.schema_check(dsn) is None
+
+
+async def test_code_needing_0007_runs_on_0008(
+    dsn: str, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The first revision that older code runs on: a worker of the release that needs 0007,
+    restarted after `pgqueue migrate` installed 0008, starts and runs jobs, and its checks and
+    embedded installs (Django, alembic upgrade_ops) pass without changing anything."""
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0008",)]
+    code_needing(monkeypatch, "0007")
+    assert pgqueue.schema_check(dsn) is None
+    assert health_problem(dsn) is None
+    assert not embedded_install(dsn, "0007")
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
+    [newer] = [r for r in caplog.records if getattr(r, "action", "") == "schema_newer"]
+    assert "revision 0008, newer than this version's 0007" in newer.getMessage()
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0008",)]
 
 
 async def test_older_code_runs_on_a_newer_schema_that_serves_it(
