@@ -711,7 +711,7 @@ SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
 # A queued job moves to history as cancelled at once; a running one is flagged, and its worker
 # is hinted on pgqueue_cancel (payload: worker id) to send a heartbeat now. The heartbeat reads
 # cancel_requested from the row: the notification itself changes nothing. The logic is the SQL
-# function pgqueue.cancel() (0001_zz_functions.sql), shared with psql and other languages; its
+# function pgqueue.cancel() (0008_zz_functions.sql), shared with psql and other languages; its
 # row lock makes a claim committing meanwhile finish first. Finished or unknown jobs: NULL.
 JOBS_CANCEL: LiteralString = """
 SELECT CASE WHEN r IN ('cancelled', 'requested') THEN r END FROM pgqueue.cancel(%(id)s) AS r
@@ -726,7 +726,7 @@ LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
 
 # Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
 # attempts, their error history kept, through the SQL function pgqueue.retry()
-# (0001_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
+# (0008_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
 JOBS_RETRY: LiteralString = """
 SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
  WHERE pgqueue.retry(u.id)
