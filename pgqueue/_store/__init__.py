@@ -357,14 +357,17 @@ def leases_rescue(
 
 def workers_register(
     worker: str, hostname: str, pid: int, queues: str, version: str, heartbeat: float,
-    host_key: str | None = None, started: int | None = None,
-) -> Query[None]:  # fmt: skip
-    """Register (or refresh) a worker process."""
+    host_key: str | None = None, started: int | None = None, missing_only: bool = False,
+) -> Query[bool]:  # fmt: skip
+    """Register (or refresh) a worker process; with ``missing_only``, only if no row holds
+    its name. Returns whether a row was inserted (always ``False`` without ``missing_only``)."""
     params = {
         "id": worker, "hostname": hostname, "pid": pid, "queues": queues,
         "version": version, "heartbeat": heartbeat, "host_key": host_key, "started": started,
     }  # fmt: skip
-    return Query(q.WORKERS_REGISTER, params, _nothing)
+    if missing_only:
+        return Query(q.WORKERS_REGISTER_MISSING, params, bool)
+    return Query(q.WORKERS_REGISTER, params, bool)
 
 
 def workers_read(worker: str) -> Query[Row | None]:

@@ -531,17 +531,33 @@ SELECT (SELECT count(*) FROM requeued),
           FROM (SELECT DISTINCT queue FROM requeued) AS q)
 """
 
-WORKERS_REGISTER: LiteralString = """
+_WORKERS_INSERT: LiteralString = """
 INSERT INTO pgqueue.worker_processes
     (id, hostname, pid, queues, version, heartbeat_s, host_key, process_started)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(version)s, %(heartbeat)s,
         %(host_key)s, %(started)s)
-ON CONFLICT (id) DO UPDATE
+"""
+
+WORKERS_REGISTER: LiteralString = (
+    _WORKERS_INSERT
+    + """ON CONFLICT (id) DO UPDATE
    SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
        version = EXCLUDED.version, heartbeat_s = EXCLUDED.heartbeat_s,
        host_key = EXCLUDED.host_key, process_started = EXCLUDED.process_started,
        started_at = now(), last_seen_at = now()
 """
+)
+
+# A running worker's row is put back if it is gone: pruned after ten heartbeats failed (a long
+# network partition) or deleted by hand. Heartbeats only update it, so the worker went on
+# unseen by `pgqueue workers` and by its neighbours' liveness checks. A row another process
+# registered under the name meanwhile is left alone (the name check at start warns of that).
+WORKERS_REGISTER_MISSING: LiteralString = (
+    _WORKERS_INSERT
+    + """ON CONFLICT (id) DO NOTHING
+RETURNING true
+"""
+)
 
 # The workers that share a process table (see pgqueue/_worker/_liveness.py).
 WORKERS_ON_HOST: LiteralString = """

@@ -297,10 +297,10 @@ class Worker:
                 extra={"action": "worker_name_in_use", "worker": self.name, "pid": pid},
             )  # fmt: skip
 
-    def _register(self) -> _store.Query[None]:
+    def _register(self, missing_only: bool = False) -> _store.Query[bool]:
         return _store.workers_register(
             self.name, socket.gethostname(), os.getpid(), json.dumps(self.queues),
-            __version__, self.heartbeat, self._host_key, self._process_started,
+            __version__, self.heartbeat, self._host_key, self._process_started, missing_only,
         )  # fmt: skip
 
     def _install_signal_handlers(self) -> None:
@@ -605,10 +605,20 @@ class Worker:
             await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
             try:
                 await self.maintain()
+                await self._register_again()
             except (psycopg.Error, OSError):
                 log.warning(
                     "maintenance failed", exc_info=True, extra={"action": "maintenance_error"}
                 )
+
+    async def _register_again(self) -> None:
+        """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""
+        if await self._maint_db.run(self._register(missing_only=True)):
+            log.warning(
+                "this worker's row in pgqueue.worker_processes was gone (pruned while its"
+                " heartbeats failed, or deleted); registered it again",
+                extra={"action": "worker_reregistered", "worker": self.name},
+            )  # fmt: skip
 
     async def maintain(self) -> None:
         """One maintenance pass: rescue the jobs of dead workers and expired leases, forget

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -207,3 +208,28 @@ def test_embedded_installs_step_through_every_revision(empty_dsn: str) -> None:
     assert len(ran) > first and any("host_key" in text for text in ran[first:])
     column = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'host_key'"
     assert query(empty_dsn, column) == [(1,)]
+
+
+async def test_a_running_worker_whose_row_was_pruned_registers_again(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Other workers prune a row unseen for ten heartbeats (a long network partition), and
+    heartbeats only update it: the worker ran on without one, missing from `pgqueue workers`
+    and from its neighbours' liveness checks. Its maintenance pass now puts it back."""
+    worker = t.app.worker(dsn=dsn, name="w-again", queues=["io"], rescue_interval=0.1)
+    row = "SELECT id, pid, hostname, queues FROM pgqueue.worker_processes"
+    registered: list[tuple[object, ...]] = []
+
+    def pruned_then_back() -> bool:
+        rows = query(dsn, row)
+        if not registered and rows:
+            registered.extend(rows)
+            query(dsn, "DELETE FROM pgqueue.worker_processes WHERE id = 'w-again'")
+            return False
+        return bool(registered) and rows == registered
+
+    with caplog.at_level(logging.WARNING, logger="pgqueue.worker"):
+        await run_worker_until(worker, pruned_then_back)
+    assert registered == [("w-again", os.getpid(), socket.gethostname(), {"io": 10})]
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert "worker_reregistered" in actions
