@@ -8,6 +8,7 @@ import logging
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 
 from pgqueue import _store
@@ -28,6 +29,7 @@ class Db:
     ) -> None:
         self.dsn = dsn
         self.role = role
+        self._tcp = tcp_defaults(dsn)
         self.prepare_threshold = prepare_threshold
         self.async_commit = async_commit
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -41,6 +43,7 @@ class Db:
                 autocommit=True,
                 prepare_threshold=self.prepare_threshold,
                 application_name=f"pgqueue {self.role}",
+                **self._tcp,
             )
             set_json_loads(_loads_jsonb, conn)
             try:
@@ -75,6 +78,33 @@ class Db:
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
                 await conn.close()
+
+
+# A database that vanishes without closing its connections (a network partition, a failover
+# that leaves no host to answer) left a worker waiting on them for as long as the kernel keeps
+# trying: about 15 minutes for a statement sent (tcp_retries2), two hours and more for an idle
+# LISTEN connection (keepalives). With these, a statement unanswered at the TCP level for 60 s,
+# or an idle connection silent for 30 s and then 3 probes 10 s apart, fails; the worker then
+# reconnects as after any dropped connection. A DSN's own values win; Unix sockets ignore them.
+TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # milliseconds
+}
+
+
+def tcp_defaults(dsn: str) -> dict[str, Any]:
+    """The TCP settings of :data:`TCP_DEFAULTS` that ``dsn`` does not set itself."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # connect() will say what is wrong with it
+        return {}
+    wanted: dict[str, Any] = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
+    if psycopg.pq.version() < 120000:  # libpq learnt tcp_user_timeout in PostgreSQL 12
+        wanted.pop("tcp_user_timeout", None)
+    return wanted
 
 
 def _loads_jsonb(data: str | bytes) -> Any:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 
+import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
+from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import scheduler_db
 from tests.acceptance.conftest import wait_for
 from tests.helpers import query, run_worker_until
@@ -134,3 +138,50 @@ async def test_a_fleet_vacuums_no_more_often_than_one_worker(
     finally:
         await worker._close_connections()
     wait_for(lambda: query(dsn, vacuums) == [(before + 1,)], what="the vacuum recorded")
+
+
+def tcp_settings(conn: psycopg.AsyncConnection) -> tuple[bool, int, int, int, int]:
+    """What the kernel applies to ``conn``'s socket: keepalive on, its idle time, interval
+    and count, and the user timeout (ms)."""
+    sock = socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM)  # a dup
+    try:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("", (True, 30, 10, 3, 60_000)),
+     ("keepalives_idle=7 tcp_user_timeout=5000", (True, 7, 10, 3, 5000))],
+)  # fmt: skip
+async def test_worker_connections_give_up_on_a_database_that_stopped_answering(
+    dsn: str, given: str, expected: tuple[bool, int, int, int, int]
+) -> None:
+    """A database gone without closing its connections (a partition, a failover) kept a
+    worker waiting for the kernel: about 15 minutes for a statement, two hours and more for an
+    idle LISTEN connection. Every worker connection now fails within about a minute; a DSN's
+    own settings win. (The black hole itself cannot be made on these test machines: no
+    iptables, and no netem/prio qdisc in their kernel; the sockets' settings are read back.)"""
+    if conninfo_to_dict(dsn).get("host", "").startswith("/"):
+        pytest.skip("a Unix socket: TCP settings do not apply")
+    worker = pgqueue.PgQueue(make_conninfo(dsn, **conninfo_to_dict(given))).worker()
+    dbs = [
+        worker._claim_db,
+        worker._ack_db,
+        worker._maint_db,
+        scheduler_db(worker),
+        Db(worker.dsn, "listener", prepare_threshold=None),
+    ]  # as _listener.listen opens it
+    try:
+        for db in dbs:
+            assert tcp_settings(await db.connection()) == expected, db.role
+    finally:
+        for db in dbs:
+            await db.close()
