@@ -23,7 +23,9 @@ __all__ = ["adapter"]
 
 
 def _is_sqlalchemy(obj: Any) -> bool:
-    return type(obj).__module__.startswith("sqlalchemy.")
+    """Whether ``obj``'s class, or a class it derives from (SQLModel's ``Session``, a
+    project's own), is SQLAlchemy's: told without importing SQLAlchemy."""
+    return any(cls.__module__.startswith("sqlalchemy.") for cls in type(obj).__mro__)
 
 
 def _driver_connection(conn: Any, wanted: type) -> Any:

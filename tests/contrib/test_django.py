@@ -87,6 +87,29 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
 
 
+def test_a_subclass_of_djangos_database_wrapper_is_accepted(shop, django_db: str) -> None:
+    """A project's own database backend (ENGINE subclassing Django's postgresql one, as
+    django-tenants and django-prometheus do) enqueues in its transaction too."""
+    from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    class ProjectWrapper(DatabaseWrapper):
+        pass
+
+    wrapper = ProjectWrapper(dict(connections["default"].settings_dict), alias="project")
+    try:
+        with wrapper.cursor():  # opened as Django opens it
+            pass
+        wrapper.set_autocommit(False)
+        shop.send_receipt.enqueue(wrapper, 1)
+        wrapper.rollback()
+        shop.send_receipt.enqueue(wrapper, 2)
+        wrapper.commit()
+    finally:
+        wrapper.close()
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
 def test_enqueue_in_an_atomic_block_marked_for_rollback_is_refused(shop, django_db) -> None:
     """As the ORM does, enqueue refuses a block that will roll back: the job is not lost."""
     from django.db import connection, transaction

@@ -133,6 +133,28 @@ async def test_sync_and_async_mix_ups_say_which_method_to_call(engine, dsn) -> N
         await db.dispose()
 
 
+class AppSession(Session):
+    """A Session subclass, as SQLModel's Session and many projects' own are."""
+
+
+class AppAsyncSession(AsyncSession):
+    """An AsyncSession subclass, as SQLModel's is."""
+
+
+async def test_subclasses_of_sqlalchemys_classes_are_accepted(engine, dsn) -> None:
+    """A subclass of Session or AsyncSession (defined outside SQLAlchemy) enqueues in its
+    transaction like the class itself."""
+    with AppSession(engine) as session, session.begin():
+        shop.ship.enqueue(session, 1)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AppAsyncSession(db) as asession, asession.begin():
+            await shop.ship.aenqueue(asession, 2)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
+
+
 def test_another_driver_is_refused_by_name() -> None:
     """A non-psycopg engine (here SQLite) gets an error naming its driver."""
     db = create_engine("sqlite://")

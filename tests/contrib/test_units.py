@@ -31,6 +31,27 @@ def test_exception_class_path_is_read_from_the_traceback(django_setup: None) -> 
     assert set(results.STATUSES) == {"queued", "running", "succeeded", "failed", "cancelled"}
 
 
+def test_exception_class_path_ignores_notes_and_later_lines_of_the_message(
+    django_setup: None,
+) -> None:
+    """A multi-line message or an exception note (add_note) follows the ``module.Class:``
+    line: the class is still the one raised, and chained exceptions give the last one."""
+    results = pytest.importorskip("pgqueue.contrib.django._results", exc_type=ImportError)
+    path = results.exception_class_path
+    noted = ShopError("declined")
+    noted.add_note("hint: try again later")
+    assert path(_formatted(noted)) == f"{__name__}.ShopError"
+    assert path(_formatted(ValueError("first line\nsecond: line"))) == "builtins.ValueError"
+    try:
+        try:
+            raise KeyError("k")
+        except KeyError as inner:
+            raise ShopError("wrapped\nmore") from inner
+    except ShopError as outer:
+        chained = "".join(traceback.format_exception(outer))
+    assert path(chained) == f"{__name__}.ShopError"
+
+
 def test_is_installed_compares_revisions_in_order() -> None:
     """A revision counts as installed when it, a later one, or an unknown (newer) one is there."""
     assert not is_installed(None, "0001")

@@ -17,7 +17,9 @@ __all__ = ["adapter", "psycopg_connection"]
 
 
 def _is_django(obj: Any) -> bool:
-    return type(obj).__module__.startswith("django.")
+    """Whether ``obj``'s class, or a class it derives from (a project's own ``ENGINE``, such
+    as django-tenants'), is Django's: told without importing Django."""
+    return any(cls.__module__.startswith("django.") for cls in type(obj).__mro__)
 
 
 def _wrapper(obj: Any) -> Any:

@@ -18,18 +18,26 @@ STATUSES = {
 
 
 def exception_class_path(traceback: str | None) -> str:
-    """The dotted class of the exception a formatted traceback ends with.
+    """The dotted class of the exception a formatted traceback was raised with.
 
-    ``traceback.format_exception`` writes ``module.Class: message`` on the last line, without
-    the module for built-in exceptions. Without a traceback (a lost worker), ``Exception``.
+    ``traceback.format_exception`` writes ``module.Class: message`` (without the module for
+    built-in exceptions) as the first unindented line after the last ``Traceback`` header:
+    the lines after it belong to the message or its notes. Without a traceback (a lost
+    worker), ``Exception``.
     """
-    lines = [line for line in (traceback or "").splitlines() if line and line[0] != " "]
-    if not lines:
+    lines = (traceback or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line == _TRACEBACK_HEADER]
+    after = lines[starts[-1] + 1 :] if starts else lines
+    heads = [line for line in after if line and line[0] != " "]
+    if not heads:
         return "builtins.Exception"
-    name = lines[-1].split(":", 1)[0].strip()
+    name = heads[0].split(":", 1)[0].strip()
     if not name.replace(".", "").replace("_", "").isalnum():
         return "builtins.Exception"
     return name if "." in name else f"builtins.{name}"
+
+
+_TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
 def task_errors(job: Job) -> list[Any]:
