@@ -213,3 +213,18 @@ def test_worker_in_another_process_runs_the_task_and_this_one_reads_it(shop, dja
     assert (result.status, result.return_value) == ("SUCCESSFUL", order.id)
     order.refresh_from_db()
     assert order.receipt_sent
+
+
+def test_eager_mode_refuses_django_tasks_with_a_clear_error(shop, django_db: str) -> None:
+    """pgqueue's eager mode writes no row, and a django.tasks result is read from its job's
+    row: the enqueue failed on an assert, or described whatever job held the eager call's
+    number. It now says what to use instead, and runs nothing."""
+    import pgqueue.contrib.django
+    import pgqueue.testing
+
+    query(django_db, "SELECT pgqueue.enqueue('someone.else')")  # job 1: not this call's
+    refused = pytest.raises(RuntimeError, match=r"eager\(\) cannot run .*ImmediateBackend")
+    with pgqueue.testing.eager(pgqueue.contrib.django.app) as calls, refused:
+        shop.add.enqueue(2, 3)
+    assert calls.jobs == []
+    assert query(django_db, "SELECT task FROM pgqueue.jobs") == [("someone.else",)]

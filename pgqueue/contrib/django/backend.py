@@ -10,6 +10,7 @@ exactly when the ORM writes commit. pgqueue workers (``manage.py pgqueue worker`
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pgqueue._manage import get_job
@@ -76,6 +77,7 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Insert the job on Django's connection, in the current transaction if any."""
         self.validate_task(task)
+        _refuse_eager_mode()
         connection = self._connection()
         job_id = self._job(task).enqueue(connection, *args, **kwargs)
         result = self._result(task, connection, job_id)
@@ -110,3 +112,17 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
 
 
 PgQueueBackend.__module__ = "pgqueue.contrib.django"
+
+
+def _refuse_eager_mode() -> None:
+    """A django.tasks task's result is its job's row, which pgqueue's eager mode never writes:
+    its enqueue described whatever job held the eager call's number (or failed on an assert).
+    Say what to use instead. (Eager mode is on only if its module was imported.)"""
+    eager = sys.modules.get("pgqueue.testing._eager")
+    if eager is not None and eager.active_log(_conf.get_app()) is not None:
+        raise RuntimeError(
+            f"pgqueue.testing.eager() cannot run {dt.FLAVOUR} tasks through PgQueueBackend:"
+            " their results are read from the database, where eager mode writes nothing. In"
+            f" tests, give TASKS the backend '{dt.FLAVOUR}.backends.immediate.ImmediateBackend',"
+            " or enqueue for real and run the jobs with pgqueue.testing.drain()."
+        )
