@@ -8,7 +8,12 @@ import sys
 import pytest
 
 from tests.contrib.catalog import catalog as _catalog
-from tests.contrib.conftest import subprocess_env, use_database
+from tests.contrib.conftest import (
+    close_connections,
+    django_settings_for,
+    subprocess_env,
+    use_database,
+)
 from tests.helpers import query, run_worker_until, states
 
 MANAGE = "tests/contrib/django_project/manage.py"
@@ -274,6 +279,39 @@ def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) 
     job_id = shop.send_receipt.enqueue(connection, 1)
     admin_client.post("/admin/pgqueue/job/", {"action": "cancel", "_selected_action": [job_id]})
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
+
+
+def test_the_admin_reads_jobs_from_pgqueues_own_database(
+    django_setup: None, dsn: str, empty_dsn: str
+) -> None:
+    """With PGQUEUE["DATABASE"] naming another alias than "default", the admin queried
+    "default", which has no pgqueue schema, and its page failed; it reads pgqueue's alias."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.db import connections
+    from django.test import Client, override_settings
+
+    use_database(empty_dsn)  # "default": Django's own tables, no pgqueue schema
+    connections.settings["queue"] = {
+        **connections["default"].settings_dict,
+        **django_settings_for(dsn),
+    }
+    try:
+        with override_settings(PGQUEUE={"DATABASE": "queue", "QUEUE": "default"}):
+            call_command("migrate", verbosity=0)  # pgqueue's migrations skip "default"
+            failed = _finished_job(dsn, "failed")
+            client = Client()
+            client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
+            listing = client.get("/admin/pgqueue/job/")
+            assert listing.status_code == 200
+            assert f">{failed}<" in listing.content.decode()
+            client.post("/admin/pgqueue/job/", {"action": "retry", "_selected_action": [failed]})
+        assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("queued",)]
+        assert query(empty_dsn, "SELECT to_regclass('pgqueue.jobs') IS NULL") == [(True,)]
+    finally:
+        connections["queue"].close()
+        del connections.settings["queue"]
+        close_connections()
 
 
 def test_other_drivers_are_refused_with_the_drivers_name(django_setup: None) -> None:

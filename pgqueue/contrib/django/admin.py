@@ -22,6 +22,11 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
     actions = ["retry", "cancel"]
     readonly_fields = [f.name for f in Job._meta.fields]
 
+    def get_queryset(self, request: Any) -> Any:
+        # pgqueue's database, which need not be "default" (PGQUEUE["DATABASE"]): without a
+        # router, the model's queries went to "default", where pgqueue.jobs may not exist.
+        return super().get_queryset(request).using(_conf.database_alias())
+
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
