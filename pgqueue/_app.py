@@ -81,6 +81,9 @@ class PgQueue:
         self.periodics: dict[str, Periodic] = {}
         self.retention = retention_ages(retention)
         self.hooks = AppHooks()
+        # (module, name) of a function each process-pool child calls first (Django's setup,
+        # set by pgqueue.contrib.django), so that task modules can import what needs it.
+        self._process_setup: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import sys
 import traceback
@@ -226,7 +227,7 @@ class JobExecutor:
 
         assert task.fn is not None
         if self._processes is None:
-            self._processes = ProcessPool(self._process_count)
+            self._processes = ProcessPool(self._process_count, self.app._process_setup)
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
         try:
@@ -267,7 +268,8 @@ def _importable(task: Task[Any, Any]) -> bool:
     module = sys.modules.get(fn.__module__) if fn is not None else None
     if fn is None or module is None or module.__name__ == "__main__":
         return False
-    return lookup(module, fn.__qualname__) is fn
+    # A wrapper made with functools.wraps (DjangoPgQueue's) finds the function it wraps.
+    return lookup(module, fn.__qualname__) is inspect.unwrap(fn)
 
 
 def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

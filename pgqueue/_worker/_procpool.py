@@ -39,12 +39,12 @@ class RemoteError(Exception):
 class _Slot:
     """One child process and the parent's end of its pipe."""
 
-    def __init__(self, context: BaseContext) -> None:
+    def __init__(self, context: BaseContext, setup: tuple[str, str] | None = None) -> None:
         parent, child = context.Pipe()
         self.conn: Connection = parent
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(child, os.getpid(), this_process()[1]),
+            args=(child, os.getpid(), this_process()[1], setup),
             daemon=True,
             name="pgqueue-process-task",
         )
@@ -82,9 +82,12 @@ class _Slot:
 class ProcessPool:
     """At most ``size`` children; a call that is abandoned takes its child down with it."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, setup: tuple[str, str] | None = None) -> None:
+        """``setup``: the (module, name) of a function each child calls before its first call,
+        e.g. ``django.setup`` so that task modules can import their models."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
+        self._setup = setup
         self._idle: list[_Slot] = []
         self._free = asyncio.Semaphore(max(size, 1))
         self.recycled = 0
@@ -117,7 +120,7 @@ class ProcessPool:
                 return slot
             slot.kill()  # reaps it and closes its pipe
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-        return await asyncio.to_thread(_Slot, self._context)
+        return await asyncio.to_thread(_Slot, self._context, self._setup)
 
     def shutdown(self) -> None:
         """Kill every idle child (busy ones are killed when their callers are cancelled)."""
@@ -131,18 +134,28 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _child_main(conn: Connection, worker_pid: int, worker_started: int | None) -> None:
+def _child_main(
+    conn: Connection, worker_pid: int, worker_started: int | None, setup: tuple[str, str] | None
+) -> None:
     """The child's loop: receive a call, run it, send back (ok, value)."""
     threading.Thread(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
+    failed_setup: BaseException | None = None
+    if setup is not None:
+        try:
+            getattr(importlib.import_module(setup[0]), setup[1])()
+        except BaseException as exc:  # every call then fails with it, as the job's error
+            failed_setup = exc
     while True:
         try:
             where, args, kwargs, fields = conn.recv()
         except EOFError:
             return
         try:
+            if failed_setup is not None:
+                raise failed_setup
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = (False, exc)

@@ -281,6 +281,33 @@ def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) 
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
 
 
+def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:
+    """A process-pool child imports the task's module, and a tasks.py that imports its models
+    failed there ("Apps aren't loaded yet"): every job of an executor="process" task failed.
+    Children now set Django up first. Sync tasks, which DjangoPgQueue wraps to release
+    connections, can again be isolated in a child after a crash (their wrapper was taken
+    for a function the child would not find)."""
+    from django.db import connection
+
+    from pgqueue._worker._executor import _importable
+    from pgqueue.contrib.django import _conf
+    from tests.contrib.django_project.shop.models import Order
+
+    Order.objects.create(email="a@example.com")
+    Order.objects.create(email="b@example.com")
+    job_id = shop.count_orders.enqueue(connection)  # autocommit: committed at once
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "-q", "default", "--burst"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ended = "SELECT state, result, last_error FROM pgqueue.jobs WHERE id = %s"
+    assert query(django_db, ended, [job_id]) == [("succeeded", 2, None)]
+    send_receipt = _conf.get_app().get_task(shop.send_receipt.name)
+    assert send_receipt is not None and send_receipt.fn is not shop.send_receipt.fn  # wrapped
+    assert _importable(send_receipt)
+
+
 def test_the_admin_reads_jobs_from_pgqueues_own_database(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:

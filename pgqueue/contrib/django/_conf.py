@@ -96,8 +96,23 @@ def get_app() -> PgQueue:
         app = import_string(config["APP"])
         if not isinstance(app, PgQueue):
             raise TypeError(f"PGQUEUE['APP'] = {config['APP']!r} is not a pgqueue.PgQueue")
+        app._process_setup = app._process_setup or _PROCESS_SETUP
         return app
     return DjangoPgQueue(default_queue=config["QUEUE"], max_attempts=config["MAX_ATTEMPTS"])
+
+
+def setup_process() -> None:
+    """Set Django up in a process-pool child, before it imports a task's module: a tasks.py
+    that imports its models failed there with "Apps aren't loaded yet", and so did every job
+    of an ``executor="process"`` task (or a crashed job isolated in a child)."""
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+
+
+_PROCESS_SETUP = (__name__, "setup_process")
 
 
 def release_connections() -> None:
@@ -129,6 +144,7 @@ class DjangoPgQueue(PgQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wrapped: dict[str, Task[Any, Any]] = {}
+        self._process_setup = _PROCESS_SETUP
 
     def get_task(self, name: str) -> Task[Any, Any] | None:
         """The task ``name``; plain functions are wrapped to release Django connections."""

@@ -28,6 +28,12 @@ def send_receipt(order_id: int) -> str:
     return order.email
 
 
+@app.task(executor="process")
+def count_orders() -> int:
+    """A process-pool task using the ORM: its child process must set Django up first."""
+    return Order.objects.count()
+
+
 tasks = _tasks_framework()
 if tasks is not None:
 
