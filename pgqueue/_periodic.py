@@ -117,9 +117,14 @@ def decorator(
     return register
 
 
+def _settings(p: Periodic) -> tuple[Any, ...]:
+    return p.cron, p.task.fn, dict(p.kwargs), p.queue, p.catch_up
+
+
 def _add(app: PgQueue, periodic: Periodic) -> None:
     known = app.periodics.get(periodic.name)
-    if known is not None and (known.cron, known.task.fn) != (periodic.cron, periodic.task.fn):
+    # Anything that changes the jobs counts: the same cron with other kwargs replaced silently.
+    if known is not None and _settings(known) != _settings(periodic):
         raise ValueError(
             f"a different schedule is already registered as {periodic.name!r}: pass name=..."
         )

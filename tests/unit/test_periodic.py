@@ -52,6 +52,25 @@ def test_two_schedules_under_one_name_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    "change", [{"kwargs": {"region": "us"}}, {"queue": "other"}, {"catch_up": 60}]
+)
+def test_same_name_and_cron_with_other_settings_is_refused(change: dict[str, object]) -> None:
+    """A second schedule differing only in kwargs, queue or catch_up used to replace the first
+    silently (one of two regions stopped being synced); it is refused like another cron."""
+    app = pgqueue.PgQueue()
+
+    @app.periodic("0 * * * *", kwargs={"region": "eu"})
+    @app.task(name="sync")
+    def sync(region: str) -> None: ...
+
+    app.periodic("0 * * * *", kwargs={"region": "eu"})(sync)  # the same again is fine
+    with pytest.raises(ValueError, match="already registered as 'sync'"):
+        app.periodic("0 * * * *", **{"kwargs": {"region": "eu"}, **change})(sync)  # type: ignore[arg-type]
+    assert dict(app.periodics["sync"].kwargs) == {"region": "eu"}
+    assert app.periodics["sync"].queue == "default"
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"expression": "0 25 * * *"}, "invalid cron expression '0 25 \\* \\* \\*'"),
