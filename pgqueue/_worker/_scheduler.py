@@ -108,8 +108,10 @@ class Scheduler:
 
     async def fire(self, periodic: Periodic, now: datetime) -> bool:
         """Enqueue the due ticks of one schedule; True if more are due than one pass takes."""
-        due = due_ticks(periodic.cron, self.cursors[periodic.name], now, periodic.catch_up,
-                        self.limit)  # fmt: skip
+        cursor = self.cursors[periodic.name]
+        if cursor < now - periodic.catch_up:  # stalled (SIGSTOP, outage): others may have fired
+            cursor = await self.resume(periodic.name, cursor)
+        due = due_ticks(periodic.cron, cursor, now, periodic.catch_up, self.limit)
         if due.skipped:
             _log_skipped(periodic, due.skipped, due.skipped_last)
         if due.due:
@@ -119,6 +121,12 @@ class Scheduler:
             _log_fired(periodic, won, now)
         self.cursors[periodic.name] = due.cursor
         return len(due.due) == self.limit
+
+    async def resume(self, name: str, cursor: datetime) -> datetime:
+        """The later of ``cursor`` and the schedule's latest tick in the database, so that ticks
+        other schedulers fired meanwhile are not reported as skipped."""
+        last = (await self.db.run(_store.ticks_last())).get(name)
+        return cursor if last is None else max(cursor, last)
 
     def sleep_after(self, now: datetime) -> float:
         """Seconds from ``now`` (database time) until just after the next tick of any schedule."""

@@ -226,3 +226,21 @@ async def test_scheduler_reconnects_after_losing_its_connection(dsn: str) -> Non
     await sched.step()
     await close(sched)
     assert len(tick_jobs(dsn)) >= 3
+
+
+async def test_a_paused_scheduler_does_not_report_ticks_others_fired_as_skipped(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler stopped (SIGSTOP) for longer than catch_up while another one kept firing
+    must not warn that those ticks were skipped: each of them ran once."""
+    app = make_app(dsn, catch_up=10)
+    [paused] = await schedulers(app, 1)
+    now = (await db_now(paused.db)).replace(microsecond=0)
+    paused.cursors = {"beat": now - timedelta(seconds=30)}
+    others = "SELECT 'beat', %s - s * interval '1 second' FROM generate_series(11, 29) AS s"
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) " + others, (now,))
+    with caplog.at_level(logging.INFO, logger="pgqueue.scheduler"):
+        await paused.fire(app.periodics["beat"], now)
+    await close(paused)
+    assert [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"] == []
+    assert len(tick_jobs(dsn)) == 11
