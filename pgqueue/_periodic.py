@@ -106,6 +106,8 @@ def decorator(
         check_given_name(name, "schedule name")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
+        if isinstance(target, Task) and target.app is not app:
+            raise ValueError(f"task {target.name!r} is registered with another app")
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)
         periodic = Periodic(
             name or task.name, task, cron, dict(kwargs or {}), queue or task.options.queue, window

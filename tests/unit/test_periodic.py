@@ -109,3 +109,16 @@ def test_kwargs_must_fit_the_function_and_be_json() -> None:
         app.periodic("* * * * *", kwargs={"fulll": True})(report)
     with pytest.raises((ValueError, TypeError), match="JSON"):
         app.periodic("* * * * *", kwargs={"full": object()}, name="x")(report)
+
+
+def test_a_task_of_another_app_is_refused() -> None:
+    """The schedule's jobs would name a task this app's workers do not know, and fail; the
+    task was accepted although it is in neither the app's registry nor its workers'."""
+    app, other = pgqueue.PgQueue(), pgqueue.PgQueue()
+
+    @other.task(name="t")
+    def t() -> None: ...
+
+    with pytest.raises(ValueError, match="registered with another app"):
+        app.periodic("* * * * *")(t)
+    assert app.periodics == {}
