@@ -85,10 +85,28 @@ class Acker:
                 except BaseException:
                     self._put_back(taken)
                     raise
+                if len(acked) < len(taken):
+                    acked += await self._again(taken, set(acked))
                 self._written.set()
                 if acked:
                     crash_point("after_ack")
                 self._report_lost(taken, set(acked))
+
+    async def _again(self, taken: list[Outcome], applied: set[int]) -> list[int]:
+        """Write once more the outcomes a statement did not apply, from a new snapshot.
+
+        Most belong to a lost lease, which the fence refuses again. One may be a retry of a job
+        whose cancel committed while the statement ran: that statement saw neither the cancel
+        (its snapshot was older) nor the row as retryable (the row it locked was flagged), and
+        the job stayed running until its lease expired. The new statement ends it cancelled."""
+        missed = [o for o in taken if o.job_id not in applied]
+        try:
+            again: list[int] = await self.db.run(_store.jobs_ack(missed))
+        except (psycopg.Error, OSError):  # as before this second try: their leases settle them
+            log.warning("writing %d outcomes again failed", len(missed), exc_info=True,
+                        extra={"action": "ack_error"})  # fmt: skip
+            return []
+        return again
 
     async def _write_each(self, taken: list[Outcome], exc: psycopg.Error) -> list[int]:
         """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the

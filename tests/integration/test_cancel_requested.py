@@ -3,12 +3,15 @@ finishes it: a retry, a snooze, a release at shutdown. The job must not run agai
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 import psycopg
 
 from pgqueue import _store
 from pgqueue._store import Outcome
+from pgqueue._worker._acker import Acker
+from pgqueue._worker._db import Db
 from tests.helpers import query
 from tests.integration import tasks_app as t
 
@@ -74,3 +77,31 @@ def test_a_job_released_at_shutdown_after_a_cancel_request_ends_cancelled(dsn: s
     assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request")
     ]
+
+
+async def test_a_retry_acked_while_a_cancel_commits_ends_the_job_cancelled(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A cancel that commits while the ack statement runs: that statement's snapshot predates
+    the cancel, and the row it locks is flagged, so it neither retries nor ends the job, which
+    stayed running until its lease expired. The acker writes such an outcome once more, and
+    the new statement ends the job cancelled, the attempt's error kept."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    assert [r[0] for r in run(dsn, _store.jobs_claim("w", {"io": 1}, 30)).rows] == [job_id]
+    db = Db(dsn, "ack")
+    acker = Acker(db, batch=100, interval=0.01)
+    with psycopg.connect(dsn) as canceller:
+        assert canceller.execute("SELECT pgqueue.cancel(%s)", [job_id]).fetchone() == (
+            "requested",
+        )  # not committed yet: it holds the row
+        acker.add(Outcome(job_id, 1, "queued", error="boom", traceback="tb"))
+        flushing = asyncio.create_task(acker.flush())
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgqueue ack'"
+        while query(dsn, waiting + " AND wait_event_type = 'Lock'") != [(1,)]:
+            await asyncio.sleep(0.01)
+        canceller.commit()
+        await asyncio.wait_for(flushing, 10)
+    await db.close()
+    ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
+    assert query(dsn, ended) == [("cancelled", 1, "cancelled on request", "boom")]
