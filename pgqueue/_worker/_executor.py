@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import sys
 import traceback
@@ -268,8 +267,16 @@ def _importable(task: Task[Any, Any]) -> bool:
     module = sys.modules.get(fn.__module__) if fn is not None else None
     if fn is None or module is None or module.__name__ == "__main__":
         return False
-    # A wrapper made with functools.wraps (DjangoPgQueue's) finds the function it wraps.
-    return lookup(module, fn.__qualname__) is inspect.unwrap(fn)
+    # The child finds the function a module attribute holds. A wrapper made with
+    # functools.wraps around it (DjangoPgQueue's, around the user's) is found through
+    # __wrapped__; so is a user's decorator under @app.task, whose wrapper the child finds.
+    target = lookup(module, fn.__qualname__)
+    layer: Any = fn
+    while layer is not None:
+        if layer is target:
+            return True
+        layer = getattr(layer, "__wrapped__", None)
+    return False
 
 
 def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
 
 import pgqueue
@@ -22,6 +23,22 @@ async def add(a: int, b: int) -> int:
 async def always_fails(message: str) -> None:
     """Raise every time."""
     raise RuntimeError(message)
+
+
+def _logged(fn):  # type: ignore[no-untyped-def]
+    """A user's decorator made with functools.wraps, under @app.task."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@app.task(queue="io")
+@_logged
+def decorated_pid() -> int:
+    return os.getpid()
 
 
 @app.task(queue="io")

@@ -185,6 +185,8 @@ def test_a_task_a_child_cannot_import_is_not_isolated() -> None:
 
     assert _importable(t.sync_pid) and _importable(t.async_pid)
     assert not _importable(local_only)
+    # A user's functools.wraps decorator under @app.task: the child finds that wrapper.
+    assert _importable(t.decorated_pid)
 
 
 def test_embedded_installs_step_through_every_revision(empty_dsn: str) -> None:
