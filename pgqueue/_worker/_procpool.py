@@ -83,8 +83,9 @@ class ProcessPool:
     """At most ``size`` children; a call that is abandoned takes its child down with it."""
 
     def __init__(self, size: int, setup: tuple[str, str] | None = None) -> None:
-        """``setup``: the (module, name) of a function each child calls before its first call,
-        e.g. ``django.setup`` so that task modules can import their models."""
+        """``setup``: the (module, name) of a function each child calls before its first call
+        (Django's set-up, so that task modules can import their models). If it returns a
+        callable, that makes every call: ``around(fn, args, kwargs)``."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
         self._setup = setup
@@ -143,9 +144,10 @@ def _child_main(
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
     failed_setup: BaseException | None = None
+    around: Any = None  # what the setup function returned: it makes each call, if given
     if setup is not None:
         try:
-            getattr(importlib.import_module(setup[0]), setup[1])()
+            around = getattr(importlib.import_module(setup[0]), setup[1])()
         except BaseException as exc:  # every call then fails with it, as the job's error
             failed_setup = exc
     while True:
@@ -156,7 +158,7 @@ def _child_main(
         try:
             if failed_setup is not None:
                 raise failed_setup
-            answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields))
+            answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = (False, exc)
         try:
@@ -194,14 +196,14 @@ def _gone(pid: int, started: int | None) -> bool:
     return False
 
 
-def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
+def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any, around: Any = None) -> Any:
     """Import the registered task's module and call its function with a job context."""
     module, qualname = where
     fn = lookup(importlib.import_module(module), qualname)
     if fn is None:
         raise LookupError(f"{module}.{qualname} not found in the child process")
     _current.set(JobContext(*fields))
-    result = fn(*args, **kwargs)
+    result = fn(*args, **kwargs) if around is None else around(fn, args, kwargs)
     if inspect.iscoroutine(result):  # an async task isolated after a crash
         return asyncio.run(result)  # its task copies the context set above
     return result

@@ -308,6 +308,27 @@ def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) 
     assert _importable(send_receipt)
 
 
+def test_a_process_task_releases_djangos_connections_as_a_thread_does(shop, django_db: str) -> None:
+    """A child lives for many jobs, and it called the bare task function: its Django
+    connection never aged out (CONN_MAX_AGE, broken after a database restart). It now
+    releases connections around each call, as worker threads do: with Django's default
+    CONN_MAX_AGE of 0, two jobs in one child use two connections."""
+    from django.db import connection
+
+    ids = [shop.child_connection.enqueue(connection) for _ in range(2)]
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "-q", "default", "--burst",
+         "--processes", "1", "--concurrency", "1"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = query(django_db, "SELECT result FROM pgqueue.jobs WHERE id = ANY(%s) ORDER BY id",
+                 [ids])  # fmt: skip
+    [(first,), (second,)] = rows
+    assert first[0] == second[0]  # one child ran both
+    assert first[1] != second[1]  # each with a connection of its own
+
+
 def test_the_admin_reads_jobs_from_pgqueues_own_database(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:

@@ -101,15 +101,26 @@ def get_app() -> PgQueue:
     return DjangoPgQueue(default_queue=config["QUEUE"], max_attempts=config["MAX_ATTEMPTS"])
 
 
-def setup_process() -> None:
+def setup_process() -> Callable[[Callable[..., Any], Any, Any], Any]:
     """Set Django up in a process-pool child, before it imports a task's module: a tasks.py
     that imports its models failed there with "Apps aren't loaded yet", and so did every job
-    of an ``executor="process"`` task (or a crashed job isolated in a child)."""
+    of an ``executor="process"`` task (or a crashed job isolated in a child). Returns how the
+    child makes each call: as a worker thread does, between two releases of connections
+    (a child lives for many jobs, and without them its connections never aged out)."""
     import django
     from django.apps import apps
 
     if not apps.ready:
         django.setup()
+    return _call_released
+
+
+def _call_released(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    release_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_connections()
 
 
 _PROCESS_SETUP = (__name__, "setup_process")
@@ -128,11 +139,7 @@ def release_connections() -> None:
 def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        release_connections()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            release_connections()
+        return _call_released(fn, args, kwargs)
 
     return run
 

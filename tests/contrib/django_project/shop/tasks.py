@@ -34,6 +34,18 @@ def count_orders() -> int:
     return Order.objects.count()
 
 
+@app.task(executor="process")
+def child_connection() -> list:
+    """The child's pid and its Django connection's backend pid."""
+    import os
+
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return [os.getpid(), cur.fetchone()[0]]
+
+
 tasks = _tasks_framework()
 if tasks is not None:
 
