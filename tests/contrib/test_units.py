@@ -52,6 +52,33 @@ def test_exception_class_path_ignores_notes_and_later_lines_of_the_message(
     assert path(chained) == f"{__name__}.ShopError"
 
 
+class ShopGroup(ExceptionGroup):
+    """An exception group of the user's own."""
+
+
+def test_exception_class_path_of_an_exception_group(django_setup: None) -> None:
+    """An exception group's block is drawn indented: a group raised while handling another
+    exception gave that other exception's class, and a group alone builtins.Exception."""
+    results = pytest.importorskip("pgqueue.contrib.django._results", exc_type=ImportError)
+    path = results.exception_class_path
+    alone = ShopGroup("several", [KeyError("k"), ShopError("s")])
+    assert path(_formatted(alone)) == f"{__name__}.ShopGroup"
+    try:
+        try:
+            raise ValueError("the context")
+        except ValueError:
+            raise ExceptionGroup("group", [ShopError("s")]) from None
+    except ExceptionGroup as group:
+        assert path(_formatted(group)) == "builtins.ExceptionGroup"
+    try:
+        try:
+            raise ValueError("the context")
+        except ValueError:
+            raise ShopGroup("group", [KeyError("k")])  # noqa: B904 (the chain is the point)
+    except ShopGroup as group:
+        assert path("".join(traceback.format_exception(group))) == f"{__name__}.ShopGroup"
+
+
 def test_is_installed_compares_revisions_in_order() -> None:
     """A revision counts as installed when it, a later one, or an unknown (newer) one is there."""
     assert not is_installed(None, "0001")

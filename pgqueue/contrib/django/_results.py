@@ -22,13 +22,18 @@ def exception_class_path(traceback: str | None) -> str:
 
     ``traceback.format_exception`` writes ``module.Class: message`` (without the module for
     built-in exceptions) as the first unindented line after the last ``Traceback`` header:
-    the lines after it belong to the message or its notes. Without a traceback (a lost
-    worker), ``Exception``.
+    the lines after it belong to the message or its notes. An exception group's block is
+    drawn indented (``  + Exception Group Traceback ...``, then ``  | module.Class: ...``).
+    Without a traceback (a lost worker), ``Exception``.
     """
     lines = (traceback or "").splitlines()
-    starts = [i for i, line in enumerate(lines) if line == _TRACEBACK_HEADER]
+    starts = [i for i, line in enumerate(lines) if line in _HEADERS]
     after = lines[starts[-1] + 1 :] if starts else lines
-    heads = [line for line in after if line and line[0] != " "]
+    group = bool(starts) and lines[starts[-1]] == _GROUP_HEADER
+    if group:  # the group's own lines start "  | "; its members' are indented further
+        heads = [line[4:] for line in after if line.startswith("  | ") and line[4:5] != " "]
+    else:
+        heads = [line for line in after if line and line[0] != " "]
     if not heads:
         return "builtins.Exception"
     name = heads[0].split(":", 1)[0].strip()
@@ -38,6 +43,8 @@ def exception_class_path(traceback: str | None) -> str:
 
 
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
+_GROUP_HEADER = "  + Exception Group Traceback (most recent call last):"
+_HEADERS = (_TRACEBACK_HEADER, _GROUP_HEADER)
 
 
 def task_errors(job: Job) -> list[Any]:
