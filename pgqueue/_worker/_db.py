@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any, TypeVar
 
 import psycopg
@@ -101,6 +102,8 @@ def tcp_defaults(dsn: str) -> dict[str, Any]:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:  # connect() will say what is wrong with it
         return {}
+    if "service" in given or os.environ.get("PGSERVICE"):
+        return {}  # a service file may set them: keyword arguments would override it
     wanted: dict[str, Any] = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
     if psycopg.pq.version() < 120000:  # libpq learnt tcp_user_timeout in PostgreSQL 12
         wanted.pop("tcp_user_timeout", None)

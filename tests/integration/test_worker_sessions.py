@@ -185,3 +185,15 @@ async def test_worker_connections_give_up_on_a_database_that_stopped_answering(
     finally:
         for db in dbs:
             await db.close()
+
+
+def test_a_service_file_keeps_its_own_tcp_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect()'s keyword arguments override a pg_service.conf entry: with a service named
+    (in the DSN or PGSERVICE) no default is added, so the file's settings hold."""
+    from pgqueue._worker._db import TCP_DEFAULTS, tcp_defaults
+
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    assert tcp_defaults("host=db dbname=app") == TCP_DEFAULTS
+    assert tcp_defaults("service=prod") == {}
+    monkeypatch.setenv("PGSERVICE", "prod")
+    assert tcp_defaults("dbname=app") == {}
