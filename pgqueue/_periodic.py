@@ -75,7 +75,10 @@ def check_catch_up(catch_up: float | timedelta) -> timedelta:
 
 
 def _check_kwargs(task: Task[..., Any], kwargs: Mapping[str, Any]) -> None:
-    _json.dumps_arguments(task.name, (), kwargs, task.app.max_payload_bytes)
+    try:
+        _json.dumps_arguments(task.name, (), kwargs, task.app.max_payload_bytes)
+    except TypeError as exc:  # bad kwargs of a schedule are a ValueError, as documented
+        raise ValueError(str(exc)) from None
     if task.fn is not None:
         try:
             inspect.signature(task.fn).bind(**kwargs)

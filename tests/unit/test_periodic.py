@@ -107,8 +107,10 @@ def test_kwargs_must_fit_the_function_and_be_json() -> None:
 
     with pytest.raises(ValueError, match="do not fit task"):
         app.periodic("* * * * *", kwargs={"fulll": True})(report)
-    with pytest.raises((ValueError, TypeError), match="JSON"):
+    with pytest.raises(ValueError, match="JSON"):
         app.periodic("* * * * *", kwargs={"full": object()}, name="x")(report)
+    with pytest.raises(ValueError, match="must be str, got 1"):
+        app.periodic("* * * * *", kwargs={1: True}, name="y")(report)
 
 
 def test_a_task_of_another_app_is_refused() -> None:
