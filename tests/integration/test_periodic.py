@@ -244,3 +244,20 @@ async def test_a_paused_scheduler_does_not_report_ticks_others_fired_as_skipped(
     await close(paused)
     assert [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"] == []
     assert len(tick_jobs(dsn)) == 11
+
+
+async def test_a_tick_pruned_by_code_with_a_shorter_catch_up_is_not_fired_again(dsn: str) -> None:
+    """Two deployments of 'beat' (catch_up 10 s and 1 day, as in a rolling deploy): a tick the
+    first recorded and then pruned must not get a second job from the other's late scheduler."""
+    short, long = make_app(dsn, catch_up=10), make_app(dsn, catch_up=86400)
+    [pruner] = await schedulers(short, 1)
+    [late] = await schedulers(long, 1)
+    now = (await db_now(pruner.db)).replace(microsecond=0)
+    fired = now - timedelta(hours=2)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (fired, now))  # fmt: skip
+    assert await pruner.prune() == 1
+    late.cursors = {"beat": fired - timedelta(seconds=1)}
+    await late.fire(long.periodics["beat"], now)
+    await close(pruner, late)
+    assert fired.isoformat() not in {tick for tick, _n in tick_jobs(dsn)}
