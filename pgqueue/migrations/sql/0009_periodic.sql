@@ -16,3 +16,14 @@ CREATE TABLE pgqueue.periodic_watermarks (
         CHECK (pruned_through BETWEEN timestamptz '0001-01-02 00:00+00'
                                   AND timestamptz '9999-12-31 00:00+00')
 );
+
+-- Schedulers of code needing 0009 read and raise it. roles.sql grants that to pgqueue_worker
+-- when re-run; until then they would fail on "permission denied" and no schedule would fire
+-- from them, so where roles.sql has run (the role exists) this grants what it grants.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgqueue_worker') THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON pgqueue.periodic_watermarks TO pgqueue_worker;
+    END IF;
+END
+$$;
