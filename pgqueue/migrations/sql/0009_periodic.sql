@@ -6,8 +6,8 @@
 -- the tick insert refuses ticks at or below it, and the prune raises it (never lowers it) in
 -- the statement that deletes the ticks. A name with no row has never been pruned.
 --
--- A new table, and no other change: code that needs 0007 or 0008 runs on it, and its
--- schedulers neither raise nor read the watermark. Ticks pruned before this revision (or by
+-- A new table (granted to pgqueue_worker, below), and no other change: code that needs 0007
+-- or 0008 runs on it, and its schedulers neither raise nor read the watermark. Ticks pruned before this revision (or by
 -- such code) leave no watermark. The bounds are those 0007 puts on a tick.
 CREATE TABLE pgqueue.periodic_watermarks (
     name            text        PRIMARY KEY,
