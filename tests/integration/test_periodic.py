@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import datetime, timedelta
 
 import psycopg
@@ -335,6 +336,27 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
     assert won == []
     assert query(dsn, WATERMARKS) == [("beat", fired)]
     assert fired.isoformat() not in {tick for tick, _n in tick_jobs(dsn)}
+
+
+def test_two_prunes_racing_on_one_name_end_at_the_later_tick(dsn: str) -> None:
+    """Two prunes in open transactions delete different ticks of one name (SKIP LOCKED); the
+    second waits on the first's new watermark row, then raises it to the greater tick."""
+    [(now,)] = query(dsn, "SELECT date_trunc('second', now())")
+    ticks = [now - timedelta(hours=h) for h in (4, 3, 0)]
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'beat', t"
+               " FROM unnest(%s::timestamptz[]) AS t", (ticks,))  # fmt: skip
+    prune = _store.ticks_prune({"beat": 10}, 10, limit=1)
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+        assert _store.run(first.cursor(), prune) == 1
+        racer = threading.Thread(target=lambda: _store.run(second.cursor(), prune))
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive()  # waiting for the first's watermark row
+        first.commit()
+        racer.join(10)
+        second.commit()
+    assert query(dsn, WATERMARKS) == [("beat", ticks[1])]
+    assert query(dsn, "SELECT tick FROM pgqueue.periodic_ticks") == [(ticks[2],)]
 
 
 async def test_an_upgrade_from_0008_keeps_the_ticks_and_pruning_then_sets_the_watermark(
