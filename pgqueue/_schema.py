@@ -17,9 +17,10 @@ log = logging.getLogger("pgqueue.worker")
 # revision that code needing an older one cannot run on also replaces the SQL function
 # pgqueue.compatible_since() (sql/0007_zz_functions.sql) to return the new revision; one that
 # older code runs on leaves it, and older workers then start on it (schema_problem). 0008
-# changes function bodies only, so it leaves it: compatible_since() stays '0007'.
-SCHEMA_REVISION = "0008"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+# changes function bodies only and 0009 adds a table older code never reads, so both leave
+# it: compatible_since() stays '0007'.
+SCHEMA_REVISION = "0009"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 
 
 def schema_problem(

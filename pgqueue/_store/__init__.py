@@ -642,7 +642,7 @@ def ticks_insert(
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
     Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
-    or older than ``horizon`` seconds, are left alone.
+    older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
     """
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
@@ -661,7 +661,7 @@ def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
-    always stays.
+    always stays. Each name's watermark rises to the latest tick deleted.
     """
     params = {
         "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,

@@ -651,14 +651,23 @@ CLOCK_NOW: LiteralString = "SELECT now()"
 # One statement per schedule and pass: the tick rows are the arbiter. Only ticks this
 # statement inserted (ON CONFLICT DO NOTHING) get a job, so any number of schedulers running
 # this at once produce one job per tick. The job id is drawn from the jobs' identity sequence
-# up front so the tick row can point at its job without a second statement. Ticks older than
-# the horizon are refused here too: a scheduler that stalled cannot revive a pruned tick.
+# up front so the tick row can point at its job without a second statement.
+#
+# A pruned tick is refused (revision 0009), whatever this caller's horizon: one at or below the
+# name's watermark (one primary-key look-up per statement) or one this statement's snapshot
+# still holds. The prune deletes a tick and raises the watermark in one transaction, so every
+# snapshot sees one of the two; the conflict check alone does not do, as it waits for a prune
+# in progress and then finds the row gone. The second look-up is per tick, on the same key.
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
     SELECT %(name)s, t.tick, nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
       FROM unnest(%(ticks)s::timestamptz[]) AS t(tick)
      WHERE t.tick > now() - make_interval(secs => %(horizon)s)
+       AND t.tick > coalesce((SELECT w.pruned_through FROM pgqueue.periodic_watermarks AS w
+                               WHERE w.name = %(name)s), '-infinity')
+       AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS s
+                        WHERE s.name = %(name)s AND s.tick = t.tick)
     ON CONFLICT (name, tick) DO NOTHING
     RETURNING tick, job_id
 )
@@ -684,6 +693,9 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
 
 # Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
 # where catch-up starts after downtime); names no longer in the code go entirely once old.
+# Each name's watermark rises to the latest tick deleted (GREATEST: concurrent prunes each
+# delete other rows, SKIP LOCKED, in any order), in name order so that two prunes never wait
+# on each other in a cycle. Tick inserts only read it, so they neither wait for it nor hold it.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -697,11 +709,18 @@ WITH keep AS (
      ORDER BY t.tick
      LIMIT %(limit)s
        FOR UPDATE OF t SKIP LOCKED
+), gone AS (
+    DELETE FROM pgqueue.periodic_ticks AS p
+     USING doomed
+     WHERE p.name = doomed.name AND p.tick = doomed.tick
+    RETURNING p.name, p.tick
+), raised AS (
+    INSERT INTO pgqueue.periodic_watermarks AS w (name, pruned_through)
+    SELECT g.name, max(g.tick) FROM gone AS g GROUP BY g.name ORDER BY g.name
+    ON CONFLICT (name) DO UPDATE
+       SET pruned_through = greatest(w.pruned_through, excluded.pruned_through)
 )
-DELETE FROM pgqueue.periodic_ticks AS p
- USING doomed
- WHERE p.name = doomed.name AND p.tick = doomed.tick
-RETURNING p.tick
+SELECT tick FROM gone
 """
 
 # A unique job: a duplicate key inserts nothing and, thanks to DO NOTHING, never aborts the

@@ -36,7 +36,7 @@ def test_users_history_installs_the_same_schema_as_pgqueue_migrate(dsn, empty_ds
     assert done.returncode == 0, done.stderr
     assert catalog(empty_dsn) == catalog(dsn)
     assert pgqueue.schema_check(empty_dsn) is None
-    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a8",)]
+    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a9",)]
 
 
 def test_users_history_on_a_database_pgqueue_migrated_changes_nothing(dsn: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import datetime, timedelta
 
 import psycopg
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 import pgqueue
 from pgqueue import _store
 from pgqueue._cli import cli
+from pgqueue._embed import install_revision
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
@@ -244,3 +246,139 @@ async def test_a_paused_scheduler_does_not_report_ticks_others_fired_as_skipped(
     await close(paused)
     assert [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"] == []
     assert len(tick_jobs(dsn)) == 11
+
+
+async def test_a_tick_pruned_by_code_with_a_shorter_catch_up_is_not_fired_again(dsn: str) -> None:
+    """Two deployments of 'beat' (catch_up 10 s and 1 day, as in a rolling deploy): a tick the
+    first recorded and then pruned must not get a second job from the other's late scheduler."""
+    short, long = make_app(dsn, catch_up=10), make_app(dsn, catch_up=86400)
+    [pruner] = await schedulers(short, 1)
+    [late] = await schedulers(long, 1)
+    now = (await db_now(pruner.db)).replace(microsecond=0)
+    fired = now - timedelta(hours=2)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (fired, now))  # fmt: skip
+    assert await pruner.prune() == 1
+    late.cursors = {"beat": fired - timedelta(seconds=1)}
+    await late.fire(long.periodics["beat"], now)
+    await close(pruner, late)
+    assert fired.isoformat() not in {tick for tick, _n in tick_jobs(dsn)}
+
+
+WATERMARKS = "SELECT name, pruned_through FROM pgqueue.periodic_watermarks ORDER BY name"
+
+
+async def test_pruning_raises_a_names_watermark_and_never_lowers_it(dsn: str) -> None:
+    """The watermark is the latest tick pruning deleted, per name (names no longer in the code
+    included); a later prune of an older tick leaves it where it is."""
+    app = make_app(dsn, catch_up=10)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    hours = [now - timedelta(hours=h) for h in range(6)]
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT n, t FROM"
+               " unnest(array['beat', 'gone']) AS n, unnest(%s::timestamptz[]) AS t",
+          (hours[2:] + hours[:1],))  # fmt: skip
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'"
+               " WHERE name = 'gone'")  # fmt: skip
+    assert await sched.prune() == 9
+    assert query(dsn, WATERMARKS) == [
+        ("beat", hours[2]), ("gone", hours[0] - timedelta(days=8)),
+    ]  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s)", (hours[5],))
+    assert await sched.prune() == 1
+    await close(sched)
+    assert query(dsn, WATERMARKS)[0] == ("beat", hours[2])
+
+
+async def test_the_tick_insert_refuses_ticks_at_or_below_the_watermark(dsn: str) -> None:
+    """Only ticks after the name's watermark get a job, however long the caller's horizon; a
+    name without a watermark (a new schedule) and other names are not held back by it."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    mark = now - timedelta(seconds=5)
+    ticks = [mark - timedelta(seconds=1), mark, mark + timedelta(seconds=1)]
+    job = app.periodics["beat"].tick_job()
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('other', %s)", (now,))
+    fresh = await sched.db.run(_store.ticks_insert(job, ticks[:1], 86400))
+    assert [tick for _id, tick in fresh] == [ticks[0].isoformat()]
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('beat', %s)", (mark,))
+    won = await sched.db.run(_store.ticks_insert(job, ticks[1:], 86400))
+    await close(sched)
+    assert [tick for _id, tick in won] == [ticks[2].isoformat()]
+
+
+async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive_it(
+    dsn: str,
+) -> None:
+    """The prune has deleted the tick and raised the watermark, not yet committed; an insert
+    of that tick starts then (its snapshot sees no watermark) and must not fire it once the
+    prune commits. Refused from the ticks its snapshot holds, it does not wait either; before,
+    its ON CONFLICT waited for the prune, found the row gone and inserted it."""
+    app = make_app(dsn, catch_up=86400)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    fired = now - timedelta(hours=2)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (fired, now))  # fmt: skip
+    job = app.periodics["beat"].tick_job()
+    with psycopg.connect(dsn) as pruner, pruner.cursor() as cur:
+        assert _store.run(cur, _store.ticks_prune({"beat": 10}, 10)) == 1
+        insert = asyncio.create_task(sched.db.run(_store.ticks_insert(job, [fired], 86400)))
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        for _ in range(100):
+            if insert.done() or query(dsn, waiting) != [(0,)]:
+                break
+            await asyncio.sleep(0.02)
+        pruner.commit()
+        won = await insert
+    await close(sched)
+    assert won == []
+    assert query(dsn, WATERMARKS) == [("beat", fired)]
+    assert fired.isoformat() not in {tick for tick, _n in tick_jobs(dsn)}
+
+
+def test_two_prunes_racing_on_one_name_end_at_the_later_tick(dsn: str) -> None:
+    """Two prunes in open transactions delete different ticks of one name (SKIP LOCKED); the
+    second waits on the first's new watermark row, then raises it to the greater tick."""
+    [(now,)] = query(dsn, "SELECT date_trunc('second', now())")
+    ticks = [now - timedelta(hours=h) for h in (4, 3, 0)]
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'beat', t"
+               " FROM unnest(%s::timestamptz[]) AS t", (ticks,))  # fmt: skip
+    prune = _store.ticks_prune({"beat": 10}, 10, limit=1)
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+        assert _store.run(first.cursor(), prune) == 1
+        racer = threading.Thread(target=lambda: _store.run(second.cursor(), prune))
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive()  # waiting for the first's watermark row
+        first.commit()
+        racer.join(10)
+        second.commit()
+    assert query(dsn, WATERMARKS) == [("beat", ticks[1])]
+    assert query(dsn, "SELECT tick FROM pgqueue.periodic_ticks") == [(ticks[2],)]
+
+
+async def test_an_upgrade_from_0008_keeps_the_ticks_and_pruning_then_sets_the_watermark(
+    empty_dsn: str,
+) -> None:
+    """0009 adds the empty table and leaves the ticks alone (those pruned before it leave no
+    watermark); the first prune after it records one, and the pruned tick stays unfired."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0008", lambda text: cur.execute(text.encode()))
+        cur.execute("INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES"
+                    " ('beat', date_trunc('second', now()) - interval '2 hours'),"
+                    " ('beat', date_trunc('second', now()))")  # fmt: skip
+    pgqueue.migrate(empty_dsn)
+    assert query(empty_dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(2,)]
+    assert query(empty_dsn, WATERMARKS) == []
+    short, long = make_app(empty_dsn, catch_up=10), make_app(empty_dsn, catch_up=86400)
+    [pruner] = await schedulers(short, 1)
+    [late] = await schedulers(long, 1)
+    [(fired,)] = query(empty_dsn, "SELECT min(tick) FROM pgqueue.periodic_ticks")
+    assert await pruner.prune() == 1
+    assert query(empty_dsn, WATERMARKS) == [("beat", fired)]
+    late.cursors = {"beat": fired - timedelta(seconds=1)}
+    await late.fire(long.periodics["beat"], fired + timedelta(seconds=1))
+    await close(pruner, late)
+    assert fired.isoformat() not in {tick for tick, _n in tick_jobs(empty_dsn)}

@@ -52,32 +52,33 @@ def code_needing(monkeypatch: pytest.MonkeyPatch, revision: str) -> None:
 
 
 def test_a_fresh_schema_serves_the_code_that_installed_it(dsn: str) -> None:
-    """It serves code needing 0007 too: 0008 changed function bodies only, so it kept
-    compatible_since() at 0007."""
+    """It serves code needing 0007 and 0008 too: 0008 changed function bodies only and 0009
+    added a table, so both kept compatible_since() at 0007."""
     assert query(dsn, "SELECT pgqueue.compatible_since()") == [("0007",)]
     assert pgqueue.schema_check(dsn) is None
 
 
-async def test_code_needing_0007_runs_on_0008(
+@pytest.mark.parametrize("needed", ["0007", "0008"])
+async def test_older_code_runs_on_0009(
     dsn: str, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, needed: str,
 ) -> None:  # fmt: skip
-    """The first revision that older code runs on: a worker of the release that needs 0007,
-    restarted after `pgqueue migrate` installed 0008, starts and runs jobs, and its checks and
-    embedded installs (Django, alembic upgrade_ops) pass without changing anything."""
-    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0008",)]
-    code_needing(monkeypatch, "0007")
+    """A worker of the release that needs 0007 or 0008, restarted after `pgqueue migrate`
+    installed 0009, starts and runs jobs, and its checks and embedded installs (Django,
+    alembic upgrade_ops) pass without changing anything."""
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0009",)]
+    code_needing(monkeypatch, needed)
     assert pgqueue.schema_check(dsn) is None
     assert health_problem(dsn) is None
-    assert not embedded_install(dsn, "0007")
+    assert not embedded_install(dsn, needed)
     t.add.enqueue(conn, 1, 2)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
     with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
         await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
     [newer] = [r for r in caplog.records if getattr(r, "action", "") == "schema_newer"]
-    assert "revision 0008, newer than this version's 0007" in newer.getMessage()
-    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0008",)]
+    assert f"revision 0009, newer than this version's {needed}" in newer.getMessage()
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0009",)]
 
 
 async def test_older_code_runs_on_a_newer_schema_that_serves_it(

@@ -11,10 +11,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
+from pgqueue._embed import install_revision
 from pgqueue._migrate import roles_sql
+from pgqueue._worker._db import Db
+from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -162,6 +165,41 @@ async def test_worker_and_producer_roles_do_their_jobs_and_nothing_more(
     assert query(dsn, "SELECT result FROM pgqueue.jobs") == [(42,)]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         query(worker_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")
+
+
+@pytest.mark.parametrize("path", ["fresh", "upgraded"])
+async def test_a_worker_role_fires_prunes_and_raises_the_watermark(
+    empty_dsn: str, make_role, path: str
+) -> None:
+    """Under pgqueue_worker a scheduler fires ticks and prunes them, which reads and raises
+    the watermark (0009): on a fresh schema with roles.sql, and on one that ran roles.sql at
+    0008 and was migrated to 0009 afterwards without running it again."""
+    if path == "fresh":
+        pgqueue.migrate(empty_dsn)
+        query(empty_dsn, roles_sql())
+    else:
+        with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+            install_revision(cur, "0008", lambda text: cur.execute(text.encode()))
+        query(empty_dsn, roles_sql())
+        pgqueue.migrate(empty_dsn)
+    user = conninfo_to_dict(make_role("pgqueue_worker"))["user"]
+    app = pgqueue.PgQueue(empty_dsn)
+
+    @app.periodic("* * * * * *", name="beat", catch_up=10)
+    async def beat() -> None:
+        pass
+
+    sched = Scheduler(app.periodics.values(), Db(make_conninfo(empty_dsn, user=user), "t"))
+    query(empty_dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES"
+                     " ('beat', now() - interval '2 hours')")  # fmt: skip
+    try:
+        await sched.step()
+        assert await sched.prune() == 1
+    finally:
+        await sched.db.close()
+    [(mark,)] = query(empty_dsn, "SELECT pruned_through FROM pgqueue.periodic_watermarks")
+    fired = "SELECT count(*) FROM pgqueue.jobs WHERE (meta->>'tick')::timestamptz > %s"
+    assert query(empty_dsn, fired, (mark,))[0][0] > 0
 
 
 def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> None:

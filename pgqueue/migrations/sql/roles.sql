@@ -6,8 +6,9 @@
 -- Re-running it is harmless. Tables added by later migrations are covered by re-running it.
 --
 --   migrator  owns schema pgqueue and runs `pgqueue migrate` (DDL). Your existing owner role.
---   worker    reads and writes job rows, its own registry row and periodic ticks; cannot
---             change the schema or the schema version.
+--   worker    reads and writes job rows, its own registry row, periodic ticks and (0009 on)
+--             the schedules' pruning watermarks; cannot change the schema or the schema
+--             version.
 --   producer  enqueues only: INSERT into active_jobs (reading back the id, and the unique_key
 --             a unique job is looked up by), ids from its identity sequence (enqueue_many
 --             loads big batches with COPY and ids taken first), reads the pgqueue.jobs view;
