@@ -193,3 +193,20 @@ def test_successive_passes_yield_every_tick_once(
             seen += due.due
             cursor = due.cursor
     assert seen == ticks_between(spec, start, now)
+
+
+@pytest.mark.xfail(strict=True, reason="croniter 7 misses repeated times after a 30-minute fold")
+@pytest.mark.parametrize(
+    ("expression", "minutes"), [("*/20 * * * *", [10]), ("*/7 * * * *", [5, 12, 19, 26])]
+)
+def test_lord_howe_repeated_half_hour_fires_in_both_occurrences(
+    expression: str, minutes: list[int]
+) -> None:
+    """Lord Howe goes back from 02:00 +11 to 01:30 +10:30 on 5 April 2026 (15:00 UTC): as in
+    Berlin, a time in the repeated half hour fires in its second occurrence too."""
+    spec = CronSpec(expression, "Australia/Lord_Howe")
+    expected = [utc(2026, 4, 4, 15, m) for m in minutes]
+    assert ticks_between(spec, utc(2026, 4, 4, 15), utc(2026, 4, 4, 15, 29)) == expected
+    # From a cursor before the fold (a running scheduler's), croniter jumps over them.
+    ticks = ticks_between(spec, utc(2026, 4, 4, 14, 30), utc(2026, 4, 4, 15, 29))
+    assert [t for t in ticks if t >= utc(2026, 4, 4, 15)] == expected
