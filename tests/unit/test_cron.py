@@ -83,6 +83,18 @@ def test_skipped_hour_in_berlin_fires_at_the_first_valid_moment_after_the_gap() 
     assert hourly == ["29 00:00", "29 01:00", "29 02:00"]  # 01:00 CET, 03:00 CEST, 04:00 CEST
 
 
+def test_a_skipped_time_with_seconds_fires_at_the_end_of_the_gap() -> None:
+    """With a seconds field too, a time the clocks skip fires at the first moment after the
+    gap (03:00:00 CEST), as minutes do; croniter 7 kept the seconds (03:00:15)."""
+    start = utc(2026, 3, 29, 0, 50)
+    daily = CronSpec("30 2 * * * 15", "Europe/Berlin")
+    assert ticks_between(daily, start, start + timedelta(hours=1)) == [utc(2026, 3, 29, 1)]
+    spec = CronSpec("*/20 * * * * 30", "Europe/Berlin")
+    assert ticks_between(spec, start, utc(2026, 3, 29, 1, 1)) == [
+        utc(2026, 3, 29, 1), utc(2026, 3, 29, 1, 0, 30)
+    ]  # fmt: skip
+
+
 def test_repeated_hour_in_berlin_fires_in_both_occurrences() -> None:
     """croniter: 02:30 happens twice on 25 October 2026 in Berlin, and so does the tick."""
     spec = CronSpec("30 2 * * *", "Europe/Berlin")
