@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -247,23 +248,27 @@ def local_day(zone: str, day: date) -> tuple[datetime, datetime]:
     return midnight.astimezone(UTC), (midnight + timedelta(days=1)).astimezone(UTC)
 
 
-def matches(expression: str, wall: datetime) -> bool:
-    """Whether a naive wall time is one of the expression's (croniter.match allows a minute)."""
-    return bool(croniter(expression, wall - SECOND).get_next(datetime) == wall)
+def matcher(expression: str) -> Callable[[datetime], bool]:
+    """Whether a naive wall time is one of the expression's (its minute and hour fields)."""
+    minutes, hours, *days = croniter(expression).expanded
+    assert all(field == ["*"] for field in days)
+    return lambda wall: all(
+        f == ["*"] or v in f for f, v in ((minutes, wall.minute), (hours, wall.hour))
+    )
 
 
 def brute_force(expression: str, zone: str, day: date) -> list[datetime]:
     """The ticks in (midnight, next midnight], minute by minute: every instant whose wall
     time matches, and for a matching wall time that does not exist, the first instant after
     the clocks passed it."""
-    start, end = local_day(zone, day)
+    matches, (start, end) = matcher(expression), local_day(zone, day)
     instants = [start + timedelta(minutes=m) for m in range(1, (end - start) // MINUTE + 1)]
     walls = [(u, u.astimezone(ZoneInfo(zone)).replace(tzinfo=None)) for u in instants]
-    ticks = {u for u, wall in walls if matches(expression, wall)}
+    ticks = {u for u, wall in walls if matches(wall)}
     existing = {wall for _, wall in walls}
     for m in range(1, 24 * 60 + 1):
         wall = datetime.combine(day, time()) + timedelta(minutes=m)
-        if wall not in existing and matches(expression, wall):
+        if wall not in existing and matches(wall):
             ticks.add(next(u for u, later in walls if later > wall))
     return sorted(ticks)
 
