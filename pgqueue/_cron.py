@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from croniter import croniter
 
 # Enumerating ticks that are skipped only serves a log line: stop counting there.
@@ -97,13 +100,7 @@ def _utc(moment: datetime) -> datetime:
 
 def next_tick(spec: CronSpec, after: datetime) -> datetime:
     """The first tick strictly after ``after``, in UTC."""
-    after = _utc(after)
-    ticks = _croniter(spec.expression, after.astimezone(spec.zone))
-    tick = _utc(ticks.get_next(datetime))
-    # Belt and braces around DST folds: a tick is always later than the moment asked about.
-    while tick <= after:
-        tick = _utc(ticks.get_next(datetime))
-    return tick
+    return next(_ticks_after(spec, _utc(after)))
 
 
 def normalize(spec: CronSpec, moment: datetime) -> datetime:
@@ -112,10 +109,13 @@ def normalize(spec: CronSpec, moment: datetime) -> datetime:
     Idempotent: a tick normalises to itself, which is what makes it usable as a key.
     """
     moment = _utc(moment)
-    tick = _utc(_croniter(spec.expression, moment.astimezone(spec.zone)).get_prev(datetime))
-    following = next_tick(spec, tick)
-    while following <= moment:
-        tick, following = following, next_tick(spec, following)
+    wall = _croniter(spec.expression, _wall(moment, spec.zone)).get_prev(datetime)
+    # The earliest instant of an earlier wall time is a tick at or before ``moment``.
+    tick = _instants(wall, spec.zone)[0][0]
+    for following in _ticks_after(spec, tick):
+        if following > moment:
+            break
+        tick = following
     return tick
 
 
@@ -123,12 +123,96 @@ def ticks_between(
     spec: CronSpec, start: datetime, end: datetime, limit: int | None = None
 ) -> list[datetime]:
     """The ticks in ``(start, end]``, oldest first, at most ``limit`` of them."""
+    end = _utc(end)
     ticks: list[datetime] = []
-    tick = next_tick(spec, start)
-    while tick <= end and (limit is None or len(ticks) < limit):
+    if limit == 0:
+        return ticks
+    for tick in _ticks_after(spec, _utc(start)):
+        if tick > end:
+            break
         ticks.append(tick)
-        tick = next_tick(spec, tick)
+        if len(ticks) == limit:
+            break
     return ticks
+
+
+def _ticks_after(spec: CronSpec, after: datetime) -> Iterator[datetime]:
+    """The ticks strictly after ``after`` (UTC), oldest first, each once.
+
+    croniter walks the wall-clock times (naive, so it never sees a DST change) and each wall
+    time becomes its instants: both occurrences of a repeated time, the end of the gap for a
+    time that does not exist. Instants do not follow wall order inside a fold, but the earliest
+    instant of a wall time never decreases, so the later occurrences wait in a heap until no
+    wall time can come before them.
+    """
+    zone = spec.zone
+    walls = _croniter(spec.expression, _first_wall(after, zone))
+    pending: list[datetime] = []
+    last = after
+    while True:
+        wall = walls.get_next(datetime)
+        (first, *later), gap = _instants(wall, zone)
+        while pending and pending[0] <= first:
+            tick = heappop(pending)
+            if tick > last:
+                yield tick
+                last = tick
+        if first > last:
+            yield first
+            last = first
+        for tick in later:
+            heappush(pending, tick)
+        if gap:  # every wall time up to the end of the gap would give the same instant
+            walls.set_current(_wall(first, zone))
+
+
+def _instants(wall: datetime, zone: ZoneInfo) -> tuple[list[datetime], bool]:
+    """The instants (UTC) at which the clocks of ``zone`` read ``wall``, and whether ``wall``
+    falls in a gap: two for a repeated time, in order; the end of the gap for a skipped one."""
+    earlier = wall.replace(tzinfo=zone)
+    before, after = _offset(earlier), _offset(earlier.replace(fold=1))
+    base = wall.replace(tzinfo=UTC)
+    if before == after:
+        return [base - before], False
+    if before > after:
+        return [base - before, base - after], False
+    return [_gap_end(base - after, base - before, zone)], True
+
+
+def _gap_end(low: datetime, high: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant with the offset of ``high``, found between ``low`` (before the change)
+    and ``high``: tz data changes offsets on whole seconds."""
+    offset = _offset(high.astimezone(zone))
+    while high - low > timedelta(seconds=1):
+        middle = low + timedelta(seconds=(high - low).total_seconds() // 2)
+        if _offset(middle.astimezone(zone)) == offset:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _first_wall(after: datetime, zone: ZoneInfo) -> datetime:
+    """The wall time to start from so that no tick after ``after`` is missed.
+
+    In the first occurrence of a repeated time, the second occurrence of the times already
+    passed is still to come: start that much earlier.
+    """
+    local = after.astimezone(zone)
+    wall = local.replace(tzinfo=None)
+    if not local.fold:
+        wall -= _offset(local) - _offset(local.replace(fold=1))
+    return wall
+
+
+def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _offset(moment: datetime) -> timedelta:
+    offset = moment.utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from bisect import bisect_right
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +82,18 @@ def test_skipped_hour_in_berlin_fires_at_the_first_valid_moment_after_the_gap() 
     # An hourly schedule simply has no 02:00 tick that night.
     hourly = in_utc(CronSpec("0 * * * *", "Europe/Berlin"), utc(2026, 3, 28, 23, 30), 0.125)
     assert hourly == ["29 00:00", "29 01:00", "29 02:00"]  # 01:00 CET, 03:00 CEST, 04:00 CEST
+
+
+def test_a_skipped_time_with_seconds_fires_at_the_end_of_the_gap() -> None:
+    """With a seconds field too, a time the clocks skip fires at the first moment after the
+    gap (03:00:00 CEST), as minutes do; croniter 7 kept the seconds (03:00:15)."""
+    start = utc(2026, 3, 29, 0, 50)
+    daily = CronSpec("30 2 * * * 15", "Europe/Berlin")
+    assert ticks_between(daily, start, start + timedelta(hours=1)) == [utc(2026, 3, 29, 1)]
+    spec = CronSpec("*/20 * * * * 30", "Europe/Berlin")
+    assert ticks_between(spec, start, utc(2026, 3, 29, 1, 1)) == [
+        utc(2026, 3, 29, 1), utc(2026, 3, 29, 1, 0, 30)
+    ]  # fmt: skip
 
 
 def test_repeated_hour_in_berlin_fires_in_both_occurrences() -> None:
@@ -193,3 +209,89 @@ def test_successive_passes_yield_every_tick_once(
             seen += due.due
             cursor = due.cursor
     assert seen == ticks_between(spec, start, now)
+
+
+@pytest.mark.parametrize(
+    ("expression", "minutes"), [("*/20 * * * *", [10]), ("*/7 * * * *", [5, 12, 19, 26])]
+)
+def test_lord_howe_repeated_half_hour_fires_in_both_occurrences(
+    expression: str, minutes: list[int]
+) -> None:
+    """Lord Howe goes back from 02:00 +11 to 01:30 +10:30 on 5 April 2026 (15:00 UTC): as in
+    Berlin, a time in the repeated half hour fires in its second occurrence too."""
+    spec = CronSpec(expression, "Australia/Lord_Howe")
+    expected = [utc(2026, 4, 4, 15, m) for m in minutes]
+    assert ticks_between(spec, utc(2026, 4, 4, 15), utc(2026, 4, 4, 15, 29)) == expected
+    # From a cursor before the fold (a running scheduler's), croniter jumped over them.
+    ticks = ticks_between(spec, utc(2026, 4, 4, 14, 30), utc(2026, 4, 4, 15, 29))
+    assert [t for t in ticks if t >= utc(2026, 4, 4, 15)] == expected
+
+
+# Days on which the clocks change, as (zone, local date): each zone's gap and fold of 2026.
+DST_DAYS = [
+    ("Europe/Berlin", date(2026, 3, 29)), ("Europe/Berlin", date(2026, 10, 25)),
+    ("America/New_York", date(2026, 3, 8)), ("America/New_York", date(2026, 11, 1)),
+    ("America/St_Johns", date(2026, 3, 8)), ("America/St_Johns", date(2026, 11, 1)),
+    ("Australia/Lord_Howe", date(2026, 4, 5)), ("Australia/Lord_Howe", date(2026, 10, 4)),
+    ("Australia/Sydney", date(2026, 4, 5)), ("Australia/Sydney", date(2026, 10, 4)),
+]  # fmt: skip
+MINUTE, SECOND = timedelta(minutes=1), timedelta(seconds=1)
+DST_EXPRESSIONS = [
+    "*/3 * * * *", "*/7 * * * *", "*/20 * * * *", "0 * * * *", "30 2 * * *", "40 1 * * *",
+    "15,45 1-3 * * *", "10-50/10 2 * * *",
+]  # fmt: skip
+
+
+def local_day(zone: str, day: date) -> tuple[datetime, datetime]:
+    """The UTC bounds of a local day: its midnight and the next one."""
+    midnight = datetime.combine(day, time(), ZoneInfo(zone))
+    return midnight.astimezone(UTC), (midnight + timedelta(days=1)).astimezone(UTC)
+
+
+def matcher(expression: str) -> Callable[[datetime], bool]:
+    """Whether a naive wall time is one of the expression's (its minute and hour fields)."""
+    minutes, hours, *days = croniter(expression).expanded
+    assert all(field == ["*"] for field in days)
+    return lambda wall: all(
+        f == ["*"] or v in f for f, v in ((minutes, wall.minute), (hours, wall.hour))
+    )
+
+
+def brute_force(expression: str, zone: str, day: date) -> list[datetime]:
+    """The ticks in (midnight, next midnight], minute by minute: every instant whose wall
+    time matches, and for a matching wall time that does not exist, the first instant after
+    the clocks passed it."""
+    matches, (start, end) = matcher(expression), local_day(zone, day)
+    instants = [start + timedelta(minutes=m) for m in range(1, (end - start) // MINUTE + 1)]
+    walls = [(u, u.astimezone(ZoneInfo(zone)).replace(tzinfo=None)) for u in instants]
+    ticks = {u for u, wall in walls if matches(wall)}
+    existing = {wall for _, wall in walls}
+    for m in range(1, 24 * 60 + 1):
+        wall = datetime.combine(day, time()) + timedelta(minutes=m)
+        if wall not in existing and matches(wall):
+            ticks.add(next(u for u, later in walls if later > wall))
+    return sorted(ticks)
+
+
+@pytest.mark.parametrize("expression", DST_EXPRESSIONS)
+@pytest.mark.parametrize(("zone", "day"), DST_DAYS)
+def test_ticks_of_a_dst_day_match_brute_force_from_any_cursor(
+    expression: str, zone: str, day: date
+) -> None:
+    """On a day the clocks change, the ticks are the brute-force ones (a repeated time fires
+    in both occurrences, a skipped one at the end of the gap) and do not depend on where the
+    cursor starts: from any later cursor, the ticks are the rest of the same list."""
+    spec = CronSpec(expression, zone)
+    start, end = local_day(zone, day)
+    assert start.astimezone(spec.zone).utcoffset() != end.astimezone(spec.zone).utcoffset()
+    ticks = ticks_between(spec, start, end)
+    assert ticks == brute_force(expression, zone, day)
+    cursors = {start + timedelta(seconds=s) for s in range(0, (end - start) // MINUTE * 60, 617)}
+    # On and just before each tick of the early hours, where the clocks change.
+    early = [t for t in ticks if t < start + timedelta(hours=6)]
+    cursors |= {t - delta for t in early for delta in (SECOND, timedelta())}
+    for cursor in sorted(c for c in cursors if start <= c < end):
+        passed = bisect_right(ticks, cursor)
+        assert ticks_between(spec, cursor, end, limit=5) == ticks[passed : passed + 5], cursor
+        if passed:
+            assert normalize(spec, cursor) == ticks[passed - 1], cursor
