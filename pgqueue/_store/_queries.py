@@ -655,9 +655,13 @@ CLOCK_NOW: LiteralString = "SELECT now()"
 #
 # A pruned tick is refused (revision 0009), whatever this caller's horizon: one at or below the
 # name's watermark (one primary-key look-up per statement) or one this statement's snapshot
-# still holds. The prune deletes a tick and raises the watermark in one transaction, so every
-# snapshot sees one of the two; the conflict check alone does not do, as it waits for a prune
-# in progress and then finds the row gone. The second look-up is per tick, on the same key.
+# still holds. The prune deletes a tick and raises the watermark in one transaction, so a
+# snapshot taken after the tick was committed sees one of the two; the conflict check alone
+# does not do, as it waits for a prune in progress and then finds the row gone. The second
+# look-up is per tick, on the same key. Not covered: a tick another scheduler commits after
+# this statement's snapshot and a prune deletes before this statement reaches it (two
+# schedulers catching up one old tick beside a prune of it). Closing that needs the insert to
+# take a per-name lock in a statement before its snapshot, and the prune the same lock.
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
