@@ -321,8 +321,9 @@ _FINISHED_COLUMNS = """
 # A job asked to cancel while this attempt ran goes to history as cancelled instead of back to
 # the queue: its worker learns of a cancel only at a heartbeat, and queued again, the job ran
 # once more (to its end, when shorter than a heartbeat) after pgqueue.cancel said "requested".
-# (A cancel committed after this statement's snapshot leaves the row running; it ends cancelled
-# when its lease runs out.)
+# (A cancel committed while this statement runs leaves the row running: the snapshot predates
+# the flag, and the retry branch re-checks the locked row and skips it. The acker then sends
+# such an outcome once more, and that statement ends the job cancelled.)
 # The fence compares j.state with o.running, a join clause, not with a constant: statistics
 # taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
 # would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
