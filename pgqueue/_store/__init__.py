@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,49 @@ async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
     await cur.execute(query.sql, query.params)
     result = cur.pgresult
     return query.read(await cur.fetchall() if result is not None and result.nfields else [])
+
+
+@dataclass(frozen=True, slots=True)
+class Together(Generic[T]):
+    """Two statements run in one transaction; ``then``'s rows are read.
+
+    ``then`` takes its snapshot once ``first`` has finished, and locks ``first`` takes are
+    held until the transaction ends. A ``then`` that is a query is sent with ``first`` in one
+    round trip; one built from ``first``'s result costs a round trip of its own."""
+
+    first: Query[Any]
+    then: Query[T] | Callable[[Any], Query[T]]
+
+
+def run_together(conn: psycopg.Connection[Any], together: Together[T]) -> T:
+    """Execute ``together`` on a sync connection; commits only if ``conn`` is in autocommit."""
+    if isinstance(together.then, Query):
+        with conn.cursor() as first, conn.cursor() as then:
+            with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
+                first.execute(together.first.sql, together.first.params)
+                then.execute(together.then.sql, together.then.params)
+            result = then.pgresult
+            return together.then.read(
+                then.fetchall() if result is not None and result.nfields else []
+            )
+    # Outside autocommit, in the caller's transaction: transaction() would commit it.
+    with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
+        return run(cur, together.then(run(cur, together.first)))
+
+
+async def arun_together(conn: psycopg.AsyncConnection[Any], together: Together[T]) -> T:
+    """Execute ``together`` on an async connection; commits only if ``conn`` is in autocommit."""
+    if isinstance(together.then, Query):
+        async with conn.cursor() as first, conn.cursor() as then:
+            async with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
+                await first.execute(together.first.sql, together.first.params)
+                await then.execute(together.then.sql, together.then.params)
+            result = then.pgresult
+            return together.then.read(
+                await then.fetchall() if result is not None and result.nfields else []
+            )
+    async with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
+        return await arun(cur, together.then(await arun(cur, together.first)))
 
 
 def _nothing(rows: list[Row]) -> None:
