@@ -682,18 +682,20 @@ class TickJob:
 
 def ticks_insert(
     job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Query[list[tuple[int, str]]]:
+) -> Together[list[tuple[int, str]]]:
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
     Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
     older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
+    The insert runs under the name's lock, taken shared by a statement of its own before it.
     """
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
     }  # fmt: skip
-    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
+    lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
+    return Together(lock, Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows]))
 
 
 def ticks_last() -> Query[dict[str, datetime]]:
@@ -701,17 +703,19 @@ def ticks_last() -> Query[dict[str, datetime]]:
     return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
 
 
-def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
+def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
-    always stays. Each name's watermark rises to the latest tick deleted.
+    always stays. Each name's watermark rises to the latest tick deleted. The names that may
+    lose ticks are locked first, exclusively, and the delete touches no other name.
     """
-    params = {
-        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
-        "limit": limit,
-    }  # fmt: skip
-    return Query(q.TICKS_PRUNE, params, len)
+    params = {"names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep}
+
+    def delete(locked: list[str]) -> Query[int]:
+        return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)
+
+    return Together(Query(q.TICKS_PRUNE_LOCK, params, _first_column), delete)
 
 
 def _first_or_none(rows: list[Row]) -> Any:
