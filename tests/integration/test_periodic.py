@@ -488,3 +488,30 @@ async def test_prunes_of_names_in_opposite_orders_and_inserts_wait_without_deadl
     assert sorted(query(dsn, "SELECT name, tick FROM pgqueue.periodic_ticks")) == sorted(
         [(n, now) for n in "abc"] + [(first, late)]
     )
+
+
+async def test_a_schedule_the_database_refuses_does_not_hold_back_the_next_ones(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kwargs of 100,000 zeros pass the app's size check as JSON text (200 kB) but not the
+    database's (1.2 MB as jsonb): each tick insert of that schedule fails. The schedule after
+    it still fires in the same pass, on the same connection, and the failure names the first."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="big", kwargs={"zeros": [0] * 100_000})
+    async def big(zeros: list[int]) -> None: ...
+
+    @app.periodic("* * * * * *", name="small")
+    async def small() -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    now = await db_now(sched.db)
+    sched.cursors = dict.fromkeys(["big", "small"], now - timedelta(seconds=3))
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.step()
+    await close(sched)
+    fired = "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs"
+    assert query(dsn, fired) == [("small",)]
+    errors = [r for r in caplog.records if getattr(r, "action", "") == "periodic_error"]
+    assert [getattr(r, "periodic", None) for r in errors] == ["big"]
+    assert "active_jobs_payload_check" in caplog.text
