@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,49 @@ async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
     await cur.execute(query.sql, query.params)
     result = cur.pgresult
     return query.read(await cur.fetchall() if result is not None and result.nfields else [])
+
+
+@dataclass(frozen=True, slots=True)
+class Together(Generic[T]):
+    """Two statements run in one transaction; ``then``'s rows are read.
+
+    ``then`` takes its snapshot once ``first`` has finished, and locks ``first`` takes are
+    held until the transaction ends. A ``then`` that is a query is sent with ``first`` in one
+    round trip; one built from ``first``'s result costs a round trip of its own."""
+
+    first: Query[Any]
+    then: Query[T] | Callable[[Any], Query[T]]
+
+
+def run_together(conn: psycopg.Connection[Any], together: Together[T]) -> T:
+    """Execute ``together`` on a sync connection; commits only if ``conn`` is in autocommit."""
+    if isinstance(together.then, Query):
+        with conn.cursor() as first, conn.cursor() as then:
+            with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
+                first.execute(together.first.sql, together.first.params)
+                then.execute(together.then.sql, together.then.params)
+            result = then.pgresult
+            return together.then.read(
+                then.fetchall() if result is not None and result.nfields else []
+            )
+    # Outside autocommit, in the caller's transaction: transaction() would commit it.
+    with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
+        return run(cur, together.then(run(cur, together.first)))
+
+
+async def arun_together(conn: psycopg.AsyncConnection[Any], together: Together[T]) -> T:
+    """Execute ``together`` on an async connection; commits only if ``conn`` is in autocommit."""
+    if isinstance(together.then, Query):
+        async with conn.cursor() as first, conn.cursor() as then:
+            async with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
+                await first.execute(together.first.sql, together.first.params)
+                await then.execute(together.then.sql, together.then.params)
+            result = then.pgresult
+            return together.then.read(
+                await then.fetchall() if result is not None and result.nfields else []
+            )
+    async with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
+        return await arun(cur, together.then(await arun(cur, together.first)))
 
 
 def _nothing(rows: list[Row]) -> None:
@@ -638,18 +682,20 @@ class TickJob:
 
 def ticks_insert(
     job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Query[list[tuple[int, str]]]:
+) -> Together[list[tuple[int, str]]]:
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
     Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
     older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
+    The insert runs under the name's lock, taken shared by a statement of its own before it.
     """
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
     }  # fmt: skip
-    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
+    lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
+    return Together(lock, Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows]))
 
 
 def ticks_last() -> Query[dict[str, datetime]]:
@@ -657,17 +703,19 @@ def ticks_last() -> Query[dict[str, datetime]]:
     return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
 
 
-def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Query[int]:
+def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
-    always stays. Each name's watermark rises to the latest tick deleted.
+    always stays. Each name's watermark rises to the latest tick deleted. The names that may
+    lose ticks are locked first, exclusively, and the delete touches no other name.
     """
-    params = {
-        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
-        "limit": limit,
-    }  # fmt: skip
-    return Query(q.TICKS_PRUNE, params, len)
+    params = {"names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep}
+
+    def delete(locked: list[str]) -> Query[int]:
+        return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)
+
+    return Together(Query(q.TICKS_PRUNE_LOCK, params, _first_column), delete)
 
 
 def _first_or_none(rows: list[Row]) -> Any:

@@ -649,20 +649,35 @@ SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_er
 
 CLOCK_NOW: LiteralString = "SELECT now()"
 
-# One statement per schedule and pass: the tick rows are the arbiter. Only ticks this
+# A tick insert and a prune of the same schedule name exclude each other: the insert holds
+# the name's lock shared, the prune exclusively, from a statement before their own until they
+# commit (advisory locks (7403159, hashtext(name)); a hash collision between two names only
+# makes them wait for each other). Inserts of one name never wait for each other on it.
+TICKS_LOCK_SHARED: LiteralString = """
+SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
+"""
+
+# One insert statement per schedule and pass: the tick rows are the arbiter. Only ticks this
 # statement inserted (ON CONFLICT DO NOTHING) get a job, so any number of schedulers running
 # this at once produce one job per tick. The job id is drawn from the jobs' identity sequence
 # up front so the tick row can point at its job without a second statement.
 #
-# A pruned tick is refused (revision 0009), whatever this caller's horizon: one at or below the
-# name's watermark (one primary-key look-up per statement) or one this statement's snapshot
-# still holds. The prune deletes a tick and raises the watermark in one transaction, so a
-# snapshot taken after the tick was committed sees one of the two; the conflict check alone
-# does not do, as it waits for a prune in progress and then finds the row gone. The second
-# look-up is per tick, on the same key. Not covered: a tick another scheduler commits after
-# this statement's snapshot and a prune deletes before this statement reaches it (two
-# schedulers catching up one old tick beside a prune of it). Closing that needs the insert to
-# take a per-name lock in a statement before its snapshot, and the prune the same lock.
+# A pruned tick is refused (revision 0009), whatever this caller's horizon. It runs after
+# TICKS_LOCK_SHARED in the same transaction, so its snapshot is taken with the name's lock
+# held: a prune of the name has either committed before it (the snapshot sees the watermark,
+# at or below which ticks are refused: one primary-key look-up per statement) or waits for
+# it to commit. Without the lock (earlier releases needing 0009), a tick another scheduler commits
+# after this statement's snapshot and a prune deletes and commits before this statement
+# reaches it was neither seen nor conflicting, and got a second job. The NOT EXISTS refuses
+# a tick the snapshot holds without waiting for a concurrent insert of it (older code's
+# prunes, which take no lock, also hit it: the conflict check would wait for such a prune
+# and then find the row gone).
+#
+# Deadlocks: this transaction holds one name's lock and waits only for row locks of that
+# name's ticks that another insert, already past the same lock, holds (ON CONFLICT waits for
+# an uncommitted insert of the same tick; the scheduler passes its ticks in ascending order,
+# so two inserts cannot wait on each other in a cycle). A prune holds no row of a name whose
+# lock it lacks, and takes its locks before any row (TICKS_PRUNE_LOCK).
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
@@ -696,11 +711,33 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
  GROUP BY name ORDER BY name
 """
 
-# Small batches, oldest first. The latest tick of every schedule in the code is kept (it is
-# where catch-up starts after downtime); names no longer in the code go entirely once old.
-# Each name's watermark rises to the latest tick deleted (GREATEST: concurrent prunes each
-# delete other rows, SKIP LOCKED, in any order), in name order so that two prunes never wait
-# on each other in a cycle. Tick inserts only read it, so they neither wait for it nor hold it.
+# The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in
+# the order of the lock key, then the name: a lock the target list takes after the sort, so
+# two prunes take their common keys in one order and never wait on each other in a cycle
+# (ordered by name alone, two colliding names could be taken in opposite orders). Locks come
+# before this prune touches any row: it waits for inserts and prunes of a name, which never
+# wait for its rows; after them, only for a watermark row a prune of code without the lock
+# writes (both write them in name order).
+TICKS_PRUNE_LOCK: LiteralString = """
+SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
+  FROM (SELECT DISTINCT t.name
+          FROM pgqueue.periodic_ticks AS t
+          LEFT JOIN unnest(%(names)s::text[], %(keeps)s::float8[]) AS keep(name, secs)
+                 ON keep.name = t.name
+         WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
+           AND (keep.name IS NULL
+                OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m
+                              WHERE m.name = t.name))) AS d
+ ORDER BY hashtext(d.name), d.name
+"""
+
+# Small batches, oldest first, of the names TICKS_PRUNE_LOCK locked in this transaction
+# (%(locked)s): a name whose tick aged or appeared since is left for the next prune. The
+# latest tick of every schedule in the code is kept (it is where catch-up starts after
+# downtime); names no longer in the code go entirely once old. Each name's watermark rises
+# to the latest tick deleted (GREATEST: it never goes down, whichever ticks a prune finds),
+# in the same transaction as the delete, so that no insert sees the one without the other.
+# SKIP LOCKED steps over ticks that a prune of code without the lock holds.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -708,7 +745,8 @@ WITH keep AS (
     SELECT t.name, t.tick
       FROM pgqueue.periodic_ticks AS t
       LEFT JOIN keep ON keep.name = t.name
-     WHERE t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
+     WHERE t.name = ANY(%(locked)s::text[])
+       AND t.tick < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
        AND (keep.name IS NULL
             OR t.tick < (SELECT max(m.tick) FROM pgqueue.periodic_ticks AS m WHERE m.name = t.name))
      ORDER BY t.tick

@@ -92,7 +92,7 @@ class Scheduler:
         now = await self.db.run(_store.clock_now())
         more = False
         for periodic in self.periodics:
-            more |= await self.fire(periodic, now)
+            more |= await self.fire_alone(periodic, now)
         if time.monotonic() >= self._next_prune:
             await self.prune()
         return 0.0 if more else self.sleep_after(now)
@@ -121,6 +121,21 @@ class Scheduler:
             _log_fired(periodic, won, now)
         self.cursors[periodic.name] = due.cursor
         return len(due.due) == self.limit
+
+    async def fire_alone(self, periodic: Periodic, now: datetime) -> bool:
+        """``fire``, where an error of this schedule's own (the database refusing its job,
+        say) is logged and the pass goes on: its ticks are tried again next pass. An error of
+        the connection, which every schedule would meet, ends the pass."""
+        try:
+            return await self.fire(periodic, now)
+        except (psycopg.OperationalError, OSError):
+            raise
+        except Exception:
+            log.exception(
+                "periodic %r: its due ticks could not be fired", periodic.name,
+                extra={"action": "periodic_error", "periodic": periodic.name},
+            )  # fmt: skip
+            return False
 
     async def resume(self, name: str, cursor: datetime) -> datetime:
         """The later of ``cursor`` and the schedule's latest tick in the database, so that ticks

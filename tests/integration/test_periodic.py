@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -312,9 +313,9 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
     dsn: str,
 ) -> None:
     """The prune has deleted the tick and raised the watermark, not yet committed; an insert
-    of that tick starts then (its snapshot sees no watermark) and must not fire it once the
-    prune commits. Refused from the ticks its snapshot holds, it does not wait either; before,
-    its ON CONFLICT waited for the prune, found the row gone and inserted it."""
+    of that tick starts then and must not fire it once the prune commits. It waits for the
+    prune's lock on the name, so its snapshot sees the watermark; before 0009, its ON CONFLICT
+    waited for the prune, found the row gone and inserted it."""
     app = make_app(dsn, catch_up=86400)
     [sched] = await schedulers(app, 1)
     now = (await db_now(sched.db)).replace(microsecond=0)
@@ -322,8 +323,8 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
                " ('beat', %s)", (fired, now))  # fmt: skip
     job = app.periodics["beat"].tick_job()
-    with psycopg.connect(dsn) as pruner, pruner.cursor() as cur:
-        assert _store.run(cur, _store.ticks_prune({"beat": 10}, 10)) == 1
+    with psycopg.connect(dsn) as pruner:
+        assert _store.run_together(pruner, _store.ticks_prune({"beat": 10}, 10)) == 1
         insert = asyncio.create_task(sched.db.run(_store.ticks_insert(job, [fired], 86400)))
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         for _ in range(100):
@@ -339,19 +340,19 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
 
 
 def test_two_prunes_racing_on_one_name_end_at_the_later_tick(dsn: str) -> None:
-    """Two prunes in open transactions delete different ticks of one name (SKIP LOCKED); the
-    second waits on the first's new watermark row, then raises it to the greater tick."""
+    """Two prunes of one name in open transactions: the second waits for the first's lock on
+    the name, then deletes the next tick and raises the watermark to it."""
     [(now,)] = query(dsn, "SELECT date_trunc('second', now())")
     ticks = [now - timedelta(hours=h) for h in (4, 3, 0)]
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'beat', t"
                " FROM unnest(%s::timestamptz[]) AS t", (ticks,))  # fmt: skip
     prune = _store.ticks_prune({"beat": 10}, 10, limit=1)
     with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
-        assert _store.run(first.cursor(), prune) == 1
-        racer = threading.Thread(target=lambda: _store.run(second.cursor(), prune))
+        assert _store.run_together(first, prune) == 1
+        racer = threading.Thread(target=lambda: _store.run_together(second, prune))
         racer.start()
         racer.join(0.5)
-        assert racer.is_alive()  # waiting for the first's watermark row
+        assert racer.is_alive()  # waiting for the first's lock on 'beat'
         first.commit()
         racer.join(10)
         second.commit()
@@ -382,3 +383,135 @@ async def test_an_upgrade_from_0008_keeps_the_ticks_and_pruning_then_sets_the_wa
     await late.fire(long.periodics["beat"], fired + timedelta(seconds=1))
     await close(pruner, late)
     assert fired.isoformat() not in {tick for tick, _n in tick_jobs(empty_dsn)}
+
+
+# A test-only brake: an insert into periodic_ticks from a connection named 'pgqueue held'
+# waits, row by row, while the test holds advisory lock 42. Its statement's snapshot is
+# taken by then, so the test can commit and prune ticks behind the insert's back.
+HOLD = """
+CREATE FUNCTION hold_tick() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('application_name') = 'pgqueue held' THEN
+        PERFORM pg_advisory_xact_lock_shared(42);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_tick BEFORE INSERT ON pgqueue.periodic_ticks
+   FOR EACH ROW EXECUTE FUNCTION hold_tick();
+"""
+
+WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+
+async def until_waiting(dsn: str, count: int, *tasks: asyncio.Task[Any]) -> None:
+    """Wait until ``count`` advisory lock requests wait, or one of ``tasks`` ends."""
+    for _ in range(250):
+        if query(dsn, WAITING) == [(count,)] or any(t.done() for t in tasks):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{query(dsn, WAITING)} advisory lock requests wait, not {count}")
+
+
+async def test_a_tick_committed_behind_an_inserts_back_and_pruned_does_not_fire_twice(
+    dsn: str,
+) -> None:
+    """An insert of two old ticks has taken its snapshot and is held at the first; another
+    scheduler commits the second tick with its job, and a prune of code with a shorter
+    catch_up deletes it. The insert must not give it a second job: the prune waits for the
+    insert to end (before, it neither saw the tick nor its watermark, nor hit a conflict)."""
+    long, short = make_app(dsn, catch_up=86400), make_app(dsn, catch_up=10)
+    [other] = await schedulers(long, 1)
+    [pruner] = await schedulers(short, 1)
+    held = Db(dsn, "held")
+    now = (await db_now(other.db)).replace(microsecond=0)
+    early, tick = now - timedelta(hours=2, seconds=1), now - timedelta(hours=2)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s)", (now,))
+    query(dsn, HOLD)
+    job = long.periodics["beat"].tick_job()
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(42)")
+        insert = asyncio.create_task(held.run(_store.ticks_insert(job, [early, tick], 86400)))
+        await until_waiting(dsn, 1, insert)
+        assert insert.done() is False
+        assert len(await other.db.run(_store.ticks_insert(job, [tick], 86400))) == 1
+        prune = asyncio.create_task(pruner.prune())
+        await until_waiting(dsn, 2, prune)
+        gate.execute("SELECT pg_advisory_unlock(42)")
+        won, pruned = await insert, await prune
+    await held.close()
+    await close(other, pruner)
+    assert [tick for _id, tick in won] == [early.isoformat()]
+    assert pruned == 2
+    assert tick_jobs(dsn) == [(early.isoformat(), 1), (tick.isoformat(), 1)]
+    assert query(dsn, WATERMARKS) == [("beat", tick)]
+
+
+async def test_prunes_of_names_in_opposite_orders_and_inserts_wait_without_deadlock(
+    dsn: str,
+) -> None:
+    """While an insert of the name whose lock comes last is held, two prunes of three names
+    (given in opposite orders) and an insert of the name whose lock comes first queue up
+    instead of deleting under it; once it ends all four finish (none aborted as a deadlock),
+    each old tick is deleted once, and the two inserted ticks have a job each."""
+    [sched] = await schedulers(make_app(dsn), 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT n, %s - h * interval"
+               " '1 hour' FROM unnest(array['a', 'b', 'c']) n, generate_series(0, 3) h",
+          (now,))  # fmt: skip
+    [first, _, last] = [n for (n,) in query(dsn, "SELECT n FROM unnest(array['a', 'b', 'c'])"
+                                                 " AS n ORDER BY hashtext(n)")]  # fmt: skip
+    query(dsn, HOLD)
+    jobs = {n: _store.TickJob(n, "default", "beat", "{}") for n in "abc"}
+    dbs = [Db(dsn, "held"), Db(dsn, "p1"), Db(dsn, "p2"), Db(dsn, "late")]
+    held, late = now - timedelta(minutes=90), now - timedelta(seconds=1)
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(42)")
+        insert = _store.ticks_insert(jobs[last], [held], 86400)
+        tasks = [asyncio.create_task(dbs[0].run(insert))]
+        await until_waiting(dsn, 1, *tasks)
+        for db, names in zip(dbs[1:3], ["abc", "cba"], strict=True):
+            tasks.append(
+                asyncio.create_task(db.run(_store.ticks_prune(dict.fromkeys(names, 10.0), 10.0)))
+            )
+            await until_waiting(dsn, len(tasks), *tasks)
+        insert = _store.ticks_insert(jobs[first], [late], 86400)
+        tasks.append(asyncio.create_task(dbs[3].run(insert)))
+        await until_waiting(dsn, 4, *tasks)
+        assert [t.done() for t in tasks] == [False] * 4
+        gate.execute("SELECT pg_advisory_unlock(42)")
+        won_held, pruned_1, pruned_2, won_late = await asyncio.gather(*tasks)
+    for db in [sched.db, *dbs]:
+        await db.close()
+    assert (len(won_held), pruned_1 + pruned_2, len(won_late)) == (1, 10, 1)
+    an_hour_ago = now - timedelta(hours=1)
+    assert query(dsn, WATERMARKS) == [(n, an_hour_ago) for n in "abc"]
+    assert sorted(query(dsn, "SELECT name, tick FROM pgqueue.periodic_ticks")) == sorted(
+        [(n, now) for n in "abc"] + [(first, late)]
+    )
+
+
+async def test_a_schedule_the_database_refuses_does_not_hold_back_the_next_ones(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kwargs of 100,000 zeros pass the app's size check as JSON text (200 kB) but not the
+    database's (1.2 MB as jsonb): each tick insert of that schedule fails. The schedule after
+    it still fires in the same pass, on the same connection, and the failure names the first."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="big", kwargs={"zeros": [0] * 100_000})
+    async def big(zeros: list[int]) -> None: ...
+
+    @app.periodic("* * * * * *", name="small")
+    async def small() -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    now = await db_now(sched.db)
+    sched.cursors = dict.fromkeys(["big", "small"], now - timedelta(seconds=3))
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.step()
+    await close(sched)
+    fired = "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs"
+    assert query(dsn, fired) == [("small",)]
+    errors = [r for r in caplog.records if getattr(r, "action", "") == "periodic_error"]
+    assert [getattr(r, "periodic", None) for r in errors] == ["big"]
+    assert "active_jobs_payload_check" in caplog.text
