@@ -142,6 +142,8 @@ class Worker:
         self._running: dict[tuple[int, int], _Running] = {}
         self._inline: list[_Running] = []  # claimed jobs _run_inline() will finish at once
         self._unfinished: list[tuple[int, int]] = []
+        # Retries reported once written (see _settled): (context, start, end) by (id, attempt).
+        self._retrying: dict[tuple[int, int], tuple[JobContext, float, float]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
@@ -169,7 +171,7 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -540,9 +542,12 @@ class Worker:
         try:
             if outcome is not None and ctx.cancel_reason != "lease lost":
                 crash_point("after_side_effect")
-                self._count(outcome)
                 self._acker.add(outcome)
-                self.events.job_finished(ctx, outcome, started)
+                if outcome.state == "queued":  # the ack may end it cancelled: report it then
+                    self._retrying[job.id, job.attempt] = (ctx, started, time.monotonic())
+                else:
+                    self._count(outcome.state)
+                    self.events.job_finished(ctx, outcome, started)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
                 await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
         finally:
@@ -551,10 +556,25 @@ class Worker:
             if job.queue in self._backlog:
                 self._wake.set()
 
-    def _count(self, outcome: Outcome) -> None:
-        name = "retried" if outcome.state == "queued" else outcome.state
+    def _count(self, name: str) -> None:
         setattr(self.stats, name, getattr(self.stats, name) + 1)
         # The job's log record is written by self.events.job_finished, with all its fields.
+
+    def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
+        """Report the retries of a written batch as the database ended them: a job asked to
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK)."""
+        if not self._retrying:
+            return
+        for outcome in written:
+            held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            if held is None:
+                continue
+            ctx, started, ended = held
+            if outcome.job_id in cancelled:
+                outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
+                                  error="cancelled on request")  # fmt: skip
+            self._count("retried" if outcome.state == "queued" else "cancelled")
+            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
