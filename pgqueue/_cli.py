@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import psycopg
@@ -18,6 +18,9 @@ import psycopg
 from pgqueue._app import PgQueue, normalize_dsn
 from pgqueue._errors import PgQueueError
 from pgqueue._retry import MAX_DELAY
+
+if TYPE_CHECKING:
+    from pgqueue._worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -342,10 +345,15 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
         metrics_port=metrics_port, isolate_crashed=isolate_crashed,
     )  # fmt: skip
-    asyncio.run(w.run(install_signal_handlers=True))
-    if w.abandoned_threads():
-        # Thread tasks cannot be interrupted and their jobs are already back in the queue:
-        # do not let the interpreter's exit wait for them.
+    asyncio.run(_run_worker(w))
+
+
+async def _run_worker(w: Worker) -> None:
+    await w.run(install_signal_handlers=True)
+    if w.abandoned_threads() or w.abandoned_coroutines():
+        # Thread tasks cannot be interrupted, nor coroutines that ignore their cancellation,
+        # and their jobs are already back in the queue: do not let the exit wait for them
+        # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

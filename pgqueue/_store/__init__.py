@@ -318,8 +318,16 @@ class Outcome:
     delay: float = 0.0
 
 
-def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
-    """Record a batch of outcomes in one statement; returns the ids whose lease still held.
+class Acked(NamedTuple):
+    """What an ack wrote: ``ids`` whose lease still held, and ``cancelled``, those of them
+    that asked for a retry but were ended cancelled, as a cancel was requested meanwhile."""
+
+    ids: list[int]
+    cancelled: list[int]
+
+
+def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
+    """Record a batch of outcomes in one statement; says which it wrote (see :class:`Acked`).
 
     Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
     rows = [
@@ -328,7 +336,11 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[list[int]]:
         else _ack_row_with_texts(o)
         for o in outcomes
     ]
-    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _first_column)
+    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
+
+
+def _acked(rows: list[Row]) -> Acked:
+    return Acked(*rows[0])
 
 
 def _ack_row_with_texts(o: Outcome) -> list[Any]:

@@ -324,6 +324,8 @@ _FINISHED_COLUMNS = """
 # (A cancel committed while this statement runs leaves the row running: the snapshot predates
 # the flag, and the retry branch re-checks the locked row and skips it. The acker then sends
 # such an outcome once more, and that statement ends the job cancelled.)
+# It returns one row: the ids it wrote, and those of them it was asked to retry but ended
+# cancelled, so that the worker reports what happened (one row: no per-job tuple to read).
 # The fence compares j.state with o.running, a join clause, not with a constant: statistics
 # taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
 # would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
@@ -382,7 +384,8 @@ WITH o AS (
      WHERE NOT EXISTS (SELECT FROM pgqueue.finished_jobs AS f WHERE f.id = done.id)
     RETURNING id
 )
-SELECT id FROM retried UNION ALL SELECT id FROM done
+SELECT ARRAY(SELECT id FROM retried UNION ALL SELECT id FROM done),
+       ARRAY(SELECT id FROM done WHERE new_state = 'queued')
 """
 
 # A claim counts the attempt (attempts + 1): a queued job whose attempts already is the

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 
 from pgqueue import _store
-from pgqueue._store import Outcome
+from pgqueue._store import Acked, Outcome
 from pgqueue._worker._db import Db
 from pgqueue._worker._faults import crash_point
 
@@ -28,11 +29,16 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
+Settled = Callable[[list[Outcome], list[int]], None]
+"""Told of each written batch and the ids of its retries that the database ended cancelled."""
+
+
 class Acker:
     """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
 
-    def __init__(self, db: Db, batch: int, interval: float) -> None:
+    def __init__(self, db: Db, batch: int, interval: float, settled: Settled | None = None) -> None:
         self.db = db
+        self.settled = settled
         self.batch = batch
         self.interval = interval
         self._buffer: list[Outcome] = []
@@ -85,14 +91,17 @@ class Acker:
                 except BaseException:
                     self._put_back(taken)
                     raise
-                if len(acked) < len(taken):
-                    acked += await self._again(taken, set(acked))
+                if len(acked.ids) < len(taken):
+                    again = await self._again(taken, set(acked.ids))
+                    acked = Acked(acked.ids + again.ids, acked.cancelled + again.cancelled)
                 self._written.set()
-                if acked:
+                if acked.ids:
                     crash_point("after_ack")
-                self._report_lost(taken, set(acked))
+                self._report_lost(taken, set(acked.ids))
+                if self.settled is not None:
+                    self.settled(taken, acked.cancelled)
 
-    async def _again(self, taken: list[Outcome], applied: set[int]) -> list[int]:
+    async def _again(self, taken: list[Outcome], applied: set[int]) -> Acked:
         """Write once more the outcomes a statement did not apply, from a new snapshot.
 
         Most belong to a lost lease, which the fence refuses again. One may be a retry of a job
@@ -101,34 +110,34 @@ class Acker:
         the job stayed running until its lease expired. The new statement ends it cancelled."""
         missed = [o for o in taken if o.job_id not in applied]
         try:
-            again: list[int] = await self.db.run(_store.jobs_ack(missed))
+            return await self.db.run(_store.jobs_ack(missed))
         except (psycopg.Error, OSError):  # as before this second try: their leases settle them
             log.warning("writing %d outcomes again failed", len(missed), exc_info=True,
                         extra={"action": "ack_error"})  # fmt: skip
-            return []
-        return again
+            return Acked([], [])
 
-    async def _write_each(self, taken: list[Outcome], exc: psycopg.Error) -> list[int]:
+    async def _write_each(self, taken: list[Outcome], exc: psycopg.Error) -> Acked:
         """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
         others; an outcome refused on its own is replaced by a failure that says why."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
             len(taken), _first_line(exc), extra={"action": "ack_refused"},
         )  # fmt: skip
-        acked: list[int] = []
+        acked = Acked([], [])
         for i, outcome in enumerate(taken):
             try:
                 try:
                     written = await self.db.run(_store.jobs_ack([outcome]))
                 except _REFUSED as refused:
                     written = await self._write_refused(outcome, refused)
-                acked += written
             except BaseException:
                 self._put_back(taken[i:])
                 raise
+            acked.ids.extend(written.ids)
+            acked.cancelled.extend(written.cancelled)
         return acked
 
-    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> list[int]:
+    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> Acked:
         reason = _first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
@@ -144,7 +153,7 @@ class Acker:
                 "job %s attempt %s: the failure could not be recorded either; left to the lease",
                 outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_refused"),
             )  # fmt: skip
-            return [outcome.job_id]  # not a lost lease: nothing more can be done here
+            return Acked([outcome.job_id], [])  # not a lost lease: nothing more to do here
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
         self._buffer[:0] = outcomes

@@ -78,6 +78,10 @@ class WorkerStats:
 _WALKED_TO_RESUME = 5_000
 _WALKED_TO_RESUME_IDLE = 1_000
 
+# Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
+# may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
+CANCEL_GRACE = 5.0
+
 
 class Worker:
     """Claims and runs jobs of some queues until stopped.
@@ -142,6 +146,9 @@ class Worker:
         self._running: dict[tuple[int, int], _Running] = {}
         self._inline: list[_Running] = []  # claimed jobs _run_inline() will finish at once
         self._unfinished: list[tuple[int, int]] = []
+        self._abandoned: list[asyncio.Task[None]] = []  # see _abandon
+        # Retries reported once written (see _settled): (context, start, end) by (id, attempt).
+        self._retrying: dict[tuple[int, int], tuple[JobContext, float, float]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
@@ -169,7 +176,7 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval)
+        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -540,9 +547,12 @@ class Worker:
         try:
             if outcome is not None and ctx.cancel_reason != "lease lost":
                 crash_point("after_side_effect")
-                self._count(outcome)
                 self._acker.add(outcome)
-                self.events.job_finished(ctx, outcome, started)
+                if outcome.state == "queued":  # the ack may end it cancelled: report it then
+                    self._retrying[job.id, job.attempt] = (ctx, started, time.monotonic())
+                else:
+                    self._count(outcome.state)
+                    self.events.job_finished(ctx, outcome, started)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
                 await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
         finally:
@@ -551,10 +561,25 @@ class Worker:
             if job.queue in self._backlog:
                 self._wake.set()
 
-    def _count(self, outcome: Outcome) -> None:
-        name = "retried" if outcome.state == "queued" else outcome.state
+    def _count(self, name: str) -> None:
         setattr(self.stats, name, getattr(self.stats, name) + 1)
         # The job's log record is written by self.events.job_finished, with all its fields.
+
+    def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
+        """Report the retries of a written batch as the database ended them: a job asked to
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK)."""
+        if not self._retrying:
+            return
+        for outcome in written:
+            held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            if held is None:
+                continue
+            ctx, started, ended = held
+            if outcome.job_id in cancelled:
+                outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
+                                  error="cancelled on request")  # fmt: skip
+            self._count("retried" if outcome.state == "queued" else "cancelled")
+            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
@@ -705,7 +730,10 @@ class Worker:
             await asyncio.wait(tasks, timeout=self.shutdown_timeout)
         for job_id, attempt in list(self._running):
             self.cancel_local(job_id, "shutdown", attempt)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+            await asyncio.gather(*done, return_exceptions=True)
+            self._abandon(stuck)
         await self.events.drain(self.shutdown_timeout)
         self._executor.shutdown()
         try:
@@ -716,6 +744,25 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             await self._close_connections()
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
+
+    def _abandon(self, stuck: set[asyncio.Task[None]]) -> None:
+        """Leave coroutines that ignored their cancellation: their jobs go back to the queue
+        with the others stopped at shutdown, and they stop wherever they were when the
+        process exits (the CLI exits without waiting for them)."""
+        for running in [r for r in self._running.values() if r.task in stuck]:
+            job = running.job
+            log.warning(
+                "job %s: its task ignored its cancellation for %s s; abandoned, its job put back"
+                " in the queue", job.id, CANCEL_GRACE,
+                extra={"action": "job_abandoned", "job_id": job.id, "attempt": job.attempt},
+            )  # fmt: skip
+            self._unfinished.append((job.id, job.attempt))
+        self._abandoned += stuck
+
+    def abandoned_coroutines(self) -> int:
+        """Async tasks still running after shutdown, having ignored their cancellation (their
+        jobs were put back in the queue): ``asyncio.run`` would wait for them forever."""
+        return sum(not task.done() for task in self._abandoned)
 
     async def _close_connections(self) -> None:
         for db in (self._claim_db, self._ack_db, self._maint_db):

@@ -40,6 +40,26 @@ def _driver_connection(conn: Any, wanted: type) -> Any:
     return raw
 
 
+def _bind_arguments(session: Any) -> dict[str, Any] | None:
+    """How to ask ``session`` for its connection: as is, unless it has no ``bind=`` but
+    per-mapper or per-table ``binds``, which ``connection()`` alone cannot choose from. All
+    on one engine (or connection), that one; on several, pgqueue cannot tell which database
+    holds its schema, and says how to hand over the right connection."""
+    if session.bind is not None:
+        return None
+    # Session.binds is public from SQLAlchemy 2.1; 2.0 keeps the same mapping privately.
+    binds = getattr(session, "binds", None) or vars(session).get("_Session__binds") or {}
+    targets = set(binds.values())
+    if len(targets) > 1:
+        raise TypeError(
+            f"this {type(session).__name__} has no bind= and its binds are {len(targets)}"
+            " engines: pgqueue cannot tell which database holds its schema. Enqueue on the"
+            " connection of that database, e.g. task.enqueue(session.connection("
+            "bind_arguments={'mapper': SomeModel}), ...) (await it for an AsyncSession)"
+        )
+    return {"bind": targets.pop()} if targets else None
+
+
 def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     """The psycopg connection behind a ``Session`` or ``Connection``, in its transaction."""
     if not _is_sqlalchemy(obj):
@@ -53,7 +73,7 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     if isinstance(obj, scoped_session):  # Flask-SQLAlchemy's db.session, among others
         obj = obj()  # this scope's Session
     if isinstance(obj, Session):
-        obj = obj.connection()
+        obj = obj.connection(bind_arguments=_bind_arguments(obj))
     if not isinstance(obj, Connection):
         return None
     found: psycopg.Connection[Any] = _driver_connection(obj, psycopg.Connection)
@@ -63,7 +83,10 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
 async def _async_driver_connection(obj: Any) -> Any:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    conn = await obj.connection() if isinstance(obj, AsyncSession) else obj
+    if isinstance(obj, AsyncSession):
+        conn = await obj.connection(bind_arguments=_bind_arguments(obj.sync_session))
+    else:
+        conn = obj
     if not conn.in_transaction():
         await conn.begin()
     return _driver_connection(conn.sync_connection, psycopg.AsyncConnection)

@@ -6,6 +6,8 @@ counted independently of pgqueue's own bookkeeping.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -58,3 +60,14 @@ def sleeps(seconds: float) -> str:
     record()
     time.sleep(seconds)
     return "slept"
+
+
+@app.task(queue="io")
+async def ignores_cancellation(seconds: float) -> str:
+    """Record the execution, then sleep ``seconds``, swallowing every cancellation."""
+    record()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(asyncio.CancelledError):  # the bug: a task that goes on
+            await asyncio.sleep(deadline - time.monotonic())
+    return "ignored"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -221,6 +222,24 @@ def test_sigterm_past_the_timeout_requeues_without_spending_an_attempt(
     assert query(ledger, "SELECT state, attempts, count(*) FROM pgqueue.jobs GROUP BY 1, 2") == [
         ("queued", 0, 2)
     ]
+
+
+def test_sigterm_stops_a_worker_whose_task_swallows_its_cancellation(
+    ledger: str, spawn_worker
+) -> None:
+    """A coroutine that catches CancelledError and goes on cannot hold the worker: a few seconds
+    after the shutdown timeout it is abandoned, its job goes back to queued with its attempt
+    not counted (as for any job stopped at shutdown), and the worker exits with status 0."""
+    [job_id] = enqueue(ledger, "ignores_cancellation", [(120,)])
+    worker = spawn_worker("--shutdown-timeout", "0.5")
+    wait_for(lambda: running(ledger) == 1, what="a running job")
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - started < 10
+    assert query(ledger, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+    output = worker.stdout.read() if worker.stdout else ""
+    assert f"job {job_id}: its task ignored its cancellation" in output
 
 
 def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:

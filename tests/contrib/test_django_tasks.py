@@ -127,6 +127,37 @@ def test_a_bad_max_attempts_option_is_refused_when_the_backend_is_made(tasks_fla
     assert PgQueueBackend("jobs", {"OPTIONS": {"MAX_ATTEMPTS": "3"}}).max_attempts == 3
 
 
+def test_a_backend_on_another_database_than_pgqueues_is_a_system_check_error(
+    tasks_flavour: str,
+) -> None:
+    """Workers run the jobs of PGQUEUE["DATABASE"]: a backend whose OPTIONS["DATABASE"] names
+    another alias would enqueue where no worker looks. manage.py check (and every command that
+    runs the checks, manage.py pgqueue worker too) refuses it, naming both; so does its
+    enqueue, for a process started without the checks. The same alias is fine."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import PgQueueBackend
+
+    backend = "pgqueue.contrib.django.PgQueueBackend"
+    tasks = {
+        "default": {"BACKEND": backend, "OPTIONS": {"DATABASE": "default"}},
+        "elsewhere": {"BACKEND": backend, "OPTIONS": {"DATABASE": "replica"}},
+    }
+    with override_settings(TASKS=tasks), pytest.raises(SystemCheckError) as refused:
+        call_command("check")
+    assert "pgqueue.E001" in str(refused.value)
+    assert "TASKS['elsewhere']['OPTIONS']['DATABASE'] is 'replica'" in str(refused.value)
+    assert "TASKS['default']" not in str(refused.value)
+    with override_settings(TASKS={"default": tasks["default"]}):
+        call_command("check")
+    elsewhere = PgQueueBackend("elsewhere", tasks["elsewhere"])
+    with pytest.raises(ImproperlyConfigured, match=r"PGQUEUE\['DATABASE'\] \('default'\)"):
+        elsewhere.enqueue(None, [], {})
+
+
 def test_run_after_pgqueue_cannot_hold_is_an_invalid_task_and_writes_nothing(shop, django_db):
     """A run_after Python could not read back (year 10000 in UTC) is refused by using(),
     before any SQL: it used to be inserted, then fail enqueue while reading the job back."""

@@ -163,3 +163,39 @@ def test_another_driver_is_refused_by_name() -> None:
             shop.ship.enqueue(session, 1)
     finally:
         db.dispose()
+
+
+async def test_a_session_with_only_per_mapper_binds_enqueues_on_its_one_engine(
+    engine: Engine, dsn: str
+) -> None:
+    """Session(binds={Model: engine}) has no bind= to hand over: when all its binds are one
+    engine, the job joins the transaction of that engine's connection, sync and async."""
+    with Session(binds={shop.Order: engine}) as session, session.begin():
+        shop.place_order(session)
+    with Session(binds={shop.Order: engine}) as session:
+        shop.place_order(session)
+        session.rollback()
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(binds={shop.Order: db}) as asession, asession.begin():
+            await shop.ship.aenqueue(asession, 7)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([7],)]
+
+
+def test_a_session_whose_binds_name_several_engines_says_how_to_choose(engine, dsn) -> None:
+    """Binds on two engines and no bind=: pgqueue cannot tell which database holds its schema
+    and says to enqueue on the connection of the right one, which works."""
+    other = create_engine(url(dsn), poolclass=NullPool)
+    binds = {shop.Order: engine, shop.Base: other}
+    try:
+        with Session(binds=binds) as session:
+            with pytest.raises(TypeError, match=r"bind_arguments=\{'mapper': "):
+                shop.ship.enqueue(session, 1)
+            with session.begin():
+                shop.ship.enqueue(session.connection(bind_arguments={"mapper": shop.Order}), 2)
+    finally:
+        other.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([2],)]

@@ -39,7 +39,7 @@ def test_a_failed_attempt_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, c
     asks for ends the job cancelled instead of queueing it for another run."""
     job_id = _claimed_and_cancel_requested(dsn, conn)
     outcome = Outcome(job_id, 1, "queued", error="boom", traceback="tb", delay=0.0)
-    assert run(dsn, _store.jobs_ack([outcome])) == [job_id]
+    assert run(dsn, _store.jobs_ack([outcome])) == ([job_id], [job_id])
     assert run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows == []
     ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
     assert query(dsn, ended) == [("cancelled", 1, "cancelled on request", "boom")]
@@ -49,7 +49,8 @@ def test_a_snooze_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, conn) -> 
     """A Retry without an error (a snooze) gives the attempt back; asked to cancel, the job
     ends cancelled with that attempt uncounted."""
     job_id = _claimed_and_cancel_requested(dsn, conn)
-    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "queued", delay=60.0)])) == [job_id]
+    snooze = Outcome(job_id, 1, "queued", delay=60.0)
+    assert run(dsn, _store.jobs_ack([snooze])) == ([job_id], [job_id])
     assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request", [])
     ]
@@ -62,7 +63,8 @@ def test_a_retry_in_the_same_batch_as_a_cancel_requested_one_is_queued(dsn: str,
     conn.commit()
     run(dsn, _store.jobs_claim("w", {"io": 1}, 30))
     outcomes = [Outcome(job_id, 1, "queued", error="boom"), Outcome(other, 1, "queued", error="x")]
-    assert sorted(run(dsn, _store.jobs_ack(outcomes))) == sorted([job_id, other])
+    acked = run(dsn, _store.jobs_ack(outcomes))
+    assert sorted(acked.ids) == sorted([job_id, other]) and acked.cancelled == [job_id]
     assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
         (job_id, "cancelled"), (other, "queued"),
     ]  # fmt: skip

@@ -84,11 +84,12 @@ def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
     claim(dsn, "stale", lease=0.05)
     time.sleep(0.1)
     assert run(dsn, _store.leases_rescue()) == (1, 0, 0)
-    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])) == []
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
     [row] = claim(dsn, "fresh", lease=30)
     assert row[5] == 2
-    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])) == []
-    assert run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")])) == [job_id]
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
+    acked = run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")]))
+    assert acked == ([job_id], [])
     assert query(dsn, "SELECT state, attempts, errors->0->>'error' FROM pgqueue.jobs") == [
         ("succeeded", 2, "worker lost")
     ]
@@ -109,7 +110,7 @@ def test_ack_of_a_job_already_in_history_keeps_that_history_and_acks_the_rest(
           [first])  # fmt: skip
     acked = run(dsn, _store.jobs_ack([Outcome(first, 1, "succeeded", result="2"),
                                       Outcome(second, 1, "succeeded", result="4")]))  # fmt: skip
-    assert sorted(acked) == sorted([first, second])  # type: ignore[arg-type]
+    assert sorted(acked.ids) == sorted([first, second]) and acked.cancelled == []
     assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(0,)]
     assert query(dsn, "SELECT id, state, result FROM pgqueue.finished_jobs ORDER BY id") == [
         (first, "cancelled", "by hand"), (second, "succeeded", 4),

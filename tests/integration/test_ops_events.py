@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -231,3 +232,31 @@ async def test_a_raising_start_listener_is_logged_and_the_job_still_runs(
     await run_worker_until(w, lambda: states(dsn) == {"succeeded": 1}, timeout=5)
     assert w.running == 0
     assert [getattr(r, "action", None) for r in caplog.records].count("listener_error") == 1
+
+
+@pytest.mark.parametrize("ending", ["error", "snooze"])
+async def test_a_retry_the_database_ends_cancelled_is_reported_cancelled(
+    dsn: str, conn: Any, caplog: Any, ending: str
+) -> None:
+    """A job asked to cancel while it runs, whose attempt fails (or snoozes) before a heartbeat
+    tells its worker: the ack ends it cancelled, and the log line, the listeners and the
+    summary counts say cancelled, not retrying."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    async def work() -> None:
+        with psycopg.connect(dsn, autocommit=True) as other:  # blocks the loop: no heartbeat
+            other.execute("SELECT pgqueue.cancel(%s)", [pgqueue.current_job().id])
+        raise ValueError("boom") if ending == "error" else pgqueue.Retry(60)
+
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    app.using("work").enqueue(conn)
+    conn.commit()
+    await run_worker_until(w, lambda: states(dsn) == {"cancelled": 1} and bool(seen))
+    assert seen == ["cancelled"]
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert "job_cancelled" in actions and "job_retrying" not in actions
+    assert (w.stats.cancelled, w.stats.retried) == (1, 0)

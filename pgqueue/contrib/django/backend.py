@@ -4,8 +4,9 @@
 inside ``transaction.atomic()`` is a pgqueue job written on Django's own connection: it exists
 exactly when the ORM writes commit. pgqueue workers (``manage.py pgqueue worker``) run it.
 
-``OPTIONS``: ``"DATABASE"`` (default ``PGQUEUE["DATABASE"]``) and ``"MAX_ATTEMPTS"`` (default
-1: a Django task that raises is FAILED at once, as Django's API expects).
+``OPTIONS``: ``"DATABASE"`` (default, and only allowed value, ``PGQUEUE["DATABASE"]``: the
+database workers run jobs from) and ``"MAX_ATTEMPTS"`` (default 1: a Django task that raises is
+FAILED at once, as Django's API expects).
 """
 
 from __future__ import annotations
@@ -53,9 +54,33 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         )
 
     def _connection(self) -> Any:
+        from django.core.exceptions import ImproperlyConfigured
         from django.db import connections
 
-        return connections[self.database or _conf.database_alias()]
+        alias = _conf.database_alias()
+        if self.database not in (None, alias):
+            raise ImproperlyConfigured(self._elsewhere(alias))
+        return connections[alias]
+
+    def _elsewhere(self, alias: str) -> str:
+        return (
+            f"TASKS[{self.alias!r}]['OPTIONS']['DATABASE'] is {self.database!r}, but pgqueue's"
+            f" workers run the jobs of PGQUEUE['DATABASE'] ({alias!r}): its tasks would be"
+            " enqueued where no worker looks"
+        )
+
+    def check(self, **kwargs: Any) -> Any:
+        """Django's checks of a backend, and pgqueue's: its database is the workers' one."""
+        from django.core import checks
+
+        yield from super().check(**kwargs)
+        alias = _conf.database_alias()
+        if self.database not in (None, alias):
+            yield checks.Error(
+                self._elsewhere(alias), id="pgqueue.E001",
+                hint=f"remove OPTIONS['DATABASE'] (the backend uses PGQUEUE['DATABASE']), or"
+                     f" set PGQUEUE['DATABASE'] = {self.database!r} to move pgqueue there",
+            )  # fmt: skip
 
     def validate_task(self, task: Any) -> None:
         """Django's checks, then pgqueue's (queue name, run_after), then register the task."""
@@ -76,9 +101,9 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Insert the job on Django's connection, in the current transaction if any."""
+        connection = self._connection()
         self.validate_task(task)
         _refuse_eager_mode()
-        connection = self._connection()
         job_id = self._job(task).enqueue(connection, *args, **kwargs)
         result = self._result(task, connection, job_id)
         dt.task_enqueued.send(type(self), task_result=result)
