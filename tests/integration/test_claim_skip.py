@@ -1,0 +1,198 @@
+"""Claims that skip the jobs not yet due: the claim index is ordered by priority before run_at,
+so a claim from the head steps over every job scheduled for later that sits before the jobs
+it can take, or after them when it wants more than are due. A worker whose claim read many
+such pages switches to claims that read each priority's due jobs only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue import _store
+from pgqueue._store import _queries as q
+from tests.helpers import query, run_worker_until
+from tests.integration import tasks_app as t
+from tests.integration.test_claim_resume import (
+    dirty_the_head,
+    enqueue,
+    held,  # noqa: F401  (a fixture, used by name)
+    trickle,
+)
+
+PAGES_READ = "SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)"
+SKIPPING = (q.JOBS_CLAIM_ONE_SKIP, q.JOBS_CLAIM_SKIP)
+
+
+def schedule(dsn: str, queue: str, n: int, priority: int, ahead: str = "1 day") -> None:
+    """``n`` jobs of ``queue`` due ``ahead`` from now, a microsecond apart."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) "
+               "SELECT %s, 'x', %s, now() + %s::interval + i * interval '1 us' "
+               "FROM generate_series(1, %s) i", [queue, priority, ahead, n])  # fmt: skip
+
+
+def pages_of(dsn: str, claim: _store.Query[_store.Claim]) -> tuple[int, _store.Claim]:
+    """The claim-index pages ``claim`` reads, and what it claimed (rolled back)."""
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        before = cur.execute(PAGES_READ).fetchone()
+        got = _store.run(cur, claim)
+        after = cur.execute(PAGES_READ).fetchone()
+        conn.rollback()
+    assert before is not None and after is not None
+    return after[0] - before[0], got
+
+
+@pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
+def test_skipping_claims_take_the_due_jobs_in_claim_order_and_no_other(
+    dsn: str, queues: list[str]
+) -> None:
+    """Jobs due at three priorities, jobs scheduled for later at a higher, the same and a
+    lower priority, and a due job another transaction holds locked: claims that skip take
+    every due job but the locked one exactly once, in the order claims from the head would,
+    batches filled across priorities, and none of the jobs not yet due."""
+    for queue in queues:
+        for priority in (0, 5, 2):
+            enqueue(dsn, queue, 7, priority)
+        for priority in (9, 5, 0, -3):
+            schedule(dsn, queue, 50, priority)
+    expected = {}
+    for queue in queues:
+        due = query(dsn, "SELECT id FROM pgqueue.active_jobs WHERE queue = %s AND run_at <= now()"
+                         " ORDER BY priority DESC, run_at, id", [queue])  # fmt: skip
+        expected[queue] = [r[0] for r in due]
+    locked = expected[queues[0]].pop(3)
+    got: dict[str, list[int]] = {queue: [] for queue in queues}
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as conn:
+        holder.execute("SELECT 1 FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [locked])
+        for _ in range(10):
+            wanted = dict.fromkeys(queues, 4)
+            claim = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30, skip=True))
+            assert not claim.counted and claim.pages == 0
+            for queue in queues:
+                mine = [r for r in claim.rows if r[1] == queue]
+                assert len(mine) == min(4, len(expected[queue]) - len(got[queue]))
+                # Within one claim the rows come in no particular order: compare sets.
+                window = expected[queue][len(got[queue]) : len(got[queue]) + len(mine)]
+                assert {r[0] for r in mine} == set(window)
+                got[queue] += window
+            if not claim.rows:
+                break
+        holder.rollback()
+    assert got == expected
+    [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued' "
+                           "AND run_at > now()")  # fmt: skip
+    assert left == 200 * len(queues)
+    [(state,)] = query(dsn, "SELECT state FROM pgqueue.active_jobs WHERE id = %s", [locked])
+    assert state == "queued"
+
+
+@pytest.mark.parametrize("where", ["higher", "same"])
+@pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
+def test_a_claim_from_the_head_counts_the_pages_of_jobs_not_yet_due_and_a_skipping_one_reads_few(
+    dsn: str, queues: list[str], where: str
+) -> None:
+    """30,000 jobs due tomorrow at a higher priority than the 10 due jobs (the claim steps over
+    them before taking any), or at the same one (the claim wants more than are due, and steps
+    over them after): a claim from the head reads their pages, about 150, and reports them
+    while walking next to no entries; a claim that skips reads a few pages and takes the same
+    jobs."""
+    for queue in queues:
+        schedule(dsn, queue, 30_000, 5 if where == "higher" else 0)
+        enqueue(dsn, queue, 10, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    wanted = dict.fromkeys(queues, 100)
+    head_pages, head = pages_of(dsn, _store.jobs_claim("w", wanted, 30))
+    skip_pages, skipped = pages_of(dsn, _store.jobs_claim("w", wanted, 30, skip=True))
+    assert sorted(r[0] for r in head.rows) == sorted(r[0] for r in skipped.rows)
+    assert len(head.rows) == 10 * len(queues)
+    assert head.counted and head.walked < 50, head
+    assert head_pages >= 100 * len(queues), head_pages
+    assert abs(head.pages - head_pages) <= 2, (head.pages, head_pages)
+    assert skip_pages <= 20 * len(queues), skip_pages
+
+
+class Spy:
+    """Records, for each claim a worker makes: whether it skipped, resumed, the pages it
+    counted (0: not counted) and how many jobs it took."""
+
+    def __init__(self, worker: Any) -> None:
+        self.skipping: list[bool] = []
+        self.resumed: list[bool] = []
+        self.pages: list[int] = []
+        self.took: list[int] = []
+        run = worker._claim_db.run
+
+        async def spy(claim: _store.Query[Any]) -> Any:
+            result = await run(claim)
+            if isinstance(result, _store.Claim):
+                params: dict[str, Any] = claim.params  # type: ignore[assignment]
+                self.skipping.append(claim.sql in SKIPPING)
+                self.resumed.append(bool(params.get("ids") or params.get("id")))
+                self.pages.append(result.pages)
+                self.took.append(len(result.rows))
+            return result
+
+        worker._claim_db.run = spy
+
+
+async def drain(dsn: str, conn: psycopg.Connection[Any], jobs: int = 2_000) -> Spy:
+    """Enqueue ``jobs`` jobs, run a worker (batches of 50) until they are done; its claims."""
+    t.add.enqueue_many(conn, [((i, 1), {}) for i in range(jobs)])
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"io": 100}, batch_size=50)
+    spy = Spy(worker)
+    finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
+    await run_worker_until(worker, lambda: query(dsn, finished, [t.add.name])[0][0] == jobs)
+    return spy
+
+
+async def test_a_worker_whose_claim_reads_pages_of_jobs_not_yet_due_skips_them(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Behind 30,000 jobs due tomorrow at a higher priority, a worker drains 2,000 due jobs:
+    its first claim from the head reads their pages, and the claims after it skip them."""
+    schedule(dsn, "io", 30_000, 5)
+    spy = await drain(dsn, conn)
+    assert spy.pages[0] >= 100, spy.pages
+    assert spy.skipping[0] is False and all(spy.skipping[1:]), spy.skipping
+    assert len(spy.skipping) >= 40, spy.skipping
+    [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
+    assert left == 30_000
+
+
+async def test_a_caught_up_worker_behind_jobs_not_yet_due_skips_them(dsn: str) -> None:
+    """An idle worker of a queue holding 30,000 jobs due tomorrow at its jobs' own priority
+    claims each job as it arrives, wanting more than are due, so that its claims from the
+    head read the scheduled jobs' pages; from the first that counts them on, claims skip."""
+    schedule(dsn, "io", 30_000, 0)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4)
+    spy = Spy(worker)
+    await trickle(dsn, worker, 100, 0.005)
+    assert sum(spy.took) == 100, spy.took
+    first = next(i for i, pages in enumerate(spy.pages) if pages >= 100)
+    assert not any(spy.skipping[: first + 1]), spy.skipping
+    assert all(spy.skipping[first + 1 :]), spy.skipping
+    assert sum(n for n, s in zip(spy.took, spy.skipping, strict=True) if s) >= 50, spy.took
+
+
+@pytest.mark.usefixtures("held")
+async def test_a_worker_beside_dead_entries_resumes_and_does_not_skip(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """8,000 entries a held snapshot keeps at the head make the claims resume, not skip: the
+    pages that hold them are explained by the entries the claims walked."""
+    enqueue(dsn, "io", 8_000)
+    dirty_the_head(dsn, ["io"], 8_000)
+    spy = await drain(dsn, conn)
+    assert not any(spy.skipping), spy.pages
+    assert any(spy.resumed), spy.resumed
+
+
+async def test_a_worker_on_a_clean_queue_never_skips(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Without jobs scheduled for later, claims read a few pages each and never skip."""
+    spy = await drain(dsn, conn)
+    assert len(spy.pages) >= 40 and not any(spy.skipping), spy.pages
+    assert max(spy.pages) < 50, spy.pages
