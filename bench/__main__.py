@@ -27,6 +27,7 @@ SCALE_OUT_JOBS = 100_000  # 2 against 8 processes
 SCALE_OUT_PAIRS = 3  # pairs of those drains per round (the figure sits within the noise)
 MANY_JOBS = 100_000
 SNAPSHOT_JOBS = 200_000  # drained beside a held snapshot (times --scale)
+SCHEDULED_JOBS = 300_000  # due tomorrow, beside the drain and the latency (times --scale)
 T = TypeVar("T")
 TARGETS = {
     "drain_1_process.ratio": (">=", 0.60),
@@ -47,7 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="one round, scale 0.02, fewer samples")
     p.add_argument("--scale", type=float, help="backlog/churn size factor (1.0 = 1M/5M/1M)")
     p.add_argument("--repeat", type=int, help="rounds of the paired measurements (default 3)")
-    p.add_argument("--skip", default="", help="comma-separated: backlog,churn,drain8,snapshot")
+    p.add_argument(
+        "--skip", default="", help="comma-separated: backlog,churn,drain8,snapshot,scheduled"
+    )
     p.add_argument("--out", help="also write the JSON to this file")
     p.add_argument("--keep-db", action="store_true", help="keep the bench database")
     _env.add_server_option(p)
@@ -200,6 +203,7 @@ def meta(dsn: str, args: argparse.Namespace, factor: float, repeat: int) -> dict
         "backlog_queued": int(1_000_000 * factor), "backlog_finished": int(5_000_000 * factor),
         "churn_jobs": int(1_000_000 * factor), "drain_jobs": DRAIN_JOBS, "many_jobs": MANY_JOBS,
         "scale_out_jobs": SCALE_OUT_JOBS, "snapshot_jobs": int(SNAPSHOT_JOBS * factor),
+        "scheduled_jobs": int(SCHEDULED_JOBS * factor),
         "scale_out_pairs_per_round": SCALE_OUT_PAIRS,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "python_dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
@@ -239,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         if "snapshot" not in skip:
             print("snapshot", file=sys.stderr, flush=True)
             report["snapshot"] = scale.held_snapshot(dsn, int(SNAPSHOT_JOBS * factor), samples)
+        if "scheduled" not in skip:
+            print("scheduled", file=sys.stderr, flush=True)
+            report["scheduled"] = scale.scheduled(
+                dsn, DRAIN_JOBS, int(SCHEDULED_JOBS * factor), samples
+            )
         if "churn" not in skip:
             print("churn", file=sys.stderr, flush=True)
             report["churn"] = scale.churn(dsn, int(1_000_000 * factor))

@@ -105,6 +105,12 @@ def fill_jobs(dsn: str, n: int, task: str = "bench.tasks.noop") -> None:
     execute(dsn, "ANALYZE pgqueue.active_jobs")
 
 
+def schedule_jobs(dsn: str, n: int, priority: int) -> None:
+    """Queue ``n`` jobs due tomorrow at ``priority`` in one statement, then VACUUM ANALYZE."""
+    execute(dsn, _sql.JOBS_SCHEDULE_FILL, [priority, n])
+    execute(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+
+
 def cpu_times() -> tuple[int, int] | None:
     """``(steal, total)``: CPU time of all cores since boot, in ticks, from /proc/stat (Linux).
 

@@ -56,6 +56,15 @@ INSERT INTO pgqueue.active_jobs (queue, task, args)
 SELECT 'default', %s, jsonb_build_array(i) FROM generate_series(1, %s) i
 """
 
+# Jobs due tomorrow, a millisecond apart, at a given priority: what a claim that wants more
+# jobs than are due, or one behind them in claim order, would step over (docs/performance.md).
+JOBS_SCHEDULE_FILL: LiteralString = """
+INSERT INTO pgqueue.active_jobs (queue, task, args, priority, run_at)
+SELECT 'default', 'bench.tasks.noop', jsonb_build_array(i), %s,
+       now() + interval '1 day' + i * interval '1 ms'
+  FROM generate_series(1, %s) i
+"""
+
 HISTORY_FILL: LiteralString = """
 INSERT INTO pgqueue.finished_jobs
     (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at,

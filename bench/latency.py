@@ -10,15 +10,18 @@ from bench import _env, _sql, tasks
 
 
 def enqueue_to_start(
-    dsn: str, samples: int, gap: float = 0.02, dead: int = 0
+    dsn: str, samples: int, gap: float = 0.02, dead: int = 0, later: int = 0
 ) -> dict[str, list[float]]:
     """Milliseconds from COMMIT to the task body starting, one job at a time.
 
     ``from_commit_sent`` counts the COMMIT itself; ``from_commit_done`` starts when it returned.
     With ``dead``, a snapshot is held open throughout and the worker first drains ``dead``
-    jobs, whose claim-index entries then stay at the head of the queue.
+    jobs, whose claim-index entries then stay at the head of the queue. With ``later``, the
+    queue holds that many jobs due tomorrow at the measured jobs' own priority.
     """
     _env.reset(dsn)
+    if later:
+        _env.schedule_jobs(dsn, later, 0)
     report = _env.hold_snapshot(dsn) if dead else None
     worker = _env.start_worker(dsn, "--name", "bench-latency")
     sent: list[tuple[int, float, float]] = []

@@ -90,6 +90,40 @@ def held_snapshot(dsn: str, n: int, samples: int, pairs: int = 2) -> dict[str, A
     }  # fmt: skip
 
 
+def scheduled(dsn: str, n: int, later: int, samples: int, pairs: int = 2) -> dict[str, Any]:
+    """Jobs/s of one worker draining ``n`` due jobs behind ``later`` jobs due tomorrow at a
+    higher priority, against the same drain without them; then the enqueue→start latency
+    p50 of an idle worker of a queue holding ``later`` jobs due tomorrow at its jobs' own
+    priority, against one without. Each in pairs, in alternating order. Claims from the head
+    step over such jobs; the worker switches to claims that skip them."""
+    clean: list[float] = []
+    behind: list[float] = []
+    for i in range(pairs):
+        sides = [(clean, 0), (behind, later)]
+        for rates, count in sides if i % 2 == 0 else sides[::-1]:
+            _env.reset(dsn)
+            if count:
+                _env.schedule_jobs(dsn, count, 5)
+            _env.fill_jobs(dsn, n)
+            _env.checkpoint(dsn)
+            rates.append(drain_slice(dsn, n, f"bench-scheduled-{i}-{count}"))
+    clean_ms: list[float] = []
+    later_ms: list[float] = []
+    for i in range(pairs):
+        lat_sides = [(clean_ms, 0), (later_ms, later)]
+        for p50s, count in lat_sides if i % 2 == 0 else lat_sides[::-1]:
+            _env.checkpoint(dsn)
+            lat = latency.enqueue_to_start(dsn, samples, later=count)
+            p50s.append(statistics.median(lat["from_commit_done"]))
+    _env.reset(dsn)
+    return {
+        "jobs": n, "later": later, "clean_jobs_s": clean, "behind_jobs_s": behind,
+        "ratio": statistics.median(behind) / statistics.median(clean),
+        "latency_clean_p50_ms": clean_ms, "latency_later_p50_ms": later_ms,
+        "latency_ratio": statistics.median(later_ms) / statistics.median(clean_ms),
+    }  # fmt: skip
+
+
 def churn(dsn: str, total: int, batch: int = 10_000) -> dict[str, object]:
     """Push ``total`` jobs through one worker; sample the claim path's size as they pass."""
     _env.reset(dsn)

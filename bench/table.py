@@ -20,7 +20,7 @@ def rows(report: dict[str, Any]) -> list[str]:
     """One line per figure: median [min-max], target, met."""
     lines = ["| Figure | Median [min..max] | Target | Met |", "|---|---|---|---|"]
     for group, figures in report.items():
-        if group in ("meta", "backlog", "churn", "snapshot"):
+        if group in ("meta", "backlog", "churn", "snapshot", "scheduled"):
             continue
         for name, e in figures.items():
             spread = f"{_fmt(e['median'])} [{_fmt(e['min'])}..{_fmt(e['max'])}]"
@@ -42,6 +42,13 @@ def rows(report: dict[str, Any]) -> list[str]:
             held, free = h["latency_held_p99_ms"], h["latency_free_p99_ms"]
             lines.append(f"| snapshot.latency p99 ms, held vs clean | {_rates(held)} vs "
                          f"{_rates(free)} | | |")  # fmt: skip
+    if "scheduled" in report:
+        d = report["scheduled"]
+        rates = f"{_rates(d['behind_jobs_s'])} vs {_rates(d['clean_jobs_s'])} jobs/s"
+        lines.append(f"| scheduled.ratio ({d['later']:,} due tomorrow; {rates}) | "
+                     f"{d['ratio']:.3f} | | |")  # fmt: skip
+        ms = f"{_rates(d['latency_later_p50_ms'])} vs {_rates(d['latency_clean_p50_ms'])} ms"
+        lines.append(f"| scheduled.latency_ratio (p50 {ms}) | {d['latency_ratio']:.2f} | | |")
     return lines
 
 
