@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import psycopg
-import pytest
 
 import pgqueue
 from tests.helpers import query, run_worker_until
