@@ -87,19 +87,23 @@ class Acker:
                 try:
                     acked = await self.db.run(_store.jobs_ack(taken))
                 except _REFUSED as exc:
-                    acked = await self._write_each(taken, exc)
+                    taken, acked = await self._write_each(taken, exc)
                 except BaseException:
                     self._put_back(taken)
                     raise
                 if len(acked.ids) < len(taken):
                     again = await self._again(taken, set(acked.ids))
                     acked = Acked(acked.ids + again.ids, acked.cancelled + again.cancelled)
-                self._written.set()
-                if acked.ids:
-                    crash_point("after_ack")
-                self._report_lost(taken, set(acked.ids))
-                if self.settled is not None:
-                    self.settled(taken, acked.cancelled)
+                self._done(taken, acked)
+
+    def _done(self, written: list[Outcome], acked: Acked) -> None:
+        """``written`` (as written: a refused outcome replaced by its failure) is settled."""
+        self._written.set()
+        if acked.ids:
+            crash_point("after_ack")
+        self._report_lost(written, set(acked.ids))
+        if self.settled is not None:
+            self.settled(written, acked.cancelled)
 
     async def _again(self, taken: list[Outcome], applied: set[int]) -> Acked:
         """Write once more the outcomes a statement did not apply, from a new snapshot.
@@ -116,44 +120,49 @@ class Acker:
                         extra={"action": "ack_error"})  # fmt: skip
             return Acked([], [])
 
-    async def _write_each(self, taken: list[Outcome], exc: psycopg.Error) -> Acked:
+    async def _write_each(
+        self, taken: list[Outcome], exc: psycopg.Error
+    ) -> tuple[list[Outcome], Acked]:
         """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
-        others; an outcome refused on its own is replaced by a failure that says why."""
+        others; an outcome refused on its own is replaced by a failure that says why. Returns
+        the outcomes as written. Interrupted, it settles those written and keeps the rest."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
             len(taken), _first_line(exc), extra={"action": "ack_refused"},
         )  # fmt: skip
+        written: list[Outcome] = []
         acked = Acked([], [])
         for i, outcome in enumerate(taken):
             try:
                 try:
-                    written = await self.db.run(_store.jobs_ack([outcome]))
+                    one = await self.db.run(_store.jobs_ack([outcome]))
                 except _REFUSED as refused:
-                    written = await self._write_refused(outcome, refused)
+                    outcome, one = await self._write_refused(outcome, refused)
             except BaseException:
                 self._put_back(taken[i:])
+                self._done(written, acked)  # those already written are not written again
                 raise
-            acked.ids.extend(written.ids)
-            acked.cancelled.extend(written.cancelled)
-        return acked
+            written.append(outcome)
+            acked.ids.extend(one.ids)
+            acked.cancelled.extend(one.cancelled)
+        return written, acked
 
-    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> Acked:
+    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> tuple[Outcome, Acked]:
         reason = _first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
             "job %s attempt %s: the database refused its outcome; recording it as failed: %s",
             outcome.job_id, outcome.attempt, reason, extra=_about(outcome, "ack_refused"),
         )  # fmt: skip
+        failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
         try:
-            return await self.db.run(
-                _store.jobs_ack([Outcome(outcome.job_id, outcome.attempt, "failed", error=why)])
-            )
+            return failure, await self.db.run(_store.jobs_ack([failure]))
         except _REFUSED:  # the row itself is refused: its lease expires and recovery takes it
             log.exception(
                 "job %s attempt %s: the failure could not be recorded either; left to the lease",
                 outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_refused"),
             )  # fmt: skip
-            return Acked([outcome.job_id], [])  # not a lost lease: nothing more to do here
+            return outcome, Acked([outcome.job_id], [])  # not a lost lease: nothing more here
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
         self._buffer[:0] = outcomes

@@ -608,10 +608,10 @@ class Worker:
             if held is None:
                 continue
             ctx, started, ended = held
-            if outcome.job_id in cancelled:
+            if outcome.state == "queued" and outcome.job_id in cancelled:
                 outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
                                   error="cancelled on request")  # fmt: skip
-            self._count("retried" if outcome.state == "queued" else "cancelled")
+            self._count("retried" if outcome.state == "queued" else outcome.state)
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:

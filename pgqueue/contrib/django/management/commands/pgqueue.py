@@ -8,6 +8,7 @@ the other subcommands work as in the ``pgqueue`` CLI.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import click
@@ -63,8 +64,17 @@ class Command(BaseCommand):  # type: ignore[misc]
         parser.add_argument("args", nargs=argparse.REMAINDER, help="pgqueue subcommand")
 
     def run_from_argv(self, argv: list[str]) -> None:
-        """Hand everything after ``pgqueue`` to click (so ``--queues`` etc. reach it)."""
-        run_cli(without_django_globals(argv[2:]), standalone=True)
+        """Hand everything after ``pgqueue`` to click (so ``--queues`` etc. reach it); a
+        worker first runs Django's system checks, as ``runserver`` does (this bypasses
+        ``execute``, which would run them)."""
+        args = without_django_globals(argv[2:])
+        if "worker" in args:
+            try:
+                self.check()
+            except CommandError as exc:  # SystemCheckError: the report, as manage.py prints it
+                self.stderr.write(f"{type(exc).__name__}: {exc}")
+                sys.exit(exc.returncode)
+        run_cli(args, standalone=True)
 
     def handle(self, *args: str, **options: Any) -> None:
         """For ``call_command("pgqueue", "migrate", "--check")``: a failure is a

@@ -1,0 +1,41 @@
+"""manage.py pgqueue worker runs Django's system checks, as the Django guide says it does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.contrib.conftest import subprocess_env
+
+MANAGE = "tests/contrib/django_project/manage.py"
+
+ELSEWHERE = """
+from tests.contrib.django_project.settings import *  # noqa: F403
+
+DATABASES = {**DATABASES, "replica": DATABASES["default"]}  # noqa: F405
+TASKS = {**TASKS, "elsewhere": {  # noqa: F405
+    "BACKEND": "pgqueue.contrib.django.PgQueueBackend", "OPTIONS": {"DATABASE": "replica"},
+}}
+"""
+
+
+def test_manage_py_pgqueue_worker_refuses_a_backend_on_another_database(
+    tasks_flavour: str, django_db: str, tmp_path: Path
+) -> None:
+    """docs/integrations/django.md: a backend whose DATABASE is not PGQUEUE["DATABASE"] is
+    pgqueue.E001, and "manage.py pgqueue worker" refuses to go on, as manage.py check does."""
+    (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
+    env = subprocess_env(django_db)
+    env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    check = subprocess.run(
+        [sys.executable, MANAGE, "check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode != 0 and "pgqueue.E001" in check.stderr, check.stderr
+    worker = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--burst", "--poll-interval", "0.05"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode != 0 and "pgqueue.E001" in worker.stderr, worker.stderr[-2000:]

@@ -1,0 +1,92 @@
+"""Retries are reported once their ack is written: every written retry is reported, exactly
+once, as the database ended it, and none stays held by the worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import psycopg
+
+import pgqueue
+from tests.helpers import query, run_worker_until
+
+SNOOZED = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'queued' AND run_at > now()"
+
+
+def snoozing_app(dsn: str) -> pgqueue.PgQueue:
+    """An app whose task "snooze" always raises Retry(3600): its job goes back to queued."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="snooze", queue="q")
+    async def snooze() -> None:
+        raise pgqueue.Retry(3600)
+
+    return app
+
+
+def faulty_acks(w: pgqueue.Worker, faults: dict[int, Any]) -> list[Any]:
+    """Make the acker's n-th statement (1-based) raise ``faults[n]`` instead of running."""
+    real = w._ack_db.run
+    calls: list[Any] = []
+
+    async def run(q: Any) -> Any:
+        calls.append(q)
+        fault = faults.get(len(calls))
+        if fault is not None:
+            raise fault
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    return calls
+
+
+async def test_retries_written_one_by_one_before_a_broken_connection_are_reported(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A refused batch is written one outcome at a time; the connection breaks after the first
+    one is written. That retry is written: it must still be reported (log line, listeners,
+    stats) and leave Worker._retrying, as the other ones written later are."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = snoozing_app(dsn)
+    for _ in range(3):
+        app.using("snooze").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, ack_interval=0.5)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    calls = faulty_acks(w, {
+        1: psycopg.DataError("injected: the batch is refused"),
+        3: psycopg.OperationalError("injected: the connection broke"),
+    })  # fmt: skip
+    await run_worker_until(w, lambda: query(dsn, SNOOZED) == [(3,)], timeout=10)
+    assert len(json.loads(calls[0].params["outcomes"])) == 3  # one batch of the three
+    assert w.stats.retried == 3
+    assert seen == ["retrying"] * 3
+    assert w._retrying == {}
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert actions.count("job_retrying") == 3
+
+
+async def test_a_retry_the_acker_records_as_failed_is_reported_failed(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The database refuses a retry's outcome on its own: the acker records the job as failed
+    instead. The worker's log line, listeners and stats must say failed, as the database does,
+    not retrying."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = snoozing_app(dsn)
+    app.using("snooze").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    faulty_acks(w, {
+        1: psycopg.DataError("injected: the batch is refused"),
+        2: psycopg.DataError("injected: the retry alone is refused"),
+    })  # fmt: skip
+    ended = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'failed'"
+    await run_worker_until(w, lambda: query(dsn, ended) == [(1,)], timeout=10)
+    assert seen == ["failed"]
+    assert (w.stats.failed, w.stats.retried) == (1, 0)
