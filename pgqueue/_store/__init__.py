@@ -192,6 +192,7 @@ def jobs_claim(
     count: bool = True,
     idle: Mapping[str, float] | None = None,
     skip: bool = False,
+    look: bool = False,
 ) -> Query[Claim]:
     """Claim up to ``wanted[queue]`` runnable jobs per queue for ``worker``, in claim order.
 
@@ -204,7 +205,9 @@ def jobs_claim(
     ``count``, a claim of one queue does not count the index entries it read (``walked``
     is then 0): that saves an idle worker 0.03 ms per claim. With ``skip`` and no point, the
     claim reads each priority's due jobs only, stepping over none scheduled for later, and
-    counts nothing (see ``q.JOBS_CLAIM_ONE_SKIP``)."""
+    counts nothing (see ``q.JOBS_CLAIM_ONE_SKIP``). With ``look`` (and ``count``, no point and
+    no ``skip``), a claim that takes nothing still returns its counts (``q.JOBS_CLAIM_LOOK``):
+    for a worker without a backlog, which counts about once a second."""
     points = [after.get(queue) for queue in wanted] if after else []
     if len(points) == 1 and (point := points[0]) and idle:
         [(queue, limit)] = wanted.items()
@@ -221,6 +224,12 @@ def jobs_claim(
             "backs": backs,
         }  # fmt: skip
         return Query(q.JOBS_CLAIM_AFTER, params, _claimed)
+    if look and count and not skip:
+        params = {
+            "queues": list(wanted), "limits": list(wanted.values()), "lease": lease,
+            "worker": worker,
+        }  # fmt: skip
+        return Query(q.JOBS_CLAIM_LOOK, params, _claimed)
     if len(wanted) == 1:
         [(queue, limit)] = wanted.items()
         one = {"queue": queue, "limit": limit, "lease": lease, "worker": worker}
@@ -243,6 +252,8 @@ def jobs_behind_point(queue: str, point: ClaimPoint, back: float) -> Query[bool]
 def _claimed(rows: list[Row]) -> Claim:
     """Decode a claim's JSON columns (args, kwargs, meta; selected as text), and find where
     it ended per queue."""
+    if rows and rows[0][0] is None:  # took nothing, and says what it read (JOBS_CLAIM_LOOK)
+        return Claim([], {}, rows[0][12], True, rows[0][13])
     try:
         jobs = _decoded(rows)
     except Exception:  # a row Python cannot decode: the claim is committed, so go on

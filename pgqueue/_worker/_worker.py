@@ -376,9 +376,10 @@ class Worker:
                 backlogged or (not after and now >= self._head_counted_at + self._claim_rescan)
             )
             try:
-                claim = await self._claim_db.run(
-                    _store.jobs_claim(self.name, wanted, self.lease, after, counted, idle, skip)
-                )
+                # Caught up, a claim that counts says what it read even if it takes nothing.
+                claim = await self._claim_db.run(_store.jobs_claim(
+                    self.name, wanted, self.lease, after, counted, idle, skip, not backlogged
+                ))  # fmt: skip
                 failures = 0
             except (psycopg.Error, OSError) as exc:
                 failures += 1

@@ -196,3 +196,50 @@ async def test_a_worker_on_a_clean_queue_never_skips(
     spy = await drain(dsn, conn)
     assert len(spy.pages) >= 40 and not any(spy.skipping), spy.pages
     assert max(spy.pages) < 50, spy.pages
+
+
+@pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
+def test_a_claim_that_looks_reports_its_counts_even_when_it_takes_nothing(
+    dsn: str, queues: list[str]
+) -> None:
+    """With no job due and 30,000 due tomorrow, a claim that looks takes nothing and still
+    reports the pages it read; with a job due it takes it, counted as claims from the head are."""
+    schedule(dsn, "io", 30_000, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    wanted = dict.fromkeys(queues, 10)
+    head_pages, empty = pages_of(dsn, _store.jobs_claim("w", wanted, 30, look=True))
+    assert empty.rows == [] and empty.ends == {} and empty.counted, empty
+    assert empty.pages >= 100 and abs(empty.pages - head_pages) <= 2, (empty, head_pages)
+    assert empty.walked < 50, empty
+    _, plain = pages_of(dsn, _store.jobs_claim("w", wanted, 30))
+    assert plain.rows == [] and not plain.counted  # an UPDATE returning no row carries nothing
+    enqueue(dsn, "io", 1, 0)
+    _, one = pages_of(dsn, _store.jobs_claim("w", wanted, 30, look=True))
+    assert len(one.rows) == 1 and one.counted and one.pages >= 100, one
+
+
+async def test_a_worker_polling_a_queue_with_nothing_due_skips_the_jobs_scheduled_for_later(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """An idle worker of a queue holding only 30,000 jobs due tomorrow: its polls find nothing,
+    and the first that counts reports their pages, so that the polls after it skip them; a job
+    enqueued then is run by a claim that skips."""
+    schedule(dsn, "io", 30_000, 0)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4, poll_interval=0.05)
+    spy = Spy(worker)
+    job: list[int] = []
+
+    def done() -> bool:
+        if not job and len(spy.took) >= 10:
+            job.append(t.add.enqueue(conn, 1, 2))
+            conn.commit()
+        finished = "SELECT count(*) FROM pgqueue.finished_jobs WHERE id = %s"
+        return bool(job) and query(dsn, finished, job)[0][0] == 1
+
+    await run_worker_until(worker, done)
+    # The worker starts as if its queue had a backlog: its first claim does not look.
+    first = next(i for i, pages in enumerate(spy.pages) if pages >= 100)
+    assert first <= 1 and spy.took[first] == 0, spy.pages
+    assert all(spy.skipping[first + 1 :]), spy.skipping
+    assert sum(spy.took) == 1, spy.took
+    assert [s for n, s in zip(spy.took, spy.skipping, strict=True) if n] == [True], spy.took
