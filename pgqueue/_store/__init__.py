@@ -242,6 +242,16 @@ def jobs_claim(
     return Query(q.JOBS_CLAIM_SKIP if skip else q.JOBS_CLAIM, params, _claimed)
 
 
+def jobs_claim_probe(queue: str, limit: int) -> Query[tuple[int, int]]:
+    """The claim-index pages a claim of ``limit`` jobs of ``queue`` reads from the head, and
+    those a claim that skips the jobs not yet due reads (see ``q.JOBS_CLAIM_PROBE``)."""
+    return Query(q.JOBS_CLAIM_PROBE, {"queue": queue, "limit": limit}, _pair)
+
+
+def _pair(rows: list[Row]) -> tuple[int, int]:
+    return rows[0][0], rows[0][1]
+
+
 def jobs_behind_point(queue: str, point: ClaimPoint, back: float) -> Query[bool]:
     """Whether ``queue`` has a runnable job that its idle resumed claims, stepping ``back``
     seconds before ``point``, would not read (see ``q.JOBS_BEHIND_POINT``)."""

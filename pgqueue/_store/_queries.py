@@ -242,6 +242,55 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
           NULL::bigint
 """
 
+# Whether skipping would pay, for one queue: the claim-index pages a claim from the head reads
+# to find %(limit)s due jobs, and those JOBS_CLAIM_ONE_SKIP's scan reads, neither taking a lock.
+# Index entries that a scan steps over without returning them are not only those of jobs not
+# yet due: entries of claimed jobs that an earlier scan found dead to every snapshot are marked
+# so and skipped inside the index as well, and a fast drain leaves thousands of them at the
+# head of its queue between two vacuums. A claim's pages alone cannot tell the two apart; the
+# skipping scan steps over the first, not the second. The CTEs are read in dependency order:
+# the head's count before "middle", "middle" before the skipping scan's first descent.
+JOBS_CLAIM_PROBE: LiteralString = """
+WITH start AS MATERIALIZED (
+    SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass) AS b
+), head AS MATERIALIZED (
+    SELECT count(*) AS n FROM (
+        SELECT id FROM pgqueue.active_jobs
+         WHERE (SELECT b FROM start) IS NOT NULL
+           AND state = 'queued' AND queue = %(queue)s AND run_at <= now()
+         ORDER BY priority DESC, run_at, id
+         LIMIT %(limit)s) AS h
+), middle AS MATERIALIZED (
+    SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass) AS b
+      FROM head
+), skipping AS MATERIALIZED (
+    WITH RECURSIVE band AS (
+        (SELECT priority FROM pgqueue.active_jobs
+          WHERE (SELECT b FROM middle) IS NOT NULL AND state = 'queued' AND queue = %(queue)s
+          ORDER BY priority DESC
+          LIMIT 1)
+      UNION ALL
+        SELECT (SELECT a.priority FROM pgqueue.active_jobs AS a
+                 WHERE a.state = 'queued' AND a.queue = %(queue)s AND a.priority < band.priority
+                 ORDER BY a.priority DESC
+                 LIMIT 1)
+          FROM band WHERE band.priority IS NOT NULL
+    )
+    SELECT count(*) AS n FROM (
+        SELECT c.id FROM band CROSS JOIN LATERAL (
+            SELECT id FROM pgqueue.active_jobs
+             WHERE state = 'queued' AND queue = %(queue)s AND priority = band.priority
+               AND run_at <= now()
+             ORDER BY priority DESC, run_at, id
+             LIMIT %(limit)s) AS c
+         LIMIT %(limit)s) AS s
+)
+SELECT (SELECT b FROM middle) - (SELECT b FROM start),
+       pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+           - (SELECT b FROM middle)
+  FROM skipping
+"""
+
 # Several queues, skipping the jobs not yet due: JOBS_CLAIM_ONE_SKIP for each queue, with
 # its own limit, as JOBS_CLAIM does it for JOBS_CLAIM_ONE. The recursive CTE refers to the
 # queue of the LATERAL row, so it is read again for each queue.

@@ -79,14 +79,18 @@ _WALKED_TO_RESUME = 5_000
 _WALKED_TO_RESUME_IDLE = 1_000
 
 # A claim from the head that read this many more pages of the claim index than its entries
-# fill makes the worker's next claims skip the jobs not yet due (JOBS_CLAIM_ONE_SKIP): such
-# pages hold entries that fail "run_at <= now()", which the index checks without returning
-# them, about 200 to a page. 100 pages are about 20,000 jobs scheduled for later, 0.7 ms of a
-# claim; a skipping claim costs 0.2-0.5 ms more than one from the head. A claim's own pages:
-# the descent and its rows' and walked entries' pages, counted generously (100 to a page).
+# fill may be stepping over jobs not yet due: the index checks "run_at <= now()" without
+# returning the entries that fail it, about 200 to a page. 100 pages are about 20,000 such
+# jobs, 0.7 ms of a claim; a claim that skips them (JOBS_CLAIM_ONE_SKIP) costs 0.2-0.5 ms
+# more than one from the head. A claim's own pages: the descent and its rows' and walked
+# entries' pages, counted generously (100 to a page). Entries of claimed jobs that a scan
+# found dead are skipped inside the index too, so such a claim only makes the worker probe
+# (JOBS_CLAIM_PROBE): it skips if skipping saves that many pages, and otherwise does not
+# probe again for _SKIP_QUIET seconds.
 _PAGES_TO_SKIP = 100
 _PAGES_OF_DESCENT = 10
 _ENTRIES_PER_PAGE = 100
+_SKIP_QUIET = 10.0
 
 # Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
@@ -179,7 +183,10 @@ class Worker:
         # set when a claim from the head read many pages of such jobs, for _claim_rescan
         # seconds or longer, the more pages the longer.
         self._skip_until = 0.0
-        self._skip_rate = 100  # pages read per second of skipping that follows
+        self._skip_rate = 100  # pages saved per second of skipping that follows
+        self._skip_quiet_until = 0.0  # a probe found skipping would not pay: none until then
+        self._probe: dict[str, int] = {}  # the queues and limits _watch_skipping probes next
+        self._probe_wanted = asyncio.Event()
         total = sum(self.queues.values())
         self._executor = JobExecutor(
             app, threads or total, processes or os.cpu_count() or 1, isolate_crashed
@@ -249,7 +256,7 @@ class Worker:
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
             self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
-            self._watch_behind_points(),
+            self._watch_behind_points(), self._watch_skipping(),
         ]  # fmt: skip
         if self.listen:
             parts.append(
@@ -396,7 +403,7 @@ class Worker:
                 self._behind_clear_until = now + 2 * self._claim_rescan
                 if claim.counted:
                     self._head_counted_at = now
-                    self._note_pages(claim, now)
+                    self._note_pages(claim, wanted, now)
                 if claim.walked > (_WALKED_TO_RESUME if backlogged else _WALKED_TO_RESUME_IDLE):
                     # Claims from the head would keep walking those entries, and more of them,
                     # as long as whatever keeps them lasts: resume for a while, the longer the
@@ -414,20 +421,44 @@ class Worker:
             if self.burst and not jobs and await self._idle():
                 break
 
-    def _note_pages(self, claim: _store.Claim, now: float) -> None:
+    def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
         """After a counted claim from the head: if it read many more claim-index pages than
-        its entries fill, those pages held jobs not yet due, which every such claim steps
-        over again; skip them for a while, the longer the more pages (see _PAGES_TO_SKIP)."""
+        its entries fill, have _watch_skipping find out whether skipping the jobs not yet due
+        would save them (see _PAGES_TO_SKIP)."""
         filled = (claim.walked + len(claim.rows)) // _ENTRIES_PER_PAGE
         extra = claim.pages - _PAGES_OF_DESCENT - filled
-        if extra > _PAGES_TO_SKIP:
-            pause = min(60.0, max(self._claim_rescan, extra / self._skip_rate))
-            if now + pause > self._skip_until:
+        if extra > _PAGES_TO_SKIP and now >= self._skip_quiet_until and not self._probe:
+            self._probe = dict(wanted)
+            self._probe_wanted.set()
+
+    async def _watch_skipping(self) -> None:
+        """Probe, on the maintenance connection, whether claims that skip the jobs not yet
+        due would read fewer pages than claims from the head, when a claim asks for it: if
+        they would save more than _PAGES_TO_SKIP, claims skip for a while, the longer the more
+        they save; if not, no probe for _SKIP_QUIET seconds."""
+        while not self.stopping.is_set():
+            await self._probe_wanted.wait()
+            self._probe_wanted.clear()
+            saved = 0
+            try:
+                for queue, limit in self._probe.items():
+                    head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
+                    saved = max(saved, head - skipping)
+            except (psycopg.Error, OSError):
+                saved = 0  # cannot tell: claims from the head go on, and ask again later
+            finally:
+                self._probe = {}
+            now = time.monotonic()
+            if saved > _PAGES_TO_SKIP:
+                pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
                 log.debug(
-                    "claims read %s index pages of jobs not yet due; skipping them for %.0f s",
-                    extra, pause, extra={"action": "claim_skipping", "pages": extra},
+                    "claims from the head read %s index pages of jobs not yet due; skipping"
+                    " them for %.0f s", saved, pause,
+                    extra={"action": "claim_skipping", "pages": saved},
                 )  # fmt: skip
-            self._skip_until = max(self._skip_until, now + pause)
+                self._skip_until = max(self._skip_until, now + pause)
+            else:
+                self._skip_quiet_until = now + _SKIP_QUIET
 
     async def _fail_uncountable(self, queues: list[str]) -> None:
         """After a claim failed on integer overflow: fail the queued jobs whose attempts
