@@ -180,8 +180,8 @@ class Worker:
         self._behind_clear_until = 0.0
         self._head_counted_at = -self._claim_rescan  # ... and the last one that counted
         # Claims skip the jobs not yet due until then (see _PAGES_TO_SKIP), and do not resume:
-        # set when a claim from the head read many pages of such jobs, for _claim_rescan
-        # seconds or longer, the more pages the longer.
+        # set when a probe (_watch_skipping) found that skipping saves many pages, for
+        # _claim_rescan seconds or longer, the more pages the longer.
         self._skip_until = 0.0
         self._skip_rate = 100  # pages saved per second of skipping that follows
         self._skip_quiet_until = 0.0  # a probe found skipping would not pay: none until then
