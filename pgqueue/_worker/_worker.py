@@ -434,8 +434,9 @@ class Worker:
     async def _watch_skipping(self) -> None:
         """Probe, on the maintenance connection, whether claims that skip the jobs not yet
         due would read fewer pages than claims from the head, when a claim asks for it: if
-        they would save more than _PAGES_TO_SKIP, claims skip for a while, the longer the more
-        they save; if not, no probe for _SKIP_QUIET seconds."""
+        they would save more than _PAGES_TO_SKIP over all the claim's queues together (skipping
+        is decided for them together), claims skip for a while, the longer the more they save;
+        if not, no probe for _SKIP_QUIET seconds."""
         while not self.stopping.is_set():
             await self._probe_wanted.wait()
             self._probe_wanted.clear()
@@ -443,7 +444,7 @@ class Worker:
             try:
                 for queue, limit in self._probe.items():
                     head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
-                    saved = max(saved, head - skipping)
+                    saved += head - skipping  # skipping is decided for all queues together
             except (psycopg.Error, OSError):
                 saved = 0  # cannot tell: claims from the head go on, and ask again later
             finally:

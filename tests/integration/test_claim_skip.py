@@ -294,3 +294,31 @@ async def test_a_worker_whose_claims_step_over_entries_found_dead_does_not_skip(
     assert max(spy.pages) >= 100, spy.pages
     assert not any(spy.skipping), spy.skipping
     assert worker._skip_quiet_until > 0, "the worker never probed"
+
+
+def scatter(dsn: str, queue: str, n: int) -> None:
+    """``n`` jobs of ``queue`` due tomorrow, each at a priority of its own (1 to ``n``)."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, priority, run_at) "
+               "SELECT %s, 'x', i, now() + interval '1 day' FROM generate_series(1, %s) i",
+          [queue, n])  # fmt: skip
+
+
+async def test_a_worker_of_two_queues_does_not_skip_when_skipping_reads_more_pages_in_all(
+    dsn: str,
+) -> None:
+    """Queue "a" holds 30,000 jobs due tomorrow at one priority (skipping saves it about 150
+    pages a claim); queue "b" holds 3,000 due tomorrow at 3,000 priorities (skipping costs it
+    a descent per priority, thousands of pages a claim). Skipping is decided for both queues
+    together, so it must pay for both together: the worker's probe must not make it skip."""
+    schedule(dsn, "a", 30_000, 0)
+    scatter(dsn, "b", 3_000)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    wanted = {"a": 4, "b": 4}
+    head_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30))
+    skip_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30, skip=True))
+    assert skip_pages > 10 * head_pages, (head_pages, skip_pages)  # skipping costs more here
+    worker = t.app.worker(dsn=dsn, queues=wanted, batch_size=4, poll_interval=0.05)
+    spy = Spy(worker)
+    await run_worker_until(worker, lambda: worker._skip_until or worker._skip_quiet_until)
+    assert max(spy.pages) >= 100, spy.pages  # a claim from the head asked for the probe
+    assert worker._skip_until == 0, (head_pages, skip_pages, spy.skipping)
