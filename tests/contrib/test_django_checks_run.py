@@ -44,8 +44,8 @@ def test_manage_py_pgqueue_worker_refuses_a_backend_on_another_database(
 def test_manage_py_pgqueue_worker_help_needs_no_passing_checks(
     tasks_flavour: str, django_db: str, tmp_path: Path
 ) -> None:
-    """"manage.py pgqueue worker --help" prints the worker's options, as "manage.py runserver
-    --help" does, even in a project whose system checks fail: help runs no worker."""
+    """``manage.py pgqueue worker --help`` prints the worker's options, as ``manage.py runserver
+    --help`` does, even in a project whose system checks fail: help runs no worker."""
     (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
     env = subprocess_env(django_db)
     env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
