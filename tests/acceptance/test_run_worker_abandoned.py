@@ -38,7 +38,7 @@ def test_run_worker_gives_control_back_when_a_coroutine_ignores_its_cancellation
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise AssertionError("app.run_worker() still waits for the abandoned coroutine")
+            raise AssertionError("app.run_worker() waits for the abandoned coroutine") from None
         assert time.monotonic() - started < 15
         assert query(ledger, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
     finally:
