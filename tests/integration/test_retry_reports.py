@@ -98,7 +98,7 @@ async def test_on_failure_of_a_retry_recorded_as_failed_at_shutdown_gets_the_dra
 ) -> None:
     """A retry whose outcome the database refuses is recorded as failed, and its task's
     on_failure runs. Written by the last flush at shutdown, the callback must still get the
-    time shutdown gives callbacks (docs: shutdown waits for them): it has run by the time
+    time shutdown gives callbacks (Events.drain): it has run by the time
     Worker.run() returns, not been left to be cancelled with the event loop."""
     app = pgqueue.PgQueue(dsn)
     called: list[int] = []
