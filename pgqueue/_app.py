@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -254,9 +255,15 @@ class PgQueue:
 
     def run_worker(self, **options: Any) -> None:
         """Run a worker in this thread until it is stopped (or, with ``burst=True``, idle)."""
-        import asyncio
-
-        asyncio.run(self.worker(**options).run())
+        worker = self.worker(**options)
+        runner = asyncio.Runner()
+        try:
+            runner.run(worker.run())
+        finally:
+            if worker.abandoned_coroutines():
+                _close_leaving_abandoned(runner.get_loop())
+            else:
+                runner.close()
 
     # -- operations (issue 5) -----------------------------------------------------------------
 
@@ -343,3 +350,15 @@ def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:
 
 
 PgQueue.__module__ = "pgqueue"
+
+
+def _close_leaving_abandoned(loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``loop`` as ``asyncio.run`` does, but without cancelling and awaiting its tasks:
+    the coroutines a worker abandoned at shutdown ignore their cancellation, and would be
+    waited for forever (their jobs are already back in the queue). They stop where they are."""
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -800,11 +800,12 @@ class Worker:
             done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
             await asyncio.gather(*done, return_exceptions=True)
             self._abandon(stuck)
-        await self.events.drain(self.shutdown_timeout)
         self._executor.shutdown()
         try:
             await self._finish_writes()
         finally:
+            # After the last writes: a retry they record as failed calls its on_failure then.
+            await self.events.drain(self.shutdown_timeout)
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -39,3 +39,36 @@ def test_manage_py_pgqueue_worker_refuses_a_backend_on_another_database(
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert worker.returncode != 0 and "pgqueue.E001" in worker.stderr, worker.stderr[-2000:]
+
+
+def test_manage_py_pgqueue_worker_help_needs_no_passing_checks(
+    tasks_flavour: str, django_db: str, tmp_path: Path
+) -> None:
+    """``manage.py pgqueue worker --help`` prints the worker's options, as ``manage.py runserver
+    --help`` does, even in a project whose system checks fail: help runs no worker."""
+    (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
+    env = subprocess_env(django_db)
+    env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    shown = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--help"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "--queues" in shown.stdout, shown.stderr[-2000:]
+
+
+def test_manage_py_pgqueue_worker_reports_failed_checks_as_manage_py_does(
+    tasks_flavour: str, django_db: str, tmp_path: Path
+) -> None:
+    """The refusal reads as manage.py's own: "SystemCheckError: System check identified ...",
+    the class name once (the report already starts with it)."""
+    (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
+    env = subprocess_env(django_db)
+    env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    refused = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--burst"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert refused.stderr.startswith("SystemCheckError: System check identified"), refused.stderr

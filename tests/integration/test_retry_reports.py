@@ -3,6 +3,7 @@ once, as the database ended it, and none stays held by the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -90,3 +91,40 @@ async def test_a_retry_the_acker_records_as_failed_is_reported_failed(
     await run_worker_until(w, lambda: query(dsn, ended) == [(1,)], timeout=10)
     assert seen == ["failed"]
     assert (w.stats.failed, w.stats.retried) == (1, 0)
+
+
+async def test_on_failure_of_a_retry_recorded_as_failed_at_shutdown_gets_the_drain(
+    dsn: str, conn: Any
+) -> None:
+    """A retry whose outcome the database refuses is recorded as failed, and its task's
+    on_failure runs. Written by the last flush at shutdown, the callback must still get the
+    time shutdown gives callbacks (Events.drain): it has run by the time
+    Worker.run() returns, not been left to be cancelled with the event loop."""
+    app = pgqueue.PgQueue(dsn)
+    called: list[int] = []
+    ran: list[int] = []
+
+    async def on_failure(event: Any) -> None:
+        await asyncio.sleep(0.05)
+        called.append(event.job.id)
+
+    @app.task(name="snooze", queue="q", on_failure=on_failure)
+    async def snooze() -> None:
+        ran.append(1)
+        raise pgqueue.Retry(3600)
+
+    app.using("snooze").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, ack_interval=20, ack_batch=1000)
+    real = w._ack_db.run
+
+    async def run(q: Any) -> Any:  # the retry is refused, alone too; its failure is written
+        outcomes = (q.params or {}).get("outcomes") if hasattr(q, "params") else None
+        if outcomes and '"queued"' in outcomes:
+            raise psycopg.DataError("injected: the retry is refused")
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    await run_worker_until(w, lambda: ran == [1], timeout=10)
+    assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("failed",)]
+    assert called, "on_failure was scheduled after shutdown stopped waiting for callbacks"

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import click
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 
 from pgqueue._cli import cli
 from pgqueue.contrib.django import _conf
@@ -68,11 +68,11 @@ class Command(BaseCommand):  # type: ignore[misc]
         worker first runs Django's system checks, as ``runserver`` does (this bypasses
         ``execute``, which would run them)."""
         args = without_django_globals(argv[2:])
-        if "worker" in args:
+        if "worker" in args and "--help" not in args:  # help starts no worker
             try:
                 self.check()
-            except CommandError as exc:  # SystemCheckError: the report, as manage.py prints it
-                self.stderr.write(f"{type(exc).__name__}: {exc}")
+            except SystemCheckError as exc:  # its text is the report, as manage.py prints it
+                self.stderr.write(str(exc), lambda text: text)
                 sys.exit(exc.returncode)
         run_cli(args, standalone=True)
 
