@@ -231,9 +231,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 # recursion and the LATERAL subquery are pulled only as far as the LIMIT needs: a claim
 # filled from the highest priority reads no other. It costs about 0.17 ms more than
 # JOBS_CLAIM_ONE_IDLE and a quarter more than JOBS_CLAIM_ONE for 100 rows (planning, and a
-# descent per priority read), so the worker uses it only after a claim from the head read
-# many more index pages than its entries explain (see Worker._claim_loop). It counts
-# nothing (NULL).
+# descent per priority read), so the worker uses it only when a probe (JOBS_CLAIM_PROBE)
+# finds that it reads many fewer index pages than a claim from the head (see
+# Worker._watch_skipping). It counts nothing (NULL).
 JOBS_CLAIM_ONE_SKIP: LiteralString = """UPDATE pgqueue.active_jobs AS j
    SET state = 'running',
        attempts = j.attempts + 1,
