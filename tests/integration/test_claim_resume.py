@@ -46,6 +46,20 @@ def held(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         conn.rollback()
 
 
+def take_in_order(
+    claim: _store.Claim, expected: dict[str, list[int]], got: dict[str, list[int]], batch: int
+) -> None:
+    """Check that ``claim`` took, of each queue, the next ``batch`` jobs of ``expected`` (or
+    all that were left) after those in ``got``, and add them to ``got``."""
+    for queue in expected:
+        mine = [r for r in claim.rows if r[1] == queue]
+        assert len(mine) == min(batch, len(expected[queue]) - len(got[queue]))
+        # Within one claim the rows come in no particular order: compare sets.
+        window = expected[queue][len(got[queue]) : len(got[queue]) + len(mine)]
+        assert {r[0] for r in mine} == set(window)
+        got[queue] += window
+
+
 @pytest.mark.parametrize("queues", [["io"], ["io", "cpu"]], ids=["one", "two"])
 def test_resumed_claims_take_jobs_in_claim_order(dsn: str, queues: list[str]) -> None:
     """Claims chained through their end points take every job exactly once, in the order
@@ -61,13 +75,7 @@ def test_resumed_claims_take_jobs_in_claim_order(dsn: str, queues: list[str]) ->
             claim = _store.run(
                 conn.cursor(), _store.jobs_claim("w", dict.fromkeys(queues, 4), 30, after)
             )
-            for queue in queues:
-                mine = [r for r in claim.rows if r[1] == queue]
-                assert len(mine) == min(4, len(expected[queue]) - len(got[queue]))
-                # Within one claim the rows come in no particular order: compare sets.
-                window = expected[queue][len(got[queue]) : len(got[queue]) + len(mine)]
-                assert {r[0] for r in mine} == set(window)
-                got[queue] += window
+            take_in_order(claim, expected, got, 4)
             after.update(claim.ends)
     assert got == expected
 

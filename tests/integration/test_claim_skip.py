@@ -18,6 +18,7 @@ from tests.integration.test_claim_resume import (
     dirty_the_head,
     enqueue,
     held,  # noqa: F401  (a fixture, used by name)
+    take_in_order,
     trickle,
 )
 
@@ -69,13 +70,7 @@ def test_skipping_claims_take_the_due_jobs_in_claim_order_and_no_other(
             wanted = dict.fromkeys(queues, 4)
             claim = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30, skip=True))
             assert not claim.counted and claim.pages == 0
-            for queue in queues:
-                mine = [r for r in claim.rows if r[1] == queue]
-                assert len(mine) == min(4, len(expected[queue]) - len(got[queue]))
-                # Within one claim the rows come in no particular order: compare sets.
-                window = expected[queue][len(got[queue]) : len(got[queue]) + len(mine)]
-                assert {r[0] for r in mine} == set(window)
-                got[queue] += window
+            take_in_order(claim, expected, got, 4)
             if not claim.rows:
                 break
         holder.rollback()
