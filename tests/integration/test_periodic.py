@@ -515,3 +515,59 @@ async def test_a_schedule_the_database_refuses_does_not_hold_back_the_next_ones(
     errors = [r for r in caplog.records if getattr(r, "action", "") == "periodic_error"]
     assert [getattr(r, "periodic", None) for r in errors] == ["big"]
     assert "active_jobs_payload_check" in caplog.text
+
+
+# A test-only brake: every tick an insert writes after its transaction's first waits while the
+# test holds advisory lock 42, so two inserts can each hold their first tick uncommitted.
+HOLD_AFTER_FIRST = """
+CREATE FUNCTION hold_after_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('pgqueue_test.seen', true) = 'yes' THEN
+        PERFORM pg_advisory_xact_lock_shared(42);
+    END IF;
+    PERFORM set_config('pgqueue_test.seen', 'yes', true);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_after_first BEFORE INSERT ON pgqueue.periodic_ticks
+   FOR EACH ROW EXECUTE FUNCTION hold_after_first();
+"""
+
+
+BLOCKED = """
+SELECT count(*) FROM pg_locks
+ WHERE NOT granted
+   AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
+"""
+
+
+async def test_inserts_of_the_same_ticks_in_opposite_orders_do_not_deadlock(dsn: str) -> None:
+    """Two schedulers insert the same two ticks, given in opposite orders, each held after its
+    first row. The statement inserts in tick order whatever its caller's order, so the second
+    waits for the first's tick instead of taking the other one first: both end (none aborted
+    as a deadlock) and each tick has one job. In the callers' orders, each held the tick the
+    other wanted next."""
+    [sched] = await schedulers(make_app(dsn), 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    ticks = [now - timedelta(seconds=2), now - timedelta(seconds=1)]
+    query(dsn, HOLD_AFTER_FIRST)
+    job = _store.TickJob("beat", "default", "beat", "{}")
+    dbs = [Db(dsn, "up"), Db(dsn, "down")]
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(42)")
+        tasks = [
+            asyncio.create_task(db.run(_store.ticks_insert(job, order, 86400)))
+            for db, order in zip(dbs, [ticks, ticks[::-1]], strict=True)
+        ]
+        for _ in range(250):  # each waits: for the gate, or for the other's first tick
+            if query(dsn, BLOCKED) == [(2,)]:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"{query(dsn, BLOCKED)} lock requests wait, not 2")
+        gate.execute("SELECT pg_advisory_unlock(42)")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for db in [sched.db, *dbs]:
+        await db.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert sorted(tick for won in results for _id, tick in won) == [t.isoformat() for t in ticks]
+    assert tick_jobs(dsn) == [(t.isoformat(), 1) for t in ticks]
