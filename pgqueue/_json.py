@@ -12,9 +12,9 @@ from typing import Any
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-# What the table's active_jobs_payload_check allows: pg_column_size(args) + pg_column_size(kwargs),
-# the jsonb as stored, which can take several times the room of the JSON text (a number in a
-# list takes 2 bytes of JSON and 12 of jsonb).
+# What the table's active_jobs_payload_check allows of pg_column_size(args) +
+# pg_column_size(kwargs): the jsonb as stored, which can take several times the room of the
+# JSON text (a 0 in a list takes 2 bytes of JSON and 12 of jsonb).
 STORED_MAX_PAYLOAD = 1024 * 1024
 
 # One encoder for every call: json.dumps() with options builds a new one each time.

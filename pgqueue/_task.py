@@ -97,7 +97,9 @@ class Task(Generic[P, R]):
         """Insert a job in the caller's transaction (never commits); returns the job id.
 
         ``conn`` is a psycopg ``Connection`` or ``Cursor`` (or a registered adapter's object).
-        The job exists, and workers are woken, only once the caller commits.
+        The job exists, and workers are woken, only once the caller commits. Arguments over
+        ``max_payload_bytes`` of JSON raise ``ValueError`` before any SQL; arguments the table
+        refuses as over 1 MiB of jsonb raise it too, and then the transaction is aborted.
         """
         job = self.new_job(args, kwargs)
         with sync_cursor(conn) as cur:
@@ -144,7 +146,8 @@ class Task(Generic[P, R]):
         """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
 
         Every call is validated and encoded before the first statement is sent. Big batches
-        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY.
+        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY. Size errors are those of
+        :meth:`enqueue`, prefixed with the call or the batch they concern.
         """
         template, args, kwargs = self._encode_many(calls)
         with sync_cursor(conn) as cur:

@@ -903,8 +903,8 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 # name's ticks that another insert, already past the same lock, holds (ON CONFLICT waits for
 # an uncommitted insert of the same tick; the statement inserts its ticks in ascending order,
 # whatever order its caller passes them in, so two inserts cannot wait on each other in a
-# cycle). A prune holds no row of a name whose
-# lock it lacks, and takes its locks before any row (TICKS_PRUNE_LOCK).
+# cycle). A prune holds no row of a name whose lock it lacks, and takes its locks before any
+# row (TICKS_PRUNE_LOCK).
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
