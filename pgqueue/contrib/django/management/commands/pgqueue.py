@@ -85,9 +85,12 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     def handle(self, *args: str, **options: Any) -> None:
         """For ``call_command("pgqueue", "migrate", "--check")``: a failure is a
-        ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``."""
+        ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``.
+        Django's ``execute`` decides on the checks before calling this (``call_command``
+        skips them unless given ``skip_checks=False``); a ``--skip-checks`` after the
+        subcommand still reaches this, and is dropped: it is not pgqueue's."""
         try:
-            run_cli(list(args), standalone=False)
+            run_cli(without_django_options(list(args))[0], standalone=False)
         except click.ClickException as exc:
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except SystemExit as exc:  # `migrate --check` exits 1 after printing the problem
