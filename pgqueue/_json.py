@@ -12,6 +12,10 @@ from typing import Any
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# What the table's active_jobs_payload_check allows of pg_column_size(args) +
+# pg_column_size(kwargs): the jsonb as stored, which can take several times the room of the
+# JSON text (a 0 in a list takes 2 bytes of JSON and 12 of jsonb).
+STORED_MAX_PAYLOAD = 1024 * 1024
 
 # One encoder for every call: json.dumps() with options builds a new one each time.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
@@ -63,6 +67,16 @@ def dumps_arguments(
             f"arguments of {task!r} are {size} bytes of JSON; the limit is {max_bytes} bytes"
         )
     return encoded
+
+
+def stored_size_error(task: str) -> ValueError:
+    """The error for arguments the database refused: their JSON passed ``max_payload_bytes``,
+    but as stored (jsonb) they are over the table's limit."""
+    return ValueError(
+        f"arguments of {task!r} are over {STORED_MAX_PAYLOAD} bytes as stored by PostgreSQL"
+        " (jsonb, which can take several times the room of their JSON); the database refused"
+        " the job (active_jobs_payload_check), so the transaction must be rolled back"
+    )
 
 
 def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+import psycopg
+
 from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._options import JobOptions, OnConflict
@@ -95,21 +97,31 @@ class Task(Generic[P, R]):
         """Insert a job in the caller's transaction (never commits); returns the job id.
 
         ``conn`` is a psycopg ``Connection`` or ``Cursor`` (or a registered adapter's object).
-        The job exists, and workers are woken, only once the caller commits.
+        The job exists, and workers are woken, only once the caller commits. Arguments over
+        ``max_payload_bytes`` of JSON raise ``ValueError`` before any SQL; arguments the table
+        refuses as over 1 MiB of jsonb raise it too, and then the transaction is aborted.
         """
         job = self.new_job(args, kwargs)
         with sync_cursor(conn) as cur:
-            if job.unique_key is not None:
-                return _unique.enqueue(cur, job, self.options.on_conflict)
-            return _store.run(cur, _store.jobs_insert(job))
+            try:
+                if job.unique_key is not None:
+                    return _unique.enqueue(cur, job, self.options.on_conflict)
+                return _store.run(cur, _store.jobs_insert(job))
+            except psycopg.errors.CheckViolation as exc:
+                _raise_if_too_large(self.name, exc)
+                raise
 
     async def aenqueue(self, conn: AsyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
         """Async twin of :meth:`enqueue`, for a psycopg ``AsyncConnection`` or ``AsyncCursor``."""
         job = self.new_job(args, kwargs)
         async with async_cursor(conn) as cur:
-            if job.unique_key is not None:
-                return await _unique.aenqueue(cur, job, self.options.on_conflict)
-            return await _store.arun(cur, _store.jobs_insert(job))
+            try:
+                if job.unique_key is not None:
+                    return await _unique.aenqueue(cur, job, self.options.on_conflict)
+                return await _store.arun(cur, _store.jobs_insert(job))
+            except psycopg.errors.CheckViolation as exc:
+                _raise_if_too_large(self.name, exc)
+                raise
 
     def _encode_many(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
@@ -134,14 +146,19 @@ class Task(Generic[P, R]):
         """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
 
         Every call is validated and encoded before the first statement is sent. Big batches
-        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY.
+        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY. Size errors are those of
+        :meth:`enqueue`, prefixed with the call or the batch they concern.
         """
         template, args, kwargs = self._encode_many(calls)
         with sync_cursor(conn) as cur:
-            if len(args) >= _store.COPY_THRESHOLD:
-                return _store.jobs_copy(cur, template, args, kwargs)
-            chunks = self._chunks(template, args, kwargs)
-            return [i for query in chunks for i in _store.run(cur, query)]
+            try:
+                if len(args) >= _store.COPY_THRESHOLD:
+                    return _store.jobs_copy(cur, template, args, kwargs)
+                chunks = self._chunks(template, args, kwargs)
+                return [i for query in chunks for i in _store.run(cur, query)]
+            except psycopg.errors.CheckViolation as exc:
+                _raise_if_too_large(self.name, exc, len(args))
+                raise
 
     async def aenqueue_many(
         self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
@@ -149,10 +166,14 @@ class Task(Generic[P, R]):
         """Async twin of :meth:`enqueue_many`."""
         template, args, kwargs = self._encode_many(calls)
         async with async_cursor(conn) as cur:
-            if len(args) >= _store.COPY_THRESHOLD:
-                return await _store.ajobs_copy(cur, template, args, kwargs)
-            chunks = self._chunks(template, args, kwargs)
-            return [i for query in chunks for i in await _store.arun(cur, query)]
+            try:
+                if len(args) >= _store.COPY_THRESHOLD:
+                    return await _store.ajobs_copy(cur, template, args, kwargs)
+                chunks = self._chunks(template, args, kwargs)
+                return [i for query in chunks for i in await _store.arun(cur, query)]
+            except psycopg.errors.CheckViolation as exc:
+                _raise_if_too_large(self.name, exc, len(args))
+                raise
 
 
 def _encode_calls(
@@ -182,5 +203,22 @@ def _encode_calls(
 
 
 _PLAIN_ARGS = (tuple, list)
+
+
+def _raise_if_too_large(task: str, exc: psycopg.Error, jobs: int = 0) -> None:
+    """Raise the app's size error, caused by ``exc``, if ``exc`` is the table refusing stored
+    arguments over its limit; ``jobs`` is the size of an enqueue_many batch. A COPY names the
+    call (an INSERT does not say which of its rows it refused)."""
+    if not _store.payload_refused(exc):
+        return
+    error = _json.stored_size_error(task)
+    if jobs:
+        row = _store.copy_row(exc) if jobs >= _store.COPY_THRESHOLD else None
+        where = (
+            f"one of the {jobs} jobs of enqueue_many" if row is None else f"enqueue_many call {row}"
+        )
+        error = ValueError(f"{where}: {error}")
+    raise error from exc
+
 
 Task.__module__ = "pgqueue"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -156,6 +157,25 @@ def jobs_insert_many(
         list(args), list(kwargs),
     )  # fmt: skip
     return Query(q.JOBS_INSERT_MANY, params, lambda rows: sorted(r[0] for r in rows))
+
+
+PAYLOAD_CHECK = "active_jobs_payload_check"
+
+# The context PostgreSQL gives an error raised by a row of a COPY (English messages only).
+_COPY_LINE = re.compile(r"^COPY active_jobs, line (\d+)")
+
+
+def payload_refused(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is the table refusing a job whose stored arguments are over its limit."""
+    return isinstance(exc, psycopg.errors.CheckViolation) and (
+        exc.diag.constraint_name == PAYLOAD_CHECK
+    )
+
+
+def copy_row(exc: psycopg.Error) -> int | None:
+    """The index of the row of :func:`jobs_copy` that ``exc`` names, if its context says."""
+    line = _COPY_LINE.match(exc.diag.context or "")
+    return int(line[1]) - 1 if line else None
 
 
 @dataclass(frozen=True, slots=True)

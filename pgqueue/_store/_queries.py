@@ -901,9 +901,10 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 #
 # Deadlocks: this transaction holds one name's lock and waits only for row locks of that
 # name's ticks that another insert, already past the same lock, holds (ON CONFLICT waits for
-# an uncommitted insert of the same tick; the scheduler passes its ticks in ascending order,
-# so two inserts cannot wait on each other in a cycle). A prune holds no row of a name whose
-# lock it lacks, and takes its locks before any row (TICKS_PRUNE_LOCK).
+# an uncommitted insert of the same tick; the statement inserts its ticks in ascending order,
+# whatever order its caller passes them in, so two inserts cannot wait on each other in a
+# cycle). A prune holds no row of a name whose lock it lacks, and takes its locks before any
+# row (TICKS_PRUNE_LOCK).
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
@@ -914,6 +915,7 @@ WITH won AS (
                                WHERE w.name = %(name)s), '-infinity')
        AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS s
                         WHERE s.name = %(name)s AND s.tick = t.tick)
+     ORDER BY t.tick
     ON CONFLICT (name, tick) DO NOTHING
     RETURNING tick, job_id
 )

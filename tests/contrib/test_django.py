@@ -402,3 +402,15 @@ def test_worker_dsn_comes_from_djangos_database_settings(django_db: str) -> None
     assert {k: got.get(k) for k in ("dbname", "host", "user")} == {
         k: wanted.get(k) for k in ("dbname", "host", "user")
     }
+
+
+def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(
+    django_setup: None, dsn: str
+) -> None:
+    """call_command("pgqueue", ..., "--skip-checks") reads the flag before or after the
+    subcommand, as manage.py does, rather than handing it to pgqueue's command line."""
+    from django.core.management import call_command
+
+    use_database(dsn)
+    call_command("pgqueue", "--skip-checks", "migrate", "--check")
+    call_command("pgqueue", "migrate", "--check", "--skip-checks")

@@ -72,3 +72,22 @@ def test_manage_py_pgqueue_worker_reports_failed_checks_as_manage_py_does(
     )  # fmt: skip
     assert refused.returncode == 1, refused.stderr[-2000:]
     assert refused.stderr.startswith("SystemCheckError: System check identified"), refused.stderr
+
+
+def test_manage_py_pgqueue_worker_skip_checks_starts_despite_failing_checks(
+    tasks_flavour: str, django_db: str, tmp_path: Path
+) -> None:
+    """``--skip-checks`` (Django's flag for commands that run checks, as ``runserver
+    --skip-checks``), before or after ``worker``, starts the worker without the checks:
+    in a project that fails pgqueue.E001, it runs and ends its burst."""
+    (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
+    env = subprocess_env(django_db)
+    env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    for line in (["worker", "--skip-checks"], ["--skip-checks", "worker"]):
+        ran = subprocess.run(
+            [sys.executable, MANAGE, "pgqueue", *line, "--burst", "--poll-interval", "0.05"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert "pgqueue.E001" not in ran.stderr, ran.stderr[-2000:]

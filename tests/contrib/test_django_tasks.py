@@ -259,3 +259,14 @@ def test_eager_mode_refuses_django_tasks_with_a_clear_error(shop, django_db: str
         shop.add.enqueue(2, 3)
     assert calls.jobs == []
     assert query(django_db, "SELECT task FROM pgqueue.jobs") == [("someone.else",)]
+
+
+def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(shop, django_db: str) -> None:
+    """A django.tasks enqueue whose arguments pass max_payload_bytes as JSON but not the
+    table's check as jsonb raises pgqueue's ValueError, not a raw CheckViolation, and its
+    atomic() block rolls back."""
+    from django.db import transaction
+
+    with pytest.raises(ValueError, match="over 1048576 bytes as stored"), transaction.atomic():
+        shop.add.enqueue([0] * 100_000, 0)
+    assert states(django_db) == {}

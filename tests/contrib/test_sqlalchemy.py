@@ -199,3 +199,15 @@ def test_a_session_whose_binds_name_several_engines_says_how_to_choose(engine, d
     finally:
         other.dispose()
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
+def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, dsn: str) -> None:
+    """An enqueue on a Session whose arguments pass max_payload_bytes as JSON but not the
+    table's check as jsonb raises pgqueue's ValueError, not a raw CheckViolation."""
+    with Session(engine) as session:
+        with pytest.raises(
+            ValueError, match=r"'tests\.contrib\.sqlalchemy_app\.app\.ship' are over"
+        ):
+            shop.ship.enqueue(session, [0] * 100_000)
+        session.rollback()
+    assert states(dsn) == {}

@@ -105,11 +105,14 @@ def test_alembic_hooks_hide_only_the_pgqueue_schema() -> None:
 
 
 def test_django_global_options_are_removed_before_pgqueue_sees_them(django_setup: None) -> None:
-    """--settings X, --settings=X, --pythonpath X go; everything else (and after --) stays."""
-    from pgqueue.contrib.django.management.commands.pgqueue import without_django_globals
+    """--settings X, --settings=X, --pythonpath X, --skip-checks go (the last is reported);
+    everything else (and after --) stays."""
+    from pgqueue.contrib.django.management.commands.pgqueue import without_django_options
 
     argv = ["--settings", "s", "worker", "--pythonpath=.", "-q", "a", "--", "--settings=x"]
-    assert without_django_globals(argv) == ["worker", "-q", "a", "--", "--settings=x"]
+    assert without_django_options(argv) == (["worker", "-q", "a", "--", "--settings=x"], False)
+    argv = ["worker", "--skip-checks", "-q", "a", "--", "--skip-checks"]
+    assert without_django_options(argv) == (["worker", "-q", "a", "--", "--skip-checks"], True)
 
 
 @pytest.mark.parametrize(

@@ -208,3 +208,53 @@ def test_database_rejects_rows_that_break_the_contract(dsn: str) -> None:
     for statement in bad:
         with pytest.raises(psycopg.errors.CheckViolation):
             query(dsn, statement)
+
+
+# 100,000 zeros: 200 kB as JSON text, within max_payload_bytes; 1.2 MB as jsonb, over the
+# table's active_jobs_payload_check.
+ZEROS = [0] * 100_000
+SMALL, BIG = ((1, 2), {}), ((ZEROS, 0), {})
+STORED = r"arguments of 'tests\.integration\.tasks_app\.add' are over 1048576 bytes as stored"
+
+
+def test_arguments_over_the_tables_limit_as_jsonb_raise_the_apps_size_error(
+    conn: psycopg.Connection,
+) -> None:
+    """Arguments whose JSON passes max_payload_bytes but whose jsonb the table refuses raise a
+    ValueError that names the task and the stored size (the CheckViolation is its cause), by
+    every insert path, not a raw CheckViolation; the caller's transaction is left aborted, for
+    them to roll back, as after any refused statement."""
+    paths = [
+        (lambda: t.add.enqueue(conn, ZEROS, 0), f"^{STORED}"),
+        (lambda: t.add.using(unique_key="k").enqueue(conn, ZEROS, 0), f"^{STORED}"),
+        (lambda: t.add.enqueue_many(conn, [SMALL, BIG]),
+         f"^one of the 2 jobs of enqueue_many: {STORED}"),
+        (lambda: t.add.enqueue_many(conn, [SMALL] * 700 + [BIG] + [SMALL] * 299),
+         f"^enqueue_many call 700: {STORED}"),
+    ]  # fmt: skip
+    for enqueue, message in paths:
+        with pytest.raises(ValueError, match=message) as raised:
+            enqueue()
+        assert isinstance(raised.value.__cause__, psycopg.errors.CheckViolation)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+
+
+async def test_async_arguments_over_the_tables_limit_as_jsonb_raise_the_apps_size_error(
+    aconn: psycopg.AsyncConnection,
+) -> None:
+    """The async twins translate the refusal the same way."""
+    with pytest.raises(ValueError, match=f"^{STORED}"):
+        await t.add.aenqueue(aconn, ZEROS, 0)
+    await aconn.rollback()
+    with pytest.raises(ValueError, match=f"^enqueue_many call 0: {STORED}"):
+        await t.add.aenqueue_many(aconn, [BIG] + [SMALL] * (COPY_THRESHOLD - 1))
+    await aconn.rollback()
+
+
+def test_other_check_violations_on_enqueue_stay_themselves(conn: psycopg.Connection) -> None:
+    """Only the payload check is translated: another refused row keeps its CheckViolation."""
+    conn.execute("ALTER TABLE pgqueue.active_jobs ADD CONSTRAINT no_sevens CHECK (args <> '[7]')")
+    with pytest.raises(psycopg.errors.CheckViolation, match="no_sevens"):
+        t.add.enqueue(conn, 7)
+    conn.rollback()

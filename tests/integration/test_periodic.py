@@ -515,3 +515,128 @@ async def test_a_schedule_the_database_refuses_does_not_hold_back_the_next_ones(
     errors = [r for r in caplog.records if getattr(r, "action", "") == "periodic_error"]
     assert [getattr(r, "periodic", None) for r in errors] == ["big"]
     assert "active_jobs_payload_check" in caplog.text
+
+
+# A test-only brake: every tick an insert writes after its transaction's first waits while the
+# test holds advisory lock 42, so two inserts can each hold their first tick uncommitted.
+HOLD_AFTER_FIRST = """
+CREATE FUNCTION hold_after_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('pgqueue_test.seen', true) = 'yes' THEN
+        PERFORM pg_advisory_xact_lock_shared(42);
+    END IF;
+    PERFORM set_config('pgqueue_test.seen', 'yes', true);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_after_first BEFORE INSERT ON pgqueue.periodic_ticks
+   FOR EACH ROW EXECUTE FUNCTION hold_after_first();
+"""
+
+
+BLOCKED = """
+SELECT count(*) FROM pg_locks
+ WHERE NOT granted
+   AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
+"""
+
+
+async def test_inserts_of_the_same_ticks_in_opposite_orders_do_not_deadlock(dsn: str) -> None:
+    """Two schedulers insert the same two ticks, given in opposite orders, each held after its
+    first row. The statement inserts in tick order whatever its caller's order, so the second
+    waits for the first's tick instead of taking the other one first: both end (none aborted
+    as a deadlock) and each tick has one job. In the callers' orders, each held the tick the
+    other wanted next."""
+    [sched] = await schedulers(make_app(dsn), 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    ticks = [now - timedelta(seconds=2), now - timedelta(seconds=1)]
+    query(dsn, HOLD_AFTER_FIRST)
+    job = _store.TickJob("beat", "default", "beat", "{}")
+    dbs = [Db(dsn, "up"), Db(dsn, "down")]
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(42)")
+        tasks = [
+            asyncio.create_task(db.run(_store.ticks_insert(job, order, 86400)))
+            for db, order in zip(dbs, [ticks, ticks[::-1]], strict=True)
+        ]
+        for _ in range(250):  # each waits: for the gate, or for the other's first tick
+            if query(dsn, BLOCKED) == [(2,)]:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"{query(dsn, BLOCKED)} lock requests wait, not 2")
+        gate.execute("SELECT pg_advisory_unlock(42)")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for db in [sched.db, *dbs]:
+        await db.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert sorted(tick for won in results for _id, tick in won) == [t.isoformat() for t in ticks]
+    assert tick_jobs(dsn) == [(t.isoformat(), 1) for t in ticks]
+
+
+def two_apps(dsn: str, names: tuple[str, str], queue: str = "default") -> list[pgqueue.PgQueue]:
+    """Two apps (two codebases, or an old and a new deploy), each with a per-second schedule
+    of a task of its own, under the schedule names ``names``."""
+    apps = []
+    for name in names:
+        app = pgqueue.PgQueue(dsn)
+        app.periodic("* * * * * *", name=name, queue=queue)(
+            app.task(name=f"task of {name} in app {len(apps)}")(_noop)
+        )
+        apps.append(app)
+    return apps
+
+
+async def _noop() -> None:
+    """A periodic task's body."""
+
+
+async def fire_both(apps: list[pgqueue.PgQueue], seconds: int) -> list[tuple[str, int]]:
+    """Each app's scheduler fires the last ``seconds`` ticks, one after the other; returns
+    (task, jobs) per task."""
+    scheds = [Scheduler(app.periodics.values(), Db(app.dsn, f"app{i}"))
+              for i, app in enumerate(apps)]  # fmt: skip
+    now = (await db_now(scheds[0].db)).replace(microsecond=0)
+    for sched, app in zip(scheds, apps, strict=True):
+        [periodic] = app.periodics.values()
+        sched.cursors = {periodic.name: now - timedelta(seconds=seconds)}
+        await sched.fire(periodic, now)
+    await close(*scheds)
+    return query(apps[0].dsn, "SELECT task, count(*) FROM pgqueue.jobs GROUP BY 1 ORDER BY 1")
+
+
+async def test_two_apps_with_one_schedule_name_are_one_schedule(dsn: str) -> None:
+    """A schedule's name is its identity in the database: two apps that schedule different
+    tasks under one name share its ticks, so each tick fires once, for whichever app's
+    scheduler inserts it first, and the other app's task gets no job; and its cursor: a
+    scheduler of the second app starts after the first app's last tick."""
+    apps = two_apps(dsn, ("report", "report"))
+    assert await fire_both(apps, 5) == [("task of report in app 0", 5)]
+    [sched] = await schedulers(apps[1], 1)
+    await sched.start()
+    await close(sched)
+    [(last,)] = query(dsn, "SELECT max(tick) FROM pgqueue.periodic_ticks")
+    assert sched.cursors == {"report": last}
+
+
+async def test_a_renamed_schedule_fires_under_both_names_while_old_code_runs(dsn: str) -> None:
+    """During a rolling deploy that renames a schedule, old workers fire the old name and new
+    workers the new one: two schedules, so every tick of the overlap makes two jobs."""
+    apps = two_apps(dsn, ("report", "report-v2"))
+    assert await fire_both(apps, 5) == [
+        ("task of report in app 0", 5), ("task of report-v2 in app 1", 5),
+    ]  # fmt: skip
+
+
+async def test_ticks_of_a_queue_no_worker_serves_pile_up_as_queued_jobs(dsn: str) -> None:
+    """A worker's scheduler fires every schedule of its app, whatever queues it serves: the
+    jobs of a schedule on a queue no worker serves wait there, one more per tick, and a
+    worker that serves it later runs them all."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * * *", name="report", queue="reports")(app.task(_noop))
+    worker = app.worker(queues=["default"], poll_interval=0.05)
+    waiting = "SELECT count(*) FROM pgqueue.jobs WHERE queue = 'reports' AND state = 'queued'"
+    await run_worker_until(worker, lambda: query(dsn, waiting)[0][0] >= 3)
+    [(piled,)] = query(dsn, waiting)
+    assert states(dsn) == {"queued": piled}
+    await app.worker(queues=["reports"], scheduler=False, burst=True, poll_interval=0.05).run()
+    assert states(dsn) == {"succeeded": piled}  # a worker of the queue runs every one

@@ -21,6 +21,8 @@ APP_PATH = "pgqueue.contrib.django:app"
 
 # Options manage.py itself reads from every command line before handing it to a command.
 _DJANGO_GLOBAL = ("--settings", "--pythonpath")
+# Django's flag of the commands that run system checks (runserver, migrate, ...).
+SKIP_CHECKS = "--skip-checks"
 
 
 def run_cli(args: list[str], standalone: bool) -> Any:
@@ -37,21 +39,25 @@ def run_cli(args: list[str], standalone: bool) -> Any:
         app._dsn = pinned
 
 
-def without_django_globals(args: list[str]) -> list[str]:
-    """``args`` without ``--settings``/``--pythonpath`` (and their values): manage.py has
-    already applied them, and pgqueue's command line would refuse them as unknown."""
+def without_django_options(args: list[str]) -> tuple[list[str], bool]:
+    """``args`` without ``--settings``/``--pythonpath`` (and their values) and
+    ``--skip-checks``, and whether ``--skip-checks`` was there: manage.py has already applied
+    the first two, the command reads the last, and pgqueue's command line would refuse them
+    as unknown. Nothing after ``--`` is theirs."""
     kept: list[str] = []
-    skip = False
+    skip_value = skip_checks = False
     for i, arg in enumerate(args):
-        if skip:
-            skip = False
+        if skip_value:
+            skip_value = False
         elif arg == "--":
-            return kept + args[i:]
+            return kept + args[i:], skip_checks
         elif arg in _DJANGO_GLOBAL:
-            skip = True
+            skip_value = True
+        elif arg == SKIP_CHECKS:
+            skip_checks = True
         elif not arg.startswith(tuple(f"{name}=" for name in _DJANGO_GLOBAL)):
             kept.append(arg)
-    return kept
+    return kept, skip_checks
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -66,9 +72,10 @@ class Command(BaseCommand):  # type: ignore[misc]
     def run_from_argv(self, argv: list[str]) -> None:
         """Hand everything after ``pgqueue`` to click (so ``--queues`` etc. reach it); a
         worker first runs Django's system checks, as ``runserver`` does (this bypasses
-        ``execute``, which would run them)."""
-        args = without_django_globals(argv[2:])
-        if "worker" in args and "--help" not in args:  # help starts no worker
+        ``execute``, which would run them), unless ``--skip-checks`` is given, anywhere
+        before a ``--``."""
+        args, skip_checks = without_django_options(argv[2:])
+        if "worker" in args and "--help" not in args and not skip_checks:  # help starts none
             try:
                 self.check()
             except SystemCheckError as exc:  # its text is the report, as manage.py prints it
@@ -78,9 +85,12 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     def handle(self, *args: str, **options: Any) -> None:
         """For ``call_command("pgqueue", "migrate", "--check")``: a failure is a
-        ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``."""
+        ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``.
+        Django's ``execute`` decides on the checks before calling this (``call_command``
+        skips them unless given ``skip_checks=False``); a ``--skip-checks`` after the
+        subcommand still reaches this, and is dropped: it is not pgqueue's."""
         try:
-            run_cli(list(args), standalone=False)
+            run_cli(without_django_options(list(args))[0], standalone=False)
         except click.ClickException as exc:
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except SystemExit as exc:  # `migrate --check` exits 1 after printing the problem
