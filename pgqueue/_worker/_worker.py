@@ -199,7 +199,7 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled)
+        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -652,6 +652,12 @@ class Worker:
                                   error="cancelled on request")  # fmt: skip
             self._count("retried" if outcome.state == "queued" else outcome.state)
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+
+    def _refused(self, outcome: Outcome, written: Outcome | None) -> None:
+        """Correct the report of a retry the database refused: reported once written (see
+        _settled), it is not reported when nothing was written (``written`` is ``None``)."""
+        if outcome.state == "queued" and written is None:  # its lease expires, then its rescue
+            self._retrying.pop((outcome.job_id, outcome.attempt), None)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
