@@ -633,8 +633,8 @@ class Worker:
             if job.queue in self._backlog:
                 self._wake.set()
 
-    def _count(self, name: str) -> None:
-        setattr(self.stats, name, getattr(self.stats, name) + 1)
+    def _count(self, name: str, by: int = 1) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + by)
         # The job's log record is written by self.events.job_finished, with all its fields.
 
     def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
@@ -654,10 +654,24 @@ class Worker:
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     def _refused(self, outcome: Outcome, written: Outcome | None) -> None:
-        """Correct the report of a retry the database refused: reported once written (see
-        _settled), it is not reported when nothing was written (``written`` is ``None``)."""
-        if outcome.state == "queued" and written is None:  # its lease expires, then its rescue
-            self._retrying.pop((outcome.job_id, outcome.attempt), None)
+        """Correct the report of an outcome the database refused: ``written`` is the failure
+        written instead, or ``None`` if nothing was. A retry is reported once written (see
+        _settled), so only what is written; other outcomes were reported when they ended."""
+        if outcome.state == "queued":
+            if written is None:  # nothing to report: the job's lease expires, then its rescue
+                self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            return
+        if outcome.state == "failed" and written is not None:
+            return  # reported failed, and failed it is
+        self._count(outcome.state, -1)
+        if written is None:  # the acker's outcome_unwritten record names it; it runs again
+            return
+        self._count("failed")
+        log.error(
+            "job %s attempt %s failed, not %s as reported: %s",
+            outcome.job_id, outcome.attempt, outcome.state, written.error,
+            extra={"action": "job_failed", "job_id": outcome.job_id, "attempt": outcome.attempt},
+        )  # fmt: skip
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
