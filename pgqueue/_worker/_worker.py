@@ -200,6 +200,7 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
+        self._writes_done = False  # the last flush at shutdown has ended: no outcome is written
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -617,7 +618,7 @@ class Worker:
         finally:
             del self._running[job.id, job.attempt]
         try:
-            if outcome is not None and ctx.cancel_reason != "lease lost":
+            if outcome is not None and (ctx.cancel_reason is None or self._kept(outcome, ctx)):
                 crash_point("after_side_effect")
                 self._acker.add(outcome)
                 if outcome.state == "queued":  # the ack may end it cancelled: report it then
@@ -632,6 +633,23 @@ class Worker:
             self._slot_freed.set()
             if job.queue in self._backlog:
                 self._wake.set()
+
+    def _kept(self, outcome: Outcome, ctx: JobContext) -> bool:
+        """Whether the outcome of an attempt the worker stopped is written: not after a lost
+        lease (the job is another attempt's now), nor after the last flush at shutdown (a
+        coroutine abandoned then that ended later: its job is back in the queue)."""
+        if ctx.cancel_reason == "lease lost":
+            return False
+        if not self._writes_done:
+            return True
+        log.warning(
+            "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
+            " is not written, and the job, back in the queue, runs again",
+            outcome.job_id, outcome.state,
+            extra={"action": "outcome_unwritten", "job_id": outcome.job_id,
+                   "attempt": outcome.attempt},
+        )  # fmt: skip
+        return False
 
     def _count(self, name: str, by: int = 1) -> None:
         setattr(self.stats, name, getattr(self.stats, name) + by)
@@ -854,7 +872,8 @@ class Worker:
 
     def abandoned_coroutines(self) -> int:
         """Async tasks still running after shutdown, having ignored their cancellation (their
-        jobs were put back in the queue): ``asyncio.run`` would wait for them forever."""
+        jobs were put back in the queue, and how they end is not written): ``asyncio.run``
+        would wait for them forever."""
         return sum(not task.done() for task in self._abandoned)
 
     async def _close_connections(self) -> None:
@@ -863,7 +882,10 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        await self._acker.flush()
+        try:
+            await self._acker.flush()
+        finally:
+            self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             log.info(

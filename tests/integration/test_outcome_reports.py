@@ -4,10 +4,13 @@ reported as the job's end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import pgqueue
+from pgqueue._worker import _worker
 from tests.helpers import query, run_worker_until
 
 # Refuses to move a job to history as succeeded; a failure passes.
@@ -50,3 +53,35 @@ async def test_a_success_the_database_records_as_failed_is_reported_failed(
     [failed] = _actions(caplog, "job_failed")
     assert (failed.levelno, failed.job_id, failed.attempt) == (logging.ERROR, job_id, 1)
     assert "not succeeded as reported" in failed.getMessage()
+
+
+async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_reported_succeeded(
+    dsn: str, conn: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """A coroutine ignores its cancellation at shutdown, is abandoned, and returns after the
+    worker's last writes: its success is never written, and its job is back in the queue to
+    run again. The worker must not log or count it as succeeded, and logs outcome_unwritten
+    naming the job instead."""
+    monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    release = asyncio.Event()
+
+    @app.task(name="stubborn", queue="q")
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    job_id = app.using("stubborn").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.1)
+    await run_worker_until(w, lambda: w.running == 1, timeout=10)
+    assert w.abandoned_coroutines() == 1
+    release.set()
+    await asyncio.wait(w._abandoned)
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+    assert w.stats.succeeded == 0
+    assert _actions(caplog, "job_succeeded") == []
+    [unwritten] = _actions(caplog, "outcome_unwritten")
+    assert (unwritten.levelno, unwritten.job_id) == (logging.WARNING, job_id)
