@@ -44,6 +44,7 @@ class WorkerEvents:
         self.start_listeners: list[Callable[[ClaimedJob], None]] = []
         self.metrics_port: int | None = None
         self._callbacks: set[asyncio.Future[Any]] = set()
+        self.callback_ended = asyncio.Event()  # set as each callback ends
 
     def job_started(self, job: ClaimedJob) -> float:
         """Note that ``job`` starts now; returns the start time to pass to :meth:`job_finished`."""
@@ -87,7 +88,7 @@ class WorkerEvents:
         if callback is not None:
             future = asyncio.ensure_future(_run_callback(callback, event))
             self._callbacks.add(future)
-            future.add_done_callback(self._callbacks.discard)
+            future.add_done_callback(self._ended)
 
     def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
         if state == "succeeded":
@@ -97,6 +98,15 @@ class WorkerEvents:
             task = self.worker.app.get_task(task_name)
             return task.options.on_failure if task else None
         return None
+
+    def _ended(self, future: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(future)
+        self.callback_ended.set()
+
+    @property
+    def pending(self) -> int:
+        """How many ``on_success`` / ``on_failure`` callbacks have not ended yet."""
+        return len(self._callbacks)
 
     async def drain(self, timeout: float) -> None:
         """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown)."""

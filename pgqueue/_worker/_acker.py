@@ -29,6 +29,16 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 Settled = Callable[[list[Outcome], list[int]], None]
 """Told of each written batch and the ids of its retries that the database ended cancelled."""
 
@@ -197,12 +207,7 @@ class Acker:
     async def written(self, stopping: asyncio.Event) -> None:
         """Wait until another batch is written, or ``stopping`` is set (the claimer's brake)."""
         self._written.clear()
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self._written, stopping)]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await first_set(self._written, stopping)
 
     @staticmethod
     def _report_lost(taken: list[Outcome], applied: set[int]) -> None:

@@ -28,7 +28,7 @@ from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
-from pgqueue._worker._acker import Acker
+from pgqueue._worker._acker import Acker, first_set
 from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
@@ -207,7 +207,8 @@ class Worker:
             from pgqueue._metrics import metrics_service
 
             self.services.append(metrics_service(self, metrics_port))
-        self._ack_backlog = max(ack_batch, total)
+        self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
+        self._callbacks_warned_at = -60.0
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
@@ -362,6 +363,9 @@ class Worker:
                 # acker falls behind would only let leases expire.
                 await self._acker.written(self.stopping)
                 continue
+            if self.events.pending >= self._ack_backlog:
+                await self._callbacks_behind()
+                continue
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
                 await self._wait(self._slot_freed, None)
@@ -427,6 +431,20 @@ class Worker:
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
+
+    async def _callbacks_behind(self) -> None:
+        """Wait until a callback ends: callbacks slower than the jobs would pile up without
+        end (a sync one waits for one of the loop's few default threads). Warn once a minute:
+        a callback that never ends stops the worker here."""
+        now = time.monotonic()
+        if now >= self._callbacks_warned_at + 60:
+            self._callbacks_warned_at = now
+            log.warning(
+                "%s on_success / on_failure callbacks have not ended: no claims until one does",
+                self.events.pending, extra={"action": "callbacks_behind"},
+            )  # fmt: skip
+        self.events.callback_ended.clear()
+        await first_set(self.events.callback_ended, self.stopping)
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
         """After a counted claim from the head: if it read many more claim-index pages than

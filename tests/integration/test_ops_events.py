@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,6 +91,30 @@ async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn
     assert sorted(seen, key=str) == sorted(
         [("success", 1, 7), ("failure", 2, "ValueError: negative: -1")], key=str
     )
+
+
+async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A sync on_success slower than the jobs it follows: each waits for one of the loop's
+    few default threads, and they used to pile up, one task and event per finished job, as
+    many as jobs ran (with every one still queued for those threads when a program's loop
+    closes). The worker claims no more while ack_backlog (max(ack_batch, concurrency)) wait,
+    and says so once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = make_app(dsn, on_success=lambda event: time.sleep(0.02))
+    for n in range(200):
+        app.using("work").enqueue(conn, n)
+    conn.commit()
+    w = app.worker(queues={"q": 10}, poll_interval=0.05, ack_batch=20, shutdown_timeout=10)
+    most: list[int] = [0]
+    pending = w.events._callbacks
+    w.events.listeners.append(lambda event: most.__setitem__(0, max(most[0], len(pending))))
+    await run_worker_until(w, lambda: states(dsn) == {"succeeded": 200}, timeout=60)
+    assert most[0] <= 20 + 10  # the backlog, and the jobs already claimed when it was reached
+    assert not pending
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert actions.count("callbacks_behind") == 1
 
 
 async def test_a_raising_listener_keeps_callbacks_and_other_listeners(
