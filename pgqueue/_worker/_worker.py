@@ -96,6 +96,8 @@ _SKIP_QUIET = 10.0
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
 CANCEL_GRACE = 5.0
 
+_THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
+
 
 class Worker:
     """Claims and runs jobs of some queues until stopped.
@@ -227,9 +229,10 @@ class Worker:
         self._slot_freed.set()
 
     def abandoned_threads(self) -> int:
-        """Thread tasks still running after shutdown (their jobs were put back in the queue)."""
+        """Thread tasks still running after shutdown (their jobs were put back in the queue),
+        and sync callbacks still running after the time shutdown gave them."""
         threads = threading.enumerate()
-        return sum(t.name.startswith("pgqueue-task") and t.is_alive() for t in threads)
+        return sum(t.name.startswith(_THREADS) and t.is_alive() for t in threads)
 
     def wake(self) -> None:
         """Make the claimer look for jobs now (what a notification does)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,27 @@ async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
     assert not pending
     actions = [getattr(r, "action", None) for r in caplog.records]
     assert actions.count("callbacks_behind") == 1
+
+
+def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
+    """A sync on_success that never returns: app.run_worker() gives control back after the
+    time shutdown gives callbacks, as it does after a thread task it abandoned, and
+    abandoned_threads() counts it. It used to run in the loop's default executor, whose
+    shutdown, as the loop closed, waited for that thread forever."""
+    gate = threading.Event()
+    app = make_app(dsn, on_success=lambda event: gate.wait())
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    options = {"queues": ["q"], "burst": True, "poll_interval": 0.05, "shutdown_timeout": 0.2}
+    runner = threading.Thread(target=app.run_worker, kwargs=options)
+    try:
+        runner.start()
+        runner.join(15)
+        assert not runner.is_alive(), "app.run_worker() waits for the callback's thread"
+        assert pgqueue.Worker(app).abandoned_threads() == 1
+    finally:
+        gate.set()
+        runner.join(15)
 
 
 async def test_a_raising_listener_keeps_callbacks_and_other_listeners(
