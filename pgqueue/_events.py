@@ -8,10 +8,13 @@ log records are only formatted when their level is enabled.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgqueue._hooks import JobEvent
@@ -44,6 +47,10 @@ class WorkerEvents:
         self.start_listeners: list[Callable[[ClaimedJob], None]] = []
         self.metrics_port: int | None = None
         self._callbacks: set[asyncio.Future[Any]] = set()
+        self.callback_ended = asyncio.Event()  # set as each callback ends
+        # Sync callbacks run in threads of their own, not in the loop's default executor: the
+        # loop's close waits for those threads, and one callback that never returns held it.
+        self._threads: ThreadPoolExecutor | None = None
 
     def job_started(self, job: ClaimedJob) -> float:
         """Note that ``job`` starts now; returns the start time to pass to :meth:`job_finished`."""
@@ -85,9 +92,9 @@ class WorkerEvents:
         if logged:
             _log_event(event)
         if callback is not None:
-            future = asyncio.ensure_future(_run_callback(callback, event))
+            future = asyncio.ensure_future(self._run_callback(callback, event))
             self._callbacks.add(future)
-            future.add_done_callback(self._callbacks.discard)
+            future.add_done_callback(self._ended)
 
     def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
         if state == "succeeded":
@@ -98,10 +105,37 @@ class WorkerEvents:
             return task.options.on_failure if task else None
         return None
 
+    def _ended(self, future: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(future)
+        self.callback_ended.set()
+
+    @property
+    def pending(self) -> int:
+        """How many ``on_success`` / ``on_failure`` callbacks have not ended yet."""
+        return len(self._callbacks)
+
+    async def _run_callback(self, fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
+        try:
+            if inspect.iscoroutinefunction(fn):
+                await fn(event)
+            else:
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(thread_name_prefix="pgqueue-callback")
+                call = functools.partial(contextvars.copy_context().run, fn, event)
+                await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        except Exception:
+            log.exception(
+                "callback %s of job %s raised", getattr(fn, "__qualname__", fn), event.job.id,
+                extra={"action": "callback_error", **_job_fields(event)},
+            )  # fmt: skip
+
     async def drain(self, timeout: float) -> None:
-        """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown)."""
+        """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown);
+        then leave the threads of those that did not, as the worker leaves its task threads."""
         if self._callbacks:
             await asyncio.wait(list(self._callbacks), timeout=timeout)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def summarize(self) -> None:
         """Log one summary line every ``summary_interval`` seconds (a worker service)."""
@@ -111,19 +145,6 @@ class WorkerEvents:
             now = _totals(self.worker)
             _log_summary(self.worker, {k: now[k] - last[k] for k in now}, self.summary_interval)
             last = now
-
-
-async def _run_callback(fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
-    try:
-        if inspect.iscoroutinefunction(fn):
-            await fn(event)
-        else:
-            await asyncio.to_thread(fn, event)
-    except Exception:
-        log.exception(
-            "callback %s of job %s raised", getattr(fn, "__qualname__", fn), event.job.id,
-            extra={"action": "callback_error", **_job_fields(event)},
-        )  # fmt: skip
 
 
 def _job_fields(event: JobEvent) -> dict[str, Any]:

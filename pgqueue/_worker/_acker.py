@@ -29,16 +29,38 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 Settled = Callable[[list[Outcome], list[int]], None]
 """Told of each written batch and the ids of its retries that the database ended cancelled."""
+
+Refused = Callable[[Outcome, Outcome | None], None]
+"""Told of an outcome the database refused, with the failure written in its place, or ``None``
+when nothing was written for it."""
 
 
 class Acker:
     """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
 
-    def __init__(self, db: Db, batch: int, interval: float, settled: Settled | None = None) -> None:
+    def __init__(
+        self,
+        db: Db,
+        batch: int,
+        interval: float,
+        settled: Settled | None = None,
+        refused: Refused | None = None,
+    ) -> None:
         self.db = db
         self.settled = settled
+        self.refused = refused
         self.batch = batch
         self.interval = interval
         self._buffer: list[Outcome] = []
@@ -124,8 +146,9 @@ class Acker:
         self, taken: list[Outcome], exc: psycopg.Error
     ) -> tuple[list[Outcome], Acked]:
         """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
-        others; an outcome refused on its own is replaced by a failure that says why. Returns
-        the outcomes as written. Interrupted, it settles those written and keeps the rest."""
+        others; an outcome refused on its own is replaced by a failure that says why, and left
+        out if that is refused too. Returns the outcomes written. Interrupted, it settles those
+        written and keeps the rest."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
             len(taken), _first_line(exc), extra={"action": "ack_refused"},
@@ -137,7 +160,10 @@ class Acker:
                 try:
                     one = await self.db.run(_store.jobs_ack([outcome]))
                 except _REFUSED as refused:
-                    outcome, one = await self._write_refused(outcome, refused)
+                    failure, one = await self._write_refused(outcome, refused)
+                    if failure is None:
+                        continue
+                    outcome = failure
             except BaseException:
                 self._put_back(taken[i:])
                 self._done(written, acked)  # those already written are not written again
@@ -147,7 +173,11 @@ class Acker:
             acked.cancelled.extend(one.cancelled)
         return written, acked
 
-    async def _write_refused(self, outcome: Outcome, exc: psycopg.Error) -> tuple[Outcome, Acked]:
+    async def _write_refused(
+        self, outcome: Outcome, exc: psycopg.Error
+    ) -> tuple[Outcome | None, Acked]:
+        """Record a refused outcome as a failure; returns that failure, or ``None`` when the
+        database refused it too, and tells ``refused`` either way."""
         reason = _first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
@@ -155,14 +185,20 @@ class Acker:
             outcome.job_id, outcome.attempt, reason, extra=_about(outcome, "ack_refused"),
         )  # fmt: skip
         failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
+        written: Outcome | None = failure
         try:
-            return failure, await self.db.run(_store.jobs_ack([failure]))
-        except _REFUSED:  # the row itself is refused: its lease expires and recovery takes it
+            acked = await self.db.run(_store.jobs_ack([failure]))
+        except _REFUSED:  # the row itself is refused: its lease expires and the rescue takes it
             log.exception(
-                "job %s attempt %s: the failure could not be recorded either; left to the lease",
-                outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_refused"),
+                "job %s attempt %s: the failure recording its refused outcome (%s) was refused"
+                " too; nothing is written: the job stays running until its lease expires, and"
+                " is then rescued as worker lost", outcome.job_id, outcome.attempt,
+                outcome.state, extra=_about(outcome, "outcome_unwritten"),
             )  # fmt: skip
-            return outcome, Acked([outcome.job_id], [])  # not a lost lease: nothing more here
+            written, acked = None, Acked([], [])
+        if self.refused is not None:  # a failure whose lease was lost is not written either
+            self.refused(outcome, written if acked.ids else None)
+        return written, acked
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
         self._buffer[:0] = outcomes
@@ -171,12 +207,7 @@ class Acker:
     async def written(self, stopping: asyncio.Event) -> None:
         """Wait until another batch is written, or ``stopping`` is set (the claimer's brake)."""
         self._written.clear()
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self._written, stopping)]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await first_set(self._written, stopping)
 
     @staticmethod
     def _report_lost(taken: list[Outcome], applied: set[int]) -> None:

@@ -28,7 +28,7 @@ from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
-from pgqueue._worker._acker import Acker
+from pgqueue._worker._acker import Acker, first_set
 from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
@@ -95,6 +95,8 @@ _SKIP_QUIET = 10.0
 # Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
 CANCEL_GRACE = 5.0
+
+_THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
 
 
 class Worker:
@@ -199,14 +201,16 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled)
+        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
+        self._writes_done = False  # the last flush at shutdown has ended: no outcome is written
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
             from pgqueue._metrics import metrics_service
 
             self.services.append(metrics_service(self, metrics_port))
-        self._ack_backlog = max(ack_batch, total)
+        self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
+        self._callbacks_warned_at = -60.0
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
@@ -225,9 +229,10 @@ class Worker:
         self._slot_freed.set()
 
     def abandoned_threads(self) -> int:
-        """Thread tasks still running after shutdown (their jobs were put back in the queue)."""
+        """Thread tasks still running after shutdown (their jobs were put back in the queue),
+        and sync callbacks still running after the time shutdown gave them."""
         threads = threading.enumerate()
-        return sum(t.name.startswith("pgqueue-task") and t.is_alive() for t in threads)
+        return sum(t.name.startswith(_THREADS) and t.is_alive() for t in threads)
 
     def wake(self) -> None:
         """Make the claimer look for jobs now (what a notification does)."""
@@ -361,6 +366,9 @@ class Worker:
                 # acker falls behind would only let leases expire.
                 await self._acker.written(self.stopping)
                 continue
+            if self.events.pending >= self._ack_backlog:
+                await self._callbacks_behind()
+                continue
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
                 await self._wait(self._slot_freed, None)
@@ -426,6 +434,20 @@ class Worker:
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
+
+    async def _callbacks_behind(self) -> None:
+        """Wait until a callback ends: callbacks slower than the jobs would pile up without
+        end (a sync one waits for one of the loop's few default threads). Warn once a minute:
+        a callback that never ends stops the worker here."""
+        now = time.monotonic()
+        if now >= self._callbacks_warned_at + 60:
+            self._callbacks_warned_at = now
+            log.warning(
+                "%s on_success / on_failure callbacks have not ended: no claims until one does",
+                self.events.pending, extra={"action": "callbacks_behind"},
+            )  # fmt: skip
+        self.events.callback_ended.clear()
+        await first_set(self.events.callback_ended, self.stopping)
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
         """After a counted claim from the head: if it read many more claim-index pages than
@@ -617,7 +639,7 @@ class Worker:
         finally:
             del self._running[job.id, job.attempt]
         try:
-            if outcome is not None and ctx.cancel_reason != "lease lost":
+            if outcome is not None and (ctx.cancel_reason is None or self._kept(outcome, ctx)):
                 crash_point("after_side_effect")
                 self._acker.add(outcome)
                 if outcome.state == "queued":  # the ack may end it cancelled: report it then
@@ -633,8 +655,25 @@ class Worker:
             if job.queue in self._backlog:
                 self._wake.set()
 
-    def _count(self, name: str) -> None:
-        setattr(self.stats, name, getattr(self.stats, name) + 1)
+    def _kept(self, outcome: Outcome, ctx: JobContext) -> bool:
+        """Whether the outcome of an attempt the worker stopped is written: not after a lost
+        lease (the job is another attempt's now), nor after the last flush at shutdown (a
+        coroutine abandoned then that ended later: its job is back in the queue)."""
+        if ctx.cancel_reason == "lease lost":
+            return False
+        if not self._writes_done:
+            return True
+        log.warning(
+            "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
+            " is not written, and the job, back in the queue, runs again",
+            outcome.job_id, outcome.state,
+            extra={"action": "outcome_unwritten", "job_id": outcome.job_id,
+                   "attempt": outcome.attempt},
+        )  # fmt: skip
+        return False
+
+    def _count(self, name: str, by: int = 1) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + by)
         # The job's log record is written by self.events.job_finished, with all its fields.
 
     def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
@@ -652,6 +691,26 @@ class Worker:
                                   error="cancelled on request")  # fmt: skip
             self._count("retried" if outcome.state == "queued" else outcome.state)
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+
+    def _refused(self, outcome: Outcome, written: Outcome | None) -> None:
+        """Correct the report of an outcome the database refused: ``written`` is the failure
+        written instead, or ``None`` if nothing was. A retry is reported once written (see
+        _settled), so only what is written; other outcomes were reported when they ended."""
+        if outcome.state == "queued":
+            if written is None:  # nothing to report: the job's lease expires, then its rescue
+                self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            return
+        if outcome.state == "failed" and written is not None:
+            return  # reported failed, and failed it is
+        self._count(outcome.state, -1)
+        if written is None:  # the acker's outcome_unwritten record names it; it runs again
+            return
+        self._count("failed")
+        log.error(
+            "job %s attempt %s failed, not %s as reported: %s",
+            outcome.job_id, outcome.attempt, outcome.state, written.error,
+            extra={"action": "job_failed", "job_id": outcome.job_id, "attempt": outcome.attempt},
+        )  # fmt: skip
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
@@ -834,7 +893,8 @@ class Worker:
 
     def abandoned_coroutines(self) -> int:
         """Async tasks still running after shutdown, having ignored their cancellation (their
-        jobs were put back in the queue): ``asyncio.run`` would wait for them forever."""
+        jobs were put back in the queue, and how they end is not written): ``asyncio.run``
+        would wait for them forever."""
         return sum(not task.done() for task in self._abandoned)
 
     async def _close_connections(self) -> None:
@@ -843,7 +903,10 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        await self._acker.flush()
+        try:
+            await self._acker.flush()
+        finally:
+            self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             log.info(

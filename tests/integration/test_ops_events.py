@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,6 +92,51 @@ async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn
     assert sorted(seen, key=str) == sorted(
         [("success", 1, 7), ("failure", 2, "ValueError: negative: -1")], key=str
     )
+
+
+async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A sync on_success slower than the jobs it follows: each waits for one of the loop's
+    few default threads, and they used to pile up, one task and event per finished job, as
+    many as jobs ran (with every one still queued for those threads when a program's loop
+    closes). The worker claims no more while ack_backlog (max(ack_batch, concurrency)) wait,
+    and says so once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = make_app(dsn, on_success=lambda event: time.sleep(0.02))
+    for n in range(200):
+        app.using("work").enqueue(conn, n)
+    conn.commit()
+    w = app.worker(queues={"q": 10}, poll_interval=0.05, ack_batch=20, shutdown_timeout=10)
+    most: list[int] = [0]
+    pending = w.events._callbacks
+    w.events.listeners.append(lambda event: most.__setitem__(0, max(most[0], len(pending))))
+    await run_worker_until(w, lambda: states(dsn) == {"succeeded": 200}, timeout=60)
+    assert most[0] <= 20 + 10  # the backlog, and the jobs already claimed when it was reached
+    assert not pending
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert actions.count("callbacks_behind") == 1
+
+
+def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
+    """A sync on_success that never returns: app.run_worker() gives control back after the
+    time shutdown gives callbacks, as it does after a thread task it abandoned, and
+    abandoned_threads() counts it. It used to run in the loop's default executor, whose
+    shutdown, as the loop closed, waited for that thread forever."""
+    gate = threading.Event()
+    app = make_app(dsn, on_success=lambda event: gate.wait())
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    options = {"queues": ["q"], "burst": True, "poll_interval": 0.05, "shutdown_timeout": 0.2}
+    runner = threading.Thread(target=app.run_worker, kwargs=options)
+    try:
+        runner.start()
+        runner.join(15)
+        assert not runner.is_alive(), "app.run_worker() waits for the callback's thread"
+        assert pgqueue.Worker(app).abandoned_threads() == 1
+    finally:
+        gate.set()
+        runner.join(15)
 
 
 async def test_a_raising_listener_keeps_callbacks_and_other_listeners(

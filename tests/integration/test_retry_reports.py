@@ -128,3 +128,51 @@ async def test_on_failure_of_a_retry_recorded_as_failed_at_shutdown_gets_the_dra
     await run_worker_until(w, lambda: ran == [1], timeout=10)
     assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("failed",)]
     assert called, "on_failure was scheduled after shutdown stopped waiting for callbacks"
+
+
+# Refuses, with a check violation, what an ack writes for a job's first attempt: a retry (its
+# run_at an hour ahead) and a failure (the row leaving active_jobs). Claims and the rescue of
+# an expired lease (run_at unchanged) pass, and so does every write of later attempts.
+REFUSE_FIRST_ATTEMPT = """
+CREATE FUNCTION refuse_first_attempt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    IF OLD.attempts = 1 AND (TG_OP = 'DELETE' OR NEW.run_at > now() + interval '1 minute') THEN
+        RAISE EXCEPTION 'injected: attempt 1 refuses outcomes' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+CREATE TRIGGER refuse_first_attempt BEFORE UPDATE OR DELETE ON pgqueue.active_jobs
+    FOR EACH ROW EXECUTE FUNCTION refuse_first_attempt();
+"""
+
+
+async def test_a_retry_refused_with_its_failure_is_not_reported_and_its_lease_takes_it(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The database refuses a retry's outcome, and then the failure that would record the
+    refusal: it holds neither, and the job stays running. The worker must not report it as
+    retrying (log, listeners, stats) and must not hold it in Worker._retrying; it logs
+    outcome_unwritten naming the job, whose lease expires and whose rescue runs it again."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    ran: list[int] = []
+
+    @app.task(name="snooze_once", queue="q")
+    async def snooze_once() -> None:
+        ran.append(1)
+        if len(ran) == 1:
+            raise pgqueue.Retry(3600)
+
+    job_id = app.using("snooze_once").enqueue(conn)
+    conn.commit()
+    query(dsn, REFUSE_FIRST_ATTEMPT)
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=1, rescue_interval=0.2)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    done = "SELECT state, attempts, last_error FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done)[0][0] == "succeeded", timeout=20)
+    assert query(dsn, done) == [("succeeded", 2, "worker lost")]
+    assert seen == ["succeeded"]
+    assert (w.stats.retried, w.stats.failed, w.stats.succeeded) == (0, 0, 1)
+    assert w._retrying == {}
+    unwritten = [r for r in caplog.records if getattr(r, "action", None) == "outcome_unwritten"]
+    assert [(r.levelno, r.job_id, r.attempt) for r in unwritten] == [(logging.ERROR, job_id, 1)]
