@@ -83,3 +83,30 @@ def test_cli_reference_documents_every_option_and_its_environment_variable() -> 
             names = [*param.opts, *([param.envvar] if isinstance(param.envvar, str) else [])]
             missing += [n for n in names if f"`{n}`" not in text and f"`{n} " not in text]
     assert missing == []
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings (outside code blocks)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_anchor_in_readme_and_docs_names_a_heading() -> None:
+    """A link's #anchor (on its own page or another) matches a heading of the target page."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            linked = (page.parent / target).resolve() if target else page
+            if linked.suffix != ".md" or not linked.is_file():  # files: the test above
+                continue
+            if anchor not in heading_anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
+    assert broken == []
