@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -110,3 +111,24 @@ def test_every_anchor_in_readme_and_docs_names_a_heading() -> None:
             if anchor not in heading_anchors(linked):
                 broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
     assert broken == []
+
+
+def test_python_api_signature_blocks_list_every_parameter() -> None:
+    """The signature listings of PgQueue, app.task, task.using, Worker and RetryPolicy in
+    docs/reference/python-api.md name every parameter the code takes."""
+    from pgqueue._task import Task
+
+    text = (ROOT / "docs" / "reference" / "python-api.md").read_text()
+    listings = {
+        "pgqueue.PgQueue(\n": pgqueue.PgQueue.__init__,
+        "@app.task(\n": pgqueue.PgQueue.task,
+        "task.using(\n": Task.using,
+        "pgqueue.Worker(\n": pgqueue.Worker.__init__,
+        "pgqueue.RetryPolicy(": pgqueue.RetryPolicy,
+    }
+    missing = []
+    for opener, fn in listings.items():
+        listing = text.split(f"\n{opener}", 1)[1].split("\n)", 1)[0]
+        names = inspect.signature(fn).parameters.keys() - {"self", "fn", "app"}
+        missing += [f"{opener.strip()} {n}" for n in names if f"{n}:" not in listing]
+    assert missing == []
