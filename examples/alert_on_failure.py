@@ -2,6 +2,8 @@
 
     PGQUEUE_DSN=... ALERT_WEBHOOK=https://hooks.example.com/... \
         pgqueue --app examples.alert_on_failure:app worker -q reports
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Timeouts and cancellation: an async task timed out, a thread task cancelled while it runs.
 
 PGQUEUE_DSN=postgresql://... python cancel_and_timeouts.py
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Run ``psql "$PGQUEUE_DSN" -f examples/enqueue_from_trigger.sql`` once, then
 ``python examples/enqueue_from_trigger.py``: it inserts a signup (the trigger enqueues the
 job), runs a burst worker, and prints the job's outcome.
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ that checks for it, so a second run changes nothing.
 
     python idempotency.py
     pgqueue --app idempotency:app worker --queues loyalty
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

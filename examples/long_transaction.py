@@ -13,6 +13,8 @@ and its indexes still grow until the transaction ends. This drains the same jobs
 sends 50 jobs one at a time, the second time with a "nightly report" idle in its
 transaction, and prints the warning a worker logs when such a transaction has been open for
 ``long_transaction_warning`` seconds (60 by default).
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
     pgqueue --app periodic:app cron list
 
 Start the worker command in two terminals at once: each tick still becomes one job.
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 python retries.py                                  # enqueues one job of each kind
 pgqueue --app retries:app worker --queues payments
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 python scheduling.py
 pgqueue --app scheduling:app worker --queues mail
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

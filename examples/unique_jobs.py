@@ -4,6 +4,8 @@
 
 Enqueues the same key twice (one job), asks for an error on the third try, runs the job, and
 shows that the key is free again once the job has finished.
+
+Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ from pgqueue._schema import KNOWN_REVISIONS, schema_problem, schema_state
 def _config(**attributes: Any) -> Any:
     from alembic.config import Config
 
-    config = Config(stdout=attributes.pop("stdout", None) or io.StringIO())
+    # stdout takes alembic's messages; output_buffer the SQL of an offline (sql=True) run,
+    # which alembic writes to sys.stdout when none is given.
+    config = Config(stdout=io.StringIO(), output_buffer=attributes.pop("output_buffer", None))
     config.set_main_option("script_location", "pgqueue:migrations")
     config.attributes.update(attributes)
     return config
@@ -59,7 +61,7 @@ def migration_sql() -> str:
     from alembic import command
 
     out = io.StringIO()
-    command.upgrade(_config(stdout=out), "head", sql=True)
+    command.upgrade(_config(output_buffer=out), "head", sql=True)
     return out.getvalue()
 
 

@@ -22,7 +22,8 @@ def report(conn: psycopg.Connection[Any], placed: Placed) -> None:
         ghost_orders = _store.run(cur, _store.demo_orders_count(placed.rolled_back_orders))
     click.echo("\nJob states, read with SQL from pgqueue.jobs (this run's jobs):")
     click.echo("  SELECT task, state, count(*), max(attempts), min(last_error)")
-    click.echo("    FROM pgqueue.jobs GROUP BY task, state;\n")
+    click.echo(f"    FROM pgqueue.jobs WHERE id BETWEEN {min(placed.jobs)} AND {max(placed.jobs)}")
+    click.echo("     AND task LIKE 'pgqueue.demo.%' GROUP BY task, state;\n")
     _table([HEADER, *[(t, s, str(n), str(a), e or "") for t, s, n, a, e in rows]])
     _proof(placed, ghost_jobs, ghost_orders)
 

@@ -60,15 +60,24 @@ def _bind_arguments(session: Any) -> dict[str, Any] | None:
     return {"bind": targets.pop()} if targets else None
 
 
+def _async_types() -> tuple[type, ...]:
+    """SQLAlchemy's async connection types; none where its asyncio extension does not import
+    (SQLAlchemy 2.1 without greenlet), since then no object of them can exist."""
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+    except ImportError:
+        return ()
+    return (AsyncSession, AsyncConnection, async_scoped_session)
+
+
 def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     """The psycopg connection behind a ``Session`` or ``Connection``, in its transaction."""
     if not _is_sqlalchemy(obj):
         return None
     from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
     from sqlalchemy.orm import Session, scoped_session
 
-    if isinstance(obj, AsyncSession | AsyncConnection | async_scoped_session):
+    if isinstance(obj, _async_types()):
         raise TypeError("this is an async SQLAlchemy object: use aenqueue() instead of enqueue()")
     if isinstance(obj, scoped_session):  # Flask-SQLAlchemy's db.session, among others
         obj = obj()  # this scope's Session

@@ -49,6 +49,19 @@ def test_demo_on_pgqueue_dsn_commits_orders_with_their_jobs_and_runs_them(dsn: s
         assert any(line.split()[:3] == [task, state, str(n)] for line in out.splitlines())
 
 
+def test_the_query_the_demo_prints_gives_the_table_it_prints(dsn: str) -> None:
+    """Run twice on one database, the SQL shown above the table, pasted into psql, gives that
+    table (it left out the filter on this run's jobs, so it counted the earlier run's too)."""
+    for _ in range(2):
+        done = run_demo(clean_env(PGQUEUE_DSN=dsn), "--orders", "16")
+        assert done.returncode == 0, done.stderr
+    shown, table = done.stdout.split("(this run's jobs):\n", 1)[1].split("\n\n", 2)[:2]
+    rows = query(dsn, shown)
+    assert sum(n for _, _, n, *_ in rows) == 2 * (16 - 16 // 8)
+    for task, state, n, *_ in rows:
+        assert any(line.split()[:3] == [task, state, str(n)] for line in table.splitlines())
+
+
 def test_demo_orders_never_reference_a_rolled_back_job(dsn: str) -> None:
     """Every job's order exists in pgqueue_demo.orders: no job outlived its rollback."""
     done = run_demo(clean_env(PGQUEUE_DSN=dsn), "--orders", "16")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -65,6 +66,17 @@ async def test_session_commit_and_the_worker_runs_it(engine: Engine, dsn: str) -
     worker = shop.queue.worker(dsn=dsn, poll_interval=0.05)
     await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
     assert query(dsn, "SELECT status FROM orders WHERE id = %s", [order_id]) == [("shipped",)]
+
+
+def test_a_sync_session_enqueues_where_sqlalchemys_asyncio_does_not_import(
+    engine: Engine, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy 2.1 installs without greenlet, and then sqlalchemy.ext.asyncio raises
+    ImportError: a sync Session (and alembic's upgrade_ops) must enqueue all the same."""
+    monkeypatch.setitem(sys.modules, "sqlalchemy.ext.asyncio", None)  # import -> ImportError
+    with Session(engine) as session, session.begin():
+        shop.ship.enqueue(session, 1)
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([1],)]
 
 
 def test_connection_without_a_begun_transaction_joins_the_next_commit(engine, dsn) -> None:

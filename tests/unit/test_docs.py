@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -82,4 +83,52 @@ def test_cli_reference_documents_every_option_and_its_environment_variable() -> 
         for param in command.params:
             names = [*param.opts, *([param.envvar] if isinstance(param.envvar, str) else [])]
             missing += [n for n in names if f"`{n}`" not in text and f"`{n} " not in text]
+    assert missing == []
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings (outside code blocks)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_anchor_in_readme_and_docs_names_a_heading() -> None:
+    """A link's #anchor (on its own page or another) matches a heading of the target page."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            linked = (page.parent / target).resolve() if target else page
+            if linked.suffix != ".md" or not linked.is_file():  # files: the test above
+                continue
+            if anchor not in heading_anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
+    assert broken == []
+
+
+def test_python_api_signature_blocks_list_every_parameter() -> None:
+    """The signature listings of PgQueue, app.task, task.using, Worker and RetryPolicy in
+    docs/reference/python-api.md name every parameter the code takes."""
+    from pgqueue._task import Task
+
+    text = (ROOT / "docs" / "reference" / "python-api.md").read_text()
+    listings = {
+        "pgqueue.PgQueue(\n": pgqueue.PgQueue.__init__,
+        "@app.task(\n": pgqueue.PgQueue.task,
+        "task.using(\n": Task.using,
+        "pgqueue.Worker(\n": pgqueue.Worker.__init__,
+        "pgqueue.RetryPolicy(": pgqueue.RetryPolicy,
+    }
+    missing = []
+    for opener, fn in listings.items():
+        listing = text.split(f"\n{opener}", 1)[1].split("\n)", 1)[0]
+        names = inspect.signature(fn).parameters.keys() - {"self", "fn", "app"}
+        missing += [f"{opener.strip()} {n}" for n in names if f"{n}:" not in listing]
     assert missing == []

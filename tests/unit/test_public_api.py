@@ -6,6 +6,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import pgqueue
 from pgqueue._schema import KNOWN_REVISIONS, SCHEMA_REVISION
 
@@ -58,3 +60,13 @@ def test_code_revision_is_the_newest_migration() -> None:
     heads = set(revisions) - set(revisions.values())
     assert heads == {SCHEMA_REVISION}
     assert set(KNOWN_REVISIONS) == set(revisions)
+
+
+def test_migration_sql_returns_the_schema_sql_and_prints_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """migration_sql() returns the SQL (it returned "" and wrote the SQL to stdout)."""
+    sql = pgqueue.migration_sql()
+    assert "CREATE TABLE pgqueue.active_jobs" in sql
+    assert sql.rstrip().endswith("COMMIT;")
+    assert capsys.readouterr().out == ""
