@@ -159,9 +159,9 @@ def _log_event(event: JobEvent) -> None:
     fields = _job_fields(event)
     detail = f": {event.error}" if event.error else ""
     log.log(
-        _LEVELS[event.state], "job %s (%s on %s) %s after %.1f ms, attempt %s/%s%s",
-        event.job.id, event.job.task, event.job.queue, event.state, fields["duration_ms"],
-        event.job.attempt, event.job.max_attempts, detail,
+        _LEVELS[event.state], "job %s (%s on %s) %s: attempt %s/%s ran %.1f ms%s",
+        event.job.id, event.job.task, event.job.queue, event.state, event.job.attempt,
+        event.job.max_attempts, fields["duration_ms"], detail,
         extra={"action": f"job_{event.state}", **fields},
     )  # fmt: skip
 

@@ -132,3 +132,16 @@ def test_admin_module_exports_documented_functions() -> None:
     )
     for name in admin.__all__:
         assert callable(getattr(admin, name)) and getattr(admin, name).__doc__, name
+
+
+def test_a_jobs_log_line_says_how_long_the_attempt_ran_not_when_it_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retrying job's line must not read as a retry delay ("retrying after 0.6 ms"): the
+    figure is how long the attempt ran."""
+    from pgqueue._events import _log_event
+
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    _log_event(JobEvent(JobContext(7, "shop.send", "io", 2, 5), "retrying", 0.0006, error="boom"))
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "job_retrying"]
+    assert record.getMessage() == "job 7 (shop.send on io) retrying: attempt 2/5 ran 0.6 ms: boom"
