@@ -137,9 +137,10 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
 """
 
 # Several queues, each with its own limit: the LATERAL subquery is MATERIALIZED by the CTE so
-# LIMIT applies once per queue, not per row. It sets and returns what JOBS_CLAIM_ONE does,
-# count included (an idle worker of several queues pays 0.03 ms for it beside the 0.1 ms
-# more this statement takes to plan, which is why the one-queue forms exist).
+# LIMIT applies once per queue, not per row. It sets and returns what JOBS_CLAIM_ONE_PAGES
+# does, both counts included, on every claim (a worker of several queues pays for them, see
+# JOBS_CLAIM_ONE_PAGES, beside the 0.1 ms more this statement takes to plan, which is why the
+# one-queue forms exist).
 JOBS_CLAIM: LiteralString = """
 WITH before AS MATERIALIZED (
     SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass) AS n,
