@@ -409,7 +409,7 @@ class Worker:
                 self._behind_clear_until = now + 2 * self._claim_rescan
                 if claim.counted:
                     self._head_counted_at = now
-                    if claim.pages:
+                    if claim.pages or pages:  # it counted pages (0: of the table only)
                         self._pages_counted_at = now
                         self._note_pages(claim, wanted, now)
                 if claim.walked > (_WALKED_TO_RESUME if backlogged else _WALKED_TO_RESUME_IDLE):
@@ -430,12 +430,17 @@ class Worker:
                 break
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
-        """After a counted claim from the head: if it read many more claim-index pages than
-        its entries fill, have _watch_skipping find out whether skipping the jobs not yet due
-        would save them (see _PAGES_TO_SKIP)."""
+        """After a claim from the head that counted pages: if it read many more claim-index
+        pages than its entries fill, or none (planned from statistics that saw no job due, it
+        scanned the table, whose pages it does not count), have _watch_skipping find out
+        whether skipping the jobs not yet due would save them (see _PAGES_TO_SKIP)."""
         filled = (claim.walked + len(claim.rows)) // _ENTRIES_PER_PAGE
         extra = claim.pages - _PAGES_OF_DESCENT - filled
-        if extra > _PAGES_TO_SKIP and now >= self._skip_quiet_until and not self._probe:
+        if (
+            (extra > _PAGES_TO_SKIP or not claim.pages)
+            and now >= self._skip_quiet_until
+            and not self._probe
+        ):
             self._probe = dict(wanted)
             self._probe_wanted.set()
 
@@ -471,8 +476,8 @@ class Worker:
             if saved > _PAGES_TO_SKIP:
                 pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
                 log.debug(
-                    "claims from the head read %s index pages of jobs not yet due; skipping"
-                    " them for %.0f s", saved, pause,
+                    "claims from the head read %s more pages than claims that skip the jobs not"
+                    " yet due; skipping them for %.0f s", saved, pause,
                     extra={"action": "claim_skipping", "pages": saved},
                 )  # fmt: skip
                 self._skip_until = max(self._skip_until, now + pause)
