@@ -355,3 +355,20 @@ async def test_a_worker_does_not_skip_for_a_queue_its_probe_did_not_measure(
     head_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30))
     skip_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30, skip=True))
     assert skip_pages > 10 * head_pages, (head_pages, skip_pages)  # what skipping would cost
+
+
+async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_them(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """30,000 jobs due tomorrow at ten priorities above the due ones, and statistics taken
+    while none was due: the planner reads the claim from the head as a scan of the whole
+    table, which reads no page of the claim index. The worker must still find that skipping
+    pays, and skip."""
+    for priority in range(1, 11):
+        schedule(dsn, "io", 3_000, priority)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    spy = await drain(dsn, conn)
+    assert spy.pages[0] == 0 and not spy.skipping[0], spy.pages  # the table, not the index
+    assert any(spy.skipping), spy.skipping
+    [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
+    assert left == 30_000
