@@ -368,7 +368,8 @@ async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_
         schedule(dsn, "io", 3_000, priority)
     query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
     spy = await drain(dsn, conn)
-    assert spy.pages[0] == 0 and not spy.skipping[0], spy.pages  # the table, not the index
+    # The scenario: the first claim's plan scanned the table (PostgreSQL 15 plans it so).
+    assert spy.pages[0] == 0 and not spy.skipping[0], ("the claim read the index", spy.pages)
     assert any(spy.skipping), spy.skipping
     [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
     assert left == 30_000
