@@ -268,8 +268,9 @@ def jobs_claim(
 
 
 def jobs_claim_probe(queue: str, limit: int) -> Query[tuple[int, int]]:
-    """The claim-index pages a claim of ``limit`` jobs of ``queue`` reads from the head, and
-    those a claim that skips the jobs not yet due reads (see ``q.JOBS_CLAIM_PROBE``)."""
+    """The pages (of the claim index and the table) a claim of ``limit`` jobs of ``queue``
+    reads from the head, and those a claim that skips the jobs not yet due reads (see
+    ``q.JOBS_CLAIM_PROBE``)."""
     return Query(q.JOBS_CLAIM_PROBE, {"queue": queue, "limit": limit}, _pair)
 
 

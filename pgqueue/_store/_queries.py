@@ -137,9 +137,10 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
 """
 
 # Several queues, each with its own limit: the LATERAL subquery is MATERIALIZED by the CTE so
-# LIMIT applies once per queue, not per row. It sets and returns what JOBS_CLAIM_ONE does,
-# count included (an idle worker of several queues pays 0.03 ms for it beside the 0.1 ms
-# more this statement takes to plan, which is why the one-queue forms exist).
+# LIMIT applies once per queue, not per row. It sets and returns what JOBS_CLAIM_ONE_PAGES
+# does, both counts included, on every claim (a worker of several queues pays for them, see
+# JOBS_CLAIM_ONE_PAGES, beside the 0.1 ms more this statement takes to plan, which is why the
+# one-queue forms exist).
 JOBS_CLAIM: LiteralString = """
 WITH before AS MATERIALIZED (
     SELECT pg_stat_get_xact_tuples_returned('pgqueue.active_jobs_claim_idx'::regclass) AS n,
@@ -267,8 +268,10 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
           NULL::bigint
 """
 
-# Whether skipping would pay, for one queue: the claim-index pages a claim from the head reads
-# to find %(limit)s due jobs, and those JOBS_CLAIM_ONE_SKIP's scan reads, neither taking a lock.
+# Whether skipping would pay, for one queue: the pages a claim from the head reads to find
+# %(limit)s due jobs, and those JOBS_CLAIM_ONE_SKIP's scan reads, neither taking a lock. Pages
+# of the claim index and of the table both count: statistics taken while no job was due can
+# make the planner read the head as a scan of the whole table, which reads no index page.
 # Index entries that a scan steps over without returning them are not only those of jobs not
 # yet due: entries of claimed jobs that an earlier scan found dead to every snapshot are marked
 # so and skipped inside the index as well, and a fast drain leaves thousands of them at the
@@ -277,7 +280,8 @@ RETURNING j.id, j.queue, j.task, j.args::text, j.kwargs::text, j.attempts, j.max
 # the head's count before "middle", "middle" before the skipping scan's first descent.
 JOBS_CLAIM_PROBE: LiteralString = """
 WITH start AS MATERIALIZED (
-    SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass) AS b
+    SELECT (pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+            + pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs'::regclass)) AS b
 ), head AS MATERIALIZED (
     SELECT count(*) AS n FROM (
         SELECT id FROM pgqueue.active_jobs
@@ -286,7 +290,8 @@ WITH start AS MATERIALIZED (
          ORDER BY priority DESC, run_at, id
          LIMIT %(limit)s) AS h
 ), middle AS MATERIALIZED (
-    SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass) AS b
+    SELECT (pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+            + pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs'::regclass)) AS b
       FROM head
 ), skipping AS MATERIALIZED (
     WITH RECURSIVE band AS (
@@ -311,7 +316,8 @@ WITH start AS MATERIALIZED (
          LIMIT %(limit)s) AS s
 )
 SELECT (SELECT b FROM middle) - (SELECT b FROM start),
-       pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+       (pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+           + pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs'::regclass))
            - (SELECT b FROM middle)
   FROM skipping
 """

@@ -183,8 +183,10 @@ class Worker:
         self._head_counted_at = -self._claim_rescan  # ... and the last one that counted
         # Claims skip the jobs not yet due until then (see _PAGES_TO_SKIP), and do not resume:
         # set when a probe (_watch_skipping) found that skipping saves many pages, for
-        # _claim_rescan seconds or longer, the more pages the longer.
+        # _claim_rescan seconds or longer, the more pages the longer; only claims of queues
+        # that probe measured skip, and only where it found skipping saves over them together.
         self._skip_until = 0.0
+        self._skip_saved: dict[str, int] = {}  # pages skipping saves, per queue that probe read
         self._skip_rate = 100  # pages saved per second of skipping that follows
         self._skip_quiet_until = 0.0  # a probe found skipping would not pay: none until then
         self._pages_counted_at = -self._claim_rescan  # the last claim that counted pages
@@ -381,7 +383,7 @@ class Worker:
                     break
             self._wake.clear()
             now = time.monotonic()
-            skip = now < self._skip_until
+            skip = self._skips(wanted, now)
             after, idle = ({}, {}) if skip else self._resume_points(wanted, now)
             # A claim of queues with a backlog counts what it walked. Woken from idle, counting
             # costs the latency path 0.03 ms: a claim from the head counts only until one
@@ -415,7 +417,7 @@ class Worker:
                 self._behind_clear_until = now + 2 * self._claim_rescan
                 if claim.counted:
                     self._head_counted_at = now
-                    if claim.pages:
+                    if claim.pages or pages:  # it counted pages (0: of the table only)
                         self._pages_counted_at = now
                         self._note_pages(claim, wanted, now)
                 if claim.walked > (_WALKED_TO_RESUME if backlogged else _WALKED_TO_RESUME_IDLE):
@@ -450,42 +452,58 @@ class Worker:
         await first_set(self.events.callback_ended, self.stopping)
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
-        """After a counted claim from the head: if it read many more claim-index pages than
-        its entries fill, have _watch_skipping find out whether skipping the jobs not yet due
-        would save them (see _PAGES_TO_SKIP)."""
+        """After a claim from the head that counted pages: if it read many more claim-index
+        pages than its entries fill, or none (planned from statistics that saw no job due, it
+        scanned the table, whose pages it does not count), have _watch_skipping find out
+        whether skipping the jobs not yet due would save them (see _PAGES_TO_SKIP)."""
         filled = (claim.walked + len(claim.rows)) // _ENTRIES_PER_PAGE
         extra = claim.pages - _PAGES_OF_DESCENT - filled
-        if extra > _PAGES_TO_SKIP and now >= self._skip_quiet_until and not self._probe:
+        if (
+            (extra > _PAGES_TO_SKIP or not claim.pages)
+            and now >= self._skip_quiet_until
+            and not self._probe
+        ):
             self._probe = dict(wanted)
             self._probe_wanted.set()
+
+    def _skips(self, wanted: dict[str, int], now: float) -> bool:
+        """Whether this claim skips the jobs not yet due: until _skip_until, if the probe
+        that set it measured every queue of the claim, and found that skipping saves more
+        than _PAGES_TO_SKIP over them together. A claim of other queues (one whose slots were
+        all busy while the probe ran, say) reads from the head, and may probe them."""
+        if now >= self._skip_until or not wanted.keys() <= self._skip_saved.keys():
+            return False
+        return sum(self._skip_saved[queue] for queue in wanted) > _PAGES_TO_SKIP
 
     async def _watch_skipping(self) -> None:
         """Probe, on the maintenance connection, whether claims that skip the jobs not yet
         due would read fewer pages than claims from the head, when a claim asks for it: if
         they would save more than _PAGES_TO_SKIP over all the claim's queues together (skipping
-        is decided for them together), claims skip for a while, the longer the more they save;
-        if not, no probe for _SKIP_QUIET seconds."""
+        is decided for them together), claims of those queues skip for a while, the longer the
+        more they save; if not, no probe for _SKIP_QUIET seconds."""
         while not self.stopping.is_set():
             await self._probe_wanted.wait()
             self._probe_wanted.clear()
-            saved = 0
+            queues: dict[str, int] = {}
             try:
                 for queue, limit in self._probe.items():
                     head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
-                    saved += head - skipping  # skipping is decided for all queues together
+                    queues[queue] = head - skipping
             except (psycopg.Error, OSError):
-                saved = 0  # cannot tell: claims from the head go on, and ask again later
+                queues = {}  # cannot tell: claims from the head go on, and ask again later
             finally:
                 self._probe = {}
             now = time.monotonic()
+            saved = sum(queues.values())  # skipping is decided for all queues together
             if saved > _PAGES_TO_SKIP:
                 pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
                 log.debug(
-                    "claims from the head read %s index pages of jobs not yet due; skipping"
-                    " them for %.0f s", saved, pause,
+                    "claims from the head read %s more pages than claims that skip the jobs not"
+                    " yet due; skipping them for %.0f s", saved, pause,
                     extra={"action": "claim_skipping", "pages": saved},
                 )  # fmt: skip
                 self._skip_until = max(self._skip_until, now + pause)
+                self._skip_saved = queues
             else:
                 self._skip_quiet_until = now + _SKIP_QUIET
 

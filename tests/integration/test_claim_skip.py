@@ -109,9 +109,10 @@ def test_a_claim_from_the_head_counts_the_pages_of_jobs_not_yet_due_and_a_skippi
 
 class Spy:
     """Records, for each claim a worker makes: whether it skipped, resumed, the pages it
-    counted (0: not counted) and how many jobs it took."""
+    counted (0: not counted), how many jobs it took, and of which queues."""
 
     def __init__(self, worker: Any) -> None:
+        self.queues: list[list[str]] = []
         self.skipping: list[bool] = []
         self.resumed: list[bool] = []
         self.pages: list[int] = []
@@ -126,6 +127,7 @@ class Spy:
                 self.resumed.append(bool(params.get("ids") or params.get("id")))
                 self.pages.append(result.pages)
                 self.took.append(len(result.rows))
+                self.queues.append(params.get("queues") or [params["queue"]])
             return result
 
         worker._claim_db.run = spy
@@ -318,3 +320,56 @@ async def test_a_worker_of_two_queues_does_not_skip_when_skipping_reads_more_pag
     await run_worker_until(worker, lambda: worker._skip_until or worker._skip_quiet_until)
     assert max(spy.pages) >= 100, spy.pages  # a claim from the head asked for the probe
     assert worker._skip_until == 0, (head_pages, skip_pages, spy.skipping)
+
+
+async def test_a_worker_does_not_skip_for_a_queue_its_probe_did_not_measure(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Queue "b" holds 3,000 jobs due tomorrow at 3,000 priorities (skipping costs it thousands
+    of pages a claim) and one due job that keeps its only slot busy for 3 s; meanwhile 30,000
+    jobs due tomorrow in queue "a" make the worker probe "a" alone, and skip. When "b"'s slot
+    frees up, its claims must not skip: the probe that decided skipping did not measure it."""
+    scatter(dsn, "b", 3_000)
+    t.sleepy.using(queue="b", priority=5_000).enqueue(conn, 3.0)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues={"a": 4, "b": 1}, batch_size=4, poll_interval=0.05)
+    worker._skip_rate = 10  # pages saved per second of skipping: a long one, for the test
+    spy = Spy(worker)
+    slept = "SELECT count(*) FROM pgqueue.finished_jobs WHERE task = %s"
+    scheduled: list[bool] = []
+
+    def done() -> bool:
+        if sum(spy.took) and not scheduled:  # once "b"'s slot is busy
+            schedule(dsn, "a", 30_000, 0)
+            scheduled.append(True)
+        if not query(dsn, slept, [t.sleepy.name])[0][0]:
+            return False
+        return sum("b" in queues for queues in spy.queues) >= 20
+
+    await run_worker_until(worker, done)
+    probed_a = [s for s, queues in zip(spy.skipping, spy.queues, strict=True) if queues == ["a"]]
+    assert any(probed_a), "the worker never skipped for queue a alone"
+    with_b = [s for s, queues in zip(spy.skipping, spy.queues, strict=True) if "b" in queues]
+    assert not any(with_b), with_b
+    wanted = {"a": 4, "b": 1}
+    head_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30))
+    skip_pages, _ = pages_of(dsn, _store.jobs_claim("w", wanted, 30, skip=True))
+    assert skip_pages > 10 * head_pages, (head_pages, skip_pages)  # what skipping would cost
+
+
+async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_them(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """30,000 jobs due tomorrow at ten priorities above the due ones, and statistics taken
+    while none was due: the planner reads the claim from the head as a scan of the whole
+    table, which reads no page of the claim index. The worker must still find that skipping
+    pays, and skip."""
+    for priority in range(1, 11):
+        schedule(dsn, "io", 3_000, priority)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    spy = await drain(dsn, conn)
+    # The scenario: the first claim's plan scanned the table (PostgreSQL 15 plans it so).
+    assert spy.pages[0] == 0 and not spy.skipping[0], ("the claim read the index", spy.pages)
+    assert any(spy.skipping), spy.skipping
+    [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
+    assert left == 30_000

@@ -88,6 +88,26 @@ def test_claim_uses_its_partial_index_with_a_large_history(
     )
 
 
+@pytest.mark.parametrize("how", ["skip", "look", "pages"])
+@pytest.mark.parametrize("wanted", [{"io": 100}, {"io": 100, "other": 5}], ids=["one", "two"])
+def test_claims_that_skip_or_count_pages_read_the_claim_index_and_primary_key_only(
+    dsn: str, wanted: dict[str, int], how: str
+) -> None:
+    """With 200k finished rows, a claim that skips the jobs not yet due (one descent per
+    priority, then the due entries), one that looks (caught up) and one that counts pages read
+    only the claim index and the primary key, as the worker's probe reads the claim index."""
+    fill_history(dsn)
+    with psycopg.connect(dsn) as conn:
+        nodes = plan_nodes(conn, _store.jobs_claim("w", wanted, 30, **{how: True}))
+        probe = plan_nodes(conn, _store.jobs_claim_probe("io", 100))
+    claim_index = {
+        ("Index Scan", "active_jobs_claim_idx"), ("Index Only Scan", "active_jobs_claim_idx"),
+    }  # fmt: skip
+    assert scans_of(nodes, "active_jobs") - claim_index == {("Index Scan", "active_jobs_pkey")}
+    assert scans_of(nodes, "finished_jobs") == set()
+    assert scans_of(probe, "active_jobs") <= claim_index
+
+
 def test_a_look_behind_a_point_reads_the_claim_index_and_primary_keys_only(dsn: str) -> None:
     """The worker's look behind an idle queue's point, once a second while it resumes, reads
     the claim index up to the point and finds the point's run_at by primary key, in active
