@@ -16,8 +16,9 @@ import click
 import psycopg
 
 from pgqueue._app import PgQueue, normalize_dsn
-from pgqueue._errors import PgQueueError
+from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._retry import MAX_DELAY
+from pgqueue._schema import UNDEFINED
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
@@ -96,16 +97,18 @@ def load_app(path: str) -> PgQueue:
 
 def _raised_at(exc: Exception) -> str:
     """``Type: message`` and the innermost line of the traceback (a SyntaxError names its)."""
-    text = f"{type(exc).__name__}: {_first_line(exc)}"
+    text = f"{type(exc).__name__}: {first_line(exc)}"
     frames = traceback.extract_tb(exc.__traceback__)
     if frames and not isinstance(exc, SyntaxError):
         text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
     return text
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _not_installed(exc: psycopg.Error) -> str:
+    return (
+        f"{first_line(exc)}: is pgqueue's schema installed and current in this "
+        "database? `pgqueue migrate --check` tells, `pgqueue migrate` installs it"
+    )
 
 
 def friendly_errors(fn: F) -> F:
@@ -116,18 +119,16 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except psycopg.OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {_first_line(exc)}") from None
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction,
-                psycopg.errors.InvalidSchemaName) as exc:  # fmt: skip
-            raise click.ClickException(
-                f"{_first_line(exc)}: is pgqueue's schema installed and current in this "
-                "database? `pgqueue migrate --check` tells, `pgqueue migrate` installs it"
-            ) from None
+            raise click.ClickException(f"cannot reach the database: {first_line(exc)}") from None
+        except UNDEFINED as exc:
+            raise click.ClickException(_not_installed(exc)) from None
         except psycopg.Error as exc:
             raise click.ClickException(
-                f"the database refused: {_first_line(exc)} ({type(exc).__name__})"
+                f"the database refused: {first_line(exc)} ({type(exc).__name__})"
             ) from None
         except (PgQueueError, ValueError) as exc:
+            if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
+                raise click.ClickException(_not_installed(exc.__cause__)) from None  # enqueue's
             raise click.ClickException(str(exc)) from None
         except RecursionError:  # JSON that PostgreSQL accepted and Python cannot decode
             raise click.ClickException(

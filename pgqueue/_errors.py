@@ -5,6 +5,13 @@ from __future__ import annotations
 from pgqueue._retry import check_delay
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (a database error's detail follows on others), or
+    its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PgQueueError(Exception):
     """Base class of every error pgqueue raises on its own account."""
 

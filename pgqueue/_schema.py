@@ -23,6 +23,14 @@ SCHEMA_REVISION = "0009"
 KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 
 
+# What a statement on pgqueue's tables or functions raises in a database without its schema.
+UNDEFINED = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.InvalidSchemaName,
+)
+
+
 def schema_problem(
     exists: bool, revision: str | None, compatible_since: str | None = None
 ) -> str | None:

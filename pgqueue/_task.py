@@ -12,7 +12,9 @@ import psycopg
 
 from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._errors import SchemaError, first_line
 from pgqueue._options import JobOptions, OnConflict
+from pgqueue._schema import UNDEFINED, schema_problem
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -107,8 +109,8 @@ class Task(Generic[P, R]):
                 if job.unique_key is not None:
                     return _unique.enqueue(cur, job, self.options.on_conflict)
                 return _store.run(cur, _store.jobs_insert(job))
-            except psycopg.errors.CheckViolation as exc:
-                _raise_if_too_large(self.name, exc)
+            except _EXPLAINED as exc:
+                _raise_explained(self.name, exc)
                 raise
 
     async def aenqueue(self, conn: AsyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
@@ -119,8 +121,8 @@ class Task(Generic[P, R]):
                 if job.unique_key is not None:
                     return await _unique.aenqueue(cur, job, self.options.on_conflict)
                 return await _store.arun(cur, _store.jobs_insert(job))
-            except psycopg.errors.CheckViolation as exc:
-                _raise_if_too_large(self.name, exc)
+            except _EXPLAINED as exc:
+                _raise_explained(self.name, exc)
                 raise
 
     def _encode_many(
@@ -156,8 +158,8 @@ class Task(Generic[P, R]):
                     return _store.jobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
                 return [i for query in chunks for i in _store.run(cur, query)]
-            except psycopg.errors.CheckViolation as exc:
-                _raise_if_too_large(self.name, exc, len(args))
+            except _EXPLAINED as exc:
+                _raise_explained(self.name, exc, len(args))
                 raise
 
     async def aenqueue_many(
@@ -171,8 +173,8 @@ class Task(Generic[P, R]):
                     return await _store.ajobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
                 return [i for query in chunks for i in await _store.arun(cur, query)]
-            except psycopg.errors.CheckViolation as exc:
-                _raise_if_too_large(self.name, exc, len(args))
+            except _EXPLAINED as exc:
+                _raise_explained(self.name, exc, len(args))
                 raise
 
 
@@ -205,10 +207,22 @@ def _encode_calls(
 _PLAIN_ARGS = (tuple, list)
 
 
-def _raise_if_too_large(task: str, exc: psycopg.Error, jobs: int = 0) -> None:
-    """Raise the app's size error, caused by ``exc``, if ``exc`` is the table refusing stored
-    arguments over its limit; ``jobs`` is the size of an enqueue_many batch. A COPY names the
-    call (an INSERT does not say which of its rows it refused)."""
+# Errors of an enqueue's statement that say more with a word of pgqueue's: arguments too large
+# as stored, and a database without pgqueue's schema. Only raised ones pay for the check.
+_EXPLAINED = (psycopg.errors.CheckViolation, *UNDEFINED)
+
+
+def _raise_explained(task: str, exc: psycopg.Error, jobs: int = 0) -> None:
+    """Raise pgqueue's error for ``exc``, caused by it, where there is one: the app's size
+    error if the table refused stored arguments over its limit (``jobs`` is the size of an
+    enqueue_many batch: a COPY names the call, an INSERT does not say which of its rows it
+    refused), ``SchemaError`` if pgqueue's schema is not installed. Otherwise return, and the
+    caller re-raises ``exc``. The statement failed either way: the transaction is aborted."""
+    if not isinstance(exc, psycopg.errors.CheckViolation):
+        missing = schema_problem(False, None)
+        raise SchemaError(
+            f"{missing} ({first_line(exc)}); the transaction is aborted and must be rolled back"
+        ) from exc
     if not _store.payload_refused(exc):
         return
     error = _json.stored_size_error(task)

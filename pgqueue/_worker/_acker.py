@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 
 from pgqueue import _store
+from pgqueue._errors import first_line
 from pgqueue._store import Acked, Outcome
 from pgqueue._worker._db import Db
 from pgqueue._worker._faults import crash_point
@@ -18,10 +19,6 @@ log = logging.getLogger("pgqueue.worker")
 
 # What the database says about the data, not about the connection: retrying cannot help.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).partition("\n")[0]
 
 
 def _about(outcome: Outcome, action: str) -> dict[str, object]:
@@ -151,7 +148,7 @@ class Acker:
         written and keeps the rest."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
-            len(taken), _first_line(exc), extra={"action": "ack_refused"},
+            len(taken), first_line(exc), extra={"action": "ack_refused"},
         )  # fmt: skip
         written: list[Outcome] = []
         acked = Acked([], [])
@@ -178,7 +175,7 @@ class Acker:
     ) -> tuple[Outcome | None, Acked]:
         """Record a refused outcome as a failure; returns that failure, or ``None`` when the
         database refused it too, and tells ``refused`` either way."""
-        reason = _first_line(exc)
+        reason = first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
             "job %s attempt %s: the database refused its outcome; recording it as failed: %s",

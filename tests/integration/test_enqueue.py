@@ -258,3 +258,37 @@ def test_other_check_violations_on_enqueue_stay_themselves(conn: psycopg.Connect
     with pytest.raises(psycopg.errors.CheckViolation, match="no_sevens"):
         t.add.enqueue(conn, 7)
     conn.rollback()
+
+
+MISSING = "pgqueue's schema is not installed in this database: run `pgqueue migrate`"
+
+
+def test_enqueue_on_a_database_without_the_schema_says_to_migrate(empty_dsn: str) -> None:
+    """Enqueueing before `pgqueue migrate` raises SchemaError saying so, by every insert path,
+    not a raw UndefinedTable; the caller's transaction is left aborted, for them to roll back."""
+    paths = [
+        lambda c: t.add.enqueue(c, 1, 2),
+        lambda c: t.add.using(unique_key="k").enqueue(c, 1, 2),
+        lambda c: t.add.enqueue_many(c, [((1, 2), {})] * 3),
+        lambda c: t.add.enqueue_many(c, [((1, 2), {})] * COPY_THRESHOLD),
+    ]
+    with psycopg.connect(empty_dsn) as c:
+        for enqueue in paths:
+            with pytest.raises(pgqueue.SchemaError, match=MISSING) as raised:
+                enqueue(c)
+            undefined = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+            assert isinstance(raised.value.__cause__, undefined)
+            assert "rolled back" in str(raised.value)
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            c.rollback()
+
+
+async def test_aenqueue_on_a_database_without_the_schema_says_to_migrate(empty_dsn: str) -> None:
+    """The async twins say so too."""
+    async with await psycopg.AsyncConnection.connect(empty_dsn) as c:
+        with pytest.raises(pgqueue.SchemaError, match=MISSING):
+            await t.add.aenqueue(c, 1, 2)
+        await c.rollback()
+        with pytest.raises(pgqueue.SchemaError, match=MISSING):
+            await t.add.aenqueue_many(c, [((1, 2), {})] * COPY_THRESHOLD)
+        await c.rollback()
