@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue._connections import normalize_dsn
 from pgqueue._embed import notices_logged
 from pgqueue._errors import SchemaError
 from pgqueue._schema import KNOWN_REVISIONS, schema_problem, schema_state
@@ -35,7 +36,8 @@ def migrate(dsn: str) -> None:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
 
-    with psycopg.connect(dsn, autocommit=True) as conn:  # a bad DSN fails as a psycopg error
+    dsn = normalize_dsn(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
         exists, revision, compatible_since = schema_state(conn)
     problem = schema_problem(exists, revision, compatible_since)
     if problem is None:  # current, or newer and serving this code: nothing to write
@@ -68,7 +70,7 @@ def migration_sql() -> str:
 
 def schema_check(dsn: str) -> str | None:
     """``None`` when the schema is current, else a one-line explanation."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(normalize_dsn(dsn), autocommit=True) as conn:
         return schema_problem(*schema_state(conn))
 
 
