@@ -272,6 +272,11 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
 @friendly_errors
 def prune(state: State, older_than: str | None, states: tuple[str, ...]) -> None:
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
+    if older_than is None and not state.app_path:  # the default retention may be shorter
+        raise click.ClickException(
+            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
+            " retention, or --older-than DURATION"
+        )
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}

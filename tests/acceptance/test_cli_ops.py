@@ -202,6 +202,22 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
 
 
+def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str) -> None:
+    """Without --older-than nor --app, prune applied the default retention, deleting jobs
+    that the user's app keeps longer (or for ever, with None); now it deletes nothing and
+    says what to pass. With --app it applies that app's retention."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
+    result = pgqueue(dsn, "prune", "--state", "failed", ok=False)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
+        " retention, or --older-than DURATION"
+    ])  # fmt: skip
+    assert states(dsn) == {"failed": 1}
+    app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
+    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
+
+
 @pytest.mark.parametrize("older_than", ["inf", "99999999999w"])
 def test_prune_names_an_age_past_what_sql_can_subtract(dsn: str, older_than: str) -> None:
     """It used to say "the database refused: interval (or timestamp) out of range"."""
