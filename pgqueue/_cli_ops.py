@@ -4,6 +4,7 @@ the answer as a table (or JSON with ``--json``)."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -246,6 +247,7 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
             queue: str | None, priority: int | None, delay: str | None,
             max_attempts: int | None) -> None:  # fmt: skip
     """Enqueue a job of TASK (by name) and print its id."""
+    _check_registered(state, task)
     args, kwargs = _ops.decode_call(args_json, kwargs_json)
     seconds = _ops.parse_duration(delay) if delay else None
     with _connect(state) as conn:
@@ -257,6 +259,19 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
             raise click.ClickException(str(exc)) from None
     click.echo(job_id)
+
+
+def _check_registered(state: State, task: str) -> None:
+    """With an app given, ``task`` must be one of its tasks: a misspelt name would make a job
+    that workers fail, attempt after attempt, as an unknown task."""
+    if not state.app_path or state.app.get_task(task) is not None:
+        return
+    close = difflib.get_close_matches(task, state.app.tasks, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise click.ClickException(
+        f"the app {state.app_path!r} registers no task {task!r}{hint}; without --app, a task is"
+        " enqueued by any name"
+    )
 
 
 @click.command()

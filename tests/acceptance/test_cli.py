@@ -110,7 +110,7 @@ def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str
 @pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
-     ("stats",), ("workers",), ("enqueue", "t"), ("prune",)],
+     ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
 )  # fmt: skip
 def test_commands_on_a_missing_schema_say_so_in_one_line(
     empty_dsn: str, command: tuple[str, ...]

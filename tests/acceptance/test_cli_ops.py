@@ -59,6 +59,22 @@ def test_enqueue_then_list_as_table_and_json(dsn: str) -> None:
     assert json.loads(pgqueue(dsn, "jobs", "list", "--state", "failed", "--json").stdout) == []
 
 
+def test_enqueue_with_an_app_refuses_a_task_it_does_not_register(dsn: str) -> None:
+    """With --app, a misspelt task name was enqueued all the same, and the job failed later on
+    a worker, attempt after attempt, as an unknown task. Now it is refused in one line naming
+    the closest registered name, with nothing enqueued; a registered name takes its queue."""
+    app = ("--app", "tests.acceptance.app_under_test:app")
+    done = pgqueue(dsn, *app, "enqueue", "tests.acceptance.app_under_test.onse", ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (1, [
+        "Error: the app 'tests.acceptance.app_under_test:app' registers no task"
+        " 'tests.acceptance.app_under_test.onse' (did you mean"
+        " 'tests.acceptance.app_under_test.once'?); without --app, a task is enqueued by any name"
+    ])  # fmt: skip
+    assert states(dsn) == {}
+    job_id = int(pgqueue(dsn, *app, "enqueue", "tests.acceptance.app_under_test.once").stdout)
+    assert query(dsn, "SELECT queue FROM pgqueue.jobs WHERE id = %s", [job_id]) == [("io",)]
+
+
 def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
     """A malformed --args is one line on stderr and a non-zero exit, with nothing enqueued."""
     done = pgqueue(dsn, "enqueue", "t", "--args", "{not json", ok=False)
