@@ -170,6 +170,8 @@ def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | N
     """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
     if (job_id is None) == (not all_failed):
         raise click.UsageError("give either a JOB_ID or --failed")
+    if task is not None and not all_failed:  # else job JOB_ID is requeued whatever its task
+        raise click.UsageError("--task only goes with --failed")
     with _connect(state) as conn:
         if all_failed:
             click.echo(f"requeued {_ops.retry_failed(conn, task)} failed jobs")

@@ -128,6 +128,17 @@ def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
     pgqueue(dsn, "jobs", "retry", ok=False)
 
 
+def test_jobs_retry_refuses_a_task_filter_without_failed(dsn: str) -> None:
+    """`jobs retry ID --task T` ignored --task and requeued job ID whatever its task; the
+    filter only goes with --failed, and is now refused with the job left as it was."""
+    job_id = failed_job(dsn)  # of task "send"
+    done = pgqueue(dsn, "jobs", "retry", str(job_id), "--task", "other", ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (
+        2, "Error: --task only goes with --failed"
+    )  # fmt: skip
+    assert states(dsn) == {"failed": 1}
+
+
 def test_jobs_cancel_a_queued_job_and_refuse_a_finished_one(dsn: str) -> None:
     """jobs cancel: a queued job ends cancelled; cancelling it again fails with one line."""
     job_id = pgqueue(dsn, "enqueue", "t").stdout.strip()
