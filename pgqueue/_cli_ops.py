@@ -251,7 +251,7 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
     """Enqueue a job of TASK (by name) and print its id."""
     _check_registered(state, task)
     args, kwargs = _ops.decode_call(args_json, kwargs_json)
-    seconds = _ops.parse_duration(delay) if delay else None
+    seconds = _ops.parse_duration(delay) if delay is not None else None
     with _connect(state) as conn:
         try:
             job_id = _ops.enqueue_by_name(

@@ -75,6 +75,16 @@ def test_enqueue_with_an_app_refuses_a_task_it_does_not_register(dsn: str) -> No
     assert query(dsn, "SELECT queue FROM pgqueue.jobs WHERE id = %s", [job_id]) == [("io",)]
 
 
+def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
+    """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
+    an invalid duration, as it is for prune --older-than, and nothing is enqueued."""
+    done = pgqueue(dsn, "enqueue", "t", "--delay", "", ok=False)
+    assert done.stderr.strip().splitlines() == [
+        "Error: invalid duration '': use e.g. 90s, 15m, 12h, 7d"
+    ]
+    assert states(dsn) == {}
+
+
 def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
     """A malformed --args is one line on stderr and a non-zero exit, with nothing enqueued."""
     done = pgqueue(dsn, "enqueue", "t", "--args", "{not json", ok=False)
