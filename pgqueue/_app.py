@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 import psycopg
 
 from pgqueue import _store
-from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._connections import (
+    AsyncConnection,
+    SyncConnection,
+    async_cursor,
+    normalize_dsn,
+    sync_cursor,
+)
 from pgqueue._errors import ConfigurationError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
@@ -31,24 +37,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def normalize_dsn(dsn: str) -> str:
-    """Accept SQLAlchemy-style URLs (``postgresql+psycopg://``) as libpq DSNs too; raise
-    :class:`ConfigurationError` for one libpq cannot parse, before anything connects."""
-    scheme, sep, rest = dsn.partition("://")
-    if sep and scheme.startswith(("postgresql+", "postgres+")):
-        dsn = f"postgresql://{rest}"
-    try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        # libpq quotes the string, password and all: leave it out of the message.
-        reason = str(exc).strip().splitlines()[0].replace(dsn, "<DSN>")
-        raise ConfigurationError(
-            f"invalid database DSN: {reason}; use a URL (postgresql://user:password@host:5432"
-            "/dbname) or key=value pairs (host=... dbname=...)"
-        ) from None
-    return dsn
 
 
 class PgQueue:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import psycopg
 
-from pgqueue._app import PgQueue, normalize_dsn
+from pgqueue._app import PgQueue
+from pgqueue._connections import normalize_dsn
 from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import UNDEFINED

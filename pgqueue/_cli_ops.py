@@ -4,6 +4,7 @@ the answer as a table (or JSON with ``--json``)."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -169,6 +170,8 @@ def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | N
     """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
     if (job_id is None) == (not all_failed):
         raise click.UsageError("give either a JOB_ID or --failed")
+    if task is not None and not all_failed:  # else job JOB_ID is requeued whatever its task
+        raise click.UsageError("--task only goes with --failed")
     with _connect(state) as conn:
         if all_failed:
             click.echo(f"requeued {_ops.retry_failed(conn, task)} failed jobs")
@@ -246,8 +249,9 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
             queue: str | None, priority: int | None, delay: str | None,
             max_attempts: int | None) -> None:  # fmt: skip
     """Enqueue a job of TASK (by name) and print its id."""
+    _check_registered(state, task)
     args, kwargs = _ops.decode_call(args_json, kwargs_json)
-    seconds = _ops.parse_duration(delay) if delay else None
+    seconds = _ops.parse_duration(delay) if delay is not None else None
     with _connect(state) as conn:
         try:
             job_id = _ops.enqueue_by_name(
@@ -257,6 +261,19 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
             raise click.ClickException(str(exc)) from None
     click.echo(job_id)
+
+
+def _check_registered(state: State, task: str) -> None:
+    """With an app given, ``task`` must be one of its tasks: a misspelt name would make a job
+    that workers fail, attempt after attempt, as an unknown task."""
+    if not state.app_path or state.app.get_task(task) is not None:
+        return
+    close = difflib.get_close_matches(task, state.app.tasks, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise click.ClickException(
+        f"the app {state.app_path!r} registers no task {task!r}{hint}; without --app, a task is"
+        " enqueued by any name"
+    )
 
 
 @click.command()
@@ -272,6 +289,11 @@ def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | N
 @friendly_errors
 def prune(state: State, older_than: str | None, states: tuple[str, ...]) -> None:
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
+    if older_than is None and not state.app_path:  # the default retention may be shorter
+        raise click.ClickException(
+            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
+            " retention, or --older-than DURATION"
+        )
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}

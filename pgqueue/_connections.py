@@ -14,10 +14,30 @@ from typing import Any
 
 import psycopg
 
+from pgqueue._errors import ConfigurationError
+
 SyncConnection = Any
 """A psycopg ``Connection`` or ``Cursor``, or anything a registered adapter accepts."""
 AsyncConnection = Any
 """A psycopg ``AsyncConnection`` or ``AsyncCursor``, or anything a registered adapter accepts."""
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg://``) as libpq DSNs too; raise
+    :class:`ConfigurationError` for one libpq cannot parse, before anything connects."""
+    scheme, sep, rest = dsn.partition("://")
+    if sep and scheme.startswith(("postgresql+", "postgres+")):
+        dsn = f"postgresql://{rest}"
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        # libpq quotes the string, password and all: leave it out of the message.
+        reason = str(exc).strip().splitlines()[0].replace(dsn, "<DSN>")
+        raise ConfigurationError(
+            f"invalid database DSN: {reason}; use a URL (postgresql://user:password@host:5432"
+            "/dbname) or key=value pairs (host=... dbname=...)"
+        ) from None
+    return dsn
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue._connections import normalize_dsn
 from pgqueue._embed import notices_logged
 from pgqueue._errors import SchemaError
 from pgqueue._schema import KNOWN_REVISIONS, schema_problem, schema_state
@@ -34,22 +35,26 @@ def migrate(dsn: str) -> None:
     _quiet_alembic()
     from alembic import command
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
 
-    with psycopg.connect(dsn, autocommit=True) as conn:  # a bad DSN fails as a psycopg error
+    dsn = normalize_dsn(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
         exists, revision, compatible_since = schema_state(conn)
+    problem = schema_problem(exists, revision, compatible_since)
+    if problem is None:  # current, or newer and serving this code: nothing to write
+        return
     if exists and revision is not None and revision not in KNOWN_REVISIONS:
         # A later pgqueue migrated this database: alembic cannot place its revision, and
-        # failed with a traceback. There is nothing to do when it serves this code.
-        problem = schema_problem(exists, revision, compatible_since)
-        if problem:
-            raise SchemaError(problem)
-        return
+        # failed with a traceback.
+        raise SchemaError(problem)
     raw = psycopg.connect(dsn)
     engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=NullPool)
     try:
         with notices_logged(raw), engine.begin() as connection:
             command.upgrade(_config(connection=connection), "head")
+    except DBAPIError as exc:  # the database refused: raise its own error, not SQLAlchemy's
+        raise (exc.orig or exc) from None
     finally:
         engine.dispose()
         raw.close()
@@ -67,7 +72,7 @@ def migration_sql() -> str:
 
 def schema_check(dsn: str) -> str | None:
     """``None`` when the schema is current, else a one-line explanation."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(normalize_dsn(dsn), autocommit=True) as conn:
         return schema_problem(*schema_state(conn))
 
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._connections import (
+    AsyncConnection,
+    SyncConnection,
+    async_cursor,
+    normalize_dsn,
+    sync_cursor,
+)
 from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
 from pgqueue._options import BIGINT_MAX, check_count, check_job_id, check_queue, check_task_name
@@ -185,7 +191,7 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
 def health_problem(dsn: str, worker: str | None = None) -> str | None:
     """``None`` when the database answers, the schema is current and ``worker`` (if given)
     is heart-beating; else a one-line explanation. For container health probes."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(normalize_dsn(dsn), autocommit=True, connect_timeout=5) as conn:
         problem = schema_problem(*schema_state(conn))
         if problem or worker is None:
             return problem

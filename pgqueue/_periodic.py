@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _json, _store
+from pgqueue._connections import normalize_dsn
 from pgqueue._cron import CronSpec, next_tick
 from pgqueue._options import check_given_name, check_queue
 from pgqueue._retry import is_number
@@ -153,7 +154,8 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     Names that have ticks in the database but no schedule in ``app`` come last, with
     ``in_code=False``: they no longer fire.
     """
-    with psycopg.connect(dsn or app.dsn, autocommit=True) as conn, conn.cursor() as cur:
+    dsn = normalize_dsn(dsn) if dsn else app.dsn
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
         now = _store.run(cur, _store.clock_now())
         last = _store.run(cur, _store.ticks_last())
     statuses = [

@@ -27,8 +27,11 @@ def _mentions(payload: str, job_id: int) -> bool:
 
 
 def _check(job: Job | None, job_id: int) -> Job | None:
-    if job is None:
-        raise JobStateError(f"there is no job {job_id}")
+    if job is None:  # most often: waited on in the transaction that enqueued it
+        raise JobStateError(
+            f"there is no job {job_id}: never enqueued, pruned, or enqueued by a transaction"
+            " that has not committed (wait after the commit)"
+        )
     return job if job.is_finished else None
 
 

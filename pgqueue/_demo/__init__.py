@@ -15,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue import _store
-from pgqueue._app import normalize_dsn
+from pgqueue._connections import normalize_dsn
 from pgqueue._demo._report import report, show_leftovers
 from pgqueue._demo._server import embedded_server
 from pgqueue._demo._shop import DECLINE_EVERY, Placed, place_orders, prepare

@@ -1049,7 +1049,17 @@ SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
 # same lock, schema and version table as pgqueue's own alembic environment creates.
 SCHEMA_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403158823390528)"
 
-SCHEMA_CREATE: LiteralString = "CREATE SCHEMA IF NOT EXISTS pgqueue"
+# Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+# schema exists, which the owner of a schema a DBA made for it may not have.
+SCHEMA_CREATE: LiteralString = """
+DO $$
+BEGIN
+    IF to_regnamespace('pgqueue') IS NULL THEN
+        CREATE SCHEMA pgqueue;
+    END IF;
+END
+$$
+"""
 
 SCHEMA_VERSION_TABLE_CREATE: LiteralString = """
 CREATE TABLE IF NOT EXISTS pgqueue.alembic_version (

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._app import normalize_dsn
+from pgqueue._connections import normalize_dsn
 from pgqueue._errors import ConfigurationError
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner

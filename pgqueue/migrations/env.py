@@ -3,10 +3,13 @@
 from alembic import context
 from sqlalchemy import text
 
+from pgqueue import _store
+
 SCHEMA = "pgqueue"
-# Two `pgqueue migrate` at once: the second waits here, then finds the schema current.
-MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7403158823390528)"
-CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS pgqueue"
+# Two `pgqueue migrate` at once: the second waits here, then finds the schema current. The
+# same statements as the installs by other migration tools (pgqueue._embed).
+MIGRATION_LOCK = _store.schema_lock().sql
+CREATE_SCHEMA = _store.schema_create().sql
 
 config = context.config
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from tests.acceptance.conftest import ROOT, cli, cli_env, wait_for
 from tests.helpers import query, states
@@ -51,6 +52,32 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
     assert cli(empty_dsn, "migrate", "--check").returncode == 0
 
 
+def read_only(dsn: str) -> str:
+    """``dsn`` in sessions that may not write (as on a standby, or without the grants)."""
+    return make_conninfo(dsn, options="-c default_transaction_read_only=on")
+
+
+def test_migrate_on_a_current_schema_needs_no_write(dsn: str) -> None:
+    """On a current schema `pgqueue migrate` has nothing to do, so a session that may not
+    write (a read-only one, or a worker role without CREATE on the database) succeeds; it
+    ran CREATE SCHEMA IF NOT EXISTS anyway and exited 1 with an SQLAlchemy traceback."""
+    result = cli(read_only(dsn), "migrate")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (
+        0, "pgqueue schema is up to date", ""
+    )  # fmt: skip
+
+
+def test_migrate_the_database_refuses_is_one_line(empty_dsn: str) -> None:
+    """A migration the database refuses (here: read-only) exits 1 with one line naming the
+    reason, not an SQLAlchemy traceback, and leaves no schema behind."""
+    result = cli(read_only(empty_dsn), "migrate")
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: the database refused: cannot execute CREATE SCHEMA in a read-only transaction"
+        " (ReadOnlySqlTransaction)"
+    ])  # fmt: skip
+    assert cli(empty_dsn, "migrate", "--check").returncode == 1
+
+
 def test_unreachable_database_is_one_line_and_exit_1() -> None:
     """A wrong DSN gives a one-line error and exit status 1, not a traceback."""
     result = cli("postgresql://nobody@127.0.0.1:1/none", "migrate")
@@ -83,7 +110,7 @@ def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str
 @pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
-     ("stats",), ("workers",), ("enqueue", "t"), ("prune",)],
+     ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
 )  # fmt: skip
 def test_commands_on_a_missing_schema_say_so_in_one_line(
     empty_dsn: str, command: tuple[str, ...]

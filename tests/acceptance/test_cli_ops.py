@@ -59,6 +59,32 @@ def test_enqueue_then_list_as_table_and_json(dsn: str) -> None:
     assert json.loads(pgqueue(dsn, "jobs", "list", "--state", "failed", "--json").stdout) == []
 
 
+def test_enqueue_with_an_app_refuses_a_task_it_does_not_register(dsn: str) -> None:
+    """With --app, a misspelt task name was enqueued all the same, and the job failed later on
+    a worker, attempt after attempt, as an unknown task. Now it is refused in one line naming
+    the closest registered name, with nothing enqueued; a registered name takes its queue."""
+    app = ("--app", "tests.acceptance.app_under_test:app")
+    done = pgqueue(dsn, *app, "enqueue", "tests.acceptance.app_under_test.onse", ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (1, [
+        "Error: the app 'tests.acceptance.app_under_test:app' registers no task"
+        " 'tests.acceptance.app_under_test.onse' (did you mean"
+        " 'tests.acceptance.app_under_test.once'?); without --app, a task is enqueued by any name"
+    ])  # fmt: skip
+    assert states(dsn) == {}
+    job_id = int(pgqueue(dsn, *app, "enqueue", "tests.acceptance.app_under_test.once").stdout)
+    assert query(dsn, "SELECT queue FROM pgqueue.jobs WHERE id = %s", [job_id]) == [("io",)]
+
+
+def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
+    """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
+    an invalid duration, as it is for prune --older-than, and nothing is enqueued."""
+    done = pgqueue(dsn, "enqueue", "t", "--delay", "", ok=False)
+    assert done.stderr.strip().splitlines() == [
+        "Error: invalid duration '': use e.g. 90s, 15m, 12h, 7d"
+    ]
+    assert states(dsn) == {}
+
+
 def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
     """A malformed --args is one line on stderr and a non-zero exit, with nothing enqueued."""
     done = pgqueue(dsn, "enqueue", "t", "--args", "{not json", ok=False)
@@ -110,6 +136,17 @@ def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
     assert "requeued 1 failed" in pgqueue(dsn, "jobs", "retry", "--failed", "--task", "send").stdout
     assert states(dsn) == {"queued": 1}
     pgqueue(dsn, "jobs", "retry", ok=False)
+
+
+def test_jobs_retry_refuses_a_task_filter_without_failed(dsn: str) -> None:
+    """`jobs retry ID --task T` ignored --task and requeued job ID whatever its task; the
+    filter only goes with --failed, and is now refused with the job left as it was."""
+    job_id = failed_job(dsn)  # of task "send"
+    done = pgqueue(dsn, "jobs", "retry", str(job_id), "--task", "other", ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (
+        2, "Error: --task only goes with --failed"
+    )  # fmt: skip
+    assert states(dsn) == {"failed": 1}
 
 
 def test_jobs_cancel_a_queued_job_and_refuse_a_finished_one(dsn: str) -> None:
@@ -200,6 +237,22 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "deleted 1" in pgqueue(dsn, "prune", "--older-than", "2d", "--state", "failed").stdout
     assert states(dsn) == {"queued": 1}
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
+
+
+def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str) -> None:
+    """Without --older-than nor --app, prune applied the default retention, deleting jobs
+    that the user's app keeps longer (or for ever, with None); now it deletes nothing and
+    says what to pass. With --app it applies that app's retention."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
+    result = pgqueue(dsn, "prune", "--state", "failed", ok=False)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
+        " retention, or --older-than DURATION"
+    ])  # fmt: skip
+    assert states(dsn) == {"failed": 1}
+    app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
+    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
 
 
 @pytest.mark.parametrize("older_than", ["inf", "99999999999w"])

@@ -199,6 +199,22 @@ async def test_wait_times_out_and_refuses_unknown_jobs(dsn: str, conn: Any) -> N
         app.wait_sync(999_999, timeout=1)
 
 
+async def test_wait_before_the_enqueue_commits_says_to_commit_first(dsn: str, conn: Any) -> None:
+    """Waiting on the id enqueue just returned, before its transaction commits, said only
+    "there is no job N"; the message now names the commit as the likely reason."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)
+    expected = (
+        rf"^there is no job {job_id}: never enqueued, pruned, or enqueued by a transaction that"
+        r" has not committed \(wait after the commit\)$"
+    )
+    with pytest.raises(pgqueue.JobStateError, match=expected):
+        await app.wait(job_id, timeout=1)
+    with pytest.raises(pgqueue.JobStateError, match=expected):
+        app.wait_sync(job_id, timeout=1)
+    conn.rollback()
+
+
 async def test_cancel_stops_a_running_job_at_the_next_heartbeat(dsn: str, conn: Any) -> None:
     """cancel on a running job: its worker stops it and it ends cancelled; wait sees that."""
     app = pgqueue.PgQueue(dsn)

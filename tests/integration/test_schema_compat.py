@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 import pgqueue.testing
@@ -164,3 +165,11 @@ def test_a_role_that_may_not_call_the_function_is_refused_not_failed(dsn: str) -
     finally:
         query(dsn, psycopg.sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(
             psycopg.sql.Identifier(role)))  # fmt: skip
+
+
+def test_functions_taking_a_dsn_accept_a_sqlalchemy_url(dsn: str) -> None:
+    """postgresql+psycopg:// URLs, which PgQueue(dsn=...) and Worker(dsn=...) take, work for
+    pgqueue.migrate, schema_check and health_problem too; they refused them as malformed."""
+    url = "postgresql+psycopg:///?" + urlencode(conninfo_to_dict(dsn))
+    pgqueue.migrate(url)
+    assert (pgqueue.schema_check(url), health_problem(url)) == (None, None)

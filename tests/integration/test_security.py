@@ -202,6 +202,18 @@ async def test_a_worker_role_fires_prunes_and_raises_the_watermark(
     assert query(empty_dsn, fired, (mark,))[0][0] > 0
 
 
+def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: str) -> None:
+    """A role that owns schema pgqueue, made for it by a DBA, without CREATE on the database
+    (least privilege), could not migrate it: CREATE SCHEMA IF NOT EXISTS needs that privilege
+    even when the schema exists. (The database is dropped before the role.)"""
+    owner = conninfo_to_dict(make_role())["user"]
+    query(empty_dsn, sql.SQL("CREATE SCHEMA pgqueue AUTHORIZATION {}").format(
+        sql.Identifier(owner)))  # fmt: skip
+    owner_dsn = make_conninfo(empty_dsn, user=owner)
+    pgqueue.migrate(owner_dsn)
+    assert pgqueue.schema_check(owner_dsn) is None
+
+
 def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> None:
     """Under pgqueue_producer: a unique job (new key, held key, on_conflict="raise"), SQL
     pgqueue.enqueue with a held key, enqueue_many small and large (COPY), and get_job. A

@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 import pytest
 
 import pgqueue
-from pgqueue._app import normalize_dsn
+import pgqueue.admin
+from pgqueue._connections import normalize_dsn
 from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN, JobOptions
 from pgqueue._retry import MAX_DELAY
 from pgqueue._worker import parse_queues
@@ -104,6 +105,25 @@ def test_a_dsn_libpq_cannot_parse_is_a_configuration_error_without_its_password(
     assert "secret" not in str(raised.value)
     with pytest.raises(pgqueue.ConfigurationError):
         pgqueue.PgQueue().worker(dsn=dsn)
+
+
+DSN_TAKERS = {
+    "migrate": pgqueue.migrate,
+    "schema_check": pgqueue.schema_check,
+    "health_problem": pgqueue.admin.health_problem,
+    "cron_list": lambda dsn: pgqueue.cron_list(pgqueue.PgQueue(), dsn),
+}
+
+
+@pytest.mark.parametrize("name", DSN_TAKERS)
+def test_every_function_taking_a_dsn_refuses_a_malformed_one_without_its_password(
+    name: str,
+) -> None:
+    """pgqueue.migrate, schema_check, admin.health_problem and cron_list passed the DSN to
+    psycopg as it came: a ProgrammingError quoting it, password and all."""
+    with pytest.raises(pgqueue.ConfigurationError, match=r"^invalid database DSN: ") as raised:
+        DSN_TAKERS[name]("mysql://u:secret@h/db")
+    assert "secret" not in str(raised.value)
 
 
 def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
