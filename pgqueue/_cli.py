@@ -45,7 +45,9 @@ class State:
     @property
     def dsn(self) -> str:
         """The database to use: ``--dsn``, else the app's."""
-        return normalize_dsn(self._dsn) if self._dsn else self.app.dsn
+        if self._dsn:
+            return normalize_dsn(self._dsn)
+        return self.app._configured_dsn("pass --dsn DSN")
 
 
 class Seconds(click.FloatRange):

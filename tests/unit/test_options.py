@@ -133,7 +133,8 @@ def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
 
 
 def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PgQueue(dsn) wins over PGQUEUE_DSN, which wins over DATABASE_URL."""
+    """PgQueue(dsn) wins over PGQUEUE_DSN, which wins over DATABASE_URL; without any, the
+    error names all three."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-database-url/x")
     assert pgqueue.PgQueue().dsn == "postgresql://from-database-url/x"
     monkeypatch.setenv("PGQUEUE_DSN", "postgresql://from-pgqueue-dsn/x")
@@ -141,8 +142,11 @@ def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatc
     assert pgqueue.PgQueue("postgresql://arg/x").dsn == "postgresql://arg/x"
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.delenv("PGQUEUE_DSN")
-    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_DSN"):
+    with pytest.raises(pgqueue.ConfigurationError) as raised:
         _ = pgqueue.PgQueue().dsn
+    assert str(raised.value) == (  # it named PGQUEUE_DSN only
+        "no database configured: pass PgQueue(dsn=...), or set PGQUEUE_DSN or DATABASE_URL"
+    )
 
 
 def test_task_names_default_to_module_and_qualname() -> None:
