@@ -291,6 +291,31 @@ def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> Non
         JobOptions(timeout=value)  # type: ignore[arg-type]
 
 
+HUGE = 10**400  # an int past every float: float() raises OverflowError on it
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("delay", HUGE, "delay must be a number of seconds from 0 to 31557600000 (1000 years)"),
+     ("delay", -HUGE, "delay must be a number of seconds >= 0"),
+     ("timeout", HUGE, "timeout must be a finite number of seconds > 0 (None for no timeout)"),
+     ("timeout", -HUGE, "timeout must be a number of seconds >= 0")],
+    ids=["delay", "negative delay", "timeout", "negative timeout"],
+)  # fmt: skip
+def test_an_int_past_every_float_is_refused_naming_the_option_and_range(
+    option: str, value: int, message: str
+) -> None:
+    """task.using(delay=10**400) and app.task(timeout=10**400) raised OverflowError ("int
+    too large to convert to float"), naming neither the option nor what it accepts."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    task = app.task(name="x")(_fails)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        task.using(**{option: value})
+    if option == "timeout":  # a task's own option too
+        with pytest.raises(ValueError, match=re.escape(message)):
+            app.task(name="y", timeout=value)(_fails)
+
+
 class _NoOffset(tzinfo):
     """A tzinfo that knows no offset: datetimes with it are naive to Python."""
 
