@@ -17,7 +17,7 @@ import click
 import psycopg
 
 from pgqueue import _ops
-from pgqueue._cli import Seconds, friendly_errors
+from pgqueue._cli import NO_APP, Seconds, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 
 if TYPE_CHECKING:
@@ -311,10 +311,7 @@ def _check_registered(state: State, task: str) -> None:
 def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> None:
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
     if older_than is None and not state.app_path:  # the default retention may be shorter
-        raise click.ClickException(
-            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
-            " retention, or --older-than DURATION"
-        )
+        raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}

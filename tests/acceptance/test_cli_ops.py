@@ -290,6 +290,27 @@ def test_a_duration_out_of_range_is_a_usage_error_naming_the_range(
     )  # fmt: skip
 
 
+def test_cron_list_without_an_app_says_it_shows_only_the_database_schedules(dsn: str) -> None:
+    """Without --app, cron list printed an empty table and no hint, and called a schedule with
+    ticks "not in code: no longer fires", which it cannot know without the code. Now stderr
+    says so and how to pass the app, and the table leaves the next tick unknown."""
+    assert pgqueue(dsn, "cron", "list").stderr.strip().splitlines() == [NO_APP_FOR_CRON]
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('nightly', now())")
+    done = pgqueue(dsn, "cron", "list")
+    assert done.stderr.strip().splitlines() == [NO_APP_FOR_CRON]
+    [header, row] = done.stdout.splitlines()
+    assert header.split()[:2] == ["NAME", "SCHEDULE"]
+    assert row.split()[:2] == ["nightly", "-"]
+    assert row.endswith("unknown: no app given")
+
+
+NO_APP_FOR_CRON = (
+    "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to list the schedules its"
+    " code defines, with their next ticks; shown here are only the schedules with ticks in the"
+    " database"
+)
+
+
 def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str) -> None:
     """healthcheck exits 0 when all is well, 1 with one line when the schema, worker or DB isn't."""
     assert pgqueue(dsn, "healthcheck").stdout.strip() == "ok"
