@@ -80,10 +80,15 @@ class PgQueue:
     @property
     def dsn(self) -> str:
         """The database this app's workers and CLI use."""
+        return self._configured_dsn("pass PgQueue(dsn=...)")
+
+    def _configured_dsn(self, how: str) -> str:
+        """:attr:`dsn`, or ``ConfigurationError`` saying to do ``how`` (what gives a DSN where
+        the caller is) or to set one of the variables read."""
         dsn = self._dsn or os.environ.get("PGQUEUE_DSN") or os.environ.get("DATABASE_URL")
         if not dsn:
             raise ConfigurationError(
-                "no database configured: pass PgQueue(dsn=...) or set PGQUEUE_DSN"
+                f"no database configured: {how}, or set PGQUEUE_DSN or DATABASE_URL"
             )
         return normalize_dsn(dsn)
 

@@ -45,7 +45,9 @@ class State:
     @property
     def dsn(self) -> str:
         """The database to use: ``--dsn``, else the app's."""
-        return normalize_dsn(self._dsn) if self._dsn else self.app.dsn
+        if self._dsn:
+            return normalize_dsn(self._dsn)
+        return self.app._configured_dsn("pass --dsn DSN")
 
 
 class Seconds(click.FloatRange):
@@ -362,12 +364,12 @@ async def _run_worker(w: Worker) -> None:
         os._exit(0)
 
 
+NO_APP = "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP)"
+
+
 def _no_tasks(app_path: str | None) -> str:
     if not app_path:
-        return (
-            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) naming the PgQueue"
-            " your tasks are registered on"
-        )
+        return f"{NO_APP} naming the PgQueue your tasks are registered on"
     return (
         f"the app {app_path!r} has no tasks: the module that creates it must import the"
         " modules that define them"
@@ -404,7 +406,13 @@ def cron_list(state: State) -> None:
     """Show each schedule with its last tick (from the database) and its next tick."""
     from pgqueue._periodic import cron_list, format_cron_list
 
-    click.echo(format_cron_list(cron_list(state.app, state.dsn)))
+    click.echo(format_cron_list(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
+    if not state.app_path:
+        click.echo(
+            f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
+            " here are only the schedules with ticks in the database",
+            err=True,
+        )
 
 
 from pgqueue._cli_ops import register  # noqa: E402  (it needs the helpers above)

@@ -17,12 +17,27 @@ import click
 import psycopg
 
 from pgqueue import _ops
-from pgqueue._cli import Seconds, friendly_errors
+from pgqueue._cli import NO_APP, Seconds, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from pgqueue._cli import State
     from pgqueue._job import Job
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """A duration such as ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds),
+    converted to seconds; one that does not parse or is out of range is a usage error."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The seconds, or a usage error (exit 2) saying what to write."""
+        try:
+            return _ops.parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
 
 STATES = click.Choice(_ops.STATES)
 CELL_WIDTH = 60
@@ -241,22 +256,23 @@ def workers(state: State, as_json: bool) -> None:
 @click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments: a JSON object.")
 @click.option("--queue", help="Queue (default: the task's, else the app's default).")
 @click.option("--priority", type=int, help="Higher runs first.")
-@click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 30s, 5m.")
+@click.option(
+    "--delay", type=Duration(), metavar="DURATION", help="Run after this long, e.g. 30s, 5m."
+)
 @click.option("--max-attempts", type=click.IntRange(1, 1000))
 @click.pass_obj
 @friendly_errors
 def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | None,
-            queue: str | None, priority: int | None, delay: str | None,
+            queue: str | None, priority: int | None, delay: float | None,
             max_attempts: int | None) -> None:  # fmt: skip
     """Enqueue a job of TASK (by name) and print its id."""
     _check_registered(state, task)
     args, kwargs = _ops.decode_call(args_json, kwargs_json)
-    seconds = _ops.parse_duration(delay) if delay is not None else None
     with _connect(state) as conn:
         try:
             job_id = _ops.enqueue_by_name(
                 conn, state.app, task, args, kwargs, queue=queue, priority=priority,
-                delay=seconds, max_attempts=max_attempts,
+                delay=delay, max_attempts=max_attempts,
             )  # fmt: skip
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
             raise click.ClickException(str(exc)) from None
@@ -277,7 +293,12 @@ def _check_registered(state: State, task: str) -> None:
 
 
 @click.command()
-@click.option("--older-than", metavar="DURATION", help="Age, e.g. 12h, 7d (default: retention).")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    metavar="DURATION",
+    help="Age, e.g. 12h, 7d (default: retention).",
+)
 @click.option(
     "--state",
     "states",
@@ -287,20 +308,16 @@ def _check_registered(state: State, task: str) -> None:
 )
 @click.pass_obj
 @friendly_errors
-def prune(state: State, older_than: str | None, states: tuple[str, ...]) -> None:
+def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> None:
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
     if older_than is None and not state.app_path:  # the default retention may be shorter
-        raise click.ClickException(
-            "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to apply its"
-            " retention, or --older-than DURATION"
-        )
+        raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
             deleted = _ops.prune_by_state(conn, ages)
         else:
-            seconds = _ops.parse_duration(older_than)
-            deleted = _ops.prune(conn, seconds, states or TERMINAL_STATES)
+            deleted = _ops.prune(conn, older_than, states or TERMINAL_STATES)
     click.echo(f"deleted {deleted} finished jobs")
 
 

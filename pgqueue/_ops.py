@@ -206,6 +206,7 @@ def as_dict(item: Any) -> dict[str, Any]:
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_USE = "use seconds, or a number with a unit s, m, h, d or w (e.g. 90s, 15m, 12h, 7d, 2w)"
 
 
 def parse_duration(text: str) -> float:
@@ -216,7 +217,7 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(number) * (unit or 1.0)
     except ValueError:
-        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 12h, 7d") from None
+        raise ValueError(f"invalid duration {text!r}: {_USE}") from None
     if not 0 <= seconds <= MAX_DELAY:
         raise ValueError(f"invalid duration {text!r}: must be from 0 to 1000 years")
     return seconds

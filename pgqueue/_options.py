@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 import re
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pgqueue._retry import RetryPolicy, check_delay, is_number
+from pgqueue._retry import RetryPolicy, check_delay, is_finite, is_number
 
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
@@ -89,11 +88,13 @@ def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = N
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    """``value`` in seconds, not yet a float: the callers' range checks compare it as given,
+    so that an int past every float (``10**400``) fails them, not float() (OverflowError)."""
     if value is None:
         return None
     if not (is_number(value) or isinstance(value, timedelta)):
         raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if seconds != seconds or seconds < 0:  # NaN or negative
         raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
     return seconds
@@ -106,11 +107,11 @@ def _delay(value: float | timedelta | None) -> float | None:
 
 def _timeout(value: float | timedelta) -> float:
     seconds = _seconds(value, "timeout")
-    if seconds is None or not 0 < seconds < math.inf:
+    if seconds is None or not (seconds > 0 and is_finite(seconds)):
         raise ValueError(
             f"timeout must be a finite number of seconds > 0 (None for no timeout), got {value!r}"
         )
-    return seconds
+    return float(seconds)
 
 
 def _check_run_at(run_at: object) -> None:

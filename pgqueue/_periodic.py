@@ -166,11 +166,13 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     return statuses + [ScheduleStatus(n, "-", last[n], None, in_code=False) for n in gone]
 
 
-def format_cron_list(statuses: list[ScheduleStatus]) -> str:
-    """``cron_list`` as an aligned text table (times in UTC)."""
+def format_cron_list(statuses: list[ScheduleStatus], app_given: bool = True) -> str:
+    """``cron_list`` as an aligned text table (times in UTC). Without ``app_given`` (the CLI
+    without ``--app``) there is no code to tell whether a schedule still fires."""
+    gone = "not in code: no longer fires" if app_given else "unknown: no app given"
     rows = [("NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)")]
     for s in statuses:
-        upcoming = _when(s.next_tick) if s.in_code else "not in code: no longer fires"
+        upcoming = _when(s.next_tick) if s.in_code else gone
         rows.append((s.name, s.schedule, _when(s.last_tick), upcoming))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(

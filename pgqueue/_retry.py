@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import random
+import sys
 from dataclasses import dataclass
 
 # The longest wait before a job runs (a delay, a Retry, a policy's cap): 1,000 years, well
@@ -18,6 +19,13 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a real number and not a bool (``True`` is an int to Python, never
     a number of seconds, a factor or a cap)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite(value: float) -> bool:
+    """Whether the number ``value`` is finite as a float: not NaN nor infinite, nor an int past
+    every float (``10**400``), on which ``float()`` and float arithmetic raise OverflowError.
+    Compared as given, so no conversion can overflow."""
+    return -sys.float_info.max <= value <= sys.float_info.max
 
 
 def check_delay(value: float, what: str) -> float:

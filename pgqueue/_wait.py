@@ -8,7 +8,6 @@ notification was lost. LISTEN starts before the first read, so no completion sli
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from pgqueue._errors import JobStateError
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
 from pgqueue._options import check_job_id
-from pgqueue._retry import is_number
+from pgqueue._retry import is_finite, is_number
 
 
 def _mentions(payload: str, job_id: int) -> bool:
@@ -47,11 +46,12 @@ def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> fl
 def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
     # A NaN timeout never expired and a poll_interval of 0 or less re-read the row in a loop.
     check_job_id(job_id)
-    if timeout is not None and not (is_number(timeout) and timeout >= 0):
+    if timeout is not None and not (is_number(timeout) and timeout >= 0 and is_finite(timeout)):
         raise ValueError(
-            f"timeout must be a number of seconds >= 0 (None to wait for ever), got {timeout!r}"
+            "timeout must be a finite number of seconds >= 0 (None to wait for ever),"
+            f" got {timeout!r}"
         )
-    if not (is_number(poll_interval) and 0 < poll_interval < math.inf):
+    if not (is_number(poll_interval) and poll_interval > 0 and is_finite(poll_interval)):
         raise ValueError(
             f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}"
         )

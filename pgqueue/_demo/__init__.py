@@ -7,8 +7,10 @@ throwaway embedded PostgreSQL (the optional ``pgserver`` package) and deletes it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import click
 import psycopg
@@ -19,7 +21,7 @@ from pgqueue._connections import normalize_dsn
 from pgqueue._demo._report import report, show_leftovers
 from pgqueue._demo._server import embedded_server
 from pgqueue._demo._shop import DECLINE_EVERY, Placed, place_orders, prepare
-from pgqueue._demo._tasks import QUEUES, TASKS, app
+from pgqueue._demo._tasks import BOUNCING, QUEUES, TASKS, app, send_receipt
 from pgqueue._migrate import migrate, schema_check
 
 POLL = 0.1  # seconds between progress reads
@@ -28,7 +30,11 @@ PROCESSES = 2
 
 def run_demo(dsn: str | None, orders: int) -> None:
     """Run the demo on ``dsn``, or on a throwaway embedded PostgreSQL when ``dsn`` is None."""
-    _quiet_logs()
+    with _quiet_logs():
+        _run_demo(dsn, orders)
+
+
+def _run_demo(dsn: str | None, orders: int) -> None:
     if dsn:
         dsn = normalize_dsn(dsn)
         click.echo(f"Using the database in PGQUEUE_DSN ({_where(dsn)}).")
@@ -41,12 +47,32 @@ def run_demo(dsn: str | None, orders: int) -> None:
     click.echo("The embedded PostgreSQL is stopped and its data directory deleted.")
 
 
-def _quiet_logs() -> None:
-    # The worker's INFO lines (started, stopped) would break the progress bar.
-    for name in ("pgqueue", "pgserver"):
-        logger = logging.getLogger(name)
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Keep the progress bar whole: hide the worker's INFO lines (started, stopped) and the
+    ERROR lines of the jobs that fail on purpose, which the report explains instead."""
+    loggers = [logging.getLogger(name) for name in ("pgqueue", "pgserver")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
         if logger.getEffectiveLevel() == logging.INFO:
             logger.setLevel(logging.WARNING)
+    worker_log = logging.getLogger("pgqueue.worker")
+    worker_log.addFilter(_not_on_purpose)
+    try:
+        yield
+    finally:
+        worker_log.removeFilter(_not_on_purpose)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _not_on_purpose(record: logging.LogRecord) -> bool:
+    """False for the record of a receipt to the address that bounces, failed for good."""
+    return not (
+        getattr(record, "action", None) == "job_failed"
+        and getattr(record, "task", None) == send_receipt.name
+        and BOUNCING in record.getMessage()
+    )
 
 
 def _where(dsn: str) -> str:

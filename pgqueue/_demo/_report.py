@@ -9,7 +9,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._demo._shop import Placed
-from pgqueue._demo._tasks import TASKS
+from pgqueue._demo._tasks import BOUNCING, TASKS, send_receipt
 
 HEADER = ("task", "state", "jobs", "attempts", "last error (one of them)")
 
@@ -25,7 +25,27 @@ def report(conn: psycopg.Connection[Any], placed: Placed) -> None:
     click.echo(f"    FROM pgqueue.jobs WHERE id BETWEEN {min(placed.jobs)} AND {max(placed.jobs)}")
     click.echo("     AND task LIKE 'pgqueue.demo.%' GROUP BY task, state;\n")
     _table([HEADER, *[(t, s, str(n), str(a), e or "") for t, s, n, a, e in rows]])
+    bounced = sum(n for t, s, n, _, _ in rows if (t, s) == (send_receipt.name, "failed"))
+    _on_purpose(bounced)
     _proof(placed, ghost_jobs, ghost_orders)
+
+
+def _on_purpose(bounced: int) -> None:
+    if not bounced:  # a run of fewer than 3 orders
+        return
+    attempts = send_receipt.options.max_attempts
+    click.echo(
+        "\nFailed on purpose (their log lines are held back, not to break the progress bar):"
+    )
+    click.echo(
+        f"  {bounced} receipts to {BOUNCING} (no such mailbox): {attempts} attempts each, retried"
+        " with backoff, then failed; each attempt's error and traceback is kept in pgqueue.jobs"
+        " (pgqueue jobs show ID)."
+    )
+    click.echo(
+        "  Invoices of orders ending in 3: the printer jams on the first attempt; retried, they"
+        " succeed."
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

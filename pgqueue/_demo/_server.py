@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pgqueue._errors import ConfigurationError
 
 MISSING = (
-    "the demo needs a database: set PGQUEUE_DSN, or install the embedded PostgreSQL with "
-    "pip install 'pgqueue[demo]'"
+    "the demo needs a database: pass --dsn DSN or set PGQUEUE_DSN, or install the embedded"
+    " PostgreSQL with pip install 'pgqueue[demo]'"
 )
 
 

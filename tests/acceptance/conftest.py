@@ -24,10 +24,13 @@ def cli_env(dsn: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def cli(dsn: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``pgqueue ARGS`` to completion."""
+def cli(
+    dsn: str, *args: str, timeout: float = 120, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pgqueue ARGS`` to completion, without the variables ``unset``."""
+    env = {k: v for k, v in cli_env(dsn).items() if k not in unset}
     return subprocess.run(
-        [sys.executable, "-m", "pgqueue", *args], env=cli_env(dsn), cwd=ROOT,
+        [sys.executable, "-m", "pgqueue", *args], env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 

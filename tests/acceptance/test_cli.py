@@ -87,6 +87,18 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert line.startswith("Error: cannot reach the database:")
 
 
+@pytest.mark.parametrize(
+    "command", [("migrate",), ("worker", "--burst"), ("stats",), ("cron", "list"), ("healthcheck",)]
+)
+def test_no_database_names_every_way_the_cli_takes_one(command: tuple[str, ...]) -> None:
+    """Without --dsn, PGQUEUE_DSN or DATABASE_URL the error said "pass PgQueue(dsn=...) or set
+    PGQUEUE_DSN", leaving out the option and the other variable the CLI reads."""
+    result = cli("", *command, unset=("PGQUEUE_DSN", "DATABASE_URL"), timeout=60)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
+    ])  # fmt: skip
+
+
 @pytest.mark.parametrize("command", [("migrate",), ("worker", "--burst"), ("stats",)])
 def test_a_malformed_dsn_is_one_line_without_its_password(command: tuple[str, ...]) -> None:
     """A DSN libpq cannot parse used to be reported as "the database refused: ..." (nothing

@@ -79,10 +79,31 @@ def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
     """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
     an invalid duration, as it is for prune --older-than, and nothing is enqueued."""
     done = pgqueue(dsn, "enqueue", "t", "--delay", "", ok=False)
-    assert done.stderr.strip().splitlines() == [
-        "Error: invalid duration '': use e.g. 90s, 15m, 12h, 7d"
-    ]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--delay': invalid duration '': {UNITS}"
+    )
     assert states(dsn) == {}
+
+
+UNITS = "use seconds, or a number with a unit s, m, h, d or w (e.g. 90s, 15m, 12h, 7d, 2w)"
+DURATIONS = [("prune", "--older-than"), ("enqueue", "t", "--delay")]
+
+
+@pytest.mark.parametrize("command", DURATIONS)
+@pytest.mark.parametrize("value", ["1y", "soon", "7 days", "1e3x"])
+def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
+    dsn: str, command: tuple[str, ...], value: str
+) -> None:
+    """`prune --older-than 1y` exited 1 (bad option values exit 2, as documented) with a
+    message that left out the unit w; so did enqueue --delay. Nothing is deleted or enqueued."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
+    result = pgqueue(dsn, *command, value, ok=False)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '{command[-1]}': invalid duration {value!r}: {UNITS}"
+    )
+    assert states(dsn) == {"failed": 1}
 
 
 def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
@@ -255,13 +276,39 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
     assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
 
 
-@pytest.mark.parametrize("older_than", ["inf", "99999999999w"])
-def test_prune_names_an_age_past_what_sql_can_subtract(dsn: str, older_than: str) -> None:
-    """It used to say "the database refused: interval (or timestamp) out of range"."""
-    result = pgqueue(dsn, "prune", "--older-than", older_than, ok=False)
-    assert result.stderr.strip().splitlines() == [
-        f"Error: invalid duration {older_than!r}: must be from 0 to 1000 years"
-    ]
+@pytest.mark.parametrize("command", DURATIONS)
+@pytest.mark.parametrize("value", ["inf", "99999999999w", "-1d"])
+def test_a_duration_out_of_range_is_a_usage_error_naming_the_range(
+    dsn: str, command: tuple[str, ...], value: str
+) -> None:
+    """It used to say "the database refused: interval (or timestamp) out of range", then
+    exited 1 naming the range; a bad option value exits 2."""
+    result = pgqueue(dsn, *command, value, ok=False)
+    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+        2, f"Error: Invalid value for '{command[-1]}': invalid duration {value!r}: must be from"
+        " 0 to 1000 years"
+    )  # fmt: skip
+
+
+def test_cron_list_without_an_app_says_it_shows_only_the_database_schedules(dsn: str) -> None:
+    """Without --app, cron list printed an empty table and no hint, and called a schedule with
+    ticks "not in code: no longer fires", which it cannot know without the code. Now stderr
+    says so and how to pass the app, and the table leaves the next tick unknown."""
+    assert pgqueue(dsn, "cron", "list").stderr.strip().splitlines() == [NO_APP_FOR_CRON]
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('nightly', now())")
+    done = pgqueue(dsn, "cron", "list")
+    assert done.stderr.strip().splitlines() == [NO_APP_FOR_CRON]
+    [header, row] = done.stdout.splitlines()
+    assert header.split()[:2] == ["NAME", "SCHEDULE"]
+    assert row.split()[:2] == ["nightly", "-"]
+    assert row.endswith("unknown: no app given")
+
+
+NO_APP_FOR_CRON = (
+    "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to list the schedules its"
+    " code defines, with their next ticks; shown here are only the schedules with ticks in the"
+    " database"
+)
 
 
 def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str) -> None:

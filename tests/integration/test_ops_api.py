@@ -296,14 +296,19 @@ def test_a_worker_name_sql_cannot_take_is_refused_and_keeps_the_transaction(
     [(math.nan, 0.05, "timeout must be"), ("5", 0.05, "timeout must be"),
      (-1, 0.05, "timeout must be"), (0.3, 0, "poll_interval must be"),
      (0.3, -1, "poll_interval must be"), (0.3, math.nan, "poll_interval must be"),
-     (0.3, math.inf, "poll_interval must be"), (0.3, None, "poll_interval must be")],
+     (0.3, math.inf, "poll_interval must be"), (0.3, None, "poll_interval must be"),
+     (10**400, 0.05, "timeout must be a finite number of seconds >= 0"),
+     (math.inf, 0.05, "timeout must be a finite number of seconds >= 0"),
+     (0.3, 10**400, "poll_interval must be a finite number of seconds > 0")],
+    ids=lambda value: "10**400" if value == 10**400 else None,
 )  # fmt: skip
 async def test_wait_refuses_timeouts_and_poll_intervals_that_never_end_or_never_rest(
     dsn: str, conn: Any, timeout: Any, poll_interval: Any, message: str
 ) -> None:
     """A NaN timeout never expired (wait hung for ever on an unfinished job) and a poll
-    interval of 0 or less re-read the job in a busy loop; a string raised a bare TypeError.
-    Both wait and wait_sync now raise ValueError naming the value, before connecting."""
+    interval of 0 or less re-read the job in a busy loop; a string raised a bare TypeError,
+    and an int past every float (10**400) OverflowError. Both wait and wait_sync now raise
+    ValueError naming the value, before connecting."""
     app = make_app(dsn)
     job_id = app.using("add").enqueue(conn, 1, 2)  # no worker: it never finishes
     conn.commit()

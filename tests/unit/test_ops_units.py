@@ -15,7 +15,7 @@ import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter
-from pgqueue._ops import decode_call, parse_duration, prune
+from pgqueue._ops import _UNITS, decode_call, parse_duration, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 
 
@@ -34,6 +34,19 @@ def test_parse_duration_rejects_nonsense(text: str) -> None:
     """Anything else is a ValueError that says what to write."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_a_duration_that_does_not_parse_is_told_every_unit() -> None:
+    """The message listed s, m, h and d as examples, but not w, which is accepted too."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration("1y")
+    message = str(raised.value)
+    assert message == (
+        "invalid duration '1y': use seconds, or a number with a unit s, m, h, d or w"
+        " (e.g. 90s, 15m, 12h, 7d, 2w)"
+    )
+    listed = message.split("a unit ")[1].split(" (")[0].replace(" or ", ", ").split(", ")
+    assert listed == list(_UNITS)
 
 
 def test_decode_call_wants_an_array_and_an_object() -> None:

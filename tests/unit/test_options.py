@@ -133,7 +133,8 @@ def test_sqlalchemy_style_urls_are_accepted_as_dsns() -> None:
 
 
 def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PgQueue(dsn) wins over PGQUEUE_DSN, which wins over DATABASE_URL."""
+    """PgQueue(dsn) wins over PGQUEUE_DSN, which wins over DATABASE_URL; without any, the
+    error names all three."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-database-url/x")
     assert pgqueue.PgQueue().dsn == "postgresql://from-database-url/x"
     monkeypatch.setenv("PGQUEUE_DSN", "postgresql://from-pgqueue-dsn/x")
@@ -141,8 +142,11 @@ def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatc
     assert pgqueue.PgQueue("postgresql://arg/x").dsn == "postgresql://arg/x"
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.delenv("PGQUEUE_DSN")
-    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_DSN"):
+    with pytest.raises(pgqueue.ConfigurationError) as raised:
         _ = pgqueue.PgQueue().dsn
+    assert str(raised.value) == (  # it named PGQUEUE_DSN only
+        "no database configured: pass PgQueue(dsn=...), or set PGQUEUE_DSN or DATABASE_URL"
+    )
 
 
 def test_task_names_default_to_module_and_qualname() -> None:
@@ -285,6 +289,31 @@ def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> Non
         JobOptions(delay=value)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout must be a number of seconds or a timedelta"):
         JobOptions(timeout=value)  # type: ignore[arg-type]
+
+
+HUGE = 10**400  # an int past every float: float() raises OverflowError on it
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("delay", HUGE, "delay must be a number of seconds from 0 to 31557600000 (1000 years)"),
+     ("delay", -HUGE, "delay must be a number of seconds >= 0"),
+     ("timeout", HUGE, "timeout must be a finite number of seconds > 0 (None for no timeout)"),
+     ("timeout", -HUGE, "timeout must be a number of seconds >= 0")],
+    ids=["delay", "negative delay", "timeout", "negative timeout"],
+)  # fmt: skip
+def test_an_int_past_every_float_is_refused_naming_the_option_and_range(
+    option: str, value: int, message: str
+) -> None:
+    """task.using(delay=10**400) and app.task(timeout=10**400) raised OverflowError ("int
+    too large to convert to float"), naming neither the option nor what it accepts."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    task = app.task(name="x")(_fails)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        task.using(**{option: value})
+    if option == "timeout":  # a task's own option too
+        with pytest.raises(ValueError, match=re.escape(message)):
+            app.task(name="y", timeout=value)(_fails)
 
 
 class _NoOffset(tzinfo):
