@@ -277,7 +277,9 @@ def _check_registered(state: State, task: str) -> None:
 
 
 @click.command()
-@click.option("--older-than", metavar="DURATION", help="Age, e.g. 12h, 7d (default: retention).")
+@click.option(
+    "--older-than", metavar="DURATION", help="Age, e.g. 12h, 7d (default: the --app's retention)."
+)
 @click.option(
     "--state",
     "states",
