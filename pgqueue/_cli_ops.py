@@ -297,7 +297,7 @@ def _check_registered(state: State, task: str) -> None:
     "--older-than",
     type=Duration(),
     metavar="DURATION",
-    help="Age, e.g. 12h, 7d (default: retention).",
+    help="Age, e.g. 12h, 7d (default: the --app's retention).",
 )
 @click.option(
     "--state",

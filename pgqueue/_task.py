@@ -216,9 +216,12 @@ def _raise_explained(task: str, exc: psycopg.Error, jobs: int = 0) -> None:
     """Raise pgqueue's error for ``exc``, caused by it, where there is one: the app's size
     error if the table refused stored arguments over its limit (``jobs`` is the size of an
     enqueue_many batch: a COPY names the call, an INSERT does not say which of its rows it
-    refused), ``SchemaError`` if pgqueue's schema is not installed. Otherwise return, and the
-    caller re-raises ``exc``. The statement failed either way: the transaction is aborted."""
+    refused), ``SchemaError`` if the statement itself (not a trigger it fired) found pgqueue's
+    schema missing. Otherwise return, and the caller re-raises ``exc``. The statement failed
+    either way: the transaction is aborted."""
     if not isinstance(exc, psycopg.errors.CheckViolation):
+        if exc.diag.context is not None:  # raised in a function: a user's trigger, say
+            return
         missing = schema_problem(False, None)
         raise SchemaError(
             f"{missing} ({first_line(exc)}); the transaction is aborted and must be rolled back"

@@ -167,8 +167,10 @@ _COPY_LINE = re.compile(r"^COPY active_jobs, line (\d+)")
 
 def payload_refused(exc: psycopg.Error) -> bool:
     """Whether ``exc`` is the table refusing a job whose stored arguments are over its limit."""
+    diag = exc.diag  # a constraint's name is only unique on its table
     return isinstance(exc, psycopg.errors.CheckViolation) and (
-        exc.diag.constraint_name == PAYLOAD_CHECK
+        (diag.schema_name, diag.table_name, diag.constraint_name)
+        == ("pgqueue", "active_jobs", PAYLOAD_CHECK)
     )
 
 

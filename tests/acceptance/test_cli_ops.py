@@ -274,6 +274,8 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
     assert states(dsn) == {"failed": 1}
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
     assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
+    shown = " ".join(pgqueue(dsn, "prune", "--help").stdout.split())  # it said "retention"
+    assert "--older-than DURATION Age, e.g. 12h, 7d (default: the --app's retention)." in shown
 
 
 @pytest.mark.parametrize("command", DURATIONS)

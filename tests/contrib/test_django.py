@@ -404,6 +404,33 @@ def test_worker_dsn_comes_from_djangos_database_settings(django_db: str) -> None
     }
 
 
+def test_a_pgqueue_dsn_setting_is_read_as_every_dsn_is(django_db: str) -> None:
+    """PGQUEUE["DSN"] as a SQLAlchemy URL (postgresql+psycopg://), which PgQueue(dsn=...),
+    workers and the CLI take, is what app.dsn gives libpq too, so app.connect(), app.wait()
+    and app.run_worker() reach the database; the Django app handed the URL on as it was, and
+    libpq refused it. A DSN libpq cannot parse is a ConfigurationError that does not quote it,
+    as for PgQueue(dsn=...), not libpq's error quoting the password."""
+    from urllib.parse import urlencode
+
+    from django.test import override_settings
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue import ConfigurationError
+    from pgqueue.contrib.django import app
+
+    url = "postgresql+psycopg:///?" + urlencode(conninfo_to_dict(django_db))
+    with override_settings(PGQUEUE={"DSN": url}), app.connect() as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (
+            conninfo_to_dict(django_db)["dbname"],
+        )
+    with (
+        override_settings(PGQUEUE={"DSN": "postgresql://u:s3cret@[h/db"}),  # libpq quotes it
+        pytest.raises(ConfigurationError) as refused,
+    ):
+        app.connect()
+    assert "s3cret" not in str(refused.value)
+
+
 def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(
     django_setup: None, dsn: str
 ) -> None:

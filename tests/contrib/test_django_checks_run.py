@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.contrib.conftest import subprocess_env
 
 MANAGE = "tests/contrib/django_project/manage.py"
@@ -41,17 +43,19 @@ def test_manage_py_pgqueue_worker_refuses_a_backend_on_another_database(
     assert worker.returncode != 0 and "pgqueue.E001" in worker.stderr, worker.stderr[-2000:]
 
 
+@pytest.mark.parametrize("option", ["--help", "-h"])
 def test_manage_py_pgqueue_worker_help_needs_no_passing_checks(
-    tasks_flavour: str, django_db: str, tmp_path: Path
+    tasks_flavour: str, django_db: str, tmp_path: Path, option: str
 ) -> None:
     """``manage.py pgqueue worker --help`` prints the worker's options, as ``manage.py runserver
-    --help`` does, even in a project whose system checks fail: help runs no worker."""
+    --help`` does, even in a project whose system checks fail: help runs no worker. So does
+    ``-h``, which pgqueue's command line takes for ``--help`` too (it ran the checks)."""
     (tmp_path / "elsewhere_settings.py").write_text(ELSEWHERE)
     env = subprocess_env(django_db)
     env["DJANGO_SETTINGS_MODULE"] = "elsewhere_settings"
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     shown = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", "worker", "--help"],
+        [sys.executable, MANAGE, "pgqueue", "worker", option],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert shown.returncode == 0 and "--queues" in shown.stdout, shown.stderr[-2000:]

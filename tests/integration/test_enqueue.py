@@ -292,3 +292,45 @@ async def test_aenqueue_on_a_database_without_the_schema_says_to_migrate(empty_d
         with pytest.raises(pgqueue.SchemaError, match=MISSING):
             await t.add.aenqueue_many(c, [((1, 2), {})] * COPY_THRESHOLD)
         await c.rollback()
+
+
+def audit_trigger(conn: psycopg.Connection) -> None:
+    """A user's trigger on pgqueue.active_jobs: it copies each job's args into the user's own
+    table active_jobs, whose check PostgreSQL names active_jobs_payload_check, and reads a
+    table that does not exist for args [1, 1]."""
+    conn.execute("""
+        CREATE TABLE public.active_jobs (payload text CHECK (length(payload) < 6));
+        CREATE FUNCTION public.audit_job() RETURNS trigger LANGUAGE plpgsql
+            SET search_path = public AS $$
+        BEGIN
+            IF NEW.args = '[1, 1]' THEN INSERT INTO no_such_table VALUES (NEW.id); END IF;
+            INSERT INTO active_jobs (payload) VALUES (NEW.args::text);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER audit_job AFTER INSERT ON pgqueue.active_jobs
+            FOR EACH ROW EXECUTE FUNCTION public.audit_job();
+    """)  # fmt: skip
+    conn.commit()
+
+
+def test_a_missing_table_of_a_users_trigger_is_not_pgqueues_schema_missing(
+    conn: psycopg.Connection,
+) -> None:
+    """A trigger of the user's on pgqueue.active_jobs that fails on a table of its own raises
+    that UndefinedTable; it became a SchemaError saying the installed schema was not."""
+    audit_trigger(conn)
+    with pytest.raises(psycopg.errors.UndefinedTable, match="no_such_table"):
+        t.add.enqueue(conn, 1, 1)
+
+
+def test_a_check_of_the_users_own_active_jobs_table_is_not_the_size_limit(
+    conn: psycopg.Connection,
+) -> None:
+    """A check named active_jobs_payload_check on another table than pgqueue's (one a user's
+    trigger writes) raises its CheckViolation, by the INSERT and the COPY paths; it became
+    the ValueError about the arguments' size as stored."""
+    audit_trigger(conn)
+    for calls in ([((10, 20), {})], [((10, 20), {})] * COPY_THRESHOLD):
+        with pytest.raises(psycopg.errors.CheckViolation, match="active_jobs_payload_check"):
+            t.add.enqueue_many(conn, calls)
+        conn.rollback()

@@ -10,6 +10,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from pgqueue._app import PgQueue
+from pgqueue._connections import normalize_dsn
 from pgqueue._task import Task
 
 DEFAULTS: dict[str, Any] = {
@@ -165,5 +166,6 @@ class DjangoPgQueue(PgQueue):
 
     @property
     def dsn(self) -> str:
-        """``PGQUEUE["DSN"]``, else the connection settings of ``PGQUEUE["DATABASE"]``."""
-        return self._dsn or dsn()
+        """``PGQUEUE["DSN"]``, else the connection settings of ``PGQUEUE["DATABASE"]``, read
+        as :attr:`PgQueue.dsn` reads a DSN (a ``postgresql+psycopg://`` URL too)."""
+        return normalize_dsn(self._dsn or dsn())

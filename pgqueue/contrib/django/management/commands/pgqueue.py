@@ -23,6 +23,8 @@ APP_PATH = "pgqueue.contrib.django:app"
 _DJANGO_GLOBAL = ("--settings", "--pythonpath")
 # Django's flag of the commands that run system checks (runserver, migrate, ...).
 SKIP_CHECKS = "--skip-checks"
+# pgqueue's help options (-h and --help): help starts no worker, so it runs no checks.
+_HELP = frozenset(cli.context_settings["help_option_names"])
 
 
 def run_cli(args: list[str], standalone: bool) -> Any:
@@ -75,7 +77,7 @@ class Command(BaseCommand):  # type: ignore[misc]
         ``execute``, which would run them), unless ``--skip-checks`` is given, anywhere
         before a ``--``."""
         args, skip_checks = without_django_options(argv[2:])
-        if "worker" in args and "--help" not in args and not skip_checks:  # help starts none
+        if "worker" in args and _HELP.isdisjoint(args) and not skip_checks:
             try:
                 self.check()
             except SystemCheckError as exc:  # its text is the report, as manage.py prints it
