@@ -694,17 +694,19 @@ class Worker:
         setattr(self.stats, name, getattr(self.stats, name) + by)
         # The job's log record is written by self.events.job_finished, with all its fields.
 
-    def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
+    def _settled(self, written: list[Outcome], acked: _store.Acked) -> None:
         """Report the retries of a written batch as the database ended them: a job asked to
-        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK)."""
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK); one whose
+        lease passed on is not reported (the acker's ack_lease_lost record names it)."""
         if not self._retrying:
             return
+        applied = set(acked.ids)
         for outcome in written:
             held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
-            if held is None:
+            if held is None or outcome.job_id not in applied:
                 continue
             ctx, started, ended = held
-            if outcome.state == "queued" and outcome.job_id in cancelled:
+            if outcome.state == "queued" and outcome.job_id in acked.cancelled:
                 outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
                                   error="cancelled on request")  # fmt: skip
             self._count("retried" if outcome.state == "queued" else outcome.state)
