@@ -373,3 +373,29 @@ async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_
     assert any(spy.skipping), spy.skipping
     [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
     assert left == 30_000
+
+
+async def test_a_worker_of_many_queues_on_a_deep_index_does_not_probe_for_their_descents(
+    dsn: str,
+) -> None:
+    """100,000 jobs of another queue make the claim index three levels deep: a claim of 50
+    empty queues descends it 50 times, about 150 pages, and steps over no job not yet due.
+    Those pages are the claim's own, for each queue it claims: the worker must not probe."""
+    schedule(dsn, "other", 100_000, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    queues = {f"q{i:02}": 1 for i in range(50)}
+    worker = t.app.worker(dsn=dsn, queues=queues, poll_interval=0.05)
+    spy = Spy(worker)
+    probes: list[str] = []
+    run = worker._maint_db.run
+
+    async def maintenance(statement: _store.Query[Any]) -> Any:
+        if statement.sql == q.JOBS_CLAIM_PROBE:
+            probes.append(statement.params["queue"])  # type: ignore[index]
+        return await run(statement)
+
+    worker._maint_db.run = maintenance  # type: ignore[method-assign]
+    await run_worker_until(worker, lambda: sum(pages > 0 for pages in spy.pages) >= 3)
+    # The scenario: the claims' descents alone read more than the allowance of one queue.
+    assert min(p for p in spy.pages if p) > 10 + 100, spy.pages
+    assert probes == [], (len(probes), spy.pages)
