@@ -371,7 +371,9 @@ class Worker:
                 await self._acker.written(self.stopping)
                 continue
             if self.events.pending >= self._ack_backlog:
-                await self._callbacks_behind()
+                if self.burst and await self._idle():  # nothing left: callbacks get the drain
+                    break
+                await self._callbacks_behind(self.poll_interval if self.burst else None)
                 continue
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
@@ -439,10 +441,11 @@ class Worker:
             if self.burst and not jobs and await self._idle():
                 break
 
-    async def _callbacks_behind(self) -> None:
-        """Wait until a callback ends: callbacks slower than the jobs would pile up without
-        end (a sync one waits for one of the loop's few default threads). Warn once a minute:
-        a callback that never ends stops the worker here."""
+    async def _callbacks_behind(self, timeout: float | None) -> None:
+        """Wait until a callback ends (or ``timeout`` passes: a burst worker looks whether
+        anything is left): callbacks slower than the jobs would pile up without end (a sync
+        one waits for one of the loop's few default threads). Warn once a minute: callbacks
+        that never end stop the worker's claims here."""
         now = time.monotonic()
         if now >= self._callbacks_warned_at + 60:
             self._callbacks_warned_at = now
@@ -451,7 +454,9 @@ class Worker:
                 self.events.pending, extra={"action": "callbacks_behind"},
             )  # fmt: skip
         self.events.callback_ended.clear()
-        await first_set(self.events.callback_ended, self.stopping)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await first_set(self.events.callback_ended, self.stopping)
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
         """After a claim from the head that counted pages: if it read many more claim-index

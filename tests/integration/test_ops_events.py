@@ -118,6 +118,34 @@ async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
     assert actions.count("callbacks_behind") == 1
 
 
+async def test_a_burst_worker_behind_callbacks_that_never_return_ends_when_idle(
+    dsn: str, conn: Any
+) -> None:
+    """A burst worker whose ack backlog (max(ack_batch, concurrency): 1 here, 200 by default)
+    of on_success callbacks never return, and no job is left: it must end, as it does when
+    fewer callbacks hang (shutdown gives them shutdown_timeout), not wait for a callback to
+    end before it looks whether anything is left."""
+    gate = asyncio.Event()
+
+    async def on_success(event: pgqueue.JobEvent) -> None:
+        await gate.wait()
+
+    app = make_app(dsn, on_success=on_success)
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues={"q": 1}, ack_batch=1, burst=True, poll_interval=0.05,
+                   shutdown_timeout=0.2)  # fmt: skip
+    runner = asyncio.create_task(w.run())
+    try:
+        ended, _ = await asyncio.wait([runner], timeout=10)
+        assert ended, "the burst worker waits for a callback that never returns"
+        assert states(dsn) == {"succeeded": 1}
+    finally:
+        w.stop()
+        gate.set()
+        await runner
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and
