@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,6 +24,23 @@ def snoozing_app(dsn: str) -> pgqueue.PgQueue:
     @app.task(name="snooze", queue="q")
     async def snooze() -> None:
         raise pgqueue.Retry(3600)
+
+    return app
+
+
+def snoozing_once_app(dsn: str, first: Callable[[], object] | None = None) -> pgqueue.PgQueue:
+    """An app whose task "snooze_once" raises Retry(3600) on its first run, after calling
+    ``first`` in a thread, and returns on the runs after it."""
+    app = pgqueue.PgQueue(dsn)
+    ran: list[int] = []
+
+    @app.task(name="snooze_once", queue="q")
+    async def snooze_once() -> None:
+        ran.append(1)
+        if len(ran) == 1:
+            if first is not None:
+                await asyncio.to_thread(first)
+            raise pgqueue.Retry(3600)
 
     return app
 
@@ -153,15 +171,7 @@ async def test_a_retry_refused_with_its_failure_is_not_reported_and_its_lease_ta
     retrying (log, listeners, stats) and must not hold it in Worker._retrying; it logs
     outcome_unwritten naming the job, whose lease expires and whose rescue runs it again."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    app = pgqueue.PgQueue(dsn)
-    ran: list[int] = []
-
-    @app.task(name="snooze_once", queue="q")
-    async def snooze_once() -> None:
-        ran.append(1)
-        if len(ran) == 1:
-            raise pgqueue.Retry(3600)
-
+    app = snoozing_once_app(dsn)
     job_id = app.using("snooze_once").enqueue(conn)
     conn.commit()
     query(dsn, REFUSE_FIRST_ATTEMPT)
@@ -193,17 +203,8 @@ async def test_a_retry_whose_lease_passed_on_before_its_ack_is_not_reported(
     holds none, and the job's next attempt succeeds. The worker must not report the retry
     (log, listeners, stats): a retry is reported once written."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    app = pgqueue.PgQueue(dsn)
-    ran: list[int] = []
-
-    @app.task(name="lost_retry", queue="q")
-    async def lost_retry() -> None:
-        ran.append(1)
-        if len(ran) == 1:
-            await asyncio.to_thread(query, dsn, PUT_BACK)
-            raise pgqueue.Retry(3600)
-
-    app.using("lost_retry").enqueue(conn)
+    app = snoozing_once_app(dsn, lambda: query(dsn, PUT_BACK))
+    app.using("snooze_once").enqueue(conn)
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05)
     seen: list[str] = []
