@@ -146,6 +146,27 @@ async def test_a_burst_worker_behind_callbacks_that_never_return_ends_when_idle(
         await runner
 
 
+async def test_callbacks_left_running_at_shutdown_are_logged(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A sync on_success that has not returned when the time shutdown gives callbacks is up:
+    the worker stops without it (its thread abandoned, callbacks not yet started dropped).
+    It must say so in a callbacks_abandoned record counting them, as it logs the jobs it
+    abandons; it used to stop without a word of the callbacks that never ended."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    gate = threading.Event()
+    app = make_app(dsn, on_success=lambda event: gate.wait())
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
+    try:
+        await asyncio.wait_for(w.run(), 15)
+    finally:
+        gate.set()
+    [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
+    assert (left.levelno, left.callbacks) == (logging.WARNING, 1)  # type: ignore[attr-defined]
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and
