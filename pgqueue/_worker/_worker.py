@@ -511,7 +511,9 @@ class Worker:
                     " yet due; skipping them for %.0f s", saved, pause,
                     extra={"action": "claim_skipping", "pages": saved},
                 )  # fmt: skip
-                self._skip_until = max(self._skip_until, now + pause)
+                # This probe's queues skip as long as it says: an earlier probe's longer
+                # period was measured over other queues, or over their older state.
+                self._skip_until = now + pause
                 self._skip_saved = queues
             else:
                 self._skip_quiet_until = now + _SKIP_QUIET
