@@ -371,7 +371,8 @@ class Worker:
                 await self._acker.written(self.stopping)
                 continue
             if self.events.pending >= self._ack_backlog:
-                if self.burst and await self._idle():  # nothing left: callbacks get the drain
+                # Burst mode: nothing left, and callbacks get the time shutdown gives them.
+                if self.burst and not self._running and await self._idle():
                     break
                 await self._callbacks_behind(self.poll_interval if self.burst else None)
                 continue
