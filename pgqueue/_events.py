@@ -131,9 +131,16 @@ class WorkerEvents:
 
     async def drain(self, timeout: float) -> None:
         """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown);
-        then leave the threads of those that did not, as the worker leaves its task threads."""
+        then say how many did not, and leave their threads, as the worker leaves its task
+        threads (those not yet started never run)."""
         if self._callbacks:
             await asyncio.wait(list(self._callbacks), timeout=timeout)
+        if self._callbacks:
+            log.warning(
+                "%s on_success / on_failure callbacks had not ended %s s into shutdown; the"
+                " worker stops without them", len(self._callbacks), timeout,
+                extra={"action": "callbacks_abandoned", "callbacks": len(self._callbacks)},
+            )  # fmt: skip
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
 

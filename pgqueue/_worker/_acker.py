@@ -36,8 +36,9 @@ async def first_set(*events: asyncio.Event) -> None:
             waiter.cancel()
 
 
-Settled = Callable[[list[Outcome], list[int]], None]
-"""Told of each written batch and the ids of its retries that the database ended cancelled."""
+Settled = Callable[[list[Outcome], Acked], None]
+"""Told of each written batch, and of what the database did with it: the ids it applied
+(an outcome whose lease passed on is not), and those of its retries it ended cancelled."""
 
 Refused = Callable[[Outcome, Outcome | None], None]
 """Told of an outcome the database refused, with the failure written in its place, or ``None``
@@ -122,7 +123,7 @@ class Acker:
             crash_point("after_ack")
         self._report_lost(written, set(acked.ids))
         if self.settled is not None:
-            self.settled(written, acked.cancelled)
+            self.settled(written, acked)
 
     async def _again(self, taken: list[Outcome], applied: set[int]) -> Acked:
         """Write once more the outcomes a statement did not apply, from a new snapshot.

@@ -83,12 +83,14 @@ _WALKED_TO_RESUME_IDLE = 1_000
 # returning the entries that fail it, about 200 to a page. 100 pages are about 20,000 such
 # jobs, 0.7 ms of a claim; a claim that skips them (JOBS_CLAIM_ONE_SKIP) costs 0.2-0.5 ms
 # more than one from the head. A claim's own pages: the descent and its rows' and walked
-# entries' pages, counted generously (100 to a page). Entries of claimed jobs that a scan
-# found dead are skipped inside the index too, so such a claim only makes the worker probe
-# (JOBS_CLAIM_PROBE): it skips if skipping saves that many pages, and otherwise does not
-# probe again for _SKIP_QUIET seconds.
+# entries' pages, counted generously (100 to a page), and a descent for each more queue it
+# claims (3 pages in an index of 100,000 entries, 4 up to billions, and a leaf more where the
+# queue's entries end). Entries of claimed jobs that a scan found dead are skipped inside the
+# index too, so such a claim only makes the worker probe (JOBS_CLAIM_PROBE): it skips if
+# skipping saves that many pages, and otherwise does not probe again for _SKIP_QUIET seconds.
 _PAGES_TO_SKIP = 100
 _PAGES_OF_DESCENT = 10
+_PAGES_PER_QUEUE = 5
 _ENTRIES_PER_PAGE = 100
 _SKIP_QUIET = 10.0
 
@@ -369,7 +371,10 @@ class Worker:
                 await self._acker.written(self.stopping)
                 continue
             if self.events.pending >= self._ack_backlog:
-                await self._callbacks_behind()
+                # Burst mode: nothing left, and callbacks get the time shutdown gives them.
+                if self.burst and not self._running and await self._idle():
+                    break
+                await self._callbacks_behind(self.poll_interval if self.burst else None)
                 continue
             wanted = {q: min(n, self.batch_size) for q, n in self._free.items() if n > 0}
             if not wanted:
@@ -437,10 +442,11 @@ class Worker:
             if self.burst and not jobs and await self._idle():
                 break
 
-    async def _callbacks_behind(self) -> None:
-        """Wait until a callback ends: callbacks slower than the jobs would pile up without
-        end (a sync one waits for one of the loop's few default threads). Warn once a minute:
-        a callback that never ends stops the worker here."""
+    async def _callbacks_behind(self, timeout: float | None) -> None:
+        """Wait until a callback ends (or ``timeout`` passes: a burst worker looks whether
+        anything is left): callbacks slower than the jobs would pile up without end (a sync
+        one waits for one of the loop's few default threads). Warn once a minute: callbacks
+        that never end stop the worker's claims here."""
         now = time.monotonic()
         if now >= self._callbacks_warned_at + 60:
             self._callbacks_warned_at = now
@@ -449,15 +455,19 @@ class Worker:
                 self.events.pending, extra={"action": "callbacks_behind"},
             )  # fmt: skip
         self.events.callback_ended.clear()
-        await first_set(self.events.callback_ended, self.stopping)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await first_set(self.events.callback_ended, self.stopping)
 
     def _note_pages(self, claim: _store.Claim, wanted: dict[str, int], now: float) -> None:
         """After a claim from the head that counted pages: if it read many more claim-index
-        pages than its entries fill, or none (planned from statistics that saw no job due, it
-        scanned the table, whose pages it does not count), have _watch_skipping find out
-        whether skipping the jobs not yet due would save them (see _PAGES_TO_SKIP)."""
+        pages than its entries fill and its descents (one per queue) read, or none (planned
+        from statistics that saw no job due, it scanned the table, whose pages it does not
+        count), have _watch_skipping find out whether skipping the jobs not yet due would
+        save them (see _PAGES_TO_SKIP)."""
         filled = (claim.walked + len(claim.rows)) // _ENTRIES_PER_PAGE
-        extra = claim.pages - _PAGES_OF_DESCENT - filled
+        descents = _PAGES_OF_DESCENT + _PAGES_PER_QUEUE * (len(wanted) - 1)
+        extra = claim.pages - descents - filled
         if (
             (extra > _PAGES_TO_SKIP or not claim.pages)
             and now >= self._skip_quiet_until
@@ -502,7 +512,9 @@ class Worker:
                     " yet due; skipping them for %.0f s", saved, pause,
                     extra={"action": "claim_skipping", "pages": saved},
                 )  # fmt: skip
-                self._skip_until = max(self._skip_until, now + pause)
+                # This probe's queues skip as long as it says: an earlier probe's longer
+                # period was measured over other queues, or over their older state.
+                self._skip_until = now + pause
                 self._skip_saved = queues
             else:
                 self._skip_quiet_until = now + _SKIP_QUIET
@@ -694,17 +706,19 @@ class Worker:
         setattr(self.stats, name, getattr(self.stats, name) + by)
         # The job's log record is written by self.events.job_finished, with all its fields.
 
-    def _settled(self, written: list[Outcome], cancelled: list[int]) -> None:
+    def _settled(self, written: list[Outcome], acked: _store.Acked) -> None:
         """Report the retries of a written batch as the database ended them: a job asked to
-        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK)."""
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK); one whose
+        lease passed on is not reported (the acker's ack_lease_lost record names it)."""
         if not self._retrying:
             return
+        applied = set(acked.ids)
         for outcome in written:
             held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
-            if held is None:
+            if held is None or outcome.job_id not in applied:
                 continue
             ctx, started, ended = held
-            if outcome.state == "queued" and outcome.job_id in cancelled:
+            if outcome.state == "queued" and outcome.job_id in acked.cancelled:
                 outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
                                   error="cancelled on request")  # fmt: skip
             self._count("retried" if outcome.state == "queued" else outcome.state)

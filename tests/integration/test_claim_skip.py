@@ -5,6 +5,8 @@ such pages switches to claims that read each priority's due jobs only."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -373,3 +375,54 @@ async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_
     assert any(spy.skipping), spy.skipping
     [(left,)] = query(dsn, "SELECT count(*) FROM pgqueue.active_jobs WHERE state = 'queued'")
     assert left == 30_000
+
+
+async def test_a_worker_of_many_queues_on_a_deep_index_does_not_probe_for_their_descents(
+    dsn: str,
+) -> None:
+    """100,000 jobs of another queue make the claim index three levels deep: a claim of 50
+    empty queues descends it 50 times, about 150 pages, and steps over no job not yet due.
+    Those pages are the claim's own, for each queue it claims: the worker must not probe."""
+    schedule(dsn, "other", 100_000, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    queues = {f"q{i:02}": 1 for i in range(50)}
+    worker = t.app.worker(dsn=dsn, queues=queues, poll_interval=0.05)
+    spy = Spy(worker)
+    probes: list[str] = []
+    run = worker._maint_db.run
+
+    async def maintenance(statement: _store.Query[Any]) -> Any:
+        if statement.sql == q.JOBS_CLAIM_PROBE:
+            probes.append(statement.params["queue"])  # type: ignore[index]
+        return await run(statement)
+
+    worker._maint_db.run = maintenance  # type: ignore[method-assign]
+    await run_worker_until(worker, lambda: sum(pages > 0 for pages in spy.pages) >= 3)
+    # The scenario: the claims' descents alone read more than the allowance of one queue.
+    assert min(p for p in spy.pages if p) > 10 + 100, spy.pages
+    assert probes == [], (len(probes), spy.pages)
+
+
+async def test_the_probe_that_measured_a_queue_decides_how_long_its_claims_skip(dsn: str) -> None:
+    """A probe of queue "a" found that skipping saves it thousands of pages: its claims skip
+    for a minute. A later probe of "b" alone finds that skipping saves "b" about 150 pages
+    a claim, a second or two of skipping, and claims of "b" skip as that probe says: not for
+    what is left of the minute that "a"'s probe set, which measured nothing of "b"."""
+    schedule(dsn, "b", 30_000, 5)
+    enqueue(dsn, "b", 10, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    worker = t.app.worker(dsn=dsn, queues={"a": 4, "b": 4})
+    now = time.monotonic()
+    worker._skip_until, worker._skip_saved = now + 60, {"a": 6_000}
+    worker._probe = {"b": 4}
+    worker._probe_wanted.set()
+    watching = asyncio.create_task(worker._watch_skipping())
+    try:
+        async with asyncio.timeout(10):
+            while "b" not in worker._skip_saved and not worker._skip_quiet_until:
+                await asyncio.sleep(0.01)
+    finally:
+        watching.cancel()
+        await worker._maint_db.close()
+    assert worker._skip_saved.get("b", 0) > 100, worker._skip_saved  # the scenario
+    assert worker._skip_until < now + 10, worker._skip_until - now

@@ -118,6 +118,55 @@ async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
     assert actions.count("callbacks_behind") == 1
 
 
+async def test_a_burst_worker_behind_callbacks_that_never_return_ends_when_idle(
+    dsn: str, conn: Any
+) -> None:
+    """A burst worker whose ack backlog (max(ack_batch, concurrency): 1 here, 200 by default)
+    of on_success callbacks never return, and no job is left: it must end, as it does when
+    fewer callbacks hang (shutdown gives them shutdown_timeout), not wait for a callback to
+    end before it looks whether anything is left."""
+    gate = asyncio.Event()
+
+    async def on_success(event: pgqueue.JobEvent) -> None:
+        await gate.wait()
+
+    app = make_app(dsn, on_success=on_success)
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues={"q": 1}, ack_batch=1, burst=True, poll_interval=0.05,
+                   shutdown_timeout=0.2)  # fmt: skip
+    runner = asyncio.create_task(w.run())
+    try:
+        ended, _ = await asyncio.wait([runner], timeout=10)
+        assert ended, "the burst worker waits for a callback that never returns"
+        assert states(dsn) == {"succeeded": 1}
+    finally:
+        w.stop()
+        gate.set()
+        await runner
+
+
+async def test_callbacks_left_running_at_shutdown_are_logged(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A sync on_success that has not returned when the time shutdown gives callbacks is up:
+    the worker stops without it (its thread abandoned, callbacks not yet started dropped).
+    It must say so in a callbacks_abandoned record counting them, as it logs the jobs it
+    abandons; it used to stop without a word of the callbacks that never ended."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    gate = threading.Event()
+    app = make_app(dsn, on_success=lambda event: gate.wait())
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
+    try:
+        await asyncio.wait_for(w.run(), 15)
+    finally:
+        gate.set()
+    [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
+    assert (left.levelno, left.callbacks) == (logging.WARNING, 1)  # type: ignore[attr-defined]
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,6 +24,23 @@ def snoozing_app(dsn: str) -> pgqueue.PgQueue:
     @app.task(name="snooze", queue="q")
     async def snooze() -> None:
         raise pgqueue.Retry(3600)
+
+    return app
+
+
+def snoozing_once_app(dsn: str, first: Callable[[], object] | None = None) -> pgqueue.PgQueue:
+    """An app whose task "snooze_once" raises Retry(3600) on its first run, after calling
+    ``first`` in a thread, and returns on the runs after it."""
+    app = pgqueue.PgQueue(dsn)
+    ran: list[int] = []
+
+    @app.task(name="snooze_once", queue="q")
+    async def snooze_once() -> None:
+        ran.append(1)
+        if len(ran) == 1:
+            if first is not None:
+                await asyncio.to_thread(first)
+            raise pgqueue.Retry(3600)
 
     return app
 
@@ -153,15 +171,7 @@ async def test_a_retry_refused_with_its_failure_is_not_reported_and_its_lease_ta
     retrying (log, listeners, stats) and must not hold it in Worker._retrying; it logs
     outcome_unwritten naming the job, whose lease expires and whose rescue runs it again."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    app = pgqueue.PgQueue(dsn)
-    ran: list[int] = []
-
-    @app.task(name="snooze_once", queue="q")
-    async def snooze_once() -> None:
-        ran.append(1)
-        if len(ran) == 1:
-            raise pgqueue.Retry(3600)
-
+    app = snoozing_once_app(dsn)
     job_id = app.using("snooze_once").enqueue(conn)
     conn.commit()
     query(dsn, REFUSE_FIRST_ATTEMPT)
@@ -176,3 +186,35 @@ async def test_a_retry_refused_with_its_failure_is_not_reported_and_its_lease_ta
     assert w._retrying == {}
     unwritten = [r for r in caplog.records if getattr(r, "action", None) == "outcome_unwritten"]
     assert [(r.levelno, r.job_id, r.attempt) for r in unwritten] == [(logging.ERROR, job_id, 1)]
+
+
+# What the rescue of an expired lease does to a running job: another worker may claim it now.
+PUT_BACK = """
+UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL
+ WHERE state = 'running'
+"""
+
+
+async def test_a_retry_whose_lease_passed_on_before_its_ack_is_not_reported(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The attempt's lease passes on (its job put back in the queue, as by a rescue) before
+    its retry is written: the ack's fence refuses the retry (ack_lease_lost), the database
+    holds none, and the job's next attempt succeeds. The worker must not report the retry
+    (log, listeners, stats): a retry is reported once written."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = snoozing_once_app(dsn, lambda: query(dsn, PUT_BACK))
+    app.using("snooze_once").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    done = "SELECT state, attempts FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done)[0][0] == "succeeded", timeout=10)
+    assert query(dsn, done) == [("succeeded", 2)]
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert actions.count("ack_lease_lost") == 1, actions
+    assert seen == ["succeeded"]
+    assert (w.stats.retried, w.stats.succeeded) == (0, 1)
+    assert "job_retrying" not in actions
+    assert w._retrying == {}
