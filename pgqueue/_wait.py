@@ -18,7 +18,7 @@ from pgqueue._errors import JobStateError
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
 from pgqueue._options import check_job_id
-from pgqueue._retry import is_finite, is_number
+from pgqueue._retry import is_finite, is_number, shown
 
 
 def _mentions(payload: str, job_id: int) -> bool:
@@ -49,11 +49,11 @@ def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -
     if timeout is not None and not (is_number(timeout) and timeout >= 0 and is_finite(timeout)):
         raise ValueError(
             "timeout must be a finite number of seconds >= 0 (None to wait for ever),"
-            f" got {timeout!r}"
+            f" got {shown(timeout)}"
         )
     if not (is_number(poll_interval) and poll_interval > 0 and is_finite(poll_interval)):
         raise ValueError(
-            f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}"
+            f"poll_interval must be a finite number of seconds > 0, got {shown(poll_interval)}"
         )
 
 
