@@ -167,8 +167,13 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
 
 
 def format_cron_list(statuses: list[ScheduleStatus], app_given: bool = True) -> str:
-    """``cron_list`` as an aligned text table (times in UTC). Without ``app_given`` (the CLI
-    without ``--app``) there is no code to tell whether a schedule still fires."""
+    """``cron_list`` as an aligned text table (times in UTC), or a line saying there are no
+    schedules. Without ``app_given`` (the CLI without ``--app``) there is no code to tell
+    whether a schedule still fires."""
+    if not statuses:
+        if app_given:
+            return "no schedules: the app declares none (@app.periodic) and no ticks are stored"
+        return "no schedules with ticks in the database"
     gone = "not in code: no longer fires" if app_given else "unknown: no app given"
     rows = [("NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)")]
     for s in statuses:
