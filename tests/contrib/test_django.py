@@ -204,6 +204,19 @@ def test_manage_py_pgqueue_enqueue_of_an_unknown_task_names_no_app_option(django
     assert query(django_db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
 
 
+def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:
+    """`pgqueue --app pgqueue.contrib.django:app stats` without --dsn said "no database
+    configured": the CLI read the DSN as a plain PgQueue reads it (PGQUEUE_DSN, DATABASE_URL),
+    past DjangoPgQueue.dsn, which reads Django's DATABASES. An app's own dsn is read again."""
+    env = {k: v for k, v in subprocess_env(django_db).items()
+           if k not in ("PGQUEUE_DSN", "DATABASE_URL", "PGQUEUE_APP")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "pgqueue.contrib.django:app", "stats"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_manage_py_pgqueue_migrate_check_uses_djangos_database(django_setup, empty_dsn) -> None:
     """manage.py pgqueue migrate --check reads Django's database: missing, then current."""
     env = subprocess_env(empty_dsn)
