@@ -44,9 +44,13 @@ class State:
 
     @property
     def dsn(self) -> str:
-        """The database to use: ``--dsn``, else the app's."""
+        """The database to use: ``--dsn``, else the app's: its own ``dsn`` if its class has
+        one (``DjangoPgQueue`` reads Django's settings), else as PgQueue reads it, with a
+        message that says to pass ``--dsn`` when there is none."""
         if self._dsn:
             return normalize_dsn(self._dsn)
+        if type(self.app).dsn is not PgQueue.dsn:
+            return self.app.dsn
         return self.app._configured_dsn("pass --dsn DSN")
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import psycopg
+from click.core import ParameterSource
 
 from pgqueue import _ops
 from pgqueue._cli import NO_APP, Seconds, friendly_errors
@@ -286,10 +287,11 @@ def _check_registered(state: State, task: str) -> None:
         return
     close = difflib.get_close_matches(task, state.app.tasks, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise click.ClickException(
-        f"the app {state.app_path!r} registers no task {task!r}{hint}; without --app, a task is"
-        " enqueued by any name"
-    )
+    # Unless a caller such as manage.py pgqueue supplied the app, where no --app is to drop.
+    source = click.get_current_context().find_root().get_parameter_source("app_path")
+    if source is not ParameterSource.DEFAULT_MAP:
+        hint += "; without --app, a task is enqueued by any name"
+    raise click.ClickException(f"the app {state.app_path!r} registers no task {task!r}{hint}")
 
 
 @click.command()

@@ -17,7 +17,8 @@ class PgQueueError(Exception):
 
 
 class ConfigurationError(PgQueueError):
-    """pgqueue was set up wrongly: no DSN, an app path that does not import, and so on."""
+    """pgqueue was set up wrongly: no DSN configured or one libpq cannot parse, a worker name
+    a live worker on this host holds, metrics without ``prometheus_client`` installed."""
 
 
 class SchemaError(PgQueueError):

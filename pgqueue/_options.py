@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pgqueue._retry import RetryPolicy, check_delay, is_finite, is_number
+from pgqueue._retry import RetryPolicy, check_delay, is_finite, is_number, shown
 
 Executor = Literal["auto", "async", "thread", "process"]
 OnConflict = Literal["existing", "raise"]
@@ -68,7 +68,7 @@ def check_job_id(job_id: int) -> int:
         value = None
     if isinstance(job_id, bool) or value is None or not BIGINT_MIN <= value <= BIGINT_MAX:
         raise ValueError(
-            f"invalid job id {job_id!r}: a job id is an int from {BIGINT_MIN} to {BIGINT_MAX}"
+            f"invalid job id {shown(job_id)}: a job id is an int from {BIGINT_MIN} to {BIGINT_MAX}"
         )
     return value
 
@@ -84,7 +84,7 @@ def check_count(value: Any, what: str, minimum: int = 1, maximum: int | None = N
     ):
         return value
     allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-    raise ValueError(f"{what} must be an int {allowed}, got {value!r}")
+    raise ValueError(f"{what} must be an int {allowed}, got {shown(value)}")
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -96,7 +96,7 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
         raise ValueError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if seconds != seconds or seconds < 0:  # NaN or negative
-        raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
+        raise ValueError(f"{what} must be a number of seconds >= 0, got {shown(value)}")
     return seconds
 
 
@@ -109,7 +109,8 @@ def _timeout(value: float | timedelta) -> float:
     seconds = _seconds(value, "timeout")
     if seconds is None or not (seconds > 0 and is_finite(seconds)):
         raise ValueError(
-            f"timeout must be a finite number of seconds > 0 (None for no timeout), got {value!r}"
+            "timeout must be a finite number of seconds > 0 (None for no timeout),"
+            f" got {shown(value)}"
         )
     return float(seconds)
 
@@ -165,8 +166,8 @@ class JobOptions:
             raise ValueError(f"priority must be an int, got {self.priority!r}")
         if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
             raise ValueError(
-                f"priority {self.priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX}"
-                " (higher runs first)"
+                f"priority {shown(self.priority)} is out of range:"
+                f" use {PRIORITY_MIN}..{PRIORITY_MAX} (higher runs first)"
             )
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise ValueError(f"max_attempts must be an int, got {self.max_attempts!r}")

@@ -18,7 +18,7 @@ from pgqueue import _json, _store
 from pgqueue._connections import normalize_dsn
 from pgqueue._cron import CronSpec, next_tick
 from pgqueue._options import check_given_name, check_queue
-from pgqueue._retry import is_number
+from pgqueue._retry import is_number, shown
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def check_catch_up(catch_up: float | timedelta) -> timedelta:
     # NaN fails the comparison too, so timedelta() never sees NaN or infinity, which it
     # refuses with errors of its own ("cannot convert float NaN to integer").
     if not 1 <= seconds <= MAX_CATCH_UP.total_seconds():
-        raise ValueError(f"catch_up must be between 1 second and 7 days, got {catch_up!r}")
+        raise ValueError(f"catch_up must be between 1 second and 7 days, got {shown(catch_up)}")
     return catch_up if isinstance(catch_up, timedelta) else timedelta(seconds=catch_up)
 
 
@@ -167,8 +167,13 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
 
 
 def format_cron_list(statuses: list[ScheduleStatus], app_given: bool = True) -> str:
-    """``cron_list`` as an aligned text table (times in UTC). Without ``app_given`` (the CLI
-    without ``--app``) there is no code to tell whether a schedule still fires."""
+    """``cron_list`` as an aligned text table (times in UTC), or a line saying there are no
+    schedules. Without ``app_given`` (the CLI without ``--app``) there is no code to tell
+    whether a schedule still fires."""
+    if not statuses:
+        if app_given:
+            return "no schedules: the app declares none (@app.periodic) and no ticks are stored"
+        return "no schedules with ticks in the database"
     gone = "not in code: no longer fires" if app_given else "unknown: no app given"
     rows = [("NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)")]
     for s in statuses:

@@ -28,13 +28,28 @@ def is_finite(value: float) -> bool:
     return -sys.float_info.max <= value <= sys.float_info.max
 
 
+# Ints longer than this are shown by their size: repr() refuses past 4,300 digits, and a
+# message of thousands of digits says no more than its size does.
+_SHOWN_DIGITS = 100
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, bounded: an int of more than 100 digits (such as
+    ``10**5000``, which repr() refuses) is shown as its number of digits."""
+    if not isinstance(value, int) or abs(value) < 10**_SHOWN_DIGITS:
+        return repr(value)
+    digits = int(abs(value).bit_length() * math.log10(2))  # the count, or one short of it
+    digits += abs(value) >= 10**digits
+    return f"{'a negative' if value < 0 else 'an'} int of {digits} digits"
+
+
 def check_delay(value: float, what: str) -> float:
     """``value`` as a float if it is a wait SQL can hold (0 to ``MAX_DELAY`` seconds), else
     ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
     if not 0 <= value <= MAX_DELAY:
         raise ValueError(
             f"{what} must be a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years), "
-            f"got {value!r}"
+            f"got {shown(value)}"
         )
     return float(value)
 
@@ -56,18 +71,18 @@ class RetryPolicy:
         for name in ("base", "factor", "cap"):
             value = getattr(self, name)
             if not is_number(value):
-                raise ValueError(f"RetryPolicy {name} must be a number, got {value!r}")
+                raise ValueError(f"RetryPolicy {name} must be a number, got {shown(value)}")
         if not isinstance(self.jitter, bool):
             raise ValueError(f"RetryPolicy jitter must be True or False, got {self.jitter!r}")
         # Written as "not in range" so that NaN, which compares false, fails too.
         if not 0 <= self.base < math.inf:
             raise ValueError(
-                f"RetryPolicy base must be a finite number of seconds >= 0, got {self.base!r}"
+                f"RetryPolicy base must be a finite number of seconds >= 0, got {shown(self.base)}"
             )
         check_delay(self.cap, "RetryPolicy cap")
         if not 1 <= self.factor < math.inf:
             raise ValueError(
-                f"RetryPolicy factor must be a finite number >= 1, got {self.factor!r}"
+                f"RetryPolicy factor must be a finite number >= 1, got {shown(self.factor)}"
             )
 
     def ceiling(self, attempt: int) -> float:

@@ -18,7 +18,7 @@ from pgqueue._errors import JobStateError
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
 from pgqueue._options import check_job_id
-from pgqueue._retry import is_finite, is_number
+from pgqueue._retry import is_finite, is_number, shown
 
 
 def _mentions(payload: str, job_id: int) -> bool:
@@ -46,21 +46,27 @@ def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> fl
 def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
     # A NaN timeout never expired and a poll_interval of 0 or less re-read the row in a loop.
     check_job_id(job_id)
-    if timeout is not None and not (is_number(timeout) and timeout >= 0 and is_finite(timeout)):
+    if timeout is not None and not (is_number(timeout) and timeout >= 0):
         raise ValueError(
-            "timeout must be a finite number of seconds >= 0 (None to wait for ever),"
-            f" got {timeout!r}"
+            "timeout must be a number of seconds >= 0 (None or math.inf to wait for ever),"
+            f" got {shown(timeout)}"
         )
     if not (is_number(poll_interval) and poll_interval > 0 and is_finite(poll_interval)):
         raise ValueError(
-            f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}"
+            f"poll_interval must be a finite number of seconds > 0, got {shown(poll_interval)}"
         )
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """When to give up, on the monotonic clock; ``None`` for ever (no timeout, ``math.inf``,
+    or an int past every float, which the clock's float arithmetic cannot take)."""
+    return None if timeout is None or not is_finite(timeout) else time.monotonic() + timeout
 
 
 def wait_sync(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = _deadline(timeout)
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.cursor() as cur:
             _store.run(cur, _store.listen_finished())
@@ -79,7 +85,7 @@ def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> No
 async def wait(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
     """Async twin of :func:`wait_sync`."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = _deadline(timeout)
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         async with conn.cursor() as cur:
             await _store.arun(cur, _store.listen_finished())

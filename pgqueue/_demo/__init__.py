@@ -37,11 +37,14 @@ def run_demo(dsn: str | None, orders: int) -> None:
 def _run_demo(dsn: str | None, orders: int) -> None:
     if dsn:
         dsn = normalize_dsn(dsn)
-        click.echo(f"Using the database in PGQUEUE_DSN ({_where(dsn)}).")
+        click.echo(f"Using the database given by --dsn or PGQUEUE_DSN ({_where(dsn)}).")
         placed = _demo(dsn, orders)
         show_leftovers(placed)
         return
-    click.echo("PGQUEUE_DSN is not set: starting a throwaway embedded PostgreSQL (pgserver).")
+    click.echo(
+        "No database given (--dsn or PGQUEUE_DSN): starting a throwaway embedded PostgreSQL"
+        " (pgserver)."
+    )
     with embedded_server() as embedded:
         _demo(embedded, orders)
     click.echo("The embedded PostgreSQL is stopped and its data directory deleted.")

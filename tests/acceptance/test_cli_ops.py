@@ -306,6 +306,18 @@ def test_cron_list_without_an_app_says_it_shows_only_the_database_schedules(dsn:
     assert row.endswith("unknown: no app given")
 
 
+def test_cron_list_with_no_schedules_says_there_are_none(dsn: str) -> None:
+    """An app that declares no schedule, on a database without ticks, printed the table's
+    header alone; now one line says there are none (and where they would come from)."""
+    app = ("--app", "tests.acceptance.app_under_test:app")  # tasks, no schedule
+    assert pgqueue(dsn, *app, "cron", "list").stdout.splitlines() == [
+        "no schedules: the app declares none (@app.periodic) and no ticks are stored"
+    ]
+    assert pgqueue(dsn, "cron", "list").stdout.splitlines() == [
+        "no schedules with ticks in the database"
+    ]
+
+
 NO_APP_FOR_CRON = (
     "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP) to list the schedules its"
     " code defines, with their next ticks; shown here are only the schedules with ticks in the"

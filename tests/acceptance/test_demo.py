@@ -113,3 +113,14 @@ def test_demo_without_dsn_or_pgserver_says_what_to_install() -> None:
         "Error: the demo needs a database: pass --dsn DSN or set PGQUEUE_DSN, or install the"
         " embedded PostgreSQL with pip install 'pgqueue[demo]'"
     ])  # fmt: skip
+
+
+def test_the_demo_on_dsn_says_where_its_database_comes_from(dsn: str) -> None:
+    """`pgqueue --dsn DSN demo` said "Using the database in PGQUEUE_DSN", which was not set:
+    the demo now names both ways it can have been given."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "demo", "--orders", "8"],
+        env=clean_env(), capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Using the database given by --dsn or PGQUEUE_DSN (host=")

@@ -187,6 +187,36 @@ def test_manage_py_pgqueue_worker_runs_jobs_in_a_subprocess(shop, django_db: str
     ]
 
 
+def test_manage_py_pgqueue_enqueue_of_an_unknown_task_names_no_app_option(django_db) -> None:
+    """manage.py pgqueue enqueue of a name no task has said "without --app, a task is
+    enqueued by any name", though no --app was given (manage.py supplies the app) and there
+    is none to leave out: it names the task and the closest one only."""
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "enqueue",
+         "tests.contrib.django_project.shop.tasks.send_reciept"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.strip().splitlines()) == (1, [
+        "Error: the app 'pgqueue.contrib.django:app' registers no task"
+        " 'tests.contrib.django_project.shop.tasks.send_reciept' (did you mean"
+        " 'tests.contrib.django_project.shop.tasks.send_receipt'?)"
+    ])  # fmt: skip
+    assert query(django_db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:
+    """`pgqueue --app pgqueue.contrib.django:app stats` without --dsn said "no database
+    configured": the CLI read the DSN as a plain PgQueue reads it (PGQUEUE_DSN, DATABASE_URL),
+    past DjangoPgQueue.dsn, which reads Django's DATABASES. An app's own dsn is read again."""
+    env = {k: v for k, v in subprocess_env(django_db).items()
+           if k not in ("PGQUEUE_DSN", "DATABASE_URL", "PGQUEUE_APP")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "pgqueue.contrib.django:app", "stats"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_manage_py_pgqueue_migrate_check_uses_djangos_database(django_setup, empty_dsn) -> None:
     """manage.py pgqueue migrate --check reads Django's database: missing, then current."""
     env = subprocess_env(empty_dsn)

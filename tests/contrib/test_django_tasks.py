@@ -246,6 +246,23 @@ def test_worker_in_another_process_runs_the_task_and_this_one_reads_it(shop, dja
     assert order.receipt_sent
 
 
+def test_manage_py_pgqueue_enqueue_keeps_a_django_tasks_options(shop, django_db) -> None:
+    """manage.py pgqueue enqueue of a django.tasks task with its own queue_name enqueued to
+    the app's default queue, where a worker of its queue never looks, with the app's
+    priority and attempts: the task was registered without its options. It is enqueued as
+    the task itself enqueues (queue_name, priority, the backend's MAX_ATTEMPTS)."""
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "enqueue",
+         "tests.contrib.django_project.shop.tasks.mark_sent", "--args", "[1]"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    own = shop.mark_sent.enqueue(1)  # the task's own enqueue, for comparison
+    options = "SELECT queue, priority, max_attempts FROM pgqueue.jobs WHERE id = %s"
+    assert query(django_db, options, [int(done.stdout)]) == [("emails", 50, 1)]
+    assert query(django_db, options, [int(own.id)]) == [("emails", 50, 1)]
+
+
 def test_eager_mode_refuses_django_tasks_with_a_clear_error(shop, django_db: str) -> None:
     """pgqueue's eager mode writes no row, and a django.tasks result is read from its job's
     row: the enqueue failed on an assert, or described whatever job held the eager call's

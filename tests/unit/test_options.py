@@ -6,6 +6,7 @@ import math
 import re
 import socket
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from typing import Any
 
 import pytest
 
@@ -314,6 +315,33 @@ def test_an_int_past_every_float_is_refused_naming_the_option_and_range(
     if option == "timeout":  # a task's own option too
         with pytest.raises(ValueError, match=re.escape(message)):
             app.task(name="y", timeout=value)(_fails)
+
+
+TOO_LONG = 10**5000  # past the 4,300 digits repr() writes of an int
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [(lambda app: app.task(name="x")(_fails).using(delay=TOO_LONG), "delay must be"),
+     (lambda app: app.task(name="x")(_fails).using(delay=-TOO_LONG), "delay must be"),
+     (lambda app: app.task(name="x", timeout=TOO_LONG)(_fails), "timeout must be"),
+     (lambda app: app.task(name="x", priority=TOO_LONG)(_fails), "priority"),
+     (lambda app: app.wait_sync(TOO_LONG), "invalid job id"),
+     (lambda app: app.wait_sync(1, timeout=-TOO_LONG), "timeout must be"),
+     (lambda app: app.wait_sync(1, poll_interval=TOO_LONG), "poll_interval must be"),
+     (lambda app: pgqueue.RetryPolicy(cap=TOO_LONG), "RetryPolicy cap must be"),
+     (lambda app: app.periodic("* * * * *", catch_up=TOO_LONG)(_fails), "catch_up must be")],
+    ids=["delay", "negative delay", "timeout", "priority", "job id",
+         "wait timeout", "poll_interval", "cap", "catch_up"],
+)  # fmt: skip
+def test_an_int_too_long_to_print_is_refused_with_its_size(make: Any, message: str) -> None:
+    """using(delay=10**5000) raised Python's own ValueError "Exceeds the limit (4300 digits)
+    for integer string conversion" from formatting the value into the message, which named
+    neither the option nor what it accepts. The message now gives the int's size instead."""
+    app = pgqueue.PgQueue("postgresql://unused")
+    with pytest.raises(ValueError, match=message) as raised:
+        make(app)
+    assert "int of 5001 digits" in str(raised.value)
 
 
 class _NoOffset(tzinfo):

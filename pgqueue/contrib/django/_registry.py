@@ -31,8 +31,10 @@ def django_task(name: str) -> Any:
     return _tasks.get(name)
 
 
-def register(task: Any) -> None:
-    """Make a Django task runnable by pgqueue workers, under its module path."""
+def register(task: Any, max_attempts: int) -> None:
+    """Make a Django task runnable by pgqueue workers, under its module path, with the
+    options it is enqueued with (its queue and priority, the backend's ``max_attempts``), so
+    that one enqueued by name (``manage.py pgqueue enqueue``) gets them too."""
     name: str = task.module_path
     if name in _tasks:
         return
@@ -40,10 +42,11 @@ def register(task: Any) -> None:
     if name in app.tasks:
         raise ValueError(f"{name!r} is already a pgqueue task: give one of them another name")
     _tasks[name] = task
-    if inspect.iscoroutinefunction(task.func):
-        app.task(name=name, executor="async")(_async_runner(name))
-    else:
-        app.task(name=name, executor="thread")(_sync_runner(name))
+    is_async = inspect.iscoroutinefunction(task.func)
+    app.task(
+        name=name, executor="async" if is_async else "thread", queue=task.queue_name,
+        priority=int(task.priority), max_attempts=max_attempts,
+    )(_async_runner(name) if is_async else _sync_runner(name))  # fmt: skip
 
 
 def _started(name: str) -> Any:

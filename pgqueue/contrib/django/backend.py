@@ -89,7 +89,7 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
             self._job(task)
         except ValueError as exc:
             raise dt.InvalidTask(str(exc)) from None
-        _registry.register(task)
+        _registry.register(task, self.max_attempts)
 
     def _job(self, task: Any) -> Any:
         """The pgqueue task a Django task is enqueued as; ``ValueError`` if pgqueue cannot
