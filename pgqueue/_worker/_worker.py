@@ -708,14 +708,18 @@ class Worker:
 
     def _settled(self, written: list[Outcome], acked: _store.Acked) -> None:
         """Report the retries of a written batch as the database ended them: a job asked to
-        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK); one whose
-        lease passed on is not reported (the acker's ack_lease_lost record names it)."""
-        if not self._retrying:
-            return
-        applied = set(acked.ids)
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK). An outcome
+        whose lease passed on is not written (the acker's ack_lease_lost record names it): see
+        _unwritten."""
+        if len(acked.ids) == len(written) and not self._retrying:
+            return  # the common case: every outcome written, none of them a retry
+        applied = acked.applied()
         for outcome in written:
+            if (outcome.job_id, outcome.attempt) not in applied:
+                self._unwritten(outcome)
+                continue
             held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
-            if held is None or outcome.job_id not in applied:
+            if held is None:
                 continue
             ctx, started, ended = held
             if outcome.state == "queued" and outcome.job_id in acked.cancelled:
@@ -728,21 +732,27 @@ class Worker:
         """Correct the report of an outcome the database refused: ``written`` is the failure
         written instead, or ``None`` if nothing was. A retry is reported once written (see
         _settled), so only what is written; other outcomes were reported when they ended."""
-        if outcome.state == "queued":
-            if written is None:  # nothing to report: the job's lease expires, then its rescue
-                self._retrying.pop((outcome.job_id, outcome.attempt), None)
+        if written is None:  # the acker's outcome_unwritten or ack_lease_lost record names it
+            self._unwritten(outcome)
             return
-        if outcome.state == "failed" and written is not None:
-            return  # reported failed, and failed it is
+        if outcome.state in ("queued", "failed"):
+            return  # a retry is reported failed once written; a failure was, and failed it is
         self._count(outcome.state, -1)
-        if written is None:  # the acker's outcome_unwritten record names it; it runs again
-            return
         self._count("failed")
         log.error(
             "job %s attempt %s failed, not %s as reported: %s",
             outcome.job_id, outcome.attempt, outcome.state, written.error,
             extra={"action": "job_failed", "job_id": outcome.job_id, "attempt": outcome.attempt},
         )  # fmt: skip
+
+    def _unwritten(self, outcome: Outcome) -> None:
+        """Forget an outcome the database holds nothing of (its job runs again, or another
+        worker's attempt ends it): a retry was not reported, and another outcome, reported when
+        its attempt ended, leaves worker.stats (the events sent stay sent)."""
+        if outcome.state == "queued":
+            self._retrying.pop((outcome.job_id, outcome.attempt), None)
+        else:
+            self._count(outcome.state, -1)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
