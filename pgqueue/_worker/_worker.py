@@ -206,7 +206,7 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
-        self._writes_done = False  # the last flush at shutdown has ended: no outcome is written
+        self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -687,15 +687,16 @@ class Worker:
 
     def _kept(self, outcome: Outcome, ctx: JobContext) -> bool:
         """Whether the outcome of an attempt the worker stopped is written: not after a lost
-        lease (the job is another attempt's now), nor after the last flush at shutdown (a
-        coroutine abandoned then that ended later: its job is back in the queue)."""
+        lease (the job is another attempt's now), nor once shutdown's writes have ended (a
+        coroutine abandoned then that ended later: its job is back in the queue, or goes back
+        when its lease expires if the last flush failed)."""
         if ctx.cancel_reason == "lease lost":
             return False
         if not self._writes_done:
             return True
         log.warning(
             "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
-            " is not written, and the job, back in the queue, runs again",
+            " is not written, and the job runs again",
             outcome.job_id, outcome.state,
             extra={"action": "outcome_unwritten", "job_id": outcome.job_id,
                    "attempt": outcome.attempt},
@@ -916,6 +917,7 @@ class Worker:
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            self._writes_done = True  # if the last flush failed: the acker has stopped now
             await self._close_connections()
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
 
@@ -945,10 +947,8 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        try:
-            await self._acker.flush()
-        finally:
-            self._writes_done = True
+        await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             log.info(

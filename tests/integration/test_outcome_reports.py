@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -182,3 +183,66 @@ async def test_a_refused_success_whose_failure_met_a_lost_lease_is_counted_once(
     assert (lost.job_id, lost.attempt) == (job_id, 1)
     assert _actions(caplog, "outcome_unwritten") == _actions(caplog, "job_failed") == []
 
+
+async def test_after_a_failed_last_flush_an_abandoned_coroutine_ending_in_the_drain_is_written(
+    dsn: str, conn: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """The last flush at shutdown fails, so the jobs stopped then are not put back, and the
+    acker goes on writing while callbacks drain. A coroutine abandoned at shutdown that ends
+    then is not past the worker's last writes: its outcome must be written with the one the
+    flush failed to write, not dropped as outcome_unwritten (whose job, still running, would
+    wait for its lease to expire to run again)."""
+    monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    release, callback_started, callback_release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def on_success(event: Any) -> None:
+        callback_started.set()
+        await callback_release.wait()
+
+    @app.task(name="fine", queue="q", on_success=on_success)
+    async def fine() -> None:
+        pass
+
+    @app.task(name="stubborn", queue="q")
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    app.using("fine").enqueue(conn)
+    app.using("stubborn").enqueue(conn)
+    conn.commit()
+    # Outcomes wait for a second one (or 20 s): the last flush is the first ack statement.
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=1, ack_batch=2,
+                   ack_interval=20)  # fmt: skip
+    real, failed = w._ack_db.run, asyncio.Event()
+
+    async def run(q: Any) -> Any:
+        if "outcomes" in (getattr(q, "params", None) or {}) and not failed.is_set():
+            failed.set()
+            raise psycopg.OperationalError("injected: the last flush fails")
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    runner = asyncio.create_task(w.run())
+    await asyncio.wait_for(callback_started.wait(), 10)
+    while w.running != 1:
+        await asyncio.sleep(0.02)
+    w.stop()
+    await asyncio.wait_for(failed.wait(), 10)
+    release.set()  # the abandoned coroutine ends while the callback holds the drain
+    ended, written = "SELECT task, state FROM pgqueue.jobs ORDER BY id", False
+    for _ in range(40):  # the drain waits up to shutdown_timeout for the callback
+        written = await asyncio.to_thread(query, dsn, ended) == [
+            ("fine", "succeeded"), ("stubborn", "succeeded"),
+        ]  # fmt: skip
+        if written:
+            break
+        await asyncio.sleep(0.02)
+    callback_release.set()
+    with pytest.raises(psycopg.OperationalError, match="the last flush fails"):
+        await asyncio.wait_for(runner, 30)
+    assert written, query(dsn, ended)
+    assert _actions(caplog, "outcome_unwritten") == []
