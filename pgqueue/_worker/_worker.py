@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -58,14 +58,14 @@ class _Running:
 
 @dataclass
 class WorkerStats:
-    """Counters a worker keeps about itself."""
+    """Counters a worker keeps about itself: jobs claimed, and attempts ended so (an outcome
+    the database then does not write is taken out again; see Worker._unwritten)."""
 
     claimed: int = 0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
     cancelled: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
 
 
 # A claim that read this many claim-index entries beyond the rows it took makes the worker's
