@@ -378,11 +378,24 @@ class Outcome:
 
 
 class Acked(NamedTuple):
-    """What an ack wrote: ``ids`` whose lease still held, and ``cancelled``, those of them
-    that asked for a retry but were ended cancelled, as a cancel was requested meanwhile."""
+    """What an ack wrote: ``ids`` whose lease still held, ``cancelled``, those of them that
+    asked for a retry but were ended cancelled, as a cancel was requested meanwhile, and
+    ``attempts``, the attempt written of each of ``ids``."""
 
     ids: list[int]
     cancelled: list[int]
+    attempts: list[int]
+
+    def applied(self) -> set[tuple[int, int]]:
+        """The (id, attempt) of each outcome written: a stale attempt of a job is not written
+        though its next attempt, in the same batch, is."""
+        return set(zip(self.ids, self.attempts, strict=True))
+
+    def plus(self, other: Acked) -> Acked:
+        """What this ack and ``other`` wrote together."""
+        return Acked(
+            self.ids + other.ids, self.cancelled + other.cancelled, self.attempts + other.attempts
+        )
 
 
 def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:

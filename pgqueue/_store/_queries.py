@@ -553,8 +553,10 @@ _FINISHED_COLUMNS = """
 # (A cancel committed while this statement runs leaves the row running: the snapshot predates
 # the flag, and the retry branch re-checks the locked row and skips it. The acker then sends
 # such an outcome once more, and that statement ends the job cancelled.)
-# It returns one row: the ids it wrote, and those of them it was asked to retry but ended
-# cancelled, so that the worker reports what happened (one row: no per-job tuple to read).
+# It returns one row: the ids it wrote, those of them it was asked to retry but ended
+# cancelled, and the attempt of each id written, so that the worker reports what happened (one
+# row: no per-job tuple to read). An id alone does not name an outcome: a stale attempt and the
+# job's next one can travel in one batch. ids and attempts are sorted by id, to pair them.
 # The fence compares j.state with o.running, a join clause, not with a constant: statistics
 # taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
 # would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
@@ -584,7 +586,7 @@ WITH o AS (
       FROM o
      WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state = 'queued' AND j.id = o.id
        AND j.attempts = o.attempt AND j.state = o.running AND NOT j.cancel_requested
-    RETURNING j.id
+    RETURNING j.id, o.attempt
 ), done AS (
     DELETE FROM pgqueue.active_jobs AS j
      USING o
@@ -612,9 +614,12 @@ WITH o AS (
       FROM done
      WHERE NOT EXISTS (SELECT FROM pgqueue.finished_jobs AS f WHERE f.id = done.id)
     RETURNING id
+), applied AS (
+    SELECT id, attempt FROM retried UNION ALL SELECT id, attempts FROM done
 )
-SELECT ARRAY(SELECT id FROM retried UNION ALL SELECT id FROM done),
-       ARRAY(SELECT id FROM done WHERE new_state = 'queued')
+SELECT ARRAY(SELECT id FROM applied ORDER BY id),
+       ARRAY(SELECT id FROM done WHERE new_state = 'queued'),
+       ARRAY(SELECT attempt FROM applied ORDER BY id)
 """
 
 # A claim counts the attempt (attempts + 1): a queued job whose attempts already is the

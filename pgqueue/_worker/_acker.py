@@ -37,8 +37,8 @@ async def first_set(*events: asyncio.Event) -> None:
 
 
 Settled = Callable[[list[Outcome], Acked], None]
-"""Told of each written batch, and of what the database did with it: the ids it applied
-(an outcome whose lease passed on is not), and those of its retries it ended cancelled."""
+"""Told of each written batch, and of what the database did with it: the outcomes it applied
+(one whose lease passed on is not), and the ids of its retries it ended cancelled."""
 
 Refused = Callable[[Outcome, Outcome | None], None]
 """Told of an outcome the database refused, with the failure written in its place, or ``None``
@@ -112,8 +112,7 @@ class Acker:
                     self._put_back(taken)
                     raise
                 if len(acked.ids) < len(taken):
-                    again = await self._again(taken, set(acked.ids))
-                    acked = Acked(acked.ids + again.ids, acked.cancelled + again.cancelled)
+                    acked = acked.plus(await self._again(taken, acked.applied()))
                 self._done(taken, acked)
 
     def _done(self, written: list[Outcome], acked: Acked) -> None:
@@ -121,24 +120,25 @@ class Acker:
         self._written.set()
         if acked.ids:
             crash_point("after_ack")
-        self._report_lost(written, set(acked.ids))
+        if len(acked.ids) < len(written):
+            self._report_lost(written, acked.applied())
         if self.settled is not None:
             self.settled(written, acked)
 
-    async def _again(self, taken: list[Outcome], applied: set[int]) -> Acked:
+    async def _again(self, taken: list[Outcome], applied: set[tuple[int, int]]) -> Acked:
         """Write once more the outcomes a statement did not apply, from a new snapshot.
 
         Most belong to a lost lease, which the fence refuses again. One may be a retry of a job
         whose cancel committed while the statement ran: that statement saw neither the cancel
         (its snapshot was older) nor the row as retryable (the row it locked was flagged), and
         the job stayed running until its lease expired. The new statement ends it cancelled."""
-        missed = [o for o in taken if o.job_id not in applied]
+        missed = [o for o in taken if (o.job_id, o.attempt) not in applied]
         try:
             return await self.db.run(_store.jobs_ack(missed))
         except (psycopg.Error, OSError):  # as before this second try: their leases settle them
             log.warning("writing %d outcomes again failed", len(missed), exc_info=True,
                         extra={"action": "ack_error"})  # fmt: skip
-            return Acked([], [])
+            return Acked([], [], [])
 
     async def _write_each(
         self, taken: list[Outcome], exc: psycopg.Error
@@ -152,7 +152,7 @@ class Acker:
             len(taken), first_line(exc), extra={"action": "ack_refused"},
         )  # fmt: skip
         written: list[Outcome] = []
-        acked = Acked([], [])
+        acked = Acked([], [], [])
         for i, outcome in enumerate(taken):
             try:
                 try:
@@ -167,15 +167,14 @@ class Acker:
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)
-            acked.ids.extend(one.ids)
-            acked.cancelled.extend(one.cancelled)
+            acked = acked.plus(one)
         return written, acked
 
     async def _write_refused(
         self, outcome: Outcome, exc: psycopg.Error
     ) -> tuple[Outcome | None, Acked]:
         """Record a refused outcome as a failure; returns that failure, or ``None`` when the
-        database refused it too, and tells ``refused`` either way."""
+        database refused it too or its lease had passed on, and tells ``refused`` either way."""
         reason = first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
@@ -193,9 +192,12 @@ class Acker:
                 " is then rescued as worker lost", outcome.job_id, outcome.attempt,
                 outcome.state, extra=_about(outcome, "outcome_unwritten"),
             )  # fmt: skip
-            written, acked = None, Acked([], [])
-        if self.refused is not None:  # a failure whose lease was lost is not written either
-            self.refused(outcome, written if acked.ids else None)
+            written, acked = None, Acked([], [], [])
+        if written is not None and not acked.ids:  # its lease passed on: not written either
+            self._report_lost([failure], set())
+            written = None
+        if self.refused is not None:
+            self.refused(outcome, written)
         return written, acked
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
@@ -208,9 +210,9 @@ class Acker:
         await first_set(self._written, stopping)
 
     @staticmethod
-    def _report_lost(taken: list[Outcome], applied: set[int]) -> None:
+    def _report_lost(taken: list[Outcome], applied: set[tuple[int, int]]) -> None:
         for outcome in taken:
-            if outcome.job_id not in applied:
+            if (outcome.job_id, outcome.attempt) not in applied:
                 log.warning(
                     "job %s attempt %s: lease lost before its outcome was written; discarded",
                     outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_lease_lost"),

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -58,14 +58,14 @@ class _Running:
 
 @dataclass
 class WorkerStats:
-    """Counters a worker keeps about itself."""
+    """Counters a worker keeps about itself: jobs claimed, and attempts ended so (an outcome
+    the database then does not write is taken out again; see Worker._unwritten)."""
 
     claimed: int = 0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
     cancelled: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
 
 
 # A claim that read this many claim-index entries beyond the rows it took makes the worker's
@@ -206,7 +206,7 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
-        self._writes_done = False  # the last flush at shutdown has ended: no outcome is written
+        self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -687,15 +687,16 @@ class Worker:
 
     def _kept(self, outcome: Outcome, ctx: JobContext) -> bool:
         """Whether the outcome of an attempt the worker stopped is written: not after a lost
-        lease (the job is another attempt's now), nor after the last flush at shutdown (a
-        coroutine abandoned then that ended later: its job is back in the queue)."""
+        lease (the job is another attempt's now), nor once shutdown's writes have ended (a
+        coroutine abandoned then that ended later: its job is back in the queue, or goes back
+        when its lease expires if the last flush failed)."""
         if ctx.cancel_reason == "lease lost":
             return False
         if not self._writes_done:
             return True
         log.warning(
             "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
-            " is not written, and the job, back in the queue, runs again",
+            " is not written, and the job runs again",
             outcome.job_id, outcome.state,
             extra={"action": "outcome_unwritten", "job_id": outcome.job_id,
                    "attempt": outcome.attempt},
@@ -708,14 +709,18 @@ class Worker:
 
     def _settled(self, written: list[Outcome], acked: _store.Acked) -> None:
         """Report the retries of a written batch as the database ended them: a job asked to
-        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK); one whose
-        lease passed on is not reported (the acker's ack_lease_lost record names it)."""
-        if not self._retrying:
-            return
-        applied = set(acked.ids)
+        cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK). An outcome
+        whose lease passed on is not written (the acker's ack_lease_lost record names it): see
+        _unwritten."""
+        if len(acked.ids) == len(written) and not self._retrying:
+            return  # the common case: every outcome written, none of them a retry
+        applied = acked.applied()
         for outcome in written:
+            if (outcome.job_id, outcome.attempt) not in applied:
+                self._unwritten(outcome)
+                continue
             held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
-            if held is None or outcome.job_id not in applied:
+            if held is None:
                 continue
             ctx, started, ended = held
             if outcome.state == "queued" and outcome.job_id in acked.cancelled:
@@ -728,21 +733,27 @@ class Worker:
         """Correct the report of an outcome the database refused: ``written`` is the failure
         written instead, or ``None`` if nothing was. A retry is reported once written (see
         _settled), so only what is written; other outcomes were reported when they ended."""
-        if outcome.state == "queued":
-            if written is None:  # nothing to report: the job's lease expires, then its rescue
-                self._retrying.pop((outcome.job_id, outcome.attempt), None)
+        if written is None:  # the acker's outcome_unwritten or ack_lease_lost record names it
+            self._unwritten(outcome)
             return
-        if outcome.state == "failed" and written is not None:
-            return  # reported failed, and failed it is
+        if outcome.state in ("queued", "failed"):
+            return  # a retry is reported failed once written; a failure was, and failed it is
         self._count(outcome.state, -1)
-        if written is None:  # the acker's outcome_unwritten record names it; it runs again
-            return
         self._count("failed")
         log.error(
             "job %s attempt %s failed, not %s as reported: %s",
             outcome.job_id, outcome.attempt, outcome.state, written.error,
             extra={"action": "job_failed", "job_id": outcome.job_id, "attempt": outcome.attempt},
         )  # fmt: skip
+
+    def _unwritten(self, outcome: Outcome) -> None:
+        """Forget an outcome the database holds nothing of (its job runs again, or another
+        worker's attempt ends it): a retry was not reported, and another outcome, reported when
+        its attempt ended, leaves worker.stats (the events sent stay sent)."""
+        if outcome.state == "queued":
+            self._retrying.pop((outcome.job_id, outcome.attempt), None)
+        else:
+            self._count(outcome.state, -1)
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
@@ -906,6 +917,7 @@ class Worker:
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            self._writes_done = True  # if the last flush failed: the acker has stopped now
             await self._close_connections()
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
 
@@ -935,10 +947,8 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        try:
-            await self._acker.flush()
-        finally:
-            self._writes_done = True
+        await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             log.info(

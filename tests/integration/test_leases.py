@@ -89,10 +89,29 @@ def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
     assert row[5] == 2
     assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
     acked = run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")]))
-    assert acked == ([job_id], [])
+    assert acked == ([job_id], [], [2])
     assert query(dsn, "SELECT state, attempts, errors->0->>'error' FROM pgqueue.jobs") == [
         ("succeeded", 2, "worker lost")
     ]
+
+
+def test_an_ack_names_the_attempt_it_wrote_of_a_job_two_of_whose_attempts_it_carries(
+    dsn: str, conn
+) -> None:
+    """A stale attempt's outcome and the job's next attempt's travel in one batch (and another
+    job's retry and success): the ack says which attempt of each id it wrote, so that the
+    stale one, fenced off, is not taken for written."""
+    job_id, other, third = (t.add.enqueue(conn, i, i) for i in (1, 2, 3))
+    conn.commit()
+    claim(dsn, "stale", lease=30)
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued' WHERE id = %s", [job_id])
+    claim(dsn, "fresh", lease=30)
+    acked = run(dsn, _store.jobs_ack([
+        Outcome(third, 1, "succeeded", result="6"), Outcome(job_id, 2, "succeeded", result="2"),
+        Outcome(job_id, 1, "queued", error="stale"), Outcome(other, 1, "queued", delay=60.0),
+    ]))  # fmt: skip
+    assert acked.applied() == {(job_id, 2), (other, 1), (third, 1)}
+    assert sorted(acked.ids) == acked.ids and acked.cancelled == []
 
 
 def test_ack_of_a_job_already_in_history_keeps_that_history_and_acks_the_rest(

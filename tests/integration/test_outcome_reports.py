@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import psycopg
+import pytest
 
 import pgqueue
 from pgqueue._worker import _worker
@@ -26,6 +30,21 @@ CREATE TRIGGER refuse_success BEFORE INSERT ON pgqueue.finished_jobs
 """
 
 
+def refusing_worker(dsn: str, conn: Any, trigger: str) -> tuple[pgqueue.Worker, int]:
+    """A worker of queue "q" and the id of its one job, of a task that returns at once, with
+    ``trigger`` installed."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="fine", queue="q")
+    async def fine() -> None:
+        pass
+
+    job_id = app.using("fine").enqueue(conn)
+    conn.commit()
+    query(dsn, trigger)
+    return app.worker(queues=["q"], poll_interval=0.05), job_id
+
+
 def _actions(caplog: Any, action: str) -> list[Any]:
     return [r for r in caplog.records if getattr(r, "action", None) == action]
 
@@ -37,16 +56,7 @@ async def test_a_success_the_database_records_as_failed_is_reported_failed(
     reported it succeeded when it ended: its stats must say failed, as the database does, and
     a job_failed record must name the job."""
     caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
-    app = pgqueue.PgQueue(dsn)
-
-    @app.task(name="fine", queue="q")
-    async def fine() -> None:
-        pass
-
-    job_id = app.using("fine").enqueue(conn)
-    conn.commit()
-    query(dsn, REFUSE_SUCCESS)
-    w = app.worker(queues=["q"], poll_interval=0.05)
+    w, job_id = refusing_worker(dsn, conn, REFUSE_SUCCESS)
     ended = "SELECT state FROM pgqueue.jobs"
     await run_worker_until(w, lambda: query(dsn, ended) == [("failed",)], timeout=10)
     assert (w.stats.succeeded, w.stats.failed) == (0, 1)
@@ -85,3 +95,154 @@ async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_report
     assert _actions(caplog, "job_succeeded") == []
     [unwritten] = _actions(caplog, "outcome_unwritten")
     assert (unwritten.levelno, unwritten.job_id) == (logging.WARNING, job_id)
+
+
+# What the rescue of an expired lease does to a running job: another worker may claim it now.
+PUT_BACK = """
+UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL
+ WHERE state = 'running'
+"""
+
+
+def lease_passing_app(dsn: str, first: Callable[[], None]) -> pgqueue.PgQueue:
+    """An app whose task "once" (one attempt allowed) puts its own job back in the queue, as a
+    rescue would, and then ends by calling ``first`` on its first run, and returns on the runs
+    after it."""
+    app = pgqueue.PgQueue(dsn)
+    ran: list[int] = []
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        ran.append(1)
+        if len(ran) == 1:
+            await asyncio.to_thread(query, dsn, PUT_BACK)
+            first()
+
+    return app
+
+
+def _fail() -> None:
+    raise ValueError("attempt 1 fails")
+
+
+def _cancel() -> None:
+    raise pgqueue.Cancel("attempt 1 cancels")
+
+
+@pytest.mark.parametrize(
+    "first", [lambda: None, _fail, _cancel], ids=["success", "failure", "cancel"]
+)
+async def test_an_outcome_whose_ack_met_a_lost_lease_leaves_the_stats(
+    dsn: str, conn: Any, caplog: Any, first: Callable[[], None]
+) -> None:
+    """Attempt 1's lease passes on before its outcome is written: the ack's fence refuses it
+    (ack_lease_lost) and the job's attempt 2 succeeds. worker.stats must count what the
+    database holds, one success, as it does when an outcome is refused and not written
+    (outcome_unwritten), not attempt 1's outcome too."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = lease_passing_app(dsn, first)
+    job_id = app.using("once").enqueue(conn)
+    conn.commit()
+    # No listener: its start asks for a heartbeat, which would stop attempt 1 (lease lost).
+    w = app.worker(queues=["q"], poll_interval=0.05, listen=False)
+    done = "SELECT state, attempts FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done) == [("succeeded", 2)], timeout=10)
+    [lost] = _actions(caplog, "ack_lease_lost")
+    assert (lost.job_id, lost.attempt) == (job_id, 1)
+    stats = w.stats
+    assert (stats.succeeded, stats.failed, stats.cancelled, stats.retried) == (1, 0, 0, 0)
+
+
+# Refuses to move a job's first attempt to history as succeeded; a failure passes.
+REFUSE_FIRST_SUCCESS = REFUSE_SUCCESS.replace(
+    "NEW.state = 'succeeded'", "NEW.state = 'succeeded' AND NEW.attempts = 1"
+)
+
+
+async def test_a_refused_success_whose_failure_met_a_lost_lease_is_counted_once(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The database refuses attempt 1's success, and the lease passes on before the failure
+    recording that is written: the database holds neither, and attempt 2 succeeds. The success
+    leaves worker.stats once, the failure never entered them, and ack_lease_lost names the
+    attempt (not outcome_unwritten, nor job_failed: nothing failed)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    w, job_id = refusing_worker(dsn, conn, REFUSE_FIRST_SUCCESS)
+    real = w._ack_db.run
+
+    async def run(q: Any) -> Any:  # the lease passes on just before the failure is written
+        if "could not store" in str(getattr(q, "params", None)):
+            await asyncio.to_thread(query, dsn, PUT_BACK)
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    done = "SELECT state, attempts FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done) == [("succeeded", 2)], timeout=10)
+    assert (w.stats.succeeded, w.stats.failed) == (1, 0)
+    [lost] = _actions(caplog, "ack_lease_lost")
+    assert (lost.job_id, lost.attempt) == (job_id, 1)
+    assert _actions(caplog, "outcome_unwritten") == _actions(caplog, "job_failed") == []
+
+
+async def test_after_a_failed_last_flush_an_abandoned_coroutine_ending_in_the_drain_is_written(
+    dsn: str, conn: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """The last flush at shutdown fails, so the jobs stopped then are not put back, and the
+    acker goes on writing while callbacks drain. A coroutine abandoned at shutdown that ends
+    then is not past the worker's last writes: its outcome must be written with the one the
+    flush failed to write, not dropped as outcome_unwritten (whose job, still running, would
+    wait for its lease to expire to run again)."""
+    monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    release, callback_started, callback_release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def on_success(event: Any) -> None:
+        callback_started.set()
+        await callback_release.wait()
+
+    @app.task(name="fine", queue="q", on_success=on_success)
+    async def fine() -> None:
+        pass
+
+    @app.task(name="stubborn", queue="q")
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    app.using("fine").enqueue(conn)
+    app.using("stubborn").enqueue(conn)
+    conn.commit()
+    # Outcomes wait for a second one (or 20 s): the last flush is the first ack statement.
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=1, ack_batch=2,
+                   ack_interval=20)  # fmt: skip
+    real, failed = w._ack_db.run, asyncio.Event()
+
+    async def run(q: Any) -> Any:
+        if "outcomes" in (getattr(q, "params", None) or {}) and not failed.is_set():
+            failed.set()
+            raise psycopg.OperationalError("injected: the last flush fails")
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    runner = asyncio.create_task(w.run())
+    await asyncio.wait_for(callback_started.wait(), 10)
+    while w.running != 1:
+        await asyncio.sleep(0.02)
+    w.stop()
+    await asyncio.wait_for(failed.wait(), 10)
+    release.set()  # the abandoned coroutine ends while the callback holds the drain
+    ended, written = "SELECT task, state FROM pgqueue.jobs ORDER BY id", False
+    for _ in range(40):  # the drain waits up to shutdown_timeout for the callback
+        written = await asyncio.to_thread(query, dsn, ended) == [
+            ("fine", "succeeded"), ("stubborn", "succeeded"),
+        ]  # fmt: skip
+        if written:
+            break
+        await asyncio.sleep(0.02)
+    callback_release.set()
+    with pytest.raises(psycopg.OperationalError, match="the last flush fails"):
+        await asyncio.wait_for(runner, 30)
+    assert written, query(dsn, ended)
+    assert _actions(caplog, "outcome_unwritten") == []

@@ -218,3 +218,42 @@ async def test_a_retry_whose_lease_passed_on_before_its_ack_is_not_reported(
     assert (w.stats.retried, w.stats.succeeded) == (0, 1)
     assert "job_retrying" not in actions
     assert w._retrying == {}
+
+
+async def test_a_stale_retry_acked_with_the_jobs_next_attempt_is_not_reported(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """Attempt 1's lease passes on while it runs, this worker claims attempt 2, and the two
+    outcomes, of one job id, travel in one ack batch: the fence refuses attempt 1's retry and
+    writes attempt 2's success. Only what was written may be reported: ack_lease_lost names
+    attempt 1, and the retry is not logged, counted nor sent to listeners."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    second = asyncio.Event()
+    ran: list[int] = []
+
+    @app.task(name="twice", queue="q")
+    async def twice() -> None:
+        ran.append(1)
+        if len(ran) == 1:
+            await asyncio.to_thread(query, dsn, PUT_BACK)
+            await second.wait()  # the job's next attempt has run: end in the same batch
+            raise pgqueue.Retry(3600)
+        second.set()
+
+    job_id = app.using("twice").enqueue(conn)
+    conn.commit()
+    # No listener: its start asks for a heartbeat, which would stop attempt 1 (lease lost).
+    w = app.worker(queues={"q": 2}, poll_interval=0.05, ack_interval=0.5, listen=False)
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    calls = faulty_acks(w, {})
+    done = "SELECT state, attempts FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done) == [("succeeded", 2)], timeout=10)
+    acks = [c.params["outcomes"] for c in calls if "outcomes" in (c.params or {})]
+    assert len(json.loads(acks[0])) == 2  # one batch of the two
+    lost = [r for r in caplog.records if getattr(r, "action", None) == "ack_lease_lost"]
+    assert [(r.job_id, r.attempt) for r in lost] == [(job_id, 1)]
+    assert seen == ["succeeded"]
+    assert (w.stats.retried, w.stats.succeeded) == (0, 1)
+    assert w._retrying == {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import re
 from pathlib import Path
 
 import pgqueue
+from pgqueue._worker._worker import WorkerStats
 
 ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
@@ -51,6 +53,16 @@ def test_python_api_reference_documents_every_public_name() -> None:
     text = (ROOT / "docs" / "reference" / "python-api.md").read_text()
     missing = [n for n in pgqueue.__all__ if f"`{n}" not in text and f"`pgqueue.{n}" not in text]
     assert missing == []
+
+
+def test_worker_stats_are_the_counters_the_python_api_reference_lists() -> None:
+    """worker.stats holds the counters docs/reference/python-api.md lists, and only those:
+    each a number the worker keeps (a field it never wrote, by_state, stood there unused)."""
+    text = (ROOT / "docs" / "reference" / "python-api.md").read_text()
+    [row] = [line for line in text.splitlines() if line.startswith("| `worker.stats` |")]
+    listed = re.findall(r"`(\w+)`", row.split("|")[2])
+    stats = dataclasses.fields(WorkerStats)
+    assert [(f.name, f.type) for f in stats] == [(name, "int") for name in listed]
 
 
 def test_python_snippets_in_readme_and_guides_are_valid_python() -> None:
