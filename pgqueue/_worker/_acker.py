@@ -200,6 +200,13 @@ class Acker:
             self.refused(outcome, written)
         return written, acked
 
+    def drop(self) -> list[Outcome]:
+        """Empty the buffer, once the acker has stopped: returns the outcomes never written."""
+        left, self._buffer = self._buffer, []
+        self._pending.clear()
+        self._full.clear()
+        return left
+
     def _put_back(self, outcomes: list[Outcome]) -> None:
         self._buffer[:0] = outcomes
         self._pending.set()

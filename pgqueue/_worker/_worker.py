@@ -918,8 +918,22 @@ class Worker:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             self._writes_done = True  # if the last flush failed: the acker has stopped now
+            self._drop_unwritten()
             await self._close_connections()
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
+
+    def _drop_unwritten(self) -> None:
+        """The acker has stopped: an outcome it still holds (the last flush failed, and the
+        acker after it) is never written, and leaves worker.stats (see _unwritten)."""
+        for outcome in self._acker.drop():
+            log.warning(
+                "job %s attempt %s: its outcome (%s) was not written by the stop; the job stays"
+                " running until its lease expires, and runs again",
+                outcome.job_id, outcome.attempt, outcome.state,
+                extra={"action": "outcome_unwritten", "job_id": outcome.job_id,
+                       "attempt": outcome.attempt},
+            )  # fmt: skip
+            self._unwritten(outcome)
 
     def _abandon(self, stuck: set[asyncio.Task[None]]) -> None:
         """Leave coroutines that ignored their cancellation: their jobs go back to the queue

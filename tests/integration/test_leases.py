@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -287,3 +288,30 @@ async def test_stop_releases_jobs_after_its_connections_were_dropped(dsn: str, c
         ("queued", 0)
     ]
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+
+
+def test_a_large_mixed_ack_pairs_each_id_with_the_attempt_it_wrote(dsn: str) -> None:
+    """JOBS_ACK pairs ids and attempts without sorting them (both arrays read retried, then
+    done): 1,000 running jobs of scattered attempts, some asked to cancel, and a shuffled
+    batch of retries, successes, failures and cancels, with stale and future attempts fenced
+    off. Acked.applied() must be the (id, attempt) of exactly the rows the statement wrote."""
+    rnd = random.Random(35)
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, state, attempts, worker_id, "
+               "lease_expires_at, cancel_requested) SELECT 'io', 'x', 'running', "
+               "1 + (random() * 60)::int, 'w', now() + interval '1 h', random() < 0.1 "
+               "FROM generate_series(1, 1000)")  # fmt: skip
+    attempts = dict(query(dsn, "SELECT id, attempts FROM pgqueue.active_jobs"))
+    kinds = [("queued", None, "e"), ("queued", None, None), ("succeeded", "1", None),
+              ("failed", None, "x"), ("cancelled", None, "x")]  # fmt: skip
+    outcomes = []
+    for job_id, attempt in attempts.items():
+        state, result, error = rnd.choice(kinds)
+        for tried in (attempt - rnd.randint(1, 3), attempt + 1, attempt):
+            if tried == attempt or rnd.random() < 0.2:
+                outcomes.append(Outcome(job_id, tried, state, result=result, error=error))
+    rnd.shuffle(outcomes)
+    acked = run(dsn, _store.jobs_ack(outcomes[:-50]))  # the last 50 are not written
+    left = {r[0] for r in query(dsn, "SELECT id FROM pgqueue.active_jobs WHERE state = 'running'")}
+    written = {(job_id, a) for job_id, a in attempts.items() if job_id not in left}
+    assert 800 < len(written) < 1000 and len(acked.ids) == len(written)
+    assert acked.applied() == written

@@ -246,3 +246,42 @@ async def test_after_a_failed_last_flush_an_abandoned_coroutine_ending_in_the_dr
         await asyncio.wait_for(runner, 30)
     assert written, query(dsn, ended)
     assert _actions(caplog, "outcome_unwritten") == []
+
+
+async def test_outcomes_the_acker_never_wrote_by_the_stop_leave_the_stats(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The database refuses every ack until the worker has stopped: the last flush fails and
+    so does the acker until it is stopped. The job's success was counted when it ended; the
+    database holds nothing of it (the job stays running until its lease expires, and runs
+    again), so it must leave worker.stats, and an outcome_unwritten record must name it."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    ran = asyncio.Event()
+
+    @app.task(name="fine", queue="q")
+    async def fine() -> None:
+        ran.set()
+
+    job_id = app.using("fine").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.5, ack_interval=20)
+    real = w._ack_db.run
+
+    async def run(q: Any) -> Any:
+        if "outcomes" in (getattr(q, "params", None) or {}):
+            raise psycopg.OperationalError("injected: no ack is written")
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    runner = asyncio.create_task(w.run())
+    await asyncio.wait_for(ran.wait(), 10)
+    while w.stats.succeeded != 1:
+        await asyncio.sleep(0.02)
+    w.stop()
+    with pytest.raises(psycopg.OperationalError, match="no ack is written"):
+        await asyncio.wait_for(runner, 30)
+    assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("running",)]
+    assert (w.stats.succeeded, w.stats.failed) == (0, 0)
+    [unwritten] = _actions(caplog, "outcome_unwritten")
+    assert (unwritten.job_id, unwritten.attempt) == (job_id, 1)
