@@ -50,8 +50,20 @@ class State:
         if self._dsn:
             return normalize_dsn(self._dsn)
         if type(self.app).dsn is not PgQueue.dsn:
-            return self.app.dsn
+            return self._own_dsn()
         return self.app._configured_dsn("pass --dsn DSN")
+
+    def _own_dsn(self) -> str:
+        """The app's own ``dsn``; one that raises (Django's ImproperlyConfigured for a
+        database without a NAME) is said in one line, as an app module that raises is."""
+        try:
+            return self.app.dsn
+        except (PgQueueError, ValueError):
+            raise  # friendly_errors says these
+        except Exception as exc:
+            raise click.ClickException(
+                f"the app {self.app_path!r} gives no DSN: {_raised_at(exc)}; pass --dsn DSN"
+            ) from exc
 
 
 class Seconds(click.FloatRange):

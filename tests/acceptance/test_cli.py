@@ -323,3 +323,26 @@ def test_worker_refuses_a_duration_that_is_not_a_number_of_seconds(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"Error: Invalid value for '{option}': " in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_app_whose_own_dsn_raises_is_one_line(dsn: str, tmp_path: Path) -> None:
+    """The CLI asks an app whose class defines dsn for it (DjangoPgQueue reads Django's
+    DATABASES): one that raised, as Django does for a database without a NAME, ended in a
+    traceback. It is one line, as an app module that raises is, naming --dsn."""
+    (tmp_path / "owndsn.py").write_text(
+        "import pgqueue\n"
+        "class App(pgqueue.PgQueue):\n"
+        "    @property\n"
+        "    def dsn(self):\n"
+        "        raise RuntimeError('no NAME')\n"
+        "app = App()\n"
+    )
+    env = {k: v for k, v in cli_env(dsn).items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "owndsn", "stats"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        f"Error: the app 'owndsn' gives no DSN: RuntimeError: no NAME ({tmp_path}/owndsn.py,"
+        " line 5); pass --dsn DSN"
+    ])  # fmt: skip
