@@ -6,9 +6,11 @@ import ast
 import dataclasses
 import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pgqueue
+from pgqueue import _events
 from pgqueue._worker._worker import WorkerStats
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +146,140 @@ def test_python_api_signature_blocks_list_every_parameter() -> None:
         names = inspect.signature(fn).parameters.keys() - {"self", "fn", "app"}
         missing += [f"{opener.strip()} {n}" for n in names if f"{n}:" not in listing]
     assert missing == []
+
+
+# Actions built at run time, by the source that builds them (as ast.unparse gives it), and
+# every value each can take. _log_event looks its level up in _LEVELS by the same state, so
+# a state not there is never logged.
+DYNAMIC_ACTIONS: dict[str, Callable[[], set[str]]] = {
+    "f'job_{event.state}'": lambda: {f"job_{state}" for state in _events._LEVELS},
+}
+
+
+def action_values(node: ast.AST) -> list[ast.expr]:
+    """The expressions ``node`` gives as an action: ``{"action": ...}`` or ``dict(action=...)``."""
+    if isinstance(node, ast.Dict):
+        pairs = zip(node.keys, node.values, strict=True)
+        return [v for k, v in pairs if isinstance(k, ast.Constant) and k.value == "action"]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        return [k.value for k in node.keywords if k.arg == "action"]
+    return []
+
+
+class Actions:
+    """Resolves the actions of some modules' sources to the strings they can be."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.trees = {name: ast.parse(text, name) for name, text in sources.items()}
+        self.parents = {
+            child: node
+            for tree in self.trees.values()
+            for node in ast.walk(tree)
+            for child in ast.iter_child_nodes(node)
+        }
+
+    def collect(self) -> tuple[set[str], list[str]]:
+        """Every action found, and where one could not be resolved."""
+        found: set[str] = set()
+        unresolved: list[str] = []
+        for name, tree in self.trees.items():
+            for value in [v for node in ast.walk(tree) for v in action_values(node)]:
+                resolved = self.resolve(value)
+                if resolved is None:
+                    unresolved.append(f"{name}:{value.lineno}: {ast.unparse(value)}")
+                found |= resolved or set()
+        return found, unresolved
+
+    def resolve(self, value: ast.expr) -> set[str] | None:
+        """The strings ``value`` can be: a literal, a known dynamic action, or a parameter of
+        its function given a literal at every call; ``None`` if it is none of those."""
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return {value.value}
+        if isinstance(value, ast.JoinedStr) and ast.unparse(value) in DYNAMIC_ACTIONS:
+            return DYNAMIC_ACTIONS[ast.unparse(value)]()
+        if isinstance(value, ast.Name):
+            return self.resolve_parameter(value)
+        return None
+
+    def resolve_parameter(self, name: ast.Name) -> set[str] | None:
+        node: ast.AST = name
+        while not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module):
+            node = self.parents[node]
+        params = [a.arg for a in node.args.args] if not isinstance(node, ast.Module) else []
+        if name.id not in params:
+            return None
+        calls = [
+            n for tree in self.trees.values() for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == node.name
+        ]  # fmt: skip
+        values: set[str] = set()
+        for call in calls:
+            given = [k.value for k in call.keywords if k.arg == name.id]
+            index = params.index(name.id)
+            given += call.args[index : index + 1]
+            resolved = self.resolve(given[0]) if given else None
+            if resolved is None:
+                return None
+            values |= resolved
+        return values or None
+
+
+def package_sources() -> dict[str, str]:
+    """The text of every module of the package, by path."""
+    paths = sorted((ROOT / "pgqueue").rglob("*.py"))
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
+def table_rows(page: str, section: str, first: str) -> list[list[str]]:
+    """The cells of the rows of the table in ``section`` of docs/``page`` whose first cell
+    starts with ``first``."""
+    text = (ROOT / "docs" / page).read_text().split(f"\n## {section}\n", 1)[1]
+    lines = text.split("\n## ", 1)[0].splitlines()
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith(first)]
+
+
+def test_operations_log_table_lists_every_action_the_package_logs() -> None:
+    """The log table of docs/operations.md names every action a record of pgqueue carries
+    (read from the source: ``extra={"action": ...}`` and the actions built at run time), and
+    only those; an action the test cannot resolve fails it."""
+    logged, unresolved = Actions(package_sources()).collect()
+    assert unresolved == []
+    rows = table_rows("operations.md", "Logs", "| `")
+    documented = {action for row in rows for action in re.findall(r"`(\w+)`", row[0])}
+    assert sorted(logged - documented) == []
+    assert sorted(documented - logged) == []
+
+
+def test_actions_the_log_table_test_cannot_resolve_are_reported() -> None:
+    """An action built some other way (a concatenation, a variable, a parameter given one) is
+    reported by the log table's test, not skipped; a parameter given literals is resolved."""
+    source = """
+def about(job, action):
+    return {"action": action, "job_id": job}
+def logs(outcome, name):
+    log.info("a", extra=about(1, "job_seen"))
+    log.info("b", extra={"action": "job_" + outcome})
+    log.info("c", extra=dict(action=name))
+    log.info("d", extra={"action": f"job_{outcome}"})
+def more(kind):
+    log.info("e", extra={"action": kind})
+more(kind=str(2))
+"""
+    found, unresolved = Actions({"m.py": source}).collect()
+    assert found == {"job_seen"}
+    assert [line.split(":")[1] for line in unresolved] == ["6", "7", "8", "10"]
+
+
+def test_every_log_call_of_the_package_passes_extra() -> None:
+    """Each ``log.<level>(...)`` call in pgqueue passes ``extra=`` (which carries the action the
+    log table documents): no record goes out without one."""
+    levels = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+    bare = [
+        f"{name}:{node.lineno}"
+        for name, text in package_sources().items()
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr in levels and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "log" and not any(k.arg == "extra" for k in node.keywords)
+    ]  # fmt: skip
+    assert bare == []
