@@ -283,3 +283,26 @@ def test_every_log_call_of_the_package_passes_extra() -> None:
         and node.func.value.id == "log" and not any(k.arg == "extra" for k in node.keywords)
     ]  # fmt: skip
     assert bare == []
+
+
+def test_operations_metrics_table_lists_every_metric_a_worker_serves() -> None:
+    """The metrics table of docs/operations.md gives each metric pgqueue/_metrics.py makes,
+    under the name it is served by (a counter's with ``_total``), with its type and labels;
+    and only those."""
+    kinds = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
+    made = set()
+    for node in ast.walk(ast.parse((ROOT / "pgqueue" / "_metrics.py").read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr in kinds:
+            name = ast.literal_eval(node.args[0])
+            labels = ast.literal_eval(node.args[2]) if len(node.args) > 2 else []
+            kind = kinds[node.func.attr]
+            served = f"{name}_total" if kind == "counter" else name
+            made.add((served, kind, ", ".join(labels)))
+    documented = set()
+    for metric, kind, labels in table_rows("operations.md", "Metrics", "| `pgqueue_"):
+        listed = "" if labels.startswith("—") else re.findall(r"`([^`]*)`", labels)[0]
+        documented.add((metric.strip("`"), kind, listed))
+    assert sorted(made - documented) == []
+    assert sorted(documented - made) == []
