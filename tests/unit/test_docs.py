@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import inspect
 import re
@@ -306,3 +307,35 @@ def test_operations_metrics_table_lists_every_metric_a_worker_serves() -> None:
         documented.add((metric.strip("`"), kind, listed))
     assert sorted(made - documented) == []
     assert sorted(documented - made) == []
+
+
+# What the snippets of operations.md and periodic-tasks.md leave to the reader's project: its
+# app, a connection and a job id, and functions of its own whose body does not matter.
+READERS_OWN = {"app", "conn", "job_id", "post_to_webhook", "metrics", "export_rows"}
+
+
+def unbound_names(block: str) -> set[str]:
+    """The names ``block`` reads but neither binds nor imports (builtins aside)."""
+    tree = ast.parse(block)
+    bound = set(dir(builtins))
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+    return used - bound
+
+
+def test_snippets_of_operations_and_periodic_tasks_import_what_they_use() -> None:
+    """Every ```python block of docs/operations.md and docs/how-to/periodic-tasks.md imports
+    or defines each name it uses, but the reader's own app, connection and functions."""
+    missing = []
+    for page in (ROOT / "docs" / "operations.md", ROOT / "docs" / "how-to" / "periodic-tasks.md"):
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S)):
+            missing += [f"{page.name} block {i}: {n}" for n in unbound_names(block) - READERS_OWN]
+    assert sorted(missing) == []
