@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import pgqueue
 from pgqueue import _events
 from pgqueue._worker._worker import WorkerStats
@@ -155,6 +157,9 @@ def test_python_api_signature_blocks_list_every_parameter() -> None:
 DYNAMIC_ACTIONS: dict[str, Callable[[], set[str]]] = {
     "f'job_{event.state}'": lambda: {f"job_{state}" for state in _events._LEVELS},
 }
+# Spreads of a parameter (``**name``), by name, and the function whose returned dict has the
+# keys it has: _log_summary's delta is the difference of two _totals.
+SPREADS = {"delta": "_totals"}
 
 
 def action_values(node: ast.AST) -> list[ast.expr]:
@@ -202,10 +207,14 @@ class Actions:
             return self.resolve_parameter(value)
         return None
 
-    def resolve_parameter(self, name: ast.Name) -> set[str] | None:
-        node: ast.AST = name
+    def enclosing(self, node: ast.AST) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Module:
+        """The function (or else the module) ``node`` is in."""
         while not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module):
             node = self.parents[node]
+        return node
+
+    def resolve_parameter(self, name: ast.Name) -> set[str] | None:
+        node = self.enclosing(name)
         params = [a.arg for a in node.args.args] if not isinstance(node, ast.Module) else []
         if name.id not in params:
             return None
@@ -223,6 +232,52 @@ class Actions:
                 return None
             values |= resolved
         return values or None
+
+    def fields(self) -> dict[str, set[str]]:
+        """The fields besides ``action`` that each action's records carry: the keys of the
+        dict that names it, with those of a ``**`` spread of what a function returns."""
+        found: dict[str, set[str]] = {}
+        for tree in self.trees.values():
+            for node in ast.walk(tree):
+                for value in action_values(node):
+                    for action in self.resolve(value) or set():
+                        found.setdefault(action, set()).update(self.keys(node) - {"action"})
+        return found
+
+    def keys(self, node: ast.AST) -> set[str]:
+        """The keys of the ``{...}`` or ``dict(...)`` ``node``."""
+        if isinstance(node, ast.Call):  # dict(action=..., ...)
+            return {str(k.arg) for k in node.keywords}
+        assert isinstance(node, ast.Dict)
+        keys = set()
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None:
+                keys |= self.returned_keys(self.spread_from(value))
+            elif isinstance(key, ast.Constant):
+                keys.add(str(key.value))
+        return keys
+
+    def spread_from(self, value: ast.expr) -> str:
+        """The function whose returned dict ``**value`` spreads: called there, assigned to a
+        name in the same function, or given in SPREADS."""
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            return value.func.id
+        assert isinstance(value, ast.Name), f"cannot read the fields of **{ast.unparse(value)}"
+        for node in ast.walk(self.enclosing(value)):
+            if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == value.id:
+                return self.spread_from(node.value)
+        assert value.id in SPREADS, f"cannot read the fields of **{value.id}"
+        return SPREADS[value.id]
+
+    def returned_keys(self, function: str) -> set[str]:
+        """The constant keys of the dict literals ``function`` returns."""
+        returns = [
+            node.value for tree in self.trees.values() for fn in ast.walk(tree)
+            if isinstance(fn, ast.FunctionDef) and fn.name == function
+            for node in ast.walk(fn) if isinstance(node, ast.Return)
+        ]  # fmt: skip
+        assert returns and all(isinstance(r, ast.Dict) for r in returns), function
+        return {str(k.value) for r in returns for k in r.keys if isinstance(k, ast.Constant)}
 
 
 def package_sources() -> dict[str, str]:
@@ -251,9 +306,31 @@ def test_operations_log_table_lists_every_action_the_package_logs() -> None:
     assert sorted(documented - logged) == []
 
 
+def names_in(text: str) -> set[str]:
+    """The names in backquotes in ``text``; `a, b` gives two."""
+    codes = re.findall(r"`(\w+(?:, \w+)*)`", text)
+    return {name for code in codes for name in code.split(", ")}
+
+
+def test_operations_log_table_names_the_fields_of_each_action() -> None:
+    """Each row of the log table names every field its action's records carry besides
+    ``action`` (the records the paragraph above the table lists may leave theirs to it)."""
+    section = (ROOT / "docs" / "operations.md").read_text().split("\n## Logs\n", 1)[1]
+    intro = section.split("\n| action |", 1)[0]
+    named = {}
+    for row in table_rows("operations.md", "Logs", "| `"):
+        for action in re.findall(r"`(\w+)`", row[0]):
+            extra = names_in(intro) if f"`{action}`" in intro else set()
+            named[action] = names_in(row[2]) | extra
+    fields = Actions(package_sources()).fields()
+    unnamed = [f"{a}: {f}" for a in fields for f in sorted(fields[a] - named.get(a, set()))]
+    assert unnamed == []
+
+
 def test_actions_the_log_table_test_cannot_resolve_are_reported() -> None:
     """An action built some other way (a concatenation, a variable, a parameter given one) is
-    reported by the log table's test, not skipped; a parameter given literals is resolved."""
+    reported by the log table's test, not skipped, and so is a ``**`` spread of fields it
+    cannot read; a parameter given literals is resolved."""
     source = """
 def about(job, action):
     return {"action": action, "job_id": job}
@@ -269,6 +346,9 @@ more(kind=str(2))
     found, unresolved = Actions({"m.py": source}).collect()
     assert found == {"job_seen"}
     assert [line.split(":")[1] for line in unresolved] == ["6", "7", "8", "10"]
+    spread = 'def f(x):\n    log.info("f", extra={"action": "x", **x})\n'
+    with pytest.raises(AssertionError, match=r"fields of \*\*x"):
+        Actions({"s.py": spread}).fields()
 
 
 def test_every_log_call_of_the_package_passes_extra() -> None:
