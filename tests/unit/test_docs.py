@@ -6,9 +6,11 @@ import ast
 import builtins
 import dataclasses
 import inspect
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeGuard
 
 import pytest
 
@@ -157,6 +159,10 @@ def test_python_api_signature_blocks_list_every_parameter() -> None:
 DYNAMIC_ACTIONS: dict[str, Callable[[], set[str]]] = {
     "f'job_{event.state}'": lambda: {f"job_{state}" for state in _events._LEVELS},
 }
+# Levels given at run time (``log.log(level, ...)``), by their source, for each action.
+DYNAMIC_LEVELS: dict[str, Callable[[str], str]] = {
+    "_LEVELS[event.state]": lambda action: logging.getLevelName(_events._LEVELS[action[4:]]),
+}
 # Spreads of a parameter (``**name``), by name, and the function whose returned dict has the
 # keys it has: _log_summary's delta is the difference of two _totals.
 SPREADS = {"delta": "_totals"}
@@ -279,6 +285,55 @@ class Actions:
         assert returns and all(isinstance(r, ast.Dict) for r in returns), function
         return {str(k.value) for r in returns for k in r.keys if isinstance(k, ast.Constant)}
 
+    def levels(self) -> dict[str, set[str]]:
+        """The levels each action is logged at, read from the ``log.<level>(...)`` calls."""
+        found: dict[str, set[str]] = {}
+        for tree in self.trees.values():
+            for call in [n for n in ast.walk(tree) if is_log_call(n)]:
+                assert isinstance(call.func, ast.Attribute)
+                [extra] = [k.value for k in call.keywords if k.arg == "extra"]
+                for action in self.actions_of(extra):
+                    for level in self.level_of(call.func.attr, call.args[0], action):
+                        found.setdefault(action, set()).add(level)
+        return found
+
+    def actions_of(self, extra: ast.expr) -> set[str]:
+        """The actions of a log call's ``extra``: a dict, a name given one, or a call of a
+        function that returns one (its action a parameter given at this call)."""
+        if isinstance(extra, ast.Name):
+            for node in ast.walk(self.enclosing(extra)):
+                if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == extra.id:
+                    return self.actions_of(node.value)
+        if isinstance(extra, ast.Call) and isinstance(extra.func, ast.Name):
+            [fn] = [
+                n for tree in self.trees.values() for n in ast.walk(tree)
+                if isinstance(n, ast.FunctionDef) and n.name == extra.func.id
+            ]  # fmt: skip
+            [value] = [v for n in ast.walk(fn) for v in action_values(n)]
+            if isinstance(value, ast.Name):
+                value = extra.args[[a.arg for a in fn.args.args].index(value.id)]
+            return self.resolve(value) or set()
+        return {a for v in action_values(extra) for a in self.resolve(v) or set()}
+
+    @staticmethod
+    def level_of(method: str, first: ast.expr, action: str) -> set[str]:
+        """The levels of a ``log.<method>(first, ...)`` call of ``action``."""
+        if method != "log":
+            return {"ERROR" if method == "exception" else method.upper()}
+        if isinstance(first, ast.IfExp):
+            return {ast.unparse(e).removeprefix("logging.") for e in (first.body, first.orelse)}
+        return {DYNAMIC_LEVELS[ast.unparse(first)](action)}
+
+
+def is_log_call(node: ast.AST) -> TypeGuard[ast.Call]:
+    """Whether ``node`` is a ``log.<level>(...)`` call."""
+    levels = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr in levels and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "log"
+    )  # fmt: skip
+
 
 def package_sources() -> dict[str, str]:
     """The text of every module of the package, by path."""
@@ -327,6 +382,16 @@ def test_operations_log_table_names_the_fields_of_each_action() -> None:
     assert unnamed == []
 
 
+def test_operations_log_table_gives_the_levels_of_each_action() -> None:
+    """Each row of the log table gives the levels its action is logged at, and no other."""
+    documented = {}
+    for row in table_rows("operations.md", "Logs", "| `"):
+        for action in re.findall(r"`(\w+)`", row[0]):
+            documented[action] = set(re.findall(r"DEBUG|INFO|WARNING|ERROR|CRITICAL", row[1]))
+    levels = Actions(package_sources()).levels()
+    assert {a: levels[a] for a in documented} == documented
+
+
 def test_actions_the_log_table_test_cannot_resolve_are_reported() -> None:
     """An action built some other way (a concatenation, a variable, a parameter given one) is
     reported by the log table's test, not skipped, and so is a ``**`` spread of fields it
@@ -354,15 +419,12 @@ more(kind=str(2))
 def test_every_log_call_of_the_package_passes_extra() -> None:
     """Each ``log.<level>(...)`` call in pgqueue passes ``extra=`` (which carries the action the
     log table documents): no record goes out without one."""
-    levels = {"debug", "info", "warning", "error", "exception", "critical", "log"}
     bare = [
         f"{name}:{node.lineno}"
         for name, text in package_sources().items()
         for node in ast.walk(ast.parse(text))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        and node.func.attr in levels and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "log" and not any(k.arg == "extra" for k in node.keywords)
-    ]  # fmt: skip
+        if is_log_call(node) and not any(k.arg == "extra" for k in node.keywords)
+    ]
     assert bare == []
 
 
