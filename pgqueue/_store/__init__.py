@@ -276,6 +276,12 @@ def jobs_claim_probe(queue: str, limit: int) -> Query[tuple[int, int]]:
     return Query(q.JOBS_CLAIM_PROBE, {"queue": queue, "limit": limit}, _pair)
 
 
+def jobs_claim_descent() -> Query[int]:
+    """The claim-index pages one descent from its root to a leaf reads (0 if the plan did not
+    read the claim index), see ``q.JOBS_CLAIM_DESCENT``."""
+    return Query(q.JOBS_CLAIM_DESCENT, None, _one)
+
+
 def _pair(rows: list[Row]) -> tuple[int, int]:
     return rows[0][0], rows[0][1]
 

@@ -322,6 +322,35 @@ SELECT (SELECT b FROM middle) - (SELECT b FROM start),
   FROM skipping
 """
 
+# The claim-index pages one descent from the root to a leaf reads: what each queue of a claim
+# costs it beside the pages its entries fill (see Worker._note_pages). No queue is named ''
+# (active_jobs_queue_check), so the scan finds nothing: it descends to the leftmost leaf, whose
+# high key ends it there, however many dead entries that leaf holds. The first scan only
+# warms the backend's cached metapage (read again after each VACUUM or ANALYZE of the table),
+# so that the second, the one counted, reads the descent alone. The worker asks about once a
+# minute at most, on its maintenance connection (see Worker._still_over).
+JOBS_CLAIM_DESCENT: LiteralString = """
+WITH warm AS MATERIALIZED (
+    SELECT count(*) AS n FROM (
+        SELECT id FROM pgqueue.active_jobs
+         WHERE state = 'queued' AND queue = ''
+         ORDER BY priority DESC, run_at, id
+         LIMIT 1) AS w
+), start AS MATERIALIZED (
+    SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass) AS b
+      FROM warm
+), descent AS MATERIALIZED (
+    SELECT count(*) AS n FROM (
+        SELECT id FROM pgqueue.active_jobs
+         WHERE (SELECT b FROM start) IS NOT NULL AND state = 'queued' AND queue = ''
+         ORDER BY priority DESC, run_at, id
+         LIMIT 1) AS d
+)
+SELECT pg_stat_get_xact_blocks_fetched('pgqueue.active_jobs_claim_idx'::regclass)
+       - (SELECT b FROM start)
+  FROM descent
+"""
+
 # Several queues, skipping the jobs not yet due: JOBS_CLAIM_ONE_SKIP for each queue, with
 # its own limit, as JOBS_CLAIM does it for JOBS_CLAIM_ONE. The recursive CTE refers to the
 # queue of the LATERAL row, so it is read again for each queue.

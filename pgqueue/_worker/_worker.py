@@ -84,15 +84,22 @@ _WALKED_TO_RESUME_IDLE = 1_000
 # jobs, 0.7 ms of a claim; a claim that skips them (JOBS_CLAIM_ONE_SKIP) costs 0.2-0.5 ms
 # more than one from the head. A claim's own pages: the descent and its rows' and walked
 # entries' pages, counted generously (100 to a page), and a descent for each more queue it
-# claims (3 pages in an index of 100,000 entries, 4 up to billions, and a leaf more where the
-# queue's entries end). Entries of claimed jobs that a scan found dead are skipped inside the
-# index too, so such a claim only makes the worker probe (JOBS_CLAIM_PROBE): it skips if
-# skipping saves that many pages, and otherwise does not probe again for _SKIP_QUIET seconds.
+# claims, as deep as the index is: 2 pages up to about 50,000 entries, 3 up to millions. No
+# fixed figure fits: at 5 pages a descent, 30,000 jobs not yet due in one of 50 queues went
+# unseen (247 pages read, 97 of them descents), at 2, a claim of 50 empty queues on an index
+# of 100,000 entries (150 pages) probed them all every 10 s. A descent counts one page, the
+# fewest, and a claim of several queues over that is judged again, before any probe, with a
+# descent measured on the maintenance connection (JOBS_CLAIM_DESCENT, 0.1-0.3 ms), which then
+# counts for _DESCENT_FRESH seconds: nothing is added to the claim path, and a worker whose
+# claims never look over never measures. Entries of claimed jobs that a scan found dead are
+# skipped inside the index too, so such a claim only makes the worker probe
+# (JOBS_CLAIM_PROBE): it skips if skipping saves that many pages, and otherwise does not probe
+# again for _SKIP_QUIET seconds.
 _PAGES_TO_SKIP = 100
 _PAGES_OF_DESCENT = 10
-_PAGES_PER_QUEUE = 5
 _ENTRIES_PER_PAGE = 100
 _SKIP_QUIET = 10.0
+_DESCENT_FRESH = 60.0
 
 # Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
@@ -193,6 +200,9 @@ class Worker:
         self._skip_quiet_until = 0.0  # a probe found skipping would not pay: none until then
         self._pages_counted_at = -self._claim_rescan  # the last claim that counted pages
         self._probe: dict[str, int] = {}  # the queues and limits _watch_skipping probes next
+        self._probe_pages = (0, 0)  # ... asked by a claim that read these pages, filled these
+        self._descent = 1  # claim-index pages a descent reads, measured (see _PAGES_TO_SKIP)
+        self._descent_until = 0.0  # ... valid until then, and 1 after
         self._probe_wanted = asyncio.Event()
         total = sum(self.queues.values())
         self._executor = JobExecutor(
@@ -466,15 +476,34 @@ class Worker:
         count), have _watch_skipping find out whether skipping the jobs not yet due would
         save them (see _PAGES_TO_SKIP)."""
         filled = (claim.walked + len(claim.rows)) // _ENTRIES_PER_PAGE
-        descents = _PAGES_OF_DESCENT + _PAGES_PER_QUEUE * (len(wanted) - 1)
-        extra = claim.pages - descents - filled
         if (
-            (extra > _PAGES_TO_SKIP or not claim.pages)
+            self._over(claim.pages, filled, len(wanted), now)
             and now >= self._skip_quiet_until
             and not self._probe
         ):
             self._probe = dict(wanted)
+            self._probe_pages = (claim.pages, filled)
             self._probe_wanted.set()
+
+    def _over(self, pages: int, filled: int, queues: int, now: float) -> bool:
+        """Whether a claim from the head of ``queues`` queues that read ``pages`` claim-index
+        pages, ``filled`` of them with its entries, read more than _PAGES_TO_SKIP beyond its
+        own, or none (a table scan): a descent of each more queue counts as measured, while
+        that holds, and as one page otherwise."""
+        descent = self._descent if now < self._descent_until else 1
+        own = _PAGES_OF_DESCENT + descent * (queues - 1) + filled
+        return not pages or pages - own > _PAGES_TO_SKIP
+
+    async def _still_over(self) -> bool:
+        """Whether the claim that asked for a probe is over (see _over) with a descent measured
+        on the maintenance connection: once more if the last measurement no longer holds and
+        the claim was of several queues (a claim of one queue counts no descent of its own)."""
+        now = time.monotonic()
+        if now >= self._descent_until and len(self._probe) > 1:
+            with contextlib.suppress(psycopg.Error, OSError):  # cannot tell: one page, the fewest
+                if descent := await self._maint_db.run(_store.jobs_claim_descent()):
+                    self._descent, self._descent_until = descent, now + _DESCENT_FRESH
+        return self._over(*self._probe_pages, len(self._probe), now)
 
     def _skips(self, wanted: dict[str, int], now: float) -> bool:
         """Whether this claim skips the jobs not yet due: until _skip_until, if the probe
@@ -487,13 +516,17 @@ class Worker:
 
     async def _watch_skipping(self) -> None:
         """Probe, on the maintenance connection, whether claims that skip the jobs not yet
-        due would read fewer pages than claims from the head, when a claim asks for it: if
-        they would save more than _PAGES_TO_SKIP over all the claim's queues together (skipping
-        is decided for them together), claims of those queues skip for a while, the longer the
-        more they save; if not, no probe for _SKIP_QUIET seconds."""
+        due would read fewer pages than claims from the head, when a claim asks for it and is
+        still over with a measured descent (see _still_over): if they would save more than
+        _PAGES_TO_SKIP over all the claim's queues together (skipping is decided for them
+        together), claims of those queues skip for a while, the longer the more they save; if
+        not, no probe for _SKIP_QUIET seconds."""
         while not self.stopping.is_set():
             await self._probe_wanted.wait()
             self._probe_wanted.clear()
+            if not await self._still_over():
+                self._probe = {}  # its descents read those pages: no probe, and no quiet
+                continue
             queues: dict[str, int] = {}
             try:
                 for queue, limit in self._probe.items():

@@ -377,15 +377,18 @@ async def test_a_worker_whose_claims_scan_the_table_past_jobs_not_yet_due_skips_
     assert left == 30_000
 
 
+@pytest.mark.parametrize("many", [50, 100])
 async def test_a_worker_of_many_queues_on_a_deep_index_does_not_probe_for_their_descents(
-    dsn: str,
+    dsn: str, many: int
 ) -> None:
     """100,000 jobs of another queue make the claim index three levels deep: a claim of 50
-    empty queues descends it 50 times, about 150 pages, and steps over no job not yet due.
-    Those pages are the claim's own, for each queue it claims: the worker must not probe."""
+    (or 100) empty queues descends it 50 (100) times, about 150 (300) pages, and steps over no
+    job not yet due. Those pages are the claim's own, for each queue it claims: the worker
+    must not probe. (300 pages are over what 100 descents of one page would read: the worker
+    measures a descent before it probes, and finds them its own.)"""
     schedule(dsn, "other", 100_000, 0)
     query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
-    queues = {f"q{i:02}": 1 for i in range(50)}
+    queues = {f"q{i:02}": 1 for i in range(many)}
     worker = t.app.worker(dsn=dsn, queues=queues, poll_interval=0.05)
     spy = Spy(worker)
     probes: list[str] = []
@@ -401,6 +404,64 @@ async def test_a_worker_of_many_queues_on_a_deep_index_does_not_probe_for_their_
     # The scenario: the claims' descents alone read more than the allowance of one queue.
     assert min(p for p in spy.pages if p) > 10 + 100, spy.pages
     assert probes == [], (len(probes), spy.pages)
+    assert worker._descent == (3 if many == 100 else 1), worker._descent  # measured if asked
+
+
+async def test_a_worker_of_many_queues_on_a_shallow_index_probes_for_one_queues_jobs_not_yet_due(
+    dsn: str,
+) -> None:
+    """30,000 jobs due tomorrow in one of 50 queues: a claim of the 50 reads their pages,
+    about 150, beside a descent of two pages per queue (the claim index is two levels deep).
+    The worker must count each descent as the two pages it reads, see the 150 pages beyond
+    them, probe, and skip. (Counting 5 pages a descent, it never probed.)"""
+    schedule(dsn, "q00", 30_000, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    queues = {f"q{i:02}": 1 for i in range(50)}
+    worker = t.app.worker(dsn=dsn, queues=queues, poll_interval=0.05)
+    worker._skip_rate = 10  # pages saved per second of skipping: a long one, for the test
+    spy = Spy(worker)
+    await run_worker_until(
+        worker, lambda: any(spy.skipping) or sum(pages > 0 for pages in spy.pages) >= 4
+    )
+    counted = [pages for pages in spy.pages if pages]
+    # The scenario: over 100 pages beyond 2 a descent, not beyond 5 a descent.
+    assert 10 + 2 * 49 + 100 < counted[0] <= 10 + 5 * 49 + 100, spy.pages
+    assert any(spy.skipping), spy.pages
+    assert worker._descent == 2, worker._descent
+
+
+@pytest.mark.parametrize(("jobs", "levels"), [(30_000, 2), (100_000, 3)])
+def test_a_measured_descent_is_what_each_queue_of_a_claim_reads(
+    dsn: str, jobs: int, levels: int
+) -> None:
+    """An index of 30,000 entries is two levels deep, one of 100,000 three: a measured descent
+    reads that many pages, and a claim of 50 empty queues as many per queue. 5,000 entries
+    found dead at the left edge of the index, where the measuring descent lands, add none."""
+    query(dsn, "ALTER TABLE pgqueue.active_jobs SET (autovacuum_enabled = false)")
+    schedule(dsn, "other", jobs, 0)
+    query(dsn, "VACUUM ANALYZE pgqueue.active_jobs")
+    queues = {f"q{i:02}": 1 for i in range(50)}
+    _, claim = pages_of(dsn, _store.jobs_claim("w", queues, 30, look=True))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        descent = _store.run(conn.cursor(), _store.jobs_claim_descent())
+        kill_the_head(dsn, 5_000)  # "io" sorts first: its entries fill the leftmost leaves
+        after = _store.run(conn.cursor(), _store.jobs_claim_descent())
+    assert descent == levels, descent
+    assert abs(claim.pages - 50 * levels) <= 2, claim.pages
+    assert after == levels, after
+
+
+def test_a_measured_descent_counts_for_a_minute(dsn: str) -> None:
+    """A claim of 50 queues that read 200 pages is over with descents of one page (the fewest,
+    before any is measured), not with a measured descent of three; once that measurement is a
+    minute old, a descent counts one page again, until it is measured anew."""
+    worker = t.app.worker(dsn=dsn, queues={f"q{i:02}": 1 for i in range(50)})
+    now = time.monotonic()
+    assert worker._over(200, 0, 50, now)
+    worker._descent, worker._descent_until = 3, now + 60
+    assert not worker._over(200, 0, 50, now + 59)
+    assert worker._over(200, 0, 50, now + 60)
+    assert worker._over(0, 0, 50, now)  # no page read: a table scan
 
 
 async def test_the_probe_that_measured_a_queue_decides_how_long_its_claims_skip(dsn: str) -> None:

@@ -108,6 +108,15 @@ def test_claims_that_skip_or_count_pages_read_the_claim_index_and_primary_key_on
     assert scans_of(probe, "active_jobs") <= claim_index
 
 
+def test_the_measured_descent_reads_the_claim_index_only(dsn: str) -> None:
+    """The worker's measure of a claim-index descent (JOBS_CLAIM_DESCENT) reads the claim
+    index and nothing else: on another plan it would measure nothing."""
+    fill_history(dsn)
+    with psycopg.connect(dsn) as conn:
+        nodes = plan_nodes(conn, _store.jobs_claim_descent())
+    assert scans_of(nodes, "active_jobs") == {("Index Only Scan", "active_jobs_claim_idx")}
+
+
 def test_a_look_behind_a_point_reads_the_claim_index_and_primary_keys_only(dsn: str) -> None:
     """The worker's look behind an idle queue's point, once a second while it resumes, reads
     the claim index up to the point and finds the point's run_at by primary key, in active
