@@ -346,3 +346,26 @@ def test_an_app_whose_own_dsn_raises_is_one_line(dsn: str, tmp_path: Path) -> No
         f"Error: the app 'owndsn' gives no DSN: RuntimeError: no NAME ({tmp_path}/owndsn.py,"
         " line 5); pass --dsn DSN"
     ])  # fmt: skip
+
+
+def test_an_app_whose_own_dsn_falls_back_to_pgqueues_names_the_dsn_option(
+    dsn: str, tmp_path: Path
+) -> None:
+    """An app whose class's dsn ends in ``super().dsn`` with nothing configured said "pass
+    PgQueue(dsn=...)", which the CLI's user cannot do: it names --dsn, as for a plain app."""
+    (tmp_path / "fallback.py").write_text(
+        "import pgqueue\n"
+        "class App(pgqueue.PgQueue):\n"
+        "    @property\n"
+        "    def dsn(self):\n"
+        "        return super().dsn\n"
+        "app = App()\n"
+    )
+    env = {k: v for k, v in cli_env(dsn).items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "fallback", "stats"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
+    ])  # fmt: skip
