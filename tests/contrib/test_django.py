@@ -461,6 +461,25 @@ def test_a_pgqueue_dsn_setting_is_read_as_every_dsn_is(django_db: str) -> None:
     assert "s3cret" not in str(refused.value)
 
 
+def test_dsn_gives_a_pgqueue_dsn_setting_as_libpq_reads_it(django_db: str) -> None:
+    """pgqueue.contrib.django.dsn() is "the libpq DSN workers and the CLI use", but it gave
+    a PGQUEUE["DSN"] URL as written: postgresql+psycopg://, which libpq (psycopg.connect)
+    refuses, while app.dsn, workers and the CLI read it as postgresql://."""
+    from urllib.parse import urlencode
+
+    import psycopg
+    from django.test import override_settings
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import dsn
+
+    url = "postgresql+psycopg:///?" + urlencode(conninfo_to_dict(django_db))
+    with override_settings(PGQUEUE={"DSN": url}), psycopg.connect(dsn()) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (
+            conninfo_to_dict(django_db)["dbname"],
+        )
+
+
 def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(
     django_setup: None, dsn: str
 ) -> None:
