@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -202,6 +204,49 @@ def test_manage_py_pgqueue_enqueue_of_an_unknown_task_names_no_app_option(django
         " 'tests.contrib.django_project.shop.tasks.send_receipt'?)"
     ])  # fmt: skip
     assert query(django_db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+NO_NAME = """
+from tests.contrib.django_project.settings import *  # noqa: F403
+
+DATABASES = {"default": {**DATABASES["default"], "NAME": ""}}  # noqa: F405
+"""
+
+
+@pytest.mark.parametrize("command", [("migrate", "--check"), ("worker", "--burst")])
+def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
+    django_db: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A DATABASES entry without NAME made manage.py pgqueue end in Django's traceback: the
+    command read the DSN before pgqueue's command line, which says expected failures in one
+    line, had started. It is one line, with Django's reason, and exit status 1."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", *command],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.splitlines()) == (1, [
+        "Error: Django's settings give pgqueue no database: ImproperlyConfigured:"
+        " settings.DATABASES is improperly configured. Please supply the NAME or"
+        " OPTIONS['service'] value. Fix them, or pass --dsn DSN"
+    ])  # fmt: skip
+
+
+def test_manage_py_pgqueue_dsn_option_needs_no_usable_django_database(
+    django_db: str, tmp_path: Path
+) -> None:
+    """With --dsn given, Django's database settings are not read: a DATABASES entry without
+    NAME made even `manage.py pgqueue --dsn DSN ...` end in Django's traceback."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "--dsn", django_db, "migrate", "--check"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
 def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:

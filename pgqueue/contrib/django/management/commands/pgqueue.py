@@ -15,6 +15,7 @@ import click
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 
 from pgqueue._cli import cli
+from pgqueue._errors import first_line
 from pgqueue.contrib.django import _conf
 
 APP_PATH = "pgqueue.contrib.django:app"
@@ -29,7 +30,7 @@ _HELP = frozenset(cli.context_settings["help_option_names"])
 
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
-    defaults = {"app_path": APP_PATH, "dsn": _conf.dsn()}
+    defaults = {"app_path": APP_PATH, "dsn": django_dsn}  # the DSN is read when needed
     app = _conf.get_app()
     pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
     try:
@@ -39,6 +40,19 @@ def run_cli(args: list[str], standalone: bool) -> Any:
         )  # fmt: skip
     finally:
         app._dsn = pinned
+
+
+def django_dsn() -> str:
+    """Django's DSN for pgqueue; settings that give none (a database without a NAME) are a
+    one-line error of pgqueue's command line, not Django's traceback."""
+    try:
+        return _conf.dsn()
+    except Exception as exc:
+        reason = first_line(exc).rstrip(".")
+        raise click.ClickException(
+            f"Django's settings give pgqueue no database: {type(exc).__name__}: {reason}."
+            " Fix them, or pass --dsn DSN"
+        ) from exc
 
 
 def without_django_options(args: list[str]) -> tuple[list[str], bool]:
