@@ -206,6 +206,70 @@ def test_manage_py_pgqueue_enqueue_of_an_unknown_task_names_no_app_option(django
     assert query(django_db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
 
 
+NOWHERE = "postgresql://postgres@127.0.0.1:5432/pgqueue_no_such_database"
+IGNORED_DSN = (
+    "Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
+    ' (PGQUEUE["DSN"], else DATABASES["default"]); pass --dsn DSN to use another'
+)
+IGNORED_APP = (
+    "Warning: PGQUEUE_APP is ignored: manage.py pgqueue runs Django's app"
+    ' (PGQUEUE["APP"], else pgqueue.contrib.django.app); pass --app MODULE:ATTR to use another'
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "warnings"),
+    [
+        ({"PGQUEUE_DSN": NOWHERE}, [IGNORED_DSN]),
+        ({"PGQUEUE_APP": "nowhere:app"}, [IGNORED_APP]),
+        ({"PGQUEUE_DSN": NOWHERE, "PGQUEUE_APP": "nowhere:app"}, [IGNORED_APP, IGNORED_DSN]),
+    ],
+)
+def test_manage_py_pgqueue_ignores_pgqueue_dsn_and_app_left_in_the_environment(
+    shop, django_db: str, variables: dict[str, str], warnings: list[str]
+) -> None:
+    """click reads variables before its default_map, so a PGQUEUE_DSN or PGQUEUE_APP left in
+    the environment won over Django's database and app: the worker served another database
+    (or failed to load another app) while Django's jobs waited. manage.py pgqueue ignores
+    both, and says so in one line each."""
+    from django.db import connection
+
+    shop.send_receipt.enqueue(connection, _order("env@example.com").id)  # autocommit
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--burst", "--poll-interval", "0.05"],
+        env={**subprocess_env(django_db), **variables}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[: len(warnings)] == warnings
+    assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("succeeded",)]
+
+
+def test_manage_py_pgqueue_says_nothing_of_variables_naming_djangos_own(django_db) -> None:
+    """PGQUEUE_DSN spelling Django's database another way (a URL, not key=value pairs) and
+    PGQUEUE_APP naming Django's app are what manage.py pgqueue uses anyway: no warning."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = "postgresql://{user}@{host}:{port}/{dbname}".format(**conninfo_to_dict(django_db))
+    env = {**subprocess_env(django_db), "PGQUEUE_DSN": url,
+           "PGQUEUE_APP": "pgqueue.contrib.django:app"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "migrate", "--check"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_manage_py_pgqueue_dsn_option_wins_over_djangos_database(django_db) -> None:
+    """An explicit --dsn is the one way to point manage.py pgqueue elsewhere."""
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "--dsn", NOWHERE, "migrate", "--check"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "pgqueue_no_such_database" in done.stderr, done.stderr
+
+
 NO_NAME = """
 from tests.contrib.django_project.settings import *  # noqa: F403
 
