@@ -2,7 +2,8 @@
 
 ``manage.py pgqueue worker --queues io,cpu`` runs a worker of ``PGQUEUE``'s app on Django's
 database, with the tasks of installed apps registered; ``migrate``, ``migrate --check`` and
-the other subcommands work as in the ``pgqueue`` CLI.
+the other subcommands work as in the ``pgqueue`` CLI. ``--dsn`` and ``--app`` win; else
+Django's settings give them; ``PGQUEUE_DSN`` and ``PGQUEUE_APP`` are not read.
 """
 
 from __future__ import annotations
