@@ -27,6 +27,8 @@ APP_PATH = "pgqueue.contrib.django:app"
 APP_DOTTED = "pgqueue.contrib.django.app"
 # The group options Django's settings give, and the variables the plain CLI reads for them.
 _ENV = {"dsn": "PGQUEUE_DSN", "app_path": "PGQUEUE_APP"}
+# What makes two DSNs name the same database (Django's adds client_encoding, for one).
+_DATABASE_KEYS = ("service", "host", "hostaddr", "port", "dbname", "user")
 _OPTION_HELP = {
     "dsn": 'PostgreSQL DSN or URL  [default: PGQUEUE["DSN"], else the settings of'
     ' DATABASES[PGQUEUE["DATABASE"]]; PGQUEUE_DSN is not read]',
@@ -94,15 +96,12 @@ def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> 
 
 
 def _same_dsn(given: str, django: str) -> bool:
-    """Whether two DSNs name the same database (Django's adds client_encoding, for one)."""
+    """Whether two DSNs name the same database."""
     try:
         ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(django)
     except Exception:  # one libpq cannot parse is not Django's
         return False
     return all(ours.get(key) == theirs.get(key) for key in _DATABASE_KEYS)
-
-
-_DATABASE_KEYS = ("service", "host", "hostaddr", "port", "dbname", "user")
 
 
 def _same_app(given: str) -> bool:
