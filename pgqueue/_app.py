@@ -19,7 +19,7 @@ from pgqueue._connections import (
     normalize_dsn,
     sync_cursor,
 )
-from pgqueue._errors import ConfigurationError
+from pgqueue._errors import NoDatabaseError
 from pgqueue._hooks import AppHooks, Callback, Middleware
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_count, check_given_name, check_job_id
@@ -87,7 +87,7 @@ class PgQueue:
         the caller is) or to set one of the variables read."""
         dsn = self._dsn or os.environ.get("PGQUEUE_DSN") or os.environ.get("DATABASE_URL")
         if not dsn:
-            raise ConfigurationError(
+            raise NoDatabaseError(
                 f"no database configured: {how}, or set PGQUEUE_DSN or DATABASE_URL"
             )
         return normalize_dsn(dsn)

@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import PgQueueError, SchemaError, first_line
+from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import UNDEFINED
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from pgqueue._worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+PASS_DSN = "pass --dsn DSN"
 
 
 class State:
@@ -51,18 +53,20 @@ class State:
             return normalize_dsn(self._dsn)
         if type(self.app).dsn is not PgQueue.dsn:
             return self._own_dsn()
-        return self.app._configured_dsn("pass --dsn DSN")
+        return self.app._configured_dsn(PASS_DSN)
 
     def _own_dsn(self) -> str:
         """The app's own ``dsn``; one that raises (Django's ImproperlyConfigured for a
         database without a NAME) is said in one line, as an app module that raises is."""
         try:
             return self.app.dsn
+        except NoDatabaseError:  # it fell back to PgQueue's, which said "PgQueue(dsn=...)"
+            return self.app._configured_dsn(PASS_DSN)  # raises again, naming --dsn
         except (PgQueueError, ValueError):
             raise  # friendly_errors says these
         except Exception as exc:
             raise click.ClickException(
-                f"the app {self.app_path!r} gives no DSN: {_raised_at(exc)}; pass --dsn DSN"
+                f"the app {self.app_path!r} gives no DSN: {_raised_at(exc)}; {PASS_DSN}"
             ) from exc
 
 

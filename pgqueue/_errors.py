@@ -21,6 +21,10 @@ class ConfigurationError(PgQueueError):
     a live worker on this host holds, metrics without ``prometheus_client`` installed."""
 
 
+class NoDatabaseError(ConfigurationError):
+    """No DSN is configured at all (private: the CLI says it again naming its ``--dsn``)."""
+
+
 class SchemaError(PgQueueError):
     """The database schema is missing or older than this version of pgqueue needs."""
 

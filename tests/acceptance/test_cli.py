@@ -325,16 +325,15 @@ def test_worker_refuses_a_duration_that_is_not_a_number_of_seconds(
     assert f"Error: Invalid value for '{option}': " in result.stderr.strip().splitlines()[-1]
 
 
-def test_an_app_whose_own_dsn_raises_is_one_line(dsn: str, tmp_path: Path) -> None:
-    """The CLI asks an app whose class defines dsn for it (DjangoPgQueue reads Django's
-    DATABASES): one that raised, as Django does for a database without a NAME, ended in a
-    traceback. It is one line, as an app module that raises is, naming --dsn."""
+def own_dsn_stats(dsn: str, tmp_path: Path, body: str) -> tuple[int, list[str]]:
+    """Exit status and stderr lines of ``pgqueue --app owndsn stats``, without PGQUEUE_DSN
+    or DATABASE_URL, for an app whose class's ``dsn`` property runs ``body``."""
     (tmp_path / "owndsn.py").write_text(
         "import pgqueue\n"
         "class App(pgqueue.PgQueue):\n"
         "    @property\n"
         "    def dsn(self):\n"
-        "        raise RuntimeError('no NAME')\n"
+        f"        {body}\n"
         "app = App()\n"
     )
     env = {k: v for k, v in cli_env(dsn).items() if k not in ("PGQUEUE_DSN", "DATABASE_URL")}
@@ -342,7 +341,24 @@ def test_an_app_whose_own_dsn_raises_is_one_line(dsn: str, tmp_path: Path) -> No
         [sys.executable, "-m", "pgqueue", "--app", "owndsn", "stats"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+    return result.returncode, result.stderr.strip().splitlines()
+
+
+def test_an_app_whose_own_dsn_raises_is_one_line(dsn: str, tmp_path: Path) -> None:
+    """The CLI asks an app whose class defines dsn for it (DjangoPgQueue reads Django's
+    DATABASES): one that raised, as Django does for a database without a NAME, ended in a
+    traceback. It is one line, as an app module that raises is, naming --dsn."""
+    assert own_dsn_stats(dsn, tmp_path, "raise RuntimeError('no NAME')") == (1, [
         f"Error: the app 'owndsn' gives no DSN: RuntimeError: no NAME ({tmp_path}/owndsn.py,"
         " line 5); pass --dsn DSN"
+    ])  # fmt: skip
+
+
+def test_an_app_whose_own_dsn_falls_back_to_pgqueues_names_the_dsn_option(
+    dsn: str, tmp_path: Path
+) -> None:
+    """An app whose class's dsn ends in ``super().dsn`` with nothing configured said "pass
+    PgQueue(dsn=...)", which the CLI's user cannot do: it names --dsn, as for a plain app."""
+    assert own_dsn_stats(dsn, tmp_path, "return super().dsn") == (1, [
+        "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
     ])  # fmt: skip

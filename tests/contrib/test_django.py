@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -202,6 +204,113 @@ def test_manage_py_pgqueue_enqueue_of_an_unknown_task_names_no_app_option(django
         " 'tests.contrib.django_project.shop.tasks.send_receipt'?)"
     ])  # fmt: skip
     assert query(django_db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+NOWHERE = "postgresql://postgres@127.0.0.1:5432/pgqueue_no_such_database"
+IGNORED_DSN = (
+    "Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
+    ' (PGQUEUE["DSN"], else DATABASES["default"]); pass --dsn DSN to use another'
+)
+IGNORED_APP = (
+    "Warning: PGQUEUE_APP is ignored: manage.py pgqueue runs Django's app"
+    ' (PGQUEUE["APP"], else pgqueue.contrib.django.app); pass --app MODULE:ATTR to use another'
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "warnings"),
+    [
+        ({"PGQUEUE_DSN": NOWHERE}, [IGNORED_DSN]),
+        ({"PGQUEUE_APP": "nowhere:app"}, [IGNORED_APP]),
+        ({"PGQUEUE_DSN": NOWHERE, "PGQUEUE_APP": "nowhere:app"}, [IGNORED_APP, IGNORED_DSN]),
+    ],
+)
+def test_manage_py_pgqueue_ignores_pgqueue_dsn_and_app_left_in_the_environment(
+    shop, django_db: str, variables: dict[str, str], warnings: list[str]
+) -> None:
+    """click reads variables before its default_map, so a PGQUEUE_DSN or PGQUEUE_APP left in
+    the environment won over Django's database and app: the worker served another database
+    (or failed to load another app) while Django's jobs waited. manage.py pgqueue ignores
+    both, and says so in one line each."""
+    from django.db import connection
+
+    shop.send_receipt.enqueue(connection, _order("env@example.com").id)  # autocommit
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "--burst", "--poll-interval", "0.05"],
+        env={**subprocess_env(django_db), **variables}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[: len(warnings)] == warnings
+    assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("succeeded",)]
+
+
+def test_manage_py_pgqueue_says_nothing_of_variables_naming_djangos_own(django_db) -> None:
+    """PGQUEUE_DSN spelling Django's database another way (a URL, not key=value pairs) and
+    PGQUEUE_APP naming Django's app are what manage.py pgqueue uses anyway: no warning."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = "postgresql://{user}@{host}:{port}/{dbname}".format(**conninfo_to_dict(django_db))
+    env = {**subprocess_env(django_db), "PGQUEUE_DSN": url,
+           "PGQUEUE_APP": "pgqueue.contrib.django:app"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "migrate", "--check"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_manage_py_pgqueue_dsn_option_wins_over_djangos_database(django_db) -> None:
+    """An explicit --dsn is the one way to point manage.py pgqueue elsewhere."""
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "--dsn", NOWHERE, "migrate", "--check"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "pgqueue_no_such_database" in done.stderr, done.stderr
+
+
+NO_NAME = """
+from tests.contrib.django_project.settings import *  # noqa: F403
+
+DATABASES = {"default": {**DATABASES["default"], "NAME": ""}}  # noqa: F405
+"""
+
+
+@pytest.mark.parametrize("command", [("migrate", "--check"), ("worker", "--burst")])
+def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
+    django_db: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A DATABASES entry without NAME made manage.py pgqueue end in Django's traceback: the
+    command read the DSN before pgqueue's command line, which says expected failures in one
+    line, had started. It is one line, with Django's reason, and exit status 1."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", *command],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.splitlines()) == (1, [
+        "Error: Django's settings give pgqueue no database: ImproperlyConfigured:"
+        " settings.DATABASES is improperly configured. Please supply the NAME or"
+        " OPTIONS['service'] value. Fix them, or pass --dsn DSN"
+    ])  # fmt: skip
+
+
+def test_manage_py_pgqueue_dsn_option_needs_no_usable_django_database(
+    django_db: str, tmp_path: Path
+) -> None:
+    """With --dsn given, Django's database settings are not read: a DATABASES entry without
+    NAME made even `manage.py pgqueue --dsn DSN ...` end in Django's traceback."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "--dsn", django_db, "migrate", "--check"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
 def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:
@@ -459,6 +568,25 @@ def test_a_pgqueue_dsn_setting_is_read_as_every_dsn_is(django_db: str) -> None:
     ):
         app.connect()
     assert "s3cret" not in str(refused.value)
+
+
+def test_dsn_gives_a_pgqueue_dsn_setting_as_libpq_reads_it(django_db: str) -> None:
+    """pgqueue.contrib.django.dsn() is "the libpq DSN workers and the CLI use", but it gave
+    a PGQUEUE["DSN"] URL as written: postgresql+psycopg://, which libpq (psycopg.connect)
+    refuses, while app.dsn, workers and the CLI read it as postgresql://."""
+    from urllib.parse import urlencode
+
+    import psycopg
+    from django.test import override_settings
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.contrib.django import dsn
+
+    url = "postgresql+psycopg:///?" + urlencode(conninfo_to_dict(django_db))
+    with override_settings(PGQUEUE={"DSN": url}), psycopg.connect(dsn()) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (
+            conninfo_to_dict(django_db)["dbname"],
+        )
 
 
 def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(

@@ -5,6 +5,8 @@
 - ``connection()``: Django's connection to pgqueue's database. ``task.enqueue(connection(),
   ...)`` (or ``django.db.connection``) inside ``transaction.atomic()`` commits and rolls back
   with your ORM writes.
+- ``dsn()``: the libpq DSN workers and ``manage.py pgqueue`` use (``PGQUEUE["DSN"]``, else
+  the settings of ``PGQUEUE["DATABASE"]``).
 - ``PgQueueBackend``: a backend for Django's tasks framework (``django.tasks`` on Django 6,
   the ``django_tasks`` backport on 5.2).
 """

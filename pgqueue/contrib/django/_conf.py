@@ -74,10 +74,11 @@ def connection() -> Any:
 
 
 def dsn() -> str:
-    """The libpq DSN workers and the CLI use: ``PGQUEUE["DSN"]``, else the database's settings."""
+    """The libpq DSN workers and the CLI use: ``PGQUEUE["DSN"]``, read as every DSN is (a
+    ``postgresql+psycopg://`` URL too), else the database's settings."""
     configured: str | None = settings()["DSN"]
     if configured:
-        return configured
+        return normalize_dsn(configured)
     params = connection().get_connection_params()
     usable = {
         key: value

@@ -2,22 +2,39 @@
 
 ``manage.py pgqueue worker --queues io,cpu`` runs a worker of ``PGQUEUE``'s app on Django's
 database, with the tasks of installed apps registered; ``migrate``, ``migrate --check`` and
-the other subcommands work as in the ``pgqueue`` CLI.
+the other subcommands work as in the ``pgqueue`` CLI. ``--dsn`` and ``--app`` win; else
+Django's settings give them; ``PGQUEUE_DSN`` and ``PGQUEUE_APP`` are not read.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import sys
 from typing import Any
 
 import click
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
+from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue._cli import cli
+from pgqueue._connections import normalize_dsn
+from pgqueue._errors import first_line
 from pgqueue.contrib.django import _conf
 
 APP_PATH = "pgqueue.contrib.django:app"
+APP_DOTTED = "pgqueue.contrib.django.app"
+# The group options Django's settings give, and the variables the plain CLI reads for them.
+_ENV = {"dsn": "PGQUEUE_DSN", "app_path": "PGQUEUE_APP"}
+# What makes two DSNs name the same database (Django's adds client_encoding, for one).
+_DATABASE_KEYS = ("service", "host", "hostaddr", "port", "dbname", "user")
+_OPTION_HELP = {
+    "dsn": 'PostgreSQL DSN or URL  [default: PGQUEUE["DSN"], else the settings of'
+    ' DATABASES[PGQUEUE["DATABASE"]]; PGQUEUE_DSN is not read]',
+    "app_path": f'Your PgQueue object  [default: PGQUEUE["APP"], else {APP_DOTTED};'
+    " PGQUEUE_APP is not read]",
+}
 
 # Options manage.py itself reads from every command line before handing it to a command.
 _DJANGO_GLOBAL = ("--settings", "--pythonpath")
@@ -29,16 +46,82 @@ _HELP = frozenset(cli.context_settings["help_option_names"])
 
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
-    defaults = {"app_path": APP_PATH, "dsn": _conf.dsn()}
+    defaults = {"app_path": APP_PATH, "dsn": django_dsn}  # the DSN is read when needed
     app = _conf.get_app()
     pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
     try:
-        return cli.main(
+        return DJANGO_CLI.main(
             args=args, prog_name="manage.py pgqueue", standalone_mode=standalone,
             default_map=defaults,
         )  # fmt: skip
     finally:
         app._dsn = pinned
+
+
+def django_dsn() -> str:
+    """Django's DSN for pgqueue; settings that give none (a database without a NAME) are a
+    one-line error of pgqueue's command line, not Django's traceback."""
+    try:
+        return _conf.dsn()
+    except Exception as exc:
+        reason = first_line(exc).rstrip(".")
+        raise click.ClickException(
+            f"Django's settings give pgqueue no database: {type(exc).__name__}: {reason}."
+            " Fix them, or pass --dsn DSN"
+        ) from exc
+
+
+def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Say in one line that a PGQUEUE_DSN or PGQUEUE_APP the plain CLI would have used is
+    ignored, unless it names what Django's settings give (an explicit option wins over
+    both: nothing to say then)."""
+    name = param.name or ""
+    given = os.environ.get(_ENV[name])
+    if given and ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP:
+        if name == "dsn" and not _same_dsn(given, value):
+            click.echo(
+                f"Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
+                f' (PGQUEUE["DSN"], else DATABASES["{_conf.database_alias()}"]); pass --dsn'
+                " DSN to use another",
+                err=True,
+            )
+        if name == "app_path" and not _same_app(given):
+            click.echo(
+                "Warning: PGQUEUE_APP is ignored: manage.py pgqueue runs Django's app"
+                ' (PGQUEUE["APP"], else pgqueue.contrib.django.app); pass --app MODULE:ATTR'
+                " to use another",
+                err=True,
+            )
+    return value
+
+
+def _same_dsn(given: str, django: str) -> bool:
+    """Whether two DSNs name the same database."""
+    try:
+        ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(django)
+    except Exception:  # one libpq cannot parse is not Django's
+        return False
+    return all(ours.get(key) == theirs.get(key) for key in _DATABASE_KEYS)
+
+
+def _same_app(given: str) -> bool:
+    module, _, attribute = given.partition(":")
+    return f"{module}.{attribute or 'app'}" in (APP_DOTTED, _conf.settings()["APP"])
+
+
+def _from_django(param: click.Parameter) -> click.Parameter:
+    """``--dsn`` or ``--app`` read from the command line, else from Django's settings, never
+    from the environment: click reads a variable before its default_map, so a stale
+    PGQUEUE_DSN pointed workers away from the database Django enqueues in."""
+    if not isinstance(param, click.Option) or param.name not in _ENV:
+        return param
+    own = copy.copy(param)
+    own.envvar, own.callback, own.help = None, _warn_if_ignored, _OPTION_HELP[param.name]
+    return own
+
+
+DJANGO_CLI = copy.copy(cli)  # pgqueue's group, with its own --dsn and --app
+DJANGO_CLI.params = [_from_django(param) for param in cli.params]
 
 
 def without_django_options(args: list[str]) -> tuple[list[str], bool]:
