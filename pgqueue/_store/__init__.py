@@ -398,8 +398,9 @@ class Acked(NamedTuple):
         )
 
 
-def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
-    """Record a batch of outcomes in one statement; says which it wrote (see :class:`Acked`).
+def jobs_ack(outcomes: Sequence[Outcome], worker: str) -> Query[Acked]:
+    """Record a batch of outcomes of ``worker``'s claims in one statement; says which it wrote
+    (see :class:`Acked`).
 
     Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
     rows = [
@@ -408,7 +409,7 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
         else _ack_row_with_texts(o)
         for o in outcomes
     ]
-    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
+    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows), "worker": worker}, _acked)
 
 
 def _acked(rows: list[Row]) -> Acked:

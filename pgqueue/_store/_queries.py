@@ -545,8 +545,11 @@ _FINISHED_COLUMNS = """
 """
 
 # One statement acknowledges a whole batch: retries go back to queued, the rest move to history.
-# Every row is fenced by (id, attempts, state = 'running'): a worker that lost its lease
-# changes nothing. Retries without an error (Retry raised by the task) give the attempt back.
+# Every row is fenced by its claim, (id, attempts, state = 'running', worker_id): a worker that
+# lost its lease changes nothing. Retries without an error (Retry raised by the task) give the
+# attempt back, so the job's next claim has the same attempts: a batch whose reply was lost is
+# written again (it may have committed), and the worker's id keeps it off another worker's new
+# claim; the acker keeps it off its own worker's (see Acker._written_before).
 # A job asked to cancel while this attempt ran goes to history as cancelled instead of back to
 # the queue: its worker learns of a cancel only at a heartbeat, and queued again, the job ran
 # once more (to its end, when shorter than a heartbeat) after pgqueue.cancel said "requested".
@@ -587,13 +590,15 @@ WITH o AS (
                                   'traceback', o.tb)) END
       FROM o
      WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND o.state = 'queued' AND j.id = o.id
-       AND j.attempts = o.attempt AND j.state = o.running AND NOT j.cancel_requested
+       AND j.attempts = o.attempt AND j.state = o.running AND j.worker_id = %(worker)s
+       AND NOT j.cancel_requested
     RETURNING j.id, o.attempt
 ), done AS (
     DELETE FROM pgqueue.active_jobs AS j
      USING o
      WHERE j.id = ANY(ARRAY(SELECT id FROM o)) AND (o.state <> 'queued' OR j.cancel_requested)
        AND j.id = o.id AND j.attempts = o.attempt AND j.state = o.running
+       AND j.worker_id = %(worker)s
     RETURNING j.*, o.state AS new_state, o.result AS new_result, o.error AS new_error,
               o.tb AS new_tb
 ), moved AS (

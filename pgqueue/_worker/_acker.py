@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,16 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
+def _key(outcome: Outcome) -> tuple[int, int]:
+    return outcome.job_id, outcome.attempt
+
+
+def _gives_back(outcome: Outcome) -> bool:
+    """Whether writing ``outcome`` gives its attempt back (a Retry without an error): the job's
+    next claim is then of the same attempt."""
+    return outcome.state == "queued" and outcome.error is None
+
+
 async def first_set(*events: asyncio.Event) -> None:
     """Wait until one of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -44,9 +55,15 @@ Refused = Callable[[Outcome, Outcome | None], None]
 """Told of an outcome the database refused, with the failure written in its place, or ``None``
 when nothing was written for it."""
 
+Held = Callable[[tuple[int, int]], bool]
+"""Whether the worker holds a claim of this (job id, attempt) now: runs it, or has stopped it
+and will give it back."""
+
 
 class Acker:
-    """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
+    """Collects outcomes of ``worker``'s claims; flushes when ``batch`` are waiting or
+    ``interval`` seconds passed. ``claims`` is held by the worker's claimer while a claim runs
+    and its jobs start, and ``held`` says which claims the worker holds (see _written_before)."""
 
     def __init__(
         self,
@@ -55,12 +72,22 @@ class Acker:
         interval: float,
         settled: Settled | None = None,
         refused: Refused | None = None,
+        *,
+        worker: str,
+        claims: asyncio.Lock | None = None,
+        held: Held | None = None,
     ) -> None:
         self.db = db
         self.settled = settled
         self.refused = refused
         self.batch = batch
         self.interval = interval
+        self.worker = worker
+        self.claims = claims or asyncio.Lock()
+        self.held: Held = held or (lambda key: False)
+        # Outcomes giving their attempt back that were sent in a statement that failed: it may
+        # have committed, its reply lost. Written again, they need care (see _written_before).
+        self._doubtful: set[tuple[int, int]] = set()
         self._buffer: list[Outcome] = []
         self._pending = asyncio.Event()
         self._full = asyncio.Event()
@@ -104,19 +131,58 @@ class Acker:
                 if not self._buffer:
                     self._pending.clear()
                     self._full.clear()
-                try:
-                    acked = await self.db.run(_store.jobs_ack(taken))
-                except _REFUSED as exc:
-                    taken, acked = await self._write_each(taken, exc)
-                except BaseException:
-                    self._put_back(taken)
-                    raise
-                if len(acked.ids) < len(taken):
-                    acked = acked.plus(await self._again(taken, acked.applied()))
-                self._done(taken, acked)
+                if self._doubtful and not self._doubtful.isdisjoint(map(_key, taken)):
+                    await self._write_again(taken)
+                else:
+                    await self._write(taken)
+
+    async def _write(self, taken: list[Outcome]) -> None:
+        try:
+            acked = await self.db.run(_store.jobs_ack(taken, self.worker))
+        except _REFUSED as exc:
+            taken, acked = await self._write_each(taken, exc)
+        except BaseException:
+            self._put_back(taken)
+            raise
+        if len(acked.ids) < len(taken):
+            acked = acked.plus(await self._again(taken, acked.applied()))
+        self._done(taken, acked)
+
+    async def _write_again(self, taken: list[Outcome]) -> None:
+        """Write a batch that holds outcomes sent before in a statement that failed, with the
+        worker's claims paused (after reconnecting, which may take a while): an outcome found
+        written before is settled as written, not sent again."""
+        try:
+            await self.db.connection()
+        except BaseException:
+            self._put_back(taken)
+            raise
+        async with self.claims:
+            before = [self._written_before(i, taken) for i in range(len(taken))]
+            if any(before):
+                known = list(itertools.compress(taken, before))
+                self._done(known, Acked([o.job_id for o in known], [], [o.attempt for o in known]))
+                taken = [o for o, b in zip(taken, before, strict=True) if not b]
+            if taken:
+                await self._write(taken)
+
+    def _written_before(self, i: int, taken: list[Outcome]) -> bool:
+        """Whether ``taken[i]``, if an outcome whose earlier statement failed, was written by it
+        (the reply was lost). One that gives the attempt back was if the job was claimed again
+        since under that attempt by this worker, which holds that claim now or has its outcome
+        waiting behind this one: written again, it would end that claim. Another worker's claim
+        is fenced off by the statement (worker_id); a claim of this worker whose reply was lost
+        runs nowhere: the outcome written again puts that job back, as its rescue would."""
+        key = _key(taken[i])
+        if key not in self._doubtful:
+            return False
+        later = itertools.chain(taken[i + 1 :], self._buffer)
+        return self.held(key) or any(_key(o) == key for o in later)
 
     def _done(self, written: list[Outcome], acked: Acked) -> None:
         """``written`` (as written: a refused outcome replaced by its failure) is settled."""
+        if self._doubtful:
+            self._doubtful.difference_update(map(_key, written))
         self._written.set()
         if acked.ids:
             crash_point("after_ack")
@@ -134,7 +200,7 @@ class Acker:
         the job stayed running until its lease expired. The new statement ends it cancelled."""
         missed = [o for o in taken if (o.job_id, o.attempt) not in applied]
         try:
-            return await self.db.run(_store.jobs_ack(missed))
+            return await self.db.run(_store.jobs_ack(missed, self.worker))
         except (psycopg.Error, OSError):  # as before this second try: their leases settle them
             log.warning("writing %d outcomes again failed", len(missed), exc_info=True,
                         extra={"action": "ack_error"})  # fmt: skip
@@ -156,7 +222,7 @@ class Acker:
         for i, outcome in enumerate(taken):
             try:
                 try:
-                    one = await self.db.run(_store.jobs_ack([outcome]))
+                    one = await self.db.run(_store.jobs_ack([outcome], self.worker))
                 except _REFUSED as refused:
                     failure, one = await self._write_refused(outcome, refused)
                     if failure is None:
@@ -184,7 +250,7 @@ class Acker:
         failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
         written: Outcome | None = failure
         try:
-            acked = await self.db.run(_store.jobs_ack([failure]))
+            acked = await self.db.run(_store.jobs_ack([failure], self.worker))
         except _REFUSED:  # the row itself is refused: its lease expires and the rescue takes it
             log.exception(
                 "job %s attempt %s: the failure recording its refused outcome (%s) was refused"
@@ -203,12 +269,15 @@ class Acker:
     def drop(self) -> list[Outcome]:
         """Empty the buffer, once the acker has stopped: returns the outcomes never written."""
         left, self._buffer = self._buffer, []
+        self._doubtful.clear()
         self._pending.clear()
         self._full.clear()
         return left
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
+        """Keep ``outcomes``, whose statement failed, for the next flush."""
         self._buffer[:0] = outcomes
+        self._doubtful.update(_key(o) for o in outcomes if _gives_back(o))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

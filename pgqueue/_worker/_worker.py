@@ -205,7 +205,13 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
+        # Held while a claim runs and its jobs start: the acker pauses claims to write again
+        # an outcome whose reply was lost (see Acker._written_before).
+        self._claiming = asyncio.Lock()
+        self._acker = Acker(
+            self._ack_db, ack_batch, ack_interval, self._settled, self._refused,
+            worker=self.name, claims=self._claiming, held=self._holds,
+        )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -402,10 +408,13 @@ class Worker:
                 # Caught up, a claim that counts says what it read even if it takes nothing.
                 # Pages are counted about once a second: that costs a claim of 100 0.05 ms.
                 pages = now >= self._pages_counted_at + self._claim_rescan
-                claim = await self._claim_db.run(_store.jobs_claim(
-                    self.name, wanted, self.lease, after, counted, idle, skip, not backlogged,
-                    pages,
-                ))  # fmt: skip
+                async with self._claiming:
+                    claim = await self._claim_db.run(_store.jobs_claim(
+                        self.name, wanted, self.lease, after, counted, idle, skip,
+                        not backlogged, pages,
+                    ))  # fmt: skip
+                    for row in claim.rows:
+                        self._start_job(ClaimedJob(*row))
                 failures = 0
             except (psycopg.Error, OSError) as exc:
                 failures += 1
@@ -436,8 +445,6 @@ class Worker:
                         self._resume_until = max(self._resume_until, now + pause)
                     self._idle_resume_until = max(self._idle_resume_until, now + pause)
             jobs = claim.rows
-            for row in jobs:
-                self._start_job(ClaimedJob(*row))
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
@@ -623,6 +630,11 @@ class Worker:
                 await event.wait()
 
     # -- running ----------------------------------------------------------------------------
+
+    def _holds(self, key: tuple[int, int]) -> bool:
+        """Whether this worker runs the attempt ``key`` (job id, attempt), or stopped it at
+        shutdown and gives it back."""
+        return key in self._running or key in self._unfinished
 
     def _start_job(self, job: ClaimedJob) -> None:
         crash_point("after_claim")
