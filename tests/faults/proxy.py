@@ -27,7 +27,7 @@ class ReplyCutter:
         self.gate = asyncio.Event()
         self.gate.set()
         self._listener: asyncio.Server | None = None
-        self._pumps: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ReplyCutter:
         self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -40,29 +40,38 @@ class ReplyCutter:
     async def __aexit__(self, *exc: object) -> None:
         assert self._listener is not None
         self._listener.close()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for serving in list(self._serving):
+            serving.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        await self._listener.wait_closed()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        if self.cut.is_set():
-            await self.gate.wait()
-        server_r, server_w = await asyncio.open_connection(*self.server)
-        cutting = asyncio.Event()  # the marked statement was sent: hold back the server's reply
-        up = asyncio.ensure_future(self._up(client_r, server_w, cutting))
-        down = asyncio.ensure_future(self._down(server_r, client_w, cutting))
-        self._pumps |= {up, down}
+        me = asyncio.current_task()
+        assert me is not None
+        self._serving.add(me)
+        writers = [client_w]
         try:
-            await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
+            if self.cut.is_set():
+                await self.gate.wait()
+            server_r, server_w = await asyncio.open_connection(*self.server)
+            writers.append(server_w)
+            cutting = asyncio.Event()  # the marked statement was sent: hold back the reply
+            pumps = [
+                asyncio.ensure_future(self._up(client_r, server_w, cutting)),
+                asyncio.ensure_future(self._down(server_r, client_w, cutting)),
+            ]
+            try:
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
         finally:
-            for pump in (up, down):
-                pump.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
-            self._pumps -= {up, down}
-            for writer in (client_w, server_w):
+            for writer in writers:
                 writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.gather(*(w.wait_closed() for w in writers))
+            self._serving.discard(me)
 
     async def _up(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
