@@ -398,9 +398,8 @@ class Acked(NamedTuple):
         )
 
 
-def jobs_ack(outcomes: Sequence[Outcome], worker: str) -> Query[Acked]:
-    """Record a batch of outcomes of ``worker``'s claims in one statement; says which it wrote
-    (see :class:`Acked`).
+def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
+    """Record a batch of outcomes in one statement; says which it wrote (see :class:`Acked`).
 
     Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
     rows = [
@@ -409,7 +408,36 @@ def jobs_ack(outcomes: Sequence[Outcome], worker: str) -> Query[Acked]:
         else _ack_row_with_texts(o)
         for o in outcomes
     ]
-    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows), "worker": worker}, _acked)
+    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
+
+
+def jobs_ack_again(
+    outcomes: Sequence[Outcome], worker: str
+) -> Together[tuple[Acked, list[Outcome]]]:
+    """Write again ``outcomes`` that give their attempt back, sent before in a statement that
+    failed (it may have committed): their jobs' rows are locked first, so that no claim takes
+    one meanwhile, and only an outcome whose job is still ``worker``'s claim of that attempt is
+    written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote, and the outcomes found written
+    before: their job is back in the queue with the attempt given back, or claimed again under
+    that attempt by another worker (after a rescue, a claim has the next attempt)."""
+    ids = sorted({o.job_id for o in outcomes})
+    lock = Query(
+        q.JOBS_LOCK_CLAIMS, {"ids": ids, "worker": worker}, lambda rows: {r[0]: r[1:] for r in rows}
+    )
+
+    def then(rows: dict[int, Row]) -> Query[tuple[Acked, list[Outcome]]]:
+        ours: list[Outcome] = []
+        before: list[Outcome] = []
+        for o in outcomes:
+            attempts, state, mine = rows.get(o.job_id, (None, None, False))
+            if state == "running" and attempts == o.attempt:
+                (ours if mine else before).append(o)
+            elif state == "queued" and attempts == o.attempt - 1:
+                before.append(o)
+        ack = jobs_ack(ours)
+        return Query(ack.sql, ack.params, lambda r: (ack.read(r), before))
+
+    return Together(lock, then)
 
 
 def _acked(rows: list[Row]) -> Acked:

@@ -31,6 +31,10 @@ def _key(outcome: Outcome) -> tuple[int, int]:
     return outcome.job_id, outcome.attempt
 
 
+def _as_written(outcomes: list[Outcome]) -> Acked:
+    return Acked([o.job_id for o in outcomes], [], [o.attempt for o in outcomes])
+
+
 def _gives_back(outcome: Outcome) -> bool:
     """Whether writing ``outcome`` gives its attempt back (a Retry without an error): the job's
     next claim is then of the same attempt."""
@@ -63,7 +67,7 @@ and will give it back."""
 class Acker:
     """Collects outcomes of ``worker``'s claims; flushes when ``batch`` are waiting or
     ``interval`` seconds passed. ``claims`` is held by the worker's claimer while a claim runs
-    and its jobs start, and ``held`` says which claims the worker holds (see _written_before)."""
+    and its jobs start, and ``held`` says which claims the worker holds (see _doubtful_kind)."""
 
     def __init__(
         self,
@@ -86,7 +90,7 @@ class Acker:
         self.claims = claims or asyncio.Lock()
         self.held: Held = held or (lambda key: False)
         # Outcomes giving their attempt back that were sent in a statement that failed: it may
-        # have committed, its reply lost. Written again, they need care (see _written_before).
+        # have committed, its reply lost. Written again, they need care (see _doubtful_kind).
         self._doubtful: set[tuple[int, int]] = set()
         self._buffer: list[Outcome] = []
         self._pending = asyncio.Event()
@@ -138,7 +142,7 @@ class Acker:
 
     async def _write(self, taken: list[Outcome]) -> None:
         try:
-            acked = await self.db.run(_store.jobs_ack(taken, self.worker))
+            acked = await self.db.run(_store.jobs_ack(taken))
         except _REFUSED as exc:
             taken, acked = await self._write_each(taken, exc)
         except BaseException:
@@ -149,35 +153,48 @@ class Acker:
         self._done(taken, acked)
 
     async def _write_again(self, taken: list[Outcome]) -> None:
-        """Write a batch that holds outcomes sent before in a statement that failed, with the
-        worker's claims paused (after reconnecting, which may take a while): an outcome found
-        written before is settled as written, not sent again."""
+        """Write a batch that holds outcomes giving their attempt back that were sent before in
+        a statement that failed, and may have been written by it (see _doubtful_kind). Those
+        are written with the worker's claims paused (once reconnected, which may take a while),
+        each only if its job is still the claim it ends; the others as usual."""
         try:
             await self.db.connection()
         except BaseException:
             self._put_back(taken)
             raise
         async with self.claims:
-            before = [self._written_before(i, taken) for i in range(len(taken))]
-            if any(before):
-                known = list(itertools.compress(taken, before))
-                self._done(known, Acked([o.job_id for o in known], [], [o.attempt for o in known]))
-                taken = [o for o, b in zip(taken, before, strict=True) if not b]
-            if taken:
-                await self._write(taken)
+            kinds = [self._doubtful_kind(i, taken) for i in range(len(taken))]
+            known = [o for o, kind in zip(taken, kinds, strict=True) if kind == "written"]
+            again = [o for o, kind in zip(taken, kinds, strict=True) if kind == "again"]
+            try:
+                acked, before = (
+                    await self.db.run(_store.jobs_ack_again(again, self.worker))
+                    if again
+                    else (_as_written([]), [])
+                )
+            except BaseException:
+                self._done(known, _as_written(known))
+                self._put_back([o for o, kind in zip(taken, kinds, strict=True) if kind])
+                raise
+            self._done(known + again, acked.plus(_as_written(known + before)))
+        rest = [o for o, kind in zip(taken, kinds, strict=True) if not kind]
+        if rest:
+            await self._write(rest)
 
-    def _written_before(self, i: int, taken: list[Outcome]) -> bool:
-        """Whether ``taken[i]``, if an outcome whose earlier statement failed, was written by it
-        (the reply was lost). One that gives the attempt back was if the job was claimed again
-        since under that attempt by this worker, which holds that claim now or has its outcome
-        waiting behind this one: written again, it would end that claim. Another worker's claim
-        is fenced off by the statement (worker_id); a claim of this worker whose reply was lost
-        runs nowhere: the outcome written again puts that job back, as its rescue would."""
+    def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
+        """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
+        a statement that failed (that may have committed, its reply lost, and the job's next
+        claim then has the same attempt), "written" if that committed for sure: this worker
+        claimed the job again under that attempt since, and holds that claim now or has its
+        outcome waiting behind this one; "again" otherwise, written only if its job is still
+        this worker's claim of that attempt (store.jobs_ack_again, which also finds it written
+        if another worker claimed it since). A claim of this worker whose reply was lost runs
+        nowhere: the outcome written again puts that job back, as its rescue would."""
         key = _key(taken[i])
         if key not in self._doubtful:
-            return False
+            return ""
         later = itertools.chain(taken[i + 1 :], self._buffer)
-        return self.held(key) or any(_key(o) == key for o in later)
+        return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"
 
     def _done(self, written: list[Outcome], acked: Acked) -> None:
         """``written`` (as written: a refused outcome replaced by its failure) is settled."""
@@ -200,7 +217,7 @@ class Acker:
         the job stayed running until its lease expired. The new statement ends it cancelled."""
         missed = [o for o in taken if (o.job_id, o.attempt) not in applied]
         try:
-            return await self.db.run(_store.jobs_ack(missed, self.worker))
+            return await self.db.run(_store.jobs_ack(missed))
         except (psycopg.Error, OSError):  # as before this second try: their leases settle them
             log.warning("writing %d outcomes again failed", len(missed), exc_info=True,
                         extra={"action": "ack_error"})  # fmt: skip
@@ -222,7 +239,7 @@ class Acker:
         for i, outcome in enumerate(taken):
             try:
                 try:
-                    one = await self.db.run(_store.jobs_ack([outcome], self.worker))
+                    one = await self.db.run(_store.jobs_ack([outcome]))
                 except _REFUSED as refused:
                     failure, one = await self._write_refused(outcome, refused)
                     if failure is None:
@@ -250,7 +267,7 @@ class Acker:
         failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
         written: Outcome | None = failure
         try:
-            acked = await self.db.run(_store.jobs_ack([failure], self.worker))
+            acked = await self.db.run(_store.jobs_ack([failure]))
         except _REFUSED:  # the row itself is refused: its lease expires and the rescue takes it
             log.exception(
                 "job %s attempt %s: the failure recording its refused outcome (%s) was refused"

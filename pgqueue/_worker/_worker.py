@@ -206,7 +206,7 @@ class Worker:
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         # Held while a claim runs and its jobs start: the acker pauses claims to write again
-        # an outcome whose reply was lost (see Acker._written_before).
+        # an outcome whose reply was lost (see Acker._doubtful_kind).
         self._claiming = asyncio.Lock()
         self._acker = Acker(
             self._ack_db, ack_batch, ack_interval, self._settled, self._refused,

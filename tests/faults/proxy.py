@@ -14,7 +14,8 @@ class ReplyCutter:
     holds ``marker``, on a connection whose startup names ``application``, reaches the server
     and runs to its end (its ReadyForQuery: committed, or rolled back), but nothing of its reply
     reaches the client: the proxy then closes both sides, as a network failure between the
-    commit and the reply would. Connections opened after that wait for ``gate``."""
+    commit and the reply would. With ``deliver`` False, the statement never reaches the server
+    (a failure on the way there). Connections opened after that wait for ``gate``."""
 
     def __init__(self, dsn: str, marker: bytes, application: bytes) -> None:
         info = conninfo_to_dict(dsn)
@@ -23,6 +24,7 @@ class ReplyCutter:
         self.marker = marker
         self.application = application
         self.armed = False
+        self.deliver = True
         self.cut = asyncio.Event()  # set once a reply was lost
         self.gate = asyncio.Event()
         self.gate.set()
@@ -83,6 +85,9 @@ class ReplyCutter:
             if self.armed and self.application in seen and self.marker in data:
                 self.armed = False
                 cutting.set()  # before the server can answer
+                if not self.deliver:
+                    self.cut.set()
+                    return
             writer.write(data)
             await writer.drain()
 

@@ -47,7 +47,8 @@ async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_
     job_id = claimed(dsn, conn, "w1")
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         db = Db(proxy.dsn, "acker")
-        acker = Acker(db, batch=100, interval=0.01, worker="w1")
+        settled: list[set[tuple[int, int]]] = []
+        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
         acker.add(Outcome(job_id, 1, "queued"))
         proxy.armed = True
         with pytest.raises(psycopg.OperationalError):
@@ -59,6 +60,29 @@ async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_
         await db.close()
     assert acker.pending == 0
     assert query(dsn, ROW, [job_id]) == [("running", 1, "w2")]
+    assert settled == [{(job_id, 1)}]  # reported as written: it was
+
+
+async def test_a_snooze_whose_statement_never_reached_the_server_is_written_again(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The connection fails before the server gets the statement: nothing was written, and the
+    job is still w1's claim. Written again, the snooze puts the job back, the attempt given back."""
+    job_id = claimed(dsn, conn, "w1")
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db = Db(proxy.dsn, "acker")
+        settled: list[set[tuple[int, int]]] = []
+        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
+        acker.add(Outcome(job_id, 1, "queued"))
+        proxy.armed, proxy.deliver = True, False
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert query(dsn, ROW, [job_id]) == [("running", 1, "w1")]  # it did not commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert settled == [{(job_id, 1)}]
 
 
 async def test_a_snooze_written_again_after_a_lost_reply_leaves_the_workers_own_new_claim(

@@ -39,7 +39,7 @@ def test_a_failed_attempt_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, c
     asks for ends the job cancelled instead of queueing it for another run."""
     job_id = _claimed_and_cancel_requested(dsn, conn)
     outcome = Outcome(job_id, 1, "queued", error="boom", traceback="tb", delay=0.0)
-    assert run(dsn, _store.jobs_ack([outcome], "w")) == ([job_id], [job_id], [1])
+    assert run(dsn, _store.jobs_ack([outcome])) == ([job_id], [job_id], [1])
     assert run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows == []
     ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
     assert query(dsn, ended) == [("cancelled", 1, "cancelled on request", "boom")]
@@ -50,7 +50,7 @@ def test_a_snooze_of_a_job_asked_to_cancel_ends_it_cancelled(dsn: str, conn) -> 
     ends cancelled with that attempt uncounted."""
     job_id = _claimed_and_cancel_requested(dsn, conn)
     snooze = Outcome(job_id, 1, "queued", delay=60.0)
-    assert run(dsn, _store.jobs_ack([snooze], "w")) == ([job_id], [job_id], [1])
+    assert run(dsn, _store.jobs_ack([snooze])) == ([job_id], [job_id], [1])
     assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request", [])
     ]
@@ -63,7 +63,7 @@ def test_a_retry_in_the_same_batch_as_a_cancel_requested_one_is_queued(dsn: str,
     conn.commit()
     run(dsn, _store.jobs_claim("w", {"io": 1}, 30))
     outcomes = [Outcome(job_id, 1, "queued", error="boom"), Outcome(other, 1, "queued", error="x")]
-    acked = run(dsn, _store.jobs_ack(outcomes, "w"))
+    acked = run(dsn, _store.jobs_ack(outcomes))
     assert sorted(acked.ids) == sorted([job_id, other]) and acked.cancelled == [job_id]
     assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
         (job_id, "cancelled"), (other, "queued"),

@@ -134,7 +134,7 @@ def dirty_the_head(dsn: str, queues: list[str], jobs: int) -> dict[str, _store.C
             claim = _store.run(conn.cursor(), _store.jobs_claim("w", wanted, 30, after))
             after.update(claim.ends)
             done = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in claim.rows]
-            _store.run(conn.cursor(), _store.jobs_ack(done, "w"))
+            _store.run(conn.cursor(), _store.jobs_ack(done))
     return after
 
 

@@ -90,7 +90,7 @@ def test_the_longest_delays_are_written_and_read_back(conn: psycopg.Connection[A
     conn.execute("UPDATE pgqueue.active_jobs SET run_at = now()")
     claim = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 1}, 30))
     outcome = _store.Outcome(job_id, claim.rows[0][5], "queued", delay=MAX_DELAY)
-    assert _store.run(conn.cursor(), _store.jobs_ack([outcome], "w")) == ([job_id], [], [1])
+    assert _store.run(conn.cursor(), _store.jobs_ack([outcome])) == ([job_id], [], [1])
     job = admin.get_job(conn, job_id)
     assert job is not None and job.state == "queued"
     assert job.run_at.year - job.created_at.year in (999, 1000)

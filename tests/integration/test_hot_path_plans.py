@@ -130,7 +130,7 @@ def test_ack_finds_rows_by_primary_key_when_statistics_saw_nothing_running(dsn: 
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = _store.run(conn.cursor(), _store.jobs_claim("w", {"io": 50}, 30)).rows
         outcomes = [_store.Outcome(r[0], r[5], "succeeded", result="null") for r in rows]
-        nodes = plan_nodes(conn, _store.jobs_ack(outcomes, "w"))
+        nodes = plan_nodes(conn, _store.jobs_ack(outcomes))
     assert scans_of(nodes, "active_jobs") == {("Index Scan", "active_jobs_pkey")}
     # A job already in history is skipped by a probe of its primary key, not a scan of it all.
     probes = scans_of(nodes, "finished_jobs")

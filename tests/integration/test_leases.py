@@ -85,12 +85,11 @@ def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
     claim(dsn, "stale", lease=0.05)
     time.sleep(0.1)
     assert run(dsn, _store.leases_rescue()) == (1, 0, 0)
-    stale = Outcome(job_id, 1, "succeeded", result="3")
-    assert run(dsn, _store.jobs_ack([stale], "stale")).ids == []
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
     [row] = claim(dsn, "fresh", lease=30)
     assert row[5] == 2
-    assert run(dsn, _store.jobs_ack([stale], "stale")).ids == []
-    acked = run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")], "fresh"))
+    assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
+    acked = run(dsn, _store.jobs_ack([Outcome(job_id, 2, "succeeded", result="3")]))
     assert acked == ([job_id], [], [2])
     assert query(dsn, "SELECT state, attempts, errors->0->>'error' FROM pgqueue.jobs") == [
         ("succeeded", 2, "worker lost")
@@ -105,13 +104,13 @@ def test_an_ack_names_the_attempt_it_wrote_of_a_job_two_of_whose_attempts_it_car
     stale one, fenced off, is not taken for written."""
     job_id, other, third = (t.add.enqueue(conn, i, i) for i in (1, 2, 3))
     conn.commit()
-    claim(dsn, "w", lease=30)
+    claim(dsn, "stale", lease=30)
     query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued' WHERE id = %s", [job_id])
-    claim(dsn, "w", lease=30)  # its worker claims it again, as attempt 2
+    claim(dsn, "fresh", lease=30)
     acked = run(dsn, _store.jobs_ack([
         Outcome(third, 1, "succeeded", result="6"), Outcome(job_id, 2, "succeeded", result="2"),
         Outcome(job_id, 1, "queued", error="stale"), Outcome(other, 1, "queued", delay=60.0),
-    ], "w"))  # fmt: skip
+    ]))  # fmt: skip
     assert acked.applied() == {(job_id, 2), (other, 1), (third, 1)}
     assert len(acked.ids) == len(acked.attempts) == 3 and acked.cancelled == []
 
@@ -129,9 +128,8 @@ def test_ack_of_a_job_already_in_history_keeps_that_history_and_acks_the_rest(
                "task, args, kwargs, 'cancelled', priority, attempts, max_attempts, run_at, "
                "created_at, '\"by hand\"' FROM pgqueue.active_jobs WHERE id = %s",
           [first])  # fmt: skip
-    outcomes = [Outcome(first, 1, "succeeded", result="2"),
-                Outcome(second, 1, "succeeded", result="4")]  # fmt: skip
-    acked = run(dsn, _store.jobs_ack(outcomes, "w"))
+    acked = run(dsn, _store.jobs_ack([Outcome(first, 1, "succeeded", result="2"),
+                                      Outcome(second, 1, "succeeded", result="4")]))  # fmt: skip
     assert sorted(acked.ids) == sorted([first, second]) and acked.cancelled == []
     assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(0,)]
     assert query(dsn, "SELECT id, state, result FROM pgqueue.finished_jobs ORDER BY id") == [
@@ -312,7 +310,7 @@ def test_a_large_mixed_ack_pairs_each_id_with_the_attempt_it_wrote(dsn: str) -> 
             if tried == attempt or rnd.random() < 0.2:
                 outcomes.append(Outcome(job_id, tried, state, result=result, error=error))
     rnd.shuffle(outcomes)
-    acked = run(dsn, _store.jobs_ack(outcomes[:-50], "w"))  # the last 50 are not written
+    acked = run(dsn, _store.jobs_ack(outcomes[:-50]))  # the last 50 are not written
     left = {r[0] for r in query(dsn, "SELECT id FROM pgqueue.active_jobs WHERE state = 'running'")}
     written = {(job_id, a) for job_id, a in attempts.items() if job_id not in left}
     assert 800 < len(written) < 1000 and len(acked.ids) == len(written)
