@@ -22,7 +22,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import ConfigurationError
+from pgqueue._errors import ConfigurationError, PgQueueError, first_line
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -249,7 +249,10 @@ class Worker:
         self._wake.set()
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
-        """Run until :meth:`stop` (or, in burst mode, until nothing is runnable)."""
+        """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
+
+        Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
+        unwritten (their jobs are rescued once their leases expire)."""
         try:
             await self._start()
         except BaseException:
@@ -921,8 +924,11 @@ class Worker:
             await asyncio.gather(*done, return_exceptions=True)
             self._abandon(stuck)
         self._executor.shutdown()
+        failure: psycopg.Error | OSError | None = None
         try:
             await self._finish_writes()
+        except (psycopg.Error, OSError) as exc:
+            failure = exc
         finally:
             # After the last writes: a retry they record as failed calls its on_failure then.
             await self.events.drain(self.shutdown_timeout)
@@ -930,14 +936,31 @@ class Worker:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             self._writes_done = True  # if the last flush failed: the acker has stopped now
-            self._drop_unwritten()
+            left = self._drop_unwritten()
             await self._close_connections()
+        if failure is not None:
+            if not left:
+                raise failure
+            raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
 
-    def _drop_unwritten(self) -> None:
+    def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
+        """Log, and return to raise, what a stop whose last writes failed left undone."""
+        message = (
+            f"the worker stopped with {left} outcome{'s' if left > 1 else ''} unwritten"
+            f" ({first_line(failure)}): their jobs stay running until their leases expire"
+            f" (lease {self.lease:g} s), and are then rescued: they run again, or fail as"
+            " 'worker lost' when out of attempts"
+        )
+        log.error(message, extra={"action": "outcome_unwritten"})
+        return PgQueueError(message)
+
+    def _drop_unwritten(self) -> int:
         """The acker has stopped: an outcome it still holds (the last flush failed, and the
-        acker after it) is never written, and leaves worker.stats (see _unwritten)."""
-        for outcome in self._acker.drop():
+        acker after it) is never written, and leaves worker.stats (see _unwritten). Returns
+        how many there were."""
+        left = self._acker.drop()
+        for outcome in left:
             log.warning(
                 "job %s attempt %s: its outcome (%s) was not written by the stop; the job stays"
                 " running until its lease expires, and runs again",
@@ -946,6 +969,7 @@ class Worker:
                        "attempt": outcome.attempt},
             )  # fmt: skip
             self._unwritten(outcome)
+        return len(left)
 
     def _abandon(self, stuck: set[asyncio.Task[None]]) -> None:
         """Leave coroutines that ignored their cancellation: their jobs go back to the queue
