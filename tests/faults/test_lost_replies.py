@@ -39,21 +39,31 @@ def claimed(dsn: str, conn: psycopg.Connection, worker: str) -> int:
     return job_id
 
 
+async def snooze_sent(
+    proxy: ReplyCutter, job_id: int, settled: list[set[tuple[int, int]]]
+) -> tuple[Db, Acker]:
+    """w1's acker, through ``proxy``, after sending job_id's snooze (a Retry without an error,
+    which gives attempt 1 back) in a statement that failed; what it settles goes to
+    ``settled``."""
+    db = Db(proxy.dsn, "acker")
+    acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
+    acker.add(Outcome(job_id, 1, "queued"))
+    proxy.armed = True
+    with pytest.raises(psycopg.OperationalError):
+        await acker.flush()
+    assert proxy.cut.is_set() and acker.pending == 1
+    return db, acker
+
+
 async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_claim(
     dsn: str, conn: psycopg.Connection
 ) -> None:
     """w1's Retry (no error: the attempt is given back) commits, its reply is lost; w2 claims
     the job, again as attempt 1. w1's acker writes the outcome again: w2's claim stays."""
     job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
-        db = Db(proxy.dsn, "acker")
-        settled: list[set[tuple[int, int]]] = []
-        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-        acker.add(Outcome(job_id, 1, "queued"))
-        proxy.armed = True
-        with pytest.raises(psycopg.OperationalError):
-            await acker.flush()
-        assert proxy.cut.is_set() and acker.pending == 1
+        db, acker = await snooze_sent(proxy, job_id, settled)
         assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]  # it did commit
         assert [r[0] for r in run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows] == [job_id]
         await acker.flush()  # the outcome, written again
@@ -69,14 +79,10 @@ async def test_a_snooze_whose_statement_never_reached_the_server_is_written_agai
     """The connection fails before the server gets the statement: nothing was written, and the
     job is still w1's claim. Written again, the snooze puts the job back, the attempt given back."""
     job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
-        db = Db(proxy.dsn, "acker")
-        settled: list[set[tuple[int, int]]] = []
-        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-        acker.add(Outcome(job_id, 1, "queued"))
-        proxy.armed, proxy.deliver = True, False
-        with pytest.raises(psycopg.OperationalError):
-            await acker.flush()
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
         assert query(dsn, ROW, [job_id]) == [("running", 1, "w1")]  # it did not commit
         await acker.flush()
         await db.close()
