@@ -164,8 +164,11 @@ class Acker:
             raise
         async with self.claims:
             kinds = [self._doubtful_kind(i, taken) for i in range(len(taken))]
-            known = [o for o, kind in zip(taken, kinds, strict=True) if kind == "written"]
-            again = [o for o, kind in zip(taken, kinds, strict=True) if kind == "again"]
+            by_kind: dict[str, list[Outcome]] = {"": [], "written": [], "again": []}
+            for outcome, kind in zip(taken, kinds, strict=True):
+                by_kind[kind].append(outcome)
+            known, again = by_kind["written"], by_kind["again"]
+            unsettled = [o for o, kind in zip(taken, kinds, strict=True) if kind != "written"]
             try:
                 acked, before = (
                     await self.db.run(_store.jobs_ack_again(again, self.worker))
@@ -173,13 +176,14 @@ class Acker:
                     else (_as_written([]), [])
                 )
             except BaseException:
-                self._done(known, _as_written(known))
-                self._put_back([o for o, kind in zip(taken, kinds, strict=True) if kind])
+                if known:
+                    self._done(known, _as_written(known))
+                self._put_back(unsettled)  # in their order: a later outcome stays behind
                 raise
-            self._done(known + again, acked.plus(_as_written(known + before)))
-        rest = [o for o, kind in zip(taken, kinds, strict=True) if not kind]
-        if rest:
-            await self._write(rest)
+            if known or again:
+                self._done(known + again, acked.plus(_as_written(known + before)))
+        if by_kind[""]:
+            await self._write(by_kind[""])
 
     def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
         """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
@@ -191,7 +195,7 @@ class Acker:
         if another worker claimed it since). A claim of this worker whose reply was lost runs
         nowhere: the outcome written again puts that job back, as its rescue would."""
         key = _key(taken[i])
-        if key not in self._doubtful:
+        if key not in self._doubtful or not _gives_back(taken[i]):
             return ""
         later = itertools.chain(taken[i + 1 :], self._buffer)
         return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"

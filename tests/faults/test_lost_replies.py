@@ -136,3 +136,27 @@ async def test_a_snooze_written_again_after_a_lost_reply_leaves_the_workers_own_
             await asyncio.wait_for(runner, 30)
     assert runs == [1, 1]
     assert query(dsn, done, [job_id]) == [("succeeded", 1)]
+
+
+async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The snooze's statement fails; another job's success joins it. Written again, the
+    connection fails once more before the write reaches the server: both outcomes are kept,
+    in their order, and the next try writes both."""
+    job_id = claimed(dsn, conn, "w1")
+    other = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        acker.add(Outcome(other, 1, "succeeded"))
+        proxy.armed = True
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert acker.pending == 2 and settled == []
+        await acker.flush()
+        await db.close()
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert set().union(*settled) == {(job_id, 1), (other, 1)}
