@@ -417,6 +417,35 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
     return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
 
 
+def jobs_ack_again(
+    outcomes: Sequence[Outcome], worker: str
+) -> Together[tuple[Acked, list[Outcome]]]:
+    """Write again ``outcomes`` that give their attempt back, sent before in a statement that
+    failed (it may have committed): their jobs' rows are locked first, so that no claim takes
+    one meanwhile, and only an outcome whose job is still ``worker``'s claim of that attempt is
+    written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote, and the outcomes found written
+    before: their job is back in the queue with the attempt given back, or claimed again under
+    that attempt by another worker (after a rescue, a claim has the next attempt)."""
+    ids = sorted({o.job_id for o in outcomes})
+    lock = Query(
+        q.JOBS_LOCK_CLAIMS, {"ids": ids, "worker": worker}, lambda rows: {r[0]: r[1:] for r in rows}
+    )
+
+    def then(rows: dict[int, Row]) -> Query[tuple[Acked, list[Outcome]]]:
+        ours: list[Outcome] = []
+        before: list[Outcome] = []
+        for o in outcomes:
+            attempts, state, mine = rows.get(o.job_id, (None, None, False))
+            if state == "running" and attempts == o.attempt:
+                (ours if mine else before).append(o)
+            elif state == "queued" and attempts == o.attempt - 1:
+                before.append(o)
+        ack = jobs_ack(ours)
+        return Query(ack.sql, ack.params, lambda r: (ack.read(r), before))
+
+    return Together(lock, then)
+
+
 def _acked(rows: list[Row]) -> Acked:
     return Acked(*rows[0])
 

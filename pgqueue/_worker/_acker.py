@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,20 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
+def _key(outcome: Outcome) -> tuple[int, int]:
+    return outcome.job_id, outcome.attempt
+
+
+def _as_written(outcomes: list[Outcome]) -> Acked:
+    return Acked([o.job_id for o in outcomes], [], [o.attempt for o in outcomes])
+
+
+def _gives_back(outcome: Outcome) -> bool:
+    """Whether writing ``outcome`` gives its attempt back (a Retry without an error): the job's
+    next claim is then of the same attempt."""
+    return outcome.state == "queued" and outcome.error is None
+
+
 async def first_set(*events: asyncio.Event) -> None:
     """Wait until one of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -44,9 +59,15 @@ Refused = Callable[[Outcome, Outcome | None], None]
 """Told of an outcome the database refused, with the failure written in its place, or ``None``
 when nothing was written for it."""
 
+Held = Callable[[tuple[int, int]], bool]
+"""Whether the worker holds a claim of this (job id, attempt) now: runs it, or has stopped it
+and will give it back."""
+
 
 class Acker:
-    """Collects outcomes; flushes when ``batch`` are waiting or ``interval`` seconds passed."""
+    """Collects outcomes of ``worker``'s claims; flushes when ``batch`` are waiting or
+    ``interval`` seconds passed. ``claims`` is held by the worker's claimer while a claim runs
+    and its jobs start, and ``held`` says which claims the worker holds (see _doubtful_kind)."""
 
     def __init__(
         self,
@@ -55,12 +76,22 @@ class Acker:
         interval: float,
         settled: Settled | None = None,
         refused: Refused | None = None,
+        *,
+        worker: str,
+        claims: asyncio.Lock | None = None,
+        held: Held | None = None,
     ) -> None:
         self.db = db
         self.settled = settled
         self.refused = refused
         self.batch = batch
         self.interval = interval
+        self.worker = worker
+        self.claims = claims or asyncio.Lock()
+        self.held: Held = held or (lambda key: False)
+        # Outcomes giving their attempt back that were sent in a statement that failed: it may
+        # have committed, its reply lost. Written again, they need care (see _doubtful_kind).
+        self._doubtful: set[tuple[int, int]] = set()
         self._buffer: list[Outcome] = []
         self._pending = asyncio.Event()
         self._full = asyncio.Event()
@@ -104,19 +135,75 @@ class Acker:
                 if not self._buffer:
                     self._pending.clear()
                     self._full.clear()
-                try:
-                    acked = await self.db.run(_store.jobs_ack(taken))
-                except _REFUSED as exc:
-                    taken, acked = await self._write_each(taken, exc)
-                except BaseException:
-                    self._put_back(taken)
-                    raise
-                if len(acked.ids) < len(taken):
-                    acked = acked.plus(await self._again(taken, acked.applied()))
-                self._done(taken, acked)
+                if self._doubtful and not self._doubtful.isdisjoint(map(_key, taken)):
+                    await self._write_again(taken)
+                else:
+                    await self._write(taken)
+
+    async def _write(self, taken: list[Outcome]) -> None:
+        try:
+            acked = await self.db.run(_store.jobs_ack(taken))
+        except _REFUSED as exc:
+            taken, acked = await self._write_each(taken, exc)
+        except BaseException:
+            self._put_back(taken)
+            raise
+        if len(acked.ids) < len(taken):
+            acked = acked.plus(await self._again(taken, acked.applied()))
+        self._done(taken, acked)
+
+    async def _write_again(self, taken: list[Outcome]) -> None:
+        """Write a batch that holds outcomes giving their attempt back that were sent before in
+        a statement that failed, and may have been written by it (see _doubtful_kind). Those
+        are written with the worker's claims paused (once reconnected, which may take a while),
+        each only if its job is still the claim it ends; the others as usual."""
+        try:
+            await self.db.connection()
+        except BaseException:
+            self._put_back(taken)
+            raise
+        async with self.claims:
+            kinds = [self._doubtful_kind(i, taken) for i in range(len(taken))]
+            by_kind: dict[str, list[Outcome]] = {"": [], "written": [], "again": []}
+            for outcome, kind in zip(taken, kinds, strict=True):
+                by_kind[kind].append(outcome)
+            known, again = by_kind["written"], by_kind["again"]
+            unsettled = [o for o, kind in zip(taken, kinds, strict=True) if kind != "written"]
+            try:
+                acked, before = (
+                    await self.db.run(_store.jobs_ack_again(again, self.worker))
+                    if again
+                    else (_as_written([]), [])
+                )
+            except BaseException:
+                if known:
+                    self._done(known, _as_written(known))
+                self._put_back(unsettled)  # in their order: a later outcome stays behind
+                raise
+            if known or again:
+                self._done(known + again, acked.plus(_as_written(known + before)))
+        if by_kind[""]:
+            await self._write(by_kind[""])
+
+    def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
+        """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
+        a statement that failed (that may have committed, its reply lost, and the job's next
+        claim then has the same attempt), "written" if that committed for sure: this worker
+        claimed the job again under that attempt since, and holds that claim now or has its
+        outcome waiting behind this one; "again" otherwise, written only if its job is still
+        this worker's claim of that attempt (store.jobs_ack_again, which also finds it written
+        if another worker claimed it since). A claim of this worker whose reply was lost runs
+        nowhere: the outcome written again puts that job back, as its rescue would."""
+        key = _key(taken[i])
+        if key not in self._doubtful or not _gives_back(taken[i]):
+            return ""
+        later = itertools.chain(taken[i + 1 :], self._buffer)
+        return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"
 
     def _done(self, written: list[Outcome], acked: Acked) -> None:
         """``written`` (as written: a refused outcome replaced by its failure) is settled."""
+        if self._doubtful:
+            self._doubtful.difference_update(map(_key, written))
         self._written.set()
         if acked.ids:
             crash_point("after_ack")
@@ -203,12 +290,15 @@ class Acker:
     def drop(self) -> list[Outcome]:
         """Empty the buffer, once the acker has stopped: returns the outcomes never written."""
         left, self._buffer = self._buffer, []
+        self._doubtful.clear()
         self._pending.clear()
         self._full.clear()
         return left
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
+        """Keep ``outcomes``, whose statement failed, for the next flush."""
         self._buffer[:0] = outcomes
+        self._doubtful.update(_key(o) for o in outcomes if _gives_back(o))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

@@ -22,7 +22,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import ConfigurationError
+from pgqueue._errors import ConfigurationError, PgQueueError, first_line
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -215,7 +215,13 @@ class Worker:
         self._claim_db = Db(self.dsn, "claimer", **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
-        self._acker = Acker(self._ack_db, ack_batch, ack_interval, self._settled, self._refused)
+        # Held while a claim runs and its jobs start: the acker pauses claims to write again
+        # an outcome whose reply was lost (see Acker._doubtful_kind).
+        self._claiming = asyncio.Lock()
+        self._acker = Acker(
+            self._ack_db, ack_batch, ack_interval, self._settled, self._refused,
+            worker=self.name, claims=self._claiming, held=self._holds,
+        )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -253,7 +259,10 @@ class Worker:
         self._wake.set()
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
-        """Run until :meth:`stop` (or, in burst mode, until nothing is runnable)."""
+        """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
+
+        Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
+        unwritten (their jobs are rescued once their leases expire)."""
         try:
             await self._start()
         except BaseException:
@@ -412,10 +421,13 @@ class Worker:
                 # Caught up, a claim that counts says what it read even if it takes nothing.
                 # Pages are counted about once a second: that costs a claim of 100 0.05 ms.
                 pages = now >= self._pages_counted_at + self._claim_rescan
-                claim = await self._claim_db.run(_store.jobs_claim(
-                    self.name, wanted, self.lease, after, counted, idle, skip, not backlogged,
-                    pages,
-                ))  # fmt: skip
+                async with self._claiming:
+                    claim = await self._claim_db.run(_store.jobs_claim(
+                        self.name, wanted, self.lease, after, counted, idle, skip,
+                        not backlogged, pages,
+                    ))  # fmt: skip
+                    for row in claim.rows:
+                        self._start_job(ClaimedJob(*row))
                 failures = 0
             except (psycopg.Error, OSError) as exc:
                 failures += 1
@@ -446,8 +458,6 @@ class Worker:
                         self._resume_until = max(self._resume_until, now + pause)
                     self._idle_resume_until = max(self._idle_resume_until, now + pause)
             jobs = claim.rows
-            for row in jobs:
-                self._start_job(ClaimedJob(*row))
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
@@ -656,6 +666,11 @@ class Worker:
                 await event.wait()
 
     # -- running ----------------------------------------------------------------------------
+
+    def _holds(self, key: tuple[int, int]) -> bool:
+        """Whether this worker runs the attempt ``key`` (job id, attempt), or stopped it at
+        shutdown and gives it back."""
+        return key in self._running or key in self._unfinished
 
     def _start_job(self, job: ClaimedJob) -> None:
         crash_point("after_claim")
@@ -942,8 +957,11 @@ class Worker:
             await asyncio.gather(*done, return_exceptions=True)
             self._abandon(stuck)
         self._executor.shutdown()
+        failure: psycopg.Error | OSError | None = None
         try:
             await self._finish_writes()
+        except (psycopg.Error, OSError) as exc:
+            failure = exc
         finally:
             # After the last writes: a retry they record as failed calls its on_failure then.
             await self.events.drain(self.shutdown_timeout)
@@ -951,14 +969,31 @@ class Worker:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             self._writes_done = True  # if the last flush failed: the acker has stopped now
-            self._drop_unwritten()
+            left = self._drop_unwritten()
             await self._close_connections()
+        if failure is not None:
+            if not left:
+                raise failure
+            raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
 
-    def _drop_unwritten(self) -> None:
+    def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
+        """Log, and return to raise, what a stop whose last writes failed left undone."""
+        message = (
+            f"the worker stopped with {left} outcome{'s' if left > 1 else ''} unwritten"
+            f" ({first_line(failure)}): their jobs stay running until their leases expire"
+            f" (lease {self.lease:g} s), and are then rescued: they run again, or fail as"
+            " 'worker lost' when out of attempts"
+        )
+        log.error(message, extra={"action": "outcome_unwritten"})
+        return PgQueueError(message)
+
+    def _drop_unwritten(self) -> int:
         """The acker has stopped: an outcome it still holds (the last flush failed, and the
-        acker after it) is never written, and leaves worker.stats (see _unwritten)."""
-        for outcome in self._acker.drop():
+        acker after it) is never written, and leaves worker.stats (see _unwritten). Returns
+        how many there were."""
+        left = self._acker.drop()
+        for outcome in left:
             log.warning(
                 "job %s attempt %s: its outcome (%s) was not written by the stop; the job stays"
                 " running until its lease expires, and runs again",
@@ -967,6 +1002,7 @@ class Worker:
                        "attempt": outcome.attempt},
             )  # fmt: skip
             self._unwritten(outcome)
+        return len(left)
 
     def _abandon(self, stuck: set[asyncio.Task[None]]) -> None:
         """Leave coroutines that ignored their cancellation: their jobs go back to the queue

@@ -90,7 +90,7 @@ async def test_a_refused_outcome_fails_its_job_and_the_rest_of_the_batch_is_writ
     ids = _claim(dsn, 6)
     assert len(ids) == 6
     db = Db(dsn, "ack")
-    acker = Acker(db, batch=100, interval=0.01)
+    acker = Acker(db, batch=100, interval=0.01, worker="w")
     for job_id in ids:
         retry = job_id == ids[2] or job_id == ids[4]
         delay = 1e300 if job_id == ids[2] else 0.0  # ids[4]: a good retry beside the bad one
@@ -114,7 +114,7 @@ async def test_a_refused_outcome_fails_its_job_and_the_rest_of_the_batch_is_writ
 async def test_a_broken_connection_still_keeps_the_whole_batch_for_the_next_try(dsn: str) -> None:
     """Only refusals split a batch: a connection that fails keeps every outcome buffered."""
     db = Db("postgresql://127.0.0.1:1/nowhere", "ack")
-    acker = Acker(db, batch=100, interval=0.01)
+    acker = Acker(db, batch=100, interval=0.01, worker="w")
     for job_id in (1, 2, 3):
         acker.add(Outcome(job_id, 1, "succeeded"))
     with pytest.raises(psycopg.OperationalError):

@@ -92,7 +92,7 @@ async def test_a_retry_acked_while_a_cancel_commits_ends_the_job_cancelled(
     conn.commit()
     assert [r[0] for r in run(dsn, _store.jobs_claim("w", {"io": 1}, 30)).rows] == [job_id]
     db = Db(dsn, "ack")
-    acker = Acker(db, batch=100, interval=0.01)
+    acker = Acker(db, batch=100, interval=0.01, worker="w")
     with psycopg.connect(dsn) as canceller:
         assert canceller.execute("SELECT pgqueue.cancel(%s)", [job_id]).fetchone() == (
             "requested",

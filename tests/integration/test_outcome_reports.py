@@ -279,9 +279,12 @@ async def test_outcomes_the_acker_never_wrote_by_the_stop_leave_the_stats(
     while w.stats.succeeded != 1:
         await asyncio.sleep(0.02)
     w.stop()
-    with pytest.raises(psycopg.OperationalError, match="no ack is written"):
+    with pytest.raises(pgqueue.PgQueueError, match="stopped with 1 outcome unwritten") as stop:
         await asyncio.wait_for(runner, 30)
+    assert isinstance(stop.value.__cause__, psycopg.OperationalError)
+    assert "no ack is written" in str(stop.value)
     assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("running",)]
     assert (w.stats.succeeded, w.stats.failed) == (0, 0)
-    [unwritten] = _actions(caplog, "outcome_unwritten")
-    assert (unwritten.job_id, unwritten.attempt) == (job_id, 1)
+    unwritten, stopped = _actions(caplog, "outcome_unwritten")  # the job, then the stop's count
+    assert (unwritten.levelno, unwritten.job_id, unwritten.attempt) == (logging.WARNING, job_id, 1)
+    assert stopped.levelno == logging.ERROR and stopped.getMessage() == str(stop.value)

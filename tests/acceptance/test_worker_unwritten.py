@@ -1,0 +1,53 @@
+"""A worker stopped while the database refuses its connections: the outcomes it could not write
+are named in one ERROR and a one-line exit message, not a traceback."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.acceptance.conftest import wait_for
+from tests.acceptance.test_cli import enqueue, running
+from tests.helpers import query
+
+
+@pytest.fixture
+def closed_later(ledger: str) -> Iterator[tuple[str, str]]:
+    """The test database and its name; connections are allowed again at the end."""
+    name = str(conninfo_to_dict(ledger)["dbname"])
+    other = psycopg.conninfo.make_conninfo(ledger, dbname="postgres")
+    yield ledger, name
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+
+
+def test_a_worker_whose_last_outcomes_cannot_be_written_says_so_and_exits_1(
+    closed_later: tuple[str, str], spawn_worker
+) -> None:
+    """The job's task is still running when the database stops accepting connections (the
+    worker's are ended): its outcome cannot be written, nor at the stop. The worker logs one
+    ERROR naming how many outcomes were left and what becomes of their jobs, ends with a
+    one-line message that says the same, exits 1, and prints no traceback for it. (It used to
+    end with "Error: cannot reach the database: ...", which named neither.)"""
+    dsn, name = closed_later
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    enqueue(dsn, "sleeps", [(3,)])
+    worker = spawn_worker("--shutdown-timeout", "10")
+    wait_for(lambda: running(dsn) == 1, what="a running job")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 1, out
+    lines = out.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if "ERROR" in line and "outcome" in line]
+    assert len(errors) == 1, out
+    assert "1 outcome unwritten" in lines[errors[0]] and "leases expire" in lines[errors[0]]
+    assert "Traceback" not in "\n".join(lines[errors[0] :]), out  # the stop's own lines
+    assert lines[-1].startswith("Error: the worker stopped with 1 outcome unwritten"), out
+    assert "leases expire" in lines[-1], out

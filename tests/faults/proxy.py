@@ -1,0 +1,113 @@
+"""A TCP proxy between workers and PostgreSQL that loses the reply to a committed statement."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+class ReplyCutter:
+    """Forwards connections to the server of ``dsn``. Once armed, the next statement whose text
+    holds ``marker``, on a connection whose startup names ``application``, reaches the server
+    and runs to its end (its ReadyForQuery: committed, or rolled back), but nothing of its reply
+    reaches the client: the proxy then closes both sides, as a network failure between the
+    commit and the reply would. With ``deliver`` False, the statement never reaches the server
+    (a failure on the way there). Connections opened after that wait for ``gate``."""
+
+    def __init__(self, dsn: str, marker: bytes, application: bytes) -> None:
+        info = conninfo_to_dict(dsn)
+        self.server = (str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
+        self.dsn = dsn
+        self.marker = marker
+        self.application = application
+        self.armed = False
+        self.deliver = True
+        self.cut = asyncio.Event()  # set once a reply was lost
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self._listener: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ReplyCutter:
+        self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._listener.sockets[0].getsockname()[1]
+        info = conninfo_to_dict(self.dsn)
+        info.update(host="127.0.0.1", port=str(port), sslmode="disable", gssencmode="disable")
+        self.dsn = make_conninfo("", **info)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._listener is not None
+        self._listener.close()
+        for serving in list(self._serving):
+            serving.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        await self._listener.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._serving.add(me)
+        writers = [client_w]
+        try:
+            if self.cut.is_set():
+                await self.gate.wait()
+            server_r, server_w = await asyncio.open_connection(*self.server)
+            writers.append(server_w)
+            cutting = asyncio.Event()  # the marked statement was sent: hold back the reply
+            pumps = [
+                asyncio.ensure_future(self._up(client_r, server_w, cutting)),
+                asyncio.ensure_future(self._down(server_r, client_w, cutting)),
+            ]
+            try:
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            for writer in writers:
+                writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.gather(*(w.wait_closed() for w in writers))
+            self._serving.discard(me)
+
+    async def _up(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        seen = b""
+        while data := await reader.read(65536):
+            if len(seen) < 4096:
+                seen += data  # the startup packet, which names the application
+            if self.armed and self.application in seen and self.marker in data:
+                self.armed = False
+                cutting.set()  # before the server can answer
+                if not self.deliver:
+                    self.cut.set()
+                    return
+            writer.write(data)
+            await writer.drain()
+
+    async def _down(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        held = b""
+        while data := await reader.read(65536):
+            if not cutting.is_set():
+                writer.write(data)
+                await writer.drain()
+                continue
+            # The client waits for each reply before it sends the next statement: these bytes
+            # start at a message boundary. Messages: a type byte, then their length (int32).
+            held += data
+            while len(held) >= 5:
+                kind, length = held[:1], struct.unpack("!i", held[1:5])[0]
+                if len(held) < 1 + length:
+                    break
+                if kind == b"Z":  # ReadyForQuery: the statement's transaction has ended
+                    self.cut.set()
+                    return
+                held = held[1 + length :]

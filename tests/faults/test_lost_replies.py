@@ -1,0 +1,162 @@
+"""A write the server committed but whose reply was lost is written again on a new connection;
+meanwhile the job may have been claimed again under the same attempt number (a Retry without
+an error gives the attempt back). The write sent again must not apply to that new claim."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import _store
+from pgqueue._store import Outcome
+from pgqueue._worker._acker import Acker
+from pgqueue._worker._db import Db
+from tests.faults.proxy import ReplyCutter
+from tests.helpers import query
+from tests.integration import tasks_app as t
+
+T = TypeVar("T")
+
+ACK = b"jsonb_array_elements"  # in JOBS_ACK's text, and in no other statement a worker sends
+ROW = "SELECT state, attempts, worker_id FROM pgqueue.jobs WHERE id = %s"
+
+
+def run(dsn: str, q: _store.Query[T]) -> T:
+    """Run one store query in its own autocommit connection."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        return _store.run(cur, q)
+
+
+def claimed(dsn: str, conn: psycopg.Connection, worker: str) -> int:
+    """A job of queue io, claimed by ``worker`` (attempt 1)."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    assert [r[0] for r in run(dsn, _store.jobs_claim(worker, {"io": 1}, 30)).rows] == [job_id]
+    return job_id
+
+
+async def snooze_sent(
+    proxy: ReplyCutter, job_id: int, settled: list[set[tuple[int, int]]]
+) -> tuple[Db, Acker]:
+    """w1's acker, through ``proxy``, after sending job_id's snooze (a Retry without an error,
+    which gives attempt 1 back) in a statement that failed; what it settles goes to
+    ``settled``."""
+    db = Db(proxy.dsn, "acker")
+    acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
+    acker.add(Outcome(job_id, 1, "queued"))
+    proxy.armed = True
+    with pytest.raises(psycopg.OperationalError):
+        await acker.flush()
+    assert proxy.cut.is_set() and acker.pending == 1
+    return db, acker
+
+
+async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_claim(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """w1's Retry (no error: the attempt is given back) commits, its reply is lost; w2 claims
+    the job, again as attempt 1. w1's acker writes the outcome again: w2's claim stays."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]  # it did commit
+        assert [r[0] for r in run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows] == [job_id]
+        await acker.flush()  # the outcome, written again
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("running", 1, "w2")]
+    assert settled == [{(job_id, 1)}]  # reported as written: it was
+
+
+async def test_a_snooze_whose_statement_never_reached_the_server_is_written_again(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The connection fails before the server gets the statement: nothing was written, and the
+    job is still w1's claim. Written again, the snooze puts the job back, the attempt given back."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert query(dsn, ROW, [job_id]) == [("running", 1, "w1")]  # it did not commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert settled == [{(job_id, 1)}]
+
+
+async def test_a_snooze_written_again_after_a_lost_reply_leaves_the_workers_own_new_claim(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A worker's task raises Retry(): the ack commits, its reply is lost. The worker's own
+    claimer takes the job again, as attempt 1, and runs it; only then can the acker reconnect.
+    Writing the snooze again must not put back the job this worker runs now: it would run a
+    third time (here after the second had ended), or twice at once."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+    second = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.task(name="snooze_once", queue="q")
+    async def snooze_once() -> None:
+        runs.append(pgqueue.current_job().attempt)
+        if len(runs) == 1:
+            raise pgqueue.Retry()
+        if len(runs) == 2:
+            second.set()
+            await release.wait()
+
+    job_id = app.using("snooze_once").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.armed = True
+        proxy.gate.clear()  # the acker reconnects once the job runs again
+        w = app.worker(dsn=proxy.dsn, queues=["q"], poll_interval=0.05, scheduler=False)
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            await asyncio.wait_for(second.wait(), 10)
+            assert query(dsn, ROW, [job_id]) == [("running", 1, w.name)]
+            proxy.gate.set()
+            while w._acker.pending:
+                await asyncio.sleep(0.01)
+            release.set()
+            done = "SELECT state, attempts FROM pgqueue.finished_jobs WHERE id = %s"
+            while not query(dsn, done, [job_id]):
+                await asyncio.sleep(0.01)
+        finally:
+            release.set()
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert runs == [1, 1]
+    assert query(dsn, done, [job_id]) == [("succeeded", 1)]
+
+
+async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The snooze's statement fails; another job's success joins it. Written again, the
+    connection fails once more before the write reaches the server: both outcomes are kept,
+    in their order, and the next try writes both."""
+    job_id = claimed(dsn, conn, "w1")
+    other = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        acker.add(Outcome(other, 1, "succeeded"))
+        proxy.armed = True
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert acker.pending == 2 and settled == []
+        await acker.flush()
+        await db.close()
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert set().union(*settled) == {(job_id, 1), (other, 1)}
