@@ -19,7 +19,7 @@ from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._retry import MAX_DELAY
-from pgqueue._schema import UNDEFINED
+from pgqueue._schema import UNDEFINED, schema_missing
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
@@ -130,6 +130,14 @@ def _not_installed(exc: psycopg.Error) -> str:
     )
 
 
+def _database_error(exc: psycopg.Error) -> str:
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database: {first_line(exc)}"
+    if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
+        return _not_installed(exc)
+    return f"the database refused: {first_line(exc)} ({type(exc).__name__})"
+
+
 def friendly_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
 
@@ -137,14 +145,8 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {first_line(exc)}") from None
-        except UNDEFINED as exc:
-            raise click.ClickException(_not_installed(exc)) from None
         except psycopg.Error as exc:
-            raise click.ClickException(
-                f"the database refused: {first_line(exc)} ({type(exc).__name__})"
-            ) from None
+            raise click.ClickException(_database_error(exc)) from None
         except (PgQueueError, ValueError) as exc:
             if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
                 raise click.ClickException(_not_installed(exc.__cause__)) from None  # enqueue's

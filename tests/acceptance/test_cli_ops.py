@@ -113,6 +113,34 @@ def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
     assert states(dsn) == {}
 
 
+AUDIT_TRIGGER = """
+CREATE FUNCTION audit_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit_log (op) VALUES (TG_OP);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit_job AFTER INSERT OR UPDATE OR DELETE ON pgqueue.active_jobs
+    FOR EACH ROW EXECUTE FUNCTION audit_job();
+"""
+
+
+@pytest.mark.parametrize("command", [("enqueue", "t"), ("jobs", "cancel", "{job_id}")])
+def test_a_users_trigger_that_finds_no_table_is_shown_as_itself(
+    dsn: str, command: tuple[str, ...]
+) -> None:
+    """A user's trigger on pgqueue's tables that refers to a missing table (audit_log) made
+    the CLI ask whether pgqueue's schema was installed. Raised in a function, the error has a
+    context, as enqueue already told apart: the CLI says what the database refused."""
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', '[]')")
+    query(dsn, AUDIT_TRIGGER)
+    done = pgqueue(dsn, *(part.format(job_id=job_id) for part in command), ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (1, [
+        'Error: the database refused: relation "audit_log" does not exist (UndefinedTable)'
+    ])  # fmt: skip
+    assert states(dsn) == {"queued": 1}
+
+
 def test_enqueue_rejects_an_argument_postgres_cannot_store_in_one_line(dsn: str) -> None:
     """Valid JSON with a NUL in a string (\\u0000) is refused in one line, naming the argument;
     it printed a TypeError traceback."""
