@@ -18,6 +18,7 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import PgQueueError, SchemaError, first_line
+from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import UNDEFINED, schema_missing
 
@@ -77,10 +78,42 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
+        if isinstance(value, str) and not DECIMAL_NUMBER.fullmatch(value):
+            self.fail(f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx)
         seconds = super().convert(value, param, ctx)
         if seconds != seconds:
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
         return seconds
+
+
+class Whole(click.IntRange):
+    """A whole number (from ``min`` to ``max``, if given) written in digits 0-9, with an
+    optional ``-``: click's INT, being ``int()``, also reads ``1_0`` as 10, and ``+5``,
+    `` 5 `` and other scripts' digits (``١٢``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The int, or a usage error naming the value (and the range)."""
+        if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
+            self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """Comma-separated queues, each ``NAME`` or ``NAME:SLOTS``, checked as the worker checks
+    them: a bad one is a usage error naming it (the text is passed on as it is)."""
+
+    name = "queues"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``value`` unchanged, or a usage error saying what is wrong with it."""
+        from pgqueue._worker import parse_queues
+
+        try:
+            if value:  # "" (an unset variable in a script) is the app's default queue
+                parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 def load_app(path: str) -> PgQueue:
@@ -250,6 +283,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     "--queues",
     "-q",
     envvar="PGQUEUE_QUEUES",
+    type=QueueList(),
     default=None,
     help="Comma-separated queues, each optionally NAME:CONCURRENCY  [default: the app's"
     " default queue; env PGQUEUE_QUEUES]",
@@ -258,7 +292,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
-    type=click.IntRange(1),
+    type=Whole(1),
     default=10,
     show_default=True,
     help="Jobs at once per queue without its own figure.",
@@ -293,7 +327,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--batch-size",
     envvar="PGQUEUE_BATCH_SIZE",
-    type=click.IntRange(1, 10_000),
+    type=Whole(1, 10_000),
     default=100,
     show_default=True,
     help="Most jobs one claim takes per queue; with concurrency >= 2x this, the next batch is"
@@ -310,7 +344,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--processes",
     envvar="PGQUEUE_PROCESSES",
-    type=click.IntRange(1),
+    type=Whole(1),
     default=None,
     help="Size of the process pool for executor='process' tasks  [default: CPUs]",
 )
@@ -345,7 +379,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
-    type=click.IntRange(0, 65535),
+    type=Whole(0, 65535),
     default=None,
     help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
 )
@@ -400,7 +434,7 @@ def _no_tasks(app_path: str | None) -> str:
     envvar="PGQUEUE_ORDERS",
     default=300,
     show_default=True,
-    type=click.IntRange(1, 100_000),
+    type=Whole(1, 100_000),
     help="How many orders to place.  [env PGQUEUE_ORDERS]",
 )
 @click.pass_obj
