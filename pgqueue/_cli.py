@@ -20,7 +20,7 @@ from pgqueue._connections import normalize_dsn
 from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
 from pgqueue._retry import MAX_DELAY
-from pgqueue._schema import UNDEFINED, schema_missing
+from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
@@ -243,6 +243,15 @@ def cli(
     help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
 )
 @click.option(
+    "--from",
+    "since",
+    type=click.Choice(KNOWN_REVISIONS),
+    envvar="PGQUEUE_MIGRATE_FROM",
+    metavar="REVISION",
+    help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
+    " tells a database's).  [env PGQUEUE_MIGRATE_FROM]",
+)
+@click.option(
     "--check",
     is_flag=True,
     envvar="PGQUEUE_CHECK",
@@ -257,15 +266,19 @@ def cli(
 )
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
+def migrate(
+    state: State, print_sql: bool, since: str | None, check: bool, print_roles: bool
+) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if since is not None and not print_sql:
+        raise click.UsageError("--from only goes with --sql")
     if print_roles:
         click.echo(_migrate.roles_sql())
         return
     if print_sql:
-        click.echo(_migrate.migration_sql())
+        click.echo(_migrate.migration_sql(since))
         return
     if check:
         problem = _migrate.schema_check(state.dsn)

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from pgqueue._embed import install_revision
 from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
@@ -50,6 +51,30 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(result.stdout.encode())
     assert cli(empty_dsn, "migrate", "--check").returncode == 0
+
+
+def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: str) -> None:
+    """--sql printed the SQL from nothing, which fails on a database already migrated (here
+    to 0006): --from 0006 prints only the upgrade from there, which applies and leaves the
+    schema current. --from takes only revisions this version knows, and only with --sql."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0006", lambda text: cur.execute(text.encode()))
+    result = cli(empty_dsn, "migrate", "--sql", "--from", "0006")
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade 0006 -> 0007" in result.stdout
+    assert "Running upgrade 0005" not in result.stdout
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(result.stdout.encode())
+    assert cli(empty_dsn, "migrate", "--check").returncode == 0
+    unknown = cli(empty_dsn, "migrate", "--sql", "--from", "0042")
+    assert unknown.returncode == 2
+    assert usage_error(unknown.stderr).startswith(
+        "Error: Invalid value for '--from': '0042' is not one of '0001', '0002',"
+    )
+    alone = cli(empty_dsn, "migrate", "--from", "0006")
+    assert (alone.returncode, usage_error(alone.stderr)) == (
+        2, "Error: --from only goes with --sql"
+    )  # fmt: skip
 
 
 def read_only(dsn: str) -> str:
