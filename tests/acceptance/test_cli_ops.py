@@ -278,6 +278,16 @@ def test_an_id_or_limit_past_bigint_is_a_usage_error_naming_it(
     assert usage_error(result.stderr) == f"Error: Invalid value for {label}: {error}"
 
 
+def test_enqueue_refuses_a_priority_out_of_range_as_a_usage_error(dsn: str) -> None:
+    """--priority 40000 exited 1 from the job options' check, though an option value out of
+    its range exits 2; nothing is enqueued."""
+    result = pgqueue(dsn, "enqueue", "t", "--priority", "40000", ok=False)
+    assert (result.returncode, usage_error(result.stderr)) == (
+        2, "Error: Invalid value for '--priority': 40000 is not in the range -32768<=x<=32767."
+    )  # fmt: skip
+    assert states(dsn) == {}
+
+
 @pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
 def test_stats_watch_refuses_an_interval_it_cannot_sleep(dsn: str, interval: str) -> None:
     """--interval inf used to end in a traceback from time.sleep (OverflowError), and nan in
