@@ -114,6 +114,7 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
       " (char 1)"),
      ("--kwargs", "{", "not valid JSON: Expecting property name enclosed in double quotes:"
       " line 1 column 2 (char 1)"),
+     ("--args", "", "not valid JSON: Expecting value: line 1 column 1 (char 0)"),
      ("--args", '{"a": 1}', """must be an array in JSON, got '{"a": 1}'"""),
      ("--kwargs", "[1]", "must be an object in JSON, got '[1]'"),
      ("--args", "[" * 3000 + "]" * 3000,
@@ -124,7 +125,8 @@ def test_enqueue_refuses_bad_json_as_a_usage_error_naming_the_option(
 ) -> None:
     """A malformed --args or --kwargs, or JSON of the other kind, exited 1 though it is a bad
     option value (exit 2, as for the others); JSON nested deeper than Python decodes was said
-    to be "read from the database". Nothing is enqueued."""
+    to be "read from the database"; an empty --args (an unset variable in a script) meant no
+    arguments, as an empty --delay meant no delay. Nothing is enqueued."""
     done = pgqueue(dsn, "enqueue", "t", option, value, ok=False)
     assert done.returncode == 2
     assert usage_error(done.stderr) == f"Error: Invalid value for '{option}': {error}"
