@@ -56,9 +56,22 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
 def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: str) -> None:
     """--sql printed the SQL from nothing, which fails on a database already migrated (here
     to 0006): --from 0006 prints only the upgrade from there, which applies and leaves the
-    schema current. --from takes only revisions this version knows, and only with --sql."""
+    schema current. The SQL of another revision refuses to run on it, changing nothing (it
+    would skip the revisions in between). --from takes only revisions this version knows,
+    and only with --sql."""
     with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
         install_revision(cur, "0006", lambda text: cur.execute(text.encode()))
+    other = cli(empty_dsn, "migrate", "--sql", "--from", "0007").stdout
+    with (
+        psycopg.connect(empty_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException) as refused,
+    ):
+        conn.execute(other.encode())
+    assert refused.value.diag.message_primary == (
+        "pgqueue: this SQL upgrades a schema at revision 0007, this database's is 0006"
+        " (`pgqueue migrate --check` names it); nothing was changed"
+    )
+    assert query(empty_dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0006",)]
     result = cli(empty_dsn, "migrate", "--sql", "--from", "0006")
     assert result.returncode == 0, result.stderr
     assert "Running upgrade 0006 -> 0007" in result.stdout
