@@ -18,8 +18,9 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
+from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
 from pgqueue._retry import MAX_DELAY
-from pgqueue._schema import UNDEFINED
+from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
@@ -81,10 +82,42 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
+        if isinstance(value, str) and not DECIMAL_NUMBER.fullmatch(value):
+            self.fail(f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx)
         seconds = super().convert(value, param, ctx)
         if seconds != seconds:
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
         return seconds
+
+
+class Whole(click.IntRange):
+    """A whole number (from ``min`` to ``max``, if given) written in digits 0-9, with an
+    optional ``-``: click's INT, being ``int()``, also reads ``1_0`` as 10, and ``+5``,
+    `` 5 `` and other scripts' digits (``١٢``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The int, or a usage error naming the value (and the range)."""
+        if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
+            self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """Comma-separated queues, each ``NAME`` or ``NAME:SLOTS``, checked as the worker checks
+    them: a bad one is a usage error naming it (the text is passed on as it is)."""
+
+    name = "queues"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``value`` unchanged, or a usage error saying what is wrong with it."""
+        from pgqueue._worker import parse_queues
+
+        try:
+            if value:  # "" (an unset variable in a script) is the app's default queue
+                parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 def load_app(path: str) -> PgQueue:
@@ -134,6 +167,14 @@ def _not_installed(exc: psycopg.Error) -> str:
     )
 
 
+def _database_error(exc: psycopg.Error) -> str:
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database: {first_line(exc)}"
+    if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
+        return _not_installed(exc)
+    return f"the database refused: {first_line(exc)} ({type(exc).__name__})"
+
+
 def friendly_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
 
@@ -141,14 +182,8 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {first_line(exc)}") from None
-        except UNDEFINED as exc:
-            raise click.ClickException(_not_installed(exc)) from None
         except psycopg.Error as exc:
-            raise click.ClickException(
-                f"the database refused: {first_line(exc)} ({type(exc).__name__})"
-            ) from None
+            raise click.ClickException(_database_error(exc)) from None
         except (PgQueueError, ValueError) as exc:
             if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
                 raise click.ClickException(_not_installed(exc.__cause__)) from None  # enqueue's
@@ -212,6 +247,15 @@ def cli(
     help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
 )
 @click.option(
+    "--from",
+    "since",
+    type=click.Choice(KNOWN_REVISIONS),
+    envvar="PGQUEUE_MIGRATE_FROM",
+    metavar="REVISION",
+    help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
+    " tells a database's).  [env PGQUEUE_MIGRATE_FROM]",
+)
+@click.option(
     "--check",
     is_flag=True,
     envvar="PGQUEUE_CHECK",
@@ -226,15 +270,19 @@ def cli(
 )
 @click.pass_obj
 @friendly_errors
-def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> None:
+def migrate(
+    state: State, print_sql: bool, since: str | None, check: bool, print_roles: bool
+) -> None:
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    if since is not None and not print_sql:
+        raise click.UsageError("--from only goes with --sql")
     if print_roles:
         click.echo(_migrate.roles_sql())
         return
     if print_sql:
-        click.echo(_migrate.migration_sql())
+        click.echo(_migrate.migration_sql(since))
         return
     if check:
         problem = _migrate.schema_check(state.dsn)
@@ -252,6 +300,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     "--queues",
     "-q",
     envvar="PGQUEUE_QUEUES",
+    type=QueueList(),
     default=None,
     help="Comma-separated queues, each optionally NAME:CONCURRENCY  [default: the app's"
     " default queue; env PGQUEUE_QUEUES]",
@@ -260,7 +309,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
-    type=click.IntRange(1),
+    type=Whole(1),
     default=10,
     show_default=True,
     help="Jobs at once per queue without its own figure.",
@@ -295,7 +344,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--batch-size",
     envvar="PGQUEUE_BATCH_SIZE",
-    type=click.IntRange(1, 10_000),
+    type=Whole(1, 10_000),
     default=100,
     show_default=True,
     help="Most jobs one claim takes per queue; with concurrency >= 2x this, the next batch is"
@@ -312,7 +361,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--processes",
     envvar="PGQUEUE_PROCESSES",
-    type=click.IntRange(1),
+    type=Whole(1),
     default=None,
     help="Size of the process pool for executor='process' tasks  [default: CPUs]",
 )
@@ -347,7 +396,7 @@ def migrate(state: State, print_sql: bool, check: bool, print_roles: bool) -> No
 @click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
-    type=click.IntRange(0, 65535),
+    type=Whole(0, 65535),
     default=None,
     help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
 )
@@ -402,7 +451,7 @@ def _no_tasks(app_path: str | None) -> str:
     envvar="PGQUEUE_ORDERS",
     default=300,
     show_default=True,
-    type=click.IntRange(1, 100_000),
+    type=Whole(1, 100_000),
     help="How many orders to place.  [env PGQUEUE_ORDERS]",
 )
 @click.pass_obj

@@ -18,8 +18,15 @@ import psycopg
 from click.core import ParameterSource
 
 from pgqueue import _ops
-from pgqueue._cli import NO_APP, Seconds, friendly_errors
+from pgqueue._cli import NO_APP, Seconds, Whole, friendly_errors
 from pgqueue._job import TERMINAL_STATES
+from pgqueue._options import (
+    BIGINT_MAX,
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    check_job_id,
+)
 
 if TYPE_CHECKING:
     from pgqueue._cli import State
@@ -36,6 +43,36 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click
         """The seconds, or a usage error (exit 2) saying what to write."""
         try:
             return _ops.parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class JobId(Whole):
+    """A job id: a whole number some job could have (a bigint)."""
+
+    name = "job id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The int, or a usage error naming the value and the range of ids."""
+        try:
+            return check_job_id(super().convert(value, param, ctx))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """JSON text of an array (``kind`` list) or an object (``kind`` dict), decoded."""
+
+    def __init__(self, kind: type[list[Any]] | type[dict[str, Any]]) -> None:
+        self.kind = kind
+        self.name = "array" if kind is list else "object"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The list or dict, or a usage error saying what is wrong with the text."""
+        if isinstance(value, self.kind):
+            return value
+        try:
+            return _ops.decode_json(value, self.kind)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -117,7 +154,7 @@ JOB_COLUMNS = (
 @click.option("--state", type=STATES, help="Only jobs in this state.")
 @click.option("--queue", help="Only jobs of this queue.")
 @click.option("--task", help="Only jobs of this task.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=Whole(1, BIGINT_MAX), default=50, show_default=True)
 @JSON_OPTION
 @click.pass_obj
 @friendly_errors
@@ -129,7 +166,7 @@ def jobs_list(state: State, /, as_json: bool, limit: int, **filters: str | None)
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JobId())
 @JSON_OPTION
 @click.pass_obj
 @friendly_errors
@@ -177,7 +214,7 @@ def _describe_error(error: Any) -> list[str]:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int, required=False)
+@click.argument("job_id", type=JobId(), required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.option("--task", help="With --failed: only jobs of this task.")
 @click.pass_obj
@@ -197,7 +234,7 @@ def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | N
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JobId())
 @click.pass_obj
 @friendly_errors
 def jobs_cancel(state: State, job_id: int) -> None:
@@ -253,26 +290,25 @@ def workers(state: State, as_json: bool) -> None:
 
 @click.command()
 @click.argument("task")
-@click.option("--args", "args_json", metavar="JSON", help="Positional arguments: a JSON array.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments: a JSON object.")
+@click.option("--args", type=Json(list), metavar="JSON", help="Positional arguments: a JSON array.")
+@click.option("--kwargs", type=Json(dict), metavar="JSON", help="Keyword arguments: a JSON object.")
 @click.option("--queue", help="Queue (default: the task's, else the app's default).")
-@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--priority", type=Whole(PRIORITY_MIN, PRIORITY_MAX), help="Higher runs first.")
 @click.option(
     "--delay", type=Duration(), metavar="DURATION", help="Run after this long, e.g. 30s, 5m."
 )
-@click.option("--max-attempts", type=click.IntRange(1, 1000))
+@click.option("--max-attempts", type=Whole(1, MAX_ATTEMPTS_LIMIT))
 @click.pass_obj
 @friendly_errors
-def enqueue(state: State, task: str, args_json: str | None, kwargs_json: str | None,
+def enqueue(state: State, task: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
             queue: str | None, priority: int | None, delay: float | None,
             max_attempts: int | None) -> None:  # fmt: skip
     """Enqueue a job of TASK (by name) and print its id."""
     _check_registered(state, task)
-    args, kwargs = _ops.decode_call(args_json, kwargs_json)
     with _connect(state) as conn:
         try:
             job_id = _ops.enqueue_by_name(
-                conn, state.app, task, args, kwargs, queue=queue, priority=priority,
+                conn, state.app, task, args or [], kwargs or {}, queue=queue, priority=priority,
                 delay=delay, max_attempts=max_attempts,
             )  # fmt: skip
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)

@@ -60,13 +60,19 @@ def migrate(dsn: str) -> None:
         raw.close()
 
 
-def migration_sql() -> str:
-    """The SQL that creates pgqueue's schema from nothing, for teams with their own tooling."""
+def migration_sql(since: str | None = None) -> str:
+    """The SQL that creates pgqueue's schema from nothing, for teams with their own tooling;
+    with ``since``, the SQL that upgrades a schema at that revision (``ValueError`` if this
+    version knows no such revision)."""
+    if since is not None and since not in KNOWN_REVISIONS:
+        raise ValueError(
+            f"unknown pgqueue schema revision {since!r}: use one of {', '.join(KNOWN_REVISIONS)}"
+        )
     _quiet_alembic()
     from alembic import command
 
     out = io.StringIO()
-    command.upgrade(_config(output_buffer=out), "head", sql=True)
+    command.upgrade(_config(output_buffer=out), f"{since}:head" if since else "head", sql=True)
     return out.getvalue()
 
 

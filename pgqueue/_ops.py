@@ -7,6 +7,7 @@ commits, like ``enqueue``; the CLI opens a connection, calls one of these, and c
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -24,7 +25,14 @@ from pgqueue._connections import (
 )
 from pgqueue._errors import JobStateError, PgQueueError
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
-from pgqueue._options import BIGINT_MAX, check_count, check_job_id, check_queue, check_task_name
+from pgqueue._options import (
+    BIGINT_MAX,
+    DECIMAL_NUMBER,
+    check_count,
+    check_job_id,
+    check_queue,
+    check_task_name,
+)
 from pgqueue._retention import check_age
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import schema_problem, schema_state
@@ -211,33 +219,31 @@ _USE = "use seconds, or a number with a unit s, m, h, d or w (e.g. 90s, 15m, 12h
 
 def parse_duration(text: str) -> float:
     """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds."""
-    value = text.strip().lower()
+    value = text.lower()
     unit = _UNITS.get(value[-1:])
     number = value[:-1] if unit else value
-    try:
-        seconds = float(number) * (unit or 1.0)
-    except ValueError:
-        raise ValueError(f"invalid duration {text!r}: {_USE}") from None
+    if not DECIMAL_NUMBER.fullmatch(number):  # float() would read "1_0", " 5" and "١٢" too
+        raise ValueError(f"invalid duration {text!r}: {_USE}")
+    seconds = float(number) * (unit or 1.0)
     if not 0 <= seconds <= MAX_DELAY:
         raise ValueError(f"invalid duration {text!r}: must be from 0 to 1000 years")
     return seconds
 
 
-def decode_call(args: str | None, kwargs: str | None) -> tuple[list[Any], dict[str, Any]]:
-    """Positional arguments (a JSON array) and keyword arguments (a JSON object) from text."""
-    decoded_args = _decode(args or "[]", "--args", list)
-    decoded_kwargs = _decode(kwargs or "{}", "--kwargs", dict)
-    return decoded_args, decoded_kwargs
-
-
-def _decode(text: str, what: str, kind: type[Any]) -> Any:
+def decode_json(text: str, kind: type[Any]) -> Any:
+    """``text``, JSON of a ``kind`` (list: an array, dict: an object), decoded; else
+    ``ValueError`` saying what is wrong with it."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+        raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(
+            "nested too deeply for Python to decode (more than about 1,000 levels)"
+        ) from None
     if not isinstance(value, kind):
         expected = "an array" if kind is list else "an object"
-        raise ValueError(f"{what} must be {expected} in JSON, got {text!r}")
+        raise ValueError(f"must be {expected} in JSON, got {reprlib.repr(text)}")
     return value
 
 

@@ -58,6 +58,12 @@ def check_given_name(name: str, what: str = "task name") -> str:
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
+# Numbers as text (the CLI's options, a worker's queue list): ASCII digits with an optional
+# leading "-" (and, for a decimal, a point and an exponent). int() and float() also read
+# "1_0", "+5", " 5 " and other scripts' digits ("١٢"), more likely a typo than meant.
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+DECIMAL_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
 
 def check_job_id(job_id: int) -> int:
     """Return ``job_id`` as an int if some job could have it, else raise ``ValueError``: a

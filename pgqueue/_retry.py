@@ -74,15 +74,14 @@ class RetryPolicy:
                 raise ValueError(f"RetryPolicy {name} must be a number, got {shown(value)}")
         if not isinstance(self.jitter, bool):
             raise ValueError(f"RetryPolicy jitter must be True or False, got {self.jitter!r}")
-        # Written as "not in range" so that NaN, which compares false, fails too.
-        if not 0 <= self.base < math.inf:
-            raise ValueError(
-                f"RetryPolicy base must be a finite number of seconds >= 0, got {shown(self.base)}"
-            )
+        # As delays are: an int past every float (10**5000) was taken, and then repr() failed
+        # on the policy, and every options object holding it.
+        check_delay(self.base, "RetryPolicy base")
         check_delay(self.cap, "RetryPolicy cap")
-        if not 1 <= self.factor < math.inf:
+        if not (self.factor >= 1 and is_finite(self.factor)):  # NaN compares false: it fails
             raise ValueError(
-                f"RetryPolicy factor must be a finite number >= 1, got {shown(self.factor)}"
+                f"RetryPolicy factor must be a number from 1 to {sys.float_info.max:.1e} (the"
+                f" largest float), got {shown(self.factor)}"
             )
 
     def ceiling(self, attempt: int) -> float:

@@ -31,6 +31,13 @@ UNDEFINED = (
 )
 
 
+def schema_missing(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says that pgqueue's schema is missing: one of :data:`UNDEFINED` that the
+    statement itself raised. Raised in a function it called (a user's trigger on pgqueue's
+    tables, say), it has a ``diag.context`` and is that function's own error."""
+    return isinstance(exc, UNDEFINED) and exc.diag.context is None
+
+
 def schema_problem(
     exists: bool, revision: str | None, compatible_since: str | None = None
 ) -> str | None:

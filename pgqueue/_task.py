@@ -14,7 +14,7 @@ from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import SchemaError, first_line
 from pgqueue._options import JobOptions, OnConflict
-from pgqueue._schema import UNDEFINED, schema_problem
+from pgqueue._schema import UNDEFINED, schema_missing, schema_problem
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -220,7 +220,7 @@ def _raise_explained(task: str, exc: psycopg.Error, jobs: int = 0) -> None:
     schema missing. Otherwise return, and the caller re-raises ``exc``. The statement failed
     either way: the transaction is aborted."""
     if not isinstance(exc, psycopg.errors.CheckViolation):
-        if exc.diag.context is not None:  # raised in a function: a user's trigger, say
+        if not schema_missing(exc):  # raised in a function: a user's trigger, say
             return
         missing = schema_problem(False, None)
         raise SchemaError(

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Generic, LiteralString, NamedTuple, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from pgqueue._store import _queries as q
 
@@ -883,6 +884,13 @@ def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
 def schema_lock() -> Query[None]:
     """Serialise schema installs (held until the transaction ends)."""
     return Query(q.SCHEMA_LOCK, None, _nothing)
+
+
+def schema_revision_assert(revision: str) -> str:
+    """The statement that fails unless the schema is at ``revision``, as text to print: the
+    revision is a literal in it, for SQL run later by other tooling."""
+    statement = sql.SQL(q.SCHEMA_REVISION_ASSERT).format(revision=sql.Literal(revision))
+    return statement.as_string()
 
 
 def schema_create() -> Query[None]:

@@ -1113,6 +1113,25 @@ END
 $$
 """
 
+# First in the SQL of `pgqueue migrate --sql --from REVISION`, printed to be run later: that
+# SQL upgrades a schema at REVISION only (on another, alembic's UPDATE of the version matches
+# no row, and the revisions in between would be skipped). Formatted with the revision as a
+# literal (sql.Literal): there is no parameter to bind in printed SQL.
+SCHEMA_REVISION_ASSERT: LiteralString = """
+DO $$
+DECLARE
+    installed text;
+BEGIN
+    SELECT version_num INTO installed FROM pgqueue.alembic_version;
+    IF installed IS DISTINCT FROM {revision} THEN
+        RAISE EXCEPTION USING MESSAGE = 'pgqueue: this SQL upgrades a schema at revision '
+            || {revision} || ', this database''s is ' || coalesce(installed, 'none')
+            || ' (`pgqueue migrate --check` names it); nothing was changed';
+    END IF;
+END
+$$
+"""
+
 SCHEMA_VERSION_TABLE_CREATE: LiteralString = """
 CREATE TABLE IF NOT EXISTS pgqueue.alembic_version (
     version_num VARCHAR(32) NOT NULL,

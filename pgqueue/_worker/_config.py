@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pgqueue._options import check_count, check_given_name, check_queue
+from pgqueue._options import WHOLE_NUMBER, check_count, check_given_name, check_queue
 from pgqueue._retry import MAX_DELAY, is_number
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
@@ -36,15 +36,14 @@ def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) ->
 
 def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
     name, _, count = raw.partition(":")
-    name = name.strip()
-    if not count.strip():
+    name, count = name.strip(), count.strip()
+    if not count:
         return name, concurrency
-    try:
-        return name, int(count)
-    except ValueError:
+    if not WHOLE_NUMBER.fullmatch(count):  # int() would read "1_0" as 10, "+2" and "١٢" too
         raise ValueError(
             f"concurrency of queue {name!r} must be a whole number >= 1, got {count!r}"
-        ) from None
+        )
+    return name, int(count)
 
 
 def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:

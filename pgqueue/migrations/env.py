@@ -21,9 +21,12 @@ def run_offline() -> None:
         version_table_schema=SCHEMA,
         transactional_ddl=True,
     )
+    since = context.get_starting_revision_argument()  # `pgqueue migrate --sql --from`'s
     with context.begin_transaction():
         context.execute(MIGRATION_LOCK)
         context.execute(CREATE_SCHEMA)
+        if since is not None:
+            context.execute(_store.schema_revision_assert(str(since)))
         context.run_migrations()
 
 

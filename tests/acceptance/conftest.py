@@ -73,3 +73,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(0.05)
+
+
+def usage_error(stderr: str) -> str:
+    """The error line of a usage error: click's usage and hint, then one "Error: " line."""
+    lines = stderr.strip().splitlines()
+    assert lines[0].startswith("Usage: pgqueue ") and "Traceback" not in stderr, stderr
+    assert [line for line in lines if line.startswith("Error: ")] == lines[-1:], stderr
+    return lines[-1]

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.acceptance.conftest import ROOT, cli, cli_env, wait_for
+from pgqueue._embed import install_revision
+from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
 
@@ -50,6 +51,43 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(result.stdout.encode())
     assert cli(empty_dsn, "migrate", "--check").returncode == 0
+
+
+def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: str) -> None:
+    """--sql printed the SQL from nothing, which fails on a database already migrated (here
+    to 0006): --from 0006 prints only the upgrade from there, which applies and leaves the
+    schema current. The SQL of another revision refuses to run on it, changing nothing (it
+    would skip the revisions in between). --from takes only revisions this version knows,
+    and only with --sql."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0006", lambda text: cur.execute(text.encode()))
+    other = cli(empty_dsn, "migrate", "--sql", "--from", "0007").stdout
+    with (
+        psycopg.connect(empty_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException) as refused,
+    ):
+        conn.execute(other.encode())
+    assert refused.value.diag.message_primary == (
+        "pgqueue: this SQL upgrades a schema at revision 0007, this database's is 0006"
+        " (`pgqueue migrate --check` names it); nothing was changed"
+    )
+    assert query(empty_dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0006",)]
+    result = cli(empty_dsn, "migrate", "--sql", "--from", "0006")
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade 0006 -> 0007" in result.stdout
+    assert "Running upgrade 0005" not in result.stdout
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(result.stdout.encode())
+    assert cli(empty_dsn, "migrate", "--check").returncode == 0
+    unknown = cli(empty_dsn, "migrate", "--sql", "--from", "0042")
+    assert unknown.returncode == 2
+    assert usage_error(unknown.stderr).startswith(
+        "Error: Invalid value for '--from': '0042' is not one of '0001', '0002',"
+    )
+    alone = cli(empty_dsn, "migrate", "--from", "0006")
+    assert (alone.returncode, usage_error(alone.stderr)) == (
+        2, "Error: --from only goes with --sql"
+    )  # fmt: skip
 
 
 def read_only(dsn: str) -> str:
@@ -299,14 +337,56 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
      ("io:0", "concurrency of queue 'io' must be an int >= 1, got 0"),
      ("io,", "invalid queue name '': use 1-64 characters from A-Z a-z 0-9 _ . -"),
      ("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
-     ("io:2,io:3", "queue 'io' is given twice: name each queue once")],
+     ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
+     ("io:1_0", "concurrency of queue 'io' must be a whole number >= 1, got '1_0'"),
+     ("io:+2", "concurrency of queue 'io' must be a whole number >= 1, got '+2'"),
+     ("io:\u0661\u0662",
+      "concurrency of queue 'io' must be a whole number >= 1, got '\u0661\u0662'")],
 )  # fmt: skip
-def test_bad_queue_option_is_one_line(dsn: str, queues: str, error: str) -> None:
+def test_bad_queue_option_is_a_usage_error_naming_it(dsn: str, queues: str, error: str) -> None:
     """An invalid --queues value is refused with one line naming it and saying what is
     allowed ('io:abc' used to say only "invalid literal for int()"; 'io:2,io:3' used to run
-    io with 3 slots, silently)."""
+    io with 3 slots, silently; int() read 'io:1_0' as 10 slots, '+2' and Arabic-Indic '١٢'
+    too). It is a bad option value: exit 2, as for the others, where it was 1."""
     result = cli(dsn, "worker", "--burst", "--queues", queues, timeout=30)
-    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+    assert result.returncode == 2
+    assert usage_error(result.stderr) == f"Error: Invalid value for '--queues' / '-q': {error}"
+
+
+# Every option and argument the CLI reads a number from, and the label click names it by.
+NUMBER_PARAMETERS = [
+    (("worker", "--burst", "--concurrency"), "'--concurrency' / '-c'"),
+    (("worker", "--burst", "--batch-size"), "'--batch-size'"),
+    (("worker", "--burst", "--processes"), "'--processes'"),
+    (("worker", "--burst", "--metrics-port"), "'--metrics-port'"),
+    (("worker", "--burst", "--lease"), "'--lease'"),
+    (("worker", "--burst", "--shutdown-timeout"), "'--shutdown-timeout'"),
+    (("demo", "--orders"), "'--orders'"),
+    (("jobs", "list", "--limit"), "'--limit'"),
+    (("jobs", "show"), "'JOB_ID'"),
+    (("jobs", "retry"), "'[JOB_ID]'"),
+    (("jobs", "cancel"), "'JOB_ID'"),
+    (("enqueue", "tests.acceptance.app_under_test.once", "--priority"), "'--priority'"),
+    (("enqueue", "tests.acceptance.app_under_test.once", "--max-attempts"), "'--max-attempts'"),
+    (("enqueue", "tests.acceptance.app_under_test.once", "--delay"), "'--delay'"),
+    (("prune", "--older-than"), "'--older-than'"),
+    (("stats", "--interval"), "'--interval'"),
+]
+
+
+@pytest.mark.parametrize("value", ["1_0", "+10", " 10", "\u0661\u0662"])
+@pytest.mark.parametrize(("command", "label"), NUMBER_PARAMETERS)
+def test_a_number_int_reads_but_nobody_writes_is_a_usage_error(
+    dsn: str, command: tuple[str, ...], label: str, value: str
+) -> None:
+    """click's INT and FLOAT are int() and float(), which read "1_0" as 10 and take "+10",
+    " 10" and other scripts' digits (Arabic-Indic "١٢" is 12): `jobs cancel 1_0` cancelled
+    job 10. Each is refused before anything is done, exit 2, naming the value."""
+    result = cli(dsn, *command, value, timeout=60)
+    assert result.returncode == 2, result.stderr
+    line = usage_error(result.stderr)
+    assert line.startswith(f"Error: Invalid value for {label}: ") and repr(value) in line
+    assert states(dsn) == {}
 
 
 @pytest.mark.parametrize(

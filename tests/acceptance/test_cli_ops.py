@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.conftest import usage_error
 from tests.helpers import query, states
 
 ROOT = Path(__file__).parents[2]
@@ -90,7 +91,7 @@ DURATIONS = [("prune", "--older-than"), ("enqueue", "t", "--delay")]
 
 
 @pytest.mark.parametrize("command", DURATIONS)
-@pytest.mark.parametrize("value", ["1y", "soon", "7 days", "1e3x"])
+@pytest.mark.parametrize("value", ["1y", "soon", "7 days", "1e3x", "inf", "1_0d", " 7d"])
 def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
     dsn: str, command: tuple[str, ...], value: str
 ) -> None:
@@ -106,11 +107,58 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
     assert states(dsn) == {"failed": 1}
 
 
-def test_enqueue_rejects_bad_json_in_one_line(dsn: str) -> None:
-    """A malformed --args is one line on stderr and a non-zero exit, with nothing enqueued."""
-    done = pgqueue(dsn, "enqueue", "t", "--args", "{not json", ok=False)
-    assert done.stderr.strip().count("\n") == 0 and "--args is not valid JSON" in done.stderr
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [("--args", "{not json",
+      "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2"
+      " (char 1)"),
+     ("--kwargs", "{", "not valid JSON: Expecting property name enclosed in double quotes:"
+      " line 1 column 2 (char 1)"),
+     ("--args", "", "not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+     ("--args", '{"a": 1}', """must be an array in JSON, got '{"a": 1}'"""),
+     ("--kwargs", "[1]", "must be an object in JSON, got '[1]'"),
+     ("--args", "[" * 3000 + "]" * 3000,
+      "nested too deeply for Python to decode (more than about 1,000 levels)")],
+)  # fmt: skip
+def test_enqueue_refuses_bad_json_as_a_usage_error_naming_the_option(
+    dsn: str, option: str, value: str, error: str
+) -> None:
+    """A malformed --args or --kwargs, or JSON of the other kind, exited 1 though it is a bad
+    option value (exit 2, as for the others); JSON nested deeper than Python decodes was said
+    to be "read from the database"; an empty --args (an unset variable in a script) meant no
+    arguments, as an empty --delay meant no delay. Nothing is enqueued."""
+    done = pgqueue(dsn, "enqueue", "t", option, value, ok=False)
+    assert done.returncode == 2
+    assert usage_error(done.stderr) == f"Error: Invalid value for '{option}': {error}"
     assert states(dsn) == {}
+
+
+AUDIT_TRIGGER = """
+CREATE FUNCTION audit_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit_log (op) VALUES (TG_OP);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit_job AFTER INSERT OR UPDATE OR DELETE ON pgqueue.active_jobs
+    FOR EACH ROW EXECUTE FUNCTION audit_job();
+"""
+
+
+@pytest.mark.parametrize("command", [("enqueue", "t"), ("jobs", "cancel", "{job_id}")])
+def test_a_users_trigger_that_finds_no_table_is_shown_as_itself(
+    dsn: str, command: tuple[str, ...]
+) -> None:
+    """A user's trigger on pgqueue's tables that refers to a missing table (audit_log) made
+    the CLI ask whether pgqueue's schema was installed. Raised in a function, the error has a
+    context, as enqueue already told apart: the CLI says what the database refused."""
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', '[]')")
+    query(dsn, AUDIT_TRIGGER)
+    done = pgqueue(dsn, *(part.format(job_id=job_id) for part in command), ok=False)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (1, [
+        'Error: the database refused: relation "audit_log" does not exist (UndefinedTable)'
+    ])  # fmt: skip
+    assert states(dsn) == {"queued": 1}
 
 
 def test_enqueue_rejects_an_argument_postgres_cannot_store_in_one_line(dsn: str) -> None:
@@ -216,16 +264,30 @@ _IDS = "a job id is an int from -9223372036854775808 to 9223372036854775807"
      (("jobs", "cancel", "99999999999999999999"), f"invalid job id 99999999999999999999: {_IDS}"),
      (("jobs", "cancel", "--", "-99999999999999999999"),
       f"invalid job id -99999999999999999999: {_IDS}"),
+     (("jobs", "show", "99999999999999999999"), f"invalid job id 99999999999999999999: {_IDS}"),
      (("jobs", "list", "--limit", "99999999999999999999"),
-      "limit must be an int from 0 to 9223372036854775807, got 99999999999999999999")],
+      "99999999999999999999 is not in the range 1<=x<=9223372036854775807.")],
 )  # fmt: skip
-def test_an_id_or_limit_past_bigint_is_named_in_one_line(
+def test_an_id_or_limit_past_bigint_is_a_usage_error_naming_it(
     dsn: str, command: tuple[str, ...], error: str
 ) -> None:
     """These used to say "the database refused: bigint out of range" or, for cancel, that
-    function pgqueue.cancel(numeric) did not exist and the schema might be missing."""
+    function pgqueue.cancel(numeric) did not exist and the schema might be missing; then
+    exited 1 naming the range, though a bad option value or argument exits 2."""
     result = pgqueue(dsn, *command, ok=False)
-    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Error: {error}"])
+    label = {"list": "'--limit'", "retry": "'[JOB_ID]'"}.get(command[1], "'JOB_ID'")
+    assert result.returncode == 2
+    assert usage_error(result.stderr) == f"Error: Invalid value for {label}: {error}"
+
+
+def test_enqueue_refuses_a_priority_out_of_range_as_a_usage_error(dsn: str) -> None:
+    """--priority 40000 exited 1 from the job options' check, though an option value out of
+    its range exits 2; nothing is enqueued."""
+    result = pgqueue(dsn, "enqueue", "t", "--priority", "40000", ok=False)
+    assert (result.returncode, usage_error(result.stderr)) == (
+        2, "Error: Invalid value for '--priority': 40000 is not in the range -32768<=x<=32767."
+    )  # fmt: skip
+    assert states(dsn) == {}
 
 
 @pytest.mark.parametrize("interval", ["inf", "1e300", "nan"])
@@ -279,7 +341,7 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
 
 
 @pytest.mark.parametrize("command", DURATIONS)
-@pytest.mark.parametrize("value", ["inf", "99999999999w", "-1d"])
+@pytest.mark.parametrize("value", ["1e400", "99999999999w", "-1d"])
 def test_a_duration_out_of_range_is_a_usage_error_naming_the_range(
     dsn: str, command: tuple[str, ...], value: str
 ) -> None:

@@ -15,7 +15,7 @@ import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter
-from pgqueue._ops import _UNITS, decode_call, parse_duration, prune
+from pgqueue._ops import _UNITS, decode_json, parse_duration, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 
 
@@ -29,9 +29,14 @@ def test_parse_duration_understands_units(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w", "1_0", "+5m", " 7d", "7d ",
+     "\u0661\u0662", "1_0h", "2 w"],
+)  # fmt: skip
 def test_parse_duration_rejects_nonsense(text: str) -> None:
-    """Anything else is a ValueError that says what to write."""
+    """Anything else is a ValueError that says what to write: so are what float() reads
+    besides ASCII decimals ("1_0" is 10 to it, and "+5", " 7" and Arabic-Indic "١٢" numbers)."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
 
@@ -49,14 +54,17 @@ def test_a_duration_that_does_not_parse_is_told_every_unit() -> None:
     assert listed == list(_UNITS)
 
 
-def test_decode_call_wants_an_array_and_an_object() -> None:
-    """--args must be a JSON array and --kwargs a JSON object."""
-    assert decode_call("[1]", '{"a": 2}') == ([1], {"a": 2})
-    assert decode_call(None, None) == ([], {})
-    with pytest.raises(ValueError, match="--args must be an array in JSON"):
-        decode_call('{"a": 1}', None)
-    with pytest.raises(ValueError, match="--kwargs is not valid JSON"):
-        decode_call(None, "{")
+def test_decode_json_wants_an_array_or_an_object() -> None:
+    """--args must be a JSON array and --kwargs a JSON object; JSON nested deeper than
+    Python decodes is a ValueError too, not a RecursionError."""
+    assert decode_json("[1]", list) == [1]
+    assert decode_json('{"a": 2}', dict) == {"a": 2}
+    with pytest.raises(ValueError, match="must be an array in JSON"):
+        decode_json('{"a": 1}', list)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        decode_json("{", dict)
+    with pytest.raises(ValueError, match="nested too deeply for Python to decode"):
+        decode_json("[" * 100_000 + "]" * 100_000, list)
 
 
 def test_retention_merges_over_defaults_and_none_keeps_forever() -> None:

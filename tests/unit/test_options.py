@@ -282,6 +282,32 @@ def test_retry_policy_fields_of_the_wrong_type_are_named(field: str, value: obje
         pgqueue.RetryPolicy(**{field: value})  # type: ignore[arg-type]
 
 
+_BASE = "RetryPolicy base must be a number of seconds from 0 to 31557600000 (1000 years), got "
+_FACTOR = "RetryPolicy factor must be a number from 1 to 1.8e+308 (the largest float), got "
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("base", 10**5000, _BASE + "an int of 5001 digits"), ("base", 1e300, _BASE + "1e+300"),
+     ("base", MAX_DELAY * 2, _BASE + "63115200000.0"), ("base", -1, _BASE + "-1"),
+     ("base", math.nan, _BASE + "nan"), ("factor", 10**5000, _FACTOR + "an int of 5001 digits"),
+     ("factor", 10**309, _FACTOR + "an int of 310 digits"), ("factor", 0.5, _FACTOR + "0.5"),
+     ("factor", math.inf, _FACTOR + "inf")],
+    ids=["base 10**5000", "base 1e300", "base 2000 years", "base -1", "base nan",
+         "factor 10**5000", "factor 10**309", "factor 0.5", "factor inf"],
+)  # fmt: skip
+def test_retry_policy_values_out_of_range_are_refused_naming_the_range(
+    field: str, value: float, message: str
+) -> None:
+    """RetryPolicy(base=10**5000) was taken, and then repr() of the policy (and of every
+    JobOptions holding it) raised Python's "Exceeds the limit (4300 digits)"; a base of 1e300
+    s was taken too. base is a wait, as a delay is (0 to 1000 years), and factor a finite
+    number >= 1; the error names the field and its range."""
+    with pytest.raises(ValueError) as raised:
+        pgqueue.RetryPolicy(**{field: value})
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("value", [True, "5", [1], b"5", date(2030, 1, 1)])
 def test_delays_and_timeouts_must_be_numbers_or_timedeltas(value: object) -> None:
     """A bool, a string or a list as a delay or timeout raises ValueError naming it: True
@@ -330,9 +356,11 @@ TOO_LONG = 10**5000  # past the 4,300 digits repr() writes of an int
      (lambda app: app.wait_sync(1, timeout=-TOO_LONG), "timeout must be"),
      (lambda app: app.wait_sync(1, poll_interval=TOO_LONG), "poll_interval must be"),
      (lambda app: pgqueue.RetryPolicy(cap=TOO_LONG), "RetryPolicy cap must be"),
+     (lambda app: pgqueue.RetryPolicy(base=TOO_LONG), "RetryPolicy base must be"),
+     (lambda app: pgqueue.RetryPolicy(factor=TOO_LONG), "RetryPolicy factor must be"),
      (lambda app: app.periodic("* * * * *", catch_up=TOO_LONG)(_fails), "catch_up must be")],
     ids=["delay", "negative delay", "timeout", "priority", "job id",
-         "wait timeout", "poll_interval", "cap", "catch_up"],
+         "wait timeout", "poll_interval", "cap", "base", "factor", "catch_up"],
 )  # fmt: skip
 def test_an_int_too_long_to_print_is_refused_with_its_size(make: Any, message: str) -> None:
     """using(delay=10**5000) raised Python's own ValueError "Exceeds the limit (4300 digits)

@@ -70,3 +70,12 @@ def test_migration_sql_returns_the_schema_sql_and_prints_nothing(
     assert "CREATE TABLE pgqueue.active_jobs" in sql
     assert sql.rstrip().endswith("COMMIT;")
     assert capsys.readouterr().out == ""
+
+
+def test_migration_sql_since_a_revision_upgrades_from_it_and_knows_its_revisions() -> None:
+    """migration_sql(since="0008") is the upgrade from 0008 alone; a revision this version
+    does not know is a ValueError listing those it does."""
+    sql = pgqueue.migration_sql(since="0008")
+    assert "Running upgrade 0008 -> 0009" in sql and "CREATE TABLE pgqueue.active_jobs" not in sql
+    with pytest.raises(ValueError, match="unknown pgqueue schema revision '0042': use one of 0001"):
+        pgqueue.migration_sql(since="0042")

@@ -58,6 +58,11 @@ def test_good_worker_options_are_kept() -> None:
     [("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
      ("io:1.5", "concurrency of queue 'io' must be a whole number >= 1, got '1.5'"),
      ("io:3:4", "concurrency of queue 'io' must be a whole number >= 1, got '3:4'"),
+     ("io:1_0", "concurrency of queue 'io' must be a whole number >= 1, got '1_0'"),
+     ("io:+2", "concurrency of queue 'io' must be a whole number >= 1, got '+2'"),
+     ("io:\u0661\u0662",
+      "concurrency of queue 'io' must be a whole number >= 1, got '\u0661\u0662'"),
+     ("io:2 0", "concurrency of queue 'io' must be a whole number >= 1, got '2 0'"),
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
      (["io", "io"], "queue 'io' is given twice: name each queue once"),
      ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
@@ -65,7 +70,8 @@ def test_good_worker_options_are_kept() -> None:
 )  # fmt: skip
 def test_bad_queue_concurrency_names_the_queue_and_value(queues: Any, message: str) -> None:
     """A per-queue figure that is not a whole number, or a queue named twice (the last figure
-    used to win silently), is refused in one sentence naming the queue."""
+    used to win silently), is refused in one sentence naming the queue. So are the figures
+    int() reads and an operator hardly means: "1_0" (ten), "+2", Arabic-Indic "١٢"."""
     with pytest.raises(ValueError) as raised:
         parse_queues(queues, 4)
     assert str(raised.value) == message
