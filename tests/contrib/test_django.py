@@ -313,6 +313,33 @@ def test_manage_py_pgqueue_dsn_option_needs_no_usable_django_database(
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("migrate", "--sql"), "CREATE SCHEMA"),
+        (("migrate", "--roles"), "GRANT"),
+        (("worker", "--help"), "Usage: manage.py pgqueue worker"),
+        (("migrate", "--help"), "Usage: manage.py pgqueue migrate"),
+    ],
+)
+def test_manage_py_pgqueue_commands_that_read_no_dsn_need_no_django_database(
+    django_db: str, tmp_path: Path, command: tuple[str, ...], expected: str
+) -> None:
+    """Django's DSN is read when a command needs it: `migrate --sql` or `worker --help` on
+    settings without a database NAME (a build step's, say) work as with the plain CLI, where
+    they said "Django's settings give pgqueue no database" (the DSN was read while click
+    parsed the group's options)."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", *command],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert expected in done.stdout, done.stdout
+
+
 def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:
     """`pgqueue --app pgqueue.contrib.django:app stats` without --dsn said "no database
     configured": the CLI read the DSN as a plain PgQueue reads it (PGQUEUE_DSN, DATABASE_URL),

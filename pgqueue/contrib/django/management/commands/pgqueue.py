@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 from typing import Any
@@ -18,7 +19,7 @@ import click
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 from psycopg.conninfo import conninfo_to_dict
 
-from pgqueue._cli import cli
+from pgqueue._cli import State, cli
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import first_line
 from pgqueue.contrib.django import _conf
@@ -46,7 +47,7 @@ _HELP = frozenset(cli.context_settings["help_option_names"])
 
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
-    defaults = {"app_path": APP_PATH, "dsn": django_dsn}  # the DSN is read when needed
+    defaults = {"app_path": APP_PATH}  # the DSN: see DjangoState
     app = _conf.get_app()
     pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
     try:
@@ -71,14 +72,30 @@ def django_dsn() -> str:
         ) from exc
 
 
+class DjangoState(State):
+    """The group's options, with Django's DSN unless ``--dsn`` gives one, read when a command
+    first needs it: ``migrate --sql`` and ``worker --help`` need none (click would read a
+    default while it parses the group's options)."""
+
+    @functools.cached_property
+    def _dsn(self) -> str:
+        return self.given_dsn or django_dsn()
+
+
+def _options(**options: Any) -> None:
+    """The group's callback: pgqueue's (logging), with a DjangoState."""
+    cli.callback(**options)  # type: ignore[misc]
+    click.get_current_context().obj = DjangoState(options["app_path"], options["dsn"])
+
+
 def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Say in one line that a PGQUEUE_DSN or PGQUEUE_APP the plain CLI would have used is
     ignored, unless it names what Django's settings give (an explicit option wins over
     both: nothing to say then)."""
     name = param.name or ""
     given = os.environ.get(_ENV[name])
-    if given and ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP:
-        if name == "dsn" and not _same_dsn(given, value):
+    if given and ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+        if name == "dsn" and not _same_dsn(given):
             click.echo(
                 f"Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
                 f' (PGQUEUE["DSN"], else DATABASES["{_conf.database_alias()}"]); pass --dsn'
@@ -95,11 +112,11 @@ def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
-def _same_dsn(given: str, django: str) -> bool:
-    """Whether two DSNs name the same database."""
+def _same_dsn(given: str) -> bool:
+    """Whether a DSN names the database Django's settings give."""
     try:
-        ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(django)
-    except Exception:  # one libpq cannot parse is not Django's
+        ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(_conf.dsn())
+    except Exception:  # one libpq cannot parse is not Django's, nor one of settings giving none
         return False
     return all(ours.get(key) == theirs.get(key) for key in _DATABASE_KEYS)
 
@@ -122,6 +139,7 @@ def _from_django(param: click.Parameter) -> click.Parameter:
 
 DJANGO_CLI = copy.copy(cli)  # pgqueue's group, with its own --dsn and --app
 DJANGO_CLI.params = [_from_django(param) for param in cli.params]
+DJANGO_CLI.callback = _options
 
 
 def without_django_options(args: list[str]) -> tuple[list[str], bool]:
