@@ -277,6 +277,20 @@ DATABASES = {"default": {**DATABASES["default"], "NAME": ""}}  # noqa: F405
 """
 
 
+def manage_without_a_name(
+    django_db: str, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py pgqueue *args`` on the test project's settings, with a database that has
+    no NAME."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    return subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("command", [("migrate", "--check"), ("worker", "--burst")])
 def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
     django_db: str, tmp_path: Path, command: tuple[str, ...]
@@ -284,13 +298,7 @@ def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
     """A DATABASES entry without NAME made manage.py pgqueue end in Django's traceback: the
     command read the DSN before pgqueue's command line, which says expected failures in one
     line, had started. It is one line, with Django's reason, and exit status 1."""
-    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
-    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", *command],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = manage_without_a_name(django_db, tmp_path, *command)
     assert (done.returncode, done.stderr.splitlines()) == (1, [
         "Error: Django's settings give pgqueue no database: ImproperlyConfigured:"
         " settings.DATABASES is improperly configured. Please supply the NAME or"
@@ -303,13 +311,7 @@ def test_manage_py_pgqueue_dsn_option_needs_no_usable_django_database(
 ) -> None:
     """With --dsn given, Django's database settings are not read: a DATABASES entry without
     NAME made even `manage.py pgqueue --dsn DSN ...` end in Django's traceback."""
-    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
-    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", "--dsn", django_db, "migrate", "--check"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = manage_without_a_name(django_db, tmp_path, "--dsn", django_db, "migrate", "--check")
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
@@ -329,13 +331,7 @@ def test_manage_py_pgqueue_commands_that_read_no_dsn_need_no_django_database(
     settings without a database NAME (a build step's, say) work as with the plain CLI, where
     they said "Django's settings give pgqueue no database" (the DSN was read while click
     parsed the group's options)."""
-    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
-    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", *command],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = manage_without_a_name(django_db, tmp_path, *command)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert expected in done.stdout, done.stdout
 
