@@ -612,6 +612,26 @@ def test_dsn_gives_a_pgqueue_dsn_setting_as_libpq_reads_it(django_db: str) -> No
         )
 
 
+def test_call_command_pgqueue_takes_the_groups_options_before_the_subcommand(
+    django_setup: None, empty_dsn: str, dsn: str
+) -> None:
+    """call_command("pgqueue", "--dsn", DSN, "migrate", "--check") said "unrecognized
+    arguments: --dsn": Django's parser took pgqueue's group options (which manage.py hands to
+    click untouched) for options of its own. They reach click, as on manage.py's command line,
+    and as keywords too."""
+    from django.core.management import CommandError, call_command
+
+    use_database(dsn)  # Django's database has the schema; empty_dsn has none
+    with pytest.raises(CommandError) as failed:
+        call_command("pgqueue", "--log-level", "debug", "--dsn", empty_dsn, "migrate", "--check")
+    assert (str(failed.value), failed.value.returncode) == ("pgqueue exited with status 1", 1)
+    with pytest.raises(CommandError, match="pgqueue exited with status 1"):
+        call_command("pgqueue", "migrate", "--check", dsn=empty_dsn)
+    call_command(
+        "pgqueue", "--app", "pgqueue.contrib.django:app", "--dsn", dsn, "migrate", "--check"
+    )
+
+
 def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(
     django_setup: None, dsn: str
 ) -> None:

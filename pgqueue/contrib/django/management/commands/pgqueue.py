@@ -140,6 +140,10 @@ def _from_django(param: click.Parameter) -> click.Parameter:
 DJANGO_CLI = copy.copy(cli)  # pgqueue's group, with its own --dsn and --app
 DJANGO_CLI.params = [_from_django(param) for param in cli.params]
 DJANGO_CLI.callback = _options
+# The group's options that take a value (--dsn, --app, --log-level, --log-format), which
+# call_command's parser reads before the subcommand (manage.py's command line goes to click
+# untouched: see Command.run_from_argv).
+_GROUP_OPTIONS = [p for p in DJANGO_CLI.params if isinstance(p, click.Option) and not p.is_flag]
 
 
 def without_django_options(args: list[str]) -> tuple[list[str], bool]:
@@ -169,6 +173,8 @@ class Command(BaseCommand):  # type: ignore[misc]
     help = "pgqueue's command line (worker, migrate, ...): manage.py pgqueue --help"
 
     def add_arguments(self, parser: Any) -> None:
+        for option in _GROUP_OPTIONS:  # for call_command: handle gives them to click
+            parser.add_argument(*option.opts, dest=option.name, help=argparse.SUPPRESS)
         # REMAINDER: the subcommand's own options ("migrate --check") reach click untouched.
         parser.add_argument("args", nargs=argparse.REMAINDER, help="pgqueue subcommand")
 
@@ -191,9 +197,16 @@ class Command(BaseCommand):  # type: ignore[misc]
         ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``.
         Django's ``execute`` decides on the checks before calling this (``call_command``
         skips them unless given ``skip_checks=False``); a ``--skip-checks`` after the
-        subcommand still reaches this, and is dropped: it is not pgqueue's."""
+        subcommand still reaches this, and is dropped: it is not pgqueue's. The group's
+        options (``--dsn`` ...) before the subcommand, or as keywords, go to click first."""
+        given = [
+            arg
+            for option in _GROUP_OPTIONS
+            if options.get(option.name) is not None
+            for arg in (option.opts[0], options[option.name])
+        ]
         try:
-            run_cli(without_django_options(list(args))[0], standalone=False)
+            run_cli(given + without_django_options(list(args))[0], standalone=False)
         except click.ClickException as exc:
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except SystemExit as exc:  # `migrate --check` exits 1 after printing the problem
