@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue._cli import State, cli
@@ -115,10 +116,18 @@ def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> 
 def _same_dsn(given: str) -> bool:
     """Whether a DSN names the database Django's settings give."""
     try:
-        ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(_conf.dsn())
+        return _database(normalize_dsn(given)) == _database(_conf.dsn())
     except Exception:  # one libpq cannot parse is not Django's, nor one of settings giving none
         return False
-    return all(ours.get(key) == theirs.get(key) for key in _DATABASE_KEYS)
+
+
+def _database(dsn: str) -> list[str | None]:
+    """What names the database ``dsn`` connects to, with libpq's defaults for what it leaves
+    out (PGPORT, else 5432, for a port; the user's name for a database)."""
+    defaults = {o.keyword.decode(): o.val.decode() for o in pq.Conninfo.get_defaults() if o.val}
+    given = {**defaults, **{key: str(val) for key, val in conninfo_to_dict(dsn).items() if val}}
+    given.setdefault("dbname", given.get("user", ""))
+    return [given.get(key) for key in _DATABASE_KEYS]
 
 
 def _same_app(given: str) -> bool:
