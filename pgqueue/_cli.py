@@ -35,7 +35,12 @@ class State:
 
     def __init__(self, app_path: str | None, dsn: str | None) -> None:
         self.app_path = app_path
-        self._dsn = dsn
+        self.given_dsn = dsn
+
+    @property
+    def _dsn(self) -> str | None:
+        """``--dsn`` (manage.py pgqueue's State reads Django's without it, when first asked)."""
+        return self.given_dsn
 
     @functools.cached_property
     def app(self) -> PgQueue:

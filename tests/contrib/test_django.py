@@ -245,14 +245,21 @@ def test_manage_py_pgqueue_ignores_pgqueue_dsn_and_app_left_in_the_environment(
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("succeeded",)]
 
 
-def test_manage_py_pgqueue_says_nothing_of_variables_naming_djangos_own(django_db) -> None:
+@pytest.mark.parametrize("port", ["spelled", "left out"])
+def test_manage_py_pgqueue_says_nothing_of_variables_naming_djangos_own(
+    django_db: str, port: str
+) -> None:
     """PGQUEUE_DSN spelling Django's database another way (a URL, not key=value pairs) and
-    PGQUEUE_APP naming Django's app are what manage.py pgqueue uses anyway: no warning."""
-    from psycopg.conninfo import conninfo_to_dict
+    PGQUEUE_APP naming Django's app are what manage.py pgqueue uses anyway: no warning. Nor
+    when Django's settings leave the port out (PORT "", libpq's default) and the URL spells
+    it: that warned of another database."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    url = "postgresql://{user}@{host}:{port}/{dbname}".format(**conninfo_to_dict(django_db))
-    env = {**subprocess_env(django_db), "PGQUEUE_DSN": url,
-           "PGQUEUE_APP": "pgqueue.contrib.django:app"}  # fmt: skip
+    info = conninfo_to_dict(django_db)
+    url = "postgresql://{user}@{host}:{port}/{dbname}".format(**info)
+    django = {key: value for key, value in info.items() if key != "port" or port == "spelled"}
+    env = {**subprocess_env(make_conninfo(**django)), "PGPORT": info["port"],
+           "PGQUEUE_DSN": url, "PGQUEUE_APP": "pgqueue.contrib.django:app"}  # fmt: skip
     done = subprocess.run(
         [sys.executable, MANAGE, "pgqueue", "migrate", "--check"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -277,6 +284,20 @@ DATABASES = {"default": {**DATABASES["default"], "NAME": ""}}  # noqa: F405
 """
 
 
+def manage_without_a_name(
+    django_db: str, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py pgqueue *args`` on the test project's settings, with a database that has
+    no NAME."""
+    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
+    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    return subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("command", [("migrate", "--check"), ("worker", "--burst")])
 def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
     django_db: str, tmp_path: Path, command: tuple[str, ...]
@@ -284,13 +305,7 @@ def test_manage_py_pgqueue_on_a_database_without_a_name_is_one_line(
     """A DATABASES entry without NAME made manage.py pgqueue end in Django's traceback: the
     command read the DSN before pgqueue's command line, which says expected failures in one
     line, had started. It is one line, with Django's reason, and exit status 1."""
-    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
-    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", *command],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = manage_without_a_name(django_db, tmp_path, *command)
     assert (done.returncode, done.stderr.splitlines()) == (1, [
         "Error: Django's settings give pgqueue no database: ImproperlyConfigured:"
         " settings.DATABASES is improperly configured. Please supply the NAME or"
@@ -303,14 +318,29 @@ def test_manage_py_pgqueue_dsn_option_needs_no_usable_django_database(
 ) -> None:
     """With --dsn given, Django's database settings are not read: a DATABASES entry without
     NAME made even `manage.py pgqueue --dsn DSN ...` end in Django's traceback."""
-    (tmp_path / "no_name_settings.py").write_text(NO_NAME)
-    env = {**subprocess_env(django_db), "DJANGO_SETTINGS_MODULE": "no_name_settings"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [sys.executable, MANAGE, "pgqueue", "--dsn", django_db, "migrate", "--check"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = manage_without_a_name(django_db, tmp_path, "--dsn", django_db, "migrate", "--check")
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("migrate", "--sql"), "CREATE SCHEMA"),
+        (("migrate", "--roles"), "GRANT"),
+        (("worker", "--help"), "Usage: manage.py pgqueue worker"),
+        (("migrate", "--help"), "Usage: manage.py pgqueue migrate"),
+    ],
+)
+def test_manage_py_pgqueue_commands_that_read_no_dsn_need_no_django_database(
+    django_db: str, tmp_path: Path, command: tuple[str, ...], expected: str
+) -> None:
+    """Django's DSN is read when a command needs it: `migrate --sql` or `worker --help` on
+    settings without a database NAME (a build step's, say) work as with the plain CLI, where
+    they said "Django's settings give pgqueue no database" (the DSN was read while click
+    parsed the group's options)."""
+    done = manage_without_a_name(django_db, tmp_path, *command)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert expected in done.stdout, done.stdout
 
 
 def test_the_pgqueue_cli_with_the_django_app_reads_djangos_database(django_db) -> None:
@@ -587,6 +617,26 @@ def test_dsn_gives_a_pgqueue_dsn_setting_as_libpq_reads_it(django_db: str) -> No
         assert conn.execute("SELECT current_database()").fetchone() == (
             conninfo_to_dict(django_db)["dbname"],
         )
+
+
+def test_call_command_pgqueue_takes_the_groups_options_before_the_subcommand(
+    django_setup: None, empty_dsn: str, dsn: str
+) -> None:
+    """call_command("pgqueue", "--dsn", DSN, "migrate", "--check") said "unrecognized
+    arguments: --dsn": Django's parser took pgqueue's group options (which manage.py hands to
+    click untouched) for options of its own. They reach click, as on manage.py's command line,
+    and as keywords too."""
+    from django.core.management import CommandError, call_command
+
+    use_database(dsn)  # Django's database has the schema; empty_dsn has none
+    with pytest.raises(CommandError) as failed:
+        call_command("pgqueue", "--log-level", "debug", "--dsn", empty_dsn, "migrate", "--check")
+    assert (str(failed.value), failed.value.returncode) == ("pgqueue exited with status 1", 1)
+    with pytest.raises(CommandError, match="pgqueue exited with status 1"):
+        call_command("pgqueue", "migrate", "--check", dsn=empty_dsn)
+    call_command(
+        "pgqueue", "--app", "pgqueue.contrib.django:app", "--dsn", dsn, "migrate", "--check"
+    )
 
 
 def test_call_command_pgqueue_takes_skip_checks_where_manage_py_does(

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 from typing import Any
 
 import click
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from pgqueue._cli import cli
+from pgqueue._cli import State, cli
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import first_line
 from pgqueue.contrib.django import _conf
@@ -46,7 +48,7 @@ _HELP = frozenset(cli.context_settings["help_option_names"])
 
 def run_cli(args: list[str], standalone: bool) -> Any:
     """Run the pgqueue click group with the app and DSN Django's settings give."""
-    defaults = {"app_path": APP_PATH, "dsn": django_dsn}  # the DSN is read when needed
+    defaults = {"app_path": APP_PATH}  # the DSN: see DjangoState
     app = _conf.get_app()
     pinned = app._dsn  # the CLI pins its DSN on the app: undo it when this process goes on
     try:
@@ -71,14 +73,30 @@ def django_dsn() -> str:
         ) from exc
 
 
+class DjangoState(State):
+    """The group's options, with Django's DSN unless ``--dsn`` gives one, read when a command
+    first needs it: ``migrate --sql`` and ``worker --help`` need none (click would read a
+    default while it parses the group's options)."""
+
+    @functools.cached_property
+    def _dsn(self) -> str:
+        return self.given_dsn or django_dsn()
+
+
+def _options(**options: Any) -> None:
+    """The group's callback: pgqueue's (logging), with a DjangoState."""
+    cli.callback(**options)  # type: ignore[misc]
+    click.get_current_context().obj = DjangoState(options["app_path"], options["dsn"])
+
+
 def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Say in one line that a PGQUEUE_DSN or PGQUEUE_APP the plain CLI would have used is
     ignored, unless it names what Django's settings give (an explicit option wins over
     both: nothing to say then)."""
     name = param.name or ""
     given = os.environ.get(_ENV[name])
-    if given and ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP:
-        if name == "dsn" and not _same_dsn(given, value):
+    if given and ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+        if name == "dsn" and not _same_dsn(given):
             click.echo(
                 f"Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
                 f' (PGQUEUE["DSN"], else DATABASES["{_conf.database_alias()}"]); pass --dsn'
@@ -95,13 +113,21 @@ def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
-def _same_dsn(given: str, django: str) -> bool:
-    """Whether two DSNs name the same database."""
+def _same_dsn(given: str) -> bool:
+    """Whether a DSN names the database Django's settings give."""
     try:
-        ours, theirs = conninfo_to_dict(normalize_dsn(given)), conninfo_to_dict(django)
-    except Exception:  # one libpq cannot parse is not Django's
+        return _database(normalize_dsn(given)) == _database(_conf.dsn())
+    except Exception:  # one libpq cannot parse is not Django's, nor one of settings giving none
         return False
-    return all(ours.get(key) == theirs.get(key) for key in _DATABASE_KEYS)
+
+
+def _database(dsn: str) -> list[str | None]:
+    """What names the database ``dsn`` connects to, with libpq's defaults for what it leaves
+    out (PGPORT, else 5432, for a port; the user's name for a database)."""
+    defaults = {o.keyword.decode(): o.val.decode() for o in pq.Conninfo.get_defaults() if o.val}
+    given = {**defaults, **{key: str(val) for key, val in conninfo_to_dict(dsn).items() if val}}
+    given.setdefault("dbname", given.get("user", ""))
+    return [given.get(key) for key in _DATABASE_KEYS]
 
 
 def _same_app(given: str) -> bool:
@@ -122,6 +148,11 @@ def _from_django(param: click.Parameter) -> click.Parameter:
 
 DJANGO_CLI = copy.copy(cli)  # pgqueue's group, with its own --dsn and --app
 DJANGO_CLI.params = [_from_django(param) for param in cli.params]
+DJANGO_CLI.callback = _options
+# The group's options that take a value (--dsn, --app, --log-level, --log-format), which
+# call_command's parser reads before the subcommand (manage.py's command line goes to click
+# untouched: see Command.run_from_argv).
+_GROUP_OPTIONS = [p for p in DJANGO_CLI.params if isinstance(p, click.Option) and not p.is_flag]
 
 
 def without_django_options(args: list[str]) -> tuple[list[str], bool]:
@@ -151,6 +182,8 @@ class Command(BaseCommand):  # type: ignore[misc]
     help = "pgqueue's command line (worker, migrate, ...): manage.py pgqueue --help"
 
     def add_arguments(self, parser: Any) -> None:
+        for option in _GROUP_OPTIONS:  # for call_command: handle gives them to click
+            parser.add_argument(*option.opts, dest=option.name, help=argparse.SUPPRESS)
         # REMAINDER: the subcommand's own options ("migrate --check") reach click untouched.
         parser.add_argument("args", nargs=argparse.REMAINDER, help="pgqueue subcommand")
 
@@ -173,9 +206,16 @@ class Command(BaseCommand):  # type: ignore[misc]
         ``CommandError`` (with the exit status as ``returncode``), never ``SystemExit``.
         Django's ``execute`` decides on the checks before calling this (``call_command``
         skips them unless given ``skip_checks=False``); a ``--skip-checks`` after the
-        subcommand still reaches this, and is dropped: it is not pgqueue's."""
+        subcommand still reaches this, and is dropped: it is not pgqueue's. The group's
+        options (``--dsn`` ...) before the subcommand, or as keywords, go to click first."""
+        given = [
+            arg
+            for option in _GROUP_OPTIONS
+            if options.get(option.name) is not None
+            for arg in (option.opts[0], options[option.name])
+        ]
         try:
-            run_cli(without_django_options(list(args))[0], standalone=False)
+            run_cli(given + without_django_options(list(args))[0], standalone=False)
         except click.ClickException as exc:
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except SystemExit as exc:  # `migrate --check` exits 1 after printing the problem
