@@ -327,7 +327,7 @@ def test_a_worker_whose_heartbeat_loop_fails_puts_its_job_back_and_exits_1(ledge
     enqueue(ledger, "sleeps", [(60,)])
     done = cli(
         ledger, "--app", "tests.acceptance.broken_heartbeat_app:app", "worker", "--queues",
-        "io", "--lease", "3", "--rescue-interval", "0.5", "--poll-interval", "0.1", timeout=60,
+        "io", "--lease", "6", "--rescue-interval", "0.5", "--poll-interval", "0.1", timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
     assert "its heartbeat loop raised RuntimeError: planted bug" in done.stderr
