@@ -15,6 +15,7 @@ from pgqueue._errors import (
     Retry,
     SchemaError,
     UnknownTaskError,
+    WorkerFailed,
 )
 from pgqueue._hooks import JobEvent
 from pgqueue._job import Job, QueueStats, WorkerInfo
@@ -45,6 +46,7 @@ __all__ = [
     "Task",
     "UnknownTaskError",
     "Worker",
+    "WorkerFailed",
     "WorkerInfo",
     "__version__",
     "cron_list",

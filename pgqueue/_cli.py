@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
+from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, WorkerFailed, first_line
 from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
@@ -427,15 +427,23 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
 
 
 async def _run_worker(w: Worker) -> None:
-    await w.run(install_signal_handlers=True)
+    failed: WorkerFailed | None = None
+    try:
+        await w.run(install_signal_handlers=True)
+    except WorkerFailed as exc:  # friendly_errors prints it; the supervisor sees status 1
+        failed = exc
     if w.abandoned_threads() or w.abandoned_coroutines():
         # Thread tasks cannot be interrupted, nor coroutines that ignore their cancellation,
         # and their jobs are already back in the queue: do not let the exit wait for them
         # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
+        if failed is not None:
+            click.echo(f"Error: {failed}", err=True)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(0 if failed is None else 1)
+    if failed is not None:
+        raise failed
 
 
 NO_APP = "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP)"

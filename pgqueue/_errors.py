@@ -79,3 +79,12 @@ class JobStateError(PgQueueError):
 
 
 JobStateError.__module__ = "pgqueue"
+
+
+class WorkerFailed(PgQueueError):
+    """A loop the worker cannot be correct without (the claimer, the heartbeat, the acker)
+    raised something other than a database or network error: the worker stopped claiming,
+    shut down and raised this, the loop's error as its ``__cause__``. Restart the worker."""
+
+
+WorkerFailed.__module__ = "pgqueue"

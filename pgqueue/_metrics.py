@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import ConfigurationError
+from pgqueue._errors import ConfigurationError, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
 
@@ -88,11 +88,16 @@ class WorkerMetrics:
 
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
+        failures = 0
         while True:
             try:
                 await self.refresh()
-            except (psycopg.Error, OSError):
-                log.warning("reading queue depth failed", extra={"action": "metrics_error"})
+                failures = 0
+            except (psycopg.Error, OSError) as exc:
+                failures += 1  # the traceback once an outage, not every interval
+                log.warning("reading queue depth failed (%s: %s)", type(exc).__name__,
+                            first_line(exc), exc_info=failures == 1,
+                            extra={"action": "metrics_error"})  # fmt: skip
             await asyncio.sleep(interval)
 
     async def refresh(self) -> None:
@@ -121,8 +126,9 @@ def metrics_service(
         server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)
         w.events.metrics_port = server.server_port
         log.info(
-            "serving metrics on port %s", server.server_port, extra={"action": "metrics_serving"}
-        )
+            "serving metrics on port %s", server.server_port,
+            extra={"action": "metrics_serving", "port": server.server_port},
+        )  # fmt: skip
         try:
             await metrics.refresh_depth(interval)
         finally:

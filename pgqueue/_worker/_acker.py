@@ -122,7 +122,7 @@ class Acker:
             try:
                 await self.flush()
                 failures = 0
-            except Exception:
+            except (psycopg.Error, OSError):  # anything else fails the worker (Worker._fail)
                 failures += 1
                 log.warning("ack failed; will retry", exc_info=True, extra={"action": "ack_error"})
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))

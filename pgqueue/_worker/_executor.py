@@ -109,7 +109,7 @@ class JobExecutor:
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
-            error = self._redact(f"cancelled: {_text(exc)}")
+            error = self._redact(f"cancelled: {_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except TimeoutError as exc:
             ctx.cancel("timeout")
@@ -137,8 +137,8 @@ class JobExecutor:
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
     ) -> Outcome:
-        error = self._redact(why or _describe(exc))
-        tb = self._redact("".join(traceback.format_exception(exc)))
+        error = self._redact(why or _describe(exc), job.id)
+        tb = self._redact("".join(traceback.format_exception(exc)), job.id)
         if job.attempt >= job.max_attempts:
             return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
         policy = (task.options if task else self.app.defaults).retry
@@ -152,7 +152,7 @@ class JobExecutor:
             delay = DEFAULT_RETRY.delay(job.attempt)
         return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb, delay=delay)
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: str, job_id: int) -> str:
         """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
         that neither the secret nor the job's outcome is lost."""
         try:
@@ -163,8 +163,8 @@ class JobExecutor:
             if isinstance(redacted, str):
                 return redacted
             why = f"returned {type(redacted).__qualname__}, not str"
-        log.error("the app's redact function %s; the text is withheld", why,
-                  extra={"action": "redact_error"})  # fmt: skip
+        log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
+                  extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
         return f"[withheld: the app's redact function {why}]"
 
     async def _call(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:

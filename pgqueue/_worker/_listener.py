@@ -10,6 +10,7 @@ from collections.abc import Callable, Container
 import psycopg
 
 from pgqueue import _store
+from pgqueue._errors import first_line
 from pgqueue._worker._db import Db, backoff
 
 log = logging.getLogger("pgqueue.worker")
@@ -78,10 +79,15 @@ async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: 
             failures = 0
             hint.catch_up()
             await _relay(db, conn, hint, stopping, ping_interval)
-        except (psycopg.Error, OSError):
+        except Exception as exc:  # a bug too: claims fall back on polling until it is back
             failures += 1
             await db.close()
-            log.warning("LISTEN connection lost; reconnecting", extra={"action": "listen_lost"})
+            # The traceback once an outage, not at each failed reconnect.
+            log.log(
+                logging.WARNING if isinstance(exc, psycopg.Error | OSError) else logging.ERROR,
+                "LISTEN connection lost (%s: %s); reconnecting", type(exc).__name__,
+                first_line(exc), exc_info=failures == 1, extra={"action": "listen_lost"},
+            )  # fmt: skip
             await _sleep_unless(stopping, backoff(failures))
 
 

@@ -161,7 +161,8 @@ class Scheduler:
             if count < PRUNE_BATCH:
                 break
         if total:
-            log.debug("pruned %s old ticks", total, extra={"action": "ticks_pruned"})
+            log.debug("pruned %s old ticks", total,
+                      extra={"action": "ticks_pruned", "count": total})  # fmt: skip
         return total
 
 

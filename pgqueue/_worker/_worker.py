@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import ConfigurationError, PgQueueError, first_line
+from pgqueue._errors import ConfigurationError, PgQueueError, WorkerFailed, first_line
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -231,6 +232,7 @@ class Worker:
             self.services.append(metrics_service(self, metrics_port))
         self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
         self._callbacks_warned_at = -60.0
+        self._failure: tuple[str, BaseException] | None = None  # see _fail
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.name!r} queues={self.queues}>"
@@ -243,7 +245,8 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to stop claiming and shut down gracefully."""
         if not self.stopping.is_set():
-            log.info("stopping: no new claims", extra={"action": "worker_stopping"})
+            log.info("stopping: no new claims",
+                     extra={"action": "worker_stopping", "worker": self.name})  # fmt: skip
         self.stopping.set()
         self._wake.set()
         self._slot_freed.set()
@@ -262,7 +265,8 @@ class Worker:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
 
         Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
-        unwritten (their jobs are rescued once their leases expire)."""
+        unwritten (their jobs are rescued once their leases expire), and :class:`WorkerFailed`
+        after the shutdown if a loop it cannot do without failed."""
         try:
             await self._start()
         except BaseException:
@@ -270,22 +274,67 @@ class Worker:
             raise
         if install_signal_handlers:
             self._install_signal_handlers()
-        background = [asyncio.ensure_future(c) for c in self._background()]
-        for part in background:
-            part.add_done_callback(_report_stopped)
+        background = []
+        for loop, coro in self._essential().items():
+            background.append(asyncio.ensure_future(coro))
+            background[-1].add_done_callback(functools.partial(self._loop_ended, loop))
+        for coro in self._background():
+            background.append(asyncio.ensure_future(coro))
+            background[-1].add_done_callback(_report_stopped)
         try:
             await self._claim_loop()
+        except Exception as exc:
+            self._fail("claim", exc)
         finally:
             try:
                 await self._shutdown(background)
             finally:
                 if install_signal_handlers:
                     self._remove_signal_handlers()
+                if self._failure is not None:  # even if the shutdown's writes failed too
+                    raise self._failed()
+
+    def _failed(self) -> WorkerFailed:
+        assert self._failure is not None
+        loop, error = self._failure
+        failed = WorkerFailed(
+            f"worker {self.name} failed: its {loop} loop raised {type(error).__name__}:"
+            f" {error} (see the worker_failed log record); restart it"
+        )
+        failed.__cause__ = error
+        return failed
+
+    def _essential(self) -> dict[str, Awaitable[None]]:  # started with ensure_future
+        """The loops besides the claimer that the worker cannot be correct without, by name:
+        without heartbeats the leases of its running jobs expire and other workers run them
+        again; without the acker no outcome is written. One that ends fails the worker."""
+        return {"acker": self._acker.run(), "heartbeat": self._heartbeat_loop()}
+
+    def _loop_ended(self, loop: str, part: asyncio.Future[None]) -> None:
+        error = None if part.cancelled() else part.exception()
+        if error is not None:
+            self._fail(loop, error)
+
+    def _fail(self, loop: str, error: BaseException) -> None:
+        """Stop as a failed worker: ``loop``, one the worker cannot be correct without, raised
+        (a bug, a MemoryError, ...). run() raises WorkerFailed once shut down, so that the
+        process exits non-zero and its supervisor restarts it. Without heartbeats its running
+        jobs are stopped at once and put back, before their leases expire."""
+        if self._failure is None:
+            self._failure = (loop, error)
+        log.critical(
+            "worker %s failed: its %s loop raised %s: %s; it stops, and must be restarted",
+            self.name, loop, type(error).__name__, error,
+            exc_info=error, extra={"action": "worker_failed", "worker": self.name, "loop": loop},
+        )  # fmt: skip
+        self.stop()
+        if loop == "heartbeat":
+            for job_id, attempt in list(self._running):
+                self.cancel_local(job_id, "shutdown", attempt)
 
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
-            self._acker.run(), self._heartbeat_loop(), self._maintenance_loop(),
-            self._watch_behind_points(), self._watch_skipping(),
+            self._maintenance_loop(), self._watch_behind_points(), self._watch_skipping(),
         ]  # fmt: skip
         if self.listen:
             parts.append(
@@ -847,16 +896,22 @@ class Worker:
                 self.cancel_local(job_id, "cancel requested", attempt)
 
     async def _maintenance_loop(self) -> None:
+        crashes = 0
         while True:
             # Jitter keeps a fleet of workers from sweeping in lock-step.
-            await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
+            pause = self.rescue_interval * random.uniform(0.5, 1.0)
+            await asyncio.sleep(max(pause, backoff(crashes, cap=60.0)) if crashes else pause)
             try:
                 await self.maintain()
                 await self._register_again()
+                crashes = 0
             except (psycopg.Error, OSError):
                 log.warning(
                     "maintenance failed", exc_info=True, extra={"action": "maintenance_error"}
                 )
+            except Exception:  # a bug: its passes go on, as other workers' do, less often
+                crashes += 1
+                log.exception("maintenance pass crashed", extra={"action": "maintenance_error"})
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""
@@ -888,7 +943,8 @@ class Worker:
         requeued, failed, _gone = await self._maint_db.run(_store.leases_rescue(dead))
         if requeued or failed:
             log.warning(
-                "rescued %s jobs of lost workers (%s requeued, %s out of attempts)",
+                "rescued %s jobs of lost workers (%s requeued; %s ended: failed when out of"
+                " attempts, cancelled when asked to)",
                 requeued + failed, requeued, failed,
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
@@ -944,10 +1000,11 @@ class Worker:
         self.stop()
         self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
         tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks:
+        # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
+        if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
             log.info(
                 "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
-                extra={"action": "worker_draining"},
+                extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
             )  # fmt: skip
             await asyncio.wait(tasks, timeout=self.shutdown_timeout)
         for job_id, attempt in list(self._running):
@@ -975,7 +1032,8 @@ class Worker:
             if not left:
                 raise failure
             raise self._stopped_unwritten(left, failure) from failure
-        log.info("worker %s stopped", self.name, extra={"action": "worker_stopped"})
+        log.info("worker %s stopped", self.name,
+                 extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""
@@ -1036,7 +1094,7 @@ class Worker:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             log.info(
                 "put %s unfinished jobs back in their queues", released,
-                extra={"action": "jobs_released"},
+                extra={"action": "jobs_released", "count": released},
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))

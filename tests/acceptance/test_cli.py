@@ -319,6 +319,23 @@ def test_sigterm_stops_a_worker_whose_task_swallows_its_cancellation(
     assert f"job {job_id}: its task ignored its cancellation" in output
 
 
+def test_a_worker_whose_heartbeat_loop_fails_puts_its_job_back_and_exits_1(ledger: str) -> None:
+    """A bug in the heartbeat loop used to leave the worker running without heartbeats: the
+    lease of its running job expired and the job ran again (here, by the same worker) while
+    it still ran. Now the worker stops it at once and puts it back, attempt not counted,
+    and exits 1 (its sync task's thread abandoned), so that its supervisor restarts it."""
+    enqueue(ledger, "sleeps", [(60,)])
+    done = cli(
+        ledger, "--app", "tests.acceptance.broken_heartbeat_app:app", "worker", "--queues",
+        "io", "--lease", "6", "--rescue-interval", "0.5", "--poll-interval", "0.1", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "its heartbeat loop raised RuntimeError: planted bug" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("Error: worker ")
+    assert query(ledger, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+    assert query(ledger, "SELECT count(*) FROM ledger") == [(1,)]
+
+
 def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
     """A second SIGINT exits at once, even with a job that would run much longer."""
     enqueue(ledger, "sleeps", [(60,)])

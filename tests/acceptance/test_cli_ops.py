@@ -418,8 +418,8 @@ def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
             records.append(json.loads(line))
             if {r.get("action") for r in records} >= {"metrics_serving", "job_succeeded"}:
                 break
-        port = next(r for r in records if r.get("action") == "metrics_serving")["message"]
-        url = f"http://127.0.0.1:{port.rsplit(' ', 1)[1]}/metrics"
+        port = next(r for r in records if r.get("action") == "metrics_serving")["port"]
+        url = f"http://127.0.0.1:{port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
         assert pgqueue(dsn, "healthcheck", "--worker", "w-json").stdout.strip() == "ok"

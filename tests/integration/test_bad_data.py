@@ -206,6 +206,8 @@ async def test_a_redact_retry_policy_or_exception_that_raises_leaves_no_slot_stu
     assert all(rows[i][1] is None for i in fine_ids)
     actions = {getattr(r, "action", None) for r in caplog.records}
     assert {"redact_error", "retry_policy_error"} <= actions
+    redacts = {r.job_id for r in caplog.records if getattr(r, "action", None) == "redact_error"}
+    assert {redacted, unprintable} <= redacts <= {redacted, retried, unprintable}
 
 
 def test_an_exception_whose_str_raises_is_described_by_its_type() -> None:

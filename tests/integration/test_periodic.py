@@ -154,8 +154,10 @@ async def test_ticks_older_than_the_horizon_are_refused_by_the_database(dsn: str
     assert won == []
 
 
-async def test_prune_keeps_recent_and_latest_ticks(dsn: str) -> None:
-    """Old ticks of known schedules go but their latest stays; unknown names last 7 days."""
+async def test_prune_keeps_recent_and_latest_ticks(dsn: str, caplog: Any) -> None:
+    """Old ticks of known schedules go but their latest stays; unknown names last 7 days.
+    Each ticks_pruned record says how many went in its field ``count``."""
+    caplog.set_level(logging.DEBUG, logger="pgqueue.scheduler")
     app = make_app(dsn, catch_up=10)
     query(dsn, OLD_TICKS)
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', now())")
@@ -174,6 +176,8 @@ async def test_prune_keeps_recent_and_latest_ticks(dsn: str) -> None:
     assert await sched.prune() == 4  # all of 'gone', which no code schedules any more
     await close(sched)
     assert query(dsn, "SELECT name FROM pgqueue.periodic_ticks") == [("beat",)]
+    pruned = [r for r in caplog.records if getattr(r, "action", None) == "ticks_pruned"]
+    assert [r.count for r in pruned] == [4, 1, 4]
 
 
 async def test_worker_runs_the_schedule_and_the_task_reads_its_tick(dsn: str) -> None:

@@ -1,0 +1,232 @@
+"""A bug in one of the worker's own loops: the loops it cannot be correct without (claims,
+heartbeats, outcome writes) fail it, loudly, after a shutdown that leaves no job to run twice
+unseen; the others (maintenance, the listener) are tried again. And the records of the
+worker's life carry what their messages say."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import _store
+from tests.helpers import query, run_worker_until, states
+from tests.integration import tasks_app as t
+
+GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
+
+
+def records(caplog: pytest.LogCaptureFixture, action: str) -> list[logging.LogRecord]:
+    """The captured records of ``action``."""
+    return [r for r in caplog.records if getattr(r, "action", None) == action]
+
+
+def broken_when(monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[..., bool]) -> list[int]:
+    """Make ``_store.<name>`` raise RuntimeError (a bug, not a database error) whenever
+    ``when(*args)`` holds; returns a list that grows by one at each call."""
+    original = getattr(_store, name)
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if when(*args, **kwargs):
+            raise RuntimeError(f"injected bug in {name}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_store, name, broken)
+    return calls
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (the test's own guard ends a failing wait)."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_heartbeat_loop_bug_fails_the_worker_and_puts_its_running_job_back(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat loop that raises something other than a database error used to end with
+    one service_error while the worker ran on: its jobs' leases then expired and other
+    workers ran them again while they still ran here. Now the worker fails: it stops the
+    running job at once and puts it back (attempt not counted), and run() raises
+    WorkerFailed, logged as worker_failed with the traceback."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken_when(monkeypatch, "leases_extend", lambda worker, lease, held: bool(held))
+    job_id = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, heartbeat=0.05)
+    with pytest.raises(pgqueue.WorkerFailed, match="heartbeat loop raised RuntimeError") as err:
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert isinstance(err.value.__cause__, RuntimeError)
+    assert query(dsn, "SELECT state, attempts, worker_id FROM pgqueue.jobs WHERE id = %s",
+                 [job_id]) == [("queued", 0, None)]  # fmt: skip
+    [failed] = records(caplog, "worker_failed")
+    assert (failed.levelname, failed.loop, failed.worker) == ("CRITICAL", "heartbeat", worker.name)  # type: ignore[attr-defined]
+    assert failed.exc_info is not None and "injected bug" in str(failed.exc_info[1])
+    assert records(caplog, "worker_draining") == []  # it did not wait on expiring leases
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 1  # type: ignore[attr-defined]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+
+
+async def test_a_claim_loop_bug_fails_the_worker_after_its_running_job_finished(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim loop raising (here at its second claim) stops the worker as SIGTERM would,
+    heartbeats going on: the running job finishes and its outcome is written; then run()
+    raises WorkerFailed (it used to raise the bare error, with no record of it)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    claims = broken_when(monkeypatch, "jobs_claim", lambda *args: len(claims) > 1)
+    job_id = t.sleepy.enqueue(conn, 0.3)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], concurrency=2, poll_interval=0.05)
+    with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [job_id]) == [("succeeded",)]
+    [failed] = records(caplog, "worker_failed")
+    assert failed.loop == "claim"  # type: ignore[attr-defined]
+
+
+async def test_an_acker_bug_fails_the_worker_and_names_the_outcome_it_could_not_write(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An acker whose writes raise something other than a database error used to try again
+    for ever, every outcome held behind the one it could not write while their leases
+    expired. Now the worker fails, and names the outcome it could not write."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken_when(monkeypatch, "jobs_ack", lambda outcomes: True)
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    [failed] = records(caplog, "worker_failed")
+    assert failed.loop == "acker"  # type: ignore[attr-defined]
+    [unwritten] = records(caplog, "outcome_unwritten")
+    assert unwritten.job_id == job_id  # type: ignore[attr-defined]
+
+
+async def test_a_maintenance_bug_is_logged_with_its_traceback_and_the_passes_go_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A maintenance pass that raises (a bug) used to end the loop for good (one
+    service_error): this worker then never rescued nor pruned again. Now each such pass is
+    an ERROR with its traceback, and the next passes still come."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    prunes = broken_when(monkeypatch, "workers_prune", lambda *args: True)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05)
+    await run_worker_until(worker, lambda: len(prunes) >= 3, timeout=GUARD)
+    crashed = [r for r in records(caplog, "maintenance_error") if r.levelname == "ERROR"]
+    assert len(crashed) >= 2 and all(r.exc_info is not None for r in crashed)
+    assert records(caplog, "service_error") == []
+
+
+async def test_a_listener_bug_is_logged_and_listening_starts_again(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listener raising something other than a database error used to end it for good:
+    the worker polled from then on. Now it is an ERROR, and the listener starts again."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    listens = broken_when(monkeypatch, "listen_jobs", lambda: len(listens) == 1)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: bool(records(caplog, "listen_restored")), GUARD)
+    [lost] = records(caplog, "listen_lost")
+    assert lost.levelname == "ERROR" and lost.exc_info is not None
+    assert "RuntimeError: injected bug in listen_jobs" in lost.getMessage()
+
+
+async def test_listen_lost_says_why_with_one_traceback_per_outage(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """listen_lost gave no reason: each now names the error, and the first of an outage
+    carries the traceback, not the reconnects after it."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    original = _store.listen_jobs
+    tries: list[int] = []
+
+    def refused() -> Any:
+        tries.append(1)
+        if len(tries) <= 3:
+            raise psycopg.OperationalError("too many clients already")
+        return original()
+
+    monkeypatch.setattr(_store, "listen_jobs", refused)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: bool(records(caplog, "listen_restored")), GUARD)
+    lost = records(caplog, "listen_lost")
+    assert [r.levelname for r in lost] == ["WARNING"] * 3
+    assert all("OperationalError: too many clients already" in r.getMessage() for r in lost)
+    assert [bool(r.exc_info) for r in lost] == [True, False, False]
+
+
+async def test_the_records_of_a_shutdown_carry_the_worker_and_their_counts(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """worker_stopping, worker_draining and worker_stopped carry the worker, as
+    worker_started does; worker_draining the jobs still running and jobs_released how many
+    went back (both were only in the message)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    for _ in range(2):
+        t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    await run_worker_until(worker, lambda: worker.running == 2, timeout=GUARD)
+    assert states(dsn) == {"queued": 2}
+    for action in ("worker_stopping", "worker_draining", "worker_stopped"):
+        [record] = records(caplog, action)
+        assert record.worker == worker.name  # type: ignore[attr-defined]
+    [draining] = records(caplog, "worker_draining")
+    assert draining.running == 2  # type: ignore[attr-defined]
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 2  # type: ignore[attr-defined]
+
+
+async def test_jobs_rescued_does_not_call_a_cancelled_job_out_of_attempts(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescued job asked to cancel ends cancelled, and is counted in `failed`: the message
+    said "out of attempts" of it."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1, worker_id ="
+               " 'gone', started_at = now(), lease_expires_at = now() - interval '1 s',"
+               " cancel_requested = true")  # fmt: skip
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"cancelled": 1}, timeout=GUARD)
+    [rescued] = records(caplog, "jobs_rescued")
+    assert rescued.failed == 1  # type: ignore[attr-defined]
+    assert "cancelled when asked to" in rescued.getMessage()
+
+
+async def test_metrics_error_says_why_with_one_traceback_per_outage(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """metrics_error gave no reason: each now names the error, and the first of an outage
+    carries the traceback, not the reads after it that fail the same way."""
+    pytest.importorskip("prometheus_client")
+    from pgqueue._metrics import WorkerMetrics
+
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    reads: list[int] = []
+
+    async def refused(query: Any) -> Any:
+        reads.append(1)
+        raise psycopg.OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(worker, "run_sql", refused)
+    refreshing = asyncio.ensure_future(WorkerMetrics(worker).refresh_depth(0.01))
+    try:
+        await asyncio.wait_for(until(lambda: len(reads) >= 3), GUARD)
+    finally:
+        refreshing.cancel()
+    errors = records(caplog, "metrics_error")[:3]
+    assert all("OperationalError: the database system" in r.getMessage() for r in errors)
+    assert [bool(r.exc_info) for r in errors] == [True, False, False]
