@@ -82,8 +82,13 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
-        if isinstance(value, str) and not DECIMAL_NUMBER.fullmatch(value):
-            self.fail(f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx)
+        if isinstance(value, str):
+            text = value.strip()  # as float() does: a variable's trailing newline, say
+            if not DECIMAL_NUMBER.fullmatch(text):
+                self.fail(
+                    f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx
+                )
+            value = text
         seconds = super().convert(value, param, ctx)
         if seconds != seconds:
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
@@ -92,13 +97,16 @@ class Seconds(click.FloatRange):
 
 class Whole(click.IntRange):
     """A whole number (from ``min`` to ``max``, if given) written in digits 0-9, with an
-    optional ``-``: click's INT, being ``int()``, also reads ``1_0`` as 10, and ``+5``,
-    `` 5 `` and other scripts' digits (``١٢``)."""
+    optional ``-`` and whitespace around it, as ``int()`` takes: click's INT, being ``int()``,
+    also reads ``1_0`` as 10, and ``+5`` and other scripts' digits (``١٢``)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The int, or a usage error naming the value (and the range)."""
-        if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
-            self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+        if isinstance(value, str):
+            text = value.strip()  # a variable's trailing newline (a ConfigMap's, say)
+            if not WHOLE_NUMBER.fullmatch(text):
+                self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+            value = text
         return super().convert(value, param, ctx)
 
 

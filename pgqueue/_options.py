@@ -58,9 +58,10 @@ def check_given_name(name: str, what: str = "task name") -> str:
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
-# Numbers as text (the CLI's options, a worker's queue list): ASCII digits with an optional
-# leading "-" (and, for a decimal, a point and an exponent). int() and float() also read
-# "1_0", "+5", " 5 " and other scripts' digits ("١٢"), more likely a typo than meant.
+# Numbers as text (the CLI's options, a worker's queue list), once stripped of whitespace
+# around them as int() and float() are: ASCII digits with an optional leading "-" (and, for a
+# decimal, a point and an exponent). int() and float() also read "1_0", "+5" and other
+# scripts' digits ("١٢"), more likely a typo than meant.
 WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 DECIMAL_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 

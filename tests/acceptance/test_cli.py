@@ -374,19 +374,39 @@ NUMBER_PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("value", ["1_0", "+10", " 10", "\u0661\u0662"])
+@pytest.mark.parametrize("value", ["1_0", "+10", "1 0", "\u0661\u0662"])
 @pytest.mark.parametrize(("command", "label"), NUMBER_PARAMETERS)
 def test_a_number_int_reads_but_nobody_writes_is_a_usage_error(
     dsn: str, command: tuple[str, ...], label: str, value: str
 ) -> None:
-    """click's INT and FLOAT are int() and float(), which read "1_0" as 10 and take "+10",
-    " 10" and other scripts' digits (Arabic-Indic "١٢" is 12): `jobs cancel 1_0` cancelled
-    job 10. Each is refused before anything is done, exit 2, naming the value."""
+    """click's INT and FLOAT are int() and float(), which read "1_0" as 10 and take "+10"
+    and other scripts' digits (Arabic-Indic "١٢" is 12): `jobs cancel 1_0` cancelled job 10.
+    Each is refused before anything is done, exit 2, naming the value ("1 0" too)."""
     result = cli(dsn, *command, value, timeout=60)
     assert result.returncode == 2, result.stderr
     line = usage_error(result.stderr)
     assert line.startswith(f"Error: Invalid value for {label}: ") and repr(value) in line
     assert states(dsn) == {}
+
+
+def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
+    """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
+    int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
+    workers that had run with PGQUEUE_CONCURRENCY="10\\n" no longer started. Whitespace around
+    a number (or a duration) is ignored again, as it is around --queues' names and figures."""
+    ids = enqueue(ledger, "once", [(1,)])
+    env = cli_env(
+        ledger, PGQUEUE_QUEUES=" io:2 \n", PGQUEUE_CONCURRENCY="4\n", PGQUEUE_LEASE=" 30\r\n",
+        PGQUEUE_BATCH_SIZE="10 ", PGQUEUE_POLL_INTERVAL="0.1\n",
+    )  # fmt: skip
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert query(ledger, "SELECT job_id FROM ledger") == [(ids[0],)]
+    pruned = cli(ledger, "prune", "--older-than", " 7d\n")
+    assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
 
 
 @pytest.mark.parametrize(
