@@ -389,6 +389,19 @@ def test_a_number_int_reads_but_nobody_writes_is_a_usage_error(
     assert states(dsn) == {}
 
 
+@pytest.mark.parametrize("command", [("stats", "--interval"), ("prune", "--older-than")])
+def test_a_long_number_that_is_not_one_is_refused_at_once(
+    dsn: str, command: tuple[str, ...]
+) -> None:
+    """The pattern of a number of seconds split a long run of digits every way before
+    refusing it: 100,000 digits and an "x" kept the command busy for minutes (quadratic), not
+    an instant, and so would a pasted log line. It is a usage error like any other."""
+    value = "1" * 100_000 + "x"
+    result = cli(dsn, *command, value, timeout=60)
+    assert result.returncode == 2, result.stderr[-300:]
+    assert usage_error(result.stderr).startswith(f"Error: Invalid value for '{command[-1]}': ")
+
+
 def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
     int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
