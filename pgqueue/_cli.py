@@ -261,7 +261,7 @@ def cli(
     envvar="PGQUEUE_MIGRATE_FROM",
     metavar="REVISION",
     help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
-    " tells a database's).  [env PGQUEUE_MIGRATE_FROM]",
+    " tells a database's).  [env PGQUEUE_MIGRATE_FROM, read only with --sql]",
 )
 @click.option(
     "--check",
@@ -284,7 +284,8 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
-    if since is not None and not print_sql:
+    if since is not None and not print_sql and not _from_environment("since"):
+        # PGQUEUE_MIGRATE_FROM, left set for the --sql runs, is for them alone.
         raise click.UsageError("--from only goes with --sql")
     if print_roles:
         click.echo(_migrate.roles_sql())
@@ -301,6 +302,12 @@ def migrate(
         return
     _migrate.migrate(state.dsn)
     click.echo("pgqueue schema is up to date")
+
+
+def _from_environment(name: str) -> bool:
+    """Whether the option ``name`` of the running command was read from its variable."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.ENVIRONMENT
 
 
 @cli.command()

@@ -90,6 +90,22 @@ def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: 
     )  # fmt: skip
 
 
+def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None:
+    """PGQUEUE_MIGRATE_FROM, set for the runs of `migrate --sql`, made every plain `pgqueue
+    migrate` and `migrate --check` in that environment a usage error, "--from only goes with
+    --sql", naming an option nobody had passed, with the schema left as it was: the variable
+    is read only with --sql (the option, given without it, is still refused)."""
+    env = cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM="0006")
+    for args in (["migrate"], ["migrate", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "pgqueue", *args], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (result.returncode, result.stdout.strip()) == (
+            0, "pgqueue schema is up to date"
+        ), result.stderr  # fmt: skip
+
+
 def read_only(dsn: str) -> str:
     """``dsn`` in sessions that may not write (as on a standby, or without the grants)."""
     return make_conninfo(dsn, options="-c default_transaction_read_only=on")
