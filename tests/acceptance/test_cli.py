@@ -90,6 +90,26 @@ def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: 
     )  # fmt: skip
 
 
+def test_migrate_sql_from_a_revision_on_a_new_database_says_it_has_none(
+    empty_dsn: str,
+) -> None:
+    """The SQL of --sql --from, run on a database without pgqueue's schema (where the SQL
+    of plain --sql was meant), failed on its revision check's own read, "relation
+    pgqueue.alembic_version does not exist": it says, as on a database at another revision,
+    which revision it upgrades and that this one has none, changing nothing."""
+    upgrade = cli(empty_dsn, "migrate", "--sql", "--from", "0006").stdout
+    with (
+        psycopg.connect(empty_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException) as refused,
+    ):
+        conn.execute(upgrade.encode())
+    assert refused.value.diag.message_primary == (
+        "pgqueue: this SQL upgrades a schema at revision 0006, this database's is none"
+        " (`pgqueue migrate --check` names it); nothing was changed"
+    )
+    assert query(empty_dsn, "SELECT 1 FROM pg_namespace WHERE nspname = 'pgqueue'") == []
+
+
 def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None:
     """PGQUEUE_MIGRATE_FROM, set for the runs of `migrate --sql`, made every plain `pgqueue
     migrate` and `migrate --check` in that environment a usage error, "--from only goes with
