@@ -18,7 +18,7 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
-from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
+from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
@@ -106,6 +106,10 @@ class Whole(click.IntRange):
             text = value.strip()  # a variable's trailing newline (a ConfigMap's, say)
             if not WHOLE_NUMBER.fullmatch(text):
                 self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+            if too_long_a_number(text):  # click would call it "not a valid integer range"
+                self.fail(
+                    f"a number of {len(text.lstrip('-'))} digits is out of range.", param, ctx
+                )
             value = text
         return super().convert(value, param, ctx)
 

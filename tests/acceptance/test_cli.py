@@ -438,6 +438,30 @@ def test_a_long_number_that_is_not_one_is_refused_at_once(
     assert usage_error(result.stderr).startswith(f"Error: Invalid value for '{command[-1]}': ")
 
 
+LONG = "9" * 5000  # more digits than int() reads (4,300)
+OUT_OF_RANGE = "a number of 5000 digits is out of range."
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("worker", "--burst", "--concurrency", LONG), f"'--concurrency' / '-c': {OUT_OF_RANGE}"),
+     (("jobs", "list", "--limit", LONG), f"'--limit': {OUT_OF_RANGE}"),
+     (("jobs", "show", LONG), f"'JOB_ID': {OUT_OF_RANGE}"),
+     (("worker", "--burst", "--queues", f"io:{LONG}"),
+      "'--queues' / '-q': concurrency of queue 'io' is out of range: a number of 5000 digits")],
+    ids=["concurrency", "limit", "job id", "queues"],
+)  # fmt: skip
+def test_a_number_longer_than_python_reads_is_out_of_range(
+    dsn: str, args: tuple[str, ...], error: str
+) -> None:
+    """A whole number of more digits than int() reads was "not a valid integer range" (or
+    "not a valid job id"), and in --queues Python's advice to call
+    sys.set_int_max_str_digits(): it is out of range, said without its 5,000 digits."""
+    result = cli(dsn, *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
+
+
 def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
     int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
