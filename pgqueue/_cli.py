@@ -261,7 +261,6 @@ def cli(
 @click.option(
     "--from",
     "since",
-    type=click.Choice(KNOWN_REVISIONS),
     envvar="PGQUEUE_MIGRATE_FROM",
     metavar="REVISION",
     help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
@@ -288,9 +287,7 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
-    if since is not None and not print_sql and not _from_environment("since"):
-        # PGQUEUE_MIGRATE_FROM, left set for the --sql runs, is for them alone.
-        raise click.UsageError("--from only goes with --sql")
+    since = _revision_from(since, print_sql)
     if print_roles:
         click.echo(_migrate.roles_sql())
         return
@@ -308,10 +305,18 @@ def migrate(
     click.echo("pgqueue schema is up to date")
 
 
-def _from_environment(name: str) -> bool:
-    """Whether the option ``name`` of the running command was read from its variable."""
-    source = click.get_current_context().get_parameter_source(name)
-    return source is click.core.ParameterSource.ENVIRONMENT
+def _revision_from(since: str | None, print_sql: bool) -> str | None:
+    """``--from``'s revision, one this version knows. PGQUEUE_MIGRATE_FROM, left set for the
+    runs of ``--sql``, is theirs alone: the others neither read nor check it."""
+    if since is None:
+        return None
+    ctx = click.get_current_context()
+    if print_sql:
+        param = next(p for p in ctx.command.params if p.name == "since")
+        return str(click.Choice(KNOWN_REVISIONS).convert(since, param, ctx))
+    if ctx.get_parameter_source("since") is click.core.ParameterSource.ENVIRONMENT:
+        return None
+    raise click.UsageError("--from only goes with --sql")
 
 
 @cli.command()

@@ -113,10 +113,12 @@ def test_migrate_sql_from_a_revision_on_a_new_database_says_it_has_none(
 def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None:
     """PGQUEUE_MIGRATE_FROM, set for the runs of `migrate --sql`, made every plain `pgqueue
     migrate` and `migrate --check` in that environment a usage error, "--from only goes with
-    --sql", naming an option nobody had passed, with the schema left as it was: the variable
-    is read only with --sql (the option, given without it, is still refused)."""
-    env = cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM="0006")
-    for args in (["migrate"], ["migrate", "--check"]):
+    --sql", naming an option nobody had passed, with the schema left as it was (and one
+    holding no revision this version knows, such as a ConfigMap's "0006\\n", failed as an
+    invalid --from): the variable is read only with --sql (the option, given without it, is
+    still refused)."""
+    for args, revision in [(["migrate"], "0006"), (["migrate", "--check"], "0006\n")]:
+        env = cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM=revision)
         result = subprocess.run(
             [sys.executable, "-m", "pgqueue", *args], env=env, cwd=ROOT,
             capture_output=True, text=True, timeout=120,
@@ -124,6 +126,15 @@ def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None
         assert (result.returncode, result.stdout.strip()) == (
             0, "pgqueue schema is up to date"
         ), result.stderr  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", "--sql"],
+        env=cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM="0042"), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert usage_error(refused.stderr).startswith(
+        "Error: Invalid value for '--from': '0042' is not one of '0001', '0002',"
+    )
 
 
 def read_only(dsn: str) -> str:
