@@ -53,6 +53,16 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
     assert cli(empty_dsn, "migrate", "--check").returncode == 0
 
 
+def refusal(dsn: str, sql: str) -> str:
+    """The message of the exception that ``sql`` (printed by the CLI) raises on ``dsn``."""
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException) as refused,
+    ):
+        conn.execute(sql.encode())
+    return str(refused.value.diag.message_primary)
+
+
 def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: str) -> None:
     """--sql printed the SQL from nothing, which fails on a database already migrated (here
     to 0006): --from 0006 prints only the upgrade from there, which applies and leaves the
@@ -62,12 +72,7 @@ def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: 
     with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
         install_revision(cur, "0006", lambda text: cur.execute(text.encode()))
     other = cli(empty_dsn, "migrate", "--sql", "--from", "0007").stdout
-    with (
-        psycopg.connect(empty_dsn, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.RaiseException) as refused,
-    ):
-        conn.execute(other.encode())
-    assert refused.value.diag.message_primary == (
+    assert refusal(empty_dsn, other) == (
         "pgqueue: this SQL upgrades a schema at revision 0007, this database's is 0006"
         " (`pgqueue migrate --check` names it); nothing was changed"
     )
@@ -98,12 +103,7 @@ def test_migrate_sql_from_a_revision_on_a_new_database_says_it_has_none(
     pgqueue.alembic_version does not exist": it says, as on a database at another revision,
     which revision it upgrades and that this one has none, changing nothing."""
     upgrade = cli(empty_dsn, "migrate", "--sql", "--from", "0006").stdout
-    with (
-        psycopg.connect(empty_dsn, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.RaiseException) as refused,
-    ):
-        conn.execute(upgrade.encode())
-    assert refused.value.diag.message_primary == (
+    assert refusal(empty_dsn, upgrade) == (
         "pgqueue: this SQL upgrades a schema at revision 0006, this database's is none"
         " (`pgqueue migrate --check` names it); nothing was changed"
     )
