@@ -18,7 +18,7 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, WorkerFailed, first_line
-from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER
+from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
@@ -87,8 +87,13 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
-        if isinstance(value, str) and not DECIMAL_NUMBER.fullmatch(value):
-            self.fail(f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx)
+        if isinstance(value, str):
+            text = value.strip()  # as float() does: a variable's trailing newline, say
+            if not DECIMAL_NUMBER.fullmatch(text):
+                self.fail(
+                    f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx
+                )
+            value = text
         seconds = super().convert(value, param, ctx)
         if seconds != seconds:
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
@@ -97,13 +102,20 @@ class Seconds(click.FloatRange):
 
 class Whole(click.IntRange):
     """A whole number (from ``min`` to ``max``, if given) written in digits 0-9, with an
-    optional ``-``: click's INT, being ``int()``, also reads ``1_0`` as 10, and ``+5``,
-    `` 5 `` and other scripts' digits (``١٢``)."""
+    optional ``-`` and whitespace around it, as ``int()`` takes: click's INT, being ``int()``,
+    also reads ``1_0`` as 10, and ``+5`` and other scripts' digits (``١٢``)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The int, or a usage error naming the value (and the range)."""
-        if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
-            self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+        if isinstance(value, str):
+            text = value.strip()  # a variable's trailing newline (a ConfigMap's, say)
+            if not WHOLE_NUMBER.fullmatch(text):
+                self.fail(f"{value!r} is not a whole number (digits 0-9).", param, ctx)
+            if too_long_a_number(text):  # click would call it "not a valid integer range"
+                self.fail(
+                    f"a number of {len(text.lstrip('-'))} digits is out of range.", param, ctx
+                )
+            value = text
         return super().convert(value, param, ctx)
 
 
@@ -254,11 +266,10 @@ def cli(
 @click.option(
     "--from",
     "since",
-    type=click.Choice(KNOWN_REVISIONS),
     envvar="PGQUEUE_MIGRATE_FROM",
     metavar="REVISION",
     help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
-    " tells a database's).  [env PGQUEUE_MIGRATE_FROM]",
+    " tells a database's).  [env PGQUEUE_MIGRATE_FROM, read only with --sql]",
 )
 @click.option(
     "--check",
@@ -281,8 +292,7 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
-    if since is not None and not print_sql:
-        raise click.UsageError("--from only goes with --sql")
+    since = _revision_from(since, print_sql)
     if print_roles:
         click.echo(_migrate.roles_sql())
         return
@@ -298,6 +308,20 @@ def migrate(
         return
     _migrate.migrate(state.dsn)
     click.echo("pgqueue schema is up to date")
+
+
+def _revision_from(since: str | None, print_sql: bool) -> str | None:
+    """``--from``'s revision, one this version knows. PGQUEUE_MIGRATE_FROM, left set for the
+    runs of ``--sql``, is theirs alone: the others neither read nor check it."""
+    if since is None:
+        return None
+    ctx = click.get_current_context()
+    if print_sql:
+        param = next(p for p in ctx.command.params if p.name == "since")
+        return str(click.Choice(KNOWN_REVISIONS).convert(since, param, ctx))
+    if ctx.get_parameter_source("since") is click.core.ParameterSource.ENVIRONMENT:
+        return None
+    raise click.UsageError("--from only goes with --sql")
 
 
 @cli.command()

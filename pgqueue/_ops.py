@@ -219,10 +219,10 @@ _USE = "use seconds, or a number with a unit s, m, h, d or w (e.g. 90s, 15m, 12h
 
 def parse_duration(text: str) -> float:
     """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds."""
-    value = text.lower()
+    value = text.strip().lower()  # whitespace around it, as float() takes: "7d\n", say
     unit = _UNITS.get(value[-1:])
     number = value[:-1] if unit else value
-    if not DECIMAL_NUMBER.fullmatch(number):  # float() would read "1_0", " 5" and "١٢" too
+    if not DECIMAL_NUMBER.fullmatch(number):  # float() would read "1_0", "+5" and "١٢" too
         raise ValueError(f"invalid duration {text!r}: {_USE}")
     seconds = float(number) * (unit or 1.0)
     if not 0 <= seconds <= MAX_DELAY:

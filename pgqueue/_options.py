@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,11 +59,22 @@ def check_given_name(name: str, what: str = "task name") -> str:
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
-# Numbers as text (the CLI's options, a worker's queue list): ASCII digits with an optional
-# leading "-" (and, for a decimal, a point and an exponent). int() and float() also read
-# "1_0", "+5", " 5 " and other scripts' digits ("١٢"), more likely a typo than meant.
+# Numbers as text (the CLI's options, a worker's queue list), once stripped of whitespace
+# around them as int() and float() are: ASCII digits with an optional leading "-" (and, for a
+# decimal, a point and an exponent). int() and float() also read "1_0", "+5" and other
+# scripts' digits ("١٢"), more likely a typo than meant.
 WHOLE_NUMBER = re.compile(r"-?[0-9]+")
-DECIMAL_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# The point opens the fraction: with "[0-9]+\.?[0-9]*", a long run of digits that then
+# failed was split every way, in quadratic time (minutes for 100,000 digits).
+DECIMAL_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def too_long_a_number(digits: str) -> bool:
+    """Whether ``int()`` refuses the whole number ``digits`` for its length (more than 4,300
+    digits, by default): it is out of every range, which its error, "Exceeds the limit ...;
+    use sys.set_int_max_str_digits()", does not say."""
+    limit = sys.get_int_max_str_digits()
+    return bool(limit) and len(digits.lstrip("-")) > limit
 
 
 def check_job_id(job_id: int) -> int:

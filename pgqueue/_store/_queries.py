@@ -1122,7 +1122,10 @@ DO $$
 DECLARE
     installed text;
 BEGIN
-    SELECT version_num INTO installed FROM pgqueue.alembic_version;
+    -- A database without the schema (the SQL run on a new one) has no such table: "none".
+    IF to_regclass('pgqueue.alembic_version') IS NOT NULL THEN
+        SELECT version_num INTO installed FROM pgqueue.alembic_version;
+    END IF;
     IF installed IS DISTINCT FROM {revision} THEN
         RAISE EXCEPTION USING MESSAGE = 'pgqueue: this SQL upgrades a schema at revision '
             || {revision} || ', this database''s is ' || coalesce(installed, 'none')

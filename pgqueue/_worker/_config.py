@@ -10,7 +10,13 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pgqueue._options import WHOLE_NUMBER, check_count, check_given_name, check_queue
+from pgqueue._options import (
+    WHOLE_NUMBER,
+    check_count,
+    check_given_name,
+    check_queue,
+    too_long_a_number,
+)
 from pgqueue._retry import MAX_DELAY, is_number
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
@@ -42,6 +48,10 @@ def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
     if not WHOLE_NUMBER.fullmatch(count):  # int() would read "1_0" as 10, "+2" and "١٢" too
         raise ValueError(
             f"concurrency of queue {name!r} must be a whole number >= 1, got {count!r}"
+        )
+    if too_long_a_number(count):
+        raise ValueError(
+            f"concurrency of queue {name!r} is out of range: a number of {len(count)} digits"
         )
     return name, int(count)
 

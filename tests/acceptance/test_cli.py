@@ -53,6 +53,16 @@ def test_migrate_sql_prints_the_schema_for_other_tooling(empty_dsn: str) -> None
     assert cli(empty_dsn, "migrate", "--check").returncode == 0
 
 
+def refusal(dsn: str, sql: str) -> str:
+    """The message of the exception that ``sql`` (printed by the CLI) raises on ``dsn``."""
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException) as refused,
+    ):
+        conn.execute(sql.encode())
+    return str(refused.value.diag.message_primary)
+
+
 def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: str) -> None:
     """--sql printed the SQL from nothing, which fails on a database already migrated (here
     to 0006): --from 0006 prints only the upgrade from there, which applies and leaves the
@@ -62,12 +72,7 @@ def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: 
     with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
         install_revision(cur, "0006", lambda text: cur.execute(text.encode()))
     other = cli(empty_dsn, "migrate", "--sql", "--from", "0007").stdout
-    with (
-        psycopg.connect(empty_dsn, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.RaiseException) as refused,
-    ):
-        conn.execute(other.encode())
-    assert refused.value.diag.message_primary == (
+    assert refusal(empty_dsn, other) == (
         "pgqueue: this SQL upgrades a schema at revision 0007, this database's is 0006"
         " (`pgqueue migrate --check` names it); nothing was changed"
     )
@@ -88,6 +93,48 @@ def test_migrate_sql_from_a_revision_prints_what_that_database_needs(empty_dsn: 
     assert (alone.returncode, usage_error(alone.stderr)) == (
         2, "Error: --from only goes with --sql"
     )  # fmt: skip
+
+
+def test_migrate_sql_from_a_revision_on_a_new_database_says_it_has_none(
+    empty_dsn: str,
+) -> None:
+    """The SQL of --sql --from, run on a database without pgqueue's schema (where the SQL
+    of plain --sql was meant), failed on its revision check's own read, "relation
+    pgqueue.alembic_version does not exist": it says, as on a database at another revision,
+    which revision it upgrades and that this one has none, changing nothing."""
+    upgrade = cli(empty_dsn, "migrate", "--sql", "--from", "0006").stdout
+    assert refusal(empty_dsn, upgrade) == (
+        "pgqueue: this SQL upgrades a schema at revision 0006, this database's is none"
+        " (`pgqueue migrate --check` names it); nothing was changed"
+    )
+    assert query(empty_dsn, "SELECT 1 FROM pg_namespace WHERE nspname = 'pgqueue'") == []
+
+
+def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None:
+    """PGQUEUE_MIGRATE_FROM, set for the runs of `migrate --sql`, made every plain `pgqueue
+    migrate` and `migrate --check` in that environment a usage error, "--from only goes with
+    --sql", naming an option nobody had passed, with the schema left as it was (and one
+    holding no revision this version knows, such as a ConfigMap's "0006\\n", failed as an
+    invalid --from): the variable is read only with --sql (the option, given without it, is
+    still refused)."""
+    for args, revision in [(["migrate"], "0006"), (["migrate", "--check"], "0006\n")]:
+        env = cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM=revision)
+        result = subprocess.run(
+            [sys.executable, "-m", "pgqueue", *args], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (result.returncode, result.stdout.strip()) == (
+            0, "pgqueue schema is up to date"
+        ), result.stderr  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", "--sql"],
+        env=cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM="0042"), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert usage_error(refused.stderr).startswith(
+        "Error: Invalid value for '--from': '0042' is not one of '0001', '0002',"
+    )
 
 
 def read_only(dsn: str) -> str:
@@ -391,19 +438,76 @@ NUMBER_PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("value", ["1_0", "+10", " 10", "\u0661\u0662"])
+@pytest.mark.parametrize("value", ["1_0", "+10", "1 0", "\u0661\u0662"])
 @pytest.mark.parametrize(("command", "label"), NUMBER_PARAMETERS)
 def test_a_number_int_reads_but_nobody_writes_is_a_usage_error(
     dsn: str, command: tuple[str, ...], label: str, value: str
 ) -> None:
-    """click's INT and FLOAT are int() and float(), which read "1_0" as 10 and take "+10",
-    " 10" and other scripts' digits (Arabic-Indic "١٢" is 12): `jobs cancel 1_0` cancelled
-    job 10. Each is refused before anything is done, exit 2, naming the value."""
+    """click's INT and FLOAT are int() and float(), which read "1_0" as 10 and take "+10"
+    and other scripts' digits (Arabic-Indic "١٢" is 12): `jobs cancel 1_0` cancelled job 10.
+    Each is refused before anything is done, exit 2, naming the value ("1 0" too)."""
     result = cli(dsn, *command, value, timeout=60)
     assert result.returncode == 2, result.stderr
     line = usage_error(result.stderr)
     assert line.startswith(f"Error: Invalid value for {label}: ") and repr(value) in line
     assert states(dsn) == {}
+
+
+@pytest.mark.parametrize("command", [("stats", "--interval"), ("prune", "--older-than")])
+def test_a_long_number_that_is_not_one_is_refused_at_once(
+    dsn: str, command: tuple[str, ...]
+) -> None:
+    """The pattern of a number of seconds split a long run of digits every way before
+    refusing it: 100,000 digits and an "x" kept the command busy for minutes (quadratic), not
+    an instant, and so would a pasted log line. It is a usage error like any other."""
+    value = "1" * 100_000 + "x"
+    result = cli(dsn, *command, value, timeout=60)
+    assert result.returncode == 2, result.stderr[-300:]
+    assert usage_error(result.stderr).startswith(f"Error: Invalid value for '{command[-1]}': ")
+
+
+LONG = "9" * 5000  # more digits than int() reads (4,300)
+OUT_OF_RANGE = "a number of 5000 digits is out of range."
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("worker", "--burst", "--concurrency", LONG), f"'--concurrency' / '-c': {OUT_OF_RANGE}"),
+     (("jobs", "list", "--limit", LONG), f"'--limit': {OUT_OF_RANGE}"),
+     (("jobs", "show", LONG), f"'JOB_ID': {OUT_OF_RANGE}"),
+     (("worker", "--burst", "--queues", f"io:{LONG}"),
+      "'--queues' / '-q': concurrency of queue 'io' is out of range: a number of 5000 digits")],
+    ids=["concurrency", "limit", "job id", "queues"],
+)  # fmt: skip
+def test_a_number_longer_than_python_reads_is_out_of_range(
+    dsn: str, args: tuple[str, ...], error: str
+) -> None:
+    """A whole number of more digits than int() reads was "not a valid integer range" (or
+    "not a valid job id"), and in --queues Python's advice to call
+    sys.set_int_max_str_digits(): it is out of range, said without its 5,000 digits."""
+    result = cli(dsn, *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
+
+
+def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
+    """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
+    int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
+    workers that had run with PGQUEUE_CONCURRENCY="10\\n" no longer started. Whitespace around
+    a number (or a duration) is ignored again, as it is around --queues' names and figures."""
+    ids = enqueue(ledger, "once", [(1,)])
+    env = cli_env(
+        ledger, PGQUEUE_QUEUES=" io:2 \n", PGQUEUE_CONCURRENCY="4\n", PGQUEUE_LEASE=" 30\r\n",
+        PGQUEUE_BATCH_SIZE="10 ", PGQUEUE_POLL_INTERVAL="0.1\n",
+    )  # fmt: skip
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert query(ledger, "SELECT job_id FROM ledger") == [(ids[0],)]
+    pruned = cli(ledger, "prune", "--older-than", " 7d\n")
+    assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
 
 
 @pytest.mark.parametrize(

@@ -22,21 +22,22 @@ from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("12h", 43200.0), ("7d", 604800.0),
-     ("2w", 1209600.0), ("0.5h", 1800.0)],
+     ("2w", 1209600.0), ("0.5h", 1800.0), (" 7d", 604800.0), ("7d\n", 604800.0)],
 )  # fmt: skip
 def test_parse_duration_understands_units(text: str, seconds: float) -> None:
-    """Durations are a number with an optional s/m/h/d/w unit."""
+    """Durations are a number with an optional s/m/h/d/w unit, whitespace around it ignored
+    as float() ignores it (a variable's trailing newline)."""
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w", "1_0", "+5m", " 7d", "7d ",
+    ["", "soon", "-1d", "nan", "inf", "1e300", "99999999999w", "1_0", "+5m", "7 d", " ",
      "\u0661\u0662", "1_0h", "2 w"],
 )  # fmt: skip
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     """Anything else is a ValueError that says what to write: so are what float() reads
-    besides ASCII decimals ("1_0" is 10 to it, and "+5", " 7" and Arabic-Indic "١٢" numbers)."""
+    besides ASCII decimals ("1_0" is 10 to it, and "+5" and Arabic-Indic "١٢" numbers)."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
 

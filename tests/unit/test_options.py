@@ -13,7 +13,7 @@ import pytest
 import pgqueue
 import pgqueue.admin
 from pgqueue._connections import normalize_dsn
-from pgqueue._options import RUN_AT_MAX, RUN_AT_MIN, JobOptions
+from pgqueue._options import DECIMAL_NUMBER, RUN_AT_MAX, RUN_AT_MIN, JobOptions
 from pgqueue._retry import MAX_DELAY
 from pgqueue._worker import parse_queues
 
@@ -459,3 +459,17 @@ def test_a_worker_name_that_is_not_text_is_refused_at_construction(name: object)
     with pytest.raises(ValueError, match="invalid worker name"):
         app.worker(name=name)  # type: ignore[arg-type]
     assert app.worker(name="").name.startswith(socket.gethostname())
+
+
+@pytest.mark.parametrize(
+    ("text", "matches"),
+    [("2.5", True), ("1e3", True), (".5", True), ("5.", True), ("1E+3", True), ("-0", True),
+     ("1.5e-2", True), (".", False), ("e3", False), ("1e", False), ("1..2", False),
+     ("inf", False), ("nan", False), ("1_0", False), ("+5", False), ("1" * 100_000, True),
+     ("1" * 100_000 + "x", False)],
+    ids=lambda value: value if isinstance(value, bool) or len(value) < 10 else "long",
+)  # fmt: skip
+def test_a_decimal_number_is_what_float_reads_in_ascii_digits(text: str, matches: bool) -> None:
+    """The forms of a number of seconds on the command line; 100,000 digits (and a stray
+    letter) are decided in linear time, where the pattern used to take minutes on them."""
+    assert bool(DECIMAL_NUMBER.fullmatch(text)) is matches

@@ -63,6 +63,7 @@ def test_good_worker_options_are_kept() -> None:
      ("io:\u0661\u0662",
       "concurrency of queue 'io' must be a whole number >= 1, got '\u0661\u0662'"),
      ("io:2 0", "concurrency of queue 'io' must be a whole number >= 1, got '2 0'"),
+     ("io:" + "9" * 5000, "concurrency of queue 'io' is out of range: a number of 5000 digits"),
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
      (["io", "io"], "queue 'io' is given twice: name each queue once"),
      ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
