@@ -320,6 +320,8 @@ class Worker:
         (a bug, a MemoryError, ...). run() raises WorkerFailed once shut down, so that the
         process exits non-zero and its supervisor restarts it. Without heartbeats its running
         jobs are stopped at once and put back, before their leases expire."""
+        if self._failure is not None and self._failure[0] == loop:
+            return  # the same loop again: the shutdown's flush meeting the acker's bug
         if self._failure is None:
             self._failure = (loop, error)
         log.critical(
@@ -1088,7 +1090,12 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        try:
+            await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        except (psycopg.Error, OSError):
+            raise
+        except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
+            self._fail("acker", exc)
         self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))

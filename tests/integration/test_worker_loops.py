@@ -230,3 +230,26 @@ async def test_metrics_error_says_why_with_one_traceback_per_outage(
     errors = records(caplog, "metrics_error")[:3]
     assert all("OperationalError: the database system" in r.getMessage() for r in errors)
     assert [bool(r.exc_info) for r in errors] == [True, False, False]
+
+
+async def test_an_acker_bug_met_again_by_the_last_flush_still_puts_jobs_back_and_deregisters(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shutdown's last flush runs the acker's code, and meets its bug again: it used to
+    end the shutdown there, the job stopped at the shutdown timeout left running until its
+    lease expired and the worker's row left registered. Now the rest of the stop goes on:
+    the job goes back, the row goes, and the outcome never written leaves worker.stats."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken_when(monkeypatch, "jobs_ack", lambda outcomes: True)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert [r.job_id for r in records(caplog, "outcome_unwritten")] == [done]  # type: ignore[attr-defined]
+    assert worker.stats.succeeded == 0
+    assert len(records(caplog, "worker_failed")) == 1  # the same bug again is not logged twice
