@@ -288,11 +288,16 @@ class Worker:
         finally:
             try:
                 await self._shutdown(background)
+            except Exception:  # its writes failed too: their error is WorkerFailed's context
+                if self._failure is None:
+                    raise
+                raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
             finally:
                 if install_signal_handlers:
                     self._remove_signal_handlers()
-                if self._failure is not None:  # even if the shutdown's writes failed too
-                    raise self._failed()
+        # Not from the finally: a CancelledError or KeyboardInterrupt raised goes through.
+        if self._failure is not None:
+            raise self._failed()
 
     def _failed(self) -> WorkerFailed:
         assert self._failure is not None

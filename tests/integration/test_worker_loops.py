@@ -253,3 +253,29 @@ async def test_an_acker_bug_met_again_by_the_last_flush_still_puts_jobs_back_and
     assert [r.job_id for r in records(caplog, "outcome_unwritten")] == [done]  # type: ignore[attr-defined]
     assert worker.stats.succeeded == 0
     assert len(records(caplog, "worker_failed")) == 1  # the same bug again is not logged twice
+
+
+async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancellation(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() cancelled from outside (asyncio.timeout, a TaskGroup) while a failed worker
+    waited for its running jobs raised WorkerFailed in the CancelledError's place, which
+    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    claims = broken_when(monkeypatch, "jobs_claim", lambda *args: len(claims) > 1)
+    t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(
+        dsn=dsn, queues=["io"], concurrency=2, poll_interval=0.05, shutdown_timeout=GUARD
+    )
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    running.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:  # the cancelled shutdown left them
+        for job in list(worker._running.values()):
+            assert job.task is not None
+            job.task.cancel()
+        await worker._close_connections()
