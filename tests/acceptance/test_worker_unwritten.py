@@ -51,3 +51,25 @@ def test_a_worker_whose_last_outcomes_cannot_be_written_says_so_and_exits_1(
     assert "Traceback" not in "\n".join(lines[errors[0] :]), out  # the stop's own lines
     assert lines[-1].startswith("Error: the worker stopped with 1 outcome unwritten"), out
     assert "leases expire" in lines[-1], out
+
+
+def test_a_worker_whose_stop_fails_does_not_wait_for_its_abandoned_thread(
+    closed_later: tuple[str, str], spawn_worker
+) -> None:
+    """A sync task still running at the shutdown timeout is abandoned, and the worker exits
+    without waiting for its thread; but a stop whose last writes failed (here, putting that
+    job back) raised out of the worker before the exit that does not wait, and the process
+    then waited for the thread (an hour here). It exits 1 at once, with its one-line
+    message."""
+    dsn, name = closed_later
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    enqueue(dsn, "sleeps", [(3600,)])
+    worker = spawn_worker("--shutdown-timeout", "0.1")
+    wait_for(lambda: running(dsn) == 1, what="a running job")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 1, out
+    assert out.strip().splitlines()[-1].startswith("Error: cannot reach the database"), out
