@@ -889,9 +889,12 @@ class Worker:
             self._beat_now.set()
 
     async def extend_leases(self) -> None:
-        """Extend the leases of running jobs; stop the ones lost or asked to cancel."""
+        """Extend the leases of running jobs, and of those whose outcomes wait to be written;
+        stop the running ones lost or asked to cancel."""
         held = list(self._running)
-        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, held))
+        # Outcomes wait long only for the shutdown's last flush after the acker failed (_fail).
+        leases = held + self._acker.holding()
+        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
         for job_id, attempt in held:
             if (job_id, attempt) not in alive:
                 log.warning(

@@ -279,3 +279,32 @@ async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancella
             assert job.task is not None
             job.task.cancel()
         await worker._close_connections()
+
+
+async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_drains(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the acker fails, the outcomes it holds wait for the shutdown's last flush, while
+    the worker lets its other jobs finish: heartbeats extended only the running jobs' leases,
+    so a finished job's lease expired meanwhile and it was rescued (to run again), its outcome
+    then refused by the fence. Heartbeats now extend the leases of outcomes not yet written
+    too, and the last flush writes it (the bug here raised once)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    acks = broken_when(monkeypatch, "jobs_ack", lambda outcomes: len(acks) == 1)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=1.0, heartbeat=0.1,
+                          rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    [(expiry,)] = query(dsn, "SELECT lease_expires_at FROM pgqueue.active_jobs WHERE id = %s",
+                        [done])  # fmt: skip
+    # Until its lease would have expired and been rescued, or was extended past that.
+    settled = "SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s' FROM pgqueue.active_jobs WHERE id = %s"  # noqa: E501
+    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, done]) == [(True,)]), GUARD)
+    worker.cancel_local(stuck, "shutdown")
+    with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
+        await asyncio.wait_for(running, GUARD)
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [done]) == [("succeeded", 1)]  # fmt: skip
