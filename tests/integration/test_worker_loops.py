@@ -301,7 +301,8 @@ async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_
     [(expiry,)] = query(dsn, "SELECT lease_expires_at FROM pgqueue.active_jobs WHERE id = %s",
                         [done])  # fmt: skip
     # Until its lease would have expired and been rescued, or was extended past that.
-    settled = "SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s' FROM pgqueue.active_jobs WHERE id = %s"  # noqa: E501
+    settled = ("SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s'"
+               " FROM pgqueue.active_jobs WHERE id = %s")  # fmt: skip
     await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, done]) == [(True,)]), GUARD)
     worker.cancel_local(stuck, "shutdown")
     with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
