@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, WorkerFailed, first_line
+from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
 from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
@@ -199,19 +199,29 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except psycopg.Error as exc:
-            raise click.ClickException(_database_error(exc)) from None
-        except (PgQueueError, ValueError) as exc:
-            if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
-                raise click.ClickException(_not_installed(exc.__cause__)) from None  # enqueue's
-            raise click.ClickException(str(exc)) from None
-        except RecursionError:  # JSON that PostgreSQL accepted and Python cannot decode
-            raise click.ClickException(
-                "a JSON value read from the database is nested too deeply for Python to decode"
-                " (more than about 1,000 levels); read it with SQL"
-            ) from None
+        except Exception as exc:
+            friendly = _friendly(exc)
+            if friendly is None:
+                raise
+            raise friendly from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _friendly(exc: Exception) -> click.ClickException | None:
+    """The one line that says an expected failure (see friendly_errors), or ``None``."""
+    if isinstance(exc, psycopg.Error):
+        return click.ClickException(_database_error(exc))
+    if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
+        return click.ClickException(_not_installed(exc.__cause__))  # enqueue's
+    if isinstance(exc, PgQueueError | ValueError):
+        return click.ClickException(str(exc))
+    if isinstance(exc, RecursionError):  # JSON that PostgreSQL accepted and Python cannot decode
+        return click.ClickException(
+            "a JSON value read from the database is nested too deeply for Python to decode"
+            " (more than about 1,000 levels); read it with SQL"
+        )
+    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -451,23 +461,25 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
 
 
 async def _run_worker(w: Worker) -> None:
-    failed: WorkerFailed | None = None
+    error: Exception | None = None
     try:
         await w.run(install_signal_handlers=True)
-    except WorkerFailed as exc:  # friendly_errors prints it; the supervisor sees status 1
-        failed = exc
+    except Exception as exc:  # WorkerFailed, a stop's failed writes: friendly_errors says it
+        error = exc
     if w.abandoned_threads() or w.abandoned_coroutines():
         # Thread tasks cannot be interrupted, nor coroutines that ignore their cancellation,
         # and their jobs are already back in the queue: do not let the exit wait for them
         # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
-        if failed is not None:
-            click.echo(f"Error: {failed}", err=True)
+        if error is not None and (friendly := _friendly(error)):
+            friendly.show()
+        elif error is not None:
+            traceback.print_exception(error)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0 if failed is None else 1)
-    if failed is not None:
-        raise failed
+        os._exit(0 if error is None else 1)
+    if error is not None:
+        raise error
 
 
 NO_APP = "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP)"

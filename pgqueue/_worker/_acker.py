@@ -110,6 +110,12 @@ class Acker:
         """How many outcomes wait to be written."""
         return len(self._buffer)
 
+    def holding(self) -> list[tuple[int, int]]:
+        """The claims (job id, attempt) whose outcomes wait to be written, whose leases the
+        worker's heartbeats keep: but those that may have given their attempt back, whose
+        job may be another worker's claim of that attempt now (see _doubtful_kind)."""
+        return [_key(o) for o in self._buffer if _key(o) not in self._doubtful]
+
     async def run(self) -> None:
         """Flush batches forever; a failed flush keeps its outcomes and is tried again."""
         failures = 0

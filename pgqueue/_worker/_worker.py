@@ -288,11 +288,16 @@ class Worker:
         finally:
             try:
                 await self._shutdown(background)
+            except Exception:  # its writes failed too: their error is WorkerFailed's context
+                if self._failure is None:
+                    raise
+                raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
             finally:
                 if install_signal_handlers:
                     self._remove_signal_handlers()
-                if self._failure is not None:  # even if the shutdown's writes failed too
-                    raise self._failed()
+        # Not from the finally: a CancelledError or KeyboardInterrupt raised goes through.
+        if self._failure is not None:
+            raise self._failed()
 
     def _failed(self) -> WorkerFailed:
         assert self._failure is not None
@@ -320,6 +325,8 @@ class Worker:
         (a bug, a MemoryError, ...). run() raises WorkerFailed once shut down, so that the
         process exits non-zero and its supervisor restarts it. Without heartbeats its running
         jobs are stopped at once and put back, before their leases expire."""
+        if self._failure is not None and self._failure[0] == loop:
+            return  # the same loop again: the shutdown's flush meeting the acker's bug
         if self._failure is None:
             self._failure = (loop, error)
         log.critical(
@@ -882,9 +889,12 @@ class Worker:
             self._beat_now.set()
 
     async def extend_leases(self) -> None:
-        """Extend the leases of running jobs; stop the ones lost or asked to cancel."""
+        """Extend the leases of running jobs, and of those whose outcomes wait to be written;
+        stop the running ones lost or asked to cancel."""
         held = list(self._running)
-        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, held))
+        # Outcomes wait long only for the shutdown's last flush after the acker failed (_fail).
+        leases = held + self._acker.holding()
+        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
         for job_id, attempt in held:
             if (job_id, attempt) not in alive:
                 log.warning(
@@ -1088,7 +1098,12 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        try:
+            await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        except (psycopg.Error, OSError):
+            raise
+        except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
+            self._fail("acker", exc)
         self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))

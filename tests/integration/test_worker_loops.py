@@ -230,3 +230,82 @@ async def test_metrics_error_says_why_with_one_traceback_per_outage(
     errors = records(caplog, "metrics_error")[:3]
     assert all("OperationalError: the database system" in r.getMessage() for r in errors)
     assert [bool(r.exc_info) for r in errors] == [True, False, False]
+
+
+async def test_an_acker_bug_met_again_by_the_last_flush_still_puts_jobs_back_and_deregisters(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shutdown's last flush runs the acker's code, and meets its bug again: it used to
+    end the shutdown there, the job stopped at the shutdown timeout left running until its
+    lease expired and the worker's row left registered. Now the rest of the stop goes on:
+    the job goes back, the row goes, and the outcome never written leaves worker.stats."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken_when(monkeypatch, "jobs_ack", lambda outcomes: True)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert [r.job_id for r in records(caplog, "outcome_unwritten")] == [done]  # type: ignore[attr-defined]
+    assert worker.stats.succeeded == 0
+    assert len(records(caplog, "worker_failed")) == 1  # the same bug again is not logged twice
+
+
+async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancellation(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() cancelled from outside (asyncio.timeout, a TaskGroup) while a failed worker
+    waited for its running jobs raised WorkerFailed in the CancelledError's place, which
+    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    claims = broken_when(monkeypatch, "jobs_claim", lambda *args: len(claims) > 1)
+    t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(
+        dsn=dsn, queues=["io"], concurrency=2, poll_interval=0.05, shutdown_timeout=GUARD
+    )
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    running.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:  # the cancelled shutdown left them
+        for job in list(worker._running.values()):
+            assert job.task is not None
+            job.task.cancel()
+        await worker._close_connections()
+
+
+async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_drains(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the acker fails, the outcomes it holds wait for the shutdown's last flush, while
+    the worker lets its other jobs finish: heartbeats extended only the running jobs' leases,
+    so a finished job's lease expired meanwhile and it was rescued (to run again), its outcome
+    then refused by the fence. Heartbeats now extend the leases of outcomes not yet written
+    too, and the last flush writes it (the bug here raised once)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    acks = broken_when(monkeypatch, "jobs_ack", lambda outcomes: len(acks) == 1)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=1.0, heartbeat=0.1,
+                          rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    [(expiry,)] = query(dsn, "SELECT lease_expires_at FROM pgqueue.active_jobs WHERE id = %s",
+                        [done])  # fmt: skip
+    # Until its lease would have expired and been rescued, or was extended past that.
+    settled = ("SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s'"
+               " FROM pgqueue.active_jobs WHERE id = %s")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, done]) == [(True,)]), GUARD)
+    worker.cancel_local(stuck, "shutdown")
+    with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
+        await asyncio.wait_for(running, GUARD)
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [done]) == [("succeeded", 1)]  # fmt: skip
