@@ -160,3 +160,45 @@ async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
     assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
     assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
     assert set().union(*settled) == {(job_id, 1), (other, 1)}
+
+
+async def test_two_snoozes_of_one_attempt_are_each_reported_once(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A task raises Retry(): the ack commits, its reply is lost. The worker claims the job
+    again, as attempt 1, and the task raises Retry() once more before the acker reconnects:
+    two outcomes of (job, 1) wait. Both were retries, and each is reported once: the second's
+    report does not take the first's place."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+    reported: list[str] = []
+    third = asyncio.Event()
+
+    @app.task(name="snooze_twice", queue="q")
+    async def snooze_twice() -> None:
+        runs.append(pgqueue.current_job().attempt)
+        if len(runs) <= 2:
+            raise pgqueue.Retry()
+        third.set()
+
+    job_id = app.using("snooze_twice").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.armed = True
+        proxy.gate.clear()  # the acker reconnects once the second snooze waits behind
+        w = app.worker(dsn=proxy.dsn, queues=["q"], poll_interval=0.05, scheduler=False)
+        w.events.listeners.append(lambda event: reported.append(event.state))
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            while w._acker.pending < 2:
+                await asyncio.sleep(0.01)
+            proxy.gate.set()
+            await asyncio.wait_for(third.wait(), 10)
+        finally:
+            proxy.gate.set()
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert runs == [1, 1, 1]
+    assert reported == ["retrying", "retrying", "succeeded"]
+    assert (w.stats.retried, w.stats.succeeded) == (2, 1)
