@@ -170,10 +170,10 @@ class Acker:
             known, again = by_kind["written"], by_kind["again"]
             unsettled = [o for o, kind in zip(taken, kinds, strict=True) if kind != "written"]
             try:
-                acked, before = (
+                acked = (
                     await self.db.run(_store.jobs_ack_again(again, self.worker))
                     if again
-                    else (_as_written([]), [])
+                    else _as_written([])
                 )
             except BaseException:
                 if known:
@@ -181,7 +181,7 @@ class Acker:
                 self._put_back(unsettled)  # in their order: a later outcome stays behind
                 raise
             if known or again:
-                self._done(known + again, acked.plus(_as_written(known + before)))
+                self._done(known + again, acked.plus(_as_written(known)))
         if by_kind[""]:
             await self._write(by_kind[""])
 

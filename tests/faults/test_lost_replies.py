@@ -12,7 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _store
-from pgqueue._store import Outcome
+from pgqueue._store import Acked, Outcome
 from pgqueue._worker._acker import Acker
 from pgqueue._worker._db import Db
 from tests.faults.proxy import ReplyCutter
@@ -181,7 +181,7 @@ async def test_two_snoozes_of_one_attempt_are_each_reported_once(
             raise pgqueue.Retry()
         third.set()
 
-    job_id = app.using("snooze_twice").enqueue(conn)
+    app.using("snooze_twice").enqueue(conn)
     conn.commit()
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         proxy.armed = True
@@ -202,3 +202,48 @@ async def test_two_snoozes_of_one_attempt_are_each_reported_once(
     assert runs == [1, 1, 1]
     assert reported == ["retrying", "retrying", "succeeded"]
     assert (w.stats.retried, w.stats.succeeded) == (2, 1)
+
+
+async def test_a_snooze_that_ended_its_job_cancelled_is_reported_cancelled_once_written_again(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """w1's Retry of a job asked to cancel commits, its reply lost: the job is cancelled (it
+    left active_jobs). Written again, the outcome is reported as written and cancelled, as the
+    first statement would have reported it, not as an outcome whose lease was lost."""
+    job_id = claimed(dsn, conn, "w1")
+    assert query(dsn, "SELECT pgqueue.cancel(%s)", [job_id]) == [("requested",)]
+    settled: list[Acked] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db = Db(proxy.dsn, "acker")
+        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked), worker="w1")
+        acker.add(Outcome(job_id, 1, "queued"))
+        proxy.armed = True
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert proxy.cut.is_set() and acker.pending == 1
+        assert query(dsn, ROW, [job_id]) == [("cancelled", 0, "w1")]  # it did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert [(a.applied(), a.cancelled) for a in settled] == [({(job_id, 1)}, [job_id])]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_snooze_written_again_after_another_worker_ended_the_job_is_reported_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """w1's snooze commits, its reply lost; w2 claims the job (attempt 1 again) and ends it
+    before w1's acker reconnects. Written again, w1's outcome is reported as written, as it
+    was, and not as an outcome whose lease was lost."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert [r[0] for r in run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows] == [job_id]
+        assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded")])).ids == [job_id]
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w2")]
+    assert settled == [{(job_id, 1)}]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
