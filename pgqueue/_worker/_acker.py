@@ -155,10 +155,11 @@ class Acker:
     async def _write_again(self, taken: list[Outcome]) -> None:
         """Write a batch that holds outcomes giving their attempt back that were sent before in
         a statement that failed, and may have been written by it (see _doubtful_kind). Those
-        are written with the worker's claims paused (once reconnected, which may take a while),
+        are written with the worker's claims paused (once reconnected, which may take a while:
+        a ping, through the connection's lock, which a heartbeat may be reconnecting under),
         each only if its job is still the claim it ends; the others as usual."""
         try:
-            await self.db.connection()
+            await self.db.run(_store.ping())
         except BaseException:
             self._put_back(taken)
             raise

@@ -247,3 +247,22 @@ async def test_a_snooze_written_again_after_another_worker_ended_the_job_is_repo
     assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w2")]
     assert settled == [{(job_id, 1)}]
     assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_snooze_written_again_opens_one_connection_beside_a_heartbeat(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The acker's connection is gone after the failed statement. Writing the snooze again
+    waits for a new one while a heartbeat, on the same connection, opens one too: one
+    connection is opened (another, left unclosed, was not closed with the acker's)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert proxy.accepted == 1
+        await asyncio.gather(acker.flush(), db.run(_store.ping()))
+        await db.close()
+        assert proxy.accepted == 2
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert settled == [{(job_id, 1)}]
