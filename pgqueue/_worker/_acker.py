@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import psycopg
 
@@ -140,11 +140,21 @@ class Acker:
                 else:
                     await self._write(taken)
 
+    async def _ack(self, outcomes: list[Outcome]) -> Acked:
+        return await self.db.run(_store.jobs_ack(outcomes))
+
+    async def _ack_again(self, outcomes: list[Outcome]) -> Acked:
+        """Write ``outcomes`` only where their job is still this worker's claim of their
+        attempt (see store.jobs_ack_again); what the database says was written before counts."""
+        if not outcomes:
+            return _as_written([])
+        return await self.db.run(_store.jobs_ack_again(outcomes, self.worker))
+
     async def _write(self, taken: list[Outcome]) -> None:
         try:
-            acked = await self.db.run(_store.jobs_ack(taken))
+            acked = await self._ack(taken)
         except _REFUSED as exc:
-            taken, acked = await self._write_each(taken, exc)
+            taken, acked = await self._write_each(taken, exc, self._ack)
         except BaseException:
             self._put_back(taken)
             raise
@@ -168,23 +178,21 @@ class Acker:
             by_kind: dict[str, list[Outcome]] = {"": [], "written": [], "again": []}
             for outcome, kind in zip(taken, kinds, strict=True):
                 by_kind[kind].append(outcome)
-            known, again = by_kind["written"], by_kind["again"]
+            known, again, usual = by_kind["written"], by_kind["again"], by_kind[""]
             unsettled = [o for o, kind in zip(taken, kinds, strict=True) if kind != "written"]
+            if known:
+                self._done(known, _as_written(known))
             try:
-                acked = (
-                    await self.db.run(_store.jobs_ack_again(again, self.worker))
-                    if again
-                    else _as_written([])
-                )
+                acked = await self._ack_again(again)
+            except _REFUSED as exc:  # the outcomes found still this worker's claims: one by one
+                again, acked = await self._write_each(again, exc, self._ack_again, usual)
             except BaseException:
-                if known:
-                    self._done(known, _as_written(known))
                 self._put_back(unsettled)  # in their order: a later outcome stays behind
                 raise
-            if known or again:
-                self._done(known + again, acked.plus(_as_written(known)))
-        if by_kind[""]:
-            await self._write(by_kind[""])
+            if again:
+                self._done(again, acked)
+        if usual:
+            await self._write(usual)
 
     def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
         """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
@@ -229,12 +237,16 @@ class Acker:
             return Acked([], [], [])
 
     async def _write_each(
-        self, taken: list[Outcome], exc: psycopg.Error
+        self,
+        taken: list[Outcome],
+        exc: psycopg.Error,
+        write: Callable[[list[Outcome]], Awaitable[Acked]],
+        behind: list[Outcome] | None = None,
     ) -> tuple[list[Outcome], Acked]:
-        """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
-        others; an outcome refused on its own is replaced by a failure that says why, and left
-        out if that is refused too. Returns the outcomes written. Interrupted, it settles those
-        written and keeps the rest."""
+        """Write a refused batch one outcome at a time with ``write``, so one bad outcome cannot
+        hold back the others; an outcome refused on its own is replaced by a failure that says
+        why, and left out if that is refused too. Returns the outcomes written. Interrupted, it
+        settles those written and keeps the rest, and ``behind`` after them."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
             len(taken), first_line(exc), extra={"action": "ack_refused"},
@@ -244,14 +256,14 @@ class Acker:
         for i, outcome in enumerate(taken):
             try:
                 try:
-                    one = await self.db.run(_store.jobs_ack([outcome]))
+                    one = await write([outcome])
                 except _REFUSED as refused:
                     failure, one = await self._write_refused(outcome, refused)
                     if failure is None:
                         continue
                     outcome = failure
             except BaseException:
-                self._put_back(taken[i:])
+                self._put_back(taken[i:] + (behind or []))
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)

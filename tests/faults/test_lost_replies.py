@@ -266,3 +266,31 @@ async def test_a_snooze_written_again_opens_one_connection_beside_a_heartbeat(
         assert proxy.accepted == 2
     assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
     assert settled == [{(job_id, 1)}]
+
+
+async def test_a_snooze_written_again_that_the_database_refuses_fails_its_job(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statement of a snooze the database cannot hold (a delay past what a timestamp
+    holds) fails on the way to the server; a success joins it. Written again, the snooze is
+    refused: its job fails with the reason, the success is written, and nothing is left to
+    write (the refused batch was tried again forever, every later outcome behind it)."""
+    job_id = claimed(dsn, conn, "w1")
+    other = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db = Db(proxy.dsn, "acker")
+        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
+        acker.add(Outcome(job_id, 1, "queued", delay=1e300))
+        proxy.armed = True
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        acker.add(Outcome(other, 1, "succeeded"))
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("failed", 1, "w1")]
+    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert set().union(*settled) == {(job_id, 1), (other, 1)}
+    assert "ack_refused" in [getattr(r, "action", None) for r in caplog.records]
