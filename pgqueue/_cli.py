@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, WorkerFailed, first_line
+from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
 from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
@@ -192,6 +192,23 @@ def _database_error(exc: psycopg.Error) -> str:
     return f"the database refused: {first_line(exc)} ({type(exc).__name__})"
 
 
+_EXPECTED = (psycopg.Error, PgQueueError, ValueError, RecursionError)
+
+
+def _friendly(exc: psycopg.Error | PgQueueError | ValueError | RecursionError) -> str:
+    """The one line an expected failure is shown as."""
+    if isinstance(exc, psycopg.Error):
+        return _database_error(exc)
+    if isinstance(exc, RecursionError):  # JSON that PostgreSQL accepted and Python cannot decode
+        return (
+            "a JSON value read from the database is nested too deeply for Python to decode"
+            " (more than about 1,000 levels); read it with SQL"
+        )
+    if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
+        return _not_installed(exc.__cause__)  # enqueue's
+    return str(exc)
+
+
 def friendly_errors(fn: F) -> F:
     """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
 
@@ -199,17 +216,8 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except psycopg.Error as exc:
-            raise click.ClickException(_database_error(exc)) from None
-        except (PgQueueError, ValueError) as exc:
-            if isinstance(exc, SchemaError) and isinstance(exc.__cause__, UNDEFINED):
-                raise click.ClickException(_not_installed(exc.__cause__)) from None  # enqueue's
-            raise click.ClickException(str(exc)) from None
-        except RecursionError:  # JSON that PostgreSQL accepted and Python cannot decode
-            raise click.ClickException(
-                "a JSON value read from the database is nested too deeply for Python to decode"
-                " (more than about 1,000 levels); read it with SQL"
-            ) from None
+        except _EXPECTED as exc:
+            raise click.ClickException(_friendly(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -451,23 +459,27 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
 
 
 async def _run_worker(w: Worker) -> None:
-    failed: WorkerFailed | None = None
     try:
         await w.run(install_signal_handlers=True)
-    except WorkerFailed as exc:  # friendly_errors prints it; the supervisor sees status 1
-        failed = exc
+    except _EXPECTED as exc:  # a stop whose last writes failed, say
+        _exit_if_abandoned(w, click.ClickException(_friendly(exc)))
+        raise
+    _exit_if_abandoned(w)
+
+
+def _exit_if_abandoned(w: Worker, failure: click.ClickException | None = None) -> None:
+    """Exit now, showing ``failure`` (status 1) if any, when the worker's stop abandoned
+    threads or coroutines."""
     if w.abandoned_threads() or w.abandoned_coroutines():
         # Thread tasks cannot be interrupted, nor coroutines that ignore their cancellation,
         # and their jobs are already back in the queue: do not let the exit wait for them
         # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
-        if failed is not None:
-            click.echo(f"Error: {failed}", err=True)
+        if failure is not None:
+            failure.show()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0 if failed is None else 1)
-    if failed is not None:
-        raise failed
+        os._exit(0 if failure is None else failure.exit_code)
 
 
 NO_APP = "no app given: pass --app MODULE:ATTRIBUTE (or set PGQUEUE_APP)"

@@ -4,6 +4,7 @@ are named in one ERROR and a one-line exit message, not a traceback."""
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections.abc import Iterator
 
 import psycopg
@@ -51,3 +52,28 @@ def test_a_worker_whose_last_outcomes_cannot_be_written_says_so_and_exits_1(
     assert "Traceback" not in "\n".join(lines[errors[0] :]), out  # the stop's own lines
     assert lines[-1].startswith("Error: the worker stopped with 1 outcome unwritten"), out
     assert "leases expire" in lines[-1], out
+
+
+def test_a_worker_whose_last_outcomes_cannot_be_written_exits_1_leaving_an_abandoned_thread(
+    closed_later: tuple[str, str], spawn_worker
+) -> None:
+    """As above, and another job's thread outlasts the shutdown timeout (abandoned, as at any
+    stop): the worker still exits 1 at once with its one-line message. It waited for that
+    thread to end, the exit that leaves abandoned threads behind being taken only after a
+    stop that raised nothing."""
+    dsn, name = closed_later
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    enqueue(dsn, "sleeps", [(3,), (600,)])
+    worker = spawn_worker("--shutdown-timeout", "10")
+    wait_for(lambda: running(dsn) == 2, what="two running jobs")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    worker.send_signal(signal.SIGTERM)
+    try:
+        out, _ = worker.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker waits for its abandoned thread") from None
+    assert worker.returncode == 1, out
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("Error: the worker stopped with 1 outcome unwritten"), out
