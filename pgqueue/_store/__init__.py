@@ -419,11 +419,11 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
 
 
 def jobs_ack_again(outcomes: Sequence[Outcome], worker: str) -> Together[Acked]:
-    """Write again ``outcomes`` that give their attempt back, sent before in a statement that
-    failed (it may have committed): their jobs' rows are locked first, so that no claim takes
-    one meanwhile, and only an outcome whose job is still ``worker``'s claim of that attempt is
-    written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote, with the outcomes found
-    written before (see :func:`_written_before`)."""
+    """Write again ``outcomes`` sent before in a statement that failed (it may have committed):
+    their jobs' rows are locked first, so that no claim takes one meanwhile (an outcome that
+    gives its attempt back could end it), and only an outcome whose job is still ``worker``'s
+    claim of that attempt is written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote,
+    with the outcomes found written before (see :func:`_written_before`)."""
     ids = sorted({o.job_id for o in outcomes})
     lock = Query(q.JOBS_LOCK_CLAIMS, {"ids": ids}, lambda rows: {r[0]: r[1:] for r in rows})
 
@@ -445,9 +445,18 @@ def jobs_ack_again(outcomes: Sequence[Outcome], worker: str) -> Together[Acked]:
 def _written_before(
     o: Outcome, worker: str, attempts: int | None, state: str | None, holder: str | None
 ) -> Acked | None:
-    """What ``o`` wrote, if its job's row (active or finished) says it was written: the attempt
-    given back (the job queued again, or ended cancelled by it, as asked while it ran), or that
-    attempt claimed again by another worker (after a rescue, a claim has the next attempt)."""
+    """What ``o`` wrote, if its job's row (active or finished) says it was written. An outcome
+    that ends the attempt: its job finished so, by ``worker``, at that attempt (a failure may
+    also be the rescue's, the lease having expired meanwhile: failed all the same). A retry
+    with an error is not told from its job's rescue, and is not found. An outcome that gives
+    its attempt back: the job queued again with it, or ended cancelled by it, as asked while
+    it ran, or that attempt claimed again by another worker (after a rescue, a claim has the
+    next attempt)."""
+    if o.state != "queued" or o.error is not None:
+        ended = "cancelled" if o.state == "queued" else o.state
+        if state == ended and attempts == o.attempt and holder == worker:
+            return Acked([o.job_id], [o.job_id] if o.state == "queued" else [], [o.attempt])
+        return None
     if state not in (None, "running") and attempts == o.attempt - 1:
         cancelled = [o.job_id] if state == "cancelled" and holder == worker else []
         return Acked([o.job_id], cancelled, [o.attempt])

@@ -89,8 +89,8 @@ class Acker:
         self.worker = worker
         self.claims = claims or asyncio.Lock()
         self.held: Held = held or (lambda key: False)
-        # Outcomes giving their attempt back that were sent in a statement that failed: it may
-        # have committed, its reply lost. Written again, they need care (see _doubtful_kind).
+        # Outcomes sent in a statement that failed: it may have committed, its reply lost.
+        # Written again, they need care (see _doubtful_kind).
         self._doubtful: set[tuple[int, int]] = set()
         self._buffer: list[Outcome] = []
         self._pending = asyncio.Event()
@@ -163,11 +163,12 @@ class Acker:
         self._done(taken, acked)
 
     async def _write_again(self, taken: list[Outcome]) -> None:
-        """Write a batch that holds outcomes giving their attempt back that were sent before in
-        a statement that failed, and may have been written by it (see _doubtful_kind). Those
-        are written with the worker's claims paused (once reconnected, which may take a while:
-        a ping, through the connection's lock, which a heartbeat may be reconnecting under),
-        each only if its job is still the claim it ends; the others as usual."""
+        """Write a batch that holds outcomes sent before in a statement that failed, and may
+        have been written by it (see _doubtful_kind). Those are written with the worker's
+        claims paused, as one that gives its attempt back could end its job's next claim (once
+        reconnected, which may take a while: a ping, through the connection's lock, which a
+        heartbeat may be reconnecting under), each only if its job is still the claim it ends;
+        the others as usual."""
         try:
             await self.db.run(_store.ping())
         except BaseException:
@@ -195,17 +196,19 @@ class Acker:
             await self._write(usual)
 
     def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
-        """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
-        a statement that failed (that may have committed, its reply lost, and the job's next
-        claim then has the same attempt), "written" if that committed for sure: this worker
-        claimed the job again under that attempt since, and holds that claim now or has its
-        outcome waiting behind this one; "again" otherwise, written only if its job is still
-        this worker's claim of that attempt (store.jobs_ack_again, which also finds it written
-        if another worker claimed it since). A claim of this worker whose reply was lost runs
-        nowhere: the outcome written again puts that job back, as its rescue would."""
+        """What to do with ``taken[i]``: "" if written as usual; if it was sent in a statement
+        that failed (that may have committed, its reply lost), "again": written only if its
+        job is still this worker's claim of that attempt, and else found written or not
+        (store.jobs_ack_again), unless it gave its attempt back (the job's next claim then has
+        the same attempt) and that committed for sure: "written" if this worker claimed the
+        job again under that attempt since, and holds that claim now or has its outcome
+        waiting behind this one. A claim of this worker whose reply was lost runs nowhere: the
+        outcome written again puts that job back, as its rescue would."""
         key = _key(taken[i])
-        if key not in self._doubtful or not _gives_back(taken[i]):
+        if key not in self._doubtful:
             return ""
+        if not _gives_back(taken[i]):
+            return "again"
         later = itertools.chain(taken[i + 1 :], self._buffer)
         return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"
 
@@ -311,7 +314,7 @@ class Acker:
     def _put_back(self, outcomes: list[Outcome]) -> None:
         """Keep ``outcomes``, whose statement failed, for the next flush."""
         self._buffer[:0] = outcomes
-        self._doubtful.update(_key(o) for o in outcomes if _gives_back(o))
+        self._doubtful.update(map(_key, outcomes))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

@@ -294,3 +294,26 @@ async def test_a_snooze_written_again_that_the_database_refuses_fails_its_job(
     assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
     assert set().union(*settled) == {(job_id, 1), (other, 1)}
     assert "ack_refused" in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_success_written_again_after_a_lost_reply_is_reported_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A success's statement commits, its reply lost. Written again, the fence finds the job
+    gone: it is reported as written, as it was, not as an outcome whose lease was lost (that
+    took it out of worker.stats and said the job would run again)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db = Db(proxy.dsn, "acker")
+        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
+        acker.add(Outcome(job_id, 1, "succeeded"))
+        proxy.armed = True
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w1")]  # it did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert settled == [{(job_id, 1)}]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
