@@ -1102,7 +1102,12 @@ class Worker:
 
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
-        await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+        try:
+            await self._acker.flush()
+        except (psycopg.Error, OSError):
+            # Its connection broke: the statement may have committed, its reply lost. Once
+            # more, on a new connection, which finds what it wrote (see Acker._doubtful_kind).
+            await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
         self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))

@@ -317,3 +317,33 @@ async def test_a_success_written_again_after_a_lost_reply_is_reported_written(
     assert acker.pending == 0
     assert settled == [{(job_id, 1)}]
     assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_stop_whose_last_write_lost_its_reply_finds_the_outcome_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop's last write commits a job's success, its reply lost. The stop tries once more,
+    on a new connection, and finds it written: run() ends as usual, the success counted. It
+    raised PgQueueError saying the outcome was left unwritten, its job to run again, and took
+    it out of worker.stats, while the job had succeeded."""
+    app = pgqueue.PgQueue(dsn)
+    done = asyncio.Event()
+
+    @app.task(name="quick", queue="q")
+    async def quick() -> None:
+        done.set()
+
+    job_id = app.using("quick").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        # The acker waits far longer than the test: the stop writes the outcome.
+        w = app.worker(dsn=proxy.dsn, queues=["q"], scheduler=False, ack_interval=25)
+        runner = asyncio.create_task(w.run())
+        await asyncio.wait_for(done.wait(), 10)
+        proxy.armed = True
+        w.stop()
+        await asyncio.wait_for(runner, 30)
+        assert proxy.cut.is_set()
+    assert query(dsn, ROW, [job_id]) == [("succeeded", 1, w.name)]
+    assert w.stats.succeeded == 1
+    assert "outcome_unwritten" not in [getattr(r, "action", None) for r in caplog.records]

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _store
 from pgqueue._worker import _worker
 from tests.helpers import query, run_worker_until
 
@@ -217,11 +218,14 @@ async def test_after_a_failed_last_flush_an_abandoned_coroutine_ending_in_the_dr
     # Outcomes wait for a second one (or 20 s): the last flush is the first ack statement.
     w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=1, ack_batch=2,
                    ack_interval=20)  # fmt: skip
-    real, failed = w._ack_db.run, asyncio.Event()
+    real, failed, tries = w._ack_db.run, asyncio.Event(), [0]
 
     async def run(q: Any) -> Any:
-        if "outcomes" in (getattr(q, "params", None) or {}) and not failed.is_set():
-            failed.set()
+        acks = isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {})
+        if acks and not failed.is_set():  # the last flush, and the stop's second try
+            tries[0] += 1
+            if tries[0] == 2:
+                failed.set()
             raise psycopg.OperationalError("injected: the last flush fails")
         return await real(q)
 
@@ -269,7 +273,7 @@ async def test_outcomes_the_acker_never_wrote_by_the_stop_leave_the_stats(
     real = w._ack_db.run
 
     async def run(q: Any) -> Any:
-        if "outcomes" in (getattr(q, "params", None) or {}):
+        if isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {}):
             raise psycopg.OperationalError("injected: no ack is written")
         return await real(q)
 
