@@ -26,6 +26,14 @@ def closed_later(ledger: str) -> Iterator[tuple[str, str]]:
     query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
 
 
+def cut_off(dsn: str, name: str) -> None:
+    """Make database ``name`` refuse connections, and end the worker's."""
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+
+
 def test_a_worker_whose_last_outcomes_cannot_be_written_says_so_and_exits_1(
     closed_later: tuple[str, str], spawn_worker
 ) -> None:
@@ -35,13 +43,10 @@ def test_a_worker_whose_last_outcomes_cannot_be_written_says_so_and_exits_1(
     one-line message that says the same, exits 1, and prints no traceback for it. (It used to
     end with "Error: cannot reach the database: ...", which named neither.)"""
     dsn, name = closed_later
-    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
     enqueue(dsn, "sleeps", [(3,)])
     worker = spawn_worker("--shutdown-timeout", "10")
     wait_for(lambda: running(dsn) == 1, what="a running job")
-    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
-                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    cut_off(dsn, name)
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=60)
     assert worker.returncode == 1, out
@@ -62,13 +67,10 @@ def test_a_worker_whose_last_outcomes_cannot_be_written_exits_1_leaving_an_aband
     thread to end, the exit that leaves abandoned threads behind being taken only after a
     stop that raised nothing."""
     dsn, name = closed_later
-    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
     enqueue(dsn, "sleeps", [(3,), (600,)])
     worker = spawn_worker("--shutdown-timeout", "10")
     wait_for(lambda: running(dsn) == 2, what="two running jobs")
-    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
-                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    cut_off(dsn, name)
     worker.send_signal(signal.SIGTERM)
     try:
         out, _ = worker.communicate(timeout=60)

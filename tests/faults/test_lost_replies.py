@@ -13,7 +13,7 @@ import pytest
 import pgqueue
 from pgqueue import _store
 from pgqueue._store import Acked, Outcome
-from pgqueue._worker._acker import Acker
+from pgqueue._worker._acker import Acker, Settled
 from pgqueue._worker._db import Db
 from tests.faults.proxy import ReplyCutter
 from tests.helpers import query
@@ -39,20 +39,27 @@ def claimed(dsn: str, conn: psycopg.Connection, worker: str) -> int:
     return job_id
 
 
+async def sent(proxy: ReplyCutter, outcome: Outcome, settled: Settled) -> tuple[Db, Acker]:
+    """w1's acker, through ``proxy``, after sending ``outcome`` in a statement that failed;
+    what it settles goes to ``settled``."""
+    db = Db(proxy.dsn, "acker")
+    acker = Acker(db, 100, 0.01, settled, worker="w1")
+    acker.add(outcome)
+    proxy.armed = True
+    with pytest.raises(psycopg.OperationalError):
+        await acker.flush()
+    assert proxy.cut.is_set() and acker.pending == 1
+    return db, acker
+
+
 async def snooze_sent(
     proxy: ReplyCutter, job_id: int, settled: list[set[tuple[int, int]]]
 ) -> tuple[Db, Acker]:
     """w1's acker, through ``proxy``, after sending job_id's snooze (a Retry without an error,
     which gives attempt 1 back) in a statement that failed; what it settles goes to
     ``settled``."""
-    db = Db(proxy.dsn, "acker")
-    acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-    acker.add(Outcome(job_id, 1, "queued"))
-    proxy.armed = True
-    with pytest.raises(psycopg.OperationalError):
-        await acker.flush()
-    assert proxy.cut.is_set() and acker.pending == 1
-    return db, acker
+    outcome = Outcome(job_id, 1, "queued")
+    return await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
 
 
 async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_claim(
@@ -214,13 +221,8 @@ async def test_a_snooze_that_ended_its_job_cancelled_is_reported_cancelled_once_
     assert query(dsn, "SELECT pgqueue.cancel(%s)", [job_id]) == [("requested",)]
     settled: list[Acked] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
-        db = Db(proxy.dsn, "acker")
-        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked), worker="w1")
-        acker.add(Outcome(job_id, 1, "queued"))
-        proxy.armed = True
-        with pytest.raises(psycopg.OperationalError):
-            await acker.flush()
-        assert proxy.cut.is_set() and acker.pending == 1
+        outcome = Outcome(job_id, 1, "queued")
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked))
         assert query(dsn, ROW, [job_id]) == [("cancelled", 0, "w1")]  # it did commit
         await acker.flush()
         await db.close()
@@ -280,12 +282,8 @@ async def test_a_snooze_written_again_that_the_database_refuses_fails_its_job(
     settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         proxy.deliver = False
-        db = Db(proxy.dsn, "acker")
-        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-        acker.add(Outcome(job_id, 1, "queued", delay=1e300))
-        proxy.armed = True
-        with pytest.raises(psycopg.OperationalError):
-            await acker.flush()
+        outcome = Outcome(job_id, 1, "queued", delay=1e300)
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
         acker.add(Outcome(other, 1, "succeeded"))
         await acker.flush()
         await db.close()
@@ -305,12 +303,8 @@ async def test_a_success_written_again_after_a_lost_reply_is_reported_written(
     job_id = claimed(dsn, conn, "w1")
     settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
-        db = Db(proxy.dsn, "acker")
-        acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-        acker.add(Outcome(job_id, 1, "succeeded"))
-        proxy.armed = True
-        with pytest.raises(psycopg.OperationalError):
-            await acker.flush()
+        outcome = Outcome(job_id, 1, "succeeded")
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
         assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w1")]  # it did commit
         await acker.flush()
         await db.close()
@@ -326,20 +320,14 @@ async def test_a_stop_whose_last_write_lost_its_reply_finds_the_outcome_written(
     on a new connection, and finds it written: run() ends as usual, the success counted. It
     raised PgQueueError saying the outcome was left unwritten, its job to run again, and took
     it out of worker.stats, while the job had succeeded."""
-    app = pgqueue.PgQueue(dsn)
-    done = asyncio.Event()
-
-    @app.task(name="quick", queue="q")
-    async def quick() -> None:
-        done.set()
-
-    job_id = app.using("quick").enqueue(conn)
+    job_id = t.add.enqueue(conn, 1, 2)
     conn.commit()
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         # The acker waits far longer than the test: the stop writes the outcome.
-        w = app.worker(dsn=proxy.dsn, queues=["q"], scheduler=False, ack_interval=25)
+        w = t.app.worker(dsn=proxy.dsn, queues=["io"], scheduler=False, ack_interval=25)
         runner = asyncio.create_task(w.run())
-        await asyncio.wait_for(done.wait(), 10)
+        while not w._acker.pending:
+            await asyncio.sleep(0.01)
         proxy.armed = True
         w.stop()
         await asyncio.wait_for(runner, 30)
