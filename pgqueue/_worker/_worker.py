@@ -789,10 +789,14 @@ class Worker:
         """Whether the outcome of an attempt the worker stopped is written: not after a lost
         lease (the job is another attempt's now), nor once shutdown's writes have ended (a
         coroutine abandoned then that ended later: its job is back in the queue, or goes back
-        when its lease expires if the last flush failed)."""
+        when its lease expires if the last flush failed). An abandoned attempt whose outcome
+        is written is not put back too: a Retry() gives its attempt back, and putting back
+        that attempt would put back the job's next claim."""
         if ctx.cancel_reason == "lease lost":
             return False
         if not self._writes_done:
+            with contextlib.suppress(ValueError):  # only an abandoned attempt is there
+                self._unfinished.remove((outcome.job_id, outcome.attempt))
             return True
         log.warning(
             "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
