@@ -418,33 +418,51 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
     return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
 
 
-def jobs_ack_again(
-    outcomes: Sequence[Outcome], worker: str
-) -> Together[tuple[Acked, list[Outcome]]]:
-    """Write again ``outcomes`` that give their attempt back, sent before in a statement that
-    failed (it may have committed): their jobs' rows are locked first, so that no claim takes
-    one meanwhile, and only an outcome whose job is still ``worker``'s claim of that attempt is
-    written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote, and the outcomes found written
-    before: their job is back in the queue with the attempt given back, or claimed again under
-    that attempt by another worker (after a rescue, a claim has the next attempt)."""
+def jobs_ack_again(outcomes: Sequence[Outcome], worker: str) -> Together[Acked]:
+    """Write again ``outcomes`` sent before in a statement that failed (it may have committed):
+    their jobs' rows are locked first, so that no claim takes one meanwhile (an outcome that
+    gives its attempt back could end it), and only an outcome whose job is still ``worker``'s
+    claim of that attempt is written (see ``q.JOBS_LOCK_CLAIMS``). Returns what that wrote,
+    with the outcomes found written before (see :func:`_written_before`)."""
     ids = sorted({o.job_id for o in outcomes})
-    lock = Query(
-        q.JOBS_LOCK_CLAIMS, {"ids": ids, "worker": worker}, lambda rows: {r[0]: r[1:] for r in rows}
-    )
+    lock = Query(q.JOBS_LOCK_CLAIMS, {"ids": ids}, lambda rows: {r[0]: r[1:] for r in rows})
 
-    def then(rows: dict[int, Row]) -> Query[tuple[Acked, list[Outcome]]]:
+    def then(rows: dict[int, Row]) -> Query[Acked]:
         ours: list[Outcome] = []
-        before: list[Outcome] = []
+        before = Acked([], [], [])
         for o in outcomes:
-            attempts, state, mine = rows.get(o.job_id, (None, None, False))
-            if state == "running" and attempts == o.attempt:
-                (ours if mine else before).append(o)
-            elif state == "queued" and attempts == o.attempt - 1:
-                before.append(o)
+            attempts, state, holder = rows.get(o.job_id, (None, None, None))
+            if state == "running" and attempts == o.attempt and holder == worker:
+                ours.append(o)
+            elif (written := _written_before(o, worker, attempts, state, holder)) is not None:
+                before = before.plus(written)
         ack = jobs_ack(ours)
-        return Query(ack.sql, ack.params, lambda r: (ack.read(r), before))
+        return Query(ack.sql, ack.params, lambda r: ack.read(r).plus(before))
 
     return Together(lock, then)
+
+
+def _written_before(
+    o: Outcome, worker: str, attempts: int | None, state: str | None, holder: str | None
+) -> Acked | None:
+    """What ``o`` wrote, if its job's row (active or finished) says it was written. An outcome
+    that ends the attempt: its job finished so, by ``worker``, at that attempt (a failure may
+    also be the rescue's, the lease having expired meanwhile: failed all the same). A retry
+    with an error is not told from its job's rescue, and is not found. An outcome that gives
+    its attempt back: the job queued again with it, or ended cancelled by it, as asked while
+    it ran, or that attempt claimed again by another worker (after a rescue, a claim has the
+    next attempt)."""
+    if o.state != "queued" or o.error is not None:
+        ended = "cancelled" if o.state == "queued" else o.state
+        if state == ended and attempts == o.attempt and holder == worker:
+            return Acked([o.job_id], [o.job_id] if o.state == "queued" else [], [o.attempt])
+        return None
+    if state not in (None, "running") and attempts == o.attempt - 1:
+        cancelled = [o.job_id] if state == "cancelled" and holder == worker else []
+        return Acked([o.job_id], cancelled, [o.attempt])
+    if attempts == o.attempt and holder not in (None, worker):
+        return Acked([o.job_id], [], [o.attempt])
+    return None
 
 
 def _acked(rows: list[Row]) -> Acked:

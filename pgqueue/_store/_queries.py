@@ -658,15 +658,24 @@ SELECT ARRAY(SELECT id FROM retried UNION ALL SELECT id FROM done),
 # ends. Before it is written again, the rows of such outcomes' jobs are locked, so that no claim
 # takes one until the write commits, and read: whether each is still running under this
 # worker. (The worker's own claims of them are paused and checked by the acker: see
-# Acker._write_again.) JOBS_ACK itself does not compare worker_id: compared with a parameter,
-# or with a column of its outcomes, the generic plan of the prepared ack scanned active_jobs
-# and rescanned the batch per row, 4.3 ms becoming 7 to 49 ms for 200 outcomes, 20 retries.
+# Acker._write_again.) A job that left active_jobs is read from the history: the outcome may
+# have ended it (cancelled, as asked while it ran), or another worker's claim after it.
+# JOBS_ACK itself does not compare worker_id: compared with a parameter, or with a column of
+# its outcomes, the generic plan of the prepared ack scanned active_jobs and rescanned the
+# batch per row, 4.3 ms becoming 7 to 49 ms for 200 outcomes, 20 retries.
 JOBS_LOCK_CLAIMS: LiteralString = """
-SELECT id, attempts, state, worker_id IS NOT DISTINCT FROM %(worker)s
-  FROM pgqueue.active_jobs
- WHERE id = ANY(%(ids)s::bigint[])
- ORDER BY id
-   FOR UPDATE
+WITH locked AS MATERIALIZED (
+    SELECT id, attempts, state, worker_id
+      FROM pgqueue.active_jobs
+     WHERE id = ANY(%(ids)s::bigint[])
+     ORDER BY id
+       FOR UPDATE
+)
+SELECT id, attempts, state, worker_id FROM locked
+UNION ALL
+SELECT id, attempts, state, worker_id
+  FROM pgqueue.finished_jobs
+ WHERE id = ANY(%(ids)s::bigint[]) AND id NOT IN (SELECT id FROM locked)
 """
 
 # A claim counts the attempt (attempts + 1): a queued job whose attempts already is the

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import psycopg
 
@@ -89,8 +89,8 @@ class Acker:
         self.worker = worker
         self.claims = claims or asyncio.Lock()
         self.held: Held = held or (lambda key: False)
-        # Outcomes giving their attempt back that were sent in a statement that failed: it may
-        # have committed, its reply lost. Written again, they need care (see _doubtful_kind).
+        # Outcomes sent in a statement that failed: it may have committed, its reply lost.
+        # Written again, they need care (see _doubtful_kind).
         self._doubtful: set[tuple[int, int]] = set()
         self._buffer: list[Outcome] = []
         self._pending = asyncio.Event()
@@ -113,8 +113,12 @@ class Acker:
     def holding(self) -> list[tuple[int, int]]:
         """The claims (job id, attempt) whose outcomes wait to be written, whose leases the
         worker's heartbeats keep: but those that may have given their attempt back, whose
-        job may be another worker's claim of that attempt now (see _doubtful_kind)."""
-        return [_key(o) for o in self._buffer if _key(o) not in self._doubtful]
+        job may be another worker's claim of that attempt now (see _doubtful_kind). Any other
+        outcome sent in a statement that failed keeps its lease: written, its job's next claim
+        has another attempt, which the extension's fence never matches."""
+        return [
+            _key(o) for o in self._buffer if _key(o) not in self._doubtful or not _gives_back(o)
+        ]
 
     async def run(self) -> None:
         """Flush batches forever; a failed flush keeps its outcomes and is tried again."""
@@ -146,11 +150,21 @@ class Acker:
                 else:
                     await self._write(taken)
 
+    async def _ack(self, outcomes: list[Outcome]) -> Acked:
+        return await self.db.run(_store.jobs_ack(outcomes))
+
+    async def _ack_again(self, outcomes: list[Outcome]) -> Acked:
+        """Write ``outcomes`` only where their job is still this worker's claim of their
+        attempt (see store.jobs_ack_again); what the database says was written before counts."""
+        if not outcomes:
+            return _as_written([])
+        return await self.db.run(_store.jobs_ack_again(outcomes, self.worker))
+
     async def _write(self, taken: list[Outcome]) -> None:
         try:
-            acked = await self.db.run(_store.jobs_ack(taken))
+            acked = await self._ack(taken)
         except _REFUSED as exc:
-            taken, acked = await self._write_each(taken, exc)
+            taken, acked = await self._write_each(taken, exc, self._ack)
         except BaseException:
             self._put_back(taken)
             raise
@@ -159,12 +173,14 @@ class Acker:
         self._done(taken, acked)
 
     async def _write_again(self, taken: list[Outcome]) -> None:
-        """Write a batch that holds outcomes giving their attempt back that were sent before in
-        a statement that failed, and may have been written by it (see _doubtful_kind). Those
-        are written with the worker's claims paused (once reconnected, which may take a while),
-        each only if its job is still the claim it ends; the others as usual."""
+        """Write a batch that holds outcomes sent before in a statement that failed, and may
+        have been written by it (see _doubtful_kind). Those are written with the worker's
+        claims paused, as one that gives its attempt back could end its job's next claim (once
+        reconnected, which may take a while: a ping, through the connection's lock, which a
+        heartbeat may be reconnecting under), each only if its job is still the claim it ends;
+        the others as usual."""
         try:
-            await self.db.connection()
+            await self.db.run(_store.ping())
         except BaseException:
             self._put_back(taken)
             raise
@@ -173,36 +189,36 @@ class Acker:
             by_kind: dict[str, list[Outcome]] = {"": [], "written": [], "again": []}
             for outcome, kind in zip(taken, kinds, strict=True):
                 by_kind[kind].append(outcome)
-            known, again = by_kind["written"], by_kind["again"]
+            known, again, usual = by_kind["written"], by_kind["again"], by_kind[""]
             unsettled = [o for o, kind in zip(taken, kinds, strict=True) if kind != "written"]
+            if known:
+                self._done(known, _as_written(known))
             try:
-                acked, before = (
-                    await self.db.run(_store.jobs_ack_again(again, self.worker))
-                    if again
-                    else (_as_written([]), [])
-                )
+                acked = await self._ack_again(again)
+            except _REFUSED as exc:  # the outcomes found still this worker's claims: one by one
+                again, acked = await self._write_each(again, exc, self._ack_again, usual)
             except BaseException:
-                if known:
-                    self._done(known, _as_written(known))
                 self._put_back(unsettled)  # in their order: a later outcome stays behind
                 raise
-            if known or again:
-                self._done(known + again, acked.plus(_as_written(known + before)))
-        if by_kind[""]:
-            await self._write(by_kind[""])
+            if again:
+                self._done(again, acked)
+        if usual:
+            await self._write(usual)
 
     def _doubtful_kind(self, i: int, taken: list[Outcome]) -> str:
-        """What to do with ``taken[i]``: "" if written as usual; if it gave its attempt back in
-        a statement that failed (that may have committed, its reply lost, and the job's next
-        claim then has the same attempt), "written" if that committed for sure: this worker
-        claimed the job again under that attempt since, and holds that claim now or has its
-        outcome waiting behind this one; "again" otherwise, written only if its job is still
-        this worker's claim of that attempt (store.jobs_ack_again, which also finds it written
-        if another worker claimed it since). A claim of this worker whose reply was lost runs
-        nowhere: the outcome written again puts that job back, as its rescue would."""
+        """What to do with ``taken[i]``: "" if written as usual; if it was sent in a statement
+        that failed (that may have committed, its reply lost), "again": written only if its
+        job is still this worker's claim of that attempt, and else found written or not
+        (store.jobs_ack_again), unless it gave its attempt back (the job's next claim then has
+        the same attempt) and that committed for sure: "written" if this worker claimed the
+        job again under that attempt since, and holds that claim now or has its outcome
+        waiting behind this one. A claim of this worker whose reply was lost runs nowhere: the
+        outcome written again puts that job back, as its rescue would."""
         key = _key(taken[i])
-        if key not in self._doubtful or not _gives_back(taken[i]):
+        if key not in self._doubtful:
             return ""
+        if not _gives_back(taken[i]):
+            return "again"
         later = itertools.chain(taken[i + 1 :], self._buffer)
         return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"
 
@@ -234,12 +250,16 @@ class Acker:
             return Acked([], [], [])
 
     async def _write_each(
-        self, taken: list[Outcome], exc: psycopg.Error
+        self,
+        taken: list[Outcome],
+        exc: psycopg.Error,
+        write: Callable[[list[Outcome]], Awaitable[Acked]],
+        behind: list[Outcome] | None = None,
     ) -> tuple[list[Outcome], Acked]:
-        """Write a refused batch one outcome at a time, so one bad outcome cannot hold back the
-        others; an outcome refused on its own is replaced by a failure that says why, and left
-        out if that is refused too. Returns the outcomes written. Interrupted, it settles those
-        written and keeps the rest."""
+        """Write a refused batch one outcome at a time with ``write``, so one bad outcome cannot
+        hold back the others; an outcome refused on its own is replaced by a failure that says
+        why, and left out if that is refused too. Returns the outcomes written. Interrupted, it
+        settles those written and keeps the rest, and ``behind`` after them."""
         log.warning(
             "the database refused a batch of %d outcomes (%s); writing them one at a time",
             len(taken), first_line(exc), extra={"action": "ack_refused"},
@@ -249,14 +269,14 @@ class Acker:
         for i, outcome in enumerate(taken):
             try:
                 try:
-                    one = await self.db.run(_store.jobs_ack([outcome]))
+                    one = await write([outcome])
                 except _REFUSED as refused:
                     failure, one = await self._write_refused(outcome, refused)
                     if failure is None:
                         continue
                     outcome = failure
             except BaseException:
-                self._put_back(taken[i:])
+                self._put_back(taken[i:] + (behind or []))
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)
@@ -304,7 +324,7 @@ class Acker:
     def _put_back(self, outcomes: list[Outcome]) -> None:
         """Keep ``outcomes``, whose statement failed, for the next flush."""
         self._buffer[:0] = outcomes
-        self._doubtful.update(_key(o) for o in outcomes if _gives_back(o))
+        self._doubtful.update(map(_key, outcomes))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

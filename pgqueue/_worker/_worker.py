@@ -173,8 +173,10 @@ class Worker:
         self._inline: list[_Running] = []  # claimed jobs _run_inline() will finish at once
         self._unfinished: list[tuple[int, int]] = []
         self._abandoned: list[asyncio.Task[None]] = []  # see _abandon
-        # Retries reported once written (see _settled): (context, start, end) by (id, attempt).
-        self._retrying: dict[tuple[int, int], tuple[JobContext, float, float]] = {}
+        # Retries reported once written (see _settled): (context, start, end) by (id, attempt),
+        # oldest first: an attempt given back whose ack's reply was lost may be claimed and
+        # retried again before that ack is settled (see Acker._doubtful_kind).
+        self._retrying: dict[tuple[int, int], list[tuple[JobContext, float, float]]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
@@ -777,7 +779,8 @@ class Worker:
                 crash_point("after_side_effect")
                 self._acker.add(outcome)
                 if outcome.state == "queued":  # the ack may end it cancelled: report it then
-                    self._retrying[job.id, job.attempt] = (ctx, started, time.monotonic())
+                    report = (ctx, started, time.monotonic())
+                    self._retrying.setdefault((job.id, job.attempt), []).append(report)
                 else:
                     self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started)
@@ -793,10 +796,14 @@ class Worker:
         """Whether the outcome of an attempt the worker stopped is written: not after a lost
         lease (the job is another attempt's now), nor once shutdown's writes have ended (a
         coroutine abandoned then that ended later: its job is back in the queue, or goes back
-        when its lease expires if the last flush failed)."""
+        when its lease expires if the last flush failed). An abandoned attempt whose outcome
+        is written is not put back too: a Retry() gives its attempt back, and putting back
+        that attempt would put back the job's next claim."""
         if ctx.cancel_reason == "lease lost":
             return False
         if not self._writes_done:
+            with contextlib.suppress(ValueError):  # only an abandoned attempt is there
+                self._unfinished.remove((outcome.job_id, outcome.attempt))
             return True
         log.warning(
             "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
@@ -823,7 +830,7 @@ class Worker:
             if (outcome.job_id, outcome.attempt) not in applied:
                 self._unwritten(outcome)
                 continue
-            held = self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            held = self._retry_written(outcome)
             if held is None:
                 continue
             ctx, started, ended = held
@@ -855,9 +862,20 @@ class Worker:
         worker's attempt ends it): a retry was not reported, and another outcome, reported when
         its attempt ended, leaves worker.stats (the events sent stay sent)."""
         if outcome.state == "queued":
-            self._retrying.pop((outcome.job_id, outcome.attempt), None)
+            self._retry_written(outcome)
         else:
             self._count(outcome.state, -1)
+
+    def _retry_written(self, outcome: Outcome) -> tuple[JobContext, float, float] | None:
+        """Forget, and return, the report of the oldest retry of ``outcome``'s attempt."""
+        key = outcome.job_id, outcome.attempt
+        held = self._retrying.get(key)
+        if not held:
+            return None
+        first = held.pop(0)
+        if not held:
+            del self._retrying[key]
+        return first
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
@@ -1099,7 +1117,12 @@ class Worker:
     async def _finish_writes(self) -> None:
         await _revive(self._ack_db)
         try:
-            await self._acker.flush()  # failed, it leaves the acker writing until it is stopped
+            try:
+                await self._acker.flush()
+            except (psycopg.Error, OSError):
+                # Its connection broke: the statement may have committed, its reply lost. Once
+                # more, on a new connection, which finds what it wrote (see Acker._doubtful_kind).
+                await self._acker.flush()  # failed, it leaves the acker writing until stopped
         except (psycopg.Error, OSError):
             raise
         except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on

@@ -27,19 +27,24 @@ def closed_later(ledger: str) -> Iterator[tuple[str, str]]:
     query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
 
 
+def cut_off(dsn: str, name: str) -> None:
+    """Make database ``name`` refuse connections, and end the worker's."""
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+
+
 def stopped_cut_off(
     closed_later: tuple[str, str], spawn_worker: Any, seconds: float, shutdown_timeout: str
 ) -> tuple[subprocess.Popen[str], str]:
     """A worker running a sync job of ``seconds``, stopped (SIGTERM) once the database refuses
     connections and has ended the worker's: the worker, and what it wrote till it exited."""
     dsn, name = closed_later
-    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
     enqueue(dsn, "sleeps", [(seconds,)])
     worker = spawn_worker("--shutdown-timeout", shutdown_timeout)
     wait_for(lambda: running(dsn) == 1, what="a running job")
-    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-    query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
-                 " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+    cut_off(dsn, name)
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=60)
     return worker, out
@@ -75,3 +80,25 @@ def test_a_worker_whose_stop_fails_does_not_wait_for_its_abandoned_thread(
     worker, out = stopped_cut_off(closed_later, spawn_worker, 3600, "0.1")
     assert worker.returncode == 1, out
     assert out.strip().splitlines()[-1].startswith("Error: cannot reach the database"), out
+
+
+def test_a_worker_whose_last_outcomes_cannot_be_written_exits_1_leaving_an_abandoned_thread(
+    closed_later: tuple[str, str], spawn_worker
+) -> None:
+    """As above, and another job's thread outlasts the shutdown timeout (abandoned, as at any
+    stop): the worker still exits 1 at once with its one-line message. It waited for that
+    thread to end, the exit that leaves abandoned threads behind being taken only after a
+    stop that raised nothing."""
+    dsn, name = closed_later
+    enqueue(dsn, "sleeps", [(3,), (600,)])
+    worker = spawn_worker("--shutdown-timeout", "10")
+    wait_for(lambda: running(dsn) == 2, what="two running jobs")
+    cut_off(dsn, name)
+    worker.send_signal(signal.SIGTERM)
+    try:
+        out, _ = worker.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker waits for its abandoned thread") from None
+    assert worker.returncode == 1, out
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("Error: the worker stopped with 1 outcome unwritten"), out

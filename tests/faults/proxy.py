@@ -28,6 +28,7 @@ class ReplyCutter:
         self.cut = asyncio.Event()  # set once a reply was lost
         self.gate = asyncio.Event()
         self.gate.set()
+        self.accepted = 0  # connections the proxy was asked to open
         self._listener: asyncio.Server | None = None
         self._serving: set[asyncio.Task[None]] = set()
 
@@ -51,6 +52,7 @@ class ReplyCutter:
         me = asyncio.current_task()
         assert me is not None
         self._serving.add(me)
+        self.accepted += 1
         writers = [client_w]
         try:
             if self.cut.is_set():

@@ -12,8 +12,8 @@ import pytest
 
 import pgqueue
 from pgqueue import _store
-from pgqueue._store import Outcome
-from pgqueue._worker._acker import Acker
+from pgqueue._store import Acked, Outcome
+from pgqueue._worker._acker import Acker, Settled
 from pgqueue._worker._db import Db
 from tests.faults.proxy import ReplyCutter
 from tests.helpers import query
@@ -39,20 +39,27 @@ def claimed(dsn: str, conn: psycopg.Connection, worker: str) -> int:
     return job_id
 
 
+async def sent(proxy: ReplyCutter, outcome: Outcome, settled: Settled) -> tuple[Db, Acker]:
+    """w1's acker, through ``proxy``, after sending ``outcome`` in a statement that failed;
+    what it settles goes to ``settled``."""
+    db = Db(proxy.dsn, "acker")
+    acker = Acker(db, 100, 0.01, settled, worker="w1")
+    acker.add(outcome)
+    proxy.armed = True
+    with pytest.raises(psycopg.OperationalError):
+        await acker.flush()
+    assert proxy.cut.is_set() and acker.pending == 1
+    return db, acker
+
+
 async def snooze_sent(
     proxy: ReplyCutter, job_id: int, settled: list[set[tuple[int, int]]]
 ) -> tuple[Db, Acker]:
     """w1's acker, through ``proxy``, after sending job_id's snooze (a Retry without an error,
     which gives attempt 1 back) in a statement that failed; what it settles goes to
     ``settled``."""
-    db = Db(proxy.dsn, "acker")
-    acker = Acker(db, 100, 0.01, lambda _, acked: settled.append(acked.applied()), worker="w1")
-    acker.add(Outcome(job_id, 1, "queued"))
-    proxy.armed = True
-    with pytest.raises(psycopg.OperationalError):
-        await acker.flush()
-    assert proxy.cut.is_set() and acker.pending == 1
-    return db, acker
+    outcome = Outcome(job_id, 1, "queued")
+    return await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
 
 
 async def test_a_snooze_written_again_after_a_lost_reply_leaves_another_workers_claim(
@@ -160,3 +167,171 @@ async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
     assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
     assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
     assert set().union(*settled) == {(job_id, 1), (other, 1)}
+
+
+async def test_two_snoozes_of_one_attempt_are_each_reported_once(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A task raises Retry(): the ack commits, its reply is lost. The worker claims the job
+    again, as attempt 1, and the task raises Retry() once more before the acker reconnects:
+    two outcomes of (job, 1) wait. Both were retries, and each is reported once: the second's
+    report does not take the first's place."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+    reported: list[str] = []
+    third = asyncio.Event()
+
+    @app.task(name="snooze_twice", queue="q")
+    async def snooze_twice() -> None:
+        runs.append(pgqueue.current_job().attempt)
+        if len(runs) <= 2:
+            raise pgqueue.Retry()
+        third.set()
+
+    app.using("snooze_twice").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.armed = True
+        proxy.gate.clear()  # the acker reconnects once the second snooze waits behind
+        w = app.worker(dsn=proxy.dsn, queues=["q"], poll_interval=0.05, scheduler=False)
+        w.events.listeners.append(lambda event: reported.append(event.state))
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            while w._acker.pending < 2:
+                await asyncio.sleep(0.01)
+            proxy.gate.set()
+            await asyncio.wait_for(third.wait(), 10)
+        finally:
+            proxy.gate.set()
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert runs == [1, 1, 1]
+    assert reported == ["retrying", "retrying", "succeeded"]
+    assert (w.stats.retried, w.stats.succeeded) == (2, 1)
+
+
+async def test_a_snooze_that_ended_its_job_cancelled_is_reported_cancelled_once_written_again(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """w1's Retry of a job asked to cancel commits, its reply lost: the job is cancelled (it
+    left active_jobs). Written again, the outcome is reported as written and cancelled, as the
+    first statement would have reported it, not as an outcome whose lease was lost."""
+    job_id = claimed(dsn, conn, "w1")
+    assert query(dsn, "SELECT pgqueue.cancel(%s)", [job_id]) == [("requested",)]
+    settled: list[Acked] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        outcome = Outcome(job_id, 1, "queued")
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked))
+        assert query(dsn, ROW, [job_id]) == [("cancelled", 0, "w1")]  # it did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert [(a.applied(), a.cancelled) for a in settled] == [({(job_id, 1)}, [job_id])]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_snooze_written_again_after_another_worker_ended_the_job_is_reported_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """w1's snooze commits, its reply lost; w2 claims the job (attempt 1 again) and ends it
+    before w1's acker reconnects. Written again, w1's outcome is reported as written, as it
+    was, and not as an outcome whose lease was lost."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert [r[0] for r in run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows] == [job_id]
+        assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded")])).ids == [job_id]
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w2")]
+    assert settled == [{(job_id, 1)}]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_snooze_written_again_opens_one_connection_beside_a_heartbeat(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The acker's connection is gone after the failed statement. Writing the snooze again
+    waits for a new one while a heartbeat, on the same connection, opens one too: one
+    connection is opened (another, left unclosed, was not closed with the acker's)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert proxy.accepted == 1
+        await asyncio.gather(acker.flush(), db.run(_store.ping()))
+        await db.close()
+        assert proxy.accepted == 2
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert settled == [{(job_id, 1)}]
+
+
+async def test_a_snooze_written_again_that_the_database_refuses_fails_its_job(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statement of a snooze the database cannot hold (a delay past what a timestamp
+    holds) fails on the way to the server; a success joins it. Written again, the snooze is
+    refused: its job fails with the reason, the success is written, and nothing is left to
+    write (the refused batch was tried again forever, every later outcome behind it)."""
+    job_id = claimed(dsn, conn, "w1")
+    other = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        proxy.deliver = False
+        outcome = Outcome(job_id, 1, "queued", delay=1e300)
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
+        acker.add(Outcome(other, 1, "succeeded"))
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert query(dsn, ROW, [job_id]) == [("failed", 1, "w1")]
+    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert set().union(*settled) == {(job_id, 1), (other, 1)}
+    assert "ack_refused" in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_success_written_again_after_a_lost_reply_is_reported_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A success's statement commits, its reply lost. Written again, the fence finds the job
+    gone: it is reported as written, as it was, not as an outcome whose lease was lost (that
+    took it out of worker.stats and said the job would run again)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        outcome = Outcome(job_id, 1, "succeeded")
+        db, acker = await sent(proxy, outcome, lambda _, acked: settled.append(acked.applied()))
+        assert query(dsn, ROW, [job_id]) == [("succeeded", 1, "w1")]  # it did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert settled == [{(job_id, 1)}]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_stop_whose_last_write_lost_its_reply_finds_the_outcome_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop's last write commits a job's success, its reply lost. The stop tries once more,
+    on a new connection, and finds it written: run() ends as usual, the success counted. It
+    raised PgQueueError saying the outcome was left unwritten, its job to run again, and took
+    it out of worker.stats, while the job had succeeded."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        # The acker waits far longer than the test: the stop writes the outcome.
+        w = t.app.worker(dsn=proxy.dsn, queues=["io"], scheduler=False, ack_interval=25)
+        runner = asyncio.create_task(w.run())
+        while not w._acker.pending:
+            await asyncio.sleep(0.01)
+        proxy.armed = True
+        w.stop()
+        await asyncio.wait_for(runner, 30)
+        assert proxy.cut.is_set()
+    assert query(dsn, ROW, [job_id]) == [("succeeded", 1, w.name)]
+    assert w.stats.succeeded == 1
+    assert "outcome_unwritten" not in [getattr(r, "action", None) for r in caplog.records]

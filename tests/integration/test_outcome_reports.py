@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _store
 from pgqueue._worker import _worker
 from tests.helpers import query, run_worker_until
 
@@ -65,6 +66,27 @@ async def test_a_success_the_database_records_as_failed_is_reported_failed(
     assert "not succeeded as reported" in failed.getMessage()
 
 
+def stubborn_app(
+    dsn: str, release: asyncio.Event, end: Callable[[], None] = lambda: None
+) -> pgqueue.PgQueue:
+    """An app whose task "stubborn" ignores its cancellation until ``release`` is set, and then
+    ends by calling ``end``."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="stubborn", queue="q")
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        end()
+
+    return app
+
+
+def _snooze() -> None:
+    raise pgqueue.Retry()
+
+
 async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_reported_succeeded(
     dsn: str, conn: Any, caplog: Any, monkeypatch: Any
 ) -> None:
@@ -74,15 +96,8 @@ async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_report
     naming the job instead."""
     monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
     caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
-    app = pgqueue.PgQueue(dsn)
     release = asyncio.Event()
-
-    @app.task(name="stubborn", queue="q")
-    async def stubborn() -> None:
-        while not release.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await release.wait()
-
+    app = stubborn_app(dsn, release)
     job_id = app.using("stubborn").enqueue(conn)
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.1)
@@ -95,6 +110,40 @@ async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_report
     assert _actions(caplog, "job_succeeded") == []
     [unwritten] = _actions(caplog, "outcome_unwritten")
     assert (unwritten.levelno, unwritten.job_id) == (logging.WARNING, job_id)
+
+
+async def test_an_abandoned_coroutines_snooze_written_by_the_stop_is_not_put_back_again(
+    dsn: str, conn: Any, monkeypatch: Any
+) -> None:
+    """A coroutine ignores its cancellation at shutdown, is abandoned, and raises Retry() (its
+    attempt given back) before the worker's last writes, which write it; another worker then
+    claims the job, as attempt 1 again. Putting back the jobs stopped at shutdown must leave
+    that claim: it put it back (the attempt it ended was written already), and the job ran
+    twice at once."""
+    monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
+    release = asyncio.Event()
+    app = stubborn_app(dsn, release, _snooze)
+    job_id = app.using("stubborn").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.1)
+    real = w._ack_db.run
+
+    async def run(q: Any) -> Any:
+        if w.abandoned_coroutines() and not release.is_set():  # before the last writes
+            release.set()
+            while w.abandoned_coroutines():  # it ends, its outcome kept
+                await asyncio.sleep(0.01)
+        done = await real(q)
+        if "outcomes" in (getattr(q, "params", None) or {}) and release.is_set():
+            claim = _store.jobs_claim("w2", {"q": 1}, 30)
+            with psycopg.connect(dsn, autocommit=True) as other:
+                assert [r[0] for r in _store.run(other.cursor(), claim).rows] == [job_id]
+        return done
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    await run_worker_until(w, lambda: w.running == 1, timeout=10)
+    row = "SELECT state, attempts, worker_id FROM pgqueue.jobs"
+    assert query(dsn, row) == [("running", 1, "w2")]
 
 
 # What the rescue of an expired lease does to a running job: another worker may claim it now.
@@ -217,11 +266,14 @@ async def test_after_a_failed_last_flush_an_abandoned_coroutine_ending_in_the_dr
     # Outcomes wait for a second one (or 20 s): the last flush is the first ack statement.
     w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=1, ack_batch=2,
                    ack_interval=20)  # fmt: skip
-    real, failed = w._ack_db.run, asyncio.Event()
+    real, failed, tries = w._ack_db.run, asyncio.Event(), [0]
 
     async def run(q: Any) -> Any:
-        if "outcomes" in (getattr(q, "params", None) or {}) and not failed.is_set():
-            failed.set()
+        acks = isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {})
+        if acks and not failed.is_set():  # the last flush, and the stop's second try
+            tries[0] += 1
+            if tries[0] == 2:
+                failed.set()
             raise psycopg.OperationalError("injected: the last flush fails")
         return await real(q)
 
@@ -269,7 +321,7 @@ async def test_outcomes_the_acker_never_wrote_by_the_stop_leave_the_stats(
     real = w._ack_db.run
 
     async def run(q: Any) -> Any:
-        if "outcomes" in (getattr(q, "params", None) or {}):
+        if isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {}):
             raise psycopg.OperationalError("injected: no ack is written")
         return await real(q)
 
