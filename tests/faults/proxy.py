@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import struct
+import threading
+from collections.abc import Iterator
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -111,3 +114,117 @@ class ReplyCutter:
                     self.cut.set()
                     return
                 held = held[1 + length :]
+
+
+class _Frames:
+    """Splits one direction of a connection into whole protocol messages; ``startup``: the
+    first one is the startup packet (no type byte)."""
+
+    def __init__(self, startup: bool = False) -> None:
+        self.startup = startup
+        self._held = b""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The (type, whole message) pairs ``data`` completes; the startup packet's type is b""."""
+        self._held += data
+        messages = []
+        while True:
+            head = 0 if self.startup else 1
+            if len(self._held) < head + 4:
+                return messages
+            length = struct.unpack("!i", self._held[head : head + 4])[0]
+            if len(self._held) < head + length:
+                return messages
+            kind, message = self._held[:head], self._held[: head + length]
+            self._held = self._held[head + length :]
+            self.startup = False
+            messages.append((kind, message))
+
+
+def _strings(message: bytes, count: int) -> list[bytes]:
+    """The first ``count`` NUL-terminated strings after a typed message's header."""
+    return message[5:].split(b"\0", count)[:count]
+
+
+class LossyProxy(ReplyCutter):
+    """Forwards connections to the server of ``dsn``, and loses, with chance ``chance`` drawn
+    from ``random.Random(seed)`` in the order they come, what follows of each execution of a
+    statement whose text holds one of ``markers`` on a connection whose startup names one of
+    ``applications``: either the reply (the statement runs to its end, committed or rolled
+    back, and the proxy then closes both sides), or, one time in two, the statement itself.
+    Executions of a prepared statement are recognised by its name. ``lost`` counts them."""
+
+    def __init__(
+        self, dsn: str, markers: tuple[bytes, ...], applications: tuple[bytes, ...],
+        seed: int, chance: float,
+    ) -> None:  # fmt: skip
+        super().__init__(dsn, b"", b"")
+        self.markers = markers
+        self.applications = applications
+        self.chance = chance
+        self.rng = random.Random(seed)
+        self.lost = {"reply": 0, "statement": 0}
+
+    def _marks(self, text: bytes) -> bool:
+        return any(marker in text for marker in self.markers)
+
+    async def _up(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        frames = _Frames(startup=True)
+        watched = False
+        prepared: set[bytes] = set()  # names of marked prepared statements
+        unnamed = False  # the unnamed statement is marked
+        while data := await reader.read(65536):
+            for kind, message in frames.feed(data):
+                marked = False
+                if kind == b"":
+                    watched = any(app in message for app in self.applications)
+                elif kind == b"P":
+                    name, text = _strings(message, 2)
+                    if name:
+                        if self._marks(text):
+                            prepared.add(name)
+                    else:
+                        unnamed = self._marks(text)
+                elif kind == b"B":
+                    statement = _strings(message, 2)[1]
+                    marked = statement in prepared if statement else unnamed
+                elif kind == b"Q":
+                    marked = self._marks(message)
+                if watched and marked and self.rng.random() < self.chance:
+                    cutting.set()  # before the server can answer
+                    if self.rng.random() < 0.5:
+                        self.lost["statement"] += 1
+                        return
+                    self.lost["reply"] += 1
+                writer.write(message)
+            await writer.drain()
+
+    async def _down(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        frames = _Frames()
+        while data := await reader.read(65536):
+            for kind, message in frames.feed(data):
+                if not cutting.is_set():
+                    writer.write(message)
+                elif kind == b"Z":  # ReadyForQuery: the statement's transaction has ended
+                    return
+            await writer.drain()
+
+
+@contextlib.contextmanager
+def serving(proxy: ReplyCutter) -> Iterator[ReplyCutter]:
+    """Run ``proxy`` on an event loop of its own, in a thread, for a synchronous test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(10)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
