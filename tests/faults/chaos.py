@@ -84,13 +84,17 @@ class Run:
     run: int
     attempt: int
     action: str
+    pid: int
     started: datetime
     ended: datetime | None
+
+    def __str__(self) -> str:
+        return f"run {self.run} (attempt {self.attempt}: {self.action}, pid {self.pid})"
 
 
 def _runs(dsn: str) -> dict[int, list[Run]]:
     runs: dict[int, list[Run]] = {}
-    for job_id, *row in query(dsn, "SELECT job_id, run, attempt, action, started, ended "
+    for job_id, *row in query(dsn, "SELECT job_id, run, attempt, action, pid, started, ended "
                                    "FROM chaos_ledger ORDER BY started, run"):  # fmt: skip
         runs.setdefault(job_id, []).append(Run(*row))
     return runs

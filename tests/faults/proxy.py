@@ -147,54 +147,52 @@ def _strings(message: bytes, count: int) -> list[bytes]:
 
 
 class LossyProxy(ReplyCutter):
-    """Forwards connections to the server of ``dsn``, and loses, with chance ``chance`` drawn
-    from ``random.Random(seed)`` in the order they come, what follows of each execution of a
-    statement whose text holds one of ``markers`` on a connection whose startup names one of
-    ``applications``: either the reply (the statement runs to its end, committed or rolled
-    back, and the proxy then closes both sides), or, one time in two, the statement itself.
-    Executions of a prepared statement are recognised by its name. ``lost`` counts them."""
+    """Forwards connections to the server of ``dsn``, and loses, with the chance ``markers``
+    gives the first marker a statement's text holds, drawn from ``random.Random(seed)`` in the
+    order they come, what follows of each execution of that statement on a connection whose
+    startup names one of ``applications``: either the reply (the statement runs to its end,
+    committed or rolled back, and the proxy then closes both sides), or, one time in three, the
+    statement itself. Executions of a prepared statement are recognised by its name. ``lost``
+    counts them."""
 
     def __init__(
-        self, dsn: str, markers: tuple[bytes, ...], applications: tuple[bytes, ...],
-        seed: int, chance: float,
-    ) -> None:  # fmt: skip
+        self, dsn: str, markers: dict[bytes, float], applications: tuple[bytes, ...], seed: int
+    ) -> None:
         super().__init__(dsn, b"", b"")
         self.markers = markers
         self.applications = applications
-        self.chance = chance
         self.rng = random.Random(seed)
         self.lost = {"reply": 0, "statement": 0}
 
-    def _marks(self, text: bytes) -> bool:
-        return any(marker in text for marker in self.markers)
+    def _chance(self, text: bytes) -> float:
+        return next((chance for marker, chance in self.markers.items() if marker in text), 0.0)
 
     async def _up(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
     ) -> None:
         frames = _Frames(startup=True)
         watched = False
-        prepared: set[bytes] = set()  # names of marked prepared statements
-        unnamed = False  # the unnamed statement is marked
+        prepared: dict[bytes, float] = {}  # the chances of marked prepared statements
+        unnamed = 0.0  # ... and of the unnamed statement
         while data := await reader.read(65536):
             for kind, message in frames.feed(data):
-                marked = False
+                chance = 0.0
                 if kind == b"":
                     watched = any(app in message for app in self.applications)
                 elif kind == b"P":
                     name, text = _strings(message, 2)
                     if name:
-                        if self._marks(text):
-                            prepared.add(name)
+                        prepared[name] = self._chance(text)
                     else:
-                        unnamed = self._marks(text)
+                        unnamed = self._chance(text)
                 elif kind == b"B":
                     statement = _strings(message, 2)[1]
-                    marked = statement in prepared if statement else unnamed
+                    chance = prepared.get(statement, 0.0) if statement else unnamed
                 elif kind == b"Q":
-                    marked = self._marks(message)
-                if watched and marked and self.rng.random() < self.chance:
+                    chance = self._chance(message)
+                if watched and chance and self.rng.random() < chance:
                     cutting.set()  # before the server can answer
-                    if self.rng.random() < 0.5:
+                    if self.rng.random() < 1 / 3:
                         self.lost["statement"] += 1
                         return
                     self.lost["reply"] += 1
