@@ -140,6 +140,11 @@ def _sequence(runs: list[Run], max_attempts: int) -> list[str]:
     return wrong
 
 
+def _timed_out_unrun(error: str, attempts: int, runs: list[Run]) -> bool:
+    """Whether a job's last attempt timed out without a run recorded."""
+    return error.startswith("timed out after") and (not runs or runs[-1].attempt < attempts)
+
+
 def judge(dsn: str, enqueued: Enqueued) -> dict[int, list[str]]:
     """Every invariant the ledger can check, by job: empty when all hold."""
     rows = query(dsn, "SELECT id, state, attempts, max_attempts, coalesce(last_error, '') "
@@ -147,13 +152,17 @@ def judge(dsn: str, enqueued: Enqueued) -> dict[int, list[str]]:
     runs = _runs(dsn)
     wrong: dict[int, list[str]] = {}
     for job_id, state, attempts, max_attempts, error in rows:
-        found = _sequence(runs.get(job_id, []), max_attempts) if job_id in runs else []
-        job_runs = runs.get(job_id)
+        job_runs = runs.get(job_id, [])
+        found = _sequence(job_runs, max_attempts) if job_runs else []
         if state in ("queued", "running"):
             found.append(f"still {state}")
-        elif state == "failed" and error == "worker lost":
+        elif state == "failed" and (
+            error == "worker lost" or _timed_out_unrun(error, attempts, job_runs)
+        ):
+            # The last attempt never ran, or never got to record its run (a timeout that
+            # struck while a child process started): it can only be the last allowed.
             if attempts != max_attempts:
-                found.append(f"worker lost at attempt {attempts} of {max_attempts}")
+                found.append(f"{error} at attempt {attempts} of {max_attempts}")
         elif not job_runs:
             found.append(f"ended {state} without a run")
         else:
