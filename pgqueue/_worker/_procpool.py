@@ -155,6 +155,11 @@ def _child_main(
             where, args, kwargs, fields = conn.recv()
         except EOFError:
             return
+        if _gone(worker_pid, worker_started):
+            # Sent before the worker died, read since (by a child still starting, say): its
+            # job is rescued and runs again elsewhere. The watch would end this copy only at
+            # its next look, after it had run for up to _WATCH_INTERVAL.
+            return
         try:
             if failed_setup is not None:
                 raise failed_setup

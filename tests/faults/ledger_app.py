@@ -8,6 +8,7 @@ Running the same attempt twice bumps ``dupes`` instead of failing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -126,3 +127,88 @@ def record_then_sleep(seconds: float) -> None:
     """Record this attempt (with the child's pid), then sleep: a long CPU-bound task."""
     _record_sync("child")
     time.sleep(seconds)
+
+
+# The chaos workload: each job carries a plan, per attempt, of what its runs of that attempt
+# do in turn ("ok" past the plan's end); each run records itself in chaos_ledger first, so that
+# tests/faults/chaos.py can judge the jobs' rows by what their tasks did.
+CHAOS_DDL = """
+CREATE TABLE IF NOT EXISTS chaos_ledger (
+    run      bigserial   PRIMARY KEY,
+    job_id   bigint      NOT NULL,
+    attempt  integer     NOT NULL,
+    action   text        NOT NULL,
+    pid      integer     NOT NULL,
+    started  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ended    timestamptz
+)
+"""
+
+_CHAOS_START = """
+WITH n AS (SELECT count(*)::int AS seq FROM chaos_ledger
+            WHERE job_id = %(job)s AND attempt = %(attempt)s)
+INSERT INTO chaos_ledger (job_id, attempt, action, pid)
+SELECT %(job)s, %(attempt)s,
+       coalesce(%(plan)s::jsonb -> (%(attempt)s - 1) ->> n.seq, 'ok'), %(pid)s FROM n
+RETURNING run, action
+"""
+
+_CHAOS_END = "UPDATE chaos_ledger SET ended = clock_timestamp() WHERE run = %s"
+
+GIVE_BACK = ("retry", "retry_delay")  # actions raising Retry(): the attempt is given back
+
+
+def _ledger_dsn() -> str:
+    return os.environ.get("FAULTS_LEDGER_DSN") or str(app.dsn)
+
+
+def _start(conn: psycopg.Connection[Any], plan: list[list[str]]) -> tuple[int, str]:
+    job = pgqueue.current_job()
+    params = {"job": job.id, "attempt": job.attempt, "plan": json.dumps(plan), "pid": os.getpid()}
+    row = conn.execute(_CHAOS_START, params).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def _end(conn: psycopg.Connection[Any], run: int, action: str) -> None:
+    """Record the run's end, then do what ``action`` says (timeouts and cancels never end)."""
+    conn.execute(_CHAOS_END, [run])
+    if action == "fail":
+        raise RuntimeError("planned failure")
+    if action == "retry":
+        raise pgqueue.Retry()
+    if action == "retry_delay":
+        raise pgqueue.Retry(delay=0.2)
+
+
+@app.task(queue="chaos", max_attempts=6, retry=quick_retry)
+async def chaos(plan: list[list[str]]) -> None:
+    """Run on the loop: do what ``plan`` says for this run (see _CHAOS_START)."""
+    crash_point("mid_task")
+    with await asyncio.to_thread(psycopg.connect, _ledger_dsn(), autocommit=True) as conn:
+        run, action = await asyncio.to_thread(_start, conn, plan)
+        if action == "timeout":
+            await asyncio.sleep(30)  # the job's timeout interrupts it
+        elif action == "cancel":
+            async with await psycopg.AsyncConnection.connect(_ledger_dsn()) as own:
+                await app.acancel(own, pgqueue.current_job().id)
+                await own.commit()
+            await asyncio.sleep(10)  # the worker cancels it at its next heartbeat
+            raise pgqueue.Retry()  # else: a retry of a job asked to cancel ends cancelled
+        await asyncio.to_thread(_end, conn, run, action)
+
+
+@app.task(queue="chaos", executor="thread", max_attempts=6, retry=quick_retry)
+def chaos_sync(plan: list[list[str]]) -> None:
+    """Run in a thread: do what ``plan`` says for this run (see _CHAOS_START)."""
+    crash_point("mid_task")
+    with psycopg.connect(_ledger_dsn(), autocommit=True) as conn:
+        run, action = _start(conn, plan)
+        if action == "timeout":
+            time.sleep(1)  # past the job's timeout: the worker gives up on it
+            return
+        if action == "cancel":
+            app.cancel(conn, pgqueue.current_job().id)
+            pgqueue.current_job().cancelled.wait(10)
+            raise pgqueue.Retry()
+        _end(conn, run, action)

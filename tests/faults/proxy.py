@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import struct
+import threading
+from collections.abc import Iterator
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -113,3 +116,115 @@ class ReplyCutter:
                     self.cut.set()
                     return
                 held = held[1 + length :]
+
+
+class _Frames:
+    """Splits one direction of a connection into whole protocol messages; ``startup``: the
+    first one is the startup packet (no type byte)."""
+
+    def __init__(self, startup: bool = False) -> None:
+        self.startup = startup
+        self._held = b""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The (type, whole message) pairs ``data`` completes; the startup packet's type is b""."""
+        self._held += data
+        messages = []
+        while True:
+            head = 0 if self.startup else 1
+            if len(self._held) < head + 4:
+                return messages
+            length = struct.unpack("!i", self._held[head : head + 4])[0]
+            if len(self._held) < head + length:
+                return messages
+            kind, message = self._held[:head], self._held[: head + length]
+            self._held = self._held[head + length :]
+            self.startup = False
+            messages.append((kind, message))
+
+
+def _strings(message: bytes, count: int) -> list[bytes]:
+    """The first ``count`` NUL-terminated strings after a typed message's header."""
+    return message[5:].split(b"\0", count)[:count]
+
+
+class LossyProxy(ReplyCutter):
+    """Forwards connections to the server of ``dsn``, and loses, with the chance ``markers``
+    gives the first marker a statement's text holds, drawn from ``random.Random(seed)`` in the
+    order they come, what follows of each execution of that statement on a connection whose
+    startup names one of ``applications``: either the reply (the statement runs to its end,
+    committed or rolled back, and the proxy then closes both sides), or, one time in three, the
+    statement itself. Executions of a prepared statement are recognised by its name. ``lost``
+    counts them."""
+
+    def __init__(
+        self, dsn: str, markers: dict[bytes, float], applications: tuple[bytes, ...], seed: int
+    ) -> None:
+        super().__init__(dsn, b"", b"")
+        self.markers = markers
+        self.applications = applications
+        self.rng = random.Random(seed)
+        self.lost = {"reply": 0, "statement": 0}
+
+    def _chance(self, text: bytes) -> float:
+        return next((chance for marker, chance in self.markers.items() if marker in text), 0.0)
+
+    async def _up(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        frames = _Frames(startup=True)
+        watched = False
+        prepared: dict[bytes, float] = {}  # the chances of marked prepared statements
+        unnamed = 0.0  # ... and of the unnamed statement
+        while data := await reader.read(65536):
+            for kind, message in frames.feed(data):
+                chance = 0.0
+                if kind == b"":
+                    watched = any(app in message for app in self.applications)
+                elif kind == b"P":
+                    name, text = _strings(message, 2)
+                    if name:
+                        prepared[name] = self._chance(text)
+                    else:
+                        unnamed = self._chance(text)
+                elif kind == b"B":
+                    statement = _strings(message, 2)[1]
+                    chance = prepared.get(statement, 0.0) if statement else unnamed
+                elif kind == b"Q":
+                    chance = self._chance(message)
+                if watched and chance and self.rng.random() < chance:
+                    cutting.set()  # before the server can answer
+                    if self.rng.random() < 1 / 3:
+                        self.lost["statement"] += 1
+                        return
+                    self.lost["reply"] += 1
+                writer.write(message)
+            await writer.drain()
+
+    async def _down(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event
+    ) -> None:
+        frames = _Frames()
+        while data := await reader.read(65536):
+            for kind, message in frames.feed(data):
+                if not cutting.is_set():
+                    writer.write(message)
+                elif kind == b"Z":  # ReadyForQuery: the statement's transaction has ended
+                    return
+            await writer.drain()
+
+
+@contextlib.contextmanager
+def serving(proxy: ReplyCutter) -> Iterator[ReplyCutter]:
+    """Run ``proxy`` on an event loop of its own, in a thread, for a synchronous test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(10)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

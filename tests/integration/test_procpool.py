@@ -84,3 +84,33 @@ async def test_children_outlive_their_watch_when_the_start_time_is_unknown(monke
         assert isinstance(await pool.run(_where("spin"), [1.0], {}, FIELDS), int)
     finally:
         pool.shutdown()
+
+
+def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
+    """A child still starting when its worker was SIGKILLed finds the call sent before: it must
+    not run it (the job is rescued and runs again elsewhere), but end without an answer. It
+    used to run it, up to its watch's first look a quarter of a second later: in the fault
+    suite a job's attempt 2 ran there after its attempt 3 had run on another worker."""
+    import multiprocessing
+    import subprocess
+
+    from pgqueue._worker._liveness import process_started
+    from pgqueue._worker._procpool import _child_main
+
+    worker = subprocess.Popen(["sleep", "60"])
+    started = process_started(worker.pid)
+    worker.kill()
+    worker.wait()
+    context = multiprocessing.get_context("forkserver")
+    parent, child = context.Pipe()
+    process = context.Process(target=_child_main, args=(child, worker.pid, started, None))
+    process.start()
+    child.close()
+    try:
+        parent.send((_where("process_pid"), [], {}, FIELDS))
+        with pytest.raises(EOFError):
+            parent.recv()
+    finally:
+        process.kill()
+        process.join()
+        parent.close()
