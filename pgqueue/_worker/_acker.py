@@ -267,34 +267,43 @@ class Acker:
         written: list[Outcome] = []
         acked = Acked([], [], [])
         for i, outcome in enumerate(taken):
+            left = taken[i:]
             try:
                 try:
                     one = await write([outcome])
                 except _REFUSED as refused:
-                    failure, one = await self._write_refused(outcome, refused)
+                    # The failure sent may commit, its reply lost: it is what is written again.
+                    left = [self._failure(outcome, refused), *taken[i + 1 :]]
+                    failure, one = await self._write_refused(outcome, left[0])
                     if failure is None:
                         continue
                     outcome = failure
             except BaseException:
-                self._put_back(taken[i:] + (behind or []))
+                self._put_back(left + (behind or []))
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)
             acked = acked.plus(one)
         return written, acked
 
-    async def _write_refused(
-        self, outcome: Outcome, exc: psycopg.Error
-    ) -> tuple[Outcome | None, Acked]:
-        """Record a refused outcome as a failure; returns that failure, or ``None`` when the
-        database refused it too or its lease had passed on, and tells ``refused`` either way."""
+    @staticmethod
+    def _failure(outcome: Outcome, exc: psycopg.Error) -> Outcome:
+        """The failure recorded in place of ``outcome``, which the database refused."""
         reason = first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
             "job %s attempt %s: the database refused its outcome; recording it as failed: %s",
             outcome.job_id, outcome.attempt, reason, extra=_about(outcome, "ack_refused"),
         )  # fmt: skip
-        failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
+        return Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
+
+    async def _write_refused(
+        self, outcome: Outcome, failure: Outcome
+    ) -> tuple[Outcome | None, Acked]:
+        """Record a refused outcome as ``failure``; returns that failure, or ``None`` when the
+        database refused it too or its lease had passed on, and tells ``refused`` either way.
+        Interrupted (it may have committed, its reply lost), it tells ``refused`` the failure
+        is written: its caller keeps the failure, which is written again, and settled so."""
         written: Outcome | None = failure
         try:
             acked = await self.db.run(_store.jobs_ack([failure]))
@@ -306,6 +315,10 @@ class Acker:
                 outcome.state, extra=_about(outcome, "outcome_unwritten"),
             )  # fmt: skip
             written, acked = None, Acked([], [], [])
+        except BaseException:
+            if self.refused is not None:
+                self.refused(outcome, failure)
+            raise
         if written is not None and not acked.ids:  # its lease passed on: not written either
             self._report_lost([failure], set())
             written = None

@@ -335,3 +335,62 @@ async def test_a_stop_whose_last_write_lost_its_reply_finds_the_outcome_written(
     assert query(dsn, ROW, [job_id]) == [("succeeded", 1, w.name)]
     assert w.stats.succeeded == 1
     assert "outcome_unwritten" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_failure_recording_a_refused_outcome_whose_reply_is_lost_is_found_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses a snooze (a delay past what a timestamp holds); the failure written
+    in its place commits, its reply lost. Written again, that failure is found written: the
+    job failed as recorded. It was the snooze that was put back, which no row check finds
+    written (the job failed, not queued): reported as a lease lost and discarded, the refusal
+    never reported, while the job had failed as recorded."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    refused: list[tuple[Outcome, Outcome | None]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db = Db(proxy.dsn, "acker")
+        acker = Acker(
+            db, 100, 0.01, lambda _, acked: settled.append(acked.applied()),
+            lambda o, w: refused.append((o, w)), worker="w1",
+        )  # fmt: skip
+        acks = 0
+        ack = acker._ack
+
+        async def ack_then_arm(outcomes: list[Outcome]) -> Acked:
+            nonlocal acks
+            acks += 1
+            try:
+                return await ack(outcomes)
+            finally:
+                proxy.armed = acks == 2  # the batch, then the snooze alone: both refused
+
+        acker._ack = ack_then_arm  # type: ignore[method-assign]
+        snooze = Outcome(job_id, 1, "queued", delay=1e300)
+        acker.add(snooze)
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert proxy.cut.is_set() and acks == 2
+        assert query(dsn, ROW, [job_id]) == [("failed", 1, "w1")]  # the failure did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert set().union(*settled) == {(job_id, 1)}
+    assert [(o, w is not None and w.state) for o, w in refused] == [(snooze, "failed")]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+def test_a_failure_kept_for_a_refused_retry_and_found_unwritten_forgets_the_retry(
+    dsn: str,
+) -> None:
+    """A refused retry's failure is kept after its reply was lost (refused was told of it);
+    written again, it is found unwritten (the lease passed on). The retry, never reported,
+    leaves Worker._retrying, and worker.stats counts no failure less than it counted."""
+    w = t.app.worker(dsn=dsn, queues=["io"], scheduler=False)
+    retry = Outcome(7, 1, "queued", error="boom")
+    failure = Outcome(7, 1, "failed", error="pgqueue could not store this attempt's outcome")
+    w._retrying[7, 1] = [(None, 0.0, 0.0)]  # type: ignore[list-item]
+    w._refused(retry, failure)
+    w._settled([failure], Acked([], [], []))
+    assert w._retrying == {}
+    assert w.stats.failed == 0
