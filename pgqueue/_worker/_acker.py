@@ -115,10 +115,19 @@ class Acker:
         worker's heartbeats keep: but those that may have given their attempt back, whose
         job may be another worker's claim of that attempt now (see _doubtful_kind). Any other
         outcome sent in a statement that failed keeps its lease: written, its job's next claim
-        has another attempt, which the extension's fence never matches."""
-        return [
-            _key(o) for o in self._buffer if _key(o) not in self._doubtful or not _gives_back(o)
-        ]
+        has another attempt, which the extension's fence never matches. One followed by an
+        outcome of the same attempt keeps it: that committed, and this worker claimed the job
+        again under that attempt (see _doubtful_kind)."""
+        if not self._doubtful:
+            return [_key(o) for o in self._buffer]
+        kept: list[tuple[int, int]] = []
+        later: set[tuple[int, int]] = set()
+        for o in reversed(self._buffer):
+            key = _key(o)
+            if key in later or key not in self._doubtful or not _gives_back(o):
+                kept.append(key)
+            later.add(key)
+        return kept[::-1]
 
     async def run(self) -> None:
         """Flush batches forever; a failed flush keeps its outcomes and is tried again."""

@@ -394,3 +394,21 @@ def test_a_failure_kept_for_a_refused_retry_and_found_unwritten_forgets_the_retr
     w._settled([failure], Acked([], [], []))
     assert w._retrying == {}
     assert w.stats.failed == 0
+
+
+async def test_a_snooze_behind_a_doubtful_snooze_of_its_attempt_keeps_its_lease(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """w1's snooze commits, its reply lost; w1 claims the job again (attempt 1 again) and
+    snoozes it again, before its acker reconnects. That second snooze was never sent: the job
+    is w1's claim, whose lease the heartbeats keep. The key it shares with the doubtful snooze
+    left it out of Acker.holding(): its lease could expire, the rescue then counting an
+    attempt the snooze gives back (or failing the job as worker lost at its last attempt)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert [r[0] for r in run(dsn, _store.jobs_claim("w1", {"io": 1}, 30)).rows] == [job_id]
+        acker.add(Outcome(job_id, 1, "queued"))
+        assert acker.holding() == [(job_id, 1)]
+        await db.close()
