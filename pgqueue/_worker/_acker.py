@@ -191,7 +191,7 @@ class Acker:
         try:
             await self.db.run(_store.ping())
         except BaseException:
-            self._put_back(taken)
+            self._put_back(taken, sent=[])
             raise
         async with self.claims:
             kinds = [self._doubtful_kind(i, taken) for i in range(len(taken))]
@@ -207,7 +207,7 @@ class Acker:
             except _REFUSED as exc:  # the outcomes found still this worker's claims: one by one
                 again, acked = await self._write_each(again, exc, self._ack_again, usual)
             except BaseException:
-                self._put_back(unsettled)  # in their order: a later outcome stays behind
+                self._put_back(unsettled, sent=again)  # in their order: a later one stays behind
                 raise
             if again:
                 self._done(again, acked)
@@ -288,7 +288,7 @@ class Acker:
                         continue
                     outcome = failure
             except BaseException:
-                self._put_back(left + (behind or []))
+                self._put_back(left + (behind or []), sent=left[:1])
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)
@@ -343,10 +343,11 @@ class Acker:
         self._full.clear()
         return left
 
-    def _put_back(self, outcomes: list[Outcome]) -> None:
-        """Keep ``outcomes``, whose statement failed, for the next flush."""
+    def _put_back(self, outcomes: list[Outcome], sent: list[Outcome] | None = None) -> None:
+        """Keep ``outcomes`` for the next flush; those ``sent`` (all by default) in a statement
+        that failed are doubtful. One never sent is not: its job is still its claim."""
         self._buffer[:0] = outcomes
-        self._doubtful.update(map(_key, outcomes))
+        self._doubtful.update(map(_key, outcomes if sent is None else sent))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

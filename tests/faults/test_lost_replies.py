@@ -145,27 +145,32 @@ async def test_a_snooze_written_again_after_a_lost_reply_leaves_the_workers_own_
     assert query(dsn, done, [job_id]) == [("succeeded", 1)]
 
 
+@pytest.mark.parametrize(("state", "ended"), [("succeeded", ("succeeded", 1, "w1")),
+                                              ("queued", ("queued", 0, None))])  # fmt: skip
 async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
-    dsn: str, conn: psycopg.Connection
+    dsn: str, conn: psycopg.Connection, state: str, ended: tuple[object, ...]
 ) -> None:
-    """The snooze's statement fails; another job's success joins it. Written again, the
-    connection fails once more before the write reaches the server: both outcomes are kept,
-    in their order, and the next try writes both."""
+    """The snooze's statement fails; another job's success (or snooze) joins it. Written
+    again, the connection fails once more before the write reaches the server: both outcomes
+    are kept, in their order, and the next try writes both. The other outcome, never sent,
+    is not doubtful: its job is still w1's claim, whose lease the heartbeats keep (a snooze
+    put back as doubtful was left out of Acker.holding())."""
     job_id = claimed(dsn, conn, "w1")
     other = claimed(dsn, conn, "w1")
     settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         proxy.deliver = False
         db, acker = await snooze_sent(proxy, job_id, settled)
-        acker.add(Outcome(other, 1, "succeeded"))
+        acker.add(Outcome(other, 1, state))
         proxy.armed = True
         with pytest.raises(psycopg.OperationalError):
             await acker.flush()
         assert acker.pending == 2 and settled == []
+        assert acker.holding() == [(other, 1)]
         await acker.flush()
         await db.close()
     assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
-    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert query(dsn, ROW, [other]) == [ended]
     assert set().union(*settled) == {(job_id, 1), (other, 1)}
 
 
