@@ -115,10 +115,19 @@ class Acker:
         worker's heartbeats keep: but those that may have given their attempt back, whose
         job may be another worker's claim of that attempt now (see _doubtful_kind). Any other
         outcome sent in a statement that failed keeps its lease: written, its job's next claim
-        has another attempt, which the extension's fence never matches."""
-        return [
-            _key(o) for o in self._buffer if _key(o) not in self._doubtful or not _gives_back(o)
-        ]
+        has another attempt, which the extension's fence never matches. One followed by an
+        outcome of the same attempt keeps it: that committed, and this worker claimed the job
+        again under that attempt (see _doubtful_kind)."""
+        if not self._doubtful:
+            return [_key(o) for o in self._buffer]
+        kept: list[tuple[int, int]] = []
+        later: set[tuple[int, int]] = set()
+        for o in reversed(self._buffer):
+            key = _key(o)
+            if key in later or key not in self._doubtful or not _gives_back(o):
+                kept.append(key)
+            later.add(key)
+        return kept[::-1]
 
     async def run(self) -> None:
         """Flush batches forever; a failed flush keeps its outcomes and is tried again."""
@@ -182,7 +191,7 @@ class Acker:
         try:
             await self.db.run(_store.ping())
         except BaseException:
-            self._put_back(taken)
+            self._put_back(taken, sent=[])
             raise
         async with self.claims:
             kinds = [self._doubtful_kind(i, taken) for i in range(len(taken))]
@@ -198,7 +207,7 @@ class Acker:
             except _REFUSED as exc:  # the outcomes found still this worker's claims: one by one
                 again, acked = await self._write_each(again, exc, self._ack_again, usual)
             except BaseException:
-                self._put_back(unsettled)  # in their order: a later outcome stays behind
+                self._put_back(unsettled, sent=again)  # in their order: a later one stays behind
                 raise
             if again:
                 self._done(again, acked)
@@ -267,34 +276,43 @@ class Acker:
         written: list[Outcome] = []
         acked = Acked([], [], [])
         for i, outcome in enumerate(taken):
+            left = taken[i:]
             try:
                 try:
                     one = await write([outcome])
                 except _REFUSED as refused:
-                    failure, one = await self._write_refused(outcome, refused)
+                    # The failure sent may commit, its reply lost: it is what is written again.
+                    left = [self._failure(outcome, refused), *taken[i + 1 :]]
+                    failure, one = await self._write_refused(outcome, left[0])
                     if failure is None:
                         continue
                     outcome = failure
             except BaseException:
-                self._put_back(taken[i:] + (behind or []))
+                self._put_back(left + (behind or []), sent=left[:1])
                 self._done(written, acked)  # those already written are not written again
                 raise
             written.append(outcome)
             acked = acked.plus(one)
         return written, acked
 
-    async def _write_refused(
-        self, outcome: Outcome, exc: psycopg.Error
-    ) -> tuple[Outcome | None, Acked]:
-        """Record a refused outcome as a failure; returns that failure, or ``None`` when the
-        database refused it too or its lease had passed on, and tells ``refused`` either way."""
+    @staticmethod
+    def _failure(outcome: Outcome, exc: psycopg.Error) -> Outcome:
+        """The failure recorded in place of ``outcome``, which the database refused."""
         reason = first_line(exc)
         why = f"pgqueue could not store this attempt's outcome ({outcome.state}): {reason}"
         log.error(
             "job %s attempt %s: the database refused its outcome; recording it as failed: %s",
             outcome.job_id, outcome.attempt, reason, extra=_about(outcome, "ack_refused"),
         )  # fmt: skip
-        failure = Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
+        return Outcome(outcome.job_id, outcome.attempt, "failed", error=why)
+
+    async def _write_refused(
+        self, outcome: Outcome, failure: Outcome
+    ) -> tuple[Outcome | None, Acked]:
+        """Record a refused outcome as ``failure``; returns that failure, or ``None`` when the
+        database refused it too or its lease had passed on, and tells ``refused`` either way.
+        Interrupted (it may have committed, its reply lost), it tells ``refused`` the failure
+        is written: its caller keeps the failure, which is written again, and settled so."""
         written: Outcome | None = failure
         try:
             acked = await self.db.run(_store.jobs_ack([failure]))
@@ -306,6 +324,10 @@ class Acker:
                 outcome.state, extra=_about(outcome, "outcome_unwritten"),
             )  # fmt: skip
             written, acked = None, Acked([], [], [])
+        except BaseException:
+            if self.refused is not None:
+                self.refused(outcome, failure)
+            raise
         if written is not None and not acked.ids:  # its lease passed on: not written either
             self._report_lost([failure], set())
             written = None
@@ -321,10 +343,11 @@ class Acker:
         self._full.clear()
         return left
 
-    def _put_back(self, outcomes: list[Outcome]) -> None:
-        """Keep ``outcomes``, whose statement failed, for the next flush."""
+    def _put_back(self, outcomes: list[Outcome], sent: list[Outcome] | None = None) -> None:
+        """Keep ``outcomes`` for the next flush; those ``sent`` (all by default) in a statement
+        that failed are doubtful. One never sent is not: its job is still its claim."""
         self._buffer[:0] = outcomes
-        self._doubtful.update(map(_key, outcomes))
+        self._doubtful.update(map(_key, outcomes if sent is None else sent))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:

@@ -860,10 +860,9 @@ class Worker:
     def _unwritten(self, outcome: Outcome) -> None:
         """Forget an outcome the database holds nothing of (its job runs again, or another
         worker's attempt ends it): a retry was not reported, and another outcome, reported when
-        its attempt ended, leaves worker.stats (the events sent stay sent)."""
-        if outcome.state == "queued":
-            self._retry_written(outcome)
-        else:
+        its attempt ended, leaves worker.stats (the events sent stay sent). A failure written
+        in place of a refused retry holds that retry's report (see _refused)."""
+        if self._retry_written(outcome) is None and outcome.state != "queued":
             self._count(outcome.state, -1)
 
     def _retry_written(self, outcome: Outcome) -> tuple[JobContext, float, float] | None:

@@ -145,27 +145,32 @@ async def test_a_snooze_written_again_after_a_lost_reply_leaves_the_workers_own_
     assert query(dsn, done, [job_id]) == [("succeeded", 1)]
 
 
+@pytest.mark.parametrize(("state", "ended"), [("succeeded", ("succeeded", 1, "w1")),
+                                              ("queued", ("queued", 0, None))])  # fmt: skip
 async def test_a_batch_written_again_that_fails_again_keeps_every_outcome(
-    dsn: str, conn: psycopg.Connection
+    dsn: str, conn: psycopg.Connection, state: str, ended: tuple[object, ...]
 ) -> None:
-    """The snooze's statement fails; another job's success joins it. Written again, the
-    connection fails once more before the write reaches the server: both outcomes are kept,
-    in their order, and the next try writes both."""
+    """The snooze's statement fails; another job's success (or snooze) joins it. Written
+    again, the connection fails once more before the write reaches the server: both outcomes
+    are kept, in their order, and the next try writes both. The other outcome, never sent,
+    is not doubtful: its job is still w1's claim, whose lease the heartbeats keep (a snooze
+    put back as doubtful was left out of Acker.holding())."""
     job_id = claimed(dsn, conn, "w1")
     other = claimed(dsn, conn, "w1")
     settled: list[set[tuple[int, int]]] = []
     async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
         proxy.deliver = False
         db, acker = await snooze_sent(proxy, job_id, settled)
-        acker.add(Outcome(other, 1, "succeeded"))
+        acker.add(Outcome(other, 1, state))
         proxy.armed = True
         with pytest.raises(psycopg.OperationalError):
             await acker.flush()
         assert acker.pending == 2 and settled == []
+        assert acker.holding() == [(other, 1)]
         await acker.flush()
         await db.close()
     assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
-    assert query(dsn, ROW, [other]) == [("succeeded", 1, "w1")]
+    assert query(dsn, ROW, [other]) == [ended]
     assert set().union(*settled) == {(job_id, 1), (other, 1)}
 
 
@@ -335,3 +340,80 @@ async def test_a_stop_whose_last_write_lost_its_reply_finds_the_outcome_written(
     assert query(dsn, ROW, [job_id]) == [("succeeded", 1, w.name)]
     assert w.stats.succeeded == 1
     assert "outcome_unwritten" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+async def test_a_failure_recording_a_refused_outcome_whose_reply_is_lost_is_found_written(
+    dsn: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses a snooze (a delay past what a timestamp holds); the failure written
+    in its place commits, its reply lost. Written again, that failure is found written: the
+    job failed as recorded. It was the snooze that was put back, which no row check finds
+    written (the job failed, not queued): reported as a lease lost and discarded, the refusal
+    never reported, while the job had failed as recorded."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    refused: list[tuple[Outcome, Outcome | None]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db = Db(proxy.dsn, "acker")
+        acker = Acker(
+            db, 100, 0.01, lambda _, acked: settled.append(acked.applied()),
+            lambda o, w: refused.append((o, w)), worker="w1",
+        )  # fmt: skip
+        acks = 0
+        ack = acker._ack
+
+        async def ack_then_arm(outcomes: list[Outcome]) -> Acked:
+            nonlocal acks
+            acks += 1
+            try:
+                return await ack(outcomes)
+            finally:
+                proxy.armed = acks == 2  # the batch, then the snooze alone: both refused
+
+        acker._ack = ack_then_arm  # type: ignore[method-assign]
+        snooze = Outcome(job_id, 1, "queued", delay=1e300)
+        acker.add(snooze)
+        with pytest.raises(psycopg.OperationalError):
+            await acker.flush()
+        assert proxy.cut.is_set() and acks == 2
+        assert query(dsn, ROW, [job_id]) == [("failed", 1, "w1")]  # the failure did commit
+        await acker.flush()
+        await db.close()
+    assert acker.pending == 0
+    assert set().union(*settled) == {(job_id, 1)}
+    assert [(o, w is not None and w.state) for o, w in refused] == [(snooze, "failed")]
+    assert "ack_lease_lost" not in [getattr(r, "action", None) for r in caplog.records]
+
+
+def test_a_failure_kept_for_a_refused_retry_and_found_unwritten_forgets_the_retry(
+    dsn: str,
+) -> None:
+    """A refused retry's failure is kept after its reply was lost (refused was told of it);
+    written again, it is found unwritten (the lease passed on). The retry, never reported,
+    leaves Worker._retrying, and worker.stats counts no failure less than it counted."""
+    w = t.app.worker(dsn=dsn, queues=["io"], scheduler=False)
+    retry = Outcome(7, 1, "queued", error="boom")
+    failure = Outcome(7, 1, "failed", error="pgqueue could not store this attempt's outcome")
+    w._retrying[7, 1] = [(None, 0.0, 0.0)]  # type: ignore[list-item]
+    w._refused(retry, failure)
+    w._settled([failure], Acked([], [], []))
+    assert w._retrying == {}
+    assert w.stats.failed == 0
+
+
+async def test_a_snooze_behind_a_doubtful_snooze_of_its_attempt_keeps_its_lease(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """w1's snooze commits, its reply lost; w1 claims the job again (attempt 1 again) and
+    snoozes it again, before its acker reconnects. That second snooze was never sent: the job
+    is w1's claim, whose lease the heartbeats keep. The key it shares with the doubtful snooze
+    left it out of Acker.holding(): its lease could expire, the rescue then counting an
+    attempt the snooze gives back (or failing the job as worker lost at its last attempt)."""
+    job_id = claimed(dsn, conn, "w1")
+    settled: list[set[tuple[int, int]]] = []
+    async with ReplyCutter(dsn, ACK, b"pgqueue acker") as proxy:
+        db, acker = await snooze_sent(proxy, job_id, settled)
+        assert [r[0] for r in run(dsn, _store.jobs_claim("w1", {"io": 1}, 30)).rows] == [job_id]
+        acker.add(Outcome(job_id, 1, "queued"))
+        assert acker.holding() == [(job_id, 1)]
+        await db.close()
