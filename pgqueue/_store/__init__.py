@@ -383,6 +383,17 @@ class Outcome:
     traceback: str | None = None
     delay: float = 0.0
 
+    @property
+    def claim(self) -> tuple[int, int]:
+        """The claim it ends: (job id, attempt)."""
+        return self.job_id, self.attempt
+
+    @property
+    def gives_back(self) -> bool:
+        """Whether writing it gives its attempt back (a Retry without an error): the job's
+        next claim is then of the same attempt."""
+        return self.state == "queued" and self.error is None
+
 
 class Acked(NamedTuple):
     """What an ack wrote: ``ids`` whose lease still held, ``cancelled``, those of them that
@@ -452,7 +463,7 @@ def _written_before(
     its attempt back: the job queued again with it, or ended cancelled by it, as asked while
     it ran, or that attempt claimed again by another worker (after a rescue, a claim has the
     next attempt)."""
-    if o.state != "queued" or o.error is not None:
+    if not o.gives_back:
         ended = "cancelled" if o.state == "queued" else o.state
         if state == ended and attempts == o.attempt and holder == worker:
             return Acked([o.job_id], [o.job_id] if o.state == "queued" else [], [o.attempt])

@@ -27,18 +27,8 @@ def _about(outcome: Outcome, action: str) -> dict[str, object]:
     return {"action": action, "job_id": outcome.job_id, "attempt": outcome.attempt}
 
 
-def _key(outcome: Outcome) -> tuple[int, int]:
-    return outcome.job_id, outcome.attempt
-
-
 def _as_written(outcomes: list[Outcome]) -> Acked:
     return Acked([o.job_id for o in outcomes], [], [o.attempt for o in outcomes])
-
-
-def _gives_back(outcome: Outcome) -> bool:
-    """Whether writing ``outcome`` gives its attempt back (a Retry without an error): the job's
-    next claim is then of the same attempt."""
-    return outcome.state == "queued" and outcome.error is None
 
 
 async def first_set(*events: asyncio.Event) -> None:
@@ -119,12 +109,12 @@ class Acker:
         outcome of the same attempt keeps it: that committed, and this worker claimed the job
         again under that attempt (see _doubtful_kind)."""
         if not self._doubtful:
-            return [_key(o) for o in self._buffer]
+            return [o.claim for o in self._buffer]
         kept: list[tuple[int, int]] = []
         later: set[tuple[int, int]] = set()
         for o in reversed(self._buffer):
-            key = _key(o)
-            if key in later or key not in self._doubtful or not _gives_back(o):
+            key = o.claim
+            if key in later or key not in self._doubtful or not o.gives_back:
                 kept.append(key)
             later.add(key)
         return kept[::-1]
@@ -154,7 +144,7 @@ class Acker:
                 if not self._buffer:
                     self._pending.clear()
                     self._full.clear()
-                if self._doubtful and not self._doubtful.isdisjoint(map(_key, taken)):
+                if self._doubtful and not self._doubtful.isdisjoint(o.claim for o in taken):
                     await self._write_again(taken)
                 else:
                     await self._write(taken)
@@ -223,18 +213,18 @@ class Acker:
         job again under that attempt since, and holds that claim now or has its outcome
         waiting behind this one. A claim of this worker whose reply was lost runs nowhere: the
         outcome written again puts that job back, as its rescue would."""
-        key = _key(taken[i])
+        key = taken[i].claim
         if key not in self._doubtful:
             return ""
-        if not _gives_back(taken[i]):
+        if not taken[i].gives_back:
             return "again"
         later = itertools.chain(taken[i + 1 :], self._buffer)
-        return "written" if self.held(key) or any(_key(o) == key for o in later) else "again"
+        return "written" if self.held(key) or any(o.claim == key for o in later) else "again"
 
     def _done(self, written: list[Outcome], acked: Acked) -> None:
         """``written`` (as written: a refused outcome replaced by its failure) is settled."""
         if self._doubtful:
-            self._doubtful.difference_update(map(_key, written))
+            self._doubtful.difference_update(o.claim for o in written)
         self._written.set()
         if acked.ids:
             crash_point("after_ack")
@@ -250,7 +240,7 @@ class Acker:
         whose cancel committed while the statement ran: that statement saw neither the cancel
         (its snapshot was older) nor the row as retryable (the row it locked was flagged), and
         the job stayed running until its lease expired. The new statement ends it cancelled."""
-        missed = [o for o in taken if (o.job_id, o.attempt) not in applied]
+        missed = [o for o in taken if o.claim not in applied]
         try:
             return await self.db.run(_store.jobs_ack(missed))
         except (psycopg.Error, OSError):  # as before this second try: their leases settle them
@@ -347,7 +337,7 @@ class Acker:
         """Keep ``outcomes`` for the next flush; those ``sent`` (all by default) in a statement
         that failed are doubtful. One never sent is not: its job is still its claim."""
         self._buffer[:0] = outcomes
-        self._doubtful.update(map(_key, outcomes if sent is None else sent))
+        self._doubtful.update(o.claim for o in (outcomes if sent is None else sent))
         self._pending.set()
 
     async def written(self, stopping: asyncio.Event) -> None:
@@ -358,7 +348,7 @@ class Acker:
     @staticmethod
     def _report_lost(taken: list[Outcome], applied: set[tuple[int, int]]) -> None:
         for outcome in taken:
-            if (outcome.job_id, outcome.attempt) not in applied:
+            if outcome.claim not in applied:
                 log.warning(
                     "job %s attempt %s: lease lost before its outcome was written; discarded",
                     outcome.job_id, outcome.attempt, extra=_about(outcome, "ack_lease_lost"),

@@ -803,7 +803,7 @@ class Worker:
             return False
         if not self._writes_done:
             with contextlib.suppress(ValueError):  # only an abandoned attempt is there
-                self._unfinished.remove((outcome.job_id, outcome.attempt))
+                self._unfinished.remove(outcome.claim)
             return True
         log.warning(
             "job %s: its abandoned task ended (%s) after the worker's last writes; that outcome"
@@ -827,7 +827,7 @@ class Worker:
             return  # the common case: every outcome written, none of them a retry
         applied = acked.applied()
         for outcome in written:
-            if (outcome.job_id, outcome.attempt) not in applied:
+            if outcome.claim not in applied:
                 self._unwritten(outcome)
                 continue
             held = self._retry_written(outcome)
@@ -867,7 +867,7 @@ class Worker:
 
     def _retry_written(self, outcome: Outcome) -> tuple[JobContext, float, float] | None:
         """Forget, and return, the report of the oldest retry of ``outcome``'s attempt."""
-        key = outcome.job_id, outcome.attempt
+        key = outcome.claim
         held = self._retrying.get(key)
         if not held:
             return None
