@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.acceptance.conftest import ROOT, cli_env, wait_for
+from tests.acceptance.conftest import ROOT, cli_env
 from tests.acceptance.test_cli import enqueue
 from tests.helpers import query, states
-
-PGBOUNCER = shutil.which("pgbouncer") or next(
-    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
-)
 
 
 @pytest.mark.slow
@@ -39,55 +28,6 @@ def test_eight_workers_on_one_database_run_every_job_once(ledger: str, spawn_wor
     assert states(ledger) == {"succeeded": 2000}
     assert query(ledger, "SELECT max(attempts), count(*) FROM pgqueue.jobs WHERE id = ANY(%s)",
                  [ids]) == [(1, 2000)]  # fmt: skip
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def pgbouncer(dsn: str) -> Iterator[str]:
-    """A PgBouncer in transaction mode in front of the test server; yields the DSN through it."""
-    if PGBOUNCER is None:
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install -y pgbouncer)")
-    server = conninfo_to_dict(dsn)
-    home = Path(tempfile.mkdtemp(prefix="pgqueue-pgbouncer-"))
-    home.chmod(0o777)  # pgbouncer refuses root and runs as postgres: it must read this
-    port = free_port()
-    user = server.get("user") or "postgres"
-    (home / "users.txt").write_text(f'"{user}" ""\n')
-    (home / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={server.get('host', '127.0.0.1')} port={server.get('port', 5432)}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
-        "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 50\n"
-        f"logfile = {home / 'pgbouncer.log'}\n"
-    )
-    for f in home.iterdir():
-        f.chmod(0o666)
-    command = [PGBOUNCER, str(home / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        via = make_conninfo(dsn, host="127.0.0.1", port=str(port))
-        wait_for(lambda: _accepts(port) or process.poll() is not None, 10, "pgbouncer up")
-        assert process.poll() is None, process.communicate()[0]
-        yield via
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_poll_only_worker_drains_through_pgbouncer_in_transaction_mode(
@@ -126,3 +66,4 @@ def test_poll_only_worker_runs_its_schedules_through_pgbouncer(dsn: str, pgbounc
     fired = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'beat'")
     assert fired[0][0] >= 4, stderr
     assert states(dsn).get("succeeded", 0) >= 3, stderr
+
