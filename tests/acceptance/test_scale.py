@@ -1,4 +1,4 @@
-"""Past one worker: many worker processes on one database, and workers behind PgBouncer."""
+"""Past one worker: many worker processes on one database; workers and the CLI behind PgBouncer."""
 
 from __future__ import annotations
 
@@ -67,3 +67,44 @@ def test_poll_only_worker_runs_its_schedules_through_pgbouncer(dsn: str, pgbounc
     assert fired[0][0] >= 4, stderr
     assert states(dsn).get("succeeded", 0) >= 3, stderr
 
+
+FINISHED_LONG_AGO = """
+INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority, attempts,
+                                   max_attempts, run_at, created_at, finished_at)
+SELECT 1000000 + g, 'io', 'old', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(),
+       now() - interval '2 days'
+  FROM generate_series(1, %s) AS g
+"""
+
+
+def test_prune_through_pgbouncer_deletes_batch_after_batch(dsn: str, pgbouncer: str) -> None:
+    """`pgqueue prune` runs one statement per batch of 1,000: through a transaction-mode pool
+    every one goes through, whichever backend it reaches. (psycopg prepared the sixth on one
+    backend and ran the seventh by name on another: 'prepared statement "_pg3_0" does not
+    exist', and 1,500 jobs were left.)"""
+    query(dsn, FINISHED_LONG_AGO, [7500])
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "prune", "--older-than", "1d"],
+        env=cli_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "deleted 7500 finished jobs\n"), result.stderr
+    assert query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs") == [(0,)]
+
+
+def test_stats_watch_through_pgbouncer_keeps_refreshing(dsn: str, pgbouncer: str) -> None:
+    """`pgqueue stats --watch` reads the same statement over and over on one connection:
+    through a transaction-mode pool it goes on past the fifth refresh, after which psycopg
+    used to prepare the statement on one backend and run it by name on another."""
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "stats", "--watch", "--json",
+         "--interval", "0.1"],
+        env=cli_env(dsn), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stdout is not None
+        lines = [line for _, line in zip(range(12), watch.stdout, strict=False)]
+        assert lines == ["[]\n"] * 12, watch.communicate(timeout=30)[1]
+        assert watch.poll() is None
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=30)
