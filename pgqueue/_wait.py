@@ -67,7 +67,9 @@ def wait_sync(dsn: str, job_id: int, timeout: float | None, poll_interval: float
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
     _check_arguments(job_id, timeout, poll_interval)
     deadline = _deadline(timeout)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
+    # poll would be run by name on another server connection.
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         with conn.cursor() as cur:
             _store.run(cur, _store.listen_finished())
         while (job := _check(get_job(conn, job_id), job_id)) is None:
@@ -86,7 +88,9 @@ async def wait(dsn: str, job_id: int, timeout: float | None, poll_interval: floa
     """Async twin of :func:`wait_sync`."""
     _check_arguments(job_id, timeout, poll_interval)
     deadline = _deadline(timeout)
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, prepare_threshold=None
+    ) as conn:
         async with conn.cursor() as cur:
             await _store.arun(cur, _store.listen_finished())
         while (job := _check(await aget_job(conn, job_id), job_id)) is None:
