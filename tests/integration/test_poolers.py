@@ -4,12 +4,20 @@ where one client's consecutive transactions reach different server backends."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psycopg
 import pytest
 
 import pgqueue
+from tests.fix_pgbouncer import sessions_left
 from tests.helpers import query
+
+WAITER_LOCKS = """
+SELECT count(*) FROM pg_locks
+ WHERE locktype = 'advisory' AND classid = 7403158 AND objsubid = 2
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 def queued_job(dsn: str, via: str) -> tuple[pgqueue.PgQueue, int]:
@@ -34,3 +42,20 @@ def test_wait_sync_polls_through_pgbouncer_until_the_job_finishes(dsn: str, pgbo
         assert app.wait_sync(job_id, timeout=30, poll_interval=0.02).state == "cancelled"
     finally:
         canceller.join()
+
+
+async def test_wait_poll_only_through_pgbouncer_leaves_no_session_state(
+    dsn: str, pgbouncer: str
+) -> None:
+    """wait(listen=False) registers no waiter and LISTENs nowhere: nothing stays on the pool's
+    backends once it returns. A waiter's session locks and LISTEN, taken through the pool,
+    stayed with a backend every other client then used: every ack notified, for ever."""
+    app, job_id = queued_job(dsn, pgbouncer)
+    with pytest.raises(TimeoutError):
+        await app.wait(job_id, timeout=0.3, poll_interval=0.02, listen=False)
+    query(dsn, "SELECT pgqueue.cancel(%s)", [job_id])
+    job: Any = app.wait_sync(job_id, timeout=30, poll_interval=0.02, listen=False)
+    assert job.state == "cancelled"
+    assert query(dsn, WAITER_LOCKS) == [(0,)]
+    left = sessions_left(pgbouncer)
+    assert len(left) == 2 and all(held == ([], []) for held in left.values()), left
