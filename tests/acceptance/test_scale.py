@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.acceptance.conftest import ROOT, cli_env
+from tests.acceptance.conftest import ROOT, cli, cli_env, wait_for
 from tests.acceptance.test_cli import enqueue
 from tests.helpers import query, states
 
@@ -108,3 +108,39 @@ def test_stats_watch_through_pgbouncer_keeps_refreshing(dsn: str, pgbouncer: str
     finally:
         watch.terminate()
         watch.communicate(timeout=30)
+
+
+def test_poll_only_workers_cancel_and_rescue_through_pgbouncer(ledger: str, pgbouncer: str) -> None:
+    """Without LISTEN, through a transaction-mode pool: a running job cancelled with `pgqueue
+    jobs cancel` is stopped at its worker's next heartbeat, and the job of a worker killed
+    with SIGKILL is rescued by another worker and runs again."""
+    [doomed] = enqueue(ledger, "sleeps", [(600,)])
+    [lost] = enqueue(ledger, "slow_first_attempt", [(600,)])
+    command = [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "worker", "--queues", "io",
+               "--no-listen", "--poll-interval", "0.1", "--lease", "3",
+               "--rescue-interval", "0.5"]  # fmt: skip
+    first = subprocess.Popen(command, env=cli_env(ledger), cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: query(ledger, "SELECT count(*) FROM ledger") == [(2,)], 60, "both run")
+        cancel = cli(pgbouncer, "jobs", "cancel", str(doomed))
+        assert cancel.returncode == 0 and "is running" in cancel.stdout, cancel.stderr
+        wait_for(lambda: job_state(ledger, doomed) == "cancelled", 60, "cancelled")
+    finally:
+        first.kill()
+        _, first_err = first.communicate(timeout=30)
+    second = subprocess.Popen(command, env=cli_env(ledger), cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: job_state(ledger, lost) == "succeeded", 60, "rescued")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, second_err = second.communicate(timeout=60)
+    assert second.returncode == 0, second_err
+    assert b"prepared statement" not in first_err + second_err, first_err + second_err
+    assert query(ledger, "SELECT job_id, attempt FROM ledger ORDER BY job_id, attempt") == [
+        (doomed, 1), (lost, 1), (lost, 2)
+    ]  # fmt: skip
+
+
+def job_state(dsn: str, job_id: int) -> str:
+    """The state of job ``job_id``."""
+    return str(query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [job_id])[0][0])

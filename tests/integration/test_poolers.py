@@ -1,4 +1,4 @@
-"""Waiting for a job through a real PgBouncer in transaction mode (tests/fix_pgbouncer.py),
+"""The Python API through a real PgBouncer in transaction mode (tests/fix_pgbouncer.py),
 where one client's consecutive transactions reach different server backends."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from tests.acceptance.conftest import wait_for
 from tests.fix_pgbouncer import sessions_left
 from tests.helpers import query
 
@@ -17,6 +18,11 @@ WAITER_LOCKS = """
 SELECT count(*) FROM pg_locks
  WHERE locktype = 'advisory' AND classid = 7403158 AND objsubid = 2
    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+VACUUMS = """
+SELECT n_dead_tup >= 3000, vacuum_count FROM pg_stat_user_tables
+ WHERE relid = 'pgqueue.active_jobs'::regclass
 """
 
 
@@ -59,3 +65,19 @@ async def test_wait_poll_only_through_pgbouncer_leaves_no_session_state(
     assert query(dsn, WAITER_LOCKS) == [(0,)]
     left = sessions_left(pgbouncer)
     assert len(left) == 2 and all(held == ([], []) for held in left.values()), left
+
+
+async def test_a_poll_only_worker_maintains_through_pgbouncer(dsn: str, pgbouncer: str) -> None:
+    """A poll-only worker's maintenance pass through a transaction-mode pool (rescue, pruning,
+    the horizon check, and a VACUUM, which must run outside any transaction block) does its
+    work, and leaves nothing in the pool's sessions."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000)")
+    query(dsn, "DELETE FROM pgqueue.active_jobs")
+    wait_for(lambda: query(dsn, VACUUMS) == [(True, 0)], what="dead rows counted")
+    worker = pgqueue.PgQueue(pgbouncer).worker(listen=False, vacuum_threshold=1000)
+    try:
+        await worker.maintain()
+    finally:
+        await worker._close_connections()
+    wait_for(lambda: query(dsn, VACUUMS) == [(False, 1)], what="the vacuum recorded")
+    assert all(held == ([], []) for held in sessions_left(pgbouncer).values())
