@@ -286,21 +286,33 @@ class PgQueue:
         retry_job(conn, job_id)
 
     async def wait(
-        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+        self,
+        job_id: int,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 5.0,
+        listen: bool = True,
     ) -> Job:
         """Wait until job ``job_id`` has finished and return it; ``TimeoutError`` after
-        ``timeout`` seconds. Woken by a completion notification; polls as a fallback."""
+        ``timeout`` seconds. Woken by a completion notification; polls as a fallback.
+        ``listen=False`` only polls, keeping nothing in the session: for a :attr:`dsn`
+        that goes through a transaction-mode pooler."""
         from pgqueue._wait import wait
 
-        return await wait(self.dsn, job_id, timeout, poll_interval)
+        return await wait(self.dsn, job_id, timeout, poll_interval, listen)
 
     def wait_sync(
-        self, job_id: int, *, timeout: float | None = None, poll_interval: float = 5.0
+        self,
+        job_id: int,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 5.0,
+        listen: bool = True,
     ) -> Job:
         """Blocking twin of :meth:`wait`."""
         from pgqueue._wait import wait_sync
 
-        return wait_sync(self.dsn, job_id, timeout, poll_interval)
+        return wait_sync(self.dsn, job_id, timeout, poll_interval, listen)
 
 
 def _keep(text: str) -> str:

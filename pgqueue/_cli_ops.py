@@ -84,7 +84,9 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 @contextmanager
 def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(state.dsn, autocommit=autocommit) as conn:
+    # Nothing prepared: behind a transaction-mode pooler the statement psycopg prepares on its
+    # sixth run (prune's batches, stats --watch) is run by name on another server connection.
+    with psycopg.connect(state.dsn, autocommit=autocommit, prepare_threshold=None) as conn:
         yield conn
 
 

@@ -4,6 +4,10 @@ The statement that moves jobs to finished_jobs notifies ``pgqueue_finished`` wit
 (one notification per statement, see 0001_zz_functions.sql). A notification only says "look
 again": the waiter re-reads the row, and polls every ``poll_interval`` seconds in case a
 notification was lost. LISTEN starts before the first read, so no completion slips between.
+
+Without ``listen`` (behind a transaction-mode pooler) the waiter only polls and keeps nothing
+in its session: its registration (session advisory locks) and its LISTEN would stay with the
+server connection the pooler lent it, and every statement that finishes jobs would notify.
 """
 
 from __future__ import annotations
@@ -63,13 +67,18 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None or not is_finite(timeout) else time.monotonic() + timeout
 
 
-def wait_sync(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
+def wait_sync(
+    dsn: str, job_id: int, timeout: float | None, poll_interval: float, listen: bool = True
+) -> Job:
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
     _check_arguments(job_id, timeout, poll_interval)
     deadline = _deadline(timeout)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with conn.cursor() as cur:
-            _store.run(cur, _store.listen_finished())
+    # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
+    # poll would be run by name on another server connection.
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        if listen:
+            with conn.cursor() as cur:
+                _store.run(cur, _store.listen_finished())
         while (job := _check(get_job(conn, job_id), job_id)) is None:
             left = _remaining(deadline, job_id, timeout)
             _next_note(conn, job_id, poll_interval if left is None else min(left, poll_interval))
@@ -82,13 +91,18 @@ def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> No
             return
 
 
-async def wait(dsn: str, job_id: int, timeout: float | None, poll_interval: float) -> Job:
+async def wait(
+    dsn: str, job_id: int, timeout: float | None, poll_interval: float, listen: bool = True
+) -> Job:
     """Async twin of :func:`wait_sync`."""
     _check_arguments(job_id, timeout, poll_interval)
     deadline = _deadline(timeout)
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        async with conn.cursor() as cur:
-            await _store.arun(cur, _store.listen_finished())
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, prepare_threshold=None
+    ) as conn:
+        if listen:
+            async with conn.cursor() as cur:
+                await _store.arun(cur, _store.listen_finished())
         while (job := _check(await aget_job(conn, job_id), job_id)) is None:
             left = _remaining(deadline, job_id, timeout)
             seconds = poll_interval if left is None else min(left, poll_interval)

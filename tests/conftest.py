@@ -1,3 +1,4 @@
-"""Test-suite configuration: database fixtures live in tests/fix_db.py."""
+"""Test-suite configuration: database fixtures live in tests/fix_db.py, PgBouncer in
+tests/fix_pgbouncer.py."""
 
-pytest_plugins = ["tests.fix_db"]
+pytest_plugins = ["tests.fix_db", "tests.fix_pgbouncer"]

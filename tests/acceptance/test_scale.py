@@ -1,28 +1,17 @@
-"""Past one worker: many worker processes on one database, and workers behind PgBouncer."""
+"""Past one worker: many worker processes on one database; workers and the CLI behind PgBouncer."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.acceptance.conftest import ROOT, cli_env, wait_for
+from tests.acceptance.conftest import ROOT, cli, cli_env, wait_for
 from tests.acceptance.test_cli import enqueue
 from tests.helpers import query, states
-
-PGBOUNCER = shutil.which("pgbouncer") or next(
-    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
-)
 
 
 @pytest.mark.slow
@@ -39,55 +28,6 @@ def test_eight_workers_on_one_database_run_every_job_once(ledger: str, spawn_wor
     assert states(ledger) == {"succeeded": 2000}
     assert query(ledger, "SELECT max(attempts), count(*) FROM pgqueue.jobs WHERE id = ANY(%s)",
                  [ids]) == [(1, 2000)]  # fmt: skip
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def pgbouncer(dsn: str) -> Iterator[str]:
-    """A PgBouncer in transaction mode in front of the test server; yields the DSN through it."""
-    if PGBOUNCER is None:
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install -y pgbouncer)")
-    server = conninfo_to_dict(dsn)
-    home = Path(tempfile.mkdtemp(prefix="pgqueue-pgbouncer-"))
-    home.chmod(0o777)  # pgbouncer refuses root and runs as postgres: it must read this
-    port = free_port()
-    user = server.get("user") or "postgres"
-    (home / "users.txt").write_text(f'"{user}" ""\n')
-    (home / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={server.get('host', '127.0.0.1')} port={server.get('port', 5432)}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
-        "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 50\n"
-        f"logfile = {home / 'pgbouncer.log'}\n"
-    )
-    for f in home.iterdir():
-        f.chmod(0o666)
-    command = [PGBOUNCER, str(home / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        via = make_conninfo(dsn, host="127.0.0.1", port=str(port))
-        wait_for(lambda: _accepts(port) or process.poll() is not None, 10, "pgbouncer up")
-        assert process.poll() is None, process.communicate()[0]
-        yield via
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_poll_only_worker_drains_through_pgbouncer_in_transaction_mode(
@@ -126,3 +66,81 @@ def test_poll_only_worker_runs_its_schedules_through_pgbouncer(dsn: str, pgbounc
     fired = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'beat'")
     assert fired[0][0] >= 4, stderr
     assert states(dsn).get("succeeded", 0) >= 3, stderr
+
+
+FINISHED_LONG_AGO = """
+INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority, attempts,
+                                   max_attempts, run_at, created_at, finished_at)
+SELECT 1000000 + g, 'io', 'old', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(),
+       now() - interval '2 days'
+  FROM generate_series(1, %s) AS g
+"""
+
+
+def test_prune_through_pgbouncer_deletes_batch_after_batch(dsn: str, pgbouncer: str) -> None:
+    """`pgqueue prune` runs one statement per batch of 1,000: through a transaction-mode pool
+    every one goes through, whichever backend it reaches. (psycopg prepared the sixth on one
+    backend and ran the seventh by name on another: 'prepared statement "_pg3_0" does not
+    exist', and 1,500 jobs were left.)"""
+    query(dsn, FINISHED_LONG_AGO, [7500])
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "prune", "--older-than", "1d"],
+        env=cli_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "deleted 7500 finished jobs\n"), result.stderr
+    assert query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs") == [(0,)]
+
+
+def test_stats_watch_through_pgbouncer_keeps_refreshing(dsn: str, pgbouncer: str) -> None:
+    """`pgqueue stats --watch` reads the same statement over and over on one connection:
+    through a transaction-mode pool it goes on past the fifth refresh, after which psycopg
+    used to prepare the statement on one backend and run it by name on another."""
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "stats", "--watch", "--json",
+         "--interval", "0.1"],
+        env=cli_env(dsn), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stdout is not None
+        lines = [line for _, line in zip(range(12), watch.stdout, strict=False)]
+        assert lines == ["[]\n"] * 12, watch.communicate(timeout=30)[1]
+        assert watch.poll() is None
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=30)
+
+
+def test_poll_only_workers_cancel_and_rescue_through_pgbouncer(ledger: str, pgbouncer: str) -> None:
+    """Without LISTEN, through a transaction-mode pool: a running job cancelled with `pgqueue
+    jobs cancel` is stopped at its worker's next heartbeat, and the job of a worker killed
+    with SIGKILL is rescued by another worker and runs again."""
+    [doomed] = enqueue(ledger, "sleeps", [(600,)])
+    [lost] = enqueue(ledger, "slow_first_attempt", [(600,)])
+    command = [sys.executable, "-m", "pgqueue", "--dsn", pgbouncer, "worker", "--queues", "io",
+               "--no-listen", "--poll-interval", "0.1", "--lease", "3",
+               "--rescue-interval", "0.5"]  # fmt: skip
+    first = subprocess.Popen(command, env=cli_env(ledger), cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: query(ledger, "SELECT count(*) FROM ledger") == [(2,)], 60, "both run")
+        cancel = cli(pgbouncer, "jobs", "cancel", str(doomed))
+        assert cancel.returncode == 0 and "is running" in cancel.stdout, cancel.stderr
+        wait_for(lambda: job_state(ledger, doomed) == "cancelled", 60, "cancelled")
+    finally:
+        first.kill()
+        _, first_err = first.communicate(timeout=30)
+    second = subprocess.Popen(command, env=cli_env(ledger), cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: job_state(ledger, lost) == "succeeded", 60, "rescued")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, second_err = second.communicate(timeout=60)
+    assert second.returncode == 0, second_err
+    assert b"prepared statement" not in first_err + second_err, first_err + second_err
+    assert query(ledger, "SELECT job_id, attempt FROM ledger ORDER BY job_id, attempt") == [
+        (doomed, 1), (lost, 1), (lost, 2)
+    ]  # fmt: skip
+
+
+def job_state(dsn: str, job_id: int) -> str:
+    """The state of job ``job_id``."""
+    return str(query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [job_id])[0][0])
