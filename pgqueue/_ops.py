@@ -174,7 +174,8 @@ def prune(
     """Delete finished jobs of ``states`` finished more than ``older_than`` ago; returns how many.
 
     Works in batches of ``batch`` rows per state. On an autocommit connection each batch
-    commits on its own, so a big prune never holds many locks at once.
+    commits on its own, so a big prune never holds many locks at once. Ages count from the
+    database's clock when the call starts: jobs reaching their age meanwhile are left.
     """
     if isinstance(states, str):  # would be read as its letters
         raise ValueError(f"states must be a list of states, such as [{states!r}]")
@@ -191,7 +192,10 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     check_count(batch, "batch", 1, BIGINT_MAX)
     total = 0
     with sync_cursor(conn) as cur:
-        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):
+        # One instant for every batch: measured from each batch's own now(), jobs reaching
+        # their age in between kept a prune of a busy queue going for ever.
+        as_of = _store.run(cur, _store.clock_now())
+        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of)):
             total += deleted
     return total
 

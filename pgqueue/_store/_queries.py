@@ -1247,14 +1247,18 @@ SELECT pgqueue.cancel(%(id)s)
 
 # Retention: a bounded batch per state, oldest first, on the (state, finished_at) index.
 # It only ever touches finished_jobs, so it cannot block the claim path; SKIP LOCKED lets
-# several workers prune at once.
+# several workers prune at once. Ages count back from %(as_of)s, or from now() when NULL: the
+# batches of one prune share the instant it began, else jobs reaching the age between two of
+# them keep it going for as long as workers finish jobs.
 JOBS_PRUNE: LiteralString = """
 WITH doomed AS MATERIALIZED (
     SELECT f.id
       FROM unnest(%(states)s::text[], %(ages)s::float8[]) AS r(state, age)
       CROSS JOIN LATERAL (
           SELECT id FROM pgqueue.finished_jobs
-           WHERE state = r.state AND finished_at < now() - make_interval(secs => r.age)
+           WHERE state = r.state
+             AND finished_at < coalesce(%(as_of)s::timestamptz, now())
+                               - make_interval(secs => r.age)
            ORDER BY finished_at
            LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED
