@@ -717,20 +717,30 @@ RETURNING j.id, j.attempts, j.cancel_requested
 """
 
 # Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted,
-# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them.
+# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them. The
+# rows are locked first, and which way each goes is read from the locked row: a cancel that
+# committed while the statement waited for its row is not in the statement's snapshot, and
+# tested there it sent the job neither way, leaving it running, after its worker had gone,
+# until its lease expired.
 LEASES_RELEASE: LiteralString = """
-WITH released AS (
+WITH held AS MATERIALIZED (
+    SELECT j.id, j.cancel_requested
+      FROM pgqueue.active_jobs AS j
+      JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+        ON j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+     ORDER BY j.id
+       FOR UPDATE OF j
+), released AS (
     UPDATE pgqueue.active_jobs AS j
        SET state = 'queued', attempts = j.attempts - 1, run_at = now(), started_at = NULL,
            lease_expires_at = NULL, worker_id = NULL
-      FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
-     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
-       AND NOT j.cancel_requested
+      FROM held
+     WHERE j.id = held.id AND NOT held.cancel_requested
     RETURNING j.id, j.queue
 ), cancelled AS (
     DELETE FROM pgqueue.active_jobs AS j
-     USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
-     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.cancel_requested
+     USING held
+     WHERE j.id = held.id AND held.cancel_requested
     RETURNING j.*
 ), moved AS (
     INSERT INTO pgqueue.finished_jobs
