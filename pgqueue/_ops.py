@@ -99,19 +99,33 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
     job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
-        if _store.run(cur, _store.jobs_retry([job_id])):
-            return
-        with _decodable(f"job {job_id}"):
-            row = _store.run(cur, _store.jobs_read(job_id))
-    raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
+        for _ in range(2):
+            if _store.run(cur, _store.jobs_retry([job_id])):
+                return
+            with _decodable(f"job {job_id}"):
+                row = _store.run(cur, _store.jobs_read(job_id))
+            job = Job(*row) if row else None
+            # Failed or cancelled now: its key is held, or it finished after the retry looked
+            # (it was running then), in which case the second try requeues it.
+            if job is None or job.state not in ("failed", "cancelled"):
+                raise JobStateError(_why_not_retried(job_id, job))
+        key = job.unique_key
+        holder = None if key is None else _store.run(cur, _store.jobs_find_unique(key))
+    raise JobStateError(_why_not_retried(job_id, job, holder))
 
 
-def _why_not_retried(job_id: int, job: Job | None) -> str:
+def _why_not_retried(job_id: int, job: Job | None, holder: int | None = None) -> str:
     if job is None:
         return f"there is no job {job_id}"
-    if job.state in ("failed", "cancelled"):
-        return f"job {job_id}'s unique key {job.unique_key!r} is held by an active job"
-    return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
+    if job.state not in ("failed", "cancelled"):
+        return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
+    if job.unique_key is None:  # only a row written by hand into both tables
+        return f"job {job_id} is {job.state}, and an active job has its id: it cannot be retried"
+    held_by = "an active job" if holder is None else f"active job {holder}"
+    return (
+        f"job {job_id}'s unique key {job.unique_key!r} is held by {held_by}: retry it once"
+        " that job has finished"
+    )
 
 
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:

@@ -1,0 +1,80 @@
+"""The operations API racing workers and other operators: retry_job and retry_failed when a
+job changes state while they run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import _store, admin
+from pgqueue._store import Outcome
+from tests.helpers import query
+
+
+class _AfterRetry(psycopg.Cursor[Any]):
+    """A cursor that calls ``hook`` once, right after its first statement that retries jobs:
+    the moment between retry_job's retry and its look at the job."""
+
+    hook: Callable[[], None] | None = None
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        done = super().execute(query, params, **kwargs)
+        hook = type(self).hook
+        if hook is not None and "pgqueue.retry" in str(query):
+            type(self).hook = None
+            hook()
+        return done
+
+
+def _store_run(dsn: str, q: _store.Query[Any]) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        return _store.run(cur, q)
+
+
+def _running_job(dsn: str, unique_key: str | None = None) -> int:
+    """A job claimed by worker "w" (attempt 1 of 1); returns its id."""
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', queue => 'q', max_attempts => 1,"
+                             " unique_key => %s)", [unique_key])  # fmt: skip
+    assert [r[0] for r in _store_run(dsn, _store.jobs_claim("w", {"q": 1}, 30)).rows] == [job_id]
+    return int(job_id)
+
+
+@pytest.fixture
+def hooked(dsn: str) -> Any:
+    """An operator's connection whose cursors run a hook after their retry statement."""
+    with psycopg.connect(dsn, cursor_factory=_AfterRetry) as conn:
+        yield conn
+    _AfterRetry.hook = None
+
+
+def test_retry_of_a_job_that_fails_as_it_is_retried_requeues_it(dsn: str, hooked: Any) -> None:
+    """retry_job found the job running, and by its second look it had failed: it said the
+    job's unique key (None) was held by an active job. It now retries it again."""
+    job_id = _running_job(dsn)
+    failed = Outcome(job_id, 1, "failed", error="boom")
+    _AfterRetry.hook = lambda: _store_run(dsn, _store.jobs_ack([failed]))
+    admin.retry_job(hooked, job_id)
+    hooked.commit()
+    assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
+        ("queued", 1, "boom")
+    ]
+
+
+def test_retry_refused_for_a_held_key_names_the_job_holding_it(dsn: str, conn: Any) -> None:
+    """A failed job whose unique key a newer job holds stays failed, and the error names that
+    job; the caller's transaction is still usable."""
+    [(old,)] = query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'k')")
+    query(dsn, "SELECT pgqueue.cancel(%s)", [old])
+    [(new,)] = query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'k')")
+    with pytest.raises(pgqueue.JobStateError) as refused:
+        admin.retry_job(conn, old)
+    assert str(refused.value) == (
+        f"job {old}'s unique key 'k' is held by active job {new}: retry it once that job has"
+        " finished"
+    )
+    assert admin.get_job(conn, old).state == "cancelled"  # type: ignore[union-attr]
+
