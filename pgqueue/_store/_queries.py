@@ -1241,12 +1241,16 @@ JOBS_LIST: LiteralString = (
 """
 )
 
-# The ids are read first so the function's deletes never race the scan that found them.
+# The ids are read first so the function's deletes never race the scan that found them, and
+# locked: pgqueue.retry() takes cancelled jobs too, and a job retried and then cancelled by
+# others since this statement's snapshot (while it waited for another row, say) was requeued.
+# A row locked is still failed; one deleted since the snapshot (retried or pruned) is left.
 JOBS_RETRY_FAILED: LiteralString = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM pgqueue.finished_jobs
      WHERE state = 'failed' AND (%(task)s::text IS NULL OR task = %(task)s)
      ORDER BY id
+       FOR UPDATE
 )
 SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
 """

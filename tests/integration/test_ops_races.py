@@ -3,6 +3,8 @@ job changes state while they run."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -77,4 +79,49 @@ def test_retry_refused_for_a_held_key_names_the_job_holding_it(dsn: str, conn: A
         " finished"
     )
     assert admin.get_job(conn, old).state == "cancelled"  # type: ignore[union-attr]
+
+
+def _failed_job(dsn: str) -> int:
+    """A failed job in the history; returns its id."""
+    [(job_id,)] = query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, last_error)"
+        " VALUES (nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id')), 'q', 't',"
+        " '[]', '{}', 'failed', 0, 3, 3, now(), now(), 'boom') RETURNING id",
+    )
+    return int(job_id)
+
+
+def _wait_until_blocked(dsn: str, pid: int) -> None:
+    """Wait until backend ``pid`` waits for a lock."""
+    for _ in range(1000):
+        if query(dsn, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                 [pid]) == [(True,)]:  # fmt: skip
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+def test_retry_failed_leaves_a_job_cancelled_after_it_began(dsn: str) -> None:
+    """retry_failed (`pgqueue jobs retry --failed`) picked the failed jobs from its snapshot
+    and requeued each if failed or cancelled when it got to it: a job another operator retried
+    and then cancelled meanwhile (here while retry_failed waited for a row a third one held)
+    was requeued, cancelled or not. Only jobs still failed are requeued now."""
+    held, other = _failed_job(dsn), _failed_job(dsn)
+    with psycopg.connect(dsn) as third, psycopg.connect(dsn) as operator:
+        assert third.execute("SELECT pgqueue.retry(%s)", [held]).fetchone() == (True,)
+        retried: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: retried.update(n=admin.retry_failed(operator)))
+        thread.start()
+        _wait_until_blocked(dsn, operator.info.backend_pid)
+        query(dsn, "SELECT pgqueue.retry(%s)", [other])  # another operator: retry, then cancel
+        assert query(dsn, "SELECT pgqueue.cancel(%s)", [other]) == [("cancelled",)]
+        third.rollback()
+        thread.join(10)
+        operator.commit()
+    assert retried == {"n": 1}
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (held, "queued"), (other, "cancelled"),
+    ]  # fmt: skip
 
