@@ -125,3 +125,38 @@ def test_retry_failed_leaves_a_job_cancelled_after_it_began(dsn: str) -> None:
         (held, "queued"), (other, "cancelled"),
     ]  # fmt: skip
 
+
+def test_a_retry_waiting_for_a_prune_of_its_job_says_there_is_none(dsn: str) -> None:
+    """A prune deleting the job holds its row: the retry waits, then finds no job and says so;
+    nothing is requeued."""
+    job_id = _failed_job(dsn)
+    with psycopg.connect(dsn) as pruner, psycopg.connect(dsn) as operator:
+        assert admin.prune(pruner, 0) == 1
+        refused: dict[str, Exception] = {}
+
+        def retry() -> None:
+            try:
+                admin.retry_job(operator, job_id)
+            except pgqueue.JobStateError as exc:
+                refused["error"] = exc
+
+        thread = threading.Thread(target=retry)
+        thread.start()
+        _wait_until_blocked(dsn, operator.info.backend_pid)
+        pruner.commit()
+        thread.join(10)
+        operator.commit()
+    assert str(refused["error"]) == f"there is no job {job_id}"
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def test_a_prune_skips_a_job_being_retried(dsn: str) -> None:
+    """A retry in progress holds the job's history row: a prune passes it by without waiting,
+    and the job is requeued."""
+    job_id = _failed_job(dsn)
+    with psycopg.connect(dsn) as operator, psycopg.connect(dsn, autocommit=True) as pruner:
+        admin.retry_job(operator, job_id)
+        pruner.execute("SET lock_timeout = '10s'")  # were it to wait: an error, not a hang
+        assert admin.prune(pruner, 0) == 0
+        operator.commit()
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs") == [(job_id, "queued")]
