@@ -99,19 +99,27 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
     job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
-        for _ in range(2):
-            if _store.run(cur, _store.jobs_retry([job_id])):
-                return
-            with _decodable(f"job {job_id}"):
-                row = _store.run(cur, _store.jobs_read(job_id))
-            job = Job(*row) if row else None
-            # Failed or cancelled now: its key is held, or it finished after the retry looked
-            # (it was running then), in which case the second try requeues it.
-            if job is None or job.state not in ("failed", "cancelled"):
-                raise JobStateError(_why_not_retried(job_id, job))
-        key = job.unique_key
+        # Refused, yet failed or cancelled: its key is held, or it finished after the retry
+        # looked (it was running then), and the second try requeues it.
+        refused = _retry_once(cur, job_id) and _retry_once(cur, job_id)
+        if refused is None:
+            return
+        key = refused.unique_key
         holder = None if key is None else _store.run(cur, _store.jobs_find_unique(key))
-    raise JobStateError(_why_not_retried(job_id, job, holder))
+    raise JobStateError(_why_not_retried(job_id, refused, holder))
+
+
+def _retry_once(cur: psycopg.Cursor[Any], job_id: int) -> Job | None:
+    """``None`` once the job is requeued; the job if it is failed or cancelled all the same;
+    else :class:`JobStateError` saying why it cannot be retried."""
+    if _store.run(cur, _store.jobs_retry([job_id])):
+        return None
+    with _decodable(f"job {job_id}"):
+        row = _store.run(cur, _store.jobs_read(job_id))
+    job = Job(*row) if row else None
+    if job is None or job.state not in ("failed", "cancelled"):
+        raise JobStateError(_why_not_retried(job_id, job))
+    return job
 
 
 def _why_not_retried(job_id: int, job: Job | None, holder: int | None = None) -> str:
