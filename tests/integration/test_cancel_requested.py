@@ -145,3 +145,20 @@ def test_a_release_at_shutdown_while_a_cancel_commits_ends_the_job_cancelled(
     assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request", [])
     ]
+
+
+def test_an_attempt_that_ends_before_the_cancel_reaches_it_decides(dsn: str, conn) -> None:
+    """Asked to cancel, a job whose attempt succeeds (or fails for good) before its worker's
+    next heartbeat ends as that attempt says, result kept: one outcome, never two."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    other = t.add.enqueue(conn, 3, 4)
+    conn.commit()
+    run(dsn, _store.jobs_claim("w", {"io": 1}, 30))
+    assert t.app.cancel(conn, other) == "requested"
+    conn.commit()
+    done = [Outcome(job_id, 1, "succeeded", result="3"), Outcome(other, 1, "failed", error="x")]
+    assert run(dsn, _store.jobs_ack(done)).cancelled == []
+    assert query(dsn, "SELECT id, state, attempts, result FROM pgqueue.jobs ORDER BY id") == [
+        (job_id, "succeeded", 1, 3), (other, "failed", 1, None),
+    ]  # fmt: skip
+    assert t.app.cancel(conn, job_id) is None
