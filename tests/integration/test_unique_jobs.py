@@ -228,3 +228,18 @@ def test_an_enqueue_waiting_for_the_holders_end_gets_a_job_that_exists(
     else:
         assert result == {"id": holder_id, "dup": holder_id}
         assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1,)]
+
+
+async def test_enqueue_many_refuses_a_unique_key_before_any_sql(dsn: str, conn, aconn) -> None:
+    """One key cannot cover many jobs: enqueue_many and aenqueue_many refuse a unique_key with
+    ValueError before sending anything, and the caller's transactions go on."""
+    app, charge = make_app(dsn)
+    for task in (charge.using(unique_key="k"), app.using("charge", unique_key="k")):
+        with pytest.raises(ValueError, match="enqueue_many cannot share one unique_key"):
+            task.enqueue_many(conn, [((1,), {}), ((1,), {})])
+        with pytest.raises(ValueError, match="enqueue_many cannot share one unique_key"):
+            await task.aenqueue_many(aconn, [((1,), {})])
+    assert charge.enqueue_many(conn, [((1,), {}), ((2,), {})])
+    conn.commit()
+    await aconn.commit()
+    assert query(dsn, "SELECT count(*), count(unique_key) FROM pgqueue.jobs") == [(2, 0)]
