@@ -185,8 +185,9 @@ def jobs_show(state: State, job_id: int, as_json: bool) -> None:
 
 
 def _describe(job: Job) -> str:
+    asked = ", asked to cancel" if job.cancel_requested else ""  # stopped at its next heartbeat
     lines = [
-        f"job {job.id}: {job.task} on queue {job.queue}, {job.state}",
+        f"job {job.id}: {job.task} on queue {job.queue}, {job.state}{asked}",
         f"  attempts      {job.attempts}/{job.max_attempts}   priority {job.priority}",
         f"  args          {_dumps(job.args)}",
         f"  kwargs        {_dumps(job.kwargs)}",
@@ -196,6 +197,8 @@ def _describe(job: Job) -> str:
         lines.append(f"  {name:<13} {_cell(getattr(job, name))}")
     if job.worker_id:
         lines.append(f"  worker        {job.worker_id}")
+    if job.unique_key is not None:
+        lines.append(f"  unique key    {_dumps(job.unique_key)}")
     if not isinstance(job.errors, list):
         lines.append(f"errors (not an array): {_dumps(job.errors)}")
     else:

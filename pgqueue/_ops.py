@@ -99,19 +99,41 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
     job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
-        if _store.run(cur, _store.jobs_retry([job_id])):
+        # Refused, yet failed or cancelled: its key is held, or it finished after the retry
+        # looked (it was running then), and the second try requeues it.
+        refused = _retry_once(cur, job_id) and _retry_once(cur, job_id)
+        if refused is None:
             return
-        with _decodable(f"job {job_id}"):
-            row = _store.run(cur, _store.jobs_read(job_id))
-    raise JobStateError(_why_not_retried(job_id, Job(*row) if row else None))
+        key = refused.unique_key
+        holder = None if key is None else _store.run(cur, _store.jobs_find_unique(key))
+    raise JobStateError(_why_not_retried(job_id, refused, holder))
 
 
-def _why_not_retried(job_id: int, job: Job | None) -> str:
+def _retry_once(cur: psycopg.Cursor[Any], job_id: int) -> Job | None:
+    """``None`` once the job is requeued; the job if it is failed or cancelled all the same;
+    else :class:`JobStateError` saying why it cannot be retried."""
+    if _store.run(cur, _store.jobs_retry([job_id])):
+        return None
+    with _decodable(f"job {job_id}"):
+        row = _store.run(cur, _store.jobs_read(job_id))
+    job = Job(*row) if row else None
+    if job is None or job.state not in ("failed", "cancelled"):
+        raise JobStateError(_why_not_retried(job_id, job))
+    return job
+
+
+def _why_not_retried(job_id: int, job: Job | None, holder: int | None = None) -> str:
     if job is None:
         return f"there is no job {job_id}"
-    if job.state in ("failed", "cancelled"):
-        return f"job {job_id}'s unique key {job.unique_key!r} is held by an active job"
-    return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
+    if job.state not in ("failed", "cancelled"):
+        return f"job {job_id} is {job.state}: only failed or cancelled jobs can be retried"
+    if job.unique_key is None:  # only a row written by hand into both tables
+        return f"job {job_id} is {job.state}, and an active job has its id: it cannot be retried"
+    held_by = "an active job" if holder is None else f"active job {holder}"
+    return (
+        f"job {job_id}'s unique key {job.unique_key!r} is held by {held_by}: retry it once"
+        " that job has finished"
+    )
 
 
 def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
@@ -174,7 +196,8 @@ def prune(
     """Delete finished jobs of ``states`` finished more than ``older_than`` ago; returns how many.
 
     Works in batches of ``batch`` rows per state. On an autocommit connection each batch
-    commits on its own, so a big prune never holds many locks at once.
+    commits on its own, so a big prune never holds many locks at once. Ages count from the
+    database's clock when the call starts: jobs reaching their age meanwhile are left.
     """
     if isinstance(states, str):  # would be read as its letters
         raise ValueError(f"states must be a list of states, such as [{states!r}]")
@@ -191,7 +214,10 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     check_count(batch, "batch", 1, BIGINT_MAX)
     total = 0
     with sync_cursor(conn) as cur:
-        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch)):
+        # One instant for every batch: measured from each batch's own now(), jobs reaching
+        # their age in between kept a prune of a busy queue going for ever.
+        as_of = _store.run(cur, _store.clock_now())
+        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of)):
             total += deleted
     return total
 

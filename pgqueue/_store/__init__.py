@@ -1007,9 +1007,10 @@ def jobs_cancel_call(job_id: int) -> Query[str | None]:
     return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
 
 
-def jobs_prune(ages: dict[str, float], limit: int) -> Query[int]:
-    """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds."""
-    params = {"states": list(ages), "ages": list(ages.values()), "limit": limit}
+def jobs_prune(ages: dict[str, float], limit: int, as_of: datetime | None = None) -> Query[int]:
+    """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds at
+    ``as_of`` (the database's clock, see :func:`clock_now`), or now."""
+    params = {"states": list(ages), "ages": list(ages.values()), "limit": limit, "as_of": as_of}
     return Query(q.JOBS_PRUNE, params, _one)
 
 

@@ -717,20 +717,30 @@ RETURNING j.id, j.attempts, j.cancel_requested
 """
 
 # Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted,
-# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them.
+# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them. The
+# rows are locked first, and which way each goes is read from the locked row: a cancel that
+# committed while the statement waited for its row is not in the statement's snapshot, and
+# tested there it sent the job neither way, leaving it running, after its worker had gone,
+# until its lease expired.
 LEASES_RELEASE: LiteralString = """
-WITH released AS (
+WITH held AS MATERIALIZED (
+    SELECT j.id, j.cancel_requested
+      FROM pgqueue.active_jobs AS j
+      JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+        ON j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+     ORDER BY j.id
+       FOR UPDATE OF j
+), released AS (
     UPDATE pgqueue.active_jobs AS j
        SET state = 'queued', attempts = j.attempts - 1, run_at = now(), started_at = NULL,
            lease_expires_at = NULL, worker_id = NULL
-      FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
-     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
-       AND NOT j.cancel_requested
+      FROM held
+     WHERE j.id = held.id AND NOT held.cancel_requested
     RETURNING j.id, j.queue
 ), cancelled AS (
     DELETE FROM pgqueue.active_jobs AS j
-     USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
-     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running' AND j.cancel_requested
+     USING held
+     WHERE j.id = held.id AND held.cancel_requested
     RETURNING j.*
 ), moved AS (
     INSERT INTO pgqueue.finished_jobs
@@ -1231,12 +1241,16 @@ JOBS_LIST: LiteralString = (
 """
 )
 
-# The ids are read first so the function's deletes never race the scan that found them.
+# The ids are read first so the function's deletes never race the scan that found them, and
+# locked: pgqueue.retry() takes cancelled jobs too, and a job retried and then cancelled by
+# others since this statement's snapshot (while it waited for another row, say) was requeued.
+# A row locked is still failed; one deleted since the snapshot (retried or pruned) is left.
 JOBS_RETRY_FAILED: LiteralString = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM pgqueue.finished_jobs
      WHERE state = 'failed' AND (%(task)s::text IS NULL OR task = %(task)s)
      ORDER BY id
+       FOR UPDATE
 )
 SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
 """
@@ -1247,14 +1261,18 @@ SELECT pgqueue.cancel(%(id)s)
 
 # Retention: a bounded batch per state, oldest first, on the (state, finished_at) index.
 # It only ever touches finished_jobs, so it cannot block the claim path; SKIP LOCKED lets
-# several workers prune at once.
+# several workers prune at once. Ages count back from %(as_of)s, or from now() when NULL: the
+# batches of one prune share the instant it began, else jobs reaching the age between two of
+# them keep it going for as long as workers finish jobs.
 JOBS_PRUNE: LiteralString = """
 WITH doomed AS MATERIALIZED (
     SELECT f.id
       FROM unnest(%(states)s::text[], %(ages)s::float8[]) AS r(state, age)
       CROSS JOIN LATERAL (
           SELECT id FROM pgqueue.finished_jobs
-           WHERE state = r.state AND finished_at < now() - make_interval(secs => r.age)
+           WHERE state = r.state
+             AND finished_at < coalesce(%(as_of)s::timestamptz, now())
+                               - make_interval(secs => r.age)
            ORDER BY finished_at
            LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED

@@ -444,3 +444,17 @@ def test_jobs_list_table_shortens_long_errors_json_keeps_them(dsn: str) -> None:
     assert row.startswith(str(job_id)) and row.endswith("...") and len(row) < 200
     [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
     assert job["last_error"] == long_error
+
+
+def test_jobs_show_says_a_running_job_was_asked_to_cancel_and_its_unique_key(dsn: str) -> None:
+    """After `jobs cancel` said a running job's worker would stop it, `jobs show` showed it
+    running as before, and never its unique key (which a retry of it may find held): both are
+    shown now."""
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', queue => 'q', unique_key => 'k-1')")
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = 1,"
+               " worker_id = 'w', lease_expires_at = now() + interval '1 h'")  # fmt: skip
+    said = pgqueue(dsn, "jobs", "cancel", str(job_id)).stdout
+    assert said == f"job {job_id} is running: its worker will stop it at its next heartbeat\n"
+    shown = pgqueue(dsn, "jobs", "show", str(job_id)).stdout.splitlines()
+    assert shown[0] == f"job {job_id}: t on queue q, running, asked to cancel"
+    assert '  unique key    "k-1"' in shown

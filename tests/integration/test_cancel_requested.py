@@ -4,6 +4,8 @@ finishes it: a retry, a snooze, a release at shutdown. The job must not run agai
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import TypeVar
 
 import psycopg
@@ -107,3 +109,56 @@ async def test_a_retry_acked_while_a_cancel_commits_ends_the_job_cancelled(
     await db.close()
     ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
     assert query(dsn, ended) == [("cancelled", 1, "cancelled on request", "boom")]
+
+
+def test_a_release_at_shutdown_while_a_cancel_commits_ends_the_job_cancelled(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A cancel that commits while the release statement runs: that statement's snapshot
+    predates the cancel, and the row it locks is flagged, so it neither put the job back nor
+    ended it. The worker then left, and the job stayed running until its lease expired, to end
+    as a lost worker's: attempt counted, "worker lost" recorded. It now ends cancelled at once,
+    as a release of a job asked to cancel does."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    assert [r[0] for r in run(dsn, _store.jobs_claim("w", {"io": 1}, 30)).rows] == [job_id]
+    with psycopg.connect(dsn) as canceller, psycopg.connect(dsn, autocommit=True) as worker:
+        assert canceller.execute("SELECT pgqueue.cancel(%s)", [job_id]).fetchone() == (
+            "requested",
+        )  # not committed yet: it holds the row
+        released: list[int] = []
+        query_ = _store.leases_release([(job_id, 1)])
+        release = threading.Thread(
+            target=lambda: released.append(_store.run(worker.cursor(), query_))
+        )
+        release.start()
+        waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s"
+        for _ in range(1000):
+            if query(dsn, waiting, [worker.info.backend_pid]) == [(True,)]:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the release never waited for the cancel's row lock")
+        canceller.commit()
+        release.join(10)
+    assert released == [0]  # none put back
+    assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
+        ("cancelled", 0, "cancelled on request", [])
+    ]
+
+
+def test_an_attempt_that_ends_before_the_cancel_reaches_it_decides(dsn: str, conn) -> None:
+    """Asked to cancel, a job whose attempt succeeds (or fails for good) before its worker's
+    next heartbeat ends as that attempt says, result kept: one outcome, never two."""
+    job_id = _claimed_and_cancel_requested(dsn, conn)
+    other = t.add.enqueue(conn, 3, 4)
+    conn.commit()
+    run(dsn, _store.jobs_claim("w", {"io": 1}, 30))
+    assert t.app.cancel(conn, other) == "requested"
+    conn.commit()
+    done = [Outcome(job_id, 1, "succeeded", result="3"), Outcome(other, 1, "failed", error="x")]
+    assert run(dsn, _store.jobs_ack(done)).cancelled == []
+    assert query(dsn, "SELECT id, state, attempts, result FROM pgqueue.jobs ORDER BY id") == [
+        (job_id, "succeeded", 1, 3), (other, "failed", 1, None),
+    ]  # fmt: skip
+    assert t.app.cancel(conn, job_id) is None

@@ -123,6 +123,33 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
     assert states(dsn)["queued"] == 1
 
 
+def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
+    """prune on an autocommit connection (`pgqueue prune`) deleted batches until one found
+    nothing, each measuring the age from its own now(): while workers finished jobs, jobs kept
+    reaching the age between two batches, and on a busy queue it never ended. It now deletes
+    the jobs older than the age when it started. (A test-only trigger stands for the workers:
+    each batch's statement records a job that reaches the age as the next batch starts.)"""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " VALUES (1, 'q', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(),"
+        " now() - interval '2 h')",
+    )
+    query(dsn, "CREATE SEQUENCE aged")
+    query(dsn, "CREATE FUNCTION age_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+               " priority, attempts, max_attempts, run_at, created_at, finished_at)"
+               " SELECT 1000 + n, 'q', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(),"
+               " now() - interval '1 h' FROM nextval('aged') AS n WHERE n <= 100;"
+               " RETURN NULL; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_age AFTER DELETE ON pgqueue.finished_jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION age_one()")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert admin.prune(auto, 3600) == 1
+    assert query(dsn, "SELECT min(id) > 1000 FROM pgqueue.finished_jobs") == [(True,)]
+
+
 async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
     """With retention succeeded=0, workers delete succeeded jobs; failed ones are kept."""
     app = make_app(dsn, retention={"succeeded": 0, "failed": 3600})

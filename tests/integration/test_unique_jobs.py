@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _store
+from pgqueue._store import Outcome
 from tests.helpers import query, run_worker_until, states
 
 
@@ -180,3 +182,64 @@ def test_waiting_enqueue_returns_the_holder_when_it_commits(dsn: str) -> None:
         thread.join(30)
     assert result["id"] == holder_id
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1,)]
+
+
+@pytest.mark.parametrize("ending", ["acked", "cancelled"])
+@pytest.mark.parametrize("commits", [True, False])
+def test_an_enqueue_waiting_for_the_holders_end_gets_a_job_that_exists(
+    dsn: str, ending: str, commits: bool
+) -> None:
+    """The key's holder is being acked (claimed, its success written) or cancelled, not yet
+    committed: an enqueue of its key waits. Committed, the key is free and the enqueue inserts
+    its own job; rolled back, the holder is still active and the enqueue gets its id (and
+    DuplicateJob naming it with on_conflict="raise"). Never an id of a job that is gone."""
+    _app, charge = make_app(dsn)
+    [(holder_id,)] = query(dsn, "SELECT pgqueue.enqueue('charge', '[1]', unique_key => 'k')")
+    with psycopg.connect(dsn) as ender:
+        if ending == "acked":
+            with psycopg.connect(dsn, autocommit=True) as claimer, claimer.cursor() as cur:
+                assert _store.run(cur, _store.jobs_claim("w", {"default": 1}, 30)).rows
+            with ender.cursor() as cur:
+                _store.run(cur, _store.jobs_ack([Outcome(holder_id, 1, "succeeded")]))
+        else:
+            ender.execute("SELECT pgqueue.cancel(%s)", [holder_id])
+        result: dict[str, Any] = {}
+
+        def second() -> None:
+            with psycopg.connect(dsn) as conn:
+                result["id"] = charge.using(unique_key="k").enqueue(conn, 2)
+                try:
+                    charge.using(unique_key="k", on_conflict="raise").enqueue(conn, 3)
+                except pgqueue.DuplicateJob as dup:
+                    result["dup"] = dup.job_id
+                conn.commit()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_until(lambda: blocked_on_a_lock(dsn))
+        ender.commit() if commits else ender.rollback()
+        thread.join(30)
+    expected = "succeeded" if ending == "acked" else "cancelled"
+    if commits:
+        assert result["id"] != holder_id and result["dup"] == result["id"]
+        assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+            (holder_id, expected), (result["id"], "queued"),
+        ]  # fmt: skip
+    else:
+        assert result == {"id": holder_id, "dup": holder_id}
+        assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1,)]
+
+
+async def test_enqueue_many_refuses_a_unique_key_before_any_sql(dsn: str, conn, aconn) -> None:
+    """One key cannot cover many jobs: enqueue_many and aenqueue_many refuse a unique_key with
+    ValueError before sending anything, and the caller's transactions go on."""
+    app, charge = make_app(dsn)
+    for task in (charge.using(unique_key="k"), app.using("charge", unique_key="k")):
+        with pytest.raises(ValueError, match="enqueue_many cannot share one unique_key"):
+            task.enqueue_many(conn, [((1,), {}), ((1,), {})])
+        with pytest.raises(ValueError, match="enqueue_many cannot share one unique_key"):
+            await task.aenqueue_many(aconn, [((1,), {})])
+    assert charge.enqueue_many(conn, [((1,), {}), ((2,), {})])
+    conn.commit()
+    await aconn.commit()
+    assert query(dsn, "SELECT count(*), count(unique_key) FROM pgqueue.jobs") == [(2, 0)]
