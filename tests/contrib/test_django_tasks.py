@@ -287,3 +287,36 @@ def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(shop, django_db:
     with pytest.raises(ValueError, match="over 1048576 bytes as stored"), transaction.atomic():
         shop.add.enqueue([0] * 100_000, 0)
     assert states(django_db) == {}
+
+
+def test_get_result_of_an_id_no_job_has_does_not_exist(shop, django_db: str) -> None:
+    """A result id is str(job.id): a number beyond bigint raised pgqueue's ValueError instead
+    of TaskResultDoesNotExist, and other spellings of a number (" 7", "07", "+7", "7_0")
+    read whichever job that number named, under an id the backend never issued."""
+    from pgqueue.contrib.django import _compat as dt
+
+    job_id = int(shop.add.enqueue(1, 2).id)
+    for other in ("99999999999999999999", f" {job_id}", f"0{job_id}", f"+{job_id}",
+                  f"{job_id}\n", f"{job_id}_0", "٣", "0", "-1", ""):  # fmt: skip
+        with pytest.raises(dt.TaskResultDoesNotExist):
+            shop.add.get_result(other)
+    assert shop.add.get_result(str(job_id)).args == [1, 2]
+
+
+def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, django_db):
+    """An enqueue inside a nested atomic() (a savepoint) that rolls back leaves no job, while
+    the outer block's order and job commit."""
+    from django.db import transaction
+
+    from tests.contrib.django_project.shop.models import Order
+
+    with transaction.atomic():
+        order = Order.objects.create(email="kept@example.com")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            shop.add.enqueue(1, 1)
+            raise RuntimeError("the savepoint is rolled back")
+        kept = shop.mark_sent.enqueue(order.id)
+    assert query(django_db, "SELECT id, task FROM pgqueue.jobs") == [
+        (int(kept.id), "tests.contrib.django_project.shop.tasks.mark_sent")
+    ]
+    assert Order.objects.filter(email="kept@example.com").exists()
