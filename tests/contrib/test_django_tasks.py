@@ -303,6 +303,35 @@ def test_get_result_of_an_id_no_job_has_does_not_exist(shop, django_db: str) -> 
     assert shop.add.get_result(str(job_id)).args == [1, 2]
 
 
+@pytest.mark.parametrize("name", ["returns_nan", "async_returns_nan"])
+async def test_a_return_value_postgres_cannot_store_is_failed_in_the_signal_too(
+    shop, django_db: str, name: str
+) -> None:
+    """A task (sync or async) returning NaN fails its job (PostgreSQL's JSON has no NaN):
+    task_finished said SUCCESSFUL, with the value, while get_result said FAILED. Both say
+    FAILED, with the error."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+
+    finished: list[object] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        finished.append(task_result)
+
+    dt.task_finished.connect(receive)
+    try:
+        result = await sync_to_async(getattr(shop, name).enqueue)()
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    await result.arefresh()
+    [signalled] = finished
+    assert (signalled.status, result.status) == ("FAILED", "FAILED")
+    assert [e.exception_class for e in signalled.errors] == [TypeError]
+    assert [e.exception_class for e in result.errors] == [TypeError]
+
+
 def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, django_db):
     """An enqueue inside a nested atomic() (a savepoint) that rolls back leaves no job, while
     the outer block's order and job commit."""
@@ -320,3 +349,21 @@ def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, dj
         (int(kept.id), "tests.contrib.django_project.shop.tasks.mark_sent")
     ]
     assert Order.objects.filter(email="kept@example.com").exists()
+
+
+async def test_a_return_value_that_is_not_json_fails_without_a_retry(shop, django_db) -> None:
+    """A task returning a date did its work, then failed as its value is not JSON: with
+    attempts left, it was run again (and again) for nothing, as a plain pgqueue task never
+    is. It fails at once, as pgqueue fails such a task."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.returns_a_date.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 3")
+    worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+    tried = "SELECT count(*) FROM pgqueue.jobs WHERE attempts = 1 AND state <> 'running'"
+    await run_worker_until(worker, lambda: query(django_db, tried) == [(1,)])
+    await result.arefresh()
+    assert result.status == "FAILED"
+    assert [e.exception_class for e in result.errors] == [TypeError]
