@@ -367,3 +367,30 @@ async def test_a_return_value_that_is_not_json_fails_without_a_retry(shop, djang
     await result.arefresh()
     assert result.status == "FAILED"
     assert [e.exception_class for e in result.errors] == [TypeError]
+
+
+def test_a_naive_run_after_is_refused_with_use_tz_and_local_time_without(shop, django_db):
+    """With USE_TZ, Django refuses a naive run_after (InvalidTask) and nothing is written;
+    without it, a naive run_after is the current time zone's wall-clock time."""
+    from datetime import UTC, datetime
+
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _compat as dt
+    from tests.contrib.conftest import close_connections
+
+    naive = datetime(2030, 1, 1, 12, 0)
+    with pytest.raises(dt.InvalidTask, match="aware"):
+        shop.add.using(run_after=naive)
+    assert states(django_db) == {}
+    close_connections()
+    try:
+        with override_settings(USE_TZ=False, TIME_ZONE="America/New_York"):
+            result = shop.add.using(run_after=naive).enqueue(1, 1)
+            assert result.status == "READY"
+    finally:
+        close_connections()
+    run_at = "SELECT run_at FROM pgqueue.jobs WHERE id = %s"
+    assert query(django_db, run_at, [int(result.id)]) == [
+        (datetime(2030, 1, 1, 17, 0, tzinfo=UTC),)
+    ]
