@@ -394,3 +394,34 @@ def test_a_naive_run_after_is_refused_with_use_tz_and_local_time_without(shop, d
     assert query(django_db, run_at, [int(result.id)]) == [
         (datetime(2030, 1, 1, 17, 0, tzinfo=UTC),)
     ]
+
+
+async def test_an_attempt_pgqueue_retries_sends_no_task_finished(shop, django_db) -> None:
+    """With attempts left (MAX_ATTEMPTS > 1), a failed attempt is not the task's end: its
+    result is READY again. task_finished said FAILED for it (and Django logged the task as
+    failed); it is sent once the task is finished, FAILED after its last attempt."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import app
+
+    finished: list[str] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        finished.append(str(task_result.status))
+
+    result = await sync_to_async(shop.fails.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+    tried = "SELECT attempts, state FROM pgqueue.jobs"
+    dt.task_finished.connect(receive)
+    try:
+        await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+        await result.arefresh()
+        assert (result.status, len(result.errors), finished) == ("READY", 1, [])
+        query(django_db, "UPDATE pgqueue.active_jobs SET run_at = now()")
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    await result.arefresh()
+    assert (result.status, len(result.errors), finished) == ("FAILED", 2, ["FAILED"])

@@ -91,3 +91,8 @@ if tasks is not None:
     async def async_returns_nan() -> float:
         """An async django.tasks task whose return value PostgreSQL cannot store."""
         return float("nan")
+
+    @tasks.task()
+    def fails() -> None:
+        """A django.tasks task that fails on every attempt."""
+        raise ValueError("not yet")
