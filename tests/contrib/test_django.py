@@ -94,6 +94,16 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
 
 
+def test_a_django_proxy_of_something_else_than_a_database_is_refused(shop, django_db) -> None:
+    """django.core.cache.cache is a ConnectionProxy too, of a cache: enqueue on it (or on
+    django.tasks' default_task_backend) failed with an AttributeError on the cache; it is
+    the TypeError of any object pgqueue cannot enqueue on."""
+    from django.core.cache import cache
+
+    with pytest.raises(TypeError, match=r"cannot enqueue on a django\.utils\.connection\."):
+        shop.send_receipt.enqueue(cache, 1)
+
+
 def test_a_subclass_of_djangos_database_wrapper_is_accepted(shop, django_db: str) -> None:
     """A project's own database backend (ENGINE subclassing Django's postgresql one, as
     django-tenants and django-prometheus do) enqueues in its transaction too."""

@@ -32,8 +32,8 @@ def _wrapper(obj: Any) -> Any:
         return obj.db
     if isinstance(obj, BaseDatabaseWrapper):
         return obj
-    if isinstance(obj, ConnectionProxy):  # django.db.connection
-        return obj.__dict__["_connections"][obj.__dict__["_alias"]]
+    if isinstance(obj, ConnectionProxy):  # django.db.connection (and cache, which is no database)
+        return _wrapper(obj.__dict__["_connections"][obj.__dict__["_alias"]])
     return None
 
 
