@@ -425,3 +425,37 @@ async def test_an_attempt_pgqueue_retries_sends_no_task_finished(shop, django_db
         dt.task_finished.disconnect(receive)
     await result.arefresh()
     assert (result.status, len(result.errors), finished) == ("FAILED", 2, ["FAILED"])
+
+
+def test_invalid_tasks_and_foreign_results_raise_djangos_exceptions(shop, django_db) -> None:
+    """The backend refuses what Django's contract refuses (priority outside -100..100 or not
+    whole, a queue not in QUEUES, a function not at module level) with InvalidTask; the
+    result of another task's job is TaskResultMismatch, and a plain pgqueue job is no
+    Django task's result; an unfinished result has no return_value."""
+    import importlib
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import connection
+
+    framework = importlib.import_module(dt.FLAVOUR)
+    mismatch = importlib.import_module(f"{dt.FLAVOUR}.exceptions").TaskResultMismatch
+    for priority in (101, -101, 1.5):
+        with pytest.raises(dt.InvalidTask, match="priority"):
+            shop.add.using(priority=priority)
+    with pytest.raises(dt.InvalidTask, match="Queue 'elsewhere'"):
+        shop.add.using(queue_name="elsewhere")
+
+    def nested() -> None:
+        """Not at module level."""
+
+    with pytest.raises(dt.InvalidTask, match="module level"):
+        framework.task()(nested)
+    result = shop.add.enqueue(1, 2)
+    with pytest.raises(mismatch):
+        shop.mark_sent.get_result(result.id)
+    with pytest.raises(ValueError, match="not finished"):
+        result.return_value  # noqa: B018
+    native = shop.send_receipt.enqueue(connection(), 1)
+    with pytest.raises(dt.TaskResultDoesNotExist):
+        shop.add.get_result(str(native))
+    assert states(django_db) == {"queued": 2}
