@@ -90,6 +90,10 @@ async def test_failures_are_failed_results_with_the_exception_class(shop, django
     assert result.status == "FAILED"
     assert [e.exception_class for e in result.errors] == [KeyError]
     assert "boom" in result.errors[0].traceback
+    assert (result.is_finished, result.attempts, len(result.worker_ids)) == (True, 1, 1)
+    assert result.enqueued_at <= result.last_attempted_at <= result.finished_at
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018 - Django raises rather than return None
 
 
 def test_run_after_priority_and_queue_become_the_jobs_options(shop, django_db: str) -> None:
