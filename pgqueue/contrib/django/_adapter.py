@@ -43,8 +43,10 @@ def psycopg_connection(wrapper: Any) -> psycopg.Connection[Any]:
     raw = wrapper.connection
     if isinstance(raw, psycopg.Connection):
         # As Django's cursors do: an atomic block marked for rollback (an error caught inside
-        # it, set_rollback(True)) would roll the job back silently when the block exits.
+        # it, set_rollback(True)) would roll the job back silently when the block exits, and
+        # another thread's connection would commit it outside this thread's atomic() block.
         wrapper.validate_no_broken_transaction()
+        wrapper.validate_thread_sharing()
         return raw
     raise TypeError(
         f"pgqueue enqueues on psycopg 3, but Django's database {wrapper.alias!r} uses "
