@@ -94,6 +94,46 @@ def test_django_cursor_and_connections_alias_are_accepted(shop, django_db: str) 
     assert query(django_db, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
 
 
+def test_a_connection_of_another_thread_is_refused_as_django_refuses_it(shop, django_db):
+    """A DatabaseWrapper taken in one thread (connections["default"], connection() of
+    pgqueue) and enqueued on in another, inside that thread's atomic() block: the job was
+    written on the first thread's connection, committed at once whatever the block did.
+    As Django's own cursors do, enqueue refuses it with Django's DatabaseError."""
+    import threading
+
+    from django.db import DatabaseError, connections, transaction
+
+    wrapper = connections["default"]  # this thread's
+    raised: list[BaseException] = []
+
+    def in_another_thread() -> None:
+        try:
+            with transaction.atomic():
+                shop.send_receipt.enqueue(wrapper, 1)
+                raise RuntimeError("rolled back")
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=in_another_thread)
+    thread.start()
+    thread.join()
+    assert [type(exc) for exc in raised] == [DatabaseError]
+    assert "can only be used in that same thread" in str(raised[0])
+    assert states(django_db) == {}
+
+
+def test_a_django_proxy_of_something_else_than_a_database_is_refused(shop, django_db) -> None:
+    """django.core.cache.cache is a ConnectionProxy too, of a cache: enqueue on it (or on
+    django.tasks' default_task_backend) failed with an AttributeError on the cache; it is
+    the TypeError of any object pgqueue cannot enqueue on."""
+    from django.core.cache import cache
+
+    with pytest.raises(TypeError, match=r"cannot enqueue on a django\.utils\.connection\."):
+        shop.send_receipt.enqueue(cache, 1)
+
+
 def test_a_subclass_of_djangos_database_wrapper_is_accepted(shop, django_db: str) -> None:
     """A project's own database backend (ENGINE subclassing Django's postgresql one, as
     django-tenants and django-prometheus do) enqueues in its transaction too."""

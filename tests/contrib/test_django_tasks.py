@@ -90,6 +90,10 @@ async def test_failures_are_failed_results_with_the_exception_class(shop, django
     assert result.status == "FAILED"
     assert [e.exception_class for e in result.errors] == [KeyError]
     assert "boom" in result.errors[0].traceback
+    assert (result.is_finished, result.attempts, len(result.worker_ids)) == (True, 1, 1)
+    assert result.enqueued_at <= result.last_attempted_at <= result.finished_at
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018 - Django raises rather than return None
 
 
 def test_run_after_priority_and_queue_become_the_jobs_options(shop, django_db: str) -> None:
@@ -287,3 +291,175 @@ def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(shop, django_db:
     with pytest.raises(ValueError, match="over 1048576 bytes as stored"), transaction.atomic():
         shop.add.enqueue([0] * 100_000, 0)
     assert states(django_db) == {}
+
+
+def test_get_result_of_an_id_no_job_has_does_not_exist(shop, django_db: str) -> None:
+    """A result id is str(job.id): a number beyond bigint raised pgqueue's ValueError instead
+    of TaskResultDoesNotExist, and other spellings of a number (" 7", "07", "+7", "7_0")
+    read whichever job that number named, under an id the backend never issued."""
+    from pgqueue.contrib.django import _compat as dt
+
+    job_id = int(shop.add.enqueue(1, 2).id)
+    for other in ("99999999999999999999", f" {job_id}", f"0{job_id}", f"+{job_id}",
+                  f"{job_id}\n", f"{job_id}_0", "٣", "0", "-1", ""):  # fmt: skip
+        with pytest.raises(dt.TaskResultDoesNotExist):
+            shop.add.get_result(other)
+    assert shop.add.get_result(str(job_id)).args == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["returns_nan", "async_returns_nan"])
+async def test_a_return_value_postgres_cannot_store_is_failed_in_the_signal_too(
+    shop, django_db: str, name: str
+) -> None:
+    """A task (sync or async) returning NaN fails its job (PostgreSQL's JSON has no NaN):
+    task_finished said SUCCESSFUL, with the value, while get_result said FAILED. Both say
+    FAILED, with the error."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+
+    finished: list[object] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        finished.append(task_result)
+
+    dt.task_finished.connect(receive)
+    try:
+        result = await sync_to_async(getattr(shop, name).enqueue)()
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    await result.arefresh()
+    [signalled] = finished
+    assert (signalled.status, result.status) == ("FAILED", "FAILED")
+    assert [e.exception_class for e in signalled.errors] == [TypeError]
+    assert [e.exception_class for e in result.errors] == [TypeError]
+
+
+def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, django_db):
+    """An enqueue inside a nested atomic() (a savepoint) that rolls back leaves no job, while
+    the outer block's order and job commit."""
+    from django.db import transaction
+
+    from tests.contrib.django_project.shop.models import Order
+
+    with transaction.atomic():
+        order = Order.objects.create(email="kept@example.com")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            shop.add.enqueue(1, 1)
+            raise RuntimeError("the savepoint is rolled back")
+        kept = shop.mark_sent.enqueue(order.id)
+    assert query(django_db, "SELECT id, task FROM pgqueue.jobs") == [
+        (int(kept.id), "tests.contrib.django_project.shop.tasks.mark_sent")
+    ]
+    assert Order.objects.filter(email="kept@example.com").exists()
+
+
+async def test_a_return_value_that_is_not_json_fails_without_a_retry(shop, django_db) -> None:
+    """A task returning a date did its work, then failed as its value is not JSON: with
+    attempts left, it was run again (and again) for nothing, as a plain pgqueue task never
+    is. It fails at once, as pgqueue fails such a task."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.returns_a_date.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 3")
+    worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+    tried = "SELECT count(*) FROM pgqueue.jobs WHERE attempts = 1 AND state <> 'running'"
+    await run_worker_until(worker, lambda: query(django_db, tried) == [(1,)])
+    await result.arefresh()
+    assert result.status == "FAILED"
+    assert [e.exception_class for e in result.errors] == [TypeError]
+
+
+def test_a_naive_run_after_is_refused_with_use_tz_and_local_time_without(shop, django_db):
+    """With USE_TZ, Django refuses a naive run_after (InvalidTask) and nothing is written;
+    without it, a naive run_after is the current time zone's wall-clock time."""
+    from datetime import UTC, datetime
+
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _compat as dt
+    from tests.contrib.conftest import close_connections
+
+    naive = datetime(2030, 1, 1, 12, 0)
+    with pytest.raises(dt.InvalidTask, match="aware"):
+        shop.add.using(run_after=naive)
+    assert states(django_db) == {}
+    close_connections()
+    try:
+        with override_settings(USE_TZ=False, TIME_ZONE="America/New_York"):
+            result = shop.add.using(run_after=naive).enqueue(1, 1)
+            assert result.status == "READY"
+    finally:
+        close_connections()
+    run_at = "SELECT run_at FROM pgqueue.jobs WHERE id = %s"
+    assert query(django_db, run_at, [int(result.id)]) == [
+        (datetime(2030, 1, 1, 17, 0, tzinfo=UTC),)
+    ]
+
+
+async def test_an_attempt_pgqueue_retries_sends_no_task_finished(shop, django_db) -> None:
+    """With attempts left (MAX_ATTEMPTS > 1), a failed attempt is not the task's end: its
+    result is READY again. task_finished said FAILED for it (and Django logged the task as
+    failed); it is sent once the task is finished, FAILED after its last attempt."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import app
+
+    finished: list[str] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        finished.append(str(task_result.status))
+
+    result = await sync_to_async(shop.fails.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+    tried = "SELECT attempts, state FROM pgqueue.jobs"
+    dt.task_finished.connect(receive)
+    try:
+        await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+        await result.arefresh()
+        assert (result.status, len(result.errors), finished) == ("READY", 1, [])
+        query(django_db, "UPDATE pgqueue.active_jobs SET run_at = now()")
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    await result.arefresh()
+    assert (result.status, len(result.errors), finished) == ("FAILED", 2, ["FAILED"])
+
+
+def test_invalid_tasks_and_foreign_results_raise_djangos_exceptions(shop, django_db) -> None:
+    """The backend refuses what Django's contract refuses (priority outside -100..100 or not
+    whole, a queue not in QUEUES, a function not at module level) with InvalidTask; the
+    result of another task's job is TaskResultMismatch, and a plain pgqueue job is no
+    Django task's result; an unfinished result has no return_value."""
+    import importlib
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import connection
+
+    framework = importlib.import_module(dt.FLAVOUR)
+    mismatch = importlib.import_module(f"{dt.FLAVOUR}.exceptions").TaskResultMismatch
+    for priority in (101, -101, 1.5):
+        with pytest.raises(dt.InvalidTask, match="priority"):
+            shop.add.using(priority=priority)
+    with pytest.raises(dt.InvalidTask, match="Queue 'elsewhere'"):
+        shop.add.using(queue_name="elsewhere")
+
+    def nested() -> None:
+        """Not at module level."""
+
+    with pytest.raises(dt.InvalidTask, match="module level"):
+        framework.task()(nested)
+    result = shop.add.enqueue(1, 2)
+    with pytest.raises(mismatch):
+        shop.mark_sent.get_result(result.id)
+    with pytest.raises(ValueError, match="not finished"):
+        result.return_value  # noqa: B018
+    native = shop.send_receipt.enqueue(connection(), 1)
+    with pytest.raises(dt.TaskResultDoesNotExist):
+        shop.add.get_result(str(native))
+    assert states(django_db) == {"queued": 2}

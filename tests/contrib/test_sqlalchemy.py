@@ -223,3 +223,28 @@ def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, 
             shop.ship.enqueue(session, [0] * 100_000)
         session.rollback()
     assert states(dsn) == {}
+
+
+async def test_a_rolled_back_savepoint_drops_its_job_and_its_orders(engine, dsn) -> None:
+    """Inside begin_nested() the job joins the savepoint: rolling the savepoint back drops
+    it with the savepoint's ORM writes, and the outer transaction commits the rest, sync
+    and async alike (a savepoint begun before the session's first statement too)."""
+    with Session(engine) as session, session.begin():
+        with session.begin_nested():  # the session's first statement runs inside it
+            shop.ship.enqueue(session, 1)
+        nested = session.begin_nested()
+        shop.place_order(session)
+        nested.rollback()
+        shop.ship.enqueue(session, 3)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(db) as asession, asession.begin():
+            nested_async = await asession.begin_nested()
+            await shop.ship.aenqueue(asession, 4)
+            await nested_async.rollback()
+            async with asession.begin_nested():
+                await shop.ship.aenqueue(asession, 5)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([3],), ([5],)]

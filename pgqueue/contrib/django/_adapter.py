@@ -32,8 +32,8 @@ def _wrapper(obj: Any) -> Any:
         return obj.db
     if isinstance(obj, BaseDatabaseWrapper):
         return obj
-    if isinstance(obj, ConnectionProxy):  # django.db.connection
-        return obj.__dict__["_connections"][obj.__dict__["_alias"]]
+    if isinstance(obj, ConnectionProxy):  # django.db.connection (and cache, which is no database)
+        return _wrapper(obj.__dict__["_connections"][obj.__dict__["_alias"]])
     return None
 
 
@@ -43,8 +43,10 @@ def psycopg_connection(wrapper: Any) -> psycopg.Connection[Any]:
     raw = wrapper.connection
     if isinstance(raw, psycopg.Connection):
         # As Django's cursors do: an atomic block marked for rollback (an error caught inside
-        # it, set_rollback(True)) would roll the job back silently when the block exits.
+        # it, set_rollback(True)) would roll the job back silently when the block exits, and
+        # another thread's connection would commit it outside this thread's atomic() block.
         wrapper.validate_no_broken_transaction()
+        wrapper.validate_thread_sharing()
         return raw
     raise TypeError(
         f"pgqueue enqueues on psycopg 3, but Django's database {wrapper.alias!r} uses "

@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from pgqueue import Cancel, Retry, _json
 from pgqueue._manage import get_job
 from pgqueue._worker import current_job
 from pgqueue.contrib.django import _compat as dt
@@ -83,16 +84,43 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
+def _retried(error: BaseException) -> bool:
+    """Whether pgqueue runs the task again after ``error``, as its executor decides: then
+    this attempt is not the task's end (its result is READY again), and sends no
+    ``task_finished``. An attempt the worker is stopping (timeout, cancel, shutdown) ends
+    as the worker decides, and sends it as before."""
+    if isinstance(error, Retry):
+        return True
+    job = current_job()
+    regular = isinstance(error, Exception) and not isinstance(error, Cancel)
+    return regular and job.attempt < job.max_attempts and job.cancel_reason is None
+
+
+def _returned(raw: Any) -> tuple[Any, BaseException | None]:
+    """What the runner hands pgqueue for a task's return value, and the error that keeps the
+    value from being stored, if any. Such a value is handed over as the task gave it, so that
+    pgqueue fails the job as it fails any task whose value is not JSON: at once (running the
+    task again would repeat its work for nothing), with a ``TypeError``."""
+    try:
+        value = dt.normalize_json(raw)
+        _json.dumps(value)  # Django's JSON is not PostgreSQL's: NaN, "\x00"...
+    except (TypeError, ValueError, RecursionError) as exc:
+        return raw, exc if isinstance(exc, TypeError) else TypeError(str(exc))
+    return value, None
+
+
 def _sync_runner(name: str) -> Callable[..., Any]:
     def run_django_task(*args: Any, **kwargs: Any) -> Any:
         result = _started(name)
         task = _tasks[name]
         try:
-            value = dt.normalize_json(task.call(*_call_args(task, result, args), **kwargs))
+            raw = task.call(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            _finished(result, error=exc)
+            if not _retried(exc):
+                _finished(result, error=exc)
             raise
-        _finished(result, value)
+        value, error = _returned(raw)
+        _finished(result, value, error)
         return value
 
     return run_django_task
@@ -103,11 +131,13 @@ def _async_runner(name: str) -> Callable[..., Any]:
         result = await sync_to_async(_started, thread_sensitive=False)(name)
         task = _tasks[name]
         try:
-            value = dt.normalize_json(await task.acall(*_call_args(task, result, args), **kwargs))
+            raw = await task.acall(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            await sync_to_async(_finished, thread_sensitive=False)(result, error=exc)
+            if not _retried(exc):
+                await sync_to_async(_finished, thread_sensitive=False)(result, error=exc)
             raise
-        await sync_to_async(_finished, thread_sensitive=False)(result, value)
+        value, error = _returned(raw)
+        await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
         return value
 
     return run_django_task

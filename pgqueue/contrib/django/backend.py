@@ -11,11 +11,12 @@ FAILED at once, as Django's API expects).
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from pgqueue._manage import get_job
-from pgqueue._options import MAX_ATTEMPTS_LIMIT
+from pgqueue._options import MAX_ATTEMPTS_LIMIT, check_job_id
 from pgqueue.contrib.django import _compat as dt
 from pgqueue.contrib.django import _conf, _registry
 from pgqueue.contrib.django._results import task_result
@@ -125,11 +126,8 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
 
     def get_result(self, result_id: str) -> Any:
         """The result of job ``result_id``, read from the database (works in any process)."""
-        try:
-            job_id = int(result_id)
-        except (TypeError, ValueError):
-            raise dt.TaskResultDoesNotExist(result_id) from None
-        job = get_job(self._connection(), job_id)
+        job_id = _job_id(result_id)
+        job = None if job_id is None else get_job(self._connection(), job_id)
         task = _registry.django_task(job.task) if job is not None else None
         if job is None or task is None:
             raise dt.TaskResultDoesNotExist(result_id)
@@ -137,6 +135,20 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
 
 
 PgQueueBackend.__module__ = "pgqueue.contrib.django"
+
+_RESULT_ID = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def _job_id(result_id: Any) -> int | None:
+    """The job a result id names, if any. Ids are ``str(job.id)``: another spelling of a
+    number (`` 7``, ``07``, ``7_0``) names no result, and one beyond bigint no job."""
+    text = str(result_id) if type(result_id) is int else result_id
+    if not isinstance(text, str) or not _RESULT_ID.fullmatch(text):
+        return None
+    try:
+        return check_job_id(int(text))
+    except ValueError:
+        return None
 
 
 def _refuse_eager_mode() -> None:

@@ -74,3 +74,25 @@ if tasks is not None:
     def explode() -> None:
         """A django.tasks task that fails."""
         raise KeyError("boom")
+
+    @tasks.task()
+    def returns_nan() -> float:
+        """A django.tasks task whose return value PostgreSQL cannot store (NaN)."""
+        return float("nan")
+
+    @tasks.task()
+    def returns_a_date() -> object:
+        """A django.tasks task whose return value is not JSON."""
+        import datetime
+
+        return datetime.date(2026, 1, 1)
+
+    @tasks.task()
+    async def async_returns_nan() -> float:
+        """An async django.tasks task whose return value PostgreSQL cannot store."""
+        return float("nan")
+
+    @tasks.task()
+    def fails() -> None:
+        """A django.tasks task that fails on every attempt."""
+        raise ValueError("not yet")
