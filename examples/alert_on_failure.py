@@ -3,7 +3,13 @@
     PGQUEUE_DSN=... ALERT_WEBHOOK=https://hooks.example.com/... \
         pgqueue --app examples.alert_on_failure:app worker -q reports
 
-Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
+and, from another shell, a report that fails (three attempts, then the alert; without
+ALERT_WEBHOOK the alert is an ERROR line of the worker's):
+
+    pgqueue --app examples.alert_on_failure:app enqueue \
+        examples.alert_on_failure.build_report --args '[-1]'
+
+Run both from the repository's root. Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
 from __future__ import annotations

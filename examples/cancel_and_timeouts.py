@@ -34,22 +34,22 @@ def export(rows: int) -> str:
 
 
 async def main(dsn: str) -> dict[int, tuple[str, str | None]]:
-    """Enqueue two jobs, cancel the export while it runs, and return every job's end."""
+    """Enqueue two jobs, cancel the export while it runs, and return how each job ended."""
     with psycopg.connect(dsn) as conn:
-        slow_report.enqueue(conn)
-        export_id = export.enqueue(conn, 100_000)
+        ids = [slow_report.enqueue(conn), export.enqueue(conn, 100_000)]
         conn.commit()
     worker = app.worker(dsn=dsn, queues=["reports"], poll_interval=0.1)
     running = asyncio.create_task(worker.run())
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while app.cancel(conn, export_id) is None:  # not claimed yet: nothing to cancel
+        while app.get_job(conn, ids[1]).state != "running":  # a queued job would never run
             await asyncio.sleep(0.05)
-        ended = "SELECT id, state, last_error FROM pgqueue.jobs WHERE finished_at IS NOT NULL"
-        while len(rows := conn.execute(ended).fetchall()) < 2:
+        app.cancel(conn, ids[1])  # "requested": its worker sets current_job().cancelled
+        while any(app.get_job(conn, job_id).finished_at is None for job_id in ids):
             await asyncio.sleep(0.1)
+        jobs = [app.get_job(conn, job_id) for job_id in ids]
     worker.stop()
     await running
-    return {job_id: (state, error) for job_id, state, error in rows}
+    return {job.id: (job.state, job.last_error) for job in jobs}
 
 
 if __name__ == "__main__":

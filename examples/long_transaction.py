@@ -28,7 +28,8 @@ import psycopg
 
 import pgqueue
 
-app = pgqueue.PgQueue()
+QUEUE = "long_transaction"  # its own: other jobs in the database neither wait nor get claimed
+app = pgqueue.PgQueue(default_queue=QUEUE)
 
 
 @app.task
@@ -60,12 +61,12 @@ async def drain(dsn: str, jobs: int, warnings: Warnings | None = None) -> tuple[
     the worker's first one."""
     worker = app.worker(dsn=dsn, concurrency=200, long_transaction_warning=1.0, rescue_interval=0.2)
     running = asyncio.create_task(worker.run())
-    empty = "SELECT NOT EXISTS (SELECT FROM pgqueue.active_jobs)"
+    empty = "SELECT NOT EXISTS (SELECT FROM pgqueue.active_jobs WHERE queue = %s)"
     with psycopg.connect(dsn, autocommit=True) as conn:
         start = time.perf_counter()
         with conn.transaction():
             noop.enqueue_many(conn, [((i,), {}) for i in range(jobs)])
-        while not conn.execute(empty).fetchone()[0]:  # type: ignore[index]
+        while not conn.execute(empty, [QUEUE]).fetchone()[0]:  # type: ignore[index]
             await asyncio.sleep(0.01)
         seconds = time.perf_counter() - start
         sent = {}
@@ -73,7 +74,7 @@ async def drain(dsn: str, jobs: int, warnings: Warnings | None = None) -> tuple[
             job_id = stamp.enqueue(conn)  # autocommit: this statement is its transaction
             sent[job_id] = time.time()
             await asyncio.sleep(0.02)
-        while not conn.execute(empty).fetchone()[0]:  # type: ignore[index]
+        while not conn.execute(empty, [QUEUE]).fetchone()[0]:  # type: ignore[index]
             await asyncio.sleep(0.01)
         rows = conn.execute("SELECT id, result FROM pgqueue.jobs WHERE id = ANY(%s)", [list(sent)])
         waits = sorted((float(started) - sent[job_id]) * 1000 for job_id, started in rows)

@@ -3,7 +3,7 @@
     python unique_jobs.py
 
 Enqueues the same key twice (one job), asks for an error on the third try, runs the job, and
-shows that the key is free again once the job has finished.
+shows that the key is free again once the job has finished (that last job stays queued).
 
 Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
@@ -19,7 +19,7 @@ import pgqueue
 app = pgqueue.PgQueue()
 
 
-@app.task(name="catalogue.sync_order")
+@app.task(name="catalogue.sync_order", queue="catalogue")
 async def sync_order(order_id: int) -> str:
     """Push one order to the catalogue service (pretend)."""
     return f"order {order_id} synced"
@@ -38,7 +38,7 @@ def main() -> None:
             print(f"on_conflict='raise': DuplicateJob, existing job {duplicate.job_id}")
         conn.commit()  # the duplicate did not abort the transaction
 
-        app.run_worker(burst=True)  # run what is queued, then return
+        app.run_worker(queues=["catalogue"], burst=True)  # run what is queued, then return
         again = unique.enqueue(conn, 42)
         conn.commit()
         print(f"after job {first} finished: new job {again}")

@@ -326,7 +326,9 @@ def _check_registered(state: State, task: str) -> None:
     that workers fail, attempt after attempt, as an unknown task."""
     if not state.app_path or state.app.get_task(task) is not None:
         return
-    close = difflib.get_close_matches(task, state.app.tasks, n=1)
+    # The function's own name, as a task without name= is registered under module.qualname.
+    close = [name for name in state.app.tasks if name.endswith(f".{task}")]
+    close = close or difflib.get_close_matches(task, state.app.tasks, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     # Unless a caller such as manage.py pgqueue supplied the app, where no --app is to drop.
     source = click.get_current_context().find_root().get_parameter_source("app_path")

@@ -9,7 +9,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._demo._shop import Placed
-from pgqueue._demo._tasks import BOUNCING, TASKS, send_receipt
+from pgqueue._demo._tasks import BOUNCING, OPTED_OUT, TASKS, send_receipt
 
 HEADER = ("task", "state", "jobs", "attempts", "last error (one of them)")
 
@@ -25,13 +25,13 @@ def report(conn: psycopg.Connection[Any], placed: Placed) -> None:
     click.echo(f"    FROM pgqueue.jobs WHERE id BETWEEN {min(placed.jobs)} AND {max(placed.jobs)}")
     click.echo("     AND task LIKE 'pgqueue.demo.%' GROUP BY task, state;\n")
     _table([HEADER, *[(t, s, str(n), str(a), e or "") for t, s, n, a, e in rows]])
-    bounced = sum(n for t, s, n, _, _ in rows if (t, s) == (send_receipt.name, "failed"))
-    _on_purpose(bounced)
+    receipts = {s: n for t, s, n, _, _ in rows if t == send_receipt.name}
+    _on_purpose(receipts.get("failed", 0), receipts.get("cancelled", 0))
     _proof(placed, ghost_jobs, ghost_orders)
 
 
-def _on_purpose(bounced: int) -> None:
-    if not bounced:  # a run of fewer than 3 orders
+def _on_purpose(bounced: int, opted_out: int) -> None:
+    if not bounced:  # a run of fewer than 3 orders (the opted-out customer comes later)
         return
     attempts = send_receipt.options.max_attempts
     click.echo(
@@ -42,6 +42,11 @@ def _on_purpose(bounced: int) -> None:
         " with backoff, then failed; each attempt's error and traceback is kept in pgqueue.jobs"
         " (pgqueue jobs show ID)."
     )
+    if opted_out:
+        click.echo(
+            f"  {opted_out} receipts to {OPTED_OUT} (opted out of e-mail): the task raised"
+            " pgqueue.Cancel, so they ended cancelled at once, without a retry."
+        )
     click.echo(
         "  Invoices of orders ending in 3: the printer jams on the first attempt; retried, they"
         " succeed."

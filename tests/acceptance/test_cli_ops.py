@@ -76,6 +76,19 @@ def test_enqueue_with_an_app_refuses_a_task_it_does_not_register(dsn: str) -> No
     assert query(dsn, "SELECT queue FROM pgqueue.jobs WHERE id = %s", [job_id]) == [("io",)]
 
 
+def test_enqueue_by_a_function_name_suggests_the_task_name(dsn: str) -> None:
+    """A task without name= is registered as module.qualname; the function's own name, as a
+    newcomer types it (`enqueue build_report`), was refused with no suggestion, being too far
+    from the full name for a spelling match. The registered name ending in it is suggested."""
+    app = ("--app", "tests.acceptance.app_under_test:app")
+    done = pgqueue(dsn, *app, "enqueue", "once", ok=False)
+    assert done.stderr.strip().startswith(
+        "Error: the app 'tests.acceptance.app_under_test:app' registers no task 'once'"
+        " (did you mean 'tests.acceptance.app_under_test.once'?)"
+    ), done.stderr
+    assert states(dsn) == {}
+
+
 def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
     """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
     an invalid duration, as it is for prune --older-than, and nothing is enqueued."""

@@ -65,6 +65,19 @@ def test_the_demo_reports_its_failures_on_purpose_instead_of_logging_them(dsn: s
     )
 
 
+def test_the_demo_explains_the_receipts_it_cancels_on_purpose(dsn: str) -> None:
+    """The report's table shows receipts ended 'cancelled' (a customer who opted out): the
+    report says why, as it does for the failures, instead of leaving them unexplained."""
+    done = run_demo(clean_env(PGQUEUE_DSN=dsn), "--orders", "16")
+    assert done.returncode == 0, done.stderr
+    [(cancelled,)] = query(dsn, "SELECT count(*) FROM pgqueue.jobs WHERE state = 'cancelled'")
+    assert cancelled > 0
+    assert (
+        f"\n  {cancelled} receipts to oscar@example.com (opted out of e-mail): the task raised"
+        " pgqueue.Cancel, so they ended cancelled at once, without a retry." in done.stdout
+    )
+
+
 def test_the_query_the_demo_prints_gives_the_table_it_prints(dsn: str) -> None:
     """Run twice on one database, the SQL shown above the table, pasted into psql, gives that
     table (it left out the filter on this run's jobs, so it counted the earlier run's too)."""

@@ -39,6 +39,16 @@ def test_unique_jobs_example(dsn: str) -> None:
     assert query(dsn, "SELECT state FROM pgqueue.jobs ORDER BY id") == [("succeeded",), ("queued",)]
 
 
+def test_unique_jobs_example_leaves_other_apps_jobs_alone(dsn: str) -> None:
+    """Its burst worker serves its own queue only: a job of another example (or of your app)
+    waiting in queue "default" is not claimed and failed as an unknown task."""
+    query(dsn, "SELECT pgqueue.enqueue('shop.ship', '[1]')")
+    run(dsn, "unique_jobs.py")
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE task = 'shop.ship'") == [
+        ("queued", 0)
+    ]
+
+
 def test_periodic_example_fires_heartbeats_that_know_their_tick(dsn: str) -> None:
     """periodic.py under a worker: heartbeat jobs report their own tick; cron list shows it."""
     assert "heartbeat: * * * * * */2 (UTC), last None" in run(dsn, "periodic.py")

@@ -51,7 +51,9 @@ def test_sqlalchemy_example(empty_dsn: str) -> None:
 
 
 def test_testing_example(pg_server) -> None:
-    """examples/testing: eager, assert_enqueued and drain with the plugin's fixtures pass."""
-    out = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/testing"], ".",
+    """examples/testing: eager, assert_enqueued and drain with the plugin's fixtures pass, run
+    from the clone's root by a pytest without this repository's plugins (pytest-asyncio...)."""
+    plain = ["-p", "no:asyncio", "-p", "no:timeout", "-p", "no:cacheprovider"]
+    out = run(["-m", "pytest", "-q", *plain, "examples/testing"], ".",
               PGQUEUE_TEST_DSN=pg_server.dsn)  # fmt: skip
     assert "3 passed" in out

@@ -10,6 +10,7 @@ db = conninfo_to_dict(os.environ["DATABASE_URL"])  # e.g. postgresql://postgres@
 SECRET_KEY = "example-only"
 DEBUG = True
 USE_TZ = True
+TIME_ZONE = "UTC"  # Django sets the process time zone: the default would date logs in Chicago
 ROOT_URLCONF = "mysite.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
