@@ -265,14 +265,18 @@ def cli(
     ctx.obj = State(app_path, dsn)
 
 
+# The variables migrate once read for its switches, each of which does something instead of
+# migrating: one left set made every deploy's `pgqueue migrate` print, and exit 0. They are
+# refused while set, so that a script relying on one does not migrate by surprise either.
+MODE_VARIABLES = {
+    "PGQUEUE_SQL": ("--sql", "print the SQL"),
+    "PGQUEUE_CHECK": ("--check", "only check the schema"),
+    "PGQUEUE_ROLES": ("--roles", "print the GRANTs"),
+}
+
+
 @cli.command()
-@click.option(
-    "--sql",
-    "print_sql",
-    is_flag=True,
-    envvar="PGQUEUE_SQL",
-    help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
-)
+@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.option(
     "--from",
     "since",
@@ -281,18 +285,9 @@ def cli(
     help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
     " tells a database's).  [env PGQUEUE_MIGRATE_FROM, read only with --sql]",
 )
+@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
 @click.option(
-    "--check",
-    is_flag=True,
-    envvar="PGQUEUE_CHECK",
-    help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
-)
-@click.option(
-    "--roles",
-    "print_roles",
-    is_flag=True,
-    envvar="PGQUEUE_ROLES",
-    help="Print the least-privilege GRANTs instead.  [env PGQUEUE_ROLES]",
+    "--roles", "print_roles", is_flag=True, help="Print the least-privilege GRANTs instead."
 )
 @click.pass_obj
 @friendly_errors
@@ -302,6 +297,7 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    _refuse_mode_variables(print_sql or check or print_roles)
     since = _revision_from(since, print_sql)
     if print_roles:
         click.echo(_migrate.roles_sql())
@@ -318,6 +314,27 @@ def migrate(
         return
     _migrate.migrate(state.dsn)
     click.echo("pgqueue schema is up to date")
+
+
+def _refuse_mode_variables(switched: bool) -> None:
+    """Unless a switch is given, a usage error naming the first of MODE_VARIABLES that is
+    set to anything but a false value ("0", "false", "no", "off"), which never switched."""
+    for variable, (option, does) in MODE_VARIABLES.items():
+        if _switched_on(os.environ.get(variable, "")) and not switched:
+            raise click.UsageError(
+                f"{variable} is set, but migrate reads {option} from the command line only"
+                f" (one left set would make every `pgqueue migrate` {does} instead of"
+                f" migrating): pass {option}, or unset {variable}"
+            )
+
+
+def _switched_on(value: str) -> bool:
+    if not value:  # click reads an empty variable as an unset one
+        return False
+    try:
+        return bool(click.BOOL.convert(value, None, None))
+    except click.BadParameter:  # it used to be a usage error: it still is
+        return True
 
 
 def _revision_from(since: str | None, print_sql: bool) -> str | None:

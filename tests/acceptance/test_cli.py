@@ -137,6 +137,45 @@ def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None
     )
 
 
+def migrate_with(dsn: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pgqueue migrate ARGS`` on ``dsn`` with the variables ``env`` set too."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", *args], env=cli_env(dsn, **env), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variable", "option", "does"),
+    [("PGQUEUE_SQL", "--sql", "print the SQL"),
+     ("PGQUEUE_CHECK", "--check", "only check the schema"),
+     ("PGQUEUE_ROLES", "--roles", "print the GRANTs")],
+)  # fmt: skip
+def test_a_switch_of_migrate_left_in_the_environment_does_not_skip_the_migration(
+    empty_dsn: str, variable: str, option: str, does: str
+) -> None:
+    """PGQUEUE_SQL left set made a deploy's `pgqueue migrate` print the SQL and exit 0
+    without migrating (PGQUEUE_ROLES printed GRANTs, PGQUEUE_CHECK only checked): a switch
+    is taken from the command line only, and a variable still set is a usage error naming
+    it, with nothing printed nor migrated. Set to a false value, it is no switch at all; with
+    the option given, it is not in the way."""
+    result = migrate_with(empty_dsn, **{variable: "1"})
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert usage_error(result.stderr) == (
+        f"Error: {variable} is set, but migrate reads {option} from the command line only"
+        f" (one left set would make every `pgqueue migrate` {does}"
+        f" instead of migrating): pass {option}, or unset {variable}"
+    )
+    assert query(empty_dsn, "SELECT 1 FROM pg_namespace WHERE nspname = 'pgqueue'") == []
+    switched, alone = (
+        migrate_with(empty_dsn, option, **{variable: "yes"}),
+        cli(empty_dsn, "migrate", option),
+    )
+    assert (switched.returncode, switched.stdout) == (alone.returncode, alone.stdout)
+    migrated = migrate_with(empty_dsn, **{variable: "off"})
+    assert (migrated.returncode, migrated.stdout) == (0, "pgqueue schema is up to date\n")
+
+
 def read_only(dsn: str) -> str:
     """``dsn`` in sessions that may not write (as on a standby, or without the grants)."""
     return make_conninfo(dsn, options="-c default_transaction_read_only=on")
