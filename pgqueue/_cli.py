@@ -84,6 +84,7 @@ class Seconds(click.FloatRange):
 
     def __init__(self, minimum: float, maximum: float = MAX_DELAY) -> None:
         super().__init__(minimum, maximum)
+        self.lowest, self.highest = minimum, maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
@@ -92,6 +93,12 @@ class Seconds(click.FloatRange):
             if not DECIMAL_NUMBER.fullmatch(text):
                 self.fail(
                     f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx
+                )
+            if not self.lowest <= float(text) <= self.highest:  # said as given: 1e999 is inf
+                self.fail(
+                    f"{text} is not in the range {self.lowest:g}<=x<={self.highest:.0f}.",
+                    param,
+                    ctx,
                 )
             value = text
         seconds = super().convert(value, param, ctx)

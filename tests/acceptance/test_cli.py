@@ -529,6 +529,26 @@ def test_a_number_longer_than_python_reads_is_out_of_range(
     assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("worker", "--burst", "--lease", "1e99999"),
+      "'--lease': 1e99999 is not in the range 0.1<=x<=31557600000."),
+     (("worker", "--burst", "--shutdown-timeout", " -1E400\n"),
+      "'--shutdown-timeout': -1E400 is not in the range 0<=x<=31557600000."),
+     (("stats", "--interval", "1e309"), "'--interval': 1e309 is not in the range 0.1<=x<=86400."),
+     (("enqueue", "t", "--delay", "1e99999"),
+      "'--delay': invalid duration '1e99999': must be from 0 to 1000 years")],
+)  # fmt: skip
+def test_a_number_of_seconds_past_every_float_is_named_as_given(
+    dsn: str, args: tuple[str, ...], error: str
+) -> None:
+    """--lease 1e99999, a float too large, said "inf is not in the range ...": a value
+    nobody wrote. The error names the value as given."""
+    result = cli(dsn, *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
+
+
 def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
     int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
