@@ -17,7 +17,7 @@ from pgqueue._options import (
     check_queue,
     too_long_a_number,
 )
-from pgqueue._retry import MAX_DELAY, is_number
+from pgqueue._retry import MAX_DELAY, is_number, shown
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
 
@@ -41,6 +41,11 @@ def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) ->
 
 
 def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
+    if not isinstance(raw, str):  # ("io", 2), say: its figure would not be read as one
+        raise ValueError(
+            f"invalid queue {shown(raw)} in queues: give each as a str, 'NAME' or"
+            " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}"
+        )
     name, _, count = raw.partition(":")
     name, count = name.strip(), count.strip()
     if not count:

@@ -67,12 +67,17 @@ def test_good_worker_options_are_kept() -> None:
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
      (["io", "io"], "queue 'io' is given twice: name each queue once"),
      ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
-     ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True")],
+     ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True"),
+     ([("io", 2)], "invalid queue ('io', 2) in queues: give each as a str, 'NAME' or"
+      " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}"),
+     (["io", 7], "invalid queue 7 in queues: give each as a str, 'NAME' or"
+      " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}")],
 )  # fmt: skip
 def test_bad_queue_concurrency_names_the_queue_and_value(queues: Any, message: str) -> None:
     """A per-queue figure that is not a whole number, or a queue named twice (the last figure
     used to win silently), is refused in one sentence naming the queue. So are the figures
-    int() reads and an operator hardly means: "1_0" (ten), "+2", Arabic-Indic "١٢"."""
+    int() reads and an operator hardly means: "1_0" (ten), "+2", Arabic-Indic "١٢". A queue
+    that is not a str, such as ("io", 2), raised AttributeError: it is named too."""
     with pytest.raises(ValueError) as raised:
         parse_queues(queues, 4)
     assert str(raised.value) == message
