@@ -18,7 +18,7 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
-from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
+from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
@@ -372,7 +372,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
-    type=Whole(1),
+    type=Whole(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
     help="Jobs at once per queue without its own figure.",

@@ -441,6 +441,8 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
      ("io,", "invalid queue name '': use 1-64 characters from A-Z a-z 0-9 _ . -"),
      ("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
+     ("io:10001", "concurrency of queue 'io' must be at most 10000 (jobs run at once per"
+      " queue by one worker; run more workers for more), got 10001"),
      ("io:1_0", "concurrency of queue 'io' must be a whole number >= 1, got '1_0'"),
      ("io:+2", "concurrency of queue 'io' must be a whole number >= 1, got '+2'"),
      ("io:\u0661\u0662",
@@ -547,6 +549,16 @@ def test_a_number_of_seconds_past_every_float_is_named_as_given(
     result = cli(dsn, *args, timeout=60)
     assert result.returncode == 2, result.stderr
     assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
+
+
+def test_a_worker_refuses_more_slots_than_it_runs_naming_the_limit(dsn: str) -> None:
+    """--concurrency took any whole number (10**20): it is at most 10,000 per queue, as the
+    figure of a queue in --queues is."""
+    result = cli(dsn, "worker", "--burst", "--concurrency", "10001", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == (
+        "Error: Invalid value for '--concurrency' / '-c': 10001 is not in the range 1<=x<=10000."
+    )
 
 
 def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:

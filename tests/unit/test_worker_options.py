@@ -68,6 +68,10 @@ def test_good_worker_options_are_kept() -> None:
      (["io", "io"], "queue 'io' is given twice: name each queue once"),
      ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
      ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True"),
+     ({"io": 10_001}, "concurrency of queue 'io' must be at most 10000 (jobs run at once per"
+      " queue by one worker; run more workers for more), got 10001"),
+     ("io:99999999999999999999", "concurrency of queue 'io' must be at most 10000 (jobs run at"
+      " once per queue by one worker; run more workers for more), got 99999999999999999999"),
      ([("io", 2)], "invalid queue ('io', 2) in queues: give each as a str, 'NAME' or"
       " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}"),
      (["io", 7], "invalid queue 7 in queues: give each as a str, 'NAME' or"
@@ -81,6 +85,18 @@ def test_bad_queue_concurrency_names_the_queue_and_value(queues: Any, message: s
     with pytest.raises(ValueError) as raised:
         parse_queues(queues, 4)
     assert str(raised.value) == message
+
+
+def test_concurrency_past_what_a_worker_runs_is_refused_naming_the_limit() -> None:
+    """A worker took any figure (10**20 slots): a backlog was then claimed whole, a thread per
+    sync job past what a host can start. 10,000 per queue is the most, as in River."""
+    assert parse_queues("io:10000", 10_000) == {"io": 10_000}
+    with pytest.raises(ValueError) as raised:
+        build(queues=["io"], concurrency=10**20)
+    assert str(raised.value) == (
+        "concurrency must be at most 10000 (jobs run at once per queue by one worker; run more"
+        " workers for more), got 100000000000000000000"
+    )
 
 
 def test_spaces_around_queue_names_and_figures_are_ignored() -> None:
