@@ -126,6 +126,30 @@ class Whole(click.IntRange):
         return super().convert(value, param, ctx)
 
 
+class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """Text, with whitespace around it ignored as numbers' is (a variable's trailing newline,
+    from a ConfigMap or an .env file); a blank value is a usage error, not the option's
+    default: ``--dsn "$DSN"``, with DSN unset, must not quietly use another database."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The text stripped, or a usage error saying it is blank."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            self.fail(f"{value!r} is blank: give a value, or leave the option out", param, ctx)
+        return value.strip()
+
+
+class Choice(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """click's Choice, with whitespace around the value ignored, as :class:`Text` does."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The choice, or a usage error listing them."""
+        return super().convert(value.strip() if isinstance(value, str) else value, param, ctx)
+
+
 class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
     """Comma-separated queues, each ``NAME`` or ``NAME:SLOTS``, checked as the worker checks
     them: a bad one is a usage error naming it (the text is passed on as it is)."""
@@ -236,12 +260,14 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     "--app",
     "app_path",
     envvar="PGQUEUE_APP",
+    type=Text(),
     metavar="MODULE:ATTR",
     help="Your PgQueue object, e.g. myproject.tasks:app  [env PGQUEUE_APP]",
 )
 @click.option(
     "--dsn",
     envvar="PGQUEUE_DSN",
+    type=Text(),
     metavar="DSN",
     help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]",
 )
@@ -250,14 +276,14 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     envvar="PGQUEUE_LOG_LEVEL",
     default="info",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    type=Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 @click.option(
     "--log-format",
     envvar="PGQUEUE_LOG_FORMAT",
     default="text",
     show_default=True,
-    type=click.Choice(["text", "json"]),
+    type=Choice(["text", "json"]),
     help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
 )
 @click.version_option(package_name="pgqueue")
@@ -352,7 +378,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     ctx = click.get_current_context()
     if print_sql:
         param = next(p for p in ctx.command.params if p.name == "since")
-        return str(click.Choice(KNOWN_REVISIONS).convert(since, param, ctx))
+        return str(Choice(KNOWN_REVISIONS).convert(since, param, ctx))
     if ctx.get_parameter_source("since") is click.core.ParameterSource.ENVIRONMENT:
         return None
     raise click.UsageError("--from only goes with --sql")
@@ -442,7 +468,9 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     " behind a pooler on a database whose default is off; default: no; see"
     " docs/performance.md).",
 )
-@click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.option(
+    "--name", envvar="PGQUEUE_WORKER_NAME", type=Text(), default=None, help="Worker name."
+)
 @click.option(
     "--isolate-crashed/--no-isolate-crashed",
     envvar="PGQUEUE_ISOLATE_CRASHED",

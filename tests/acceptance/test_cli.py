@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgqueue._embed import install_revision
-from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
+from tests.acceptance.conftest import APP, ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
 
@@ -579,6 +580,45 @@ def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     assert query(ledger, "SELECT job_id FROM ledger") == [(ids[0],)]
     pruned = cli(ledger, "prune", "--older-than", " 7d\n")
     assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
+
+
+def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
+    """Whitespace around a number from a ConfigMap or an .env file was ignored, but
+    PGQUEUE_LOG_LEVEL="info\n" (and PGQUEUE_LOG_FORMAT) was not one of the choices, and
+    PGQUEUE_APP's and PGQUEUE_WORKER_NAME's newline made an app that did not import and a
+    name refused as padded, PGQUEUE_MIGRATE_FROM's a revision unknown: whitespace around
+    them is ignored too, and a value blank or with whitespace within where none can be is
+    still refused."""
+    ids = enqueue(ledger, "once", [(1,)])
+    env = {
+        **cli_env(ledger, PGQUEUE_QUEUES="io", PGQUEUE_LOG_LEVEL="INFO\r\n",
+                  PGQUEUE_LOG_FORMAT="json\n", PGQUEUE_WORKER_NAME=" w1\n"),
+        "PGQUEUE_APP": f"{APP}\n", "PGQUEUE_DSN": f" {ledger}\n",
+    }  # fmt: skip
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert query(ledger, "SELECT id, worker_id FROM pgqueue.jobs") == [(ids[0], "w1")]
+    started = [json.loads(line) for line in worker.stderr.splitlines() if "worker_started" in line]
+    assert [line["worker"] for line in started] == ["w1"]
+    sql = migrate_with(ledger, "--sql", PGQUEUE_MIGRATE_FROM="0006\n")
+    assert (sql.returncode, sql.stdout) == (
+        0,
+        cli(ledger, "migrate", "--sql", "--from", "0006").stdout,
+    )
+    for variable, value, error in [
+        ("PGQUEUE_LOG_FORMAT", "js on\n", "Error: Invalid value for '--log-format': 'js on'"
+         " is not one of 'text', 'json'."),
+        ("PGQUEUE_WORKER_NAME", " \n", "Error: Invalid value for '--name': ' \\n' is blank:"
+         " give a value, or leave the option out"),
+    ]:  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "worker", "--burst"], cwd=ROOT,
+            env={**env, variable: value}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
 
 
 @pytest.mark.parametrize(
