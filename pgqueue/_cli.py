@@ -142,6 +142,28 @@ class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         return value.strip()
 
 
+class Dsn(Text):
+    """A DSN, as :class:`Text`; one that is not UTF-8 (a byte such as ``$'\\xff'``, which
+    Python keeps as a lone surrogate) is a usage error that does not show it: it may hold a
+    password."""
+
+    name = "dsn"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The DSN stripped, or a usage error saying what is wrong with it."""
+        dsn = super().convert(value, param, ctx)
+        try:
+            dsn.encode()
+        except UnicodeEncodeError:
+            self.fail(
+                "it is not valid UTF-8 (a byte the locale cannot decode, such as $'\\xff'"
+                " in a shell); the DSN is not shown, as it may hold a password",
+                param,
+                ctx,
+            )
+        return dsn
+
+
 class Choice(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
     """click's Choice, with whitespace around the value ignored, as :class:`Text` does."""
 
@@ -267,7 +289,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
 @click.option(
     "--dsn",
     envvar="PGQUEUE_DSN",
-    type=Text(),
+    type=Dsn(),
     metavar="DSN",
     help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]",
 )

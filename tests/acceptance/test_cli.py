@@ -235,6 +235,26 @@ def test_a_malformed_dsn_is_one_line_without_its_password(command: tuple[str, ..
     assert "secret" not in result.stderr
 
 
+def test_a_dsn_that_is_not_utf8_names_the_option_without_its_password(dsn: str) -> None:
+    """A DSN with a byte the locale cannot decode ($'\\xff' in a shell, in --dsn or
+    PGQUEUE_DSN) failed with "'utf-8' codec can't encode character '\\udcff' in position
+    24: surrogates not allowed", naming neither the DSN nor the option: it is a usage error
+    naming --dsn, and its text, password and all, is not shown."""
+    bad = b"postgresql://user:secret\xff@db.example/shop"
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_DSN"}
+    for args, variables in [([b"--dsn", bad], env), ([], {**env, "PGQUEUE_DSN": bad})]:
+        result = subprocess.run(
+            [sys.executable, "-m", "pgqueue", *args, "stats"], env=variables, cwd=ROOT,
+            capture_output=True, text=True, errors="surrogateescape", timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert usage_error(result.stderr) == (
+            "Error: Invalid value for '--dsn': it is not valid UTF-8 (a byte the locale cannot"
+            " decode, such as $'\\xff' in a shell); the DSN is not shown, as it may hold a password"
+        )
+        assert "secret" not in result.stderr
+
+
 def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str) -> None:
     """`pgqueue worker` without the schema exits 1 with one line naming `pgqueue migrate`."""
     result = cli(empty_dsn, "worker", "--queues", "io")
