@@ -182,9 +182,14 @@ class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         """``value`` unchanged, or a usage error saying what is wrong with it."""
         from pgqueue._worker import parse_queues
 
+        if isinstance(value, str) and not value.strip():  # -q "$QUEUES", QUEUES unset, say
+            self.fail(
+                f"{value!r} names no queue: leave the option out for the app's default queue",
+                param,
+                ctx,
+            )
         try:
-            if value:  # "" (an unset variable in a script) is the app's default queue
-                parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
+            parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return value

@@ -93,6 +93,9 @@ class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         """The list or dict, or a usage error saying what is wrong with the text."""
         if isinstance(value, self.kind):
             return value
+        if isinstance(value, str) and not value.strip():  # --args "$ARGS", ARGS unset, say
+            example = "an array, e.g. '[]'" if self.kind is list else "an object, e.g. '{}'"
+            self.fail(f"{value!r} is empty: give {example}, or leave the option out", param, ctx)
         try:
             return _ops.decode_json(value, self.kind)
         except ValueError as exc:

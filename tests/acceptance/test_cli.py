@@ -464,6 +464,8 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
      ("io:10001", "concurrency of queue 'io' must be at most 10000 (jobs run at once per"
       " queue by one worker; run more workers for more), got 10001"),
+     ("", "'' names no queue: leave the option out for the app's default queue"),
+     (" \n", "' \\n' names no queue: leave the option out for the app's default queue"),
      ("io:1_0", "concurrency of queue 'io' must be a whole number >= 1, got '1_0'"),
      ("io:+2", "concurrency of queue 'io' must be a whole number >= 1, got '+2'"),
      ("io:\u0661\u0662",
@@ -473,10 +475,27 @@ def test_bad_queue_option_is_a_usage_error_naming_it(dsn: str, queues: str, erro
     """An invalid --queues value is refused with one line naming it and saying what is
     allowed ('io:abc' used to say only "invalid literal for int()"; 'io:2,io:3' used to run
     io with 3 slots, silently; int() read 'io:1_0' as 10 slots, '+2' and Arabic-Indic '١٢'
-    too). It is a bad option value: exit 2, as for the others, where it was 1."""
+    too). It is a bad option value: exit 2, as for the others, where it was 1. An empty one
+    (-q "$QUEUES", with QUEUES unset) ran the app's default queue, silently, where an empty
+    --args or --delay is refused: it is refused too."""
     result = cli(dsn, "worker", "--burst", "--queues", queues, timeout=30)
     assert result.returncode == 2
     assert usage_error(result.stderr) == f"Error: Invalid value for '--queues' / '-q': {error}"
+
+
+def test_an_empty_queues_variable_is_an_unset_one(dsn: str) -> None:
+    """PGQUEUE_QUEUES="" is no value, as an empty variable is for every option (click reads
+    it so): the worker serves the app's default queue, as without the variable."""
+    env = cli_env(dsn, PGQUEUE_QUEUES="", PGQUEUE_LOG_FORMAT="json")
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
+    assert [line["queues"] for line in lines if line["action"] == "worker_started"] == [
+        {"default": 10}
+    ]
 
 
 # Every option and argument the CLI reads a number from, and the label click names it by.

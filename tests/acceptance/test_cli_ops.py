@@ -114,7 +114,8 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
       " (char 1)"),
      ("--kwargs", "{", "not valid JSON: Expecting property name enclosed in double quotes:"
       " line 1 column 2 (char 1)"),
-     ("--args", "", "not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+     ("--args", "", "'' is empty: give an array, e.g. '[]', or leave the option out"),
+     ("--kwargs", " ", "' ' is empty: give an object, e.g. '{}', or leave the option out"),
      ("--args", '{"a": 1}', """must be an array in JSON, got '{"a": 1}'"""),
      ("--kwargs", "[1]", "must be an object in JSON, got '[1]'"),
      ("--args", "[" * 3000 + "]" * 3000,
