@@ -18,7 +18,7 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
-from pgqueue._options import DECIMAL_NUMBER, WHOLE_NUMBER, too_long_a_number
+from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
@@ -84,6 +84,7 @@ class Seconds(click.FloatRange):
 
     def __init__(self, minimum: float, maximum: float = MAX_DELAY) -> None:
         super().__init__(minimum, maximum)
+        self.lowest, self.highest = minimum, maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The float, or a usage error naming the value and the range."""
@@ -92,6 +93,12 @@ class Seconds(click.FloatRange):
             if not DECIMAL_NUMBER.fullmatch(text):
                 self.fail(
                     f"{value!r} is not a number of seconds (digits 0-9, e.g. 2.5).", param, ctx
+                )
+            if not self.lowest <= float(text) <= self.highest:  # said as given: 1e999 is inf
+                self.fail(
+                    f"{text} is not in the range {self.lowest:g}<=x<={self.highest:.0f}.",
+                    param,
+                    ctx,
                 )
             value = text
         seconds = super().convert(value, param, ctx)
@@ -119,6 +126,52 @@ class Whole(click.IntRange):
         return super().convert(value, param, ctx)
 
 
+class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """Text, with whitespace around it ignored as numbers' is (a variable's trailing newline,
+    from a ConfigMap or an .env file); a blank value is a usage error, not the option's
+    default: ``--dsn "$DSN"``, with DSN unset, must not quietly use another database."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The text stripped, or a usage error saying it is blank."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            self.fail(f"{value!r} is blank: give a value, or leave the option out", param, ctx)
+        return value.strip()
+
+
+class Dsn(Text):
+    """A DSN, as :class:`Text`; one that is not UTF-8 (a byte such as ``$'\\xff'``, which
+    Python keeps as a lone surrogate) is a usage error that does not show it: it may hold a
+    password."""
+
+    name = "dsn"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The DSN stripped, or a usage error saying what is wrong with it."""
+        dsn = super().convert(value, param, ctx)
+        try:
+            dsn.encode()
+        except UnicodeEncodeError:
+            self.fail(
+                "it is not valid UTF-8 (a byte the locale cannot decode, such as $'\\xff'"
+                " in a shell); the DSN is not shown, as it may hold a password",
+                param,
+                ctx,
+            )
+        return dsn
+
+
+class Choice(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """click's Choice, with whitespace around the value ignored, as :class:`Text` does."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The choice, or a usage error listing them."""
+        return super().convert(value.strip() if isinstance(value, str) else value, param, ctx)
+
+
 class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
     """Comma-separated queues, each ``NAME`` or ``NAME:SLOTS``, checked as the worker checks
     them: a bad one is a usage error naming it (the text is passed on as it is)."""
@@ -129,9 +182,14 @@ class QueueList(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         """``value`` unchanged, or a usage error saying what is wrong with it."""
         from pgqueue._worker import parse_queues
 
+        if isinstance(value, str) and not value.strip():  # -q "$QUEUES", QUEUES unset, say
+            self.fail(
+                f"{value!r} names no queue: leave the option out for the app's default queue",
+                param,
+                ctx,
+            )
         try:
-            if value:  # "" (an unset variable in a script) is the app's default queue
-                parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
+            parse_queues(value, 1)  # --concurrency, the figure of queues without one, too
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return value
@@ -229,12 +287,14 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     "--app",
     "app_path",
     envvar="PGQUEUE_APP",
+    type=Text(),
     metavar="MODULE:ATTR",
     help="Your PgQueue object, e.g. myproject.tasks:app  [env PGQUEUE_APP]",
 )
 @click.option(
     "--dsn",
     envvar="PGQUEUE_DSN",
+    type=Dsn(),
     metavar="DSN",
     help="PostgreSQL DSN or URL  [env PGQUEUE_DSN, else DATABASE_URL]",
 )
@@ -243,14 +303,14 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     envvar="PGQUEUE_LOG_LEVEL",
     default="info",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    type=Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 @click.option(
     "--log-format",
     envvar="PGQUEUE_LOG_FORMAT",
     default="text",
     show_default=True,
-    type=click.Choice(["text", "json"]),
+    type=Choice(["text", "json"]),
     help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
 )
 @click.version_option(package_name="pgqueue")
@@ -265,14 +325,18 @@ def cli(
     ctx.obj = State(app_path, dsn)
 
 
+# The variables migrate once read for its switches, each of which does something instead of
+# migrating: one left set made every deploy's `pgqueue migrate` print, and exit 0. They are
+# refused while set, so that a script relying on one does not migrate by surprise either.
+MODE_VARIABLES = {
+    "PGQUEUE_SQL": ("--sql", "print the SQL"),
+    "PGQUEUE_CHECK": ("--check", "only check the schema"),
+    "PGQUEUE_ROLES": ("--roles", "print the GRANTs"),
+}
+
+
 @cli.command()
-@click.option(
-    "--sql",
-    "print_sql",
-    is_flag=True,
-    envvar="PGQUEUE_SQL",
-    help="Print the SQL instead of running it.  [env PGQUEUE_SQL]",
-)
+@click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.option(
     "--from",
     "since",
@@ -281,18 +345,9 @@ def cli(
     help="With --sql: only the SQL that upgrades a schema at this revision (`migrate --check`"
     " tells a database's).  [env PGQUEUE_MIGRATE_FROM, read only with --sql]",
 )
+@click.option("--check", is_flag=True, help="Exit 1 if the schema is missing or behind.")
 @click.option(
-    "--check",
-    is_flag=True,
-    envvar="PGQUEUE_CHECK",
-    help="Exit 1 if the schema is missing or behind.  [env PGQUEUE_CHECK]",
-)
-@click.option(
-    "--roles",
-    "print_roles",
-    is_flag=True,
-    envvar="PGQUEUE_ROLES",
-    help="Print the least-privilege GRANTs instead.  [env PGQUEUE_ROLES]",
+    "--roles", "print_roles", is_flag=True, help="Print the least-privilege GRANTs instead."
 )
 @click.pass_obj
 @friendly_errors
@@ -302,6 +357,7 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
+    _refuse_mode_variables(print_sql or check or print_roles)
     since = _revision_from(since, print_sql)
     if print_roles:
         click.echo(_migrate.roles_sql())
@@ -320,6 +376,27 @@ def migrate(
     click.echo("pgqueue schema is up to date")
 
 
+def _refuse_mode_variables(switched: bool) -> None:
+    """Unless a switch is given, a usage error naming the first of MODE_VARIABLES that is
+    set to anything but a false value ("0", "false", "no", "off"), which never switched."""
+    for variable, (option, does) in MODE_VARIABLES.items():
+        if _switched_on(os.environ.get(variable, "")) and not switched:
+            raise click.UsageError(
+                f"{variable} is set, but migrate reads {option} from the command line only"
+                f" (one left set would make every `pgqueue migrate` {does} instead of"
+                f" migrating): pass {option}, or unset {variable}"
+            )
+
+
+def _switched_on(value: str) -> bool:
+    if not value:  # click reads an empty variable as an unset one
+        return False
+    try:
+        return bool(click.BOOL.convert(value, None, None))
+    except click.BadParameter:  # it used to be a usage error: it still is
+        return True
+
+
 def _revision_from(since: str | None, print_sql: bool) -> str | None:
     """``--from``'s revision, one this version knows. PGQUEUE_MIGRATE_FROM, left set for the
     runs of ``--sql``, is theirs alone: the others neither read nor check it."""
@@ -328,7 +405,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     ctx = click.get_current_context()
     if print_sql:
         param = next(p for p in ctx.command.params if p.name == "since")
-        return str(click.Choice(KNOWN_REVISIONS).convert(since, param, ctx))
+        return str(Choice(KNOWN_REVISIONS).convert(since, param, ctx))
     if ctx.get_parameter_source("since") is click.core.ParameterSource.ENVIRONMENT:
         return None
     raise click.UsageError("--from only goes with --sql")
@@ -348,7 +425,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
-    type=Whole(1),
+    type=Whole(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
     help="Jobs at once per queue without its own figure.",
@@ -418,7 +495,9 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     " behind a pooler on a database whose default is off; default: no; see"
     " docs/performance.md).",
 )
-@click.option("--name", envvar="PGQUEUE_WORKER_NAME", default=None, help="Worker name.")
+@click.option(
+    "--name", envvar="PGQUEUE_WORKER_NAME", type=Text(), default=None, help="Worker name."
+)
 @click.option(
     "--isolate-crashed/--no-isolate-crashed",
     envvar="PGQUEUE_ISOLATE_CRASHED",

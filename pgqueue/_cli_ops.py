@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,6 @@ from pgqueue._options import (
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
-    check_job_id,
 )
 
 if TYPE_CHECKING:
@@ -48,16 +48,38 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click
 
 
 class JobId(Whole):
-    """A job id: a whole number some job could have (a bigint)."""
+    """A job id: a whole number from 1 to the largest bigint, as pgqueue gives them."""
 
     name = "job id"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The int, or a usage error naming the value and the range of ids."""
+        job_id = super().convert(value, param, ctx)
+        if not 1 <= job_id <= BIGINT_MAX:
+            self.fail(f"invalid job id {job_id}: job ids are whole numbers from 1 to"
+                      f" {BIGINT_MAX}", param, ctx)  # fmt: skip
+        return job_id
+
+
+NEGATIVE = re.compile(r"-[0-9]+")
+
+
+class JobIdCommand(click.Command):
+    """A command of a JOB_ID, which refuses ``-5`` as the job id it is: click took it for
+    options and said "No such option: -5" (after ``--`` it was read as an id)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """The arguments parsed, or the usage error of a negative job id among them."""
+        given = list(args)  # the parser consumes args
         try:
-            return check_job_id(super().convert(value, param, ctx))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            options = given[: given.index("--")] if "--" in given else given
+            ids = [a for a in options if NEGATIVE.fullmatch(a) and a[:2] == exc.option_name]
+            job_id = next(p for p in self.params if p.name == "job_id")
+            for text in ids:
+                job_id.type.convert(text, job_id, ctx)  # a usage error naming it
+            raise
 
 
 class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
@@ -71,6 +93,9 @@ class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         """The list or dict, or a usage error saying what is wrong with the text."""
         if isinstance(value, self.kind):
             return value
+        if isinstance(value, str) and not value.strip():  # --args "$ARGS", ARGS unset, say
+            example = "an array, e.g. '[]'" if self.kind is list else "an object, e.g. '{}'"
+            self.fail(f"{value!r} is empty: give {example}, or leave the option out", param, ctx)
         try:
             return _ops.decode_json(value, self.kind)
         except ValueError as exc:
@@ -167,7 +192,7 @@ def jobs_list(state: State, /, as_json: bool, limit: int, **filters: str | None)
     _show(found, JOB_COLUMNS, as_json, "no jobs")
 
 
-@jobs.command("show")
+@jobs.command("show", cls=JobIdCommand)
 @click.argument("job_id", type=JobId())
 @JSON_OPTION
 @click.pass_obj
@@ -218,7 +243,7 @@ def _describe_error(error: Any) -> list[str]:
     return [head, *("    " + line for line in text.rstrip().splitlines())]
 
 
-@jobs.command("retry")
+@jobs.command("retry", cls=JobIdCommand)
 @click.argument("job_id", type=JobId(), required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.option("--task", help="With --failed: only jobs of this task.")
@@ -238,7 +263,7 @@ def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | N
             click.echo(f"job {job_id} requeued")
 
 
-@jobs.command("cancel")
+@jobs.command("cancel", cls=JobIdCommand)
 @click.argument("job_id", type=JobId())
 @click.pass_obj
 @friendly_errors

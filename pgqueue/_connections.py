@@ -30,6 +30,11 @@ def normalize_dsn(dsn: str) -> str:
         dsn = f"postgresql://{rest}"
     try:
         psycopg.conninfo.conninfo_to_dict(dsn)
+    except UnicodeEncodeError:  # a byte the locale could not decode ($'\xff' in a shell)
+        raise ConfigurationError(
+            "invalid database DSN: it is not valid UTF-8; the DSN is not shown, as it may hold"
+            " a password"
+        ) from None
     except psycopg.ProgrammingError as exc:
         # libpq quotes the string, password and all: leave it out of the message.
         reason = str(exc).strip().splitlines()[0].replace(dsn, "<DSN>")

@@ -19,6 +19,10 @@ OnConflict = Literal["existing", "raise"]
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: "$" would allow a final "\n"
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_LIMIT = 1000
+# The most jobs a worker runs at once per queue (River's bound too): a figure past it was
+# taken, and a backlog then claimed whole, each job a thread (sync tasks; a host runs some
+# 32,000), a task and a lease held in memory and extended by one heartbeat statement.
+MAX_CONCURRENCY = 10_000
 MAX_NAME_LENGTH = 255
 # The moments every reader can load: Python's datetimes end with the years 1 and 9999 in the
 # reading session's time zone, which may be most of a day away from UTC.

@@ -11,20 +11,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pgqueue._options import (
+    MAX_CONCURRENCY,
     WHOLE_NUMBER,
     check_count,
     check_given_name,
     check_queue,
     too_long_a_number,
 )
-from pgqueue._retry import MAX_DELAY, is_number
+from pgqueue._retry import MAX_DELAY, is_number, shown
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
 
 
 def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
     """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
-    check_count(concurrency, "concurrency")
+    check_slots(concurrency, "concurrency")
     if isinstance(queues, Mapping):
         items = list(queues.items())
     else:
@@ -34,13 +35,29 @@ def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) ->
     for name, n in items:
         if check_queue(name) in result:
             raise ValueError(f"queue {name!r} is given twice: name each queue once")
-        result[name] = check_count(n, f"concurrency of queue {name!r}")
+        result[name] = check_slots(n, f"concurrency of queue {name!r}")
     if not result:
         raise ValueError("a worker needs at least one queue")
     return result
 
 
+def check_slots(value: int, what: str) -> int:
+    """``value`` if it is an int from 1 to ``MAX_CONCURRENCY``, else ``ValueError`` naming
+    ``what``."""
+    if check_count(value, what) > MAX_CONCURRENCY:
+        raise ValueError(
+            f"{what} must be at most {MAX_CONCURRENCY} (jobs run at once per queue by one"
+            f" worker; run more workers for more), got {shown(value)}"
+        )
+    return value
+
+
 def _queue_item(raw: str, concurrency: int) -> tuple[str, int]:
+    if not isinstance(raw, str):  # ("io", 2), say: its figure would not be read as one
+        raise ValueError(
+            f"invalid queue {shown(raw)} in queues: give each as a str, 'NAME' or"
+            " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}"
+        )
     name, _, count = raw.partition(":")
     name, count = name.strip(), count.strip()
     if not count:

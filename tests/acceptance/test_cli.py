@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgqueue._embed import install_revision
-from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
+from tests.acceptance.conftest import APP, ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
 
@@ -137,6 +138,45 @@ def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None
     )
 
 
+def migrate_with(dsn: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pgqueue migrate ARGS`` on ``dsn`` with the variables ``env`` set too."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", *args], env=cli_env(dsn, **env), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variable", "option", "does"),
+    [("PGQUEUE_SQL", "--sql", "print the SQL"),
+     ("PGQUEUE_CHECK", "--check", "only check the schema"),
+     ("PGQUEUE_ROLES", "--roles", "print the GRANTs")],
+)  # fmt: skip
+def test_a_switch_of_migrate_left_in_the_environment_does_not_skip_the_migration(
+    empty_dsn: str, variable: str, option: str, does: str
+) -> None:
+    """PGQUEUE_SQL left set made a deploy's `pgqueue migrate` print the SQL and exit 0
+    without migrating (PGQUEUE_ROLES printed GRANTs, PGQUEUE_CHECK only checked): a switch
+    is taken from the command line only, and a variable still set is a usage error naming
+    it, with nothing printed nor migrated. Set to a false value, it is no switch at all; with
+    the option given, it is not in the way."""
+    result = migrate_with(empty_dsn, **{variable: "1"})
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert usage_error(result.stderr) == (
+        f"Error: {variable} is set, but migrate reads {option} from the command line only"
+        f" (one left set would make every `pgqueue migrate` {does}"
+        f" instead of migrating): pass {option}, or unset {variable}"
+    )
+    assert query(empty_dsn, "SELECT 1 FROM pg_namespace WHERE nspname = 'pgqueue'") == []
+    switched, alone = (
+        migrate_with(empty_dsn, option, **{variable: "yes"}),
+        cli(empty_dsn, "migrate", option),
+    )
+    assert (switched.returncode, switched.stdout) == (alone.returncode, alone.stdout)
+    migrated = migrate_with(empty_dsn, **{variable: "off"})
+    assert (migrated.returncode, migrated.stdout) == (0, "pgqueue schema is up to date\n")
+
+
 def read_only(dsn: str) -> str:
     """``dsn`` in sessions that may not write (as on a standby, or without the grants)."""
     return make_conninfo(dsn, options="-c default_transaction_read_only=on")
@@ -193,6 +233,26 @@ def test_a_malformed_dsn_is_one_line_without_its_password(command: tuple[str, ..
     [line] = result.stderr.strip().splitlines()
     assert line.startswith('Error: invalid database DSN: missing "=" after "<DSN>"')
     assert "secret" not in result.stderr
+
+
+def test_a_dsn_that_is_not_utf8_names_the_option_without_its_password(dsn: str) -> None:
+    """A DSN with a byte the locale cannot decode ($'\\xff' in a shell, in --dsn or
+    PGQUEUE_DSN) failed with "'utf-8' codec can't encode character '\\udcff' in position
+    24: surrogates not allowed", naming neither the DSN nor the option: it is a usage error
+    naming --dsn, and its text, password and all, is not shown."""
+    bad = b"postgresql://user:secret\xff@db.example/shop"
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_DSN"}
+    for args, variables in [([b"--dsn", bad], env), ([], {**env, "PGQUEUE_DSN": bad})]:
+        result = subprocess.run(
+            [sys.executable, "-m", "pgqueue", *args, "stats"], env=variables, cwd=ROOT,
+            capture_output=True, text=True, errors="surrogateescape", timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert usage_error(result.stderr) == (
+            "Error: Invalid value for '--dsn': it is not valid UTF-8 (a byte the locale cannot"
+            " decode, such as $'\\xff' in a shell); the DSN is not shown, as it may hold a password"
+        )
+        assert "secret" not in result.stderr
 
 
 def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str) -> None:
@@ -402,6 +462,10 @@ def test_second_sigint_forces_exit(ledger: str, spawn_worker) -> None:
      ("io,", "invalid queue name '': use 1-64 characters from A-Z a-z 0-9 _ . -"),
      ("io:abc", "concurrency of queue 'io' must be a whole number >= 1, got 'abc'"),
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
+     ("io:10001", "concurrency of queue 'io' must be at most 10000 (jobs run at once per"
+      " queue by one worker; run more workers for more), got 10001"),
+     ("", "'' names no queue: leave the option out for the app's default queue"),
+     (" \n", "' \\n' names no queue: leave the option out for the app's default queue"),
      ("io:1_0", "concurrency of queue 'io' must be a whole number >= 1, got '1_0'"),
      ("io:+2", "concurrency of queue 'io' must be a whole number >= 1, got '+2'"),
      ("io:\u0661\u0662",
@@ -411,10 +475,27 @@ def test_bad_queue_option_is_a_usage_error_naming_it(dsn: str, queues: str, erro
     """An invalid --queues value is refused with one line naming it and saying what is
     allowed ('io:abc' used to say only "invalid literal for int()"; 'io:2,io:3' used to run
     io with 3 slots, silently; int() read 'io:1_0' as 10 slots, '+2' and Arabic-Indic '١٢'
-    too). It is a bad option value: exit 2, as for the others, where it was 1."""
+    too). It is a bad option value: exit 2, as for the others, where it was 1. An empty one
+    (-q "$QUEUES", with QUEUES unset) ran the app's default queue, silently, where an empty
+    --args or --delay is refused: it is refused too."""
     result = cli(dsn, "worker", "--burst", "--queues", queues, timeout=30)
     assert result.returncode == 2
     assert usage_error(result.stderr) == f"Error: Invalid value for '--queues' / '-q': {error}"
+
+
+def test_an_empty_queues_variable_is_an_unset_one(dsn: str) -> None:
+    """PGQUEUE_QUEUES="" is no value, as an empty variable is for every option (click reads
+    it so): the worker serves the app's default queue, as without the variable."""
+    env = cli_env(dsn, PGQUEUE_QUEUES="", PGQUEUE_LOG_FORMAT="json")
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
+    assert [line["queues"] for line in lines if line["action"] == "worker_started"] == [
+        {"default": 10}
+    ]
 
 
 # Every option and argument the CLI reads a number from, and the label click names it by.
@@ -490,6 +571,36 @@ def test_a_number_longer_than_python_reads_is_out_of_range(
     assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("worker", "--burst", "--lease", "1e99999"),
+      "'--lease': 1e99999 is not in the range 0.1<=x<=31557600000."),
+     (("worker", "--burst", "--shutdown-timeout", " -1E400\n"),
+      "'--shutdown-timeout': -1E400 is not in the range 0<=x<=31557600000."),
+     (("stats", "--interval", "1e309"), "'--interval': 1e309 is not in the range 0.1<=x<=86400."),
+     (("enqueue", "t", "--delay", "1e99999"),
+      "'--delay': invalid duration '1e99999': must be from 0 to 1000 years")],
+)  # fmt: skip
+def test_a_number_of_seconds_past_every_float_is_named_as_given(
+    dsn: str, args: tuple[str, ...], error: str
+) -> None:
+    """--lease 1e99999, a float too large, said "inf is not in the range ...": a value
+    nobody wrote. The error names the value as given."""
+    result = cli(dsn, *args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == f"Error: Invalid value for {error}"
+
+
+def test_a_worker_refuses_more_slots_than_it_runs_naming_the_limit(dsn: str) -> None:
+    """--concurrency took any whole number (10**20): it is at most 10,000 per queue, as the
+    figure of a queue in --queues is."""
+    result = cli(dsn, "worker", "--burst", "--concurrency", "10001", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr) == (
+        "Error: Invalid value for '--concurrency' / '-c': 10001 is not in the range 1<=x<=10000."
+    )
+
+
 def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     """A value from a ConfigMap or an .env file often ends in a newline or spaces, which
     int() and float(), and so click, ignore: the digits-only check refused them, exit 2, so
@@ -508,6 +619,45 @@ def test_numbers_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
     assert query(ledger, "SELECT job_id FROM ledger") == [(ids[0],)]
     pruned = cli(ledger, "prune", "--older-than", " 7d\n")
     assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
+
+
+def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str) -> None:
+    """Whitespace around a number from a ConfigMap or an .env file was ignored, but
+    PGQUEUE_LOG_LEVEL="info\n" (and PGQUEUE_LOG_FORMAT) was not one of the choices, and
+    PGQUEUE_APP's and PGQUEUE_WORKER_NAME's newline made an app that did not import and a
+    name refused as padded, PGQUEUE_MIGRATE_FROM's a revision unknown: whitespace around
+    them is ignored too, and a value blank or with whitespace within where none can be is
+    still refused."""
+    ids = enqueue(ledger, "once", [(1,)])
+    env = {
+        **cli_env(ledger, PGQUEUE_QUEUES="io", PGQUEUE_LOG_LEVEL="INFO\r\n",
+                  PGQUEUE_LOG_FORMAT="json\n", PGQUEUE_WORKER_NAME=" w1\n"),
+        "PGQUEUE_APP": f"{APP}\n", "PGQUEUE_DSN": f" {ledger}\n",
+    }  # fmt: skip
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--burst"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert query(ledger, "SELECT id, worker_id FROM pgqueue.jobs") == [(ids[0], "w1")]
+    started = [json.loads(line) for line in worker.stderr.splitlines() if "worker_started" in line]
+    assert [line["worker"] for line in started] == ["w1"]
+    sql = migrate_with(ledger, "--sql", PGQUEUE_MIGRATE_FROM="0006\n")
+    assert (sql.returncode, sql.stdout) == (
+        0,
+        cli(ledger, "migrate", "--sql", "--from", "0006").stdout,
+    )
+    for variable, value, error in [
+        ("PGQUEUE_LOG_FORMAT", "js on\n", "Error: Invalid value for '--log-format': 'js on'"
+         " is not one of 'text', 'json'."),
+        ("PGQUEUE_WORKER_NAME", " \n", "Error: Invalid value for '--name': ' \\n' is blank:"
+         " give a value, or leave the option out"),
+    ]:  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "worker", "--burst"], cwd=ROOT,
+            env={**env, variable: value}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
 
 
 @pytest.mark.parametrize(

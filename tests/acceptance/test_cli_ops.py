@@ -127,7 +127,8 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
       " (char 1)"),
      ("--kwargs", "{", "not valid JSON: Expecting property name enclosed in double quotes:"
       " line 1 column 2 (char 1)"),
-     ("--args", "", "not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+     ("--args", "", "'' is empty: give an array, e.g. '[]', or leave the option out"),
+     ("--kwargs", " ", "' ' is empty: give an object, e.g. '{}', or leave the option out"),
      ("--args", '{"a": 1}', """must be an array in JSON, got '{"a": 1}'"""),
      ("--kwargs", "[1]", "must be an object in JSON, got '[1]'"),
      ("--args", "[" * 3000 + "]" * 3000,
@@ -268,7 +269,7 @@ def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
     watch.stderr.close()
 
 
-_IDS = "a job id is an int from -9223372036854775808 to 9223372036854775807"
+_IDS = "job ids are whole numbers from 1 to 9223372036854775807"
 
 
 @pytest.mark.parametrize(
@@ -278,6 +279,12 @@ _IDS = "a job id is an int from -9223372036854775808 to 9223372036854775807"
      (("jobs", "cancel", "--", "-99999999999999999999"),
       f"invalid job id -99999999999999999999: {_IDS}"),
      (("jobs", "show", "99999999999999999999"), f"invalid job id 99999999999999999999: {_IDS}"),
+     (("jobs", "show", "-5"), f"invalid job id -5: {_IDS}"),
+     (("jobs", "show", "--json", "-5"), f"invalid job id -5: {_IDS}"),
+     (("jobs", "retry", "-12"), f"invalid job id -12: {_IDS}"),
+     (("jobs", "cancel", "-1"), f"invalid job id -1: {_IDS}"),
+     (("jobs", "cancel", "--", "-5"), f"invalid job id -5: {_IDS}"),
+     (("jobs", "show", "0"), f"invalid job id 0: {_IDS}"),
      (("jobs", "list", "--limit", "99999999999999999999"),
       "99999999999999999999 is not in the range 1<=x<=9223372036854775807.")],
 )  # fmt: skip
@@ -286,7 +293,9 @@ def test_an_id_or_limit_past_bigint_is_a_usage_error_naming_it(
 ) -> None:
     """These used to say "the database refused: bigint out of range" or, for cancel, that
     function pgqueue.cancel(numeric) did not exist and the schema might be missing; then
-    exited 1 naming the range, though a bad option value or argument exits 2."""
+    exited 1 naming the range, though a bad option value or argument exits 2. A negative id
+    was "No such option: -5" (and, after --, a job there could be none of): job ids are
+    positive, and one that is not is named as the id it is."""
     result = pgqueue(dsn, *command, ok=False)
     label = {"list": "'--limit'", "retry": "'[JOB_ID]'"}.get(command[1], "'JOB_ID'")
     assert result.returncode == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -195,6 +196,19 @@ UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL, lease_expires
 """
 
 
+async def run_to_second_attempt(
+    w: pgqueue.Worker, dsn: str, caplog: Any
+) -> tuple[list[str], list[str | None]]:
+    """Run ``w`` until its one job has succeeded, which must be on attempt 2; return the
+    states its listeners saw and the actions logged."""
+    seen: list[str] = []
+    w.events.listeners.append(lambda event: seen.append(event.state))
+    done = "SELECT state, attempts FROM pgqueue.jobs"
+    await run_worker_until(w, lambda: query(dsn, done)[0][0] == "succeeded", timeout=10)
+    assert query(dsn, done) == [("succeeded", 2)]
+    return seen, [getattr(r, "action", None) for r in caplog.records]
+
+
 async def test_a_retry_whose_lease_passed_on_before_its_ack_is_not_reported(
     dsn: str, conn: Any, caplog: Any
 ) -> None:
@@ -206,17 +220,50 @@ async def test_a_retry_whose_lease_passed_on_before_its_ack_is_not_reported(
     app = snoozing_once_app(dsn, lambda: query(dsn, PUT_BACK))
     app.using("snooze_once").enqueue(conn)
     conn.commit()
-    w = app.worker(queues=["q"], poll_interval=0.05)
-    seen: list[str] = []
-    w.events.listeners.append(lambda event: seen.append(event.state))
-    done = "SELECT state, attempts FROM pgqueue.jobs"
-    await run_worker_until(w, lambda: query(dsn, done)[0][0] == "succeeded", timeout=10)
-    assert query(dsn, done) == [("succeeded", 2)]
-    actions = [getattr(r, "action", None) for r in caplog.records]
+    # No listener: its start asks for a heartbeat (a cancel hint may have been missed), which,
+    # late under load, ran after the put-back and stopped the attempt (lease_lost) before
+    # its retry reached the acker; the next heartbeat is lease / 3 = 10 s away.
+    w = app.worker(queues=["q"], poll_interval=0.05, listen=False)
+    seen, actions = await run_to_second_attempt(w, dsn, caplog)
     assert actions.count("ack_lease_lost") == 1, actions
     assert seen == ["succeeded"]
     assert (w.stats.retried, w.stats.succeeded) == (0, 1)
     assert "job_retrying" not in actions
+    assert w._retrying == {}
+
+
+async def test_an_attempt_a_heartbeat_finds_lost_before_its_retry_is_not_reported(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """The other order of the test above, which its listener's early heartbeat made under
+    load: a heartbeat runs after the put-back, finds the lease lost and stops the attempt
+    (lease_lost) before it raises Retry. No retry is written, none is reported, and the
+    job's next attempt succeeds."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    loop = asyncio.get_running_loop()
+    beaten = threading.Event()
+
+    def put_back_then_beat() -> None:
+        query(dsn, PUT_BACK)
+        loop.call_soon_threadsafe(w._cancel_hint, None)  # as the listener does on starting
+        beaten.wait(10)
+
+    app = snoozing_once_app(dsn, put_back_then_beat)
+    app.using("snooze_once").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, listen=False)
+    extend = w.extend_leases
+
+    async def extend_leases() -> None:
+        await extend()
+        beaten.set()
+
+    w.extend_leases = extend_leases  # type: ignore[method-assign]
+    seen, actions = await run_to_second_attempt(w, dsn, caplog)
+    assert actions.count("lease_lost") == 1, actions
+    assert "ack_lease_lost" not in actions and "job_retrying" not in actions
+    assert seen == ["succeeded"]
+    assert (w.stats.retried, w.stats.succeeded) == (0, 1)
     assert w._retrying == {}
 
 

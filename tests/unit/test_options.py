@@ -98,9 +98,14 @@ def test_parse_queues_reads_per_queue_concurrency() -> None:
         parse_queues("io:0", 4)
 
 
-@pytest.mark.parametrize("dsn", ["mysql://u:secret@h/db", "postgresql://u:secret@[h/db"])
+@pytest.mark.parametrize(
+    "dsn",
+    ["mysql://u:secret@h/db", "postgresql://u:secret@[h/db", "postgresql://u:secret\udcff@h/db"],
+)
 def test_a_dsn_libpq_cannot_parse_is_a_configuration_error_without_its_password(dsn: str) -> None:
-    """It used to reach psycopg.connect and fail there as a ProgrammingError quoting the DSN."""
+    """It used to reach psycopg.connect and fail there as a ProgrammingError quoting the DSN;
+    one with a byte the locale could not decode (DATABASE_URL=$'...\\xff...'), as a codec's
+    error naming no DSN."""
     with pytest.raises(pgqueue.ConfigurationError, match=r"^invalid database DSN: ") as raised:
         normalize_dsn(dsn)
     assert "secret" not in str(raised.value)

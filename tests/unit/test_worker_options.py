@@ -67,15 +67,36 @@ def test_good_worker_options_are_kept() -> None:
      ("io:2,io:3", "queue 'io' is given twice: name each queue once"),
      (["io", "io"], "queue 'io' is given twice: name each queue once"),
      ({"io": 2.5}, "concurrency of queue 'io' must be an int >= 1, got 2.5"),
-     ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True")],
+     ({"io": True}, "concurrency of queue 'io' must be an int >= 1, got True"),
+     ({"io": 10_001}, "concurrency of queue 'io' must be at most 10000 (jobs run at once per"
+      " queue by one worker; run more workers for more), got 10001"),
+     ("io:99999999999999999999", "concurrency of queue 'io' must be at most 10000 (jobs run at"
+      " once per queue by one worker; run more workers for more), got 99999999999999999999"),
+     ([("io", 2)], "invalid queue ('io', 2) in queues: give each as a str, 'NAME' or"
+      " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}"),
+     (["io", 7], "invalid queue 7 in queues: give each as a str, 'NAME' or"
+      " 'NAME:CONCURRENCY', or queues as a mapping {'NAME': CONCURRENCY}")],
 )  # fmt: skip
 def test_bad_queue_concurrency_names_the_queue_and_value(queues: Any, message: str) -> None:
     """A per-queue figure that is not a whole number, or a queue named twice (the last figure
     used to win silently), is refused in one sentence naming the queue. So are the figures
-    int() reads and an operator hardly means: "1_0" (ten), "+2", Arabic-Indic "١٢"."""
+    int() reads and an operator hardly means: "1_0" (ten), "+2", Arabic-Indic "١٢". A queue
+    that is not a str, such as ("io", 2), raised AttributeError: it is named too."""
     with pytest.raises(ValueError) as raised:
         parse_queues(queues, 4)
     assert str(raised.value) == message
+
+
+def test_concurrency_past_what_a_worker_runs_is_refused_naming_the_limit() -> None:
+    """A worker took any figure (10**20 slots): a backlog was then claimed whole, a thread per
+    sync job past what a host can start. 10,000 per queue is the most, as in River."""
+    assert parse_queues("io:10000", 10_000) == {"io": 10_000}
+    with pytest.raises(ValueError) as raised:
+        build(queues=["io"], concurrency=10**20)
+    assert str(raised.value) == (
+        "concurrency must be at most 10000 (jobs run at once per queue by one worker; run more"
+        " workers for more), got 100000000000000000000"
+    )
 
 
 def test_spaces_around_queue_names_and_figures_are_ignored() -> None:
