@@ -19,7 +19,7 @@ import psycopg
 from click.core import ParameterSource
 
 from pgqueue import _ops
-from pgqueue._cli import NO_APP, Seconds, Whole, friendly_errors
+from pgqueue._cli import NO_APP, Seconds, Text, Whole, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 from pgqueue._options import (
     BIGINT_MAX,
@@ -393,7 +393,11 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
 
 @click.command()
 @click.option(
-    "--worker", "worker_name", metavar="NAME", help="Also require this worker's heartbeat."
+    "--worker",
+    "worker_name",
+    type=Text(),  # as the worker's --name: "$PGQUEUE_WORKER_NAME" is its name, newline and all
+    metavar="NAME",
+    help="Also require this worker's heartbeat.",
 )
 @click.pass_obj
 @friendly_errors

@@ -660,6 +660,26 @@ def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str)
         assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
 
 
+def test_healthcheck_finds_a_worker_by_the_name_it_was_given(dsn: str, spawn_worker) -> None:
+    """A worker's --name (PGQUEUE_WORKER_NAME) is stripped: " w1\\n" from a ConfigMap runs
+    as w1. The probe the docs give, `healthcheck --worker "$PGQUEUE_WORKER_NAME"`, looked for
+    " w1\\n" and failed while w1 beat: an orchestrator restarted a healthy worker forever. It
+    reads the name as the worker does, and a blank one is refused as --name's is."""
+    worker = spawn_worker("--name", " w1\n")
+    wait_for(lambda: query(dsn, "SELECT id FROM pgqueue.worker_processes") == [("w1",)],
+             what="worker w1 registered")  # fmt: skip
+    probe = cli(dsn, "healthcheck", "--worker", " w1\n")
+    assert (probe.returncode, probe.stdout, probe.stderr) == (0, "ok\n", "")
+    blank = cli(dsn, "healthcheck", "--worker", " \n")
+    assert (blank.returncode, usage_error(blank.stderr)) == (
+        2,
+        "Error: Invalid value for '--worker': ' \\n' is blank: give a value, or leave the"
+        " option out",
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--lease", "nan"), ("--lease", "inf"), ("--lease", "1e300"), ("--poll-interval", "nan"),
