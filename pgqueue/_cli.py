@@ -137,9 +137,19 @@ class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         """The text stripped, or a usage error saying it is blank."""
         if not isinstance(value, str):
             return value
-        if not value.strip():
+        text = self.strip(value)
+        if not text:
             self.fail(f"{value!r} is blank: give a value, or leave the option out", param, ctx)
+        return text
+
+    def strip(self, value: str) -> str:
+        """``value`` without the whitespace around it."""
         return value.strip()
+
+
+# The whitespace libpq skips around a DSN's words (C's isspace), of which Python's str.strip
+# is a superset: a no-break space ending an unquoted password is part of it for libpq.
+LIBPQ_SPACE = " \t\n\r\f\v"
 
 
 class Dsn(Text):
@@ -148,6 +158,15 @@ class Dsn(Text):
     password."""
 
     name = "dsn"
+
+    def strip(self, value: str) -> str:
+        """``value`` without the whitespace libpq ignores around it: ASCII only, and not an
+        escaped one (``password=secret\\ `` ends in a space)."""
+        text = value.lstrip(LIBPQ_SPACE)
+        dsn = text.rstrip(LIBPQ_SPACE)
+        if (len(dsn) - len(dsn.rstrip("\\"))) % 2:  # an odd run of "\\" escapes what follows
+            return text[: len(dsn) + 1]
+        return dsn
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The DSN stripped, or a usage error saying what is wrong with it."""

@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue._embed import install_revision
+from pgqueue._testdb import Server
 from tests.acceptance.conftest import APP, ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
@@ -658,6 +661,31 @@ def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str)
             env={**env, variable: value}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
+
+
+@pytest.mark.parametrize(("written", "read"), [("\\ ", " "), ("\xa0", "\xa0")])
+def test_a_dsn_keeps_the_end_libpq_reads(pg_server: Server, written: str, read: str) -> None:
+    """Whitespace around --dsn (PGQUEUE_DSN) is ignored, as libpq ignores it; but a value may
+    end in a space escaped as libpq reads it (`password=secret\\ `), or in a character only
+    Python calls whitespace (a no-break space): stripping either connected with another
+    password or database. The DSN keeps them, and its newline from a ConfigMap is still
+    dropped."""
+    name = f"pgqueue_test_{uuid.uuid4().hex[:8]}{read}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        server = {k: v for k, v in conninfo_to_dict(pg_server.dsn).items() if k != "dbname"}
+        given = f" {make_conninfo(**server)} dbname={name[:-1]}{written}\n"
+        result = cli(given, "migrate")
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0,
+            "pgqueue schema is up to date\n",
+            "",
+        )
+        created = "SELECT to_regclass('pgqueue.jobs') IS NOT NULL"
+        assert query(pg_server.dsn_for(name), created) == [(True,)]
+    finally:
+        pg_server.drop(name)
 
 
 def test_healthcheck_finds_a_worker_by_the_name_it_was_given(dsn: str, spawn_worker) -> None:
