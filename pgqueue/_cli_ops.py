@@ -352,9 +352,11 @@ def _check_registered(state: State, task: str) -> None:
     if not state.app_path or state.app.get_task(task) is not None:
         return
     # The function's own name, as a task without name= is registered under module.qualname.
-    close = [name for name in state.app.tasks if name.endswith(f".{task}")]
+    # Several modules may each register one: name them all, not the first registered.
+    close = sorted(name for name in state.app.tasks if name.endswith(f".{task}"))
     close = close or difflib.get_close_matches(task, state.app.tasks, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    names = ", ".join(map(repr, close))
+    hint = f" (did you mean {'one of ' if len(close) > 1 else ''}{names}?)" if close else ""
     # Unless a caller such as manage.py pgqueue supplied the app, where no --app is to drop.
     source = click.get_current_context().find_root().get_parameter_source("app_path")
     if source is not ParameterSource.DEFAULT_MAP:

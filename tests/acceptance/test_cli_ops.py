@@ -89,6 +89,34 @@ def test_enqueue_by_a_function_name_suggests_the_task_name(dsn: str) -> None:
     assert states(dsn) == {}
 
 
+def test_enqueue_by_a_name_several_tasks_end_in_suggests_them_all(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Two modules may each register a `send`: `enqueue send` suggested the first registered
+    of them only, so that the user enqueued that one, perhaps not the one meant. Each is
+    named, for the user to choose; a dotted name is matched whole (`mail.send`, not `il.send`)."""
+    (tmp_path / "twosends.py").write_text(
+        "import pgqueue\n"
+        "app = pgqueue.PgQueue()\n"
+        "for name in ('shop.mail.send', 'shop.sms.send', 'shop.resend'):\n"
+        "    app.task(name=name)(lambda: None)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for task, hint in [
+        ("send", "did you mean one of 'shop.mail.send', 'shop.sms.send'?"),
+        ("mail.send", "did you mean 'shop.mail.send'?"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "twosends", "enqueue", task],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (1, (
+            f"Error: the app 'twosends' registers no task {task!r} ({hint}); without --app, a"
+            " task is enqueued by any name\n"
+        ))  # fmt: skip
+    assert states(dsn) == {}
+
+
 def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
     """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
     an invalid duration, as it is for prune --older-than, and nothing is enqueued."""
