@@ -89,9 +89,7 @@ def test_enqueue_by_a_function_name_suggests_the_task_name(dsn: str) -> None:
     assert states(dsn) == {}
 
 
-def test_enqueue_by_a_name_several_tasks_end_in_suggests_them_all(
-    dsn: str, tmp_path: Path
-) -> None:
+def test_enqueue_by_a_name_several_tasks_end_in_suggests_them_all(dsn: str, tmp_path: Path) -> None:
     """Two modules may each register a `send`: `enqueue send` suggested the first registered
     of them only, so that the user enqueued that one, perhaps not the one meant. Each is
     named, for the user to choose; a dotted name is matched whole (`mail.send`, not `il.send`)."""
