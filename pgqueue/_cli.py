@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from pgqueue._app import PgQueue
-from pgqueue._connections import normalize_dsn
+from pgqueue._connections import normalize_dsn, strip_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
@@ -147,11 +147,6 @@ class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         return value.strip()
 
 
-# The whitespace libpq skips around a DSN's words (C's isspace), of which Python's str.strip
-# is a superset: a no-break space ending an unquoted password is part of it for libpq.
-LIBPQ_SPACE = " \t\n\r\f\v"
-
-
 class Dsn(Text):
     """A DSN, as :class:`Text`; one that is not UTF-8 (a byte such as ``$'\\xff'``, which
     Python keeps as a lone surrogate) is a usage error that does not show it: it may hold a
@@ -160,13 +155,8 @@ class Dsn(Text):
     name = "dsn"
 
     def strip(self, value: str) -> str:
-        """``value`` without the whitespace libpq ignores around it: ASCII only, and not an
-        escaped one (``password=secret\\ `` ends in a space)."""
-        text = value.lstrip(LIBPQ_SPACE)
-        dsn = text.rstrip(LIBPQ_SPACE)
-        if (len(dsn) - len(dsn.rstrip("\\"))) % 2:  # an odd run of "\\" escapes what follows
-            return text[: len(dsn) + 1]
-        return dsn
+        """``value`` without the whitespace libpq ignores around it."""
+        return strip_dsn(value)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The DSN stripped, or a usage error saying what is wrong with it."""

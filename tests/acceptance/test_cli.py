@@ -10,6 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -225,6 +226,39 @@ def test_no_database_names_every_way_the_cli_takes_one(command: tuple[str, ...])
     assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
         "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
     ])  # fmt: skip
+
+
+def test_database_url_is_read_as_pgqueue_dsn_is(dsn: str) -> None:
+    """The CLI reads DATABASE_URL when PGQUEUE_DSN is unset, and ignored only PGQUEUE_DSN's
+    whitespace: DATABASE_URL's newline from a ConfigMap named a database "test\\n" that does
+    not exist, and a blank one connected to libpq's default database (PGHOST, PGDATABASE...)
+    without a word. Its newline is ignored too, and a blank one is an error naming it."""
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_DSN"}
+    run = [sys.executable, "-m", "pgqueue", "migrate", "--check"]
+    for url, out, err in [
+        (f"{as_url(dsn)}\n", "pgqueue schema is up to date\n", ""),
+        (" \n", "", "Error: DATABASE_URL is blank (' \\n'): set it to a DSN, or unset it\n"),
+    ]:
+        done = subprocess.run(
+            run, env={**env, "DATABASE_URL": url, **libpq_env(dsn)}, cwd=ROOT,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout, done.stderr) == (0 if out else 1, out, err)
+
+
+def as_url(dsn: str) -> str:
+    """``dsn`` as a URL (as DATABASE_URL is), its dbname last: libpq keeps a trailing
+    newline in a URL's last value."""
+    given = conninfo_to_dict(dsn)
+    dbname = given.pop("dbname")
+    return f"postgresql://?{urlencode({**given, 'dbname': dbname})}"
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The PG* variables that make libpq's defaults ``dsn``'s database."""
+    given = conninfo_to_dict(dsn)
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE"}
+    return {names[k]: str(v) for k, v in given.items() if k in names}
 
 
 @pytest.mark.parametrize("command", [("migrate",), ("worker", "--burst"), ("stats",)])
