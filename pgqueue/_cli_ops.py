@@ -61,7 +61,7 @@ class JobId(Whole):
         return job_id
 
 
-NEGATIVE = re.compile(r"-[0-9]+")
+NEGATIVE = re.compile(r"-[0-9].*", re.DOTALL)  # -5, and a mistyped id such as -5x, not an option
 
 
 class JobIdCommand(click.Command):

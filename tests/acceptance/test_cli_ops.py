@@ -311,6 +311,8 @@ _IDS = "job ids are whole numbers from 1 to 9223372036854775807"
      (("jobs", "cancel", "-1"), f"invalid job id -1: {_IDS}"),
      (("jobs", "cancel", "--", "-5"), f"invalid job id -5: {_IDS}"),
      (("jobs", "show", "0"), f"invalid job id 0: {_IDS}"),
+     (("jobs", "show", "-5x"), "'-5x' is not a whole number (digits 0-9)."),
+     (("jobs", "cancel", "-1e3"), "'-1e3' is not a whole number (digits 0-9)."),
      (("jobs", "list", "--limit", "99999999999999999999"),
       "99999999999999999999 is not in the range 1<=x<=9223372036854775807.")],
 )  # fmt: skip
@@ -321,7 +323,8 @@ def test_an_id_or_limit_past_bigint_is_a_usage_error_naming_it(
     function pgqueue.cancel(numeric) did not exist and the schema might be missing; then
     exited 1 naming the range, though a bad option value or argument exits 2. A negative id
     was "No such option: -5" (and, after --, a job there could be none of): job ids are
-    positive, and one that is not is named as the id it is."""
+    positive, and one that is not is named as the id it is. So is a mistyped one that starts
+    like a negative number (-5x was "No such option: -5", naming part of it)."""
     result = pgqueue(dsn, *command, ok=False)
     label = {"list": "'--limit'", "retry": "'[JOB_ID]'"}.get(command[1], "'JOB_ID'")
     assert result.returncode == 2
