@@ -46,9 +46,10 @@ def dsn_variable(name: str) -> str | None:
     value = os.environ.get(name)
     if not value:
         return None
-    if not strip_dsn(value):
+    dsn = strip_dsn(value)
+    if not dsn:
         raise ConfigurationError(f"{name} is blank ({value!r}): set it to a DSN, or unset it")
-    return strip_dsn(value)
+    return dsn
 
 
 def normalize_dsn(dsn: str) -> str:
