@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -16,6 +15,7 @@ from pgqueue._connections import (
     AsyncConnection,
     SyncConnection,
     async_cursor,
+    dsn_variable,
     normalize_dsn,
     sync_cursor,
 )
@@ -85,7 +85,7 @@ class PgQueue:
     def _configured_dsn(self, how: str) -> str:
         """:attr:`dsn`, or ``ConfigurationError`` saying to do ``how`` (what gives a DSN where
         the caller is) or to set one of the variables read."""
-        dsn = self._dsn or os.environ.get("PGQUEUE_DSN") or os.environ.get("DATABASE_URL")
+        dsn = self._dsn or dsn_variable("PGQUEUE_DSN") or dsn_variable("DATABASE_URL")
         if not dsn:
             raise NoDatabaseError(
                 f"no database configured: {how}, or set PGQUEUE_DSN or DATABASE_URL"

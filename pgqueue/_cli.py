@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from pgqueue._app import PgQueue
-from pgqueue._connections import normalize_dsn
+from pgqueue._connections import normalize_dsn, strip_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
@@ -137,8 +137,13 @@ class Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
         """The text stripped, or a usage error saying it is blank."""
         if not isinstance(value, str):
             return value
-        if not value.strip():
+        text = self.strip(value)
+        if not text:
             self.fail(f"{value!r} is blank: give a value, or leave the option out", param, ctx)
+        return text
+
+    def strip(self, value: str) -> str:
+        """``value`` without the whitespace around it."""
         return value.strip()
 
 
@@ -148,6 +153,10 @@ class Dsn(Text):
     password."""
 
     name = "dsn"
+
+    def strip(self, value: str) -> str:
+        """``value`` without the whitespace libpq ignores around it."""
+        return strip_dsn(value)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The DSN stripped, or a usage error saying what is wrong with it."""

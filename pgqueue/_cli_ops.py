@@ -19,7 +19,7 @@ import psycopg
 from click.core import ParameterSource
 
 from pgqueue import _ops
-from pgqueue._cli import NO_APP, Seconds, Whole, friendly_errors
+from pgqueue._cli import NO_APP, Seconds, Text, Whole, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 from pgqueue._options import (
     BIGINT_MAX,
@@ -61,7 +61,7 @@ class JobId(Whole):
         return job_id
 
 
-NEGATIVE = re.compile(r"-[0-9]+")
+NEGATIVE = re.compile(r"-[0-9].*", re.DOTALL)  # -5, and a mistyped id such as -5x, not an option
 
 
 class JobIdCommand(click.Command):
@@ -352,9 +352,11 @@ def _check_registered(state: State, task: str) -> None:
     if not state.app_path or state.app.get_task(task) is not None:
         return
     # The function's own name, as a task without name= is registered under module.qualname.
-    close = [name for name in state.app.tasks if name.endswith(f".{task}")]
+    # Several modules may each register one: name them all, not the first registered.
+    close = sorted(name for name in state.app.tasks if name.endswith(f".{task}"))
     close = close or difflib.get_close_matches(task, state.app.tasks, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    names = ", ".join(map(repr, close))
+    hint = f" (did you mean {'one of ' if len(close) > 1 else ''}{names}?)" if close else ""
     # Unless a caller such as manage.py pgqueue supplied the app, where no --app is to drop.
     source = click.get_current_context().find_root().get_parameter_source("app_path")
     if source is not ParameterSource.DEFAULT_MAP:
@@ -393,7 +395,11 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
 
 @click.command()
 @click.option(
-    "--worker", "worker_name", metavar="NAME", help="Also require this worker's heartbeat."
+    "--worker",
+    "worker_name",
+    type=Text(),  # as the worker's --name: "$PGQUEUE_WORKER_NAME" is its name, newline and all
+    metavar="NAME",
+    help="Also require this worker's heartbeat.",
 )
 @click.pass_obj
 @friendly_errors

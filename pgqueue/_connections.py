@@ -7,6 +7,7 @@ the core never imports them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -20,6 +21,35 @@ SyncConnection = Any
 """A psycopg ``Connection`` or ``Cursor``, or anything a registered adapter accepts."""
 AsyncConnection = Any
 """A psycopg ``AsyncConnection`` or ``AsyncCursor``, or anything a registered adapter accepts."""
+
+
+# The whitespace libpq skips around a DSN's words (C's isspace), of which Python's str.strip
+# is a superset: a no-break space ending an unquoted password is part of it for libpq.
+LIBPQ_SPACE = " \t\n\r\f\v"
+
+
+def strip_dsn(dsn: str) -> str:
+    """``dsn`` without the whitespace libpq ignores around it (a variable's trailing newline,
+    which a URL would keep in its last value): ASCII only, and not an escaped one
+    (``password=secret\\ `` ends in a space)."""
+    text = dsn.lstrip(LIBPQ_SPACE)
+    stripped = text.rstrip(LIBPQ_SPACE)
+    if (len(stripped) - len(stripped.rstrip("\\"))) % 2:  # an odd run of "\\" escapes the next
+        return text[: len(stripped) + 1]
+    return stripped
+
+
+def dsn_variable(name: str) -> str | None:
+    """The DSN in the environment variable ``name``, stripped as :func:`strip_dsn` does;
+    ``None`` when it is unset or empty. A blank one is a :class:`ConfigurationError`: read as
+    a DSN, it would connect to libpq's default database."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    dsn = strip_dsn(value)
+    if not dsn:
+        raise ConfigurationError(f"{name} is blank ({value!r}): set it to a DSN, or unset it")
+    return dsn
 
 
 def normalize_dsn(dsn: str) -> str:

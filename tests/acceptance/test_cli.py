@@ -7,14 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue._embed import install_revision
+from pgqueue._testdb import Server
 from tests.acceptance.conftest import APP, ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
@@ -222,6 +226,39 @@ def test_no_database_names_every_way_the_cli_takes_one(command: tuple[str, ...])
     assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
         "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
     ])  # fmt: skip
+
+
+def test_database_url_is_read_as_pgqueue_dsn_is(dsn: str) -> None:
+    """The CLI reads DATABASE_URL when PGQUEUE_DSN is unset, and ignored only PGQUEUE_DSN's
+    whitespace: DATABASE_URL's newline from a ConfigMap named a database "test\\n" that does
+    not exist, and a blank one connected to libpq's default database (PGHOST, PGDATABASE...)
+    without a word. Its newline is ignored too, and a blank one is an error naming it."""
+    env = {k: v for k, v in cli_env(dsn).items() if k != "PGQUEUE_DSN"}
+    run = [sys.executable, "-m", "pgqueue", "migrate", "--check"]
+    for url, out, err in [
+        (f"{as_url(dsn)}\n", "pgqueue schema is up to date\n", ""),
+        (" \n", "", "Error: DATABASE_URL is blank (' \\n'): set it to a DSN, or unset it\n"),
+    ]:
+        done = subprocess.run(
+            run, env={**env, "DATABASE_URL": url, **libpq_env(dsn)}, cwd=ROOT,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout, done.stderr) == (0 if out else 1, out, err)
+
+
+def as_url(dsn: str) -> str:
+    """``dsn`` as a URL (as DATABASE_URL is), its dbname last: libpq keeps a trailing
+    newline in a URL's last value."""
+    given = conninfo_to_dict(dsn)
+    dbname = given.pop("dbname")
+    return f"postgresql://?{urlencode({**given, 'dbname': dbname})}"
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The PG* variables that make libpq's defaults ``dsn``'s database."""
+    given = conninfo_to_dict(dsn)
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE"}
+    return {names[k]: str(v) for k, v in given.items() if k in names}
 
 
 @pytest.mark.parametrize("command", [("migrate",), ("worker", "--burst"), ("stats",)])
@@ -658,6 +695,51 @@ def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str)
             env={**env, variable: value}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
+
+
+@pytest.mark.parametrize(("written", "read"), [("\\ ", " "), ("\xa0", "\xa0")])
+def test_a_dsn_keeps_the_end_libpq_reads(pg_server: Server, written: str, read: str) -> None:
+    """Whitespace around --dsn (PGQUEUE_DSN) is ignored, as libpq ignores it; but a value may
+    end in a space escaped as libpq reads it (`password=secret\\ `), or in a character only
+    Python calls whitespace (a no-break space): stripping either connected with another
+    password or database. The DSN keeps them, and its newline from a ConfigMap is still
+    dropped."""
+    name = f"pgqueue_test_{uuid.uuid4().hex[:8]}{read}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        server = {k: v for k, v in conninfo_to_dict(pg_server.dsn).items() if k != "dbname"}
+        given = f" {make_conninfo(**server)} dbname={name[:-1]}{written}\n"
+        result = cli(given, "migrate")
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0,
+            "pgqueue schema is up to date\n",
+            "",
+        )
+        created = "SELECT to_regclass('pgqueue.jobs') IS NOT NULL"
+        assert query(pg_server.dsn_for(name), created) == [(True,)]
+    finally:
+        pg_server.drop(name)
+
+
+def test_healthcheck_finds_a_worker_by_the_name_it_was_given(dsn: str, spawn_worker) -> None:
+    """A worker's --name (PGQUEUE_WORKER_NAME) is stripped: " w1\\n" from a ConfigMap runs
+    as w1. The probe the docs give, `healthcheck --worker "$PGQUEUE_WORKER_NAME"`, looked for
+    " w1\\n" and failed while w1 beat: an orchestrator restarted a healthy worker forever. It
+    reads the name as the worker does, and a blank one is refused as --name's is."""
+    worker = spawn_worker("--name", " w1\n")
+    wait_for(lambda: query(dsn, "SELECT id FROM pgqueue.worker_processes") == [("w1",)],
+             what="worker w1 registered")  # fmt: skip
+    probe = cli(dsn, "healthcheck", "--worker", " w1\n")
+    assert (probe.returncode, probe.stdout, probe.stderr) == (0, "ok\n", "")
+    blank = cli(dsn, "healthcheck", "--worker", " \n")
+    assert (blank.returncode, usage_error(blank.stderr)) == (
+        2,
+        "Error: Invalid value for '--worker': ' \\n' is blank: give a value, or leave the"
+        " option out",
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,32 @@ def test_enqueue_by_a_function_name_suggests_the_task_name(dsn: str) -> None:
     assert states(dsn) == {}
 
 
+def test_enqueue_by_a_name_several_tasks_end_in_suggests_them_all(dsn: str, tmp_path: Path) -> None:
+    """Two modules may each register a `send`: `enqueue send` suggested the first registered
+    of them only, so that the user enqueued that one, perhaps not the one meant. Each is
+    named, for the user to choose; a dotted name is matched whole (`mail.send`, not `il.send`)."""
+    (tmp_path / "twosends.py").write_text(
+        "import pgqueue\n"
+        "app = pgqueue.PgQueue()\n"
+        "for name in ('shop.mail.send', 'shop.sms.send', 'shop.resend'):\n"
+        "    app.task(name=name)(lambda: None)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for task, hint in [
+        ("send", "did you mean one of 'shop.mail.send', 'shop.sms.send'?"),
+        ("mail.send", "did you mean 'shop.mail.send'?"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "twosends", "enqueue", task],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (1, (
+            f"Error: the app 'twosends' registers no task {task!r} ({hint}); without --app, a"
+            " task is enqueued by any name\n"
+        ))  # fmt: skip
+    assert states(dsn) == {}
+
+
 def test_enqueue_refuses_an_empty_delay(dsn: str) -> None:
     """`--delay ""` (an unset variable in a script) enqueued a job runnable at once; it is
     an invalid duration, as it is for prune --older-than, and nothing is enqueued."""
@@ -285,6 +311,8 @@ _IDS = "job ids are whole numbers from 1 to 9223372036854775807"
      (("jobs", "cancel", "-1"), f"invalid job id -1: {_IDS}"),
      (("jobs", "cancel", "--", "-5"), f"invalid job id -5: {_IDS}"),
      (("jobs", "show", "0"), f"invalid job id 0: {_IDS}"),
+     (("jobs", "show", "-5x"), "'-5x' is not a whole number (digits 0-9)."),
+     (("jobs", "cancel", "-1e3"), "'-1e3' is not a whole number (digits 0-9)."),
      (("jobs", "list", "--limit", "99999999999999999999"),
       "99999999999999999999 is not in the range 1<=x<=9223372036854775807.")],
 )  # fmt: skip
@@ -295,7 +323,8 @@ def test_an_id_or_limit_past_bigint_is_a_usage_error_naming_it(
     function pgqueue.cancel(numeric) did not exist and the schema might be missing; then
     exited 1 naming the range, though a bad option value or argument exits 2. A negative id
     was "No such option: -5" (and, after --, a job there could be none of): job ids are
-    positive, and one that is not is named as the id it is."""
+    positive, and one that is not is named as the id it is. So is a mistyped one that starts
+    like a negative number (-5x was "No such option: -5", naming part of it)."""
     result = pgqueue(dsn, *command, ok=False)
     label = {"list": "'--limit'", "retry": "'[JOB_ID]'"}.get(command[1], "'JOB_ID'")
     assert result.returncode == 2

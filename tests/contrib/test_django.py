@@ -285,21 +285,22 @@ def test_manage_py_pgqueue_ignores_pgqueue_dsn_and_app_left_in_the_environment(
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("succeeded",)]
 
 
-@pytest.mark.parametrize("port", ["spelled", "left out"])
+@pytest.mark.parametrize(("port", "end"), [("spelled", ""), ("left out", ""), ("spelled", "\n")])
 def test_manage_py_pgqueue_says_nothing_of_variables_naming_djangos_own(
-    django_db: str, port: str
+    django_db: str, port: str, end: str
 ) -> None:
     """PGQUEUE_DSN spelling Django's database another way (a URL, not key=value pairs) and
     PGQUEUE_APP naming Django's app are what manage.py pgqueue uses anyway: no warning. Nor
     when Django's settings leave the port out (PORT "", libpq's default) and the URL spells
-    it: that warned of another database."""
+    it: that warned of another database. Nor when they end in a newline, which the plain
+    CLI ignores: that warned of another database and app."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     info = conninfo_to_dict(django_db)
     url = "postgresql://{user}@{host}:{port}/{dbname}".format(**info)
     django = {key: value for key, value in info.items() if key != "port" or port == "spelled"}
     env = {**subprocess_env(make_conninfo(**django)), "PGPORT": info["port"],
-           "PGQUEUE_DSN": url, "PGQUEUE_APP": "pgqueue.contrib.django:app"}  # fmt: skip
+           "PGQUEUE_DSN": url + end, "PGQUEUE_APP": "pgqueue.contrib.django:app" + end}  # fmt: skip
     done = subprocess.run(
         [sys.executable, MANAGE, "pgqueue", "migrate", "--check"],
         env=env, capture_output=True, text=True, timeout=120,

@@ -155,6 +155,22 @@ def test_dsn_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatc
     )
 
 
+def test_dsn_variables_are_read_as_the_clis_dsn_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PGQUEUE_DSN and DATABASE_URL from a ConfigMap end in a newline, which a URL keeps in
+    its last value (a database "x\\n"), and a blank one read as a DSN connected to libpq's
+    default database: whitespace libpq ignores is dropped around them (not an escaped space
+    ending a password), and a blank one is an error naming it."""
+    monkeypatch.delenv("PGQUEUE_DSN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", " postgresql://h/x\r\n")
+    assert pgqueue.PgQueue().dsn == "postgresql://h/x"
+    monkeypatch.setenv("PGQUEUE_DSN", "host=h password=secret\\ \n")
+    assert pgqueue.PgQueue().dsn == "host=h password=secret\\ "
+    monkeypatch.setenv("PGQUEUE_DSN", " \n")
+    with pytest.raises(pgqueue.ConfigurationError) as raised:
+        _ = pgqueue.PgQueue().dsn
+    assert str(raised.value) == "PGQUEUE_DSN is blank (' \\n'): set it to a DSN, or unset it"
+
+
 def test_task_names_default_to_module_and_qualname() -> None:
     """@app.task names a task module.qualname; name= overrides; clashes are refused."""
     app = pgqueue.PgQueue("postgresql://unused")

@@ -21,7 +21,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue._cli import State, cli
-from pgqueue._connections import normalize_dsn
+from pgqueue._connections import normalize_dsn, strip_dsn
 from pgqueue._errors import first_line
 from pgqueue.contrib.django import _conf
 
@@ -114,9 +114,9 @@ def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> 
 
 
 def _same_dsn(given: str) -> bool:
-    """Whether a DSN names the database Django's settings give."""
+    """Whether a DSN names the database Django's settings give (read as --dsn reads it)."""
     try:
-        return _database(normalize_dsn(given)) == _database(_conf.dsn())
+        return _database(normalize_dsn(strip_dsn(given))) == _database(_conf.dsn())
     except Exception:  # one libpq cannot parse is not Django's, nor one of settings giving none
         return False
 
@@ -131,7 +131,7 @@ def _database(dsn: str) -> list[str | None]:
 
 
 def _same_app(given: str) -> bool:
-    module, _, attribute = given.partition(":")
+    module, _, attribute = given.strip().partition(":")  # as --app reads it
     return f"{module}.{attribute or 'app'}" in (APP_DOTTED, _conf.settings()["APP"])
 
 
