@@ -11,6 +11,7 @@ naming anything else fails as an unknown task; nothing is imported on its behalf
 from __future__ import annotations
 
 import inspect
+import json
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -84,29 +85,46 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _retried(error: BaseException) -> bool:
-    """Whether pgqueue runs the task again after ``error``, as its executor decides: then
-    this attempt is not the task's end (its result is READY again), and sends no
-    ``task_finished``. An attempt the worker is stopping (timeout, cancel, shutdown) ends
-    as the worker decides, and sends it as before."""
-    if isinstance(error, Retry):
-        return True
+def _ending(error: BaseException | None) -> tuple[bool, BaseException | None]:
+    """How pgqueue's worker ends this attempt, which ended with ``error`` (``None``: it
+    returned a storable value): whether it is the task's end, so that ``task_finished`` is
+    sent, and with which error (``None``: SUCCESSFUL). Mirrors the executor (``run``,
+    ``_failure``): a retried attempt's result is READY again and sends no signal."""
     job = current_job()
-    regular = isinstance(error, Exception) and not isinstance(error, Cancel)
-    return regular and job.attempt < job.max_attempts and job.cancel_reason is None
+    # A thread task the worker gave up on learns why late: a timeout is recorded after the
+    # thread is told to stop. What the task does once stopped is not its outcome.
+    stopped = job.cancel_reason or ("timeout" if job.is_cancelled else None)
+    if stopped in ("shutdown", "lease lost"):  # back in the queue, or another attempt's now
+        return False, None
+    if stopped == "cancel requested":
+        return True, error if error is not None else Cancel("cancelled on request")
+    if stopped == "timeout":
+        error = TimeoutError("timed out")
+    elif error is None or isinstance(error, Cancel):
+        return True, error
+    elif isinstance(error, Retry):
+        return False, None
+    # Any other BaseException (SystemExit, the CancelledError of a timeout...) is a failure,
+    # retried while attempts are left.
+    return job.attempt >= job.max_attempts, error
 
 
-def _returned(raw: Any) -> tuple[Any, BaseException | None]:
-    """What the runner hands pgqueue for a task's return value, and the error that keeps the
-    value from being stored, if any. Such a value is handed over as the task gave it, so that
-    pgqueue fails the job as it fails any task whose value is not JSON: at once (running the
-    task again would repeat its work for nothing), with a ``TypeError``."""
+def _returned(name: str, raw: Any) -> tuple[Any, Any, BaseException | None]:
+    """What the runner hands pgqueue for a task's return value, the value ``get_result``
+    will read (JSON's: a dict's keys are strings), and the error that keeps the value from
+    being stored, if any. Such a value is handed over as the task gave it, so that pgqueue
+    fails the job as it fails any task whose value is not JSON: at once (running the task
+    again would repeat its work for nothing), with a ``TypeError``. A task that stores no
+    result (``store_result=False``) succeeds whatever it returns, and reads ``None``."""
+    stored = _conf.get_app().get_task(name)
+    if stored is None or not stored.options.store_result:
+        return raw, None, None
     try:
-        value = dt.normalize_json(raw)
-        _json.dumps(value)  # Django's JSON is not PostgreSQL's: NaN, "\x00"...
+        text = _json.dumps(dt.normalize_json(raw))  # Django's JSON is not PostgreSQL's: NaN...
     except (TypeError, ValueError, RecursionError) as exc:
-        return raw, exc if isinstance(exc, TypeError) else TypeError(str(exc))
-    return value, None
+        return raw, None, exc if isinstance(exc, TypeError) else TypeError(str(exc))
+    value = json.loads(text)
+    return value, value, None
 
 
 def _sync_runner(name: str) -> Callable[..., Any]:
@@ -116,12 +134,15 @@ def _sync_runner(name: str) -> Callable[..., Any]:
         try:
             raw = task.call(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            if not _retried(exc):
-                _finished(result, error=exc)
+            end, error = _ending(exc)
+            if end:
+                _finished(result, error=error)
             raise
-        value, error = _returned(raw)
-        _finished(result, value, error)
-        return value
+        handed, value, error = _returned(name, raw)
+        end, error = _ending(error)
+        if end:
+            _finished(result, value, error)
+        return handed
 
     return run_django_task
 
@@ -133,11 +154,14 @@ def _async_runner(name: str) -> Callable[..., Any]:
         try:
             raw = await task.acall(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            if not _retried(exc):
-                await sync_to_async(_finished, thread_sensitive=False)(result, error=exc)
+            end, error = _ending(exc)
+            if end:
+                await sync_to_async(_finished, thread_sensitive=False)(result, error=error)
             raise
-        value, error = _returned(raw)
-        await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
-        return value
+        handed, value, error = _returned(name, raw)
+        end, error = _ending(error)
+        if end:
+            await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
+        return handed
 
     return run_django_task

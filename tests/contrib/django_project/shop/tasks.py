@@ -96,3 +96,37 @@ if tasks is not None:
     def fails() -> None:
         """A django.tasks task that fails on every attempt."""
         raise ValueError("not yet")
+
+    @tasks.task(takes_context=True)
+    def exits_at_first(context) -> str:
+        """A django.tasks task whose first attempt raises SystemExit."""
+        if context.attempt == 1:
+            raise SystemExit(3)
+        return "second"
+
+    @tasks.task(takes_context=True)
+    async def stalls_at_first(context) -> str:
+        """An async django.tasks task whose first attempt outlasts any timeout."""
+        import asyncio
+
+        if context.attempt == 1:
+            await asyncio.sleep(60)
+        return "second"
+
+    @tasks.task()
+    def outlives_its_timeout() -> str:
+        """A django.tasks task that returns once the worker has given up on it."""
+        from pgqueue import current_job
+
+        current_job().cancelled.wait(60)
+        return "too late"
+
+    @tasks.task()
+    def returns_a_set() -> object:
+        """A django.tasks task whose return value is not JSON."""
+        return {1, 2}
+
+    @tasks.task()
+    def returns_int_keys() -> dict:
+        """A django.tasks task returning a dict whose keys JSON makes strings."""
+        return {1: "one", 2: [3]}
