@@ -587,3 +587,22 @@ async def test_an_attempt_a_shutdown_gives_back_sends_no_signal(shop, django_db)
         await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
     await result.arefresh()
     assert (str(result.status), finished) == ("READY", [])
+
+
+async def test_an_async_task_that_returns_when_stopped_signals_its_success(shop, django_db):
+    """An async task that catches the shutdown's cancellation and returns ends SUCCESSFUL, as
+    the worker records it: the signal says so too, not nothing (the attempt is not given
+    back to the queue)."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.returns_when_cancelled.enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.1
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
+    await result.arefresh()
+    assert (str(result.status), result.return_value) == ("SUCCESSFUL", "stopped")
+    assert [(str(r.status), r.return_value) for r in finished] == [("SUCCESSFUL", "stopped")]

@@ -10,6 +10,7 @@ naming anything else fails as an unknown task; nothing is imported on its behalf
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import traceback
@@ -85,28 +86,48 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _ending(error: BaseException | None) -> tuple[bool, BaseException | None]:
+def _ending(error: BaseException | None, gave_up: str | None) -> tuple[bool, BaseException | None]:
     """How pgqueue's worker ends this attempt, which ended with ``error`` (``None``: it
-    returned a storable value): whether it is the task's end, so that ``task_finished`` is
-    sent, and with which error (``None``: SUCCESSFUL). Mirrors the executor (``run``,
-    ``_failure``): a retried attempt's result is READY again and sends no signal."""
+    returned a storable value) after the worker gave up on it for the reason ``gave_up``, if
+    it did: whether it is the task's end, so that ``task_finished`` is sent, and with which
+    error (``None``: SUCCESSFUL). Mirrors the executor (``run``, ``_failure``), the worker
+    (``_execute``, ``_kept``) and ``JOBS_ACK``: a retried attempt sends no signal."""
     job = current_job()
-    # A thread task the worker gave up on learns why late: a timeout is recorded after the
-    # thread is told to stop. What the task does once stopped is not its outcome.
-    stopped = job.cancel_reason or ("timeout" if job.is_cancelled else None)
-    if stopped in ("shutdown", "lease lost"):  # back in the queue, or another attempt's now
-        return False, None
-    if stopped == "cancel requested":
-        return True, error if error is not None else Cancel("cancelled on request")
-    if stopped == "timeout":
+    if gave_up in ("shutdown", "lease lost") or job.cancel_reason == "lease lost":
+        return False, None  # back in the queue, or another attempt's now: nothing written
+    if gave_up == "cancel requested":
+        return True, _cancelled()
+    if gave_up == "timeout":
         error = TimeoutError("timed out")
     elif error is None or isinstance(error, Cancel):
         return True, error
-    elif isinstance(error, Retry):
-        return False, None
-    # Any other BaseException (SystemExit, the CancelledError of a timeout...) is a failure,
-    # retried while attempts are left.
-    return job.attempt >= job.max_attempts, error
+    # Any other exception (SystemExit, the CancelledError of a timeout...) is a failure,
+    # retried while attempts are left; a Retry always. JOBS_ACK cancels a retried job whose
+    # cancel was requested.
+    if isinstance(error, Retry) or job.attempt < job.max_attempts:
+        return (True, _cancelled()) if job.cancel_reason == "cancel requested" else (False, None)
+    return True, error
+
+
+def _cancelled() -> BaseException:
+    return Cancel("cancelled on request")
+
+
+def _thread_given_up() -> str | None:
+    """Why the worker gave up on the thread running this attempt, if it did: it has then
+    recorded the attempt's outcome, whatever the thread does next. A timeout is recorded
+    after the thread is told to stop (``JobContext.cancelled``), hence told by that."""
+    job = current_job()
+    return job.cancel_reason or ("timeout" if job.is_cancelled else None)
+
+
+def _coroutine_given_up(error: BaseException | None) -> str | None:
+    """Why the worker gave up on this attempt's coroutine, if it did: only a cancellation that
+    reaches the worker ends it as the worker decides. One the task caught, to return or raise
+    something else, leaves its outcome to the task."""
+    if not isinstance(error, asyncio.CancelledError):
+        return None
+    return current_job().cancel_reason
 
 
 def _returned(name: str, raw: Any) -> tuple[Any, Any, BaseException | None]:
@@ -134,12 +155,12 @@ def _sync_runner(name: str) -> Callable[..., Any]:
         try:
             raw = task.call(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            end, error = _ending(exc)
+            end, error = _ending(exc, _thread_given_up())
             if end:
                 _finished(result, error=error)
             raise
         handed, value, error = _returned(name, raw)
-        end, error = _ending(error)
+        end, error = _ending(error, _thread_given_up())
         if end:
             _finished(result, value, error)
         return handed
@@ -154,12 +175,12 @@ def _async_runner(name: str) -> Callable[..., Any]:
         try:
             raw = await task.acall(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            end, error = _ending(exc)
+            end, error = _ending(exc, _coroutine_given_up(exc))
             if end:
                 await sync_to_async(_finished, thread_sensitive=False)(result, error=error)
             raise
         handed, value, error = _returned(name, raw)
-        end, error = _ending(error)
+        end, error = _ending(error, None)
         if end:
             await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
         return handed

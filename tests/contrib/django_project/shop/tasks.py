@@ -130,3 +130,14 @@ if tasks is not None:
     def returns_int_keys() -> dict:
         """A django.tasks task returning a dict whose keys JSON makes strings."""
         return {1: "one", 2: [3]}
+
+    @tasks.task()
+    async def returns_when_cancelled() -> str:
+        """An async django.tasks task that returns a value when the worker cancels it."""
+        import asyncio
+
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "stopped"
+        return "slept"
