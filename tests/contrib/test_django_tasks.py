@@ -606,3 +606,22 @@ async def test_an_async_task_that_returns_when_stopped_signals_its_success(shop,
     await result.arefresh()
     assert (str(result.status), result.return_value) == ("SUCCESSFUL", "stopped")
     assert [(str(r.status), r.return_value) for r in finished] == [("SUCCESSFUL", "stopped")]
+
+
+async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, django_db):
+    """An attempt that fails with attempts left, after its job was asked to cancel (before
+    the worker's heartbeat learnt of it), is recorded cancelled (FAILED), not retried: it
+    sent no task_finished at all. It sends FAILED."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.fails_once_cancelled.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, lease=600, heartbeat=300
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"cancelled": 1})
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]

@@ -105,12 +105,31 @@ def _ending(error: BaseException | None, gave_up: str | None) -> tuple[bool, Bas
     # retried while attempts are left; a Retry always. JOBS_ACK cancels a retried job whose
     # cancel was requested.
     if isinstance(error, Retry) or job.attempt < job.max_attempts:
-        return (True, _cancelled()) if job.cancel_reason == "cancel requested" else (False, None)
+        return (True, _cancelled()) if _cancel_requested(job) else (False, None)
     return True, error
 
 
 def _cancelled() -> BaseException:
     return Cancel("cancelled on request")
+
+
+def _cancel_requested(job: Any) -> bool:
+    """Whether ``job`` was asked to cancel, as JOBS_ACK will read it when it records this
+    attempt's retry. The worker learns of a request at its next heartbeat: the row is read.
+    (A request committed between this read and the ack still ends the job unsignalled.)"""
+    if job.cancel_reason == "cancel requested":
+        return True
+    _conf.release_connections()
+    row = get_job(_conf.connection(), job.id)
+    _conf.release_connections()
+    return row is not None and row.cancel_requested
+
+
+def _end(result: Any, value: Any, error: BaseException | None, gave_up: str | None) -> None:
+    """Send ``task_finished`` if this attempt is the task's end (see :func:`_ending`)."""
+    end, error = _ending(error, gave_up)
+    if end:
+        _finished(result, value, error)
 
 
 def _thread_given_up() -> str | None:
@@ -155,14 +174,10 @@ def _sync_runner(name: str) -> Callable[..., Any]:
         try:
             raw = task.call(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            end, error = _ending(exc, _thread_given_up())
-            if end:
-                _finished(result, error=error)
+            _end(result, None, exc, _thread_given_up())
             raise
         handed, value, error = _returned(name, raw)
-        end, error = _ending(error, _thread_given_up())
-        if end:
-            _finished(result, value, error)
+        _end(result, value, error, _thread_given_up())
         return handed
 
     return run_django_task
@@ -175,14 +190,11 @@ def _async_runner(name: str) -> Callable[..., Any]:
         try:
             raw = await task.acall(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            end, error = _ending(exc, _coroutine_given_up(exc))
-            if end:
-                await sync_to_async(_finished, thread_sensitive=False)(result, error=error)
+            gave_up = _coroutine_given_up(exc)
+            await sync_to_async(_end, thread_sensitive=False)(result, None, exc, gave_up)
             raise
         handed, value, error = _returned(name, raw)
-        end, error = _ending(error, None)
-        if end:
-            await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
+        await sync_to_async(_end, thread_sensitive=False)(result, value, error, None)
         return handed
 
     return run_django_task

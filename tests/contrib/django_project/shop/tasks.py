@@ -141,3 +141,18 @@ if tasks is not None:
         except asyncio.CancelledError:
             return "stopped"
         return "slept"
+
+    @tasks.task()
+    def fails_once_cancelled() -> None:
+        """A django.tasks task whose job is asked to cancel (no hint is sent: the worker
+        learns of it at its next heartbeat) before the task fails."""
+        from django.db import connection
+
+        from pgqueue import current_job
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s",
+                [current_job().id],
+            )
+        raise ValueError("failed once asked to cancel")
