@@ -625,3 +625,19 @@ async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, d
         await run_worker_until(worker, lambda: states(django_db) == {"cancelled": 1})
     await result.arefresh()
     assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+
+
+async def test_an_async_attempt_that_times_out_signals_a_timeout_error(shop, django_db):
+    """An async task's last attempt cut by its job's timeout is FAILED with a TimeoutError in
+    get_result; task_finished said CancelledError (what the runner saw). Both TimeoutError."""
+    from asgiref.sync import sync_to_async
+
+    result = await sync_to_async(shop.stalls_at_first.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET timeout = 0.2")
+    with _finished_signals() as finished:
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    [signalled] = finished
+    assert (str(signalled.status), str(result.status)) == ("FAILED", "FAILED")
+    assert [e.exception_class for e in signalled.errors] == [TimeoutError]
+    assert [e.exception_class for e in result.errors] == [TimeoutError]

@@ -143,10 +143,13 @@ def _thread_given_up() -> str | None:
 def _coroutine_given_up(error: BaseException | None) -> str | None:
     """Why the worker gave up on this attempt's coroutine, if it did: only a cancellation that
     reaches the worker ends it as the worker decides. One the task caught, to return or raise
-    something else, leaves its outcome to the task."""
+    something else, leaves its outcome to the task. The job's timeout cancels the coroutine
+    with no reason recorded yet; a CancelledError of the task's own cancels nothing."""
     if not isinstance(error, asyncio.CancelledError):
         return None
-    return current_job().cancel_reason
+    running = asyncio.current_task()
+    timed_out = running is not None and running.cancelling() > 0
+    return current_job().cancel_reason or ("timeout" if timed_out else None)
 
 
 def _returned(name: str, raw: Any) -> tuple[Any, Any, BaseException | None]:
