@@ -611,7 +611,7 @@ async def test_an_async_task_that_returns_when_stopped_signals_its_success(shop,
 async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, django_db):
     """An attempt that fails with attempts left, after its job was asked to cancel (before
     the worker's heartbeat learnt of it), is recorded cancelled (FAILED), not retried: it
-    sent no task_finished at all. It sends FAILED."""
+    sent no task_finished at all. It sends FAILED, with the attempt's error, as the row."""
     from asgiref.sync import sync_to_async
 
     from pgqueue.contrib.django import app
@@ -625,6 +625,8 @@ async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, d
         await run_worker_until(worker, lambda: states(django_db) == {"cancelled": 1})
     await result.arefresh()
     assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+    assert [e.exception_class for e in finished[0].errors] == [ValueError]
+    assert [e.exception_class for e in result.errors] == [ValueError]
 
 
 async def test_an_async_attempt_that_times_out_signals_a_timeout_error(shop, django_db):

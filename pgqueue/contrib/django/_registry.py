@@ -103,9 +103,11 @@ def _ending(error: BaseException | None, gave_up: str | None) -> tuple[bool, Bas
         return True, error
     # Any other exception (SystemExit, the CancelledError of a timeout...) is a failure,
     # retried while attempts are left; a Retry always. JOBS_ACK cancels a retried job whose
-    # cancel was requested.
+    # cancel was requested, keeping the attempt's error (a Retry has none).
     if isinstance(error, Retry) or job.attempt < job.max_attempts:
-        return (True, _cancelled()) if _cancel_requested(job) else (False, None)
+        if not _cancel_requested(job):
+            return False, None
+        return True, _cancelled() if isinstance(error, Retry) else error
     return True, error
 
 
