@@ -643,3 +643,27 @@ async def test_an_async_attempt_that_times_out_signals_a_timeout_error(shop, dja
     assert (str(signalled.status), str(result.status)) == ("FAILED", "FAILED")
     assert [e.exception_class for e in signalled.errors] == [TimeoutError]
     assert [e.exception_class for e in result.errors] == [TimeoutError]
+
+
+async def test_an_unreadable_row_leaves_a_retried_attempts_error_its_own(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before taking a failed attempt for retried, the runner reads whether its job was asked
+    to cancel. That read failing (here: the task left its persistent connection unable to
+    read pgqueue's schema) replaced the task's error in the row: the attempt is retried,
+    unsignalled, with its own error."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    result = await sync_to_async(shop.fails_unable_to_read_its_job.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    tried = "SELECT attempts, state FROM pgqueue.jobs"
+    with _finished_signals() as finished:
+        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+        await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+    await result.arefresh()
+    assert (str(result.status), finished) == ("READY", [])
+    assert [e.exception_class for e in result.errors] == [ValueError]

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from asgiref.sync import sync_to_async
 
 from pgqueue import Cancel, Retry, _json
@@ -119,11 +120,17 @@ def _cancel_requested(job: Any) -> bool:
     """Whether ``job`` was asked to cancel, as JOBS_ACK will read it when it records this
     attempt's retry. The worker learns of a request at its next heartbeat: the row is read.
     (A request committed between this read and the ack still ends the job unsignalled.)"""
+    from django.db import Error
+
     if job.cancel_reason == "cancel requested":
         return True
     _conf.release_connections()
-    row = get_job(_conf.connection(), job.id)
-    _conf.release_connections()
+    try:
+        row = get_job(_conf.connection(), job.id)
+    except (psycopg.Error, Error):  # the task's error, not this one, is the attempt's
+        return False  # the worker's heartbeat will tell, as it would have without this read
+    finally:
+        _conf.release_connections()
     return row is not None and row.cancel_requested
 
 

@@ -156,3 +156,13 @@ if tasks is not None:
                 [current_job().id],
             )
         raise ValueError("failed once asked to cancel")
+
+    @tasks.task()
+    def fails_unable_to_read_its_job() -> None:
+        """A django.tasks task that leaves its Django connection unable to read pgqueue's
+        tables (SET ROLE to a role with no access to the schema), then fails."""
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SET ROLE pg_monitor")
+        raise ValueError("the task's own error")
