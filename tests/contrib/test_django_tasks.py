@@ -661,9 +661,13 @@ async def test_an_unreadable_row_leaves_a_retried_attempts_error_its_own(
     result = await sync_to_async(shop.fails_unable_to_read_its_job.enqueue)()
     query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
     tried = "SELECT attempts, state FROM pgqueue.jobs"
-    with _finished_signals() as finished:
-        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
-        await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+    try:
+        with _finished_signals() as finished:
+            worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+            await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+    finally:
+        while shop.left_open:
+            shop.left_open.pop().close()
     await result.arefresh()
     assert (str(result.status), finished) == ("READY", [])
     assert [e.exception_class for e in result.errors] == [ValueError]

@@ -47,6 +47,8 @@ def child_connection() -> list:
 
 
 tasks = _tasks_framework()
+left_open: list = []  # psycopg connections of worker threads that a test must close
+
 if tasks is not None:
 
     @tasks.task()
@@ -165,4 +167,5 @@ if tasks is not None:
 
         with connection.cursor() as cur:
             cur.execute("SET ROLE pg_monitor")
+        left_open.append(connection.connection)  # a persistent one, for the test to close
         raise ValueError("the task's own error")
