@@ -510,17 +510,19 @@ async def test_an_attempt_retried_after_a_base_exception_or_timeout_sends_no_sig
     assert finished[0].return_value == "second"
 
 
-async def test_a_thread_given_up_on_after_its_timeout_signals_the_jobs_failure(
-    shop, django_db: str
+@pytest.mark.parametrize("name", ["outlives_its_timeout", "stalls_at_first"])
+async def test_a_last_attempt_cut_by_its_timeout_signals_a_timeout_error(
+    shop, django_db: str, name: str
 ) -> None:
-    """A sync task the worker gave up on (its timeout passed; a thread cannot be stopped)
-    that returns afterwards: its job failed (timed out), but task_finished said SUCCESSFUL,
-    with the value nobody stored. It says FAILED, with a TimeoutError, as get_result does."""
+    """A job whose last attempt outlasts its timeout is FAILED with a TimeoutError. A sync
+    task (a thread cannot be stopped) that returned afterwards sent task_finished SUCCESSFUL,
+    with the value nobody stored; an async one sent the CancelledError its runner saw. Both
+    say FAILED with a TimeoutError, as get_result does."""
     from asgiref.sync import sync_to_async
 
     from pgqueue.contrib.django import app
 
-    result = await sync_to_async(shop.outlives_its_timeout.enqueue)()
+    result = await sync_to_async(getattr(shop, name).enqueue)()
     query(django_db, "UPDATE pgqueue.active_jobs SET timeout = 0.2")
     with _finished_signals() as finished:
         worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
@@ -572,40 +574,31 @@ async def test_the_signals_return_value_is_the_one_get_result_reads(shop, django
     assert signalled.return_value == result.return_value
 
 
-async def test_an_attempt_a_shutdown_gives_back_sends_no_signal(shop, django_db) -> None:
-    """An async task still running when a worker's shutdown stops it goes back to the queue
-    and runs again, but task_finished said FAILED (a CancelledError) for it: none is sent."""
+@pytest.mark.parametrize(
+    ("name", "signals"), [("stalls_at_first", []), ("returns_when_cancelled", ["SUCCESSFUL"])]
+)
+async def test_an_async_attempt_a_shutdown_stops_signals_as_the_worker_records_it(
+    shop, django_db: str, name: str, signals: list[str]
+) -> None:
+    """An async task still running when a worker's shutdown cancels it goes back to the
+    queue (READY) and runs again, but task_finished said FAILED (a CancelledError): none is
+    sent. One that catches the cancellation and returns is SUCCESSFUL, as the worker writes
+    it: so is its signal (the first fix sent none)."""
     from asgiref.sync import sync_to_async
 
     from pgqueue.contrib.django import app
 
-    result = await sync_to_async(shop.stalls_at_first.enqueue)()
+    result = await sync_to_async(getattr(shop, name).enqueue)()
     with _finished_signals() as finished:
         worker = app.worker(
             dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.1
         )
         await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
     await result.arefresh()
-    assert (str(result.status), finished) == ("READY", [])
-
-
-async def test_an_async_task_that_returns_when_stopped_signals_its_success(shop, django_db):
-    """An async task that catches the shutdown's cancellation and returns ends SUCCESSFUL, as
-    the worker records it: the signal says so too, not nothing (the attempt is not given
-    back to the queue)."""
-    from asgiref.sync import sync_to_async
-
-    from pgqueue.contrib.django import app
-
-    result = await sync_to_async(shop.returns_when_cancelled.enqueue)()
-    with _finished_signals() as finished:
-        worker = app.worker(
-            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.1
-        )
-        await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
-    await result.arefresh()
-    assert (str(result.status), result.return_value) == ("SUCCESSFUL", "stopped")
-    assert [(str(r.status), r.return_value) for r in finished] == [("SUCCESSFUL", "stopped")]
+    assert [str(r.status) for r in finished] == signals
+    assert str(result.status) == (signals or ["READY"])[0]
+    if signals:
+        assert finished[0].return_value == result.return_value == "stopped"
 
 
 async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, django_db):
@@ -627,22 +620,6 @@ async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, d
     assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
     assert [e.exception_class for e in finished[0].errors] == [ValueError]
     assert [e.exception_class for e in result.errors] == [ValueError]
-
-
-async def test_an_async_attempt_that_times_out_signals_a_timeout_error(shop, django_db):
-    """An async task's last attempt cut by its job's timeout is FAILED with a TimeoutError in
-    get_result; task_finished said CancelledError (what the runner saw). Both TimeoutError."""
-    from asgiref.sync import sync_to_async
-
-    result = await sync_to_async(shop.stalls_at_first.enqueue)()
-    query(django_db, "UPDATE pgqueue.active_jobs SET timeout = 0.2")
-    with _finished_signals() as finished:
-        await _run_all(django_db, 1)
-    await result.arefresh()
-    [signalled] = finished
-    assert (str(signalled.status), str(result.status)) == ("FAILED", "FAILED")
-    assert [e.exception_class for e in signalled.errors] == [TimeoutError]
-    assert [e.exception_class for e in result.errors] == [TimeoutError]
 
 
 async def test_an_unreadable_row_leaves_a_retried_attempts_error_its_own(
