@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -463,3 +466,185 @@ def test_invalid_tasks_and_foreign_results_raise_djangos_exceptions(shop, django
     with pytest.raises(dt.TaskResultDoesNotExist):
         shop.add.get_result(str(native))
     assert states(django_db) == {"queued": 2}
+
+
+@contextlib.contextmanager
+def _finished_signals() -> Iterator[list[Any]]:
+    """The TaskResults task_finished is sent with while the block runs."""
+    from pgqueue.contrib.django import _compat as dt
+
+    finished: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        finished.append(task_result)
+
+    dt.task_finished.connect(receive)
+    try:
+        yield finished
+    finally:
+        dt.task_finished.disconnect(receive)
+
+
+@pytest.mark.parametrize("name", ["exits_at_first", "stalls_at_first"])
+async def test_an_attempt_retried_after_a_base_exception_or_timeout_sends_no_signal(
+    shop, django_db: str, name: str
+) -> None:
+    """A first attempt that raises SystemExit (sync) or outlasts its job's timeout (async: the
+    runner sees a CancelledError) is retried by pgqueue like any failure, but task_finished
+    said FAILED for it; the second attempt succeeds. One signal, SUCCESSFUL."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(getattr(shop, name).enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2, timeout = 0.3")
+    tried = "SELECT attempts, state FROM pgqueue.jobs"
+    with _finished_signals() as finished:
+        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+        await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+        query(django_db, "UPDATE pgqueue.active_jobs SET run_at = now()")
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    assert (result.status, result.return_value) == ("SUCCESSFUL", "second")
+    assert [str(r.status) for r in finished] == ["SUCCESSFUL"]
+    assert finished[0].return_value == "second"
+
+
+@pytest.mark.parametrize("name", ["outlives_its_timeout", "stalls_at_first"])
+async def test_a_last_attempt_cut_by_its_timeout_signals_a_timeout_error(
+    shop, django_db: str, name: str
+) -> None:
+    """A job whose last attempt outlasts its timeout is FAILED with a TimeoutError. A sync
+    task (a thread cannot be stopped) that returned afterwards sent task_finished SUCCESSFUL,
+    with the value nobody stored; an async one sent the CancelledError its runner saw. Both
+    say FAILED with a TimeoutError, as get_result does."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(getattr(shop, name).enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET timeout = 0.2")
+    with _finished_signals() as finished:
+        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+        await run_worker_until(
+            worker, lambda: bool(finished) and states(django_db) == {"failed": 1}
+        )
+    await result.arefresh()
+    [signalled] = finished
+    assert (str(signalled.status), str(result.status)) == ("FAILED", "FAILED")
+    assert [e.exception_class for e in signalled.errors] == [TimeoutError]
+    assert [e.exception_class for e in result.errors] == [TimeoutError]
+
+
+async def test_a_value_not_stored_is_successful_in_the_signal_as_in_the_row(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With store_result=False, pgqueue does not encode the return value and the job
+    succeeds; task_finished said FAILED (TypeError) for a value that is not JSON. Both say
+    SUCCESSFUL, with no return value (None, as get_result reads it)."""
+    import dataclasses
+
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    task = app.tasks["tests.contrib.django_project.shop.tasks.returns_a_set"]
+    monkeypatch.setattr(task, "options", dataclasses.replace(task.options, store_result=False))
+    monkeypatch.setattr(app, "_wrapped", {})  # DjangoPgQueue's wrappers copy the options
+    result = await sync_to_async(shop.returns_a_set.enqueue)()
+    with _finished_signals() as finished:
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    [signalled] = finished
+    assert (str(signalled.status), str(result.status)) == ("SUCCESSFUL", "SUCCESSFUL")
+    assert (signalled.return_value, result.return_value) == (None, None)
+
+
+async def test_the_signals_return_value_is_the_one_get_result_reads(shop, django_db) -> None:
+    """JSON makes a dict's int keys strings: task_finished gave {1: "one"} while get_result
+    (and refresh) read {"1": "one"}. The signal carries the value as stored."""
+    from asgiref.sync import sync_to_async
+
+    result = await sync_to_async(shop.returns_int_keys.enqueue)()
+    with _finished_signals() as finished:
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    [signalled] = finished
+    assert result.return_value == {"1": "one", "2": [3]}
+    assert signalled.return_value == result.return_value
+
+
+@pytest.mark.parametrize(
+    ("name", "signals"), [("stalls_at_first", []), ("returns_when_cancelled", ["SUCCESSFUL"])]
+)
+async def test_an_async_attempt_a_shutdown_stops_signals_as_the_worker_records_it(
+    shop, django_db: str, name: str, signals: list[str]
+) -> None:
+    """An async task still running when a worker's shutdown cancels it goes back to the
+    queue (READY) and runs again, but task_finished said FAILED (a CancelledError): none is
+    sent. One that catches the cancellation and returns is SUCCESSFUL, as the worker writes
+    it: so is its signal (the first fix sent none)."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(getattr(shop, name).enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.1
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == signals
+    assert str(result.status) == (signals or ["READY"])[0]
+    if signals:
+        assert finished[0].return_value == result.return_value == "stopped"
+
+
+async def test_a_retry_of_a_job_asked_to_cancel_is_its_end_in_the_signal(shop, django_db):
+    """An attempt that fails with attempts left, after its job was asked to cancel (before
+    the worker's heartbeat learnt of it), is recorded cancelled (FAILED), not retried: it
+    sent no task_finished at all. It sends FAILED, with the attempt's error, as the row."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.fails_once_cancelled.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, lease=600, heartbeat=300
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"cancelled": 1})
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+    assert [e.exception_class for e in finished[0].errors] == [ValueError]
+    assert [e.exception_class for e in result.errors] == [ValueError]
+
+
+async def test_an_unreadable_row_leaves_a_retried_attempts_error_its_own(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before taking a failed attempt for retried, the runner reads whether its job was asked
+    to cancel. That read failing (here: the task left its persistent connection unable to
+    read pgqueue's schema) replaced the task's error in the row: the attempt is retried,
+    unsignalled, with its own error."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    result = await sync_to_async(shop.fails_unable_to_read_its_job.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    tried = "SELECT attempts, state FROM pgqueue.jobs"
+    try:
+        with _finished_signals() as finished:
+            worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+            await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+    finally:
+        while shop.left_open:
+            shop.left_open.pop().close()
+    await result.arefresh()
+    assert (str(result.status), finished) == ("READY", [])
+    assert [e.exception_class for e in result.errors] == [ValueError]

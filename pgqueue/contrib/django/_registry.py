@@ -10,11 +10,14 @@ naming anything else fails as an unknown task; nothing is imported on its behalf
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import json
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from asgiref.sync import sync_to_async
 
 from pgqueue import Cancel, Retry, _json
@@ -84,29 +87,96 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _retried(error: BaseException) -> bool:
-    """Whether pgqueue runs the task again after ``error``, as its executor decides: then
-    this attempt is not the task's end (its result is READY again), and sends no
-    ``task_finished``. An attempt the worker is stopping (timeout, cancel, shutdown) ends
-    as the worker decides, and sends it as before."""
-    if isinstance(error, Retry):
-        return True
+def _ending(error: BaseException | None, gave_up: str | None) -> tuple[bool, BaseException | None]:
+    """How pgqueue's worker ends this attempt, which ended with ``error`` (``None``: it
+    returned a storable value) after the worker gave up on it for the reason ``gave_up``, if
+    it did: whether it is the task's end, so that ``task_finished`` is sent, and with which
+    error (``None``: SUCCESSFUL). Mirrors the executor (``run``, ``_failure``), the worker
+    (``_execute``, ``_kept``) and ``JOBS_ACK``: a retried attempt sends no signal."""
     job = current_job()
-    regular = isinstance(error, Exception) and not isinstance(error, Cancel)
-    return regular and job.attempt < job.max_attempts and job.cancel_reason is None
+    if gave_up in ("shutdown", "lease lost") or job.cancel_reason == "lease lost":
+        return False, None  # back in the queue, or another attempt's now: nothing written
+    if gave_up == "cancel requested":
+        return True, _cancelled()
+    if gave_up == "timeout":
+        error = TimeoutError("timed out")
+    elif error is None or isinstance(error, Cancel):
+        return True, error
+    # Any other exception (SystemExit, the CancelledError of a timeout...) is a failure,
+    # retried while attempts are left; a Retry always. JOBS_ACK cancels a retried job whose
+    # cancel was requested, keeping the attempt's error (a Retry has none).
+    if isinstance(error, Retry) or job.attempt < job.max_attempts:
+        if not _cancel_requested(job):
+            return False, None
+        return True, _cancelled() if isinstance(error, Retry) else error
+    return True, error
 
 
-def _returned(raw: Any) -> tuple[Any, BaseException | None]:
-    """What the runner hands pgqueue for a task's return value, and the error that keeps the
-    value from being stored, if any. Such a value is handed over as the task gave it, so that
-    pgqueue fails the job as it fails any task whose value is not JSON: at once (running the
-    task again would repeat its work for nothing), with a ``TypeError``."""
+def _cancelled() -> BaseException:
+    return Cancel("cancelled on request")
+
+
+def _cancel_requested(job: Any) -> bool:
+    """Whether ``job`` was asked to cancel, as JOBS_ACK will read it when it records this
+    attempt's retry. The worker learns of a request at its next heartbeat: the row is read.
+    (A request committed between this read and the ack still ends the job unsignalled.)"""
+    from django.db import Error
+
+    if job.cancel_reason == "cancel requested":
+        return True
+    _conf.release_connections()
     try:
-        value = dt.normalize_json(raw)
-        _json.dumps(value)  # Django's JSON is not PostgreSQL's: NaN, "\x00"...
+        row = get_job(_conf.connection(), job.id)
+    except (psycopg.Error, Error):  # the task's error, not this one, is the attempt's
+        return False  # the worker's heartbeat will tell, as it would have without this read
+    finally:
+        _conf.release_connections()
+    return row is not None and row.cancel_requested
+
+
+def _end(result: Any, value: Any, error: BaseException | None, gave_up: str | None) -> None:
+    """Send ``task_finished`` if this attempt is the task's end (see :func:`_ending`)."""
+    end, error = _ending(error, gave_up)
+    if end:
+        _finished(result, value, error)
+
+
+def _thread_given_up() -> str | None:
+    """Why the worker gave up on the thread running this attempt, if it did: it has then
+    recorded the attempt's outcome, whatever the thread does next. A timeout is recorded
+    after the thread is told to stop (``JobContext.cancelled``), hence told by that."""
+    job = current_job()
+    return job.cancel_reason or ("timeout" if job.is_cancelled else None)
+
+
+def _coroutine_given_up(error: BaseException | None) -> str | None:
+    """Why the worker gave up on this attempt's coroutine, if it did: only a cancellation that
+    reaches the worker ends it as the worker decides. One the task caught, to return or raise
+    something else, leaves its outcome to the task. The job's timeout cancels the coroutine
+    with no reason recorded yet; a CancelledError of the task's own cancels nothing."""
+    if not isinstance(error, asyncio.CancelledError):
+        return None
+    running = asyncio.current_task()
+    timed_out = running is not None and running.cancelling() > 0
+    return current_job().cancel_reason or ("timeout" if timed_out else None)
+
+
+def _returned(name: str, raw: Any) -> tuple[Any, Any, BaseException | None]:
+    """What the runner hands pgqueue for a task's return value, the value ``get_result``
+    will read (JSON's: a dict's keys are strings), and the error that keeps the value from
+    being stored, if any. Such a value is handed over as the task gave it, so that pgqueue
+    fails the job as it fails any task whose value is not JSON: at once (running the task
+    again would repeat its work for nothing), with a ``TypeError``. A task that stores no
+    result (``store_result=False``) succeeds whatever it returns, and reads ``None``."""
+    stored = _conf.get_app().get_task(name)
+    if stored is None or not stored.options.store_result:
+        return raw, None, None
+    try:
+        text = _json.dumps(dt.normalize_json(raw))  # Django's JSON is not PostgreSQL's: NaN...
     except (TypeError, ValueError, RecursionError) as exc:
-        return raw, exc if isinstance(exc, TypeError) else TypeError(str(exc))
-    return value, None
+        return raw, None, exc if isinstance(exc, TypeError) else TypeError(str(exc))
+    value = json.loads(text)
+    return value, value, None
 
 
 def _sync_runner(name: str) -> Callable[..., Any]:
@@ -116,12 +186,11 @@ def _sync_runner(name: str) -> Callable[..., Any]:
         try:
             raw = task.call(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            if not _retried(exc):
-                _finished(result, error=exc)
+            _end(result, None, exc, _thread_given_up())
             raise
-        value, error = _returned(raw)
-        _finished(result, value, error)
-        return value
+        handed, value, error = _returned(name, raw)
+        _end(result, value, error, _thread_given_up())
+        return handed
 
     return run_django_task
 
@@ -133,11 +202,11 @@ def _async_runner(name: str) -> Callable[..., Any]:
         try:
             raw = await task.acall(*_call_args(task, result, args), **kwargs)
         except BaseException as exc:
-            if not _retried(exc):
-                await sync_to_async(_finished, thread_sensitive=False)(result, error=exc)
+            gave_up = _coroutine_given_up(exc)
+            await sync_to_async(_end, thread_sensitive=False)(result, None, exc, gave_up)
             raise
-        value, error = _returned(raw)
-        await sync_to_async(_finished, thread_sensitive=False)(result, value, error)
-        return value
+        handed, value, error = _returned(name, raw)
+        await sync_to_async(_end, thread_sensitive=False)(result, value, error, None)
+        return handed
 
     return run_django_task

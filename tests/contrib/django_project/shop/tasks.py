@@ -47,6 +47,8 @@ def child_connection() -> list:
 
 
 tasks = _tasks_framework()
+left_open: list = []  # psycopg connections of worker threads that a test must close
+
 if tasks is not None:
 
     @tasks.task()
@@ -96,3 +98,74 @@ if tasks is not None:
     def fails() -> None:
         """A django.tasks task that fails on every attempt."""
         raise ValueError("not yet")
+
+    @tasks.task(takes_context=True)
+    def exits_at_first(context) -> str:
+        """A django.tasks task whose first attempt raises SystemExit."""
+        if context.attempt == 1:
+            raise SystemExit(3)
+        return "second"
+
+    @tasks.task(takes_context=True)
+    async def stalls_at_first(context) -> str:
+        """An async django.tasks task whose first attempt outlasts any timeout."""
+        import asyncio
+
+        if context.attempt == 1:
+            await asyncio.sleep(60)
+        return "second"
+
+    @tasks.task()
+    def outlives_its_timeout() -> str:
+        """A django.tasks task that returns once the worker has given up on it."""
+        from pgqueue import current_job
+
+        current_job().cancelled.wait(60)
+        return "too late"
+
+    @tasks.task()
+    def returns_a_set() -> object:
+        """A django.tasks task whose return value is not JSON."""
+        return {1, 2}
+
+    @tasks.task()
+    def returns_int_keys() -> dict:
+        """A django.tasks task returning a dict whose keys JSON makes strings."""
+        return {1: "one", 2: [3]}
+
+    @tasks.task()
+    async def returns_when_cancelled() -> str:
+        """An async django.tasks task that returns a value when the worker cancels it."""
+        import asyncio
+
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "stopped"
+        return "slept"
+
+    @tasks.task()
+    def fails_once_cancelled() -> None:
+        """A django.tasks task whose job is asked to cancel (no hint is sent: the worker
+        learns of it at its next heartbeat) before the task fails."""
+        from django.db import connection
+
+        from pgqueue import current_job
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s",
+                [current_job().id],
+            )
+        raise ValueError("failed once asked to cancel")
+
+    @tasks.task()
+    def fails_unable_to_read_its_job() -> None:
+        """A django.tasks task that leaves its Django connection unable to read pgqueue's
+        tables (SET ROLE to a role with no access to the schema), then fails."""
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SET ROLE pg_monitor")
+        left_open.append(connection.connection)  # a persistent one, for the test to close
+        raise ValueError("the task's own error")
