@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 import pgqueue
 from pgqueue._store import COPY_THRESHOLD
@@ -334,3 +335,17 @@ def test_a_check_of_the_users_own_active_jobs_table_is_not_the_size_limit(
         with pytest.raises(psycopg.errors.CheckViolation, match="active_jobs_payload_check"):
             t.add.enqueue_many(conn, calls)
         conn.rollback()
+
+
+async def test_enqueue_on_connections_that_return_dicts(dsn: str) -> None:
+    """A connection opened with psycopg's ``row_factory=dict_row`` (or an AsyncConnection's)
+    enqueues one job, a unique one and batches (COPY included): each raised KeyError: 0,
+    reading the id it got back as a tuple."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        ids = [t.add.enqueue(conn, 1, 2), t.add.using(unique_key="k").enqueue(conn, 3, 4)]
+        ids += t.add.enqueue_many(conn, [((5, 6), {})] * COPY_THRESHOLD)
+    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as aconn:
+        ids += [await t.add.aenqueue(aconn, 7, 8)]
+        ids += await t.add.aenqueue_many(aconn, [((9, 10), {})])
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
+    assert len(ids) == COPY_THRESHOLD + 4

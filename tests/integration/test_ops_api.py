@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 import pgqueue
 from pgqueue import _ops, admin
@@ -413,3 +414,22 @@ def test_admin_arguments_sql_cannot_take_are_refused_and_keep_the_transaction(
         call(conn)
     assert _ops.list_jobs(conn, limit=0) == []  # the transaction is still usable
     assert [j.id for j in _ops.list_jobs(conn, limit=None)] == [1]
+
+
+def test_operations_on_a_connection_that_returns_dicts(dsn: str) -> None:
+    """The operations read their rows by position, whatever the caller's connection makes of
+    rows: on one opened with ``row_factory=dict_row``, cancel, retry, retry_failed, prune,
+    get_job, list_jobs and queue_stats raised KeyError: 0 (or took a dict for a job)."""
+    app = make_app(dsn)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        first, second = app.enqueue(conn, "add", 1, 2), app.enqueue(conn, "add", 3, 4)
+        assert app.cancel(conn, first) == "cancelled"
+        assert admin.cancel_job(conn, second) == "cancelled"
+        app.retry(conn, first)
+        conn.execute("UPDATE pgqueue.finished_jobs SET state = 'failed'")  # second, as failed
+        assert admin.retry_failed(conn) == 1
+        assert app.cancel(conn, first) == "cancelled"
+        assert admin.prune(conn, 0) == 1
+        assert app.get_job(conn, second).state == "queued"  # type: ignore[union-attr]
+        assert [job.id for job in admin.list_jobs(conn)] == [second]
+        assert [(s.queue, s.queued) for s in admin.queue_stats(conn)] == [("q", 1)]
