@@ -815,6 +815,12 @@ def clock_now() -> Query[datetime]:
     return Query(q.CLOCK_NOW, None, _one)
 
 
+def clock_now_text() -> Query[str]:
+    """The database's ``now()`` as ISO 8601 text in UTC, to send back to the database as it is
+    (see :func:`jobs_prune`): it goes through no DateStyle, time zone or timestamp loader."""
+    return Query(q.CLOCK_NOW_TEXT, None, _one)
+
+
 @dataclass(frozen=True, slots=True)
 class TickJob:
     """What the job of a periodic tick looks like; arguments already encoded as JSON text."""
@@ -1007,9 +1013,9 @@ def jobs_cancel_call(job_id: int) -> Query[str | None]:
     return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
 
 
-def jobs_prune(ages: dict[str, float], limit: int, as_of: datetime | None = None) -> Query[int]:
+def jobs_prune(ages: dict[str, float], limit: int, as_of: str | None = None) -> Query[int]:
     """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds at
-    ``as_of`` (the database's clock, see :func:`clock_now`), or now."""
+    ``as_of`` (the database's clock, from :func:`clock_now_text`), or now."""
     params = {"states": list(ages), "ages": list(ages.values()), "limit": limit, "as_of": as_of}
     return Query(q.JOBS_PRUNE, params, _one)
 

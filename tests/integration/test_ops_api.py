@@ -151,6 +151,27 @@ def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
     assert query(dsn, "SELECT min(id) > 1000 FROM pgqueue.finished_jobs") == [(True,)]
 
 
+@pytest.mark.parametrize(
+    "options", ["-c datestyle=SQL,DMY -c timezone=Asia/Kolkata", "-c datestyle=German,DMY"
+                " -c timezone=America/Los_Angeles", "-c datestyle=Postgres,MDY"],
+)  # fmt: skip
+def test_prune_in_a_session_whose_datestyle_is_not_iso(dsn: str, options: str) -> None:
+    """A database, role or connection may show timestamps in another DateStyle, which psycopg
+    cannot read: prune read the database's clock into Python, to send it back with each batch,
+    and raised NotImplementedError ("can't parse timestamptz with DateStyle 'SQL, DMY'"). It
+    now prunes there as elsewhere, the age counted from the right instant in any time zone."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(), now() - age"
+        " FROM (VALUES (1, interval '2 h'), (2, interval '50 min')) AS v(i, age)",
+    )
+    with psycopg.connect(dsn, autocommit=True, options=options) as auto:
+        assert admin.prune(auto, 3600) == 1
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(2,)]
+
+
 async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
     """With retention succeeded=0, workers delete succeeded jobs; failed ones are kept."""
     app = make_app(dsn, retention={"succeeded": 0, "failed": 3600})
