@@ -117,7 +117,18 @@ def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
     ``with`` block, which closes it. (Not a generator context manager, which cost every
     enqueue 4 µs more than the cursor itself.) Its rows are tuples, as the store reads them,
     whatever ``row_factory`` the caller's connection has (``dict_row`` made KeyError: 0)."""
-    return sync_connection(conn).cursor(row_factory=tuple_row)
+    found = sync_connection(conn)
+    if _numbered(found.cursor_factory):
+        return psycopg.Cursor(found, row_factory=tuple_row)
+    return found.cursor(row_factory=tuple_row)
+
+
+def _numbered(factory: object) -> bool:
+    """Whether a connection's cursors take ``$1`` placeholders (psycopg's raw cursors): the
+    store's statements are written with ``%s``, and need another kind of cursor there."""
+    return isinstance(factory, type) and issubclass(
+        factory, psycopg.RawCursor | psycopg.AsyncRawCursor
+    )
 
 
 class async_cursor:  # lower case: used like a function, ``async with async_cursor(conn)``
@@ -132,7 +143,11 @@ class async_cursor:  # lower case: used like a function, ``async with async_curs
 
     async def __aenter__(self) -> psycopg.AsyncCursor[Any]:
         conn = await async_connection(self._conn)
-        self._cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=tuple_row)  # see sync_cursor
+        self._cur: psycopg.AsyncCursor[Any] = (  # see sync_cursor
+            psycopg.AsyncCursor(conn, row_factory=tuple_row)
+            if _numbered(conn.cursor_factory)
+            else conn.cursor(row_factory=tuple_row)
+        )
         return self._cur
 
     async def __aexit__(self, *exc_info: object) -> None:

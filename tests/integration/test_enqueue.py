@@ -349,3 +349,17 @@ async def test_enqueue_on_connections_that_return_dicts(dsn: str) -> None:
         ids += await t.add.aenqueue_many(aconn, [((9, 10), {})])
     assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
     assert len(ids) == COPY_THRESHOLD + 4
+
+
+async def test_enqueue_on_connections_whose_cursors_take_numbered_placeholders(dsn: str) -> None:
+    """A connection whose ``cursor_factory`` is psycopg's RawCursor (``$1`` placeholders)
+    enqueues: pgqueue's statements, written with ``%s``, failed there with a syntax error."""
+    with psycopg.connect(dsn, cursor_factory=psycopg.RawCursor) as conn:
+        ids = [t.add.enqueue(conn, 1, 2), *t.add.enqueue_many(conn, [((3, 4), {})])]
+        conn.commit()
+        assert t.app.get_job(conn, ids[0]).args == [1, 2]  # type: ignore[union-attr]
+    async with await psycopg.AsyncConnection.connect(
+        dsn, cursor_factory=psycopg.AsyncRawCursor
+    ) as aconn:
+        ids += [await t.add.aenqueue(aconn, 5, 6)]
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
