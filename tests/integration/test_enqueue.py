@@ -363,3 +363,17 @@ async def test_enqueue_on_connections_whose_cursors_take_numbered_placeholders(d
     ) as aconn:
         ids += [await t.add.aenqueue(aconn, 5, 6)]
     assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
+
+
+async def test_enqueue_in_the_callers_pipeline(dsn: str) -> None:
+    """Inside the caller's ``conn.pipeline()`` block, where psycopg sends statements without
+    waiting for their results, enqueue (unique too) and aenqueue return their jobs' ids, and
+    enqueue_many all of them: enqueue raised IndexError, a unique enqueue said its key "kept
+    changing hands", and enqueue_many returned no ids for the jobs it inserted."""
+    with psycopg.connect(dsn) as conn, conn.pipeline():
+        ids = [t.add.enqueue(conn, 1, 2), t.add.using(unique_key="k").enqueue(conn, 3, 4)]
+        ids += t.add.enqueue_many(conn, [((5, 6), {}), ((7, 8), {})])
+    async with await psycopg.AsyncConnection.connect(dsn) as aconn, aconn.pipeline():
+        ids += [await t.add.aenqueue(aconn, 9, 10)]
+    assert len(ids) == 5
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]

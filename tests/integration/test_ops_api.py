@@ -454,3 +454,20 @@ def test_operations_on_a_connection_that_returns_dicts(dsn: str) -> None:
         assert app.get_job(conn, second).state == "queued"  # type: ignore[union-attr]
         assert [job.id for job in admin.list_jobs(conn)] == [second]
         assert [(s.queue, s.queued) for s in admin.queue_stats(conn)] == [("q", 1)]
+
+
+def test_operations_in_the_callers_pipeline(dsn: str) -> None:
+    """Inside the caller's ``conn.pipeline()`` block the operations read their statements'
+    results: cancel, retry, retry_failed and prune raised IndexError, get_job found no job."""
+    app = make_app(dsn)
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('add', queue => 'q')")
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.pipeline():
+        assert app.cancel(conn, job_id) == "cancelled"
+        assert app.get_job(conn, job_id).state == "cancelled"  # type: ignore[union-attr]
+        app.retry(conn, job_id)
+        assert app.cancel(conn, job_id) == "cancelled"
+        conn.execute("UPDATE pgqueue.finished_jobs SET state = 'failed'")
+        assert admin.retry_failed(conn) == 1
+        assert app.cancel(conn, job_id) == "cancelled"
+        assert admin.prune(conn, 0) == 1
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
