@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from pgqueue._errors import ConfigurationError
 
@@ -144,8 +145,20 @@ async def async_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any
 def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
     """A fresh cursor on the caller's connection, inside the caller's transaction; use it in a
     ``with`` block, which closes it. (Not a generator context manager, which cost every
-    enqueue 4 µs more than the cursor itself.)"""
-    return sync_connection(conn).cursor()
+    enqueue 4 µs more than the cursor itself.) Its rows are tuples, as the store reads them,
+    whatever ``row_factory`` the caller's connection has (``dict_row`` made KeyError: 0)."""
+    found = sync_connection(conn)
+    if _numbered(found.cursor_factory):
+        return psycopg.Cursor(found, row_factory=tuple_row)
+    return found.cursor(row_factory=tuple_row)
+
+
+def _numbered(factory: object) -> bool:
+    """Whether a connection's cursors take ``$1`` placeholders (psycopg's raw cursors): the
+    store's statements are written with ``%s``, and need another kind of cursor there."""
+    return isinstance(factory, type) and issubclass(
+        factory, psycopg.RawCursor | psycopg.AsyncRawCursor
+    )
 
 
 class async_cursor:  # lower case: used like a function, ``async with async_cursor(conn)``
@@ -159,7 +172,12 @@ class async_cursor:  # lower case: used like a function, ``async with async_curs
         self._conn = conn
 
     async def __aenter__(self) -> psycopg.AsyncCursor[Any]:
-        self._cur: psycopg.AsyncCursor[Any] = (await async_connection(self._conn)).cursor()
+        conn = await async_connection(self._conn)
+        self._cur: psycopg.AsyncCursor[Any] = (  # see sync_cursor
+            psycopg.AsyncCursor(conn, row_factory=tuple_row)
+            if _numbered(conn.cursor_factory)
+            else conn.cursor(row_factory=tuple_row)
+        )
         return self._cur
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -216,7 +216,7 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
     with sync_cursor(conn) as cur:
         # One instant for every batch: measured from each batch's own now(), jobs reaching
         # their age in between kept a prune of a busy queue going for ever.
-        as_of = _store.run(cur, _store.clock_now())
+        as_of = _store.run(cur, _store.clock_now_text())
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of)):
             total += deleted
     return total

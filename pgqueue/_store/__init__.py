@@ -36,20 +36,28 @@ class Query(Generic[T]):
 
 
 # Whether a statement returned rows is read from its result's field count: cur.description
-# builds a Column object per field on every access (2.5 µs for one field).
+# builds a Column object per field on every access (2.5 µs for one field). On a connection in
+# the caller's pipeline (conn.pipeline()) a statement has no result until the pipeline is
+# synced: read as no rows, it made an enqueue's id an IndexError, enqueue_many's ids [].
 
 
 def run(cur: psycopg.Cursor[Any], query: Query[T]) -> T:
     """Execute ``query`` on a sync cursor; never commits."""
     cur.execute(query.sql, query.params)
-    result = cur.pgresult
+    if (result := cur.pgresult) is None and cur.connection.pgconn.pipeline_status:
+        with cur.connection.pipeline() as pipeline:
+            pipeline.sync()
+        result = cur.pgresult
     return query.read(cur.fetchall() if result is not None and result.nfields else [])
 
 
 async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
     """Execute ``query`` on an async cursor; never commits."""
     await cur.execute(query.sql, query.params)
-    result = cur.pgresult
+    if (result := cur.pgresult) is None and cur.connection.pgconn.pipeline_status:
+        async with cur.connection.pipeline() as pipeline:
+            await pipeline.sync()
+        result = cur.pgresult
     return query.read(await cur.fetchall() if result is not None and result.nfields else [])
 
 
@@ -815,6 +823,12 @@ def clock_now() -> Query[datetime]:
     return Query(q.CLOCK_NOW, None, _one)
 
 
+def clock_now_text() -> Query[str]:
+    """The database's ``now()`` as ISO 8601 text in UTC, to send back to the database as it is
+    (see :func:`jobs_prune`): it goes through no DateStyle, time zone or timestamp loader."""
+    return Query(q.CLOCK_NOW_TEXT, None, _one)
+
+
 @dataclass(frozen=True, slots=True)
 class TickJob:
     """What the job of a periodic tick looks like; arguments already encoded as JSON text."""
@@ -1007,9 +1021,9 @@ def jobs_cancel_call(job_id: int) -> Query[str | None]:
     return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
 
 
-def jobs_prune(ages: dict[str, float], limit: int, as_of: datetime | None = None) -> Query[int]:
+def jobs_prune(ages: dict[str, float], limit: int, as_of: str | None = None) -> Query[int]:
     """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds at
-    ``as_of`` (the database's clock, see :func:`clock_now`), or now."""
+    ``as_of`` (the database's clock, from :func:`clock_now_text`), or now."""
     params = {"states": list(ages), "ages": list(ages.values()), "limit": limit, "as_of": as_of}
     return Query(q.JOBS_PRUNE, params, _one)
 

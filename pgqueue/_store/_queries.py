@@ -952,6 +952,13 @@ SELECT task, state, count(*) AS jobs, max(attempts) AS max_attempts, min(last_er
 
 CLOCK_NOW: LiteralString = "SELECT now()"
 
+# now() as text that casts back to the same instant: ISO 8601 in UTC, whatever the session's
+# DateStyle and TimeZone (psycopg reads timestamptz in the ISO DateStyle only) and however the
+# caller's connection loads timestamps (Django without USE_TZ: naive, ambiguous at a DST end).
+CLOCK_NOW_TEXT: LiteralString = """
+SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+"""
+
 # A tick insert and a prune of the same schedule name exclude each other: the insert holds
 # the name's lock shared, the prune exclusively, from a statement before their own until they
 # commit (advisory locks (7403159, hashtext(name)); a hash collision between two names only

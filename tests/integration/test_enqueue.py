@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 import pgqueue
 from pgqueue._store import COPY_THRESHOLD
@@ -334,3 +335,45 @@ def test_a_check_of_the_users_own_active_jobs_table_is_not_the_size_limit(
         with pytest.raises(psycopg.errors.CheckViolation, match="active_jobs_payload_check"):
             t.add.enqueue_many(conn, calls)
         conn.rollback()
+
+
+async def test_enqueue_on_connections_that_return_dicts(dsn: str) -> None:
+    """A connection opened with psycopg's ``row_factory=dict_row`` (or an AsyncConnection's)
+    enqueues one job, a unique one and batches (COPY included): each raised KeyError: 0,
+    reading the id it got back as a tuple."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        ids = [t.add.enqueue(conn, 1, 2), t.add.using(unique_key="k").enqueue(conn, 3, 4)]
+        ids += t.add.enqueue_many(conn, [((5, 6), {})] * COPY_THRESHOLD)
+    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as aconn:
+        ids += [await t.add.aenqueue(aconn, 7, 8)]
+        ids += await t.add.aenqueue_many(aconn, [((9, 10), {})])
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
+    assert len(ids) == COPY_THRESHOLD + 4
+
+
+async def test_enqueue_on_connections_whose_cursors_take_numbered_placeholders(dsn: str) -> None:
+    """A connection whose ``cursor_factory`` is psycopg's RawCursor (``$1`` placeholders)
+    enqueues: pgqueue's statements, written with ``%s``, failed there with a syntax error."""
+    with psycopg.connect(dsn, cursor_factory=psycopg.RawCursor) as conn:
+        ids = [t.add.enqueue(conn, 1, 2), *t.add.enqueue_many(conn, [((3, 4), {})])]
+        conn.commit()
+        assert t.app.get_job(conn, ids[0]).args == [1, 2]  # type: ignore[union-attr]
+    async with await psycopg.AsyncConnection.connect(
+        dsn, cursor_factory=psycopg.AsyncRawCursor
+    ) as aconn:
+        ids += [await t.add.aenqueue(aconn, 5, 6)]
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
+
+
+async def test_enqueue_in_the_callers_pipeline(dsn: str) -> None:
+    """Inside the caller's ``conn.pipeline()`` block, where psycopg sends statements without
+    waiting for their results, enqueue (unique too) and aenqueue return their jobs' ids, and
+    enqueue_many all of them: enqueue raised IndexError, a unique enqueue said its key "kept
+    changing hands", and enqueue_many returned no ids for the jobs it inserted."""
+    with psycopg.connect(dsn) as conn, conn.pipeline():
+        ids = [t.add.enqueue(conn, 1, 2), t.add.using(unique_key="k").enqueue(conn, 3, 4)]
+        ids += t.add.enqueue_many(conn, [((5, 6), {}), ((7, 8), {})])
+    async with await psycopg.AsyncConnection.connect(dsn) as aconn, aconn.pipeline():
+        ids += [await t.add.aenqueue(aconn, 9, 10)]
+    assert len(ids) == 5
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 import pgqueue
 from pgqueue import _ops, admin
@@ -148,6 +149,27 @@ def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as auto:
         assert admin.prune(auto, 3600) == 1
     assert query(dsn, "SELECT min(id) > 1000 FROM pgqueue.finished_jobs") == [(True,)]
+
+
+@pytest.mark.parametrize(
+    "options", ["-c datestyle=SQL,DMY -c timezone=Asia/Kolkata", "-c datestyle=German,DMY"
+                " -c timezone=America/Los_Angeles", "-c datestyle=Postgres,MDY"],
+)  # fmt: skip
+def test_prune_in_a_session_whose_datestyle_is_not_iso(dsn: str, options: str) -> None:
+    """A database, role or connection may show timestamps in another DateStyle, which psycopg
+    cannot read: prune read the database's clock into Python, to send it back with each batch,
+    and raised NotImplementedError ("can't parse timestamptz with DateStyle 'SQL, DMY'"). It
+    now prunes there as elsewhere, the age counted from the right instant in any time zone."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', 'succeeded', 0, 1, 3, now(), now(), now() - age"
+        " FROM (VALUES (1, interval '2 h'), (2, interval '50 min')) AS v(i, age)",
+    )
+    with psycopg.connect(dsn, autocommit=True, options=options) as auto:
+        assert admin.prune(auto, 3600) == 1
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(2,)]
 
 
 async def test_workers_prune_per_state_retention_automatically(dsn: str, conn: Any) -> None:
@@ -413,3 +435,39 @@ def test_admin_arguments_sql_cannot_take_are_refused_and_keep_the_transaction(
         call(conn)
     assert _ops.list_jobs(conn, limit=0) == []  # the transaction is still usable
     assert [j.id for j in _ops.list_jobs(conn, limit=None)] == [1]
+
+
+def test_operations_on_a_connection_that_returns_dicts(dsn: str) -> None:
+    """The operations read their rows by position, whatever the caller's connection makes of
+    rows: on one opened with ``row_factory=dict_row``, cancel, retry, retry_failed, prune,
+    get_job, list_jobs and queue_stats raised KeyError: 0 (or took a dict for a job)."""
+    app = make_app(dsn)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        first, second = app.enqueue(conn, "add", 1, 2), app.enqueue(conn, "add", 3, 4)
+        assert app.cancel(conn, first) == "cancelled"
+        assert admin.cancel_job(conn, second) == "cancelled"
+        app.retry(conn, first)
+        conn.execute("UPDATE pgqueue.finished_jobs SET state = 'failed'")  # second, as failed
+        assert admin.retry_failed(conn) == 1
+        assert app.cancel(conn, first) == "cancelled"
+        assert admin.prune(conn, 0) == 1
+        assert app.get_job(conn, second).state == "queued"  # type: ignore[union-attr]
+        assert [job.id for job in admin.list_jobs(conn)] == [second]
+        assert [(s.queue, s.queued) for s in admin.queue_stats(conn)] == [("q", 1)]
+
+
+def test_operations_in_the_callers_pipeline(dsn: str) -> None:
+    """Inside the caller's ``conn.pipeline()`` block the operations read their statements'
+    results: cancel, retry, retry_failed and prune raised IndexError, get_job found no job."""
+    app = make_app(dsn)
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('add', queue => 'q')")
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.pipeline():
+        assert app.cancel(conn, job_id) == "cancelled"
+        assert app.get_job(conn, job_id).state == "cancelled"  # type: ignore[union-attr]
+        app.retry(conn, job_id)
+        assert app.cancel(conn, job_id) == "cancelled"
+        conn.execute("UPDATE pgqueue.finished_jobs SET state = 'failed'")
+        assert admin.retry_failed(conn) == 1
+        assert app.cancel(conn, job_id) == "cancelled"
+        assert admin.prune(conn, 0) == 1
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
