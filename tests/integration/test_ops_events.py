@@ -77,6 +77,25 @@ async def test_worker_logs_a_startup_line_and_periodic_summaries(
     assert "s3cret" not in started.getMessage() and "concurrency 10" in started.getMessage()
 
 
+async def test_the_startup_line_hides_the_ssl_key_password_too(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A DSN's sslpassword (the passphrase of the client's SSL key) was logged in clear in the
+    worker_started line and its dsn field: only password was hidden."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    secret_dsn = psycopg.conninfo.make_conninfo(dsn, password="s3cret", sslpassword="hunter2")
+    w = make_app(dsn).worker(queues=["q"], poll_interval=0.05, dsn=secret_dsn)
+
+    def started() -> bool:
+        return any(getattr(r, "action", "") == "worker_started" for r in caplog.records)
+
+    await run_worker_until(w, started)
+    [record] = [r for r in caplog.records if getattr(r, "action", "") == "worker_started"]
+    line = JsonFormatter().format(record)
+    assert "hunter2" not in line and "s3cret" not in line
+    assert "sslpassword=***" in record.dsn  # type: ignore[attr-defined]
+
+
 async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn: Any) -> None:
     """on_success gets the result; on_failure runs once, after the last attempt only."""
     seen: list[tuple[str, Any, Any]] = []
