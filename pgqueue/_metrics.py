@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgqueue.worker")
 
 DEPTH_CAP = 10_000
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# Up to an hour, for durations too: jobs of minutes are common, and Prometheus' default buckets
+# stop at 10 s, beyond which a quantile cannot tell a 2-minute attempt from an hour's.
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
 def _prometheus() -> Any:
@@ -54,10 +56,11 @@ class WorkerMetrics:
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
                                  ["task", "queue"], registry=r)  # fmt: skip
         self.duration = p.Histogram("pgqueue_job_duration_seconds", "Time to run one attempt.",
-                                    ["task", "queue"], registry=r)  # fmt: skip
+                                    ["task", "queue"], buckets=SECONDS_BUCKETS,
+                                    registry=r)  # fmt: skip
         self.latency = p.Histogram(
             "pgqueue_job_start_latency_seconds", "Time from runnable (enqueue or run_at) to start.",
-            ["queue"], buckets=LATENCY_BUCKETS, registry=r,
+            ["queue"], buckets=SECONDS_BUCKETS, registry=r,
         )  # fmt: skip
         self.depth = p.Gauge("pgqueue_queue_depth", f"Runnable jobs (capped at {DEPTH_CAP}).",
                              ["queue"], registry=r)  # fmt: skip

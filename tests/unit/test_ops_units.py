@@ -138,9 +138,8 @@ def test_an_extra_named_like_a_json_field_does_not_replace_it() -> None:
     fields = {"msg": "m", "levelname": "WARNING", "name": "app", "created": 0.0}
     record = logging.makeLogRecord({**fields, "level": "x", "time": 1, "logger": "fake"})
     line = strict_json(JsonFormatter().format(record))
-    assert (line["level"], line["logger"], line["time"]) == (
-        "warning", "app", "1970-01-01T00:00:00.000+00:00"
-    )
+    epoch = "1970-01-01T00:00:00.000+00:00"
+    assert (line["level"], line["logger"], line["time"]) == ("warning", "app", epoch)
     assert (line["extra_level"], line["extra_time"], line["extra_logger"]) == ("x", 1, "fake")
 
 
