@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgqueue.worker")
 
 DEPTH_CAP = 10_000
+UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app does not register
 # Up to an hour, for durations too: jobs of minutes are common, and Prometheus' default buckets
 # stop at 10 s, beyond which a quantile cannot tell a 2-minute attempt from an hour's.
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -79,11 +80,14 @@ class WorkerMetrics:
     def on_finished(self, event: JobEvent) -> None:
         """Count one finished attempt (a worker events listener)."""
         job = event.job
-        self.duration.labels(job.task, job.queue).observe(event.duration)
+        # A row may name any task: the names the app does not know share one label, so that
+        # they cannot make series without bound (the job's log record names it).
+        task = job.task if job.task in self.worker.app.tasks else UNREGISTERED
+        self.duration.labels(task, job.queue).observe(event.duration)
         if event.state == "retrying":
-            self.retries.labels(job.task, job.queue).inc()
+            self.retries.labels(task, job.queue).inc()
         else:
-            self.finished.labels(job.task, job.queue, event.state).inc()
+            self.finished.labels(task, job.queue, event.state).inc()
 
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""

@@ -308,6 +308,36 @@ def scrape_when_done(w: pgqueue.Worker, dsn: str, scraped: list[str]) -> bool:
     return 'pgqueue_queue_depth{queue="q"} 0.0' in text
 
 
+async def test_jobs_of_tasks_the_app_does_not_register_share_one_metrics_label(
+    dsn: str, conn: Any
+) -> None:
+    """The task label was whatever the row said: each name a producer wrote that the worker
+    does not know (a typo, jobs enqueued by SQL with a name made per call) made series of its
+    own, without bound. They are now counted under the one label task="(unregistered)"."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    app = make_app(dsn)
+    for n in range(3):
+        conn.execute("SELECT pgqueue.enqueue(%s, queue => 'q', max_attempts => 1)", [f"gone.{n}"])
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        if w.events.metrics_port is None or states(dsn) != {"failed": 3}:
+            return False
+        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped.append(response.read().decode())
+        return "pgqueue_jobs_finished_total{" in scraped[-1]
+
+    await run_worker_until(w, counted)
+    finished = {tuple(sorted(s.labels.items())): s.value
+                for family in parser.text_string_to_metric_families(scraped[-1])
+                for s in family.samples if s.name == "pgqueue_jobs_finished_total"}  # fmt: skip
+    labels = (("queue", "q"), ("state", "failed"), ("task", "(unregistered)"))
+    assert finished == {labels: 3}
+
+
 async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:
     """pgqueue.tracing: the trace context goes into meta and each attempt gets a child span."""
     sdk = pytest.importorskip("opentelemetry.sdk.trace")
