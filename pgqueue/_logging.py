@@ -64,3 +64,8 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def json_logging() -> bool:
+    """Whether the root logger writes JSON lines (``configure_logging(fmt="json")``)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)

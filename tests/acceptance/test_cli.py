@@ -265,6 +265,29 @@ def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str
 
 
 @pytest.mark.parametrize(
+    ("dsn_of", "command", "says"),
+    [("empty", ("worker", "--queues", "io"), "run `pgqueue migrate`"),
+     ("down", ("worker", "--queues", "io"), "cannot reach the database"),
+     ("down", ("healthcheck",), "cannot reach the database")],
+)  # fmt: skip
+def test_with_json_logs_the_error_a_command_ends_on_is_a_json_record(
+    empty_dsn: str, dsn_of: str, command: tuple[str, ...], says: str
+) -> None:
+    """With --log-format json, a worker that could not start (or a healthcheck that failed)
+    ended its log stream with "Error: ..." as text, the one line a JSON log pipeline could not
+    read, and the one that says why the worker is down. It is now a JSON record like the
+    others: action command_failed, level error, and the exit status kept."""
+    where = empty_dsn if dsn_of == "empty" else "postgresql://nobody@127.0.0.1:1/none"
+    result = cli(where, "--log-format", "json", *command)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    last = records[-1]
+    said = (last["action"], last["level"], last["logger"])
+    assert said == ("command_failed", "error", "pgqueue.cli")
+    assert says in last["message"] and not last["message"].startswith("Error:")
+
+
+@pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
      ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
