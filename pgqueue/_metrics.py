@@ -56,6 +56,10 @@ class WorkerMetrics:
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
                                  ["task", "queue"], registry=r)  # fmt: skip
+        self.rescued = p.Counter(
+            "pgqueue_jobs_rescued", "Jobs of lost workers this worker's rescue requeued or ended.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.duration = p.Histogram("pgqueue_job_duration_seconds", "Time to run one attempt.",
                                     ["task", "queue"], buckets=SECONDS_BUCKETS,
                                     registry=r)  # fmt: skip
@@ -88,6 +92,11 @@ class WorkerMetrics:
             self.retries.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
+
+    def on_rescued(self, requeued: int, ended: int) -> None:
+        """Count the jobs of lost workers one rescue requeued and ended."""
+        self.rescued.labels("requeued").inc(requeued)
+        self.rescued.labels("ended").inc(ended)
 
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""
@@ -128,6 +137,7 @@ def metrics_service(
     metrics = WorkerMetrics(worker)
     worker.events.listeners.append(metrics.on_finished)
     worker.events.start_listeners.append(metrics.on_claimed)
+    worker.events.rescue_listeners.append(metrics.on_rescued)
 
     async def serve(w: Worker) -> None:
         server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)

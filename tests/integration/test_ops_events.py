@@ -16,7 +16,7 @@ import pytest
 
 import pgqueue
 from pgqueue._logging import JsonFormatter
-from tests.helpers import run_worker_until, states
+from tests.helpers import query, run_worker_until, states
 
 JOB_FIELDS = {"job_id", "task", "queue", "attempt", "duration_ms", "action"}
 
@@ -336,6 +336,37 @@ async def test_jobs_of_tasks_the_app_does_not_register_share_one_metrics_label(
                 for s in family.samples if s.name == "pgqueue_jobs_finished_total"}  # fmt: skip
     labels = (("queue", "q"), ("state", "failed"), ("task", "(unregistered)"))
     assert finished == {labels: 3}
+
+
+async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -> None:
+    """A job whose worker was lost (killed, or its lease run out) and that the rescue ended
+    failed, out of attempts, was counted by no metric: only the worker that ran an attempt
+    counts it, and that one is gone, so a task that kills its worker never showed in the
+    failure ratio. The rescuing worker now counts what it requeued and what it ended."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    app = make_app(dsn)  # "work": 2 attempts
+    for _ in range(2):
+        app.using("work").enqueue(conn, 1)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = id::int,"
+               " worker_id = 'gone', started_at = now(),"
+               " lease_expires_at = now() - interval '1 s'")  # fmt: skip
+    w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        if w.events.metrics_port is None or states(dsn) != {"succeeded": 1, "failed": 1}:
+            return False
+        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped.append(response.read().decode())
+        return "pgqueue_jobs_rescued_total{" in scraped[-1]
+
+    await run_worker_until(w, counted)
+    rescued = {s.labels["outcome"]: s.value
+               for family in parser.text_string_to_metric_families(scraped[-1])
+               for s in family.samples if s.name == "pgqueue_jobs_rescued_total"}  # fmt: skip
+    assert rescued == {"requeued": 1, "ended": 1}
 
 
 async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:
