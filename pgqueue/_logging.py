@@ -64,6 +64,8 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python prints a warning as two lines of text: in a JSON stream it is a record instead.
+    logging.captureWarnings(fmt == "json")
 
 
 def json_logging() -> bool:

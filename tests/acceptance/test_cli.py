@@ -736,3 +736,28 @@ def test_an_app_whose_own_dsn_falls_back_to_pgqueues_names_the_dsn_option(
     assert own_dsn_stats(dsn, tmp_path, "return super().dsn") == (1, [
         "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
     ])  # fmt: skip
+
+
+def test_with_json_logs_a_tasks_warning_is_a_json_record(dsn: str, tmp_path: Path) -> None:
+    """A warning (warnings.warn in a task, a library's DeprecationWarning) was printed by
+    Python as two lines of text, file and source line, in the middle of the JSON log stream.
+    With --log-format json it is now a record of its own (logger py.warnings)."""
+    (tmp_path / "warnapp.py").write_text(
+        "import warnings\n"
+        "import pgqueue\n"
+        "app = pgqueue.PgQueue()\n"
+        "@app.task(name='warns')\n"
+        "def warns():\n"
+        "    warnings.warn('this call is going away', UserWarning)\n"
+    )
+    query(dsn, "SELECT pgqueue.enqueue('warns')")
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "warnapp", "--log-format", "json", "worker",
+         "--burst"],
+        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    [warned] = [r for r in records if r["logger"] == "py.warnings"]
+    assert "UserWarning: this call is going away" in warned["message"]
+    assert states(dsn) == {"succeeded": 1}
