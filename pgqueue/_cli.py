@@ -18,12 +18,15 @@ import psycopg
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn, strip_dsn
 from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
+from pgqueue._logging import configure_logging, json_logging
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
+
+log = logging.getLogger("pgqueue.cli")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -260,19 +263,35 @@ def _database_error(exc: psycopg.Error) -> str:
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn expected failures into one line on stderr and exit status 1, not a traceback."""
+    """Turn expected failures into one line on stderr and exit status 1, not a traceback;
+    with JSON logs, into one JSON record (see :func:`show_error`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            friendly = _friendly(exc)
-            if friendly is None:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                friendly = _friendly(exc)
+                if friendly is None:
+                    raise
+                raise friendly from None
+        except click.ClickException as exc:
+            if not json_logging():
                 raise
-            raise friendly from None
+            show_error(exc)
+            raise click.exceptions.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def show_error(exc: click.ClickException) -> None:
+    """Say the error a command ends on: ``Error: ...`` as click does, or with JSON logs a
+    record of the stream like the others, which a JSON log pipeline can read."""
+    if not json_logging():
+        exc.show()
+        return
+    log.error(exc.format_message(), extra={"action": "command_failed", "exit_code": exc.exit_code})
 
 
 def _friendly(exc: Exception) -> click.ClickException | None:
@@ -328,8 +347,6 @@ def cli(
     ctx: click.Context, app_path: str | None, dsn: str | None, log_level: str, log_format: str
 ) -> None:
     """pgqueue: a job queue for Python that needs nothing but PostgreSQL."""
-    from pgqueue._logging import configure_logging
-
     configure_logging(log_level, log_format)
     ctx.obj = State(app_path, dsn)
 
@@ -559,7 +576,7 @@ async def _run_worker(w: Worker) -> None:
         # and their jobs are already back in the queue: do not let the exit wait for them
         # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
         if error is not None and (friendly := _friendly(error)):
-            friendly.show()
+            show_error(friendly)
         elif error is not None:
             traceback.print_exception(error)
         logging.shutdown()

@@ -293,9 +293,12 @@ def stats(state: State, watch: bool, interval: float, as_json: bool) -> None:
         try:
             while True:
                 found = _ops.queue_stats(conn)
-                if watch and not as_json:
-                    click.clear()
-                _show(found, STATS_COLUMNS, as_json, "no jobs")
+                if watch and as_json:  # a stream: one line per refresh, for line readers
+                    click.echo(_dumps([_ops.as_dict(row) for row in found]))
+                else:
+                    if watch:
+                        click.clear()
+                    _show(found, STATS_COLUMNS, as_json, "no jobs")
                 if not watch:
                     return
                 sys.stdout.flush()

@@ -45,6 +45,8 @@ class WorkerEvents:
         self.summary_interval = summary_interval
         self.listeners: list[Listener] = []
         self.start_listeners: list[Callable[[ClaimedJob], None]] = []
+        # Told how many jobs of lost workers a rescue requeued and ended (the metrics).
+        self.rescue_listeners: list[Callable[[int, int], None]] = []
         self.metrics_port: int | None = None
         self._callbacks: set[asyncio.Future[Any]] = set()
         self.callback_ended = asyncio.Event()  # set as each callback ends

@@ -20,7 +20,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and every extra."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
+        """The record as one line of JSON: an extra named like one of its own fields is kept
+        as ``extra_<name>``, and one that JSON cannot hold as its text."""
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -29,10 +30,30 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                data[key] = value
+                data[f"extra_{key}" if key in _OWN else key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        try:
+            return _dumps(data)
+        except (TypeError, ValueError, RecursionError):  # a NaN, tuple keys, a cycle...
+            return _dumps({key: _as_json(value) for key, value in data.items()})
+
+
+_OWN = frozenset({"time", "level", "logger", "message", "exception"})
+
+
+def _dumps(data: Any) -> str:
+    # No NaN nor Infinity: Python writes them, JSON parsers refuse them.
+    return json.dumps(data, default=str, allow_nan=False)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` if JSON holds it, else its text."""
+    try:
+        _dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+    return value
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
@@ -43,3 +64,10 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python prints a warning as two lines of text: in a JSON stream it is a record instead.
+    logging.captureWarnings(fmt == "json")
+
+
+def json_logging() -> bool:
+    """Whether the root logger writes JSON lines (``configure_logging(fmt="json")``)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgqueue.worker")
 
 DEPTH_CAP = 10_000
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app does not register
+# Up to an hour, for durations too: jobs of minutes are common, and Prometheus' default buckets
+# stop at 10 s, beyond which a quantile cannot tell a 2-minute attempt from an hour's.
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
 def _prometheus() -> Any:
@@ -53,11 +56,16 @@ class WorkerMetrics:
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
                                  ["task", "queue"], registry=r)  # fmt: skip
+        self.rescued = p.Counter(
+            "pgqueue_jobs_rescued", "Jobs of lost workers this worker's rescue requeued or ended.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.duration = p.Histogram("pgqueue_job_duration_seconds", "Time to run one attempt.",
-                                    ["task", "queue"], registry=r)  # fmt: skip
+                                    ["task", "queue"], buckets=SECONDS_BUCKETS,
+                                    registry=r)  # fmt: skip
         self.latency = p.Histogram(
             "pgqueue_job_start_latency_seconds", "Time from runnable (enqueue or run_at) to start.",
-            ["queue"], buckets=LATENCY_BUCKETS, registry=r,
+            ["queue"], buckets=SECONDS_BUCKETS, registry=r,
         )  # fmt: skip
         self.depth = p.Gauge("pgqueue_queue_depth", f"Runnable jobs (capped at {DEPTH_CAP}).",
                              ["queue"], registry=r)  # fmt: skip
@@ -76,11 +84,19 @@ class WorkerMetrics:
     def on_finished(self, event: JobEvent) -> None:
         """Count one finished attempt (a worker events listener)."""
         job = event.job
-        self.duration.labels(job.task, job.queue).observe(event.duration)
+        # A row may name any task: the names the app does not know share one label, so that
+        # they cannot make series without bound (the job's log record names it).
+        task = job.task if job.task in self.worker.app.tasks else UNREGISTERED
+        self.duration.labels(task, job.queue).observe(event.duration)
         if event.state == "retrying":
-            self.retries.labels(job.task, job.queue).inc()
+            self.retries.labels(task, job.queue).inc()
         else:
-            self.finished.labels(job.task, job.queue, event.state).inc()
+            self.finished.labels(task, job.queue, event.state).inc()
+
+    def on_rescued(self, requeued: int, ended: int) -> None:
+        """Count the jobs of lost workers one rescue requeued and ended."""
+        self.rescued.labels("requeued").inc(requeued)
+        self.rescued.labels("ended").inc(ended)
 
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""
@@ -121,6 +137,7 @@ def metrics_service(
     metrics = WorkerMetrics(worker)
     worker.events.listeners.append(metrics.on_finished)
     worker.events.start_listeners.append(metrics.on_claimed)
+    worker.events.rescue_listeners.append(metrics.on_rescued)
 
     async def serve(w: Worker) -> None:
         server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)

@@ -975,6 +975,8 @@ class Worker:
                 requeued + failed, requeued, failed,
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
+            for listener in self.events.rescue_listeners:
+                listener(requeued, failed)
 
     async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
         if self._host_key is None:
@@ -1158,13 +1160,15 @@ def _report_stopped(part: asyncio.Future[None]) -> None:
 
 
 def _safe_dsn(dsn: str) -> str:
-    """The DSN with any password hidden, for logs."""
+    """The DSN with its secrets hidden, for logs: the password, and the passphrase of the SSL
+    key (sslpassword), or any other libpq adds (oauth_client_secret)."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return "<unparsable DSN>"
-    if "password" in info:
-        info["password"] = "***"
+    for key in info:
+        if key.endswith("password") or "secret" in key:
+            info[key] = "***"
     return psycopg.conninfo.make_conninfo("", **info)
 
 

@@ -302,6 +302,29 @@ def test_worker_on_a_missing_schema_stops_with_the_command_to_run(empty_dsn: str
 
 
 @pytest.mark.parametrize(
+    ("dsn_of", "command", "says"),
+    [("empty", ("worker", "--queues", "io"), "run `pgqueue migrate`"),
+     ("down", ("worker", "--queues", "io"), "cannot reach the database"),
+     ("down", ("healthcheck",), "cannot reach the database")],
+)  # fmt: skip
+def test_with_json_logs_the_error_a_command_ends_on_is_a_json_record(
+    empty_dsn: str, dsn_of: str, command: tuple[str, ...], says: str
+) -> None:
+    """With --log-format json, a worker that could not start (or a healthcheck that failed)
+    ended its log stream with "Error: ..." as text, the one line a JSON log pipeline could not
+    read, and the one that says why the worker is down. It is now a JSON record like the
+    others: action command_failed, level error, and the exit status kept."""
+    where = empty_dsn if dsn_of == "empty" else "postgresql://nobody@127.0.0.1:1/none"
+    result = cli(where, "--log-format", "json", *command)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    last = records[-1]
+    said = (last["action"], last["level"], last["logger"])
+    assert said == ("command_failed", "error", "pgqueue.cli")
+    assert says in last["message"] and not last["message"].startswith("Error:")
+
+
+@pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
      ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
@@ -795,3 +818,28 @@ def test_an_app_whose_own_dsn_falls_back_to_pgqueues_names_the_dsn_option(
     assert own_dsn_stats(dsn, tmp_path, "return super().dsn") == (1, [
         "Error: no database configured: pass --dsn DSN, or set PGQUEUE_DSN or DATABASE_URL"
     ])  # fmt: skip
+
+
+def test_with_json_logs_a_tasks_warning_is_a_json_record(dsn: str, tmp_path: Path) -> None:
+    """A warning (warnings.warn in a task, a library's DeprecationWarning) was printed by
+    Python as two lines of text, file and source line, in the middle of the JSON log stream.
+    With --log-format json it is now a record of its own (logger py.warnings)."""
+    (tmp_path / "warnapp.py").write_text(
+        "import warnings\n"
+        "import pgqueue\n"
+        "app = pgqueue.PgQueue()\n"
+        "@app.task(name='warns')\n"
+        "def warns():\n"
+        "    warnings.warn('this call is going away', UserWarning)\n"
+    )
+    query(dsn, "SELECT pgqueue.enqueue('warns')")
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "warnapp", "--log-format", "json", "worker",
+         "--burst"],
+        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    [warned] = [r for r in records if r["logger"] == "py.warnings"]
+    assert "UserWarning: this call is going away" in warned["message"]
+    assert states(dsn) == {"succeeded": 1}

@@ -295,6 +295,27 @@ def test_stats_shows_each_queue_and_watch_stops_on_interrupt(dsn: str) -> None:
     watch.stderr.close()
 
 
+def test_stats_watch_json_writes_one_json_array_per_line(dsn: str) -> None:
+    """stats --watch --json wrote each refresh as an indented array over many lines, one after
+    the other: a reader taking a line at a time got "[" and pieces. Each refresh is now one
+    line holding the whole array."""
+    pgqueue(dsn, "enqueue", "t", "--queue", "a")
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "stats", "--watch", "--json",
+         "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert watch.stdout is not None and watch.stderr is not None
+    try:
+        frames = [json.loads(watch.stdout.readline()) for _ in range(2)]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(30) == 0
+        watch.stdout.close()
+        watch.stderr.close()
+    assert [[(r["queue"], r["queued"]) for r in frame] for frame in frames] == [[("a", 1)]] * 2
+
+
 _IDS = "job ids are whole numbers from 1 to 9223372036854775807"
 
 

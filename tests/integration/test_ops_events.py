@@ -16,7 +16,7 @@ import pytest
 
 import pgqueue
 from pgqueue._logging import JsonFormatter
-from tests.helpers import run_worker_until, states
+from tests.helpers import query, run_worker_until, states
 
 JOB_FIELDS = {"job_id", "task", "queue", "attempt", "duration_ms", "action"}
 
@@ -75,6 +75,25 @@ async def test_worker_logs_a_startup_line_and_periodic_summaries(
     await run_worker_until(w, summarized)
     [started] = [r for r in caplog.records if getattr(r, "action", "") == "worker_started"]
     assert "s3cret" not in started.getMessage() and "concurrency 10" in started.getMessage()
+
+
+async def test_the_startup_line_hides_the_ssl_key_password_too(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A DSN's sslpassword (the passphrase of the client's SSL key) was logged in clear in the
+    worker_started line and its dsn field: only password was hidden."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    secret_dsn = psycopg.conninfo.make_conninfo(dsn, password="s3cret", sslpassword="hunter2")
+    w = make_app(dsn).worker(queues=["q"], poll_interval=0.05, dsn=secret_dsn)
+
+    def started() -> bool:
+        return any(getattr(r, "action", "") == "worker_started" for r in caplog.records)
+
+    await run_worker_until(w, started)
+    [record] = [r for r in caplog.records if getattr(r, "action", "") == "worker_started"]
+    line = JsonFormatter().format(record)
+    assert "hunter2" not in line and "s3cret" not in line
+    assert "sslpassword=***" in record.dsn  # type: ignore[attr-defined]
 
 
 async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn: Any) -> None:
@@ -287,6 +306,67 @@ def scrape_when_done(w: pgqueue.Worker, dsn: str, scraped: list[str]) -> bool:
         text = response.read().decode()
     scraped.append(text)
     return 'pgqueue_queue_depth{queue="q"} 0.0' in text
+
+
+async def test_jobs_of_tasks_the_app_does_not_register_share_one_metrics_label(
+    dsn: str, conn: Any
+) -> None:
+    """The task label was whatever the row said: each name a producer wrote that the worker
+    does not know (a typo, jobs enqueued by SQL with a name made per call) made series of its
+    own, without bound. They are now counted under the one label task="(unregistered)"."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    app = make_app(dsn)
+    for n in range(3):
+        conn.execute("SELECT pgqueue.enqueue(%s, queue => 'q', max_attempts => 1)", [f"gone.{n}"])
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        if w.events.metrics_port is None or states(dsn) != {"failed": 3}:
+            return False
+        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped.append(response.read().decode())
+        return "pgqueue_jobs_finished_total{" in scraped[-1]
+
+    await run_worker_until(w, counted)
+    finished = {tuple(sorted(s.labels.items())): s.value
+                for family in parser.text_string_to_metric_families(scraped[-1])
+                for s in family.samples if s.name == "pgqueue_jobs_finished_total"}  # fmt: skip
+    labels = (("queue", "q"), ("state", "failed"), ("task", "(unregistered)"))
+    assert finished == {labels: 3}
+
+
+async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -> None:
+    """A job whose worker was lost (killed, or its lease run out) and that the rescue ended
+    failed, out of attempts, was counted by no metric: only the worker that ran an attempt
+    counts it, and that one is gone, so a task that kills its worker never showed in the
+    failure ratio. The rescuing worker now counts what it requeued and what it ended."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    app = make_app(dsn)  # "work": 2 attempts
+    for _ in range(2):
+        app.using("work").enqueue(conn, 1)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET state = 'running', attempts = id::int,"
+               " worker_id = 'gone', started_at = now(),"
+               " lease_expires_at = now() - interval '1 s'")  # fmt: skip
+    w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        if w.events.metrics_port is None or states(dsn) != {"succeeded": 1, "failed": 1}:
+            return False
+        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped.append(response.read().decode())
+        return "pgqueue_jobs_rescued_total{" in scraped[-1]
+
+    await run_worker_until(w, counted)
+    rescued = {s.labels["outcome"]: s.value
+               for family in parser.text_string_to_metric_families(scraped[-1])
+               for s in family.samples if s.name == "pgqueue_jobs_rescued_total"}  # fmt: skip
+    assert rescued == {"requeued": 1, "ended": 1}
 
 
 async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:

@@ -105,6 +105,44 @@ def test_json_formatter_emits_extras_as_top_level_keys() -> None:
     assert (line["job_id"], line["action"]) == (5, "job_x")
 
 
+def strict_json(line: str) -> dict[str, Any]:
+    """``line`` decoded as RFC 8259 JSON: NaN and Infinity, which Python writes, refused."""
+    assert "\n" not in line
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    decoded: dict[str, Any] = json.loads(line, parse_constant=refuse)
+    return decoded
+
+
+def test_a_json_log_line_stays_json_whatever_its_extras_hold() -> None:
+    """A float NaN or infinity was written as NaN or Infinity, which no JSON parser reads; a
+    dict with tuple keys or a list holding itself made the formatter raise, and logging wrote
+    its "--- Logging error ---" traceback in the stream instead of the record. Now what JSON
+    cannot hold is written as its text, and the record's other fields as they are."""
+    looped: list[Any] = []
+    looped.append(looped)
+    extras = {"ratio": math.nan, "limit": -math.inf, "by_pair": {(1, 2): 3}, "looped": looped,
+              "job_id": 7, "action": "user_thing"}  # fmt: skip
+    record = logging.makeLogRecord({"msg": "odd", "levelname": "INFO", "name": "app", **extras})
+    line = strict_json(JsonFormatter().format(record))
+    assert (line["message"], line["job_id"], line["action"]) == ("odd", 7, "user_thing")
+    assert (line["ratio"], line["limit"], line["by_pair"]) == ("nan", "-inf", "{(1, 2): 3}")
+    assert line["looped"] == "[[...]]"
+
+
+def test_an_extra_named_like_a_json_field_does_not_replace_it() -> None:
+    """An extra called level, time or logger overwrote the record's own: a WARNING read as
+    level "x"; now the record's fields stand and such an extra is kept as extra_<name>."""
+    fields = {"msg": "m", "levelname": "WARNING", "name": "app", "created": 0.0}
+    record = logging.makeLogRecord({**fields, "level": "x", "time": 1, "logger": "fake"})
+    line = strict_json(JsonFormatter().format(record))
+    epoch = "1970-01-01T00:00:00.000+00:00"
+    assert (line["level"], line["logger"], line["time"]) == ("warning", "app", epoch)
+    assert (line["extra_level"], line["extra_time"], line["extra_logger"]) == ("x", 1, "fake")
+
+
 def test_middleware_nests_in_registration_order() -> None:
     """The first middleware registered is the outermost."""
     order: list[str] = []
