@@ -484,8 +484,7 @@ class Worker:
                         self.name, wanted, self.lease, after, counted, idle, skip,
                         not backlogged, pages,
                     ))  # fmt: skip
-                    for row in claim.rows:
-                        self._start_job(ClaimedJob(*row))
+                    self._start_jobs([ClaimedJob(*row) for row in claim.rows])
                 failures = 0
             except (psycopg.Error, OSError) as exc:
                 failures += 1
@@ -730,13 +729,26 @@ class Worker:
         shutdown and gives it back."""
         return key in self._running or key in self._unfinished
 
+    def _start_jobs(self, jobs: list[ClaimedJob]) -> None:
+        """Start the jobs of a claim. One whose start raises (a bug: run() fails the worker)
+        and those after it are not started, and go back at the stop with the jobs stopped
+        there; heartbeats keep their leases meanwhile."""
+        for n, job in enumerate(jobs):
+            try:
+                self._start_job(job)
+            except BaseException:
+                self._unfinished += [(job.id, job.attempt) for job in jobs[n:]]
+                raise
+
     def _start_job(self, job: ClaimedJob) -> None:
         crash_point("after_claim")
+        # What may raise comes first: a start that raised has changed nothing.
+        running = _Running(job, job.context())
+        inline = self._executor.runs_inline(job)
         self.stats.claimed += 1
         self._free[job.queue] -= 1
-        running = _Running(job, job.context())
         self._running[job.id, job.attempt] = running
-        if not self._executor.runs_inline(job):
+        if not inline:
             running.task = asyncio.create_task(self._execute(running))
             return
         # A coroutine that cannot suspend needs no task: the batch's inline jobs run from one
@@ -906,11 +918,11 @@ class Worker:
             self._beat_now.set()
 
     async def extend_leases(self) -> None:
-        """Extend the leases of running jobs, and of those whose outcomes wait to be written;
-        stop the running ones lost or asked to cancel."""
+        """Extend the leases of running jobs, of those whose outcomes wait to be written, and
+        of those to give back at the stop; stop the running ones lost or asked to cancel."""
         held = list(self._running)
         # Outcomes wait long only for the shutdown's last flush after the acker failed (_fail).
-        leases = held + self._acker.holding()
+        leases = held + self._acker.holding() + self._unfinished
         alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
         for job_id, attempt in held:
             if (job_id, attempt) not in alive:

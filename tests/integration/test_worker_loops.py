@@ -15,6 +15,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _store
+from pgqueue._worker._executor import ClaimedJob
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -46,6 +47,16 @@ async def until(condition: Callable[[], bool]) -> None:
     """Wait until ``condition()`` holds (the test's own guard ends a failing wait)."""
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def leases_outlived(dsn: str, ids: list[int]) -> None:
+    """Wait until the leases (of a second) of the jobs ``ids`` would have expired and been
+    rescued, or were extended past that."""
+    [(expiry,)] = query(dsn, "SELECT max(lease_expires_at) FROM pgqueue.active_jobs"
+                             " WHERE id = ANY(%s)", [ids])  # fmt: skip
+    settled = ("SELECT bool_and(state = 'queued' OR lease_expires_at > %s + interval '1 s')"
+               " FROM pgqueue.active_jobs WHERE id = ANY(%s)")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, ids]) == [(True,)]), GUARD)
 
 
 async def test_a_heartbeat_loop_bug_fails_the_worker_and_puts_its_running_job_back(
@@ -298,14 +309,75 @@ async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_
                           rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
     running = asyncio.ensure_future(worker.run())
     await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
-    [(expiry,)] = query(dsn, "SELECT lease_expires_at FROM pgqueue.active_jobs WHERE id = %s",
-                        [done])  # fmt: skip
-    # Until its lease would have expired and been rescued, or was extended past that.
-    settled = ("SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s'"
-               " FROM pgqueue.active_jobs WHERE id = %s")  # fmt: skip
-    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, done]) == [(True,)]), GUARD)
+    await leases_outlived(dsn, [done])
     worker.cancel_local(stuck, "shutdown")
     with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
         await asyncio.wait_for(running, GUARD)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
                  [done]) == [("succeeded", 1)]  # fmt: skip
+
+
+def start_raises_at(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
+    """Make the start of the ``nth`` job claimed raise RuntimeError (a bug), at the context
+    every start builds first."""
+    original = ClaimedJob.context
+    starts: list[int] = []
+
+    def context(job: ClaimedJob) -> Any:
+        starts.append(job.id)
+        if len(starts) == nth:
+            raise RuntimeError("injected bug in a job's start")
+        return original(job)
+
+    monkeypatch.setattr(ClaimedJob, "context", context)
+
+
+async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not_started(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start raising (a bug) at the third job of a claim of five fails the worker, and used
+    to leave that job and the two after it running under the worker until their leases
+    expired, to be rescued with their attempt counted. Now they go back at the stop with the
+    jobs stopped there, at once and attempt given back; the two started before it end."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    start_raises_at(monkeypatch, 3)
+    for n in range(5):
+        t.add.enqueue(conn, n, n)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert states(dsn) == {"succeeded": 2, "queued": 3}
+    assert query(dsn, "SELECT attempts, worker_id FROM pgqueue.jobs WHERE state = 'queued'"
+                      " GROUP BY 1, 2") == [(0, None)]  # fmt: skip
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 3  # type: ignore[attr-defined]
+    assert (worker.stats.claimed, worker.stats.succeeded) == (2, 2)
+
+
+async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The jobs of a claim left unstarted by a start that raised wait for the stop while the
+    worker lets its running job finish: their leases must not expire meanwhile, or other
+    workers' rescue puts them back with the attempt counted (and may run them) before the
+    stop gives them back."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    start_raises_at(monkeypatch, 2)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=1.0, heartbeat=0.1,
+                          rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    left = [t.add.enqueue(conn, n, n) for n in range(3)]
+    conn.commit()
+    worker.wake()
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    await leases_outlived(dsn, left)
+    worker.cancel_local(stuck, "shutdown")
+    with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+        await asyncio.wait_for(running, GUARD)
+    assert query(dsn, "SELECT state, attempts, count(*) FROM pgqueue.jobs GROUP BY 1, 2") == [
+        ("queued", 0, 4)
+    ]
