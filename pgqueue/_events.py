@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgqueue._hooks import JobEvent
+from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
     from pgqueue._store import Outcome
@@ -147,11 +148,15 @@ class WorkerEvents:
     async def summarize(self) -> None:
         """Log one summary line every ``summary_interval`` seconds (a worker service)."""
         last = _totals(self.worker)
-        while True:
+
+        async def one() -> None:
+            nonlocal last
             await asyncio.sleep(self.summary_interval)
             now = _totals(self.worker)
             _log_summary(self.worker, {k: now[k] - last[k] for k in now}, self.summary_interval)
             last = now
+
+        await repeat("summary", one, "loop_error")
 
 
 def _job_fields(event: JobEvent) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pgqueue import _store
 from pgqueue._errors import ConfigurationError, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -89,7 +90,9 @@ class WorkerMetrics:
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
         failures = 0
-        while True:
+
+        async def one() -> None:
+            nonlocal failures
             try:
                 await self.refresh()
                 failures = 0
@@ -99,6 +102,8 @@ class WorkerMetrics:
                             first_line(exc), exc_info=failures == 1,
                             extra={"action": "metrics_error"})  # fmt: skip
             await asyncio.sleep(interval)
+
+        await repeat("metrics", one, "loop_error")
 
     async def refresh(self) -> None:
         """Read the depth of the worker's queues, the size of the queue table, and how long the

@@ -39,6 +39,7 @@ from pgqueue._worker._faults import crash_point
 from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
+from pgqueue._worker._repeat import repeat
 from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
@@ -588,36 +589,45 @@ class Worker:
         _PAGES_TO_SKIP over all the claim's queues together (skipping is decided for them
         together), claims of those queues skip for a while, the longer the more they save; if
         not, no probe for _SKIP_QUIET seconds."""
-        while not self.stopping.is_set():
-            await self._probe_wanted.wait()
-            self._probe_wanted.clear()
+        await repeat("watch_skipping", self._probe_when_asked, "loop_error", self.stopping)
+
+    async def _probe_when_asked(self) -> None:
+        """One pass of _watch_skipping: wait for a claim to ask, then probe."""
+        await self._probe_wanted.wait()
+        self._probe_wanted.clear()
+        try:
             if not await self._still_over():
-                self._probe = {}  # its descents read those pages: no probe, and no quiet
-                continue
-            queues: dict[str, int] = {}
-            try:
-                for queue, limit in self._probe.items():
-                    head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
-                    queues[queue] = head - skipping
-            except (psycopg.Error, OSError):
-                queues = {}  # cannot tell: claims from the head go on, and ask again later
-            finally:
-                self._probe = {}
-            now = time.monotonic()
-            saved = sum(queues.values())  # skipping is decided for all queues together
-            if saved > _PAGES_TO_SKIP:
-                pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
-                log.debug(
-                    "claims from the head read %s more pages than claims that skip the jobs not"
-                    " yet due; skipping them for %.0f s", saved, pause,
-                    extra={"action": "claim_skipping", "pages": saved},
-                )  # fmt: skip
-                # This probe's queues skip as long as it says: an earlier probe's longer
-                # period was measured over other queues, or over their older state.
-                self._skip_until = now + pause
-                self._skip_saved = queues
-            else:
-                self._skip_quiet_until = now + _SKIP_QUIET
+                return  # its descents read those pages: no probe, and no quiet
+            queues = await self._pages_saved()
+        finally:
+            self._probe = {}  # the next claim that reads too many pages asks again
+        now = time.monotonic()
+        saved = sum(queues.values())  # skipping is decided for all queues together
+        if saved > _PAGES_TO_SKIP:
+            pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
+            log.debug(
+                "claims from the head read %s more pages than claims that skip the jobs not"
+                " yet due; skipping them for %.0f s", saved, pause,
+                extra={"action": "claim_skipping", "pages": saved},
+            )  # fmt: skip
+            # This probe's queues skip as long as it says: an earlier probe's longer
+            # period was measured over other queues, or over their older state.
+            self._skip_until = now + pause
+            self._skip_saved = queues
+        else:
+            self._skip_quiet_until = now + _SKIP_QUIET
+
+    async def _pages_saved(self) -> dict[str, int]:
+        """The pages that skipping saves a claim of each queue _watch_skipping probes, read
+        on the maintenance connection; none if the probe fails."""
+        queues: dict[str, int] = {}
+        try:
+            for queue, limit in self._probe.items():
+                head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
+                queues[queue] = head - skipping
+        except (psycopg.Error, OSError):
+            return {}  # cannot tell: claims from the head go on, and ask again later
+        return queues
 
     async def _fail_uncountable(self, queues: list[str]) -> None:
         """After a claim failed on integer overflow: fail the queued jobs whose attempts
@@ -664,27 +674,30 @@ class Worker:
         entry a held horizon keeps, come once per resume period instead of once per rescan
         and no longer delay the claim a job arrives during; finding one, or failing to look,
         makes the next claim read from the head, at once."""
-        while not self.stopping.is_set():
-            await self._wait(self.stopping, self._claim_rescan)
-            sent = time.monotonic()
-            if sent >= self._idle_resume_until:
-                continue
-            points = [(q, p) for q, p in self._claim_after.items() if q not in self._backlog]
-            behind = False
-            try:
-                for queue, point in points:
-                    look = _store.jobs_behind_point(queue, point, self._claim_rescan)
-                    if await self._maint_db.run(look):
-                        behind = True
-                        break
-            except (psycopg.Error, OSError):
-                behind = True  # cannot tell: the claim from the head will
-            if behind:
-                self._behind_clear_until = 0.0
-                self.wake()
-            elif points:
-                clear = sent + 2 * self._claim_rescan
-                self._behind_clear_until = max(self._behind_clear_until, clear)
+        await repeat("watch_behind_points", self._look_behind_points, "loop_error", self.stopping)
+
+    async def _look_behind_points(self) -> None:
+        """One pass of _watch_behind_points."""
+        await self._wait(self.stopping, self._claim_rescan)
+        sent = time.monotonic()
+        if sent >= self._idle_resume_until:
+            return
+        points = [(q, p) for q, p in self._claim_after.items() if q not in self._backlog]
+        behind = False
+        try:
+            for queue, point in points:
+                look = _store.jobs_behind_point(queue, point, self._claim_rescan)
+                if await self._maint_db.run(look):
+                    behind = True
+                    break
+        except (psycopg.Error, OSError):
+            behind = True  # cannot tell: the claim from the head will
+        if behind:
+            self._behind_clear_until = 0.0
+            self.wake()
+        elif points:
+            clear = sent + 2 * self._claim_rescan
+            self._behind_clear_until = max(self._behind_clear_until, clear)
 
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot
@@ -935,22 +948,17 @@ class Worker:
                 self.cancel_local(job_id, "cancel requested", attempt)
 
     async def _maintenance_loop(self) -> None:
-        crashes = 0
-        while True:
-            # Jitter keeps a fleet of workers from sweeping in lock-step.
-            pause = self.rescue_interval * random.uniform(0.5, 1.0)
-            await asyncio.sleep(max(pause, backoff(crashes, cap=60.0)) if crashes else pause)
-            try:
-                await self.maintain()
-                await self._register_again()
-                crashes = 0
-            except (psycopg.Error, OSError):
-                log.warning(
-                    "maintenance failed", exc_info=True, extra={"action": "maintenance_error"}
-                )
-            except Exception:  # a bug: its passes go on, as other workers' do, less often
-                crashes += 1
-                log.exception("maintenance pass crashed", extra={"action": "maintenance_error"})
+        # A bug: its passes go on, as other workers' do, less often.
+        await repeat("maintenance", self._maintenance_pass, "maintenance_error")
+
+    async def _maintenance_pass(self) -> None:
+        # Jitter keeps a fleet of workers from sweeping in lock-step.
+        await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
+        try:
+            await self.maintain()
+            await self._register_again()
+        except (psycopg.Error, OSError):
+            log.warning("maintenance failed", exc_info=True, extra={"action": "maintenance_error"})
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""

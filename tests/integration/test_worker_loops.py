@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue import _store
+from pgqueue import _events, _store
 from pgqueue._worker._executor import ClaimedJob
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
@@ -123,19 +123,51 @@ async def test_an_acker_bug_fails_the_worker_and_names_the_outcome_it_could_not_
     assert unwritten.job_id == job_id  # type: ignore[attr-defined]
 
 
-async def test_a_maintenance_bug_is_logged_with_its_traceback_and_the_passes_go_on(
+@pytest.mark.parametrize(
+    ("loop", "owner", "name", "option", "action"),
+    [("maintenance", _store, "workers_prune", "rescue_interval", "maintenance_error"),
+     ("summary", _events, "_log_summary", "summary_interval", "loop_error")],
+)  # fmt: skip
+async def test_a_bug_in_one_of_the_optional_loops_is_logged_and_the_loop_goes_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    loop: str, owner: Any, name: str, option: str, action: str,
+) -> None:  # fmt: skip
+    """A pass of maintenance, or of the summary, that raises (a bug) used to end the loop for
+    good (one service_error): this worker then never rescued nor pruned again, or logged no
+    summary. Now the bug is an ERROR with its traceback, and the next passes still come."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    calls = raise_at(monkeypatch, owner, name)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, **{option: 0.05})
+    await run_worker_until(worker, lambda: len(calls) >= 2, timeout=GUARD)
+    [crashed] = [r for r in records(caplog, action) if r.levelname == "ERROR"]
+    assert crashed.loop == loop and crashed.exc_info is not None  # type: ignore[attr-defined]
+    assert f"RuntimeError: injected bug in {name}" in crashed.getMessage()
+    assert records(caplog, "service_error") == []
+
+
+async def test_a_metrics_refresh_bug_is_logged_and_the_reads_go_on(
     dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A maintenance pass that raises (a bug) used to end the loop for good (one
-    service_error): this worker then never rescued nor pruned again. Now each such pass is
-    an ERROR with its traceback, and the next passes still come."""
+    """The gauges' reads raising (a bug) used to end them for good: the gauges kept their
+    last values for the rest of the process's life. Now the bug is a loop_error with its
+    traceback, and the reads go on."""
+    pytest.importorskip("prometheus_client")
+    from pgqueue._metrics import WorkerMetrics
+
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    prunes = broken_when(monkeypatch, "workers_prune", lambda *args: True)
-    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05)
-    await run_worker_until(worker, lambda: len(prunes) >= 3, timeout=GUARD)
-    crashed = [r for r in records(caplog, "maintenance_error") if r.levelname == "ERROR"]
-    assert len(crashed) >= 2 and all(r.exc_info is not None for r in crashed)
-    assert records(caplog, "service_error") == []
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    metrics = WorkerMetrics(worker)
+    reads = raise_at(monkeypatch, metrics, "refresh")
+    refreshing = asyncio.ensure_future(metrics.refresh_depth(0.01))
+    try:
+        await asyncio.wait_for(until(lambda: len(reads) >= 3 or refreshing.done()), GUARD)
+    finally:
+        refreshing.cancel()
+        await worker._close_connections()
+    assert len(reads) >= 3
+    assert metrics.depth.labels("io")._value.get() == 0  # read after the bug
+    [crashed] = records(caplog, "loop_error")
+    assert crashed.loop == "metrics" and crashed.exc_info is not None  # type: ignore[attr-defined]
 
 
 async def test_a_listener_bug_is_logged_and_listening_starts_again(
@@ -317,21 +349,6 @@ async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_
                  [done]) == [("succeeded", 1)]  # fmt: skip
 
 
-def start_raises_at(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
-    """Make the start of the ``nth`` job claimed raise RuntimeError (a bug), at the context
-    every start builds first."""
-    original = ClaimedJob.context
-    starts: list[int] = []
-
-    def context(job: ClaimedJob) -> Any:
-        starts.append(job.id)
-        if len(starts) == nth:
-            raise RuntimeError("injected bug in a job's start")
-        return original(job)
-
-    monkeypatch.setattr(ClaimedJob, "context", context)
-
-
 async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not_started(
     dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -340,7 +357,7 @@ async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not
     expired, to be rescued with their attempt counted. Now they go back at the stop with the
     jobs stopped there, at once and attempt given back; the two started before it end."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    start_raises_at(monkeypatch, 3)
+    raise_at(monkeypatch, ClaimedJob, "context", 3)  # at the context each start builds first
     for n in range(5):
         t.add.enqueue(conn, n, n)
     conn.commit()
@@ -363,7 +380,7 @@ async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains
     workers' rescue puts them back with the attempt counted (and may run them) before the
     stop gives them back."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    start_raises_at(monkeypatch, 2)
+    raise_at(monkeypatch, ClaimedJob, "context", 2)
     stuck = t.sleepy.enqueue(conn, 3600)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=1.0, heartbeat=0.1,
