@@ -29,7 +29,7 @@ from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
-from pgqueue._worker._acker import Acker, first_set
+from pgqueue._worker._acker import Acker, all_done, first_set
 from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
@@ -106,6 +106,10 @@ _DESCENT_FRESH = 60.0
 # Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
 CANCEL_GRACE = 5.0
+
+# Seconds the stop of a run() cancelled during its shutdown gets from then on (see _stop): its
+# coroutines, cancelled at once, CANCEL_GRACE to unwind, and its last writes 5 s more.
+CANCELLED_STOP = CANCEL_GRACE + 5.0
 
 _THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
 
@@ -227,6 +231,7 @@ class Worker:
             worker=self.name, claims=self._claiming, held=self._holds,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
+        self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
         if metrics_port is not None:
@@ -269,7 +274,8 @@ class Worker:
 
         Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
         unwritten (their jobs are rescued once their leases expire), and :class:`WorkerFailed`
-        after the shutdown if a loop it cannot do without failed."""
+        after the shutdown if a loop it cannot do without failed. Cancelled, it shuts down
+        first (in a hurry if it already was: see _stop), then the CancelledError goes on."""
         try:
             await self._start()
         except BaseException:
@@ -290,7 +296,7 @@ class Worker:
             self._fail("claim", exc)
         finally:
             try:
-                await self._shutdown(background)
+                await self._stop(background)
             except Exception:  # its writes failed too: their error is WorkerFailed's context
                 if self._failure is None:
                     raise
@@ -1043,6 +1049,45 @@ class Worker:
 
     # -- shutdown ---------------------------------------------------------------------------
 
+    async def _stop(self, background: list[asyncio.Task[None]]) -> None:
+        """Shut down in a task of its own, which a cancellation of run() does not cut short:
+        cancelled meanwhile (an application's own shutdown), the stop waits no longer for
+        running jobs nor callbacks, and its last writes (outcomes, jobs put back, the worker's
+        row) still run, for up to CANCELLED_STOP seconds; then CancelledError goes on. A
+        second cancellation ends that wait too."""
+        shutdown = asyncio.ensure_future(self._shutdown(background))
+        try:
+            await asyncio.shield(shutdown)
+        except asyncio.CancelledError:
+            if not shutdown.done():
+                await self._hurried(shutdown)
+            raise
+        finally:
+            if shutdown.done() and not shutdown.cancelled():
+                shutdown.exception()  # retrieved: raised by the shield, or logged as it ended
+
+    async def _hurried(self, shutdown: asyncio.Future[None]) -> None:
+        """Make the ``shutdown`` under way hurry, and wait for it; cut it after CANCELLED_STOP."""
+        running = len(self._running)
+        log.warning(
+            "run() cancelled during the shutdown: %s running jobs are stopped and put back now;"
+            " the last writes get up to %s s", running, CANCELLED_STOP,
+            extra={"action": "worker_cancelled", "worker": self.name, "running": running},
+        )  # fmt: skip
+        self._hurry.set()
+        try:
+            await asyncio.wait([shutdown], timeout=CANCELLED_STOP)
+        finally:
+            if not shutdown.done():
+                log.error(
+                    "the stop of the cancelled worker %s did not end within %s s: cut short, it"
+                    " leaves the outcomes and jobs it had not written running until their leases"
+                    " expire (lease %g s), and they run again", self.name, CANCELLED_STOP,
+                    self.lease, extra={"action": "worker_stop_cut", "worker": self.name},
+                )  # fmt: skip
+                shutdown.cancel()  # its connections close as it unwinds: that, a little longer
+                await asyncio.wait([shutdown], timeout=CANCEL_GRACE)
+
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         self.stop()
         self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
@@ -1053,7 +1098,7 @@ class Worker:
                 "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
                 extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
             )  # fmt: skip
-            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+            await all_done(tasks, self.shutdown_timeout, self._hurry)
         for job_id, attempt in list(self._running):
             self.cancel_local(job_id, "shutdown", attempt)
         if tasks:
@@ -1068,7 +1113,7 @@ class Worker:
             failure = exc
         finally:
             # After the last writes: a retry they record as failed calls its on_failure then.
-            await self.events.drain(self.shutdown_timeout)
+            await self.events.drain(self.shutdown_timeout, self._hurry)
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -15,6 +15,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _events, _store
+from pgqueue._worker import _worker as _worker_module
 from pgqueue._worker._executor import ClaimedJob
 from tests.helpers import query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
@@ -303,10 +304,11 @@ async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancella
 ) -> None:
     """run() cancelled from outside (asyncio.timeout, a TaskGroup) while a failed worker
     waited for its running jobs raised WorkerFailed in the CancelledError's place, which
-    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through."""
+    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through, after
+    the last writes (its running job put back, its row deleted)."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
     claims = broken_when(monkeypatch, "jobs_claim", lambda *args: len(claims) > 1)
-    t.sleepy.enqueue(conn, 3600)
+    stuck = t.sleepy.enqueue(conn, 3600)
     conn.commit()
     worker = t.app.worker(
         dsn=dsn, queues=["io"], concurrency=2, poll_interval=0.05, shutdown_timeout=GUARD
@@ -314,14 +316,11 @@ async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancella
     running = asyncio.ensure_future(worker.run())
     await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
     running.cancel()
-    try:
-        with pytest.raises(asyncio.CancelledError):
-            await running
-    finally:  # the cancelled shutdown left them
-        for job in list(worker._running.values()):
-            assert job.task is not None
-            job.task.cancel()
-        await worker._close_connections()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
 
 
 async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_drains(
@@ -398,3 +397,80 @@ async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains
     assert query(dsn, "SELECT state, attempts, count(*) FROM pgqueue.jobs GROUP BY 1, 2") == [
         ("queued", 0, 4)
     ]
+
+
+async def test_a_worker_cancelled_while_it_drains_still_makes_its_last_writes(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() cancelled from outside while it waited for its running jobs (stop() called, then
+    the application's own shutdown cancels its task) ended there: the outcome it held stayed
+    unwritten, the running job running until its lease expired, the worker's row registered.
+    Now the cancellation ends the wait: the job is stopped and put back (attempt given back),
+    the outcome written and the row deleted; then CancelledError goes on."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, ack_interval=20,
+                          shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.stats.succeeded == 1 and worker.running), GUARD)
+    worker.stop()
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    assert query(dsn, "SELECT id, state, attempts FROM pgqueue.jobs ORDER BY id") == [
+        (stuck, "queued", 0), (done, "succeeded", 1)
+    ]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert worker.running == 0
+
+
+async def test_the_stop_of_a_cancelled_worker_is_cut_short_if_its_last_writes_hang(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancelled run() whose last writes cannot end (here the job's row is locked) waits
+    for them only so long (CANCELLED_STOP, shortened here): the stop is then cut short,
+    said so, and CancelledError goes on; the job stays running until its lease expires."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", 0.2)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=GUARD)
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [stuck])
+        worker.stop()
+        await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+        running.cancel()
+        await asyncio.wait([running], timeout=GUARD)
+        holder.rollback()
+    assert running.cancelled()
+    [cut] = records(caplog, "worker_stop_cut")
+    assert cut.levelname == "ERROR"
+    [cancelled] = records(caplog, "worker_cancelled")
+    assert cancelled.running == 1  # type: ignore[attr-defined]
+    assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
+
+
+async def test_a_worker_cancelled_before_it_stops_shuts_down_as_at_stop(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() cancelled while it claims (no stop() before) shuts down as stop() would: it waits
+    for its running job up to the shutdown timeout, puts it back and deregisters, and then
+    CancelledError goes on; nothing is hurried."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert [len(records(caplog, a)) for a in ("worker_draining", "worker_cancelled")] == [1, 0]
