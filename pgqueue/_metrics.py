@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -20,8 +21,6 @@ from pgqueue._worker._horizon import HorizonWatch
 from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from pgqueue._worker import Worker
     from pgqueue._worker._executor import ClaimedJob
 
@@ -116,29 +115,47 @@ class WorkerMetrics:
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
 
 
-def metrics_service(
-    worker: Worker, port: int, addr: str = "0.0.0.0", interval: float = 10.0
-) -> Callable[[Worker], Awaitable[None]]:
-    """A worker service serving ``/metrics`` on ``port`` (0 picks a free port).
+class MetricsServer:
+    """``/metrics`` of one worker on ``port`` (0 picks a free port): bound before the worker
+    claims anything, served from a thread, the gauges read in the worker's loop."""
 
-    The bound port is in ``worker.events.metrics_port`` once the service runs.
-    """
-    metrics = WorkerMetrics(worker)
-    worker.events.listeners.append(metrics.on_finished)
-    worker.events.start_listeners.append(metrics.on_claimed)
+    def __init__(
+        self, worker: Worker, port: int, addr: str = "0.0.0.0", interval: float = 10.0
+    ) -> None:
+        self.metrics = WorkerMetrics(worker)
+        worker.events.listeners.append(self.metrics.on_finished)
+        worker.events.start_listeners.append(self.metrics.on_claimed)
+        self.worker = worker
+        self.port = port
+        self.addr = addr
+        self.interval = interval
+        self._serving: tuple[Any, threading.Thread] | None = None
 
-    async def serve(w: Worker) -> None:
-        server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)
-        w.events.metrics_port = server.server_port
-        log.info(
-            "serving metrics on port %s", server.server_port,
-            extra={"action": "metrics_serving", "port": server.server_port},
-        )  # fmt: skip
+    def bind(self) -> None:
+        """Serve ``/metrics``, or raise ConfigurationError: an operator who asked for metrics
+        must not get a worker without them. The bound port is in
+        ``worker.events.metrics_port``."""
         try:
-            await metrics.refresh_depth(interval)
-        finally:
+            self._serving = _prometheus().start_http_server(
+                self.port, self.addr, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on port {self.port}: {first_line(exc)}"
+            ) from exc
+        port = self.worker.events.metrics_port = self._serving[0].server_port
+        log.info("serving metrics on port %s", port,
+                 extra={"action": "metrics_serving", "port": port})  # fmt: skip
+
+    async def refresh(self) -> None:
+        """Read the gauges every ``interval`` seconds, for ever (a loop of the worker's)."""
+        await self.metrics.refresh_depth(self.interval)
+
+    def close(self) -> None:
+        """Stop serving, if it was."""
+        if self._serving is not None:
+            server, thread = self._serving
+            self._serving = None
             server.shutdown()
             server.server_close()
             thread.join(5)
-
-    return serve

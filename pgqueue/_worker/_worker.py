@@ -44,6 +44,7 @@ from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
+    from pgqueue._metrics import MetricsServer
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -234,10 +235,11 @@ class Worker:
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
+        self._metrics: MetricsServer | None = None
         if metrics_port is not None:
-            from pgqueue._metrics import metrics_service
+            from pgqueue._metrics import MetricsServer
 
-            self.services.append(metrics_service(self, metrics_port))
+            self._metrics = MetricsServer(self, metrics_port)
         self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
         self._callbacks_warned_at = -60.0
         self._failure: tuple[str, BaseException] | None = None  # see _fail
@@ -358,9 +360,13 @@ class Worker:
             )
         parts += [service(self) for service in self.services]
         parts.append(self.events.summarize())
+        if self._metrics is not None:
+            parts.append(self._metrics.refresh())
         return parts
 
     async def _start(self) -> None:
+        if self._metrics is not None:
+            self._metrics.bind()  # first: a port in use stops the worker before anything
         # The claimer and the acker connect while the schema is checked: the first claim and
         # the first acknowledgement come sooner.
         opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
@@ -1175,6 +1181,9 @@ class Worker:
         return sum(not task.done() for task in self._abandoned)
 
     async def _close_connections(self) -> None:
+        """Close the worker's connections, and the metrics server's socket."""
+        if self._metrics is not None:
+            self._metrics.close()
         for db in (self._claim_db, self._ack_db, self._maint_db):
             await db.close()
 
@@ -1211,7 +1220,7 @@ async def _revive(db: Db) -> None:
 
 def _report_stopped(part: asyncio.Future[None]) -> None:
     """Log a service (or other background part) that ended with an error: it used to end
-    unseen, its error kept until shutdown gathered it (a metrics port in use, say)."""
+    unseen, its error kept until shutdown gathered it."""
     error = None if part.cancelled() else part.exception()
     if error is not None:
         coro = part.get_coro() if isinstance(part, asyncio.Task) else None
