@@ -762,7 +762,7 @@ class Worker:
             try:
                 self._start_job(job)
             except BaseException:
-                self._unfinished += [(job.id, job.attempt) for job in jobs[n:]]
+                self._unfinished += [(left.id, left.attempt) for left in jobs[n:]]
                 raise
 
     def _start_job(self, job: ClaimedJob) -> None:
@@ -1203,6 +1203,7 @@ class Worker:
         self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
+            self._unfinished = []  # given back: their leases are no longer the heartbeats' own
             log.info(
                 "put %s unfinished jobs back in their queues", released,
                 extra={"action": "jobs_released", "count": released},
