@@ -347,8 +347,7 @@ class Worker:
         )  # fmt: skip
         self.stop()
         if loop == "heartbeat":
-            for job_id, attempt in list(self._running):
-                self.cancel_local(job_id, "shutdown", attempt)
+            self._stop_running()
 
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
@@ -1073,47 +1072,36 @@ class Worker:
                 shutdown.exception()  # retrieved: raised by the shield, or logged as it ended
 
     async def _hurried(self, shutdown: asyncio.Future[None]) -> None:
-        """Make the ``shutdown`` under way hurry, and wait for it; cut it after CANCELLED_STOP."""
-        running = len(self._running)
+        """Make the ``shutdown`` under way hurry, and wait for it: cut it short after
+        CANCELLED_STOP seconds, or at once if run() is cancelled again, and give it then up to
+        CANCEL_GRACE seconds to close the worker's connections as it unwinds."""
+        running, began = len(self._running), time.monotonic()
         log.warning(
             "run() cancelled during the shutdown: %s running jobs are stopped and put back now;"
             " the last writes get up to %s s", running, CANCELLED_STOP,
             extra={"action": "worker_cancelled", "worker": self.name, "running": running},
         )  # fmt: skip
         self._hurry.set()
+        self._stop_running()  # now, wherever the shutdown is
         try:
             await asyncio.wait([shutdown], timeout=CANCELLED_STOP)
         finally:
             if not shutdown.done():
                 log.error(
-                    "the stop of the cancelled worker %s did not end within %s s: cut short, it"
-                    " leaves the outcomes and jobs it had not written running until their leases"
-                    " expire (lease %g s), and they run again", self.name, CANCELLED_STOP,
-                    self.lease, extra={"action": "worker_stop_cut", "worker": self.name},
+                    "the stop of the cancelled worker %s was cut short after %.1f s, its last"
+                    " writes unfinished: the outcomes and jobs it had not written stay running"
+                    " until their leases expire (lease %g s), and run again", self.name,
+                    time.monotonic() - began, self.lease,
+                    extra={"action": "worker_stop_cut", "worker": self.name},
                 )  # fmt: skip
-                shutdown.cancel()  # its connections close as it unwinds: that, a little longer
+                shutdown.cancel()
                 await asyncio.wait([shutdown], timeout=CANCEL_GRACE)
 
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         self.stop()
-        self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
-        if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
-            log.info(
-                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
-                extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
-            )  # fmt: skip
-            await all_done(tasks, self.shutdown_timeout, self._hurry)
-        for job_id, attempt in list(self._running):
-            self.cancel_local(job_id, "shutdown", attempt)
-        if tasks:
-            done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
-            await asyncio.gather(*done, return_exceptions=True)
-            self._abandon(stuck)
-        self._executor.shutdown()
         failure: psycopg.Error | OSError | None = None
-        try:
+        try:  # cut short (see _hurried), the stop still ends its loops and closes its connections
+            await self._end_jobs()
             await self._finish_writes()
         except (psycopg.Error, OSError) as exc:
             failure = exc
@@ -1132,6 +1120,30 @@ class Worker:
             raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name,
                  extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+
+    async def _end_jobs(self) -> None:
+        """Let the running jobs finish, up to the shutdown timeout (or until hurried: see
+        _stop); then stop those left, and put their jobs back with the last writes."""
+        self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
+        if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
+            log.info(
+                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
+                extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
+            )  # fmt: skip
+            await all_done(tasks, self.shutdown_timeout, self._hurry)
+        self._stop_running()
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+            await asyncio.gather(*done, return_exceptions=True)
+            self._abandon(stuck)
+        self._executor.shutdown()
+
+    def _stop_running(self) -> None:
+        """Stop every running attempt, to put its job back at the stop."""
+        for job_id, attempt in list(self._running):
+            self.cancel_local(job_id, "shutdown", attempt)
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""

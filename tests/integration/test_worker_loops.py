@@ -427,14 +427,17 @@ async def test_a_worker_cancelled_while_it_drains_still_makes_its_last_writes(
     assert worker.running == 0
 
 
+@pytest.mark.parametrize(("limit", "cancels"), [(0.2, 1), (3600, 2)], ids=["limit", "again"])
 async def test_the_stop_of_a_cancelled_worker_is_cut_short_if_its_last_writes_hang(
-    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    limit: float, cancels: int,
+) -> None:  # fmt: skip
     """A cancelled run() whose last writes cannot end (here the job's row is locked) waits
-    for them only so long (CANCELLED_STOP, shortened here): the stop is then cut short,
-    said so, and CancelledError goes on; the job stays running until its lease expires."""
+    for them only so long (CANCELLED_STOP, shortened here), or until it is cancelled again:
+    the stop is then cut short, said so, and CancelledError goes on; the job stays running
+    until its lease expires. The worker's connections are closed all the same."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", 0.2)
+    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", limit)
     stuck = t.sleepy.enqueue(conn, 3600)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=GUARD)
@@ -445,6 +448,9 @@ async def test_the_stop_of_a_cancelled_worker_is_cut_short_if_its_last_writes_ha
         worker.stop()
         await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
         running.cancel()
+        if cancels == 2:
+            await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_cancelled"))), GUARD)
+            running.cancel()
         await asyncio.wait([running], timeout=GUARD)
         holder.rollback()
     assert running.cancelled()
@@ -453,6 +459,9 @@ async def test_the_stop_of_a_cancelled_worker_is_cut_short_if_its_last_writes_ha
     [cancelled] = records(caplog, "worker_cancelled")
     assert cancelled.running == 1  # type: ignore[attr-defined]
     assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
 
 
 async def test_a_worker_cancelled_before_it_stops_shuts_down_as_at_stop(
