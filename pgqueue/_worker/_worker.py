@@ -274,9 +274,11 @@ class Worker:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
 
-        Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
-        unwritten (their jobs are rescued once their leases expire), and :class:`WorkerFailed`
-        after the shutdown if a loop it cannot do without failed. Cancelled, it shuts down
+        Raises :class:`ConfigurationError` before claiming anything if ``metrics_port``
+        cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
+        outcomes unwritten (their jobs are rescued once their leases expire), and
+        :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
+        Cancelled, it shuts down
         first (in a hurry if it already was: see _stop), then the CancelledError goes on."""
         try:
             await self._start()
