@@ -294,13 +294,17 @@ class Worker:
         for coro in self._background():
             background.append(asyncio.ensure_future(coro))
             background[-1].add_done_callback(_report_stopped)
+        begun = False  # cancelled once the shutdown had begun: stop() (or _fail) came first
         try:
             await self._claim_loop()
         except Exception as exc:
             self._fail("claim", exc)
+        except asyncio.CancelledError:
+            begun = self.stopping.is_set()
+            raise
         finally:
             try:
-                await self._stop(background)
+                await self._stop(background, hurry=begun)
             except Exception:  # its writes failed too: their error is WorkerFailed's context
                 if self._failure is None:
                     raise
@@ -1056,17 +1060,20 @@ class Worker:
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    async def _stop(self, background: list[asyncio.Task[None]]) -> None:
+    async def _stop(self, background: list[asyncio.Task[None]], hurry: bool) -> None:
         """Shut down in a task of its own, which a cancellation of run() does not cut short:
-        cancelled meanwhile (an application's own shutdown), the stop waits no longer for
-        running jobs nor callbacks, and its last writes (outcomes, jobs put back, the worker's
-        row) still run, for up to CANCELLED_STOP seconds; then CancelledError goes on. A
-        second cancellation ends that wait too."""
+        cancelled meanwhile (an application's own shutdown), or already (``hurry``: after
+        stop()), the stop waits no longer for running jobs nor callbacks, and its last writes
+        (outcomes, jobs put back, the worker's row) still run, for up to CANCELLED_STOP
+        seconds; then CancelledError goes on. A second cancellation ends that wait too."""
         shutdown = asyncio.ensure_future(self._shutdown(background))
         try:
-            await asyncio.shield(shutdown)
+            if hurry:
+                await self._hurried(shutdown)
+            else:
+                await asyncio.shield(shutdown)
         except asyncio.CancelledError:
-            if not shutdown.done():
+            if not shutdown.done() and not self._hurry.is_set():
                 await self._hurried(shutdown)
             raise
         finally:
