@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgqueue._hooks import JobEvent
+from pgqueue._worker._acker import all_done
+from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
     from pgqueue._store import Outcome
@@ -131,12 +133,11 @@ class WorkerEvents:
                 extra={"action": "callback_error", **_job_fields(event)},
             )  # fmt: skip
 
-    async def drain(self, timeout: float) -> None:
-        """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown);
-        then say how many did not, and leave their threads, as the worker leaves its task
-        threads (those not yet started never run)."""
-        if self._callbacks:
-            await asyncio.wait(list(self._callbacks), timeout=timeout)
+    async def drain(self, timeout: float, hurry: asyncio.Event) -> None:
+        """Give callbacks still running up to ``timeout`` seconds to finish (at shutdown), or
+        until ``hurry`` is set; then say how many did not, and leave their threads, as the
+        worker leaves its task threads (those not yet started never run)."""
+        await all_done(list(self._callbacks), timeout, hurry)
         if self._callbacks:
             log.warning(
                 "%s on_success / on_failure callbacks had not ended %s s into shutdown; the"
@@ -149,11 +150,15 @@ class WorkerEvents:
     async def summarize(self) -> None:
         """Log one summary line every ``summary_interval`` seconds (a worker service)."""
         last = _totals(self.worker)
-        while True:
+
+        async def one() -> None:
+            nonlocal last
             await asyncio.sleep(self.summary_interval)
             now = _totals(self.worker)
             _log_summary(self.worker, {k: now[k] - last[k] for k in now}, self.summary_interval)
             last = now
+
+        await repeat("summary", one, "loop_error")
 
 
 def _job_fields(event: JobEvent) -> dict[str, Any]:

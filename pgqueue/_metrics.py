@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -17,10 +18,9 @@ from pgqueue import _store
 from pgqueue._errors import ConfigurationError, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from pgqueue._worker import Worker
     from pgqueue._worker._executor import ClaimedJob
 
@@ -105,7 +105,9 @@ class WorkerMetrics:
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
         failures = 0
-        while True:
+
+        async def one() -> None:
+            nonlocal failures
             try:
                 await self.refresh()
                 failures = 0
@@ -115,6 +117,8 @@ class WorkerMetrics:
                             first_line(exc), exc_info=failures == 1,
                             extra={"action": "metrics_error"})  # fmt: skip
             await asyncio.sleep(interval)
+
+        await repeat("metrics", one, "loop_error")
 
     async def refresh(self) -> None:
         """Read the depth of the worker's queues, the size of the queue table, and how long the
@@ -127,30 +131,48 @@ class WorkerMetrics:
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
 
 
-def metrics_service(
-    worker: Worker, port: int, addr: str = "0.0.0.0", interval: float = 10.0
-) -> Callable[[Worker], Awaitable[None]]:
-    """A worker service serving ``/metrics`` on ``port`` (0 picks a free port).
+class MetricsServer:
+    """``/metrics`` of one worker on ``port`` (0 picks a free port): bound before the worker
+    claims anything, served from a thread, the gauges read in the worker's loop."""
 
-    The bound port is in ``worker.events.metrics_port`` once the service runs.
-    """
-    metrics = WorkerMetrics(worker)
-    worker.events.listeners.append(metrics.on_finished)
-    worker.events.start_listeners.append(metrics.on_claimed)
-    worker.events.rescue_listeners.append(metrics.on_rescued)
+    def __init__(
+        self, worker: Worker, port: int, addr: str = "0.0.0.0", interval: float = 10.0
+    ) -> None:
+        self.metrics = WorkerMetrics(worker)
+        worker.events.listeners.append(self.metrics.on_finished)
+        worker.events.start_listeners.append(self.metrics.on_claimed)
+        worker.events.rescue_listeners.append(self.metrics.on_rescued)
+        self.worker = worker
+        self.port = port
+        self.addr = addr
+        self.interval = interval
+        self._serving: tuple[Any, threading.Thread] | None = None
 
-    async def serve(w: Worker) -> None:
-        server, thread = _prometheus().start_http_server(port, addr, registry=metrics.registry)
-        w.events.metrics_port = server.server_port
-        log.info(
-            "serving metrics on port %s", server.server_port,
-            extra={"action": "metrics_serving", "port": server.server_port},
-        )  # fmt: skip
+    def bind(self) -> None:
+        """Serve ``/metrics``, or raise ConfigurationError: an operator who asked for metrics
+        must not get a worker without them. The bound port is in
+        ``worker.events.metrics_port``."""
         try:
-            await metrics.refresh_depth(interval)
-        finally:
+            self._serving = _prometheus().start_http_server(
+                self.port, self.addr, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on port {self.port}: {first_line(exc)}"
+            ) from exc
+        port = self.worker.events.metrics_port = self._serving[0].server_port
+        log.info("serving metrics on port %s", port,
+                 extra={"action": "metrics_serving", "port": port})  # fmt: skip
+
+    async def refresh(self) -> None:
+        """Read the gauges every ``interval`` seconds, for ever (a loop of the worker's)."""
+        await self.metrics.refresh_depth(self.interval)
+
+    def close(self) -> None:
+        """Stop serving, if it was."""
+        if self._serving is not None:
+            server, thread = self._serving
+            self._serving = None
             server.shutdown()
             server.server_close()
             thread.join(5)
-
-    return serve

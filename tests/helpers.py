@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 import pgqueue
 
@@ -50,3 +52,29 @@ def terminate(dsn: str, *roles: str) -> None:
     query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                " WHERE application_name = ANY(%s) AND datname = current_database()",
           [names])  # fmt: skip
+
+
+def raise_at(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, nth: int = 1) -> list[int]:
+    """Make ``owner.<name>`` (a function or method, sync or async) raise RuntimeError (a
+    bug) at its ``nth`` call only; returns a list that grows by one at each call."""
+    original = getattr(owner, name)
+    calls: list[int] = []
+
+    def count() -> None:
+        calls.append(1)
+        if len(calls) == nth:
+            raise RuntimeError(f"injected bug in {name}")
+
+    if inspect.iscoroutinefunction(original):
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            count()
+            return await original(*args, **kwargs)
+    else:
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            count()
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, broken)
+    return calls

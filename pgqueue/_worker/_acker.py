@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psycopg
 
@@ -36,6 +37,21 @@ async def first_set(*events: asyncio.Event) -> None:
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def all_done(
+    futures: Sequence[asyncio.Future[Any]], timeout: float, unless: asyncio.Event
+) -> None:
+    """Wait until each of ``futures`` is done, ``timeout`` seconds have passed, or ``unless``
+    is set, whichever comes first; the futures are left as they are."""
+    if not futures or unless.is_set():
+        return
+    waiters = [asyncio.ensure_future(asyncio.wait(futures)), asyncio.ensure_future(unless.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

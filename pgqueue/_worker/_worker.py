@@ -29,7 +29,7 @@ from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
-from pgqueue._worker._acker import Acker, first_set
+from pgqueue._worker._acker import Acker, all_done, first_set
 from pgqueue._worker._config import check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
@@ -39,10 +39,12 @@ from pgqueue._worker._faults import crash_point
 from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
+from pgqueue._worker._repeat import repeat
 from pgqueue._worker._scheduler import run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
+    from pgqueue._metrics import MetricsServer
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -105,6 +107,10 @@ _DESCENT_FRESH = 60.0
 # Seconds a coroutine cancelled at the shutdown timeout gets to unwind (its finally blocks
 # may await); one that ignores its cancellation is abandoned after that, and shutdown goes on.
 CANCEL_GRACE = 5.0
+
+# Seconds the stop of a run() cancelled during its shutdown gets from then on (see _stop): its
+# coroutines, cancelled at once, CANCEL_GRACE to unwind, and its last writes 5 s more.
+CANCELLED_STOP = CANCEL_GRACE + 5.0
 
 _THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
 
@@ -226,12 +232,14 @@ class Worker:
             worker=self.name, claims=self._claiming, held=self._holds,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
+        self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
+        self._metrics: MetricsServer | None = None
         if metrics_port is not None:
-            from pgqueue._metrics import metrics_service
+            from pgqueue._metrics import MetricsServer
 
-            self.services.append(metrics_service(self, metrics_port))
+            self._metrics = MetricsServer(self, metrics_port)
         self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
         self._callbacks_warned_at = -60.0
         self._failure: tuple[str, BaseException] | None = None  # see _fail
@@ -266,9 +274,12 @@ class Worker:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
 
-        Raises :class:`PgQueueError` if the shutdown's last writes failed and left outcomes
-        unwritten (their jobs are rescued once their leases expire), and :class:`WorkerFailed`
-        after the shutdown if a loop it cannot do without failed."""
+        Raises :class:`ConfigurationError` before claiming anything if ``metrics_port``
+        cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
+        outcomes unwritten (their jobs are rescued once their leases expire), and
+        :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
+        Cancelled, it shuts down
+        first (in a hurry if it already was: see _stop), then the CancelledError goes on."""
         try:
             await self._start()
         except BaseException:
@@ -283,13 +294,17 @@ class Worker:
         for coro in self._background():
             background.append(asyncio.ensure_future(coro))
             background[-1].add_done_callback(_report_stopped)
+        begun = False  # cancelled once the shutdown had begun: stop() (or _fail) came first
         try:
             await self._claim_loop()
         except Exception as exc:
             self._fail("claim", exc)
+        except asyncio.CancelledError:
+            begun = self.stopping.is_set()
+            raise
         finally:
             try:
-                await self._shutdown(background)
+                await self._stop(background, hurry=begun)
             except Exception:  # its writes failed too: their error is WorkerFailed's context
                 if self._failure is None:
                     raise
@@ -338,8 +353,7 @@ class Worker:
         )  # fmt: skip
         self.stop()
         if loop == "heartbeat":
-            for job_id, attempt in list(self._running):
-                self.cancel_local(job_id, "shutdown", attempt)
+            self._stop_running()
 
     def _background(self) -> list[Awaitable[None]]:  # started with ensure_future
         parts: list[Awaitable[None]] = [
@@ -351,9 +365,13 @@ class Worker:
             )
         parts += [service(self) for service in self.services]
         parts.append(self.events.summarize())
+        if self._metrics is not None:
+            parts.append(self._metrics.refresh())
         return parts
 
     async def _start(self) -> None:
+        if self._metrics is not None:
+            self._metrics.bind()  # first: a port in use stops the worker before anything
         # The claimer and the acker connect while the schema is checked: the first claim and
         # the first acknowledgement come sooner.
         opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
@@ -484,8 +502,7 @@ class Worker:
                         self.name, wanted, self.lease, after, counted, idle, skip,
                         not backlogged, pages,
                     ))  # fmt: skip
-                    for row in claim.rows:
-                        self._start_job(ClaimedJob(*row))
+                    self._start_jobs([ClaimedJob(*row) for row in claim.rows])
                 failures = 0
             except (psycopg.Error, OSError) as exc:
                 failures += 1
@@ -589,36 +606,45 @@ class Worker:
         _PAGES_TO_SKIP over all the claim's queues together (skipping is decided for them
         together), claims of those queues skip for a while, the longer the more they save; if
         not, no probe for _SKIP_QUIET seconds."""
-        while not self.stopping.is_set():
-            await self._probe_wanted.wait()
-            self._probe_wanted.clear()
+        await repeat("watch_skipping", self._probe_when_asked, "loop_error", self.stopping)
+
+    async def _probe_when_asked(self) -> None:
+        """One pass of _watch_skipping: wait for a claim to ask, then probe."""
+        await self._probe_wanted.wait()
+        self._probe_wanted.clear()
+        try:
             if not await self._still_over():
-                self._probe = {}  # its descents read those pages: no probe, and no quiet
-                continue
-            queues: dict[str, int] = {}
-            try:
-                for queue, limit in self._probe.items():
-                    head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
-                    queues[queue] = head - skipping
-            except (psycopg.Error, OSError):
-                queues = {}  # cannot tell: claims from the head go on, and ask again later
-            finally:
-                self._probe = {}
-            now = time.monotonic()
-            saved = sum(queues.values())  # skipping is decided for all queues together
-            if saved > _PAGES_TO_SKIP:
-                pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
-                log.debug(
-                    "claims from the head read %s more pages than claims that skip the jobs not"
-                    " yet due; skipping them for %.0f s", saved, pause,
-                    extra={"action": "claim_skipping", "pages": saved},
-                )  # fmt: skip
-                # This probe's queues skip as long as it says: an earlier probe's longer
-                # period was measured over other queues, or over their older state.
-                self._skip_until = now + pause
-                self._skip_saved = queues
-            else:
-                self._skip_quiet_until = now + _SKIP_QUIET
+                return  # its descents read those pages: no probe, and no quiet
+            queues = await self._pages_saved()
+        finally:
+            self._probe = {}  # the next claim that reads too many pages asks again
+        now = time.monotonic()
+        saved = sum(queues.values())  # skipping is decided for all queues together
+        if saved > _PAGES_TO_SKIP:
+            pause = min(60.0, max(self._claim_rescan, saved / self._skip_rate))
+            log.debug(
+                "claims from the head read %s more pages than claims that skip the jobs not"
+                " yet due; skipping them for %.0f s", saved, pause,
+                extra={"action": "claim_skipping", "pages": saved},
+            )  # fmt: skip
+            # This probe's queues skip as long as it says: an earlier probe's longer
+            # period was measured over other queues, or over their older state.
+            self._skip_until = now + pause
+            self._skip_saved = queues
+        else:
+            self._skip_quiet_until = now + _SKIP_QUIET
+
+    async def _pages_saved(self) -> dict[str, int]:
+        """The pages that skipping saves a claim of each queue _watch_skipping probes, read
+        on the maintenance connection; none if the probe fails."""
+        queues: dict[str, int] = {}
+        try:
+            for queue, limit in self._probe.items():
+                head, skipping = await self._maint_db.run(_store.jobs_claim_probe(queue, limit))
+                queues[queue] = head - skipping
+        except (psycopg.Error, OSError):
+            return {}  # cannot tell: claims from the head go on, and ask again later
+        return queues
 
     async def _fail_uncountable(self, queues: list[str]) -> None:
         """After a claim failed on integer overflow: fail the queued jobs whose attempts
@@ -665,27 +691,30 @@ class Worker:
         entry a held horizon keeps, come once per resume period instead of once per rescan
         and no longer delay the claim a job arrives during; finding one, or failing to look,
         makes the next claim read from the head, at once."""
-        while not self.stopping.is_set():
-            await self._wait(self.stopping, self._claim_rescan)
-            sent = time.monotonic()
-            if sent >= self._idle_resume_until:
-                continue
-            points = [(q, p) for q, p in self._claim_after.items() if q not in self._backlog]
-            behind = False
-            try:
-                for queue, point in points:
-                    look = _store.jobs_behind_point(queue, point, self._claim_rescan)
-                    if await self._maint_db.run(look):
-                        behind = True
-                        break
-            except (psycopg.Error, OSError):
-                behind = True  # cannot tell: the claim from the head will
-            if behind:
-                self._behind_clear_until = 0.0
-                self.wake()
-            elif points:
-                clear = sent + 2 * self._claim_rescan
-                self._behind_clear_until = max(self._behind_clear_until, clear)
+        await repeat("watch_behind_points", self._look_behind_points, "loop_error", self.stopping)
+
+    async def _look_behind_points(self) -> None:
+        """One pass of _watch_behind_points."""
+        await self._wait(self.stopping, self._claim_rescan)
+        sent = time.monotonic()
+        if sent >= self._idle_resume_until:
+            return
+        points = [(q, p) for q, p in self._claim_after.items() if q not in self._backlog]
+        behind = False
+        try:
+            for queue, point in points:
+                look = _store.jobs_behind_point(queue, point, self._claim_rescan)
+                if await self._maint_db.run(look):
+                    behind = True
+                    break
+        except (psycopg.Error, OSError):
+            behind = True  # cannot tell: the claim from the head will
+        if behind:
+            self._behind_clear_until = 0.0
+            self.wake()
+        elif points:
+            clear = sent + 2 * self._claim_rescan
+            self._behind_clear_until = max(self._behind_clear_until, clear)
 
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot
@@ -730,13 +759,26 @@ class Worker:
         shutdown and gives it back."""
         return key in self._running or key in self._unfinished
 
+    def _start_jobs(self, jobs: list[ClaimedJob]) -> None:
+        """Start the jobs of a claim. One whose start raises (a bug: run() fails the worker)
+        and those after it are not started, and go back at the stop with the jobs stopped
+        there; heartbeats keep their leases meanwhile."""
+        for n, job in enumerate(jobs):
+            try:
+                self._start_job(job)
+            except BaseException:
+                self._unfinished += [(left.id, left.attempt) for left in jobs[n:]]
+                raise
+
     def _start_job(self, job: ClaimedJob) -> None:
         crash_point("after_claim")
+        # What may raise comes first: a start that raised has changed nothing.
+        running = _Running(job, job.context())
+        inline = self._executor.runs_inline(job)
         self.stats.claimed += 1
         self._free[job.queue] -= 1
-        running = _Running(job, job.context())
         self._running[job.id, job.attempt] = running
-        if not self._executor.runs_inline(job):
+        if not inline:
             running.task = asyncio.create_task(self._execute(running))
             return
         # A coroutine that cannot suspend needs no task: the batch's inline jobs run from one
@@ -906,11 +948,11 @@ class Worker:
             self._beat_now.set()
 
     async def extend_leases(self) -> None:
-        """Extend the leases of running jobs, and of those whose outcomes wait to be written;
-        stop the running ones lost or asked to cancel."""
+        """Extend the leases of running jobs, of those whose outcomes wait to be written, and
+        of those to give back at the stop; stop the running ones lost or asked to cancel."""
         held = list(self._running)
         # Outcomes wait long only for the shutdown's last flush after the acker failed (_fail).
-        leases = held + self._acker.holding()
+        leases = held + self._acker.holding() + self._unfinished
         alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
         for job_id, attempt in held:
             if (job_id, attempt) not in alive:
@@ -923,22 +965,17 @@ class Worker:
                 self.cancel_local(job_id, "cancel requested", attempt)
 
     async def _maintenance_loop(self) -> None:
-        crashes = 0
-        while True:
-            # Jitter keeps a fleet of workers from sweeping in lock-step.
-            pause = self.rescue_interval * random.uniform(0.5, 1.0)
-            await asyncio.sleep(max(pause, backoff(crashes, cap=60.0)) if crashes else pause)
-            try:
-                await self.maintain()
-                await self._register_again()
-                crashes = 0
-            except (psycopg.Error, OSError):
-                log.warning(
-                    "maintenance failed", exc_info=True, extra={"action": "maintenance_error"}
-                )
-            except Exception:  # a bug: its passes go on, as other workers' do, less often
-                crashes += 1
-                log.exception("maintenance pass crashed", extra={"action": "maintenance_error"})
+        # A bug: its passes go on, as other workers' do, less often.
+        await repeat("maintenance", self._maintenance_pass, "maintenance_error")
+
+    async def _maintenance_pass(self) -> None:
+        # Jitter keeps a fleet of workers from sweeping in lock-step.
+        await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
+        try:
+            await self.maintain()
+            await self._register_again()
+        except (psycopg.Error, OSError):
+            log.warning("maintenance failed", exc_info=True, extra={"action": "maintenance_error"})
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""
@@ -1025,32 +1062,63 @@ class Worker:
 
     # -- shutdown ---------------------------------------------------------------------------
 
+    async def _stop(self, background: list[asyncio.Task[None]], hurry: bool) -> None:
+        """Shut down in a task of its own, which a cancellation of run() does not cut short:
+        cancelled meanwhile (an application's own shutdown), or already (``hurry``: after
+        stop()), the stop waits no longer for running jobs nor callbacks, and its last writes
+        (outcomes, jobs put back, the worker's row) still run, for up to CANCELLED_STOP
+        seconds; then CancelledError goes on. A second cancellation ends that wait too."""
+        shutdown = asyncio.ensure_future(self._shutdown(background))
+        try:
+            if hurry:
+                await self._hurried(shutdown)
+            else:
+                await asyncio.shield(shutdown)
+        except asyncio.CancelledError:
+            if not shutdown.done() and not self._hurry.is_set():
+                await self._hurried(shutdown)
+            raise
+        finally:
+            if shutdown.done() and not shutdown.cancelled():
+                shutdown.exception()  # retrieved: raised by the shield, or logged as it ended
+
+    async def _hurried(self, shutdown: asyncio.Future[None]) -> None:
+        """Make the ``shutdown`` under way hurry, and wait for it: cut it short after
+        CANCELLED_STOP seconds, or at once if run() is cancelled again, and give it then up to
+        CANCEL_GRACE seconds to close the worker's connections as it unwinds."""
+        running, began = len(self._running), time.monotonic()
+        log.warning(
+            "run() cancelled during the shutdown: %s running jobs are stopped and put back now;"
+            " the last writes get up to %s s", running, CANCELLED_STOP,
+            extra={"action": "worker_cancelled", "worker": self.name, "running": running},
+        )  # fmt: skip
+        self._hurry.set()
+        self._stop_running()  # now, wherever the shutdown is
+        try:
+            await asyncio.wait([shutdown], timeout=CANCELLED_STOP)
+        finally:
+            if not shutdown.done():
+                log.error(
+                    "the stop of the cancelled worker %s was cut short after %.1f s, its last"
+                    " writes unfinished: the outcomes and jobs it had not written stay running"
+                    " until their leases expire (lease %g s), and run again", self.name,
+                    time.monotonic() - began, self.lease,
+                    extra={"action": "worker_stop_cut", "worker": self.name},
+                )  # fmt: skip
+                shutdown.cancel()
+                await asyncio.wait([shutdown], timeout=CANCEL_GRACE)
+
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         self.stop()
-        self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
-        if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
-            log.info(
-                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
-                extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
-            )  # fmt: skip
-            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
-        for job_id, attempt in list(self._running):
-            self.cancel_local(job_id, "shutdown", attempt)
-        if tasks:
-            done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
-            await asyncio.gather(*done, return_exceptions=True)
-            self._abandon(stuck)
-        self._executor.shutdown()
         failure: psycopg.Error | OSError | None = None
-        try:
+        try:  # cut short (see _hurried), the stop still ends its loops and closes its connections
+            await self._end_jobs()
             await self._finish_writes()
         except (psycopg.Error, OSError) as exc:
             failure = exc
         finally:
             # After the last writes: a retry they record as failed calls its on_failure then.
-            await self.events.drain(self.shutdown_timeout)
+            await self.events.drain(self.shutdown_timeout, self._hurry)
             for part in background:
                 part.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -1063,6 +1131,30 @@ class Worker:
             raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name,
                  extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+
+    async def _end_jobs(self) -> None:
+        """Let the running jobs finish, up to the shutdown timeout (or until hurried: see
+        _stop); then stop those left, and put their jobs back with the last writes."""
+        self._run_inline()  # claimed jobs are finished and acknowledged, as tasks would be
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
+        if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
+            log.info(
+                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
+                extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
+            )  # fmt: skip
+            await all_done(tasks, self.shutdown_timeout, self._hurry)
+        self._stop_running()
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+            await asyncio.gather(*done, return_exceptions=True)
+            self._abandon(stuck)
+        self._executor.shutdown()
+
+    def _stop_running(self) -> None:
+        """Stop every running attempt, to put its job back at the stop."""
+        for job_id, attempt in list(self._running):
+            self.cancel_local(job_id, "shutdown", attempt)
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""
@@ -1112,6 +1204,9 @@ class Worker:
         return sum(not task.done() for task in self._abandoned)
 
     async def _close_connections(self) -> None:
+        """Close the worker's connections, and the metrics server's socket."""
+        if self._metrics is not None:
+            self._metrics.close()
         for db in (self._claim_db, self._ack_db, self._maint_db):
             await db.close()
 
@@ -1131,6 +1226,7 @@ class Worker:
         self._writes_done = True
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
+            self._unfinished = []  # given back: their leases are no longer the heartbeats' own
             log.info(
                 "put %s unfinished jobs back in their queues", released,
                 extra={"action": "jobs_released", "count": released},
@@ -1148,7 +1244,7 @@ async def _revive(db: Db) -> None:
 
 def _report_stopped(part: asyncio.Future[None]) -> None:
     """Log a service (or other background part) that ended with an error: it used to end
-    unseen, its error kept until shutdown gathered it (a metrics port in use, say)."""
+    unseen, its error kept until shutdown gathered it."""
     error = None if part.cancelled() else part.exception()
     if error is not None:
         coro = part.get_coro() if isinstance(part, asyncio.Task) else None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -505,6 +507,29 @@ def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
     done = next(r for r in records if r.get("action") == "job_succeeded")
     assert {"job_id", "task", "queue", "attempt", "duration_ms"} <= set(done)
     assert 'pgqueue_jobs_finished_total{queue="io",state="succeeded",task=' in text
+
+
+def test_worker_whose_metrics_port_is_in_use_exits_1_before_claiming(dsn: str) -> None:
+    """A worker asked for metrics on a port another socket holds used to log a service_error
+    and run on without them (with --burst, run its jobs and exit 0): an operator who asked for
+    metrics silently got none. Now it exits 1 before claiming anything, with one line naming
+    the port and the OS's error."""
+    pytest.importorskip("prometheus_client")
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = pgqueue(dsn, "--app", "tests.integration.tasks_app", "worker", "-q", "io",
+                       "--burst", "--metrics-port", str(port), ok=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Error: cannot serve metrics on port {port}: [Errno {errno.EADDRINUSE}]"
+        f" {os.strerror(errno.EADDRINUSE)}"
+    ]
+    assert states(dsn) == {"queued": 1}
+    assert query(dsn, "SELECT attempts FROM pgqueue.jobs") == [(0,)]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
 
 
 def test_jobs_list_table_shortens_long_errors_json_keeps_them(dsn: str) -> None:

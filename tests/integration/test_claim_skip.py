@@ -6,6 +6,7 @@ such pages switches to claims that read each priority's due jobs only."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from pgqueue import _store
 from pgqueue._store import _queries as q
-from tests.helpers import query, run_worker_until
+from tests.helpers import query, raise_at, run_worker_until
 from tests.integration import tasks_app as t
 from tests.integration.test_claim_resume import (
     dirty_the_head,
@@ -178,6 +179,25 @@ async def test_a_caught_up_worker_behind_jobs_not_yet_due_skips_them(dsn: str) -
     first = spy.skipping.index(True)
     assert all(spy.skipping[first:]), spy.skipping
     assert sum(n for n, s in zip(spy.took, spy.skipping, strict=True) if s) >= 50, spy.took
+
+
+async def test_a_bug_in_the_skipping_probe_is_logged_and_later_claims_still_probe(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop that probes whether claims should skip (Worker._watch_skipping) raising once
+    (a bug) used to end it for good, with one service_error, and the probe it was asked for
+    stayed asked: the worker never probed, nor skipped, again. Now the bug is a loop_error
+    with its traceback, and a later claim's probe makes the claims skip."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    schedule(dsn, "io", 30_000, 0)
+    worker = t.app.worker(dsn=dsn, queues={"io": 4}, batch_size=4)
+    spy = Spy(worker)
+    asked = raise_at(monkeypatch, worker, "_still_over")
+    await trickle(dsn, worker, 300, 0.01)
+    assert any(spy.skipping), (asked, spy.pages)
+    [crashed] = [r for r in caplog.records if getattr(r, "action", None) == "loop_error"]
+    assert crashed.loop == "watch_skipping" and crashed.exc_info is not None  # type: ignore[attr-defined]
+    assert "RuntimeError: injected bug in _still_over" in crashed.getMessage()
 
 
 @pytest.mark.usefixtures("held")

@@ -14,8 +14,10 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue import _store
-from tests.helpers import query, run_worker_until, states
+from pgqueue import _events, _store
+from pgqueue._worker import _worker as _worker_module
+from pgqueue._worker._executor import ClaimedJob
+from tests.helpers import query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
@@ -46,6 +48,16 @@ async def until(condition: Callable[[], bool]) -> None:
     """Wait until ``condition()`` holds (the test's own guard ends a failing wait)."""
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def leases_outlived(dsn: str, ids: list[int]) -> None:
+    """Wait until the leases (of a second) of the jobs ``ids`` would have expired and been
+    rescued, or were extended past that."""
+    [(expiry,)] = query(dsn, "SELECT max(lease_expires_at) FROM pgqueue.active_jobs"
+                             " WHERE id = ANY(%s)", [ids])  # fmt: skip
+    settled = ("SELECT bool_and(state = 'queued' OR lease_expires_at > %s + interval '1 s')"
+               " FROM pgqueue.active_jobs WHERE id = ANY(%s)")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, ids]) == [(True,)]), GUARD)
 
 
 async def test_a_heartbeat_loop_bug_fails_the_worker_and_puts_its_running_job_back(
@@ -112,19 +124,51 @@ async def test_an_acker_bug_fails_the_worker_and_names_the_outcome_it_could_not_
     assert unwritten.job_id == job_id  # type: ignore[attr-defined]
 
 
-async def test_a_maintenance_bug_is_logged_with_its_traceback_and_the_passes_go_on(
+@pytest.mark.parametrize(
+    ("loop", "owner", "name", "option", "action"),
+    [("maintenance", _store, "workers_prune", "rescue_interval", "maintenance_error"),
+     ("summary", _events, "_log_summary", "summary_interval", "loop_error")],
+)  # fmt: skip
+async def test_a_bug_in_one_of_the_optional_loops_is_logged_and_the_loop_goes_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    loop: str, owner: Any, name: str, option: str, action: str,
+) -> None:  # fmt: skip
+    """A pass of maintenance, or of the summary, that raises (a bug) used to end the loop for
+    good (one service_error): this worker then never rescued nor pruned again, or logged no
+    summary. Now the bug is an ERROR with its traceback, and the next passes still come."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    calls = raise_at(monkeypatch, owner, name)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, **{option: 0.05})
+    await run_worker_until(worker, lambda: len(calls) >= 2, timeout=GUARD)
+    [crashed] = [r for r in records(caplog, action) if r.levelname == "ERROR"]
+    assert crashed.loop == loop and crashed.exc_info is not None  # type: ignore[attr-defined]
+    assert f"RuntimeError: injected bug in {name}" in crashed.getMessage()
+    assert records(caplog, "service_error") == []
+
+
+async def test_a_metrics_refresh_bug_is_logged_and_the_reads_go_on(
     dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A maintenance pass that raises (a bug) used to end the loop for good (one
-    service_error): this worker then never rescued nor pruned again. Now each such pass is
-    an ERROR with its traceback, and the next passes still come."""
+    """The gauges' reads raising (a bug) used to end them for good: the gauges kept their
+    last values for the rest of the process's life. Now the bug is a loop_error with its
+    traceback, and the reads go on."""
+    pytest.importorskip("prometheus_client")
+    from pgqueue._metrics import WorkerMetrics
+
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    prunes = broken_when(monkeypatch, "workers_prune", lambda *args: True)
-    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05)
-    await run_worker_until(worker, lambda: len(prunes) >= 3, timeout=GUARD)
-    crashed = [r for r in records(caplog, "maintenance_error") if r.levelname == "ERROR"]
-    assert len(crashed) >= 2 and all(r.exc_info is not None for r in crashed)
-    assert records(caplog, "service_error") == []
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    metrics = WorkerMetrics(worker)
+    reads = raise_at(monkeypatch, metrics, "refresh")
+    refreshing = asyncio.ensure_future(metrics.refresh_depth(0.01))
+    try:
+        await asyncio.wait_for(until(lambda: len(reads) >= 3 or refreshing.done()), GUARD)
+    finally:
+        refreshing.cancel()
+        await worker._close_connections()
+    assert len(reads) >= 3
+    assert metrics.depth.labels("io")._value.get() == 0  # read after the bug
+    [crashed] = records(caplog, "loop_error")
+    assert crashed.loop == "metrics" and crashed.exc_info is not None  # type: ignore[attr-defined]
 
 
 async def test_a_listener_bug_is_logged_and_listening_starts_again(
@@ -260,10 +304,11 @@ async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancella
 ) -> None:
     """run() cancelled from outside (asyncio.timeout, a TaskGroup) while a failed worker
     waited for its running jobs raised WorkerFailed in the CancelledError's place, which
-    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through."""
+    asyncio.timeout and TaskGroup then do not see as their cancellation. It goes through, after
+    the last writes (its running job put back, its row deleted)."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
     claims = broken_when(monkeypatch, "jobs_claim", lambda *args: len(claims) > 1)
-    t.sleepy.enqueue(conn, 3600)
+    stuck = t.sleepy.enqueue(conn, 3600)
     conn.commit()
     worker = t.app.worker(
         dsn=dsn, queues=["io"], concurrency=2, poll_interval=0.05, shutdown_timeout=GUARD
@@ -271,14 +316,11 @@ async def test_a_failed_worker_cancelled_while_it_shuts_down_raises_the_cancella
     running = asyncio.ensure_future(worker.run())
     await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
     running.cancel()
-    try:
-        with pytest.raises(asyncio.CancelledError):
-            await running
-    finally:  # the cancelled shutdown left them
-        for job in list(worker._running.values()):
-            assert job.task is not None
-            job.task.cancel()
-        await worker._close_connections()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
 
 
 async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_drains(
@@ -298,14 +340,152 @@ async def test_outcomes_a_failed_acker_holds_keep_their_leases_while_the_worker_
                           rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
     running = asyncio.ensure_future(worker.run())
     await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
-    [(expiry,)] = query(dsn, "SELECT lease_expires_at FROM pgqueue.active_jobs WHERE id = %s",
-                        [done])  # fmt: skip
-    # Until its lease would have expired and been rescued, or was extended past that.
-    settled = ("SELECT state = 'queued' OR lease_expires_at > %s + interval '1 s'"
-               " FROM pgqueue.active_jobs WHERE id = %s")  # fmt: skip
-    await asyncio.wait_for(until(lambda: query(dsn, settled, [expiry, done]) == [(True,)]), GUARD)
+    await leases_outlived(dsn, [done])
     worker.cancel_local(stuck, "shutdown")
     with pytest.raises(pgqueue.WorkerFailed, match="acker loop raised RuntimeError"):
         await asyncio.wait_for(running, GUARD)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
                  [done]) == [("succeeded", 1)]  # fmt: skip
+
+
+async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not_started(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start raising (a bug) at the third job of a claim of five fails the worker, and used
+    to leave that job and the two after it running under the worker until their leases
+    expired, to be rescued with their attempt counted. Now they go back at the stop with the
+    jobs stopped there, at once and attempt given back; the two started before it end."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    raise_at(monkeypatch, ClaimedJob, "context", 3)  # at the context each start builds first
+    for n in range(5):
+        t.add.enqueue(conn, n, n)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+        await asyncio.wait_for(worker.run(), GUARD)
+    assert states(dsn) == {"succeeded": 2, "queued": 3}
+    assert query(dsn, "SELECT attempts, worker_id FROM pgqueue.jobs WHERE state = 'queued'"
+                      " GROUP BY 1, 2") == [(0, None)]  # fmt: skip
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 3  # type: ignore[attr-defined]
+    assert (worker.stats.claimed, worker.stats.succeeded) == (2, 2)
+
+
+async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The jobs of a claim left unstarted by a start that raised wait for the stop while the
+    worker lets its running job finish: their leases must not expire meanwhile, or other
+    workers' rescue puts them back with the attempt counted (and may run them) before the
+    stop gives them back."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    raise_at(monkeypatch, ClaimedJob, "context", 2)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, lease=1.0, heartbeat=0.1,
+                          rescue_interval=0.1, shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    left = [t.add.enqueue(conn, n, n) for n in range(3)]
+    conn.commit()
+    worker.wake()
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    await leases_outlived(dsn, left)
+    worker.cancel_local(stuck, "shutdown")
+    with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+        await asyncio.wait_for(running, GUARD)
+    assert query(dsn, "SELECT state, attempts, count(*) FROM pgqueue.jobs GROUP BY 1, 2") == [
+        ("queued", 0, 4)
+    ]
+
+
+async def test_a_worker_cancelled_while_it_drains_still_makes_its_last_writes(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() cancelled from outside while it waited for its running jobs (stop() called, then
+    the application's own shutdown cancels its task) ended there: the outcome it held stayed
+    unwritten, the running job running until its lease expired, the worker's row registered.
+    Now the cancellation ends the wait: the job is stopped and put back (attempt given back),
+    the outcome written and the row deleted; then CancelledError goes on."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    stuck = t.sleepy.enqueue(conn, 3600)
+    done = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, ack_interval=20,
+                          shutdown_timeout=GUARD)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.stats.succeeded == 1 and worker.running), GUARD)
+    worker.stop()
+    await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    assert query(dsn, "SELECT id, state, attempts FROM pgqueue.jobs ORDER BY id") == [
+        (stuck, "queued", 0), (done, "succeeded", 1)
+    ]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert worker.running == 0
+
+
+@pytest.mark.parametrize(("limit", "cancels"), [(0.2, 1), (3600, 2)], ids=["limit", "again"])
+async def test_the_stop_of_a_cancelled_worker_is_cut_short_if_its_last_writes_hang(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    limit: float, cancels: int,
+) -> None:  # fmt: skip
+    """A cancelled run() whose last writes cannot end (here the job's row is locked) waits
+    for them only so long (CANCELLED_STOP, shortened here), or until it is cancelled again:
+    the stop is then cut short, said so, and CancelledError goes on; the job stays running
+    until its lease expires. The worker's connections are closed all the same."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", limit)
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=GUARD)
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [stuck])
+        worker.stop()
+        await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_draining"))), GUARD)
+        running.cancel()
+        if cancels == 2:
+            await asyncio.wait_for(until(lambda: bool(records(caplog, "worker_cancelled"))), GUARD)
+            running.cancel()
+        await asyncio.wait([running], timeout=GUARD)
+        holder.rollback()
+    assert running.cancelled()
+    [cut] = records(caplog, "worker_stop_cut")
+    assert cut.levelname == "ERROR"
+    [cancelled] = records(caplog, "worker_cancelled")
+    assert cancelled.running == 1  # type: ignore[attr-defined]
+    assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["claiming", "after_stop"])
+async def test_a_worker_cancelled_as_it_runs_shuts_down_then_raises_the_cancellation(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture, stopped: bool
+) -> None:
+    """run() cancelled while it claims (no stop() before) shuts down as stop() would: it
+    waits for its running job up to the shutdown timeout (0.1 s here), puts it back and
+    deregisters, and then CancelledError goes on. Cancelled after stop(), before its claim
+    loop saw the stop, the shutdown has begun all the same, and the cancellation hurries it:
+    the job is put back at once, not after the shutdown timeout (an hour here)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05,
+                          shutdown_timeout=3600 if stopped else 0.1)  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    if stopped:
+        worker.stop()
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
+                 [stuck]) == [("queued", 0)]  # fmt: skip
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    assert len(records(caplog, "worker_cancelled")) == stopped
