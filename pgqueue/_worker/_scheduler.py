@@ -89,6 +89,8 @@ class Scheduler:
         """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""
         if not self.cursors:
             await self.start()
+        if not self.periodics:  # the database refused every one (see accepts)
+            return MAX_SLEEP
         now = await self.db.run(_store.clock_now())
         more = False
         for periodic in self.periodics:
@@ -100,11 +102,33 @@ class Scheduler:
     async def start(self) -> None:
         """Pick up where the database says each schedule left off.
 
-        A schedule with no tick yet starts now: a new schedule never fires for the past.
+        A schedule with no tick yet starts now: a new schedule never fires for the past. One
+        whose job the database refuses is left out (see ``accepts``).
         """
         now = await self.db.run(_store.clock_now())
+        self.periodics = [p for p in self.periodics if await self.accepts(p, now)]
         last = await self.db.run(_store.ticks_last())
         self.cursors = {p.name: last.get(p.name, now) for p in self.periodics}
+
+    async def accepts(self, periodic: Periodic, now: datetime) -> bool:
+        """Whether the database takes the job of ``periodic``'s ticks, tried once, rolled back.
+
+        Its arguments are fixed in the code, so a job refused once (kwargs whose JSON passes
+        ``max_payload_bytes`` but whose jsonb is over the table's limit, say) is refused at
+        every tick: it is reported here, once, and not at a nightly schedule's first tick.
+        """
+        job = periodic.tick_job()
+        try:
+            await self.db.run(_store.ticks_try(job, now, periodic.keep_seconds))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            log.error(
+                "periodic %r: the database refuses its job (%s); this worker will not fire it:"
+                " change its kwargs, or its task's options, and restart", periodic.name,
+                exc.diag.message_primary or exc,  # the DETAIL repeats the whole row
+                extra={"action": "periodic_refused", "periodic": periodic.name},
+            )  # fmt: skip
+            return False
+        return True
 
     async def fire(self, periodic: Periodic, now: datetime) -> bool:
         """Enqueue the due ticks of one schedule; True if more are due than one pass takes."""

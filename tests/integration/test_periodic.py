@@ -644,3 +644,37 @@ async def test_ticks_of_a_queue_no_worker_serves_pile_up_as_queued_jobs(dsn: str
     assert states(dsn) == {"queued": piled}
     await app.worker(queues=["reports"], scheduler=False, burst=True, poll_interval=0.05).run()
     assert states(dsn) == {"succeeded": piled}  # a worker of the queue runs every one
+
+
+async def test_a_schedule_the_database_refuses_is_reported_once_at_start_and_left_out(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule whose job the database refuses (kwargs over the stored 1 MiB) is found when
+    the scheduler starts, nightly ones too, not at their first tick: one ERROR each, naming
+    it, and no other attempt. The other schedules fire. Before, every pass failed anew."""
+    app = pgqueue.PgQueue(dsn)
+    zeros = {"zeros": [0] * 100_000}
+
+    @app.periodic("* * * * * *", name="big", kwargs=zeros)
+    async def big(zeros: list[int]) -> None: ...
+
+    @app.periodic("0 2 * * *", name="nightly", kwargs=zeros)
+    async def nightly(zeros: list[int]) -> None: ...
+
+    @app.periodic("* * * * * *", name="small")
+    async def small() -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.start()
+        for _ in range(3):
+            sched.cursors = {name: cursor - timedelta(seconds=2)
+                             for name, cursor in sched.cursors.items()}  # fmt: skip
+            await sched.step()
+    await close(sched)
+    errors = [(r.action, r.periodic) for r in caplog.records]  # type: ignore[attr-defined]
+    assert errors == [("periodic_refused", "big"), ("periodic_refused", "nightly")]
+    assert "active_jobs_payload_check" in caplog.text
+    assert [p.name for p in sched.periodics] == ["small"]
+    fired = "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs"
+    assert query(dsn, fired) == [("small",)]
