@@ -1023,9 +1023,15 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
 # before this prune touches any row: it waits for inserts and prunes of a name, which never
 # wait for its rows; after them, only for a watermark row a prune of code without the lock
 # writes (both write them in name order).
+#
+# The prune's delete is a round trip later, its names' locks held: a client that stops in
+# between (SIGSTOP, an event loop blocked by a task) held back every scheduler's inserts of
+# those names for as long as it lived. Its transaction is ended after 5 s idle instead (local
+# to it, so behind a pooler too); the prune is then rolled back and tried again later.
 TICKS_PRUNE_LOCK: LiteralString = """
 SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
-  FROM (SELECT DISTINCT t.name
+  FROM (SELECT set_config('idle_in_transaction_session_timeout', '5s', true)) AS stall,
+       (SELECT DISTINCT t.name
           FROM pgqueue.periodic_ticks AS t
           LEFT JOIN unnest(%(names)s::text[], %(keeps)s::float8[]) AS keep(name, secs)
                  ON keep.name = t.name

@@ -678,3 +678,29 @@ async def test_a_schedule_the_database_refuses_is_reported_once_at_start_and_lef
     assert [p.name for p in sched.periodics] == ["small"]
     fired = "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs"
     assert query(dsn, fired) == [("small",)]
+
+
+async def test_a_prune_stalled_between_its_statements_does_not_hold_the_schedule_back(
+    dsn: str,
+) -> None:
+    """A prune takes its names' locks, then its client stops before the delete (SIGSTOP, an
+    event loop blocked by a task), its transaction open. The server ends that transaction
+    after a few seconds idle, so another scheduler's insert of the name, which waits for the
+    lock, goes on and fires its ticks. Before, it waited as long as the stalled process lived,
+    and so did every scheduler's: none of that schedule's ticks fired."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
+    prune = _store.ticks_prune({"beat": 10}, 10)
+    with psycopg.connect(dsn) as stalled:
+        with stalled.cursor() as cur:
+            assert _store.run(cur, prune.first) == ["beat"]  # and then nothing
+        sched.cursors = {"beat": now - timedelta(seconds=3)}
+        fire = sched.fire(app.periodics["beat"], now)
+        await asyncio.wait_for(fire, 60)  # a guard against hanging, not a measure
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            stalled.execute("SELECT 1")
+    await close(sched)
+    assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
