@@ -879,6 +879,11 @@ def ticks_last() -> Query[dict[str, datetime]]:
     return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
 
 
+def watermarks_get(names: Sequence[str]) -> Query[dict[str, datetime]]:
+    """The latest tick pruning deleted of each of ``names`` that has one."""
+    return Query(q.WATERMARKS_GET, {"names": list(names)}, lambda rows: dict(rows))
+
+
 def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 

@@ -1016,6 +1016,10 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
  GROUP BY name ORDER BY name
 """
 
+WATERMARKS_GET: LiteralString = """
+SELECT name, pruned_through FROM pgqueue.periodic_watermarks WHERE name = ANY(%(names)s::text[])
+"""
+
 # The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in
 # the order of the lock key, then the name: a lock the target list takes after the sort, so
 # two prunes take their common keys in one order and never wait on each other in a cycle

@@ -103,12 +103,18 @@ class Scheduler:
         """Pick up where the database says each schedule left off.
 
         A schedule with no tick yet starts now: a new schedule never fires for the past. One
+        whose ticks were all pruned (by code that does not know it, once older than 7 days)
+        goes on from the latest, its watermark, if its next tick is within ``catch_up``. One
         whose job the database refuses is left out (see ``accepts``).
         """
         now = await self.db.run(_store.clock_now())
         self.periodics = [p for p in self.periodics if await self.accepts(p, now)]
         last = await self.db.run(_store.ticks_last())
-        self.cursors = {p.name: last.get(p.name, now) for p in self.periodics}
+        pruned = [p.name for p in self.periodics if p.name not in last]
+        marks = await self.db.run(_store.watermarks_get(pruned)) if pruned else {}
+        self.cursors = {
+            p.name: last.get(p.name) or _resumed(p, marks.get(p.name), now) for p in self.periodics
+        }
 
     async def accepts(self, periodic: Periodic, now: datetime) -> bool:
         """Whether the database takes the job of ``periodic``'s ticks, tried once, rolled back.
@@ -188,6 +194,15 @@ class Scheduler:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip
         return total
+
+
+def _resumed(periodic: Periodic, mark: datetime | None, now: datetime) -> datetime:
+    """Where a schedule without tick rows starts: after its watermark if the next tick from
+    there is due or to come (the ticks it missed are then those a kept tick would give), else
+    now; a rare schedule another app pruned thus still catches up a tick missed on a restart."""
+    if mark is not None and next_tick(periodic.cron, mark) > now - periodic.catch_up:
+        return mark
+    return now
 
 
 def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | None) -> None:

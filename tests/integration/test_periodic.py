@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import pgqueue
 from pgqueue import _store
 from pgqueue._cli import cli
+from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
@@ -704,3 +705,28 @@ async def test_a_prune_stalled_between_its_statements_does_not_hold_the_schedule
             stalled.execute("SELECT 1")
     await close(sched)
     assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
+
+
+async def test_a_rare_schedule_another_app_pruned_still_catches_up_its_missed_tick(
+    dsn: str,
+) -> None:
+    """Another app on the database (which does not know the name) prunes all ticks of a yearly
+    schedule once older than 7 days, its latest too. Its workers then restart just after its
+    tick, within catch_up: that tick still fires, as it does when the latest tick is kept.
+    Before, the schedule started afresh at now() and the year's tick was lost, unlogged."""
+    [pruner] = await schedulers(make_app(dsn), 1)
+    now = (await db_now(pruner.db)).replace(second=0, microsecond=0)
+    due = now - timedelta(minutes=2)
+    app = pgqueue.PgQueue(dsn)
+    expression = f"{due.minute} {due.hour} {due.day} {due.month} *"
+    app.periodic(expression, name="yearly", catch_up=600)(app.task(_noop))
+    last_year = normalize(app.periodics["yearly"].cron, due - timedelta(seconds=1))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('yearly', %s)",
+          (last_year,))  # fmt: skip
+    assert await pruner.prune() == 1
+    assert query(dsn, WATERMARKS) == [("yearly", last_year)]
+    [sched] = await schedulers(app, 1)
+    await sched.step()
+    await close(pruner, sched)
+    fired = "SELECT meta->>'tick' FROM pgqueue.jobs WHERE meta->>'periodic' = 'yearly'"
+    assert query(dsn, fired) == [(due.isoformat(),)]
