@@ -1028,13 +1028,20 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks WHERE name = ANY(%(
 # wait for its rows; after them, only for a watermark row a prune of code without the lock
 # writes (both write them in name order).
 #
-# The prune's delete is a round trip later, its names' locks held: a client that stops in
-# between (SIGSTOP, an event loop blocked by a task) held back every scheduler's inserts of
-# those names for as long as it lived. Its transaction is ended after 5 s idle instead (local
-# to it, so behind a pooler too); the prune is then rolled back and tried again later.
+# A stalled client must not hold a schedule back (settings local to the transaction, so
+# behind a pooler too; the prune is then rolled back and tried again later):
+# - the prune's delete is a round trip later, its names' locks held: a client that stops in
+#   between (SIGSTOP, an event loop blocked by a task) held back every scheduler's inserts of
+#   those names for as long as it lived. Its transaction is ended after 5 s idle instead.
+# - an insert's client that stops between its two pipelined statements holds the name's lock
+#   shared, and is not idle. The prune's exclusive request waited for it, and every later
+#   insert of the name waited in the queue behind that request. The prune gives up after 5 s
+#   (prunes that wait on purpose, for an insert or a prune in progress, wait milliseconds).
+# The guard is a row of the join, so it runs before the target list takes any lock.
 TICKS_PRUNE_LOCK: LiteralString = """
 SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
-  FROM (SELECT set_config('idle_in_transaction_session_timeout', '5s', true)) AS stall,
+  FROM (SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+               set_config('lock_timeout', '5s', true)) AS stall,
        (SELECT DISTINCT t.name
           FROM pgqueue.periodic_ticks AS t
           LEFT JOIN unnest(%(names)s::text[], %(keeps)s::float8[]) AS keep(name, secs)

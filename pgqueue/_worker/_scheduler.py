@@ -186,7 +186,10 @@ class Scheduler:
         default_keep = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
         total = 0
         for _ in range(PRUNE_BATCHES):
-            count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+            try:
+                count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+            except psycopg.errors.LockNotAvailable:  # an insert held a name's lock for 5 s:
+                break  # a stalled scheduler, likely; the ticks wait for a later prune
             total += count
             if count < PRUNE_BATCH:
                 break

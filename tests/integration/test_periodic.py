@@ -730,3 +730,27 @@ async def test_a_rare_schedule_another_app_pruned_still_catches_up_its_missed_ti
     await close(pruner, sched)
     fired = "SELECT meta->>'tick' FROM pgqueue.jobs WHERE meta->>'periodic' = 'yearly'"
     assert query(dsn, fired) == [(due.isoformat(),)]
+
+
+async def test_an_insert_stalled_holding_its_lock_holds_back_no_other_scheduler(dsn: str) -> None:
+    """A scheduler stops (SIGSTOP) between its two pipelined statements: it holds the name's
+    lock shared, its transaction open and not idle. A prune then asks for the lock, and gives
+    up after 5 s instead of waiting in the queue, where every later insert of the name
+    waited behind it: another scheduler's ticks fire. Before, none did while the first lived."""
+    app = make_app(dsn)
+    [sched, pruner] = await schedulers(app, 2)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
+    with psycopg.connect(dsn) as stalled:
+        _store.run(
+            stalled.cursor(), _store.ticks_insert(app.periodics["beat"].tick_job(), [], 1).first
+        )
+        prune = asyncio.create_task(pruner.prune())
+        await until_waiting(dsn, 1, prune)
+        sched.cursors = {"beat": now - timedelta(seconds=3)}
+        fire = sched.fire(app.periodics["beat"], now)
+        await asyncio.wait_for(fire, 60)  # a guard against hanging, not a measure
+        assert await asyncio.wait_for(prune, 60) == 0  # postponed: the next prune deletes
+    await close(sched, pruner)
+    assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
