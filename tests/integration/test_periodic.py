@@ -713,7 +713,8 @@ async def test_a_rare_schedule_another_app_pruned_still_catches_up_its_missed_ti
     """Another app on the database (which does not know the name) prunes all ticks of a yearly
     schedule once older than 7 days, its latest too. Its workers then restart just after its
     tick, within catch_up: that tick still fires, as it does when the latest tick is kept.
-    Before, the schedule started afresh at now() and the year's tick was lost, unlogged."""
+    Before, the schedule started afresh at now() and the year's tick was lost, unlogged; and
+    ``cron list`` showed no last tick, as for a schedule that never fired."""
     [pruner] = await schedulers(make_app(dsn), 1)
     now = (await db_now(pruner.db)).replace(second=0, microsecond=0)
     due = now - timedelta(minutes=2)
@@ -725,6 +726,7 @@ async def test_a_rare_schedule_another_app_pruned_still_catches_up_its_missed_ti
           (last_year,))  # fmt: skip
     assert await pruner.prune() == 1
     assert query(dsn, WATERMARKS) == [("yearly", last_year)]
+    assert [s.last_tick for s in pgqueue.cron_list(app)] == [last_year]  # not "-": never fired
     [sched] = await schedulers(app, 1)
     await sched.step()
     await close(pruner, sched)
