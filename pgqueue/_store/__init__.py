@@ -880,7 +880,7 @@ def ticks_last() -> Query[dict[str, datetime]]:
 
 
 def watermarks_get(names: Sequence[str]) -> Query[dict[str, datetime]]:
-    """The latest tick pruning deleted of each of ``names`` that has one."""
+    """The latest tick pruning deleted of each of ``names`` that has one, up to now."""
     return Query(q.WATERMARKS_GET, {"names": list(names)}, lambda rows: dict(rows))
 
 

@@ -1016,8 +1016,11 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
  GROUP BY name ORDER BY name
 """
 
+# Those after now are left out, as TICKS_LAST leaves out such ticks: only SQL writes them,
+# and one near year 9999 has no next tick Python can hold, which stopped the scheduler's start.
 WATERMARKS_GET: LiteralString = """
-SELECT name, pruned_through FROM pgqueue.periodic_watermarks WHERE name = ANY(%(names)s::text[])
+SELECT name, pruned_through FROM pgqueue.periodic_watermarks
+ WHERE name = ANY(%(names)s::text[]) AND pruned_through <= now()
 """
 
 # The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in

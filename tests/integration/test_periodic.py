@@ -756,3 +756,20 @@ async def test_an_insert_stalled_holding_its_lock_holds_back_no_other_scheduler(
         assert await asyncio.wait_for(prune, 60) == 0  # postponed: the next prune deletes
     await close(sched, pruner)
     assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
+
+
+async def test_a_watermark_written_by_hand_for_the_far_future_does_not_stop_the_start(
+    dsn: str,
+) -> None:
+    """A schedule without tick rows goes on from its watermark; one SQL wrote for year 9999,
+    from which no next tick can be computed, is left out as a future tick is (the insert
+    still refuses ticks below it): the scheduler starts, at now()."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("0 0 1 1 *", name="yearly")(app.task(_noop))
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('yearly', '9999-12-30 00:00+00')")
+    [sched] = await schedulers(app, 1)
+    await sched.start()
+    now = await db_now(sched.db)
+    await close(sched)
+    assert sched.cursors["yearly"] <= now
+    assert [s.last_tick for s in pgqueue.cron_list(app)] == [None]
