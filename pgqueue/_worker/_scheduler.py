@@ -127,14 +127,17 @@ class Scheduler:
         try:
             await self.db.run(_store.ticks_try(job, now, periodic.keep_seconds))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            log.error(
-                "periodic %r: the database refuses its job (%s); this worker will not fire it:"
-                " change its kwargs, or its task's options, and restart", periodic.name,
-                exc.diag.message_primary or exc,  # the DETAIL repeats the whole row
-                extra={"action": "periodic_refused", "periodic": periodic.name},
-            )  # fmt: skip
-            return False
-        return True
+            reason = exc.diag.message_primary or str(exc)  # the DETAIL repeats the whole row
+        except UnicodeEncodeError as exc:  # kwargs the connection's encoding cannot carry
+            reason = str(exc)
+        else:
+            return True
+        log.error(
+            "periodic %r: the database refuses its job (%s); this worker will not fire it:"
+            " change its kwargs, or its task's options, and restart", periodic.name, reason,
+            extra={"action": "periodic_refused", "periodic": periodic.name},
+        )  # fmt: skip
+        return False
 
     async def fire(self, periodic: Periodic, now: datetime) -> bool:
         """Enqueue the due ticks of one schedule; True if more are due than one pass takes."""

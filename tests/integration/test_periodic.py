@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import _store
@@ -773,3 +774,29 @@ async def test_a_watermark_written_by_hand_for_the_far_future_does_not_stop_the_
     await close(sched)
     assert sched.cursors["yearly"] <= now
     assert [s.last_tick for s in pgqueue.cron_list(app)] == [None]
+
+
+async def test_kwargs_the_connections_encoding_cannot_carry_are_refused_like_the_databases(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a connection in LATIN1 (a LATIN1 database's default, or client_encoding in the DSN),
+    a euro sign in kwargs cannot even be sent: that schedule is refused at start, once, and
+    the others fire. The start's trial raised psycopg's UnicodeEncodeError out of the start
+    itself, so that no schedule of the worker fired."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * * *", name="euro", kwargs={"price": "9 €"})(app.task(_price))
+    app.periodic("* * * * * *", name="small")(app.task(_noop))
+    sched = Scheduler(app.periodics.values(), Db(make_conninfo(dsn, client_encoding="LATIN1"), "t"))
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.start()
+    sched.cursors["small"] -= timedelta(seconds=2)
+    await sched.step()
+    await close(sched)
+    errors = [(r.action, r.periodic) for r in caplog.records]  # type: ignore[attr-defined]
+    assert errors == [("periodic_refused", "euro")]
+    assert "'latin-1' codec can't encode" in caplog.text
+    assert query(dsn, "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs") == [("small",)]
+
+
+async def _price(price: str) -> None:
+    """A periodic task's body, with an argument."""
