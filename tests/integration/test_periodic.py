@@ -789,8 +789,8 @@ async def test_kwargs_the_connections_encoding_cannot_carry_are_refused_like_the
     sched = Scheduler(app.periodics.values(), Db(make_conninfo(dsn, client_encoding="LATIN1"), "t"))
     with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
         await sched.start()
-    sched.cursors["small"] -= timedelta(seconds=2)
-    await sched.step()
+        sched.cursors["small"] -= timedelta(seconds=2)
+        await sched.step()
     await close(sched)
     errors = [(r.action, r.periodic) for r in caplog.records]  # type: ignore[attr-defined]
     assert errors == [("periodic_refused", "euro")]
