@@ -76,6 +76,13 @@ def check_expression(expression: str) -> str:
 
 def check_timezone(name: str) -> ZoneInfo:
     """The zone called ``name`` (an IANA name such as ``"Europe/Berlin"``), else ``ValueError``."""
+    if isinstance(name, str) and name.rpartition("/")[2] == "localtime":
+        # A link to /etc/localtime in some tz data (Debian's): workers on hosts in two zones
+        # would compute two instants for each tick, and fire it twice.
+        raise ValueError(
+            f"time zone {name!r} is each host's own, and workers could disagree on it: use an"
+            " IANA name such as 'Europe/Berlin' or 'UTC'"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):

@@ -152,14 +152,20 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     """Every schedule of ``app`` with its last tick (from the database) and its next tick.
 
     Names that have ticks in the database but no schedule in ``app`` come last, with
-    ``in_code=False``: they no longer fire.
+    ``in_code=False``: they no longer fire. A schedule whose ticks were all pruned (by code
+    that does not know it) shows its watermark, the latest tick pruned, where its scheduler
+    goes on from.
     """
     dsn = normalize_dsn(dsn) if dsn else app.dsn
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
         now = _store.run(cur, _store.clock_now())
         last = _store.run(cur, _store.ticks_last())
+        pruned = [name for name in app.periodics if name not in last]
+        marks = _store.run(cur, _store.watermarks_get(pruned)) if pruned else {}
     statuses = [
-        ScheduleStatus(p.name, str(p.cron), last.get(p.name), next_tick(p.cron, now))
+        ScheduleStatus(
+            p.name, str(p.cron), last.get(p.name) or marks.get(p.name), next_tick(p.cron, now)
+        )
         for p in sorted(app.periodics.values(), key=lambda p: p.name)
     ]
     gone = sorted(set(last) - set(app.periodics))

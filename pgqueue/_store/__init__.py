@@ -89,6 +89,20 @@ def run_together(conn: psycopg.Connection[Any], together: Together[T]) -> T:
         return run(cur, together.then(run(cur, together.first)))
 
 
+@dataclass(frozen=True, slots=True)
+class RolledBack(Generic[T]):
+    """One statement run in a transaction that is then rolled back: its rows, or the error
+    the database raises for it, and nothing written."""
+
+    query: Query[T]
+
+
+async def arun_rolled_back(conn: psycopg.AsyncConnection[Any], rolled: RolledBack[T]) -> T:
+    """Execute ``rolled`` on an async connection in a transaction of its own, rolled back."""
+    async with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        return await arun(cur, rolled.query)
+
+
 async def arun_together(conn: psycopg.AsyncConnection[Any], together: Together[T]) -> T:
     """Execute ``together`` on an async connection; commits only if ``conn`` is in autocommit."""
     if isinstance(together.then, Query):
@@ -852,18 +866,36 @@ def ticks_insert(
     older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
     The insert runs under the name's lock, taken shared by a statement of its own before it.
     """
+    lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
+    return Together(lock, _ticks_insert(job, ticks, horizon))
+
+
+def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[list[tuple[int, str]]]:
+    """The insert of :func:`ticks_insert` for ``tick``, rolled back: raises what the database
+    would raise for the job of any tick (a check constraint its arguments fail, say). A
+    ``tick`` already recorded or pruned tries nothing."""
+    return RolledBack(_ticks_insert(job, [tick], horizon))
+
+
+def _ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float
+) -> Query[list[tuple[int, str]]]:
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
     }  # fmt: skip
-    lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
-    return Together(lock, Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows]))
+    return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
 
 
 def ticks_last() -> Query[dict[str, datetime]]:
     """The latest recorded tick of every schedule name in the database."""
     return Query(q.TICKS_LAST, None, lambda rows: {r[0]: r[1] for r in rows})
+
+
+def watermarks_get(names: Sequence[str]) -> Query[dict[str, datetime]]:
+    """The latest tick pruning deleted of each of ``names`` that has one, up to now."""
+    return Query(q.WATERMARKS_GET, {"names": list(names)}, lambda rows: dict(rows))
 
 
 def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:

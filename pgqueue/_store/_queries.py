@@ -1023,6 +1023,13 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
  GROUP BY name ORDER BY name
 """
 
+# Those after now are left out, as TICKS_LAST leaves out such ticks: only SQL writes them,
+# and one near year 9999 has no next tick Python can hold, which stopped the scheduler's start.
+WATERMARKS_GET: LiteralString = """
+SELECT name, pruned_through FROM pgqueue.periodic_watermarks
+ WHERE name = ANY(%(names)s::text[]) AND pruned_through <= now()
+"""
+
 # The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in
 # the order of the lock key, then the name: a lock the target list takes after the sort, so
 # two prunes take their common keys in one order and never wait on each other in a cycle
@@ -1030,9 +1037,22 @@ SELECT name, max(tick) FROM pgqueue.periodic_ticks
 # before this prune touches any row: it waits for inserts and prunes of a name, which never
 # wait for its rows; after them, only for a watermark row a prune of code without the lock
 # writes (both write them in name order).
+#
+# A stalled client must not hold a schedule back (settings local to the transaction, so
+# behind a pooler too; the prune is then rolled back and tried again later):
+# - the prune's delete is a round trip later, its names' locks held: a client that stops in
+#   between (SIGSTOP, an event loop blocked by a task) held back every scheduler's inserts of
+#   those names for as long as it lived. Its transaction is ended after 5 s idle instead.
+# - an insert's client that stops between its two pipelined statements holds the name's lock
+#   shared, and is not idle. The prune's exclusive request waited for it, and every later
+#   insert of the name waited in the queue behind that request. The prune gives up after 5 s
+#   (prunes that wait on purpose, for an insert or a prune in progress, wait milliseconds).
+# The guard is a row of the join, so it runs before the target list takes any lock.
 TICKS_PRUNE_LOCK: LiteralString = """
 SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
-  FROM (SELECT DISTINCT t.name
+  FROM (SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+               set_config('lock_timeout', '5s', true)) AS stall,
+       (SELECT DISTINCT t.name
           FROM pgqueue.periodic_ticks AS t
           LEFT JOIN unnest(%(names)s::text[], %(keeps)s::float8[]) AS keep(name, secs)
                  ON keep.name = t.name

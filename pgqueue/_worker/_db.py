@@ -62,14 +62,16 @@ class Db:
             self._conn = conn
         return self._conn
 
-    async def run(self, query: _store.Query[T] | _store.Together[T]) -> T:
-        """Run one statement, or two in one transaction; a broken connection is dropped so
-        the next call reconnects."""
+    async def run(self, query: _store.Query[T] | _store.Together[T] | _store.RolledBack[T]) -> T:
+        """Run one statement, or two in one transaction, or one rolled back; a broken
+        connection is dropped so the next call reconnects."""
         async with self._lock:
             conn = await self.connection()
             try:
                 if isinstance(query, _store.Together):
                     return await _store.arun_together(conn, query)
+                if isinstance(query, _store.RolledBack):
+                    return await _store.arun_rolled_back(conn, query)
                 async with conn.cursor() as cur:
                     return await _store.arun(cur, query)
             except psycopg.OperationalError:

@@ -89,6 +89,8 @@ class Scheduler:
         """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""
         if not self.cursors:
             await self.start()
+        if not self.periodics:  # the database refused every one (see accepts)
+            return MAX_SLEEP
         now = await self.db.run(_store.clock_now())
         more = False
         for periodic in self.periodics:
@@ -100,11 +102,42 @@ class Scheduler:
     async def start(self) -> None:
         """Pick up where the database says each schedule left off.
 
-        A schedule with no tick yet starts now: a new schedule never fires for the past.
+        A schedule with no tick yet starts now: a new schedule never fires for the past. One
+        whose ticks were all pruned (by code that does not know it, once older than 7 days)
+        goes on from the latest, its watermark, if its next tick is within ``catch_up``. One
+        whose job the database refuses is left out (see ``accepts``).
         """
         now = await self.db.run(_store.clock_now())
+        self.periodics = [p for p in self.periodics if await self.accepts(p, now)]
         last = await self.db.run(_store.ticks_last())
-        self.cursors = {p.name: last.get(p.name, now) for p in self.periodics}
+        pruned = [p.name for p in self.periodics if p.name not in last]
+        marks = await self.db.run(_store.watermarks_get(pruned)) if pruned else {}
+        self.cursors = {
+            p.name: last.get(p.name) or _resumed(p, marks.get(p.name), now) for p in self.periodics
+        }
+
+    async def accepts(self, periodic: Periodic, now: datetime) -> bool:
+        """Whether the database takes the job of ``periodic``'s ticks, tried once, rolled back.
+
+        Its arguments are fixed in the code, so a job refused once (kwargs whose JSON passes
+        ``max_payload_bytes`` but whose jsonb is over the table's limit, say) is refused at
+        every tick: it is reported here, once, and not at a nightly schedule's first tick.
+        """
+        job = periodic.tick_job()
+        try:
+            await self.db.run(_store.ticks_try(job, now, periodic.keep_seconds))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            reason = exc.diag.message_primary or str(exc)  # the DETAIL repeats the whole row
+        except UnicodeEncodeError as exc:  # kwargs the connection's encoding cannot carry
+            reason = str(exc)
+        else:
+            return True
+        log.error(
+            "periodic %r: the database refuses its job (%s); this worker will not fire it:"
+            " change its kwargs, or its task's options, and restart", periodic.name, reason,
+            extra={"action": "periodic_refused", "periodic": periodic.name},
+        )  # fmt: skip
+        return False
 
     async def fire(self, periodic: Periodic, now: datetime) -> bool:
         """Enqueue the due ticks of one schedule; True if more are due than one pass takes."""
@@ -156,7 +189,10 @@ class Scheduler:
         default_keep = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
         total = 0
         for _ in range(PRUNE_BATCHES):
-            count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+            try:
+                count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+            except psycopg.errors.LockNotAvailable:  # an insert held a name's lock for 5 s:
+                break  # a stalled scheduler, likely; the ticks wait for a later prune
             total += count
             if count < PRUNE_BATCH:
                 break
@@ -164,6 +200,15 @@ class Scheduler:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip
         return total
+
+
+def _resumed(periodic: Periodic, mark: datetime | None, now: datetime) -> datetime:
+    """Where a schedule without tick rows starts: after its watermark if the next tick from
+    there is due or to come (the ticks it missed are then those a kept tick would give), else
+    now; a rare schedule another app pruned thus still catches up a tick missed on a restart."""
+    if mark is not None and next_tick(periodic.cron, mark) > now - periodic.catch_up:
+        return mark
+    return now
 
 
 def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | None) -> None:

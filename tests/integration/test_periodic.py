@@ -11,10 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import _store
 from pgqueue._cli import cli
+from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
@@ -644,3 +646,157 @@ async def test_ticks_of_a_queue_no_worker_serves_pile_up_as_queued_jobs(dsn: str
     assert states(dsn) == {"queued": piled}
     await app.worker(queues=["reports"], scheduler=False, burst=True, poll_interval=0.05).run()
     assert states(dsn) == {"succeeded": piled}  # a worker of the queue runs every one
+
+
+async def test_a_schedule_the_database_refuses_is_reported_once_at_start_and_left_out(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule whose job the database refuses (kwargs over the stored 1 MiB) is found when
+    the scheduler starts, nightly ones too, not at their first tick: one ERROR each, naming
+    it, and no other attempt. The other schedules fire. Before, every pass failed anew."""
+    app = pgqueue.PgQueue(dsn)
+    zeros = {"zeros": [0] * 100_000}
+
+    @app.periodic("* * * * * *", name="big", kwargs=zeros)
+    async def big(zeros: list[int]) -> None: ...
+
+    @app.periodic("0 2 * * *", name="nightly", kwargs=zeros)
+    async def nightly(zeros: list[int]) -> None: ...
+
+    @app.periodic("* * * * * *", name="small")
+    async def small() -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.start()
+        for _ in range(3):
+            sched.cursors = {name: cursor - timedelta(seconds=2)
+                             for name, cursor in sched.cursors.items()}  # fmt: skip
+            await sched.step()
+    await close(sched)
+    errors = [(r.action, r.periodic) for r in caplog.records]  # type: ignore[attr-defined]
+    assert errors == [("periodic_refused", "big"), ("periodic_refused", "nightly")]
+    assert "active_jobs_payload_check" in caplog.text
+    assert [p.name for p in sched.periodics] == ["small"]
+    fired = "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs"
+    assert query(dsn, fired) == [("small",)]
+
+
+async def test_a_prune_stalled_between_its_statements_does_not_hold_the_schedule_back(
+    dsn: str,
+) -> None:
+    """A prune takes its names' locks, then its client stops before the delete (SIGSTOP, an
+    event loop blocked by a task), its transaction open. The server ends that transaction
+    after a few seconds idle, so another scheduler's insert of the name, which waits for the
+    lock, goes on and fires its ticks. Before, it waited as long as the stalled process lived,
+    and so did every scheduler's: none of that schedule's ticks fired."""
+    app = make_app(dsn)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
+    prune = _store.ticks_prune({"beat": 10}, 10)
+    with psycopg.connect(dsn) as stalled:
+        with stalled.cursor() as cur:
+            assert _store.run(cur, prune.first) == ["beat"]  # and then nothing
+        sched.cursors = {"beat": now - timedelta(seconds=3)}
+        fire = sched.fire(app.periodics["beat"], now)
+        await asyncio.wait_for(fire, 60)  # a guard against hanging, not a measure
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            stalled.execute("SELECT 1")
+    await close(sched)
+    assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
+
+
+async def test_a_rare_schedule_another_app_pruned_still_catches_up_its_missed_tick(
+    dsn: str,
+) -> None:
+    """Another app on the database (which does not know the name) prunes all ticks of a yearly
+    schedule once older than 7 days, its latest too. Its workers then restart just after its
+    tick, within catch_up: that tick still fires, as it does when the latest tick is kept.
+    Before, the schedule started afresh at now() and the year's tick was lost, unlogged; and
+    ``cron list`` showed no last tick, as for a schedule that never fired."""
+    [pruner] = await schedulers(make_app(dsn), 1)
+    now = (await db_now(pruner.db)).replace(second=0, microsecond=0)
+    due = now - timedelta(minutes=2)
+    app = pgqueue.PgQueue(dsn)
+    expression = f"{due.minute} {due.hour} {due.day} {due.month} *"
+    app.periodic(expression, name="yearly", catch_up=600)(app.task(_noop))
+    last_year = normalize(app.periodics["yearly"].cron, due - timedelta(seconds=1))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('yearly', %s)",
+          (last_year,))  # fmt: skip
+    assert await pruner.prune() == 1
+    assert query(dsn, WATERMARKS) == [("yearly", last_year)]
+    assert [s.last_tick for s in pgqueue.cron_list(app)] == [last_year]  # not "-": never fired
+    [sched] = await schedulers(app, 1)
+    await sched.step()
+    await close(pruner, sched)
+    fired = "SELECT meta->>'tick' FROM pgqueue.jobs WHERE meta->>'periodic' = 'yearly'"
+    assert query(dsn, fired) == [(due.isoformat(),)]
+
+
+async def test_an_insert_stalled_holding_its_lock_holds_back_no_other_scheduler(dsn: str) -> None:
+    """A scheduler stops (SIGSTOP) between its two pipelined statements: it holds the name's
+    lock shared, its transaction open and not idle. A prune then asks for the lock, and gives
+    up after 5 s instead of waiting in the queue, where every later insert of the name
+    waited behind it: another scheduler's ticks fire. Before, none did while the first lived."""
+    app = make_app(dsn)
+    [sched, pruner] = await schedulers(app, 2)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
+               " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
+    with psycopg.connect(dsn) as stalled:
+        _store.run(
+            stalled.cursor(), _store.ticks_insert(app.periodics["beat"].tick_job(), [], 1).first
+        )
+        prune = asyncio.create_task(pruner.prune())
+        await until_waiting(dsn, 1, prune)
+        sched.cursors = {"beat": now - timedelta(seconds=3)}
+        fire = sched.fire(app.periodics["beat"], now)
+        await asyncio.wait_for(fire, 60)  # a guard against hanging, not a measure
+        assert await asyncio.wait_for(prune, 60) == 0  # postponed: the next prune deletes
+    await close(sched, pruner)
+    assert [n for _tick, n in tick_jobs(dsn)] == [1, 1, 1]
+
+
+async def test_a_watermark_written_by_hand_for_the_far_future_does_not_stop_the_start(
+    dsn: str,
+) -> None:
+    """A schedule without tick rows goes on from its watermark; one SQL wrote for year 9999,
+    from which no next tick can be computed, is left out as a future tick is (the insert
+    still refuses ticks below it): the scheduler starts, at now()."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("0 0 1 1 *", name="yearly")(app.task(_noop))
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('yearly', '9999-12-30 00:00+00')")
+    [sched] = await schedulers(app, 1)
+    await sched.start()
+    now = await db_now(sched.db)
+    await close(sched)
+    assert sched.cursors["yearly"] <= now
+    assert [s.last_tick for s in pgqueue.cron_list(app)] == [None]
+
+
+async def test_kwargs_the_connections_encoding_cannot_carry_are_refused_like_the_databases(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a connection in LATIN1 (a LATIN1 database's default, or client_encoding in the DSN),
+    a euro sign in kwargs cannot even be sent: that schedule is refused at start, once, and
+    the others fire. The start's trial raised psycopg's UnicodeEncodeError out of the start
+    itself, so that no schedule of the worker fired."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * * *", name="euro", kwargs={"price": "9 €"})(app.task(_price))
+    app.periodic("* * * * * *", name="small")(app.task(_noop))
+    sched = Scheduler(app.periodics.values(), Db(make_conninfo(dsn, client_encoding="LATIN1"), "t"))
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.start()
+        sched.cursors["small"] -= timedelta(seconds=2)
+        await sched.step()
+    await close(sched)
+    errors = [(r.action, r.periodic) for r in caplog.records]  # type: ignore[attr-defined]
+    assert errors == [("periodic_refused", "euro")]
+    assert "'latin-1' codec can't encode" in caplog.text
+    assert query(dsn, "SELECT DISTINCT meta->>'periodic' FROM pgqueue.jobs") == [("small",)]
+
+
+async def _price(price: str) -> None:
+    """A periodic task's body, with an argument."""

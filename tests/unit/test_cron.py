@@ -167,6 +167,13 @@ def test_unknown_time_zone_is_refused_with_the_value_quoted() -> None:
         CronSpec("* * * * *", "Mars/Olympus")
 
 
+def test_the_hosts_own_zone_is_refused() -> None:
+    """'localtime' is each host's /etc/localtime where tz data links it (Debian, Ubuntu):
+    workers in two zones would fire each tick at two instants, twice. Before, accepted."""
+    with pytest.raises(ValueError, match="time zone 'localtime' is each host's own"):
+        CronSpec("0 2 * * *", "localtime")
+
+
 def test_naive_datetimes_are_refused() -> None:
     """Tick maths never guesses a time zone."""
     with pytest.raises(ValueError, match="naive"):
