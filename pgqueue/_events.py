@@ -95,11 +95,13 @@ class WorkerEvents:
             self._schedule(callback, event)
 
     def job_ended(self, ctx: JobContext, duration: float, outcome: Outcome) -> None:
-        """Tell the app's ``job_ended`` hooks that ``outcome``, written, ended its job."""
-        event = JobEvent(
-            ctx, outcome.state, duration, outcome.error, outcome.traceback, outcome.result
-        )  # fmt: skip
-        for hook in self.worker.app.hooks.job_ended:
+        """Tell the task's ``job_ended`` hook (see AppHooks) that ``outcome``, written, ended
+        its job."""
+        hook = self.worker.app.hooks.job_ended.get(ctx.task)
+        if hook is not None:
+            event = JobEvent(
+                ctx, outcome.state, duration, outcome.error, outcome.traceback, outcome.result
+            )  # fmt: skip
             self._schedule(hook, event)
 
     def _schedule(self, fn: Callable[[JobEvent], Any], event: JobEvent) -> None:

@@ -179,7 +179,7 @@ class Worker:
         # retried again before that ack is settled (see Acker._doubtful_kind).
         self._retrying: dict[tuple[int, int], list[tuple[JobContext, float, float]]] = {}
         # The jobs whose written end the app's job_ended hooks hear of (see _settled):
-        # (context, duration) by (id, attempt), held only while the app has such hooks.
+        # (context, duration) by (id, attempt), held only for the tasks that have one.
         self._ending: dict[tuple[int, int], list[tuple[JobContext, float]]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -782,7 +782,8 @@ class Worker:
             if outcome is not None and (ctx.cancel_reason is None or self._kept(outcome, ctx)):
                 crash_point("after_side_effect")
                 self._acker.add(outcome)
-                if self.app.hooks.job_ended:  # told once written (see _settled)
+                ended = self.app.hooks.job_ended
+                if ended and job.task in ended:  # told once written (see _settled)
                     ending = (ctx, time.monotonic() - started)
                     self._ending.setdefault(outcome.claim, []).append(ending)
                 if outcome.state == "queued":  # the ack may end it cancelled: report it then

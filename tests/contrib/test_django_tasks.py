@@ -665,8 +665,9 @@ async def test_a_cancel_committed_after_the_attempt_ended_is_its_end_in_the_sign
         try:
             return await call_next()
         except ValueError:
-            async with await psycopg.AsyncConnection.connect(django_db, autocommit=True) as conn:
-                await app.acancel(conn, job.id)
+            # On the loop, blocking it: the worker cannot hear of the request before the end.
+            with psycopg.connect(django_db, autocommit=True) as conn:
+                app.cancel(conn, job.id)
             raise
 
     monkeypatch.setattr(app.hooks, "middleware", [cancel_after_failure])

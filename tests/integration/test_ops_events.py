@@ -109,7 +109,7 @@ async def test_job_ended_hooks_hear_of_each_jobs_end_once_it_is_written(
         seen.append((event.state, event.job.attempt, event.result, row))
 
     app = make_app(dsn)
-    app.hooks.job_ended.append(ended)
+    app.hooks.job_ended["work"] = ended
     await run_jobs(dsn, conn, app, 7, -1)
     assert sorted(seen, key=str) == sorted(
         [("succeeded", 1, 7, [("succeeded", 1)]), ("failed", 2, None, [("failed", 2)])],

@@ -42,8 +42,7 @@ def register(task: Any, max_attempts: int) -> None:
     if name in app.tasks:
         raise ValueError(f"{name!r} is already a pgqueue task: give one of them another name")
     _tasks[name] = task
-    if send_finished not in app.hooks.job_ended:
-        app.hooks.job_ended.append(send_finished)
+    app.hooks.job_ended[name] = send_finished
     is_async = inspect.iscoroutinefunction(task.func)
     app.task(
         name=name, executor="async" if is_async else "thread", queue=task.queue_name,
@@ -82,9 +81,7 @@ def send_finished(event: JobEvent) -> None:
     app ``job_ended`` hook), with the result ``get_result`` reads: what the row says. A row
     no longer ended (retried by hand since) or gone sends nothing; a receiver's error is
     logged by the worker (``callback_error``) and leaves the job as it ended."""
-    task = _tasks.get(event.job.task)
-    if task is None:
-        return
+    task = _tasks[event.job.task]
     _conf.release_connections()
     try:
         result = task.get_backend().get_result(str(event.job.id))
