@@ -6,6 +6,10 @@ does when the ``@task`` decorator creates it. So the worker runs exactly the Dja
 defined in modules it imported itself: every installed app's ``tasks`` module (autodiscovered
 by the app's ``ready()``), the modules those import, and ``PGQUEUE["TASK_MODULES"]``. A row
 naming anything else fails as an unknown task; nothing is imported on its behalf.
+
+``task_started`` is sent by the runner, as each attempt starts; ``task_finished`` by the
+worker once it wrote the job's end (an app ``job_ended`` hook), from the row: nothing here
+guesses what the worker will record.
 """
 
 from __future__ import annotations
