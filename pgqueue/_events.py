@@ -96,9 +96,23 @@ class WorkerEvents:
         if logged:
             _log_event(event)
         if callback is not None:
-            future = asyncio.ensure_future(self._run_callback(callback, event))
-            self._callbacks.add(future)
-            future.add_done_callback(self._ended)
+            self._schedule(callback, event)
+
+    def job_ended(self, ctx: JobContext, duration: float, outcome: Outcome) -> None:
+        """Tell the task's ``job_ended`` hook (see AppHooks) that ``outcome``, written, ended
+        its job."""
+        hook = self.worker.app.hooks.job_ended.get(ctx.task)
+        if hook is not None:
+            event = JobEvent(
+                ctx, outcome.state, duration, outcome.error, outcome.traceback, outcome.result
+            )  # fmt: skip
+            self._schedule(hook, event)
+
+    def _schedule(self, fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
+        """Run callback ``fn`` off the loop; :meth:`drain` waits for it at shutdown."""
+        future = asyncio.ensure_future(self._run_callback(fn, event))
+        self._callbacks.add(future)
+        future.add_done_callback(self._ended)
 
     def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
         if state == "succeeded":

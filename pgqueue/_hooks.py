@@ -53,6 +53,11 @@ class AppHooks:
     def __init__(self) -> None:
         self.middleware: list[Middleware] = []
         self.enqueue_meta: list[MetaHook] = []
+        # By task name: told of each job of that task a worker ended, once its last outcome
+        # is written; the event says what was written (succeeded, failed, or cancelled, a
+        # retry JOBS_ACK cancelled too). Run off the loop as on_success is: an integration
+        # reading the row reads it ended (the Django tasks backend's task_finished).
+        self.job_ended: dict[str, Callback] = {}
 
     def job_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
         """The ``meta`` to store for a new job, after every enqueue hook."""

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pgqueue._metrics import MetricsServer
 
 log = logging.getLogger("pgqueue.worker")
+_Held = TypeVar("_Held")
 
 Service = Callable[["Worker"], Awaitable[None]]
 """A coroutine run beside the claimer for the worker's whole life (scheduler, metrics, ...)."""
@@ -183,6 +184,9 @@ class Worker:
         # oldest first: an attempt given back whose ack's reply was lost may be claimed and
         # retried again before that ack is settled (see Acker._doubtful_kind).
         self._retrying: dict[tuple[int, int], list[tuple[JobContext, float, float]]] = {}
+        # The jobs whose written end the app's job_ended hooks hear of (see _settled):
+        # (context, duration) by (id, attempt), held only for the tasks that have one.
+        self._ending: dict[tuple[int, int], list[tuple[JobContext, float]]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
@@ -820,6 +824,10 @@ class Worker:
             if outcome is not None and (ctx.cancel_reason is None or self._kept(outcome, ctx)):
                 crash_point("after_side_effect")
                 self._acker.add(outcome)
+                ended = self.app.hooks.job_ended
+                if ended and job.task in ended:  # told once written (see _settled)
+                    ending = (ctx, time.monotonic() - started)
+                    self._ending.setdefault(outcome.claim, []).append(ending)
                 if outcome.state == "queued":  # the ack may end it cancelled: report it then
                     report = (ctx, started, time.monotonic())
                     self._retrying.setdefault((job.id, job.attempt), []).append(report)
@@ -865,20 +873,23 @@ class Worker:
         cancel while its attempt ran is cancelled, not queued again (see JOBS_ACK). An outcome
         whose lease passed on is not written (the acker's ack_lease_lost record names it): see
         _unwritten."""
-        if len(acked.ids) == len(written) and not self._retrying:
+        if len(acked.ids) == len(written) and not self._retrying and not self._ending:
             return  # the common case: every outcome written, none of them a retry
         applied = acked.applied()
         for outcome in written:
             if outcome.claim not in applied:
                 self._unwritten(outcome)
                 continue
-            held = self._retry_written(outcome)
-            if held is None:
-                continue
-            ctx, started, ended = held
             if outcome.state == "queued" and outcome.job_id in acked.cancelled:
                 outcome = Outcome(outcome.job_id, outcome.attempt, "cancelled",
                                   error="cancelled on request")  # fmt: skip
+            ending = _oldest(self._ending, outcome.claim)
+            if ending is not None and outcome.state != "queued":
+                self.events.job_ended(*ending, outcome)
+            held = _oldest(self._retrying, outcome.claim)
+            if held is None:
+                continue
+            ctx, started, ended = held
             self._count("retried" if outcome.state == "queued" else outcome.state)
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
@@ -904,19 +915,9 @@ class Worker:
         worker's attempt ends it): a retry was not reported, and another outcome, reported when
         its attempt ended, leaves worker.stats (the events sent stay sent). A failure written
         in place of a refused retry holds that retry's report (see _refused)."""
-        if self._retry_written(outcome) is None and outcome.state != "queued":
+        _oldest(self._ending, outcome.claim)
+        if _oldest(self._retrying, outcome.claim) is None and outcome.state != "queued":
             self._count(outcome.state, -1)
-
-    def _retry_written(self, outcome: Outcome) -> tuple[JobContext, float, float] | None:
-        """Forget, and return, the report of the oldest retry of ``outcome``'s attempt."""
-        key = outcome.claim
-        held = self._retrying.get(key)
-        if not held:
-            return None
-        first = held.pop(0)
-        if not held:
-            del self._retrying[key]
-        return first
 
     def cancel_local(self, job_id: int, reason: str, attempt: int | None = None) -> None:
         """Stop this worker's attempts at ``job_id`` (only ``attempt`` if given); async tasks
@@ -1233,6 +1234,18 @@ class Worker:
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+
+def _oldest(held: dict[tuple[int, int], list[_Held]], claim: tuple[int, int]) -> _Held | None:
+    """Forget, and return, the oldest report ``held`` for ``claim`` (an attempt given back
+    whose ack's reply was lost may end again before that ack is settled)."""
+    reports = held.get(claim)
+    if not reports:
+        return None
+    first = reports.pop(0)
+    if not reports:
+        del held[claim]
+    return first
 
 
 async def _revive(db: Db) -> None:

@@ -648,3 +648,125 @@ async def test_an_unreadable_row_leaves_a_retried_attempts_error_its_own(
     await result.arefresh()
     assert (str(result.status), finished) == ("READY", [])
     assert [e.exception_class for e in result.errors] == [ValueError]
+
+
+async def test_a_cancel_committed_after_the_attempt_ended_is_its_end_in_the_signal(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel requested once a failed attempt with attempts left has ended (here by a
+    middleware, after the task raised), but before the worker writes it, cancels the job:
+    the runner had read no request and sent nothing. task_finished says FAILED, as the row."""
+    import psycopg
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    async def cancel_after_failure(job, call_next):
+        try:
+            return await call_next()
+        except ValueError:
+            # On the loop, blocking it: the worker cannot hear of the request before the end.
+            with psycopg.connect(django_db, autocommit=True) as conn:
+                app.cancel(conn, job.id)
+            raise
+
+    monkeypatch.setattr(app.hooks, "middleware", [cancel_after_failure])
+    result = await sync_to_async(shop.fails.enqueue)()
+    query(django_db, "UPDATE pgqueue.active_jobs SET max_attempts = 2")
+    with _finished_signals() as finished:
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    assert states(django_db) == {"cancelled": 1}
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+    assert [e.exception_class for e in finished[0].errors] == [ValueError]
+
+
+@pytest.mark.parametrize(("name", "status"), [("fails", "SUCCESSFUL"), ("add", "FAILED")])
+async def test_a_middleware_changing_the_outcome_is_what_the_signal_says(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch, name: str, status: str
+) -> None:
+    """Middleware around the attempt may turn the task's error into a value, or its value
+    into an error: task_finished said what the task did. It says what was written."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    async def turn_over(job, call_next):
+        try:
+            await call_next()
+        except ValueError:
+            return "rescued"
+        raise LookupError("refused")
+
+    monkeypatch.setattr(app.hooks, "middleware", [turn_over])
+    task = getattr(shop, name)
+    result = await sync_to_async(task.enqueue)(*([1, 2] if name == "add" else []))
+    with _finished_signals() as finished:
+        await _run_all(django_db, 1)
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == [status]
+    if status == "SUCCESSFUL":
+        assert finished[0].return_value == result.return_value == "rescued"
+    else:
+        assert [e.exception_class for e in finished[0].errors] == [LookupError]
+
+
+async def test_a_receiver_that_raises_leaves_the_job_as_it_ended(
+    shop, django_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task_finished receiver raising failed the job it was told had succeeded. The signal
+    is sent once the end is written: the job stays SUCCESSFUL and the worker logs the error."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+
+    def receive(sender, task_result, **kwargs) -> None:
+        raise RuntimeError("receiver broke")
+
+    result = await sync_to_async(shop.add.enqueue)(1, 2)
+    dt.task_finished.connect(receive)
+    try:
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    await result.arefresh()
+    assert (str(result.status), result.return_value) == ("SUCCESSFUL", 3)
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "callback_error"]
+    assert record.exc_info is not None and "receiver broke" in str(record.exc_info[1])
+
+
+async def test_a_slow_receiver_does_not_hold_the_worker(shop, django_db: str) -> None:
+    """Receivers run off the event loop: one blocked until another job's task_finished
+    arrives lets the worker run that job and send its signal meanwhile."""
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import _compat as dt
+
+    arrived: list[int] = []
+    second = threading.Event()
+    released: list[bool] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        arrived.append(task_result.return_value)
+        if len(arrived) == 1:
+            released.append(second.wait(timeout=60))
+        else:
+            second.set()
+
+    async def enqueue_the_second_once_the_first_is_signalled() -> None:
+        while not arrived:
+            await asyncio.sleep(0.02)
+        await sync_to_async(shop.add.enqueue)(2, 2)
+
+    await sync_to_async(shop.add.enqueue)(1, 1)
+    dt.task_finished.connect(receive)
+    try:
+        feeder = asyncio.ensure_future(enqueue_the_second_once_the_first_is_signalled())
+        await _run_all(django_db, 2)
+        await feeder
+    finally:
+        feeder.cancel()
+        dt.task_finished.disconnect(receive)
+    assert (released, arrived) == ([True], [2, 4])

@@ -113,6 +113,29 @@ async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn
     )
 
 
+async def test_job_ended_hooks_hear_of_each_jobs_end_once_it_is_written(
+    dsn: str, conn: Any
+) -> None:
+    """An app's job_ended hooks run once per job, off the loop, after its end is written:
+    the row they read is the one the event describes; a retry is not an end."""
+    seen: list[tuple[str, int, Any, list[Any]]] = []
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        with psycopg.connect(dsn) as other:
+            row = other.execute(
+                "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s", [event.job.id]
+            ).fetchall()
+        seen.append((event.state, event.job.attempt, event.result, row))
+
+    app = make_app(dsn)
+    app.hooks.job_ended["work"] = ended
+    await run_jobs(dsn, conn, app, 7, -1)
+    assert sorted(seen, key=str) == sorted(
+        [("succeeded", 1, 7, [("succeeded", 1)]), ("failed", 2, None, [("failed", 2)])],
+        key=str,
+    )
+
+
 async def test_callbacks_slower_than_the_jobs_do_not_pile_up_without_end(
     dsn: str, conn: Any, caplog: Any
 ) -> None:
