@@ -590,8 +590,10 @@ async def test_an_async_attempt_a_shutdown_stops_signals_as_the_worker_records_i
 
     result = await sync_to_async(getattr(shop, name).enqueue)()
     with _finished_signals() as finished:
+        # The signal is sent within the shutdown's drain of callbacks, shutdown_timeout long:
+        # 2 s, not 0.1, so that a loaded machine's row read still makes it.
         worker = app.worker(
-            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.1
+            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=2.0
         )
         await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
     await result.arefresh()
