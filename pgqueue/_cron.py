@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from croniter import croniter
 
@@ -147,13 +147,15 @@ def _ticks_after(spec: CronSpec, after: datetime) -> Iterator[datetime]:
     """The ticks strictly after ``after`` (UTC), oldest first, each once.
 
     croniter walks the wall-clock times (naive, so it never sees a DST change) and each wall
-    time becomes its instants: both occurrences of a repeated time, the end of the gap for a
-    time that does not exist. Instants do not follow wall order inside a fold, but the earliest
-    instant of a wall time never decreases, so the later occurrences wait in a heap until no
-    wall time can come before them.
+    time becomes its instants: the end of the gap for a time that does not exist; for a
+    repeated time its first occurrence, and its second too when the hours are a wildcard.
+    Instants do not follow wall order inside a fold, but the earliest instant of a wall time
+    never decreases, so the later occurrences wait in a heap until no wall time can come
+    before them.
     """
     zone = spec.zone
     walls = _croniter(spec.expression, _first_wall(after, zone))
+    repeats = every_nth_hour(walls.expanded[1])
     pending: list[datetime] = []
     last = after
     while True:
@@ -167,10 +169,23 @@ def _ticks_after(spec: CronSpec, after: datetime) -> Iterator[datetime]:
         if first > last:
             yield first
             last = first
-        for tick in later:
+        for tick in later if repeats else ():
             heappush(pending, tick)
         if gap:  # every wall time up to the end of the gap would give the same instant
             walls.set_current(_wall(first, zone))
+
+
+def every_nth_hour(hours: Sequence[int | str]) -> bool:
+    """Whether croniter's expanded hour field is a wildcard: every hour (``*``, ``0-23``) or
+    every n-th from midnight (``*/n``, however spelled), as opposed to hours of their own.
+
+    Such a schedule is an interval: it fires in both occurrences of a repeated hour rather than
+    pause, as cron runs its wildcard jobs; one at hours of its own (a nightly job) fires once.
+    """
+    step = hours[1] if len(hours) > 1 else None
+    if isinstance(step, int):
+        return list(hours) == list(range(0, 24, step))
+    return list(hours) == ["*"]
 
 
 def _instants(wall: datetime, zone: ZoneInfo) -> tuple[list[datetime], bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -631,6 +631,44 @@ async def test_a_renamed_schedule_fires_under_both_names_while_old_code_runs(dsn
     assert await fire_both(apps, 5) == [
         ("task of report in app 0", 5), ("task of report-v2 in app 1", 5),
     ]  # fmt: skip
+
+
+def night_ticks(dsn: str, name: str) -> list[tuple[datetime, int]]:
+    """(tick, number of jobs) for every tick of the schedule ``name`` that has a job."""
+    rows = query(
+        dsn,
+        "SELECT meta->>'tick', count(*) FROM pgqueue.jobs WHERE meta->>'periodic' = %s"
+        " GROUP BY 1 ORDER BY 1",
+        (name,),
+    )
+    return [(datetime.fromisoformat(tick), count) for tick, count in rows]
+
+
+async def test_a_rolling_deploy_over_the_autumn_change_fires_at_worst_what_old_code_did(
+    dsn: str,
+) -> None:
+    """On 31 October 2027 Berlin repeats 02:00-03:00: this release fires 02:30 once (CEST),
+    the earlier one fired 02:30 CET too. With both releases scheduling, the first occurrence
+    is one tick for both (one job), and this release adds no tick of its own; the second
+    occurrence fires once if an old worker's scheduler fires it, as before."""
+    app = pgqueue.PgQueue(dsn)
+    for name in ("nightly", "nightly-new"):
+        app.periodic("30 2 * * *", timezone="Europe/Berlin", name=name, catch_up=3 * 3600)(_noop)
+    nightly, nightly_new = app.periodics["nightly"], app.periodics["nightly-new"]
+    cest, cet = datetime(2027, 10, 31, 0, 30, tzinfo=UTC), datetime(2027, 10, 31, 1, 30, tzinfo=UTC)
+    [new, alone] = await schedulers(app, 2)
+    new.cursors = {"nightly": cest - timedelta(hours=1)}
+    await new.fire(nightly, cest + timedelta(minutes=15))
+    # A worker of the earlier release, after the fold, fires what it computes: both 02:30s.
+    old_rule = _store.ticks_insert(nightly.tick_job(), [cest, cet], nightly.keep_seconds)
+    assert [datetime.fromisoformat(t) for _id, t in await alone.db.run(old_rule)] == [cet]
+    await new.fire(nightly, cet + timedelta(minutes=15))
+    assert night_ticks(dsn, "nightly") == [(cest, 1), (cet, 1)]
+    # This release alone, from before the fold to after it: the first occurrence only.
+    alone.cursors = {"nightly-new": cest - timedelta(hours=1)}
+    await alone.fire(nightly_new, cet + timedelta(minutes=15))
+    await close(new, alone)
+    assert night_ticks(dsn, "nightly-new") == [(cest, 1)]
 
 
 async def test_ticks_of_a_queue_no_worker_serves_pile_up_as_queued_jobs(dsn: str) -> None:

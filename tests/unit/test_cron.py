@@ -12,7 +12,14 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgqueue._cron import CronSpec, due_ticks, next_tick, normalize, ticks_between
+from pgqueue._cron import (
+    CronSpec,
+    due_ticks,
+    every_nth_hour,
+    next_tick,
+    normalize,
+    ticks_between,
+)
 
 EXPRESSIONS = [
     "* * * * *", "*/5 * * * *", "0 * * * *", "30 2 * * *", "0 2 * * *", "15,45 1-3 * * *",
@@ -96,17 +103,90 @@ def test_a_skipped_time_with_seconds_fires_at_the_end_of_the_gap() -> None:
     ]  # fmt: skip
 
 
-def test_repeated_hour_in_berlin_fires_in_both_occurrences() -> None:
-    """croniter: 02:30 happens twice on 25 October 2026 in Berlin, and so does the tick."""
-    spec = CronSpec("30 2 * * *", "Europe/Berlin")
-    assert in_utc(spec, utc(2026, 10, 24, 12)) == ["25 00:30", "25 01:30"]
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("30 2 * * *", ["25 00:30"]),  # 02:30 CEST; before, 02:30 CET (01:30 UTC) as well
+        ("30 2 * * 0", ["25 00:30"]),
+        ("30 1-3 * * *", ["25 00:30", "25 02:30"]),  # 02:30 CEST, 03:30 CET
+        ("*/15 2 * * *", ["25 00:00", "25 00:15", "25 00:30", "25 00:45"]),
+    ],
+)
+def test_a_fixed_hour_in_berlins_repeated_hour_fires_once_at_its_first_occurrence(
+    expression: str, expected: list[str]
+) -> None:
+    """02:00-03:00 happens twice on 25 October 2026 in Berlin: a schedule with fixed hours
+    fires in it at CEST only, as cron does; before, it fired again in CET, a nightly job twice."""
+    spec = CronSpec(expression, "Europe/Berlin")
+    assert in_utc(spec, utc(2026, 10, 24, 23, 59), 0.125) == expected
+    # From a cursor between the two occurrences (a scheduler that has just fired), too.
+    assert in_utc(spec, utc(2026, 10, 25, 0, 59), 0.0625) == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("30 * * * *", ["25 00:30", "25 01:30", "25 02:30"]),
+        ("30 */1 * * *", ["25 00:30", "25 01:30", "25 02:30"]),
+        ("30 0-23 * * *", ["25 00:30", "25 01:30", "25 02:30"]),
+        ("30 */2 * * *", ["25 00:30", "25 01:30"]),  # 02:30 CEST, 02:30 CET, then 04:30 CET
+        ("30 0-23/2 * * *", ["25 00:30", "25 01:30"]),
+    ],
+)
+def test_a_wildcard_hour_in_berlins_repeated_hour_fires_in_both_occurrences(
+    expression: str, expected: list[str]
+) -> None:
+    """An hourly or every-n-hours schedule keeps its interval through the repeated hour: it
+    fires at 02:30 CEST and at 02:30 CET, and no gap grows longer than the interval."""
+    spec = CronSpec(expression, "Europe/Berlin")
+    assert in_utc(spec, utc(2026, 10, 25, 0), 0.125) == expected
 
 
 def test_new_york_follows_the_same_rules() -> None:
-    """croniter in New York: skipped 02:30 moves to 03:00 EDT; the repeated 01:30 fires twice."""
+    """In New York: skipped 02:30 moves to 03:00 EDT; the repeated 01:30 fires once (EDT)."""
     assert in_utc(CronSpec("30 2 * * *", "America/New_York"), utc(2026, 3, 7, 12)) == ["08 07:00"]
     spec = CronSpec("30 1 * * *", "America/New_York")
-    assert in_utc(spec, utc(2026, 10, 31, 12)) == ["01 05:30", "01 06:30"]
+    assert in_utc(spec, utc(2026, 10, 31, 12)) == ["01 05:30"]
+    hourly = CronSpec("30 * * * *", "America/New_York")
+    assert in_utc(hourly, utc(2026, 11, 1, 5), 0.125) == ["01 05:30", "01 06:30", "01 07:30"]
+
+
+def test_a_repeated_time_with_seconds_fires_once_unless_the_hours_are_a_wildcard() -> None:
+    """With a seconds field, 02:30:15 fires at its first occurrence only (02:30:15 CEST); an
+    every-20-seconds schedule fires through both occurrences of the repeated hour."""
+    start = utc(2026, 10, 25, 0)
+    daily = CronSpec("30 2 * * * 15", "Europe/Berlin")
+    assert ticks_between(daily, start, start + timedelta(hours=3)) == [utc(2026, 10, 25, 0, 30, 15)]
+    spec = CronSpec("30 * * * * */20", "Europe/Berlin")
+    assert ticks_between(spec, start, start + timedelta(hours=2)) == [
+        utc(2026, 10, 25, h, 30, s) for h in (0, 1) for s in (0, 20, 40)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hours", "wildcard"),
+    [
+        ("*", True), ("*/1", True), ("0-23", True), ("*/2", True), ("0-23/3", True),
+        ("0,12", True), ("*/13", True), ("2", False), ("1-3", False), ("1-23/2", False),
+        ("0,2,4", False), ("*/24", False), ("0", False),
+    ],
+)  # fmt: skip
+def test_an_hour_field_is_a_wildcard_when_it_names_every_nth_hour_from_midnight(
+    hours: str, wildcard: bool
+) -> None:
+    """``*``, ``*/n`` and their other spellings are intervals; other hour fields name hours."""
+    assert every_nth_hour(croniter(f"0 {hours} * * *").expanded[1]) is wildcard
+
+
+def test_catch_up_across_berlins_repeated_hour_gives_the_first_occurrence_only() -> None:
+    """A scheduler back after the fold catches up 02:30 CEST and nothing at 02:30 CET; with a
+    window that starts between the two, 02:30 CEST is skipped and no second one is due."""
+    spec = CronSpec("30 2 * * *", "Europe/Berlin")
+    cursor, now = utc(2026, 10, 25), utc(2026, 10, 25, 1, 45)  # 02:45 CET
+    assert due_ticks(spec, cursor, now, timedelta(hours=2)).due == [utc(2026, 10, 25, 0, 30)]
+    late = due_ticks(spec, cursor, now, timedelta(minutes=30))
+    assert late.due == [] and late.skipped == [utc(2026, 10, 25, 0, 30)]
+    assert late.cursor == now
 
 
 def test_seconds_are_the_sixth_field() -> None:
@@ -219,13 +299,15 @@ def test_successive_passes_yield_every_tick_once(
 
 
 @pytest.mark.parametrize(
-    ("expression", "minutes"), [("*/20 * * * *", [10]), ("*/7 * * * *", [5, 12, 19, 26])]
+    ("expression", "minutes"),
+    [("*/20 * * * *", [10]), ("*/7 * * * *", [5, 12, 19, 26]), ("*/20 1 * * *", [])],
 )
-def test_lord_howe_repeated_half_hour_fires_in_both_occurrences(
+def test_lord_howe_repeated_half_hour_fires_in_both_occurrences_for_wildcard_hours(
     expression: str, minutes: list[int]
 ) -> None:
     """Lord Howe goes back from 02:00 +11 to 01:30 +10:30 on 5 April 2026 (15:00 UTC): as in
-    Berlin, a time in the repeated half hour fires in its second occurrence too."""
+    Berlin, a time in the repeated half hour fires in its second occurrence too when the hours
+    are a wildcard, and only in its first (01:40 +11, 14:40 UTC) when they are fixed."""
     spec = CronSpec(expression, "Australia/Lord_Howe")
     expected = [utc(2026, 4, 4, 15, m) for m in minutes]
     assert ticks_between(spec, utc(2026, 4, 4, 15), utc(2026, 4, 4, 15, 29)) == expected
@@ -245,7 +327,8 @@ DST_DAYS = [
 MINUTE, SECOND = timedelta(minutes=1), timedelta(seconds=1)
 DST_EXPRESSIONS = [
     "*/3 * * * *", "*/7 * * * *", "*/20 * * * *", "0 * * * *", "30 2 * * *", "40 1 * * *",
-    "15,45 1-3 * * *", "10-50/10 2 * * *",
+    "15,45 1-3 * * *", "10-50/10 2 * * *", "*/15 2 * * *", "0 1-3 * * *", "*/10 */2 * * *",
+    "45 0-23 * * *",
 ]  # fmt: skip
 
 
@@ -264,15 +347,26 @@ def matcher(expression: str) -> Callable[[datetime], bool]:
     )
 
 
-def brute_force(expression: str, zone: str, day: date) -> list[datetime]:
+def wildcard_hours(expression: str) -> bool:
+    """Whether the hour field, as written, is every hour or ``*/n``: an interval."""
+    hours = expression.split()[1]
+    return hours in ("*", "0-23") or hours.startswith("*/")
+
+
+def brute_force(expression: str, zone: str, day: date, both: bool | None = None) -> list[datetime]:
     """The ticks in (midnight, next midnight], minute by minute: every instant whose wall
-    time matches, and for a matching wall time that does not exist, the first instant after
-    the clocks passed it."""
+    time matches, but a repeated wall time only at its first instant unless the hours are a
+    wildcard (or ``both``, the rule before); and for a matching wall time that does not exist,
+    the first instant after the clocks passed it."""
     matches, (start, end) = matcher(expression), local_day(zone, day)
+    both = wildcard_hours(expression) if both is None else both
     instants = [start + timedelta(minutes=m) for m in range(1, (end - start) // MINUTE + 1)]
     walls = [(u, u.astimezone(ZoneInfo(zone)).replace(tzinfo=None)) for u in instants]
-    ticks = {u for u, wall in walls if matches(wall)}
-    existing = {wall for _, wall in walls}
+    ticks, existing = set(), set()
+    for u, wall in walls:
+        if matches(wall) and (both or wall not in existing):
+            ticks.add(u)
+        existing.add(wall)
     for m in range(1, 24 * 60 + 1):
         wall = datetime.combine(day, time()) + timedelta(minutes=m)
         if wall not in existing and matches(wall):
@@ -286,13 +380,16 @@ def test_ticks_of_a_dst_day_match_brute_force_from_any_cursor(
     expression: str, zone: str, day: date
 ) -> None:
     """On a day the clocks change, the ticks are the brute-force ones (a repeated time fires
-    in both occurrences, a skipped one at the end of the gap) and do not depend on where the
-    cursor starts: from any later cursor, the ticks are the rest of the same list."""
+    at its first occurrence, and its second too for wildcard hours; a skipped one at the end
+    of the gap), a subset of the ticks of the rule before (both occurrences, always), and do
+    not depend on where the cursor starts: from any later cursor, the rest of the same list."""
     spec = CronSpec(expression, zone)
     start, end = local_day(zone, day)
     assert start.astimezone(spec.zone).utcoffset() != end.astimezone(spec.zone).utcoffset()
     ticks = ticks_between(spec, start, end)
     assert ticks == brute_force(expression, zone, day)
+    # A rolling deploy: workers of the rule before fire no tick this rule does not have.
+    assert set(ticks) <= set(brute_force(expression, zone, day, both=True))
     cursors = {start + timedelta(seconds=s) for s in range(0, (end - start) // MINUTE * 60, 617)}
     # On and just before each tick of the early hours, where the clocks change.
     early = [t for t in ticks if t < start + timedelta(hours=6)]
