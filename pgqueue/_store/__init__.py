@@ -920,8 +920,9 @@ def listen_cancel() -> Query[None]:
 
 def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
     """Queue failed or cancelled jobs again under their ids (``pgqueue.retry()``); returns the
-    ids requeued, in input order."""
-    return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
+    ids requeued, in id order. Each is locked once, in id order, as JOBS_RETRY_FAILED does:
+    in the order given, two retries of the same jobs could each hold one the other waits for."""
+    return Query(q.JOBS_RETRY, {"ids": sorted(set(ids))}, _first_column)
 
 
 def schema_lock() -> Query[None]:

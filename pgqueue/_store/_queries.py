@@ -1117,6 +1117,8 @@ LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
 # Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
 # attempts, their error history kept, through the SQL function pgqueue.retry()
 # (0008_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
+# The function scan calls pgqueue.retry() in the array's order, which jobs_retry sorts: rows
+# are locked in id order, as JOBS_RETRY_FAILED locks them, so the two cannot deadlock.
 JOBS_RETRY: LiteralString = """
 SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
  WHERE pgqueue.retry(u.id)
