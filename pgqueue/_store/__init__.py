@@ -707,6 +707,12 @@ async def ajobs_copy(
 # -- worker sessions (issue 7) ----------------------------------------------------------------
 
 
+def timeouts_set_local(lock: float, statement: float) -> Query[None]:
+    """Bound, until the transaction ends, each statement's wait for a lock and its run (s)."""
+    ms = {"lock": str(round(lock * 1000)), "run": str(round(statement * 1000))}
+    return Query(q.TIMEOUTS_SET_LOCAL, ms, _nothing)
+
+
 def session_async_commit() -> Query[None]:
     """Let this session's commits return before the WAL is flushed."""
     return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)

@@ -1375,6 +1375,12 @@ COPY pgqueue.active_jobs
 FROM STDIN
 """
 
+# For this transaction only (SET LOCAL, which a pooler in transaction mode keeps to it): how
+# long a statement may wait for a lock, and run, in milliseconds.
+TIMEOUTS_SET_LOCAL: LiteralString = """
+SELECT set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(run)s, true)
+"""
+
 # -- worker sessions (issue 7) ----------------------------------------------------------------
 
 # A worker's own writes need not wait for the WAL flush (see docs/performance.md).

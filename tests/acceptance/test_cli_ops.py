@@ -11,7 +11,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests.acceptance.conftest import usage_error
 from tests.helpers import query, states
@@ -471,6 +473,33 @@ def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str)
     pgqueue(dsn, "healthcheck", "--worker", "w1", ok=False)
     down = pgqueue("postgresql://postgres@127.0.0.1:1/x", "healthcheck", ok=False).stderr
     assert down.startswith("Error: cannot reach the database") and down.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "args"),
+    [("worker_processes", ("--worker", "w1")), ("alembic_version", ())],
+)
+def test_healthcheck_held_up_by_a_lock_ends_with_one_line_naming_the_timeout(
+    dsn: str, table: str, args: tuple[str, ...]
+) -> None:
+    """A lock held on a table healthcheck reads (a migration, a VACUUM FULL, a LOCK TABLE)
+    made it wait for as long as the lock was held, until the orchestrator killed it: a
+    timeout, not an answer. It now gives up after a few seconds, exit 1 with one line that
+    says which timeout ended it."""
+    with psycopg.connect(dsn) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.Identifier("pgqueue", table)))  # fmt: skip
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pgqueue", "--dsn", dsn, "healthcheck", *args],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise AssertionError("healthcheck waits for the lock") from None
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("Error: no answer within "), done.stderr
+    assert "lock timeout" in done.stderr, done.stderr
 
 
 def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
