@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import ConfigurationError, first_line
+from pgqueue._errors import ConfigurationError, error_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._outage import Outage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -104,16 +105,16 @@ class WorkerMetrics:
 
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
-        failures = 0
+        reads = Outage()
         while True:
             try:
                 await self.refresh()
-                failures = 0
+                reads.ended()
             except (psycopg.Error, OSError) as exc:
-                failures += 1  # the traceback once an outage, not every interval
-                log.warning("reading queue depth failed (%s: %s)", type(exc).__name__,
-                            first_line(exc), exc_info=failures == 1,
-                            extra={"action": "metrics_error"})  # fmt: skip
+                n = reads.failed()
+                log.warning("reading queue depth failed (%s), %d in a row", error_line(exc), n,
+                            exc_info=n == 1,
+                            extra={"action": "metrics_error", "failures": n})  # fmt: skip
             await asyncio.sleep(interval)
 
     async def refresh(self) -> None:
