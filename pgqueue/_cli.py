@@ -17,7 +17,7 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn, strip_dsn
-from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, first_line
+from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, error_line, first_line
 from pgqueue._logging import configure_logging, json_logging
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
@@ -240,7 +240,7 @@ def load_app(path: str) -> PgQueue:
 
 def _raised_at(exc: Exception) -> str:
     """``Type: message`` and the innermost line of the traceback (a SyntaxError names its)."""
-    text = f"{type(exc).__name__}: {first_line(exc)}"
+    text = error_line(exc)
     frames = traceback.extract_tb(exc.__traceback__)
     if frames and not isinstance(exc, SyntaxError):
         text += f" ({frames[-1].filename}, line {frames[-1].lineno})"

@@ -12,6 +12,11 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def error_line(exc: BaseException) -> str:
+    """``Type: first line`` of ``exc``: the error, as a log line without its traceback says it."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 class PgQueueError(Exception):
     """Base class of every error pgqueue raises on its own account."""
 

@@ -19,6 +19,7 @@ def get_job(conn: SyncConnection, job_id: int) -> Job | None:
 
 
 def retry_jobs(conn: SyncConnection, ids: Sequence[int]) -> list[int]:
-    """Queue failed or cancelled jobs again (same ids, fresh attempts); returns those ids."""
+    """Queue failed or cancelled jobs again (same ids, fresh attempts); returns those ids, in
+    id order (the order they are locked in, as by ``pgqueue jobs retry --failed``)."""
     with sync_cursor(conn) as cur:
         return _store.run(cur, _store.jobs_retry(ids))

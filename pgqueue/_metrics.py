@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import ConfigurationError, first_line
+from pgqueue._errors import ConfigurationError, error_line, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._outage import Outage
 from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
@@ -104,18 +105,17 @@ class WorkerMetrics:
 
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
-        failures = 0
+        reads = Outage()
 
         async def one() -> None:
-            nonlocal failures
             try:
                 await self.refresh()
-                failures = 0
+                reads.ended()
             except (psycopg.Error, OSError) as exc:
-                failures += 1  # the traceback once an outage, not every interval
-                log.warning("reading queue depth failed (%s: %s)", type(exc).__name__,
-                            first_line(exc), exc_info=failures == 1,
-                            extra={"action": "metrics_error"})  # fmt: skip
+                n = reads.failed()
+                log.warning("reading queue depth failed (%s), %d in a row", error_line(exc), n,
+                            exc_info=n == 1,
+                            extra={"action": "metrics_error", "failures": n})  # fmt: skip
             await asyncio.sleep(interval)
 
         await repeat("metrics", one, "loop_error")

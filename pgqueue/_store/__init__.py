@@ -721,6 +721,12 @@ async def ajobs_copy(
 # -- worker sessions (issue 7) ----------------------------------------------------------------
 
 
+def timeouts_set_local(lock: float, statement: float) -> Query[None]:
+    """Bound, until the transaction ends, each statement's wait for a lock and its run (s)."""
+    ms = {"lock": str(round(lock * 1000)), "run": str(round(statement * 1000))}
+    return Query(q.TIMEOUTS_SET_LOCAL, ms, _nothing)
+
+
 def session_async_commit() -> Query[None]:
     """Let this session's commits return before the WAL is flushed."""
     return Query(q.SESSION_ASYNC_COMMIT, None, _nothing)
@@ -952,8 +958,9 @@ def listen_cancel() -> Query[None]:
 
 def jobs_retry(ids: Sequence[int]) -> Query[list[int]]:
     """Queue failed or cancelled jobs again under their ids (``pgqueue.retry()``); returns the
-    ids requeued, in input order."""
-    return Query(q.JOBS_RETRY, {"ids": list(ids)}, _first_column)
+    ids requeued, in id order. Each is locked once, in id order, as JOBS_RETRY_FAILED does:
+    in the order given, two retries of the same jobs could each hold one the other waits for."""
+    return Query(q.JOBS_RETRY, {"ids": sorted(set(ids))}, _first_column)
 
 
 def schema_lock() -> Query[None]:

@@ -1137,6 +1137,8 @@ LISTEN_CANCEL: LiteralString = "LISTEN pgqueue_cancel"
 # Failed or cancelled jobs go back to the queue under the same id with a fresh budget of
 # attempts, their error history kept, through the SQL function pgqueue.retry()
 # (0008_zz_functions.sql). A job whose unique key is held by an active job stays where it is.
+# The function scan calls pgqueue.retry() in the array's order, which jobs_retry sorts: rows
+# are locked in id order, as JOBS_RETRY_FAILED locks them, so the two cannot deadlock.
 JOBS_RETRY: LiteralString = """
 SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
  WHERE pgqueue.retry(u.id)
@@ -1391,6 +1393,12 @@ JOBS_COPY: LiteralString = """
 COPY pgqueue.active_jobs
     (id, args, kwargs, queue, task, priority, max_attempts, run_at, timeout, meta)
 FROM STDIN
+"""
+
+# For this transaction only (SET LOCAL, which a pooler in transaction mode keeps to it): how
+# long a statement may wait for a lock, and run, in milliseconds.
+TIMEOUTS_SET_LOCAL: LiteralString = """
+SELECT set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(run)s, true)
 """
 
 # -- worker sessions (issue 7) ----------------------------------------------------------------

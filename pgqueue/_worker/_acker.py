@@ -12,10 +12,11 @@ from typing import Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import first_line
+from pgqueue._errors import error_line, first_line
 from pgqueue._store import Acked, Outcome
 from pgqueue._worker._db import Db
 from pgqueue._worker._faults import crash_point
+from pgqueue._worker._outage import Outage
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -137,7 +138,7 @@ class Acker:
 
     async def run(self) -> None:
         """Flush batches forever; a failed flush keeps its outcomes and is tried again."""
-        failures = 0
+        writes = Outage()
         while True:
             await self._pending.wait()
             if len(self._buffer) < self.batch:
@@ -146,11 +147,16 @@ class Acker:
                         await self._full.wait()
             try:
                 await self.flush()
-                failures = 0
-            except (psycopg.Error, OSError):  # anything else fails the worker (Worker._fail)
-                failures += 1
-                log.warning("ack failed; will retry", exc_info=True, extra={"action": "ack_error"})
-                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+            except (psycopg.Error, OSError) as exc:  # anything else fails the worker (_fail)
+                n = writes.failed()
+                log.warning("ack failed (%s), %d in a row; will retry", error_line(exc), n,
+                            exc_info=n == 1,
+                            extra={"action": "ack_error", "failures": n})  # fmt: skip
+                await asyncio.sleep(min(5.0, 0.05 * 2**n))
+                continue
+            if failures := writes.ended():
+                log.info("writing outcomes works again after %d failures", failures,
+                         extra={"action": "ack_restored", "failures": failures})  # fmt: skip
 
     async def flush(self) -> None:
         """Write every buffered outcome now."""

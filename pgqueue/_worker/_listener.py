@@ -10,8 +10,9 @@ from collections.abc import Callable, Container
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import first_line
+from pgqueue._errors import error_line
 from pgqueue._worker._db import Db, backoff
+from pgqueue._worker._outage import Outage
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -67,28 +68,27 @@ class _Hints:
 
 
 async def _listen(db: Db, hint: _Hints, stopping: asyncio.Event, ping_interval: float) -> None:
-    failures = 0
+    lost = Outage()
     while not stopping.is_set():
         try:
             conn = await db.connection()
             await db.run(_store.listen_jobs())
             if hint.on_cancel is not None:
                 await db.run(_store.listen_cancel())
-            if failures:
-                log.info("LISTEN re-established", extra={"action": "listen_restored"})
-            failures = 0
+            if failures := lost.ended():
+                log.info("LISTEN re-established after %d failures", failures,
+                         extra={"action": "listen_restored", "failures": failures})  # fmt: skip
             hint.catch_up()
             await _relay(db, conn, hint, stopping, ping_interval)
         except Exception as exc:  # a bug too: claims fall back on polling until it is back
-            failures += 1
+            n = lost.failed()
             await db.close()
-            # The traceback once an outage, not at each failed reconnect.
             log.log(
                 logging.WARNING if isinstance(exc, psycopg.Error | OSError) else logging.ERROR,
-                "LISTEN connection lost (%s: %s); reconnecting", type(exc).__name__,
-                first_line(exc), exc_info=failures == 1, extra={"action": "listen_lost"},
+                "LISTEN connection lost (%s), %d in a row; reconnecting", error_line(exc), n,
+                exc_info=n == 1, extra={"action": "listen_lost", "failures": n},
             )  # fmt: skip
-            await _sleep_unless(stopping, backoff(failures))
+            await _sleep_unless(stopping, backoff(n))
 
 
 async def _relay(

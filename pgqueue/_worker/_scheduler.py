@@ -20,8 +20,10 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._cron import due_ticks, next_tick
+from pgqueue._errors import error_line
 from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
 from pgqueue._worker._db import Db, backoff, session
+from pgqueue._worker._outage import Outage
 
 if TYPE_CHECKING:
     from pgqueue._worker._worker import Worker
@@ -65,6 +67,7 @@ class Scheduler:
     async def run(self, stopping: asyncio.Event) -> None:
         """Fire ticks as they fall due until ``stopping`` is set; database errors are retried."""
         failures = 0
+        outage = Outage()  # of the database: a bug's traceback is written each time
         log.info(
             "scheduler started: %s", ", ".join(f"{p.name} [{p.cron}]" for p in self.periodics),
             extra={"action": "scheduler_started"},
@@ -73,10 +76,15 @@ class Scheduler:
             try:
                 delay = await self.step()
                 failures = 0
-            except (psycopg.Error, OSError):
+                if down := outage.ended():
+                    log.info("scheduler passes work again after %d failures", down,
+                             extra={"action": "scheduler_restored", "failures": down})  # fmt: skip
+            except (psycopg.Error, OSError) as exc:
                 failures += 1
-                log.warning("scheduler pass failed", exc_info=True,
-                            extra={"action": "scheduler_error"})  # fmt: skip
+                n = outage.failed()
+                log.warning("scheduler pass failed (%s), %d in a row", error_line(exc), n,
+                            exc_info=n == 1,
+                            extra={"action": "scheduler_error", "failures": n})  # fmt: skip
                 delay = backoff(failures)
             except Exception:  # a bug must not silently stop this worker's schedules
                 failures += 1

@@ -23,7 +23,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import ConfigurationError, PgQueueError, WorkerFailed, first_line
+from pgqueue._errors import ConfigurationError, PgQueueError, WorkerFailed, error_line, first_line
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -39,6 +39,7 @@ from pgqueue._worker._faults import crash_point
 from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
+from pgqueue._worker._outage import Outage
 from pgqueue._worker._repeat import repeat
 from pgqueue._worker._scheduler import run_scheduler
 
@@ -191,6 +192,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
         self._backlog: set[str] = set(self.queues)  # queues that may have runnable jobs
+        self._claims = Outage()  # claims (and a --burst worker's look for the end) failing
+        self._maintenance_outage = Outage()
         # Where each queue's last claim ended. Until _resume_until, claims resume there (see
         # JOBS_CLAIM_AFTER and _resume_points): set when a claim from the head walked past
         # thousands of index entries it could not take, for _claim_rescan seconds or longer.
@@ -462,7 +465,6 @@ class Worker:
     # -- claiming ---------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        failures = 0
         while not self.stopping.is_set():
             if self._acker.pending >= self._ack_backlog:
                 # Outcomes not yet written keep their rows running: claiming on while the
@@ -507,17 +509,15 @@ class Worker:
                         not backlogged, pages,
                     ))  # fmt: skip
                     self._start_jobs([ClaimedJob(*row) for row in claim.rows])
-                failures = 0
             except (psycopg.Error, OSError) as exc:
-                failures += 1
-                log.warning(
-                    "claim failed; retrying", exc_info=True, extra={"action": "claim_error"}
-                )
+                self._claim_failed(exc)
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
                     await self._fail_uncountable(list(wanted))
-                await self._wait(self.stopping, backoff(failures))
+                await self._wait(self.stopping, backoff(self._claims.failures))
                 self._backlog.update(wanted)
                 continue
+            if self._claims.failures:
+                self._claim_restored()
             self._claim_after.update(claim.ends)
             if not after:  # only a claim from the head decides
                 self._behind_clear_until = now + 2 * self._claim_rescan
@@ -741,12 +741,21 @@ class Worker:
         try:
             await self._acker.flush()
             count = await self._claim_db.run(_store.jobs_count_runnable(list(self.queues)))
-        except (psycopg.Error, OSError):  # as a failed claim: the loop looks again
-            log.warning("burst: checking for the end failed; retrying", exc_info=True,
-                        extra={"action": "claim_error"})  # fmt: skip
-            await self._wait(self.stopping, backoff(1))
+        except (psycopg.Error, OSError) as exc:  # as a failed claim: the loop looks again
+            self._claim_failed(exc, "burst: checking for the end")
+            await self._wait(self.stopping, backoff(self._claims.failures))
             return False
         return count == 0
+
+    def _claim_failed(self, exc: BaseException, what: str = "claim") -> None:
+        n = self._claims.failed()
+        log.warning("%s failed (%s), %d in a row; retrying", what, error_line(exc), n,
+                    exc_info=n == 1, extra={"action": "claim_error", "failures": n})  # fmt: skip
+
+    def _claim_restored(self) -> None:
+        failures = self._claims.ended()
+        log.info("claims work again after %d failures", failures,
+                 extra={"action": "claim_restored", "failures": failures})  # fmt: skip
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None) -> None:
@@ -931,16 +940,22 @@ class Worker:
     # -- heartbeats and maintenance ---------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        failures = 0
+        beats = Outage()
         while True:
-            await self._wait(self._beat_now, backoff(failures) if failures else self.heartbeat)
+            pause = backoff(beats.failures) if beats.failures else self.heartbeat
+            await self._wait(self._beat_now, pause)
             self._beat_now.clear()
             try:
                 await self.extend_leases()
-                failures = 0
-            except (psycopg.Error, OSError):
-                failures += 1
-                log.warning("heartbeat failed", exc_info=True, extra={"action": "heartbeat_error"})
+            except (psycopg.Error, OSError) as exc:
+                n = beats.failed()
+                log.warning("heartbeat failed (%s), %d in a row", error_line(exc), n,
+                            exc_info=n == 1,
+                            extra={"action": "heartbeat_error", "failures": n})  # fmt: skip
+                continue
+            if failures := beats.ended():
+                log.info("heartbeats work again after %d failures", failures,
+                         extra={"action": "heartbeat_restored", "failures": failures})  # fmt: skip
 
     def _cancel_hint(self, worker: str | None) -> None:
         # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds. None:
@@ -972,11 +987,19 @@ class Worker:
     async def _maintenance_pass(self) -> None:
         # Jitter keeps a fleet of workers from sweeping in lock-step.
         await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
+        outage = self._maintenance_outage  # the database's; a bug's traceback: see repeat
         try:
             await self.maintain()
             await self._register_again()
-        except (psycopg.Error, OSError):
-            log.warning("maintenance failed", exc_info=True, extra={"action": "maintenance_error"})
+        except (psycopg.Error, OSError) as exc:
+            n = outage.failed()
+            log.warning("maintenance failed (%s), %d in a row", error_line(exc), n,
+                        exc_info=n == 1,
+                        extra={"action": "maintenance_error", "failures": n})  # fmt: skip
+            return
+        if n := outage.ended():
+            log.info("maintenance works again after %d failures", n,
+                     extra={"action": "maintenance_restored", "failures": n})  # fmt: skip
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""

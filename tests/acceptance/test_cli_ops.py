@@ -13,7 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests.acceptance.conftest import usage_error
 from tests.helpers import query, states
@@ -473,6 +475,47 @@ def test_healthcheck_checks_database_schema_and_worker(dsn: str, empty_dsn: str)
     pgqueue(dsn, "healthcheck", "--worker", "w1", ok=False)
     down = pgqueue("postgresql://postgres@127.0.0.1:1/x", "healthcheck", ok=False).stderr
     assert down.startswith("Error: cannot reach the database") and down.count("\n") == 1
+
+
+def healthcheck_behind_a_lock(dsn: str, table: str, *args: str, via: str = "") -> str:
+    """What ``healthcheck ARGS`` (on ``via``, else ``dsn``) ends with while another connection
+    holds an ACCESS EXCLUSIVE lock on ``pgqueue.<table>``; it must exit 1."""
+    with psycopg.connect(dsn) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            sql.Identifier("pgqueue", table)))  # fmt: skip
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pgqueue", "--dsn", via or dsn, "healthcheck", *args],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise AssertionError("healthcheck waits for the lock") from None
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "args"),
+    [("worker_processes", ("--worker", "w1")), ("alembic_version", ())],
+)
+def test_healthcheck_held_up_by_a_lock_ends_with_one_line_naming_the_timeout(
+    dsn: str, table: str, args: tuple[str, ...]
+) -> None:
+    """A lock held on a table healthcheck reads (a migration, a VACUUM FULL, a LOCK TABLE)
+    made it wait for as long as the lock was held, until the orchestrator killed it: a
+    timeout, not an answer. It now gives up after a few seconds, exit 1 with one line that
+    says which timeout ended it."""
+    stderr = healthcheck_behind_a_lock(dsn, table, *args)
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("Error: no answer within 3 s (canceling statement due to lock"
+                             " timeout)"), stderr  # fmt: skip
+
+
+def test_healthcheck_through_pgbouncer_gives_up_on_a_held_lock(dsn: str, pgbouncer: str) -> None:
+    """Through PgBouncer in transaction mode too: the timeouts are set for the check's own
+    transaction (SET LOCAL), which the pooler keeps on one server connection."""
+    stderr = healthcheck_behind_a_lock(dsn, "worker_processes", "--worker", "w1", via=pgbouncer)
+    assert "canceling statement due to lock timeout" in stderr, stderr
 
 
 def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:

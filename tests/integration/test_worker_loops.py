@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 from pgqueue import _events, _store
 from pgqueue._worker import _worker as _worker_module
+from pgqueue._worker._db import Db
 from pgqueue._worker._executor import ClaimedJob
+from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -489,3 +494,121 @@ async def test_a_worker_cancelled_as_it_runs_shuts_down_then_raises_the_cancella
                  [stuck]) == [("queued", 0)]  # fmt: skip
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
     assert len(records(caplog, "worker_cancelled")) == stopped
+
+
+outage_app = pgqueue.PgQueue()
+released = threading.Event()
+
+
+@outage_app.task(queue="io")
+async def held_until_released() -> None:
+    """Run until the test lets it end."""
+    while not released.is_set():
+        await asyncio.sleep(0.01)
+
+
+def allow_connections(dsn: str, allowed: bool) -> None:
+    """Let the test database accept new connections or not; when not, end the worker's."""
+    name = str(conninfo_to_dict(dsn)["dbname"])
+    other = make_conninfo(dsn, dbname="postgres")
+    query(other, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+        sql.Identifier(name), sql.Literal(allowed)))  # fmt: skip
+    if not allowed:
+        query(other, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                     " AND application_name LIKE 'pgqueue %%'", [name])  # fmt: skip
+
+
+RETRIED = ("claim_error", "heartbeat_error", "maintenance_error", "ack_error", "listen_lost")
+RESTORED = ("claim_restored", "heartbeat_restored", "maintenance_restored", "ack_restored")
+
+
+async def logged_thrice(caplog: pytest.LogCaptureFixture, actions: list[str]) -> None:
+    """Wait until each of ``actions`` has been logged three times or more."""
+    await asyncio.wait_for(until(lambda: all(len(records(caplog, a)) >= 3 for a in actions)), GUARD)
+
+
+def assert_one_traceback_an_outage(caplog: pytest.LogCaptureFixture, actions: Any) -> None:
+    """Each action's records: the first with its traceback, the others without, all
+    WARNINGs counting the failures in a row."""
+    logged = {a: records(caplog, a) for a in actions}
+    traced = {a: [bool(r.exc_info) for r in logged[a]].count(True) for a in actions}
+    assert traced == dict.fromkeys(actions, 1)
+    for action, rs in logged.items():
+        assert rs[0].exc_info, action
+        assert [r.failures for r in rs] == list(range(1, len(rs) + 1)), action  # type: ignore[attr-defined]
+        assert {r.levelname for r in rs} == {"WARNING"}, action
+
+
+def assert_restored_once(caplog: pytest.LogCaptureFixture, action: str, failed: str) -> None:
+    """One INFO ``action`` record, counting every ``failed`` record before it."""
+    [restored] = records(caplog, action)
+    assert restored.levelname == "INFO"
+    assert restored.failures == len(records(caplog, failed))  # type: ignore[attr-defined]
+
+
+async def test_an_outage_logs_one_traceback_per_retried_path_then_a_line_per_retry(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database refused connections, each retried path of the worker (claims,
+    heartbeats, maintenance, outcome writes) logged its full traceback at every try: a minute
+    of outage flooded the log with the same tracebacks. Now the first failure of each path
+    carries the traceback, the next ones a line each that names the error and counts the
+    failures in a row (as listen_lost did already), and each path says once when it works
+    again."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    held_until_released.enqueue(conn)
+    conn.commit()
+    released.clear()
+    worker = outage_app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, heartbeat=0.05,
+                               rescue_interval=0.05)  # fmt: skip
+    runner = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+        await asyncio.to_thread(allow_connections, dsn, False)
+        try:
+            await logged_thrice(caplog, [a for a in RETRIED if a != "ack_error"])
+            released.set()  # the job ends: its outcome cannot be written now
+            await logged_thrice(caplog, ["ack_error"])
+        finally:
+            await asyncio.to_thread(allow_connections, dsn, True)
+        assert_one_traceback_an_outage(caplog, RETRIED)
+        await asyncio.wait_for(until(lambda: all(records(caplog, a) for a in RESTORED)), GUARD)
+    finally:
+        released.set()
+        worker.stop()
+        await asyncio.wait_for(runner, GUARD)
+    for action in RESTORED:
+        assert_restored_once(caplog, action, action.replace("restored", "error"))
+    assert states(dsn) == {"succeeded": 1}
+
+
+async def test_a_scheduler_in_an_outage_logs_one_traceback_then_a_line_per_retry(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scheduler_error, too, wrote its traceback at every pass the database refused: now
+    at the first only, and scheduler_restored once the passes work again."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat")
+    async def beat() -> None:
+        return None
+
+    sched = Scheduler(app.periodics.values(), Db(dsn, "scheduler"))
+    stopping = asyncio.Event()
+    await asyncio.to_thread(allow_connections, dsn, False)
+    passes = asyncio.create_task(sched.run(stopping))
+    try:
+        try:
+            await asyncio.wait_for(
+                until(lambda: len(records(caplog, "scheduler_error")) >= 3), GUARD
+            )
+        finally:
+            await asyncio.to_thread(allow_connections, dsn, True)
+        assert_one_traceback_an_outage(caplog, ["scheduler_error"])
+        await asyncio.wait_for(until(lambda: bool(records(caplog, "scheduler_restored"))), GUARD)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(passes, GUARD)
+        await sched.db.close()
+    assert_restored_once(caplog, "scheduler_restored", "scheduler_error")
