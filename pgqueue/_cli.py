@@ -277,7 +277,7 @@ def friendly_errors(fn: F) -> F:
                     raise
                 raise friendly from None
         except click.ClickException as exc:
-            if not json_logging():
+            if not json_logging() or isinstance(exc, click.UsageError):  # usage stays text
                 raise
             # Still raised: click shows it (as a record) and exits with its status when
             # standalone, and a caller of main(standalone_mode=False), such as Django's

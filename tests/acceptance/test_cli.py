@@ -325,6 +325,21 @@ def test_with_json_logs_the_error_a_command_ends_on_is_a_json_record(
 
 
 @pytest.mark.parametrize(
+    ("command", "says"),
+    [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
+     (("migrate", "--from", "0001"), "Error: --from only goes with --sql")],
+)  # fmt: skip
+def test_with_json_logs_a_usage_error_a_command_finds_stays_text(
+    dsn: str, command: tuple[str, ...], says: str
+) -> None:
+    """A usage error the command itself raised (options that do not go together) became a
+    command_failed record with exit_code 2, without click's usage and hint, although usage
+    errors stay text: one click finds while parsing did. Both are now click's usage error."""
+    result = cli(dsn, "--log-format", "json", *command)
+    assert (result.returncode, usage_error(result.stderr)) == (2, says)
+
+
+@pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
      ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
