@@ -406,6 +406,8 @@ def migrate(
         return
     if check:
         problem = _migrate.schema_check(state.dsn)
+        if problem and json_logging():  # the error it ends on, as friendly_errors logs one
+            raise LoggedError(problem, 1)
         if problem:
             click.echo(problem, err=True)
             sys.exit(1)

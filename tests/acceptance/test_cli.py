@@ -324,6 +324,20 @@ def test_with_json_logs_the_error_a_command_ends_on_is_a_json_record(
     assert says in last["message"] and not last["message"].startswith("Error:")
 
 
+def test_with_json_logs_migrate_check_says_a_schema_behind_as_a_json_record(
+    empty_dsn: str,
+) -> None:
+    """migrate --check on a database without the schema exits 1 with the problem on stderr:
+    with --log-format json that line was text, the one line of an init container's JSON log
+    a pipeline could not read. It is a command_failed record, as a failed healthcheck's is."""
+    result = cli(empty_dsn, "--log-format", "json", "migrate", "--check")
+    assert result.returncode == 1
+    [record] = [json.loads(line) for line in result.stderr.splitlines()]
+    said = (record["action"], record["level"], record["exit_code"])
+    assert said == ("command_failed", "error", 1)
+    assert "pgqueue migrate" in record["message"]
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
