@@ -56,9 +56,17 @@ def _as_json(value: Any) -> Any:
     return value
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # of TextIO: stderr
+    """The handler :func:`configure_logging` installs, with what it was given."""
+
+    def __init__(self, level: str, fmt: str) -> None:
+        super().__init__()
+        self.given = (level, fmt)
+
+
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
     """Send pgqueue's (and everything else's) logs to stderr as ``text`` or ``json``."""
-    handler = logging.StreamHandler()
+    handler = _Handler(level, fmt)
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -71,3 +79,10 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
 def json_logging() -> bool:
     """Whether the root logger writes JSON lines (``configure_logging(fmt="json")``)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def configured_logging() -> tuple[str, str] | None:
+    """The ``(level, fmt)`` :func:`configure_logging` set the root logger up with, if its
+    handler is still there: the process pool's children log the same way."""
+    found = [h.given for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+    return found[0] if found else None
