@@ -33,13 +33,15 @@ class JsonFormatter(logging.Formatter):
                 data[f"extra_{key}" if key in _OWN else key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:  # stack_info=True: where the record was made, as text shows it
+            data["stack"] = self.formatStack(record.stack_info)
         try:
             return _dumps(data)
         except (TypeError, ValueError, RecursionError):  # a NaN, tuple keys, a cycle...
             return _dumps({key: _as_json(value) for key, value in data.items()})
 
 
-_OWN = frozenset({"time", "level", "logger", "message", "exception"})
+_OWN = frozenset({"time", "level", "logger", "message", "exception", "stack"})
 
 
 def _dumps(data: Any) -> str:

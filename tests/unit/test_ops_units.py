@@ -143,6 +143,20 @@ def test_an_extra_named_like_a_json_field_does_not_replace_it() -> None:
     assert (line["extra_level"], line["extra_time"], line["extra_logger"]) == ("x", 1, "fake")
 
 
+def test_a_json_log_line_keeps_the_stack_a_record_asked_for() -> None:
+    """log.warning(..., stack_info=True) adds where it was called from, which the text format
+    prints after the message: the JSON line left it out. It is its "stack" field, and an extra
+    of that name is kept as extra_stack, as one named like the other fields is."""
+    logger = logging.getLogger("tests.stack")
+    captured: list[logging.LogRecord] = []
+    logger.handle = captured.append  # type: ignore[method-assign]  # capture, do not emit
+    logger.warning("slow", stack_info=True, extra={"stack": "mine"})
+    line = strict_json(JsonFormatter().format(captured[0]))
+    assert line["stack"].startswith("Stack (most recent call last):")
+    assert "test_a_json_log_line_keeps_the_stack" in line["stack"]
+    assert line["extra_stack"] == "mine"
+
+
 def test_middleware_nests_in_registration_order() -> None:
     """The first middleware registered is the outermost."""
     order: list[str] = []
