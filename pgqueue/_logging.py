@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
             data["stack"] = self.formatStack(record.stack_info)
         try:
             return _dumps(data)
-        except (TypeError, ValueError, RecursionError):  # a NaN, tuple keys, a cycle...
+        except Exception:  # a NaN, tuple keys, a cycle, a value whose str() raises...
             return _dumps({key: _as_json(value) for key, value in data.items()})
 
 
@@ -50,11 +50,14 @@ def _dumps(data: Any) -> str:
 
 
 def _as_json(value: Any) -> Any:
-    """``value`` if JSON holds it, else its text."""
+    """``value`` if JSON holds it, else its text, else (its text raises) its type's name."""
     try:
         _dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        return str(value)
+    except Exception:
+        try:
+            return str(value)
+        except Exception:  # RecursionError too: nested deeper than Python prints
+            return f"<{type(value).__name__}>"
     return value
 
 
