@@ -277,21 +277,34 @@ def friendly_errors(fn: F) -> F:
                     raise
                 raise friendly from None
         except click.ClickException as exc:
-            if not json_logging():
+            if not json_logging() or isinstance(exc, click.UsageError):  # usage stays text
                 raise
-            show_error(exc)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            # Still raised: click shows it (as a record) and exits with its status when
+            # standalone, and a caller of main(standalone_mode=False), such as Django's
+            # call_command, gets the error rather than a return value.
+            raise LoggedError(exc.format_message(), exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class LoggedError(click.ClickException):
+    """A command's final error under JSON logs, which click shows as a record of the log."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click sets it per class: the original's
+
+    def show(self, file: Any = None) -> None:
+        """Log the ``command_failed`` record (``file`` is click's, unused)."""
+        log.error(self.message, extra={"action": "command_failed", "exit_code": self.exit_code})
 
 
 def show_error(exc: click.ClickException) -> None:
     """Say the error a command ends on: ``Error: ...`` as click does, or with JSON logs a
     record of the stream like the others, which a JSON log pipeline can read."""
-    if not json_logging():
-        exc.show()
-        return
-    log.error(exc.format_message(), extra={"action": "command_failed", "exit_code": exc.exit_code})
+    if json_logging():
+        exc = LoggedError(exc.format_message(), exc.exit_code)
+    exc.show()
 
 
 def _friendly(exc: Exception) -> click.ClickException | None:
@@ -393,6 +406,8 @@ def migrate(
         return
     if check:
         problem = _migrate.schema_check(state.dsn)
+        if problem and json_logging():  # the error it ends on, as friendly_errors logs one
+            raise LoggedError(problem, 1)
         if problem:
             click.echo(problem, err=True)
             sys.exit(1)

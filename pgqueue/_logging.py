@@ -33,13 +33,15 @@ class JsonFormatter(logging.Formatter):
                 data[f"extra_{key}" if key in _OWN else key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:  # stack_info=True: where the record was made, as text shows it
+            data["stack"] = self.formatStack(record.stack_info)
         try:
             return _dumps(data)
-        except (TypeError, ValueError, RecursionError):  # a NaN, tuple keys, a cycle...
+        except Exception:  # a NaN, tuple keys, a cycle, a value whose str() raises...
             return _dumps({key: _as_json(value) for key, value in data.items()})
 
 
-_OWN = frozenset({"time", "level", "logger", "message", "exception"})
+_OWN = frozenset({"time", "level", "logger", "message", "exception", "stack"})
 
 
 def _dumps(data: Any) -> str:
@@ -48,17 +50,28 @@ def _dumps(data: Any) -> str:
 
 
 def _as_json(value: Any) -> Any:
-    """``value`` if JSON holds it, else its text."""
+    """``value`` if JSON holds it, else its text, else (its text raises) its type's name."""
     try:
         _dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        return str(value)
+    except Exception:
+        try:
+            return str(value)
+        except Exception:  # RecursionError too: nested deeper than Python prints
+            return f"<{type(value).__name__}>"
     return value
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # of TextIO: stderr
+    """The handler :func:`configure_logging` installs, with what it was given."""
+
+    def __init__(self, level: str, fmt: str) -> None:
+        super().__init__()
+        self.given = (level, fmt)
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
     """Send pgqueue's (and everything else's) logs to stderr as ``text`` or ``json``."""
-    handler = logging.StreamHandler()
+    handler = _Handler(level, fmt)
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -71,3 +84,10 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
 def json_logging() -> bool:
     """Whether the root logger writes JSON lines (``configure_logging(fmt="json")``)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def configured_logging() -> tuple[str, str] | None:
+    """The ``(level, fmt)`` :func:`configure_logging` set the root logger up with, if its
+    handler is still there: the process pool's children log the same way."""
+    found = [h.given for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+    return found[0] if found else None

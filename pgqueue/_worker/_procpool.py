@@ -22,6 +22,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead, this_process
 
@@ -44,7 +45,7 @@ class _Slot:
         self.conn: Connection = parent
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(child, os.getpid(), this_process()[1], setup),
+            args=(child, os.getpid(), this_process()[1], setup, configured_logging()),
             daemon=True,
             name="pgqueue-process-task",
         )
@@ -136,9 +137,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _child_main(
-    conn: Connection, worker_pid: int, worker_started: int | None, setup: tuple[str, str] | None
+    conn: Connection,
+    worker_pid: int,
+    worker_started: int | None,
+    setup: tuple[str, str] | None,
+    logs: tuple[str, str] | None = None,
 ) -> None:
-    """The child's loop: receive a call, run it, send back (ok, value)."""
+    """The child's loop: receive a call, run it, send back (ok, value). ``logs``: the
+    ``configure_logging`` arguments of the worker's process, if it was set up so (the CLI):
+    the child's records and warnings are then written as the worker's are, JSON lines too."""
     threading.Thread(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
@@ -150,6 +157,8 @@ def _child_main(
             around = getattr(importlib.import_module(setup[0]), setup[1])()
         except BaseException as exc:  # every call then fails with it, as the job's error
             failed_setup = exc
+    if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
+        configure_logging(*logs)
     while True:
         try:
             where, args, kwargs, fields = conn.recv()

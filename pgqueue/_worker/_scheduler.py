@@ -134,6 +134,8 @@ class Scheduler:
         job = periodic.tick_job()
         try:
             await self.db.run(_store.ticks_try(job, now, periodic.keep_seconds))
+        except psycopg.errors.UniqueViolation:  # of the rows there, not of the job: an id
+            return True  # drawn taken (a sequence behind its table), the next one free
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             reason = exc.diag.message_primary or str(exc)  # the DETAIL repeats the whole row
         except UnicodeEncodeError as exc:  # kwargs the connection's encoding cannot carry

@@ -324,6 +324,35 @@ def test_with_json_logs_the_error_a_command_ends_on_is_a_json_record(
     assert says in last["message"] and not last["message"].startswith("Error:")
 
 
+def test_with_json_logs_migrate_check_says_a_schema_behind_as_a_json_record(
+    empty_dsn: str,
+) -> None:
+    """migrate --check on a database without the schema exits 1 with the problem on stderr:
+    with --log-format json that line was text, the one line of an init container's JSON log
+    a pipeline could not read. It is a command_failed record, as a failed healthcheck's is."""
+    result = cli(empty_dsn, "--log-format", "json", "migrate", "--check")
+    assert result.returncode == 1
+    [record] = [json.loads(line) for line in result.stderr.splitlines()]
+    said = (record["action"], record["level"], record["exit_code"])
+    assert said == ("command_failed", "error", 1)
+    assert "pgqueue migrate" in record["message"]
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
+     (("migrate", "--from", "0001"), "Error: --from only goes with --sql")],
+)  # fmt: skip
+def test_with_json_logs_a_usage_error_a_command_finds_stays_text(
+    dsn: str, command: tuple[str, ...], says: str
+) -> None:
+    """A usage error the command itself raised (options that do not go together) became a
+    command_failed record with exit_code 2, without click's usage and hint, although usage
+    errors stay text: one click finds while parsing did. Both are now click's usage error."""
+    result = cli(dsn, "--log-format", "json", *command)
+    assert (result.returncode, usage_error(result.stderr)) == (2, says)
+
+
 @pytest.mark.parametrize(
     "command",
     [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
@@ -820,26 +849,35 @@ def test_an_app_whose_own_dsn_falls_back_to_pgqueues_names_the_dsn_option(
     ])  # fmt: skip
 
 
-def test_with_json_logs_a_tasks_warning_is_a_json_record(dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_with_json_logs_a_tasks_warnings_and_records_are_json_records(
+    dsn: str, tmp_path: Path, executor: str
+) -> None:
     """A warning (warnings.warn in a task, a library's DeprecationWarning) was printed by
     Python as two lines of text, file and source line, in the middle of the JSON log stream.
-    With --log-format json it is now a record of its own (logger py.warnings)."""
+    With --log-format json it is now a record of its own (logger py.warnings). A task run in
+    a child process (executor="process") logged through a process whose logging nobody had
+    set up: its warnings stayed text, and its records were bare messages. The children log
+    as the worker does."""
     (tmp_path / "warnapp.py").write_text(
+        "import logging\n"
         "import warnings\n"
         "import pgqueue\n"
         "app = pgqueue.PgQueue()\n"
-        "@app.task(name='warns')\n"
+        f"@app.task(name='warns', executor={executor!r})\n"
         "def warns():\n"
         "    warnings.warn('this call is going away', UserWarning)\n"
+        "    logging.getLogger('user').warning('warned')\n"
     )
     query(dsn, "SELECT pgqueue.enqueue('warns')")
     result = subprocess.run(
         [sys.executable, "-m", "pgqueue", "--app", "warnapp", "--log-format", "json", "worker",
          "--burst"],
-        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=cli_env(dsn), cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines()]
     [warned] = [r for r in records if r["logger"] == "py.warnings"]
     assert "UserWarning: this call is going away" in warned["message"]
+    assert [r["message"] for r in records if r["logger"] == "user"] == ["warned"]
     assert states(dsn) == {"succeeded": 1}

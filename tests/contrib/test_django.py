@@ -443,6 +443,28 @@ def test_call_command_pgqueue_passes_options_and_raises_command_errors(
     assert conninfo_to_dict(app.dsn)["dbname"] == conninfo_to_dict(dsn)["dbname"]
 
 
+def test_call_command_pgqueue_with_json_logs_still_raises_command_errors(
+    django_setup: None, empty_dsn: str
+) -> None:
+    """With --log-format json, a command's error became a JSON record and click's Exit, which
+    click hands back as a return value when not standalone: call_command returned as if
+    pgqueue had succeeded. It raises CommandError, with the exit status, as with text logs."""
+    import logging
+
+    from django.core.management import CommandError, call_command
+
+    use_database(empty_dsn)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(CommandError, match="pgqueue migrate") as failed:
+            call_command("pgqueue", "--log-format", "json", "jobs", "show", "1")
+    finally:
+        root.handlers[:], root.level = handlers, level
+        logging.captureWarnings(False)
+    assert failed.value.returncode == 1
+
+
 @pytest.fixture
 def admin_client(django_db: str):
     """A Django test client logged in as a superuser (Django's own tables migrated)."""

@@ -838,3 +838,24 @@ async def test_kwargs_the_connections_encoding_cannot_carry_are_refused_like_the
 
 async def _price(price: str) -> None:
     """A periodic task's body, with an argument."""
+
+
+async def test_a_job_id_taken_at_start_does_not_leave_the_schedule_out(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The jobs' id sequence is behind the ids in the table (a copy by logical replication,
+    which leaves sequences behind; ids written by hand): the start's trial drew a taken id and
+    the schedule was refused, for the process's life, although the next id drawn is free. A
+    unique violation depends on the rows there, not on the schedule's fixed arguments: the
+    schedule is kept, and fires."""
+    app = make_app(dsn)
+    query(dsn, "SELECT pgqueue.enqueue('other', queue => 'q')")
+    query(dsn, "SELECT setval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'), 1, false)")
+    [sched] = await schedulers(app, 1)
+    with caplog.at_level(logging.ERROR, logger="pgqueue.scheduler"):
+        await sched.start()
+        sched.cursors["beat"] -= timedelta(seconds=2)
+        await sched.step()
+    await close(sched)
+    assert [getattr(r, "action", None) for r in caplog.records] == []
+    assert {n for _tick, n in tick_jobs(dsn)} == {1}  # it fired: one job per tick

@@ -143,6 +143,43 @@ def test_an_extra_named_like_a_json_field_does_not_replace_it() -> None:
     assert (line["extra_level"], line["extra_time"], line["extra_logger"]) == ("x", 1, "fake")
 
 
+class _Unprintable:
+    """A value whose text raises, as a Django model's can in an async task (its __str__
+    reads a related row: SynchronousOnlyOperation)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("you cannot call this from an async context")
+
+
+def test_a_json_log_line_stays_json_when_an_extras_text_raises() -> None:
+    """An extra JSON cannot hold is written as its text; one whose text raises too, or nested
+    deeper than Python can write or print, made the formatter raise, and logging wrote its
+    "--- Logging error ---" traceback in the stream instead of the record. Such a value is
+    now named by its type, and the record's other fields are written as they are."""
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    extras = {"order": _Unprintable(), "tree": deep, "job_id": 7}
+    record = logging.makeLogRecord({"msg": "odd", "levelname": "INFO", "name": "app", **extras})
+    line = strict_json(JsonFormatter().format(record))
+    assert (line["message"], line["job_id"]) == ("odd", 7)
+    assert (line["order"], line["tree"]) == ("<_Unprintable>", "<list>")
+
+
+def test_a_json_log_line_keeps_the_stack_a_record_asked_for() -> None:
+    """log.warning(..., stack_info=True) adds where it was called from, which the text format
+    prints after the message: the JSON line left it out. It is its "stack" field, and an extra
+    of that name is kept as extra_stack, as one named like the other fields is."""
+    logger = logging.getLogger("tests.stack")
+    captured: list[logging.LogRecord] = []
+    logger.handle = captured.append  # type: ignore[method-assign]  # capture, do not emit
+    logger.warning("slow", stack_info=True, extra={"stack": "mine"})
+    line = strict_json(JsonFormatter().format(captured[0]))
+    assert line["stack"].startswith("Stack (most recent call last):")
+    assert "test_a_json_log_line_keeps_the_stack" in line["stack"]
+    assert line["extra_stack"] == "mine"
+
+
 def test_middleware_nests_in_registration_order() -> None:
     """The first middleware registered is the outermost."""
     order: list[str] = []
