@@ -236,6 +236,7 @@ class Worker:
             worker=self.name, claims=self._claiming, held=self._holds,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
+        self._claim_cut = False  # a claim's reply was cut off by a cancellation (see _cut_claims)
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -508,6 +509,9 @@ class Worker:
                     ))  # fmt: skip
                     self._start_jobs([ClaimedJob(*row) for row in claim.rows])
                 failures = 0
+            except asyncio.CancelledError:
+                self._claim_cut = True  # the claim may have committed: its jobs are unread
+                raise
             except (psycopg.Error, OSError) as exc:
                 failures += 1
                 log.warning(
@@ -1225,6 +1229,8 @@ class Worker:
         except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
             self._fail("acker", exc)
         self._writes_done = True
+        if self._claim_cut:
+            self._unfinished += await self._cut_claims()
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             self._unfinished = []  # given back: their leases are no longer the heartbeats' own
@@ -1234,6 +1240,15 @@ class Worker:
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+    async def _cut_claims(self) -> list[tuple[int, int]]:
+        """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the
+        server cancel the statement, which has often committed by then, and raises
+        CancelledError all the same. Leased to this worker, they are not among those it
+        holds; left running until their leases expired, they ran again with that attempt
+        counted, or failed as 'worker lost' when it was their last."""
+        leased = await self._ack_db.run(_store.leases_read(self.name))
+        return [key for key in leased if not self._holds(key)]
 
 
 def _oldest(held: dict[tuple[int, int], list[_Held]], claim: tuple[int, int]) -> _Held | None:
