@@ -284,7 +284,8 @@ class Worker:
         outcomes unwritten (their jobs are rescued once their leases expire), and
         :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
         Cancelled, it shuts down
-        first (in a hurry if it already was: see _stop), then the CancelledError goes on."""
+        first (in a hurry if it already was: see _stop), then the CancelledError goes on, even
+        if the last writes failed (logged)."""
         try:
             await self._start()
         except BaseException:
@@ -299,21 +300,24 @@ class Worker:
         for coro in self._background():
             background.append(asyncio.ensure_future(coro))
             background[-1].add_done_callback(_report_stopped)
-        begun = False  # cancelled once the shutdown had begun: stop() (or _fail) came first
+        cancelled = begun = False  # begun: the shutdown had, stop() (or _fail) came first
         try:
             await self._claim_loop()
         except Exception as exc:
             self._fail("claim", exc)
         except asyncio.CancelledError:
-            begun = self.stopping.is_set()
+            cancelled, begun = True, self.stopping.is_set()
             raise
         finally:
             try:
                 await self._stop(background, hurry=begun)
             except Exception:  # its writes failed too: their error is WorkerFailed's context
-                if self._failure is None:
-                    raise
-                raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
+                # Cancelled, the cancellation goes on (asyncio.timeout makes it TimeoutError);
+                # the stop has logged what its failed writes left undone.
+                if not cancelled:
+                    if self._failure is None:
+                        raise
+                    raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
             finally:
                 if install_signal_handlers:
                     self._remove_signal_handlers()
@@ -1132,7 +1136,7 @@ class Worker:
             await self._close_connections()
         if failure is not None:
             if not left:
-                raise failure
+                raise self._stop_failed(failure)
             raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name,
                  extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
@@ -1160,6 +1164,17 @@ class Worker:
         """Stop every running attempt, to put its job back at the stop."""
         for job_id, attempt in list(self._running):
             self.cancel_local(job_id, "shutdown", attempt)
+
+    def _stop_failed(self, failure: BaseException) -> BaseException:
+        """Log, and return to raise, the failure of a last write after the outcomes (putting
+        the unfinished jobs back, deregistering): a cancelled run() raises no other error."""
+        log.error(
+            "the stop of worker %s failed after writing its outcomes (%s): the jobs it had not"
+            " put back stay running until their leases expire (lease %g s), and run again",
+            self.name, first_line(failure), self.lease,
+            extra={"action": "worker_stop_failed", "worker": self.name},
+        )  # fmt: skip
+        return failure
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""

@@ -6,15 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgqueue import _store
+from pgqueue._store import _queries
 from tests.helpers import query
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (the test's own guard ends a failing wait)."""
+    while not condition():
+        await asyncio.sleep(0.01)
 
 
 async def test_a_claim_whose_reply_a_cancellation_cut_off_gives_its_jobs_back_at_the_stop(
@@ -47,3 +56,71 @@ async def test_a_claim_whose_reply_a_cancellation_cut_off_gives_its_jobs_back_at
     assert query(dsn, "SELECT state, attempts, worker_id FROM pgqueue.jobs WHERE id = ANY(%s)"
                       " GROUP BY 1, 2, 3", [ids]) == [("queued", 0, None)]  # fmt: skip
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+
+
+async def test_run_under_asyncio_timeout_raises_timeouterror_when_the_last_writes_fail(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run() under asyncio.timeout, whose cancellation comes before any stop() and whose
+    stop's last writes then fail (the database refuses every ack here): PgQueueError went
+    out in the CancelledError's place, so that asyncio.timeout gave its caller PgQueueError,
+    not TimeoutError (and asyncio.run's Ctrl-C no KeyboardInterrupt). The cancellation goes
+    on; the outcome left unwritten is logged (outcome_unwritten) as at any stop."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, ack_interval=20)
+    real = worker._ack_db.run
+
+    async def refused(query_: Any) -> Any:
+        if isinstance(query_, _store.Together) or "outcomes" in (query_.params or {}):
+            raise psycopg.OperationalError("injected: no ack is written")
+        return await real(query_)
+
+    worker._ack_db.run = refused  # type: ignore[method-assign]
+    deadline: list[asyncio.Timeout] = []
+
+    async def bounded() -> None:
+        async with asyncio.timeout(None) as timeout:
+            deadline.append(timeout)
+            await worker.run()
+
+    runner = asyncio.ensure_future(bounded())
+    await asyncio.wait_for(until(lambda: worker.stats.succeeded == 1), GUARD)
+    deadline[0].reschedule(asyncio.get_running_loop().time())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runner, GUARD)
+    stopped = [r for r in caplog.records if getattr(r, "action", None) == "outcome_unwritten"]
+    assert [r.levelno for r in stopped] == [logging.WARNING, logging.ERROR]
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["claiming", "after_stop"])
+async def test_a_cancelled_stop_that_fails_to_put_jobs_back_says_so(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture, stopped: bool
+) -> None:
+    """run() cancelled, and its stop's write putting back the running job fails (the outcomes
+    were written, so no outcome_unwritten): the CancelledError goes on, and the error went
+    nowhere, no record saying that the job stays running until its lease expires. It is
+    logged now (worker_stop_failed), at any stop."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    stuck = t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    real = worker._ack_db.run
+
+    async def broken(query_: Any) -> Any:
+        if getattr(query_, "sql", None) is _queries.LEASES_RELEASE:
+            raise psycopg.OperationalError("injected: the release is not written")
+        return await real(query_)
+
+    worker._ack_db.run = broken  # type: ignore[method-assign]
+    running = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
+    if stopped:
+        worker.stop()
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    [failed] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stop_failed"]
+    assert failed.levelno == logging.ERROR and "the release is not written" in failed.getMessage()
+    assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
