@@ -1126,20 +1126,28 @@ class Worker:
         except (psycopg.Error, OSError) as exc:
             failure = exc
         finally:
-            # After the last writes: a retry they record as failed calls its on_failure then.
-            await self.events.drain(self.shutdown_timeout, self._hurry)
-            for part in background:
-                part.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            self._writes_done = True  # if the last flush failed: the acker has stopped now
-            left = self._drop_unwritten()
-            await self._close_connections()
+            try:  # cut short here too (see _hurried), it still closes its connections
+                await self._end_loops(background)
+            finally:
+                self._writes_done = True  # if the last flush failed: the acker has stopped now
+                left = self._drop_unwritten()
+                await self._close_connections()
         if failure is not None:
             if not left:
                 raise self._stop_failed(failure)
             raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name,
                  extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+
+    async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
+        """After the last writes (a retry they record as failed calls its on_failure then),
+        let callbacks end, up to the shutdown timeout; then end the worker's loops."""
+        try:
+            await self.events.drain(self.shutdown_timeout, self._hurry)
+        finally:
+            for part in background:
+                part.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
 
     async def _end_jobs(self) -> None:
         """Let the running jobs finish, up to the shutdown timeout (or until hurried: see

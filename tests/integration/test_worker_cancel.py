@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue import _store
 from pgqueue._store import _queries
+from pgqueue._worker import _worker as _worker_module
 from tests.helpers import query
 from tests.integration import tasks_app as t
 
@@ -124,3 +127,42 @@ async def test_a_cancelled_stop_that_fails_to_put_jobs_back_says_so(
     [failed] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stop_failed"]
     assert failed.levelno == logging.ERROR and "the release is not written" in failed.getMessage()
     assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
+
+
+async def test_a_stop_cut_while_its_loops_unwind_still_closes_connections_and_port(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop of a cancelled run() cut short (CANCELLED_STOP, shortened here) while it
+    waited for its loops to unwind (a service whose own cleanup takes a while) ended there:
+    the worker's connections stayed open and its metrics port bound, for the process's life.
+    They are closed all the same, as when the cut lands in the last writes."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", 0.2)
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_cleanup(worker: pgqueue.Worker) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await release.wait()  # its cleanup outlasts the stop's limit
+
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, metrics_port=0,
+                          services=[slow_cleanup])  # fmt: skip
+    running = asyncio.ensure_future(worker.run())
+    started = lambda: any(getattr(r, "action", None) == "worker_started" for r in caplog.records)  # noqa: E731
+    await asyncio.wait_for(until(started), GUARD)
+    port = worker.events.metrics_port
+    assert port is not None
+    worker.stop()
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled() and cleaning.is_set()
+    assert [r.levelname for r in caplog.records if r.action == "worker_stop_cut"] == ["ERROR"]  # type: ignore[attr-defined]
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=GUARD).close()
+    release.set()
