@@ -236,6 +236,7 @@ class Worker:
             worker=self.name, claims=self._claiming, held=self._holds,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
+        self._registering = False  # the start has registered the worker's row, or tried to
         self._claim_cut = False  # a claim's reply was cut off by a cancellation (see _cut_claims)
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
@@ -289,7 +290,7 @@ class Worker:
         try:
             await self._start()
         except BaseException:
-            await self._close_connections()
+            await self._unstart()
             raise
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -392,6 +393,7 @@ class Worker:
             # back before the name is taken again.
             await self.rescue()
             await self._check_name_free()
+            self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         finally:
             with contextlib.suppress(psycopg.Error, OSError):
@@ -402,6 +404,17 @@ class Worker:
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
+
+    async def _unstart(self) -> None:
+        """After a start that raised or was cancelled: remove the worker's row if it got
+        that far (a live-looking worker that runs nothing, whose name no other process on
+        this host could take until pruned), and close its connections and port."""
+        try:
+            if self._registering:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._maint_db.run(_store.workers_delete(self.name))
+        finally:
+            await self._close_connections()
 
     async def _check_claims_flush(self) -> None:
         """Behind a pooler a worker runs no SET, so its claims commit as the database's or the

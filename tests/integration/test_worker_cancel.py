@@ -166,3 +166,29 @@ async def test_a_stop_cut_while_its_loops_unwind_still_closes_connections_and_po
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=GUARD).close()
     release.set()
+
+
+async def test_a_start_cancelled_once_registered_leaves_no_worker_row(dsn: str) -> None:
+    """run() cancelled as it starts, after registering while its claimer still connects (a
+    slow network, asyncio.timeout): it closed its connections and left its row in
+    pgqueue.worker_processes, a live-looking worker that runs nothing, which kept another
+    process on this host from taking its name until pruned (ten heartbeats). The row goes."""
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    connecting = asyncio.Event()
+    original = worker._claim_db.connection
+
+    async def slow() -> Any:
+        await connecting.wait()
+        return await original()
+
+    worker._claim_db.connection = slow  # type: ignore[method-assign]
+    running = asyncio.ensure_future(worker.run())
+    rows = "SELECT id FROM pgqueue.worker_processes"
+    await asyncio.wait_for(until(lambda: query(dsn, rows) == [(worker.name,)]), GUARD)
+    running.cancel()
+    await asyncio.wait([running], timeout=GUARD)
+    assert running.cancelled()
+    assert query(dsn, rows) == []
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
