@@ -159,7 +159,8 @@ async def test_a_stop_cut_while_its_loops_unwind_still_closes_connections_and_po
     running.cancel()
     await asyncio.wait([running], timeout=GUARD)
     assert running.cancelled() and cleaning.is_set()
-    assert [r.levelname for r in caplog.records if r.action == "worker_stop_cut"] == ["ERROR"]  # type: ignore[attr-defined]
+    cut = [r.levelname for r in caplog.records if getattr(r, "action", None) == "worker_stop_cut"]
+    assert cut == ["ERROR"]
     sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name LIKE 'pgqueue %'")  # fmt: skip
     await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
