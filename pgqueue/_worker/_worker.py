@@ -1091,6 +1091,7 @@ class Worker:
         (outcomes, jobs put back, the worker's row) still run, for up to CANCELLED_STOP
         seconds; then CancelledError goes on. A second cancellation ends that wait too."""
         shutdown = asyncio.ensure_future(self._shutdown(background))
+        shutdown.add_done_callback(self._stop_raised)
         try:
             if hurry:
                 await self._hurried(shutdown)
@@ -1196,6 +1197,16 @@ class Worker:
             extra={"action": "worker_stop_failed", "worker": self.name},
         )  # fmt: skip
         return failure
+
+    def _stop_raised(self, shutdown: asyncio.Future[None]) -> None:
+        """Log a bug the shutdown raised: a cancelled run() raises its CancelledError instead
+        (the database's errors are logged where they are met)."""
+        error = None if shutdown.cancelled() else shutdown.exception()
+        if error is not None and not isinstance(error, (PgQueueError, psycopg.Error, OSError)):
+            log.error(
+                "the stop of worker %s raised %s: %s", self.name, type(error).__name__, error,
+                exc_info=error, extra={"action": "worker_stop_failed", "worker": self.name},
+            )  # fmt: skip
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""

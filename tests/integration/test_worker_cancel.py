@@ -17,7 +17,8 @@ import pgqueue
 from pgqueue import _store
 from pgqueue._store import _queries
 from pgqueue._worker import _worker as _worker_module
-from tests.helpers import query
+from pgqueue._worker._executor import JobExecutor
+from tests.helpers import cancel_running, query, raise_at, refuse_acks
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
@@ -73,14 +74,7 @@ async def test_run_under_asyncio_timeout_raises_timeouterror_when_the_last_write
     t.add.enqueue(conn, 1, 2)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, ack_interval=20)
-    real = worker._ack_db.run
-
-    async def refused(query_: Any) -> Any:
-        if isinstance(query_, _store.Together) or "outcomes" in (query_.params or {}):
-            raise psycopg.OperationalError("injected: no ack is written")
-        return await real(query_)
-
-    worker._ack_db.run = refused  # type: ignore[method-assign]
+    refuse_acks(worker)
     deadline: list[asyncio.Timeout] = []
 
     async def bounded() -> None:
@@ -117,12 +111,7 @@ async def test_a_cancelled_stop_that_fails_to_put_jobs_back_says_so(
         return await real(query_)
 
     worker._ack_db.run = broken  # type: ignore[method-assign]
-    running = asyncio.ensure_future(worker.run())
-    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
-    if stopped:
-        worker.stop()
-    running.cancel()
-    await asyncio.wait([running], timeout=GUARD)
+    running = await cancel_running(worker, stopped)
     assert running.cancelled()
     [failed] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stop_failed"]
     assert failed.levelno == logging.ERROR and "the release is not written" in failed.getMessage()
@@ -190,6 +179,26 @@ async def test_a_start_cancelled_once_registered_leaves_no_worker_row(dsn: str) 
     await asyncio.wait([running], timeout=GUARD)
     assert running.cancelled()
     assert query(dsn, rows) == []
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+
+
+async def test_a_bug_in_the_stop_of_a_cancelled_run_is_logged(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug raised by the stop of a run() cancelled once it shut down went nowhere: run()
+    raises the CancelledError, and the stop's error was retrieved and dropped. It is logged
+    with its traceback (worker_stop_failed); the connections are closed all the same."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    raise_at(monkeypatch, JobExecutor, "shutdown")
+    t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=GUARD)
+    running = await cancel_running(worker, stopped=True)
+    assert running.cancelled()
+    [failed] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stop_failed"]
+    assert "injected bug in shutdown" in failed.getMessage() and failed.exc_info is not None
     sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name LIKE 'pgqueue %'")  # fmt: skip
     await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
