@@ -12,7 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _store
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, refuse_acks, run_worker_until, states
 
 
 def make(dsn: str) -> tuple[pgqueue.PgQueue, list[tuple[int, str, int]]]:
@@ -110,14 +110,7 @@ async def test_an_outcome_a_failed_stop_left_unwritten_is_not_heard_of(dsn: str,
     app.using("work").enqueue(conn, 1)
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.5, ack_interval=20)
-    real = w._ack_db.run
-
-    async def run(q: Any) -> Any:
-        if isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {}):
-            raise psycopg.OperationalError("injected: no ack is written")
-        return await real(q)
-
-    w._ack_db.run = run  # type: ignore[method-assign]
+    refuse_acks(w)
     runner = asyncio.ensure_future(w.run())
     await asyncio.wait_for(until_succeeded(w), 60)
     w.stop()

@@ -17,7 +17,7 @@ import pgqueue
 from pgqueue import _events, _store
 from pgqueue._worker import _worker as _worker_module
 from pgqueue._worker._executor import ClaimedJob
-from tests.helpers import query, raise_at, run_worker_until, states
+from tests.helpers import cancel_running, query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
@@ -503,12 +503,7 @@ async def test_a_worker_cancelled_as_it_runs_shuts_down_then_raises_the_cancella
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05,
                           shutdown_timeout=3600 if stopped else 0.1)  # fmt: skip
-    running = asyncio.ensure_future(worker.run())
-    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
-    if stopped:
-        worker.stop()
-    running.cancel()
-    await asyncio.wait([running], timeout=GUARD)
+    running = await cancel_running(worker, stopped)
     assert running.cancelled()
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
                  [stuck]) == [("queued", 0)]  # fmt: skip
