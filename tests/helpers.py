@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _store
 
 
 def query(dsn: str, statement: Any, params: Any = None) -> list[tuple[Any, ...]]:
@@ -78,3 +79,29 @@ def raise_at(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, nth: int = 
 
     monkeypatch.setattr(owner, name, broken)
     return calls
+
+
+def refuse_acks(worker: pgqueue.Worker) -> None:
+    """Make every write of outcomes by ``worker`` fail as a broken connection would."""
+    real = worker._ack_db.run
+
+    async def run(q: Any) -> Any:
+        if isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {}):
+            raise psycopg.OperationalError("injected: no ack is written")
+        return await real(q)
+
+    worker._ack_db.run = run  # type: ignore[method-assign]
+
+
+async def cancel_running(worker: pgqueue.Worker, stopped: bool) -> asyncio.Future[None]:
+    """Run ``worker`` until it runs a job, stop() it if ``stopped``, cancel the task running
+    it, and return that task once it has ended (within a minute)."""
+    running = asyncio.ensure_future(worker.run())
+    async with asyncio.timeout(60):
+        while worker.running != 1:
+            await asyncio.sleep(0.01)
+    if stopped:
+        worker.stop()
+    running.cancel()
+    await asyncio.wait([running], timeout=60)
+    return running

@@ -557,6 +557,11 @@ def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:
     return Query(q.LEASES_RELEASE, params, _one)
 
 
+def leases_read(worker: str) -> Query[list[tuple[int, int]]]:
+    """The (id, attempt) of the running jobs leased to ``worker``."""
+    return Query(q.LEASES_READ, {"worker": worker}, lambda rows: [(r[0], r[1]) for r in rows])
+
+
 def leases_rescue(
     dead: Sequence[tuple[str, int, int]] = (), limit: int = 1000
 ) -> Query[tuple[int, int, int]]:

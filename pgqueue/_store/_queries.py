@@ -758,6 +758,12 @@ SELECT (SELECT count(*) FROM released),
           FROM (SELECT DISTINCT queue FROM released) AS q)
 """
 
+# The jobs a worker holds running: read at its stop after a claim whose reply a cancellation
+# cut off (the claim may have committed), to give back those it never started. Rare: no index.
+LEASES_READ: LiteralString = """
+SELECT id, attempts FROM pgqueue.active_jobs WHERE state = 'running' AND worker_id = %(worker)s
+"""
+
 # Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
 # ("worker lost") when no attempt is left, or as cancelled when a cancel was requested.
 # SKIP LOCKED lets any number of workers sweep at once; ON CONFLICT keeps one bad row from

@@ -27,7 +27,8 @@ async def repeat(
     stopping: asyncio.Event | None = None,
 ) -> None:
     """Run ``one_pass()`` over and over (until ``stopping`` is set, if given). A pass that
-    raises anything (a bug: each pass handles the database's errors its own way) is logged
+    raises anything (a bug: each pass handles the database's errors its own way; a
+    CancelledError too, unless the loop itself was cancelled) is logged
     at ERROR as ``action``, with its traceback, and the next comes after a pause that grows
     with each such pass in a row, up to BUG_PAUSE_CAP seconds."""
     crashes = 0
@@ -35,7 +36,9 @@ async def repeat(
         try:
             await one_pass()
             crashes = 0
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelled():
+                raise  # the loop's own cancellation (the worker stops): it ends
             crashes += 1
             pause = backoff(crashes, cap=BUG_PAUSE_CAP)
             log.error(
@@ -44,3 +47,10 @@ async def repeat(
                 exc_info=True, extra={"action": action, "loop": loop},
             )  # fmt: skip
             await asyncio.sleep(pause)
+
+
+def _cancelled() -> bool:
+    """Whether the running task was asked to cancel: a CancelledError raised otherwise (a pass
+    awaiting a future something else cancelled) is a bug, which ended the loop unseen."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

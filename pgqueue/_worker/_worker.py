@@ -239,6 +239,8 @@ class Worker:
             worker=self.name, claims=self._claiming, held=self._holds,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
+        self._registering = False  # the start has registered the worker's row, or tried to
+        self._claim_cut = False  # a claim's reply was cut off by a cancellation (see _cut_claims)
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -286,11 +288,12 @@ class Worker:
         outcomes unwritten (their jobs are rescued once their leases expire), and
         :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
         Cancelled, it shuts down
-        first (in a hurry if it already was: see _stop), then the CancelledError goes on."""
+        first (in a hurry if it already was: see _stop), then the CancelledError goes on, even
+        if the last writes failed (logged)."""
         try:
             await self._start()
         except BaseException:
-            await self._close_connections()
+            await self._unstart()
             raise
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -301,21 +304,24 @@ class Worker:
         for coro in self._background():
             background.append(asyncio.ensure_future(coro))
             background[-1].add_done_callback(_report_stopped)
-        begun = False  # cancelled once the shutdown had begun: stop() (or _fail) came first
+        cancelled = begun = False  # begun: the shutdown had, stop() (or _fail) came first
         try:
             await self._claim_loop()
         except Exception as exc:
             self._fail("claim", exc)
         except asyncio.CancelledError:
-            begun = self.stopping.is_set()
+            cancelled, begun = True, self.stopping.is_set()
             raise
         finally:
             try:
                 await self._stop(background, hurry=begun)
             except Exception:  # its writes failed too: their error is WorkerFailed's context
-                if self._failure is None:
-                    raise
-                raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
+                # Cancelled, the cancellation goes on (asyncio.timeout makes it TimeoutError);
+                # the stop has logged what its failed writes left undone.
+                if not cancelled:
+                    if self._failure is None:
+                        raise
+                    raise self._failed()  # noqa: B904 - its __cause__ is the loop's error
             finally:
                 if install_signal_handlers:
                     self._remove_signal_handlers()
@@ -390,6 +396,7 @@ class Worker:
             # back before the name is taken again.
             await self.rescue()
             await self._check_name_free()
+            self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         finally:
             with contextlib.suppress(psycopg.Error, OSError):
@@ -400,6 +407,17 @@ class Worker:
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
         )  # fmt: skip
+
+    async def _unstart(self) -> None:
+        """After a start that raised or was cancelled: remove the worker's row if it got
+        that far (a live-looking worker that runs nothing, whose name no other process on
+        this host could take until pruned), and close its connections and port."""
+        try:
+            if self._registering:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._maint_db.run(_store.workers_delete(self.name))
+        finally:
+            await self._close_connections()
 
     async def _check_claims_flush(self) -> None:
         """Behind a pooler a worker runs no SET, so its claims commit as the database's or the
@@ -509,6 +527,9 @@ class Worker:
                         not backlogged, pages,
                     ))  # fmt: skip
                     self._start_jobs([ClaimedJob(*row) for row in claim.rows])
+            except asyncio.CancelledError:
+                self._claim_cut = True  # the claim may have committed: its jobs are unread
+                raise
             except (psycopg.Error, OSError) as exc:
                 self._claim_failed(exc)
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
@@ -1093,6 +1114,7 @@ class Worker:
         (outcomes, jobs put back, the worker's row) still run, for up to CANCELLED_STOP
         seconds; then CancelledError goes on. A second cancellation ends that wait too."""
         shutdown = asyncio.ensure_future(self._shutdown(background))
+        shutdown.add_done_callback(self._stop_raised)
         try:
             if hurry:
                 await self._hurried(shutdown)
@@ -1141,20 +1163,28 @@ class Worker:
         except (psycopg.Error, OSError) as exc:
             failure = exc
         finally:
-            # After the last writes: a retry they record as failed calls its on_failure then.
-            await self.events.drain(self.shutdown_timeout, self._hurry)
-            for part in background:
-                part.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            self._writes_done = True  # if the last flush failed: the acker has stopped now
-            left = self._drop_unwritten()
-            await self._close_connections()
+            try:  # cut short here too (see _hurried), it still closes its connections
+                await self._end_loops(background)
+            finally:
+                self._writes_done = True  # if the last flush failed: the acker has stopped now
+                left = self._drop_unwritten()
+                await self._close_connections()
         if failure is not None:
             if not left:
-                raise failure
+                raise self._stop_failed(failure)
             raise self._stopped_unwritten(left, failure) from failure
         log.info("worker %s stopped", self.name,
                  extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+
+    async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
+        """After the last writes (a retry they record as failed calls its on_failure then),
+        let callbacks end, up to the shutdown timeout; then end the worker's loops."""
+        try:
+            await self.events.drain(self.shutdown_timeout, self._hurry)
+        finally:
+            for part in background:
+                part.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
 
     async def _end_jobs(self) -> None:
         """Let the running jobs finish, up to the shutdown timeout (or until hurried: see
@@ -1179,6 +1209,27 @@ class Worker:
         """Stop every running attempt, to put its job back at the stop."""
         for job_id, attempt in list(self._running):
             self.cancel_local(job_id, "shutdown", attempt)
+
+    def _stop_failed(self, failure: BaseException) -> BaseException:
+        """Log, and return to raise, the failure of a last write after the outcomes (putting
+        the unfinished jobs back, deregistering): a cancelled run() raises no other error."""
+        log.error(
+            "the stop of worker %s failed after writing its outcomes (%s): the jobs it had not"
+            " put back stay running until their leases expire (lease %g s), and run again",
+            self.name, first_line(failure), self.lease,
+            extra={"action": "worker_stop_failed", "worker": self.name},
+        )  # fmt: skip
+        return failure
+
+    def _stop_raised(self, shutdown: asyncio.Future[None]) -> None:
+        """Log a bug the shutdown raised: a cancelled run() raises its CancelledError instead
+        (the database's errors are logged where they are met)."""
+        error = None if shutdown.cancelled() else shutdown.exception()
+        if error is not None and not isinstance(error, (PgQueueError, psycopg.Error, OSError)):
+            log.error(
+                "the stop of worker %s raised %s: %s", self.name, type(error).__name__, error,
+                exc_info=error, extra={"action": "worker_stop_failed", "worker": self.name},
+            )  # fmt: skip
 
     def _stopped_unwritten(self, left: int, failure: BaseException) -> PgQueueError:
         """Log, and return to raise, what a stop whose last writes failed left undone."""
@@ -1248,6 +1299,8 @@ class Worker:
         except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
             self._fail("acker", exc)
         self._writes_done = True
+        if self._claim_cut:
+            self._unfinished += await self._cut_claims()
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
             self._unfinished = []  # given back: their leases are no longer the heartbeats' own
@@ -1257,6 +1310,15 @@ class Worker:
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+    async def _cut_claims(self) -> list[tuple[int, int]]:
+        """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the
+        server cancel the statement, which has often committed by then, and raises
+        CancelledError all the same. Leased to this worker, they are not among those it
+        holds; left running until their leases expired, they ran again with that attempt
+        counted, or failed as 'worker lost' when it was their last."""
+        leased = await self._ack_db.run(_store.leases_read(self.name))
+        return [key for key in leased if not self._holds(key)]
 
 
 def _oldest(held: dict[tuple[int, int], list[_Held]], claim: tuple[int, int]) -> _Held | None:

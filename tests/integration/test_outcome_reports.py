@@ -16,7 +16,7 @@ import pytest
 import pgqueue
 from pgqueue import _store
 from pgqueue._worker import _worker
-from tests.helpers import query, run_worker_until
+from tests.helpers import query, refuse_acks, run_worker_until
 
 # Refuses to move a job to history as succeeded; a failure passes.
 REFUSE_SUCCESS = """
@@ -318,14 +318,7 @@ async def test_outcomes_the_acker_never_wrote_by_the_stop_leave_the_stats(
     job_id = app.using("fine").enqueue(conn)
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.5, ack_interval=20)
-    real = w._ack_db.run
-
-    async def run(q: Any) -> Any:
-        if isinstance(q, _store.Together) or "outcomes" in (getattr(q, "params", None) or {}):
-            raise psycopg.OperationalError("injected: no ack is written")
-        return await real(q)
-
-    w._ack_db.run = run  # type: ignore[method-assign]
+    refuse_acks(w)
     runner = asyncio.create_task(w.run())
     await asyncio.wait_for(ran.wait(), 10)
     while w.stats.succeeded != 1:

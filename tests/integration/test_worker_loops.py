@@ -22,7 +22,7 @@ from pgqueue._worker import _worker as _worker_module
 from pgqueue._worker._db import Db
 from pgqueue._worker._executor import ClaimedJob
 from pgqueue._worker._scheduler import Scheduler
-from tests.helpers import query, raise_at, run_worker_until, states
+from tests.helpers import cancel_running, query, raise_at, run_worker_until, states
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
@@ -174,6 +174,31 @@ async def test_a_metrics_refresh_bug_is_logged_and_the_reads_go_on(
     assert metrics.depth.labels("io")._value.get() == 0  # read after the bug
     [crashed] = records(caplog, "loop_error")
     assert crashed.loop == "metrics" and crashed.exc_info is not None  # type: ignore[attr-defined]
+
+
+async def test_a_stray_cancellederror_in_an_optional_loop_is_a_bug_and_the_loop_goes_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pass raising CancelledError of its own (awaiting a future something else cancelled:
+    a bug), not because its loop was cancelled, ended the loop for good, and without a word:
+    its task ended as cancelled, which no record reports. It is a bug like any other now,
+    logged with its traceback, and the passes go on; a cancellation of the loop still ends it
+    (the worker's stop)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    original = _store.workers_prune
+    calls: list[int] = []
+
+    def stray(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # not the loop's cancellation
+        return original(*args)
+
+    monkeypatch.setattr(_store, "workers_prune", stray)
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, rescue_interval=0.05)
+    await run_worker_until(worker, lambda: len(calls) >= 2, timeout=GUARD)
+    [crashed] = [r for r in records(caplog, "maintenance_error") if r.levelname == "ERROR"]
+    assert crashed.loop == "maintenance" and crashed.exc_info is not None  # type: ignore[attr-defined]
 
 
 async def test_a_listener_bug_is_logged_and_listening_starts_again(
@@ -483,12 +508,7 @@ async def test_a_worker_cancelled_as_it_runs_shuts_down_then_raises_the_cancella
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05,
                           shutdown_timeout=3600 if stopped else 0.1)  # fmt: skip
-    running = asyncio.ensure_future(worker.run())
-    await asyncio.wait_for(until(lambda: worker.running == 1), GUARD)
-    if stopped:
-        worker.stop()
-    running.cancel()
-    await asyncio.wait([running], timeout=GUARD)
+    running = await cancel_running(worker, stopped)
     assert running.cancelled()
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE id = %s",
                  [stuck]) == [("queued", 0)]  # fmt: skip

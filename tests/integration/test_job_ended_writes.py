@@ -1,0 +1,119 @@
+"""An app's job_ended hooks hear of each job's end once, as written: after an ack whose reply
+was lost and that is written again, a refused outcome replaced by a failure, a retry the ack
+ends cancelled; never for an outcome a failed stop left unwritten; nothing held afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import _store
+from tests.helpers import query, refuse_acks, run_worker_until, states
+
+
+def make(dsn: str) -> tuple[pgqueue.PgQueue, list[tuple[int, str, int]]]:
+    """An app whose task "work" ends as its argument says, and the ends its hook heard of."""
+    app = pgqueue.PgQueue(dsn, retry=pgqueue.RetryPolicy(base=0.01, cap=0.02))
+    seen: list[tuple[int, str, int]] = []
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    async def work(n: int) -> Any:
+        if n == -1:
+            raise ValueError("negative")
+        if n == -2:
+            return "\x00bad"  # jsonb refuses \u0000: the outcome is refused
+        if n == -3:
+            raise pgqueue.Retry(delay=0)
+        return n
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        """Note the end heard of."""
+        seen.append((event.job.id, event.state, event.job.attempt))
+
+    app.hooks.job_ended["work"] = ended
+    return app, seen
+
+
+def ended_all(dsn: str, n: int) -> bool:
+    """Whether ``n`` jobs have ended."""
+    s = states(dsn)
+    return sum(s.get(k, 0) for k in ("succeeded", "failed", "cancelled")) == n
+
+
+async def until_succeeded(w: pgqueue.Worker) -> None:
+    """Wait until ``w`` has seen one job succeed."""
+    while w.stats.succeeded != 1:
+        await asyncio.sleep(0.02)
+
+
+async def test_outcomes_written_again_after_lost_replies_are_heard_of_once(
+    dsn: str, conn: Any
+) -> None:
+    """Two acks commit and lose their replies: written again (jobs_ack_again), each job's end
+    (a success, a failure after retries, a refused result recorded as failed) is heard of
+    once, with what was written."""
+    app, seen = make(dsn)
+    ids = [app.using("work").enqueue(conn, n) for n in (1, -1, -2)]
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    real = w._ack_db.run
+    lost: list[int] = []
+
+    async def run(q: Any) -> Any:
+        result = await real(q)
+        if getattr(q, "sql", None) is _store._queries.JOBS_ACK and len(lost) < 2:
+            lost.append(1)
+            await w._ack_db.close()
+            raise psycopg.OperationalError("injected: reply lost")
+        return result
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    await run_worker_until(w, lambda: ended_all(dsn, 3), timeout=60)
+    assert lost == [1, 1]
+    assert sorted(seen) == sorted(
+        [(ids[0], "succeeded", 1), (ids[1], "failed", 3), (ids[2], "failed", 1)]
+    )
+    assert w._ending == {} and w._retrying == {}
+
+
+async def test_a_retry_the_ack_ends_cancelled_is_heard_of_as_cancelled(dsn: str, conn: Any) -> None:
+    """A Retry whose job was asked to cancel while it ran is ended cancelled by JOBS_ACK: the
+    hook hears of that end, once."""
+    app, seen = make(dsn)
+    job = app.using("work").enqueue(conn, -3)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, ack_interval=20)
+    real = w._ack_db.run
+
+    async def run(q: Any) -> Any:
+        if getattr(q, "sql", None) is _store._queries.JOBS_ACK:  # asked as the attempt ends
+            query(
+                dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [job]
+            )
+        return await real(q)
+
+    w._ack_db.run = run  # type: ignore[method-assign]
+    await run_worker_until(w, lambda: ended_all(dsn, 1), timeout=60)
+    assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
+    assert seen == [(job, "cancelled", 1)]
+    assert w._ending == {}
+
+
+async def test_an_outcome_a_failed_stop_left_unwritten_is_not_heard_of(dsn: str, conn: Any) -> None:
+    """Every ack fails until the worker has stopped: nothing was written, so no hook runs, and
+    the worker holds nothing for it afterwards."""
+    app, seen = make(dsn)
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.5, ack_interval=20)
+    refuse_acks(w)
+    runner = asyncio.ensure_future(w.run())
+    await asyncio.wait_for(until_succeeded(w), 60)
+    w.stop()
+    with pytest.raises(pgqueue.PgQueueError, match="1 outcome unwritten"):
+        await runner
+    assert seen == [] and w._ending == {}
