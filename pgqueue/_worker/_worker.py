@@ -287,9 +287,8 @@ class Worker:
         cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
         outcomes unwritten (their jobs are rescued once their leases expire), and
         :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
-        Cancelled, it shuts down
-        first (in a hurry if it already was: see _stop), then the CancelledError goes on, even
-        if the last writes failed (logged)."""
+        Cancelled, it shuts down first (in a hurry if it already was: see _stop), then the
+        CancelledError goes on, even if the last writes failed (logged)."""
         try:
             await self._start()
         except BaseException:
