@@ -343,17 +343,7 @@ async def test_jobs_of_tasks_the_app_does_not_register_share_one_metrics_label(
         conn.execute("SELECT pgqueue.enqueue(%s, queue => 'q', max_attempts => 1)", [f"gone.{n}"])
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
-    scraped: list[str] = []
-
-    def counted() -> bool:
-        if w.events.metrics_port is None or states(dsn) != {"failed": 3}:
-            return False
-        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            scraped.append(response.read().decode())
-        return "pgqueue_jobs_finished_total{" in scraped[-1]
-
-    await run_worker_until(w, counted)
+    scraped = await _scrape_once(w, dsn, {"failed": 3}, "pgqueue_jobs_finished_total")
     finished = {tuple(sorted(s.labels.items())): s.value
                 for family in parser.text_string_to_metric_families(scraped[-1])
                 for s in family.samples if s.name == "pgqueue_jobs_finished_total"}  # fmt: skip
@@ -375,17 +365,9 @@ async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -
                " worker_id = 'gone', started_at = now(),"
                " lease_expires_at = now() - interval '1 s'")  # fmt: skip
     w = app.worker(queues=["q"], poll_interval=0.05, metrics_port=0)
-    scraped: list[str] = []
-
-    def counted() -> bool:
-        if w.events.metrics_port is None or states(dsn) != {"succeeded": 1, "failed": 1}:
-            return False
-        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            scraped.append(response.read().decode())
-        return "pgqueue_jobs_rescued_total{" in scraped[-1]
-
-    await run_worker_until(w, counted)
+    scraped = await _scrape_once(
+        w, dsn, {"succeeded": 1, "failed": 1}, "pgqueue_jobs_rescued_total"
+    )
     rescued = {s.labels["outcome"]: s.value
                for family in parser.text_string_to_metric_families(scraped[-1])
                for s in family.samples if s.name == "pgqueue_jobs_rescued_total"}  # fmt: skip
@@ -459,3 +441,20 @@ async def test_a_retry_the_database_ends_cancelled_is_reported_cancelled(
     actions = [getattr(r, "action", None) for r in caplog.records]
     assert "job_cancelled" in actions and "job_retrying" not in actions
     assert (w.stats.cancelled, w.stats.retried) == (1, 0)
+
+
+async def _scrape_once(w: Any, dsn: str, settled: dict[str, int], metric: str) -> list[str]:
+    """Run worker ``w`` until the jobs' states are ``settled`` and its ``/metrics`` shows
+    ``metric``; returns what it scraped, the last scrape last."""
+    scraped: list[str] = []
+
+    def shown() -> bool:
+        if w.events.metrics_port is None or states(dsn) != settled:
+            return False
+        url = f"http://127.0.0.1:{w.events.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scraped.append(response.read().decode())
+        return metric + "{" in scraped[-1]
+
+    await run_worker_until(w, shown)
+    return scraped
