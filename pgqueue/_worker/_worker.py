@@ -812,7 +812,15 @@ class Worker:
         self._free[job.queue] -= 1
         self._running[job.id, job.attempt] = running
         if not inline:
-            running.task = asyncio.create_task(self._execute(running))
+            execute = self._execute(running)
+            try:
+                running.task = asyncio.create_task(execute)
+            except BaseException:  # a task factory's bug, say: the job did not start
+                execute.close()
+                self._free[job.queue] += 1
+                self.stats.claimed -= 1
+                del self._running[job.id, job.attempt]
+                raise
             return
         # A coroutine that cannot suspend needs no task: the batch's inline jobs run from one
         # callback, after the claimer has sent its next claim.

@@ -401,6 +401,40 @@ async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not
     assert (worker.stats.claimed, worker.stats.succeeded) == (2, 2)
 
 
+async def test_a_job_whose_task_cannot_be_created_leaves_no_slot_counted(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio.create_task raising for the third job of a claim (a task factory's bug, say)
+    fails the worker as any start that raises, and puts that job back; it used to stay
+    counted as running and claimed all the same, its slot taken for good: worker.running
+    said 1 after the stop, and the stats counted a job that never started."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    loop = asyncio.get_running_loop()
+    jobs: list[int] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        if getattr(coro, "__qualname__", "") == "Worker._execute":
+            jobs.append(1)
+            if len(jobs) == 3:
+                raise RuntimeError("injected bug in the task factory")
+        return asyncio.Task(coro, loop=loop)
+
+    for _ in range(5):
+        t.sleepy.enqueue(conn, 0)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    loop.set_task_factory(factory)
+    try:
+        with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+            await asyncio.wait_for(worker.run(), GUARD)
+    finally:
+        loop.set_task_factory(None)
+    assert states(dsn) == {"succeeded": 2, "queued": 3}
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 3  # type: ignore[attr-defined]
+    assert (worker.running, worker.stats.claimed, worker.stats.succeeded) == (0, 2, 2)
+
+
 async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains(
     dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
