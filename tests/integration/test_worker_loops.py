@@ -201,6 +201,39 @@ async def test_a_stray_cancellederror_in_an_optional_loop_is_a_bug_and_the_loop_
     assert crashed.loop == "maintenance" and crashed.exc_info is not None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("bug", [asyncio.CancelledError, RuntimeError])
+async def test_a_bug_in_a_scheduler_pass_is_logged_and_the_scheduler_goes_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, bug: type
+) -> None:
+    """A scheduler pass raising CancelledError of its own (a bug, as in the other optional
+    loops) ended the scheduler for the process's life, without a word: its task ended as
+    cancelled, which no record reports, and this worker fired no tick again. The scheduler
+    runs through repeat() now, as pgqueue's other optional loops do: such a pass, and one
+    raising any other bug, is a scheduler_error with its traceback, and the passes go on."""
+    caplog.set_level(logging.INFO)
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("0 0 1 1 *", name="yearly")
+    async def yearly() -> None:
+        return None
+
+    original = Scheduler.step
+    calls: list[int] = []
+
+    async def step(self: Scheduler) -> float:
+        calls.append(1)
+        if len(calls) == 1:
+            raise bug("injected bug in a scheduler pass")
+        return min(await original(self), 0.05)
+
+    monkeypatch.setattr(Scheduler, "step", step)
+    worker = app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: len(calls) >= 2, timeout=GUARD)
+    [crashed] = [r for r in records(caplog, "scheduler_error") if r.levelname == "ERROR"]
+    assert crashed.loop == "scheduler" and crashed.exc_info is not None  # type: ignore[attr-defined]
+    assert records(caplog, "service_error") == []
+
+
 async def test_a_listener_bug_is_logged_and_listening_starts_again(
     dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
