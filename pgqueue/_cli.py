@@ -351,7 +351,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     envvar="PGQUEUE_LOG_FORMAT",
     default="text",
     show_default=True,
-    type=Choice(["text", "json"]),
+    type=Choice(["text", "json"], case_sensitive=False),
     help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
 )
 @click.version_option(package_name="pgqueue")

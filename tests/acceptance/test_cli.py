@@ -749,6 +749,22 @@ def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str)
         assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
 
 
+def test_every_choice_is_read_whatever_its_case(dsn: str, empty_dsn: str) -> None:
+    """--log-level took INFO but --log-format refused JSON, and --state (of jobs list and of
+    prune) refused FAILED and " failed" although whitespace around a value is ignored
+    everywhere else: every choice is now read whatever its case, whitespace around it
+    ignored."""
+    logged = cli(empty_dsn, "--log-format", "JSON", "migrate", "--check")
+    [record] = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert (logged.returncode, record["action"]) == (1, "command_failed")
+    [job_id] = enqueue(dsn, "once", [(1,)])
+    listed = cli(dsn, "jobs", "list", "--state", " Queued\n", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [job["id"] for job in json.loads(listed.stdout)] == [job_id]
+    pruned = cli(dsn, "prune", "--state", "FAILED", "--older-than", "1d")
+    assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
+
+
 @pytest.mark.parametrize(("written", "read"), [("\\ ", " "), ("\xa0", "\xa0")])
 def test_a_dsn_keeps_the_end_libpq_reads(pg_server: Server, written: str, read: str) -> None:
     """Whitespace around --dsn (PGQUEUE_DSN) is ignored, as libpq ignores it; but a value may
