@@ -338,6 +338,34 @@ def test_with_json_logs_migrate_check_says_a_schema_behind_as_a_json_record(
     assert "pgqueue migrate" in record["message"]
 
 
+def test_with_json_logs_a_worker_that_crashes_ends_on_a_json_record(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A worker whose error is none pgqueue expects (a bug, here in the start's registration)
+    ended its JSON log stream with Python's traceback, a dozen lines of text a JSON log
+    pipeline could not read, and the ones that say why the worker is down. It is now one
+    record, level critical, the traceback in its exception field; the exit status stays 1."""
+    (tmp_path / "crashapp.py").write_text(
+        "from pgqueue import _store\n"
+        "from tests.acceptance.app_under_test import app\n"
+        "def _broken(*args, **kwargs):\n"
+        "    raise RuntimeError('planted bug in the registration')\n"
+        "_store.workers_register = _broken\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "crashapp", "--log-format", "json", "worker",
+         "--burst"],
+        env={**cli_env(dsn), "PYTHONPATH": f"{ROOT}:{tmp_path}"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    last = records[-1]
+    assert (last["action"], last["level"]) == ("uncaught_exception", "critical")
+    assert "RuntimeError: planted bug in the registration" in last["message"]
+    assert last["exception"].startswith("Traceback") and "_broken" in last["exception"]
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
