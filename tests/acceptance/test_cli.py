@@ -366,6 +366,41 @@ def test_with_json_logs_a_worker_that_crashes_ends_on_a_json_record(
     assert last["exception"].startswith("Traceback") and "_broken" in last["exception"]
 
 
+def test_with_json_logs_a_crash_past_an_abandoned_thread_is_a_json_record(
+    ledger: str, tmp_path: Path
+) -> None:
+    """A worker whose stop raised a bug while a sync task's thread still ran exits at once
+    (os._exit: it would wait for the thread), and printed that error with
+    traceback.print_exception, as text in a JSON log stream. It goes through sys.excepthook
+    now, as an error reaching the top would: one uncaught_exception record; exit status 1."""
+    (tmp_path / "stopcrash.py").write_text(
+        "from pgqueue import _store\n"
+        "from tests.acceptance.app_under_test import app\n"
+        "def _broken(*args, **kwargs):\n"
+        "    raise RuntimeError('planted bug in the deregistration')\n"
+        "_store.workers_delete = _broken\n"
+    )
+    enqueue(ledger, "sleeps", [(60,)])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--app", "stopcrash", "--log-format", "json", "worker",
+         "-q", "io", "--poll-interval", "0.1", "--shutdown-timeout", "0.5"],
+        env={**cli_env(ledger), "PYTHONPATH": f"{ROOT}:{tmp_path}"}, cwd=tmp_path,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: running(ledger) == 1, what="a running job")
+        worker.send_signal(signal.SIGTERM)
+        stderr = worker.communicate(timeout=60)[1]
+    finally:
+        worker.kill()
+    assert worker.returncode == 1
+    records = [json.loads(line) for line in stderr.splitlines()]
+    last = records[-1]
+    assert (last["action"], last["level"]) == ("uncaught_exception", "critical")
+    assert "RuntimeError: planted bug in the deregistration" in last["message"]
+    assert query(ledger, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
