@@ -351,7 +351,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     envvar="PGQUEUE_LOG_FORMAT",
     default="text",
     show_default=True,
-    type=Choice(["text", "json"]),
+    type=Choice(["text", "json"], case_sensitive=False),
     help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
 )
 @click.version_option(package_name="pgqueue")
@@ -592,8 +592,8 @@ async def _run_worker(w: Worker) -> None:
         # (asyncio.run would wait for such a coroutine forever, the interpreter for a thread).
         if error is not None and (friendly := _friendly(error)):
             show_error(friendly)
-        elif error is not None:
-            traceback.print_exception(error)
+        elif error is not None:  # as Python would print it: a record with JSON logs
+            sys.excepthook(type(error), error, error.__traceback__)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -19,7 +19,7 @@ import psycopg
 from click.core import ParameterSource
 
 from pgqueue import _ops
-from pgqueue._cli import NO_APP, Seconds, Text, Whole, friendly_errors
+from pgqueue._cli import NO_APP, Choice, Seconds, Text, Whole, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 from pgqueue._options import (
     BIGINT_MAX,
@@ -102,7 +102,7 @@ class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
             self.fail(str(exc), param, ctx)
 
 
-STATES = click.Choice(_ops.STATES)
+STATES = Choice(_ops.STATES, case_sensitive=False)
 CELL_WIDTH = 60
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -377,7 +377,7 @@ def _check_registered(state: State, task: str) -> None:
 @click.option(
     "--state",
     "states",
-    type=click.Choice(["succeeded", "failed", "cancelled"]),
+    type=Choice(["succeeded", "failed", "cancelled"], case_sensitive=False),
     multiple=True,
     help="Only this state (repeatable; default: all finished).",
 )

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+log = logging.getLogger("pgqueue")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -77,8 +82,37 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Python prints a warning as two lines of text: in a JSON stream it is a record instead.
+    # Python prints a warning as two lines of text, and an exception that ends the process or
+    # a thread as a traceback: in a JSON stream each is a record instead.
     logging.captureWarnings(fmt == "json")
+    if fmt == "json":
+        sys.excepthook, threading.excepthook = _log_uncaught, _log_thread_uncaught
+        return
+    if sys.excepthook is _log_uncaught:  # set by an earlier call; another's hook stays
+        sys.excepthook = sys.__excepthook__
+    if threading.excepthook is _log_thread_uncaught:
+        threading.excepthook = threading.__excepthook__
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook`` with JSON logs: the error that ends the process, as a record."""
+    _crashed("the process", (kind, error, tb))
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook`` with JSON logs: the error that ends a thread, as a record."""
+    if args.exc_value is not None and args.exc_type is not SystemExit:  # as Python's own
+        _crashed(f"thread {args.thread.name if args.thread else '?'}",
+                 (args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+
+
+def _crashed(what: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:
+    log.critical(
+        "%s ended on an error nothing caught: %s: %s", what, exc_info[0].__name__, exc_info[1],
+        exc_info=exc_info, extra={"action": "uncaught_exception"},
+    )  # fmt: skip
 
 
 def json_logging() -> bool:

@@ -21,11 +21,14 @@ from pgqueue._options import (
 from pgqueue._retry import MAX_DELAY, is_number, shown
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
+_DEFAULT_QUEUE = "leave queues out (None) for the app's default queue"
 
 
 def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) -> dict[str, int]:
     """``{"io": 20}``, ``["io", "cpu:2"]`` or ``"io,cpu:2"`` → ``{queue: concurrency}``."""
     check_slots(concurrency, "concurrency")
+    if isinstance(queues, str) and not queues.strip():  # an unset setting's "", say
+        raise ValueError(f"queues {queues!r} names no queue: {_DEFAULT_QUEUE}")
     if isinstance(queues, Mapping):
         items = list(queues.items())
     else:
@@ -37,7 +40,7 @@ def parse_queues(queues: Mapping[str, int] | Iterable[str], concurrency: int) ->
             raise ValueError(f"queue {name!r} is given twice: name each queue once")
         result[name] = check_slots(n, f"concurrency of queue {name!r}")
     if not result:
-        raise ValueError("a worker needs at least one queue")
+        raise ValueError(f"a worker needs at least one queue: {_DEFAULT_QUEUE}")
     return result
 
 

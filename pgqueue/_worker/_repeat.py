@@ -1,5 +1,5 @@
-"""pgqueue's own optional loops (maintenance, the claim watchers, the summary, the metrics): a
-pass that raises a bug is logged, and the loop goes on.
+"""pgqueue's own optional loops (maintenance, the claim watchers, the summary, the metrics, the
+scheduler): a pass that raises a bug is logged, and the loop goes on.
 
 Such a loop used to end at its first bug, with one ``service_error`` record, and never run
 again for the process's life: a worker whose skipping probe had ended went on deciding from
@@ -25,10 +25,11 @@ async def repeat(
     one_pass: Callable[[], Awaitable[object]],
     action: str,
     stopping: asyncio.Event | None = None,
+    log: logging.Logger = log,
 ) -> None:
     """Run ``one_pass()`` over and over (until ``stopping`` is set, if given). A pass that
     raises anything (a bug: each pass handles the database's errors its own way; a
-    CancelledError too, unless the loop itself was cancelled) is logged
+    CancelledError too, unless the loop itself was cancelled) is logged to ``log``
     at ERROR as ``action``, with its traceback, and the next comes after a pause that grows
     with each such pass in a row, up to BUG_PAUSE_CAP seconds."""
     crashes = 0

@@ -24,6 +24,7 @@ from pgqueue._errors import error_line
 from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._outage import Outage
+from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
     from pgqueue._worker._worker import Worker
@@ -63,35 +64,33 @@ class Scheduler:
         self.limit = limit
         self.cursors: dict[str, datetime] = {}
         self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+        self._outage = Outage()  # the database's failures in a row (a bug's: see repeat)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Fire ticks as they fall due until ``stopping`` is set; database errors are retried."""
-        failures = 0
-        outage = Outage()  # of the database: a bug's traceback is written each time
+        """Fire ticks as they fall due until ``stopping`` is set; database errors are retried,
+        and a pass that raises anything else (a bug) is logged and the passes go on (repeat):
+        a stray CancelledError used to end the scheduler unseen, for the process's life."""
         log.info(
             "scheduler started: %s", ", ".join(f"{p.name} [{p.cron}]" for p in self.periodics),
             extra={"action": "scheduler_started"},
         )  # fmt: skip
-        while not stopping.is_set():
-            try:
-                delay = await self.step()
-                failures = 0
-                if down := outage.ended():
-                    log.info("scheduler passes work again after %d failures", down,
-                             extra={"action": "scheduler_restored", "failures": down})  # fmt: skip
-            except (psycopg.Error, OSError) as exc:
-                failures += 1
-                n = outage.failed()
-                log.warning("scheduler pass failed (%s), %d in a row", error_line(exc), n,
-                            exc_info=n == 1,
-                            extra={"action": "scheduler_error", "failures": n})  # fmt: skip
-                delay = backoff(failures)
-            except Exception:  # a bug must not silently stop this worker's schedules
-                failures += 1
-                log.exception("scheduler pass crashed", extra={"action": "scheduler_error"})
-                delay = backoff(failures, cap=60.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+        await repeat("scheduler", lambda: self._pass(stopping), "scheduler_error", stopping, log)
+
+    async def _pass(self, stopping: asyncio.Event) -> None:
+        """One pass, then the wait for the next: after a database error, with backoff."""
+        try:
+            delay = await self.step()
+            if down := self._outage.ended():
+                log.info("scheduler passes work again after %d failures", down,
+                         extra={"action": "scheduler_restored", "failures": down})  # fmt: skip
+        except (psycopg.Error, OSError) as exc:
+            n = self._outage.failed()
+            log.warning("scheduler pass failed (%s), %d in a row", error_line(exc), n,
+                        exc_info=n == 1,
+                        extra={"action": "scheduler_error", "failures": n})  # fmt: skip
+            delay = backoff(n)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
 
     async def step(self) -> float:
         """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""

@@ -154,7 +154,9 @@ class Worker:
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self.app = app
-        self.queues = parse_queues(queues or [app.defaults.queue], concurrency)
+        # Only None means the default queue: "" or [] (a setting left empty, a list filtered
+        # down to nothing) ran it unasked, where the CLI refuses `-q ""`.
+        self.queues = parse_queues([app.defaults.queue] if queues is None else queues, concurrency)
         self.dsn = normalize_dsn(dsn) if dsn else app.dsn
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.poll_interval = poll_interval
@@ -812,7 +814,15 @@ class Worker:
         self._free[job.queue] -= 1
         self._running[job.id, job.attempt] = running
         if not inline:
-            running.task = asyncio.create_task(self._execute(running))
+            execute = self._execute(running)
+            try:
+                running.task = asyncio.create_task(execute)
+            except BaseException:  # a task factory's bug, say: the job did not start
+                execute.close()
+                self._free[job.queue] += 1
+                self.stats.claimed -= 1
+                del self._running[job.id, job.attempt]
+                raise
             return
         # A coroutine that cannot suspend needs no task: the batch's inline jobs run from one
         # callback, after the claimer has sent its next claim.

@@ -338,6 +338,69 @@ def test_with_json_logs_migrate_check_says_a_schema_behind_as_a_json_record(
     assert "pgqueue migrate" in record["message"]
 
 
+def test_with_json_logs_a_worker_that_crashes_ends_on_a_json_record(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A worker whose error is none pgqueue expects (a bug, here in the start's registration)
+    ended its JSON log stream with Python's traceback, a dozen lines of text a JSON log
+    pipeline could not read, and the ones that say why the worker is down. It is now one
+    record, level critical, the traceback in its exception field; the exit status stays 1."""
+    (tmp_path / "crashapp.py").write_text(
+        "from pgqueue import _store\n"
+        "from tests.acceptance.app_under_test import app\n"
+        "def _broken(*args, **kwargs):\n"
+        "    raise RuntimeError('planted bug in the registration')\n"
+        "_store.workers_register = _broken\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", "crashapp", "--log-format", "json", "worker",
+         "--burst"],
+        env={**cli_env(dsn), "PYTHONPATH": f"{ROOT}:{tmp_path}"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    last = records[-1]
+    assert (last["action"], last["level"]) == ("uncaught_exception", "critical")
+    assert "RuntimeError: planted bug in the registration" in last["message"]
+    assert last["exception"].startswith("Traceback") and "_broken" in last["exception"]
+
+
+def test_with_json_logs_a_crash_past_an_abandoned_thread_is_a_json_record(
+    ledger: str, tmp_path: Path
+) -> None:
+    """A worker whose stop raised a bug while a sync task's thread still ran exits at once
+    (os._exit: it would wait for the thread), and printed that error with
+    traceback.print_exception, as text in a JSON log stream. It goes through sys.excepthook
+    now, as an error reaching the top would: one uncaught_exception record; exit status 1."""
+    (tmp_path / "stopcrash.py").write_text(
+        "from pgqueue import _store\n"
+        "from tests.acceptance.app_under_test import app\n"
+        "def _broken(*args, **kwargs):\n"
+        "    raise RuntimeError('planted bug in the deregistration')\n"
+        "_store.workers_delete = _broken\n"
+    )
+    enqueue(ledger, "sleeps", [(60,)])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--app", "stopcrash", "--log-format", "json", "worker",
+         "-q", "io", "--poll-interval", "0.1", "--shutdown-timeout", "0.5"],
+        env={**cli_env(ledger), "PYTHONPATH": f"{ROOT}:{tmp_path}"}, cwd=tmp_path,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: running(ledger) == 1, what="a running job")
+        worker.send_signal(signal.SIGTERM)
+        stderr = worker.communicate(timeout=60)[1]
+    finally:
+        worker.kill()
+    assert worker.returncode == 1
+    records = [json.loads(line) for line in stderr.splitlines()]
+    last = records[-1]
+    assert (last["action"], last["level"]) == ("uncaught_exception", "critical")
+    assert "RuntimeError: planted bug in the deregistration" in last["message"]
+    assert query(ledger, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [(("jobs", "retry"), "Error: give either a JOB_ID or --failed"),
@@ -747,6 +810,22 @@ def test_text_and_choices_from_the_environment_may_end_in_a_newline(ledger: str)
             env={**env, variable: value}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert (refused.returncode, usage_error(refused.stderr)) == (2, error)
+
+
+def test_every_choice_is_read_whatever_its_case(dsn: str, empty_dsn: str) -> None:
+    """--log-level took INFO but --log-format refused JSON, and --state (of jobs list and of
+    prune) refused FAILED and " failed" although whitespace around a value is ignored
+    everywhere else: every choice is now read whatever its case, whitespace around it
+    ignored."""
+    logged = cli(empty_dsn, "--log-format", "JSON", "migrate", "--check")
+    [record] = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert (logged.returncode, record["action"]) == (1, "command_failed")
+    [job_id] = enqueue(dsn, "once", [(1,)])
+    listed = cli(dsn, "jobs", "list", "--state", " Queued\n", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [job["id"] for job in json.loads(listed.stdout)] == [job_id]
+    pruned = cli(dsn, "prune", "--state", "FAILED", "--older-than", "1d")
+    assert (pruned.returncode, pruned.stdout.strip()) == (0, "deleted 0 finished jobs")
 
 
 @pytest.mark.parametrize(("written", "read"), [("\\ ", " "), ("\xa0", "\xa0")])

@@ -201,6 +201,39 @@ async def test_a_stray_cancellederror_in_an_optional_loop_is_a_bug_and_the_loop_
     assert crashed.loop == "maintenance" and crashed.exc_info is not None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("bug", [asyncio.CancelledError, RuntimeError])
+async def test_a_bug_in_a_scheduler_pass_is_logged_and_the_scheduler_goes_on(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, bug: type
+) -> None:
+    """A scheduler pass raising CancelledError of its own (a bug, as in the other optional
+    loops) ended the scheduler for the process's life, without a word: its task ended as
+    cancelled, which no record reports, and this worker fired no tick again. The scheduler
+    runs through repeat() now, as pgqueue's other optional loops do: such a pass, and one
+    raising any other bug, is a scheduler_error with its traceback, and the passes go on."""
+    caplog.set_level(logging.INFO)
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("0 0 1 1 *", name="yearly")
+    async def yearly() -> None:
+        return None
+
+    original = Scheduler.step
+    calls: list[int] = []
+
+    async def step(self: Scheduler) -> float:
+        calls.append(1)
+        if len(calls) == 1:
+            raise bug("injected bug in a scheduler pass")
+        return min(await original(self), 0.05)
+
+    monkeypatch.setattr(Scheduler, "step", step)
+    worker = app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: len(calls) >= 2, timeout=GUARD)
+    [crashed] = [r for r in records(caplog, "scheduler_error") if r.levelname == "ERROR"]
+    assert crashed.loop == "scheduler" and crashed.exc_info is not None  # type: ignore[attr-defined]
+    assert records(caplog, "service_error") == []
+
+
 async def test_a_listener_bug_is_logged_and_listening_starts_again(
     dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -399,6 +432,40 @@ async def test_a_start_that_raises_midway_through_a_claim_puts_back_the_jobs_not
     [released] = records(caplog, "jobs_released")
     assert released.count == 3  # type: ignore[attr-defined]
     assert (worker.stats.claimed, worker.stats.succeeded) == (2, 2)
+
+
+async def test_a_job_whose_task_cannot_be_created_leaves_no_slot_counted(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio.create_task raising for the third job of a claim (a task factory's bug, say)
+    fails the worker as any start that raises, and puts that job back; it used to stay
+    counted as running and claimed all the same, its slot taken for good: worker.running
+    said 1 after the stop, and the stats counted a job that never started."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    loop = asyncio.get_running_loop()
+    jobs: list[int] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        if getattr(coro, "__qualname__", "") == "Worker._execute":
+            jobs.append(1)
+            if len(jobs) == 3:
+                raise RuntimeError("injected bug in the task factory")
+        return asyncio.Task(coro, loop=loop)
+
+    for _ in range(5):
+        t.sleepy.enqueue(conn, 0)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
+    loop.set_task_factory(factory)
+    try:
+        with pytest.raises(pgqueue.WorkerFailed, match="claim loop raised RuntimeError"):
+            await asyncio.wait_for(worker.run(), GUARD)
+    finally:
+        loop.set_task_factory(None)
+    assert states(dsn) == {"succeeded": 2, "queued": 3}
+    [released] = records(caplog, "jobs_released")
+    assert released.count == 3  # type: ignore[attr-defined]
+    assert (worker.running, worker.stats.claimed, worker.stats.succeeded) == (0, 2, 2)
 
 
 async def test_jobs_not_started_keep_their_leases_while_the_failed_worker_drains(

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import math
+import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
-from pgqueue._logging import JsonFormatter
+from pgqueue._logging import JsonFormatter, configure_logging
 from pgqueue._ops import _UNITS, decode_json, parse_duration, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
 
@@ -178,6 +180,41 @@ def test_a_json_log_line_keeps_the_stack_a_record_asked_for() -> None:
     assert line["stack"].startswith("Stack (most recent call last):")
     assert "test_a_json_log_line_keeps_the_stack" in line["stack"]
     assert line["extra_stack"] == "mine"
+
+
+def test_with_json_logs_an_error_nothing_caught_is_one_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An error that ends the process (sys.excepthook) or a thread (threading.excepthook) was
+    printed by Python as a traceback of text in the middle of the JSON log stream: with JSON
+    logs it is one uncaught_exception record, its traceback in "exception"; back to text,
+    Python's own hooks print it again."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
+    try:
+        configure_logging("info", "json")
+        try:
+            raise KeyError("gone")
+        except KeyError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+        thread = threading.Thread(target=lambda: 1 / 0, name="doomed")
+        thread.start()
+        thread.join()
+        configure_logging("info", "text")
+        hooks = (sys.excepthook, threading.excepthook)
+    finally:
+        root.handlers[:], level, sys.excepthook, threading.excepthook = saved
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    assert hooks == (sys.__excepthook__, threading.__excepthook__)
+    lines = [strict_json(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["action"], r["level"], r["logger"]) for r in lines] == 2 * [
+        ("uncaught_exception", "critical", "pgqueue")
+    ]
+    assert lines[0]["message"].startswith("the process ended")
+    assert "KeyError: 'gone'" in lines[0]["exception"]
+    assert lines[1]["message"].startswith("thread doomed ended")
+    assert "ZeroDivisionError" in lines[1]["exception"]
 
 
 def test_middleware_nests_in_registration_order() -> None:

@@ -102,3 +102,24 @@ def test_concurrency_past_what_a_worker_runs_is_refused_naming_the_limit() -> No
 def test_spaces_around_queue_names_and_figures_are_ignored() -> None:
     """' io : 4 , cpu' reads as io with 4 slots and cpu with the default."""
     assert parse_queues(" io : 4 , cpu", 3) == {"io": 4, "cpu": 3}
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [("", "queues '' names no queue: leave queues out (None) for the app's default queue"),
+     (" \n", "queues ' \\n' names no queue: leave queues out (None) for the app's default"
+      " queue"),
+     ([], "a worker needs at least one queue: leave queues out (None) for the app's default"
+      " queue"),
+     ({}, "a worker needs at least one queue: leave queues out (None) for the app's default"
+      " queue")],
+)  # fmt: skip
+def test_queues_that_name_no_queue_are_refused(queues: Any, message: str) -> None:
+    """Worker(queues="") (a setting left empty: os.environ.get("QUEUES", "")), [] or {} (a
+    list of queues filtered down to none) quietly ran the app's default queue, a queue not
+    asked for; `pgqueue worker -q ""` was refused. Only None (left out) means the default
+    queue now; these raise ValueError saying so."""
+    with pytest.raises(ValueError) as raised:
+        build(queues=queues)
+    assert str(raised.value) == message
+    assert build(queues=None).queues == {"default": 10}
