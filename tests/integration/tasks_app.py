@@ -184,3 +184,9 @@ async def fails_slowly(seconds: float) -> None:
     """Sleep, then raise (an attempt that ends in a retry after a while)."""
     await asyncio.sleep(seconds)
     raise RuntimeError("slow failure")
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_its_own_timeout() -> None:
+    """Raise a TimeoutError of the task's own (a wait_for of its own that expired)."""
+    await asyncio.wait_for(asyncio.sleep(10), 0.01)
