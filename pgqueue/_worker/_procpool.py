@@ -14,6 +14,7 @@ import importlib
 import inspect
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -146,6 +147,12 @@ def _child_main(
     """The child's loop: receive a call, run it, send back (ok, value). ``logs``: the
     ``configure_logging`` arguments of the worker's process, if it was set up so (the CLI):
     the child's records and warnings are then written as the worker's are, JSON lines too."""
+    # The worker ends its children itself (SIGKILL). A Ctrl-C in a terminal, or a SIGTERM from
+    # a supervisor, reaches the whole process group: it must not end the call the worker's
+    # graceful stop lets finish. A handler, not SIG_IGN: the task's own subprocesses get the
+    # default action back at exec.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore)
     threading.Thread(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
@@ -179,6 +186,10 @@ def _child_main(
             conn.send(answer)
         except Exception as exc:  # unpicklable result or exception
             conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing."""
 
 
 def _watch_worker(pid: int, started: int | None) -> None:
