@@ -18,13 +18,16 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
+from pgqueue._worker._executor import _text
 from pgqueue._worker._liveness import is_dead, this_process
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
@@ -36,6 +39,36 @@ class ChildLost(Exception):
 
 class RemoteError(Exception):
     """An exception raised in a child that could not be sent back as itself."""
+
+
+class ChildTraceback(Exception):
+    """The traceback, as text, of an exception raised in a child: its ``__cause__`` here."""
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.args[0]}"""'
+
+
+class _Raised:
+    """An exception raised in a child, pickled with the text of its traceback (pickling drops
+    the traceback itself: the job's would show none of the task's lines). One that could not
+    make the trip (an attribute pickle refuses, an ``__init__`` unpickling cannot call) comes
+    as a ``RemoteError`` with its type and text, not as the error pickling it raised."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.trace = "".join(traceback.format_exception(exc))
+        try:
+            ForkingPickler.loads(ForkingPickler.dumps(exc))
+        except Exception:
+            exc = RemoteError(f"{type(exc).__qualname__}: {_text(exc)}")
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _with_trace, (self.exc, self.trace)
+
+
+def _with_trace(exc: BaseException, trace: str) -> BaseException:
+    exc.__cause__ = ChildTraceback(trace)
+    return exc
 
 
 class _Slot:
@@ -181,11 +214,12 @@ def _child_main(
                 raise failed_setup
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = (False, exc)
+            answer = (False, _Raised(exc))
         try:
             conn.send(answer)
-        except Exception as exc:  # unpicklable result or exception
-            conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
+        except Exception as exc:  # a return value pickle refuses
+            why = f"{type(exc).__name__}: {exc}"
+            conn.send((False, RemoteError(f"the task's return value cannot be sent back: {why}")))
 
 
 def _ignore(signum: int, frame: Any) -> None:

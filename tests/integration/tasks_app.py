@@ -186,6 +186,29 @@ async def fails_slowly(seconds: float) -> None:
     raise RuntimeError("slow failure")
 
 
+class NeedsTwo(Exception):
+    """An exception unpickling cannot rebuild: its __init__ takes two arguments."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} failed: {why}")
+
+
+@app.task(queue="cpu", executor="process")
+def raises_in_a_child(kind: str) -> object:
+    """Raise in the child: a plain ValueError, or one that cannot travel back as itself."""
+    import threading
+
+    if kind == "plain":
+        raise ValueError("bad input 42")
+    if kind == "unpicklable":
+        error = RuntimeError("holds a lock")
+        error.lock = threading.Lock()  # type: ignore[attr-defined]
+        raise error
+    if kind == "unrebuildable":
+        raise NeedsTwo("export", "disk full")
+    return (n for n in range(3))  # a return value pickle refuses
+
+
 @app.task(queue="io", max_attempts=1)
 async def raises_its_own_timeout() -> None:
     """Raise a TimeoutError of the task's own (a wait_for of its own that expired)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import traceback
 
 import pytest
 
 import pgqueue
-from pgqueue._worker._procpool import ChildLost, ProcessPool
+from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
 
@@ -114,3 +115,41 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
         process.kill()
         process.join()
         parent.close()
+
+
+async def test_an_exception_from_a_child_carries_the_childs_traceback() -> None:
+    """Pickling drops a traceback: a process task's job showed only pgqueue's own frames, none
+    of the task's. The exception comes back as itself, the child's traceback as its cause."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ValueError, match="bad input 42") as raised:
+            await pool.run(_where("raises_in_a_child"), ["plain"], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    text = "".join(traceback.format_exception(raised.value))
+    assert 'raise ValueError("bad input 42")' in text
+    assert "in raises_in_a_child" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("unpicklable", "RuntimeError: holds a lock"),
+     ("unrebuildable", "NeedsTwo: export failed: disk full"),
+     ("value", "the task's return value cannot be sent back: TypeError: cannot pickle")],
+)  # fmt: skip
+async def test_what_cannot_travel_back_from_a_child_is_named_in_the_error(
+    kind: str, message: str
+) -> None:
+    """An exception pickle refuses, or one unpickling cannot rebuild, was reported as the
+    error pickling raised (``cannot pickle '_thread.lock'``, ``__init__() missing 1 required
+    positional argument``): the task's own error and message were lost. They are kept now,
+    and a return value that cannot be sent back says so; the child serves on."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(RemoteError) as raised:
+            await pool.run(_where("raises_in_a_child"), [kind], {}, FIELDS)
+        assert str(raised.value).startswith(message)
+        assert pool.recycled == 0
+        assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
+    finally:
+        pool.shutdown()
