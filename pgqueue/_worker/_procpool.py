@@ -28,7 +28,7 @@ from typing import Any
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._executor import _text
-from pgqueue._worker._liveness import is_dead, this_process
+from pgqueue._worker._liveness import is_dead, process_started, this_process
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 
@@ -85,26 +85,44 @@ class _Slot:
         )
         self.process.start()
         child.close()
+        self.started = _started(self.process.pid)  # None without /proc
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[None] = loop.create_future()
-        fd = self.conn.fileno()
-        loop.add_reader(fd, _resolve, answered)
         try:
             self.conn.send(message)
-            await answered
+            await self._answer()
             ok, value = self.conn.recv()
         except (EOFError, OSError):
             raise ChildLost() from None
         except Exception as exc:  # the answer arrived whole but cannot be unpickled here
             raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            loop.remove_reader(fd)
         if ok:
             return value
         raise value
+
+    async def _answer(self) -> None:
+        """Wait until the child's answer can be read, or raise ``EOFError`` once it has ended.
+
+        Its pipe alone cannot tell: a process the task forked holds the child's end open. The
+        sentinel tells when the child ends, or (forkserver) when the forkserver does: a
+        child still there is then waited for on its pipe alone."""
+        loop = asyncio.get_running_loop()
+        fds = [self.conn.fileno(), self.process.sentinel]
+        while True:
+            woken: asyncio.Future[None] = loop.create_future()
+            for fd in fds:
+                loop.add_reader(fd, _resolve, woken)
+            try:
+                await woken
+            finally:
+                for fd in fds:
+                    loop.remove_reader(fd)
+            if self.conn.poll():
+                return
+            if is_dead(self.process.pid, self.started):  # type: ignore[arg-type]
+                raise EOFError
+            fds = fds[:1]
 
     def kill(self) -> None:
         """Kill the child now and release the pipe."""
@@ -163,6 +181,14 @@ class ProcessPool:
         for slot in self._idle:
             slot.kill()
         self._idle.clear()
+
+
+def _started(pid: int | None) -> int | None:
+    """When ``pid`` started (see :func:`process_started`), or ``None`` if that cannot be read."""
+    try:
+        return process_started(pid)  # type: ignore[arg-type]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

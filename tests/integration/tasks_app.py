@@ -209,6 +209,20 @@ def raises_in_a_child(kind: str) -> object:
     return (n for n in range(3))  # a return value pickle refuses
 
 
+@app.task(queue="cpu", executor="process")
+def dies_leaving_a_grandchild(pid_file: str) -> None:
+    """Fork a process that inherits this child's pipes and sleeps on; write its pid; die."""
+    import time
+
+    grandchild = os.fork()
+    if grandchild == 0:
+        time.sleep(120)
+        os._exit(0)
+    with open(pid_file, "w") as out:
+        out.write(str(grandchild))
+    os._exit(3)
+
+
 @app.task(queue="io", max_attempts=1)
 async def raises_its_own_timeout() -> None:
     """Raise a TimeoutError of the task's own (a wait_for of its own that expired)."""

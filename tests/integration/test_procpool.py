@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,23 @@ async def test_what_cannot_travel_back_from_a_child_is_named_in_the_error(
         assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
     finally:
         pool.shutdown()
+
+
+async def test_a_child_that_dies_is_seen_while_a_process_it_started_holds_its_pipe(
+    tmp_path: Path,
+) -> None:
+    """A task that starts processes of its own by forking (``multiprocessing``'s default on
+    Linux) hands them the child's end of the worker's pipe. The child's death went unseen
+    until the last of them exited: the job stayed running, its lease kept alive, for as
+    long as they lived (for ever, for a pool waiting on its work). Its exit is seen now."""
+    pid_file = tmp_path / "grandchild"
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            async with asyncio.timeout(60):  # the grandchild sleeps 120 s
+                await pool.run(_where("dies_leaving_a_grandchild"), [str(pid_file)], {}, FIELDS)
+        assert pool.recycled == 1
+    finally:
+        pool.shutdown()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
