@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
+from types import TracebackType
 from typing import Any
 
 from pgqueue._logging import configure_logging, configured_logging
@@ -217,12 +218,13 @@ def _child_main(
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
     failed_setup: BaseException | None = None
+    setup_trace: TracebackType | None = None
     around: Any = None  # what the setup function returned: it makes each call, if given
     if setup is not None:
         try:
             around = getattr(importlib.import_module(setup[0]), setup[1])()
         except BaseException as exc:  # every call then fails with it, as the job's error
-            failed_setup = exc
+            failed_setup, setup_trace = exc, exc.__traceback__
     if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
         configure_logging(*logs)
     while True:
@@ -236,8 +238,8 @@ def _child_main(
             # its next look, after it had run for up to _WATCH_INTERVAL.
             return
         try:
-            if failed_setup is not None:
-                raise failed_setup
+            if failed_setup is not None:  # its own traceback, not one frame more per call
+                raise failed_setup.with_traceback(setup_trace)
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = (False, _Raised(exc))

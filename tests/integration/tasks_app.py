@@ -227,3 +227,8 @@ def dies_leaving_a_grandchild(pid_file: str) -> None:
 async def raises_its_own_timeout() -> None:
     """Raise a TimeoutError of the task's own (a wait_for of its own that expired)."""
     await asyncio.wait_for(asyncio.sleep(10), 0.01)
+
+
+def setup_that_fails() -> None:
+    """A child's set-up function (ProcessPool's ``setup``) that raises."""
+    raise RuntimeError("no settings")

@@ -175,3 +175,20 @@ async def test_a_child_that_dies_is_seen_while_a_process_it_started_holds_its_pi
         pool.shutdown()
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+async def test_a_failed_setup_fails_each_call_with_the_same_traceback() -> None:
+    """A child whose set-up raised fails every call with that error. Raising the one exception
+    again and again grew its traceback by a frame per call (each job's longer to make and
+    store, without end): each call reports the set-up's traceback as it was."""
+    pool = ProcessPool(1, setup=_where("setup_that_fails"))
+    traces = []
+    try:
+        for _ in range(4):
+            with pytest.raises(RuntimeError, match="no settings") as raised:
+                await pool.run(_where("process_pid"), [], {}, FIELDS)
+            traces.append(str(raised.value.__cause__))
+    finally:
+        pool.shutdown()
+    assert "in setup_that_fails" in traces[0]
+    assert traces == traces[:1] * 4
