@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import multiprocessing
 import os
 import signal
@@ -30,6 +31,8 @@ from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._executor import _text
 from pgqueue._worker._liveness import is_dead, process_started, this_process
+
+log = logging.getLogger("pgqueue.worker")
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 
@@ -160,6 +163,8 @@ class ProcessPool:
                 if isinstance(exc, ChildLost | asyncio.CancelledError):
                     self.recycled += 1
                     slot.kill()
+                    if isinstance(exc, ChildLost):
+                        _report_lost(slot.process, fields[0])
                 else:
                     self._idle.append(slot)
                 raise
@@ -182,6 +187,20 @@ class ProcessPool:
         for slot in self._idle:
             slot.kill()
         self._idle.clear()
+
+
+def _report_lost(process: BaseProcess, job_id: int) -> None:
+    """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"."""
+    code = process.exitcode
+    how = f"exited with status {code}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):  # a number the signal module has no name for
+            how = f"was killed by {signal.Signals(-code).name}"
+    log.warning(
+        "job %s: its child process %s %s before it answered; the attempt ends as worker lost",
+        job_id, process.pid, how,
+        extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
+    )  # fmt: skip
 
 
 def _started(pid: int | None) -> int | None:

@@ -192,3 +192,26 @@ async def test_a_failed_setup_fails_each_call_with_the_same_traceback() -> None:
         pool.shutdown()
     assert "in setup_that_fails" in traces[0]
     assert traces == traces[:1] * 4
+
+
+async def test_how_a_lost_child_ended_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A child's death fails its job as "worker lost", which said nothing of the child, nor of
+    how it ended: a segfault, the OOM killer's SIGKILL and an exit look alike. A WARNING
+    (child_lost) names the job, the child and its exit status or signal."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            await pool.run(_where("dies"), [], {}, FIELDS)
+        child = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        killer = asyncio.get_running_loop().call_later(0.5, os.kill, child, signal.SIGKILL)
+        with pytest.raises(ChildLost):
+            await pool.run(_where("spin"), [60], {}, FIELDS)
+        killer.cancel()
+    finally:
+        pool.shutdown()
+    lost = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert [(r.levelname, r.job_id, r.exit_code) for r in lost] == [  # type: ignore[attr-defined]
+        ("WARNING", 1, 3), ("WARNING", 1, -9)
+    ]  # fmt: skip
+    assert "exited with status 3" in lost[0].getMessage()
+    assert f"child process {child} was killed by SIGKILL" in lost[1].getMessage()
