@@ -93,6 +93,7 @@ class JobExecutor:
         if job.unreadable is not None:  # no attempt can read it: fail now, arguments kept
             return Outcome(job.id, job.attempt, "failed", error=job.unreadable)
         task = self.app.get_task(job.task)
+        deadline: asyncio.Timeout | None = None  # the job's timeout, if it has one
         try:
             if task is None:
                 raise UnknownTaskError(job.task)
@@ -104,7 +105,7 @@ class JobExecutor:
             if job.timeout is None:  # most jobs: no timeout machinery at all
                 result = await pending
             else:
-                async with asyncio.timeout(job.timeout):
+                async with asyncio.timeout(job.timeout) as deadline:
                     result = await pending
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
@@ -112,6 +113,8 @@ class JobExecutor:
             error = self._redact(f"cancelled: {_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except TimeoutError as exc:
+            if deadline is None or not deadline.expired():  # the task's own (a wait_for of its)
+                return self._failure(job, task, exc)
             ctx.cancel("timeout")
             return self._failure(job, task, exc, f"timed out after {job.timeout} s")
         except asyncio.CancelledError as exc:

@@ -12,19 +12,27 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from types import TracebackType
 from typing import Any
 
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
-from pgqueue._worker._liveness import is_dead, this_process
+from pgqueue._worker._executor import _text
+from pgqueue._worker._liveness import is_dead, process_started, this_process
+
+log = logging.getLogger("pgqueue.worker")
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 
@@ -35,6 +43,36 @@ class ChildLost(Exception):
 
 class RemoteError(Exception):
     """An exception raised in a child that could not be sent back as itself."""
+
+
+class ChildTraceback(Exception):
+    """The traceback, as text, of an exception raised in a child: its ``__cause__`` here."""
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.args[0]}"""'
+
+
+class _Raised:
+    """An exception raised in a child, pickled with the text of its traceback (pickling drops
+    the traceback itself: the job's would show none of the task's lines). One that could not
+    make the trip (an attribute pickle refuses, an ``__init__`` unpickling cannot call) comes
+    as a ``RemoteError`` with its type and text, not as the error pickling it raised."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.trace = "".join(traceback.format_exception(exc))
+        try:
+            ForkingPickler.loads(ForkingPickler.dumps(exc))
+        except Exception:
+            exc = RemoteError(f"{type(exc).__qualname__}: {_text(exc)}")
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _with_trace, (self.exc, self.trace)
+
+
+def _with_trace(exc: BaseException, trace: str) -> BaseException:
+    exc.__cause__ = ChildTraceback(trace)
+    return exc
 
 
 class _Slot:
@@ -51,26 +89,44 @@ class _Slot:
         )
         self.process.start()
         child.close()
+        self.started = _started(self.process.pid)  # None without /proc
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[None] = loop.create_future()
-        fd = self.conn.fileno()
-        loop.add_reader(fd, _resolve, answered)
         try:
             self.conn.send(message)
-            await answered
+            await self._answer()
             ok, value = self.conn.recv()
         except (EOFError, OSError):
             raise ChildLost() from None
         except Exception as exc:  # the answer arrived whole but cannot be unpickled here
             raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            loop.remove_reader(fd)
         if ok:
             return value
         raise value
+
+    async def _answer(self) -> None:
+        """Wait until the child's answer can be read, or raise ``EOFError`` once it has ended.
+
+        Its pipe alone cannot tell: a process the task forked holds the child's end open. The
+        sentinel tells when the child ends, or (forkserver) when the forkserver does: a
+        child still there is then waited for on its pipe alone."""
+        loop = asyncio.get_running_loop()
+        fds = [self.conn.fileno(), self.process.sentinel]
+        while True:
+            woken: asyncio.Future[None] = loop.create_future()
+            for fd in fds:
+                loop.add_reader(fd, _resolve, woken)
+            try:
+                await woken
+            finally:
+                for fd in fds:
+                    loop.remove_reader(fd)
+            if self.conn.poll():
+                return
+            if is_dead(self.process.pid, self.started):  # type: ignore[arg-type]
+                raise EOFError
+            fds = fds[:1]
 
     def kill(self) -> None:
         """Kill the child now and release the pipe."""
@@ -107,6 +163,8 @@ class ProcessPool:
                 if isinstance(exc, ChildLost | asyncio.CancelledError):
                     self.recycled += 1
                     slot.kill()
+                    if isinstance(exc, ChildLost):
+                        _report_lost(slot.process, fields[0])
                 else:
                     self._idle.append(slot)
                 raise
@@ -131,6 +189,28 @@ class ProcessPool:
         self._idle.clear()
 
 
+def _report_lost(process: BaseProcess, job_id: int) -> None:
+    """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"."""
+    code = process.exitcode
+    how = f"exited with status {code}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):  # a number the signal module has no name for
+            how = f"was killed by {signal.Signals(-code).name}"
+    log.warning(
+        "job %s: its child process %s %s before it answered; the attempt ends as worker lost",
+        job_id, process.pid, how,
+        extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
+    )  # fmt: skip
+
+
+def _started(pid: int | None) -> int | None:
+    """When ``pid`` started (see :func:`process_started`), or ``None`` if that cannot be read."""
+    try:
+        return process_started(pid)  # type: ignore[arg-type]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -146,17 +226,24 @@ def _child_main(
     """The child's loop: receive a call, run it, send back (ok, value). ``logs``: the
     ``configure_logging`` arguments of the worker's process, if it was set up so (the CLI):
     the child's records and warnings are then written as the worker's are, JSON lines too."""
+    # The worker ends its children itself (SIGKILL). A Ctrl-C in a terminal, or a SIGTERM from
+    # a supervisor, reaches the whole process group: it must not end the call the worker's
+    # graceful stop lets finish. A handler, not SIG_IGN: the task's own subprocesses get the
+    # default action back at exec.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore)
     threading.Thread(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
     failed_setup: BaseException | None = None
+    setup_trace: TracebackType | None = None
     around: Any = None  # what the setup function returned: it makes each call, if given
     if setup is not None:
         try:
             around = getattr(importlib.import_module(setup[0]), setup[1])()
         except BaseException as exc:  # every call then fails with it, as the job's error
-            failed_setup = exc
+            failed_setup, setup_trace = exc, exc.__traceback__
     if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
         configure_logging(*logs)
     while True:
@@ -170,15 +257,20 @@ def _child_main(
             # its next look, after it had run for up to _WATCH_INTERVAL.
             return
         try:
-            if failed_setup is not None:
-                raise failed_setup
+            if failed_setup is not None:  # its own traceback, not one frame more per call
+                raise failed_setup.with_traceback(setup_trace)
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = (False, exc)
+            answer = (False, _Raised(exc))
         try:
             conn.send(answer)
-        except Exception as exc:  # unpicklable result or exception
-            conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
+        except Exception as exc:  # a return value pickle refuses
+            why = f"{type(exc).__name__}: {exc}"
+            conn.send((False, RemoteError(f"the task's return value cannot be sent back: {why}")))
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing."""
 
 
 def _watch_worker(pid: int, started: int | None) -> None:

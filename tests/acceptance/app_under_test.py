@@ -62,6 +62,14 @@ def sleeps(seconds: float) -> str:
     return "slept"
 
 
+@app.task(queue="io", executor="process")
+def sleeps_in_a_child(seconds: float) -> str:
+    """Record the execution, then sleep, in a child process of the worker."""
+    record()
+    time.sleep(seconds)
+    return "slept"
+
+
 @app.task(queue="io")
 async def ignores_cancellation(seconds: float) -> str:
     """Record the execution, then sleep ``seconds``, swallowing every cancellation."""

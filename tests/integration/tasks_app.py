@@ -184,3 +184,51 @@ async def fails_slowly(seconds: float) -> None:
     """Sleep, then raise (an attempt that ends in a retry after a while)."""
     await asyncio.sleep(seconds)
     raise RuntimeError("slow failure")
+
+
+class NeedsTwo(Exception):
+    """An exception unpickling cannot rebuild: its __init__ takes two arguments."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} failed: {why}")
+
+
+@app.task(queue="cpu", executor="process")
+def raises_in_a_child(kind: str) -> object:
+    """Raise in the child: a plain ValueError, or one that cannot travel back as itself."""
+    import threading
+
+    if kind == "plain":
+        raise ValueError("bad input 42")
+    if kind == "unpicklable":
+        error = RuntimeError("holds a lock")
+        error.lock = threading.Lock()  # type: ignore[attr-defined]
+        raise error
+    if kind == "unrebuildable":
+        raise NeedsTwo("export", "disk full")
+    return (n for n in range(3))  # a return value pickle refuses
+
+
+@app.task(queue="cpu", executor="process")
+def dies_leaving_a_grandchild(pid_file: str) -> None:
+    """Fork a process that inherits this child's pipes and sleeps on; write its pid; die."""
+    import time
+
+    grandchild = os.fork()
+    if grandchild == 0:
+        time.sleep(120)
+        os._exit(0)
+    with open(pid_file, "w") as out:
+        out.write(str(grandchild))
+    os._exit(3)
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_its_own_timeout() -> None:
+    """Raise a TimeoutError of the task's own (a wait_for of its own that expired)."""
+    await asyncio.wait_for(asyncio.sleep(10), 0.01)
+
+
+def setup_that_fails() -> None:
+    """A child's set-up function (ProcessPool's ``setup``) that raises."""
+    raise RuntimeError("no settings")

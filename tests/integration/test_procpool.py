@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import traceback
+from pathlib import Path
 
 import pytest
 
 import pgqueue
-from pgqueue._worker._procpool import ChildLost, ProcessPool
+from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
 
@@ -114,3 +117,101 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
         process.kill()
         process.join()
         parent.close()
+
+
+async def test_an_exception_from_a_child_carries_the_childs_traceback() -> None:
+    """Pickling drops a traceback: a process task's job showed only pgqueue's own frames, none
+    of the task's. The exception comes back as itself, the child's traceback as its cause."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ValueError, match="bad input 42") as raised:
+            await pool.run(_where("raises_in_a_child"), ["plain"], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    text = "".join(traceback.format_exception(raised.value))
+    assert 'raise ValueError("bad input 42")' in text
+    assert "in raises_in_a_child" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("unpicklable", "RuntimeError: holds a lock"),
+     ("unrebuildable", "NeedsTwo: export failed: disk full"),
+     ("value", "the task's return value cannot be sent back: TypeError: cannot pickle")],
+)  # fmt: skip
+async def test_what_cannot_travel_back_from_a_child_is_named_in_the_error(
+    kind: str, message: str
+) -> None:
+    """An exception pickle refuses, or one unpickling cannot rebuild, was reported as the
+    error pickling raised (``cannot pickle '_thread.lock'``, ``__init__() missing 1 required
+    positional argument``): the task's own error and message were lost. They are kept now,
+    and a return value that cannot be sent back says so; the child serves on."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(RemoteError) as raised:
+            await pool.run(_where("raises_in_a_child"), [kind], {}, FIELDS)
+        assert str(raised.value).startswith(message)
+        assert pool.recycled == 0
+        assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
+    finally:
+        pool.shutdown()
+
+
+async def test_a_child_that_dies_is_seen_while_a_process_it_started_holds_its_pipe(
+    tmp_path: Path,
+) -> None:
+    """A task that starts processes of its own by forking (``multiprocessing``'s default on
+    Linux) hands them the child's end of the worker's pipe. The child's death went unseen
+    until the last of them exited: the job stayed running, its lease kept alive, for as
+    long as they lived (for ever, for a pool waiting on its work). Its exit is seen now."""
+    pid_file = tmp_path / "grandchild"
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            async with asyncio.timeout(60):  # the grandchild sleeps 120 s
+                await pool.run(_where("dies_leaving_a_grandchild"), [str(pid_file)], {}, FIELDS)
+        assert pool.recycled == 1
+    finally:
+        pool.shutdown()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+async def test_a_failed_setup_fails_each_call_with_the_same_traceback() -> None:
+    """A child whose set-up raised fails every call with that error. Raising the one exception
+    again and again grew its traceback by a frame per call (each job's longer to make and
+    store, without end): each call reports the set-up's traceback as it was."""
+    pool = ProcessPool(1, setup=_where("setup_that_fails"))
+    traces = []
+    try:
+        for _ in range(4):
+            with pytest.raises(RuntimeError, match="no settings") as raised:
+                await pool.run(_where("process_pid"), [], {}, FIELDS)
+            traces.append(str(raised.value.__cause__))
+    finally:
+        pool.shutdown()
+    assert "in setup_that_fails" in traces[0]
+    assert traces == traces[:1] * 4
+
+
+async def test_how_a_lost_child_ended_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A child's death fails its job as "worker lost", which said nothing of the child, nor of
+    how it ended: a segfault, the OOM killer's SIGKILL and an exit look alike. A WARNING
+    (child_lost) names the job, the child and its exit status or signal."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            await pool.run(_where("dies"), [], {}, FIELDS)
+        child = await pool.run(_where("process_pid"), [], {}, FIELDS)
+        killer = asyncio.get_running_loop().call_later(0.5, os.kill, child, signal.SIGKILL)
+        with pytest.raises(ChildLost):
+            await pool.run(_where("spin"), [60], {}, FIELDS)
+        killer.cancel()
+    finally:
+        pool.shutdown()
+    lost = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert [(r.levelname, r.job_id, r.exit_code) for r in lost] == [  # type: ignore[attr-defined]
+        ("WARNING", 1, 3), ("WARNING", 1, -9)
+    ]  # fmt: skip
+    assert "exited with status 3" in lost[0].getMessage()
+    assert f"child process {child} was killed by SIGKILL" in lost[1].getMessage()

@@ -104,6 +104,20 @@ async def test_async_task_over_its_timeout_is_retried_then_failed(dsn: str, conn
     ]
 
 
+async def test_a_tasks_own_timeout_error_is_not_reported_as_the_jobs_timeout(
+    dsn: str, conn
+) -> None:
+    """A TimeoutError the task raised itself (its own wait_for, a socket's timeout) was
+    reported as the job's timeout expiring: "timed out after None s" for a job without one,
+    "timed out after 60 s" for one that had run for milliseconds. It is a failure like any."""
+    t.raises_its_own_timeout.enqueue(conn)
+    t.raises_its_own_timeout.using(timeout=60).enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 2)
+    errors = query(dsn, "SELECT last_error FROM pgqueue.jobs ORDER BY id")
+    assert errors == [("TimeoutError",), ("TimeoutError",)]
+
+
 async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
     """--burst: the worker returns by itself once the queue is empty."""
     t.add.enqueue_many(conn, [((i, i), {}) for i in range(50)])
