@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
@@ -184,3 +185,33 @@ async def fails_slowly(seconds: float) -> None:
     """Sleep, then raise (an attempt that ends in a retry after a while)."""
     await asyncio.sleep(seconds)
     raise RuntimeError("slow failure")
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_timeout_error() -> None:
+    """Raise the task's own TimeoutError (a connect or a wait_for of its own timing out)."""
+    raise TimeoutError("connect timed out")
+
+
+@app.task(queue="io", max_attempts=1, executor="thread")
+def raises_timeout_error_in_thread() -> None:
+    """Raise the task's own TimeoutError (a socket's) in a thread."""
+    raise TimeoutError("socket timed out")
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+async def swallows_its_timeout() -> str:
+    """Catch the CancelledError of its timeout and return a value anyway."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(5)
+    return "finished after its timeout"
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+async def turns_its_timeout_into_another_error() -> None:
+    """Catch the CancelledError of its timeout and raise another error (as a client library
+    that reports an aborted request does)."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        raise ConnectionAbortedError("request aborted") from None
