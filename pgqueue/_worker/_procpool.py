@@ -14,14 +14,17 @@ import importlib
 import inspect
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from pgqueue._errors import exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead, this_process
@@ -35,6 +38,45 @@ class ChildLost(Exception):
 
 class RemoteError(Exception):
     """An exception raised in a child that could not be sent back as itself."""
+
+
+class ChildTraceback(Exception):
+    """The traceback, as text, of an exception a child sent back: the cause it is raised with
+    in the parent, where its frames (the task's own) would be lost, as pickling drops them."""
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.args[0]}"""'
+
+
+class _Raised:
+    """An exception as a child sends it: unpickled, it is itself again, caused by its
+    traceback (as ``concurrent.futures`` sends one back)."""
+
+    def __init__(self, exc: BaseException, text: str | None = None) -> None:
+        self.exc = exc
+        self.text = "".join(traceback.format_exception(exc)) if text is None else text
+
+    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
+        return (_caused_by_traceback, (self.exc, self.text))
+
+
+def _caused_by_traceback(exc: BaseException, text: str) -> BaseException:
+    exc.__cause__ = ChildTraceback(text)
+    return exc
+
+
+def _sendable(exc: BaseException) -> _Raised:
+    """``exc`` as the child sends it back; a RemoteError naming it, with its traceback, if it
+    cannot cross the pipe (a lock in its attributes; an ``__init__`` that its args, all that
+    pickle keeps, do not fit): that failure was all the parent heard of it."""
+    raised = _Raised(exc)
+    try:
+        pickle.loads(pickle.dumps(raised))
+    except Exception as why:
+        note = f"(not sent back as itself: {type(why).__name__}: {why})"
+        error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
+        return _Raised(error, raised.text)
+    return raised
 
 
 class _Slot:
@@ -174,10 +216,10 @@ def _child_main(
                 raise failed_setup
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = (False, exc)
+            answer = (False, _sendable(exc))
         try:
             conn.send(answer)
-        except Exception as exc:  # unpicklable result or exception
+        except Exception as exc:  # an unpicklable result
             conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
 
 

@@ -215,3 +215,38 @@ async def turns_its_timeout_into_another_error() -> None:
         await asyncio.sleep(5)
     except asyncio.CancelledError:
         raise ConnectionAbortedError("request aborted") from None
+
+
+def _fails_deep_in_the_child() -> None:
+    raise ValueError("deep in the child")
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_fails_deep() -> None:
+    """Raise from a helper function, in a child process."""
+    _fails_deep_in_the_child()
+
+
+class HoldsALock(Exception):
+    """An exception pickle cannot send: one of its attributes is a lock."""
+
+    def __init__(self, message: str) -> None:
+        import threading
+
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class TakesTwo(Exception):
+    """An exception pickle sends but cannot rebuild: its args are not its __init__'s."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot reach {host}:{port}")
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_raises(kind: str) -> None:
+    """Raise an exception that cannot cross the pipe as itself, in a child process."""
+    if kind == "lock":
+        raise HoldsALock("the real failure")
+    raise TakesTwo("db.internal", 5432)

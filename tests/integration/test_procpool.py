@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import traceback
 
 import pytest
 
 import pgqueue
-from pgqueue._worker._procpool import ChildLost, ProcessPool
+from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
 
@@ -114,3 +115,36 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
         process.kill()
         process.join()
         parent.close()
+
+
+async def test_an_exception_comes_back_with_the_child_traceback() -> None:
+    """The frames of the task's code, lost when the exception was pickled, come back as its
+    cause: the traceback stored for the attempt shows where the task failed."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ValueError, match="deep in the child") as raised:
+            await pool.run(_where("process_fails_deep"), [], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    text = "".join(traceback.format_exception(raised.value))
+    assert "in _fails_deep_in_the_child" in text
+    assert text.rstrip().endswith("ValueError: deep in the child")
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("lock", "HoldsALock: the real failure"), ("args", "TakesTwo: cannot reach db.internal:5432")],
+)
+async def test_an_exception_that_cannot_cross_the_pipe_is_named_with_its_traceback(
+    kind: str, error: str
+) -> None:
+    """An exception pickle cannot send (or the parent cannot rebuild) arrives as a RemoteError
+    that names it, with its message and traceback; it said only what pickle refused."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(RemoteError) as raised:
+            await pool.run(_where("process_raises"), [kind], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    assert str(raised.value).startswith(f"{error} (not sent back as itself: ")
+    assert "in process_raises" in "".join(traceback.format_exception(raised.value))
