@@ -38,6 +38,11 @@ class NoDatabaseError(ConfigurationError):
     """No DSN is configured at all (private: the CLI says it again naming its ``--dsn``)."""
 
 
+class ResultUnsent(Exception):
+    """A process task returned a value its child process could not send back (private: the
+    job ends as with a value JSON cannot hold, not as a failure to retry)."""
+
+
 class SchemaError(PgQueueError):
     """The database schema is missing or older than this version of pgqueue needs."""
 

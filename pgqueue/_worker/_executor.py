@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
-from pgqueue._errors import Cancel, Retry, UnknownTaskError, exception_text
+from pgqueue._errors import Cancel, ResultUnsent, Retry, UnknownTaskError, exception_text
 from pgqueue._hooks import call_through
 from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
@@ -116,6 +116,10 @@ class JobExecutor:
         except Cancel as exc:
             error = self._redact(f"cancelled: {exception_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
+        except ResultUnsent as exc:  # a process task's: its work is done, as for _success
+            if task is not None and not task.options.store_result:
+                return Outcome(job.id, job.attempt, "succeeded")
+            return _done_unstored(job, exc, "could not be sent back from its child process")
         except asyncio.CancelledError as exc:
             if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
@@ -136,10 +140,7 @@ class JobExecutor:
         try:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
-            # The work is done; running it again would repeat its side effects for nothing.
-            error = f"the return value is not JSON-serialisable: {exc}"
-            tb = "".join(traceback.format_exception(exc))
-            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
+            return _done_unstored(job, exc, "is not JSON-serialisable")
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
@@ -246,6 +247,14 @@ class JobExecutor:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown()
+
+
+def _done_unstored(job: ClaimedJob, exc: BaseException, why: str) -> Outcome:
+    """The job failed for good: its work is done, but its return value cannot be stored
+    (``why``); running it again would repeat its side effects for nothing."""
+    error = f"the return value {why}: {exc}"
+    tb = "".join(traceback.format_exception(exc))
+    return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
 
 def _on_loop(task: Task[Any, Any]) -> bool:

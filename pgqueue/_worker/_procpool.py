@@ -24,7 +24,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from pgqueue._errors import exception_text
+from pgqueue._errors import ResultUnsent, exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead, this_process
@@ -220,7 +220,8 @@ def _child_main(
         try:
             conn.send(answer)
         except Exception as exc:  # an unpicklable result
-            conn.send((False, RemoteError(f"{type(exc).__name__}: {exc}")))
+            unsent = ResultUnsent if answer[0] else RemoteError
+            conn.send((False, unsent(f"{type(exc).__name__}: {exc}")))
 
 
 def _watch_worker(pid: int, started: int | None) -> None:

@@ -250,3 +250,11 @@ def process_raises(kind: str) -> None:
     if kind == "lock":
         raise HoldsALock("the real failure")
     raise TakesTwo("db.internal", 5432)
+
+
+@app.task(queue="cpu", executor="process", max_attempts=3)
+def process_returns_a_generator(ledger: str) -> object:
+    """Note a run in the file ``ledger``, then return what pickle cannot send back."""
+    with open(ledger, "a") as f:
+        f.write("ran\n")
+    return (n for n in range(3))

@@ -149,6 +149,27 @@ async def test_an_attempt_that_outlives_its_timeout_fails_timed_out(
     assert errors[0]["traceback"].rstrip().endswith(raised)
 
 
+@pytest.mark.parametrize("store_result", [True, False])
+async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
+    dsn: str, conn, tmp_path, monkeypatch: pytest.MonkeyPatch, store_result: bool
+) -> None:
+    """A process task's return value pickle cannot send back from the child fails the job at
+    once, as a value JSON cannot hold does: its work is done. It was retried (the task ran
+    max_attempts times), even with store_result=False, where the value is not wanted at all."""
+    task = t.process_returns_a_generator
+    monkeypatch.setattr(task, "options", replace(task.options, store_result=store_result))
+    ledger = tmp_path / "ledger"
+    task.enqueue(conn, str(ledger))
+    conn.commit()
+    ended = "failed" if store_result else "succeeded"
+    await run_worker_until(worker(dsn), lambda: states(dsn).get(ended) == 1, timeout=60)
+    assert ledger.read_text() == "ran\n"
+    [(attempts, last_error)] = query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs")
+    assert attempts == 1
+    if store_result:
+        assert last_error.startswith("the return value could not be sent back from its child")
+
+
 async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
     """--burst: the worker returns by itself once the queue is empty."""
     t.add.enqueue_many(conn, [((i, i), {}) for i in range(50)])
