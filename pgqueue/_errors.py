@@ -12,6 +12,14 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<str() of the exception raised {type(broken).__qualname__}>"
+
+
 def error_line(exc: BaseException) -> str:
     """``Type: first line`` of ``exc``: the error, as a log line without its traceback says it."""
     return f"{type(exc).__name__}: {first_line(exc)}"
@@ -28,6 +36,11 @@ class ConfigurationError(PgQueueError):
 
 class NoDatabaseError(ConfigurationError):
     """No DSN is configured at all (private: the CLI says it again naming its ``--dsn``)."""
+
+
+class ResultUnsent(Exception):
+    """A process task returned a value its child process could not send back (private: the
+    job ends as with a value JSON cannot hold, not as a failure to retry)."""
 
 
 class SchemaError(PgQueueError):

@@ -44,9 +44,9 @@ def shown(value: object) -> str:
 
 
 def check_delay(value: float, what: str) -> float:
-    """``value`` as a float if it is a wait SQL can hold (0 to ``MAX_DELAY`` seconds), else
-    ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
-    if not 0 <= value <= MAX_DELAY:
+    """``value`` as a float if it is a number of seconds SQL can hold (0 to ``MAX_DELAY``),
+    else ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
+    if not (is_number(value) and 0 <= value <= MAX_DELAY):
         raise ValueError(
             f"{what} must be a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years), "
             f"got {shown(value)}"

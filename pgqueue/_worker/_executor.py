@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
-from pgqueue._errors import Cancel, Retry, UnknownTaskError
+from pgqueue._errors import Cancel, ResultUnsent, Retry, UnknownTaskError, exception_text
 from pgqueue._hooks import call_through
 from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgqueue.worker")
 
 DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
+
+_WENT_ON = "the task went on after its timeout cancelled it, and returned"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs 7x more to build, per job
@@ -93,7 +95,7 @@ class JobExecutor:
         if job.unreadable is not None:  # no attempt can read it: fail now, arguments kept
             return Outcome(job.id, job.attempt, "failed", error=job.unreadable)
         task = self.app.get_task(job.task)
-        deadline: asyncio.Timeout | None = None  # the job's timeout, if it has one
+        timer = None
         try:
             if task is None:
                 raise UnknownTaskError(job.task)
@@ -105,24 +107,30 @@ class JobExecutor:
             if job.timeout is None:  # most jobs: no timeout machinery at all
                 result = await pending
             else:
-                async with asyncio.timeout(job.timeout) as deadline:
+                async with (timer := asyncio.timeout(job.timeout)):
                     result = await pending
+                if timer.expired():  # the task caught the timeout's CancelledError, and returned
+                    raise TimeoutError(_WENT_ON)
         except Retry as exc:
             return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
         except Cancel as exc:
-            error = self._redact(f"cancelled: {_text(exc)}", job.id)
+            error = self._redact(f"cancelled: {exception_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
-        except TimeoutError as exc:
-            if deadline is None or not deadline.expired():  # the task's own (a wait_for of its)
-                return self._failure(job, task, exc)
-            ctx.cancel("timeout")
-            return self._failure(job, task, exc, f"timed out after {job.timeout} s")
+        except ResultUnsent as exc:  # a process task's: its work is done, as for _success
+            if task is not None and not task.options.store_result:
+                return Outcome(job.id, job.attempt, "succeeded")
+            return _done_unstored(job, exc, "could not be sent back from its child process")
         except asyncio.CancelledError as exc:
             if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
             return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
-            return self._failure(job, task, exc)
+            # Only the expired timer says the attempt timed out: a TimeoutError may be the
+            # task's own (a socket's), and what a task raised once cancelled may be another.
+            if timer is None or not timer.expired():
+                return self._failure(job, task, exc)
+            ctx.cancel("timeout")
+            return self._failure(job, task, exc, f"timed out after {job.timeout} s")
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
@@ -132,10 +140,7 @@ class JobExecutor:
         try:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
-            # The work is done; running it again would repeat its side effects for nothing.
-            error = f"the return value is not JSON-serialisable: {exc}"
-            tb = "".join(traceback.format_exception(exc))
-            return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
+            return _done_unstored(job, exc, "is not JSON-serialisable")
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
@@ -244,6 +249,14 @@ class JobExecutor:
             self._processes.shutdown()
 
 
+def _done_unstored(job: ClaimedJob, exc: BaseException, why: str) -> Outcome:
+    """The job failed for good: its work is done, but its return value cannot be stored
+    (``why``); running it again would repeat its side effects for nothing."""
+    error = f"the return value {why}: {exc}"
+    tb = "".join(traceback.format_exception(exc))
+    return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
+
+
 def _on_loop(task: Task[Any, Any]) -> bool:
     """Whether ``task`` runs as a coroutine on the worker's event loop."""
     executor = task.options.executor
@@ -286,16 +299,8 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
     return lambda: context.run(fn, *args, **kwargs)
 
 
-def _text(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
-    try:
-        return str(exc)
-    except Exception as broken:
-        return f"<str() of the exception raised {type(broken).__qualname__}>"
-
-
 def _describe(exc: BaseException) -> str:
-    text = _text(exc)
+    text = exception_text(exc)
     if isinstance(exc, UnknownTaskError | WorkerLost):
         return text
     return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__

@@ -15,6 +15,7 @@ import inspect
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -23,13 +24,12 @@ import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from multiprocessing.reduction import ForkingPickler
 from types import TracebackType
 from typing import Any
 
+from pgqueue._errors import ResultUnsent, exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
-from pgqueue._worker._executor import _text
 from pgqueue._worker._liveness import is_dead, process_started, this_process
 
 log = logging.getLogger("pgqueue.worker")
@@ -46,33 +46,42 @@ class RemoteError(Exception):
 
 
 class ChildTraceback(Exception):
-    """The traceback, as text, of an exception raised in a child: its ``__cause__`` here."""
+    """The traceback, as text, of an exception a child sent back: the cause it is raised with
+    in the parent, where its frames (the task's own) would be lost, as pickling drops them."""
 
     def __str__(self) -> str:
         return f'\n"""\n{self.args[0]}"""'
 
 
 class _Raised:
-    """An exception raised in a child, pickled with the text of its traceback (pickling drops
-    the traceback itself: the job's would show none of the task's lines). One that could not
-    make the trip (an attribute pickle refuses, an ``__init__`` unpickling cannot call) comes
-    as a ``RemoteError`` with its type and text, not as the error pickling it raised."""
+    """An exception as a child sends it: unpickled, it is itself again, caused by its
+    traceback (as ``concurrent.futures`` sends one back)."""
 
-    def __init__(self, exc: BaseException) -> None:
-        self.trace = "".join(traceback.format_exception(exc))
-        try:
-            ForkingPickler.loads(ForkingPickler.dumps(exc))
-        except Exception:
-            exc = RemoteError(f"{type(exc).__qualname__}: {_text(exc)}")
+    def __init__(self, exc: BaseException, text: str | None = None) -> None:
         self.exc = exc
+        self.text = "".join(traceback.format_exception(exc)) if text is None else text
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _with_trace, (self.exc, self.trace)
+    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
+        return (_caused_by_traceback, (self.exc, self.text))
 
 
-def _with_trace(exc: BaseException, trace: str) -> BaseException:
-    exc.__cause__ = ChildTraceback(trace)
+def _caused_by_traceback(exc: BaseException, text: str) -> BaseException:
+    exc.__cause__ = ChildTraceback(text)
     return exc
+
+
+def _sendable(exc: BaseException) -> _Raised:
+    """``exc`` as the child sends it back; a RemoteError naming it, with its traceback, if it
+    cannot cross the pipe (a lock in its attributes; an ``__init__`` that its args, all that
+    pickle keeps, do not fit): that failure was all the parent heard of it."""
+    raised = _Raised(exc)
+    try:
+        pickle.loads(pickle.dumps(raised))
+    except Exception as why:
+        note = f"(not sent back as itself: {type(why).__name__}: {why})"
+        error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
+        return _Raised(error, raised.text)
+    return raised
 
 
 class _Slot:
@@ -261,12 +270,12 @@ def _child_main(
                 raise failed_setup.with_traceback(setup_trace)
             answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = (False, _Raised(exc))
+            answer = (False, _sendable(exc))
         try:
             conn.send(answer)
         except Exception as exc:  # a return value pickle refuses
-            why = f"{type(exc).__name__}: {exc}"
-            conn.send((False, RemoteError(f"the task's return value cannot be sent back: {why}")))
+            unsent = ResultUnsent if answer[0] else RemoteError
+            conn.send((False, unsent(f"{type(exc).__name__}: {exc}")))
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
@@ -186,29 +187,6 @@ async def fails_slowly(seconds: float) -> None:
     raise RuntimeError("slow failure")
 
 
-class NeedsTwo(Exception):
-    """An exception unpickling cannot rebuild: its __init__ takes two arguments."""
-
-    def __init__(self, what: str, why: str) -> None:
-        super().__init__(f"{what} failed: {why}")
-
-
-@app.task(queue="cpu", executor="process")
-def raises_in_a_child(kind: str) -> object:
-    """Raise in the child: a plain ValueError, or one that cannot travel back as itself."""
-    import threading
-
-    if kind == "plain":
-        raise ValueError("bad input 42")
-    if kind == "unpicklable":
-        error = RuntimeError("holds a lock")
-        error.lock = threading.Lock()  # type: ignore[attr-defined]
-        raise error
-    if kind == "unrebuildable":
-        raise NeedsTwo("export", "disk full")
-    return (n for n in range(3))  # a return value pickle refuses
-
-
 @app.task(queue="cpu", executor="process")
 def dies_leaving_a_grandchild(pid_file: str) -> None:
     """Fork a process that inherits this child's pipes and sleeps on; write its pid; die."""
@@ -232,3 +210,76 @@ async def raises_its_own_timeout() -> None:
 def setup_that_fails() -> None:
     """A child's set-up function (ProcessPool's ``setup``) that raises."""
     raise RuntimeError("no settings")
+
+
+@app.task(queue="io", max_attempts=1)
+async def raises_timeout_error() -> None:
+    """Raise the task's own TimeoutError (a connect or a wait_for of its own timing out)."""
+    raise TimeoutError("connect timed out")
+
+
+@app.task(queue="io", max_attempts=1, executor="thread")
+def raises_timeout_error_in_thread() -> None:
+    """Raise the task's own TimeoutError (a socket's) in a thread."""
+    raise TimeoutError("socket timed out")
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+async def swallows_its_timeout() -> str:
+    """Catch the CancelledError of its timeout and return a value anyway."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(5)
+    return "finished after its timeout"
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+async def turns_its_timeout_into_another_error() -> None:
+    """Catch the CancelledError of its timeout and raise another error (as a client library
+    that reports an aborted request does)."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        raise ConnectionAbortedError("request aborted") from None
+
+
+def _fails_deep_in_the_child() -> None:
+    raise ValueError("deep in the child")
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_fails_deep() -> None:
+    """Raise from a helper function, in a child process."""
+    _fails_deep_in_the_child()
+
+
+class HoldsALock(Exception):
+    """An exception pickle cannot send: one of its attributes is a lock."""
+
+    def __init__(self, message: str) -> None:
+        import threading
+
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class TakesTwo(Exception):
+    """An exception pickle sends but cannot rebuild: its args are not its __init__'s."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot reach {host}:{port}")
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_raises(kind: str) -> None:
+    """Raise an exception that cannot cross the pipe as itself, in a child process."""
+    if kind == "lock":
+        raise HoldsALock("the real failure")
+    raise TakesTwo("db.internal", 5432)
+
+
+@app.task(queue="cpu", executor="process", max_attempts=3)
+def process_returns_a_generator(ledger: str) -> object:
+    """Note a run in the file ``ledger``, then return what pickle cannot send back."""
+    with open(ledger, "a") as f:
+        f.write("ran\n")
+    return (n for n in range(3))

@@ -119,44 +119,6 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
         parent.close()
 
 
-async def test_an_exception_from_a_child_carries_the_childs_traceback() -> None:
-    """Pickling drops a traceback: a process task's job showed only pgqueue's own frames, none
-    of the task's. The exception comes back as itself, the child's traceback as its cause."""
-    pool = ProcessPool(1)
-    try:
-        with pytest.raises(ValueError, match="bad input 42") as raised:
-            await pool.run(_where("raises_in_a_child"), ["plain"], {}, FIELDS)
-    finally:
-        pool.shutdown()
-    text = "".join(traceback.format_exception(raised.value))
-    assert 'raise ValueError("bad input 42")' in text
-    assert "in raises_in_a_child" in text
-
-
-@pytest.mark.parametrize(
-    ("kind", "message"),
-    [("unpicklable", "RuntimeError: holds a lock"),
-     ("unrebuildable", "NeedsTwo: export failed: disk full"),
-     ("value", "the task's return value cannot be sent back: TypeError: cannot pickle")],
-)  # fmt: skip
-async def test_what_cannot_travel_back_from_a_child_is_named_in_the_error(
-    kind: str, message: str
-) -> None:
-    """An exception pickle refuses, or one unpickling cannot rebuild, was reported as the
-    error pickling raised (``cannot pickle '_thread.lock'``, ``__init__() missing 1 required
-    positional argument``): the task's own error and message were lost. They are kept now,
-    and a return value that cannot be sent back says so; the child serves on."""
-    pool = ProcessPool(1)
-    try:
-        with pytest.raises(RemoteError) as raised:
-            await pool.run(_where("raises_in_a_child"), [kind], {}, FIELDS)
-        assert str(raised.value).startswith(message)
-        assert pool.recycled == 0
-        assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
-    finally:
-        pool.shutdown()
-
-
 async def test_a_child_that_dies_is_seen_while_a_process_it_started_holds_its_pipe(
     tmp_path: Path,
 ) -> None:
@@ -215,3 +177,38 @@ async def test_how_a_lost_child_ended_is_logged(caplog: pytest.LogCaptureFixture
     ]  # fmt: skip
     assert "exited with status 3" in lost[0].getMessage()
     assert f"child process {child} was killed by SIGKILL" in lost[1].getMessage()
+
+
+async def test_an_exception_comes_back_with_the_child_traceback() -> None:
+    """The frames of the task's code, lost when the exception was pickled, come back as its
+    cause: the traceback stored for the attempt shows where the task failed."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ValueError, match="deep in the child") as raised:
+            await pool.run(_where("process_fails_deep"), [], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    text = "".join(traceback.format_exception(raised.value))
+    assert "in _fails_deep_in_the_child" in text
+    assert text.rstrip().endswith("ValueError: deep in the child")
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("lock", "HoldsALock: the real failure"), ("args", "TakesTwo: cannot reach db.internal:5432")],
+)
+async def test_an_exception_that_cannot_cross_the_pipe_is_named_with_its_traceback(
+    kind: str, error: str
+) -> None:
+    """An exception pickle cannot send (or the parent cannot rebuild) arrives as a RemoteError
+    that names it, with its message and traceback; it said only what pickle refused."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(RemoteError) as raised:
+            await pool.run(_where("process_raises"), [kind], {}, FIELDS)
+        assert pool.recycled == 0  # the child serves on
+        assert isinstance(await pool.run(_where("process_pid"), [], {}, FIELDS), int)
+    finally:
+        pool.shutdown()
+    assert str(raised.value).startswith(f"{error} (not sent back as itself: ")
+    assert "in process_raises" in "".join(traceback.format_exception(raised.value))

@@ -118,6 +118,72 @@ async def test_a_tasks_own_timeout_error_is_not_reported_as_the_jobs_timeout(
     assert errors == [("TimeoutError",), ("TimeoutError",)]
 
 
+@pytest.mark.parametrize(
+    ("task", "timeout"),
+    [
+        (t.raises_timeout_error, None),
+        (t.raises_timeout_error, 30),
+        (t.raises_timeout_error_in_thread, None),
+    ],
+)
+async def test_a_timeout_error_the_task_raises_is_its_own_error(
+    dsn: str, conn, task: pgqueue.Task[[], None], timeout: float | None
+) -> None:
+    """A TimeoutError the task raises itself (a socket's, a wait_for's) is recorded as that
+    error; it said "timed out after None s" (no timeout set), or blamed a limit not reached."""
+    task.using(timeout=timeout).enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(last_error, errors)] = query(dsn, "SELECT last_error, errors FROM pgqueue.jobs")
+    assert last_error.startswith("TimeoutError: ") and "timed out after" not in last_error
+    assert errors[0]["traceback"].rstrip().endswith(last_error)
+
+
+@pytest.mark.parametrize(
+    ("task", "raised"),
+    [
+        (
+            t.swallows_its_timeout,
+            "TimeoutError: the task went on after its timeout cancelled it, and returned",
+        ),
+        (t.turns_its_timeout_into_another_error, "ConnectionAbortedError: request aborted"),
+    ],
+)
+async def test_an_attempt_that_outlives_its_timeout_fails_timed_out(
+    dsn: str, conn, task: pgqueue.Task[[], object], raised: str
+) -> None:
+    """An async task that catches its timeout's CancelledError and returns, or raises another
+    error, still fails as timed out; the first was recorded as succeeded, the second as that
+    other error. The traceback says what the task did."""
+    task.enqueue(conn)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(last_error, errors)] = query(dsn, "SELECT last_error, errors FROM pgqueue.jobs")
+    assert last_error == "timed out after 0.2 s"
+    assert errors[0]["traceback"].rstrip().endswith(raised)
+
+
+@pytest.mark.parametrize("store_result", [True, False])
+async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
+    dsn: str, conn, tmp_path, monkeypatch: pytest.MonkeyPatch, store_result: bool
+) -> None:
+    """A process task's return value pickle cannot send back from the child fails the job at
+    once, as a value JSON cannot hold does: its work is done. It was retried (the task ran
+    max_attempts times), even with store_result=False, where the value is not wanted at all."""
+    task = t.process_returns_a_generator
+    monkeypatch.setattr(task, "options", replace(task.options, store_result=store_result))
+    ledger = tmp_path / "ledger"
+    task.enqueue(conn, str(ledger))
+    conn.commit()
+    ended = "failed" if store_result else "succeeded"
+    await run_worker_until(worker(dsn), lambda: states(dsn).get(ended) == 1, timeout=60)
+    assert ledger.read_text() == "ran\n"
+    [(attempts, last_error)] = query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs")
+    assert attempts == 1
+    if store_result:
+        assert last_error.startswith("the return value could not be sent back from its child")
+
+
 async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
     """--burst: the worker returns by itself once the queue is empty."""
     t.add.enqueue_many(conn, [((i, i), {}) for i in range(50)])

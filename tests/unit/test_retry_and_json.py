@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -64,6 +65,15 @@ def test_retry_delays_the_ack_cannot_write_are_rejected(delay: float) -> None:
     with pytest.raises(ValueError, match="Retry delay must be"):
         Retry(delay)
     assert Retry(MAX_DELAY).delay == MAX_DELAY
+
+
+@pytest.mark.parametrize("delay", ["30", True, None, timedelta(seconds=30)])
+def test_a_retry_delay_that_is_no_number_is_a_value_error_that_says_so(delay: object) -> None:
+    """Retry(delay=response.headers["Retry-After"]), a str: the task failed with "TypeError:
+    '<=' not supported between instances of 'int' and 'str'", which named neither Retry nor
+    its delay; True was taken as one second."""
+    with pytest.raises(ValueError, match=r"Retry delay must be a number of seconds .*, got "):
+        Retry(delay)  # type: ignore[arg-type]
 
 
 def test_unserialisable_argument_is_named() -> None:
