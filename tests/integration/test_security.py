@@ -274,3 +274,26 @@ def test_the_database_accepts_exactly_the_queue_names_python_accepts(dsn: str) -
             database_ok = False
         assert (name, database_ok) == (name, python_ok)
     assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(3,)]
+
+
+def test_the_roles_call_pgqueues_functions_where_public_may_not(dsn: str, make_role) -> None:
+    """A database hardened so that PUBLIC may not execute functions: roles.sql granted
+    compatible_since() again but not the rest, so the producer's SQL pgqueue.enqueue and the
+    worker's cancel and retry failed on "permission denied for function". The producer may
+    still not call cancel or retry."""
+    query(dsn, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC")
+    query(dsn, roles_sql())
+    worker_dsn, producer_dsn = make_role("pgqueue_worker"), make_role("pgqueue_producer")
+    with psycopg.connect(producer_dsn) as producer:
+        [(job_id,)] = producer.execute("SELECT pgqueue.enqueue(%s)", [t.add.name]).fetchall()
+        producer.commit()
+        for call in ("cancel", "retry"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                producer.execute(sql.SQL("SELECT pgqueue.{}(%s)").format(sql.Identifier(call)),
+                                 [job_id])  # fmt: skip
+            producer.rollback()
+    with psycopg.connect(worker_dsn) as worker:
+        assert t.app.cancel(worker, job_id) == "cancelled"
+        t.app.retry(worker, job_id)
+        worker.commit()
+    assert states(dsn) == {"queued": 1}

@@ -7,12 +7,12 @@
 --
 --   migrator  owns schema pgqueue and runs `pgqueue migrate` (DDL). Your existing owner role.
 --   worker    reads and writes job rows, its own registry row, periodic ticks and (0009 on)
---             the schedules' pruning watermarks; cannot change the schema or the schema
---             version.
+--             the schedules' pruning watermarks, calls pgqueue.enqueue(), cancel() and
+--             retry(); cannot change the schema or the schema version.
 --   producer  enqueues only: INSERT into active_jobs (reading back the id, and the unique_key
 --             a unique job is looked up by), ids from its identity sequence (enqueue_many
---             loads big batches with COPY and ids taken first), reads the pgqueue.jobs view;
---             cannot claim, ack, cancel or delete anything.
+--             loads big batches with COPY and ids taken first), calls pgqueue.enqueue(),
+--             reads the pgqueue.jobs view; cannot claim, ack, cancel or delete anything.
 
 DO $$
 BEGIN
@@ -33,8 +33,12 @@ REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
 GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
+-- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
+-- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
+GRANT EXECUTE ON FUNCTION pgqueue.enqueue TO pgqueue_worker, pgqueue_producer;
+GRANT EXECUTE ON FUNCTION pgqueue.cancel, pgqueue.retry TO pgqueue_worker;
 -- Which code the schema serves (revision 0007 on): read by a worker that finds the schema
--- newer than itself. PUBLIC may call it by default; this keeps it so where that was revoked.
+-- newer than itself; the same, for a function older schemas do not have.
 DO $$
 BEGIN
     IF to_regprocedure('pgqueue.compatible_since()') IS NOT NULL THEN
