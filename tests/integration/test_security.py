@@ -297,3 +297,26 @@ def test_the_roles_call_pgqueues_functions_where_public_may_not(dsn: str, make_r
         t.app.retry(worker, job_id)
         worker.commit()
     assert states(dsn) == {"queued": 1}
+
+
+PAST_QUEUED = [
+    "INSERT INTO pgqueue.active_jobs (task, state, lease_expires_at, worker_id)"
+    " VALUES ('t', 'running', '9999-12-30', 'ghost')",
+    "INSERT INTO pgqueue.active_jobs (task, attempts) VALUES ('t', 2)",
+    "INSERT INTO pgqueue.active_jobs (task, cancel_requested) VALUES ('t', true)",
+    "INSERT INTO pgqueue.active_jobs (task, errors, last_error) VALUES ('t', '[]', 'x')",
+]
+
+
+@pytest.mark.parametrize("statement", PAST_QUEUED)
+def test_a_producer_cannot_insert_a_job_past_queued(dsn: str, make_role, statement: str) -> None:
+    """The producer had INSERT on every column: a job inserted running, under a worker that
+    does not exist and a lease to 9999, was never rescued nor cancellable, and held its
+    unique key from every enqueue. It may set what enqueueing sets, not a job's progress."""
+    query(dsn, roles_sql())
+    with (
+        psycopg.connect(make_role("pgqueue_producer")) as producer,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        producer.execute(statement.encode())
+    assert states(dsn) == {}

@@ -9,10 +9,11 @@
 --   worker    reads and writes job rows, its own registry row, periodic ticks and (0009 on)
 --             the schedules' pruning watermarks, calls pgqueue.enqueue(), cancel() and
 --             retry(); cannot change the schema or the schema version.
---   producer  enqueues only: INSERT into active_jobs (reading back the id, and the unique_key
---             a unique job is looked up by), ids from its identity sequence (enqueue_many
---             loads big batches with COPY and ids taken first), calls pgqueue.enqueue(),
---             reads the pgqueue.jobs view; cannot claim, ack, cancel or delete anything.
+--   producer  enqueues only: INSERT into active_jobs, of the columns an enqueue sets
+--             (reading back the id, and the unique_key a unique job is looked up by), ids
+--             from its identity sequence (enqueue_many loads big batches with COPY and ids
+--             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view; cannot
+--             claim, ack, cancel or delete anything, nor insert a job past queued.
 
 DO $$
 BEGIN
@@ -31,7 +32,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgqueue TO pgqueue_
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgqueue TO pgqueue_worker;
 REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
-GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
+-- The columns an enqueue sets, not a job's progress (state, attempts, lease, worker, errors):
+-- with every column, a job inserted running under no worker, leased to 9999, was never
+-- rescued. The REVOKE takes back the table-wide INSERT earlier versions of this script gave.
+REVOKE INSERT ON pgqueue.active_jobs FROM pgqueue_producer;
+GRANT INSERT (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout,
+              unique_key, meta) ON pgqueue.active_jobs TO pgqueue_producer;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
 -- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
 -- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
