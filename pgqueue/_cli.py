@@ -396,7 +396,7 @@ def migrate(
     """Create or upgrade pgqueue's schema (idempotent; concurrent runs are safe)."""
     from pgqueue import _migrate
 
-    _refuse_mode_variables(print_sql or check or print_roles)
+    _refuse_mode_variables(_switches(sql=print_sql, check=check, roles=print_roles))
     since = _revision_from(since, print_sql)
     if print_roles:
         click.echo(_migrate.roles_sql())
@@ -415,6 +415,18 @@ def migrate(
         return
     _migrate.migrate(state.dsn)
     click.echo("pgqueue schema is up to date")
+
+
+def _switches(**given: bool) -> bool:
+    """Whether one of migrate's switches is given; a usage error for two, of which one
+    silently won (`migrate --check --sql` printed the SQL and exited 0 on any schema)."""
+    named = [f"--{name}" for name, on in given.items() if on]
+    if len(named) > 1:
+        raise click.UsageError(
+            f"{' and '.join(named)} cannot be combined: each makes migrate do something"
+            " instead of migrating"
+        )
+    return bool(named)
 
 
 def _refuse_mode_variables(switched: bool) -> None:

@@ -33,21 +33,40 @@ def _quiet_alembic() -> None:
 def migrate(dsn: str) -> None:
     """Bring the database's pgqueue schema up to date. Idempotent; concurrent runs are safe."""
     _quiet_alembic()
+    from alembic.util import CommandError
+
+    dsn = normalize_dsn(dsn)
+    if _nothing_to_do(dsn):
+        return
+    try:
+        _upgrade(dsn)
+    except CommandError:
+        # A later pgqueue migrated while this run waited for the migration lock: alembic
+        # cannot place the revision it found then. Say what the first look would have said.
+        if not _nothing_to_do(dsn):
+            raise
+
+
+def _nothing_to_do(dsn: str) -> bool:
+    """Whether the schema is current, or newer and serving this code; :class:`SchemaError`
+    when a later pgqueue migrated it and it does not serve this code (alembic, which cannot
+    place that revision, would fail with a traceback)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists, revision, compatible_since = schema_state(conn)
+    problem = schema_problem(exists, revision, compatible_since)
+    if problem is None:
+        return True
+    if exists and revision is not None and revision not in KNOWN_REVISIONS:
+        raise SchemaError(problem)
+    return False
+
+
+def _upgrade(dsn: str) -> None:
     from alembic import command
     from sqlalchemy import create_engine
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
 
-    dsn = normalize_dsn(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        exists, revision, compatible_since = schema_state(conn)
-    problem = schema_problem(exists, revision, compatible_since)
-    if problem is None:  # current, or newer and serving this code: nothing to write
-        return
-    if exists and revision is not None and revision not in KNOWN_REVISIONS:
-        # A later pgqueue migrated this database: alembic cannot place its revision, and
-        # failed with a traceback.
-        raise SchemaError(problem)
     raw = psycopg.connect(dsn)
     engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=NullPool)
     try:

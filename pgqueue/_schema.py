@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -71,14 +72,21 @@ def schema_state(conn: psycopg.Connection[Any]) -> tuple[bool, str | None, str |
     """Whether the schema exists, its revision, and (when newer than this code) the oldest
     revision code may need and still run on it, read on a sync connection."""
     with conn.cursor() as cur:
-        if not _store.run(cur, _store.schema_exists()):
-            return False, None, None
-        revision = _store.run(cur, _store.schema_revision_get())
-        if revision is None or revision in KNOWN_REVISIONS:
-            return True, revision, None
-        if not _store.run(cur, _store.schema_compatible_since_callable()):
-            return True, revision, None
-        return True, revision, _store.run(cur, _store.schema_compatible_since())
+        return schema_state_on(partial(_store.run, cur))
+
+
+def schema_state_on(
+    run: Callable[[_store.Query[Any]], Any],
+) -> tuple[bool, str | None, str | None]:
+    """:func:`schema_state`, with ``run`` running each statement on a sync connection."""
+    if not run(_store.schema_exists()):
+        return False, None, None
+    revision = run(_store.schema_revision_get())
+    if revision is None or revision in KNOWN_REVISIONS:
+        return True, revision, None
+    if not run(_store.schema_compatible_since_callable()):
+        return True, revision, None
+    return True, revision, run(_store.schema_compatible_since())
 
 
 async def aschema_state(

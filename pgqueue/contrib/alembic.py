@@ -16,11 +16,14 @@ and in your ``env.py``, keep autogenerate away from pgqueue's tables::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from pgqueue._embed import install_revision
+import psycopg
+
+from pgqueue._embed import install_revision_on
 from pgqueue._schema import SCHEMA_REVISION
-from pgqueue.contrib.sqlalchemy import sync_connection
+from pgqueue._store import Query
 
 __all__ = ["SCHEMA", "include_name", "include_object", "upgrade_ops"]
 
@@ -45,10 +48,22 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
             "add the output of `pgqueue migrate --sql` to your SQL script instead"
         )
     bind = op.get_bind()
-    raw = sync_connection(bind)
-    assert raw is not None
-    with raw.cursor() as cur:
-        return install_revision(cur, revision, lambda text: bind.exec_driver_sql(text))
+    raw = bind.connection.driver_connection
+    if not isinstance(raw, psycopg.BaseConnection):
+        raise TypeError(
+            f"pgqueue's schema is installed on psycopg 3, but this migration runs on the"
+            f" {bind.dialect.name}+{bind.dialect.driver} driver: use a postgresql+psycopg:// URL"
+        )
+    # Through SQLAlchemy, not on ``raw``: under alembic's async template (run_sync) ``raw`` is
+    # an AsyncConnection, which only SQLAlchemy's sync facade can drive from here.
+    return install_revision_on(partial(_run, bind), raw, revision, bind.exec_driver_sql)
+
+
+def _run(bind: Any, query: Query[Any]) -> Any:
+    """Run one of the store's queries on alembic's (sync) SQLAlchemy connection."""
+    params = tuple(query.params) if isinstance(query.params, list) else query.params
+    result = bind.exec_driver_sql(query.sql, params)
+    return query.read([tuple(row) for row in result] if result.returns_rows else [])
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:

@@ -32,6 +32,13 @@ def _driver_connection(conn: Any, wanted: type) -> Any:
     if not conn.in_transaction():
         conn.begin()  # what SQLAlchemy's autobegin does on the first execute
     raw = conn.connection.driver_connection
+    if isinstance(raw, psycopg.AsyncConnection) and wanted is psycopg.Connection:
+        # A Session or Connection that AsyncSession.run_sync (or alembic's async template)
+        # hands over: its driver is postgresql+psycopg too, but its connection is async.
+        raise TypeError(
+            "this SQLAlchemy object runs on an async engine (inside run_sync, say): enqueue"
+            " on its AsyncSession or AsyncConnection with aenqueue() instead"
+        )
     if not isinstance(raw, wanted):
         raise TypeError(
             f"pgqueue enqueues on psycopg 3, but this SQLAlchemy engine uses the "

@@ -181,6 +181,23 @@ def test_a_switch_of_migrate_left_in_the_environment_does_not_skip_the_migration
     assert (migrated.returncode, migrated.stdout) == (0, "pgqueue schema is up to date\n")
 
 
+@pytest.mark.parametrize(
+    "switches", [("--sql", "--check"), ("--check", "--roles"), ("--sql", "--roles")]
+)
+def test_two_switches_of_migrate_are_a_usage_error(
+    empty_dsn: str, switches: tuple[str, str]
+) -> None:
+    """Each switch does something instead of migrating, and one silently won: `migrate
+    --check --sql` printed the SQL and exited 0 on a database without the schema, so a
+    deploy gate that meant to check passed. Two together are a usage error naming both."""
+    result = cli(empty_dsn, "migrate", *reversed(switches))  # named in --help's order
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert usage_error(result.stderr) == (
+        f"Error: {switches[0]} and {switches[1]} cannot be combined: each makes migrate do"
+        " something instead of migrating"
+    )
+
+
 def read_only(dsn: str) -> str:
     """``dsn`` in sessions that may not write (as on a standby, or without the grants)."""
     return make_conninfo(dsn, options="-c default_transaction_read_only=on")

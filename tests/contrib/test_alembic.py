@@ -68,3 +68,55 @@ def test_autogenerate_drops_pgqueue_tables_only_without_a_hook(dsn: str, hook: s
         engine.dispose()
     dropped = {d[1].name for d in diff if d[0] == "remove_table"}
     assert ("active_jobs" in dropped) == (hook is None)
+
+
+ASYNC_ENV = """
+import asyncio, os
+from alembic import context
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+def run(connection):
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+
+async def main():
+    engine = create_async_engine(os.environ["DATABASE_URL"], poolclass=NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(run)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+ASYNC_REVISION = """
+from alembic import op
+from pgqueue.contrib.alembic import upgrade_ops
+
+revision, down_revision = {revision!r}, {down!r}
+
+def upgrade():
+    assert upgrade_ops(op, {pgqueue!r})
+"""
+
+
+def test_an_async_alembic_env_installs_the_schema(dsn: str, empty_dsn: str, tmp_path) -> None:
+    """Under alembic's async template (run_sync on create_async_engine), upgrade_ops installs
+    pgqueue's schema step by step, as `pgqueue migrate` does. It raised a TypeError that named
+    the postgresql+psycopg driver and asked for a postgresql+psycopg:// URL."""
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text(ASYNC_ENV)
+    for revision, down, pgqueue_revision in [("b1", None, "0005"), ("b2", "b1", "0009")]:
+        text = ASYNC_REVISION.format(revision=revision, down=down, pgqueue=pgqueue_revision)
+        (tmp_path / "versions" / f"{revision}.py").write_text(text)
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(f"[alembic]\nscript_location = {tmp_path}\n")
+    env = {**os.environ, "DATABASE_URL": url(empty_dsn)}
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert catalog(empty_dsn) == catalog(dsn)
+    assert pgqueue.schema_check(empty_dsn) is None

@@ -145,6 +145,20 @@ async def test_sync_and_async_mix_ups_say_which_method_to_call(engine, dsn) -> N
         await db.dispose()
 
 
+async def test_a_sync_object_of_an_async_engine_says_to_use_aenqueue(dsn: str) -> None:
+    """A Session or Connection inside run_sync runs on an async engine's psycopg connection:
+    enqueue said its postgresql+psycopg driver was not postgresql+psycopg."""
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(db) as session, db.connect() as conn:
+            for holder in (session, conn):
+                with pytest.raises(TypeError, match=r"async engine.*aenqueue") as refused:
+                    await holder.run_sync(lambda sync: shop.ship.enqueue(sync, 1))
+                assert "driver" not in str(refused.value)
+    finally:
+        await db.dispose()
+
+
 class AppSession(Session):
     """A Session subclass, as SQLModel's Session and many projects' own are."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import psycopg
@@ -14,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 import pgqueue.testing
-from pgqueue import _embed, _migrate, _schema
+from pgqueue import _embed, _migrate, _schema, _store
 from pgqueue._embed import install_revision
 from pgqueue._errors import SchemaError
 from pgqueue._ops import health_problem
@@ -173,3 +175,38 @@ def test_functions_taking_a_dsn_accept_a_sqlalchemy_url(dsn: str) -> None:
     url = "postgresql+psycopg:///?" + urlencode(conninfo_to_dict(dsn))
     pgqueue.migrate(url)
     assert (pgqueue.schema_check(url), health_problem(url)) == (None, None)
+
+
+MIGRATE_WAITING = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@pytest.mark.parametrize("compatible_since", ["0007", "0042"])
+def test_a_migrate_that_waited_for_a_later_pgqueues_migration_says_what_it_found(
+    empty_dsn: str, compatible_since: str
+) -> None:
+    """`pgqueue migrate` found the schema behind, then waited on the migration lock while a
+    later pgqueue migrated it: alembic could not place the revision it then found, and the
+    migrate ended on its traceback, even when that schema serves this version. Now it ends
+    as if it had found that schema first: done, or "upgrade pgqueue"."""
+    embedded_install(empty_dsn, "0008")
+    with psycopg.connect(empty_dsn) as later, ThreadPoolExecutor(1) as pool:
+        later.execute(_store.schema_lock().sql)
+        migrating = pool.submit(pgqueue.migrate, empty_dsn)
+        deadline = time.monotonic() + 60
+        while query(empty_dsn, MIGRATE_WAITING) != [(1,)] and not migrating.done():
+            assert time.monotonic() < deadline, "pgqueue.migrate never waited for the lock"
+            time.sleep(0.02)
+        later.execute("UPDATE pgqueue.alembic_version SET version_num = '0042'")
+        later.execute(psycopg.sql.SQL(
+            "CREATE OR REPLACE FUNCTION pgqueue.compatible_since() RETURNS text LANGUAGE sql"
+            " AS $$ SELECT {}::text $$").format(psycopg.sql.Literal(compatible_since)))  # fmt: skip
+        later.commit()
+        if compatible_since == "0007":
+            assert migrating.result(timeout=60) is None
+        else:
+            with pytest.raises(SchemaError, match=f"revision 0042, newer than .*{NEWER}"):
+                migrating.result(timeout=60)
+    assert query(empty_dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0042",)]

@@ -274,3 +274,49 @@ def test_the_database_accepts_exactly_the_queue_names_python_accepts(dsn: str) -
             database_ok = False
         assert (name, database_ok) == (name, python_ok)
     assert query(dsn, "SELECT count(*) FROM pgqueue.active_jobs") == [(3,)]
+
+
+def test_the_roles_call_pgqueues_functions_where_public_may_not(dsn: str, make_role) -> None:
+    """A database hardened so that PUBLIC may not execute functions: roles.sql granted
+    compatible_since() again but not the rest, so the producer's SQL pgqueue.enqueue and the
+    worker's cancel and retry failed on "permission denied for function". The producer may
+    still not call cancel or retry."""
+    query(dsn, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC")
+    query(dsn, roles_sql())
+    worker_dsn, producer_dsn = make_role("pgqueue_worker"), make_role("pgqueue_producer")
+    with psycopg.connect(producer_dsn) as producer:
+        [(job_id,)] = producer.execute("SELECT pgqueue.enqueue(%s)", [t.add.name]).fetchall()
+        producer.commit()
+        for call in ("cancel", "retry"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                producer.execute(sql.SQL("SELECT pgqueue.{}(%s)").format(sql.Identifier(call)),
+                                 [job_id])  # fmt: skip
+            producer.rollback()
+    with psycopg.connect(worker_dsn) as worker:
+        assert t.app.cancel(worker, job_id) == "cancelled"
+        t.app.retry(worker, job_id)
+        worker.commit()
+    assert states(dsn) == {"queued": 1}
+
+
+PAST_QUEUED = [
+    "INSERT INTO pgqueue.active_jobs (task, state, lease_expires_at, worker_id)"
+    " VALUES ('t', 'running', '9999-12-30', 'ghost')",
+    "INSERT INTO pgqueue.active_jobs (task, attempts) VALUES ('t', 2)",
+    "INSERT INTO pgqueue.active_jobs (task, cancel_requested) VALUES ('t', true)",
+    "INSERT INTO pgqueue.active_jobs (task, errors, last_error) VALUES ('t', '[]', 'x')",
+]
+
+
+@pytest.mark.parametrize("statement", PAST_QUEUED)
+def test_a_producer_cannot_insert_a_job_past_queued(dsn: str, make_role, statement: str) -> None:
+    """The producer had INSERT on every column: a job inserted running, under a worker that
+    does not exist and a lease to 9999, was never rescued nor cancellable, and held its
+    unique key from every enqueue. It may set what enqueueing sets, not a job's progress."""
+    query(dsn, roles_sql())
+    with (
+        psycopg.connect(make_role("pgqueue_producer")) as producer,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        producer.execute(statement.encode())
+    assert states(dsn) == {}

@@ -7,12 +7,13 @@
 --
 --   migrator  owns schema pgqueue and runs `pgqueue migrate` (DDL). Your existing owner role.
 --   worker    reads and writes job rows, its own registry row, periodic ticks and (0009 on)
---             the schedules' pruning watermarks; cannot change the schema or the schema
---             version.
---   producer  enqueues only: INSERT into active_jobs (reading back the id, and the unique_key
---             a unique job is looked up by), ids from its identity sequence (enqueue_many
---             loads big batches with COPY and ids taken first), reads the pgqueue.jobs view;
---             cannot claim, ack, cancel or delete anything.
+--             the schedules' pruning watermarks, calls pgqueue.enqueue(), cancel() and
+--             retry(); cannot change the schema or the schema version.
+--   producer  enqueues only: INSERT into active_jobs, of the columns an enqueue sets
+--             (reading back the id, and the unique_key a unique job is looked up by), ids
+--             from its identity sequence (enqueue_many loads big batches with COPY and ids
+--             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view; cannot
+--             claim, ack, cancel or delete anything, nor insert a job past queued.
 
 DO $$
 BEGIN
@@ -31,10 +32,19 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgqueue TO pgqueue_
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgqueue TO pgqueue_worker;
 REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
-GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer;
+-- The columns an enqueue sets, not a job's progress (state, attempts, lease, worker, errors):
+-- with every column, a job inserted running under no worker, leased to 9999, was never
+-- rescued. The REVOKE takes back the table-wide INSERT earlier versions of this script gave.
+REVOKE INSERT ON pgqueue.active_jobs FROM pgqueue_producer;
+GRANT INSERT (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout,
+              unique_key, meta) ON pgqueue.active_jobs TO pgqueue_producer;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
+-- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
+-- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
+GRANT EXECUTE ON FUNCTION pgqueue.enqueue TO pgqueue_worker, pgqueue_producer;
+GRANT EXECUTE ON FUNCTION pgqueue.cancel, pgqueue.retry TO pgqueue_worker;
 -- Which code the schema serves (revision 0007 on): read by a worker that finds the schema
--- newer than itself. PUBLIC may call it by default; this keeps it so where that was revoked.
+-- newer than itself; the same, for a function older schemas do not have.
 DO $$
 BEGIN
     IF to_regprocedure('pgqueue.compatible_since()') IS NOT NULL THEN
