@@ -772,3 +772,29 @@ async def test_a_slow_receiver_does_not_hold_the_worker(shop, django_db: str) ->
         feeder.cancel()
         dt.task_finished.disconnect(receive)
     assert (released, arrived) == ([True], [2, 4])
+
+
+async def test_a_job_asked_to_cancel_that_a_shutdown_stops_is_signalled_failed(
+    shop, django_db: str
+) -> None:
+    """A job asked to cancel while it runs, before its worker learns of it, then stopped by
+    the worker's shutdown, is not put back: the shutdown ends it cancelled (FAILED), and sent
+    no task_finished. It sends one, FAILED, as the row."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.stalls_at_first.enqueue)()
+    ask = "UPDATE pgqueue.active_jobs SET cancel_requested = true"  # no hint: a heartbeat's news
+
+    def running_then_asked() -> bool:
+        return states(django_db) == {"running": 1} and query(django_db, ask) == []
+
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, lease=600, heartbeat=300,
+            shutdown_timeout=2.0,
+        )  # fmt: skip
+        await run_worker_until(worker, running_then_asked)
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]

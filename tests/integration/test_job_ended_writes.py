@@ -117,3 +117,35 @@ async def test_an_outcome_a_failed_stop_left_unwritten_is_not_heard_of(dsn: str,
     with pytest.raises(pgqueue.PgQueueError, match="1 outcome unwritten"):
         await runner
     assert seen == [] and w._ending == {}
+
+
+async def test_a_job_a_workers_stop_ends_cancelled_is_heard_of_once(dsn: str, conn: Any) -> None:
+    """A job asked to cancel while its attempt runs, before the worker learns of it (no hint:
+    its heartbeat would), then stopped by the worker's shutdown: the shutdown's release ends it
+    cancelled, not put back, an end this worker wrote. The hook hears of it, once; of a job put
+    back, nothing; the worker holds nothing afterwards."""
+    app = pgqueue.PgQueue(dsn)
+    seen: list[tuple[int, str, int]] = []
+
+    @app.task(name="sleeps", queue="q")
+    async def sleeps() -> None:
+        await asyncio.sleep(60)
+
+    app.hooks.job_ended["sleeps"] = lambda e: seen.append((e.job.id, e.state, e.job.attempt))
+    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
+
+    def both_run_then_one_cancelled() -> bool:
+        if states(dsn) != {"running": 2}:
+            return False
+        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
+        return True
+
+    await run_worker_until(w, both_run_then_one_cancelled)
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (doomed, "cancelled"),
+        (kept, "queued"),
+    ]
+    assert seen == [(doomed, "cancelled", 1)]
+    assert w._ending == {}
