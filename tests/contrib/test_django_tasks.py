@@ -774,6 +774,50 @@ async def test_a_slow_receiver_does_not_hold_the_worker(shop, django_db: str) ->
     assert (released, arrived) == ([True], [2, 4])
 
 
+@pytest.mark.parametrize("name", ["stalls_at_first", "outlives_its_timeout"])
+async def test_a_job_cancelled_while_it_runs_is_signalled_failed_once(
+    shop, django_db: str, name: str
+) -> None:
+    """A job cancelled while its attempt runs (async: the coroutine is cancelled; sync: the
+    thread is asked to stop, and returns later) ends cancelled, FAILED: task_finished says so
+    once, whatever the task does afterwards."""
+    import psycopg
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(getattr(shop, name).enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+
+        def cancelled() -> bool:
+            if states(django_db) == {"running": 1}:
+                with psycopg.connect(django_db, autocommit=True) as conn:
+                    app.cancel(conn, int(result.id))
+            return states(django_db) == {"cancelled": 1} and bool(finished)
+
+        await run_worker_until(worker, cancelled)
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+
+
+async def test_a_sync_attempt_a_shutdown_stops_sends_no_signal(shop, django_db: str) -> None:
+    """A sync task still running at a worker's shutdown (its thread cannot be stopped; it
+    returns once asked to stop) goes back to the queue, READY: no task_finished."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.outlives_its_timeout.enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.5
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
+    await result.arefresh()
+    assert (str(result.status), finished) == ("READY", [])
+
+
 async def test_a_job_asked_to_cancel_that_a_shutdown_stops_is_signalled_failed(
     shop, django_db: str
 ) -> None:

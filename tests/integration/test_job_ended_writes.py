@@ -119,6 +119,54 @@ async def test_an_outcome_a_failed_stop_left_unwritten_is_not_heard_of(dsn: str,
     assert seen == [] and w._ending == {}
 
 
+async def test_an_attempt_whose_lease_passed_on_is_heard_of_only_from_its_heir(
+    dsn: str, conn: Any
+) -> None:
+    """A job's lease passes from worker A to worker B (rescued and claimed again) while A's
+    attempt still runs: A's end, fenced off, is not written and not heard of; B's is, once."""
+    app = pgqueue.PgQueue(dsn)
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    seen: list[tuple[str, int, int]] = []
+
+    @app.task(name="gated", queue="q", max_attempts=3)
+    async def gated() -> int:
+        attempt = pgqueue.current_job().attempt
+        await gates[attempt].wait()
+        return attempt
+
+    app.hooks.job_ended["gated"] = lambda e: seen.append((e.state, e.job.attempt, e.result))
+    job = app.using("gated").enqueue(conn)
+    conn.commit()
+    a = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300)
+    b = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300)
+    run_a = asyncio.ensure_future(a.run())
+    attempt = "SELECT attempts, state, worker_id FROM pgqueue.jobs WHERE id = %s"
+    try:
+        while query(dsn, attempt, [job]) != [(1, "running", a.name)]:
+            await asyncio.sleep(0.02)
+        # What the rescue does to an expired lease: the job is queued again.
+        query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL,"
+                   " lease_expires_at = NULL WHERE id = %s", [job])  # fmt: skip
+        a.stop()  # A claims no more; its attempt runs on until it ends
+        run_b = asyncio.ensure_future(b.run())
+        while query(dsn, attempt, [job]) != [(2, "running", b.name)]:
+            await asyncio.sleep(0.02)
+        gates[1].set()
+        await asyncio.wait_for(run_a, 30)
+        assert a.stats.succeeded == 0 and a._ending == {}
+        gates[2].set()
+        while states(dsn) != {"succeeded": 1}:
+            await asyncio.sleep(0.02)
+    finally:
+        for gate in gates.values():
+            gate.set()
+        a.stop()
+        b.stop()
+        await asyncio.gather(run_a, *([run_b] if "run_b" in locals() else []))
+    assert seen == [("succeeded", 2, 2)]
+    assert b._ending == {}
+
+
 async def test_a_job_a_workers_stop_ends_cancelled_is_heard_of_once(dsn: str, conn: Any) -> None:
     """A job asked to cancel while its attempt runs, before the worker learns of it (no hint:
     its heartbeat would), then stopped by the worker's shutdown: the shutdown's release ends it
