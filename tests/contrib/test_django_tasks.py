@@ -842,3 +842,17 @@ async def test_a_job_asked_to_cancel_that_a_shutdown_stops_is_signalled_failed(
         await run_worker_until(worker, running_then_asked)
     await result.arefresh()
     assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+
+
+def test_arguments_are_normalized_as_djangos_own_backends_normalize_them(shop, django_db):
+    """Django's backends take any argument normalize_json takes (bytes as UTF-8 text, any
+    mapping or sequence): the tests' ImmediateBackend enqueued b"ab" or range(2), and
+    PgQueueBackend raised TypeError for them. It stores, and reads back, what Django would;
+    a value neither takes is still pgqueue's TypeError naming the argument."""
+    import datetime
+
+    with pytest.raises(TypeError, match=r"argument 0 of task .* not JSON-serialisable"):
+        shop.add.enqueue(datetime.date(2026, 1, 1), 1)
+    result = shop.add.enqueue(b"ab", b=range(2))
+    assert (result.args, result.kwargs) == (["ab"], {"b": [0, 1]})
+    assert query(django_db, "SELECT args, kwargs FROM pgqueue.jobs") == [(["ab"], {"b": [0, 1]})]

@@ -70,10 +70,11 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _storable(value: Any) -> Any:
-    """What the runner hands pgqueue for a task's return value: Django's JSON of it (bytes
-    as text, any mapping a dict), or the value itself when Django refuses it, so that pgqueue
-    fails the job as it fails any task whose value is not JSON (at once, with a TypeError)."""
+def storable(value: Any) -> Any:
+    """What pgqueue is handed for a task's arguments or return value: Django's JSON of it
+    (bytes as text, any mapping a dict, any sequence a list), or the value itself when Django
+    refuses it, so that pgqueue refuses it as it refuses any value that is not JSON (an
+    enqueue's TypeError naming the argument; a job failed at once, with a TypeError)."""
     try:
         return dt.normalize_json(value)
     except (TypeError, ValueError, RecursionError):
@@ -101,7 +102,7 @@ def _sync_runner(name: str) -> Callable[..., Any]:
     def run_django_task(*args: Any, **kwargs: Any) -> Any:
         result = _started(name)
         task = _tasks[name]
-        return _storable(task.call(*_call_args(task, result, args), **kwargs))
+        return storable(task.call(*_call_args(task, result, args), **kwargs))
 
     return run_django_task
 
@@ -110,6 +111,6 @@ def _async_runner(name: str) -> Callable[..., Any]:
     async def run_django_task(*args: Any, **kwargs: Any) -> Any:
         result = await sync_to_async(_started, thread_sensitive=False)(name)
         task = _tasks[name]
-        return _storable(await task.acall(*_call_args(task, result, args), **kwargs))
+        return storable(await task.acall(*_call_args(task, result, args), **kwargs))
 
     return run_django_task
