@@ -856,3 +856,19 @@ def test_arguments_are_normalized_as_djangos_own_backends_normalize_them(shop, d
     result = shop.add.enqueue(b"ab", b=range(2))
     assert (result.args, result.kwargs) == (["ab"], {"b": [0, 1]})
     assert query(django_db, "SELECT args, kwargs FROM pgqueue.jobs") == [(["ab"], {"b": [0, 1]})]
+
+
+def test_a_queue_name_django_allows_but_pgqueue_cannot_hold_is_an_invalid_task(shop, django_db):
+    """With any queue allowed (QUEUES empty, as Django's contract has it), a queue_name that is
+    no pgqueue queue name is refused by using() with Django's InvalidTask, saying why, and
+    nothing is written; a valid one becomes the job's queue."""
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _compat as dt
+
+    backend = {"BACKEND": "pgqueue.contrib.django.PgQueueBackend", "QUEUES": []}
+    with override_settings(TASKS={"default": backend}):
+        with pytest.raises(dt.InvalidTask, match="invalid queue name 'a b'"):
+            shop.add.using(queue_name="a b")
+        result = shop.add.using(queue_name="any.other").enqueue(1, 2)
+    assert query(django_db, "SELECT id, queue FROM pgqueue.jobs") == [(int(result.id), "any.other")]
