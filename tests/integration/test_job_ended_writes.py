@@ -5,6 +5,7 @@ ends cancelled; never for an outcome a failed stop left unwritten; nothing held 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import psycopg
@@ -197,3 +198,28 @@ async def test_a_job_a_workers_stop_ends_cancelled_is_heard_of_once(dsn: str, co
     ]
     assert seen == [(doomed, "cancelled", 1)]
     assert w._ending == {}
+
+
+async def test_process_pool_jobs_are_heard_of_once_as_written(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs run in the process pool end as any other: the hook hears of a success, with the
+    child's value, and of a child that died on the job's last attempt, failed, once each."""
+    from tests.integration import tasks_app as t
+
+    seen: list[tuple[int, str, Any]] = []
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        """Note the end heard of."""
+        seen.append((event.job.id, event.state, event.result))
+
+    for name in ("tests.integration.tasks_app.process_pid", "tests.integration.tasks_app.dies"):
+        monkeypatch.setitem(t.app.hooks.job_ended, name, ended)
+    pid = t.process_pid.enqueue(conn)
+    dies = t.app.using("tests.integration.tasks_app.dies", max_attempts=1).enqueue(conn)
+    conn.commit()
+    w = t.app.worker(dsn=dsn, queues=["cpu"], processes=1, poll_interval=0.05)
+    await run_worker_until(w, lambda: ended_all(dsn, 2) and len(seen) == 2, timeout=120)
+    [(child,)] = query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [pid])
+    assert sorted(seen) == [(pid, "succeeded", child), (dies, "failed", None)]
+    assert child != os.getpid() and w._ending == {}
