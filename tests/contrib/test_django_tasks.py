@@ -872,3 +872,21 @@ def test_a_queue_name_django_allows_but_pgqueue_cannot_hold_is_an_invalid_task(s
             shop.add.using(queue_name="a b")
         result = shop.add.using(queue_name="any.other").enqueue(1, 2)
     assert query(django_db, "SELECT id, queue FROM pgqueue.jobs") == [(int(result.id), "any.other")]
+
+
+async def test_drain_in_tests_sends_task_finished_once_per_task(shop, django_db: str) -> None:
+    """pgqueue.testing's drain (what the docs point tests at instead of eager mode) runs the
+    jobs with a real worker: each task's task_finished is sent once, before it returns."""
+    from asgiref.sync import sync_to_async
+
+    import pgqueue.testing
+    from pgqueue.contrib.django import app
+
+    ok = await sync_to_async(shop.add.enqueue)(1, 2)
+    bad = await sync_to_async(shop.explode.enqueue)()
+    with _finished_signals() as finished:
+        totals = await pgqueue.testing.adrain(app, dsn=django_db)
+    assert (totals["succeeded"], totals["failed"]) == (1, 1)
+    assert sorted((r.id, str(r.status)) for r in finished) == sorted(
+        [(ok.id, "SUCCESSFUL"), (bad.id, "FAILED")]
+    )
