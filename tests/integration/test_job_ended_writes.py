@@ -223,3 +223,34 @@ async def test_process_pool_jobs_are_heard_of_once_as_written(
     [(child,)] = query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [pid])
     assert sorted(seen) == [(pid, "succeeded", child), (dies, "failed", None)]
     assert child != os.getpid() and w._ending == {}
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+async def test_a_hook_raising_a_base_exception_is_logged_and_the_worker_goes_on(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture, exc: BaseException
+) -> None:
+    """A job_ended hook (a Django task_finished receiver) raising SystemExit, or another
+    BaseException, stopped the worker's event loop where it stood: the outcomes it had not
+    written yet were lost, its jobs left running. It is logged as any callback's error, as a
+    task's SystemExit is a failure of that task, and the worker goes on."""
+    app, seen = make(dsn)
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        """Note the end heard of, then raise."""
+        seen.append((event.job.id, event.state, event.job.attempt))
+        raise exc
+
+    app.hooks.job_ended["work"] = ended
+    first = app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+
+    def then_another() -> bool:
+        if seen and len(query(dsn, "SELECT id FROM pgqueue.jobs")) == 1:
+            query(dsn, "SELECT pgqueue.enqueue('work', '[2]'::jsonb, queue => 'q')")
+        return len(seen) == 2
+
+    await run_worker_until(w, then_another)
+    assert states(dsn) == {"succeeded": 2} and seen[0] == (first, "succeeded", 1)
+    errors = [r for r in caplog.records if getattr(r, "action", None) == "callback_error"]
+    assert len(errors) == 2 and errors[0].exc_info and errors[0].exc_info[0] is type(exc)
