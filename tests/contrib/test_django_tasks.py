@@ -890,3 +890,30 @@ async def test_drain_in_tests_sends_task_finished_once_per_task(shop, django_db:
     assert sorted((r.id, str(r.status)) for r in finished) == sorted(
         [(ok.id, "SUCCESSFUL"), (bad.id, "FAILED")]
     )
+
+
+async def test_a_receiver_using_the_orm_leaves_no_connection_open(shop, django_db: str) -> None:
+    """A task_finished receiver that uses the ORM opens a Django connection in the worker's
+    callback thread: it stayed open after the receivers ended, past CONN_MAX_AGE (0 here),
+    until that thread's next signal. It is released as Django releases a request's, and as
+    the worker releases a task's."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import _compat as dt
+    from tests.contrib.django_project.shop.models import Order
+
+    used: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        Order.objects.count()
+        used.append(connections["default"])  # this thread's wrapper
+
+    dt.task_finished.connect(receive)
+    try:
+        await sync_to_async(shop.add.enqueue)(1, 2)
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_finished.disconnect(receive)
+    [wrapper] = used
+    assert wrapper.connection is None

@@ -85,17 +85,19 @@ def send_finished(event: JobEvent) -> None:
     """Send ``task_finished`` for a Django task's job, once the worker wrote its end (an
     app ``job_ended`` hook), with the result ``get_result`` reads: what the row says. A row
     no longer ended (retried by hand since) or gone sends nothing; a receiver's error is
-    logged by the worker (``callback_error``) and leaves the job as it ended."""
+    logged by the worker (``callback_error``) and leaves the job as it ended. Django's
+    connections are released around it all, receivers' too, as around a task."""
     task = _tasks[event.job.task]
     _conf.release_connections()
     try:
-        result = task.get_backend().get_result(str(event.job.id))
-    except dt.TaskResultDoesNotExist:
-        return
+        try:
+            result = task.get_backend().get_result(str(event.job.id))
+        except dt.TaskResultDoesNotExist:
+            return
+        if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):
+            dt.task_finished.send(type(task.get_backend()), task_result=result)
     finally:
         _conf.release_connections()
-    if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):
-        dt.task_finished.send(type(task.get_backend()), task_result=result)
 
 
 def _sync_runner(name: str) -> Callable[..., Any]:
