@@ -917,3 +917,30 @@ async def test_a_receiver_using_the_orm_leaves_no_connection_open(shop, django_d
         dt.task_finished.disconnect(receive)
     [wrapper] = used
     assert wrapper.connection is None
+
+
+async def test_a_started_receiver_of_an_async_task_leaves_no_connection_open(
+    shop, django_db: str
+) -> None:
+    """An async task's task_started is sent from a thread of its own: a receiver using the
+    ORM there left that thread's Django connection open past CONN_MAX_AGE (0 here). It is
+    released as around a sync task, whose thread releases it when the task ends."""
+    from django.db import connections
+
+    from pgqueue.contrib.django import _compat as dt
+    from tests.contrib.django_project.shop.models import Order
+
+    used: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        Order.objects.count()
+        used.append(connections["default"])  # this thread's wrapper
+
+    dt.task_started.connect(receive)
+    try:
+        await shop.async_double.aenqueue(2)
+        await _run_all(django_db, 1)
+    finally:
+        dt.task_started.disconnect(receive)
+    [wrapper] = used
+    assert wrapper.connection is None

@@ -55,14 +55,18 @@ def register(task: Any, max_attempts: int) -> None:
 
 
 def _started(name: str) -> Any:
-    """The RUNNING result of the current job, read from the database; sends task_started."""
+    """The RUNNING result of the current job, read from the database; sends task_started.
+    Django's connections are released around it, receivers' too (an async task's runs it in
+    a thread of its own, which nothing else releases)."""
     _conf.release_connections()
-    task = _tasks[name]
-    job = get_job(_conf.connection(), current_job().id)
-    _conf.release_connections()
-    assert job is not None
-    result = task_result(task, job, task.backend)
-    dt.task_started.send(type(task.get_backend()), task_result=result)
+    try:
+        task = _tasks[name]
+        job = get_job(_conf.connection(), current_job().id)
+        assert job is not None
+        result = task_result(task, job, task.backend)
+        dt.task_started.send(type(task.get_backend()), task_result=result)
+    finally:
+        _conf.release_connections()
     return result
 
 
