@@ -892,11 +892,15 @@ async def test_drain_in_tests_sends_task_finished_once_per_task(shop, django_db:
     )
 
 
-async def test_a_receiver_using_the_orm_leaves_no_connection_open(shop, django_db: str) -> None:
-    """A task_finished receiver that uses the ORM opens a Django connection in the worker's
-    callback thread: it stayed open after the receivers ended, past CONN_MAX_AGE (0 here),
-    until that thread's next signal. It is released as Django releases a request's, and as
-    the worker releases a task's."""
+@pytest.mark.parametrize(("signal", "name"), [("task_finished", "add"),
+                                              ("task_started", "async_double")])  # fmt: skip
+async def test_a_receiver_using_the_orm_leaves_no_connection_open(
+    shop, django_db: str, signal: str, name: str
+) -> None:
+    """A receiver that uses the ORM opens a Django connection in the worker's thread that sends
+    the signal: task_finished's (a callback thread) and an async task's task_started (a thread
+    of its own) stayed open past CONN_MAX_AGE (0 here), until that thread's next use. They are
+    released as Django releases a request's, and the worker a sync task's."""
     from asgiref.sync import sync_to_async
     from django.db import connections
 
@@ -909,38 +913,11 @@ async def test_a_receiver_using_the_orm_leaves_no_connection_open(shop, django_d
         Order.objects.count()
         used.append(connections["default"])  # this thread's wrapper
 
-    dt.task_finished.connect(receive)
+    getattr(dt, signal).connect(receive)
     try:
-        await sync_to_async(shop.add.enqueue)(1, 2)
+        await sync_to_async(getattr(shop, name).enqueue)(*((1, 2) if name == "add" else (2,)))
         await _run_all(django_db, 1)
     finally:
-        dt.task_finished.disconnect(receive)
-    [wrapper] = used
-    assert wrapper.connection is None
-
-
-async def test_a_started_receiver_of_an_async_task_leaves_no_connection_open(
-    shop, django_db: str
-) -> None:
-    """An async task's task_started is sent from a thread of its own: a receiver using the
-    ORM there left that thread's Django connection open past CONN_MAX_AGE (0 here). It is
-    released as around a sync task, whose thread releases it when the task ends."""
-    from django.db import connections
-
-    from pgqueue.contrib.django import _compat as dt
-    from tests.contrib.django_project.shop.models import Order
-
-    used: list[Any] = []
-
-    def receive(sender, task_result, **kwargs) -> None:
-        Order.objects.count()
-        used.append(connections["default"])  # this thread's wrapper
-
-    dt.task_started.connect(receive)
-    try:
-        await shop.async_double.aenqueue(2)
-        await _run_all(django_db, 1)
-    finally:
-        dt.task_started.disconnect(receive)
+        getattr(dt, signal).disconnect(receive)
     [wrapper] = used
     assert wrapper.connection is None
