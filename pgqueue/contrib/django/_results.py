@@ -63,7 +63,7 @@ def task_result(task: Any, job: Job, backend: str) -> Any:
 
     pgqueue keeps the id of the last worker only: ``worker_ids`` repeats it once per attempt,
     so that ``TaskResult.attempts`` is right. A job waiting for its next attempt (a retry, a
-    rescue) names no worker: its entries are ``""``.
+    rescue, a shutdown's put-back) names no worker: its entries are ``""``.
     """
     result = dt.TaskResult(
         task=task,
