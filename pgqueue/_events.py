@@ -141,7 +141,9 @@ class WorkerEvents:
                     self._threads = ThreadPoolExecutor(thread_name_prefix="pgqueue-callback")
                 call = functools.partial(contextvars.copy_context().run, fn, event)
                 await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        except Exception:
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # a callback's SystemExit stopped the loop, outcomes unwritten
             log.exception(
                 "callback %s of job %s raised", getattr(fn, "__qualname__", fn), event.job.id,
                 extra={"action": "callback_error", **_job_fields(event)},

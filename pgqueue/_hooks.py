@@ -55,7 +55,8 @@ class AppHooks:
         self.enqueue_meta: list[MetaHook] = []
         # By task name: told of each job of that task a worker ended, once its last outcome
         # is written; the event says what was written (succeeded, failed, or cancelled, a
-        # retry JOBS_ACK cancelled too). Run off the loop as on_success is: an integration
+        # retry JOBS_ACK cancelled too, and a job stopped at shutdown that the release ended
+        # cancelled, as asked while it ran). Run off the loop as on_success is: an integration
         # reading the row reads it ended (the Django tasks backend's task_finished).
         self.job_ended: dict[str, Callback] = {}
 

@@ -549,12 +549,12 @@ def leases_extend(
     return Query(q.LEASES_EXTEND, params, lambda rows: {(r[0], r[1]): r[2] for r in rows})
 
 
-def leases_release(held: Sequence[tuple[int, int]]) -> Query[int]:
-    """Put unfinished jobs back to queued without counting the attempt; returns how many.
-
-    A job asked to cancel meanwhile is not put back: it ends cancelled."""
+def leases_release(held: Sequence[tuple[int, int]]) -> Query[tuple[int, list[int]]]:
+    """Put unfinished jobs back to queued without counting the attempt; returns how many,
+    and the ids of those it ended instead: a job asked to cancel meanwhile is not put back,
+    it ends cancelled."""
     params = {"ids": [h[0] for h in held], "attempts": [h[1] for h in held]}
-    return Query(q.LEASES_RELEASE, params, _one)
+    return Query(q.LEASES_RELEASE, params, lambda rows: (rows[0][0], rows[0][1]))
 
 
 def leases_read(worker: str) -> Query[list[tuple[int, int]]]:

@@ -717,7 +717,8 @@ RETURNING j.id, j.attempts, j.cancel_requested
 """
 
 # Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted,
-# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them. The
+# but for those asked to cancel meanwhile: they end cancelled, as an ack would end them (their
+# ids are returned, for the worker's job_ended hooks). The
 # rows are locked first, and which way each goes is read from the locked row: a cancel that
 # committed while the statement waited for its row is not in the statement's snapshot, and
 # tested there it sent the job neither way, leaving it running, after its worker had gone,
@@ -752,8 +753,10 @@ WITH held AS MATERIALIZED (
            'cancelled on request', errors, meta
       FROM cancelled
     ON CONFLICT (id) DO NOTHING
+    RETURNING id
 )
 SELECT (SELECT count(*) FROM released),
+       ARRAY(SELECT id FROM moved),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))
           FROM (SELECT DISTINCT queue FROM released) AS q)
 """

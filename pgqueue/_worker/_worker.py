@@ -852,6 +852,9 @@ class Worker:
                 outcome = Outcome(job.id, job.attempt, "cancelled", error="cancelled on request")
             elif ctx.cancel_reason == "shutdown":
                 self._unfinished.append((job.id, job.attempt))
+                if job.task in self.app.hooks.job_ended:  # its release may end it (_released)
+                    ending = (ctx, time.monotonic() - started)
+                    self._ending.setdefault((job.id, job.attempt), []).append(ending)
         except Exception as exc:  # a bug of ours or a hook's: the job ends, its slot comes back
             log.exception("job %s: its outcome could not be made", job.id,
                           extra={"action": "outcome_error", "job_id": job.id})  # fmt: skip
@@ -1311,7 +1314,8 @@ class Worker:
         if self._claim_cut:
             self._unfinished += await self._cut_claims()
         if self._unfinished:
-            released = await self._ack_db.run(_store.leases_release(self._unfinished))
+            released, ended = await self._ack_db.run(_store.leases_release(self._unfinished))
+            self._released(set(ended))
             self._unfinished = []  # given back: their leases are no longer the heartbeats' own
             log.info(
                 "put %s unfinished jobs back in their queues", released,
@@ -1319,6 +1323,15 @@ class Worker:
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
         await self._maint_db.run(_store.workers_delete(self.name))
+
+    def _released(self, cancelled: set[int]) -> None:
+        """Tell the job_ended hooks of the jobs stopped at shutdown that the release ended
+        cancelled, as asked while they ran (see LEASES_RELEASE); those put back did not end."""
+        for claim in dict.fromkeys(self._unfinished):  # an abandoned attempt may be there twice
+            ending = _oldest(self._ending, claim)
+            if ending is not None and claim[0] in cancelled:
+                outcome = Outcome(*claim, "cancelled", error="cancelled on request")
+                self.events.job_ended(*ending, outcome)
 
     async def _cut_claims(self) -> list[tuple[int, int]]:
         """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the

@@ -772,3 +772,152 @@ async def test_a_slow_receiver_does_not_hold_the_worker(shop, django_db: str) ->
         feeder.cancel()
         dt.task_finished.disconnect(receive)
     assert (released, arrived) == ([True], [2, 4])
+
+
+@pytest.mark.parametrize("name", ["stalls_at_first", "outlives_its_timeout"])
+async def test_a_job_cancelled_while_it_runs_is_signalled_failed_once(
+    shop, django_db: str, name: str
+) -> None:
+    """A job cancelled while its attempt runs (async: the coroutine is cancelled; sync: the
+    thread is asked to stop, and returns later) ends cancelled, FAILED: task_finished says so
+    once, whatever the task does afterwards."""
+    import psycopg
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(getattr(shop, name).enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05)
+
+        def cancelled() -> bool:
+            if states(django_db) == {"running": 1}:
+                with psycopg.connect(django_db, autocommit=True) as conn:
+                    app.cancel(conn, int(result.id))
+            return states(django_db) == {"cancelled": 1} and bool(finished)
+
+        await run_worker_until(worker, cancelled)
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+
+
+async def test_a_sync_attempt_a_shutdown_stops_sends_no_signal(shop, django_db: str) -> None:
+    """A sync task still running at a worker's shutdown (its thread cannot be stopped; it
+    returns once asked to stop) goes back to the queue, READY: no task_finished."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.outlives_its_timeout.enqueue)()
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, shutdown_timeout=0.5
+        )
+        await run_worker_until(worker, lambda: states(django_db) == {"running": 1})
+    await result.arefresh()
+    assert (str(result.status), finished) == ("READY", [])
+
+
+async def test_a_job_asked_to_cancel_that_a_shutdown_stops_is_signalled_failed(
+    shop, django_db: str
+) -> None:
+    """A job asked to cancel while it runs, before its worker learns of it, then stopped by
+    the worker's shutdown, is not put back: the shutdown ends it cancelled (FAILED), and sent
+    no task_finished. It sends one, FAILED, as the row."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue.contrib.django import app
+
+    result = await sync_to_async(shop.stalls_at_first.enqueue)()
+    ask = "UPDATE pgqueue.active_jobs SET cancel_requested = true"  # no hint: a heartbeat's news
+
+    def running_then_asked() -> bool:
+        return states(django_db) == {"running": 1} and query(django_db, ask) == []
+
+    with _finished_signals() as finished:
+        worker = app.worker(
+            dsn=django_db, queues=["default"], poll_interval=0.05, lease=600, heartbeat=300,
+            shutdown_timeout=2.0,
+        )  # fmt: skip
+        await run_worker_until(worker, running_then_asked)
+    await result.arefresh()
+    assert [str(r.status) for r in finished] == [str(result.status)] == ["FAILED"]
+
+
+def test_arguments_are_normalized_as_djangos_own_backends_normalize_them(shop, django_db):
+    """Django's backends take any argument normalize_json takes (bytes as UTF-8 text, any
+    mapping or sequence): the tests' ImmediateBackend enqueued b"ab" or range(2), and
+    PgQueueBackend raised TypeError for them. It stores, and reads back, what Django would;
+    a value neither takes is still pgqueue's TypeError naming the argument."""
+    import datetime
+
+    with pytest.raises(TypeError, match=r"argument 0 of task .* not JSON-serialisable"):
+        shop.add.enqueue(datetime.date(2026, 1, 1), 1)
+    result = shop.add.enqueue(b"ab", b=range(2))
+    assert (result.args, result.kwargs) == (["ab"], {"b": [0, 1]})
+    assert query(django_db, "SELECT args, kwargs FROM pgqueue.jobs") == [(["ab"], {"b": [0, 1]})]
+
+
+def test_a_queue_name_django_allows_but_pgqueue_cannot_hold_is_an_invalid_task(shop, django_db):
+    """With any queue allowed (QUEUES empty, as Django's contract has it), a queue_name that is
+    no pgqueue queue name is refused by using() with Django's InvalidTask, saying why, and
+    nothing is written; a valid one becomes the job's queue."""
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _compat as dt
+
+    backend = {"BACKEND": "pgqueue.contrib.django.PgQueueBackend", "QUEUES": []}
+    with override_settings(TASKS={"default": backend}):
+        with pytest.raises(dt.InvalidTask, match="invalid queue name 'a b'"):
+            shop.add.using(queue_name="a b")
+        result = shop.add.using(queue_name="any.other").enqueue(1, 2)
+    assert query(django_db, "SELECT id, queue FROM pgqueue.jobs") == [(int(result.id), "any.other")]
+
+
+async def test_drain_in_tests_sends_task_finished_once_per_task(shop, django_db: str) -> None:
+    """pgqueue.testing's drain (what the docs point tests at instead of eager mode) runs the
+    jobs with a real worker: each task's task_finished is sent once, before it returns."""
+    from asgiref.sync import sync_to_async
+
+    import pgqueue.testing
+    from pgqueue.contrib.django import app
+
+    ok = await sync_to_async(shop.add.enqueue)(1, 2)
+    bad = await sync_to_async(shop.explode.enqueue)()
+    with _finished_signals() as finished:
+        totals = await pgqueue.testing.adrain(app, dsn=django_db)
+    assert (totals["succeeded"], totals["failed"]) == (1, 1)
+    assert sorted((r.id, str(r.status)) for r in finished) == sorted(
+        [(ok.id, "SUCCESSFUL"), (bad.id, "FAILED")]
+    )
+
+
+@pytest.mark.parametrize(("signal", "name"), [("task_finished", "add"),
+                                              ("task_started", "async_double")])  # fmt: skip
+async def test_a_receiver_using_the_orm_leaves_no_connection_open(
+    shop, django_db: str, signal: str, name: str
+) -> None:
+    """A receiver that uses the ORM opens a Django connection in the worker's thread that sends
+    the signal: task_finished's (a callback thread) and an async task's task_started (a thread
+    of its own) stayed open past CONN_MAX_AGE (0 here), until that thread's next use. They are
+    released as Django releases a request's, and the worker a sync task's."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import _compat as dt
+    from tests.contrib.django_project.shop.models import Order
+
+    used: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        Order.objects.count()
+        used.append(connections["default"])  # this thread's wrapper
+
+    getattr(dt, signal).connect(receive)
+    try:
+        await sync_to_async(getattr(shop, name).enqueue)(*((1, 2) if name == "add" else (2,)))
+        await _run_all(django_db, 1)
+    finally:
+        getattr(dt, signal).disconnect(receive)
+    [wrapper] = used
+    assert wrapper.connection is None

@@ -76,7 +76,7 @@ def test_a_job_released_at_shutdown_after_a_cancel_request_ends_cancelled(dsn: s
     """A worker stopping puts its unfinished jobs back in their queues; one asked to cancel
     ends cancelled instead of running again on another worker."""
     job_id = _claimed_and_cancel_requested(dsn, conn)
-    assert run(dsn, _store.leases_release([(job_id, 1)])) == 0  # none put back
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == (0, [job_id])  # ended instead
     assert run(dsn, _store.jobs_claim("w2", {"io": 1}, 30)).rows == []
     assert query(dsn, "SELECT state, attempts, last_error FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request")
@@ -141,7 +141,7 @@ def test_a_release_at_shutdown_while_a_cancel_commits_ends_the_job_cancelled(
             raise AssertionError("the release never waited for the cancel's row lock")
         canceller.commit()
         release.join(10)
-    assert released == [0]  # none put back
+    assert released == [(0, [job_id])]  # none put back: ended cancelled
     assert query(dsn, "SELECT state, attempts, last_error, errors FROM pgqueue.jobs") == [
         ("cancelled", 0, "cancelled on request", [])
     ]

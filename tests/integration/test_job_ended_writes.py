@@ -5,6 +5,7 @@ ends cancelled; never for an outcome a failed stop left unwritten; nothing held 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import psycopg
@@ -117,3 +118,139 @@ async def test_an_outcome_a_failed_stop_left_unwritten_is_not_heard_of(dsn: str,
     with pytest.raises(pgqueue.PgQueueError, match="1 outcome unwritten"):
         await runner
     assert seen == [] and w._ending == {}
+
+
+async def test_an_attempt_whose_lease_passed_on_is_heard_of_only_from_its_heir(
+    dsn: str, conn: Any
+) -> None:
+    """A job's lease passes from worker A to worker B (rescued and claimed again) while A's
+    attempt still runs: A's end, fenced off, is not written and not heard of; B's is, once."""
+    app = pgqueue.PgQueue(dsn)
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    seen: list[tuple[str, int, int]] = []
+
+    @app.task(name="gated", queue="q", max_attempts=3)
+    async def gated() -> int:
+        attempt = pgqueue.current_job().attempt
+        await gates[attempt].wait()
+        return attempt
+
+    app.hooks.job_ended["gated"] = lambda e: seen.append((e.state, e.job.attempt, e.result))
+    job = app.using("gated").enqueue(conn)
+    conn.commit()
+    a = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300)
+    b = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300)
+    run_a = asyncio.ensure_future(a.run())
+    attempt = "SELECT attempts, state, worker_id FROM pgqueue.jobs WHERE id = %s"
+    try:
+        while query(dsn, attempt, [job]) != [(1, "running", a.name)]:
+            await asyncio.sleep(0.02)
+        # What the rescue does to an expired lease: the job is queued again.
+        query(dsn, "UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL,"
+                   " lease_expires_at = NULL WHERE id = %s", [job])  # fmt: skip
+        a.stop()  # A claims no more; its attempt runs on until it ends
+        run_b = asyncio.ensure_future(b.run())
+        while query(dsn, attempt, [job]) != [(2, "running", b.name)]:
+            await asyncio.sleep(0.02)
+        gates[1].set()
+        await asyncio.wait_for(run_a, 30)
+        assert a.stats.succeeded == 0 and a._ending == {}
+        gates[2].set()
+        while states(dsn) != {"succeeded": 1}:
+            await asyncio.sleep(0.02)
+    finally:
+        for gate in gates.values():
+            gate.set()
+        a.stop()
+        b.stop()
+        await asyncio.gather(run_a, *([run_b] if "run_b" in locals() else []))
+    assert seen == [("succeeded", 2, 2)]
+    assert b._ending == {}
+
+
+async def test_a_job_a_workers_stop_ends_cancelled_is_heard_of_once(dsn: str, conn: Any) -> None:
+    """A job asked to cancel while its attempt runs, before the worker learns of it (no hint:
+    its heartbeat would), then stopped by the worker's shutdown: the shutdown's release ends it
+    cancelled, not put back, an end this worker wrote. The hook hears of it, once; of a job put
+    back, nothing; the worker holds nothing afterwards."""
+    app = pgqueue.PgQueue(dsn)
+    seen: list[tuple[int, str, int]] = []
+
+    @app.task(name="sleeps", queue="q")
+    async def sleeps() -> None:
+        await asyncio.sleep(60)
+
+    app.hooks.job_ended["sleeps"] = lambda e: seen.append((e.job.id, e.state, e.job.attempt))
+    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
+
+    def both_run_then_one_cancelled() -> bool:
+        if states(dsn) != {"running": 2}:
+            return False
+        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
+        return True
+
+    await run_worker_until(w, both_run_then_one_cancelled)
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (doomed, "cancelled"),
+        (kept, "queued"),
+    ]
+    assert seen == [(doomed, "cancelled", 1)]
+    assert w._ending == {}
+
+
+async def test_process_pool_jobs_are_heard_of_once_as_written(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs run in the process pool end as any other: the hook hears of a success, with the
+    child's value, and of a child that died on the job's last attempt, failed, once each."""
+    from tests.integration import tasks_app as t
+
+    seen: list[tuple[int, str, Any]] = []
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        """Note the end heard of."""
+        seen.append((event.job.id, event.state, event.result))
+
+    for name in ("tests.integration.tasks_app.process_pid", "tests.integration.tasks_app.dies"):
+        monkeypatch.setitem(t.app.hooks.job_ended, name, ended)
+    pid = t.process_pid.enqueue(conn)
+    dies = t.app.using("tests.integration.tasks_app.dies", max_attempts=1).enqueue(conn)
+    conn.commit()
+    w = t.app.worker(dsn=dsn, queues=["cpu"], processes=1, poll_interval=0.05)
+    await run_worker_until(w, lambda: ended_all(dsn, 2) and len(seen) == 2, timeout=120)
+    [(child,)] = query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [pid])
+    assert sorted(seen) == [(pid, "succeeded", child), (dies, "failed", None)]
+    assert child != os.getpid() and w._ending == {}
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+async def test_a_hook_raising_a_base_exception_is_logged_and_the_worker_goes_on(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture, exc: BaseException
+) -> None:
+    """A job_ended hook (a Django task_finished receiver) raising SystemExit, or another
+    BaseException, stopped the worker's event loop where it stood: the outcomes it had not
+    written yet were lost, its jobs left running. It is logged as any callback's error, as a
+    task's SystemExit is a failure of that task, and the worker goes on."""
+    app, seen = make(dsn)
+
+    def ended(event: pgqueue.JobEvent) -> None:
+        """Note the end heard of, then raise."""
+        seen.append((event.job.id, event.state, event.job.attempt))
+        raise exc
+
+    app.hooks.job_ended["work"] = ended
+    first = app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+
+    def then_another() -> bool:
+        if seen and len(query(dsn, "SELECT id FROM pgqueue.jobs")) == 1:
+            query(dsn, "SELECT pgqueue.enqueue('work', '[2]'::jsonb, queue => 'q')")
+        return len(seen) == 2
+
+    await run_worker_until(w, then_another)
+    assert states(dsn) == {"succeeded": 2} and seen[0] == (first, "succeeded", 1)
+    errors = [r for r in caplog.records if getattr(r, "action", None) == "callback_error"]
+    assert len(errors) == 2 and errors[0].exc_info and errors[0].exc_info[0] is type(exc)

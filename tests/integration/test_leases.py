@@ -164,7 +164,7 @@ def test_release_gives_the_attempt_back(dsn: str, conn) -> None:
     job_id = t.add.enqueue(conn, 1, 2)
     conn.commit()
     claim(dsn, "w", lease=30)
-    assert run(dsn, _store.leases_release([(job_id, 1)])) == 1
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == (1, [])
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
 
 

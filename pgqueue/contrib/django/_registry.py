@@ -55,14 +55,18 @@ def register(task: Any, max_attempts: int) -> None:
 
 
 def _started(name: str) -> Any:
-    """The RUNNING result of the current job, read from the database; sends task_started."""
+    """The RUNNING result of the current job, read from the database; sends task_started.
+    Django's connections are released around it, receivers' too (an async task's runs it in
+    a thread of its own, which nothing else releases)."""
     _conf.release_connections()
-    task = _tasks[name]
-    job = get_job(_conf.connection(), current_job().id)
-    _conf.release_connections()
-    assert job is not None
-    result = task_result(task, job, task.backend)
-    dt.task_started.send(type(task.get_backend()), task_result=result)
+    try:
+        task = _tasks[name]
+        job = get_job(_conf.connection(), current_job().id)
+        assert job is not None
+        result = task_result(task, job, task.backend)
+        dt.task_started.send(type(task.get_backend()), task_result=result)
+    finally:
+        _conf.release_connections()
     return result
 
 
@@ -70,10 +74,11 @@ def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (dt.TaskContext(task_result=result), *args) if task.takes_context else args
 
 
-def _storable(value: Any) -> Any:
-    """What the runner hands pgqueue for a task's return value: Django's JSON of it (bytes
-    as text, any mapping a dict), or the value itself when Django refuses it, so that pgqueue
-    fails the job as it fails any task whose value is not JSON (at once, with a TypeError)."""
+def storable(value: Any) -> Any:
+    """What pgqueue is handed for a task's arguments or return value: Django's JSON of it
+    (bytes as text, any mapping a dict, any sequence a list), or the value itself when Django
+    refuses it, so that pgqueue refuses it as it refuses any value that is not JSON (an
+    enqueue's TypeError naming the argument; a job failed at once, with a TypeError)."""
     try:
         return dt.normalize_json(value)
     except (TypeError, ValueError, RecursionError):
@@ -84,24 +89,26 @@ def send_finished(event: JobEvent) -> None:
     """Send ``task_finished`` for a Django task's job, once the worker wrote its end (an
     app ``job_ended`` hook), with the result ``get_result`` reads: what the row says. A row
     no longer ended (retried by hand since) or gone sends nothing; a receiver's error is
-    logged by the worker (``callback_error``) and leaves the job as it ended."""
+    logged by the worker (``callback_error``) and leaves the job as it ended. Django's
+    connections are released around it all, receivers' too, as around a task."""
     task = _tasks[event.job.task]
     _conf.release_connections()
     try:
-        result = task.get_backend().get_result(str(event.job.id))
-    except dt.TaskResultDoesNotExist:
-        return
+        try:
+            result = task.get_backend().get_result(str(event.job.id))
+        except dt.TaskResultDoesNotExist:
+            return
+        if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):
+            dt.task_finished.send(type(task.get_backend()), task_result=result)
     finally:
         _conf.release_connections()
-    if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):
-        dt.task_finished.send(type(task.get_backend()), task_result=result)
 
 
 def _sync_runner(name: str) -> Callable[..., Any]:
     def run_django_task(*args: Any, **kwargs: Any) -> Any:
         result = _started(name)
         task = _tasks[name]
-        return _storable(task.call(*_call_args(task, result, args), **kwargs))
+        return storable(task.call(*_call_args(task, result, args), **kwargs))
 
     return run_django_task
 
@@ -110,6 +117,6 @@ def _async_runner(name: str) -> Callable[..., Any]:
     async def run_django_task(*args: Any, **kwargs: Any) -> Any:
         result = await sync_to_async(_started, thread_sensitive=False)(name)
         task = _tasks[name]
-        return _storable(await task.acall(*_call_args(task, result, args), **kwargs))
+        return storable(await task.acall(*_call_args(task, result, args), **kwargs))
 
     return run_django_task

@@ -62,7 +62,8 @@ def task_result(task: Any, job: Job, backend: str) -> Any:
     """The ``TaskResult`` of ``task`` that ``job`` describes.
 
     pgqueue keeps the id of the last worker only: ``worker_ids`` repeats it once per attempt,
-    so that ``TaskResult.attempts`` is right.
+    so that ``TaskResult.attempts`` is right. A job waiting for its next attempt (a retry, a
+    rescue, a shutdown's put-back) names no worker: its entries are ``""``.
     """
     result = dt.TaskResult(
         task=task,

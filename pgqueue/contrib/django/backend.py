@@ -101,10 +101,12 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         )  # fmt: skip
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        """Insert the job on Django's connection, in the current transaction if any."""
+        """Insert the job on Django's connection, in the current transaction if any, with
+        the arguments Django's own backends take (see _registry.storable)."""
         connection = self._connection()
         self.validate_task(task)
         _refuse_eager_mode()
+        args, kwargs = _registry.storable(args), _registry.storable(kwargs)
         job_id = self._job(task).enqueue(connection, *args, **kwargs)
         result = self._result(task, connection, job_id)
         dt.task_enqueued.send(type(self), task_result=result)
