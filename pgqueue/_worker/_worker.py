@@ -960,9 +960,12 @@ class Worker:
     # -- heartbeats and maintenance ---------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        beats = Outage()
+        # Failed, a heartbeat is tried again at most a tenth of the heartbeat interval later
+        # (1 s by default): the leases have only what is left of them, and a retry 10 s after
+        # the database came back found them expired and rescued, their jobs running twice.
+        beats, cap = Outage(), min(10.0, max(0.1, self.heartbeat / 10))
         while True:
-            pause = backoff(beats.failures) if beats.failures else self.heartbeat
+            pause = backoff(beats.failures, cap) if beats.failures else self.heartbeat
             await self._wait(self._beat_now, pause)
             self._beat_now.clear()
             try:
