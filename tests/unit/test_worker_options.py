@@ -102,3 +102,16 @@ def test_concurrency_past_what_a_worker_runs_is_refused_naming_the_limit() -> No
 def test_spaces_around_queue_names_and_figures_are_ignored() -> None:
     """' io : 4 , cpu' reads as io with 4 slots and cpu with the default."""
     assert parse_queues(" io : 4 , cpu", 3) == {"io": 4, "cpu": 3}
+
+
+def test_a_failed_heartbeat_is_tried_again_sooner_while_the_worker_holds_leases() -> None:
+    """Holding leases (here a job to give back), a worker tries a failed heartbeat again
+    within a tenth of its heartbeat interval (1 s of 10 s), however long the outage: it tried
+    every 10 s, and found its leases expired and rescued after the database came back. Holding
+    none, within its heartbeat interval: a job claimed after the outage gets its first
+    heartbeat in time even under a lease shorter than 10 s."""
+    worker = build(lease=30)
+    assert [worker._beat_retry(n) for n in (1, 20)] == [0.2, 10.0]
+    worker._unfinished.append((1, 1))
+    assert [worker._beat_retry(n) for n in (1, 20)] == [0.2, 1.0]
+    assert build(lease=0.6)._beat_retry(20) == pytest.approx(0.2)
