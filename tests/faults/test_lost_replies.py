@@ -417,3 +417,70 @@ async def test_a_snooze_behind_a_doubtful_snooze_of_its_attempt_keeps_its_lease(
         acker.add(Outcome(job_id, 1, "queued"))
         assert acker.holding() == [(job_id, 1)]
         await db.close()
+
+
+async def test_a_claim_whose_reply_was_lost_gives_its_jobs_back_once_claims_work_again(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim commits, its reply lost with the connection. Its job, leased to the worker,
+    runs nowhere: the worker's next claim gives it back first, the attempt not counted, and
+    the job runs. It waited for its lease to expire, and was rescued as 'worker lost': a job
+    of one attempt failed so without ever running."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(pgqueue.current_job().attempt)
+
+    job_id = app.using("once").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, b"SET state = 'running'", b"pgqueue claimer") as proxy:
+        proxy.armed = True
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=3, rescue_interval=0.5,
+                       poll_interval=0.05, scheduler=False)  # fmt: skip
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            assert query(dsn, ROW, [job_id]) == [("running", 1, w.name)]  # it did commit
+            done = "SELECT state, attempts, last_error FROM pgqueue.finished_jobs WHERE id = %s"
+            for _ in range(600):
+                if query(dsn, done, [job_id]):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert query(dsn, done, [job_id]) == [("succeeded", 1, None)]
+    assert runs == [1]
+
+
+async def test_a_claim_whose_reply_was_lost_just_before_the_stop_gives_its_jobs_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim commits, its reply lost with the connection, and the worker is stopped before
+    it claims again: the stop gives the job back, the attempt not counted. It stayed running,
+    leased to the stopped worker, until its lease expired."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    job_id = app.using("once").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, b"SET state = 'running'", b"pgqueue claimer") as proxy:
+        proxy.armed = True
+        proxy.gate.clear()  # the claimer cannot reconnect, to claim again, before the stop
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
+                       scheduler=False)  # fmt: skip
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            assert query(dsn, ROW, [job_id]) == [("running", 1, w.name)]  # it did commit
+            w.stop()
+        finally:
+            w.stop()
+            proxy.gate.set()
+            await asyncio.wait_for(runner, 30)
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
