@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -116,17 +116,6 @@ class Acker:
     def pending(self) -> int:
         """How many outcomes wait to be written."""
         return len(self._buffer)
-
-    def knows(self, key: tuple[int, int]) -> bool:
-        """Whether an outcome of the claim ``key`` (job id, attempt) waits to be written."""
-        return any(o.claim == key for o in self._buffer)
-
-    @contextlib.asynccontextmanager
-    async def paused(self) -> AsyncIterator[None]:
-        """No outcome is being written meanwhile: those not yet written are all in the buffer
-        (see knows). Taken before the worker's claims, as a write again takes them."""
-        async with self._flushing:
-            yield
 
     def holding(self) -> list[tuple[int, int]]:
         """The claims (job id, attempt) whose outcomes wait to be written, whose leases the

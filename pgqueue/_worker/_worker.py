@@ -241,7 +241,6 @@ class Worker:
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self._registering = False  # the start has registered the worker's row, or tried to
         self._claim_cut = False  # a claim's reply was cut off by a cancellation (see _cut_claims)
-        self._claim_lost = False  # ... or lost with its connection (see _give_back_unknown)
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -518,8 +517,6 @@ class Worker:
                 backlogged or (not after and now >= self._head_counted_at + self._claim_rescan)
             )
             try:
-                if self._claim_lost:
-                    await self._give_back_unknown()
                 # Caught up, a claim that counts says what it read even if it takes nothing.
                 # Pages are counted about once a second: that costs a claim of 100 0.05 ms.
                 pages = now >= self._pages_counted_at + self._claim_rescan
@@ -534,8 +531,6 @@ class Worker:
                 raise
             except (psycopg.Error, OSError) as exc:
                 self._claim_failed(exc)
-                # The connection broke: the claim may have committed, its reply lost.
-                self._claim_lost |= isinstance(exc, psycopg.OperationalError | OSError)
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
                     await self._fail_uncountable(list(wanted))
                 await self._wait(self.stopping, backoff(self._claims.failures))
@@ -565,24 +560,6 @@ class Worker:
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
-
-    async def _give_back_unknown(self) -> None:
-        """After a claim whose connection broke (it may have committed, its reply lost): give
-        back, the attempt not counted, the jobs leased to this worker that it neither runs nor
-        holds an outcome of. Claimed so, they ran nowhere, and waited for their leases to
-        expire, to be rescued as 'worker lost' (a job of one attempt failed so, never run).
-        Outcomes are not written meanwhile (one in flight is in no buffer) and claims wait,
-        in the order a write again takes them."""
-        async with self._acker.paused(), self._claiming:
-            leased = await self._claim_db.run(_store.leases_read(self.name))
-            lost = [k for k in leased if not self._holds(k) and not self._acker.knows(k)]
-            if lost:
-                released = await self._claim_db.run(_store.leases_release(lost))
-                log.info(
-                    "put back %s jobs of a claim whose reply was lost", released,
-                    extra={"action": "claim_given_back", "count": released},
-                )  # fmt: skip
-        self._claim_lost = False
 
     async def _callbacks_behind(self, timeout: float | None) -> None:
         """Wait until a callback ends (or ``timeout`` passes: a burst worker looks whether
@@ -1332,7 +1309,7 @@ class Worker:
         except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
             self._fail("acker", exc)
         self._writes_done = True
-        if self._claim_cut or self._claim_lost:  # their jobs, if it committed, run nowhere
+        if self._claim_cut:
             self._unfinished += await self._cut_claims()
         if self._unfinished:
             released = await self._ack_db.run(_store.leases_release(self._unfinished))
@@ -1345,8 +1322,7 @@ class Worker:
         await self._maint_db.run(_store.workers_delete(self.name))
 
     async def _cut_claims(self) -> list[tuple[int, int]]:
-        """The jobs of a claim whose reply a cancellation of run() cut off (or that was lost
-        with its connection, the worker stopping before its next claim): psycopg has the
+        """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the
         server cancel the statement, which has often committed by then, and raises
         CancelledError all the same. Leased to this worker, they are not among those it
         holds; left running until their leases expired, they ran again with that attempt
