@@ -705,6 +705,12 @@ WITH gone AS (
 SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gone
 """
 
+# A heartbeat is fenced by the worker too: a claim given back (LEASES_RELEASE, or a Retry()
+# without an error) leaves its attempt uncounted, and the job's next claim, another worker's,
+# has the same attempts. A heartbeat of the worker that gave it back, sent after that (it
+# waited for the connection the release used, or it holds an abandoned task's attempt until
+# its loops end), extended that claim's lease. The filter on the rows found by id costs no
+# other plan (the ack's fence does not compare worker_id: see JOBS_LOCK_CLAIMS).
 LEASES_EXTEND: LiteralString = """
 WITH seen AS (
     UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s RETURNING id
@@ -713,6 +719,7 @@ UPDATE pgqueue.active_jobs AS j
    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
   FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
  WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+   AND j.worker_id = %(worker)s
 RETURNING j.id, j.attempts, j.cancel_requested
 """
 

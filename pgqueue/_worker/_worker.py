@@ -975,7 +975,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         beats = Outage()
         while True:
-            pause = backoff(beats.failures) if beats.failures else self.heartbeat
+            pause = self._beat_retry(beats.failures) if beats.failures else self.heartbeat
             await self._wait(self._beat_now, pause)
             self._beat_now.clear()
             try:
@@ -989,6 +989,17 @@ class Worker:
             if failures := beats.ended():
                 log.info("heartbeats work again after %d failures", failures,
                          extra={"action": "heartbeat_restored", "failures": failures})  # fmt: skip
+
+    def _beat_retry(self, failures: int) -> float:
+        """The pause before a failed heartbeat is tried again. While the worker holds leases
+        (jobs running, outcomes waiting, jobs to give back), at most a tenth of the heartbeat
+        interval (1 s by default): the leases have only what is left of them, and a retry 10 s
+        after the database came back found them expired and rescued, their jobs running twice.
+        Holding none, at most the heartbeat interval: a job claimed meanwhile gets its first
+        heartbeat as soon as usual, and an idle worker's outage is not a line a second."""
+        held = self._running or self._unfinished or self._acker.pending
+        cap = self.heartbeat / 10 if held else self.heartbeat
+        return backoff(failures, min(10.0, max(0.1, cap)))
 
     def _cancel_hint(self, worker: str | None) -> None:
         # Only a hint: the heartbeat re-reads cancel_requested from the rows it holds. None:

@@ -214,6 +214,33 @@ class LossyProxy(ReplyCutter):
             await writer.drain()
 
 
+class Blackout(ReplyCutter):
+    """Forwards connections to the server of ``dsn`` until :meth:`black_out`: then every
+    connection through it is closed, and new ones are closed at once (as a server restarting
+    refuses them), until ``down`` is set back to False."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn, b"", b"")
+        self.down = False
+        self._clients: set[asyncio.StreamWriter] = set()
+
+    def black_out(self) -> None:
+        """Close every connection, and refuse new ones from now on."""
+        self.down = True
+        for client in self._clients:
+            client.close()  # its pumps end, and the server's side is closed with it
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.down:
+            client_w.close()
+            return
+        self._clients.add(client_w)
+        try:
+            await super()._serve(client_r, client_w)
+        finally:
+            self._clients.discard(client_w)
+
+
 @contextlib.contextmanager
 def serving(proxy: ReplyCutter) -> Iterator[ReplyCutter]:
     """Run ``proxy`` on an event loop of its own, in a thread, for a synchronous test."""

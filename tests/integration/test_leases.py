@@ -149,6 +149,25 @@ def test_stale_heartbeat_extends_nothing(dsn: str, conn) -> None:
     assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 2)])) == {(job_id, 2): False}
 
 
+def test_a_heartbeat_of_an_attempt_given_back_leaves_the_claim_that_took_it_again(
+    dsn: str, conn
+) -> None:
+    """w gives its claim back at shutdown (the attempt is not counted), and w2 claims the job:
+    attempt 1 again. A heartbeat w sends after that (it was waiting for the connection the
+    release used, or it holds an abandoned task's attempt until its loops end) neither extends
+    w2's lease nor reports it alive: it extended w2's lease, which then outlived w2."""
+    job_id = t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    claim(dsn, "w", lease=30)
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == 1
+    claim(dsn, "w2", lease=30)
+    lease = "SELECT lease_expires_at FROM pgqueue.jobs WHERE id = %s"
+    before = query(dsn, lease, [job_id])
+    assert run(dsn, _store.leases_extend("w", 3600, [(job_id, 1)])) == {}
+    assert query(dsn, lease, [job_id]) == before
+    assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 1)])) == {(job_id, 1): False}
+
+
 def test_rescue_fails_jobs_out_of_attempts_as_worker_lost(dsn: str, conn) -> None:
     """An expired lease on the last attempt ends the job failed with 'worker lost'."""
     t.add.using(max_attempts=1).enqueue(conn, 1, 2)

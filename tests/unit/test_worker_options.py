@@ -123,3 +123,16 @@ def test_queues_that_name_no_queue_are_refused(queues: Any, message: str) -> Non
         build(queues=queues)
     assert str(raised.value) == message
     assert build(queues=None).queues == {"default": 10}
+
+
+def test_a_failed_heartbeat_is_tried_again_sooner_while_the_worker_holds_leases() -> None:
+    """Holding leases (here a job to give back), a worker tries a failed heartbeat again
+    within a tenth of its heartbeat interval (1 s of 10 s), however long the outage: it tried
+    every 10 s, and found its leases expired and rescued after the database came back. Holding
+    none, within its heartbeat interval: a job claimed after the outage gets its first
+    heartbeat in time even under a lease shorter than 10 s."""
+    worker = build(lease=30)
+    assert [worker._beat_retry(n) for n in (1, 20)] == [0.2, 10.0]
+    worker._unfinished.append((1, 1))
+    assert [worker._beat_retry(n) for n in (1, 20)] == [0.2, 1.0]
+    assert build(lease=0.6)._beat_retry(20) == pytest.approx(0.2)
