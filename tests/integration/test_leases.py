@@ -159,7 +159,7 @@ def test_a_heartbeat_of_an_attempt_given_back_leaves_the_claim_that_took_it_agai
     job_id = t.add.enqueue(conn, 1, 2)
     conn.commit()
     claim(dsn, "w", lease=30)
-    assert run(dsn, _store.leases_release([(job_id, 1)])) == 1
+    assert run(dsn, _store.leases_release([(job_id, 1)])) == (1, [])
     claim(dsn, "w2", lease=30)
     lease = "SELECT lease_expires_at FROM pgqueue.jobs WHERE id = %s"
     before = query(dsn, lease, [job_id])
