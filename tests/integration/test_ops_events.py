@@ -443,6 +443,44 @@ async def test_a_retry_the_database_ends_cancelled_is_reported_cancelled(
     assert (w.stats.cancelled, w.stats.retried) == (1, 0)
 
 
+async def test_a_job_a_workers_stop_ends_cancelled_is_reported_cancelled(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A job asked to cancel while it runs, before its worker learns of it (no hint: a
+    heartbeat's news), then stopped by the worker's shutdown, which ends it cancelled instead
+    of putting it back: the log line, the listeners and the counts say cancelled, as for any
+    other cancelled job; of the job put back, nothing. They said nothing of it."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="sleeps", queue="q")
+    async def sleeps() -> None:
+        await asyncio.sleep(60)
+
+    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
+    seen: list[tuple[int, str]] = []
+    w.events.listeners.append(lambda event: seen.append((event.job.id, event.state)))
+
+    def both_run_then_one_cancelled() -> bool:
+        if states(dsn) != {"running": 2}:
+            return False
+        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
+        return True
+
+    await run_worker_until(w, both_run_then_one_cancelled)
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (doomed, "cancelled"),
+        (kept, "queued"),
+    ]
+    assert seen == [(doomed, "cancelled")]
+    logged = [(r.job_id, r.levelname) for r in caplog.records
+              if getattr(r, "action", None) == "job_cancelled"]  # fmt: skip
+    assert logged == [(doomed, "INFO")]
+    assert (w.stats.cancelled, w.stats.retried, w.stats.failed) == (1, 0, 0)
+
+
 async def _scrape_once(w: Any, dsn: str, settled: dict[str, int], metric: str) -> list[str]:
     """Run worker ``w`` until the jobs' states are ``settled`` and its ``/metrics`` shows
     ``metric``; returns what it scraped, the last scrape last."""
