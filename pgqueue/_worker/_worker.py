@@ -575,7 +575,8 @@ class Worker:
         if now >= self._callbacks_warned_at + 60:
             self._callbacks_warned_at = now
             log.warning(
-                "%s on_success / on_failure callbacks have not ended: no claims until one does",
+                "%s callbacks (on_success, on_failure, Django's task_finished) have not ended: no"
+                " claims until one does",
                 self.events.pending, extra={"action": "callbacks_behind"},
             )  # fmt: skip
         self.events.callback_ended.clear()

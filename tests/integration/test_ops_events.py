@@ -209,6 +209,28 @@ async def test_callbacks_left_running_at_shutdown_are_logged(
     assert (left.levelno, left.callbacks) == (logging.WARNING, 1)  # type: ignore[attr-defined]
 
 
+async def test_a_job_ended_hook_left_running_at_shutdown_is_named(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A job_ended hook (Django's task_finished) that has not returned at shutdown counts
+    among the callbacks abandoned, and the record says what those are: it spoke of on_success
+    and on_failure callbacks only, to a worker whose tasks have neither."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    gate = threading.Event()
+    app = make_app(dsn)
+    app.hooks.job_ended["work"] = lambda event: gate.wait()
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
+    try:
+        await asyncio.wait_for(w.run(), 15)
+    finally:
+        gate.set()
+    [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
+    assert left.callbacks == 1  # type: ignore[attr-defined]
+    assert "task_finished" in left.getMessage()
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and
