@@ -4,6 +4,7 @@ least-privilege roles, and redaction of stored errors."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 from pgqueue._embed import install_revision
+from pgqueue._store import _queries
 from pgqueue._migrate import roles_sql
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
@@ -320,3 +322,46 @@ def test_a_producer_cannot_insert_a_job_past_queued(dsn: str, make_role, stateme
     ):
         producer.execute(statement.encode())
     assert states(dsn) == {}
+
+
+# An INSERT's or a COPY's column list into active_jobs, as the store and the SQL functions
+# write them.
+_INTO_ACTIVE = re.compile(r"(?:INSERT INTO|COPY) pgqueue\.active_jobs(?: AS \w+)?\s*\(([^)]*)\)")
+
+
+def _inserted_columns(text: str) -> set[str]:
+    return {c.strip() for cols in _INTO_ACTIVE.findall(text) for c in cols.split(",")}
+
+
+def _producer_may_insert(dsn: str) -> set[str]:
+    return {name for (name,) in query(dsn, """
+        SELECT attname FROM pg_attribute
+         WHERE attrelid = 'pgqueue.active_jobs'::regclass AND attnum > 0 AND NOT attisdropped
+           AND has_column_privilege('pgqueue_producer', attrelid, attnum, 'INSERT')""")}
+
+
+def test_the_producer_may_insert_every_column_an_enqueue_sets(dsn: str) -> None:
+    """roles.sql grants the producer INSERT on a list of columns: every column the store's
+    inserts and COPY into active_jobs set, and SQL pgqueue.enqueue's, must be on it (a
+    column an enqueue starts to set, added by a later revision, fails every enqueue of the
+    producer with "permission denied" until roles.sql grants it)."""
+    query(dsn, roles_sql())
+    store = "\n".join(v for v in vars(_queries).values() if isinstance(v, str))
+    [(enqueue,)] = query(dsn, "SELECT pg_get_functiondef('pgqueue.enqueue'::regproc)")
+    for text in (store, enqueue):
+        assert _inserted_columns(text)  # the pattern still finds them
+        assert _inserted_columns(text) - _producer_may_insert(dsn) == set()
+
+
+def test_roles_sql_takes_back_the_table_wide_insert_earlier_versions_gave(dsn: str) -> None:
+    """A database whose producer got INSERT on all of active_jobs from an earlier roles.sql:
+    running the script again, and once more, leaves it the enqueue columns only."""
+    query(dsn, roles_sql())
+    query(dsn, "GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer")  # as it was
+    assert {"state", "attempts", "worker_id"} < _producer_may_insert(dsn)
+    query(dsn, roles_sql())
+    query(dsn, roles_sql())
+    assert _producer_may_insert(dsn) == {
+        "id", "queue", "task", "args", "kwargs", "priority", "max_attempts", "run_at",
+        "timeout", "unique_key", "meta",
+    }  # fmt: skip
