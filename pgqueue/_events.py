@@ -142,7 +142,7 @@ class WorkerEvents:
                     self._threads = ThreadPoolExecutor(thread_name_prefix="pgqueue-callback")
                 call = functools.partial(contextvars.copy_context().run, fn, event)
                 await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not the callback's error
             raise
         except BaseException:  # a callback's SystemExit stopped the loop, outcomes unwritten
             log.exception(

@@ -231,6 +231,32 @@ async def test_a_job_ended_hook_left_running_at_shutdown_is_named(
     assert "task_finished" in left.getMessage()
 
 
+class _Forever:
+    """An awaitable that never completes: its coroutine stays suspended until closed."""
+
+    def __await__(self) -> Any:
+        while True:
+            yield
+
+
+def test_a_callback_closed_unfinished_is_not_logged_as_raising(caplog: Any) -> None:
+    """An async callback still running when its coroutine is closed (its task destroyed
+    pending, as with a loop closed without cancelling it) stops there: the GeneratorExit
+    that closes it was caught as the callback's own error and logged as callback_error."""
+    from types import SimpleNamespace
+
+    from pgqueue._events import WorkerEvents
+
+    async def waits(event: Any) -> None:
+        await _Forever()
+
+    event = SimpleNamespace(job=SimpleNamespace(id=7, task="t", queue="q", attempt=1), duration=0)
+    call = WorkerEvents(SimpleNamespace())._run_callback(waits, event)  # type: ignore[arg-type]
+    call.send(None)
+    call.close()
+    assert [r for r in caplog.records if getattr(r, "action", None) == "callback_error"] == []
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and
