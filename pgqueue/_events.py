@@ -129,7 +129,8 @@ class WorkerEvents:
 
     @property
     def pending(self) -> int:
-        """How many ``on_success`` / ``on_failure`` callbacks have not ended yet."""
+        """How many callbacks (``on_success``, ``on_failure``, ``job_ended`` hooks) have not
+        ended yet."""
         return len(self._callbacks)
 
     async def _run_callback(self, fn: Callable[[JobEvent], Any], event: JobEvent) -> None:
@@ -141,7 +142,7 @@ class WorkerEvents:
                     self._threads = ThreadPoolExecutor(thread_name_prefix="pgqueue-callback")
                 call = functools.partial(contextvars.copy_context().run, fn, event)
                 await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # stopped, not the callback's error
             raise
         except BaseException:  # a callback's SystemExit stopped the loop, outcomes unwritten
             log.exception(
@@ -156,8 +157,8 @@ class WorkerEvents:
         await all_done(list(self._callbacks), timeout, hurry)
         if self._callbacks:
             log.warning(
-                "%s on_success / on_failure callbacks had not ended %s s into shutdown; the"
-                " worker stops without them", len(self._callbacks), timeout,
+                "%s callbacks (on_success, on_failure, Django's task_finished) had not ended %s s"
+                " into shutdown; the worker stops without them", len(self._callbacks), timeout,
                 extra={"action": "callbacks_abandoned", "callbacks": len(self._callbacks)},
             )  # fmt: skip
         if self._threads is not None:

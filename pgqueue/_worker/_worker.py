@@ -190,6 +190,9 @@ class Worker:
         # The jobs whose written end the app's job_ended hooks hear of (see _settled):
         # (context, duration) by (id, attempt), held only for the tasks that have one.
         self._ending: dict[tuple[int, int], list[tuple[JobContext, float]]] = {}
+        # The attempts stopped at shutdown, (context, start, end) by (id, attempt): the
+        # release puts them back, or ends cancelled those asked to cancel (see _released).
+        self._stopped: dict[tuple[int, int], tuple[JobContext, float, float]] = {}
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._beat_now = asyncio.Event()  # a cancel hint asks for an early heartbeat
@@ -572,7 +575,8 @@ class Worker:
         if now >= self._callbacks_warned_at + 60:
             self._callbacks_warned_at = now
             log.warning(
-                "%s on_success / on_failure callbacks have not ended: no claims until one does",
+                "%s callbacks (on_success, on_failure, Django's task_finished) have not ended: no"
+                " claims until one does",
                 self.events.pending, extra={"action": "callbacks_behind"},
             )  # fmt: skip
         self.events.callback_ended.clear()
@@ -852,9 +856,7 @@ class Worker:
                 outcome = Outcome(job.id, job.attempt, "cancelled", error="cancelled on request")
             elif ctx.cancel_reason == "shutdown":
                 self._unfinished.append((job.id, job.attempt))
-                if job.task in self.app.hooks.job_ended:  # its release may end it (_released)
-                    ending = (ctx, time.monotonic() - started)
-                    self._ending.setdefault((job.id, job.attempt), []).append(ending)
+                self._stopped[job.id, job.attempt] = (ctx, started, time.monotonic())
         except Exception as exc:  # a bug of ours or a hook's: the job ends, its slot comes back
             log.exception("job %s: its outcome could not be made", job.id,
                           extra={"action": "outcome_error", "job_id": job.id})  # fmt: skip
@@ -1336,13 +1338,18 @@ class Worker:
         await self._maint_db.run(_store.workers_delete(self.name))
 
     def _released(self, cancelled: set[int]) -> None:
-        """Tell the job_ended hooks of the jobs stopped at shutdown that the release ended
-        cancelled, as asked while they ran (see LEASES_RELEASE); those put back did not end."""
+        """Report the jobs stopped at shutdown that the release ended cancelled, as asked
+        while they ran (see LEASES_RELEASE), as any cancelled job is: the counts, the log,
+        the listeners and the job_ended hooks. Those put back did not end."""
         for claim in dict.fromkeys(self._unfinished):  # an abandoned attempt may be there twice
-            ending = _oldest(self._ending, claim)
-            if ending is not None and claim[0] in cancelled:
-                outcome = Outcome(*claim, "cancelled", error="cancelled on request")
-                self.events.job_ended(*ending, outcome)
+            stopped = self._stopped.pop(claim, None)
+            if stopped is None or claim[0] not in cancelled:
+                continue
+            ctx, started, ended = stopped
+            outcome = Outcome(*claim, "cancelled", error="cancelled on request")
+            self.events.job_ended(ctx, ended - started, outcome)
+            self._count("cancelled")
+            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     async def _cut_claims(self) -> list[tuple[int, int]]:
         """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the

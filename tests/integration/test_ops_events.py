@@ -209,6 +209,54 @@ async def test_callbacks_left_running_at_shutdown_are_logged(
     assert (left.levelno, left.callbacks) == (logging.WARNING, 1)  # type: ignore[attr-defined]
 
 
+async def test_a_job_ended_hook_left_running_at_shutdown_is_named(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A job_ended hook (Django's task_finished) that has not returned at shutdown counts
+    among the callbacks abandoned, and the record says what those are: it spoke of on_success
+    and on_failure callbacks only, to a worker whose tasks have neither."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    gate = threading.Event()
+    app = make_app(dsn)
+    app.hooks.job_ended["work"] = lambda event: gate.wait()
+    app.using("work").enqueue(conn, 1)
+    conn.commit()
+    w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
+    try:
+        await asyncio.wait_for(w.run(), 15)
+    finally:
+        gate.set()
+    [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
+    assert left.callbacks == 1  # type: ignore[attr-defined]
+    assert "task_finished" in left.getMessage()
+
+
+class _Forever:
+    """An awaitable that never completes: its coroutine stays suspended until closed."""
+
+    def __await__(self) -> Any:
+        while True:
+            yield
+
+
+def test_a_callback_closed_unfinished_is_not_logged_as_raising(caplog: Any) -> None:
+    """An async callback still running when its coroutine is closed (its task destroyed
+    pending, as with a loop closed without cancelling it) stops there: the GeneratorExit
+    that closes it was caught as the callback's own error and logged as callback_error."""
+    from types import SimpleNamespace
+
+    from pgqueue._events import WorkerEvents
+
+    async def waits(event: Any) -> None:
+        await _Forever()
+
+    event = SimpleNamespace(job=SimpleNamespace(id=7, task="t", queue="q", attempt=1), duration=0)
+    call = WorkerEvents(SimpleNamespace())._run_callback(waits, event)  # type: ignore[arg-type]
+    call.send(None)
+    call.close()
+    assert [r for r in caplog.records if getattr(r, "action", None) == "callback_error"] == []
+
+
 def test_a_sync_callback_that_never_returns_does_not_hold_run_worker(dsn: str, conn: Any) -> None:
     """A sync on_success that never returns: app.run_worker() gives control back after the
     time shutdown gives callbacks, as it does after a thread task it abandoned, and
@@ -441,6 +489,44 @@ async def test_a_retry_the_database_ends_cancelled_is_reported_cancelled(
     actions = [getattr(r, "action", None) for r in caplog.records]
     assert "job_cancelled" in actions and "job_retrying" not in actions
     assert (w.stats.cancelled, w.stats.retried) == (1, 0)
+
+
+async def test_a_job_a_workers_stop_ends_cancelled_is_reported_cancelled(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A job asked to cancel while it runs, before its worker learns of it (no hint: a
+    heartbeat's news), then stopped by the worker's shutdown, which ends it cancelled instead
+    of putting it back: the log line, the listeners and the counts say cancelled, as for any
+    other cancelled job; of the job put back, nothing. They said nothing of it."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="sleeps", queue="q")
+    async def sleeps() -> None:
+        await asyncio.sleep(60)
+
+    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
+    seen: list[tuple[int, str]] = []
+    w.events.listeners.append(lambda event: seen.append((event.job.id, event.state)))
+
+    def both_run_then_one_cancelled() -> bool:
+        if states(dsn) != {"running": 2}:
+            return False
+        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
+        return True
+
+    await run_worker_until(w, both_run_then_one_cancelled)
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (doomed, "cancelled"),
+        (kept, "queued"),
+    ]
+    assert seen == [(doomed, "cancelled")]
+    logged = [(r.job_id, r.levelname) for r in caplog.records
+              if getattr(r, "action", None) == "job_cancelled"]  # fmt: skip
+    assert logged == [(doomed, "INFO")]
+    assert (w.stats.cancelled, w.stats.retried, w.stats.failed) == (1, 0, 0)
 
 
 async def _scrape_once(w: Any, dsn: str, settled: dict[str, int], metric: str) -> list[str]:

@@ -4,6 +4,7 @@ least-privilege roles, and redaction of stored errors."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import pgqueue
 from pgqueue._embed import install_revision
 from pgqueue._migrate import roles_sql
+from pgqueue._store import _queries
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
@@ -320,3 +322,104 @@ def test_a_producer_cannot_insert_a_job_past_queued(dsn: str, make_role, stateme
     ):
         producer.execute(statement.encode())
     assert states(dsn) == {}
+
+
+# An INSERT's or a COPY's column list into active_jobs, as the store and the SQL functions
+# write them.
+_INTO_ACTIVE = re.compile(r"(?:INSERT INTO|COPY) pgqueue\.active_jobs(?: AS \w+)?\s*\(([^)]*)\)")
+
+
+def _inserted_columns(text: str) -> set[str]:
+    return {c.strip() for cols in _INTO_ACTIVE.findall(text) for c in cols.split(",")}
+
+
+def _producer_may_insert(dsn: str) -> set[str]:
+    return {
+        name
+        for (name,) in query(
+            dsn,
+            """
+        SELECT attname FROM pg_attribute
+         WHERE attrelid = 'pgqueue.active_jobs'::regclass AND attnum > 0 AND NOT attisdropped
+           AND has_column_privilege('pgqueue_producer', attrelid, attnum, 'INSERT')""",
+        )
+    }
+
+
+def test_the_producer_may_insert_every_column_an_enqueue_sets(dsn: str) -> None:
+    """roles.sql grants the producer INSERT on a list of columns: every column the store's
+    inserts and COPY into active_jobs set, and SQL pgqueue.enqueue's, must be on it (a
+    column an enqueue starts to set, added by a later revision, fails every enqueue of the
+    producer with "permission denied" until roles.sql grants it)."""
+    query(dsn, roles_sql())
+    store = "\n".join(v for v in vars(_queries).values() if isinstance(v, str))
+    [(enqueue,)] = query(dsn, "SELECT pg_get_functiondef('pgqueue.enqueue'::regproc)")
+    for text in (store, enqueue):
+        assert _inserted_columns(text)  # the pattern still finds them
+        assert _inserted_columns(text) - _producer_may_insert(dsn) == set()
+
+
+def test_roles_sql_takes_back_the_table_wide_insert_earlier_versions_gave(dsn: str) -> None:
+    """A database whose producer got INSERT on all of active_jobs from an earlier roles.sql:
+    running the script again, and once more, leaves it the enqueue columns only."""
+    query(dsn, roles_sql())
+    query(dsn, "GRANT INSERT ON pgqueue.active_jobs TO pgqueue_producer")  # as it was
+    assert {"state", "attempts", "worker_id"} < _producer_may_insert(dsn)
+    query(dsn, roles_sql())
+    query(dsn, roles_sql())
+    assert _producer_may_insert(dsn) == {
+        "id", "queue", "task", "args", "kwargs", "priority", "max_attempts", "run_at",
+        "timeout", "unique_key", "meta",
+    }  # fmt: skip
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script as psql sends them, one at a time: a line ending in ";"
+    ends one, unless it is inside a $$-quoted body."""
+    statements, lines = [], []
+    for line in script.splitlines():
+        lines.append(line)
+        if line.rstrip().endswith(";") and "\n".join(lines).count("$$") % 2 == 0:
+            statements.append("\n".join(lines))
+            lines = []
+    assert not "\n".join(lines).strip("\n -"), "a statement without its ;"
+    return statements
+
+
+def _privileges(dsn: str) -> set[tuple[str, ...]]:
+    """What pgqueue's roles may do to each column of pgqueue's tables, and which of its
+    functions they may call."""
+    return set(
+        query(
+            dsn,
+            """
+        SELECT r, c.relname, a.attname, p
+          FROM unnest(ARRAY['pgqueue_producer', 'pgqueue_worker']) AS r,
+               unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p,
+               pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid
+         WHERE c.relnamespace = 'pgqueue'::regnamespace AND c.relkind IN ('r', 'v')
+           AND a.attnum > 0 AND NOT a.attisdropped
+           AND has_column_privilege(r, c.oid, a.attnum, p)
+        UNION ALL
+        SELECT r, f.oid::regprocedure::text, '', 'EXECUTE'
+          FROM unnest(ARRAY['pgqueue_producer', 'pgqueue_worker']) AS r,
+               pg_proc AS f
+         WHERE f.pronamespace = 'pgqueue'::regnamespace
+           AND has_function_privilege(r, f.oid, 'EXECUTE')""",
+        )
+    )
+
+
+def test_re_running_roles_sql_statement_by_statement_never_takes_a_grant_away(dsn: str) -> None:
+    """Re-run after an upgrade, as the docs say, by psql, which commits each statement on its
+    own: between any two of them the roles keep every privilege they had. The REVOKE of the
+    producer's table-wide INSERT, committed before the column GRANT that gives most of it
+    back, made its enqueues fail with "permission denied" meanwhile (a web request's)."""
+    query(dsn, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC")
+    query(dsn, roles_sql())
+    granted = _privileges(dsn)
+    assert ("pgqueue_producer", "active_jobs", "meta", "INSERT") in granted
+    for statement in _statements(roles_sql()):
+        query(dsn, statement.encode())
+        assert granted - _privileges(dsn) == set(), statement
+    assert _privileges(dsn) == granted

@@ -34,10 +34,16 @@ REVOKE INSERT, UPDATE, DELETE ON pgqueue.alembic_version FROM pgqueue_worker;
 
 -- The columns an enqueue sets, not a job's progress (state, attempts, lease, worker, errors):
 -- with every column, a job inserted running under no worker, leased to 9999, was never
--- rescued. The REVOKE takes back the table-wide INSERT earlier versions of this script gave.
-REVOKE INSERT ON pgqueue.active_jobs FROM pgqueue_producer;
-GRANT INSERT (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout,
-              unique_key, meta) ON pgqueue.active_jobs TO pgqueue_producer;
+-- rescued. The REVOKE takes back the table-wide INSERT earlier versions of this script gave
+-- (and the column grants with it); both in one statement, so that re-running the script, as
+-- psql does one statement at a time, never leaves the producer's enqueues denied between.
+DO $$
+BEGIN
+    REVOKE INSERT ON pgqueue.active_jobs FROM pgqueue_producer;
+    GRANT INSERT (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout,
+                  unique_key, meta) ON pgqueue.active_jobs TO pgqueue_producer;
+END
+$$;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
 -- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
 -- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
