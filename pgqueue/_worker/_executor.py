@@ -111,9 +111,11 @@ class JobExecutor:
                     result = await pending
                 if timer.expired():  # the task caught the timeout's CancelledError, and returned
                     raise TimeoutError(_WENT_ON)
-        except Retry as exc:
-            return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
-        except Cancel as exc:
+        except (Retry, Cancel) as exc:
+            if timer is not None and timer.expired():  # made of its timeout's cancellation
+                return self._timed_out(job, task, ctx, exc)
+            if isinstance(exc, Retry):
+                return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
             error = self._redact(f"cancelled: {exception_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
@@ -127,10 +129,9 @@ class JobExecutor:
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             # Only the expired timer says the attempt timed out: a TimeoutError may be the
             # task's own (a socket's), and what a task raised once cancelled may be another.
-            if timer is None or not timer.expired():
-                return self._failure(job, task, exc)
-            ctx.cancel("timeout")
-            return self._failure(job, task, exc, f"timed out after {job.timeout} s")
+            if timer is not None and timer.expired():
+                return self._timed_out(job, task, ctx, exc)
+            return self._failure(job, task, exc)
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
@@ -141,6 +142,15 @@ class JobExecutor:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
             return _done_unstored(job, exc, "is not JSON-serialisable")
+
+    def _timed_out(
+        self, job: ClaimedJob, task: Task[Any, Any] | None, ctx: JobContext, exc: BaseException
+    ) -> Outcome:
+        """The attempt outlived its timeout: a failure, whatever it ended with (the timeout's
+        TimeoutError, or what the task made of the cancellation: another error, even a Retry,
+        which gives its attempt back, or a Cancel, which ends the job without its retries)."""
+        ctx.cancel("timeout")
+        return self._failure(job, task, exc, f"timed out after {job.timeout} s")
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""

@@ -283,3 +283,13 @@ def process_returns_a_generator(ledger: str) -> object:
     with open(ledger, "a") as f:
         f.write("ran\n")
     return (n for n in range(3))
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=2, retry=fast_retry)
+async def steers_after_its_timeout(how: str) -> None:
+    """Catch the CancelledError of its timeout and raise Retry or Cancel instead (as a
+    middleware that maps a client library's "request aborted" onto them would)."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        raise (pgqueue.Retry(0) if how == "retry" else pgqueue.Cancel("gave up")) from None

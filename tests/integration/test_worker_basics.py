@@ -163,6 +163,25 @@ async def test_an_attempt_that_outlives_its_timeout_fails_timed_out(
     assert errors[0]["traceback"].rstrip().endswith(raised)
 
 
+@pytest.mark.parametrize("how", ["retry", "cancel"])
+async def test_retry_or_cancel_raised_once_the_timeout_expired_is_the_timeout(
+    dsn: str, conn, how: str
+) -> None:
+    """An attempt whose timeout expired fails as timed out, and is retried while attempts
+    are left, even when the task (or a middleware) turns the cancellation into Retry or
+    Cancel: Retry, which gives its attempt back, ran a job that always overran for ever with
+    no error recorded, and Cancel ended it without its retries, blaming no timeout."""
+    t.steers_after_its_timeout.enqueue(conn, how)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(attempts, last_error, errors)] = query(
+        dsn, "SELECT attempts, last_error, errors FROM pgqueue.jobs"
+    )
+    assert (attempts, last_error) == (2, "timed out after 0.2 s")
+    raised = "pgqueue.Retry: retry in 0 s" if how == "retry" else "pgqueue.Cancel: gave up"
+    assert all(e["traceback"].rstrip().endswith(raised) for e in errors)
+
+
 @pytest.mark.parametrize("store_result", [True, False])
 async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
     dsn: str, conn, tmp_path, monkeypatch: pytest.MonkeyPatch, store_result: bool
