@@ -30,6 +30,11 @@ DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
 
 _WENT_ON = "the task went on after its timeout cancelled it, and returned"
 
+# The running attempt's timeout, if it has one: stopped while a process task waits for a child.
+_timer: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "pgqueue_job_timer", default=None
+)
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs 7x more to build, per job
 class ClaimedJob:
@@ -108,6 +113,7 @@ class JobExecutor:
                 result = await pending
             else:
                 async with (timer := asyncio.timeout(job.timeout)):
+                    _timer.set(timer)  # for a process task's wait for a child (_in_process)
                     result = await pending
                 if timer.expired():  # the task caught the timeout's CancelledError, and returned
                     raise TimeoutError(_WENT_ON)
@@ -248,7 +254,7 @@ class JobExecutor:
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
         try:
-            return await self._processes.run(where, job.args, job.kwargs, fields)
+            return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
         except ChildLost:
             raise WorkerLost() from None
 

@@ -159,12 +159,21 @@ class ProcessPool:
         self._free = asyncio.Semaphore(max(size, 1))
         self.recycled = 0
 
-    async def run(self, where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
+    async def run(
+        self,
+        where: tuple[str, str],
+        args: Any,
+        kwargs: Any,
+        fields: Any,
+        timer: asyncio.Timeout | None = None,
+    ) -> Any:
         """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
 
-        Cancelling the caller (timeout, cancel request, lost lease) kills the child.
+        Cancelling the caller (timeout, cancel request, lost lease) kills the child. ``timer``,
+        the caller's timeout, stops while the call waits for a free child.
         """
-        async with self._free:
+        await self._turn(timer)
+        try:
             slot = await self._take()
             try:
                 result = await slot.call((where, args, kwargs, fields))
@@ -179,6 +188,21 @@ class ProcessPool:
                 raise
             self._idle.append(slot)
             return result
+        finally:
+            self._free.release()
+
+    async def _turn(self, timer: asyncio.Timeout | None) -> None:
+        """Wait until a child is free for one more call. ``timer`` does not run meanwhile: a
+        job claimed while every child is busy timed out without having run."""
+        when = timer.when() if timer is not None and not timer.expired() else None
+        if timer is None or when is None or not self._free.locked():
+            await self._free.acquire()
+            return
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        timer.reschedule(None)
+        await self._free.acquire()
+        timer.reschedule(loop.time() + left)
 
     async def _take(self) -> _Slot:
         """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an

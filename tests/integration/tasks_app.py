@@ -293,3 +293,14 @@ async def steers_after_its_timeout(how: str) -> None:
         await asyncio.sleep(5)
     except asyncio.CancelledError:
         raise (pgqueue.Retry(0) if how == "retry" else pgqueue.Cancel("gave up")) from None
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_waits_for(path: str) -> str:
+    """Wait in a child process (up to a minute) until the file ``path`` exists."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "opened"

@@ -7,8 +7,10 @@ import concurrent.futures
 import gc
 import os
 import signal
+import time
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -201,6 +203,36 @@ async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
     assert attempts == 1
     if store_result:
         assert last_error.startswith("the return value could not be sent back from its child")
+
+
+async def test_a_process_jobs_timeout_does_not_count_its_wait_for_a_free_child(
+    dsn: str, conn, tmp_path
+) -> None:
+    """A process job claimed while every child is busy (more slots than processes) waits for
+    one before it runs: its timeout counted that wait, and it failed as timed out without
+    having run at all. Its timeout starts when a child is free for it."""
+    gate = tmp_path / "gate"
+    first = t.process_waits_for.enqueue(conn, str(gate))
+    conn.commit()
+    second: list[int] = []
+    waiting_since: list[float] = []
+
+    def done() -> bool:  # in a thread: a second job once the first holds the only child
+        state = dict(query(dsn, "SELECT id, state FROM pgqueue.jobs"))
+        if not second and state[first] == "running":
+            with psycopg.connect(dsn) as other:  # its file exists: it returns once it runs
+                second.append(t.process_waits_for.using(timeout=1).enqueue(other, str(tmp_path)))
+        elif second and not gate.exists() and state.get(second[0], "queued") != "queued":
+            waiting_since[:] = waiting_since or [time.monotonic()]  # claimed: its clock runs
+            if time.monotonic() - waiting_since[0] > 3:  # well past its timeout, waiting
+                gate.touch()
+        return gate.exists() and "running" not in state.values()
+
+    w = worker(dsn, queues=["cpu:2"], processes=1)
+    await run_worker_until(w, done, timeout=90)
+    assert query(dsn, "SELECT state, attempts, result FROM pgqueue.jobs ORDER BY id") == [
+        ("succeeded", 1, "opened"), ("succeeded", 1, "opened")
+    ]  # fmt: skip
 
 
 async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
