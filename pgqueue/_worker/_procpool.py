@@ -78,7 +78,7 @@ def _sendable(exc: BaseException) -> _Raised:
     try:
         pickle.loads(pickle.dumps(raised))
     except Exception as why:
-        note = f"(not sent back as itself: {type(why).__name__}: {why})"
+        note = f"(not sent back as itself: {type(why).__name__}: {exception_text(why)})"
         error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
         return _Raised(error, raised.text)
     return raised
@@ -299,7 +299,7 @@ def _child_main(
             conn.send(answer)
         except Exception as exc:  # a return value pickle refuses
             unsent = ResultUnsent if answer[0] else RemoteError
-            conn.send((False, unsent(f"{type(exc).__name__}: {exc}")))
+            conn.send((False, unsent(f"{type(exc).__name__}: {exception_text(exc)}")))
 
 
 def _ignore(signum: int, frame: Any) -> None:

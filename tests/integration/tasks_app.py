@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import os
+from typing import Any
 
 import pgqueue
 
@@ -269,11 +270,27 @@ class TakesTwo(Exception):
         super().__init__(f"cannot reach {host}:{port}")
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+class RefusesPickle(Exception):
+    """An exception whose pickling raises an error that has no text itself."""
+
+    def __reduce__(self) -> Any:
+        raise _Unprintable()
+
+
 @app.task(queue="cpu", executor="process", max_attempts=1)
 def process_raises(kind: str) -> None:
     """Raise an exception that cannot cross the pipe as itself, in a child process."""
     if kind == "lock":
         raise HoldsALock("the real failure")
+    if kind == "reduce":
+        raise RefusesPickle("the real failure")
+    if kind == "returned":  # a value, whose pickling fails the same way
+        return RefusesPickle("a value")  # type: ignore[return-value]
     raise TakesTwo("db.internal", 5432)
 
 

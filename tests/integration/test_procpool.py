@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgqueue
+from pgqueue._errors import ResultUnsent
 from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
@@ -195,7 +196,11 @@ async def test_an_exception_comes_back_with_the_child_traceback() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "error"),
-    [("lock", "HoldsALock: the real failure"), ("args", "TakesTwo: cannot reach db.internal:5432")],
+    [
+        ("lock", "HoldsALock: the real failure"),
+        ("args", "TakesTwo: cannot reach db.internal:5432"),
+        ("reduce", "RefusesPickle: the real failure"),  # pickle's error has no text: it ended
+    ],  # the child, the job "worker lost"
 )
 async def test_an_exception_that_cannot_cross_the_pipe_is_named_with_its_traceback(
     kind: str, error: str
@@ -228,5 +233,17 @@ async def test_a_timeout_stopped_while_waiting_for_a_child_runs_again_once_it_ha
         assert timer.expired()
         assert isinstance(await busy, int)
         assert pool.recycled == 1
+    finally:
+        pool.shutdown()
+
+
+async def test_a_value_whose_pickling_error_has_no_text_is_reported_as_unsent() -> None:
+    """A return value pickle refuses with an error whose str() raises is reported as a value
+    that could not be sent back; it ended the child, and the job failed as "worker lost"."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ResultUnsent, match="_Unprintable: <str"):
+            await pool.run(_where("process_raises"), ["returned"], {}, FIELDS)
+        assert pool.recycled == 0
     finally:
         pool.shutdown()
