@@ -113,8 +113,11 @@ class JobExecutor:
                 result = await pending
             else:
                 async with (timer := asyncio.timeout(job.timeout)):
-                    _timer.set(timer)  # for a process task's wait for a child (_in_process)
-                    result = await pending
+                    token = _timer.set(timer)  # a process task's wait for a child stops it
+                    try:
+                        result = await pending
+                    finally:  # a context holding it would hold the task it cancels: a cycle
+                        _timer.reset(token)
                 if timer.expired():  # the task caught the timeout's CancelledError, and returned
                     raise TimeoutError(_WENT_ON)
         except (Retry, Cancel) as exc:

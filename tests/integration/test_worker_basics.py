@@ -8,6 +8,7 @@ import gc
 import os
 import signal
 import time
+import weakref
 from dataclasses import replace
 
 import psycopg
@@ -272,6 +273,25 @@ async def test_a_result_that_is_not_json_fails_without_a_retry(dsn: str, conn) -
 def claimed(task: str, timeout: float | None = None) -> ClaimedJob:
     """A claimed row of ``task`` as the claimer would hand it over."""
     return ClaimedJob(1, "io", task, [], {}, 1, 3, timeout, {})
+
+
+async def test_a_timed_jobs_task_is_freed_when_it_ends_without_the_garbage_collector(
+    dsn: str,
+) -> None:
+    """Running a job with a timeout leaves no reference cycle behind: its asyncio task is freed
+    as soon as nothing refers to it, not at the collector's next pass."""
+    job = replace(claimed(t.sleepy.name, timeout=30), args=[0])
+    executor = worker(dsn)._executor
+    gc.disable()
+    try:
+        running = asyncio.ensure_future(executor.run(job, job.context()))
+        assert (await running).state == "succeeded"
+        ended = weakref.ref(running)
+        del running
+        await asyncio.sleep(0)  # the loop lets go of the callbacks that woke it up
+        assert ended() is None
+    finally:
+        gc.enable()
 
 
 def test_only_coroutines_without_await_run_without_a_task(dsn: str) -> None:
