@@ -201,8 +201,10 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         left = when - loop.time()
         timer.reschedule(None)
-        await self._free.acquire()
-        timer.reschedule(loop.time() + left)
+        try:
+            await self._free.acquire()
+        finally:  # cancelled too: a middleware's own timeout may go on to call again
+            timer.reschedule(loop.time() + left)
 
     async def _take(self) -> _Slot:
         """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an

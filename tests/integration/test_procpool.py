@@ -247,3 +247,23 @@ async def test_a_value_whose_pickling_error_has_no_text_is_reported_as_unsent() 
         assert pool.recycled == 0
     finally:
         pool.shutdown()
+
+
+async def test_a_timeout_stopped_while_waiting_runs_again_when_the_wait_is_cancelled() -> None:
+    """A wait for a child that something else cancels (a middleware's own, shorter timeout
+    around the call, which then calls again) gives the caller's timeout its clock back."""
+    pool = ProcessPool(1)
+    try:
+        busy = asyncio.ensure_future(pool.run(_where("spin"), [1], {}, FIELDS))
+        await asyncio.sleep(0)  # the first call takes the only child's turn
+        async with asyncio.timeout(30):  # a bound for a timer that never ran again
+            with pytest.raises(TimeoutError):
+                async with (timer := asyncio.timeout(3)):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.2):  # expires while the call waits
+                            await pool.run(_where("spin"), [60], {}, FIELDS, timer)
+                    await pool.run(_where("spin"), [60], {}, FIELDS, timer)
+        assert timer.expired()
+        assert isinstance(await busy, int)
+    finally:
+        pool.shutdown()
