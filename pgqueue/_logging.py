@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from pgqueue._errors import exception_text
+
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 log = logging.getLogger("pgqueue")
@@ -109,8 +111,9 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
 
 
 def _crashed(what: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:
+    text = exception_text(exc_info[1])  # one whose str() raises still gets its record
     log.critical(
-        "%s ended on an error nothing caught: %s: %s", what, exc_info[0].__name__, exc_info[1],
+        "%s ended on an error nothing caught: %s: %s", what, exc_info[0].__name__, text,
         exc_info=exc_info, extra={"action": "uncaught_exception"},
     )  # fmt: skip
 

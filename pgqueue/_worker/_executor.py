@@ -30,6 +30,11 @@ DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
 
 _WENT_ON = "the task went on after its timeout cancelled it, and returned"
 
+# The running attempt's timeout, if it has one: stopped while a process task waits for a child.
+_timer: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "pgqueue_job_timer", default=None
+)
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs 7x more to build, per job
 class ClaimedJob:
@@ -108,12 +113,18 @@ class JobExecutor:
                 result = await pending
             else:
                 async with (timer := asyncio.timeout(job.timeout)):
-                    result = await pending
+                    token = _timer.set(timer)  # a process task's wait for a child stops it
+                    try:
+                        result = await pending
+                    finally:  # a context holding it would hold the task it cancels: a cycle
+                        _timer.reset(token)
                 if timer.expired():  # the task caught the timeout's CancelledError, and returned
                     raise TimeoutError(_WENT_ON)
-        except Retry as exc:
-            return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
-        except Cancel as exc:
+        except (Retry, Cancel) as exc:
+            if timer is not None and timer.expired():  # made of its timeout's cancellation
+                return self._timed_out(job, task, ctx, exc)
+            if isinstance(exc, Retry):
+                return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
             error = self._redact(f"cancelled: {exception_text(exc)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
@@ -127,10 +138,9 @@ class JobExecutor:
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             # Only the expired timer says the attempt timed out: a TimeoutError may be the
             # task's own (a socket's), and what a task raised once cancelled may be another.
-            if timer is None or not timer.expired():
-                return self._failure(job, task, exc)
-            ctx.cancel("timeout")
-            return self._failure(job, task, exc, f"timed out after {job.timeout} s")
+            if timer is not None and timer.expired():
+                return self._timed_out(job, task, ctx, exc)
+            return self._failure(job, task, exc)
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
@@ -141,6 +151,15 @@ class JobExecutor:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
             return _done_unstored(job, exc, "is not JSON-serialisable")
+
+    def _timed_out(
+        self, job: ClaimedJob, task: Task[Any, Any] | None, ctx: JobContext, exc: BaseException
+    ) -> Outcome:
+        """The attempt outlived its timeout: a failure, whatever it ended with (the timeout's
+        TimeoutError, or what the task made of the cancellation: another error, even a Retry,
+        which gives its attempt back, or a Cancel, which ends the job without its retries)."""
+        ctx.cancel("timeout")
+        return self._failure(job, task, exc, f"timed out after {job.timeout} s")
 
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
@@ -238,7 +257,7 @@ class JobExecutor:
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
         try:
-            return await self._processes.run(where, job.args, job.kwargs, fields)
+            return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
         except ChildLost:
             raise WorkerLost() from None
 

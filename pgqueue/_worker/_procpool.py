@@ -78,7 +78,7 @@ def _sendable(exc: BaseException) -> _Raised:
     try:
         pickle.loads(pickle.dumps(raised))
     except Exception as why:
-        note = f"(not sent back as itself: {type(why).__name__}: {why})"
+        note = f"(not sent back as itself: {type(why).__name__}: {exception_text(why)})"
         error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
         return _Raised(error, raised.text)
     return raised
@@ -159,12 +159,21 @@ class ProcessPool:
         self._free = asyncio.Semaphore(max(size, 1))
         self.recycled = 0
 
-    async def run(self, where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
+    async def run(
+        self,
+        where: tuple[str, str],
+        args: Any,
+        kwargs: Any,
+        fields: Any,
+        timer: asyncio.Timeout | None = None,
+    ) -> Any:
         """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
 
-        Cancelling the caller (timeout, cancel request, lost lease) kills the child.
+        Cancelling the caller (timeout, cancel request, lost lease) kills the child. ``timer``,
+        the caller's timeout, stops while the call waits for a free child.
         """
-        async with self._free:
+        await self._turn(timer)
+        try:
             slot = await self._take()
             try:
                 result = await slot.call((where, args, kwargs, fields))
@@ -179,6 +188,23 @@ class ProcessPool:
                 raise
             self._idle.append(slot)
             return result
+        finally:
+            self._free.release()
+
+    async def _turn(self, timer: asyncio.Timeout | None) -> None:
+        """Wait until a child is free for one more call. ``timer`` does not run meanwhile: a
+        job claimed while every child is busy timed out without having run."""
+        when = timer.when() if timer is not None and not timer.expired() else None
+        if timer is None or when is None or not self._free.locked():
+            await self._free.acquire()
+            return
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        timer.reschedule(None)
+        try:
+            await self._free.acquire()
+        finally:  # cancelled too: a middleware's own timeout may go on to call again
+            timer.reschedule(loop.time() + left)
 
     async def _take(self) -> _Slot:
         """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an
@@ -275,7 +301,7 @@ def _child_main(
             conn.send(answer)
         except Exception as exc:  # a return value pickle refuses
             unsent = ResultUnsent if answer[0] else RemoteError
-            conn.send((False, unsent(f"{type(exc).__name__}: {exc}")))
+            conn.send((False, unsent(f"{type(exc).__name__}: {exception_text(exc)}")))
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import os
+from typing import Any
 
 import pgqueue
 
@@ -269,11 +270,27 @@ class TakesTwo(Exception):
         super().__init__(f"cannot reach {host}:{port}")
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+class RefusesPickle(Exception):
+    """An exception whose pickling raises an error that has no text itself."""
+
+    def __reduce__(self) -> Any:
+        raise _Unprintable()
+
+
 @app.task(queue="cpu", executor="process", max_attempts=1)
 def process_raises(kind: str) -> None:
     """Raise an exception that cannot cross the pipe as itself, in a child process."""
     if kind == "lock":
         raise HoldsALock("the real failure")
+    if kind == "reduce":
+        raise RefusesPickle("the real failure")
+    if kind == "returned":  # a value, whose pickling fails the same way
+        return RefusesPickle("a value")  # type: ignore[return-value]
     raise TakesTwo("db.internal", 5432)
 
 
@@ -283,3 +300,24 @@ def process_returns_a_generator(ledger: str) -> object:
     with open(ledger, "a") as f:
         f.write("ran\n")
     return (n for n in range(3))
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=2, retry=fast_retry)
+async def steers_after_its_timeout(how: str) -> None:
+    """Catch the CancelledError of its timeout and raise Retry or Cancel instead (as a
+    middleware that maps a client library's "request aborted" onto them would)."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        raise (pgqueue.Retry(0) if how == "retry" else pgqueue.Cancel("gave up")) from None
+
+
+@app.task(queue="cpu", executor="process", max_attempts=1)
+def process_waits_for(path: str) -> str:
+    """Wait in a child process (up to a minute) until the file ``path`` exists."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "opened"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgqueue
+from pgqueue._errors import ResultUnsent
 from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
@@ -195,7 +196,11 @@ async def test_an_exception_comes_back_with_the_child_traceback() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "error"),
-    [("lock", "HoldsALock: the real failure"), ("args", "TakesTwo: cannot reach db.internal:5432")],
+    [
+        ("lock", "HoldsALock: the real failure"),
+        ("args", "TakesTwo: cannot reach db.internal:5432"),
+        ("reduce", "RefusesPickle: the real failure"),  # pickle's error has no text: it ended
+    ],  # the child, the job "worker lost"
 )
 async def test_an_exception_that_cannot_cross_the_pipe_is_named_with_its_traceback(
     kind: str, error: str
@@ -212,3 +217,37 @@ async def test_an_exception_that_cannot_cross_the_pipe_is_named_with_its_traceba
         pool.shutdown()
     assert str(raised.value).startswith(f"{error} (not sent back as itself: ")
     assert "in process_raises" in "".join(traceback.format_exception(raised.value))
+
+
+async def test_a_value_whose_pickling_error_has_no_text_is_reported_as_unsent() -> None:
+    """A return value pickle refuses with an error whose str() raises is reported as a value
+    that could not be sent back; it ended the child, and the job failed as "worker lost"."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ResultUnsent, match="_Unprintable: <str"):
+            await pool.run(_where("process_raises"), ["returned"], {}, FIELDS)
+        assert pool.recycled == 0
+    finally:
+        pool.shutdown()
+
+
+async def test_a_timeout_stopped_while_waiting_for_a_child_runs_again_after_the_wait() -> None:
+    """The wait for a busy pool's child does not count towards the caller's timeout; the time
+    it had left counts once the call has a child, and a call that overruns it is stopped. So
+    after a wait that something else cancelled (a middleware's own, shorter timeout around the
+    call, which then calls again): the timer had stayed stopped for good."""
+    pool = ProcessPool(1)
+    try:
+        busy = asyncio.ensure_future(pool.run(_where("spin"), [1], {}, FIELDS))
+        await asyncio.sleep(0)  # the first call takes the only child's turn
+        async with asyncio.timeout(30):  # a bound for a timer that never ran again
+            with pytest.raises(TimeoutError):
+                async with (timer := asyncio.timeout(3)):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.2):  # expires while the call waits
+                            await pool.run(_where("spin"), [60], {}, FIELDS, timer)
+                    await pool.run(_where("spin"), [60], {}, FIELDS, timer)
+        assert timer.expired()
+        assert isinstance(await busy, int)
+    finally:
+        pool.shutdown()

@@ -7,8 +7,11 @@ import concurrent.futures
 import gc
 import os
 import signal
+import time
+import weakref
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -163,6 +166,25 @@ async def test_an_attempt_that_outlives_its_timeout_fails_timed_out(
     assert errors[0]["traceback"].rstrip().endswith(raised)
 
 
+@pytest.mark.parametrize("how", ["retry", "cancel"])
+async def test_retry_or_cancel_raised_once_the_timeout_expired_is_the_timeout(
+    dsn: str, conn, how: str
+) -> None:
+    """An attempt whose timeout expired fails as timed out, and is retried while attempts
+    are left, even when the task (or a middleware) turns the cancellation into Retry or
+    Cancel: Retry, which gives its attempt back, ran a job that always overran for ever with
+    no error recorded, and Cancel ended it without its retries, blaming no timeout."""
+    t.steers_after_its_timeout.enqueue(conn, how)
+    conn.commit()
+    await run_worker_until(worker(dsn), lambda: states(dsn).get("failed") == 1)
+    [(attempts, last_error, errors)] = query(
+        dsn, "SELECT attempts, last_error, errors FROM pgqueue.jobs"
+    )
+    assert (attempts, last_error) == (2, "timed out after 0.2 s")
+    raised = "pgqueue.Retry: retry in 0 s" if how == "retry" else "pgqueue.Cancel: gave up"
+    assert all(e["traceback"].rstrip().endswith(raised) for e in errors)
+
+
 @pytest.mark.parametrize("store_result", [True, False])
 async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
     dsn: str, conn, tmp_path, monkeypatch: pytest.MonkeyPatch, store_result: bool
@@ -182,6 +204,36 @@ async def test_a_process_task_value_that_cannot_come_back_is_not_retried(
     assert attempts == 1
     if store_result:
         assert last_error.startswith("the return value could not be sent back from its child")
+
+
+async def test_a_process_jobs_timeout_does_not_count_its_wait_for_a_free_child(
+    dsn: str, conn, tmp_path
+) -> None:
+    """A process job claimed while every child is busy (more slots than processes) waits for
+    one before it runs: its timeout counted that wait, and it failed as timed out without
+    having run at all. Its timeout starts when a child is free for it."""
+    gate = tmp_path / "gate"
+    first = t.process_waits_for.enqueue(conn, str(gate))
+    conn.commit()
+    second: list[int] = []
+    waiting_since: list[float] = []
+
+    def done() -> bool:  # in a thread: a second job once the first holds the only child
+        state = dict(query(dsn, "SELECT id, state FROM pgqueue.jobs"))
+        if not second and state[first] == "running":
+            with psycopg.connect(dsn) as other:  # its file exists: it returns once it runs
+                second.append(t.process_waits_for.using(timeout=1).enqueue(other, str(tmp_path)))
+        elif second and not gate.exists() and state.get(second[0], "queued") != "queued":
+            waiting_since[:] = waiting_since or [time.monotonic()]  # claimed: its clock runs
+            if time.monotonic() - waiting_since[0] > 3:  # well past its timeout, waiting
+                gate.touch()
+        return gate.exists() and "running" not in state.values()
+
+    w = worker(dsn, queues=["cpu:2"], processes=1)
+    await run_worker_until(w, done, timeout=90)
+    assert query(dsn, "SELECT state, attempts, result FROM pgqueue.jobs ORDER BY id") == [
+        ("succeeded", 1, "opened"), ("succeeded", 1, "opened")
+    ]  # fmt: skip
 
 
 async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> None:
@@ -221,6 +273,25 @@ async def test_a_result_that_is_not_json_fails_without_a_retry(dsn: str, conn) -
 def claimed(task: str, timeout: float | None = None) -> ClaimedJob:
     """A claimed row of ``task`` as the claimer would hand it over."""
     return ClaimedJob(1, "io", task, [], {}, 1, 3, timeout, {})
+
+
+async def test_a_timed_jobs_task_is_freed_when_it_ends_without_the_garbage_collector(
+    dsn: str,
+) -> None:
+    """Running a job with a timeout leaves no reference cycle behind: its asyncio task is freed
+    as soon as nothing refers to it, not at the collector's next pass."""
+    job = replace(claimed(t.sleepy.name, timeout=30), args=[0])
+    executor = worker(dsn)._executor
+    gc.disable()
+    try:
+        running = asyncio.ensure_future(executor.run(job, job.context()))
+        assert (await running).state == "succeeded"
+        ended = weakref.ref(running)
+        del running
+        await asyncio.sleep(0)  # the loop lets go of the callbacks that woke it up
+        assert ended() is None
+    finally:
+        gc.enable()
 
 
 def test_only_coroutines_without_await_run_without_a_task(dsn: str) -> None:

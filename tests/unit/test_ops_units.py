@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -182,31 +183,36 @@ def test_a_json_log_line_keeps_the_stack_a_record_asked_for() -> None:
     assert line["extra_stack"] == "mine"
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Give the root logger, the warnings capture and the exception hooks back as they were."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
+    try:
+        yield
+    finally:
+        root.handlers[:], level, sys.excepthook, threading.excepthook = saved
+        root.setLevel(level)
+        logging.captureWarnings(False)
+
+
 def test_with_json_logs_an_error_nothing_caught_is_one_record(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], logging_restored: None
 ) -> None:
     """An error that ends the process (sys.excepthook) or a thread (threading.excepthook) was
     printed by Python as a traceback of text in the middle of the JSON log stream: with JSON
     logs it is one uncaught_exception record, its traceback in "exception"; back to text,
     Python's own hooks print it again."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
+    configure_logging("info", "json")
     try:
-        configure_logging("info", "json")
-        try:
-            raise KeyError("gone")
-        except KeyError as exc:
-            sys.excepthook(type(exc), exc, exc.__traceback__)
-        thread = threading.Thread(target=lambda: 1 / 0, name="doomed")
-        thread.start()
-        thread.join()
-        configure_logging("info", "text")
-        hooks = (sys.excepthook, threading.excepthook)
-    finally:
-        root.handlers[:], level, sys.excepthook, threading.excepthook = saved
-        root.setLevel(level)
-        logging.captureWarnings(False)
-    assert hooks == (sys.__excepthook__, threading.__excepthook__)
+        raise KeyError("gone")
+    except KeyError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    thread = threading.Thread(target=lambda: 1 / 0, name="doomed")
+    thread.start()
+    thread.join()
+    configure_logging("info", "text")
+    assert (sys.excepthook, threading.excepthook) == (sys.__excepthook__, threading.__excepthook__)
     lines = [strict_json(line) for line in capsys.readouterr().err.splitlines()]
     assert [(r["action"], r["level"], r["logger"]) for r in lines] == 2 * [
         ("uncaught_exception", "critical", "pgqueue")
@@ -215,6 +221,27 @@ def test_with_json_logs_an_error_nothing_caught_is_one_record(
     assert "KeyError: 'gone'" in lines[0]["exception"]
     assert lines[1]["message"].startswith("thread doomed ended")
     assert "ZeroDivisionError" in lines[1]["exception"]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_with_json_logs_an_uncaught_error_whose_str_raises_keeps_its_traceback(
+    capsys: pytest.CaptureFixture[str], logging_restored: None
+) -> None:
+    """An error nothing caught whose __str__ raises is still one uncaught_exception record with
+    its traceback: the record's message failed, and all that was written was logging's own
+    "--- Logging error ---" in text, without where the error was raised."""
+    configure_logging("info", "json")
+    try:
+        raise _Unprintable()
+    except _Unprintable as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    [line] = [strict_json(line) for line in capsys.readouterr().err.splitlines()]
+    assert line["action"] == "uncaught_exception"
+    assert "raise _Unprintable()" in line["exception"]
 
 
 def test_middleware_nests_in_registration_order() -> None:
