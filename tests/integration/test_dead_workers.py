@@ -316,3 +316,30 @@ def test_a_sweep_and_a_prune_of_the_same_dead_workers_do_not_deadlock(dsn: str) 
         _register(dsn, name, pid, started, "a-host")
     query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 hour'")
     _sweeps_racing(dsn, _store.leases_rescue(dead), _store.workers_prune())
+
+
+async def test_a_dead_workers_job_locked_during_a_sweep_is_rescued_by_the_next_one(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """A sweep skips a job of a dead neighbour that a session holds locked (a cancel being
+    written, say). It deleted the dead worker's row all the same, and the next sweep no longer
+    knew of it: the job waited for its lease (600 s here), not the rescue interval the same-host
+    check promises. The row now stays until every job of the dead worker is rescued."""
+    ids = t.add.enqueue_many(conn, [((1, 2), {}), ((3, 4), {})])
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "crashed", pid, started, host_key())
+    _claim_for(dsn, "crashed", lease=600)
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    job_state = "SELECT id, state FROM pgqueue.jobs ORDER BY id"
+    try:
+        with psycopg.connect(dsn) as stuck:
+            stuck.execute("SELECT 1 FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [ids[1]])
+            await worker.rescue()
+            stuck.rollback()
+        assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "running")]
+        await worker.rescue()
+    finally:
+        await worker._close_connections()
+    assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "queued")]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'crashed'") == []
