@@ -169,7 +169,6 @@ def test_a_heartbeat_of_an_attempt_given_back_leaves_the_claim_that_took_it_agai
     assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 1)])) == {(job_id, 1): False}
 
 
-
 @pytest.mark.parametrize(
     ("task", "options"),
     [("sleepy", {}), ("sleepy", {"listen": False}), ("spin", {"processes": 1})],
