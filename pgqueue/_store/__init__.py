@@ -566,8 +566,8 @@ def leases_rescue(
     dead: Sequence[tuple[str, int, int]] = (), limit: int = 1000
 ) -> Query[tuple[int, int, int]]:
     """Rescue jobs whose lease expired, and the jobs of the ``dead`` workers (``(id, pid,
-    process_started)`` as registered; their rows go too). Returns (requeued, moved to history,
-    dead workers removed)."""
+    process_started)`` as registered; their rows go too, once none of their jobs is left
+    running). Returns (requeued, moved to history, dead workers removed)."""
     params = {
         "dead": [d[0] for d in dead], "dead_pids": [d[1] for d in dead],
         "dead_started": [d[2] for d in dead], "limit": limit,

@@ -781,7 +781,12 @@ SELECT id, attempts FROM pgqueue.active_jobs WHERE state = 'running' AND worker_
 # lost its turn to someone else's crash more often than to its own. A dead worker counts only
 # while its row still shows the process seen dead (id, pid, start time); the row is locked,
 # then deleted, so a new process registering under the same name waits for this statement and
-# never has its own jobs taken.
+# never has its own jobs taken. The row stays while some of its jobs were not taken (locked, or
+# past the limit): deleted, the next sweep knew nothing of that worker, and those jobs waited
+# for their leases. Rows are locked in the order of their ids, as WORKERS_PRUNE
+# locks them: locked in the order of the list (the plan of a small table follows it) two
+# sweeps, or a sweep and a prune, that met the same rows in different orders each took one
+# and waited for the other, and PostgreSQL failed one with 'deadlock detected'.
 # Every worker runs this every few seconds, so its candidates come from two index-friendly
 # arms: expired leases through the lease index, and dead workers' rows through a scan that a
 # one-time filter skips unless a worker died. In one OR the two made every pass read the whole
@@ -794,9 +799,8 @@ WITH dead_workers AS MATERIALIZED (
       JOIN unnest(%(dead)s::text[], %(dead_pids)s::int[], %(dead_started)s::bigint[])
            AS d(id, pid, started)
         ON w.id = d.id AND w.pid = d.pid AND w.process_started = d.started
+     ORDER BY w.id
        FOR UPDATE OF w
-), gone AS (
-    DELETE FROM pgqueue.worker_processes AS w USING dead_workers AS d WHERE w.id = d.id
 ), expired AS MATERIALIZED (
     SELECT id FROM pgqueue.active_jobs
      WHERE id = ANY(ARRAY(
@@ -814,6 +818,13 @@ WITH dead_workers AS MATERIALIZED (
      ORDER BY lease_expires_at
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM pgqueue.worker_processes AS w USING dead_workers AS d
+     WHERE w.id = d.id
+       AND NOT EXISTS (SELECT FROM pgqueue.active_jobs AS j
+                        WHERE j.state = 'running' AND j.worker_id = d.id
+                          AND j.id <> ALL(ARRAY(SELECT id FROM expired)))
+    RETURNING w.id
 ), requeued AS (
     UPDATE pgqueue.active_jobs AS j
        SET state = 'queued', worker_id = NULL, lease_expires_at = NULL,
@@ -846,7 +857,7 @@ WITH dead_workers AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM requeued),
        (SELECT count(*) FROM moved),
-       (SELECT count(*) FROM dead_workers),
+       (SELECT count(*) FROM gone),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))
           FROM (SELECT DISTINCT queue FROM requeued) AS q)
 """
@@ -902,9 +913,15 @@ DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
 # A heartbeat counts as at most 1e10 s (see WORKERS_LIST): one that SQL set to 'Infinity' or
 # 1e300, or one over 670 years, failed this statement in every worker's maintenance pass, and
 # the pruning of history and the vacuum of the claim path that come after it never ran.
+# The rows are locked in the order of their ids first, as LEASES_RESCUE locks them.
 WORKERS_PRUNE: LiteralString = """
-DELETE FROM pgqueue.worker_processes
- WHERE last_seen_at < now() - make_interval(secs => least(heartbeat_s, 1e10) * 10)
+WITH unseen AS MATERIALIZED (
+    SELECT id FROM pgqueue.worker_processes
+     WHERE last_seen_at < now() - make_interval(secs => least(heartbeat_s, 1e10) * 10)
+     ORDER BY id
+       FOR UPDATE
+)
+DELETE FROM pgqueue.worker_processes AS w USING unseen WHERE w.id = unseen.id
 """
 
 JOBS_COUNT_RUNNABLE: LiteralString = """

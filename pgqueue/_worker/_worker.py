@@ -995,12 +995,14 @@ class Worker:
     def _beat_retry(self, failures: int) -> float:
         """The pause before a failed heartbeat is tried again. While the worker holds leases
         (jobs running, outcomes waiting, jobs to give back), at most a tenth of the heartbeat
-        interval (1 s by default): the leases have only what is left of them, and a retry 10 s
-        after the database came back found them expired and rescued, their jobs running twice.
+        interval or of what a failed beat leaves of the lease, whichever is shorter (1 s by
+        default): the leases have only what is left of them, and a retry 10 s after the
+        database came back found them expired and rescued, their jobs running twice.
         Holding none, at most the heartbeat interval: a job claimed meanwhile gets its first
         heartbeat as soon as usual, and an idle worker's outage is not a line a second."""
         held = self._running or self._unfinished or self._acker.pending
-        cap = self.heartbeat / 10 if held else self.heartbeat
+        left = self.lease - self.heartbeat  # of the lease, when a beat fails
+        cap = min(self.heartbeat, left) / 10 if held else self.heartbeat
         return backoff(failures, min(10.0, max(0.1, cap)))
 
     def _cancel_hint(self, worker: str | None) -> None:

@@ -8,6 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -235,3 +238,108 @@ async def test_a_running_worker_whose_row_was_pruned_registers_again(
     assert registered == [("w-again", os.getpid(), socket.gethostname(), {"io": 10})]
     actions = [getattr(r, "action", None) for r in caplog.records]
     assert "worker_reregistered" in actions
+
+
+LOCK_WORKER = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s FOR UPDATE"
+
+
+def _blocked_by(dsn: str, pid: int) -> list[int]:
+    return query(dsn, "SELECT pg_blocking_pids(%s)", [pid])[0][0]
+
+
+def _wait_blocked(dsn: str, pid: int, besides: int | None = None) -> None:
+    """Until the backend ``pid`` waits for a lock held by another than ``besides``."""
+    for _ in range(600):
+        blockers = _blocked_by(dsn, pid)
+        if blockers and besides not in blockers:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"backend {pid} never waited on a row lock")
+
+
+def _sweeps_racing(dsn: str, first: _store.Query[Any], second: _store.Query[Any]) -> None:
+    """Run ``first`` and ``second`` at once, each on a connection of its own, while two other
+    sessions hold the rows of 'dead-a' and 'dead-b' locked: 'dead-a' is let go once both
+    sweeps wait, 'dead-b' once ``first`` waits again. Whichever order the two sweeps lock
+    the rows in, each has then taken its first row before it asks for its second."""
+    errors: list[BaseException] = []
+
+    def sweep(conn: psycopg.Connection[Any], q: _store.Query[Any]) -> None:
+        try:
+            with conn.cursor() as cur:
+                _store.run(cur, q)
+        except BaseException as exc:
+            errors.append(exc)
+
+    conns = [psycopg.connect(dsn, autocommit=autocommit) for autocommit in (0, 0, 1, 1)]
+    holder_a, holder_b, one, two = conns
+    try:
+        holder_a.execute(LOCK_WORKER, ["dead-a"])
+        holder_b.execute(LOCK_WORKER, ["dead-b"])
+        threads = []
+        for conn, q in ((one, first), (two, second)):
+            threads.append(threading.Thread(target=sweep, args=(conn, q)))
+            threads[-1].start()
+            _wait_blocked(dsn, conn.info.backend_pid)
+        holder_a.commit()
+        _wait_blocked(dsn, one.info.backend_pid, besides=holder_a.info.backend_pid)
+        holder_b.commit()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for conn in conns:
+            conn.close()
+    assert errors == []
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+
+
+def test_two_sweeps_rescuing_the_same_dead_workers_do_not_deadlock(dsn: str) -> None:
+    """Two workers on one host rescue the same two dead neighbours at once, each naming them
+    in the order it read them (no ORDER BY: a row moves at each heartbeat). The rows were
+    locked in the order given: each sweep took one and waited for the other, and PostgreSQL
+    failed one with 'deadlock detected' (a maintenance_error with its traceback). Both now
+    lock them in one order, and both end without error."""
+    dead = [("dead-a", 1, 1), ("dead-b", 2, 2)]
+    for name, pid, started in dead:
+        _register(dsn, name, pid, started, "a-host")
+    _sweeps_racing(dsn, _store.leases_rescue(dead), _store.leases_rescue(dead[::-1]))
+
+
+def test_a_sweep_and_a_prune_of_the_same_dead_workers_do_not_deadlock(dsn: str) -> None:
+    """A worker rescues two dead neighbours while another prunes their rows (unseen for ten
+    heartbeats). The prune deleted rows in the order the table held them, the rescue in
+    another: each waited for the other's row, and one failed with 'deadlock detected'. Both
+    now lock dead workers' rows in the order of their names."""
+    dead = [("dead-a", 1, 1), ("dead-b", 2, 2)]
+    for name, pid, started in dead[::-1]:  # the table holds dead-b first
+        _register(dsn, name, pid, started, "a-host")
+    query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 hour'")
+    _sweeps_racing(dsn, _store.leases_rescue(dead), _store.workers_prune())
+
+
+async def test_a_dead_workers_job_locked_during_a_sweep_is_rescued_by_the_next_one(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """A sweep skips a job of a dead neighbour that a session holds locked (a cancel being
+    written, say). It deleted the dead worker's row all the same, and the next sweep no longer
+    knew of it: the job waited for its lease (600 s here), not the rescue interval the same-host
+    check promises. The row now stays until every job of the dead worker is rescued."""
+    ids = t.add.enqueue_many(conn, [((1, 2), {}), ((3, 4), {})])
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "crashed", pid, started, host_key())
+    _claim_for(dsn, "crashed", lease=600)
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    job_state = "SELECT id, state FROM pgqueue.jobs ORDER BY id"
+    try:
+        with psycopg.connect(dsn) as stuck:
+            stuck.execute("SELECT 1 FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [ids[1]])
+            await worker.rescue()
+            stuck.rollback()
+        assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "running")]
+        await worker.rescue()
+    finally:
+        await worker._close_connections()
+    assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "queued")]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'crashed'") == []

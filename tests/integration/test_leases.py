@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
+import pytest
 
 from pgqueue import _store
 from pgqueue._store import Outcome
@@ -166,6 +167,29 @@ def test_a_heartbeat_of_an_attempt_given_back_leaves_the_claim_that_took_it_agai
     assert run(dsn, _store.leases_extend("w", 3600, [(job_id, 1)])) == {}
     assert query(dsn, lease, [job_id]) == before
     assert run(dsn, _store.leases_extend("w2", 30, [(job_id, 1)])) == {(job_id, 1): False}
+
+
+@pytest.mark.parametrize(
+    ("task", "options"),
+    [("sleepy", {}), ("sleepy", {"listen": False}), ("spin", {"processes": 1})],
+    ids=["async", "poll-only", "process"],
+)
+async def test_a_job_outliving_its_lease_keeps_it_by_its_own_workers_heartbeats(
+    dsn: str, conn: psycopg.Connection, task: str, options: dict[str, object]
+) -> None:
+    """Heartbeats are fenced by worker as well as attempt: a job twice as long as its lease,
+    claimed by a worker that sweeps for expired leases itself every 0.2 s, keeps its lease on
+    that worker's heartbeats, whichever way it was claimed or runs (an async task, a
+    poll-only worker's claim as drain() makes, a process task), and runs once."""
+    job_id = getattr(t, task).enqueue(conn, 2.5)
+    conn.commit()
+    worker = t.app.worker(
+        dsn=dsn, queues=["io", "cpu"], lease=1.2, heartbeat=0.2, rescue_interval=0.2,
+        poll_interval=0.05, **options,
+    )  # fmt: skip
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded") == 1)
+    row = "SELECT attempts, errors, worker_id FROM pgqueue.jobs WHERE id = %s"
+    assert query(dsn, row, [job_id]) == [(1, [], worker.name)]
 
 
 def test_rescue_fails_jobs_out_of_attempts_as_worker_lost(dsn: str, conn) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -185,6 +186,25 @@ async def test_worker_connections_give_up_on_a_database_that_stopped_answering(
     finally:
         for db in dbs:
             await db.close()
+
+
+@pytest.mark.slow
+async def test_a_worker_connection_to_a_server_that_never_answers_gives_up() -> None:
+    """A server that takes connections and never answers them (frozen, or a hung proxy in
+    front of it), or the first host of a DSN naming several that drops them, kept a worker's
+    connect waiting psycopg's default of 130 s per host: its heartbeats could not be retried
+    meanwhile, nor its outcomes written (the connection's lock was held), and the leases
+    expired. A worker's connect now gives up after 10 s, and is tried again."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads
+    port = silent.getsockname()[1]
+    db = Db(f"postgresql://postgres@127.0.0.1:{port}/app", "ack")
+    try:
+        with pytest.raises(psycopg.errors.ConnectionTimeout):
+            await asyncio.wait_for(db.connection(), 60)
+    finally:
+        silent.close()
 
 
 def test_a_service_file_keeps_its_own_tcp_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,3 +136,14 @@ def test_a_failed_heartbeat_is_tried_again_sooner_while_the_worker_holds_leases(
     worker._unfinished.append((1, 1))
     assert [worker._beat_retry(n) for n in (1, 20)] == [0.2, 1.0]
     assert build(lease=0.6)._beat_retry(20) == pytest.approx(0.2)
+
+
+def test_a_failed_heartbeat_near_the_lease_is_tried_again_within_a_tenth_of_what_is_left() -> None:
+    """A heartbeat of 25 s under a lease of 30 s leaves 5 s to a failed beat: tried again
+    within 2.5 s (a tenth of the heartbeat), a database back after 3.1 s was found at 5.5 s,
+    its leases expired and open to rescue. The pause is now at most a tenth of the shorter of
+    the heartbeat and what a failed beat leaves of the lease (0.5 s here)."""
+    worker = build(lease=30, heartbeat=25)
+    worker._unfinished.append((1, 1))
+    assert worker._beat_retry(20) == pytest.approx(0.5)
+    assert build(lease=30, heartbeat=25)._beat_retry(20) == 10.0  # holding none
