@@ -910,6 +910,7 @@ DELETE FROM pgqueue.worker_processes
 JOBS_COUNT_RUNNABLE: LiteralString = """
 SELECT count(*) FROM pgqueue.active_jobs
  WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+   AND task = ANY(%(tasks)s::text[])
 """
 
 JOBS_COUNT_BY_STATE: LiteralString = """
@@ -1220,14 +1221,25 @@ SELECT id, queue, args::text, kwargs::text FROM pgqueue.active_jobs
 """
 
 JOBS_QUEUES_WAITING: LiteralString = """
-SELECT DISTINCT queue FROM pgqueue.active_jobs WHERE state = 'queued' ORDER BY queue
+SELECT DISTINCT queue FROM pgqueue.active_jobs
+ WHERE state = 'queued' AND task = ANY(%(tasks)s::text[])
+ ORDER BY queue
 """
 
 # Every queue when queues is NULL.
 JOBS_RUN_NOW: LiteralString = """
 UPDATE pgqueue.active_jobs SET run_at = now()
- WHERE state = 'queued' AND run_at > now()
+ WHERE state = 'queued' AND run_at > now() AND task = ANY(%(tasks)s::text[])
    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+"""
+
+# FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
+# these rows until the transaction ends, while updates that leave the key alone (cancel,
+# retry) still go through.
+JOBS_HOLD_OTHERS: LiteralString = """
+SELECT id FROM pgqueue.active_jobs
+ WHERE state = 'queued' AND task <> ALL(%(tasks)s::text[])
+   FOR KEY SHARE
 """
 
 

@@ -160,6 +160,24 @@ def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
     ]  # fmt: skip
 
 
+def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> None:
+    """On a database two apps share, drain(app) runs its own jobs only: another app's, in the
+    same queue, stay queued (none failed as an unknown task, none brought forward)."""
+    t.add.enqueue(conn, 1, 2)
+    t.elsewhere.enqueue(conn)
+    t.elsewhere.using(delay=3600).enqueue(conn)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert query(
+        dsn, "SELECT task, state, attempts, run_at > now() FROM pgqueue.jobs ORDER BY id"
+    ) == [
+        (t.add.name, "succeeded", 1, False),
+        (t.elsewhere.name, "queued", 0, False),
+        (t.elsewhere.name, "queued", 0, True),
+    ]
+    assert drain(t.other, dsn=dsn)["succeeded"] == 2
+
+
 async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
     dsn: str, empty_dsn: str
 ) -> None:
