@@ -23,6 +23,8 @@ def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
     if queues is None:
         return None
     names = queues.split(",") if isinstance(queues, str) else list(queues)
+    if not names:  # as a worker refuses it: draining nothing is never what a test meant
+        raise ValueError("drain needs at least one queue: leave queues out (None) for all")
     return [check_queue(name.strip() if isinstance(name, str) else name) for name in names]
 
 

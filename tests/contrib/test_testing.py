@@ -181,10 +181,12 @@ def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> No
 async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
     dsn: str, empty_dsn: str
 ) -> None:
-    """Bad queues or max_rounds, a database without pgqueue's schema, a running event loop:
+    """Bad queues (or none) or max_rounds, a database without pgqueue's schema, a running loop:
     each is a one-line error saying what to do."""
     with pytest.raises(ValueError, match="invalid queue name 'a b'"):
         await adrain(t.app, dsn=dsn, queues=["a b"])
+    with pytest.raises(ValueError, match="at least one queue"):
+        await adrain(t.app, dsn=dsn, queues=[])
     for rounds in (0, "3", True):
         with pytest.raises(ValueError, match="max_rounds must be an int >= 1"):
             await adrain(t.app, dsn=dsn, max_rounds=rounds)  # type: ignore[arg-type]
