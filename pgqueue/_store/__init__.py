@@ -1015,6 +1015,11 @@ def jobs_run_now(tasks: list[str], queues: list[str] | None = None) -> Query[Non
     return Query(q.JOBS_RUN_NOW, {"tasks": tasks, "queues": queues}, _nothing)
 
 
+def drains_lock() -> Query[None]:
+    """Wait for the other drain rounds on this database to end; held to the transaction's end."""
+    return Query(q.DRAINS_LOCK, None, _nothing)
+
+
 def jobs_hold_others(tasks: list[str]) -> Query[list[int]]:
     """Row-lock the queued jobs of every task not in ``tasks`` until the transaction ends, so
     that no claim takes them meanwhile; returns their ids."""

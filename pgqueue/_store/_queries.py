@@ -1233,6 +1233,10 @@ UPDATE pgqueue.active_jobs SET run_at = now()
    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 """
 
+# One drain round at a time per database: two drains of two apps, each holding the other's
+# jobs (JOBS_HOLD_OTHERS), would each wait for jobs the other holds, and neither would end.
+DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
+
 # FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
 # these rows until the transaction ends, while updates that leave the key alone (cancel,
 # retry) still go through.

@@ -58,6 +58,7 @@ async def _round(
         if not waiting:
             return None
         async with conn.transaction():
+            await _store.arun(cur, _store.drains_lock())
             await _store.arun(cur, _store.jobs_hold_others(tasks))
             worker = app.worker(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import psycopg
@@ -176,6 +177,19 @@ def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> No
         (t.elsewhere.name, "queued", 0, True),
     ]
     assert drain(t.other, dsn=dsn)["succeeded"] == 2
+
+
+async def test_drains_of_two_apps_on_one_database_take_turns(aconn, dsn: str) -> None:
+    """Two drains at once, of two apps sharing a database and a queue: each held the other's
+    jobs while it waited for its own, held by the other, and neither ended."""
+    for _ in range(3):
+        await t.double.aenqueue(aconn, 1)
+        await t.elsewhere.aenqueue(aconn)
+    await aconn.commit()
+    async with asyncio.timeout(60):  # a hang fails the test instead of the run
+        ours, theirs = await asyncio.gather(adrain(t.app, dsn=dsn), adrain(t.other, dsn=dsn))
+    assert (ours["succeeded"], theirs["succeeded"]) == (3, 3)
+    assert states(dsn) == {"succeeded": 6}
 
 
 async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
