@@ -1020,10 +1020,10 @@ def drains_lock() -> Query[None]:
     return Query(q.DRAINS_LOCK, None, _nothing)
 
 
-def jobs_hold_others(tasks: list[str]) -> Query[list[int]]:
+def jobs_hold_others(tasks: list[str]) -> Query[int]:
     """Row-lock the queued jobs of every task not in ``tasks`` until the transaction ends, so
-    that no claim takes them meanwhile; returns their ids."""
-    return Query(q.JOBS_HOLD_OTHERS, {"tasks": tasks}, _first_column)
+    that no claim takes them meanwhile; returns how many."""
+    return Query(q.JOBS_HOLD_OTHERS, {"tasks": tasks}, _one)
 
 
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------

@@ -1238,12 +1238,14 @@ UPDATE pgqueue.active_jobs SET run_at = now()
 DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
 
 # FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
-# these rows until the transaction ends, while updates that leave the key alone (cancel,
-# retry) still go through.
+# these rows until the transaction ends, while updates that leave the key alone still go
+# through (a cancel of a queued job moves its row to history: that one waits).
 JOBS_HOLD_OTHERS: LiteralString = """
-SELECT id FROM pgqueue.active_jobs
- WHERE state = 'queued' AND task <> ALL(%(tasks)s::text[])
-   FOR KEY SHARE
+SELECT count(*) FROM (
+    SELECT FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND task <> ALL(%(tasks)s::text[])
+       FOR KEY SHARE
+) AS held
 """
 
 
