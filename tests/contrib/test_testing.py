@@ -97,6 +97,19 @@ def test_assert_enqueued_in_eager_mode() -> None:
             assert_enqueued(t.add, args=[9, 9])
 
 
+def test_assert_enqueued_failure_says_how_many_jobs_it_does_not_list() -> None:
+    """The failure lists 20 jobs and says how many more there are: a list cut short without
+    a word read as every job there was."""
+    with eager(t.app):
+        t.add.enqueue_many(None, [((i, i), {}) for i in range(25)])
+        with pytest.raises(AssertionError) as failure:
+            assert_enqueued(t.add, args=[99, 99])
+    assert "found 0" in str(failure.value)
+    assert str(failure.value).splitlines()[-2:] == [
+        "  queue='default' args=[19, 19] kwargs={}", "  ... and 5 more",
+    ]  # fmt: skip
+
+
 def test_assert_enqueued_refuses_arguments_that_could_only_match_by_accident() -> None:
     """args as a string (its characters) or a dict (its keys), kwargs that are no mapping,
     a task name instead of the task, or a negative count: an error naming the value."""
