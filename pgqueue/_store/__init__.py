@@ -631,9 +631,9 @@ def schema_compatible_since() -> Query[str | None]:
     return Query(q.SCHEMA_COMPATIBLE_SINCE, None, _one)
 
 
-def jobs_count_runnable(queues: Sequence[str]) -> Query[int]:
-    """How many jobs of ``queues`` could be claimed right now."""
-    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues)}, _one)
+def jobs_count_runnable(queues: Sequence[str], tasks: Sequence[str]) -> Query[int]:
+    """How many jobs of ``tasks`` in ``queues`` could be claimed right now."""
+    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues), "tasks": list(tasks)}, _one)
 
 
 def jobs_count_by_state() -> Query[dict[str, int]]:
@@ -1005,14 +1005,25 @@ def jobs_list_queued(task: str) -> Query[list[Row]]:
     return Query(q.JOBS_LIST_QUEUED, {"task": task}, _rows)
 
 
-def jobs_queues_waiting() -> Query[list[str]]:
-    """The queues that hold queued jobs."""
-    return Query(q.JOBS_QUEUES_WAITING, None, _first_column)
+def jobs_queues_waiting(tasks: list[str]) -> Query[list[str]]:
+    """The queues that hold queued jobs of ``tasks``."""
+    return Query(q.JOBS_QUEUES_WAITING, {"tasks": tasks}, _first_column)
 
 
-def jobs_run_now(queues: list[str] | None = None) -> Query[None]:
-    """Make every scheduled job (of ``queues``, or of every queue) runnable now."""
-    return Query(q.JOBS_RUN_NOW, {"queues": queues}, _nothing)
+def jobs_run_now(tasks: list[str], queues: list[str] | None = None) -> Query[None]:
+    """Make every scheduled job of ``tasks`` (in ``queues``, or in every queue) runnable now."""
+    return Query(q.JOBS_RUN_NOW, {"tasks": tasks, "queues": queues}, _nothing)
+
+
+def drains_lock() -> Query[None]:
+    """Wait for the other drain rounds on this database to end; held to the transaction's end."""
+    return Query(q.DRAINS_LOCK, None, _nothing)
+
+
+def jobs_hold_others(tasks: list[str]) -> Query[int]:
+    """Row-lock the queued jobs of every task not in ``tasks`` until the transaction ends, so
+    that no claim takes them meanwhile; returns how many."""
+    return Query(q.JOBS_HOLD_OTHERS, {"tasks": tasks}, _one)
 
 
 # -- operations: inspecting and steering jobs, retention, metrics (issue 5) ----------------------

@@ -927,6 +927,7 @@ DELETE FROM pgqueue.worker_processes AS w USING unseen WHERE w.id = unseen.id
 JOBS_COUNT_RUNNABLE: LiteralString = """
 SELECT count(*) FROM pgqueue.active_jobs
  WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+   AND task = ANY(%(tasks)s::text[])
 """
 
 JOBS_COUNT_BY_STATE: LiteralString = """
@@ -1237,14 +1238,31 @@ SELECT id, queue, args::text, kwargs::text FROM pgqueue.active_jobs
 """
 
 JOBS_QUEUES_WAITING: LiteralString = """
-SELECT DISTINCT queue FROM pgqueue.active_jobs WHERE state = 'queued' ORDER BY queue
+SELECT DISTINCT queue FROM pgqueue.active_jobs
+ WHERE state = 'queued' AND task = ANY(%(tasks)s::text[])
+ ORDER BY queue
 """
 
 # Every queue when queues is NULL.
 JOBS_RUN_NOW: LiteralString = """
 UPDATE pgqueue.active_jobs SET run_at = now()
- WHERE state = 'queued' AND run_at > now()
+ WHERE state = 'queued' AND run_at > now() AND task = ANY(%(tasks)s::text[])
    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+"""
+
+# One drain round at a time per database: two drains of two apps, each holding the other's
+# jobs (JOBS_HOLD_OTHERS), would each wait for jobs the other holds, and neither would end.
+DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
+
+# FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
+# these rows until the transaction ends, while updates that leave the key alone still go
+# through (a cancel of a queued job moves its row to history: that one waits).
+JOBS_HOLD_OTHERS: LiteralString = """
+SELECT count(*) FROM (
+    SELECT FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND task <> ALL(%(tasks)s::text[])
+       FOR KEY SHARE
+) AS held
 """
 
 

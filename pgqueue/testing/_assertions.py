@@ -66,8 +66,10 @@ def _check(task: Task[Any, Any], args: Any, kwargs: Any, count: Any) -> None:
 def _describe(task: Task[Any, Any], calls: list[Call]) -> str:
     if not calls:
         return f"no job of {task.name!r} is queued"
-    shown = "\n".join(f"  queue={q!r} args={a!r} kwargs={k!r}" for q, a, k in calls[:20])
-    return f"queued jobs of {task.name!r}:\n{shown}"
+    shown = [f"  queue={q!r} args={a!r} kwargs={k!r}" for q, a, k in calls[:20]]
+    if len(calls) > 20:
+        shown.append(f"  ... and {len(calls) - 20} more")
+    return f"queued jobs of {task.name!r}:\n" + "\n".join(shown)
 
 
 def assert_enqueued(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -12,6 +13,7 @@ from pgqueue._app import PgQueue
 from pgqueue._errors import SchemaError
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
+from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 
@@ -21,6 +23,8 @@ def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
     if queues is None:
         return None
     names = queues.split(",") if isinstance(queues, str) else list(queues)
+    if not names:  # as a worker refuses it: draining nothing is never what a test meant
+        raise ValueError("drain needs at least one queue: leave queues out (None) for all")
     return [check_queue(name.strip() if isinstance(name, str) else name) for name in names]
 
 
@@ -28,16 +32,39 @@ def _check_rounds(max_rounds: int) -> None:
     check_count(max_rounds, "max_rounds", 1)
 
 
-async def _prepare(dsn: str, queues: list[str] | None, with_scheduled: bool) -> list[str]:
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    async with conn, conn.cursor() as cur:
+async def _checked(conn: psycopg.AsyncConnection[Any]) -> None:
+    async with conn.cursor() as cur:
         problem = schema_problem(*await aschema_state(lambda query: _store.arun(cur, query)))
-        if problem:
-            raise SchemaError(problem)
+    if problem:
+        raise SchemaError(problem)
+
+
+async def _round(
+    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool
+) -> WorkerStats | None:
+    """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
+    of other tasks (another app's, on a shared database) are row-locked so that it cannot
+    claim them; ``None`` when no job of ``app`` is waiting."""
+    tasks = list(app.tasks)
+    conn = await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, application_name="pgqueue drain"
+    )
+    async with conn, conn.cursor() as cur:
+        await _checked(conn)
         if with_scheduled:
-            await _store.arun(cur, _store.jobs_run_now(queues))
-        waiting = await _store.arun(cur, _store.jobs_queues_waiting())
-    return waiting if queues is None else [q for q in waiting if q in queues]
+            await _store.arun(cur, _store.jobs_run_now(tasks, queues))
+        waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
+        waiting = waiting if queues is None else [q for q in waiting if q in queues]
+        if not waiting:
+            return None
+        async with conn.transaction():
+            await _store.arun(cur, _store.drains_lock())
+            await _store.arun(cur, _store.jobs_hold_others(tasks))
+            worker = app.worker(
+                queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
+            )
+            await worker.run()
+    return worker.stats
 
 
 async def adrain(
@@ -54,13 +81,11 @@ async def adrain(
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
     for _ in range(max_rounds):
-        waiting = await _prepare(dsn, names, with_scheduled)
-        if not waiting:
+        stats = await _round(app, dsn, names, with_scheduled)
+        if stats is None:
             break
-        worker = app.worker(queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01)
-        await worker.run()
         for outcome in OUTCOMES:
-            totals[outcome] += getattr(worker.stats, outcome)
+            totals[outcome] += getattr(stats, outcome)
         if not with_scheduled:
             break
     return totals
@@ -74,7 +99,8 @@ def drain(
     with_scheduled: bool = True,
     max_rounds: int = 20,
 ) -> dict[str, int]:
-    """Run every committed queued job of ``app`` (all queues, or ``queues``) until none is left.
+    """Run every committed queued job of ``app``'s tasks (all queues, or ``queues``) until none
+    is left; the jobs of other tasks (another app's, on a shared database) stay queued.
 
     With ``with_scheduled``, jobs scheduled for later, and retries waiting out their backoff,
     run now too (of ``queues`` only, when given); each round is a burst worker, at most

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.contrib.catalog import catalog as _catalog
@@ -511,6 +514,38 @@ def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) 
     job_id = shop.send_receipt.enqueue(connection, 1)
     admin_client.post("/admin/pgqueue/job/", {"action": "cancel", "_selected_action": [job_id]})
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
+
+
+def test_admin_cancel_action_locks_the_jobs_in_id_order(admin_client, shop, django_db) -> None:
+    """The cancel action locks its jobs in id order, as the retry action does. In the
+    changelist's order (newest first, or any column sorted) two admins cancelling
+    overlapping selections could deadlock. Here the lower id is held: the action waits for
+    it without having taken the higher one."""
+    from django.db import connection, connections
+
+    low, high = (shop.send_receipt.enqueue(connection, n) for n in (1, 2))
+
+    def cancel() -> None:
+        try:
+            admin_client.post(url, {"action": "cancel", "_selected_action": [low, high]})
+        finally:
+            connections.close_all()
+
+    url, held = "/admin/pgqueue/job/", "SELECT FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE"
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    with psycopg.connect(django_db) as blocker:
+        blocker.execute(held, [low])
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        for _ in range(600):  # until the action waits for the lower id (30 s at most)
+            if query(django_db, waiting) != [(0,)]:
+                break
+            time.sleep(0.05)
+        with psycopg.connect(django_db) as probe:
+            probe.execute(held + " NOWAIT", [high])  # LockNotAvailable if the action holds it
+        blocker.rollback()
+    thread.join(60)
+    assert states(django_db) == {"cancelled": 2}
 
 
 def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import psycopg
@@ -96,6 +97,19 @@ def test_assert_enqueued_in_eager_mode() -> None:
             assert_enqueued(t.add, args=[9, 9])
 
 
+def test_assert_enqueued_failure_says_how_many_jobs_it_does_not_list() -> None:
+    """The failure lists 20 jobs and says how many more there are: a list cut short without
+    a word read as every job there was."""
+    with eager(t.app):
+        t.add.enqueue_many(None, [((i, i), {}) for i in range(25)])
+        with pytest.raises(AssertionError) as failure:
+            assert_enqueued(t.add, args=[99, 99])
+    assert "found 0" in str(failure.value)
+    assert str(failure.value).splitlines()[-2:] == [
+        "  queue='default' args=[19, 19] kwargs={}", "  ... and 5 more",
+    ]  # fmt: skip
+
+
 def test_assert_enqueued_refuses_arguments_that_could_only_match_by_accident() -> None:
     """args as a string (its characters) or a dict (its keys), kwargs that are no mapping,
     a task name instead of the task, or a negative count: an error naming the value."""
@@ -160,13 +174,46 @@ def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
     ]  # fmt: skip
 
 
+def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> None:
+    """On a database two apps share, drain(app) runs its own jobs only: another app's, in the
+    same queue, stay queued (none failed as an unknown task, none brought forward)."""
+    t.add.enqueue(conn, 1, 2)
+    t.elsewhere.enqueue(conn)
+    t.elsewhere.using(delay=3600).enqueue(conn)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert query(
+        dsn, "SELECT task, state, attempts, run_at > now() FROM pgqueue.jobs ORDER BY id"
+    ) == [
+        (t.add.name, "succeeded", 1, False),
+        (t.elsewhere.name, "queued", 0, False),
+        (t.elsewhere.name, "queued", 0, True),
+    ]
+    assert drain(t.other, dsn=dsn)["succeeded"] == 2
+
+
+async def test_drains_of_two_apps_on_one_database_take_turns(aconn, dsn: str) -> None:
+    """Two drains at once, of two apps sharing a database and a queue: each held the other's
+    jobs while it waited for its own, held by the other, and neither ended."""
+    for _ in range(3):
+        await t.double.aenqueue(aconn, 1)
+        await t.elsewhere.aenqueue(aconn)
+    await aconn.commit()
+    async with asyncio.timeout(60):  # a hang fails the test instead of the run
+        ours, theirs = await asyncio.gather(adrain(t.app, dsn=dsn), adrain(t.other, dsn=dsn))
+    assert (ours["succeeded"], theirs["succeeded"]) == (3, 3)
+    assert states(dsn) == {"succeeded": 6}
+
+
 async def test_drain_refuses_bad_arguments_and_a_database_without_the_schema(
     dsn: str, empty_dsn: str
 ) -> None:
-    """Bad queues or max_rounds, a database without pgqueue's schema, a running event loop:
+    """Bad queues (or none) or max_rounds, a database without pgqueue's schema, a running loop:
     each is a one-line error saying what to do."""
     with pytest.raises(ValueError, match="invalid queue name 'a b'"):
         await adrain(t.app, dsn=dsn, queues=["a b"])
+    with pytest.raises(ValueError, match="at least one queue"):
+        await adrain(t.app, dsn=dsn, queues=[])
     for rounds in (0, "3", True):
         with pytest.raises(ValueError, match="max_rounds must be an int >= 1"):
             await adrain(t.app, dsn=dsn, max_rounds=rounds)  # type: ignore[arg-type]

@@ -244,6 +244,25 @@ async def test_burst_worker_exits_when_nothing_is_runnable(dsn: str, conn) -> No
     assert states(dsn) == {"succeeded": 50}
 
 
+async def test_a_burst_worker_ends_beside_locked_jobs_of_tasks_it_does_not_know(
+    dsn: str, conn
+) -> None:
+    """A job of another app's task that another transaction holds (pgqueue.testing's drain
+    holds them so) is not one this worker could run: it ends instead of waiting for it."""
+    t.add.enqueue(conn, 1, 1)
+    conn.execute(
+        "INSERT INTO pgqueue.active_jobs (queue, task, args, kwargs) VALUES ('io', 'x', '[]', '{}')"
+    )
+    conn.commit()
+    conn.execute("SELECT FROM pgqueue.active_jobs WHERE task = 'x' FOR KEY SHARE")
+    async with asyncio.timeout(60):  # a hang fails the test instead of the run
+        await worker(dsn, burst=True).run()
+    conn.rollback()
+    assert query(dsn, "SELECT task, state, attempts FROM pgqueue.jobs ORDER BY id") == [
+        (t.add.name, "succeeded", 1), ("x", "queued", 0),
+    ]  # fmt: skip
+
+
 async def test_worker_refuses_a_database_without_the_schema(empty_dsn: str) -> None:
     """A worker on an unmigrated database stops with a message naming the command to run."""
     with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):

@@ -57,6 +57,9 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
 
 
 def _cancel_jobs(conn: Any, ids: list[int]) -> list[int]:
-    """Cancel each job with ``PgQueue.cancel``; the ids it cancelled or asked to stop."""
+    """Cancel each job with ``PgQueue.cancel``; the ids it cancelled or asked to stop.
+
+    In id order, as the retry action locks its jobs: in the changelist's order (newest first,
+    or any column sorted) two admins cancelling overlapping selections could deadlock."""
     app = _conf.get_app()
-    return [job_id for job_id in ids if app.cancel(conn, job_id) is not None]
+    return [job_id for job_id in sorted(ids) if app.cancel(conn, job_id) is not None]
