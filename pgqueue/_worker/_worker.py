@@ -1190,13 +1190,17 @@ class Worker:
 
     async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
         """After the last writes (a retry they record as failed calls its on_failure then),
-        let callbacks end, up to the shutdown timeout; then end the worker's loops."""
+        let callbacks end, up to the shutdown timeout; then end the worker's loops, and wait
+        for them unless the stop was cut short (see _hurried) before: a loop slow to unwind
+        then kept the connections open for as long, as a cut here no longer does."""
         try:
             await self.events.drain(self.shutdown_timeout, self._hurry)
         finally:
             for part in background:
                 part.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        shutdown = asyncio.current_task()  # its task: _hurried cancels it to cut it short
+        if shutdown is None or not shutdown.cancelling():
+            await asyncio.gather(*background, return_exceptions=True)
 
     async def _end_jobs(self) -> None:
         """Let the running jobs finish, up to the shutdown timeout (or until hurried: see
