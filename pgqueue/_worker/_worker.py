@@ -399,9 +399,12 @@ class Worker:
             await self._check_name_free()
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
-        finally:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await opening  # a failure here is retried by the claim loop
+        except BaseException:
+            opening.cancel()  # failed or cancelled: no waiting for them (_unstart closes them)
+            await asyncio.gather(opening, return_exceptions=True)
+            raise
+        with contextlib.suppress(psycopg.Error, OSError):
+            await opening  # a failure here is retried by the claim loop
         log.info(
             "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),

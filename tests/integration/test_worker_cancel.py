@@ -183,27 +183,45 @@ async def test_a_stop_cut_short_still_closes_connections_and_port(
     release.set()
 
 
-async def test_a_start_cancelled_once_registered_leaves_no_worker_row(dsn: str) -> None:
+@pytest.mark.parametrize("cancelled", ["connecting", "registering"])
+async def test_a_start_cancelled_once_registered_leaves_no_worker_row(
+    dsn: str, cancelled: str
+) -> None:
     """run() cancelled as it starts, after registering while its claimer still connects (a
     slow network, asyncio.timeout): it closed its connections and left its row in
     pgqueue.worker_processes, a live-looking worker that runs nothing, which kept another
-    process on this host from taking its name until pruned (ten heartbeats). The row goes."""
+    process on this host from taking its name until pruned (ten heartbeats). The row goes.
+    Cancelled as the register's reply came in (committed), the start went on waiting for
+    the claimer's connect, whatever the cancellation, for as long as it took (here, for
+    ever): it no longer waits."""
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
-    connecting = asyncio.Event()
     original = worker._claim_db.connection
 
     async def slow() -> Any:
-        await connecting.wait()
+        await asyncio.Event().wait()  # the claimer's connect never ends
         return await original()
 
     worker._claim_db.connection = slow  # type: ignore[method-assign]
+    registered = asyncio.Event()
+    real = worker._maint_db.run
+
+    async def register(query_: Any) -> Any:
+        result = await real(query_)
+        if getattr(query_, "sql", None) is _queries.WORKERS_REGISTER:
+            if cancelled == "registering":
+                running.cancel()  # lands as the reply comes in: the row has committed
+                await asyncio.sleep(0)
+            registered.set()  # run() now waits for the claimer's connect
+        return result
+
+    worker._maint_db.run = register  # type: ignore[method-assign]
     running = asyncio.ensure_future(worker.run())
-    rows = "SELECT id FROM pgqueue.worker_processes"
-    await asyncio.wait_for(until(lambda: query(dsn, rows) == [(worker.name,)]), GUARD)
-    running.cancel()
+    if cancelled == "connecting":
+        await asyncio.wait_for(registered.wait(), GUARD)
+        running.cancel()
     await asyncio.wait([running], timeout=GUARD)
     assert running.cancelled()
-    assert query(dsn, rows) == []
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
     await asyncio.wait_for(until(lambda: query(dsn, SESSIONS) == [(0,)]), GUARD)
 
 
