@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import traceback
 from typing import Any, TypeVar
 
 import psycopg
@@ -39,13 +40,19 @@ class Db:
     async def connection(self) -> psycopg.AsyncConnection[Any]:
         """The open connection, opening a new one if there is none."""
         if self._conn is None or self._conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn,
-                autocommit=True,
-                prepare_threshold=self.prepare_threshold,
-                application_name=f"pgqueue {self.role}",
-                **self._tcp,
-            )
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn,
+                    autocommit=True,
+                    prepare_threshold=self.prepare_threshold,
+                    application_name=f"pgqueue {self.role}",
+                    **self._tcp,
+                )
+            except asyncio.CancelledError as exc:
+                # psycopg leaves a connection cut off half-way open to the frames of this
+                # error, which the cancelled task keeps: a server session, open for as long.
+                traceback.clear_frames(exc.__traceback__)
+                raise
             set_json_loads(_loads_jsonb, conn)
             try:
                 # True: commits skip the flush; False: they wait for it even where the

@@ -402,9 +402,12 @@ class Worker:
             await self._check_name_free()
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
-        finally:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await opening  # a failure here is retried by the claim loop
+        except BaseException:
+            opening.cancel()  # failed or cancelled: no waiting for them (_unstart closes them)
+            await asyncio.gather(opening, return_exceptions=True)
+            raise
+        with contextlib.suppress(psycopg.Error, OSError):
+            await opening  # a failure here is retried by the claim loop
         log.info(
             "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
@@ -1208,13 +1211,17 @@ class Worker:
 
     async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
         """After the last writes (a retry they record as failed calls its on_failure then),
-        let callbacks end, up to the shutdown timeout; then end the worker's loops."""
+        let callbacks end, up to the shutdown timeout; then end the worker's loops, and wait
+        for them unless the stop was cut short (see _hurried) before: a loop slow to unwind
+        then kept the connections open for as long, as a cut here no longer does."""
         try:
             await self.events.drain(self.shutdown_timeout, self._hurry)
         finally:
             for part in background:
                 part.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        shutdown = asyncio.current_task()  # its task: _hurried cancels it to cut it short
+        if shutdown is None or not shutdown.cancelling():
+            await asyncio.gather(*background, return_exceptions=True)
 
     async def _end_jobs(self) -> None:
         """Let the running jobs finish, up to the shutdown timeout (or until hurried: see

@@ -342,11 +342,18 @@ async def trickle(
     dsn: str, worker: Any, jobs: int, gap: float, late: bool = False, timeout: float = 60
 ) -> list[int]:
     """Run ``worker`` while ``jobs`` jobs are enqueued one per transaction, ``gap`` seconds
-    apart, until all are done; with ``late``, one more, enqueued a day behind the others.
-    Returns the ids."""
+    apart, from when it has registered and its claimer connected (a worker slow to start
+    would find a backlog), until all are done; with ``late``, one more, enqueued a day behind
+    the others. Returns the ids."""
     ids: list[int] = []
+    started = ("SELECT EXISTS (SELECT FROM pgqueue.worker_processes WHERE id = %s) AND EXISTS"
+               " (SELECT FROM pg_stat_activity WHERE datname = current_database()"
+               " AND application_name = 'pgqueue claimer')")  # fmt: skip
 
     def enqueue_one() -> None:
+        deadline = time.monotonic() + timeout
+        while not query(dsn, started, [worker.name])[0][0] and time.monotonic() < deadline:
+            time.sleep(0.01)
         with psycopg.connect(dsn, autocommit=True) as conn:
             while len(ids) < jobs:
                 ids.append(t.add.enqueue(conn, 1, 1))

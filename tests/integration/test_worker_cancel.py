@@ -22,12 +22,32 @@ from tests.helpers import cancel_running, query, raise_at, refuse_acks
 from tests.integration import tasks_app as t
 
 GUARD = 60  # seconds a worker that should stop by itself gets: only a failing test waits it
+SESSIONS = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'pgqueue %'")  # fmt: skip
 
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait until ``condition()`` holds (the test's own guard ends a failing wait)."""
     while not condition():
         await asyncio.sleep(0.01)
+
+
+def actions(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The actions of the log records so far."""
+    return [getattr(r, "action", "") for r in caplog.records]
+
+
+def hold_until_cut(worker: pgqueue.Worker, statement: str) -> None:
+    """Make ``worker``'s maintenance connection wait, before it runs ``statement``, until the
+    wait is cancelled (a stop cut short cancels it)."""
+    real = worker._maint_db.run
+
+    async def held(query_: Any) -> Any:
+        if getattr(query_, "sql", None) is statement:
+            await asyncio.Event().wait()
+        return await real(query_)
+
+    worker._maint_db.run = held  # type: ignore[method-assign]
 
 
 async def test_a_claim_whose_reply_a_cancellation_cut_off_gives_its_jobs_back_at_the_stop(
@@ -118,15 +138,18 @@ async def test_a_cancelled_stop_that_fails_to_put_jobs_back_says_so(
     assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s", [stuck]) == [("running",)]
 
 
-async def test_a_stop_cut_while_its_loops_unwind_still_closes_connections_and_port(
-    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("cut", ["unwinding", "writing"])
+async def test_a_stop_cut_short_still_closes_connections_and_port(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cut: str
 ) -> None:
-    """The stop of a cancelled run() cut short (CANCELLED_STOP, shortened here) while it
-    waited for its loops to unwind (a service whose own cleanup takes a while) ended there:
-    the worker's connections stayed open and its metrics port bound, for the process's life.
-    They are closed all the same, as when the cut lands in the last writes."""
+    """The stop of a cancelled run() cut short (a second cancellation here) while it waited for
+    its loops to unwind (a service whose own cleanup takes a while) ended there: the worker's
+    connections stayed open and its metrics port bound, for the process's life. They are
+    closed all the same. So they are when the cut (CANCELLED_STOP, shortened here) lands in
+    the last writes (held here until it does): the stop then waited for that cleanup, for
+    as long as it took, before it closed them."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", 0.2)
+    monkeypatch.setattr(_worker_module, "CANCELLED_STOP", GUARD if cut == "unwinding" else 0.2)
     cleaning = asyncio.Event()
     release = asyncio.Event()
 
@@ -139,49 +162,67 @@ async def test_a_stop_cut_while_its_loops_unwind_still_closes_connections_and_po
 
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, metrics_port=0,
                           services=[slow_cleanup])  # fmt: skip
+    if cut == "writing":
+        hold_until_cut(worker, _queries.WORKERS_DELETE)
     running = asyncio.ensure_future(worker.run())
-    started = lambda: any(getattr(r, "action", None) == "worker_started" for r in caplog.records)  # noqa: E731
-    await asyncio.wait_for(until(started), GUARD)
+    await asyncio.wait_for(until(lambda: actions(caplog).count("worker_started") == 1), GUARD)
     port = worker.events.metrics_port
     assert port is not None
     worker.stop()
     running.cancel()
+    if cut == "unwinding":
+        await asyncio.wait_for(cleaning.wait(), GUARD)  # the last writes are done
+        running.cancel()
     await asyncio.wait([running], timeout=GUARD)
     assert running.cancelled() and cleaning.is_set()
-    cut = [r.levelname for r in caplog.records if getattr(r, "action", None) == "worker_stop_cut"]
-    assert cut == ["ERROR"]
-    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
-    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+    assert [r.levelname for r in caplog.records if getattr(r, "action", None) == "worker_stop_cut"
+            ] == ["ERROR"]  # fmt: skip
+    await asyncio.wait_for(until(lambda: query(dsn, SESSIONS) == [(0,)]), GUARD)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=GUARD).close()
     release.set()
 
 
-async def test_a_start_cancelled_once_registered_leaves_no_worker_row(dsn: str) -> None:
+@pytest.mark.parametrize("cancelled", ["connecting", "registering"])
+async def test_a_start_cancelled_once_registered_leaves_no_worker_row(
+    dsn: str, cancelled: str
+) -> None:
     """run() cancelled as it starts, after registering while its claimer still connects (a
     slow network, asyncio.timeout): it closed its connections and left its row in
     pgqueue.worker_processes, a live-looking worker that runs nothing, which kept another
-    process on this host from taking its name until pruned (ten heartbeats). The row goes."""
+    process on this host from taking its name until pruned (ten heartbeats). The row goes.
+    Cancelled as the register's reply came in (committed), the start went on waiting for
+    the claimer's connect, whatever the cancellation, for as long as it took (here, for
+    ever): it no longer waits."""
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05)
-    connecting = asyncio.Event()
     original = worker._claim_db.connection
 
     async def slow() -> Any:
-        await connecting.wait()
+        await asyncio.Event().wait()  # the claimer's connect never ends
         return await original()
 
     worker._claim_db.connection = slow  # type: ignore[method-assign]
+    registered = asyncio.Event()
+    real = worker._maint_db.run
+
+    async def register(query_: Any) -> Any:
+        result = await real(query_)
+        if getattr(query_, "sql", None) is _queries.WORKERS_REGISTER:
+            if cancelled == "registering":
+                running.cancel()  # lands as the reply comes in: the row has committed
+                await asyncio.sleep(0)
+            registered.set()  # run() now waits for the claimer's connect
+        return result
+
+    worker._maint_db.run = register  # type: ignore[method-assign]
     running = asyncio.ensure_future(worker.run())
-    rows = "SELECT id FROM pgqueue.worker_processes"
-    await asyncio.wait_for(until(lambda: query(dsn, rows) == [(worker.name,)]), GUARD)
-    running.cancel()
+    if cancelled == "connecting":
+        await asyncio.wait_for(registered.wait(), GUARD)
+        running.cancel()
     await asyncio.wait([running], timeout=GUARD)
     assert running.cancelled()
-    assert query(dsn, rows) == []
-    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
-    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+    await asyncio.wait_for(until(lambda: query(dsn, SESSIONS) == [(0,)]), GUARD)
 
 
 async def test_a_bug_in_the_stop_of_a_cancelled_run_is_logged(
@@ -199,6 +240,4 @@ async def test_a_bug_in_the_stop_of_a_cancelled_run_is_logged(
     assert running.cancelled()
     [failed] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stop_failed"]
     assert "injected bug in shutdown" in failed.getMessage() and failed.exc_info is not None
-    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name LIKE 'pgqueue %'")  # fmt: skip
-    await asyncio.wait_for(until(lambda: query(dsn, sessions) == [(0,)]), GUARD)
+    await asyncio.wait_for(until(lambda: query(dsn, SESSIONS) == [(0,)]), GUARD)

@@ -217,3 +217,23 @@ def test_a_service_file_keeps_its_own_tcp_settings(monkeypatch: pytest.MonkeyPat
     assert tcp_defaults("service=prod") == {}
     monkeypatch.setenv("PGSERVICE", "prod")
     assert tcp_defaults("dbname=app") == {}
+
+
+async def test_a_connect_cancelled_half_way_closes_its_socket() -> None:
+    """A worker's connect cut off by a cancellation (run() cancelled as it starts, as its
+    listener connects) left the half-opened connection in the CancelledError's frames, which
+    the cancelled task keeps (the worker's are kept until run() ends, and by whoever holds
+    run()'s task): a server session open for as long. It is closed at the cancellation. (The
+    server here accepts and never answers, as a slow network or a busy server would.)"""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        db = Db(f"host=127.0.0.1 port={port} user=pgqueue dbname=pgqueue", "listener")
+        connecting = asyncio.ensure_future(db.connection())
+        peer, _ = await asyncio.to_thread(server.accept)
+        with peer:
+            peer.settimeout(30)
+            assert await asyncio.to_thread(peer.recv, 1024)  # its first packet: it waits
+            connecting.cancel()
+            await asyncio.wait([connecting])
+            assert connecting.cancelled()
+            assert await asyncio.to_thread(peer.recv, 1024) == b"", "the socket is still open"
