@@ -61,6 +61,14 @@ async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
     return query.read(await cur.fetchall() if result is not None and result.nfields else [])
 
 
+def run_sqlalchemy(bind: Any, query: Query[T]) -> T:
+    """Execute ``query`` on a sync SQLAlchemy connection (alembic's, even under its async
+    template, whose psycopg connection only SQLAlchemy's sync facade can drive); never commits."""
+    params = tuple(query.params) if isinstance(query.params, list) else query.params
+    result = bind.exec_driver_sql(query.sql, params)
+    return query.read([tuple(row) for row in result] if result.returns_rows else [])
+
+
 @dataclass(frozen=True, slots=True)
 class Together(Generic[T]):
     """Two statements run in one transaction; ``then``'s rows are read.

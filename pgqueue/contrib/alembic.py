@@ -23,7 +23,7 @@ import psycopg
 
 from pgqueue._embed import install_revision_on
 from pgqueue._schema import SCHEMA_REVISION
-from pgqueue._store import Query
+from pgqueue._store import run_sqlalchemy
 
 __all__ = ["SCHEMA", "include_name", "include_object", "upgrade_ops"]
 
@@ -56,14 +56,7 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
         )
     # Through SQLAlchemy, not on ``raw``: under alembic's async template (run_sync) ``raw`` is
     # an AsyncConnection, which only SQLAlchemy's sync facade can drive from here.
-    return install_revision_on(partial(_run, bind), raw, revision, bind.exec_driver_sql)
-
-
-def _run(bind: Any, query: Query[Any]) -> Any:
-    """Run one of the store's queries on alembic's (sync) SQLAlchemy connection."""
-    params = tuple(query.params) if isinstance(query.params, list) else query.params
-    result = bind.exec_driver_sql(query.sql, params)
-    return query.read([tuple(row) for row in result] if result.returns_rows else [])
+    return install_revision_on(partial(run_sqlalchemy, bind), raw, revision, bind.exec_driver_sql)
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
