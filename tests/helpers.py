@@ -105,3 +105,34 @@ async def cancel_running(worker: pgqueue.Worker, stopped: bool) -> asyncio.Futur
     running.cancel()
     await asyncio.wait([running], timeout=60)
     return running
+
+
+async def stop_with_one_asked_to_cancel(
+    dsn: str,
+    conn: Any,
+    app: pgqueue.PgQueue,
+    task: str,
+    prepare: Callable[[pgqueue.Worker], None] = lambda w: None,
+) -> tuple[pgqueue.Worker, int, int]:
+    """Enqueue two jobs of ``task`` (on queue ``q``; it must outlive the test), run a worker
+    (after ``prepare(worker)``) until both run, ask the first to cancel behind its back (no
+    hint: a heartbeat's news, and the heartbeat is 300 s away), and stop it: its shutdown's
+    release ends that one cancelled and puts the other back. Returns the worker and the two
+    ids, after checking the rows say so."""
+    doomed, kept = (app.using(task).enqueue(conn) for _ in range(2))
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
+    prepare(w)
+
+    def both_run_then_one_cancelled() -> bool:
+        if states(dsn) != {"running": 2}:
+            return False
+        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
+        return True
+
+    await run_worker_until(w, both_run_then_one_cancelled)
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (doomed, "cancelled"),
+        (kept, "queued"),
+    ]
+    return w, doomed, kept

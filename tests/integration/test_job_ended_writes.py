@@ -13,7 +13,13 @@ import pytest
 
 import pgqueue
 from pgqueue import _store
-from tests.helpers import query, refuse_acks, run_worker_until, states
+from tests.helpers import (
+    query,
+    refuse_acks,
+    run_worker_until,
+    states,
+    stop_with_one_asked_to_cancel,
+)
 
 
 def make(dsn: str) -> tuple[pgqueue.PgQueue, list[tuple[int, str, int]]]:
@@ -181,21 +187,7 @@ async def test_a_job_a_workers_stop_ends_cancelled_is_heard_of_once(dsn: str, co
         await asyncio.sleep(60)
 
     app.hooks.job_ended["sleeps"] = lambda e: seen.append((e.job.id, e.state, e.job.attempt))
-    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
-    conn.commit()
-    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
-
-    def both_run_then_one_cancelled() -> bool:
-        if states(dsn) != {"running": 2}:
-            return False
-        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
-        return True
-
-    await run_worker_until(w, both_run_then_one_cancelled)
-    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
-        (doomed, "cancelled"),
-        (kept, "queued"),
-    ]
+    w, doomed, _ = await stop_with_one_asked_to_cancel(dsn, conn, app, "sleeps")
     assert seen == [(doomed, "cancelled", 1)]
     assert w._ending == {}
 

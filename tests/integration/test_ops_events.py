@@ -16,7 +16,7 @@ import pytest
 
 import pgqueue
 from pgqueue._logging import JsonFormatter
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, stop_with_one_asked_to_cancel
 
 JOB_FIELDS = {"job_id", "task", "queue", "attempt", "duration_ms", "action"}
 
@@ -188,16 +188,23 @@ async def test_a_burst_worker_behind_callbacks_that_never_return_ends_when_idle(
         await runner
 
 
+@pytest.mark.parametrize("callback", ["on_success", "job_ended"])
 async def test_callbacks_left_running_at_shutdown_are_logged(
-    dsn: str, conn: Any, caplog: Any
+    dsn: str, conn: Any, caplog: Any, callback: str
 ) -> None:
-    """A sync on_success that has not returned when the time shutdown gives callbacks is up:
-    the worker stops without it (its thread abandoned, callbacks not yet started dropped).
-    It must say so in a callbacks_abandoned record counting them, as it logs the jobs it
-    abandons; it used to stop without a word of the callbacks that never ended."""
+    """A sync on_success, or a job_ended hook (Django's task_finished), that has not returned
+    when the time shutdown gives callbacks is up: the worker stops without it (its thread
+    abandoned, callbacks not yet started dropped). It must say so in a callbacks_abandoned
+    record counting them, as it logs the jobs it abandons; it used to stop without a word of
+    the callbacks that never ended, and then spoke of on_success and on_failure callbacks only,
+    to a worker whose tasks have neither."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
     gate = threading.Event()
-    app = make_app(dsn, on_success=lambda event: gate.wait())
+    if callback == "on_success":
+        app = make_app(dsn, on_success=lambda event: gate.wait())
+    else:
+        app = make_app(dsn)
+        app.hooks.job_ended["work"] = lambda event: gate.wait()
     app.using("work").enqueue(conn, 1)
     conn.commit()
     w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
@@ -207,27 +214,6 @@ async def test_callbacks_left_running_at_shutdown_are_logged(
         gate.set()
     [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
     assert (left.levelno, left.callbacks) == (logging.WARNING, 1)  # type: ignore[attr-defined]
-
-
-async def test_a_job_ended_hook_left_running_at_shutdown_is_named(
-    dsn: str, conn: Any, caplog: Any
-) -> None:
-    """A job_ended hook (Django's task_finished) that has not returned at shutdown counts
-    among the callbacks abandoned, and the record says what those are: it spoke of on_success
-    and on_failure callbacks only, to a worker whose tasks have neither."""
-    caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    gate = threading.Event()
-    app = make_app(dsn)
-    app.hooks.job_ended["work"] = lambda event: gate.wait()
-    app.using("work").enqueue(conn, 1)
-    conn.commit()
-    w = app.worker(queues=["q"], burst=True, poll_interval=0.05, shutdown_timeout=0.2)
-    try:
-        await asyncio.wait_for(w.run(), 15)
-    finally:
-        gate.set()
-    [left] = [r for r in caplog.records if getattr(r, "action", None) == "callbacks_abandoned"]
-    assert left.callbacks == 1  # type: ignore[attr-defined]
     assert "task_finished" in left.getMessage()
 
 
@@ -505,23 +491,12 @@ async def test_a_job_a_workers_stop_ends_cancelled_is_reported_cancelled(
     async def sleeps() -> None:
         await asyncio.sleep(60)
 
-    doomed, kept = (app.using("sleeps").enqueue(conn) for _ in range(2))
-    conn.commit()
-    w = app.worker(queues=["q"], poll_interval=0.05, lease=600, heartbeat=300, shutdown_timeout=0.2)
     seen: list[tuple[int, str]] = []
-    w.events.listeners.append(lambda event: seen.append((event.job.id, event.state)))
 
-    def both_run_then_one_cancelled() -> bool:
-        if states(dsn) != {"running": 2}:
-            return False
-        query(dsn, "UPDATE pgqueue.active_jobs SET cancel_requested = true WHERE id = %s", [doomed])
-        return True
+    def listening(w: pgqueue.Worker) -> None:
+        w.events.listeners.append(lambda event: seen.append((event.job.id, event.state)))
 
-    await run_worker_until(w, both_run_then_one_cancelled)
-    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
-        (doomed, "cancelled"),
-        (kept, "queued"),
-    ]
+    w, doomed, _ = await stop_with_one_asked_to_cancel(dsn, conn, app, "sleeps", listening)
     assert seen == [(doomed, "cancelled")]
     logged = [(r.job_id, r.levelname) for r in caplog.records
               if getattr(r, "action", None) == "job_cancelled"]  # fmt: skip
