@@ -36,12 +36,18 @@ def process_started(pid: int) -> int | None:
     return int(fields[19])  # field 22 of proc_pid_stat(5); fields[0] is field 3
 
 
-def this_process() -> tuple[str | None, int | None]:
-    """``(host_key(), process_started(os.getpid()))``, with ``None`` for what cannot be read."""
+def started_if_readable(pid: int) -> int | None:
+    """:func:`process_started`, or ``None`` also when it cannot be read (no ``/proc``)."""
     try:
-        return host_key(), process_started(os.getpid())
+        return process_started(pid)
     except (OSError, ValueError, IndexError):
-        return None, None
+        return None
+
+
+def this_process() -> tuple[str | None, int | None]:
+    """``(host_key(), process_started(os.getpid()))``, ``(None, None)`` if it cannot be read."""
+    started = started_if_readable(os.getpid())
+    return (None, None) if started is None else (host_key(), started)
 
 
 def is_dead(pid: int, started: int | None) -> bool:

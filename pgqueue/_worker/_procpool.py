@@ -30,7 +30,7 @@ from typing import Any
 from pgqueue._errors import ResultUnsent, exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
-from pgqueue._worker._liveness import is_dead, process_started, this_process
+from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -98,7 +98,7 @@ class _Slot:
         )
         self.process.start()
         child.close()
-        self.started = _started(self.process.pid)  # None without /proc
+        self.started = started_if_readable(self.process.pid)  # None without /proc
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
@@ -236,14 +236,6 @@ def _report_lost(process: BaseProcess, job_id: int) -> None:
         job_id, process.pid, how,
         extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
     )  # fmt: skip
-
-
-def _started(pid: int | None) -> int | None:
-    """When ``pid`` started (see :func:`process_started`), or ``None`` if that cannot be read."""
-    try:
-        return process_started(pid)  # type: ignore[arg-type]
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
