@@ -599,8 +599,8 @@ def workers_register(
 
 
 def workers_read(worker: str) -> Query[Row | None]:
-    """``(hostname, pid, host_key, process_started, seconds since seen, heartbeat)`` of the
-    worker registered as ``worker``, or ``None``."""
+    """``(hostname, pid, host_key, process_started, seconds since seen, heartbeat, when seen
+    as epoch seconds)`` of the worker registered as ``worker``, or ``None``."""
     return Query(q.WORKERS_READ, {"id": worker}, _first_row)
 
 

@@ -895,13 +895,14 @@ WORKERS_ON_HOST: LiteralString = """
 SELECT id, pid, process_started FROM pgqueue.worker_processes WHERE host_key = %(host_key)s
 """
 
-# Who holds a worker name, and how long ago it was seen (a worker checks before taking it).
-# A last_seen_at of 'infinity' (SQL can write it) counts as 9999-12-31: the subtraction
-# failed, and so did the start of every worker given that name.
+# Who holds a worker name, and how long ago it was seen (a worker checks before taking it),
+# and when, to tell whether it was seen again on a second read. A last_seen_at of 'infinity'
+# (SQL can write it) counts as 9999-12-31: the subtraction failed, and so did the start of
+# every worker given that name.
 WORKERS_READ: LiteralString = """
 SELECT hostname, pid, host_key, process_started,
        extract(epoch FROM now() - least(last_seen_at, timestamptz '9999-12-31 00:00+00'))::float8,
-       heartbeat_s
+       heartbeat_s, extract(epoch FROM last_seen_at)::float8
   FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 

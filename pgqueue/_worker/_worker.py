@@ -114,6 +114,10 @@ CANCEL_GRACE = 5.0
 # coroutines, cancelled at once, CANCEL_GRACE to unwind, and its last writes 5 s more.
 CANCELLED_STOP = CANCEL_GRACE + 5.0
 
+# The longest a starting worker watches a name last seen on another host for its holder's
+# next heartbeat (see _check_name_free): one and a half of the holder's heartbeats, at most.
+NAME_WATCH_MAX = 60.0
+
 _THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
 
 
@@ -440,15 +444,21 @@ class Worker:
             )
 
     async def _check_name_free(self) -> None:
-        """Refuse a name a live worker on this host holds; warn of one seen lately elsewhere.
+        """Refuse a name a live worker holds; take one its holder no longer beats under.
 
         Two live workers with one name share one registration row: when either dies, the
         rescue of dead workers gives back the jobs the other is still running, and they run
-        twice. A name held by a dead process (a restart under systemd, say) is free."""
+        twice. A name held by a dead process (a restart under systemd, say) is free. On this
+        host the process table says whether the holder lives; a holder on another host seen
+        less than three heartbeats ago is watched for one and a half of its heartbeats (at
+        most NAME_WATCH_MAX s): seen again, it lives, and the name is refused. That may be
+        this worker's own earlier life on a node it has left (a pod rescheduled after a
+        crash): its row did not change, and the name is taken. A graceful stop deletes the
+        row, so only a restart after a crash waits."""
         held = await self._maint_db.run(_store.workers_read(self.name))
         if held is None:
             return
-        hostname, pid, host_key, started, seen_ago, heartbeat = held
+        hostname, pid, host_key, started, seen_ago, heartbeat, _ = held
         if host_key is not None and host_key == self._host_key:
             if (pid, started) != (os.getpid(), self._process_started) and not is_dead(pid, started):
                 raise ConfigurationError(
@@ -456,12 +466,21 @@ class Worker:
                     f"{pid}): give each worker its own --name, or leave it out for a unique one"
                 )
         elif seen_ago < 3 * heartbeat:  # another host: it may be a restart that moved
+            watch = min(1.5 * heartbeat, NAME_WATCH_MAX)
             log.warning(
-                "worker name %r was in use %.0f s ago on %s (pid %s): if that worker still runs,"
-                " give each its own --name; two live workers with one name rescue each other's"
-                " running jobs", self.name, seen_ago, hostname, pid,
+                "worker name %r was in use %.0f s ago on %s (pid %s): watching it for %.0f s"
+                " before taking it; two live workers with one name rescue each other's running"
+                " jobs", self.name, seen_ago, hostname, pid, watch,
                 extra={"action": "worker_name_in_use", "worker": self.name, "pid": pid},
             )  # fmt: skip
+            await self._wait(self.stopping, watch)
+            again = await self._maint_db.run(_store.workers_read(self.name))
+            if again is not None and _unlike_but_when(again, held):  # it beat, or a new one
+                raise ConfigurationError(
+                    f"worker name {self.name!r} is taken by a live worker on {again[0]} (pid"
+                    f" {again[1]}), seen {again[4]:.1f} s ago: give each worker its own --name,"
+                    " or leave it out for a unique one"
+                )
 
     def _register(self, missing_only: bool = False) -> _store.Query[bool]:
         return _store.workers_register(
@@ -1371,6 +1390,12 @@ class Worker:
         counted, or failed as 'worker lost' when it was their last."""
         leased = await self._ack_db.run(_store.leases_read(self.name))
         return [key for key in leased if not self._holds(key)]
+
+
+def _unlike_but_when(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    """Whether two reads of a worker's row (WORKERS_READ) differ but for how long ago it was
+    last seen, which grows between them: its holder beat, or another registered."""
+    return row[:4] + row[5:] != other[:4] + other[5:]
 
 
 def _oldest(held: dict[tuple[int, int], list[_Held]], claim: tuple[int, int]) -> _Held | None:

@@ -21,9 +21,11 @@ from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
 
-def _register(dsn: str, name: str, pid: int, started: int | None, key: str | None) -> None:
+def _register(
+    dsn: str, name: str, pid: int, started: int | None, key: str | None, heartbeat: float = 10.0
+) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
-        _store.run(cur, _store.workers_register(name, "h", pid, "{}", "0", 10.0, key, started))
+        _store.run(cur, _store.workers_register(name, "h", pid, "{}", "0", heartbeat, key, started))
 
 
 def _claim_for(dsn: str, worker: str, lease: float = 600) -> None:
@@ -133,11 +135,11 @@ async def test_a_name_seen_lately_on_another_host_is_taken_with_a_warning(
     dsn: str, conn, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On another host the holder may be this worker's own earlier life, moved (a pod
-    rescheduled): the name is taken, with a warning; a name unseen for three heartbeats is
-    taken silently."""
+    rescheduled): the name is taken, with a warning, once the holder has not beaten for one
+    and a half of its heartbeats; a name unseen for three heartbeats is taken silently."""
     t.add.enqueue(conn, 1, 2)
     conn.commit()
-    _register(dsn, "moved", 4242, 1, "another-boot:1")
+    _register(dsn, "moved", 4242, 1, "another-boot:1", heartbeat=2.0)
     _register(dsn, "long-gone", 4243, 1, "another-boot:1")
     query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 h'"
                " WHERE id = 'long-gone'")  # fmt: skip
@@ -148,6 +150,42 @@ async def test_a_name_seen_lately_on_another_host_is_taken_with_a_warning(
     warned = [r.worker for r in caplog.records if getattr(r, "action", "") == "worker_name_in_use"]
     assert warned == ["moved"]
     assert states(dsn) == {"succeeded": 1}
+
+
+async def test_a_name_a_live_worker_on_another_host_holds_is_refused(dsn: str, conn) -> None:
+    """A holder on another host that beats while the new worker watches its name is alive:
+    before, the name was taken with a warning, and the two rescued each other's running jobs
+    (the holder's were given back as soon as the newcomer's namesake row looked dead)."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    _register(dsn, "twin", 4242, 1, "another-boot:1", heartbeat=1.0)
+    _claim_for(dsn, "twin", lease=600)
+    stop = threading.Event()
+
+    def beat() -> None:  # the holder's heartbeats, every 0.2 s
+        with psycopg.connect(dsn, autocommit=True) as beating:
+            while not stop.wait(0.2):
+                beating.execute(
+                    "UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = 'twin'"
+                )
+
+    beater = threading.Thread(target=beat)
+    beater.start()
+    try:
+        worker = t.app.worker(dsn=dsn, name="twin", queues=["io"])
+        with pytest.raises(ConfigurationError) as refused:
+            await asyncio.wait_for(worker.run(), 30)
+    finally:
+        stop.set()
+        beater.join()
+    assert str(refused.value).startswith(
+        "worker name 'twin' is taken by a live worker on h (pid 4242), seen "
+    )
+    assert str(refused.value).endswith(
+        " s ago: give each worker its own --name, or leave it out for a unique one"
+    )
+    assert query(dsn, "SELECT state, worker_id FROM pgqueue.jobs") == [("running", "twin")]
+    assert query(dsn, "SELECT pid FROM pgqueue.worker_processes WHERE id = 'twin'") == [(4242,)]
 
 
 async def test_a_job_whose_worker_died_runs_its_next_attempt_in_a_child(dsn: str, conn) -> None:
