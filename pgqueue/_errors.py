@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+
 from pgqueue._retry import check_delay
+
+# The most characters of an error message or traceback stored in a job's row (each of
+# last_error, and error and traceback of each attempt in errors), and of a message in a
+# log line: a task's message can be any size, and was stored and logged whole.
+TEXT_LIMIT = 64 * 1024
+LOG_LIMIT = 4 * 1024
+_MARK_ROOM = 64  # the longest marker clipped() writes, digits of any str's length included
+
+
+def clipped(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` if it has at most ``limit`` characters; else its beginning and its end (a
+    traceback's end names the error) around a marker saying how many characters were cut,
+    ``limit`` characters in all at most."""
+    if len(text) <= limit:
+        return text
+    kept = limit - _MARK_ROOM
+    head = kept - kept // 2
+    return f"{text[:head]}\n[... {len(text) - kept} characters cut ...]\n{text[-(kept // 2) :]}"
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (a database error's detail follows on others), or
-    its type's name when it has none."""
+    its type's name when it has none; at most ``LOG_LIMIT`` characters."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return clipped(text.splitlines()[0], LOG_LIMIT) if text else type(exc).__name__
 
 
 def exception_text(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
+    """``str(exc)``, at most ``TEXT_LIMIT`` characters, or a placeholder when the exception's
+    own ``__str__`` raises."""
     try:
-        return str(exc)
+        return clipped(str(exc))
     except Exception as broken:
         return f"<str() of the exception raised {type(broken).__qualname__}>"
 
@@ -56,11 +78,13 @@ class UnknownTaskError(PgQueueError):
 
 
 class Retry(Exception):
-    """Raise from a task to run it again after ``delay`` seconds without counting a failure."""
+    """Raise from a task to run it again after ``delay`` (seconds, or a ``timedelta``) without
+    counting a failure."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = check_delay(delay, "Retry delay")
-        super().__init__(f"retry in {delay} s")
+    def __init__(self, delay: float | timedelta = 0.0) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        self.delay = check_delay(seconds, "Retry delay")
+        super().__init__(f"retry in {seconds} s")
 
     def __reduce__(self) -> tuple[type[Retry], tuple[float]]:
         # Process tasks raise it in a child: it must cross the pipe as itself.
@@ -69,6 +93,15 @@ class Retry(Exception):
 
 class Cancel(Exception):
     """Raise from a task to end its job as ``cancelled`` with no further attempts."""
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    """The exceptions ``group`` holds, those of the groups nested in it included."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from leaves(exc)
+        else:
+            yield exc
 
 
 for _cls in (PgQueueError, ConfigurationError, SchemaError, UnknownTaskError, Retry, Cancel):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from pgqueue._errors import LOG_LIMIT, clipped
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._acker import all_done
 from pgqueue._worker._repeat import repeat
@@ -188,7 +189,7 @@ def _job_fields(event: JobEvent) -> dict[str, Any]:
 
 def _log_event(event: JobEvent) -> None:
     fields = _job_fields(event)
-    detail = f": {event.error}" if event.error else ""
+    detail = f": {clipped(event.error, LOG_LIMIT)}" if event.error else ""
     log.log(
         _LEVELS[event.state], "job %s (%s on %s) %s: attempt %s/%s ran %.1f ms%s",
         event.job.id, event.job.task, event.job.queue, event.state, event.job.attempt,

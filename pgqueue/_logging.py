@@ -10,11 +10,12 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from pgqueue._errors import exception_text
+from pgqueue._errors import LOG_LIMIT, TEXT_LIMIT, clipped, exception_text
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -39,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 data[f"extra_{key}" if key in _OWN else key] = value
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = clipped(self.formatException(record.exc_info), TEXT_LIMIT)
         if record.stack_info:  # stack_info=True: where the record was made, as text shows it
             data["stack"] = self.formatStack(record.stack_info)
         try:
@@ -88,12 +89,31 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     # a thread as a traceback: in a JSON stream each is a record instead.
     logging.captureWarnings(fmt == "json")
     if fmt == "json":
-        sys.excepthook, threading.excepthook = _log_uncaught, _log_thread_uncaught
-        return
+        _install_hooks()
+    else:
+        _remove_hooks()
+
+
+# The hooks ours replaced, called after ours (Sentry's SDK installs its own: it must still
+# see the crash) unless they are Python's own, which would print the traceback again as text.
+_previous_hook: Callable[[type[BaseException], BaseException, TracebackType | None], Any]
+_previous_hook = sys.__excepthook__
+_previous_thread_hook: Callable[[threading.ExceptHookArgs], Any] = threading.__excepthook__
+
+
+def _install_hooks() -> None:
+    global _previous_hook, _previous_thread_hook
+    if sys.excepthook is not _log_uncaught:  # not set by an earlier call: keep what was
+        _previous_hook, sys.excepthook = sys.excepthook, _log_uncaught
+    if threading.excepthook is not _log_thread_uncaught:
+        _previous_thread_hook, threading.excepthook = threading.excepthook, _log_thread_uncaught
+
+
+def _remove_hooks() -> None:
     if sys.excepthook is _log_uncaught:  # set by an earlier call; another's hook stays
-        sys.excepthook = sys.__excepthook__
+        sys.excepthook = _previous_hook
     if threading.excepthook is _log_thread_uncaught:
-        threading.excepthook = threading.__excepthook__
+        threading.excepthook = _previous_thread_hook
 
 
 def _log_uncaught(
@@ -101,6 +121,8 @@ def _log_uncaught(
 ) -> None:
     """``sys.excepthook`` with JSON logs: the error that ends the process, as a record."""
     _crashed("the process", (kind, error, tb))
+    if _previous_hook is not sys.__excepthook__:
+        _previous_hook(kind, error, tb)
 
 
 def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
@@ -108,10 +130,12 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
     if args.exc_value is not None and args.exc_type is not SystemExit:  # as Python's own
         _crashed(f"thread {args.thread.name if args.thread else '?'}",
                  (args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+    if _previous_thread_hook is not threading.__excepthook__:
+        _previous_thread_hook(args)
 
 
 def _crashed(what: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:
-    text = exception_text(exc_info[1])  # one whose str() raises still gets its record
+    text = clipped(exception_text(exc_info[1]), LOG_LIMIT)  # one whose str() raises too
     log.critical(
         "%s ended on an error nothing caught: %s: %s", what, exc_info[0].__name__, text,
         exc_info=exc_info, extra={"action": "uncaught_exception"},

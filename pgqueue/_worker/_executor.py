@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
-from pgqueue._errors import Cancel, ResultUnsent, Retry, UnknownTaskError, exception_text
+from pgqueue._errors import (
+    Cancel,
+    ResultUnsent,
+    Retry,
+    UnknownTaskError,
+    clipped,
+    exception_text,
+    leaves,
+)
 from pgqueue._hooks import call_through
 from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
@@ -140,6 +148,8 @@ class JobExecutor:
             # task's own (a socket's), and what a task raised once cancelled may be another.
             if timer is not None and timer.expired():
                 return self._timed_out(job, task, ctx, exc)
+            if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: it may hold Retry, Cancel
+                return self._grouped(job, task, exc)
             return self._failure(job, task, exc)
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
@@ -151,6 +161,29 @@ class JobExecutor:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
             return _done_unstored(job, exc, "is not JSON-serialisable")
+
+    def _grouped(
+        self, job: ClaimedJob, task: Task[Any, Any] | None, group: BaseExceptionGroup[Any]
+    ) -> Outcome:
+        """What a task's exception group (an ``asyncio.TaskGroup``'s) asks for. A Cancel in it
+        cancels the job: it said not to run it again, and the other exceptions raised beside
+        it (often its siblings', as they were stopped) stay in the traceback. Else one error in
+        it makes it a failure. Else, all Retry, it is a retry, after the longest delay asked
+        for: each part that asked waits at least that long."""
+        cancels, others = group.split(Cancel)
+        if cancels is not None:
+            error = "cancelled: " + "; ".join(exception_text(c) for c in leaves(cancels))
+            tb = None
+            if others is not None:
+                error += f" (and {sum(1 for _ in leaves(others))} other exceptions)"
+                tb = self._redact("".join(traceback.format_exception(group)), job.id)
+            error = self._redact(error, job.id)
+            return Outcome(job.id, job.attempt, "cancelled", error=error, traceback=tb)
+        retries, errors = group.split(Retry)
+        if errors is not None or retries is None:
+            return self._failure(job, task, group)
+        delay = max(r.delay for r in leaves(retries) if isinstance(r, Retry))
+        return Outcome(job.id, job.attempt, "queued", delay=delay)
 
     def _timed_out(
         self, job: ClaimedJob, task: Task[Any, Any] | None, ctx: JobContext, exc: BaseException
@@ -188,7 +221,7 @@ class JobExecutor:
             why = f"raised {type(exc).__qualname__}"
         else:
             if isinstance(redacted, str):
-                return redacted
+                return clipped(redacted)  # after redact: a cut never leaves half a secret
             why = f"returned {type(redacted).__qualname__}, not str"
         log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
                   extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
@@ -271,8 +304,8 @@ class JobExecutor:
 def _done_unstored(job: ClaimedJob, exc: BaseException, why: str) -> Outcome:
     """The job failed for good: its work is done, but its return value cannot be stored
     (``why``); running it again would repeat its side effects for nothing."""
-    error = f"the return value {why}: {exc}"
-    tb = "".join(traceback.format_exception(exc))
+    error = clipped(f"the return value {why}: {exception_text(exc)}")
+    tb = clipped("".join(traceback.format_exception(exc)))
     return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
 

@@ -196,13 +196,23 @@ def logging_restored() -> Iterator[None]:
         logging.captureWarnings(False)
 
 
+@pytest.mark.parametrize("before", ["python's", "another's"])
 def test_with_json_logs_an_error_nothing_caught_is_one_record(
-    capsys: pytest.CaptureFixture[str], logging_restored: None
+    capsys: pytest.CaptureFixture[str], logging_restored: None, before: str
 ) -> None:
     """An error that ends the process (sys.excepthook) or a thread (threading.excepthook) was
     printed by Python as a traceback of text in the middle of the JSON log stream: with JSON
-    logs it is one uncaught_exception record, its traceback in "exception"; back to text,
-    Python's own hooks print it again."""
+    logs it is one uncaught_exception record, its traceback in "exception". A hook installed
+    before (Sentry's SDK installs both) was replaced and never saw the crash: it is called
+    after the record; Python's own is not, which would print it again as text. Back to text
+    (after JSON set up twice), the hooks are those that were."""
+    seen: list[str] = []
+    hooks: tuple[Any, Any] = (sys.__excepthook__, threading.__excepthook__)
+    if before == "another's":
+        hooks = (lambda kind, exc, tb: seen.append(f"process {kind.__name__}"),
+                 lambda args: seen.append(f"thread {args.exc_type.__name__}"))  # fmt: skip
+    sys.excepthook, threading.excepthook = hooks
+    configure_logging("info", "json")
     configure_logging("info", "json")
     try:
         raise KeyError("gone")
@@ -212,7 +222,10 @@ def test_with_json_logs_an_error_nothing_caught_is_one_record(
     thread.start()
     thread.join()
     configure_logging("info", "text")
-    assert (sys.excepthook, threading.excepthook) == (sys.__excepthook__, threading.__excepthook__)
+    assert (sys.excepthook, threading.excepthook) == hooks
+    assert seen == (
+        [] if before == "python's" else ["process KeyError", "thread ZeroDivisionError"]
+    )
     lines = [strict_json(line) for line in capsys.readouterr().err.splitlines()]
     assert [(r["action"], r["level"], r["logger"]) for r in lines] == 2 * [
         ("uncaught_exception", "critical", "pgqueue")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
+import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgqueue import Retry, RetryPolicy
+from pgqueue._errors import LOG_LIMIT, TEXT_LIMIT, clipped, error_line, exception_text
 from pgqueue._json import dumps, dumps_arguments
 from pgqueue._retry import MAX_DELAY
 from pgqueue._store import pg_text
@@ -67,13 +70,25 @@ def test_retry_delays_the_ack_cannot_write_are_rejected(delay: float) -> None:
     assert Retry(MAX_DELAY).delay == MAX_DELAY
 
 
-@pytest.mark.parametrize("delay", ["30", True, None, timedelta(seconds=30)])
+@pytest.mark.parametrize("delay", ["30", True, None, timedelta(seconds=-1)])
 def test_a_retry_delay_that_is_no_number_is_a_value_error_that_says_so(delay: object) -> None:
     """Retry(delay=response.headers["Retry-After"]), a str: the task failed with "TypeError:
     '<=' not supported between instances of 'int' and 'str'", which named neither Retry nor
     its delay; True was taken as one second."""
     with pytest.raises(ValueError, match=r"Retry delay must be a number of seconds .*, got "):
         Retry(delay)  # type: ignore[arg-type]
+
+
+def test_a_retry_delay_may_be_a_timedelta_and_still_pickles() -> None:
+    """Retry(delay=timedelta(minutes=5)) was refused, where using(delay=) takes a timedelta:
+    it is taken as its seconds, and crosses the process pool's pipe as itself."""
+    retry = Retry(timedelta(minutes=5))
+    assert retry.delay == 300.0
+    assert str(retry) == "retry in 300.0 s"
+    again = pickle.loads(pickle.dumps(retry))
+    assert (type(again), again.delay) == (Retry, 300.0)
+    with pytest.raises(ValueError, match=r"Retry delay must be .*, got -1\.0"):
+        Retry(timedelta(seconds=-1))
 
 
 def test_unserialisable_argument_is_named() -> None:
@@ -136,3 +151,24 @@ def test_payload_limit_is_enforced() -> None:
     """Arguments above the payload cap raise ValueError giving both sizes."""
     with pytest.raises(ValueError, match="limit is 100 bytes"):
         dumps_arguments("t", ["x" * 200], {}, max_bytes=100)
+
+
+def test_a_long_error_text_keeps_its_head_and_tail_within_the_limit() -> None:
+    """A task's 5 MB message was stored, and logged, whole: it is cut to the limit, its
+    beginning and end kept, a marker between them saying how many characters went."""
+    text = "HEAD" + "x" * 5_000_000 + "TAIL"
+    cut = clipped(text)
+    assert len(cut) <= TEXT_LIMIT
+    assert cut.startswith("HEAD") and cut.endswith("TAIL")
+    [removed] = re.findall(r"\[\.\.\. (\d+) characters cut \.\.\.\]", cut)
+    assert len(cut) - len(f"\n[... {removed} characters cut ...]\n") + int(removed) == len(text)
+    assert len(clipped(text, LOG_LIMIT)) <= LOG_LIMIT < TEXT_LIMIT
+    short = "y" * TEXT_LIMIT
+    assert clipped(short) is short
+
+
+def test_the_texts_of_errors_are_bounded_where_they_are_made() -> None:
+    """exception_text(), and first_line() under error_line(), give at most their limits."""
+    exc = RuntimeError("A" + "b" * 1_000_000 + "Z")
+    assert len(exception_text(exc)) <= TEXT_LIMIT and exception_text(exc).endswith("Z")
+    assert len(error_line(exc)) <= LOG_LIMIT + len("RuntimeError: ")
