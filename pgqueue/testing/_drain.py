@@ -17,6 +17,10 @@ from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 
+# Seconds a drain waits for a job row another transaction holds before it says so: a worker's
+# claim holds its rows for milliseconds, a test's own open transaction until it ends.
+LOCK_WAIT = 10.0
+
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
     """``queues`` as valid queue names; a string is split at commas, as a worker's is."""
@@ -39,6 +43,31 @@ async def _checked(conn: psycopg.AsyncConnection[Any]) -> None:
         raise SchemaError(problem)
 
 
+async def _waiting_at_most(cur: psycopg.AsyncCursor[Any], query: _store.Query[Any]) -> None:
+    """Run ``query`` in a transaction of its own (a savepoint in an open one), waiting at most
+    ``LOCK_WAIT`` for each job row another transaction holds; then raise, saying whose."""
+    try:
+        async with cur.connection.transaction():
+            await _store.arun(cur, _store.locks_wait_at_most(LOCK_WAIT))
+            await _store.arun(cur, query)
+    except psycopg.errors.LockNotAvailable:
+        raise RuntimeError(await _held_by(cur)) from None
+
+
+async def _held_by(cur: psycopg.AsyncCursor[Any]) -> str:
+    async with cur.connection.transaction(force_rollback=True):
+        holders = await _store.arun(cur, _store.locks_holders())
+    named = "; ".join(
+        f"pid {pid} ({name or 'no application_name'}, {state}, last statement: {text!r})"
+        for pid, name, state, text in holders
+    )
+    return (
+        f"drain() waited {LOCK_WAIT:g} s for a job row locked by another transaction"
+        f"{': ' + named if named else ''}. If it is your test's own connection, commit or roll "
+        "back its transaction before calling drain()."
+    )
+
+
 async def _round(
     app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool
 ) -> WorkerStats | None:
@@ -52,14 +81,17 @@ async def _round(
     async with conn, conn.cursor() as cur:
         await _checked(conn)
         if with_scheduled:
-            await _store.arun(cur, _store.jobs_run_now(tasks, queues))
+            await _waiting_at_most(cur, _store.jobs_run_now(tasks, queues))
         waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
             return None
+        # A row held by another transaction would be stepped over by every claim, and the
+        # burst worker, seeing it queued, would never go idle.
+        await _waiting_at_most(cur, _store.jobs_probe(tasks, waiting))
         async with conn.transaction():
-            await _store.arun(cur, _store.drains_lock())
-            await _store.arun(cur, _store.jobs_hold_others(tasks))
+            await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
+            await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
             worker = app.worker(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
             )

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue.testing import adrain, assert_enqueued, assert_not_enqueued, drain, eager
+from pgqueue.testing import _drain, adrain, assert_enqueued, assert_not_enqueued, drain, eager
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
 
@@ -243,3 +243,51 @@ def test_pytest_plugin_gives_a_fresh_migrated_database(
     t.add.enqueue(pgqueue_conn, 1, 1)
     pgqueue_conn.commit()
     assert states(pgqueue_dsn) == {"queued": 1}
+
+
+HELD_ROWS = {  # a job the test's own open transaction holds locked, and its delay
+    "a queued job of the app": (t.double, 0),
+    "a scheduled job of the app": (t.double, 3600),
+    "a queued job of another app": (t.elsewhere, 0),
+}
+
+
+@pytest.mark.parametrize("held", HELD_ROWS)
+async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forever(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    """A job row the test's own open transaction holds locked made drain wait forever (a
+    claim stepped over it and the burst worker never went idle, or run-now and the hold of
+    other apps' jobs waited for it): drain now raises, naming that transaction and the fix."""
+    task, delay = HELD_ROWS[held]
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 0.2)
+    await t.add.aenqueue(aconn, 1, 1)
+    await task.using(delay=delay).aenqueue(aconn, *([2] if task is t.double else []))
+    await aconn.commit()
+    await aconn.execute(
+        "SELECT id FROM pgqueue.active_jobs WHERE task = %s FOR UPDATE", [task.name]
+    )
+    async with asyncio.timeout(60):  # the hang fails the test instead of the run
+        with pytest.raises(RuntimeError, match="locked by another transaction") as raised:
+            await adrain(t.app, dsn=dsn)
+    assert f"pid {aconn.info.backend_pid}" in str(raised.value)
+    assert "commit or roll back" in str(raised.value)
+    await aconn.rollback()
+    assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
+
+
+async def test_drain_waits_out_a_lock_held_briefly(aconn, dsn: str) -> None:
+    """A job row locked for a moment (a worker claiming it) is waited for, not an error."""
+    await t.add.aenqueue(aconn, 1, 1)
+    await aconn.commit()
+    await aconn.execute("SELECT id FROM pgqueue.active_jobs FOR UPDATE")
+    running = asyncio.create_task(adrain(t.app, dsn=dsn))
+    waiting = (
+        "SELECT 1 FROM pg_stat_activity"
+        " WHERE application_name = 'pgqueue drain' AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(60):
+        while not query(dsn, waiting):
+            await asyncio.sleep(0.02)
+        await aconn.rollback()
+        assert (await running)["succeeded"] == 1
