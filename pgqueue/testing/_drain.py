@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._app import PgQueue
-from pgqueue._errors import SchemaError
+from pgqueue._errors import Retry, SchemaError
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
 from pgqueue._worker._worker import WorkerStats
@@ -20,6 +21,11 @@ OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 # Seconds a drain waits for a job row another transaction holds before it says so: a worker's
 # claim holds its rows for milliseconds, a test's own open transaction until it ends.
 LOCK_WAIT = 10.0
+
+# A job of another app's task committed while a round runs is not held (only those queued
+# when it began are), and the round's worker may claim it: it then gives its attempt back and
+# waits this long (a Retry), where the worker would have failed it as an unknown task.
+STEP_ASIDE = 1.0
 
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
@@ -68,6 +74,22 @@ async def _held_by(cur: psycopg.AsyncCursor[Any]) -> str:
     )
 
 
+def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
+    """A copy of ``app`` for one round's worker, in which a job of a task ``app`` does not
+    register steps aside (see ``STEP_ASIDE``); and a list with an item per job that did."""
+    stepped: list[None] = []
+    aside = PgQueue()
+
+    @aside.task(name="pgqueue.testing.step_aside")
+    async def step_aside(*args: Any, **kwargs: Any) -> None:
+        stepped.append(None)
+        raise Retry(STEP_ASIDE)
+
+    drained = copy.copy(app)
+    drained.get_task = lambda name: app.get_task(name) or step_aside  # type: ignore[method-assign]
+    return drained, stepped
+
+
 async def _round(
     app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool
 ) -> WorkerStats | None:
@@ -92,10 +114,12 @@ async def _round(
         async with conn.transaction():
             await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
             await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
-            worker = app.worker(
+            drained, stepped = _stepping_aside(app)
+            worker = drained.worker(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
             )
             await worker.run()
+    worker.stats.retried -= len(stepped)
     return worker.stats
 
 

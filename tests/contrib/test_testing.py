@@ -291,3 +291,16 @@ async def test_drain_waits_out_a_lock_held_briefly(aconn, dsn: str) -> None:
             await asyncio.sleep(0.02)
         await aconn.rollback()
         assert (await running)["succeeded"] == 1
+
+
+def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, dsn) -> None:
+    """A job of another app's task, committed during a round (here by one of the app's own
+    tasks), was claimed by the round's worker and failed as an unknown task, an attempt
+    spent; it now stays queued for that app, its attempt given back."""
+    t.hand_over.enqueue(conn, dsn)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert query(dsn, "SELECT task, state, attempts, last_error FROM pgqueue.jobs ORDER BY id") == [
+        (t.hand_over.name, "succeeded", 1, None), (t.elsewhere.name, "queued", 0, None),
+    ]  # fmt: skip
+    assert drain(t.other, dsn=dsn)["succeeded"] == 1
