@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
 
 import pgqueue
+from pgqueue import _testdb
 from pgqueue.testing import _drain, adrain, assert_enqueued, assert_not_enqueued, drain, eager
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
@@ -304,3 +310,71 @@ def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, d
         (t.hand_over.name, "succeeded", 1, None), (t.elsewhere.name, "queued", 0, None),
     ]  # fmt: skip
     assert drain(t.other, dsn=dsn)["succeeded"] == 1
+
+
+class _RefusingEngine(http.server.BaseHTTPRequestHandler):
+    """A Docker engine that answers its ping and version, and fails everything else."""
+
+    def _answer(self) -> None:
+        path = self.path.split("?")[0]
+        if path.endswith("/_ping"):
+            status, body = 200, b"OK"
+        elif path.endswith("/version"):
+            status, body = 200, json.dumps({"ApiVersion": "1.41", "Version": "24.0.0"}).encode()
+        else:
+            status, body = 500, json.dumps({"message": "this engine starts nothing"}).encode()
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if status != 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Api-Version", "1.41")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_HEAD = _answer
+
+    def address_string(self) -> str:
+        return "docker.sock"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def refusing_docker(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DOCKER_HOST names an engine that answers a ping but cannot start a container."""
+    path = str(tmp_path / "docker.sock")
+    server = _UnixHTTPServer(path, _RefusingEngine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.delenv("PGQUEUE_TEST_DSN")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_docker_engine_that_cannot_start_postgres_falls_through_with_one_warning(
+    refusing_docker: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine that answers but cannot start the container raised from the session fixture,
+    erroring every test; the search now goes on to the embedded server, with one warning."""
+    embedded = _testdb.Server("dbname=embedded", "pgserver")
+    monkeypatch.setattr(_testdb, "_from_pgserver", lambda: embedded)
+    with pytest.warns(RuntimeWarning) as warned:
+        assert _testdb.find_server() is embedded
+    [message] = [str(w.message) for w in warned]
+    assert message.startswith(
+        "a Docker engine answers but testcontainers could not start PostgreSQL in it (APIError:"
+    )
+    assert '"this engine starts nothing"' in message
+    assert message.endswith(
+        "looking further: set PGQUEUE_TEST_DSN, or install the embedded "
+        "server with pip install 'pgqueue[embedded]'"
+    )
