@@ -1046,6 +1046,12 @@ def locks_holders() -> Query[list[Row]]:
     return Query(q.LOCKS_HOLDERS, None, _rows)
 
 
+def locks_writers_idle() -> Query[list[Row]]:
+    """(pid, application_name, state, query) of the other sessions idle in a transaction that
+    wrote to the jobs table, oldest first."""
+    return Query(q.LOCKS_WRITERS_IDLE, None, _rows)
+
+
 def jobs_hold_others(tasks: list[str]) -> Query[int]:
     """Row-lock the queued jobs of every task not in ``tasks`` until the transaction ends, so
     that no claim takes them meanwhile; returns how many."""

@@ -1283,6 +1283,19 @@ SELECT a.pid, a.application_name, a.state, left(a.query, 200)
  ORDER BY a.xact_start
 """
 
+# The other sessions on this database idle in a transaction that has written to the jobs
+# table (enqueued, say) and not ended: jobs a drain cannot see.
+LOCKS_WRITERS_IDLE: LiteralString = """
+SELECT a.pid, a.application_name, a.state, left(a.query, 200)
+  FROM pg_stat_activity AS a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND a.state IN ('idle in transaction', 'idle in transaction (aborted)')
+   AND EXISTS (SELECT FROM pg_locks AS l
+                WHERE l.pid = a.pid AND l.granted AND l.mode = 'RowExclusiveLock'
+                  AND l.relation = 'pgqueue.active_jobs'::regclass)
+ ORDER BY a.xact_start
+"""
+
 # FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
 # these rows until the transaction ends, while updates that leave the key alone still go
 # through (a cancel of a queued job moves its row to history: that one waits).

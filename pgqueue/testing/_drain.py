@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,13 +61,16 @@ async def _waiting_at_most(cur: psycopg.AsyncCursor[Any], query: _store.Query[An
         raise RuntimeError(await _held_by(cur)) from None
 
 
+def _sessions(rows: list[tuple[Any, ...]]) -> str:
+    return "; ".join(
+        f"pid {pid} ({name or 'no application_name'}, {state}, last statement: {text!r})"
+        for pid, name, state, text in rows
+    )
+
+
 async def _held_by(cur: psycopg.AsyncCursor[Any]) -> str:
     async with cur.connection.transaction(force_rollback=True):
-        holders = await _store.arun(cur, _store.locks_holders())
-    named = "; ".join(
-        f"pid {pid} ({name or 'no application_name'}, {state}, last statement: {text!r})"
-        for pid, name, state, text in holders
-    )
+        named = _sessions(await _store.arun(cur, _store.locks_holders()))
     return (
         f"drain() waited {LOCK_WAIT:g} s for a job row locked by another transaction"
         f"{': ' + named if named else ''}. If it is your test's own connection, commit or roll "
@@ -90,8 +94,22 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
     return drained, stepped
 
 
+async def _warn_if_unseen(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Warn when another session idles in a transaction that wrote jobs: most likely the
+    test's own connection, whose enqueued jobs no drain can see until it commits."""
+    writers = await _store.arun(cur, _store.locks_writers_idle())
+    if writers:
+        warnings.warn(
+            f"drain() found no job to run, and {_sessions(writers)} has not committed the "
+            "jobs its transaction wrote, which no worker can see: commit before calling "
+            "drain() if those are the jobs you meant",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 async def _round(
-    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool
+    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool, first: bool
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
@@ -107,6 +125,8 @@ async def _round(
         waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
+            if first:
+                await _warn_if_unseen(cur)
             return None
         # A row held by another transaction would be stepped over by every claim, and the
         # burst worker, seeing it queued, would never go idle.
@@ -136,8 +156,8 @@ async def adrain(
     _check_rounds(max_rounds)
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
-    for _ in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled)
+    for done in range(max_rounds):
+        stats = await _round(app, dsn, names, with_scheduled, first=not done)
         if stats is None:
             break
         for outcome in OUTCOMES:

@@ -378,3 +378,17 @@ def test_a_docker_engine_that_cannot_start_postgres_falls_through_with_one_warni
         "looking further: set PGQUEUE_TEST_DSN, or install the embedded "
         "server with pip install 'pgqueue[embedded]'"
     )
+
+
+def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(conn, dsn) -> None:
+    """Jobs the test enqueued and did not commit are invisible to drain, which ran nothing and
+    said nothing; it now warns, naming the session whose open transaction wrote jobs."""
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed") as warned:
+        assert drain(t.app, dsn=dsn) == dict.fromkeys(
+            ("succeeded", "failed", "retried", "cancelled"), 0
+        )
+    assert f"pid {conn.info.backend_pid}" in str(warned[0].message)
+    conn.commit()
+    assert drain(t.app, dsn=dsn)["succeeded"] == 1
+    assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
