@@ -94,16 +94,22 @@ def _from_docker() -> Server | None:
     except Exception as exc:  # an engine that answers but cannot pull or run the image
         with contextlib.suppress(Exception):
             container.stop()
-        warnings.warn(
+        _report(
             "a Docker engine answers but testcontainers could not start PostgreSQL in it "
             f"({type(exc).__name__}: {_first_line(exc)}); looking further: set "
             "PGQUEUE_TEST_DSN, or install the embedded server with "
-            "pip install 'pgqueue[embedded]'",
-            RuntimeWarning,
-            stacklevel=2,
+            "pip install 'pgqueue[embedded]'"
         )
         return None
     return Server(container.get_connection_url(), "testcontainers", container.stop)
+
+
+def _report(text: str) -> None:
+    """Warn, never raise, whatever the filters say (pytest's ``filterwarnings = error``):
+    the search goes on, and the warning says why it did."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(text, RuntimeWarning, stacklevel=4)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ import http.server
 import json
 import socketserver
 import threading
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -374,6 +375,10 @@ def test_a_docker_engine_that_cannot_start_postgres_falls_through_with_one_warni
         "a Docker engine answers but testcontainers could not start PostgreSQL in it (APIError:"
     )
     assert '"this engine starts nothing"' in message
+    with warnings.catch_warnings(record=True) as caught:  # filterwarnings = error, as ours
+        warnings.simplefilter("error")
+        assert _testdb.find_server() is embedded  # the warning did not become the error
+    assert [str(w.message) for w in caught] == [message]
     assert message.endswith(
         "looking further: set PGQUEUE_TEST_DSN, or install the embedded "
         "server with pip install 'pgqueue[embedded]'"
