@@ -283,8 +283,11 @@ async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forev
     assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
 
 
-async def test_drain_waits_out_a_lock_held_briefly(aconn, dsn: str) -> None:
+async def test_drain_waits_out_a_lock_held_briefly(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job row locked for a moment (a worker claiming it) is waited for, not an error."""
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 120.0)  # "a moment" on however slow a machine
     await t.add.aenqueue(aconn, 1, 1)
     await aconn.commit()
     await aconn.execute("SELECT id FROM pgqueue.active_jobs FOR UPDATE")
