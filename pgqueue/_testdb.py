@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -69,17 +70,51 @@ def _from_env() -> Server | None:
     return Server(dsn, "PGQUEUE_TEST_DSN") if dsn else None
 
 
+def _postgres_container() -> Any:
+    """testcontainers' PostgresContainer class, from where this version keeps it (4.14 moved
+    it to ``testcontainers.community``, and importing the old place warns)."""
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:
+        from testcontainers.postgres import PostgresContainer
+    return PostgresContainer
+
+
 def _from_docker() -> Server | None:
     try:
         import docker  # type: ignore[import-untyped]
-        from testcontainers.postgres import PostgresContainer
 
+        container_class = _postgres_container()
         docker.from_env(timeout=3).ping()
     except Exception:  # no client library, or no engine answering
         return None
-    container = PostgresContainer("postgres:16-alpine", driver=None)
-    container.start()
+    container = container_class("postgres:16-alpine", driver=None)
+    try:
+        container.start()
+    except Exception as exc:  # an engine that answers but cannot pull or run the image
+        with contextlib.suppress(Exception):
+            container.stop()
+        _report(
+            "a Docker engine answers but testcontainers could not start PostgreSQL in it "
+            f"({type(exc).__name__}: {_first_line(exc)}); looking further: set "
+            "PGQUEUE_TEST_DSN, or install the embedded server with "
+            "pip install 'pgqueue[embedded]'"
+        )
+        return None
     return Server(container.get_connection_url(), "testcontainers", container.stop)
+
+
+def _report(text: str) -> None:
+    """Warn, never raise, whatever the filters say (pytest's ``filterwarnings = error``):
+    the search goes on, and the warning says why it did."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(text, RuntimeWarning, stacklevel=4)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def _from_pgserver() -> Server | None:

@@ -1028,6 +1028,30 @@ def drains_lock() -> Query[None]:
     return Query(q.DRAINS_LOCK, None, _nothing)
 
 
+def locks_wait_at_most(seconds: float) -> Query[None]:
+    """Let this transaction's statements wait at most ``seconds`` for a lock, then fail with
+    ``LockNotAvailable``."""
+    return Query(q.LOCKS_WAIT_AT_MOST, {"wait": f"{round(seconds * 1000)}ms"}, _nothing)
+
+
+def jobs_probe(tasks: list[str], queues: list[str]) -> Query[int]:
+    """Row-lock (FOR KEY SHARE) the queued jobs of ``tasks`` in ``queues`` until the
+    transaction ends, waiting for those another transaction holds; returns how many."""
+    return Query(q.JOBS_PROBE, {"tasks": tasks, "queues": queues}, _one)
+
+
+def locks_holders() -> Query[list[Row]]:
+    """(pid, application_name, state, query) of the other sessions whose open transaction
+    holds a lock on the jobs table, oldest first."""
+    return Query(q.LOCKS_HOLDERS, None, _rows)
+
+
+def locks_writers_idle() -> Query[list[Row]]:
+    """(pid, application_name, state, query) of the other sessions idle in a transaction that
+    wrote to the jobs table, oldest first."""
+    return Query(q.LOCKS_WRITERS_IDLE, None, _rows)
+
+
 def jobs_hold_others(tasks: list[str]) -> Query[int]:
     """Row-lock the queued jobs of every task not in ``tasks`` until the transaction ends, so
     that no claim takes them meanwhile; returns how many."""

@@ -1255,6 +1255,48 @@ UPDATE pgqueue.active_jobs SET run_at = now()
 # jobs (JOBS_HOLD_OTHERS), would each wait for jobs the other holds, and neither would end.
 DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
 
+# How long a drain statement may wait for a job row another transaction holds, from now to
+# the end of the transaction: a claim holds its rows for milliseconds, a test's own open
+# transaction forever.
+LOCKS_WAIT_AT_MOST: LiteralString = "SELECT set_config('lock_timeout', %(wait)s, true)"
+
+# The queued jobs of tasks that a drain round's worker would claim, each waited for while
+# another transaction holds it (FOR KEY SHARE waits for FOR UPDATE and for updates): run in a
+# transaction of its own, so that the locks are released before the worker claims the rows.
+JOBS_PROBE: LiteralString = """
+SELECT count(*) FROM (
+    SELECT FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND task = ANY(%(tasks)s::text[]) AND queue = ANY(%(queues)s::text[])
+       FOR KEY SHARE
+) AS probed
+"""
+
+# The other sessions on this database in an open transaction that holds a lock on the jobs
+# table (a row lock comes with one), oldest transaction first.
+LOCKS_HOLDERS: LiteralString = """
+SELECT a.pid, a.application_name, a.state, left(a.query, 200)
+  FROM pg_stat_activity AS a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND a.xact_start IS NOT NULL
+   AND EXISTS (SELECT FROM pg_locks AS l
+                WHERE l.pid = a.pid AND l.granted
+                  AND l.relation = 'pgqueue.active_jobs'::regclass)
+ ORDER BY a.xact_start
+"""
+
+# The other sessions on this database idle in a transaction that has written to the jobs
+# table (enqueued, say) and not ended: jobs a drain cannot see.
+LOCKS_WRITERS_IDLE: LiteralString = """
+SELECT a.pid, a.application_name, a.state, left(a.query, 200)
+  FROM pg_stat_activity AS a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND a.state IN ('idle in transaction', 'idle in transaction (aborted)')
+   AND EXISTS (SELECT FROM pg_locks AS l
+                WHERE l.pid = a.pid AND l.granted AND l.mode = 'RowExclusiveLock'
+                  AND l.relation = 'pgqueue.active_jobs'::regclass)
+ ORDER BY a.xact_start
+"""
+
 # FOR KEY SHARE conflicts with the claims' FOR UPDATE SKIP LOCKED, so every claim steps over
 # these rows until the transaction ends, while updates that leave the key alone still go
 # through (a cancel of a queued job moves its row to history: that one waits).

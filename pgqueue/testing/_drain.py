@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,12 +12,21 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._app import PgQueue
-from pgqueue._errors import SchemaError
+from pgqueue._errors import Retry, SchemaError
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
 from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
+
+# Seconds a drain waits for a job row another transaction holds before it says so: a worker's
+# claim holds its rows for milliseconds, a test's own open transaction until it ends.
+LOCK_WAIT = 10.0
+
+# A job of another app's task committed while a round runs is not held (only those queued
+# when it began are), and the round's worker may claim it: it then gives its attempt back and
+# waits this long (a Retry), where the worker would have failed it as an unknown task.
+STEP_ASIDE = 1.0
 
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
@@ -39,8 +50,66 @@ async def _checked(conn: psycopg.AsyncConnection[Any]) -> None:
         raise SchemaError(problem)
 
 
+async def _waiting_at_most(cur: psycopg.AsyncCursor[Any], query: _store.Query[Any]) -> None:
+    """Run ``query`` in a transaction of its own (a savepoint in an open one), waiting at most
+    ``LOCK_WAIT`` for each job row another transaction holds; then raise, saying whose."""
+    try:
+        async with cur.connection.transaction():
+            await _store.arun(cur, _store.locks_wait_at_most(LOCK_WAIT))
+            await _store.arun(cur, query)
+    except psycopg.errors.LockNotAvailable:
+        raise RuntimeError(await _held_by(cur)) from None
+
+
+def _sessions(rows: list[tuple[Any, ...]]) -> str:
+    return "; ".join(
+        f"pid {pid} ({name or 'no application_name'}, {state}, last statement: {text!r})"
+        for pid, name, state, text in rows
+    )
+
+
+async def _held_by(cur: psycopg.AsyncCursor[Any]) -> str:
+    async with cur.connection.transaction(force_rollback=True):
+        named = _sessions(await _store.arun(cur, _store.locks_holders()))
+    return (
+        f"drain() waited {LOCK_WAIT:g} s for a job row locked by another transaction"
+        f"{': ' + named if named else ''}. If it is your test's own connection, commit or roll "
+        "back its transaction before calling drain()."
+    )
+
+
+def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
+    """A copy of ``app`` for one round's worker, in which a job of a task ``app`` does not
+    register steps aside (see ``STEP_ASIDE``); and a list with an item per job that did."""
+    stepped: list[None] = []
+    aside = PgQueue()
+
+    @aside.task(name="pgqueue.testing.step_aside")
+    async def step_aside(*args: Any, **kwargs: Any) -> None:
+        stepped.append(None)
+        raise Retry(STEP_ASIDE)
+
+    drained = copy.copy(app)
+    drained.get_task = lambda name: app.get_task(name) or step_aside  # type: ignore[method-assign]
+    return drained, stepped
+
+
+async def _warn_if_unseen(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Warn when another session idles in a transaction that wrote jobs: most likely the
+    test's own connection, whose enqueued jobs no drain can see until it commits."""
+    writers = await _store.arun(cur, _store.locks_writers_idle())
+    if writers:
+        warnings.warn(
+            f"drain() found no job to run, and {_sessions(writers)} has not committed the "
+            "jobs its transaction wrote, which no worker can see: commit before calling "
+            "drain() if those are the jobs you meant",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 async def _round(
-    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool
+    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool, first: bool
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
@@ -52,18 +121,25 @@ async def _round(
     async with conn, conn.cursor() as cur:
         await _checked(conn)
         if with_scheduled:
-            await _store.arun(cur, _store.jobs_run_now(tasks, queues))
+            await _waiting_at_most(cur, _store.jobs_run_now(tasks, queues))
         waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
+            if first:
+                await _warn_if_unseen(cur)
             return None
+        # A row held by another transaction would be stepped over by every claim, and the
+        # burst worker, seeing it queued, would never go idle.
+        await _waiting_at_most(cur, _store.jobs_probe(tasks, waiting))
         async with conn.transaction():
-            await _store.arun(cur, _store.drains_lock())
-            await _store.arun(cur, _store.jobs_hold_others(tasks))
-            worker = app.worker(
+            await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
+            await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
+            drained, stepped = _stepping_aside(app)
+            worker = drained.worker(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
             )
             await worker.run()
+    worker.stats.retried -= len(stepped)
     return worker.stats
 
 
@@ -80,8 +156,8 @@ async def adrain(
     _check_rounds(max_rounds)
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
-    for _ in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled)
+    for done in range(max_rounds):
+        stats = await _round(app, dsn, names, with_scheduled, first=not done)
         if stats is None:
             break
         for outcome in OUTCOMES:

@@ -31,10 +31,13 @@ def run_example(name: str, dsn: str) -> str:
     return done.stdout
 
 
-def run_worker(dsn: str, args: list[str], until: Callable[[], bool], timeout: float = 60) -> None:
-    """Run `pgqueue --app ... worker` on the example until ``until()``, then SIGTERM it."""
+def run_worker(
+    dsn: str, args: list[str], until: Callable[[], bool], timeout: float = 60, cwd: Path = EXAMPLES
+) -> str:
+    """Run `pgqueue --app ... worker` on the example (from ``cwd``) until ``until()``, then
+    SIGTERM it; returns what it logged."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "pgqueue", *args], cwd=EXAMPLES, env=env_for(dsn),
+        [sys.executable, "-m", "pgqueue", *args], cwd=cwd, env=env_for(dsn),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -47,6 +50,7 @@ def run_worker(dsn: str, args: list[str], until: Callable[[], bool], timeout: fl
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
+    return err
 
 
 def states(dsn: str, task_prefix: str) -> dict[str, str]:
@@ -136,3 +140,21 @@ def test_long_transaction_example_names_the_idle_report(dsn: str) -> None:
     assert query(dsn, "SELECT state, count(*) FROM pgqueue.jobs GROUP BY state") == [
         ("succeeded", 100_100)
     ]
+
+
+def test_alert_example_runs_as_its_docstring_says_from_the_repository_root(dsn: str) -> None:
+    """alert_on_failure.py's two commands, as written: the enqueue prints the job's id, and
+    without ALERT_WEBHOOK the worker logs the alert as an ERROR after the third attempt."""
+    app = "examples.alert_on_failure:app"
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", app, "enqueue",
+         "examples.alert_on_failure.build_report", "--args", "[-1]"],
+        cwd=EXAMPLES.parent, env=env_for(dsn), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout)
+    err = run_worker(dsn, ["--app", app, "worker", "-q", "reports"], lambda: finished(dsn),
+                     cwd=EXAMPLES.parent)  # fmt: skip
+    assert f"job {job_id} failed for good: ValueError: no report -1" in err
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 3)]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import socketserver
+import threading
+import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
 
 import pgqueue
-from pgqueue.testing import adrain, assert_enqueued, assert_not_enqueued, drain, eager
+from pgqueue import _testdb
+from pgqueue.testing import _drain, adrain, assert_enqueued, assert_not_enqueued, drain, eager
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
 
@@ -243,3 +250,153 @@ def test_pytest_plugin_gives_a_fresh_migrated_database(
     t.add.enqueue(pgqueue_conn, 1, 1)
     pgqueue_conn.commit()
     assert states(pgqueue_dsn) == {"queued": 1}
+
+
+HELD_ROWS = {  # a job the test's own open transaction holds locked, and its delay
+    "a queued job of the app": (t.double, 0),
+    "a scheduled job of the app": (t.double, 3600),
+    "a queued job of another app": (t.elsewhere, 0),
+}
+
+
+@pytest.mark.parametrize("held", HELD_ROWS)
+async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forever(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    """A job row the test's own open transaction holds locked made drain wait forever (a
+    claim stepped over it and the burst worker never went idle, or run-now and the hold of
+    other apps' jobs waited for it): drain now raises, naming that transaction and the fix."""
+    task, delay = HELD_ROWS[held]
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 0.2)
+    await t.add.aenqueue(aconn, 1, 1)
+    await task.using(delay=delay).aenqueue(aconn, *([2] if task is t.double else []))
+    await aconn.commit()
+    await aconn.execute(
+        "SELECT id FROM pgqueue.active_jobs WHERE task = %s FOR UPDATE", [task.name]
+    )
+    async with asyncio.timeout(60):  # the hang fails the test instead of the run
+        with pytest.raises(RuntimeError, match="locked by another transaction") as raised:
+            await adrain(t.app, dsn=dsn)
+    assert f"pid {aconn.info.backend_pid}" in str(raised.value)
+    assert "commit or roll back" in str(raised.value)
+    await aconn.rollback()
+    assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
+
+
+async def test_drain_waits_out_a_lock_held_briefly(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job row locked for a moment (a worker claiming it) is waited for, not an error."""
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 120.0)  # "a moment" on however slow a machine
+    await t.add.aenqueue(aconn, 1, 1)
+    await aconn.commit()
+    await aconn.execute("SELECT id FROM pgqueue.active_jobs FOR UPDATE")
+    running = asyncio.create_task(adrain(t.app, dsn=dsn))
+    waiting = (
+        "SELECT 1 FROM pg_stat_activity"
+        " WHERE application_name = 'pgqueue drain' AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(60):
+        while not query(dsn, waiting):
+            await asyncio.sleep(0.02)
+        await aconn.rollback()
+        assert (await running)["succeeded"] == 1
+
+
+def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, dsn) -> None:
+    """A job of another app's task, committed during a round (here by one of the app's own
+    tasks), was claimed by the round's worker and failed as an unknown task, an attempt
+    spent; it now stays queued for that app, its attempt given back."""
+    t.hand_over.enqueue(conn, dsn)
+    conn.commit()
+    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert query(dsn, "SELECT task, state, attempts, last_error FROM pgqueue.jobs ORDER BY id") == [
+        (t.hand_over.name, "succeeded", 1, None), (t.elsewhere.name, "queued", 0, None),
+    ]  # fmt: skip
+    assert drain(t.other, dsn=dsn)["succeeded"] == 1
+
+
+class _RefusingEngine(http.server.BaseHTTPRequestHandler):
+    """A Docker engine that answers its ping and version, and fails everything else."""
+
+    def _answer(self) -> None:
+        path = self.path.split("?")[0]
+        if path.endswith("/_ping"):
+            status, body = 200, b"OK"
+        elif path.endswith("/version"):
+            status, body = 200, json.dumps({"ApiVersion": "1.41", "Version": "24.0.0"}).encode()
+        else:
+            status, body = 500, json.dumps({"message": "this engine starts nothing"}).encode()
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if status != 200 else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Api-Version", "1.41")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_HEAD = _answer
+
+    def address_string(self) -> str:
+        return "docker.sock"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def refusing_docker(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DOCKER_HOST names an engine that answers a ping but cannot start a container."""
+    path = str(tmp_path / "docker.sock")
+    server = _UnixHTTPServer(path, _RefusingEngine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.delenv("PGQUEUE_TEST_DSN")
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_docker_engine_that_cannot_start_postgres_falls_through_with_one_warning(
+    refusing_docker: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine that answers but cannot start the container raised from the session fixture,
+    erroring every test; the search now goes on to the embedded server, with one warning."""
+    embedded = _testdb.Server("dbname=embedded", "pgserver")
+    monkeypatch.setattr(_testdb, "_from_pgserver", lambda: embedded)
+    with pytest.warns(RuntimeWarning) as warned:
+        assert _testdb.find_server() is embedded
+    [message] = [str(w.message) for w in warned]
+    assert message.startswith(
+        "a Docker engine answers but testcontainers could not start PostgreSQL in it (APIError:"
+    )
+    assert '"this engine starts nothing"' in message
+    with warnings.catch_warnings(record=True) as caught:  # filterwarnings = error, as ours
+        warnings.simplefilter("error")
+        assert _testdb.find_server() is embedded  # the warning did not become the error
+    assert [str(w.message) for w in caught] == [message]
+    assert message.endswith(
+        "looking further: set PGQUEUE_TEST_DSN, or install the embedded "
+        "server with pip install 'pgqueue[embedded]'"
+    )
+
+
+def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(conn, dsn) -> None:
+    """Jobs the test enqueued and did not commit are invisible to drain, which ran nothing and
+    said nothing; it now warns, naming the session whose open transaction wrote jobs."""
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed") as warned:
+        assert drain(t.app, dsn=dsn) == dict.fromkeys(
+            ("succeeded", "failed", "retried", "cancelled"), 0
+        )
+    assert f"pid {conn.info.backend_pid}" in str(warned[0].message)
+    conn.commit()
+    assert drain(t.app, dsn=dsn)["succeeded"] == 1
+    assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import psycopg
+
 import pgqueue
 
 app = pgqueue.PgQueue(retry=pgqueue.RetryPolicy(base=60, cap=60))
@@ -51,3 +53,10 @@ def today_unstored() -> date:
 def elsewhere() -> str:
     """A task of another app."""
     return "ran"
+
+
+@app.task
+def hand_over(dsn: str) -> None:
+    """Enqueue (and commit) a job of another app's task, in the queue being drained."""
+    with psycopg.connect(dsn) as conn:
+        elsewhere.enqueue(conn)
