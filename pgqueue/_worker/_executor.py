@@ -130,7 +130,7 @@ class JobExecutor:
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
             if task is not None and not task.options.store_result:
                 return Outcome(job.id, job.attempt, "succeeded")
-            return _done_unstored(job, exc, "could not be sent back from its child process")
+            return _done_unstored(job, exc, exc.why)
         except asyncio.CancelledError as exc:
             if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
