@@ -71,12 +71,18 @@ class JobExecutor:
     """Calls tasks: coroutines on the loop, functions in threads, CPU work in processes."""
 
     def __init__(
-        self, app: PgQueue, threads: int, processes: int, isolate_crashed: bool = True
+        self,
+        app: PgQueue,
+        threads: int,
+        processes: int,
+        isolate_crashed: bool = True,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         self.app = app
         self.isolate_crashed = isolate_crashed
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
+        self._max_tasks_per_child = max_tasks_per_child
         self._processes: ProcessPool | None = None
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
@@ -253,7 +259,9 @@ class JobExecutor:
 
         assert task.fn is not None
         if self._processes is None:
-            self._processes = ProcessPool(self._process_count, self.app._process_setup)
+            self._processes = ProcessPool(
+                self._process_count, self.app._process_setup, self._max_tasks_per_child
+            )
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
         try:

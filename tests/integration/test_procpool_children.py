@@ -229,3 +229,11 @@ def test_an_error_that_ends_a_child_is_logged_as_the_worker_logs(tmp_path: Path)
     [failed] = [r for r in records if r.get("action") == "child_failed"]
     assert failed["level"] == "error"
     assert "UnpicklingError" in failed["exception"]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_max_tasks_per_child_must_be_a_whole_number_of_one_or_more(value: object) -> None:
+    """Worker(max_tasks_per_child=...) takes None or an int >= 1; anything else is a
+    ValueError naming it, when the worker is built."""
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        t.app.worker(dsn="postgresql://nowhere/x", max_tasks_per_child=value)
