@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib
 import inspect
 import io
@@ -18,15 +17,13 @@ import logging
 import multiprocessing
 import os
 import pickle
-import select
 import signal
 import struct
 import sys
-import termios
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -197,8 +194,11 @@ class _Slot:
         popen = getattr(self.process, "_popen", None)
         if not self.forkserver or getattr(popen, "returncode", None) is not None:
             return False
+        import fcntl  # Linux's, as forkserver is here
+        import termios
+
         sentinel = self.process.sentinel
-        if not select.select([sentinel], [], [], 0)[0]:
+        if not wait([sentinel], timeout=0):
             return False
         waiting = bytearray(4)
         fcntl.ioctl(sentinel, termios.FIONREAD, waiting)
