@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -59,6 +60,7 @@ class ResultUnread(ResultUnsent):
 # An answer is one flag byte, then the value pickled apart from it: a value the parent cannot
 # unpickle is still known to be a task's return value, not an error.
 _RETURNED, _RAISED = b"r", b"e"
+_READY = b"ready"  # a new child's first message: its set-up is done
 
 
 class ChildTraceback(Exception):
@@ -118,6 +120,13 @@ class _Slot:
         self.forkserver = context.get_start_method() == "forkserver"
         self.orphaned = False  # its forkserver ended while it lived: see _wait
         self.calls = 0  # calls it answered
+
+    async def ready(self) -> None:
+        """Wait until the child has set itself up and waits for calls (``EOFError`` if it
+        ended first)."""
+        await self._wait()
+        if self.conn.recv_bytes() != _READY:
+            raise EOFError
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
@@ -253,20 +262,16 @@ class ProcessPool:
         """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
 
         Cancelling the caller (timeout, cancel request, lost lease) kills the child. ``timer``,
-        the caller's timeout, stops while the call waits for a free child.
+        the caller's timeout, stops while the call waits for a free child, or for a new one to
+        start (and run the app's set-up).
         """
         await self._turn(timer)
         try:
-            slot = await self._take()
+            slot = await self._take(timer, fields[0])
             try:
                 result = await slot.call((where, args, kwargs, fields))
             except ChildLost:
-                self.recycled += 1
-                gone = slot.forkserver_gone()  # before the reaping reads what is left of it
-                reaped = slot.kill()
-                if reaped is not None:
-                    await asyncio.wait([reaped])
-                _report_lost(slot.process, fields[0], gone)
+                await self._lost(slot, fields[0])
                 raise
             except asyncio.CancelledError:
                 self.recycled += 1
@@ -280,6 +285,15 @@ class ProcessPool:
         finally:
             self._free.release()
 
+    async def _lost(self, slot: _Slot, job_id: int) -> None:
+        """Reap a child that ended before it answered, and log how it ended."""
+        self.recycled += 1
+        gone = slot.forkserver_gone()  # before the reaping reads what is left of it
+        reaped = slot.kill()
+        if reaped is not None:
+            await asyncio.wait([reaped])
+        _report_lost(slot.process, job_id, gone)
+
     def _release(self, slot: _Slot) -> None:
         """Give a child that answered back to the idle ones, or retire it once it has answered
         ``max_tasks_per_child`` calls: the next call starts a new one."""
@@ -292,19 +306,13 @@ class ProcessPool:
     async def _turn(self, timer: asyncio.Timeout | None) -> None:
         """Wait until a child is free for one more call. ``timer`` does not run meanwhile: a
         job claimed while every child is busy timed out without having run."""
-        when = timer.when() if timer is not None and not timer.expired() else None
-        if timer is None or when is None or not self._free.locked():
+        if timer is None or not self._free.locked():
             await self._free.acquire()
             return
-        loop = asyncio.get_running_loop()
-        left = when - loop.time()
-        timer.reschedule(None)
-        try:
+        with _paused(timer):
             await self._free.acquire()
-        finally:  # cancelled too: a middleware's own timeout may go on to call again
-            timer.reschedule(loop.time() + left)
 
-    async def _take(self) -> _Slot:
+    async def _take(self, timer: asyncio.Timeout | None, job_id: int) -> _Slot:
         """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an
         operator) is replaced, or the job handed to it would fail as a lost worker."""
         while self._idle:
@@ -312,8 +320,22 @@ class ProcessPool:
             if slot.process.is_alive():
                 return slot
             slot.kill()  # closes its pipe; reaps it
+        with _paused(timer):  # a child's start, and the app's set-up in it, are not the job's
+            return await self._start(job_id)
+
+    async def _start(self, job_id: int) -> _Slot:
+        """A new child for ``job_id``'s call, once it is ready for it."""
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-        return await asyncio.to_thread(_Slot, self._context, self._setup)
+        slot = await asyncio.to_thread(_Slot, self._context, self._setup)
+        try:
+            await slot.ready()
+        except (EOFError, OSError):  # its set-up took the process down
+            await self._lost(slot, job_id)
+            raise ChildLost() from None
+        except BaseException:
+            slot.kill()
+            raise
+        return slot
 
     def shutdown(self) -> None:
         """Kill every idle child (busy ones are killed when their callers are cancelled)."""
@@ -336,6 +358,22 @@ def _report_lost(process: BaseProcess, job_id: int, forkserver_gone: bool = Fals
         job_id, process.pid, how,
         extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _paused(timer: asyncio.Timeout | None) -> Iterator[None]:
+    """Stop ``timer`` (if it runs) until the block ends; it then has the time it had left."""
+    when = timer.when() if timer is not None and not timer.expired() else None
+    if timer is None or when is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    timer.reschedule(None)
+    try:
+        yield
+    finally:  # cancelled too: a middleware's own timeout may go on to call again
+        timer.reschedule(loop.time() + left)
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
@@ -440,6 +478,7 @@ def _serve(
             failed_setup, setup_trace = exc, exc.__traceback__
     if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
         configure_logging(*logs)
+    conn.send_bytes(_READY)
     while True:
         try:
             message = conn.recv_bytes()

@@ -113,6 +113,7 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
     process.start()
     child.close()
     try:
+        assert parent.recv_bytes() == b"ready"
         parent.send((_where("process_pid"), [], {}, FIELDS))
         with pytest.raises(EOFError):
             parent.recv()

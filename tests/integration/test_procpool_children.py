@@ -64,27 +64,14 @@ async def test_a_job_whose_value_cannot_be_read_back_is_not_retried(
         )
 
 
-async def test_a_big_call_to_a_child_still_starting_leaves_the_loop_free(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_big_call_to_a_child_that_does_not_read_leaves_the_loop_free(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """20 MB of arguments sent to a child that reads nothing yet (still in its set-up) were
-    written on the event loop, which froze until the child read them all. Here the child's
-    set-up waits for a gate that only this test's coroutine opens, once the send has begun:
-    it opens only if the loop runs while the send is in progress."""
-    gate = tmp_path / "gate"
-    (tmp_path / "h79_gated_setup.py").write_text(
-        "import os, time\n"
-        "opened = None\n"
-        "def setup():\n"
-        "    global opened\n"
-        "    deadline = time.monotonic() + 20\n"
-        f"    while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
-        "        time.sleep(0.01)\n"
-        f"    opened = os.path.exists({str(gate)!r})\n"
-        "def state(data):\n"
-        "    return opened, len(data)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    """20 MB of arguments written to a child that reads nothing yet (one still starting, as
+    it could be then; here one stopped by SIGSTOP) were written on the event loop, which
+    froze until the child read them all. The child is let go on only by this test's
+    coroutine, once the send has begun (or by a thread, after 30 s, to end a test that
+    fails): it goes on only if the loop runs while the send is in progress."""
     sending = asyncio.Event()
     real_call = _Slot.call
 
@@ -92,17 +79,28 @@ async def test_a_big_call_to_a_child_still_starting_leaves_the_loop_free(
         sending.set()  # no await between this and the send's start
         return await real_call(self, message)
 
-    monkeypatch.setattr(_Slot, "call", call)
-    pool = ProcessPool(1, setup=("h79_gated_setup", "setup"))
+    pool = ProcessPool(1)
+    woken: list[str] = []
+
+    def wake(by: str) -> None:
+        if not woken:
+            woken.append(by)
+            os.kill(child, signal.SIGCONT)
+
     try:
-        running = asyncio.ensure_future(
-            pool.run(("h79_gated_setup", "state"), ["x" * 20_000_000], {}, FIELDS)
-        )
+        child, _ = await pool.run(_where("pids"), [], {}, FIELDS)
+        monkeypatch.setattr(_Slot, "call", call)
+        os.kill(child, signal.SIGSTOP)
+        rescue = threading.Timer(30, wake, ["a thread"])
+        rescue.start()
+        running = asyncio.ensure_future(pool.run(_where("size"), ["x" * 20_000_000], {}, FIELDS))
         await sending.wait()  # wakes only once the loop runs again
-        gate.touch()
-        assert await running == (True, 20_000_000)
+        wake("the event loop")
+        assert await running == 20_000_000
+        rescue.cancel()
     finally:
         pool.shutdown()
+    assert woken == ["the event loop"]
 
 
 async def test_killing_a_child_does_not_join_it_on_the_event_loop(
@@ -237,3 +235,54 @@ def test_max_tasks_per_child_must_be_a_whole_number_of_one_or_more(value: object
     ValueError naming it, when the worker is built."""
     with pytest.raises(ValueError, match="max_tasks_per_child"):
         t.app.worker(dsn="postgresql://nowhere/x", max_tasks_per_child=value)
+
+
+async def test_a_childs_start_does_not_count_towards_the_callers_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that needs a new child (the first, or the next after a child was replaced for
+    max_tasks_per_child) waited for its start, and the app's set-up in it (Django's), on the
+    job's timeout: a slow set-up timed jobs out, so that a replacement cost a job its
+    attempt. The caller's timer stops until the child is ready."""
+    gate, setting_up = tmp_path / "gate", tmp_path / "setting-up"
+    (tmp_path / "h79_slow_setup.py").write_text(
+        "import os, pathlib, time\n"
+        "def setup():\n"
+        f"    pathlib.Path({str(setting_up)!r}).touch()\n"
+        "    deadline = time.monotonic() + 60\n"
+        f"    while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ProcessPool(1, setup=("h79_slow_setup", "setup"))
+    try:
+        async with (timer := asyncio.timeout(600)):
+            running = asyncio.ensure_future(pool.run(_where("size"), ["abc"], {}, FIELDS, timer))
+            async with asyncio.timeout(60):
+                while not setting_up.exists():
+                    await asyncio.sleep(0.01)
+            stopped = timer.when() is None
+            gate.touch()
+            assert await running == 3
+        assert stopped
+        assert timer.when() is not None  # running again, with the time it had left
+    finally:
+        pool.shutdown()
+
+
+async def test_a_child_whose_set_up_ends_it_is_lost_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child that dies in the app's set-up, before it is ready, fails the call that started
+    it as lost (the job's "worker lost"), logged as child_lost with its exit status."""
+    (tmp_path / "h79_fatal_setup.py").write_text("import os\ndef setup():\n    os._exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ProcessPool(1, setup=("h79_fatal_setup", "setup"))
+    try:
+        with pytest.raises(ChildLost):
+            await pool.run(_where("size"), ["abc"], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    [lost] = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert (lost.job_id, lost.exit_code) == (1, 3)  # type: ignore[attr-defined]
+    assert pool.recycled == 1
