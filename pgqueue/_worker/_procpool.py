@@ -141,8 +141,9 @@ class _Slot:
 
     async def _send(self, data: bytes) -> None:
         """Write ``data`` framed as ``Connection.send_bytes`` frames it, but without blocking
-        the event loop: a child still starting reads nothing yet, and 20 MB of arguments
-        written to it froze the loop (every other job, heartbeats) until it did."""
+        the event loop on a child slow to read it (stopped, swapped out): 20 MB of arguments
+        written to a child still starting froze the loop (every other job, the heartbeats)
+        for most of a second, when calls did not wait for ``ready``."""
         fd = self.conn.fileno()
         size = len(data)
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
