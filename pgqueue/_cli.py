@@ -535,6 +535,13 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     help="Size of the process pool for executor='process' tasks  [default: CPUs]",
 )
 @click.option(
+    "--max-tasks-per-child",
+    envvar="PGQUEUE_MAX_TASKS_PER_CHILD",
+    type=Whole(1),
+    default=None,
+    help="Replace a process-pool child after it has run this many jobs  [default: no limit]",
+)
+@click.option(
     "--no-listen",
     envvar="PGQUEUE_NO_LISTEN",
     is_flag=True,
@@ -575,8 +582,8 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
-           processes: int | None, no_listen: bool, synchronous_commit: bool, name: str | None,
-           isolate_crashed: bool, no_scheduler: bool,
+           processes: int | None, max_tasks_per_child: int | None, no_listen: bool,
+           synchronous_commit: bool, name: str | None, isolate_crashed: bool, no_scheduler: bool,
            metrics_port: int | None) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     if not state.app.tasks:  # it would fail every job it claims as an unknown task
@@ -588,6 +595,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         batch_size=batch_size,
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
         metrics_port=metrics_port, isolate_crashed=isolate_crashed,
+        max_tasks_per_child=max_tasks_per_child,
     )  # fmt: skip
     asyncio.run(_run_worker(w))
 

@@ -64,6 +64,8 @@ class ResultUnsent(Exception):
     """A process task returned a value its child process could not send back (private: the
     job ends as with a value JSON cannot hold, not as a failure to retry)."""
 
+    why = "could not be sent back from its child process"  # the job's error says so
+
 
 class SchemaError(PgQueueError):
     """The database schema is missing or older than this version of pgqueue needs."""

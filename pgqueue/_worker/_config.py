@@ -112,7 +112,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     check_count(options["batch_size"], "batch_size", 1, INT4_MAX)
     check_count(options["ack_batch"], "ack_batch")
     check_count(options["vacuum_threshold"], "vacuum_threshold", 0)
-    for name in ("threads", "processes"):
+    for name in ("threads", "processes", "max_tasks_per_child"):
         if options[name] is not None:
             check_count(options[name], name)
     if options["metrics_port"] is not None:

@@ -79,12 +79,18 @@ class JobExecutor:
     """Calls tasks: coroutines on the loop, functions in threads, CPU work in processes."""
 
     def __init__(
-        self, app: PgQueue, threads: int, processes: int, isolate_crashed: bool = True
+        self,
+        app: PgQueue,
+        threads: int,
+        processes: int,
+        isolate_crashed: bool = True,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         self.app = app
         self.isolate_crashed = isolate_crashed
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
+        self._max_tasks_per_child = max_tasks_per_child
         self._processes: ProcessPool | None = None
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
@@ -138,7 +144,7 @@ class JobExecutor:
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
             if task is not None and not task.options.store_result:
                 return Outcome(job.id, job.attempt, "succeeded")
-            return _done_unstored(job, exc, "could not be sent back from its child process")
+            return _done_unstored(job, exc, exc.why)
         except asyncio.CancelledError as exc:
             if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
@@ -286,7 +292,9 @@ class JobExecutor:
 
         assert task.fn is not None
         if self._processes is None:
-            self._processes = ProcessPool(self._process_count, self.app._process_setup)
+            self._processes = ProcessPool(
+                self._process_count, self.app._process_setup, self._max_tasks_per_child
+            )
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
         try:

@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import io
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -35,6 +38,7 @@ from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
 log = logging.getLogger("pgqueue.worker")
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
+_RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it is killed
 
 
 class ChildLost(Exception):
@@ -43,6 +47,20 @@ class ChildLost(Exception):
 
 class RemoteError(Exception):
     """An exception raised in a child that could not be sent back as itself."""
+
+
+class ResultUnread(ResultUnsent):
+    """A process task returned a value its child pickled but the parent cannot unpickle (a
+    class it cannot import, a ``__setstate__`` that raises here): its work is done, so its job
+    ends as with a value the child cannot send, not as a failure to retry."""
+
+    why = "could not be read back from its child process"
+
+
+# An answer is one flag byte, then the value pickled apart from it: a value the parent cannot
+# unpickle is still known to be a task's return value, not an error.
+_RETURNED, _RAISED = b"r", b"e"
+_READY = b"ready"  # a new child's first message: its set-up is done
 
 
 class ChildTraceback(Exception):
@@ -99,65 +117,140 @@ class _Slot:
         self.process.start()
         child.close()
         self.started = started_if_readable(self.process.pid)  # None without /proc
+        self.forkserver = context.get_start_method() == "forkserver"
+        self.orphaned = False  # its forkserver ended while it lived: see _wait
+        self.calls = 0  # calls it answered
+
+    async def ready(self) -> None:
+        """Wait until the child has set itself up and waits for calls (``EOFError`` if it
+        ended first)."""
+        await self._wait()
+        if self.conn.recv_bytes() != _READY:
+            raise EOFError
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
         try:
-            self.conn.send(message)
-            await self._answer()
-            ok, value = self.conn.recv()
+            await self._send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+            await self._wait()
+            answer = self.conn.recv_bytes()
         except (EOFError, OSError):
             raise ChildLost() from None
-        except Exception as exc:  # the answer arrived whole but cannot be unpickled here
-            raise RemoteError(f"{type(exc).__name__}: {exc}") from exc
-        if ok:
-            return value
-        raise value
+        self.calls += 1
+        return _read(answer)
 
-    async def _answer(self) -> None:
-        """Wait until the child's answer can be read, or raise ``EOFError`` once it has ended.
+    async def _send(self, data: bytes) -> None:
+        """Write ``data`` framed as ``Connection.send_bytes`` frames it, but without blocking
+        the event loop on a child slow to read it (stopped, swapped out): 20 MB of arguments
+        written to a child still starting froze the loop (every other job, the heartbeats)
+        for most of a second, when calls did not wait for ``ready``."""
+        fd = self.conn.fileno()
+        size = len(data)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        chunks = [header + data] if size <= 16384 else [header, data]
+        os.set_blocking(fd, False)  # only the parent's end: the child's is a socket of its own
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:
+                        await self._wait(write=True)
+        finally:
+            os.set_blocking(fd, True)
+
+    async def _wait(self, write: bool = False) -> None:
+        """Wait until the pipe can be written (``write``) or the child's answer read, or raise
+        ``EOFError`` once the child has ended.
 
         Its pipe alone cannot tell: a process the task forked holds the child's end open. The
         sentinel tells when the child ends, or (forkserver) when the forkserver does: a
         child still there is then waited for on its pipe alone."""
         loop = asyncio.get_running_loop()
-        fds = [self.conn.fileno(), self.process.sentinel]
+        fd = self.conn.fileno()
+        watch, unwatch = (
+            (loop.add_writer, loop.remove_writer)
+            if write
+            else (loop.add_reader, loop.remove_reader)
+        )
         while True:
-            woken: asyncio.Future[None] = loop.create_future()
-            for fd in fds:
-                loop.add_reader(fd, _resolve, woken)
+            woken: asyncio.Future[bool] = loop.create_future()
+            watch(fd, _resolve, woken, False)
+            sentinel = None if self.orphaned else self.process.sentinel
+            if sentinel is not None:
+                loop.add_reader(sentinel, _resolve, woken, True)
             try:
-                await woken
+                by_sentinel = await woken
             finally:
-                for fd in fds:
-                    loop.remove_reader(fd)
-            if self.conn.poll():
+                unwatch(fd)
+                if sentinel is not None:
+                    loop.remove_reader(sentinel)
+            if not by_sentinel or (not write and self.conn.poll()):
                 return
             if is_dead(self.process.pid, self.started):  # type: ignore[arg-type]
                 raise EOFError
-            fds = fds[:1]
+            self.orphaned = True
 
-    def kill(self) -> None:
-        """Kill the child now and release the pipe."""
+    def forkserver_gone(self) -> bool:
+        """Whether the forkserver that started this child has ended, so that the child's exit
+        status is lost (multiprocessing then reports 255): call it before ``kill``. Its
+        sentinel is a pipe the forkserver writes the status to; readable but empty, it has
+        been closed."""
+        if self.orphaned:
+            return True
+        # Not .exitcode: it would read the sentinel. Already read (multiprocessing polls its
+        # children at each start), it is at its end whether or not the forkserver lives.
+        popen = getattr(self.process, "_popen", None)
+        if not self.forkserver or getattr(popen, "returncode", None) is not None:
+            return False
+        import fcntl  # Linux's, as forkserver is here
+        import termios
+
+        sentinel = self.process.sentinel
+        if not wait([sentinel], timeout=0):
+            return False
+        waiting = bytearray(4)
+        fcntl.ioctl(sentinel, termios.FIONREAD, waiting)
+        return int.from_bytes(waiting, sys.byteorder) == 0
+
+    def kill(self) -> asyncio.Future[None] | None:
+        """Kill the child now and release the pipe; it is reaped off the event loop."""
         with contextlib.suppress(OSError):
             self.process.kill()
-        self.process.join(timeout=5)
         self.conn.close()
+        return _reap(self.process)
+
+    def retire(self) -> None:
+        """End an idle child between calls: closing its pipe ends its loop, so that it exits
+        as a process does (its ``atexit`` functions, its logs flushed); killed if it does not
+        within ``_RETIRE_GRACE`` seconds (a process the worker forked holds the pipe)."""
+        self.conn.close()
+        _reap(self.process, _RETIRE_GRACE)
 
 
 class ProcessPool:
     """At most ``size`` children; a call that is abandoned takes its child down with it."""
 
-    def __init__(self, size: int, setup: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        setup: tuple[str, str] | None = None,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
         """``setup``: the (module, name) of a function each child calls before its first call
         (Django's set-up, so that task modules can import their models). If it returns a
-        callable, that makes every call: ``around(fn, args, kwargs)``."""
+        callable, that makes every call: ``around(fn, args, kwargs)``.
+        ``max_tasks_per_child``: calls a child answers before it is replaced (``None``: no
+        limit), between calls, so that what a task leaks (memory, file handles) is freed."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
         self._setup = setup
+        self._max_calls = max_tasks_per_child
         self._idle: list[_Slot] = []
         self._free = asyncio.Semaphore(max(size, 1))
-        self.recycled = 0
+        self.recycled = 0  # children killed: lost, or abandoned by their caller
+        self.retired = 0  # children replaced after max_tasks_per_child calls
 
     async def run(
         self,
@@ -170,52 +263,80 @@ class ProcessPool:
         """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
 
         Cancelling the caller (timeout, cancel request, lost lease) kills the child. ``timer``,
-        the caller's timeout, stops while the call waits for a free child.
+        the caller's timeout, stops while the call waits for a free child, or for a new one to
+        start (and run the app's set-up).
         """
         await self._turn(timer)
         try:
-            slot = await self._take()
+            slot = await self._take(timer, fields[0])
             try:
                 result = await slot.call((where, args, kwargs, fields))
-            except BaseException as exc:
-                if isinstance(exc, ChildLost | asyncio.CancelledError):
-                    self.recycled += 1
-                    slot.kill()
-                    if isinstance(exc, ChildLost):
-                        _report_lost(slot.process, fields[0])
-                else:
-                    self._idle.append(slot)
+            except ChildLost:
+                await self._lost(slot, fields[0])
                 raise
-            self._idle.append(slot)
+            except asyncio.CancelledError:
+                self.recycled += 1
+                slot.kill()
+                raise
+            except BaseException:  # the task's own error: the child answered
+                self._release(slot)
+                raise
+            self._release(slot)
             return result
         finally:
             self._free.release()
 
+    async def _lost(self, slot: _Slot, job_id: int) -> None:
+        """Reap a child that ended before it answered, and log how it ended."""
+        self.recycled += 1
+        gone = slot.forkserver_gone()  # before the reaping reads what is left of it
+        reaped = slot.kill()
+        if reaped is not None:
+            await asyncio.wait([reaped])
+        _report_lost(slot.process, job_id, gone)
+
+    def _release(self, slot: _Slot) -> None:
+        """Give a child that answered back to the idle ones, or retire it once it has answered
+        ``max_tasks_per_child`` calls: the next call starts a new one."""
+        if self._max_calls is not None and slot.calls >= self._max_calls:
+            self.retired += 1
+            slot.retire()
+        else:
+            self._idle.append(slot)
+
     async def _turn(self, timer: asyncio.Timeout | None) -> None:
         """Wait until a child is free for one more call. ``timer`` does not run meanwhile: a
         job claimed while every child is busy timed out without having run."""
-        when = timer.when() if timer is not None and not timer.expired() else None
-        if timer is None or when is None or not self._free.locked():
+        if timer is None or not self._free.locked():
             await self._free.acquire()
             return
-        loop = asyncio.get_running_loop()
-        left = when - loop.time()
-        timer.reschedule(None)
-        try:
+        with _paused(timer):
             await self._free.acquire()
-        finally:  # cancelled too: a middleware's own timeout may go on to call again
-            timer.reschedule(loop.time() + left)
 
-    async def _take(self) -> _Slot:
+    async def _take(self, timer: asyncio.Timeout | None, job_id: int) -> _Slot:
         """An idle child, or a new one: an idle child that died meanwhile (the OOM killer, an
         operator) is replaced, or the job handed to it would fail as a lost worker."""
         while self._idle:
             slot = self._idle.pop()
             if slot.process.is_alive():
                 return slot
-            slot.kill()  # reaps it and closes its pipe
+            slot.kill()  # closes its pipe; reaps it
+        with _paused(timer):  # a child's start, and the app's set-up in it, are not the job's
+            return await self._start(job_id)
+
+    async def _start(self, job_id: int) -> _Slot:
+        """A new child for ``job_id``'s call, once it is ready for it."""
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-        return await asyncio.to_thread(_Slot, self._context, self._setup)
+        slot = await asyncio.to_thread(_Slot, self._context, self._setup)
+        try:
+            await slot.ready()
+        except (EOFError, OSError):  # its set-up took the process down
+            await self._lost(slot, job_id)
+            raise ChildLost() from None
+        except BaseException:
+            slot.kill()
+            raise
+        return slot
 
     def shutdown(self) -> None:
         """Kill every idle child (busy ones are killed when their callers are cancelled)."""
@@ -224,11 +345,13 @@ class ProcessPool:
         self._idle.clear()
 
 
-def _report_lost(process: BaseProcess, job_id: int) -> None:
+def _report_lost(process: BaseProcess, job_id: int, forkserver_gone: bool = False) -> None:
     """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"."""
-    code = process.exitcode
+    code = None if forkserver_gone else process.exitcode
     how = f"exited with status {code}"
-    if code is not None and code < 0:
+    if forkserver_gone:  # multiprocessing says 255, whatever it was: a signal, most often
+        how = "ended, its exit status unknown (its forkserver is gone)"
+    elif code is not None and code < 0:
         with contextlib.suppress(ValueError):  # a number the signal module has no name for
             how = f"was killed by {signal.Signals(-code).name}"
     log.warning(
@@ -238,9 +361,73 @@ def _report_lost(process: BaseProcess, job_id: int) -> None:
     )  # fmt: skip
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+@contextlib.contextmanager
+def _paused(timer: asyncio.Timeout | None) -> Iterator[None]:
+    """Stop ``timer`` (if it runs) until the block ends; it then has the time it had left."""
+    when = timer.when() if timer is not None and not timer.expired() else None
+    if timer is None or when is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    timer.reschedule(None)
+    try:
+        yield
+    finally:  # cancelled too: a middleware's own timeout may go on to call again
+        timer.reschedule(loop.time() + left)
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(value)
+
+
+def _reap(process: BaseProcess, grace: float | None = None) -> asyncio.Future[None] | None:
+    """Join ``process`` (killed if it outlives ``grace`` seconds) in a thread while an event
+    loop runs: even a killed process takes a while to end (a core dump, a disk write)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _join(process, grace)
+        return None
+    return loop.run_in_executor(None, _join, process, grace)
+
+
+def _join(process: BaseProcess, grace: float | None) -> None:
+    if grace is not None:
+        process.join(grace)
+        if process.exitcode is None:
+            with contextlib.suppress(OSError):
+                process.kill()
+    process.join(timeout=5)
+
+
+def _read(answer: bytes) -> Any:
+    """The value a child returned, or raise what it raised. A value it pickled that cannot be
+    unpickled here is a ``ResultUnread``: the task ran to its end (an error is a RemoteError)."""
+    try:
+        value = pickle.loads(memoryview(answer)[1:])
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exception_text(exc)}"
+        raise (ResultUnread if answer[:1] == _RETURNED else RemoteError)(text) from exc
+    if answer[:1] == _RETURNED:
+        return value
+    raise value
+
+
+def _answer(returned: bool, value: Any) -> memoryview:
+    """A child's answer: its flag, then ``value`` pickled; an unsent value if pickle refuses
+    it (an error already checked by ``_sendable`` cannot be refused)."""
+    out = io.BytesIO()
+    out.write(_RETURNED if returned else _RAISED)
+    try:
+        pickle.dump(value, out, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        unsent = ResultUnsent if returned else RemoteError
+        out = io.BytesIO(_RAISED)
+        out.seek(1)
+        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc)}"), out)
+    return out.getbuffer()
 
 
 def _child_main(
@@ -250,7 +437,26 @@ def _child_main(
     setup: tuple[str, str] | None,
     logs: tuple[str, str] | None = None,
 ) -> None:
-    """The child's loop: receive a call, run it, send back (ok, value). ``logs``: the
+    """A child's life (see ``_serve``). An error that ends it is logged as the worker logs:
+    multiprocessing would print it as text, a traceback amid JSON lines."""
+    try:
+        _serve(conn, worker_pid, worker_started, setup, logs)
+    except BaseException:
+        log.error(
+            "child process %s: its loop failed; it exits", os.getpid(), exc_info=True,
+            extra={"action": "child_failed", "pid": os.getpid()},
+        )  # fmt: skip
+        raise SystemExit(1) from None
+
+
+def _serve(
+    conn: Connection,
+    worker_pid: int,
+    worker_started: int | None,
+    setup: tuple[str, str] | None,
+    logs: tuple[str, str] | None,
+) -> None:
+    """The child's loop: receive a call, run it, send back its answer. ``logs``: the
     ``configure_logging`` arguments of the worker's process, if it was set up so (the CLI):
     the child's records and warnings are then written as the worker's are, JSON lines too."""
     # The worker ends its children itself (SIGKILL). A Ctrl-C in a terminal, or a SIGTERM from
@@ -273,11 +479,13 @@ def _child_main(
             failed_setup, setup_trace = exc, exc.__traceback__
     if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
         configure_logging(*logs)
+    conn.send_bytes(_READY)
     while True:
         try:
-            where, args, kwargs, fields = conn.recv()
-        except EOFError:
+            message = conn.recv_bytes()
+        except EOFError:  # the worker closed the pipe: this child is retired
             return
+        where, args, kwargs, fields = pickle.loads(message)
         if _gone(worker_pid, worker_started):
             # Sent before the worker died, read since (by a child still starting, say): its
             # job is rescued and runs again elsewhere. The watch would end this copy only at
@@ -286,14 +494,10 @@ def _child_main(
         try:
             if failed_setup is not None:  # its own traceback, not one frame more per call
                 raise failed_setup.with_traceback(setup_trace)
-            answer: tuple[bool, Any] = (True, _call(where, args, kwargs, fields, around))
+            answer = _answer(True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = (False, _sendable(exc))
-        try:
-            conn.send(answer)
-        except Exception as exc:  # a return value pickle refuses
-            unsent = ResultUnsent if answer[0] else RemoteError
-            conn.send((False, unsent(f"{type(exc).__name__}: {exception_text(exc)}")))
+            answer = _answer(False, _sendable(exc))
+        conn.send_bytes(answer)
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -155,6 +155,7 @@ class Worker:
         metrics_port: int | None = None,
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self.app = app
@@ -231,8 +232,9 @@ class Worker:
         self._probe_wanted = asyncio.Event()
         total = sum(self.queues.values())
         self._executor = JobExecutor(
-            app, threads or total, processes or os.cpu_count() or 1, isolate_crashed
-        )
+            app, threads or total, processes or os.cpu_count() or 1, isolate_crashed,
+            max_tasks_per_child,
+        )  # fmt: skip
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
         # attempt number out twice, and fencing could no longer tell a zombie from its heir.

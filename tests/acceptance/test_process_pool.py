@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
-from tests.acceptance.conftest import ROOT, cli_env, wait_for
+from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
 TASK = "tests.acceptance.app_under_test.sleeps_in_a_child"
@@ -19,6 +21,32 @@ def enqueue(dsn: str, seconds: list[float]) -> None:
     """Enqueue one job of sleeps_in_a_child per duration."""
     query(dsn, "SELECT pgqueue.enqueue(%s, jsonb_build_array(s), queue => 'io')"
                " FROM unnest(%s::float8[]) AS s", [TASK, seconds])  # fmt: skip
+
+
+@contextlib.contextmanager
+def started(ledger: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``pgqueue worker ARGS`` in a session of its own, killed if it still runs at the end."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "worker", "--poll-interval", "0.1", *args],
+        env=cli_env(ledger), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
+def assert_each_ran_once(
+    ledger: str, worker: subprocess.Popen[str], output: str, jobs: int
+) -> None:
+    """The worker exited cleanly, and its ``jobs`` jobs each succeeded at their first attempt."""
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output, output
+    ended = query(ledger, "SELECT state, attempts FROM pgqueue.jobs ORDER BY id")
+    assert ended == [("succeeded", 1)] * jobs
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -31,24 +59,39 @@ def test_a_signal_to_the_whole_process_group_lets_process_jobs_finish(
     the graceful stop; an idle child printed a traceback. The children leave it to the
     worker."""
     enqueue(ledger, [0.5, 0.5])  # at once: two children, one of them idle from then on
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pgqueue", "worker", "--queues", "io:2", "--processes", "2",
-         "--poll-interval", "0.1"],
-        env=cli_env(ledger), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with started(ledger, "--queues", "io:2", "--processes", "2") as worker:
         wait_for(lambda: states(ledger) == {"succeeded": 2}, what="the first jobs")
         enqueue(ledger, [3])
         wait_for(lambda: query(ledger, "SELECT count(*) FROM ledger") == [(3,)],
                  what="the last job running")  # fmt: skip
         os.killpg(worker.pid, signum)
         output, _ = worker.communicate(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
-    assert worker.returncode == 0, output
-    assert "Traceback" not in output, output
-    jobs = query(ledger, "SELECT state, attempts FROM pgqueue.jobs ORDER BY id")
-    assert jobs == [("succeeded", 1)] * 3
+    assert_each_ran_once(ledger, worker, output, 3)
+
+
+def test_max_tasks_per_child_replaces_children_between_jobs(ledger: str) -> None:
+    """--max-tasks-per-child 2 with one child: every two jobs run in a new child, and no job
+    loses an attempt or is lost to the replacement."""
+    enqueue(ledger, [0] * 6)
+    with started(ledger, "--queues", "io:1", "--processes", "1", "--max-tasks-per-child", "2",
+                 "--burst") as worker:  # fmt: skip
+        output, _ = worker.communicate(timeout=120)
+    assert_each_ran_once(ledger, worker, output, 6)
+    pids = [pid for (pid,) in query(ledger, "SELECT pid FROM ledger ORDER BY job_id")]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5], pids
+    assert len(set(pids)) == 3 and worker.pid not in pids, pids
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("0", "0 is not in the range x>=1."), ("two", "'two' is not a whole number (digits 0-9).")],
+)
+def test_max_tasks_per_child_must_be_a_whole_number_of_one_or_more(
+    dsn: str, value: str, error: str
+) -> None:
+    """A limit below 1, or not a number, is a usage error naming the option."""
+    refused = cli(dsn, "worker", "--max-tasks-per-child", value, "--burst")
+    assert refused.returncode == 2
+    assert usage_error(refused.stderr) == (
+        f"Error: Invalid value for '--max-tasks-per-child': {error}"
+    )

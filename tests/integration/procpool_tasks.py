@@ -1,0 +1,53 @@
+"""Process tasks for the process pool's own tests (importable: a child finds them by name)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pgqueue
+
+app = pgqueue.PgQueue()
+
+
+def _refused_here() -> None:
+    raise RuntimeError("no reading this back")
+
+
+class ReadInChildOnly:
+    """A value the child pickles, but whose unpickling raises (as a class the worker cannot
+    import would, or a ``__setstate__`` that needs what only the child has)."""
+
+    def __reduce__(self) -> Any:
+        return (_refused_here, ())
+
+
+@app.task(queue="cpu", executor="process", max_attempts=3)
+def returns_unreadable() -> ReadInChildOnly:
+    """Return a value the worker cannot unpickle."""
+    return ReadInChildOnly()
+
+
+@app.task(queue="cpu", executor="process", max_attempts=3, store_result=False)
+def returns_unreadable_unstored() -> ReadInChildOnly:
+    """Return a value the worker cannot unpickle, from a task whose result is not stored."""
+    return ReadInChildOnly()
+
+
+def pids() -> tuple[int, int]:
+    """This child's pid and its parent's (the forkserver's)."""
+    return os.getpid(), os.getppid()
+
+
+def size(data: str) -> int:
+    """The length of ``data``."""
+    return len(data)
+
+
+def exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie not yet reaped does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
