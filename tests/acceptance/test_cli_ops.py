@@ -598,3 +598,30 @@ def test_jobs_show_says_a_running_job_was_asked_to_cancel_and_its_unique_key(dsn
     shown = pgqueue(dsn, "jobs", "show", str(job_id)).stdout.splitlines()
     assert shown[0] == f"job {job_id}: t on queue q, running, asked to cancel"
     assert '  unique key    "k-1"' in shown
+
+
+def test_control_characters_of_a_job_are_shown_escaped_not_sent_to_the_terminal(
+    dsn: str,
+) -> None:
+    """An error text, traceback or task name holding control characters (an ANSI colour, a
+    terminal's title sequence, a bell, a tab) went raw to the operator's terminal: `jobs list`
+    and `jobs show` could retitle or clear it, and a tab pushed the row's columns out of line.
+    They are written as escapes (``\\x1b``, ``\\t``); JSON keeps the text as it is."""
+    job_id = failed_job(dsn)
+    error = "Boom \x1b]0;pwned\x07 \x1b[31mred\ttab"
+    query(dsn, "UPDATE pgqueue.finished_jobs SET task = 'se\tnd', last_error = %s,"
+               " errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'error', %s::text,"
+               " 'traceback', %s::text))",
+          [error, error, "Traceback\n  \x1b[2J\r\nBoom"])  # fmt: skip
+    for command in (["jobs", "list"], ["jobs", "show", str(job_id)]):
+        out = pgqueue(dsn, *command).stdout
+        assert not {"\x1b", "\x07", "\r", "\t"} & set(out), repr(out)
+        assert "Boom \\x1b]0;pwned\\x07 \\x1b[31mred\\ttab" in out
+    header, row = pgqueue(dsn, "jobs", "list").stdout.splitlines()
+    assert row.index("Boom") == header.index("LAST_ERROR")
+    assert row.split()[1] == "se\\tnd"
+    shown = pgqueue(dsn, "jobs", "show", str(job_id)).stdout.splitlines()
+    assert shown[0] == f"job {job_id}: se\\tnd on queue mail, failed"
+    assert "      \\x1b[2J" in shown and "    Boom" in shown
+    [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
+    assert job["last_error"] == error
