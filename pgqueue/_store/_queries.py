@@ -1395,7 +1395,10 @@ SELECT w.queue,
 # ('Infinity', 1e300) or one infinite last_seen_at failed the listing of every worker, and so
 # `pgqueue workers` and `pgqueue healthcheck --worker`. A heartbeat counts as at most 1e10 s
 # (317 years; pgqueue's own are shorter than the lease), and a timestamp Python cannot hold
-# reads as the nearest bound any time zone loads (see _JOB_COLUMNS).
+# reads as the nearest bound any time zone loads (see _JOB_COLUMNS). Running jobs are counted on
+# the lease index (a running row always has a lease: active_jobs_lease_check): through the
+# view's "state = 'running'" alone, the count scanned all of active_jobs, 3.9 s of the health
+# check's 4 s behind a backlog of 3.4 million queued jobs.
 WORKERS_LIST: LiteralString = """
 SELECT w.id, w.hostname, w.pid, w.queues::text, w.version,
        CASE WHEN w.started_at < timestamptz '0001-01-02 00:00+00'
@@ -1410,7 +1413,7 @@ SELECT w.id, w.hostname, w.pid, w.queues::text, w.version,
   LEFT JOIN (
       SELECT worker_id, count(*) AS running
         FROM pgqueue.active_jobs
-       WHERE state = 'running'
+       WHERE state = 'running' AND lease_expires_at IS NOT NULL
        GROUP BY worker_id
   ) AS r ON r.worker_id = w.id
  WHERE w.last_seen_at >= now() - make_interval(secs => least(w.heartbeat_s, 1e10) * 3)
