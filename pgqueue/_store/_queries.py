@@ -1310,10 +1310,13 @@ JOBS_READ: LiteralString = (
 """
 )
 
-# Newest first; each filter is skipped when NULL.
+# Newest first; each filter is skipped when NULL. Running jobs are read on the lease index (a
+# running row always has a lease: active_jobs_lease_check): they are the oldest of a backlog,
+# and newest first, "state = 'running'" alone walked all of it (8.7 s behind 3.4 million).
 JOBS_LIST: LiteralString = (
     _JOB_COLUMNS
     + """ WHERE (%(state)s::text IS NULL OR state = %(state)s)
+   AND (%(state)s::text IS DISTINCT FROM 'running' OR lease_expires_at IS NOT NULL)
    AND (%(queue)s::text IS NULL OR queue = %(queue)s)
    AND (%(task)s::text IS NULL OR task = %(task)s)
  ORDER BY id DESC
