@@ -400,13 +400,20 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
     if older_than is None and not state.app_path:  # the default retention may be shorter
         raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
+    kept: list[str] = []  # states asked for that the app keeps forever (retention None)
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
+            kept = sorted(set(states or TERMINAL_STATES) - set(ages))
             deleted = _ops.prune_by_state(conn, ages)
         else:
             deleted = _ops.prune(conn, older_than, states or TERMINAL_STATES)
     click.echo(f"deleted {deleted} finished jobs")
+    if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
+        click.echo(
+            f"the app {state.app_path!r} keeps {' and '.join(kept)} jobs forever (its retention"
+            " is None): pass --older-than DURATION to prune them", err=True,
+        )  # fmt: skip
 
 
 @click.command()

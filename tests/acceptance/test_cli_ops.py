@@ -625,3 +625,26 @@ def test_control_characters_of_a_job_are_shown_escaped_not_sent_to_the_terminal(
     assert "      \\x1b[2J" in shown and "    Boom" in shown
     [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
     assert job["last_error"] == error
+
+
+def test_prune_by_an_apps_retention_says_which_states_it_keeps_forever(
+    dsn: str, tmp_path: Path
+) -> None:
+    """With an app that keeps failed jobs forever (retention None), `prune --state failed`
+    said "deleted 0 finished jobs" as if none were old enough. It still deletes none, and says
+    on stderr that the app keeps them forever and what prunes them all the same."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '400 days'")
+    (tmp_path / "keeper.py").write_text(
+        "import pgqueue\napp = pgqueue.PgQueue(retention={'failed': None})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "keeper", "prune", "--state",
+         "failed"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "deleted 0 finished jobs\n", (
+        "the app 'keeper' keeps failed jobs forever (its retention is None): pass --older-than"
+        " DURATION to prune them\n"
+    ))  # fmt: skip
+    assert states(dsn) == {"failed": 1}
