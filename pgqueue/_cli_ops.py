@@ -129,6 +129,18 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, default=_json_default, indent=2))
 
 
+# Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which
+# anyone able to enqueue can shape, must not drive the operator's terminal (retitle it, clear
+# it, ring it) nor, with a tab, push a table's columns out of line. Lines stay lines in `show`.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))} | {9: "\\t", 13: "\\r"}
+_SHOWN = {c: e for c, e in _ESCAPES.items() if c != 10}
+
+
+def _printable(text: str, keep_lines: bool = False) -> str:
+    """``text`` with its control characters escaped (newlines kept with ``keep_lines``)."""
+    return text.translate(_SHOWN if keep_lines else _ESCAPES)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -137,9 +149,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     text = _dumps(value) if isinstance(value, list | dict) else str(value)
-    first = text.splitlines()[0] if text else text
+    raw = text.splitlines()[0] if text else text
+    first = _printable(raw)
     # A table stays readable whatever an error message holds; `jobs show` has the full text.
-    return first if len(first) <= CELL_WIDTH and first == text else first[: CELL_WIDTH - 3] + "..."
+    return first if len(first) <= CELL_WIDTH and raw == text else first[: CELL_WIDTH - 3] + "..."
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -206,7 +219,7 @@ def jobs_show(state: State, job_id: int, as_json: bool) -> None:
     if as_json:
         _print_json(_ops.as_dict(job))
     else:
-        click.echo(_describe(job))
+        click.echo(_printable(_describe(job), keep_lines=True))
 
 
 def _describe(job: Job) -> str:
@@ -387,13 +400,20 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
     if older_than is None and not state.app_path:  # the default retention may be shorter
         raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
+    kept: list[str] = []  # states asked for that the app keeps forever (retention None)
     with _connect(state, autocommit=True) as conn:
         if older_than is None:
             ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
+            kept = sorted(set(states or TERMINAL_STATES) - set(ages))
             deleted = _ops.prune_by_state(conn, ages)
         else:
             deleted = _ops.prune(conn, older_than, states or TERMINAL_STATES)
     click.echo(f"deleted {deleted} finished jobs")
+    if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
+        click.echo(
+            f"the app {state.app_path!r} keeps {' and '.join(kept)} jobs forever (its retention"
+            " is None): pass --older-than DURATION to prune them", err=True,
+        )  # fmt: skip
 
 
 @click.command()

@@ -81,6 +81,19 @@ class WorkerMetrics:
         )  # fmt: skip
         running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
         running.set_function(lambda: worker.running)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Serve the counters' known series at 0 from the start: rate() and increase() cannot
+        see the step into a series that first appears at 1, and the documented alerts missed
+        a first rescue that ended jobs, or a task's first failure."""
+        for outcome in ("requeued", "ended"):
+            self.rescued.labels(outcome)
+        for name, task in self.worker.app.tasks.items():
+            if task.options.queue in self.worker.queues:  # its own queue, if this worker's
+                self.retries.labels(name, task.options.queue)
+                for state in ("succeeded", "failed", "cancelled"):
+                    self.finished.labels(name, task.options.queue, state)
 
     def on_finished(self, event: JobEvent) -> None:
         """Count one finished attempt (a worker events listener)."""

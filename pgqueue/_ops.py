@@ -221,8 +221,10 @@ def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int =
         # One instant for every batch: measured from each batch's own now(), jobs reaching
         # their age in between kept a prune of a busy queue going for ever.
         as_of = _store.run(cur, _store.clock_now_text())
-        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of)):
-            total += deleted
+        after: _store.Pruned = {}  # where each state's next batch reads on from
+        while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of, after)):
+            total += sum(count for count, _ in deleted.values())
+            after |= deleted
     return total
 
 

@@ -67,10 +67,13 @@ class Pruner:
         if not self.ages:
             return 0
         total = 0
+        after: _store.Pruned = {}  # where each state's next batch reads on from
         for _ in range(self.max_batches):
-            deleted = await db.run(_store.jobs_prune(self.ages, self.batch))
-            total += deleted
-            if deleted < self.batch:
+            deleted = await db.run(_store.jobs_prune(self.ages, self.batch, after=after))
+            count = sum(n for n, _ in deleted.values())
+            total += count
+            after |= deleted
+            if count < self.batch:
                 break
         if total:
             log.info(

@@ -134,6 +134,10 @@ def _first_column(rows: list[Row]) -> list[Any]:
     return [r[0] for r in rows]
 
 
+Pruned = dict[str, tuple[int, str | None]]
+"""Per state, the jobs one prune batch deleted and the last ``finished_at`` among them."""
+
+
 def _one(rows: list[Row]) -> Any:
     return rows[0][0]
 
@@ -1108,11 +1112,17 @@ def jobs_cancel_call(job_id: int) -> Query[str | None]:
     return Query(q.JOBS_CANCEL_CALL, {"id": job_id}, _one)
 
 
-def jobs_prune(ages: dict[str, float], limit: int, as_of: str | None = None) -> Query[int]:
+def jobs_prune(
+    ages: dict[str, float], limit: int, as_of: str | None = None, after: Pruned | None = None
+) -> Query[Pruned]:
     """Delete up to ``limit`` finished jobs per state older than ``ages[state]`` seconds at
-    ``as_of`` (the database's clock, from :func:`clock_now_text`), or now."""
-    params = {"states": list(ages), "ages": list(ages.values()), "limit": limit, "as_of": as_of}
-    return Query(q.JOBS_PRUNE, params, _one)
+    ``as_of`` (the database's clock, from :func:`clock_now_text`), or now, reading each state
+    on from its entry in ``after`` (what the batch before returned). Returns, per state it
+    deleted jobs of, how many and the last ``finished_at`` deleted, as text."""
+    starts = [(after or {}).get(state, (0, None))[1] for state in ages]
+    params = {"states": list(ages), "ages": list(ages.values()), "after": starts, "limit": limit,
+              "as_of": as_of}  # fmt: skip
+    return Query(q.JOBS_PRUNE, params, lambda rows: {r[0]: (r[1], r[2]) for r in rows})
 
 
 def queues_stats() -> Query[list[Row]]:

@@ -598,3 +598,53 @@ def test_jobs_show_says_a_running_job_was_asked_to_cancel_and_its_unique_key(dsn
     shown = pgqueue(dsn, "jobs", "show", str(job_id)).stdout.splitlines()
     assert shown[0] == f"job {job_id}: t on queue q, running, asked to cancel"
     assert '  unique key    "k-1"' in shown
+
+
+def test_control_characters_of_a_job_are_shown_escaped_not_sent_to_the_terminal(
+    dsn: str,
+) -> None:
+    """An error text, traceback or task name holding control characters (an ANSI colour, a
+    terminal's title sequence, a bell, a tab) went raw to the operator's terminal: `jobs list`
+    and `jobs show` could retitle or clear it, and a tab pushed the row's columns out of line.
+    They are written as escapes (``\\x1b``, ``\\t``); JSON keeps the text as it is."""
+    job_id = failed_job(dsn)
+    error = "Boom \x1b]0;pwned\x07 \x1b[31mred\ttab"
+    query(dsn, "UPDATE pgqueue.finished_jobs SET task = 'se\tnd', last_error = %s,"
+               " errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'error', %s::text,"
+               " 'traceback', %s::text))",
+          [error, error, "Traceback\n  \x1b[2J\r\nBoom"])  # fmt: skip
+    for command in (["jobs", "list"], ["jobs", "show", str(job_id)]):
+        out = pgqueue(dsn, *command).stdout
+        assert not {"\x1b", "\x07", "\r", "\t"} & set(out), repr(out)
+        assert "Boom \\x1b]0;pwned\\x07 \\x1b[31mred\\ttab" in out
+    header, row = pgqueue(dsn, "jobs", "list").stdout.splitlines()
+    assert row.index("Boom") == header.index("LAST_ERROR")
+    assert row.split()[1] == "se\\tnd"
+    shown = pgqueue(dsn, "jobs", "show", str(job_id)).stdout.splitlines()
+    assert shown[0] == f"job {job_id}: se\\tnd on queue mail, failed"
+    assert "      \\x1b[2J" in shown and "    Boom" in shown
+    [job] = json.loads(pgqueue(dsn, "jobs", "list", "--json").stdout)
+    assert job["last_error"] == error
+
+
+def test_prune_by_an_apps_retention_says_which_states_it_keeps_forever(
+    dsn: str, tmp_path: Path
+) -> None:
+    """With an app that keeps failed jobs forever (retention None), `prune --state failed`
+    said "deleted 0 finished jobs" as if none were old enough. It still deletes none, and says
+    on stderr that the app keeps them forever and what prunes them all the same."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '400 days'")
+    (tmp_path / "keeper.py").write_text(
+        "import pgqueue\napp = pgqueue.PgQueue(retention={'failed': None})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "keeper", "prune", "--state",
+         "failed"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "deleted 0 finished jobs\n", (
+        "the app 'keeper' keeps failed jobs forever (its retention is None): pass --older-than"
+        " DURATION to prune them\n"
+    ))  # fmt: skip
+    assert states(dsn) == {"failed": 1}

@@ -382,7 +382,8 @@ async def test_jobs_of_tasks_the_app_does_not_register_share_one_metrics_label(
                 for family in parser.text_string_to_metric_families(scraped[-1])
                 for s in family.samples if s.name == "pgqueue_jobs_finished_total"}  # fmt: skip
     labels = (("queue", "q"), ("state", "failed"), ("task", "(unregistered)"))
-    assert finished == {labels: 3}
+    assert {key: value for key, value in finished.items() if value} == {labels: 3}
+    assert {dict(key)["task"] for key in finished} == {"(unregistered)", *app.tasks}  # at 0
 
 
 async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -> None:

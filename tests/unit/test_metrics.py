@@ -37,3 +37,35 @@ def test_job_durations_of_minutes_fall_in_buckets_of_their_own() -> None:
         m.on_finished(JobEvent(JobContext(1, "work", "q", 1, 3), "succeeded", seconds))
     counts = buckets(m, "pgqueue_job_duration_seconds")
     assert (counts[0.005], counts[60.0], counts[300.0], counts[3600.0]) == (1, 1, 2, 3)
+
+
+def series(m: WorkerMetrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of metric ``name``, by their sorted labels."""
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_counters_are_served_at_zero_before_their_first_count() -> None:
+    """A counter's series appeared only with its first count, at 1: Prometheus' rate() and
+    increase() cannot see the step into a new series, so the documented alert on a rescue
+    that ended jobs, or on a task's failures, missed the first one (and a lone one for good).
+    The rescue's two outcomes, and each state of each registered task of a queue the worker
+    serves, are served at 0 from the start."""
+    app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+    app.task(name="mail", queue="q")(lambda: None)
+    app.task(name="elsewhere", queue="other")(lambda: None)
+    m = WorkerMetrics(app.worker(queues=["q"]))
+    assert series(m, "pgqueue_jobs_rescued_total") == {
+        (("outcome", "requeued"),): 0.0,
+        (("outcome", "ended"),): 0.0,
+    }
+    finished = series(m, "pgqueue_jobs_finished_total")
+    assert finished == {
+        (("queue", "q"), ("state", state), ("task", "mail")): 0.0
+        for state in ("succeeded", "failed", "cancelled")
+    }
+    assert series(m, "pgqueue_job_retries_total") == {(("queue", "q"), ("task", "mail")): 0.0}
