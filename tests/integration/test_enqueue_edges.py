@@ -1,8 +1,9 @@
-"""Enqueue paths at their edges: big batches in the caller's pipeline."""
+"""Enqueue paths at their edges: big batches in the caller's pipeline, odd unique keys."""
 
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 import pgqueue
 from pgqueue._store import COPY_THRESHOLD
@@ -39,3 +40,11 @@ async def test_a_big_aenqueue_many_in_the_callers_pipeline_enqueues_every_job(ds
         ids = await edge.aenqueue_many(aconn, [((n,), {}) for n in range(COPY_THRESHOLD)])
     assert len(ids) == COPY_THRESHOLD
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(COPY_THRESHOLD,)]
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\x00"])
+def test_a_unique_key_holding_nul_is_refused_for_its_nul(key: str) -> None:
+    """A key with a NUL character is refused before any SQL, saying why: the message said
+    "use 1-255 characters" of a 3-character key."""
+    with pytest.raises(ValueError, match="NUL"):
+        pgqueue.PgQueue().using("edge", unique_key=key)
