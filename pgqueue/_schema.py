@@ -18,10 +18,12 @@ log = logging.getLogger("pgqueue.worker")
 # revision that code needing an older one cannot run on also replaces the SQL function
 # pgqueue.compatible_since() (sql/0007_zz_functions.sql) to return the new revision; one that
 # older code runs on leaves it, and older workers then start on it (schema_problem). 0008
-# changes function bodies only and 0009 adds a table older code never reads, so both leave
-# it: compatible_since() stays '0007'.
-SCHEMA_REVISION = "0009"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+# changes function bodies only, 0009 adds a table older code never reads and 0010 changes
+# function bodies only, so all leave it: compatible_since() stays '0007'.
+SCHEMA_REVISION = "0010"
+KNOWN_REVISIONS = (
+    "0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010",
+)  # fmt: skip
 
 
 # What a statement on pgqueue's tables or functions raises in a database without its schema.

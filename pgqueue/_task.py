@@ -148,13 +148,14 @@ class Task(Generic[P, R]):
         """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
 
         Every call is validated and encoded before the first statement is sent. Big batches
-        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY. Size errors are those of
-        :meth:`enqueue`, prefixed with the call or the batch they concern.
+        (``COPY_THRESHOLD`` jobs or more) are loaded with COPY, except in the caller's
+        pipeline. Size errors are those of :meth:`enqueue`, prefixed with the call or the
+        batch they concern.
         """
         template, args, kwargs = self._encode_many(calls)
         with sync_cursor(conn) as cur:
             try:
-                if len(args) >= _store.COPY_THRESHOLD:
+                if _store.copy_usable(cur.connection, len(args)):
                     return _store.jobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
                 return [i for query in chunks for i in _store.run(cur, query)]
@@ -169,7 +170,7 @@ class Task(Generic[P, R]):
         template, args, kwargs = self._encode_many(calls)
         async with async_cursor(conn) as cur:
             try:
-                if len(args) >= _store.COPY_THRESHOLD:
+                if _store.copy_usable(cur.connection, len(args)):
                     return await _store.ajobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
                 return [i for query in chunks for i in await _store.arun(cur, query)]

@@ -669,6 +669,12 @@ COPY_THRESHOLD = 1000
 """enqueue_many loads at least this many jobs with COPY rather than INSERT ... unnest."""
 
 
+def copy_usable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], jobs: int) -> bool:
+    """Whether to load ``jobs`` jobs with COPY: a batch that big, on a connection outside
+    pipeline mode (the caller's ``conn.pipeline()``), where COPY raises NotSupportedError."""
+    return jobs >= COPY_THRESHOLD and not conn.pgconn.pipeline_status
+
+
 def jobs_ids_reserve(n: int) -> Query[list[int]]:
     """Take ``n`` ids from the jobs' identity sequence, in increasing order."""
     return Query(q.JOBS_IDS_RESERVE, (n,), _id_range)

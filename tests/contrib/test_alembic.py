@@ -36,7 +36,7 @@ def test_users_history_installs_the_same_schema_as_pgqueue_migrate(dsn, empty_ds
     assert done.returncode == 0, done.stderr
     assert catalog(empty_dsn) == catalog(dsn)
     assert pgqueue.schema_check(empty_dsn) is None
-    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a9",)]
+    assert query(empty_dsn, "SELECT version_num FROM public.alembic_version") == [("a10",)]
 
 
 def test_users_history_on_a_database_pgqueue_migrated_changes_nothing(dsn: str) -> None:
@@ -107,7 +107,7 @@ def test_an_async_alembic_env_installs_the_schema(dsn: str, empty_dsn: str, tmp_
     the postgresql+psycopg driver and asked for a postgresql+psycopg:// URL."""
     (tmp_path / "versions").mkdir()
     (tmp_path / "env.py").write_text(ASYNC_ENV)
-    for revision, down, pgqueue_revision in [("b1", None, "0005"), ("b2", "b1", "0009")]:
+    for revision, down, pgqueue_revision in [("b1", None, "0005"), ("b2", "b1", "0010")]:
         text = ASYNC_REVISION.format(revision=revision, down=down, pgqueue=pgqueue_revision)
         (tmp_path / "versions" / f"{revision}.py").write_text(text)
     ini = tmp_path / "alembic.ini"

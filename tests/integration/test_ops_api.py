@@ -115,13 +115,13 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
         "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
         " attempts, max_attempts, run_at, created_at, finished_at)"
         " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
-        " FROM (VALUES (1, 'succeeded', interval '2 h'), (2, 'succeeded', interval '1 min'),"
-        " (3, 'failed', interval '2 h'), (4, 'cancelled', interval '2 h')) AS v(i, s, age)",
-    )
+        " FROM (VALUES (101, 'succeeded', interval '2 h'), (102, 'succeeded', interval '1 min'),"
+        " (103, 'failed', interval '2 h'), (104, 'cancelled', interval '2 h')) AS v(i, s, age)",
+    )  # ids past the sequence's: since revision 0010 a job cannot take a finished job's id
     query(dsn, "SELECT pgqueue.enqueue('t', run_at => now() - interval '3 h')")  # fmt: skip
     with psycopg.connect(dsn, autocommit=True) as auto:
         assert _ops.prune(auto, 3600, states=["succeeded", "failed"], batch=1) == 2
-    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(2,), (4,)]
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(102,), (104,)]
     assert states(dsn)["queued"] == 1
 
 

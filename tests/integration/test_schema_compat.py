@@ -55,21 +55,21 @@ def code_needing(monkeypatch: pytest.MonkeyPatch, revision: str) -> None:
 
 
 def test_a_fresh_schema_serves_the_code_that_installed_it(dsn: str) -> None:
-    """It serves code needing 0007 and 0008 too: 0008 changed function bodies only and 0009
-    added a table, so both kept compatible_since() at 0007."""
+    """It serves code needing 0007 to 0009 too: 0008 and 0010 changed function bodies only
+    and 0009 added a table, so all kept compatible_since() at 0007."""
     assert query(dsn, "SELECT pgqueue.compatible_since()") == [("0007",)]
     assert pgqueue.schema_check(dsn) is None
 
 
-@pytest.mark.parametrize("needed", ["0007", "0008"])
-async def test_older_code_runs_on_0009(
+@pytest.mark.parametrize("needed", ["0007", "0008", "0009"])
+async def test_older_code_runs_on_0010(
     dsn: str, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture, needed: str,
 ) -> None:  # fmt: skip
-    """A worker of the release that needs 0007 or 0008, restarted after `pgqueue migrate`
-    installed 0009, starts and runs jobs, and its checks and embedded installs (Django,
+    """A worker of a release that needs 0007, 0008 or 0009, restarted after `pgqueue migrate`
+    installed 0010, starts and runs jobs, and its checks and embedded installs (Django,
     alembic upgrade_ops) pass without changing anything."""
-    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0009",)]
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0010",)]
     code_needing(monkeypatch, needed)
     assert pgqueue.schema_check(dsn) is None
     assert health_problem(dsn) is None
@@ -80,8 +80,8 @@ async def test_older_code_runs_on_0009(
     with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
         await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
     [newer] = [r for r in caplog.records if getattr(r, "action", "") == "schema_newer"]
-    assert f"revision 0009, newer than this version's {needed}" in newer.getMessage()
-    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0009",)]
+    assert f"revision 0010, newer than this version's {needed}" in newer.getMessage()
+    assert query(dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0010",)]
 
 
 async def test_older_code_runs_on_a_newer_schema_that_serves_it(
