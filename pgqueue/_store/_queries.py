@@ -775,7 +775,8 @@ SELECT id, attempts FROM pgqueue.active_jobs WHERE state = 'running' AND worker_
 """
 
 # Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
-# ("worker lost") when no attempt is left, or as cancelled when a cancel was requested.
+# ("worker lost") when no attempt is left, or as cancelled ("cancelled on request", as an ack
+# of a cancelled attempt says; its errors record the attempt lost) when a cancel was requested.
 # SKIP LOCKED lets any number of workers sweep at once; ON CONFLICT keeps one bad row from
 # wedging the batch. A rescued job keeps its run_at, so its place in line: it was runnable and
 # lost its turn to someone else's crash more often than to its own. A dead worker counts only
@@ -847,7 +848,8 @@ WITH dead_workers AS MATERIALIZED (
     SELECT id, queue, task, args, kwargs,
            CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
            priority, attempts, max_attempts, run_at, created_at, started_at, now(), worker_id,
-           timeout, unique_key, NULL, 'worker lost',
+           timeout, unique_key, NULL,
+           CASE WHEN cancel_requested THEN 'cancelled on request' ELSE 'worker lost' END,
            errors || jsonb_build_array(jsonb_build_object(
                'attempt', attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL)),
            meta
