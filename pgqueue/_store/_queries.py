@@ -768,10 +768,15 @@ SELECT (SELECT count(*) FROM released),
           FROM (SELECT DISTINCT queue FROM released) AS q)
 """
 
-# The jobs a worker holds running: read at its stop after a claim whose reply a cancellation
-# cut off (the claim may have committed), to give back those it never started. Rare: no index.
+# The jobs leased to a worker, their leases unexpired: read after a claim whose reply was
+# lost (cut off by a cancellation, or with its connection: the claim may have committed), to
+# give back those it never started. Only unexpired leases: a job whose outcome the worker
+# wrote can be leased to it again (a server crash lost that write) only until the lease it had
+# then expires, which the worker's record of its written outcomes outlasts (see
+# Worker._unknown_claims). Rare: no index.
 LEASES_READ: LiteralString = """
-SELECT id, attempts FROM pgqueue.active_jobs WHERE state = 'running' AND worker_id = %(worker)s
+SELECT id, attempts FROM pgqueue.active_jobs
+ WHERE state = 'running' AND worker_id = %(worker)s AND lease_expires_at > now()
 """
 
 # Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
