@@ -27,6 +27,13 @@ UPDATE pgqueue.active_jobs
        lease_expires_at = now() + interval '60 seconds'
  WHERE id = %(id)s
 """
+# A job leased to the worker, its lease expired, as its claim (or a lost ack) left it.
+EXPIRED = """
+UPDATE pgqueue.active_jobs
+   SET state = 'running', attempts = 1, worker_id = %(worker)s, started_at = now(),
+       lease_expires_at = now() - interval '1 second'
+ WHERE id = %(id)s
+"""
 
 
 async def _until(dsn: str, sql: str, params: list[object], tries: int = 600) -> None:
@@ -126,6 +133,7 @@ async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
     async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
         w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
                        scheduler=False)  # fmt: skip
+        w._claim_db.prepare_threshold = None  # every claim sends its text, which CLAIM marks
         runner = asyncio.create_task(w.run())
         try:
             await _until(dsn, ROW + " AND state = 'queued' AND attempts = 1", [written])
@@ -144,6 +152,42 @@ async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
         ("running", 1, w.name, "2000-01-01")
     ]  # as the crash left it: not given back (nor claimed again)
     assert runs == [("fails", 1), ("once", 1)]
+
+
+async def test_a_job_whose_lease_expired_is_not_given_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A job leased to the worker, unknown to it, whose lease has expired, is the rescue's
+    (which counts the attempt), not the give-back's: the record of the outcomes the worker
+    wrote outlasts only unexpired leases (one whose outcome a server crash lost is leased to
+    the worker again only until then), so an expired one may be a written outcome's."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, rescue_interval=3600,
+                       poll_interval=0.05, scheduler=False)  # fmt: skip
+        w._claim_db.prepare_threshold = None  # every claim sends its text, which CLAIM marks
+        runner = asyncio.create_task(w.run())
+        try:
+            registered = "SELECT FROM pgqueue.worker_processes WHERE id = %s"
+            await _until(dsn, registered, [w.name])  # its start's rescue is over
+            expired = app.using("once").enqueue(conn)
+            conn.execute(EXPIRED, {"worker": w.name, "id": expired})
+            conn.commit()
+            proxy.armed = True
+            lost = app.using("once").enqueue(conn)
+            conn.commit()
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            await _until(dsn, DONE, [lost])
+        finally:
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
+    assert query(dsn, ROW, [expired]) == [("running", 1, w.name)]
 
 
 class _Written:
