@@ -6,7 +6,10 @@ can lose such an outcome (acks skip the WAL flush), and those are left to their 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 
@@ -42,6 +45,33 @@ async def _until(dsn: str, sql: str, params: list[object], tries: int = 600) -> 
         if query(dsn, sql, params):
             return
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _worker(app: pgqueue.PgQueue, dsn: str, **options: Any) -> AsyncIterator[Any]:
+    """A worker of queue q running through a ReplyCutter of its claims (the proxy, the
+    worker), stopped at the end; its claims are never prepared, so each sends its text."""
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
+                       scheduler=False, **options)  # fmt: skip
+        w._claim_db.prepare_threshold = None
+        runner = asyncio.create_task(w.run())
+        try:
+            yield proxy, w
+        finally:
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+
+
+async def _lose_a_claim(app: pgqueue.PgQueue, dsn: str, conn: psycopg.Connection,
+                        proxy: ReplyCutter) -> int:  # fmt: skip
+    """Enqueue a job of task "once" whose claim's reply ``proxy`` loses; wait for its end."""
+    proxy.armed = True
+    lost: int = app.using("once").enqueue(conn)
+    conn.commit()
+    await asyncio.wait_for(proxy.cut.wait(), 10)
+    await _until(dsn, DONE, [lost])
+    return lost
 
 
 async def test_a_claim_whose_reply_was_lost_gives_its_jobs_back_once_claims_work_again(
@@ -130,22 +160,10 @@ async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
 
     written = app.using("fails").enqueue(conn)
     conn.commit()
-    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
-        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
-                       scheduler=False)  # fmt: skip
-        w._claim_db.prepare_threshold = None  # every claim sends its text, which CLAIM marks
-        runner = asyncio.create_task(w.run())
-        try:
-            await _until(dsn, ROW + " AND state = 'queued' AND attempts = 1", [written])
-            query(dsn, ACK_LOST, {"worker": w.name, "id": written})
-            proxy.armed = True
-            lost = app.using("once").enqueue(conn)
-            conn.commit()
-            await asyncio.wait_for(proxy.cut.wait(), 10)
-            await _until(dsn, DONE, [lost])
-        finally:
-            w.stop()
-            await asyncio.wait_for(runner, 30)
+    async with _worker(app, dsn) as (proxy, w):
+        await _until(dsn, ROW + " AND state = 'queued' AND attempts = 1", [written])
+        query(dsn, ACK_LOST, {"worker": w.name, "id": written})
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
     assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
     started = "SELECT state, attempts, worker_id, started_at::date::text FROM pgqueue.jobs"
     assert query(dsn, started + " WHERE id = %s", [written]) == [
@@ -167,25 +185,13 @@ async def test_a_job_whose_lease_expired_is_not_given_back(
     async def once() -> None:
         pass
 
-    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
-        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, rescue_interval=3600,
-                       poll_interval=0.05, scheduler=False)  # fmt: skip
-        w._claim_db.prepare_threshold = None  # every claim sends its text, which CLAIM marks
-        runner = asyncio.create_task(w.run())
-        try:
-            registered = "SELECT FROM pgqueue.worker_processes WHERE id = %s"
-            await _until(dsn, registered, [w.name])  # its start's rescue is over
-            expired = app.using("once").enqueue(conn)
-            conn.execute(EXPIRED, {"worker": w.name, "id": expired})
-            conn.commit()
-            proxy.armed = True
-            lost = app.using("once").enqueue(conn)
-            conn.commit()
-            await asyncio.wait_for(proxy.cut.wait(), 10)
-            await _until(dsn, DONE, [lost])
-        finally:
-            w.stop()
-            await asyncio.wait_for(runner, 30)
+    async with _worker(app, dsn, rescue_interval=3600) as (proxy, w):
+        registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+        await _until(dsn, registered, [w.name])  # its start's rescue is over
+        expired = app.using("once").enqueue(conn)
+        conn.execute(EXPIRED, {"worker": w.name, "id": expired})
+        conn.commit()
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
     assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
     assert query(dsn, ROW, [expired]) == [("running", 1, w.name)]
 
