@@ -114,7 +114,7 @@ CANCEL_GRACE = 5.0
 # coroutines, cancelled at once, CANCEL_GRACE to unwind, and its last writes 5 s more.
 CANCELLED_STOP = CANCEL_GRACE + 5.0
 
-# Seconds the acker remembers a written outcome beyond the lease (see Acker.knows): the lease
+# Seconds the acker remembers a written outcome beyond the lease (see Acker.known): the lease
 # runs on the database's clock, the record on the worker's.
 _REMEMBER_MARGIN = 10.0
 
@@ -606,7 +606,7 @@ class Worker:
     async def _unknown_claims(self, db: Db) -> list[tuple[int, int]]:
         """The claims (job id, attempt) leased to this worker, their leases unexpired, that
         it neither holds (runs, or gives back at its stop) nor knows an outcome of, waiting or
-        written lately (Acker.knows): those of a claim whose reply was lost.
+        written lately (Acker.known): those of a claim whose reply was lost.
 
         Why an outcome written lately counts: acks skip the WAL flush, and a server crash may
         lose one after the worker was told it committed. Its job is then leased to this
@@ -614,11 +614,12 @@ class Worker:
         would run that attempt again (and a job that crashes the server, for ever). Left out,
         it is rescued when its lease expires, the attempt counted, as any job of a lost ack.
         Its lease is the one it had when the outcome was written, no heartbeat extends it
-        after, and the acker remembers the outcome for longer (see Acker.knows), so a lease
+        after, and the acker remembers the outcome for longer (see Acker.known), so a lease
         read unexpired here belongs to no written outcome the record has forgotten."""
         leased = await db.run(_store.leases_read(self.name))
-        known = self._acker.knows()
-        return [key for key in leased if not self._holds(key) and key not in known]
+        unheld = [key for key in leased if not self._holds(key)]
+        known = self._acker.known(unheld) if unheld else set()
+        return [key for key in unheld if key not in known]
 
     async def _callbacks_behind(self, timeout: float | None) -> None:
         """Wait until a callback ends (or ``timeout`` passes: a burst worker looks whether
