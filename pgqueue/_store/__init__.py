@@ -570,7 +570,7 @@ def leases_release(held: Sequence[tuple[int, int]]) -> Query[tuple[int, list[int
 
 
 def leases_read(worker: str) -> Query[list[tuple[int, int]]]:
-    """The (id, attempt) of the running jobs leased to ``worker``."""
+    """The (id, attempt) of the running jobs leased to ``worker``, their leases unexpired."""
     return Query(q.LEASES_READ, {"worker": worker}, lambda rows: [(r[0], r[1]) for r in rows])
 
 

@@ -768,14 +768,20 @@ SELECT (SELECT count(*) FROM released),
           FROM (SELECT DISTINCT queue FROM released) AS q)
 """
 
-# The jobs a worker holds running: read at its stop after a claim whose reply a cancellation
-# cut off (the claim may have committed), to give back those it never started. Rare: no index.
+# The jobs leased to a worker, their leases unexpired: read after a claim whose reply was
+# lost (cut off by a cancellation, or with its connection: the claim may have committed), to
+# give back those it never started. Only unexpired leases: a job whose outcome the worker
+# wrote can be leased to it again (a server crash lost that write) only until the lease it had
+# then expires, which the worker's record of its written outcomes outlasts (see
+# Worker._unknown_claims). Rare: no index.
 LEASES_READ: LiteralString = """
-SELECT id, attempts FROM pgqueue.active_jobs WHERE state = 'running' AND worker_id = %(worker)s
+SELECT id, attempts FROM pgqueue.active_jobs
+ WHERE state = 'running' AND worker_id = %(worker)s AND lease_expires_at > now()
 """
 
 # Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
-# ("worker lost") when no attempt is left, or as cancelled when a cancel was requested.
+# ("worker lost") when no attempt is left, or as cancelled ("cancelled on request", as an ack
+# of a cancelled attempt says; its errors record the attempt lost) when a cancel was requested.
 # SKIP LOCKED lets any number of workers sweep at once; ON CONFLICT keeps one bad row from
 # wedging the batch. A rescued job keeps its run_at, so its place in line: it was runnable and
 # lost its turn to someone else's crash more often than to its own. A dead worker counts only
@@ -847,7 +853,8 @@ WITH dead_workers AS MATERIALIZED (
     SELECT id, queue, task, args, kwargs,
            CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
            priority, attempts, max_attempts, run_at, created_at, started_at, now(), worker_id,
-           timeout, unique_key, NULL, 'worker lost',
+           timeout, unique_key, NULL,
+           CASE WHEN cancel_requested THEN 'cancelled on request' ELSE 'worker lost' END,
            errors || jsonb_build_array(jsonb_build_object(
                'attempt', attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL)),
            meta

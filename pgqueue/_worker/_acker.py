@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from array import array
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -74,7 +77,8 @@ and will give it back."""
 class Acker:
     """Collects outcomes of ``worker``'s claims; flushes when ``batch`` are waiting or
     ``interval`` seconds passed. ``claims`` is held by the worker's claimer while a claim runs
-    and its jobs start, and ``held`` says which claims the worker holds (see _doubtful_kind)."""
+    and its jobs start, and ``held`` says which claims the worker holds (see _doubtful_kind).
+    The claims of the outcomes written are remembered for ``remember`` seconds (see known)."""
 
     def __init__(
         self,
@@ -87,6 +91,7 @@ class Acker:
         worker: str,
         claims: asyncio.Lock | None = None,
         held: Held | None = None,
+        remember: float = 40.0,
     ) -> None:
         self.db = db
         self.settled = settled
@@ -104,6 +109,10 @@ class Acker:
         self._full = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._written = asyncio.Event()
+        # (when, job ids, attempts) of each batch written in the last `remember` seconds (see
+        # known): 12 bytes an outcome, where (id, attempt) tuples took 90.
+        self.remember = remember
+        self._recent: deque[tuple[float, array[int], array[int]]] = deque()
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next batch."""
@@ -116,6 +125,37 @@ class Acker:
     def pending(self) -> int:
         """How many outcomes wait to be written."""
         return len(self._buffer)
+
+    def known(self, claims: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Those of ``claims`` (job id, attempt) whose outcomes wait to be written, or were
+        written in the last ``remember`` seconds (or longer: the record is pruned as batches
+        are written). Taken while paused (see paused), no outcome is on its way meanwhile.
+
+        A written outcome may not stay written: acks skip the WAL flush, and a server crash
+        can lose the last of them, leaving their jobs running, leased to this worker, which
+        holds them no longer, as it does not hold the jobs of a claim whose reply was lost.
+        Such a job is leased to it only until the lease it had when its outcome was written
+        expires, at most the worker's lease after: with ``remember`` longer than that, a job
+        of this worker's found leased and unexpired (store.leases_read) whose claim is not
+        here is not one whose outcome was written. Costs each written batch two arrays of its
+        claims (12 bytes an outcome: 5 MB at 10,000 jobs a second and the default lease of
+        30 s), appended to a deque, and the pruning of those older; a look through the record
+        skips each batch that holds none of the jobs asked about in one pass in C (400,000
+        outcomes: about 15 ms)."""
+        wanted = set(claims)
+        found = {o.claim for o in self._buffer if o.claim in wanted}
+        jobs = {job_id for job_id, _ in wanted}
+        for _, ids, attempts in self._recent:
+            if not jobs.isdisjoint(ids):
+                found.update(c for c in zip(ids, attempts, strict=True) if c in wanted)
+        return found
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No outcome is written meanwhile: those not yet written are all in the buffer. Taken
+        before the worker's claims, in the order a write again takes them (see _write_again)."""
+        async with self._flushing:
+            yield
 
     def holding(self) -> list[tuple[int, int]]:
         """The claims (job id, attempt) whose outcomes wait to be written, whose leases the
@@ -247,6 +287,7 @@ class Acker:
         """``written`` (as written: a refused outcome replaced by its failure) is settled."""
         if self._doubtful:
             self._doubtful.difference_update(o.claim for o in written)
+        self._remember(written)
         self._written.set()
         if acked.ids:
             crash_point("after_ack")
@@ -254,6 +295,15 @@ class Acker:
             self._report_lost(written, acked.applied())
         if self.settled is not None:
             self.settled(written, acked)
+
+    def _remember(self, written: list[Outcome]) -> None:
+        """Record the claims of ``written`` (see known), and forget those held long enough."""
+        now = time.monotonic()
+        recent = self._recent
+        ids = array("q", [o.job_id for o in written])
+        recent.append((now, ids, array("i", [o.attempt for o in written])))
+        while recent[0][0] < now - self.remember:
+            recent.popleft()
 
     async def _again(self, taken: list[Outcome], applied: set[tuple[int, int]]) -> Acked:
         """Write once more the outcomes a statement did not apply, from a new snapshot.

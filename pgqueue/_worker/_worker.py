@@ -118,6 +118,10 @@ CANCELLED_STOP = CANCEL_GRACE + 5.0
 # next heartbeat (see _check_name_free): one and a half of the holder's heartbeats, at most.
 NAME_WATCH_MAX = 60.0
 
+# Seconds the acker remembers a written outcome beyond the lease (see Acker.known): the lease
+# runs on the database's clock, the record on the worker's.
+_REMEMBER_MARGIN = 10.0
+
 _THREADS = ("pgqueue-task", "pgqueue-callback")  # the names of the threads a worker runs code in
 
 
@@ -248,10 +252,16 @@ class Worker:
         self._acker = Acker(
             self._ack_db, ack_batch, ack_interval, self._settled, self._refused,
             worker=self.name, claims=self._claiming, held=self._holds,
+            remember=lease + _REMEMBER_MARGIN,
         )  # fmt: skip
         self._writes_done = False  # shutdown's writes have ended: no outcome is written now
         self._registering = False  # the start has registered the worker's row, or tried to
-        self._claim_cut = False  # a claim's reply was cut off by a cancellation (see _cut_claims)
+        # A claim's reply was cut off by a cancellation of run(): psycopg has the server cancel
+        # the statement, which has often committed by then, and raises CancelledError all the
+        # same; its jobs are given back at the stop (see _unknown_claims). Or lost with its
+        # connection: given back before the next claim (see _give_back_unknown), or at the stop.
+        self._claim_cut = False
+        self._claim_lost = False
         self._hurry = asyncio.Event()  # run() was cancelled during the shutdown (see _stop)
         self.events = WorkerEvents(self, summary_interval)
         self._pruner = Pruner(app.retention)
@@ -546,6 +556,8 @@ class Worker:
                 backlogged or (not after and now >= self._head_counted_at + self._claim_rescan)
             )
             try:
+                if self._claim_lost:
+                    await self._give_back_unknown()
                 # Caught up, a claim that counts says what it read even if it takes nothing.
                 # Pages are counted about once a second: that costs a claim of 100 0.05 ms.
                 pages = now >= self._pages_counted_at + self._claim_rescan
@@ -560,6 +572,8 @@ class Worker:
                 raise
             except (psycopg.Error, OSError) as exc:
                 self._claim_failed(exc)
+                # The connection broke: the claim may have committed, its reply lost.
+                self._claim_lost |= isinstance(exc, psycopg.OperationalError | OSError)
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
                     await self._fail_uncountable(list(wanted))
                 await self._wait(self.stopping, backoff(self._claims.failures))
@@ -589,6 +603,44 @@ class Worker:
             self._note_backlog(jobs, wanted)
             if self.burst and not jobs and await self._idle():
                 break
+
+    async def _give_back_unknown(self) -> None:
+        """After a claim whose connection broke (it may have committed, its reply lost): give
+        back, the attempt not counted (LEASES_RELEASE), the jobs leased to this worker that it
+        does not know (see _unknown_claims). Claimed so, they ran nowhere, and waited for their
+        leases to expire, to be rescued as 'worker lost' (a job of one attempt failed so,
+        never run). No outcome is written meanwhile (one on its way is in no buffer), and no
+        claim runs, taken in the order a write again takes them (Acker._write_again). A job
+        asked to cancel meanwhile ends cancelled, not run."""
+        async with self._acker.paused(), self._claiming:
+            unknown = await self._unknown_claims(self._claim_db)
+            if unknown:
+                released, ended = await self._claim_db.run(_store.leases_release(unknown))
+                log.info(
+                    "put back %s jobs of a claim whose reply was lost (%s ended cancelled, as"
+                    " asked)", released, len(ended),
+                    extra={"action": "claim_given_back", "count": released,
+                           "cancelled": len(ended)},
+                )  # fmt: skip
+        self._claim_lost = False
+
+    async def _unknown_claims(self, db: Db) -> list[tuple[int, int]]:
+        """The claims (job id, attempt) leased to this worker, their leases unexpired, that
+        it neither holds (runs, or gives back at its stop) nor knows an outcome of, waiting or
+        written lately (Acker.known): those of a claim whose reply was lost.
+
+        Why an outcome written lately counts: acks skip the WAL flush, and a server crash may
+        lose one after the worker was told it committed. Its job is then leased to this
+        worker again, under the attempt that ran: given back, the attempt not counted, it
+        would run that attempt again (and a job that crashes the server, for ever). Left out,
+        it is rescued when its lease expires, the attempt counted, as any job of a lost ack.
+        Its lease is the one it had when the outcome was written, no heartbeat extends it
+        after, and the acker remembers the outcome for longer (see Acker.known), so a lease
+        read unexpired here belongs to no written outcome the record has forgotten."""
+        leased = await db.run(_store.leases_read(self.name))
+        unheld = [key for key in leased if not self._holds(key)]
+        known = self._acker.known(unheld) if unheld else set()
+        return [key for key in unheld if key not in known]
 
     async def _callbacks_behind(self, timeout: float | None) -> None:
         """Wait until a callback ends (or ``timeout`` passes: a burst worker looks whether
@@ -1357,8 +1409,8 @@ class Worker:
         except Exception as exc:  # a bug (_fail): its outcomes stay unwritten, the rest goes on
             self._fail("acker", exc)
         self._writes_done = True
-        if self._claim_cut:
-            self._unfinished += await self._cut_claims()
+        if self._claim_cut or self._claim_lost:  # their jobs, if it committed, run nowhere
+            self._unfinished += await self._unknown_claims(self._ack_db)
         if self._unfinished:
             released, ended = await self._ack_db.run(_store.leases_release(self._unfinished))
             self._released(set(ended))
@@ -1383,15 +1435,6 @@ class Worker:
             self.events.job_ended(ctx, ended - started, outcome)
             self._count("cancelled")
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
-
-    async def _cut_claims(self) -> list[tuple[int, int]]:
-        """The jobs of a claim whose reply a cancellation of run() cut off: psycopg has the
-        server cancel the statement, which has often committed by then, and raises
-        CancelledError all the same. Leased to this worker, they are not among those it
-        holds; left running until their leases expired, they ran again with that attempt
-        counted, or failed as 'worker lost' when it was their last."""
-        leased = await self._ack_db.run(_store.leases_read(self.name))
-        return [key for key in leased if not self._holds(key)]
 
 
 def _unlike_but_when(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:

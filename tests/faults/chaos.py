@@ -103,13 +103,13 @@ def _runs(dsn: str) -> dict[int, list[Run]]:
 def _final(last: Run, state: str, attempts: int, max_attempts: int, error: str) -> str | None:
     """What is wrong with a job's final row, given its last run; None if nothing."""
     # A cancel is written by the attempt (cancelled at a heartbeat, or its Retry, which gives
-    # the attempt back, ended cancelled), or by a rescue (the worker was lost meanwhile).
+    # the attempt back, ended cancelled), or by a rescue (the worker was lost meanwhile), each
+    # as "cancelled on request".
     expected: dict[str, tuple[str, set[int], tuple[str, ...]]] = {
         "ok": ("succeeded", {last.attempt}, ("",)),
         "fail": ("failed", {max_attempts}, ("RuntimeError: planned failure",)),
         "timeout": ("failed", {max_attempts}, ("timed out after",)),
-        "cancel": ("cancelled", {last.attempt, last.attempt - 1},
-                   ("cancelled on request", "worker lost")),
+        "cancel": ("cancelled", {last.attempt, last.attempt - 1}, ("cancelled on request",)),
     }  # fmt: skip
     if last.action not in expected:
         return f"ended {state} after a run that asked to run again ({last.action})"

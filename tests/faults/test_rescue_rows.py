@@ -47,3 +47,19 @@ async def test_rescue_survives_a_history_conflict_and_a_locked_row(dsn: str) -> 
         "cancelled": 25,  # a cancel was requested
         "succeeded": 1,  # the row already in history keeps its history
     }  # fmt: skip
+
+
+async def test_the_rescue_of_a_job_asked_to_cancel_ends_it_cancelled_on_request(
+    dsn: str,
+) -> None:
+    """A job asked to cancel while it ran, whose worker was then lost, ends as its ack would
+    have ended it: cancelled, 'cancelled on request', and not as 'worker lost' (which its
+    errors keep, for the attempt lost). It said 'worker lost', as if it had failed."""
+    query(dsn, EXPIRED, [1])
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    await worker.maintain()
+    await worker._close_connections()
+    ended = "SELECT state, attempts, last_error, errors->-1->>'error' FROM pgqueue.jobs"
+    assert query(dsn, ended + " WHERE state = 'cancelled'") == [
+        ("cancelled", 1, "cancelled on request", "worker lost")
+    ]

@@ -1,0 +1,220 @@
+"""A claim that commits while its connection breaks leases its jobs to a worker that never
+learns of them: they are given back, the attempt not counted, once the worker claims again
+(or at its stop), but for the jobs whose outcomes the worker has just written: a server crash
+can lose such an outcome (acks skip the WAL flush), and those are left to their leases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+
+import pgqueue
+from pgqueue import _store
+from pgqueue._store import Acked, Outcome
+from pgqueue._worker._acker import Acker
+from tests.faults.proxy import ReplyCutter
+from tests.helpers import query
+
+CLAIM = b"SET state = 'running'"  # in every claim statement, and in no other the claimer sends
+ROW = "SELECT state, attempts, worker_id FROM pgqueue.jobs WHERE id = %s"
+DONE = "SELECT state, attempts, last_error FROM pgqueue.finished_jobs WHERE id = %s"
+# What a server crash that lost an ack of job %(id)s leaves: the row as its claim left it.
+ACK_LOST = """
+UPDATE pgqueue.active_jobs
+   SET state = 'running', worker_id = %(worker)s, started_at = '2000-01-01',
+       lease_expires_at = now() + interval '60 seconds'
+ WHERE id = %(id)s
+"""
+# A job leased to the worker, its lease expired, as its claim (or a lost ack) left it.
+EXPIRED = """
+UPDATE pgqueue.active_jobs
+   SET state = 'running', attempts = 1, worker_id = %(worker)s, started_at = now(),
+       lease_expires_at = now() - interval '1 second'
+ WHERE id = %(id)s
+"""
+
+
+async def _until(dsn: str, sql: str, params: list[object], tries: int = 600) -> None:
+    """Wait until ``sql`` returns a row (up to tries times 0.05 s)."""
+    for _ in range(tries):
+        if query(dsn, sql, params):
+            return
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _worker(app: pgqueue.PgQueue, dsn: str, **options: Any) -> AsyncIterator[Any]:
+    """A worker of queue q running through a ReplyCutter of its claims (the proxy, the
+    worker), stopped at the end; its claims are never prepared, so each sends its text."""
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
+                       scheduler=False, **options)  # fmt: skip
+        w._claim_db.prepare_threshold = None
+        runner = asyncio.create_task(w.run())
+        try:
+            yield proxy, w
+        finally:
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+
+
+async def _lose_a_claim(app: pgqueue.PgQueue, dsn: str, conn: psycopg.Connection,
+                        proxy: ReplyCutter) -> int:  # fmt: skip
+    """Enqueue a job of task "once" whose claim's reply ``proxy`` loses; wait for its end."""
+    proxy.armed = True
+    lost: int = app.using("once").enqueue(conn)
+    conn.commit()
+    await asyncio.wait_for(proxy.cut.wait(), 10)
+    await _until(dsn, DONE, [lost])
+    return lost
+
+
+async def test_a_claim_whose_reply_was_lost_gives_its_jobs_back_once_claims_work_again(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim commits, its reply lost with the connection. Its job, leased to the worker,
+    runs nowhere: the worker gives it back once it claims again, the attempt not counted, and
+    the job runs at once, attempt 1. It waited for its lease to expire, and was rescued as
+    'worker lost': a job of one attempt failed so without ever running."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(pgqueue.current_job().attempt)
+
+    job_id = app.using("once").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        proxy.armed = True
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=3, rescue_interval=0.5,
+                       poll_interval=0.05, scheduler=False)  # fmt: skip
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            assert query(dsn, ROW, [job_id]) == [("running", 1, w.name)]  # it did commit
+            await _until(dsn, DONE, [job_id])
+        finally:
+            w.stop()
+            await asyncio.wait_for(runner, 30)
+    assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
+    assert runs == [1]
+
+
+async def test_a_claim_whose_reply_was_lost_just_before_the_stop_gives_its_jobs_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim commits, its reply lost with the connection, and the worker is stopped before
+    it claims again: the stop gives the job back, the attempt not counted. It stayed running,
+    leased to the stopped worker, until its lease expired."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    job_id = app.using("once").enqueue(conn)
+    conn.commit()
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        proxy.armed = True
+        proxy.gate.clear()  # the claimer cannot reconnect, to claim again, before the stop
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
+                       scheduler=False)  # fmt: skip
+        runner = asyncio.create_task(w.run())
+        try:
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            assert query(dsn, ROW, [job_id]) == [("running", 1, w.name)]  # it did commit
+        finally:
+            w.stop()
+            proxy.gate.set()
+            await asyncio.wait_for(runner, 30)
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+
+
+async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """The worker writes a job's outcome (a retry, attempt 1); a server crash loses that
+    write (acks skip the WAL flush), and the job is running again, leased to the worker, which
+    no longer holds it, as a lost claim's job is. A claim's reply is lost next: its job is
+    given back and runs, but the job whose outcome was just written is not. Given back, it
+    ran attempt 1 a second time, the attempt uncounted: a job that crashes the server could
+    run forever. It is left to its lease, which counts the attempt."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[tuple[str, int]] = []
+
+    @app.task(name="fails", queue="q", max_attempts=3,
+              retry=pgqueue.RetryPolicy(base=3600, jitter=False))  # fmt: skip
+    async def fails() -> None:
+        runs.append(("fails", pgqueue.current_job().attempt))
+        raise RuntimeError("planned")
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(("once", pgqueue.current_job().attempt))
+
+    written = app.using("fails").enqueue(conn)
+    conn.commit()
+    async with _worker(app, dsn) as (proxy, w):
+        await _until(dsn, ROW + " AND state = 'queued' AND attempts = 1", [written])
+        query(dsn, ACK_LOST, {"worker": w.name, "id": written})
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
+    assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
+    started = "SELECT state, attempts, worker_id, started_at::date::text FROM pgqueue.jobs"
+    assert query(dsn, started + " WHERE id = %s", [written]) == [
+        ("running", 1, w.name, "2000-01-01")
+    ]  # as the crash left it: not given back (nor claimed again)
+    assert runs == [("fails", 1), ("once", 1)]
+
+
+async def test_a_job_whose_lease_expired_is_not_given_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A job leased to the worker, unknown to it, whose lease has expired, is the rescue's
+    (which counts the attempt), not the give-back's: the record of the outcomes the worker
+    wrote outlasts only unexpired leases (one whose outcome a server crash lost is leased to
+    the worker again only until then), so an expired one may be a written outcome's."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    async with _worker(app, dsn, rescue_interval=3600) as (proxy, w):
+        registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+        await _until(dsn, registered, [w.name])  # its start's rescue is over
+        expired = app.using("once").enqueue(conn)
+        conn.execute(EXPIRED, {"worker": w.name, "id": expired})
+        conn.commit()
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
+    assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
+    assert query(dsn, ROW, [expired]) == [("running", 1, w.name)]
+
+
+class _Written:
+    """A stand-in for the acker's connection: every outcome sent is written."""
+
+    async def run(self, query: _store.Query[Acked]) -> Acked:
+        rows = json.loads(query.params["outcomes"])
+        return Acked([r[0] for r in rows], [], [r[1] for r in rows])
+
+
+async def test_the_acker_remembers_written_outcomes_for_as_long_as_it_is_told() -> None:
+    """The claims of written outcomes are known for ``remember`` seconds, and then forgotten
+    as later batches are written: the record holds no more than that."""
+    kept = Acker(_Written(), 100, 0.01, worker="w1", remember=60.0)  # type: ignore[arg-type]
+    short = Acker(_Written(), 100, 0.01, worker="w1", remember=0.0)  # type: ignore[arg-type]
+    for acker in (kept, short):
+        for job_id in (1, 2):
+            acker.add(Outcome(job_id, 1, "succeeded"))
+            await acker.flush()
+            await asyncio.sleep(0.01)  # the next batch is written later, on any clock
+        acker.add(Outcome(3, 1, "succeeded"))  # waiting: known too
+    asked = [(1, 1), (2, 1), (3, 1), (4, 1), (1, 2)]
+    assert kept.known(asked) == {(1, 1), (2, 1), (3, 1)}
+    assert short.known(asked) == {(2, 1), (3, 1)}
