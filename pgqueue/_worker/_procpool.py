@@ -39,10 +39,19 @@ log = logging.getLogger("pgqueue.worker")
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it is killed
+# Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
+# timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
+START_TIMEOUT = 120.0
 
 
 class ChildLost(Exception):
     """The child process died (or was killed) before it answered."""
+
+
+class ChildStartTimeout(Exception):
+    """A new child was not ready for its first call within the pool's start limit (the app's
+    set-up in it hung): it was killed, and the call fails as the task's error, to be retried
+    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation)."""
 
 
 class RemoteError(Exception):
@@ -237,16 +246,19 @@ class ProcessPool:
         size: int,
         setup: tuple[str, str] | None = None,
         max_tasks_per_child: int | None = None,
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         """``setup``: the (module, name) of a function each child calls before its first call
         (Django's set-up, so that task modules can import their models). If it returns a
         callable, that makes every call: ``around(fn, args, kwargs)``.
         ``max_tasks_per_child``: calls a child answers before it is replaced (``None``: no
-        limit), between calls, so that what a task leaks (memory, file handles) is freed."""
+        limit), between calls, so that what a task leaks (memory, file handles) is freed.
+        ``start_timeout``: seconds a new child has to get ready (``ChildStartTimeout``)."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
         self._setup = setup
         self._max_calls = max_tasks_per_child
+        self._start_timeout = start_timeout
         self._idle: list[_Slot] = []
         self._free = asyncio.Semaphore(max(size, 1))
         self.recycled = 0  # children killed: lost, or abandoned by their caller
@@ -290,9 +302,7 @@ class ProcessPool:
         """Reap a child that ended before it answered, and log how it ended."""
         self.recycled += 1
         gone = slot.forkserver_gone()  # before the reaping reads what is left of it
-        reaped = slot.kill()
-        if reaped is not None:
-            await asyncio.wait([reaped])
+        await _reaped(slot.kill())
         _report_lost(slot.process, job_id, gone)
 
     def _release(self, slot: _Slot) -> None:
@@ -329,7 +339,15 @@ class ProcessPool:
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
         slot = await asyncio.to_thread(_Slot, self._context, self._setup)
         try:
-            await slot.ready()
+            async with asyncio.timeout(self._start_timeout):
+                await slot.ready()
+        except TimeoutError:  # its set-up hangs: the caller's timeout, stopped, cannot end it
+            self.recycled += 1
+            await _reaped(slot.kill())
+            raise ChildStartTimeout(
+                f"its child process was not ready within {self._start_timeout} s (the app's"
+                " process set-up in it did not return); it was killed"
+            ) from None
         except (EOFError, OSError):  # its set-up took the process down
             await self._lost(slot, job_id)
             raise ChildLost() from None
@@ -391,6 +409,12 @@ def _reap(process: BaseProcess, grace: float | None = None) -> asyncio.Future[No
         _join(process, grace)
         return None
     return loop.run_in_executor(None, _join, process, grace)
+
+
+async def _reaped(reaping: asyncio.Future[None] | None) -> None:
+    """Wait until a process ``_reap`` joins has been joined."""
+    if reaping is not None:
+        await asyncio.wait([reaping])
 
 
 def _join(process: BaseProcess, grace: float | None) -> None:
