@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from pgqueue._errors import ResultUnsent, exception_text
+from pgqueue._errors import TEXT_LIMIT, ResultUnsent, clipped, exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
@@ -42,6 +42,9 @@ _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it i
 # Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
 # timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
 START_TIMEOUT = 120.0
+# The most characters of a text a child sends of an error: four times what the worker stores,
+# so that the worker's cut, made after the app's redact, still falls inside what was sent.
+_SENT_LIMIT = 4 * TEXT_LIMIT
 
 
 class ChildLost(Exception):
@@ -86,7 +89,9 @@ class _Raised:
 
     def __init__(self, exc: BaseException, text: str | None = None) -> None:
         self.exc = exc
-        self.text = "".join(traceback.format_exception(exc)) if text is None else text
+        if text is None:  # a long message's traceback holds it whole: the worker keeps its ends
+            text = clipped("".join(traceback.format_exception(exc)), _SENT_LIMIT)
+        self.text = text
 
     def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
         return (_caused_by_traceback, (self.exc, self.text))
@@ -106,7 +111,8 @@ def _sendable(exc: BaseException) -> _Raised:
         pickle.loads(pickle.dumps(raised))
     except Exception as why:
         note = f"(not sent back as itself: {type(why).__name__}: {exception_text(why)})"
-        error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
+        text = exception_text(exc, _SENT_LIMIT)
+        error = RemoteError(f"{type(exc).__qualname__}: {text} {note}")
         return _Raised(error, raised.text)
     return raised
 
@@ -432,7 +438,7 @@ def _read(answer: bytes) -> Any:
     try:
         value = pickle.loads(memoryview(answer)[1:])
     except Exception as exc:
-        text = f"{type(exc).__name__}: {exception_text(exc)}"
+        text = f"{type(exc).__name__}: {exception_text(exc, None)}"  # redacted, then cut
         raise (ResultUnread if answer[:1] == _RETURNED else RemoteError)(text) from exc
     if answer[:1] == _RETURNED:
         return value
@@ -450,7 +456,7 @@ def _answer(returned: bool, value: Any) -> memoryview:
         unsent = ResultUnsent if returned else RemoteError
         out = io.BytesIO(_RAISED)
         out.seek(1)
-        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc)}"), out)
+        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc, _SENT_LIMIT)}"), out)
     return out.getbuffer()
 
 
@@ -509,7 +515,12 @@ def _serve(
             message = conn.recv_bytes()
         except EOFError:  # the worker closed the pipe: this child is retired
             return
-        where, args, kwargs, fields = pickle.loads(message)
+        try:
+            call = pickle.loads(message)
+        except Exception as exc:  # a class only the worker imports: the call's error
+            conn.send_bytes(_answer(False, _sendable(_unread(exc))))
+            continue
+        where, args, kwargs, fields = call  # anything else is no call: this child fails
         if _gone(worker_pid, worker_started):
             # Sent before the worker died, read since (by a child still starting, say): its
             # job is rescued and runs again elsewhere. The watch would end this copy only at
@@ -522,6 +533,16 @@ def _serve(
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
+
+
+def _unread(exc: Exception) -> RemoteError:
+    """The error of a call whose arguments this child cannot unpickle, caused by ``exc``."""
+    text = exception_text(exc, _SENT_LIMIT)
+    error = RemoteError(
+        f"the call could not be read in its child process: {type(exc).__name__}: {text}"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _ignore(signum: int, frame: Any) -> None:

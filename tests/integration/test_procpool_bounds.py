@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pgqueue._worker._procpool import ChildLost, ChildStartTimeout, ProcessPool
-from tests.integration.procpool_tasks import exists
+from pgqueue._errors import TEXT_LIMIT
+from pgqueue._worker._procpool import (
+    ChildLost,
+    ChildStartTimeout,
+    ProcessPool,
+    RemoteError,
+    _answer,
+    _read,
+    _sendable,
+)
+from tests.integration.procpool_tasks import ReadInChildOnly, exists
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
 
@@ -50,3 +59,33 @@ async def test_a_child_whose_set_up_hangs_fails_the_call_once_its_start_limit_pa
         assert not isinstance(ChildStartTimeout("x"), ChildLost)
     finally:
         pool.shutdown()
+
+
+async def test_arguments_the_child_cannot_unpickle_are_the_calls_error() -> None:
+    """A call whose arguments the child cannot unpickle (a class only the worker imports, a
+    ``__setstate__`` that raises there) ended the child (child_failed), so the call failed
+    as ChildLost, a "worker lost" retried in isolation. It is the call's own error, naming
+    the unpickling problem, and the child serves on."""
+    pool = ProcessPool(1)
+    try:
+        before = await pool.run(_where("pids"), [], {}, FIELDS)
+        with pytest.raises(RemoteError, match="could not be read in its child process: Runtim"):
+            await pool.run(_where("size"), [ReadInChildOnly()], {}, FIELDS)
+        assert await pool.run(_where("pids"), [], {}, FIELDS) == before
+        assert pool.recycled == 0
+    finally:
+        pool.shutdown()
+
+
+def test_a_long_errors_traceback_is_sent_back_bounded() -> None:
+    """A child sent a 5 MB message's traceback whole beside the exception (10 MB through the
+    pipe); the worker keeps 64 KiB of it. The text is cut in the child, leaving the worker's
+    redact-then-cut room enough that the child's cut never reaches what is stored."""
+    message = "A" + "x" * 5_000_000 + "Z"
+    answer = _answer(False, _sendable(RuntimeError(message)))
+    assert len(answer) < len(message) + 5 * TEXT_LIMIT
+    with pytest.raises(RuntimeError) as raised:
+        _read(bytes(answer))
+    assert str(raised.value) == message
+    text = raised.value.__cause__.args[0]  # type: ignore[union-attr]
+    assert "characters cut" in text and text.rstrip().endswith("xxZ")
