@@ -42,6 +42,7 @@ _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it i
 # Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
 # timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
 START_TIMEOUT = 120.0
+_READ_SIZE = 1 << 20  # the most bytes of an answer read at a time
 # The most characters of a text a child sends of an error: four times what the worker stores,
 # so that the worker's cut, made after the app's redact, still falls inside what was sent.
 _SENT_LIMIT = 4 * TEXT_LIMIT
@@ -131,6 +132,9 @@ class _Slot:
         )
         self.process.start()
         child.close()
+        # Only the parent's end (the child's is a socket of its own): it is read and written
+        # a piece at a time as the pipe allows, never waited on with the event loop held.
+        os.set_blocking(parent.fileno(), False)
         self.started = started_if_readable(self.process.pid)  # None without /proc
         self.forkserver = context.get_start_method() == "forkserver"
         self.orphaned = False  # its forkserver ended while it lived: see _wait
@@ -139,16 +143,14 @@ class _Slot:
     async def ready(self) -> None:
         """Wait until the child has set itself up and waits for calls (``EOFError`` if it
         ended first)."""
-        await self._wait()
-        if self.conn.recv_bytes() != _READY:
+        if await self._recv() != _READY:
             raise EOFError
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
         try:
             await self._send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-            await self._wait()
-            answer = self.conn.recv_bytes()
+            answer = await self._recv()
         except (EOFError, OSError):
             raise ChildLost() from None
         self.calls += 1
@@ -162,18 +164,37 @@ class _Slot:
         fd = self.conn.fileno()
         size = len(data)
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        chunks = [header + data] if size <= 16384 else [header, data]
-        os.set_blocking(fd, False)  # only the parent's end: the child's is a socket of its own
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    try:
-                        view = view[os.write(fd, view) :]
-                    except BlockingIOError:
-                        await self._wait(write=True)
-        finally:
-            os.set_blocking(fd, True)
+        for chunk in [header + data] if size <= 16384 else [header, data]:
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    await self._wait(write=True)
+
+    async def _recv(self) -> bytearray:
+        """Read one message framed as ``Connection.send_bytes`` frames it, as it arrives: a big
+        answer read at once, when the pipe became readable, held the loop until its last byte
+        came (0.05 to 0.2 s for 20 MB)."""
+        (size,) = struct.unpack("!i", await self._read_exactly(4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", await self._read_exactly(8))
+        return await self._read_exactly(size)
+
+    async def _read_exactly(self, size: int) -> bytearray:
+        """``size`` bytes from the pipe, waiting for each piece (``EOFError`` at its end)."""
+        data = bytearray()
+        fd = self.conn.fileno()
+        while len(data) < size:
+            try:
+                piece = os.read(fd, min(size - len(data), _READ_SIZE))
+            except BlockingIOError:
+                await self._wait()
+                continue
+            if not piece:
+                raise EOFError
+            data += piece
+        return data
 
     async def _wait(self, write: bool = False) -> None:
         """Wait until the pipe can be written (``write``) or the child's answer read, or raise
@@ -432,7 +453,7 @@ def _join(process: BaseProcess, grace: float | None) -> None:
     process.join(timeout=5)
 
 
-def _read(answer: bytes) -> Any:
+def _read(answer: bytes | bytearray) -> Any:
     """The value a child returned, or raise what it raised. A value it pickled that cannot be
     unpickled here is a ``ResultUnread``: the task ran to its end (an error is a RemoteError)."""
     try:
