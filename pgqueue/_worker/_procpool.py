@@ -422,20 +422,33 @@ def _paused(timer: asyncio.Timeout | None) -> Iterator[None]:
         timer.reschedule(loop.time() + left)
 
 
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
 
 def _reap(process: BaseProcess, grace: float | None = None) -> asyncio.Future[None] | None:
-    """Join ``process`` (killed if it outlives ``grace`` seconds) in a thread while an event
-    loop runs: even a killed process takes a while to end (a core dump, a disk write)."""
+    """Join ``process`` (killed if it outlives ``grace`` seconds) in a thread of its own while
+    an event loop runs: even a killed process takes a while to end (a core dump, a disk
+    write), and a retired one up to its grace. Not in the loop's default executor: retired
+    children that would not exit took its few threads, and the next child's start (and
+    psycopg's DNS look-ups) waited behind them."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         _join(process, grace)
         return None
-    return loop.run_in_executor(None, _join, process, grace)
+    reaped: asyncio.Future[None] = loop.create_future()
+
+    def reap() -> None:
+        try:
+            _join(process, grace)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits
+                loop.call_soon_threadsafe(_resolve, reaped, None)
+
+    threading.Thread(target=reap, daemon=True, name="pgqueue-reaper").start()
+    return reaped
 
 
 async def _reaped(reaping: asyncio.Future[None] | None) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,26 @@ async def test_a_big_answer_is_read_as_it_arrives_without_holding_the_loop() -> 
         parent.close()
         child.close()
     assert seen == [True]
+
+
+async def test_a_retired_child_slow_to_exit_does_not_hold_up_the_next_childs_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retired children were joined in the event loop's default executor (6 threads on 2
+    CPUs), for up to their grace each when they did not exit (a thread a task left behind):
+    with max_tasks_per_child=1, enough of them took every thread, and the next child's start
+    (made in that executor too, as are psycopg's DNS look-ups) waited behind them."""
+    monkeypatch.setattr("pgqueue._worker._procpool._RETIRE_GRACE", 600.0)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    pool = ProcessPool(1, max_tasks_per_child=1)
+    held = None
+    try:
+        held = await pool.run(_where("leaves_a_thread"), [], {}, FIELDS)  # retired; lingers
+        async with asyncio.timeout(60):
+            assert await pool.run(_where("size"), ["abc"], {}, FIELDS) == 3
+        assert exists(held)
+    finally:
+        if held is not None:
+            os.kill(held, signal.SIGKILL)
+        pool.shutdown()
