@@ -33,13 +33,15 @@ def first_line(exc: BaseException) -> str:
     return clipped(text.splitlines()[0], LOG_LIMIT) if text else type(exc).__name__
 
 
-def exception_text(exc: BaseException) -> str:
-    """``str(exc)``, at most ``TEXT_LIMIT`` characters, or a placeholder when the exception's
-    own ``__str__`` raises."""
+def exception_text(exc: BaseException, limit: int | None = TEXT_LIMIT) -> str:
+    """``str(exc)``, at most ``limit`` characters (``None``: whole, for a text that is cut
+    after the app's ``redact`` has seen it), or a placeholder when the exception's own
+    ``__str__`` raises."""
     try:
-        return clipped(str(exc))
+        text = str(exc)
     except Exception as broken:
         return f"<str() of the exception raised {type(broken).__qualname__}>"
+    return text if limit is None else clipped(text, limit)
 
 
 def error_line(exc: BaseException) -> str:

@@ -135,7 +135,7 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
 
 
 def _crashed(what: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:
-    text = clipped(exception_text(exc_info[1]), LOG_LIMIT)  # one whose str() raises too
+    text = exception_text(exc_info[1], LOG_LIMIT)  # one whose str() raises too
     log.critical(
         "%s ended on an error nothing caught: %s: %s", what, exc_info[0].__name__, text,
         exc_info=exc_info, extra={"action": "uncaught_exception"},

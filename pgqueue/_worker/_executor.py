@@ -139,12 +139,12 @@ class JobExecutor:
                 return self._timed_out(job, task, ctx, exc)
             if isinstance(exc, Retry):
                 return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
-            error = self._redact(f"cancelled: {exception_text(exc)}", job.id)
+            error = self._redact(f"cancelled: {exception_text(exc, None)}", job.id)
             return Outcome(job.id, job.attempt, "cancelled", error=error)
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
             if task is not None and not task.options.store_result:
                 return Outcome(job.id, job.attempt, "succeeded")
-            return _done_unstored(job, exc, exc.why)
+            return self._done_unstored(job, exc, exc.why)
         except asyncio.CancelledError as exc:
             if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
@@ -161,12 +161,18 @@ class JobExecutor:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
 
-    @staticmethod
-    def _success(job: ClaimedJob, result: Any) -> Outcome:
+    def _success(self, job: ClaimedJob, result: Any) -> Outcome:
         try:
             return Outcome(job.id, job.attempt, "succeeded", result=_json.dumps(result))
         except TypeError as exc:
-            return _done_unstored(job, exc, "is not JSON-serialisable")
+            return self._done_unstored(job, exc, "is not JSON-serialisable")
+
+    def _done_unstored(self, job: ClaimedJob, exc: BaseException, why: str) -> Outcome:
+        """The job failed for good: its work is done, but its return value cannot be stored
+        (``why``); running it again would repeat its side effects for nothing."""
+        error = self._redact(f"the return value {why}: {exception_text(exc, None)}", job.id)
+        tb = self._redact("".join(traceback.format_exception(exc)), job.id)
+        return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
 
     def _grouped(
         self, job: ClaimedJob, task: Task[Any, Any] | None, group: BaseExceptionGroup[Any]
@@ -178,7 +184,7 @@ class JobExecutor:
         for: each part that asked waits at least that long."""
         cancels, others = group.split(Cancel)
         if cancels is not None:
-            error = "cancelled: " + "; ".join(exception_text(c) for c in leaves(cancels))
+            error = "cancelled: " + "; ".join(exception_text(c, None) for c in leaves(cancels))
             tb = None
             if others is not None:
                 error += f" (and {sum(1 for _ in leaves(others))} other exceptions)"
@@ -309,14 +315,6 @@ class JobExecutor:
             self._processes.shutdown()
 
 
-def _done_unstored(job: ClaimedJob, exc: BaseException, why: str) -> Outcome:
-    """The job failed for good: its work is done, but its return value cannot be stored
-    (``why``); running it again would repeat its side effects for nothing."""
-    error = clipped(f"the return value {why}: {exception_text(exc)}")
-    tb = clipped("".join(traceback.format_exception(exc)))
-    return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
-
-
 def _on_loop(task: Task[Any, Any]) -> bool:
     """Whether ``task`` runs as a coroutine on the worker's event loop."""
     executor = task.options.executor
@@ -360,7 +358,7 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
 
 
 def _describe(exc: BaseException) -> str:
-    text = exception_text(exc)
+    text = exception_text(exc, None)  # whole: redact sees it before the cut
     if isinstance(exc, UnknownTaskError | WorkerLost):
         return text
     return f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__

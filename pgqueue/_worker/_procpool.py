@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from pgqueue._errors import ResultUnsent, exception_text
+from pgqueue._errors import TEXT_LIMIT, ResultUnsent, clipped, exception_text
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
@@ -39,10 +39,23 @@ log = logging.getLogger("pgqueue.worker")
 
 _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it is killed
+# Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
+# timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
+START_TIMEOUT = 120.0
+_READ_SIZE = 1 << 20  # the most bytes of an answer read at a time
+# The most characters of a text a child sends of an error: four times what the worker stores,
+# so that the worker's cut, made after the app's redact, still falls inside what was sent.
+_SENT_LIMIT = 4 * TEXT_LIMIT
 
 
 class ChildLost(Exception):
     """The child process died (or was killed) before it answered."""
+
+
+class ChildStartTimeout(Exception):
+    """A new child was not ready for its first call within the pool's start limit (the app's
+    set-up in it hung): it was killed, and the call fails as the task's error, to be retried
+    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation)."""
 
 
 class RemoteError(Exception):
@@ -77,7 +90,9 @@ class _Raised:
 
     def __init__(self, exc: BaseException, text: str | None = None) -> None:
         self.exc = exc
-        self.text = "".join(traceback.format_exception(exc)) if text is None else text
+        if text is None:  # a long message's traceback holds it whole: the worker keeps its ends
+            text = clipped("".join(traceback.format_exception(exc)), _SENT_LIMIT)
+        self.text = text
 
     def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
         return (_caused_by_traceback, (self.exc, self.text))
@@ -97,7 +112,8 @@ def _sendable(exc: BaseException) -> _Raised:
         pickle.loads(pickle.dumps(raised))
     except Exception as why:
         note = f"(not sent back as itself: {type(why).__name__}: {exception_text(why)})"
-        error = RemoteError(f"{type(exc).__qualname__}: {exception_text(exc)} {note}")
+        text = exception_text(exc, _SENT_LIMIT)
+        error = RemoteError(f"{type(exc).__qualname__}: {text} {note}")
         return _Raised(error, raised.text)
     return raised
 
@@ -116,6 +132,9 @@ class _Slot:
         )
         self.process.start()
         child.close()
+        # Only the parent's end (the child's is a socket of its own): it is read and written
+        # a piece at a time as the pipe allows, never waited on with the event loop held.
+        os.set_blocking(parent.fileno(), False)
         self.started = started_if_readable(self.process.pid)  # None without /proc
         self.forkserver = context.get_start_method() == "forkserver"
         self.orphaned = False  # its forkserver ended while it lived: see _wait
@@ -124,16 +143,14 @@ class _Slot:
     async def ready(self) -> None:
         """Wait until the child has set itself up and waits for calls (``EOFError`` if it
         ended first)."""
-        await self._wait()
-        if self.conn.recv_bytes() != _READY:
+        if await self._recv() != _READY:
             raise EOFError
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
         try:
             await self._send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-            await self._wait()
-            answer = self.conn.recv_bytes()
+            answer = await self._recv()
         except (EOFError, OSError):
             raise ChildLost() from None
         self.calls += 1
@@ -147,18 +164,37 @@ class _Slot:
         fd = self.conn.fileno()
         size = len(data)
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        chunks = [header + data] if size <= 16384 else [header, data]
-        os.set_blocking(fd, False)  # only the parent's end: the child's is a socket of its own
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    try:
-                        view = view[os.write(fd, view) :]
-                    except BlockingIOError:
-                        await self._wait(write=True)
-        finally:
-            os.set_blocking(fd, True)
+        for chunk in [header + data] if size <= 16384 else [header, data]:
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    await self._wait(write=True)
+
+    async def _recv(self) -> bytearray:
+        """Read one message framed as ``Connection.send_bytes`` frames it, as it arrives: a big
+        answer read at once, when the pipe became readable, held the loop until its last byte
+        came (0.05 to 0.2 s for 20 MB)."""
+        (size,) = struct.unpack("!i", await self._read_exactly(4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", await self._read_exactly(8))
+        return await self._read_exactly(size)
+
+    async def _read_exactly(self, size: int) -> bytearray:
+        """``size`` bytes from the pipe, waiting for each piece (``EOFError`` at its end)."""
+        data = bytearray()
+        fd = self.conn.fileno()
+        while len(data) < size:
+            try:
+                piece = os.read(fd, min(size - len(data), _READ_SIZE))
+            except BlockingIOError:
+                await self._wait()
+                continue
+            if not piece:
+                raise EOFError
+            data += piece
+        return data
 
     async def _wait(self, write: bool = False) -> None:
         """Wait until the pipe can be written (``write``) or the child's answer read, or raise
@@ -237,16 +273,19 @@ class ProcessPool:
         size: int,
         setup: tuple[str, str] | None = None,
         max_tasks_per_child: int | None = None,
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         """``setup``: the (module, name) of a function each child calls before its first call
         (Django's set-up, so that task modules can import their models). If it returns a
         callable, that makes every call: ``around(fn, args, kwargs)``.
         ``max_tasks_per_child``: calls a child answers before it is replaced (``None``: no
-        limit), between calls, so that what a task leaks (memory, file handles) is freed."""
+        limit), between calls, so that what a task leaks (memory, file handles) is freed.
+        ``start_timeout``: seconds a new child has to get ready (``ChildStartTimeout``)."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
         self._setup = setup
         self._max_calls = max_tasks_per_child
+        self._start_timeout = start_timeout
         self._idle: list[_Slot] = []
         self._free = asyncio.Semaphore(max(size, 1))
         self.recycled = 0  # children killed: lost, or abandoned by their caller
@@ -290,9 +329,7 @@ class ProcessPool:
         """Reap a child that ended before it answered, and log how it ended."""
         self.recycled += 1
         gone = slot.forkserver_gone()  # before the reaping reads what is left of it
-        reaped = slot.kill()
-        if reaped is not None:
-            await asyncio.wait([reaped])
+        await _reaped(slot.kill())
         _report_lost(slot.process, job_id, gone)
 
     def _release(self, slot: _Slot) -> None:
@@ -329,7 +366,15 @@ class ProcessPool:
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
         slot = await asyncio.to_thread(_Slot, self._context, self._setup)
         try:
-            await slot.ready()
+            async with asyncio.timeout(self._start_timeout):
+                await slot.ready()
+        except TimeoutError:  # its set-up hangs: the caller's timeout, stopped, cannot end it
+            self.recycled += 1
+            await _reaped(slot.kill())
+            raise ChildStartTimeout(
+                f"its child process was not ready within {self._start_timeout} s (the app's"
+                " process set-up in it did not return); it was killed"
+            ) from None
         except (EOFError, OSError):  # its set-up took the process down
             await self._lost(slot, job_id)
             raise ChildLost() from None
@@ -377,20 +422,39 @@ def _paused(timer: asyncio.Timeout | None) -> Iterator[None]:
         timer.reschedule(loop.time() + left)
 
 
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
 
 def _reap(process: BaseProcess, grace: float | None = None) -> asyncio.Future[None] | None:
-    """Join ``process`` (killed if it outlives ``grace`` seconds) in a thread while an event
-    loop runs: even a killed process takes a while to end (a core dump, a disk write)."""
+    """Join ``process`` (killed if it outlives ``grace`` seconds) in a thread of its own while
+    an event loop runs: even a killed process takes a while to end (a core dump, a disk
+    write), and a retired one up to its grace. Not in the loop's default executor: retired
+    children that would not exit took its few threads, and the next child's start (and
+    psycopg's DNS look-ups) waited behind them."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         _join(process, grace)
         return None
-    return loop.run_in_executor(None, _join, process, grace)
+    reaped: asyncio.Future[None] = loop.create_future()
+
+    def reap() -> None:
+        try:
+            _join(process, grace)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits
+                loop.call_soon_threadsafe(_resolve, reaped, None)
+
+    threading.Thread(target=reap, daemon=True, name="pgqueue-reaper").start()
+    return reaped
+
+
+async def _reaped(reaping: asyncio.Future[None] | None) -> None:
+    """Wait until a process ``_reap`` joins has been joined."""
+    if reaping is not None:
+        await asyncio.wait([reaping])
 
 
 def _join(process: BaseProcess, grace: float | None) -> None:
@@ -402,13 +466,13 @@ def _join(process: BaseProcess, grace: float | None) -> None:
     process.join(timeout=5)
 
 
-def _read(answer: bytes) -> Any:
+def _read(answer: bytes | bytearray) -> Any:
     """The value a child returned, or raise what it raised. A value it pickled that cannot be
     unpickled here is a ``ResultUnread``: the task ran to its end (an error is a RemoteError)."""
     try:
         value = pickle.loads(memoryview(answer)[1:])
     except Exception as exc:
-        text = f"{type(exc).__name__}: {exception_text(exc)}"
+        text = f"{type(exc).__name__}: {exception_text(exc, None)}"  # redacted, then cut
         raise (ResultUnread if answer[:1] == _RETURNED else RemoteError)(text) from exc
     if answer[:1] == _RETURNED:
         return value
@@ -426,7 +490,7 @@ def _answer(returned: bool, value: Any) -> memoryview:
         unsent = ResultUnsent if returned else RemoteError
         out = io.BytesIO(_RAISED)
         out.seek(1)
-        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc)}"), out)
+        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc, _SENT_LIMIT)}"), out)
     return out.getbuffer()
 
 
@@ -485,7 +549,12 @@ def _serve(
             message = conn.recv_bytes()
         except EOFError:  # the worker closed the pipe: this child is retired
             return
-        where, args, kwargs, fields = pickle.loads(message)
+        try:
+            call = pickle.loads(message)
+        except Exception as exc:  # a class only the worker imports: the call's error
+            conn.send_bytes(_answer(False, _sendable(_unread(exc))))
+            continue
+        where, args, kwargs, fields = call  # anything else is no call: this child fails
         if _gone(worker_pid, worker_started):
             # Sent before the worker died, read since (by a child still starting, say): its
             # job is rescued and runs again elsewhere. The watch would end this copy only at
@@ -498,6 +567,16 @@ def _serve(
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
+
+
+def _unread(exc: Exception) -> RemoteError:
+    """The error of a call whose arguments this child cannot unpickle, caused by ``exc``."""
+    text = exception_text(exc, _SENT_LIMIT)
+    error = RemoteError(
+        f"the call could not be read in its child process: {type(exc).__name__}: {text}"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _ignore(signum: int, frame: Any) -> None:

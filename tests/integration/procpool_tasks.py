@@ -51,3 +51,13 @@ def exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def leaves_a_thread() -> int:
+    """Start a thread that never ends and is no daemon, so that this child cannot exit by
+    itself (as a library's background thread would hold it); this child's pid."""
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+    return os.getpid()
