@@ -42,6 +42,8 @@ _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it i
 # Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
 # timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
 START_TIMEOUT = 120.0
+# Seconds a lost child's forkserver has to write its exit status (see _Slot.status_written).
+_STATUS_WAIT = 1.0
 _READ_SIZE = 1 << 20  # the most bytes of an answer read at a time
 # The most characters of a text a child sends of an error: four times what the worker stores,
 # so that the worker's cut, made after the app's redact, still falls inside what was sent.
@@ -228,6 +230,24 @@ class _Slot:
                 raise EOFError
             self.orphaned = True
 
+    async def status_written(self, timeout: float = _STATUS_WAIT) -> None:
+        """Wait, at most ``timeout`` seconds, until the sentinel of a child found dead can be
+        read: its forkserver has written the child's exit status there, or has ended. The end
+        of the child's pipe can come first (a forkserver killed a moment before its child):
+        forkserver_gone, asked then, said no, and the status read later was 255."""
+        if not self.forkserver or self.orphaned:
+            return
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[Any] = loop.create_future()
+        loop.add_reader(self.process.sentinel, _resolve, readable, None)
+        try:
+            async with asyncio.timeout(timeout):
+                await readable
+        except TimeoutError:
+            pass  # a forkserver slow to write: forkserver_gone says no, and the status is read
+        finally:
+            loop.remove_reader(self.process.sentinel)
+
     def forkserver_gone(self) -> bool:
         """Whether the forkserver that started this child has ended, so that the child's exit
         status is lost (multiprocessing then reports 255): call it before ``kill``. Its
@@ -328,6 +348,7 @@ class ProcessPool:
     async def _lost(self, slot: _Slot, job_id: int) -> None:
         """Reap a child that ended before it answered, and log how it ended."""
         self.recycled += 1
+        await slot.status_written()
         gone = slot.forkserver_gone()  # before the reaping reads what is left of it
         await _reaped(slot.kill())
         _report_lost(slot.process, job_id, gone)

@@ -190,6 +190,34 @@ async def test_a_child_lost_after_its_forkserver_died_says_its_status_is_unknown
         pool.shutdown()
 
 
+async def test_a_child_lost_a_moment_before_its_forkserver_says_its_status_is_unknown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The end of a child's pipe can be seen before its forkserver's end (killed together, the
+    forkserver's death processed later): forkserver_gone looked once, said no, and the status
+    read afterwards was 255. Here the forkserver is stopped, so it cannot write the child's
+    status, and killed only after the child is found lost."""
+    pool = ProcessPool(1)
+    try:
+        child, forkserver = await pool.run(_where("pids"), [], {}, FIELDS)
+        running = asyncio.ensure_future(
+            pool.run(("tests.integration.tasks_app", "spin"), [60], {}, FIELDS)
+        )
+        await asyncio.sleep(0.2)
+        os.kill(forkserver, signal.SIGSTOP)
+        os.kill(child, signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, os.kill, forkserver, signal.SIGKILL)
+        with pytest.raises(ChildLost):
+            async with asyncio.timeout(30):
+                await running
+    finally:
+        pool.shutdown()
+    [lost] = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert lost.exit_code is None  # type: ignore[attr-defined]
+    assert "exit status unknown (its forkserver is gone)" in lost.getMessage()
+
+
 CHILD_FAILS = """
 import multiprocessing, os, pickle
 from pgqueue._logging import configure_logging, configured_logging
