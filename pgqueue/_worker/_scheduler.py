@@ -205,6 +205,8 @@ class Scheduler:
             total += count
             if count < PRUNE_BATCH:
                 break
+        else:  # there may be more: go on at the next pass, so that pruning keeps up with
+            self._next_prune = 0.0  # schedules making more than a pass's 2,000 rows a minute
         if total:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip

@@ -859,3 +859,22 @@ async def test_a_job_id_taken_at_start_does_not_leave_the_schedule_out(
     await close(sched)
     assert [getattr(r, "action", None) for r in caplog.records] == []
     assert {n for _tick, n in tick_jobs(dsn)} == {1}  # it fired: one job per tick
+
+
+async def test_a_prune_that_filled_its_batches_goes_on_at_the_next_pass(dsn: str) -> None:
+    """A prune that deleted all it may in one pass (4 batches of 500) prunes again at the next
+    pass, not 30-60 s later: a backlog drains, and schedules making more rows than 2,000 a
+    minute (40 per-second ones) no longer outgrow the pruning."""
+    app = make_app(dsn, catch_up=10)
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'gone', now() - interval '8 days' - s * interval '1 second'"
+        " FROM generate_series(1, 2600) s",
+    )
+    [sched] = await schedulers(app, 1)
+    sched._next_prune = 0.0
+    await sched.step()
+    await sched.step()
+    await close(sched)
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'") == [(0,)]
