@@ -878,3 +878,26 @@ async def test_a_prune_that_filled_its_batches_goes_on_at_the_next_pass(dsn: str
     await sched.step()
     await close(sched)
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'") == [(0,)]
+
+
+async def test_after_a_database_outage_the_scheduler_retries_within_half_its_catch_up(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database refuses connections, the scheduler retries at most half its shortest
+    ``catch_up`` apart: one that waited the 10 s of the claimer's backoff found, with
+    ``catch_up=3``, the ticks of up to 7 s after the database came back already too old."""
+    waits: list[float] = []
+
+    async def wait_for(awaitable: Any, timeout: float) -> None:
+        awaitable.close()
+        waits.append(timeout)
+
+    monkeypatch.setattr("pgqueue._worker._scheduler.asyncio.wait_for", wait_for)
+    app = make_app(dsn, catch_up=3)
+    missing = make_conninfo(dsn, dbname="h85_no_such_database")
+    sched = Scheduler(app.periodics.values(), Db(missing, "test"))
+    for _ in range(12):
+        await sched._pass(asyncio.Event())
+    await close(sched)
+    assert len(waits) == 12
+    assert max(waits) == 1.5
