@@ -399,3 +399,22 @@ def test_ticks_of_a_dst_day_match_brute_force_from_any_cursor(
         assert ticks_between(spec, cursor, end, limit=5) == ticks[passed : passed + 5], cursor
         if passed:
             assert normalize(spec, cursor) == ticks[passed - 1], cursor
+
+
+@pytest.mark.parametrize(
+    ("night", "count"),
+    [
+        ((utc(2026, 10, 24, 22), utc(2026, 10, 25, 4)), 4),
+        ((utc(2026, 3, 28, 22), utc(2026, 3, 29, 4)), 1),
+    ],
+)
+def test_two_spellings_of_one_schedule_fire_alike_on_dst_nights(
+    night: tuple[datetime, datetime], count: int
+) -> None:
+    """``*/15 2 * * *`` and ``0,15,30,45 2 * * *`` give the same ticks on Berlin's autumn night
+    (4, at CEST) and spring night (1, at 03:00 CEST), where Vixie cron runs them 8 and 4 times,
+    then 0 and 4 times, because it calls a field that starts with ``*`` a wildcard."""
+    spellings = ("*/15 2 * * *", "0,15,30,45 2 * * *")
+    ticks = [ticks_between(CronSpec(e, "Europe/Berlin"), *night) for e in spellings]
+    assert ticks[0] == ticks[1]
+    assert len(ticks[0]) == count
