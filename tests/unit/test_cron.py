@@ -226,6 +226,22 @@ def test_a_random_field_is_refused(expression: str) -> None:
         CronSpec(expression)
 
 
+@pytest.mark.parametrize("expression", ["@reboot", "@every", "@minutely"])
+def test_an_unknown_alias_is_refused_with_the_aliases_there_are(expression: str) -> None:
+    """croniter said "Exactly 5, 6 or 7 columns has to be specified" of @reboot, which has
+    no time to fire at (and pgqueue takes no 7th field): the error lists the aliases."""
+    with pytest.raises(ValueError, match=rf"'{expression}': .* @yearly, @annually, @monthly"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["H * * * *", "0 h * * *", "H(0-29) * * * *", "H/5 * * * *"])
+def test_a_hashed_field_is_refused_in_pgqueues_words(expression: str) -> None:
+    """croniter's H needs an id it is not given here; it said "Hashed definitions must include
+    hash_id", which names an argument pgqueue does not have."""
+    with pytest.raises(ValueError, match=r"H \(a hashed value\) is not supported: write the value"):
+        CronSpec(expression)
+
+
 @pytest.mark.parametrize("expression", ["0 0 * MAR,APR FRI", "0 12 * * THU-FRI", "0 0 1 SEP,OCT *"])
 def test_month_and_day_names_with_an_r_are_not_random(expression: str) -> None:
     """Names such as MAR or FRI contain an R and are fixed values: kept, same ticks everywhere."""
