@@ -18,6 +18,7 @@ from pgqueue import _store
 from pgqueue._cli import cli
 from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
+from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
@@ -901,3 +902,37 @@ async def test_after_a_database_outage_the_scheduler_retries_within_half_its_cat
     await close(sched)
     assert len(waits) == 12
     assert max(waits) == 1.5
+
+
+def ticks_read(plan: dict[str, Any]) -> int:
+    """Rows the scans of pgqueue.periodic_ticks in an EXPLAIN (ANALYZE) plan read, filtered
+    out or not, over all their loops."""
+    own = 0
+    if plan.get("Relation Name") == "periodic_ticks":
+        rows = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+        own = rows * plan["Actual Loops"]
+    return own + sum(ticks_read(child) for child in plan.get("Plans", []))
+
+
+def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> None:
+    """With 20,000 old ticks of one schedule, a prune's lock reads a few rows and its search
+    for a batch about its 500: both read every tick, and looked up the schedule's latest tick
+    again for each old one, so that one prune pass took 24 s on a table of 1,000,000 ticks
+    (390,000 old), and held the scheduler's firing up for as long."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'beat', now() - interval '2 hours' - s * interval '1 second'"
+        " FROM generate_series(0, 19999) s UNION ALL SELECT 'beat', now()",
+    )
+    query(dsn, "ANALYZE pgqueue.periodic_ticks")
+    params: dict[str, Any] = {"names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0}
+    explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
+    with psycopg.connect(dsn) as conn:
+        [[[lock]]] = conn.execute(explain + q.TICKS_PRUNE_LOCK, params).fetchall()
+        prune_params = {**params, "locked": ["beat"], "limit": 500}
+        [[[prune]]] = conn.execute(explain + q.TICKS_PRUNE, prune_params).fetchall()
+        conn.rollback()
+    [doomed] = [p for p in prune["Plan"]["Plans"] if p.get("Subplan Name") == "CTE doomed"]
+    assert ticks_read(lock["Plan"]) < 100
+    assert ticks_read(doomed) < 1000  # the delete of what it found may scan a small table
