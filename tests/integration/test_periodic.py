@@ -936,3 +936,19 @@ def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> Non
     [doomed] = [p for p in prune["Plan"]["Plans"] if p.get("Subplan Name") == "CTE doomed"]
     assert ticks_read(lock["Plan"]) < 100
     assert ticks_read(doomed) < 1000  # the delete of what it found may scan a small table
+
+
+def test_cron_list_escapes_control_characters_of_schedule_names(dsn: str) -> None:
+    """A schedule name is printed with its control characters escaped, as the other tables
+    of the CLI print theirs: an escape sequence in a tick row's name (SQL can write one, and
+    name= takes one) retitled the operator's terminal, and a tab pushed the columns apart."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " VALUES (E'evil\\x1b]0;owned\\x07\\tname', now() - interval '1 minute')",
+    )
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "cron", "list"])
+    assert result.exit_code == 0, result.output
+    header, line = result.stdout.splitlines()
+    assert line.startswith("evil\\x1b]0;owned\\x07\\tname  -  ")
+    assert header.index("SCHEDULE") == line.index("-  ")
