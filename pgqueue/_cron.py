@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 MAX_COUNTED = 1000
 
 # croniter's random field, R, R(0-30) or R/5: a field that starts with R (month and day names
-# do not).
+# do not). Its hashed field, H, is spelled alike.
 _RANDOM = re.compile(r"[Rr](?:$|[(/])")
+_HASHED = re.compile(r"[Hh](?:$|[(/])")
+
+ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +56,16 @@ def check_expression(expression: str) -> str:
     if not isinstance(expression, str):
         raise ValueError(f"invalid cron expression {expression!r}: expected a string")
     fields = expression.split()
-    if len(fields) not in (5, 6) and not (len(fields) == 1 and fields[0].startswith("@")):
+    if len(fields) not in (5, 6) and not (len(fields) == 1 and fields[0].lower() in ALIASES):
+        aliases = ", ".join(ALIASES)
         raise ValueError(
-            f"invalid cron expression {expression!r}: use 5 fields"
-            " (minute hour day month weekday), or 6 with seconds last"
+            f"invalid cron expression {expression!r}: use 5 fields (minute hour day month"
+            f" weekday), 6 with seconds last, or one of {aliases}"
+        )
+    if any(_HASHED.match(f) for f in fields):
+        raise ValueError(
+            f"invalid cron expression {expression!r}: H (a hashed value) is not supported:"
+            " write the value"
         )
     if any(_RANDOM.match(f) for f in fields):
         raise ValueError(

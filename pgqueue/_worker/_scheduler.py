@@ -34,6 +34,7 @@ log = logging.getLogger("pgqueue.scheduler")
 MAX_SLEEP = 30.0  # re-read the database clock at least this often
 WAKE_LATE = 0.002  # wake just after a tick, never just before it
 LATE = timedelta(seconds=1)  # a tick fired later than this is logged as caught up
+RETRY_CAP = 10.0  # seconds between tries while the database fails, at most
 PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up for long
@@ -65,6 +66,10 @@ class Scheduler:
         self.cursors: dict[str, datetime] = {}
         self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
         self._outage = Outage()  # the database's failures in a row (a bug's: see repeat)
+        # Retried sooner than the shortest catch_up, so that the ticks after an outage ends
+        # are still within it when the next try finds the database back.
+        windows = [p.catch_up.total_seconds() / 2 for p in self.periodics]
+        self._retry_cap = min([RETRY_CAP, *windows])
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Fire ticks as they fall due until ``stopping`` is set; database errors are retried,
@@ -88,7 +93,7 @@ class Scheduler:
             log.warning("scheduler pass failed (%s), %d in a row", error_line(exc), n,
                         exc_info=n == 1,
                         extra={"action": "scheduler_error", "failures": n})  # fmt: skip
-            delay = backoff(n)
+            delay = backoff(n, self._retry_cap)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), delay)
 
@@ -205,6 +210,8 @@ class Scheduler:
             total += count
             if count < PRUNE_BATCH:
                 break
+        else:  # there may be more: go on at the next pass, so that pruning keeps up with
+            self._next_prune = 0.0  # schedules making more than a pass's 2,000 rows a minute
         if total:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip

@@ -18,6 +18,7 @@ from pgqueue import _store
 from pgqueue._cli import cli
 from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
+from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler
 from tests.helpers import query, run_worker_until, states
@@ -859,3 +860,95 @@ async def test_a_job_id_taken_at_start_does_not_leave_the_schedule_out(
     await close(sched)
     assert [getattr(r, "action", None) for r in caplog.records] == []
     assert {n for _tick, n in tick_jobs(dsn)} == {1}  # it fired: one job per tick
+
+
+async def test_a_prune_that_filled_its_batches_goes_on_at_the_next_pass(dsn: str) -> None:
+    """A prune that deleted all it may in one pass (4 batches of 500) prunes again at the next
+    pass, not 30-60 s later: a backlog drains, and schedules making more rows than 2,000 a
+    minute (40 per-second ones) no longer outgrow the pruning."""
+    app = make_app(dsn, catch_up=10)
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'gone', now() - interval '8 days' - s * interval '1 second'"
+        " FROM generate_series(1, 2600) s",
+    )
+    [sched] = await schedulers(app, 1)
+    sched._next_prune = 0.0
+    await sched.step()
+    await sched.step()
+    await close(sched)
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'") == [(0,)]
+
+
+async def test_after_a_database_outage_the_scheduler_retries_within_half_its_catch_up(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database refuses connections, the scheduler retries at most half its shortest
+    ``catch_up`` apart: one that waited the 10 s of the claimer's backoff found, with
+    ``catch_up=3``, the ticks of up to 7 s after the database came back already too old."""
+    waits: list[float] = []
+
+    async def wait_for(awaitable: Any, timeout: float) -> None:
+        awaitable.close()
+        waits.append(timeout)
+
+    monkeypatch.setattr("pgqueue._worker._scheduler.asyncio.wait_for", wait_for)
+    app = make_app(dsn, catch_up=3)
+    missing = make_conninfo(dsn, dbname="h85_no_such_database")
+    sched = Scheduler(app.periodics.values(), Db(missing, "test"))
+    for _ in range(12):
+        await sched._pass(asyncio.Event())
+    await close(sched)
+    assert len(waits) == 12
+    assert max(waits) == 1.5
+
+
+def ticks_read(plan: dict[str, Any]) -> int:
+    """Rows the scans of pgqueue.periodic_ticks in an EXPLAIN (ANALYZE) plan read, filtered
+    out or not, over all their loops."""
+    own = 0
+    if plan.get("Relation Name") == "periodic_ticks":
+        rows = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+        own = rows * plan["Actual Loops"]
+    return own + sum(ticks_read(child) for child in plan.get("Plans", []))
+
+
+def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> None:
+    """With 20,000 old ticks of one schedule, a prune's lock reads a few rows and its search
+    for a batch about its 500: both read every tick, and looked up the schedule's latest tick
+    again for each old one, so that one prune pass took 24 s on a table of 1,000,000 ticks
+    (390,000 old), and held the scheduler's firing up for as long."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'beat', now() - interval '2 hours' - s * interval '1 second'"
+        " FROM generate_series(0, 19999) s UNION ALL SELECT 'beat', now()",
+    )
+    query(dsn, "ANALYZE pgqueue.periodic_ticks")
+    params: dict[str, Any] = {"names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0}
+    explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
+    with psycopg.connect(dsn) as conn:
+        [[[lock]]] = conn.execute(explain + q.TICKS_PRUNE_LOCK, params).fetchall()
+        prune_params = {**params, "locked": ["beat"], "limit": 500}
+        [[[prune]]] = conn.execute(explain + q.TICKS_PRUNE, prune_params).fetchall()
+        conn.rollback()
+    [doomed] = [p for p in prune["Plan"]["Plans"] if p.get("Subplan Name") == "CTE doomed"]
+    assert ticks_read(lock["Plan"]) < 100
+    assert ticks_read(doomed) < 1000  # the delete of what it found may scan a small table
+
+
+def test_cron_list_escapes_control_characters_of_schedule_names(dsn: str) -> None:
+    """A schedule name is printed with its control characters escaped, as the other tables
+    of the CLI print theirs: an escape sequence in a tick row's name (SQL can write one, and
+    name= takes one) retitled the operator's terminal, and a tab pushed the columns apart."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " VALUES (E'evil\\x1b]0;owned\\x07\\tname', now() - interval '1 minute')",
+    )
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "cron", "list"])
+    assert result.exit_code == 0, result.output
+    header, line = result.stdout.splitlines()
+    assert line.startswith("evil\\x1b]0;owned\\x07\\tname  -  ")
+    assert header.index("SCHEDULE") == line.index("-  ")

@@ -226,6 +226,22 @@ def test_a_random_field_is_refused(expression: str) -> None:
         CronSpec(expression)
 
 
+@pytest.mark.parametrize("expression", ["@reboot", "@every", "@minutely"])
+def test_an_unknown_alias_is_refused_with_the_aliases_there_are(expression: str) -> None:
+    """croniter said "Exactly 5, 6 or 7 columns has to be specified" of @reboot, which has
+    no time to fire at (and pgqueue takes no 7th field): the error lists the aliases."""
+    with pytest.raises(ValueError, match=rf"'{expression}': .* @yearly, @annually, @monthly"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["H * * * *", "0 h * * *", "H(0-29) * * * *", "H/5 * * * *"])
+def test_a_hashed_field_is_refused_in_pgqueues_words(expression: str) -> None:
+    """croniter's H needs an id it is not given here; it said "Hashed definitions must include
+    hash_id", which names an argument pgqueue does not have."""
+    with pytest.raises(ValueError, match=r"H \(a hashed value\) is not supported: write the value"):
+        CronSpec(expression)
+
+
 @pytest.mark.parametrize("expression", ["0 0 * MAR,APR FRI", "0 12 * * THU-FRI", "0 0 1 SEP,OCT *"])
 def test_month_and_day_names_with_an_r_are_not_random(expression: str) -> None:
     """Names such as MAR or FRI contain an R and are fixed values: kept, same ticks everywhere."""
@@ -399,3 +415,22 @@ def test_ticks_of_a_dst_day_match_brute_force_from_any_cursor(
         assert ticks_between(spec, cursor, end, limit=5) == ticks[passed : passed + 5], cursor
         if passed:
             assert normalize(spec, cursor) == ticks[passed - 1], cursor
+
+
+@pytest.mark.parametrize(
+    ("night", "count"),
+    [
+        ((utc(2026, 10, 24, 22), utc(2026, 10, 25, 4)), 4),
+        ((utc(2026, 3, 28, 22), utc(2026, 3, 29, 4)), 1),
+    ],
+)
+def test_two_spellings_of_one_schedule_fire_alike_on_dst_nights(
+    night: tuple[datetime, datetime], count: int
+) -> None:
+    """``*/15 2 * * *`` and ``0,15,30,45 2 * * *`` give the same ticks on Berlin's autumn night
+    (4, at CEST) and spring night (1, at 03:00 CEST), where Vixie cron runs them 8 and 4 times,
+    then 0 and 4 times, because it calls a field that starts with ``*`` a wildcard."""
+    spellings = ("*/15 2 * * *", "0,15,30,45 2 * * *")
+    ticks = [ticks_between(CronSpec(e, "Europe/Berlin"), *night) for e in spellings]
+    assert ticks[0] == ticks[1]
+    assert len(ticks[0]) == count
