@@ -1268,13 +1268,16 @@ DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
 LOCKS_WAIT_AT_MOST: LiteralString = "SELECT set_config('lock_timeout', %(wait)s, true)"
 
 # The queued jobs of tasks that a drain round's worker would claim, each waited for while
-# another transaction holds it (FOR KEY SHARE waits for FOR UPDATE and for updates): run in a
-# transaction of its own, so that the locks are released before the worker claims the rows.
+# another transaction holds it: run in a transaction of its own, so that the locks are released
+# before the worker claims the rows. FOR NO KEY UPDATE waits for every lock but FOR KEY SHARE,
+# which is another drain's hold (JOBS_HOLD_OTHERS, waited for on DRAINS_LOCK instead): FOR KEY
+# SHARE waited for no plain UPDATE of a job, and so a job the test's open transaction updated
+# was stepped over by every claim while the burst worker counted it runnable, for ever.
 JOBS_PROBE: LiteralString = """
 SELECT count(*) FROM (
     SELECT FROM pgqueue.active_jobs
      WHERE state = 'queued' AND task = ANY(%(tasks)s::text[]) AND queue = ANY(%(queues)s::text[])
-       FOR KEY SHARE
+       FOR NO KEY UPDATE
 ) AS probed
 """
 

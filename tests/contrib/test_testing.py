@@ -283,6 +283,28 @@ async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forev
     assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
 
 
+async def test_drain_says_which_transaction_updated_a_job_instead_of_waiting_forever(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued job of the app that the test's open transaction updated (a plain UPDATE or
+    FOR NO KEY UPDATE: no lock FOR KEY SHARE waits for) passed the probe, every claim stepped
+    over it, and the burst worker, counting it runnable, never went idle: drain hung."""
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 0.2)
+    await t.add.aenqueue(aconn, 1, 1)
+    await aconn.commit()
+    await aconn.execute("UPDATE pgqueue.active_jobs SET priority = 1")
+    running = asyncio.create_task(adrain(t.app, dsn=dsn))
+    try:
+        async with asyncio.timeout(60):  # the hang fails the test instead of the run
+            with pytest.raises(RuntimeError, match="locked by another transaction") as raised:
+                await asyncio.shield(running)
+    finally:
+        await aconn.rollback()  # lets a hung drain end
+        await asyncio.wait([running], timeout=60)
+    assert f"pid {aconn.info.backend_pid}" in str(raised.value)
+    assert (await adrain(t.app, dsn=dsn))["succeeded"] == 1
+
+
 async def test_drain_waits_out_a_lock_held_briefly(
     aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
