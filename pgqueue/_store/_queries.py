@@ -1401,7 +1401,8 @@ SELECT pgqueue.cancel(%(id)s)
 # batches of one prune share the instant it began, else jobs reaching the age between two of
 # them keep it going for as long as workers finish jobs. Each state's scan starts at %(after)s,
 # the last finished_at the batch before deleted (NULL: from the oldest), and the statement
-# returns it per state, as text that casts back to the same instant (see CLOCK_NOW_TEXT): read
+# returns it per state, as text that casts back to the same instant (see CLOCK_NOW_TEXT; with
+# its era, as SQL can write a finished_at BC, which without it read as AD and skipped on): read
 # from the oldest, each batch stepped over the index entries of every job the batches before
 # had deleted (until a vacuum), 10,000 pages per batch by the end of 1.9 million jobs.
 JOBS_PRUNE: LiteralString = """
@@ -1423,7 +1424,7 @@ WITH doomed AS MATERIALIZED (
     DELETE FROM pgqueue.finished_jobs AS j USING doomed WHERE j.id = doomed.id RETURNING 1
 )
 SELECT state, count(*),
-       to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z" BC')
   FROM doomed
  GROUP BY state
 """
