@@ -419,6 +419,8 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
             ("succeeded", "failed", "retried", "cancelled"), 0
         )
     assert f"pid {conn.info.backend_pid}" in str(warned[0].message)
+    assert warned[0].filename == __file__  # the caller's line, for its warning filters
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
+
