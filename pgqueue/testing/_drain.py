@@ -114,6 +114,30 @@ def _warn(text: str | None) -> None:
         warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
+async def _drain(
+    app: PgQueue,
+    dsn: str | None,
+    queues: Sequence[str] | None,
+    with_scheduled: bool,
+    max_rounds: int,
+) -> tuple[dict[str, int], str | None]:
+    """The rounds of a drain: the counts, and the warning the first round found cause for."""
+    names = _queue_names(queues)
+    _check_rounds(max_rounds)
+    dsn = dsn or app.dsn
+    totals = dict.fromkeys(OUTCOMES, 0)
+    unseen: list[str] = []
+    for done in range(max_rounds):
+        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen)
+        if stats is None:
+            break
+        for outcome in OUTCOMES:
+            totals[outcome] += getattr(stats, outcome)
+        if not with_scheduled:
+            break
+    return totals, next(iter(unseen), None)
+
+
 async def _round(
     app: PgQueue,
     dsn: str,
@@ -152,30 +176,6 @@ async def _round(
             await worker.run()
     worker.stats.retried -= len(stepped)
     return worker.stats
-
-
-async def _drain(
-    app: PgQueue,
-    dsn: str | None,
-    queues: Sequence[str] | None,
-    with_scheduled: bool,
-    max_rounds: int,
-) -> tuple[dict[str, int], str | None]:
-    """The rounds of a drain: the counts, and the warning the first round found cause for."""
-    names = _queue_names(queues)
-    _check_rounds(max_rounds)
-    dsn = dsn or app.dsn
-    totals = dict.fromkeys(OUTCOMES, 0)
-    unseen: list[str] = []
-    for done in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen)
-        if stats is None:
-            break
-        for outcome in OUTCOMES:
-            totals[outcome] += getattr(stats, outcome)
-        if not with_scheduled:
-            break
-    return totals, next(iter(unseen), None)
 
 
 async def adrain(

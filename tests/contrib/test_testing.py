@@ -423,4 +423,3 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
-
