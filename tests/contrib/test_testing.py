@@ -283,16 +283,24 @@ async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forev
     assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
 
 
+UPDATING = {  # a queued job's row held by a lock that FOR KEY SHARE does not wait for
+    "a plain update": "UPDATE pgqueue.active_jobs SET priority = 1",
+    "for share": "SELECT id FROM pgqueue.active_jobs FOR SHARE",
+}
+
+
+@pytest.mark.parametrize("hold", UPDATING)
 async def test_drain_says_which_transaction_updated_a_job_instead_of_waiting_forever(
-    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch, hold: str
 ) -> None:
-    """A queued job of the app that the test's open transaction updated (a plain UPDATE or
-    FOR NO KEY UPDATE: no lock FOR KEY SHARE waits for) passed the probe, every claim stepped
-    over it, and the burst worker, counting it runnable, never went idle: drain hung."""
+    """A queued job of the app that the test's open transaction updated (a plain UPDATE takes
+    FOR NO KEY UPDATE) or locked FOR SHARE passed the probe, which locked FOR KEY SHARE and
+    waits for neither; every claim stepped over it, and the burst worker, counting it
+    runnable, never went idle: drain hung."""
     monkeypatch.setattr(_drain, "LOCK_WAIT", 0.2)
     await t.add.aenqueue(aconn, 1, 1)
     await aconn.commit()
-    await aconn.execute("UPDATE pgqueue.active_jobs SET priority = 1")
+    await aconn.execute(UPDATING[hold])
     running = asyncio.create_task(adrain(t.app, dsn=dsn))
     try:
         async with asyncio.timeout(60):  # the hang fails the test instead of the run
