@@ -14,6 +14,7 @@ from pgqueue._errors import (
     PgQueueError,
     Retry,
     SchemaError,
+    UniqueKeyContended,
     UnknownTaskError,
     WorkerFailed,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ScheduleStatus",
     "SchemaError",
     "Task",
+    "UniqueKeyContended",
     "UnknownTaskError",
     "Worker",
     "WorkerFailed",

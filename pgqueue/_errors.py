@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import psycopg
+
 from pgqueue._retry import check_delay
 
 # The most characters of an error message or traceback stored in a job's row (each of
@@ -127,6 +129,26 @@ class DuplicateJob(PgQueueError):
 
 
 DuplicateJob.__module__ = "pgqueue"
+
+
+class UniqueKeyContended(PgQueueError, psycopg.errors.SerializationFailure):
+    """An enqueue with a unique key gave up: each of its tries met a job holding the key, then
+    found it finished, as jobs with this key kept being created and finished at that moment.
+
+    Nothing was inserted. It is a :class:`psycopg.errors.SerializationFailure` (SQLSTATE
+    40001), as ``pgqueue.enqueue()``'s error in SQL is, so that code which runs a transaction
+    again on a serialization failure does so for this one too. The caller's transaction is
+    still usable: running it again is the remedy.
+    """
+
+    def __init__(self, unique_key: str, tries: int) -> None:
+        super().__init__(
+            f"unique key {unique_key!r} kept changing hands; gave up enqueueing after {tries} tries"
+        )
+        self.unique_key = unique_key
+
+
+UniqueKeyContended.__module__ = "pgqueue"
 
 
 class JobStateError(PgQueueError):

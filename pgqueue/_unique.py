@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import DuplicateJob, PgQueueError
+from pgqueue._errors import DuplicateJob, UniqueKeyContended
 from pgqueue._options import OnConflict
 
 # Each round ends unless the key's job finished between our two statements, so the loop only
@@ -36,7 +36,7 @@ def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan:
                 raise DuplicateJob(job.unique_key, existing)
             return int(existing)
         # The holder finished (or rolled back) in between: the key is free, try again.
-    raise PgQueueError(f"unique key {job.unique_key!r} kept changing hands; gave up enqueueing")
+    raise UniqueKeyContended(job.unique_key, MAX_ROUNDS)
 
 
 def enqueue(cur: psycopg.Cursor[Any], job: _store.NewJob, on_conflict: OnConflict) -> int:

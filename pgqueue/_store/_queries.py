@@ -1289,13 +1289,17 @@ DRAINS_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403160, 0)"
 LOCKS_WAIT_AT_MOST: LiteralString = "SELECT set_config('lock_timeout', %(wait)s, true)"
 
 # The queued jobs of tasks that a drain round's worker would claim, each waited for while
-# another transaction holds it (FOR KEY SHARE waits for FOR UPDATE and for updates): run in a
-# transaction of its own, so that the locks are released before the worker claims the rows.
+# another transaction holds it: run in a transaction of its own, so that the locks are released
+# before the worker claims the rows. FOR NO KEY UPDATE waits for every lock but FOR KEY SHARE,
+# which is another drain's hold (JOBS_HOLD_OTHERS, waited for on DRAINS_LOCK instead): FOR KEY
+# SHARE waited for no plain UPDATE of a job (nor FOR SHARE), and so a job the test's open
+# transaction updated was stepped over by every claim while the burst worker counted it
+# runnable, for ever.
 JOBS_PROBE: LiteralString = """
 SELECT count(*) FROM (
     SELECT FROM pgqueue.active_jobs
      WHERE state = 'queued' AND task = ANY(%(tasks)s::text[]) AND queue = ANY(%(queues)s::text[])
-       FOR KEY SHARE
+       FOR NO KEY UPDATE
 ) AS probed
 """
 
@@ -1419,7 +1423,8 @@ SELECT pgqueue.cancel(%(id)s)
 # batches of one prune share the instant it began, else jobs reaching the age between two of
 # them keep it going for as long as workers finish jobs. Each state's scan starts at %(after)s,
 # the last finished_at the batch before deleted (NULL: from the oldest), and the statement
-# returns it per state, as text that casts back to the same instant (see CLOCK_NOW_TEXT): read
+# returns it per state, as text that casts back to the same instant (see CLOCK_NOW_TEXT; with
+# its era, as SQL can write a finished_at BC, which without it read as AD and skipped on): read
 # from the oldest, each batch stepped over the index entries of every job the batches before
 # had deleted (until a vacuum), 10,000 pages per batch by the end of 1.9 million jobs.
 JOBS_PRUNE: LiteralString = """
@@ -1441,7 +1446,7 @@ WITH doomed AS MATERIALIZED (
     DELETE FROM pgqueue.finished_jobs AS j USING doomed WHERE j.id = doomed.id RETURNING 1
 )
 SELECT state, count(*),
-       to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z" BC')
   FROM doomed
  GROUP BY state
 """

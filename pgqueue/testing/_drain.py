@@ -94,26 +94,61 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
     return drained, stepped
 
 
-async def _warn_if_unseen(cur: psycopg.AsyncCursor[Any]) -> None:
-    """Warn when another session idles in a transaction that wrote jobs: most likely the
+async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
+    """A warning when another session idles in a transaction that wrote jobs: most likely the
     test's own connection, whose enqueued jobs no drain can see until it commits."""
     writers = await _store.arun(cur, _store.locks_writers_idle())
-    if writers:
-        warnings.warn(
-            f"drain() found no job to run, and {_sessions(writers)} has not committed the "
-            "jobs its transaction wrote, which no worker can see: commit before calling "
-            "drain() if those are the jobs you meant",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+    if not writers:
+        return None
+    return (
+        f"drain() found no job to run, and {_sessions(writers)} has not committed the jobs its "
+        "transaction wrote, which no worker can see: commit before calling drain() if those "
+        "are the jobs you meant"
+    )
+
+
+def _warn(text: str | None) -> None:
+    """Warn of ``text``, if any, at the line that called drain() or adrain(): raised inside
+    the event loop, the warning named a line of asyncio's, and the caller's filters missed it."""
+    if text is not None:
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+async def _drain(
+    app: PgQueue,
+    dsn: str | None,
+    queues: Sequence[str] | None,
+    with_scheduled: bool,
+    max_rounds: int,
+) -> tuple[dict[str, int], str | None]:
+    """The rounds of a drain: the counts, and the warning the first round found cause for."""
+    names = _queue_names(queues)
+    _check_rounds(max_rounds)
+    dsn = dsn or app.dsn
+    totals = dict.fromkeys(OUTCOMES, 0)
+    unseen: list[str] = []
+    for done in range(max_rounds):
+        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen)
+        if stats is None:
+            break
+        for outcome in OUTCOMES:
+            totals[outcome] += getattr(stats, outcome)
+        if not with_scheduled:
+            break
+    return totals, next(iter(unseen), None)
 
 
 async def _round(
-    app: PgQueue, dsn: str, queues: list[str] | None, with_scheduled: bool, first: bool
+    app: PgQueue,
+    dsn: str,
+    queues: list[str] | None,
+    with_scheduled: bool,
+    unseen: list[str] | None,
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
-    claim them; ``None`` when no job of ``app`` is waiting."""
+    claim them; ``None`` when no job of ``app`` is waiting, after adding to ``unseen`` (given
+    to the first round) why none might be."""
     tasks = list(app.tasks)
     conn = await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, application_name="pgqueue drain"
@@ -125,8 +160,8 @@ async def _round(
         waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
-            if first:
-                await _warn_if_unseen(cur)
+            if unseen is not None and (note := await _unseen_writes(cur)):
+                unseen.append(note)
             return None
         # A row held by another transaction would be stepped over by every claim, and the
         # burst worker, seeing it queued, would never go idle.
@@ -152,18 +187,8 @@ async def adrain(
     max_rounds: int = 20,
 ) -> dict[str, int]:
     """Async twin of :func:`drain`."""
-    names = _queue_names(queues)
-    _check_rounds(max_rounds)
-    dsn = dsn or app.dsn
-    totals = dict.fromkeys(OUTCOMES, 0)
-    for done in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled, first=not done)
-        if stats is None:
-            break
-        for outcome in OUTCOMES:
-            totals[outcome] += getattr(stats, outcome)
-        if not with_scheduled:
-            break
+    totals, unseen = await _drain(app, dsn, queues, with_scheduled, max_rounds)
+    _warn(unseen)
     return totals
 
 
@@ -190,6 +215,6 @@ def drain(
         pass
     else:
         raise RuntimeError("drain() cannot run inside an event loop: await adrain() instead")
-    return asyncio.run(
-        adrain(app, dsn=dsn, queues=queues, with_scheduled=with_scheduled, max_rounds=max_rounds)
-    )
+    totals, unseen = asyncio.run(_drain(app, dsn, queues, with_scheduled, max_rounds))
+    _warn(unseen)
+    return totals

@@ -283,6 +283,36 @@ async def test_drain_says_which_transaction_holds_a_job_instead_of_waiting_forev
     assert (await adrain(t.app, dsn=dsn))["succeeded"] == 2 - (task is t.elsewhere)
 
 
+UPDATING = {  # a queued job's row held by a lock that FOR KEY SHARE does not wait for
+    "a plain update": "UPDATE pgqueue.active_jobs SET priority = 1",
+    "for share": "SELECT id FROM pgqueue.active_jobs FOR SHARE",
+}
+
+
+@pytest.mark.parametrize("hold", UPDATING)
+async def test_drain_says_which_transaction_updated_a_job_instead_of_waiting_forever(
+    aconn, dsn: str, monkeypatch: pytest.MonkeyPatch, hold: str
+) -> None:
+    """A queued job of the app that the test's open transaction updated (a plain UPDATE takes
+    FOR NO KEY UPDATE) or locked FOR SHARE passed the probe, which locked FOR KEY SHARE and
+    waits for neither; every claim stepped over it, and the burst worker, counting it
+    runnable, never went idle: drain hung."""
+    monkeypatch.setattr(_drain, "LOCK_WAIT", 0.2)
+    await t.add.aenqueue(aconn, 1, 1)
+    await aconn.commit()
+    await aconn.execute(UPDATING[hold])
+    running = asyncio.create_task(adrain(t.app, dsn=dsn))
+    try:
+        async with asyncio.timeout(60):  # the hang fails the test instead of the run
+            with pytest.raises(RuntimeError, match="locked by another transaction") as raised:
+                await asyncio.shield(running)
+    finally:
+        await aconn.rollback()  # lets a hung drain end
+        await asyncio.wait([running], timeout=60)
+    assert f"pid {aconn.info.backend_pid}" in str(raised.value)
+    assert (await adrain(t.app, dsn=dsn))["succeeded"] == 1
+
+
 async def test_drain_waits_out_a_lock_held_briefly(
     aconn, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,6 +427,7 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
             ("succeeded", "failed", "retried", "cancelled"), 0
         )
     assert f"pid {conn.info.backend_pid}" in str(warned[0].message)
+    assert warned[0].filename == __file__  # the caller's line, for its warning filters
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning

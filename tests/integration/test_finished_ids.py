@@ -84,3 +84,22 @@ async def test_retry_still_moves_a_failed_job_back_under_its_id(dsn: str) -> Non
     query(dsn, "UPDATE pgqueue.finished_jobs SET state = 'failed' WHERE id = %s", (job_id,))
     assert query(dsn, "SELECT pgqueue.retry(%s)", (job_id,)) == [(True,)]
     assert query(dsn, "SELECT id, state FROM pgqueue.jobs") == [(job_id, "queued")]
+
+
+def test_an_enqueue_from_the_sequence_probes_the_history_once_not_per_job(dsn: str) -> None:
+    """The check probed the history's primary key for every inserted id, an eighth of the time
+    of an enqueue_many of 100,000 jobs beside a history of 1,000,000; ids the sequence hands
+    out are past every finished one, so it now probes only ids up to the history's greatest.
+    (Counted in the transaction: pg_stat_get_xact_blocks_fetched of the key's index.)"""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state,"
+               " priority, attempts, max_attempts, run_at, created_at)"
+               " SELECT nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id')), 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 3, now(), now()"
+               " FROM generate_series(1, 20000)")  # fmt: skip
+    _app, echo = make_app(dsn)
+    with psycopg.connect(dsn) as conn:
+        echo.enqueue_many(conn, [(("x",), {})] * 5000)
+        [(read,)] = conn.execute(
+            "SELECT pg_stat_get_xact_blocks_fetched('pgqueue.finished_jobs_pkey'::regclass)"
+        )
+    assert read < 10, f"{read} pages of the history's key read for 5,000 new jobs"

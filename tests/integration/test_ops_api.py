@@ -173,6 +173,24 @@ def test_prune_in_a_session_whose_datestyle_is_not_iso(dsn: str, options: str) -
     assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(2,)]
 
 
+def test_a_prune_reads_on_past_a_batch_that_ended_before_the_common_era(dsn: str) -> None:
+    """The last finished_at of a batch went back to the next as text without its era: one in
+    44 BC read as AD 44, and the next batch began there, leaving every job finished between
+    (SQL can write such times to the history) for a later prune. (1,500 jobs in 44 BC, 500
+    in AD 10; batches of 1,000: the first prune deleted 1,000 of the 2,000.)"""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', 'failed', 0, 1, 3, now(), now(),"
+        " CASE WHEN i <= 1500 THEN timestamptz '0044-03-15 00:00+00 BC' + i * interval '1 s'"
+        " ELSE timestamptz '0010-01-01 00:00+00' END FROM generate_series(1, 2000) AS i",
+    )
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert _ops.prune(auto, 3600, ["failed"], batch=1000) == 2000
+    assert states(dsn) == {}
+
+
 def test_each_batch_of_a_prune_reads_on_from_where_the_one_before_ended(dsn: str) -> None:
     """Each batch of a prune read the (state, finished_at) index from its oldest entry, and
     stepped over the entries of every job the batches before it had deleted: by the end of a

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue import admin
 from pgqueue._unique import MAX_ROUNDS
 from tests.helpers import query, states
@@ -196,3 +197,38 @@ def test_sql_cancel_of_a_job_retried_during_the_call_finds_it(dsn: str) -> None:
         assert call["result"] == [("cancelled",)]
         caller.commit()
     assert query(dsn, "SELECT id, state FROM pgqueue.jobs") == [(job_id, "cancelled")]
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_python_enqueue_of_a_key_that_keeps_changing_hands_fails_as_sql_does(
+    dsn: str, api: str
+) -> None:
+    """The Python API gave up after MAX_ROUNDS rounds with a plain PgQueueError, where
+    pgqueue.enqueue raises serialization_failure (40001): a caller's retry of the transaction
+    on 40001 missed it. It now raises UniqueKeyContended, a SerializationFailure too, and the
+    caller's transaction is left usable. (A test-only trigger drops every insert.)"""
+    query(dsn, "CREATE SEQUENCE tries")
+    query(dsn, "CREATE FUNCTION drop_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " PERFORM nextval('tries'); RETURN NULL; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_it()")  # fmt: skip
+    app = pgqueue.PgQueue(dsn=dsn)
+    task = app.task(name="t")(lambda: None)
+    if api == "sync":
+        with psycopg.connect(dsn) as caller:
+            with pytest.raises(psycopg.errors.SerializationFailure) as raised:
+                task.using(unique_key="report-7").enqueue(caller)
+            assert caller.execute("SELECT 1").fetchall() == [(1,)]
+    else:
+        async with await psycopg.AsyncConnection.connect(dsn) as acaller:
+            with pytest.raises(psycopg.errors.SerializationFailure) as raised:
+                await task.using(unique_key="report-7").aenqueue(acaller)
+            assert await (await acaller.execute("SELECT 1")).fetchall() == [(1,)]
+    assert isinstance(raised.value, pgqueue.UniqueKeyContended)
+    assert isinstance(raised.value, pgqueue.PgQueueError)
+    assert raised.value.sqlstate == "40001"
+    assert raised.value.unique_key == "report-7"
+    assert str(raised.value) == (
+        f"unique key 'report-7' kept changing hands; gave up enqueueing after {MAX_ROUNDS} tries"
+    )
+    assert query(dsn, "SELECT last_value FROM tries") == [(MAX_ROUNDS,)]
