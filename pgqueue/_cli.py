@@ -413,8 +413,16 @@ def migrate(
             sys.exit(1)
         click.echo("pgqueue schema is up to date")
         return
-    _migrate.migrate(state.dsn)
-    click.echo("pgqueue schema is up to date")
+    click.echo(_migrated(*_migrate.migrate(state.dsn)))
+
+
+def _migrated(before: str | None, after: str | None) -> str:
+    """What ``pgqueue migrate`` did, for a deploy's log: the first words never change."""
+    if before == after:
+        return f"pgqueue schema is up to date (revision {after}: nothing to do)"
+    if before is None:
+        return f"pgqueue schema is up to date (revision {after}: created)"
+    return f"pgqueue schema is up to date (revision {after}: upgraded from {before})"
 
 
 def _switches(**given: bool) -> bool:

@@ -30,35 +30,43 @@ def _quiet_alembic() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def migrate(dsn: str) -> None:
-    """Bring the database's pgqueue schema up to date. Idempotent; concurrent runs are safe."""
+def migrate(dsn: str) -> tuple[str | None, str | None]:
+    """Bring the database's pgqueue schema up to date. Idempotent; concurrent runs are safe.
+
+    Returns the schema's revision before and after (``None`` before: there was no schema);
+    the two are equal when there was nothing to do. "Before" is read before the migration
+    lock is waited for: a concurrent run may have done the work meanwhile."""
     _quiet_alembic()
     from alembic.util import CommandError
 
     dsn = normalize_dsn(dsn)
-    if _nothing_to_do(dsn):
-        return
+    current, before = _looked(dsn)
+    if current:
+        return before, before
     try:
         _upgrade(dsn)
     except CommandError:
         # A later pgqueue migrated while this run waited for the migration lock: alembic
         # cannot place the revision it found then. Say what the first look would have said.
-        if not _nothing_to_do(dsn):
+        current, after = _looked(dsn)
+        if not current:
             raise
+        return before, after
+    return before, _looked(dsn)[1]
 
 
-def _nothing_to_do(dsn: str) -> bool:
-    """Whether the schema is current, or newer and serving this code; :class:`SchemaError`
-    when a later pgqueue migrated it and it does not serve this code (alembic, which cannot
-    place that revision, would fail with a traceback)."""
+def _looked(dsn: str) -> tuple[bool, str | None]:
+    """Whether the schema is current, or newer and serving this code, and its revision;
+    :class:`SchemaError` when a later pgqueue migrated it and it does not serve this code
+    (alembic, which cannot place that revision, would fail with a traceback)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         exists, revision, compatible_since = schema_state(conn)
     problem = schema_problem(exists, revision, compatible_since)
     if problem is None:
-        return True
+        return True, revision
     if exists and revision is not None and revision not in KNOWN_REVISIONS:
         raise SchemaError(problem)
-    return False
+    return False, revision if exists else None
 
 
 def _upgrade(dsn: str) -> None:

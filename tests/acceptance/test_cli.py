@@ -18,9 +18,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue._embed import install_revision
+from pgqueue._schema import SCHEMA_REVISION
 from pgqueue._testdb import Server
 from tests.acceptance.conftest import APP, ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
+
+CREATED = f"pgqueue schema is up to date (revision {SCHEMA_REVISION}: created)"
+NOTHING_TO_DO = f"pgqueue schema is up to date (revision {SCHEMA_REVISION}: nothing to do)"
 
 
 def running(dsn: str) -> int:
@@ -37,6 +41,18 @@ def test_migrate_is_idempotent_and_safe_when_run_twice_at_once(empty_dsn: str) -
     assert cli(empty_dsn, "migrate").returncode == 0
     check = cli(empty_dsn, "migrate", "--check")
     assert (check.returncode, check.stdout.strip()) == (0, "pgqueue schema is up to date")
+
+
+def test_migrate_says_what_it_did(empty_dsn: str) -> None:
+    """A deploy's log said "pgqueue schema is up to date" whether the run created the schema,
+    upgraded it or found nothing to do: it now says which, after the same first words."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0008", lambda text: cur.execute(text.encode()))
+    said = [cli(empty_dsn, "migrate").stdout for _ in range(2)]
+    assert said == [
+        f"pgqueue schema is up to date (revision {SCHEMA_REVISION}: upgraded from 0008)\n",
+        f"{NOTHING_TO_DO}\n",
+    ]
 
 
 def test_migrate_check_names_the_command_to_run(empty_dsn: str) -> None:
@@ -122,15 +138,16 @@ def test_migrate_from_in_the_environment_is_only_for_sql(empty_dsn: str) -> None
     holding no revision this version knows, such as a ConfigMap's "0006\\n", failed as an
     invalid --from): the variable is read only with --sql (the option, given without it, is
     still refused)."""
-    for args, revision in [(["migrate"], "0006"), (["migrate", "--check"], "0006\n")]:
+    for args, revision, said in [
+        (["migrate"], "0006", CREATED),
+        (["migrate", "--check"], "0006\n", "pgqueue schema is up to date"),
+    ]:
         env = cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM=revision)
         result = subprocess.run(
             [sys.executable, "-m", "pgqueue", *args], env=env, cwd=ROOT,
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert (result.returncode, result.stdout.strip()) == (
-            0, "pgqueue schema is up to date"
-        ), result.stderr  # fmt: skip
+        assert (result.returncode, result.stdout.strip()) == (0, said), result.stderr
     refused = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--sql"],
         env=cli_env(empty_dsn, PGQUEUE_MIGRATE_FROM="0042"), cwd=ROOT,
@@ -178,7 +195,7 @@ def test_a_switch_of_migrate_left_in_the_environment_does_not_skip_the_migration
     )
     assert (switched.returncode, switched.stdout) == (alone.returncode, alone.stdout)
     migrated = migrate_with(empty_dsn, **{variable: "off"})
-    assert (migrated.returncode, migrated.stdout) == (0, "pgqueue schema is up to date\n")
+    assert (migrated.returncode, migrated.stdout) == (0, f"{CREATED}\n")
 
 
 @pytest.mark.parametrize(
@@ -208,9 +225,7 @@ def test_migrate_on_a_current_schema_needs_no_write(dsn: str) -> None:
     write (a read-only one, or a worker role without CREATE on the database) succeeds; it
     ran CREATE SCHEMA IF NOT EXISTS anyway and exited 1 with an SQLAlchemy traceback."""
     result = cli(read_only(dsn), "migrate")
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (
-        0, "pgqueue schema is up to date", ""
-    )  # fmt: skip
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, NOTHING_TO_DO, "")
 
 
 def test_migrate_the_database_refuses_is_one_line(empty_dsn: str) -> None:
@@ -859,11 +874,7 @@ def test_a_dsn_keeps_the_end_libpq_reads(pg_server: Server, written: str, read: 
         server = {k: v for k, v in conninfo_to_dict(pg_server.dsn).items() if k != "dbname"}
         given = f" {make_conninfo(**server)} dbname={name[:-1]}{written}\n"
         result = cli(given, "migrate")
-        assert (result.returncode, result.stdout, result.stderr) == (
-            0,
-            "pgqueue schema is up to date\n",
-            "",
-        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"{CREATED}\n", "")
         created = "SELECT to_regclass('pgqueue.jobs') IS NOT NULL"
         assert query(pg_server.dsn_for(name), created) == [(True,)]
     finally:
