@@ -1163,8 +1163,7 @@ class Worker:
                 requeued + failed, requeued, failed,
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
-            for listener in self.events.rescue_listeners:
-                listener(requeued, failed)
+            self.events.jobs_rescued(requeued, failed)
 
     async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
         if self._host_key is None:

@@ -381,3 +381,35 @@ async def test_a_dead_workers_job_locked_during_a_sweep_is_rescued_by_the_next_o
         await worker._close_connections()
     assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "queued")]
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'crashed'") == []
+
+
+async def test_a_raising_rescue_listener_is_logged_and_the_pass_goes_on(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescue listener (the metrics count rescues with one) that raises is logged like the
+    other listeners; the listeners after it are still told, and the maintenance pass goes on
+    to forget dead workers (the exception used to end the pass there, every pass)."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "crashed", pid, started, host_key())
+    _claim_for(dsn, "crashed", lease=600)
+    _register(dsn, "long-gone", 4243, 1, "another-boot:1")
+    query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 day'"
+               " WHERE id = 'long-gone'")  # fmt: skip
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    told: list[tuple[int, int]] = []
+    worker.events.rescue_listeners += [
+        lambda requeued, failed: 1 / 0,
+        lambda requeued, failed: told.append((requeued, failed)),
+    ]
+    try:
+        with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+            await worker.maintain()
+    finally:
+        await worker._close_connections()
+    assert told == [(1, 0)]
+    errors = [r for r in caplog.records if getattr(r, "action", "") == "listener_error"]
+    assert len(errors) == 1
+    assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("queued",)]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'long-gone'") == []
