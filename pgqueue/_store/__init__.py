@@ -643,9 +643,10 @@ def schema_compatible_since() -> Query[str | None]:
     return Query(q.SCHEMA_COMPATIBLE_SINCE, None, _one)
 
 
-def jobs_count_runnable(queues: Sequence[str], tasks: Sequence[str]) -> Query[int]:
-    """How many jobs of ``tasks`` in ``queues`` could be claimed right now."""
-    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues), "tasks": list(tasks)}, _one)
+def jobs_count_runnable(queues: Sequence[str], tasks: Sequence[str]) -> Query[tuple[int, int]]:
+    """How many jobs of ``tasks`` in ``queues`` a claim could take right now (those no other
+    transaction holds locked), and how many are runnable now, locked or not."""
+    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues), "tasks": list(tasks)}, _pair)
 
 
 def jobs_count_by_state() -> Query[dict[str, int]]:

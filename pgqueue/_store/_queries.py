@@ -932,10 +932,19 @@ WITH unseen AS MATERIALIZED (
 DELETE FROM pgqueue.worker_processes AS w USING unseen WHERE w.id = unseen.id
 """
 
+# A burst worker's look for the end, after a claim took nothing: the runnable jobs of its
+# tasks that a claim could take (locked as the claims lock them, skipping what another
+# transaction holds: a claim steps over those), and all of them. Rows it locks are held only
+# for the statement; those another holds are skipped, not waited for.
 JOBS_COUNT_RUNNABLE: LiteralString = """
-SELECT count(*) FROM pgqueue.active_jobs
- WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
-   AND task = ANY(%(tasks)s::text[])
+SELECT (SELECT count(*) FROM (
+            SELECT FROM pgqueue.active_jobs
+             WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+               AND task = ANY(%(tasks)s::text[])
+               FOR UPDATE SKIP LOCKED) AS claimable),
+       (SELECT count(*) FROM pgqueue.active_jobs
+         WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+           AND task = ANY(%(tasks)s::text[]))
 """
 
 JOBS_COUNT_BY_STATE: LiteralString = """

@@ -835,22 +835,29 @@ class Worker:
                 self._backlog.discard(queue)
 
     async def _idle(self) -> bool:
-        """Burst mode: nothing running here, nothing left to write, no job of its tasks runnable."""
+        """Burst mode: nothing running here, nothing left to write, no job of its tasks that a
+        claim could take. Those another transaction holds locked (a test's open transaction,
+        a long SELECT ... FOR UPDATE) no claim can take: they are left, with a warning, as
+        are those of tasks this worker does not know (pgqueue.testing's drain holds another
+        app's locked, for a worker that would claim them)."""
         if self._running:
             await self._wait(self._slot_freed, None)
             self._slot_freed.clear()
             return False
         try:
             await self._acker.flush()
-            # Jobs of tasks this worker does not know count only when a claim could not take
-            # them: locked by another transaction (pgqueue.testing's drain holds another app's).
             runnable = _store.jobs_count_runnable(list(self.queues), list(self.app.tasks))
-            count = await self._claim_db.run(runnable)
+            claimable, count = await self._claim_db.run(runnable)
         except (psycopg.Error, OSError) as exc:  # as a failed claim: the loop looks again
             self._claim_failed(exc, "burst: checking for the end")
             await self._wait(self.stopping, backoff(self._claims.failures))
             return False
-        return count == 0
+        if not claimable and count:
+            log.warning(
+                "burst: ending with %s runnable jobs left that other transactions hold locked",
+                count, extra={"action": "burst_left_locked", "count": count},
+            )  # fmt: skip
+        return claimable == 0
 
     def _claim_failed(self, exc: BaseException, what: str = "claim") -> None:
         n = self._claims.failed()
