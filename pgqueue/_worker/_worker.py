@@ -428,6 +428,8 @@ class Worker:
             # back before the name is taken again.
             await self.rescue()
             await self._check_name_free()
+            if self.stopping.is_set():
+                return  # stopped while watching the name: not taken, nor claimed under
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         except BaseException:
@@ -1138,7 +1140,7 @@ class Worker:
         stops as at stop() (its running jobs finish, none of the namesake's is given back:
         see LEASES_READ), which ends the danger soonest without stopping a job, and run()
         then raises ConfigurationError, so that the process exits non-zero."""
-        if holder is None or holder == self._me or self._name_taken is not None:
+        if not self._registering or holder in (None, self._me) or self._name_taken is not None:
             return  # None: the row is gone, and maintenance registers it again
         hostname, pid = holder[0], holder[1]
         self._name_taken = (
@@ -1176,7 +1178,7 @@ class Worker:
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""
-        if await self._maint_db.run(self._register(missing_only=True)):
+        if self._registering and await self._maint_db.run(self._register(missing_only=True)):
             log.warning(
                 "this worker's row in pgqueue.worker_processes was gone (pruned while its"
                 " heartbeats failed, or deleted); registered it again",

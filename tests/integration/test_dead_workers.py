@@ -452,3 +452,22 @@ async def test_a_worker_whose_name_a_namesake_takes_says_so_and_stops(
         (mine, "succeeded", "twin"), (theirs, "running", "twin"),
     ]  # fmt: skip
     assert query(dsn, "SELECT pid FROM pgqueue.worker_processes WHERE id = 'twin'") == [(4242,)]
+
+
+async def test_a_worker_stopped_while_it_watches_a_name_leaves_the_name_alone(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() while the worker watches a name seen lately on another host ends the watch:
+    the worker must not then take the name it has not finished watching. It registered
+    over the holder's row and deleted it as it stopped, and a live holder, finding its row
+    naming another process, would stop too (worker_name_taken)."""
+    _register(dsn, "watched", 4242, 1, "another-boot:1", heartbeat=20.0)
+    worker = t.app.worker(dsn=dsn, name="watched", queues=["io"], poll_interval=0.05)
+    runner = asyncio.ensure_future(worker.run())
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        async with asyncio.timeout(30):
+            while not any(getattr(r, "action", "") == "worker_name_in_use" for r in caplog.records):
+                await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(runner, 30)
+    assert query(dsn, "SELECT pid FROM pgqueue.worker_processes WHERE id = 'watched'") == [(4242,)]
