@@ -75,6 +75,17 @@ class WorkerEvents:
                 )  # fmt: skip
         return time.monotonic()
 
+    def jobs_rescued(self, requeued: int, failed: int) -> None:
+        """Tell the rescue listeners how many jobs of lost workers a rescue requeued and ended."""
+        for listener in self.rescue_listeners:
+            try:
+                listener(requeued, failed)
+            except Exception:  # raised here, it ended the maintenance pass: nothing pruned
+                log.exception(
+                    "rescue listener %s raised", getattr(listener, "__qualname__", listener),
+                    extra={"action": "listener_error", "job_id": None},
+                )  # fmt: skip
+
     def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
         """Report how an attempt ended to the log, the task's callbacks and the listeners."""
         state = "retrying" if outcome.state == "queued" else outcome.state

@@ -548,17 +548,35 @@ def jobs_fail_uncountable(queues: Sequence[str]) -> Query[list[int]]:
     return Query(q.JOBS_FAIL_UNCOUNTABLE, params, _one)
 
 
-def leases_extend(
-    worker: str, lease: float, held: Sequence[tuple[int, int]]
-) -> Query[dict[tuple[int, int], bool]]:
-    """Extend the leases of ``held`` (id, attempt) pairs and mark the worker seen.
+Identity = tuple[str, int, str | None, int | None]
+"""A worker process as its row names it: hostname, pid, host key, process start."""
 
-    Returns ``{(job_id, attempt): cancel_requested}`` for the leases that still hold."""
+
+class Beat(NamedTuple):
+    """What a heartbeat found: ``{(job_id, attempt): cancel_requested}`` for the leases that
+    still hold, and the process the worker's row names (``None`` if the row is gone)."""
+
+    leases: dict[tuple[int, int], bool]
+    holder: Identity | None
+
+
+def _beat(rows: list[Row]) -> Beat:
+    leases = {(r[0], r[1]): r[2] for r in rows if r[0] is not None}
+    holder = next(((r[3], r[4], r[5], r[6]) for r in rows if r[0] is None), None)
+    return Beat(leases, holder)
+
+
+def leases_extend(worker: str, lease: float, held: Sequence[tuple[int, int]]) -> Query[Beat]:
+    """Extend the leases of ``held`` (id, attempt) pairs and mark the worker seen."""
     params = {
         "worker": worker, "lease": lease,
         "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
     }  # fmt: skip
-    return Query(q.LEASES_EXTEND, params, lambda rows: {(r[0], r[1]): r[2] for r in rows})
+    return Query(q.LEASES_EXTEND, params, _beat)
+
+
+def _identity(me: Identity) -> dict[str, Any]:
+    return dict(zip(("hostname", "pid", "host_key", "started"), me, strict=True))
 
 
 def leases_release(held: Sequence[tuple[int, int]]) -> Query[tuple[int, list[int]]]:
@@ -569,9 +587,11 @@ def leases_release(held: Sequence[tuple[int, int]]) -> Query[tuple[int, list[int
     return Query(q.LEASES_RELEASE, params, lambda rows: (rows[0][0], rows[0][1]))
 
 
-def leases_read(worker: str) -> Query[list[tuple[int, int]]]:
-    """The (id, attempt) of the running jobs leased to ``worker``, their leases unexpired."""
-    return Query(q.LEASES_READ, {"worker": worker}, lambda rows: [(r[0], r[1]) for r in rows])
+def leases_read(worker: str, me: Identity) -> Query[list[tuple[int, int]]]:
+    """The (id, attempt) of the running jobs leased to ``worker``, their leases unexpired;
+    none while the worker's row names a process other than ``me``."""
+    params = {"worker": worker, **_identity(me)}
+    return Query(q.LEASES_READ, params, lambda rows: [(r[0], r[1]) for r in rows])
 
 
 def leases_rescue(
@@ -613,9 +633,9 @@ def workers_on_host(host_key: str) -> Query[list[Row]]:
     return Query(q.WORKERS_ON_HOST, {"host_key": host_key}, _rows)
 
 
-def workers_delete(worker: str) -> Query[None]:
-    """Remove a worker process that is shutting down."""
-    return Query(q.WORKERS_DELETE, {"id": worker}, _nothing)
+def workers_delete(worker: str, me: Identity) -> Query[None]:
+    """Remove a worker process that is shutting down, if its row still names ``me``."""
+    return Query(q.WORKERS_DELETE, {"id": worker, **_identity(me)}, _nothing)
 
 
 def workers_prune() -> Query[None]:
@@ -643,9 +663,10 @@ def schema_compatible_since() -> Query[str | None]:
     return Query(q.SCHEMA_COMPATIBLE_SINCE, None, _one)
 
 
-def jobs_count_runnable(queues: Sequence[str], tasks: Sequence[str]) -> Query[int]:
-    """How many jobs of ``tasks`` in ``queues`` could be claimed right now."""
-    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues), "tasks": list(tasks)}, _one)
+def jobs_count_runnable(queues: Sequence[str], tasks: Sequence[str]) -> Query[tuple[int, int]]:
+    """How many jobs of ``tasks`` in ``queues`` a claim could take right now (those no other
+    transaction holds locked), and how many are runnable now, locked or not."""
+    return Query(q.JOBS_COUNT_RUNNABLE, {"queues": list(queues), "tasks": list(tasks)}, _pair)
 
 
 def jobs_count_by_state() -> Query[dict[str, int]]:

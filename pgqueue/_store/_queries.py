@@ -711,16 +711,24 @@ SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gone
 # waited for the connection the release used, or it holds an abandoned task's attempt until
 # its loops end), extended that claim's lease. The filter on the rows found by id costs no
 # other plan (the ack's fence does not compare worker_id: see JOBS_LOCK_CLAIMS).
+# The last row (its id NULL) says which process the worker's row names, none if it is gone:
+# another under the same name, which started about when this one did, may have taken it (see
+# Worker._check_holder). It is the row the beat updates anyway: the statement costs the same.
 LEASES_EXTEND: LiteralString = """
 WITH seen AS (
-    UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s RETURNING id
+    UPDATE pgqueue.worker_processes SET last_seen_at = now() WHERE id = %(worker)s
+    RETURNING hostname, pid, host_key, process_started
+), extended AS (
+    UPDATE pgqueue.active_jobs AS j
+       SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+      FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
+     WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
+       AND j.worker_id = %(worker)s
+    RETURNING j.id, j.attempts, j.cancel_requested
 )
-UPDATE pgqueue.active_jobs AS j
-   SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-  FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS h(id, attempt)
- WHERE j.id = h.id AND j.attempts = h.attempt AND j.state = 'running'
-   AND j.worker_id = %(worker)s
-RETURNING j.id, j.attempts, j.cancel_requested
+SELECT id, attempts, cancel_requested, NULL, NULL::int, NULL, NULL::bigint FROM extended
+UNION ALL
+SELECT NULL, NULL, NULL, hostname, pid, host_key, process_started FROM seen
 """
 
 # Graceful shutdown: jobs that did not finish go straight back to queued, attempt not counted,
@@ -773,10 +781,17 @@ SELECT (SELECT count(*) FROM released),
 # give back those it never started. Only unexpired leases: a job whose outcome the worker
 # wrote can be leased to it again (a server crash lost that write) only until the lease it had
 # then expires, which the worker's record of its written outcomes outlasts (see
-# Worker._unknown_claims). Rare: no index.
+# Worker._unknown_claims). Rare: no index. None while the worker's row names another process:
+# a namesake's jobs are leased under the same name, and the worker cannot tell them from those
+# of its lost claim (those wait for their leases).
 LEASES_READ: LiteralString = """
 SELECT id, attempts FROM pgqueue.active_jobs
  WHERE state = 'running' AND worker_id = %(worker)s AND lease_expires_at > now()
+   AND NOT EXISTS (SELECT FROM pgqueue.worker_processes AS w
+                    WHERE w.id = %(worker)s
+                      AND (w.hostname, w.pid, w.host_key, w.process_started)
+                          IS DISTINCT FROM (%(hostname)s::text, %(pid)s::int,
+                                            %(host_key)s::text, %(started)s::bigint))
 """
 
 # Expired leases, and the jobs of workers seen dead: back to queued, or to history as failed
@@ -913,8 +928,13 @@ SELECT hostname, pid, host_key, process_started,
   FROM pgqueue.worker_processes WHERE id = %(id)s
 """
 
+# Only the row this process registered: another under the same name may have taken it.
 WORKERS_DELETE: LiteralString = """
-DELETE FROM pgqueue.worker_processes WHERE id = %(id)s
+DELETE FROM pgqueue.worker_processes
+ WHERE id = %(id)s
+   AND (hostname, pid, host_key, process_started)
+       IS NOT DISTINCT FROM (%(hostname)s::text, %(pid)s::int,
+                             %(host_key)s::text, %(started)s::bigint)
 """
 
 # A worker unseen for ten heartbeats is gone; its jobs are rescued by their leases anyway.
@@ -932,10 +952,19 @@ WITH unseen AS MATERIALIZED (
 DELETE FROM pgqueue.worker_processes AS w USING unseen WHERE w.id = unseen.id
 """
 
+# A burst worker's look for the end, after a claim took nothing: the runnable jobs of its
+# tasks that a claim could take (locked as the claims lock them, skipping what another
+# transaction holds: a claim steps over those), and all of them. Rows it locks are held only
+# for the statement; those another holds are skipped, not waited for.
 JOBS_COUNT_RUNNABLE: LiteralString = """
-SELECT count(*) FROM pgqueue.active_jobs
- WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
-   AND task = ANY(%(tasks)s::text[])
+SELECT (SELECT count(*) FROM (
+            SELECT FROM pgqueue.active_jobs
+             WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+               AND task = ANY(%(tasks)s::text[])
+               FOR UPDATE SKIP LOCKED) AS claimable),
+       (SELECT count(*) FROM pgqueue.active_jobs
+         WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+           AND task = ANY(%(tasks)s::text[]))
 """
 
 JOBS_COUNT_BY_STATE: LiteralString = """

@@ -181,6 +181,14 @@ class Worker:
         self._horizon = HorizonWatch()  # what holds back cleanup: seen, and warned of
         self.stats = WorkerStats()
         self._host_key, self._process_started = this_process()
+        # What this worker's row names; a namesake that takes the row names another.
+        self._me: _store.Identity = (
+            socket.gethostname(),
+            os.getpid(),
+            self._host_key,
+            self._process_started,
+        )
+        self._name_taken: str | None = None  # see _check_holder
         self.services = list(services)
         if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
             self.services.append(run_scheduler)
@@ -307,7 +315,9 @@ class Worker:
         Raises :class:`ConfigurationError` before claiming anything if ``metrics_port``
         cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
         outcomes unwritten (their jobs are rescued once their leases expire), and
-        :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed.
+        :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed, and
+        :class:`ConfigurationError` after the shutdown if another worker took its name while
+        it ran (see _check_holder).
         Cancelled, it shuts down first (in a hurry if it already was: see _stop), then the
         CancelledError goes on, even if the last writes failed (logged)."""
         try:
@@ -348,6 +358,8 @@ class Worker:
         # Not from the finally: a CancelledError or KeyboardInterrupt raised goes through.
         if self._failure is not None:
             raise self._failed()
+        if self._name_taken is not None:
+            raise ConfigurationError(self._name_taken)
 
     def _failed(self) -> WorkerFailed:
         assert self._failure is not None
@@ -416,6 +428,8 @@ class Worker:
             # back before the name is taken again.
             await self.rescue()
             await self._check_name_free()
+            if self.stopping.is_set():
+                return  # stopped while watching the name: not taken, nor claimed under
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         except BaseException:
@@ -438,7 +452,7 @@ class Worker:
         try:
             if self._registering:
                 with contextlib.suppress(psycopg.Error, OSError):
-                    await self._maint_db.run(_store.workers_delete(self.name))
+                    await self._maint_db.run(_store.workers_delete(self.name, self._me))
         finally:
             await self._close_connections()
 
@@ -495,9 +509,10 @@ class Worker:
                 )
 
     def _register(self, missing_only: bool = False) -> _store.Query[bool]:
+        hostname, pid, host_key, started = self._me
         return _store.workers_register(
-            self.name, socket.gethostname(), os.getpid(), json.dumps(self.queues),
-            __version__, self.heartbeat, self._host_key, self._process_started, missing_only,
+            self.name, hostname, pid, json.dumps(self.queues), __version__, self.heartbeat,
+            host_key, started, missing_only,
         )  # fmt: skip
 
     def _install_signal_handlers(self) -> None:
@@ -637,7 +652,7 @@ class Worker:
         Its lease is the one it had when the outcome was written, no heartbeat extends it
         after, and the acker remembers the outcome for longer (see Acker.known), so a lease
         read unexpired here belongs to no written outcome the record has forgotten."""
-        leased = await db.run(_store.leases_read(self.name))
+        leased = await db.run(_store.leases_read(self.name, self._me))
         unheld = [key for key in leased if not self._holds(key)]
         known = self._acker.known(unheld) if unheld else set()
         return [key for key in unheld if key not in known]
@@ -835,22 +850,29 @@ class Worker:
                 self._backlog.discard(queue)
 
     async def _idle(self) -> bool:
-        """Burst mode: nothing running here, nothing left to write, no job of its tasks runnable."""
+        """Burst mode: nothing running here, nothing left to write, no job of its tasks that a
+        claim could take. Those another transaction holds locked (a test's open transaction,
+        a long SELECT ... FOR UPDATE) no claim can take: they are left, with a warning, as
+        are those of tasks this worker does not know (pgqueue.testing's drain holds another
+        app's locked, for a worker that would claim them)."""
         if self._running:
             await self._wait(self._slot_freed, None)
             self._slot_freed.clear()
             return False
         try:
             await self._acker.flush()
-            # Jobs of tasks this worker does not know count only when a claim could not take
-            # them: locked by another transaction (pgqueue.testing's drain holds another app's).
             runnable = _store.jobs_count_runnable(list(self.queues), list(self.app.tasks))
-            count = await self._claim_db.run(runnable)
+            claimable, count = await self._claim_db.run(runnable)
         except (psycopg.Error, OSError) as exc:  # as a failed claim: the loop looks again
             self._claim_failed(exc, "burst: checking for the end")
             await self._wait(self.stopping, backoff(self._claims.failures))
             return False
-        return count == 0
+        if not claimable and count:
+            log.warning(
+                "burst: ending with %s runnable jobs left that other transactions hold locked",
+                count, extra={"action": "burst_left_locked", "count": count},
+            )  # fmt: skip
+        return claimable == 0
 
     def _claim_failed(self, exc: BaseException, what: str = "claim") -> None:
         n = self._claims.failed()
@@ -1096,7 +1118,9 @@ class Worker:
         held = list(self._running)
         # Outcomes wait long only for the shutdown's last flush after the acker failed (_fail).
         leases = held + self._acker.holding() + self._unfinished
-        alive = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
+        beat = await self._ack_db.run(_store.leases_extend(self.name, self.lease, leases))
+        self._check_holder(beat.holder)
+        alive = beat.leases
         for job_id, attempt in held:
             if (job_id, attempt) not in alive:
                 log.warning(
@@ -1106,6 +1130,30 @@ class Worker:
                 self.cancel_local(job_id, "lease lost", attempt)
             elif alive[job_id, attempt]:
                 self.cancel_local(job_id, "cancel requested", attempt)
+
+    def _check_holder(self, holder: _store.Identity | None) -> None:
+        """Stop, once, if this worker's row names another process: a namesake took the name
+        (two workers that started at about the same moment both found it free). The two
+        would rescue and give back each other's running jobs: the rescue of a dead worker
+        takes every job leased under its name, and a give-back after a lost claim every one
+        it does not know. The row is the namesake's now, and so is the name; this worker
+        stops as at stop() (its running jobs finish, none of the namesake's is given back:
+        see LEASES_READ), which ends the danger soonest without stopping a job, and run()
+        then raises ConfigurationError, so that the process exits non-zero."""
+        if not self._registering or holder in (None, self._me) or self._name_taken is not None:
+            return  # None: the row is gone, and maintenance registers it again
+        hostname, pid = holder[0], holder[1]
+        self._name_taken = (
+            f"worker name {self.name!r} was taken, while this worker ran, by a worker on"
+            f" {hostname} (pid {pid}): give each worker its own --name, or leave it out for a"
+            " unique one"
+        )
+        log.error(
+            "%s; this worker stops: its running jobs finish, and it claims no more",
+            self._name_taken,
+            extra={"action": "worker_name_taken", "worker": self.name, "pid": pid},
+        )
+        self.stop()
 
     async def _maintenance_loop(self) -> None:
         # A bug: its passes go on, as other workers' do, less often.
@@ -1130,7 +1178,7 @@ class Worker:
 
     async def _register_again(self) -> None:
         """Put this running worker's row back if it is gone (see WORKERS_REGISTER_MISSING)."""
-        if await self._maint_db.run(self._register(missing_only=True)):
+        if self._registering and await self._maint_db.run(self._register(missing_only=True)):
             log.warning(
                 "this worker's row in pgqueue.worker_processes was gone (pruned while its"
                 " heartbeats failed, or deleted); registered it again",
@@ -1163,8 +1211,7 @@ class Worker:
                 requeued + failed, requeued, failed,
                 extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
             )  # fmt: skip
-            for listener in self.events.rescue_listeners:
-                listener(requeued, failed)
+            self.events.jobs_rescued(requeued, failed)
 
     async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
         if self._host_key is None:
@@ -1420,7 +1467,7 @@ class Worker:
                 extra={"action": "jobs_released", "count": released},
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above
-        await self._maint_db.run(_store.workers_delete(self.name))
+        await self._maint_db.run(_store.workers_delete(self.name, self._me))
 
     def _released(self, cancelled: set[int]) -> None:
         """Report the jobs stopped at shutdown that the release ended cancelled, as asked

@@ -988,3 +988,19 @@ def test_with_json_logs_a_tasks_warnings_and_records_are_json_records(
     assert "UserWarning: this call is going away" in warned["message"]
     assert [r["message"] for r in records if r["logger"] == "user"] == ["warned"]
     assert states(dsn) == {"succeeded": 1}
+
+
+def test_a_burst_worker_exits_beside_a_job_another_transaction_holds(ledger: str) -> None:
+    """`pgqueue worker --burst` with a runnable job row-locked by another transaction (a
+    test's open transaction, a long SELECT ... FOR UPDATE) runs the rest and exits 0, warning
+    of what it left: it counted the job as runnable and never exited."""
+    held, free = enqueue(ledger, "once", [(1,), (2,)])
+    with psycopg.connect(ledger) as holder:
+        holder.execute("SELECT FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE", [held])
+        result = cli(ledger, "worker", "--burst", "-q", "io", "--poll-interval", "0.1", timeout=120)
+        holder.rollback()
+    assert result.returncode == 0, result.stderr
+    assert "burst: ending with 1 runnable jobs left that other transactions hold" in result.stderr
+    assert query(ledger, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (held, "queued"), (free, "succeeded"),
+    ]  # fmt: skip

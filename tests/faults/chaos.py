@@ -100,8 +100,11 @@ def _runs(dsn: str) -> dict[int, list[Run]]:
     return runs
 
 
-def _final(last: Run, state: str, attempts: int, max_attempts: int, error: str) -> str | None:
-    """What is wrong with a job's final row, given its last run; None if nothing."""
+def _final(
+    last: Run, state: str, attempts: int, max_attempts: int, error: str, *, timeout: bool
+) -> str | None:
+    """What is wrong with a job's final row, given its last run; None if nothing. ``timeout``
+    says whether the job has a timeout."""
     # A cancel is written by the attempt (cancelled at a heartbeat, or its Retry, which gives
     # the attempt back, ended cancelled), or by a rescue (the worker was lost meanwhile), each
     # as "cancelled on request".
@@ -111,12 +114,15 @@ def _final(last: Run, state: str, attempts: int, max_attempts: int, error: str) 
         "timeout": ("failed", {max_attempts}, ("timed out after",)),
         "cancel": ("cancelled", {last.attempt, last.attempt - 1}, ("cancelled on request",)),
     }  # fmt: skip
+    if timeout and last.action in GIVE_BACK and error.startswith("timed out after"):
+        # A Retry() raised once the job's timer had expired counts as a timeout, not a retry.
+        expected[last.action] = expected["timeout"]
     if last.action not in expected:
         return f"ended {state} after a run that asked to run again ({last.action})"
     want_state, want_attempts, want_error = expected[last.action]
     if state != want_state or attempts not in want_attempts or not error.startswith(want_error):
         return f"ended {state} at attempt {attempts} ({error}) after a run of {last}"
-    if last.action in ("fail", "timeout") and last.attempt != max_attempts:
+    if want_state == "failed" and last.attempt != max_attempts:
         return f"ended {state} by a run of attempt {last.attempt} of {max_attempts}"
     return None
 
@@ -166,7 +172,8 @@ def judge(dsn: str, enqueued: Enqueued) -> dict[int, list[str]]:
         elif not job_runs:
             found.append(f"ended {state} without a run")
         else:
-            problem = _final(job_runs[-1], state, attempts, max_attempts, error)
+            timeout = "timeout" in PLANS[enqueued.plans[job_id]][2]
+            problem = _final(job_runs[-1], state, attempts, max_attempts, error, timeout=timeout)
             if problem:
                 found.append(problem)
         if job_runs and job_runs[0].started < enqueued.run_at[job_id]:

@@ -381,3 +381,93 @@ async def test_a_dead_workers_job_locked_during_a_sweep_is_rescued_by_the_next_o
         await worker._close_connections()
     assert query(dsn, job_state) == [(ids[0], "queued"), (ids[1], "queued")]
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'crashed'") == []
+
+
+async def test_a_raising_rescue_listener_is_logged_and_the_pass_goes_on(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescue listener (the metrics count rescues with one) that raises is logged like the
+    other listeners; the listeners after it are still told, and the maintenance pass goes on
+    to forget dead workers (the exception used to end the pass there, every pass)."""
+    t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    pid, started = _dead_process()
+    _register(dsn, "crashed", pid, started, host_key())
+    _claim_for(dsn, "crashed", lease=600)
+    _register(dsn, "long-gone", 4243, 1, "another-boot:1")
+    query(dsn, "UPDATE pgqueue.worker_processes SET last_seen_at = now() - interval '1 day'"
+               " WHERE id = 'long-gone'")  # fmt: skip
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    told: list[tuple[int, int]] = []
+    worker.events.rescue_listeners += [
+        lambda requeued, failed: 1 / 0,
+        lambda requeued, failed: told.append((requeued, failed)),
+    ]
+    try:
+        with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+            await worker.maintain()
+    finally:
+        await worker._close_connections()
+    assert told == [(1, 0)]
+    errors = [r for r in caplog.records if getattr(r, "action", "") == "listener_error"]
+    assert len(errors) == 1
+    assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("queued",)]
+    assert query(dsn, "SELECT id FROM pgqueue.worker_processes WHERE id = 'long-gone'") == []
+
+
+async def test_a_worker_whose_name_a_namesake_takes_says_so_and_stops(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers starting at about the same moment under one name both pass the check at
+    start, and heartbeat one row. The one whose row the other took notices at its next
+    heartbeat: it logs worker_name_taken once, stops claiming, finishes its running job, gives
+    back none of the namesake's jobs (after a claim whose reply was lost, it could not tell
+    them from its own), leaves the namesake's row, and run() raises ConfigurationError (it ran
+    on, the two rescuing and giving back each other's running jobs)."""
+    mine = t.sleepy.enqueue(conn, 1.0)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, name="twin", queues=["io"], poll_interval=0.05, heartbeat=0.2)
+    runner = asyncio.ensure_future(worker.run())
+    async with asyncio.timeout(30):
+        while worker.running == 0:
+            await asyncio.sleep(0.01)
+    theirs = t.add.using(queue="cpu").enqueue(conn, 1, 2)
+    conn.commit()
+    _register(dsn, "twin", 4242, 1, "another-boot:1")  # the namesake takes the row
+    with psycopg.connect(dsn, autocommit=True) as c, c.cursor() as cur:
+        _store.run(cur, _store.jobs_claim("twin", {"cpu": 1}, 600))
+    worker._claim_lost = True  # its next claim, or its stop, gives back what it does not know
+    with (
+        caplog.at_level(logging.INFO, logger="pgqueue.worker"),
+        pytest.raises(ConfigurationError) as refused,
+    ):
+        await asyncio.wait_for(runner, 60)
+    assert str(refused.value) == (
+        "worker name 'twin' was taken, while this worker ran, by a worker on h (pid 4242): "
+        "give each worker its own --name, or leave it out for a unique one"
+    )
+    taken = [r for r in caplog.records if getattr(r, "action", "") == "worker_name_taken"]
+    assert [(r.levelno, r.pid) for r in taken] == [(logging.ERROR, 4242)]
+    assert query(dsn, "SELECT id, state, worker_id FROM pgqueue.jobs ORDER BY id") == [
+        (mine, "succeeded", "twin"), (theirs, "running", "twin"),
+    ]  # fmt: skip
+    assert query(dsn, "SELECT pid FROM pgqueue.worker_processes WHERE id = 'twin'") == [(4242,)]
+
+
+async def test_a_worker_stopped_while_it_watches_a_name_leaves_the_name_alone(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() while the worker watches a name seen lately on another host ends the watch:
+    the worker must not then take the name it has not finished watching. It registered
+    over the holder's row and deleted it as it stopped, and a live holder, finding its row
+    naming another process, would stop too (worker_name_taken)."""
+    _register(dsn, "watched", 4242, 1, "another-boot:1", heartbeat=20.0)
+    worker = t.app.worker(dsn=dsn, name="watched", queues=["io"], poll_interval=0.05)
+    runner = asyncio.ensure_future(worker.run())
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        async with asyncio.timeout(30):
+            while not any(getattr(r, "action", "") == "worker_name_in_use" for r in caplog.records):
+                await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(runner, 30)
+    assert query(dsn, "SELECT pid FROM pgqueue.worker_processes WHERE id = 'watched'") == [(4242,)]

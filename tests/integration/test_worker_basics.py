@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import logging
 import os
 import signal
 import time
@@ -261,6 +262,35 @@ async def test_a_burst_worker_ends_beside_locked_jobs_of_tasks_it_does_not_know(
     assert query(dsn, "SELECT task, state, attempts FROM pgqueue.jobs ORDER BY id") == [
         (t.add.name, "succeeded", 1), ("x", "queued", 0),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "SELECT FROM pgqueue.active_jobs WHERE id = %s FOR UPDATE",
+        "SELECT FROM pgqueue.active_jobs WHERE id = %s FOR KEY SHARE",
+        "UPDATE pgqueue.active_jobs SET priority = 0 WHERE id = %s",
+    ],
+)
+async def test_a_burst_worker_ends_beside_its_own_jobs_another_transaction_locks(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture, lock: str
+) -> None:
+    """A runnable job of this worker's tasks that another transaction holds (a test's open
+    transaction, a long SELECT ... FOR UPDATE) is one no claim can take: the burst worker
+    ran the rest and ends, saying how many it left locked (it counted the job as runnable,
+    and never ended)."""
+    held, free = t.add.enqueue_many(conn, [((1, 1), {}), ((2, 2), {})])
+    conn.commit()
+    conn.execute(lock, [held])
+    with caplog.at_level(logging.INFO, logger="pgqueue.worker"):
+        async with asyncio.timeout(60):  # a hang fails the test instead of the run
+            await worker(dsn, burst=True).run()
+    conn.rollback()
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (held, "queued"), (free, "succeeded"),
+    ]  # fmt: skip
+    [left] = [r for r in caplog.records if getattr(r, "action", "") == "burst_left_locked"]
+    assert left.count == 1
 
 
 async def test_worker_refuses_a_database_without_the_schema(empty_dsn: str) -> None:
