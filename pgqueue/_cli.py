@@ -586,13 +586,21 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     default=None,
     help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
 )
+@click.option(
+    "--metrics-addr",
+    envvar="PGQUEUE_METRICS_ADDR",
+    type=Text(),
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the metrics port is bound to (127.0.0.1: this host only).",
+)
 @click.pass_obj
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
            processes: int | None, max_tasks_per_child: int | None, no_listen: bool,
            synchronous_commit: bool, name: str | None, isolate_crashed: bool, no_scheduler: bool,
-           metrics_port: int | None) -> None:  # fmt: skip
+           metrics_port: int | None, metrics_addr: str) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
     if not state.app.tasks:  # it would fail every job it claims as an unknown task
         raise click.ClickException(_no_tasks(state.app_path))
@@ -602,7 +610,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         rescue_interval=rescue_interval, processes=processes, listen=not no_listen, name=name,
         batch_size=batch_size,
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
-        metrics_port=metrics_port, isolate_crashed=isolate_crashed,
+        metrics_port=metrics_port, metrics_addr=metrics_addr, isolate_crashed=isolate_crashed,
         max_tasks_per_child=max_tasks_per_child,
     )  # fmt: skip
     asyncio.run(_run_worker(w))

@@ -171,10 +171,10 @@ class MetricsServer:
             )
         except OSError as exc:
             raise ConfigurationError(
-                f"cannot serve metrics on port {self.port}: {first_line(exc)}"
+                f"cannot serve metrics on {self.addr} port {self.port}: {first_line(exc)}"
             ) from exc
         port = self.worker.events.metrics_port = self._serving[0].server_port
-        log.info("serving metrics on port %s", port,
+        log.info("serving metrics on %s port %s", self.addr, port,
                  extra={"action": "metrics_serving", "port": port})  # fmt: skip
 
     async def refresh(self) -> None:

@@ -117,5 +117,10 @@ def check_options(options: Mapping[str, Any]) -> None:
             check_count(options[name], name)
     if options["metrics_port"] is not None:
         check_count(options["metrics_port"], "metrics_port", 0, 65535)
+    addr = options["metrics_addr"]
+    if not isinstance(addr, str) or not addr.strip() or addr != addr.strip():
+        raise ValueError(
+            f"metrics_addr must be an address to bind (0.0.0.0, 127.0.0.1, ::), got {addr!r}"
+        )
     if options["name"] not in (None, ""):  # None or "" (an unset setting): one is made up
         check_given_name(options["name"], "worker name")

@@ -157,6 +157,7 @@ class Worker:
         long_transaction_warning: float = 60.0,
         scheduler: bool = True,
         metrics_port: int | None = None,
+        metrics_addr: str = "0.0.0.0",
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
         max_tasks_per_child: int | None = None,
@@ -277,7 +278,7 @@ class Worker:
         if metrics_port is not None:
             from pgqueue._metrics import MetricsServer
 
-            self._metrics = MetricsServer(self, metrics_port)
+            self._metrics = MetricsServer(self, metrics_port, metrics_addr)
         self._ack_backlog = max(ack_batch, total)  # outcomes, or callbacks, left waiting
         self._callbacks_warned_at = -60.0
         self._failure: tuple[str, BaseException] | None = None  # see _fail

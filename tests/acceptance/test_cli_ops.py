@@ -567,12 +567,33 @@ def test_worker_whose_metrics_port_is_in_use_exits_1_before_claiming(dsn: str) -
                        "--burst", "--metrics-port", str(port), ok=False)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"Error: cannot serve metrics on port {port}: [Errno {errno.EADDRINUSE}]"
+        f"Error: cannot serve metrics on 0.0.0.0 port {port}: [Errno {errno.EADDRINUSE}]"
         f" {os.strerror(errno.EADDRINUSE)}"
     ]
     assert states(dsn) == {"queued": 1}
     assert query(dsn, "SELECT attempts FROM pgqueue.jobs") == [(0,)]
     assert query(dsn, "SELECT id FROM pgqueue.worker_processes") == []
+
+
+def test_worker_binds_its_metrics_to_the_address_given(dsn: str) -> None:
+    """The metrics port was bound on every interface, whatever the host: --metrics-addr
+    binds it to one address (here one this host does not have: TEST-NET-3, so the bind
+    fails), and the error names it; nothing is claimed."""
+    pytest.importorskip("prometheus_client")
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    done = pgqueue(dsn, "--app", "tests.integration.tasks_app", "worker", "-q", "io", "--burst",
+                   "--metrics-port", "0", "--metrics-addr", "203.0.113.7", ok=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Error: cannot serve metrics on 203.0.113.7 port 0: [Errno {errno.EADDRNOTAVAIL}]"
+        f" {os.strerror(errno.EADDRNOTAVAIL)}"
+    ]
+    assert states(dsn) == {"queued": 1}
+    served = pgqueue(dsn, "--app", "tests.integration.tasks_app", "--log-level", "info",
+                     "worker", "-q", "io", "--burst", "--metrics-port", "0",
+                     "--metrics-addr", "127.0.0.1")  # fmt: skip
+    assert "serving metrics on 127.0.0.1 port " in served.stderr
+    assert states(dsn) == {"succeeded": 1}
 
 
 def test_jobs_list_table_shortens_long_errors_json_keeps_them(dsn: str) -> None:

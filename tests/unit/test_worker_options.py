@@ -31,7 +31,8 @@ def build(**options: Any) -> pgqueue.Worker:
      ("batch_size", 0), ("batch_size", -1), ("batch_size", 2**31), ("batch_size", 1.5),
      ("ack_batch", 0), ("vacuum_threshold", -1), ("threads", 0), ("processes", -1),
      ("concurrency", 0), ("concurrency", NAN), ("concurrency", 2.7), ("concurrency", True),
-     ("metrics_port", 70000)],
+     ("metrics_port", 70000), ("metrics_addr", ""), ("metrics_addr", " 127.0.0.1"),
+     ("metrics_addr", None)],
 )  # fmt: skip
 def test_a_bad_worker_option_is_refused_naming_it(option: str, value: Any) -> None:
     """Each of these used to be accepted and then spin (0 s intervals), stall (a claim or
