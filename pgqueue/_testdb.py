@@ -20,6 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgqueue._errors import first_line
+
 
 @dataclass
 class Server:
@@ -96,7 +98,7 @@ def _from_docker() -> Server | None:
             container.stop()
         _report(
             "a Docker engine answers but testcontainers could not start PostgreSQL in it "
-            f"({type(exc).__name__}: {_first_line(exc)}); looking further: set "
+            f"({type(exc).__name__}: {first_line(exc)}); looking further: set "
             "PGQUEUE_TEST_DSN, or install the embedded server with "
             "pip install 'pgqueue[embedded]'"
         )
@@ -110,11 +112,6 @@ def _report(text: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn(text, RuntimeWarning, stacklevel=4)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 def _from_pgserver() -> Server | None:
