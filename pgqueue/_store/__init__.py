@@ -1066,8 +1066,9 @@ def locks_wait_at_most(seconds: float) -> Query[None]:
 
 
 def jobs_probe(tasks: list[str], queues: list[str]) -> Query[int]:
-    """Row-lock (FOR KEY SHARE) the queued jobs of ``tasks`` in ``queues`` until the
-    transaction ends, waiting for those another transaction holds; returns how many."""
+    """Row-lock (FOR NO KEY UPDATE) the queued jobs of ``tasks`` in ``queues`` until the
+    transaction ends, waiting for those another transaction holds (but another drain's
+    FOR KEY SHARE hold); returns how many."""
     return Query(q.JOBS_PROBE, {"tasks": tasks, "queues": queues}, _one)
 
 

@@ -1322,8 +1322,7 @@ LOCKS_WAIT_AT_MOST: LiteralString = "SELECT set_config('lock_timeout', %(wait)s,
 # before the worker claims the rows. FOR NO KEY UPDATE waits for every lock but FOR KEY SHARE,
 # which is another drain's hold (JOBS_HOLD_OTHERS, waited for on DRAINS_LOCK instead): FOR KEY
 # SHARE waited for no plain UPDATE of a job (nor FOR SHARE), and so a job the test's open
-# transaction updated was stepped over by every claim while the burst worker counted it
-# runnable, for ever.
+# transaction updated was stepped over by every claim, and left undrained.
 JOBS_PROBE: LiteralString = """
 SELECT count(*) FROM (
     SELECT FROM pgqueue.active_jobs

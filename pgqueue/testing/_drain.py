@@ -163,8 +163,8 @@ async def _round(
             if unseen is not None and (note := await _unseen_writes(cur)):
                 unseen.append(note)
             return None
-        # A row held by another transaction would be stepped over by every claim, and the
-        # burst worker, seeing it queued, would never go idle.
+        # A row held by another transaction is stepped over by every claim, and the burst
+        # worker ends beside it (burst_left_locked): the job would be left undrained, unsaid.
         await _waiting_at_most(cur, _store.jobs_probe(tasks, waiting))
         async with conn.transaction():
             await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
