@@ -335,7 +335,7 @@ def _dropped(future: asyncio.Future[Any]) -> None:
 
 def _importable(task: Task[Any, Any]) -> bool:
     """Whether a child process finds ``task`` at its function's module and qualified name."""
-    from pgqueue._worker._procpool import lookup
+    from pgqueue._worker._procchild import lookup
 
     fn = task.fn
     module = sys.modules.get(fn.__module__) if fn is not None else None

@@ -202,7 +202,7 @@ CHILD_FAILS = """
 import multiprocessing, os, pickle
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._liveness import this_process
-from pgqueue._worker._procpool import _child_main
+from pgqueue._worker._procchild import _child_main
 
 if __name__ == "__main__":
     configure_logging("info", "json")
