@@ -277,9 +277,9 @@ class ProcessPool:
                 slot.kill()
                 raise
             except BaseException:  # the task's own error: the child answered
-                self._release(slot)
+                self._release(slot, fields[0])
                 raise
-            self._release(slot)
+            self._release(slot, fields[0])
             return result
         finally:
             self._free.release()
@@ -292,12 +292,19 @@ class ProcessPool:
         await _reaped(slot.kill())
         _report_lost(slot.process, job_id, gone)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, job_id: int) -> None:
         """Give a child that answered back to the idle ones, or retire it once it has answered
-        ``max_tasks_per_child`` calls: the next call starts a new one."""
+        ``max_tasks_per_child`` calls (``job_id``'s the last): the next call starts a new one."""
         if self._max_calls is not None and slot.calls >= self._max_calls:
             self.retired += 1
             slot.retire()
+            log.info(
+                "job %s: its child process %s has run %s jobs (max_tasks_per_child); it is"
+                " retired, and the next job starts a new one", job_id, slot.process.pid,
+                slot.calls,
+                extra={"action": "child_retired", "job_id": job_id, "pid": slot.process.pid,
+                       "jobs": slot.calls},
+            )  # fmt: skip
         else:
             self._idle.append(slot)
 

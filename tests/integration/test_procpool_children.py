@@ -146,6 +146,24 @@ async def test_children_are_replaced_after_max_tasks_per_child_calls() -> None:
         pool.shutdown()
 
 
+async def test_a_retired_child_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A child replaced after max_tasks_per_child calls went unlogged: an operator saw pids
+    change with no line saying why. Each retirement is an INFO child_retired record naming
+    the child, the jobs it ran, and the job it ran last."""
+    pool = ProcessPool(1, max_tasks_per_child=2)
+    try:
+        with caplog.at_level("INFO", logger="pgqueue.worker"):
+            pids = [
+                (await pool.run(_where("pids"), [], {}, (n, *FIELDS[1:])))[0] for n in (1, 2, 3)
+            ]
+    finally:
+        pool.shutdown()
+    retired = [r for r in caplog.records if getattr(r, "action", None) == "child_retired"]
+    assert [(r.levelname, r.pid, r.jobs, r.job_id) for r in retired] == [  # type: ignore[attr-defined]
+        ("INFO", pids[0], 2, 2)
+    ]
+
+
 async def test_a_failed_call_counts_towards_max_tasks_per_child() -> None:
     """A call whose task raised was answered: it counts, and the child is replaced after it."""
     pool = ProcessPool(1, max_tasks_per_child=1)
