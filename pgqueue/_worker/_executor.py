@@ -24,6 +24,7 @@ from pgqueue._errors import (
 from pgqueue._hooks import call_through
 from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
+from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._eager import never_suspends
 
@@ -85,12 +86,14 @@ class JobExecutor:
         processes: int,
         isolate_crashed: bool = True,
         max_tasks_per_child: int | None = None,
+        child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         self.app = app
         self.isolate_crashed = isolate_crashed
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
         self._max_tasks_per_child = max_tasks_per_child
+        self._child_start_timeout = child_start_timeout
         self._processes: ProcessPool | None = None
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
@@ -299,7 +302,10 @@ class JobExecutor:
         assert task.fn is not None
         if self._processes is None:
             self._processes = ProcessPool(
-                self._process_count, self.app._process_setup, self._max_tasks_per_child
+                self._process_count,
+                self.app._process_setup,
+                self._max_tasks_per_child,
+                self._child_start_timeout,
             )
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)

@@ -27,15 +27,13 @@ from typing import Any
 
 from pgqueue._errors import ResultUnsent, exception_text
 from pgqueue._logging import configured_logging
+from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
 from pgqueue._worker._procchild import _READY, _RETURNED, RemoteError, _child_main
 
 log = logging.getLogger("pgqueue.worker")
 
 _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it is killed
-# Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
-# timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
-START_TIMEOUT = 120.0
 # Seconds a lost child's forkserver has to write its exit status (see _Slot.status_written).
 _STATUS_WAIT = 1.0
 _READ_SIZE = 1 << 20  # the most bytes of an answer read at a time
@@ -232,7 +230,7 @@ class ProcessPool:
         size: int,
         setup: tuple[str, str] | None = None,
         max_tasks_per_child: int | None = None,
-        start_timeout: float = START_TIMEOUT,
+        start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         """``setup``: the (module, name) of a function each child calls before its first call
         (Django's set-up, so that task modules can import their models). If it returns a

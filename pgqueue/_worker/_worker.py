@@ -30,7 +30,7 @@ from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker, all_done, first_set
-from pgqueue._worker._config import check_options, parse_queues
+from pgqueue._worker._config import CHILD_START_TIMEOUT, check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
@@ -161,6 +161,7 @@ class Worker:
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
         max_tasks_per_child: int | None = None,
+        child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self.app = app
@@ -246,7 +247,7 @@ class Worker:
         total = sum(self.queues.values())
         self._executor = JobExecutor(
             app, threads or total, processes or os.cpu_count() or 1, isolate_crashed,
-            max_tasks_per_child,
+            max_tasks_per_child, child_start_timeout,
         )  # fmt: skip
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same

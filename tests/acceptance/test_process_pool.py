@@ -84,6 +84,23 @@ def test_max_tasks_per_child_replaces_children_between_jobs(ledger: str) -> None
 
 @pytest.mark.parametrize(
     ("value", "error"),
+    [("0.5", "0.5 is not in the range 1<=x<=31557600000."),
+     ("soon", "'soon' is not a number of seconds (digits 0-9, e.g. 2.5).")],
+)  # fmt: skip
+def test_child_start_timeout_must_be_a_number_of_seconds_of_one_or_more(
+    dsn: str, value: str, error: str
+) -> None:
+    """--child-start-timeout (the start limit was the pool's parameter only) takes seconds
+    >= 1: less, or not a number, is a usage error naming the option."""
+    refused = cli(dsn, "worker", "--child-start-timeout", value, "--burst")
+    assert refused.returncode == 2
+    assert usage_error(refused.stderr) == (
+        f"Error: Invalid value for '--child-start-timeout': {error}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
     [("0", "0 is not in the range x>=1."), ("two", "'two' is not a whole number (digits 0-9).")],
 )
 def test_max_tasks_per_child_must_be_a_whole_number_of_one_or_more(
