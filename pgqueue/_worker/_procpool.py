@@ -46,7 +46,8 @@ class ChildLost(Exception):
 class ChildStartTimeout(Exception):
     """A new child was not ready for its first call within the pool's start limit (the app's
     set-up in it hung): it was killed, and the call fails as the task's error, to be retried
-    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation)."""
+    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation;
+    but a job isolated after a crash stays isolated: see ``JobExecutor._in_process``)."""
 
 
 class ResultUnread(ResultUnsent):
