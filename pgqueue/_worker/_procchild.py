@@ -16,13 +16,14 @@ import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pgqueue._errors import TEXT_LIMIT, ResultUnsent, clipped, exception_text
+from pgqueue._errors import TEXT_LIMIT, ConfigurationError, ResultUnsent, clipped, exception_text
 from pgqueue._logging import configure_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead
@@ -243,3 +244,20 @@ def lookup(module: Any, qualname: str) -> Any:
     for part in qualname.split("."):
         target = getattr(target, part, None)
     return getattr(target, "fn", target)
+
+
+def refuse_in_a_child_start() -> None:
+    """Raise ``ConfigurationError`` if this process is a child still being started: a script
+    without an ``if __name__ == "__main__":`` guard, run again in it, is starting a worker.
+
+    spawn and forkserver run the main script again in every child (as ``__mp_main__``)
+    before the child's own code: unguarded, the script's worker ran there, claiming and
+    running jobs of its own while the pool waited for the child to be ready. Ended here, the
+    child dies at once (its job ends as ``worker lost``), this error on its stderr."""
+    process = sys.modules.get("multiprocessing.process")  # not imported: no child at all
+    if process is not None and getattr(process.current_process(), "_inheriting", False):
+        raise ConfigurationError(
+            "a worker was started in a process-pool child while it re-ran the main script"
+            " (multiprocessing's spawn and forkserver run it again in every child): start the"
+            ' worker under `if __name__ == "__main__":` in that script'
+        )

@@ -40,6 +40,7 @@ from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
 from pgqueue._worker._outage import Outage
+from pgqueue._worker._procchild import refuse_in_a_child_start
 from pgqueue._worker._repeat import repeat
 from pgqueue._worker._scheduler import run_scheduler
 
@@ -314,14 +315,17 @@ class Worker:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
 
-        Raises :class:`ConfigurationError` before claiming anything if ``metrics_port``
-        cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
-        outcomes unwritten (their jobs are rescued once their leases expire), and
+        Raises :class:`ConfigurationError` at once in a process-pool child still starting (a
+        script without an ``if __name__ == "__main__":`` guard, which each child runs again),
+        before claiming anything if ``metrics_port`` cannot be bound, :class:`PgQueueError`
+        if the shutdown's last writes failed and left outcomes unwritten (their jobs are
+        rescued once their leases expire), and
         :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed, and
         :class:`ConfigurationError` after the shutdown if another worker took its name while
         it ran (see _check_holder).
         Cancelled, it shuts down first (in a hurry if it already was: see _stop), then the
         CancelledError goes on, even if the last writes failed (logged)."""
+        refuse_in_a_child_start()
         try:
             await self._start()
         except BaseException:
