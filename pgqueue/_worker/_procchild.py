@@ -141,6 +141,8 @@ def _serve(
     # default action back at exec.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _ignore)
+    if logs is not None:  # now too: an error in the watch, or in the set-up's time, is a record
+        configure_logging(*logs)
     threading.Thread(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
@@ -153,7 +155,7 @@ def _serve(
             around = getattr(importlib.import_module(setup[0]), setup[1])()
         except BaseException as exc:  # every call then fails with it, as the job's error
             failed_setup, setup_trace = exc, exc.__traceback__
-    if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
+    if logs is not None:  # again after the setup, as in the worker (Django's before the CLI's)
         configure_logging(*logs)
     conn.send_bytes(_READY)
     while True:
