@@ -22,6 +22,7 @@ from pgqueue._logging import configure_logging, json_logging
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
 from pgqueue._schema import KNOWN_REVISIONS, UNDEFINED, schema_missing
+from pgqueue._worker._config import CHILD_START_TIMEOUT
 
 if TYPE_CHECKING:
     from pgqueue._worker import Worker
@@ -550,6 +551,14 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     help="Replace a process-pool child after it has run this many jobs  [default: no limit]",
 )
 @click.option(
+    "--child-start-timeout",
+    envvar="PGQUEUE_CHILD_START_TIMEOUT",
+    type=Seconds(1.0),
+    default=CHILD_START_TIMEOUT,
+    show_default=True,
+    help="Seconds a new process-pool child has to start and run the app's process set-up.",
+)
+@click.option(
     "--no-listen",
     envvar="PGQUEUE_NO_LISTEN",
     is_flag=True,
@@ -598,7 +607,8 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @friendly_errors
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, shutdown_timeout: float,
            poll_interval: float, lease: float, batch_size: int, rescue_interval: float,
-           processes: int | None, max_tasks_per_child: int | None, no_listen: bool,
+           processes: int | None, max_tasks_per_child: int | None,
+           child_start_timeout: float, no_listen: bool,
            synchronous_commit: bool, name: str | None, isolate_crashed: bool, no_scheduler: bool,
            metrics_port: int | None, metrics_addr: str) -> None:  # fmt: skip
     """Run a worker: claim jobs of QUEUES and run them until SIGTERM/SIGINT."""
@@ -611,7 +621,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         batch_size=batch_size,
         synchronous_commit=synchronous_commit, scheduler=not no_scheduler,
         metrics_port=metrics_port, metrics_addr=metrics_addr, isolate_crashed=isolate_crashed,
-        max_tasks_per_child=max_tasks_per_child,
+        max_tasks_per_child=max_tasks_per_child, child_start_timeout=child_start_timeout,
     )  # fmt: skip
     asyncio.run(_run_worker(w))
 

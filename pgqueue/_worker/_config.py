@@ -21,6 +21,10 @@ from pgqueue._options import (
 from pgqueue._retry import MAX_DELAY, is_number, shown
 
 INT4_MAX = 2**31 - 1  # a claim's per-queue limit is an int in SQL
+# Seconds a new process-pool child has to get ready (the app's set-up in it, Django's): the
+# call's own timeout stops meanwhile, so that a set-up that never returns would hold the job
+# forever.
+CHILD_START_TIMEOUT = 120.0
 _DEFAULT_QUEUE = "leave queues out (None) for the app's default queue"
 
 
@@ -100,6 +104,7 @@ def check_options(options: Mapping[str, Any]) -> None:
             check_seconds(options[name], name)
     for name in ("shutdown_timeout", "ack_interval", "long_transaction_warning"):
         check_seconds(options[name], name, zero=True)
+    check_seconds(options["child_start_timeout"], "child_start_timeout")
     lease = options["lease"]
     if options["heartbeat"] is None and not lease / 3 > 0:  # a subnormal lease: 5e-324 / 3 == 0
         raise ValueError(f"lease is too short to beat under (its third is 0), got {lease!r}")

@@ -24,6 +24,7 @@ from pgqueue._errors import (
 from pgqueue._hooks import call_through
 from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._store import Outcome
+from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._eager import never_suspends
 
@@ -85,12 +86,14 @@ class JobExecutor:
         processes: int,
         isolate_crashed: bool = True,
         max_tasks_per_child: int | None = None,
+        child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         self.app = app
         self.isolate_crashed = isolate_crashed
         self._threads = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="pgqueue-task")
         self._process_count = max(processes, 1)
         self._max_tasks_per_child = max_tasks_per_child
+        self._child_start_timeout = child_start_timeout
         self._processes: ProcessPool | None = None
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
@@ -294,12 +297,15 @@ class JobExecutor:
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
         # most workers never do, and it is several milliseconds of every worker's start.
-        from pgqueue._worker._procpool import ChildLost, ProcessPool
+        from pgqueue._worker._procpool import ChildLost, ChildStartTimeout, ProcessPool
 
         assert task.fn is not None
         if self._processes is None:
             self._processes = ProcessPool(
-                self._process_count, self.app._process_setup, self._max_tasks_per_child
+                self._process_count,
+                self.app._process_setup,
+                self._max_tasks_per_child,
+                self._child_start_timeout,
             )
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
@@ -307,6 +313,12 @@ class JobExecutor:
             return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
         except ChildLost:
             raise WorkerLost() from None
+        except ChildStartTimeout as exc:
+            if task.options.executor == "process":
+                raise
+            # Isolated after a crash, it has still not run apart from the worker: it ends as
+            # "worker lost" again (the start timeout its cause), so its next attempt is too.
+            raise WorkerLost() from exc
 
     def shutdown(self) -> None:
         """Stop accepting work; running threads are abandoned, child processes killed."""
@@ -335,7 +347,7 @@ def _dropped(future: asyncio.Future[Any]) -> None:
 
 def _importable(task: Task[Any, Any]) -> bool:
     """Whether a child process finds ``task`` at its function's module and qualified name."""
-    from pgqueue._worker._procpool import lookup
+    from pgqueue._worker._procchild import lookup
 
     fn = task.fn
     module = sys.modules.get(fn.__module__) if fn is not None else None

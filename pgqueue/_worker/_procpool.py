@@ -4,15 +4,13 @@
 timeout, was cancelled or lost its lease would keep its process busy, and a child that dies breaks
 the whole pool. Here every slot owns one child and a pipe; the caller waits on the pipe from the
 event loop, and giving up on a call kills that child. The next call starts a fresh one.
+What runs in the child is in ``_procchild``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
-import io
 import logging
 import multiprocessing
 import os
@@ -21,33 +19,24 @@ import signal
 import struct
 import sys
 import threading
-import time
-import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from types import TracebackType
 from typing import Any
 
-from pgqueue._errors import TEXT_LIMIT, ResultUnsent, clipped, exception_text
-from pgqueue._logging import configure_logging, configured_logging
-from pgqueue._worker._context import JobContext, _current
+from pgqueue._errors import ResultUnsent, exception_text
+from pgqueue._logging import configured_logging
+from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
+from pgqueue._worker._procchild import _READY, _RETURNED, RemoteError, _child_main
 
 log = logging.getLogger("pgqueue.worker")
 
-_WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still lives
 _RETIRE_GRACE = 5.0  # seconds a retired child has to exit by itself before it is killed
-# Seconds a new child has to get ready (the app's set-up in it, Django's): the call's own
-# timeout stops meanwhile, so that a set-up that never returns would hold the job forever.
-START_TIMEOUT = 120.0
 # Seconds a lost child's forkserver has to write its exit status (see _Slot.status_written).
 _STATUS_WAIT = 1.0
 _READ_SIZE = 1 << 20  # the most bytes of an answer read at a time
-# The most characters of a text a child sends of an error: four times what the worker stores,
-# so that the worker's cut, made after the app's redact, still falls inside what was sent.
-_SENT_LIMIT = 4 * TEXT_LIMIT
 
 
 class ChildLost(Exception):
@@ -57,11 +46,8 @@ class ChildLost(Exception):
 class ChildStartTimeout(Exception):
     """A new child was not ready for its first call within the pool's start limit (the app's
     set-up in it hung): it was killed, and the call fails as the task's error, to be retried
-    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation)."""
-
-
-class RemoteError(Exception):
-    """An exception raised in a child that could not be sent back as itself."""
+    as one (not as a lost worker: the task never ran, so its next attempt needs no isolation;
+    but a job isolated after a crash stays isolated: see ``JobExecutor._in_process``)."""
 
 
 class ResultUnread(ResultUnsent):
@@ -70,54 +56,6 @@ class ResultUnread(ResultUnsent):
     ends as with a value the child cannot send, not as a failure to retry."""
 
     why = "could not be read back from its child process"
-
-
-# An answer is one flag byte, then the value pickled apart from it: a value the parent cannot
-# unpickle is still known to be a task's return value, not an error.
-_RETURNED, _RAISED = b"r", b"e"
-_READY = b"ready"  # a new child's first message: its set-up is done
-
-
-class ChildTraceback(Exception):
-    """The traceback, as text, of an exception a child sent back: the cause it is raised with
-    in the parent, where its frames (the task's own) would be lost, as pickling drops them."""
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.args[0]}"""'
-
-
-class _Raised:
-    """An exception as a child sends it: unpickled, it is itself again, caused by its
-    traceback (as ``concurrent.futures`` sends one back)."""
-
-    def __init__(self, exc: BaseException, text: str | None = None) -> None:
-        self.exc = exc
-        if text is None:  # a long message's traceback holds it whole: the worker keeps its ends
-            text = clipped("".join(traceback.format_exception(exc)), _SENT_LIMIT)
-        self.text = text
-
-    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
-        return (_caused_by_traceback, (self.exc, self.text))
-
-
-def _caused_by_traceback(exc: BaseException, text: str) -> BaseException:
-    exc.__cause__ = ChildTraceback(text)
-    return exc
-
-
-def _sendable(exc: BaseException) -> _Raised:
-    """``exc`` as the child sends it back; a RemoteError naming it, with its traceback, if it
-    cannot cross the pipe (a lock in its attributes; an ``__init__`` that its args, all that
-    pickle keeps, do not fit): that failure was all the parent heard of it."""
-    raised = _Raised(exc)
-    try:
-        pickle.loads(pickle.dumps(raised))
-    except Exception as why:
-        note = f"(not sent back as itself: {type(why).__name__}: {exception_text(why)})"
-        text = exception_text(exc, _SENT_LIMIT)
-        error = RemoteError(f"{type(exc).__qualname__}: {text} {note}")
-        return _Raised(error, raised.text)
-    return raised
 
 
 class _Slot:
@@ -293,7 +231,7 @@ class ProcessPool:
         size: int,
         setup: tuple[str, str] | None = None,
         max_tasks_per_child: int | None = None,
-        start_timeout: float = START_TIMEOUT,
+        start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         """``setup``: the (module, name) of a function each child calls before its first call
         (Django's set-up, so that task modules can import their models). If it returns a
@@ -338,9 +276,9 @@ class ProcessPool:
                 slot.kill()
                 raise
             except BaseException:  # the task's own error: the child answered
-                self._release(slot)
+                self._release(slot, fields[0])
                 raise
-            self._release(slot)
+            self._release(slot, fields[0])
             return result
         finally:
             self._free.release()
@@ -353,12 +291,19 @@ class ProcessPool:
         await _reaped(slot.kill())
         _report_lost(slot.process, job_id, gone)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, job_id: int) -> None:
         """Give a child that answered back to the idle ones, or retire it once it has answered
-        ``max_tasks_per_child`` calls: the next call starts a new one."""
+        ``max_tasks_per_child`` calls (``job_id``'s the last): the next call starts a new one."""
         if self._max_calls is not None and slot.calls >= self._max_calls:
             self.retired += 1
             slot.retire()
+            log.info(
+                "job %s: its child process %s has run %s jobs (max_tasks_per_child); it is"
+                " retired, and the next job starts a new one", job_id, slot.process.pid,
+                slot.calls,
+                extra={"action": "child_retired", "job_id": job_id, "pid": slot.process.pid,
+                       "jobs": slot.calls},
+            )  # fmt: skip
         else:
             self._idle.append(slot)
 
@@ -498,158 +443,3 @@ def _read(answer: bytes | bytearray) -> Any:
     if answer[:1] == _RETURNED:
         return value
     raise value
-
-
-def _answer(returned: bool, value: Any) -> memoryview:
-    """A child's answer: its flag, then ``value`` pickled; an unsent value if pickle refuses
-    it (an error already checked by ``_sendable`` cannot be refused)."""
-    out = io.BytesIO()
-    out.write(_RETURNED if returned else _RAISED)
-    try:
-        pickle.dump(value, out, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        unsent = ResultUnsent if returned else RemoteError
-        out = io.BytesIO(_RAISED)
-        out.seek(1)
-        pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc, _SENT_LIMIT)}"), out)
-    return out.getbuffer()
-
-
-def _child_main(
-    conn: Connection,
-    worker_pid: int,
-    worker_started: int | None,
-    setup: tuple[str, str] | None,
-    logs: tuple[str, str] | None = None,
-) -> None:
-    """A child's life (see ``_serve``). An error that ends it is logged as the worker logs:
-    multiprocessing would print it as text, a traceback amid JSON lines."""
-    try:
-        _serve(conn, worker_pid, worker_started, setup, logs)
-    except BaseException:
-        log.error(
-            "child process %s: its loop failed; it exits", os.getpid(), exc_info=True,
-            extra={"action": "child_failed", "pid": os.getpid()},
-        )  # fmt: skip
-        raise SystemExit(1) from None
-
-
-def _serve(
-    conn: Connection,
-    worker_pid: int,
-    worker_started: int | None,
-    setup: tuple[str, str] | None,
-    logs: tuple[str, str] | None,
-) -> None:
-    """The child's loop: receive a call, run it, send back its answer. ``logs``: the
-    ``configure_logging`` arguments of the worker's process, if it was set up so (the CLI):
-    the child's records and warnings are then written as the worker's are, JSON lines too."""
-    # The worker ends its children itself (SIGKILL). A Ctrl-C in a terminal, or a SIGTERM from
-    # a supervisor, reaches the whole process group: it must not end the call the worker's
-    # graceful stop lets finish. A handler, not SIG_IGN: the task's own subprocesses get the
-    # default action back at exec.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _ignore)
-    threading.Thread(
-        target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
-        name="pgqueue-worker-watch",
-    ).start()  # fmt: skip
-    failed_setup: BaseException | None = None
-    setup_trace: TracebackType | None = None
-    around: Any = None  # what the setup function returned: it makes each call, if given
-    if setup is not None:
-        try:
-            around = getattr(importlib.import_module(setup[0]), setup[1])()
-        except BaseException as exc:  # every call then fails with it, as the job's error
-            failed_setup, setup_trace = exc, exc.__traceback__
-    if logs is not None:  # after the setup, as in the worker (Django's comes before the CLI's)
-        configure_logging(*logs)
-    conn.send_bytes(_READY)
-    while True:
-        try:
-            message = conn.recv_bytes()
-        except EOFError:  # the worker closed the pipe: this child is retired
-            return
-        try:
-            call = pickle.loads(message)
-        except Exception as exc:  # a class only the worker imports: the call's error
-            conn.send_bytes(_answer(False, _sendable(_unread(exc))))
-            continue
-        where, args, kwargs, fields = call  # anything else is no call: this child fails
-        if _gone(worker_pid, worker_started):
-            # Sent before the worker died, read since (by a child still starting, say): its
-            # job is rescued and runs again elsewhere. The watch would end this copy only at
-            # its next look, after it had run for up to _WATCH_INTERVAL.
-            return
-        try:
-            if failed_setup is not None:  # its own traceback, not one frame more per call
-                raise failed_setup.with_traceback(setup_trace)
-            answer = _answer(True, _call(where, args, kwargs, fields, around))
-        except BaseException as exc:  # a task's SystemExit must not end the child silently
-            answer = _answer(False, _sendable(exc))
-        conn.send_bytes(answer)
-
-
-def _unread(exc: Exception) -> RemoteError:
-    """The error of a call whose arguments this child cannot unpickle, caused by ``exc``."""
-    text = exception_text(exc, _SENT_LIMIT)
-    error = RemoteError(
-        f"the call could not be read in its child process: {type(exc).__name__}: {text}"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """A signal handler that does nothing."""
-
-
-def _watch_worker(pid: int, started: int | None) -> None:
-    """End this child soon after the worker that owns it dies: its job is rescued and runs
-    again elsewhere, so this copy must not go on. (The kernel's parent-death signal cannot
-    do it: a forkserver child's parent is the forkserver, which outlives the worker while any
-    child lives.)"""
-    while True:
-        time.sleep(_WATCH_INTERVAL)
-        if _gone(pid, started):
-            os._exit(1)
-
-
-def _gone(pid: int, started: int | None) -> bool:
-    """Whether the worker (``pid``, started at ``started``) has ended, as far as can be told.
-
-    Without its start time (no /proc) a forkserver child's parent is the forkserver, not the
-    worker: only a pid that no longer exists says it has ended (a reused one goes unseen)."""
-    if started is not None:
-        return is_dead(pid, started)
-    if os.getppid() == pid:  # spawned by the worker itself
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, under another user
-        pass
-    return False
-
-
-def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any, around: Any = None) -> Any:
-    """Import the registered task's module and call its function with a job context."""
-    module, qualname = where
-    fn = lookup(importlib.import_module(module), qualname)
-    if fn is None:
-        raise LookupError(f"{module}.{qualname} not found in the child process")
-    _current.set(JobContext(*fields))
-    result = fn(*args, **kwargs) if around is None else around(fn, args, kwargs)
-    if inspect.iscoroutine(result):  # an async task isolated after a crash
-        return asyncio.run(result)  # its task copies the context set above
-    return result
-
-
-def lookup(module: Any, qualname: str) -> Any:
-    """The function at ``qualname`` in ``module`` (unwrapping the Task a module attribute
-    holds), or ``None``: how a child finds a task, and how the worker checks that it will."""
-    target: Any = module
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    return getattr(target, "fn", target)

@@ -30,7 +30,7 @@ from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
 from pgqueue._version import __version__
 from pgqueue._worker._acker import Acker, all_done, first_set
-from pgqueue._worker._config import check_options, parse_queues
+from pgqueue._worker._config import CHILD_START_TIMEOUT, check_options, parse_queues
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
@@ -40,6 +40,7 @@ from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
 from pgqueue._worker._liveness import is_dead, this_process
 from pgqueue._worker._outage import Outage
+from pgqueue._worker._procchild import refuse_in_a_child_start
 from pgqueue._worker._repeat import repeat
 from pgqueue._worker._scheduler import run_scheduler
 
@@ -161,6 +162,7 @@ class Worker:
         summary_interval: float = 60.0,
         isolate_crashed: bool = True,
         max_tasks_per_child: int | None = None,
+        child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self.app = app
@@ -246,7 +248,7 @@ class Worker:
         total = sum(self.queues.values())
         self._executor = JobExecutor(
             app, threads or total, processes or os.cpu_count() or 1, isolate_crashed,
-            max_tasks_per_child,
+            max_tasks_per_child, child_start_timeout,
         )  # fmt: skip
         db = session(pooled=not listen, synchronous_commit=synchronous_commit)
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
@@ -313,14 +315,17 @@ class Worker:
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         """Run until :meth:`stop` (or, in burst mode, until nothing is runnable).
 
-        Raises :class:`ConfigurationError` before claiming anything if ``metrics_port``
-        cannot be bound, :class:`PgQueueError` if the shutdown's last writes failed and left
-        outcomes unwritten (their jobs are rescued once their leases expire), and
+        Raises :class:`ConfigurationError` at once in a process-pool child still starting (a
+        script without an ``if __name__ == "__main__":`` guard, which each child runs again),
+        before claiming anything if ``metrics_port`` cannot be bound, :class:`PgQueueError`
+        if the shutdown's last writes failed and left outcomes unwritten (their jobs are
+        rescued once their leases expire), and
         :class:`WorkerFailed` after the shutdown if a loop it cannot do without failed, and
         :class:`ConfigurationError` after the shutdown if another worker took its name while
         it ran (see _check_holder).
         Cancelled, it shuts down first (in a hurry if it already was: see _stop), then the
         CancelledError goes on, even if the last writes failed (logged)."""
+        refuse_in_a_child_start()
         try:
             await self._start()
         except BaseException:

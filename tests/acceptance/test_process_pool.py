@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,60 @@ def test_max_tasks_per_child_replaces_children_between_jobs(ledger: str) -> None
     pids = [pid for (pid,) in query(ledger, "SELECT pid FROM ledger ORDER BY job_id")]
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5], pids
     assert len(set(pids)) == 3 and worker.pid not in pids, pids
+
+
+UNGUARDED = """
+import asyncio, os
+import pgqueue
+
+app = pgqueue.PgQueue(dsn=os.environ["PGQUEUE_DSN"])
+
+
+@app.task(name="h90.pid", executor="process", max_attempts=1)
+def pid() -> int:
+    return os.getpid()
+
+
+asyncio.run(app.worker(burst=True, processes=1, poll_interval=0.1).run())
+print("worker ran in", os.getpid(), flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_no_worker_in_its_children(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A worker script without `if __name__ == "__main__":` is run again in each child of the
+    process pool (forkserver and spawn re-run the main script): its worker ran there too,
+    claiming jobs of its own, before the child served the pool. That worker now refuses to
+    start, naming the guard: the child ends, and its job with it as worker lost."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    query(dsn, "SELECT pgqueue.enqueue('h90.pid', max_attempts => 1)")
+    ran = subprocess.run(
+        [sys.executable, str(script)], env=cli_env(dsn), cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [f"worker ran in {ran.stdout.split()[-1]}"], ran.stdout
+    assert 'start the worker under `if __name__ == "__main__":`' in ran.stderr
+    assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [("failed", "worker lost")]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("0.5", "0.5 is not in the range 1<=x<=31557600000."),
+     ("soon", "'soon' is not a number of seconds (digits 0-9, e.g. 2.5).")],
+)  # fmt: skip
+def test_child_start_timeout_must_be_a_number_of_seconds_of_one_or_more(
+    dsn: str, value: str, error: str
+) -> None:
+    """--child-start-timeout (the start limit was the pool's parameter only) takes seconds
+    >= 1: less, or not a number, is a usage error naming the option."""
+    refused = cli(dsn, "worker", "--child-start-timeout", value, "--burst")
+    assert refused.returncode == 2
+    assert usage_error(refused.stderr) == (
+        f"Error: Invalid value for '--child-start-timeout': {error}"
+    )
 
 
 @pytest.mark.parametrize(

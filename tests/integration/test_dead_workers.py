@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -202,6 +203,31 @@ async def test_a_job_whose_worker_died_runs_its_next_attempt_in_a_child(dsn: str
     assert results[sync_id] != os.getpid()
     assert results[async_id][0] != os.getpid() and results[async_id][1] == 2
     assert results[plain_id] == [os.getpid(), 1]
+
+
+async def test_an_isolated_job_whose_child_start_times_out_stays_isolated(
+    dsn: str, conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job isolated after a crash whose child was not ready within child_start_timeout
+    (the app's process set-up hung) ended as ChildStartTimeout: no longer 'worker lost', its
+    next attempt ran in the worker it may take down, though it had not yet run apart from it.
+    It ends as 'worker lost' again, the start timeout (the worker's option) in its traceback."""
+    (tmp_path / "h90_hung_setup.py").write_text("import time\ndef setup():\n    time.sleep(3600)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(t.app, "_process_setup", ("h90_hung_setup", "setup"))
+    job_id = t.sync_pid.enqueue(conn)
+    conn.commit()
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, child_start_timeout=0.5)
+
+    def errors() -> list[Any]:
+        [(found,)] = query(dsn, "SELECT errors FROM pgqueue.jobs WHERE id = %s", [job_id])
+        return list(found)
+
+    await run_worker_until(worker, lambda: len(errors()) >= 1)
+    first = errors()[0]
+    assert (first["attempt"], first["error"]) == (2, "worker lost")
+    assert "ChildStartTimeout: its child process was not ready within 0.5 s" in first["traceback"]
 
 
 async def test_isolation_can_be_switched_off(dsn: str, conn) -> None:

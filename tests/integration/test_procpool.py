@@ -13,7 +13,8 @@ import pytest
 
 import pgqueue
 from pgqueue._errors import ResultUnsent
-from pgqueue._worker._procpool import ChildLost, ProcessPool, RemoteError
+from pgqueue._worker._procchild import RemoteError
+from pgqueue._worker._procpool import ChildLost, ProcessPool
 from tests.integration.procpool_tasks import exists
 
 FIELDS = (1, "t", "cpu", 1, 3, {})
@@ -101,7 +102,7 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
     import subprocess
 
     from pgqueue._worker._liveness import process_started
-    from pgqueue._worker._procpool import _child_main
+    from pgqueue._worker._procchild import _child_main
 
     worker = subprocess.Popen(["sleep", "60"])
     started = process_started(worker.pid)

@@ -16,16 +16,8 @@ from typing import Any
 import pytest
 
 from pgqueue._errors import TEXT_LIMIT
-from pgqueue._worker._procpool import (
-    ChildLost,
-    ChildStartTimeout,
-    ProcessPool,
-    RemoteError,
-    _answer,
-    _read,
-    _sendable,
-    _Slot,
-)
+from pgqueue._worker._procchild import RemoteError, _answer, _sendable
+from pgqueue._worker._procpool import ChildLost, ChildStartTimeout, ProcessPool, _read, _Slot
 from tests.integration.procpool_tasks import ReadInChildOnly, exists
 
 FIELDS = (1, "t", "cpu", 1, 3, {})

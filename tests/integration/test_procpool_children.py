@@ -146,6 +146,24 @@ async def test_children_are_replaced_after_max_tasks_per_child_calls() -> None:
         pool.shutdown()
 
 
+async def test_a_retired_child_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A child replaced after max_tasks_per_child calls went unlogged: an operator saw pids
+    change with no line saying why. Each retirement is an INFO child_retired record naming
+    the child, the jobs it ran, and the job it ran last."""
+    pool = ProcessPool(1, max_tasks_per_child=2)
+    try:
+        with caplog.at_level("INFO", logger="pgqueue.worker"):
+            pids = [
+                (await pool.run(_where("pids"), [], {}, (n, *FIELDS[1:])))[0] for n in (1, 2, 3)
+            ]
+    finally:
+        pool.shutdown()
+    retired = [r for r in caplog.records if getattr(r, "action", None) == "child_retired"]
+    assert [(r.levelname, r.pid, r.jobs, r.job_id) for r in retired] == [  # type: ignore[attr-defined]
+        ("INFO", pids[0], 2, 2)
+    ]
+
+
 async def test_a_failed_call_counts_towards_max_tasks_per_child() -> None:
     """A call whose task raised was answered: it counts, and the child is replaced after it."""
     pool = ProcessPool(1, max_tasks_per_child=1)
@@ -202,7 +220,7 @@ CHILD_FAILS = """
 import multiprocessing, os, pickle
 from pgqueue._logging import configure_logging, configured_logging
 from pgqueue._worker._liveness import this_process
-from pgqueue._worker._procpool import _child_main
+from pgqueue._worker._procchild import _child_main
 
 if __name__ == "__main__":
     configure_logging("info", "json")
@@ -235,6 +253,51 @@ def test_an_error_that_ends_a_child_is_logged_as_the_worker_logs(tmp_path: Path)
     [failed] = [r for r in records if r.get("action") == "child_failed"]
     assert failed["level"] == "error"
     assert "ValueError" in failed["exception"]
+
+
+WATCH_FAILS = """
+import multiprocessing, sys
+from pgqueue._logging import configure_logging, configured_logging
+from pgqueue._worker._procchild import _child_main
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[1])
+    configure_logging("info", "json")
+    context = multiprocessing.get_context("forkserver")
+    parent, child = context.Pipe()
+    process = context.Process(  # "no pid": the watch's first look raises
+        target=_child_main,
+        args=(child, "no pid", None, ("h90_slow_setup", "setup"), configured_logging()),
+    )
+    process.start()
+    child.close()
+    print(parent.recv_bytes().decode(), flush=True)  # its set-up is done
+    parent.close()  # the child's loop ends
+    process.join(60)
+"""
+
+
+def test_an_error_in_the_watch_during_the_set_up_is_logged_as_the_worker_logs(
+    tmp_path: Path,
+) -> None:
+    """The child set its logging up only after the app's set-up: an error before (here, in the
+    thread that watches its worker, a quarter of a second in, while the set-up runs) was
+    printed as a text traceback amid the worker's JSON lines. It is a JSON record too."""
+    (tmp_path / "h90_slow_setup.py").write_text("import time\ndef setup():\n    time.sleep(1)\n")
+    script = tmp_path / "watch_fails.py"
+    script.write_text(WATCH_FAILS)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ran = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.stdout.strip() == "ready", ran.stderr
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), ran.stderr
+    [failed] = [json.loads(line) for line in lines]
+    assert failed["action"] == "uncaught_exception"
+    assert "thread pgqueue-worker-watch" in failed["message"], failed
+    assert "TypeError" in failed["exception"]
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])

@@ -32,7 +32,8 @@ def build(**options: Any) -> pgqueue.Worker:
      ("ack_batch", 0), ("vacuum_threshold", -1), ("threads", 0), ("processes", -1),
      ("concurrency", 0), ("concurrency", NAN), ("concurrency", 2.7), ("concurrency", True),
      ("metrics_port", 70000), ("metrics_addr", ""), ("metrics_addr", " 127.0.0.1"),
-     ("metrics_addr", None)],
+     ("metrics_addr", None),
+     ("child_start_timeout", 0), ("child_start_timeout", NAN), ("child_start_timeout", None)],
 )  # fmt: skip
 def test_a_bad_worker_option_is_refused_naming_it(option: str, value: Any) -> None:
     """Each of these used to be accepted and then spin (0 s intervals), stall (a claim or
