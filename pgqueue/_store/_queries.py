@@ -1088,10 +1088,26 @@ RETURNING id, meta->>'tick'
 # Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
 # hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
 # every scheduler's start fail, so that no schedule of the database fired any more.
+# The names come from the primary key, one probe each (a loose index scan, as in
+# TICKS_PRUNE_LOCK), and each name's latest tick from one backward probe: a GROUP BY read
+# every tick, 130 ms on a million, at every scheduler's start and in `pgqueue cron list`.
 TICKS_LAST: LiteralString = """
-SELECT name, max(tick) FROM pgqueue.periodic_ticks
- WHERE tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
- GROUP BY name ORDER BY name
+WITH RECURSIVE names (name) AS (
+    (SELECT t.name FROM pgqueue.periodic_ticks AS t ORDER BY t.name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.name FROM pgqueue.periodic_ticks AS t
+             WHERE t.name > n.name ORDER BY t.name LIMIT 1)
+      FROM names AS n
+     WHERE n.name IS NOT NULL
+)
+SELECT n.name, l.tick
+  FROM names AS n
+ CROSS JOIN LATERAL (SELECT t.tick FROM pgqueue.periodic_ticks AS t
+                      WHERE t.name = n.name
+                        AND t.tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
+                      ORDER BY t.tick DESC LIMIT 1) AS l
+ WHERE n.name IS NOT NULL
+ ORDER BY n.name
 """
 
 # Those after now are left out, as TICKS_LAST leaves out such ticks: only SQL writes them,

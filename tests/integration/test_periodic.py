@@ -952,3 +952,29 @@ def test_cron_list_escapes_control_characters_of_schedule_names(dsn: str) -> Non
     header, line = result.stdout.splitlines()
     assert line.startswith("evil\\x1b]0;owned\\x07\\tname  -  ")
     assert header.index("SCHEDULE") == line.index("-  ")
+
+
+def test_the_latest_ticks_are_read_from_the_index_not_the_whole_table(dsn: str) -> None:
+    """With 300,000 ticks of 30 names, the latest tick of each is found with a probe per name
+    and a probe for the next name: a GROUP BY read every tick, 130 ms on a million, at every
+    scheduler's start and in ``pgqueue cron list``. Ticks after now are still left out."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'n' || n, now() - s * interval '1 second'"
+        " FROM generate_series(1, 30) n, generate_series(0, 9999) s"
+        " UNION ALL SELECT 'n1', now() + interval '1 day'"
+        " UNION ALL SELECT 'later', now() + interval '1 day'",
+    )
+    query(dsn, "ANALYZE pgqueue.periodic_ticks")
+    by_group = query(
+        dsn,
+        "SELECT name, max(tick) FROM pgqueue.periodic_ticks WHERE tick <= now()"
+        " GROUP BY name ORDER BY name",
+    )
+    explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
+    with psycopg.connect(dsn) as conn:
+        [[[plan]]] = conn.execute(explain + q.TICKS_LAST).fetchall()
+        assert conn.execute(q.TICKS_LAST).fetchall() == by_group
+    assert len(by_group) == 30
+    assert ticks_read(plan["Plan"]) < 200
