@@ -948,14 +948,21 @@ def watermarks_get(names: Sequence[str]) -> Query[dict[str, datetime]]:
     return Query(q.WATERMARKS_GET, {"names": list(names)}, lambda rows: dict(rows))
 
 
-def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:
+def ticks_prune(
+    keep: dict[str, float], default_keep: float, forget: float, limit: int = 500
+) -> Together[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
-    always stays. Each name's watermark rises to the latest tick deleted. The names that may
-    lose ticks are locked first, exclusively, and the delete touches no other name.
+    always stays. Each name's watermark rises to the latest tick deleted; that of a name
+    missing from ``keep`` with no tick left goes once older than ``forget`` seconds. The
+    names that may lose ticks or a watermark are locked first, exclusively, and the delete
+    touches no other name.
     """
-    params = {"names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep}
+    params = {
+        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
+        "forget": forget,
+    }  # fmt: skip
 
     def delete(locked: list[str]) -> Query[int]:
         return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)

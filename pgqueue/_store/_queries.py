@@ -1117,7 +1117,8 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks
  WHERE name = ANY(%(names)s::text[]) AND pruned_through <= now()
 """
 
-# The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in
+# The names a prune may delete ticks or the watermark of (see TICKS_PRUNE), each locked
+# exclusively (see TICKS_LOCK_SHARED) in
 # the order of the lock key, then the name: a lock the target list takes after the sort, so
 # two prunes take their common keys in one order and never wait on each other in a cycle
 # (ordered by name alone, two colliding names could be taken in opposite orders). Locks come
@@ -1159,7 +1160,13 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
                               WHERE t.name = n.name) AS b
          WHERE n.name IS NOT NULL
            AND b.oldest < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
-           AND (keep.name IS NULL OR b.oldest < b.latest)) AS d
+           AND (keep.name IS NULL OR b.oldest < b.latest)
+        UNION
+        SELECT w.name
+          FROM pgqueue.periodic_watermarks AS w
+         WHERE w.name <> ALL(%(names)s::text[])
+           AND w.pruned_through < now() - make_interval(secs => %(forget)s)
+           AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)) AS d
  ORDER BY hashtext(d.name), d.name
 """
 
@@ -1172,6 +1179,15 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
 # SKIP LOCKED steps over ticks that a prune of code without the lock holds. Each name's
 # ticks are read in primary-key order from its oldest, up to a batch of them, and the batch
 # is the oldest of those: a prune reads about what it deletes, however many ticks there are.
+#
+# A watermark goes with its name once nothing needs it: the name has no tick, it is not in
+# the pruning code, and its mark is older than %(forget)s seconds (the longest catch_up plus
+# an hour, so it refuses nothing a tick insert's horizon does not, plus a year, so that the
+# yearly schedule of another app, whose ticks this code pruned, still resumes from it: see
+# _resumed). Under the name's lock, taken before this statement's snapshot, a tick insert of
+# the name has committed (NOT EXISTS sees its tick and keeps the mark) or waits, and then
+# refuses by its horizon all the mark refused. The names `raised` writes had ticks in this
+# snapshot, so the two never touch one row.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -1202,6 +1218,13 @@ WITH keep AS (
     SELECT g.name, max(g.tick) FROM gone AS g GROUP BY g.name ORDER BY g.name
     ON CONFLICT (name) DO UPDATE
        SET pruned_through = greatest(w.pruned_through, excluded.pruned_through)
+), forgotten AS (
+    DELETE FROM pgqueue.periodic_watermarks AS w
+     USING unnest(%(locked)s::text[]) AS l(name)
+     WHERE w.name = l.name
+       AND w.name <> ALL(%(names)s::text[])
+       AND w.pruned_through < now() - make_interval(secs => %(forget)s)
+       AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)
 )
 SELECT tick FROM gone
 """

@@ -20,7 +20,7 @@ from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
-from pgqueue._worker._scheduler import Scheduler
+from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler
 from tests.helpers import query, run_worker_until, states
 
 
@@ -331,7 +331,7 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
                " ('beat', %s)", (fired, now))  # fmt: skip
     job = app.periodics["beat"].tick_job()
     with psycopg.connect(dsn) as pruner:
-        assert _store.run_together(pruner, _store.ticks_prune({"beat": 10}, 10)) == 1
+        assert _store.run_together(pruner, _store.ticks_prune({"beat": 10}, 10, 10)) == 1
         insert = asyncio.create_task(sched.db.run(_store.ticks_insert(job, [fired], 86400)))
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         for _ in range(100):
@@ -353,7 +353,7 @@ def test_two_prunes_racing_on_one_name_end_at_the_later_tick(dsn: str) -> None:
     ticks = [now - timedelta(hours=h) for h in (4, 3, 0)]
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'beat', t"
                " FROM unnest(%s::timestamptz[]) AS t", (ticks,))  # fmt: skip
-    prune = _store.ticks_prune({"beat": 10}, 10, limit=1)
+    prune = _store.ticks_prune({"beat": 10}, 10, 10, limit=1)
     with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
         assert _store.run_together(first, prune) == 1
         racer = threading.Thread(target=lambda: _store.run_together(second, prune))
@@ -478,7 +478,9 @@ async def test_prunes_of_names_in_opposite_orders_and_inserts_wait_without_deadl
         await until_waiting(dsn, 1, *tasks)
         for db, names in zip(dbs[1:3], ["abc", "cba"], strict=True):
             tasks.append(
-                asyncio.create_task(db.run(_store.ticks_prune(dict.fromkeys(names, 10.0), 10.0)))
+                asyncio.create_task(
+                    db.run(_store.ticks_prune(dict.fromkeys(names, 10.0), 10.0, 10.0))
+                )
             )
             await until_waiting(dsn, len(tasks), *tasks)
         insert = _store.ticks_insert(jobs[first], [late], 86400)
@@ -734,7 +736,7 @@ async def test_a_prune_stalled_between_its_statements_does_not_hold_the_schedule
     now = (await db_now(sched.db)).replace(microsecond=0)
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
                " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
-    prune = _store.ticks_prune({"beat": 10}, 10)
+    prune = _store.ticks_prune({"beat": 10}, 10, 10)
     with psycopg.connect(dsn) as stalled:
         with stalled.cursor() as cur:
             assert _store.run(cur, prune.first) == ["beat"]  # and then nothing
@@ -874,7 +876,7 @@ async def test_a_prune_that_filled_its_batches_goes_on_at_the_next_pass(dsn: str
         " FROM generate_series(1, 2600) s",
     )
     [sched] = await schedulers(app, 1)
-    sched._next_prune = 0.0
+    sched.pruner.next_run = 0.0
     await sched.step()
     await sched.step()
     await close(sched)
@@ -926,7 +928,9 @@ def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> Non
         " FROM generate_series(0, 19999) s UNION ALL SELECT 'beat', now()",
     )
     query(dsn, "ANALYZE pgqueue.periodic_ticks")
-    params: dict[str, Any] = {"names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0}
+    params: dict[str, Any] = {
+        "names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0, "forget": FORGET_AFTER
+    }  # fmt: skip
     explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
     with psycopg.connect(dsn) as conn:
         [[[lock]]] = conn.execute(explain + q.TICKS_PRUNE_LOCK, params).fetchall()
@@ -978,3 +982,49 @@ def test_the_latest_ticks_are_read_from_the_index_not_the_whole_table(dsn: str) 
         assert conn.execute(q.TICKS_LAST).fetchall() == by_group
     assert len(by_group) == 30
     assert ticks_read(plan["Plan"]) < 200
+
+
+async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year_past(
+    dsn: str,
+) -> None:
+    """A watermark is kept while its schedule is in the pruning code, while its name has
+    ticks, and for a year and 7 days and an hour after the tick it marks (a yearly schedule of
+    another app this code pruned resumes from it); then it goes. Before, every name ever
+    pruned kept its row for good."""
+    app = make_app(dsn, catch_up=10)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    old = now - timedelta(seconds=FORGET_AFTER + 60)
+    marks = [("beat", old), ("gone", old), ("recent", now - timedelta(days=300)), ("ticking", old)]
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks SELECT * FROM unnest(%s::text[],"
+               " %s::timestamptz[])", ([n for n, _ in marks], [t for _, t in marks]))  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('ticking', %s)", (now,))
+    assert await sched.prune() == 0
+    await close(sched)
+    assert query(dsn, WATERMARKS) == [m for m in marks if m[0] != "gone"]
+
+
+async def test_a_watermark_is_kept_when_an_insert_of_its_name_commits_during_the_prune(
+    dsn: str,
+) -> None:
+    """A prune that would forget a name's watermark takes the name's lock first: an insert of
+    a tick of that name in progress holds it shared, the prune waits, then finds the tick and
+    keeps the mark; the tick has its one job."""
+    app = make_app(dsn)
+    [sched, pruner] = await schedulers(app, 2)
+    pruner.periodics = []  # code that does not know 'beat'
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    mark = now - timedelta(seconds=FORGET_AFTER + 60)
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('beat', %s)", (mark,))
+    with psycopg.connect(dsn) as inserting:
+        insert = _store.ticks_insert(app.periodics["beat"].tick_job(), [now], 60)
+        _store.run(inserting.cursor(), insert.first)
+        prune = asyncio.create_task(pruner.prune())
+        await until_waiting(dsn, 1, prune)
+        assert isinstance(insert.then, _store.Query)
+        assert len(_store.run(inserting.cursor(), insert.then)) == 1
+        inserting.commit()
+        assert await asyncio.wait_for(prune, 60) == 0  # a guard against hanging
+    await close(sched, pruner)
+    assert query(dsn, WATERMARKS) == [("beat", mark)]
+    assert [n for _tick, n in tick_jobs(dsn)] == [1]
