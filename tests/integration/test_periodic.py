@@ -1028,3 +1028,22 @@ async def test_a_watermark_is_kept_when_an_insert_of_its_name_commits_during_the
     await close(sched, pruner)
     assert query(dsn, WATERMARKS) == [("beat", mark)]
     assert [n for _tick, n in tick_jobs(dsn)] == [1]
+
+
+async def test_a_worker_without_schedules_prunes_the_ticks_of_removed_ones(dsn: str) -> None:
+    """The last schedule of an app removed, its workers still prune its ticks (in their
+    maintenance, as any scheduler prunes names it does not know: after 7 days and an hour);
+    the ticks of another app's schedule stay. Before, only a worker with a schedule pruned,
+    and such rows stayed until deleted by hand. A worker with --no-scheduler prunes none."""
+    query(dsn, OLD_TICKS)
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'"
+               " WHERE name = 'gone'")  # fmt: skip
+    app = pgqueue.PgQueue(dsn)
+    assert app.worker(scheduler=False)._tick_pruner is None
+    worker = app.worker(poll_interval=0.05, rescue_interval=0.05)
+    assert worker._tick_pruner is not None
+    worker._tick_pruner.next_run = 0.0
+    gone = "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'"
+    await run_worker_until(worker, lambda: query(dsn, gone) == [(0,)], 20)
+    left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
+    assert left == [("beat", 4)]
