@@ -905,35 +905,38 @@ class TickJob:
     max_attempts: int = 3
     timeout: float | None = None
     meta: str = "{}"
+    unique_key: str | None = None
 
 
-def ticks_insert(
-    job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Together[list[tuple[int, str]]]:
+TicksWon = list[tuple[int | None, str]]
+
+
+def ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Together[TicksWon]:
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
-    Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
-    older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
-    The insert runs under the name's lock, taken shared by a statement of its own before it.
+    Returns ``(job_id, tick)`` for the ticks won, oldest first; ticks another scheduler already
+    recorded, older than ``horizon`` seconds, or pruned (at or below the name's watermark) are
+    left alone. A job whose ``unique_key`` an active job holds is not enqueued: its tick comes
+    with a ``None`` id. The insert runs under the name's lock, taken shared by a statement of
+    its own before it.
     """
     lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
     return Together(lock, _ticks_insert(job, ticks, horizon))
 
 
-def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[list[tuple[int, str]]]:
+def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[TicksWon]:
     """The insert of :func:`ticks_insert` for ``tick``, rolled back: raises what the database
     would raise for the job of any tick (a check constraint its arguments fail, say). A
     ``tick`` already recorded or pruned tries nothing."""
     return RolledBack(_ticks_insert(job, [tick], horizon))
 
 
-def _ticks_insert(
-    job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Query[list[tuple[int, str]]]:
+def _ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Query[TicksWon]:
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
+        "unique_key": job.unique_key,
     }  # fmt: skip
     return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
 

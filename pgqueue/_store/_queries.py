@@ -1060,6 +1060,14 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 # whatever order its caller passes them in, so two inserts cannot wait on each other in a
 # cycle). A prune holds no row of a name whose lock it lacks, and takes its locks before any
 # row (TICKS_PRUNE_LOCK).
+#
+# A schedule with overlap=False gives its jobs a unique key (%(unique_key)s, else NULL): a
+# tick won while a job of the schedule is queued or running is recorded, and gets no job
+# (its job id is left unused); it is returned with a NULL id. Of the ticks one statement
+# wins, the oldest gets the job. The ORDER BY makes every tick row go in before the first
+# job does: an insert waits for the key only past its tick rows, for an insert also past its
+# own, which then waits for nothing (its other jobs conflict with its own key), so the key
+# adds no cycle to the waits above.
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
@@ -1072,17 +1080,20 @@ WITH won AS (
                         WHERE s.name = %(name)s AND s.tick = t.tick)
      ORDER BY t.tick
     ON CONFLICT (name, tick) DO NOTHING
-    RETURNING tick, job_id
+    RETURNING tick, job_id,
+              to_char(tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') AS shown
+), job AS (
+    INSERT INTO pgqueue.active_jobs
+        (id, queue, task, args, kwargs, priority, max_attempts, timeout, unique_key, meta)
+    SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
+           %(max_attempts)s, %(timeout)s, %(unique_key)s,
+           %(meta)s::jsonb || jsonb_build_object('periodic', %(name)s::text, 'tick', won.shown)
+      FROM won
+     ORDER BY won.tick
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id
 )
-INSERT INTO pgqueue.active_jobs
-    (id, queue, task, args, kwargs, priority, max_attempts, timeout, meta)
-SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
-       %(max_attempts)s, %(timeout)s,
-       %(meta)s::jsonb || jsonb_build_object(
-           'periodic', %(name)s::text,
-           'tick', to_char(won.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
-  FROM won
-RETURNING id, meta->>'tick'
+SELECT job.id, won.shown FROM won LEFT JOIN job ON job.id = won.job_id ORDER BY won.tick
 """
 
 # Ticks a scheduler never fires are left out: those after now (SQL can write them) would only

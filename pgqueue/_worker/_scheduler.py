@@ -263,8 +263,11 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
     )  # fmt: skip
 
 
-def _log_fired(periodic: Periodic, won: list[tuple[int, str]], now: datetime) -> None:
+def _log_fired(periodic: Periodic, won: _store.TicksWon, now: datetime) -> None:
     for job_id, tick in won:
+        if job_id is None:
+            _log_overlapped(periodic, tick)
+            continue
         late = now - datetime.fromisoformat(tick) > LATE
         log.log(
             logging.INFO if late else logging.DEBUG,
@@ -273,3 +276,11 @@ def _log_fired(periodic: Periodic, won: list[tuple[int, str]], now: datetime) ->
             extra={"action": "periodic_fired", "periodic": periodic.name, "job_id": job_id,
                    "tick": tick, "caught_up": late},
         )  # fmt: skip
+
+
+def _log_overlapped(periodic: Periodic, tick: str) -> None:
+    log.info(
+        "periodic %r: tick %s skipped: the job of an earlier tick is still queued or running"
+        " (overlap=False)", periodic.name, tick,
+        extra={"action": "periodic_overlapped", "periodic": periodic.name, "tick": tick},
+    )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,13 @@ from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler
 from tests.helpers import query, run_worker_until, states
 
 
-def make_app(dsn: str, catch_up: float = 600) -> pgqueue.PgQueue:
+def make_app(dsn: str, catch_up: float = 600, overlap: bool = True) -> pgqueue.PgQueue:
     """An app with a per-second schedule named 'beat' that returns its tick."""
     app = pgqueue.PgQueue(dsn)
 
-    @app.periodic("* * * * * *", name="beat", kwargs={"label": "b"}, catch_up=catch_up)
+    @app.periodic(
+        "* * * * * *", name="beat", kwargs={"label": "b"}, catch_up=catch_up, overlap=overlap
+    )
     async def beat(label: str) -> str:
         return f"{label} {pgqueue.current_job().meta['tick']}"
 
@@ -1047,3 +1050,84 @@ async def test_a_worker_without_schedules_prunes_the_ticks_of_removed_ones(dsn: 
     await run_worker_until(worker, lambda: query(dsn, gone) == [(0,)], 20)
     left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
     assert left == [("beat", 4)]
+
+
+def overlapped(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The ticks the periodic_overlapped records name, in order."""
+    records = caplog.records
+    return [r.tick for r in records if getattr(r, "action", "") == "periodic_overlapped"]  # type: ignore[attr-defined]
+
+
+async def test_without_overlap_a_tick_is_skipped_while_a_job_of_the_schedule_is_unfinished(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """overlap=False: a tick won while the job of an earlier tick is queued (or running) is
+    recorded, gets no job and is logged (periodic_overlapped); fired again, it does nothing,
+    so it is never retried. Once that job has ended, the next tick gets its job."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = make_app(dsn, overlap=False)
+    beat = app.periodics["beat"]
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    ticks = [now - timedelta(seconds=s) for s in (3, 2, 1)]
+    sched.cursors = {"beat": ticks[0] - timedelta(seconds=1)}
+    await sched.fire(beat, ticks[0])
+    await sched.fire(beat, ticks[1])
+    sched.cursors = {"beat": ticks[0]}
+    await sched.fire(beat, ticks[1])  # the skipped tick again: recorded, so nothing happens
+    [[job_id]] = query(dsn, "SELECT id FROM pgqueue.jobs")
+    query(dsn, "SELECT pgqueue.cancel(%s)", (job_id,))
+    await sched.fire(beat, ticks[2])
+    await close(sched)
+    assert [t for t, _n in tick_jobs(dsn)] == [ticks[0].isoformat(), ticks[2].isoformat()]
+    assert overlapped(caplog) == [ticks[1].isoformat()]
+    recorded = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'beat'")
+    assert recorded == [(3,)]
+    keys = query(dsn, "SELECT DISTINCT unique_key FROM pgqueue.jobs")
+    assert keys == [("periodic:beat",)]
+
+
+async def test_without_overlap_racing_schedulers_make_one_job_for_the_oldest_tick(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four schedulers catching up the same 20 ticks at once: each tick is recorded once,
+    the oldest gets the one job, and the 19 others are logged as skipped, once each."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = make_app(dsn, overlap=False)
+    scheds = await schedulers(app, 4)
+    now = (await db_now(scheds[0].db)).replace(microsecond=0)
+    for s in scheds:
+        s.cursors = {"beat": now - timedelta(seconds=20)}
+    await asyncio.gather(*(s.fire(app.periodics["beat"], now) for s in scheds))
+    await close(*scheds)
+    oldest = now - timedelta(seconds=19)
+    assert tick_jobs(dsn) == [(oldest.isoformat(), 1)]
+    assert sorted(overlapped(caplog)) == [
+        (now - timedelta(seconds=s)).isoformat() for s in range(18, -1, -1)
+    ]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(20,)]
+    assert query(dsn, LINKED) == [(1,)]
+
+
+async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -> None:
+    """A per-second schedule with overlap=False whose task takes 1.5 s, on a worker of 4
+    slots: no two of its runs overlap in time, and ticks fired while one is unfinished get no
+    job. With overlap=True (the default) they ran side by side."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="slow", overlap=False)
+    async def slow() -> None:
+        await asyncio.sleep(1.5)
+
+    worker = app.worker(concurrency=4, poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded", 0) >= 3, 30)
+    runs = query(
+        dsn,
+        "SELECT started_at, finished_at FROM pgqueue.jobs WHERE state = 'succeeded'"
+        " ORDER BY started_at",
+    )
+    for (_start, end), (start, _end) in itertools.pairwise(runs):
+        assert end <= start
+    ticks = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'slow'")
+    jobs = query(dsn, "SELECT count(*) FROM pgqueue.jobs")
+    assert ticks[0][0] > jobs[0][0]
