@@ -170,6 +170,7 @@ class PgQueue:
         queue: str | None = None,
         name: str | None = None,
         catch_up: float | timedelta = DEFAULT_CATCH_UP,
+        overlap: bool = True,
     ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
         """Enqueue the decorated function on every tick of a cron schedule.
 
@@ -179,11 +180,13 @@ class PgQueue:
         job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
         missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
         skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
-        database. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
+        database. With ``overlap=False`` a tick is skipped (and logged) while the job of an
+        earlier tick of the schedule is queued or running. Raises ``ValueError`` at once for a
+        bad expression, zone, queue or kwargs.
         """
         return _periodic_decorator(  # type: ignore[return-value]
             self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
-            catch_up=catch_up,
+            catch_up=catch_up, overlap=overlap,
         )  # fmt: skip
 
     def get_task(self, name: str) -> Task[Any, Any] | None:

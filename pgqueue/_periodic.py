@@ -17,7 +17,7 @@ import psycopg
 from pgqueue import _json, _store
 from pgqueue._connections import normalize_dsn
 from pgqueue._cron import CronSpec, next_tick
-from pgqueue._options import check_given_name, check_queue
+from pgqueue._options import MAX_NAME_LENGTH, check_given_name, check_queue
 from pgqueue._retry import is_number, shown
 from pgqueue._task import Task
 
@@ -28,6 +28,9 @@ DEFAULT_CATCH_UP = timedelta(minutes=10)
 """Missed ticks younger than this are still enqueued after downtime; older ones are skipped."""
 
 MAX_CATCH_UP = timedelta(days=7)
+
+# The unique key of the jobs of a schedule that must not overlap: this and its name.
+OVERLAP_KEY_PREFIX = "periodic:"
 
 # Tick rows outlive the catch-up window by this much before pruning, so that a scheduler
 # stalled for less than that cannot find a tick it may still fire already forgotten.
@@ -44,6 +47,7 @@ class Periodic:
     kwargs: Mapping[str, Any]
     queue: str
     catch_up: timedelta
+    overlap: bool = True
 
     def __repr__(self) -> str:
         return f"<pgqueue.Periodic {self.name!r} {self.cron}>"
@@ -60,6 +64,7 @@ class Periodic:
             name=self.name, queue=self.queue, task=self.task.name,
             kwargs=_json.dumps(dict(self.kwargs)), priority=o.priority,
             max_attempts=o.max_attempts, timeout=o.timeout, meta=_json.dumps(o.meta or {}),
+            unique_key=None if self.overlap else OVERLAP_KEY_PREFIX + self.name,
         )  # fmt: skip
 
 
@@ -98,6 +103,7 @@ def decorator(
     queue: str | None,
     name: str | None,
     catch_up: float | timedelta,
+    overlap: bool = True,
 ) -> Callable[[Any], Task[..., Any]]:
     """Validate a schedule now; the returned decorator registers the task and the schedule."""
     cron = CronSpec(expression, timezone)
@@ -108,23 +114,35 @@ def decorator(
         check_queue(queue)
     if name is not None:
         check_given_name(name, "schedule name")
+    if not isinstance(overlap, bool):
+        raise ValueError(f"overlap must be True or False, got {overlap!r}")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
         if isinstance(target, Task) and target.app is not app:
             raise ValueError(f"task {target.name!r} is registered with another app")
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)
         periodic = Periodic(
-            name or task.name, task, cron, dict(kwargs or {}), queue or task.options.queue, window
-        )
+            name or task.name, task, cron, dict(kwargs or {}), queue or task.options.queue,
+            window, overlap,
+        )  # fmt: skip
         _check_kwargs(task, periodic.kwargs)
+        _check_overlap_key(periodic)
         _add(app, periodic)
         return task
 
     return register
 
 
+def _check_overlap_key(periodic: Periodic) -> None:
+    if not periodic.overlap and len(OVERLAP_KEY_PREFIX + periodic.name) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"schedule name {periodic.name!r} is too long for overlap=False: its jobs' unique"
+            f" key, {OVERLAP_KEY_PREFIX!r} and the name, takes 1-{MAX_NAME_LENGTH} characters"
+        )
+
+
 def _settings(p: Periodic) -> tuple[Any, ...]:
-    return p.cron, p.task.fn, dict(p.kwargs), p.queue, p.catch_up
+    return p.cron, p.task.fn, dict(p.kwargs), p.queue, p.catch_up, p.overlap
 
 
 def _add(app: PgQueue, periodic: Periodic) -> None:

@@ -905,35 +905,38 @@ class TickJob:
     max_attempts: int = 3
     timeout: float | None = None
     meta: str = "{}"
+    unique_key: str | None = None
 
 
-def ticks_insert(
-    job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Together[list[tuple[int, str]]]:
+TicksWon = list[tuple[int | None, str]]
+
+
+def ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Together[TicksWon]:
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
-    Returns ``(job_id, tick)`` for the ticks won; ticks another scheduler already recorded,
-    older than ``horizon`` seconds, or pruned (at or below the name's watermark) are left alone.
-    The insert runs under the name's lock, taken shared by a statement of its own before it.
+    Returns ``(job_id, tick)`` for the ticks won, oldest first; ticks another scheduler already
+    recorded, older than ``horizon`` seconds, or pruned (at or below the name's watermark) are
+    left alone. A job whose ``unique_key`` an active job holds is not enqueued: its tick comes
+    with a ``None`` id. The insert runs under the name's lock, taken shared by a statement of
+    its own before it.
     """
     lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
     return Together(lock, _ticks_insert(job, ticks, horizon))
 
 
-def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[list[tuple[int, str]]]:
+def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[TicksWon]:
     """The insert of :func:`ticks_insert` for ``tick``, rolled back: raises what the database
     would raise for the job of any tick (a check constraint its arguments fail, say). A
     ``tick`` already recorded or pruned tries nothing."""
     return RolledBack(_ticks_insert(job, [tick], horizon))
 
 
-def _ticks_insert(
-    job: TickJob, ticks: Sequence[datetime], horizon: float
-) -> Query[list[tuple[int, str]]]:
+def _ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Query[TicksWon]:
     params = {
         "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
+        "unique_key": job.unique_key,
     }  # fmt: skip
     return Query(q.TICKS_INSERT, params, lambda rows: [(r[0], r[1]) for r in rows])
 
@@ -948,14 +951,21 @@ def watermarks_get(names: Sequence[str]) -> Query[dict[str, datetime]]:
     return Query(q.WATERMARKS_GET, {"names": list(names)}, lambda rows: dict(rows))
 
 
-def ticks_prune(keep: dict[str, float], default_keep: float, limit: int = 500) -> Together[int]:
+def ticks_prune(
+    keep: dict[str, float], default_keep: float, forget: float, limit: int = 500
+) -> Together[int]:
     """Delete up to ``limit`` tick rows older than their name's ``keep`` seconds; returns how many.
 
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
-    always stays. Each name's watermark rises to the latest tick deleted. The names that may
-    lose ticks are locked first, exclusively, and the delete touches no other name.
+    always stays. Each name's watermark rises to the latest tick deleted; that of a name
+    missing from ``keep`` with no tick left goes once older than ``forget`` seconds. The
+    names that may lose ticks or a watermark are locked first, exclusively, and the delete
+    touches no other name.
     """
-    params = {"names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep}
+    params = {
+        "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
+        "forget": forget,
+    }  # fmt: skip
 
     def delete(locked: list[str]) -> Query[int]:
         return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)

@@ -1060,6 +1060,14 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 # whatever order its caller passes them in, so two inserts cannot wait on each other in a
 # cycle). A prune holds no row of a name whose lock it lacks, and takes its locks before any
 # row (TICKS_PRUNE_LOCK).
+#
+# A schedule with overlap=False gives its jobs a unique key (%(unique_key)s, else NULL): a
+# tick won while a job of the schedule is queued or running is recorded, and gets no job
+# (its job id is left unused); it is returned with a NULL id. Of the ticks one statement
+# wins, the oldest gets the job. The ORDER BY makes every tick row go in before the first
+# job does: an insert waits for the key only past its tick rows, for an insert also past its
+# own, which then waits for nothing (its other jobs conflict with its own key), so the key
+# adds no cycle to the waits above.
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
@@ -1072,26 +1080,45 @@ WITH won AS (
                         WHERE s.name = %(name)s AND s.tick = t.tick)
      ORDER BY t.tick
     ON CONFLICT (name, tick) DO NOTHING
-    RETURNING tick, job_id
+    RETURNING tick, job_id,
+              to_char(tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') AS shown
+), job AS (
+    INSERT INTO pgqueue.active_jobs
+        (id, queue, task, args, kwargs, priority, max_attempts, timeout, unique_key, meta)
+    SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
+           %(max_attempts)s, %(timeout)s, %(unique_key)s,
+           %(meta)s::jsonb || jsonb_build_object('periodic', %(name)s::text, 'tick', won.shown)
+      FROM won
+     ORDER BY won.tick
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id
 )
-INSERT INTO pgqueue.active_jobs
-    (id, queue, task, args, kwargs, priority, max_attempts, timeout, meta)
-SELECT won.job_id, %(queue)s, %(task)s, '[]'::jsonb, %(kwargs)s::jsonb, %(priority)s,
-       %(max_attempts)s, %(timeout)s,
-       %(meta)s::jsonb || jsonb_build_object(
-           'periodic', %(name)s::text,
-           'tick', to_char(won.tick AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
-  FROM won
-RETURNING id, meta->>'tick'
+SELECT job.id, won.shown FROM won LEFT JOIN job ON job.id = won.job_id ORDER BY won.tick
 """
 
 # Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
 # hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
 # every scheduler's start fail, so that no schedule of the database fired any more.
+# The names come from the primary key, one probe each (a loose index scan, as in
+# TICKS_PRUNE_LOCK), and each name's latest tick from one backward probe: a GROUP BY read
+# every tick, 130 ms on a million, at every scheduler's start and in `pgqueue cron list`.
 TICKS_LAST: LiteralString = """
-SELECT name, max(tick) FROM pgqueue.periodic_ticks
- WHERE tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
- GROUP BY name ORDER BY name
+WITH RECURSIVE names (name) AS (
+    (SELECT t.name FROM pgqueue.periodic_ticks AS t ORDER BY t.name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.name FROM pgqueue.periodic_ticks AS t
+             WHERE t.name > n.name ORDER BY t.name LIMIT 1)
+      FROM names AS n
+     WHERE n.name IS NOT NULL
+)
+SELECT n.name, l.tick
+  FROM names AS n
+ CROSS JOIN LATERAL (SELECT t.tick FROM pgqueue.periodic_ticks AS t
+                      WHERE t.name = n.name
+                        AND t.tick BETWEEN timestamptz '0001-01-02 00:00+00' AND now()
+                      ORDER BY t.tick DESC LIMIT 1) AS l
+ WHERE n.name IS NOT NULL
+ ORDER BY n.name
 """
 
 # Those after now are left out, as TICKS_LAST leaves out such ticks: only SQL writes them,
@@ -1101,7 +1128,8 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks
  WHERE name = ANY(%(names)s::text[]) AND pruned_through <= now()
 """
 
-# The names a prune may delete ticks of, each locked exclusively (see TICKS_LOCK_SHARED) in
+# The names a prune may delete ticks or the watermark of (see TICKS_PRUNE), each locked
+# exclusively (see TICKS_LOCK_SHARED) in
 # the order of the lock key, then the name: a lock the target list takes after the sort, so
 # two prunes take their common keys in one order and never wait on each other in a cycle
 # (ordered by name alone, two colliding names could be taken in opposite orders). Locks come
@@ -1143,7 +1171,13 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
                               WHERE t.name = n.name) AS b
          WHERE n.name IS NOT NULL
            AND b.oldest < now() - make_interval(secs => coalesce(keep.secs, %(default_keep)s))
-           AND (keep.name IS NULL OR b.oldest < b.latest)) AS d
+           AND (keep.name IS NULL OR b.oldest < b.latest)
+        UNION
+        SELECT w.name
+          FROM pgqueue.periodic_watermarks AS w
+         WHERE w.name <> ALL(%(names)s::text[])
+           AND w.pruned_through < now() - make_interval(secs => %(forget)s)
+           AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)) AS d
  ORDER BY hashtext(d.name), d.name
 """
 
@@ -1156,6 +1190,15 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
 # SKIP LOCKED steps over ticks that a prune of code without the lock holds. Each name's
 # ticks are read in primary-key order from its oldest, up to a batch of them, and the batch
 # is the oldest of those: a prune reads about what it deletes, however many ticks there are.
+#
+# A watermark goes with its name once nothing needs it: the name has no tick, it is not in
+# the pruning code, and its mark is older than %(forget)s seconds (the longest catch_up plus
+# an hour, so it refuses nothing a tick insert's horizon does not, plus a year, so that the
+# yearly schedule of another app, whose ticks this code pruned, still resumes from it: see
+# _resumed). Under the name's lock, taken before this statement's snapshot, a tick insert of
+# the name has committed (NOT EXISTS sees its tick and keeps the mark) or waits, and then
+# refuses by its horizon all the mark refused. The names `raised` writes had ticks in this
+# snapshot, so the two never touch one row.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -1186,6 +1229,13 @@ WITH keep AS (
     SELECT g.name, max(g.tick) FROM gone AS g GROUP BY g.name ORDER BY g.name
     ON CONFLICT (name) DO UPDATE
        SET pruned_through = greatest(w.pruned_through, excluded.pruned_through)
+), forgotten AS (
+    DELETE FROM pgqueue.periodic_watermarks AS w
+     USING unnest(%(locked)s::text[]) AS l(name)
+     WHERE w.name = l.name
+       AND w.name <> ALL(%(names)s::text[])
+       AND w.pruned_through < now() - make_interval(secs => %(forget)s)
+       AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)
 )
 SELECT tick FROM gone
 """

@@ -38,6 +38,10 @@ RETRY_CAP = 10.0  # seconds between tries while the database fails, at most
 PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up for long
+# How long a name no schedule of the pruning code has keeps its ticks, and then its watermark
+# once it has no tick (see TICKS_PRUNE): the longest catch_up and an hour, and then a year.
+DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
+FORGET_AFTER = DEFAULT_KEEP + timedelta(days=366).total_seconds()
 
 
 async def run_scheduler(worker: Worker) -> None:
@@ -64,7 +68,7 @@ class Scheduler:
         self.db = db
         self.limit = limit
         self.cursors: dict[str, datetime] = {}
-        self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+        self.pruner = TickPruner()
         self._outage = Outage()  # the database's failures in a row (a bug's: see repeat)
         # Retried sooner than the shortest catch_up, so that the ticks after an outage ends
         # are still within it when the next try finds the database back.
@@ -107,7 +111,7 @@ class Scheduler:
         more = False
         for periodic in self.periodics:
             more |= await self.fire_alone(periodic, now)
-        if time.monotonic() >= self._next_prune:
+        if self.pruner.due():
             await self.prune()
         return 0.0 if more else self.sleep_after(now)
 
@@ -197,21 +201,42 @@ class Scheduler:
 
     async def prune(self) -> int:
         """Delete old tick rows in small batches; returns how many went."""
-        self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.5, 1.0)
-        keep = {p.name: p.keep_seconds for p in self.periodics}
-        # A name this code does not know may belong to other code with a longer window.
-        default_keep = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
+        return await self.pruner.run(self.db, {p.name: p.keep_seconds for p in self.periodics})
+
+
+class TickPruner:
+    """Deletes old tick rows, and watermarks no schedule needs, every 30 to 60 s.
+
+    Every scheduler runs one with its schedules' windows, and so does the maintenance of a
+    worker whose app has no schedule: with no scheduler, the rows of an app's removed last
+    schedule were pruned by no one. A name this code does not know is pruned as another
+    app's scheduler prunes it (DEFAULT_KEEP): it may be that app's, with a longer window.
+    """
+
+    def __init__(self) -> None:
+        self.next_run = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+
+    def due(self) -> bool:
+        """Whether a prune is due now."""
+        return time.monotonic() >= self.next_run
+
+    async def run(self, db: Db, keep: dict[str, float] | None = None) -> int:
+        """One prune (up to PRUNE_BATCHES batches) keeping each name's ticks for its ``keep``
+        seconds (a schedule's window); returns how many ticks went."""
+        self.next_run = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.5, 1.0)
         total = 0
         for _ in range(PRUNE_BATCHES):
             try:
-                count = await self.db.run(_store.ticks_prune(keep, default_keep, PRUNE_BATCH))
+                count = await db.run(
+                    _store.ticks_prune(keep or {}, DEFAULT_KEEP, FORGET_AFTER, PRUNE_BATCH)
+                )
             except psycopg.errors.LockNotAvailable:  # an insert held a name's lock for 5 s:
                 break  # a stalled scheduler, likely; the ticks wait for a later prune
             total += count
             if count < PRUNE_BATCH:
                 break
         else:  # there may be more: go on at the next pass, so that pruning keeps up with
-            self._next_prune = 0.0  # schedules making more than a pass's 2,000 rows a minute
+            self.next_run = 0.0  # schedules making more than a pass's 2,000 rows a minute
         if total:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip
@@ -238,8 +263,11 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
     )  # fmt: skip
 
 
-def _log_fired(periodic: Periodic, won: list[tuple[int, str]], now: datetime) -> None:
+def _log_fired(periodic: Periodic, won: _store.TicksWon, now: datetime) -> None:
     for job_id, tick in won:
+        if job_id is None:
+            _log_overlapped(periodic, tick)
+            continue
         late = now - datetime.fromisoformat(tick) > LATE
         log.log(
             logging.INFO if late else logging.DEBUG,
@@ -248,3 +276,11 @@ def _log_fired(periodic: Periodic, won: list[tuple[int, str]], now: datetime) ->
             extra={"action": "periodic_fired", "periodic": periodic.name, "job_id": job_id,
                    "tick": tick, "caught_up": late},
         )  # fmt: skip
+
+
+def _log_overlapped(periodic: Periodic, tick: str) -> None:
+    log.info(
+        "periodic %r: tick %s skipped: the job of an earlier tick is still queued or running"
+        " (overlap=False)", periodic.name, tick,
+        extra={"action": "periodic_overlapped", "periodic": periodic.name, "tick": tick},
+    )  # fmt: skip

@@ -42,7 +42,7 @@ from pgqueue._worker._liveness import is_dead, this_process
 from pgqueue._worker._outage import Outage
 from pgqueue._worker._procchild import refuse_in_a_child_start
 from pgqueue._worker._repeat import repeat
-from pgqueue._worker._scheduler import run_scheduler
+from pgqueue._worker._scheduler import TickPruner, run_scheduler
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -195,6 +195,9 @@ class Worker:
         self.services = list(services)
         if scheduler and app.periodics:  # every worker may schedule: ticks are deduplicated
             self.services.append(run_scheduler)
+        # Without a schedule, maintenance prunes the ticks: those of a removed last schedule
+        # were otherwise pruned by no one (one index probe a minute when there are none).
+        self._tick_pruner = TickPruner() if scheduler and not app.periodics else None
         self.stopping = asyncio.Event()
         self._free = dict(self.queues)
         # Keyed by (job id, attempt): after a lost lease this worker may claim the same job
@@ -1193,10 +1196,12 @@ class Worker:
 
     async def maintain(self) -> None:
         """One maintenance pass: rescue the jobs of dead workers and expired leases, forget
-        long-dead workers, prune history."""
+        long-dead workers, prune history (and old ticks, in a worker without a scheduler)."""
         await self.rescue()
         await self._maint_db.run(_store.workers_prune())
         await self._pruner.run(self._maint_db)
+        if self._tick_pruner and self._tick_pruner.due():
+            await self._tick_pruner.run(self._maint_db)
         await self._warn_horizon_holders()  # before a vacuum, which can take a while
         await self.vacuum_claim_path()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -20,15 +21,17 @@ from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
-from pgqueue._worker._scheduler import Scheduler
+from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler
 from tests.helpers import query, run_worker_until, states
 
 
-def make_app(dsn: str, catch_up: float = 600) -> pgqueue.PgQueue:
+def make_app(dsn: str, catch_up: float = 600, overlap: bool = True) -> pgqueue.PgQueue:
     """An app with a per-second schedule named 'beat' that returns its tick."""
     app = pgqueue.PgQueue(dsn)
 
-    @app.periodic("* * * * * *", name="beat", kwargs={"label": "b"}, catch_up=catch_up)
+    @app.periodic(
+        "* * * * * *", name="beat", kwargs={"label": "b"}, catch_up=catch_up, overlap=overlap
+    )
     async def beat(label: str) -> str:
         return f"{label} {pgqueue.current_job().meta['tick']}"
 
@@ -331,7 +334,7 @@ async def test_a_tick_insert_that_began_before_a_prune_committed_does_not_revive
                " ('beat', %s)", (fired, now))  # fmt: skip
     job = app.periodics["beat"].tick_job()
     with psycopg.connect(dsn) as pruner:
-        assert _store.run_together(pruner, _store.ticks_prune({"beat": 10}, 10)) == 1
+        assert _store.run_together(pruner, _store.ticks_prune({"beat": 10}, 10, 10)) == 1
         insert = asyncio.create_task(sched.db.run(_store.ticks_insert(job, [fired], 86400)))
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         for _ in range(100):
@@ -353,7 +356,7 @@ def test_two_prunes_racing_on_one_name_end_at_the_later_tick(dsn: str) -> None:
     ticks = [now - timedelta(hours=h) for h in (4, 3, 0)]
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'beat', t"
                " FROM unnest(%s::timestamptz[]) AS t", (ticks,))  # fmt: skip
-    prune = _store.ticks_prune({"beat": 10}, 10, limit=1)
+    prune = _store.ticks_prune({"beat": 10}, 10, 10, limit=1)
     with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
         assert _store.run_together(first, prune) == 1
         racer = threading.Thread(target=lambda: _store.run_together(second, prune))
@@ -478,7 +481,9 @@ async def test_prunes_of_names_in_opposite_orders_and_inserts_wait_without_deadl
         await until_waiting(dsn, 1, *tasks)
         for db, names in zip(dbs[1:3], ["abc", "cba"], strict=True):
             tasks.append(
-                asyncio.create_task(db.run(_store.ticks_prune(dict.fromkeys(names, 10.0), 10.0)))
+                asyncio.create_task(
+                    db.run(_store.ticks_prune(dict.fromkeys(names, 10.0), 10.0, 10.0))
+                )
             )
             await until_waiting(dsn, len(tasks), *tasks)
         insert = _store.ticks_insert(jobs[first], [late], 86400)
@@ -734,7 +739,7 @@ async def test_a_prune_stalled_between_its_statements_does_not_hold_the_schedule
     now = (await db_now(sched.db)).replace(microsecond=0)
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s),"
                " ('beat', %s)", (now - timedelta(hours=3), now - timedelta(seconds=3)))  # fmt: skip
-    prune = _store.ticks_prune({"beat": 10}, 10)
+    prune = _store.ticks_prune({"beat": 10}, 10, 10)
     with psycopg.connect(dsn) as stalled:
         with stalled.cursor() as cur:
             assert _store.run(cur, prune.first) == ["beat"]  # and then nothing
@@ -874,7 +879,7 @@ async def test_a_prune_that_filled_its_batches_goes_on_at_the_next_pass(dsn: str
         " FROM generate_series(1, 2600) s",
     )
     [sched] = await schedulers(app, 1)
-    sched._next_prune = 0.0
+    sched.pruner.next_run = 0.0
     await sched.step()
     await sched.step()
     await close(sched)
@@ -926,7 +931,9 @@ def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> Non
         " FROM generate_series(0, 19999) s UNION ALL SELECT 'beat', now()",
     )
     query(dsn, "ANALYZE pgqueue.periodic_ticks")
-    params: dict[str, Any] = {"names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0}
+    params: dict[str, Any] = {
+        "names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0, "forget": FORGET_AFTER
+    }  # fmt: skip
     explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
     with psycopg.connect(dsn) as conn:
         [[[lock]]] = conn.execute(explain + q.TICKS_PRUNE_LOCK, params).fetchall()
@@ -952,3 +959,175 @@ def test_cron_list_escapes_control_characters_of_schedule_names(dsn: str) -> Non
     header, line = result.stdout.splitlines()
     assert line.startswith("evil\\x1b]0;owned\\x07\\tname  -  ")
     assert header.index("SCHEDULE") == line.index("-  ")
+
+
+def test_the_latest_ticks_are_read_from_the_index_not_the_whole_table(dsn: str) -> None:
+    """With 300,000 ticks of 30 names, the latest tick of each is found with a probe per name
+    and a probe for the next name: a GROUP BY read every tick, 130 ms on a million, at every
+    scheduler's start and in ``pgqueue cron list``. Ticks after now are still left out."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT 'n' || n, now() - s * interval '1 second'"
+        " FROM generate_series(1, 30) n, generate_series(0, 9999) s"
+        " UNION ALL SELECT 'n1', now() + interval '1 day'"
+        " UNION ALL SELECT 'later', now() + interval '1 day'",
+    )
+    query(dsn, "ANALYZE pgqueue.periodic_ticks")
+    by_group = query(
+        dsn,
+        "SELECT name, max(tick) FROM pgqueue.periodic_ticks WHERE tick <= now()"
+        " GROUP BY name ORDER BY name",
+    )
+    explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
+    with psycopg.connect(dsn) as conn:
+        [[[plan]]] = conn.execute(explain + q.TICKS_LAST).fetchall()
+        assert conn.execute(q.TICKS_LAST).fetchall() == by_group
+    assert len(by_group) == 30
+    assert ticks_read(plan["Plan"]) < 200
+
+
+async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year_past(
+    dsn: str,
+) -> None:
+    """A watermark is kept while its schedule is in the pruning code, while its name has
+    ticks, and for a year and 7 days and an hour after the tick it marks (a yearly schedule of
+    another app this code pruned resumes from it); then it goes. Before, every name ever
+    pruned kept its row for good."""
+    app = make_app(dsn, catch_up=10)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    old = now - timedelta(seconds=FORGET_AFTER + 60)
+    marks = [("beat", old), ("gone", old), ("recent", now - timedelta(days=300)), ("ticking", old)]
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks SELECT * FROM unnest(%s::text[],"
+               " %s::timestamptz[])", ([n for n, _ in marks], [t for _, t in marks]))  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('ticking', %s)", (now,))
+    assert await sched.prune() == 0
+    await close(sched)
+    assert query(dsn, WATERMARKS) == [m for m in marks if m[0] != "gone"]
+
+
+async def test_a_watermark_is_kept_when_an_insert_of_its_name_commits_during_the_prune(
+    dsn: str,
+) -> None:
+    """A prune that would forget a name's watermark takes the name's lock first: an insert of
+    a tick of that name in progress holds it shared, the prune waits, then finds the tick and
+    keeps the mark; the tick has its one job."""
+    app = make_app(dsn)
+    [sched, pruner] = await schedulers(app, 2)
+    pruner.periodics = []  # code that does not know 'beat'
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    mark = now - timedelta(seconds=FORGET_AFTER + 60)
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks VALUES ('beat', %s)", (mark,))
+    with psycopg.connect(dsn) as inserting:
+        insert = _store.ticks_insert(app.periodics["beat"].tick_job(), [now], 60)
+        _store.run(inserting.cursor(), insert.first)
+        prune = asyncio.create_task(pruner.prune())
+        await until_waiting(dsn, 1, prune)
+        assert isinstance(insert.then, _store.Query)
+        assert len(_store.run(inserting.cursor(), insert.then)) == 1
+        inserting.commit()
+        assert await asyncio.wait_for(prune, 60) == 0  # a guard against hanging
+    await close(sched, pruner)
+    assert query(dsn, WATERMARKS) == [("beat", mark)]
+    assert [n for _tick, n in tick_jobs(dsn)] == [1]
+
+
+async def test_a_worker_without_schedules_prunes_the_ticks_of_removed_ones(dsn: str) -> None:
+    """The last schedule of an app removed, its workers still prune its ticks (in their
+    maintenance, as any scheduler prunes names it does not know: after 7 days and an hour);
+    the ticks of another app's schedule stay. Before, only a worker with a schedule pruned,
+    and such rows stayed until deleted by hand. A worker with --no-scheduler prunes none."""
+    query(dsn, OLD_TICKS)
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'"
+               " WHERE name = 'gone'")  # fmt: skip
+    app = pgqueue.PgQueue(dsn)
+    assert app.worker(scheduler=False)._tick_pruner is None
+    worker = app.worker(poll_interval=0.05, rescue_interval=0.05)
+    assert worker._tick_pruner is not None
+    worker._tick_pruner.next_run = 0.0
+    gone = "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'"
+    await run_worker_until(worker, lambda: query(dsn, gone) == [(0,)], 20)
+    left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
+    assert left == [("beat", 4)]
+
+
+def overlapped(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The ticks the periodic_overlapped records name, in order."""
+    records = caplog.records
+    return [r.tick for r in records if getattr(r, "action", "") == "periodic_overlapped"]  # type: ignore[attr-defined]
+
+
+async def test_without_overlap_a_tick_is_skipped_while_a_job_of_the_schedule_is_unfinished(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """overlap=False: a tick won while the job of an earlier tick is queued (or running) is
+    recorded, gets no job and is logged (periodic_overlapped); fired again, it does nothing,
+    so it is never retried. Once that job has ended, the next tick gets its job."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = make_app(dsn, overlap=False)
+    beat = app.periodics["beat"]
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    ticks = [now - timedelta(seconds=s) for s in (3, 2, 1)]
+    sched.cursors = {"beat": ticks[0] - timedelta(seconds=1)}
+    await sched.fire(beat, ticks[0])
+    await sched.fire(beat, ticks[1])
+    sched.cursors = {"beat": ticks[0]}
+    await sched.fire(beat, ticks[1])  # the skipped tick again: recorded, so nothing happens
+    [[job_id]] = query(dsn, "SELECT id FROM pgqueue.jobs")
+    query(dsn, "SELECT pgqueue.cancel(%s)", (job_id,))
+    await sched.fire(beat, ticks[2])
+    await close(sched)
+    assert [t for t, _n in tick_jobs(dsn)] == [ticks[0].isoformat(), ticks[2].isoformat()]
+    assert overlapped(caplog) == [ticks[1].isoformat()]
+    recorded = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'beat'")
+    assert recorded == [(3,)]
+    keys = query(dsn, "SELECT DISTINCT unique_key FROM pgqueue.jobs")
+    assert keys == [("periodic:beat",)]
+
+
+async def test_without_overlap_racing_schedulers_make_one_job_for_the_oldest_tick(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four schedulers catching up the same 20 ticks at once: each tick is recorded once,
+    the oldest gets the one job, and the 19 others are logged as skipped, once each."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = make_app(dsn, overlap=False)
+    scheds = await schedulers(app, 4)
+    now = (await db_now(scheds[0].db)).replace(microsecond=0)
+    for s in scheds:
+        s.cursors = {"beat": now - timedelta(seconds=20)}
+    await asyncio.gather(*(s.fire(app.periodics["beat"], now) for s in scheds))
+    await close(*scheds)
+    oldest = now - timedelta(seconds=19)
+    assert tick_jobs(dsn) == [(oldest.isoformat(), 1)]
+    assert sorted(overlapped(caplog)) == [
+        (now - timedelta(seconds=s)).isoformat() for s in range(18, -1, -1)
+    ]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(20,)]
+    assert query(dsn, LINKED) == [(1,)]
+
+
+async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -> None:
+    """A per-second schedule with overlap=False whose task takes 1.5 s, on a worker of 4
+    slots: no two of its runs overlap in time, and ticks fired while one is unfinished get no
+    job. With overlap=True (the default) they ran side by side."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="slow", overlap=False)
+    async def slow() -> None:
+        await asyncio.sleep(1.5)
+
+    worker = app.worker(concurrency=4, poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn).get("succeeded", 0) >= 3, 30)
+    runs = query(
+        dsn,
+        "SELECT started_at, finished_at FROM pgqueue.jobs WHERE state = 'succeeded'"
+        " ORDER BY started_at",
+    )
+    for (_start, end), (start, _end) in itertools.pairwise(runs):
+        assert end <= start
+    ticks = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'slow'")
+    jobs = query(dsn, "SELECT count(*) FROM pgqueue.jobs")
+    assert ticks[0][0] > jobs[0][0]

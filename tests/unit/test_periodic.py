@@ -52,7 +52,8 @@ def test_two_schedules_under_one_name_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"kwargs": {"region": "us"}}, {"queue": "other"}, {"catch_up": 60}]
+    "change",
+    [{"kwargs": {"region": "us"}}, {"queue": "other"}, {"catch_up": 60}, {"overlap": False}],
 )
 def test_same_name_and_cron_with_other_settings_is_refused(change: dict[str, object]) -> None:
     """A second schedule differing only in kwargs, queue or catch_up used to replace the first
@@ -87,6 +88,8 @@ def test_same_name_and_cron_with_other_settings_is_refused(change: dict[str, obj
         ({"catch_up": 1e300}, "catch_up must be between"),
         ({"kwargs": [("day", 1)]}, "kwargs must be a mapping"),
         ({"kwargs": "day=1"}, "kwargs must be a mapping"),
+        ({"overlap": "no"}, "overlap must be True or False, got 'no'"),
+        ({"overlap": None}, "overlap must be True or False, got None"),
     ],
 )
 def test_bad_declarations_fail_at_decoration_time(options: dict[str, object], message: str) -> None:
@@ -124,3 +127,21 @@ def test_a_task_of_another_app_is_refused() -> None:
     with pytest.raises(ValueError, match="registered with another app"):
         app.periodic("* * * * *")(t)
     assert app.periodics == {}
+
+
+def test_overlap_false_gives_the_jobs_a_unique_key_that_fits_the_table() -> None:
+    """overlap=False: the jobs of a schedule share the unique key 'periodic:<name>' (which
+    the table takes up to 255 characters: a longer key is refused at once, not at every
+    tick); by default they have none."""
+    app = pgqueue.PgQueue()
+
+    def t() -> None: ...
+
+    app.periodic("* * * * *", name="a", overlap=False)(t)
+    app.periodic("* * * * *", name="b")(t)
+    assert app.periodics["a"].tick_job().unique_key == "periodic:a"
+    assert app.periodics["b"].tick_job().unique_key is None
+    app.periodic("* * * * *", name="c" * 246, overlap=False)(t)
+    with pytest.raises(ValueError, match="too long for overlap=False"):
+        app.periodic("* * * * *", name="d" * 247, overlap=False)(t)
+    assert "d" * 247 not in app.periodics
