@@ -450,15 +450,20 @@ class Acked(NamedTuple):
         )
 
 
+_job_id = operator.attrgetter("job_id")
+
+
 def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
     """Record a batch of outcomes in one statement; says which it wrote (see :class:`Acked`).
 
-    Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
+    Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON.
+    The outcomes are sent in the order of their jobs' ids, in which the statement locks
+    their rows (see ``q.JOBS_ACK``)."""
     rows = [
         [o.job_id, o.attempt, o.state, o.result, o.error, o.traceback, o.delay]
         if o.error is None and o.traceback is None
         else _ack_row_with_texts(o)
-        for o in outcomes
+        for o in sorted(outcomes, key=_job_id)
     ]
     return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
 
