@@ -601,15 +601,17 @@ def leases_read(worker: str, me: Identity) -> Query[list[tuple[int, int]]]:
 
 def leases_rescue(
     dead: Sequence[tuple[str, int, int]] = (), limit: int = 1000
-) -> Query[tuple[int, int, int]]:
+) -> Query[tuple[int, int, int, int]]:
     """Rescue jobs whose lease expired, and the jobs of the ``dead`` workers (``(id, pid,
     process_started)`` as registered; their rows go too, once none of their jobs is left
-    running). Returns (requeued, moved to history, dead workers removed)."""
+    running). Returns (requeued, ended failed, ended cancelled, dead workers removed)."""
     params = {
         "dead": [d[0] for d in dead], "dead_pids": [d[1] for d in dead],
         "dead_started": [d[2] for d in dead], "limit": limit,
     }  # fmt: skip
-    return Query(q.LEASES_RESCUE, params, lambda rows: (rows[0][0], rows[0][1], rows[0][2]))
+    return Query(
+        q.LEASES_RESCUE, params, lambda rows: (rows[0][0], rows[0][1], rows[0][2], rows[0][3])
+    )
 
 
 def workers_register(

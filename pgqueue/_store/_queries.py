@@ -909,10 +909,11 @@ WITH dead_workers AS MATERIALIZED (
            meta
       FROM dead
     ON CONFLICT (id) DO NOTHING
-    RETURNING id
+    RETURNING state
 )
 SELECT (SELECT count(*) FROM requeued),
-       (SELECT count(*) FROM moved),
+       (SELECT count(*) FILTER (WHERE state = 'failed') FROM moved),
+       (SELECT count(*) FILTER (WHERE state = 'cancelled') FROM moved),
        (SELECT count(*) FROM gone),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))
           FROM (SELECT DISTINCT queue FROM requeued) AS q)

@@ -1204,15 +1204,16 @@ class Worker:
                 "worker %s (pid %s, same host) is gone: rescuing its jobs now", worker_id, pid,
                 extra={"action": "worker_dead", "worker": worker_id, "pid": pid},
             )  # fmt: skip
-        requeued, failed, _gone = await self._maint_db.run(_store.leases_rescue(dead))
-        if requeued or failed:
+        rescued = await self._maint_db.run(_store.leases_rescue(dead))
+        requeued, failed, cancelled = rescued[:3]
+        if requeued or failed or cancelled:
             log.warning(
-                "rescued %s jobs of lost workers (%s requeued; %s ended: failed when out of"
-                " attempts, cancelled when asked to)",
-                requeued + failed, requeued, failed,
-                extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
+                "rescued %s jobs of lost workers (%s requeued; %s failed, out of attempts;"
+                " %s cancelled, as asked)", requeued + failed + cancelled, requeued, failed,
+                cancelled, extra={"action": "jobs_rescued", "requeued": requeued,
+                                  "failed": failed, "cancelled": cancelled},
             )  # fmt: skip
-            self.events.jobs_rescued(requeued, failed)
+            self.events.jobs_rescued(requeued, failed + cancelled)
 
     async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
         if self._host_key is None:
