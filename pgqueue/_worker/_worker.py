@@ -1086,9 +1086,10 @@ class Worker:
                 await self.extend_leases()
             except (psycopg.Error, OSError) as exc:
                 n = beats.failed()
-                log.warning("heartbeat failed (%s), %d in a row", error_line(exc), n,
-                            exc_info=n == 1,
-                            extra={"action": "heartbeat_error", "failures": n})  # fmt: skip
+                if beats.worth_a_line():
+                    log.warning("heartbeat failed (%s), %d in a row", error_line(exc), n,
+                                exc_info=n == 1,
+                                extra={"action": "heartbeat_error", "failures": n})  # fmt: skip
                 continue
             if failures := beats.ended():
                 log.info("heartbeats work again after %d failures", failures,
