@@ -691,6 +691,27 @@ def ping() -> Query[None]:
     return Query(q.PING, None, _nothing)
 
 
+Backend = tuple[int, datetime]
+"""A server session: its pid and when it started."""
+
+
+def backend_self() -> Query[Backend]:
+    """This session's :data:`Backend`."""
+    return Query(q.BACKEND_SELF, None, lambda rows: (rows[0][0], rows[0][1]))
+
+
+def backend_end(backend: Backend, application: str) -> Query[bool]:
+    """End ``backend`` if it still runs under this role and ``application``'s name; returns
+    whether it was found (see ``q.BACKEND_END``)."""
+    params = {"pid": backend[0], "started": backend[1], "application": application}
+    return Query(q.BACKEND_END, params, lambda rows: bool(rows[0][0]))
+
+
+def backend_alive(backend: Backend) -> Query[bool]:
+    """Whether ``backend`` is still there."""
+    return Query(q.BACKEND_ALIVE, {"pid": backend[0], "started": backend[1]}, _one)
+
+
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------
 
 COPY_THRESHOLD = 1000

@@ -1010,6 +1010,31 @@ LISTEN_JOBS: LiteralString = "LISTEN pgqueue_jobs"
 
 PING: LiteralString = "SELECT 1"
 
+# The server's own id of this session and when it started, which name it in pg_stat_activity
+# (a pid alone may name another session by the time it is read again): read by the claimer
+# at each connect, so that, its connection broken under a claim, it can end that claim's
+# session (see BACKEND_END).
+BACKEND_SELF: LiteralString = """
+SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+"""
+
+# A claim sent on a connection that broke may still run on the server (waiting for a lock,
+# say), its client gone unnoticed, and commit after the worker read which jobs are leased to
+# it: those jobs then waited for their leases. Its session is ended (a role may end its own
+# sessions), and the worker waits until it is gone (BACKEND_ALIVE) before that read: a claim
+# committed by then is read, any other never commits. Only a session of this role, named as
+# the claimer names its sessions: through a pooler, a server session passes from client to
+# client (the worker does not read sessions behind one: see Db).
+BACKEND_END: LiteralString = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE pid = %(pid)s AND backend_start = %(started)s AND usename = current_user
+   AND application_name = %(application)s
+"""
+
+BACKEND_ALIVE: LiteralString = """
+SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %(pid)s AND backend_start = %(started)s)
+"""
+
 # -- demo: `pgqueue demo` -----------------------------------------------------------------------
 # The demo's own table lives in schema pgqueue_demo so it cannot clash with an application's.
 
