@@ -75,11 +75,11 @@ class WorkerEvents:
                 )  # fmt: skip
         return time.monotonic()
 
-    def jobs_rescued(self, requeued: int, failed: int) -> None:
+    def jobs_rescued(self, requeued: int, ended: int) -> None:
         """Tell the rescue listeners how many jobs of lost workers a rescue requeued and ended."""
         for listener in self.rescue_listeners:
             try:
-                listener(requeued, failed)
+                listener(requeued, ended)
             except Exception:  # raised here, it ended the maintenance pass: nothing pruned
                 log.exception(
                     "rescue listener %s raised", getattr(listener, "__qualname__", listener),

@@ -22,6 +22,16 @@ def query(dsn: str, statement: Any, params: Any = None) -> list[tuple[Any, ...]]
         return cur.fetchall() if cur.description else []
 
 
+def wait_blocked(dsn: str, pid: int, besides: int | None = None) -> None:
+    """Until the backend ``pid`` waits for a lock held by another than ``besides``."""
+    for _ in range(600):
+        blockers = query(dsn, "SELECT pg_blocking_pids(%s)", [pid])[0][0]
+        if blockers and besides not in blockers:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"backend {pid} never waited on a row lock")
+
+
 def states(dsn: str) -> dict[str, int]:
     """How many jobs are in each state."""
     return dict(query(dsn, "SELECT state, count(*) FROM pgqueue.jobs GROUP BY state"))

@@ -450,15 +450,20 @@ class Acked(NamedTuple):
         )
 
 
+_job_id = operator.attrgetter("job_id")
+
+
 def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
     """Record a batch of outcomes in one statement; says which it wrote (see :class:`Acked`).
 
-    Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON."""
+    Error texts pass through :func:`pg_text`; ``result`` must already be storable JSON.
+    The outcomes are sent in the order of their jobs' ids, in which the statement locks
+    their rows (see ``q.JOBS_ACK``)."""
     rows = [
         [o.job_id, o.attempt, o.state, o.result, o.error, o.traceback, o.delay]
         if o.error is None and o.traceback is None
         else _ack_row_with_texts(o)
-        for o in outcomes
+        for o in sorted(outcomes, key=_job_id)
     ]
     return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
 
@@ -596,15 +601,17 @@ def leases_read(worker: str, me: Identity) -> Query[list[tuple[int, int]]]:
 
 def leases_rescue(
     dead: Sequence[tuple[str, int, int]] = (), limit: int = 1000
-) -> Query[tuple[int, int, int]]:
+) -> Query[tuple[int, int, int, int]]:
     """Rescue jobs whose lease expired, and the jobs of the ``dead`` workers (``(id, pid,
     process_started)`` as registered; their rows go too, once none of their jobs is left
-    running). Returns (requeued, moved to history, dead workers removed)."""
+    running). Returns (requeued, ended failed, ended cancelled, dead workers removed)."""
     params = {
         "dead": [d[0] for d in dead], "dead_pids": [d[1] for d in dead],
         "dead_started": [d[2] for d in dead], "limit": limit,
     }  # fmt: skip
-    return Query(q.LEASES_RESCUE, params, lambda rows: (rows[0][0], rows[0][1], rows[0][2]))
+    return Query(
+        q.LEASES_RESCUE, params, lambda rows: (rows[0][0], rows[0][1], rows[0][2], rows[0][3])
+    )
 
 
 def workers_register(
@@ -682,6 +689,27 @@ def listen_jobs() -> Query[None]:
 def ping() -> Query[None]:
     """A round trip that proves the connection is alive."""
     return Query(q.PING, None, _nothing)
+
+
+Backend = tuple[int, datetime]
+"""A server session: its pid and when it started."""
+
+
+def backend_self() -> Query[Backend]:
+    """This session's :data:`Backend`."""
+    return Query(q.BACKEND_SELF, None, lambda rows: (rows[0][0], rows[0][1]))
+
+
+def backend_end(backend: Backend, application: str) -> Query[bool]:
+    """End ``backend`` if it still runs under this role and ``application``'s name; returns
+    whether it was found (see ``q.BACKEND_END``)."""
+    params = {"pid": backend[0], "started": backend[1], "application": application}
+    return Query(q.BACKEND_END, params, lambda rows: bool(rows[0][0]))
+
+
+def backend_alive(backend: Backend) -> Query[bool]:
+    """Whether ``backend`` is still there."""
+    return Query(q.BACKEND_ALIVE, {"pid": backend[0], "started": backend[1]}, _one)
 
 
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------

@@ -20,7 +20,12 @@ log = logging.getLogger("pgqueue.worker")
 
 
 class Db:
-    """An autocommit connection used by one worker part; reopened after it breaks."""
+    """An autocommit connection used by one worker part; reopened after it breaks.
+
+    With ``backends``, it reads which server session each connection is (not through a
+    pooler, whose server sessions pass from client to client), and remembers in ``broken``
+    the session of the last connection that broke under a statement: the server may still
+    run that statement, unaware that its client is gone."""
 
     def __init__(
         self,
@@ -28,14 +33,23 @@ class Db:
         role: str,
         prepare_threshold: int | None = 5,
         async_commit: bool | None = None,
+        backends: bool = False,
     ) -> None:
         self.dsn = dsn
         self.role = role
         self._tcp = tcp_defaults(dsn)
         self.prepare_threshold = prepare_threshold
         self.async_commit = async_commit
+        self.backends = backends
+        self._backend: _store.Backend | None = None
+        self.broken: _store.Backend | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def application(self) -> str:
+        """The application name of its sessions."""
+        return f"pgqueue {self.role}"
 
     async def connection(self) -> psycopg.AsyncConnection[Any]:
         """The open connection, opening a new one if there is none."""
@@ -45,7 +59,7 @@ class Db:
                     self.dsn,
                     autocommit=True,
                     prepare_threshold=self.prepare_threshold,
-                    application_name=f"pgqueue {self.role}",
+                    application_name=self.application,
                     **self._tcp,
                 )
             except asyncio.CancelledError as exc:
@@ -63,6 +77,9 @@ class Db:
                         if self.async_commit
                         else _store.session_durable_commit().sql
                     )
+                if self.backends:
+                    async with conn.cursor() as cur:
+                        self._backend = await _store.arun(cur, _store.backend_self())
             except BaseException:
                 await conn.close()
                 raise
@@ -82,12 +99,13 @@ class Db:
                 async with conn.cursor() as cur:
                     return await _store.arun(cur, query)
             except psycopg.OperationalError:
+                self.broken = self._backend
                 await self.close()
                 raise
 
     async def close(self) -> None:
         """Close the connection if it is open."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._backend = self._conn, None, None
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
                 await conn.close()

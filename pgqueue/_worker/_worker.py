@@ -257,7 +257,7 @@ class Worker:
         # Claims always wait for the WAL flush: a claim lost in a crash would hand the same
         # attempt number out twice, and fencing could no longer tell a zombie from its heir.
         claims = session(pooled=not listen, synchronous_commit=True)
-        self._claim_db = Db(self.dsn, "claimer", **claims)
+        self._claim_db = Db(self.dsn, "claimer", backends=listen, **claims)
         self._ack_db = Db(self.dsn, "acker", **db)
         self._maint_db = Db(self.dsn, "maintenance", **db)
         # Held while a claim runs and its jobs start: the acker pauses claims to write again
@@ -637,6 +637,7 @@ class Worker:
         claim runs, taken in the order a write again takes them (Acker._write_again). A job
         asked to cancel meanwhile ends cancelled, not run."""
         async with self._acker.paused(), self._claiming:
+            await self._end_broken_claim()
             unknown = await self._unknown_claims(self._claim_db)
             if unknown:
                 released, ended = await self._claim_db.run(_store.leases_release(unknown))
@@ -647,6 +648,25 @@ class Worker:
                            "cancelled": len(ended)},
                 )  # fmt: skip
         self._claim_lost = False
+
+    async def _end_broken_claim(self) -> None:
+        """End the server session of the claimer's connection that broke, and wait until it
+        is gone (up to 10 s), so that the claim it may still run cannot commit after the
+        jobs leased to this worker are read (see store.BACKEND_END). Not behind a pooler
+        (the worker does not know the session then), nor once the session is gone."""
+        db = self._claim_db
+        broken, db.broken = db.broken, None
+        if broken is None or not await db.run(_store.backend_end(broken, db.application)):
+            return
+        for _ in range(200):
+            if not await db.run(_store.backend_alive(broken)):
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "the server session (pid %s) of a claim whose connection broke did not end in"
+            " 10 s: jobs it may claim yet wait for their leases", broken[0],
+            extra={"action": "claim_session_left", "pid": broken[0]},
+        )  # fmt: skip
 
     async def _unknown_claims(self, db: Db) -> list[tuple[int, int]]:
         """The claims (job id, attempt) leased to this worker, their leases unexpired, that
@@ -1094,9 +1114,10 @@ class Worker:
                 await self.extend_leases()
             except (psycopg.Error, OSError) as exc:
                 n = beats.failed()
-                log.warning("heartbeat failed (%s), %d in a row", error_line(exc), n,
-                            exc_info=n == 1,
-                            extra={"action": "heartbeat_error", "failures": n})  # fmt: skip
+                if beats.worth_a_line():
+                    log.warning("heartbeat failed (%s), %d in a row", error_line(exc), n,
+                                exc_info=n == 1,
+                                extra={"action": "heartbeat_error", "failures": n})  # fmt: skip
                 continue
             if failures := beats.ended():
                 log.info("heartbeats work again after %d failures", failures,
@@ -1214,15 +1235,16 @@ class Worker:
                 "worker %s (pid %s, same host) is gone: rescuing its jobs now", worker_id, pid,
                 extra={"action": "worker_dead", "worker": worker_id, "pid": pid},
             )  # fmt: skip
-        requeued, failed, _gone = await self._maint_db.run(_store.leases_rescue(dead))
-        if requeued or failed:
+        rescued = await self._maint_db.run(_store.leases_rescue(dead))
+        requeued, failed, cancelled = rescued[:3]
+        if requeued or failed or cancelled:
             log.warning(
-                "rescued %s jobs of lost workers (%s requeued; %s ended: failed when out of"
-                " attempts, cancelled when asked to)",
-                requeued + failed, requeued, failed,
-                extra={"action": "jobs_rescued", "requeued": requeued, "failed": failed},
+                "rescued %s jobs of lost workers (%s requeued; %s failed, out of attempts;"
+                " %s cancelled, as asked)", requeued + failed + cancelled, requeued, failed,
+                cancelled, extra={"action": "jobs_rescued", "requeued": requeued,
+                                  "failed": failed, "cancelled": cancelled},
             )  # fmt: skip
-            self.events.jobs_rescued(requeued, failed)
+            self.events.jobs_rescued(requeued, failed + cancelled)
 
     async def _dead_neighbours(self) -> list[tuple[str, int, int]]:
         if self._host_key is None:
@@ -1468,6 +1490,7 @@ class Worker:
             self._fail("acker", exc)
         self._writes_done = True
         if self._claim_cut or self._claim_lost:  # their jobs, if it committed, run nowhere
+            await self._end_broken_claim()
             self._unfinished += await self._unknown_claims(self._ack_db)
         if self._unfinished:
             released, ended = await self._ack_db.run(_store.leases_release(self._unfinished))

@@ -18,7 +18,9 @@ class ReplyCutter:
     and runs to its end (its ReadyForQuery: committed, or rolled back), but nothing of its reply
     reaches the client: the proxy then closes both sides, as a network failure between the
     commit and the reply would. With ``deliver`` False, the statement never reaches the server
-    (a failure on the way there). Connections opened after that wait for ``gate``."""
+    (a failure on the way there); with ``wait`` False, it does, and the proxy closes both
+    sides at once, while the server may still run it (a failure during the statement).
+    Connections opened after that wait for ``gate``."""
 
     def __init__(self, dsn: str, marker: bytes, application: bytes) -> None:
         info = conninfo_to_dict(dsn)
@@ -28,6 +30,7 @@ class ReplyCutter:
         self.application = application
         self.armed = False
         self.deliver = True
+        self.wait = True
         self.cut = asyncio.Event()  # set once a reply was lost
         self.gate = asyncio.Event()
         self.gate.set()
@@ -95,6 +98,9 @@ class ReplyCutter:
                     return
             writer.write(data)
             await writer.drain()
+            if cutting.is_set() and not self.wait:
+                self.cut.set()
+                return
 
     async def _down(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cutting: asyncio.Event

@@ -196,6 +196,58 @@ async def test_a_job_whose_lease_expired_is_not_given_back(
     assert query(dsn, ROW, [expired]) == [("running", 1, w.name)]
 
 
+WAITING_CLAIMERS = """
+SELECT pid FROM pg_stat_activity
+ WHERE application_name = 'pgqueue claimer' AND wait_event_type = 'Lock' AND pid <> %s
+"""
+
+
+async def _claimer_waiting(dsn: str, besides: int = 0) -> int:
+    """The pid of a claimer session that waits for a lock, other than ``besides``."""
+    for _ in range(600):
+        if rows := query(dsn, WAITING_CLAIMERS, [besides]):
+            return int(rows[0][0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no claim waited for the table's lock in 30 s")
+
+
+async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_commits(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim waits on the server (for a lock the test holds) when its connection breaks;
+    the server, unaware that its client is gone, runs it on. The worker read which jobs were
+    leased to it, found none, and claimed again; the old claim committed after that read, and
+    its job waited for its lease (a minute here), leased to a worker that never ran it.
+    The worker now ends the broken connection's session, and waits until it is gone, before
+    that read: the old claim never commits, and the job runs at the next claim."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(pgqueue.current_job().attempt)
+
+    async with _worker(app, dsn) as (proxy, w):
+        registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+        await _until(dsn, registered, [w.name])  # its start's rescue is over
+        proxy.wait = False
+        proxy.gate.clear()  # the claimer reconnects once the test has seen the claim wait
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE pgqueue.active_jobs IN EXCLUSIVE MODE")
+            job_id = app.using("once").enqueue(locker)  # seen once the lock is let go
+            proxy.armed = True
+            await asyncio.wait_for(proxy.cut.wait(), 10)
+            broken = await _claimer_waiting(dsn)
+            proxy.gate.set()
+            await _claimer_waiting(dsn, besides=broken)  # the next claim: the read is over
+            alive = query(dsn, "SELECT pid FROM pg_stat_activity WHERE pid = %s", [broken])
+            locker.commit()
+        await _until(dsn, DONE, [job_id])
+    assert alive == []
+    assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
+    assert runs == [1]
+
+
 class _Written:
     """A stand-in for the acker's connection: every outcome sent is written."""
 

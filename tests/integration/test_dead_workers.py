@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from pgqueue import ConfigurationError, _store
 from pgqueue._worker._liveness import host_key, process_started
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration import tasks_app as t
 
 
@@ -307,20 +306,6 @@ async def test_a_running_worker_whose_row_was_pruned_registers_again(
 LOCK_WORKER = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s FOR UPDATE"
 
 
-def _blocked_by(dsn: str, pid: int) -> list[int]:
-    return query(dsn, "SELECT pg_blocking_pids(%s)", [pid])[0][0]
-
-
-def _wait_blocked(dsn: str, pid: int, besides: int | None = None) -> None:
-    """Until the backend ``pid`` waits for a lock held by another than ``besides``."""
-    for _ in range(600):
-        blockers = _blocked_by(dsn, pid)
-        if blockers and besides not in blockers:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"backend {pid} never waited on a row lock")
-
-
 def _sweeps_racing(dsn: str, first: _store.Query[Any], second: _store.Query[Any]) -> None:
     """Run ``first`` and ``second`` at once, each on a connection of its own, while two other
     sessions hold the rows of 'dead-a' and 'dead-b' locked: 'dead-a' is let go once both
@@ -344,9 +329,9 @@ def _sweeps_racing(dsn: str, first: _store.Query[Any], second: _store.Query[Any]
         for conn, q in ((one, first), (two, second)):
             threads.append(threading.Thread(target=sweep, args=(conn, q)))
             threads[-1].start()
-            _wait_blocked(dsn, conn.info.backend_pid)
+            wait_blocked(dsn, conn.info.backend_pid)
         holder_a.commit()
-        _wait_blocked(dsn, one.info.backend_pid, besides=holder_a.info.backend_pid)
+        wait_blocked(dsn, one.info.backend_pid, besides=holder_a.info.backend_pid)
         holder_b.commit()
         for thread in threads:
             thread.join(30)

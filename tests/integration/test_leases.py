@@ -85,7 +85,7 @@ def test_stale_ack_after_rescue_changes_nothing(dsn: str, conn) -> None:
     conn.commit()
     claim(dsn, "stale", lease=0.05)
     time.sleep(0.1)
-    assert run(dsn, _store.leases_rescue()) == (1, 0, 0)
+    assert run(dsn, _store.leases_rescue()) == (1, 0, 0, 0)
     assert run(dsn, _store.jobs_ack([Outcome(job_id, 1, "succeeded", result="3")])).ids == []
     [row] = claim(dsn, "fresh", lease=30)
     assert row[5] == 2
@@ -198,7 +198,7 @@ def test_rescue_fails_jobs_out_of_attempts_as_worker_lost(dsn: str, conn) -> Non
     conn.commit()
     claim(dsn, "w", lease=0.05)
     time.sleep(0.1)
-    assert run(dsn, _store.leases_rescue()) == (0, 1, 0)
+    assert run(dsn, _store.leases_rescue()) == (0, 1, 0, 0)
     assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [("failed", "worker lost")]
 
 
