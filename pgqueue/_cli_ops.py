@@ -250,10 +250,12 @@ def _describe_error(error: Any) -> list[str]:
     SQL can write anything, which is shown as it is."""
     if not isinstance(error, dict):
         return [f"errors entry (not an object): {_dumps(error)}"]
+    dropped = error.get("dropped")  # entries left out before this one: errors keeps ten
+    gap = [f"[... {_dumps(dropped)} entries not kept ...]"] if dropped is not None else []
     head = f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
     tb = error.get("traceback")
     text = tb if isinstance(tb, str) else "" if tb is None else _dumps(tb)
-    return [head, *("    " + line for line in text.rstrip().splitlines())]
+    return [*gap, head, *("    " + line for line in text.rstrip().splitlines())]
 
 
 @jobs.command("retry", cls=JobIdCommand)

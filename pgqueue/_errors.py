@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import psycopg
@@ -26,6 +26,39 @@ def clipped(text: str, limit: int = TEXT_LIMIT) -> str:
     kept = limit - _MARK_ROOM
     head = kept - kept // 2
     return f"{text[:head]}\n[... {len(text) - kept} characters cut ...]\n{text[-(kept // 2) :]}"
+
+
+# What redact sees beyond each end of what clipped_through() keeps of a long text: a secret
+# up to this long across the point where its text is cut is either seen whole or not kept.
+_REDACT_MARGIN = 64 * 1024
+
+
+class NotText(Exception):
+    """The app's redact returned something that is not a str (private: its type is the
+    message, the executor withholds the text)."""
+
+
+def clipped_through(text: str, redact: Callable[[str], object], limit: int = TEXT_LIMIT) -> str:
+    """``clipped(redact(text), limit)``, but redact sees only what is kept and a margin
+    around it: a 50 MB message took a plain regex seconds (its traceback, as long, as many).
+    A secret across a cut is seen partly in its piece, at that piece's cut end: the margin,
+    longer than such a secret, is dropped after redact has seen the piece, however much
+    redact lengthened or shortened the rest. Raises what redact raises, and ``NotText``."""
+    if len(text) <= limit + 2 * _REDACT_MARGIN:
+        return clipped(_text(redact(text)), limit)
+    kept = limit - _MARK_ROOM
+    head_size, tail_size = kept - kept // 2, kept // 2
+    head = _text(redact(text[: head_size + _REDACT_MARGIN]))
+    tail = _text(redact(text[-(tail_size + _REDACT_MARGIN) :]))
+    head = head[: max(0, min(head_size, len(head) - _REDACT_MARGIN))]
+    tail = tail[max(_REDACT_MARGIN, len(tail) - tail_size) :]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut ...]\n{tail}"
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise NotText(type(value).__qualname__)
+    return value
 
 
 def first_line(exc: BaseException) -> str:

@@ -13,7 +13,8 @@ TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 class Job:
     """A job as ``pgqueue.jobs`` shows it. ``result`` is ``None`` until it succeeds.
 
-    ``errors`` holds one entry per failed attempt: ``attempt``, ``at``, ``error``, ``traceback``.
+    ``errors`` holds one entry per failed attempt: ``attempt``, ``at``, ``error``, ``traceback``;
+    the first and the last nine, the oldest of which says in ``dropped`` how many were left out.
     """
 
     id: int

@@ -24,6 +24,18 @@ log = logging.getLogger("pgqueue")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT`, a traceback cut as the JSON format's ``exception`` is."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback, at most ``TEXT_LIMIT`` characters: its beginning and its end, which
+        holds the innermost frames and the error (a task's 50 MB message was written whole)."""
+        return clipped(super().formatException(ei), TEXT_LIMIT)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and every extra."""
 
@@ -80,7 +92,7 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # of TextIO: s
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
     """Send pgqueue's (and everything else's) logs to stderr as ``text`` or ``json``."""
     handler = _Handler(level, fmt)
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -568,6 +568,29 @@ SELECT (SELECT run_at FROM point) IS NULL OR (
      LIMIT 1) IS NOT NULL
 """
 
+
+# A job's errors keep its first entry and its last nine (each error and traceback up to 64 KiB):
+# a job of max_attempts=1000, or one retried by hand again and again, carried every attempt's
+# entry, megabytes read by every `jobs show` and written again by every ack of the job. The
+# oldest of the last nine says in "dropped" how many entries were left out before it. An array
+# of ten becomes: its first entry, the next eight but its oldest (the one the count goes on),
+# the count added up, and the new entry; a longer one (written before this bound) shrinks to
+# ten at once. Below ten entries, the one test more than a plain append reads one element.
+# Whatever SQL wrote in the column, nothing here raises: errors that is not an array reads
+# NULL at index 9 and is appended to as before, and "dropped" is added up only if a number.
+def _errors_plus(errors: LiteralString, entry: LiteralString) -> LiteralString:
+    """SQL: the jsonb array ``errors`` with the jsonb object ``entry`` appended, bounded."""
+    return (
+        "CASE WHEN " + errors + "->9 IS NULL THEN " + errors + " || jsonb_build_array(" + entry
+        + ") ELSE jsonb_build_array(" + errors + "->0, " + errors
+        + "->-8 || jsonb_build_object('dropped', jsonb_array_length(" + errors + ") - 9"
+        + " + coalesce(CASE jsonb_typeof(" + errors + "->1->'dropped') WHEN 'number' THEN ("
+        + errors + "->1->>'dropped')::numeric END, 0)))"
+        + " || jsonb_path_query_array(" + errors + ", '$[last - 6 to last]')"
+        + " || jsonb_build_array(" + entry + ") END"
+    )  # fmt: skip
+
+
 _FINISHED_COLUMNS = """
     (id, queue, task, args, kwargs, state, priority, attempts, max_attempts, run_at, created_at,
      started_at, finished_at, worker_id, timeout, unique_key, result, last_error, errors, meta)
@@ -610,7 +633,8 @@ _FINISHED_COLUMNS = """
 # that retried a job and ended a lower one held the first while it waited for the second. That
 # costs such a batch 10 % (200 outcomes, 20 retries), and would cost the others 20-25 %; only
 # rows the fence matches are locked (a stale outcome waits for no one, as before).
-JOBS_ACK: LiteralString = """
+JOBS_ACK: LiteralString = (
+    """
 WITH o AS (
     SELECT (e->>0)::bigint AS id, (e->>1)::int AS attempt, e->>2 AS state, e->>3 AS result,
            e->>4 AS error, e->>5 AS tb, (e->>6)::float8 AS delay, 'running'::text AS running
@@ -634,9 +658,13 @@ WITH o AS (
            worker_id = NULL,
            lease_expires_at = NULL,
            last_error = coalesce(o.error, j.last_error),
-           errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(
-               jsonb_build_object('attempt', o.attempt, 'at', now(), 'error', o.error,
-                                  'traceback', o.tb)) END
+           errors = CASE WHEN o.error IS NULL THEN j.errors ELSE """  # noqa: S608 - constants only (_errors_plus)
+    + _errors_plus(
+        "j.errors",
+        "jsonb_build_object('attempt', o.attempt, 'at', now(), 'error', o.error,"
+        " 'traceback', o.tb)",
+    )
+    + """ END
       FROM o
      WHERE j.id = ANY(ARRAY(SELECT id FROM ids)) AND o.state = 'queued' AND j.id = o.id
        AND j.attempts = o.attempt AND j.state = o.running AND NOT j.cancel_requested
@@ -662,9 +690,13 @@ WITH o AS (
            new_result::jsonb,
            CASE WHEN new_state = 'queued' THEN 'cancelled on request'
                 ELSE coalesce(new_error, last_error) END,
-           CASE WHEN new_error IS NULL THEN errors ELSE errors || jsonb_build_array(
-               jsonb_build_object('attempt', attempts, 'at', now(), 'error', new_error,
-                                  'traceback', new_tb)) END,
+           CASE WHEN new_error IS NULL THEN errors ELSE """
+    + _errors_plus(
+        "errors",
+        "jsonb_build_object('attempt', attempts, 'at', now(), 'error', new_error,"
+        " 'traceback', new_tb)",
+    )
+    + """ END,
            meta
       FROM done
      WHERE NOT EXISTS (SELECT FROM pgqueue.finished_jobs AS f WHERE f.id = done.id)
@@ -674,6 +706,7 @@ SELECT ARRAY(SELECT id FROM retried UNION ALL SELECT id FROM done),
        ARRAY(SELECT id FROM done WHERE new_state = 'queued'),
        ARRAY(SELECT attempt FROM retried UNION ALL SELECT attempts FROM done)
 """
+)
 
 # An outcome that gives its attempt back (a Retry without an error) is written again after its
 # statement failed: that statement may have committed, its reply lost, and the job's next claim
@@ -705,7 +738,8 @@ SELECT id, attempts, state, worker_id
 # largest integer, which SQL can write, makes that claim fail, and every claim of its queue
 # after it. Run only after a claim failed so: such a job moves to history as failed, saying
 # why, and the claims go on. It reads the queued rows of the queues claimed from.
-JOBS_FAIL_UNCOUNTABLE: LiteralString = """
+JOBS_FAIL_UNCOUNTABLE: LiteralString = (
+    """
 WITH gone AS (
     DELETE FROM pgqueue.active_jobs AS j
      WHERE j.state = 'queued' AND j.queue = ANY(%(queues)s::text[])
@@ -718,8 +752,13 @@ WITH gone AS (
          last_error, errors, meta)
     SELECT id, queue, task, args, kwargs, 'failed', priority, attempts, max_attempts, run_at,
            created_at, started_at, now(), worker_id, timeout, unique_key, NULL, %(error)s,
-           errors || jsonb_build_array(jsonb_build_object(
-               'attempt', attempts, 'at', now(), 'error', %(error)s::text, 'traceback', NULL)),
+           """  # noqa: S608 - constants only (_errors_plus)
+    + _errors_plus(
+        "errors",
+        "jsonb_build_object('attempt', attempts, 'at', now(), 'error', %(error)s::text,"
+        " 'traceback', NULL)",
+    )
+    + """,
            meta
       FROM gone
     ON CONFLICT (id) DO NOTHING
@@ -727,6 +766,7 @@ WITH gone AS (
 )
 SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gone
 """
+)
 
 # A heartbeat is fenced by the worker too: a claim given back (LEASES_RELEASE, or a Retry()
 # without an error) leaves its attempt uncounted, and the job's next claim, another worker's,
@@ -847,7 +887,13 @@ SELECT id, attempts FROM pgqueue.active_jobs
 # one-time filter skips unless a worker died. In one OR the two made every pass read the whole
 # table (22 ms per 200k rows, per worker, per pass). The outer WHERE repeats the condition so
 # a row changed meanwhile (a late heartbeat) is re-checked once locked.
-LEASES_RESCUE: LiteralString = """
+_WORKER_LOST: LiteralString = (
+    "jsonb_build_object('attempt', attempts, 'at', now(), 'error', 'worker lost',"
+    " 'traceback', NULL)"
+)
+
+LEASES_RESCUE: LiteralString = (
+    """
 WITH dead_workers AS MATERIALIZED (
     SELECT w.id
       FROM pgqueue.worker_processes AS w
@@ -884,8 +930,9 @@ WITH dead_workers AS MATERIALIZED (
     UPDATE pgqueue.active_jobs AS j
        SET state = 'queued', worker_id = NULL, lease_expires_at = NULL,
            last_error = 'worker lost',
-           errors = j.errors || jsonb_build_array(jsonb_build_object(
-               'attempt', j.attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL))
+           errors = """  # noqa: S608 - constants only (_errors_plus)
+    + _errors_plus("j.errors", _WORKER_LOST)
+    + """
       FROM expired
      WHERE j.id = expired.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
     RETURNING j.id, j.queue
@@ -904,8 +951,9 @@ WITH dead_workers AS MATERIALIZED (
            priority, attempts, max_attempts, run_at, created_at, started_at, now(), worker_id,
            timeout, unique_key, NULL,
            CASE WHEN cancel_requested THEN 'cancelled on request' ELSE 'worker lost' END,
-           errors || jsonb_build_array(jsonb_build_object(
-               'attempt', attempts, 'at', now(), 'error', 'worker lost', 'traceback', NULL)),
+           """
+    + _errors_plus("errors", _WORKER_LOST)
+    + """,
            meta
       FROM dead
     ON CONFLICT (id) DO NOTHING
@@ -918,6 +966,7 @@ SELECT (SELECT count(*) FROM requeued),
        (SELECT count(pg_notify('pgqueue_jobs', q.queue))
           FROM (SELECT DISTINCT queue FROM requeued) AS q)
 """
+)
 
 _WORKERS_INSERT: LiteralString = """
 INSERT INTO pgqueue.worker_processes

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from pgqueue import _json
 from pgqueue._errors import (
     Cancel,
+    NotText,
     ResultUnsent,
     Retry,
     UnknownTaskError,
-    clipped,
+    clipped_through,
     exception_text,
     leaves,
 )
@@ -231,13 +232,11 @@ class JobExecutor:
         """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
         that neither the secret nor the job's outcome is lost."""
         try:
-            redacted = self.app.redact(text)
+            return clipped_through(text, self.app.redact)  # a cut never leaves half a secret
+        except NotText as exc:
+            why = f"returned {exc}, not str"
         except Exception as exc:
             why = f"raised {type(exc).__qualname__}"
-        else:
-            if isinstance(redacted, str):
-                return clipped(redacted)  # after redact: a cut never leaves half a secret
-            why = f"returned {type(redacted).__qualname__}, not str"
         log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
                   extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
         return f"[withheld: the app's redact function {why}]"

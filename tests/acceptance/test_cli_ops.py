@@ -237,6 +237,15 @@ def test_jobs_show_prints_args_and_every_attempts_traceback(dsn: str) -> None:
     assert "there is no job 5" in pgqueue(dsn, "jobs", "show", "5", ok=False).stderr
 
 
+def test_jobs_show_says_where_entries_of_errors_were_left_out(dsn: str) -> None:
+    """errors keeps the first entry and the last nine, the oldest of which counts those left
+    out before it: jobs show says so between them."""
+    job_id = failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET errors = jsonb_set(errors, '{1,dropped}', '20')")
+    out = pgqueue(dsn, "jobs", "show", str(job_id)).stdout
+    assert "    KeyError: 1\n[... 20 entries not kept ...]\nattempt 2 failed" in out
+
+
 def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
     """jobs retry ID requeues one failed job; --failed --task requeues the task's failed jobs."""
     job_id = failed_job(dsn)

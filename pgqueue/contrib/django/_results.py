@@ -48,7 +48,7 @@ _HEADERS = (_TRACEBACK_HEADER, _GROUP_HEADER)
 
 
 def task_errors(job: Job) -> list[Any]:
-    """One ``TaskError`` per failed attempt, oldest first."""
+    """One ``TaskError`` per entry of the job's ``errors`` (a failed attempt), oldest first."""
     return [
         dt.TaskError(
             exception_class_path=exception_class_path(e.get("traceback")),
