@@ -621,3 +621,12 @@ def test_queue_stats_estimate_reads_a_sample_and_the_recent_jobs_index(dsn: str)
     history = scans_of(nodes, "finished_jobs")
     assert ("Sample Scan", None) in history and "Seq Scan" not in {kind for kind, _ in history}
     assert "finished_jobs_state_finished_idx" in {node.get("Index Name") for node in nodes}
+
+
+def test_listing_unfinished_jobs_of_a_task_reads_no_history(dsn: str) -> None:
+    """`jobs list --state queued --task T` (as docs/reference/cli-operations.md says) reads the
+    active jobs only, never the history, however few jobs match."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for state in ("queued", "running"):
+            nodes = plan_nodes(conn, _store.jobs_list(state, "q", "no.such.task"))
+            assert not scans_of(nodes, "finished_jobs"), state
