@@ -561,13 +561,20 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
     if older_than is None and not state.app_path:  # the default retention may be shorter
         raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
     kept: list[str] = []  # states asked for that the app keeps forever (retention None)
-    with _connect(state, autocommit=True) as conn:
-        if older_than is None:
-            ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
-            kept = sorted(set(states or TERMINAL_STATES) - set(ages))
-            deleted = _ops.prune_by_state(conn, ages)
-        else:
-            deleted = _ops.prune(conn, older_than, states or TERMINAL_STATES)
+    if older_than is None:
+        ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
+        kept = sorted(set(states or TERMINAL_STATES) - set(ages))
+    else:
+        ages = dict.fromkeys(sorted(states or TERMINAL_STATES), older_than)
+    deleted = 0
+    try:
+        with _connect(state, autocommit=True) as conn:
+            for count in _ops.prune_batches(conn, ages):
+                deleted += count
+    except Exception:  # the batches before it are committed: say so, then (friendly_errors) it
+        click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
+                   err=True)  # fmt: skip
+        raise
     click.echo(f"deleted {deleted} finished jobs")
     if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
         click.echo(

@@ -250,21 +250,27 @@ def prune(
 
 def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000) -> int:
     """Like :func:`prune`, with an age in seconds per state."""
+    return sum(prune_batches(conn, ages, batch))
+
+
+def prune_batches(
+    conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000
+) -> Iterator[int]:
+    """:func:`prune_by_state` a batch at a time, yielding how many jobs each deleted (on an
+    autocommit connection, each batch is committed by then)."""
     unknown = set(ages) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
     ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
     check_count(batch, "batch", 1, BIGINT_MAX)
-    total = 0
     with sync_cursor(conn) as cur:
         # One instant for every batch: measured from each batch's own now(), jobs reaching
         # their age in between kept a prune of a busy queue going for ever.
         as_of = _store.run(cur, _store.clock_now_text())
         after: _store.Pruned = {}  # where each state's next batch reads on from
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of, after)):
-            total += sum(count for count, _ in deleted.values())
             after |= deleted
-    return total
+            yield sum(count for count, _ in deleted.values())
 
 
 def health_problem(dsn: str, worker: str | None = None) -> str | None:

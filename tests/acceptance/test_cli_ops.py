@@ -832,3 +832,24 @@ def test_bidirectional_controls_in_a_table_are_shown_escaped(dsn: str) -> None:
     pgqueue(dsn, "enqueue", "evil\u202etxt.exe")
     [_, row] = pgqueue(dsn, "jobs", "list").stdout.splitlines()
     assert row.split()[1] == "evil\\u202etxt.exe"
+
+
+def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
+    """prune commits a batch of 1000 at a time, but a failure in a later batch ended it with
+    the error alone, as though nothing had been deleted. A line on stderr now says how many
+    jobs the batches before deleted for good, then the error."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
+               " now() - interval '30 days' + make_interval(secs => n)"
+               " FROM generate_series(1, 1001) AS n")  # fmt: skip
+    query(dsn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " RAISE EXCEPTION 'job % is kept', OLD.id; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER keep BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
+               " WHEN (OLD.id = 1001) EXECUTE FUNCTION refuse()")  # fmt: skip
+    done = pgqueue(dsn, "prune", "--older-than", "7d", ok=False)
+    assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
+        "deleted 1000 finished jobs before this error (they stay deleted)",
+        "Error: the database refused: job 1001 is kept (RaiseException)",
+    ])  # fmt: skip
+    assert states(dsn) == {"succeeded": 1}
