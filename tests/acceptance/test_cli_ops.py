@@ -853,3 +853,31 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
         "Error: the database refused: job 1001 is kept (RaiseException)",
     ])  # fmt: skip
     assert states(dsn) == {"succeeded": 1}
+
+
+def test_a_second_ctrl_c_abandons_the_batch_running_which_rolls_back(dsn: str) -> None:
+    """A second SIGINT does not wait for the batch running (here on a job another session
+    holds): the batch is cancelled and rolled back, the batches before stay requeued, and it
+    says so and exits 130."""
+    _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+             "--batch-size", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert run.stderr is not None
+        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
+        _wait_for_lock_wait(dsn, "pgqueue.retry")
+        run.send_signal(signal.SIGINT)
+        assert run.stderr.readline().startswith("stopping after the batch running")
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        holder.rollback()
+    assert (run.returncode, out) == (130, "requeued 2 failed jobs\n")
+    assert err == (
+        "interrupted: the batch running was rolled back, the jobs requeued before it stay"
+        " requeued; run the command again to requeue the rest\n"
+    )
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(3,), (4,), (5,)]
