@@ -255,8 +255,16 @@ def _not_installed(exc: psycopg.Error) -> str:
     )
 
 
+# The OperationalErrors that mean the connection failed or was ended: psycopg's own (no
+# SQLSTATE), class 08, and the server's shutdowns. Others are errors of a statement: a lock or
+# statement timeout (LockNotAvailable, QueryCanceled) said "cannot reach the database".
+_UNREACHABLE = ("08", "57P01", "57P02", "57P03")
+
+
 def _database_error(exc: psycopg.Error) -> str:
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(_UNREACHABLE)
+    ):
         return f"cannot reach the database: {first_line(exc)}"
     if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
         return _not_installed(exc)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,11 +29,14 @@ from pgqueue._options import (
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    check_given_name,
+    check_queue,
+    check_task_name,
 )
 
 if TYPE_CHECKING:
     from pgqueue._cli import State
-    from pgqueue._job import Job
+    from pgqueue._job import Job, QueueStats
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
@@ -102,6 +108,27 @@ class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
             self.fail(str(exc), param, ctx)
 
 
+class Name(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
+    """A queue or task name, checked by ``check`` as the Python API checks it: one it refuses
+    (empty, too long, not UTF-8) is a usage error (exit 2), as a bad ``--state`` is, not a
+    failure (exit 1) after connecting. ``strip``: whitespace around it is ignored, as around
+    :class:`Text` (for a queue, whose name cannot hold any)."""
+
+    def __init__(self, name: str, check: Callable[[str], str], strip: bool = False) -> None:
+        self.name, self.check, self.strip = name, check, strip
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The name, or a usage error saying what is wrong with it."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.check(value.strip() if self.strip else value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+QUEUE = Name("queue", check_queue, strip=True)
+TASK = Name("task", check_task_name)  # a filter: it finds jobs SQL enqueued under any name
 STATES = Choice(_ops.STATES, case_sensitive=False)
 CELL_WIDTH = 60
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -132,13 +159,40 @@ def _print_json(value: Any) -> None:
 # Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which
 # anyone able to enqueue can shape, must not drive the operator's terminal (retitle it, clear
 # it, ring it) nor, with a tab, push a table's columns out of line. Lines stay lines in `show`.
+# So are the bidirectional controls, which a terminal that applies them lets reorder the rest
+# of the line: a task name holding U+202E (right-to-left override) reversed its row's columns.
+_BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))} | {9: "\\t", 13: "\\r"}
+_ESCAPES |= {c: f"\\u{c:04x}" for c in _BIDI}
 _SHOWN = {c: e for c, e in _ESCAPES.items() if c != 10}
 
 
 def _printable(text: str, keep_lines: bool = False) -> str:
     """``text`` with its control characters escaped (newlines kept with ``keep_lines``)."""
     return text.translate(_SHOWN if keep_lines else _ESCAPES)
+
+
+def _char_width(char: str) -> int:
+    """The columns a terminal gives ``char``: 2 for a wide one (CJK, most emoji), 0 for a
+    combining mark or a format character (a zero-width joiner, a variation selector)."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _width(text: str) -> int:
+    """The columns ``text`` takes on a terminal (``len`` counts a CJK character as one)."""
+    return len(text) if text.isascii() else sum(map(_char_width, text))
+
+
+def _clip(text: str, width: int) -> str:
+    """The longest start of ``text`` that takes at most ``width`` columns."""
+    used = 0
+    for end, char in enumerate(text):
+        used += _char_width(char)
+        if used > width:
+            return text[:end]
+    return text
 
 
 def _cell(value: Any) -> str:
@@ -152,19 +206,21 @@ def _cell(value: Any) -> str:
     raw = text.splitlines()[0] if text else text
     first = _printable(raw)
     # A table stays readable whatever an error message holds; `jobs show` has the full text.
-    return first if len(first) <= CELL_WIDTH and raw == text else first[: CELL_WIDTH - 3] + "..."
+    if _width(first) <= CELL_WIDTH and raw == text:
+        return first
+    return _clip(first, CELL_WIDTH - 3) + "..."
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(_width(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = [[c.upper() for c in columns], *cells]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)  # fmt: skip
+    return "\n".join("  ".join(v + " " * (w - _width(v)) for v, w in zip(line, widths, strict=True)
+                               ).rstrip() for line in lines)  # fmt: skip
 
 
 def _show(items: Sequence[Any], columns: Sequence[str], as_json: bool, empty: str) -> None:
-    rows = [_ops.as_dict(item) for item in items]
+    rows = [item if isinstance(item, dict) else _ops.as_dict(item) for item in items]
     if as_json:
         _print_json(rows)
     elif rows:
@@ -192,8 +248,8 @@ JOB_COLUMNS = (
 
 @jobs.command("list")
 @click.option("--state", type=STATES, help="Only jobs in this state.")
-@click.option("--queue", help="Only jobs of this queue.")
-@click.option("--task", help="Only jobs of this task.")
+@click.option("--queue", type=QUEUE, help="Only jobs of this queue.")
+@click.option("--task", type=TASK, help="Only jobs of this task.")
 @click.option("--limit", type=Whole(1, BIGINT_MAX), default=50, show_default=True)
 @JSON_OPTION
 @click.pass_obj
@@ -261,21 +317,110 @@ def _describe_error(error: Any) -> list[str]:
 @jobs.command("retry", cls=JobIdCommand)
 @click.argument("job_id", type=JobId(), required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
-@click.option("--task", help="With --failed: only jobs of this task.")
+@click.option("--task", type=TASK, help="With --failed: only jobs of this task.")
+@click.option(
+    "--batch-size",
+    type=Whole(1, BIGINT_MAX),
+    help="With --failed: jobs requeued per transaction, in id order.  [default: 5000]",
+)
 @click.pass_obj
 @friendly_errors
-def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | None) -> None:
+def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | None,
+               batch_size: int | None) -> None:  # fmt: skip
     """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
     if (job_id is None) == (not all_failed):
         raise click.UsageError("give either a JOB_ID or --failed")
-    if task is not None and not all_failed:  # else job JOB_ID is requeued whatever its task
-        raise click.UsageError("--task only goes with --failed")
+    # Refused rather than ignored: `retry ID --task T` requeued job ID whatever its task.
+    for name, value in (("--task", task), ("--batch-size", batch_size)):
+        if value is not None and not all_failed:
+            raise click.UsageError(f"{name} only goes with --failed")
+    if all_failed:
+        _retry_failed(state, task, batch_size or RETRY_BATCH)
+        return
     with _connect(state) as conn:
-        if all_failed:
-            click.echo(f"requeued {_ops.retry_failed(conn, task)} failed jobs")
-        else:
-            _ops.retry_job(conn, job_id)  # type: ignore[arg-type]
-            click.echo(f"job {job_id} requeued")
+        _ops.retry_job(conn, job_id)  # type: ignore[arg-type]
+    click.echo(f"job {job_id} requeued")
+
+
+RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for no more
+
+
+def _retry_failed(state: State, task: str | None, batch: int) -> None:
+    """Requeue the failed jobs a committed batch at a time, saying on stderr how many so far;
+    a first Ctrl-C stops after the batch running, a second abandons it (rolled back)."""
+    done, outcome = 0, "interrupted"
+    try:
+        with _connect(state, autocommit=True) as conn, _StopAfterBatch() as stop:
+            for count in _ops.retry_failed_batches(conn, task, batch):
+                done += count
+                _progress(f"requeued {done} failed jobs so far")
+                if stop.asked:
+                    break
+            else:
+                outcome = "done"
+    except KeyboardInterrupt:
+        outcome = "abandoned"
+    except Exception:  # what is committed, then (friendly_errors) what went wrong
+        _progress_end()
+        click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}", err=True)
+        raise
+    _progress_end()
+    click.echo(f"requeued {done} failed jobs")
+    if outcome != "done":
+        click.echo(_STOPPED[outcome], err=True)
+        sys.exit(130)  # as a shell reports a command SIGINT ended
+
+
+_AGAIN = "run the command again to requeue the rest"
+_STOPPED = {
+    "interrupted": f"interrupted after a batch, whose jobs stay requeued: {_AGAIN}",
+    "abandoned": f"interrupted: the batch running was rolled back, the jobs requeued before it"
+    f" stay requeued; {_AGAIN}",
+}
+
+
+class _StopAfterBatch:
+    """While entered, a first SIGINT (Ctrl-C) only sets ``asked``; a second raises
+    ``KeyboardInterrupt`` as usual."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __enter__(self) -> _StopAfterBatch:
+        # Only the main thread may set a handler (call_command may run in another).
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            self.previous = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.main:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        _progress_end()
+        click.echo("stopping after the batch running (Ctrl-C again to abandon it)", err=True)
+
+
+def _progress(text: str) -> None:
+    """``text`` on stderr: on a terminal over the line before, else a line of its own."""
+    if sys.stderr.isatty():
+        click.echo(f"\r{text}\x1b[K", err=True, nl=False)
+        _PROGRESS["open"] = True
+    else:
+        click.echo(text, err=True)
+
+
+def _progress_end() -> None:
+    """End a terminal's progress line, if one is open."""
+    if _PROGRESS.pop("open", False):
+        click.echo("", err=True)
+
+
+_PROGRESS: dict[str, bool] = {}
 
 
 @jobs.command("cancel", cls=JobIdCommand)
@@ -299,27 +444,42 @@ STATS_COLUMNS = ("queue", "queued", "scheduled", "running", "succeeded", "failed
 @click.command()
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option("--interval", type=Seconds(0.1, 86400.0), default=2.0, show_default=True)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Count the finished jobs of a big history exactly (reads all of it), not estimated.",
+)
 @JSON_OPTION
 @click.pass_obj
 @friendly_errors
-def stats(state: State, watch: bool, interval: float, as_json: bool) -> None:
+def stats(state: State, watch: bool, interval: float, exact: bool, as_json: bool) -> None:
     """Jobs per queue and state, the oldest runnable job's age (s), and throughput."""
     with _connect(state, autocommit=True) as conn:
         try:
             while True:
-                found = _ops.queue_stats(conn)
+                found = _ops.queue_stats(conn, exact=exact)
                 if watch and as_json:  # a stream: one line per refresh, for line readers
                     click.echo(_dumps([_ops.as_dict(row) for row in found]))
                 else:
                     if watch:
                         click.clear()
-                    _show(found, STATS_COLUMNS, as_json, "no jobs")
+                    shown = found if as_json else [_approximate(row) for row in found]
+                    _show(shown, STATS_COLUMNS, as_json, "no jobs")
                 if not watch:
                     return
                 sys.stdout.flush()
                 time.sleep(interval)
         except KeyboardInterrupt:
             return
+
+
+def _approximate(row: QueueStats) -> dict[str, Any]:
+    """A row of the table, with its estimated counts marked ``~``."""
+    shown = _ops.as_dict(row)
+    if row.estimated:
+        for name in ("succeeded", "failed", "cancelled"):
+            shown[name] = f"~{shown[name]}"
+    return shown
 
 
 WORKER_COLUMNS = ("id", "hostname", "pid", "queues", "version", "started_at", "last_seen_ago",
@@ -337,10 +497,10 @@ def workers(state: State, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("task")
+@click.argument("task", type=Name("task", check_given_name))
 @click.option("--args", type=Json(list), metavar="JSON", help="Positional arguments: a JSON array.")
 @click.option("--kwargs", type=Json(dict), metavar="JSON", help="Keyword arguments: a JSON object.")
-@click.option("--queue", help="Queue (default: the task's, else the app's default).")
+@click.option("--queue", type=QUEUE, help="Queue (default: the task's, else the app's default).")
 @click.option("--priority", type=Whole(PRIORITY_MIN, PRIORITY_MAX), help="Higher runs first.")
 @click.option(
     "--delay", type=Duration(), metavar="DURATION", help="Run after this long, e.g. 30s, 5m."
@@ -403,13 +563,20 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
     if older_than is None and not state.app_path:  # the default retention may be shorter
         raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
     kept: list[str] = []  # states asked for that the app keeps forever (retention None)
-    with _connect(state, autocommit=True) as conn:
-        if older_than is None:
-            ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
-            kept = sorted(set(states or TERMINAL_STATES) - set(ages))
-            deleted = _ops.prune_by_state(conn, ages)
-        else:
-            deleted = _ops.prune(conn, older_than, states or TERMINAL_STATES)
+    if older_than is None:
+        ages = {s: a for s, a in state.app.retention.items() if not states or s in states}
+        kept = sorted(set(states or TERMINAL_STATES) - set(ages))
+    else:
+        ages = dict.fromkeys(sorted(states or TERMINAL_STATES), older_than)
+    deleted = 0
+    try:
+        with _connect(state, autocommit=True) as conn:
+            for count in _ops.prune_batches(conn, ages):
+                deleted += count
+    except Exception:  # the batches before it are committed: say so, then (friendly_errors) it
+        click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
+                   err=True)  # fmt: skip
+        raise
     click.echo(f"deleted {deleted} finished jobs")
     if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
         click.echo(

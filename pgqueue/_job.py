@@ -58,6 +58,9 @@ class QueueStats:
     cancelled: int
     oldest_runnable_age: float | None
     finished_per_minute: float
+    estimated: bool = False
+    """Whether ``succeeded``, ``failed`` and ``cancelled`` are estimates from a sample of a big
+    history (``queue_stats(conn, exact=False)``, ``pgqueue stats`` without ``--exact``)."""
 
 
 @dataclass(frozen=True, slots=True)

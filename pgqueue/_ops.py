@@ -140,13 +140,34 @@ def _why_not_retried(job_id: int, job: Job | None, holder: int | None = None) ->
     )
 
 
-def retry_failed(conn: SyncConnection, task: str | None = None) -> int:
-    """Put every failed job (of ``task``, if given) back in its queue; returns how many."""
+def retry_failed(conn: SyncConnection, task: str | None = None, batch: int | None = None) -> int:
+    """Put every failed job (of ``task``, if given) back in its queue; returns how many.
+
+    With ``batch``, in batches of that many jobs, in id order (see
+    :func:`retry_failed_batches`): on an autocommit connection each batch commits on its own.
+    """
+    return sum(retry_failed_batches(conn, task, batch))
+
+
+def retry_failed_batches(
+    conn: SyncConnection, task: str | None = None, batch: int | None = 5000
+) -> Iterator[int]:
+    """Requeue the failed jobs (of ``task``) ``batch`` at a time (``None``: all in one
+    statement), in id order, yielding how many each batch requeued. On an autocommit
+    connection each batch commits on its own: stopped between two, the jobs requeued stay
+    requeued, and a new run takes the rest."""
     if task is not None:
         check_task_name(task)
+    if batch is not None:
+        check_count(batch, "batch", 1, BIGINT_MAX)
+    after: int | None = 0
     with sync_cursor(conn) as cur:
-        count: int = _store.run(cur, _store.jobs_retry_failed(task))
-    return count
+        while after is not None:
+            count, after = _store.run(cur, _store.jobs_retry_failed(task, after, batch))
+            if after is not None:
+                yield count
+            if batch is None:
+                return
 
 
 def cancel_job(conn: SyncConnection, job_id: int) -> str:
@@ -177,10 +198,28 @@ def _cancel_outcome(job_id: int, outcome: str | None) -> str:
     return outcome
 
 
-def queue_stats(conn: SyncConnection) -> list[QueueStats]:
-    """One :class:`QueueStats` per queue that has jobs, by name."""
+# How many of the history's pages `queue_stats(exact=False)` reads (of 8 kB: about 16 MB, and
+# some 60,000 jobs): a history up to this size is counted exactly, a bigger one estimated.
+SAMPLE_PAGES = 2000
+
+
+def queue_stats(
+    conn: SyncConnection, exact: bool = True, sample_pages: int = SAMPLE_PAGES
+) -> list[QueueStats]:
+    """One :class:`QueueStats` per queue that has jobs, by name.
+
+    ``exact=False`` reads no more than ``sample_pages`` pages of the finished jobs' history:
+    the active counts, the oldest runnable job and the jobs finished in the last five minutes
+    stay exact; the finished counts of a bigger history are estimated from a sample of that
+    many pages (``estimated`` is true), and a queue whose only jobs are finished ones none of
+    the sample holds is left out."""
+    check_count(sample_pages, "sample_pages", 1)
     with sync_cursor(conn) as cur:
-        return [QueueStats(*row) for row in _store.run(cur, _store.queues_stats())]
+        if exact:
+            return [QueueStats(*row) for row in _store.run(cur, _store.queues_stats())]
+        pages = _store.run(cur, _store.jobs_finished_pages())
+        percent = min(100.0, 100.0 * sample_pages / pages) if pages else 100.0
+        return [QueueStats(*row) for row in _store.run(cur, _store.queues_stats_sampled(percent))]
 
 
 def live_workers(conn: SyncConnection, name: str | None = None) -> list[WorkerInfo]:
@@ -211,21 +250,27 @@ def prune(
 
 def prune_by_state(conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000) -> int:
     """Like :func:`prune`, with an age in seconds per state."""
+    return sum(prune_batches(conn, ages, batch))
+
+
+def prune_batches(
+    conn: SyncConnection, ages: Mapping[str, float], batch: int = 1000
+) -> Iterator[int]:
+    """:func:`prune_by_state` a batch at a time, yielding how many jobs each deleted (on an
+    autocommit connection, each batch is committed by then)."""
     unknown = set(ages) - TERMINAL_STATES
     if unknown:
         raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
     ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
     check_count(batch, "batch", 1, BIGINT_MAX)
-    total = 0
     with sync_cursor(conn) as cur:
         # One instant for every batch: measured from each batch's own now(), jobs reaching
         # their age in between kept a prune of a busy queue going for ever.
         as_of = _store.run(cur, _store.clock_now_text())
         after: _store.Pruned = {}  # where each state's next batch reads on from
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of, after)):
-            total += sum(count for count, _ in deleted.values())
             after |= deleted
-    return total
+            yield sum(count for count, _ in deleted.values())
 
 
 def health_problem(dsn: str, worker: str | None = None) -> str | None:

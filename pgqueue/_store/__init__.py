@@ -1167,9 +1167,14 @@ def _read_json(text: str) -> Any:
         return json.loads(text, parse_int=Decimal)
 
 
-def jobs_retry_failed(task: str | None = None) -> Query[int]:
-    """Requeue every failed job (of ``task``); returns how many."""
-    return Query(q.JOBS_RETRY_FAILED, {"task": task}, _one)
+def jobs_retry_failed(
+    task: str | None = None, after: int = 0, limit: int | None = None
+) -> Query[tuple[int, int | None]]:
+    """Requeue the first ``limit`` (``None``: every) failed jobs (of ``task``) after id
+    ``after``, in id order; returns how many were requeued and the last id looked at
+    (``None`` when there was none)."""
+    params = {"task": task, "after": after, "limit": limit}
+    return Query(q.JOBS_RETRY_FAILED, params, lambda rows: (rows[0][0], rows[0][1]))
 
 
 def jobs_cancel_call(job_id: int) -> Query[str | None]:
@@ -1194,6 +1199,18 @@ def jobs_prune(
 def queues_stats() -> Query[list[Row]]:
     """Every row of ``pgqueue.queue_stats``, ages and rates as floats."""
     return Query(q.QUEUES_STATS, None, _rows)
+
+
+def queues_stats_sampled(percent: float) -> Query[list[Row]]:
+    """Rows as :func:`queues_stats` gives, the finished jobs counted from ``percent`` of the
+    history's pages and scaled (100: exactly), the jobs finished recently on their index; with
+    a last column saying whether the counts are estimates."""
+    return Query(q.QUEUES_STATS_SAMPLED, {"percent": percent}, _rows)
+
+
+def jobs_finished_pages() -> Query[int]:
+    """The size of the history (``pgqueue.finished_jobs``) in pages."""
+    return Query(q.JOBS_FINISHED_PAGES, None, _one)
 
 
 def queues_depth(queues: Sequence[str], cap: int) -> Query[dict[str, int]]:

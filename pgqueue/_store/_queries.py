@@ -1590,14 +1590,20 @@ JOBS_LIST: LiteralString = (
 # locked: pgqueue.retry() takes cancelled jobs too, and a job retried and then cancelled by
 # others since this statement's snapshot (while it waited for another row, say) was requeued.
 # A row locked is still failed; one deleted since the snapshot (retried or pruned) is left.
+# A batch: the %(limit)s (NULL: all) failed jobs after id %(after)s, in id order, read on the
+# primary key from there, so that the batches of one run read the history once between them
+# and a run stopped between two continues where it stopped when run again. Returns how many
+# were requeued and the last id looked at (NULL: none was left).
 JOBS_RETRY_FAILED: LiteralString = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM pgqueue.finished_jobs
      WHERE state = 'failed' AND (%(task)s::text IS NULL OR task = %(task)s)
+       AND id > %(after)s
      ORDER BY id
+     LIMIT %(limit)s
        FOR UPDATE
 )
-SELECT count(*) FILTER (WHERE pgqueue.retry(id)) FROM picked
+SELECT count(*) FILTER (WHERE pgqueue.retry(id)), max(id) FROM picked
 """
 
 JOBS_CANCEL_CALL: LiteralString = """
@@ -1643,6 +1649,56 @@ SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
        extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute
   FROM pgqueue.queue_stats
  ORDER BY queue
+"""
+
+# QUEUES_STATS without reading the whole history: the active jobs counted exactly, as the view
+# pgqueue.queue_stats counts them (a small table), the jobs finished in the last five minutes on
+# the (state, finished_at) index, and the finished jobs per state estimated from %(percent)s of
+# the history's pages (100: all of them, exactly), the same pages each run while the table does
+# not grow (REPEATABLE), so that `stats --watch` does not flicker. The last column says whether
+# the counts are estimates. Changing the view itself would take a migration.
+QUEUES_STATS_SAMPLED: LiteralString = """
+WITH active AS (
+    SELECT queue,
+           count(*) FILTER (WHERE state = 'queued') AS queued,
+           count(*) FILTER (WHERE state = 'queued' AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE state = 'running') AS running,
+           min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()) AS oldest_runnable
+      FROM pgqueue.active_jobs
+     GROUP BY queue
+), sampled AS (
+    SELECT queue,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'failed') AS failed,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+      FROM pgqueue.finished_jobs TABLESAMPLE SYSTEM (%(percent)s::float8) REPEATABLE (0)
+     GROUP BY queue
+), recent AS (
+    SELECT queue, count(*) AS recent
+      FROM pgqueue.finished_jobs
+     WHERE state IN ('succeeded', 'failed', 'cancelled')
+       AND finished_at > now() - interval '5 minutes'
+     GROUP BY queue
+), queues AS (
+    SELECT queue FROM active UNION SELECT queue FROM sampled UNION SELECT queue FROM recent
+)
+SELECT q.queue, coalesce(a.queued, 0), coalesce(a.scheduled, 0), coalesce(a.running, 0),
+       round(coalesce(s.succeeded, 0) * 100 / %(percent)s::float8)::bigint,
+       round(coalesce(s.failed, 0) * 100 / %(percent)s::float8)::bigint,
+       round(coalesce(s.cancelled, 0) * 100 / %(percent)s::float8)::bigint,
+       extract(epoch FROM now() - a.oldest_runnable)::float8,
+       round(coalesce(r.recent, 0) / 5.0, 1)::float8,
+       %(percent)s::float8 < 100
+  FROM queues AS q
+  LEFT JOIN active AS a ON a.queue = q.queue
+  LEFT JOIN sampled AS s ON s.queue = q.queue
+  LEFT JOIN recent AS r ON r.queue = q.queue
+ ORDER BY q.queue
+"""
+
+# The history's size in pages now (the file's size: pg_class.relpages waits for a VACUUM).
+JOBS_FINISHED_PAGES: LiteralString = """
+SELECT pg_relation_size('pgqueue.finished_jobs') / current_setting('block_size')::bigint
 """
 
 # Runnable jobs per queue, counted on the claim index and capped, so a metrics scrape stays

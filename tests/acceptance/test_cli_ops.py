@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -678,3 +679,214 @@ def test_prune_by_an_apps_retention_says_which_states_it_keeps_forever(
         " DURATION to prune them\n"
     ))  # fmt: skip
     assert states(dsn) == {"failed": 1}
+
+
+def _failed_jobs(dsn: str, count: int) -> list[int]:
+    """``count`` failed jobs of task ``t``, ids 1 to ``count``."""
+    rows = query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at) SELECT n, 'q', 't', '[]', '{}', 'failed',"
+        " 0, 1, 1, now(), now() FROM generate_series(1, %s) AS n RETURNING id",
+        [count],
+    )
+    return [int(r[0]) for r in rows]
+
+
+def _wait_for_lock_wait(dsn: str, text: str) -> None:
+    """Wait until another session runs a statement holding ``text`` and waits for a lock."""
+    for _ in range(3000):
+        waiting = query(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s AND pid <> pg_backend_pid()",
+            [f"%{text}%"],
+        )
+        if waiting == [(1,)]:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no statement of {text!r} waited for a lock")
+
+
+def test_jobs_retry_failed_commits_batches_and_stops_after_one_on_ctrl_c(dsn: str) -> None:
+    """`jobs retry --failed` was one transaction (86 s for 400,000 jobs), silent until done,
+    and Ctrl-C rolled it all back. It commits a batch at a time in id order, says on stderr how
+    many so far, and on SIGINT stops after the batch running, saying how many it requeued and
+    that a re-run continues, which requeues the rest."""
+    ids = _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:  # holds job 3: the second batch (3, 4) waits for it
+        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+             "--batch-size", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert run.stderr is not None
+        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
+        _wait_for_lock_wait(dsn, "pgqueue.retry")
+        run.send_signal(signal.SIGINT)
+        said = "stopping after the batch running (Ctrl-C again to abandon it)\n"
+        assert run.stderr.readline() == said
+        holder.rollback()
+        out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (130, "requeued 4 failed jobs\n")
+    assert err == (
+        "requeued 4 failed jobs so far\ninterrupted after a batch, whose jobs stay requeued:"
+        " run the command again to requeue the rest\n"
+    )
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(ids[4],)]
+    done = pgqueue(dsn, "jobs", "retry", "--failed", "--batch-size", "2")
+    assert (done.stdout, done.stderr) == (
+        "requeued 1 failed jobs\n",
+        "requeued 1 failed jobs so far\n",
+    )
+    assert states(dsn) == {"queued": 5}
+
+
+def test_jobs_retry_failed_says_what_it_requeued_before_an_error(dsn: str) -> None:
+    """A batch that fails (here on a statement timeout while a job is held) ends the command
+    with the error, after a line saying how many jobs the batches before requeued for good."""
+    _failed_jobs(dsn, 3)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+             "--batch-size", "2"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "PGOPTIONS": "-c lock_timeout=200"},
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-2:] == [
+        "requeued 2 failed jobs (they stay requeued); run the command again to requeue the rest",
+        "Error: the database refused: canceling statement due to lock timeout (LockNotAvailable)",
+    ]
+    assert states(dsn) == {"queued": 2, "failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [(("jobs", "list", "--queue", ""), "'--queue': invalid queue name ''"),
+     (("jobs", "list", "--queue", "  "), "'--queue': invalid queue name ''"),
+     (("jobs", "list", "--queue", "a b"), "'--queue': invalid queue name 'a b'"),
+     (("jobs", "list", "--task", ""), "'--task': invalid task name ''"),
+     (("jobs", "list", "--task", "x" * 256), "'--task': invalid task name 'xxx"),
+     (("jobs", "retry", "--failed", "--task", ""), "'--task': invalid task name ''"),
+     (("jobs", "retry", "--failed", "--batch-size", "0"), "'--batch-size': 0 is not in the range"),
+     (("jobs", "retry", "--failed", "--batch-size", "-3"),
+      "'--batch-size': -3 is not in the range"),
+     (("enqueue", ""), "'TASK': invalid task name ''"),
+     (("enqueue", " t"), "'TASK': invalid task name ' t': it is blank, or begins or ends"),
+     (("enqueue", "t", "--queue", ""), "'--queue': invalid queue name ''"),
+     (("enqueue", "t", "--queue", "mail/x"), "'--queue': invalid queue name 'mail/x'")],
+)  # fmt: skip
+def test_an_empty_or_invalid_name_is_a_usage_error(
+    dsn: str, command: tuple[str, ...], error: str
+) -> None:
+    """`--queue ''` exited 1 after connecting ("invalid queue name"), where `--state ''` is a
+    usage error (exit 2): every option's or argument's value that cannot be a name is one now,
+    before any SQL, and nothing is enqueued."""
+    result = pgqueue(dsn, *command, ok=False)
+    assert result.returncode == 2, result.stderr
+    assert usage_error(result.stderr).startswith(f"Error: Invalid value for {error}")
+    assert states(dsn) == {}
+
+
+def test_a_queue_filter_ignores_whitespace_around_it(dsn: str) -> None:
+    """`--queue "$QUEUE"` with a trailing newline finds the queue, as `--dsn` or a number would."""
+    job_id = int(pgqueue(dsn, "enqueue", "t", "--queue", " mail\n").stdout)
+    [row] = json.loads(pgqueue(dsn, "jobs", "list", "--queue", "mail\n", "--json").stdout)
+    assert (row["id"], row["queue"]) == (job_id, "mail")
+
+
+def test_jobs_retry_refuses_a_batch_size_without_failed(dsn: str) -> None:
+    """--batch-size, like --task, only goes with --failed: a usage error, not ignored."""
+    done = pgqueue(dsn, "jobs", "retry", "5", "--batch-size", "3", ok=False)
+    assert (done.returncode, usage_error(done.stderr)) == (
+        2, "Error: --batch-size only goes with --failed"
+    )  # fmt: skip
+
+
+def test_wide_characters_keep_a_tables_columns_in_line(dsn: str) -> None:
+    """A task name or error of CJK characters or emoji (two columns each on a terminal) pushed
+    the columns after it out of line, by one column per such character, and a long one was cut
+    to 60 characters, up to 120 columns. Columns are padded and cut by display width, combining
+    marks and zero-width joiners taking none."""
+    insert = (
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at, last_error)"
+        " VALUES (%s, 'q', %s, '[]', '{}', 'failed', 0, 1, 1, now(), '2026-01-01', '2026-01-01',"
+        " %s)"
+    )
+    for row in ((1, "send", "plain"), (2, "送信メール", "📧 失敗"),
+                (3, "cafe\u0301👩\u200d💻", "エラー" * 30)):  # fmt: skip
+        query(dsn, insert, row)
+    env = {**os.environ, "PGTZ": "UTC"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "list"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    day = "2026-01-01 00:00:00"
+    header = "ID  TASK        QUEUE  STATE   ATTEMPTS  CREATED_AT           FINISHED_AT"
+    assert out == [
+        f"{header}          LAST_ERROR",
+        f"3   cafe\u0301👩\u200d💻    q      failed  1         {day}  {day}  {'エラー' * 9}エ...",
+        f"2   送信メール  q      failed  1         {day}  {day}  📧 失敗",
+        f"1   send        q      failed  1         {day}  {day}  plain",
+    ]
+
+
+def test_bidirectional_controls_in_a_table_are_shown_escaped(dsn: str) -> None:
+    """A task name holding U+202E (right-to-left override) made a terminal that applies it
+    show the rest of the row reversed; it is written as an escape, as control characters are."""
+    pgqueue(dsn, "enqueue", "evil\u202etxt.exe")
+    [_, row] = pgqueue(dsn, "jobs", "list").stdout.splitlines()
+    assert row.split()[1] == "evil\\u202etxt.exe"
+
+
+def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
+    """prune commits a batch of 1000 at a time, but a failure in a later batch ended it with
+    the error alone, as though nothing had been deleted. A line on stderr now says how many
+    jobs the batches before deleted for good, then the error."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
+               " now() - interval '30 days' + make_interval(secs => n)"
+               " FROM generate_series(1, 1001) AS n")  # fmt: skip
+    query(dsn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " RAISE EXCEPTION 'job % is kept', OLD.id; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER keep BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
+               " WHEN (OLD.id = 1001) EXECUTE FUNCTION refuse()")  # fmt: skip
+    done = pgqueue(dsn, "prune", "--older-than", "7d", ok=False)
+    assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
+        "deleted 1000 finished jobs before this error (they stay deleted)",
+        "Error: the database refused: job 1001 is kept (RaiseException)",
+    ])  # fmt: skip
+    assert states(dsn) == {"succeeded": 1}
+
+
+def test_a_second_ctrl_c_abandons_the_batch_running_which_rolls_back(dsn: str) -> None:
+    """A second SIGINT does not wait for the batch running (here on a job another session
+    holds): the batch is cancelled and rolled back, the batches before stay requeued, and it
+    says so and exits 130."""
+    _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+             "--batch-size", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert run.stderr is not None
+        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
+        _wait_for_lock_wait(dsn, "pgqueue.retry")
+        run.send_signal(signal.SIGINT)
+        assert run.stderr.readline().startswith("stopping after the batch running")
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        holder.rollback()
+    assert (run.returncode, out) == (130, "requeued 2 failed jobs\n")
+    assert err == (
+        "interrupted: the batch running was rolled back, the jobs requeued before it stay"
+        " requeued; run the command again to requeue the rest\n"
+    )
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(3,), (4,), (5,)]

@@ -6,6 +6,7 @@ import asyncio
 import math
 import re
 import threading
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -551,3 +552,81 @@ def test_operations_in_the_callers_pipeline(dsn: str) -> None:
         assert app.cancel(conn, job_id) == "cancelled"
         assert admin.prune(conn, 0) == 1
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def _finished(dsn: str, count: int, state: str = "failed", minutes_ago: int = 60) -> None:
+    """``count`` finished jobs of ``state`` on queue "q", ids 1 to ``count``."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', %s, 0, 1, 1, now(), now(), now() - make_interval(mins => %s)"
+               " FROM generate_series(1, %s) AS n", [state, minutes_ago, count])  # fmt: skip
+
+
+def test_retry_failed_in_batches_commits_each_on_an_autocommit_connection(dsn: str) -> None:
+    """retry_failed requeued every failed job in one statement; with batch=N it works N jobs
+    at a time, in id order, each batch its own transaction on an autocommit connection (so a
+    stop between two keeps the batches done), and says how many in all as before."""
+    _finished(dsn, 5)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        batches = _ops.retry_failed_batches(conn, batch=2)
+        assert next(batches) == 2
+        assert query(dsn, "SELECT id FROM pgqueue.active_jobs ORDER BY id") == [(1,), (2,)]
+        assert list(batches) == [2, 1]
+    assert states(dsn) == {"queued": 5}
+
+
+def test_retry_failed_in_batches_never_commits_the_callers_transaction(dsn: str) -> None:
+    """On a connection in a transaction, the batches are the caller's to commit or roll back;
+    the count is the total, and a bad batch size is refused before any SQL."""
+    _finished(dsn, 5)
+    with psycopg.connect(dsn) as conn:
+        assert admin.retry_failed(conn, batch=2) == 5
+        conn.rollback()
+        with pytest.raises(ValueError, match="batch must be an int from 1 to"):
+            admin.retry_failed(conn, batch=0)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert states(dsn) == {"failed": 5}
+
+
+def test_queue_stats_estimates_a_big_history_from_a_sample(dsn: str) -> None:
+    """queue_stats read the whole history: a second per 2 million finished jobs, on every
+    refresh of `stats --watch`. With exact=False it reads at most sample_pages of it: the
+    finished counts of a bigger one are estimates, said so; the active counts and the jobs
+    finished in the last five minutes stay exact. A small history is counted exactly."""
+    _finished(dsn, 20_000, "succeeded")
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now(), queue = 'r' WHERE id <= 30")
+    query(dsn, "INSERT INTO pgqueue.active_jobs (id, queue, task) VALUES (100000, 'q', 't')")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        [q, r] = _ops.queue_stats(conn, exact=False, sample_pages=20)
+        exact = _ops.queue_stats(conn, exact=False)  # 20,000 small jobs: under 2,000 pages
+        view = _ops.queue_stats(conn)
+    assert [replace(s, oldest_runnable_age=None) for s in exact] == [
+        replace(s, oldest_runnable_age=None) for s in view
+    ]
+    assert (q.queue, q.queued, q.estimated) == ("q", 1, True)
+    assert (r.queue, r.finished_per_minute, r.estimated) == ("r", 6.0, True)
+    assert 10_000 < q.succeeded < 30_000
+    assert [(s.queue, s.succeeded, s.estimated) for s in exact] == [
+        ("q", 19_970, False), ("r", 30, False)
+    ]  # fmt: skip
+
+
+def test_queue_stats_estimate_reads_a_sample_and_the_recent_jobs_index(dsn: str) -> None:
+    """The estimating statement reads the history through a sample scan and the jobs finished
+    lately on the (state, finished_at) index, never a sequential scan of all of it."""
+    _finished(dsn, 20_000, "succeeded")
+    query(dsn, "ANALYZE pgqueue.finished_jobs")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        nodes = plan_nodes(conn, _store.queues_stats_sampled(1.0))
+    history = scans_of(nodes, "finished_jobs")
+    assert ("Sample Scan", None) in history and "Seq Scan" not in {kind for kind, _ in history}
+    assert "finished_jobs_state_finished_idx" in {node.get("Index Name") for node in nodes}
+
+
+def test_listing_unfinished_jobs_of_a_task_reads_no_history(dsn: str) -> None:
+    """`jobs list --state queued --task T` (as docs/reference/cli-operations.md says) reads the
+    active jobs only, never the history, however few jobs match."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for state in ("queued", "running"):
+            nodes = plan_nodes(conn, _store.jobs_list(state, "q", "no.such.task"))
+            assert not scans_of(nodes, "finished_jobs"), state

@@ -319,3 +319,35 @@ def test_a_jobs_log_line_says_how_long_the_attempt_ran_not_when_it_is_retried(
     _log_event(JobEvent(JobContext(7, "shop.send", "io", 2, 5), "retrying", 0.0006, error="boom"))
     [record] = [r for r in caplog.records if getattr(r, "action", None) == "job_retrying"]
     assert record.getMessage() == "job 7 (shop.send on io) retrying: attempt 2/5 ran 0.6 ms: boom"
+
+
+def test_display_width_counts_wide_characters_twice_and_marks_none() -> None:
+    """A table's columns are measured as a terminal shows them: a CJK character or an emoji
+    takes two columns, a combining accent or a zero-width joiner none; a cell is cut to a
+    number of columns, never through a wide character."""
+    from pgqueue import _cli  # noqa: F401  (first: it loads _cli_ops, which needs it)
+    from pgqueue._cli_ops import _clip, _width
+
+    assert [_width(t) for t in ("send", "送信", "cafe\u0301", "👩\u200d💻", "")] == [4, 4, 4, 4, 0]
+    assert [_clip("エラー", n) for n in (0, 1, 2, 3, 6, 9)] == [
+        "",
+        "",
+        "エ",
+        "エ",
+        "エラー",
+        "エラー",
+    ]
+
+
+def test_a_stats_table_marks_estimated_counts() -> None:
+    """The finished counts of a row estimated from a sample show as ``~N`` in the table."""
+    from pgqueue import _cli  # noqa: F401  (first: it loads _cli_ops, which needs it)
+    from pgqueue._cli_ops import STATS_COLUMNS, _approximate, _table
+
+    rows = [pgqueue.QueueStats("a", 1, 0, 2, 1843000, 12, 0, None, 0.5, estimated=True),
+            pgqueue.QueueStats("b", 1, 0, 2, 7, 0, 0, 3.0, 0.5)]  # fmt: skip
+    table = _table([_approximate(row) for row in rows], STATS_COLUMNS).splitlines()
+    assert [line.split() for line in table[1:]] == [
+        ["a", "1", "0", "2", "~1843000", "~12", "~0", "-", "0.5"],
+        ["b", "1", "0", "2", "7", "0", "0", "3.0", "0.5"],
+    ]
