@@ -921,3 +921,50 @@ async def test_a_receiver_using_the_orm_leaves_no_connection_open(
         getattr(dt, signal).disconnect(receive)
     [wrapper] = used
     assert wrapper.connection is None
+
+
+async def test_persistent_connections_the_server_dropped_lose_no_start_and_no_signal(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CONN_MAX_AGE None a worker's task thread and callback thread keep their Django
+    connections from job to job. Once the server dropped them (a restart, a failover), the
+    next Django task failed before it ran, its start's read failing (FAILED at once), and
+    its task_finished was lost; so did every later one in those threads, psycopg's error
+    never marking Django's connection as failed. Each read is made again on a new one."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    first = await sync_to_async(shop.keeps_its_connection.enqueue)(1)
+    second: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        shop.left_open.append(connections["default"].connection)  # the callback thread's
+
+    def drop_connections_then_enqueue_once_one_ended() -> bool:
+        if not second and states(django_db) == {"succeeded": 1} and len(finished) == 1:
+            query(django_db, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             " AND application_name NOT LIKE 'pgqueue %'")  # fmt: skip
+            connections["default"].close()
+            second.append(shop.keeps_its_connection.enqueue(2))
+            connections["default"].close()
+        ended = states(django_db)
+        return bool(second) and ended.get("succeeded", 0) + ended.get("failed", 0) == 2
+
+    dt.task_finished.connect(receive)
+    try:
+        with _finished_signals() as finished:
+            worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05,
+                                concurrency=1)  # fmt: skip
+            await run_worker_until(worker, drop_connections_then_enqueue_once_one_ended)
+    finally:
+        dt.task_finished.disconnect(receive)
+        while shop.left_open:
+            shop.left_open.pop().close()
+    signalled = [(r.id, str(r.status)) for r in finished]
+    assert signalled == [(first.id, "SUCCESSFUL"), (second[0].id, "SUCCESSFUL")]
+    assert states(django_db) == {"succeeded": 2}
