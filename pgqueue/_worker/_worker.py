@@ -59,6 +59,7 @@ class _Running:
     job: ClaimedJob
     ctx: JobContext
     task: asyncio.Task[None] | None = None
+    started: float = 0.0  # time.monotonic() as the attempt started
 
 
 @dataclass
@@ -950,7 +951,7 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
         outcome: Outcome | None = None
-        started = self.events.job_started(job)
+        started = running.started = self.events.job_started(job)
         try:
             outcome = await self._executor.run(job, ctx)
         except asyncio.CancelledError:
@@ -1428,6 +1429,10 @@ class Worker:
                 extra={"action": "job_abandoned", "job_id": job.id, "attempt": job.attempt},
             )  # fmt: skip
             self._unfinished.append((job.id, job.attempt))
+            if running.ctx.cancel_reason != "lease lost":  # a stale copy: the job is not its
+                # Reported as those stopped are if the release ends it cancelled (_released).
+                stopped = (running.ctx, running.started, time.monotonic())
+                self._stopped[job.id, job.attempt] = stopped
         self._abandoned += stuck
 
     def abandoned_coroutines(self) -> int:
