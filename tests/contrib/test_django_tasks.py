@@ -339,6 +339,39 @@ async def test_a_return_value_postgres_cannot_store_is_failed_in_the_signal_too(
     assert [e.exception_class for e in result.errors] == [TypeError]
 
 
+def test_a_views_enqueue_under_atomic_requests_is_in_the_requests_transaction(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ATOMIC_REQUESTS, a view's enqueue commits with its response and rolls back with
+    its error, as the view's ORM writes do."""
+    from django.db import connections
+    from django.test import Client
+
+    from tests.contrib.django_project.shop.models import Order
+
+    monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
+    client = Client()
+    assert client.get("/shop/order/").status_code == 200
+    with pytest.raises(RuntimeError, match="declined"):
+        client.get("/shop/order/?fail=1")
+    assert Order.objects.count() == 1
+    assert query(django_db, "SELECT task, state FROM pgqueue.jobs") == [
+        ("tests.contrib.django_project.shop.tasks.mark_sent", "queued")
+    ]
+
+
+async def test_an_async_views_aenqueue_is_committed_at_once(shop, django_db: str) -> None:
+    """An async view runs outside any transaction (Django refuses ATOMIC_REQUESTS for
+    them): its aenqueue() is committed at once, as an ORM write there is."""
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/shop/add-later/")
+    assert response.status_code == 200
+    assert query(django_db, "SELECT id::text, state FROM pgqueue.jobs") == [
+        (response.content.decode(), "queued")
+    ]
+
+
 def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, django_db):
     """An enqueue inside a nested atomic() (a savepoint) that rolls back leaves no job, while
     the outer block's order and job commit."""
