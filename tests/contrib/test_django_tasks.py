@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.contrib.conftest import subprocess_env
@@ -358,6 +359,25 @@ def test_a_views_enqueue_under_atomic_requests_is_in_the_requests_transaction(
     assert query(django_db, "SELECT task, state FROM pgqueue.jobs") == [
         ("tests.contrib.django_project.shop.tasks.mark_sent", "queued")
     ]
+
+
+def test_the_request_after_an_enqueue_found_the_connection_dropped_gets_a_new_one(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enqueue that found a persistent connection dropped by the server (a restart) did
+    not mark it failed for Django: the request boundary kept it, and the next request's
+    first ORM query failed on it too. The boundary closes it, as one a query found dropped."""
+    from django.db import connections
+    from django.test import Client
+
+    from tests.contrib.test_django import _drop_djangos_connection
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    _drop_djangos_connection(django_db)
+    with pytest.raises(psycopg.OperationalError):
+        shop.mark_sent.enqueue(1)
+    assert Client().get("/shop/order/").status_code == 200
+    assert states(django_db) == {"queued": 1}
 
 
 async def test_an_async_views_aenqueue_is_committed_at_once(shop, django_db: str) -> None:
