@@ -1478,7 +1478,8 @@ class Worker:
     def _released(self, cancelled: set[int]) -> None:
         """Report the jobs stopped at shutdown that the release ended cancelled, as asked
         while they ran (see LEASES_RELEASE), as any cancelled job is: the counts, the log,
-        the listeners and the job_ended hooks. Those put back did not end."""
+        the listeners and the job_ended hooks. Those put back did not end. Matched by job id:
+        only a job's live claim is in _stopped (a stale copy, its lease lost, never is)."""
         for claim in dict.fromkeys(self._unfinished):  # an abandoned attempt may be there twice
             stopped = self._stopped.pop(claim, None)
             if stopped is None or claim[0] not in cancelled:
