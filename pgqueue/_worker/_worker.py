@@ -60,6 +60,7 @@ class _Running:
     job: ClaimedJob
     ctx: JobContext
     task: asyncio.Task[None] | None = None
+    started: float = 0.0  # time.monotonic() as the attempt started
 
 
 @dataclass
@@ -978,7 +979,7 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
         outcome: Outcome | None = None
-        started = self.events.job_started(job)
+        started = running.started = self.events.job_started(job)
         try:
             outcome = await self._executor.run(job, ctx)
         except asyncio.CancelledError:
@@ -1460,6 +1461,10 @@ class Worker:
                 extra={"action": "job_abandoned", "job_id": job.id, "attempt": job.attempt},
             )  # fmt: skip
             self._unfinished.append((job.id, job.attempt))
+            if running.ctx.cancel_reason != "lease lost":  # a stale copy: the job is not its
+                # Reported as those stopped are if the release ends it cancelled (_released).
+                stopped = (running.ctx, running.started, time.monotonic())
+                self._stopped[job.id, job.attempt] = stopped
         self._abandoned += stuck
 
     def abandoned_coroutines(self) -> int:
@@ -1506,7 +1511,8 @@ class Worker:
     def _released(self, cancelled: set[int]) -> None:
         """Report the jobs stopped at shutdown that the release ended cancelled, as asked
         while they ran (see LEASES_RELEASE), as any cancelled job is: the counts, the log,
-        the listeners and the job_ended hooks. Those put back did not end."""
+        the listeners and the job_ended hooks. Those put back did not end. Matched by job id:
+        only a job's live claim is in _stopped (a stale copy, its lease lost, never is)."""
         for claim in dict.fromkeys(self._unfinished):  # an abandoned attempt may be there twice
             stopped = self._stopped.pop(claim, None)
             if stopped is None or claim[0] not in cancelled:

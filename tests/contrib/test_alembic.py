@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -46,6 +47,25 @@ def test_users_history_on_a_database_pgqueue_migrated_changes_nothing(dsn: str) 
     assert done.returncode == 0, done.stderr
     assert catalog(dsn) == before
     assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_downgrade_leaves_pgqueues_schema_and_jobs_and_upgrade_finds_them(empty_dsn) -> None:
+    """As the docs say: `alembic downgrade` undoes the user's changes only; pgqueue's schema,
+    and the jobs in it, stay current, and upgrading again installs nothing of pgqueue's."""
+    assert alembic(empty_dsn, "upgrade", "head").returncode == 0
+    with psycopg.connect(empty_dsn) as conn:
+        pgqueue.PgQueue().using("kept").enqueue(conn)
+    done = alembic(empty_dsn, "downgrade", "base")
+    assert done.returncode == 0, done.stderr
+    assert query(empty_dsn, "SELECT to_regclass('public.orders') IS NULL") == [(True,)]
+    assert pgqueue.schema_check(empty_dsn) is None
+    after_downgrade = catalog(empty_dsn)
+    done = alembic(empty_dsn, "upgrade", "head")
+    assert done.returncode == 0, done.stderr
+    assert query(empty_dsn, "SELECT task FROM pgqueue.jobs") == [("kept",)]
+    assert catalog(empty_dsn) == after_downgrade
+    assert query(empty_dsn, "SELECT count(*) FROM orders") == [(0,)]
+    assert pgqueue.schema_check(empty_dsn) is None
 
 
 def test_alembic_check_finds_nothing_to_do_with_the_filter(empty_dsn: str) -> None:

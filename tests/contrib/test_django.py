@@ -181,6 +181,51 @@ def test_enqueue_in_an_atomic_block_marked_for_rollback_is_refused(shop, django_
     assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([3],)]
 
 
+def _drop_djangos_connection(dsn: str) -> None:
+    """The server ends this thread's Django connection (a restart, a failover, an idle
+    session timeout would), and Django does not know yet."""
+    from django.db import connection
+
+    connection.close()  # opened anew, with the settings of the test (CONN_MAX_AGE)
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    assert query(dsn, "SELECT pg_terminate_backend(%s, 10000)", [pid]) == [(True,)]
+
+
+def test_a_persistent_connection_the_server_dropped_is_replaced_at_the_next_request(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enqueue on a persistent connection the server ended fails, as an ORM query does. Its
+    error, psycopg's on the raw connection, did not mark Django's connection as failed, so
+    the request boundary kept it: with CONN_MAX_AGE None, every later enqueue in that
+    thread failed on it too. The next one opens a new connection."""
+    from django.db import close_old_connections, connection, connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    _drop_djangos_connection(django_db)
+    with pytest.raises(psycopg.OperationalError):
+        shop.send_receipt.enqueue(connection, 1)
+    close_old_connections()  # a request ends, another starts
+    shop.send_receipt.enqueue(connection, 2)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
+def test_conn_health_checks_apply_to_enqueue_as_to_the_orm(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CONN_HEALTH_CHECKS, Django checks a persistent connection before a request's
+    first query and replaces a dead one. An enqueue first in its request skipped the check
+    (it took the raw connection, not a Django cursor) and failed on the dead connection."""
+    from django.db import close_old_connections, connection, connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_HEALTH_CHECKS", True)
+    _drop_djangos_connection(django_db)
+    close_old_connections()  # a request ends, another starts
+    shop.send_receipt.enqueue(connection, 1)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([1],)]
+
+
 def test_django_migrations_give_the_same_schema_as_pgqueue_migrate(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:
@@ -636,6 +681,9 @@ def test_other_drivers_are_refused_with_the_drivers_name(django_setup: None) -> 
     class FakeWrapper:  # what a psycopg2-backed DatabaseWrapper exposes
         alias, vendor = "legacy", "postgresql"
         connection = type("connection", (), {"__module__": "psycopg2.extensions"})()
+
+        def close_if_health_check_failed(self) -> None:
+            pass
 
         def ensure_connection(self) -> None:
             pass

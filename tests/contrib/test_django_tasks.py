@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.contrib.conftest import subprocess_env
@@ -337,6 +338,58 @@ async def test_a_return_value_postgres_cannot_store_is_failed_in_the_signal_too(
     assert (signalled.status, result.status) == ("FAILED", "FAILED")
     assert [e.exception_class for e in signalled.errors] == [TypeError]
     assert [e.exception_class for e in result.errors] == [TypeError]
+
+
+def test_a_views_enqueue_under_atomic_requests_is_in_the_requests_transaction(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ATOMIC_REQUESTS, a view's enqueue commits with its response and rolls back with
+    its error, as the view's ORM writes do."""
+    from django.db import connections
+    from django.test import Client
+
+    from tests.contrib.django_project.shop.models import Order
+
+    monkeypatch.setitem(connections["default"].settings_dict, "ATOMIC_REQUESTS", True)
+    client = Client()
+    assert client.get("/shop/order/").status_code == 200
+    with pytest.raises(RuntimeError, match="declined"):
+        client.get("/shop/order/?fail=1")
+    assert Order.objects.count() == 1
+    assert query(django_db, "SELECT task, state FROM pgqueue.jobs") == [
+        ("tests.contrib.django_project.shop.tasks.mark_sent", "queued")
+    ]
+
+
+def test_the_request_after_an_enqueue_found_the_connection_dropped_gets_a_new_one(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enqueue that found a persistent connection dropped by the server (a restart) did
+    not mark it failed for Django: the request boundary kept it, and the next request's
+    first ORM query failed on it too. The boundary closes it, as one a query found dropped."""
+    from django.db import connections
+    from django.test import Client
+
+    from tests.contrib.test_django import _drop_djangos_connection
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    _drop_djangos_connection(django_db)
+    with pytest.raises(psycopg.OperationalError):
+        shop.mark_sent.enqueue(1)
+    assert Client().get("/shop/order/").status_code == 200
+    assert states(django_db) == {"queued": 1}
+
+
+async def test_an_async_views_aenqueue_is_committed_at_once(shop, django_db: str) -> None:
+    """An async view runs outside any transaction (Django refuses ATOMIC_REQUESTS for
+    them): its aenqueue() is committed at once, as an ORM write there is."""
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/shop/add-later/")
+    assert response.status_code == 200
+    assert query(django_db, "SELECT id::text, state FROM pgqueue.jobs") == [
+        (response.content.decode(), "queued")
+    ]
 
 
 def test_a_rolled_back_inner_atomic_drops_its_job_and_the_outer_commits(shop, django_db):
@@ -921,3 +974,50 @@ async def test_a_receiver_using_the_orm_leaves_no_connection_open(
         getattr(dt, signal).disconnect(receive)
     [wrapper] = used
     assert wrapper.connection is None
+
+
+async def test_persistent_connections_the_server_dropped_lose_no_start_and_no_signal(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CONN_MAX_AGE None a worker's task thread and callback thread keep their Django
+    connections from job to job. Once the server dropped them (a restart, a failover), the
+    next Django task failed before it ran, its start's read failing (FAILED at once), and
+    its task_finished was lost; so did every later one in those threads, psycopg's error
+    never marking Django's connection as failed. Each read is made again on a new one."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from pgqueue.contrib.django import _compat as dt
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    first = await sync_to_async(shop.keeps_its_connection.enqueue)(1)
+    second: list[Any] = []
+
+    def receive(sender, task_result, **kwargs) -> None:
+        shop.left_open.append(connections["default"].connection)  # the callback thread's
+
+    def drop_connections_then_enqueue_once_one_ended() -> bool:
+        if not second and states(django_db) == {"succeeded": 1} and len(finished) == 1:
+            query(django_db, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             " AND application_name NOT LIKE 'pgqueue %'")  # fmt: skip
+            connections["default"].close()
+            second.append(shop.keeps_its_connection.enqueue(2))
+            connections["default"].close()
+        ended = states(django_db)
+        return bool(second) and ended.get("succeeded", 0) + ended.get("failed", 0) == 2
+
+    dt.task_finished.connect(receive)
+    try:
+        with _finished_signals() as finished:
+            worker = app.worker(dsn=django_db, queues=["default"], poll_interval=0.05,
+                                concurrency=1)  # fmt: skip
+            await run_worker_until(worker, drop_connections_then_enqueue_once_one_ended)
+    finally:
+        dt.task_finished.disconnect(receive)
+        while shop.left_open:
+            shop.left_open.pop().close()
+    signalled = [(r.id, str(r.status)) for r in finished]
+    assert signalled == [(first.id, "SUCCESSFUL"), (second[0].id, "SUCCESSFUL")]
+    assert states(django_db) == {"succeeded": 2}

@@ -112,6 +112,36 @@ async def test_an_abandoned_coroutine_ending_after_the_last_writes_is_not_report
     assert (unwritten.levelno, unwritten.job_id) == (logging.WARNING, job_id)
 
 
+async def test_an_abandoned_coroutines_job_the_release_ends_cancelled_is_reported_cancelled(
+    dsn: str, conn: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """A job is asked to cancel while its coroutine runs, before the worker learns of it (no
+    hint: a heartbeat's news); at shutdown the coroutine ignores its cancellation and is
+    abandoned. The release ends the job cancelled, as asked, and the worker reported nothing
+    (no count, no job_cancelled record, no job_ended hook: no Django task_finished), as it
+    reports a stopped coroutine that did end."""
+    monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
+    caplog.set_level(logging.DEBUG, logger="pgqueue.worker")
+    release = asyncio.Event()
+    app = stubborn_app(dsn, release)
+    ended: list[pgqueue.JobEvent] = []
+    app.hooks.job_ended["stubborn"] = ended.append
+    job_id = app.using("stubborn").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05, shutdown_timeout=0.1, lease=600,
+                   heartbeat=300)  # fmt: skip
+    ask = "UPDATE pgqueue.active_jobs SET cancel_requested = true"
+    try:
+        await run_worker_until(w, lambda: w.running == 1 and query(dsn, ask) == [], timeout=10)
+        assert w.abandoned_coroutines() == 1
+        assert query(dsn, "SELECT state FROM pgqueue.jobs") == [("cancelled",)]
+        assert (w.stats.cancelled, [e.state for e in ended]) == (1, ["cancelled"])
+        assert [r.job_id for r in _actions(caplog, "job_cancelled")] == [job_id]
+    finally:
+        release.set()
+        await asyncio.wait(w._abandoned)
+
+
 async def test_an_abandoned_coroutines_snooze_written_by_the_stop_is_not_put_back_again(
     dsn: str, conn: Any, monkeypatch: Any
 ) -> None:

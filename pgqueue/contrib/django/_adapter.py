@@ -38,7 +38,9 @@ def _wrapper(obj: Any) -> Any:
 
 
 def psycopg_connection(wrapper: Any) -> psycopg.Connection[Any]:
-    """The psycopg 3 connection of a Django ``DatabaseWrapper``, opened if need be."""
+    """The psycopg 3 connection of a Django ``DatabaseWrapper``, opened if need be, as
+    Django's cursors open it (``CONN_HEALTH_CHECKS`` included)."""
+    wrapper.close_if_health_check_failed()
     wrapper.ensure_connection()
     raw = wrapper.connection
     if isinstance(raw, psycopg.Connection):
@@ -47,12 +49,26 @@ def psycopg_connection(wrapper: Any) -> psycopg.Connection[Any]:
         # another thread's connection would commit it outside this thread's atomic() block.
         wrapper.validate_no_broken_transaction()
         wrapper.validate_thread_sharing()
-        return raw
+        return _replaced_if_lost(wrapper, raw)
     raise TypeError(
         f"pgqueue enqueues on psycopg 3, but Django's database {wrapper.alias!r} uses "
         f"{wrapper.vendor} with the {type(raw).__module__.split('.')[0]} driver: "
         "pip install 'psycopg[binary]' (Django prefers psycopg 3 when both are installed)"
     )
+
+
+def _replaced_if_lost(wrapper: Any, raw: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """A connection psycopg found lost (the server restarted, failed over, ended an idle
+    session) is replaced outside a transaction. Its error, raised by pgqueue's statements on
+    the raw connection, never set Django's ``errors_occurred``: ``close_old_connections()``
+    and the worker's release kept it, and with a persistent ``CONN_MAX_AGE`` every enqueue,
+    and every Django task's start in that worker thread, failed on it until it aged out."""
+    if not raw.closed or wrapper.in_atomic_block:
+        return raw  # inside atomic(), the transaction is lost: psycopg's error says so
+    wrapper.close()
+    wrapper.ensure_connection()
+    fresh: psycopg.Connection[Any] = wrapper.connection
+    return fresh
 
 
 def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:

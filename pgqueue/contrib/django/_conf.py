@@ -136,6 +136,20 @@ def release_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()
+    close_lost_connections()
+
+
+def close_lost_connections(**signal: Any) -> None:
+    """Close Django connections that psycopg found lost, outside ``atomic()`` blocks: one
+    that failed a pgqueue statement (an enqueue) is not marked failed for Django, which kept
+    it past the request, and the next request's first query failed on it too. Connected to
+    ``request_started`` and ``request_finished``, as Django's ``close_old_connections``."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        if raw is not None and getattr(raw, "closed", False) and not conn.in_atomic_block:
+            conn.close()
 
 
 def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from asgiref.sync import sync_to_async
 
 from pgqueue._hooks import JobEvent
@@ -61,13 +62,26 @@ def _started(name: str) -> Any:
     _conf.release_connections()
     try:
         task = _tasks[name]
-        job = get_job(_conf.connection(), current_job().id)
+        job = _read(lambda: get_job(_conf.connection(), current_job().id))
         assert job is not None
         result = task_result(task, job, task.backend)
         dt.task_started.send(type(task.get_backend()), task_result=result)
     finally:
         _conf.release_connections()
     return result
+
+
+def _read(read: Callable[[], Any]) -> Any:
+    """``read()`` on Django's connection, once more if it found that connection lost (a
+    persistent one the server dropped: the adapter replaces it), so that neither the task's
+    start nor its signal is lost to a connection the worker's thread kept from before."""
+    try:
+        return read()
+    except psycopg.OperationalError:
+        raw = _conf.connection().connection
+        if raw is None or not raw.closed:
+            raise
+    return read()
 
 
 def _call_args(task: Any, result: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -95,7 +109,7 @@ def send_finished(event: JobEvent) -> None:
     _conf.release_connections()
     try:
         try:
-            result = task.get_backend().get_result(str(event.job.id))
+            result = _read(lambda: task.get_backend().get_result(str(event.job.id)))
         except dt.TaskResultDoesNotExist:
             return
         if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):

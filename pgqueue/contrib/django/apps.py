@@ -19,7 +19,12 @@ class PgQueueConfig(AppConfig):  # type: ignore[misc]
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Import every installed app's ``tasks`` module, so their tasks are registered."""
+        """Import every installed app's ``tasks`` module, so their tasks are registered; close
+        lost connections around requests (see _conf.close_lost_connections)."""
+        from django.core.signals import request_finished, request_started
+
+        request_started.connect(_conf.close_lost_connections)
+        request_finished.connect(_conf.close_lost_connections)
         config = _conf.settings()
         if config["AUTODISCOVER"]:
             autodiscover_modules(config["AUTODISCOVER"])

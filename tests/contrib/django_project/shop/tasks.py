@@ -169,3 +169,13 @@ if tasks is not None:
             cur.execute("SET ROLE pg_monitor")
         left_open.append(connection.connection)  # a persistent one, for the test to close
         raise ValueError("the task's own error")
+
+    @tasks.task()
+    def keeps_its_connection(x: int) -> int:
+        """A django.tasks task that leaves its thread's Django connection for the test to
+        close (a persistent one, CONN_MAX_AGE None)."""
+        from django.db import connection
+
+        connection.ensure_connection()
+        left_open.append(connection.connection)
+        return x
