@@ -12,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 import pgqueue
 from pgqueue import admin
 from pgqueue._cli import cli
+from pgqueue._periodic import cron_list
 from tests.helpers import query, run_worker_until, states
 
 
@@ -26,7 +27,8 @@ def dmy(dsn: str) -> str:
 
 
 async def run_job_and_ticks(dsn: str, listen: bool) -> None:
-    """A worker on ``dsn`` runs a job and the ticks of a schedule of every second."""
+    """A worker on ``dsn`` runs a job and the ticks of a schedule of every second, which
+    ``cron list`` then reads; the healthcheck sees it live."""
     app = pgqueue.PgQueue(dsn)
 
     @app.task(name="add")
@@ -40,7 +42,11 @@ async def run_job_and_ticks(dsn: str, listen: bool) -> None:
     with psycopg.connect(dsn) as conn:
         add.enqueue(conn, 1, 2)
     worker = app.worker(listen=listen, poll_interval=0.05)
-    await run_worker_until(worker, lambda: states(dsn).get("succeeded", 0) >= 3)
+    # health_problem reads the worker's row (its timestamps) on a connection of its own.
+    ran = lambda: states(dsn).get("succeeded", 0) >= 3  # noqa: E731
+    await run_worker_until(worker, lambda: ran() and admin.health_problem(dsn, worker.name) is None)
+    [status] = cron_list(app)  # `pgqueue cron list`, which reads the last tick
+    assert status.last_tick is not None
 
 
 @pytest.mark.parametrize("listen", [True, False], ids=["listen", "poll-only"])
