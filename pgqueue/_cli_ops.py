@@ -21,7 +21,7 @@ import click
 import psycopg
 from click.core import ParameterSource
 
-from pgqueue import _ops
+from pgqueue import _ops, _store
 from pgqueue._cli import NO_APP, Choice, Seconds, Text, Whole, friendly_errors
 from pgqueue._job import TERMINAL_STATES
 from pgqueue._options import (
@@ -139,6 +139,7 @@ def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connect
     # Nothing prepared: behind a transaction-mode pooler the statement psycopg prepares on its
     # sixth run (prune's batches, stats --watch) is run by name on another server connection.
     with psycopg.connect(state.dsn, autocommit=autocommit, prepare_threshold=None) as conn:
+        _store.iso_dates(conn)
         yield conn
 
 

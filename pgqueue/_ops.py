@@ -23,7 +23,7 @@ from pgqueue._connections import (
     normalize_dsn,
     sync_cursor,
 )
-from pgqueue._errors import JobStateError, PgQueueError, first_line
+from pgqueue._errors import ConfigurationError, JobStateError, PgQueueError, first_line
 from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
 from pgqueue._options import (
     BIGINT_MAX,
@@ -60,10 +60,22 @@ def _decodable(which: str) -> Iterator[None]:
         ) from None
 
 
+def _dates_readable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Refuse, before reading, a connection whose timestamps psycopg could not read (its
+    error named no way out)."""
+    if not _store.dates_iso(conn):
+        style = conn.info.parameter_status("DateStyle")
+        raise ConfigurationError(
+            f"this connection's DateStyle is {style!r}: psycopg reads timestamps only in the ISO"
+            " style; run SET DateStyle = ISO on it (or ALTER ROLE ... SET DateStyle = ISO)"
+        )
+
+
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
     query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
+        _dates_readable(cur.connection)
         row = _store.run(cur, query)
     return Job(*row) if row else None
 
@@ -72,6 +84,7 @@ async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
     query = _store.jobs_read(check_job_id(job_id))
     async with async_cursor(conn) as cur:
+        _dates_readable(cur.connection)
         with _decodable(f"job {job_id}"):
             row = await _store.arun(cur, query)
     return Job(*row) if row else None
@@ -95,6 +108,7 @@ def list_jobs(
     if limit is not None:  # None: no limit
         check_count(limit, "limit", 0, BIGINT_MAX)
     with sync_cursor(conn) as cur, _decodable("a job listed"):
+        _dates_readable(cur.connection)
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
 
@@ -118,6 +132,7 @@ def _retry_once(cur: psycopg.Cursor[Any], job_id: int) -> Job | None:
     else :class:`JobStateError` saying why it cannot be retried."""
     if _store.run(cur, _store.jobs_retry([job_id])):
         return None
+    _dates_readable(cur.connection)
     with _decodable(f"job {job_id}"):
         row = _store.run(cur, _store.jobs_read(job_id))
     job = Job(*row) if row else None
@@ -227,6 +242,7 @@ def live_workers(conn: SyncConnection, name: str | None = None) -> list[WorkerIn
     if name is not None:
         check_task_name(name, "worker name")
     with sync_cursor(conn) as cur:
+        _dates_readable(cur.connection)
         return [WorkerInfo(*row) for row in _store.run(cur, _store.workers_list(name))]
 
 
@@ -278,6 +294,7 @@ def health_problem(dsn: str, worker: str | None = None) -> str | None:
     is heart-beating; else a one-line explanation. For container health probes: connecting
     and each statement give up after a few seconds (see ``HEALTH_TIMEOUT``), with an answer."""
     with psycopg.connect(normalize_dsn(dsn), autocommit=True, connect_timeout=5) as conn:
+        _store.iso_dates(conn)
         try:
             with conn.transaction(), conn.cursor() as cur:
                 _store.run(cur, _store.timeouts_set_local(HEALTH_LOCK_TIMEOUT, HEALTH_TIMEOUT))

@@ -176,6 +176,7 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     """
     dsn = normalize_dsn(dsn) if dsn else app.dsn
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        _store.iso_dates(conn)
         now = _store.run(cur, _store.clock_now())
         last = _store.run(cur, _store.ticks_last())
         pruned = [name for name in app.periodics if name not in last]

@@ -76,6 +76,7 @@ def wait_sync(
     # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
     # poll would be run by name on another server connection.
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        _store.iso_dates(conn)
         if listen:
             with conn.cursor() as cur:
                 _store.run(cur, _store.listen_finished())
@@ -100,6 +101,7 @@ async def wait(
     async with await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, prepare_threshold=None
     ) as conn:
+        await _store.aiso_dates(conn)
         if listen:
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())

@@ -814,6 +814,25 @@ def session_commit_setting() -> Query[str]:
     return Query(q.SESSION_COMMIT_SETTING, None, _one)
 
 
+def dates_iso(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether ``conn``'s server writes timestamps in the ISO style: psycopg reads
+    timestamptz text in no other (a database or role may set ``DateStyle = 'SQL, DMY'``)."""
+    return (conn.info.parameter_status("DateStyle") or "ISO").startswith("ISO")
+
+
+def iso_dates(conn: psycopg.Connection[Any]) -> None:
+    """Make ``conn``, one of pgqueue's own, write timestamps in the ISO style, if it does not
+    already (no round trip then)."""
+    if not dates_iso(conn):
+        conn.execute(q.SESSION_ISO_DATES)
+
+
+async def aiso_dates(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Async twin of :func:`iso_dates`."""
+    if not dates_iso(conn):
+        await conn.execute(q.SESSION_ISO_DATES)
+
+
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 

@@ -1801,6 +1801,10 @@ SELECT set_config('synchronous_commit', 'local', false)
 
 SESSION_COMMIT_SETTING: LiteralString = "SELECT current_setting('synchronous_commit')"
 
+# Timestamps as psycopg reads them (see iso_dates). 'ISO' alone keeps the session's day/month
+# order, which only input uses; PgBouncer keeps DateStyle per client, even in transaction mode.
+SESSION_ISO_DATES: LiteralString = "SET DateStyle = ISO"
+
 # -- claim-path hygiene (issue 7) -------------------------------------------------------------
 
 # The third column is the seconds since any vacuum of the table (a worker's or autovacuum's)

@@ -69,6 +69,7 @@ class Db:
                 raise
             set_json_loads(_loads_jsonb, conn)
             try:
+                await _store.aiso_dates(conn)
                 # True: commits skip the flush; False: they wait for it even where the
                 # database's default is 'off'; None: the session is left as it comes.
                 if self.async_commit is not None:
