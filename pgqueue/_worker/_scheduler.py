@@ -105,14 +105,19 @@ class Scheduler:
         """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""
         if not self.cursors:
             await self.start()
-        if not self.periodics:  # the database refused every one (see accepts)
-            return MAX_SLEEP
+        # With no schedule left (the database refused each one: see accepts) it still prunes:
+        # its worker's maintenance does not, its app having schedules.
+        delay = await self.fire_due() if self.periodics else MAX_SLEEP
+        if self.pruner.due():
+            await self.prune()
+        return delay
+
+    async def fire_due(self) -> float:
+        """Fire the due ticks of every schedule; returns the sleep until the next."""
         now = await self.db.run(_store.clock_now())
         more = False
         for periodic in self.periodics:
             more |= await self.fire_alone(periodic, now)
-        if self.pruner.due():
-            await self.prune()
         return 0.0 if more else self.sleep_after(now)
 
     async def start(self) -> None:

@@ -1052,6 +1052,31 @@ async def test_a_worker_without_schedules_prunes_the_ticks_of_removed_ones(dsn: 
     assert left == [("beat", 4)]
 
 
+async def test_a_scheduler_whose_every_schedule_the_database_refused_still_prunes(
+    dsn: str,
+) -> None:
+    """A scheduler left with no schedule (the database refused each one's job at its start)
+    returned from each pass before its prune, and its worker, whose app has schedules, does
+    not prune in its maintenance: with only such workers, the ticks of removed schedules
+    stayed for ever. It prunes as a worker without schedules does."""
+    query(dsn, OLD_TICKS)
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'"
+               " WHERE name = 'gone'")  # fmt: skip
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="big", kwargs={"zeros": [0] * 100_000})
+    async def big(zeros: list[int]) -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    await sched.step()
+    assert sched.periodics == []
+    sched.pruner.next_run = 0.0
+    await sched.step()
+    await close(sched)
+    left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
+    assert left == [("beat", 4)]
+
+
 def overlapped(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The ticks the periodic_overlapped records name, in order."""
     records = caplog.records
