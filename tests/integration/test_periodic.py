@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1132,6 +1133,42 @@ async def test_without_overlap_racing_schedulers_make_one_job_for_the_oldest_tic
     ]
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(20,)]
     assert query(dsn, LINKED) == [(1,)]
+
+
+@pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+def test_without_overlap_two_schedulers_firing_different_ticks_at_once_make_one_job(
+    dsn: str, first_ends: str
+) -> None:
+    """Two schedulers of an overlap=False schedule fire two different ticks at the same time
+    (no tick row for either to conflict on): the second's job waits for the first's
+    uncommitted one. If that commits, the second tick is recorded with no job; if it rolls
+    back, the second tick gets the job. Never two jobs."""
+    job = make_app(dsn, overlap=False).periodics["beat"].tick_job()
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+        [(now,)] = first.execute("SELECT date_trunc('second', now())").fetchall()
+        first.rollback()
+        ticks = [now - timedelta(seconds=2), now - timedelta(seconds=1)]
+        [(first_id, _)] = _store.run_together(first, _store.ticks_insert(job, ticks[:1], 600))
+        second_pid = second.info.backend_pid
+        won: list[Any] = []
+        racer = threading.Thread(target=lambda: won.extend(
+            _store.run_together(second, _store.ticks_insert(job, ticks[1:], 600))
+        ))  # fmt: skip
+        racer.start()
+        waits = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+        while query(dsn, waits, [second_pid]) != [("Lock",)]:
+            assert racer.is_alive()
+            time.sleep(0.01)
+        first.commit() if first_ends == "commit" else first.rollback()
+        racer.join(30)
+        second.commit()
+    [(second_id, tick)] = won
+    assert tick == ticks[1].isoformat()
+    jobs = query(dsn, "SELECT id FROM pgqueue.jobs")
+    if first_ends == "commit":
+        assert second_id is None and jobs == [(first_id,)]
+    else:
+        assert second_id is not None and jobs == [(second_id,)]
 
 
 async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -> None:
