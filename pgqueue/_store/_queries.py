@@ -1306,12 +1306,12 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
 #
 # A watermark goes with its name once nothing needs it: the name has no tick, it is not in
 # the pruning code, and its mark is older than %(forget)s seconds (the longest catch_up plus
-# an hour, so it refuses nothing a tick insert's horizon does not, plus a year, so that the
-# yearly schedule of another app, whose ticks this code pruned, still resumes from it: see
-# _resumed). Under the name's lock, taken before this statement's snapshot, a tick insert of
-# the name has committed (NOT EXISTS sees its tick and keeps the mark) or waits, and then
-# refuses by its horizon all the mark refused. The names `raised` writes had ticks in this
-# snapshot, so the two never touch one row.
+# an hour, so it refuses nothing a tick insert's horizon does not, plus 2,923 days, so that
+# any schedule of another app whose ticks this code pruned, a 29 February one too, still
+# resumes from it: see _resumed and FORGET_AFTER). Under the name's lock, taken before this
+# statement's snapshot, a tick insert of the name has committed (NOT EXISTS sees its tick
+# and keeps the mark) or waits, and then refuses by its horizon all the mark refused. The
+# names `raised` writes had ticks in this snapshot, so the two never touch one row.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)

@@ -39,9 +39,12 @@ PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up for long
 # How long a name no schedule of the pruning code has keeps its ticks, and then its watermark
-# once it has no tick (see TICKS_PRUNE): the longest catch_up and an hour, and then a year.
+# once it has no tick (see TICKS_PRUNE): the longest catch_up and an hour, and then the
+# longest a schedule goes between two ticks: a 29 February's, 2,922 days from 2096 to 2104
+# (2100 is no leap year), and a day for its zone's offset. A year, it was: such a schedule
+# of another app, restarted just after its next tick, had lost its mark and skipped it.
 DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
-FORGET_AFTER = DEFAULT_KEEP + timedelta(days=366).total_seconds()
+FORGET_AFTER = DEFAULT_KEEP + timedelta(days=2923).total_seconds()
 
 
 async def run_scheduler(worker: Worker) -> None:

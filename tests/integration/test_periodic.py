@@ -22,7 +22,7 @@ from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
-from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler
+from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler, TickPruner
 from tests.helpers import query, run_worker_until, states
 
 
@@ -1024,11 +1024,11 @@ def test_the_latest_ticks_are_read_from_the_index_not_the_whole_table(dsn: str) 
     assert ticks_read(plan["Plan"]) < 200
 
 
-async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year_past(
+async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_years_past(
     dsn: str,
 ) -> None:
     """A watermark is kept while its schedule is in the pruning code, while its name has
-    ticks, and for a year and 7 days and an hour after the tick it marks (a yearly schedule of
+    ticks, and for 2,930 days and an hour after the tick it marks (any schedule of
     another app this code pruned resumes from it); then it goes. Before, every name ever
     pruned kept its row for good."""
     app = make_app(dsn, catch_up=10)
@@ -1042,6 +1042,25 @@ async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year
     assert await sched.prune() == 0
     await close(sched)
     assert query(dsn, WATERMARKS) == [m for m in marks if m[0] != "gone"]
+
+
+async def test_the_watermark_of_a_29_february_schedule_outlives_its_gap_between_ticks(
+    dsn: str,
+) -> None:
+    """A 29 February schedule ticks every 4 years (8 from 2096 to 2104). Its ticks pruned by
+    another app (a worker without schedules, say), its watermark went once a year and 7 days
+    and an hour old: restarted just after its next tick, it then started afresh and never
+    fired that tick, though within catch_up. The watermark of its last tick (2024) is kept,
+    and so is one of up to 8 years and a day ago."""
+    db = Db(dsn, "test")
+    now = (await db_now(db)).replace(microsecond=0)
+    marks = [("leap", datetime(2024, 2, 29, tzinfo=UTC)),
+             ("longest", now - timedelta(days=2922))]  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks SELECT * FROM unnest(%s::text[],"
+               " %s::timestamptz[])", ([n for n, _ in marks], [t for _, t in marks]))  # fmt: skip
+    assert await TickPruner().run(db) == 0
+    await db.close()
+    assert query(dsn, WATERMARKS) == marks
 
 
 async def test_a_watermark_is_kept_when_an_insert_of_its_name_commits_during_the_prune(
