@@ -6,11 +6,12 @@ Records about a job carry ``job_id, task, queue, attempt, duration_ms, action`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -128,22 +129,47 @@ def _remove_hooks() -> None:
         threading.excepthook = _previous_thread_hook
 
 
+# Set while a hook of ours runs in this thread. A hook that wraps ours and was installed
+# between two configure_logging calls (a process-pool child's, around the app's set-up that
+# inits an error tracker) is ours's previous hook as well as its caller: called back, ours
+# returns, where the two called each other until a RecursionError.
+_in_hook = threading.local()
+
+
 def _log_uncaught(
     kind: type[BaseException], error: BaseException, tb: TracebackType | None
 ) -> None:
     """``sys.excepthook`` with JSON logs: the error that ends the process, as a record."""
-    _crashed("the process", (kind, error, tb))
-    if _previous_hook is not sys.__excepthook__:
-        _previous_hook(kind, error, tb)
+    with _once() as first:
+        if first:
+            _crashed("the process", (kind, error, tb))
+            if _previous_hook is not sys.__excepthook__:
+                _previous_hook(kind, error, tb)
 
 
 def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
     """``threading.excepthook`` with JSON logs: the error that ends a thread, as a record."""
-    if args.exc_value is not None and args.exc_type is not SystemExit:  # as Python's own
-        _crashed(f"thread {args.thread.name if args.thread else '?'}",
-                 (args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
-    if _previous_thread_hook is not threading.__excepthook__:
-        _previous_thread_hook(args)
+    with _once() as first:
+        if not first:
+            return
+        if args.exc_value is not None and args.exc_type is not SystemExit:  # as Python's own
+            _crashed(f"thread {args.thread.name if args.thread else '?'}",
+                     (args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+        if _previous_thread_hook is not threading.__excepthook__:
+            _previous_thread_hook(args)
+
+
+@contextlib.contextmanager
+def _once() -> Iterator[bool]:
+    """Yields whether no hook of ours is already running in this thread (see _in_hook)."""
+    if getattr(_in_hook, "running", False):
+        yield False
+        return
+    _in_hook.running = True
+    try:
+        yield True
+    finally:
+        _in_hook.running = False
 
 
 def _crashed(what: str, exc_info: tuple[type[BaseException], BaseException, Any]) -> None:

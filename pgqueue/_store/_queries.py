@@ -1290,24 +1290,28 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
  ORDER BY hashtext(d.name), d.name
 """
 
-# Small batches, oldest first, of the names TICKS_PRUNE_LOCK locked in this transaction
-# (%(locked)s): a name whose tick aged or appeared since is left for the next prune. The
+# Small batches, each name's oldest first, of the names TICKS_PRUNE_LOCK locked in this
+# transaction (%(locked)s): a name whose tick aged or appeared since is left for the next prune. The
 # latest tick of every schedule in the code is kept (it is where catch-up starts after
 # downtime); names no longer in the code go entirely once old. Each name's watermark rises
 # to the latest tick deleted (GREATEST: it never goes down, whichever ticks a prune finds),
 # in the same transaction as the delete, so that no insert sees the one without the other.
 # SKIP LOCKED steps over ticks that a prune of code without the lock holds. Each name's
-# ticks are read in primary-key order from its oldest, up to a batch of them, and the batch
-# is the oldest of those: a prune reads about what it deletes, however many ticks there are.
+# ticks are read in primary-key order from its oldest, name after name, until a batch is
+# found (the LIMIT stops the loop over the names; no ORDER BY may come above it): a prune
+# reads and locks about what it deletes, however many ticks and names there are. The batch
+# was the oldest of every name's batch, which read and locked a batch per name (4 to 7 s a
+# pass with 1,000 names of 1,000 old ticks). A batch holds the oldest ticks of each name it
+# takes from, so each watermark still has no tick left at or below it.
 #
 # A watermark goes with its name once nothing needs it: the name has no tick, it is not in
 # the pruning code, and its mark is older than %(forget)s seconds (the longest catch_up plus
-# an hour, so it refuses nothing a tick insert's horizon does not, plus a year, so that the
-# yearly schedule of another app, whose ticks this code pruned, still resumes from it: see
-# _resumed). Under the name's lock, taken before this statement's snapshot, a tick insert of
-# the name has committed (NOT EXISTS sees its tick and keeps the mark) or waits, and then
-# refuses by its horizon all the mark refused. The names `raised` writes had ticks in this
-# snapshot, so the two never touch one row.
+# an hour, so it refuses nothing a tick insert's horizon does not, plus 2,923 days, so that
+# any schedule of another app whose ticks this code pruned, a 29 February one too, still
+# resumes from it: see _resumed and FORGET_AFTER). Under the name's lock, taken before this
+# statement's snapshot, a tick insert of the name has committed (NOT EXISTS sees its tick
+# and keeps the mark) or waits, and then refuses by its horizon all the mark refused. The
+# names `raised` writes had ticks in this snapshot, so the two never touch one row.
 TICKS_PRUNE: LiteralString = """
 WITH keep AS (
     SELECT * FROM unnest(%(names)s::text[], %(keeps)s::float8[]) AS k(name, secs)
@@ -1326,7 +1330,6 @@ WITH keep AS (
              ORDER BY p.tick
              LIMIT %(limit)s
                FOR UPDATE SKIP LOCKED) AS t
-     ORDER BY t.tick
      LIMIT %(limit)s
 ), gone AS (
     DELETE FROM pgqueue.periodic_ticks AS p

@@ -39,9 +39,12 @@ PRUNE_INTERVAL = 60.0
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up for long
 # How long a name no schedule of the pruning code has keeps its ticks, and then its watermark
-# once it has no tick (see TICKS_PRUNE): the longest catch_up and an hour, and then a year.
+# once it has no tick (see TICKS_PRUNE): the longest catch_up and an hour, and then the
+# longest a schedule goes between two ticks: a 29 February's, 2,922 days from 2096 to 2104
+# (2100 is no leap year), and a day for its zone's offset. A year, it was: such a schedule
+# of another app, restarted just after its next tick, had lost its mark and skipped it.
 DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
-FORGET_AFTER = DEFAULT_KEEP + timedelta(days=366).total_seconds()
+FORGET_AFTER = DEFAULT_KEEP + timedelta(days=2923).total_seconds()
 
 
 async def run_scheduler(worker: Worker) -> None:
@@ -105,14 +108,19 @@ class Scheduler:
         """One pass: start if needed, fire what is due, prune now and then; returns the sleep."""
         if not self.cursors:
             await self.start()
-        if not self.periodics:  # the database refused every one (see accepts)
-            return MAX_SLEEP
+        # With no schedule left (the database refused each one: see accepts) it still prunes:
+        # its worker's maintenance does not, its app having schedules.
+        delay = await self.fire_due() if self.periodics else MAX_SLEEP
+        if self.pruner.due():
+            await self.prune()
+        return delay
+
+    async def fire_due(self) -> float:
+        """Fire the due ticks of every schedule; returns the sleep until the next."""
         now = await self.db.run(_store.clock_now())
         more = False
         for periodic in self.periodics:
             more |= await self.fire_alone(periodic, now)
-        if self.pruner.due():
-            await self.prune()
         return 0.0 if more else self.sleep_after(now)
 
     async def start(self) -> None:

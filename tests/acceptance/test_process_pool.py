@@ -120,6 +120,54 @@ def test_a_script_without_a_main_guard_runs_no_worker_in_its_children(
     assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [("failed", "worker lost")]
 
 
+SUPERVISED = """
+import asyncio, multiprocessing, os, sys
+import pgqueue
+
+app = pgqueue.PgQueue(dsn=os.environ["PGQUEUE_DSN"])
+
+
+@app.task(name="h95.pid", executor="process", max_attempts=1)
+def pid() -> int:
+    return os.getpid()
+
+
+def run_worker() -> None:
+    asyncio.run(app.worker(burst=True, processes=1, poll_interval=0.1).run())
+    print("worker ran in", os.getpid(), flush=True)
+
+
+if __name__ == "__main__":
+    worker = multiprocessing.get_context(sys.argv[1]).Process(target=run_worker)
+    worker.start()
+    worker.join(100)
+    sys.exit(worker.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_worker_a_supervisor_starts_in_a_multiprocessing_child_is_not_refused(
+    dsn: str, tmp_path: Path, method: str
+) -> None:
+    """A worker refuses to start in a process-pool child that is re-running the main script;
+    a worker that the user's own supervisor starts as the target of a multiprocessing child
+    (any start method) is no such child: it starts, and runs a process job in a child of its
+    own pool."""
+    script = tmp_path / "supervisor.py"
+    script.write_text(SUPERVISED)
+    query(dsn, "SELECT pgqueue.enqueue('h95.pid', max_attempts => 1)")
+    ran = subprocess.run(
+        [sys.executable, str(script), method], env=cli_env(dsn), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "__main__" not in ran.stderr, ran.stderr
+    [(state, result)] = query(dsn, "SELECT state, result FROM pgqueue.jobs")
+    worker_pid = int(ran.stdout.split()[-1])
+    assert (state, ran.stdout.splitlines()) == ("succeeded", [f"worker ran in {worker_pid}"])
+    assert result not in (worker_pid, os.getpid()), result
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [("0.5", "0.5 is not in the range 1<=x<=31557600000."),

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from pgqueue._cron import normalize
 from pgqueue._embed import install_revision
 from pgqueue._store import _queries as q
 from pgqueue._worker._db import Db
-from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler
+from pgqueue._worker._scheduler import FORGET_AFTER, Scheduler, TickPruner
 from tests.helpers import query, run_worker_until, states
 
 
@@ -945,6 +946,42 @@ def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> Non
     assert ticks_read(doomed) < 1000  # the delete of what it found may scan a small table
 
 
+def test_a_prune_of_many_names_reads_about_its_batch_not_a_batch_per_name(dsn: str) -> None:
+    """With 200 schedules of 600 old ticks each, the search for a batch read and locked up to
+    a batch (500) of every name's ticks, 100,000 rows, to keep the oldest 500 of them: a
+    pass of four batches took 4 to 7 s with 1,000 names of 1,000 old ticks (measured), in a
+    scheduler's pass or a worker's maintenance, every pass until the backlog was gone. It
+    reads about its batch; each name still loses its oldest ticks only, up to its
+    watermark."""
+    names = [f"n{i:03}" for i in range(200)]
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT n, now() - interval '2 hours' - s * interval '1 second'"
+        " FROM unnest(%s::text[]) n, generate_series(0, 599) s"
+        " UNION ALL SELECT n, now() FROM unnest(%s::text[]) n",
+        [names, names],
+    )
+    query(dsn, "ANALYZE pgqueue.periodic_ticks")
+    params: dict[str, Any] = {
+        "names": names, "keeps": [3610.0] * len(names), "default_keep": 608400.0,
+        "forget": FORGET_AFTER, "locked": names, "limit": 500,
+    }  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        [[[prune]]] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + q.TICKS_PRUNE, params)
+        conn.rollback()
+        assert len(conn.execute(q.TICKS_PRUNE, params).fetchall()) == 500
+    [doomed] = [p for p in prune["Plan"]["Plans"] if p.get("Subplan Name") == "CTE doomed"]
+    assert ticks_read(doomed) < 1000
+    below = query(
+        dsn,
+        "SELECT count(*) FROM pgqueue.periodic_ticks AS t JOIN pgqueue.periodic_watermarks"
+        " AS w USING (name) WHERE t.tick <= w.pruned_through",
+    )
+    assert below == [(0,)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(200 * 601 - 500,)]
+
+
 def test_cron_list_escapes_control_characters_of_schedule_names(dsn: str) -> None:
     """A schedule name is printed with its control characters escaped, as the other tables
     of the CLI print theirs: an escape sequence in a tick row's name (SQL can write one, and
@@ -987,11 +1024,11 @@ def test_the_latest_ticks_are_read_from_the_index_not_the_whole_table(dsn: str) 
     assert ticks_read(plan["Plan"]) < 200
 
 
-async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year_past(
+async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_years_past(
     dsn: str,
 ) -> None:
     """A watermark is kept while its schedule is in the pruning code, while its name has
-    ticks, and for a year and 7 days and an hour after the tick it marks (a yearly schedule of
+    ticks, and for 2,930 days and an hour after the tick it marks (any schedule of
     another app this code pruned resumes from it); then it goes. Before, every name ever
     pruned kept its row for good."""
     app = make_app(dsn, catch_up=10)
@@ -1005,6 +1042,25 @@ async def test_a_watermark_goes_once_its_name_has_no_tick_no_schedule_and_a_year
     assert await sched.prune() == 0
     await close(sched)
     assert query(dsn, WATERMARKS) == [m for m in marks if m[0] != "gone"]
+
+
+async def test_the_watermark_of_a_29_february_schedule_outlives_its_gap_between_ticks(
+    dsn: str,
+) -> None:
+    """A 29 February schedule ticks every 4 years (8 from 2096 to 2104). Its ticks pruned by
+    another app (a worker without schedules, say), its watermark went once a year and 7 days
+    and an hour old: restarted just after its next tick, it then started afresh and never
+    fired that tick, though within catch_up. The watermark of its last tick (2024) is kept,
+    and so is one of up to 8 years and a day ago."""
+    db = Db(dsn, "test")
+    now = (await db_now(db)).replace(microsecond=0)
+    marks = [("leap", datetime(2024, 2, 29, tzinfo=UTC)),
+             ("longest", now - timedelta(days=2922))]  # fmt: skip
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks SELECT * FROM unnest(%s::text[],"
+               " %s::timestamptz[])", ([n for n, _ in marks], [t for _, t in marks]))  # fmt: skip
+    assert await TickPruner().run(db) == 0
+    await db.close()
+    assert query(dsn, WATERMARKS) == marks
 
 
 async def test_a_watermark_is_kept_when_an_insert_of_its_name_commits_during_the_prune(
@@ -1048,6 +1104,31 @@ async def test_a_worker_without_schedules_prunes_the_ticks_of_removed_ones(dsn: 
     worker._tick_pruner.next_run = 0.0
     gone = "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'gone'"
     await run_worker_until(worker, lambda: query(dsn, gone) == [(0,)], 20)
+    left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
+    assert left == [("beat", 4)]
+
+
+async def test_a_scheduler_whose_every_schedule_the_database_refused_still_prunes(
+    dsn: str,
+) -> None:
+    """A scheduler left with no schedule (the database refused each one's job at its start)
+    returned from each pass before its prune, and its worker, whose app has schedules, does
+    not prune in its maintenance: with only such workers, the ticks of removed schedules
+    stayed for ever. It prunes as a worker without schedules does."""
+    query(dsn, OLD_TICKS)
+    query(dsn, "UPDATE pgqueue.periodic_ticks SET tick = tick - interval '8 days'"
+               " WHERE name = 'gone'")  # fmt: skip
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="big", kwargs={"zeros": [0] * 100_000})
+    async def big(zeros: list[int]) -> None: ...
+
+    [sched] = await schedulers(app, 1)
+    await sched.step()
+    assert sched.periodics == []
+    sched.pruner.next_run = 0.0
+    await sched.step()
+    await close(sched)
     left = query(dsn, "SELECT name, count(*) FROM pgqueue.periodic_ticks GROUP BY 1")
     assert left == [("beat", 4)]
 
@@ -1107,6 +1188,42 @@ async def test_without_overlap_racing_schedulers_make_one_job_for_the_oldest_tic
     ]
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(20,)]
     assert query(dsn, LINKED) == [(1,)]
+
+
+@pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+def test_without_overlap_two_schedulers_firing_different_ticks_at_once_make_one_job(
+    dsn: str, first_ends: str
+) -> None:
+    """Two schedulers of an overlap=False schedule fire two different ticks at the same time
+    (no tick row for either to conflict on): the second's job waits for the first's
+    uncommitted one. If that commits, the second tick is recorded with no job; if it rolls
+    back, the second tick gets the job. Never two jobs."""
+    job = make_app(dsn, overlap=False).periodics["beat"].tick_job()
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+        [(now,)] = first.execute("SELECT date_trunc('second', now())").fetchall()
+        first.rollback()
+        ticks = [now - timedelta(seconds=2), now - timedelta(seconds=1)]
+        [(first_id, _)] = _store.run_together(first, _store.ticks_insert(job, ticks[:1], 600))
+        second_pid = second.info.backend_pid
+        won: list[Any] = []
+        racer = threading.Thread(target=lambda: won.extend(
+            _store.run_together(second, _store.ticks_insert(job, ticks[1:], 600))
+        ))  # fmt: skip
+        racer.start()
+        waits = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+        while query(dsn, waits, [second_pid]) != [("Lock",)]:
+            assert racer.is_alive()
+            time.sleep(0.01)
+        first.commit() if first_ends == "commit" else first.rollback()
+        racer.join(30)
+        second.commit()
+    [(second_id, tick)] = won
+    assert tick == ticks[1].isoformat()
+    jobs = query(dsn, "SELECT id FROM pgqueue.jobs")
+    if first_ends == "commit":
+        assert second_id is None and jobs == [(first_id,)]
+    else:
+        assert second_id is not None and jobs == [(second_id,)]
 
 
 async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -179,32 +180,37 @@ async def test_a_failed_call_counts_towards_max_tasks_per_child() -> None:
 
 @pytest.mark.parametrize("forkserver_ends", ["first", "a moment after"])
 async def test_a_child_lost_with_its_forkserver_says_its_status_is_unknown(
-    caplog: pytest.LogCaptureFixture, forkserver_ends: str
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, forkserver_ends: str
 ) -> None:
     """Once the forkserver is gone, multiprocessing reports any child's end as status 255:
     child_lost said "exited with status 255" of a child killed by a signal. It says the
     status is unknown, and carries no exit code. The end of the child's pipe can also be
     seen before the forkserver's (killed together, its death processed later): "a moment
     after" stops the forkserver, so that it cannot write the child's status, and kills it
-    only after the child is found lost; a single look at its sentinel then said 255."""
+    only once the pool, the child found lost, waits for that status; a single look at its
+    sentinel then said 255. (It was killed 0.3 s after the child, by the clock: under load
+    the pool found the child lost only after that, or saw the forkserver's end only after
+    its 1 s wait, and the test failed or tested the other case.)"""
+    stopped_when_found_lost: list[bool] = []
     pool = ProcessPool(1)
     try:
         child, forkserver = await pool.run(_where("pids"), [], {}, FIELDS)
+        if forkserver_ends == "a moment after":
+            monkeypatch.setattr(_Slot, "status_written", _killing_first(
+                _Slot.status_written, forkserver, stopped_when_found_lost
+            ))  # fmt: skip
         running = asyncio.ensure_future(
             pool.run(("tests.integration.tasks_app", "spin"), [60], {}, FIELDS)
         )
         await asyncio.sleep(0.2)
-        if forkserver_ends == "first":
-            os.kill(forkserver, signal.SIGKILL)
-        else:
-            os.kill(forkserver, signal.SIGSTOP)
-            asyncio.get_running_loop().call_later(0.3, os.kill, forkserver, signal.SIGKILL)
+        os.kill(forkserver, signal.SIGKILL if forkserver_ends == "first" else signal.SIGSTOP)
         os.kill(child, signal.SIGKILL)
         with pytest.raises(ChildLost):
             async with asyncio.timeout(30):
                 await running
     finally:
         pool.shutdown()
+    assert stopped_when_found_lost == ([True] if forkserver_ends == "a moment after" else [])
     [lost] = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
     assert lost.exit_code is None  # type: ignore[attr-defined]
     assert "exit status unknown (its forkserver is gone)" in lost.getMessage()
@@ -214,6 +220,27 @@ async def test_a_child_lost_with_its_forkserver_says_its_status_is_unknown(
         assert (await pool.run(_where("pids"), [], {}, FIELDS))[1] != forkserver
     finally:
         pool.shutdown()
+
+
+def _killing_first(
+    status_written: Callable[[_Slot, float], Awaitable[None]], forkserver: int, stopped: list[bool]
+) -> Callable[[_Slot], Awaitable[None]]:
+    """``_Slot.status_written`` that notes whether ``forkserver`` is stopped (not yet killed)
+    and kills it 0.3 s in: a wait that returned at once, before the forkserver ended, is
+    seen whatever the load. Given 60 s, not 1, the wait does not end first on a machine
+    slow to end the forkserver."""
+
+    async def killing(slot: _Slot) -> None:
+        stopped.append(_state(forkserver) == "T")
+        asyncio.get_running_loop().call_later(0.3, os.kill, forkserver, signal.SIGKILL)
+        await status_written(slot, 60.0)
+
+    return killing
+
+
+def _state(pid: int) -> str:
+    """The state letter of process ``pid`` (T: stopped), from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 CHILD_FAILS = """
