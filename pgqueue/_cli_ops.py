@@ -387,14 +387,18 @@ class _StopAfterBatch:
         self.asked = False
 
     def __enter__(self) -> _StopAfterBatch:
-        # Only the main thread may set a handler (call_command may run in another).
-        self.main = threading.current_thread() is threading.main_thread()
-        if self.main:
-            self.previous = signal.signal(signal.SIGINT, self._interrupt)
+        # Only the main thread may set a handler (call_command may run in another). An ignored
+        # SIGINT (`cmd &` in a script) stays ignored, and one not handled from Python (None:
+        # an embedding application's) stays its own, which Python could not put back.
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (signal.SIG_IGN, None):
+                self.previous = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.main:
+        if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
 
     def _interrupt(self, signum: int, frame: object) -> None:

@@ -864,6 +864,37 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
     assert states(dsn) == {"succeeded": 1}
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (its SigIgn mask in /proc), rather than catch it."""
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":\t" in line)  # fmt: skip
+    return bool(int(status["SigIgn"], 16) >> (signal.SIGINT - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_jobs_retry_failed_leaves_an_ignored_sigint_ignored(dsn: str) -> None:
+    """A command started with SIGINT ignored (`cmd &` in a script, as nohup-like wrappers
+    do) must not be stopped by the terminal's Ctrl-C: retry --failed installed its own
+    handler whatever it replaced, and a Ctrl-C meant for the script stopped the run."""
+    _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+             "--batch-size", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )  # fmt: skip
+        assert run.stderr is not None
+        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
+        _wait_for_lock_wait(dsn, "pgqueue.retry")
+        assert _ignores_sigint(run.pid)
+        run.send_signal(signal.SIGINT)
+        holder.rollback()
+        out, _ = run.communicate(timeout=60)
+    assert (run.returncode, out) == (0, "requeued 5 failed jobs\n")
+    assert states(dsn) == {"queued": 5}
+
+
 def test_a_second_ctrl_c_abandons_the_batch_running_which_rolls_back(dsn: str) -> None:
     """A second SIGINT does not wait for the batch running (here on a job another session
     holds): the batch is cancelled and rolled back, the batches before stay requeued, and it
