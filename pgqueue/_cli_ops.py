@@ -4,6 +4,7 @@ the answer as a table (or JSON with ``--json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -348,10 +349,10 @@ RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for
 
 def _retry_failed(state: State, task: str | None, batch: int) -> None:
     """Requeue the failed jobs a committed batch at a time, saying on stderr how many so far;
-    a first Ctrl-C stops after the batch running, a second abandons it (rolled back)."""
-    done, outcome = 0, "interrupted"
+    a first Ctrl-C stops after the batch running, a second cancels it (rolled back)."""
+    done, outcome, stop = 0, "interrupted", _StopAfterBatch()
     try:
-        with _connect(state, autocommit=True) as conn, _StopAfterBatch() as stop:
+        with _connect(state, autocommit=True) as conn, stop(conn):
             for count in _ops.retry_failed_batches(conn, task, batch):
                 done += count
                 _progress(f"requeued {done} failed jobs so far")
@@ -360,11 +361,13 @@ def _retry_failed(state: State, task: str | None, batch: int) -> None:
             else:
                 outcome = "done"
     except KeyboardInterrupt:
+        outcome = "broken"
+    except Exception as exc:  # what is committed, then (friendly_errors) what went wrong
+        if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
+            _progress_end()
+            click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}", err=True)
+            raise
         outcome = "abandoned"
-    except Exception:  # what is committed, then (friendly_errors) what went wrong
-        _progress_end()
-        click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}", err=True)
-        raise
     _progress_end()
     click.echo(f"requeued {done} failed jobs")
     if outcome != "done":
@@ -377,30 +380,47 @@ _STOPPED = {
     "interrupted": f"interrupted after a batch, whose jobs stay requeued: {_AGAIN}",
     "abandoned": f"interrupted: the batch running was rolled back, the jobs requeued before it"
     f" stay requeued; {_AGAIN}",
+    "broken": f"interrupted while a batch ran, which may have ended before it: the jobs requeued"
+    f" before it stay requeued; {_AGAIN}",
 }
 
 
 class _StopAfterBatch:
-    """While entered, a first SIGINT (Ctrl-C) only sets ``asked``; a second raises
-    ``KeyboardInterrupt`` as usual."""
+    """While entered, a first SIGINT (Ctrl-C) only sets ``asked``; a second cancels the
+    statement running on the connection (``cancelled``), so that one the server ended already
+    is counted, not said rolled back; a third raises ``KeyboardInterrupt`` as usual (the
+    cancel went unanswered)."""
 
     def __init__(self) -> None:
-        self.asked = False
+        self.asked = self.cancelled = False
+        self.previous: Any = None
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> _StopAfterBatch:
+        self.conn = conn
+        return self
 
     def __enter__(self) -> _StopAfterBatch:
-        # Only the main thread may set a handler (call_command may run in another).
-        self.main = threading.current_thread() is threading.main_thread()
-        if self.main:
-            self.previous = signal.signal(signal.SIGINT, self._interrupt)
+        # Only the main thread may set a handler (call_command may run in another). An ignored
+        # SIGINT (`cmd &` in a script) stays ignored, and one not handled from Python (None:
+        # an embedding application's) stays its own, which Python could not put back.
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (signal.SIG_IGN, None):
+                self.previous = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.main:
+        if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
 
     def _interrupt(self, signum: int, frame: object) -> None:
-        if self.asked:
+        if self.cancelled:
             raise KeyboardInterrupt
+        if self.asked:
+            self.cancelled = True
+            with contextlib.suppress(psycopg.Error):  # then a third Ctrl-C stops at once
+                self.conn.cancel_safe()
+            return
         self.asked = True
         _progress_end()
         click.echo("stopping after the batch running (Ctrl-C again to abandon it)", err=True)

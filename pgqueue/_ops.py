@@ -227,7 +227,8 @@ def queue_stats(
     the active counts, the oldest runnable job and the jobs finished in the last five minutes
     stay exact; the finished counts of a bigger history are estimated from a sample of that
     many pages (``estimated`` is true), and a queue whose only jobs are finished ones none of
-    the sample holds is left out."""
+    the sample holds is left out. Not the failed ones: read on their index, the newest
+    50,000 at most, they are counted exactly up to that many, never estimated below it."""
     check_count(sample_pages, "sample_pages", 1)
     with sync_cursor(conn) as cur:
         if exact:

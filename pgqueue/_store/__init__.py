@@ -1220,11 +1220,13 @@ def queues_stats() -> Query[list[Row]]:
     return Query(q.QUEUES_STATS, None, _rows)
 
 
-def queues_stats_sampled(percent: float) -> Query[list[Row]]:
+def queues_stats_sampled(percent: float, failed_cap: int = 50_000) -> Query[list[Row]]:
     """Rows as :func:`queues_stats` gives, the finished jobs counted from ``percent`` of the
-    history's pages and scaled (100: exactly), the jobs finished recently on their index; with
-    a last column saying whether the counts are estimates."""
-    return Query(q.QUEUES_STATS_SAMPLED, {"percent": percent}, _rows)
+    history's pages and scaled (100: exactly), the jobs finished recently on their index, the
+    failed ones on it too, exactly up to ``failed_cap`` of them; with a last column saying
+    whether the counts are estimates."""
+    params = {"percent": percent, "failed_cap": failed_cap}
+    return Query(q.QUEUES_STATS_SAMPLED, params, _rows)
 
 
 def jobs_finished_pages() -> Query[int]:

@@ -1660,6 +1660,11 @@ SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
 # the history's pages (100: all of them, exactly), the same pages each run while the table does
 # not grow (REPEATABLE), so that `stats --watch` does not flicker. The last column says whether
 # the counts are estimates. Changing the view itself would take a migration.
+# The failed jobs, which an operator looks for, are counted on that index, newest first: exactly
+# when there are at most %(failed_cap)s, so that a queue with a few is neither left out nor
+# shown ~0; when there are more, estimated as the others, but never below the count of those
+# read (a queue among the newest failures shows them). Counting them all on the index would
+# read as many heap rows as there are, and past a tenth of the history the planner reads all.
 QUEUES_STATS_SAMPLED: LiteralString = """
 WITH active AS (
     SELECT queue,
@@ -1676,6 +1681,16 @@ WITH active AS (
            count(*) FILTER (WHERE state = 'cancelled') AS cancelled
       FROM pgqueue.finished_jobs TABLESAMPLE SYSTEM (%(percent)s::float8) REPEATABLE (0)
      GROUP BY queue
+), failed_newest AS (
+    SELECT queue
+      FROM pgqueue.finished_jobs
+     WHERE state = 'failed'
+     ORDER BY finished_at DESC
+     LIMIT %(failed_cap)s::bigint + 1
+), failed AS (
+    SELECT queue, count(*) AS failed, sum(count(*)) OVER () <= %(failed_cap)s AS exact
+      FROM failed_newest
+     GROUP BY queue
 ), recent AS (
     SELECT queue, count(*) AS recent
       FROM pgqueue.finished_jobs
@@ -1683,11 +1698,14 @@ WITH active AS (
        AND finished_at > now() - interval '5 minutes'
      GROUP BY queue
 ), queues AS (
-    SELECT queue FROM active UNION SELECT queue FROM sampled UNION SELECT queue FROM recent
+    SELECT queue FROM active UNION SELECT queue FROM sampled UNION SELECT queue FROM failed
+    UNION SELECT queue FROM recent
 )
 SELECT q.queue, coalesce(a.queued, 0), coalesce(a.scheduled, 0), coalesce(a.running, 0),
        round(coalesce(s.succeeded, 0) * 100 / %(percent)s::float8)::bigint,
-       round(coalesce(s.failed, 0) * 100 / %(percent)s::float8)::bigint,
+       CASE WHEN f.exact THEN f.failed
+            ELSE greatest(f.failed, round(coalesce(s.failed, 0) * 100 / %(percent)s::float8))
+       END::bigint,
        round(coalesce(s.cancelled, 0) * 100 / %(percent)s::float8)::bigint,
        extract(epoch FROM now() - a.oldest_runnable)::float8,
        round(coalesce(r.recent, 0) / 5.0, 1)::float8,
@@ -1695,6 +1713,7 @@ SELECT q.queue, coalesce(a.queued, 0), coalesce(a.scheduled, 0), coalesce(a.runn
   FROM queues AS q
   LEFT JOIN active AS a ON a.queue = q.queue
   LEFT JOIN sampled AS s ON s.queue = q.queue
+  LEFT JOIN failed AS f ON f.queue = q.queue
   LEFT JOIN recent AS r ON r.queue = q.queue
  ORDER BY q.queue
 """

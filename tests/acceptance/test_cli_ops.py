@@ -708,6 +708,30 @@ def _wait_for_lock_wait(dsn: str, text: str) -> None:
     raise AssertionError(f"no statement of {text!r} waited for a lock")
 
 
+def _retry_held_at_job_3(
+    dsn: str, holder: psycopg.Connection[Any], preexec_fn: Any = None
+) -> subprocess.Popen[str]:
+    """`jobs retry --failed --batch-size 2` once its first batch is done and its second waits
+    for job 3, which ``holder`` locks."""
+    holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
+         "--batch-size", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, preexec_fn=preexec_fn,
+    )  # fmt: skip
+    assert run.stderr is not None
+    assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
+    _wait_for_lock_wait(dsn, "pgqueue.retry")
+    return run
+
+
+def _first_ctrl_c(run: subprocess.Popen[str]) -> None:
+    """A first SIGINT to ``run``, once it says it stops after the batch running."""
+    run.send_signal(signal.SIGINT)
+    assert run.stderr is not None
+    assert run.stderr.readline().startswith("stopping after the batch running")
+
+
 def test_jobs_retry_failed_commits_batches_and_stops_after_one_on_ctrl_c(dsn: str) -> None:
     """`jobs retry --failed` was one transaction (86 s for 400,000 jobs), silent until done,
     and Ctrl-C rolled it all back. It commits a batch at a time in id order, says on stderr how
@@ -715,15 +739,7 @@ def test_jobs_retry_failed_commits_batches_and_stops_after_one_on_ctrl_c(dsn: st
     that a re-run continues, which requeues the rest."""
     ids = _failed_jobs(dsn, 5)
     with psycopg.connect(dsn) as holder:  # holds job 3: the second batch (3, 4) waits for it
-        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
-             "--batch-size", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        assert run.stderr is not None
-        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
-        _wait_for_lock_wait(dsn, "pgqueue.retry")
+        run = _retry_held_at_job_3(dsn, holder)
         run.send_signal(signal.SIGINT)
         said = "stopping after the batch running (Ctrl-C again to abandon it)\n"
         assert run.stderr.readline() == said
@@ -864,23 +880,61 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
     assert states(dsn) == {"succeeded": 1}
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (its SigIgn mask in /proc), rather than catch it."""
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":\t" in line)  # fmt: skip
+    return bool(int(status["SigIgn"], 16) >> (signal.SIGINT - 1) & 1)
+
+
+def test_a_second_ctrl_c_after_the_batch_committed_counts_it(dsn: str) -> None:
+    """A second SIGINT raised KeyboardInterrupt wherever the command was: once the server had
+    committed the batch running but before its reply was read (here: the command stopped
+    until then), it said the batch was rolled back and left its jobs out of the count, though
+    they were requeued. It cancels the statement instead: one that already ended is counted."""
+    _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:
+        run = _retry_held_at_job_3(dsn, holder)
+        _first_ctrl_c(run)
+        run.send_signal(signal.SIGSTOP)
+        holder.rollback()  # the batch (3, 4) commits while the command cannot read its reply
+        while query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs") != [(1,)]:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        run.send_signal(signal.SIGCONT)
+        out, err = run.communicate(timeout=60)
+    assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(5,)]
+    assert (run.returncode, out) == (130, "requeued 4 failed jobs\n")
+    assert err.endswith("interrupted after a batch, whose jobs stay requeued: run the command"
+                        " again to requeue the rest\n")  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_jobs_retry_failed_leaves_an_ignored_sigint_ignored(dsn: str) -> None:
+    """A command started with SIGINT ignored (`cmd &` in a script, as nohup-like wrappers
+    do) must not be stopped by the terminal's Ctrl-C: retry --failed installed its own
+    handler whatever it replaced, and a Ctrl-C meant for the script stopped the run."""
+    _failed_jobs(dsn, 5)
+    with psycopg.connect(dsn) as holder:
+        run = _retry_held_at_job_3(
+            dsn, holder, lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+        )
+        assert _ignores_sigint(run.pid)
+        run.send_signal(signal.SIGINT)
+        holder.rollback()
+        out, _ = run.communicate(timeout=60)
+    assert (run.returncode, out) == (0, "requeued 5 failed jobs\n")
+    assert states(dsn) == {"queued": 5}
+
+
 def test_a_second_ctrl_c_abandons_the_batch_running_which_rolls_back(dsn: str) -> None:
     """A second SIGINT does not wait for the batch running (here on a job another session
     holds): the batch is cancelled and rolled back, the batches before stay requeued, and it
     says so and exits 130."""
     _failed_jobs(dsn, 5)
     with psycopg.connect(dsn) as holder:
-        holder.execute("SELECT 1 FROM pgqueue.finished_jobs WHERE id = 3 FOR UPDATE")
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "jobs", "retry", "--failed",
-             "--batch-size", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        assert run.stderr is not None
-        assert run.stderr.readline() == "requeued 2 failed jobs so far\n"
-        _wait_for_lock_wait(dsn, "pgqueue.retry")
-        run.send_signal(signal.SIGINT)
-        assert run.stderr.readline().startswith("stopping after the batch running")
+        run = _retry_held_at_job_3(dsn, holder)
+        _first_ctrl_c(run)
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
         holder.rollback()

@@ -210,6 +210,29 @@ def test_a_persistent_connection_the_server_dropped_is_replaced_at_the_next_requ
     assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([2],)]
 
 
+def test_a_dropped_connection_is_not_replaced_in_a_transaction_outside_atomic(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With set_autocommit(False) a transaction is open outside any atomic() block: the
+    server dropping the connection lost its writes. An enqueue retried after the first
+    failed got a new connection, in autocommit: the job committed alone, and the caller's
+    commit() then succeeded on the new connection, the order silently lost."""
+    from django.db import connection, connections, transaction
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    _drop_djangos_connection(django_db)
+    transaction.set_autocommit(False)
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            shop.send_receipt.enqueue(connection, 1)
+        with pytest.raises(psycopg.OperationalError):
+            shop.send_receipt.enqueue(connection, 2)
+    finally:
+        connection.close()
+        transaction.set_autocommit(True)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == []
+
+
 def test_conn_health_checks_apply_to_enqueue_as_to_the_orm(
     shop, django_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -611,6 +611,33 @@ def test_queue_stats_estimates_a_big_history_from_a_sample(dsn: str) -> None:
     ]  # fmt: skip
 
 
+def test_queue_stats_estimate_counts_failed_jobs_exactly(dsn: str) -> None:
+    """An operator looking for failures must not be told there are none: the estimate left out
+    a queue whose only jobs were failed ones the sample missed, and showed a few failed jobs as
+    ~0. The failed jobs are counted exactly, on the (state, finished_at) index."""
+    _finished(dsn, 20_000, "succeeded")
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'f', 't',"
+               " '[]', '{}', 'failed', 0, 1, 1, now(), now(), now() - interval '1 hour'"
+               " FROM generate_series(20001, 20002) AS n")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = _ops.queue_stats(conn, exact=False, sample_pages=1)
+    assert [(s.queue, s.failed, s.estimated) for s in found if s.queue == "f"] == [("f", 2, True)]
+
+
+def test_queue_stats_estimate_past_the_failed_cap_keeps_the_newest_failures(dsn: str) -> None:
+    """Past failed_cap failed jobs the failed counts are estimated, as the other finished ones,
+    but never below the newest failures read: a queue among them is not shown without any."""
+    _finished(dsn, 20_000, "failed", minutes_ago=120)
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'f', 't',"
+               " '[]', '{}', 'failed', 0, 1, 1, now(), now(), now() - interval '1 hour'"
+               " FROM generate_series(20001, 20002) AS n")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        rows = _store.run(cur, _store.queues_stats_sampled(0.000001, failed_cap=2))
+    assert [(row[0], row[5], row[-1]) for row in rows] == [("f", 2, True), ("q", 1, True)]
+
+
 def test_queue_stats_estimate_reads_a_sample_and_the_recent_jobs_index(dsn: str) -> None:
     """The estimating statement reads the history through a sample scan and the jobs finished
     lately on the (state, finished_at) index, never a sequential scan of all of it."""

@@ -62,9 +62,12 @@ def _replaced_if_lost(wrapper: Any, raw: psycopg.Connection[Any]) -> psycopg.Con
     session) is replaced outside a transaction. Its error, raised by pgqueue's statements on
     the raw connection, never set Django's ``errors_occurred``: ``close_old_connections()``
     and the worker's release kept it, and with a persistent ``CONN_MAX_AGE`` every enqueue,
-    and every Django task's start in that worker thread, failed on it until it aged out."""
-    if not raw.closed or wrapper.in_atomic_block:
-        return raw  # inside atomic(), the transaction is lost: psycopg's error says so
+    and every Django task's start in that worker thread, failed on it until it aged out.
+
+    Not inside a transaction, ``atomic()`` or ``set_autocommit(False)``: its writes are lost
+    with the connection, and a job enqueued on a new one would commit without them."""
+    if not raw.closed or wrapper.in_atomic_block or not wrapper.autocommit:
+        return raw  # the transaction is lost: psycopg's error says so
     wrapper.close()
     wrapper.ensure_connection()
     fresh: psycopg.Connection[Any] = wrapper.connection
