@@ -337,6 +337,13 @@ class ProcessPool:
         except TimeoutError:  # its set-up hangs: the caller's timeout, stopped, cannot end it
             self.recycled += 1
             await _reaped(slot.kill())
+            log.warning(
+                "job %s: its new child process %s was not ready within %s s (the app's process"
+                " set-up in it did not return); it was killed, and the attempt fails",
+                job_id, slot.process.pid, self._start_timeout,
+                extra={"action": "child_start_timeout", "job_id": job_id,
+                       "pid": slot.process.pid, "timeout": self._start_timeout},
+            )  # fmt: skip
             raise ChildStartTimeout(
                 f"its child process was not ready within {self._start_timeout} s (the app's"
                 " process set-up in it did not return); it was killed"
