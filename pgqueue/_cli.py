@@ -696,14 +696,10 @@ def cron() -> None:
 @friendly_errors
 def cron_list(state: State) -> None:
     """Show each schedule with its last tick (from the database) and its next tick."""
-    from dataclasses import replace
+    from pgqueue._cli_ops import cron_table
+    from pgqueue._periodic import cron_list
 
-    from pgqueue._cli_ops import _printable
-    from pgqueue._periodic import cron_list, format_cron_list
-
-    # A name from the database may carry control characters: shown escaped, as in every table.
-    statuses = [replace(s, name=_printable(s.name)) for s in cron_list(state.app, state.dsn)]
-    click.echo(format_cron_list(statuses, app_given=bool(state.app_path)))
+    click.echo(cron_table(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
     if not state.app_path:
         click.echo(
             f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
