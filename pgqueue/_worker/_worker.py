@@ -34,7 +34,7 @@ from pgqueue._worker._config import CHILD_START_TIMEOUT, check_options, parse_qu
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
-from pgqueue._worker._executor import ClaimedJob, JobExecutor
+from pgqueue._worker._executor import OVERRUN_GRACE, ClaimedJob, JobExecutor, overran
 from pgqueue._worker._faults import crash_point
 from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
@@ -61,6 +61,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None] | None = None
     started: float = 0.0  # time.monotonic() as the attempt started
+    overran: bool = False  # logged as running on past its timeout (see _warn_overran)
 
 
 @dataclass
@@ -1010,7 +1011,8 @@ class Worker:
                     self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
-                await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
+                # A thread ignoring its cancellation keeps its slot.
+                await self._executor.settle(job, ctx, started)
         finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
@@ -1111,6 +1113,7 @@ class Worker:
             pause = self._beat_retry(beats.failures) if beats.failures else self.heartbeat
             await self._wait(self._beat_now, pause)
             self._beat_now.clear()
+            self._warn_overran()
             try:
                 await self.extend_leases()
             except (psycopg.Error, OSError) as exc:
@@ -1123,6 +1126,21 @@ class Worker:
             if failures := beats.ended():
                 log.info("heartbeats work again after %d failures", failures,
                          extra={"action": "heartbeat_restored", "failures": failures})  # fmt: skip
+
+    def _warn_overran(self) -> None:
+        """Log, once, each attempt whose coroutine runs on OVERRUN_GRACE seconds past its
+        timeout, having swallowed the CancelledError that stopped it: its job stays running
+        under this worker's heartbeats, and nothing else says so. Looked for at each beat, so
+        that jobs cost nothing more for it (a thread past its timeout: see JobExecutor.settle)."""
+        now = time.monotonic()
+        for running in self._running.values():
+            job, task = running.job, running.task
+            if job.timeout is None or running.overran or task is None or not task.cancelling():
+                continue  # not cancelled: a process task whose wait for a child stops its clock
+            if now - running.started >= job.timeout + OVERRUN_GRACE:
+                running.overran = True
+                reason = running.ctx.cancel_reason or "timeout"
+                overran(job, reason, now - running.started, "its coroutine")
 
     def _beat_retry(self, failures: int) -> float:
         """The pause before a failed heartbeat is tried again. While the worker holds leases
