@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import json
 import logging
 import os
@@ -167,6 +168,9 @@ class Worker:
         child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
+        self._settings = _changed(locals())  # for the start record
+        # Where each option given came from, by its name here ("env PGQUEUE_BURST"): the CLI's.
+        self._sources: dict[str, str] = {}
         self.app = app
         # Only None means the default queue: "" or [] (a setting left empty, a list filtered
         # down to nothing) ran it unasked, where the CLI refuses `-q ""`.
@@ -450,11 +454,23 @@ class Worker:
         with contextlib.suppress(psycopg.Error, OSError):
             await opening  # a failure here is retried by the claim loop
         log.info(
-            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
+            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s; %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
+            self._settings_text(),
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
-                   "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
+                   "queues": self.queues, "dsn": _safe_dsn(self.dsn),
+                   "settings": self._settings, "sources": self._sources},
         )  # fmt: skip
+
+    def _settings_text(self) -> str:
+        """The options not at their defaults, each with where it came from if known: a
+        variable left set (PGQUEUE_BURST=1 makes a worker exit once idle) shows in the log."""
+        if not self._settings:
+            return "other settings at their defaults"
+        return "settings " + ", ".join(
+            f"{name}={value!r}" + (f" ({self._sources[name]})" if name in self._sources else "")
+            for name, value in self._settings.items()
+        )
 
     async def _unstart(self) -> None:
         """After a start that raised or was cancelled: remove the worker's row if it got
@@ -1540,6 +1556,20 @@ class Worker:
             self.events.job_ended(ctx, ended - started, outcome)
             self._count("cancelled")
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+
+
+# Worker options the start record states apart (queues, concurrency, name, database), or not.
+_NOT_SETTINGS = frozenset({"self", "app", "queues", "concurrency", "dsn", "name", "services"})
+
+
+def _changed(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a Worker (its ``__init__``'s locals) given other values than the
+    defaults, but those the start record states apart."""
+    defaults = inspect.signature(Worker.__init__).parameters
+    return {
+        name: value for name, value in options.items()
+        if name in defaults and name not in _NOT_SETTINGS and value != defaults[name].default
+    }  # fmt: skip
 
 
 def _unlike_but_when(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
