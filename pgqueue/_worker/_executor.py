@@ -306,7 +306,12 @@ class JobExecutor:
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
         # most workers never do, and it is several milliseconds of every worker's start.
-        from pgqueue._worker._procpool import ChildLost, ChildStartTimeout, ProcessPool
+        from pgqueue._worker._procpool import (
+            ChildLost,
+            ChildRefused,
+            ChildStartTimeout,
+            ProcessPool,
+        )
 
         assert task.fn is not None
         if self._processes is None:
@@ -322,11 +327,11 @@ class JobExecutor:
             return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
         except ChildLost:
             raise WorkerLost() from None
-        except ChildStartTimeout as exc:
+        except (ChildStartTimeout, ChildRefused) as exc:
             if task.options.executor == "process":
                 raise
             # Isolated after a crash, it has still not run apart from the worker: it ends as
-            # "worker lost" again (the start timeout its cause), so its next attempt is too.
+            # "worker lost" again (the child's failed start its cause), so its next attempt is too.
             raise WorkerLost() from exc
 
     def shutdown(self) -> None:
