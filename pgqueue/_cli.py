@@ -631,7 +631,26 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, shut
         metrics_port=metrics_port, metrics_addr=metrics_addr, isolate_crashed=isolate_crashed,
         max_tasks_per_child=max_tasks_per_child, child_start_timeout=child_start_timeout,
     )  # fmt: skip
+    w._sources = _sources(click.get_current_context())  # stated by its worker_started record
     asyncio.run(_run_worker(w))
+
+
+# The worker command's options named otherwise by Worker, which takes their opposites.
+_WORKER_OPTION = {"no_listen": "listen", "no_scheduler": "scheduler"}
+
+
+def _sources(ctx: click.Context) -> dict[str, str]:
+    """Where each option of ``ctx``'s command given a value came from ("env PGQUEUE_BURST",
+    "command line"), by Worker's name for it."""
+    found = {}
+    for param in ctx.command.params:
+        assert param.name is not None
+        source = ctx.get_parameter_source(param.name)
+        if source is click.core.ParameterSource.ENVIRONMENT:
+            found[_WORKER_OPTION.get(param.name, param.name)] = f"env {param.envvar}"
+        elif source is click.core.ParameterSource.COMMANDLINE:
+            found[_WORKER_OPTION.get(param.name, param.name)] = "command line"
+    return found
 
 
 async def _run_worker(w: Worker) -> None:
@@ -696,14 +715,10 @@ def cron() -> None:
 @friendly_errors
 def cron_list(state: State) -> None:
     """Show each schedule with its last tick (from the database) and its next tick."""
-    from dataclasses import replace
+    from pgqueue._cli_ops import cron_table
+    from pgqueue._periodic import cron_list
 
-    from pgqueue._cli_ops import _printable
-    from pgqueue._periodic import cron_list, format_cron_list
-
-    # A name from the database may carry control characters: shown escaped, as in every table.
-    statuses = [replace(s, name=_printable(s.name)) for s in cron_list(state.app, state.dsn)]
-    click.echo(format_cron_list(statuses, app_given=bool(state.app_path)))
+    click.echo(cron_table(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
     if not state.app_path:
         click.echo(
             f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"

@@ -15,7 +15,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -38,6 +38,7 @@ from pgqueue._options import (
 if TYPE_CHECKING:
     from pgqueue._cli import State
     from pgqueue._job import Job, QueueStats
+    from pgqueue._periodic import ScheduleStatus
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
@@ -215,10 +216,34 @@ def _cell(value: Any) -> str:
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max([len(c), *(_width(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = [[c.upper() for c in columns], *cells]
+    return _aligned([[c.upper() for c in columns], *cells])
+
+
+def _aligned(lines: Sequence[Sequence[str]]) -> str:
+    """``lines`` of cells as text columns, padded to the columns a terminal gives them."""
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(v + " " * (w - _width(v)) for v, w in zip(line, widths, strict=True)
                                ).rstrip() for line in lines)  # fmt: skip
+
+
+def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> str:
+    """``cron_list`` as an aligned text table (times in UTC, names' control characters
+    escaped), or a line saying there are no schedules. Without ``app_given`` (the CLI
+    without ``--app``) there is no code to tell whether a schedule still fires."""
+    if not statuses:
+        if app_given:
+            return "no schedules: the app declares none (@app.periodic) and no ticks are stored"
+        return "no schedules with ticks in the database"
+    gone = "not in code: no longer fires" if app_given else "unknown: no app given"
+    lines = [["NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)"]]
+    for s in statuses:
+        upcoming = _utc(s.next_tick) if s.in_code else gone
+        lines.append([_printable(s.name), s.schedule, _utc(s.last_tick), upcoming])
+    return _aligned(lines)
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def _show(items: Sequence[Any], columns: Sequence[str], as_json: bool, empty: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -189,30 +189,6 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     ]
     gone = sorted(set(last) - set(app.periodics))
     return statuses + [ScheduleStatus(n, "-", last[n], None, in_code=False) for n in gone]
-
-
-def format_cron_list(statuses: list[ScheduleStatus], app_given: bool = True) -> str:
-    """``cron_list`` as an aligned text table (times in UTC), or a line saying there are no
-    schedules. Without ``app_given`` (the CLI without ``--app``) there is no code to tell
-    whether a schedule still fires."""
-    if not statuses:
-        if app_given:
-            return "no schedules: the app declares none (@app.periodic) and no ticks are stored"
-        return "no schedules with ticks in the database"
-    gone = "not in code: no longer fires" if app_given else "unknown: no app given"
-    rows = [("NAME", "SCHEDULE", "LAST TICK (UTC)", "NEXT TICK (UTC)")]
-    for s in statuses:
-        upcoming = _when(s.next_tick) if s.in_code else gone
-        rows.append((s.name, s.schedule, _when(s.last_tick), upcoming))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        for row in rows
-    )
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 Periodic.__module__ = "pgqueue"

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import sys
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ log = logging.getLogger("pgqueue.worker")
 DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
 
 _WENT_ON = "the task went on after its timeout cancelled it, and returned"
+
+# Seconds an attempt stopped (its timeout, a cancel request, a lost lease) may run on, its
+# cancellation ignored, before the worker logs it (job_overran): a coroutine that swallows
+# its CancelledError, or a thread, which cannot be interrupted, runs on unseen otherwise.
+OVERRUN_GRACE = 5.0
 
 # The running attempt's timeout, if it has one: stopped while a process task waits for a child.
 _timer: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
@@ -282,8 +288,9 @@ class JobExecutor:
                 self._stragglers[(job.id, job.attempt)] = running
             raise
 
-    async def settle(self, job: ClaimedJob) -> None:
-        """Wait until a thread task given up on has really returned (no-op for the rest).
+    async def settle(self, job: ClaimedJob, ctx: JobContext, started: float) -> None:
+        """Wait until a thread task given up on has really returned (no-op for the rest);
+        one still running OVERRUN_GRACE seconds later is logged (``job_overran``).
 
         What the thread returns or raises belongs to an attempt already over: it is dropped,
         never raised here (a late SystemExit would end the worker's event loop)."""
@@ -291,12 +298,20 @@ class JobExecutor:
         if running is not None:
             ended = asyncio.wrap_future(running)
             ended.add_done_callback(_dropped)
-            await asyncio.wait([ended])  # unlike awaiting it, never raises what it holds
+            # Unlike awaiting it, asyncio.wait never raises what it holds.
+            if not (await asyncio.wait([ended], timeout=OVERRUN_GRACE))[0]:
+                overran(job, ctx.cancel_reason, time.monotonic() - started, "its thread")
+                await asyncio.wait([ended])
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
         # most workers never do, and it is several milliseconds of every worker's start.
-        from pgqueue._worker._procpool import ChildLost, ChildStartTimeout, ProcessPool
+        from pgqueue._worker._procpool import (
+            ChildLost,
+            ChildRefused,
+            ChildStartTimeout,
+            ProcessPool,
+        )
 
         assert task.fn is not None
         if self._processes is None:
@@ -312,11 +327,11 @@ class JobExecutor:
             return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
         except ChildLost:
             raise WorkerLost() from None
-        except ChildStartTimeout as exc:
+        except (ChildStartTimeout, ChildRefused) as exc:
             if task.options.executor == "process":
                 raise
             # Isolated after a crash, it has still not run apart from the worker: it ends as
-            # "worker lost" again (the start timeout its cause), so its next attempt is too.
+            # "worker lost" again (the child's failed start its cause), so its next attempt is too.
             raise WorkerLost() from exc
 
     def shutdown(self) -> None:
@@ -324,6 +339,20 @@ class JobExecutor:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown()
+
+
+def overran(job: ClaimedJob, reason: str | None, ran: float, what: str) -> None:
+    """Log that ``what`` (the task's coroutine, or its thread) runs on OVERRUN_GRACE seconds
+    after its attempt was stopped for ``reason``, having run ``ran`` seconds."""
+    log.warning(
+        "job %s (%s) attempt %s: %s still runs %s s or more after it was stopped (%s; timeout"
+        " %s s), having run %.1f s: it ignores its cancellation, and holds its slot until it"
+        " returns",
+        job.id, job.task, job.attempt, what, OVERRUN_GRACE, reason, job.timeout, ran,
+        extra={"action": "job_overran", "job_id": job.id, "attempt": job.attempt,
+               "task": job.task, "timeout": job.timeout, "reason": reason,
+               "running_s": round(ran, 1)},
+    )  # fmt: skip
 
 
 def _on_loop(task: Task[Any, Any]) -> bool:

@@ -9,6 +9,7 @@ serves calls until its pipe closes: each answer is one flag byte and a pickle (s
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import io
@@ -248,6 +249,11 @@ def lookup(module: Any, qualname: str) -> Any:
     return getattr(target, "fn", target)
 
 
+# The exit status of a child whose start refuse_in_a_child_start ended (EX_CONFIG): the
+# worker tells its job why, where it could only say "worker lost".
+REFUSED_EXIT = 78
+
+
 def refuse_in_a_child_start() -> None:
     """Raise ``ConfigurationError`` if this process is a child still being started: a script
     without an ``if __name__ == "__main__":`` guard, run again in it, is starting a worker.
@@ -255,11 +261,30 @@ def refuse_in_a_child_start() -> None:
     spawn and forkserver run the main script again in every child (as ``__mp_main__``)
     before the child's own code: unguarded, the script's worker ran there, claiming and
     running jobs of its own while the pool waited for the child to be ready. Ended here, the
-    child dies at once (its job ends as ``worker lost``), this error on its stderr."""
+    child dies at once, this error on its stderr, with the status REFUSED_EXIT (see
+    ``_exit_refused``), by which the worker names the cause in its job's error."""
     process = sys.modules.get("multiprocessing.process")  # not imported: no child at all
     if process is not None and getattr(process.current_process(), "_inheriting", False):
-        raise ConfigurationError(
+        error = ConfigurationError(
             "a worker was started in a process-pool child while it re-ran the main script"
             " (multiprocessing's spawn and forkserver run it again in every child): start the"
             ' worker under `if __name__ == "__main__":` in that script'
         )
+        sys.excepthook = functools.partial(_exit_refused, error, sys.excepthook)
+        raise error
+
+
+def _exit_refused(
+    error: BaseException,
+    previous: Any,
+    kind: type[BaseException],
+    value: BaseException,
+    tb: TracebackType | None,
+) -> None:
+    """The excepthook of a child whose start was refused: ``error``, uncaught, is printed
+    as ``previous`` prints it, and the child exits with REFUSED_EXIT. multiprocessing gives
+    no other way: its forkserver child passes any error to the excepthook, then exits 1."""
+    previous(kind, value, tb)
+    if value is error:
+        sys.stderr.flush()
+        os._exit(REFUSED_EXIT)

@@ -29,7 +29,13 @@ from pgqueue._errors import ResultUnsent, exception_text
 from pgqueue._logging import configured_logging
 from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
-from pgqueue._worker._procchild import _READY, _RETURNED, RemoteError, _child_main
+from pgqueue._worker._procchild import (
+    _READY,
+    _RETURNED,
+    REFUSED_EXIT,
+    RemoteError,
+    _child_main,
+)
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -48,6 +54,20 @@ class ChildStartTimeout(Exception):
     set-up in it hung): it was killed, and the call fails as the task's error, to be retried
     as one (not as a lost worker: the task never ran, so its next attempt needs no isolation;
     but a job isolated after a crash stays isolated: see ``JobExecutor._in_process``)."""
+
+
+class ChildRefused(Exception):
+    """A new child exited as it started, refusing to run a worker (see
+    ``refuse_in_a_child_start``): the main script, run again in it, has no
+    ``if __name__ == "__main__":`` guard. The call fails as the task's error, as for
+    ``ChildStartTimeout``, its message saying what to change."""
+
+    def __str__(self) -> str:
+        return (
+            "its child process exited as it started: the main script, run again in every"
+            " child, started a worker there; start the worker under"
+            ' `if __name__ == "__main__":` in that script'
+        )
 
 
 class ResultUnread(ResultUnsent):
@@ -337,12 +357,21 @@ class ProcessPool:
         except TimeoutError:  # its set-up hangs: the caller's timeout, stopped, cannot end it
             self.recycled += 1
             await _reaped(slot.kill())
+            log.warning(
+                "job %s: its new child process %s was not ready within %s s (the app's process"
+                " set-up in it did not return); it was killed, and the attempt fails",
+                job_id, slot.process.pid, self._start_timeout,
+                extra={"action": "child_start_timeout", "job_id": job_id,
+                       "pid": slot.process.pid, "timeout": self._start_timeout},
+            )  # fmt: skip
             raise ChildStartTimeout(
                 f"its child process was not ready within {self._start_timeout} s (the app's"
                 " process set-up in it did not return); it was killed"
             ) from None
-        except (EOFError, OSError):  # its set-up took the process down
+        except (EOFError, OSError):  # its set-up took the process down, or its start did
             await self._lost(slot, job_id)
+            if slot.process.exitcode == REFUSED_EXIT:
+                raise ChildRefused() from None
             raise ChildLost() from None
         except BaseException:
             slot.kill()
@@ -362,12 +391,17 @@ def _report_lost(process: BaseProcess, job_id: int, forkserver_gone: bool = Fals
     how = f"exited with status {code}"
     if forkserver_gone:  # multiprocessing says 255, whatever it was: a signal, most often
         how = "ended, its exit status unknown (its forkserver is gone)"
+    elif code == REFUSED_EXIT:
+        how += (
+            ", refusing to run the worker that the main script, run again in it, started (no"
+            ' `if __name__ == "__main__":` guard)'
+        )
     elif code is not None and code < 0:
         with contextlib.suppress(ValueError):  # a number the signal module has no name for
             how = f"was killed by {signal.Signals(-code).name}"
     log.warning(
-        "job %s: its child process %s %s before it answered; the attempt ends as worker lost",
-        job_id, process.pid, how,
+        "job %s: its child process %s %s before it answered; the attempt ends as %s",
+        job_id, process.pid, how, "ChildRefused" if code == REFUSED_EXIT else "worker lost",
         extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
     )  # fmt: skip
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from pgqueue._worker._config import CHILD_START_TIMEOUT, check_options, parse_qu
 from pgqueue._worker._context import JobContext
 from pgqueue._worker._db import Db, backoff, session
 from pgqueue._worker._eager import run_now
-from pgqueue._worker._executor import ClaimedJob, JobExecutor
+from pgqueue._worker._executor import OVERRUN_GRACE, ClaimedJob, JobExecutor, overran
 from pgqueue._worker._faults import crash_point
 from pgqueue._worker._horizon import HorizonWatch, warn
 from pgqueue._worker._listener import listen
@@ -61,6 +62,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None] | None = None
     started: float = 0.0  # time.monotonic() as the attempt started
+    overran: bool = False  # logged as running on past its timeout (see _warn_overran)
 
 
 @dataclass
@@ -166,6 +168,9 @@ class Worker:
         child_start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
+        self._settings = _changed(locals())  # for the start record
+        # Where each option given came from, by its name here ("env PGQUEUE_BURST"): the CLI's.
+        self._sources: dict[str, str] = {}
         self.app = app
         # Only None means the default queue: "" or [] (a setting left empty, a list filtered
         # down to nothing) ran it unasked, where the CLI refuses `-q ""`.
@@ -449,11 +454,23 @@ class Worker:
         with contextlib.suppress(psycopg.Error, OSError):
             await opening  # a failure here is retried by the claim loop
         log.info(
-            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s",
+            "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s; %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
+            self._settings_text(),
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
-                   "queues": self.queues, "dsn": _safe_dsn(self.dsn)},
+                   "queues": self.queues, "dsn": _safe_dsn(self.dsn),
+                   "settings": self._settings, "sources": self._sources},
         )  # fmt: skip
+
+    def _settings_text(self) -> str:
+        """The options not at their defaults, each with where it came from if known: a
+        variable left set (PGQUEUE_BURST=1 makes a worker exit once idle) shows in the log."""
+        if not self._settings:
+            return "other settings at their defaults"
+        return "settings " + ", ".join(
+            f"{name}={value!r}" + (f" ({self._sources[name]})" if name in self._sources else "")
+            for name, value in self._settings.items()
+        )
 
     async def _unstart(self) -> None:
         """After a start that raised or was cancelled: remove the worker's row if it got
@@ -1010,7 +1027,8 @@ class Worker:
                     self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
-                await self._executor.settle(job)  # a thread ignoring cancellation keeps its slot
+                # A thread ignoring its cancellation keeps its slot.
+                await self._executor.settle(job, ctx, started)
         finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
@@ -1111,6 +1129,7 @@ class Worker:
             pause = self._beat_retry(beats.failures) if beats.failures else self.heartbeat
             await self._wait(self._beat_now, pause)
             self._beat_now.clear()
+            self._warn_overran()
             try:
                 await self.extend_leases()
             except (psycopg.Error, OSError) as exc:
@@ -1123,6 +1142,21 @@ class Worker:
             if failures := beats.ended():
                 log.info("heartbeats work again after %d failures", failures,
                          extra={"action": "heartbeat_restored", "failures": failures})  # fmt: skip
+
+    def _warn_overran(self) -> None:
+        """Log, once, each attempt whose coroutine runs on OVERRUN_GRACE seconds past its
+        timeout, having swallowed the CancelledError that stopped it: its job stays running
+        under this worker's heartbeats, and nothing else says so. Looked for at each beat, so
+        that jobs cost nothing more for it (a thread past its timeout: see JobExecutor.settle)."""
+        now = time.monotonic()
+        for running in self._running.values():
+            job, task = running.job, running.task
+            if job.timeout is None or running.overran or task is None or not task.cancelling():
+                continue  # not cancelled: a process task whose wait for a child stops its clock
+            if now - running.started >= job.timeout + OVERRUN_GRACE:
+                running.overran = True
+                reason = running.ctx.cancel_reason or "timeout"
+                overran(job, reason, now - running.started, "its coroutine")
 
     def _beat_retry(self, failures: int) -> float:
         """The pause before a failed heartbeat is tried again. While the worker holds leases
@@ -1522,6 +1556,20 @@ class Worker:
             self.events.job_ended(ctx, ended - started, outcome)
             self._count("cancelled")
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+
+
+# Worker options the start record states apart (queues, concurrency, name, database), or not.
+_NOT_SETTINGS = frozenset({"self", "app", "queues", "concurrency", "dsn", "name", "services"})
+
+
+def _changed(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a Worker (its ``__init__``'s locals) given other values than the
+    defaults, but those the start record states apart."""
+    defaults = inspect.signature(Worker.__init__).parameters
+    return {
+        name: value for name, value in options.items()
+        if name in defaults and name not in _NOT_SETTINGS and value != defaults[name].default
+    }  # fmt: skip
 
 
 def _unlike_but_when(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:

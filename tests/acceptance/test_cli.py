@@ -682,6 +682,29 @@ def test_an_empty_queues_variable_is_an_unset_one(dsn: str) -> None:
     ]
 
 
+def test_the_start_record_says_which_settings_came_from_where(dsn: str) -> None:
+    """A PGQUEUE_BURST=1 left in an environment makes a worker exit once idle, and nothing in
+    its log said why: worker_started states every setting off its default, and where the
+    CLI got it from (a variable, the command line)."""
+    env = cli_env(dsn, PGQUEUE_BURST="1", PGQUEUE_NO_SCHEDULER="1", PGQUEUE_LOG_FORMAT="json")
+    worker = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "worker", "--lease", "20"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
+    [started] = [line for line in lines if line["action"] == "worker_started"]
+    assert started["settings"] == {"lease": 20.0, "burst": True, "scheduler": False}
+    assert started["sources"] == {
+        "lease": "command line", "burst": "env PGQUEUE_BURST",
+        "scheduler": "env PGQUEUE_NO_SCHEDULER",
+    }  # fmt: skip
+    assert started["message"].endswith(
+        "; settings lease=20.0 (command line), burst=True (env PGQUEUE_BURST),"
+        " scheduler=False (env PGQUEUE_NO_SCHEDULER)"
+    )
+
+
 # Every option and argument the CLI reads a number from, and the label click names it by.
 NUMBER_PARAMETERS = [
     (("worker", "--burst", "--concurrency"), "'--concurrency' / '-c'"),

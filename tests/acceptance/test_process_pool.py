@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pgqueue._worker._procpool import ChildRefused
 from tests.acceptance.conftest import ROOT, cli, cli_env, usage_error, wait_for
 from tests.helpers import query, states
 
@@ -106,7 +107,9 @@ def test_a_script_without_a_main_guard_runs_no_worker_in_its_children(
     """A worker script without `if __name__ == "__main__":` is run again in each child of the
     process pool (forkserver and spawn re-run the main script): its worker ran there too,
     claiming jobs of its own, before the child served the pool. That worker now refuses to
-    start, naming the guard: the child ends, and its job with it as worker lost."""
+    start, naming the guard: the child ends, with a status of its own (REFUSED_EXIT), by
+    which the worker names the cause in the job's error and in its child_lost record, where
+    both said only worker lost."""
     script = tmp_path / "unguarded.py"
     script.write_text(UNGUARDED)
     query(dsn, "SELECT pgqueue.enqueue('h90.pid', max_attempts => 1)")
@@ -117,7 +120,11 @@ def test_a_script_without_a_main_guard_runs_no_worker_in_its_children(
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == [f"worker ran in {ran.stdout.split()[-1]}"], ran.stdout
     assert 'start the worker under `if __name__ == "__main__":`' in ran.stderr
-    assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [("failed", "worker lost")]
+    [(state, last_error)] = query(dsn, "SELECT state, last_error FROM pgqueue.jobs")
+    assert (state, last_error) == ("failed", f"ChildRefused: {ChildRefused()}")
+    assert 'start the worker under `if __name__ == "__main__":`' in last_error
+    [lost] = [line for line in ran.stderr.splitlines() if "before it answered" in line]
+    assert "exited with status 78, refusing to run the worker" in lost
 
 
 SUPERVISED = """

@@ -139,3 +139,45 @@ def test_pgqueue_settings_of_the_wrong_shape_are_improperly_configured(
         pytest.raises(ImproperlyConfigured, match=message),
     ):
         _conf.settings()
+
+
+_LOGGED = """
+import logging, sys
+import django
+from django.conf import settings
+from pgqueue._logging import configure_logging
+
+settings.configure(DEBUG=True, **({"LOGGING": eval(sys.argv[1])} if sys.argv[1] else {}))
+django.setup()
+configure_logging("info", "json")  # as manage.py pgqueue worker --log-format json does
+logging.getLogger("django.db").warning("a django record")
+"""
+
+
+def _django_lines(logging_setting: str) -> list[str]:
+    """What a django.* record prints once a worker's JSON logs are set up, with DEBUG=True
+    and ``logging_setting`` as LOGGING (none if empty)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("django", reason="Django is not installed (pgqueue[django])")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGGED, logging_setting], capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    return [line for line in done.stderr.splitlines() if "a django record" in line]
+
+
+def test_the_documented_logging_setting_prints_django_records_once() -> None:
+    """With DEBUG=True, Django's default console handler prints each django.* record beside
+    the worker's root handler: twice, one copy text amid JSON lines. pgqueue leaves that
+    handler (it cannot tell it from the user's); the LOGGING that docs/integrations/django.md
+    gives routes Django's records through the root logger, which the worker's is: once."""
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs/integrations/django.md").read_text()
+    documented = page[page.index("LOGGING = {") + len("LOGGING = ") :]
+    documented = documented[: documented.index("\n}\n") + 2]
+    assert len(_django_lines("")) == 2  # Django's default set-up: the duplicate
+    [line] = _django_lines(documented)
+    assert line.startswith('{"time"') and '"logger": "django.db"' in line

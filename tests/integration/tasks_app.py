@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import time
 from typing import Any
 
 import pgqueue
@@ -231,6 +232,22 @@ async def swallows_its_timeout() -> str:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(5)
     return "finished after its timeout"
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+async def ignores_its_timeout(seconds: float) -> str:
+    """Swallow every cancellation for ``seconds`` seconds, then return."""
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(left)
+    return "finished long after its timeout"
+
+
+@app.task(queue="io", timeout=0.2, max_attempts=1)
+def outlives_its_timeout_in_a_thread(seconds: float) -> None:
+    """Sleep ``seconds`` seconds in its thread, which its timeout cannot interrupt."""
+    time.sleep(seconds)
 
 
 @app.task(queue="io", timeout=0.2, max_attempts=1)

@@ -28,12 +28,13 @@ def _where(name: str) -> tuple[str, str]:
 
 
 async def test_a_child_whose_set_up_hangs_fails_the_call_once_its_start_limit_passes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The caller's timeout stops while a child starts: a set-up that never returns (a
     database connect in Django's ready()) hung the call, and its job, forever. The start has
     a limit of its own; past it the child is killed and the call fails with an error that
-    says so (not ChildLost: the job's "worker lost" would isolate its next attempt)."""
+    says so (not ChildLost: the job's "worker lost" would isolate its next attempt), and a
+    record of its own says so too (child_start_timeout): only the job's error did."""
     (tmp_path / "h84_hung_setup.py").write_text("import time\ndef setup():\n    time.sleep(3600)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     started: list[int] = []
@@ -58,6 +59,9 @@ async def test_a_child_whose_set_up_hangs_fails_the_call_once_its_start_limit_pa
                 await pool.run(_where("size"), ["abc"], {}, FIELDS)
         assert len(started) == 2
         assert not isinstance(ChildStartTimeout("x"), ChildLost)
+        timeouts = [r for r in caplog.records if getattr(r, "action", "") == "child_start_timeout"]
+        seen = [(r.levelname, r.__dict__["pid"], r.__dict__["timeout"]) for r in timeouts]
+        assert seen == [("WARNING", pid, 0.5), ("WARNING", started[1], 0.5)]
     finally:
         pool.shutdown()
 

@@ -143,6 +143,51 @@ async def test_a_timeout_error_the_task_raises_is_its_own_error(
     assert errors[0]["traceback"].rstrip().endswith(last_error)
 
 
+async def test_a_coroutine_that_ignores_its_timeout_is_logged_once(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async task that swallows its timeout's CancelledError runs on, its job running,
+    and nothing said so: a job_overran WARNING names it once its grace has passed, once for
+    the attempt however many heartbeats follow; a task its timeout stops is not named."""
+    monkeypatch.setattr("pgqueue._worker._worker.OVERRUN_GRACE", 0.3)
+    stubborn = t.ignores_its_timeout.enqueue(conn, 1.5)
+    t.too_slow.enqueue(conn)
+    conn.commit()
+    await run_worker_until(
+        worker(dsn, lease=3, heartbeat=0.05), lambda: states(dsn).get("failed") == 2
+    )
+    overran = [r for r in caplog.records if getattr(r, "action", "") == "job_overran"]
+    assert [(r.levelname, r.__dict__["job_id"], r.__dict__["task"]) for r in overran] == [
+        ("WARNING", stubborn, t.ignores_its_timeout.name)
+    ]
+    assert (overran[0].__dict__["timeout"], overran[0].__dict__["reason"]) == (0.2, "timeout")
+    assert overran[0].__dict__["running_s"] >= 0.5
+
+
+async def test_a_thread_that_outlives_its_timeout_is_logged(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread task past its timeout fails the attempt, but its thread runs on, holding its
+    slot, and nothing said so: a job_overran WARNING names it once its grace has passed."""
+    monkeypatch.setattr("pgqueue._worker._executor.OVERRUN_GRACE", 0.3)
+    job_id = t.outlives_its_timeout_in_a_thread.enqueue(conn, 1.5)
+    conn.commit()
+
+    def logged() -> bool:
+        return any(getattr(r, "action", "") == "job_overran" for r in caplog.records)
+
+    await run_worker_until(worker(dsn), logged)
+    [record] = [r for r in caplog.records if getattr(r, "action", "") == "job_overran"]
+    assert (record.levelname, record.__dict__["job_id"], record.__dict__["reason"]) == (
+        "WARNING",
+        job_id,
+        "timeout",
+    )
+    assert query(dsn, "SELECT state, last_error FROM pgqueue.jobs") == [
+        ("failed", "timed out after 0.2 s")
+    ]
+
+
 @pytest.mark.parametrize(
     ("task", "raised"),
     [
@@ -426,7 +471,8 @@ async def test_settle_never_raises_what_an_abandoned_thread_raised(dsn: str) -> 
         abandoned: concurrent.futures.Future[None] = concurrent.futures.Future()
         abandoned.set_exception(error)
         executor._stragglers[1, 1] = abandoned
-        await executor.settle(claimed(t.sync_pid.name))
+        job = claimed(t.sync_pid.name)
+        await executor.settle(job, job.context(), time.monotonic())
 
 
 async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:

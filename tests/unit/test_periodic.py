@@ -145,3 +145,27 @@ def test_overlap_false_gives_the_jobs_a_unique_key_that_fits_the_table() -> None
     with pytest.raises(ValueError, match="too long for overlap=False"):
         app.periodic("* * * * *", name="d" * 247, overlap=False)(t)
     assert "d" * 247 not in app.periodics
+
+
+def test_cron_list_aligns_its_columns_by_display_width() -> None:
+    """`pgqueue cron list` pads its columns to the columns a terminal gives each name, as the
+    job tables do: it padded by characters, so a schedule named in CJK (two columns each)
+    pushed its row's later columns out of line with the header's."""
+    from datetime import UTC, datetime
+
+    from pgqueue import _cli  # noqa: F401  (first: it loads _cli_ops, which needs it)
+    from pgqueue._cli_ops import _width, cron_table
+
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    statuses = [
+        pgqueue.ScheduleStatus("nightly", "0 2 * * *", at, at),
+        pgqueue.ScheduleStatus("日次レポート", "*/5 * * * *", None, at),
+    ]
+    lines = cron_table(statuses).splitlines()
+
+    def column(cells: list[str]) -> set[int]:
+        """Where each line's cell starts, in terminal columns."""
+        return {_width(line[: line.index(c)]) for line, c in zip(lines, cells, strict=True)}
+
+    assert len(column(["SCHEDULE", "0 2", "*/5"])) == 1, lines
+    assert len(column(["LAST", "2026", "-"])) == 1, lines
