@@ -390,7 +390,9 @@ def _retry_failed(state: State, task: str | None, batch: int) -> None:
     except Exception as exc:  # what is committed, then (friendly_errors) what went wrong
         if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
             _progress_end()
-            click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}", err=True)
+            if done:  # none: the error alone (a missing schema, an unreachable database)
+                click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}",
+                           err=True)  # fmt: skip
             raise
         outcome = "abandoned"
     _progress_end()
@@ -620,8 +622,9 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
             for count in _ops.prune_batches(conn, ages):
                 deleted += count
     except Exception:  # the batches before it are committed: say so, then (friendly_errors) it
-        click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
-                   err=True)  # fmt: skip
+        if deleted:  # none: the error alone (a missing schema, an unreachable database)
+            click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
+                       err=True)  # fmt: skip
         raise
     click.echo(f"deleted {deleted} finished jobs")
     if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
