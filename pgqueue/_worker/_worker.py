@@ -656,18 +656,18 @@ class Worker:
         (the worker does not know the session then), nor once the session is gone. ``on``:
         the connection to do it on, if not the claimer's."""
         db = self._claim_db
-        broken = db.broken
+        broken, db.broken = db.broken, None
         if broken is None:
             return
         try:
             gone = await _session_ended(on or db, broken, db.application)
-        except BaseException:
+        except (psycopg.OperationalError, OSError, asyncio.CancelledError):
             # Not known to be gone (the database still out of reach, say): the next give-back
-            # tries again. Forgotten here, the session was never ended once the database was
-            # back. (Of the statements that broke since, none was a claim.)
+            # (or the stop) tries again. Forgotten here, the session was never ended once the
+            # database was back. (Of the statements that broke since, none was a claim.)
+            # Another error is not retried: it would stop the claims for good.
             db.broken = broken
             raise
-        db.broken = None
         if gone:
             return
         log.warning(
