@@ -667,19 +667,27 @@ class Worker:
                 )  # fmt: skip
         self._claim_lost = False
 
-    async def _end_broken_claim(self) -> None:
+    async def _end_broken_claim(self, on: Db | None = None) -> None:
         """End the server session of the claimer's connection that broke, and wait until it
         is gone (up to 10 s), so that the claim it may still run cannot commit after the
         jobs leased to this worker are read (see store.BACKEND_END). Not behind a pooler
-        (the worker does not know the session then), nor once the session is gone."""
+        (the worker does not know the session then), nor once the session is gone. ``on``:
+        the connection to do it on, if not the claimer's."""
         db = self._claim_db
         broken, db.broken = db.broken, None
-        if broken is None or not await db.run(_store.backend_end(broken, db.application)):
+        if broken is None:
             return
-        for _ in range(200):
-            if not await db.run(_store.backend_alive(broken)):
-                return
-            await asyncio.sleep(0.05)
+        try:
+            gone = await _session_ended(on or db, broken, db.application)
+        except (psycopg.OperationalError, OSError, asyncio.CancelledError):
+            # Not known to be gone (the database still out of reach, say): the next give-back
+            # (or the stop) tries again. Forgotten here, the session was never ended once the
+            # database was back. (Of the statements that broke since, none was a claim.)
+            # Another error is not retried: it would stop the claims for good.
+            db.broken = broken
+            raise
+        if gone:
+            return
         log.warning(
             "the server session (pid %s) of a claim whose connection broke did not end in"
             " 10 s: jobs it may claim yet wait for their leases", broken[0],
@@ -1529,7 +1537,9 @@ class Worker:
             self._fail("acker", exc)
         self._writes_done = True
         if self._claim_cut or self._claim_lost:  # their jobs, if it committed, run nowhere
-            await self._end_broken_claim()
+            # On the acker's connection, which has just worked: the claimer's would have to be
+            # opened again, and a stop whose new connections fail left its jobs to their leases.
+            await self._end_broken_claim(self._ack_db)
             self._unfinished += await self._unknown_claims(self._ack_db)
         if self._unfinished:
             released, ended = await self._ack_db.run(_store.leases_release(self._unfinished))
@@ -1588,6 +1598,18 @@ def _oldest(held: dict[tuple[int, int], list[_Held]], claim: tuple[int, int]) ->
     if not reports:
         del held[claim]
     return first
+
+
+async def _session_ended(db: Db, backend: _store.Backend, application: str) -> bool:
+    """End ``backend`` if it still runs as ``application`` (see store.BACKEND_END), and
+    wait until it is gone, up to 10 s: whether it is."""
+    if not await db.run(_store.backend_end(backend, application)):
+        return True
+    for _ in range(200):
+        if not await db.run(_store.backend_alive(backend)):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _revive(db: Db) -> None:

@@ -20,7 +20,8 @@ class ReplyCutter:
     commit and the reply would. With ``deliver`` False, the statement never reaches the server
     (a failure on the way there); with ``wait`` False, it does, and the proxy closes both
     sides at once, while the server may still run it (a failure during the statement).
-    Connections opened after that wait for ``gate``."""
+    Connections opened after that wait for ``gate``. While ``refusing``, new connections are
+    closed at once (the server out of reach), and counted in ``refused``."""
 
     def __init__(self, dsn: str, marker: bytes, application: bytes) -> None:
         info = conninfo_to_dict(dsn)
@@ -34,6 +35,8 @@ class ReplyCutter:
         self.cut = asyncio.Event()  # set once a reply was lost
         self.gate = asyncio.Event()
         self.gate.set()
+        self.refusing = False
+        self.refused = 0
         self.accepted = 0  # connections the proxy was asked to open
         self._listener: asyncio.Server | None = None
         self._serving: set[asyncio.Task[None]] = set()
@@ -61,6 +64,9 @@ class ReplyCutter:
         self.accepted += 1
         writers = [client_w]
         try:
+            if self.refusing:
+                self.refused += 1
+                return
             if self.cut.is_set():
                 await self.gate.wait()
             server_r, server_w = await asyncio.open_connection(*self.server)

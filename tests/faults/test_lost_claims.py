@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 
 import pgqueue
 from pgqueue import _store
@@ -211,15 +212,42 @@ async def _claimer_waiting(dsn: str, besides: int = 0) -> int:
     raise AssertionError("no claim waited for the table's lock in 30 s")
 
 
+async def _break_a_waiting_claim(
+    app: pgqueue.PgQueue, dsn: str, proxy: ReplyCutter, locker: psycopg.Connection
+) -> tuple[int, int]:
+    """Enqueue a job of task "once" on ``locker``, which locks the jobs' table first, and
+    break the connection of the claim that waits for that lock (the server runs it on):
+    returns the job's id and the pid of the claim's server session."""
+    proxy.wait = False
+    locker.execute("LOCK TABLE pgqueue.active_jobs IN EXCLUSIVE MODE")
+    job_id: int = app.using("once").enqueue(locker)  # seen once the lock is let go
+    proxy.armed = True
+    await asyncio.wait_for(proxy.cut.wait(), 10)
+    return job_id, await _claimer_waiting(dsn)
+
+
+async def _refused(proxy: ReplyCutter, count: int) -> None:
+    """Until ``proxy`` has refused ``count`` connections."""
+    for _ in range(600):
+        if proxy.refused >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{proxy.refused} connections refused in 30 s, not {count}")
+
+
+@pytest.mark.parametrize("refusals", [0, 2])
 async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_commits(
-    dsn: str, conn: psycopg.Connection
+    dsn: str, conn: psycopg.Connection, refusals: int
 ) -> None:
     """A claim waits on the server (for a lock the test holds) when its connection breaks;
     the server, unaware that its client is gone, runs it on. The worker read which jobs were
     leased to it, found none, and claimed again; the old claim committed after that read, and
     its job waited for its lease (a minute here), leased to a worker that never ran it.
     The worker now ends the broken connection's session, and waits until it is gone, before
-    that read: the old claim never commits, and the job runs at the next claim."""
+    that read: the old claim never commits, and the job runs at the next claim. With
+    ``refusals``, the claimer's first reconnects fail (the database out of reach), and its
+    give-back is tried again: the first try forgot the session before it failed, so the one
+    that worked ended nothing. The session is forgotten only once it is known to be gone."""
     app = pgqueue.PgQueue(dsn)
     runs: list[int] = []
 
@@ -230,14 +258,12 @@ async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_com
     async with _worker(app, dsn) as (proxy, w):
         registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
         await _until(dsn, registered, [w.name])  # its start's rescue is over
-        proxy.wait = False
         proxy.gate.clear()  # the claimer reconnects once the test has seen the claim wait
+        proxy.refusing = refusals > 0
         with psycopg.connect(dsn) as locker:
-            locker.execute("LOCK TABLE pgqueue.active_jobs IN EXCLUSIVE MODE")
-            job_id = app.using("once").enqueue(locker)  # seen once the lock is let go
-            proxy.armed = True
-            await asyncio.wait_for(proxy.cut.wait(), 10)
-            broken = await _claimer_waiting(dsn)
+            job_id, broken = await _break_a_waiting_claim(app, dsn, proxy, locker)
+            await _refused(proxy, refusals)  # as many give-backs failed to connect
+            proxy.refusing = False
             proxy.gate.set()
             await _claimer_waiting(dsn, besides=broken)  # the next claim: the read is over
             alive = query(dsn, "SELECT pid FROM pg_stat_activity WHERE pid = %s", [broken])
@@ -246,6 +272,45 @@ async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_com
     assert alive == []
     assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
     assert runs == [1]
+
+
+async def test_a_stop_ends_a_broken_claims_session_while_the_claimer_cannot_reconnect(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim waits on the server when its connection breaks, and the worker is stopped
+    while new connections fail (an existing one still works): the stop ends that claim's
+    session on a connection it holds. It ended it on the claimer's, which it had to open
+    again: the stop failed, leaving its jobs to their leases, and the old claim, committed
+    after the stop, leased its job to a worker that was gone."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    async with ReplyCutter(dsn, CLAIM, b"pgqueue claimer") as proxy:
+        w = app.worker(dsn=proxy.dsn, queues=["q"], lease=60, poll_interval=0.05,
+                       scheduler=False)  # fmt: skip
+        w._claim_db.prepare_threshold = None
+        runner = asyncio.create_task(w.run())
+        try:
+            registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+            await _until(dsn, registered, [w.name])  # its start's rescue is over
+            proxy.refusing = True
+            with psycopg.connect(dsn) as locker:
+                job_id, broken = await _break_a_waiting_claim(app, dsn, proxy, locker)
+                await _refused(proxy, 1)  # the give-back failed to connect
+                w.stop()
+                await asyncio.wait_for(runner, 30)
+                alive = query(dsn, "SELECT pid FROM pg_stat_activity WHERE pid = %s", [broken])
+                locker.commit()
+        finally:
+            w.stop()
+            proxy.refusing = False
+            await asyncio.wait_for(runner, 30)
+    assert alive == []
+    assert query(dsn, ROW, [job_id]) == [("queued", 0, None)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.worker_processes") == [(0,)]
 
 
 class _Written:
