@@ -1205,13 +1205,9 @@ WITH won AS (
 SELECT job.id, won.shown FROM won LEFT JOIN job ON job.id = won.job_id ORDER BY won.tick
 """
 
-# Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
-# hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
-# every scheduler's start fail, so that no schedule of the database fired any more.
-# The names come from the primary key, one probe each (a loose index scan, as in
-# TICKS_PRUNE_LOCK), and each name's latest tick from one backward probe: a GROUP BY read
-# every tick, 130 ms on a million, at every scheduler's start and in `pgqueue cron list`.
-TICKS_LAST: LiteralString = """
+# The names of the tick rows, one index probe each (a loose index scan: a DISTINCT would read
+# every tick), as the CTE "names", its last row NULL: for TICKS_LAST and TICKS_PRUNE_LOCK.
+_TICK_NAMES: LiteralString = """
 WITH RECURSIVE names (name) AS (
     (SELECT t.name FROM pgqueue.periodic_ticks AS t ORDER BY t.name LIMIT 1)
     UNION ALL
@@ -1219,7 +1215,17 @@ WITH RECURSIVE names (name) AS (
              WHERE t.name > n.name ORDER BY t.name LIMIT 1)
       FROM names AS n
      WHERE n.name IS NOT NULL
-)
+)"""
+
+# Ticks a scheduler never fires are left out: those after now (SQL can write them) would only
+# hold a schedule's start back, and one Python cannot hold (infinite, beyond year 9999) made
+# every scheduler's start fail, so that no schedule of the database fired any more.
+# The names come from the primary key, one probe each (a loose index scan, as in
+# TICKS_PRUNE_LOCK), and each name's latest tick from one backward probe: a GROUP BY read
+# every tick, 130 ms on a million, at every scheduler's start and in `pgqueue cron list`.
+TICKS_LAST: LiteralString = (
+    _TICK_NAMES  # noqa: S608 - constants only (_TICK_NAMES)
+    + """
 SELECT n.name, l.tick
   FROM names AS n
  CROSS JOIN LATERAL (SELECT t.tick FROM pgqueue.periodic_ticks AS t
@@ -1229,6 +1235,7 @@ SELECT n.name, l.tick
  WHERE n.name IS NOT NULL
  ORDER BY n.name
 """
+)
 
 # Those after now are left out, as TICKS_LAST leaves out such ticks: only SQL writes them,
 # and one near year 9999 has no next tick Python can hold, which stopped the scheduler's start.
@@ -1259,18 +1266,14 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks
 # The names come from the primary key, one probe each (a loose index scan), and whether a name
 # has a tick to prune from its oldest and latest ticks: reading every tick and looking the
 # latest up again for each old one took 4 s a statement on a million ticks, 390,000 of them old.
-TICKS_PRUNE_LOCK: LiteralString = """
+TICKS_PRUNE_LOCK: LiteralString = (
+    """
 SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
   FROM (SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
                set_config('lock_timeout', '5s', true)) AS stall,
-       (WITH RECURSIVE names (name) AS (
-            (SELECT t.name FROM pgqueue.periodic_ticks AS t ORDER BY t.name LIMIT 1)
-            UNION ALL
-            SELECT (SELECT t.name FROM pgqueue.periodic_ticks AS t
-                     WHERE t.name > n.name ORDER BY t.name LIMIT 1)
-              FROM names AS n
-             WHERE n.name IS NOT NULL
-        )
+       ("""  # noqa: S608 - constants only (_TICK_NAMES)
+    + _TICK_NAMES
+    + """
         SELECT n.name
           FROM names AS n
           LEFT JOIN unnest(%(names)s::text[], %(keeps)s::float8[]) AS keep(name, secs)
@@ -1289,6 +1292,7 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
            AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)) AS d
  ORDER BY hashtext(d.name), d.name
 """
+)
 
 # Small batches, each name's oldest first, of the names TICKS_PRUNE_LOCK locked in this
 # transaction (%(locked)s): a name whose tick aged or appeared since is left for the next prune. The
