@@ -303,13 +303,17 @@ class ProcessPool:
         finally:
             self._free.release()
 
-    async def _lost(self, slot: _Slot, job_id: int) -> None:
-        """Reap a child that ended before it answered, and log how it ended."""
+    async def _lost(self, slot: _Slot, job_id: int, starting: bool = False) -> bool:
+        """Reap a child that ended before it answered, and log how it ended; whether it
+        refused its start (REFUSED_EXIT while ``starting``: a task's own exit with that
+        status, later, is a lost worker like any other)."""
         self.recycled += 1
         await slot.status_written()
         gone = slot.forkserver_gone()  # before the reaping reads what is left of it
         await _reaped(slot.kill())
-        _report_lost(slot.process, job_id, gone)
+        refused = starting and not gone and slot.process.exitcode == REFUSED_EXIT
+        _report_lost(slot.process, job_id, gone, refused)
+        return refused
 
     def _release(self, slot: _Slot, job_id: int) -> None:
         """Give a child that answered back to the idle ones, or retire it once it has answered
@@ -369,8 +373,7 @@ class ProcessPool:
                 " process set-up in it did not return); it was killed"
             ) from None
         except (EOFError, OSError):  # its set-up took the process down, or its start did
-            await self._lost(slot, job_id)
-            if slot.process.exitcode == REFUSED_EXIT:
+            if await self._lost(slot, job_id, starting=True):
                 raise ChildRefused() from None
             raise ChildLost() from None
         except BaseException:
@@ -385,13 +388,16 @@ class ProcessPool:
         self._idle.clear()
 
 
-def _report_lost(process: BaseProcess, job_id: int, forkserver_gone: bool = False) -> None:
-    """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"."""
+def _report_lost(
+    process: BaseProcess, job_id: int, forkserver_gone: bool = False, refused: bool = False
+) -> None:
+    """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"
+    (or, ``refused``, ChildRefused's message)."""
     code = None if forkserver_gone else process.exitcode
     how = f"exited with status {code}"
     if forkserver_gone:  # multiprocessing says 255, whatever it was: a signal, most often
         how = "ended, its exit status unknown (its forkserver is gone)"
-    elif code == REFUSED_EXIT:
+    elif refused:
         how += (
             ", refusing to run the worker that the main script, run again in it, started (no"
             ' `if __name__ == "__main__":` guard)'
@@ -401,7 +407,7 @@ def _report_lost(process: BaseProcess, job_id: int, forkserver_gone: bool = Fals
             how = f"was killed by {signal.Signals(-code).name}"
     log.warning(
         "job %s: its child process %s %s before it answered; the attempt ends as %s",
-        job_id, process.pid, how, "ChildRefused" if code == REFUSED_EXIT else "worker lost",
+        job_id, process.pid, how, "ChildRefused" if refused else "worker lost",
         extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
     )  # fmt: skip
 

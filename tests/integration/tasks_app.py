@@ -116,6 +116,12 @@ def dies() -> None:
 
 
 @app.task(queue="cpu", executor="process")
+def dies_configured() -> None:
+    """Kill the child running it with EX_CONFIG (78), the status of a refused child's start."""
+    os._exit(78)
+
+
+@app.task(queue="cpu", executor="process")
 def raises_retry() -> None:
     """Raise pgqueue.Retry in the child: it must arrive in the parent as itself."""
     raise pgqueue.Retry(1.5)

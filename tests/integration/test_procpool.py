@@ -184,6 +184,22 @@ async def test_how_a_lost_child_ended_is_logged(caplog: pytest.LogCaptureFixture
     assert f"child process {child} was killed by SIGKILL" in lost[1].getMessage()
 
 
+async def test_a_task_exiting_78_is_lost_not_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """Status 78 is a refused start's only while the child starts: a task of a started child
+    that exits with it is a lost worker, and its child_lost record said the child refused to
+    run a worker and that the attempt ended as ChildRefused."""
+    pool = ProcessPool(1)
+    try:
+        with pytest.raises(ChildLost):
+            await pool.run(_where("dies_configured"), [], {}, FIELDS)
+    finally:
+        pool.shutdown()
+    [lost] = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert lost.exit_code == 78  # type: ignore[attr-defined]
+    assert lost.getMessage().endswith("exited with status 78 before it answered; the attempt"
+                                      " ends as worker lost")  # fmt: skip
+
+
 async def test_an_exception_comes_back_with_the_child_traceback() -> None:
     """The frames of the task's code, lost when the exception was pickled, come back as its
     cause: the traceback stored for the attempt shows where the task failed."""
