@@ -182,27 +182,31 @@ class Task(Generic[P, R]):
 def _encode_calls(
     task: str, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], limit: int
 ) -> list[tuple[str, str]]:
-    """Encode enqueue_many's calls; an error names the bad call by its index in ``calls``."""
+    """Encode enqueue_many's calls; an error names the bad call by its index in ``calls``.
+    An error ``calls`` itself raises (a generator's own bug) is left as it is, traceback and
+    all: it is no bad call's."""
     encoded: list[tuple[str, str]] = []
     append = encoded.append
-    try:
-        for call in calls:
-            try:
-                args, kwargs = call
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"must be an (args, kwargs) pair, got {reprlib.repr(call)}"
-                ) from None
-            # A str would be read as its characters, a dict as its keys, pairs as a dict.
-            if args.__class__ not in _PLAIN_ARGS and isinstance(args, str | bytes | Mapping):
-                raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
-            if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
-                raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")
-            append(_json.dumps_arguments(task, args, kwargs, limit))
-    except (TypeError, ValueError) as exc:
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"enqueue_many call {len(encoded)}: {exc}") from None
+    for call in calls:
+        try:
+            append(_encode_call(task, call, limit))
+        except (TypeError, ValueError) as exc:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"enqueue_many call {len(encoded)}: {exc}") from None
     return encoded
+
+
+def _encode_call(task: str, call: Any, limit: int) -> tuple[str, str]:
+    try:
+        args, kwargs = call
+    except (TypeError, ValueError):
+        raise TypeError(f"must be an (args, kwargs) pair, got {reprlib.repr(call)}") from None
+    # A str would be read as its characters, a dict as its keys, pairs as a dict.
+    if args.__class__ not in _PLAIN_ARGS and isinstance(args, str | bytes | Mapping):
+        raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
+    if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")
+    return _json.dumps_arguments(task, args, kwargs, limit)
 
 
 _PLAIN_ARGS = (tuple, list)

@@ -144,6 +144,24 @@ def test_a_bad_call_in_enqueue_many_is_named_by_its_index_and_nothing_is_written
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(2,)]
 
 
+@pytest.mark.parametrize("bad_row", ["x", None])
+def test_an_error_of_the_callers_own_iterable_is_not_blamed_on_a_call(
+    dsn: str, conn: psycopg.Connection, bad_row: object
+) -> None:
+    """An error the iterable of calls raises itself (here a generator's int() of a bad row)
+    is raised as it is, traceback and all: it used to become "enqueue_many call 1: ...", a
+    new error without the generator's frame, as if the call had been bad. Nothing is written."""
+    rows = [1, bad_row]
+    calls = (((int(row), 2), {}) for row in rows)  # type: ignore[call-overload]
+    with pytest.raises((ValueError, TypeError)) as raised:
+        t.add.enqueue_many(conn, calls)
+    assert not str(raised.value).startswith("enqueue_many call")
+    assert str(raised.value).startswith(("invalid literal for int()", "int() argument must be"))
+    assert "<genexpr>" in [entry.name for entry in raised.traceback]
+    conn.commit()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
 def test_unserialisable_arguments_fail_before_sql_and_keep_the_transaction(
     dsn: str, conn: psycopg.Connection
 ) -> None:
