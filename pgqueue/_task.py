@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -158,7 +159,8 @@ class Task(Generic[P, R]):
                 if _store.copy_usable(cur.connection, len(args)):
                     return _store.jobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
-                return [i for query in chunks for i in _store.run(cur, query)]
+                with _one_commit(cur.connection, len(args)):
+                    return [i for query in chunks for i in _store.run(cur, query)]
             except _EXPLAINED as exc:
                 _raise_explained(self.name, exc, len(args))
                 raise
@@ -173,10 +175,19 @@ class Task(Generic[P, R]):
                 if _store.copy_usable(cur.connection, len(args)):
                     return await _store.ajobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
-                return [i for query in chunks for i in await _store.arun(cur, query)]
+                async with _one_commit(cur.connection, len(args)):
+                    return [i for query in chunks for i in await _store.arun(cur, query)]
             except _EXPLAINED as exc:
                 _raise_explained(self.name, exc, len(args))
                 raise
+
+
+def _one_commit(conn: Any, jobs: int) -> Any:
+    """A transaction around enqueue_many's statements when there are several (INSERTs of
+    ``MANY_CHUNK`` jobs, in the caller's pipeline, where COPY cannot run) on an autocommit
+    connection, where each would commit alone: a batch refused at its second statement left
+    its first 5,000 jobs. Otherwise nothing: in the caller's transaction, it commits them."""
+    return conn.transaction() if conn.autocommit and jobs > MANY_CHUNK else nullcontext()
 
 
 def _encode_calls(
