@@ -1,7 +1,9 @@
 """Enqueue paths at their edges: big batches in the caller's pipeline (on autocommit
-connections too), odd unique keys."""
+connections too), a cancelled aenqueue, odd unique keys."""
 
 from __future__ import annotations
+
+import asyncio
 
 import psycopg
 import pytest
@@ -75,6 +77,31 @@ async def test_a_refused_abatch_in_an_autocommit_pipeline_leaves_no_job(dsn: str
             async with aconn.pipeline():
                 await edge.aenqueue_many(aconn, refused_batch())  # type: ignore[arg-type]
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+async def test_a_cancelled_aenqueue_leaves_the_connection_usable_and_its_transaction_aborted(
+    dsn: str,
+) -> None:
+    """An aenqueue cancelled while it waits (here for a unique key that an open transaction
+    holds) has its statement cancelled on the server: the transaction is aborted, as the docs
+    say, and usable again once rolled back; the waiting job was not inserted."""
+    edge = make_task(dsn).using(unique_key="held")
+    async with (
+        await psycopg.AsyncConnection.connect(dsn) as holder,
+        await psycopg.AsyncConnection.connect(dsn) as aconn,
+    ):
+        held = await edge.aenqueue(holder, 1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await edge.aenqueue(aconn, 2)
+        assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            await aconn.execute("SELECT 1")
+        await aconn.rollback()
+        await holder.commit()
+        assert await edge.aenqueue(aconn, 3) == held
+        await aconn.commit()
+    assert query(dsn, "SELECT id, args FROM pgqueue.jobs") == [(held, [1])]
 
 
 @pytest.mark.parametrize("key", ["a\x00b", "\x00"])
