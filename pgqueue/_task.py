@@ -212,8 +212,11 @@ def _encode_call(task: str, call: Any, limit: int) -> tuple[str, str]:
         args, kwargs = call
     except (TypeError, ValueError):
         raise TypeError(f"must be an (args, kwargs) pair, got {reprlib.repr(call)}") from None
-    # A str would be read as its characters, a dict as its keys, pairs as a dict.
-    if args.__class__ not in _PLAIN_ARGS and isinstance(args, str | bytes | Mapping):
+    # A str would be read as its characters, a dict as its keys, pairs as a dict; None or a
+    # number as "'NoneType' object is not iterable".
+    if args.__class__ not in _PLAIN_ARGS and (
+        isinstance(args, str | bytes | Mapping) or not hasattr(args, "__iter__")
+    ):
         raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
     if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")

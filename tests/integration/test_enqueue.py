@@ -120,6 +120,8 @@ def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
      (({"a": 1, "b": 2}, {}), TypeError, "enqueue_many call 2: args must be a tuple or list"),
      (((1,), [("b", 2)]), TypeError, r"enqueue_many call 2: kwargs must be a dict, got \["),
      ((b"12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got b'12'"),
+     ((None, {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got None"),
+     ((7, {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got 7"),
      (((1,), {1: 2}), TypeError, "enqueue_many call 2: keyword argument names of task 'tests.integ"
                                  "ration.tasks_app.add' must be str, got 1"),
      (((1,), {"b": 2, None: 3}), TypeError, "enqueue_many call 2: keyword .* str, got None")],
