@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -93,6 +94,23 @@ def test_run_at_and_options_are_stored(dsn: str, conn: psycopg.Connection) -> No
         dsn, "SELECT queue, priority, run_at, max_attempts, kwargs FROM pgqueue.jobs WHERE id = %s",
         [job_id],
     ) == [("other", 7, when, 9, {"b": 2})]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("wall", "fold", "utc"),
+    [(datetime(2026, 10, 25, 2, 30), 0, datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+     (datetime(2026, 10, 25, 2, 30), 1, datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),
+     (datetime(2026, 3, 29, 2, 30), 0, datetime(2026, 3, 29, 1, 30, tzinfo=UTC))],
+)  # fmt: skip
+def test_a_run_at_in_a_daylight_saving_change_is_the_instant_docs_say(
+    dsn: str, conn: psycopg.Connection, wall: datetime, fold: int, utc: datetime
+) -> None:
+    """docs/how-to/scheduling.md: a repeated wall time is its first occurrence unless fold=1,
+    a skipped one takes the offset from before the change."""
+    run_at = wall.replace(fold=fold, tzinfo=ZoneInfo("Europe/Paris"))
+    job_id = t.add.using(run_at=run_at).enqueue(conn, 1, 2)
+    conn.commit()
+    assert query(dsn, "SELECT run_at FROM pgqueue.jobs WHERE id = %s", [job_id]) == [(utc,)]
 
 
 def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
