@@ -87,3 +87,8 @@ def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any
             dumps(value)
         except TypeError as exc:
             raise TypeError(f"{label} of task {task!r} is not JSON-serialisable: {exc}") from None
+    for name in kwargs:  # a NUL or a lone surrogate in a name: **{"a\x00": 1}
+        try:
+            dumps(name)
+        except TypeError as exc:
+            raise TypeError(f"keyword argument name {name!r} of task {task!r}: {exc}") from None

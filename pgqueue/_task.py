@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -158,7 +159,8 @@ class Task(Generic[P, R]):
                 if _store.copy_usable(cur.connection, len(args)):
                     return _store.jobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
-                return [i for query in chunks for i in _store.run(cur, query)]
+                with _one_commit(cur.connection, len(args)):
+                    return [i for query in chunks for i in _store.run(cur, query)]
             except _EXPLAINED as exc:
                 _raise_explained(self.name, exc, len(args))
                 raise
@@ -173,36 +175,52 @@ class Task(Generic[P, R]):
                 if _store.copy_usable(cur.connection, len(args)):
                     return await _store.ajobs_copy(cur, template, args, kwargs)
                 chunks = self._chunks(template, args, kwargs)
-                return [i for query in chunks for i in await _store.arun(cur, query)]
+                async with _one_commit(cur.connection, len(args)):
+                    return [i for query in chunks for i in await _store.arun(cur, query)]
             except _EXPLAINED as exc:
                 _raise_explained(self.name, exc, len(args))
                 raise
 
 
+def _one_commit(conn: Any, jobs: int) -> Any:
+    """A transaction around enqueue_many's statements when there are several (INSERTs of
+    ``MANY_CHUNK`` jobs, in the caller's pipeline, where COPY cannot run) on an autocommit
+    connection, where each would commit alone: a batch refused at its second statement left
+    its first 5,000 jobs. Otherwise nothing: in the caller's transaction, it commits them."""
+    return conn.transaction() if conn.autocommit and jobs > MANY_CHUNK else nullcontext()
+
+
 def _encode_calls(
     task: str, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], limit: int
 ) -> list[tuple[str, str]]:
-    """Encode enqueue_many's calls; an error names the bad call by its index in ``calls``."""
+    """Encode enqueue_many's calls; an error names the bad call by its index in ``calls``.
+    An error ``calls`` itself raises (a generator's own bug) is left as it is, traceback and
+    all: it is no bad call's."""
     encoded: list[tuple[str, str]] = []
     append = encoded.append
-    try:
-        for call in calls:
-            try:
-                args, kwargs = call
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"must be an (args, kwargs) pair, got {reprlib.repr(call)}"
-                ) from None
-            # A str would be read as its characters, a dict as its keys, pairs as a dict.
-            if args.__class__ not in _PLAIN_ARGS and isinstance(args, str | bytes | Mapping):
-                raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
-            if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
-                raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")
-            append(_json.dumps_arguments(task, args, kwargs, limit))
-    except (TypeError, ValueError) as exc:
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"enqueue_many call {len(encoded)}: {exc}") from None
+    for call in calls:
+        try:
+            append(_encode_call(task, call, limit))
+        except (TypeError, ValueError) as exc:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"enqueue_many call {len(encoded)}: {exc}") from None
     return encoded
+
+
+def _encode_call(task: str, call: Any, limit: int) -> tuple[str, str]:
+    try:
+        args, kwargs = call
+    except (TypeError, ValueError):
+        raise TypeError(f"must be an (args, kwargs) pair, got {reprlib.repr(call)}") from None
+    # A str would be read as its characters, a dict as its keys, pairs as a dict; None or a
+    # number as "'NoneType' object is not iterable".
+    if args.__class__ not in _PLAIN_ARGS and (
+        isinstance(args, str | bytes | Mapping) or not hasattr(args, "__iter__")
+    ):
+        raise TypeError(f"args must be a tuple or list, got {reprlib.repr(args)}")
+    if kwargs.__class__ is not dict and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict, got {reprlib.repr(kwargs)}")
+    return _json.dumps_arguments(task, args, kwargs, limit)
 
 
 _PLAIN_ARGS = (tuple, list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -95,6 +96,23 @@ def test_run_at_and_options_are_stored(dsn: str, conn: psycopg.Connection) -> No
     ) == [("other", 7, when, 9, {"b": 2})]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("wall", "fold", "utc"),
+    [(datetime(2026, 10, 25, 2, 30), 0, datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+     (datetime(2026, 10, 25, 2, 30), 1, datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),
+     (datetime(2026, 3, 29, 2, 30), 0, datetime(2026, 3, 29, 1, 30, tzinfo=UTC))],
+)  # fmt: skip
+def test_a_run_at_in_a_daylight_saving_change_is_the_instant_docs_say(
+    dsn: str, conn: psycopg.Connection, wall: datetime, fold: int, utc: datetime
+) -> None:
+    """docs/how-to/scheduling.md: a repeated wall time is its first occurrence unless fold=1,
+    a skipped one takes the offset from before the change."""
+    run_at = wall.replace(fold=fold, tzinfo=ZoneInfo("Europe/Paris"))
+    job_id = t.add.using(run_at=run_at).enqueue(conn, 1, 2)
+    conn.commit()
+    assert query(dsn, "SELECT run_at FROM pgqueue.jobs WHERE id = %s", [job_id]) == [(utc,)]
+
+
 def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
     dsn: str, conn: psycopg.Connection
 ) -> None:
@@ -120,6 +138,8 @@ def test_a_timedelta_timeout_is_stored_in_seconds_by_every_insert_path(
      (({"a": 1, "b": 2}, {}), TypeError, "enqueue_many call 2: args must be a tuple or list"),
      (((1,), [("b", 2)]), TypeError, r"enqueue_many call 2: kwargs must be a dict, got \["),
      ((b"12", {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got b'12'"),
+     ((None, {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got None"),
+     ((7, {}), TypeError, "enqueue_many call 2: args must be a tuple or list, got 7"),
      (((1,), {1: 2}), TypeError, "enqueue_many call 2: keyword argument names of task 'tests.integ"
                                  "ration.tasks_app.add' must be str, got 1"),
      (((1,), {"b": 2, None: 3}), TypeError, "enqueue_many call 2: keyword .* str, got None")],
@@ -142,6 +162,24 @@ def test_a_bad_call_in_enqueue_many_is_named_by_its_index_and_nothing_is_written
     assert len(t.add.enqueue_many(conn, [good, good])) == 2
     conn.commit()
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(2,)]
+
+
+@pytest.mark.parametrize("bad_row", ["x", None])
+def test_an_error_of_the_callers_own_iterable_is_not_blamed_on_a_call(
+    dsn: str, conn: psycopg.Connection, bad_row: object
+) -> None:
+    """An error the iterable of calls raises itself (here a generator's int() of a bad row)
+    is raised as it is, traceback and all: it used to become "enqueue_many call 1: ...", a
+    new error without the generator's frame, as if the call had been bad. Nothing is written."""
+    rows = [1, bad_row]
+    calls = (((int(row), 2), {}) for row in rows)  # type: ignore[call-overload]
+    with pytest.raises((ValueError, TypeError)) as raised:
+        t.add.enqueue_many(conn, calls)
+    assert not str(raised.value).startswith("enqueue_many call")
+    assert str(raised.value).startswith(("invalid literal for int()", "int() argument must be"))
+    assert "<genexpr>" in [entry.name for entry in raised.traceback]
+    conn.commit()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
 
 
 def test_unserialisable_arguments_fail_before_sql_and_keep_the_transaction(

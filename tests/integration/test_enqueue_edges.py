@@ -1,12 +1,16 @@
-"""Enqueue paths at their edges: big batches in the caller's pipeline, odd unique keys."""
+"""Enqueue paths at their edges: big batches in the caller's pipeline (on autocommit
+connections too), a cancelled aenqueue, odd unique keys."""
 
 from __future__ import annotations
+
+import asyncio
 
 import psycopg
 import pytest
 
 import pgqueue
 from pgqueue._store import COPY_THRESHOLD
+from pgqueue._task import MANY_CHUNK
 from tests.helpers import query
 
 
@@ -40,6 +44,64 @@ async def test_a_big_aenqueue_many_in_the_callers_pipeline_enqueues_every_job(ds
         ids = await edge.aenqueue_many(aconn, [((n,), {}) for n in range(COPY_THRESHOLD)])
     assert len(ids) == COPY_THRESHOLD
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(COPY_THRESHOLD,)]
+
+
+def refused_batch() -> list[tuple[tuple[object, ...], dict[str, object]]]:
+    """More calls than one INSERT takes; one past the first statement's is refused by the
+    table (100,000 zeros: 200 kB of JSON, 1.2 MB of jsonb)."""
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = [
+        ((n,), {}) for n in range(MANY_CHUNK + 10)
+    ]
+    calls[MANY_CHUNK + 5] = (([0] * 100_000,), {})
+    return calls
+
+
+def test_a_refused_batch_in_an_autocommit_pipeline_leaves_no_job(dsn: str) -> None:
+    """On an autocommit connection, in its pipeline (where COPY cannot run), a batch of more
+    than one INSERT is all or nothing: each INSERT committed alone, and a batch refused at its
+    second statement left the 5,000 jobs of its first."""
+    edge = make_task(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(ValueError, match="as stored by PostgreSQL"), conn.pipeline():
+            edge.enqueue_many(conn, refused_batch())  # type: ignore[arg-type]
+        ids = edge.enqueue_many(conn, [((n,), {}) for n in range(MANY_CHUNK + 1)])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert query(dsn, "SELECT count(*), min(id) FROM pgqueue.jobs") == [(len(ids), ids[0])]
+
+
+async def test_a_refused_abatch_in_an_autocommit_pipeline_leaves_no_job(dsn: str) -> None:
+    """The async twin: aenqueue_many's statements commit together too."""
+    edge = make_task(dsn)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        with pytest.raises(ValueError, match="as stored by PostgreSQL"):
+            async with aconn.pipeline():
+                await edge.aenqueue_many(aconn, refused_batch())  # type: ignore[arg-type]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+async def test_a_cancelled_aenqueue_leaves_the_connection_usable_and_its_transaction_aborted(
+    dsn: str,
+) -> None:
+    """An aenqueue cancelled while it waits (here for a unique key that an open transaction
+    holds) has its statement cancelled on the server: the transaction is aborted, as the docs
+    say, and usable again once rolled back; the waiting job was not inserted."""
+    edge = make_task(dsn).using(unique_key="held")
+    async with (
+        await psycopg.AsyncConnection.connect(dsn) as holder,
+        await psycopg.AsyncConnection.connect(dsn) as aconn,
+    ):
+        held = await edge.aenqueue(holder, 1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await edge.aenqueue(aconn, 2)
+        assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            await aconn.execute("SELECT 1")
+        await aconn.rollback()
+        await holder.commit()
+        assert await edge.aenqueue(aconn, 3) == held
+        await aconn.commit()
+    assert query(dsn, "SELECT id, args FROM pgqueue.jobs") == [(held, [1])]
 
 
 @pytest.mark.parametrize("key", ["a\x00b", "\x00"])

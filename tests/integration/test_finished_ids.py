@@ -103,3 +103,37 @@ def test_an_enqueue_from_the_sequence_probes_the_history_once_not_per_job(dsn: s
             "SELECT pg_stat_get_xact_blocks_fetched('pgqueue.finished_jobs_pkey'::regclass)"
         )
     assert read < 10, f"{read} pages of the history's key read for 5,000 new jobs"
+
+
+@pytest.mark.parametrize(
+    ("level", "refused"),
+    [("READ COMMITTED", True), ("REPEATABLE READ", False), ("SERIALIZABLE", False)],
+)
+def test_the_check_sees_a_job_ended_after_the_snapshot_only_under_read_committed(
+    dsn: str, level: str, refused: bool
+) -> None:
+    """The documented limit of revision 0010's check (docs/reference/sql.md): it reads the
+    history with the statement's snapshot. A producer whose snapshot (REPEATABLE READ,
+    SERIALIZABLE) predates the end of the active job holding the id that a sequence set back
+    hands it does not see that id in the history, and the job's deleted row no longer blocks
+    the primary key: the id is taken twice. READ COMMITTED refuses it."""
+    app, echo = make_app(dsn)
+    with (
+        psycopg.connect(dsn, autocommit=True) as admin,
+        psycopg.connect(dsn) as producer,
+    ):
+        producer.execute(sql.SQL("SET TRANSACTION ISOLATION LEVEL {}").format(sql.SQL(level)))
+        producer.execute("SELECT 1")  # the snapshot of REPEATABLE READ and SERIALIZABLE
+        job_id = echo.enqueue(admin, "first")
+        admin.execute(SET_BACK.format(sql.Literal(job_id)))
+        assert app.cancel(admin, job_id) == "cancelled"  # the job ends: into the history
+        if refused:
+            with pytest.raises(psycopg.errors.UniqueViolation, match=f"job id {job_id} is"):
+                echo.enqueue(producer, "second")
+            return
+        assert echo.enqueue(producer, "second") == job_id
+        producer.commit()
+    assert query(dsn, "SELECT state FROM pgqueue.jobs WHERE id = %s ORDER BY 1", (job_id,)) == [
+        ("cancelled",),
+        ("queued",),
+    ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import pgqueue
 from pgqueue import _store, admin
@@ -58,6 +59,29 @@ def test_sql_enqueue_with_a_held_unique_key_returns_the_existing_job(dsn: str) -
     second = query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'k')")
     assert first == second
     assert states(dsn) == {"queued": 1}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "names"),
+    [("'t', '{}'", psycopg.errors.CheckViolation, "active_jobs_args_check"),
+     ("'t', kwargs => '[]'", psycopg.errors.CheckViolation, "active_jobs_kwargs_check"),
+     ("'t', queue => 'no spaces'", psycopg.errors.CheckViolation, "active_jobs_queue_check"),
+     ("''", psycopg.errors.CheckViolation, "active_jobs_task_check"),
+     ("'t', unique_key => ''", psycopg.errors.CheckViolation, "active_jobs_unique_key_check"),
+     ("NULL", psycopg.errors.NotNullViolation, "task"),
+     ("'t', NULL", psycopg.errors.NotNullViolation, "args"),
+     ("'t', max_attempts => NULL", psycopg.errors.NotNullViolation, "max_attempts")],
+)  # fmt: skip
+def test_sql_enqueue_refuses_bad_arguments_naming_the_check_or_column(
+    dsn: str, call: str, error: type[psycopg.Error], names: str
+) -> None:
+    """Each bad argument the SQL reference lists fails with the check or the column it
+    names there; nothing is inserted."""
+    statement = "SELECT pgqueue.enqueue(" + call + ")"
+    with psycopg.connect(dsn) as conn, pytest.raises(error) as raised:
+        conn.execute(statement)  # type: ignore[call-overload]
+    assert names in (raised.value.diag.constraint_name, raised.value.diag.column_name)
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
 
 
 def test_sql_cancel_cancels_queued_flags_running_and_leaves_finished(dsn: str) -> None:

@@ -39,6 +39,19 @@ def test_second_enqueue_returns_the_existing_job(dsn: str, conn) -> None:
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1,)]
 
 
+def test_a_delayed_job_holds_its_key_on_every_queue_and_keeps_its_time(dsn: str, conn) -> None:
+    """As docs/how-to/unique-jobs.md says: a job waiting for its delay holds the key from its
+    enqueue; the key is the same on another queue; the waiting job keeps its run_at."""
+    _app, charge = make_app(dsn)
+    first = charge.using(unique_key="later", delay=3600, queue="slow").enqueue(conn, 1)
+    again = charge.using(unique_key="later", queue="fast").enqueue(conn, 2)
+    conn.commit()
+    assert again == first
+    assert query(
+        dsn, "SELECT queue, args, run_at > now() + interval '59 minutes' FROM pgqueue.jobs"
+    ) == [("slow", [1], True)]
+
+
 def test_duplicate_in_the_same_transaction_returns_the_same_id(dsn: str, conn) -> None:
     """A transaction sees its own uncommitted job holding the key."""
     _app, charge = make_app(dsn)

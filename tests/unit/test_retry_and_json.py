@@ -131,6 +131,17 @@ def test_a_lone_surrogate_argument_is_named() -> None:
         dumps_arguments("t", [], {"name": "\udc80"})
 
 
+@pytest.mark.parametrize(("name", "why"), [("a\x00b", "NUL"), ("a\udc80", "lone surrogate")])
+def test_a_keyword_name_postgres_cannot_store_is_named(name: str, why: str) -> None:
+    """A keyword argument's name is part of the stored JSON too: one holding a NUL or a lone
+    surrogate is named, and its task, as a value would be; the error used to say only
+    "strings containing NUL ...", naming neither."""
+    with pytest.raises(
+        TypeError, match=rf"^keyword argument name {re.escape(repr(name))} of task 't': .*{why}"
+    ):
+        dumps_arguments("t", [], {"ok": 1, name: 2})
+
+
 @pytest.mark.parametrize(
     ("text", "stored"),
     [("plain", "plain"), ("a\x00b", "a\\x00b"), ("\udc80!", "\\udc80!"), ("\u00e9", "\u00e9"),
