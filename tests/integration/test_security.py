@@ -423,3 +423,58 @@ def test_re_running_roles_sql_statement_by_statement_never_takes_a_grant_away(ds
         query(dsn, statement.encode())
         assert granted - _privileges(dsn) == set(), statement
     assert _privileges(dsn) == granted
+
+
+_SIGNATURES = (
+    "SELECT oid::regprocedure::text FROM pg_proc"
+    " WHERE pronamespace = 'pgqueue'::regnamespace AND proname LIKE %s"
+)
+_GRANT_EXECUTE = re.compile(r"GRANT EXECUTE ON FUNCTION(.*?)\bTO\b", re.DOTALL)
+_FUNCTION = re.compile(r"(pgqueue\.\w+)\s*(\([^)]*\))?")
+
+
+def _granted_functions(text: str) -> list[tuple[str, str | None]]:
+    """The functions GRANT EXECUTE statements in a script or a page name, with the argument
+    list each is given (None: the bare name)."""
+    return [
+        (name, arguments)
+        for grant in _GRANT_EXECUTE.findall(text)
+        for name, arguments in _FUNCTION.findall(grant)
+    ]
+
+
+def _documented_sql() -> str:
+    from pathlib import Path
+
+    page = Path(__file__).parents[2] / "docs" / "how-to" / "security.md"
+    return "\n".join(re.findall(r"```sql\n(.*?)```", page.read_text("utf-8"), re.DOTALL))
+
+
+@pytest.mark.parametrize("source", ["roles.sql", "security.md"])
+def test_every_function_granted_is_named_by_its_real_signature(dsn: str, source: str) -> None:
+    """roles.sql and the grants security.md shows name each function with its argument list,
+    and that list is the signature of a function the schema has (read from pg_proc): a bare
+    name fails once an overload exists, and a stale list fails once a revision changes it."""
+    text = roles_sql() if source == "roles.sql" else _documented_sql()
+    granted = _granted_functions(text)
+    assert {name for name, _ in granted} >= {"pgqueue.enqueue", "pgqueue.cancel"}
+    real = {row[0] for row in query(dsn, _SIGNATURES, ["%"])}
+    for name, arguments in granted:
+        assert arguments, f"{name} is granted without its argument list"
+        [(signature,)] = query(dsn, "SELECT to_regprocedure(%s)::text", [name + arguments])
+        assert signature in real, f"{name}{arguments} is no function of schema pgqueue"
+
+
+def test_roles_sql_runs_where_pgqueues_functions_have_overloads(dsn: str) -> None:
+    """A user's overload of pgqueue.enqueue, cancel and retry (or a later revision's): the
+    bare names in roles.sql's GRANTs failed with "function name is not unique"."""
+    for name in ("enqueue", "cancel", "retry"):
+        query(dsn, sql.SQL("CREATE FUNCTION pgqueue.{}(point) RETURNS bigint LANGUAGE sql"
+                           " AS 'SELECT 1::bigint'").format(sql.Identifier(name)))  # fmt: skip
+    query(dsn, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC")
+    query(dsn, roles_sql())
+    callable_by = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+    [(enqueue,)] = query(dsn, _SIGNATURES + " AND pronargs > 1", ["enqueue"])
+    assert query(dsn, callable_by, ["pgqueue_producer", enqueue]) == [(True,)]
+    assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(bigint)"]) == [(True,)]
+    assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(point)"]) == [(False,)]

@@ -47,8 +47,13 @@ $$;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
 -- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
 -- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
-GRANT EXECUTE ON FUNCTION pgqueue.enqueue TO pgqueue_worker, pgqueue_producer;
-GRANT EXECUTE ON FUNCTION pgqueue.cancel, pgqueue.retry TO pgqueue_worker;
+-- Named with their argument lists: a bare name fails ("function name is not unique") once
+-- the schema holds an overload of it, a user's or a later revision's.
+GRANT EXECUTE ON FUNCTION
+    pgqueue.enqueue(text, jsonb, jsonb, text, integer, timestamptz, integer, text,
+                    double precision, jsonb)
+    TO pgqueue_worker, pgqueue_producer;
+GRANT EXECUTE ON FUNCTION pgqueue.cancel(bigint), pgqueue.retry(bigint) TO pgqueue_worker;
 -- Which code the schema serves (revision 0007 on): read by a worker that finds the schema
 -- newer than itself; the same, for a function older schemas do not have.
 DO $$
