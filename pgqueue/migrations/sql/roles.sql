@@ -1,6 +1,8 @@
--- Least-privilege roles for pgqueue. NOT run by `pgqueue migrate`: a DBA runs it once per
--- database, as the owner of schema pgqueue (the "migrator"), after migrating:
+-- Least-privilege roles for pgqueue. NOT run by `pgqueue migrate`: the owner of schema
+-- pgqueue (the "migrator") runs it once per database, after migrating:
 --     psql "$DATABASE_URL" -f roles.sql
+-- Creating the two roles, when they do not exist, takes CREATEROLE: a migrator without it
+-- has a DBA run the CREATE ROLEs below once per server first (docs/how-to/security.md).
 -- It creates two group roles (NOLOGIN) and grants them what they need; give them to your login
 -- roles with:  GRANT pgqueue_worker TO my_worker_login;  GRANT pgqueue_producer TO my_web_login;
 -- Re-running it is harmless. Tables added by later migrations are covered by re-running it.
