@@ -478,3 +478,13 @@ def test_roles_sql_runs_where_pgqueues_functions_have_overloads(dsn: str) -> Non
     assert query(dsn, callable_by, ["pgqueue_producer", enqueue]) == [(True,)]
     assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(bigint)"]) == [(True,)]
     assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(point)"]) == [(False,)]
+
+
+def test_a_producer_checks_the_schema_as_a_readiness_gate(dsn: str, make_role) -> None:
+    """pgqueue.schema_check() (`migrate --check`, `healthcheck`) under pgqueue_producer, a web
+    application's role: it failed on "permission denied for table alembic_version"."""
+    query(dsn, roles_sql())
+    producer_dsn = make_role("pgqueue_producer")
+    assert pgqueue.schema_check(producer_dsn) is None
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(producer_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")

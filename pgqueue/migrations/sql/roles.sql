@@ -14,8 +14,9 @@
 --   producer  enqueues only: INSERT into active_jobs, of the columns an enqueue sets
 --             (reading back the id, and the unique_key a unique job is looked up by), ids
 --             from its identity sequence (enqueue_many loads big batches with COPY and ids
---             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view; cannot
---             claim, ack, cancel or delete anything, nor insert a job past queued.
+--             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view and the
+--             schema's revision; cannot claim, ack, cancel or delete anything, nor insert
+--             a job past queued.
 
 DO $$
 BEGIN
@@ -72,3 +73,7 @@ BEGIN
 END
 $$;
 GRANT SELECT ON pgqueue.jobs TO pgqueue_producer;
+-- The schema's revision, read by pgqueue.schema_check() and `pgqueue migrate --check` or
+-- `pgqueue healthcheck` (a web application's readiness gate), which failed on "permission
+-- denied for table alembic_version" under the producer.
+GRANT SELECT ON pgqueue.alembic_version TO pgqueue_producer;
