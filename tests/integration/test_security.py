@@ -488,3 +488,31 @@ def test_a_producer_checks_the_schema_as_a_readiness_gate(dsn: str, make_role) -
     assert pgqueue.schema_check(producer_dsn) is None
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         query(producer_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")
+
+
+async def test_a_role_that_may_not_prune_ticks_says_so_once_and_fires_on(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker role without DELETE on periodic_watermarks: every prune failed the scheduler's
+    pass ("permission denied", a warning with its traceback a minute). The pass now goes on,
+    the refusal is said once until a prune passes, and a later grant takes effect."""
+    query(dsn, roles_sql())
+    query(dsn, "REVOKE DELETE ON pgqueue.periodic_watermarks FROM pgqueue_worker")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat")
+    async def beat() -> None:
+        pass
+
+    sched = Scheduler(app.periodics.values(), Db(make_role("pgqueue_worker"), "t"))
+    try:
+        for _ in range(2):
+            sched.pruner.next_run = 0.0
+            await sched.step()
+        query(dsn, "GRANT DELETE ON pgqueue.periodic_watermarks TO pgqueue_worker")
+        assert await sched.prune() == 0 and not sched.pruner.denied
+    finally:
+        await sched.db.close()
+    denied = [r for r in caplog.records if getattr(r, "action", "") == "ticks_prune_denied"]
+    assert [r.levelname for r in denied] == ["WARNING"]
+    assert "InsufficientPrivilege" in denied[0].getMessage()
