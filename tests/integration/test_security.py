@@ -204,6 +204,28 @@ async def test_a_worker_role_fires_prunes_and_raises_the_watermark(
     assert query(empty_dsn, fired, (mark,))[0][0] > 0
 
 
+def test_a_migrator_without_createrole_grants_once_a_dba_made_the_roles(
+    make_role, empty_dsn: str
+) -> None:
+    """security.md's split: a DBA creates the two roles (CREATEROLE), the schema's owner,
+    without CREATEROLE, migrates and runs roles.sql, which then only grants on its schema."""
+    owner = conninfo_to_dict(make_role())["user"]
+    query(empty_dsn, sql.SQL("CREATE SCHEMA pgqueue AUTHORIZATION {}").format(
+        sql.Identifier(owner)))  # fmt: skip
+    for role in ("pgqueue_worker", "pgqueue_producer"):  # the DBA's part, if not done yet
+        if not query(empty_dsn, "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
+            query(empty_dsn, sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    owner_dsn = make_conninfo(empty_dsn, user=owner)
+    assert query(owner_dsn, "SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user") == [
+        (False,)
+    ]
+    pgqueue.migrate(owner_dsn)
+    query(owner_dsn, roles_sql())
+    may = "SELECT has_table_privilege(%s, 'pgqueue.active_jobs', %s)"
+    assert query(empty_dsn, may, ["pgqueue_worker", "UPDATE"]) == [(True,)]
+    assert query(empty_dsn, may, ["pgqueue_producer", "UPDATE"]) == [(False,)]
+
+
 def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: str) -> None:
     """A role that owns schema pgqueue, made for it by a DBA, without CREATE on the database
     (least privilege), could not migrate it: CREATE SCHEMA IF NOT EXISTS needs that privilege
@@ -433,9 +455,9 @@ _GRANT_EXECUTE = re.compile(r"GRANT EXECUTE ON FUNCTION(.*?)\bTO\b", re.DOTALL)
 _FUNCTION = re.compile(r"(pgqueue\.\w+)\s*(\([^)]*\))?")
 
 
-def _granted_functions(text: str) -> list[tuple[str, str | None]]:
+def _granted_functions(text: str) -> list[tuple[str, str]]:
     """The functions GRANT EXECUTE statements in a script or a page name, with the argument
-    list each is given (None: the bare name)."""
+    list each is given ("": the bare name)."""
     return [
         (name, arguments)
         for grant in _GRANT_EXECUTE.findall(text)
