@@ -1069,6 +1069,11 @@ def schema_lock() -> Query[None]:
     return Query(q.SCHEMA_LOCK, None, _nothing)
 
 
+def schema_client_check() -> Query[None]:
+    """End the migration's transaction, and let go of its locks, once its client is gone."""
+    return Query(q.SCHEMA_CLIENT_CHECK, None, _nothing)
+
+
 def schema_revision_assert(revision: str) -> str:
     """The statement that fails unless the schema is at ``revision``, as text to print: the
     revision is a literal in it, for SQL run later by other tooling."""

@@ -1407,6 +1407,20 @@ SELECT u.id FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
 # same lock, schema and version table as pgqueue's own alembic environment creates.
 SCHEMA_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(7403158823390528)"
 
+# `pgqueue migrate` (and its --sql) looks for its client every second while a statement runs
+# or waits: one killed while waiting for a table's lock (behind a long transaction) left its
+# backend waiting on, the migration lock held, and every claim, ack and enqueue queued behind
+# its pending ACCESS EXCLUSIVE request, until that transaction ended. Without the setting
+# (PostgreSQL 13, a platform without the check) it runs as before.
+SCHEMA_CLIENT_CHECK: LiteralString = """
+DO $$
+BEGIN
+    PERFORM set_config('client_connection_check_interval', '1s', true);
+EXCEPTION WHEN undefined_object OR invalid_parameter_value THEN
+    NULL;
+END
+$$"""
+
 # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
 # schema exists, which the owner of a schema a DBA made for it may not have.
 SCHEMA_CREATE: LiteralString = """

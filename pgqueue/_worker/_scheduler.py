@@ -223,6 +223,7 @@ class TickPruner:
 
     def __init__(self) -> None:
         self.next_run = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+        self.denied = False  # the database refused the last prune (said once until one passes)
 
     def due(self) -> bool:
         """Whether a prune is due now."""
@@ -240,15 +241,33 @@ class TickPruner:
                 )
             except psycopg.errors.LockNotAvailable:  # an insert held a name's lock for 5 s:
                 break  # a stalled scheduler, likely; the ticks wait for a later prune
+            except psycopg.errors.InsufficientPrivilege as exc:
+                self._refused(exc)
+                return total
             total += count
             if count < PRUNE_BATCH:
                 break
         else:  # there may be more: go on at the next pass, so that pruning keeps up with
             self.next_run = 0.0  # schedules making more than a pass's 2,000 rows a minute
+        self.denied = False
         if total:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip
         return total
+
+    def _refused(self, exc: psycopg.errors.InsufficientPrivilege) -> None:
+        """Say once that the role may not prune: it failed every prune, the scheduler's pass
+        (a warning with its traceback a minute) or the maintenance pass (whose later steps,
+        the vacuum of the claim path among them, were skipped). Tried again each interval,
+        so that a grant takes effect without a restart."""
+        if not self.denied:
+            log.warning(
+                "old ticks cannot be pruned: %s; grant this role SELECT, INSERT, UPDATE, DELETE on"
+                " pgqueue.periodic_ticks and pgqueue.periodic_watermarks (re-run roles.sql for"
+                " pgqueue_worker); tried again every minute, said again once one has passed",
+                error_line(exc), extra={"action": "ticks_prune_denied"},
+            )  # fmt: skip
+        self.denied = True
 
 
 def _resumed(periodic: Periodic, mark: datetime | None, now: datetime) -> datetime:

@@ -228,6 +228,35 @@ def test_migrate_on_a_current_schema_needs_no_write(dsn: str) -> None:
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, NOTHING_TO_DO, "")
 
 
+_LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+)
+
+
+def test_a_killed_migrate_lets_go_of_its_locks(empty_dsn: str) -> None:
+    """A migrate killed (SIGKILL, a deploy's timeout) while it waits for a table's lock behind
+    a long transaction: its backend waited on, the migration lock held, and every read and
+    write of active_jobs queued behind its pending ACCESS EXCLUSIVE request, until that
+    transaction ended. The backend now sees its client gone within a second or so."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0003", lambda text: cur.execute(text.encode()))
+    with psycopg.connect(empty_dsn) as holder:  # a long transaction, on the table 0004 locks
+        holder.execute("SELECT count(*) FROM pgqueue.active_jobs")
+        migrate = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "migrate"], env=cli_env(empty_dsn), cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: query(empty_dsn, _LOCK_WAITERS) == [(1,)], 60, "migrate waiting")
+        migrate.kill()
+        migrate.wait(30)
+        wait_for(lambda: query(empty_dsn, _LOCK_WAITERS) == [(0,)], 10, "its backend gone")
+        with psycopg.connect(empty_dsn, autocommit=True) as reader:
+            reader.execute("SET statement_timeout = '5s'")
+            assert reader.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (0,)
+    assert query(empty_dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0003",)]
+
+
 def test_migrate_the_database_refuses_is_one_line(empty_dsn: str) -> None:
     """A migration the database refuses (here: read-only) exits 1 with one line naming the
     reason, not an SQLAlchemy traceback, and leaves no schema behind."""

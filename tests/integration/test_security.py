@@ -204,6 +204,28 @@ async def test_a_worker_role_fires_prunes_and_raises_the_watermark(
     assert query(empty_dsn, fired, (mark,))[0][0] > 0
 
 
+def test_a_migrator_without_createrole_grants_once_a_dba_made_the_roles(
+    make_role, empty_dsn: str
+) -> None:
+    """security.md's split: a DBA creates the two roles (CREATEROLE), the schema's owner,
+    without CREATEROLE, migrates and runs roles.sql, which then only grants on its schema."""
+    owner = conninfo_to_dict(make_role())["user"]
+    query(empty_dsn, sql.SQL("CREATE SCHEMA pgqueue AUTHORIZATION {}").format(
+        sql.Identifier(owner)))  # fmt: skip
+    for role in ("pgqueue_worker", "pgqueue_producer"):  # the DBA's part, if not done yet
+        if not query(empty_dsn, "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
+            query(empty_dsn, sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    owner_dsn = make_conninfo(empty_dsn, user=owner)
+    assert query(owner_dsn, "SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user") == [
+        (False,)
+    ]
+    pgqueue.migrate(owner_dsn)
+    query(owner_dsn, roles_sql())
+    may = "SELECT has_table_privilege(%s, 'pgqueue.active_jobs', %s)"
+    assert query(empty_dsn, may, ["pgqueue_worker", "UPDATE"]) == [(True,)]
+    assert query(empty_dsn, may, ["pgqueue_producer", "UPDATE"]) == [(False,)]
+
+
 def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: str) -> None:
     """A role that owns schema pgqueue, made for it by a DBA, without CREATE on the database
     (least privilege), could not migrate it: CREATE SCHEMA IF NOT EXISTS needs that privilege
@@ -423,3 +445,96 @@ def test_re_running_roles_sql_statement_by_statement_never_takes_a_grant_away(ds
         query(dsn, statement.encode())
         assert granted - _privileges(dsn) == set(), statement
     assert _privileges(dsn) == granted
+
+
+_SIGNATURES = (
+    "SELECT oid::regprocedure::text FROM pg_proc"
+    " WHERE pronamespace = 'pgqueue'::regnamespace AND proname LIKE %s"
+)
+_GRANT_EXECUTE = re.compile(r"GRANT EXECUTE ON FUNCTION(.*?)\bTO\b", re.DOTALL)
+_FUNCTION = re.compile(r"(pgqueue\.\w+)\s*(\([^)]*\))?")
+
+
+def _granted_functions(text: str) -> list[tuple[str, str]]:
+    """The functions GRANT EXECUTE statements in a script or a page name, with the argument
+    list each is given ("": the bare name)."""
+    return [
+        (name, arguments)
+        for grant in _GRANT_EXECUTE.findall(text)
+        for name, arguments in _FUNCTION.findall(grant)
+    ]
+
+
+def _documented_sql() -> str:
+    from pathlib import Path
+
+    page = Path(__file__).parents[2] / "docs" / "how-to" / "security.md"
+    return "\n".join(re.findall(r"```sql\n(.*?)```", page.read_text("utf-8"), re.DOTALL))
+
+
+@pytest.mark.parametrize("source", ["roles.sql", "security.md"])
+def test_every_function_granted_is_named_by_its_real_signature(dsn: str, source: str) -> None:
+    """roles.sql and the grants security.md shows name each function with its argument list,
+    and that list is the signature of a function the schema has (read from pg_proc): a bare
+    name fails once an overload exists, and a stale list fails once a revision changes it."""
+    text = roles_sql() if source == "roles.sql" else _documented_sql()
+    granted = _granted_functions(text)
+    assert {name for name, _ in granted} >= {"pgqueue.enqueue", "pgqueue.cancel"}
+    real = {row[0] for row in query(dsn, _SIGNATURES, ["%"])}
+    for name, arguments in granted:
+        assert arguments, f"{name} is granted without its argument list"
+        [(signature,)] = query(dsn, "SELECT to_regprocedure(%s)::text", [name + arguments])
+        assert signature in real, f"{name}{arguments} is no function of schema pgqueue"
+
+
+def test_roles_sql_runs_where_pgqueues_functions_have_overloads(dsn: str) -> None:
+    """A user's overload of pgqueue.enqueue, cancel and retry (or a later revision's): the
+    bare names in roles.sql's GRANTs failed with "function name is not unique"."""
+    for name in ("enqueue", "cancel", "retry"):
+        query(dsn, sql.SQL("CREATE FUNCTION pgqueue.{}(point) RETURNS bigint LANGUAGE sql"
+                           " AS 'SELECT 1::bigint'").format(sql.Identifier(name)))  # fmt: skip
+    query(dsn, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC")
+    query(dsn, roles_sql())
+    callable_by = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+    [(enqueue,)] = query(dsn, _SIGNATURES + " AND pronargs > 1", ["enqueue"])
+    assert query(dsn, callable_by, ["pgqueue_producer", enqueue]) == [(True,)]
+    assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(bigint)"]) == [(True,)]
+    assert query(dsn, callable_by, ["pgqueue_worker", "pgqueue.retry(point)"]) == [(False,)]
+
+
+def test_a_producer_checks_the_schema_as_a_readiness_gate(dsn: str, make_role) -> None:
+    """pgqueue.schema_check() (`migrate --check`, `healthcheck`) under pgqueue_producer, a web
+    application's role: it failed on "permission denied for table alembic_version"."""
+    query(dsn, roles_sql())
+    producer_dsn = make_role("pgqueue_producer")
+    assert pgqueue.schema_check(producer_dsn) is None
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(producer_dsn, "UPDATE pgqueue.alembic_version SET version_num = 'x'")
+
+
+async def test_a_role_that_may_not_prune_ticks_says_so_once_and_fires_on(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker role without DELETE on periodic_watermarks: every prune failed the scheduler's
+    pass ("permission denied", a warning with its traceback a minute). The pass now goes on,
+    the refusal is said once until a prune passes, and a later grant takes effect."""
+    query(dsn, roles_sql())
+    query(dsn, "REVOKE DELETE ON pgqueue.periodic_watermarks FROM pgqueue_worker")
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat")
+    async def beat() -> None:
+        pass
+
+    sched = Scheduler(app.periodics.values(), Db(make_role("pgqueue_worker"), "t"))
+    try:
+        for _ in range(2):
+            sched.pruner.next_run = 0.0
+            await sched.step()
+        query(dsn, "GRANT DELETE ON pgqueue.periodic_watermarks TO pgqueue_worker")
+        assert await sched.prune() == 0 and not sched.pruner.denied
+    finally:
+        await sched.db.close()
+    denied = [r for r in caplog.records if getattr(r, "action", "") == "ticks_prune_denied"]
+    assert [r.levelname for r in denied] == ["WARNING"]
+    assert "InsufficientPrivilege" in denied[0].getMessage()

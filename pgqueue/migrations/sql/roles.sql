@@ -1,6 +1,8 @@
--- Least-privilege roles for pgqueue. NOT run by `pgqueue migrate`: a DBA runs it once per
--- database, as the owner of schema pgqueue (the "migrator"), after migrating:
+-- Least-privilege roles for pgqueue. NOT run by `pgqueue migrate`: the owner of schema
+-- pgqueue (the "migrator") runs it once per database, after migrating:
 --     psql "$DATABASE_URL" -f roles.sql
+-- Creating the two roles, when they do not exist, takes CREATEROLE: a migrator without it
+-- has a DBA run the CREATE ROLEs below once per server first (docs/how-to/security.md).
 -- It creates two group roles (NOLOGIN) and grants them what they need; give them to your login
 -- roles with:  GRANT pgqueue_worker TO my_worker_login;  GRANT pgqueue_producer TO my_web_login;
 -- Re-running it is harmless. Tables added by later migrations are covered by re-running it.
@@ -12,8 +14,9 @@
 --   producer  enqueues only: INSERT into active_jobs, of the columns an enqueue sets
 --             (reading back the id, and the unique_key a unique job is looked up by), ids
 --             from its identity sequence (enqueue_many loads big batches with COPY and ids
---             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view; cannot
---             claim, ack, cancel or delete anything, nor insert a job past queued.
+--             taken first), calls pgqueue.enqueue(), reads the pgqueue.jobs view and the
+--             schema's revision; cannot claim, ack, cancel or delete anything, nor insert
+--             a job past queued.
 
 DO $$
 BEGIN
@@ -47,8 +50,13 @@ $$;
 GRANT SELECT (id, unique_key) ON pgqueue.active_jobs TO pgqueue_producer;
 -- The SQL functions: PUBLIC may call them by default; this keeps the roles' calls working
 -- where that was revoked. Enqueueing is both roles'; cancel and retry are the worker's.
-GRANT EXECUTE ON FUNCTION pgqueue.enqueue TO pgqueue_worker, pgqueue_producer;
-GRANT EXECUTE ON FUNCTION pgqueue.cancel, pgqueue.retry TO pgqueue_worker;
+-- Named with their argument lists: a bare name fails ("function name is not unique") once
+-- the schema holds an overload of it, a user's or a later revision's.
+GRANT EXECUTE ON FUNCTION
+    pgqueue.enqueue(text, jsonb, jsonb, text, integer, timestamptz, integer, text,
+                    double precision, jsonb)
+    TO pgqueue_worker, pgqueue_producer;
+GRANT EXECUTE ON FUNCTION pgqueue.cancel(bigint), pgqueue.retry(bigint) TO pgqueue_worker;
 -- Which code the schema serves (revision 0007 on): read by a worker that finds the schema
 -- newer than itself; the same, for a function older schemas do not have.
 DO $$
@@ -65,3 +73,7 @@ BEGIN
 END
 $$;
 GRANT SELECT ON pgqueue.jobs TO pgqueue_producer;
+-- The schema's revision, read by pgqueue.schema_check() and `pgqueue migrate --check` or
+-- `pgqueue healthcheck` (a web application's readiness gate), which failed on "permission
+-- denied for table alembic_version" under the producer.
+GRANT SELECT ON pgqueue.alembic_version TO pgqueue_producer;
