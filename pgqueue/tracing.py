@@ -6,13 +6,16 @@ makes one span per attempt on the worker, a child of the span that enqueued the 
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import propagate, trace
 
 from pgqueue._app import PgQueue
+from pgqueue._errors import exception_text
 from pgqueue._worker import JobContext
+from pgqueue._worker._executor import describe, redacted
 
 META_KEY = "trace"
 
@@ -34,12 +37,27 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
         }  # fmt: skip
         with tracer.start_as_current_span(
             f"pgqueue.run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
-            attributes=attributes,
-        ):  # fmt: skip
-            return await call_next()
+            attributes=attributes, record_exception=False, set_status_on_exception=False,
+        ) as span:  # fmt: skip
+            try:
+                return await call_next()
+            except Exception as exc:
+                _record(span, exc, job.id, app.redact)
+                raise
 
     app.hooks.enqueue_meta.append(inject)
     app.hooks.middleware.insert(0, span)
+
+
+def _record(span: Any, exc: BaseException, job_id: int, redact: Callable[[str], object]) -> None:
+    """Mark ``span`` failed by ``exc``, its texts through the app's ``redact`` as the job's row
+    and log records have them: OpenTelemetry's own recording sent the secrets ``redact`` keeps
+    out of those to the trace backend, in the message and the traceback."""
+    span.record_exception(exc, attributes={
+        "exception.message": redacted(redact, exception_text(exc, None), job_id),
+        "exception.stacktrace": redacted(redact, "".join(traceback.format_exception(exc)), job_id),
+    })  # fmt: skip
+    span.set_status(trace.StatusCode.ERROR, redacted(redact, describe(exc), job_id))
 
 
 def _carrier(meta: dict[str, Any]) -> dict[str, str]:
