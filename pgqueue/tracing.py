@@ -6,6 +6,7 @@ makes one span per attempt on the worker, a child of the span that enqueued the 
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 from opentelemetry import propagate, trace
 
 from pgqueue._app import PgQueue
-from pgqueue._errors import exception_text
+from pgqueue._errors import Cancel, Retry, exception_text
 from pgqueue._worker import JobContext
-from pgqueue._worker._executor import describe, redacted
+from pgqueue._worker._executor import describe, redacted, stopped_by
 
 META_KEY = "trace"
 
@@ -41,12 +42,26 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
         ) as span:  # fmt: skip
             try:
                 return await call_next()
-            except Exception as exc:
-                _record(span, exc, job.id, app.redact)
+            except BaseException as exc:
+                _ended(span, exc, job, app.redact)
                 raise
 
     app.hooks.enqueue_meta.append(inject)
     app.hooks.middleware.insert(0, span)
+
+
+def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str], object]) -> None:
+    """Give ``span`` the status of an attempt that raised ``exc``, as its job's outcome has it.
+    A timeout or the worker's cancellation raises CancelledError, which OpenTelemetry does not
+    take for an error: such a span ended with no status, as a success looks; a ``Retry`` or
+    ``Cancel``, the task's decision and no failure, ended as an error."""
+    why = stopped_by(job)
+    if why == "timeout":  # whatever the task made of its timeout's cancellation: a failure
+        span.set_status(trace.StatusCode.ERROR, "timed out")
+    elif why is not None and isinstance(exc, asyncio.CancelledError):
+        span.set_status(trace.StatusCode.ERROR, f"stopped: {why}")
+    elif not isinstance(exc, Retry | Cancel | GeneratorExit):
+        _record(span, exc, job.id, redact)
 
 
 def _record(span: Any, exc: BaseException, job_id: int, redact: Callable[[str], object]) -> None:

@@ -352,6 +352,17 @@ def _on_loop(task: Task[Any, Any]) -> bool:
     return executor == "async" or (executor == "auto" and task.is_async)
 
 
+def stopped_by(ctx: JobContext) -> str | None:
+    """Why the worker stops the attempt running in this asyncio task (``ctx``'s), if it does:
+    ``timeout`` once its timer expired, else the reason it was cancelled for."""
+    timer = _timer.get()
+    if timer is not None and timer.expired():
+        return "timeout"
+    if ctx.cancel_reason is not None or _being_cancelled():
+        return ctx.cancel_reason or "cancelled"
+    return None
+
+
 def _being_cancelled() -> bool:
     """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
     current = asyncio.current_task()

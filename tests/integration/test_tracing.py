@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import pgqueue
-from tests.helpers import run_worker_until, states
+from tests.helpers import run_worker_until, states, stop_with_one_asked_to_cancel
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
@@ -18,13 +18,19 @@ from opentelemetry.trace import StatusCode  # noqa: E402  # needs opentelemetry
 from pgqueue import tracing  # noqa: E402  # needs opentelemetry
 
 
-async def spans_of(dsn: str, conn: Any, app: pgqueue.PgQueue, ending: str) -> list[Any]:
-    """Enqueue one job of the app's task "work", run a worker until the job is ``ending``, and
-    return the finished spans of its attempts."""
+def traced(app: pgqueue.PgQueue) -> Any:
+    """Instrument ``app``; returns the exporter that holds its finished spans."""
     exporter = memory.InMemorySpanExporter()
     provider = sdk.TracerProvider()
     provider.add_span_processor(export.SimpleSpanProcessor(exporter))
     tracing.instrument(app, tracer_provider=provider)
+    return exporter
+
+
+async def spans_of(dsn: str, conn: Any, app: pgqueue.PgQueue, ending: str) -> list[Any]:
+    """Enqueue one job of the app's task "work", run a worker until the job is ``ending``, and
+    return the finished spans of its attempts."""
+    exporter = traced(app)
     app.using("work").enqueue(conn)
     conn.commit()
     w = app.worker(queues=["q"], poll_interval=0.05)
@@ -56,3 +62,55 @@ async def test_a_failed_attempts_span_has_the_error_redacted(dsn: str, conn: Any
     assert event.attributes["exception.type"] == "ValueError"
     assert event.attributes["exception.message"] == "login failed: password=[redacted]"
     assert "[redacted]" in event.attributes["exception.stacktrace"]
+
+
+async def test_a_timed_out_attempts_span_is_an_error(dsn: str, conn: Any) -> None:
+    """A timeout stops the attempt with a CancelledError, which OpenTelemetry does not count as
+    an error: the span of an attempt that failed on its timeout ended with no status at all,
+    as a success looks. Its status is now an error that says it timed out."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q", max_attempts=1, timeout=0.1)
+    async def work() -> None:
+        await asyncio.sleep(30)
+
+    [span] = await spans_of(dsn, conn, app, "failed")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "timed out"
+
+
+async def test_a_retry_the_task_asks_for_is_not_an_error(dsn: str, conn: Any) -> None:
+    """``raise pgqueue.Retry(...)`` (and ``Cancel``) is the task's decision, logged at INFO and
+    counted as no failure: its span was marked an error with the exception recorded, which an
+    error-rate panel on spans counted as failures."""
+    app = pgqueue.PgQueue(dsn)
+
+    calls: list[None] = []
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    def work() -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            raise pgqueue.Retry(0.01)
+        raise pgqueue.Cancel("not needed any more")
+
+    spans = await spans_of(dsn, conn, app, "cancelled")
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET] * 2
+    assert [e.name for s in spans for e in s.events] == []
+
+
+async def test_an_attempt_the_worker_stops_has_a_span_that_says_so(dsn: str, conn: Any) -> None:
+    """An attempt a shutdown stops ended with a span of no status, as a success looks: it is
+    an error that names why the worker stopped it."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q")
+    async def work() -> None:
+        await asyncio.sleep(60)
+
+    exporter = traced(app)
+    await stop_with_one_asked_to_cancel(dsn, conn, app, "work")
+    spans = exporter.get_finished_spans()
+    assert [(s.status.status_code, s.status.description) for s in spans] == [
+        (StatusCode.ERROR, "stopped: shutdown")
+    ] * 2
