@@ -19,6 +19,12 @@ from pgqueue._worker import JobContext
 from pgqueue._worker._executor import describe, redacted, stopped_by
 
 META_KEY = "trace"
+# OpenTelemetry's semantic conventions for messaging: an attempt processes one message (job).
+_MESSAGING = {
+    "messaging.system": "pgqueue",
+    "messaging.operation.type": "process",
+    "messaging.operation.name": "run",
+}
 
 
 def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
@@ -33,6 +39,8 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
     async def span(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
         parent = propagate.extract(_carrier(job.meta))
         attributes: dict[str, str | int] = {
+            **_MESSAGING, "messaging.destination.name": job.queue,
+            "messaging.message.id": str(job.id),
             "pgqueue.job_id": job.id, "pgqueue.task": job.task, "pgqueue.queue": job.queue,
             "pgqueue.attempt": job.attempt,
         }  # fmt: skip

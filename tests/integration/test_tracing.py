@@ -114,3 +114,20 @@ async def test_an_attempt_the_worker_stops_has_a_span_that_says_so(dsn: str, con
     assert [(s.status.status_code, s.status.description) for s in spans] == [
         (StatusCode.ERROR, "stopped: shutdown")
     ] * 2
+
+
+async def test_spans_carry_the_messaging_semantic_conventions(dsn: str, conn: Any) -> None:
+    """A span had only pgqueue's own attributes: a backend's messaging views (and queries written
+    for every queue system alike) group consumer spans by the OpenTelemetry messaging attributes,
+    which now name the system, the operation, the queue and the job."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    [span] = await spans_of(dsn, conn, app, "succeeded")
+    assert {k: v for k, v in span.attributes.items() if k.startswith("messaging.")} == {
+        "messaging.system": "pgqueue",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "run",
+        "messaging.destination.name": "q",
+        "messaging.message.id": "1",
+    }
+    assert span.attributes["pgqueue.task"] == "work"
