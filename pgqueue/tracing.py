@@ -11,7 +11,13 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import propagate, trace
+try:
+    from opentelemetry import propagate, trace
+except ImportError as exc:
+    raise ImportError(
+        "pgqueue.tracing needs OpenTelemetry's API: pip install 'pgqueue[otel]'",
+        name=exc.name,
+    ) from exc
 
 from pgqueue._app import PgQueue
 from pgqueue._errors import Cancel, Retry, exception_text
