@@ -29,9 +29,11 @@ log = logging.getLogger("pgqueue.worker")
 
 DEPTH_CAP = 10_000
 UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app does not register
-# Up to an hour, for durations too: jobs of minutes are common, and Prometheus' default buckets
-# stop at 10 s, beyond which a quantile cannot tell a 2-minute attempt from an hour's.
-SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# From 1 ms (a no-op's attempt) to 6 h, for durations too: jobs of minutes and of hours are
+# common, and Prometheus' default buckets stop at 10 s, beyond which a quantile cannot tell a
+# 2-minute attempt from an hour's (nor, past the top bound, one of two hours from five).
+SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+                   900, 3600, 7200, 21600)  # fmt: skip
 
 
 def _prometheus() -> Any:
