@@ -64,6 +64,26 @@ async def test_a_failed_attempts_span_has_the_error_redacted(dsn: str, conn: Any
     assert "[redacted]" in event.attributes["exception.stacktrace"]
 
 
+async def test_a_span_withholds_the_error_a_raising_redact_could_not_clean(
+    dsn: str, conn: Any
+) -> None:
+    """A ``redact`` that raises withholds the text from the span too, as from the job's row."""
+
+    def redact(text: str) -> str:
+        raise RuntimeError("broken redact")
+
+    app = pgqueue.PgQueue(dsn, redact=redact)
+
+    @app.task(name="work", queue="q", max_attempts=1)
+    def work() -> None:
+        raise ValueError("password=hunter2")
+
+    [span] = await spans_of(dsn, conn, app, "failed")
+    assert "hunter2" not in texts(span)
+    withheld = "[withheld: the app's redact function raised RuntimeError]"
+    assert span.status.description == withheld
+
+
 async def test_a_timed_out_attempts_span_is_an_error(dsn: str, conn: Any) -> None:
     """A timeout stops the attempt with a CancelledError, which OpenTelemetry does not count as
     an error: the span of an attempt that failed on its timeout ended with no status at all,
