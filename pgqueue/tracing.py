@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from pgqueue._worker import JobContext
 from pgqueue._worker._executor import describe, redacted, stopped_by
 
 META_KEY = "trace"
+_installed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the hooks instrument made
 # OpenTelemetry's semantic conventions for messaging: an attempt processes one message (job).
 _MESSAGING = {
     "messaging.system": "pgqueue",
@@ -60,8 +62,14 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
                 _ended(span, exc, job, app.redact)
                 raise
 
-    app.hooks.enqueue_meta.append(inject)
-    app.hooks.middleware.insert(0, span)
+    # Where producer and worker are one process, each called this: the last call's hooks
+    # replace the earlier ones, else every attempt had one span per call.
+    hooks = app.hooks
+    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if h not in _installed]
+    hooks.middleware[:] = [m for m in hooks.middleware if m not in _installed]
+    hooks.enqueue_meta.append(inject)
+    hooks.middleware.insert(0, span)
+    _installed.update((inject, span))
 
 
 def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str], object]) -> None:

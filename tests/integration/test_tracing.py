@@ -151,3 +151,15 @@ async def test_spans_carry_the_messaging_semantic_conventions(dsn: str, conn: An
         "messaging.message.id": "1",
     }
     assert span.attributes["pgqueue.task"] == "work"
+
+
+async def test_instrumenting_an_app_twice_makes_one_span_per_attempt(dsn: str, conn: Any) -> None:
+    """``instrument(app)`` runs "in the producer and in the worker": where both are one process
+    (a web app that runs its worker, a module imported by both), each call added its own
+    middleware, and every attempt had two nested spans, each counted in the backend's rates.
+    A later call on the same app replaces the earlier one's hooks (its tracer provider too)."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    tracing.instrument(app)
+    assert len(await spans_of(dsn, conn, app, "succeeded")) == 1
+    assert len(app.hooks.middleware) == len(app.hooks.enqueue_meta) == 1
