@@ -59,6 +59,10 @@ class WorkerMetrics:
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
                                  ["task", "queue"], registry=r)  # fmt: skip
+        self.rescheduled = p.Counter(
+            "pgqueue_jobs_rescheduled", "Attempts that raised pgqueue.Retry (no failure): the job"
+            " runs again later.", ["task", "queue"], registry=r,
+        )  # fmt: skip
         self.rescued = p.Counter(
             "pgqueue_jobs_rescued", "Jobs of lost workers this worker's rescue requeued or ended.",
             ["outcome"], registry=r,
@@ -94,6 +98,7 @@ class WorkerMetrics:
         for name, task in self.worker.app.tasks.items():
             if task.options.queue in self.worker.queues:  # its own queue, if this worker's
                 self.retries.labels(name, task.options.queue)
+                self.rescheduled.labels(name, task.options.queue)
                 for state in ("succeeded", "failed", "cancelled"):
                     self.finished.labels(name, task.options.queue, state)
 
@@ -105,7 +110,9 @@ class WorkerMetrics:
         task = job.task if job.task in self.worker.app.tasks else UNREGISTERED
         self.duration.labels(task, job.queue).observe(event.duration)
         if event.state == "retrying":
-            self.retries.labels(task, job.queue).inc()
+            # A failure's retry has its error; a task's Retry, no failure, has none.
+            counter = self.retries if event.error is not None else self.rescheduled
+            counter.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
 
