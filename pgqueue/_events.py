@@ -153,7 +153,9 @@ class WorkerEvents:
                 if self._threads is None:
                     self._threads = ThreadPoolExecutor(thread_name_prefix="pgqueue-callback")
                 call = functools.partial(contextvars.copy_context().run, fn, event)
-                await asyncio.get_running_loop().run_in_executor(self._threads, call)
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+                if inspect.isawaitable(result):  # an object's async __call__, a lambda's call
+                    await result
         except (asyncio.CancelledError, GeneratorExit):  # stopped, not the callback's error
             raise
         except BaseException:  # a callback's SystemExit stopped the loop, outcomes unwritten

@@ -3,6 +3,7 @@ the :class:`JobEvent` that per-task callbacks and worker listeners receive."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,9 +79,21 @@ async def call_through(
     def step(index: int) -> Callable[[], Awaitable[Any]]:
         if index == len(middleware):
             return call
-        return lambda: middleware[index](job, step(index + 1))
+        return lambda: _awaitable(middleware[index], middleware[index](job, step(index + 1)))
 
     return await step(0)()
+
+
+def _awaitable(mw: Middleware, returned: Any) -> Awaitable[Any]:
+    """What ``mw`` returned, which its caller awaits; a clear error if it cannot be (a plain
+    function that forgot to return ``call_next()``: Python's own error named no middleware)."""
+    if not inspect.isawaitable(returned):
+        raise TypeError(
+            f"middleware {getattr(mw, '__qualname__', repr(mw))} returned"
+            f" {type(returned).__name__}, not an awaitable: write it async def mw(job,"
+            " call_next), returning await call_next()"
+        )
+    return returned
 
 
 JobEvent.__module__ = "pgqueue"

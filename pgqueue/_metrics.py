@@ -29,9 +29,11 @@ log = logging.getLogger("pgqueue.worker")
 
 DEPTH_CAP = 10_000
 UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app does not register
-# Up to an hour, for durations too: jobs of minutes are common, and Prometheus' default buckets
-# stop at 10 s, beyond which a quantile cannot tell a 2-minute attempt from an hour's.
-SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# From 1 ms (a no-op's attempt) to 6 h, for durations too: jobs of minutes and of hours are
+# common, and Prometheus' default buckets stop at 10 s, beyond which a quantile cannot tell a
+# 2-minute attempt from an hour's (nor, past the top bound, one of two hours from five).
+SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+                   900, 3600, 7200, 21600)  # fmt: skip
 
 
 def _prometheus() -> Any:
@@ -57,6 +59,10 @@ class WorkerMetrics:
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
                                  ["task", "queue"], registry=r)  # fmt: skip
+        self.rescheduled = p.Counter(
+            "pgqueue_jobs_rescheduled", "Attempts that raised pgqueue.Retry (no failure): the job"
+            " runs again later.", ["task", "queue"], registry=r,
+        )  # fmt: skip
         self.rescued = p.Counter(
             "pgqueue_jobs_rescued", "Jobs of lost workers this worker's rescue requeued or ended.",
             ["outcome"], registry=r,
@@ -92,6 +98,7 @@ class WorkerMetrics:
         for name, task in self.worker.app.tasks.items():
             if task.options.queue in self.worker.queues:  # its own queue, if this worker's
                 self.retries.labels(name, task.options.queue)
+                self.rescheduled.labels(name, task.options.queue)
                 for state in ("succeeded", "failed", "cancelled"):
                     self.finished.labels(name, task.options.queue, state)
 
@@ -103,7 +110,9 @@ class WorkerMetrics:
         task = job.task if job.task in self.worker.app.tasks else UNREGISTERED
         self.duration.labels(task, job.queue).observe(event.duration)
         if event.state == "retrying":
-            self.retries.labels(task, job.queue).inc()
+            # A failure's retry has its error; a task's Retry, no failure, has none.
+            counter = self.retries if event.error is not None else self.rescheduled
+            counter.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
 

@@ -6,15 +6,33 @@ makes one span per attempt on the worker, a child of the span that enqueued the 
 
 from __future__ import annotations
 
+import asyncio
+import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import propagate, trace
+try:
+    from opentelemetry import propagate, trace
+except ImportError as exc:
+    raise ImportError(
+        "pgqueue.tracing needs OpenTelemetry's API: pip install 'pgqueue[otel]'",
+        name=exc.name,
+    ) from exc
 
 from pgqueue._app import PgQueue
+from pgqueue._errors import Cancel, Retry, exception_text
 from pgqueue._worker import JobContext
+from pgqueue._worker._executor import describe, redacted, stopped_by
 
 META_KEY = "trace"
+_installed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the hooks instrument made
+# OpenTelemetry's semantic conventions for messaging: an attempt processes one message (job).
+_MESSAGING = {
+    "messaging.system": "pgqueue",
+    "messaging.operation.type": "process",
+    "messaging.operation.name": "run",
+}
 
 
 def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
@@ -29,17 +47,54 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
     async def span(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
         parent = propagate.extract(_carrier(job.meta))
         attributes: dict[str, str | int] = {
+            **_MESSAGING, "messaging.destination.name": job.queue,
+            "messaging.message.id": str(job.id),
             "pgqueue.job_id": job.id, "pgqueue.task": job.task, "pgqueue.queue": job.queue,
             "pgqueue.attempt": job.attempt,
         }  # fmt: skip
         with tracer.start_as_current_span(
             f"pgqueue.run {job.task}", context=parent, kind=trace.SpanKind.CONSUMER,
-            attributes=attributes,
-        ):  # fmt: skip
-            return await call_next()
+            attributes=attributes, record_exception=False, set_status_on_exception=False,
+        ) as span:  # fmt: skip
+            try:
+                return await call_next()
+            except BaseException as exc:
+                _ended(span, exc, job, app.redact)
+                raise
 
-    app.hooks.enqueue_meta.append(inject)
-    app.hooks.middleware.insert(0, span)
+    # Where producer and worker are one process, each called this: the last call's hooks
+    # replace the earlier ones, else every attempt had one span per call.
+    hooks = app.hooks
+    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if h not in _installed]
+    hooks.middleware[:] = [m for m in hooks.middleware if m not in _installed]
+    hooks.enqueue_meta.append(inject)
+    hooks.middleware.insert(0, span)
+    _installed.update((inject, span))
+
+
+def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str], object]) -> None:
+    """Give ``span`` the status of an attempt that raised ``exc``, as its job's outcome has it.
+    A timeout or the worker's cancellation raises CancelledError, which OpenTelemetry does not
+    take for an error: such a span ended with no status, as a success looks; a ``Retry`` or
+    ``Cancel``, the task's decision and no failure, ended as an error."""
+    why = stopped_by(job)
+    if why == "timeout":  # whatever the task made of its timeout's cancellation: a failure
+        span.set_status(trace.StatusCode.ERROR, "timed out")
+    elif why is not None and isinstance(exc, asyncio.CancelledError):
+        span.set_status(trace.StatusCode.ERROR, f"stopped: {why}")
+    elif not isinstance(exc, Retry | Cancel | GeneratorExit):
+        _record(span, exc, job.id, redact)
+
+
+def _record(span: Any, exc: BaseException, job_id: int, redact: Callable[[str], object]) -> None:
+    """Mark ``span`` failed by ``exc``, its texts through the app's ``redact`` as the job's row
+    and log records have them: OpenTelemetry's own recording sent the secrets ``redact`` keeps
+    out of those to the trace backend, in the message and the traceback."""
+    span.record_exception(exc, attributes={
+        "exception.message": redacted(redact, exception_text(exc, None), job_id),
+        "exception.stacktrace": redacted(redact, "".join(traceback.format_exception(exc)), job_id),
+    })  # fmt: skip
+    span.set_status(trace.StatusCode.ERROR, redacted(redact, describe(exc), job_id))
 
 
 def _carrier(meta: dict[str, Any]) -> dict[str, str]:

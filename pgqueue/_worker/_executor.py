@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -219,7 +220,7 @@ class JobExecutor:
     def _failure(
         self, job: ClaimedJob, task: Task[Any, Any] | None, exc: BaseException, why: str = ""
     ) -> Outcome:
-        error = self._redact(why or _describe(exc), job.id)
+        error = self._redact(why or describe(exc), job.id)
         tb = self._redact("".join(traceback.format_exception(exc)), job.id)
         if job.attempt >= job.max_attempts:
             return Outcome(job.id, job.attempt, "failed", error=error, traceback=tb)
@@ -235,17 +236,7 @@ class JobExecutor:
         return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb, delay=delay)
 
     def _redact(self, text: str, job_id: int) -> str:
-        """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
-        that neither the secret nor the job's outcome is lost."""
-        try:
-            return clipped_through(text, self.app.redact)  # a cut never leaves half a secret
-        except NotText as exc:
-            why = f"returned {exc}, not str"
-        except Exception as exc:
-            why = f"raised {type(exc).__qualname__}"
-        log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
-                  extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
-        return f"[withheld: the app's redact function {why}]"
+        return redacted(self.app.redact, text, job_id)
 
     async def _call(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         assert task.fn is not None
@@ -361,6 +352,17 @@ def _on_loop(task: Task[Any, Any]) -> bool:
     return executor == "async" or (executor == "auto" and task.is_async)
 
 
+def stopped_by(ctx: JobContext) -> str | None:
+    """Why the worker stops the attempt running in this asyncio task (``ctx``'s), if it does:
+    ``timeout`` once its timer expired, else the reason it was cancelled for."""
+    timer = _timer.get()
+    if timer is not None and timer.expired():
+        return "timeout"
+    if ctx.cancel_reason is not None or _being_cancelled():
+        return ctx.cancel_reason or "cancelled"
+    return None
+
+
 def _being_cancelled() -> bool:
     """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
     current = asyncio.current_task()
@@ -397,7 +399,21 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
     return lambda: context.run(fn, *args, **kwargs)
 
 
-def _describe(exc: BaseException) -> str:
+def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
+    """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
+    that neither the secret nor the job's outcome is lost."""
+    try:
+        return clipped_through(text, redact)  # a cut never leaves half a secret
+    except NotText as exc:
+        why = f"returned {exc}, not str"
+    except Exception as exc:
+        why = f"raised {type(exc).__qualname__}"
+    log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
+              extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
+    return f"[withheld: the app's redact function {why}]"
+
+
+def describe(exc: BaseException) -> str:
     text = exception_text(exc, None)  # whole: redact sees it before the cut
     if isinstance(exc, UnknownTaskError | WorkerLost):
         return text

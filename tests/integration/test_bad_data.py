@@ -212,9 +212,9 @@ async def test_a_redact_retry_policy_or_exception_that_raises_leaves_no_slot_stu
 
 def test_an_exception_whose_str_raises_is_described_by_its_type() -> None:
     """str() of such an exception raised inside the executor's failure handling."""
-    from pgqueue._worker._executor import _describe
+    from pgqueue._worker._executor import describe
 
-    assert _describe(_Unprintable()) == "_Unprintable: <str() of the exception raised RuntimeError>"
+    assert describe(_Unprintable()) == "_Unprintable: <str() of the exception raised RuntimeError>"
 
 
 async def test_an_executor_that_raises_fails_the_job_and_gives_its_slot_back(

@@ -113,6 +113,27 @@ async def test_callbacks_run_once_on_success_and_on_final_failure(dsn: str, conn
     )
 
 
+async def test_a_callback_object_with_an_async_call_is_awaited(dsn: str, conn: Any) -> None:
+    """An on_failure that is an object whose ``__call__`` is a coroutine function (an alerting
+    client's), or a plain function returning a coroutine: ``inspect`` takes neither for a
+    coroutine function, so it was called in a thread and its coroutine never awaited, the alert
+    never sent (a RuntimeWarning its only trace). What a callback returns is now awaited when
+    it can be."""
+    seen: list[tuple[str, int]] = []
+
+    class Alert:
+        async def __call__(self, event: pgqueue.JobEvent) -> None:
+            seen.append(("failure", event.job.attempt))
+
+    async def succeeded(event: pgqueue.JobEvent) -> None:
+        seen.append(("success", event.job.id))
+
+    app = make_app(dsn, on_failure=Alert(), on_success=lambda event: succeeded(event))
+    await run_jobs(dsn, conn, app, 7, -1)
+    await asyncio.sleep(0.1)  # the callbacks run after the outcomes are handed over
+    assert sorted(seen) == [("failure", 2), ("success", 1)]
+
+
 async def test_job_ended_hooks_hear_of_each_jobs_end_once_it_is_written(
     dsn: str, conn: Any
 ) -> None:

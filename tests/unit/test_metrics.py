@@ -69,3 +69,32 @@ def test_counters_are_served_at_zero_before_their_first_count() -> None:
         for state in ("succeeded", "failed", "cancelled")
     }
     assert series(m, "pgqueue_job_retries_total") == {(("queue", "q"), ("task", "mail")): 0.0}
+
+
+def test_job_durations_from_a_millisecond_to_hours_fall_in_buckets_of_their_own() -> None:
+    """The buckets began at 5 ms and stopped at an hour: jobs of 1 ms and 4 ms shared one, and
+    so did attempts of two hours and of five (in +Inf), where the documented p95 panel read
+    one hour. They now reach from 1 ms to 6 h, with a bound between 5 min and an hour."""
+    m = metrics()
+    for seconds in (0.0008, 0.004, 600.0, 2 * 3600.0, 5 * 3600.0):
+        m.on_finished(JobEvent(JobContext(1, "work", "q", 1, 3), "succeeded", seconds))
+    counts = buckets(m, "pgqueue_job_duration_seconds")
+    assert (counts[0.001], counts[0.005], counts[900.0]) == (1, 2, 3)
+    assert (counts[3600.0], counts[7200.0], counts[21600.0]) == (3, 4, 5)
+
+
+def test_a_retry_the_task_asked_for_is_no_failed_attempt() -> None:
+    """``raise pgqueue.Retry(...)`` is for when nothing failed (a rate limit), yet it counted in
+    pgqueue_job_retries_total, "failed attempts that will be retried", and so in the
+    documented retries panel and alerts: a task polling with Retry looked like one failing.
+    It counts in pgqueue_jobs_rescheduled_total instead, served at 0 from the start."""
+    app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+    app.task(name="work", queue="q")(lambda: None)
+    m = WorkerMetrics(app.worker(queues=["q"]))
+    job = JobContext(1, "work", "q", 1, 3)
+    m.on_finished(JobEvent(job, "retrying", 0.1))  # Retry: no error
+    m.on_finished(JobEvent(job, "retrying", 0.1, error="ValueError: boom"))
+    m.on_finished(JobEvent(job, "retrying", 0.1))
+    labels = (("queue", "q"), ("task", "work"))
+    assert series(m, "pgqueue_job_retries_total") == {labels: 1.0}
+    assert series(m, "pgqueue_jobs_rescheduled_total") == {labels: 2.0}

@@ -280,6 +280,26 @@ def test_middleware_nests_in_registration_order() -> None:
     assert order == ["a in", "b in", "task", "b out", "a out"]
 
 
+def test_a_middleware_that_returns_no_awaitable_is_named_in_the_error() -> None:
+    """A plain ``def`` middleware that calls ``call_next()`` without returning it failed every
+    attempt of every job with Python's "object NoneType can't be used in 'await' expression",
+    naming neither the middleware nor the cause. The error now says both."""
+
+    def timed(job: JobContext, call_next: Any) -> None:
+        call_next().close()  # the coroutine it forgot to return (closed: no warning here)
+
+    async def call() -> str:
+        return "done"
+
+    with pytest.raises(TypeError) as raised:
+        asyncio.run(call_through([timed], JobContext(1, "t", "q", 1, 3), call))
+    assert str(raised.value) == (
+        "middleware test_a_middleware_that_returns_no_awaitable_is_named_in_the_error.<locals>"
+        ".timed returned NoneType, not an awaitable: write it async def mw(job, call_next),"
+        " returning await call_next()"
+    )
+
+
 def test_enqueue_meta_hooks_run_in_order_on_a_copy() -> None:
     """job_meta applies every enqueue hook and never mutates the task's own meta."""
     hooks = AppHooks()

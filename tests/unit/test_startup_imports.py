@@ -49,3 +49,20 @@ def test_periodic_tasks_import_croniter_when_declared_and_still_validate() -> No
             raise AssertionError("an invalid cron expression was accepted")
     """)
     assert "croniter" in loaded
+
+
+def test_tracing_without_opentelemetry_says_what_to_install() -> None:
+    """``from pgqueue import tracing`` without OpenTelemetry failed with Python's bare "No module
+    named 'opentelemetry'", where the metrics name the extra to install: so does tracing."""
+    probe = textwrap.dedent("""
+        import sys
+        sys.modules["opentelemetry"] = None  # as if not installed
+        try:
+            from pgqueue import tracing
+        except ImportError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (
+        "pgqueue.tracing needs OpenTelemetry's API: pip install 'pgqueue[otel]'"
+    )

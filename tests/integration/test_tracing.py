@@ -1,0 +1,165 @@
+"""pgqueue.tracing on a real worker: what each attempt's span says, as a trace backend gets it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import pgqueue
+from tests.helpers import run_worker_until, states, stop_with_one_asked_to_cancel
+
+sdk = pytest.importorskip("opentelemetry.sdk.trace")
+export = pytest.importorskip("opentelemetry.sdk.trace.export")
+memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+from opentelemetry.trace import StatusCode  # noqa: E402  # needs opentelemetry
+
+from pgqueue import tracing  # noqa: E402  # needs opentelemetry
+
+
+def traced(app: pgqueue.PgQueue) -> Any:
+    """Instrument ``app``; returns the exporter that holds its finished spans."""
+    exporter = memory.InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    tracing.instrument(app, tracer_provider=provider)
+    return exporter
+
+
+async def spans_of(dsn: str, conn: Any, app: pgqueue.PgQueue, ending: str) -> list[Any]:
+    """Enqueue one job of the app's task "work", run a worker until the job is ``ending``, and
+    return the finished spans of its attempts."""
+    exporter = traced(app)
+    app.using("work").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(w, lambda: states(dsn) == {ending: 1})
+    await asyncio.sleep(0)
+    return [s for s in exporter.get_finished_spans() if s.name == "pgqueue.run work"]
+
+
+def texts(span: Any) -> str:
+    """Everything a backend receives of ``span`` as text: status, attributes, events."""
+    events = [(e.name, dict(e.attributes)) for e in span.events]
+    return repr((span.status.description, dict(span.attributes), events))
+
+
+async def test_a_failed_attempts_span_has_the_error_redacted(dsn: str, conn: Any) -> None:
+    """The span recorded the task's exception as raised: its message and traceback went to the
+    trace backend with the secret the app's ``redact`` keeps out of the row and the logs. The
+    span's error is now the redacted text, its status still an error."""
+    app = pgqueue.PgQueue(dsn, redact=lambda text: text.replace("hunter2", "[redacted]"))
+
+    @app.task(name="work", queue="q", max_attempts=1)
+    def work() -> None:
+        raise ValueError("login failed: password=hunter2")
+
+    [span] = await spans_of(dsn, conn, app, "failed")
+    assert span.status.status_code is StatusCode.ERROR
+    assert "hunter2" not in texts(span)
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"] == "login failed: password=[redacted]"
+    assert "[redacted]" in event.attributes["exception.stacktrace"]
+
+
+async def test_a_span_withholds_the_error_a_raising_redact_could_not_clean(
+    dsn: str, conn: Any
+) -> None:
+    """A ``redact`` that raises withholds the text from the span too, as from the job's row."""
+
+    def redact(text: str) -> str:
+        raise RuntimeError("broken redact")
+
+    app = pgqueue.PgQueue(dsn, redact=redact)
+
+    @app.task(name="work", queue="q", max_attempts=1)
+    def work() -> None:
+        raise ValueError("password=hunter2")
+
+    [span] = await spans_of(dsn, conn, app, "failed")
+    assert "hunter2" not in texts(span)
+    withheld = "[withheld: the app's redact function raised RuntimeError]"
+    assert span.status.description == withheld
+
+
+async def test_a_timed_out_attempts_span_is_an_error(dsn: str, conn: Any) -> None:
+    """A timeout stops the attempt with a CancelledError, which OpenTelemetry does not count as
+    an error: the span of an attempt that failed on its timeout ended with no status at all,
+    as a success looks. Its status is now an error that says it timed out."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q", max_attempts=1, timeout=0.1)
+    async def work() -> None:
+        await asyncio.sleep(30)
+
+    [span] = await spans_of(dsn, conn, app, "failed")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "timed out"
+
+
+async def test_a_retry_the_task_asks_for_is_not_an_error(dsn: str, conn: Any) -> None:
+    """``raise pgqueue.Retry(...)`` (and ``Cancel``) is the task's decision, logged at INFO and
+    counted as no failure: its span was marked an error with the exception recorded, which an
+    error-rate panel on spans counted as failures."""
+    app = pgqueue.PgQueue(dsn)
+
+    calls: list[None] = []
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    def work() -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            raise pgqueue.Retry(0.01)
+        raise pgqueue.Cancel("not needed any more")
+
+    spans = await spans_of(dsn, conn, app, "cancelled")
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET] * 2
+    assert [e.name for s in spans for e in s.events] == []
+
+
+async def test_an_attempt_the_worker_stops_has_a_span_that_says_so(dsn: str, conn: Any) -> None:
+    """An attempt a shutdown stops ended with a span of no status, as a success looks: it is
+    an error that names why the worker stopped it."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="work", queue="q")
+    async def work() -> None:
+        await asyncio.sleep(60)
+
+    exporter = traced(app)
+    await stop_with_one_asked_to_cancel(dsn, conn, app, "work")
+    spans = exporter.get_finished_spans()
+    assert [(s.status.status_code, s.status.description) for s in spans] == [
+        (StatusCode.ERROR, "stopped: shutdown")
+    ] * 2
+
+
+async def test_spans_carry_the_messaging_semantic_conventions(dsn: str, conn: Any) -> None:
+    """A span had only pgqueue's own attributes: a backend's messaging views (and queries written
+    for every queue system alike) group consumer spans by the OpenTelemetry messaging attributes,
+    which now name the system, the operation, the queue and the job."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    [span] = await spans_of(dsn, conn, app, "succeeded")
+    assert {k: v for k, v in span.attributes.items() if k.startswith("messaging.")} == {
+        "messaging.system": "pgqueue",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "run",
+        "messaging.destination.name": "q",
+        "messaging.message.id": "1",
+    }
+    assert span.attributes["pgqueue.task"] == "work"
+
+
+async def test_instrumenting_an_app_twice_makes_one_span_per_attempt(dsn: str, conn: Any) -> None:
+    """``instrument(app)`` runs "in the producer and in the worker": where both are one process
+    (a web app that runs its worker, a module imported by both), each call added its own
+    middleware, and every attempt had two nested spans, each counted in the backend's rates.
+    A later call on the same app replaces the earlier one's hooks (its tracer provider too)."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    tracing.instrument(app)
+    assert len(await spans_of(dsn, conn, app, "succeeded")) == 1
+    assert len(app.hooks.middleware) == len(app.hooks.enqueue_meta) == 1
