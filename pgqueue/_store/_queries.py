@@ -737,13 +737,21 @@ SELECT id, attempts, state, worker_id
 # A claim counts the attempt (attempts + 1): a queued job whose attempts already is the
 # largest integer, which SQL can write, makes that claim fail, and every claim of its queue
 # after it. Run only after a claim failed so: such a job moves to history as failed, saying
-# why, and the claims go on. It reads the queued rows of the queues claimed from.
+# why, and the claims go on. It reads the queued rows of the queues claimed from. There may be
+# several: they are locked first in the order of their ids (see JOBS_ACK); deleted in the
+# plan's order, they could deadlock with an admin cancelling two of them in one transaction.
 JOBS_FAIL_UNCOUNTABLE: LiteralString = (
     """
-WITH gone AS (
+WITH locked AS MATERIALIZED (
+    SELECT id
+      FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND attempts = 2147483647
+     ORDER BY id
+       FOR UPDATE
+), gone AS (
     DELETE FROM pgqueue.active_jobs AS j
-     WHERE j.state = 'queued' AND j.queue = ANY(%(queues)s::text[])
-       AND j.attempts = 2147483647
+     USING locked
+     WHERE j.id = locked.id AND j.state = 'queued' AND j.attempts = 2147483647
     RETURNING j.*
 ), moved AS (
     INSERT INTO pgqueue.finished_jobs
