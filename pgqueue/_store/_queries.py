@@ -578,12 +578,17 @@ SELECT (SELECT run_at FROM point) IS NULL OR (
 # ten at once. Below ten entries, the one test more than a plain append reads one element.
 # Whatever SQL wrote in the column, nothing here raises: errors that is not an array reads
 # NULL at index 9 and is appended to as before, and "dropped" is added up only if a number.
+# An entry that is not an object (SQL's) cannot carry the count: it is counted among those
+# left out, and the count stands alone in its place (added to it, [5] || {...} nested the
+# count in an array, where the next shrink no longer found it, and the count restarted).
 def _errors_plus(errors: LiteralString, entry: LiteralString) -> LiteralString:
     """SQL: the jsonb array ``errors`` with the jsonb object ``entry`` appended, bounded."""
     return (
         "CASE WHEN " + errors + "->9 IS NULL THEN " + errors + " || jsonb_build_array(" + entry
-        + ") ELSE jsonb_build_array(" + errors + "->0, " + errors
-        + "->-8 || jsonb_build_object('dropped', jsonb_array_length(" + errors + ") - 9"
+        + ") ELSE jsonb_build_array(" + errors + "->0, CASE jsonb_typeof(" + errors + "->-8)"
+        + " WHEN 'object' THEN " + errors + "->-8 ELSE '{}' END"
+        + " || jsonb_build_object('dropped', jsonb_array_length(" + errors + ") - 9"
+        + " + CASE jsonb_typeof(" + errors + "->-8) WHEN 'object' THEN 0 ELSE 1 END"
         + " + coalesce(CASE jsonb_typeof(" + errors + "->1->'dropped') WHEN 'number' THEN ("
         + errors + "->1->>'dropped')::numeric END, 0)))"
         + " || jsonb_path_query_array(" + errors + ", '$[last - 6 to last]')"
