@@ -1245,7 +1245,6 @@ class Worker:
         outage = self._maintenance_outage  # the database's; a bug's traceback: see repeat
         try:
             await self.maintain()
-            await self._register_again()
         except (psycopg.Error, OSError) as exc:
             n = outage.failed()
             log.warning("maintenance failed (%s), %d in a row", error_line(exc), n,
@@ -1268,7 +1267,8 @@ class Worker:
     async def maintain(self) -> None:
         """One maintenance pass: rescue the jobs of dead workers and expired leases, forget
         long-dead workers, prune history (and old ticks, in a worker without a scheduler),
-        warn of what holds the horizon back, vacuum the claim path.
+        warn of what holds the horizon back, vacuum the claim path, and register this running
+        worker again if its row is gone.
 
         The steps are unrelated: one whose statement failed (a permission, a timeout) skips
         none of the others, and the first such error is raised once all have run. A lost
@@ -1295,6 +1295,7 @@ class Worker:
             ("the ticks' prune", self._prune_ticks),
             ("the horizon check", self._warn_horizon_holders),  # before a vacuum: it can last
             ("the vacuum", self.vacuum_claim_path),
+            ("the re-registration", self._register_again),
         ]
 
     async def _prune_ticks(self) -> None:
