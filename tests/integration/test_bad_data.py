@@ -243,9 +243,7 @@ async def test_a_redact_that_raises_system_exit_or_keyboard_interrupt_stops_no_w
         fine_under_an_exiting_redact.enqueue(conn, i)
     conn.commit()
     worker = exiting_app.worker(dsn=dsn, queues=["io"], concurrency=1, poll_interval=0.05)
-    await run_worker_until(
-        worker, lambda: states(dsn) == {"succeeded": 3, "failed": 2}, timeout=60
-    )
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 3, "failed": 2}, timeout=60)
     rows = dict(query(dsn, "SELECT id, last_error FROM pgqueue.jobs WHERE state = 'failed'"))
     assert rows == {
         exits: "[withheld: the app's redact function raised SystemExit]",

@@ -259,6 +259,7 @@ async def test_a_paused_scheduler_does_not_report_ticks_others_fired_as_skipped(
     assert [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"] == []
     assert len(tick_jobs(dsn)) == 11
 
+
 async def test_a_paused_scheduler_does_not_report_ticks_others_fired_and_pruned_as_skipped(
     dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
