@@ -17,7 +17,14 @@ import psycopg
 
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn, strip_dsn
-from pgqueue._errors import NoDatabaseError, PgQueueError, SchemaError, error_line, first_line
+from pgqueue._errors import (
+    NoDatabaseError,
+    PgQueueError,
+    SchemaError,
+    error_line,
+    first_line,
+    unreachable,
+)
 from pgqueue._logging import configure_logging, json_logging
 from pgqueue._options import DECIMAL_NUMBER, MAX_CONCURRENCY, WHOLE_NUMBER, too_long_a_number
 from pgqueue._retry import MAX_DELAY
@@ -255,16 +262,8 @@ def _not_installed(exc: psycopg.Error) -> str:
     )
 
 
-# The OperationalErrors that mean the connection failed or was ended: psycopg's own (no
-# SQLSTATE), class 08, and the server's shutdowns. Others are errors of a statement: a lock or
-# statement timeout (LockNotAvailable, QueryCanceled) said "cannot reach the database".
-_UNREACHABLE = ("08", "57P01", "57P02", "57P03")
-
-
 def _database_error(exc: psycopg.Error) -> str:
-    if isinstance(exc, psycopg.OperationalError) and (
-        exc.sqlstate is None or exc.sqlstate.startswith(_UNREACHABLE)
-    ):
+    if unreachable(exc):  # a lock or statement timeout said "cannot reach the database"
         return f"cannot reach the database: {first_line(exc)}"
     if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
         return _not_installed(exc)

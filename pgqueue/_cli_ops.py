@@ -335,6 +335,8 @@ def _describe_error(error: Any) -> list[str]:
         return [f"errors entry (not an object): {_dumps(error)}"]
     dropped = error.get("dropped")  # entries left out before this one: errors keeps ten
     gap = [f"[... {_dumps(dropped)} entries not kept ...]"] if dropped is not None else []
+    if gap and error.keys() == {"dropped"}:  # the count alone: it took a non-object's place
+        return gap
     head = f"attempt {error.get('attempt')} failed at {error.get('at')}: {error.get('error')}"
     tb = error.get("traceback")
     text = tb if isinstance(tb, str) else "" if tb is None else _dumps(tb)

@@ -84,6 +84,21 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
+# The OperationalErrors that mean the connection failed or was ended: psycopg's own (no
+# SQLSTATE), class 08, and the server's shutdowns. Others are errors of a statement: a lock or
+# statement timeout (LockNotAvailable, QueryCanceled).
+_UNREACHABLE = ("08", "57P01", "57P02", "57P03")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or the connection was lost,
+    rather than that a statement failed."""
+    return isinstance(exc, OSError) or (
+        isinstance(exc, psycopg.OperationalError)
+        and (exc.sqlstate is None or exc.sqlstate.startswith(_UNREACHABLE))
+    )
+
+
 class PgQueueError(Exception):
     """Base class of every error pgqueue raises on its own account."""
 

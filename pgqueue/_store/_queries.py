@@ -578,12 +578,17 @@ SELECT (SELECT run_at FROM point) IS NULL OR (
 # ten at once. Below ten entries, the one test more than a plain append reads one element.
 # Whatever SQL wrote in the column, nothing here raises: errors that is not an array reads
 # NULL at index 9 and is appended to as before, and "dropped" is added up only if a number.
+# An entry that is not an object (SQL's) cannot carry the count: it is counted among those
+# left out, and the count stands alone in its place (added to it, [5] || {...} nested the
+# count in an array, where the next shrink no longer found it, and the count restarted).
 def _errors_plus(errors: LiteralString, entry: LiteralString) -> LiteralString:
     """SQL: the jsonb array ``errors`` with the jsonb object ``entry`` appended, bounded."""
     return (
         "CASE WHEN " + errors + "->9 IS NULL THEN " + errors + " || jsonb_build_array(" + entry
-        + ") ELSE jsonb_build_array(" + errors + "->0, " + errors
-        + "->-8 || jsonb_build_object('dropped', jsonb_array_length(" + errors + ") - 9"
+        + ") ELSE jsonb_build_array(" + errors + "->0, CASE jsonb_typeof(" + errors + "->-8)"
+        + " WHEN 'object' THEN " + errors + "->-8 ELSE '{}' END"
+        + " || jsonb_build_object('dropped', jsonb_array_length(" + errors + ") - 9"
+        + " + CASE jsonb_typeof(" + errors + "->-8) WHEN 'object' THEN 0 ELSE 1 END"
         + " + coalesce(CASE jsonb_typeof(" + errors + "->1->'dropped') WHEN 'number' THEN ("
         + errors + "->1->>'dropped')::numeric END, 0)))"
         + " || jsonb_path_query_array(" + errors + ", '$[last - 6 to last]')"
@@ -737,13 +742,21 @@ SELECT id, attempts, state, worker_id
 # A claim counts the attempt (attempts + 1): a queued job whose attempts already is the
 # largest integer, which SQL can write, makes that claim fail, and every claim of its queue
 # after it. Run only after a claim failed so: such a job moves to history as failed, saying
-# why, and the claims go on. It reads the queued rows of the queues claimed from.
+# why, and the claims go on. It reads the queued rows of the queues claimed from. There may be
+# several: they are locked first in the order of their ids (see JOBS_ACK); deleted in the
+# plan's order, they could deadlock with an admin cancelling two of them in one transaction.
 JOBS_FAIL_UNCOUNTABLE: LiteralString = (
     """
-WITH gone AS (
+WITH locked AS MATERIALIZED (
+    SELECT id
+      FROM pgqueue.active_jobs
+     WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND attempts = 2147483647
+     ORDER BY id
+       FOR UPDATE
+), gone AS (
     DELETE FROM pgqueue.active_jobs AS j
-     WHERE j.state = 'queued' AND j.queue = ANY(%(queues)s::text[])
-       AND j.attempts = 2147483647
+     USING locked
+     WHERE j.id = locked.id AND j.state = 'queued' AND j.attempts = 2147483647
     RETURNING j.*
 ), moved AS (
     INSERT INTO pgqueue.finished_jobs

@@ -401,12 +401,14 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
 
 def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
     """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
-    that neither the secret nor the job's outcome is lost."""
+    that neither the secret nor the job's outcome is lost. A SystemExit or KeyboardInterrupt
+    it raises is its failure too (it is plain code, run on the loop: no signal raises there),
+    as a task's is: it must not stop the worker."""
     try:
         return clipped_through(text, redact)  # a cut never leaves half a secret
     except NotText as exc:
         why = f"returned {exc}, not str"
-    except Exception as exc:
+    except BaseException as exc:
         why = f"raised {type(exc).__qualname__}"
     log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
               extra={"action": "redact_error", "job_id": job_id})  # fmt: skip

@@ -188,13 +188,14 @@ class _Slot:
                 raise EOFError
             self.orphaned = True
 
-    async def status_written(self, timeout: float = _STATUS_WAIT) -> None:
+    async def status_written(self, timeout: float = _STATUS_WAIT) -> bool:
         """Wait, at most ``timeout`` seconds, until the sentinel of a child found dead can be
         read: its forkserver has written the child's exit status there, or has ended. The end
         of the child's pipe can come first (a forkserver killed a moment before its child):
-        forkserver_gone, asked then, said no, and the status read later was 255."""
+        forkserver_gone, asked then, said no, and the status read later was 255. False if the
+        wait ran out (a forkserver slow to write, or to die: see _report_lost)."""
         if not self.forkserver or self.orphaned:
-            return
+            return True
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[Any] = loop.create_future()
         loop.add_reader(self.process.sentinel, _resolve, readable, None)
@@ -202,9 +203,10 @@ class _Slot:
             async with asyncio.timeout(timeout):
                 await readable
         except TimeoutError:
-            pass  # a forkserver slow to write: forkserver_gone says no, and the status is read
+            return False
         finally:
             loop.remove_reader(self.process.sentinel)
+        return True
 
     def forkserver_gone(self) -> bool:
         """Whether the forkserver that started this child has ended, so that the child's exit
@@ -308,11 +310,16 @@ class ProcessPool:
         refused its start (REFUSED_EXIT while ``starting``: a task's own exit with that
         status, later, is a lost worker like any other)."""
         self.recycled += 1
-        await slot.status_written()
+        written = await slot.status_written()
         gone = slot.forkserver_gone()  # before the reaping reads what is left of it
         await _reaped(slot.kill())
-        refused = starting and not gone and slot.process.exitcode == REFUSED_EXIT
-        _report_lost(slot.process, job_id, gone, refused)
+        unknown = "its forkserver is gone" if gone else None
+        # Written later, the status reads as written; a forkserver slow to die that ended
+        # meanwhile left 255 (or nothing yet, still stopped), which no child said.
+        if not written and slot.process.exitcode in (None, 255):
+            unknown = f"its forkserver wrote none within {_STATUS_WAIT:g} s"
+        refused = starting and unknown is None and slot.process.exitcode == REFUSED_EXIT
+        _report_lost(slot.process, job_id, unknown, refused)
         return refused
 
     def _release(self, slot: _Slot, job_id: int) -> None:
@@ -389,14 +396,14 @@ class ProcessPool:
 
 
 def _report_lost(
-    process: BaseProcess, job_id: int, forkserver_gone: bool = False, refused: bool = False
+    process: BaseProcess, job_id: int, unknown: str | None = None, refused: bool = False
 ) -> None:
     """Log how the child that ran ``job_id`` ended: the job's error says only "worker lost"
-    (or, ``refused``, ChildRefused's message)."""
-    code = None if forkserver_gone else process.exitcode
+    (or, ``refused``, ChildRefused's message). ``unknown`` says why its status is unknown."""
+    code = None if unknown else process.exitcode
     how = f"exited with status {code}"
-    if forkserver_gone:  # multiprocessing says 255, whatever it was: a signal, most often
-        how = "ended, its exit status unknown (its forkserver is gone)"
+    if unknown:  # multiprocessing says 255, whatever it was: a signal, most often
+        how = f"ended, its exit status unknown ({unknown})"
     elif refused:
         how += (
             ", refusing to run the worker that the main script, run again in it, started (no"

@@ -198,8 +198,11 @@ class Scheduler:
 
     async def resume(self, name: str, cursor: datetime) -> datetime:
         """The later of ``cursor`` and the schedule's latest tick in the database, so that ticks
-        other schedulers fired meanwhile are not reported as skipped."""
+        other schedulers fired meanwhile are not reported as skipped; with no tick left (code
+        that does not know the schedule pruned them all), its watermark, the latest pruned."""
         last = (await self.db.run(_store.ticks_last())).get(name)
+        if last is None:  # a watermark lies below every tick kept: read only when none is
+            last = (await self.db.run(_store.watermarks_get([name]))).get(name)
         return cursor if last is None else max(cursor, last)
 
     def sleep_after(self, now: datetime) -> float:

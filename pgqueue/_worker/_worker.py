@@ -24,7 +24,14 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import normalize_dsn
-from pgqueue._errors import ConfigurationError, PgQueueError, WorkerFailed, error_line, first_line
+from pgqueue._errors import (
+    ConfigurationError,
+    PgQueueError,
+    WorkerFailed,
+    error_line,
+    first_line,
+    unreachable,
+)
 from pgqueue._events import WorkerEvents
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
@@ -1238,7 +1245,6 @@ class Worker:
         outage = self._maintenance_outage  # the database's; a bug's traceback: see repeat
         try:
             await self.maintain()
-            await self._register_again()
         except (psycopg.Error, OSError) as exc:
             n = outage.failed()
             log.warning("maintenance failed (%s), %d in a row", error_line(exc), n,
@@ -1260,14 +1266,41 @@ class Worker:
 
     async def maintain(self) -> None:
         """One maintenance pass: rescue the jobs of dead workers and expired leases, forget
-        long-dead workers, prune history (and old ticks, in a worker without a scheduler)."""
-        await self.rescue()
-        await self._maint_db.run(_store.workers_prune())
-        await self._pruner.run(self._maint_db)
+        long-dead workers, prune history (and old ticks, in a worker without a scheduler),
+        warn of what holds the horizon back, vacuum the claim path, and register this running
+        worker again if its row is gone.
+
+        The steps are unrelated: one whose statement failed (a permission, a timeout) skips
+        none of the others, and the first such error is raised once all have run. A lost
+        connection ends the pass at once: the next steps would only wait to reconnect."""
+        failed: list[psycopg.Error] = []
+        for name, step in self._maintenance_steps():
+            try:
+                await step()
+            except psycopg.Error as exc:
+                if unreachable(exc):
+                    raise
+                if failed:  # the pass reports the first; each one after it gets a line
+                    log.warning("maintenance: %s failed too (%s)", name, error_line(exc),
+                                extra={"action": "maintenance_error"})  # fmt: skip
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+
+    def _maintenance_steps(self) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+        return [
+            ("the rescue", self.rescue),
+            ("the workers' prune", lambda: self._maint_db.run(_store.workers_prune())),
+            ("the history's prune", lambda: self._pruner.run(self._maint_db)),
+            ("the ticks' prune", self._prune_ticks),
+            ("the horizon check", self._warn_horizon_holders),  # before a vacuum: it can last
+            ("the vacuum", self.vacuum_claim_path),
+            ("the re-registration", self._register_again),
+        ]
+
+    async def _prune_ticks(self) -> None:
         if self._tick_pruner and self._tick_pruner.due():
             await self._tick_pruner.run(self._maint_db)
-        await self._warn_horizon_holders()  # before a vacuum, which can take a while
-        await self.vacuum_claim_path()
 
     async def rescue(self) -> None:
         """Give back the jobs of expired leases, and at once those of workers that share this

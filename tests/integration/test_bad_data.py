@@ -210,6 +210,49 @@ async def test_a_redact_retry_policy_or_exception_that_raises_leaves_no_slot_stu
     assert {redacted, unprintable} <= redacts <= {redacted, retried, unprintable}
 
 
+def _redact_exits(text: str) -> str:
+    if "KeyboardInterrupt" in text:
+        raise KeyboardInterrupt
+    raise SystemExit(f"leaked {text}")
+
+
+exiting_app = pgqueue.PgQueue(redact=_redact_exits)
+
+
+@exiting_app.task(queue="io", max_attempts=1)
+async def fails_under_an_exiting_redact(secret: str) -> None:
+    raise RuntimeError(secret)
+
+
+@exiting_app.task(queue="io")
+async def fine_under_an_exiting_redact(i: int) -> int:
+    return i
+
+
+async def test_a_redact_that_raises_system_exit_or_keyboard_interrupt_stops_no_worker(
+    dsn: str, conn
+) -> None:
+    """A redact function that raised SystemExit or KeyboardInterrupt (any BaseException)
+    escaped the executor and stopped the worker's run(), with its job's outcome unwritten.
+    Now it is a redact failure like any other: the text is withheld, saying only the
+    exception's type, the job fails, and the jobs behind it run."""
+    exiting_app._dsn = dsn
+    exits = fails_under_an_exiting_redact.enqueue(conn, "secret=hunter2")
+    interrupts = fails_under_an_exiting_redact.enqueue(conn, "KeyboardInterrupt")
+    for i in range(3):
+        fine_under_an_exiting_redact.enqueue(conn, i)
+    conn.commit()
+    worker = exiting_app.worker(dsn=dsn, queues=["io"], concurrency=1, poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 3, "failed": 2}, timeout=60)
+    rows = dict(query(dsn, "SELECT id, last_error FROM pgqueue.jobs WHERE state = 'failed'"))
+    assert rows == {
+        exits: "[withheld: the app's redact function raised SystemExit]",
+        interrupts: "[withheld: the app's redact function raised KeyboardInterrupt]",
+    }
+    [(errors,)] = query(dsn, "SELECT errors::text FROM pgqueue.jobs WHERE id = %s", [exits])
+    assert "hunter2" not in errors
+
+
 def test_an_exception_whose_str_raises_is_described_by_its_type() -> None:
     """str() of such an exception raised inside the executor's failure handling."""
     from pgqueue._worker._executor import describe

@@ -8,8 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from pgqueue import _store
+from pgqueue._cli import cli
 from pgqueue._store import Outcome
 from tests.helpers import query
 
@@ -113,3 +115,23 @@ def test_whatever_sql_wrote_in_errors_an_ack_appends_to_it(dsn: str, errors: Any
     after = _errors(dsn, job_id)
     assert isinstance(after, list) and after[-1]["error"] == "E1"
     assert len(after) <= 10
+
+
+def test_an_entry_sql_wrote_as_no_object_is_counted_among_those_left_out(dsn: str) -> None:
+    """Ten entries, the third a number (SQL's): the count of those left out went onto it,
+    5 || {"dropped": 1} making the array [5, {"dropped": 1}], where the next shrink did not
+    find it, and the count restarted at 1. The number is now counted as left out, and the
+    count stands in its place, an object that the next shrinks add to."""
+    old: list[Any] = [{"attempt": n, "at": "2026-01-01", "error": f"E{n}", "traceback": None}
+                      for n in range(1, 11)]  # fmt: skip
+    old[2] = 5
+    job_id = _job(dsn, max_attempts=100, errors=old)
+    _fail(dsn, job_id, 1)
+    assert _errors(dsn, job_id)[1] == {"dropped": 2}
+    result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(job_id)])
+    assert "[... 2 entries not kept ...]\nattempt 4 failed" in result.output, result.output
+    _fail(dsn, job_id, 1)
+    errors = _errors(dsn, job_id)
+    assert all(isinstance(e, dict) for e in errors)
+    assert _kept(errors) == [(1, None), (4, 3), *((n, None) for n in range(5, 11)), (1, None),
+                             (2, None)]  # fmt: skip

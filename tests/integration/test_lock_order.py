@@ -108,3 +108,21 @@ def test_a_heartbeat_waits_for_a_cancel_in_id_order(dsn: str, conn) -> None:
         dsn, _store.leases_extend("w", 30, [(high, 1), (low, 1)]), low, high
     )
     assert beat.leases == {(low, 1): True, (high, 1): True}
+
+
+def test_failing_uncountable_jobs_waits_for_a_cancel_in_id_order(dsn: str, conn) -> None:
+    """Two queued jobs whose attempts cannot be counted up were deleted in the plan's order
+    (the claim index's, here the higher id first, due earlier): it held the higher while it
+    waited for the lower, which an admin cancelling both in id order held, and the admin's
+    cancel of the higher closed the cycle. They are now locked in id order first: the
+    statement waits for the lower holding nothing; the admin cancels both, and it fails
+    neither."""
+    for _ in range(2):
+        t.add.enqueue(conn, 1, 2)
+    conn.commit()
+    low, high = sorted(row[0] for row in query(dsn, "SELECT id FROM pgqueue.active_jobs"))
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 2147483647,"
+               " run_at = now() - make_interval(secs => id - %s)", [low])  # fmt: skip
+    failed = _run_against_cancels(dsn, _store.jobs_fail_uncountable(["io"]), low, high)
+    assert failed == []
+    assert query(dsn, "SELECT state FROM pgqueue.jobs ORDER BY id") == [("cancelled",)] * 2

@@ -260,6 +260,25 @@ async def test_a_paused_scheduler_does_not_report_ticks_others_fired_as_skipped(
     assert len(tick_jobs(dsn)) == 11
 
 
+async def test_a_paused_scheduler_does_not_report_ticks_others_fired_and_pruned_as_skipped(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As above, but the ticks the others fired were pruned since (by code that does not
+    know the schedule: its latest tick too), their watermark left: resume() read the ticks
+    only, found none, and reported the 19 as skipped. It reads the watermark then."""
+    app = make_app(dsn, catch_up=10)
+    [paused] = await schedulers(app, 1)
+    now = (await db_now(paused.db)).replace(microsecond=0)
+    paused.cursors = {"beat": now - timedelta(seconds=30)}
+    query(dsn, "INSERT INTO pgqueue.periodic_watermarks (name, pruned_through)"
+               " VALUES ('beat', %s - interval '11 seconds')", (now,))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="pgqueue.scheduler"):
+        await paused.fire(app.periodics["beat"], now)
+    await close(paused)
+    assert [r for r in caplog.records if getattr(r, "action", "") == "periodic_skipped"] == []
+    assert len(tick_jobs(dsn)) == 11
+
+
 async def test_a_tick_pruned_by_code_with_a_shorter_catch_up_is_not_fired_again(dsn: str) -> None:
     """Two deployments of 'beat' (catch_up 10 s and 1 day, as in a rolling deploy): a tick the
     first recorded and then pruned must not get a second job from the other's late scheduler."""

@@ -222,18 +222,62 @@ async def test_a_child_lost_with_its_forkserver_says_its_status_is_unknown(
         pool.shutdown()
 
 
+async def test_a_child_whose_forkserver_wrote_no_status_in_time_is_not_said_to_exit_255(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forkserver slow to die under load: the pool's wait for the lost child's status
+    ended first, the forkserver then ended with the status unwritten, and multiprocessing's
+    255 was reported as "exited with status 255". Here the forkserver is stopped when the
+    child is killed, and killed only once that wait (0.2 s) is over. The record says the
+    status is unknown, its forkserver having written none within the wait."""
+    pool = ProcessPool(1)
+    try:
+        child, forkserver = await pool.run(_where("pids"), [], {}, FIELDS)
+        monkeypatch.setattr(_Slot, "status_written", _killing_after(
+            _Slot.status_written, forkserver
+        ))  # fmt: skip
+        running = asyncio.ensure_future(
+            pool.run(("tests.integration.tasks_app", "spin"), [60], {}, FIELDS)
+        )
+        await asyncio.sleep(0.2)
+        os.kill(forkserver, signal.SIGSTOP)
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(ChildLost):
+            async with asyncio.timeout(30):
+                await running
+    finally:
+        pool.shutdown()
+    [lost] = [r for r in caplog.records if getattr(r, "action", None) == "child_lost"]
+    assert lost.exit_code is None  # type: ignore[attr-defined]
+    assert "its exit status unknown (its forkserver wrote none within" in lost.getMessage()
+
+
+def _killing_after(
+    status_written: Callable[[_Slot, float], Awaitable[bool]], forkserver: int
+) -> Callable[[_Slot], Awaitable[bool]]:
+    """``_Slot.status_written`` given 0.2 s, that kills the (stopped) ``forkserver`` once
+    that wait is over, while the pool reaps the child."""
+
+    async def killing(slot: _Slot) -> bool:
+        written = await status_written(slot, 0.2)
+        asyncio.get_running_loop().call_later(0.2, os.kill, forkserver, signal.SIGKILL)
+        return written
+
+    return killing
+
+
 def _killing_first(
-    status_written: Callable[[_Slot, float], Awaitable[None]], forkserver: int, stopped: list[bool]
-) -> Callable[[_Slot], Awaitable[None]]:
+    status_written: Callable[[_Slot, float], Awaitable[bool]], forkserver: int, stopped: list[bool]
+) -> Callable[[_Slot], Awaitable[bool]]:
     """``_Slot.status_written`` that notes whether ``forkserver`` is stopped (not yet killed)
     and kills it 0.3 s in: a wait that returned at once, before the forkserver ended, is
     seen whatever the load. Given 60 s, not 1, the wait does not end first on a machine
     slow to end the forkserver."""
 
-    async def killing(slot: _Slot) -> None:
+    async def killing(slot: _Slot) -> bool:
         stopped.append(_state(forkserver) == "T")
         asyncio.get_running_loop().call_later(0.3, os.kill, forkserver, signal.SIGKILL)
-        await status_written(slot, 60.0)
+        return await status_written(slot, 60.0)
 
     return killing
 

@@ -716,3 +716,41 @@ async def test_a_scheduler_in_an_outage_logs_one_traceback_then_a_line_per_retry
         await asyncio.wait_for(passes, GUARD)
         await sched.db.close()
     assert_restored_once(caplog, "scheduler_restored", "scheduler_error")
+
+
+@pytest.mark.parametrize("failing", ["ticks_prune", "jobs_prune"])
+async def test_a_failed_maintenance_step_skips_none_of_the_others(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failing: str
+) -> None:
+    """A prune whose statement failed (a permission refused, say; here a division by zero)
+    raised out of maintain() and skipped every step after it: the horizon warning, the
+    claim path's vacuum and the re-registration of a pruned worker row waited for the prune
+    to work again. Each step now runs; the pass
+    still fails with the first error, and a second failed step gets a line of its own."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken = _store.Query("SELECT 1 / 0", {}, lambda rows: 0)
+    monkeypatch.setattr(_store, failing, lambda *args, **kwargs: broken)
+    monkeypatch.setattr(_store, "workers_prune", lambda *args, **kwargs: broken)
+    ran: list[str] = []
+    for name in ("horizon_holders", "active_dead_tuples"):
+        original = getattr(_store, name)
+        monkeypatch.setattr(
+            _store, name, lambda *a, _o=original, _n=name, **k: ran.append(_n) or _o(*a, **k)
+        )
+    app = pgqueue.PgQueue(dsn, retention={"succeeded": 60})
+    worker = app.worker(queues=["io"], vacuum_threshold=1, long_transaction_warning=60)
+    assert worker._tick_pruner is not None
+    worker._tick_pruner.next_run = 0.0
+
+    async def register_again() -> None:
+        ran.append("register_again")
+
+    worker._register_again = register_again  # type: ignore[method-assign]
+    try:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await worker.maintain()
+    finally:
+        await worker._close_connections()
+    assert ran == ["horizon_holders", "active_dead_tuples", "register_again"]
+    [also] = records(caplog, "maintenance_error")
+    assert "prune failed too (DivisionByZero: division by zero)" in also.getMessage()
