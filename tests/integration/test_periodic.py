@@ -430,7 +430,11 @@ CREATE TRIGGER hold_tick BEFORE INSERT ON pgqueue.periodic_ticks
    FOR EACH ROW EXECUTE FUNCTION hold_tick();
 """
 
-WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+# This database's only: another database's sessions (a parallel run's) wait on their own.
+WAITING = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 async def until_waiting(dsn: str, count: int, *tasks: asyncio.Task[Any]) -> None:
