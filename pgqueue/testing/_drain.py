@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -13,8 +13,10 @@ import psycopg
 from pgqueue import _store
 from pgqueue._app import PgQueue
 from pgqueue._errors import Retry, SchemaError
+from pgqueue._hooks import Middleware
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
+from pgqueue._worker._context import JobContext
 from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
@@ -91,7 +93,21 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
 
     drained = copy.copy(app)
     drained.get_task = lambda name: app.get_task(name) or step_aside  # type: ignore[method-assign]
+    drained.hooks = copy.copy(app.hooks)
+    drained.hooks.middleware = [_own_jobs_only(app, mw) for mw in app.hooks.middleware]
     return drained, stepped
+
+
+def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
+    """``middleware``, passed over for a stand-in attempt: the job is not ``app``'s, and a
+    middleware counting, timing or logging ``app``'s attempts would count one it never ran."""
+
+    async def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if app.get_task(job.task) is None:
+            return await call_next()
+        return await middleware(job, call_next)
+
+    return own
 
 
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:

@@ -346,6 +346,28 @@ def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, d
     assert drain(t.other, dsn=dsn)["succeeded"] == 1
 
 
+def test_drain_keeps_the_apps_middleware_out_of_a_stand_in_attempt(conn, dsn) -> None:
+    """The app's middleware ran around the stand-in attempt of another app's job, so that a
+    middleware counting or logging the app's attempts saw one of a task it does not have."""
+    mine = pgqueue.PgQueue()
+    seen: list[str] = []
+
+    @mine.middleware
+    async def record(job, call_next):  # type: ignore[no-untyped-def]
+        seen.append(job.task)
+        return await call_next()
+
+    hand_over = mine.task(name="hand_over")(t.hand_over.fn)
+    hand_over.enqueue(conn, dsn)
+    conn.commit()
+    assert drain(mine, dsn=dsn)["succeeded"] == 1
+    stood_aside = (
+        "SELECT run_at - created_at >= interval '1 second' FROM pgqueue.jobs WHERE state = 'queued'"
+    )
+    assert query(dsn, stood_aside) == [(True,)]  # the stand-in attempt did happen
+    assert seen == ["hand_over"]
+
+
 class _RefusingEngine(http.server.BaseHTTPRequestHandler):
     """A Docker engine that answers its ping and version, and fails everything else."""
 
