@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import sys
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,6 +31,8 @@ LOCK_WAIT = 10.0
 # when it began are), and the round's worker may claim it: it then gives its attempt back and
 # waits this long (a Retry), where the worker would have failed it as an unknown task.
 STEP_ASIDE = 1.0
+
+_ASYNCIO = os.path.dirname(asyncio.__file__) + os.sep
 
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
@@ -127,7 +131,17 @@ def _warn(text: str | None) -> None:
     """Warn of ``text``, if any, at the line that called drain() or adrain(): raised inside
     the event loop, the warning named a line of asyncio's, and the caller's filters missed it."""
     if text is not None:
-        warnings.warn(text, RuntimeWarning, stacklevel=3)
+        warnings.warn(text, RuntimeWarning, stacklevel=_callers_level())
+
+
+def _callers_level() -> int:
+    """The ``stacklevel``, for :func:`_warn`, of the first line past drain() or adrain() that
+    is not asyncio's: an adrain() run as a task of its own (``asyncio.run(adrain(...))``) is
+    called by the event loop, and the line that started the loop is the one to name."""
+    level, frame = 3, sys._getframe(3)  # 0 is this function, 1 _warn, 2 drain or adrain
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_ASYNCIO):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 async def _drain(

@@ -453,3 +453,14 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
+
+
+def test_adrain_run_as_a_task_of_its_own_warns_at_the_line_that_started_it(conn, dsn) -> None:
+    """adrain() run by asyncio.run (its own task) has no awaiting line: its warning named a
+    line of asyncio's, which the caller's filters missed; it now names the asyncio.run line."""
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed") as warned:
+        asyncio.run(adrain(t.app, dsn=dsn))  # the line warned at
+    assert warned[0].filename == __file__
+    with open(__file__) as source:
+        assert source.read().splitlines()[warned[0].lineno - 1].endswith("# the line warned at")
