@@ -6,10 +6,13 @@ import asyncio
 import http.server
 import json
 import socketserver
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -453,6 +456,37 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
+
+
+ROOT = Path(__file__).resolve().parents[2]  # where ``tests`` can be imported from
+
+_ENQUEUE_AND_WAIT = """
+import sys, psycopg
+from tests.contrib import testing_tasks as t
+with psycopg.connect(sys.argv[1]) as conn:
+    t.add.enqueue(conn, 1, 2)
+    print(conn.info.backend_pid, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_drain_leaves_out_another_processes_uncommitted_job_writes(dsn) -> None:
+    """A session of another process idling in a transaction that wrote jobs (another
+    pytest-xdist worker's test, on a shared database) was named in drain's warning, which
+    failed the test under filterwarnings = error: only this process's sessions are named."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", _ENQUEUE_AND_WAIT, dsn],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip().isdigit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert drain(t.app, dsn=dsn)["succeeded"] == 0
+    finally:
+        other.communicate("")
+    assert other.returncode == 0
+    assert drain(t.app, dsn=dsn)["succeeded"] == 1  # committed as its connection closed
 
 
 def test_adrain_run_as_a_task_of_its_own_warns_at_the_line_that_started_it(conn, dsn) -> None:
