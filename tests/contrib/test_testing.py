@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import socketserver
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import _testdb
@@ -369,6 +371,30 @@ def test_drain_keeps_the_apps_middleware_out_of_a_stand_in_attempt(conn, dsn) ->
     )
     assert query(dsn, stood_aside) == [(True,)]  # the stand-in attempt did happen
     assert seen == ["hand_over"]
+
+
+def test_a_test_dsn_naming_no_database_fails_the_tests_saying_what_it_must_name(dsn) -> None:
+    """PGQUEUE_TEST_DSN naming a database that does not exist (the one meant for the tests)
+    errored every test with psycopg's traceback; they now fail with what it must name."""
+    missing = make_conninfo(dsn, dbname="pgqueue_no_such_database")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:asyncio", "-p", "no:timeout",
+         "-p", "no:cacheprovider", "examples/testing"],
+        cwd=ROOT, env={**os.environ, "PGQUEUE_TEST_DSN": missing},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1].startswith("1 passed, 2 errors"), done.stdout
+    assert 'database "pgqueue_no_such_database" does not exist); it names an existing' in (
+        done.stdout
+    )
+    assert "psycopg" + os.sep + "connection.py" not in done.stdout  # no traceback
+
+
+def test_a_blank_test_dsn_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank PGQUEUE_TEST_DSN (a newline) read as a DSN connected to libpq's defaults."""
+    monkeypatch.setenv("PGQUEUE_TEST_DSN", "\n")
+    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_TEST_DSN is blank"):
+        _testdb.find_server()
 
 
 class _RefusingEngine(http.server.BaseHTTPRequestHandler):
