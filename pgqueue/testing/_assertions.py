@@ -30,9 +30,23 @@ def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
         with psycopg.connect(task.app.dsn, autocommit=True) as own, own.cursor() as cur:
             rows = _store.run(cur, query)
     else:
-        with sync_cursor(conn) as cur:
+        with _cursor(conn) as cur:
             rows = _store.run(cur, query)
     return [(queue, json.loads(a), json.loads(k)) for _id, queue, a, k in rows]
+
+
+def _cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
+    """A cursor on ``conn``; refused in words about assert_enqueued, not about enqueue (an
+    async connection was told to "use aenqueue() instead of enqueue()")."""
+    try:
+        return sync_cursor(conn)
+    except TypeError:
+        kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+        raise TypeError(
+            "conn must be a sync connection or cursor (psycopg's, or SQLAlchemy's or Django's "
+            f"with pgqueue's contrib), got a {kind}; for an async one, commit its transaction "
+            "and leave conn out: queued jobs are then read on a new connection"
+        ) from None
 
 
 def _matching(

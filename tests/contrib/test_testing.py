@@ -155,6 +155,17 @@ def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, 
         t.app._dsn = None
 
 
+async def test_assert_enqueued_on_an_async_connection_says_what_to_do(aconn) -> None:
+    """An async connection as ``conn`` was refused with "use aenqueue() instead of
+    enqueue()", which the test never called; the error now says what assert_enqueued needs."""
+    with pytest.raises(TypeError, match="conn must be a sync connection") as raised:
+        assert_enqueued(t.add, conn=aconn)
+    assert str(raised.value).endswith(
+        "got a psycopg.AsyncConnection; for an async one, commit its transaction and leave "
+        "conn out: queued jobs are then read on a new connection"
+    )
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
