@@ -217,9 +217,12 @@ async def _round(
             await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
             await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
             drained, stepped = _stepping_aside(app)
+            # No scheduler: the ticks it fires (missed ones, one falling due meanwhile) would
+            # make what a drain runs depend on the clock.
             worker = drained.worker(
-                queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
-            )
+                queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
+                scheduler=False,
+            )  # fmt: skip
             await worker.run()
     worker.stats.retried -= len(stepped)
     return worker.stats

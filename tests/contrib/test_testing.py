@@ -184,6 +184,22 @@ def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) ->
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
 
 
+def test_drain_runs_the_jobs_queued_and_fires_no_periodic_tick(conn, dsn: str) -> None:
+    """A round's worker ran the scheduler: ticks missed since the last one recorded (or one
+    falling due while a round ran) were enqueued and run, so the counts hung on the clock."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * *", name="every_minute")(app.task(name="tick")(t.who_am_i.fn))
+    add = app.task(name=t.add.name)(t.add.fn)
+    add.enqueue(conn, 1, 2)
+    conn.execute(
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " VALUES ('every_minute', date_trunc('minute', now()) - interval '3 minutes')"
+    )  # the schedule's last tick, three minutes ago: three are missed since
+    conn.commit()
+    assert drain(app)["succeeded"] == 1
+    assert query(dsn, "SELECT task FROM pgqueue.jobs") == [(t.add.name,)]
+
+
 def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
     """queues= runs those queues only (a string is a comma list, not a substring test), and
     brings forward the scheduled jobs of those queues only."""
