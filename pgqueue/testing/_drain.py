@@ -180,8 +180,6 @@ async def _drain(
             break
         for outcome in OUTCOMES:
             totals[outcome] += getattr(stats, outcome)
-        if not with_scheduled:
-            break
     return totals, next(iter(unseen), None)
 
 
@@ -194,8 +192,9 @@ async def _round(
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
-    claim them; ``None`` when no job of ``app`` is waiting, after adding to ``unseen`` (given
-    to the first round) why none might be."""
+    claim them; ``None`` when no job of ``app`` is waiting (due now, without
+    ``with_scheduled``), after adding to ``unseen`` (given to the first round) why none might
+    be."""
     tasks = list(app.tasks)
     conn = await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, application_name="pgqueue drain"
@@ -204,7 +203,9 @@ async def _round(
         await _checked(conn)
         if with_scheduled:
             await _waiting_at_most(cur, _store.jobs_run_now(tasks, queues))
-        waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
+        # Without the scheduled jobs, the rounds go on while jobs are due: one a round's task
+        # enqueued into a queue its worker did not take (the first round's only) was left.
+        waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks, not with_scheduled))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
             if unseen is not None and (note := await _unseen_writes(cur)):

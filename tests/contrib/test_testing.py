@@ -272,6 +272,23 @@ async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
     assert states(dsn) == {"succeeded": 1, "queued": 1}
 
 
+def test_drain_without_scheduled_jobs_runs_a_job_enqueued_into_another_queue(conn, dsn) -> None:
+    """with_scheduled=False ran one round: a job due now that a task enqueued into a queue
+    the round's worker did not take (none of its jobs were waiting) was left undrained."""
+    app = pgqueue.PgQueue(dsn)
+    onward = app.task(name="onward", queue="other")(t.add.fn)
+
+    @app.task(name="first")
+    def first() -> None:
+        with psycopg.connect(dsn) as own:
+            onward.enqueue(own, 1, 2)
+
+    first.enqueue(conn)
+    conn.commit()
+    assert drain(app, with_scheduled=False)["succeeded"] == 2
+    assert states(dsn) == {"succeeded": 2}
+
+
 def test_pytest_plugin_gives_a_fresh_migrated_database(
     pgqueue_dsn: str, pgqueue_conn: psycopg.Connection, empty_dsn: str
 ) -> None:
