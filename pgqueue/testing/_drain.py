@@ -8,7 +8,9 @@ import gc
 import os
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -115,6 +117,34 @@ def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
     return own
 
 
+@dataclass
+class _Retries:
+    """How many times each job raised :class:`Retry` in one drain: ``limit`` times ends the
+    drain, the job left queued. Retry gives its attempt back, so ``max_attempts`` never ends
+    a task that always raises it: with no delay, one round's burst worker ran it forever."""
+
+    limit: int
+    counts: Counter[int] = field(default_factory=Counter)
+
+    def enough(self) -> bool:
+        """Whether a job has raised Retry ``limit`` times."""
+        return any(n >= self.limit for n in self.counts.values())
+
+    def counting(self, stop: Callable[[], None]) -> Middleware:
+        """A middleware counting the Retry of each attempt, calling ``stop`` at the limit."""
+
+        async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+            try:
+                return await call_next()
+            except Retry:
+                self.counts[job.id] += 1
+                if self.counts[job.id] >= self.limit:
+                    stop()
+                raise
+
+        return count
+
+
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
     """A warning when another session of this process idles in a transaction that wrote jobs:
     most likely the test's own connection, whose enqueued jobs no drain can see until it
@@ -174,12 +204,15 @@ async def _drain(
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
     unseen: list[str] = []
+    retries = _Retries(max_rounds)
     for done in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen)
+        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen, retries)
         if stats is None:
             break
         for outcome in OUTCOMES:
             totals[outcome] += getattr(stats, outcome)
+        if retries.enough():
+            break
     return totals, next(iter(unseen), None)
 
 
@@ -189,6 +222,7 @@ async def _round(
     queues: list[str] | None,
     with_scheduled: bool,
     unseen: list[str] | None,
+    retries: _Retries,
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
@@ -224,6 +258,8 @@ async def _round(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
                 scheduler=False,
             )  # fmt: skip
+            counted = _own_jobs_only(app, retries.counting(worker.stop))
+            drained.hooks.middleware.insert(0, counted)  # outermost: sees what the worker sees
             await worker.run()
     worker.stats.retried -= len(stepped)
     return worker.stats
@@ -256,7 +292,8 @@ def drain(
 
     With ``with_scheduled``, jobs scheduled for later, and retries waiting out their backoff,
     run now too (of ``queues`` only, when given); each round is a burst worker, at most
-    ``max_rounds`` of them (a task that keeps retrying stays queued). Returns counts of
+    ``max_rounds`` of them; a job that raises :class:`~pgqueue.Retry` ``max_rounds`` times
+    ends the drain, and stays queued. Returns counts of
     ``succeeded``, ``failed``, ``retried`` and ``cancelled`` attempts. Call :func:`adrain`
     from async code.
     """

@@ -272,6 +272,26 @@ async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
     assert states(dsn) == {"succeeded": 1, "queued": 1}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("with_scheduled", [True, False])
+def test_drain_ends_a_task_that_always_asks_to_run_again_at_once(
+    conn, dsn, with_scheduled: bool
+) -> None:
+    """Retry() gives the attempt back, so max_attempts never ended a task always raising it:
+    due at once, one round's burst worker ran it forever. max_rounds Retry end the drain."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="again")
+    def again() -> None:
+        raise pgqueue.Retry()
+
+    again.enqueue(conn)
+    conn.commit()
+    counts = drain(app, max_rounds=3, with_scheduled=with_scheduled)
+    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
 def test_drain_without_scheduled_jobs_runs_a_job_enqueued_into_another_queue(conn, dsn) -> None:
     """with_scheduled=False ran one round: a job due now that a task enqueued into a queue
     the round's worker did not take (none of its jobs were waiting) was left undrained."""
