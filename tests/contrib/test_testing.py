@@ -166,6 +166,19 @@ async def test_assert_enqueued_on_an_async_connection_says_what_to_do(aconn) -> 
     )
 
 
+def test_assert_enqueued_on_a_database_without_the_schema_says_to_migrate(
+    empty_dsn: str,
+) -> None:
+    """Without pgqueue's schema, assert_enqueued raised psycopg's UndefinedTable; it now says
+    what enqueue says: the schema is not installed, run ``pgqueue migrate``."""
+    app = pgqueue.PgQueue(empty_dsn)
+    task = app.task(name="some_task")(t.add.fn)
+    with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
+        assert_enqueued(task)
+    with psycopg.connect(empty_dsn) as own, pytest.raises(pgqueue.SchemaError):
+        assert_not_enqueued(task, conn=own)
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
