@@ -20,7 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue._errors import first_line
+from pgqueue._connections import dsn_variable, normalize_dsn
+from pgqueue._errors import ConfigurationError, first_line
 
 
 @dataclass
@@ -68,8 +69,22 @@ class Server:
 
 
 def _from_env() -> Server | None:
-    dsn = os.environ.get("PGQUEUE_TEST_DSN")
-    return Server(dsn, "PGQUEUE_TEST_DSN") if dsn else None
+    dsn = dsn_variable("PGQUEUE_TEST_DSN")
+    return None if dsn is None else Server(_answering(normalize_dsn(dsn)), "PGQUEUE_TEST_DSN")
+
+
+def _answering(dsn: str) -> str:
+    """``dsn``, once a connection to it opens: a database it names that does not exist (the
+    one the tests are meant to use, say) errored every test with psycopg's traceback."""
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise ConfigurationError(
+            f"PGQUEUE_TEST_DSN: cannot connect ({first_line(exc)}); it names an existing "
+            "database (postgres, say) and a role that may create databases: each test's "
+            "database is created beside it"
+        ) from None
+    return dsn
 
 
 def _postgres_container() -> Any:

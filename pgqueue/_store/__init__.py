@@ -1106,9 +1106,9 @@ def jobs_list_queued(task: str) -> Query[list[Row]]:
     return Query(q.JOBS_LIST_QUEUED, {"task": task}, _rows)
 
 
-def jobs_queues_waiting(tasks: list[str]) -> Query[list[str]]:
-    """The queues that hold queued jobs of ``tasks``."""
-    return Query(q.JOBS_QUEUES_WAITING, {"tasks": tasks}, _first_column)
+def jobs_queues_waiting(tasks: list[str], due: bool = False) -> Query[list[str]]:
+    """The queues that hold queued jobs of ``tasks`` (with ``due``, jobs due now only)."""
+    return Query(q.JOBS_QUEUES_WAITING, {"tasks": tasks, "due": due}, _first_column)
 
 
 def jobs_run_now(tasks: list[str], queues: list[str] | None = None) -> Query[None]:

@@ -1491,6 +1491,7 @@ SELECT id, queue, args::text, kwargs::text FROM pgqueue.active_jobs
 JOBS_QUEUES_WAITING: LiteralString = """
 SELECT DISTINCT queue FROM pgqueue.active_jobs
  WHERE state = 'queued' AND task = ANY(%(tasks)s::text[])
+   AND (NOT %(due)s OR run_at <= now())
  ORDER BY queue
 """
 

@@ -10,7 +10,9 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._connections import SyncConnection, sync_cursor
+from pgqueue._errors import SchemaError, first_line
 from pgqueue._options import check_count
+from pgqueue._schema import schema_missing, schema_problem
 from pgqueue._task import Task
 from pgqueue.testing._eager import active_log
 
@@ -26,13 +28,32 @@ def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
     if log is not None:
         return [(j.queue, j.args, j.kwargs) for j in log.of(task)]
     query = _store.jobs_list_queued(task.name)
-    if conn is None:
-        with psycopg.connect(task.app.dsn, autocommit=True) as own, own.cursor() as cur:
-            rows = _store.run(cur, query)
-    else:
-        with sync_cursor(conn) as cur:
-            rows = _store.run(cur, query)
+    try:
+        if conn is None:
+            with psycopg.connect(task.app.dsn, autocommit=True) as own, own.cursor() as cur:
+                rows = _store.run(cur, query)
+        else:
+            with _cursor(conn) as cur:
+                rows = _store.run(cur, query)
+    except psycopg.Error as exc:
+        if schema_missing(exc):  # said as enqueue says it, not as psycopg's UndefinedTable
+            raise SchemaError(f"{schema_problem(False, None)} ({first_line(exc)})") from exc
+        raise
     return [(queue, json.loads(a), json.loads(k)) for _id, queue, a, k in rows]
+
+
+def _cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
+    """A cursor on ``conn``; refused in words about assert_enqueued, not about enqueue (an
+    async connection was told to "use aenqueue() instead of enqueue()")."""
+    try:
+        return sync_cursor(conn)
+    except TypeError:
+        kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+        raise TypeError(
+            "conn must be a sync connection or cursor (psycopg's, or SQLAlchemy's or Django's "
+            f"with pgqueue's contrib), got a {kind}; for an async one, commit its transaction "
+            "and leave conn out: queued jobs are then read on a new connection"
+        ) from None
 
 
 def _matching(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
+import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -13,8 +18,10 @@ import psycopg
 from pgqueue import _store
 from pgqueue._app import PgQueue
 from pgqueue._errors import Retry, SchemaError
+from pgqueue._hooks import Middleware
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
+from pgqueue._worker._context import JobContext
 from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
@@ -27,6 +34,8 @@ LOCK_WAIT = 10.0
 # when it began are), and the round's worker may claim it: it then gives its attempt back and
 # waits this long (a Retry), where the worker would have failed it as an unknown task.
 STEP_ASIDE = 1.0
+
+_ASYNCIO = os.path.dirname(asyncio.__file__) + os.sep
 
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
@@ -91,13 +100,59 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
 
     drained = copy.copy(app)
     drained.get_task = lambda name: app.get_task(name) or step_aside  # type: ignore[method-assign]
+    drained.hooks = copy.copy(app.hooks)
+    drained.hooks.middleware = [_own_jobs_only(app, mw) for mw in app.hooks.middleware]
     return drained, stepped
 
 
+def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
+    """``middleware``, passed over for a stand-in attempt: the job is not ``app``'s, and a
+    middleware counting, timing or logging ``app``'s attempts would count one it never ran."""
+
+    async def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if app.get_task(job.task) is None:
+            return await call_next()
+        return await middleware(job, call_next)
+
+    return own
+
+
+@dataclass
+class _Retries:
+    """How many times each job raised :class:`Retry` in one drain: ``limit`` times ends the
+    drain, the job left queued. Retry gives its attempt back, so ``max_attempts`` never ends
+    a task that always raises it: with no delay, one round's burst worker ran it forever."""
+
+    limit: int
+    counts: Counter[int] = field(default_factory=Counter)
+
+    def enough(self) -> bool:
+        """Whether a job has raised Retry ``limit`` times."""
+        return any(n >= self.limit for n in self.counts.values())
+
+    def counting(self, stop: Callable[[], None]) -> Middleware:
+        """A middleware counting the Retry of each attempt, calling ``stop`` at the limit."""
+
+        async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+            try:
+                return await call_next()
+            except Retry:
+                self.counts[job.id] += 1
+                if self.counts[job.id] >= self.limit:
+                    stop()
+                raise
+
+        return count
+
+
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
-    """A warning when another session idles in a transaction that wrote jobs: most likely the
-    test's own connection, whose enqueued jobs no drain can see until it commits."""
+    """A warning when another session of this process idles in a transaction that wrote jobs:
+    most likely the test's own connection, whose enqueued jobs no drain can see until it
+    commits."""
     writers = await _store.arun(cur, _store.locks_writers_idle())
+    if writers:
+        own = _own_backends()
+        writers = [row for row in writers if row[0] in own]
     if not writers:
         return None
     return (
@@ -107,11 +162,33 @@ async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
     )
 
 
+def _own_backends() -> set[int]:
+    """The server pids of this process's open psycopg connections (those SQLAlchemy and
+    Django hold included): a transaction of another process, another pytest-xdist worker's
+    test on a shared database, is no concern of the caller's, and the warning would fail its
+    test under ``filterwarnings = error``. Looked for only when a warning is due."""
+    return {
+        obj.info.backend_pid
+        for obj in gc.get_objects()
+        if isinstance(obj, psycopg.BaseConnection) and not obj.closed
+    }
+
+
 def _warn(text: str | None) -> None:
     """Warn of ``text``, if any, at the line that called drain() or adrain(): raised inside
     the event loop, the warning named a line of asyncio's, and the caller's filters missed it."""
     if text is not None:
-        warnings.warn(text, RuntimeWarning, stacklevel=3)
+        warnings.warn(text, RuntimeWarning, stacklevel=_callers_level())
+
+
+def _callers_level() -> int:
+    """The ``stacklevel``, for :func:`_warn`, of the first line past drain() or adrain() that
+    is not asyncio's: an adrain() run as a task of its own (``asyncio.run(adrain(...))``) is
+    called by the event loop, and the line that started the loop is the one to name."""
+    level, frame = 3, sys._getframe(3)  # 0 is this function, 1 _warn, 2 drain or adrain
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_ASYNCIO):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 async def _drain(
@@ -127,13 +204,14 @@ async def _drain(
     dsn = dsn or app.dsn
     totals = dict.fromkeys(OUTCOMES, 0)
     unseen: list[str] = []
+    retries = _Retries(max_rounds)
     for done in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen)
+        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen, retries)
         if stats is None:
             break
         for outcome in OUTCOMES:
             totals[outcome] += getattr(stats, outcome)
-        if not with_scheduled:
+        if retries.enough():
             break
     return totals, next(iter(unseen), None)
 
@@ -144,11 +222,13 @@ async def _round(
     queues: list[str] | None,
     with_scheduled: bool,
     unseen: list[str] | None,
+    retries: _Retries,
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
-    claim them; ``None`` when no job of ``app`` is waiting, after adding to ``unseen`` (given
-    to the first round) why none might be."""
+    claim them; ``None`` when no job of ``app`` is waiting (due now, without
+    ``with_scheduled``), after adding to ``unseen`` (given to the first round) why none might
+    be."""
     tasks = list(app.tasks)
     conn = await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, application_name="pgqueue drain"
@@ -157,7 +237,9 @@ async def _round(
         await _checked(conn)
         if with_scheduled:
             await _waiting_at_most(cur, _store.jobs_run_now(tasks, queues))
-        waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks))
+        # Without the scheduled jobs, the rounds go on while jobs are due: one a round's task
+        # enqueued into a queue its worker did not take (the first round's only) was left.
+        waiting = await _store.arun(cur, _store.jobs_queues_waiting(tasks, not with_scheduled))
         waiting = waiting if queues is None else [q for q in waiting if q in queues]
         if not waiting:
             if unseen is not None and (note := await _unseen_writes(cur)):
@@ -170,9 +252,14 @@ async def _round(
             await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
             await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
             drained, stepped = _stepping_aside(app)
+            # No scheduler: the ticks it fires (missed ones, one falling due meanwhile) would
+            # make what a drain runs depend on the clock.
             worker = drained.worker(
-                queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01
-            )
+                queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
+                scheduler=False,
+            )  # fmt: skip
+            counted = _own_jobs_only(app, retries.counting(worker.stop))
+            drained.hooks.middleware.insert(0, counted)  # outermost: sees what the worker sees
             await worker.run()
     worker.stats.retried -= len(stepped)
     return worker.stats
@@ -205,7 +292,8 @@ def drain(
 
     With ``with_scheduled``, jobs scheduled for later, and retries waiting out their backoff,
     run now too (of ``queues`` only, when given); each round is a burst worker, at most
-    ``max_rounds`` of them (a task that keeps retrying stays queued). Returns counts of
+    ``max_rounds`` of them; a job that raises :class:`~pgqueue.Retry` ``max_rounds`` times
+    ends the drain, and stays queued. Returns counts of
     ``succeeded``, ``failed``, ``retried`` and ``cancelled`` attempts. Call :func:`adrain`
     from async code.
     """

@@ -17,13 +17,17 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgqueue._errors import ConfigurationError
 from pgqueue._testdb import NO_SERVER, Server, find_server, migrated_template
 
 
 @pytest.fixture(scope="session")
 def pgqueue_server() -> Iterator[Server]:
     """A PostgreSQL server where test databases may be created."""
-    server = find_server()
+    try:
+        server = find_server()
+    except ConfigurationError as exc:  # a setting to fix: say which, not psycopg's traceback
+        pytest.fail(str(exc), pytrace=False)
     if server is None:
         pytest.skip(NO_SERVER)
     yield server

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import socketserver
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import _testdb
@@ -150,6 +155,30 @@ def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, 
         t.app._dsn = None
 
 
+async def test_assert_enqueued_on_an_async_connection_says_what_to_do(aconn) -> None:
+    """An async connection as ``conn`` was refused with "use aenqueue() instead of
+    enqueue()", which the test never called; the error now says what assert_enqueued needs."""
+    with pytest.raises(TypeError, match="conn must be a sync connection") as raised:
+        assert_enqueued(t.add, conn=aconn)
+    assert str(raised.value).endswith(
+        "got a psycopg.AsyncConnection; for an async one, commit its transaction and leave "
+        "conn out: queued jobs are then read on a new connection"
+    )
+
+
+def test_assert_enqueued_on_a_database_without_the_schema_says_to_migrate(
+    empty_dsn: str,
+) -> None:
+    """Without pgqueue's schema, assert_enqueued raised psycopg's UndefinedTable; it now says
+    what enqueue says: the schema is not installed, run ``pgqueue migrate``."""
+    app = pgqueue.PgQueue(empty_dsn)
+    task = app.task(name="some_task")(t.add.fn)
+    with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
+        assert_enqueued(task)
+    with psycopg.connect(empty_dsn) as own, pytest.raises(pgqueue.SchemaError):
+        assert_not_enqueued(task, conn=own)
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
@@ -166,6 +195,22 @@ def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) ->
     conn.commit()
     assert drain(t.app, dsn=dsn) == {"succeeded": 0, "failed": 1, "retried": 1, "cancelled": 0}
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
+
+
+def test_drain_runs_the_jobs_queued_and_fires_no_periodic_tick(conn, dsn: str) -> None:
+    """A round's worker ran the scheduler: ticks missed since the last one recorded (or one
+    falling due while a round ran) were enqueued and run, so the counts hung on the clock."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * *", name="every_minute")(app.task(name="tick")(t.who_am_i.fn))
+    add = app.task(name=t.add.name)(t.add.fn)
+    add.enqueue(conn, 1, 2)
+    conn.execute(
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " VALUES ('every_minute', date_trunc('minute', now()) - interval '3 minutes')"
+    )  # the schedule's last tick, three minutes ago: three are missed since
+    conn.commit()
+    assert drain(app)["succeeded"] == 1
+    assert query(dsn, "SELECT task FROM pgqueue.jobs") == [(t.add.name,)]
 
 
 def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
@@ -238,6 +283,43 @@ async def test_adrain_can_leave_scheduled_jobs_alone(aconn, dsn: str) -> None:
     counts = await adrain(t.app, dsn=dsn, with_scheduled=False)
     assert counts["succeeded"] == 1
     assert states(dsn) == {"succeeded": 1, "queued": 1}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("with_scheduled", [True, False])
+def test_drain_ends_a_task_that_always_asks_to_run_again_at_once(
+    conn, dsn, with_scheduled: bool
+) -> None:
+    """Retry() gives the attempt back, so max_attempts never ended a task always raising it:
+    due at once, one round's burst worker ran it forever. max_rounds Retry end the drain."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="again")
+    def again() -> None:
+        raise pgqueue.Retry()
+
+    again.enqueue(conn)
+    conn.commit()
+    counts = drain(app, max_rounds=3, with_scheduled=with_scheduled)
+    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
+def test_drain_without_scheduled_jobs_runs_a_job_enqueued_into_another_queue(conn, dsn) -> None:
+    """with_scheduled=False ran one round: a job due now that a task enqueued into a queue
+    the round's worker did not take (none of its jobs were waiting) was left undrained."""
+    app = pgqueue.PgQueue(dsn)
+    onward = app.task(name="onward", queue="other")(t.add.fn)
+
+    @app.task(name="first")
+    def first() -> None:
+        with psycopg.connect(dsn) as own:
+            onward.enqueue(own, 1, 2)
+
+    first.enqueue(conn)
+    conn.commit()
+    assert drain(app, with_scheduled=False)["succeeded"] == 2
+    assert states(dsn) == {"succeeded": 2}
 
 
 def test_pytest_plugin_gives_a_fresh_migrated_database(
@@ -346,6 +428,52 @@ def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, d
     assert drain(t.other, dsn=dsn)["succeeded"] == 1
 
 
+def test_drain_keeps_the_apps_middleware_out_of_a_stand_in_attempt(conn, dsn) -> None:
+    """The app's middleware ran around the stand-in attempt of another app's job, so that a
+    middleware counting or logging the app's attempts saw one of a task it does not have."""
+    mine = pgqueue.PgQueue()
+    seen: list[str] = []
+
+    @mine.middleware
+    async def record(job, call_next):  # type: ignore[no-untyped-def]
+        seen.append(job.task)
+        return await call_next()
+
+    hand_over = mine.task(name="hand_over")(t.hand_over.fn)
+    hand_over.enqueue(conn, dsn)
+    conn.commit()
+    assert drain(mine, dsn=dsn)["succeeded"] == 1
+    stood_aside = (
+        "SELECT run_at - created_at >= interval '1 second' FROM pgqueue.jobs WHERE state = 'queued'"
+    )
+    assert query(dsn, stood_aside) == [(True,)]  # the stand-in attempt did happen
+    assert seen == ["hand_over"]
+
+
+def test_a_test_dsn_naming_no_database_fails_the_tests_saying_what_it_must_name(dsn) -> None:
+    """PGQUEUE_TEST_DSN naming a database that does not exist (the one meant for the tests)
+    errored every test with psycopg's traceback; they now fail with what it must name."""
+    missing = make_conninfo(dsn, dbname="pgqueue_no_such_database")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:asyncio", "-p", "no:timeout",
+         "-p", "no:cacheprovider", "examples/testing"],
+        cwd=ROOT, env={**os.environ, "PGQUEUE_TEST_DSN": missing},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1].startswith("1 passed, 2 errors"), done.stdout
+    assert 'database "pgqueue_no_such_database" does not exist); it names an existing' in (
+        done.stdout
+    )
+    assert "psycopg" + os.sep + "connection.py" not in done.stdout  # no traceback
+
+
+def test_a_blank_test_dsn_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank PGQUEUE_TEST_DSN (a newline) read as a DSN connected to libpq's defaults."""
+    monkeypatch.setenv("PGQUEUE_TEST_DSN", "\n")
+    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_TEST_DSN is blank"):
+        _testdb.find_server()
+
+
 class _RefusingEngine(http.server.BaseHTTPRequestHandler):
     """A Docker engine that answers its ping and version, and fails everything else."""
 
@@ -431,3 +559,45 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
     conn.commit()
     assert drain(t.app, dsn=dsn)["succeeded"] == 1
     assert drain(t.app, dsn=dsn)["succeeded"] == 0  # nothing left, nothing held: no warning
+
+
+ROOT = Path(__file__).resolve().parents[2]  # where ``tests`` can be imported from
+
+_ENQUEUE_AND_WAIT = """
+import sys, psycopg
+from tests.contrib import testing_tasks as t
+with psycopg.connect(sys.argv[1]) as conn:
+    t.add.enqueue(conn, 1, 2)
+    print(conn.info.backend_pid, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_drain_leaves_out_another_processes_uncommitted_job_writes(dsn) -> None:
+    """A session of another process idling in a transaction that wrote jobs (another
+    pytest-xdist worker's test, on a shared database) was named in drain's warning, which
+    failed the test under filterwarnings = error: only this process's sessions are named."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", _ENQUEUE_AND_WAIT, dsn],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip().isdigit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert drain(t.app, dsn=dsn)["succeeded"] == 0
+    finally:
+        other.communicate("")
+    assert other.returncode == 0
+    assert drain(t.app, dsn=dsn)["succeeded"] == 1  # committed as its connection closed
+
+
+def test_adrain_run_as_a_task_of_its_own_warns_at_the_line_that_started_it(conn, dsn) -> None:
+    """adrain() run by asyncio.run (its own task) has no awaiting line: its warning named a
+    line of asyncio's, which the caller's filters missed; it now names the asyncio.run line."""
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed") as warned:
+        asyncio.run(adrain(t.app, dsn=dsn))  # the line warned at
+    assert warned[0].filename == __file__
+    with open(__file__) as source:
+        assert source.read().splitlines()[warned[0].lineno - 1].endswith("# the line warned at")
