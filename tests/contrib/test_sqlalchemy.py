@@ -262,3 +262,21 @@ async def test_a_rolled_back_savepoint_drops_its_job_and_its_orders(engine, dsn)
         await db.dispose()
     assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
     assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([3],), ([5],)]
+
+
+async def test_an_engine_or_a_session_factory_says_what_to_hand_over(engine: Engine, dsn) -> None:
+    """An Engine or a sessionmaker (sync or async), handed to enqueue or aenqueue, holds no
+    transaction for the job to join: the error says to pass a Session or a Connection. It said
+    to install pgqueue's contrib, which was installed."""
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    holders = [engine, engine.execution_options(x=1), sessionmaker(engine)]
+    holders += [db, async_sessionmaker(db)]
+    try:
+        for holder in holders:
+            with pytest.raises(TypeError, match=r"no transaction.*Session or a Connection"):
+                shop.ship.enqueue(holder, 1)
+            with pytest.raises(TypeError, match=r"no transaction.*Session or a Connection"):
+                await shop.ship.aenqueue(holder, 1)
+    finally:
+        await db.dispose()
+    assert states(dsn) == {}
