@@ -7,8 +7,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_scoped_session,
@@ -351,3 +352,23 @@ def test_schema_translate_map_leaves_pgqueues_schema_alone(engine: Engine, dsn: 
     with Session(tenants) as session, session.begin():
         shop.ship.enqueue(session, 1)
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([1],)]
+
+
+def test_session_events_fire_and_may_enqueue_before_the_commit(engine: Engine, dsn) -> None:
+    """The user's after_commit and after_rollback handlers fire around enqueues; a job enqueued
+    in before_commit commits with the session, and one in after_commit is refused by
+    SQLAlchemy, as any statement there is: the transaction is over."""
+    factory = sessionmaker(engine)
+    fired: list[str] = []
+    event.listen(factory, "after_commit", lambda session: fired.append("commit"))
+    event.listen(factory, "after_rollback", lambda session: fired.append("rollback"))
+    event.listen(factory, "before_commit", lambda session: shop.ship.enqueue(session, 1))
+    with factory() as session:
+        shop.ship.enqueue(session, 2)
+        session.rollback()
+        session.commit()
+    assert fired == ["rollback", "commit"]
+    event.listen(factory, "after_commit", lambda session: shop.ship.enqueue(session, 3))
+    with factory() as session, pytest.raises(InvalidRequestError, match="'committed' state"):
+        session.commit()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([1],)]
