@@ -7,10 +7,13 @@ In a revision of yours::
     def upgrade():
         upgrade_ops()  # creates (or upgrades) pgqueue's schema, same SQL as `pgqueue migrate`
 
-and in your ``env.py``, keep autogenerate away from pgqueue's tables::
+and in your ``env.py``, keep autogenerate away from pgqueue's tables, and from your models of
+them (``include_name`` sees reflected names only)::
 
-    from pgqueue.contrib.alembic import include_name
-    context.configure(..., include_schemas=True, include_name=include_name)
+    from pgqueue.contrib.alembic import include_name, include_object
+    context.configure(
+        ..., include_schemas=True, include_name=include_name, include_object=include_object
+    )
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
-    """An alembic ``include_name`` hook that hides the ``pgqueue`` schema from autogenerate."""
+    """An alembic ``include_name`` hook that hides the ``pgqueue`` schema from autogenerate's
+    reflection. Alembic never passes it your models: for those of pgqueue's tables, see
+    :func:`include_object`."""
     if type_ == "schema":
         return name != SCHEMA
     return parent_names.get("schema_name") != SCHEMA
@@ -69,6 +74,7 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) 
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """An alembic ``include_object`` hook that skips every object of the ``pgqueue`` schema."""
+    """An alembic ``include_object`` hook that skips every object of the ``pgqueue`` schema,
+    reflected or in your metadata (a model of ``pgqueue.jobs``)."""
     table = obj if type_ == "table" else getattr(obj, "table", None)
     return getattr(table, "schema", None) != SCHEMA

@@ -67,6 +67,29 @@ def _bind_arguments(session: Any) -> dict[str, Any] | None:
     return {"bind": targets.pop()} if targets else None
 
 
+def _factories() -> tuple[type, ...]:
+    """Engines and session factories, sync and async: what users hand over for the session
+    or connection they make, though they hold no transaction for the job to join."""
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
+
+    try:
+        from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+    except ImportError:  # see _async_types
+        return (Engine, sessionmaker)
+    return (Engine, sessionmaker, AsyncEngine, async_sessionmaker)
+
+
+def _refuse_factory(obj: Any) -> None:
+    """Raise for one of :func:`_factories`, rather than leave it to other adapters."""
+    if isinstance(obj, _factories()):
+        raise TypeError(
+            f"cannot enqueue on a {type(obj).__name__}: it has no transaction for the job to"
+            " join. Pass a Session or a Connection (engine.begin(), engine.connect()), or their"
+            " async twins to aenqueue()"
+        )
+
+
 def _async_types() -> tuple[type, ...]:
     """SQLAlchemy's async connection types; none where its asyncio extension does not import
     (SQLAlchemy 2.1 without greenlet), since then no object of them can exist."""
@@ -91,6 +114,7 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     if isinstance(obj, Session):
         obj = obj.connection(bind_arguments=_bind_arguments(obj))
     if not isinstance(obj, Connection):
+        _refuse_factory(obj)
         return None
     found: psycopg.Connection[Any] = _driver_connection(obj, psycopg.Connection)
     return found
@@ -121,6 +145,7 @@ def async_connection(obj: Any) -> Awaitable[psycopg.AsyncConnection[Any]] | None
     if isinstance(obj, async_scoped_session):
         obj = obj()  # this scope's AsyncSession
     if not isinstance(obj, AsyncSession | AsyncConnection):
+        _refuse_factory(obj)
         return None
     return _async_driver_connection(obj)
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import BigInteger, Column, MetaData, Table, create_engine
 from sqlalchemy.pool import NullPool
 
 import pgqueue
@@ -88,6 +88,31 @@ def test_autogenerate_drops_pgqueue_tables_only_without_a_hook(dsn: str, hook: s
         engine.dispose()
     dropped = {d[1].name for d in diff if d[0] == "remove_table"}
     assert ("active_jobs" in dropped) == (hook is None)
+
+
+def jobs_model() -> MetaData:
+    """Metadata with a read-only model of pgqueue's jobs view, as a project may map it."""
+    metadata = MetaData()
+    Table("jobs", metadata, Column("id", BigInteger, primary_key=True), schema="pgqueue")
+    return metadata
+
+
+@pytest.mark.parametrize("include_schemas", [True, False])
+@pytest.mark.parametrize("hook", ["include_name", "include_object"])
+def test_a_model_of_pgqueues_jobs_needs_include_object(dsn, hook, include_schemas) -> None:
+    """include_name never sees the metadata's objects: with it alone, a model of pgqueue.jobs
+    makes autogenerate propose to create the table, include_schemas or not; include_object
+    (which the docs and the example's env.py pass too) keeps it out."""
+    engine = create_engine(url(dsn), poolclass=NullPool)
+    hooks = {"include_name": include_name, "include_object": include_object}
+    opts = {"include_schemas": include_schemas, hook: hooks[hook]}
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts=opts), jobs_model())
+    finally:
+        engine.dispose()
+    added = {d[1].fullname for d in diff if d[0] == "add_table"}
+    assert added == ({"pgqueue.jobs"} if hook == "include_name" else set())
 
 
 ASYNC_ENV = """

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_scoped_session,
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from pgqueue.testing import assert_enqueued
 from tests.contrib.sqlalchemy_app import app as shop
 from tests.helpers import query, run_worker_until, states
 
@@ -262,3 +264,111 @@ async def test_a_rolled_back_savepoint_drops_its_job_and_its_orders(engine, dsn)
         await db.dispose()
     assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
     assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([3],), ([5],)]
+
+
+async def test_an_engine_or_a_session_factory_says_what_to_hand_over(engine: Engine, dsn) -> None:
+    """An Engine or a sessionmaker (sync or async), handed to enqueue or aenqueue, holds no
+    transaction for the job to join: the error says to pass a Session or a Connection. It said
+    to install pgqueue's contrib, which was installed."""
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    holders = [engine, engine.execution_options(x=1), sessionmaker(engine)]
+    holders += [db, async_sessionmaker(db)]
+    try:
+        for holder in holders:
+            with pytest.raises(TypeError, match=r"no transaction.*Session or a Connection"):
+                shop.ship.enqueue(holder, 1)
+            with pytest.raises(TypeError, match=r"no transaction.*Session or a Connection"):
+                await shop.ship.aenqueue(holder, 1)
+    finally:
+        await db.dispose()
+    assert states(dsn) == {}
+
+
+async def test_the_join_an_external_transaction_test_recipe_rolls_jobs_back(engine, dsn) -> None:
+    """SQLAlchemy's recipe for tests (a Session bound to a Connection whose transaction the
+    test rolls back, join_transaction_mode="create_savepoint"): the code under test commits
+    and rolls back its session, assert_enqueued on the session sees the committed jobs, and
+    the test's rollback drops them all, sync and async."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        shop.place_order(session)
+        session.commit()  # releases the savepoint only
+        shop.ship.enqueue(session, 2)
+        session.rollback()
+        assert_enqueued(shop.ship, count=1, conn=session)
+        session.close()
+        outer.rollback()
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with db.connect() as aconn:
+            aouter = await aconn.begin()
+            asession = AsyncSession(bind=aconn, join_transaction_mode="create_savepoint")
+            await shop.ship.aenqueue(asession, 3)
+            await asession.commit()
+            await asession.close()
+            await aouter.rollback()
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+    assert states(dsn) == {}
+
+
+async def test_autocommit_isolation_commits_each_job_at_once(engine: Engine, dsn: str) -> None:
+    """isolation_level="AUTOCOMMIT" (on a connection or an engine) leaves no transaction to
+    join: each job commits alone, as the ORM's writes do, and a rollback keeps it."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        shop.ship.enqueue(conn, 1)
+        conn.rollback()
+    with Session(engine.execution_options(isolation_level="AUTOCOMMIT")) as session:
+        shop.ship.enqueue(session, 2)
+        session.rollback()
+    db = create_async_engine(url(dsn), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with AsyncSession(db) as asession:
+            await shop.ship.aenqueue(asession, 3)
+            await asession.rollback()
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],), ([3],)]
+
+
+def test_enqueue_leaves_pending_objects_unflushed(engine: Engine, dsn: str) -> None:
+    """enqueue does not flush the session (no more than session.execute(text(...)) does):
+    an order added but not flushed stays pending, without an id, until the flush."""
+    with Session(engine) as session, session.begin():
+        order = shop.Order()
+        session.add(order)
+        shop.ship.enqueue(session, 1)
+        assert order in session.new and order.id is None
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([1],)]
+
+
+def test_schema_translate_map_leaves_pgqueues_schema_alone(engine: Engine, dsn: str) -> None:
+    """An engine's schema_translate_map (a schema per tenant) maps the app's tables only: jobs
+    go to schema pgqueue, where workers read them, whatever the map says."""
+    tenants = engine.execution_options(schema_translate_map={None: "t1", "pgqueue": "t1"})
+    with Session(tenants) as session, session.begin():
+        shop.ship.enqueue(session, 1)
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([1],)]
+
+
+def test_session_events_fire_and_may_enqueue_before_the_commit(engine: Engine, dsn) -> None:
+    """The user's after_commit and after_rollback handlers fire around enqueues; a job enqueued
+    in before_commit commits with the session, and one in after_commit is refused by
+    SQLAlchemy, as any statement there is: the transaction is over."""
+    factory = sessionmaker(engine)
+    fired: list[str] = []
+    event.listen(factory, "after_commit", lambda session: fired.append("commit"))
+    event.listen(factory, "after_rollback", lambda session: fired.append("rollback"))
+    event.listen(factory, "before_commit", lambda session: shop.ship.enqueue(session, 1))
+    with factory() as session:
+        shop.ship.enqueue(session, 2)
+        session.rollback()
+        session.commit()
+    assert fired == ["rollback", "commit"]
+    event.listen(factory, "after_commit", lambda session: shop.ship.enqueue(session, 3))
+    with factory() as session, pytest.raises(InvalidRequestError, match="'committed' state"):
+        session.commit()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([1],)]

@@ -7,7 +7,7 @@ from models import Base
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from pgqueue.contrib.alembic import include_name
+from pgqueue.contrib.alembic import include_name, include_object
 
 engine = create_engine(os.environ["DATABASE_URL"], poolclass=NullPool)
 with engine.connect() as connection:
@@ -16,6 +16,7 @@ with engine.connect() as connection:
         target_metadata=Base.metadata,
         include_schemas=True,  # see every schema...
         include_name=include_name,  # ...except pgqueue's, which pgqueue's SQL manages
+        include_object=include_object,  # and models of its tables (models.Job) are not ours
     )
     with context.begin_transaction():
         context.run_migrations()
