@@ -136,13 +136,22 @@ class _Retries:
         async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
             try:
                 return await call_next()
-            except Retry:
-                self.counts[job.id] += 1
-                if self.counts[job.id] >= self.limit:
-                    stop()
+            except BaseException as exc:
+                if _asks_again(exc):
+                    self.counts[job.id] += 1
+                    if self.counts[job.id] >= self.limit:
+                        stop()
                 raise
 
         return count
+
+
+def _asks_again(exc: BaseException) -> bool:
+    """Whether the worker takes ``exc`` for a Retry: one, or a group (an asyncio.TaskGroup's)
+    of nothing else, which a task always raising would have one burst worker run forever."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Retry)[1] is None
+    return isinstance(exc, Retry)
 
 
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
@@ -169,8 +178,8 @@ def _own_backends() -> set[int]:
     test under ``filterwarnings = error``. Looked for only when a warning is due."""
     return {
         obj.info.backend_pid
-        for obj in gc.get_objects()
-        if isinstance(obj, psycopg.BaseConnection) and not obj.closed
+        for obj in gc.get_objects()  # not isinstance(): a lazy proxy's __class__ sets it up
+        if issubclass(type(obj), psycopg.BaseConnection) and not obj.closed
     }
 
 

@@ -601,3 +601,49 @@ def test_adrain_run_as_a_task_of_its_own_warns_at_the_line_that_started_it(conn,
     assert warned[0].filename == __file__
     with open(__file__) as source:
         assert source.read().splitlines()[warned[0].lineno - 1].endswith("# the line warned at")
+
+
+class _Lazy:
+    """A lazy proxy, as Django's settings and SimpleLazyObject are: asking its ``__class__``
+    sets it up, which may raise (settings not configured) or query the database."""
+
+    set_up = 0
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        _Lazy.set_up += 1
+        raise RuntimeError("a lazy object was set up")
+
+
+def test_drain_looking_for_its_own_sessions_sets_up_no_lazy_object(conn, dsn) -> None:
+    """Looking for this process's connections, drain asked every live object isinstance(),
+    which reads a proxy's ``__class__``: an unconfigured Django settings object raised
+    ImproperlyConfigured out of drain, a SimpleLazyObject was evaluated."""
+    lazy = _Lazy()
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed"):
+        drain(t.app, dsn=dsn)
+    assert _Lazy.set_up == 0
+    del lazy
+
+
+async def _ask_again() -> None:
+    raise pgqueue.Retry()
+
+
+@pytest.mark.timeout(60)
+def test_drain_ends_a_task_whose_task_group_always_asks_to_run_again(conn, dsn) -> None:
+    """A Retry inside an exception group (an asyncio.TaskGroup's) is a retry to the worker
+    but was not counted by drain: due at once, one round's burst worker ran it forever."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="grouped_again")
+    async def grouped_again() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_ask_again())
+
+    grouped_again.enqueue(conn)
+    conn.commit()
+    counts = drain(app, max_rounds=3)
+    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
