@@ -21,9 +21,9 @@ except ImportError as exc:
     ) from exc
 
 from pgqueue._app import PgQueue
-from pgqueue._errors import Cancel, Retry, exception_text
+from pgqueue._errors import exception_text
 from pgqueue._worker import JobContext
-from pgqueue._worker._executor import describe, redacted, stopped_by
+from pgqueue._worker._executor import decided, describe, redacted, stopped_by
 
 META_KEY = "trace"
 _installed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the hooks instrument made
@@ -76,13 +76,14 @@ def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str
     """Give ``span`` the status of an attempt that raised ``exc``, as its job's outcome has it.
     A timeout or the worker's cancellation raises CancelledError, which OpenTelemetry does not
     take for an error: such a span ended with no status, as a success looks; a ``Retry`` or
-    ``Cancel``, the task's decision and no failure, ended as an error."""
+    ``Cancel`` (alone or in a TaskGroup's exception group), the task's decision and no
+    failure, ended as an error."""
     why = stopped_by(job)
     if why == "timeout":  # whatever the task made of its timeout's cancellation: a failure
         span.set_status(trace.StatusCode.ERROR, "timed out")
     elif why is not None and isinstance(exc, asyncio.CancelledError):
         span.set_status(trace.StatusCode.ERROR, f"stopped: {why}")
-    elif not isinstance(exc, Retry | Cancel | GeneratorExit):
+    elif not (decided(exc) or isinstance(exc, GeneratorExit)):
         _record(span, exc, job.id, redact)
 
 

@@ -415,6 +415,14 @@ def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
     return f"[withheld: the app's redact function {why}]"
 
 
+def decided(exc: BaseException) -> bool:
+    """Whether an attempt raising ``exc`` ends as the task decided, no failure: a Retry or a
+    Cancel, or an exception group (an asyncio.TaskGroup's) read as one by ``_grouped``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Cancel)[0] is not None or exc.split(Retry)[1] is None
+    return isinstance(exc, Retry | Cancel)
+
+
 def describe(exc: BaseException) -> str:
     text = exception_text(exc, None)  # whole: redact sees it before the cut
     if isinstance(exc, UnknownTaskError | WorkerLost):

@@ -163,3 +163,26 @@ async def test_instrumenting_an_app_twice_makes_one_span_per_attempt(dsn: str, c
     tracing.instrument(app)
     assert len(await spans_of(dsn, conn, app, "succeeded")) == 1
     assert len(app.hooks.middleware) == len(app.hooks.enqueue_meta) == 1
+
+
+async def test_a_task_groups_retry_or_cancel_is_not_an_error(dsn: str, conn: Any) -> None:
+    """An asyncio.TaskGroup raises its tasks' Retry or Cancel in an exception group, which the
+    worker takes for the Retry or Cancel (no failure); the span was marked an error, the group
+    recorded, as if the attempt had failed."""
+    app = pgqueue.PgQueue(dsn)
+    calls: list[None] = []
+
+    async def decide() -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            raise pgqueue.Retry(0.01)
+        raise pgqueue.Cancel("not needed any more")
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    async def work() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(decide())
+
+    spans = await spans_of(dsn, conn, app, "cancelled")
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET] * 2
+    assert [e.name for s in spans for e in s.events] == []
