@@ -647,3 +647,12 @@ def test_drain_ends_a_task_whose_task_group_always_asks_to_run_again(conn, dsn) 
     counts = drain(app, max_rounds=3)
     assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
+def test_a_test_dsn_libpq_cannot_parse_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PGQUEUE_TEST_DSN libpq cannot parse failed the tests with "invalid database DSN",
+    naming no setting, where one it cannot connect with names PGQUEUE_TEST_DSN."""
+    monkeypatch.setenv("PGQUEUE_TEST_DSN", "dbname=test foo=bar")
+    with pytest.raises(pgqueue.ConfigurationError) as raised:
+        _testdb.find_server()
+    assert str(raised.value).startswith('PGQUEUE_TEST_DSN: invalid database DSN: invalid conn')
