@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import gc
 import os
 import sys
@@ -107,12 +108,15 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
 
 def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
     """``middleware``, passed over for a stand-in attempt: the job is not ``app``'s, and a
-    middleware counting, timing or logging ``app``'s attempts would count one it never ran."""
+    middleware counting, timing or logging ``app``'s attempts would count one it never ran.
+    Not awaited here, but by the worker, which names ``middleware`` if it returned no
+    awaitable (Python's own error, awaited here, named none)."""
 
-    async def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+    @functools.wraps(middleware)
+    def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         if app.get_task(job.task) is None:
-            return await call_next()
-        return await middleware(job, call_next)
+            return call_next()
+        return middleware(job, call_next)
 
     return own
 

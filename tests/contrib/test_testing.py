@@ -656,3 +656,24 @@ def test_a_test_dsn_libpq_cannot_parse_is_named(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(pgqueue.ConfigurationError) as raised:
         _testdb.find_server()
     assert str(raised.value).startswith('PGQUEUE_TEST_DSN: invalid database DSN: invalid conn')
+
+
+def test_drain_names_a_middleware_that_returns_no_awaitable(conn, dsn) -> None:
+    """drain wraps the app's middleware (to pass over stand-in attempts), and the wrapper
+    awaited what a sync middleware returned: the job's error was Python's "object NoneType
+    can't be used in 'await' expression", where a worker's names the middleware."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.middleware
+    def forgetful(job, call_next):  # type: ignore[no-untyped-def]
+        call_next()  # a coroutine never awaited, and no awaitable returned
+
+    add = app.task(name=t.add.name, max_attempts=1)(t.add.fn)
+    add.enqueue(conn, 1, 2)
+    conn.commit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine never awaited
+        assert drain(app)["failed"] == 1
+    [(error,)] = query(dsn, "SELECT last_error FROM pgqueue.jobs")
+    assert error.startswith("TypeError: middleware ")
+    assert "forgetful returned NoneType, not an awaitable" in error
