@@ -65,11 +65,17 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
     # Where producer and worker are one process, each called this: the last call's hooks
     # replace the earlier ones, else every attempt had one span per call.
     hooks = app.hooks
-    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if h not in _installed]
-    hooks.middleware[:] = [m for m in hooks.middleware if m not in _installed]
+    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if not _made_here(h)]
+    hooks.middleware[:] = [m for m in hooks.middleware if not _made_here(m)]
     hooks.enqueue_meta.append(inject)
     hooks.middleware.insert(0, span)
     _installed.update((inject, span))
+
+
+def _made_here(hook: object) -> bool:
+    """Whether instrument() made ``hook``; by identity: ``hook in _installed`` hashes it, and
+    an app's own hook may be unhashable (a dataclass with an async ``__call__``)."""
+    return any(hook is made for made in _installed)
 
 
 def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str], object]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -186,3 +187,26 @@ async def test_a_task_groups_retry_or_cancel_is_not_an_error(dsn: str, conn: Any
     spans = await spans_of(dsn, conn, app, "cancelled")
     assert [s.status.status_code for s in spans] == [StatusCode.UNSET] * 2
     assert [e.name for s in spans for e in s.events] == []
+
+
+def test_instrument_keeps_an_unhashable_middleware_and_hook() -> None:
+    """Looking for the hooks an earlier call made, instrument() hashed every hook of the app:
+    a middleware or enqueue_meta hook that is an unhashable object (a dataclass with an
+    ``async __call__``) made instrument() raise TypeError."""
+
+    @dataclasses.dataclass
+    class Timing:
+        name: str = "timing"
+
+        async def __call__(self, job: Any, call_next: Any) -> Any:
+            return await call_next()
+
+    app = pgqueue.PgQueue()
+    timing = Timing()
+    app.middleware(timing)
+    app.hooks.enqueue_meta.append(timing)
+    tracing.instrument(app)
+    tracing.instrument(app)
+    assert app.hooks.middleware[1:] == [timing]
+    assert len(app.hooks.middleware) == 2
+    assert app.hooks.enqueue_meta[0] is timing and len(app.hooks.enqueue_meta) == 2
