@@ -655,7 +655,7 @@ def test_a_test_dsn_libpq_cannot_parse_is_named(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PGQUEUE_TEST_DSN", "dbname=test foo=bar")
     with pytest.raises(pgqueue.ConfigurationError) as raised:
         _testdb.find_server()
-    assert str(raised.value).startswith('PGQUEUE_TEST_DSN: invalid database DSN: invalid conn')
+    assert str(raised.value).startswith("PGQUEUE_TEST_DSN: invalid database DSN: invalid conn")
 
 
 def test_drain_names_a_middleware_that_returns_no_awaitable(conn, dsn) -> None:
