@@ -23,7 +23,7 @@ except ImportError as exc:
 from pgqueue._app import PgQueue
 from pgqueue._errors import exception_text
 from pgqueue._worker import JobContext
-from pgqueue._worker._executor import decided, describe, redacted, stopped_by
+from pgqueue._worker._executor import WITHHELD, decided, describe, redacted, stopped_by
 
 META_KEY = "trace"
 _installed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the hooks instrument made
@@ -97,11 +97,16 @@ def _record(span: Any, exc: BaseException, job_id: int, redact: Callable[[str], 
     """Mark ``span`` failed by ``exc``, its texts through the app's ``redact`` as the job's row
     and log records have them: OpenTelemetry's own recording sent the secrets ``redact`` keeps
     out of those to the trace backend, in the message and the traceback."""
+    status = redacted(redact, describe(exc), job_id)
+    if status.startswith(WITHHELD):  # said once: the other texts are withheld alike, unsaid
+        message = stacktrace = status
+    else:
+        message = redacted(redact, exception_text(exc, None), job_id)
+        stacktrace = redacted(redact, "".join(traceback.format_exception(exc)), job_id)
     span.record_exception(exc, attributes={
-        "exception.message": redacted(redact, exception_text(exc, None), job_id),
-        "exception.stacktrace": redacted(redact, "".join(traceback.format_exception(exc)), job_id),
+        "exception.message": message, "exception.stacktrace": stacktrace,
     })  # fmt: skip
-    span.set_status(trace.StatusCode.ERROR, redacted(redact, describe(exc), job_id))
+    span.set_status(trace.StatusCode.ERROR, status)
 
 
 def _carrier(meta: dict[str, Any]) -> dict[str, str]:

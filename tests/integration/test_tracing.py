@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -210,3 +211,29 @@ def test_instrument_keeps_an_unhashable_middleware_and_hook() -> None:
     assert app.hooks.middleware[1:] == [timing]
     assert len(app.hooks.middleware) == 2
     assert app.hooks.enqueue_meta[0] is timing and len(app.hooks.enqueue_meta) == 2
+
+
+async def test_a_raising_redact_is_logged_once_more_for_the_span(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span's three texts (status, exception message, stacktrace) each went through the
+    failing ``redact``, each logging a redact_error record: three more per failed attempt,
+    where the operations page says one more. The span's texts are withheld alike, said once."""
+
+    def redact(text: str) -> str:
+        raise RuntimeError("broken redact")
+
+    app = pgqueue.PgQueue(dsn, redact=redact)
+
+    @app.task(name="work", queue="q", max_attempts=1)
+    def work() -> None:
+        raise ValueError("password=hunter2")
+
+    with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+        [span] = await spans_of(dsn, conn, app, "failed")
+    records = [r for r in caplog.records if getattr(r, "action", None) == "redact_error"]
+    assert len(records) == 3  # the row's error and traceback, and the span
+    withheld = "[withheld: the app's redact function raised RuntimeError]"
+    [event] = span.events
+    assert event.attributes["exception.message"] == withheld
+    assert event.attributes["exception.stacktrace"] == withheld
