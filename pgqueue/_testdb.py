@@ -70,7 +70,13 @@ class Server:
 
 def _from_env() -> Server | None:
     dsn = dsn_variable("PGQUEUE_TEST_DSN")
-    return None if dsn is None else Server(_answering(normalize_dsn(dsn)), "PGQUEUE_TEST_DSN")
+    if dsn is None:
+        return None
+    try:
+        dsn = normalize_dsn(dsn)
+    except ConfigurationError as exc:  # it named no setting: which one to fix, as below
+        raise ConfigurationError(f"PGQUEUE_TEST_DSN: {exc}") from None
+    return Server(_answering(dsn), "PGQUEUE_TEST_DSN")
 
 
 def _answering(dsn: str) -> str:

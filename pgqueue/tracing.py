@@ -21,9 +21,9 @@ except ImportError as exc:
     ) from exc
 
 from pgqueue._app import PgQueue
-from pgqueue._errors import Cancel, Retry, exception_text
+from pgqueue._errors import exception_text
 from pgqueue._worker import JobContext
-from pgqueue._worker._executor import describe, redacted, stopped_by
+from pgqueue._worker._executor import WITHHELD, decided, describe, redacted, stopped_by
 
 META_KEY = "trace"
 _installed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the hooks instrument made
@@ -65,24 +65,31 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
     # Where producer and worker are one process, each called this: the last call's hooks
     # replace the earlier ones, else every attempt had one span per call.
     hooks = app.hooks
-    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if h not in _installed]
-    hooks.middleware[:] = [m for m in hooks.middleware if m not in _installed]
+    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if not _made_here(h)]
+    hooks.middleware[:] = [m for m in hooks.middleware if not _made_here(m)]
     hooks.enqueue_meta.append(inject)
     hooks.middleware.insert(0, span)
     _installed.update((inject, span))
+
+
+def _made_here(hook: object) -> bool:
+    """Whether instrument() made ``hook``; by identity: ``hook in _installed`` hashes it, and
+    an app's own hook may be unhashable (a dataclass with an async ``__call__``)."""
+    return any(hook is made for made in _installed)
 
 
 def _ended(span: Any, exc: BaseException, job: JobContext, redact: Callable[[str], object]) -> None:
     """Give ``span`` the status of an attempt that raised ``exc``, as its job's outcome has it.
     A timeout or the worker's cancellation raises CancelledError, which OpenTelemetry does not
     take for an error: such a span ended with no status, as a success looks; a ``Retry`` or
-    ``Cancel``, the task's decision and no failure, ended as an error."""
+    ``Cancel`` (alone or in a TaskGroup's exception group), the task's decision and no
+    failure, ended as an error."""
     why = stopped_by(job)
     if why == "timeout":  # whatever the task made of its timeout's cancellation: a failure
         span.set_status(trace.StatusCode.ERROR, "timed out")
     elif why is not None and isinstance(exc, asyncio.CancelledError):
         span.set_status(trace.StatusCode.ERROR, f"stopped: {why}")
-    elif not isinstance(exc, Retry | Cancel | GeneratorExit):
+    elif not (decided(exc) or isinstance(exc, GeneratorExit)):
         _record(span, exc, job.id, redact)
 
 
@@ -90,11 +97,16 @@ def _record(span: Any, exc: BaseException, job_id: int, redact: Callable[[str], 
     """Mark ``span`` failed by ``exc``, its texts through the app's ``redact`` as the job's row
     and log records have them: OpenTelemetry's own recording sent the secrets ``redact`` keeps
     out of those to the trace backend, in the message and the traceback."""
+    status = redacted(redact, describe(exc), job_id)
+    if status.startswith(WITHHELD):  # said once: the other texts are withheld alike, unsaid
+        message = stacktrace = status
+    else:
+        message = redacted(redact, exception_text(exc, None), job_id)
+        stacktrace = redacted(redact, "".join(traceback.format_exception(exc)), job_id)
     span.record_exception(exc, attributes={
-        "exception.message": redacted(redact, exception_text(exc, None), job_id),
-        "exception.stacktrace": redacted(redact, "".join(traceback.format_exception(exc)), job_id),
+        "exception.message": message, "exception.stacktrace": stacktrace,
     })  # fmt: skip
-    span.set_status(trace.StatusCode.ERROR, redacted(redact, describe(exc), job_id))
+    span.set_status(trace.StatusCode.ERROR, status)
 
 
 def _carrier(meta: dict[str, Any]) -> dict[str, str]:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgqueue.worker")
 
+WITHHELD = "[withheld: the app's redact function "  # how a text redact failed on begins
 DEFAULT_RETRY = RetryPolicy()  # when a task's own policy fails
 
 _WENT_ON = "the task went on after its timeout cancelled it, and returned"
@@ -412,7 +413,15 @@ def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
         why = f"raised {type(exc).__qualname__}"
     log.error("job %s: the app's redact function %s; the text is withheld", job_id, why,
               extra={"action": "redact_error", "job_id": job_id})  # fmt: skip
-    return f"[withheld: the app's redact function {why}]"
+    return f"{WITHHELD}{why}]"
+
+
+def decided(exc: BaseException) -> bool:
+    """Whether an attempt raising ``exc`` ends as the task decided, no failure: a Retry or a
+    Cancel, or an exception group (an asyncio.TaskGroup's) read as one by ``_grouped``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Cancel)[0] is not None or exc.split(Retry)[1] is None
+    return isinstance(exc, Retry | Cancel)
 
 
 def describe(exc: BaseException) -> str:

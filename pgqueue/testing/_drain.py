@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import gc
 import os
 import sys
@@ -107,12 +108,15 @@ def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
 
 def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
     """``middleware``, passed over for a stand-in attempt: the job is not ``app``'s, and a
-    middleware counting, timing or logging ``app``'s attempts would count one it never ran."""
+    middleware counting, timing or logging ``app``'s attempts would count one it never ran.
+    Not awaited here, but by the worker, which names ``middleware`` if it returned no
+    awaitable (Python's own error, awaited here, named none)."""
 
-    async def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+    @functools.wraps(middleware)
+    def own(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         if app.get_task(job.task) is None:
-            return await call_next()
-        return await middleware(job, call_next)
+            return call_next()
+        return middleware(job, call_next)
 
     return own
 
@@ -136,13 +140,22 @@ class _Retries:
         async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
             try:
                 return await call_next()
-            except Retry:
-                self.counts[job.id] += 1
-                if self.counts[job.id] >= self.limit:
-                    stop()
+            except BaseException as exc:
+                if _asks_again(exc):
+                    self.counts[job.id] += 1
+                    if self.counts[job.id] >= self.limit:
+                        stop()
                 raise
 
         return count
+
+
+def _asks_again(exc: BaseException) -> bool:
+    """Whether the worker takes ``exc`` for a Retry: one, or a group (an asyncio.TaskGroup's)
+    of nothing else, which a task always raising would have one burst worker run forever."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Retry)[1] is None
+    return isinstance(exc, Retry)
 
 
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
@@ -169,8 +182,8 @@ def _own_backends() -> set[int]:
     test under ``filterwarnings = error``. Looked for only when a warning is due."""
     return {
         obj.info.backend_pid
-        for obj in gc.get_objects()
-        if isinstance(obj, psycopg.BaseConnection) and not obj.closed
+        for obj in gc.get_objects()  # not isinstance(): a lazy proxy's __class__ sets it up
+        if issubclass(type(obj), psycopg.BaseConnection) and not obj.closed
     }
 
 

@@ -601,3 +601,79 @@ def test_adrain_run_as_a_task_of_its_own_warns_at_the_line_that_started_it(conn,
     assert warned[0].filename == __file__
     with open(__file__) as source:
         assert source.read().splitlines()[warned[0].lineno - 1].endswith("# the line warned at")
+
+
+class _Lazy:
+    """A lazy proxy, as Django's settings and SimpleLazyObject are: asking its ``__class__``
+    sets it up, which may raise (settings not configured) or query the database."""
+
+    set_up = 0
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        _Lazy.set_up += 1
+        raise RuntimeError("a lazy object was set up")
+
+
+def test_drain_looking_for_its_own_sessions_sets_up_no_lazy_object(conn, dsn) -> None:
+    """Looking for this process's connections, drain asked every live object isinstance(),
+    which reads a proxy's ``__class__``: an unconfigured Django settings object raised
+    ImproperlyConfigured out of drain, a SimpleLazyObject was evaluated."""
+    lazy = _Lazy()
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match="has not committed"):
+        drain(t.app, dsn=dsn)
+    assert _Lazy.set_up == 0
+    del lazy
+
+
+async def _ask_again() -> None:
+    raise pgqueue.Retry()
+
+
+@pytest.mark.timeout(60)
+def test_drain_ends_a_task_whose_task_group_always_asks_to_run_again(conn, dsn) -> None:
+    """A Retry inside an exception group (an asyncio.TaskGroup's) is a retry to the worker
+    but was not counted by drain: due at once, one round's burst worker ran it forever."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="grouped_again")
+    async def grouped_again() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_ask_again())
+
+    grouped_again.enqueue(conn)
+    conn.commit()
+    counts = drain(app, max_rounds=3)
+    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
+def test_a_test_dsn_libpq_cannot_parse_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PGQUEUE_TEST_DSN libpq cannot parse failed the tests with "invalid database DSN",
+    naming no setting, where one it cannot connect with names PGQUEUE_TEST_DSN."""
+    monkeypatch.setenv("PGQUEUE_TEST_DSN", "dbname=test foo=bar")
+    with pytest.raises(pgqueue.ConfigurationError) as raised:
+        _testdb.find_server()
+    assert str(raised.value).startswith("PGQUEUE_TEST_DSN: invalid database DSN: invalid conn")
+
+
+def test_drain_names_a_middleware_that_returns_no_awaitable(conn, dsn) -> None:
+    """drain wraps the app's middleware (to pass over stand-in attempts), and the wrapper
+    awaited what a sync middleware returned: the job's error was Python's "object NoneType
+    can't be used in 'await' expression", where a worker's names the middleware."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.middleware
+    def forgetful(job, call_next):  # type: ignore[no-untyped-def]
+        call_next()  # a coroutine never awaited, and no awaitable returned
+
+    add = app.task(name=t.add.name, max_attempts=1)(t.add.fn)
+    add.enqueue(conn, 1, 2)
+    conn.commit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine never awaited
+        assert drain(app)["failed"] == 1
+    [(error,)] = query(dsn, "SELECT last_error FROM pgqueue.jobs")
+    assert error.startswith("TypeError: middleware ")
+    assert "forgetful returned NoneType, not an awaitable" in error

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -163,3 +165,75 @@ async def test_instrumenting_an_app_twice_makes_one_span_per_attempt(dsn: str, c
     tracing.instrument(app)
     assert len(await spans_of(dsn, conn, app, "succeeded")) == 1
     assert len(app.hooks.middleware) == len(app.hooks.enqueue_meta) == 1
+
+
+async def test_a_task_groups_retry_or_cancel_is_not_an_error(dsn: str, conn: Any) -> None:
+    """An asyncio.TaskGroup raises its tasks' Retry or Cancel in an exception group, which the
+    worker takes for the Retry or Cancel (no failure); the span was marked an error, the group
+    recorded, as if the attempt had failed."""
+    app = pgqueue.PgQueue(dsn)
+    calls: list[None] = []
+
+    async def decide() -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            raise pgqueue.Retry(0.01)
+        raise pgqueue.Cancel("not needed any more")
+
+    @app.task(name="work", queue="q", max_attempts=3)
+    async def work() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(decide())
+
+    spans = await spans_of(dsn, conn, app, "cancelled")
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET] * 2
+    assert [e.name for s in spans for e in s.events] == []
+
+
+def test_instrument_keeps_an_unhashable_middleware_and_hook() -> None:
+    """Looking for the hooks an earlier call made, instrument() hashed every hook of the app:
+    a middleware or enqueue_meta hook that is an unhashable object (a dataclass with an
+    ``async __call__``) made instrument() raise TypeError."""
+
+    @dataclasses.dataclass
+    class Timing:
+        name: str = "timing"
+
+        async def __call__(self, job: Any, call_next: Any) -> Any:
+            return await call_next()
+
+    app = pgqueue.PgQueue()
+    timing = Timing()
+    app.middleware(timing)
+    app.hooks.enqueue_meta.append(timing)
+    tracing.instrument(app)
+    tracing.instrument(app)
+    assert app.hooks.middleware[1:] == [timing]
+    assert len(app.hooks.middleware) == 2
+    assert app.hooks.enqueue_meta[0] is timing and len(app.hooks.enqueue_meta) == 2
+
+
+async def test_a_raising_redact_is_logged_once_more_for_the_span(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span's three texts (status, exception message, stacktrace) each went through the
+    failing ``redact``, each logging a redact_error record: three more per failed attempt,
+    where the operations page says one more. The span's texts are withheld alike, said once."""
+
+    def redact(text: str) -> str:
+        raise RuntimeError("broken redact")
+
+    app = pgqueue.PgQueue(dsn, redact=redact)
+
+    @app.task(name="work", queue="q", max_attempts=1)
+    def work() -> None:
+        raise ValueError("password=hunter2")
+
+    with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+        [span] = await spans_of(dsn, conn, app, "failed")
+    records = [r for r in caplog.records if getattr(r, "action", None) == "redact_error"]
+    assert len(records) == 3  # the row's error and traceback, and the span
+    withheld = "[withheld: the app's redact function raised RuntimeError]"
+    [event] = span.events
+    assert event.attributes["exception.message"] == withheld
+    assert event.attributes["exception.stacktrace"] == withheld
