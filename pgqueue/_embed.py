@@ -80,6 +80,8 @@ def install_revision_on(
     psycopg connection behind a sync facade (alembic's async template) runs them through it."""
     if revision not in KNOWN_REVISIONS:
         raise ValueError(f"unknown pgqueue schema revision {revision!r}")
+    # As `pgqueue migrate`: killed while it waits for a lock, the tool's backend lets go.
+    run(_store.schema_client_check())
     run(_store.schema_lock())
     exists, recorded, compatible_since = schema_state_on(run)
     if recorded is not None and recorded not in KNOWN_REVISIONS:

@@ -245,14 +245,14 @@ class TickPruner:
             except psycopg.errors.LockNotAvailable:  # an insert held a name's lock for 5 s:
                 break  # a stalled scheduler, likely; the ticks wait for a later prune
             except psycopg.errors.InsufficientPrivilege as exc:
-                self._refused(exc)
-                return total
+                self._refused(exc)  # after batches that passed (a revoke meanwhile): said too
+                break
+            self.denied = False  # a prune passed (not one that met a lock timeout first)
             total += count
             if count < PRUNE_BATCH:
                 break
         else:  # there may be more: go on at the next pass, so that pruning keeps up with
             self.next_run = 0.0  # schedules making more than a pass's 2,000 rows a minute
-        self.denied = False
         if total:
             log.debug("pruned %s old ticks", total,
                       extra={"action": "ticks_pruned", "count": total})  # fmt: skip

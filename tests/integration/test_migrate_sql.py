@@ -8,7 +8,7 @@ import pytest
 
 import pgqueue
 from pgqueue._embed import install_revision
-from pgqueue._schema import KNOWN_REVISIONS
+from pgqueue._schema import KNOWN_REVISIONS, SCHEMA_REVISION
 from tests.contrib.catalog import catalog
 from tests.helpers import query
 
@@ -36,3 +36,15 @@ def test_migration_sql_gives_the_schema_migrate_gives(
         conn.execute(pgqueue.migration_sql(since).encode())
     assert catalog(empty_dsn) == catalog(dsn)
     assert query(empty_dsn, _ACL) == query(dsn, _ACL)
+
+
+def test_an_embedded_install_looks_for_its_client_as_migrate_does(empty_dsn: str) -> None:
+    """Django's migrations and alembic's upgrade_ops() install in the tool's transaction
+    (pgqueue._embed): one killed while it waited for a table's lock held the migration lock
+    and queued every claim behind its ACCESS EXCLUSIVE request, as `pgqueue migrate` did.
+    They now set `client_connection_check_interval` too, for their transaction only."""
+    show = "SHOW client_connection_check_interval"
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        assert install_revision(cur, SCHEMA_REVISION, lambda text: cur.execute(text.encode()))
+        assert cur.execute(show).fetchone() == ("1s",)
+    assert query(empty_dsn, show) == [("0",)]

@@ -8,6 +8,7 @@ import re
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ from pgqueue._embed import install_revision
 from pgqueue._migrate import roles_sql
 from pgqueue._store import _queries
 from pgqueue._worker._db import Db
-from pgqueue._worker._scheduler import Scheduler
+from pgqueue._worker._scheduler import Scheduler, TickPruner
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -538,3 +539,53 @@ async def test_a_role_that_may_not_prune_ticks_says_so_once_and_fires_on(
     denied = [r for r in caplog.records if getattr(r, "action", "") == "ticks_prune_denied"]
     assert [r.levelname for r in denied] == ["WARNING"]
     assert "InsufficientPrivilege" in denied[0].getMessage()
+
+
+async def test_a_prune_that_met_a_lock_timeout_does_not_say_the_refusal_again(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prune that gave up on a name's lock (an insert holding it 5 s) pruned nothing, yet
+    it counted as a prune that passed: the next refused one warned again (ticks_prune_denied
+    is said once until a prune passes)."""
+    query(dsn, roles_sql())
+    query(dsn, "REVOKE DELETE ON pgqueue.periodic_watermarks FROM pgqueue_worker")
+    old_tick = "INSERT INTO pgqueue.periodic_ticks VALUES ('gone', now() - '1 year'::interval)"
+    query(dsn, old_tick)
+    pruner, db = TickPruner(), Db(make_role("pgqueue_worker"), "t")
+    try:
+        assert await pruner.run(db) == 0 and pruner.denied
+        with psycopg.connect(dsn) as holder:  # an insert of the name's tick, stalled
+            holder.execute("SELECT pg_advisory_xact_lock_shared(7403159, hashtext('gone'))")
+            assert await pruner.run(db) == 0
+        assert await pruner.run(db) == 0
+    finally:
+        await db.close()
+    denied = [r for r in caplog.records if getattr(r, "action", "") == "ticks_prune_denied"]
+    assert len(denied) == 1 and pruner.denied
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(1,)]
+
+
+async def test_a_prune_refused_half_way_reports_the_batches_that_passed(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prune whose second batch was refused (DELETE revoked after its first committed):
+    it said the refusal, but not the 500 ticks its first batch had deleted (ticks_pruned)."""
+    caplog.set_level("DEBUG", "pgqueue.scheduler")
+    query(dsn, roles_sql())
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) SELECT 'gone', now()"
+               " - make_interval(days => 30 + i) FROM generate_series(1, 600) AS i")  # fmt: skip
+
+    class RevokedAfterOne(Db):
+        async def run(self, query_: Any) -> Any:
+            result = await super().run(query_)
+            query(dsn, "REVOKE DELETE ON pgqueue.periodic_watermarks FROM pgqueue_worker")
+            return result
+
+    pruner, db = TickPruner(), RevokedAfterOne(make_role("pgqueue_worker"), "t")
+    try:
+        assert await pruner.run(db) == 500 and pruner.denied
+    finally:
+        await db.close()
+    said = [(r.action, getattr(r, "count", None)) for r in caplog.records if hasattr(r, "action")]
+    assert said == [("ticks_prune_denied", None), ("ticks_pruned", 500)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(100,)]

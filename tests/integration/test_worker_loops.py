@@ -754,3 +754,29 @@ async def test_a_failed_maintenance_step_skips_none_of_the_others(
     assert ran == ["horizon_holders", "active_dead_tuples", "register_again"]
     [also] = records(caplog, "maintenance_error")
     assert "prune failed too (DivisionByZero: division by zero)" in also.getMessage()
+
+
+async def test_a_connection_lost_in_a_maintenance_step_ends_the_pass_and_the_next_reconnects(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step whose connection ended (its backend terminated) ends the pass there: the steps
+    after it would only wait to reconnect. The next pass opens a new connection and runs
+    them all."""
+    ended = _store.Query("SELECT pg_terminate_backend(pg_backend_pid())", {}, lambda rows: 0)
+    workers_prune = _store.workers_prune
+    monkeypatch.setattr(_store, "workers_prune", lambda *args, **kwargs: ended)
+    ran: list[str] = []
+    original = _store.active_dead_tuples
+    monkeypatch.setattr(
+        _store, "active_dead_tuples", lambda *a, **k: ran.append("vacuum") or original(*a, **k)
+    )
+    worker = pgqueue.PgQueue(dsn).worker(queues=["io"], vacuum_threshold=1)
+    try:
+        with pytest.raises(psycopg.OperationalError) as raised:
+            await worker.maintain()
+        assert _worker_module.unreachable(raised.value) and ran == []
+        monkeypatch.setattr(_store, "workers_prune", workers_prune)
+        await worker.maintain()
+        assert ran == ["vacuum"]
+    finally:
+        await worker._close_connections()
