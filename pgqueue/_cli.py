@@ -351,6 +351,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
 @click.option(
     "--log-level",
     envvar="PGQUEUE_LOG_LEVEL",
+    show_envvar=True,
     default="info",
     show_default=True,
     type=Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -358,6 +359,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
 @click.option(
     "--log-format",
     envvar="PGQUEUE_LOG_FORMAT",
+    show_envvar=True,
     default="text",
     show_default=True,
     type=Choice(["text", "json"], case_sensitive=False),
@@ -495,17 +497,23 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
+    show_envvar=True,
     type=Whole(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
     help="Jobs at once per queue without its own figure.",
 )
 @click.option(
-    "--burst", envvar="PGQUEUE_BURST", is_flag=True, help="Exit once nothing is runnable."
+    "--burst",
+    envvar="PGQUEUE_BURST",
+    show_envvar=True,
+    is_flag=True,
+    help="Exit once nothing is runnable.",
 )
 @click.option(
     "--shutdown-timeout",
     envvar="PGQUEUE_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
     type=Seconds(0),
     default=30.0,
     show_default=True,
@@ -514,6 +522,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--poll-interval",
     envvar="PGQUEUE_POLL_INTERVAL",
+    show_envvar=True,
     type=Seconds(0.01),
     default=1.0,
     show_default=True,
@@ -522,6 +531,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--lease",
     envvar="PGQUEUE_LEASE",
+    show_envvar=True,
     type=Seconds(0.1),
     default=30.0,
     show_default=True,
@@ -530,6 +540,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--batch-size",
     envvar="PGQUEUE_BATCH_SIZE",
+    show_envvar=True,
     type=Whole(1, 10_000),
     default=100,
     show_default=True,
@@ -539,6 +550,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--rescue-interval",
     envvar="PGQUEUE_RESCUE_INTERVAL",
+    show_envvar=True,
     type=Seconds(0.05),
     default=5.0,
     show_default=True,
@@ -547,6 +559,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--processes",
     envvar="PGQUEUE_PROCESSES",
+    show_envvar=True,
     type=Whole(1),
     default=None,
     help="Size of the process pool for executor='process' tasks  [default: CPUs]",
@@ -554,6 +567,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--max-tasks-per-child",
     envvar="PGQUEUE_MAX_TASKS_PER_CHILD",
+    show_envvar=True,
     type=Whole(1),
     default=None,
     help="Replace a process-pool child after it has run this many jobs  [default: no limit]",
@@ -561,6 +575,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--child-start-timeout",
     envvar="PGQUEUE_CHILD_START_TIMEOUT",
+    show_envvar=True,
     type=Seconds(1.0),
     default=CHILD_START_TIMEOUT,
     show_default=True,
@@ -569,23 +584,31 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--no-listen",
     envvar="PGQUEUE_NO_LISTEN",
+    show_envvar=True,
     is_flag=True,
     help="Poll only (for poolers that cannot LISTEN).",
 )
 @click.option(
     "--synchronous-commit",
     envvar="PGQUEUE_SYNCHRONOUS_COMMIT",
+    show_envvar=True,
     is_flag=True,
     help="Acks, heartbeats and maintenance wait for the WAL flush too (claims always do, but"
     " behind a pooler on a database whose default is off; default: no; see"
     " docs/performance.md).",
 )
 @click.option(
-    "--name", envvar="PGQUEUE_WORKER_NAME", type=Text(), default=None, help="Worker name."
+    "--name",
+    envvar="PGQUEUE_WORKER_NAME",
+    show_envvar=True,
+    type=Text(),
+    default=None,
+    help="Worker name.",
 )
 @click.option(
     "--isolate-crashed/--no-isolate-crashed",
     envvar="PGQUEUE_ISOLATE_CRASHED",
+    show_envvar=True,
     default=True,
     show_default=True,
     help="Run a job whose last attempt lost its worker in a child process.",
@@ -593,12 +616,14 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--no-scheduler",
     envvar="PGQUEUE_NO_SCHEDULER",
+    show_envvar=True,
     is_flag=True,
     help="Do not enqueue periodic tasks from this worker (others still do).",
 )
 @click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
+    show_envvar=True,
     type=Whole(0, 65535),
     default=None,
     help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
@@ -606,6 +631,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
 @click.option(
     "--metrics-addr",
     envvar="PGQUEUE_METRICS_ADDR",
+    show_envvar=True,
     type=Text(),
     default="0.0.0.0",
     show_default=True,
