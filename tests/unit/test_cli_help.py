@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -40,3 +42,38 @@ def test_every_help_names_the_environment_variable_of_each_option(path: tuple[st
         if isinstance(param, click.Option) and isinstance(param.envvar, str)
     ]
     assert [name for name in envvars if name not in result.output] == []
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
+
+
+def reference_text() -> str:
+    """docs/reference/cli.md and cli-operations.md, the pages that document the commands."""
+    return "".join((REFERENCE / page).read_text() for page in ("cli.md", "cli-operations.md"))
+
+
+def test_cli_reference_pages_name_every_command_and_option_of_every_group() -> None:
+    """Every command, subcommands of groups included (``pgqueue jobs retry --failed``), and
+    each of its options is named in the CLI reference pages."""
+    text = reference_text()
+    missing = []
+    for path in commands(cli):
+        name = " ".join(("pgqueue", *path))
+        missing += [] if name in text else [name]
+        for param in command_at(path).params:
+            opts = [*param.opts, *param.secondary_opts] if isinstance(param, click.Option) else []
+            missing += [f"{name} {o}" for o in opts if not re.search(rf"`[^`]*{o}\b", text)]
+    assert missing == []
+
+
+def test_cli_reference_pages_name_only_options_the_cli_has() -> None:
+    """An ``--option`` the reference pages write is one some command takes: none renamed or
+    removed in the code and left in the docs."""
+    known = {
+        opt
+        for path in commands(cli)
+        for param in command_at(path).params
+        for opt in [*param.opts, *param.secondary_opts]
+    }
+    written = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*[a-z])", reference_text()))
+    assert sorted(written - known - {"--help"}) == []
