@@ -220,7 +220,9 @@ def load_app(path: str) -> PgQueue:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.ClickException(f"cannot import app module {module_name!r}: {exc}") from exc
+        raise click.ClickException(
+            f"cannot import app module {module_name!r}: {exc}{_not_found(module_name, exc)}"
+        ) from exc
     except Exception as exc:  # the module itself raised: say what, and where
         raise click.ClickException(
             f"cannot import app module {module_name!r}: {_raised_at(exc)}"
@@ -237,6 +239,20 @@ def load_app(path: str) -> PgQueue:
             " (use MODULE:ATTRIBUTE)"
         )
     return app
+
+
+def _not_found(module_name: str, exc: ImportError) -> str:
+    """Where to look when the app's module, or a module it imports, cannot be found."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return ""
+    if f"{module_name}.".startswith(f"{exc.name}."):  # the app's module, or its package
+        return (
+            f" (not in the current directory, {os.getcwd()}, nor on PYTHONPATH: run pgqueue from"
+            " the folder that holds it, or add that folder to PYTHONPATH)"
+        )
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
+    return f" ({where}is it installed in this environment?)"
 
 
 def _raised_at(exc: Exception) -> str:
