@@ -433,8 +433,12 @@ class Worker:
         if self._metrics is not None:
             self._metrics.bind()  # first: a port in use stops the worker before anything
         # The claimer and the acker connect while the schema is checked: the first claim and
-        # the first acknowledgement come sooner.
-        opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
+        # the first acknowledgement come sooner. return_exceptions: cancelled, the gathering
+        # ends when both have, not when the first has (the other's cut-off query, left behind,
+        # logged a psycopg warning as the process exited).
+        opening = asyncio.gather(
+            self._claim_db.connection(), self._ack_db.connection(), return_exceptions=True
+        )
         try:
             await check_schema(self._maint_db)
             if not self.listen:
@@ -448,11 +452,14 @@ class Worker:
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         except BaseException:
-            opening.cancel()  # failed or cancelled: no waiting for them (_unstart closes them)
+            opening.cancel()  # failed or cancelled: end them (_unstart closes what they opened)
             await asyncio.gather(opening, return_exceptions=True)
             raise
-        with contextlib.suppress(psycopg.Error, OSError):
-            await opening  # a failure here is retried by the claim loop
+        for opened in await opening:  # a psycopg.Error or OSError is retried by the claim loop
+            if isinstance(opened, BaseException) and not isinstance(
+                opened, psycopg.Error | OSError
+            ):
+                raise opened
         log.info(
             "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s; %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
