@@ -468,6 +468,24 @@ class Worker:
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn),
                    "settings": self._settings, "sources": self._sources},
         )  # fmt: skip
+        self._check_task_queues_served()
+
+    def _check_task_queues_served(self) -> None:
+        """Warn when no task of the app is sent to a queue this worker serves: a worker left on
+        the default queue, its app's tasks on others, claims nothing of theirs and said
+        nothing. Not an error: a job sent to a served queue with using(queue=...) runs."""
+        theirs = sorted({task.options.queue for task in self.app.tasks.values()})
+        if not theirs or set(theirs) & set(self.queues):
+            return
+        served = sorted(self.queues)
+        log.warning(
+            "worker %s serves %s %s, to which none of its app's tasks is sent by default (they"
+            " go to %s): serve theirs, e.g. --queues %s (Worker(queues=...) in Python)",
+            self.name, "queue" if len(served) == 1 else "queues", ", ".join(served),
+            ", ".join(theirs), ",".join(theirs),
+            extra={"action": "no_task_queue_served", "worker": self.name, "queues": served,
+                   "task_queues": theirs},
+        )  # fmt: skip
 
     def _settings_text(self) -> str:
         """The options not at their defaults, each with where it came from if known: a
