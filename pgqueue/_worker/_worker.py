@@ -1427,8 +1427,13 @@ class Worker:
             if not left:
                 raise self._stop_failed(failure)
             raise self._stopped_unwritten(left, failure) from failure
-        log.info("worker %s stopped", self.name,
-                 extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+        done = self.stats
+        log.info(
+            "worker %s stopped: jobs claimed %d (%d succeeded, %d failed, %d retried,"
+            " %d cancelled)",
+            self.name, done.claimed, done.succeeded, done.failed, done.retried, done.cancelled,
+            extra={"action": "worker_stopped", "worker": self.name},
+        )  # fmt: skip
 
     async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
         """After the last writes (a retry they record as failed calls its on_failure then),

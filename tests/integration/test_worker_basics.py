@@ -501,3 +501,20 @@ async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
         "serves queue nobody, to which none of its app's tasks is sent by default (they go to"
         " cpu, io): serve theirs, e.g. --queues cpu,io (Worker(queues=...) in Python)"
     )
+
+
+async def test_a_stopped_worker_says_what_it_ran(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tutorial's burst worker logged started, stopping and stopped: at the default level
+    nothing said its jobs ran. Its last line counts the attempts it ended, by outcome."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    t.add.enqueue(conn, 1, 2)
+    t.add.enqueue(conn, 3, 4)
+    t.cancels_itself.enqueue(conn)
+    conn.commit()
+    await worker(dsn, burst=True).run()
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stopped"]
+    assert record.getMessage().endswith(
+        " stopped: jobs claimed 3 (2 succeeded, 0 failed, 0 retried, 1 cancelled)"
+    )
