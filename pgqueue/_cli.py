@@ -367,19 +367,19 @@ def _friendly(exc: Exception) -> click.ClickException | None:
 @click.option(
     "--log-level",
     envvar="PGQUEUE_LOG_LEVEL",
-    show_envvar=True,
     default="info",
     show_default=True,
     type=Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="The least severe records logged.  [env PGQUEUE_LOG_LEVEL]",
 )
 @click.option(
     "--log-format",
     envvar="PGQUEUE_LOG_FORMAT",
-    show_envvar=True,
     default="text",
     show_default=True,
     type=Choice(["text", "json"], case_sensitive=False),
-    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
+    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action."
+    "  [env PGQUEUE_LOG_FORMAT]",
 )
 @click.version_option(package_name="pgqueue")
 @click.pass_context
@@ -513,145 +513,135 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     "--concurrency",
     "-c",
     envvar="PGQUEUE_CONCURRENCY",
-    show_envvar=True,
     type=Whole(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
-    help="Jobs at once per queue without its own figure.",
+    help="Jobs at once per queue without its own figure.  [env PGQUEUE_CONCURRENCY]",
 )
 @click.option(
     "--burst",
     envvar="PGQUEUE_BURST",
-    show_envvar=True,
     is_flag=True,
-    help="Exit once nothing is runnable.",
+    help="Exit once nothing is runnable.  [env PGQUEUE_BURST]",
 )
 @click.option(
     "--shutdown-timeout",
     envvar="PGQUEUE_SHUTDOWN_TIMEOUT",
-    show_envvar=True,
     type=Seconds(0),
     default=30.0,
     show_default=True,
-    help="Seconds running jobs get after SIGTERM.",
+    help="Seconds running jobs get after SIGTERM.  [env PGQUEUE_SHUTDOWN_TIMEOUT]",
 )
 @click.option(
     "--poll-interval",
     envvar="PGQUEUE_POLL_INTERVAL",
-    show_envvar=True,
     type=Seconds(0.01),
     default=1.0,
     show_default=True,
-    help="Seconds between polls when no notification.",
+    help="Seconds between polls when no notification.  [env PGQUEUE_POLL_INTERVAL]",
 )
 @click.option(
     "--lease",
     envvar="PGQUEUE_LEASE",
-    show_envvar=True,
     type=Seconds(0.1),
     default=30.0,
     show_default=True,
-    help="Seconds a claim is held without a heartbeat.",
+    help="Seconds a claim is held without a heartbeat.  [env PGQUEUE_LEASE]",
 )
 @click.option(
     "--batch-size",
     envvar="PGQUEUE_BATCH_SIZE",
-    show_envvar=True,
     type=Whole(1, 10_000),
     default=100,
     show_default=True,
     help="Most jobs one claim takes per queue; with concurrency >= 2x this, the next batch is"
-    " claimed while one runs.",
+    " claimed while one runs.  [env PGQUEUE_BATCH_SIZE]",
 )
 @click.option(
     "--rescue-interval",
     envvar="PGQUEUE_RESCUE_INTERVAL",
-    show_envvar=True,
     type=Seconds(0.05),
     default=5.0,
     show_default=True,
-    help="Seconds between sweeps for expired leases.",
+    help="Seconds between sweeps for expired leases.  [env PGQUEUE_RESCUE_INTERVAL]",
 )
 @click.option(
     "--processes",
     envvar="PGQUEUE_PROCESSES",
-    show_envvar=True,
     type=Whole(1),
     default=None,
-    help="Size of the process pool for executor='process' tasks  [default: CPUs]",
+    help="Size of the process pool for executor='process' tasks"
+    "  [default: CPUs; env PGQUEUE_PROCESSES]",
 )
 @click.option(
     "--max-tasks-per-child",
     envvar="PGQUEUE_MAX_TASKS_PER_CHILD",
-    show_envvar=True,
     type=Whole(1),
     default=None,
-    help="Replace a process-pool child after it has run this many jobs  [default: no limit]",
+    help="Replace a process-pool child after it has run this many jobs  [default: no limit;"
+    " env PGQUEUE_MAX_TASKS_PER_CHILD]",
 )
 @click.option(
     "--child-start-timeout",
     envvar="PGQUEUE_CHILD_START_TIMEOUT",
-    show_envvar=True,
     type=Seconds(1.0),
     default=CHILD_START_TIMEOUT,
     show_default=True,
-    help="Seconds a new process-pool child has to start and run the app's process set-up.",
+    help="Seconds a new process-pool child has to start and run the app's process set-up."
+    "  [env PGQUEUE_CHILD_START_TIMEOUT]",
 )
 @click.option(
     "--no-listen",
     envvar="PGQUEUE_NO_LISTEN",
-    show_envvar=True,
     is_flag=True,
-    help="Poll only (for poolers that cannot LISTEN).",
+    help="Poll only (for poolers that cannot LISTEN).  [env PGQUEUE_NO_LISTEN]",
 )
 @click.option(
     "--synchronous-commit",
     envvar="PGQUEUE_SYNCHRONOUS_COMMIT",
-    show_envvar=True,
     is_flag=True,
     help="Acks, heartbeats and maintenance wait for the WAL flush too (claims always do, but"
     " behind a pooler on a database whose default is off; default: no; see"
-    " docs/performance.md).",
+    " docs/performance.md).  [env PGQUEUE_SYNCHRONOUS_COMMIT]",
 )
 @click.option(
     "--name",
     envvar="PGQUEUE_WORKER_NAME",
-    show_envvar=True,
     type=Text(),
     default=None,
-    help="Worker name.",
+    help="Worker name.  [env PGQUEUE_WORKER_NAME]",
 )
 @click.option(
     "--isolate-crashed/--no-isolate-crashed",
     envvar="PGQUEUE_ISOLATE_CRASHED",
-    show_envvar=True,
     default=True,
     show_default=True,
-    help="Run a job whose last attempt lost its worker in a child process.",
+    help="Run a job whose last attempt lost its worker in a child process."
+    "  [env PGQUEUE_ISOLATE_CRASHED]",
 )
 @click.option(
     "--no-scheduler",
     envvar="PGQUEUE_NO_SCHEDULER",
-    show_envvar=True,
     is_flag=True,
-    help="Do not enqueue periodic tasks from this worker (others still do).",
+    help="Do not enqueue periodic tasks from this worker (others still do)."
+    "  [env PGQUEUE_NO_SCHEDULER]",
 )
 @click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
-    show_envvar=True,
     type=Whole(0, 65535),
     default=None,
-    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
+    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus])."
+    "  [env PGQUEUE_METRICS_PORT]",
 )
 @click.option(
     "--metrics-addr",
     envvar="PGQUEUE_METRICS_ADDR",
-    show_envvar=True,
     type=Text(),
     default="0.0.0.0",
     show_default=True,
-    help="The address the metrics port is bound to (127.0.0.1: this host only).",
+    help="The address the metrics port is bound to (127.0.0.1: this host only)."
+    "  [env PGQUEUE_METRICS_ADDR]",
 )
 @click.pass_obj
 @friendly_errors
