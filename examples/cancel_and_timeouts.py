@@ -16,14 +16,17 @@ import pgqueue
 
 app = pgqueue.PgQueue(max_attempts=1)
 
+# Explicit names: run as a script, the tasks would be __main__.slow_report, a name no other
+# worker knows (the tutorial's orders.py names its tasks for the same reason).
 
-@app.task(queue="reports", timeout=0.5)
+
+@app.task(name="reports.slow_report", queue="reports", timeout=0.5)
 async def slow_report() -> None:
     """Async: cancelled (CancelledError inside the coroutine) when its 0.5 s are up."""
     await asyncio.sleep(60)
 
 
-@app.task(queue="reports", executor="thread")
+@app.task(name="reports.export", queue="reports", executor="thread")
 def export(rows: int) -> str:
     """Thread: cannot be interrupted, so it checks current_job().cancelled between steps."""
     job = pgqueue.current_job()

@@ -227,7 +227,9 @@ def load_app(path: str) -> PgQueue:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.ClickException(f"cannot import app module {module_name!r}: {exc}") from exc
+        raise click.ClickException(
+            f"cannot import app module {module_name!r}: {exc}{_not_found(module_name, exc)}"
+        ) from exc
     except Exception as exc:  # the module itself raised: say what, and where
         raise click.ClickException(
             f"cannot import app module {module_name!r}: {_raised_at(exc)}"
@@ -244,6 +246,20 @@ def load_app(path: str) -> PgQueue:
             " (use MODULE:ATTRIBUTE)"
         )
     return app
+
+
+def _not_found(module_name: str, exc: ImportError) -> str:
+    """Where to look when the app's module, or a module it imports, cannot be found."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return ""
+    if f"{module_name}.".startswith(f"{exc.name}."):  # the app's module, or its package
+        return (
+            f" (not in the current directory, {os.getcwd()}, nor on PYTHONPATH: run pgqueue from"
+            " the folder that holds it, or add that folder to PYTHONPATH)"
+        )
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
+    return f" ({where}is it installed in this environment?)"
 
 
 def _raised_at(exc: Exception) -> str:
@@ -353,6 +369,7 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     default="info",
     show_default=True,
     type=Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="The least severe records logged.  [env PGQUEUE_LOG_LEVEL]",
 )
 @click.option(
     "--log-format",
@@ -360,7 +377,8 @@ def _friendly(exc: Exception) -> click.ClickException | None:
     default="text",
     show_default=True,
     type=Choice(["text", "json"], case_sensitive=False),
-    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action.",
+    help="json: one object per line, with job_id, task, queue, attempt, duration_ms, action."
+    "  [env PGQUEUE_LOG_FORMAT]",
 )
 @click.version_option(package_name="pgqueue")
 @click.pass_context
@@ -497,10 +515,13 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Whole(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
-    help="Jobs at once per queue without its own figure.",
+    help="Jobs at once per queue without its own figure.  [env PGQUEUE_CONCURRENCY]",
 )
 @click.option(
-    "--burst", envvar="PGQUEUE_BURST", is_flag=True, help="Exit once nothing is runnable."
+    "--burst",
+    envvar="PGQUEUE_BURST",
+    is_flag=True,
+    help="Exit once nothing is runnable.  [env PGQUEUE_BURST]",
 )
 @click.option(
     "--shutdown-timeout",
@@ -508,7 +529,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Seconds(0),
     default=30.0,
     show_default=True,
-    help="Seconds running jobs get after SIGTERM.",
+    help="Seconds running jobs get after SIGTERM.  [env PGQUEUE_SHUTDOWN_TIMEOUT]",
 )
 @click.option(
     "--poll-interval",
@@ -516,7 +537,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Seconds(0.01),
     default=1.0,
     show_default=True,
-    help="Seconds between polls when no notification.",
+    help="Seconds between polls when no notification.  [env PGQUEUE_POLL_INTERVAL]",
 )
 @click.option(
     "--lease",
@@ -524,7 +545,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Seconds(0.1),
     default=30.0,
     show_default=True,
-    help="Seconds a claim is held without a heartbeat.",
+    help="Seconds a claim is held without a heartbeat.  [env PGQUEUE_LEASE]",
 )
 @click.option(
     "--batch-size",
@@ -533,7 +554,7 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     default=100,
     show_default=True,
     help="Most jobs one claim takes per queue; with concurrency >= 2x this, the next batch is"
-    " claimed while one runs.",
+    " claimed while one runs.  [env PGQUEUE_BATCH_SIZE]",
 )
 @click.option(
     "--rescue-interval",
@@ -541,21 +562,23 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Seconds(0.05),
     default=5.0,
     show_default=True,
-    help="Seconds between sweeps for expired leases.",
+    help="Seconds between sweeps for expired leases.  [env PGQUEUE_RESCUE_INTERVAL]",
 )
 @click.option(
     "--processes",
     envvar="PGQUEUE_PROCESSES",
     type=Whole(1),
     default=None,
-    help="Size of the process pool for executor='process' tasks  [default: CPUs]",
+    help="Size of the process pool for executor='process' tasks"
+    "  [default: CPUs; env PGQUEUE_PROCESSES]",
 )
 @click.option(
     "--max-tasks-per-child",
     envvar="PGQUEUE_MAX_TASKS_PER_CHILD",
     type=Whole(1),
     default=None,
-    help="Replace a process-pool child after it has run this many jobs  [default: no limit]",
+    help="Replace a process-pool child after it has run this many jobs  [default: no limit;"
+    " env PGQUEUE_MAX_TASKS_PER_CHILD]",
 )
 @click.option(
     "--child-start-timeout",
@@ -563,13 +586,14 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Seconds(1.0),
     default=CHILD_START_TIMEOUT,
     show_default=True,
-    help="Seconds a new process-pool child has to start and run the app's process set-up.",
+    help="Seconds a new process-pool child has to start and run the app's process set-up."
+    "  [env PGQUEUE_CHILD_START_TIMEOUT]",
 )
 @click.option(
     "--no-listen",
     envvar="PGQUEUE_NO_LISTEN",
     is_flag=True,
-    help="Poll only (for poolers that cannot LISTEN).",
+    help="Poll only (for poolers that cannot LISTEN).  [env PGQUEUE_NO_LISTEN]",
 )
 @click.option(
     "--synchronous-commit",
@@ -577,30 +601,37 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     is_flag=True,
     help="Acks, heartbeats and maintenance wait for the WAL flush too (claims always do, but"
     " behind a pooler on a database whose default is off; default: no; see"
-    " docs/performance.md).",
+    " docs/performance.md).  [env PGQUEUE_SYNCHRONOUS_COMMIT]",
 )
 @click.option(
-    "--name", envvar="PGQUEUE_WORKER_NAME", type=Text(), default=None, help="Worker name."
+    "--name",
+    envvar="PGQUEUE_WORKER_NAME",
+    type=Text(),
+    default=None,
+    help="Worker name.  [env PGQUEUE_WORKER_NAME]",
 )
 @click.option(
     "--isolate-crashed/--no-isolate-crashed",
     envvar="PGQUEUE_ISOLATE_CRASHED",
     default=True,
     show_default=True,
-    help="Run a job whose last attempt lost its worker in a child process.",
+    help="Run a job whose last attempt lost its worker in a child process."
+    "  [env PGQUEUE_ISOLATE_CRASHED]",
 )
 @click.option(
     "--no-scheduler",
     envvar="PGQUEUE_NO_SCHEDULER",
     is_flag=True,
-    help="Do not enqueue periodic tasks from this worker (others still do).",
+    help="Do not enqueue periodic tasks from this worker (others still do)."
+    "  [env PGQUEUE_NO_SCHEDULER]",
 )
 @click.option(
     "--metrics-port",
     envvar="PGQUEUE_METRICS_PORT",
     type=Whole(0, 65535),
     default=None,
-    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus]).",
+    help="Serve Prometheus metrics on this port (needs pgqueue[prometheus])."
+    "  [env PGQUEUE_METRICS_PORT]",
 )
 @click.option(
     "--metrics-addr",
@@ -608,7 +639,8 @@ def _revision_from(since: str | None, print_sql: bool) -> str | None:
     type=Text(),
     default="0.0.0.0",
     show_default=True,
-    help="The address the metrics port is bound to (127.0.0.1: this host only).",
+    help="The address the metrics port is bound to (127.0.0.1: this host only)."
+    "  [env PGQUEUE_METRICS_ADDR]",
 )
 @click.pass_obj
 @friendly_errors

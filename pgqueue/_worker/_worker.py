@@ -440,8 +440,12 @@ class Worker:
         if self._metrics is not None:
             self._metrics.bind()  # first: a port in use stops the worker before anything
         # The claimer and the acker connect while the schema is checked: the first claim and
-        # the first acknowledgement come sooner.
-        opening = asyncio.gather(self._claim_db.connection(), self._ack_db.connection())
+        # the first acknowledgement come sooner. return_exceptions: cancelled, the gathering
+        # ends when both have, not when the first has (the other's cut-off query, left behind,
+        # logged a psycopg warning as the process exited).
+        opening = asyncio.gather(
+            self._claim_db.connection(), self._ack_db.connection(), return_exceptions=True
+        )
         try:
             await check_schema(self._maint_db)
             if not self.listen:
@@ -455,11 +459,14 @@ class Worker:
             self._registering = True  # cancelled, it may have committed all the same
             await self._maint_db.run(self._register())
         except BaseException:
-            opening.cancel()  # failed or cancelled: no waiting for them (_unstart closes them)
+            opening.cancel()  # failed or cancelled: end them (_unstart closes what they opened)
             await asyncio.gather(opening, return_exceptions=True)
             raise
-        with contextlib.suppress(psycopg.Error, OSError):
-            await opening  # a failure here is retried by the claim loop
+        for opened in await opening:  # a psycopg.Error or OSError is retried by the claim loop
+            if isinstance(opened, BaseException) and not isinstance(
+                opened, psycopg.Error | OSError
+            ):
+                raise opened
         log.info(
             "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s; %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
@@ -467,6 +474,24 @@ class Worker:
             extra={"action": "worker_started", "worker": self.name, "version": __version__,
                    "queues": self.queues, "dsn": _safe_dsn(self.dsn),
                    "settings": self._settings, "sources": self._sources},
+        )  # fmt: skip
+        self._check_task_queues_served()
+
+    def _check_task_queues_served(self) -> None:
+        """Warn when no task of the app is sent to a queue this worker serves: a worker left on
+        the default queue, its app's tasks on others, claims nothing of theirs and said
+        nothing. Not an error: a job sent to a served queue with using(queue=...) runs."""
+        theirs = sorted({task.options.queue for task in self.app.tasks.values()})
+        if not theirs or set(theirs) & set(self.queues):
+            return
+        served = sorted(self.queues)
+        log.warning(
+            "worker %s serves %s %s, to which none of its app's tasks is sent by default (they"
+            " go to %s): serve theirs, e.g. --queues %s (Worker(queues=...) in Python)",
+            self.name, "queue" if len(served) == 1 else "queues", ", ".join(served),
+            ", ".join(theirs), ",".join(theirs),
+            extra={"action": "no_task_queue_served", "worker": self.name, "queues": served,
+                   "task_queues": theirs},
         )  # fmt: skip
 
     def _settings_text(self) -> str:
@@ -1435,8 +1460,13 @@ class Worker:
             if not left:
                 raise self._stop_failed(failure)
             raise self._stopped_unwritten(left, failure) from failure
-        log.info("worker %s stopped", self.name,
-                 extra={"action": "worker_stopped", "worker": self.name})  # fmt: skip
+        done = self.stats
+        log.info(
+            "worker %s stopped: jobs claimed %d (%d succeeded, %d failed, %d retried,"
+            " %d cancelled)",
+            self.name, done.claimed, done.succeeded, done.failed, done.retried, done.cancelled,
+            extra={"action": "worker_stopped", "worker": self.name},
+        )  # fmt: skip
 
     async def _end_loops(self, background: list[asyncio.Task[None]]) -> None:
         """After the last writes (a retry they record as failed calls its on_failure then),

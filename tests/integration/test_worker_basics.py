@@ -484,3 +484,37 @@ async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:
     loop = asyncio.get_running_loop()
     assert not loop.remove_signal_handler(signal.SIGINT)
     assert not loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`pgqueue --app orders:app worker` without --queues serves queue default while the
+    app's tasks are sent to io and cpu: it ran nothing, and said nothing. It warns, naming
+    the queues it serves and theirs; a worker serving one of them does not."""
+    caplog.set_level(logging.WARNING, logger="pgqueue.worker")
+    await worker(dsn, queues=["nobody"], burst=True).run()
+    await worker(dsn, queues=["nobody", "io"], burst=True).run()
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "no_task_queue_served"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().endswith(
+        "serves queue nobody, to which none of its app's tasks is sent by default (they go to"
+        " cpu, io): serve theirs, e.g. --queues cpu,io (Worker(queues=...) in Python)"
+    )
+
+
+async def test_a_stopped_worker_says_what_it_ran(
+    dsn: str, conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tutorial's burst worker logged started, stopping and stopped: at the default level
+    nothing said its jobs ran. Its last line counts the attempts it ended, by outcome."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    t.add.enqueue(conn, 1, 2)
+    t.add.enqueue(conn, 3, 4)
+    t.cancels_itself.enqueue(conn)
+    conn.commit()
+    await worker(dsn, burst=True).run()
+    [record] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stopped"]
+    assert record.getMessage().endswith(
+        " stopped: jobs claimed 3 (2 succeeded, 0 failed, 0 retried, 1 cancelled)"
+    )
