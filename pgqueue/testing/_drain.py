@@ -201,7 +201,7 @@ async def _drain(
     """The rounds of a drain: the counts, and the warning the first round found cause for."""
     names = _queue_names(queues)
     _check_rounds(max_rounds)
-    dsn = dsn or app.dsn
+    dsn = dsn or app._configured_dsn("pass drain(app, dsn=...) or PgQueue(dsn=...)")
     totals = dict.fromkeys(OUTCOMES, 0)
     unseen: list[str] = []
     retries = _Retries(max_rounds)

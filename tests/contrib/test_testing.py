@@ -179,6 +179,24 @@ def test_assert_enqueued_on_a_database_without_the_schema_says_to_migrate(
         assert_not_enqueued(task, conn=own)
 
 
+def test_drain_and_assert_enqueued_without_a_dsn_name_what_their_caller_can_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an app without a DSN, drain() and assert_enqueued() said only "pass
+    PgQueue(dsn=...)": each now names its own argument too (drain's dsn=, assert_enqueued's
+    conn=)."""
+    monkeypatch.delenv("PGQUEUE_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = pgqueue.PgQueue()
+    task = app.task(name="some_task")(t.add.fn)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass drain\(app, dsn=\.\.\.\) or Pg"):
+        drain(app)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass assert_enqueued\(\.\.\., conn="):
+        assert_enqueued(task)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass assert_enqueued\(\.\.\., conn="):
+        assert_not_enqueued(task)
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
