@@ -26,7 +26,7 @@ from pgqueue._options import Executor, JobOptions, check_count, check_given_name
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
-from pgqueue._retry import RetryPolicy
+from pgqueue._retry import RetryPolicy, check_delay
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
@@ -58,8 +58,11 @@ class PgQueue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         redact: Callable[[str], str] | None = None,
         retention: Mapping[str, float | timedelta | None] | None = None,
+        unknown_task_delay: float = 60.0,
     ) -> None:
         _check_app_arguments(dsn, redact, max_payload_bytes)
+        # The least wait before a job of a task this app does not register runs again.
+        self.unknown_task_delay = check_delay(unknown_task_delay, "unknown_task_delay")
         self._dsn = dsn
         self.redact: Callable[[str], str] = redact or _keep
         self.defaults = JobOptions(

@@ -101,4 +101,14 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, top)
 
 
+def unknown_task_delay(delay: float, floor: float, rng: random.Random | None = None) -> float:
+    """The wait before a job of an unknown task runs again: the policy's ``delay``, else, when
+    it is shorter than ``floor``, a wait drawn from ``floor`` to 1.5 x ``floor``. A deploy
+    rolling out takes minutes, and the policy's retries of a few seconds were over before the
+    next worker that knows the task came up; the draw spreads the jobs that failed together."""
+    if delay >= floor:
+        return delay
+    return min((rng or random).uniform(floor, 1.5 * floor), MAX_DELAY)
+
+
 RetryPolicy.__module__ = "pgqueue"

@@ -89,7 +89,8 @@ class Db:
 
     async def run(self, query: _store.Query[T] | _store.Together[T] | _store.RolledBack[T]) -> T:
         """Run one statement, or two in one transaction, or one rolled back; a broken
-        connection is dropped so the next call reconnects."""
+        connection is dropped so the next call reconnects. An OperationalError on a
+        connection still open and idle (``LockNotAvailable``, ``QueryCanceled``) keeps it."""
         async with self._lock:
             conn = await self.connection()
             try:
@@ -100,6 +101,8 @@ class Db:
                 async with conn.cursor() as cur:
                     return await _store.arun(cur, query)
             except psycopg.OperationalError:
+                if _usable(conn):  # a lock or statement timeout, a cancel: the session is fine
+                    raise
                 self.broken = self._backend
                 await self.close()
                 raise
@@ -110,6 +113,13 @@ class Db:
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):  # already broken: nothing to release
                 await conn.close()
+
+
+def _usable(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether ``conn`` can run the next statement as it is: open, not broken, and out of any
+    transaction (a failed rollback could leave it in one)."""
+    idle = psycopg.pq.TransactionStatus.IDLE
+    return not conn.closed and not conn.broken and conn.info.transaction_status == idle
 
 
 # A database that vanishes without closing its connections (a network partition, a failover

@@ -25,7 +25,7 @@ from pgqueue._errors import (
     leaves,
 )
 from pgqueue._hooks import call_through
-from pgqueue._retry import RetryPolicy, check_delay
+from pgqueue._retry import RetryPolicy, check_delay, unknown_task_delay
 from pgqueue._store import Outcome
 from pgqueue._worker._config import CHILD_START_TIMEOUT
 from pgqueue._worker._context import JobContext, _current
@@ -234,6 +234,8 @@ class JobExecutor:
                 job.id, extra={"action": "retry_policy_error", "job_id": job.id},
             )  # fmt: skip
             delay = DEFAULT_RETRY.delay(job.attempt)
+        if isinstance(exc, UnknownTaskError):  # a deploy may be rolling out: give it time
+            delay = unknown_task_delay(delay, self.app.unknown_task_delay)
         return Outcome(job.id, job.attempt, "queued", error=error, traceback=tb, delay=delay)
 
     def _redact(self, text: str, job_id: int) -> str:

@@ -30,7 +30,10 @@ def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
     query = _store.jobs_list_queued(task.name)
     try:
         if conn is None:
-            with psycopg.connect(task.app.dsn, autocommit=True) as own, own.cursor() as cur:
+            dsn = task.app._configured_dsn(
+                "pass assert_enqueued(..., conn=...) or PgQueue(dsn=...)"
+            )
+            with psycopg.connect(dsn, autocommit=True) as own, own.cursor() as cur:
                 rows = _store.run(cur, query)
         else:
             with _cursor(conn) as cur:

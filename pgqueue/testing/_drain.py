@@ -49,8 +49,9 @@ def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
     return [check_queue(name.strip() if isinstance(name, str) else name) for name in names]
 
 
-def _check_rounds(max_rounds: int) -> None:
+def _check_bounds(max_rounds: int, max_jobs: int) -> None:
     check_count(max_rounds, "max_rounds", 1)
+    check_count(max_jobs, "max_jobs", 1)
 
 
 async def _checked(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -158,6 +159,42 @@ def _asks_again(exc: BaseException) -> bool:
     return isinstance(exc, Retry)
 
 
+@dataclass
+class _Attempts:
+    """The attempts of ``app``'s jobs in one drain, by task: past ``limit`` of them, the drain
+    stops, and the job claimed beyond it gives its attempt back, unrun. A task enqueuing a new
+    job of its own at every run (due at once) kept one round's burst worker going for ever: no
+    bound on a job's Retry sees a new job."""
+
+    limit: int
+    counts: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+
+    def counting(self, stop: Callable[[], None]) -> Middleware:
+        """A middleware counting each attempt, refusing those past the limit (``stop``)."""
+
+        async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+            if self.counts.total() >= self.limit:
+                self.refused += 1
+                stop()
+                raise Retry()
+            self.counts[job.task] += 1
+            return await call_next()
+
+        return count
+
+    def warning(self) -> str | None:
+        """What to say when the limit stopped the drain: the task run most often."""
+        if not self.refused:
+            return None
+        [(task, runs)] = self.counts.most_common(1)
+        return (
+            f"drain() stopped after max_jobs={self.limit} attempts with jobs still queued, "
+            f"{runs} of them of task {task!r}: does it enqueue a new job at every run? Drain "
+            "fewer queues, or pass a larger max_jobs if that many were meant"
+        )
+
+
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
     """A warning when another session of this process idles in a transaction that wrote jobs:
     most likely the test's own connection, whose enqueued jobs no drain can see until it
@@ -210,23 +247,25 @@ async def _drain(
     queues: Sequence[str] | None,
     with_scheduled: bool,
     max_rounds: int,
+    max_jobs: int,
 ) -> tuple[dict[str, int], str | None]:
-    """The rounds of a drain: the counts, and the warning the first round found cause for."""
+    """The rounds of a drain: the counts, and a warning: that the first round found cause for,
+    or that ``max_jobs`` stopped it."""
     names = _queue_names(queues)
-    _check_rounds(max_rounds)
-    dsn = dsn or app.dsn
+    _check_bounds(max_rounds, max_jobs)
+    dsn = dsn or app._configured_dsn("pass drain(app, dsn=...) or PgQueue(dsn=...)")
     totals = dict.fromkeys(OUTCOMES, 0)
     unseen: list[str] = []
-    retries = _Retries(max_rounds)
+    bounds = _Retries(max_rounds), _Attempts(max_jobs)
     for done in range(max_rounds):
-        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen, retries)
+        stats = await _round(app, dsn, names, with_scheduled, None if done else unseen, bounds)
         if stats is None:
             break
         for outcome in OUTCOMES:
             totals[outcome] += getattr(stats, outcome)
-        if retries.enough():
+        if bounds[0].enough() or bounds[1].refused:
             break
-    return totals, next(iter(unseen), None)
+    return totals, next(iter(unseen), None) or bounds[1].warning()
 
 
 async def _round(
@@ -235,7 +274,7 @@ async def _round(
     queues: list[str] | None,
     with_scheduled: bool,
     unseen: list[str] | None,
-    retries: _Retries,
+    bounds: tuple[_Retries, _Attempts],
 ) -> WorkerStats | None:
     """One burst worker over the queues holding jobs of ``app``'s tasks, while the queued jobs
     of other tasks (another app's, on a shared database) are row-locked so that it cannot
@@ -271,10 +310,13 @@ async def _round(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
                 scheduler=False,
             )  # fmt: skip
-            counted = _own_jobs_only(app, retries.counting(worker.stop))
-            drained.hooks.middleware.insert(0, counted)  # outermost: sees what the worker sees
+            # Outermost: they see what the worker sees; a refused attempt is no job's Retry.
+            drained.hooks.middleware[:0] = [
+                _own_jobs_only(app, bound.counting(worker.stop)) for bound in reversed(bounds)
+            ]
+            refused = bounds[1].refused
             await worker.run()
-    worker.stats.retried -= len(stepped)
+    worker.stats.retried -= len(stepped) + bounds[1].refused - refused
     return worker.stats
 
 
@@ -285,9 +327,10 @@ async def adrain(
     queues: Sequence[str] | None = None,
     with_scheduled: bool = True,
     max_rounds: int = 20,
+    max_jobs: int = 10_000,
 ) -> dict[str, int]:
     """Async twin of :func:`drain`."""
-    totals, unseen = await _drain(app, dsn, queues, with_scheduled, max_rounds)
+    totals, unseen = await _drain(app, dsn, queues, with_scheduled, max_rounds, max_jobs)
     _warn(unseen)
     return totals
 
@@ -299,6 +342,7 @@ def drain(
     queues: Sequence[str] | None = None,
     with_scheduled: bool = True,
     max_rounds: int = 20,
+    max_jobs: int = 10_000,
 ) -> dict[str, int]:
     """Run every committed queued job of ``app``'s tasks (all queues, or ``queues``) until none
     is left; the jobs of other tasks (another app's, on a shared database) stay queued.
@@ -306,7 +350,9 @@ def drain(
     With ``with_scheduled``, jobs scheduled for later, and retries waiting out their backoff,
     run now too (of ``queues`` only, when given); each round is a burst worker, at most
     ``max_rounds`` of them; a job that raises :class:`~pgqueue.Retry` ``max_rounds`` times
-    ends the drain, and stays queued. Returns counts of
+    ends the drain, and stays queued. At most ``max_jobs`` attempts run: past them the drain
+    stops, with a ``RuntimeWarning`` naming the task run most often (one that enqueues a job of
+    its own at every run would never let it end). Returns counts of
     ``succeeded``, ``failed``, ``retried`` and ``cancelled`` attempts. Call :func:`adrain`
     from async code.
     """
@@ -316,6 +362,6 @@ def drain(
         pass
     else:
         raise RuntimeError("drain() cannot run inside an event loop: await adrain() instead")
-    totals, unseen = asyncio.run(_drain(app, dsn, queues, with_scheduled, max_rounds))
+    totals, unseen = asyncio.run(_drain(app, dsn, queues, with_scheduled, max_rounds, max_jobs))
     _warn(unseen)
     return totals

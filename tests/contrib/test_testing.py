@@ -179,6 +179,24 @@ def test_assert_enqueued_on_a_database_without_the_schema_says_to_migrate(
         assert_not_enqueued(task, conn=own)
 
 
+def test_drain_and_assert_enqueued_without_a_dsn_name_what_their_caller_can_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an app without a DSN, drain() and assert_enqueued() said only "pass
+    PgQueue(dsn=...)": each now names its own argument too (drain's dsn=, assert_enqueued's
+    conn=)."""
+    monkeypatch.delenv("PGQUEUE_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = pgqueue.PgQueue()
+    task = app.task(name="some_task")(t.add.fn)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass drain\(app, dsn=\.\.\.\) or Pg"):
+        drain(app)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass assert_enqueued\(\.\.\., conn="):
+        assert_enqueued(task)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass assert_enqueued\(\.\.\., conn="):
+        assert_not_enqueued(task)
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
@@ -303,6 +321,45 @@ def test_drain_ends_a_task_that_always_asks_to_run_again_at_once(
     counts = drain(app, max_rounds=3, with_scheduled=with_scheduled)
     assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("with_scheduled", [True, False])
+def test_drain_stops_a_task_that_enqueues_itself_at_every_run_naming_it(
+    conn, dsn, with_scheduled: bool
+) -> None:
+    """A task enqueuing a new job of itself at every run (no delay) kept one round's burst
+    worker going for ever: the bound on a job's Retry never sees a new job. max_jobs attempts
+    end the drain, the job past them left queued, unrun, and a warning names the task."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="forever")
+    def forever() -> None:
+        with psycopg.connect(dsn) as own:
+            forever.enqueue(own)
+
+    forever.enqueue(conn)
+    conn.commit()
+    with pytest.warns(
+        RuntimeWarning, match=r"max_jobs=30 attempts .* 30 of them of task 'forever'"
+    ):
+        counts = drain(app, max_jobs=30, with_scheduled=with_scheduled)
+    assert counts == {"succeeded": 30, "failed": 0, "retried": 0, "cancelled": 0}
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE state = 'queued'") == [
+        ("queued", 0)
+    ]
+
+
+def test_drain_of_exactly_max_jobs_jobs_says_nothing(conn, dsn) -> None:
+    """A drain that runs max_jobs attempts and finds nothing more is not stopped by the bound."""
+    for n in range(3):
+        t.add.enqueue(conn, n, n)
+    conn.commit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert drain(t.app, dsn=dsn, max_jobs=3)["succeeded"] == 3
+    with pytest.raises(ValueError, match="max_jobs must be an int >= 1"):
+        drain(t.app, dsn=dsn, max_jobs=0)
 
 
 def test_drain_without_scheduled_jobs_runs_a_job_enqueued_into_another_queue(conn, dsn) -> None:

@@ -141,6 +141,27 @@ def test_pgqueue_settings_of_the_wrong_shape_are_improperly_configured(
         _conf.settings()
 
 
+def test_the_django_app_takes_its_unknown_task_delay_from_the_pgqueue_setting(
+    django_setup: None,
+) -> None:
+    """PGQUEUE["UNKNOWN_TASK_DELAY"] reaches the app made from the settings (60 s unless
+    given); one that is not a wait is refused as PgQueue refuses it."""
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _conf
+
+    make = _conf.get_app.__wrapped__  # not the cached app of the whole test run
+    with override_settings(PGQUEUE={"UNKNOWN_TASK_DELAY": 300}):
+        assert make().unknown_task_delay == 300.0
+    with override_settings(PGQUEUE={}):
+        assert make().unknown_task_delay == 60.0
+    with (
+        override_settings(PGQUEUE={"UNKNOWN_TASK_DELAY": -1}),
+        pytest.raises(ValueError, match="unknown_task_delay must be a number of seconds"),
+    ):
+        make()
+
+
 _LOGGED = """
 import logging, sys
 import django

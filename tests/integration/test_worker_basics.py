@@ -69,13 +69,37 @@ async def test_unknown_task_is_retried_then_failed_and_nothing_is_imported(
     marker = tmp_path / "pwned"
     query(dsn, "INSERT INTO pgqueue.active_jobs (task, queue, args, max_attempts) "
                "VALUES ('os.system', 'io', %s::jsonb, 2)", [f'["touch {marker}"]'])  # fmt: skip
-    app = pgqueue.PgQueue(dsn, retry=pgqueue.RetryPolicy(base=0.01, cap=0.02))
+    app = pgqueue.PgQueue(dsn, retry=pgqueue.RetryPolicy(base=0.01, cap=0.02), unknown_task_delay=0)
     w = app.worker(queues=["io"], poll_interval=0.05)
     await run_worker_until(w, lambda: states(dsn).get("failed") == 1)
     assert query(dsn, "SELECT attempts, last_error FROM pgqueue.jobs") == [
         (2, "unknown task 'os.system'")
     ]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(("floor", "low", "high"), [(None, 60, 90), (600, 600, 900)])
+async def test_an_unknown_tasks_retry_waits_out_a_rolling_deploy(
+    dsn: str, floor: float | None, low: float, high: float
+) -> None:
+    """The retries of an unknown task's job followed the retry policy: with the default one,
+    all three attempts were over within about 6 s, before a deploy rolling out had brought up
+    a worker that knows the task. Its retry now waits at least unknown_task_delay (60 s by
+    default), drawn up to half as long again so that such jobs do not all return at once."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task, queue, max_attempts) "
+               "VALUES ('not.deployed.yet', 'io', 3)")  # fmt: skip
+    extra = {} if floor is None else {"unknown_task_delay": floor}
+    app = pgqueue.PgQueue(dsn, **extra)
+    w = app.worker(queues=["io"], poll_interval=0.05)
+    retried = [("queued", 1)]
+    await run_worker_until(
+        w, lambda: query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == retried
+    )
+    [(state, wait, error)] = query(
+        dsn, "SELECT state, extract(epoch FROM run_at - now())::float, last_error FROM pgqueue.jobs"
+    )
+    assert (state, error) == ("queued", "unknown task 'not.deployed.yet'")
+    assert low - 5 <= wait <= high
 
 
 async def test_retry_snoozes_without_spending_an_attempt(dsn: str, conn) -> None:

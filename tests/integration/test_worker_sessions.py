@@ -12,10 +12,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
+from pgqueue import _store
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import scheduler_db
 from tests.acceptance.conftest import wait_for
-from tests.helpers import query, run_worker_until
+from tests.helpers import query, run_worker_until, wait_blocked
 
 
 def commits_off_by_default(dsn: str) -> None:
@@ -237,3 +238,36 @@ async def test_a_connect_cancelled_half_way_closes_its_socket() -> None:
             await asyncio.wait([connecting])
             assert connecting.cancelled()
             assert await asyncio.to_thread(peer.recv, 1024) == b"", "the socket is still open"
+
+
+@pytest.mark.parametrize("why", ["lock timeout", "cancelled"])
+async def test_a_statement_error_on_a_sound_connection_keeps_it(
+    dsn: str, aconn: psycopg.AsyncConnection, why: str
+) -> None:
+    """Every OperationalError dropped the connection, though LockNotAvailable (55P03) and
+    QueryCanceled (57014) leave it sound: the next step reconnected. The session is kept; one
+    the server ended is still dropped and reopened."""
+    db = Db(dsn, "maintenance", backends=True)
+    try:
+        before = await db.run(_store.backend_self())
+        await aconn.execute("LOCK TABLE pgqueue.jobs IN ACCESS EXCLUSIVE MODE")
+        wait = 0.1 if why == "lock timeout" else 60.0
+        waiting = asyncio.ensure_future(
+            db.run(_store.Together(_store.locks_wait_at_most(wait), _store.jobs_queues_waiting([])))
+        )
+        if why == "cancelled":
+            await asyncio.to_thread(wait_blocked, dsn, before[0])
+            query(dsn, "SELECT pg_cancel_backend(%s)", [before[0]])
+        error = psycopg.errors.LockNotAvailable if why == "lock timeout" else (
+            psycopg.errors.QueryCanceled)  # fmt: skip
+        with pytest.raises(error):
+            await waiting
+        await aconn.rollback()
+        assert await db.run(_store.backend_self()) == before
+        assert db.broken is None
+        query(dsn, "SELECT pg_terminate_backend(%s)", [before[0]])
+        with pytest.raises(psycopg.OperationalError):
+            await db.run(_store.backend_self())
+        assert await db.run(_store.backend_self()) != before
+    finally:
+        await db.close()

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgqueue import Retry, RetryPolicy
+from pgqueue import PgQueue, Retry, RetryPolicy
 from pgqueue._errors import LOG_LIMIT, TEXT_LIMIT, clipped, error_line, exception_text
 from pgqueue._json import dumps, dumps_arguments
-from pgqueue._retry import MAX_DELAY
+from pgqueue._retry import MAX_DELAY, unknown_task_delay
 from pgqueue._store import pg_text
 
 
@@ -183,3 +183,38 @@ def test_the_texts_of_errors_are_bounded_where_they_are_made() -> None:
     exc = RuntimeError("A" + "b" * 1_000_000 + "Z")
     assert len(exception_text(exc)) <= TEXT_LIMIT and exception_text(exc).endswith("Z")
     assert len(error_line(exc)) <= LOG_LIMIT + len("RuntimeError: ")
+
+
+@given(
+    st.floats(0, 1e6),
+    st.floats(0, 1e6),
+    st.integers(0, 2**32),
+)
+def test_an_unknown_tasks_retry_waits_at_least_the_floor(
+    delay: float, floor: float, seed: int
+) -> None:
+    """The policy's delay when it reaches the floor; else a draw from the floor to half as
+    long again (so that jobs failed together return apart); a floor of 0 is the policy's."""
+    waited = unknown_task_delay(delay, floor, random.Random(seed))
+    if delay >= floor:
+        assert waited == delay
+    else:
+        assert floor <= waited <= 1.5 * floor
+    assert unknown_task_delay(delay, 0.0) == delay
+
+
+def test_an_unknown_tasks_retries_are_spread_and_end_before_max_delay() -> None:
+    """Many jobs that failed together do not all return at the floor; a floor near the
+    largest delay does not draw past what SQL can hold."""
+    rng = random.Random(7)
+    waits = {round(unknown_task_delay(1.0, 60.0, rng)) for _ in range(200)}
+    assert len(waits) > 20
+    assert unknown_task_delay(1.0, MAX_DELAY, rng) <= MAX_DELAY
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, True, "60", None, MAX_DELAY * 2])
+def test_pgqueue_refuses_an_unknown_task_delay_that_is_not_a_wait(bad: object) -> None:
+    """unknown_task_delay is a number of seconds from 0 to MAX_DELAY, checked as delays are."""
+    with pytest.raises(ValueError, match="unknown_task_delay must be a number of seconds"):
+        PgQueue(unknown_task_delay=bad)  # type: ignore[arg-type]
+    assert PgQueue(unknown_task_delay=0).unknown_task_delay == 0.0

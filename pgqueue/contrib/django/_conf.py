@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "APP": None,  # dotted path of your own PgQueue; default: one made from these settings
     "QUEUE": "default",  # default queue of the app made here
     "MAX_ATTEMPTS": 3,  # default attempts of the app made here
+    "UNKNOWN_TASK_DELAY": 60.0,  # least wait before a job of an unknown task runs again
     "DSN": None,  # what workers and the CLI connect to; default: the DATABASE's settings
     "AUTODISCOVER": "tasks",  # module imported from every installed app (None: none)
     "TASK_MODULES": [],  # more modules to import at start-up, so their tasks are registered
@@ -100,7 +101,11 @@ def get_app() -> PgQueue:
             raise TypeError(f"PGQUEUE['APP'] = {config['APP']!r} is not a pgqueue.PgQueue")
         app._process_setup = app._process_setup or _PROCESS_SETUP
         return app
-    return DjangoPgQueue(default_queue=config["QUEUE"], max_attempts=config["MAX_ATTEMPTS"])
+    return DjangoPgQueue(
+        default_queue=config["QUEUE"],
+        max_attempts=config["MAX_ATTEMPTS"],
+        unknown_task_delay=config["UNKNOWN_TASK_DELAY"],
+    )
 
 
 def setup_process() -> Callable[[Callable[..., Any], Any, Any], Any]:
