@@ -176,6 +176,8 @@ class Worker:
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self._settings = _changed(locals())  # for the start record
+        # Off for pgqueue.testing.drain's workers, which serve the queues holding jobs on purpose.
+        self._warn_unserved = True
         # Where each option given came from, by its name here ("env PGQUEUE_BURST"): the CLI's.
         self._sources: dict[str, str] = {}
         self.app = app
@@ -482,7 +484,7 @@ class Worker:
         the default queue, its app's tasks on others, claims nothing of theirs and said
         nothing. Not an error: a job sent to a served queue with using(queue=...) runs."""
         theirs = sorted({task.options.queue for task in self.app.tasks.values()})
-        if not theirs or set(theirs) & set(self.queues):
+        if not self._warn_unserved or not theirs or set(theirs) & set(self.queues):
             return
         served = sorted(self.queues)
         log.warning(

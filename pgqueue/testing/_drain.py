@@ -310,6 +310,7 @@ async def _round(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
                 scheduler=False,
             )  # fmt: skip
+            worker._warn_unserved = False  # it serves the queues holding jobs: on purpose
             # Outermost: they see what the worker sees; a refused attempt is no job's Retry.
             drained.hooks.middleware[:0] = [
                 _own_jobs_only(app, bound.counting(worker.stop)) for bound in reversed(bounds)

@@ -244,6 +244,19 @@ def test_drain_of_some_queues_leaves_other_queues_alone(conn, dsn: str) -> None:
     ]  # fmt: skip
 
 
+def test_drain_of_a_queue_no_task_is_sent_to_by_default_warns_of_nothing(
+    conn, dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job sent with using(queue=...) to a queue none of the app's tasks go to by default:
+    drain's worker serves that queue on purpose, and the start warning meant for a worker
+    left on the wrong queues (no_task_queue_served) would only be noise in the test's log."""
+    t.add.using(queue="elsewhere").enqueue(conn, 1, 1)
+    conn.commit()
+    with caplog.at_level("WARNING", logger="pgqueue"):
+        assert drain(t.app, dsn=dsn)["succeeded"] == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
 def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> None:
     """On a database two apps share, drain(app) runs its own jobs only: another app's, in the
     same queue, stay queued (none failed as an unknown task, none brought forward)."""
