@@ -16,7 +16,7 @@ from pgqueue import _store
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import scheduler_db
 from tests.acceptance.conftest import wait_for
-from tests.helpers import query, run_worker_until, wait_blocked
+from tests.helpers import query, run_worker_until, states, wait_blocked
 
 
 def commits_off_by_default(dsn: str) -> None:
@@ -42,6 +42,46 @@ async def test_worker_commit_mode(app: pgqueue.PgQueue, options: dict, expected:
         assert await claims.fetchone() == ("on",)  # a lost claim would reuse an attempt
     finally:
         await worker._close_connections()
+
+
+_ROLES = ("SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+          " AND application_name LIKE 'pgqueue %' ORDER BY 1")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("periodic", "options", "roles"),
+    [
+        (False, {}, ["acker", "claimer", "listener", "maintenance"]),
+        (False, {"listen": False}, ["acker", "claimer", "maintenance"]),
+        (True, {}, ["acker", "claimer", "listener", "maintenance", "scheduler"]),
+        (True, {"scheduler": False}, ["acker", "claimer", "listener", "maintenance"]),
+        (True, {"listen": False}, ["acker", "claimer", "maintenance", "scheduler"]),
+    ],
+    ids=["plain", "no-listen", "periodic", "no-scheduler", "periodic-no-listen"],
+)
+async def test_a_worker_holds_one_connection_per_role(
+    app: pgqueue.PgQueue, conn: psycopg.Connection, periodic: bool, options: dict, roles: list
+) -> None:
+    """production.md's figure: 4 connections a worker (claimer, acker, maintenance, listener),
+    3 with --no-listen, one more for the scheduler of an app with periodic tasks (none with
+    --no-scheduler), whatever its slots and while it runs jobs."""
+
+    @app.task(name="noop", queue="default")
+    async def noop() -> None:
+        await asyncio.sleep(1)  # a while for every connection to open: the test's own slack
+
+    if periodic:
+        app.periodic("0 0 1 1 *", name="yearly")(noop)
+    noop.enqueue_many(conn, [((), {})] * 20)
+    conn.commit()
+    seen: list[list[str]] = []
+
+    def ran() -> bool:
+        seen.append([name for (name,) in query(app.dsn, _ROLES)])
+        return states(app.dsn) == {"succeeded": 20}
+
+    await run_worker_until(app.worker(concurrency=50, poll_interval=0.1, **options), ran)
+    assert max(seen, key=len) == [f"pgqueue {role}" for role in roles]
 
 
 @pytest.mark.parametrize(
