@@ -63,12 +63,11 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
                 raise
 
     # Where producer and worker are one process, each called this: the last call's hooks
-    # replace the earlier ones, else every attempt had one span per call.
+    # replace the earlier ones, else every attempt had one span per call. New lists, not
+    # edits: an attempt under way (or an enqueue) goes on with the list it started with.
     hooks = app.hooks
-    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if not _made_here(h)]
-    hooks.middleware[:] = [m for m in hooks.middleware if not _made_here(m)]
-    hooks.enqueue_meta.append(inject)
-    hooks.middleware.insert(0, span)
+    hooks.enqueue_meta = [*(h for h in hooks.enqueue_meta if not _made_here(h)), inject]
+    hooks.middleware = [span, *(m for m in hooks.middleware if not _made_here(m))]
     _installed.update((inject, span))
 
 

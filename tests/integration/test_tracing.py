@@ -18,6 +18,7 @@ memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_expo
 from opentelemetry.trace import StatusCode  # noqa: E402  # needs opentelemetry
 
 from pgqueue import tracing  # noqa: E402  # needs opentelemetry
+from pgqueue._hooks import call_through  # noqa: E402
 
 
 def traced(app: pgqueue.PgQueue) -> Any:
@@ -237,3 +238,61 @@ async def test_a_raising_redact_is_logged_once_more_for_the_span(
     [event] = span.events
     assert event.attributes["exception.message"] == withheld
     assert event.attributes["exception.stacktrace"] == withheld
+
+
+def test_instrument_while_an_attempt_runs_neither_skips_nor_repeats_a_middleware() -> None:
+    """instrument() edited ``app.hooks.middleware`` in place, and an attempt under way reads
+    that list one middleware at a time: called between two of them (here, by the first), it
+    shifted the list under the attempt, which ran the first middleware again. An attempt now
+    runs the middleware it started with, each once."""
+    app = pgqueue.PgQueue()
+    ran: list[str] = []
+
+    @app.middleware
+    async def first(job: Any, call_next: Any) -> Any:
+        ran.append("first")
+        tracing.instrument(app)  # as a producer thread of the same process might, meanwhile
+        return await call_next()
+
+    @app.middleware
+    async def second(job: Any, call_next: Any) -> Any:
+        ran.append("second")
+        return await call_next()
+
+    async def call() -> str:
+        return "done"
+
+    job = pgqueue.JobContext(1, "work", "q", 1, 3, {})
+    result = asyncio.run(call_through(app.hooks.middleware, job, call))
+    assert (result, ran) == ("done", ["first", "second"])
+    assert app.hooks.middleware[1:] == [first, second]  # the next attempt is traced
+
+
+def test_a_middleware_registered_while_an_attempt_runs_waits_for_the_next_attempt() -> None:
+    """``app.middleware`` appended to the list an attempt under way reads lazily: that attempt
+    ran, innermost, a middleware registered after it had started."""
+    app = pgqueue.PgQueue()
+    ran: list[str] = []
+
+    async def late(job: Any, call_next: Any) -> Any:
+        ran.append("late")
+        return await call_next()
+
+    @app.middleware
+    async def first(job: Any, call_next: Any) -> Any:
+        ran.append("first")
+        app.middleware(late)
+        return await call_next()
+
+    @app.middleware
+    async def second(job: Any, call_next: Any) -> Any:
+        ran.append("second")
+        return await call_next()
+
+    async def call() -> None:
+        ran.append("call")
+
+    job = pgqueue.JobContext(1, "work", "q", 1, 3, {})
+    asyncio.run(call_through(app.hooks.middleware, job, call))
+    assert ran == ["first", "second", "call"]
+    assert app.hooks.middleware == [first, second, late]
