@@ -60,6 +60,10 @@ class AppHooks:
         # cancelled, as asked while it ran). Run off the loop as on_success is: an integration
         # reading the row reads it ended (the Django tasks backend's task_finished).
         self.job_ended: dict[str, Callback] = {}
+        # Set by pgqueue.tracing.instrument: the running attempt's trace context, as W3C
+        # headers, which a process-pool child makes current around the task (None: not
+        # traced, and no child imports OpenTelemetry).
+        self.child_trace: Callable[[], dict[str, str]] | None = None
 
     def job_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
         """The ``meta`` to store for a new job, after every enqueue hook."""

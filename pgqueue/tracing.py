@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import traceback
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 try:
-    from opentelemetry import propagate, trace
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:
     raise ImportError(
         "pgqueue.tracing needs OpenTelemetry's API: pip install 'pgqueue[otel]'",
@@ -33,6 +37,9 @@ _MESSAGING = {
     "messaging.operation.type": "process",
     "messaging.operation.name": "run",
 }
+# How an attempt's context crosses to a process-pool child: W3C headers, whatever propagator
+# the app set (the child may not have set the same one).
+_W3C = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
 def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
@@ -68,7 +75,26 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
     hooks = app.hooks
     hooks.enqueue_meta = [*(h for h in hooks.enqueue_meta if not _made_here(h)), inject]
     hooks.middleware = [span, *(m for m in hooks.middleware if not _made_here(m))]
+    hooks.child_trace = _for_a_child
     _installed.update((inject, span))
+
+
+def _for_a_child() -> dict[str, str]:
+    """The current context (an attempt's span, where the executor asks) as W3C headers."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def _attached(carrier: dict[str, str]) -> Iterator[None]:
+    """In a process-pool child: the context ``carrier`` holds (the attempt's span) current
+    within, so that the spans the task makes are the attempt span's children."""
+    token = context.attach(_W3C.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def _made_here(hook: object) -> bool:

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 
 import pgqueue
-from tests.helpers import run_worker_until, states, stop_with_one_asked_to_cancel
+from tests.helpers import query, run_worker_until, states, stop_with_one_asked_to_cancel
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
 memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
-from opentelemetry.trace import StatusCode  # noqa: E402  # needs opentelemetry
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402  # needs opentelemetry
 
 from pgqueue import tracing  # noqa: E402  # needs opentelemetry
-from pgqueue._hooks import call_through  # noqa: E402
+from pgqueue._hooks import AppHooks, call_through  # noqa: E402
+from tests.integration import tracing_tasks  # noqa: E402
 
 
 def traced(app: pgqueue.PgQueue) -> Any:
@@ -296,3 +297,44 @@ def test_a_middleware_registered_while_an_attempt_runs_waits_for_the_next_attemp
     asyncio.run(call_through(app.hooks.middleware, job, call))
     assert ran == ["first", "second", "call"]
     assert app.hooks.middleware == [first, second, late]
+
+
+async def run_in_child(dsn: str, conn: Any, task: Any, isolated: bool) -> dict[str, Any]:
+    """Run one job of ``task`` (of tracing_tasks, in a process-pool child: isolated after a
+    crash, if ``isolated``) on a worker, and return its result."""
+    job_id = task.enqueue(conn)
+    conn.commit()
+    if isolated:  # as the rescue leaves a job whose worker died
+        query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    worker = tracing_tasks.app.worker(dsn=dsn, queues=["cpu"], poll_interval=0.05, processes=1)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1}, timeout=60)
+    [(result,)] = query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [job_id])
+    return dict(result)
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["process", "isolated"])
+async def test_a_span_made_in_a_process_pool_child_is_a_child_of_the_attempts_span(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, isolated: bool
+) -> None:
+    """A task run in a child process (``executor="process"``, or isolated after a crash) made
+    spans of no parent, traces of their own: the attempt's span, in the worker, was not made
+    current in the child. It is now, so a span the task makes there is its child."""
+    monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
+    exporter = traced(tracing_tasks.app)
+    task = tracing_tasks.span_isolated if isolated else tracing_tasks.span_in_process
+    made = await run_in_child(dsn, conn, task, isolated)
+    [attempt] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    context = attempt.get_span_context()
+    assert made == {
+        "imported": True, "trace": f"{context.trace_id:032x}", "parent": f"{context.span_id:016x}"
+    }  # fmt: skip
+
+
+async def test_an_uninstrumented_apps_child_imports_no_opentelemetry(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing the trace context to a child costs an app that is not instrumented nothing:
+    its children do not import OpenTelemetry."""
+    monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
+    made = await run_in_child(dsn, conn, tracing_tasks.span_in_process, isolated=False)
+    assert (made["imported"], made["parent"]) == (False, None)
