@@ -43,6 +43,11 @@ async def spans_of(dsn: str, conn: Any, app: pgqueue.PgQueue, ending: str) -> li
     return [s for s in exporter.get_finished_spans() if s.name == "pgqueue.run work"]
 
 
+def kind_of(exporter: Any, kind: Any) -> list[Any]:
+    """The finished spans of ``kind`` that ``exporter`` holds."""
+    return [s for s in exporter.get_finished_spans() if s.kind is kind]
+
+
 def texts(span: Any) -> str:
     """Everything a backend receives of ``span`` as text: status, attributes, events."""
     events = [(e.name, dict(e.attributes)) for e in span.events]
@@ -134,7 +139,7 @@ async def test_an_attempt_the_worker_stops_has_a_span_that_says_so(dsn: str, con
 
     exporter = traced(app)
     await stop_with_one_asked_to_cancel(dsn, conn, app, "work")
-    spans = exporter.get_finished_spans()
+    spans = kind_of(exporter, SpanKind.CONSUMER)
     assert [(s.status.status_code, s.status.description) for s in spans] == [
         (StatusCode.ERROR, "stopped: shutdown")
     ] * 2
@@ -338,3 +343,83 @@ async def test_an_uninstrumented_apps_child_imports_no_opentelemetry(
     monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
     made = await run_in_child(dsn, conn, tracing_tasks.span_in_process, isolated=False)
     assert (made["imported"], made["parent"]) == (False, None)
+
+
+async def test_an_enqueue_has_a_producer_span_that_the_attempts_span_is_a_child_of(
+    dsn: str, conn: Any
+) -> None:
+    """An enqueue made no span: an attempt's span was a child of whatever span enqueued it (a
+    request's), and a trace showed no enqueue, as OpenTelemetry's messaging conventions (and
+    Celery's and Sidekiq's instrumentations) have one. Each enqueue is a PRODUCER span, a
+    child of the caller's, and the attempt's span is the enqueue span's child."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    tracer = sdk.TracerProvider().get_tracer("caller")
+    with tracer.start_as_current_span("request") as request:
+        job_id = app.using("work").enqueue(conn)
+    conn.commit()
+    worker = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    [attempt] = kind_of(exporter, SpanKind.CONSUMER)
+    assert enqueue.name == "pgqueue.enqueue work"
+    assert enqueue.parent.span_id == request.get_span_context().span_id
+    assert attempt.parent.span_id == enqueue.context.span_id
+    assert {k: v for k, v in enqueue.attributes.items() if k.startswith("messaging.")} == {
+        "messaging.system": "pgqueue",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "enqueue",
+        "messaging.destination.name": "q",
+        "messaging.message.id": str(job_id),
+    }
+    assert enqueue.status.status_code is StatusCode.UNSET
+
+
+async def test_enqueue_many_has_one_producer_span_for_its_batch(dsn: str, aconn: Any) -> None:
+    """A batch of jobs has one span, not one per job (a batch may be 100,000 jobs): each job's
+    ``meta`` holds its context, and it counts the jobs as the conventions' batches do."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    await app.using("work").aenqueue_many(aconn, [((), {})] * 3)
+    await aconn.commit()
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    assert enqueue.name == "pgqueue.enqueue_many work"
+    assert enqueue.attributes["messaging.batch.message_count"] == 3
+    assert "messaging.message.id" not in enqueue.attributes
+    parents = query(
+        dsn, "SELECT DISTINCT left(meta->'trace'->>'traceparent', 52) FROM pgqueue.jobs"
+    )
+    assert parents == [(f"00-{enqueue.context.trace_id:032x}-{enqueue.context.span_id:016x}",)]
+
+
+def test_a_failed_enqueues_span_is_an_error_that_says_only_its_type(conn: Any) -> None:
+    """An enqueue that raises ends its span as an error, with the exception's type and not its
+    message, which may hold the arguments (and the app's ``redact`` is for job errors)."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda secret: None)
+    exporter = traced(app)
+    with pytest.raises(TypeError):
+        app.using("work").enqueue(conn, {"password": b"hunter2"})
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    assert enqueue.status.status_code is StatusCode.ERROR
+    assert enqueue.attributes["error.type"] == "TypeError"
+    assert "hunter2" not in texts(enqueue)
+
+
+def test_enqueue_spans_can_be_switched_off(conn: Any) -> None:
+    """``instrument(app, enqueue_spans=False)``: no span per enqueue; the job's ``meta`` holds
+    the caller's context, its attempts' spans are the caller's span's children."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = memory.InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    tracing.instrument(app, tracer_provider=provider, enqueue_spans=False)
+    with provider.get_tracer("caller").start_as_current_span("request") as request:
+        job_id = app.using("work").enqueue(conn)
+    assert [s.name for s in exporter.get_finished_spans()] == ["request"]
+    sql = "SELECT meta->'trace'->>'traceparent' FROM pgqueue.jobs WHERE id = %s"
+    [(parent,)] = conn.execute(sql, [job_id]).fetchall()
+    assert f"-{request.get_span_context().span_id:016x}-" in parent
