@@ -270,7 +270,8 @@ class PgQueue:
         """Register ``async def fn(job, call_next)`` to run around every attempt (decorator)."""
         if not callable(fn):  # else every attempt of every job fails on it
             raise TypeError(f"middleware must be a function (job, call_next), got {fn!r}")
-        self.hooks.middleware.append(fn)
+        # A new list: an attempt under way reads its list lazily, and must not run this one.
+        self.hooks.middleware = [*self.hooks.middleware, fn]
         return fn
 
     def get_job(self, conn: SyncConnection, job_id: int) -> Job | None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from pgqueue._worker._context import JobContext
@@ -21,6 +22,20 @@ MetaHook = Callable[[dict[str, Any]], dict[str, Any]]
 
 Callback = Callable[["JobEvent"], Any]
 """``on_success`` / ``on_failure``: a function or coroutine function taking a :class:`JobEvent`."""
+
+Ids = TypeVar("Ids", int, list[int])
+
+
+class Sent(Protocol):
+    """What an enqueue's span is told as it ends well: the new job's id (``enqueue``) or the
+    batch's ids (``enqueue_many``), which it returns."""
+
+    def __call__(self, ids: Ids, /) -> Ids: ...
+
+
+EnqueueSpan = Callable[[str, str, bool], AbstractContextManager[Sent]]
+"""Called with the task's name, its queue and whether it is a batch (``enqueue_many``): a
+context manager around the enqueue, its ``meta`` hooks and statements included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,11 @@ class AppHooks:
         # cancelled, as asked while it ran). Run off the loop as on_success is: an integration
         # reading the row reads it ended (the Django tasks backend's task_finished).
         self.job_ended: dict[str, Callback] = {}
+        # Set by pgqueue.tracing.instrument: the running attempt's trace context, as W3C
+        # headers, which a process-pool child makes current around the task (None: not
+        # traced, and no child imports OpenTelemetry).
+        self.child_trace: Callable[[], dict[str, str]] | None = None
+        self.enqueue_span: EnqueueSpan | None = None  # pgqueue.tracing's too
 
     def job_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
         """The ``meta`` to store for a new job, after every enqueue hook."""

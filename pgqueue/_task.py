@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -14,6 +14,7 @@ import psycopg
 from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import SchemaError, first_line
+from pgqueue._hooks import Ids, Sent
 from pgqueue._options import JobOptions, OnConflict
 from pgqueue._schema import UNDEFINED, schema_missing, schema_problem
 
@@ -104,27 +105,34 @@ class Task(Generic[P, R]):
         ``max_payload_bytes`` of JSON raise ``ValueError`` before any SQL; arguments the table
         refuses as over 1 MiB of jsonb raise it too, and then the transaction is aborted.
         """
-        job = self.new_job(args, kwargs)
-        with sync_cursor(conn) as cur:
-            try:
-                if job.unique_key is not None:
-                    return _unique.enqueue(cur, job, self.options.on_conflict)
-                return _store.run(cur, _store.jobs_insert(job))
-            except _EXPLAINED as exc:
-                _raise_explained(self.name, exc)
-                raise
+        with self._sending(False) as sent:
+            job = self.new_job(args, kwargs)
+            with sync_cursor(conn) as cur:
+                try:
+                    if job.unique_key is not None:
+                        return sent(_unique.enqueue(cur, job, self.options.on_conflict))
+                    return sent(_store.run(cur, _store.jobs_insert(job)))
+                except _EXPLAINED as exc:
+                    _raise_explained(self.name, exc)
+                    raise
 
     async def aenqueue(self, conn: AsyncConnection, /, *args: P.args, **kwargs: P.kwargs) -> int:
         """Async twin of :meth:`enqueue`, for a psycopg ``AsyncConnection`` or ``AsyncCursor``."""
-        job = self.new_job(args, kwargs)
-        async with async_cursor(conn) as cur:
-            try:
-                if job.unique_key is not None:
-                    return await _unique.aenqueue(cur, job, self.options.on_conflict)
-                return await _store.arun(cur, _store.jobs_insert(job))
-            except _EXPLAINED as exc:
-                _raise_explained(self.name, exc)
-                raise
+        with self._sending(False) as sent:
+            job = self.new_job(args, kwargs)
+            async with async_cursor(conn) as cur:
+                try:
+                    if job.unique_key is not None:
+                        return sent(await _unique.aenqueue(cur, job, self.options.on_conflict))
+                    return sent(await _store.arun(cur, _store.jobs_insert(job)))
+                except _EXPLAINED as exc:
+                    _raise_explained(self.name, exc)
+                    raise
+
+    def _sending(self, batch: bool) -> AbstractContextManager[Sent]:
+        """The app's span around an enqueue (``pgqueue.tracing``'s), or nothing."""
+        span = self.app.hooks.enqueue_span
+        return _UNTRACED if span is None else span(self.name, self.options.queue, batch)
 
     def _encode_many(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
@@ -153,33 +161,43 @@ class Task(Generic[P, R]):
         pipeline. Size errors are those of :meth:`enqueue`, prefixed with the call or the
         batch they concern.
         """
-        template, args, kwargs = self._encode_many(calls)
-        with sync_cursor(conn) as cur:
-            try:
-                if _store.copy_usable(cur.connection, len(args)):
-                    return _store.jobs_copy(cur, template, args, kwargs)
-                chunks = self._chunks(template, args, kwargs)
-                with _one_commit(cur.connection, len(args)):
-                    return [i for query in chunks for i in _store.run(cur, query)]
-            except _EXPLAINED as exc:
-                _raise_explained(self.name, exc, len(args))
-                raise
+        with self._sending(True) as sent:
+            template, args, kwargs = self._encode_many(calls)
+            with sync_cursor(conn) as cur:
+                try:
+                    if _store.copy_usable(cur.connection, len(args)):
+                        return sent(_store.jobs_copy(cur, template, args, kwargs))
+                    chunks = self._chunks(template, args, kwargs)
+                    with _one_commit(cur.connection, len(args)):
+                        return sent([i for query in chunks for i in _store.run(cur, query)])
+                except _EXPLAINED as exc:
+                    _raise_explained(self.name, exc, len(args))
+                    raise
 
     async def aenqueue_many(
         self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[int]:
         """Async twin of :meth:`enqueue_many`."""
-        template, args, kwargs = self._encode_many(calls)
-        async with async_cursor(conn) as cur:
-            try:
-                if _store.copy_usable(cur.connection, len(args)):
-                    return await _store.ajobs_copy(cur, template, args, kwargs)
-                chunks = self._chunks(template, args, kwargs)
-                async with _one_commit(cur.connection, len(args)):
-                    return [i for query in chunks for i in await _store.arun(cur, query)]
-            except _EXPLAINED as exc:
-                _raise_explained(self.name, exc, len(args))
-                raise
+        with self._sending(True) as sent:
+            template, args, kwargs = self._encode_many(calls)
+            async with async_cursor(conn) as cur:
+                try:
+                    if _store.copy_usable(cur.connection, len(args)):
+                        return sent(await _store.ajobs_copy(cur, template, args, kwargs))
+                    chunks = self._chunks(template, args, kwargs)
+                    async with _one_commit(cur.connection, len(args)):
+                        ids = [i for query in chunks for i in await _store.arun(cur, query)]
+                        return sent(ids)
+                except _EXPLAINED as exc:
+                    _raise_explained(self.name, exc, len(args))
+                    raise
+
+
+def _same(ids: Ids, /) -> Ids:
+    return ids
+
+
+_UNTRACED = nullcontext(_same)  # an enqueue of an app with no enqueue span
 
 
 def _one_commit(conn: Any, jobs: int) -> Any:

@@ -7,13 +7,18 @@ makes one span per attempt on the worker, a child of the span that enqueued the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import traceback
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 try:
-    from opentelemetry import propagate, trace
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:
     raise ImportError(
         "pgqueue.tracing needs OpenTelemetry's API: pip install 'pgqueue[otel]'",
@@ -22,6 +27,7 @@ except ImportError as exc:
 
 from pgqueue._app import PgQueue
 from pgqueue._errors import exception_text
+from pgqueue._hooks import Ids, Sent
 from pgqueue._worker import JobContext
 from pgqueue._worker._executor import WITHHELD, decided, describe, redacted, stopped_by
 
@@ -33,10 +39,14 @@ _MESSAGING = {
     "messaging.operation.type": "process",
     "messaging.operation.name": "run",
 }
+# How an attempt's context crosses to a process-pool child: W3C headers, whatever propagator
+# the app set (the child may not have set the same one).
+_W3C = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
-def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
-    """Propagate trace context from enqueue to execution, and trace every attempt of ``app``."""
+def instrument(app: PgQueue, tracer_provider: Any = None, *, enqueue_spans: bool = True) -> None:
+    """Propagate trace context from enqueue to execution, and trace every attempt of ``app``;
+    with ``enqueue_spans``, every enqueue (one span for a batch of ``enqueue_many``) too."""
     tracer = trace.get_tracer("pgqueue", tracer_provider=tracer_provider)
 
     def inject(meta: dict[str, Any]) -> dict[str, Any]:
@@ -63,13 +73,64 @@ def instrument(app: PgQueue, tracer_provider: Any = None) -> None:
                 raise
 
     # Where producer and worker are one process, each called this: the last call's hooks
-    # replace the earlier ones, else every attempt had one span per call.
+    # replace the earlier ones, else every attempt had one span per call. New lists, not
+    # edits: an attempt under way (or an enqueue) goes on with the list it started with.
     hooks = app.hooks
-    hooks.enqueue_meta[:] = [h for h in hooks.enqueue_meta if not _made_here(h)]
-    hooks.middleware[:] = [m for m in hooks.middleware if not _made_here(m)]
-    hooks.enqueue_meta.append(inject)
-    hooks.middleware.insert(0, span)
+    hooks.enqueue_meta = [*(h for h in hooks.enqueue_meta if not _made_here(h)), inject]
+    hooks.middleware = [span, *(m for m in hooks.middleware if not _made_here(m))]
+    hooks.child_trace = _for_a_child
+    hooks.enqueue_span = functools.partial(_sending, tracer) if enqueue_spans else None
     _installed.update((inject, span))
+
+
+@contextmanager
+def _sending(tracer: Any, task: str, queue: str, batch: bool) -> Iterator[Sent]:
+    """A PRODUCER span around an enqueue (of a batch, if ``batch``), current within, so that
+    the jobs' ``meta`` holds its context: their attempts' spans are its children. An enqueue
+    that raises ends it an error, with the exception's type only (``error.type``): its
+    message may hold the arguments, and the app's ``redact`` is for the errors of jobs."""
+    operation = "enqueue_many" if batch else "enqueue"
+    attributes = {
+        **_MESSAGING, "messaging.operation.type": "send", "messaging.operation.name": operation,
+        "messaging.destination.name": queue, "pgqueue.task": task, "pgqueue.queue": queue,
+    }  # fmt: skip
+    with tracer.start_as_current_span(
+        f"pgqueue.{operation} {task}", kind=trace.SpanKind.PRODUCER, attributes=attributes,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        try:
+            yield functools.partial(_sent, span)
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(trace.StatusCode.ERROR)
+            raise
+
+
+def _sent(span: Any, ids: Ids) -> Ids:
+    """Tell an enqueue's ``span`` the job (its id) or the batch (how many) it sent."""
+    if isinstance(ids, int):
+        span.set_attributes({"messaging.message.id": str(ids), "pgqueue.job_id": ids})
+    else:
+        span.set_attribute("messaging.batch.message_count", len(ids))
+    return ids
+
+
+def _for_a_child() -> dict[str, str]:
+    """The current context (an attempt's span, where the executor asks) as W3C headers."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def _attached(carrier: dict[str, str]) -> Iterator[None]:
+    """In a process-pool child: the context ``carrier`` holds (the attempt's span) current
+    within, so that the spans the task makes are the attempt span's children."""
+    token = context.attach(_W3C.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def _made_here(hook: object) -> bool:

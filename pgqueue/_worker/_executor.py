@@ -317,8 +317,12 @@ class JobExecutor:
             )
         where = (task.fn.__module__, task.fn.__qualname__)
         fields = (job.id, job.task, job.queue, job.attempt, job.max_attempts, job.meta)
+        carry = self.app.hooks.child_trace
+        trace = None if carry is None else carry()  # the attempt's span, if traced
         try:
-            return await self._processes.run(where, job.args, job.kwargs, fields, _timer.get())
+            return await self._processes.run(
+                where, job.args, job.kwargs, fields, _timer.get(), trace
+            )
         except ChildLost:
             raise WorkerLost() from None
         except (ChildStartTimeout, ChildRefused) as exc:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -169,7 +170,7 @@ def _serve(
         except Exception as exc:  # a class only the worker imports: the call's error
             conn.send_bytes(_answer(False, _sendable(_unread(exc))))
             continue
-        where, args, kwargs, fields = call  # anything else is no call: this child fails
+        where, args, kwargs, fields, trace = call  # anything else is no call: this child fails
         if _gone(worker_pid, worker_started):
             # Sent before the worker died, read since (by a child still starting, say): its
             # job is rescued and runs again elsewhere. The watch would end this copy only at
@@ -178,7 +179,8 @@ def _serve(
         try:
             if failed_setup is not None:  # its own traceback, not one frame more per call
                 raise failed_setup.with_traceback(setup_trace)
-            answer = _answer(True, _call(where, args, kwargs, fields, around))
+            with _traced(trace):
+                answer = _answer(True, _call(where, args, kwargs, fields, around))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
@@ -238,6 +240,20 @@ def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any, around: A
     if inspect.iscoroutine(result):  # an async task isolated after a crash
         return asyncio.run(result)  # its task copies the context set above
     return result
+
+
+def _traced(carrier: dict[str, str] | None) -> AbstractContextManager[object]:
+    """The worker's span of the attempt, made current around its call (``carrier``, W3C
+    headers, says which), so that the task's spans are its children; nothing if the worker
+    sent none (an app not instrumented: OpenTelemetry is not imported) or if this child
+    cannot import OpenTelemetry."""
+    if not carrier:
+        return nullcontext()
+    try:
+        from pgqueue.tracing import _attached
+    except ImportError:
+        return nullcontext()
+    return _attached(carrier)
 
 
 def lookup(module: Any, qualname: str) -> Any:

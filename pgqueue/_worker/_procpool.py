@@ -278,18 +278,20 @@ class ProcessPool:
         kwargs: Any,
         fields: Any,
         timer: asyncio.Timeout | None = None,
+        trace: dict[str, str] | None = None,
     ) -> Any:
         """Call the registered function at ``where`` in a child; raises ``ChildLost`` if it dies.
 
         Cancelling the caller (timeout, cancel request, lost lease) kills the child. ``timer``,
         the caller's timeout, stops while the call waits for a free child, or for a new one to
-        start (and run the app's set-up).
+        start (and run the app's set-up). ``trace``: the W3C trace context the child makes
+        current around the call (``None``: the child imports no OpenTelemetry).
         """
         await self._turn(timer)
         try:
             slot = await self._take(timer, fields[0])
             try:
-                result = await slot.call((where, args, kwargs, fields))
+                result = await slot.call((where, args, kwargs, fields, trace))
             except ChildLost:
                 await self._lost(slot, fields[0])
                 raise

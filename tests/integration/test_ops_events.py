@@ -431,7 +431,8 @@ async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -
 
 
 async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:
-    """pgqueue.tracing: the trace context goes into meta and each attempt gets a child span."""
+    """pgqueue.tracing: the enqueue's span, a child of the caller's, goes into meta, and each
+    attempt gets a span that is its child, in the caller's trace."""
     sdk = pytest.importorskip("opentelemetry.sdk.trace")
     export = pytest.importorskip("opentelemetry.sdk.trace.export")
     memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
@@ -449,8 +450,10 @@ async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, 
     await run_worker_until(w, lambda: states(dsn) == {"succeeded": 1})
     await asyncio.sleep(0)
     [span] = [s for s in exporter.get_finished_spans() if s.name == "pgqueue.run work"]
+    [enqueue] = [s for s in exporter.get_finished_spans() if s.name == "pgqueue.enqueue work"]
     assert span.context.trace_id == parent.get_span_context().trace_id
-    assert span.parent.span_id == parent.get_span_context().span_id
+    assert enqueue.parent.span_id == parent.get_span_context().span_id
+    assert span.parent.span_id == enqueue.context.span_id
     assert span.attributes["pgqueue.job_id"] == 1
 
 

@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 
 import pgqueue
-from tests.helpers import run_worker_until, states, stop_with_one_asked_to_cancel
+from tests.helpers import query, run_worker_until, states, stop_with_one_asked_to_cancel
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
 memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
-from opentelemetry.trace import StatusCode  # noqa: E402  # needs opentelemetry
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402  # needs opentelemetry
 
 from pgqueue import tracing  # noqa: E402  # needs opentelemetry
+from pgqueue._hooks import AppHooks, call_through  # noqa: E402
+from tests.integration import tracing_tasks  # noqa: E402
 
 
 def traced(app: pgqueue.PgQueue) -> Any:
@@ -39,6 +41,11 @@ async def spans_of(dsn: str, conn: Any, app: pgqueue.PgQueue, ending: str) -> li
     await run_worker_until(w, lambda: states(dsn) == {ending: 1})
     await asyncio.sleep(0)
     return [s for s in exporter.get_finished_spans() if s.name == "pgqueue.run work"]
+
+
+def kind_of(exporter: Any, kind: Any) -> list[Any]:
+    """The finished spans of ``kind`` that ``exporter`` holds."""
+    return [s for s in exporter.get_finished_spans() if s.kind is kind]
 
 
 def texts(span: Any) -> str:
@@ -132,7 +139,7 @@ async def test_an_attempt_the_worker_stops_has_a_span_that_says_so(dsn: str, con
 
     exporter = traced(app)
     await stop_with_one_asked_to_cancel(dsn, conn, app, "work")
-    spans = exporter.get_finished_spans()
+    spans = kind_of(exporter, SpanKind.CONSUMER)
     assert [(s.status.status_code, s.status.description) for s in spans] == [
         (StatusCode.ERROR, "stopped: shutdown")
     ] * 2
@@ -237,3 +244,182 @@ async def test_a_raising_redact_is_logged_once_more_for_the_span(
     [event] = span.events
     assert event.attributes["exception.message"] == withheld
     assert event.attributes["exception.stacktrace"] == withheld
+
+
+def test_instrument_while_an_attempt_runs_neither_skips_nor_repeats_a_middleware() -> None:
+    """instrument() edited ``app.hooks.middleware`` in place, and an attempt under way reads
+    that list one middleware at a time: called between two of them (here, by the first), it
+    shifted the list under the attempt, which ran the first middleware again. An attempt now
+    runs the middleware it started with, each once."""
+    app = pgqueue.PgQueue()
+    ran: list[str] = []
+
+    @app.middleware
+    async def first(job: Any, call_next: Any) -> Any:
+        ran.append("first")
+        tracing.instrument(app)  # as a producer thread of the same process might, meanwhile
+        return await call_next()
+
+    @app.middleware
+    async def second(job: Any, call_next: Any) -> Any:
+        ran.append("second")
+        return await call_next()
+
+    async def call() -> str:
+        return "done"
+
+    job = pgqueue.JobContext(1, "work", "q", 1, 3, {})
+    result = asyncio.run(call_through(app.hooks.middleware, job, call))
+    assert (result, ran) == ("done", ["first", "second"])
+    assert app.hooks.middleware[1:] == [first, second]  # the next attempt is traced
+
+
+def test_a_middleware_registered_while_an_attempt_runs_waits_for_the_next_attempt() -> None:
+    """``app.middleware`` appended to the list an attempt under way reads lazily: that attempt
+    ran, innermost, a middleware registered after it had started."""
+    app = pgqueue.PgQueue()
+    ran: list[str] = []
+
+    async def late(job: Any, call_next: Any) -> Any:
+        ran.append("late")
+        return await call_next()
+
+    @app.middleware
+    async def first(job: Any, call_next: Any) -> Any:
+        ran.append("first")
+        app.middleware(late)
+        return await call_next()
+
+    @app.middleware
+    async def second(job: Any, call_next: Any) -> Any:
+        ran.append("second")
+        return await call_next()
+
+    async def call() -> None:
+        ran.append("call")
+
+    job = pgqueue.JobContext(1, "work", "q", 1, 3, {})
+    asyncio.run(call_through(app.hooks.middleware, job, call))
+    assert ran == ["first", "second", "call"]
+    assert app.hooks.middleware == [first, second, late]
+
+
+async def run_in_child(dsn: str, conn: Any, task: Any, isolated: bool) -> dict[str, Any]:
+    """Run one job of ``task`` (of tracing_tasks, in a process-pool child: isolated after a
+    crash, if ``isolated``) on a worker, and return its result."""
+    job_id = task.enqueue(conn)
+    conn.commit()
+    if isolated:  # as the rescue leaves a job whose worker died
+        query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    worker = tracing_tasks.app.worker(dsn=dsn, queues=["cpu"], poll_interval=0.05, processes=1)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1}, timeout=60)
+    [(result,)] = query(dsn, "SELECT result FROM pgqueue.jobs WHERE id = %s", [job_id])
+    return dict(result)
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["process", "isolated"])
+async def test_a_span_made_in_a_process_pool_child_is_a_child_of_the_attempts_span(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, isolated: bool
+) -> None:
+    """A task run in a child process (``executor="process"``, or isolated after a crash) made
+    spans of no parent, traces of their own: the attempt's span, in the worker, was not made
+    current in the child. It is now, so a span the task makes there is its child."""
+    monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
+    exporter = traced(tracing_tasks.app)
+    task = tracing_tasks.span_isolated if isolated else tracing_tasks.span_in_process
+    made = await run_in_child(dsn, conn, task, isolated)
+    [attempt] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    context = attempt.get_span_context()
+    assert made == {
+        "imported": True, "trace": f"{context.trace_id:032x}", "parent": f"{context.span_id:016x}"
+    }  # fmt: skip
+
+
+async def test_an_uninstrumented_apps_child_imports_no_opentelemetry(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing the trace context to a child costs an app that is not instrumented nothing:
+    its children do not import OpenTelemetry."""
+    monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
+    made = await run_in_child(dsn, conn, tracing_tasks.span_in_process, isolated=False)
+    assert (made["imported"], made["parent"]) == (False, None)
+
+
+async def test_an_enqueue_has_a_producer_span_that_the_attempts_span_is_a_child_of(
+    dsn: str, conn: Any
+) -> None:
+    """An enqueue made no span: an attempt's span was a child of whatever span enqueued it (a
+    request's), and a trace showed no enqueue, as OpenTelemetry's messaging conventions (and
+    Celery's and Sidekiq's instrumentations) have one. Each enqueue is a PRODUCER span, a
+    child of the caller's, and the attempt's span is the enqueue span's child."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    tracer = sdk.TracerProvider().get_tracer("caller")
+    with tracer.start_as_current_span("request") as request:
+        job_id = app.using("work").enqueue(conn)
+    conn.commit()
+    worker = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 1})
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    [attempt] = kind_of(exporter, SpanKind.CONSUMER)
+    assert enqueue.name == "pgqueue.enqueue work"
+    assert enqueue.parent.span_id == request.get_span_context().span_id
+    assert attempt.parent.span_id == enqueue.context.span_id
+    assert {k: v for k, v in enqueue.attributes.items() if k.startswith("messaging.")} == {
+        "messaging.system": "pgqueue",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "enqueue",
+        "messaging.destination.name": "q",
+        "messaging.message.id": str(job_id),
+    }
+    assert enqueue.status.status_code is StatusCode.UNSET
+
+
+async def test_enqueue_many_has_one_producer_span_for_its_batch(dsn: str, aconn: Any) -> None:
+    """A batch of jobs has one span, not one per job (a batch may be 100,000 jobs): each job's
+    ``meta`` holds its context, and it counts the jobs as the conventions' batches do."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    await app.using("work").aenqueue_many(aconn, [((), {})] * 3)
+    await aconn.commit()
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    assert enqueue.name == "pgqueue.enqueue_many work"
+    assert enqueue.attributes["messaging.batch.message_count"] == 3
+    assert "messaging.message.id" not in enqueue.attributes
+    parents = query(
+        dsn, "SELECT DISTINCT left(meta->'trace'->>'traceparent', 52) FROM pgqueue.jobs"
+    )
+    assert parents == [(f"00-{enqueue.context.trace_id:032x}-{enqueue.context.span_id:016x}",)]
+
+
+def test_a_failed_enqueues_span_is_an_error_that_says_only_its_type(conn: Any) -> None:
+    """An enqueue that raises ends its span as an error, with the exception's type and not its
+    message, which may hold the arguments (and the app's ``redact`` is for job errors)."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda secret: None)
+    exporter = traced(app)
+    with pytest.raises(TypeError):
+        app.using("work").enqueue(conn, {"password": b"hunter2"})
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    assert enqueue.status.status_code is StatusCode.ERROR
+    assert enqueue.attributes["error.type"] == "TypeError"
+    assert "hunter2" not in texts(enqueue)
+
+
+def test_enqueue_spans_can_be_switched_off(conn: Any) -> None:
+    """``instrument(app, enqueue_spans=False)``: no span per enqueue; the job's ``meta`` holds
+    the caller's context, its attempts' spans are the caller's span's children."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = memory.InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    tracing.instrument(app, tracer_provider=provider, enqueue_spans=False)
+    with provider.get_tracer("caller").start_as_current_span("request") as request:
+        job_id = app.using("work").enqueue(conn)
+    assert [s.name for s in exporter.get_finished_spans()] == ["request"]
+    sql = "SELECT meta->'trace'->>'traceparent' FROM pgqueue.jobs WHERE id = %s"
+    [(parent,)] = conn.execute(sql, [job_id]).fetchall()
+    assert f"-{request.get_span_context().span_id:016x}-" in parent
