@@ -482,8 +482,12 @@ class Worker:
     def _check_task_queues_served(self) -> None:
         """Warn when no task of the app is sent to a queue this worker serves: a worker left on
         the default queue, its app's tasks on others, claims nothing of theirs and said
-        nothing. Not an error: a job sent to a served queue with using(queue=...) runs."""
-        theirs = sorted({task.options.queue for task in self.app.tasks.values()})
+        nothing. Not an error: a job sent to a served queue with using(queue=...) runs. A
+        schedule's jobs go to its own queue (periodic(queue=...)), which its task may not."""
+        theirs = sorted(
+            {task.options.queue for task in self.app.tasks.values()}
+            | {periodic.queue for periodic in self.app.periodics.values()}
+        )
         if not self._warn_unserved or not theirs or set(theirs) & set(self.queues):
             return
         served = sorted(self.queues)

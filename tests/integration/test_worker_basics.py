@@ -527,6 +527,19 @@ async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
     )
 
 
+async def test_a_worker_serving_its_periodic_tasks_queue_does_not_warn(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule sends its jobs to its own queue (``app.periodic(..., queue="reports")`` of
+    a task on queue default): a worker serving that queue runs them, yet it warned that none
+    of its app's tasks went there, and told it to serve queue default instead."""
+    caplog.set_level(logging.WARNING, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("0 0 1 1 *", queue="reports")(app.task(name="report")(lambda: None))
+    await pgqueue.Worker(app, queues=["reports"], burst=True).run()
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "no_task_queue_served"]
+
+
 async def test_a_stopped_worker_says_what_it_ran(
     dsn: str, conn, caplog: pytest.LogCaptureFixture
 ) -> None:
