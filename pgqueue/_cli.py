@@ -10,6 +10,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -237,7 +239,7 @@ def load_app(path: str) -> PgQueue:
     if not hasattr(module, attribute or "app"):
         raise click.ClickException(
             f"module {module_name!r} has no attribute {attribute or 'app'!r} (--app {path!r};"
-            " use MODULE:ATTRIBUTE)"
+            f" use MODULE:ATTRIBUTE{_namespace_hint(module, attribute)})"
         )
     app = getattr(module, attribute or "app")
     if not isinstance(app, PgQueue):
@@ -253,6 +255,9 @@ def _not_found(module_name: str, exc: ImportError) -> str:
     if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
         return ""
     if f"{module_name}.".startswith(f"{exc.name}."):  # the app's module, or its package
+        parent, _, child = exc.name.rpartition(".")
+        if parent in sys.modules:  # found, but without this submodule
+            return _found_without(sys.modules[parent], child)
         return (
             f" (not in the current directory, {os.getcwd()}, nor on PYTHONPATH: run pgqueue from"
             " the folder that holds it, or add that folder to PYTHONPATH)"
@@ -260,6 +265,32 @@ def _not_found(module_name: str, exc: ImportError) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
     return f" ({where}is it installed in this environment?)"
+
+
+def _found_without(parent: ModuleType, child: str) -> str:
+    """Where ``parent`` was found, lacking ``child``: a package without it, or a module of
+    the same name (a ``myproject.py`` in the current directory) hiding the package meant."""
+    if hasattr(parent, "__path__"):
+        return (
+            f" (package {parent.__name__!r}, found in {', '.join(parent.__path__)}, has no"
+            f" module {child!r})"
+        )
+    return (
+        f" ({parent.__name__!r} is {parent.__file__}: if it hides the package you meant, rename it)"
+    )
+
+
+def _namespace_hint(module: ModuleType, attribute: str) -> str:
+    """For a folder without ``__init__.py`` (a namespace package, which defines nothing): name
+    a module in it, as the app path to give."""
+    if getattr(module, "__file__", None) is not None or not hasattr(module, "__path__"):
+        return ""
+    inside = sorted(p.stem for folder in module.__path__ for p in Path(folder).glob("*.py"))
+    example = f", e.g. {module.__name__}.{inside[0]}:{attribute or 'app'}" if inside else ""
+    return (
+        f"; {module.__name__!r} is a folder without __init__.py: name the module in it that"
+        f" defines the app{example}"
+    )
 
 
 def _raised_at(exc: Exception) -> str:
