@@ -7,6 +7,8 @@ import functools
 import importlib
 import logging
 import os
+import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -311,10 +313,27 @@ def _not_installed(exc: psycopg.Error) -> str:
 
 def _database_error(exc: psycopg.Error) -> str:
     if unreachable(exc):  # a lock or statement timeout said "cannot reach the database"
-        return f"cannot reach the database: {first_line(exc)}"
+        return f"cannot reach the database: {first_line(exc)}{_unreachable_hint(exc)}"
     if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
         return _not_installed(exc)
     return f"the database refused: {first_line(exc)} ({type(exc).__name__})"
+
+
+# libpq's own text (English unless lc_messages says otherwise: then no hint is added).
+_NO_DATABASE = re.compile(r'database "(.*)" does not exist')
+
+
+def _unreachable_hint(exc: BaseException) -> str:
+    """What a newcomer does next: libpq's question on its second line ("Is the server
+    running...?"), which the first line alone left out, or the command creating a database
+    that does not exist yet."""
+    if found := _NO_DATABASE.search(first_line(exc)):
+        return (
+            f" (create it: createdb {shlex.quote(found[1])}, with the DSN's host, port and"
+            " user, then run pgqueue migrate)"
+        )
+    asked = [line.strip() for line in str(exc).splitlines()[1:] if "server running" in line]
+    return f" ({asked[0][0].lower()}{asked[0][1:]})" if asked else ""
 
 
 def friendly_errors(fn: F) -> F:
