@@ -253,9 +253,11 @@ def load_app(path: str) -> PgQueue:
 
 
 def _not_found(module_name: str, exc: ImportError) -> str:
-    """Where to look when the app's module, or a module it imports, cannot be found."""
+    """Where to look when the app's module, or a module it imports, cannot be found; for
+    another ImportError (``from helpers import missing``), the line that raised it."""
+    where = _app_line(exc)
     if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
-        return ""
+        return f" ({where})" if where else ""
     if f"{module_name}.".startswith(f"{exc.name}."):  # the app's module, or its package
         parent, _, child = exc.name.rpartition(".")
         if parent in sys.modules:  # found, but without this submodule
@@ -264,9 +266,14 @@ def _not_found(module_name: str, exc: ImportError) -> str:
             f" (not in the current directory, {os.getcwd()}, nor on PYTHONPATH: run pgqueue from"
             " the folder that holds it, or add that folder to PYTHONPATH)"
         )
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
-    return f" ({where}is it installed in this environment?)"
+    return f" ({where}{': ' if where else ''}is it installed in this environment?)"
+
+
+def _app_line(exc: ImportError) -> str:
+    """``file, line N`` of the app's code that raised ``exc``, past the import machinery."""
+    ours = (__file__, importlib.__file__, "<")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
 
 
 def _found_without(parent: ModuleType, child: str) -> str:

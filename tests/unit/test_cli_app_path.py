@@ -95,3 +95,20 @@ def test_a_folder_without_init_says_to_name_the_module_in_it(
         " MODULE:ATTRIBUTE; 'h112_spaced' is a folder without __init__.py: name the module"
         " in it that defines the app, e.g. h112_spaced.tasks:app)"
     )
+
+
+def test_an_import_error_the_app_module_raises_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ImportError of the app's own code (``from helpers import missing``, or a package's
+    ``__init__`` raising one) said what, not where; any other error said both."""
+    (tmp_path / "h112_helpers.py").write_text("x = 1\n")
+    (tmp_path / "h112_needs_name.py").write_text("import os\nfrom h112_helpers import missing\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the directory on it
+    with pytest.raises(click.ClickException) as raised:
+        load_app("h112_needs_name:app")
+    assert raised.value.message == (
+        "cannot import app module 'h112_needs_name': cannot import name 'missing' from"
+        f" 'h112_helpers' ({tmp_path}/h112_helpers.py) ({tmp_path}/h112_needs_name.py, line 2)"
+    )
