@@ -7,9 +7,13 @@ import functools
 import importlib
 import logging
 import os
+import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -237,7 +241,7 @@ def load_app(path: str) -> PgQueue:
     if not hasattr(module, attribute or "app"):
         raise click.ClickException(
             f"module {module_name!r} has no attribute {attribute or 'app'!r} (--app {path!r};"
-            " use MODULE:ATTRIBUTE)"
+            f" use MODULE:ATTRIBUTE{_namespace_hint(module, attribute)})"
         )
     app = getattr(module, attribute or "app")
     if not isinstance(app, PgQueue):
@@ -249,17 +253,53 @@ def load_app(path: str) -> PgQueue:
 
 
 def _not_found(module_name: str, exc: ImportError) -> str:
-    """Where to look when the app's module, or a module it imports, cannot be found."""
+    """Where to look when the app's module, or a module it imports, cannot be found; for
+    another ImportError (``from helpers import missing``), the line that raised it."""
+    where = _app_line(exc)
     if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
-        return ""
+        return f" ({where})" if where else ""
     if f"{module_name}.".startswith(f"{exc.name}."):  # the app's module, or its package
+        parent, _, child = exc.name.rpartition(".")
+        if parent in sys.modules:  # found, but without this submodule
+            return _found_without(sys.modules[parent], child)
         return (
             f" (not in the current directory, {os.getcwd()}, nor on PYTHONPATH: run pgqueue from"
             " the folder that holds it, or add that folder to PYTHONPATH)"
         )
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
-    return f" ({where}is it installed in this environment?)"
+    return f" ({where}{': ' if where else ''}is it installed in this environment?)"
+
+
+def _app_line(exc: ImportError) -> str:
+    """``file, line N`` of the app's code that raised ``exc``, past the import machinery."""
+    ours = (__file__, importlib.__file__, "<")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
+
+
+def _found_without(parent: ModuleType, child: str) -> str:
+    """Where ``parent`` was found, lacking ``child``: a package without it, or a module of
+    the same name (a ``myproject.py`` in the current directory) hiding the package meant."""
+    if hasattr(parent, "__path__"):
+        return (
+            f" (package {parent.__name__!r}, found in {', '.join(parent.__path__)}, has no"
+            f" module {child!r})"
+        )
+    return (
+        f" ({parent.__name__!r} is {parent.__file__}: if it hides the package you meant, rename it)"
+    )
+
+
+def _namespace_hint(module: ModuleType, attribute: str) -> str:
+    """For a folder without ``__init__.py`` (a namespace package, which defines nothing): name
+    a module in it, as the app path to give."""
+    if getattr(module, "__file__", None) is not None or not hasattr(module, "__path__"):
+        return ""
+    inside = sorted(p.stem for folder in module.__path__ for p in Path(folder).glob("*.py"))
+    example = f", e.g. {module.__name__}.{inside[0]}:{attribute or 'app'}" if inside else ""
+    return (
+        f"; {module.__name__!r} is a folder without __init__.py: name the module in it that"
+        f" defines the app{example}"
+    )
 
 
 def _raised_at(exc: Exception) -> str:
@@ -280,10 +320,27 @@ def _not_installed(exc: psycopg.Error) -> str:
 
 def _database_error(exc: psycopg.Error) -> str:
     if unreachable(exc):  # a lock or statement timeout said "cannot reach the database"
-        return f"cannot reach the database: {first_line(exc)}"
+        return f"cannot reach the database: {first_line(exc)}{_unreachable_hint(exc)}"
     if schema_missing(exc):  # not a missing table of a user's trigger on pgqueue's tables
         return _not_installed(exc)
     return f"the database refused: {first_line(exc)} ({type(exc).__name__})"
+
+
+# libpq's own text (English unless lc_messages says otherwise: then no hint is added).
+_NO_DATABASE = re.compile(r'database "(.*)" does not exist')
+
+
+def _unreachable_hint(exc: BaseException) -> str:
+    """What a newcomer does next: libpq's question on its second line ("Is the server
+    running...?"), which the first line alone left out, or the command creating a database
+    that does not exist yet."""
+    if found := _NO_DATABASE.search(first_line(exc)):
+        return (
+            f" (create it: createdb {shlex.quote(found[1])}, with the DSN's host, port and"
+            " user, then run pgqueue migrate)"
+        )
+    asked = [line.strip() for line in str(exc).splitlines()[1:] if "server running" in line]
+    return f" ({asked[0][0].lower()}{asked[0][1:]})" if asked else ""
 
 
 def friendly_errors(fn: F) -> F:

@@ -456,10 +456,13 @@ class Worker:
             # back before the name is taken again.
             await self.rescue()
             await self._check_name_free()
-            if self.stopping.is_set():
-                return  # stopped while watching the name: not taken, nor claimed under
-            self._registering = True  # cancelled, it may have committed all the same
-            await self._maint_db.run(self._register())
+            # Stopped while watching the name: not taken, nor claimed under. The openings are
+            # waited for all the same: one left running opened after the shutdown closed the
+            # connections, and stayed open.
+            stopped = self.stopping.is_set()
+            if not stopped:
+                self._registering = True  # cancelled, it may have committed all the same
+                await self._maint_db.run(self._register())
         except BaseException:
             opening.cancel()  # failed or cancelled: end them (_unstart closes what they opened)
             await asyncio.gather(opening, return_exceptions=True)
@@ -469,6 +472,8 @@ class Worker:
                 opened, psycopg.Error | OSError
             ):
                 raise opened
+        if stopped:
+            return
         log.info(
             "worker %s started: pgqueue %s, queues %s, concurrency %s, database %s; %s",
             self.name, __version__, self.queues, sum(self.queues.values()), _safe_dsn(self.dsn),
@@ -482,8 +487,12 @@ class Worker:
     def _check_task_queues_served(self) -> None:
         """Warn when no task of the app is sent to a queue this worker serves: a worker left on
         the default queue, its app's tasks on others, claims nothing of theirs and said
-        nothing. Not an error: a job sent to a served queue with using(queue=...) runs."""
-        theirs = sorted({task.options.queue for task in self.app.tasks.values()})
+        nothing. Not an error: a job sent to a served queue with using(queue=...) runs. A
+        schedule's jobs go to its own queue (periodic(queue=...)), which its task may not."""
+        theirs = sorted(
+            {task.options.queue for task in self.app.tasks.values()}
+            | {periodic.queue for periodic in self.app.periodics.values()}
+        )
         if not self._warn_unserved or not theirs or set(theirs) & set(self.queues):
             return
         served = sorted(self.queues)

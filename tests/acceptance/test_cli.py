@@ -277,6 +277,30 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert line.startswith("Error: cannot reach the database:")
 
 
+def test_a_refused_connection_asks_whether_the_server_runs() -> None:
+    """A server refusing connections said only psycopg's first line ("Connection refused"),
+    leaving out libpq's next one, the question a newcomer needs: is the server running?"""
+    result = cli("postgresql://nobody@127.0.0.1:1/none", "migrate", "--check")
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        'Error: cannot reach the database: connection failed: connection to server at'
+        ' "127.0.0.1", port 1 failed: Connection refused (is the server running on that host'
+        " and accepting TCP/IP connections?)"
+    ])  # fmt: skip
+
+
+def test_a_database_that_does_not_exist_says_how_to_create_it(dsn: str) -> None:
+    """A DSN naming a database not created yet (the tutorial's first step skipped) says to
+    create it, with the command, and then to install the schema."""
+    absent = make_conninfo(dsn, dbname="h112 absent")
+    result = cli(absent, "migrate", "--check")
+    [line] = result.stderr.strip().splitlines()
+    assert result.returncode == 1
+    assert line.endswith(
+        """FATAL:  database "h112 absent" does not exist (create it: createdb 'h112 absent',"""
+        " with the DSN's host, port and user, then run pgqueue migrate)"
+    )
+
+
 @pytest.mark.parametrize(
     "command", [("migrate",), ("worker", "--burst"), ("stats",), ("cron", "list"), ("healthcheck",)]
 )

@@ -363,6 +363,38 @@ def test_drain_stops_a_task_that_enqueues_itself_at_every_run_naming_it(
     ]
 
 
+@pytest.mark.parametrize(
+    ("max_jobs", "counts"),
+    [(1, {"succeeded": 0, "failed": 0, "retried": 1, "cancelled": 0}),
+     (2, {"succeeded": 1, "failed": 0, "retried": 1, "cancelled": 0})],
+)  # fmt: skip
+def test_drain_counts_a_jobs_own_retry_apart_from_attempts_max_jobs_refused(
+    conn, dsn, max_jobs: int, counts: dict[str, int]
+) -> None:
+    """A job's own Retry in one round, its next attempt in the next: max_jobs=1 refuses that
+    attempt at the second round's start (counted as no retry, the drain warned), max_jobs=2
+    lets it run. The two bounds, kept together in the merge, count each attempt once."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[int] = []
+
+    @app.task(name="twice")
+    def twice() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise pgqueue.Retry(delay=3600)
+
+    twice.enqueue(conn)
+    conn.commit()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert drain(app, max_jobs=max_jobs) == counts
+    assert len(runs) == max_jobs
+    warned = [str(w.message) for w in said if "max_jobs" in str(w.message)]
+    assert len(warned) == (max_jobs == 1)
+    expected = [("queued", 0)] if max_jobs == 1 else [("succeeded", 1)]
+    assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == expected
+
+
 def test_drain_of_exactly_max_jobs_jobs_says_nothing(conn, dsn) -> None:
     """A drain that runs max_jobs attempts and finds nothing more is not stopped by the bound."""
     for n in range(3):

@@ -510,6 +510,27 @@ async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:
     assert not loop.remove_signal_handler(signal.SIGTERM)
 
 
+async def test_a_worker_stopped_while_starting_leaves_no_connection_opening(dsn: str) -> None:
+    """Stopped before its start was over, a worker returned from _start without waiting for
+    the claimer's connection it was opening: the connection came after the shutdown had
+    closed the others, and stayed open, a server session of a stopped worker, for as long
+    as the program went on. (The connect is held back here so that it is still opening.)"""
+    w = worker(dsn)
+    opened = w._claim_db.connection
+    release = asyncio.Event()
+
+    async def slow_open() -> psycopg.AsyncConnection:
+        await release.wait()
+        return await opened()
+
+    w._claim_db.connection = slow_open  # type: ignore[method-assign]
+    w.stop()
+    asyncio.get_running_loop().call_later(0.3, release.set)
+    await w.run()
+    await asyncio.sleep(0.6)  # the connect, had it been left running, is over
+    assert w._claim_db._conn is None or w._claim_db._conn.closed
+
+
 async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
     dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -525,6 +546,19 @@ async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
         "serves queue nobody, to which none of its app's tasks is sent by default (they go to"
         " cpu, io): serve theirs, e.g. --queues cpu,io (Worker(queues=...) in Python)"
     )
+
+
+async def test_a_worker_serving_its_periodic_tasks_queue_does_not_warn(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule sends its jobs to its own queue (``app.periodic(..., queue="reports")`` of
+    a task on queue default): a worker serving that queue runs them, yet it warned that none
+    of its app's tasks went there, and told it to serve queue default instead."""
+    caplog.set_level(logging.WARNING, logger="pgqueue.worker")
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("0 0 1 1 *", queue="reports")(app.task(name="report")(lambda: None))
+    await pgqueue.Worker(app, queues=["reports"], burst=True).run()
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "no_task_queue_served"]
 
 
 async def test_a_stopped_worker_says_what_it_ran(
