@@ -178,6 +178,7 @@ class Worker:
         self._settings = _changed(locals())  # for the start record
         # Off for pgqueue.testing.drain's workers, which serve the queues holding jobs on purpose.
         self._warn_unserved = True
+        self._queues_chosen = queues is not None  # else the app's default queue
         # Where each option given came from, by its name here ("env PGQUEUE_BURST"): the CLI's.
         self._sources: dict[str, str] = {}
         self.app = app
@@ -496,7 +497,11 @@ class Worker:
         if not self._warn_unserved or not theirs or set(theirs) & set(self.queues):
             return
         served = sorted(self.queues)
-        log.warning(
+        # Left at the default queue: the newcomer's slip. Queues chosen: a worker kept for jobs
+        # sent there with using(queue=...), said at every start, where a warning could not be
+        # silenced (or a typo, which the line still shows at the default level).
+        log.log(
+            logging.INFO if self._queues_chosen else logging.WARNING,
             "worker %s serves %s %s, to which none of its app's tasks is sent by default (they"
             " go to %s): serve theirs, e.g. --queues %s (Worker(queues=...) in Python)",
             self.name, "queue" if len(served) == 1 else "queues", ", ".join(served),
