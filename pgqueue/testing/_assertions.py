@@ -12,6 +12,7 @@ import psycopg
 from pgqueue import _store
 from pgqueue._connections import (
     AsyncConnection,
+    ConnectionKindError,
     SyncConnection,
     async_connection,
     async_cursor,
@@ -85,7 +86,7 @@ def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
                 return _calls(_store.run(cur, query))
         try:
             found = sync_connection(conn)
-        except TypeError:
+        except ConnectionKindError:
             raise _refused(conn, sync=True) from None
         with sync_cursor(found) as cur:
             return _calls(_store.run(cur, query))
@@ -104,7 +105,7 @@ async def _aqueued(task: Task[Any, Any], conn: AsyncConnection | None) -> list[C
                 return _calls(await _store.arun(cur, query))
         try:
             found = await async_connection(conn)
-        except TypeError:
+        except ConnectionKindError:
             raise _refused(conn, sync=False) from None
         async with async_cursor(found) as cur:
             return _calls(await _store.arun(cur, query))

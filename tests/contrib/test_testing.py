@@ -220,6 +220,39 @@ async def test_aassert_enqueued_reads_an_sqlalchemy_async_sessions_transaction(d
         await db.dispose()
 
 
+async def test_assert_enqueued_passes_on_what_an_adapter_says_of_a_connection_of_its_kind(
+    dsn,
+) -> None:
+    """A Session or AsyncSession whose binds name two engines was "not a sync (async)
+    connection" to assert_enqueued and its twin, which hid what SQLAlchemy's adapter says:
+    which connection to hand over instead."""
+    pytest.importorskip("sqlalchemy.ext.asyncio", reason="SQLAlchemy's asyncio is not installed")
+    from sqlalchemy import create_engine
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    from tests.contrib.sqlalchemy_app import app as shop
+    from tests.contrib.test_sqlalchemy import url
+
+    said = r"binds are 2 engines.*bind_arguments="
+    engines = [create_engine(url(dsn), poolclass=NullPool) for _ in range(2)]
+    aengines = [create_async_engine(url(dsn), poolclass=NullPool) for _ in range(2)]
+    try:
+        binds = {shop.Order: engines[0], shop.Base: engines[1]}
+        with Session(binds=binds) as session, pytest.raises(TypeError, match=said):
+            assert_enqueued(t.add, conn=session)
+        abinds = {shop.Order: aengines[0], shop.Base: aengines[1]}
+        async with AsyncSession(binds=abinds) as asession:
+            with pytest.raises(TypeError, match=said):
+                await aassert_enqueued(t.add, conn=asession)
+    finally:
+        for engine in engines:
+            engine.dispose()
+        for aengine in aengines:
+            await aengine.dispose()
+
+
 async def test_aassert_not_enqueued_fails_on_a_matching_uncommitted_job(aconn) -> None:
     """aassert_not_enqueued passes while nothing matches, and lists the job that does."""
     await aassert_not_enqueued(t.add, conn=aconn)
