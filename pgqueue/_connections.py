@@ -76,6 +76,12 @@ def normalize_dsn(dsn: str) -> str:
     return dsn
 
 
+class ConnectionKindError(TypeError):
+    """A connection of the other kind (sync where async is wanted, or the reverse), or an
+    object no adapter takes: a caller with words of its own (``assert_enqueued``) may say it
+    its way, and leave any other ``TypeError`` (a driver, a session's binds) as said."""
+
+
 @dataclass(frozen=True, slots=True)
 class Adapter:
     """Finds the psycopg connection behind a foreign object (or returns ``None``)."""
@@ -109,7 +115,7 @@ def _foreign(conn: Any, pick: Callable[[Adapter], Callable[[Any], Any]]) -> Any:
         found = pick(adapter)(conn)
         if found is not None:
             return found
-    raise TypeError(
+    raise ConnectionKindError(
         f"cannot enqueue on a {type(conn).__module__}.{type(conn).__qualname__}: pass a psycopg "
         "connection or cursor (or a SQLAlchemy/Django connection with pgqueue's contrib installed)"
     )
@@ -122,7 +128,9 @@ def sync_connection(conn: SyncConnection) -> psycopg.Connection[Any]:
     if isinstance(conn, psycopg.Cursor):
         return conn.connection
     if isinstance(conn, psycopg.AsyncConnection | psycopg.AsyncCursor):
-        raise TypeError("this is an async connection: use aenqueue() instead of enqueue()")
+        raise ConnectionKindError(
+            "this is an async connection: use aenqueue() instead of enqueue()"
+        )
     found: psycopg.Connection[Any] = _foreign(conn, lambda a: a.sync)
     return found
 
@@ -134,7 +142,7 @@ async def async_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any
     if isinstance(conn, psycopg.AsyncCursor):
         return conn.connection
     if isinstance(conn, psycopg.Connection | psycopg.Cursor):
-        raise TypeError("this is a sync connection: use enqueue() instead of aenqueue()")
+        raise ConnectionKindError("this is a sync connection: use enqueue() instead of aenqueue()")
     found = _foreign(conn, lambda a: a.async_)
     if not isinstance(found, psycopg.AsyncConnection):
         found = await found  # adapters may need to await the driver connection

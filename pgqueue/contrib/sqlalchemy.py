@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue._connections import Adapter
+from pgqueue._connections import Adapter, ConnectionKindError
 
 __all__ = ["adapter"]
 
@@ -108,7 +108,9 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
     from sqlalchemy.orm import Session, scoped_session
 
     if isinstance(obj, _async_types()):
-        raise TypeError("this is an async SQLAlchemy object: use aenqueue() instead of enqueue()")
+        raise ConnectionKindError(
+            "this is an async SQLAlchemy object: use aenqueue() instead of enqueue()"
+        )
     if isinstance(obj, scoped_session):  # Flask-SQLAlchemy's db.session, among others
         obj = obj()  # this scope's Session
     if isinstance(obj, Session):
@@ -141,7 +143,9 @@ def async_connection(obj: Any) -> Awaitable[psycopg.AsyncConnection[Any]] | None
     from sqlalchemy.orm import Session, scoped_session
 
     if isinstance(obj, Session | Connection | scoped_session):
-        raise TypeError("this is a sync SQLAlchemy object: use enqueue() instead of aenqueue()")
+        raise ConnectionKindError(
+            "this is a sync SQLAlchemy object: use enqueue() instead of aenqueue()"
+        )
     if isinstance(obj, async_scoped_session):
         obj = obj()  # this scope's AsyncSession
     if not isinstance(obj, AsyncSession | AsyncConnection):

@@ -1,15 +1,24 @@
-"""``assert_enqueued``: was this task enqueued with these arguments?"""
+"""``assert_enqueued``: was this task enqueued with these arguments? And its async twins."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
 from pgqueue import _store
-from pgqueue._connections import SyncConnection, sync_cursor
+from pgqueue._connections import (
+    AsyncConnection,
+    ConnectionKindError,
+    SyncConnection,
+    async_connection,
+    async_cursor,
+    sync_connection,
+    sync_cursor,
+)
 from pgqueue._errors import SchemaError, first_line
 from pgqueue._options import check_count
 from pgqueue._schema import schema_missing, schema_problem
@@ -23,40 +32,83 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples become lists, as they do in the database
 
 
-def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
+def _eager_calls(task: Task[Any, Any]) -> list[Call] | None:
+    """The calls of ``task`` in eager mode; ``None`` outside it (read the database)."""
     log = active_log(task.app)
-    if log is not None:
-        return [(j.queue, j.args, j.kwargs) for j in log.of(task)]
-    query = _store.jobs_list_queued(task.name)
-    try:
-        if conn is None:
-            dsn = task.app._configured_dsn(
-                "pass assert_enqueued(..., conn=...) or PgQueue(dsn=...)"
-            )
-            with psycopg.connect(dsn, autocommit=True) as own, own.cursor() as cur:
-                rows = _store.run(cur, query)
-        else:
-            with _cursor(conn) as cur:
-                rows = _store.run(cur, query)
-    except psycopg.Error as exc:
-        if schema_missing(exc):  # said as enqueue says it, not as psycopg's UndefinedTable
-            raise SchemaError(f"{schema_problem(False, None)} ({first_line(exc)})") from exc
-        raise
+    if log is None:
+        return None
+    return [(j.queue, j.args, j.kwargs) for j in log.of(task)]
+
+
+def _calls(rows: list[tuple[Any, ...]]) -> list[Call]:
     return [(queue, json.loads(a), json.loads(k)) for _id, queue, a, k in rows]
 
 
-def _cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
-    """A cursor on ``conn``; refused in words about assert_enqueued, not about enqueue (an
-    async connection was told to "use aenqueue() instead of enqueue()")."""
+def _dsn(task: Task[Any, Any], name: str) -> str:
+    return task.app._configured_dsn(f"pass {name}(..., conn=...) or PgQueue(dsn=...)")
+
+
+@contextlib.contextmanager
+def _schema_said() -> Iterator[None]:
+    """A missing schema said as enqueue says it, not as psycopg's UndefinedTable."""
     try:
-        return sync_cursor(conn)
-    except TypeError:
-        kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
-        raise TypeError(
-            "conn must be a sync connection or cursor (psycopg's, or SQLAlchemy's or Django's "
-            f"with pgqueue's contrib), got a {kind}; for an async one, commit its transaction "
-            "and leave conn out: queued jobs are then read on a new connection"
-        ) from None
+        yield
+    except psycopg.Error as exc:
+        if schema_missing(exc):
+            raise SchemaError(f"{schema_problem(False, None)} ({first_line(exc)})") from exc
+        raise
+
+
+def _refused(conn: Any, sync: bool) -> TypeError:
+    """The error for a ``conn`` of the other kind (or none pgqueue knows), naming the twin
+    that takes it: the connections module's words are about enqueue and aenqueue."""
+    kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    if sync:
+        wanted = "a sync connection or cursor (psycopg's, or SQLAlchemy's or Django's"
+        other = "an async one, await aassert_enqueued() or aassert_not_enqueued()"
+    else:
+        wanted = "an async connection or cursor (psycopg's, or SQLAlchemy's async ones"
+        other = "a sync one, call assert_enqueued() or assert_not_enqueued()"
+    return TypeError(
+        f"conn must be {wanted} with pgqueue's contrib), got a {kind}; for {other} instead"
+    )
+
+
+def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
+    calls = _eager_calls(task)
+    if calls is not None:
+        return calls
+    query = _store.jobs_list_queued(task.name)
+    with _schema_said():
+        if conn is None:
+            dsn = _dsn(task, "assert_enqueued")
+            with psycopg.connect(dsn, autocommit=True) as own, own.cursor() as cur:
+                return _calls(_store.run(cur, query))
+        try:
+            found = sync_connection(conn)
+        except ConnectionKindError:
+            raise _refused(conn, sync=True) from None
+        with sync_cursor(found) as cur:
+            return _calls(_store.run(cur, query))
+
+
+async def _aqueued(task: Task[Any, Any], conn: AsyncConnection | None) -> list[Call]:
+    calls = _eager_calls(task)
+    if calls is not None:
+        return calls
+    query = _store.jobs_list_queued(task.name)
+    with _schema_said():
+        if conn is None:
+            dsn = _dsn(task, "aassert_enqueued")
+            own = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            async with own, own.cursor() as cur:
+                return _calls(await _store.arun(cur, query))
+        try:
+            found = await async_connection(conn)
+        except ConnectionKindError:
+            raise _refused(conn, sync=False) from None
+        async with async_cursor(found) as cur:
+            return _calls(await _store.arun(cur, query))
 
 
 def _matching(
@@ -96,6 +148,20 @@ def _describe(task: Task[Any, Any], calls: list[Call]) -> str:
     return f"queued jobs of {task.name!r}:\n" + "\n".join(shown)
 
 
+def _verdict(
+    task: Task[Any, Any], args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+    queue: str | None, count: int | None, calls: list[Call],
+) -> None:  # fmt: skip
+    """Raise ``AssertionError`` unless ``calls`` hold a match (exactly ``count`` of them)."""
+    found = _matching(calls, args, kwargs, queue)
+    if (count is None and not found) or (count is not None and len(found) != count):
+        wanted = "a job" if count is None else f"{count} job(s)"
+        raise AssertionError(
+            f"expected {wanted} of {task.name!r} with args={args!r} kwargs={kwargs!r}"
+            f" queue={queue!r}; found {len(found)}. {_describe(task, calls)}"
+        )
+
+
 def assert_enqueued(
     task: Task[Any, Any],
     args: Sequence[Any] | None = None,
@@ -109,17 +175,11 @@ def assert_enqueued(
 
     In eager mode the calls made so far are checked. Otherwise queued jobs are read on
     ``conn`` (so uncommitted enqueues in its transaction count), or on a new connection to
-    the app's database. ``count`` asks for exactly that many matches.
+    the app's database. ``count`` asks for exactly that many matches. For an async
+    connection, await :func:`aassert_enqueued`.
     """
     _check(task, args, kwargs, count)
-    calls = _queued(task, conn)
-    found = _matching(calls, args, kwargs, queue)
-    if (count is None and not found) or (count is not None and len(found) != count):
-        wanted = "a job" if count is None else f"{count} job(s)"
-        raise AssertionError(
-            f"expected {wanted} of {task.name!r} with args={args!r} kwargs={kwargs!r}"
-            f" queue={queue!r}; found {len(found)}. {_describe(task, calls)}"
-        )
+    _verdict(task, args, kwargs, queue, count, _queued(task, conn))
 
 
 def assert_not_enqueued(
@@ -132,3 +192,31 @@ def assert_not_enqueued(
 ) -> None:
     """Fail if a queued job of ``task`` matches (``None`` matches anything)."""
     assert_enqueued(task, args, kwargs, queue=queue, count=0, conn=conn)
+
+
+async def aassert_enqueued(
+    task: Task[Any, Any],
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    count: int | None = None,
+    conn: AsyncConnection | None = None,
+) -> None:
+    """Async twin of :func:`assert_enqueued`: ``conn`` is an async connection (psycopg's
+    ``AsyncConnection`` or ``AsyncCursor``, SQLAlchemy's ``AsyncSession`` or
+    ``AsyncConnection``), so the uncommitted enqueues of its transaction count."""
+    _check(task, args, kwargs, count)
+    _verdict(task, args, kwargs, queue, count, await _aqueued(task, conn))
+
+
+async def aassert_not_enqueued(
+    task: Task[Any, Any],
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    conn: AsyncConnection | None = None,
+) -> None:
+    """Async twin of :func:`assert_not_enqueued`."""
+    await aassert_enqueued(task, args, kwargs, queue=queue, count=0, conn=conn)

@@ -21,7 +21,16 @@ from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import _testdb
-from pgqueue.testing import _drain, adrain, assert_enqueued, assert_not_enqueued, drain, eager
+from pgqueue.testing import (
+    _drain,
+    aassert_enqueued,
+    aassert_not_enqueued,
+    adrain,
+    assert_enqueued,
+    assert_not_enqueued,
+    drain,
+    eager,
+)
 from tests.contrib import testing_tasks as t
 from tests.helpers import query, states
 
@@ -155,15 +164,147 @@ def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, 
         t.app._dsn = None
 
 
-async def test_assert_enqueued_on_an_async_connection_says_what_to_do(aconn) -> None:
-    """An async connection as ``conn`` was refused with "use aenqueue() instead of
-    enqueue()", which the test never called; the error now says what assert_enqueued needs."""
+async def test_assert_enqueued_on_an_async_connection_names_its_async_twin(aconn) -> None:
+    """An async connection as ``conn`` was told to commit and leave conn out, losing the
+    uncommitted jobs the test meant to check: the error now names aassert_enqueued."""
     with pytest.raises(TypeError, match="conn must be a sync connection") as raised:
         assert_enqueued(t.add, conn=aconn)
     assert str(raised.value).endswith(
-        "got a psycopg.AsyncConnection; for an async one, commit its transaction and leave "
-        "conn out: queued jobs are then read on a new connection"
+        "got a psycopg.AsyncConnection; for an async one, await aassert_enqueued() or "
+        "aassert_not_enqueued() instead"
     )
+
+
+async def test_aassert_enqueued_reads_uncommitted_jobs_in_the_callers_async_transaction(
+    aconn, dsn
+) -> None:
+    """On an async conn=, the jobs of its open transaction count, by queue and count; another
+    connection, or none (a new one), sees only committed ones."""
+    await t.add.using(queue="math").aenqueue(aconn, 4, 5)
+    await t.add.aenqueue(aconn, 4, 5)
+    await aassert_enqueued(t.add, args=[4, 5], queue="math", conn=aconn)
+    await aassert_enqueued(t.add, args=(4, 5), count=2, conn=aconn)
+    await aassert_enqueued(t.add, kwargs={}, queue="default", count=1, conn=aconn.cursor())
+    with pytest.raises(AssertionError, match=r"expected 3 job\(s\).*found 2"):
+        await aassert_enqueued(t.add, count=3, conn=aconn)
+    async with await psycopg.AsyncConnection.connect(dsn) as other:
+        with pytest.raises(AssertionError, match=r"no job of 'tests\.contrib\.testing_tasks\.add'"):
+            await aassert_enqueued(t.add, conn=other)
+    await aconn.commit()
+    t.app._dsn = dsn
+    try:
+        await aassert_enqueued(t.add, args=[4, 5], count=2)
+    finally:
+        t.app._dsn = None
+
+
+async def test_aassert_enqueued_reads_an_sqlalchemy_async_sessions_transaction(dsn) -> None:
+    """An AsyncSession (FastAPI's usual one) as conn=: its uncommitted jobs count; rolled
+    back, they are gone. An AsyncConnection of the same engine reads its own transaction."""
+    pytest.importorskip("sqlalchemy.ext.asyncio", reason="SQLAlchemy's asyncio is not installed")
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from tests.contrib.test_sqlalchemy import url
+
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        async with AsyncSession(db) as session:
+            await t.add.aenqueue(session, 1, 2)
+            await aassert_enqueued(t.add, args=[1, 2], count=1, conn=session)
+            async with db.connect() as other:
+                await aassert_not_enqueued(t.add, conn=other)
+            await session.rollback()
+            await aassert_not_enqueued(t.add, conn=session)
+    finally:
+        await db.dispose()
+
+
+async def test_assert_enqueued_passes_on_what_an_adapter_says_of_a_connection_of_its_kind(
+    dsn,
+) -> None:
+    """A Session or AsyncSession whose binds name two engines was "not a sync (async)
+    connection" to assert_enqueued and its twin, which hid what SQLAlchemy's adapter says:
+    which connection to hand over instead."""
+    pytest.importorskip("sqlalchemy.ext.asyncio", reason="SQLAlchemy's asyncio is not installed")
+    from sqlalchemy import create_engine
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import NullPool
+
+    from tests.contrib.sqlalchemy_app import app as shop
+    from tests.contrib.test_sqlalchemy import url
+
+    said = r"binds are 2 engines.*bind_arguments="
+    engines = [create_engine(url(dsn), poolclass=NullPool) for _ in range(2)]
+    aengines = [create_async_engine(url(dsn), poolclass=NullPool) for _ in range(2)]
+    try:
+        binds = {shop.Order: engines[0], shop.Base: engines[1]}
+        with Session(binds=binds) as session, pytest.raises(TypeError, match=said):
+            assert_enqueued(t.add, conn=session)
+        abinds = {shop.Order: aengines[0], shop.Base: aengines[1]}
+        async with AsyncSession(binds=abinds) as asession:
+            with pytest.raises(TypeError, match=said):
+                await aassert_enqueued(t.add, conn=asession)
+    finally:
+        for engine in engines:
+            engine.dispose()
+        for aengine in aengines:
+            await aengine.dispose()
+
+
+async def test_aassert_not_enqueued_fails_on_a_matching_uncommitted_job(aconn) -> None:
+    """aassert_not_enqueued passes while nothing matches, and lists the job that does."""
+    await aassert_not_enqueued(t.add, conn=aconn)
+    await t.add.aenqueue(aconn, 1, 2)
+    await aassert_not_enqueued(t.add, args=[2, 1], conn=aconn)
+    await aassert_not_enqueued(t.add, queue="math", conn=aconn)
+    with pytest.raises(
+        AssertionError, match=r"(?s)expected 0 job.*\n  queue='default' args=\[1, 2\] kwargs=\{\}$"
+    ):
+        await aassert_not_enqueued(t.add, args=[1, 2], conn=aconn)
+
+
+async def test_aassert_enqueued_in_eager_mode_checks_the_calls_made() -> None:
+    """In eager mode the async twins read the eager log, as the sync ones do, and refuse what
+    could only match by accident before reading anything."""
+    with eager(t.app):
+        await t.double.aenqueue(None, 21)
+        await aassert_enqueued(t.double, args=[21], count=1)
+        await aassert_not_enqueued(t.add)
+        with pytest.raises(AssertionError, match=r"queue='default' args=\[21\]"):
+            await aassert_enqueued(t.double, args=[9])
+        with pytest.raises(TypeError, match="args must be a list or tuple"):
+            await aassert_enqueued(t.double, args="ab")
+
+
+async def test_aassert_enqueued_on_a_sync_connection_names_the_sync_one(conn) -> None:
+    """A sync connection was told to "use enqueue() instead of aenqueue()", which the test
+    never called; the error names assert_enqueued, and so does one for an unknown object."""
+    for wrong in (conn, object()):
+        with pytest.raises(TypeError, match="conn must be an async connection") as raised:
+            await aassert_enqueued(t.add, conn=wrong)
+        assert str(raised.value).endswith(
+            "; for a sync one, call assert_enqueued() or assert_not_enqueued() instead"
+        )
+
+
+async def test_aassert_enqueued_without_a_dsn_or_schema_says_so(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without conn= on an app without a DSN, the error names aassert_enqueued's conn=; a
+    database without pgqueue's schema is a SchemaError, as for the sync one."""
+    monkeypatch.delenv("PGQUEUE_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    task = pgqueue.PgQueue().task(name="some_task")(t.add.fn)
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pass aassert_enqueued\(\.\.\., conn="):
+        await aassert_not_enqueued(task)
+    task.app._dsn = empty_dsn
+    with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
+        await aassert_enqueued(task)
+    async with await psycopg.AsyncConnection.connect(empty_dsn) as own:
+        with pytest.raises(pgqueue.SchemaError):
+            await aassert_not_enqueued(task, conn=own)
 
 
 def test_assert_enqueued_on_a_database_without_the_schema_says_to_migrate(

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue._connections import Adapter
+from pgqueue._connections import Adapter, ConnectionKindError
 
 __all__ = ["adapter", "psycopg_connection"]
 
@@ -85,7 +85,7 @@ def sync_connection(obj: Any) -> psycopg.Connection[Any] | None:
 def async_connection(obj: Any) -> None:
     """Django's connections are synchronous: point the caller at ``enqueue()``."""
     if _is_django(obj) and _wrapper(obj) is not None:
-        raise TypeError(
+        raise ConnectionKindError(
             "Django database connections are synchronous: call enqueue() (from async code, "
             "wrap it in asgiref's sync_to_async) instead of aenqueue()"
         )
