@@ -335,9 +335,10 @@ def _unreachable_hint(exc: BaseException) -> str:
     running...?"), which the first line alone left out, or the command creating a database
     that does not exist yet."""
     if found := _NO_DATABASE.search(first_line(exc)):
+        name = shlex.quote(found[1])  # after "--" if it starts with "-", else an option
         return (
-            f" (create it: createdb {shlex.quote(found[1])}, with the DSN's host, port and"
-            " user, then run pgqueue migrate)"
+            f" (create it: createdb {'-- ' if name.startswith('-') else ''}{name}, with the"
+            " DSN's host, port and user, then run pgqueue migrate)"
         )
     asked = [line.strip() for line in str(exc).splitlines()[1:] if "server running" in line]
     return f" ({asked[0][0].lower()}{asked[0][1:]})" if asked else ""

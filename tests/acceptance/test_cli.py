@@ -288,15 +288,21 @@ def test_a_refused_connection_asks_whether_the_server_runs() -> None:
     ])  # fmt: skip
 
 
-def test_a_database_that_does_not_exist_says_how_to_create_it(dsn: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "argument"), [("h112 absent", "'h112 absent'"), ("-h115", "-- -h115")]
+)
+def test_a_database_that_does_not_exist_says_how_to_create_it(
+    dsn: str, name: str, argument: str
+) -> None:
     """A DSN naming a database not created yet (the tutorial's first step skipped) says to
-    create it, with the command, and then to install the schema."""
-    absent = make_conninfo(dsn, dbname="h112 absent")
+    create it, with the command, and then to install the schema. A name starting with a
+    dash follows ``--``: ``createdb -h115`` read it as options ("invalid option")."""
+    absent = make_conninfo(dsn, dbname=name)
     result = cli(absent, "migrate", "--check")
     [line] = result.stderr.strip().splitlines()
     assert result.returncode == 1
     assert line.endswith(
-        """FATAL:  database "h112 absent" does not exist (create it: createdb 'h112 absent',"""
+        f"""FATAL:  database "{name}" does not exist (create it: createdb {argument},"""
         " with the DSN's host, port and user, then run pgqueue migrate)"
     )
 

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -15,7 +16,8 @@ from tests.helpers import query, run_worker_until, states, stop_with_one_asked_t
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
 memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402  # needs opentelemetry
+from opentelemetry import trace  # noqa: E402  # needs opentelemetry
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 from pgqueue import tracing  # noqa: E402  # needs opentelemetry
 from pgqueue._hooks import AppHooks, call_through  # noqa: E402
@@ -423,3 +425,65 @@ def test_enqueue_spans_can_be_switched_off(conn: Any) -> None:
     sql = "SELECT meta->'trace'->>'traceparent' FROM pgqueue.jobs WHERE id = %s"
     [(parent,)] = conn.execute(sql, [job_id]).fetchall()
     assert f"-{request.get_span_context().span_id:016x}-" in parent
+
+
+async def test_a_cancelled_aenqueue_ends_its_span_and_leaves_no_context_behind(
+    dsn: str, aconn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The enqueue span is a sync context manager held across the awaits of ``aenqueue``:
+    cancelled while its INSERT waits (for a lock here), the span still ends, as an error of
+    type ``CancelledError``, and the context is detached in the task that attached it
+    (OpenTelemetry logs "Failed to detach context" otherwise)."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    with psycopg.connect(dsn) as locker, caplog.at_level(logging.DEBUG):
+        locker.execute("LOCK TABLE pgqueue.jobs IN ACCESS EXCLUSIVE MODE")
+        sending = asyncio.create_task(app.using("work").aenqueue(aconn))
+        await asyncio.sleep(0.2)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+    [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
+    assert enqueue.end_time is not None
+    assert enqueue.attributes["error.type"] == "CancelledError"
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert not [r.getMessage() for r in caplog.records if "detach" in r.getMessage()]
+
+
+async def test_concurrent_aenqueues_each_name_their_own_span(dsn: str) -> None:
+    """Enqueues interleaving on one event loop (one task each, as ``gather`` makes): each
+    job's ``meta`` holds its own enqueue's span, and no span is another's parent."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(4)]
+    try:
+        await asyncio.gather(*[app.using("work").aenqueue(c) for c in conns])
+    finally:
+        for c in conns:
+            await c.close()
+    spans = {s.attributes["pgqueue.job_id"]: s for s in kind_of(exporter, SpanKind.PRODUCER)}
+    rows = query(dsn, "SELECT id, meta->'trace'->>'traceparent' FROM pgqueue.jobs")
+    assert len(rows) == len(spans) == 4
+    for job_id, parent in rows:
+        assert f"-{spans[job_id].context.span_id:016x}-" in parent
+        assert spans[job_id].parent is None
+
+
+async def test_each_replaced_childs_spans_are_children_of_their_own_attempt(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``max_tasks_per_child=1`` every job runs in a new child: each is sent its own
+    attempt's context, and a span it makes is that attempt span's child."""
+    monkeypatch.setattr(tracing_tasks.app, "hooks", AppHooks())
+    exporter = traced(tracing_tasks.app)
+    ids = [tracing_tasks.span_in_process.enqueue(conn) for _ in range(3)]
+    conn.commit()
+    worker = tracing_tasks.app.worker(
+        dsn=dsn, queues=["cpu"], poll_interval=0.05, processes=1, max_tasks_per_child=1
+    )
+    await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 3}, timeout=90)
+    attempts = {s.attributes["pgqueue.job_id"]: s for s in kind_of(exporter, SpanKind.CONSUMER)}
+    results = dict(query(dsn, "SELECT id, result->>'parent' FROM pgqueue.jobs"))
+    assert results == {i: f"{attempts[i].context.span_id:016x}" for i in ids}
