@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,13 @@ _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still
 # The most characters of a text a child sends of an error: four times what the worker stores,
 # so that the worker's cut, made after the app's redact, still falls inside what was sent.
 _SENT_LIMIT = 4 * TEXT_LIMIT
+
+
+# The (module, name) of each function a child calls first, in order: Django's set-up, then the
+# app's process_setup. Each returns None, or a function making the context manager each call
+# of a task runs in (the first one's outermost).
+Setups = tuple[tuple[str, str], ...]
+Wrap = Callable[[], AbstractContextManager[object]]
 
 
 class RemoteError(Exception):
@@ -112,13 +120,13 @@ def _child_main(
     conn: Connection,
     worker_pid: int,
     worker_started: int | None,
-    setup: tuple[str, str] | None,
+    setups: Setups = (),
     logs: tuple[str, str] | None = None,
 ) -> None:
     """A child's life (see ``_serve``). An error that ends it is logged as the worker logs:
     multiprocessing would print it as text, a traceback amid JSON lines."""
     try:
-        _serve(conn, worker_pid, worker_started, setup, logs)
+        _serve(conn, worker_pid, worker_started, setups, logs)
     except BaseException:
         log.error(
             "child process %s: its loop failed; it exits", os.getpid(), exc_info=True,
@@ -131,7 +139,7 @@ def _serve(
     conn: Connection,
     worker_pid: int,
     worker_started: int | None,
-    setup: tuple[str, str] | None,
+    setups: Setups,
     logs: tuple[str, str] | None,
 ) -> None:
     """The child's loop: receive a call, run it, send back its answer. ``logs``: the
@@ -149,14 +157,8 @@ def _serve(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
-    failed_setup: BaseException | None = None
-    setup_trace: TracebackType | None = None
-    around: Any = None  # what the setup function returned: it makes each call, if given
-    if setup is not None:
-        try:
-            around = getattr(importlib.import_module(setup[0]), setup[1])()
-        except BaseException as exc:  # every call then fails with it, as the job's error
-            failed_setup, setup_trace = exc, exc.__traceback__
+    wraps, failed_setup = _set_up(setups)
+    setup_trace = None if failed_setup is None else failed_setup.__traceback__
     if logs is not None:  # again after the setup, as in the worker (Django's before the CLI's)
         configure_logging(*logs)
     conn.send_bytes(_READY)
@@ -179,11 +181,48 @@ def _serve(
         try:
             if failed_setup is not None:  # its own traceback, not one frame more per call
                 raise failed_setup.with_traceback(setup_trace)
-            with _traced(trace):
-                answer = _answer(True, _call(where, args, kwargs, fields, around))
+            with _traced(trace), _wrapped(wraps):
+                answer = _answer(True, _call(where, args, kwargs, fields))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
+
+
+def _set_up(setups: Setups) -> tuple[list[Wrap], BaseException | None]:
+    """Call each set-up in turn: the wraps they returned, and the error of the first that
+    raised (or returned neither None nor a function), which every call of this child then
+    fails with, as the job's error. It is logged here, once for the child, not per job."""
+    wraps: list[Wrap] = []
+    for module, name in setups:
+        try:
+            wrap = getattr(importlib.import_module(module), name)()
+            if wrap is not None and not callable(wrap):
+                raise TypeError(
+                    f"the process set-up {module}.{name} returned {wrap!r}: it must return"
+                    " None or a function making a context manager"
+                )
+        except BaseException as exc:
+            where = f"{module}.{name}"
+            log.error(
+                "child process %s: its set-up %s failed: each job it runs fails with this",
+                os.getpid(), where, exc_info=True,
+                extra={"action": "child_setup_failed", "pid": os.getpid(), "setup": where},
+            )  # fmt: skip
+            return wraps, exc
+        if wrap is not None:
+            wraps.append(wrap)
+    return wraps, None
+
+
+def _wrapped(wraps: list[Wrap]) -> AbstractContextManager[object]:
+    """The context managers the set-ups' ``wraps`` make, entered in order, around one call."""
+    if not wraps:
+        return nullcontext()
+    stack = ExitStack()
+    with stack:  # one that raises in entering exits those already entered
+        for wrap in wraps:
+            stack.enter_context(wrap())
+        return stack.pop_all()
 
 
 def _unread(exc: Exception) -> RemoteError:
@@ -229,14 +268,14 @@ def _gone(pid: int, started: int | None) -> bool:
     return False
 
 
-def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any, around: Any = None) -> Any:
+def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
     """Import the registered task's module and call its function with a job context."""
     module, qualname = where
     fn = lookup(importlib.import_module(module), qualname)
     if fn is None:
         raise LookupError(f"{module}.{qualname} not found in the child process")
     _current.set(JobContext(*fields))
-    result = fn(*args, **kwargs) if around is None else around(fn, args, kwargs)
+    result = fn(*args, **kwargs)
     if inspect.iscoroutine(result):  # an async task isolated after a crash
         return asyncio.run(result)  # its task copies the context set above
     return result
