@@ -369,20 +369,21 @@ def default_task_name(fn: Callable[..., Any]) -> str:
 
 def importable_name(fn: Callable[..., Any], what: str) -> tuple[str, str]:
     """The (module, name) another process imports ``fn`` by; ``TypeError`` if it is no
-    plain function, ``ConfigurationError`` if it cannot be imported by name (a lambda, a
-    function defined inside another, or one in a script run as ``__main__``)."""
+    plain function, ``ConfigurationError`` if it cannot be imported by name: a lambda, a
+    function defined inside another, or one in the main script (``__main__``, which a child
+    imports again under another name, apart from the copy that the worker's tasks use)."""
     import inspect
 
     if not inspect.isfunction(fn) or inspect.iscoroutinefunction(fn):
         raise TypeError(f"{what} must be a plain (not async) function, got {fn!r}")
-    # Under `python -m pkg.mod`, the module's real name; a script run as itself has none.
-    module = default_task_name(fn).removesuffix(f".{fn.__qualname__}")
-    if fn.__qualname__ != fn.__name__ or fn.__name__ == "<lambda>" or module == "__main__":
+    module, name = fn.__module__, fn.__qualname__
+    if name != fn.__name__ or name == "<lambda>" or module == "__main__":
         raise ConfigurationError(
-            f"{what} must be defined at the top level of an importable module (a process"
-            f" imports it by name), but {fn.__module__}.{fn.__qualname__} is not"
+            f"{what} must be defined at the top level of a module the worker imports (its"
+            f" process imports it by name), but {module}.{name} is not: put it in the"
+            " module of the app (--app) or one it imports"
         )
-    return module, fn.__name__
+    return module, name
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:
