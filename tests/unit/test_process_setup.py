@@ -46,7 +46,9 @@ def test_functions_a_child_cannot_import_are_refused() -> None:
 
     app = pgqueue.PgQueue()
     for fn in (lambda: None, nested):
-        with pytest.raises(pgqueue.ConfigurationError, match="top level of a module the worker imports"):
+        with pytest.raises(
+            pgqueue.ConfigurationError, match="top level of a module the worker imports"
+        ):
             app.process_setup(fn)
     assert app._process_setups() == ()
 
