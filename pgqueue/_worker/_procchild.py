@@ -181,8 +181,7 @@ def _serve(
         try:
             if failed_setup is not None:  # its own traceback, not one frame more per call
                 raise failed_setup.with_traceback(setup_trace)
-            with _traced(trace), _wrapped(wraps):
-                answer = _answer(True, _call(where, args, kwargs, fields))
+            answer = _answer(True, _run(where, args, kwargs, fields, trace, wraps))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
@@ -223,6 +222,25 @@ def _wrapped(wraps: list[Wrap]) -> AbstractContextManager[object]:
         for wrap in wraps:
             stack.enter_context(wrap())
         return stack.pop_all()
+
+
+def _run(
+    where: tuple[str, str],
+    args: Any,
+    kwargs: Any,
+    fields: Any,
+    trace: dict[str, str] | None,
+    wraps: list[Wrap],
+) -> Any:
+    """The call's value, made in the attempt's span and the set-ups' context managers."""
+    with _traced(trace), _wrapped(wraps):
+        return _call(where, args, kwargs, fields)
+    # Reached only if a context manager's exit swallowed the task's error: the task returned
+    # nothing, and its job must not succeed (nor the child answer anything else).
+    raise RuntimeError(
+        "the task raised, and a context manager of the process set-up suppressed its error"
+        " (its __exit__ returned true): it must let the task's errors through"
+    )
 
 
 def _unread(exc: Exception) -> RemoteError:

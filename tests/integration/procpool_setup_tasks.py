@@ -4,6 +4,7 @@ finds its set-up and tasks by name)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -56,3 +57,13 @@ def never_runs() -> int:
 def returns_no_function() -> int:
     """A set-up returning neither None nor a function."""
     return 42
+
+
+def set_up_suppressing() -> Any:
+    """A set-up whose context manager swallows every error of a call."""
+    return functools.partial(contextlib.suppress, Exception)
+
+
+def fails() -> None:
+    """A task that raises."""
+    raise ValueError("lost in the wrap")

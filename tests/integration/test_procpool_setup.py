@@ -68,6 +68,20 @@ async def test_set_ups_run_in_order_and_their_wraps_nest() -> None:
     assert (seen["setups"], seen["inside"]) == (2, True)
 
 
+async def test_a_wrap_that_swallows_a_tasks_error_fails_the_call() -> None:
+    """A context manager whose exit returned true left the call without an answer: the child
+    sent the answer of its call before (here, a success), or failed. The call fails, saying
+    why, and the next call's answer is its own."""
+    pool = ProcessPool(1, setups=((MODULE, "set_up_suppressing"),))
+    try:
+        first = await pool.run((MODULE, "report"), [], {}, FIELDS)
+        with pytest.raises(RuntimeError, match="suppressed its error"):
+            await pool.run((MODULE, "fails"), [], {}, FIELDS)
+        assert (await pool.run((MODULE, "report"), [], {}, FIELDS))["pid"] == first["pid"]
+    finally:
+        pool.shutdown()
+
+
 SETUP_FAILS = f"""
 import multiprocessing, os, pickle
 from pgqueue._logging import configure_logging, configured_logging
