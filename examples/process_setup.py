@@ -14,7 +14,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pgqueue
@@ -25,7 +26,7 @@ model: dict[str, Any] = {}  # loaded once in each child by set_up_child
 
 
 @app.process_setup
-def set_up_child() -> Any:
+def set_up_child() -> Callable[[], AbstractContextManager[None]]:
     """Runs once in each child, before its first job: load what its jobs share (here a toy
     model; a TracerProvider, Sentry's SDK or a client's pool go here too). What it returns
     makes the context manager each job of the child then runs in."""

@@ -20,7 +20,7 @@ from pgqueue._connections import (
     sync_cursor,
 )
 from pgqueue._errors import ConfigurationError, NoDatabaseError
-from pgqueue._hooks import AppHooks, Callback, Middleware
+from pgqueue._hooks import AppHooks, Callback, Middleware, ProcessWrap
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_count, check_given_name, check_job_id
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
+SetUp = TypeVar("SetUp", bound=Callable[[], ProcessWrap | None])
 
 
 class PgQueue:
@@ -277,7 +277,7 @@ class PgQueue:
         self.hooks.middleware = [*self.hooks.middleware, fn]
         return fn
 
-    def process_setup(self, fn: F) -> F:
+    def process_setup(self, fn: SetUp) -> SetUp:
         """Register ``fn()`` to run once in each process-pool child, before its first job
         (decorator; one per app): set up there what tasks need (logging, tracing, a client,
         a model). It may return a function making a context manager, which each call of a

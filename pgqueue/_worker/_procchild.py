@@ -21,12 +21,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pgqueue._errors import TEXT_LIMIT, ConfigurationError, ResultUnsent, clipped, exception_text
+from pgqueue._hooks import ProcessWrap
 from pgqueue._logging import configure_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead
@@ -46,7 +46,6 @@ _SENT_LIMIT = 4 * TEXT_LIMIT
 # app's process_setup. Each returns None, or a function making the context manager each call
 # of a task runs in (the first one's outermost).
 Setups = tuple[tuple[str, str], ...]
-Wrap = Callable[[], AbstractContextManager[object]]
 
 
 class RemoteError(Exception):
@@ -157,10 +156,11 @@ def _serve(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
-    wraps, failed_setup = _set_up(setups)
-    setup_trace = None if failed_setup is None else failed_setup.__traceback__
+    wraps, failed = _set_up(setups)
     if logs is not None:  # again after the setup, as in the worker (Django's before the CLI's)
         configure_logging(*logs)
+    failed_setup = None if failed is None else _failed_setup(*failed)
+    setup_trace = None if failed_setup is None else failed_setup.__traceback__
     conn.send_bytes(_READY)
     while True:
         try:
@@ -187,11 +187,10 @@ def _serve(
         conn.send_bytes(answer)
 
 
-def _set_up(setups: Setups) -> tuple[list[Wrap], BaseException | None]:
+def _set_up(setups: Setups) -> tuple[list[ProcessWrap], tuple[BaseException, str] | None]:
     """Call each set-up in turn: the wraps they returned, and the error of the first that
-    raised (or returned neither None nor a function), which every call of this child then
-    fails with, as the job's error. It is logged here, once for the child, not per job."""
-    wraps: list[Wrap] = []
+    raised (or returned neither None nor a function), with its name."""
+    wraps: list[ProcessWrap] = []
     for module, name in setups:
         try:
             wrap = getattr(importlib.import_module(module), name)()
@@ -201,19 +200,24 @@ def _set_up(setups: Setups) -> tuple[list[Wrap], BaseException | None]:
                     " None or a function making a context manager"
                 )
         except BaseException as exc:
-            where = f"{module}.{name}"
-            log.error(
-                "child process %s: its set-up %s failed: each job it runs fails with this",
-                os.getpid(), where, exc_info=True,
-                extra={"action": "child_setup_failed", "pid": os.getpid(), "setup": where},
-            )  # fmt: skip
-            return wraps, exc
+            return wraps, (exc, f"{module}.{name}")
         if wrap is not None:
             wraps.append(wrap)
     return wraps, None
 
 
-def _wrapped(wraps: list[Wrap]) -> AbstractContextManager[object]:
+def _failed_setup(exc: BaseException, where: str) -> BaseException:
+    """``exc``, which every call of this child then fails with, as the job's error, logged
+    once for the child (not per job), once the worker's logging is set up here again."""
+    log.error(
+        "child process %s: its set-up %s failed: each job it runs fails with this",
+        os.getpid(), where, exc_info=exc,
+        extra={"action": "child_setup_failed", "pid": os.getpid(), "setup": where},
+    )  # fmt: skip
+    return exc
+
+
+def _wrapped(wraps: list[ProcessWrap]) -> AbstractContextManager[object]:
     """The context managers the set-ups' ``wraps`` make, entered in order, around one call."""
     if not wraps:
         return nullcontext()
@@ -230,7 +234,7 @@ def _run(
     kwargs: Any,
     fields: Any,
     trace: dict[str, str] | None,
-    wraps: list[Wrap],
+    wraps: list[ProcessWrap],
 ) -> Any:
     """The call's value, made in the attempt's span and the set-ups' context managers."""
     with _traced(trace), _wrapped(wraps):
