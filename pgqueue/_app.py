@@ -19,8 +19,8 @@ from pgqueue._connections import (
     normalize_dsn,
     sync_cursor,
 )
-from pgqueue._errors import NoDatabaseError
-from pgqueue._hooks import AppHooks, Callback, Middleware
+from pgqueue._errors import ConfigurationError, NoDatabaseError
+from pgqueue._hooks import AppHooks, Callback, Middleware, ProcessWrap
 from pgqueue._json import DEFAULT_MAX_PAYLOAD
 from pgqueue._options import Executor, JobOptions, check_count, check_given_name, check_job_id
 from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+SetUp = TypeVar("SetUp", bound=Callable[[], ProcessWrap | None])
 
 
 class PgQueue:
@@ -76,6 +77,8 @@ class PgQueue:
         # (module, name) of a function each process-pool child calls first (Django's setup,
         # set by pgqueue.contrib.django), so that task modules can import what needs it.
         self._process_setup: tuple[str, str] | None = None
+        # (module, name) of the function registered with @app.process_setup, called after it.
+        self._user_process_setup: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.PgQueue tasks={len(self.tasks)}>"
@@ -274,6 +277,24 @@ class PgQueue:
         self.hooks.middleware = [*self.hooks.middleware, fn]
         return fn
 
+    def process_setup(self, fn: SetUp) -> SetUp:
+        """Register ``fn()`` to run once in each process-pool child, before its first job
+        (decorator; one per app): set up there what tasks need (logging, tracing, a client,
+        a model). It may return a function making a context manager, which each call of a
+        task in that child then runs in. If it raises, every job of that child fails with
+        its error. ``fn`` must be a module-level function: the child imports it by name."""
+        if self._user_process_setup is not None:
+            module, name = self._user_process_setup
+            raise ConfigurationError(
+                f"this app already has a process set-up, {module}.{name}: one per app"
+            )
+        self._user_process_setup = importable_name(fn, "a process set-up")
+        return fn
+
+    def _process_setups(self) -> tuple[tuple[str, str], ...]:
+        """What a process-pool child calls first: the framework's set-up, then the app's."""
+        return tuple(s for s in (self._process_setup, self._user_process_setup) if s)
+
     def get_job(self, conn: SyncConnection, job_id: int) -> Job | None:
         """The job ``job_id`` (state, result, errors, attempts, times), or ``None``."""
         from pgqueue._ops import get_job
@@ -344,6 +365,25 @@ def default_task_name(fn: Callable[..., Any]) -> str:
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
     return f"{module}.{qualname}"
+
+
+def importable_name(fn: Callable[..., Any], what: str) -> tuple[str, str]:
+    """The (module, name) another process imports ``fn`` by; ``TypeError`` if it is no
+    plain function, ``ConfigurationError`` if it cannot be imported by name: a lambda, a
+    function defined inside another, or one in the main script (``__main__``, which a child
+    imports again under another name, apart from the copy that the worker's tasks use)."""
+    import inspect
+
+    if not inspect.isfunction(fn) or inspect.iscoroutinefunction(fn):
+        raise TypeError(f"{what} must be a plain (not async) function, got {fn!r}")
+    module, name = fn.__module__, fn.__qualname__
+    if name != fn.__name__ or name == "<lambda>" or module == "__main__":
+        raise ConfigurationError(
+            f"{what} must be defined at the top level of a module the worker imports (its"
+            f" process imports it by name), but {module}.{name} is not: put it in the"
+            " module of the app (--app) or one it imports"
+        )
+    return module, name
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

@@ -23,6 +23,10 @@ MetaHook = Callable[[dict[str, Any]], dict[str, Any]]
 Callback = Callable[["JobEvent"], Any]
 """``on_success`` / ``on_failure``: a function or coroutine function taking a :class:`JobEvent`."""
 
+ProcessWrap = Callable[[], AbstractContextManager[Any]]
+"""What a process set-up may return: called before each job of its child, it makes the context
+manager that job runs in."""
+
 Ids = TypeVar("Ids", int, list[int])
 
 

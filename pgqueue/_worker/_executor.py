@@ -311,7 +311,7 @@ class JobExecutor:
         if self._processes is None:
             self._processes = ProcessPool(
                 self._process_count,
-                self.app._process_setup,
+                self.app._process_setups(),
                 self._max_tasks_per_child,
                 self._child_start_timeout,
             )

@@ -21,11 +21,12 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pgqueue._errors import TEXT_LIMIT, ConfigurationError, ResultUnsent, clipped, exception_text
+from pgqueue._hooks import ProcessWrap
 from pgqueue._logging import configure_logging
 from pgqueue._worker._context import JobContext, _current
 from pgqueue._worker._liveness import is_dead
@@ -39,6 +40,12 @@ _WATCH_INTERVAL = 0.25  # seconds between a child's checks that its worker still
 # The most characters of a text a child sends of an error: four times what the worker stores,
 # so that the worker's cut, made after the app's redact, still falls inside what was sent.
 _SENT_LIMIT = 4 * TEXT_LIMIT
+
+
+# The (module, name) of each function a child calls first, in order: Django's set-up, then the
+# app's process_setup. Each returns None, or a function making the context manager each call
+# of a task runs in (the first one's outermost).
+Setups = tuple[tuple[str, str], ...]
 
 
 class RemoteError(Exception):
@@ -112,13 +119,13 @@ def _child_main(
     conn: Connection,
     worker_pid: int,
     worker_started: int | None,
-    setup: tuple[str, str] | None,
+    setups: Setups = (),
     logs: tuple[str, str] | None = None,
 ) -> None:
     """A child's life (see ``_serve``). An error that ends it is logged as the worker logs:
     multiprocessing would print it as text, a traceback amid JSON lines."""
     try:
-        _serve(conn, worker_pid, worker_started, setup, logs)
+        _serve(conn, worker_pid, worker_started, setups, logs)
     except BaseException:
         log.error(
             "child process %s: its loop failed; it exits", os.getpid(), exc_info=True,
@@ -131,7 +138,7 @@ def _serve(
     conn: Connection,
     worker_pid: int,
     worker_started: int | None,
-    setup: tuple[str, str] | None,
+    setups: Setups,
     logs: tuple[str, str] | None,
 ) -> None:
     """The child's loop: receive a call, run it, send back its answer. ``logs``: the
@@ -149,16 +156,11 @@ def _serve(
         target=_watch_worker, args=(worker_pid, worker_started), daemon=True,
         name="pgqueue-worker-watch",
     ).start()  # fmt: skip
-    failed_setup: BaseException | None = None
-    setup_trace: TracebackType | None = None
-    around: Any = None  # what the setup function returned: it makes each call, if given
-    if setup is not None:
-        try:
-            around = getattr(importlib.import_module(setup[0]), setup[1])()
-        except BaseException as exc:  # every call then fails with it, as the job's error
-            failed_setup, setup_trace = exc, exc.__traceback__
+    wraps, failed = _set_up(setups)
     if logs is not None:  # again after the setup, as in the worker (Django's before the CLI's)
         configure_logging(*logs)
+    failed_setup = None if failed is None else _failed_setup(*failed)
+    setup_trace = None if failed_setup is None else failed_setup.__traceback__
     conn.send_bytes(_READY)
     while True:
         try:
@@ -179,11 +181,70 @@ def _serve(
         try:
             if failed_setup is not None:  # its own traceback, not one frame more per call
                 raise failed_setup.with_traceback(setup_trace)
-            with _traced(trace):
-                answer = _answer(True, _call(where, args, kwargs, fields, around))
+            answer = _answer(True, _run(where, args, kwargs, fields, trace, wraps))
         except BaseException as exc:  # a task's SystemExit must not end the child silently
             answer = _answer(False, _sendable(exc))
         conn.send_bytes(answer)
+
+
+def _set_up(setups: Setups) -> tuple[list[ProcessWrap], tuple[BaseException, str] | None]:
+    """Call each set-up in turn: the wraps they returned, and the error of the first that
+    raised (or returned neither None nor a function), with its name."""
+    wraps: list[ProcessWrap] = []
+    for module, name in setups:
+        try:
+            wrap = getattr(importlib.import_module(module), name)()
+            if wrap is not None and not callable(wrap):
+                raise TypeError(
+                    f"the process set-up {module}.{name} returned {wrap!r}: it must return"
+                    " None or a function making a context manager"
+                )
+        except BaseException as exc:
+            return wraps, (exc, f"{module}.{name}")
+        if wrap is not None:
+            wraps.append(wrap)
+    return wraps, None
+
+
+def _failed_setup(exc: BaseException, where: str) -> BaseException:
+    """``exc``, which every call of this child then fails with, as the job's error, logged
+    once for the child (not per job), once the worker's logging is set up here again."""
+    log.error(
+        "child process %s: its set-up %s failed: each job it runs fails with this",
+        os.getpid(), where, exc_info=exc,
+        extra={"action": "child_setup_failed", "pid": os.getpid(), "setup": where},
+    )  # fmt: skip
+    return exc
+
+
+def _wrapped(wraps: list[ProcessWrap]) -> AbstractContextManager[object]:
+    """The context managers the set-ups' ``wraps`` make, entered in order, around one call."""
+    if not wraps:
+        return nullcontext()
+    stack = ExitStack()
+    with stack:  # one that raises in entering exits those already entered
+        for wrap in wraps:
+            stack.enter_context(wrap())
+        return stack.pop_all()
+
+
+def _run(
+    where: tuple[str, str],
+    args: Any,
+    kwargs: Any,
+    fields: Any,
+    trace: dict[str, str] | None,
+    wraps: list[ProcessWrap],
+) -> Any:
+    """The call's value, made in the attempt's span and the set-ups' context managers."""
+    with _traced(trace), _wrapped(wraps):
+        return _call(where, args, kwargs, fields)
+    # Reached only if a context manager's exit swallowed the task's error: the task returned
+    # nothing, and its job must not succeed (nor the child answer anything else).
+    raise RuntimeError(
+        "the task raised, and a context manager of the process set-up suppressed its error"
+        " (its __exit__ returned true): it must let the task's errors through"
+    )
 
 
 def _unread(exc: Exception) -> RemoteError:
@@ -229,14 +290,14 @@ def _gone(pid: int, started: int | None) -> bool:
     return False
 
 
-def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any, around: Any = None) -> Any:
+def _call(where: tuple[str, str], args: Any, kwargs: Any, fields: Any) -> Any:
     """Import the registered task's module and call its function with a job context."""
     module, qualname = where
     fn = lookup(importlib.import_module(module), qualname)
     if fn is None:
         raise LookupError(f"{module}.{qualname} not found in the child process")
     _current.set(JobContext(*fields))
-    result = fn(*args, **kwargs) if around is None else around(fn, args, kwargs)
+    result = fn(*args, **kwargs)
     if inspect.iscoroutine(result):  # an async task isolated after a crash
         return asyncio.run(result)  # its task copies the context set above
     return result

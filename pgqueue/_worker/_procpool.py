@@ -34,6 +34,7 @@ from pgqueue._worker._procchild import (
     _RETURNED,
     REFUSED_EXIT,
     RemoteError,
+    Setups,
     _child_main,
 )
 
@@ -81,12 +82,12 @@ class ResultUnread(ResultUnsent):
 class _Slot:
     """One child process and the parent's end of its pipe."""
 
-    def __init__(self, context: BaseContext, setup: tuple[str, str] | None = None) -> None:
+    def __init__(self, context: BaseContext, setups: Setups = ()) -> None:
         parent, child = context.Pipe()
         self.conn: Connection = parent
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_child_main,
-            args=(child, os.getpid(), this_process()[1], setup, configured_logging()),
+            args=(child, os.getpid(), this_process()[1], setups, configured_logging()),
             daemon=True,
             name="pgqueue-process-task",
         )
@@ -251,19 +252,18 @@ class ProcessPool:
     def __init__(
         self,
         size: int,
-        setup: tuple[str, str] | None = None,
+        setups: Setups = (),
         max_tasks_per_child: int | None = None,
         start_timeout: float = CHILD_START_TIMEOUT,
     ) -> None:
-        """``setup``: the (module, name) of a function each child calls before its first call
-        (Django's set-up, so that task modules can import their models). If it returns a
-        callable, that makes every call: ``around(fn, args, kwargs)``.
+        """``setups``: the (module, name) of each function a child calls, in order, before its
+        first call (Django's set-up, then the app's ``process_setup``): see ``_procchild``.
         ``max_tasks_per_child``: calls a child answers before it is replaced (``None``: no
         limit), between calls, so that what a task leaks (memory, file handles) is freed.
         ``start_timeout``: seconds a new child has to get ready (``ChildStartTimeout``)."""
         method = "forkserver" if sys.platform == "linux" else "spawn"
         self._context = multiprocessing.get_context(method)
-        self._setup = setup
+        self._setups = setups
         self._max_calls = max_tasks_per_child
         self._start_timeout = start_timeout
         self._idle: list[_Slot] = []
@@ -363,7 +363,7 @@ class ProcessPool:
     async def _start(self, job_id: int) -> _Slot:
         """A new child for ``job_id``'s call, once it is ready for it."""
         # Starting a child (and the first time, the forkserver) blocks: keep it off the loop.
-        slot = await asyncio.to_thread(_Slot, self._context, self._setup)
+        slot = await asyncio.to_thread(_Slot, self._context, self._setups)
         try:
             async with asyncio.timeout(self._start_timeout):
                 await slot.ready()

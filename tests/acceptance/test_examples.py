@@ -158,3 +158,28 @@ def test_alert_example_runs_as_its_docstring_says_from_the_repository_root(dsn: 
                      cwd=EXAMPLES.parent)  # fmt: skip
     assert f"job {job_id} failed for good: ValueError: no report -1" in err
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 3)]
+
+
+def test_process_setup_example_runs_as_its_docstring_says_from_the_repository_root(
+    dsn: str,
+) -> None:
+    """process_setup.py's two commands, as written: the job is scored in a child whose set-up
+    loaded the model, in that same child, before it."""
+    app = "examples.process_setup:app"
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", app, "enqueue",
+         "examples.process_setup.score", "--args", '["a job in a queue"]'],
+        cwd=EXAMPLES.parent, env=env_for(dsn), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout)
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--app", app, "worker", "-q", "cpu", "--burst"],
+        cwd=EXAMPLES.parent, env=env_for(dsn), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [(state, result)] = query(dsn, "SELECT state, result FROM pgqueue.jobs WHERE id = %s", [job_id])
+    assert (state, result["score"]) == ("succeeded", 5)
+    assert result["model_loaded_in"] == result["child"]

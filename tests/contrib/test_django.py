@@ -664,6 +664,26 @@ def test_a_process_task_releases_djangos_connections_as_a_thread_does(shop, djan
     assert first[1] != second[1]  # each with a connection of its own
 
 
+def test_a_process_set_up_runs_after_djangos_in_each_child(shop, django_db: str) -> None:
+    """The project's ``@app.process_setup`` does not replace Django's set-up of the child:
+    Django's runs first (the user's set-up queries the ORM), then the user's, once."""
+    from django.db import connection
+
+    from tests.contrib.django_project.shop.models import Order
+
+    Order.objects.create(email="a@example.com")
+    job_id = shop.child_set_up.enqueue(connection)
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "worker", "-q", "default", "--burst"],
+        env=subprocess_env(django_db), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ended = "SELECT state, result, last_error FROM pgqueue.jobs WHERE id = %s"
+    [(state, result, error)] = query(django_db, ended, [job_id])
+    assert (state, error) == ("succeeded", None)
+    assert result["orders"] == 1 and result["pid"] == result["here"]
+
+
 def test_the_admin_reads_jobs_from_pgqueues_own_database(
     django_setup: None, dsn: str, empty_dsn: str
 ) -> None:

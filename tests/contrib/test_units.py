@@ -6,6 +6,7 @@ import traceback
 
 import pytest
 
+import pgqueue
 from pgqueue._embed import is_installed
 from pgqueue.contrib.alembic import include_name, include_object
 
@@ -160,6 +161,29 @@ def test_the_django_app_takes_its_unknown_task_delay_from_the_pgqueue_setting(
         pytest.raises(ValueError, match="unknown_task_delay must be a number of seconds"),
     ):
         make()
+
+
+def app_set_up() -> None:
+    """A process set-up of the app PGQUEUE["APP"] names."""
+
+
+own_app = pgqueue.PgQueue()
+own_app.process_setup(app_set_up)
+
+
+def test_djangos_set_up_runs_before_the_process_set_up_of_the_app_named_by_app(
+    django_setup: None,
+) -> None:
+    """With PGQUEUE["APP"], an app whose own set-up is registered: a child runs Django's
+    set-up first (the user's may use the ORM), then the user's."""
+    from django.test import override_settings
+
+    from pgqueue.contrib.django import _conf
+
+    with override_settings(PGQUEUE={"APP": f"{__name__}.own_app"}):
+        app = _conf.get_app.__wrapped__()
+    assert app is own_app
+    assert app._process_setups() == (_conf._PROCESS_SETUP, (__name__, "app_set_up"))
 
 
 _LOGGED = """

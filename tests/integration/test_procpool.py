@@ -110,7 +110,7 @@ def test_a_call_that_reaches_a_child_after_its_worker_died_is_not_run() -> None:
     worker.wait()
     context = multiprocessing.get_context("forkserver")
     parent, child = context.Pipe()
-    process = context.Process(target=_child_main, args=(child, worker.pid, started, None))
+    process = context.Process(target=_child_main, args=(child, worker.pid, started, ()))
     process.start()
     child.close()
     try:
@@ -148,7 +148,7 @@ async def test_a_failed_setup_fails_each_call_with_the_same_traceback() -> None:
     """A child whose set-up raised fails every call with that error. Raising the one exception
     again and again grew its traceback by a frame per call (each job's longer to make and
     store, without end): each call reports the set-up's traceback as it was."""
-    pool = ProcessPool(1, setup=_where("setup_that_fails"))
+    pool = ProcessPool(1, setups=(_where("setup_that_fails"),))
     traces = []
     try:
         for _ in range(4):

@@ -45,7 +45,7 @@ async def test_a_child_whose_set_up_hangs_fails_the_call_once_its_start_limit_pa
         started.append(slot.process.pid)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_Slot, "__init__", recorded)
-    pool = ProcessPool(1, setup=("h84_hung_setup", "setup"), start_timeout=0.5)
+    pool = ProcessPool(1, setups=(("h84_hung_setup", "setup"),), start_timeout=0.5)
     try:
         async with asyncio.timeout(120):  # the guard: the call used to hang here
             async with (timer := asyncio.timeout(600)):

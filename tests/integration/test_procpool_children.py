@@ -299,7 +299,7 @@ if __name__ == "__main__":
     parent, child = context.Pipe()
     process = context.Process(
         target=_child_main,
-        args=(child, os.getpid(), this_process()[1], None, configured_logging()),
+        args=(child, os.getpid(), this_process()[1], (), configured_logging()),
     )
     process.start()
     child.close()
@@ -338,7 +338,7 @@ if __name__ == "__main__":
     parent, child = context.Pipe()
     process = context.Process(  # "no pid": the watch's first look raises
         target=_child_main,
-        args=(child, "no pid", None, ("h90_slow_setup", "setup"), configured_logging()),
+        args=(child, "no pid", None, (("h90_slow_setup", "setup"),), configured_logging()),
     )
     process.start()
     child.close()
@@ -396,7 +396,7 @@ async def test_a_childs_start_does_not_count_towards_the_callers_timeout(
         "        time.sleep(0.01)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    pool = ProcessPool(1, setup=("h79_slow_setup", "setup"))
+    pool = ProcessPool(1, setups=(("h79_slow_setup", "setup"),))
     try:
         async with (timer := asyncio.timeout(600)):
             running = asyncio.ensure_future(pool.run(_where("size"), ["abc"], {}, FIELDS, timer))
@@ -419,7 +419,7 @@ async def test_a_child_whose_set_up_ends_it_is_lost_and_logged(
     it as lost (the job's "worker lost"), logged as child_lost with its exit status."""
     (tmp_path / "h79_fatal_setup.py").write_text("import os\ndef setup():\n    os._exit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    pool = ProcessPool(1, setup=("h79_fatal_setup", "setup"))
+    pool = ProcessPool(1, setups=(("h79_fatal_setup", "setup"),))
     try:
         with pytest.raises(ChildLost):
             await pool.run(_where("size"), ["abc"], {}, FIELDS)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
@@ -108,26 +109,33 @@ def get_app() -> PgQueue:
     )
 
 
-def setup_process() -> Callable[[Callable[..., Any], Any, Any], Any]:
+def setup_process() -> Callable[[], contextlib.AbstractContextManager[None]]:
     """Set Django up in a process-pool child, before it imports a task's module: a tasks.py
     that imports its models failed there with "Apps aren't loaded yet", and so did every job
     of an ``executor="process"`` task (or a crashed job isolated in a child). Returns how the
     child makes each call: as a worker thread does, between two releases of connections
-    (a child lives for many jobs, and without them its connections never aged out)."""
+    (a child lives for many jobs, and without them its connections never aged out). It
+    runs before the app's own ``process_setup``, which can then use Django."""
     import django
     from django.apps import apps
 
     if not apps.ready:
         django.setup()
-    return _call_released
+    return _released
+
+
+@contextlib.contextmanager
+def _released() -> Iterator[None]:
+    release_connections()
+    try:
+        yield
+    finally:
+        release_connections()
 
 
 def _call_released(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    release_connections()
-    try:
+    with _released():
         return fn(*args, **kwargs)
-    finally:
-        release_connections()
 
 
 _PROCESS_SETUP = (__name__, "setup_process")

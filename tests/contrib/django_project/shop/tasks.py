@@ -5,6 +5,7 @@ Django >= 6, the django_tasks backport on 5.2), so the rest of the suite runs wi
 """
 
 import importlib
+import os
 
 from pgqueue.contrib.django import app
 from tests.contrib.django_project.shop.models import Order
@@ -44,6 +45,22 @@ def child_connection() -> list:
     with connection.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
         return [os.getpid(), cur.fetchone()[0]]
+
+
+set_up: dict = {}  # what the process set-up saw, in a child
+
+
+@app.process_setup
+def set_up_child():
+    """The project's own process set-up: Django's must already have run (the ORM works)."""
+    set_up["orders"] = Order.objects.count()
+    set_up["pid"] = os.getpid()
+
+
+@app.task(executor="process")
+def child_set_up() -> dict:
+    """What this child's process set-up saw."""
+    return {**set_up, "here": os.getpid()}
 
 
 tasks = _tasks_framework()

@@ -1,0 +1,84 @@
+"""Registering ``@app.process_setup``: only a function a child can import by name, once per
+app (new API: these tests are new code)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pgqueue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def set_up() -> None:
+    """A module-level set-up."""
+
+
+async def async_set_up() -> None:
+    """A coroutine function: a child calls its set-up, it does not await it."""
+
+
+def test_a_module_level_function_is_registered_by_its_module_and_name() -> None:
+    """The decorator returns the function, and the app keeps where a child finds it."""
+    app = pgqueue.PgQueue()
+    assert app.process_setup(set_up) is set_up
+    assert app._process_setups() == ((__name__, "set_up"),)
+
+
+def test_a_second_set_up_is_refused() -> None:
+    """One per app: a second would silently replace the first."""
+    app = pgqueue.PgQueue()
+    app.process_setup(set_up)
+    with pytest.raises(pgqueue.ConfigurationError, match=rf"already .* {__name__}.set_up"):
+        app.process_setup(set_up)
+
+
+def test_functions_a_child_cannot_import_are_refused() -> None:
+    """A lambda and a nested function have no name in their module to import them by."""
+
+    def nested() -> None:
+        pass
+
+    app = pgqueue.PgQueue()
+    for fn in (lambda: None, nested):
+        with pytest.raises(
+            pgqueue.ConfigurationError, match="top level of a module the worker imports"
+        ):
+            app.process_setup(fn)
+    assert app._process_setups() == ()
+
+
+@pytest.mark.parametrize("fn", [async_set_up, print, "set_up", None])
+def test_what_is_no_plain_function_is_refused(fn: Any) -> None:
+    """A coroutine function, a builtin or no function at all: a TypeError naming it."""
+    with pytest.raises(TypeError, match="must be a plain"):
+        pgqueue.PgQueue().process_setup(fn)
+
+
+SCRIPT = """
+import pgqueue
+app = pgqueue.PgQueue()
+try:
+    @app.process_setup
+    def set_up():
+        pass
+except pgqueue.ConfigurationError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("how", [["script.py"], ["-m", "script"]])
+def test_a_set_up_in_the_main_script_is_refused(tmp_path: Path, how: list[str]) -> None:
+    """A script run as itself, or with ``-m``, is ``__main__``: a child imports it again, as
+    another module than the one the worker's tasks run from (``-m``), or not at all."""
+    (tmp_path / "script.py").write_text(SCRIPT)
+    ran = subprocess.run(
+        [sys.executable, *how], cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "but __main__.set_up is not" in ran.stdout, ran.stderr
