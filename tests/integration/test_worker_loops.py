@@ -780,3 +780,17 @@ async def test_a_connection_lost_in_a_maintenance_step_ends_the_pass_and_the_nex
         assert ran == ["vacuum"]
     finally:
         await worker._close_connections()
+
+
+def test_a_session_ended_by_the_server_is_unreachable_not_a_statement_failure(dsn: str) -> None:
+    """The server's idle_session_timeout (57P05) and a database dropped under a connection
+    (57P04) end the connection: unreachable() said they were a statement's failure, so the
+    CLI said "the database refused" and a maintenance pass ran its next steps on a dead
+    connection, each failing."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET idle_session_timeout = 100")  # milliseconds
+        threading.Event().wait(0.5)
+        with pytest.raises(psycopg.errors.IdleSessionTimeout) as ended:
+            conn.execute("SELECT 1")
+    assert _worker_module.unreachable(ended.value)
+    assert _worker_module.unreachable(psycopg.errors.DatabaseDropped("database dropped"))
