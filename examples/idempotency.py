@@ -7,6 +7,10 @@ that checks for it, so a second run changes nothing.
     python idempotency.py
     pgqueue --app idempotency:app worker --queues loyalty
 
+The first command prints the two jobs it enqueued for the same order; once the worker has run
+both, one job's result is "credited", the other's "already credited", and `loyalty_points`
+holds one row.
+
 Needs PGQUEUE_DSN: a database where `pgqueue migrate` ran.
 """
 
@@ -47,8 +51,8 @@ def main() -> None:
     """Create the ledger and enqueue the same credit twice, as a redelivery would."""
     with psycopg.connect(os.environ["PGQUEUE_DSN"]) as conn:
         conn.execute(CREATE_LEDGER)
-        for _ in range(2):
-            credit_points.enqueue(conn, 42, "ada@example.com", 4200)
+        jobs = [credit_points.enqueue(conn, 42, "ada@example.com", 4200) for _ in range(2)]
+    print(f"enqueued jobs {jobs[0]} and {jobs[1]}: the same credit for order 42")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ QUEUE = "long_transaction"  # its own: other jobs in the database neither wait n
 app = pgqueue.PgQueue(default_queue=QUEUE)
 
 
-@app.task
+@app.task(name="long_transaction.noop")
 async def noop(i: int) -> None:
     """Do nothing: the drain measures the queue, not the task."""
 
 
-@app.task
+@app.task(name="long_transaction.stamp")
 async def stamp() -> float:
     """When the job started, by this host's clock."""
     return time.time()

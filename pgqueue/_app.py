@@ -59,7 +59,7 @@ class PgQueue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         redact: Callable[[str], str] | None = None,
         retention: Mapping[str, float | timedelta | None] | None = None,
-        unknown_task_delay: float = 60.0,
+        unknown_task_delay: float | timedelta = 60.0,
     ) -> None:
         _check_app_arguments(dsn, redact, max_payload_bytes)
         # The least wait before a job of a task this app does not register runs again.

@@ -121,6 +121,11 @@ class Seconds(click.FloatRange):
             self.fail(f"{value!r} is not a number of seconds.", param, ctx)
         return seconds
 
+    def _describe_range(self) -> str:
+        # What --help shows in brackets: click's "0<=x<=31557600000.0" said in words.
+        highest = "1000 years" if self.highest == MAX_DELAY else f"{self.highest:g} s"
+        return f"{self.lowest:g} s to {highest}"
+
 
 class Whole(click.IntRange):
     """A whole number (from ``min`` to ``max``, if given) written in digits 0-9, with an

@@ -85,9 +85,10 @@ def error_line(exc: BaseException) -> str:
 
 
 # The OperationalErrors that mean the connection failed or was ended: psycopg's own (no
-# SQLSTATE), class 08, and the server's shutdowns. Others are errors of a statement: a lock or
+# SQLSTATE), class 08, and the server's ending it: shutdowns (57P01-57P03), its database
+# dropped (57P04), idle_session_timeout (57P05). Others are errors of a statement: a lock or
 # statement timeout (LockNotAvailable, QueryCanceled).
-_UNREACHABLE = ("08", "57P01", "57P02", "57P03")
+_UNREACHABLE = ("08", "57P01", "57P02", "57P03", "57P04", "57P05")
 
 
 def unreachable(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class WorkerEvents:
         # Told how many jobs of lost workers a rescue requeued and ended (the metrics).
         self.rescue_listeners: list[Callable[[int, int], None]] = []
         self.metrics_port: int | None = None
+        # Attempts reported finished, counted as the metrics count them: never taken back, so
+        # that no summary shows a negative count (worker.stats takes back unwritten outcomes).
+        self.counts: Counter[str] = Counter()
         self._callbacks: set[asyncio.Future[Any]] = set()
         self.callback_ended = asyncio.Event()  # set as each callback ends
         # Sync callbacks run in threads of their own, not in the loop's default executor: the
@@ -89,6 +93,7 @@ class WorkerEvents:
     def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
         """Report how an attempt ended to the log, the task's callbacks and the listeners."""
         state = "retrying" if outcome.state == "queued" else outcome.state
+        self.counts[_counted(state, outcome)] += 1
         logged = log.isEnabledFor(_LEVELS[state])
         callback = self._callback_for(ctx.task, state)
         if not (logged or callback or self.listeners):
@@ -180,12 +185,12 @@ class WorkerEvents:
 
     async def summarize(self) -> None:
         """Log one summary line every ``summary_interval`` seconds (a worker service)."""
-        last = _totals(self.worker)
+        last = _totals(self)
 
         async def one() -> None:
             nonlocal last
             await asyncio.sleep(self.summary_interval)
-            now = _totals(self.worker)
+            now = _totals(self)
             _log_summary(self.worker, {k: now[k] - last[k] for k in now}, self.summary_interval)
             last = now
 
@@ -211,17 +216,26 @@ def _log_event(event: JobEvent) -> None:
     )  # fmt: skip
 
 
-def _totals(worker: Worker) -> dict[str, int]:
-    s = worker.stats
-    return {"succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled,
-            "retried": s.retried}  # fmt: skip
+def _counted(state: str, outcome: Outcome) -> str:
+    """The count an attempt that ended so adds to: a failure's retry has its error, a task's
+    ``Retry`` (no failure) has none, as the metrics tell them apart."""
+    if state != "retrying":
+        return state
+    return "retried" if outcome.error is not None else "rescheduled"
+
+
+def _totals(events: WorkerEvents) -> dict[str, int]:
+    c = events.counts
+    return {"succeeded": c["succeeded"], "failed": c["failed"], "cancelled": c["cancelled"],
+            "retried": c["retried"], "rescheduled": c["rescheduled"]}  # fmt: skip
 
 
 def _log_summary(worker: Worker, delta: dict[str, int], interval: float) -> None:
     log.info(
-        "last %.0f s: %s jobs finished (%s succeeded, %s failed, %s cancelled), %s retried;"
-        " %s running", interval, delta["succeeded"] + delta["failed"] + delta["cancelled"],
-        delta["succeeded"], delta["failed"], delta["cancelled"], delta["retried"],
+        "last %.0f s: %s jobs finished (%s succeeded, %s failed, %s cancelled), %s retried,"
+        " %s rescheduled; %s running", interval,
+        delta["succeeded"] + delta["failed"] + delta["cancelled"], delta["succeeded"],
+        delta["failed"], delta["cancelled"], delta["retried"], delta["rescheduled"],
         worker.running,
         extra={"action": "worker_summary", "worker": worker.name, "running": worker.running,
                **delta},

@@ -7,6 +7,7 @@ import numbers
 import random
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 # The longest wait before a job runs (a delay, a Retry, a policy's cap): 1,000 years, well
 # inside PostgreSQL's intervals and timestamps and before the year 9999 psycopg reads back.
@@ -43,15 +44,17 @@ def shown(value: object) -> str:
     return f"{'a negative' if value < 0 else 'an'} int of {digits} digits"
 
 
-def check_delay(value: float, what: str) -> float:
-    """``value`` as a float if it is a number of seconds SQL can hold (0 to ``MAX_DELAY``),
-    else ``ValueError`` naming ``what``. Written as "not in range" so that NaN fails too."""
-    if not (is_number(value) and 0 <= value <= MAX_DELAY):
+def check_delay(value: float | timedelta, what: str) -> float:
+    """``value`` (seconds, or a ``timedelta``) as a float of seconds if SQL can hold it (0 to
+    ``MAX_DELAY``), else ``ValueError`` naming ``what``. Written as "not in range" so that NaN
+    fails too."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not (is_number(seconds) and 0 <= seconds <= MAX_DELAY):
         raise ValueError(
             f"{what} must be a number of seconds from 0 to {MAX_DELAY:.0f} (1000 years), "
             f"got {shown(value)}"
         )
-    return float(value)
+    return float(seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -409,8 +409,10 @@ def _bind(context: contextvars.Context, fn: Any, args: list[Any], kwargs: dict[s
 def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
     """``text`` through the app's ``redact``; withheld if that raises or returns no str, so
     that neither the secret nor the job's outcome is lost. A SystemExit or KeyboardInterrupt
-    it raises is its failure too (it is plain code, run on the loop: no signal raises there),
-    as a task's is: it must not stop the worker."""
+    it raises is its failure too, as a task's is: it must not stop the worker. Not every such
+    exception is redact's own: with ``install_signal_handlers=False`` inside ``asyncio.run``,
+    a second Ctrl-C raises KeyboardInterrupt wherever the loop is, here included, and this
+    reads it as redact's failure too (the worker's own handlers leave no signal raising)."""
     try:
         return clipped_through(text, redact)  # a cut never leaves half a secret
     except NotText as exc:

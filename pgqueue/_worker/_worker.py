@@ -1284,13 +1284,13 @@ class Worker:
         # Jitter keeps a fleet of workers from sweeping in lock-step.
         await asyncio.sleep(self.rescue_interval * random.uniform(0.5, 1.0))
         outage = self._maintenance_outage  # the database's; a bug's traceback: see repeat
-        try:
-            await self.maintain()
-        except (psycopg.Error, OSError) as exc:
+        if failed := await self._maintain():
+            (step, exc), *more = failed
             n = outage.failed()
-            log.warning("maintenance failed (%s), %d in a row", error_line(exc), n,
-                        exc_info=n == 1,
+            log.warning("maintenance: %s failed (%s), %d in a row", step, error_line(exc), n,
+                        exc_info=exc if n == 1 else None,
                         extra={"action": "maintenance_error", "failures": n})  # fmt: skip
+            _log_failed_too(more)
             return
         if n := outage.ended():
             log.info("maintenance works again after %d failures", n,
@@ -1312,21 +1312,26 @@ class Worker:
         worker again if its row is gone.
 
         The steps are unrelated: one whose statement failed (a permission, a timeout) skips
-        none of the others, and the first such error is raised once all have run. A lost
-        connection ends the pass at once: the next steps would only wait to reconnect."""
-        failed: list[psycopg.Error] = []
+        none of the others, and the first error is raised once all have run; each failure
+        after it is logged. A lost connection ends the pass at once: the next steps would
+        only wait to reconnect."""
+        if failed := await self._maintain():
+            (_, exc), *more = failed
+            _log_failed_too(more)
+            raise exc
+
+    async def _maintain(self) -> list[tuple[str, Exception]]:
+        """Run the maintenance steps (see :meth:`maintain`); the name and error of each that
+        failed on the database, in order, up to a lost connection's."""
+        failed: list[tuple[str, Exception]] = []
         for name, step in self._maintenance_steps():
             try:
                 await step()
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:
+                failed.append((name, exc))
                 if unreachable(exc):
-                    raise
-                if failed:  # the pass reports the first; each one after it gets a line
-                    log.warning("maintenance: %s failed too (%s)", name, error_line(exc),
-                                extra={"action": "maintenance_error"})  # fmt: skip
-                failed.append(exc)
-        if failed:
-            raise failed[0]
+                    break
+        return failed
 
     def _maintenance_steps(self) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
         return [
@@ -1722,6 +1727,13 @@ def _safe_dsn(dsn: str) -> str:
         if key.endswith("password") or "secret" in key:
             info[key] = "***"
     return psycopg.conninfo.make_conninfo("", **info)
+
+
+def _log_failed_too(failed: list[tuple[str, Exception]]) -> None:
+    """A line for each maintenance step that failed after the pass's first failure."""
+    for name, exc in failed:
+        log.warning("maintenance: %s failed too (%s)", name, error_line(exc),
+                    extra={"action": "maintenance_error"})  # fmt: skip
 
 
 Worker.__module__ = "pgqueue"

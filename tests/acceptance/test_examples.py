@@ -95,8 +95,12 @@ def test_retries_example_ends_in_each_documented_state(dsn: str) -> None:
 
 
 def test_scheduling_example_runs_only_what_is_due_on_the_database_clock(dsn: str) -> None:
-    """scheduling.py: delays count from the database's now(); only the due job runs."""
-    run_example("scheduling", dsn)
+    """scheduling.py: delays count from the database's now(); only the due job runs. It prints
+    what it enqueued (it printed nothing)."""
+    out = run_example("scheduling", dsn).splitlines()
+    ids = [job_id for (job_id,) in query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id")]
+    dues = ["now", "in an hour", "tomorrow", "at 2030-01-01 09:00:00+00:00"]
+    assert out == [f"enqueued job {i}: due {due}" for i, due in zip(ids, dues, strict=True)]
     delays = query(dsn, "SELECT args->>1, extract(epoch FROM run_at - created_at)::int,"
                         " run_at FROM pgqueue.jobs ORDER BY id")  # fmt: skip
     assert [(text, secs) for text, secs, _ in delays[:3]] == [
@@ -113,8 +117,11 @@ def test_scheduling_example_runs_only_what_is_due_on_the_database_clock(dsn: str
 
 
 def test_idempotency_example_credits_once_although_the_job_runs_twice(dsn: str) -> None:
-    """idempotency.py: two runs of the same credit leave one ledger row."""
-    run_example("idempotency", dsn)
+    """idempotency.py: two runs of the same credit leave one ledger row. It prints what it
+    enqueued (it printed nothing)."""
+    out = run_example("idempotency", dsn)
+    first, second = (i for (i,) in query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id"))
+    assert out == f"enqueued jobs {first} and {second}: the same credit for order 42\n"
     run_worker(dsn, ["--app", "idempotency:app", "worker", "--queues", "loyalty"],
                lambda: finished(dsn))  # fmt: skip
     assert query(dsn, "SELECT order_id, points FROM loyalty_points") == [(42, 42)]
@@ -140,6 +147,10 @@ def test_long_transaction_example_names_the_idle_report(dsn: str) -> None:
     assert query(dsn, "SELECT state, count(*) FROM pgqueue.jobs GROUP BY state") == [
         ("succeeded", 100_100)
     ]
+    # Named tasks: run as a script, unnamed ones were registered as "__main__.noop".
+    assert query(dsn, "SELECT DISTINCT task FROM pgqueue.jobs ORDER BY task") == [
+        ("long_transaction.noop",), ("long_transaction.stamp",)
+    ]  # fmt: skip
 
 
 def test_alert_example_runs_as_its_docstring_says_from_the_repository_root(dsn: str) -> None:

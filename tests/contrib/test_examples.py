@@ -50,10 +50,16 @@ def test_sqlalchemy_example(empty_dsn: str) -> None:
     assert "orders: 1, shipped: 1" in out
 
 
-def test_testing_example(pg_server) -> None:
+@pytest.mark.parametrize("asyncio", ["no:asyncio", "asyncio"])
+def test_testing_example(pg_server, asyncio: str) -> None:
     """examples/testing: eager, assert_enqueued and drain with the plugin's fixtures pass, run
-    from the clone's root by a pytest without this repository's plugins (pytest-asyncio...)."""
-    plain = ["-p", "no:asyncio", "-p", "no:timeout", "-p", "no:cacheprovider"]
-    out = run(["-m", "pytest", "-q", *plain, "examples/testing"], ".",
-              PGQUEUE_TEST_DSN=pg_server.dsn)  # fmt: skip
-    assert "3 passed" in out
+    from the clone's root by a pytest without this repository's plugins, and without a warning
+    whether pytest-asyncio is installed or not (it warned of its unset loop scope)."""
+    plain = ["-p", asyncio, "-p", "no:timeout", "-p", "no:cacheprovider"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *plain, "examples/testing"], cwd=ROOT,
+        env={**os.environ, "PGQUEUE_TEST_DSN": pg_server.dsn},
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1].startswith("3 passed in "), done.stdout
+    assert done.stderr == ""  # pytest-asyncio's configure-time warning goes here

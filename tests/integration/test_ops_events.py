@@ -77,6 +77,40 @@ async def test_worker_logs_a_startup_line_and_periodic_summaries(
     assert "s3cret" not in started.getMessage() and "concurrency 10" in started.getMessage()
 
 
+async def test_the_summary_counts_retry_requests_apart_as_the_metrics_do(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """worker_summary's `retried` counted a task's Retry (no failure) with the failures that
+    will be retried; the metrics count those apart (pgqueue_jobs_rescheduled_total), and now
+    so does the summary, as `rescheduled`. No field is ever negative."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = make_app(dsn)
+
+    runs: list[int] = []
+
+    @app.task(name="later", queue="q")
+    async def later() -> None:
+        runs.append(1)
+        if len(runs) == 1:  # a Retry gives its attempt back: the attempt number stays 1
+            raise pgqueue.Retry(0)
+
+    later.enqueue(conn)
+    app.using("work").enqueue(conn, 5)
+    app.using("work").enqueue(conn, -1)
+    conn.commit()
+    fields = ("succeeded", "failed", "cancelled", "retried", "rescheduled")
+
+    def summed() -> dict[str, int]:
+        summaries = [r for r in caplog.records if getattr(r, "action", "") == "worker_summary"]
+        return {f: sum(getattr(r, f, 0) for r in summaries) for f in fields}
+
+    w = app.worker(queues=["q"], poll_interval=0.05, summary_interval=0.05)
+    await run_worker_until(w, lambda: summed()["succeeded"] + summed()["failed"] == 3)
+    summaries = [r for r in caplog.records if getattr(r, "action", "") == "worker_summary"]
+    assert summed() == {"succeeded": 2, "failed": 1, "cancelled": 0, "retried": 1, "rescheduled": 1}
+    assert all(getattr(r, f) >= 0 for r in summaries for f in fields)
+
+
 async def test_the_startup_line_hides_the_ssl_key_password_too(
     dsn: str, conn: Any, caplog: Any
 ) -> None:

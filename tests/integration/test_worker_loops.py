@@ -756,6 +756,38 @@ async def test_a_failed_maintenance_step_skips_none_of_the_others(
     assert "prune failed too (DivisionByZero: division by zero)" in also.getMessage()
 
 
+async def test_a_maintenance_pass_names_its_failed_steps_up_to_a_lost_connection(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pass's maintenance_error line named no step, and when a later step lost the
+    connection, the statement failures of the earlier steps of that pass were never logged:
+    the line gave the lost connection alone. Now the line names the first failed step, and
+    each later one gets a line of its own, the lost connection's too; the steps after it do
+    not run."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    broken = _store.Query("SELECT 1 / 0", {}, lambda rows: 0)
+    ended = _store.Query("SELECT pg_terminate_backend(pg_backend_pid())", {}, lambda rows: 0)
+    monkeypatch.setattr(_store, "workers_prune", lambda *args, **kwargs: broken)
+    monkeypatch.setattr(_store, "jobs_prune", lambda *args, **kwargs: ended)
+    ran: list[str] = []
+    original = _store.horizon_holders
+    monkeypatch.setattr(
+        _store, "horizon_holders", lambda *a, **k: ran.append("horizon") or original(*a, **k)
+    )
+    app = pgqueue.PgQueue(dsn, retention={"succeeded": 60})
+    worker = app.worker(queues=["io"], rescue_interval=0.01, long_transaction_warning=60)
+    try:
+        await worker._maintenance_pass()
+    finally:
+        await worker._close_connections()
+    assert ran == []
+    first, too = (r.getMessage() for r in records(caplog, "maintenance_error"))
+    assert first == (
+        "maintenance: the workers' prune failed (DivisionByZero: division by zero), 1 in a row"
+    )
+    assert too.startswith("maintenance: the history's prune failed too (AdminShutdown: ")
+
+
 async def test_a_connection_lost_in_a_maintenance_step_ends_the_pass_and_the_next_reconnects(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -780,3 +812,17 @@ async def test_a_connection_lost_in_a_maintenance_step_ends_the_pass_and_the_nex
         assert ran == ["vacuum"]
     finally:
         await worker._close_connections()
+
+
+def test_a_session_ended_by_the_server_is_unreachable_not_a_statement_failure(dsn: str) -> None:
+    """The server's idle_session_timeout (57P05) and a database dropped under a connection
+    (57P04) end the connection: unreachable() said they were a statement's failure, so the
+    CLI said "the database refused" and a maintenance pass ran its next steps on a dead
+    connection, each failing."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET idle_session_timeout = 100")  # milliseconds
+        threading.Event().wait(0.5)
+        with pytest.raises(psycopg.errors.IdleSessionTimeout) as ended:
+            conn.execute("SELECT 1")
+    assert _worker_module.unreachable(ended.value)
+    assert _worker_module.unreachable(psycopg.errors.DatabaseDropped("database dropped"))

@@ -77,3 +77,16 @@ def test_cli_reference_pages_name_only_options_the_cli_has() -> None:
     }
     written = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*[a-z])", reference_text()))
     assert sorted(written - known - {"--help"}) == []
+
+
+@pytest.mark.parametrize("path", list(commands(cli)), ids=lambda p: " ".join(p) or "pgqueue")
+def test_every_help_says_a_range_of_seconds_in_words(path: tuple[str, ...]) -> None:
+    """The worker's --help showed its seconds' bounds as click's FloatRange does,
+    ``[0<=x<=31557600000.0]``; it now says ``[0 s to 1000 years]``."""
+    result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "31557600000" not in result.output
+    seconds = [p for p in command_at(path).params if p.type.name == "seconds"]
+    for param in seconds:
+        [line] = [line for line in result.output.splitlines() if param.opts[-1] + " " in line]
+        assert re.search(r"; [0-9.]+ s to (1000 years|[0-9.]+ s)\]$", line), line

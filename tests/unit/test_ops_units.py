@@ -93,6 +93,15 @@ def test_retention_sql_cannot_subtract_from_now_is_refused(age: object) -> None:
         pgqueue.PgQueue(retention={"failed": age})  # type: ignore[dict-item]
 
 
+def test_unknown_task_delay_takes_a_timedelta_like_retry_and_retention() -> None:
+    """PgQueue(unknown_task_delay=timedelta(minutes=5)) is 300 s; it raised ValueError while
+    Retry(delay=) and retention= took a timedelta. A timedelta past 1000 years is refused."""
+    assert pgqueue.PgQueue(unknown_task_delay=timedelta(minutes=5)).unknown_task_delay == 300.0
+    assert pgqueue.Retry(timedelta(seconds=90)).delay == 90.0
+    with pytest.raises(ValueError, match="unknown_task_delay must be a number of seconds"):
+        pgqueue.PgQueue(unknown_task_delay=timedelta.max)
+
+
 def test_prune_refuses_an_age_sql_cannot_subtract_before_any_sql() -> None:
     """_ops.prune(conn, inf) names the age instead of failing with "interval out of range"."""
     with pytest.raises(ValueError, match="older_than must be seconds or a timedelta"):
