@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import ConfigurationError, _store
+from pgqueue import ConfigurationError, PgQueue, _store
 from pgqueue._worker._liveness import host_key, process_started
 from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration import tasks_app as t
@@ -245,7 +245,9 @@ def test_a_task_a_child_cannot_import_is_not_isolated() -> None:
     """Tasks defined in a function (or in __main__) run in the worker even after a crash."""
     from pgqueue._worker._executor import _importable
 
-    @t.app.task(name="tests.local_only")
+    # On an app of its own: registered on the shared test app, it stayed there, a task of
+    # queue default that later tests of that app's queues saw.
+    @PgQueue().task(name="tests.local_only")
     def local_only() -> None:
         """Defined in a function: no module attribute leads to it."""
 

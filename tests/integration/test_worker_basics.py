@@ -540,9 +540,12 @@ async def test_a_worker_serving_none_of_its_tasks_queues_says_so(
     using(queue=...), or a typo) are said at INFO: a warning at every start of a worker meant
     so could not be silenced. A worker serving one of theirs says nothing."""
     caplog.set_level(logging.INFO, logger="pgqueue.worker")
-    await t.app.worker(dsn=dsn, poll_interval=0.05, burst=True).run()
-    await worker(dsn, queues=["nobody"], burst=True).run()
-    await worker(dsn, queues=["nobody", "io"], burst=True).run()
+    app = pgqueue.PgQueue(dsn)  # its own: other tests register tasks on the shared test app
+    app.task(name="a", queue="io")(lambda: None)
+    app.task(name="b", queue="cpu")(lambda: None)
+    await app.worker(burst=True).run()
+    await app.worker(queues=["nobody"], burst=True).run()
+    await app.worker(queues=["nobody", "io"], burst=True).run()
     records = [r for r in caplog.records if getattr(r, "action", None) == "no_task_queue_served"]
     assert [(r.levelno, r.queues) for r in records] == [  # type: ignore[attr-defined]
         (logging.WARNING, ["default"]), (logging.INFO, ["nobody"]),
