@@ -281,8 +281,9 @@ class PgQueue:
         """Register ``fn()`` to run once in each process-pool child, before its first job
         (decorator; one per app): set up there what tasks need (logging, tracing, a client,
         a model). It may return a function making a context manager, which each call of a
-        task in that child then runs in. If it raises, every job of that child fails with
-        its error. ``fn`` must be a module-level function: the child imports it by name."""
+        task in that child then runs in. If it raises, the job sent to that child fails with
+        its error, and the child is retired (the next job's child tries again). ``fn`` must
+        be a module-level function: the child imports it by name."""
         if self._user_process_setup is not None:
             module, name = self._user_process_setup
             raise ConfigurationError(

@@ -56,6 +56,7 @@ class RemoteError(Exception):
 # unpickle is still known to be a task's return value, not an error.
 _RETURNED, _RAISED = b"r", b"e"
 _READY = b"ready"  # a new child's first message: its set-up is done
+_UNREADY = b"set-up failed"  # or this: it failed, and the child is retired after one job
 
 
 class ChildTraceback(Exception):
@@ -161,7 +162,7 @@ def _serve(
         configure_logging(*logs)
     failed_setup = None if failed is None else _failed_setup(*failed)
     setup_trace = None if failed_setup is None else failed_setup.__traceback__
-    conn.send_bytes(_READY)
+    conn.send_bytes(_READY if failed_setup is None else _UNREADY)
     while True:
         try:
             message = conn.recv_bytes()
@@ -210,7 +211,7 @@ def _failed_setup(exc: BaseException, where: str) -> BaseException:
     """``exc``, which every call of this child then fails with, as the job's error, logged
     once for the child (not per job), once the worker's logging is set up here again."""
     log.error(
-        "child process %s: its set-up %s failed: each job it runs fails with this",
+        "child process %s: its set-up %s failed: its job fails with this, and it is retired",
         os.getpid(), where, exc_info=exc,
         extra={"action": "child_setup_failed", "pid": os.getpid(), "setup": where},
     )  # fmt: skip

@@ -32,6 +32,7 @@ from pgqueue._worker._liveness import is_dead, started_if_readable, this_process
 from pgqueue._worker._procchild import (
     _READY,
     _RETURNED,
+    _UNREADY,
     REFUSED_EXIT,
     RemoteError,
     Setups,
@@ -100,12 +101,15 @@ class _Slot:
         self.forkserver = context.get_start_method() == "forkserver"
         self.orphaned = False  # its forkserver ended while it lived: see _wait
         self.calls = 0  # calls it answered
+        self.unready = False  # its set-up failed: each of its calls fails with that error
 
     async def ready(self) -> None:
         """Wait until the child has set itself up and waits for calls (``EOFError`` if it
         ended first)."""
-        if await self._recv() != _READY:
+        said = await self._recv()
+        if said not in (_READY, _UNREADY):
             raise EOFError
+        self.unready = said == _UNREADY
 
     async def call(self, message: tuple[Any, ...]) -> Any:
         """Send one call and wait for its answer without blocking the event loop."""
@@ -326,8 +330,12 @@ class ProcessPool:
 
     def _release(self, slot: _Slot, job_id: int) -> None:
         """Give a child that answered back to the idle ones, or retire it once it has answered
-        ``max_tasks_per_child`` calls (``job_id``'s the last): the next call starts a new one."""
-        if self._max_calls is not None and slot.calls >= self._max_calls:
+        ``max_tasks_per_child`` calls (``job_id``'s the last): the next call starts a new one.
+        One whose set-up failed is retired after one call: a new one tries the set-up again
+        (a transient failure, a download, must not fail that child's jobs while it lives)."""
+        if slot.unready:
+            slot.retire()
+        elif self._max_calls is not None and slot.calls >= self._max_calls:
             self.retired += 1
             slot.retire()
             log.info(

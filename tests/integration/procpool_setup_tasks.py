@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pgqueue
@@ -67,3 +70,19 @@ def set_up_suppressing() -> Any:
 def fails() -> None:
     """A task that raises."""
     raise ValueError("lost in the wrap")
+
+
+def once_failed_marker() -> Path:
+    """The file saying that a set-up failed once for this pool (its process's pid)."""
+    parent = multiprocessing.parent_process()
+    pid = os.getpid() if parent is None else parent.pid
+    return Path(tempfile.gettempdir()) / f"pgqueue-setup-failed-once-{pid}"
+
+
+def set_up_fails_once() -> None:
+    """A set-up that fails the first time for its pool (a download that timed out), then
+    succeeds."""
+    marker = once_failed_marker()
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError("the download timed out")

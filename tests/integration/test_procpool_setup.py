@@ -58,6 +58,22 @@ async def test_a_set_up_returning_no_function_fails_its_childs_calls() -> None:
         pool.shutdown()
 
 
+async def test_a_child_whose_set_up_failed_is_replaced_after_its_job() -> None:
+    """A child whose set-up failed stayed, failing each job sent to it while it lived, even
+    once the failure had passed (a download that timed out): retries burned their attempts
+    there. It is retired after one job, and the next job's new child sets itself up again."""
+    marker = t.once_failed_marker()
+    marker.unlink(missing_ok=True)
+    pool = ProcessPool(1, setups=((MODULE, "set_up_fails_once"),))
+    try:
+        with pytest.raises(RuntimeError, match="the download timed out"):
+            await pool.run((MODULE, "report"), [], {}, FIELDS)
+        assert (await pool.run((MODULE, "report"), [], {}, FIELDS))["pid"] != os.getpid()
+    finally:
+        pool.shutdown()
+        marker.unlink(missing_ok=True)
+
+
 async def test_set_ups_run_in_order_and_their_wraps_nest() -> None:
     """Two set-ups (a framework's, then the app's) both run; the call is inside both wraps."""
     pool = ProcessPool(1, setups=((MODULE, "set_up_child"), (MODULE, "set_up_child")))
@@ -119,7 +135,7 @@ def test_a_failed_set_up_is_logged_once_per_child(tmp_path: Path) -> None:
     ran = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )
-    assert ran.stdout.split() == ["ready", "e", "e", "e"], ran.stderr
+    assert ran.stdout.splitlines() == ["set-up failed", "e", "e", "e"], ran.stderr
     records = [json.loads(line) for line in ran.stderr.splitlines() if line.strip()]
     [failed] = [r for r in records if r.get("action") == "child_setup_failed"]
     assert failed["level"] == "error"
