@@ -424,12 +424,20 @@ def redacted(redact: Callable[[str], object], text: str, job_id: int) -> str:
     return f"{WITHHELD}{why}]"
 
 
+def asks_again(exc: BaseException) -> bool:
+    """Whether an attempt raising ``exc`` gives the job back to run again, as the task asked:
+    a Retry, or an exception group (an asyncio.TaskGroup's) of nothing else (``_grouped``)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Retry)[1] is None
+    return isinstance(exc, Retry)
+
+
 def decided(exc: BaseException) -> bool:
     """Whether an attempt raising ``exc`` ends as the task decided, no failure: a Retry or a
     Cancel, or an exception group (an asyncio.TaskGroup's) read as one by ``_grouped``."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(Cancel)[0] is not None or exc.split(Retry)[1] is None
-    return isinstance(exc, Retry | Cancel)
+    if isinstance(exc, BaseExceptionGroup) and exc.split(Cancel)[0] is not None:
+        return True
+    return isinstance(exc, Cancel) or asks_again(exc)
 
 
 def describe(exc: BaseException) -> str:

@@ -176,8 +176,6 @@ class Worker:
     ) -> None:
         check_options(locals())  # every option by name, before anything is built from them
         self._settings = _changed(locals())  # for the start record
-        # Off for pgqueue.testing.drain's workers, which serve the queues holding jobs on purpose.
-        self._warn_unserved = True
         self._queues_chosen = queues is not None  # else the app's default queue
         # Where each option given came from, by its name here ("env PGQUEUE_BURST"): the CLI's.
         self._sources: dict[str, str] = {}
@@ -494,7 +492,7 @@ class Worker:
             {task.options.queue for task in self.app.tasks.values()}
             | {periodic.queue for periodic in self.app.periodics.values()}
         )
-        if not self._warn_unserved or not theirs or set(theirs) & set(self.queues):
+        if not theirs or set(theirs) & set(self.queues):
             return
         served = sorted(self.queues)
         # Left at the default queue: the newcomer's slip. Queues chosen: a worker kept for jobs

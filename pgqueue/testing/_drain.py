@@ -23,6 +23,7 @@ from pgqueue._hooks import Middleware
 from pgqueue._options import check_count, check_queue
 from pgqueue._schema import aschema_state, schema_problem
 from pgqueue._worker._context import JobContext
+from pgqueue._worker._executor import asks_again
 from pgqueue._worker._worker import WorkerStats
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
@@ -142,21 +143,13 @@ class _Retries:
             try:
                 return await call_next()
             except BaseException as exc:
-                if _asks_again(exc):
+                if asks_again(exc):  # as the worker reads it, a TaskGroup's too
                     self.counts[job.id] += 1
                     if self.counts[job.id] >= self.limit:
                         stop()
                 raise
 
         return count
-
-
-def _asks_again(exc: BaseException) -> bool:
-    """Whether the worker takes ``exc`` for a Retry: one, or a group (an asyncio.TaskGroup's)
-    of nothing else, which a task always raising would have one burst worker run forever."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(Retry)[1] is None
-    return isinstance(exc, Retry)
 
 
 @dataclass
@@ -310,7 +303,6 @@ async def _round(
                 queues=waiting, dsn=dsn, burst=True, listen=False, poll_interval=0.01,
                 scheduler=False,
             )  # fmt: skip
-            worker._warn_unserved = False  # it serves the queues holding jobs: on purpose
             # Outermost: they see what the worker sees; a refused attempt is no job's Retry.
             drained.hooks.middleware[:0] = [
                 _own_jobs_only(app, bound.counting(worker.stop)) for bound in reversed(bounds)

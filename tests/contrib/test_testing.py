@@ -390,7 +390,8 @@ def test_drain_of_a_queue_no_task_is_sent_to_by_default_warns_of_nothing(
 ) -> None:
     """A job sent with using(queue=...) to a queue none of the app's tasks go to by default:
     drain's worker serves that queue on purpose, and the start warning meant for a worker
-    left on the wrong queues (no_task_queue_served) would only be noise in the test's log."""
+    left on the default queue (no_task_queue_served) would only be noise in the test's log:
+    chosen queues, as drain's are, are said at INFO."""
     t.add.using(queue="elsewhere").enqueue(conn, 1, 1)
     conn.commit()
     with caplog.at_level("WARNING", logger="pgqueue"):
