@@ -24,6 +24,11 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 PLANNED: set[str] = set()
 
 
+def markdown_pages() -> list[Path]:
+    """The pages users read: README.md, CHANGELOG.md and everything under docs/."""
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
 def quickstart_commands() -> list[str]:
     """The commands in the README's Quickstart code block."""
     section = (ROOT / "README.md").read_text().split("## Quickstart", 1)[1]
@@ -42,8 +47,9 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_second_verbatim() ->
 
 
 def test_every_relative_link_in_readme_and_docs_resolves() -> None:
-    """No link in README.md or docs/ points at a missing file (planned pages excepted)."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """No link in README.md, CHANGELOG.md or docs/ points at a missing file (planned pages
+    excepted)."""
+    pages = markdown_pages()
     broken = []
     for page in pages:
         for target in LINK.findall(page.read_text()):
@@ -74,7 +80,7 @@ def test_worker_stats_are_the_counters_the_python_api_reference_lists() -> None:
 
 def test_python_snippets_in_readme_and_guides_are_valid_python() -> None:
     """Every ```python block outside the signature listings of the API reference compiles."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pages = markdown_pages()
     bad = []
     for page in pages:
         if page.name == "python-api.md":  # signatures with annotations and defaults, not code
@@ -119,7 +125,7 @@ def heading_anchors(page: Path) -> set[str]:
 
 def test_every_anchor_in_readme_and_docs_names_a_heading() -> None:
     """A link's #anchor (on its own page or another) matches a heading of the target page."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pages = markdown_pages()
     broken = []
     for page in pages:
         text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
