@@ -27,6 +27,7 @@ def test_installed_wheel_migrates_without_the_source_tree(empty_dsn: str, tmp_pa
     assert {n for n in held if not n.startswith("pgqueue-")} == {
         str(f.relative_to(PACKAGE.parent)) for f in package_files()
     }  # the package's files, all of them: no tests, bench, examples or .ci
+    assert {n.split("/", 1)[1] for n in held if ".dist-info/licenses/" in n} == {"licenses/LICENSE"}
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     env = {**os.environ, "PYTHONPATH": str(target), "PGQUEUE_DSN": empty_dsn}
     run = [sys.executable, "-m", "pgqueue", "migrate"]

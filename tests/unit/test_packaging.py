@@ -74,3 +74,11 @@ def test_every_extra_the_docs_name_exists() -> None:
     named = {x for f in texts for m in pattern.finditer(f.read_text()) for x in m[1].split(",")}
     assert named >= {"binary", "demo", "django", "otel", "prometheus"}
     assert named - set(PROJECT["project"]["optional-dependencies"]) == set()
+
+
+def test_the_licence_pyproject_names_is_shipped_beside_it() -> None:
+    """pyproject's SPDX licence is the text of LICENSE, which the wheel carries
+    (``license-files``): an MIT licence requires its notice in every copy."""
+    project = PROJECT["project"]
+    assert project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().splitlines()[0] == f"{project['license']} License"
