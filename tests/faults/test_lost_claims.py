@@ -173,6 +173,40 @@ async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
     assert runs == [("fails", 1), ("once", 1)]
 
 
+async def test_a_job_whose_retry_was_just_written_is_given_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A job raises Retry(), which gives its attempt back, and is leased to the worker again
+    under that attempt, unknown to it: a claim of it whose reply was lost, or a crash that
+    lost the Retry. Either way it has not run again: given back, it runs at once. The record
+    of written outcomes took it for a crash's lost ack and left it to its lease, whose rescue
+    failed it as 'worker lost' (its one attempt counted) without its second run."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[tuple[str, int]] = []
+
+    @app.task(name="again", queue="q", max_attempts=1)
+    async def again() -> None:
+        runs.append(("again", pgqueue.current_job().attempt))
+        if len(runs) == 1:
+            raise pgqueue.Retry(3600)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(("once", pgqueue.current_job().attempt))
+
+    retried = app.using("again").enqueue(conn)
+    conn.commit()
+    async with _worker(app, dsn) as (proxy, w):
+        await _until(dsn, ROW + " AND run_at > now() + interval '1 minute'", [retried])
+        query(dsn, ACK_LOST.replace("SET state", "SET attempts = 1, state"),
+              {"worker": w.name, "id": retried})  # fmt: skip
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
+        await _until(dsn, DONE, [retried])
+    assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
+    assert query(dsn, DONE, [retried]) == [("succeeded", 1, None)]
+    assert sorted(runs) == [("again", 1), ("again", 1), ("once", 1)]
+
+
 async def test_a_job_whose_lease_expired_is_not_given_back(
     dsn: str, conn: psycopg.Connection
 ) -> None:
