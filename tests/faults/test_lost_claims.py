@@ -308,6 +308,39 @@ async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_com
     assert runs == [1]
 
 
+async def test_a_claim_that_failed_on_a_connection_that_held_gives_nothing_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim fails but its connection holds (cancelled, as a statement or lock timeout
+    cancels it): it rolled back, and leased nothing. A job leased to the worker that it does
+    not know (as a crash that lost its outcome leaves it) is not given back, and no read of
+    the worker's leases, with its outcome writes paused, runs before the next claim. Any
+    OperationalError was taken for a lost reply: each claim a timeout failed cost a give-back,
+    which gave such a job back, its attempt run again uncounted."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    async with _worker(app, dsn) as (_proxy, w):
+        registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+        await _until(dsn, registered, [w.name])  # its start's rescue is over
+        leased = app.using("once").enqueue(conn)
+        conn.execute(ACK_LOST.replace("SET state", "SET attempts = 1, state"),
+                     {"worker": w.name, "id": leased})  # fmt: skip
+        conn.commit()
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE pgqueue.active_jobs IN EXCLUSIVE MODE")
+            job_id = app.using("once").enqueue(locker)
+            query(dsn, "SELECT pg_cancel_backend(%s)", [await _claimer_waiting(dsn)])
+            await _claimer_waiting(dsn)  # the next claim
+            locker.commit()
+        await _until(dsn, DONE, [job_id])
+    assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
+    assert query(dsn, ROW, [leased]) == [("running", 1, w.name)]
+
+
 async def test_a_stop_ends_a_broken_claims_session_while_the_claimer_cannot_reconnect(
     dsn: str, conn: psycopg.Connection
 ) -> None:
