@@ -743,16 +743,18 @@ SELECT id, attempts, state, worker_id
 # largest integer, which SQL can write, makes that claim fail, and every claim of its queue
 # after it. Run only after a claim failed so: such a job moves to history as failed, saying
 # why, and the claims go on. It reads the queued rows of the queues claimed from. There may be
-# several: they are locked first in the order of their ids (see JOBS_ACK); deleted in the
-# plan's order, they could deadlock with an admin cancelling two of them in one transaction.
+# several: they are locked first, skipping those another session holds, which claims skip too
+# (an admin's cancel ends them, another worker's run of this fails them, and a claim that
+# reaches one later fails again and brings this back). It waited for them, and the worker's
+# claims and maintenance with it, for as long as a session left open held one; and, waiting
+# while holding some, it could deadlock with an admin cancelling two of them in one transaction.
 JOBS_FAIL_UNCOUNTABLE: LiteralString = (
     """
 WITH locked AS MATERIALIZED (
     SELECT id
       FROM pgqueue.active_jobs
      WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND attempts = 2147483647
-     ORDER BY id
-       FOR UPDATE
+       FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM pgqueue.active_jobs AS j
      USING locked

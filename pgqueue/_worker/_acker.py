@@ -129,7 +129,8 @@ class Acker:
     def known(self, claims: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
         """Those of ``claims`` (job id, attempt) whose outcomes wait to be written, or were
         written in the last ``remember`` seconds (or longer: the record is pruned as batches
-        are written). Taken while paused (see paused), no outcome is on its way meanwhile.
+        are written), but for those that gave their attempts back (see _remember). Taken
+        while paused (see paused), no outcome is on its way meanwhile.
 
         A written outcome may not stay written: acks skip the WAL flush, and a server crash
         can lose the last of them, leaving their jobs running, leased to this worker, which
@@ -297,11 +298,17 @@ class Acker:
             self.settled(written, acked)
 
     def _remember(self, written: list[Outcome]) -> None:
-        """Record the claims of ``written`` (see known), and forget those held long enough."""
+        """Record the claims of ``written`` (see known), and forget those held long enough.
+
+        Not those that gave their attempts back (a Retry without an error): the job's next
+        claim is of the same attempt, and one whose reply was lost looked like a crash's lost
+        ack, left to its lease. Given back, such a job runs that attempt again, as its Retry
+        (even one a crash lost) asked, if sooner."""
         now = time.monotonic()
         recent = self._recent
-        ids = array("q", [o.job_id for o in written])
-        recent.append((now, ids, array("i", [o.attempt for o in written])))
+        counted = [o for o in written if not o.gives_back]
+        ids = array("q", [o.job_id for o in counted])
+        recent.append((now, ids, array("i", [o.attempt for o in counted])))
         while recent[0][0] < now - self.remember:
             recent.popleft()
 

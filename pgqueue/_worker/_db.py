@@ -107,6 +107,13 @@ class Db:
                 await self.close()
                 raise
 
+    @property
+    def dropped(self) -> bool:
+        """Whether it holds no open connection: none opened yet, or the last one broke (or
+        was closed). A statement that failed on a connection it still holds was answered:
+        it rolled back."""
+        return self._conn is None or self._conn.closed
+
     async def close(self) -> None:
         """Close the connection if it is open."""
         conn, self._conn, self._backend = self._conn, None, None

@@ -660,8 +660,10 @@ class Worker:
                 raise
             except (psycopg.Error, OSError) as exc:
                 self._claim_failed(exc)
-                # The connection broke: the claim may have committed, its reply lost.
-                self._claim_lost |= isinstance(exc, psycopg.OperationalError | OSError)
+                # The connection broke: the claim may have committed, its reply lost. Not
+                # so a claim that failed on a connection that held (a statement or lock
+                # timeout, a serialization failure): the server answered, it rolled back.
+                self._claim_lost |= isinstance(exc, OSError) or self._claim_db.dropped
                 if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
                     await self._fail_uncountable(list(wanted))
                 await self._wait(self.stopping, backoff(self._claims.failures))

@@ -173,6 +173,40 @@ async def test_a_job_whose_outcome_was_just_written_is_not_given_back(
     assert runs == [("fails", 1), ("once", 1)]
 
 
+async def test_a_job_whose_retry_was_just_written_is_given_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A job raises Retry(), which gives its attempt back, and is leased to the worker again
+    under that attempt, unknown to it: a claim of it whose reply was lost, or a crash that
+    lost the Retry. Either way it has not run again: given back, it runs at once. The record
+    of written outcomes took it for a crash's lost ack and left it to its lease, whose rescue
+    failed it as 'worker lost' (its one attempt counted) without its second run."""
+    app = pgqueue.PgQueue(dsn)
+    runs: list[tuple[str, int]] = []
+
+    @app.task(name="again", queue="q", max_attempts=1)
+    async def again() -> None:
+        runs.append(("again", pgqueue.current_job().attempt))
+        if len(runs) == 1:
+            raise pgqueue.Retry(3600)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        runs.append(("once", pgqueue.current_job().attempt))
+
+    retried = app.using("again").enqueue(conn)
+    conn.commit()
+    async with _worker(app, dsn) as (proxy, w):
+        await _until(dsn, ROW + " AND run_at > now() + interval '1 minute'", [retried])
+        query(dsn, ACK_LOST.replace("SET state", "SET attempts = 1, state"),
+              {"worker": w.name, "id": retried})  # fmt: skip
+        lost = await _lose_a_claim(app, dsn, conn, proxy)
+        await _until(dsn, DONE, [retried])
+    assert query(dsn, DONE, [lost]) == [("succeeded", 1, None)]
+    assert query(dsn, DONE, [retried]) == [("succeeded", 1, None)]
+    assert sorted(runs) == [("again", 1), ("again", 1), ("once", 1)]
+
+
 async def test_a_job_whose_lease_expired_is_not_given_back(
     dsn: str, conn: psycopg.Connection
 ) -> None:
@@ -272,6 +306,39 @@ async def test_a_claim_the_server_still_runs_when_its_connection_broke_never_com
     assert alive == []
     assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
     assert runs == [1]
+
+
+async def test_a_claim_that_failed_on_a_connection_that_held_gives_nothing_back(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A claim fails but its connection holds (cancelled, as a statement or lock timeout
+    cancels it): it rolled back, and leased nothing. A job leased to the worker that it does
+    not know (as a crash that lost its outcome leaves it) is not given back, and no read of
+    the worker's leases, with its outcome writes paused, runs before the next claim. Any
+    OperationalError was taken for a lost reply: each claim a timeout failed cost a give-back,
+    which gave such a job back, its attempt run again uncounted."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="once", queue="q", max_attempts=1)
+    async def once() -> None:
+        pass
+
+    async with _worker(app, dsn) as (_proxy, w):
+        registered = "SELECT 1 FROM pgqueue.worker_processes WHERE id = %s"
+        await _until(dsn, registered, [w.name])  # its start's rescue is over
+        leased = app.using("once").enqueue(conn)
+        conn.execute(ACK_LOST.replace("SET state", "SET attempts = 1, state"),
+                     {"worker": w.name, "id": leased})  # fmt: skip
+        conn.commit()
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE pgqueue.active_jobs IN EXCLUSIVE MODE")
+            job_id = app.using("once").enqueue(locker)
+            query(dsn, "SELECT pg_cancel_backend(%s)", [await _claimer_waiting(dsn)])
+            await _claimer_waiting(dsn)  # the next claim
+            locker.commit()
+        await _until(dsn, DONE, [job_id])
+    assert query(dsn, DONE, [job_id]) == [("succeeded", 1, None)]
+    assert query(dsn, ROW, [leased]) == [("running", 1, w.name)]
 
 
 async def test_a_stop_ends_a_broken_claims_session_while_the_claimer_cannot_reconnect(

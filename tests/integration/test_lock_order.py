@@ -110,19 +110,23 @@ def test_a_heartbeat_waits_for_a_cancel_in_id_order(dsn: str, conn) -> None:
     assert beat.leases == {(low, 1): True, (high, 1): True}
 
 
-def test_failing_uncountable_jobs_waits_for_a_cancel_in_id_order(dsn: str, conn) -> None:
-    """Two queued jobs whose attempts cannot be counted up were deleted in the plan's order
-    (the claim index's, here the higher id first, due earlier): it held the higher while it
-    waited for the lower, which an admin cancelling both in id order held, and the admin's
-    cancel of the higher closed the cycle. They are now locked in id order first: the
-    statement waits for the lower holding nothing; the admin cancels both, and it fails
-    neither."""
+def test_failing_uncountable_jobs_skips_a_job_another_session_holds(dsn: str, conn) -> None:
+    """Two queued jobs whose attempts cannot be counted up; an admin has cancelled the lower
+    in a transaction still open. The statement fails the higher and leaves the lower to the
+    admin, waiting for nothing. It waited for the admin's lock (for as long as a session
+    left open in psql holds it), with the worker's claims and maintenance waiting on it."""
     for _ in range(2):
         t.add.enqueue(conn, 1, 2)
     conn.commit()
     low, high = sorted(row[0] for row in query(dsn, "SELECT id FROM pgqueue.active_jobs"))
-    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 2147483647,"
-               " run_at = now() - make_interval(secs => id - %s)", [low])  # fmt: skip
-    failed = _run_against_cancels(dsn, _store.jobs_fail_uncountable(["io"]), low, high)
-    assert failed == []
-    assert query(dsn, "SELECT state FROM pgqueue.jobs ORDER BY id") == [("cancelled",)] * 2
+    query(dsn, "UPDATE pgqueue.active_jobs SET attempts = 2147483647")
+    with psycopg.connect(dsn) as admin, psycopg.connect(dsn, autocommit=True) as worker:
+        admin.execute(CANCEL, [low])
+        worker.execute("SET lock_timeout = '5s'")
+        with worker.cursor() as cur:
+            assert _store.run(cur, _store.jobs_fail_uncountable(["io"])) == [high]
+        admin.commit()
+    assert query(dsn, "SELECT id, state FROM pgqueue.jobs ORDER BY id") == [
+        (low, "cancelled"),
+        (high, "failed"),
+    ]
