@@ -93,7 +93,7 @@ class WorkerEvents:
     def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
         """Report how an attempt ended to the log, the task's callbacks and the listeners."""
         state = "retrying" if outcome.state == "queued" else outcome.state
-        self.counts[_counted(state, outcome)] += 1
+        self.counts[counted(outcome)] += 1
         logged = log.isEnabledFor(_LEVELS[state])
         callback = self._callback_for(ctx.task, state)
         if not (logged or callback or self.listeners):
@@ -216,11 +216,12 @@ def _log_event(event: JobEvent) -> None:
     )  # fmt: skip
 
 
-def _counted(state: str, outcome: Outcome) -> str:
-    """The count an attempt that ended so adds to: a failure's retry has its error, a task's
-    ``Retry`` (no failure) has none, as the metrics tell them apart."""
-    if state != "retrying":
-        return state
+def counted(outcome: Outcome) -> str:
+    """The count an attempt ended by ``outcome`` adds to: its state, or for a job queued again
+    ``retried`` (a failure's retry, which has its error) or ``rescheduled`` (a task's
+    ``Retry``, no failure, has none), as the metrics tell them apart."""
+    if outcome.state != "queued":
+        return outcome.state
     return "retried" if outcome.error is not None else "rescheduled"
 
 

@@ -32,9 +32,10 @@ Ids = TypeVar("Ids", int, list[int])
 
 class Sent(Protocol):
     """What an enqueue's span is told as it ends well: the new job's id (``enqueue``) or the
-    batch's ids (``enqueue_many``), which it returns."""
+    batch's ids (``enqueue_many``), which it returns; for an enqueue with a ``unique_key``,
+    ``existing`` says whether the id is that of a job found holding the key (nothing written)."""
 
-    def __call__(self, ids: Ids, /) -> Ids: ...
+    def __call__(self, ids: Ids, /, existing: bool | None = None) -> Ids: ...
 
 
 EnqueueSpan = Callable[[str, str, bool], AbstractContextManager[Sent]]

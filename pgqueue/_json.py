@@ -19,15 +19,21 @@ STORED_MAX_PAYLOAD = 1024 * 1024
 
 # One encoder for every call: json.dumps() with options builds a new one each time.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+# Arguments' encoder sorts keys: in C that costs little, and it raises TypeError for every dict
+# whose keys JSON can make one (1 and "1", None and "null": keys of types that do not order),
+# which _raise_for_argument then looks into. jsonb keeps keys in an order of its own anyway.
+_ARGUMENTS = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, ensure_ascii=False, sort_keys=True
+)
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, encoder: json.JSONEncoder = _ENCODER) -> str:
     """Encode ``value`` as compact, strict JSON (no NaN, no NUL, valid UTF-8) or raise
     ``TypeError``."""
     if value is None:  # what most tasks return
         return "null"
     try:
-        text = _ENCODER.encode(value)
+        text = encoder.encode(value)
     except ValueError as exc:  # NaN / Infinity, or a circular reference
         raise TypeError(str(exc)) from exc
     except RecursionError:
@@ -54,11 +60,12 @@ def dumps_arguments(
             raise TypeError(
                 f"keyword argument names of task {task!r} must be str, got {reprlib.repr(name)}"
             )
+    listed = list(args)  # an iterator is read once, and read again to name a bad argument
     try:
-        encoded = dumps(list(args)), dumps(dict(kwargs)) if kwargs else "{}"
+        encoded = _encode(listed, kwargs, _ARGUMENTS)
     except TypeError:
-        _raise_for_argument(task, args, kwargs)
-        raise
+        _raise_for_argument(task, listed, kwargs)
+        encoded = _encode(listed, kwargs, _ENCODER)  # keys of mixed types, but none merged
     if (len(encoded[0]) + len(encoded[1])) * 4 <= max_bytes:  # UTF-8 is 4 bytes at most
         return encoded
     size = len(encoded[0].encode()) + len(encoded[1].encode())
@@ -67,6 +74,12 @@ def dumps_arguments(
             f"arguments of {task!r} are {size} bytes of JSON; the limit is {max_bytes} bytes"
         )
     return encoded
+
+
+def _encode(
+    args: list[Any], kwargs: Mapping[str, Any], encoder: json.JSONEncoder
+) -> tuple[str, str]:
+    return dumps(args, encoder), dumps(dict(kwargs), encoder) if kwargs else "{}"
 
 
 def stored_size_error(task: str) -> ValueError:
@@ -87,8 +100,34 @@ def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any
             dumps(value)
         except TypeError as exc:
             raise TypeError(f"{label} of task {task!r} is not JSON-serialisable: {exc}") from None
+        merged = _merged_keys(value, "")
+        if merged is not None:
+            path, first, second, name = merged
+            raise TypeError(
+                f"{label} of task {task!r}{' at ' + path if path else ''}: dict keys {first!r}"
+                f" and {second!r} would both be {name} in JSON, which keeps one of their values"
+            )
     for name in kwargs:  # a NUL or a lone surrogate in a name: **{"a\x00": 1}
         try:
             dumps(name)
         except TypeError as exc:
             raise TypeError(f"keyword argument name {name!r} of task {task!r}: {exc}") from None
+
+
+def _merged_keys(value: Any, path: str) -> tuple[str, Any, Any, str] | None:
+    """The first dict in ``value`` two keys of which JSON makes one (1 and "1"): its path,
+    the two keys, and the JSON string they would both be; or ``None``."""
+    if isinstance(value, dict):
+        seen: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key if isinstance(key, str) else _ENCODER.encode(key)
+            if name in seen:
+                return path, seen[name], key, _ENCODER.encode(name)
+            seen[name] = key
+            if (found := _merged_keys(item, f"{path}[{key!r}]")) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := _merged_keys(item, f"{path}[{index}]")) is not None:
+                return found
+    return None

@@ -110,7 +110,7 @@ class Task(Generic[P, R]):
             with sync_cursor(conn) as cur:
                 try:
                     if job.unique_key is not None:
-                        return sent(_unique.enqueue(cur, job, self.options.on_conflict))
+                        return sent(*_unique.enqueue(cur, job, self.options.on_conflict))
                     return sent(_store.run(cur, _store.jobs_insert(job)))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc)
@@ -123,7 +123,7 @@ class Task(Generic[P, R]):
             async with async_cursor(conn) as cur:
                 try:
                     if job.unique_key is not None:
-                        return sent(await _unique.aenqueue(cur, job, self.options.on_conflict))
+                        return sent(*await _unique.aenqueue(cur, job, self.options.on_conflict))
                     return sent(await _store.arun(cur, _store.jobs_insert(job)))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc)
@@ -193,7 +193,7 @@ class Task(Generic[P, R]):
                     raise
 
 
-def _same(ids: Ids, /) -> Ids:
+def _same(ids: Ids, /, existing: bool | None = None) -> Ids:
     return ids
 
 

@@ -32,7 +32,7 @@ from pgqueue._errors import (
     first_line,
     unreachable,
 )
-from pgqueue._events import WorkerEvents
+from pgqueue._events import WorkerEvents, counted
 from pgqueue._retention import Pruner
 from pgqueue._schema import check_schema
 from pgqueue._store import Outcome
@@ -80,7 +80,8 @@ class WorkerStats:
     claimed: int = 0
     succeeded: int = 0
     failed: int = 0
-    retried: int = 0
+    retried: int = 0  # failed, to be retried
+    rescheduled: int = 0  # raised pgqueue.Retry
     cancelled: int = 0
 
 
@@ -1139,7 +1140,7 @@ class Worker:
             if held is None:
                 continue
             ctx, started, ended = held
-            self._count("retried" if outcome.state == "queued" else outcome.state)
+            self._count(counted(outcome))
             self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
 
     def _refused(self, outcome: Outcome, written: Outcome | None) -> None:
@@ -1484,8 +1485,9 @@ class Worker:
         done = self.stats
         log.info(
             "worker %s stopped: jobs claimed %d (%d succeeded, %d failed, %d retried,"
-            " %d cancelled)",
-            self.name, done.claimed, done.succeeded, done.failed, done.retried, done.cancelled,
+            " %d rescheduled, %d cancelled)",
+            self.name, done.claimed, done.succeeded, done.failed, done.retried, done.rescheduled,
+            done.cancelled,
             extra={"action": "worker_stopped", "worker": self.name},
         )  # fmt: skip
 

@@ -26,7 +26,7 @@ from pgqueue._worker._context import JobContext
 from pgqueue._worker._executor import asks_again
 from pgqueue._worker._worker import WorkerStats
 
-OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
+OUTCOMES = ("succeeded", "failed", "retried", "rescheduled", "cancelled")
 
 # Seconds a drain waits for a job row another transaction holds before it says so: a worker's
 # claim holds its rows for milliseconds, a test's own open transaction until it ends.
@@ -90,22 +90,21 @@ async def _held_by(cur: psycopg.AsyncCursor[Any]) -> str:
     )
 
 
-def _stepping_aside(app: PgQueue) -> tuple[PgQueue, list[None]]:
+def _stepping_aside(app: PgQueue, unrun: Callable[[], None]) -> PgQueue:
     """A copy of ``app`` for one round's worker, in which a job of a task ``app`` does not
-    register steps aside (see ``STEP_ASIDE``); and a list with an item per job that did."""
-    stepped: list[None] = []
+    register steps aside (see ``STEP_ASIDE``), calling ``unrun``."""
     aside = PgQueue()
 
     @aside.task(name="pgqueue.testing.step_aside")
     async def step_aside(*args: Any, **kwargs: Any) -> None:
-        stepped.append(None)
+        unrun()
         raise Retry(STEP_ASIDE)
 
     drained = copy.copy(app)
     drained.get_task = lambda name: app.get_task(name) or step_aside  # type: ignore[method-assign]
     drained.hooks = copy.copy(app.hooks)
     drained.hooks.middleware = [_own_jobs_only(app, mw) for mw in app.hooks.middleware]
-    return drained, stepped
+    return drained
 
 
 def _own_jobs_only(app: PgQueue, middleware: Middleware) -> Middleware:
@@ -163,13 +162,15 @@ class _Attempts:
     counts: Counter[str] = field(default_factory=Counter)
     refused: int = 0
 
-    def counting(self, stop: Callable[[], None]) -> Middleware:
-        """A middleware counting each attempt, refusing those past the limit (``stop``)."""
+    def counting(self, stop: Callable[[], None], unrun: Callable[[], None]) -> Middleware:
+        """A middleware counting each attempt, refusing those past the limit (``stop``, and
+        ``unrun`` for each attempt refused)."""
 
         async def count(job: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
             if self.counts.total() >= self.limit:
                 self.refused += 1
                 stop()
+                unrun()
                 raise Retry()
             self.counts[job.task] += 1
             return await call_next()
@@ -296,7 +297,14 @@ async def _round(
         async with conn.transaction():
             await _store.arun(cur, _store.drains_lock())  # waits for other drains' rounds
             await _waiting_at_most(cur, _store.jobs_hold_others(tasks))
-            drained, stepped = _stepping_aside(app)
+
+            def unrun() -> None:
+                """Take back, before it is counted, the Retry() of an attempt that is no job's
+                own (a stand-in's, one refused past max_jobs): a burst worker's stats are read
+                once it has stopped, its worker_stopped line by then written."""
+                worker.stats.rescheduled -= 1
+
+            drained = _stepping_aside(app, unrun)
             # No scheduler: the ticks it fires (missed ones, one falling due meanwhile) would
             # make what a drain runs depend on the clock.
             worker = drained.worker(
@@ -305,11 +313,10 @@ async def _round(
             )  # fmt: skip
             # Outermost: they see what the worker sees; a refused attempt is no job's Retry.
             drained.hooks.middleware[:0] = [
-                _own_jobs_only(app, bound.counting(worker.stop)) for bound in reversed(bounds)
+                _own_jobs_only(app, bounds[1].counting(worker.stop, unrun)),
+                _own_jobs_only(app, bounds[0].counting(worker.stop)),
             ]
-            refused = bounds[1].refused
             await worker.run()
-    worker.stats.retried -= len(stepped) + bounds[1].refused - refused
     return worker.stats
 
 
@@ -346,7 +353,8 @@ def drain(
     ends the drain, and stays queued. At most ``max_jobs`` attempts run: past them the drain
     stops, with a ``RuntimeWarning`` naming the task run most often (one that enqueues a job of
     its own at every run would never let it end). Returns counts of
-    ``succeeded``, ``failed``, ``retried`` and ``cancelled`` attempts. Call :func:`adrain`
+    ``succeeded``, ``failed``, ``retried`` (failed, to be retried), ``rescheduled`` (raised
+    :class:`~pgqueue.Retry`) and ``cancelled`` attempts. Call :func:`adrain`
     from async code.
     """
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import os
 import socketserver
 import subprocess
@@ -338,13 +339,20 @@ def test_drain_and_assert_enqueued_without_a_dsn_name_what_their_caller_can_pass
         assert_not_enqueued(task)
 
 
+def _counts(**nonzero: int) -> dict[str, int]:
+    """drain()'s counts: those given, and 0 of the others."""
+    return (
+        dict.fromkeys(("succeeded", "failed", "retried", "rescheduled", "cancelled"), 0) | nonzero
+    )
+
+
 def test_drain_runs_every_queued_job_including_scheduled_ones(conn, dsn: str) -> None:
     """drain() runs every committed job of every queue, later ones too, until none is left."""
     t.add.enqueue(conn, 1, 2)
     t.who_am_i.enqueue(conn)
     t.add.using(delay=timedelta(hours=1)).enqueue(conn, 3, 4)
     conn.commit()
-    assert drain(t.app, dsn=dsn) == {"succeeded": 3, "failed": 0, "retried": 0, "cancelled": 0}
+    assert drain(t.app, dsn=dsn) == _counts(succeeded=3)
     assert states(dsn) == {"succeeded": 3}
 
 
@@ -352,7 +360,7 @@ def test_drain_runs_retries_without_waiting_for_their_backoff(conn, dsn: str) ->
     """A failing task is retried by the next round at once, until its attempts are spent."""
     t.fails.enqueue(conn)
     conn.commit()
-    assert drain(t.app, dsn=dsn) == {"succeeded": 0, "failed": 1, "retried": 1, "cancelled": 0}
+    assert drain(t.app, dsn=dsn) == _counts(failed=1, retried=1)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("failed", 2)]
 
 
@@ -406,7 +414,7 @@ def test_drain_leaves_the_jobs_of_another_apps_tasks_alone(conn, dsn: str) -> No
     t.elsewhere.enqueue(conn)
     t.elsewhere.using(delay=3600).enqueue(conn)
     conn.commit()
-    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert drain(t.app, dsn=dsn) == _counts(succeeded=1)
     assert query(
         dsn, "SELECT task, state, attempts, run_at > now() FROM pgqueue.jobs ORDER BY id"
     ) == [
@@ -474,7 +482,7 @@ def test_drain_ends_a_task_that_always_asks_to_run_again_at_once(
     again.enqueue(conn)
     conn.commit()
     counts = drain(app, max_rounds=3, with_scheduled=with_scheduled)
-    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert counts == _counts(rescheduled=3)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
 
 
@@ -499,23 +507,31 @@ def test_drain_stops_a_task_that_enqueues_itself_at_every_run_naming_it(
         RuntimeWarning, match=r"max_jobs=30 attempts .* 30 of them of task 'forever'"
     ):
         counts = drain(app, max_jobs=30, with_scheduled=with_scheduled)
-    assert counts == {"succeeded": 30, "failed": 0, "retried": 0, "cancelled": 0}
+    assert counts == _counts(succeeded=30)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs WHERE state = 'queued'") == [
         ("queued", 0)
     ]
 
 
+def _stopped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The counts of attempts ended that the drain's workers' worker_stopped lines gave."""
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "action", "") == "worker_stopped"]
+    return [line.split(" (", 1)[1].rsplit(", ", 1)[0] for line in lines]
+
+
 @pytest.mark.parametrize(
     ("max_jobs", "counts"),
-    [(1, {"succeeded": 0, "failed": 0, "retried": 1, "cancelled": 0}),
-     (2, {"succeeded": 1, "failed": 0, "retried": 1, "cancelled": 0})],
+    [(1, _counts(rescheduled=1)),
+     (2, _counts(succeeded=1, rescheduled=1))],
 )  # fmt: skip
 def test_drain_counts_a_jobs_own_retry_apart_from_attempts_max_jobs_refused(
-    conn, dsn, max_jobs: int, counts: dict[str, int]
+    conn, dsn, max_jobs: int, counts: dict[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A job's own Retry in one round, its next attempt in the next: max_jobs=1 refuses that
-    attempt at the second round's start (counted as no retry, the drain warned), max_jobs=2
-    lets it run. The two bounds, kept together in the merge, count each attempt once."""
+    attempt at the second round's start (counted as no retry, the drain warned, nor by its
+    worker's worker_stopped line), max_jobs=2 lets it run. The two bounds, kept together in
+    the merge, count each attempt once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
     app = pgqueue.PgQueue(dsn)
     runs: list[int] = []
 
@@ -531,6 +547,10 @@ def test_drain_counts_a_jobs_own_retry_apart_from_attempts_max_jobs_refused(
         warnings.simplefilter("always")
         assert drain(app, max_jobs=max_jobs) == counts
     assert len(runs) == max_jobs
+    assert _stopped_lines(caplog) == [
+        "0 succeeded, 0 failed, 0 retried, 1 rescheduled",
+        f"{max_jobs - 1} succeeded, 0 failed, 0 retried, 0 rescheduled",
+    ]
     warned = [str(w.message) for w in said if "max_jobs" in str(w.message)]
     assert len(warned) == (max_jobs == 1)
     expected = [("queued", 0)] if max_jobs == 1 else [("succeeded", 1)]
@@ -659,16 +679,21 @@ async def test_drain_waits_out_a_lock_held_briefly(
         assert (await running)["succeeded"] == 1
 
 
-def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(conn, dsn) -> None:
+def test_drain_steps_over_another_apps_job_enqueued_while_its_round_runs(
+    conn, dsn, caplog: pytest.LogCaptureFixture
+) -> None:
     """A job of another app's task, committed during a round (here by one of the app's own
     tasks), was claimed by the round's worker and failed as an unknown task, an attempt
-    spent; it now stays queued for that app, its attempt given back."""
+    spent; it now stays queued for that app, its attempt given back, and that stand-in
+    attempt is in no count: neither drain's nor its worker's worker_stopped line."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
     t.hand_over.enqueue(conn, dsn)
     conn.commit()
-    assert drain(t.app, dsn=dsn) == {"succeeded": 1, "failed": 0, "retried": 0, "cancelled": 0}
+    assert drain(t.app, dsn=dsn) == _counts(succeeded=1)
     assert query(dsn, "SELECT task, state, attempts, last_error FROM pgqueue.jobs ORDER BY id") == [
         (t.hand_over.name, "succeeded", 1, None), (t.elsewhere.name, "queued", 0, None),
     ]  # fmt: skip
+    assert _stopped_lines(caplog) == ["1 succeeded, 0 failed, 0 retried, 0 rescheduled"]
     assert drain(t.other, dsn=dsn)["succeeded"] == 1
 
 
@@ -795,9 +820,7 @@ def test_drain_that_finds_nothing_names_a_session_with_uncommitted_job_writes(co
     said nothing; it now warns, naming the session whose open transaction wrote jobs."""
     t.add.enqueue(conn, 1, 2)
     with pytest.warns(RuntimeWarning, match="has not committed") as warned:
-        assert drain(t.app, dsn=dsn) == dict.fromkeys(
-            ("succeeded", "failed", "retried", "cancelled"), 0
-        )
+        assert drain(t.app, dsn=dsn) == _counts()
     assert f"pid {conn.info.backend_pid}" in str(warned[0].message)
     assert warned[0].filename == __file__  # the caller's line, for its warning filters
     conn.commit()
@@ -889,7 +912,7 @@ def test_drain_ends_a_task_whose_task_group_always_asks_to_run_again(conn, dsn) 
     grouped_again.enqueue(conn)
     conn.commit()
     counts = drain(app, max_rounds=3)
-    assert counts == {"succeeded": 0, "failed": 0, "retried": 3, "cancelled": 0}
+    assert counts == _counts(rescheduled=3)
     assert query(dsn, "SELECT state, attempts FROM pgqueue.jobs") == [("queued", 0)]
 
 

@@ -213,7 +213,7 @@ async def test_two_snoozes_of_one_attempt_are_each_reported_once(
             await asyncio.wait_for(runner, 30)
     assert runs == [1, 1, 1]
     assert reported == ["retrying", "retrying", "succeeded"]
-    assert (w.stats.retried, w.stats.succeeded) == (2, 1)
+    assert (w.stats.rescheduled, w.stats.retried, w.stats.succeeded) == (2, 0, 1)
 
 
 async def test_a_snooze_that_ended_its_job_cancelled_is_reported_cancelled_once_written_again(

@@ -533,7 +533,7 @@ async def test_a_retry_the_database_ends_cancelled_is_reported_cancelled(
     assert seen == ["cancelled"]
     actions = [getattr(r, "action", None) for r in caplog.records]
     assert "job_cancelled" in actions and "job_retrying" not in actions
-    assert (w.stats.cancelled, w.stats.retried) == (1, 0)
+    assert (w.stats.cancelled, w.stats.retried, w.stats.rescheduled) == (1, 0, 0)
 
 
 async def test_a_job_a_workers_stop_ends_cancelled_is_reported_cancelled(

@@ -82,7 +82,7 @@ async def test_retries_written_one_by_one_before_a_broken_connection_are_reporte
     })  # fmt: skip
     await run_worker_until(w, lambda: query(dsn, SNOOZED) == [(3,)], timeout=10)
     assert len(json.loads(calls[0].params["outcomes"])) == 3  # one batch of the three
-    assert w.stats.retried == 3
+    assert (w.stats.rescheduled, w.stats.retried) == (3, 0)  # Retry() asks, nothing failed
     assert seen == ["retrying"] * 3
     assert w._retrying == {}
     actions = [getattr(r, "action", None) for r in caplog.records]
@@ -304,3 +304,25 @@ async def test_a_stale_retry_acked_with_the_jobs_next_attempt_is_not_reported(
     assert seen == ["succeeded"]
     assert (w.stats.retried, w.stats.succeeded) == (0, 1)
     assert w._retrying == {}
+
+
+async def test_stats_and_the_stopped_line_count_a_retry_apart_from_a_failure(
+    dsn: str, conn: Any, caplog: Any
+) -> None:
+    """A task's Retry() is rescheduled, a failure to be retried is retried: in worker.stats and
+    the worker_stopped line as in the summary and the metrics."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    app = snoozing_app(dsn)
+
+    @app.task(name="fail", queue="q", retry=pgqueue.RetryPolicy(base=3600, cap=3600))
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    app.using("snooze").enqueue(conn)
+    fail.enqueue(conn)
+    conn.commit()
+    w = app.worker(queues=["q"], poll_interval=0.05)
+    await run_worker_until(w, lambda: query(dsn, SNOOZED) == [(2,)], timeout=10)
+    assert (w.stats.retried, w.stats.rescheduled) == (1, 1)
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stopped"]
+    assert "0 failed, 1 retried, 1 rescheduled, 0 cancelled" in line.getMessage()

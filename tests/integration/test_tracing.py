@@ -410,6 +410,25 @@ def test_a_failed_enqueues_span_is_an_error_that_says_only_its_type(conn: Any) -
     assert "hunter2" not in texts(enqueue)
 
 
+async def test_a_unique_enqueue_says_whether_it_found_the_keys_job(aconn: Any) -> None:
+    """A unique enqueue that found a job holding its key returns that job's id and writes
+    nothing: its span says so (``pgqueue.unique.existing``), where it looked like a send."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    unique = app.using("work").using(unique_key="k")
+    first = await unique.aenqueue(aconn)
+    assert await unique.aenqueue(aconn) == first
+    await app.using("work").aenqueue(aconn)
+    found = [
+        s.attributes.get("pgqueue.unique.existing") for s in kind_of(exporter, SpanKind.PRODUCER)
+    ]
+    assert found == [False, True, None]
+    assert {s.attributes["pgqueue.job_id"] for s in kind_of(exporter, SpanKind.PRODUCER)[:2]} == {
+        first
+    }
+
+
 def test_enqueue_spans_can_be_switched_off(conn: Any) -> None:
     """``instrument(app, enqueue_spans=False)``: no span per enqueue; the job's ``meta`` holds
     the caller's context, its attempts' spans are the caller's span's children."""
@@ -446,6 +465,7 @@ async def test_a_cancelled_aenqueue_ends_its_span_and_leaves_no_context_behind(
             await sending
     [enqueue] = kind_of(exporter, SpanKind.PRODUCER)
     assert enqueue.end_time is not None
+    assert enqueue.status.status_code is StatusCode.ERROR  # the caller's send did not complete
     assert enqueue.attributes["error.type"] == "CancelledError"
     assert not trace.get_current_span().get_span_context().is_valid
     assert not [r.getMessage() for r in caplog.records if "detach" in r.getMessage()]

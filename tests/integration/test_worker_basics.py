@@ -586,5 +586,5 @@ async def test_a_stopped_worker_says_what_it_ran(
     await worker(dsn, burst=True).run()
     [record] = [r for r in caplog.records if getattr(r, "action", None) == "worker_stopped"]
     assert record.getMessage().endswith(
-        " stopped: jobs claimed 3 (2 succeeded, 0 failed, 0 retried, 1 cancelled)"
+        " stopped: jobs claimed 3 (2 succeeded, 0 failed, 0 retried, 0 rescheduled, 1 cancelled)"
     )

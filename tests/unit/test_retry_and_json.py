@@ -100,6 +100,39 @@ def test_unserialisable_argument_is_named() -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "kwargs", "where", "keys"),
+    [
+        ([{1: "a", "1": "b"}], {}, "positional argument 0", r"1 and '1' .* \"1\""),
+        ([], {"opts": {"x": [{None: 1, "null": 2}]}}, "keyword argument 'opts'", r"\['x'\]\[0\]"),
+        ([[{True: 1, "true": 2}]], {}, "positional argument 0", r"\[0\]: .*\"true\""),
+        ([{"a": {1.5: 1, "1.5": 2}}], {}, "positional argument 0", r"\['a'\]: .*1\.5"),
+    ],
+)
+def test_dict_keys_that_json_would_make_one_are_refused_and_named(
+    args: list[object], kwargs: dict[str, object], where: str, keys: str
+) -> None:
+    """JSON turns 1 into "1": a dict holding both would keep one value only (jsonb keeps the
+    last), so it is refused, naming the argument, where in it, and the keys."""
+    with pytest.raises(TypeError, match=rf"{where} of task 't'.*{keys}"):
+        dumps_arguments("t", args, kwargs)
+
+
+def test_dict_keys_of_mixed_types_that_stay_apart_are_kept() -> None:
+    """Only keys JSON would merge are refused: 1 and "2", None and "x" stay two keys."""
+    value = {1: "a", "2": "b", None: "c", "x": {True: 1, "false": 0}}
+    assert dumps_arguments("t", [value], {"v": value}) == (
+        '[{"1":"a","2":"b","null":"c","x":{"true":1,"false":0}}]',
+        '{"v":{"1":"a","2":"b","null":"c","x":{"true":1,"false":0}}}',
+    )
+
+
+def test_an_iterator_of_arguments_still_names_the_bad_one() -> None:
+    """Arguments given as an iterator are read once: the error still names the bad one."""
+    with pytest.raises(TypeError, match="positional argument 1 of task 't'"):
+        dumps_arguments("t", iter([1, object()]), {})
+
+
+@pytest.mark.parametrize(
     "value",
     [float("nan"), float("inf"), "nul\x00byte", {"k": "\x00"}, "lone \ud800", {"\udfff": 1}],
 )
