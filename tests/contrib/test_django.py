@@ -575,6 +575,60 @@ def test_admin_lists_jobs_read_only_and_retries_failed_ones(admin_client, django
     ]
 
 
+def test_the_admin_changelist_reads_a_bounded_part_of_the_history(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """The changelist counted every job (Django's paginator, and again for a filtered list)
+    and read every job's queue for its queue filter: each page load read the whole history,
+    a million finished jobs a million rows. The count now stops at admin.RECENT (saying so),
+    and the queue filter lists the queues of the latest RECENT jobs (and the one selected):
+    every query of a long list has a LIMIT. (Pages are smaller than RECENT, as by default.)"""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 3)
+    monkeypatch.setattr(admin.JobAdmin, "list_per_page", 2)
+    monkeypatch.setattr(admin.JobAdmin, "list_max_show_all", 2)
+    old = _finished_job(django_db, "failed")
+    query(django_db, "UPDATE pgqueue.finished_jobs SET queue = 'old' WHERE id = %s", [old])
+    for _ in range(4):
+        _finished_job(django_db, "succeeded")
+    url = "/admin/pgqueue/job/"
+    for params in ("", "?state__exact=succeeded", "?q=t", "?all="):
+        with CaptureQueriesContext(connection) as queries:
+            listing = admin_client.get(url + params)
+        page = listing.content.decode()
+        reads = [q["sql"] for q in queries if '"pgqueue"."jobs"' in q["sql"]]
+        assert reads and all(" LIMIT " in sql for sql in reads), reads
+        assert ("queue__exact=default" in page, "queue__exact=old" in page) == (True, False)
+        assert "3 jobs" in page and "Only the latest 3 of these jobs" in page, page
+    page = admin_client.get(url + "?queue__exact=old").content.decode()
+    assert f">{old}<" in page and "queue__exact=old" in page and "Only the latest" not in page
+
+
+def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """ "Select all" offers the jobs the changelist counted (admin.RECENT at most), but an
+    action ran on every job of the list: a retry of "all 10,000" requeued the whole history
+    in one transaction. Past RECENT jobs an action changes none and says what to use."""
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(3)]
+    url = "/admin/pgqueue/job/"
+    form = {"action": "retry", "select_across": "1", "index": "0", "_selected_action": ids[:1]}
+    page = admin_client.post(url, form, follow=True).content.decode()
+    assert "More than 2 jobs selected" in page and "pgqueue jobs retry --failed" in page
+    assert states(django_db) == {"failed": 3}
+    form["select_across"] = "0"
+    page = admin_client.post(url, {**form, "_selected_action": ids[:2]}, follow=True)
+    assert "2 job(s) queued again." in page.content.decode()
+    assert states(django_db) == {"failed": 1, "queued": 2}
+
+
 def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) -> None:
     """The admin's cancel action ends a queued job as cancelled."""
     from django.db import connection
