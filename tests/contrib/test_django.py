@@ -670,6 +670,47 @@ def test_admin_cancel_action_locks_the_jobs_in_id_order(admin_client, shop, djan
     assert states(django_db) == {"cancelled": 2}
 
 
+@pytest.mark.parametrize("max_age", [0, None])
+async def test_an_async_tasks_orm_connection_is_released_as_a_requests_is(
+    shop, django_db: str, max_age: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async task's ORM calls (``acount()``, ``sync_to_async``) run in asgiref's one
+    thread for sync code, whose Django connection nothing released: it stayed open past
+    CONN_MAX_AGE (0 here), and once the server dropped it every later async task's query
+    failed on it, attempts and all, until the worker restarted. The worker releases it
+    around each async task, as Django around each request, in that thread."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    def shared_connection() -> object:
+        return SyncToAsync.single_thread_executor.submit(
+            lambda: connections["default"].connection
+        ).result()
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", max_age)
+    dropped: list[bool] = []
+    with psycopg.connect(django_db, autocommit=True) as conn:
+        shop.count_orders_async.enqueue(conn)
+
+    def drop_connections_then_enqueue_once_one_ended() -> bool:
+        if not dropped and states(django_db) == {"succeeded": 1}:
+            dropped.append(shared_connection() is None)
+            query(django_db, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             " AND application_name NOT LIKE 'pgqueue %'")  # fmt: skip
+            with psycopg.connect(django_db, autocommit=True) as conn:
+                shop.count_orders_async.enqueue(conn)
+        ended = states(django_db)
+        return bool(dropped) and ended.get("succeeded", 0) + ended.get("failed", 0) == 2
+
+    worker = app.worker(dsn=django_db, poll_interval=0.05, concurrency=1)
+    await run_worker_until(worker, drop_connections_then_enqueue_once_one_ended)
+    assert states(django_db) == {"succeeded": 2}
+    assert dropped == [max_age == 0]
+
+
 def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:
     """A process-pool child imports the task's module, and a tasks.py that imports its models
     failed there ("Apps aren't loaded yet"): every job of an executor="process" task failed.
