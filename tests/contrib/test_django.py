@@ -233,6 +233,37 @@ def test_a_dropped_connection_is_not_replaced_in_a_transaction_outside_atomic(
     assert query(django_db, "SELECT args FROM pgqueue.jobs") == []
 
 
+def test_a_dropped_connection_an_orm_query_failed_on_is_kept_until_the_requests_end(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction opened with a raw BEGIN is one Django does not know of (autocommit on,
+    no atomic()). Once the server dropped the connection, Django's own queries kept failing
+    until the request's end, but an enqueue replaced the connection: the job committed
+    alone, and the caller's COMMIT then succeeded on the new connection, the order lost
+    without a word. A connection Django saw fail is left to Django's request boundary."""
+    from django.db import close_old_connections, connection, connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    with connection.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO shop_order (email, receipt_sent) VALUES ('a@b.c', false)")
+    _drop_djangos_connection(django_db)
+    from django.db import OperationalError
+
+    for statement in ("SELECT 1", "enqueue", "COMMIT"):
+        with pytest.raises((OperationalError, psycopg.OperationalError)):
+            if statement == "enqueue":
+                shop.send_receipt.enqueue(connection, 1)
+            else:
+                with connection.cursor() as cur:
+                    cur.execute(statement)
+    assert query(django_db, "SELECT count(*) FROM shop_order") == [(0,)]
+    assert states(django_db) == {}
+    close_old_connections()  # a request ends, another starts
+    shop.send_receipt.enqueue(connection, 2)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
 def test_conn_health_checks_apply_to_enqueue_as_to_the_orm(
     shop, django_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
