@@ -233,6 +233,37 @@ def test_a_dropped_connection_is_not_replaced_in_a_transaction_outside_atomic(
     assert query(django_db, "SELECT args FROM pgqueue.jobs") == []
 
 
+def test_a_dropped_connection_an_orm_query_failed_on_is_kept_until_the_requests_end(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction opened with a raw BEGIN is one Django does not know of (autocommit on,
+    no atomic()). Once the server dropped the connection, Django's own queries kept failing
+    until the request's end, but an enqueue replaced the connection: the job committed
+    alone, and the caller's COMMIT then succeeded on the new connection, the order lost
+    without a word. A connection Django saw fail is left to Django's request boundary."""
+    from django.db import close_old_connections, connection, connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    with connection.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO shop_order (email, receipt_sent) VALUES ('a@b.c', false)")
+    _drop_djangos_connection(django_db)
+    from django.db import OperationalError
+
+    for statement in ("SELECT 1", "enqueue", "COMMIT"):
+        with pytest.raises((OperationalError, psycopg.OperationalError)):
+            if statement == "enqueue":
+                shop.send_receipt.enqueue(connection, 1)
+            else:
+                with connection.cursor() as cur:
+                    cur.execute(statement)
+    assert query(django_db, "SELECT count(*) FROM shop_order") == [(0,)]
+    assert states(django_db) == {}
+    close_old_connections()  # a request ends, another starts
+    shop.send_receipt.enqueue(connection, 2)
+    assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
 def test_conn_health_checks_apply_to_enqueue_as_to_the_orm(
     shop, django_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -575,6 +606,60 @@ def test_admin_lists_jobs_read_only_and_retries_failed_ones(admin_client, django
     ]
 
 
+def test_the_admin_changelist_reads_a_bounded_part_of_the_history(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """The changelist counted every job (Django's paginator, and again for a filtered list)
+    and read every job's queue for its queue filter: each page load read the whole history,
+    a million finished jobs a million rows. The count now stops at admin.RECENT (saying so),
+    and the queue filter lists the queues of the latest RECENT jobs (and the one selected):
+    every query of a long list has a LIMIT. (Pages are smaller than RECENT, as by default.)"""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 3)
+    monkeypatch.setattr(admin.JobAdmin, "list_per_page", 2)
+    monkeypatch.setattr(admin.JobAdmin, "list_max_show_all", 2)
+    old = _finished_job(django_db, "failed")
+    query(django_db, "UPDATE pgqueue.finished_jobs SET queue = 'old' WHERE id = %s", [old])
+    for _ in range(4):
+        _finished_job(django_db, "succeeded")
+    url = "/admin/pgqueue/job/"
+    for params in ("", "?state__exact=succeeded", "?q=t", "?all="):
+        with CaptureQueriesContext(connection) as queries:
+            listing = admin_client.get(url + params)
+        page = listing.content.decode()
+        reads = [q["sql"] for q in queries if '"pgqueue"."jobs"' in q["sql"]]
+        assert reads and all(" LIMIT " in sql for sql in reads), reads
+        assert ("queue__exact=default" in page, "queue__exact=old" in page) == (True, False)
+        assert "3 jobs" in page and "Only the latest 3 of these jobs" in page, page
+    page = admin_client.get(url + "?queue__exact=old").content.decode()
+    assert f">{old}<" in page and "queue__exact=old" in page and "Only the latest" not in page
+
+
+def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """ "Select all" offers the jobs the changelist counted (admin.RECENT at most), but an
+    action ran on every job of the list: a retry of "all 10,000" requeued the whole history
+    in one transaction. Past RECENT jobs an action changes none and says what to use."""
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(3)]
+    url = "/admin/pgqueue/job/"
+    form = {"action": "retry", "select_across": "1", "index": "0", "_selected_action": ids[:1]}
+    page = admin_client.post(url, form, follow=True).content.decode()
+    assert "More than 2 jobs selected" in page and "pgqueue jobs retry --failed" in page
+    assert states(django_db) == {"failed": 3}
+    form["select_across"] = "0"
+    page = admin_client.post(url, {**form, "_selected_action": ids[:2]}, follow=True)
+    assert "2 job(s) queued again." in page.content.decode()
+    assert states(django_db) == {"failed": 1, "queued": 2}
+
+
 def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) -> None:
     """The admin's cancel action ends a queued job as cancelled."""
     from django.db import connection
@@ -614,6 +699,47 @@ def test_admin_cancel_action_locks_the_jobs_in_id_order(admin_client, shop, djan
         blocker.rollback()
     thread.join(60)
     assert states(django_db) == {"cancelled": 2}
+
+
+@pytest.mark.parametrize("max_age", [0, None])
+async def test_an_async_tasks_orm_connection_is_released_as_a_requests_is(
+    shop, django_db: str, max_age: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async task's ORM calls (``acount()``, ``sync_to_async``) run in asgiref's one
+    thread for sync code, whose Django connection nothing released: it stayed open past
+    CONN_MAX_AGE (0 here), and once the server dropped it every later async task's query
+    failed on it, attempts and all, until the worker restarted. The worker releases it
+    around each async task, as Django around each request, in that thread."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    def shared_connection() -> object:
+        return SyncToAsync.single_thread_executor.submit(
+            lambda: connections["default"].connection
+        ).result()
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", max_age)
+    dropped: list[bool] = []
+    with psycopg.connect(django_db, autocommit=True) as conn:
+        shop.count_orders_async.enqueue(conn)
+
+    def drop_connections_then_enqueue_once_one_ended() -> bool:
+        if not dropped and states(django_db) == {"succeeded": 1}:
+            dropped.append(shared_connection() is None)
+            query(django_db, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             " AND application_name NOT LIKE 'pgqueue %'")  # fmt: skip
+            with psycopg.connect(django_db, autocommit=True) as conn:
+                shop.count_orders_async.enqueue(conn)
+        ended = states(django_db)
+        return bool(dropped) and ended.get("succeeded", 0) + ended.get("failed", 0) == 2
+
+    worker = app.worker(dsn=django_db, poll_interval=0.05, concurrency=1)
+    await run_worker_until(worker, drop_connections_then_enqueue_once_one_ended)
+    assert states(django_db) == {"succeeded": 2}
+    assert dropped == [max_age == 0]
 
 
 def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:

@@ -135,6 +135,22 @@ def test_a_bad_max_attempts_option_is_refused_when_the_backend_is_made(tasks_fla
     assert PgQueueBackend("jobs", {"OPTIONS": {"MAX_ATTEMPTS": "3"}}).max_attempts == 3
 
 
+def test_an_unknown_option_is_refused_when_the_backend_is_made(tasks_flavour) -> None:
+    """An OPTIONS key the backend does not know (a typo: "MAX_ATEMPTS") was ignored, and its
+    tasks ran with the default (one attempt) without a word; it is ImproperlyConfigured
+    naming it and the known ones. So is OPTIONS that is not a dict."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pgqueue.contrib.django import PgQueueBackend
+
+    known = "known: DATABASE, MAX_ATTEMPTS"
+    with pytest.raises(ImproperlyConfigured, match=rf"'MAX_ATEMPTS', 'retries'; {known}$"):
+        PgQueueBackend("jobs", {"OPTIONS": {"retries": 2, "MAX_ATEMPTS": 5}})
+    with pytest.raises(ImproperlyConfigured, match=r"\['OPTIONS'\] must be a dict, got 'x'"):
+        PgQueueBackend("jobs", {"OPTIONS": "x"})
+    assert PgQueueBackend("jobs", {"OPTIONS": {"DATABASE": None}}).max_attempts == 1
+
+
 def test_a_backend_on_another_database_than_pgqueues_is_a_system_check_error(
     tasks_flavour: str,
 ) -> None:

@@ -65,9 +65,13 @@ def _replaced_if_lost(wrapper: Any, raw: psycopg.Connection[Any]) -> psycopg.Con
     and every Django task's start in that worker thread, failed on it until it aged out.
 
     Not inside a transaction, ``atomic()`` or ``set_autocommit(False)``: its writes are lost
-    with the connection, and a job enqueued on a new one would commit without them."""
+    with the connection, and a job enqueued on a new one would commit without them. Nor once
+    a Django query failed on it (``errors_occurred``): Django keeps it failing until the
+    request's end, as a transaction it does not know of (a raw ``BEGIN``) needs."""
     if not raw.closed or wrapper.in_atomic_block or not wrapper.autocommit:
         return raw  # the transaction is lost: psycopg's error says so
+    if wrapper.errors_occurred:
+        return raw  # close_old_connections() replaces it, at the request's end
     wrapper.close()
     wrapper.ensure_connection()
     fresh: psycopg.Connection[Any] = wrapper.connection

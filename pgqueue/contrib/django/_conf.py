@@ -166,9 +166,31 @@ def close_lost_connections(**signal: Any) -> None:
 
 
 def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(fn):
+        return _ahygienic(fn)
+
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         return _call_released(fn, args, kwargs)
+
+    return run
+
+
+def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An async task's ORM calls (``acount()``, ``sync_to_async``) run in asgiref's one
+    thread for sync code: its connections are released there, before and after the task, as
+    Django's ASGI handler releases them around each request."""
+    from asgiref.sync import sync_to_async
+
+    release = sync_to_async(release_connections, thread_sensitive=True)
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        await release()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            await release()
 
     return run
 
@@ -183,9 +205,9 @@ class DjangoPgQueue(PgQueue):
         self._process_setup = _PROCESS_SETUP
 
     def get_task(self, name: str) -> Task[Any, Any] | None:
-        """The task ``name``; plain functions are wrapped to release Django connections."""
+        """The task ``name``; its function is wrapped to release Django connections."""
         task = super().get_task(name)
-        if task is None or task.fn is None or inspect.iscoroutinefunction(task.fn):
+        if task is None or task.fn is None:
             return task
         cached = self._wrapped.get(name)
         if cached is None or cached.fn.__wrapped__ is not task.fn:  # type: ignore[union-attr]

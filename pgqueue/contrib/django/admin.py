@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.db import transaction
 
 from pgqueue._manage import retry_jobs
 from pgqueue.contrib.django import _conf
 from pgqueue.contrib.django.models import Job
+
+# How many of the latest jobs the changelist counts, and reads the queue filter's names from:
+# a page load reads this many rows at most, however long the history (invariant 10).
+RECENT = 10_000
+
+
+class _QueueFilter(admin.SimpleListFilter):  # type: ignore[misc]
+    """The queues of the latest ``RECENT`` jobs (and the one selected): Django's filter of a
+    field's values read every job's queue on each page load."""
+
+    title = "queue"
+    parameter_name = "queue__exact"  # the URLs of Django's own filter of the field still work
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        latest = model_admin.get_queryset(request).order_by("-id")
+        names = set(latest.values_list("queue", flat=True)[:RECENT])
+        names.update(filter(None, [self.value()]))
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class _RecentPaginator(Paginator):  # type: ignore[misc]
+    """Pages through the latest ``RECENT`` jobs of a list: a ``COUNT(*)`` of them all read
+    the whole history on each page load. A list that long says so, once per page."""
+
+    def __init__(self, *args: Any, request: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    @functools.cached_property
+    def count(self) -> int:
+        counted: int = self.object_list[: RECENT + 1].count()
+        if counted > RECENT and self.request is not None:
+            messages.info(
+                self.request,
+                f"Only the latest {RECENT:,} of these jobs are counted and paged through:"
+                " filter or search to reach older ones.",
+            )
+        return min(counted, RECENT)
 
 
 @admin.register(Job)
@@ -17,10 +60,14 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
     """Jobs are written by pgqueue only: the admin shows them and can retry or cancel."""
 
     list_display = ["id", "task", "queue", "state", "attempts", "run_at", "finished_at"]
-    list_filter = ["state", "queue"]
+    list_filter = ["state", _QueueFilter]
     search_fields = ["task", "=id"]
     actions = ["retry", "cancel"]
     readonly_fields = [f.name for f in Job._meta.fields]
+    show_full_result_count = False  # "N of M": M was a count of every job
+
+    def get_paginator(self, request: Any, queryset: Any, per_page: int, *args: Any) -> Any:
+        return _RecentPaginator(queryset, per_page, *args, request=request)
 
     def get_queryset(self, request: Any) -> Any:
         # pgqueue's database, which need not be "default" (PGQUEUE["DATABASE"]): without a
@@ -39,21 +86,29 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[misc]
     @admin.action(description="Retry the selected failed or cancelled jobs")  # type: ignore[untyped-decorator]
     def retry(self, request: Any, queryset: Any) -> None:
         """Queue failed or cancelled jobs again, with a fresh budget of attempts."""
-        done = self._apply(retry_jobs, queryset)
-        self.message_user(request, f"{len(done)} job(s) queued again.", messages.SUCCESS)
+        self._apply(request, retry_jobs, queryset, "{} job(s) queued again.")
 
     @admin.action(description="Cancel the selected queued or running jobs")  # type: ignore[untyped-decorator]
     def cancel(self, request: Any, queryset: Any) -> None:
         """Cancel queued jobs; ask running ones to stop."""
-        done = self._apply(_cancel_jobs, queryset)
-        self.message_user(request, f"{len(done)} job(s) cancelled.", messages.SUCCESS)
+        self._apply(request, _cancel_jobs, queryset, "{} job(s) cancelled.")
 
-    @staticmethod
-    def _apply(action: Any, queryset: Any) -> list[int]:
-        ids = list(queryset.values_list("id", flat=True))
+    def _apply(self, request: Any, action: Any, queryset: Any, done: str) -> None:
+        """``action`` on the selected jobs in one transaction; none past ``RECENT`` of them,
+        the most "select all" offers (the changelist counts no further)."""
+        ids = list(queryset.values_list("id", flat=True)[: RECENT + 1])
+        if len(ids) > RECENT:
+            self.message_user(request, _TOO_MANY.format(RECENT), messages.ERROR)
+            return
         with transaction.atomic(using=_conf.database_alias()):
-            done: list[int] = action(_conf.connection(), ids)
-        return done
+            changed = action(_conf.connection(), ids)
+        self.message_user(request, done.format(len(changed)), messages.SUCCESS)
+
+
+_TOO_MANY = (
+    "More than {:,} jobs selected: none changed. Filter the list to fewer, or retry every"
+    " failed job with manage.py pgqueue jobs retry --failed (in batches)."
+)
 
 
 def _cancel_jobs(conn: Any, ids: list[int]) -> list[int]:

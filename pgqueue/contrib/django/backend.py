@@ -23,6 +23,8 @@ from pgqueue.contrib.django._results import task_result
 
 __all__ = ["PgQueueBackend"]
 
+OPTIONS = ("DATABASE", "MAX_ATTEMPTS")  # the keys of a backend's OPTIONS
+
 
 class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
     """Django tasks as pgqueue jobs: transactional enqueue, deferral, priority, results.
@@ -38,8 +40,23 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
+        self._check_options()
         self.database: str | None = self.options.get("DATABASE")
         self.max_attempts = self._max_attempts(self.options.get("MAX_ATTEMPTS", 1))
+
+    def _check_options(self) -> None:
+        """``OPTIONS`` as a dict of the keys this backend reads: a typo ("MAX_ATEMPTS") was
+        ignored, its tasks given the default without a word."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        where = f"TASKS[{self.alias!r}]['OPTIONS']"
+        if not isinstance(self.options, dict):
+            raise ImproperlyConfigured(f"{where} must be a dict, got {self.options!r}")
+        unknown = sorted(map(repr, set(self.options) - set(OPTIONS)))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"unknown {where} key(s): {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
+            )
 
     def _max_attempts(self, value: Any) -> int:
         """``OPTIONS["MAX_ATTEMPTS"]`` as an int (a string of digits will do), checked once

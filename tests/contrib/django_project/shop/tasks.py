@@ -47,6 +47,12 @@ def child_connection() -> list:
         return [os.getpid(), cur.fetchone()[0]]
 
 
+@app.task
+async def count_orders_async() -> int:
+    """An async pgqueue task using the ORM's async API (in the thread asgiref gives it)."""
+    return await Order.objects.acount()
+
+
 set_up: dict = {}  # what the process set-up saw, in a child
 
 
