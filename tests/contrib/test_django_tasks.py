@@ -472,15 +472,26 @@ def test_a_naive_run_after_is_refused_with_use_tz_and_local_time_without(shop, d
     ]
 
 
-async def test_an_attempt_pgqueue_retries_sends_no_task_finished(shop, django_db) -> None:
+async def test_an_attempt_pgqueue_retries_sends_no_task_finished(
+    shop, django_db, monkeypatch
+) -> None:
     """With attempts left (MAX_ATTEMPTS > 1), a failed attempt is not the task's end: its
     result is READY again. task_finished said FAILED for it (and Django logged the task as
     failed); it is sent once the task is finished, FAILED after its last attempt."""
+    import dataclasses
+
     from asgiref.sync import sync_to_async
 
+    from pgqueue import RetryPolicy
     from pgqueue.contrib.django import _compat as dt
     from pgqueue.contrib.django import app
 
+    # The retry a minute away, not up to 2 s (full jitter): one due within the 20 ms the stop
+    # condition is read at ran before it, the job never seen queued (flaky on a loaded host).
+    registered = app.get_task(shop.fails.module_path)
+    assert registered is not None
+    later = RetryPolicy(base=60, jitter=False)
+    monkeypatch.setattr(registered, "options", dataclasses.replace(registered.options, retry=later))
     finished: list[str] = []
 
     def receive(sender, task_result, **kwargs) -> None:
@@ -493,6 +504,8 @@ async def test_an_attempt_pgqueue_retries_sends_no_task_finished(shop, django_db
     dt.task_finished.connect(receive)
     try:
         await run_worker_until(worker, lambda: query(django_db, tried) == [(1, "queued")])
+        later_sql = "SELECT run_at > now() + interval '30 seconds' FROM pgqueue.active_jobs"
+        assert query(django_db, later_sql) == [(True,)]  # the retry policy above was used
         await result.arefresh()
         assert (result.status, len(result.errors), finished) == ("READY", 1, [])
         query(django_db, "UPDATE pgqueue.active_jobs SET run_at = now()")
