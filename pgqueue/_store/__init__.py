@@ -1006,16 +1006,16 @@ def ticks_prune(
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
     always stays. Each name's watermark rises to the latest tick deleted; that of a name
     missing from ``keep`` with no tick left goes once older than ``forget`` seconds. The
-    names that may lose ticks or a watermark are locked first, exclusively, and the delete
-    touches no other name.
+    names that may lose ticks or a watermark are locked first, exclusively, at most ``limit``
+    of them (the delete cannot reach more), and the delete touches no other name.
     """
     params = {
         "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
-        "forget": forget,
+        "forget": forget, "limit": limit,
     }  # fmt: skip
 
     def delete(locked: list[str]) -> Query[int]:
-        return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)
+        return Query(q.TICKS_PRUNE, {**params, "locked": locked}, len)
 
     return Together(Query(q.TICKS_PRUNE_LOCK, params, _first_column), delete)
 
