@@ -1185,8 +1185,9 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 #
 # A schedule with overlap=False gives its jobs a unique key (%(unique_key)s, else NULL): a
 # tick won while a job of the schedule is queued or running is recorded, and gets no job
-# (its job id is left unused); it is returned with a NULL id. Of the ticks one statement
-# wins, the oldest gets the job. The ORDER BY makes every tick row go in before the first
+# (its job id is left unused, and TICKS_UNLINK, in the same transaction, clears it from the
+# tick row); it is returned with a NULL id. Of the ticks one statement wins, the oldest gets
+# the job. The ORDER BY makes every tick row go in before the first
 # job does: an insert waits for the key only past its tick rows, for an insert also past its
 # own, which then waits for nothing (its other jobs conflict with its own key), so the key
 # adds no cycle to the waits above.
@@ -1216,6 +1217,17 @@ WITH won AS (
     RETURNING id
 )
 SELECT job.id, won.shown FROM won LEFT JOIN job ON job.id = won.job_id ORDER BY won.tick
+"""
+
+# The rows of an overlap=False schedule's ticks that got no job (TICKS_INSERT drew an id for
+# each tick before the unique key refused its job) name no job: NULL, in the transaction of
+# the insert, which left the drawn id there (it named no job, and read as a job deleted).
+# One primary-key probe per tick; a row of another scheduler's whose job is gone is only
+# made to say so too.
+TICKS_UNLINK: LiteralString = """
+UPDATE pgqueue.periodic_ticks AS t SET job_id = NULL
+ WHERE t.name = %(name)s AND t.tick = ANY(%(ticks)s::timestamptz[]) AND t.job_id IS NOT NULL
+   AND NOT EXISTS (SELECT FROM pgqueue.jobs AS j WHERE j.id = t.job_id)
 """
 
 # The names of the tick rows, one index probe each (a loose index scan: a DISTINCT would read

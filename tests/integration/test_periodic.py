@@ -1274,6 +1274,24 @@ async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -
     assert ticks[0][0] > jobs[0][0]
 
 
+async def test_without_overlap_a_skipped_ticks_row_names_no_job(dsn: str) -> None:
+    """overlap=False: the row of a tick skipped while an earlier tick's job is unfinished has
+    a NULL job_id; it held the id drawn for a job that was never inserted, which named no job
+    (and read as one that had been deleted). The fired tick's row still names its job."""
+    app = make_app(dsn, overlap=False)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    sched.cursors = {"beat": now - timedelta(seconds=3)}
+    await sched.fire(app.periodics["beat"], now)
+    await close(sched)
+    rows = query(
+        dsn,
+        "SELECT t.job_id IS NULL, j.id IS NOT NULL FROM pgqueue.periodic_ticks AS t"
+        " LEFT JOIN pgqueue.jobs AS j ON j.id = t.job_id ORDER BY t.tick",
+    )
+    assert rows == [(False, True), (True, False), (True, False)]
+
+
 def test_a_prune_locks_no_more_names_than_its_batch_can_delete_from(dsn: str) -> None:
     """A prune's lock statement locks at most its batch's number of names, since each name
     locked has a tick to delete: it locked every name with an old tick, one advisory lock
