@@ -1290,11 +1290,11 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks
 # The guard is a row of the join, so it runs before the target list takes any lock.
 # At most a batch of names is locked (the LIMIT comes before the target list too): the delete
 # takes a tick from each name it touches, so it cannot reach more. Each lock takes a slot of
-# the server's shared lock table, sized by max_locks_per_transaction times max_connections:
-# on a default server one transaction got 12,000 advisory locks and failed at 15,000 with
-# "out of shared memory", as does any transaction of the application that then needs a lock.
-# Every name with an old tick was locked: a few thousand schedules pruned by several workers
-# at once came near. The names left over are locked by the next batches.
+# the server's shared lock table, sized by max_locks_per_transaction times max_connections,
+# that the application's transactions share: on a default server one transaction got 12,000
+# advisory locks and failed at 15,000 with "out of shared memory". Every name with an old
+# tick was locked, one slot per schedule of the app (prunes of the same names exclude each
+# other, so their locks did not add up). The names left over are locked by the next batches.
 # The names come from the primary key, one probe each (a loose index scan), and whether a name
 # has a tick to prune from its oldest and latest ticks: reading every tick and looking the
 # latest up again for each old one took 4 s a statement on a million ticks, 390,000 of them old.

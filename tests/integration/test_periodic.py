@@ -1295,9 +1295,9 @@ async def test_without_overlap_a_skipped_ticks_row_names_no_job(dsn: str) -> Non
 def test_a_prune_locks_no_more_names_than_its_batch_can_delete_from(dsn: str) -> None:
     """A prune's lock statement locks at most its batch's number of names, since each name
     locked has a tick to delete: it locked every name with an old tick, one advisory lock
-    each, so that a few thousand schedules pruned by several workers at once came near the
-    server's shared lock table (12,000 to 15,000 locks on a default server), whose overflow
-    fails every transaction that needs a lock. The names left over go in the next batches."""
+    each, a slot per schedule in the server's shared lock table (12,000 to 15,000 slots on a
+    default server, shared with the application's transactions, which fail with "out of
+    shared memory" once it is full). The names left over go in the next batches."""
     names = [f"n{i:02}" for i in range(30)]
     query(
         dsn,
