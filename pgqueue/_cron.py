@@ -62,6 +62,12 @@ def check_expression(expression: str) -> str:
             f"invalid cron expression {expression!r}: use 5 fields (minute hour day month"
             f" weekday), 6 with seconds last, or one of {aliases}"
         )
+    if (hint := _seconds_first(fields)) is not None:
+        raise ValueError(
+            f"invalid cron expression {expression!r}: pgqueue reads a 6th field as the seconds"
+            f" (seconds last), not the first as Spring and Quartz do; written with the seconds"
+            f" first, it is {' '.join([*fields[1:], fields[0]])!r} here{hint}"
+        )
     if any(_HASHED.match(f) for f in fields):
         raise ValueError(
             f"invalid cron expression {expression!r}: H (a hashed value) is not supported:"
@@ -81,6 +87,23 @@ def check_expression(expression: str) -> str:
     except ValueError as exc:  # CroniterBadDateError, after 50 years without a match
         raise ValueError(f"cron expression {expression!r} matches no date: {exc}") from None
     return " ".join(fields)
+
+
+def _seconds_first(fields: list[str]) -> str | None:
+    """Why six ``fields`` look written with the seconds first, or None: a ``?`` where
+    Quartz puts it (day or weekday, month and seconds here), or seconds of ``*`` under
+    minutes that are not (Spring's ``0 */5 * * * *``, every second of minute 0 of every
+    fifth hour here, rather than every 5 minutes at second 0)."""
+    if len(fields) != 6:
+        return None
+    if "?" in fields[3] or "?" in fields[5]:
+        return ""
+    if fields[5] == "*" and fields[0] != "*":
+        return (
+            " (as written, a seconds field of * fires every second of the minutes its first"
+            " field names: write 0-59 as the seconds for that)"
+        )
+    return None
 
 
 def check_timezone(name: str) -> ZoneInfo:

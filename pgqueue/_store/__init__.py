@@ -71,14 +71,16 @@ def run_sqlalchemy(bind: Any, query: Query[T]) -> T:
 
 @dataclass(frozen=True, slots=True)
 class Together(Generic[T]):
-    """Two statements run in one transaction; ``then``'s rows are read.
+    """Two statements run in one transaction (three with ``after``); ``then``'s rows are read.
 
     ``then`` takes its snapshot once ``first`` has finished, and locks ``first`` takes are
     held until the transaction ends. A ``then`` that is a query is sent with ``first`` in one
-    round trip; one built from ``first``'s result costs a round trip of its own."""
+    round trip; one built from ``first``'s result costs a round trip of its own. ``after``
+    runs last, sees what ``then`` wrote, and goes in the same round trip as ``then``."""
 
     first: Query[Any]
     then: Query[T] | Callable[[Any], Query[T]]
+    after: Query[Any] | None = None
 
 
 def run_together(conn: psycopg.Connection[Any], together: Together[T]) -> T:
@@ -88,13 +90,18 @@ def run_together(conn: psycopg.Connection[Any], together: Together[T]) -> T:
             with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
                 first.execute(together.first.sql, together.first.params)
                 then.execute(together.then.sql, together.then.params)
+                if together.after is not None:  # the first cursor's rows are never read
+                    first.execute(together.after.sql, together.after.params)
             result = then.pgresult
             return together.then.read(
                 then.fetchall() if result is not None and result.nfields else []
             )
     # Outside autocommit, in the caller's transaction: transaction() would commit it.
     with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
-        return run(cur, together.then(run(cur, together.first)))
+        rows = run(cur, together.then(run(cur, together.first)))
+        if together.after is not None:
+            run(cur, together.after)
+        return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +125,17 @@ async def arun_together(conn: psycopg.AsyncConnection[Any], together: Together[T
             async with conn.pipeline():  # one sync: one round trip, one (implicit) transaction
                 await first.execute(together.first.sql, together.first.params)
                 await then.execute(together.then.sql, together.then.params)
+                if together.after is not None:  # the first cursor's rows are never read
+                    await first.execute(together.after.sql, together.after.params)
             result = then.pgresult
             return together.then.read(
                 await then.fetchall() if result is not None and result.nfields else []
             )
     async with conn.transaction() if conn.autocommit else nullcontext(), conn.cursor() as cur:
-        return await arun(cur, together.then(await arun(cur, together.first)))
+        rows = await arun(cur, together.then(await arun(cur, together.first)))
+        if together.after is not None:
+            await arun(cur, together.after)
+        return rows
 
 
 def _nothing(rows: list[Row]) -> None:
@@ -964,11 +976,12 @@ def ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Tog
     Returns ``(job_id, tick)`` for the ticks won, oldest first; ticks another scheduler already
     recorded, older than ``horizon`` seconds, or pruned (at or below the name's watermark) are
     left alone. A job whose ``unique_key`` an active job holds is not enqueued: its tick comes
-    with a ``None`` id. The insert runs under the name's lock, taken shared by a statement of
-    its own before it.
+    with a ``None`` id, and its row's ``job_id`` is NULL. The insert runs under the name's
+    lock, taken shared by a statement of its own before it.
     """
     lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
-    return Together(lock, _ticks_insert(job, ticks, horizon))
+    unlink = Query(q.TICKS_UNLINK, {"name": job.name, "ticks": list(ticks)}, _nothing)
+    return Together(lock, _ticks_insert(job, ticks, horizon), unlink if job.unique_key else None)
 
 
 def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[TicksWon]:
@@ -1006,16 +1019,16 @@ def ticks_prune(
     Names missing from ``keep`` use ``default_keep``; the latest tick of each name in ``keep``
     always stays. Each name's watermark rises to the latest tick deleted; that of a name
     missing from ``keep`` with no tick left goes once older than ``forget`` seconds. The
-    names that may lose ticks or a watermark are locked first, exclusively, and the delete
-    touches no other name.
+    names that may lose ticks or a watermark are locked first, exclusively, at most ``limit``
+    of them (the delete cannot reach more), and the delete touches no other name.
     """
     params = {
         "names": list(keep), "keeps": list(keep.values()), "default_keep": default_keep,
-        "forget": forget,
+        "forget": forget, "limit": limit,
     }  # fmt: skip
 
     def delete(locked: list[str]) -> Query[int]:
-        return Query(q.TICKS_PRUNE, {**params, "locked": locked, "limit": limit}, len)
+        return Query(q.TICKS_PRUNE, {**params, "locked": locked}, len)
 
     return Together(Query(q.TICKS_PRUNE_LOCK, params, _first_column), delete)
 

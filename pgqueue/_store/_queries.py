@@ -1187,8 +1187,9 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 #
 # A schedule with overlap=False gives its jobs a unique key (%(unique_key)s, else NULL): a
 # tick won while a job of the schedule is queued or running is recorded, and gets no job
-# (its job id is left unused); it is returned with a NULL id. Of the ticks one statement
-# wins, the oldest gets the job. The ORDER BY makes every tick row go in before the first
+# (its job id is left unused, and TICKS_UNLINK, in the same transaction, clears it from the
+# tick row); it is returned with a NULL id. Of the ticks one statement wins, the oldest gets
+# the job. The ORDER BY makes every tick row go in before the first
 # job does: an insert waits for the key only past its tick rows, for an insert also past its
 # own, which then waits for nothing (its other jobs conflict with its own key), so the key
 # adds no cycle to the waits above.
@@ -1218,6 +1219,17 @@ WITH won AS (
     RETURNING id
 )
 SELECT job.id, won.shown FROM won LEFT JOIN job ON job.id = won.job_id ORDER BY won.tick
+"""
+
+# The rows of an overlap=False schedule's ticks that got no job (TICKS_INSERT drew an id for
+# each tick before the unique key refused its job) name no job: NULL, in the transaction of
+# the insert, which left the drawn id there (it named no job, and read as a job deleted).
+# One primary-key probe per tick; a row of another scheduler's whose job is gone is only
+# made to say so too.
+TICKS_UNLINK: LiteralString = """
+UPDATE pgqueue.periodic_ticks AS t SET job_id = NULL
+ WHERE t.name = %(name)s AND t.tick = ANY(%(ticks)s::timestamptz[]) AND t.job_id IS NOT NULL
+   AND NOT EXISTS (SELECT FROM pgqueue.jobs AS j WHERE j.id = t.job_id)
 """
 
 # The names of the tick rows, one index probe each (a loose index scan: a DISTINCT would read
@@ -1278,6 +1290,13 @@ SELECT name, pruned_through FROM pgqueue.periodic_watermarks
 #   insert of the name waited in the queue behind that request. The prune gives up after 5 s
 #   (prunes that wait on purpose, for an insert or a prune in progress, wait milliseconds).
 # The guard is a row of the join, so it runs before the target list takes any lock.
+# At most a batch of names is locked (the LIMIT comes before the target list too): the delete
+# takes a tick from each name it touches, so it cannot reach more. Each lock takes a slot of
+# the server's shared lock table, sized by max_locks_per_transaction times max_connections,
+# that the application's transactions share: on a default server one transaction got 12,000
+# advisory locks and failed at 15,000 with "out of shared memory". Every name with an old
+# tick was locked, one slot per schedule of the app (prunes of the same names exclude each
+# other, so their locks did not add up). The names left over are locked by the next batches.
 # The names come from the primary key, one probe each (a loose index scan), and whether a name
 # has a tick to prune from its oldest and latest ticks: reading every tick and looking the
 # latest up again for each old one took 4 s a statement on a million ticks, 390,000 of them old.
@@ -1306,6 +1325,7 @@ SELECT d.name, pg_advisory_xact_lock(7403159, hashtext(d.name))
            AND w.pruned_through < now() - make_interval(secs => %(forget)s)
            AND NOT EXISTS (SELECT FROM pgqueue.periodic_ticks AS t WHERE t.name = w.name)) AS d
  ORDER BY hashtext(d.name), d.name
+ LIMIT %(limit)s
 """
 )
 

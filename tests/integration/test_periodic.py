@@ -956,12 +956,13 @@ def test_a_prune_reads_the_ticks_it_deletes_not_the_whole_table(dsn: str) -> Non
     )
     query(dsn, "ANALYZE pgqueue.periodic_ticks")
     params: dict[str, Any] = {
-        "names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0, "forget": FORGET_AFTER
+        "names": ["beat"], "keeps": [3610.0], "default_keep": 608400.0, "forget": FORGET_AFTER,
+        "limit": 500,
     }  # fmt: skip
     explain: Any = "EXPLAIN (ANALYZE, FORMAT JSON) "
     with psycopg.connect(dsn) as conn:
         [[[lock]]] = conn.execute(explain + q.TICKS_PRUNE_LOCK, params).fetchall()
-        prune_params = {**params, "locked": ["beat"], "limit": 500}
+        prune_params = {**params, "locked": ["beat"]}
         [[[prune]]] = conn.execute(explain + q.TICKS_PRUNE, prune_params).fetchall()
         conn.rollback()
     [doomed] = [p for p in prune["Plan"]["Plans"] if p.get("Subplan Name") == "CTE doomed"]
@@ -1271,3 +1272,48 @@ async def test_without_overlap_the_runs_of_a_slow_task_never_overlap(dsn: str) -
     ticks = query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE name = 'slow'")
     jobs = query(dsn, "SELECT count(*) FROM pgqueue.jobs")
     assert ticks[0][0] > jobs[0][0]
+
+
+async def test_without_overlap_a_skipped_ticks_row_names_no_job(dsn: str) -> None:
+    """overlap=False: the row of a tick skipped while an earlier tick's job is unfinished has
+    a NULL job_id; it held the id drawn for a job that was never inserted, which named no job
+    (and read as one that had been deleted). The fired tick's row still names its job."""
+    app = make_app(dsn, overlap=False)
+    [sched] = await schedulers(app, 1)
+    now = (await db_now(sched.db)).replace(microsecond=0)
+    sched.cursors = {"beat": now - timedelta(seconds=3)}
+    await sched.fire(app.periodics["beat"], now)
+    await close(sched)
+    rows = query(
+        dsn,
+        "SELECT t.job_id IS NULL, j.id IS NOT NULL FROM pgqueue.periodic_ticks AS t"
+        " LEFT JOIN pgqueue.jobs AS j ON j.id = t.job_id ORDER BY t.tick",
+    )
+    assert rows == [(False, True), (True, False), (True, False)]
+
+
+def test_a_prune_locks_no_more_names_than_its_batch_can_delete_from(dsn: str) -> None:
+    """A prune's lock statement locks at most its batch's number of names, since each name
+    locked has a tick to delete: it locked every name with an old tick, one advisory lock
+    each, a slot per schedule in the server's shared lock table (12,000 to 15,000 slots on a
+    default server, shared with the application's transactions, which fail with "out of
+    shared memory" once it is full). The names left over go in the next batches."""
+    names = [f"n{i:02}" for i in range(30)]
+    query(
+        dsn,
+        "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+        " SELECT n, now() - interval '2 hours' FROM unnest(%s::text[]) n"
+        " UNION ALL SELECT n, now() FROM unnest(%s::text[]) n",
+        [names, names],
+    )
+    keep = dict.fromkeys(names, 3610.0)
+    advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+    counts = []
+    with psycopg.connect(dsn) as conn:
+        for _ in range(4):
+            prune = _store.ticks_prune(keep, 608400.0, FORGET_AFTER, limit=10)
+            deleted = _store.run_together(conn, prune)
+            counts.append((deleted, query(dsn, advisory, [conn.info.backend_pid])[0][0]))
+            conn.commit()
+    assert counts == [(10, 10), (10, 10), (10, 10), (0, 0)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(30,)]

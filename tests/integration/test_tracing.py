@@ -507,3 +507,26 @@ async def test_each_replaced_childs_spans_are_children_of_their_own_attempt(
     attempts = {s.attributes["pgqueue.job_id"]: s for s in kind_of(exporter, SpanKind.CONSUMER)}
     results = dict(query(dsn, "SELECT id, result->>'parent' FROM pgqueue.jobs"))
     assert results == {i: f"{attempts[i].context.span_id:016x}" for i in ids}
+
+
+async def test_a_periodic_jobs_attempt_starts_a_trace_of_its_own(dsn: str) -> None:
+    """A periodic task's job has no caller to take a trace from (the scheduler enqueues it
+    with a statement of its own, making no producer span): each attempt's span is a root, and
+    the job's meta names its schedule and tick, not a trace."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.periodic("* * * * * *", name="beat")
+    async def beat() -> str:
+        return str(sorted(pgqueue.current_job().meta))
+
+    exporter = traced(app)
+    await run_worker_until(app.worker(poll_interval=0.05), lambda: states(dsn).get("succeeded"))
+    await asyncio.sleep(0)
+    runs = [s for s in exporter.get_finished_spans() if s.name.startswith("pgqueue.run")]
+    assert runs and all(s.parent is None for s in runs)
+    assert kind_of(exporter, SpanKind.PRODUCER) == []
+    results = {
+        r
+        for (r,) in query(dsn, "SELECT result #>> '{}' FROM pgqueue.jobs WHERE result IS NOT NULL")
+    }
+    assert results == {str(["periodic", "tick"])}

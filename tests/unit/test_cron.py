@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -434,3 +435,36 @@ def test_two_spellings_of_one_schedule_fire_alike_on_dst_nights(
     ticks = [ticks_between(CronSpec(e, "Europe/Berlin"), *night) for e in spellings]
     assert ticks[0] == ticks[1]
     assert len(ticks[0]) == count
+
+
+@pytest.mark.parametrize(
+    ("expression", "meant"),
+    [("0 */5 * * * *", "*/5 * * * * 0"), ("0 * * * * *", "* * * * * 0"),
+     ("30 0 9 * * *", "0 9 * * * 30")],
+)  # fmt: skip
+def test_seconds_written_first_as_in_spring_are_refused_with_the_order_that_means_it(
+    expression: str, meant: str
+) -> None:
+    """Spring's "0 */5 * * * *" (every 5 minutes, seconds first) read with seconds last is
+    every second of minute 0 of every fifth hour: it was accepted, and a burst of 60 jobs
+    came five times a day instead of a job every 5 minutes. A seconds field of * under a
+    minute field that is not is refused, naming the expression in pgqueue's order."""
+    with pytest.raises(ValueError, match=f"seconds last.*{re.escape(repr(meant))}"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize(("expression", "meant"), [("0 15 10 ? * MON-FRI", "15 10 ? * MON-FRI 0")])
+def test_a_quartz_expression_is_refused_with_the_order_that_means_it(
+    expression: str, meant: str
+) -> None:
+    """Quartz's "0 15 10 ? * MON-FRI" (seconds first) was refused in croniter's words only
+    ("Question mark can only used in day_of_month or day_of_week", where it is): the
+    error says that the seconds come last and gives the expression in that order."""
+    with pytest.raises(ValueError, match=f"seconds last.*{re.escape(repr(meant))}"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["* * * * * *", "*/5 * * * * 0-59", "0 9 * * * 0"])
+def test_every_second_of_every_minute_or_spelled_out_is_kept(expression: str) -> None:
+    """Every second (all *), or every second of some minutes written as 0-59, is accepted."""
+    assert CronSpec(expression).has_seconds
