@@ -158,7 +158,7 @@ class JobExecutor:
                 return Outcome(job.id, job.attempt, "succeeded")
             return self._done_unstored(job, exc, exc.why)
         except asyncio.CancelledError as exc:
-            if ctx.cancel_reason is not None or _being_cancelled():
+            if _stopping(ctx):
                 raise  # the worker's own cancellation: the worker decides what follows
             return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
@@ -166,6 +166,8 @@ class JobExecutor:
             # task's own (a socket's), and what a task raised once cancelled may be another.
             if timer is not None and timer.expired():
                 return self._timed_out(job, task, ctx, exc)
+            if _stopping(ctx):  # what the task made of the worker's cancellation: see _stopping
+                raise asyncio.CancelledError() from exc
             if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: it may hold Retry, Cancel
                 return self._grouped(job, task, exc)
             return self._failure(job, task, exc)
@@ -365,9 +367,19 @@ def stopped_by(ctx: JobContext) -> str | None:
     timer = _timer.get()
     if timer is not None and timer.expired():
         return "timeout"
-    if ctx.cancel_reason is not None or _being_cancelled():
+    if _stopping(ctx):
         return ctx.cancel_reason or "cancelled"
     return None
+
+
+def _stopping(ctx: JobContext) -> bool:
+    """Whether the worker is stopping the attempt running in this asyncio task (a cancel
+    request, its shutdown, a lost lease; not its timeout): whatever the task then raises, the
+    attempt ends as the worker's cancellation says. An asyncio.TaskGroup raises its tasks'
+    errors in place of the CancelledError (one failing as it is cancelled: a clean-up that
+    raises): read as the task's, a shutdown spent the attempt (failed the job on its last),
+    and a cancel request failed it."""
+    return ctx.cancel_reason is not None or _being_cancelled()
 
 
 def _being_cancelled() -> bool:
