@@ -228,6 +228,48 @@ def test_a_signal_to_the_group_while_a_child_starts_lets_its_job_run(
     assert child != worker.pid
 
 
+MAIN_SET_UP = """
+import asyncio, os
+import pgqueue
+
+app = pgqueue.PgQueue(dsn=os.environ["PGQUEUE_DSN"])
+ready = []
+
+
+@app.process_setup
+def set_up():
+    ready.append(os.getpid())
+
+
+@app.task(name="h126.ready", executor="process", max_attempts=1)
+def ready_in() -> list:
+    return [ready, os.getpid()]
+
+
+if __name__ == "__main__":
+    asyncio.run(app.worker(burst=True, processes=1, poll_interval=0.1).run())
+"""
+
+
+@pytest.mark.parametrize("how", [["script.py"], ["-m", "script"]])
+def test_a_set_up_in_the_main_script_runs_in_its_workers_children(
+    dsn: str, tmp_path: Path, how: list[str]
+) -> None:
+    """A set-up in a script run as itself, or with ``-m`` (``__main__``): a child runs it again as
+    ``__mp_main__``, and finds there the set-up and the tasks, one copy. It was refused at
+    registration, even in a script that only enqueues, whose set-up never runs."""
+    (tmp_path / "script.py").write_text(MAIN_SET_UP)
+    query(dsn, "SELECT pgqueue.enqueue('h126.ready')")
+    ran = subprocess.run(
+        [sys.executable, *how], cwd=tmp_path,
+        env=cli_env(dsn), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    [(state, (ready, child))] = query(dsn, "SELECT state, result FROM pgqueue.jobs")
+    assert (state, ready) == ("succeeded", [child]), ran.stderr
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [("0.5", "0.5 is not in the range 1<=x<=31557600000."),
