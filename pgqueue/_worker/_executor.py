@@ -158,7 +158,7 @@ class JobExecutor:
                 return Outcome(job.id, job.attempt, "succeeded")
             return self._done_unstored(job, exc, exc.why)
         except asyncio.CancelledError as exc:
-            if _stopping(ctx):
+            if ctx.cancel_reason is not None or _being_cancelled():
                 raise  # the worker's own cancellation: the worker decides what follows
             return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
@@ -166,7 +166,12 @@ class JobExecutor:
             # task's own (a socket's), and what a task raised once cancelled may be another.
             if timer is not None and timer.expired():
                 return self._timed_out(job, task, ctx, exc)
-            if _stopping(ctx):  # what the task made of the worker's cancellation: see _stopping
+            if ctx.cancel_reason is not None:
+                # The worker stopped it (a cancel request, its shutdown, a lost lease), and this
+                # is what the task made of the CancelledError: a TaskGroup raises its tasks'
+                # errors in its place (one failed as it was cancelled). It ends as the stop
+                # says. Not _being_cancelled(): on 3.11 a TaskGroup whose task failed after
+                # its body leaves the count up, with no cancellation from the worker at all.
                 raise asyncio.CancelledError() from exc
             if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: it may hold Retry, Cancel
                 return self._grouped(job, task, exc)
@@ -367,19 +372,9 @@ def stopped_by(ctx: JobContext) -> str | None:
     timer = _timer.get()
     if timer is not None and timer.expired():
         return "timeout"
-    if _stopping(ctx):
+    if ctx.cancel_reason is not None or _being_cancelled():
         return ctx.cancel_reason or "cancelled"
     return None
-
-
-def _stopping(ctx: JobContext) -> bool:
-    """Whether the worker is stopping the attempt running in this asyncio task (a cancel
-    request, its shutdown, a lost lease; not its timeout): whatever the task then raises, the
-    attempt ends as the worker's cancellation says. An asyncio.TaskGroup raises its tasks'
-    errors in place of the CancelledError (one failing as it is cancelled: a clean-up that
-    raises): read as the task's, a shutdown spent the attempt (failed the job on its last),
-    and a cancel request failed it."""
-    return ctx.cancel_reason is not None or _being_cancelled()
 
 
 def _being_cancelled() -> bool:
