@@ -108,9 +108,11 @@ def _sendable(exc: BaseException) -> _Raised:
     return raised
 
 
-def _answer(returned: bool, value: Any) -> memoryview:
+def _answer(returned: bool, value: Any) -> bytes:
     """A child's answer: its flag, then ``value`` pickled; an unsent value if pickle refuses
-    it (an error already checked by ``_sendable`` cannot be refused)."""
+    it (an error already checked by ``_sendable`` cannot be refused). Its bytes, which the
+    BytesIO hands over uncopied; not a view of them (getbuffer): one caught in a reference
+    cycle (a traceback's frame) crashed Python 3.12's garbage collector (cpython#111049)."""
     out = io.BytesIO()
     out.write(_RETURNED if returned else _RAISED)
     try:
@@ -120,7 +122,7 @@ def _answer(returned: bool, value: Any) -> memoryview:
         out = io.BytesIO(_RAISED)
         out.seek(1)
         pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc, _SENT_LIMIT)}"), out)
-    return out.getbuffer()
+    return out.getvalue()
 
 
 def _child_main(
