@@ -370,15 +370,17 @@ def default_task_name(fn: Callable[..., Any]) -> str:
 
 def importable_name(fn: Callable[..., Any], what: str) -> tuple[str, str]:
     """The (module, name) another process imports ``fn`` by; ``TypeError`` if it is no
-    plain function, ``ConfigurationError`` if it cannot be imported by name: a lambda, a
-    function defined inside another, or one in the main script (``__main__``, which a child
-    imports again under another name, apart from the copy that the worker's tasks use)."""
+    plain function, ``ConfigurationError`` if it cannot be imported by name: a lambda, or a
+    function defined inside another. One in the main script is ``__main__``'s, never its
+    ``-m`` name: a pool's child runs the script again and finds it there as ``__main__``,
+    the copy its ``__main__`` tasks run in, when its worker runs from that script (one that
+    only enqueues never calls it)."""
     import inspect
 
     if not inspect.isfunction(fn) or inspect.iscoroutinefunction(fn):
         raise TypeError(f"{what} must be a plain (not async) function, got {fn!r}")
     module, name = fn.__module__, fn.__qualname__
-    if name != fn.__name__ or name == "<lambda>" or module == "__main__":
+    if name != fn.__name__ or name == "<lambda>":
         raise ConfigurationError(
             f"{what} must be defined at the top level of a module the worker imports (its"
             f" process imports it by name), but {module}.{name} is not: put it in the"

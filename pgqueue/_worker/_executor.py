@@ -166,6 +166,13 @@ class JobExecutor:
             # task's own (a socket's), and what a task raised once cancelled may be another.
             if timer is not None and timer.expired():
                 return self._timed_out(job, task, ctx, exc)
+            if ctx.cancel_reason is not None:
+                # The worker stopped it (a cancel request, its shutdown, a lost lease), and this
+                # is what the task made of the CancelledError: a TaskGroup raises its tasks'
+                # errors in its place (one failed as it was cancelled). It ends as the stop
+                # says. Not _being_cancelled(): on 3.11 a TaskGroup whose task failed after
+                # its body leaves the count up, with no cancellation from the worker at all.
+                raise asyncio.CancelledError() from exc
             if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: it may hold Retry, Cancel
                 return self._grouped(job, task, exc)
             return self._failure(job, task, exc)

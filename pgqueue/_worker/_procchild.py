@@ -59,6 +59,13 @@ _READY = b"ready"  # a new child's first message: its set-up is done
 _UNREADY = b"set-up failed"  # or this: it failed, and the child is retired after one job
 
 
+# The signals a Ctrl-C in a terminal or a supervisor's stop sends the worker's whole process
+# group. The pool starts each child with them blocked (see _procpool.held_signals), and the
+# child unblocks them once it ignores them: its start runs the main script again before any
+# code of ours (for seconds, a script of slow imports), and one of them then ended it.
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class ChildTraceback(Exception):
     """The traceback, as text, of an exception a child sent back: the cause it is raised with
     in the parent, where its frames (the task's own) would be lost, as pickling drops them."""
@@ -101,9 +108,11 @@ def _sendable(exc: BaseException) -> _Raised:
     return raised
 
 
-def _answer(returned: bool, value: Any) -> memoryview:
+def _answer(returned: bool, value: Any) -> bytes:
     """A child's answer: its flag, then ``value`` pickled; an unsent value if pickle refuses
-    it (an error already checked by ``_sendable`` cannot be refused)."""
+    it (an error already checked by ``_sendable`` cannot be refused). Its bytes, which the
+    BytesIO hands over uncopied; not a view of them (getbuffer): one caught in a reference
+    cycle (a traceback's frame) crashed Python 3.12's garbage collector (cpython#111049)."""
     out = io.BytesIO()
     out.write(_RETURNED if returned else _RAISED)
     try:
@@ -113,7 +122,7 @@ def _answer(returned: bool, value: Any) -> memoryview:
         out = io.BytesIO(_RAISED)
         out.seek(1)
         pickle.dump(unsent(f"{type(exc).__name__}: {exception_text(exc, _SENT_LIMIT)}"), out)
-    return out.getbuffer()
+    return out.getvalue()
 
 
 def _child_main(
@@ -148,9 +157,11 @@ def _serve(
     # The worker ends its children itself (SIGKILL). A Ctrl-C in a terminal, or a SIGTERM from
     # a supervisor, reaches the whole process group: it must not end the call the worker's
     # graceful stop lets finish. A handler, not SIG_IGN: the task's own subprocesses get the
-    # default action back at exec.
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # default action back at exec. Held since the child's start (see GROUP_SIGNALS), they are
+    # let through once handled.
+    for signum in GROUP_SIGNALS:
         signal.signal(signum, _ignore)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
     if logs is not None:  # now too: an error in the watch, or in the set-up's time, is a record
         configure_logging(*logs)
     threading.Thread(

@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -33,6 +34,7 @@ from pgqueue._worker._procchild import (
     _READY,
     _RETURNED,
     _UNREADY,
+    GROUP_SIGNALS,
     REFUSED_EXIT,
     RemoteError,
     Setups,
@@ -92,7 +94,8 @@ class _Slot:
             daemon=True,
             name="pgqueue-process-task",
         )
-        self.process.start()
+        with held_signals():
+            self.process.start()
         child.close()
         # Only the parent's end (the child's is a socket of its own): it is read and written
         # a piece at a time as the pipe allows, never waited on with the event loop held.
@@ -427,6 +430,26 @@ def _report_lost(
         job_id, process.pid, how, "ChildRefused" if refused else "worker lost",
         extra={"action": "child_lost", "job_id": job_id, "pid": process.pid, "exit_code": code},
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Block GROUP_SIGNALS in this thread while it starts a child, which inherits the mask
+    (the forkserver does too, started with the worker's first child, and its children from
+    it), so that a group's Ctrl-C or SIGTERM waits in the child until it has set its handlers.
+    The start runs the main script again first (the forkserver's, once): a signal then killed
+    the forkserver or the child, and the job failed as worker lost in the graceful stop that
+    should have let it run. This thread only: the worker's own signals reach it meanwhile.
+
+    multiprocessing's resource tracker is started first: the start that starts it (the
+    worker's first) unblocks these signals in its thread after spawning it (bpo-33613, the
+    same guard for the tracker), and would let the forkserver start without it."""
+    resource_tracker.ensure_running()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @contextlib.contextmanager

@@ -175,6 +175,101 @@ def test_a_worker_a_supervisor_starts_in_a_multiprocessing_child_is_not_refused(
     assert result not in (worker_pid, os.getpid()), result
 
 
+SLOW_START = """
+import asyncio, os, pathlib, time
+import pgqueue
+
+app = pgqueue.PgQueue(dsn=os.environ["PGQUEUE_DSN"])
+
+
+@app.task(name="h126.pid", executor="process", max_attempts=1)
+def pid() -> int:
+    return os.getpid()
+
+
+if __name__ == "__mp_main__":  # the pool's start re-runs this script: a slow import, say
+    pathlib.Path("starting").touch()
+    time.sleep(2)
+
+if __name__ == "__main__":
+    worker = app.worker(burst=True, processes=1, poll_interval=0.1)
+    asyncio.run(worker.run(install_signal_handlers=True))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_group_while_a_child_starts_lets_its_job_run(
+    dsn: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A Ctrl-C or a supervisor's SIGTERM reaching the process group while the pool starts
+    a child (the main script, run again there, importing slowly) is the worker's graceful
+    stop: the process started, the forkserver and its child, had no handler of its own
+    yet, and died of it (KeyboardInterrupt, SIGTERM), the job failing on the way. The
+    signals are held until the child has set its handlers; the job runs."""
+    script = tmp_path / "slow_start.py"
+    script.write_text(SLOW_START)
+    query(dsn, "SELECT pgqueue.enqueue('h126.pid', max_attempts => 1)")
+    worker = subprocess.Popen(
+        [sys.executable, str(script)], env=cli_env(dsn), cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for((tmp_path / "starting").exists, what="the child's start")
+        os.killpg(worker.pid, signum)
+        output, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output, output
+    [(state, attempts, child)] = query(dsn, "SELECT state, attempts, result FROM pgqueue.jobs")
+    assert (state, attempts) == ("succeeded", 1), output
+    assert child != worker.pid
+
+
+MAIN_SET_UP = """
+import asyncio, os
+import pgqueue
+
+app = pgqueue.PgQueue(dsn=os.environ["PGQUEUE_DSN"])
+ready = []
+
+
+@app.process_setup
+def set_up():
+    ready.append(os.getpid())
+
+
+@app.task(name="h126.ready", executor="process", max_attempts=1)
+def ready_in() -> list:
+    return [ready, os.getpid()]
+
+
+if __name__ == "__main__":
+    asyncio.run(app.worker(burst=True, processes=1, poll_interval=0.1).run())
+"""
+
+
+@pytest.mark.parametrize("how", [["script.py"], ["-m", "script"]])
+def test_a_set_up_in_the_main_script_runs_in_its_workers_children(
+    dsn: str, tmp_path: Path, how: list[str]
+) -> None:
+    """A set-up in a script run as itself, or with ``-m`` (``__main__``): a child runs it again as
+    ``__mp_main__``, and finds there the set-up and the tasks, one copy. It was refused at
+    registration, even in a script that only enqueues, whose set-up never runs."""
+    (tmp_path / "script.py").write_text(MAIN_SET_UP)
+    query(dsn, "SELECT pgqueue.enqueue('h126.ready')")
+    ran = subprocess.run(
+        [sys.executable, *how], cwd=tmp_path,
+        env=cli_env(dsn), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    [(state, (ready, child))] = query(dsn, "SELECT state, result FROM pgqueue.jobs")
+    assert (state, ready) == ("succeeded", [child]), ran.stderr
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [("0.5", "0.5 is not in the range 1<=x<=31557600000."),

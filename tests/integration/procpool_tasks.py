@@ -61,3 +61,13 @@ def leaves_a_thread() -> int:
 
     threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
     return os.getpid()
+
+
+def blocked_signals() -> tuple[list[int], int]:
+    """The signals this child blocks, and the mask of those a program it runs blocks."""
+    import signal
+    import subprocess
+
+    status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True)
+    theirs = int(status.stdout.split("SigBlk:")[1].split()[0], 16)
+    return sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), theirs

@@ -346,3 +346,20 @@ def process_waits_for(path: str) -> str:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     return "opened"
+
+
+@app.task(queue="io", max_attempts=1)
+async def sleeps_in_a_group(seconds: float) -> None:
+    """Sleep in two tasks of an asyncio.TaskGroup, one of which fails as it is cancelled (its
+    clean-up raises): asyncio then raises the group's error in place of the CancelledError.
+    One attempt: a failure would end the job."""
+
+    async def cleanup_fails() -> None:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            raise RuntimeError("clean-up failed") from None
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(cleanup_fails())
+        group.create_task(asyncio.sleep(seconds))

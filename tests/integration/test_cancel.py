@@ -43,12 +43,13 @@ async def test_acancel_is_the_async_twin(dsn: str, aconn) -> None:
 
 
 @pytest.mark.parametrize(("task", "args"), [
-    (t.sleepy, (60,)), (t.cooperative, (60,)), (t.spin, (60,)),
+    (t.sleepy, (60,)), (t.cooperative, (60,)), (t.spin, (60,)), (t.sleeps_in_a_group, (60,)),
 ])  # fmt: skip
 async def test_cancelling_a_running_job_stops_it_before_the_next_heartbeat(
     dsn: str, task: pgqueue.Task[..., object], args: tuple[float]
 ) -> None:
-    """Async, thread and process tasks: flagged, hinted, stopped, and ended cancelled."""
+    """Async, thread and process tasks: flagged, hinted, stopped, and ended cancelled; an
+    async task whose TaskGroup turns the CancelledError into its tasks' errors too."""
     with psycopg.connect(dsn) as conn:
         job_id = task.enqueue(conn, *args)
         conn.commit()

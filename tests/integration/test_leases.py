@@ -11,6 +11,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
+import pgqueue
 from pgqueue import _store
 from pgqueue._store import Outcome
 from tests.helpers import query, run_worker_until, states, terminate
@@ -300,9 +301,14 @@ async def test_stop_finishes_running_jobs_within_the_shutdown_timeout(dsn: str, 
     assert states(dsn) == {"succeeded": 3, "queued": 1}
 
 
-async def test_stop_past_the_timeout_requeues_without_spending_an_attempt(dsn: str, conn) -> None:
-    """Jobs still running when the shutdown timeout ends go back to queued, attempts unchanged."""
-    t.sleepy.enqueue(conn, 30)
+@pytest.mark.parametrize("task", [t.sleepy, t.sleeps_in_a_group])
+async def test_stop_past_the_timeout_requeues_without_spending_an_attempt(
+    dsn: str, conn, task: pgqueue.Task[[float], object]
+) -> None:
+    """Jobs still running when the shutdown timeout ends go back to queued, attempts unchanged:
+    one whose TaskGroup raised its tasks' errors in place of the CancelledError too (it failed,
+    an attempt spent and the errors recorded)."""
+    task.enqueue(conn, 30)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
     runner = asyncio.create_task(worker.run())

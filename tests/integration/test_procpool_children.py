@@ -147,6 +147,17 @@ async def test_children_are_replaced_after_max_tasks_per_child_calls() -> None:
         pool.shutdown()
 
 
+async def test_a_child_blocks_no_signal_once_it_serves() -> None:
+    """A child starts with SIGINT and SIGTERM blocked (held_signals), and unblocks them once
+    it ignores them: left blocked, the programs its tasks run would inherit the mask, a
+    SIGTERM to them held for good."""
+    pool = ProcessPool(1)
+    try:
+        assert await pool.run(_where("blocked_signals"), [], {}, FIELDS) == ([], 0)
+    finally:
+        pool.shutdown()
+
+
 async def test_a_retired_child_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     """A child replaced after max_tasks_per_child calls went unlogged: an operator saw pids
     change with no line saying why. Each retirement is an INFO child_retired record naming
