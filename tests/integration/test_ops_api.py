@@ -126,6 +126,33 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
     assert states(dsn)["queued"] == 1
 
 
+def test_count_prunable_counts_what_a_prune_would_delete_and_deletes_nothing(
+    dsn: str, conn: Any
+) -> None:
+    """count_prunable: per state asked for, the finished jobs older than its age, as
+    prune_by_state would delete them now; nothing is deleted, and bad ages are refused."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at)"
+        " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
+        " FROM (VALUES (101, 'succeeded', interval '2 h'), (102, 'succeeded', interval '1 min'),"
+        " (103, 'failed', interval '2 h'), (104, 'cancelled', interval '2 h')) AS v(i, s, age)",
+    )
+    ages = {"succeeded": 3600.0, "failed": 3600.0}
+    assert admin.count_prunable(conn, ages) == {"succeeded": 1, "failed": 1}
+    assert admin.count_prunable(conn, {"cancelled": 0}) == {"cancelled": 1}
+    assert admin.count_prunable(conn, {}) == {}
+    with pytest.raises(ValueError, match="only finished jobs are pruned, not queued"):
+        admin.count_prunable(conn, {"queued": 0})
+    with pytest.raises(ValueError, match="from 0 to 1000 years"):
+        admin.count_prunable(conn, {"failed": -1})
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # not committed
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert _ops.prune_by_state(auto, ages) == 2
+    assert admin.count_prunable(conn, ages) == {"succeeded": 0, "failed": 0}
+
+
 def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
     """prune on an autocommit connection (`pgqueue prune`) deleted batches until one found
     nothing, each measuring the age from its own now(): while workers finished jobs, jobs kept
