@@ -156,7 +156,11 @@ def _dumps(value: Any) -> str:
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=_json_default, indent=2))
+    click.echo(_indented(value))
+
+
+def _indented(value: Any) -> str:
+    return json.dumps(value, default=_json_default, indent=2)
 
 
 # Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which
@@ -240,6 +244,13 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
         upcoming = _utc(s.next_tick) if s.in_code else gone
         lines.append([_printable(s.name), s.schedule, _utc(s.last_tick), upcoming])
     return _aligned(lines)
+
+
+def cron_json(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> str:
+    """``cron_list`` as a JSON array of objects; without ``app_given`` whether a schedule is
+    in code is unknown: ``in_code`` is null."""
+    rows = [_ops.as_dict(s) | ({} if app_given else {"in_code": None}) for s in statuses]
+    return _indented(rows)
 
 
 def _utc(moment: datetime | None) -> str:
@@ -683,7 +694,30 @@ def healthcheck(state: State, worker_name: str | None) -> None:
     click.echo("ok")
 
 
+@click.group()
+def cron() -> None:
+    """Periodic tasks (schedules declared with @app.periodic)."""
+
+
+@cron.command("list")
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def cron_list(state: State, as_json: bool) -> None:
+    """Show each schedule with its last tick (from the database) and its next tick."""
+    from pgqueue._periodic import cron_list
+
+    show = cron_json if as_json else cron_table
+    click.echo(show(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
+    if not state.app_path:
+        click.echo(
+            f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
+            " here are only the schedules with ticks in the database",
+            err=True,
+        )
+
+
 def register(group: click.Group) -> None:
     """Attach the operations commands to the ``pgqueue`` command group."""
-    for command in (jobs, stats, workers, enqueue, prune, healthcheck):
+    for command in (jobs, stats, workers, enqueue, prune, healthcheck, cron):
         group.add_command(command)
