@@ -799,28 +799,6 @@ def demo(state: State, orders: int) -> None:
     run_demo(state._dsn, orders)
 
 
-@cli.group()
-def cron() -> None:
-    """Periodic tasks (schedules declared with @app.periodic)."""
-
-
-@cron.command("list")
-@click.pass_obj
-@friendly_errors
-def cron_list(state: State) -> None:
-    """Show each schedule with its last tick (from the database) and its next tick."""
-    from pgqueue._cli_ops import cron_table
-    from pgqueue._periodic import cron_list
-
-    click.echo(cron_table(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
-    if not state.app_path:
-        click.echo(
-            f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
-            " here are only the schedules with ticks in the database",
-            err=True,
-        )
-
-
 from pgqueue._cli_ops import register  # noqa: E402  (it needs the helpers above)
 
 register(cli)

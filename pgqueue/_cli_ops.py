@@ -156,7 +156,11 @@ def _dumps(value: Any) -> str:
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=_json_default, indent=2))
+    click.echo(_indented(value))
+
+
+def _indented(value: Any) -> str:
+    return json.dumps(value, default=_json_default, indent=2)
 
 
 # Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which
@@ -240,6 +244,13 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
         upcoming = _utc(s.next_tick) if s.in_code else gone
         lines.append([_printable(s.name), s.schedule, _utc(s.last_tick), upcoming])
     return _aligned(lines)
+
+
+def cron_json(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> str:
+    """``cron_list`` as a JSON array of objects; without ``app_given`` whether a schedule is
+    in code is unknown: ``in_code`` is null."""
+    rows = [_ops.as_dict(s) | ({} if app_given else {"in_code": None}) for s in statuses]
+    return _indented(rows)
 
 
 def _utc(moment: datetime | None) -> str:
@@ -606,9 +617,12 @@ def _check_registered(state: State, task: str) -> None:
     multiple=True,
     help="Only this state (repeatable; default: all finished).",
 )
+@click.option(
+    "--dry-run", is_flag=True, help="Say how many jobs it would delete, per state; delete none."
+)
 @click.pass_obj
 @friendly_errors
-def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> None:
+def prune(state: State, older_than: float | None, states: tuple[str, ...], dry_run: bool) -> None:
     """Delete finished jobs older than --older-than (or than the app's retention), in batches."""
     if older_than is None and not state.app_path:  # the default retention may be shorter
         raise click.ClickException(f"{NO_APP} to apply its retention, or --older-than DURATION")
@@ -618,22 +632,48 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...]) -> No
         kept = sorted(set(states or TERMINAL_STATES) - set(ages))
     else:
         ages = dict.fromkeys(sorted(states or TERMINAL_STATES), older_than)
+    if dry_run:
+        _count_prunable(state, ages)
+    else:
+        _prune(state, ages)
+    if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
+        click.echo(
+            f"the app {state.app_path!r} keeps {' and '.join(kept)} jobs forever (its retention"
+            " is None): pass --older-than DURATION to prune them", err=True,
+        )  # fmt: skip
+
+
+def _count_prunable(state: State, ages: dict[str, float]) -> None:
+    """Say how many jobs :func:`_prune` would delete now, per state."""
+    with _connect(state, autocommit=True) as conn:
+        counts = _ops.count_prunable(conn, ages)
+    per_state = ", ".join(f"{name} {counts[name]}" for name in sorted(counts))
+    click.echo(f"would delete {sum(counts.values())} finished jobs" +
+               (f" ({per_state})" if per_state else ""))  # fmt: skip
+    click.echo("dry run: nothing was deleted", err=True)
+
+
+def _prune(state: State, ages: dict[str, float]) -> None:
+    """Delete the jobs past ``ages`` a committed batch at a time; on an error or Ctrl-C, say
+    how many the batches before deleted, as they stay deleted."""
     deleted = 0
     try:
         with _connect(state, autocommit=True) as conn:
             for count in _ops.prune_batches(conn, ages):
                 deleted += count
+    except KeyboardInterrupt:  # psycopg cancelled the batch running, if one was
+        click.echo(f"deleted {deleted} finished jobs")
+        click.echo(
+            "interrupted: the jobs deleted before stay deleted, and a batch running was rolled"
+            " back unless it had just ended; run the command again to delete the rest", err=True,
+        )  # fmt: skip
+        sys.exit(130)  # as a shell reports a command SIGINT ended
     except Exception:  # the batches before it are committed: say so, then (friendly_errors) it
         if deleted:  # none: the error alone (a missing schema, an unreachable database)
             click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
                        err=True)  # fmt: skip
         raise
     click.echo(f"deleted {deleted} finished jobs")
-    if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
-        click.echo(
-            f"the app {state.app_path!r} keeps {' and '.join(kept)} jobs forever (its retention"
-            " is None): pass --older-than DURATION to prune them", err=True,
-        )  # fmt: skip
 
 
 @click.command()
@@ -654,7 +694,30 @@ def healthcheck(state: State, worker_name: str | None) -> None:
     click.echo("ok")
 
 
+@click.group()
+def cron() -> None:
+    """Periodic tasks (schedules declared with @app.periodic)."""
+
+
+@cron.command("list")
+@JSON_OPTION
+@click.pass_obj
+@friendly_errors
+def cron_list(state: State, as_json: bool) -> None:
+    """Show each schedule with its last tick (from the database) and its next tick."""
+    from pgqueue._periodic import cron_list
+
+    show = cron_json if as_json else cron_table
+    click.echo(show(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
+    if not state.app_path:
+        click.echo(
+            f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
+            " here are only the schedules with ticks in the database",
+            err=True,
+        )
+
+
 def register(group: click.Group) -> None:
     """Attach the operations commands to the ``pgqueue`` command group."""
-    for command in (jobs, stats, workers, enqueue, prune, healthcheck):
+    for command in (jobs, stats, workers, enqueue, prune, healthcheck, cron):
         group.add_command(command)

@@ -275,10 +275,7 @@ def prune_batches(
 ) -> Iterator[int]:
     """:func:`prune_by_state` a batch at a time, yielding how many jobs each deleted (on an
     autocommit connection, each batch is committed by then)."""
-    unknown = set(ages) - TERMINAL_STATES
-    if unknown:
-        raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
-    ages = {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
+    ages = _checked_ages(ages)
     check_count(batch, "batch", 1, BIGINT_MAX)
     with sync_cursor(conn) as cur:
         # One instant for every batch: measured from each batch's own now(), jobs reaching
@@ -288,6 +285,21 @@ def prune_batches(
         while deleted := _store.run(cur, _store.jobs_prune(dict(ages), batch, as_of, after)):
             after |= deleted
             yield sum(count for count, _ in deleted.values())
+
+
+def count_prunable(conn: SyncConnection, ages: Mapping[str, float]) -> dict[str, int]:
+    """How many finished jobs :func:`prune_by_state` with ``ages`` would delete now, per
+    state; deletes nothing (``pgqueue prune --dry-run``)."""
+    with sync_cursor(conn) as cur:
+        return _store.run(cur, _store.jobs_prune_count(_checked_ages(ages)))
+
+
+def _checked_ages(ages: Mapping[str, float]) -> dict[str, float]:
+    """``ages`` in seconds per finished state, or ``ValueError`` naming what is wrong."""
+    unknown = set(ages) - TERMINAL_STATES
+    if unknown:
+        raise ValueError(f"only finished jobs are pruned, not {', '.join(sorted(unknown))}")
+    return {state: check_age(age, f"the age of {state!r} jobs") for state, age in ages.items()}
 
 
 def health_problem(dsn: str, worker: str | None = None) -> str | None:

@@ -1233,6 +1233,13 @@ def jobs_prune(
     return Query(q.JOBS_PRUNE, params, lambda rows: {r[0]: (r[1], r[2]) for r in rows})
 
 
+def jobs_prune_count(ages: dict[str, float]) -> Query[dict[str, int]]:
+    """How many finished jobs per state are older than ``ages[state]`` seconds now: what
+    :func:`jobs_prune`'s batches would delete."""
+    params = {"states": list(ages), "ages": list(ages.values())}
+    return Query(q.JOBS_PRUNE_COUNT, params, lambda rows: {r[0]: r[1] for r in rows})
+
+
 def queues_stats() -> Query[list[Row]]:
     """Every row of ``pgqueue.queue_stats``, ages and rates as floats."""
     return Query(q.QUEUES_STATS, None, _rows)

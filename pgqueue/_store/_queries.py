@@ -1701,6 +1701,14 @@ SELECT state, count(*),
  GROUP BY state
 """
 
+# What JOBS_PRUNE would delete now, per state, on the same (state, finished_at) index.
+JOBS_PRUNE_COUNT: LiteralString = """
+SELECT r.state,
+       (SELECT count(*) FROM pgqueue.finished_jobs
+         WHERE state = r.state AND finished_at < now() - make_interval(secs => r.age))
+  FROM unnest(%(states)s::text[], %(ages)s::float8[]) AS r(state, age)
+"""
+
 QUEUES_STATS: LiteralString = """
 SELECT queue, queued, scheduled, running, succeeded, failed, cancelled,
        extract(epoch FROM oldest_runnable_age)::float8, finished_per_minute

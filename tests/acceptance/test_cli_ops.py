@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -408,6 +409,24 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
 
 
+def test_prune_dry_run_says_how_many_it_would_delete_and_deletes_none(dsn: str) -> None:
+    """prune had no way to see what an age would take before it took it, for good (`--older-than
+    30` is 30 seconds, not days). --dry-run counts the jobs it would delete, per state, and
+    deletes none, with --older-than or with the app's retention."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
+    done = pgqueue(dsn, "prune", "--older-than", "30", "--dry-run")
+    assert (done.stdout, done.stderr) == (
+        "would delete 1 finished jobs (cancelled 0, failed 1, succeeded 0)\n",
+        "dry run: nothing was deleted\n",
+    )
+    app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
+    done = pgqueue(dsn, *app, "prune", "--state", "succeeded", "--dry-run")
+    assert done.stdout == "would delete 0 finished jobs (succeeded 0)\n"
+    assert states(dsn) == {"failed": 1}
+    assert pgqueue(dsn, *app, "prune").stdout == "deleted 1 finished jobs\n"
+
+
 def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str) -> None:
     """Without --older-than nor --app, prune applied the default retention, deleting jobs
     that the user's app keeps longer (or for ever, with None); now it deletes nothing and
@@ -464,6 +483,28 @@ def test_cron_list_with_no_schedules_says_there_are_none(dsn: str) -> None:
     assert pgqueue(dsn, "cron", "list").stdout.splitlines() == [
         "no schedules with ticks in the database"
     ]
+
+
+def test_cron_list_json_gives_each_schedule_for_scripts(dsn: str) -> None:
+    """cron list had no --json, where every other listing has one: a script watching that a
+    schedule ticks had to parse the table. --json prints an array of objects, times with their
+    offset; without --app, whether a schedule is in code is unknown (null), as is its next tick."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick)"
+               " VALUES ('nightly', '2026-01-02 03:04:05+00')")  # fmt: skip
+    done = pgqueue(dsn, "cron", "list", "--json")
+    assert done.stderr.strip().splitlines() == [NO_APP_FOR_CRON]
+    [row] = json.loads(done.stdout)
+    tick = datetime.fromisoformat(row.pop("last_tick"))  # in the session's time zone
+    assert tick == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert row == {"name": "nightly", "schedule": "-", "next_tick": None, "in_code": None}
+    app = ("--app", "tests.acceptance.periodic_app:app")
+    rows = json.loads(pgqueue(dsn, *app, "cron", "list", "--json").stdout)
+    assert [(r["name"], r["schedule"], r["in_code"]) for r in rows] == [
+        ("beat", "* * * * * * (UTC)", True), ("nightly", "-", False)
+    ]  # fmt: skip
+    assert rows[0]["last_tick"] is None and rows[0]["next_tick"].endswith("+00:00")
+    query(dsn, "DELETE FROM pgqueue.periodic_ticks")
+    assert json.loads(pgqueue(dsn, "cron", "list", "--json").stdout) == []
 
 
 NO_APP_FOR_CRON = (
@@ -877,6 +918,36 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
         "deleted 1000 finished jobs before this error (they stay deleted)",
         "Error: the database refused: job 1001 is kept (RaiseException)",
     ])  # fmt: skip
+    assert states(dsn) == {"succeeded": 1}
+
+
+def test_prune_interrupted_says_what_it_deleted_and_exits_130(dsn: str) -> None:
+    """Ctrl-C during a prune of a big history ended it with click's "Aborted!" and exit 1,
+    saying nothing of the batches it had committed. It says how many jobs it deleted (they
+    stay deleted), that a new run deletes the rest, and exits 130, as `jobs retry --failed`."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
+               " now() - interval '30 days' + make_interval(secs => n)"
+               " FROM generate_series(1, 1001) AS n")  # fmt: skip
+    query(dsn, "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " PERFORM pg_advisory_xact_lock_shared(120); RETURN OLD; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER hold BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
+               " WHEN (OLD.id = 1001) EXECUTE FUNCTION hold()")  # fmt: skip
+    with psycopg.connect(dsn) as holder:  # the second batch (job 1001) waits for it
+        holder.execute("SELECT pg_advisory_xact_lock(120)")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "prune", "--older-than", "7d"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (130, "deleted 1000 finished jobs\n")
+    assert err == (
+        "interrupted: the jobs deleted before stay deleted, and a batch running was rolled back"
+        " unless it had just ended; run the command again to delete the rest\n"
+    )
     assert states(dsn) == {"succeeded": 1}
 
 

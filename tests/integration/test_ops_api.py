@@ -109,8 +109,10 @@ async def test_retry_failed_requeues_only_failed_jobs_of_the_task(dsn: str, conn
     assert states(dsn) == {"queued": 3}
 
 
-def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn: Any) -> None:
-    """prune: finished jobs older than the age, of the given states; active jobs never."""
+def _finished_jobs_of_ages(dsn: str) -> None:
+    """Jobs 101 (succeeded), 103 (failed), 104 (cancelled) finished 2 h ago, 102 (succeeded)
+    a minute ago; ids past the sequence's: since revision 0010 a job cannot take a finished
+    job's id."""
     query(
         dsn,
         "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
@@ -118,12 +120,37 @@ def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn
         " SELECT i, 'q', 't', '[]', '{}', s, 0, 1, 3, now(), now(), now() - age"
         " FROM (VALUES (101, 'succeeded', interval '2 h'), (102, 'succeeded', interval '1 min'),"
         " (103, 'failed', interval '2 h'), (104, 'cancelled', interval '2 h')) AS v(i, s, age)",
-    )  # ids past the sequence's: since revision 0010 a job cannot take a finished job's id
+    )
+
+
+def test_prune_deletes_only_old_finished_jobs_of_the_states_given(dsn: str, conn: Any) -> None:
+    """prune: finished jobs older than the age, of the given states; active jobs never."""
+    _finished_jobs_of_ages(dsn)
     query(dsn, "SELECT pgqueue.enqueue('t', run_at => now() - interval '3 h')")  # fmt: skip
     with psycopg.connect(dsn, autocommit=True) as auto:
         assert _ops.prune(auto, 3600, states=["succeeded", "failed"], batch=1) == 2
     assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(102,), (104,)]
     assert states(dsn)["queued"] == 1
+
+
+def test_count_prunable_counts_what_a_prune_would_delete_and_deletes_nothing(
+    dsn: str, conn: Any
+) -> None:
+    """count_prunable: per state asked for, the finished jobs older than its age, as
+    prune_by_state would delete them now; nothing is deleted, and bad ages are refused."""
+    _finished_jobs_of_ages(dsn)
+    ages = {"succeeded": 3600.0, "failed": 3600.0}
+    assert admin.count_prunable(conn, ages) == {"succeeded": 1, "failed": 1}
+    assert admin.count_prunable(conn, {"cancelled": 0}) == {"cancelled": 1}
+    assert admin.count_prunable(conn, {}) == {}
+    with pytest.raises(ValueError, match="only finished jobs are pruned, not queued"):
+        admin.count_prunable(conn, {"queued": 0})
+    with pytest.raises(ValueError, match="from 0 to 1000 years"):
+        admin.count_prunable(conn, {"failed": -1})
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # not committed
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert _ops.prune_by_state(auto, ages) == 2
+    assert admin.count_prunable(conn, ages) == {"succeeded": 0, "failed": 0}
 
 
 def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
