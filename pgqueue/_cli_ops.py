@@ -42,15 +42,19 @@ if TYPE_CHECKING:
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
-    """A duration such as ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds),
-    converted to seconds; one that does not parse or is out of range is a usage error."""
+    """A duration such as ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds,
+    unless ``unit_required``), converted to seconds; one that does not parse or is out of
+    range is a usage error."""
 
     name = "duration"
+
+    def __init__(self, unit_required: bool = False) -> None:
+        self.unit_required = unit_required
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The seconds, or a usage error (exit 2) saying what to write."""
         try:
-            return _ops.parse_duration(value)
+            return _ops.parse_duration(value, unit_required=self.unit_required)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -606,9 +610,9 @@ def _check_registered(state: State, task: str) -> None:
 @click.command()
 @click.option(
     "--older-than",
-    type=Duration(),
+    type=Duration(unit_required=True),
     metavar="DURATION",
-    help="Age, e.g. 12h, 7d (default: the --app's retention).",
+    help="Age, with its unit, e.g. 12h, 7d (default: the --app's retention).",
 )
 @click.option(
     "--state",

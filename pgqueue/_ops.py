@@ -343,8 +343,10 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _USE = "use seconds, or a number with a unit s, m, h, d or w (e.g. 90s, 15m, 12h, 7d, 2w)"
 
 
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds."""
+def parse_duration(text: str, *, unit_required: bool = False) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds; with
+    ``unit_required``, a bare number (seconds) is refused, for an age whose mistake, days
+    meant, cannot be undone."""
     value = text.strip().lower()  # whitespace around it, as float() takes: "7d\n", say
     unit = _UNITS.get(value[-1:])
     number = value[:-1] if unit else value
@@ -353,6 +355,11 @@ def parse_duration(text: str) -> float:
     seconds = float(number) * (unit or 1.0)
     if not 0 <= seconds <= MAX_DELAY:
         raise ValueError(f"invalid duration {text!r}: must be from 0 to 1000 years")
+    if unit is None and unit_required:
+        raise ValueError(
+            f"invalid duration {text!r}: write its unit, as {number}s for seconds or {number}d"
+            " for days (s, m, h, d or w): what prune deletes is gone for good"
+        )
     return seconds
 
 

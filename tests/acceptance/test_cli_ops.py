@@ -409,13 +409,32 @@ def test_prune_older_than_deletes_old_finished_jobs_only(dsn: str) -> None:
     assert "invalid duration" in pgqueue(dsn, "prune", "--older-than", "soon", ok=False).stderr
 
 
+@pytest.mark.parametrize("value", ["30", " 7\n", "0", "1.5"])
+def test_prune_refuses_an_age_without_its_unit(dsn: str, value: str) -> None:
+    """`prune --older-than 30`, meant as 30 days, deleted every job finished more than 30
+    seconds ago, for good: a bare number was seconds. prune wants the unit written (usage
+    error, exit 2, naming the spellings); --delay keeps bare seconds, harmless there."""
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
+    result = pgqueue(dsn, "prune", "--older-than", value, ok=False)
+    number = value.strip()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--older-than': invalid duration {value!r}: write its unit,"
+        f" as {number}s for seconds or {number}d for days (s, m, h, d or w): what prune deletes"
+        " is gone for good"
+    )
+    assert states(dsn) == {"failed": 1}
+    assert "deleted 1" in pgqueue(dsn, "prune", "--older-than", f"{number}s").stdout
+
+
 def test_prune_dry_run_says_how_many_it_would_delete_and_deletes_none(dsn: str) -> None:
     """prune had no way to see what an age would take before it took it, for good (`--older-than
     30` is 30 seconds, not days). --dry-run counts the jobs it would delete, per state, and
     deletes none, with --older-than or with the app's retention."""
     failed_job(dsn)
     query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
-    done = pgqueue(dsn, "prune", "--older-than", "30", "--dry-run")
+    done = pgqueue(dsn, "prune", "--older-than", "30s", "--dry-run")
     assert (done.stdout, done.stderr) == (
         "would delete 1 finished jobs (cancelled 0, failed 1, succeeded 0)\n",
         "dry run: nothing was deleted\n",
@@ -442,7 +461,10 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
     assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
     shown = " ".join(pgqueue(dsn, "prune", "--help").stdout.split())  # it said "retention"
-    assert "--older-than DURATION Age, e.g. 12h, 7d (default: the --app's retention)." in shown
+    assert (
+        "--older-than DURATION Age, with its unit, e.g. 12h, 7d (default: the --app's"
+        " retention)." in shown
+    )
 
 
 @pytest.mark.parametrize("command", DURATIONS)
