@@ -132,6 +132,32 @@ def test_an_iterator_of_arguments_still_names_the_bad_one() -> None:
         dumps_arguments("t", iter([1, object()]), {})
 
 
+def _nested_in_lists(value: object, depth: int) -> object:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_dict_keys_are_looked_into_as_deep_as_json_encodes() -> None:
+    """Keys of mixed types at the bottom of a value as deep as the encoder takes: kept apart,
+    or refused and named when JSON would merge them. The look into them recursed in Python,
+    whose limit Python 3.12 and later no longer share with the encoder's (in C): a
+    RecursionError escaped the enqueue of a value 1,100 lists deep."""
+    depth = 3000
+    while depth > 100:  # Python 3.11 encodes about 990 levels, 3.12 about 1,900, 3.13 more
+        try:
+            dumps(_nested_in_lists({2: 0}, depth + 1))
+            break
+        except TypeError:
+            depth -= 100
+    kept = _nested_in_lists({1: "a", "b": 1}, depth)
+    assert dumps_arguments("t", [kept], {})[0].endswith('{"1":"a","b":1}' + "]" * (depth + 1))
+    merged = _nested_in_lists({1: "a", "1": "b"}, depth)
+    where = rf"argument 0 of task 't' at (\[0\]){{{depth}}}: dict keys 1 and '1'"
+    with pytest.raises(TypeError, match=where):
+        dumps_arguments("t", [merged], {})
+
+
 @pytest.mark.parametrize(
     "value",
     [float("nan"), float("inf"), "nul\x00byte", {"k": "\x00"}, "lone \ud800", {"\udfff": 1}],
