@@ -100,7 +100,7 @@ def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any
             dumps(value)
         except TypeError as exc:
             raise TypeError(f"{label} of task {task!r} is not JSON-serialisable: {exc}") from None
-        merged = _merged_keys(value, "")
+        merged = _merged_keys(value)
         if merged is not None:
             path, first, second, name = merged
             raise TypeError(
@@ -114,20 +114,31 @@ def _raise_for_argument(task: str, args: Sequence[Any], kwargs: Mapping[str, Any
             raise TypeError(f"keyword argument name {name!r} of task {task!r}: {exc}") from None
 
 
-def _merged_keys(value: Any, path: str) -> tuple[str, Any, Any, str] | None:
+def _merged_keys(value: Any) -> tuple[str, Any, Any, str] | None:
     """The first dict in ``value`` two keys of which JSON makes one (1 and "1"): its path,
-    the two keys, and the JSON string they would both be; or ``None``."""
-    if isinstance(value, dict):
-        seen: dict[str, Any] = {}
-        for key, item in value.items():
-            name = key if isinstance(key, str) else _ENCODER.encode(key)
-            if name in seen:
-                return path, seen[name], key, _ENCODER.encode(name)
-            seen[name] = key
-            if (found := _merged_keys(item, f"{path}[{key!r}]")) is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := _merged_keys(item, f"{path}[{index}]")) is not None:
-                return found
+    the two keys, and the JSON string they would both be; or ``None``. A dict's keys are
+    looked at before what it holds. A loop, not a recursion: from Python 3.12 the encoder's
+    limit (in C) is no longer Python's, and takes values nested deeper than it."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            seen: dict[str, Any] = {}
+            for key in value:
+                name = key if isinstance(key, str) else _ENCODER.encode(key)
+                if name in seen:
+                    return _path(where), seen[name], key, _ENCODER.encode(name)
+                seen[name] = key
+            stack.extend((item, (where, key)) for key, item in reversed(value.items()))
+        elif isinstance(value, list | tuple):
+            stack.extend((value[i], (where, i)) for i in reversed(range(len(value))))
     return None
+
+
+def _path(where: tuple[Any, ...]) -> str:
+    """The path ``[0]['a']`` of ``where``: (((), 0), 'a'), each step a list index or a key."""
+    steps: list[str] = []
+    while where:
+        where, step = where
+        steps.append(f"[{step!r}]")
+    return "".join(reversed(steps))
