@@ -12,13 +12,15 @@ server connection the pooler lent it, and every statement that finishes jobs wou
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from typing import Any
 
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import JobStateError
+from pgqueue._errors import JobStateError, unreachable
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
 from pgqueue._options import check_job_id
@@ -38,13 +40,47 @@ def _check(job: Job | None, job_id: int) -> Job | None:
     return job if job.is_finished else None
 
 
-def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> float | None:
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
-    return left
+class _Reconnect:
+    """A waiter's deadline, and whether to connect again once its connection is lost.
+
+    A connection lost after it was made (a restart, a failover, a proxy's idle timeout) is
+    made again until the deadline: LISTEN comes before the read again, so no completion is
+    missed meanwhile. Once at once, then every ``poll_interval`` seconds while the database
+    cannot be reached. A first connection that fails raises: the DSN may be wrong."""
+
+    def __init__(
+        self, job_id: int, deadline: float | None, timeout: float | None, poll_interval: float
+    ) -> None:
+        self.job_id, self.deadline, self.timeout = job_id, deadline, timeout
+        self.poll_interval = poll_interval
+        self.ever_connected = False
+        self.failures = 0  # connections lost or refused since the last one made
+
+    def connected(self) -> None:
+        """A connection was made."""
+        self.ever_connected, self.failures = True, 0
+
+    def next_read(self) -> float:
+        """Seconds to listen before the next read; ``TimeoutError`` past the deadline."""
+        left = self._left()
+        if left <= 0:
+            raise TimeoutError(f"job {self.job_id} did not finish within {self.timeout} s")
+        return min(left, self.poll_interval)
+
+    def pause_after(self, exc: psycopg.OperationalError) -> float:
+        """Seconds to pause before connecting again after ``exc``; else raises it (or a
+        ``TimeoutError`` from it past the deadline)."""
+        if not (self.ever_connected and unreachable(exc)):
+            raise exc
+        try:
+            pause = self.next_read() if self.failures else 0.0
+        except TimeoutError as timed_out:
+            raise timed_out from exc
+        self.failures += 1
+        return pause
+
+    def _left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
 
 def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
@@ -72,17 +108,25 @@ def wait_sync(
 ) -> Job:
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = _deadline(timeout)
+    again = _Reconnect(job_id, _deadline(timeout), timeout, poll_interval)
+    while True:
+        try:
+            return _wait_connected(dsn, job_id, again, listen)
+        except psycopg.OperationalError as exc:
+            time.sleep(again.pause_after(exc))
+
+
+def _wait_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
     # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
     # poll would be run by name on another server connection.
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        again.connected()
         _store.iso_dates(conn)
         if listen:
             with conn.cursor() as cur:
                 _store.run(cur, _store.listen_finished())
         while (job := _check(get_job(conn, job_id), job_id)) is None:
-            left = _remaining(deadline, job_id, timeout)
-            _next_note(conn, job_id, poll_interval if left is None else min(left, poll_interval))
+            _next_note(conn, job_id, again.next_read())
         return job
 
 
@@ -97,18 +141,25 @@ async def wait(
 ) -> Job:
     """Async twin of :func:`wait_sync`."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = _deadline(timeout)
+    again = _Reconnect(job_id, _deadline(timeout), timeout, poll_interval)
+    while True:
+        try:
+            return await _await_connected(dsn, job_id, again, listen)
+        except psycopg.OperationalError as exc:
+            await asyncio.sleep(again.pause_after(exc))
+
+
+async def _await_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
     async with await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, prepare_threshold=None
     ) as conn:
+        again.connected()
         await _store.aiso_dates(conn)
         if listen:
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())
         while (job := _check(await aget_job(conn, job_id), job_id)) is None:
-            left = _remaining(deadline, job_id, timeout)
-            seconds = poll_interval if left is None else min(left, poll_interval)
-            async for note in conn.notifies(timeout=seconds):
+            async for note in conn.notifies(timeout=again.next_read()):
                 if _mentions(note.payload, job_id):
                     break
         return job
