@@ -29,12 +29,12 @@ AsyncConnection = Any
 # that leaves no host to answer) left a worker waiting on them for as long as the kernel keeps
 # trying: about 15 minutes for a statement sent (tcp_retries2), two hours and more for an idle
 # LISTEN connection (keepalives). With these, a statement unanswered at the TCP level for 60 s,
-# or an idle connection silent for 30 s and then 3 probes 10 s apart, fails; the worker then
-# reconnects as after any dropped connection. A DSN's own values win; Unix sockets ignore them.
-# A connect gives up after 10 s (psycopg's default is 130 s per host): a server that takes
-# connections and never answers (frozen, a hung proxy), or the first host of several that
-# drops them, held the connection's lock that long, and the heartbeats could not be retried.
-# (This one applies to Unix sockets too.)
+# or an idle connection silent for 30 s and then 3 probes 10 s apart, fails; the worker (and
+# app.wait) then reconnects as after any dropped connection. A DSN's own values win; Unix
+# sockets ignore them. A connect gives up after 10 s (psycopg's default is 130 s per host): a
+# server that takes connections and never answers (frozen, a hung proxy), or the first host of
+# several that drops them, held the connection's lock that long, and the heartbeats could not
+# be retried. (This one applies to Unix sockets too.)
 TCP_DEFAULTS = {
     "connect_timeout": 10,
     "keepalives": 1,

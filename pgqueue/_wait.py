@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import _store
+from pgqueue._connections import tcp_defaults
 from pgqueue._errors import JobStateError, unreachable
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
@@ -59,6 +60,16 @@ class _Reconnect:
     def connected(self) -> None:
         """A connection was made."""
         self.ever_connected, self.failures = True, 0
+
+    def connection_options(self, dsn: str) -> dict[str, Any]:
+        """How to connect: autocommit, nothing prepared (behind a transaction-mode pooler the
+        read psycopg prepares on its sixth poll would be run by name on another server
+        connection), the worker's TCP settings, so that a server gone silent is noticed,
+        and a connect given up by the deadline (libpq waits 2 s at the least)."""
+        options = {**tcp_defaults(dsn), "autocommit": True, "prepare_threshold": None}
+        if "connect_timeout" in options:  # not set by the DSN
+            options["connect_timeout"] = max(2, math.ceil(min(self._left(), 10)))
+        return options
 
     def next_read(self) -> float:
         """Seconds to listen before the next read; ``TimeoutError`` past the deadline."""
@@ -117,9 +128,7 @@ def wait_sync(
 
 
 def _wait_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
-    # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
-    # poll would be run by name on another server connection.
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+    with psycopg.connect(dsn, **again.connection_options(dsn)) as conn:
         again.connected()
         _store.iso_dates(conn)
         if listen:
@@ -150,9 +159,8 @@ async def wait(
 
 
 async def _await_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
-    async with await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, prepare_threshold=None
-    ) as conn:
+    options = again.connection_options(dsn)
+    async with await psycopg.AsyncConnection.connect(dsn, **options) as conn:
         again.connected()
         await _store.aiso_dates(conn)
         if listen:

@@ -9,8 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
+from tests.faults.proxy import ReplyCutter
 from tests.helpers import query, run_worker_until, states
 from tests.integration.test_ops_api import make_app, worker
 
@@ -95,3 +97,31 @@ async def test_a_first_connection_that_fails_raises_at_once() -> None:
         await asyncio.wait_for(app.wait(1), 10)
     with pytest.raises(psycopg.OperationalError):
         app.wait_sync(1)
+
+
+async def test_a_wait_whose_new_connection_hangs_times_out_near_its_deadline(
+    dsn: str, conn: Any
+) -> None:
+    """The session lost, the server took the new connection and never answered (a hung
+    proxy, a failover): the connect waited psycopg's 130 s, far past the request's timeout.
+    A waiter's connect now gives up by its deadline (2 s at the least, libpq's floor)."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)
+    conn.commit()
+    async with ReplyCutter(with_application(dsn, "waiter"), b"pgqueue.jobs", b"waiter") as cut:
+        cut.gate.clear()  # connections after the cut wait, unanswered
+        waiter = pgqueue.PgQueue(cut.dsn)
+        started = time.monotonic()
+        task = asyncio.create_task(waiter.wait(job_id, timeout=3, poll_interval=0.2))
+        await asyncio.sleep(0.5)
+        cut.deliver, cut.armed = False, True  # the next read is lost, with its connection
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(task, 30)
+        assert time.monotonic() - started < 8
+        assert cut.cut.is_set()
+        cut.gate.set()
+
+
+def with_application(dsn: str, name: str) -> str:
+    """``dsn`` naming its sessions ``name`` (what ReplyCutter picks its connections by)."""
+    return make_conninfo(dsn, application_name=name)
