@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -71,12 +73,31 @@ class _Reconnect:
             options["connect_timeout"] = max(2, math.ceil(min(self._left(), 10)))
         return options
 
+    def read_bound(self) -> float | None:
+        """How long a read may wait for a lock and run: what is left of the timeout (a
+        VACUUM FULL of the history held it for as long as it ran); ``None`` without one.
+        Set for the session once it is made when it LISTENs (no pooler: a transaction per
+        read cost 3 round trips), so a read then ends by the deadline of that session's
+        start; for each read's transaction when it only polls."""
+        return None if self.deadline is None else max(self._left(), 0.001)
+
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Turn a read stopped by :meth:`read_bound` into the waiter's ``TimeoutError``."""
+        try:
+            yield
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            raise self._timed_out() from exc
+
     def next_read(self) -> float:
         """Seconds to listen before the next read; ``TimeoutError`` past the deadline."""
         left = self._left()
         if left <= 0:
-            raise TimeoutError(f"job {self.job_id} did not finish within {self.timeout} s")
+            raise self._timed_out()
         return min(left, self.poll_interval)
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"job {self.job_id} did not finish within {self.timeout} s")
 
     def pause_after(self, exc: psycopg.OperationalError) -> float:
         """Seconds to pause before connecting again after ``exc``; else raises it (or a
@@ -134,9 +155,22 @@ def _wait_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> J
         if listen:
             with conn.cursor() as cur:
                 _store.run(cur, _store.listen_finished())
-        while (job := _check(get_job(conn, job_id), job_id)) is None:
+                if (bound := again.read_bound()) is not None:
+                    _store.run(cur, _store.timeouts_set_session(bound, bound))
+        while (job := _check(_read(conn, job_id, again, listen), job_id)) is None:
             _next_note(conn, job_id, again.next_read())
         return job
+
+
+def _read(
+    conn: psycopg.Connection[Any], job_id: int, again: _Reconnect, listen: bool
+) -> Job | None:
+    with again.bounded():
+        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+            return get_job(conn, job_id)
+        with conn.transaction(), conn.cursor() as cur:
+            _store.run(cur, _store.timeouts_set_local(bound, bound))
+            return get_job(conn, job_id)
 
 
 def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> None:
@@ -166,8 +200,21 @@ async def _await_connected(dsn: str, job_id: int, again: _Reconnect, listen: boo
         if listen:
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())
-        while (job := _check(await aget_job(conn, job_id), job_id)) is None:
+                if (bound := again.read_bound()) is not None:
+                    await _store.arun(cur, _store.timeouts_set_session(bound, bound))
+        while (job := _check(await _aread(conn, job_id, again, listen), job_id)) is None:
             async for note in conn.notifies(timeout=again.next_read()):
                 if _mentions(note.payload, job_id):
                     break
         return job
+
+
+async def _aread(
+    conn: psycopg.AsyncConnection[Any], job_id: int, again: _Reconnect, listen: bool
+) -> Job | None:
+    with again.bounded():
+        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+            return await aget_job(conn, job_id)
+        async with conn.transaction(), conn.cursor() as cur:
+            await _store.arun(cur, _store.timeouts_set_local(bound, bound))
+            return await aget_job(conn, job_id)

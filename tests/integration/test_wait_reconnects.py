@@ -125,3 +125,40 @@ async def test_a_wait_whose_new_connection_hangs_times_out_near_its_deadline(
 def with_application(dsn: str, name: str) -> str:
     """``dsn`` naming its sessions ``name`` (what ReplyCutter picks its connections by)."""
     return make_conninfo(dsn, application_name=name)
+
+
+@pytest.mark.parametrize(
+    ("blocking", "listen"), [(False, True), (True, True), (False, False), (True, False)],
+    ids=["async", "sync", "async-polling", "sync-polling"],
+)  # fmt: skip
+async def test_a_wait_whose_read_waits_for_a_lock_times_out_on_time(
+    dsn: str, conn: Any, blocking: bool, listen: bool
+) -> None:
+    """An operator's VACUUM FULL (or a migration) holding the history's lock held each read
+    of a waiter, and the request behind it, past its timeout for as long as it ran (here
+    8 s); a read is now bounded by what is left of the timeout: TimeoutError on time."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 1, 2)
+    conn.commit()
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_the_history, args=(dsn, locked, 8.0))
+    holder.start()
+    locked.wait(10)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as raised:
+        if blocking:
+            await asyncio.to_thread(app.wait_sync, job_id, timeout=1, listen=listen)
+        else:
+            await app.wait(job_id, timeout=1, listen=listen)
+    elapsed = time.monotonic() - started
+    await asyncio.to_thread(holder.join, 20)
+    assert elapsed < 5
+    assert str(raised.value) == f"job {job_id} did not finish within 1 s"
+
+
+def hold_the_history(dsn: str, locked: threading.Event, seconds: float) -> None:
+    """Hold pgqueue.finished_jobs locked for ``seconds``, as VACUUM FULL would."""
+    with psycopg.connect(dsn) as holder:
+        holder.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+        locked.set()
+        time.sleep(seconds)
