@@ -12,13 +12,18 @@ server connection the pooler lent it, and every statement that finishes jobs wou
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import JobStateError
+from pgqueue._connections import tcp_defaults
+from pgqueue._errors import JobStateError, unreachable
 from pgqueue._job import Job
 from pgqueue._ops import aget_job, get_job
 from pgqueue._options import check_job_id
@@ -38,13 +43,76 @@ def _check(job: Job | None, job_id: int) -> Job | None:
     return job if job.is_finished else None
 
 
-def _remaining(deadline: float | None, job_id: int, timeout: float | None) -> float | None:
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
-    return left
+class _Reconnect:
+    """A waiter's deadline, and whether to connect again once its connection is lost.
+
+    A connection lost after it was made (a restart, a failover, a proxy's idle timeout) is
+    made again until the deadline: LISTEN comes before the read again, so no completion is
+    missed meanwhile. Once at once, then every ``poll_interval`` seconds while the database
+    cannot be reached. A first connection that fails raises: the DSN may be wrong."""
+
+    def __init__(
+        self, job_id: int, deadline: float | None, timeout: float | None, poll_interval: float
+    ) -> None:
+        self.job_id, self.deadline, self.timeout = job_id, deadline, timeout
+        self.poll_interval = poll_interval
+        self.ever_connected = False
+        self.failures = 0  # connections lost or refused since the last one made
+
+    def connected(self) -> None:
+        """A connection was made."""
+        self.ever_connected, self.failures = True, 0
+
+    def connection_options(self, dsn: str) -> dict[str, Any]:
+        """How to connect: autocommit, nothing prepared (behind a transaction-mode pooler the
+        read psycopg prepares on its sixth poll would be run by name on another server
+        connection), the worker's TCP settings, so that a server gone silent is noticed,
+        and a connect given up by the deadline (libpq waits 2 s at the least)."""
+        options = {**tcp_defaults(dsn), "autocommit": True, "prepare_threshold": None}
+        if "connect_timeout" in options:  # not set by the DSN
+            options["connect_timeout"] = max(2, math.ceil(min(self._left(), 10)))
+        return options
+
+    def read_bound(self) -> float | None:
+        """How long a read may wait for a lock and run: what is left of the timeout (a
+        VACUUM FULL of the history held it for as long as it ran); ``None`` without one.
+        Set for the session once it is made when it LISTENs (no pooler: a transaction per
+        read cost 3 round trips), so a read then ends by the deadline of that session's
+        start; for each read's transaction when it only polls."""
+        return None if self.deadline is None else max(self._left(), 0.001)
+
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Turn a read stopped by :meth:`read_bound` into the waiter's ``TimeoutError``."""
+        try:
+            yield
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            raise self._timed_out() from exc
+
+    def next_read(self) -> float:
+        """Seconds to listen before the next read; ``TimeoutError`` past the deadline."""
+        left = self._left()
+        if left <= 0:
+            raise self._timed_out()
+        return min(left, self.poll_interval)
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"job {self.job_id} did not finish within {self.timeout} s")
+
+    def pause_after(self, exc: psycopg.OperationalError) -> float:
+        """Seconds to pause before connecting again after ``exc``; else raises it (or a
+        ``TimeoutError`` from it past the deadline)."""
+        if not (self.ever_connected and unreachable(exc)):
+            raise exc
+        try:
+            pause = self.next_read() if self.failures else 0.0
+        except TimeoutError as timed_out:
+            raise timed_out from exc
+        self.failures += 1
+        return pause
+
+    def _left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
 
 def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
@@ -72,18 +140,37 @@ def wait_sync(
 ) -> Job:
     """Block until job ``job_id`` is finished; returns it. Raises ``TimeoutError``."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = _deadline(timeout)
-    # Nothing prepared: behind a transaction-mode pooler the read psycopg prepares on its sixth
-    # poll would be run by name on another server connection.
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+    again = _Reconnect(job_id, _deadline(timeout), timeout, poll_interval)
+    while True:
+        try:
+            return _wait_connected(dsn, job_id, again, listen)
+        except psycopg.OperationalError as exc:
+            time.sleep(again.pause_after(exc))
+
+
+def _wait_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
+    with psycopg.connect(dsn, **again.connection_options(dsn)) as conn:
+        again.connected()
         _store.iso_dates(conn)
         if listen:
             with conn.cursor() as cur:
                 _store.run(cur, _store.listen_finished())
-        while (job := _check(get_job(conn, job_id), job_id)) is None:
-            left = _remaining(deadline, job_id, timeout)
-            _next_note(conn, job_id, poll_interval if left is None else min(left, poll_interval))
+                if (bound := again.read_bound()) is not None:
+                    _store.run(cur, _store.timeouts_set_session(bound, bound))
+        while (job := _check(_read(conn, job_id, again, listen), job_id)) is None:
+            _next_note(conn, job_id, again.next_read())
         return job
+
+
+def _read(
+    conn: psycopg.Connection[Any], job_id: int, again: _Reconnect, listen: bool
+) -> Job | None:
+    with again.bounded():
+        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+            return get_job(conn, job_id)
+        with conn.transaction(), conn.cursor() as cur:
+            _store.run(cur, _store.timeouts_set_local(bound, bound))
+            return get_job(conn, job_id)
 
 
 def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> None:
@@ -97,18 +184,37 @@ async def wait(
 ) -> Job:
     """Async twin of :func:`wait_sync`."""
     _check_arguments(job_id, timeout, poll_interval)
-    deadline = _deadline(timeout)
-    async with await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, prepare_threshold=None
-    ) as conn:
+    again = _Reconnect(job_id, _deadline(timeout), timeout, poll_interval)
+    while True:
+        try:
+            return await _await_connected(dsn, job_id, again, listen)
+        except psycopg.OperationalError as exc:
+            await asyncio.sleep(again.pause_after(exc))
+
+
+async def _await_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
+    options = again.connection_options(dsn)
+    async with await psycopg.AsyncConnection.connect(dsn, **options) as conn:
+        again.connected()
         await _store.aiso_dates(conn)
         if listen:
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())
-        while (job := _check(await aget_job(conn, job_id), job_id)) is None:
-            left = _remaining(deadline, job_id, timeout)
-            seconds = poll_interval if left is None else min(left, poll_interval)
-            async for note in conn.notifies(timeout=seconds):
+                if (bound := again.read_bound()) is not None:
+                    await _store.arun(cur, _store.timeouts_set_session(bound, bound))
+        while (job := _check(await _aread(conn, job_id, again, listen), job_id)) is None:
+            async for note in conn.notifies(timeout=again.next_read()):
                 if _mentions(note.payload, job_id):
                     break
         return job
+
+
+async def _aread(
+    conn: psycopg.AsyncConnection[Any], job_id: int, again: _Reconnect, listen: bool
+) -> Job | None:
+    with again.bounded():
+        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+            return await aget_job(conn, job_id)
+        async with conn.transaction(), conn.cursor() as cur:
+            await _store.arun(cur, _store.timeouts_set_local(bound, bound))
+            return await aget_job(conn, job_id)

@@ -807,8 +807,18 @@ async def ajobs_copy(
 
 def timeouts_set_local(lock: float, statement: float) -> Query[None]:
     """Bound, until the transaction ends, each statement's wait for a lock and its run (s)."""
-    ms = {"lock": str(round(lock * 1000)), "run": str(round(statement * 1000))}
-    return Query(q.TIMEOUTS_SET_LOCAL, ms, _nothing)
+    return _timeouts_set(lock, statement, local=True)
+
+
+def timeouts_set_session(lock: float, statement: float) -> Query[None]:
+    """Bound, for the rest of the session, each statement's wait for a lock and its run (s;
+    not behind a transaction-mode pooler, whose server connections other clients get)."""
+    return _timeouts_set(lock, statement, local=False)
+
+
+def _timeouts_set(lock: float, statement: float, local: bool) -> Query[None]:
+    ms = {"lock": str(round(lock * 1000)), "run": str(round(statement * 1000)), "local": local}
+    return Query(q.TIMEOUTS_SET, ms, _nothing)
 
 
 def session_async_commit() -> Query[None]:

@@ -1866,8 +1866,9 @@ FROM STDIN
 
 # For this transaction only (SET LOCAL, which a pooler in transaction mode keeps to it): how
 # long a statement may wait for a lock, and run, in milliseconds.
-TIMEOUTS_SET_LOCAL: LiteralString = """
-SELECT set_config('lock_timeout', %(lock)s, true), set_config('statement_timeout', %(run)s, true)
+TIMEOUTS_SET: LiteralString = """
+SELECT set_config('lock_timeout', %(lock)s, %(local)s),
+       set_config('statement_timeout', %(run)s, %(local)s)
 """
 
 # -- worker sessions (issue 7) ----------------------------------------------------------------

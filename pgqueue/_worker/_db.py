@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import traceback
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 
 from pgqueue import _store
+from pgqueue._connections import tcp_defaults
 
 T = TypeVar("T")
 log = logging.getLogger("pgqueue.worker")
@@ -127,40 +126,6 @@ def _usable(conn: psycopg.AsyncConnection[Any]) -> bool:
     transaction (a failed rollback could leave it in one)."""
     idle = psycopg.pq.TransactionStatus.IDLE
     return not conn.closed and not conn.broken and conn.info.transaction_status == idle
-
-
-# A database that vanishes without closing its connections (a network partition, a failover
-# that leaves no host to answer) left a worker waiting on them for as long as the kernel keeps
-# trying: about 15 minutes for a statement sent (tcp_retries2), two hours and more for an idle
-# LISTEN connection (keepalives). With these, a statement unanswered at the TCP level for 60 s,
-# or an idle connection silent for 30 s and then 3 probes 10 s apart, fails; the worker then
-# reconnects as after any dropped connection. A DSN's own values win; Unix sockets ignore them.
-# A connect gives up after 10 s (psycopg's default is 130 s per host): a server that takes
-# connections and never answers (frozen, a hung proxy), or the first host of several that
-# drops them, held the connection's lock that long, and the heartbeats could not be retried.
-# (This one applies to Unix sockets too.)
-TCP_DEFAULTS = {
-    "connect_timeout": 10,
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 60_000,  # milliseconds
-}
-
-
-def tcp_defaults(dsn: str) -> dict[str, Any]:
-    """The TCP settings of :data:`TCP_DEFAULTS` that ``dsn`` does not set itself."""
-    try:
-        given = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:  # connect() will say what is wrong with it
-        return {}
-    if "service" in given or os.environ.get("PGSERVICE"):
-        return {}  # a service file may set them: keyword arguments would override it
-    wanted: dict[str, Any] = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
-    if psycopg.pq.version() < 120000:  # libpq learnt tcp_user_timeout in PostgreSQL 12
-        wanted.pop("tcp_user_timeout", None)
-    return wanted
 
 
 def _loads_jsonb(data: str | bytes) -> Any:

@@ -684,3 +684,25 @@ def test_listing_unfinished_jobs_of_a_task_reads_no_history(dsn: str) -> None:
         for state in ("queued", "running"):
             nodes = plan_nodes(conn, _store.jobs_list(state, "q", "no.such.task"))
             assert not scans_of(nodes, "finished_jobs"), state
+
+
+async def test_a_jobs_fields_follow_its_state_as_the_reference_says(dsn: str, conn: Any) -> None:
+    """docs/reference/python-api.md, Job: tz-aware timestamps, finished_at only once finished,
+    no lease once finished, result as JSON gives it back (a tuple as a list, int keys as
+    strings)."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="pair", queue="q")
+    async def pair() -> Any:
+        return (1, {2: "b"})
+
+    job_id = app.using("pair").enqueue(conn)
+    conn.commit()
+    queued = app.get_job(conn, job_id)
+    assert queued is not None and (queued.finished_at, queued.result) == (None, None)
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 1})
+    done = app.get_job(conn, job_id)
+    assert done is not None and done.finished_at is not None and done.started_at is not None
+    assert (done.lease_expires_at, done.cancel_requested) == (None, False)
+    assert done.result == [1, {"2": "b"}]
+    assert all(t.tzinfo is not None for t in (done.run_at, done.created_at, done.finished_at))

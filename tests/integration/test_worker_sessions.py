@@ -251,7 +251,7 @@ async def test_a_worker_connection_to_a_server_that_never_answers_gives_up() -> 
 def test_a_service_file_keeps_its_own_tcp_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """connect()'s keyword arguments override a pg_service.conf entry: with a service named
     (in the DSN or PGSERVICE) no default is added, so the file's settings hold."""
-    from pgqueue._worker._db import TCP_DEFAULTS, tcp_defaults
+    from pgqueue._connections import TCP_DEFAULTS, tcp_defaults
 
     monkeypatch.delenv("PGSERVICE", raising=False)
     assert tcp_defaults("host=db dbname=app") == TCP_DEFAULTS
