@@ -742,6 +742,24 @@ async def test_an_async_tasks_orm_connection_is_released_as_a_requests_is(
     assert dropped == [max_age == 0]
 
 
+async def test_an_async_task_times_out_while_its_orm_call_still_runs(shop, django_db) -> None:
+    """The connections an async task used are released after it in asgiref's one thread,
+    and the release was awaited: a task cancelled by its timeout (or a shutdown) while its
+    own ORM call still ran in that thread waited there until the call returned, so the
+    timeout did not end the attempt, nor a shutdown the worker. It is started, not awaited:
+    the attempt times out at its timeout, and the release runs once the thread is free."""
+    from pgqueue.contrib.django import app
+
+    with psycopg.connect(django_db, autocommit=True) as conn:
+        shop.hold_the_orm_thread.enqueue(conn, 3.0)
+    worker = app.worker(dsn=django_db, poll_interval=0.05, concurrency=1)
+    started = time.monotonic()
+    await run_worker_until(worker, lambda: states(django_db) == {"failed": 1})
+    assert time.monotonic() - started < 2.5
+    [(error,)] = query(django_db, "SELECT last_error FROM pgqueue.jobs")
+    assert "timed out" in error, error
+
+
 def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:
     """A process-pool child imports the task's module, and a tasks.py that imports its models
     failed there ("Apps aren't loaded yet"): every job of an executor="process" task failed.
