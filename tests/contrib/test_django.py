@@ -634,9 +634,37 @@ def test_the_admin_changelist_reads_a_bounded_part_of_the_history(
         reads = [q["sql"] for q in queries if '"pgqueue"."jobs"' in q["sql"]]
         assert reads and all(" LIMIT " in sql for sql in reads), reads
         assert ("queue__exact=default" in page, "queue__exact=old" in page) == (True, False)
-        assert "3 jobs" in page and "Only the latest 3 of these jobs" in page, page
+        assert "3 jobs" in page and "Only the first 3 of these jobs" in page, page
     page = admin_client.get(url + "?queue__exact=old").content.decode()
-    assert f">{old}<" in page and "queue__exact=old" in page and "Only the latest" not in page
+    assert f">{old}<" in page and "queue__exact=old" in page and "Only the first" not in page
+
+
+def test_the_admin_counts_a_sorted_list_without_sorting_it_and_says_which_jobs_it_pages(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """The capped count kept the list's order in its subquery: sorted by a column without an
+    index (task, attempts), it sorted the whole history once more on each page load, for a
+    count that does not depend on the order. And a list sorted oldest first said it paged
+    through "the latest" jobs: it pages through the first ones of its order. The last page
+    holds the jobs up to the cap; a page past it is Django's invalid-page redirect."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 3)
+    monkeypatch.setattr(admin.JobAdmin, "list_per_page", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(4)]
+    url = "/admin/pgqueue/job/"
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(url + "?o=2").content.decode()  # sorted by task
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert counts and not any("ORDER BY" in sql for sql in counts), counts
+    assert "Only the first 3 of these jobs, in the list" in page, page
+    last = admin_client.get(url + "?o=1&p=2").content.decode()  # by id, oldest first
+    shown = [i for i in ids if f"/admin/pgqueue/job/{i}/change/" in last]
+    assert shown == [ids[2]], shown
+    assert admin_client.get(url + "?o=1&p=3")["Location"].endswith("?e=1")
 
 
 def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
