@@ -688,6 +688,23 @@ def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
     assert states(django_db) == {"failed": 1, "queued": 2}
 
 
+def test_the_admin_says_once_after_an_action_that_a_long_list_is_capped(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """An action's POST counts the list too (Django builds the changelist before running it)
+    and its redirect's page counts it again: the page after an action on a long list said
+    twice that only the first jobs are paged through. The POST, answered by a redirect, says
+    nothing."""
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(3)]
+    form = {"action": "retry", "index": "0", "_selected_action": ids[:1]}
+    page = admin_client.post("/admin/pgqueue/job/", form, follow=True).content.decode()
+    assert "1 job(s) queued again." in page
+    assert page.count("Only the first 2 of these jobs") == 1, page
+
+
 def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) -> None:
     """The admin's cancel action ends a queued job as cancelled."""
     from django.db import connection

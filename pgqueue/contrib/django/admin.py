@@ -39,7 +39,8 @@ class _QueueFilter(admin.SimpleListFilter):  # type: ignore[misc]
 class _RecentPaginator(Paginator):  # type: ignore[misc]
     """Pages through the first ``RECENT`` jobs of a list in its order (the latest, unless
     sorted): a ``COUNT(*)`` of them all read the whole history on each page load. A list
-    that long says so, once per page. The count leaves the order out: it does not depend on
+    that long says so, once per page shown (an action's POST counts it too, then redirects
+    to the page that says it). The count leaves the order out: it does not depend on
     it, and sorted by a column without an index it sorted the whole history once more."""
 
     def __init__(self, *args: Any, request: Any = None, **kwargs: Any) -> None:
@@ -49,7 +50,7 @@ class _RecentPaginator(Paginator):  # type: ignore[misc]
     @functools.cached_property
     def count(self) -> int:
         counted: int = self.object_list.order_by()[: RECENT + 1].count()
-        if counted > RECENT and self.request is not None:
+        if counted > RECENT and self.request is not None and self.request.method == "GET":
             messages.info(
                 self.request,
                 f"Only the first {RECENT:,} of these jobs, in the list's order, are counted"
