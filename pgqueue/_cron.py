@@ -26,6 +26,12 @@ MAX_COUNTED = 1000
 # do not). Its hashed field, H, is spelled alike.
 _RANDOM = re.compile(r"[Rr](?:$|[(/])")
 _HASHED = re.compile(r"[Hh](?:$|[(/])")
+# A weekday number (not the n of "#n" nor a step): Quartz counts them from 1, cron from 0.
+_NUMBER = re.compile(r"(?<![#/\d])\d")
+_WEEKDAY_NUMBERS = (
+    " (weekday numbers are read as cron reads them, 0 or 7 (Sunday) to 6 (Saturday), not as"
+    " Quartz does, 1 (Sunday) to 7 (Saturday): check them, or write names such as MON-FRI)"
+)
 
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
@@ -97,7 +103,7 @@ def _seconds_first(fields: list[str]) -> str | None:
     if len(fields) != 6:
         return None
     if "?" in fields[3] or "?" in fields[5]:
-        return ""
+        return _WEEKDAY_NUMBERS if _NUMBER.search(fields[5]) else ""
     if fields[5] == "*" and fields[0] != "*":
         return (
             " (as written, a seconds field of * fires every second of the minutes its first"

@@ -634,9 +634,37 @@ def test_the_admin_changelist_reads_a_bounded_part_of_the_history(
         reads = [q["sql"] for q in queries if '"pgqueue"."jobs"' in q["sql"]]
         assert reads and all(" LIMIT " in sql for sql in reads), reads
         assert ("queue__exact=default" in page, "queue__exact=old" in page) == (True, False)
-        assert "3 jobs" in page and "Only the latest 3 of these jobs" in page, page
+        assert "3 jobs" in page and "Only the first 3 of these jobs" in page, page
     page = admin_client.get(url + "?queue__exact=old").content.decode()
-    assert f">{old}<" in page and "queue__exact=old" in page and "Only the latest" not in page
+    assert f">{old}<" in page and "queue__exact=old" in page and "Only the first" not in page
+
+
+def test_the_admin_counts_a_sorted_list_without_sorting_it_and_says_which_jobs_it_pages(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """The capped count kept the list's order in its subquery: sorted by a column without an
+    index (task, attempts), it sorted the whole history once more on each page load, for a
+    count that does not depend on the order. And a list sorted oldest first said it paged
+    through "the latest" jobs: it pages through the first ones of its order. The last page
+    holds the jobs up to the cap; a page past it is Django's invalid-page redirect."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 3)
+    monkeypatch.setattr(admin.JobAdmin, "list_per_page", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(4)]
+    url = "/admin/pgqueue/job/"
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(url + "?o=2").content.decode()  # sorted by task
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert counts and not any("ORDER BY" in sql for sql in counts), counts
+    assert "Only the first 3 of these jobs, in the list" in page, page
+    last = admin_client.get(url + "?o=1&p=2").content.decode()  # by id, oldest first
+    shown = [i for i in ids if f"/admin/pgqueue/job/{i}/change/" in last]
+    assert shown == [ids[2]], shown
+    assert admin_client.get(url + "?o=1&p=3")["Location"].endswith("?e=1")
 
 
 def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
@@ -658,6 +686,23 @@ def test_the_admin_actions_refuse_more_jobs_than_the_changelist_counts(
     page = admin_client.post(url, {**form, "_selected_action": ids[:2]}, follow=True)
     assert "2 job(s) queued again." in page.content.decode()
     assert states(django_db) == {"failed": 1, "queued": 2}
+
+
+def test_the_admin_says_once_after_an_action_that_a_long_list_is_capped(
+    admin_client, django_db, monkeypatch
+) -> None:
+    """An action's POST counts the list too (Django builds the changelist before running it)
+    and its redirect's page counts it again: the page after an action on a long list said
+    twice that only the first jobs are paged through. The POST, answered by a redirect, says
+    nothing."""
+    from pgqueue.contrib.django import admin
+
+    monkeypatch.setattr(admin, "RECENT", 2)
+    ids = [_finished_job(django_db, "failed") for _ in range(3)]
+    form = {"action": "retry", "index": "0", "_selected_action": ids[:1]}
+    page = admin_client.post("/admin/pgqueue/job/", form, follow=True).content.decode()
+    assert "1 job(s) queued again." in page
+    assert page.count("Only the first 2 of these jobs") == 1, page
 
 
 def test_admin_cancel_action_cancels_queued_jobs(admin_client, shop, django_db) -> None:
@@ -740,6 +785,24 @@ async def test_an_async_tasks_orm_connection_is_released_as_a_requests_is(
     await run_worker_until(worker, drop_connections_then_enqueue_once_one_ended)
     assert states(django_db) == {"succeeded": 2}
     assert dropped == [max_age == 0]
+
+
+async def test_an_async_task_times_out_while_its_orm_call_still_runs(shop, django_db) -> None:
+    """The connections an async task used are released after it in asgiref's one thread,
+    and the release was awaited: a task cancelled by its timeout (or a shutdown) while its
+    own ORM call still ran in that thread waited there until the call returned, so the
+    timeout did not end the attempt, nor a shutdown the worker. It is started, not awaited:
+    the attempt times out at its timeout, and the release runs once the thread is free."""
+    from pgqueue.contrib.django import app
+
+    with psycopg.connect(django_db, autocommit=True) as conn:
+        shop.hold_the_orm_thread.enqueue(conn, 3.0)
+    worker = app.worker(dsn=django_db, poll_interval=0.05, concurrency=1)
+    started = time.monotonic()
+    await run_worker_until(worker, lambda: states(django_db) == {"failed": 1})
+    assert time.monotonic() - started < 2.5
+    [(error,)] = query(django_db, "SELECT last_error FROM pgqueue.jobs")
+    assert "timed out" in error, error
 
 
 def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) -> None:

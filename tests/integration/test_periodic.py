@@ -1317,3 +1317,27 @@ def test_a_prune_locks_no_more_names_than_its_batch_can_delete_from(dsn: str) ->
             conn.commit()
     assert counts == [(10, 10), (10, 10), (10, 10), (0, 0)]
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(30,)]
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+async def test_a_failing_last_statement_of_a_together_fails_it_all(
+    dsn: str, autocommit: bool
+) -> None:
+    """A tick insert's third statement (TICKS_UNLINK, ``Together.after``) is sent in the
+    pipeline of the first two, or run in the caller's transaction: its error is raised, sync
+    and async, and the tick the second wrote goes with it."""
+    insert = "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('x', now()) RETURNING name"
+    together = _store.Together(
+        _store.Query("SELECT 1", None, list),
+        _store.Query(insert, None, list),
+        _store.Query("SELECT 1 / 0", None, list),
+    )
+    with psycopg.connect(dsn, autocommit=autocommit) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            _store.run_together(conn, together)
+        conn.rollback()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=autocommit) as aconn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await _store.arun_together(aconn, together)
+        await aconn.rollback()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(0,)]

@@ -468,3 +468,25 @@ def test_a_quartz_expression_is_refused_with_the_order_that_means_it(
 def test_every_second_of_every_minute_or_spelled_out_is_kept(expression: str) -> None:
     """Every second (all *), or every second of some minutes written as 0-59, is accepted."""
     assert CronSpec(expression).has_seconds
+
+
+@pytest.mark.parametrize("expression", ["0 0 12 ? * 2", "0 0 12 ? * 6#3", "0 0 8 ? * 2-6"])
+def test_a_quartz_expression_with_weekday_numbers_is_refused_with_a_word_on_them(
+    expression: str,
+) -> None:
+    """Quartz numbers weekdays from 1 (Sunday), cron from 0: "0 0 12 ? * 2", Monday noon in
+    Quartz, was refused with '0 12 ? * 2 0' as its spelling here, Tuesday noon. Spring
+    writes "?" too and numbers them as cron does, so no renumbering fits both: the error
+    says how weekday numbers are read here and that names (MON) mean the same in all."""
+    with pytest.raises(ValueError, match=r"1 \(Sunday\) to 7.*names such as MON"):
+        CronSpec(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 15 10 ? * MON-FRI", "0 0 12 1/2 * ?"])
+def test_a_quartz_expression_without_weekday_numbers_gets_no_word_on_them(
+    expression: str,
+) -> None:
+    """Weekdays by name, or no weekday (a "?"), mean the same in Quartz and here."""
+    with pytest.raises(ValueError, match="seconds last") as refused:
+        CronSpec(expression)
+    assert "Sunday" not in str(refused.value)

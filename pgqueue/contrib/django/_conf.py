@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +15,8 @@ from psycopg.conninfo import make_conninfo
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._task import Task
+
+log = logging.getLogger("pgqueue.worker")
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",  # the Django database alias that holds pgqueue's schema
@@ -179,7 +183,12 @@ def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
     """An async task's ORM calls (``acount()``, ``sync_to_async``) run in asgiref's one
     thread for sync code: its connections are released there, before and after the task, as
-    Django's ASGI handler releases them around each request."""
+    Django's ASGI handler releases them around each request.
+
+    The release after it is started, not awaited: it queues behind any sync call still
+    running in that thread, the task's own one that a timeout or a shutdown cancelled too,
+    and waiting for it held that cancellation (the timeout, the worker's stop) until the call
+    returned, and turned a task done in time into a timed-out one."""
     from asgiref.sync import sync_to_async
 
     release = sync_to_async(release_connections, thread_sensitive=True)
@@ -190,9 +199,23 @@ def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await fn(*args, **kwargs)
         finally:
-            await release()
+            _releasing.add(after := asyncio.ensure_future(release()))
+            after.add_done_callback(_released_after)
 
     return run
+
+
+_releasing: set[asyncio.Future[None]] = set()  # strong references: the loop keeps weak ones
+
+
+def _released_after(after: asyncio.Future[None]) -> None:
+    _releasing.discard(after)
+    if not after.cancelled() and after.exception() is not None:
+        log.error(
+            "the release of Django connections after an async task failed",
+            exc_info=after.exception(),
+            extra={"action": "release_error"},
+        )
 
 
 class DjangoPgQueue(PgQueue):

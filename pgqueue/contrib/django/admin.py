@@ -13,7 +13,8 @@ from pgqueue._manage import retry_jobs
 from pgqueue.contrib.django import _conf
 from pgqueue.contrib.django.models import Job
 
-# How many of the latest jobs the changelist counts, and reads the queue filter's names from:
+# How many jobs of a list the changelist counts (the latest, unless sorted), and how many of
+# the latest it reads the queue filter's names from:
 # a page load reads this many rows at most, however long the history (invariant 10).
 RECENT = 10_000
 
@@ -36,8 +37,11 @@ class _QueueFilter(admin.SimpleListFilter):  # type: ignore[misc]
 
 
 class _RecentPaginator(Paginator):  # type: ignore[misc]
-    """Pages through the latest ``RECENT`` jobs of a list: a ``COUNT(*)`` of them all read
-    the whole history on each page load. A list that long says so, once per page."""
+    """Pages through the first ``RECENT`` jobs of a list in its order (the latest, unless
+    sorted): a ``COUNT(*)`` of them all read the whole history on each page load. A list
+    that long says so, once per page shown (an action's POST counts it too, then redirects
+    to the page that says it). The count leaves the order out: it does not depend on
+    it, and sorted by a column without an index it sorted the whole history once more."""
 
     def __init__(self, *args: Any, request: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,12 +49,12 @@ class _RecentPaginator(Paginator):  # type: ignore[misc]
 
     @functools.cached_property
     def count(self) -> int:
-        counted: int = self.object_list[: RECENT + 1].count()
-        if counted > RECENT and self.request is not None:
+        counted: int = self.object_list.order_by()[: RECENT + 1].count()
+        if counted > RECENT and self.request is not None and self.request.method == "GET":
             messages.info(
                 self.request,
-                f"Only the latest {RECENT:,} of these jobs are counted and paged through:"
-                " filter or search to reach older ones.",
+                f"Only the first {RECENT:,} of these jobs, in the list's order, are counted"
+                " and paged through: filter, search or sort to reach the others.",
             )
         return min(counted, RECENT)
 

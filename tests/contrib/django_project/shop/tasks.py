@@ -53,6 +53,16 @@ async def count_orders_async() -> int:
     return await Order.objects.acount()
 
 
+@app.task(timeout=0.3, max_attempts=1)
+async def hold_the_orm_thread(seconds: float) -> None:
+    """An async task whose sync call (an ORM query stuck on a lock, say) outlives its timeout."""
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(time.sleep, thread_sensitive=True)(seconds)
+
+
 set_up: dict = {}  # what the process set-up saw, in a child
 
 
