@@ -374,19 +374,34 @@ def importable_name(fn: Callable[..., Any], what: str) -> tuple[str, str]:
     function defined inside another. One in the main script is ``__main__``'s, never its
     ``-m`` name: a pool's child runs the script again and finds it there as ``__main__``,
     the copy its ``__main__`` tasks run in, when its worker runs from that script (one that
-    only enqueues never calls it)."""
+    only enqueues never calls it). A main module no child runs again is refused too."""
     import inspect
 
     if not inspect.isfunction(fn) or inspect.iscoroutinefunction(fn):
         raise TypeError(f"{what} must be a plain (not async) function, got {fn!r}")
     module, name = fn.__module__, fn.__qualname__
     if name != fn.__name__ or name == "<lambda>":
-        raise ConfigurationError(
-            f"{what} must be defined at the top level of a module the worker imports (its"
-            f" process imports it by name), but {module}.{name} is not: put it in the"
-            " module of the app (--app) or one it imports"
-        )
-    return module, name
+        why = "is not"
+    elif module == "__main__" and not _main_runs_again():
+        why = "is in a main module which a child process does not run again (python -m pkg, -c)"
+    else:
+        return module, name
+    raise ConfigurationError(
+        f"{what} must be defined at the top level of a module the worker imports (its"
+        f" process imports it by name), but {module}.{name} {why}: put it in the module of"
+        " the app (--app) or one it imports"
+    )
+
+
+def _main_runs_again() -> bool:
+    """Whether multiprocessing's spawn and forkserver run the main module again in a child
+    (as ``__mp_main__``): a script, or a module run with ``-m``; not a package's
+    ``__main__`` (``python -m pkg``, ``python pkg``), nor ``python -c`` or a REPL."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return spec.name != "__main__" and not spec.name.endswith(".__main__")
+    return getattr(main, "__file__", None) is not None
 
 
 def _check_executor(fn: Callable[..., Any], executor: Executor) -> None:

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 import psycopg
@@ -390,14 +390,36 @@ RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for
 
 
 def _retry_failed(state: State, task: str | None, batch: int) -> None:
-    """Requeue the failed jobs a committed batch at a time, saying on stderr how many so far;
-    a first Ctrl-C stops after the batch running, a second cancels it (rolled back)."""
+    """Requeue the failed jobs a committed batch at a time, saying on stderr how many so far."""
+    _in_batches(state, lambda conn: _ops.retry_failed_batches(conn, task, batch), _REQUEUED)
+
+
+class _Words(NamedTuple):
+    """What a command changing jobs a committed batch at a time says it did."""
+
+    done: str  # "requeued"
+    jobs: str  # "failed jobs"
+    again: str  # what a new run does
+    progress: bool  # how many so far, on stderr, after each batch
+
+
+_REQUEUED = _Words("requeued", "failed jobs", "run the command again to requeue the rest", True)
+_DELETED = _Words("deleted", "finished jobs", "run the command again to delete the rest", False)
+
+
+def _in_batches(
+    state: State, batches: Callable[[psycopg.Connection[Any]], Iterator[int]], words: _Words
+) -> None:
+    """Run ``batches`` (each yields how many jobs it changed, committed) on an autocommit
+    connection and say how many jobs they changed; a first Ctrl-C stops after the batch
+    running, a second cancels it (rolled back); on an error, say what stays done."""
     done, outcome, stop = 0, "interrupted", _StopAfterBatch()
     try:
         with _connect(state, autocommit=True) as conn, stop(conn):
-            for count in _ops.retry_failed_batches(conn, task, batch):
+            for count in batches(conn):
                 done += count
-                _progress(f"requeued {done} failed jobs so far")
+                if words.progress:
+                    _progress(f"{words.done} {done} {words.jobs} so far")
                 if stop.asked:
                     break
             else:
@@ -408,24 +430,23 @@ def _retry_failed(state: State, task: str | None, batch: int) -> None:
         if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
             _progress_end()
             if done:  # none: the error alone (a missing schema, an unreachable database)
-                click.echo(f"requeued {done} failed jobs (they stay requeued); {_AGAIN}",
-                           err=True)  # fmt: skip
+                click.echo(f"{words.done} {done} {words.jobs} (they stay {words.done});"
+                           f" {words.again}", err=True)  # fmt: skip
             raise
         outcome = "abandoned"
     _progress_end()
-    click.echo(f"requeued {done} failed jobs")
+    click.echo(f"{words.done} {done} {words.jobs}")
     if outcome != "done":
-        click.echo(_STOPPED[outcome], err=True)
+        click.echo(_STOPPED[outcome].format(done=words.done, again=words.again), err=True)
         sys.exit(130)  # as a shell reports a command SIGINT ended
 
 
-_AGAIN = "run the command again to requeue the rest"
 _STOPPED = {
-    "interrupted": f"interrupted after a batch, whose jobs stay requeued: {_AGAIN}",
-    "abandoned": f"interrupted: the batch running was rolled back, the jobs requeued before it"
-    f" stay requeued; {_AGAIN}",
-    "broken": f"interrupted while a batch ran, which may have ended before it: the jobs requeued"
-    f" before it stay requeued; {_AGAIN}",
+    "interrupted": "interrupted after a batch, whose jobs stay {done}: {again}",
+    "abandoned": "interrupted: the batch running was rolled back, the jobs {done} before it"
+    " stay {done}; {again}",
+    "broken": "interrupted while a batch ran, which may have ended before it: the jobs {done}"
+    " before it stay {done}; {again}",
 }
 
 
@@ -658,26 +679,8 @@ def _count_prunable(state: State, ages: dict[str, float]) -> None:
 
 
 def _prune(state: State, ages: dict[str, float]) -> None:
-    """Delete the jobs past ``ages`` a committed batch at a time; on an error or Ctrl-C, say
-    how many the batches before deleted, as they stay deleted."""
-    deleted = 0
-    try:
-        with _connect(state, autocommit=True) as conn:
-            for count in _ops.prune_batches(conn, ages):
-                deleted += count
-    except KeyboardInterrupt:  # psycopg cancelled the batch running, if one was
-        click.echo(f"deleted {deleted} finished jobs")
-        click.echo(
-            "interrupted: the jobs deleted before stay deleted, and a batch running was rolled"
-            " back unless it had just ended; run the command again to delete the rest", err=True,
-        )  # fmt: skip
-        sys.exit(130)  # as a shell reports a command SIGINT ended
-    except Exception:  # the batches before it are committed: say so, then (friendly_errors) it
-        if deleted:  # none: the error alone (a missing schema, an unreachable database)
-            click.echo(f"deleted {deleted} finished jobs before this error (they stay deleted)",
-                       err=True)  # fmt: skip
-        raise
-    click.echo(f"deleted {deleted} finished jobs")
+    """Delete the jobs past ``ages`` a committed batch at a time (see :func:`_in_batches`)."""
+    _in_batches(state, lambda conn: _ops.prune_batches(conn, ages), _DELETED)
 
 
 @click.command()

@@ -146,13 +146,6 @@ class JobExecutor:
                         _timer.reset(token)
                 if timer.expired():  # the task caught the timeout's CancelledError, and returned
                     raise TimeoutError(_WENT_ON)
-        except (Retry, Cancel) as exc:
-            if timer is not None and timer.expired():  # made of its timeout's cancellation
-                return self._timed_out(job, task, ctx, exc)
-            if isinstance(exc, Retry):
-                return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
-            error = self._redact(f"cancelled: {exception_text(exc, None)}", job.id)
-            return Outcome(job.id, job.attempt, "cancelled", error=error)
         except ResultUnsent as exc:  # a process task's: its work is done, as for _success
             if task is not None and not task.options.store_result:
                 return Outcome(job.id, job.attempt, "succeeded")
@@ -163,22 +156,32 @@ class JobExecutor:
             return self._failure(job, task, exc)  # raised by the task itself (a future it awaited)
         except BaseException as exc:  # a task's SystemExit must not stop the worker
             # Only the expired timer says the attempt timed out: a TimeoutError may be the
-            # task's own (a socket's), and what a task raised once cancelled may be another.
+            # task's own (a socket's), and what a task raised once cancelled may be another,
+            # even a Retry or a Cancel.
             if timer is not None and timer.expired():
                 return self._timed_out(job, task, ctx, exc)
             if ctx.cancel_reason is not None:
                 # The worker stopped it (a cancel request, its shutdown, a lost lease), and this
                 # is what the task made of the CancelledError: a TaskGroup raises its tasks'
-                # errors in its place (one failed as it was cancelled). It ends as the stop
-                # says. Not _being_cancelled(): on 3.11 a TaskGroup whose task failed after
-                # its body leaves the count up, with no cancellation from the worker at all.
+                # errors in its place (one failed as it was cancelled), a task may raise Cancel.
+                # It ends as the stop says. Not _being_cancelled(): on 3.11 a TaskGroup whose
+                # task failed after its body leaves the count up, with no worker's cancellation.
                 raise asyncio.CancelledError() from exc
+            if isinstance(exc, Retry | Cancel):
+                return self._decided(job, exc)
             if isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: it may hold Retry, Cancel
                 return self._grouped(job, task, exc)
             return self._failure(job, task, exc)
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
+
+    def _decided(self, job: ClaimedJob, exc: Retry | Cancel) -> Outcome:
+        """The outcome the task asked for, raising ``exc``."""
+        if isinstance(exc, Retry):
+            return Outcome(job.id, job.attempt, "queued", delay=exc.delay)
+        error = self._redact(f"cancelled: {exception_text(exc, None)}", job.id)
+        return Outcome(job.id, job.attempt, "cancelled", error=error)
 
     def _success(self, job: ClaimedJob, result: Any) -> Outcome:
         try:

@@ -937,16 +937,16 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
                " WHEN (OLD.id = 1001) EXECUTE FUNCTION refuse()")  # fmt: skip
     done = pgqueue(dsn, "prune", "--older-than", "7d", ok=False)
     assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
-        "deleted 1000 finished jobs before this error (they stay deleted)",
+        "deleted 1000 finished jobs (they stay deleted); run the command again to delete the"
+        " rest",
         "Error: the database refused: job 1001 is kept (RaiseException)",
     ])  # fmt: skip
     assert states(dsn) == {"succeeded": 1}
 
 
-def test_prune_interrupted_says_what_it_deleted_and_exits_130(dsn: str) -> None:
-    """Ctrl-C during a prune of a big history ended it with click's "Aborted!" and exit 1,
-    saying nothing of the batches it had committed. It says how many jobs it deleted (they
-    stay deleted), that a new run deletes the rest, and exits 130, as `jobs retry --failed`."""
+def _prune_held_at_job_1001(dsn: str, holder: psycopg.Connection[Any]) -> subprocess.Popen[str]:
+    """`prune --older-than 7d` of 1001 old jobs once its first batch (1000) is done and its
+    second, job 1001, waits for a lock ``holder`` takes."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
@@ -956,21 +956,50 @@ def test_prune_interrupted_says_what_it_deleted_and_exits_130(dsn: str) -> None:
                " PERFORM pg_advisory_xact_lock_shared(120); RETURN OLD; END $$")  # fmt: skip
     query(dsn, "CREATE TRIGGER hold BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
                " WHEN (OLD.id = 1001) EXECUTE FUNCTION hold()")  # fmt: skip
+    holder.execute("SELECT pg_advisory_xact_lock(120)")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "prune", "--older-than", "7d"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
+    return run
+
+
+def test_prune_interrupted_says_what_it_deleted_and_exits_130(dsn: str) -> None:
+    """Ctrl-C during a prune of a big history ended it with click's "Aborted!" and exit 1,
+    saying nothing of the batches it had committed. As `jobs retry --failed`: a first Ctrl-C
+    stops after the batch running, a second abandons it (rolled back); it says how many jobs
+    it deleted (they stay deleted), that a new run deletes the rest, and exits 130."""
     with psycopg.connect(dsn) as holder:  # the second batch (job 1001) waits for it
-        holder.execute("SELECT pg_advisory_xact_lock(120)")
-        run = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "prune", "--older-than", "7d"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
+        run = _prune_held_at_job_1001(dsn, holder)
+        _first_ctrl_c(run)
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
     assert (run.returncode, out) == (130, "deleted 1000 finished jobs\n")
     assert err == (
-        "interrupted: the jobs deleted before stay deleted, and a batch running was rolled back"
-        " unless it had just ended; run the command again to delete the rest\n"
+        "interrupted: the batch running was rolled back, the jobs deleted before it stay"
+        " deleted; run the command again to delete the rest\n"
     )
     assert states(dsn) == {"succeeded": 1}
+
+
+def test_prune_interrupted_after_a_batch_committed_counts_it(dsn: str) -> None:
+    """A Ctrl-C once the server had committed the batch running, but before its reply was
+    read (here: the command stopped until then), said "deleted 1000" and that a batch running
+    was rolled back unless it had just ended, though all 1001 jobs were deleted. It stops after
+    the batch running, counted."""
+    with psycopg.connect(dsn) as holder:
+        run = _prune_held_at_job_1001(dsn, holder)
+        run.send_signal(signal.SIGSTOP)
+        holder.rollback()  # the batch (1001) commits while the command cannot read its reply
+        while query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs") != [(0,)]:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        run.send_signal(signal.SIGCONT)
+        out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (130, "deleted 1001 finished jobs\n")
+    assert err.endswith("interrupted after a batch, whose jobs stay deleted: run the command"
+                        " again to delete the rest\n"), err  # fmt: skip
 
 
 def _ignores_sigint(pid: int) -> bool:

@@ -363,3 +363,13 @@ async def sleeps_in_a_group(seconds: float) -> None:
     async with asyncio.TaskGroup() as group:
         group.create_task(cleanup_fails())
         group.create_task(asyncio.sleep(seconds))
+
+
+@app.task(queue="io", max_attempts=1)
+async def cancels_when_stopped(seconds: float) -> None:
+    """Sleep, and end its own job with Cancel once the worker stops it (a task that reads any
+    cancellation as the end of its job)."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        raise pgqueue.Cancel("stopped") from None

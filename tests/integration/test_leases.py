@@ -301,13 +301,14 @@ async def test_stop_finishes_running_jobs_within_the_shutdown_timeout(dsn: str, 
     assert states(dsn) == {"succeeded": 3, "queued": 1}
 
 
-@pytest.mark.parametrize("task", [t.sleepy, t.sleeps_in_a_group])
+@pytest.mark.parametrize("task", [t.sleepy, t.sleeps_in_a_group, t.cancels_when_stopped])
 async def test_stop_past_the_timeout_requeues_without_spending_an_attempt(
     dsn: str, conn, task: pgqueue.Task[[float], object]
 ) -> None:
     """Jobs still running when the shutdown timeout ends go back to queued, attempts unchanged:
     one whose TaskGroup raised its tasks' errors in place of the CancelledError too (it failed,
-    an attempt spent and the errors recorded)."""
+    an attempt spent and the errors recorded), and one that raised Cancel then (its job was
+    cancelled for good, though a TaskGroup's Cancel went back)."""
     task.enqueue(conn, 30)
     conn.commit()
     worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)

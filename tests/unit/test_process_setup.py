@@ -86,3 +86,25 @@ def test_a_set_up_in_the_main_script_is_registered_as_main(tmp_path: Path, how: 
         env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert ran.stdout == "(('__main__', 'set_up'),)\n", ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "how"),
+    [("pkg/__main__.py", ["-m", "pkg"]), ("pkg/__main__.py", ["pkg"]), (None, ["-c", SCRIPT])],
+)  # fmt: skip
+def test_a_set_up_in_a_main_no_child_runs_again_is_refused(
+    tmp_path: Path, path: str | None, how: list[str]
+) -> None:
+    """A package's ``__main__`` (``python -m pkg``, ``python pkg``) or ``python -c`` is a main
+    module multiprocessing does not run again in a child: the set-up, accepted, was missing in
+    every child (``module '__main__' has no attribute 'set_up'``), failing each process job."""
+    if path is not None:
+        (tmp_path / path).parent.mkdir()
+        (tmp_path / path).write_text(SCRIPT)
+    ran = subprocess.run(
+        [sys.executable, *how], cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.stdout == "", ran.stdout
+    assert "ConfigurationError: a process set-up must be defined" in ran.stderr, ran.stderr
+    assert "which a child process does not run again" in ran.stderr, ran.stderr
