@@ -252,8 +252,14 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
 
 def cron_json(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> str:
     """``cron_list`` as a JSON array of objects; without ``app_given`` whether a schedule is
-    in code is unknown: ``in_code`` is null."""
-    rows = [_ops.as_dict(s) | ({} if app_given else {"in_code": None}) for s in statuses]
+    in code is unknown: ``in_code`` is null. A schedule the code does not define has none:
+    ``schedule`` is null (the table's ``-`` would read as an expression to a script)."""
+    rows = [
+        _ops.as_dict(s)
+        | ({} if s.in_code else {"schedule": None})
+        | ({} if app_given else {"in_code": None})
+        for s in statuses
+    ]
     return _indented(rows)
 
 
