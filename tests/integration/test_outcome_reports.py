@@ -142,14 +142,15 @@ async def test_an_abandoned_coroutines_job_the_release_ends_cancelled_is_reporte
         await asyncio.wait(w._abandoned)
 
 
-async def test_an_abandoned_coroutines_snooze_written_by_the_stop_is_not_put_back_again(
+async def test_an_abandoned_coroutines_snooze_after_the_stop_is_not_written(
     dsn: str, conn: Any, monkeypatch: Any
 ) -> None:
     """A coroutine ignores its cancellation at shutdown, is abandoned, and raises Retry() (its
-    attempt given back) before the worker's last writes, which write it; another worker then
-    claims the job, as attempt 1 again. Putting back the jobs stopped at shutdown must leave
-    that claim: it put it back (the attempt it ended was written already), and the job ran
-    twice at once."""
+    attempt given back) before the worker's last writes. The worker had stopped that attempt,
+    so it ends as the stop says: its job put back once, the attempt not counted, and the Retry
+    is not written. Written, as it was, another worker could claim the job as attempt 1 again
+    before the put-back, which then had to leave that claim (it once put it back, and the job
+    ran twice at once): the hook below claims it so whenever an outcome is written."""
     monkeypatch.setattr(_worker, "CANCEL_GRACE", 0.2)
     release = asyncio.Event()
     app = stubborn_app(dsn, release, _snooze)
@@ -173,7 +174,7 @@ async def test_an_abandoned_coroutines_snooze_written_by_the_stop_is_not_put_bac
     w._ack_db.run = run  # type: ignore[method-assign]
     await run_worker_until(w, lambda: w.running == 1, timeout=10)
     row = "SELECT state, attempts, worker_id FROM pgqueue.jobs"
-    assert query(dsn, row) == [("running", 1, "w2")]
+    assert query(dsn, row) == [("queued", 0, None)]
 
 
 # What the rescue of an expired lease does to a running job: another worker may claim it now.
