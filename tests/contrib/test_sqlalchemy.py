@@ -275,6 +275,32 @@ async def test_a_routing_get_bind_enqueues_where_the_session_writes(engine, dsn)
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([3],)]
 
 
+def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:
+    """enqueue_many on a Session, as INSERTs and as COPY, and a unique enqueue, commit and roll
+    back with it; the pooled connection comes back at the next checkout with no session
+    setting of pgqueue's left on it."""
+    db = create_engine(url(dsn), pool_size=1, max_overflow=0)
+    probe = text("SELECT pg_backend_pid(), array_agg(name ORDER BY name) FROM pg_settings"
+                 " WHERE source = 'session'")  # fmt: skip
+    try:
+        with db.connect() as conn:
+            before = conn.execute(probe).one()
+        calls = [((i,), {}) for i in range(1000)]  # COPY from 1,000 jobs
+        with Session(db) as session:
+            shop.ship.enqueue_many(session, calls[:3])
+            shop.ship.enqueue_many(session, calls)
+            shop.ship.using(unique_key="once").enqueue(session, -1)
+            session.rollback()
+            shop.ship.enqueue_many(session, calls)
+            shop.ship.using(unique_key="once").enqueue(session, -1)
+            session.commit()
+        with db.connect() as conn:
+            assert conn.execute(probe).one() == before
+    finally:
+        db.dispose()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1001,)]
+
+
 def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, dsn: str) -> None:
     """An enqueue on a Session whose arguments pass max_payload_bytes as JSON but not the
     table's check as jsonb raises pgqueue's ValueError, not a raw CheckViolation."""
