@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from pgqueue._embed import install_revision_on
+from pgqueue._errors import ConfigurationError
 from pgqueue._schema import SCHEMA_REVISION
 from pgqueue._store import run_sqlalchemy
 
@@ -50,6 +51,7 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
             "pgqueue's schema cannot be installed by `alembic upgrade --sql`: "
             "add the output of `pgqueue migrate --sql` to your SQL script instead"
         )
+    _refuse_shared_version_table(op.get_context())
     bind = op.get_bind()
     raw = bind.connection.driver_connection
     if not isinstance(raw, psycopg.BaseConnection):
@@ -60,6 +62,18 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
     # Through SQLAlchemy, not on ``raw``: under alembic's async template (run_sync) ``raw`` is
     # an AsyncConnection, which only SQLAlchemy's sync facade can drive from here.
     return install_revision_on(partial(run_sqlalchemy, bind), raw, revision, bind.exec_driver_sql)
+
+
+def _refuse_shared_version_table(migration: Any) -> None:
+    """Raise if the project's alembic history is recorded in ``pgqueue.alembic_version``,
+    where pgqueue records its schema revision: both would write their revision there, and the
+    next ``alembic upgrade`` would stop on pgqueue's ("Can't locate revision '0010'")."""
+    if (migration.version_table_schema, migration.version_table) == (SCHEMA, "alembic_version"):
+        raise ConfigurationError(
+            "your env.py keeps alembic's version table in pgqueue.alembic_version, where"
+            " pgqueue records its own schema revision: pass context.configure() another"
+            " version_table_schema (your own schema, or none) or another version_table"
+        )
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:

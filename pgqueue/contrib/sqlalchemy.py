@@ -47,11 +47,32 @@ def _driver_connection(conn: Any, wanted: type) -> Any:
     return raw
 
 
+def _bind_for_writes(session: Any) -> Any:
+    """The bind a ``get_bind()`` of the project's own (a read/write split) gives the session's
+    writes, asked as a flush asks it (``_flushing`` is what SQLAlchemy's routing recipe reads)
+    and for an INSERT into ``pgqueue.jobs``: asked as ``connection()`` asks, with nothing,
+    such a session routes the job to a read replica, apart from the writes it should join."""
+    from sqlalchemy import insert, table
+
+    flushing = session._flushing  # True already when enqueued from a flush event
+    session._flushing = True
+    try:
+        # A clause for routing only: never executed (the store writes the job).
+        return session.get_bind(clause=insert(table("jobs", schema="pgqueue")))
+    finally:
+        session._flushing = flushing
+
+
 def _bind_arguments(session: Any) -> dict[str, Any] | None:
-    """How to ask ``session`` for its connection: as is, unless it has no ``bind=`` but
+    """How to ask ``session`` for its connection: as is, unless it routes its statements with
+    a ``get_bind()`` of its own (see :func:`_bind_for_writes`), or has no ``bind=`` but
     per-mapper or per-table ``binds``, which ``connection()`` alone cannot choose from. All
     on one engine (or connection), that one; on several, pgqueue cannot tell which database
     holds its schema, and says how to hand over the right connection."""
+    from sqlalchemy.orm import Session
+
+    if type(session).get_bind is not Session.get_bind:
+        return {"bind": _bind_for_writes(session)}
     if session.bind is not None:
         return None
     # Session.binds is public from SQLAlchemy 2.1; 2.0 keeps the same mapping privately.

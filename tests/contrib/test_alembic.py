@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -146,22 +147,73 @@ def upgrade():
 """
 
 
+def upgrade_project(
+    path: Path, env_py: str, revisions: list[tuple[str, str | None, str]], dsn: str
+) -> subprocess.CompletedProcess[str]:
+    """Write an alembic project at ``path`` (its ``env.py``, and a revision calling upgrade_ops
+    per ``(revision, down_revision, pgqueue revision)``) and run its `upgrade head` on ``dsn``."""
+    (path / "versions").mkdir(exist_ok=True)
+    (path / "env.py").write_text(env_py)
+    for revision, down, pgqueue_revision in revisions:
+        text = ASYNC_REVISION.format(revision=revision, down=down, pgqueue=pgqueue_revision)
+        (path / "versions" / f"{revision}.py").write_text(text)
+    ini = path / "alembic.ini"
+    ini.write_text(f"[alembic]\nscript_location = {path}\n")
+    env = {**os.environ, "DATABASE_URL": url(dsn)}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_an_async_alembic_env_installs_the_schema(dsn: str, empty_dsn: str, tmp_path) -> None:
     """Under alembic's async template (run_sync on create_async_engine), upgrade_ops installs
     pgqueue's schema step by step, as `pgqueue migrate` does. It raised a TypeError that named
     the postgresql+psycopg driver and asked for a postgresql+psycopg:// URL."""
-    (tmp_path / "versions").mkdir()
-    (tmp_path / "env.py").write_text(ASYNC_ENV)
-    for revision, down, pgqueue_revision in [("b1", None, "0005"), ("b2", "b1", "0010")]:
-        text = ASYNC_REVISION.format(revision=revision, down=down, pgqueue=pgqueue_revision)
-        (tmp_path / "versions" / f"{revision}.py").write_text(text)
-    ini = tmp_path / "alembic.ini"
-    ini.write_text(f"[alembic]\nscript_location = {tmp_path}\n")
-    env = {**os.environ, "DATABASE_URL": url(empty_dsn)}
-    done = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = upgrade_project(
+        tmp_path, ASYNC_ENV, [("b1", None, "0005"), ("b2", "b1", "0010")], empty_dsn
+    )
     assert done.returncode == 0, done.stderr
     assert catalog(empty_dsn) == catalog(dsn)
     assert pgqueue.schema_check(empty_dsn) is None
+
+
+VERSION_SCHEMA_ENV = """
+import os
+from alembic import context
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+engine = create_engine(os.environ["DATABASE_URL"], poolclass=NullPool)
+with engine.connect() as connection:
+    connection.execute(text("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    connection.commit()
+    context.configure(connection=connection, version_table_schema={schema!r})
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()
+"""
+
+
+def test_a_version_table_in_pgqueues_schema_is_refused(empty_dsn: str, tmp_path) -> None:
+    """An env.py with version_table_schema="pgqueue" records the project's history in
+    pgqueue.alembic_version, where pgqueue records its revision: upgrade_ops refuses, naming
+    the setting, and nothing is installed. Both revisions went into that table, and the next
+    `alembic upgrade` stopped on "Can't locate revision identified by '0010'"."""
+    env_py = VERSION_SCHEMA_ENV.format(schema="pgqueue")
+    done = upgrade_project(tmp_path, env_py, [("b1", None, "0010")], empty_dsn)
+    assert done.returncode != 0
+    assert "ConfigurationError" in done.stderr and "version_table_schema" in done.stderr
+    assert query(empty_dsn, "SELECT to_regclass('pgqueue.alembic_version')") == [(None,)]
+
+
+def test_a_version_table_in_a_schema_of_the_projects_own(dsn, empty_dsn, tmp_path) -> None:
+    """version_table_schema="app": the project's history is recorded there, pgqueue's revision
+    in pgqueue.alembic_version, each alone, and upgrading again changes nothing."""
+    env_py = VERSION_SCHEMA_ENV.format(schema="app")
+    for _ in range(2):
+        done = upgrade_project(tmp_path, env_py, [("b1", None, "0010")], empty_dsn)
+        assert done.returncode == 0, done.stderr
+    assert query(empty_dsn, "SELECT version_num FROM app.alembic_version") == [("b1",)]
+    assert query(empty_dsn, "SELECT version_num FROM pgqueue.alembic_version") == [("0010",)]
+    assert catalog(empty_dsn) == catalog(dsn)

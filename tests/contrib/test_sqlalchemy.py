@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Delete, Update, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import (
@@ -227,6 +228,77 @@ def test_a_session_whose_binds_name_several_engines_says_how_to_choose(engine, d
     finally:
         other.dispose()
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([2],)]
+
+
+class RoutingSession(Session):
+    """SQLAlchemy's "custom vertical partitioning" recipe as a read/write split: flushes,
+    UPDATEs and DELETEs on the leader, every other statement on a follower."""
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, **kw: Any) -> Any:
+        if self._flushing or isinstance(clause, Update | Delete):
+            return self.info["leader"]
+        return self.info["follower"]
+
+
+def written_jobs(session: Session, leader: Engine) -> int:
+    """The jobs the transaction of ``session``'s writes (on ``leader``) sees."""
+    writes = session.connection(bind_arguments={"bind": leader})
+    return writes.execute(text("SELECT count(*) FROM pgqueue.jobs")).scalar_one()
+
+
+async def test_a_routing_get_bind_enqueues_where_the_session_writes(engine, dsn) -> None:
+    """A Session routing reads to a follower with its own get_bind(): the job joins the
+    transaction of the session's writes (on the leader), sync and async, before or after its
+    first flush. It went to a follower: committed apart from the orders, or refused there."""
+    follower = create_engine(url(dsn), poolclass=NullPool)  # writable: the split was silent
+    try:
+        with RoutingSession(info={"leader": engine, "follower": follower}) as session:
+            shop.ship.enqueue(session, 1)  # before any write
+            shop.place_order(session)  # flushes on the leader, then enqueues
+            assert written_jobs(session, engine) == 2
+            session.rollback()
+    finally:
+        follower.dispose()
+    leader = create_async_engine(url(dsn), poolclass=NullPool)
+    afollower = create_async_engine(url(dsn), poolclass=NullPool)
+    binds = {"leader": leader.sync_engine, "follower": afollower.sync_engine}
+    try:
+        async with AsyncSession(sync_session_class=RoutingSession, info=binds) as asession:
+            await shop.ship.aenqueue(asession, 3)
+            jobs = await asession.run_sync(written_jobs, leader.sync_engine)
+            assert jobs == 1
+            await asession.commit()
+    finally:
+        await leader.dispose()
+        await afollower.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([3],)]
+
+
+def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:
+    """enqueue_many on a Session, as INSERTs and as COPY, and a unique enqueue, commit and roll
+    back with it; the pooled connection comes back at the next checkout with no session
+    setting of pgqueue's left on it."""
+    db = create_engine(url(dsn), pool_size=1, max_overflow=0)
+    probe = text("SELECT pg_backend_pid(), array_agg(name ORDER BY name) FROM pg_settings"
+                 " WHERE source = 'session'")  # fmt: skip
+    try:
+        with db.connect() as conn:
+            before = conn.execute(probe).one()
+        calls = [((i,), {}) for i in range(1000)]  # COPY from 1,000 jobs
+        with Session(db) as session:
+            shop.ship.enqueue_many(session, calls[:3])
+            shop.ship.enqueue_many(session, calls)
+            shop.ship.using(unique_key="once").enqueue(session, -1)
+            session.rollback()
+            shop.ship.enqueue_many(session, calls)
+            shop.ship.using(unique_key="once").enqueue(session, -1)
+            session.commit()
+        with db.connect() as conn:
+            assert conn.execute(probe).one() == before
+    finally:
+        db.dispose()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1001,)]
 
 
 def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, dsn: str) -> None:
