@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,22 @@ def sweep_dead(path: str) -> None:
             _multiprocess().mark_process_dead(int(pid), path)
 
 
+class _WithoutCreated:
+    """A registry's metrics without their ``_created`` samples: each counter and histogram
+    series had one, a series more for Prometheus to store per counter that tells it nothing
+    here (every series starts with the worker, at 0), and multiprocess mode has none."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        """Each metric of the registry, its ``_created`` samples left out."""
+        for family in self.registry.collect():
+            created = family.name + "_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
+
 class WorkerMetrics:
     """The metrics of one worker, in a registry of their own."""
 
@@ -138,13 +155,13 @@ class WorkerMetrics:
         self._start_at_zero()
 
     def served(self) -> Any:
-        """The registry to serve: this worker's own, or in multiprocess mode one that reads
-        every process's files."""
+        """The registry to serve: this worker's own without its ``_created`` series, or in
+        multiprocess mode one that reads every process's files (which have none)."""
+        registry = _prometheus().CollectorRegistry(auto_describe=False)
         if self.multiprocess is None:
-            return self.registry
-        p = _prometheus()
-        registry = p.CollectorRegistry()
-        _multiprocess().MultiProcessCollector(registry, self.multiprocess)
+            registry.register(_WithoutCreated(self.registry))
+        else:
+            _multiprocess().MultiProcessCollector(registry, self.multiprocess)
         return registry
 
     def _count_running(self) -> None:
