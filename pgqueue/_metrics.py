@@ -147,6 +147,11 @@ class WorkerMetrics:
             "(a slot or a standby: since this worker first saw it at the same xmin).",
             registry=r, multiprocess_mode=latest,
         )  # fmt: skip
+        self.read_at = p.Gauge(
+            "pgqueue_queue_depth_read_timestamp_seconds", "When the depth, the estimate and the"
+            " oldest holder were last read (Unix time): a failed read leaves them as they were.",
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.running = p.Gauge("pgqueue_jobs_running", "Jobs the worker (or, in multiprocess"
                                " mode, the live workers) runs now.", registry=r,
                                multiprocess_mode="livesum")  # fmt: skip
@@ -236,6 +241,7 @@ class WorkerMetrics:
         self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
         held = self.horizon.held(await self.worker.run_sql(_store.horizon_holders(0.0)))
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
+        self.read_at.set_to_current_time()
 
     def close(self) -> None:
         """In multiprocess mode, remove this process's live gauges: it serves no more."""
