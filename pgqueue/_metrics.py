@@ -287,11 +287,12 @@ class MetricsServer:
         await self.metrics.refresh_depth(self.interval)
 
     def close(self) -> None:
-        """Stop serving, if it was."""
+        """Stop serving, if it was; in multiprocess mode, remove this process's live gauges
+        (made with the metrics, so even if the port could not be bound)."""
         if self._serving is not None:
             server, thread = self._serving
             self._serving = None
             server.shutdown()
             server.server_close()
             thread.join(5)
-            self.metrics.close()
+        self.metrics.close()

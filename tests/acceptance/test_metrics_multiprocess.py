@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,25 @@ def test_a_multiprocess_directory_that_does_not_exist_stops_the_worker_with_one_
         f"Error: PROMETHEUS_MULTIPROC_DIR is not a directory: {missing}"
     ]
     assert states(dsn) == {"queued": 1}
+
+
+def test_a_worker_whose_port_is_in_use_leaves_no_live_gauges_behind(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A worker that could not bind its metrics port exited 1 leaving its live gauges' files
+    in the directory (made with the metrics, before the bind), served by the other workers
+    until one of them swept them; it removes them as it exits."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app",
+             "tests.integration.tasks_app", "worker", "-q", "io", "--burst",
+             "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "cannot serve metrics on 127.0.0.1 port" in done.stderr
+    assert list(tmp_path.glob("gauge_live*.db")) == []
