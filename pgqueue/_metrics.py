@@ -3,13 +3,21 @@
 Counters and histograms are fed by the worker's job events, in memory. Queue depth is read by
 one bounded query every ``interval`` seconds (a capped count on the claim index), never by a
 scrape, so a scraper cannot load the database however often it comes.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client keeps every value in that directory's
+files, one set per process: each worker then serves the totals of every process that writes
+there (counters summed, gauges the live workers' own mode), and removes its live gauges' files
+at its stop, and those of any process that died without doing so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -46,12 +54,64 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
+def _multiprocess() -> Any:
+    _prometheus()
+    import prometheus_client.multiprocess
+
+    return prometheus_client.multiprocess
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of prometheus_client's multiprocess mode, if it is set; raises
+    ConfigurationError if it is not a directory (prometheus_client cannot write there)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not os.path.isdir(path):
+        raise ConfigurationError(f"PROMETHEUS_MULTIPROC_DIR is not a directory: {path}")
+    return path or None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_dead(path: str) -> None:
+    """Remove the live gauges of the processes that died without their stop removing them
+    (killed): the live modes would otherwise add their last values for ever."""
+    for file in Path(path).glob("gauge_live*_*.db"):
+        pid = file.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _multiprocess().mark_process_dead(int(pid), path)
+
+
+class _WithoutCreated:
+    """A registry's metrics without their ``_created`` samples: each counter and histogram
+    series had one, a series more for Prometheus to store per counter that tells it nothing
+    here (every series starts with the worker, at 0), and multiprocess mode has none."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        """Each metric of the registry, its ``_created`` samples left out."""
+        for family in self.registry.collect():
+            created = family.name + "_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
+
 class WorkerMetrics:
     """The metrics of one worker, in a registry of their own."""
 
     def __init__(self, worker: Worker) -> None:
         p = _prometheus()
         self.worker = worker
+        self.multiprocess = multiprocess_dir()
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
         r = self.registry
@@ -74,20 +134,44 @@ class WorkerMetrics:
             "pgqueue_job_start_latency_seconds", "Time from runnable (enqueue or run_at) to start.",
             ["queue"], buckets=SECONDS_BUCKETS, registry=r,
         )  # fmt: skip
+        # Read by every worker: with several in multiprocess mode, the live ones' latest.
+        latest = "livemostrecent"
         self.depth = p.Gauge("pgqueue_queue_depth", f"Runnable jobs (capped at {DEPTH_CAP}).",
-                             ["queue"], registry=r)  # fmt: skip
+                             ["queue"], registry=r, multiprocess_mode=latest)  # fmt: skip
         self.estimate = p.Gauge("pgqueue_active_jobs_estimate",
                                  "Queued + running jobs, all queues (planner estimate).",
-                                 registry=r)  # fmt: skip
+                                 registry=r, multiprocess_mode=latest)  # fmt: skip
         self.oldest_transaction = p.Gauge(
             "pgqueue_oldest_transaction_seconds",
             "Seconds the oldest holder has held back the cleanup of the queue's tables "
             "(a slot or a standby: since this worker first saw it at the same xmin).",
-            registry=r,
+            registry=r, multiprocess_mode=latest,
         )  # fmt: skip
-        running = p.Gauge("pgqueue_jobs_running", "Jobs this worker runs now.", registry=r)
-        running.set_function(lambda: worker.running)
+        self.read_at = p.Gauge(
+            "pgqueue_queue_depth_read_timestamp_seconds", "When the depth, the estimate and the"
+            " oldest holder were last read (Unix time): a failed read leaves them as they were.",
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.running = p.Gauge("pgqueue_jobs_running", "Jobs the worker (or, in multiprocess"
+                               " mode, the live workers) runs now.", registry=r,
+                               multiprocess_mode="livesum")  # fmt: skip
+        if self.multiprocess is None:  # else read from the files, kept up by the events
+            self.running.set_function(lambda: worker.running)
         self._start_at_zero()
+
+    def served(self) -> Any:
+        """The registry to serve: this worker's own without its ``_created`` series, or in
+        multiprocess mode one that reads every process's files (which have none)."""
+        registry = _prometheus().CollectorRegistry(auto_describe=False)
+        if self.multiprocess is None:
+            registry.register(_WithoutCreated(self.registry))
+        else:
+            _multiprocess().MultiProcessCollector(registry, self.multiprocess)
+        return registry
+
+    def _count_running(self) -> None:
+        if self.multiprocess is not None:
+            self.running.set(self.worker.running)
 
     def _start_at_zero(self) -> None:
         """Serve the counters' known series at 0 from the start: rate() and increase() cannot
@@ -115,6 +199,7 @@ class WorkerMetrics:
             counter.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
+        self._count_running()
 
     def on_rescued(self, requeued: int, ended: int) -> None:
         """Count the jobs of lost workers one rescue requeued and ended."""
@@ -124,6 +209,7 @@ class WorkerMetrics:
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""
         self.latency.labels(job.queue).observe(job.waited)
+        self._count_running()
 
     async def refresh_depth(self, interval: float) -> None:
         """Every ``interval`` seconds, forever: :meth:`refresh`."""
@@ -144,13 +230,23 @@ class WorkerMetrics:
 
     async def refresh(self) -> None:
         """Read the depth of the worker's queues, the size of the queue table, and how long the
-        oldest holder has held back its cleanup."""
+        oldest holder has held back its cleanup; in multiprocess mode first the jobs running
+        and the sweep of dead processes' gauges, which need no database."""
+        if self.multiprocess is not None:
+            self._count_running()
+            sweep_dead(self.multiprocess)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
             self.depth.labels(queue).set(count)
         self.estimate.set(await self.worker.run_sql(_store.jobs_estimate_active()))
         held = self.horizon.held(await self.worker.run_sql(_store.horizon_holders(0.0)))
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
+        self.read_at.set_to_current_time()
+
+    def close(self) -> None:
+        """In multiprocess mode, remove this process's live gauges: it serves no more."""
+        if self.multiprocess is not None:
+            _multiprocess().mark_process_dead(os.getpid(), self.multiprocess)
 
 
 class MetricsServer:
@@ -176,7 +272,7 @@ class MetricsServer:
         ``worker.events.metrics_port``."""
         try:
             self._serving = _prometheus().start_http_server(
-                self.port, self.addr, registry=self.metrics.registry
+                self.port, self.addr, registry=self.metrics.served()
             )
         except OSError as exc:
             raise ConfigurationError(
@@ -191,10 +287,12 @@ class MetricsServer:
         await self.metrics.refresh_depth(self.interval)
 
     def close(self) -> None:
-        """Stop serving, if it was."""
+        """Stop serving, if it was; in multiprocess mode, remove this process's live gauges
+        (made with the metrics, so even if the port could not be bound)."""
         if self._serving is not None:
             server, thread = self._serving
             self._serving = None
             server.shutdown()
             server.server_close()
             thread.join(5)
+        self.metrics.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -337,6 +338,37 @@ async def test_metrics_error_says_why_with_one_traceback_per_outage(
     errors = records(caplog, "metrics_error")[:3]
     assert all("OperationalError: the database system" in r.getMessage() for r in errors)
     assert [bool(r.exc_info) for r in errors] == [True, False, False]
+
+
+async def test_the_depth_says_when_it_was_last_read_and_a_failed_read_does_not_move_it(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database could not be read, the depth (and the estimate, the oldest holder)
+    went on serving its last reading as if it were current: a dashboard showed a steady
+    backlog, and no alert on the depth could fire. pgqueue_queue_depth_read_timestamp_seconds
+    says when they were last read; a failed read leaves it where it was."""
+    pytest.importorskip("prometheus_client")
+    from pgqueue._metrics import WorkerMetrics
+
+    worker = t.app.worker(dsn=dsn, queues=["io"])
+    metrics = WorkerMetrics(worker)
+    name = "pgqueue_queue_depth_read_timestamp_seconds"
+    try:
+        assert metrics.registry.get_sample_value(name) == 0.0
+        before = time.time()
+        await metrics.refresh()
+        read = metrics.registry.get_sample_value(name)
+        assert read is not None and read >= before
+    finally:
+        await worker._close_connections()
+
+    async def refused(query: Any) -> Any:
+        raise psycopg.OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(worker, "run_sql", refused)
+    with pytest.raises(psycopg.OperationalError):
+        await metrics.refresh()
+    assert metrics.registry.get_sample_value(name) == read
 
 
 async def test_an_acker_bug_met_again_by_the_last_flush_still_puts_jobs_back_and_deregisters(

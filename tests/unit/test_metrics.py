@@ -98,3 +98,16 @@ def test_a_retry_the_task_asked_for_is_no_failed_attempt() -> None:
     labels = (("queue", "q"), ("task", "work"))
     assert series(m, "pgqueue_job_retries_total") == {labels: 1.0}
     assert series(m, "pgqueue_jobs_rescheduled_total") == {labels: 2.0}
+
+
+def test_the_served_metrics_have_no_created_series() -> None:
+    """Each counter and histogram series came with a ``_created`` series (the time it was
+    made), a series more per counter for Prometheus to store that says nothing here, where
+    every series starts at 0 with the worker; multiprocess mode serves none. The worker's
+    port serves none in either mode."""
+    m = metrics()
+    m.on_finished(JobEvent(JobContext(1, "work", "q", 1, 3), "succeeded", 0.5))
+    text = prometheus_client.generate_latest(m.served()).decode()
+    assert "pgqueue_jobs_finished_total{" in text
+    assert "pgqueue_job_duration_seconds_count{" in text
+    assert "_created" not in text

@@ -1,0 +1,173 @@
+"""Metrics of several worker processes on one host, in prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``): real workers in subprocesses, scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import query, states
+
+ROOT = Path(__file__).parents[2]
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+
+def start_worker(dsn: str, directory: Path, name: str, queue: str) -> subprocess.Popen[str]:
+    """A CLI worker of ``queue`` serving metrics on a free port, its JSON log on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "tests.integration.tasks_app",
+         "--log-format", "json", "worker", "-q", queue, "--metrics-port", "0",
+         "--metrics-addr", "127.0.0.1", "--name", name],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )  # fmt: skip
+
+
+def metrics_port(worker: subprocess.Popen[str]) -> int:
+    """The port the worker's log says it serves metrics on."""
+    assert worker.stderr is not None
+    for line in worker.stderr:
+        record = json.loads(line)
+        if record.get("action") == "metrics_serving":
+            return int(record["port"])
+    raise AssertionError(f"the worker exited {worker.wait()} without serving metrics")
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One scrape of ``port``: each sample's value, by its name and sorted labels."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def wait_for(what: str, check: Callable[[], bool]) -> None:
+    """Poll ``check`` until it holds (a correctness check with a generous bound, no timing)."""
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.2)
+
+
+def finished(port: int, task: str, queue: str) -> float:
+    """The succeeded count of ``task`` on ``queue`` a scrape of ``port`` gives."""
+    key = (("queue", queue), ("state", "succeeded"), ("task", task))
+    return scrape(port).get(("pgqueue_jobs_finished_total", key), -1.0)
+
+
+def pids_of(directory: Path, prefix: str = "") -> set[int]:
+    """The process ids prometheus_client's files in ``directory`` are named after."""
+    return {int(f.stem.rsplit("_", 1)[1]) for f in directory.glob(f"{prefix}*.db")}
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Worker processes to start; any left running at the end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for worker in started:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait(30)
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+def test_a_scrape_of_one_worker_counts_the_jobs_of_every_worker_on_the_host(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, each worker served only its own in-memory counts
+    (and wrote files nothing read): a scrape of one port missed the other workers' jobs. Now
+    every worker serves the host's totals, the process pool's jobs counted once by the worker
+    that ran them (its children record nothing); a gauge is the live workers' (no pid
+    label), and the files of a killed worker's and of a stopped worker's gauges are removed."""
+    for task, args, queue, n in (("add", "[1, 2]", "io", 3), ("process_pid", "[]", "cpu", 2)):
+        for _ in range(n):
+            query(dsn, "SELECT pgqueue.enqueue(%s, %s::jsonb, queue => %s)",
+                  [f"tests.integration.tasks_app.{task}", args, queue])  # fmt: skip
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    cpu = start_worker(dsn, tmp_path, "w-cpu", "cpu")
+    workers.append(cpu)
+    port, cpu_port = metrics_port(io), metrics_port(cpu)
+    wait_for("all jobs succeeded", lambda: states(dsn) == {"succeeded": 5})
+    add, pid = "tests.integration.tasks_app.add", "tests.integration.tasks_app.process_pid"
+    for p in (port, cpu_port):
+        wait_for("both workers' counts", lambda p=p: (finished(p, add, "io"),
+                 finished(p, pid, "cpu")) == (3.0, 2.0))  # fmt: skip
+    served = scrape(port)
+    assert served[("pgqueue_jobs_running", ())] == 0.0
+    assert ("pgqueue_queue_depth", (("queue", "cpu"),)) in served
+    assert not [name for name, _ in served if name.endswith("_created")]
+    # The process pool's children wrote no files: only the two workers did.
+    assert pids_of(tmp_path) == {io.pid, cpu.pid}
+
+    cpu.kill()
+    cpu.wait(30)
+    wait_for(
+        "the killed worker's live gauges gone",
+        lambda: cpu.pid not in pids_of(tmp_path, "gauge_live"),
+    )
+    assert (finished(port, add, "io"), finished(port, pid, "cpu")) == (3.0, 2.0)
+    io.send_signal(signal.SIGTERM)
+    assert io.wait(30) == 0
+    assert pids_of(tmp_path, "gauge_live") == set()
+
+
+def test_a_multiprocess_directory_that_does_not_exist_stops_the_worker_with_one_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR that does not exist made the metrics' creation raise
+    FileNotFoundError, a traceback naming a file of prometheus_client's; the worker now exits
+    1 with one line naming the variable, before claiming anything."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    missing = tmp_path / "missing"
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "tests.integration.tasks_app",
+         "worker", "-q", "io", "--burst", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(missing)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Error: PROMETHEUS_MULTIPROC_DIR is not a directory: {missing}"
+    ]
+    assert states(dsn) == {"queued": 1}
+
+
+def test_a_worker_whose_port_is_in_use_leaves_no_live_gauges_behind(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A worker that could not bind its metrics port exited 1 leaving its live gauges' files
+    in the directory (made with the metrics, before the bind), served by the other workers
+    until one of them swept them; it removes them as it exits."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app",
+             "tests.integration.tasks_app", "worker", "-q", "io", "--burst",
+             "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "cannot serve metrics on 127.0.0.1 port" in done.stderr
+    assert list(tmp_path.glob("gauge_live*.db")) == []
