@@ -165,6 +165,28 @@ def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, 
         t.app._dsn = None
 
 
+def test_assert_enqueued_leaves_an_idle_connection_idle(conn, dsn) -> None:
+    """On a connection with no transaction open (not autocommit), the assertion's read opened
+    one and left it "idle in transaction", holding a snapshot the test never asked for: it
+    now ends it, and a connection in a transaction stays in it, its jobs seen."""
+    assert_not_enqueued(t.add, conn=conn)
+    assert_not_enqueued(t.add, conn=conn.cursor())
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    t.add.enqueue(conn, 1, 2)
+    assert_enqueued(t.add, args=[1, 2], conn=conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+async def test_aassert_enqueued_leaves_an_idle_async_connection_idle(aconn) -> None:
+    """The async twin of the above: an idle async connection stays idle."""
+    await aassert_not_enqueued(t.add, conn=aconn)
+    await aassert_not_enqueued(t.add, conn=aconn.cursor())
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    await t.add.aenqueue(aconn, 1, 2)
+    await aassert_enqueued(t.add, args=[1, 2], conn=aconn)
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
 async def test_assert_enqueued_on_an_async_connection_names_its_async_twin(aconn) -> None:
     """An async connection as ``conn`` was told to commit and leave conn out, losing the
     uncommitted jobs the test meant to check: the error now names aassert_enqueued."""
