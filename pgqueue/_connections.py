@@ -113,9 +113,13 @@ def normalize_dsn(dsn: str) -> str:
 
 
 class ConnectionKindError(TypeError):
-    """A connection of the other kind (sync where async is wanted, or the reverse), or an
-    object no adapter takes: a caller with words of its own (``assert_enqueued``) may say it
-    its way, and leave any other ``TypeError`` (a driver, a session's binds) as said."""
+    """The connection given to enqueue on is of the other kind (sync where async is wanted, or
+    the reverse), or an object no adapter takes. An adapter raises it for an object of its
+    library of the other kind; ``assert_enqueued`` says it in its own words, and leaves any
+    other ``TypeError`` (a driver's, a session's binds) as said."""
+
+
+ConnectionKindError.__module__ = "pgqueue"
 
 
 @dataclass(frozen=True, slots=True)
