@@ -4,6 +4,7 @@ least-privilege roles, and redaction of stored errors."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sys
 import uuid
@@ -21,6 +22,7 @@ from pgqueue._migrate import roles_sql
 from pgqueue._store import _queries
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler, TickPruner
+from tests.acceptance.conftest import wait_for
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -589,3 +591,28 @@ async def test_a_prune_refused_half_way_reports_the_batches_that_passed(
     said = [(r.action, getattr(r, "count", None)) for r in caplog.records if hasattr(r, "action")]
     assert said == [("ticks_prune_denied", None), ("ticks_pruned", 500)]
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(100,)]
+
+
+async def test_a_worker_role_that_may_not_vacuum_says_so_once_and_stops_trying(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under pgqueue_worker (not the owner of active_jobs), the vacuum a maintenance pass runs
+    past vacuum_threshold dead rows was skipped by PostgreSQL in a warning no one saw, at
+    every pass: the worker now says once that autovacuum does that work alone, and stops."""
+    query(dsn, roles_sql())
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000)")
+    query(dsn, "DELETE FROM pgqueue.active_jobs")
+    counted = "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables " \
+              "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    wait_for(lambda: query(dsn, counted) == [(True,)], what="dead rows counted")
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    worker = pgqueue.PgQueue().worker(dsn=make_role("pgqueue_worker"), vacuum_threshold=1000)
+    try:
+        for _ in range(2):
+            await worker.maintain()
+    finally:
+        await worker._close_connections()
+    said = [r for r in caplog.records if getattr(r, "action", "") == "vacuum_not_permitted"]
+    assert [r.levelname for r in said] == ["INFO"]
+    assert "autovacuum" in said[0].getMessage()
+    assert "MAINTAIN" in said[0].getMessage()
