@@ -241,28 +241,46 @@ def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: s
     assert pgqueue.schema_check(owner_dsn) is None
 
 
+def _enqueue_every_way(producer: psycopg.Connection[Any]) -> list[int]:
+    """A unique job (new key, held key, on_conflict="raise"), SQL pgqueue.enqueue with a held
+    key, enqueue_many small and large (COPY), committed: the ids of the last."""
+    first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
+    assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
+    producer.commit()
+    with pytest.raises(pgqueue.DuplicateJob):
+        t.add.using(unique_key="order-1", on_conflict="raise").enqueue(producer, 1, 2)
+    producer.rollback()
+    held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
+    assert held.fetchone() == (first,)
+    small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
+    large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
+    producer.commit()
+    assert len(set(small) | set(large)) == 1510
+    return large
+
+
 def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> None:
-    """Under pgqueue_producer: a unique job (new key, held key, on_conflict="raise"), SQL
-    pgqueue.enqueue with a held key, enqueue_many small and large (COPY), and get_job. A
-    unique job and the SQL fallback failed on reading unique_key, and enqueue_many of 1,000
-    jobs or more on the identity sequence: "permission denied"."""
+    """Under pgqueue_producer: every way of enqueueing, and get_job. A unique job and the SQL
+    fallback failed on reading unique_key, and enqueue_many of 1,000 jobs or more on the
+    identity sequence: "permission denied"."""
     query(dsn, roles_sql())
-    producer_dsn = make_role("pgqueue_producer")
-    with psycopg.connect(producer_dsn) as producer:
-        first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
-        assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
-        producer.commit()
-        with pytest.raises(pgqueue.DuplicateJob):
-            t.add.using(unique_key="order-1", on_conflict="raise").enqueue(producer, 1, 2)
-        producer.rollback()
-        held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
-        assert held.fetchone() == (first,)
-        small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
-        large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
-        producer.commit()
-        assert len(set(small) | set(large)) == 1510
+    with psycopg.connect(make_role("pgqueue_producer")) as producer:
+        large = _enqueue_every_way(producer)
         job = t.app.get_job(producer, large[-1])
         assert job is not None and job.args == [1499, 1499]
+    assert states(dsn) == {"queued": 1511}
+
+
+def test_a_producer_kept_from_reading_jobs_still_enqueues_every_way(dsn: str, make_role) -> None:
+    """The producer reads every job's arguments, result and errors through pgqueue.jobs (for
+    get_job and wait): with that grant taken back, as security.md says a team may, every way
+    of enqueueing still works, and reading a job is refused."""
+    query(dsn, roles_sql())
+    query(dsn, "REVOKE SELECT ON pgqueue.jobs FROM pgqueue_producer")
+    with psycopg.connect(make_role("pgqueue_producer")) as producer:
+        large = _enqueue_every_way(producer)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            t.app.get_job(producer, large[-1])
     assert states(dsn) == {"queued": 1511}
 
 
