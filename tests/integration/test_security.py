@@ -634,3 +634,22 @@ async def test_a_worker_role_that_may_not_vacuum_says_so_once_and_stops_trying(
     assert [r.levelname for r in said] == ["INFO"]
     assert "autovacuum" in said[0].getMessage()
     assert "MAINTAIN" in said[0].getMessage()
+
+
+def test_only_the_insert_trigger_runs_as_the_owner_and_its_search_path_is_pinned(
+    dsn: str,
+) -> None:
+    """A SECURITY DEFINER function without a pinned search_path runs, as the owner, whatever a
+    caller's path puts before pg_catalog: only the insert trigger's function runs as the owner
+    (it reads the history the producer cannot), and its path is pg_catalog, pg_temp (last).
+    enqueue, cancel and retry run with their caller's privileges."""
+    rows = query(
+        dsn,
+        """
+        SELECT p.proname, p.prosecdef, p.proconfig
+          FROM pg_proc AS p WHERE p.pronamespace = 'pgqueue'::regnamespace ORDER BY 1""",
+    )
+    assert [(name, config) for name, definer, config in rows if definer] == [
+        ("notify_jobs_inserted", ["search_path=pg_catalog, pg_temp"])
+    ]
+    assert {"enqueue", "cancel", "retry"} <= {name for name, definer, _ in rows if not definer}
