@@ -5,7 +5,7 @@ Jobs are rows, enqueued in the caller's own transaction; workers claim them with
 """
 
 from pgqueue._app import PgQueue
-from pgqueue._connections import Adapter, register_adapter
+from pgqueue._connections import Adapter, ConnectionKindError, register_adapter
 from pgqueue._errors import (
     Cancel,
     ConfigurationError,
@@ -31,6 +31,7 @@ __all__ = [
     "Adapter",
     "Cancel",
     "ConfigurationError",
+    "ConnectionKindError",
     "DuplicateJob",
     "Job",
     "JobContext",

@@ -864,6 +864,11 @@ def active_dead_tuples() -> Query[tuple[int, int, float]]:
     return Query(q.ACTIVE_DEAD_TUPLES, None, lambda rows: rows[0])
 
 
+def active_vacuum_permitted() -> Query[bool]:
+    """Whether this role may vacuum active_jobs (PostgreSQL skips the vacuum otherwise)."""
+    return Query(q.ACTIVE_VACUUM_PERMITTED, None, _one)
+
+
 def active_vacuum() -> Query[None]:
     """Vacuum active_jobs now, unless someone else already is."""
     return Query(q.ACTIVE_VACUUM, None, _nothing)

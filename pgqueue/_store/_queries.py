@@ -1905,6 +1905,16 @@ SELECT coalesce(max(n_dead_tup), 0), coalesce(max(n_live_tup), 0),
 # SKIP_LOCKED: when another worker (or autovacuum) is already at it, skip instead of waiting.
 ACTIVE_VACUUM: LiteralString = "VACUUM (SKIP_LOCKED) pgqueue.active_jobs"
 
+# VACUUM skips, with a warning only its session sees, a table whose owner (or database's owner)
+# the role is not, nor has the MAINTAIN privilege on (PostgreSQL 17+): pgqueue_worker's case.
+ACTIVE_VACUUM_PERMITTED: LiteralString = """
+SELECT pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE')
+       OR CASE WHEN current_setting('server_version_num')::int >= 170000
+               THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+  FROM pg_class AS c, pg_database AS d
+ WHERE c.oid = 'pgqueue.active_jobs'::regclass AND d.datname = current_database()
+"""
+
 # What keeps VACUUM (and index scans marking entries dead) from removing the row versions
 # claims and acks leave behind in this database, one row per holder:
 # - open transactions: any that holds an xid, in any database of the server, and snapshots

@@ -195,6 +195,7 @@ class Worker:
         self.listen = listen
         self.batch_size = batch_size
         self.vacuum_threshold = vacuum_threshold
+        self._vacuum_permitted: bool | None = None  # asked when a vacuum is first due
         self.long_transaction_warning = long_transaction_warning
         self._horizon = HorizonWatch()  # what holds back cleanup: seen, and warned of
         self.stats = WorkerStats()
@@ -1394,8 +1395,24 @@ class Worker:
         if not self.vacuum_threshold:
             return
         dead, live, since = await self._maint_db.run(_store.active_dead_tuples())
-        if dead >= max(self.vacuum_threshold, live // 5) and since >= self.rescue_interval / 2:
+        due = dead >= max(self.vacuum_threshold, live // 5) and since >= self.rescue_interval / 2
+        if due and await self._may_vacuum():
             await self._maint_db.run(_store.active_vacuum())
+
+    async def _may_vacuum(self) -> bool:
+        """Whether this worker's role may vacuum active_jobs, asked once; said once if not.
+        PostgreSQL skips a vacuum it may not run with a warning to this session alone, which
+        went unseen at every pass."""
+        if self._vacuum_permitted is None:
+            self._vacuum_permitted = await self._maint_db.run(_store.active_vacuum_permitted())
+            if not self._vacuum_permitted:
+                log.info(
+                    "this worker's role may not vacuum pgqueue.active_jobs (only its owner may,"
+                    " or on PostgreSQL 17 and later a role granted MAINTAIN on it): autovacuum"
+                    " clears its dead rows alone",
+                    extra={"action": "vacuum_not_permitted"},
+                )
+        return self._vacuum_permitted
 
     async def _warn_horizon_holders(self) -> None:
         """Warn, once per holder, of what has kept the row versions of finished jobs from being

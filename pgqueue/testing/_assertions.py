@@ -74,6 +74,12 @@ def _refused(conn: Any, sync: bool) -> TypeError:
     )
 
 
+def _idle(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether reading on ``conn`` would open a transaction that the caller then holds ("idle
+    in transaction", a snapshot kept): no transaction is open, and it is not autocommit."""
+    return not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
     calls = _eager_calls(task)
     if calls is not None:
@@ -88,7 +94,10 @@ def _queued(task: Task[Any, Any], conn: SyncConnection | None) -> list[Call]:
             found = sync_connection(conn)
         except ConnectionKindError:
             raise _refused(conn, sync=True) from None
-        with sync_cursor(found) as cur:
+        with (
+            found.transaction(force_rollback=True) if _idle(found) else contextlib.nullcontext(),
+            sync_cursor(found) as cur,
+        ):
             return _calls(_store.run(cur, query))
 
 
@@ -107,7 +116,10 @@ async def _aqueued(task: Task[Any, Any], conn: AsyncConnection | None) -> list[C
             found = await async_connection(conn)
         except ConnectionKindError:
             raise _refused(conn, sync=False) from None
-        async with async_cursor(found) as cur:
+        async with (
+            found.transaction(force_rollback=True) if _idle(found) else contextlib.nullcontext(),
+            async_cursor(found) as cur,
+        ):
             return _calls(await _store.arun(cur, query))
 
 

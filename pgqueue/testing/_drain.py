@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import gc
 import os
 import sys
 import warnings
@@ -18,6 +17,7 @@ import psycopg
 
 from pgqueue import _store
 from pgqueue._app import PgQueue
+from pgqueue._connections import watch_connections, watched_backends
 from pgqueue._errors import Retry, SchemaError
 from pgqueue._hooks import Middleware
 from pgqueue._options import check_count, check_queue
@@ -38,6 +38,10 @@ LOCK_WAIT = 10.0
 STEP_ASIDE = 1.0
 
 _ASYNCIO = os.path.dirname(asyncio.__file__) + os.sep
+
+# drain() names a connection of this process idling in a transaction that wrote jobs: keep the
+# connections pgqueue runs on from here on (a pytest run imports this with the plugin, first).
+watch_connections()
 
 
 def _queue_names(queues: Sequence[str] | str | None) -> list[str] | None:
@@ -192,10 +196,13 @@ class _Attempts:
 async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
     """A warning when another session of this process idles in a transaction that wrote jobs:
     most likely the test's own connection, whose enqueued jobs no drain can see until it
-    commits."""
+    commits. Only connections pgqueue ran on (enqueues, Django's and SQLAlchemy's too) are
+    named: a transaction of another process, another pytest-xdist worker's test on a shared
+    database, is no concern of the caller's, and the warning would fail its test under
+    ``filterwarnings = error``; jobs written with SQL of one's own go unnamed."""
     writers = await _store.arun(cur, _store.locks_writers_idle())
     if writers:
-        own = _own_backends()
+        own = watched_backends()
         writers = [row for row in writers if row[0] in own]
     if not writers:
         return None
@@ -204,18 +211,6 @@ async def _unseen_writes(cur: psycopg.AsyncCursor[Any]) -> str | None:
         "transaction wrote, which no worker can see: commit before calling drain() if those "
         "are the jobs you meant"
     )
-
-
-def _own_backends() -> set[int]:
-    """The server pids of this process's open psycopg connections (those SQLAlchemy and
-    Django hold included): a transaction of another process, another pytest-xdist worker's
-    test on a shared database, is no concern of the caller's, and the warning would fail its
-    test under ``filterwarnings = error``. Looked for only when a warning is due."""
-    return {
-        obj.info.backend_pid
-        for obj in gc.get_objects()  # not isinstance(): a lazy proxy's __class__ sets it up
-        if issubclass(type(obj), psycopg.BaseConnection) and not obj.closed
-    }
 
 
 def _warn(text: str | None) -> None:

@@ -55,6 +55,25 @@ def test_migrate_says_what_it_did(empty_dsn: str) -> None:
     ]
 
 
+def test_migrate_with_a_lock_timeout_gives_up_behind_a_long_transaction(empty_dsn: str) -> None:
+    """production.md's recipe for a busy database: behind a transaction holding
+    pgqueue.active_jobs, an upgrade that needs its exclusive lock waits, and every claim, ack
+    and enqueue queues behind its request; with a lock_timeout in the DSN it fails instead,
+    changing nothing, and a run once the transaction is over upgrades."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, "0003", lambda text: cur.execute(text.encode()))
+    impatient = make_conninfo(empty_dsn, options="-c lock_timeout=300ms")
+    with psycopg.connect(empty_dsn) as holder:
+        holder.execute("SELECT count(*) FROM pgqueue.active_jobs")  # its lock, to the end
+        refused = cli(impatient, "migrate")
+    assert refused.returncode == 1
+    assert "lock timeout (LockNotAvailable)" in refused.stderr
+    revision = "SELECT version_num FROM pgqueue.alembic_version"
+    assert query(empty_dsn, revision) == [("0003",)]
+    assert cli(impatient, "migrate").returncode == 0
+    assert query(empty_dsn, revision) == [(SCHEMA_REVISION,)]
+
+
 def test_migrate_check_names_the_command_to_run(empty_dsn: str) -> None:
     """On an empty database --check exits 1 with one line naming `pgqueue migrate`."""
     result = cli(empty_dsn, "migrate", "--check")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.server
 import json
 import logging
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 import pgqueue
-from pgqueue import _testdb
+from pgqueue import _connections, _testdb
 from pgqueue.testing import (
     _drain,
     aassert_enqueued,
@@ -163,6 +165,28 @@ def test_assert_enqueued_reads_uncommitted_jobs_on_the_callers_connection(conn, 
         assert_enqueued(t.add, kwargs={})
     finally:
         t.app._dsn = None
+
+
+def test_assert_enqueued_leaves_an_idle_connection_idle(conn, dsn) -> None:
+    """On a connection with no transaction open (not autocommit), the assertion's read opened
+    one and left it "idle in transaction", holding a snapshot the test never asked for: it
+    now ends it, and a connection in a transaction stays in it, its jobs seen."""
+    assert_not_enqueued(t.add, conn=conn)
+    assert_not_enqueued(t.add, conn=conn.cursor())
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    t.add.enqueue(conn, 1, 2)
+    assert_enqueued(t.add, args=[1, 2], conn=conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+async def test_aassert_enqueued_leaves_an_idle_async_connection_idle(aconn) -> None:
+    """The async twin of the above: an idle async connection stays idle."""
+    await aassert_not_enqueued(t.add, conn=aconn)
+    await aassert_not_enqueued(t.add, conn=aconn.cursor())
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    await t.add.aenqueue(aconn, 1, 2)
+    await aassert_enqueued(t.add, args=[1, 2], conn=aconn)
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
 
 
 async def test_assert_enqueued_on_an_async_connection_names_its_async_twin(aconn) -> None:
@@ -892,6 +916,41 @@ def test_drain_looking_for_its_own_sessions_sets_up_no_lazy_object(conn, dsn) ->
         drain(t.app, dsn=dsn)
     assert _Lazy.set_up == 0
     del lazy
+
+
+def test_drain_finds_its_own_sessions_without_walking_every_live_object(
+    conn, dsn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming the test's own uncommitted session, drain looked for this process's connections
+    among all live objects (gc.get_objects), 55 ms in a process holding a million: it now
+    reads the connections pgqueue ran on, which it keeps."""
+
+    def walked(*args: object, **kwargs: object) -> list[object]:
+        raise AssertionError("drain() walked every live object")
+
+    monkeypatch.setattr(gc, "get_objects", walked)
+    monkeypatch.setattr(gc, "get_referrers", walked)
+    t.add.enqueue(conn, 1, 2)
+    with pytest.warns(RuntimeWarning, match=f"pid {conn.info.backend_pid} "):
+        drain(t.app, dsn=dsn)
+
+
+async def test_the_connections_drain_looks_among_are_held_weakly(dsn) -> None:
+    """The connections kept for drain's warning, sync and async, are not kept alive by it,
+    and a closed one is not named."""
+    sync = psycopg.connect(dsn)
+    asynchronous = await psycopg.AsyncConnection.connect(dsn)
+    t.add.enqueue(sync, 1, 2)
+    await t.add.aenqueue(asynchronous, 1, 2)
+    pids = {sync.info.backend_pid, asynchronous.info.backend_pid}
+    assert pids <= _connections.watched_backends()
+    sync.close()
+    await asynchronous.close()
+    assert not pids & _connections.watched_backends()
+    refs = [weakref.ref(sync), weakref.ref(asynchronous)]
+    del sync, asynchronous
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 async def _ask_again() -> None:

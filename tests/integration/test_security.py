@@ -4,6 +4,7 @@ least-privilege roles, and redaction of stored errors."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sys
 import uuid
@@ -21,6 +22,7 @@ from pgqueue._migrate import roles_sql
 from pgqueue._store import _queries
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler, TickPruner
+from tests.acceptance.conftest import wait_for
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
@@ -239,28 +241,46 @@ def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: s
     assert pgqueue.schema_check(owner_dsn) is None
 
 
+def _enqueue_every_way(producer: psycopg.Connection[Any]) -> list[int]:
+    """A unique job (new key, held key, on_conflict="raise"), SQL pgqueue.enqueue with a held
+    key, enqueue_many small and large (COPY), committed: the ids of the last."""
+    first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
+    assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
+    producer.commit()
+    with pytest.raises(pgqueue.DuplicateJob):
+        t.add.using(unique_key="order-1", on_conflict="raise").enqueue(producer, 1, 2)
+    producer.rollback()
+    held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
+    assert held.fetchone() == (first,)
+    small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
+    large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
+    producer.commit()
+    assert len(set(small) | set(large)) == 1510
+    return large
+
+
 def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> None:
-    """Under pgqueue_producer: a unique job (new key, held key, on_conflict="raise"), SQL
-    pgqueue.enqueue with a held key, enqueue_many small and large (COPY), and get_job. A
-    unique job and the SQL fallback failed on reading unique_key, and enqueue_many of 1,000
-    jobs or more on the identity sequence: "permission denied"."""
+    """Under pgqueue_producer: every way of enqueueing, and get_job. A unique job and the SQL
+    fallback failed on reading unique_key, and enqueue_many of 1,000 jobs or more on the
+    identity sequence: "permission denied"."""
     query(dsn, roles_sql())
-    producer_dsn = make_role("pgqueue_producer")
-    with psycopg.connect(producer_dsn) as producer:
-        first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
-        assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
-        producer.commit()
-        with pytest.raises(pgqueue.DuplicateJob):
-            t.add.using(unique_key="order-1", on_conflict="raise").enqueue(producer, 1, 2)
-        producer.rollback()
-        held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
-        assert held.fetchone() == (first,)
-        small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
-        large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
-        producer.commit()
-        assert len(set(small) | set(large)) == 1510
+    with psycopg.connect(make_role("pgqueue_producer")) as producer:
+        large = _enqueue_every_way(producer)
         job = t.app.get_job(producer, large[-1])
         assert job is not None and job.args == [1499, 1499]
+    assert states(dsn) == {"queued": 1511}
+
+
+def test_a_producer_kept_from_reading_jobs_still_enqueues_every_way(dsn: str, make_role) -> None:
+    """The producer reads every job's arguments, result and errors through pgqueue.jobs (for
+    get_job and wait): with that grant taken back, as security.md says a team may, every way
+    of enqueueing still works, and reading a job is refused."""
+    query(dsn, roles_sql())
+    query(dsn, "REVOKE SELECT ON pgqueue.jobs FROM pgqueue_producer")
+    with psycopg.connect(make_role("pgqueue_producer")) as producer:
+        large = _enqueue_every_way(producer)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            t.app.get_job(producer, large[-1])
     assert states(dsn) == {"queued": 1511}
 
 
@@ -589,3 +609,47 @@ async def test_a_prune_refused_half_way_reports_the_batches_that_passed(
     said = [(r.action, getattr(r, "count", None)) for r in caplog.records if hasattr(r, "action")]
     assert said == [("ticks_prune_denied", None), ("ticks_pruned", 500)]
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(100,)]
+
+
+async def test_a_worker_role_that_may_not_vacuum_says_so_once_and_stops_trying(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under pgqueue_worker (not the owner of active_jobs), the vacuum a maintenance pass runs
+    past vacuum_threshold dead rows was skipped by PostgreSQL in a warning no one saw, at
+    every pass: the worker now says once that autovacuum does that work alone, and stops."""
+    query(dsn, roles_sql())
+    query(dsn, "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000)")
+    query(dsn, "DELETE FROM pgqueue.active_jobs")
+    counted = "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables " \
+              "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+    wait_for(lambda: query(dsn, counted) == [(True,)], what="dead rows counted")
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    worker = pgqueue.PgQueue().worker(dsn=make_role("pgqueue_worker"), vacuum_threshold=1000)
+    try:
+        for _ in range(2):
+            await worker.maintain()
+    finally:
+        await worker._close_connections()
+    said = [r for r in caplog.records if getattr(r, "action", "") == "vacuum_not_permitted"]
+    assert [r.levelname for r in said] == ["INFO"]
+    assert "autovacuum" in said[0].getMessage()
+    assert "MAINTAIN" in said[0].getMessage()
+
+
+def test_only_the_insert_trigger_runs_as_the_owner_and_its_search_path_is_pinned(
+    dsn: str,
+) -> None:
+    """A SECURITY DEFINER function without a pinned search_path runs, as the owner, whatever a
+    caller's path puts before pg_catalog: only the insert trigger's function runs as the owner
+    (it reads the history the producer cannot), and its path is pg_catalog, pg_temp (last).
+    enqueue, cancel and retry run with their caller's privileges."""
+    rows = query(
+        dsn,
+        """
+        SELECT p.proname, p.prosecdef, p.proconfig
+          FROM pg_proc AS p WHERE p.pronamespace = 'pgqueue'::regnamespace ORDER BY 1""",
+    )
+    assert [(name, config) for name, definer, config in rows if definer] == [
+        ("notify_jobs_inserted", ["search_path=pg_catalog, pg_temp"])
+    ]
+    assert {"enqueue", "cancel", "retry"} <= {name for name, definer, _ in rows if not definer}

@@ -12,8 +12,8 @@ import pgqueue
 from pgqueue._schema import KNOWN_REVISIONS, SCHEMA_REVISION
 
 EXPECTED = {
-    "Adapter", "Cancel", "ConfigurationError", "JobContext", "PgQueue", "PgQueueError",
-    "Retry", "RetryPolicy", "SchemaError", "Task", "UnknownTaskError", "Worker",
+    "Adapter", "Cancel", "ConfigurationError", "ConnectionKindError", "JobContext", "PgQueue",
+    "PgQueueError", "Retry", "RetryPolicy", "SchemaError", "Task", "UnknownTaskError", "Worker",
     "__version__", "current_job", "migrate", "migration_sql", "register_adapter",
     "schema_check",
 }  # fmt: skip
@@ -45,6 +45,22 @@ def test_public_classes_present_themselves_as_pgqueue() -> None:
         obj = getattr(pgqueue, name)
         if inspect.isclass(obj):
             assert obj.__module__ == "pgqueue", name
+
+
+def test_a_connection_enqueue_cannot_use_is_refused_with_a_public_type_error() -> None:
+    """A job whose task enqueued on an object no adapter takes recorded the private class
+    name ``ConnectionKindError``, which users could neither import nor find documented: it is
+    now ``pgqueue.ConnectionKindError``, a ``TypeError``, which adapters may raise too."""
+    app = pgqueue.PgQueue()
+
+    @app.task
+    def noop() -> None:
+        """Nothing."""
+
+    with pytest.raises(pgqueue.ConnectionKindError, match=r"cannot enqueue on a builtins\.object"):
+        noop.enqueue(object())
+    assert issubclass(pgqueue.ConnectionKindError, TypeError)
+    assert pgqueue.ConnectionKindError.__module__ == "pgqueue"
 
 
 def test_code_revision_is_the_newest_migration() -> None:
