@@ -51,11 +51,11 @@ def bench_server(where: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bench_database(admin: str, keep: bool = False) -> Iterator[str]:
+def bench_database(admin: str, keep: bool = False, prefix: str = "pgqueue_bench") -> Iterator[str]:
     """A dedicated, migrated database for one bench run (never a test database)."""
     from pgqueue import migrate
 
-    name = f"pgqueue_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = make_conninfo(admin, dbname=name)

@@ -107,6 +107,7 @@ class JobExecutor:
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
         self._inline_tasks: dict[Task[Any, Any], bool] = {}  # runs_inline() per task
+        self._plain_tasks: dict[Task[Any, Any], bool] = {}  # _plain() per task, crash aside
 
     def runs_inline(self, job: ClaimedJob) -> bool:
         """Whether :meth:`run` would finish ``job`` without ever suspending: a coroutine
@@ -133,9 +134,17 @@ class JobExecutor:
             middleware = self.app.hooks.middleware
             if middleware:
                 pending = call_through(middleware, ctx, lambda: self._call(task, job, ctx))
-            else:  # one coroutine layer less for every job
+            elif job.timeout is None and self._plain(task, job):
+                pending = None
+            else:
                 pending = self._call(task, job, ctx)
-            if job.timeout is None:  # most jobs: no timeout machinery at all
+            if pending is None:  # most jobs: the task's coroutine awaited here, one layer less
+                running = _current.set(ctx)
+                try:
+                    result = await task.fn(*job.args, **job.kwargs)  # type: ignore[misc]
+                finally:
+                    _current.reset(running)
+            elif job.timeout is None:  # no timeout machinery at all
                 result = await pending
             else:
                 async with (timer := asyncio.timeout(job.timeout)):
@@ -175,6 +184,14 @@ class JobExecutor:
         if not task.options.store_result:
             return Outcome(job.id, job.attempt, "succeeded")
         return self._success(job, result)
+
+    def _plain(self, task: Task[Any, Any], job: ClaimedJob) -> bool:
+        """Whether ``job`` runs as its task's coroutine on the loop, as :meth:`_call` would run
+        it: not in a process, nor isolated after a crash."""
+        plain = self._plain_tasks.get(task)
+        if plain is None:
+            plain = self._plain_tasks[task] = task.options.executor != "process" and _on_loop(task)
+        return plain and not job.crashed
 
     def _decided(self, job: ClaimedJob, exc: Retry | Cancel) -> Outcome:
         """The outcome the task asked for, raising ``exc``."""
