@@ -139,7 +139,9 @@ def _timeout(value: float | timedelta) -> float:
     return float(seconds)
 
 
-def _check_run_at(run_at: object) -> None:
+def check_run_at(run_at: datetime) -> datetime:
+    """Return ``run_at`` if it is a timezone-aware datetime a job can have, else raise
+    ``ValueError``."""
     # Not a string: SQL would take 'infinity'. Within these bounds psycopg reads the value back
     # as a datetime in any session time zone; beyond them get_job and list_jobs would fail.
     if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
@@ -152,6 +154,7 @@ def _check_run_at(run_at: object) -> None:
             f"run_at must be from {RUN_AT_MIN.isoformat()} to {RUN_AT_MAX.isoformat()},"
             f" got {run_at!r}"
         )
+    return run_at
 
 
 def _check_callables(options: JobOptions) -> None:
@@ -202,7 +205,7 @@ class JobOptions:
         if self.delay is not None and self.run_at is not None:
             raise ValueError("give either delay or run_at, not both")
         if self.run_at is not None:
-            _check_run_at(self.run_at)
+            check_run_at(self.run_at)
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:
