@@ -41,7 +41,9 @@ def check_queue(queue: str) -> str:
 
 def check_task_name(name: str, what: str = "task name") -> str:
     """Return ``name`` if it is a usable task name (or ``what``), else raise ``ValueError``."""
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
+    if not isinstance(name, str):  # unique_key=order.id, say: not a length to fix
+        raise ValueError(f"invalid {what} {name!r}: a {what} is a str, not {type(name).__name__}")
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"invalid {what} {name!r}: use 1-{MAX_NAME_LENGTH} characters")
     if "\x00" in name:  # PostgreSQL's text cannot hold it
         raise ValueError(f"invalid {what} {name!r}: it holds a NUL character")
