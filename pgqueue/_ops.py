@@ -369,9 +369,10 @@ def parse_duration(text: str, *, unit_required: bool = False) -> float:
 def parse_moment(text: str) -> datetime:
     """An ISO 8601 time with its UTC offset (``2030-01-01T09:00:00+01:00``, ``...T08:00Z``)
     → an aware datetime; else ``ValueError``. One without an offset is refused, as ``run_at``
-    is: which zone it meant is not to be guessed."""
+    is: which zone it meant is not to be guessed. RFC 3339's lower-case ``t`` and ``z`` are
+    read as their capitals, which are all Python reads."""
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(text.strip().upper())
     except ValueError:
         moment = None
     if moment is None or moment.utcoffset() is None:
