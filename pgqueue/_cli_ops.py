@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import re
 import signal
@@ -24,6 +25,7 @@ from click.core import ParameterSource
 
 from pgqueue import _ops, _store
 from pgqueue._cli import NO_APP, Choice, Seconds, Text, Whole, friendly_errors
+from pgqueue._errors import DuplicateJob
 from pgqueue._job import TERMINAL_STATES
 from pgqueue._options import (
     BIGINT_MAX,
@@ -115,12 +117,13 @@ class Json(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
 
 
 class Name(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4 on
-    """A queue or task name, checked by ``check`` as the Python API checks it: one it refuses
-    (empty, too long, not UTF-8) is a usage error (exit 2), as a bad ``--state`` is, not a
-    failure (exit 1) after connecting. ``strip``: whitespace around it is ignored, as around
-    :class:`Text` (for a queue, whose name cannot hold any)."""
+    """A queue or task name (or a unique key, or a time), checked (and converted) by
+    ``check`` as the Python API checks it: one it refuses (empty, too long, not UTF-8) is a
+    usage error (exit 2), as a bad ``--state`` is, not a failure (exit 1) after connecting.
+    ``strip``: whitespace around it is ignored, as around :class:`Text` (for a queue, whose
+    name cannot hold any)."""
 
-    def __init__(self, name: str, check: Callable[[str], str], strip: bool = False) -> None:
+    def __init__(self, name: str, check: Callable[[str], Any], strip: bool = False) -> None:
         self.name, self.check, self.strip = name, check, strip
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -135,6 +138,8 @@ class Name(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.4
 
 QUEUE = Name("queue", check_queue, strip=True)
 TASK = Name("task", check_task_name)  # a filter: it finds jobs SQL enqueued under any name
+UNIQUE_KEY = Name("key", functools.partial(check_task_name, what="unique_key"))
+RUN_AT = Name("time", _ops.parse_moment)
 STATES = Choice(_ops.STATES, case_sensitive=False)
 CELL_WIDTH = 60
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -597,22 +602,37 @@ def workers(state: State, as_json: bool) -> None:
 @click.option(
     "--delay", type=Duration(), metavar="DURATION", help="Run after this long, e.g. 30s, 5m."
 )
+@click.option(
+    "--run-at", type=RUN_AT, metavar="TIME",
+    help="Run from this time on: ISO 8601 with its UTC offset, e.g. 2030-01-01T09:00+01:00.",
+)  # fmt: skip
 @click.option("--max-attempts", type=Whole(1, MAX_ATTEMPTS_LIMIT))
+@click.option(
+    "--unique-key", type=UNIQUE_KEY, metavar="KEY",
+    help="Enqueue nothing while a queued or running job holds KEY: print that job's id.",
+)  # fmt: skip
 @click.pass_obj
 @friendly_errors
 def enqueue(state: State, task: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
             queue: str | None, priority: int | None, delay: float | None,
-            max_attempts: int | None) -> None:  # fmt: skip
+            run_at: datetime | None, max_attempts: int | None,
+            unique_key: str | None) -> None:  # fmt: skip
     """Enqueue a job of TASK (by name) and print its id."""
+    if delay is not None and run_at is not None:
+        raise click.UsageError("give either --delay or --run-at, not both")
     _check_registered(state, task)
     with _connect(state) as conn:
         try:
             job_id = _ops.enqueue_by_name(
                 conn, state.app, task, args or [], kwargs or {}, queue=queue, priority=priority,
-                delay=delay, max_attempts=max_attempts,
+                delay=delay, run_at=run_at, max_attempts=max_attempts, unique_key=unique_key,
+                on_conflict="raise" if unique_key is not None else None,
             )  # fmt: skip
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
             raise click.ClickException(str(exc)) from None
+        except DuplicateJob as dup:  # the id all the same, for a script; the news on stderr
+            click.echo(f"{dup}: nothing enqueued", err=True)
+            job_id = dup.job_id
     click.echo(job_id)
 
 

@@ -10,7 +10,7 @@ import json
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -28,9 +28,12 @@ from pgqueue._job import TERMINAL_STATES, Job, QueueStats, WorkerInfo
 from pgqueue._options import (
     BIGINT_MAX,
     DECIMAL_NUMBER,
+    RUN_AT_MAX,
+    RUN_AT_MIN,
     check_count,
     check_job_id,
     check_queue,
+    check_run_at,
     check_task_name,
 )
 from pgqueue._retention import check_age
@@ -361,6 +364,29 @@ def parse_duration(text: str, *, unit_required: bool = False) -> float:
             " for days (s, m, h, d or w): what prune deletes is gone for good"
         )
     return seconds
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 time with its UTC offset (``2030-01-01T09:00:00+01:00``, ``...T08:00Z``)
+    → an aware datetime; else ``ValueError``. One without an offset is refused, as ``run_at``
+    is: which zone it meant is not to be guessed. RFC 3339's lower-case ``t`` and ``z`` are
+    read as their capitals, which are all Python reads."""
+    try:
+        moment = datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise ValueError(f"invalid time {text!r}: {_USE_TIME}") from None
+    try:
+        return check_run_at(moment)
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text!r}: must be from {RUN_AT_MIN.isoformat()} to"
+            f" {RUN_AT_MAX.isoformat()}"
+        ) from None
+
+
+_USE_TIME = "use ISO 8601 with a UTC offset, e.g. 2030-01-01T09:00:00+01:00 or 2030-01-01T08:00Z"
 
 
 def decode_json(text: str, kind: type[Any]) -> Any:

@@ -41,7 +41,9 @@ def check_queue(queue: str) -> str:
 
 def check_task_name(name: str, what: str = "task name") -> str:
     """Return ``name`` if it is a usable task name (or ``what``), else raise ``ValueError``."""
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
+    if not isinstance(name, str):  # unique_key=order.id, say: not a length to fix
+        raise ValueError(f"invalid {what} {name!r}: a {what} is a str, not {type(name).__name__}")
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"invalid {what} {name!r}: use 1-{MAX_NAME_LENGTH} characters")
     if "\x00" in name:  # PostgreSQL's text cannot hold it
         raise ValueError(f"invalid {what} {name!r}: it holds a NUL character")
@@ -139,7 +141,9 @@ def _timeout(value: float | timedelta) -> float:
     return float(seconds)
 
 
-def _check_run_at(run_at: object) -> None:
+def check_run_at(run_at: datetime) -> datetime:
+    """Return ``run_at`` if it is a timezone-aware datetime a job can have, else raise
+    ``ValueError``."""
     # Not a string: SQL would take 'infinity'. Within these bounds psycopg reads the value back
     # as a datetime in any session time zone; beyond them get_job and list_jobs would fail.
     if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
@@ -152,6 +156,7 @@ def _check_run_at(run_at: object) -> None:
             f"run_at must be from {RUN_AT_MIN.isoformat()} to {RUN_AT_MAX.isoformat()},"
             f" got {run_at!r}"
         )
+    return run_at
 
 
 def _check_callables(options: JobOptions) -> None:
@@ -202,7 +207,7 @@ class JobOptions:
         if self.delay is not None and self.run_at is not None:
             raise ValueError("give either delay or run_at, not both")
         if self.run_at is not None:
-            _check_run_at(self.run_at)
+            check_run_at(self.run_at)
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _timeout(self.timeout))
         if self.unique_key is not None:

@@ -66,6 +66,59 @@ def test_enqueue_then_list_as_table_and_json(dsn: str) -> None:
     assert json.loads(pgqueue(dsn, "jobs", "list", "--state", "failed", "--json").stdout) == []
 
 
+def test_enqueue_run_at_schedules_the_job_at_that_instant(dsn: str) -> None:
+    """The CLI had only --delay: a job for a given time (a run at 09:00 tomorrow) could not be
+    enqueued from a script. --run-at takes ISO 8601 with its offset, read as that instant."""
+    job_id = int(pgqueue(dsn, "enqueue", "t", "--run-at", "2030-01-01T09:00+01:00").stdout)
+    [(run_at,)] = query(dsn, "SELECT run_at FROM pgqueue.jobs WHERE id = %s", [job_id])
+    assert run_at == datetime(2030, 1, 1, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("given", "error"), [
+    (("--run-at", "2030-01-01T09:00"), "invalid time '2030-01-01T09:00': use ISO 8601 with a UTC"
+     " offset, e.g. 2030-01-01T09:00:00+01:00 or 2030-01-01T08:00Z"),
+    (("--run-at", "tomorrow"), "invalid time 'tomorrow': use ISO 8601 with a UTC offset, e.g."
+     " 2030-01-01T09:00:00+01:00 or 2030-01-01T08:00Z"),
+    (("--run-at", "9999-12-31T12:00Z"), "invalid time '9999-12-31T12:00Z': must be from"
+     " 0001-01-02T00:00:00+00:00 to 9999-12-31T00:00:00+00:00"),
+    (("--unique-key", ""), "invalid unique_key '': use 1-255 characters"),
+])  # fmt: skip
+def test_enqueue_refuses_a_bad_time_or_key_as_a_usage_error(
+    dsn: str, given: tuple[str, str], error: str
+) -> None:
+    """A time without its offset (whose zone is not to be guessed), one no job can have, or
+    an empty key: a usage error naming the option, nothing enqueued."""
+    (option, _), done = given, pgqueue(dsn, "enqueue", "t", *given, ok=False)
+    assert done.returncode == 2
+    assert usage_error(done.stderr) == f"Error: Invalid value for '{option}': {error}"
+    assert states(dsn) == {}
+
+
+def test_enqueue_refuses_both_delay_and_run_at(dsn: str) -> None:
+    """--delay and --run-at say two times: a usage error, as using() refuses both."""
+    done = pgqueue(dsn, "enqueue", "t", "--delay", "5m", "--run-at", "2030-01-01T08:00Z", ok=False)
+    assert done.returncode == 2
+    assert usage_error(done.stderr) == "Error: give either --delay or --run-at, not both"
+    assert states(dsn) == {}
+
+
+def test_enqueue_unique_key_prints_the_holders_id_and_enqueues_nothing(dsn: str) -> None:
+    """--unique-key: a second enqueue of the key while its job is queued prints that job's id
+    (exit 0, for a script that reads it) and says on stderr that nothing was enqueued; once
+    the job has ended, the key makes a new job."""
+    first = pgqueue(dsn, "enqueue", "t", "--unique-key", "nightly", "--delay", "1h")
+    job_id = int(first.stdout)
+    again = pgqueue(dsn, "enqueue", "t", "--unique-key", "nightly")
+    assert int(again.stdout) == job_id
+    assert again.stderr.strip() == (
+        f"job {job_id} is already queued or running with unique key 'nightly': nothing enqueued"
+    )
+    assert states(dsn) == {"queued": 1}
+    pgqueue(dsn, "jobs", "cancel", str(job_id))
+    assert int(pgqueue(dsn, "enqueue", "t", "--unique-key", "nightly").stdout) != job_id
+    assert states(dsn) == {"queued": 1, "cancelled": 1}
+
+
 def test_enqueue_with_an_app_refuses_a_task_it_does_not_register(dsn: str) -> None:
     """With --app, a misspelt task name was enqueued all the same, and the job failed later on
     a worker, attempt after attempt, as an unknown task. Now it is refused in one line naming

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,7 @@ from psycopg.rows import dict_row
 
 import pgqueue
 from pgqueue._store import COPY_THRESHOLD
-from tests.helpers import query
+from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
 
 
@@ -415,3 +416,47 @@ async def test_enqueue_in_the_callers_pipeline(dsn: str) -> None:
         ids += [await t.add.aenqueue(aconn, 9, 10)]
     assert len(ids) == 5
     assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == [(i,) for i in sorted(ids)]
+
+
+CUT_WORKER = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE application_name LIKE 'pgqueue %' AND datname = current_database()
+"""
+CLAIMING_AGAIN = """
+SELECT count(*) = 2 FROM pg_stat_activity
+ WHERE application_name IN ('pgqueue claimer', 'pgqueue listener')
+   AND datname = current_database()
+"""
+
+
+async def test_an_idle_worker_runs_a_delayed_job_once_due_after_losing_its_connections(
+    dsn: str, conn: psycopg.Connection
+) -> None:
+    """A delayed job sends no notification, and none comes when it falls due: the idle
+    worker's poll finds it, also once every one of its connections was cut and made again
+    (the job is enqueued after that, so that no wake-up of the reconnection runs it)."""
+    app = pgqueue.PgQueue(dsn)
+    app.task(name="tests.integration.tasks_app.add")(t.add.fn)
+    worker = app.worker(queues=["io"], poll_interval=0.05)
+    cut: list[int] = []
+    job: list[int] = []
+
+    def ran() -> bool:
+        if not cut:  # once the worker is up: cut its sessions
+            if not query(dsn, "SELECT 1 FROM pgqueue.workers"):
+                return False
+            cut.append(query(dsn, CUT_WORKER)[0][0])
+            assert cut[0] >= 2
+        if not job:  # once it claims and listens again, and has had a second to settle
+            if not query(dsn, CLAIMING_AGAIN)[0][0]:
+                return False
+            time.sleep(1)
+            job.append(t.add.using(delay=0.5).enqueue(conn, 1, 2))
+            conn.commit()
+        return states(dsn) == {"succeeded": 1}
+
+    await run_worker_until(worker, ran)
+    [(result, late)] = query(
+        dsn, "SELECT result, started_at >= run_at FROM pgqueue.jobs WHERE id = %s", job
+    )
+    assert (result, late) == (3, True)

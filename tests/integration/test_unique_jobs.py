@@ -256,3 +256,63 @@ async def test_enqueue_many_refuses_a_unique_key_before_any_sql(dsn: str, conn, 
     conn.commit()
     await aconn.commit()
     assert query(dsn, "SELECT count(*), count(unique_key) FROM pgqueue.jobs") == [(2, 0)]
+
+
+def key_app(dsn: str) -> pgqueue.PgQueue:
+    """An app whose task "later" always raises Retry(3600) and "broken" always fails."""
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="later")
+    async def later() -> None:
+        raise pgqueue.Retry(3600)
+
+    @app.task(name="broken", max_attempts=1)
+    async def broken() -> None:
+        raise ValueError("broken")
+
+    return app
+
+
+async def test_a_job_waiting_out_a_retry_keeps_its_key_and_one_failed_for_good_frees_it(
+    dsn: str, conn
+) -> None:
+    """Retry() puts the job back to queued for an hour: it still holds its key, so an enqueue
+    meanwhile returns it. A job whose last attempt failed is history: its key makes a new job."""
+    app = key_app(dsn)
+    waiting = app.using("later", unique_key="w").enqueue(conn)
+    failing = app.using("broken", unique_key="f").enqueue(conn)
+    conn.commit()
+    worker = app.worker(poll_interval=0.05)
+    await run_worker_until(
+        worker, lambda: worker.stats.rescheduled == 1 and states(dsn).get("failed") == 1
+    )
+    assert app.using("later", unique_key="w").enqueue(conn) == waiting
+    again = app.using("broken", unique_key="f").enqueue(conn)
+    conn.commit()
+    assert again != failing
+    assert states(dsn) == {"queued": 2, "failed": 1}
+
+
+RUNNING_LOST = """
+INSERT INTO pgqueue.active_jobs (task, queue, state, attempts, max_attempts, lease_expires_at,
+                                 worker_id, unique_key)
+VALUES ('later', 'elsewhere', 'running', 1, 2, now() - interval '1 minute', 'gone', 'kept'),
+       ('later', 'elsewhere', 'running', 2, 2, now() - interval '1 minute', 'gone', 'freed')
+RETURNING id
+"""
+
+
+async def test_a_rescued_job_keeps_its_key_until_its_attempts_are_used_up(dsn: str, conn) -> None:
+    """A job whose worker died is rescued back to queued with its key held; one whose last
+    attempt it was fails as "worker lost", and its key is free."""
+    app = key_app(dsn)
+    [(kept,), (freed,)] = query(dsn, RUNNING_LOST)
+    worker = app.worker(queues=["default"], poll_interval=0.05, rescue_interval=0.1)
+    await run_worker_until(worker, lambda: states(dsn) == {"queued": 1, "failed": 1})
+    assert query(dsn, "SELECT id, last_error FROM pgqueue.jobs ORDER BY id") == [
+        (kept, "worker lost"), (freed, "worker lost")
+    ]  # fmt: skip
+    assert app.using("later", queue="elsewhere", unique_key="kept").enqueue(conn) == kept
+    assert app.using("later", queue="elsewhere", unique_key="freed").enqueue(conn) != freed
+    conn.commit()
+    assert states(dsn) == {"queued": 2, "failed": 1}

@@ -6,10 +6,11 @@ import asyncio
 import json
 import logging
 import math
+import re
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,8 +19,42 @@ import pgqueue
 from pgqueue import JobContext
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter, configure_logging
-from pgqueue._ops import _UNITS, decode_json, parse_duration, prune
+from pgqueue._ops import _UNITS, decode_json, parse_duration, parse_moment, prune
 from pgqueue._retention import DEFAULT_RETENTION, retention_ages
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [("2030-01-01T09:00+01:00", datetime(2030, 1, 1, 8, tzinfo=UTC)),
+     ("2030-01-01T08:00Z", datetime(2030, 1, 1, 8, tzinfo=UTC)),
+     ("2030-01-01t08:00z", datetime(2030, 1, 1, 8, tzinfo=UTC)),
+     (" 2030-01-01 09:00:00+01:00\n", datetime(2030, 1, 1, 8, tzinfo=UTC)),
+     ("2030-01-01T09:00:30+01:00:30", datetime(2030, 1, 1, 8, tzinfo=UTC)),
+     ("0001-01-02T00:00Z", datetime(1, 1, 2, tzinfo=UTC))],
+)  # fmt: skip
+def test_parse_moment_reads_iso_8601_with_its_offset(text: str, moment: datetime) -> None:
+    """--run-at's times: the instant the offset says, lower-case t and z as RFC 3339 allows
+    them, whitespace around it ignored."""
+    parsed = parse_moment(text)
+    assert parsed == moment
+    assert parsed.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2030-01-01T09:00", "2030-01-01", "tomorrow", "", "2030-01-01T24:00Z",
+     "\u0662030-01-01T09:00Z", "0001-01-01T23:59Z", "9999-12-31T00:00:01Z"],
+)  # fmt: skip
+def test_parse_moment_refuses_a_time_without_offset_or_out_of_range(text: str) -> None:
+    """A time without an offset (whose zone is not to be guessed), one that is no time, and
+    one no job can have are refused with a ValueError naming the text."""
+    with pytest.raises(ValueError, match=f"^invalid time {re.escape(repr(text))}: "):
+        parse_moment(text)
+
+
+def test_parse_moment_keeps_the_offset_given() -> None:
+    """The datetime keeps the offset it was written with (what the job's run_at means)."""
+    assert parse_moment("2030-06-01T12:00-04:00").tzinfo == timezone(timedelta(hours=-4))
 
 
 @pytest.mark.parametrize(

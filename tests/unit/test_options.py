@@ -494,3 +494,11 @@ def test_a_decimal_number_is_what_float_reads_in_ascii_digits(text: str, matches
     """The forms of a number of seconds on the command line; 100,000 digits (and a stray
     letter) are decided in linear time, where the pattern used to take minutes on them."""
     assert bool(DECIMAL_NUMBER.fullmatch(text)) is matches
+
+
+@pytest.mark.parametrize("key", [42, 4.2, b"order-42", None.__class__])
+def test_a_unique_key_that_is_not_a_str_is_refused_as_not_a_str(key: object) -> None:
+    """unique_key=order.id (an int) was refused as "invalid unique_key 42: use 1-255
+    characters", as if 42 were too long or too short; the error now says a key is a str."""
+    with pytest.raises(ValueError, match=r"invalid unique_key .*: a unique_key is a str, not "):
+        JobOptions(unique_key=key)  # type: ignore[arg-type]
