@@ -275,6 +275,30 @@ async def test_a_routing_get_bind_enqueues_where_the_session_writes(engine, dsn)
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([3],)]
 
 
+class DeferringSession(Session):
+    """A get_bind() of a project's own that only defers to SQLAlchemy's (to log, say)."""
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, **kw: Any) -> Any:
+        return super().get_bind(mapper, clause=clause, **kw)
+
+
+async def test_a_get_bind_deferring_to_sqlalchemys_enqueues_on_the_one_engine(engine, dsn):
+    """A get_bind() that only calls super(), on a session with per-mapper binds of one engine
+    and no bind=, enqueues there, sync and async, as the Session itself does. SQLAlchemy's
+    get_bind finds no bind for pgqueue's INSERT: it raised UnboundExecutionError."""
+    with DeferringSession(binds={shop.Order: engine}) as session, session.begin():
+        shop.place_order(session)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        factory = async_sessionmaker(sync_session_class=DeferringSession, binds={shop.Base: db})
+        async with factory() as asession, asession.begin():
+            await shop.ship.aenqueue(asession, 7)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([7],)]
+
+
 def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:
     """enqueue_many on a Session, as INSERTs and as COPY, and a unique enqueue, commit and roll
     back with it; the pooled connection comes back at the next checkout with no session
