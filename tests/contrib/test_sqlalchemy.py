@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.horizontal_shard import ShardedSession
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -297,6 +298,28 @@ async def test_a_get_bind_deferring_to_sqlalchemys_enqueues_on_the_one_engine(en
         await db.dispose()
     assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
     assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([7],)]
+
+
+async def test_a_sharded_session_says_to_choose_the_shard(engine, dsn) -> None:
+    """A ShardedSession (horizontal sharding) chooses a shard by mapper or instance, and a job
+    has neither: a TypeError says to enqueue on a shard's connection, which works, sync and
+    async. SQLAlchemy's shard lookup failed on a bare AssertionError."""
+    shards = {"east": engine, "west": engine}
+    options: dict[str, Any] = {"shards": shards, "shard_chooser": lambda *a, **k: "east"}
+    options.update(identity_chooser=lambda *a, **k: ["east"], execute_chooser=lambda c: ["east"])
+    with ShardedSession(**options) as session, session.begin():
+        with pytest.raises(TypeError, match=r"bind_arguments=\{'shard_id': "):
+            shop.ship.enqueue(session, 1)
+        shop.ship.enqueue(session.connection(bind_arguments={"shard_id": "east"}), 2)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    options["shards"] = {"east": db.sync_engine}
+    try:
+        async with AsyncSession(sync_session_class=ShardedSession, **options) as asession:
+            with pytest.raises(TypeError, match="shard_id"):
+                await shop.ship.aenqueue(asession, 3)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([2],)]
 
 
 def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:
