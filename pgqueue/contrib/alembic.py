@@ -100,6 +100,8 @@ def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     """An alembic ``include_object`` hook that skips every object of the ``pgqueue`` schema,
-    reflected or in your metadata (a model of ``pgqueue.jobs``)."""
-    table = obj if type_ == "table" else getattr(obj, "table", None)
-    return getattr(table, "schema", None) != SCHEMA
+    reflected or in your metadata (a model of ``pgqueue.jobs``), and the views, functions and
+    grants alembic_utils reflects there. A table, and alembic_utils' entities, name their
+    schema; a column, an index or a constraint has it on its table."""
+    holder = obj if hasattr(obj, "schema") else getattr(obj, "table", None)
+    return getattr(holder, "schema", None) != SCHEMA
