@@ -276,6 +276,24 @@ async def test_a_routing_get_bind_enqueues_where_the_session_writes(engine, dsn)
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([3],)]
 
 
+def test_a_routing_get_bind_asked_from_flush_events_and_when_it_raises(engine, dsn) -> None:
+    """Enqueued from before_flush and after_flush (the session already flushing), jobs join
+    the writes on the leader, and the flush goes on; a get_bind() that raises leaves the
+    session not flushing, so its next flush runs."""
+    follower = engine.execution_options(postgresql_readonly=True)  # a job there would fail
+    with RoutingSession(info={"leader": engine, "follower": follower}) as session:
+        event.listen(session, "before_flush", lambda s, *_: shop.ship.enqueue(s, 1))
+        event.listen(session, "after_flush", lambda s, *_: shop.ship.enqueue(s, 2))
+        session.add(shop.Order())
+        session.commit()
+    with RoutingSession(info={"follower": engine}) as session:  # no leader: KeyError
+        with pytest.raises(KeyError):
+            shop.ship.enqueue(session, 3)
+        assert not session._flushing
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+
+
 class DeferringSession(Session):
     """A get_bind() of a project's own that only defers to SQLAlchemy's (to log, say)."""
 
