@@ -673,6 +673,11 @@ def schema_revision_get() -> Query[str | None]:
     return Query(q.SCHEMA_REVISION_GET, None, lambda rows: rows[0][0] if rows else None)
 
 
+def table_schema_get(name: str) -> Query[str | None]:
+    """The schema of the table the unqualified ``name`` resolves to on the search_path."""
+    return Query(q.TABLE_SCHEMA_GET, (name,), _first_or_none)
+
+
 def schema_compatible_since_callable() -> Query[bool]:
     """Whether pgqueue.compatible_since() exists (revision 0007 on) and this role may call it."""
     return Query(q.SCHEMA_COMPATIBLE_SINCE_CALLABLE, None, _one)

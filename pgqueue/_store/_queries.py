@@ -10,6 +10,15 @@ SCHEMA_REVISION_GET: LiteralString = """
 SELECT version_num FROM pgqueue.alembic_version
 """
 
+# The schema of the table an unqualified name resolves to on the search_path (as alembic's
+# version table without version_table_schema), if any: pg_table_is_visible is true for the
+# first relation of that name along the path.
+TABLE_SCHEMA_GET: LiteralString = """
+SELECT n.nspname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %s AND pg_catalog.pg_table_is_visible(c.oid)
+"""
+
 # The oldest revision code may need and still run on this schema (sql/0007_zz_functions.sql),
 # read by code that finds the schema newer than itself, in two statements: whether the
 # function exists and this role may call it (a schema before 0007 has none, and a hardened

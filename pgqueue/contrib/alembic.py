@@ -27,7 +27,7 @@ import psycopg
 from pgqueue._embed import install_revision_on
 from pgqueue._errors import ConfigurationError
 from pgqueue._schema import SCHEMA_REVISION
-from pgqueue._store import run_sqlalchemy
+from pgqueue._store import run_sqlalchemy, table_schema_get
 
 __all__ = ["SCHEMA", "include_name", "include_object", "upgrade_ops"]
 
@@ -51,7 +51,8 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
             "pgqueue's schema cannot be installed by `alembic upgrade --sql`: "
             "add the output of `pgqueue migrate --sql` to your SQL script instead"
         )
-    _refuse_shared_version_table(op.get_context())
+    migration = op.get_context()
+    _refuse_shared_version_table(migration, migration.version_table_schema)
     bind = op.get_bind()
     raw = bind.connection.driver_connection
     if not isinstance(raw, psycopg.BaseConnection):
@@ -61,18 +62,28 @@ def upgrade_ops(op: Any = None, revision: str = SCHEMA_REVISION) -> bool:
         )
     # Through SQLAlchemy, not on ``raw``: under alembic's async template (run_sync) ``raw`` is
     # an AsyncConnection, which only SQLAlchemy's sync facade can drive from here.
-    return install_revision_on(partial(run_sqlalchemy, bind), raw, revision, bind.exec_driver_sql)
+    run = partial(run_sqlalchemy, bind)
+    installed = install_revision_on(run, raw, revision, bind.exec_driver_sql)
+    if migration.version_table_schema is None:
+        # Found on the search_path, where pgqueue's table may now come first: raising rolls
+        # the migration's transaction back, the schema just installed with it.
+        found = run(table_schema_get(migration.version_table))
+        _refuse_shared_version_table(migration, found)
+    return installed
 
 
-def _refuse_shared_version_table(migration: Any) -> None:
-    """Raise if the project's alembic history is recorded in ``pgqueue.alembic_version``,
-    where pgqueue records its schema revision: both would write their revision there, and the
-    next ``alembic upgrade`` would stop on pgqueue's ("Can't locate revision '0010'")."""
-    if (migration.version_table_schema, migration.version_table) == (SCHEMA, "alembic_version"):
+def _refuse_shared_version_table(migration: Any, schema: str | None) -> None:
+    """Raise if the project's alembic history is recorded in ``pgqueue.alembic_version``
+    (its version table in ``schema``), where pgqueue records its schema revision: both would
+    write their revision there, and the next ``alembic upgrade`` would stop on pgqueue's
+    ("Can't locate revision '0010'")."""
+    if (schema, migration.version_table) == (SCHEMA, "alembic_version"):
         raise ConfigurationError(
             "your env.py keeps alembic's version table in pgqueue.alembic_version, where"
-            " pgqueue records its own schema revision: pass context.configure() another"
-            " version_table_schema (your own schema, or none) or another version_table"
+            " pgqueue records its own schema revision (version_table_schema='pgqueue', or a"
+            " search_path naming pgqueue before your schema): pass context.configure()"
+            " version_table_schema= a schema of your own, or another version_table, or"
+            " take pgqueue out of the search_path"
         )
 
 
@@ -89,6 +100,8 @@ def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     """An alembic ``include_object`` hook that skips every object of the ``pgqueue`` schema,
-    reflected or in your metadata (a model of ``pgqueue.jobs``)."""
-    table = obj if type_ == "table" else getattr(obj, "table", None)
-    return getattr(table, "schema", None) != SCHEMA
+    reflected or in your metadata (a model of ``pgqueue.jobs``), and the views, functions and
+    grants alembic_utils reflects there. A table, and alembic_utils' entities, name their
+    schema; a column, an index or a constraint has it on its table."""
+    holder = obj if hasattr(obj, "schema") else getattr(obj, "table", None)
+    return getattr(holder, "schema", None) != SCHEMA

@@ -63,16 +63,35 @@ def _bind_for_writes(session: Any) -> Any:
         session._flushing = flushing
 
 
+def _refuse_sharded(session: Any) -> None:
+    """Raise for a ``ShardedSession``, whose ``get_bind()`` fails on a bare AssertionError for
+    a job: it chooses a shard by mapper or instance, and a job has neither."""
+    from sqlalchemy.ext.horizontal_shard import ShardedSession
+
+    if isinstance(session, ShardedSession):
+        raise TypeError(
+            "a ShardedSession chooses a shard by mapper or instance, and a job has neither:"
+            " enqueue on the connection of the shard holding pgqueue's schema, e.g."
+            " task.enqueue(session.connection(bind_arguments={'shard_id': 'east'}), ...)"
+            " (await it for an AsyncSession)"
+        )
+
+
 def _bind_arguments(session: Any) -> dict[str, Any] | None:
     """How to ask ``session`` for its connection: as is, unless it routes its statements with
-    a ``get_bind()`` of its own (see :func:`_bind_for_writes`), or has no ``bind=`` but
-    per-mapper or per-table ``binds``, which ``connection()`` alone cannot choose from. All
-    on one engine (or connection), that one; on several, pgqueue cannot tell which database
-    holds its schema, and says how to hand over the right connection."""
+    a ``get_bind()`` of its own (see :func:`_bind_for_writes`) that finds a bind for the job,
+    or has no ``bind=`` but per-mapper or per-table ``binds``, which ``connection()`` alone
+    cannot choose from. All on one engine (or connection), that one; on several, pgqueue
+    cannot tell which database holds its schema, and says how to hand over the right one."""
+    from sqlalchemy.exc import UnboundExecutionError
     from sqlalchemy.orm import Session
 
+    _refuse_sharded(session)
     if type(session).get_bind is not Session.get_bind:
-        return {"bind": _bind_for_writes(session)}
+        try:
+            return {"bind": _bind_for_writes(session)}
+        except UnboundExecutionError:
+            pass  # a get_bind() deferring to Session's, which has no bind for pgqueue's INSERT
     if session.bind is not None:
         return None
     # Session.binds is public from SQLAlchemy 2.1; 2.0 keeps the same mapping privately.

@@ -186,7 +186,7 @@ from sqlalchemy.pool import NullPool
 
 engine = create_engine(os.environ["DATABASE_URL"], poolclass=NullPool)
 with engine.connect() as connection:
-    connection.execute(text("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    connection.execute(text({setup!r}))
     connection.commit()
     context.configure(connection=connection, version_table_schema={schema!r})
     with context.begin_transaction():
@@ -200,17 +200,29 @@ def test_a_version_table_in_pgqueues_schema_is_refused(empty_dsn: str, tmp_path)
     pgqueue.alembic_version, where pgqueue records its revision: upgrade_ops refuses, naming
     the setting, and nothing is installed. Both revisions went into that table, and the next
     `alembic upgrade` stopped on "Can't locate revision identified by '0010'"."""
-    env_py = VERSION_SCHEMA_ENV.format(schema="pgqueue")
+    env_py = VERSION_SCHEMA_ENV.format(schema="pgqueue", setup="CREATE SCHEMA pgqueue")
     done = upgrade_project(tmp_path, env_py, [("b1", None, "0010")], empty_dsn)
     assert done.returncode != 0
     assert "ConfigurationError" in done.stderr and "version_table_schema" in done.stderr
     assert query(empty_dsn, "SELECT to_regclass('pgqueue.alembic_version')") == [(None,)]
 
 
+def test_a_search_path_naming_pgqueue_first_is_refused(empty_dsn: str, tmp_path) -> None:
+    """No version_table_schema, but a search_path with pgqueue first: alembic's unqualified
+    version table resolves to pgqueue.alembic_version once upgrade_ops created it. Refused,
+    naming the search_path, and nothing is installed. Both revisions went into that table,
+    and the next `alembic upgrade` stopped on "Can't locate revision identified by '0010'"."""
+    env_py = VERSION_SCHEMA_ENV.format(schema=None, setup="SET search_path TO pgqueue, public")
+    done = upgrade_project(tmp_path, env_py, [("b1", None, "0010")], empty_dsn)
+    assert done.returncode != 0
+    assert "ConfigurationError" in done.stderr and "search_path" in done.stderr
+    assert query(empty_dsn, "SELECT to_regclass('pgqueue.alembic_version')") == [(None,)]
+
+
 def test_a_version_table_in_a_schema_of_the_projects_own(dsn, empty_dsn, tmp_path) -> None:
     """version_table_schema="app": the project's history is recorded there, pgqueue's revision
     in pgqueue.alembic_version, each alone, and upgrading again changes nothing."""
-    env_py = VERSION_SCHEMA_ENV.format(schema="app")
+    env_py = VERSION_SCHEMA_ENV.format(schema="app", setup="CREATE SCHEMA IF NOT EXISTS app")
     for _ in range(2):
         done = upgrade_project(tmp_path, env_py, [("b1", None, "0010")], empty_dsn)
         assert done.returncode == 0, done.stderr

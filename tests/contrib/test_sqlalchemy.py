@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.horizontal_shard import ShardedSession
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -273,6 +274,70 @@ async def test_a_routing_get_bind_enqueues_where_the_session_writes(engine, dsn)
         await afollower.dispose()
     assert query(dsn, "SELECT count(*) FROM orders") == [(0,)]
     assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([3],)]
+
+
+def test_a_routing_get_bind_asked_from_flush_events_and_when_it_raises(engine, dsn) -> None:
+    """Enqueued from before_flush and after_flush (the session already flushing), jobs join
+    the writes on the leader, and the flush goes on; a get_bind() that raises leaves the
+    session not flushing, so its next flush runs."""
+    follower = engine.execution_options(postgresql_readonly=True)  # a job there would fail
+    with RoutingSession(info={"leader": engine, "follower": follower}) as session:
+        event.listen(session, "before_flush", lambda s, *_: shop.ship.enqueue(s, 1))
+        event.listen(session, "after_flush", lambda s, *_: shop.ship.enqueue(s, 2))
+        session.add(shop.Order())
+        session.commit()
+    with RoutingSession(info={"follower": engine}) as session:  # no leader: KeyError
+        with pytest.raises(KeyError):
+            shop.ship.enqueue(session, 3)
+        assert not session._flushing
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([2],)]
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+
+
+class DeferringSession(Session):
+    """A get_bind() of a project's own that only defers to SQLAlchemy's (to log, say)."""
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, **kw: Any) -> Any:
+        return super().get_bind(mapper, clause=clause, **kw)
+
+
+async def test_a_get_bind_deferring_to_sqlalchemys_enqueues_on_the_one_engine(engine, dsn):
+    """A get_bind() that only calls super(), on a session with per-mapper binds of one engine
+    and no bind=, enqueues there, sync and async, as the Session itself does. SQLAlchemy's
+    get_bind finds no bind for pgqueue's INSERT: it raised UnboundExecutionError."""
+    with DeferringSession(binds={shop.Order: engine}) as session, session.begin():
+        shop.place_order(session)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    try:
+        factory = async_sessionmaker(sync_session_class=DeferringSession, binds={shop.Base: db})
+        async with factory() as asession, asession.begin():
+            await shop.ship.aenqueue(asession, 7)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT count(*) FROM orders") == [(1,)]
+    assert query(dsn, "SELECT args FROM pgqueue.jobs ORDER BY id") == [([1],), ([7],)]
+
+
+async def test_a_sharded_session_says_to_choose_the_shard(engine, dsn) -> None:
+    """A ShardedSession (horizontal sharding) chooses a shard by mapper or instance, and a job
+    has neither: a TypeError says to enqueue on a shard's connection, which works, sync and
+    async. SQLAlchemy's shard lookup failed on a bare AssertionError."""
+    shards = {"east": engine, "west": engine}
+    options: dict[str, Any] = {"shards": shards, "shard_chooser": lambda *a, **k: "east"}
+    options.update(identity_chooser=lambda *a, **k: ["east"], execute_chooser=lambda c: ["east"])
+    with ShardedSession(**options) as session, session.begin():
+        with pytest.raises(TypeError, match=r"bind_arguments=\{'shard_id': "):
+            shop.ship.enqueue(session, 1)
+        shop.ship.enqueue(session.connection(bind_arguments={"shard_id": "east"}), 2)
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    options["shards"] = {"east": db.sync_engine}
+    try:
+        async with AsyncSession(sync_session_class=ShardedSession, **options) as asession:
+            with pytest.raises(TypeError, match="shard_id"):
+                await shop.ship.aenqueue(asession, 3)
+    finally:
+        await db.dispose()
+    assert query(dsn, "SELECT args FROM pgqueue.jobs") == [([2],)]
 
 
 def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:

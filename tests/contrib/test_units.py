@@ -105,6 +105,26 @@ def test_alembic_hooks_hide_only_the_pgqueue_schema() -> None:
     assert include_object(type("T", (), {"schema": None})(), "orders", "table", True, None)
 
 
+def test_include_object_hides_alembic_utils_views_and_functions_of_pgqueue() -> None:
+    """alembic_utils (0.8.8) hands include_object each entity it reflects (view, function,
+    grant...): its schema is a name, and a grant's table a name too. pgqueue's are skipped,
+    others kept. All were kept, and autogenerate proposed to drop pgqueue's views, functions
+    and grants."""
+
+    class PGGrantTable:  # what include_object reads of alembic_utils' entities
+        def __init__(self, schema: str, table: str | None = None) -> None:
+            self.schema, self.table = schema, table
+
+    assert not include_object(PGGrantTable("pgqueue"), "pgqueue.jobs", "view", True, None)
+    assert not include_object(PGGrantTable("pgqueue"), "pgqueue.retry", "function", True, None)
+    grant = PGGrantTable("pgqueue", "periodic_watermarks")
+    assert not include_object(grant, "pgqueue.periodic_watermarks", "grant_table", True, None)
+    assert include_object(
+        PGGrantTable("public", "orders"), "public.orders", "grant_table", True, None
+    )
+    assert include_object(PGGrantTable("public"), "public.v", "view", True, None)
+
+
 def test_django_global_options_are_removed_before_pgqueue_sees_them(django_setup: None) -> None:
     """--settings X, --settings=X, --pythonpath X, --skip-checks go (the last is reported);
     everything else (and after --) stays."""
