@@ -34,6 +34,7 @@ from pgqueue._options import (
     check_queue,
     check_task_name,
 )
+from pgqueue._schema import require_schema
 
 if TYPE_CHECKING:
     from pgqueue._cli import State
@@ -144,8 +145,11 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
     # Nothing prepared: behind a transaction-mode pooler the statement psycopg prepares on its
     # sixth run (prune's batches, stats --watch) is run by name on another server connection.
+    # The schema is checked first, as a worker checks it: on an older one, a command answered
+    # as if it were current (or failed on a missing column), without saying to migrate.
     with psycopg.connect(state.dsn, autocommit=autocommit, prepare_threshold=None) as conn:
         _store.iso_dates(conn)
+        require_schema(conn)
         yield conn
 
 
@@ -718,10 +722,12 @@ def cron() -> None:
 @friendly_errors
 def cron_list(state: State, as_json: bool) -> None:
     """Show each schedule with its last tick (from the database) and its next tick."""
-    from pgqueue._periodic import cron_list
+    from pgqueue._periodic import cron_list_on
 
     show = cron_json if as_json else cron_table
-    click.echo(show(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
+    with _connect(state, autocommit=True) as conn:
+        statuses = cron_list_on(state.app, conn)
+    click.echo(show(statuses, app_given=bool(state.app_path)))
     if not state.app_path:
         click.echo(
             f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
