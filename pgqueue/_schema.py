@@ -150,10 +150,10 @@ async def check_schema(db: Any) -> None:
 
 
 def say_newer(
-    logger: logging.Logger, revision: str | None, compatible_since: str | None, goes_on: str
+    log: logging.Logger, revision: str | None, compatible_since: str | None, goes_on: str
 ) -> None:
     """Log, at INFO, that the schema is newer than this code and serves it, so ``goes_on``."""
-    logger.info(
+    log.info(
         "pgqueue's schema is at revision %s, newer than this version's %s; it runs code"
         " that needs revision %s or later, so %s: upgrade it when you can",
         revision, SCHEMA_REVISION, compatible_since, goes_on,
