@@ -377,23 +377,40 @@ def _describe_error(error: Any) -> list[str]:
     type=Whole(1, BIGINT_MAX),
     help="With --failed: jobs requeued per transaction, in id order.  [default: 5000]",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --failed: say how many jobs it would requeue; requeue none.",
+)
 @click.pass_obj
 @friendly_errors
 def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | None,
-               batch_size: int | None) -> None:  # fmt: skip
+               batch_size: int | None, dry_run: bool) -> None:  # fmt: skip
     """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
     if (job_id is None) == (not all_failed):
         raise click.UsageError("give either a JOB_ID or --failed")
     # Refused rather than ignored: `retry ID --task T` requeued job ID whatever its task.
-    for name, value in (("--task", task), ("--batch-size", batch_size)):
-        if value is not None and not all_failed:
+    for name, value in (("--task", task), ("--batch-size", batch_size), ("--dry-run", dry_run)):
+        if value not in (None, False) and not all_failed:
             raise click.UsageError(f"{name} only goes with --failed")
+    if dry_run:
+        _count_retryable(state, task)
+        return
     if all_failed:
         _retry_failed(state, task, batch_size or RETRY_BATCH)
         return
     with _connect(state) as conn:
         _ops.retry_job(conn, job_id)  # type: ignore[arg-type]
     click.echo(f"job {job_id} requeued")
+
+
+def _count_retryable(state: State, task: str | None) -> None:
+    """Say how many failed jobs :func:`_retry_failed` would requeue now, as prune's dry run
+    says what it would delete."""
+    with _connect(state, autocommit=True) as conn:
+        count = _ops.count_retryable(conn, task)
+    click.echo(f"would requeue {count} failed jobs")
+    click.echo("dry run: nothing was requeued", err=True)
 
 
 RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for no more

@@ -1224,6 +1224,11 @@ def jobs_retry_failed(
     return Query(q.JOBS_RETRY_FAILED, params, lambda rows: (rows[0][0], rows[0][1]))
 
 
+def jobs_retry_failed_count(task: str | None = None) -> Query[int]:
+    """How many failed jobs (of ``task``) :func:`jobs_retry_failed` would requeue now."""
+    return Query(q.JOBS_RETRY_FAILED_COUNT, {"task": task}, _one)
+
+
 def jobs_cancel_call(job_id: int) -> Query[str | None]:
     """Cancel a job with ``pgqueue.cancel()``: ``cancelled``, ``requested``, ``already <state>``,
     or ``None`` if unknown."""

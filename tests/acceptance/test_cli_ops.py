@@ -262,6 +262,27 @@ def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
     pgqueue(dsn, "jobs", "retry", ok=False)
 
 
+def test_jobs_retry_failed_dry_run_says_how_many_it_would_requeue_and_requeues_none(
+    dsn: str,
+) -> None:
+    """`jobs retry --failed` had no way to see what it would take before it took it, as
+    prune's --dry-run does: it counts the failed jobs it would requeue, with the same --task
+    filter, in prune's words, and requeues none; without --failed it is refused."""
+    job_id = failed_job(dsn)  # of task "send"
+    done = pgqueue(dsn, "jobs", "retry", "--failed", "--dry-run")
+    assert (done.stdout, done.stderr) == (
+        "would requeue 1 failed jobs\n", "dry run: nothing was requeued\n"
+    )  # fmt: skip
+    done = pgqueue(dsn, "jobs", "retry", "--failed", "--task", "other", "--dry-run")
+    assert done.stdout == "would requeue 0 failed jobs\n"
+    assert states(dsn) == {"failed": 1}
+    refused = pgqueue(dsn, "jobs", "retry", str(job_id), "--dry-run", ok=False)
+    assert (refused.returncode, refused.stderr.strip().splitlines()[-1]) == (
+        2, "Error: --dry-run only goes with --failed"
+    )  # fmt: skip
+    assert states(dsn) == {"failed": 1}
+
+
 def test_jobs_retry_refuses_a_task_filter_without_failed(dsn: str) -> None:
     """`jobs retry ID --task T` ignored --task and requeued job ID whatever its task; the
     filter only goes with --failed, and is now refused with the job left as it was."""
