@@ -152,6 +152,22 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
     assert states(dsn) == {"failed": 1}
 
 
+def test_a_duration_may_have_an_exponent_as_a_number_of_seconds_may(dsn: str) -> None:
+    """Durations are read as the other numbers of seconds (--lease, --interval) are: with a
+    `.` and an exponent, `1e3` (seconds) or `1.5E1m`; this was so, undocumented."""
+    for delay, seconds in (("1e3", 1000), ("1.5E1m", 900)):
+        job_id = pgqueue(dsn, "enqueue", "t", "--delay", delay).stdout.strip()
+        assert query(
+            dsn, "SELECT extract(epoch FROM run_at - created_at) FROM pgqueue.jobs WHERE id = %s",
+            [job_id],
+        ) == [(seconds,)]  # fmt: skip
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
+    for age, count in (("2e0d", 1), ("5E0D", 0)):
+        done = pgqueue(dsn, "prune", "--state", "failed", "--older-than", age, "--dry-run")
+        assert done.stdout == f"would delete {count} finished jobs (failed {count})\n"
+
+
 @pytest.mark.parametrize(
     ("option", "value", "error"),
     [("--args", "{not json",
