@@ -13,9 +13,11 @@ import sys
 import threading
 import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
@@ -153,14 +155,26 @@ def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connect
         yield conn
 
 
-def _json_default(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _dumps(value: Any, indent: int | None = None) -> str:
+    """JSON of ``value`` (one line without ``indent``): a datetime as ISO text, and an integer
+    too long for ``int()`` (read as a Decimal) as the number it is, all its digits, as SQL
+    shows it; json writes no number it cannot convert, so it goes in as a string that a
+    random token names, unquoted afterwards. Before, it was a string, and so was every other
+    integer of its document, which the reader had read as Decimals too."""
+    token, numbers = uuid.uuid4().hex, dict[str, str]()
 
+    def default(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.isoformat()
+        if isinstance(item, Decimal) and item.is_finite():
+            numbers[f'"{token}{len(numbers)}"'] = str(item)
+            return f"{token}{len(numbers) - 1}"
+        return str(item)
 
-def _dumps(value: Any) -> str:
-    """One line of JSON; what JSON has no type for (a Decimal, read from an integer too long
-    for ``int()``) as its text."""
-    return json.dumps(value, default=_json_default)
+    text = json.dumps(value, default=default, indent=indent)
+    for quoted, digits in numbers.items():
+        text = text.replace(quoted, digits, 1)
+    return text
 
 
 def _print_json(value: Any) -> None:
@@ -168,7 +182,7 @@ def _print_json(value: Any) -> None:
 
 
 def _indented(value: Any) -> str:
-    return json.dumps(value, default=_json_default, indent=2)
+    return _dumps(value, indent=2)
 
 
 # Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which

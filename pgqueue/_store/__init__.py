@@ -1211,7 +1211,16 @@ def _read_json(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:  # RecursionError (nested too deep) is left to the caller to name
-        return json.loads(text, parse_int=Decimal)
+        return json.loads(text, parse_int=_whole)
+
+
+def _whole(digits: str) -> int | Decimal:
+    """An integer of JSON text: an int, or a Decimal when too long for one (the others of its
+    document were Decimals too, which the CLI wrote as strings)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return Decimal(digits)
 
 
 def jobs_retry_failed(
