@@ -605,7 +605,38 @@ def test_an_app_that_cannot_be_used_is_one_line(
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error: " + error.format(dir=tmp_path))
-    assert "SyntaxError" not in line or line.endswith("(broken.py, line 1)")
+    assert "SyntaxError" not in line or line.endswith(f"({tmp_path / 'broken.py'}, line 1)")
+
+
+SLOW_APP = """
+import pathlib, time
+import pgqueue
+gate = pathlib.Path(__file__).with_name("go")
+for _ in range(1200):  # at most a minute: until the test has seen the notice
+    if gate.exists():
+        break
+    time.sleep(0.05)
+app = pgqueue.PgQueue()
+"""
+
+
+def test_an_app_module_slow_to_import_is_said_after_a_few_seconds(dsn: str, tmp_path: Path) -> None:
+    """An app module that waits at import time (a connection to a host that does not answer,
+    say) held up any command without a word; after IMPORT_SLOW_AFTER seconds one INFO line
+    says so, and the command goes on once the import ends."""
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--app", "slow_app", "cron", "list"],
+        env={**cli_env(dsn), "PYTHONPATH": str(ROOT)}, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    (tmp_path / "go").touch()
+    out, rest = process.communicate(timeout=60)
+    assert "still importing the app module 'slow_app' after 5 s (--app)" in first, first + rest
+    assert (process.returncode, rest) == (0, "")
+    assert out.startswith("no schedules: the app declares none")
 
 
 def test_a_worker_without_an_app_is_refused(dsn: str) -> None:
