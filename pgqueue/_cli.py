@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import logging
@@ -10,8 +11,9 @@ import os
 import re
 import shlex
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -234,7 +236,8 @@ def load_app(path: str) -> PgQueue:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        with _said_if_slow(module_name):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.ClickException(
             f"cannot import app module {module_name!r}: {exc}{_not_found(module_name, exc)}"
@@ -255,6 +258,32 @@ def load_app(path: str) -> PgQueue:
             " (use MODULE:ATTRIBUTE)"
         )
     return app
+
+
+IMPORT_SLOW_AFTER = 5.0  # seconds: a command says nothing until the app's module is imported
+
+
+@contextlib.contextmanager
+def _said_if_slow(module_name: str) -> Iterator[None]:
+    """Log once, at INFO, that the app's module is still importing after IMPORT_SLOW_AFTER
+    seconds: one that waits at import time (a connection to a host that does not answer, a
+    lock) held up any command without a word."""
+    timer = threading.Timer(IMPORT_SLOW_AFTER, _say_slow, (module_name,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _say_slow(module_name: str) -> None:
+    log.info(
+        "still importing the app module %r after %g s (--app): an import that waits, for a"
+        " connection or a lock, holds up the command; it goes on when the import ends",
+        module_name, IMPORT_SLOW_AFTER,
+        extra={"action": "app_import_slow", "app_module": module_name},
+    )  # fmt: skip
 
 
 def _not_found(module_name: str, exc: ImportError) -> str:
@@ -308,10 +337,14 @@ def _namespace_hint(module: ModuleType, attribute: str) -> str:
 
 
 def _raised_at(exc: Exception) -> str:
-    """``Type: message`` and the innermost line of the traceback (a SyntaxError names its)."""
+    """``Type: message`` and where: the innermost line of the traceback, or for a SyntaxError
+    the line that does not parse, by the file's path (its own message names the base name
+    only, ``(tasks.py, line 3)``, which several packages of an app may hold)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno})"
     text = error_line(exc)
     frames = traceback.extract_tb(exc.__traceback__)
-    if frames and not isinstance(exc, SyntaxError):
+    if frames:
         text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
     return text
 

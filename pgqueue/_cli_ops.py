@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
@@ -36,6 +38,7 @@ from pgqueue._options import (
     check_queue,
     check_task_name,
 )
+from pgqueue._schema import require_schema
 
 if TYPE_CHECKING:
     from pgqueue._cli import State
@@ -149,19 +152,34 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def _connect(state: State, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
     # Nothing prepared: behind a transaction-mode pooler the statement psycopg prepares on its
     # sixth run (prune's batches, stats --watch) is run by name on another server connection.
+    # The schema is checked first, as a worker checks it: on an older one, a command answered
+    # as if it were current (or failed on a missing column), without saying to migrate.
     with psycopg.connect(state.dsn, autocommit=autocommit, prepare_threshold=None) as conn:
         _store.iso_dates(conn)
+        require_schema(conn)
         yield conn
 
 
-def _json_default(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _dumps(value: Any, indent: int | None = None) -> str:
+    """JSON of ``value`` (one line without ``indent``): a datetime as ISO text, and an integer
+    too long for ``int()`` (read as a Decimal) as the number it is, all its digits, as SQL
+    shows it; json writes no number it cannot convert, so it goes in as a string that a
+    random token names, unquoted afterwards. Before, it was a string, and so was every other
+    integer of its document, which the reader had read as Decimals too."""
+    token, numbers = uuid.uuid4().hex, dict[str, str]()
 
+    def default(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.isoformat()
+        if isinstance(item, Decimal) and item.is_finite():
+            numbers[f'"{token}{len(numbers)}"'] = str(item)
+            return f"{token}{len(numbers) - 1}"
+        return str(item)
 
-def _dumps(value: Any) -> str:
-    """One line of JSON; what JSON has no type for (a Decimal, read from an integer too long
-    for ``int()``) as its text."""
-    return json.dumps(value, default=_json_default)
+    text = json.dumps(value, default=default, indent=indent)
+    for quoted, digits in numbers.items():
+        text = text.replace(quoted, digits, 1)
+    return text
 
 
 def _print_json(value: Any) -> None:
@@ -169,7 +187,7 @@ def _print_json(value: Any) -> None:
 
 
 def _indented(value: Any) -> str:
-    return json.dumps(value, default=_json_default, indent=2)
+    return _dumps(value, indent=2)
 
 
 # Control characters (C0, DEL, C1) as escapes: a task's error text, traceback or name, which
@@ -378,23 +396,40 @@ def _describe_error(error: Any) -> list[str]:
     type=Whole(1, BIGINT_MAX),
     help="With --failed: jobs requeued per transaction, in id order.  [default: 5000]",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --failed: say how many jobs it would requeue; requeue none.",
+)
 @click.pass_obj
 @friendly_errors
 def jobs_retry(state: State, job_id: int | None, all_failed: bool, task: str | None,
-               batch_size: int | None) -> None:  # fmt: skip
+               batch_size: int | None, dry_run: bool) -> None:  # fmt: skip
     """Put a failed or cancelled job (or with --failed, every failed job) back in its queue."""
     if (job_id is None) == (not all_failed):
         raise click.UsageError("give either a JOB_ID or --failed")
     # Refused rather than ignored: `retry ID --task T` requeued job ID whatever its task.
-    for name, value in (("--task", task), ("--batch-size", batch_size)):
-        if value is not None and not all_failed:
+    for name, value in (("--task", task), ("--batch-size", batch_size), ("--dry-run", dry_run)):
+        if value not in (None, False) and not all_failed:
             raise click.UsageError(f"{name} only goes with --failed")
+    if dry_run:
+        _count_retryable(state, task)
+        return
     if all_failed:
         _retry_failed(state, task, batch_size or RETRY_BATCH)
         return
     with _connect(state) as conn:
         _ops.retry_job(conn, job_id)  # type: ignore[arg-type]
     click.echo(f"job {job_id} requeued")
+
+
+def _count_retryable(state: State, task: str | None) -> None:
+    """Say how many failed jobs :func:`_retry_failed` would requeue now, as prune's dry run
+    says what it would delete."""
+    with _connect(state, autocommit=True) as conn:
+        count = _ops.count_retryable(conn, task)
+    click.echo(f"would requeue {count} failed jobs")
+    click.echo("dry run: nothing was requeued", err=True)
 
 
 RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for no more
@@ -738,10 +773,12 @@ def cron() -> None:
 @friendly_errors
 def cron_list(state: State, as_json: bool) -> None:
     """Show each schedule with its last tick (from the database) and its next tick."""
-    from pgqueue._periodic import cron_list
+    from pgqueue._periodic import cron_list_on
 
     show = cron_json if as_json else cron_table
-    click.echo(show(cron_list(state.app, state.dsn), app_given=bool(state.app_path)))
+    with _connect(state, autocommit=True) as conn:
+        statuses = cron_list_on(state.app, conn)
+    click.echo(show(statuses, app_given=bool(state.app_path)))
     if not state.app_path:
         click.echo(
             f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"

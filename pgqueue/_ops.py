@@ -188,6 +188,16 @@ def retry_failed_batches(
                 return
 
 
+def count_retryable(conn: SyncConnection, task: str | None = None) -> int:
+    """How many failed jobs (of ``task``) :func:`retry_failed` would requeue now: those whose
+    unique key no queued or running job holds, one per key; requeues none
+    (``pgqueue jobs retry --failed --dry-run``)."""
+    if task is not None:
+        check_task_name(task)
+    with sync_cursor(conn) as cur:
+        return _store.run(cur, _store.jobs_retry_failed_count(task))
+
+
 def cancel_job(conn: SyncConnection, job_id: int) -> str:
     """Cancel a job: returns ``"cancelled"`` (it was queued) or ``"requested"`` (running).
 

@@ -175,8 +175,14 @@ def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
     goes on from.
     """
     dsn = normalize_dsn(dsn) if dsn else app.dsn
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         _store.iso_dates(conn)
+        return cron_list_on(app, conn)
+
+
+def cron_list_on(app: PgQueue, conn: psycopg.Connection[Any]) -> list[ScheduleStatus]:
+    """:func:`cron_list`, read on ``conn`` (the CLI's, which checked the schema on it)."""
+    with conn.cursor() as cur:
         now = _store.run(cur, _store.clock_now())
         last = _store.run(cur, _store.ticks_last())
         pruned = [name for name in app.periodics if name not in last]

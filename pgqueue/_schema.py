@@ -84,11 +84,42 @@ def schema_state_on(
     if not run(_store.schema_exists()):
         return False, None, None
     revision = run(_store.schema_revision_get())
+    return True, revision, _compatible_since_on(run, revision)
+
+
+def _compatible_since_on(
+    run: Callable[[_store.Query[Any]], Any], revision: str | None
+) -> str | None:
+    """The oldest revision code may need and still run on a schema at ``revision``, read only
+    when ``revision`` is newer than this code (``None`` otherwise, or when it cannot be read)."""
     if revision is None or revision in KNOWN_REVISIONS:
-        return True, revision, None
+        return None
     if not run(_store.schema_compatible_since_callable()):
-        return True, revision, None
-    return True, revision, run(_store.schema_compatible_since())
+        return None
+    since: str | None = run(_store.schema_compatible_since())
+    return since
+
+
+def require_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise :class:`SchemaError` unless ``conn``'s database has a schema this code runs on,
+    as a worker's start-up check does: a command on a schema a revision behind answered as if
+    the schema were current. One statement when the schema is at this code's revision: its
+    revision read, a missing table saying the schema is missing."""
+    with conn.cursor() as cur:
+        run = partial(_store.run, cur)
+        try:
+            revision = run(_store.schema_revision_get())
+        except UNDEFINED as exc:
+            if not schema_missing(exc):
+                raise
+            raise SchemaError(str(schema_problem(False, None))) from None
+        if revision == SCHEMA_REVISION:
+            return
+        compatible_since = _compatible_since_on(run, revision)
+    problem = schema_problem(True, revision, compatible_since)
+    if problem:
+        raise SchemaError(problem)
+    say_newer(logging.getLogger("pgqueue.cli"), revision, compatible_since, "this command runs")
 
 
 async def aschema_state(
@@ -115,9 +146,16 @@ async def check_schema(db: Any) -> None:
     if problem:
         raise SchemaError(problem)
     if revision != SCHEMA_REVISION:
-        log.info(
-            "pgqueue's schema is at revision %s, newer than this version's %s; it runs code"
-            " that needs revision %s or later, so this worker starts: upgrade it when you can",
-            revision, SCHEMA_REVISION, compatible_since,
-            extra={"action": "schema_newer", "revision": revision},
-        )  # fmt: skip
+        say_newer(log, revision, compatible_since, "this worker starts")
+
+
+def say_newer(
+    log: logging.Logger, revision: str | None, compatible_since: str | None, goes_on: str
+) -> None:
+    """Log, at INFO, that the schema is newer than this code and serves it, so ``goes_on``."""
+    log.info(
+        "pgqueue's schema is at revision %s, newer than this version's %s; it runs code"
+        " that needs revision %s or later, so %s: upgrade it when you can",
+        revision, SCHEMA_REVISION, compatible_since, goes_on,
+        extra={"action": "schema_newer", "revision": revision},
+    )  # fmt: skip

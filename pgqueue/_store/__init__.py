@@ -1222,7 +1222,16 @@ def _read_json(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:  # RecursionError (nested too deep) is left to the caller to name
-        return json.loads(text, parse_int=Decimal)
+        return json.loads(text, parse_int=_whole)
+
+
+def _whole(digits: str) -> int | Decimal:
+    """An integer of JSON text: an int, or a Decimal when too long for one (the others of its
+    document were Decimals too, which the CLI wrote as strings)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return Decimal(digits)
 
 
 def jobs_retry_failed(
@@ -1233,6 +1242,11 @@ def jobs_retry_failed(
     (``None`` when there was none)."""
     params = {"task": task, "after": after, "limit": limit}
     return Query(q.JOBS_RETRY_FAILED, params, lambda rows: (rows[0][0], rows[0][1]))
+
+
+def jobs_retry_failed_count(task: str | None = None) -> Query[int]:
+    """How many failed jobs (of ``task``) :func:`jobs_retry_failed` would requeue now."""
+    return Query(q.JOBS_RETRY_FAILED_COUNT, {"task": task}, _one)
 
 
 def jobs_cancel_call(job_id: int) -> Query[str | None]:

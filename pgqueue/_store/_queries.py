@@ -1672,6 +1672,15 @@ WITH picked AS MATERIALIZED (
 SELECT count(*) FILTER (WHERE pgqueue.retry(id)), max(id) FROM picked
 """
 
+# What JOBS_RETRY_FAILED's batches would requeue now: the failed jobs (of %(task)s) whose
+# unique key no active job holds, one per key (pgqueue.retry() leaves the others failed).
+JOBS_RETRY_FAILED_COUNT: LiteralString = """
+SELECT count(*) FILTER (WHERE f.unique_key IS NULL) + count(DISTINCT f.unique_key)
+  FROM pgqueue.finished_jobs AS f
+ WHERE f.state = 'failed' AND (%(task)s::text IS NULL OR f.task = %(task)s)
+   AND NOT EXISTS (SELECT 1 FROM pgqueue.active_jobs AS a WHERE a.unique_key = f.unique_key)
+"""
+
 JOBS_CANCEL_CALL: LiteralString = """
 SELECT pgqueue.cancel(%(id)s)
 """

@@ -526,23 +526,63 @@ def test_with_json_logs_a_usage_error_a_command_finds_stays_text(
     assert (result.returncode, usage_error(result.stderr)) == (2, says)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
-     ("stats",), ("workers",), ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",)],
-)  # fmt: skip
+OPERATIONS = [
+    ("jobs", "list"), ("jobs", "show", "1"), ("jobs", "retry", "1"), ("jobs", "cancel", "1"),
+    ("jobs", "retry", "--failed"), ("stats",), ("workers",), ("cron", "list"),
+    ("enqueue", "tests.acceptance.app_under_test.once"), ("prune",),
+    ("prune", "--older-than", "1d", "--dry-run"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", OPERATIONS)
 def test_commands_on_a_missing_schema_say_so_in_one_line(
     empty_dsn: str, command: tuple[str, ...]
 ) -> None:
     """Every operations command, run before `pgqueue migrate`, exits 1 with one line that
-    names the missing relation and the command to run, not a traceback."""
+    says the schema is missing and the command to run, not a traceback."""
     result = cli(empty_dsn, *command)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("Error: "), line
-    assert "does not exist: is pgqueue's schema installed" in line
-    assert line.endswith("`pgqueue migrate` installs it")
+    assert (result.returncode, result.stderr) == (
+        1, "Error: pgqueue's schema is not installed in this database: run `pgqueue migrate`\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("revision", ["0001", "0009"])
+def test_commands_on_an_older_schema_say_its_revision_and_to_migrate(
+    empty_dsn: str, revision: str
+) -> None:
+    """On a schema a revision (or many) behind, every operations command stops, as a worker
+    does, saying the revision found, the one needed and to migrate: they answered as if it
+    were current (`enqueue` wrote a job, `jobs retry --failed` requeued) without a word."""
+    with psycopg.connect(empty_dsn) as conn, conn.cursor() as cur:
+        install_revision(cur, revision, lambda text: cur.execute(text.encode()))
+    expected = (f"Error: pgqueue's schema is at revision {revision}, this version needs"
+                f" {SCHEMA_REVISION}: run `pgqueue migrate`\n")  # fmt: skip
+    for command in OPERATIONS:
+        result = cli(empty_dsn, *command)
+        assert (result.returncode, result.stderr) == (1, expected), command
+    assert query(empty_dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def test_commands_on_a_newer_schema_run_when_it_serves_this_code_as_workers_do(
+    dsn: str,
+) -> None:
+    """A schema a later pgqueue migrated (a rolled-back deploy) that still serves this code
+    (pgqueue.compatible_since()) is used, with the INFO line a worker logs; one that does
+    not is refused, saying to upgrade pgqueue."""
+    from tests.integration.test_schema_compat import from_the_future
+
+    from_the_future(dsn, SCHEMA_REVISION)
+    listed = cli(dsn, "jobs", "list")
+    assert (listed.returncode, listed.stdout) == (0, "no jobs\n")
+    assert "schema is at revision 0042, newer than this version's" in listed.stderr
+    assert "so this command runs" in listed.stderr
+    from_the_future(dsn, "0042")
+    for command in OPERATIONS:
+        result = cli(dsn, *command)
+        assert (result.returncode, result.stderr) == (1, (
+            "Error: pgqueue's schema is at revision 0042, newer than this version: upgrade"
+            " pgqueue\n"
+        )), command  # fmt: skip
 
 
 def test_bad_app_path_is_one_line(dsn: str) -> None:
@@ -584,7 +624,38 @@ def test_an_app_that_cannot_be_used_is_one_line(
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error: " + error.format(dir=tmp_path))
-    assert "SyntaxError" not in line or line.endswith("(broken.py, line 1)")
+    assert "SyntaxError" not in line or line.endswith(f"({tmp_path / 'broken.py'}, line 1)")
+
+
+SLOW_APP = """
+import pathlib, time
+import pgqueue
+gate = pathlib.Path(__file__).with_name("go")
+for _ in range(1200):  # at most a minute: until the test has seen the notice
+    if gate.exists():
+        break
+    time.sleep(0.05)
+app = pgqueue.PgQueue()
+"""
+
+
+def test_an_app_module_slow_to_import_is_said_after_a_few_seconds(dsn: str, tmp_path: Path) -> None:
+    """An app module that waits at import time (a connection to a host that does not answer,
+    say) held up any command without a word; after IMPORT_SLOW_AFTER seconds one INFO line
+    says so, and the command goes on once the import ends."""
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "--app", "slow_app", "cron", "list"],
+        env={**cli_env(dsn), "PYTHONPATH": str(ROOT)}, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    (tmp_path / "go").touch()
+    out, rest = process.communicate(timeout=60)
+    assert "still importing the app module 'slow_app' after 5 s (--app)" in first, first + rest
+    assert (process.returncode, rest) == (0, "")
+    assert out.startswith("no schedules: the app declares none")
 
 
 def test_a_worker_without_an_app_is_refused(dsn: str) -> None:

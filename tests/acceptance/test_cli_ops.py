@@ -205,6 +205,22 @@ def test_a_duration_that_does_not_parse_is_a_usage_error_naming_every_unit(
     assert states(dsn) == {"failed": 1}
 
 
+def test_a_duration_may_have_an_exponent_as_a_number_of_seconds_may(dsn: str) -> None:
+    """Durations are read as the other numbers of seconds (--lease, --interval) are: with a
+    `.` and an exponent, `1e3` (seconds) or `1.5E1m`; this was so, undocumented."""
+    for delay, seconds in (("1e3", 1000), ("1.5E1m", 900)):
+        job_id = pgqueue(dsn, "enqueue", "t", "--delay", delay).stdout.strip()
+        assert query(
+            dsn, "SELECT extract(epoch FROM run_at - created_at) FROM pgqueue.jobs WHERE id = %s",
+            [job_id],
+        ) == [(seconds,)]  # fmt: skip
+    failed_job(dsn)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
+    for age, count in (("2e0d", 1), ("5E0D", 0)):
+        done = pgqueue(dsn, "prune", "--state", "failed", "--older-than", age, "--dry-run")
+        assert done.stdout == f"would delete {count} finished jobs (failed {count})\n"
+
+
 @pytest.mark.parametrize(
     ("option", "value", "error"),
     [("--args", "{not json",
@@ -313,6 +329,27 @@ def test_jobs_retry_by_id_and_all_failed_of_a_task(dsn: str) -> None:
     assert "requeued 1 failed" in pgqueue(dsn, "jobs", "retry", "--failed", "--task", "send").stdout
     assert states(dsn) == {"queued": 1}
     pgqueue(dsn, "jobs", "retry", ok=False)
+
+
+def test_jobs_retry_failed_dry_run_says_how_many_it_would_requeue_and_requeues_none(
+    dsn: str,
+) -> None:
+    """`jobs retry --failed` had no way to see what it would take before it took it, as
+    prune's --dry-run does: it counts the failed jobs it would requeue, with the same --task
+    filter, in prune's words, and requeues none; without --failed it is refused."""
+    job_id = failed_job(dsn)  # of task "send"
+    done = pgqueue(dsn, "jobs", "retry", "--failed", "--dry-run")
+    assert (done.stdout, done.stderr) == (
+        "would requeue 1 failed jobs\n", "dry run: nothing was requeued\n"
+    )  # fmt: skip
+    done = pgqueue(dsn, "jobs", "retry", "--failed", "--task", "other", "--dry-run")
+    assert done.stdout == "would requeue 0 failed jobs\n"
+    assert states(dsn) == {"failed": 1}
+    refused = pgqueue(dsn, "jobs", "retry", str(job_id), "--dry-run", ok=False)
+    assert (refused.returncode, refused.stderr.strip().splitlines()[-1]) == (
+        2, "Error: --dry-run only goes with --failed"
+    )  # fmt: skip
+    assert states(dsn) == {"failed": 1}
 
 
 def test_jobs_retry_refuses_a_task_filter_without_failed(dsn: str) -> None:

@@ -135,12 +135,36 @@ def test_one_job_with_an_integer_too_long_for_python_leaves_every_reader_working
     job = get_job(conn, bad)
     assert job is not None and job.args == [Decimal(huge)] and job.kwargs == {"n": Decimal(huge)}
     assert {j.id for j in list_jobs(conn)} == {bad, fine}
-    assert cli_json(dsn, "jobs", "show", str(bad))["args"] == [huge]  # type: ignore[index]
-    assert len(cli_json(dsn, "jobs", "list")) == 2  # type: ignore[arg-type]
+    shown = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(bad), "--json"])
+    assert json.loads(shown.output, parse_int=Decimal)["args"] == [Decimal(huge)]
+    listed = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "list", "--json"])
+    assert len(json.loads(listed.output, parse_int=Decimal)) == 2
     result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(bad)])
     assert result.exit_code == 0 and huge[:40] in result.output, result.output
     result = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "list"])
     assert result.exit_code == 0 and str(bad) in result.output, result.output
+
+
+def test_json_writes_an_integer_too_long_for_python_as_the_number_it_is(dsn: str, conn) -> None:
+    """`--json` wrote an integer of 5,000 digits as a string, and every other integer of its
+    document too (9007199254740993 as "9007199254740993"), which the reader had read as
+    Decimals with it: a script got strings where the job holds numbers. Each is now the
+    number SQL shows, all its digits; get_job reads the short ones as ints."""
+    huge = "7" * 5000
+    [(job_id,)] = query(dsn, "SELECT pgqueue.enqueue('t', %s::jsonb, %s::jsonb)",
+                        [f"[{huge}, 9007199254740993]", f'{{"n": {huge}, "m": 2}}'])  # fmt: skip
+    job = get_job(conn, job_id)
+    assert job is not None and job.args == [Decimal(huge), 9007199254740993]
+    assert type(job.args[1]) is int and type(job.kwargs["m"]) is int
+    for command in (("jobs", "show", str(job_id)), ("jobs", "list")):
+        output = CliRunner().invoke(cli, ["--dsn", dsn, *command, "--json"]).output
+        decoded = json.loads(output, parse_int=Decimal)
+        shown = decoded if command[1] == "show" else decoded[0]
+        assert shown["args"] == [Decimal(huge), 9007199254740993], command
+        assert shown["kwargs"] == {"n": Decimal(huge), "m": 2}, command
+        assert '"7777' not in output and '"9007199254740993"' not in output, command
+    text = CliRunner().invoke(cli, ["--dsn", dsn, "jobs", "show", str(job_id)]).output
+    assert f"  args          [{huge}, 9007199254740993]" in text.splitlines()
 
 
 def test_jobs_show_prints_an_errors_column_of_any_shape(dsn: str) -> None:

@@ -153,6 +153,31 @@ def test_count_prunable_counts_what_a_prune_would_delete_and_deletes_nothing(
     assert admin.count_prunable(conn, ages) == {"succeeded": 0, "failed": 0}
 
 
+def test_count_retryable_counts_what_retry_failed_would_requeue_and_requeues_nothing(
+    dsn: str, conn: Any
+) -> None:
+    """count_retryable: the failed jobs (of a task) retry_failed would requeue now, so not a
+    job whose unique key a queued job holds, and one per key shared; nothing is requeued."""
+    query(
+        dsn,
+        "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+        " attempts, max_attempts, run_at, created_at, finished_at, unique_key)"
+        " SELECT i, 'q', t, '[]', '{}', s, 0, 1, 1, now(), now(), now(), k"
+        " FROM (VALUES (201, 't', 'failed', NULL), (202, 't', 'failed', 'k1'),"
+        " (203, 't', 'failed', 'k1'), (204, 't', 'failed', 'held'), (205, 'u', 'failed', NULL),"
+        " (206, 't', 'cancelled', NULL)) AS v(i, t, s, k)",
+    )
+    query(dsn, "SELECT pgqueue.enqueue('t', unique_key => 'held')")
+    assert admin.count_retryable(conn, "t") == 2
+    assert admin.count_retryable(conn) == 3
+    assert admin.count_retryable(conn, "none") == 0
+    with pytest.raises(ValueError, match="task name"):
+        admin.count_retryable(conn, "")
+    assert query(dsn, "SELECT count(*) FROM pgqueue.finished_jobs WHERE state = 'failed'") == [(5,)]
+    with psycopg.connect(dsn, autocommit=True) as auto:
+        assert _ops.retry_failed(auto) == 3
+
+
 def test_prune_ends_though_jobs_reach_the_age_while_it_runs(dsn: str) -> None:
     """prune on an autocommit connection (`pgqueue prune`) deleted batches until one found
     nothing, each measuring the age from its own now(): while workers finished jobs, jobs kept

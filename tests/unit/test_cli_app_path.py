@@ -112,3 +112,31 @@ def test_an_import_error_the_app_module_raises_names_its_line(
         "cannot import app module 'h112_needs_name': cannot import name 'missing' from"
         f" 'h112_helpers' ({tmp_path}/h112_helpers.py) ({tmp_path}/h112_needs_name.py, line 2)"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [("def f(:\n", "SyntaxError: invalid syntax"),
+     ("x = 1\n  y = 2\n", "IndentationError: unexpected indent")],
+)  # fmt: skip
+def test_a_syntax_error_names_the_files_path_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, error: str
+) -> None:
+    """A SyntaxError in the app's module, or in a module it imports, was named by the file's
+    base name, `(broken.py, line 3)`, which several packages of an app may hold: it now names
+    the path, as every other error does."""
+    line = 4 if error.startswith("Indentation") else 3
+    package = f"h134_pkg{line}"  # one per case: a package imported stays in sys.modules
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "broken.py").write_text("import pgqueue\n\n" + source)
+    (tmp_path / f"h134_imports{line}.py").write_text(f"import {package}.broken\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the directory on it
+    for module in (f"{package}.broken", f"h134_imports{line}"):
+        with pytest.raises(click.ClickException) as raised:
+            load_app(f"{module}:app")
+        assert raised.value.message == (
+            f"cannot import app module {module!r}: {error}"
+            f" ({tmp_path / package / 'broken.py'}, line {line})"
+        )
