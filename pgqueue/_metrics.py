@@ -63,30 +63,61 @@ def _multiprocess() -> Any:
 
 def multiprocess_dir() -> str | None:
     """The directory of prometheus_client's multiprocess mode, if it is set; raises
-    ConfigurationError if it is not a directory (prometheus_client cannot write there)."""
+    ConfigurationError if it is not a directory (prometheus_client cannot write there), or if
+    prometheus_client chose its mode, when first imported, without the variable as it is now
+    (the values would be in memory, the port serving the directory's files, or the reverse)."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    in_files = _prometheus().values.ValueClass._multiprocess
+    if path and not in_files:
+        raise ConfigurationError(
+            "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported, which then"
+            " chose to keep values in memory: set it before the process imports prometheus_client"
+            " (in its environment)"
+        )
+    if path == "" and in_files:  # prometheus_client would write into the current directory
+        raise ConfigurationError("PROMETHEUS_MULTIPROC_DIR is empty: name a directory, or unset it")
+    if path is None and in_files:
+        raise ConfigurationError(
+            "PROMETHEUS_MULTIPROC_DIR was unset after prometheus_client was imported with it:"
+            " leave it set for the process's life"
+        )
     if path and not os.path.isdir(path):
         raise ConfigurationError(f"PROMETHEUS_MULTIPROC_DIR is not a directory: {path}")
     return path or None
 
 
-def _alive(pid: int) -> bool:
+def _dead(name: str) -> int | None:
+    """The process id a live gauge's file is named after, if no such process lives; None for
+    a live one's, or a name that is no process id (another program's identifier): left."""
+    pid = name.rsplit("_", 1)[-1]
+    if not pid.isdigit():
+        return None
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        return int(pid)
+    except (OSError, OverflowError):  # another user's process, or a number no pid can be
+        return None
+    return None
 
 
-def sweep_dead(path: str) -> None:
+def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
-    (killed): the live modes would otherwise add their last values for ever."""
+    (killed): the live modes would otherwise add their last values for ever. A file that
+    cannot be removed is logged once (its pid added to ``unremovable``) and left."""
     for file in Path(path).glob("gauge_live*_*.db"):
-        pid = file.stem.rsplit("_", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            _multiprocess().mark_process_dead(int(pid), path)
+        pid = _dead(file.stem)
+        if pid is None or pid in unremovable:
+            continue
+        try:
+            _multiprocess().mark_process_dead(pid, path)
+        except FileNotFoundError:
+            pass  # another worker's sweep removed it first
+        except OSError as exc:
+            unremovable.add(pid)
+            log.warning("cannot remove the live gauges of dead process %d (%s): they are served"
+                        " until removed", pid, error_line(exc),
+                        extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
 
 
 class _WithoutCreated:
@@ -112,6 +143,7 @@ class WorkerMetrics:
         p = _prometheus()
         self.worker = worker
         self.multiprocess = multiprocess_dir()
+        self.unremovable: set[int] = set()  # dead processes whose gauges the sweep cannot remove
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
         r = self.registry
@@ -234,7 +266,7 @@ class WorkerMetrics:
         and the sweep of dead processes' gauges, which need no database."""
         if self.multiprocess is not None:
             self._count_running()
-            sweep_dead(self.multiprocess)
+            sweep_dead(self.multiprocess, self.unremovable)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
             self.depth.labels(queue).set(count)

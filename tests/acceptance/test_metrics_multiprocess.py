@@ -171,3 +171,82 @@ def test_a_worker_whose_port_is_in_use_leaves_no_live_gauges_behind(
     assert done.returncode == 1, done.stderr
     assert "cannot serve metrics on 127.0.0.1 port" in done.stderr
     assert list(tmp_path.glob("gauge_live*.db")) == []
+
+
+def environment(directory: str | None) -> dict[str, str]:
+    """This process's environment with PROMETHEUS_MULTIPROC_DIR ``directory`` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return env if directory is None else {**env, "PROMETHEUS_MULTIPROC_DIR": directory}
+
+
+def embedded_worker(dsn: str, before: str | None, after: str) -> str:
+    """The last line of a process that imports prometheus_client with ``before`` as its
+    PROMETHEUS_MULTIPROC_DIR (None: unset), changes it to ``after`` ("": unsets it), then
+    makes a worker with metrics (an embedded worker, the app's code setting the variable)."""
+    script = (
+        "import os, sys; import prometheus_client; os.environ.pop('PROMETHEUS_MULTIPROC_DIR', 0)\n"
+        "if sys.argv[1]: os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]\n"
+        "from tests.integration.tasks_app import app\n"
+        "app.worker(dsn=sys.argv[2], queues=['io'], metrics_port=0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, after, dsn], capture_output=True, text=True,
+        timeout=120, cwd=ROOT, env=environment(before),
+    )  # fmt: skip
+    assert done.returncode == 1
+    return done.stderr.splitlines()[-1]
+
+
+def test_a_worker_in_a_process_that_imported_prometheus_client_first_is_refused(
+    dsn: str, tmp_path: Path
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set in a process that had imported prometheus_client without
+    it: the values stayed in memory while the port served the directory's files, none of this
+    worker's counts among them, and nothing said so (unset after the import instead, a
+    TypeError from prometheus_client's files). The worker is refused, saying why."""
+    last = embedded_worker(dsn, None, str(tmp_path))
+    assert last.startswith("pgqueue.ConfigurationError: PROMETHEUS_MULTIPROC_DIR was set after")
+    assert "before the process imports prometheus_client" in last
+    last = embedded_worker(dsn, str(tmp_path), "")
+    assert last.startswith("pgqueue.ConfigurationError: PROMETHEUS_MULTIPROC_DIR was unset after")
+
+
+def test_a_live_gauge_file_not_named_by_a_pid_does_not_stop_the_depth_being_read(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A live gauge's file whose name ends in a number no process id can be (another
+    program's process identifier in a shared directory) made the sweep raise OverflowError
+    before the depth was read, at every pass: the depth was never read, its read time stayed
+    0, and an ERROR called it a bug. The sweep leaves that file alone; the depth is read."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io',"
+               " run_at => now() + interval '1 hour')")  # fmt: skip
+    from prometheus_client.mmap_dict import MmapedDict
+
+    stranger = tmp_path / f"gauge_livesum_{10**20}.db"
+    MmapedDict(str(stranger)).close()
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    port = metrics_port(io)
+    depth = ("pgqueue_queue_depth", (("queue", "io"),))
+    wait_for("the depth read", lambda: depth in scrape(port))
+    assert scrape(port)[("pgqueue_queue_depth_read_timestamp_seconds", ())] > 0
+    assert stranger.exists()
+
+
+def test_an_empty_multiprocess_directory_variable_stops_the_worker_with_one_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set but empty (``PROMETHEUS_MULTIPROC_DIR=${UNSET}`` in a
+    compose file) switched prometheus_client to multiprocess mode, its files written into the
+    worker's current directory, never swept. The worker exits 1 with one line instead."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "tests.integration.tasks_app",
+         "worker", "-q", "io", "--burst", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**environment(""), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: PROMETHEUS_MULTIPROC_DIR is empty: name a directory, or unset it"
+    ]
+    assert list(tmp_path.glob("*.db")) == []
