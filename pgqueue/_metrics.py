@@ -120,17 +120,24 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
                         extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
 
 
-class _WithoutCreated:
-    """A registry's metrics without their ``_created`` samples: each counter and histogram
-    series had one, a series more for Prometheus to store per counter that tells it nothing
-    here (every series starts with the worker, at 0), and multiprocess mode has none."""
+class _Served:
+    """What a worker's port serves: ``source``'s metrics without their ``_created`` samples
+    (each counter and histogram series had one, a series more for Prometheus to store per
+    counter that tells nothing here: every series starts with the worker, at 0; multiprocess
+    mode has none), described as the worker's ``own`` registry's, so that a scrape asking for
+    some by name (``/metrics?name[]=...``) finds them."""
 
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
+    def __init__(self, source: Any, own: Any) -> None:
+        self.source = source
+        self.own = own
+
+    def describe(self) -> list[Any]:
+        """The worker's metrics, for the names a scrape may ask for."""
+        return list(self.own.collect())
 
     def collect(self) -> Iterator[Any]:
-        """Each metric of the registry, its ``_created`` samples left out."""
-        for family in self.registry.collect():
+        """Each metric of the source, its ``_created`` samples left out."""
+        for family in self.source.collect():
             created = family.name + "_created"
             family.samples = [s for s in family.samples if s.name != created]
             yield family
@@ -194,11 +201,11 @@ class WorkerMetrics:
     def served(self) -> Any:
         """The registry to serve: this worker's own without its ``_created`` series, or in
         multiprocess mode one that reads every process's files (which have none)."""
+        source = self.registry
+        if self.multiprocess is not None:
+            source = _multiprocess().MultiProcessCollector(None, self.multiprocess)
         registry = _prometheus().CollectorRegistry(auto_describe=False)
-        if self.multiprocess is None:
-            registry.register(_WithoutCreated(self.registry))
-        else:
-            _multiprocess().MultiProcessCollector(registry, self.multiprocess)
+        registry.register(_Served(source, self.registry))
         return registry
 
     def _count_running(self) -> None:
