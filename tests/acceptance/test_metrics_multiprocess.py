@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -250,3 +251,37 @@ def test_an_empty_multiprocess_directory_variable_stops_the_worker_with_one_line
         "Error: PROMETHEUS_MULTIPROC_DIR is empty: name a directory, or unset it"
     ]
     assert list(tmp_path.glob("*.db")) == []
+
+
+def test_a_dead_process_gauge_the_sweep_cannot_remove_is_logged_once_and_left(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A dead process's live gauge the sweep could not remove (another user's file) raised
+    PermissionError before the depth was read, at every pass, logged each time as a failed
+    depth read. The sweep logs it once (metrics_sweep_error) and the depth is read."""
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr to make a file no one may remove")
+    from prometheus_client.mmap_dict import MmapedDict
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    kept = tmp_path / f"gauge_livesum_{int(dead.stdout)}.db"
+    MmapedDict(str(kept)).close()
+    if subprocess.run(["chattr", "+i", str(kept)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        io = start_worker(dsn, tmp_path, "w-io", "io")
+        workers.append(io)
+        port = metrics_port(io)
+        read_at = ("pgqueue_queue_depth_read_timestamp_seconds", ())
+        wait_for("the depth read", lambda: scrape(port).get(read_at, 0.0) > 0)
+        first = scrape(port)[read_at]
+        wait_for("a second pass", lambda: scrape(port)[read_at] != first)
+        io.send_signal(signal.SIGTERM)
+        assert io.wait(30) == 0
+        assert io.stderr is not None
+        actions = [json.loads(line).get("action") for line in io.stderr]
+        assert actions.count("metrics_sweep_error") == 1
+        assert "metrics_error" not in actions
+    finally:
+        subprocess.run(["chattr", "-i", str(kept)], check=True)
