@@ -151,6 +151,7 @@ class WorkerMetrics:
         self.worker = worker
         self.multiprocess = multiprocess_dir()
         self.unremovable: set[int] = set()  # dead processes whose gauges the sweep cannot remove
+        self.files_gone = False  # this process's files were removed under it (logged once)
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
         r = self.registry
@@ -273,6 +274,7 @@ class WorkerMetrics:
         and the sweep of dead processes' gauges, which need no database."""
         if self.multiprocess is not None:
             self._count_running()
+            self._check_files(self.multiprocess)
             sweep_dead(self.multiprocess, self.unremovable)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
@@ -281,6 +283,17 @@ class WorkerMetrics:
         held = self.horizon.held(await self.worker.run_sql(_store.horizon_holders(0.0)))
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
         self.read_at.set_to_current_time()
+
+    def _check_files(self, path: str) -> None:
+        """Log, once, that this process's files were removed under it (the directory emptied or
+        removed while it ran): prometheus_client writes on into the unlinked files, and the
+        port serves every process's files but this one's."""
+        if self.files_gone or Path(path, f"gauge_livesum_{os.getpid()}.db").exists():
+            return
+        self.files_gone = True
+        log.error("this worker's metrics files in PROMETHEUS_MULTIPROC_DIR %s were removed while"
+                  " it ran: its counts are no longer served; restart it", path,
+                  extra={"action": "metrics_files_gone"})  # fmt: skip
 
     def close(self) -> None:
         """In multiprocess mode, remove this process's live gauges: it serves no more."""

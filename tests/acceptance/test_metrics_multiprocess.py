@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -285,3 +286,25 @@ def test_a_dead_process_gauge_the_sweep_cannot_remove_is_logged_once_and_left(
         assert "metrics_error" not in actions
     finally:
         subprocess.run(["chattr", "-i", str(kept)], check=True)
+
+
+def test_a_worker_whose_files_were_removed_under_it_says_so(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """The directory emptied (or removed) while a worker ran: prometheus_client went on
+    writing into its unlinked files, and the port served a page without the worker's counts,
+    answering 200, nothing logged. The worker logs it, once, at ERROR."""
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    metrics_port(io)
+    for file in tmp_path.glob("*.db"):
+        file.unlink()
+    assert io.stderr is not None
+    deadline = threading.Timer(30, io.kill)  # a pass every 10 s: the first, and two more
+    deadline.start()
+    try:
+        gone = [r for r in map(json.loads, io.stderr) if r.get("action") == "metrics_files_gone"]
+    finally:
+        deadline.cancel()
+    assert io.wait() == -signal.SIGKILL
+    assert [(r["level"], str(tmp_path) in r["message"]) for r in gone] == [("error", True)]
