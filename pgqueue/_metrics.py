@@ -154,7 +154,19 @@ class WorkerMetrics:
         self.files_gone = False  # this process's files were removed under it (logged once)
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
-        r = self.registry
+        try:
+            self._make(p, self.registry)
+            self._start_at_zero()
+        except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
+            raise ConfigurationError(
+                f"cannot write in PROMETHEUS_MULTIPROC_DIR {self.multiprocess}: {first_line(exc)}"
+            ) from exc
+        if self.multiprocess is None:  # else read from the files, kept up by the events
+            self.running.set_function(lambda: worker.running)
+
+    def _make(self, p: Any, r: Any) -> None:
+        """The worker's metrics, in registry ``r`` (in multiprocess mode, each process's
+        files are made with its first metrics)."""
         self.finished = p.Counter("pgqueue_jobs_finished", "Jobs that reached a final state.",
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
@@ -195,9 +207,6 @@ class WorkerMetrics:
         self.running = p.Gauge("pgqueue_jobs_running", "Jobs the worker (or, in multiprocess"
                                " mode, the live workers) runs now.", registry=r,
                                multiprocess_mode="livesum")  # fmt: skip
-        if self.multiprocess is None:  # else read from the files, kept up by the events
-            self.running.set_function(lambda: worker.running)
-        self._start_at_zero()
 
     def served(self) -> Any:
         """The registry to serve: this worker's own without its ``_created`` series, or in

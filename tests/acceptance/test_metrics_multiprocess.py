@@ -308,3 +308,30 @@ def test_a_worker_whose_files_were_removed_under_it_says_so(
         deadline.cancel()
     assert io.wait() == -signal.SIGKILL
     assert [(r["level"], str(tmp_path) in r["message"]) for r in gone] == [("error", True)]
+
+
+def test_a_multiprocess_directory_the_worker_cannot_write_stops_it_with_one_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR the worker may not write into (another user's, read-only)
+    stopped it with a PermissionError traceback from a file of prometheus_client's; it exits 1
+    with one line naming the variable, before claiming anything."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr to make a directory no one may write into")
+    if subprocess.run(["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app",
+             "tests.integration.tasks_app", "worker", "-q", "io", "--burst", "--metrics-port",
+             "0"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env=environment(str(tmp_path)),
+        )  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Error: cannot write in PROMETHEUS_MULTIPROC_DIR {tmp_path}: ")
+    assert states(dsn) == {"queued": 1}
