@@ -63,43 +63,81 @@ def _multiprocess() -> Any:
 
 def multiprocess_dir() -> str | None:
     """The directory of prometheus_client's multiprocess mode, if it is set; raises
-    ConfigurationError if it is not a directory (prometheus_client cannot write there)."""
+    ConfigurationError if it is not a directory (prometheus_client cannot write there), or if
+    prometheus_client chose its mode, when first imported, without the variable as it is now
+    (the values would be in memory, the port serving the directory's files, or the reverse)."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    in_files = _prometheus().values.ValueClass._multiprocess
+    if path and not in_files:
+        raise ConfigurationError(
+            "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported, which then"
+            " chose to keep values in memory: set it before the process imports prometheus_client"
+            " (in its environment)"
+        )
+    if path == "" and in_files:  # prometheus_client would write into the current directory
+        raise ConfigurationError("PROMETHEUS_MULTIPROC_DIR is empty: name a directory, or unset it")
+    if path is None and in_files:
+        raise ConfigurationError(
+            "PROMETHEUS_MULTIPROC_DIR was unset after prometheus_client was imported with it:"
+            " leave it set for the process's life"
+        )
     if path and not os.path.isdir(path):
         raise ConfigurationError(f"PROMETHEUS_MULTIPROC_DIR is not a directory: {path}")
     return path or None
 
 
-def _alive(pid: int) -> bool:
+def _dead(name: str) -> int | None:
+    """The process id a live gauge's file is named after, if no such process lives; None for
+    a live one's, or a name that is no process id (another program's identifier): left."""
+    pid = name.rsplit("_", 1)[-1]
+    if not pid.isdigit():
+        return None
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        return int(pid)
+    except (OSError, OverflowError):  # another user's process, or a number no pid can be
+        return None
+    return None
 
 
-def sweep_dead(path: str) -> None:
+def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
-    (killed): the live modes would otherwise add their last values for ever."""
+    (killed): the live modes would otherwise add their last values for ever. A file that
+    cannot be removed is logged once (its pid added to ``unremovable``) and left."""
     for file in Path(path).glob("gauge_live*_*.db"):
-        pid = file.stem.rsplit("_", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            _multiprocess().mark_process_dead(int(pid), path)
+        pid = _dead(file.stem)
+        if pid is None or pid in unremovable:
+            continue
+        try:
+            _multiprocess().mark_process_dead(pid, path)
+        except FileNotFoundError:
+            pass  # another worker's sweep removed it first
+        except OSError as exc:
+            unremovable.add(pid)
+            log.warning("cannot remove the live gauges of dead process %d (%s): they are served"
+                        " until removed", pid, error_line(exc),
+                        extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
 
 
-class _WithoutCreated:
-    """A registry's metrics without their ``_created`` samples: each counter and histogram
-    series had one, a series more for Prometheus to store per counter that tells it nothing
-    here (every series starts with the worker, at 0), and multiprocess mode has none."""
+class _Served:
+    """What a worker's port serves: ``source``'s metrics without their ``_created`` samples
+    (each counter and histogram series had one, a series more for Prometheus to store per
+    counter that tells nothing here: every series starts with the worker, at 0; multiprocess
+    mode has none), described as the worker's ``own`` registry's, so that a scrape asking for
+    some by name (``/metrics?name[]=...``) finds them."""
 
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
+    def __init__(self, source: Any, own: Any) -> None:
+        self.source = source
+        self.own = own
+
+    def describe(self) -> list[Any]:
+        """The worker's metrics, for the names a scrape may ask for."""
+        return list(self.own.collect())
 
     def collect(self) -> Iterator[Any]:
-        """Each metric of the registry, its ``_created`` samples left out."""
-        for family in self.registry.collect():
+        """Each metric of the source, its ``_created`` samples left out."""
+        for family in self.source.collect():
             created = family.name + "_created"
             family.samples = [s for s in family.samples if s.name != created]
             yield family
@@ -112,9 +150,23 @@ class WorkerMetrics:
         p = _prometheus()
         self.worker = worker
         self.multiprocess = multiprocess_dir()
+        self.unremovable: set[int] = set()  # dead processes whose gauges the sweep cannot remove
+        self.files_gone = False  # this process's files were removed under it (logged once)
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
-        r = self.registry
+        try:
+            self._make(p, self.registry)
+            self._start_at_zero()
+        except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
+            raise ConfigurationError(
+                f"cannot write in PROMETHEUS_MULTIPROC_DIR {self.multiprocess}: {first_line(exc)}"
+            ) from exc
+        if self.multiprocess is None:  # else read from the files, kept up by the events
+            self.running.set_function(lambda: worker.running)
+
+    def _make(self, p: Any, r: Any) -> None:
+        """The worker's metrics, in registry ``r`` (in multiprocess mode, each process's
+        files are made with its first metrics)."""
         self.finished = p.Counter("pgqueue_jobs_finished", "Jobs that reached a final state.",
                                   ["task", "queue", "state"], registry=r)  # fmt: skip
         self.retries = p.Counter("pgqueue_job_retries", "Failed attempts that will be retried.",
@@ -155,18 +207,15 @@ class WorkerMetrics:
         self.running = p.Gauge("pgqueue_jobs_running", "Jobs the worker (or, in multiprocess"
                                " mode, the live workers) runs now.", registry=r,
                                multiprocess_mode="livesum")  # fmt: skip
-        if self.multiprocess is None:  # else read from the files, kept up by the events
-            self.running.set_function(lambda: worker.running)
-        self._start_at_zero()
 
     def served(self) -> Any:
         """The registry to serve: this worker's own without its ``_created`` series, or in
         multiprocess mode one that reads every process's files (which have none)."""
+        source = self.registry
+        if self.multiprocess is not None:
+            source = _multiprocess().MultiProcessCollector(None, self.multiprocess)
         registry = _prometheus().CollectorRegistry(auto_describe=False)
-        if self.multiprocess is None:
-            registry.register(_WithoutCreated(self.registry))
-        else:
-            _multiprocess().MultiProcessCollector(registry, self.multiprocess)
+        registry.register(_Served(source, self.registry))
         return registry
 
     def _count_running(self) -> None:
@@ -234,7 +283,8 @@ class WorkerMetrics:
         and the sweep of dead processes' gauges, which need no database."""
         if self.multiprocess is not None:
             self._count_running()
-            sweep_dead(self.multiprocess)
+            self._check_files(self.multiprocess)
+            sweep_dead(self.multiprocess, self.unremovable)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
             self.depth.labels(queue).set(count)
@@ -242,6 +292,17 @@ class WorkerMetrics:
         held = self.horizon.held(await self.worker.run_sql(_store.horizon_holders(0.0)))
         self.oldest_transaction.set(max((seconds for _, seconds in held), default=0.0))
         self.read_at.set_to_current_time()
+
+    def _check_files(self, path: str) -> None:
+        """Log, once, that this process's files were removed under it (the directory emptied or
+        removed while it ran): prometheus_client writes on into the unlinked files, and the
+        port serves every process's files but this one's."""
+        if self.files_gone or Path(path, f"gauge_livesum_{os.getpid()}.db").exists():
+            return
+        self.files_gone = True
+        log.error("this worker's metrics files in PROMETHEUS_MULTIPROC_DIR %s were removed while"
+                  " it ran: its counts are no longer served; restart it", path,
+                  extra={"action": "metrics_files_gone"})  # fmt: skip
 
     def close(self) -> None:
         """In multiprocess mode, remove this process's live gauges: it serves no more."""

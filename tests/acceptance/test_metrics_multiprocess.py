@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -171,3 +173,165 @@ def test_a_worker_whose_port_is_in_use_leaves_no_live_gauges_behind(
     assert done.returncode == 1, done.stderr
     assert "cannot serve metrics on 127.0.0.1 port" in done.stderr
     assert list(tmp_path.glob("gauge_live*.db")) == []
+
+
+def environment(directory: str | None) -> dict[str, str]:
+    """This process's environment with PROMETHEUS_MULTIPROC_DIR ``directory`` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return env if directory is None else {**env, "PROMETHEUS_MULTIPROC_DIR": directory}
+
+
+def embedded_worker(dsn: str, before: str | None, after: str) -> str:
+    """The last line of a process that imports prometheus_client with ``before`` as its
+    PROMETHEUS_MULTIPROC_DIR (None: unset), changes it to ``after`` ("": unsets it), then
+    makes a worker with metrics (an embedded worker, the app's code setting the variable)."""
+    script = (
+        "import os, sys; import prometheus_client; os.environ.pop('PROMETHEUS_MULTIPROC_DIR', 0)\n"
+        "if sys.argv[1]: os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]\n"
+        "from tests.integration.tasks_app import app\n"
+        "app.worker(dsn=sys.argv[2], queues=['io'], metrics_port=0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, after, dsn], capture_output=True, text=True,
+        timeout=120, cwd=ROOT, env=environment(before),
+    )  # fmt: skip
+    assert done.returncode == 1
+    return done.stderr.splitlines()[-1]
+
+
+def test_a_worker_in_a_process_that_imported_prometheus_client_first_is_refused(
+    dsn: str, tmp_path: Path
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set in a process that had imported prometheus_client without
+    it: the values stayed in memory while the port served the directory's files, none of this
+    worker's counts among them, and nothing said so (unset after the import instead, a
+    TypeError from prometheus_client's files). The worker is refused, saying why."""
+    last = embedded_worker(dsn, None, str(tmp_path))
+    assert last.startswith("pgqueue.ConfigurationError: PROMETHEUS_MULTIPROC_DIR was set after")
+    assert "before the process imports prometheus_client" in last
+    last = embedded_worker(dsn, str(tmp_path), "")
+    assert last.startswith("pgqueue.ConfigurationError: PROMETHEUS_MULTIPROC_DIR was unset after")
+
+
+def test_a_live_gauge_file_not_named_by_a_pid_does_not_stop_the_depth_being_read(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A live gauge's file whose name ends in a number no process id can be (another
+    program's process identifier in a shared directory) made the sweep raise OverflowError
+    before the depth was read, at every pass: the depth was never read, its read time stayed
+    0, and an ERROR called it a bug. The sweep leaves that file alone; the depth is read."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io',"
+               " run_at => now() + interval '1 hour')")  # fmt: skip
+    from prometheus_client.mmap_dict import MmapedDict
+
+    stranger = tmp_path / f"gauge_livesum_{10**20}.db"
+    MmapedDict(str(stranger)).close()
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    port = metrics_port(io)
+    depth = ("pgqueue_queue_depth", (("queue", "io"),))
+    wait_for("the depth read", lambda: depth in scrape(port))
+    assert scrape(port)[("pgqueue_queue_depth_read_timestamp_seconds", ())] > 0
+    assert stranger.exists()
+
+
+def test_an_empty_multiprocess_directory_variable_stops_the_worker_with_one_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set but empty (``PROMETHEUS_MULTIPROC_DIR=${UNSET}`` in a
+    compose file) switched prometheus_client to multiprocess mode, its files written into the
+    worker's current directory, never swept. The worker exits 1 with one line instead."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app", "tests.integration.tasks_app",
+         "worker", "-q", "io", "--burst", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**environment(""), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: PROMETHEUS_MULTIPROC_DIR is empty: name a directory, or unset it"
+    ]
+    assert list(tmp_path.glob("*.db")) == []
+
+
+def test_a_dead_process_gauge_the_sweep_cannot_remove_is_logged_once_and_left(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A dead process's live gauge the sweep could not remove (another user's file) raised
+    PermissionError before the depth was read, at every pass, logged each time as a failed
+    depth read. The sweep logs it once (metrics_sweep_error) and the depth is read."""
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr to make a file no one may remove")
+    from prometheus_client.mmap_dict import MmapedDict
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    kept = tmp_path / f"gauge_livesum_{int(dead.stdout)}.db"
+    MmapedDict(str(kept)).close()
+    if subprocess.run(["chattr", "+i", str(kept)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        io = start_worker(dsn, tmp_path, "w-io", "io")
+        workers.append(io)
+        port = metrics_port(io)
+        read_at = ("pgqueue_queue_depth_read_timestamp_seconds", ())
+        wait_for("the depth read", lambda: scrape(port).get(read_at, 0.0) > 0)
+        first = scrape(port)[read_at]
+        wait_for("a second pass", lambda: scrape(port)[read_at] != first)
+        io.send_signal(signal.SIGTERM)
+        assert io.wait(30) == 0
+        assert io.stderr is not None
+        actions = [json.loads(line).get("action") for line in io.stderr]
+        assert actions.count("metrics_sweep_error") == 1
+        assert "metrics_error" not in actions
+    finally:
+        subprocess.run(["chattr", "-i", str(kept)], check=True)
+
+
+def test_a_worker_whose_files_were_removed_under_it_says_so(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """The directory emptied (or removed) while a worker ran: prometheus_client went on
+    writing into its unlinked files, and the port served a page without the worker's counts,
+    answering 200, nothing logged. The worker logs it, once, at ERROR."""
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    metrics_port(io)
+    for file in tmp_path.glob("*.db"):
+        file.unlink()
+    assert io.stderr is not None
+    deadline = threading.Timer(30, io.kill)  # a pass every 10 s: the first, and two more
+    deadline.start()
+    try:
+        gone = [r for r in map(json.loads, io.stderr) if r.get("action") == "metrics_files_gone"]
+    finally:
+        deadline.cancel()
+    assert io.wait() == -signal.SIGKILL
+    assert [(r["level"], str(tmp_path) in r["message"]) for r in gone] == [("error", True)]
+
+
+def test_a_multiprocess_directory_the_worker_cannot_write_stops_it_with_one_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR the worker may not write into (another user's, read-only)
+    stopped it with a PermissionError traceback from a file of prometheus_client's; it exits 1
+    with one line naming the variable, before claiming anything."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr to make a directory no one may write into")
+    if subprocess.run(["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, "--app",
+             "tests.integration.tasks_app", "worker", "-q", "io", "--burst", "--metrics-port",
+             "0"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env=environment(str(tmp_path)),
+        )  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Error: cannot write in PROMETHEUS_MULTIPROC_DIR {tmp_path}: ")
+    assert states(dsn) == {"queued": 1}

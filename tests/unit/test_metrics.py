@@ -111,3 +111,17 @@ def test_the_served_metrics_have_no_created_series() -> None:
     assert "pgqueue_jobs_finished_total{" in text
     assert "pgqueue_job_duration_seconds_count{" in text
     assert "_created" not in text
+
+
+def test_a_scrape_asking_for_some_metrics_by_name_gets_them() -> None:
+    """A scrape may name the metrics it wants (``/metrics?name[]=...``): the served registry
+    knew no names, so such a scrape got an empty page where it had got the metrics."""
+    m = metrics()
+    m.on_finished(JobEvent(JobContext(1, "work", "q", 1, 3), "succeeded", 0.5))
+    wanted = ["pgqueue_jobs_running", "pgqueue_job_duration_seconds_count"]
+    text = prometheus_client.generate_latest(m.served().restricted_registry(wanted)).decode()
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert lines == [
+        'pgqueue_job_duration_seconds_count{queue="q",task="(unregistered)"} 1.0',
+        "pgqueue_jobs_running 0.0",
+    ]
