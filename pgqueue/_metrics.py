@@ -67,7 +67,8 @@ def multiprocess_dir() -> str | None:
     prometheus_client chose its mode, when first imported, without the variable as it is now
     (the values would be in memory, the port serving the directory's files, or the reverse)."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    in_files = _prometheus().values.ValueClass._multiprocess
+    # Private to prometheus_client (0.20 and later have it): without it, nothing is checked.
+    in_files = getattr(_prometheus().values.ValueClass, "_multiprocess", bool(path))
     if path and not in_files:
         raise ConfigurationError(
             "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported, which then"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import pgqueue
@@ -125,3 +127,17 @@ def test_a_scrape_asking_for_some_metrics_by_name_gets_them() -> None:
         'pgqueue_job_duration_seconds_count{queue="q",task="(unregistered)"} 1.0',
         "pgqueue_jobs_running 0.0",
     ]
+
+
+def test_a_prometheus_client_without_its_private_mode_flag_still_serves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The mode check reads a private attribute of prometheus_client: a release without it
+    must not stop every worker that serves metrics."""
+    from pgqueue._metrics import multiprocess_dir
+
+    monkeypatch.delattr(prometheus_client.values.ValueClass, "_multiprocess")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert multiprocess_dir() is None
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert multiprocess_dir() == str(tmp_path)
