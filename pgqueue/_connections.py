@@ -204,8 +204,24 @@ def watch_connections() -> None:
 
 
 def watched_backends() -> set[int]:
-    """The server pids of the open connections pgqueue ran on since :func:`watch_connections`."""
-    return {c.info.backend_pid for c in list(_watched or ()) if not c.closed}
+    """The server pids of the open connections pgqueue ran on since :func:`watch_connections`.
+    Another thread of the test (a live server's, a task's) may enqueue on a connection new to
+    the set as it is read, which then changed size (RuntimeError: read again), or close one
+    after it was found open (its pid is then asked of a closed connection: left out)."""
+    while True:
+        try:
+            kept = list(_watched or ())
+        except RuntimeError:
+            continue
+        break
+    pids = set()
+    for conn in kept:
+        try:
+            if not conn.closed:
+                pids.add(conn.info.backend_pid)
+        except psycopg.OperationalError:
+            pass
+    return pids
 
 
 def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:

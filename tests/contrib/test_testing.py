@@ -1003,3 +1003,32 @@ def test_drain_names_a_middleware_that_returns_no_awaitable(conn, dsn) -> None:
     [(error,)] = query(dsn, "SELECT last_error FROM pgqueue.jobs")
     assert error.startswith("TypeError: middleware ")
     assert "forgetful returned NoneType, not an awaitable" in error
+
+
+def test_drains_look_at_the_connections_kept_while_another_thread_enqueues(dsn) -> None:
+    """drain's look at the connections pgqueue ran on iterated the set keeping them while
+    another thread of the test (a live server's, a thread task's) enqueued on a connection
+    new to it: the set changed size during the iteration, and drain raised RuntimeError."""
+    opened: list[psycopg.Connection[object]] = []
+    done = threading.Event()
+
+    def enqueue_on_new_connections() -> None:
+        try:
+            for _ in range(80):
+                with psycopg.connect(dsn) as conn:  # closed, and still kept (weakly)
+                    t.add.enqueue(conn, 1, 2)
+                opened.append(conn)
+        finally:
+            done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns often: the look meets the adds
+    other = threading.Thread(target=enqueue_on_new_connections)
+    other.start()
+    try:
+        while not done.is_set():
+            _connections.watched_backends()
+    finally:
+        sys.setswitchinterval(interval)
+        other.join()
+    assert len(opened) == 80

@@ -636,6 +636,42 @@ async def test_a_worker_role_that_may_not_vacuum_says_so_once_and_stops_trying(
     assert "MAINTAIN" in said[0].getMessage()
 
 
+async def test_a_worker_role_owning_the_database_vacuums_active_jobs_itself(
+    dsn: str, make_role, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL lets the database's owner vacuum its tables, active_jobs included, though
+    another role owns it: a worker under such a role vacuums, and says nothing of being
+    refused (the check asked of the role counts the database's owner, as VACUUM does)."""
+    query(dsn, roles_sql())
+    worker_dsn = make_role("pgqueue_worker")
+    role = conninfo_to_dict(worker_dsn)["user"]
+    database = query(dsn, "SELECT current_database()")[0][0]
+    owner = query(dsn, "SELECT relowner::regrole::text FROM pg_class "
+                       "WHERE oid = 'pgqueue.active_jobs'::regclass")  # fmt: skip
+    assert owner != [(role,)]
+    query(dsn, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+        sql.Identifier(database), sql.Identifier(role)))  # fmt: skip
+    try:
+        query(
+            dsn, "INSERT INTO pgqueue.active_jobs (task) SELECT 't' FROM generate_series(1, 3000)"
+        )
+        query(dsn, "DELETE FROM pgqueue.active_jobs")
+        counted = "SELECT n_dead_tup >= 3000 FROM pg_stat_user_tables " \
+                  "WHERE relid = 'pgqueue.active_jobs'::regclass"  # fmt: skip
+        wait_for(lambda: query(dsn, counted) == [(True,)], what="dead rows counted")
+        caplog.set_level(logging.INFO, logger="pgqueue.worker")
+        worker = pgqueue.PgQueue().worker(dsn=worker_dsn, vacuum_threshold=1000)
+        try:
+            await worker.maintain()
+        finally:
+            await worker._close_connections()
+    finally:
+        query(dsn, sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(
+            sql.Identifier(database)))  # fmt: skip
+    assert worker._vacuum_permitted is True  # asked: the vacuum was due
+    assert [r for r in caplog.records if getattr(r, "action", "") == "vacuum_not_permitted"] == []
+
+
 def test_only_the_insert_trigger_runs_as_the_owner_and_its_search_path_is_pinned(
     dsn: str,
 ) -> None:
