@@ -104,7 +104,9 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     """Raise :class:`SchemaError` unless ``conn``'s database has a schema this code runs on,
     as a worker's start-up check does: a command on a schema a revision behind answered as if
     the schema were current. One statement when the schema is at this code's revision: its
-    revision read, a missing table saying the schema is missing."""
+    revision read, a missing table saying the schema is missing. A role that may not read the
+    revision (one granted only what its commands read) is not checked: every command refused
+    it, naming alembic_version; its transaction, aborted by the refusal, is rolled back."""
     with conn.cursor() as cur:
         run = partial(_store.run, cur)
         try:
@@ -113,6 +115,13 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
             if not schema_missing(exc):
                 raise
             raise SchemaError(str(schema_problem(False, None))) from None
+        except psycopg.errors.InsufficientPrivilege:
+            conn.rollback()
+            logging.getLogger("pgqueue.cli").debug(
+                "this role may not read pgqueue.alembic_version: the schema is not checked",
+                extra={"action": "schema_not_checked"},
+            )
+            return
         if revision == SCHEMA_REVISION:
             return
         compatible_since = _compatible_since_on(run, revision)
