@@ -107,6 +107,7 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     revision read, a missing table saying the schema is missing. A role that may not read the
     revision (one granted only what its commands read) is not checked: every command refused
     it, naming alembic_version; its transaction, aborted by the refusal, is rolled back."""
+    log = logging.getLogger("pgqueue.cli")
     with conn.cursor() as cur:
         run = partial(_store.run, cur)
         try:
@@ -117,7 +118,7 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
             raise SchemaError(str(schema_problem(False, None))) from None
         except psycopg.errors.InsufficientPrivilege:
             conn.rollback()
-            logging.getLogger("pgqueue.cli").debug(
+            log.debug(
                 "this role may not read pgqueue.alembic_version: the schema is not checked",
                 extra={"action": "schema_not_checked"},
             )
@@ -128,7 +129,7 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     problem = schema_problem(True, revision, compatible_since)
     if problem:
         raise SchemaError(problem)
-    say_newer(logging.getLogger("pgqueue.cli"), revision, compatible_since, "this command runs")
+    say_newer(log, revision, compatible_since, "this command runs")
 
 
 async def aschema_state(
