@@ -104,7 +104,10 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     """Raise :class:`SchemaError` unless ``conn``'s database has a schema this code runs on,
     as a worker's start-up check does: a command on a schema a revision behind answered as if
     the schema were current. One statement when the schema is at this code's revision: its
-    revision read, a missing table saying the schema is missing."""
+    revision read, a missing table saying the schema is missing. A role that may not read the
+    revision (one granted only what its commands read) is not checked: every command refused
+    it, naming alembic_version; its transaction, aborted by the refusal, is rolled back."""
+    log = logging.getLogger("pgqueue.cli")
     with conn.cursor() as cur:
         run = partial(_store.run, cur)
         try:
@@ -113,13 +116,20 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
             if not schema_missing(exc):
                 raise
             raise SchemaError(str(schema_problem(False, None))) from None
+        except psycopg.errors.InsufficientPrivilege:
+            conn.rollback()
+            log.debug(
+                "this role may not read pgqueue.alembic_version: the schema is not checked",
+                extra={"action": "schema_not_checked"},
+            )
+            return
         if revision == SCHEMA_REVISION:
             return
         compatible_since = _compatible_since_on(run, revision)
     problem = schema_problem(True, revision, compatible_since)
     if problem:
         raise SchemaError(problem)
-    say_newer(logging.getLogger("pgqueue.cli"), revision, compatible_since, "this command runs")
+    say_newer(log, revision, compatible_since, "this command runs")
 
 
 async def aschema_state(

@@ -1157,3 +1157,29 @@ def test_a_second_ctrl_c_abandons_the_batch_running_which_rolls_back(dsn: str) -
         " requeued; run the command again to requeue the rest\n"
     )
     assert query(dsn, "SELECT id FROM pgqueue.finished_jobs ORDER BY id") == [(3,), (4,), (5,)]
+
+
+def test_a_role_that_may_not_read_the_schema_revision_runs_what_it_may(dsn: str) -> None:
+    """A custom read-only role (SELECT on pgqueue.jobs, not on alembic_version) listed jobs
+    until every command read the revision first: then each refused with "permission denied
+    for table alembic_version". The check is left out for it, on a connection left usable
+    (not aborted) for the command's own statements; what it may not do is still refused."""
+    job_id = int(pgqueue(dsn, "enqueue", "x").stdout)
+    role = f"pgq_ro_{os.urandom(5).hex()}"
+    name = sql.Identifier(role)
+    query(dsn, sql.SQL("CREATE ROLE {0} LOGIN; GRANT USAGE ON SCHEMA pgqueue TO {0};"
+                       " GRANT SELECT ON pgqueue.jobs TO {0}").format(name))  # fmt: skip
+    try:
+        as_role = psycopg.conninfo.make_conninfo(dsn, user=role)
+        listed = json.loads(pgqueue(as_role, "jobs", "list", "--json").stdout)
+        assert [row["id"] for row in listed] == [job_id]
+        refused = pgqueue(as_role, "stats", ok=False)
+        assert "permission denied for table active_jobs" in refused.stderr
+        # enqueue runs in a transaction, which the refused read had left aborted.
+        grant = sql.SQL("GRANT SELECT, INSERT ON pgqueue.active_jobs TO {0};"
+                        " GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgqueue TO {0}")  # fmt: skip
+        query(dsn, grant.format(name))
+        second = int(pgqueue(as_role, "enqueue", "x").stdout)
+        assert query(dsn, "SELECT task FROM pgqueue.jobs WHERE id = %s", [second]) == [("x",)]
+    finally:
+        query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
