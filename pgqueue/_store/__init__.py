@@ -28,11 +28,14 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class Query(Generic[T]):
-    """One statement, its bound parameters, and the function that reads its rows."""
+    """One statement, its bound parameters, and the function that reads its rows; with
+    ``binary``, the rows come in binary (:func:`arun`): a worker's claims and acks, whose
+    numbers psycopg parses from text otherwise."""
 
     sql: LiteralString
     params: Sequence[Any] | dict[str, Any] | None
     read: Callable[[list[Row]], T]
+    binary: bool = False
 
 
 # Whether a statement returned rows is read from its result's field count: cur.description
@@ -43,7 +46,7 @@ class Query(Generic[T]):
 
 def run(cur: psycopg.Cursor[Any], query: Query[T]) -> T:
     """Execute ``query`` on a sync cursor; never commits."""
-    cur.execute(query.sql, query.params)
+    cur.execute(query.sql, query.params, binary=query.binary)
     if (result := cur.pgresult) is None and cur.connection.pgconn.pipeline_status:
         with cur.connection.pipeline() as pipeline:
             pipeline.sync()
@@ -53,7 +56,7 @@ def run(cur: psycopg.Cursor[Any], query: Query[T]) -> T:
 
 async def arun(cur: psycopg.AsyncCursor[Any], query: Query[T]) -> T:
     """Execute ``query`` on an async cursor; never commits."""
-    await cur.execute(query.sql, query.params)
+    await cur.execute(query.sql, query.params, binary=query.binary)
     if (result := cur.pgresult) is None and cur.connection.pgconn.pipeline_status:
         async with cur.connection.pipeline() as pipeline:
             await pipeline.sync()
@@ -286,7 +289,7 @@ def jobs_claim(
         if queue in idle:  # one idle queue: the statement that costs no more than the head's
             one = {"queue": queue, "limit": limit, "lease": lease, "worker": worker,
                    "priority": point.priority, "id": point.id, "back": idle[queue]}  # fmt: skip
-            return Query(q.JOBS_CLAIM_ONE_AFTER, one, _claimed)
+            return _claim(q.JOBS_CLAIM_ONE_AFTER, one)
     if any(points):
         backs = [idle.get(queue, 0.0) for queue in wanted] if idle else [0.0] * len(wanted)
         params = {
@@ -295,25 +298,30 @@ def jobs_claim(
             "priorities": [p and p.priority for p in points], "ids": [p and p.id for p in points],
             "backs": backs,
         }  # fmt: skip
-        return Query(q.JOBS_CLAIM_AFTER, params, _claimed)
+        return _claim(q.JOBS_CLAIM_AFTER, params)
     if look and count and not skip:
         params = {
             "queues": list(wanted), "limits": list(wanted.values()), "lease": lease,
             "worker": worker,
         }  # fmt: skip
-        return Query(q.JOBS_CLAIM_LOOK, params, _claimed)
+        return _claim(q.JOBS_CLAIM_LOOK, params)
     if len(wanted) == 1:
         [(queue, limit)] = wanted.items()
         one = {"queue": queue, "limit": limit, "lease": lease, "worker": worker}
         if skip:
-            return Query(q.JOBS_CLAIM_ONE_SKIP, one, _claimed)
+            return _claim(q.JOBS_CLAIM_ONE_SKIP, one)
         if count:
-            return Query(q.JOBS_CLAIM_ONE_PAGES if pages else q.JOBS_CLAIM_ONE, one, _claimed)
-        return Query(q.JOBS_CLAIM_ONE_IDLE, one, _claimed)
+            return _claim(q.JOBS_CLAIM_ONE_PAGES if pages else q.JOBS_CLAIM_ONE, one)
+        return _claim(q.JOBS_CLAIM_ONE_IDLE, one)
     params = {
         "queues": list(wanted), "limits": list(wanted.values()), "lease": lease, "worker": worker,
     }  # fmt: skip
-    return Query(q.JOBS_CLAIM_SKIP if skip else q.JOBS_CLAIM, params, _claimed)
+    return _claim(q.JOBS_CLAIM_SKIP if skip else q.JOBS_CLAIM, params)
+
+
+def _claim(sql: LiteralString, params: dict[str, Any]) -> Query[Claim]:
+    # Binary rows: psycopg parses each number of a text row from its digits.
+    return Query(sql, params, _claimed, binary=True)
 
 
 def jobs_claim_probe(queue: str, limit: int) -> Query[tuple[int, int]]:
@@ -478,7 +486,7 @@ def jobs_ack(outcomes: Sequence[Outcome]) -> Query[Acked]:
         else _ack_row_with_texts(o)
         for o in sorted(outcomes, key=_job_id)
     ]
-    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked)
+    return Query(q.JOBS_ACK, {"outcomes": json.dumps(rows)}, _acked, binary=True)
 
 
 def jobs_ack_again(outcomes: Sequence[Outcome], worker: str) -> Together[Acked]:
@@ -500,7 +508,7 @@ def jobs_ack_again(outcomes: Sequence[Outcome], worker: str) -> Together[Acked]:
             elif (written := _written_before(o, worker, attempts, state, holder)) is not None:
                 before = before.plus(written)
         ack = jobs_ack(ours)
-        return Query(ack.sql, ack.params, lambda r: ack.read(r).plus(before))
+        return Query(ack.sql, ack.params, lambda r: ack.read(r).plus(before), ack.binary)
 
     return Together(lock, then)
 

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import _json
@@ -109,12 +110,16 @@ class JobExecutor:
         self._inline_tasks: dict[Task[Any, Any], bool] = {}  # runs_inline() per task
         self._plain_tasks: dict[Task[Any, Any], bool] = {}  # _plain() per task, crash aside
 
-    def runs_inline(self, job: ClaimedJob) -> bool:
+    def runs_inline(
+        self, job: ClaimedJob, task: Task[Any, Any] | EllipsisType | None = ...
+    ) -> bool:
         """Whether :meth:`run` would finish ``job`` without ever suspending: a coroutine
-        function with no ``await`` in it, run on the loop, with no timeout and no middleware."""
+        function with no ``await`` in it, run on the loop, with no timeout and no middleware.
+        ``task``: the job's task, when the caller has already looked it up."""
         if job.timeout is not None or job.crashed or job.unreadable or self.app.hooks.middleware:
             return False
-        task = self.app.get_task(job.task)
+        if task is ...:  # the app's get_task may be costly (Django's)
+            task = self.app.get_task(job.task)
         if task is None:
             return False
         inline = self._inline_tasks.get(task)
@@ -122,11 +127,15 @@ class JobExecutor:
             inline = self._inline_tasks[task] = _on_loop(task) and never_suspends(task.fn)
         return inline
 
-    async def run(self, job: ClaimedJob, ctx: JobContext) -> Outcome:
-        """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates)."""
+    async def run(
+        self, job: ClaimedJob, ctx: JobContext, task: Task[Any, Any] | EllipsisType | None = ...
+    ) -> Outcome:
+        """Run ``job``; every exception becomes an outcome (``CancelledError`` propagates).
+        ``task``: the job's task, when the caller has already looked it up."""
         if job.unreadable is not None:  # no attempt can read it: fail now, arguments kept
             return Outcome(job.id, job.attempt, "failed", error=job.unreadable)
-        task = self.app.get_task(job.task)
+        if task is ...:
+            task = self.app.get_task(job.task)
         timer = None
         try:
             if task is None:

@@ -55,6 +55,7 @@ from pgqueue._worker._scheduler import TickPruner, run_scheduler
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
     from pgqueue._metrics import MetricsServer
+    from pgqueue._task import Task
 
 log = logging.getLogger("pgqueue.worker")
 _Held = TypeVar("_Held")
@@ -70,6 +71,7 @@ class _Running:
     task: asyncio.Task[None] | None = None
     started: float = 0.0  # time.monotonic() as the attempt started
     overran: bool = False  # logged as running on past its timeout (see _warn_overran)
+    found: Task[Any, Any] | None = None  # the job's task, looked up once per job
 
 
 @dataclass
@@ -1019,7 +1021,8 @@ class Worker:
         crash_point("after_claim")
         # What may raise comes first: a start that raised has changed nothing.
         running = _Running(job, job.context())
-        inline = self._executor.runs_inline(job)
+        running.found = found = self.app.get_task(job.task)
+        inline = self._executor.runs_inline(job, found)
         self.stats.claimed += 1
         self._free[job.queue] -= 1
         self._running[job.id, job.attempt] = running
@@ -1056,7 +1059,7 @@ class Worker:
         outcome: Outcome | None = None
         started = running.started = self.events.job_started(job)
         try:
-            outcome = await self._executor.run(job, ctx)
+            outcome = await self._executor.run(job, ctx, running.found)
         except asyncio.CancelledError:
             if ctx.cancel_reason == "cancel requested":
                 outcome = Outcome(job.id, job.attempt, "cancelled", error="cancelled on request")
@@ -1082,7 +1085,10 @@ class Worker:
                     report = (ctx, started, time.monotonic())
                     self._retrying.setdefault((job.id, job.attempt), []).append(report)
                 else:
-                    self._count(outcome.state)
+                    if outcome.state == "succeeded":
+                        self.stats.succeeded += 1
+                    else:
+                        self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
                 # A thread ignoring its cancellation keeps its slot.

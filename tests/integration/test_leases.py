@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -365,3 +366,55 @@ def test_a_large_mixed_ack_pairs_each_id_with_the_attempt_it_wrote(dsn: str) -> 
     written = {(job_id, a) for job_id, a in attempts.items() if job_id not in left}
     assert 800 < len(written) < 1000 and len(acked.ids) == len(written)
     assert acked.applied() == written
+
+
+def read_both_ways(dsn: str, statement: _store.Query[T]) -> tuple[T, T]:
+    """What ``statement`` returns read in binary and as text, each in a transaction rolled
+    back (so both read the same rows); asserts the first really came back in binary."""
+    results = []
+    with psycopg.connect(dsn) as conn:
+        for binary in (True, False):
+            with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                results.append(_store.run(cur, dataclasses.replace(statement, binary=binary)))
+                assert cur.pgresult is not None and cur.pgresult.fformat(0) == int(binary)
+    return results[0], results[1]
+
+
+def test_claims_and_acks_read_in_binary_what_text_would_give(dsn: str) -> None:
+    """Every claim statement and the ack read their rows in binary (psycopg parses a text
+    row's numbers from their digits), and get what the text form gives: ids, attempts,
+    priorities, counts, timeouts, NULLs, JSON and text alike."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, args, kwargs, priority, timeout, "
+               "meta, last_error) VALUES ('io', 'x', '[\"\u00df\", 1.5]', "
+               "'{\"k\": [null, 1099511627776]}', -7, 2.5, '{\"\u00e9\": \"\u2603\"}', "
+               "'worker lost'), ('io', 'y', '[]', '{}', 3, NULL, '{}', NULL), "
+               "('cpu', 'z', '[1]', '{}', 0, NULL, '{}', 'other')")  # fmt: skip
+    point = _store.ClaimPoint(0, 0)
+    claims = [
+        _store.jobs_claim("w", {"io": 5}, 30, count=False),
+        _store.jobs_claim("w", {"io": 5}, 30),
+        _store.jobs_claim("w", {"io": 5}, 30, pages=False),
+        _store.jobs_claim("w", {"io": 5}, 30, skip=True),
+        _store.jobs_claim("w", {"io": 5, "cpu": 5}, 30),
+        _store.jobs_claim("w", {"io": 5, "cpu": 5}, 30, skip=True),
+        _store.jobs_claim("w", {"io": 5}, 30, after={"io": point}, idle={"io": 60.0}),
+        _store.jobs_claim("w", {"io": 5, "cpu": 5}, 30, after={"io": point}),
+        _store.jobs_claim("w", {"nothing": 5}, 30, look=True),
+    ]
+    for statement in claims:
+        assert statement.binary, statement.sql
+        binary, text = read_both_ways(dsn, statement)
+        assert binary.rows or binary.counted, statement.sql  # the look counts, taking none
+        waits = [(r[:9], r[10:]) for r in binary.rows], [(r[:9], r[10:]) for r in text.rows]
+        assert waits[0] == waits[1] and binary.ends == text.ends
+        assert (binary.walked, binary.counted, binary.pages) == (text.walked, text.counted,
+                                                                 text.pages)  # fmt: skip
+        assert all(type(r[9]) is float for r in binary.rows)
+        assert [[*map(type, r)] for r in binary.rows] == [[*map(type, r)] for r in text.rows]
+    [first, second] = claim(dsn, "w", lease=30)
+    ack = _store.jobs_ack([Outcome(first[0], 1, "succeeded", result="1"),
+                           Outcome(second[0], 1, "queued", error="again"),
+                           Outcome(second[0] + 99, 1, "succeeded")])  # fmt: skip
+    assert ack.binary
+    binary_acked, text_acked = read_both_ways(dsn, ack)
+    assert binary_acked == text_acked == ([second[0], first[0]], [], [1, 1])

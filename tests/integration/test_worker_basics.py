@@ -427,6 +427,31 @@ def test_only_coroutines_without_await_run_without_a_task(dsn: str) -> None:
     assert not app.worker()._executor.runs_inline(claimed("inline"))
 
 
+class CountingApp(pgqueue.PgQueue):
+    """An app that counts how often each task is looked up by name."""
+
+    looked_up: list[str] = []
+
+    def get_task(self, name: str) -> pgqueue.Task[object, object] | None:  # type: ignore[override]
+        self.looked_up.append(name)
+        return super().get_task(name)
+
+
+async def test_the_worker_looks_a_jobs_task_up_once_to_start_and_run_it(dsn: str) -> None:
+    """Deciding how to run a job and running it share one look-up of its task (an app's
+    get_task may cost: Django's wraps the function); its on_success callback makes the other."""
+    app = CountingApp(dsn)
+    app.task(name="inline", queue="io")(t.add.fn)
+    app.task(name="timed", queue="io", timeout=30)(t.add.fn)
+    with psycopg.connect(dsn) as conn:
+        for name in ("inline", "timed"):
+            app.using(name).enqueue(conn, 1, 2)
+    app.looked_up = []
+    await app.worker(dsn=dsn, queues=["io"], burst=True, scheduler=False).run()
+    assert states(dsn) == {"succeeded": 2}
+    assert sorted(app.looked_up) == ["inline", "inline", "timed", "timed"]
+
+
 async def test_inline_jobs_each_get_their_own_context(dsn: str, conn) -> None:
     """Jobs run without a task still see their own job and never each other's context."""
     ids = t.marks_context.enqueue_many(conn, [((i,), {}) for i in range(1, 41)])
