@@ -271,10 +271,10 @@ async def test_an_executor_that_raises_fails_the_job_and_gives_its_slot_back(
     worker = hooks_app.worker(dsn=dsn, queues=["io"], concurrency=1, poll_interval=0.05)
     real_run = worker._executor.run
 
-    async def run_once_broken(job, ctx):  # type: ignore[no-untyped-def]
+    async def run_once_broken(job, ctx, *task):  # type: ignore[no-untyped-def]
         if job.id == ids[0]:
             raise LookupError("a bug")
-        return await real_run(job, ctx)
+        return await real_run(job, ctx, *task)
 
     worker._executor.run = run_once_broken  # type: ignore[method-assign]
     await run_worker_until(worker, lambda: states(dsn) == {"succeeded": 2, "failed": 1})
