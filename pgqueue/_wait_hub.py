@@ -20,6 +20,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -31,6 +32,7 @@ from pgqueue._ops import _decodable
 from pgqueue._wait import _Reconnect, connection_options, unknown
 
 _Key = tuple[asyncio.AbstractEventLoop, str]
+Row = tuple[Any, ...]
 _hubs: dict[_Key, _Hub] = {}
 _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
 
@@ -166,12 +168,7 @@ class _Hub:
         self.stale.clear()
         query = _store.jobs_read_many(ids)
         try:
-            if (bound := self._read_bound(ids)) is None:
-                async with conn.cursor() as cur:
-                    rows = await _store.arun(cur, query)
-            else:  # one round trip: the timeouts and the read, in one transaction
-                timeouts = _store.timeouts_set_local(bound, bound)
-                rows = await _store.arun_together(conn, _store.Together(timeouts, query))
+            rows = await self._rows(conn, query, ids)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
             self.trouble = exc  # those waiting time out (by now), from this error
             self.stale.update(job_id for job_id in ids if job_id in self.waiters)
@@ -181,23 +178,31 @@ class _Hub:
         for job_id in ids:
             self._settle(job_id, found.get(job_id))
 
-    def _settle(self, job_id: int, row: tuple[Any, ...] | None) -> None:
+    async def _rows(
+        self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
+    ) -> list[Row]:
+        if (bound := self._read_bound(ids)) is None:
+            async with conn.cursor() as cur:
+                return await _store.arun(cur, query)
+        # One round trip: the timeouts and the read, in one transaction.
+        timeouts = _store.timeouts_set_local(bound, bound)
+        return await _store.arun_together(conn, _store.Together(timeouts, query))
+
+    def _settle(self, job_id: int, row: Row | None) -> None:
         outcome: Job | Exception
         try:
             if row is None:
                 raise unknown(job_id)
             with _decodable(f"job {job_id}"):
                 outcome = Job(*_store.job_row_decoded(row))
-            if not outcome.is_finished:  # queued or running (again, if retried): wait on
-                return
         except PgQueueError as exc:
             outcome = exc
         for waiter in self.waiters.get(job_id, ()):
             if not waiter.outcome.done():
-                if isinstance(outcome, Job):
-                    waiter.outcome.set_result(outcome)
-                else:
+                if not isinstance(outcome, Job):
                     waiter.outcome.set_exception(outcome)
+                elif outcome.is_finished:  # else queued or running (again, if retried): wait on
+                    waiter.outcome.set_result(outcome)
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Wait for a notification naming a waited job, a new waiter, or the next poll."""
@@ -221,8 +226,7 @@ class _Hub:
     async def _notes(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
         # stop_after=1 still yields every notification of the packet that brought the first.
         async for note in conn.notifies(timeout=seconds, stop_after=1):
-            waited = self.waiters
-            self.stale.update(i for i in map(int, note.payload.split(",")) if i in waited)
+            self.stale.update(_waited(note.payload.split(","), self.waiters))
 
     def _poll_interval(self) -> float:
         return min(w.again.poll_interval for ws in self.waiters.values() for w in ws)
@@ -236,3 +240,11 @@ class _Hub:
         waiters gives up (``None`` if one waits for ever)."""
         left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
         return None if left == float("inf") else max(left, 0.001)
+
+
+def _waited(ids: list[str], waiters: dict[int, list[_Waiter]]) -> Iterator[int]:
+    """The ids of a notification's payload that are waited for; a payload not pgqueue's (a
+    NOTIFY of someone else's on the channel) names none."""
+    for text in ids:
+        if text.isascii() and text.isdigit() and (job_id := int(text)) in waiters:
+            yield job_id

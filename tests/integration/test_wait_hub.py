@@ -162,3 +162,20 @@ async def test_a_forked_child_forgets_the_parents_hub(dsn: str, conn: Any) -> No
     assert app.cancel(conn, job_id) == "cancelled"
     conn.commit()
     assert (await asyncio.wait_for(task, 10)).state == "cancelled"
+
+
+async def test_a_notification_not_pgqueues_on_the_channel_wakes_no_one_wrongly(
+    dsn: str, conn: Any
+) -> None:
+    """Someone else's NOTIFY pgqueue_finished, 'hello': the waiters went on waiting for their
+    jobs (a payload that is not a list of ids names none of them)."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 3)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(i, timeout=60, poll_interval=60) for i in ids))
+    await registered(dsn)
+    await asyncio.to_thread(query, dsn, "SELECT pg_notify('pgqueue_finished', 'hello,²,-1')")
+    await asyncio.sleep(0.2)
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 3})
+    jobs = await asyncio.wait_for(waits, 20)
+    assert [(j.id, j.result) for j in jobs] == [(i, 2 * n) for n, i in enumerate(ids)]
