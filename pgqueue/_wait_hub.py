@@ -6,7 +6,8 @@ connects, registers as a waiter and LISTENs once, then reads the jobs waited for
 one statement, whenever a notification names them, a waiter joins, or the poll is due (every
 ``poll_interval`` of the waiter that asks for the shortest). Reads and the LISTEN share the
 connection, one after the other: a read is a few milliseconds (one round trip), and a
-notification that comes meanwhile waits in psycopg for the next wait. When the last waiter
+notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
+later; 3.2.0-3.2.3 drop it, and its waiters learn of their jobs from the poll). When the last waiter
 leaves, the connection is closed (before that waiter's ``wait`` returns): a process that
 waits now and then holds no connection in between, and a test's loop leaks none.
 
