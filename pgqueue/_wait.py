@@ -5,6 +5,9 @@ The statement that moves jobs to finished_jobs notifies ``pgqueue_finished`` wit
 again": the waiter re-reads the row, and polls every ``poll_interval`` seconds in case a
 notification was lost. LISTEN starts before the first read, so no completion slips between.
 
+The async waiters that listen share one connection per event loop (pgqueue/_wait_hub.py);
+``wait_sync`` and the polling waiters keep one each.
+
 Without ``listen`` (behind a transaction-mode pooler) the waiter only polls and keeps nothing
 in its session: its registration (session advisory locks) and its LISTEN would stay with the
 server connection the pooler lent it, and every statement that finishes jobs would notify.
@@ -36,11 +39,16 @@ def _mentions(payload: str, job_id: int) -> bool:
 
 def _check(job: Job | None, job_id: int) -> Job | None:
     if job is None:  # most often: waited on in the transaction that enqueued it
-        raise JobStateError(
-            f"there is no job {job_id}: never enqueued, pruned, or enqueued by a transaction"
-            " that has not committed (wait after the commit)"
-        )
+        raise unknown(job_id)
     return job if job.is_finished else None
+
+
+def unknown(job_id: int) -> JobStateError:
+    """The error of a wait for a job there is no row of."""
+    return JobStateError(
+        f"there is no job {job_id}: never enqueued, pruned, or enqueued by a transaction"
+        " that has not committed (wait after the commit)"
+    )
 
 
 class _Reconnect:
@@ -68,10 +76,7 @@ class _Reconnect:
         read psycopg prepares on its sixth poll would be run by name on another server
         connection), the worker's TCP settings, so that a server gone silent is noticed,
         and a connect given up by the deadline (libpq waits 2 s at the least)."""
-        options = {**tcp_defaults(dsn), "autocommit": True, "prepare_threshold": None}
-        if "connect_timeout" in options:  # not set by the DSN
-            options["connect_timeout"] = max(2, math.ceil(min(self._left(), 10)))
-        return options
+        return connection_options(dsn, self.left())
 
     def read_bound(self) -> float | None:
         """How long a read may wait for a lock and run: what is left of the timeout (a
@@ -79,7 +84,7 @@ class _Reconnect:
         Set for the session once it is made when it LISTENs (no pooler: a transaction per
         read cost 3 round trips), so a read then ends by the deadline of that session's
         start; for each read's transaction when it only polls."""
-        return None if self.deadline is None else max(self._left(), 0.001)
+        return None if self.deadline is None else max(self.left(), 0.001)
 
     @contextmanager
     def bounded(self) -> Iterator[None]:
@@ -87,16 +92,16 @@ class _Reconnect:
         try:
             yield
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
-            raise self._timed_out() from exc
+            raise self.timed_out() from exc
 
     def next_read(self) -> float:
         """Seconds to listen before the next read; ``TimeoutError`` past the deadline."""
-        left = self._left()
+        left = self.left()
         if left <= 0:
-            raise self._timed_out()
+            raise self.timed_out()
         return min(left, self.poll_interval)
 
-    def _timed_out(self) -> TimeoutError:
+    def timed_out(self) -> TimeoutError:
         return TimeoutError(f"job {self.job_id} did not finish within {self.timeout} s")
 
     def pause_after(self, exc: psycopg.OperationalError) -> float:
@@ -111,8 +116,16 @@ class _Reconnect:
         self.failures += 1
         return pause
 
-    def _left(self) -> float:
+    def left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+
+def connection_options(dsn: str, left: float) -> dict[str, Any]:
+    """The options of :meth:`_Reconnect.connection_options`, for ``left`` seconds to go."""
+    options = {**tcp_defaults(dsn), "autocommit": True, "prepare_threshold": None}
+    if "connect_timeout" in options:  # not set by the DSN
+        options["connect_timeout"] = max(2, math.ceil(min(left, 10)))
+    return options
 
 
 def _check_arguments(job_id: int, timeout: float | None, poll_interval: float) -> None:
@@ -182,38 +195,34 @@ def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> No
 async def wait(
     dsn: str, job_id: int, timeout: float | None, poll_interval: float, listen: bool = True
 ) -> Job:
-    """Async twin of :func:`wait_sync`."""
+    """Async twin of :func:`wait_sync`; with ``listen``, the waiters of ``dsn`` on this event
+    loop share one connection (:mod:`pgqueue._wait_hub`)."""
     _check_arguments(job_id, timeout, poll_interval)
     again = _Reconnect(job_id, _deadline(timeout), timeout, poll_interval)
+    if listen:
+        from pgqueue._wait_hub import hub_wait
+
+        return await hub_wait(dsn, job_id, again)
     while True:
         try:
-            return await _await_connected(dsn, job_id, again, listen)
+            return await _await_polling(dsn, job_id, again)
         except psycopg.OperationalError as exc:
             await asyncio.sleep(again.pause_after(exc))
 
 
-async def _await_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> Job:
+async def _await_polling(dsn: str, job_id: int, again: _Reconnect) -> Job:
     options = again.connection_options(dsn)
     async with await psycopg.AsyncConnection.connect(dsn, **options) as conn:
         again.connected()
         await _store.aiso_dates(conn)
-        if listen:
-            async with conn.cursor() as cur:
-                await _store.arun(cur, _store.listen_finished())
-                if (bound := again.read_bound()) is not None:
-                    await _store.arun(cur, _store.timeouts_set_session(bound, bound))
-        while (job := _check(await _aread(conn, job_id, again, listen), job_id)) is None:
-            async for note in conn.notifies(timeout=again.next_read()):
-                if _mentions(note.payload, job_id):
-                    break
+        while (job := _check(await _aread(conn, job_id, again), job_id)) is None:
+            await asyncio.sleep(again.next_read())
         return job
 
 
-async def _aread(
-    conn: psycopg.AsyncConnection[Any], job_id: int, again: _Reconnect, listen: bool
-) -> Job | None:
+async def _aread(conn: psycopg.AsyncConnection[Any], job_id: int, again: _Reconnect) -> Job | None:
     with again.bounded():
-        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+        if (bound := again.read_bound()) is None:
             return await aget_job(conn, job_id)
         async with conn.transaction(), conn.cursor() as cur:
             await _store.arun(cur, _store.timeouts_set_local(bound, bound))

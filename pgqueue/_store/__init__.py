@@ -1203,6 +1203,18 @@ def jobs_read(job_id: int) -> Query[Row | None]:
     return Query(q.JOBS_READ, {"id": job_id}, lambda rows: _job_row(rows[0]) if rows else None)
 
 
+def jobs_read_many(ids: Sequence[int]) -> Query[list[Row]]:
+    """The jobs of ``ids`` that exist, active or finished, as rows of ``pgqueue.jobs`` with
+    their JSON columns still text: decode each with :func:`job_row_decoded`, so that one job
+    Python cannot decode does not stop the others being read."""
+    return Query(q.JOBS_READ_MANY, {"ids": list(ids)}, _rows)
+
+
+def job_row_decoded(row: Row) -> Row:
+    """A row of :func:`jobs_read_many` with its JSON columns decoded, as :func:`jobs_read`'s."""
+    return _job_row(row)
+
+
 def jobs_list(
     state: str | None = None, queue: str | None = None, task: str | None = None, limit: int = 50
 ) -> Query[list[Row]]:

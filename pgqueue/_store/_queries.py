@@ -1638,6 +1638,14 @@ JOBS_READ: LiteralString = (
 """
 )
 
+# The jobs a process's waiters wait for, read in one statement (pgqueue/_wait_hub.py): ids
+# unknown or pruned have no row.
+JOBS_READ_MANY: LiteralString = (
+    _JOB_COLUMNS
+    + """ WHERE id = ANY(%(ids)s::bigint[])
+"""
+)
+
 # Newest first; each filter is skipped when NULL. Running jobs are read on the lease index (a
 # running row always has a lease: active_jobs_lease_check): they are the oldest of a backlog,
 # and newest first, "state = 'running'" alone walked all of it (8.7 s behind 3.4 million).

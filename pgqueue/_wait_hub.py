@@ -1,0 +1,252 @@
+"""One connection for every async waiter of a DSN on an event loop: the waiters' hub.
+
+A connection per waiter made 1,000 requests waiting at once 1,000 server connections, past
+PostgreSQL's default ``max_connections``. The hub is made by the first waiter: its runner
+connects, registers as a waiter and LISTENs once, then reads the jobs waited for, several in
+one statement, whenever a notification names them, a waiter joins, or the poll is due (every
+``poll_interval`` of the waiter that asks for the shortest). Reads and the LISTEN share the
+connection, one after the other: a read is a few milliseconds (one round trip), and a
+notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
+later; 3.2.0-3.2.3 drop it, and its waiters learn of their jobs from the poll). When the
+last waiter leaves, the connection is closed (before that waiter's ``wait`` returns): a
+process that waits now and then holds no connection in between, and a test's loop leaks
+none.
+
+A hub belongs to the event loop it was made on (a loop per thread, or per test, has its own)
+and to the process: a forked child forgets its parent's hubs without closing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from pgqueue import _store
+from pgqueue._errors import PgQueueError, unreachable
+from pgqueue._job import Job
+from pgqueue._ops import _decodable
+from pgqueue._wait import _Reconnect, connection_options, unknown
+
+_Key = tuple[asyncio.AbstractEventLoop, str]
+Row = tuple[Any, ...]
+_hubs: dict[_Key, _Hub] = {}
+_hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
+
+
+def _forget_hubs() -> None:
+    _hubs.clear()  # the parent's connections: closing them here would end its sessions
+
+
+os.register_at_fork(after_in_child=_forget_hubs)
+
+
+async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
+    """Wait for job ``job_id`` through the hub of ``dsn`` on the running loop."""
+    hub = _hub(dsn)
+    waiter = _Waiter(job_id, again, asyncio.get_running_loop().create_future())
+    hub.join(waiter)
+    try:
+        left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
+        done, _ = await asyncio.wait((waiter.outcome,), timeout=left)
+        if not done:
+            raise again.timed_out() from hub.trouble
+        return waiter.outcome.result()
+    finally:
+        await hub.leave(waiter)
+
+
+def _hub(dsn: str) -> _Hub:
+    key = (asyncio.get_running_loop(), dsn)
+    with _hubs_lock:
+        if (hub := _hubs.get(key)) is None:
+            hub = _hubs[key] = _Hub(key)
+        return hub
+
+
+class _Waiter:
+    """One ``wait`` call: its job, its deadline and poll interval, and its outcome."""
+
+    __slots__ = ("again", "job_id", "outcome")
+
+    def __init__(self, job_id: int, again: _Reconnect, outcome: asyncio.Future[Job]) -> None:
+        self.job_id, self.again, self.outcome = job_id, again, outcome
+
+
+class _Hub:
+    """The waiters of one DSN on one loop, and the task that reads their jobs for them."""
+
+    def __init__(self, key: _Key) -> None:
+        self.key, self.dsn = key, key[1]
+        self.waiters: dict[int, list[_Waiter]] = {}
+        self.stale: set[int] = set()  # the jobs to read again
+        self.wake = asyncio.Event()
+        self.next_poll = 0.0
+        self.ever_connected, self.failures = False, 0
+        # The last error the connection met, for the TimeoutError of a waiter that waited
+        # through it; cleared once the hub reads again.
+        self.trouble: BaseException | None = None
+        self.runner: asyncio.Task[None] | None = None
+
+    def join(self, waiter: _Waiter) -> None:
+        """Wait for ``waiter``'s job too: it is read once the connection listens."""
+        self.waiters.setdefault(waiter.job_id, []).append(waiter)
+        self.stale.add(waiter.job_id)
+        self.wake.set()
+        if self.runner is None:
+            self.runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def leave(self, waiter: _Waiter) -> None:
+        """``waiter`` waits no more (returned, timed out, failed or cancelled); the last one
+        to leave closes the connection and waits until it is closed."""
+        if waiter in (same := self.waiters.get(waiter.job_id, [])):
+            same.remove(waiter)
+            if not same:
+                del self.waiters[waiter.job_id]
+        if self.waiters or self.runner is None:
+            return
+        self._retire()
+        self.runner.cancel()
+        # A read cancelled waits for the server to stop it: a hung server is not waited
+        # for past a second (the runner goes on closing the connection meanwhile).
+        await asyncio.wait((self.runner,), timeout=1.0)
+
+    def _retire(self) -> None:
+        """Take no new waiters: the next one makes a new hub."""
+        with _hubs_lock:
+            if _hubs.get(self.key) is self:
+                del _hubs[self.key]
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._session()
+                except psycopg.OperationalError as exc:
+                    await asyncio.sleep(self._pause_after(exc))
+        except Exception as exc:  # a wrong DSN, a missing schema: each waiter raises it
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self._retire()
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                if not waiter.outcome.done():
+                    waiter.outcome.set_exception(exc)
+
+    def _pause_after(self, exc: psycopg.OperationalError) -> float:
+        """As :meth:`_Reconnect.pause_after`, for every waiter: a lost connection is made
+        again at once, then every poll interval while the database cannot be reached. A
+        first connection that fails, or an error that is not a lost connection, raises."""
+        if not (self.ever_connected and unreachable(exc)):
+            raise exc
+        self.trouble = exc
+        self.failures += 1
+        return self._poll_interval() if self.failures > 1 else 0.0
+
+    async def _session(self) -> None:
+        options = connection_options(self.dsn, self._longest_left())
+        async with await psycopg.AsyncConnection.connect(self.dsn, **options) as conn:
+            self.ever_connected, self.failures = True, 0
+            await _store.aiso_dates(conn)
+            async with conn.cursor() as cur:
+                await _store.arun(cur, _store.listen_finished())
+            self.stale.update(self.waiters)  # what finished while no one listened is read
+            self.next_poll = time.monotonic() + self._poll_interval()
+            while True:
+                if self.stale:
+                    await self._read(conn)
+                else:
+                    await self._listen(conn)
+
+    async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Read the stale jobs in one statement and settle the waiters of those finished."""
+        ids = sorted(self.stale)
+        self.stale.clear()
+        query = _store.jobs_read_many(ids)
+        try:
+            rows = await self._rows(conn, query, ids)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            self.trouble = exc  # those waiting time out (by now), from this error
+            self.stale.update(job_id for job_id in ids if job_id in self.waiters)
+            return
+        self.trouble = None
+        found = {row[0]: row for row in rows}
+        for job_id in ids:
+            self._settle(job_id, found.get(job_id))
+
+    async def _rows(
+        self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
+    ) -> list[Row]:
+        if (bound := self._read_bound(ids)) is None:
+            async with conn.cursor() as cur:
+                return await _store.arun(cur, query)
+        # One round trip: the timeouts and the read, in one transaction.
+        timeouts = _store.timeouts_set_local(bound, bound)
+        return await _store.arun_together(conn, _store.Together(timeouts, query))
+
+    def _settle(self, job_id: int, row: Row | None) -> None:
+        outcome: Job | Exception
+        try:
+            if row is None:
+                raise unknown(job_id)
+            with _decodable(f"job {job_id}"):
+                outcome = Job(*_store.job_row_decoded(row))
+        except PgQueueError as exc:
+            outcome = exc
+        for waiter in self.waiters.get(job_id, ()):
+            if not waiter.outcome.done():
+                if not isinstance(outcome, Job):
+                    waiter.outcome.set_exception(outcome)
+                elif outcome.is_finished:  # else queued or running (again, if retried): wait on
+                    waiter.outcome.set_result(outcome)
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Wait for a notification naming a waited job, a new waiter, or the next poll."""
+        if (left := self.next_poll - time.monotonic()) <= 0:
+            self.stale.update(self.waiters)
+            self.next_poll = time.monotonic() + self._poll_interval()
+            return
+        self.wake.clear()
+        notes = asyncio.ensure_future(self._notes(conn, left))
+        woken = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait((notes, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not notes.done():  # cancelled while it waits for the socket: nothing is lost
+                notes.cancel()
+                await asyncio.wait((notes,))
+        if not notes.cancelled() and (exc := notes.exception()) is not None:
+            raise exc
+
+    async def _notes(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
+        # stop_after=1 still yields every notification of the packet that brought the first.
+        async for note in conn.notifies(timeout=seconds, stop_after=1):
+            self.stale.update(_waited(note.payload.split(","), self.waiters))
+
+    def _poll_interval(self) -> float:
+        return min(w.again.poll_interval for ws in self.waiters.values() for w in ws)
+
+    def _longest_left(self) -> float:
+        """The time left to the waiter that waits longest (infinite if one waits for ever)."""
+        return max(w.again.left() for ws in self.waiters.values() for w in ws)
+
+    def _read_bound(self, ids: list[int]) -> float | None:
+        """How long a read of ``ids`` may wait for a lock and run: until the last of their
+        waiters gives up (``None`` if one waits for ever)."""
+        left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
+        return None if left == float("inf") else max(left, 0.001)
+
+
+def _waited(ids: list[str], waiters: dict[int, list[_Waiter]]) -> Iterator[int]:
+    """The ids of a notification's payload that are waited for; a payload not pgqueue's (a
+    NOTIFY of someone else's on the channel) names none."""
+    for text in ids:
+        if text.isascii() and text.isdigit() and (job_id := int(text)) in waiters:
+            yield job_id

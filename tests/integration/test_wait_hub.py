@@ -1,0 +1,181 @@
+"""The async waiters of an app on one event loop share one connection (pgqueue/_wait_hub.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import pgqueue
+from pgqueue import _wait_hub
+from tests.helpers import query, run_worker_until, states
+from tests.integration.test_ops_api import make_app, worker
+from tests.integration.test_wait_reconnects import WAITERS, with_application
+
+HUB = "pgqueue-hub-test"  # the application_name of the waiters' sessions
+SESSIONS = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+
+
+def sessions(dsn: str) -> list[int]:
+    """The backends of the waiters' connections."""
+    return [pid for (pid,) in query(dsn, SESSIONS, [HUB])]
+
+
+def enqueue_adds(app: pgqueue.PgQueue, conn: Any, n: int) -> list[int]:
+    """``n`` jobs add(i, i), committed."""
+    ids = [app.using("add").enqueue(conn, i, i) for i in range(n)]
+    conn.commit()
+    return ids
+
+
+async def registered(dsn: str, count: int = 1) -> list[int]:
+    """Until ``count`` backends are registered as waiters: their pids."""
+    for _ in range(400):
+        if len(pids := [pid for (pid,) in await asyncio.to_thread(query, dsn, WAITERS)]) >= count:
+            return pids
+        await asyncio.sleep(0.025)
+    raise AssertionError("no waiter registered")
+
+
+async def test_two_hundred_waiters_share_one_connection_and_get_their_jobs(
+    dsn: str, conn: Any
+) -> None:
+    """200 requests waiting at once held 200 server connections, past max_connections (100):
+    they now share one, registered once, and each gets its own job as the worker ends it."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 200)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(i, timeout=60, poll_interval=60) for i in ids))
+    await registered(dsn)
+    seen = [len(await asyncio.to_thread(sessions, dsn)) for _ in range(5)]
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 200})
+    jobs = await asyncio.wait_for(waits, 30)  # the notifications, not the 60 s poll
+    assert seen == [1] * 5
+    assert len(query(dsn, WAITERS)) == 0 and sessions(dsn) == []  # closed once all returned
+    assert [(j.id, j.state, j.result) for j in jobs] == [
+        (i, "succeeded", 2 * n) for n, i in enumerate(ids)
+    ]
+
+
+async def test_a_cancelled_waiter_leaves_the_others_waiting(dsn: str, conn: Any) -> None:
+    """One waiter cancelled (its request gone) while others wait: the shared connection and
+    its registration stay as they were, and the others get their jobs."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 3)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    tasks = [asyncio.create_task(waiter.wait(i, timeout=60, poll_interval=60)) for i in ids]
+    before = await registered(dsn)
+    tasks[0].cancel()
+    timed_out = asyncio.wait_for(waiter.wait(ids[1], timeout=60, poll_interval=60), 0.3)
+    await asyncio.gather(tasks[0], timed_out, return_exceptions=True)
+    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,) for pid in before]
+    assert await asyncio.to_thread(sessions, dsn) == before
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 3})
+    jobs = await asyncio.wait_for(asyncio.gather(*tasks[1:]), 20)
+    assert [(j.id, j.result) for j in jobs] == [(ids[1], 2), (ids[2], 4)]
+    assert tasks[0].cancelled()
+
+
+async def test_waiters_get_their_jobs_when_the_shared_session_is_ended(dsn: str, conn: Any) -> None:
+    """The shared connection's session ended (a restart, a failover) while jobs finish: it is
+    made again, every waited job is read again, and no outcome is missed."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 20)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(i, timeout=60, poll_interval=60) for i in ids))
+    [pid] = await registered(dsn)
+    runner = asyncio.create_task(run_worker_until(worker(app), lambda: states(dsn) == {
+        "succeeded": 20}))  # fmt: skip
+    await asyncio.to_thread(query, dsn, "SELECT pg_terminate_backend(%s)", [pid])
+    jobs = await asyncio.wait_for(waits, 20)  # not the 60 s poll
+    await runner
+    assert [(j.id, j.result) for j in jobs] == [(i, 2 * n) for n, i in enumerate(ids)]
+
+
+async def test_the_connection_is_closed_when_the_last_waiter_leaves(dsn: str, conn: Any) -> None:
+    """The last waiter to go (its job finished, or timed out) closes the shared connection
+    before it returns; the next wait opens one again."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await waiter.wait(job_id, timeout=0.3, poll_interval=0.05)
+        assert time.monotonic() - started < 3
+        assert await asyncio.to_thread(sessions, dsn) == []
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await waiter.wait(job_id, timeout=5)).state == "cancelled"
+    assert await asyncio.to_thread(sessions, dsn) == []
+
+
+def test_waiters_on_two_event_loops_each_get_their_jobs(dsn: str, conn: Any) -> None:
+    """Two threads, each with its loop and its waiters: a connection each (a hub belongs to
+    one loop), and every waiter gets its job."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 10)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    results: list[Any] = []
+
+    def wait_for(some: list[int]) -> None:
+        async def waits() -> list[pgqueue.Job]:
+            return await asyncio.gather(*(waiter.wait(i, timeout=30) for i in some))
+
+        try:
+            results.extend(asyncio.run(waits()))
+        except Exception as exc:  # the assertion shows it
+            results.append(exc)
+
+    threads = [threading.Thread(target=wait_for, args=(ids[k::2],)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(registered(dsn, 1))
+    for _ in range(100):
+        if len(sessions(dsn)) == 2:
+            break
+        time.sleep(0.05)
+    assert len(sessions(dsn)) == 2
+    asyncio.run(run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 10}))
+    for thread in threads:
+        thread.join(20)
+    assert sorted((j.id, j.result) for j in results) == [(i, 2 * n) for n, i in enumerate(ids)]
+
+
+async def test_a_forked_child_forgets_the_parents_hub(dsn: str, conn: Any) -> None:
+    """A child forked while the parent waits starts without its parent's hubs (its waits
+    would otherwise join a hub whose connection the parent owns), and the parent's waiter
+    still gets its job."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    task = asyncio.create_task(waiter.wait(job_id, timeout=30, poll_interval=60))
+    await registered(dsn)
+    if (child := os.fork()) == 0:
+        os._exit(0 if not _wait_hub._hubs else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(task, 10)).state == "cancelled"
+
+
+async def test_a_notification_not_pgqueues_on_the_channel_wakes_no_one_wrongly(
+    dsn: str, conn: Any
+) -> None:
+    """Someone else's NOTIFY pgqueue_finished, 'hello': the waiters went on waiting for their
+    jobs (a payload that is not a list of ids names none of them)."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 3)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(i, timeout=60, poll_interval=60) for i in ids))
+    await registered(dsn)
+    await asyncio.to_thread(query, dsn, "SELECT pg_notify('pgqueue_finished', 'hello,²,-1')")
+    await asyncio.sleep(0.2)
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 3})
+    jobs = await asyncio.wait_for(waits, 20)
+    assert [(j.id, j.result) for j in jobs] == [(i, 2 * n) for n, i in enumerate(ids)]
