@@ -121,6 +121,39 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
                         extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
 
 
+class _Directory:
+    """prometheus_client's multiprocess collector of the files in ``path``, leaving out those it
+    cannot read (truncated, corrupt, another program's: it raised, and every scrape of the
+    host's ports answered 500), each logged once, so that the others are still served."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.unreadable: set[str] = set()  # the files logged
+
+    def collect(self) -> Any:
+        """Every process's metrics, merged as MultiProcessCollector merges them."""
+        files = [str(file) for file in Path(self.path).glob("*.db")]
+        merge = _multiprocess().MultiProcessCollector.merge
+        try:
+            return merge(files)
+        except Exception:  # one file is not prometheus_client's: find it, merge the others
+            return merge([file for file in files if self._readable(file, merge)])
+
+    def _readable(self, file: str, merge: Any) -> bool:
+        try:
+            merge([file])
+        except FileNotFoundError:
+            return False  # removed since the directory was listed
+        except Exception as exc:  # whatever a file of garbage makes the reader raise
+            if file not in self.unreadable:
+                self.unreadable.add(file)
+                log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
+                          " is removed", file, error_line(exc),
+                          extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
+            return False
+        return True
+
+
 class _Served:
     """What a worker's port serves: ``source``'s metrics without their ``_created`` samples
     (each counter and histogram series had one, a series more for Prometheus to store per
@@ -214,7 +247,7 @@ class WorkerMetrics:
         multiprocess mode one that reads every process's files (which have none)."""
         source = self.registry
         if self.multiprocess is not None:
-            source = _multiprocess().MultiProcessCollector(None, self.multiprocess)
+            source = _Directory(self.multiprocess)
         registry = _prometheus().CollectorRegistry(auto_describe=False)
         registry.register(_Served(source, self.registry))
         return registry

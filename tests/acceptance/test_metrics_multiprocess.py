@@ -335,3 +335,28 @@ def test_a_multiprocess_directory_the_worker_cannot_write_stops_it_with_one_line
     [line] = done.stderr.splitlines()
     assert line.startswith(f"Error: cannot write in PROMETHEUS_MULTIPROC_DIR {tmp_path}: ")
     assert states(dsn) == {"queued": 1}
+
+
+def test_an_unreadable_file_in_the_directory_is_left_out_of_the_scrapes_and_logged_once(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """One corrupt or truncated file in PROMETHEUS_MULTIPROC_DIR (a disk full, a stray copy)
+    made prometheus_client's collector raise at every scrape: each port answered 500, the
+    whole host unscraped. The file is left out, logged once at ERROR, and the others served."""
+    (tmp_path / "counter_111.db").write_bytes(b"")  # truncated
+    (tmp_path / "histogram_222.db").write_bytes(bytes(range(256)) * 8)  # not the format
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    port = metrics_port(io)
+    add = "tests.integration.tasks_app.add"
+    wait_for("the job counted", lambda: finished(port, add, "io") == 1.0)
+    assert ("pgqueue_jobs_running", ()) in scrape(port)
+    io.send_signal(signal.SIGTERM)
+    assert io.wait(30) == 0
+    assert io.stderr is not None
+    logged = [r for r in map(json.loads, io.stderr) if r.get("action") == "metrics_file_unreadable"]
+    assert sorted((r["level"], Path(r["file"]).name) for r in logged) == [
+        ("error", "counter_111.db"),
+        ("error", "histogram_222.db"),
+    ]
