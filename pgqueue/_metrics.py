@@ -13,6 +13,7 @@ at its stop, and those of any process that died without doing so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -26,6 +27,7 @@ from pgqueue import _store
 from pgqueue._errors import ConfigurationError, error_line, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._liveness import is_dead, started_if_readable
 from pgqueue._worker._outage import Outage
 from pgqueue._worker._repeat import repeat
 
@@ -87,12 +89,27 @@ def multiprocess_dir() -> str | None:
     return path or None
 
 
-def _dead(name: str) -> int | None:
-    """The process id a live gauge's file is named after, if no such process lives; None for
-    a live one's, or a name that is no process id (another program's identifier): left."""
+def _owners(path: str) -> dict[int, list[int]]:
+    """The start times of the processes of each pid whose workers left their marker in
+    ``path`` (``pgqueue_owner_<pid>_<start time>``, Linux only)."""
+    owners: dict[int, list[int]] = {}
+    for marker in Path(path).glob("pgqueue_owner_*_*"):
+        pid, started = marker.name.rsplit("_", 2)[-2:]
+        if pid.isdigit() and started.isdigit():
+            owners.setdefault(int(pid), []).append(int(started))
+    return owners
+
+
+def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
+    """The process id a live gauge's file is named after, if that process is gone: no process
+    has the pid, or a worker's marker names it and every marked process of the pid is dead
+    (the pid reused by a process started since); None for a live one's, or a name that is no
+    process id (another program's identifier): left."""
     pid = name.rsplit("_", 1)[-1]
     if not pid.isdigit():
         return None
+    if int(pid) in owners:
+        return None if any(not is_dead(int(pid), s) for s in owners[int(pid)]) else int(pid)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -106,8 +123,9 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
     cannot be removed is logged once (its pid added to ``unremovable``) and left."""
+    owners = _owners(path)
     for file in Path(path).glob("gauge_live*_*.db"):
-        pid = _dead(file.stem)
+        pid = _dead(file.stem, owners)
         if pid is None or pid in unremovable:
             continue
         try:
@@ -119,6 +137,19 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
             log.warning("cannot remove the live gauges of dead process %d (%s): they are served"
                         " until removed", pid, error_line(exc),
                         extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
+    for pid, starts in owners.items():
+        for started in starts:
+            if is_dead(pid, started) and pid not in unremovable:
+                _unlink(_marker(path, pid, started))
+
+
+def _marker(path: str, pid: int, started: int) -> Path:
+    return Path(path, f"pgqueue_owner_{pid}_{started}")
+
+
+def _unlink(marker: Path) -> None:
+    with contextlib.suppress(OSError):  # removed by another sweep, or another user's
+        marker.unlink()
 
 
 class _Directory:
@@ -188,7 +219,12 @@ class WorkerMetrics:
         self.files_gone = False  # this process's files were removed under it (logged once)
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
+        self.started = started_if_readable(os.getpid())
         try:
+            if self.multiprocess is not None and self.started is not None:
+                # Marks this process's live gauges as its own: the sweep tells it from a
+                # later process given its pid.
+                _marker(self.multiprocess, os.getpid(), self.started).touch()
             self._make(p, self.registry)
             self._start_at_zero()
         except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
@@ -342,6 +378,8 @@ class WorkerMetrics:
         """In multiprocess mode, remove this process's live gauges: it serves no more."""
         if self.multiprocess is not None:
             _multiprocess().mark_process_dead(os.getpid(), self.multiprocess)
+            if self.started is not None:
+                _unlink(_marker(self.multiprocess, os.getpid(), self.started))
 
 
 class MetricsServer:
