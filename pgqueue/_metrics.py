@@ -318,7 +318,6 @@ class WorkerMetrics:
             counter.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
-        self._count_running()
 
     def on_rescued(self, requeued: int, ended: int) -> None:
         """Count the jobs of lost workers one rescue requeued and ended."""
@@ -328,6 +327,11 @@ class WorkerMetrics:
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""
         self.latency.labels(job.queue).observe(job.waited)
+        self._count_running()
+
+    def on_left(self, job: ClaimedJob) -> None:
+        """Count the jobs running once an attempt stopped, however it ended (a lost lease and
+        the shutdown's stop finish no event)."""
         self._count_running()
 
     async def refresh_depth(self, interval: float) -> None:
@@ -392,6 +396,8 @@ class MetricsServer:
         self.metrics = WorkerMetrics(worker)
         worker.events.listeners.append(self.metrics.on_finished)
         worker.events.start_listeners.append(self.metrics.on_claimed)
+        if self.metrics.multiprocess is not None:  # else read from the worker at each scrape
+            worker.events.end_listeners.append(self.metrics.on_left)
         worker.events.rescue_listeners.append(self.metrics.on_rescued)
         self.worker = worker
         self.port = port
