@@ -419,7 +419,8 @@ class MetricsServer:
             ) from exc
         port = self.worker.events.metrics_port = self._serving[0].server_port
         log.info("serving metrics on %s port %s", self.addr, port,
-                 extra={"action": "metrics_serving", "port": port})  # fmt: skip
+                 extra={"action": "metrics_serving", "addr": self.addr,
+                        "port": port})  # fmt: skip
 
     async def refresh(self) -> None:
         """Read the gauges every ``interval`` seconds, for ever (a loop of the worker's)."""
