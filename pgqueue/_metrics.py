@@ -7,13 +7,15 @@ scrape, so a scraper cannot load the database however often it comes.
 With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client keeps every value in that directory's
 files, one set per process: each worker then serves the totals of every process that writes
 there (counters summed, gauges the live workers' own mode), and removes its live gauges' files
-at its stop, and those of any process that died without doing so.
+at its stop, and those of any process that died without doing so (on Linux, also once its pid
+names a process started since: each worker leaves a marker of its pid and start time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
 import os
 import threading
@@ -95,7 +97,8 @@ def _owners(path: str) -> dict[int, list[int]]:
     owners: dict[int, list[int]] = {}
     for marker in Path(path).glob("pgqueue_owner_*_*"):
         pid, started = marker.name.rsplit("_", 2)[-2:]
-        if pid.isdigit() and started.isdigit():
+        # A number no pid_t can hold is another program's identifier: os.kill() would raise.
+        if pid.isdigit() and started.isdigit() and int(pid) < 2**31:
             owners.setdefault(int(pid), []).append(int(started))
     return owners
 
@@ -163,7 +166,7 @@ class _Directory:
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
-        files = [str(file) for file in Path(self.path).glob("*.db")]
+        files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
         merge = _multiprocess().MultiProcessCollector.merge
         try:
             return merge(files)
