@@ -41,6 +41,17 @@ _LEVELS = {
 }
 
 
+def _tell(listeners: list[Callable[[ClaimedJob], None]], job: ClaimedJob, kind: str) -> None:
+    for listener in listeners:
+        try:
+            listener(job)
+        except Exception:  # raised here, it skipped the attempt's bookkeeping: stuck running
+            log.exception(
+                "%s listener %s raised", kind, getattr(listener, "__qualname__", listener),
+                extra={"action": "listener_error", "job_id": job.id},
+            )  # fmt: skip
+
+
 class WorkerEvents:
     """A worker's job events: logs them, runs task callbacks, and feeds ``listeners``."""
 
@@ -49,6 +60,9 @@ class WorkerEvents:
         self.summary_interval = summary_interval
         self.listeners: list[Listener] = []
         self.start_listeners: list[Callable[[ClaimedJob], None]] = []
+        # Told as each attempt stops running, however it ended: finished, or stopped by a lost
+        # lease or the shutdown, which finish no event (the metrics' running count).
+        self.end_listeners: list[Callable[[ClaimedJob], None]] = []
         # Told how many jobs of lost workers a rescue requeued and ended (the metrics).
         self.rescue_listeners: list[Callable[[int, int], None]] = []
         self.metrics_port: int | None = None
@@ -69,15 +83,12 @@ class WorkerEvents:
                 extra={"action": "job_started", "job_id": job.id, "task": job.task,
                        "queue": job.queue, "attempt": job.attempt},
             )  # fmt: skip
-        for listener in self.start_listeners:
-            try:
-                listener(job)
-            except Exception:  # raised here, it skipped the attempt's bookkeeping: stuck running
-                log.exception(
-                    "start listener %s raised", getattr(listener, "__qualname__", listener),
-                    extra={"action": "listener_error", "job_id": job.id},
-                )  # fmt: skip
+        _tell(self.start_listeners, job, "start")
         return time.monotonic()
+
+    def job_left(self, job: ClaimedJob) -> None:
+        """Tell the end listeners that an attempt at ``job`` no longer runs."""
+        _tell(self.end_listeners, job, "end")
 
     def jobs_rescued(self, requeued: int, ended: int) -> None:
         """Tell the rescue listeners how many jobs of lost workers a rescue requeued and ended."""

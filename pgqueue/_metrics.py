@@ -7,12 +7,15 @@ scrape, so a scraper cannot load the database however often it comes.
 With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client keeps every value in that directory's
 files, one set per process: each worker then serves the totals of every process that writes
 there (counters summed, gauges the live workers' own mode), and removes its live gauges' files
-at its stop, and those of any process that died without doing so.
+at its stop, and those of any process that died without doing so (on Linux, also once its pid
+names a process started since: each worker leaves a marker of its pid and start time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import logging
 import os
 import threading
@@ -26,6 +29,7 @@ from pgqueue import _store
 from pgqueue._errors import ConfigurationError, error_line, first_line
 from pgqueue._hooks import JobEvent
 from pgqueue._worker._horizon import HorizonWatch
+from pgqueue._worker._liveness import is_dead, started_if_readable
 from pgqueue._worker._outage import Outage
 from pgqueue._worker._repeat import repeat
 
@@ -87,12 +91,28 @@ def multiprocess_dir() -> str | None:
     return path or None
 
 
-def _dead(name: str) -> int | None:
-    """The process id a live gauge's file is named after, if no such process lives; None for
-    a live one's, or a name that is no process id (another program's identifier): left."""
+def _owners(path: str) -> dict[int, list[int]]:
+    """The start times of the processes of each pid whose workers left their marker in
+    ``path`` (``pgqueue_owner_<pid>_<start time>``, Linux only)."""
+    owners: dict[int, list[int]] = {}
+    for marker in Path(path).glob("pgqueue_owner_*_*"):
+        pid, started = marker.name.rsplit("_", 2)[-2:]
+        # A number no pid_t can hold is another program's identifier: os.kill() would raise.
+        if pid.isdigit() and started.isdigit() and int(pid) < 2**31:
+            owners.setdefault(int(pid), []).append(int(started))
+    return owners
+
+
+def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
+    """The process id a live gauge's file is named after, if that process is gone: no process
+    has the pid, or a worker's marker names it and every marked process of the pid is dead
+    (the pid reused by a process started since); None for a live one's, or a name that is no
+    process id (another program's identifier): left."""
     pid = name.rsplit("_", 1)[-1]
     if not pid.isdigit():
         return None
+    if int(pid) in owners:
+        return None if any(not is_dead(int(pid), s) for s in owners[int(pid)]) else int(pid)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -106,8 +126,9 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
     cannot be removed is logged once (its pid added to ``unremovable``) and left."""
+    owners = _owners(path)
     for file in Path(path).glob("gauge_live*_*.db"):
-        pid = _dead(file.stem)
+        pid = _dead(file.stem, owners)
         if pid is None or pid in unremovable:
             continue
         try:
@@ -119,6 +140,52 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
             log.warning("cannot remove the live gauges of dead process %d (%s): they are served"
                         " until removed", pid, error_line(exc),
                         extra={"action": "metrics_sweep_error", "pid": pid})  # fmt: skip
+    for pid, starts in owners.items():
+        for started in starts:
+            if is_dead(pid, started) and pid not in unremovable:
+                _unlink(_marker(path, pid, started))
+
+
+def _marker(path: str, pid: int, started: int) -> Path:
+    return Path(path, f"pgqueue_owner_{pid}_{started}")
+
+
+def _unlink(marker: Path) -> None:
+    with contextlib.suppress(OSError):  # removed by another sweep, or another user's
+        marker.unlink()
+
+
+class _Directory:
+    """prometheus_client's multiprocess collector of the files in ``path``, leaving out those it
+    cannot read (truncated, corrupt, another program's: it raised, and every scrape of the
+    host's ports answered 500), each logged once, so that the others are still served."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.unreadable: set[str] = set()  # the files logged
+
+    def collect(self) -> Any:
+        """Every process's metrics, merged as MultiProcessCollector merges them."""
+        files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
+        merge = _multiprocess().MultiProcessCollector.merge
+        try:
+            return merge(files)
+        except Exception:  # one file is not prometheus_client's: find it, merge the others
+            return merge([file for file in files if self._readable(file, merge)])
+
+    def _readable(self, file: str, merge: Any) -> bool:
+        try:
+            merge([file])
+        except FileNotFoundError:
+            return False  # removed since the directory was listed
+        except Exception as exc:  # whatever a file of garbage makes the reader raise
+            if file not in self.unreadable:
+                self.unreadable.add(file)
+                log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
+                          " is removed", file, error_line(exc),
+                          extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
+            return False
+        return True
 
 
 class _Served:
@@ -155,7 +222,12 @@ class WorkerMetrics:
         self.files_gone = False  # this process's files were removed under it (logged once)
         self.horizon = HorizonWatch()
         self.registry = p.CollectorRegistry()
+        self.started = started_if_readable(os.getpid())
         try:
+            if self.multiprocess is not None and self.started is not None:
+                # Marks this process's live gauges as its own: the sweep tells it from a
+                # later process given its pid.
+                _marker(self.multiprocess, os.getpid(), self.started).touch()
             self._make(p, self.registry)
             self._start_at_zero()
         except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
@@ -214,7 +286,7 @@ class WorkerMetrics:
         multiprocess mode one that reads every process's files (which have none)."""
         source = self.registry
         if self.multiprocess is not None:
-            source = _multiprocess().MultiProcessCollector(None, self.multiprocess)
+            source = _Directory(self.multiprocess)
         registry = _prometheus().CollectorRegistry(auto_describe=False)
         registry.register(_Served(source, self.registry))
         return registry
@@ -249,7 +321,6 @@ class WorkerMetrics:
             counter.labels(task, job.queue).inc()
         else:
             self.finished.labels(task, job.queue, event.state).inc()
-        self._count_running()
 
     def on_rescued(self, requeued: int, ended: int) -> None:
         """Count the jobs of lost workers one rescue requeued and ended."""
@@ -259,6 +330,11 @@ class WorkerMetrics:
     def on_claimed(self, job: ClaimedJob) -> None:
         """Observe how long a claimed job waited to start."""
         self.latency.labels(job.queue).observe(job.waited)
+        self._count_running()
+
+    def on_left(self, job: ClaimedJob) -> None:
+        """Count the jobs running once an attempt stopped, however it ended (a lost lease and
+        the shutdown's stop finish no event)."""
         self._count_running()
 
     async def refresh_depth(self, interval: float) -> None:
@@ -309,6 +385,8 @@ class WorkerMetrics:
         """In multiprocess mode, remove this process's live gauges: it serves no more."""
         if self.multiprocess is not None:
             _multiprocess().mark_process_dead(os.getpid(), self.multiprocess)
+            if self.started is not None:
+                _unlink(_marker(self.multiprocess, os.getpid(), self.started))
 
 
 class MetricsServer:
@@ -321,6 +399,8 @@ class MetricsServer:
         self.metrics = WorkerMetrics(worker)
         worker.events.listeners.append(self.metrics.on_finished)
         worker.events.start_listeners.append(self.metrics.on_claimed)
+        if self.metrics.multiprocess is not None:  # else read from the worker at each scrape
+            worker.events.end_listeners.append(self.metrics.on_left)
         worker.events.rescue_listeners.append(self.metrics.on_rescued)
         self.worker = worker
         self.port = port
@@ -342,7 +422,8 @@ class MetricsServer:
             ) from exc
         port = self.worker.events.metrics_port = self._serving[0].server_port
         log.info("serving metrics on %s port %s", self.addr, port,
-                 extra={"action": "metrics_serving", "port": port})  # fmt: skip
+                 extra={"action": "metrics_serving", "addr": self.addr,
+                        "port": port})  # fmt: skip
 
     async def refresh(self) -> None:
         """Read the gauges every ``interval`` seconds, for ever (a loop of the worker's)."""

@@ -1073,6 +1073,8 @@ class Worker:
             outcome = Outcome(job.id, job.attempt, "failed", error=error)
         finally:
             del self._running[job.id, job.attempt]
+            if self.events.end_listeners:
+                self.events.job_left(job)
         try:
             if outcome is not None and (ctx.cancel_reason is None or self._kept(outcome, ctx)):
                 crash_point("after_side_effect")

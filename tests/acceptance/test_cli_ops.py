@@ -683,7 +683,8 @@ def test_healthcheck_through_pgbouncer_gives_up_on_a_held_lock(dsn: str, pgbounc
 
 
 def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
-    """A CLI worker logs JSON lines, serves /metrics on its port and passes its healthcheck."""
+    """A CLI worker logs JSON lines, serves /metrics on its port and passes its healthcheck;
+    its metrics_serving record names the address it bound beside the port (it had no addr)."""
     pytest.importorskip("prometheus_client")
     query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
     worker = subprocess.Popen(
@@ -699,8 +700,9 @@ def test_worker_json_logs_and_metrics_port(dsn: str, conn: Any) -> None:
             records.append(json.loads(line))
             if {r.get("action") for r in records} >= {"metrics_serving", "job_succeeded"}:
                 break
-        port = next(r for r in records if r.get("action") == "metrics_serving")["port"]
-        url = f"http://127.0.0.1:{port}/metrics"
+        serving = next(r for r in records if r.get("action") == "metrics_serving")
+        assert serving["addr"] == "0.0.0.0"
+        url = f"http://127.0.0.1:{serving['port']}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
         assert pgqueue(dsn, "healthcheck", "--worker", "w-json").stdout.strip() == "ok"

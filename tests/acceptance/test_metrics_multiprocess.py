@@ -335,3 +335,71 @@ def test_a_multiprocess_directory_the_worker_cannot_write_stops_it_with_one_line
     [line] = done.stderr.splitlines()
     assert line.startswith(f"Error: cannot write in PROMETHEUS_MULTIPROC_DIR {tmp_path}: ")
     assert states(dsn) == {"queued": 1}
+
+
+def test_an_unreadable_file_in_the_directory_is_left_out_of_the_scrapes_and_logged_once(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """One corrupt or truncated file in PROMETHEUS_MULTIPROC_DIR (a disk full, a stray copy)
+    made prometheus_client's collector raise at every scrape: each port answered 500, the
+    whole host unscraped. The file is left out, logged once at ERROR, and the others served."""
+    (tmp_path / "counter_111.db").write_bytes(b"")  # truncated
+    (tmp_path / "histogram_222.db").write_bytes(bytes(range(256)) * 8)  # not the format
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
+    io = start_worker(dsn, tmp_path, "w-io", "io")
+    workers.append(io)
+    port = metrics_port(io)
+    add = "tests.integration.tasks_app.add"
+    wait_for("the job counted", lambda: finished(port, add, "io") == 1.0)
+    assert ("pgqueue_jobs_running", ()) in scrape(port)
+    io.send_signal(signal.SIGTERM)
+    assert io.wait(30) == 0
+    assert io.stderr is not None
+    logged = [r for r in map(json.loads, io.stderr) if r.get("action") == "metrics_file_unreadable"]
+    assert sorted((r["level"], Path(r["file"]).name) for r in logged) == [
+        ("error", "counter_111.db"),
+        ("error", "histogram_222.db"),
+    ]
+
+
+def test_the_live_gauges_of_a_worker_whose_pid_was_reused_are_removed(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A killed worker's live gauges were removed once no process had its pid: a pid reused
+    meanwhile (by any process) kept them for ever, its jobs_running counted on. Each worker
+    now leaves a marker of its pid and start time; a file whose pid now names a process that
+    started at another time is removed, one whose marker matches is kept, as is a marker
+    naming no pid (another program's identifier)."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the markers need /proc (Linux)")
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from pgqueue._worker._liveness import process_started
+
+    others = [subprocess.Popen(["sleep", "120"]) for _ in range(2)]
+    try:
+        reused, live = others[0].pid, others[1].pid
+        for pid, started in ((reused, process_started(reused) - 1), (live, process_started(live))):
+            gauge = MmapedDict(str(tmp_path / f"gauge_livesum_{pid}.db"))
+            key = mmap_key("pgqueue_jobs_running", "pgqueue_jobs_running", [], [], "running")
+            gauge.write_value(key, 5.0, 0.0)
+            gauge.close()
+            (tmp_path / f"pgqueue_owner_{pid}_{started}").touch()
+        (tmp_path / f"pgqueue_owner_{10**20}_1").touch()
+        io = start_worker(dsn, tmp_path, "w-io", "io")
+        workers.append(io)
+        port = metrics_port(io)
+        wait_for("the reused pid's gauges gone", lambda: reused not in pids_of(tmp_path))
+        assert scrape(port)[("pgqueue_jobs_running", ())] == 5.0  # the live owner's
+        assert pids_of(tmp_path, "gauge_live") == {io.pid, live}
+        io.send_signal(signal.SIGTERM)
+        assert io.wait(30) == 0
+        assert io.stderr is not None
+        records = [json.loads(line) for line in io.stderr]
+        assert [r.get("action") for r in records if r["level"] != "info"] == []
+        markers = sorted(f.name.rsplit("_", 1)[0] for f in tmp_path.glob("pgqueue_owner_*"))
+        assert markers == [f"pgqueue_owner_{10**20}", f"pgqueue_owner_{live}"]
+    finally:
+        for other in others:
+            other.kill()
+            other.wait()

@@ -464,6 +464,60 @@ async def test_jobs_rescued_from_lost_workers_are_counted(dsn: str, conn: Any) -
     assert rescued == {"requeued": 1, "ended": 1}
 
 
+async def test_the_multiprocess_running_gauge_drops_as_an_attempt_ends_without_finishing(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """In multiprocess mode the running gauge was set as an attempt started and finished (and
+    every 10 s): an attempt stopped by a lost lease, or given up at the stop, finishes no
+    event, and the host's pgqueue_jobs_running counted it on until the next read. The gauge
+    is set as every attempt stops running, however it ended."""
+    from pgqueue import _metrics
+
+    # Multiprocess mode as the gauge sees it: fed by the worker's events, not read at scrapes.
+    monkeypatch.setattr(_metrics, "multiprocess_dir", lambda: str(tmp_path))
+    app = pgqueue.PgQueue(dsn)
+
+    @app.task(name="long", queue="q")
+    async def long() -> None:
+        await asyncio.sleep(3600)
+
+    lost = app.using("long").enqueue(conn)
+    app.using("long").enqueue(conn)
+    conn.commit()
+    w = app.worker(queues={"q": 2}, poll_interval=0.05, listen=False, shutdown_timeout=0.1,
+                   metrics_port=0, metrics_addr="127.0.0.1")  # fmt: skip
+    assert w._metrics is not None
+    w._metrics.interval = 3600  # no read but the first: only the events move the gauge
+    running = w._metrics.metrics.running
+    runner = asyncio.create_task(w.run())
+    try:
+        await until(lambda: running._value.get() == 2)
+        await asyncio.to_thread(query, dsn, PUT_BACK_ONE, [lost])
+        w._cancel_hint(None)  # a heartbeat now: it finds the lease lost
+        await until(lambda: w.running == 1)
+        assert running._value.get() == 1
+    finally:
+        w.stop()
+        await asyncio.wait_for(runner, 30)
+    assert running._value.get() == 0  # the other given up at the stop (jobs_released)
+
+
+# What the rescue of an expired lease does to a running job: another worker may claim it now.
+PUT_BACK_ONE = """
+UPDATE pgqueue.active_jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL,
+       run_at = now() + interval '1 hour'
+ WHERE id = %s
+"""
+
+
+async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait, on the loop, until ``check()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never"
+        await asyncio.sleep(0.02)
+
+
 async def test_tracing_links_the_attempt_span_to_the_enqueueing_trace(dsn: str, conn: Any) -> None:
     """pgqueue.tracing: the enqueue's span, a child of the caller's, goes into meta, and each
     attempt gets a span that is its child, in the caller's trace."""
