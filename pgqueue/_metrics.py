@@ -175,6 +175,8 @@ class _Directory:
 
     def _readable(self, file: str, merge: Any) -> bool:
         try:
+            if os.path.getsize(file) == 0:  # no values yet: prometheus_client makes a file
+                return False  # empty, then sizes it (sized first, an error is the file's)
             merge([file])
         except FileNotFoundError:
             return False  # removed since the directory was listed

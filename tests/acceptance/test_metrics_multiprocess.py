@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -343,7 +344,7 @@ def test_an_unreadable_file_in_the_directory_is_left_out_of_the_scrapes_and_logg
     """One corrupt or truncated file in PROMETHEUS_MULTIPROC_DIR (a disk full, a stray copy)
     made prometheus_client's collector raise at every scrape: each port answered 500, the
     whole host unscraped. The file is left out, logged once at ERROR, and the others served."""
-    (tmp_path / "counter_111.db").write_bytes(b"")  # truncated
+    (tmp_path / "counter_111.db").write_bytes(struct.pack("i", 64) + bytes(4))  # 64 used: cut
     (tmp_path / "histogram_222.db").write_bytes(bytes(range(256)) * 8)  # not the format
     query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.add', '[1, 2]', queue => 'io')")
     io = start_worker(dsn, tmp_path, "w-io", "io")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,26 @@ def test_a_prometheus_client_without_its_private_mode_flag_still_serves(
     assert multiprocess_dir() is None
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert multiprocess_dir() == str(tmp_path)
+
+
+def test_a_file_prometheus_client_is_making_is_no_unreadable_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prometheus_client makes a process's file empty and sizes it a moment later: a scrape
+    in between (another worker's first job, say) logged that file at ERROR as unreadable
+    "until it is removed", and never again once it was. An empty file is one being made,
+    left out of that scrape without a word; a truncated one is still logged."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from pgqueue._metrics import _Directory
+
+    made = MmapedDict(str(tmp_path / "counter_1.db"))
+    made.write_value(mmap_key("jobs", "jobs_total", [], [], "Jobs."), 3.0, 0.0)
+    made.close()
+    (tmp_path / "histogram_2.db").touch()  # opened, not yet sized
+    (tmp_path / "counter_3.db").write_bytes(struct.pack("i", 64) + bytes(4))  # 64 bytes used: cut
+    served = {s.name: s.value for family in _Directory(str(tmp_path)).collect()
+              for s in family.samples}  # fmt: skip
+    assert served == {"jobs_total": 3.0}
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_3.db"]
