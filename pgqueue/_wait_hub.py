@@ -52,10 +52,12 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     waiter = _Waiter(job_id, again, asyncio.get_running_loop().create_future())
     hub.join(waiter)
     try:
-        left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
-        done, _ = await asyncio.wait((waiter.outcome,), timeout=left)
-        if not done:
-            raise again.timed_out() from hub.trouble
+        while not waiter.outcome.done():
+            left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
+            watched = (waiter.outcome, hub.running())  # its runner ends: made again
+            done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise again.timed_out() from hub.trouble
         return waiter.outcome.result()
     finally:
         await hub.leave(waiter)
@@ -98,8 +100,15 @@ class _Hub:
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
         self.wake.set()
-        if self.runner is None:
+        self.running()
+
+    def running(self) -> asyncio.Task[None]:
+        """The task that reads for the waiters, made again if it ended while they wait: it
+        is only cancelled by the last waiter's :meth:`leave`, or by code that cancels every
+        task but its own (its waiters would otherwise wait on a hub that no longer reads)."""
+        if self.runner is None or self.runner.done():
             self.runner = asyncio.get_running_loop().create_task(self._run())
+        return self.runner
 
     async def leave(self, waiter: _Waiter) -> None:
         """``waiter`` waits no more (returned, timed out, failed or cancelled); the last one

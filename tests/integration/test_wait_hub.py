@@ -179,3 +179,24 @@ async def test_a_notification_not_pgqueues_on_the_channel_wakes_no_one_wrongly(
     await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 3})
     jobs = await asyncio.wait_for(waits, 20)
     assert [(j.id, j.result) for j in jobs] == [(i, 2 * n) for n, i in enumerate(ids)]
+
+
+async def test_the_hubs_task_cancelled_leaves_its_waiters_waiting(dsn: str, conn: Any) -> None:
+    """The hub's own task cancelled by someone else (code that cancels every task but its
+    own) left its waiters, and every later waiter of that loop, waiting for ever on a hub
+    that no longer read: the task is made again, and each waiter gets its job."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(ids[0], timeout=60, poll_interval=60))
+    await registered(dsn)
+    [hub] = _wait_hub._hubs.values()
+    assert hub.runner is not None
+    hub.runner.cancel()
+    await asyncio.wait((hub.runner,))
+    second = asyncio.create_task(waiter.wait(ids[1], timeout=60, poll_interval=60))
+    assert [app.cancel(conn, i) for i in ids] == ["cancelled", "cancelled"]
+    conn.commit()
+    jobs = await asyncio.wait_for(asyncio.gather(first, second), 20)  # not the 60 s timeout
+    assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
+    assert await asyncio.to_thread(sessions, dsn) == []
