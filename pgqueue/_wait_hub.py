@@ -7,10 +7,10 @@ one statement, whenever a notification names them, a waiter joins, or the poll i
 ``poll_interval`` of the waiter that asks for the shortest). Reads and the LISTEN share the
 connection, one after the other: a read is a few milliseconds (one round trip), and a
 notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
-later; 3.2.0-3.2.3 drop it, and its waiters learn of their jobs from the poll). When the
-last waiter leaves, the connection is closed (before that waiter's ``wait`` returns): a
-process that waits now and then holds no connection in between, and a test's loop leaks
-none.
+later, hence the floor in pyproject.toml: 3.2.0-3.2.3 dropped it, and its waiters learnt of
+their jobs only from the poll). When the last waiter leaves, the connection is closed
+(before that waiter's ``wait`` returns): a process that waits now and then holds no
+connection in between, and a test's loop leaks none.
 
 A hub belongs to the event loop it was made on (a loop per thread, or per test, has its own)
 and to the process: a forked child forgets its parent's hubs without closing them.

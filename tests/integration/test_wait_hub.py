@@ -12,7 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _wait_hub
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
 from tests.integration.test_wait_reconnects import WAITERS, with_application
 
@@ -200,3 +200,25 @@ async def test_the_hubs_task_cancelled_leaves_its_waiters_waiting(dsn: str, conn
     jobs = await asyncio.wait_for(asyncio.gather(first, second), 20)  # not the 60 s timeout
     assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
     assert await asyncio.to_thread(sessions, dsn) == []
+
+
+async def test_a_job_finished_while_the_hub_reads_another_is_not_missed(
+    dsn: str, conn: Any
+) -> None:
+    """A job finished while the shared connection read another (held here by a lock on the
+    history): its notification came during that read, which psycopg before 3.2.4 dropped, so
+    the waiter learnt of it only at the poll, 60 s on. It is kept, and the job read."""
+    app = make_app(dsn)
+    first, second = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = [asyncio.create_task(waiter.wait(first, timeout=60, poll_interval=60))]
+    [pid] = await registered(dsn)
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    waits.append(asyncio.create_task(waiter.wait(second, timeout=60, poll_interval=60)))
+    await asyncio.to_thread(wait_blocked, dsn, pid)  # the read of the second job
+    assert app.cancel(conn, first) == "cancelled"
+    conn.commit()  # the notification, as the read goes on
+    assert (await asyncio.wait_for(waits[0], 10)).state == "cancelled"  # not the 60 s poll
+    assert app.cancel(conn, second) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(waits[1], 10)).state == "cancelled"
