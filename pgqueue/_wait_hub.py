@@ -99,6 +99,7 @@ class _Hub:
         """Wait for ``waiter``'s job too: it is read once the connection listens."""
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
+        self.next_poll = min(self.next_poll, time.monotonic() + waiter.again.poll_interval)
         self.wake.set()
         self.running()
 

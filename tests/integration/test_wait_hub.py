@@ -222,3 +222,24 @@ async def test_a_job_finished_while_the_hub_reads_another_is_not_missed(
     assert app.cancel(conn, second) == "cancelled"
     conn.commit()
     assert (await asyncio.wait_for(waits[1], 10)).state == "cancelled"
+
+
+async def test_a_waiter_that_polls_sooner_is_polled_for_from_when_it_joins(
+    dsn: str, conn: Any
+) -> None:
+    """A waiter polling every 0.2 s joined a hub polling every 60 s: the hub kept to its
+    next poll, 60 s on, so a change no notification told of (here the row deleted by hand)
+    reached it a minute late. The poll now comes by the new waiter's interval."""
+    app = make_app(dsn)
+    slow, quick = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(slow, timeout=60, poll_interval=60))
+    await registered(dsn)
+    second = asyncio.create_task(waiter.wait(quick, timeout=60, poll_interval=0.2))
+    await asyncio.sleep(0.5)  # its first read is done: the job is queued
+    await asyncio.to_thread(query, dsn, "DELETE FROM pgqueue.active_jobs WHERE id = %s", [quick])
+    with pytest.raises(pgqueue.JobStateError, match=f"^there is no job {quick}:"):
+        await asyncio.wait_for(second, 5)  # not the first waiter's 60 s poll
+    assert app.cancel(conn, slow) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(first, 10)).state == "cancelled"
