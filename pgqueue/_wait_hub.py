@@ -40,7 +40,9 @@ _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look h
 
 
 def _forget_hubs() -> None:
+    global _hubs_lock
     _hubs.clear()  # the parent's connections: closing them here would end its sessions
+    _hubs_lock = threading.Lock()  # held, at the fork, by a thread the child does not have
 
 
 os.register_at_fork(after_in_child=_forget_hubs)

@@ -243,3 +243,25 @@ async def test_a_waiter_that_polls_sooner_is_polled_for_from_when_it_joins(
     assert app.cancel(conn, slow) == "cancelled"
     conn.commit()
     assert (await asyncio.wait_for(first, 10)).state == "cancelled"
+
+
+def test_a_child_forked_while_a_thread_looks_a_hub_up_can_wait(dsn: str, conn: Any) -> None:
+    """A fork while another thread held the lock on the hubs (looking its loop's hub up)
+    gave the child that lock held by no one: its first wait blocked for ever. The child
+    starts with the lock free."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    with _wait_hub._hubs_lock:  # as the other thread would, at the moment of the fork
+        if (child := os.fork()) == 0:
+            job = asyncio.run(app.wait(job_id, timeout=5))
+            os._exit(0 if job.state == "cancelled" else 1)
+    for _ in range(200):
+        if (ended := os.waitpid(child, os.WNOHANG))[0]:
+            assert os.waitstatus_to_exitcode(ended[1]) == 0
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    raise AssertionError("the child's wait never returned")
