@@ -203,20 +203,16 @@ class _Hub:
         return await _store.arun_together(conn, _store.Together(timeouts, query))
 
     def _settle(self, job_id: int, row: Row | None) -> None:
-        outcome: Job | Exception
-        try:
-            if row is None:
-                raise unknown(job_id)
-            with _decodable(f"job {job_id}"):
-                outcome = Job(*_store.job_row_decoded(row))
-        except PgQueueError as exc:
-            outcome = exc
         for waiter in self.waiters.get(job_id, ()):
             if not waiter.outcome.done():
-                if not isinstance(outcome, Job):
+                # Decoded for each waiter: a Job's result, meta and errors are the caller's to
+                # change, as a wait of its own gave them.
+                if isinstance(outcome := _outcome(job_id, row), Exception):
                     waiter.outcome.set_exception(outcome)
                 elif outcome.is_finished:  # else queued or running (again, if retried): wait on
                     waiter.outcome.set_result(outcome)
+                else:
+                    return  # so are the other waiters of this job
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Wait for a notification naming a waited job, a new waiter, or the next poll."""
@@ -254,6 +250,17 @@ class _Hub:
         waiters gives up (``None`` if one waits for ever)."""
         left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
         return None if left == float("inf") else max(left, 0.001)
+
+
+def _outcome(job_id: int, row: Row | None) -> Job | PgQueueError:
+    """The job of ``row``, or the error its waiters raise: none, or one Python cannot decode."""
+    try:
+        if row is None:
+            raise unknown(job_id)
+        with _decodable(f"job {job_id}"):
+            return Job(*_store.job_row_decoded(row))
+    except PgQueueError as exc:
+        return exc
 
 
 def _waited(ids: list[str], waiters: dict[int, list[_Waiter]]) -> Iterator[int]:

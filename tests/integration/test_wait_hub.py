@@ -265,3 +265,19 @@ def test_a_child_forked_while_a_thread_looks_a_hub_up_can_wait(dsn: str, conn: A
     os.kill(child, 9)
     os.waitpid(child, 0)
     raise AssertionError("the child's wait never returned")
+
+
+async def test_waiters_of_one_job_each_get_a_job_of_their_own(dsn: str, conn: Any) -> None:
+    """Two requests waiting for the same job got the same Job, so one that changed its
+    result or meta (dicts, lists) changed the other's, as a wait of its own never did."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(job_id, timeout=30, poll_interval=60) for _ in "ab"))
+    await registered(dsn)
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 1})
+    first, second = await asyncio.wait_for(waits, 20)
+    first.meta["seen_by"] = "first"
+    first.errors.append({"by": "first"})
+    assert (second.meta, second.errors) == ({}, [])
+    assert (first.id, first.state, second.id, second.state) == (job_id, "succeeded") * 2
