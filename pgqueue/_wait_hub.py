@@ -7,10 +7,10 @@ one statement, whenever a notification names them, a waiter joins, or the poll i
 ``poll_interval`` of the waiter that asks for the shortest). Reads and the LISTEN share the
 connection, one after the other: a read is a few milliseconds (one round trip), and a
 notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
-later; 3.2.0-3.2.3 drop it, and its waiters learn of their jobs from the poll). When the
-last waiter leaves, the connection is closed (before that waiter's ``wait`` returns): a
-process that waits now and then holds no connection in between, and a test's loop leaks
-none.
+later, hence the floor in pyproject.toml: 3.2.0-3.2.3 dropped it, and its waiters learnt of
+their jobs only from the poll). When the last waiter leaves, the connection is closed
+(before that waiter's ``wait`` returns): a process that waits now and then holds no
+connection in between, and a test's loop leaks none.
 
 A hub belongs to the event loop it was made on (a loop per thread, or per test, has its own)
 and to the process: a forked child forgets its parent's hubs without closing them.
@@ -40,7 +40,9 @@ _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look h
 
 
 def _forget_hubs() -> None:
+    global _hubs_lock
     _hubs.clear()  # the parent's connections: closing them here would end its sessions
+    _hubs_lock = threading.Lock()  # held, at the fork, by a thread the child does not have
 
 
 os.register_at_fork(after_in_child=_forget_hubs)
@@ -52,10 +54,12 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     waiter = _Waiter(job_id, again, asyncio.get_running_loop().create_future())
     hub.join(waiter)
     try:
-        left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
-        done, _ = await asyncio.wait((waiter.outcome,), timeout=left)
-        if not done:
-            raise again.timed_out() from hub.trouble
+        while not waiter.outcome.done():
+            left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
+            watched = (waiter.outcome, hub.running())  # its runner ends: made again
+            done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise again.timed_out() from hub.trouble
         return waiter.outcome.result()
     finally:
         await hub.leave(waiter)
@@ -97,9 +101,17 @@ class _Hub:
         """Wait for ``waiter``'s job too: it is read once the connection listens."""
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
+        self.next_poll = min(self.next_poll, time.monotonic() + waiter.again.poll_interval)
         self.wake.set()
-        if self.runner is None:
+        self.running()
+
+    def running(self) -> asyncio.Task[None]:
+        """The task that reads for the waiters, made again if it ended while they wait: it
+        is only cancelled by the last waiter's :meth:`leave`, or by code that cancels every
+        task but its own (its waiters would otherwise wait on a hub that no longer reads)."""
+        if self.runner is None or self.runner.done():
             self.runner = asyncio.get_running_loop().create_task(self._run())
+        return self.runner
 
     async def leave(self, waiter: _Waiter) -> None:
         """``waiter`` waits no more (returned, timed out, failed or cancelled); the last one
@@ -191,20 +203,16 @@ class _Hub:
         return await _store.arun_together(conn, _store.Together(timeouts, query))
 
     def _settle(self, job_id: int, row: Row | None) -> None:
-        outcome: Job | Exception
-        try:
-            if row is None:
-                raise unknown(job_id)
-            with _decodable(f"job {job_id}"):
-                outcome = Job(*_store.job_row_decoded(row))
-        except PgQueueError as exc:
-            outcome = exc
         for waiter in self.waiters.get(job_id, ()):
             if not waiter.outcome.done():
-                if not isinstance(outcome, Job):
+                # Decoded for each waiter: a Job's result, meta and errors are the caller's to
+                # change, as a wait of its own gave them.
+                if isinstance(outcome := _outcome(job_id, row), Exception):
                     waiter.outcome.set_exception(outcome)
                 elif outcome.is_finished:  # else queued or running (again, if retried): wait on
                     waiter.outcome.set_result(outcome)
+                else:
+                    return  # so are the other waiters of this job
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Wait for a notification naming a waited job, a new waiter, or the next poll."""
@@ -242,6 +250,17 @@ class _Hub:
         waiters gives up (``None`` if one waits for ever)."""
         left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
         return None if left == float("inf") else max(left, 0.001)
+
+
+def _outcome(job_id: int, row: Row | None) -> Job | PgQueueError:
+    """The job of ``row``, or the error its waiters raise: none, or one Python cannot decode."""
+    try:
+        if row is None:
+            raise unknown(job_id)
+        with _decodable(f"job {job_id}"):
+            return Job(*_store.job_row_decoded(row))
+    except PgQueueError as exc:
+        return exc
 
 
 def _waited(ids: list[str], waiters: dict[int, list[_Waiter]]) -> Iterator[int]:

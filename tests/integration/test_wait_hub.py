@@ -12,7 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue import _wait_hub
-from tests.helpers import query, run_worker_until, states
+from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
 from tests.integration.test_wait_reconnects import WAITERS, with_application
 
@@ -179,3 +179,105 @@ async def test_a_notification_not_pgqueues_on_the_channel_wakes_no_one_wrongly(
     await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 3})
     jobs = await asyncio.wait_for(waits, 20)
     assert [(j.id, j.result) for j in jobs] == [(i, 2 * n) for n, i in enumerate(ids)]
+
+
+async def test_the_hubs_task_cancelled_leaves_its_waiters_waiting(dsn: str, conn: Any) -> None:
+    """The hub's own task cancelled by someone else (code that cancels every task but its
+    own) left its waiters, and every later waiter of that loop, waiting for ever on a hub
+    that no longer read: the task is made again, and each waiter gets its job."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(ids[0], timeout=60, poll_interval=60))
+    await registered(dsn)
+    [hub] = _wait_hub._hubs.values()
+    assert hub.runner is not None
+    hub.runner.cancel()
+    await asyncio.wait((hub.runner,))
+    second = asyncio.create_task(waiter.wait(ids[1], timeout=60, poll_interval=60))
+    assert [app.cancel(conn, i) for i in ids] == ["cancelled", "cancelled"]
+    conn.commit()
+    jobs = await asyncio.wait_for(asyncio.gather(first, second), 20)  # not the 60 s timeout
+    assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
+    assert await asyncio.to_thread(sessions, dsn) == []
+
+
+async def test_a_job_finished_while_the_hub_reads_another_is_not_missed(
+    dsn: str, conn: Any
+) -> None:
+    """A job finished while the shared connection read another (held here by a lock on the
+    history): its notification came during that read, which psycopg before 3.2.4 dropped, so
+    the waiter learnt of it only at the poll, 60 s on. It is kept, and the job read."""
+    app = make_app(dsn)
+    first, second = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = [asyncio.create_task(waiter.wait(first, timeout=60, poll_interval=60))]
+    [pid] = await registered(dsn)
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    waits.append(asyncio.create_task(waiter.wait(second, timeout=60, poll_interval=60)))
+    await asyncio.to_thread(wait_blocked, dsn, pid)  # the read of the second job
+    assert app.cancel(conn, first) == "cancelled"
+    conn.commit()  # the notification, as the read goes on
+    assert (await asyncio.wait_for(waits[0], 10)).state == "cancelled"  # not the 60 s poll
+    assert app.cancel(conn, second) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(waits[1], 10)).state == "cancelled"
+
+
+async def test_a_waiter_that_polls_sooner_is_polled_for_from_when_it_joins(
+    dsn: str, conn: Any
+) -> None:
+    """A waiter polling every 0.2 s joined a hub polling every 60 s: the hub kept to its
+    next poll, 60 s on, so a change no notification told of (here the row deleted by hand)
+    reached it a minute late. The poll now comes by the new waiter's interval."""
+    app = make_app(dsn)
+    slow, quick = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(slow, timeout=60, poll_interval=60))
+    await registered(dsn)
+    second = asyncio.create_task(waiter.wait(quick, timeout=60, poll_interval=0.2))
+    await asyncio.sleep(0.5)  # its first read is done: the job is queued
+    await asyncio.to_thread(query, dsn, "DELETE FROM pgqueue.active_jobs WHERE id = %s", [quick])
+    with pytest.raises(pgqueue.JobStateError, match=f"^there is no job {quick}:"):
+        await asyncio.wait_for(second, 5)  # not the first waiter's 60 s poll
+    assert app.cancel(conn, slow) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(first, 10)).state == "cancelled"
+
+
+def test_a_child_forked_while_a_thread_looks_a_hub_up_can_wait(dsn: str, conn: Any) -> None:
+    """A fork while another thread held the lock on the hubs (looking its loop's hub up)
+    gave the child that lock held by no one: its first wait blocked for ever. The child
+    starts with the lock free."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    with _wait_hub._hubs_lock:  # as the other thread would, at the moment of the fork
+        if (child := os.fork()) == 0:
+            job = asyncio.run(app.wait(job_id, timeout=5))
+            os._exit(0 if job.state == "cancelled" else 1)
+    for _ in range(200):
+        if (ended := os.waitpid(child, os.WNOHANG))[0]:
+            assert os.waitstatus_to_exitcode(ended[1]) == 0
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    raise AssertionError("the child's wait never returned")
+
+
+async def test_waiters_of_one_job_each_get_a_job_of_their_own(dsn: str, conn: Any) -> None:
+    """Two requests waiting for the same job got the same Job, so one that changed its
+    result or meta (dicts, lists) changed the other's, as a wait of its own never did."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = asyncio.gather(*(waiter.wait(job_id, timeout=30, poll_interval=60) for _ in "ab"))
+    await registered(dsn)
+    await run_worker_until(worker(app), lambda: states(dsn) == {"succeeded": 1})
+    first, second = await asyncio.wait_for(waits, 20)
+    first.meta["seen_by"] = "first"
+    first.errors.append({"by": "first"})
+    assert (second.meta, second.errors) == ({}, [])
+    assert (first.id, first.state, second.id, second.state) == (job_id, "succeeded") * 2
