@@ -128,6 +128,7 @@ def setup_process() -> Callable[[], contextlib.AbstractContextManager[None]]:
 
     if not apps.ready:
         django.setup()
+    _orm_thread.watch()
     return _released_in_a_child
 
 
@@ -222,6 +223,7 @@ def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
     never skipped after a task that raised (cancelled, or timed out)."""
     from asgiref.sync import sync_to_async
 
+    _orm_thread.watch()
     release = sync_to_async(release_connections, thread_sensitive=True)
     recorded = sync_to_async(_release_recorded, thread_sensitive=True)
 

@@ -18,8 +18,6 @@ import threading
 import time
 from typing import Any
 
-from django.db.backends.signals import connection_created
-
 
 class _Ledger:
     """What the last release in asgiref's one thread left: written there, read on loops."""
@@ -59,7 +57,11 @@ def touched() -> bool:
     return _ledger.ident is not None or _ledger.opened
 
 
-connection_created.connect(note_opened, dispatch_uid="pgqueue.contrib.django.note_opened")
+def watch() -> None:
+    """Have ``note_opened`` told of every connection Django opens (once is enough)."""
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(note_opened, dispatch_uid="pgqueue.contrib.django.note_opened")
 
 
 def shared() -> bool:
