@@ -787,6 +787,185 @@ async def test_an_async_tasks_orm_connection_is_released_as_a_requests_is(
     assert dropped == [max_age == 0]
 
 
+async def _pids(shop, django_db: str, breaks: list[bool], before_last=lambda: None) -> list:
+    """orm_backend_pid jobs (``breaks``: each one's argument) run one after the other by one
+    worker, ``before_last()`` called before the last is enqueued: each job's state, result
+    (the pid of its connection) and error."""
+    from pgqueue.contrib.django import app
+
+    enqueued: list[int] = []
+
+    def enqueue_next() -> None:
+        if len(enqueued) == len(breaks) - 1:
+            before_last()
+        with psycopg.connect(django_db, autocommit=True) as conn:
+            enqueued.append(shop.orm_backend_pid.enqueue(conn, breaks[len(enqueued)]))
+
+    def each_once_the_last_ended() -> bool:
+        ended = states(django_db)
+        done = ended.get("succeeded", 0) + ended.get("failed", 0)
+        if done == len(enqueued) < len(breaks):
+            enqueue_next()
+        return done == len(breaks)
+
+    enqueue_next()
+    worker = app.worker(dsn=django_db, poll_interval=0.05, concurrency=1)
+    await run_worker_until(worker, each_once_the_last_ended)
+    return query(django_db, "SELECT state, result, last_error FROM pgqueue.jobs ORDER BY id")
+
+
+def _the_last_on_a_new_connection(jobs: list) -> None:
+    """Of three orm_backend_pid jobs, the first two ran on one connection (the second broke
+    it) and the third succeeded on another."""
+    [(_, first, _), (_, broken, _), (state, third, error)] = jobs
+    assert broken == first
+    assert (state, error) == ("succeeded", None)
+    assert third != first
+
+
+def _terminate(django_db: str, pid: int) -> None:
+    query(django_db, "SELECT pg_terminate_backend(%s, 10000)", [pid])
+
+
+async def test_an_async_task_gets_a_new_connection_once_the_last_one_is_past_its_age(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async task hops to asgiref's thread to release its connections only when that
+    would close one: a connection kept open after a task (CONN_MAX_AGE 0.3 s) and past its
+    age when the next one starts is closed before it, as around each request."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0.3)
+    [(_, first, _), (state, second, error)] = await _pids(
+        shop, django_db, [False, False], lambda: time.sleep(0.4)
+    )
+    assert (state, error) == ("succeeded", None)
+    assert second != first
+
+
+async def test_an_async_task_gets_a_new_connection_after_one_opened_by_the_last_task(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection an async task opened in asgiref's thread, where none was open, is
+    released after it: with CONN_MAX_AGE 0, the next task uses a connection of its own."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+    [(_, first, _), (state, second, error)] = await _pids(shop, django_db, [False, False])
+    assert (state, error) == ("succeeded", None)
+    assert second != first
+
+
+async def test_an_async_task_after_one_whose_orm_call_failed_gets_a_working_connection(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task whose ORM query failed (errors_occurred), on a persistent connection
+    (CONN_MAX_AGE None) an earlier task opened, and that returned leaves a connection Django
+    checks before reusing it: here the server ended it behind psycopg's back, and the next
+    task got a new one."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    _the_last_on_a_new_connection(await _pids(shop, django_db, [False, True, False]))
+
+
+async def test_an_async_task_health_checks_a_connection_ended_since_the_last_task(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CONN_HEALTH_CHECKS, a persistent connection that async tasks share, ended by the
+    server between two of them (pg_terminate_backend), is found dead at the next task's
+    first query and replaced, as in the next request: the task succeeds on a new one."""
+    from django.db import connections
+
+    settings = connections["default"].settings_dict
+    monkeypatch.setitem(settings, "CONN_MAX_AGE", None)
+    monkeypatch.setitem(settings, "CONN_HEALTH_CHECKS", True)
+    ended: list[int] = []
+
+    def terminate_the_last() -> None:
+        [(pid,)] = query(django_db, "SELECT result FROM pgqueue.jobs ORDER BY id DESC LIMIT 1")
+        _terminate(django_db, pid)
+        ended.append(pid)
+
+    [(_, first, _), (_, second, _), (state, third, error)] = await _pids(
+        shop, django_db, [False, False, False], terminate_the_last
+    )
+    assert ended == [first] == [second]
+    assert (state, error) == ("succeeded", None)
+    assert third != first
+
+
+async def test_an_async_task_started_while_another_ones_orm_call_runs_waits_to_release(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that starts while another one's ORM call still runs in asgiref's thread must
+    not take the connection as it finds it: that call may yet break it. Here it fails a
+    query and the server ends the connection; the task started meanwhile releases it once
+    that call returned, before its own query, and succeeds on a new connection."""
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    enqueued: list[int] = []
+
+    def enqueue(*args: object) -> None:
+        with psycopg.connect(django_db, autocommit=True) as conn:
+            enqueued.append(shop.orm_backend_pid.enqueue(conn, *args))
+
+    def one_breaking_the_connection_then_one_more_while_it_runs() -> bool:
+        ended = states(django_db)
+        if len(enqueued) == 1 and ended == {"succeeded": 1}:
+            enqueue(True, 0.5)  # the connection the first one opened, broken in 0.5 s
+        elif len(enqueued) == 2 and ended == {"succeeded": 1, "running": 1}:
+            enqueue()
+        return ended.get("succeeded", 0) + ended.get("failed", 0) == 3
+
+    enqueue()
+    worker = app.worker(dsn=django_db, poll_interval=0.02, concurrency=2)
+    await run_worker_until(worker, one_breaking_the_connection_then_one_more_while_it_runs)
+    _the_last_on_a_new_connection(
+        query(django_db, "SELECT state, result, last_error FROM pgqueue.jobs ORDER BY id")
+    )
+
+
+async def test_an_async_task_after_one_that_timed_out_waits_for_its_orm_call(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task ended by its timeout may leave its ORM call running in asgiref's thread, where
+    it may yet break the connection (here: a failed query, and the server ends it). The next
+    task, even alone, releases the connections after that call returned, before its own
+    query, and succeeds on a new connection."""
+    from django.db import connections
+
+    from pgqueue.contrib.django import app
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    enqueued: list[int] = []
+
+    def enqueue(task) -> None:
+        with psycopg.connect(django_db, autocommit=True) as conn:
+            enqueued.append(task.enqueue(conn))
+
+    def one_timing_out_then_one_more() -> bool:
+        ended = states(django_db)
+        if len(enqueued) == 1 and ended == {"succeeded": 1}:
+            enqueue(shop.breaks_the_orm_connection_after_its_timeout)
+        elif len(enqueued) == 2 and ended == {"succeeded": 1, "failed": 1}:
+            enqueue(shop.orm_backend_pid)
+        return len(enqueued) == 3 and ended.get("succeeded", 0) + ended.get("failed", 0) == 3
+
+    enqueue(shop.orm_backend_pid)
+    worker = app.worker(dsn=django_db, poll_interval=0.02, concurrency=1)
+    await run_worker_until(worker, one_timing_out_then_one_more)
+    [(_, first, _), (timed_out, _, why), (state, third, error)] = query(
+        django_db, "SELECT state, result, last_error FROM pgqueue.jobs ORDER BY id"
+    )
+    assert timed_out == "failed" and "timed out" in why, why
+    assert (state, error) == ("succeeded", None)
+    assert third != first
+
+
 async def test_an_async_task_times_out_while_its_orm_call_still_runs(shop, django_db) -> None:
     """The connections an async task used are released after it in asgiref's one thread,
     and the release was awaited: a task cancelled by its timeout (or a shutdown) while its
@@ -832,14 +1011,9 @@ def test_a_process_task_uses_the_orm_in_its_child_process(shop, django_db: str) 
     assert _importable(send_receipt)
 
 
-def test_a_process_task_releases_djangos_connections_as_a_thread_does(shop, django_db: str) -> None:
-    """A child lives for many jobs, and it called the bare task function: its Django
-    connection never aged out (CONN_MAX_AGE, broken after a database restart). It now
-    releases connections around each call, as worker threads do: with Django's default
-    CONN_MAX_AGE of 0, two jobs in one child use two connections."""
-    from django.db import connection
-
-    ids = [shop.child_connection.enqueue(connection) for _ in range(2)]
+def _one_child_two_connections(django_db: str, ids: list[int]) -> None:
+    """Run the jobs ``ids`` (each returning its process's pid and its connection's) with a
+    worker of one child: that child ran both, each on a connection of its own."""
     done = subprocess.run(
         [sys.executable, MANAGE, "pgqueue", "worker", "-q", "default", "--burst",
          "--processes", "1", "--concurrency", "1"],
@@ -851,6 +1025,32 @@ def test_a_process_task_releases_djangos_connections_as_a_thread_does(shop, djan
     [(first,), (second,)] = rows
     assert first[0] == second[0]  # one child ran both
     assert first[1] != second[1]  # each with a connection of its own
+
+
+def test_a_process_task_releases_djangos_connections_as_a_thread_does(shop, django_db: str) -> None:
+    """A child lives for many jobs, and it called the bare task function: its Django
+    connection never aged out (CONN_MAX_AGE, broken after a database restart). It now
+    releases connections around each call, as worker threads do: with Django's default
+    CONN_MAX_AGE of 0, two jobs in one child use two connections."""
+    from django.db import connection
+
+    ids = [shop.child_connection.enqueue(connection) for _ in range(2)]
+    _one_child_two_connections(django_db, ids)
+
+
+def test_an_async_task_in_a_child_releases_djangos_connections_as_in_the_worker(
+    shop, django_db: str
+) -> None:
+    """An async task runs in a child when isolated after a crash: its ORM calls ran in the
+    child's asgiref thread, whose connections nothing released (the child releases those of
+    its own thread around each call): they never aged out, and one broken stayed broken for
+    every later job of that child. They are released there too: with Django's default
+    CONN_MAX_AGE of 0, two jobs in one child use two connections."""
+    from django.db import connection
+
+    ids = [shop.async_child_connection.enqueue(connection) for _ in range(2)]
+    query(django_db, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    _one_child_two_connections(django_db, ids)
 
 
 def test_a_process_set_up_runs_after_djangos_in_each_child(shop, django_db: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
@@ -15,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from pgqueue._app import PgQueue
 from pgqueue._connections import normalize_dsn
 from pgqueue._task import Task
+from pgqueue.contrib.django import _orm_thread
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -118,14 +120,16 @@ def setup_process() -> Callable[[], contextlib.AbstractContextManager[None]]:
     that imports its models failed there with "Apps aren't loaded yet", and so did every job
     of an ``executor="process"`` task (or a crashed job isolated in a child). Returns how the
     child makes each call: as a worker thread does, between two releases of connections
-    (a child lives for many jobs, and without them its connections never aged out). It
-    runs before the app's own ``process_setup``, which can then use Django."""
+    (a child lives for many jobs, and without them its connections never aged out), in
+    asgiref's thread too once it used one (an async task's ORM calls). It runs before the
+    app's own ``process_setup``, which can then use Django."""
     import django
     from django.apps import apps
 
     if not apps.ready:
         django.setup()
-    return _released
+    _orm_thread.watch()
+    return _released_in_a_child
 
 
 @contextlib.contextmanager
@@ -135,6 +139,32 @@ def _released() -> Iterator[None]:
         yield
     finally:
         release_connections()
+
+
+@contextlib.contextmanager
+def _released_in_a_child() -> Iterator[None]:
+    with _released():
+        _release_orm_thread(wait=True)
+        try:
+            yield
+        finally:
+            _release_orm_thread(wait=False)
+
+
+def _release_orm_thread(wait: bool) -> None:
+    """In a child, asgiref's one thread, where the ORM calls of an async task (isolated after
+    a crash) ran: released too, once any connection was opened there, before the call
+    (waited for, behind any call still running there) and after it (not waited for, as in
+    the worker: a call its task abandoned may run on)."""
+    if not _orm_thread.touched():
+        return
+    from asgiref.sync import SyncToAsync
+
+    done = SyncToAsync.single_thread_executor.submit(_release_recorded)
+    if wait:
+        done.result()
+    else:
+        done.add_done_callback(_released_after)
 
 
 def _call_released(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -183,33 +213,58 @@ def _hygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
     """An async task's ORM calls (``acount()``, ``sync_to_async``) run in asgiref's one
     thread for sync code: its connections are released there, before and after the task, as
-    Django's ASGI handler releases them around each request.
+    Django's ASGI handler releases them around each request, unless ``_orm_thread`` finds
+    that such a release would leave them as they are.
 
     The release after it is started, not awaited: it queues behind any sync call still
     running in that thread, the task's own one that a timeout or a shutdown cancelled too,
     and waiting for it held that cancellation (the timeout, the worker's stop) until the call
-    returned, and turned a task done in time into a timed-out one."""
+    returned, and turned a task done in time into a timed-out one. For the same reason it is
+    never skipped after a task that raised (cancelled, or timed out)."""
     from asgiref.sync import sync_to_async
 
+    _orm_thread.watch()
     release = sync_to_async(release_connections, thread_sensitive=True)
+    recorded = sync_to_async(_release_recorded, thread_sensitive=True)
 
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        await release()
+        shared = _orm_thread.shared()
+        alone = _orm_thread.start()
         try:
-            return await fn(*args, **kwargs)
-        finally:
-            _releasing.add(after := asyncio.ensure_future(release()))
-            after.add_done_callback(_released_after)
+            if not (shared and alone and _orm_thread.needless()):
+                await (recorded if shared else release)()
+            result = await fn(*args, **kwargs)
+        except BaseException:
+            _release_after(recorded if shared else release)
+            raise
+        if shared and _orm_thread.needless():
+            _orm_thread.end()
+        else:
+            _release_after(recorded if shared else release)
+        return result
 
     return run
+
+
+def _release_recorded() -> None:
+    release_connections()
+    _orm_thread.record()
+
+
+def _release_after(release: Callable[[], Awaitable[None]]) -> None:
+    """Start ``release`` after a task, and count the task out once it ended."""
+    _releasing.add(after := asyncio.ensure_future(release()))
+    after.add_done_callback(_released_after)
 
 
 _releasing: set[asyncio.Future[None]] = set()  # strong references: the loop keeps weak ones
 
 
-def _released_after(after: asyncio.Future[None]) -> None:
-    _releasing.discard(after)
+def _released_after(after: asyncio.Future[None] | concurrent.futures.Future[None]) -> None:
+    if isinstance(after, asyncio.Future):
+        _releasing.discard(after)
+        _orm_thread.end()
     if not after.cancelled() and after.exception() is not None:
         log.error(
             "the release of Django connections after an async task failed",

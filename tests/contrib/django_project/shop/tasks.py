@@ -7,7 +7,9 @@ Django >= 6, the django_tasks backport on 5.2), so the rest of the suite runs wi
 import importlib
 import os
 
-from pgqueue.contrib.django import app
+import psycopg
+
+from pgqueue.contrib.django import app, dsn
 from tests.contrib.django_project.shop.models import Order
 
 
@@ -48,6 +50,15 @@ def child_connection() -> list:
 
 
 @app.task
+async def async_child_connection() -> list:
+    """The process's pid and the backend pid of the Django connection its ORM calls use, in
+    asgiref's thread (an async task: in a child only when isolated after a crash)."""
+    from asgiref.sync import sync_to_async
+
+    return [os.getpid(), await sync_to_async(_backend_pid)(False, 0)]
+
+
+@app.task
 async def count_orders_async() -> int:
     """An async pgqueue task using the ORM's async API (in the thread asgiref gives it)."""
     return await Order.objects.acount()
@@ -61,6 +72,47 @@ async def hold_the_orm_thread(seconds: float) -> None:
     from asgiref.sync import sync_to_async
 
     await sync_to_async(time.sleep, thread_sensitive=True)(seconds)
+
+
+@app.task(max_attempts=1)
+async def orm_backend_pid(break_it: bool = False, wait: float = 0) -> int:
+    """The backend pid of the Django connection an async task's ORM calls use. With
+    ``break_it``, a query on it fails first (``errors_occurred``), then the server ends it
+    behind psycopg's back: the task returns, leaving a connection Django would close. It
+    sleeps ``wait`` seconds first, in the ORM's thread."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(_backend_pid)(break_it, wait)
+
+
+@app.task(timeout=0.3, max_attempts=1)
+async def breaks_the_orm_connection_after_its_timeout() -> int:
+    """An async task whose ORM call, still running once its timeout ended it, breaks the
+    connection it runs on (as ``orm_backend_pid(True, 0.6)``)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(_backend_pid)(True, 0.6)
+
+
+def _backend_pid(break_it: bool, wait: float) -> int:
+    import time
+
+    from django.db import DatabaseError, connection
+
+    time.sleep(wait)
+    if break_it:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT * FROM no_such_table")
+        except DatabaseError:
+            pass
+        pid = connection.connection.info.backend_pid
+        with psycopg.connect(dsn(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+        return pid
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
 
 
 set_up: dict = {}  # what the process set-up saw, in a child
