@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from pgqueue import _store
 from pgqueue._errors import SchemaError
@@ -108,28 +111,70 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     revision (one granted only what its commands read) is not checked: every command refused
     it, naming alembic_version; its transaction, aborted by the refusal, is rolled back."""
     log = logging.getLogger("pgqueue.cli")
-    with conn.cursor() as cur:
-        run = partial(_store.run, cur)
-        try:
-            revision = run(_store.schema_revision_get())
-        except UNDEFINED as exc:
-            if not schema_missing(exc):
-                raise
-            raise SchemaError(str(schema_problem(False, None))) from None
-        except psycopg.errors.InsufficientPrivilege:
+    try:
+        with conn.cursor() as cur:
+            _check_schema(cur, log, "this command runs")
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+        _not_checked(log)
+    _checked.add(conn)  # the admin functions it calls check no more
+
+
+def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
+    """:func:`require_schema` on a caller's connection (``cur``'s), in the caller's transaction,
+    the first time a writing admin function runs on it (``admin.retry_failed`` requeued, and
+    ``admin.prune`` deleted, on a schema a revision behind without a word). It never commits
+    and never leaves the caller's transaction aborted: in one, the read runs in a savepoint;
+    in a transaction the read began itself, anything raised rolls that back. On a transaction
+    already aborted it checks nothing (the call fails anyway); the next call checks."""
+    conn = cur.connection
+    status = conn.info.transaction_status
+    if conn in _checked or status == TransactionStatus.INERROR:
+        return
+    began = status == TransactionStatus.IDLE and not conn.autocommit
+    savepoint = conn.transaction() if status == TransactionStatus.INTRANS else nullcontext()
+    log = logging.getLogger("pgqueue.admin")
+    try:
+        with savepoint:
+            _check_schema(cur, log, "this call runs")
+    except Exception as exc:
+        if began:  # the transaction holds the check's read alone
             conn.rollback()
-            log.debug(
-                "this role may not read pgqueue.alembic_version: the schema is not checked",
-                extra={"action": "schema_not_checked"},
-            )
-            return
-        if revision == SCHEMA_REVISION:
-            return
-        compatible_since = _compatible_since_on(run, revision)
+        if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            raise
+        _not_checked(log)
+    _checked.add(conn)
+
+
+# The connections whose schema was checked, held weakly: one check per connection.
+_checked: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _check_schema(cur: psycopg.Cursor[Any], log: logging.Logger, goes_on: str) -> None:
+    """Raise :class:`SchemaError` unless the schema is one this code runs on (read on ``cur``,
+    whose rows are tuples); a role that may not read the revision raises
+    ``InsufficientPrivilege``, its statement refused."""
+    run = partial(_store.run, cur)
+    try:
+        revision = run(_store.schema_revision_get())
+    except UNDEFINED as exc:
+        if not schema_missing(exc):
+            raise
+        raise SchemaError(str(schema_problem(False, None))) from None
+    if revision == SCHEMA_REVISION:
+        return
+    compatible_since = _compatible_since_on(run, revision)
     problem = schema_problem(True, revision, compatible_since)
     if problem:
         raise SchemaError(problem)
-    say_newer(log, revision, compatible_since, "this command runs")
+    say_newer(log, revision, compatible_since, goes_on)
+
+
+def _not_checked(log: logging.Logger) -> None:
+    log.debug(
+        "this role may not read pgqueue.alembic_version: the schema is not checked",
+        extra={"action": "schema_not_checked"},
+    )
 
 
 async def aschema_state(
