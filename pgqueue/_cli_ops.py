@@ -430,7 +430,7 @@ def _count_retryable(state: State, task: str | None) -> None:
     says what it would delete."""
     with _connect(state, autocommit=True) as conn:
         count = _ops.count_retryable(conn, task)
-    click.echo(f"would requeue {count} failed jobs")
+    click.echo(f"would requeue {_jobs(count, 'failed')}")
     click.echo("dry run: nothing was requeued", err=True)
 
 
@@ -446,13 +446,13 @@ class _Words(NamedTuple):
     """What a command changing jobs a committed batch at a time says it did."""
 
     done: str  # "requeued"
-    jobs: str  # "failed jobs"
+    kind: str  # "failed": of "1 failed job", "2 failed jobs"
     again: str  # what a new run does
     progress: bool  # how many so far, on stderr, after each batch
 
 
-_REQUEUED = _Words("requeued", "failed jobs", "run the command again to requeue the rest", True)
-_DELETED = _Words("deleted", "finished jobs", "run the command again to delete the rest", False)
+_REQUEUED = _Words("requeued", "failed", "run the command again to requeue the rest", True)
+_DELETED = _Words("deleted", "finished", "run the command again to delete the rest", False)
 
 
 def _in_batches(
@@ -467,7 +467,7 @@ def _in_batches(
             for count in batches(conn):
                 done += count
                 if words.progress:
-                    _progress(f"{words.done} {done} {words.jobs} so far")
+                    _progress(f"{words.done} {_jobs(done, words.kind)} so far")
                 if stop.asked:
                     break
             else:
@@ -478,12 +478,12 @@ def _in_batches(
         if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
             _progress_end()
             if done:  # none: the error alone (a missing schema, an unreachable database)
-                click.echo(f"{words.done} {done} {words.jobs} (they stay {words.done});"
+                click.echo(f"{words.done} {_jobs(done, words.kind)} (they stay {words.done});"
                            f" {words.again}", err=True)  # fmt: skip
             raise
         outcome = "abandoned"
     _progress_end()
-    click.echo(f"{words.done} {done} {words.jobs}")
+    click.echo(f"{words.done} {_jobs(done, words.kind)}")
     if outcome != "done":
         click.echo(_STOPPED[outcome].format(done=words.done, again=words.again), err=True)
         sys.exit(130)  # as a shell reports a command SIGINT ended
@@ -537,6 +537,11 @@ class _StopAfterBatch:
         self.asked = True
         _progress_end()
         click.echo("stopping after the batch running (Ctrl-C again to abandon it)", err=True)
+
+
+def _jobs(count: int, kind: str) -> str:
+    """``"1 failed job"``, ``"2 failed jobs"``: it said "requeued 1 failed jobs"."""
+    return f"{count} {kind} job{'' if count == 1 else 's'}"
 
 
 def _progress(text: str) -> None:
@@ -736,7 +741,7 @@ def _count_prunable(state: State, ages: dict[str, float]) -> None:
     with _connect(state, autocommit=True) as conn:
         counts = _ops.count_prunable(conn, ages)
     per_state = ", ".join(f"{name} {counts[name]}" for name in sorted(counts))
-    click.echo(f"would delete {sum(counts.values())} finished jobs" +
+    click.echo(f"would delete {_jobs(sum(counts.values()), 'finished')}" +
                (f" ({per_state})" if per_state else ""))  # fmt: skip
     click.echo("dry run: nothing was deleted", err=True)
 

@@ -340,7 +340,7 @@ def test_jobs_retry_failed_dry_run_says_how_many_it_would_requeue_and_requeues_n
     job_id = failed_job(dsn)  # of task "send"
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--dry-run")
     assert (done.stdout, done.stderr) == (
-        "would requeue 1 failed jobs\n", "dry run: nothing was requeued\n"
+        "would requeue 1 failed job\n", "dry run: nothing was requeued\n"
     )  # fmt: skip
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--task", "other", "--dry-run")
     assert done.stdout == "would requeue 0 failed jobs\n"
@@ -526,14 +526,14 @@ def test_prune_dry_run_says_how_many_it_would_delete_and_deletes_none(dsn: str) 
     query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
     done = pgqueue(dsn, "prune", "--older-than", "30s", "--dry-run")
     assert (done.stdout, done.stderr) == (
-        "would delete 1 finished jobs (cancelled 0, failed 1, succeeded 0)\n",
+        "would delete 1 finished job (cancelled 0, failed 1, succeeded 0)\n",
         "dry run: nothing was deleted\n",
     )
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
     done = pgqueue(dsn, *app, "prune", "--state", "succeeded", "--dry-run")
     assert done.stdout == "would delete 0 finished jobs (succeeded 0)\n"
     assert states(dsn) == {"failed": 1}
-    assert pgqueue(dsn, *app, "prune").stdout == "deleted 1 finished jobs\n"
+    assert pgqueue(dsn, *app, "prune").stdout == "deleted 1 finished job\n"
 
 
 def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str) -> None:
@@ -549,7 +549,7 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
     ])  # fmt: skip
     assert states(dsn) == {"failed": 1}
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
-    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
+    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished job"
     shown = " ".join(pgqueue(dsn, "prune", "--help").stdout.split())  # it said "retention"
     assert (
         "--older-than DURATION Age, with its unit, e.g. 12h, 7d (default: the --app's"
@@ -907,8 +907,8 @@ def test_jobs_retry_failed_commits_batches_and_stops_after_one_on_ctrl_c(dsn: st
     assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(ids[4],)]
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--batch-size", "2")
     assert (done.stdout, done.stderr) == (
-        "requeued 1 failed jobs\n",
-        "requeued 1 failed jobs so far\n",
+        "requeued 1 failed job\n",
+        "requeued 1 failed job so far\n",
     )
     assert states(dsn) == {"queued": 5}
 
