@@ -1186,3 +1186,31 @@ def test_a_role_that_may_not_read_the_schema_revision_runs_what_it_may(dsn: str)
         assert query(dsn, "SELECT task FROM pgqueue.jobs WHERE id = %s", [second]) == [("x",)]
     finally:
         query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
+
+
+def _records(stderr: str) -> list[tuple[str, str, str]]:
+    """Each line of ``stderr`` read as a JSON record: its action, level and message."""
+    return [(r["action"], r["level"], r["message"]) for r in map(json.loads, stderr.splitlines())]
+
+
+def test_notes_on_stderr_are_json_records_with_json_logs(dsn: str) -> None:
+    """With --log-format json, what a command says on stderr is a JSON record a log pipeline
+    can read, with an action: its notes stayed lines of text in the stream (a unique key held,
+    a dry run, the progress of batches on a pipe). Stdout, the answer, stays as it was."""
+    as_json = ("--log-format", "json")
+    _failed_jobs(dsn, 2)
+    query(dsn, "SELECT setval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'), 2)")
+    job_id = int(pgqueue(dsn, "enqueue", "t", "--unique-key", "k").stdout)
+    again = pgqueue(dsn, *as_json, "enqueue", "t", "--unique-key", "k")
+    assert int(again.stdout) == job_id
+    held = f"job {job_id} is already queued or running with unique key 'k': nothing enqueued"
+    assert _records(again.stderr) == [("enqueue_duplicate", "info", held)]
+    dry = pgqueue(dsn, *as_json, "jobs", "retry", "--failed", "--dry-run")
+    assert (dry.stdout, _records(dry.stderr)) == (
+        "would requeue 2 failed jobs\n", [("dry_run", "info", "dry run: nothing was requeued")]
+    )  # fmt: skip
+    done = pgqueue(dsn, *as_json, "jobs", "retry", "--failed", "--batch-size", "1")
+    assert (done.stdout, _records(done.stderr)) == ("requeued 2 failed jobs\n", [
+        ("batch_committed", "info", "requeued 1 failed job so far"),
+        ("batch_committed", "info", "requeued 2 failed jobs so far"),
+    ])  # fmt: skip
