@@ -451,26 +451,25 @@ class _Words(NamedTuple):
     done: str  # "requeued"
     kind: str  # "failed": of "1 failed job", "2 failed jobs"
     again: str  # what a new run does
-    progress: bool  # how many so far, on stderr, after each batch
 
 
-_REQUEUED = _Words("requeued", "failed", "run the command again to requeue the rest", True)
-_DELETED = _Words("deleted", "finished", "run the command again to delete the rest", False)
+_REQUEUED = _Words("requeued", "failed", "run the command again to requeue the rest")
+_DELETED = _Words("deleted", "finished", "run the command again to delete the rest")
 
 
 def _in_batches(
     state: State, batches: Callable[[psycopg.Connection[Any]], Iterator[int]], words: _Words
 ) -> None:
     """Run ``batches`` (each yields how many jobs it changed, committed) on an autocommit
-    connection and say how many jobs they changed; a first Ctrl-C stops after the batch
-    running, a second cancels it (rolled back); on an error, say what stays done."""
+    connection and say how many jobs they changed, so far on stderr after each batch (a prune
+    of millions said nothing for minutes); a first Ctrl-C stops after the batch running, a
+    second cancels it (rolled back); on an error, say what stays done."""
     done, outcome, stop = 0, "interrupted", _StopAfterBatch()
     try:
         with _connect(state, autocommit=True) as conn, stop(conn):
             for count in batches(conn):
                 done += count
-                if words.progress:
-                    _progress(f"{words.done} {_jobs(done, words.kind)} so far")
+                _progress(f"{words.done} {_jobs(done, words.kind)} so far")
                 if stop.asked:
                     break
             else:

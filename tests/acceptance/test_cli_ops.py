@@ -1019,7 +1019,8 @@ def test_bidirectional_controls_in_a_table_are_shown_escaped(dsn: str) -> None:
 def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
     """prune commits a batch of 1000 at a time, but a failure in a later batch ended it with
     the error alone, as though nothing had been deleted. A line on stderr now says how many
-    jobs the batches before deleted for good, then the error."""
+    jobs the batches before deleted for good, then the error; before it, each batch's
+    progress line (none was said: a prune of millions was silent for minutes)."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
@@ -1031,6 +1032,7 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
                " WHEN (OLD.id = 1001) EXECUTE FUNCTION refuse()")  # fmt: skip
     done = pgqueue(dsn, "prune", "--older-than", "7d", ok=False)
     assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
+        "deleted 1000 finished jobs so far",
         "deleted 1000 finished jobs (they stay deleted); run the command again to delete the"
         " rest",
         "Error: the database refused: job 1001 is kept (RaiseException)",
@@ -1039,8 +1041,8 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
 
 
 def _prune_held_at_job_1001(dsn: str, holder: psycopg.Connection[Any]) -> subprocess.Popen[str]:
-    """`prune --older-than 7d` of 1001 old jobs once its first batch (1000) is done and its
-    second, job 1001, waits for a lock ``holder`` takes."""
+    """`prune --older-than 7d` of 1001 old jobs once its first batch (1000) is done, which it
+    says on stderr, and its second, job 1001, waits for a lock ``holder`` takes."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
@@ -1055,6 +1057,8 @@ def _prune_held_at_job_1001(dsn: str, holder: psycopg.Connection[Any]) -> subpro
         [sys.executable, "-m", "pgqueue", "--dsn", dsn, "prune", "--older-than", "7d"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
+    assert run.stderr is not None
+    assert run.stderr.readline() == "deleted 1000 finished jobs so far\n"
     _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
     return run
 
