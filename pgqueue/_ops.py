@@ -38,7 +38,12 @@ from pgqueue._options import (
 )
 from pgqueue._retention import check_age
 from pgqueue._retry import MAX_DELAY
-from pgqueue._schema import require_schema_once, schema_problem, schema_state
+from pgqueue._schema import (
+    arequire_schema_once,
+    require_schema_once,
+    schema_problem,
+    schema_state,
+)
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -217,6 +222,7 @@ async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
     job_id = check_job_id(job_id)
     async with async_cursor(conn) as cur:
+        await arequire_schema_once(cur)
         outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -128,26 +128,65 @@ def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
     in a transaction the read began itself, anything raised rolls that back. On a transaction
     already aborted it checks nothing (the call fails anyway); the next call checks."""
     conn = cur.connection
-    status = conn.info.transaction_status
-    if conn in _checked or status == TransactionStatus.INERROR:
+    if not _unchecked(conn):
         return
-    began = status == TransactionStatus.IDLE and not conn.autocommit
-    savepoint = conn.transaction() if status == TransactionStatus.INTRANS else nullcontext()
-    log = logging.getLogger("pgqueue.admin")
+    began = _begins(conn)
     try:
-        with savepoint:
-            _check_schema(cur, log, "this call runs")
+        with conn.transaction() if _in_transaction(conn) else nullcontext():
+            _check_schema(cur, _admin_log, "this call runs")
     except Exception as exc:
         if began:  # the transaction holds the check's read alone
             conn.rollback()
-        if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            raise
-        _not_checked(log)
+        _refused(exc)
+    _checked.add(conn)
+
+
+async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Async twin of :func:`require_schema_once`."""
+    conn = cur.connection
+    if not _unchecked(conn):
+        return
+    began = _begins(conn)
+    try:
+        async with conn.transaction() if _in_transaction(conn) else nullcontext():
+            with _missing_said():
+                revision = await _store.arun(cur, _store.schema_revision_get())
+            if revision != SCHEMA_REVISION:
+                _, _, since = await aschema_state(partial(_store.arun, cur))
+                _judge(revision, since, _admin_log, "this call runs")
+    except Exception as exc:
+        if began:
+            await conn.rollback()
+        _refused(exc)
     _checked.add(conn)
 
 
 # The connections whose schema was checked, held weakly: one check per connection.
-_checked: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+_checked: weakref.WeakSet[psycopg.BaseConnection[Any]] = weakref.WeakSet()
+_admin_log = logging.getLogger("pgqueue.admin")
+
+
+def _unchecked(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether ``conn`` is still to be checked: not yet, and its transaction not aborted."""
+    status = conn.info.transaction_status
+    return conn not in _checked and status != TransactionStatus.INERROR
+
+
+def _begins(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether the check's read begins the transaction it runs in (the caller's next ones
+    join it)."""
+    return conn.info.transaction_status == TransactionStatus.IDLE and not conn.autocommit
+
+
+def _in_transaction(conn: psycopg.BaseConnection[Any]) -> bool:
+    return conn.info.transaction_status == TransactionStatus.INTRANS
+
+
+def _refused(exc: Exception) -> None:
+    """Raise ``exc`` again, unless it is a role's refusal to let the revision be read."""
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        raise exc
+    _not_checked(_admin_log)
 
 
 def _check_schema(cur: psycopg.Cursor[Any], log: logging.Logger, goes_on: str) -> None:
@@ -155,15 +194,29 @@ def _check_schema(cur: psycopg.Cursor[Any], log: logging.Logger, goes_on: str) -
     whose rows are tuples); a role that may not read the revision raises
     ``InsufficientPrivilege``, its statement refused."""
     run = partial(_store.run, cur)
-    try:
+    with _missing_said():
         revision = run(_store.schema_revision_get())
+    if revision != SCHEMA_REVISION:
+        _judge(revision, _compatible_since_on(run, revision), log, goes_on)
+
+
+@contextmanager
+def _missing_said() -> Iterator[None]:
+    """The error of a statement on a database without pgqueue's schema, as the SchemaError
+    saying so."""
+    try:
+        yield
     except UNDEFINED as exc:
         if not schema_missing(exc):
             raise
         raise SchemaError(str(schema_problem(False, None))) from None
-    if revision == SCHEMA_REVISION:
-        return
-    compatible_since = _compatible_since_on(run, revision)
+
+
+def _judge(
+    revision: str | None, compatible_since: str | None, log: logging.Logger, goes_on: str
+) -> None:
+    """Raise :class:`SchemaError` unless this code runs on a schema at ``revision``; say so
+    when it is a newer one that serves it."""
     problem = schema_problem(True, revision, compatible_since)
     if problem:
         raise SchemaError(problem)

@@ -101,3 +101,21 @@ def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction
         assert states(dsn) == {"cancelled": 1}
     finally:
         query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
+
+
+async def test_acancel_job_checks_the_schema_as_cancel_job_does(
+    dsn: str, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The async twin checks too, once per connection, in a savepoint of the caller's
+    transaction, which stays usable with its write kept."""
+    _at_0009(dsn)
+    await pgqueue.PgQueue(dsn).using("t").aenqueue(aconn)
+    with pytest.raises(pgqueue.SchemaError) as raised:
+        await admin.acancel_job(aconn, 1)
+    assert str(raised.value) == OLDER
+    await aconn.commit()
+    assert states(dsn) == {"queued": 2, "succeeded": 2, "failed": 1, "cancelled": 1}
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = %s", [SCHEMA_REVISION])
+    assert await admin.acancel_job(aconn, 1) == "cancelled"
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    assert await admin.acancel_job(aconn, 2) == "cancelled"  # checked once: not again
