@@ -8,6 +8,7 @@ import contextlib
 import difflib
 import functools
 import json
+import logging
 import re
 import signal
 import sys
@@ -29,6 +30,7 @@ from pgqueue import _ops, _store
 from pgqueue._cli import NO_APP, Choice, Seconds, Text, Whole, friendly_errors
 from pgqueue._errors import DuplicateJob
 from pgqueue._job import TERMINAL_STATES
+from pgqueue._logging import json_logging
 from pgqueue._options import (
     BIGINT_MAX,
     MAX_ATTEMPTS_LIMIT,
@@ -145,6 +147,7 @@ UNIQUE_KEY = Name("key", functools.partial(check_task_name, what="unique_key"))
 RUN_AT = Name("time", _ops.parse_moment)
 STATES = Choice(_ops.STATES, case_sensitive=False)
 CELL_WIDTH = 60
+log = logging.getLogger("pgqueue.cli")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -430,8 +433,8 @@ def _count_retryable(state: State, task: str | None) -> None:
     says what it would delete."""
     with _connect(state, autocommit=True) as conn:
         count = _ops.count_retryable(conn, task)
-    click.echo(f"would requeue {count} failed jobs")
-    click.echo("dry run: nothing was requeued", err=True)
+    click.echo(f"would requeue {_jobs(count, 'failed')}")
+    _note("dry run: nothing was requeued", "dry_run")
 
 
 RETRY_BATCH = 5000  # a batch takes about a second on a laptop: Ctrl-C waits for no more
@@ -446,28 +449,27 @@ class _Words(NamedTuple):
     """What a command changing jobs a committed batch at a time says it did."""
 
     done: str  # "requeued"
-    jobs: str  # "failed jobs"
+    kind: str  # "failed": of "1 failed job", "2 failed jobs"
     again: str  # what a new run does
-    progress: bool  # how many so far, on stderr, after each batch
 
 
-_REQUEUED = _Words("requeued", "failed jobs", "run the command again to requeue the rest", True)
-_DELETED = _Words("deleted", "finished jobs", "run the command again to delete the rest", False)
+_REQUEUED = _Words("requeued", "failed", "run the command again to requeue the rest")
+_DELETED = _Words("deleted", "finished", "run the command again to delete the rest")
 
 
 def _in_batches(
     state: State, batches: Callable[[psycopg.Connection[Any]], Iterator[int]], words: _Words
 ) -> None:
     """Run ``batches`` (each yields how many jobs it changed, committed) on an autocommit
-    connection and say how many jobs they changed; a first Ctrl-C stops after the batch
-    running, a second cancels it (rolled back); on an error, say what stays done."""
+    connection and say how many jobs they changed, so far on stderr after each batch (a prune
+    of millions said nothing for minutes); a first Ctrl-C stops after the batch running, a
+    second cancels it (rolled back); on an error, say what stays done."""
     done, outcome, stop = 0, "interrupted", _StopAfterBatch()
     try:
         with _connect(state, autocommit=True) as conn, stop(conn):
             for count in batches(conn):
                 done += count
-                if words.progress:
-                    _progress(f"{words.done} {done} {words.jobs} so far")
+                _progress(f"{words.done} {_jobs(done, words.kind)} so far")
                 if stop.asked:
                     break
             else:
@@ -478,14 +480,14 @@ def _in_batches(
         if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
             _progress_end()
             if done:  # none: the error alone (a missing schema, an unreachable database)
-                click.echo(f"{words.done} {done} {words.jobs} (they stay {words.done});"
-                           f" {words.again}", err=True)  # fmt: skip
+                _alert(f"{words.done} {_jobs(done, words.kind)} (they stay {words.done});"
+                   f" {words.again}", "batches_stopped")  # fmt: skip
             raise
         outcome = "abandoned"
     _progress_end()
-    click.echo(f"{words.done} {done} {words.jobs}")
+    click.echo(f"{words.done} {_jobs(done, words.kind)}")
     if outcome != "done":
-        click.echo(_STOPPED[outcome].format(done=words.done, again=words.again), err=True)
+        _alert(_STOPPED[outcome].format(done=words.done, again=words.again), "batches_stopped")
         sys.exit(130)  # as a shell reports a command SIGINT ended
 
 
@@ -536,14 +538,37 @@ class _StopAfterBatch:
             return
         self.asked = True
         _progress_end()
-        click.echo("stopping after the batch running (Ctrl-C again to abandon it)", err=True)
+        _alert("stopping after the batch running (Ctrl-C again to abandon it)", "batches_stopping")
+
+
+def _jobs(count: int, kind: str) -> str:
+    """``"1 failed job"``, ``"2 failed jobs"``: it said "requeued 1 failed jobs"."""
+    return f"{count} {kind} job{'' if count == 1 else 's'}"
 
 
 def _progress(text: str) -> None:
-    """``text`` on stderr: on a terminal over the line before, else a line of its own."""
+    """``text`` on stderr: on a terminal over the line before, else a line of its own (with
+    JSON logs, a record: a terminal's progress line is no log, a pipe's line is)."""
     if sys.stderr.isatty():
         click.echo(f"\r{text}\x1b[K", err=True, nl=False)
         _PROGRESS["open"] = True
+    else:
+        _note(text, "batch_committed")
+
+
+def _note(text: str, action: str) -> None:
+    """Say ``text`` on stderr: a line, or with JSON logs an INFO record of ``action`` in the
+    stream, which a log pipeline reads (a line of text there was no JSON)."""
+    if json_logging():
+        log.info("%s", text, extra={"action": action})
+    else:
+        click.echo(text, err=True)
+
+
+def _alert(text: str, action: str) -> None:
+    """:func:`_note` as a WARNING record."""
+    if json_logging():
+        log.warning("%s", text, extra={"action": action})
     else:
         click.echo(text, err=True)
 
@@ -668,7 +693,7 @@ def enqueue(state: State, task: str, args: list[Any] | None, kwargs: dict[str, A
         except TypeError as exc:  # an argument PostgreSQL cannot store (NUL, lone surrogate)
             raise click.ClickException(str(exc)) from None
         except DuplicateJob as dup:  # the id all the same, for a script; the news on stderr
-            click.echo(f"{dup}: nothing enqueued", err=True)
+            _note(f"{dup}: nothing enqueued", "enqueue_duplicate")
             job_id = dup.job_id
     click.echo(job_id)
 
@@ -725,9 +750,9 @@ def prune(state: State, older_than: float | None, states: tuple[str, ...], dry_r
     else:
         _prune(state, ages)
     if kept:  # else "deleted 0" alone reads as though none of their jobs were old enough
-        click.echo(
+        _alert(
             f"the app {state.app_path!r} keeps {' and '.join(kept)} jobs forever (its retention"
-            " is None): pass --older-than DURATION to prune them", err=True,
+            " is None): pass --older-than DURATION to prune them", "retention_forever",
         )  # fmt: skip
 
 
@@ -736,9 +761,9 @@ def _count_prunable(state: State, ages: dict[str, float]) -> None:
     with _connect(state, autocommit=True) as conn:
         counts = _ops.count_prunable(conn, ages)
     per_state = ", ".join(f"{name} {counts[name]}" for name in sorted(counts))
-    click.echo(f"would delete {sum(counts.values())} finished jobs" +
+    click.echo(f"would delete {_jobs(sum(counts.values()), 'finished')}" +
                (f" ({per_state})" if per_state else ""))  # fmt: skip
-    click.echo("dry run: nothing was deleted", err=True)
+    _note("dry run: nothing was deleted", "dry_run")
 
 
 def _prune(state: State, ages: dict[str, float]) -> None:
@@ -782,10 +807,10 @@ def cron_list(state: State, as_json: bool) -> None:
         statuses = cron_list_on(state.app, conn)
     click.echo(show(statuses, app_given=bool(state.app_path)))
     if not state.app_path:
-        click.echo(
+        _note(
             f"{NO_APP} to list the schedules its code defines, with their next ticks; shown"
             " here are only the schedules with ticks in the database",
-            err=True,
+            "cron_no_app",
         )
 
 

@@ -38,7 +38,12 @@ from pgqueue._options import (
 )
 from pgqueue._retention import check_age
 from pgqueue._retry import MAX_DELAY
-from pgqueue._schema import schema_problem, schema_state
+from pgqueue._schema import (
+    arequire_schema_once,
+    require_schema_once,
+    schema_problem,
+    schema_state,
+)
 
 if TYPE_CHECKING:
     from pgqueue._app import PgQueue
@@ -120,6 +125,7 @@ def retry_job(conn: SyncConnection, job_id: int) -> None:
     """Put a failed or cancelled job back in its queue; raises :class:`JobStateError` if not."""
     job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         # Refused, yet failed or cancelled: its key is held, or it finished after the retry
         # looked (it was running then), and the second try requeues it.
         refused = _retry_once(cur, job_id) and _retry_once(cur, job_id)
@@ -180,6 +186,7 @@ def retry_failed_batches(
         check_count(batch, "batch", 1, BIGINT_MAX)
     after: int | None = 0
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         while after is not None:
             count, after = _store.run(cur, _store.jobs_retry_failed(task, after, batch))
             if after is not None:
@@ -206,6 +213,7 @@ def cancel_job(conn: SyncConnection, job_id: int) -> str:
     """
     job_id = check_job_id(job_id)
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         outcome = _store.run(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
 
@@ -214,6 +222,7 @@ async def acancel_job(conn: AsyncConnection, job_id: int) -> str:
     """Async twin of :func:`cancel_job`."""
     job_id = check_job_id(job_id)
     async with async_cursor(conn) as cur:
+        await arequire_schema_once(cur)
         outcome = await _store.arun(cur, _store.jobs_cancel_call(job_id))
     return _cancel_outcome(job_id, outcome)
 
@@ -291,6 +300,7 @@ def prune_batches(
     ages = _checked_ages(ages)
     check_count(batch, "batch", 1, BIGINT_MAX)
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         # One instant for every batch: measured from each batch's own now(), jobs reaching
         # their age in between kept a prune of a busy queue going for ever.
         as_of = _store.run(cur, _store.clock_now_text())

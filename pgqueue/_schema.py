@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from pgqueue import _store
 from pgqueue._errors import SchemaError
@@ -108,28 +111,123 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     revision (one granted only what its commands read) is not checked: every command refused
     it, naming alembic_version; its transaction, aborted by the refusal, is rolled back."""
     log = logging.getLogger("pgqueue.cli")
-    with conn.cursor() as cur:
-        run = partial(_store.run, cur)
-        try:
-            revision = run(_store.schema_revision_get())
-        except UNDEFINED as exc:
-            if not schema_missing(exc):
-                raise
-            raise SchemaError(str(schema_problem(False, None))) from None
-        except psycopg.errors.InsufficientPrivilege:
+    try:
+        with conn.cursor() as cur:
+            _check_schema(cur, log, "this command runs")
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+        _not_checked(log)
+    _checked.add(conn)  # the admin functions it calls check no more
+
+
+def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
+    """:func:`require_schema` on a caller's connection (``cur``'s), in the caller's transaction,
+    the first time a writing admin function runs on it (``admin.retry_failed`` requeued, and
+    ``admin.prune`` deleted, on a schema a revision behind without a word). It never commits
+    and never leaves the caller's transaction aborted: in one, the read runs in a savepoint;
+    in a transaction the read began itself, anything raised rolls that back. On a transaction
+    already aborted it checks nothing (the call fails anyway); the next call checks."""
+    conn = cur.connection
+    if not _unchecked(conn):
+        return
+    began = _begins(conn)
+    try:
+        with conn.transaction() if _in_transaction(conn) else nullcontext():
+            _check_schema(cur, _admin_log, "this call runs")
+    except Exception as exc:
+        if began:  # the transaction holds the check's read alone
             conn.rollback()
-            log.debug(
-                "this role may not read pgqueue.alembic_version: the schema is not checked",
-                extra={"action": "schema_not_checked"},
-            )
-            return
-        if revision == SCHEMA_REVISION:
-            return
-        compatible_since = _compatible_since_on(run, revision)
+        _refused(exc)
+    _checked.add(conn)
+
+
+async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Async twin of :func:`require_schema_once`."""
+    conn = cur.connection
+    if not _unchecked(conn):
+        return
+    began = _begins(conn)
+    try:
+        async with conn.transaction() if _in_transaction(conn) else nullcontext():
+            with _missing_said():
+                revision = await _store.arun(cur, _store.schema_revision_get())
+            if revision != SCHEMA_REVISION:
+                _, _, since = await aschema_state(partial(_store.arun, cur))
+                _judge(revision, since, _admin_log, "this call runs")
+    except Exception as exc:
+        if began:
+            await conn.rollback()
+        _refused(exc)
+    _checked.add(conn)
+
+
+# The connections whose schema was checked, held weakly: one check per connection.
+_checked: weakref.WeakSet[psycopg.BaseConnection[Any]] = weakref.WeakSet()
+_admin_log = logging.getLogger("pgqueue.admin")
+
+
+def _unchecked(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether ``conn`` is still to be checked: not yet, and its transaction not aborted."""
+    status = conn.info.transaction_status
+    return conn not in _checked and status != TransactionStatus.INERROR
+
+
+def _begins(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether the check's read begins the transaction it runs in (the caller's next ones
+    join it)."""
+    return conn.info.transaction_status == TransactionStatus.IDLE and not conn.autocommit
+
+
+def _in_transaction(conn: psycopg.BaseConnection[Any]) -> bool:
+    return conn.info.transaction_status == TransactionStatus.INTRANS
+
+
+def _refused(exc: Exception) -> None:
+    """Raise ``exc`` again, unless it is a role's refusal to let the revision be read."""
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        raise exc
+    _not_checked(_admin_log)
+
+
+def _check_schema(cur: psycopg.Cursor[Any], log: logging.Logger, goes_on: str) -> None:
+    """Raise :class:`SchemaError` unless the schema is one this code runs on (read on ``cur``,
+    whose rows are tuples); a role that may not read the revision raises
+    ``InsufficientPrivilege``, its statement refused."""
+    run = partial(_store.run, cur)
+    with _missing_said():
+        revision = run(_store.schema_revision_get())
+    if revision != SCHEMA_REVISION:
+        _judge(revision, _compatible_since_on(run, revision), log, goes_on)
+
+
+@contextmanager
+def _missing_said() -> Iterator[None]:
+    """The error of a statement on a database without pgqueue's schema, as the SchemaError
+    saying so."""
+    try:
+        yield
+    except UNDEFINED as exc:
+        if not schema_missing(exc):
+            raise
+        raise SchemaError(str(schema_problem(False, None))) from None
+
+
+def _judge(
+    revision: str | None, compatible_since: str | None, log: logging.Logger, goes_on: str
+) -> None:
+    """Raise :class:`SchemaError` unless this code runs on a schema at ``revision``; say so
+    when it is a newer one that serves it."""
     problem = schema_problem(True, revision, compatible_since)
     if problem:
         raise SchemaError(problem)
-    say_newer(log, revision, compatible_since, "this command runs")
+    say_newer(log, revision, compatible_since, goes_on)
+
+
+def _not_checked(log: logging.Logger) -> None:
+    log.debug(
+        "this role may not read pgqueue.alembic_version: the schema is not checked",
+        extra={"action": "schema_not_checked"},
+    )
 
 
 async def aschema_state(

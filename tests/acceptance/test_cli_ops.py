@@ -216,9 +216,12 @@ def test_a_duration_may_have_an_exponent_as_a_number_of_seconds_may(dsn: str) ->
         ) == [(seconds,)]  # fmt: skip
     failed_job(dsn)
     query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '3 days'")
-    for age, count in (("2e0d", 1), ("5E0D", 0)):
+    for age, said in (
+        ("2e0d", "1 finished job (failed 1)"),
+        ("5E0D", "0 finished jobs (failed 0)"),
+    ):
         done = pgqueue(dsn, "prune", "--state", "failed", "--older-than", age, "--dry-run")
-        assert done.stdout == f"would delete {count} finished jobs (failed {count})\n"
+        assert done.stdout == f"would delete {said}\n"
 
 
 @pytest.mark.parametrize(
@@ -340,7 +343,7 @@ def test_jobs_retry_failed_dry_run_says_how_many_it_would_requeue_and_requeues_n
     job_id = failed_job(dsn)  # of task "send"
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--dry-run")
     assert (done.stdout, done.stderr) == (
-        "would requeue 1 failed jobs\n", "dry run: nothing was requeued\n"
+        "would requeue 1 failed job\n", "dry run: nothing was requeued\n"
     )  # fmt: skip
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--task", "other", "--dry-run")
     assert done.stdout == "would requeue 0 failed jobs\n"
@@ -526,14 +529,14 @@ def test_prune_dry_run_says_how_many_it_would_delete_and_deletes_none(dsn: str) 
     query(dsn, "UPDATE pgqueue.finished_jobs SET finished_at = now() - interval '20 days'")
     done = pgqueue(dsn, "prune", "--older-than", "30s", "--dry-run")
     assert (done.stdout, done.stderr) == (
-        "would delete 1 finished jobs (cancelled 0, failed 1, succeeded 0)\n",
+        "would delete 1 finished job (cancelled 0, failed 1, succeeded 0)\n",
         "dry run: nothing was deleted\n",
     )
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
     done = pgqueue(dsn, *app, "prune", "--state", "succeeded", "--dry-run")
     assert done.stdout == "would delete 0 finished jobs (succeeded 0)\n"
     assert states(dsn) == {"failed": 1}
-    assert pgqueue(dsn, *app, "prune").stdout == "deleted 1 finished jobs\n"
+    assert pgqueue(dsn, *app, "prune").stdout == "deleted 1 finished job\n"
 
 
 def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str) -> None:
@@ -549,7 +552,7 @@ def test_prune_without_an_age_needs_the_app_whose_retention_it_applies(dsn: str)
     ])  # fmt: skip
     assert states(dsn) == {"failed": 1}
     app = ("--app", "tests.acceptance.app_under_test:app")  # the default retention: 14 days
-    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished jobs"
+    assert pgqueue(dsn, *app, "prune").stdout.strip() == "deleted 1 finished job"
     shown = " ".join(pgqueue(dsn, "prune", "--help").stdout.split())  # it said "retention"
     assert (
         "--older-than DURATION Age, with its unit, e.g. 12h, 7d (default: the --app's"
@@ -909,8 +912,8 @@ def test_jobs_retry_failed_commits_batches_and_stops_after_one_on_ctrl_c(dsn: st
     assert query(dsn, "SELECT id FROM pgqueue.finished_jobs") == [(ids[4],)]
     done = pgqueue(dsn, "jobs", "retry", "--failed", "--batch-size", "2")
     assert (done.stdout, done.stderr) == (
-        "requeued 1 failed jobs\n",
-        "requeued 1 failed jobs so far\n",
+        "requeued 1 failed job\n",
+        "requeued 1 failed job so far\n",
     )
     assert states(dsn) == {"queued": 5}
 
@@ -1018,7 +1021,8 @@ def test_bidirectional_controls_in_a_table_are_shown_escaped(dsn: str) -> None:
 def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
     """prune commits a batch of 1000 at a time, but a failure in a later batch ended it with
     the error alone, as though nothing had been deleted. A line on stderr now says how many
-    jobs the batches before deleted for good, then the error."""
+    jobs the batches before deleted for good, then the error; before it, each batch's
+    progress line (none was said: a prune of millions was silent for minutes)."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
@@ -1030,6 +1034,7 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
                " WHEN (OLD.id = 1001) EXECUTE FUNCTION refuse()")  # fmt: skip
     done = pgqueue(dsn, "prune", "--older-than", "7d", ok=False)
     assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
+        "deleted 1000 finished jobs so far",
         "deleted 1000 finished jobs (they stay deleted); run the command again to delete the"
         " rest",
         "Error: the database refused: job 1001 is kept (RaiseException)",
@@ -1038,8 +1043,8 @@ def test_prune_says_what_it_deleted_before_an_error(dsn: str) -> None:
 
 
 def _prune_held_at_job_1001(dsn: str, holder: psycopg.Connection[Any]) -> subprocess.Popen[str]:
-    """`prune --older-than 7d` of 1001 old jobs once its first batch (1000) is done and its
-    second, job 1001, waits for a lock ``holder`` takes."""
+    """`prune --older-than 7d` of 1001 old jobs once its first batch (1000) is done, which it
+    says on stderr, and its second, job 1001, waits for a lock ``holder`` takes."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
@@ -1054,6 +1059,8 @@ def _prune_held_at_job_1001(dsn: str, holder: psycopg.Connection[Any]) -> subpro
         [sys.executable, "-m", "pgqueue", "--dsn", dsn, "prune", "--older-than", "7d"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
+    assert run.stderr is not None
+    assert run.stderr.readline() == "deleted 1000 finished jobs so far\n"
     _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
     return run
 
@@ -1185,3 +1192,31 @@ def test_a_role_that_may_not_read_the_schema_revision_runs_what_it_may(dsn: str)
         assert query(dsn, "SELECT task FROM pgqueue.jobs WHERE id = %s", [second]) == [("x",)]
     finally:
         query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
+
+
+def _records(stderr: str) -> list[tuple[str, str, str]]:
+    """Each line of ``stderr`` read as a JSON record: its action, level and message."""
+    return [(r["action"], r["level"], r["message"]) for r in map(json.loads, stderr.splitlines())]
+
+
+def test_notes_on_stderr_are_json_records_with_json_logs(dsn: str) -> None:
+    """With --log-format json, what a command says on stderr is a JSON record a log pipeline
+    can read, with an action: its notes stayed lines of text in the stream (a unique key held,
+    a dry run, the progress of batches on a pipe). Stdout, the answer, stays as it was."""
+    as_json = ("--log-format", "json")
+    _failed_jobs(dsn, 2)
+    query(dsn, "SELECT setval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'), 2)")
+    job_id = int(pgqueue(dsn, "enqueue", "t", "--unique-key", "k").stdout)
+    again = pgqueue(dsn, *as_json, "enqueue", "t", "--unique-key", "k")
+    assert int(again.stdout) == job_id
+    held = f"job {job_id} is already queued or running with unique key 'k': nothing enqueued"
+    assert _records(again.stderr) == [("enqueue_duplicate", "info", held)]
+    dry = pgqueue(dsn, *as_json, "jobs", "retry", "--failed", "--dry-run")
+    assert (dry.stdout, _records(dry.stderr)) == (
+        "would requeue 2 failed jobs\n", [("dry_run", "info", "dry run: nothing was requeued")]
+    )  # fmt: skip
+    done = pgqueue(dsn, *as_json, "jobs", "retry", "--failed", "--batch-size", "1")
+    assert (done.stdout, _records(done.stderr)) == ("requeued 2 failed jobs\n", [
+        ("batch_committed", "info", "requeued 1 failed job so far"),
+        ("batch_committed", "info", "requeued 2 failed jobs so far"),
+    ])  # fmt: skip

@@ -1,0 +1,121 @@
+"""The writing functions of ``pgqueue.admin`` check the schema's revision, once per connection,
+inside the caller's transaction, as the CLI's commands and workers do."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+import pgqueue
+from pgqueue import admin
+from pgqueue._schema import SCHEMA_REVISION
+from tests.helpers import query, states
+from tests.integration.test_ops_api import _finished_jobs_of_ages
+
+OLDER = (f"pgqueue's schema is at revision 0009, this version needs {SCHEMA_REVISION}:"
+         " run `pgqueue migrate`")  # fmt: skip
+WRITES: dict[str, Callable[[psycopg.Connection[Any]], object]] = {
+    "retry_failed": admin.retry_failed,
+    "retry_job": lambda conn: admin.retry_job(conn, 103),
+    "cancel_job": lambda conn: admin.cancel_job(conn, 1),
+    "prune": lambda conn: admin.prune(conn, 0),
+}
+
+
+def _at_0009(dsn: str) -> None:
+    """A queued job 1 and the finished jobs 101-104, in a database whose revision says 0009."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    _finished_jobs_of_ages(dsn)
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+
+
+@pytest.mark.parametrize("call", WRITES.values(), ids=WRITES.keys())
+def test_a_write_on_an_older_schema_says_to_migrate_and_leaves_the_transaction_usable(
+    dsn: str, conn: psycopg.Connection[Any], call: Callable[[psycopg.Connection[Any]], object]
+) -> None:
+    """On a schema a revision behind, each writing admin function raises SchemaError naming
+    the revision found, the one needed and `pgqueue migrate`, and writes nothing; they
+    requeued, cancelled and deleted without a word. The caller's transaction, which had
+    written already, is left usable, its write kept."""
+    _at_0009(dsn)
+    pgqueue.PgQueue(dsn).using("t").enqueue(conn)
+    with pytest.raises(pgqueue.SchemaError) as raised:
+        call(conn)
+    assert str(raised.value) == OLDER
+    assert conn.info.transaction_status == TransactionStatus.INTRANS
+    conn.commit()
+    assert states(dsn) == {"queued": 2, "succeeded": 2, "failed": 1, "cancelled": 1}
+
+
+def test_a_refused_check_in_a_transaction_it_began_leaves_none_open(dsn: str) -> None:
+    """Called first on an idle connection, the refusal rolls back the transaction the check
+    began, and on an autocommit one it leaves nothing to roll back."""
+    _at_0009(dsn)
+    for autocommit in (False, True):
+        with psycopg.connect(dsn, autocommit=autocommit) as conn:
+            with pytest.raises(pgqueue.SchemaError, match="run `pgqueue migrate`"):
+                admin.prune(conn, 0)
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert states(dsn)["failed"] == 1
+
+
+def test_the_schema_is_checked_once_per_connection(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """One read of the revision per connection, not one per call: a connection checked goes
+    on past a revision changed since; a new connection is checked."""
+    _finished_jobs_of_ages(dsn)
+    assert admin.retry_failed(conn) == 1
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    assert admin.prune(conn, 3600) == 2
+    conn.commit()
+    with psycopg.connect(dsn) as other, pytest.raises(pgqueue.SchemaError, match="0009"):
+        admin.prune(other, 0)
+
+
+def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction(
+    dsn: str,
+) -> None:
+    """A role that may not read alembic_version writes what it may, as the CLI lets it: the
+    refused read, run in a savepoint, leaves the caller's transaction as it was."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    role = f"pgq_nv_{os.urandom(5).hex()}"
+    name = sql.Identifier(role)
+    grants = sql.SQL(
+        "CREATE ROLE {0} LOGIN; GRANT USAGE ON SCHEMA pgqueue TO {0};"
+        " GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgqueue TO {0};"
+        " REVOKE ALL ON pgqueue.alembic_version FROM {0};"
+        " GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgqueue TO {0};"
+        " GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgqueue TO {0}"
+    )
+    query(dsn, grants.format(name))
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=role)) as conn:
+            conn.execute("SELECT 1")  # in a transaction of the caller's
+            assert admin.cancel_job(conn, 1) == "cancelled"
+            conn.commit()
+        assert states(dsn) == {"cancelled": 1}
+    finally:
+        query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
+
+
+async def test_acancel_job_checks_the_schema_as_cancel_job_does(
+    dsn: str, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The async twin checks too, once per connection, in a savepoint of the caller's
+    transaction, which stays usable with its write kept."""
+    _at_0009(dsn)
+    await pgqueue.PgQueue(dsn).using("t").aenqueue(aconn)
+    with pytest.raises(pgqueue.SchemaError) as raised:
+        await admin.acancel_job(aconn, 1)
+    assert str(raised.value) == OLDER
+    await aconn.commit()
+    assert states(dsn) == {"queued": 2, "succeeded": 2, "failed": 1, "cancelled": 1}
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = %s", [SCHEMA_REVISION])
+    assert await admin.acancel_job(aconn, 1) == "cancelled"
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    assert await admin.acancel_job(aconn, 2) == "cancelled"  # checked once: not again
