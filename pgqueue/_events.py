@@ -25,6 +25,7 @@ from pgqueue._worker._repeat import repeat
 
 if TYPE_CHECKING:
     from pgqueue._store import Outcome
+    from pgqueue._task import Task
     from pgqueue._worker import JobContext, Worker
     from pgqueue._worker._executor import ClaimedJob
 
@@ -101,12 +102,20 @@ class WorkerEvents:
                     extra={"action": "listener_error", "job_id": None},
                 )  # fmt: skip
 
-    def job_finished(self, ctx: JobContext, outcome: Outcome, started: float) -> None:
-        """Report how an attempt ended to the log, the task's callbacks and the listeners."""
+    def job_finished(
+        self, ctx: JobContext, outcome: Outcome, started: float, task: Task[Any, Any] | None
+    ) -> None:
+        """Report how an attempt ended to the log, the task's callbacks and the listeners;
+        ``task`` is the job's task (``None`` if unknown), as the worker looked it up to run it."""
         state = "retrying" if outcome.state == "queued" else outcome.state
         self.counts[counted(outcome)] += 1
         logged = log.isEnabledFor(_LEVELS[state])
-        callback = self._callback_for(ctx.task, state)
+        callback = None
+        if task is not None:  # looked up once per job, by the worker
+            if state == "succeeded":
+                callback = task.options.on_success
+            elif state == "failed":
+                callback = task.options.on_failure
         if not (logged or callback or self.listeners):
             return  # the common case at INFO without metrics: no event object at all
         event = JobEvent(
@@ -141,15 +150,6 @@ class WorkerEvents:
         future = asyncio.ensure_future(self._run_callback(fn, event))
         self._callbacks.add(future)
         future.add_done_callback(self._ended)
-
-    def _callback_for(self, task_name: str, state: str) -> Callable[[JobEvent], Any] | None:
-        if state == "succeeded":
-            task = self.worker.app.get_task(task_name)
-            return task.options.on_success if task else None
-        if state == "failed":
-            task = self.worker.app.get_task(task_name)
-            return task.options.on_failure if task else None
-        return None
 
     def _ended(self, future: asyncio.Future[Any]) -> None:
         self._callbacks.discard(future)

@@ -629,8 +629,9 @@ _FINISHED_COLUMNS = """
 # The fence compares j.state with o.running, a join clause, not with a constant: statistics
 # taken while nothing ran would make "state = 'running'" look like zero rows, and the planner
 # would then rescan the whole batch once per acknowledged row. The outcomes travel as one JSON
-# array of [id, attempt, state, result, error, traceback, delay]: encoding seven parallel
-# arrays element by element cost the worker more than the statement costs the server.
+# array of [id, attempt, result, state, error, traceback, delay], a success without an error
+# as [id, attempt, result] alone: encoding seven parallel arrays element by element cost the
+# worker more than the statement costs the server.
 # A job already in history (put there by hand, say) leaves active_jobs and keeps its history
 # row. NOT EXISTS does that, not ON CONFLICT DO NOTHING: a speculative insertion writes a
 # second WAL record per row and cost the acker's backend 7-11 % more CPU per job. Two acks
@@ -650,8 +651,9 @@ _FINISHED_COLUMNS = """
 JOBS_ACK: LiteralString = (
     """
 WITH o AS (
-    SELECT (e->>0)::bigint AS id, (e->>1)::int AS attempt, e->>2 AS state, e->>3 AS result,
-           e->>4 AS error, e->>5 AS tb, (e->>6)::float8 AS delay, 'running'::text AS running
+    SELECT (e->>0)::bigint AS id, (e->>1)::int AS attempt, coalesce(e->>3, 'succeeded') AS state,
+           e->>2 AS result, e->>4 AS error, e->>5 AS tb, coalesce((e->>6)::float8, 0) AS delay,
+           'running'::text AS running
       FROM jsonb_array_elements(%(outcomes)s::jsonb) AS e
 ), locked AS MATERIALIZED (
     SELECT j.id

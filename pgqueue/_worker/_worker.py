@@ -1091,7 +1091,7 @@ class Worker:
                         self.stats.succeeded += 1
                     else:
                         self._count(outcome.state)
-                    self.events.job_finished(ctx, outcome, started)
+                    self.events.job_finished(ctx, outcome, started, running.found)
             if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
                 # A thread ignoring its cancellation keeps its slot.
                 await self._executor.settle(job, ctx, started)
@@ -1150,7 +1150,8 @@ class Worker:
                 continue
             ctx, started, ended = held
             self._count(counted(outcome))
-            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+            task = self.app.get_task(ctx.task)
+            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended, task)
 
     def _refused(self, outcome: Outcome, written: Outcome | None) -> None:
         """Correct the report of an outcome the database refused: ``written`` is the failure
@@ -1676,7 +1677,8 @@ class Worker:
             outcome = Outcome(*claim, "cancelled", error="cancelled on request")
             self.events.job_ended(ctx, ended - started, outcome)
             self._count("cancelled")
-            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended)
+            task = self.app.get_task(ctx.task)
+            self.events.job_finished(ctx, outcome, started + time.monotonic() - ended, task)
 
 
 # Worker options the start record states apart (queues, concurrency, name, database), or not.

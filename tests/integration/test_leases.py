@@ -418,3 +418,49 @@ def test_claims_and_acks_read_in_binary_what_text_would_give(dsn: str) -> None:
     assert ack.binary
     binary_acked, text_acked = read_both_ways(dsn, ack)
     assert binary_acked == text_acked == ([second[0], first[0]], [], [1, 1])
+
+
+def test_an_ack_writes_each_outcome_of_a_mixed_batch_and_of_a_batch_of_successes(
+    dsn: str,
+) -> None:
+    """A success without an error travels in a shorter form than the other outcomes (see
+    JOBS_ACK): in one batch with retries, failures and cancels, and in a batch of successes
+    alone, each job ends as its outcome says: its result (none, JSON null, large non-ASCII
+    JSON with a huge integer), state, error, attempts and retry delay."""
+    query(dsn, "INSERT INTO pgqueue.active_jobs (queue, task, state, attempts, worker_id, "
+               "lease_expires_at, cancel_requested, last_error) SELECT 'io', 'x', 'running', 1, "
+               "'w', now() + interval '1 h', i = 8, 'before' "
+               "FROM generate_series(1, 13) i")  # fmt: skip
+    ids = [r[0] for r in query(dsn, "SELECT id FROM pgqueue.active_jobs ORDER BY id")]
+    big = '{"\u00df":"\u2603 \\"q\\"","n":123456789012345678901234567890,"s":"' + "x" * 5000 + '"}'
+    mixed = [Outcome(ids[0], 1, "succeeded"), Outcome(ids[1], 1, "succeeded", result="null"),
+             Outcome(ids[2], 1, "succeeded", result=big),
+             Outcome(ids[3], 1, "failed", error="boom", traceback="tb"),
+             Outcome(ids[4], 1, "queued", error="again", delay=600.0),
+             Outcome(ids[5], 1, "queued", delay=0.0), Outcome(ids[6], 1, "cancelled", error="c"),
+             Outcome(ids[7], 1, "queued", error="again"),
+             Outcome(ids[8], 1, "succeeded", result="[1]", error="odd")]  # fmt: skip
+    successes = [Outcome(ids[9], 1, "succeeded"), Outcome(ids[10], 1, "succeeded", result="null"),
+                 Outcome(ids[11], 1, "succeeded", result=big),
+                 Outcome(ids[12], 1, "succeeded", result='"\u00e9"')]  # fmt: skip
+    for batch in (mixed, successes):
+        assert sorted(run(dsn, _store.jobs_ack(batch[::-1])).ids) == [o.job_id for o in batch]
+    rows = query(dsn, "SELECT id, state, attempts, result IS NULL, result::text, last_error, "
+                      "jsonb_array_length(errors), run_at > now() + interval '500 s' "
+                      "FROM pgqueue.jobs ORDER BY id")  # fmt: skip
+    big_text = query(dsn, "SELECT %s::jsonb::text", [big])[0][0]
+    assert [r[1:] for r in rows] == [
+        ("succeeded", 1, True, None, "before", 0, False),
+        ("succeeded", 1, False, "null", "before", 0, False),
+        ("succeeded", 1, False, big_text, "before", 0, False),
+        ("failed", 1, True, None, "boom", 1, False),
+        ("queued", 1, True, None, "again", 1, True),
+        ("queued", 0, True, None, "before", 0, False),
+        ("cancelled", 1, True, None, "c", 1, False),
+        ("cancelled", 1, True, None, "cancelled on request", 1, False),
+        ("succeeded", 1, False, "[1]", "odd", 1, False),
+        ("succeeded", 1, True, None, "before", 0, False),
+        ("succeeded", 1, False, "null", "before", 0, False),
+        ("succeeded", 1, False, big_text, "before", 0, False),
+        ("succeeded", 1, False, '"\u00e9"', "before", 0, False),
+    ]
