@@ -167,8 +167,12 @@ _admin_log = logging.getLogger("pgqueue.admin")
 
 
 def _unchecked(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether ``conn`` is still to be checked: not yet, and its transaction not aborted."""
+    """Whether ``conn`` is still to be checked: not yet, its transaction not aborted, and not
+    a pipeline's implicit one, results pending on an autocommit connection (ACTIVE), where no
+    savepoint can be made and a refused read aborted the caller's statements."""
     status = conn.info.transaction_status
+    if status == TransactionStatus.ACTIVE and conn.autocommit:
+        return False
     return conn not in _checked and status != TransactionStatus.INERROR
 
 
@@ -179,7 +183,12 @@ def _begins(conn: psycopg.BaseConnection[Any]) -> bool:
 
 
 def _in_transaction(conn: psycopg.BaseConnection[Any]) -> bool:
-    return conn.info.transaction_status == TransactionStatus.INTRANS
+    """Whether ``conn`` is in a transaction the check must run in a savepoint of: a pipeline's
+    results pending (ACTIVE) on a connection not in autocommit are in one psycopg began."""
+    status = conn.info.transaction_status
+    return status == TransactionStatus.INTRANS or (
+        status == TransactionStatus.ACTIVE and not conn.autocommit
+    )
 
 
 def _refused(exc: Exception) -> None:
