@@ -135,8 +135,8 @@ def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
         with conn.transaction() if _in_transaction(conn) else nullcontext():
             _check_schema(cur, _admin_log, "this call runs")
     except Exception as exc:
-        if began:  # the transaction holds the check's read alone
-            conn.rollback()
+        if began and not conn.closed:  # the transaction holds the check's read alone
+            conn.rollback()  # (on a connection lost, its error would replace the server's)
         _refused(exc)
     _checked.add(conn)
 
@@ -155,7 +155,7 @@ async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
                 _, _, since = await aschema_state(partial(_store.arun, cur))
                 _judge(revision, since, _admin_log, "this call runs")
     except Exception as exc:
-        if began:
+        if began and not conn.closed:
             await conn.rollback()
         _refused(exc)
     _checked.add(conn)

@@ -145,3 +145,26 @@ async def test_acancel_job_checks_the_schema_as_cancel_job_does(
     assert await admin.acancel_job(aconn, 1) == "cancelled"
     query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
     assert await admin.acancel_job(aconn, 2) == "cancelled"  # checked once: not again
+
+
+def _terminate(dsn: str, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    query(dsn, "SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+
+
+def test_a_connection_the_server_ended_raises_the_servers_error(dsn: str) -> None:
+    """On a connection not in autocommit that the server ended (a restart, an administrator),
+    the check's failed read was followed by a rollback, whose "the connection is lost" was
+    raised in place of the server's own error (AdminShutdown, "terminating connection due to
+    administrator command")."""
+    with psycopg.connect(dsn) as conn:
+        _terminate(dsn, conn)
+        with pytest.raises(psycopg.errors.AdminShutdown, match="administrator command"):
+            admin.cancel_job(conn, 1)
+
+
+async def test_an_async_connection_the_server_ended_raises_the_servers_error(dsn: str) -> None:
+    """The async twin of the test above."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        _terminate(dsn, conn)
+        with pytest.raises(psycopg.errors.AdminShutdown, match="administrator command"):
+            await admin.acancel_job(conn, 1)
