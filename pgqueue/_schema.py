@@ -135,8 +135,8 @@ def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
         with conn.transaction() if _in_transaction(conn) else nullcontext():
             _check_schema(cur, _admin_log, "this call runs")
     except Exception as exc:
-        if began:  # the transaction holds the check's read alone
-            conn.rollback()
+        if began and not conn.closed:  # the transaction holds the check's read alone
+            conn.rollback()  # (on a connection lost, its error would replace the server's)
         _refused(exc)
     _checked.add(conn)
 
@@ -155,7 +155,7 @@ async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
                 _, _, since = await aschema_state(partial(_store.arun, cur))
                 _judge(revision, since, _admin_log, "this call runs")
     except Exception as exc:
-        if began:
+        if began and not conn.closed:
             await conn.rollback()
         _refused(exc)
     _checked.add(conn)
@@ -167,8 +167,12 @@ _admin_log = logging.getLogger("pgqueue.admin")
 
 
 def _unchecked(conn: psycopg.BaseConnection[Any]) -> bool:
-    """Whether ``conn`` is still to be checked: not yet, and its transaction not aborted."""
+    """Whether ``conn`` is still to be checked: not yet, its transaction not aborted, and not
+    a pipeline's implicit one, results pending on an autocommit connection (ACTIVE), where no
+    savepoint can be made and a refused read aborted the caller's statements."""
     status = conn.info.transaction_status
+    if status == TransactionStatus.ACTIVE and conn.autocommit:
+        return False
     return conn not in _checked and status != TransactionStatus.INERROR
 
 
@@ -179,7 +183,12 @@ def _begins(conn: psycopg.BaseConnection[Any]) -> bool:
 
 
 def _in_transaction(conn: psycopg.BaseConnection[Any]) -> bool:
-    return conn.info.transaction_status == TransactionStatus.INTRANS
+    """Whether ``conn`` is in a transaction the check must run in a savepoint of: a pipeline's
+    results pending (ACTIVE) on a connection not in autocommit are in one psycopg began."""
+    status = conn.info.transaction_status
+    return status == TransactionStatus.INTRANS or (
+        status == TransactionStatus.ACTIVE and not conn.autocommit
+    )
 
 
 def _refused(exc: Exception) -> None:

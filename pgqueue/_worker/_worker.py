@@ -1539,7 +1539,8 @@ class Worker:
         # Without heartbeats (_fail) the leases of the jobs would expire while they ran on.
         if tasks and (self._failure is None or self._failure[0] != "heartbeat"):
             log.info(
-                "waiting up to %s s for %s running jobs", self.shutdown_timeout, len(tasks),
+                "waiting up to %s s for %s running job%s", self.shutdown_timeout, len(tasks),
+                "" if len(tasks) == 1 else "s",
                 extra={"action": "worker_draining", "worker": self.name, "running": len(tasks)},
             )  # fmt: skip
             await all_done(tasks, self.shutdown_timeout, self._hurry)
@@ -1658,7 +1659,8 @@ class Worker:
             self._released(set(ended))
             self._unfinished = []  # given back: their leases are no longer the heartbeats' own
             log.info(
-                "put %s unfinished jobs back in their queues", released,
+                "put %s unfinished job back in its queue" if released == 1
+                else "put %s unfinished jobs back in their queues", released,
                 extra={"action": "jobs_released", "count": released},
             )  # fmt: skip
         await _revive(self._maint_db)  # only now: a vacuum running on it must not delay the above

@@ -4,7 +4,7 @@ inside the caller's transaction, as the CLI's commands and workers do."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -77,12 +77,9 @@ def test_the_schema_is_checked_once_per_connection(dsn: str, conn: psycopg.Conne
         admin.prune(other, 0)
 
 
-def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction(
-    dsn: str,
-) -> None:
-    """A role that may not read alembic_version writes what it may, as the CLI lets it: the
-    refused read, run in a savepoint, leaves the caller's transaction as it was."""
-    query(dsn, "SELECT pgqueue.enqueue('t')")
+@pytest.fixture
+def unread_dsn(dsn: str) -> Iterator[str]:
+    """The DSN of a role that may write pgqueue's jobs but not read alembic_version."""
     role = f"pgq_nv_{os.urandom(5).hex()}"
     name = sql.Identifier(role)
     grants = sql.SQL(
@@ -94,13 +91,42 @@ def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction
     )
     query(dsn, grants.format(name))
     try:
-        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=role)) as conn:
-            conn.execute("SELECT 1")  # in a transaction of the caller's
-            assert admin.cancel_job(conn, 1) == "cancelled"
-            conn.commit()
-        assert states(dsn) == {"cancelled": 1}
+        yield psycopg.conninfo.make_conninfo(dsn, user=role)
     finally:
         query(dsn, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(name))
+
+
+def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction(
+    dsn: str, unread_dsn: str
+) -> None:
+    """A role that may not read alembic_version writes what it may, as the CLI lets it: the
+    refused read, run in a savepoint, leaves the caller's transaction as it was."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    with psycopg.connect(unread_dsn) as conn:
+        conn.execute("SELECT 1")  # in a transaction of the caller's
+        assert admin.cancel_job(conn, 1) == "cancelled"
+        conn.commit()
+    assert states(dsn) == {"cancelled": 1}
+
+
+@pytest.mark.parametrize("autocommit", [False, True], ids=["transaction", "autocommit"])
+def test_a_pipeline_with_results_pending_is_left_as_it_was(
+    dsn: str, unread_dsn: str, autocommit: bool
+) -> None:
+    """In pipeline mode, a statement's results pending (the transaction's status ACTIVE, not
+    INTRANS), a refused read of the revision aborted the caller's transaction: the call then
+    failed, InFailedSqlTransaction, and took the caller's writes with it. In a transaction it
+    runs in a savepoint; on an autocommit connection, where no savepoint can be made, it waits
+    for a call with no results pending."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    with psycopg.connect(unread_dsn, autocommit=autocommit) as conn:
+        with conn.pipeline():
+            cur = conn.execute("SELECT pgqueue.enqueue('t')")
+            assert conn.info.transaction_status == TransactionStatus.ACTIVE
+            assert admin.cancel_job(conn, 1) == "cancelled"
+            assert cur.fetchone() == (2,)
+        conn.commit()
+    assert states(dsn) == {"cancelled": 1, "queued": 1}
 
 
 async def test_acancel_job_checks_the_schema_as_cancel_job_does(
@@ -119,3 +145,26 @@ async def test_acancel_job_checks_the_schema_as_cancel_job_does(
     assert await admin.acancel_job(aconn, 1) == "cancelled"
     query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
     assert await admin.acancel_job(aconn, 2) == "cancelled"  # checked once: not again
+
+
+def _terminate(dsn: str, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    query(dsn, "SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+
+
+def test_a_connection_the_server_ended_raises_the_servers_error(dsn: str) -> None:
+    """On a connection not in autocommit that the server ended (a restart, an administrator),
+    the check's failed read was followed by a rollback, whose "the connection is lost" was
+    raised in place of the server's own error (AdminShutdown, "terminating connection due to
+    administrator command")."""
+    with psycopg.connect(dsn) as conn:
+        _terminate(dsn, conn)
+        with pytest.raises(psycopg.errors.AdminShutdown, match="administrator command"):
+            admin.cancel_job(conn, 1)
+
+
+async def test_an_async_connection_the_server_ended_raises_the_servers_error(dsn: str) -> None:
+    """The async twin of the test above."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        _terminate(dsn, conn)
+        with pytest.raises(psycopg.errors.AdminShutdown, match="administrator command"):
+            await admin.acancel_job(conn, 1)

@@ -295,6 +295,22 @@ async def test_the_records_of_a_shutdown_carry_the_worker_and_their_counts(
     assert released.count == 2  # type: ignore[attr-defined]
 
 
+async def test_the_records_of_a_shutdown_count_one_job_as_one(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown with one job running said "for 1 running jobs" and "put 1 unfinished jobs
+    back in their queues"."""
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    t.sleepy.enqueue(conn, 3600)
+    conn.commit()
+    worker = t.app.worker(dsn=dsn, queues=["io"], poll_interval=0.05, shutdown_timeout=0.1)
+    await run_worker_until(worker, lambda: worker.running == 1, timeout=GUARD)
+    [draining] = records(caplog, "worker_draining")
+    assert draining.getMessage() == "waiting up to 0.1 s for 1 running job"
+    [released] = records(caplog, "jobs_released")
+    assert released.getMessage() == "put 1 unfinished job back in its queue"
+
+
 async def test_jobs_rescued_counts_a_cancelled_job_apart_from_failed_ones(
     dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
