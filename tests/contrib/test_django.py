@@ -929,41 +929,63 @@ async def test_an_async_task_started_while_another_ones_orm_call_runs_waits_to_r
     )
 
 
+@pytest.mark.parametrize(
+    ("middle", "ends"),
+    [("breaks_the_orm_connection_after_its_timeout", "failed"),
+     ("times_out_its_own_orm_call", "succeeded")],
+)  # fmt: skip
 async def test_an_async_task_after_one_that_timed_out_waits_for_its_orm_call(
-    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch, middle: str, ends: str
 ) -> None:
     """A task ended by its timeout may leave its ORM call running in asgiref's thread, where
-    it may yet break the connection (here: a failed query, and the server ends it). The next
-    task, even alone, releases the connections after that call returned, before its own
-    query, and succeeds on a new connection."""
+    it may yet break the connection (here: a failed query, and the server ends it); so may
+    a task that timed out its own ORM call, caught that and returned. The next task, even
+    alone, releases the connections after that call returned, before its own query, and
+    succeeds on a new connection."""
     from django.db import connections
 
     from pgqueue.contrib.django import app
 
     monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", None)
+    tasks = [shop.orm_backend_pid, getattr(shop, middle), shop.orm_backend_pid]
     enqueued: list[int] = []
 
-    def enqueue(task) -> None:
-        with psycopg.connect(django_db, autocommit=True) as conn:
-            enqueued.append(task.enqueue(conn))
-
-    def one_timing_out_then_one_more() -> bool:
+    def each_once_the_last_ended() -> bool:
         ended = states(django_db)
-        if len(enqueued) == 1 and ended == {"succeeded": 1}:
-            enqueue(shop.breaks_the_orm_connection_after_its_timeout)
-        elif len(enqueued) == 2 and ended == {"succeeded": 1, "failed": 1}:
-            enqueue(shop.orm_backend_pid)
-        return len(enqueued) == 3 and ended.get("succeeded", 0) + ended.get("failed", 0) == 3
+        done = ended.get("succeeded", 0) + ended.get("failed", 0)
+        if done == len(enqueued) < 3:
+            with psycopg.connect(django_db, autocommit=True) as conn:
+                enqueued.append(tasks[len(enqueued)].enqueue(conn))
+        return done == 3
 
-    enqueue(shop.orm_backend_pid)
     worker = app.worker(dsn=django_db, poll_interval=0.02, concurrency=1)
-    await run_worker_until(worker, one_timing_out_then_one_more)
+    await run_worker_until(worker, each_once_the_last_ended)
     [(_, first, _), (timed_out, _, why), (state, third, error)] = query(
         django_db, "SELECT state, result, last_error FROM pgqueue.jobs ORDER BY id"
     )
-    assert timed_out == "failed" and "timed out" in why, why
+    assert timed_out == ends
+    assert ends == "succeeded" or "timed out" in why, why
     assert (state, error) == ("succeeded", None)
     assert third != first
+
+
+async def test_an_async_task_always_releases_when_asgirefs_thread_is_several(
+    shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some apps put an executor of several threads in place of asgiref's one thread (for
+    thread-sensitive calls): an ORM call may then run in a thread whose connections the last
+    release there did not record, nor run first come first served. An async task then always
+    releases, as when its ORM calls go to an outer ``async_to_sync``'s thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
+
+    from pgqueue.contrib.django import _orm_thread
+
+    assert _orm_thread.shared()
+    with ThreadPoolExecutor(max_workers=2) as several:
+        monkeypatch.setattr(SyncToAsync, "single_thread_executor", several)
+        assert not _orm_thread.shared()
 
 
 async def test_an_async_task_times_out_while_its_orm_call_still_runs(shop, django_db) -> None:

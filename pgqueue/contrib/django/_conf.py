@@ -216,32 +216,36 @@ def _ahygienic(fn: Callable[..., Any]) -> Callable[..., Any]:
     Django's ASGI handler releases them around each request, unless ``_orm_thread`` finds
     that such a release would leave them as they are.
 
-    The release after it is started, not awaited: it queues behind any sync call still
-    running in that thread, the task's own one that a timeout or a shutdown cancelled too,
-    and waiting for it held that cancellation (the timeout, the worker's stop) until the call
-    returned, and turned a task done in time into a timed-out one. For the same reason it is
-    never skipped after a task that raised (cancelled, or timed out)."""
+    That thread runs its calls one at a time, first come first served: a release queued
+    there before the task starts runs before any ORM call of the task, and after any call
+    still running or queued there (another task's, or one a task abandoned when it timed
+    out, or caught its own timeout): it is queued, not awaited (a hop there and back costs
+    more than a no-op task). The release after a task is queued too, and the task counted
+    out once it ran, or once every call queued before it ran when it is needless: until
+    then the next task queues a release. Waiting for it held a cancellation (the timeout,
+    the worker's stop) until the task's own ORM call returned, and turned a task done in
+    time into a timed-out one. When the task's ORM calls go to another thread (an outer
+    ``async_to_sync``, a ``ThreadSensitiveContext``) the release there is awaited before
+    it and started after it."""
     from asgiref.sync import sync_to_async
 
     _orm_thread.watch()
     release = sync_to_async(release_connections, thread_sensitive=True)
-    recorded = sync_to_async(_release_recorded, thread_sensitive=True)
 
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> Any:
         shared = _orm_thread.shared()
         alone = _orm_thread.start()
         try:
-            if not (shared and alone and _orm_thread.needless()):
-                await (recorded if shared else release)()
+            if not shared:
+                await release()
+            elif not (alone and _orm_thread.needless()):
+                _queue(_release_recorded)
             result = await fn(*args, **kwargs)
         except BaseException:
-            _release_after(recorded if shared else release)
+            _release_after(shared, release, needed=True)
             raise
-        if shared and _orm_thread.needless():
-            _orm_thread.end()
-        else:
-            _release_after(recorded if shared else release)
+        _release_after(shared, release, needed=not (shared and _orm_thread.needless()))
         return result
 
     return run
@@ -252,10 +256,37 @@ def _release_recorded() -> None:
     _orm_thread.record()
 
 
-def _release_after(release: Callable[[], Awaitable[None]]) -> None:
-    """Start ``release`` after a task, and count the task out once it ended."""
-    _releasing.add(after := asyncio.ensure_future(release()))
-    after.add_done_callback(_released_after)
+def _release_recorded_then_end() -> None:
+    try:
+        _release_recorded()
+    finally:
+        _orm_thread.end()
+
+
+def _queue(work: Callable[[], None]) -> None:
+    """Queue ``work`` in asgiref's one thread, behind every call queued there so far and
+    ahead of every later one, not awaited; a failure of it is logged."""
+    from asgiref.sync import SyncToAsync
+
+    try:
+        SyncToAsync.single_thread_executor.submit(work).add_done_callback(_released_after)
+    except RuntimeError as exc:  # that executor shut down: a task's count stays up
+        log.error(
+            "the release of Django connections around an async task could not be queued "
+            "in asgiref's thread (its executor was shut down); the task's ORM calls cannot "
+            "run there either",
+            exc_info=exc,
+            extra={"action": "release_error"},
+        )
+
+
+def _release_after(shared: bool, release: Callable[[], Awaitable[None]], needed: bool) -> None:
+    """After a task: release (if ``needed``), then count the task out."""
+    if shared:
+        _queue(_release_recorded_then_end if needed else _orm_thread.end)
+    else:
+        _releasing.add(after := asyncio.ensure_future(release()))
+        after.add_done_callback(_released_after)
 
 
 _releasing: set[asyncio.Future[None]] = set()  # strong references: the loop keeps weak ones
@@ -267,7 +298,7 @@ def _released_after(after: asyncio.Future[None] | concurrent.futures.Future[None
         _orm_thread.end()
     if not after.cancelled() and after.exception() is not None:
         log.error(
-            "the release of Django connections after an async task failed",
+            "the release of Django connections around an async task failed",
             exc_info=after.exception(),
             extra={"action": "release_error"},
         )

@@ -1,15 +1,16 @@
 """asgiref's one thread for sync code, where async tasks' ORM calls run, and what the last
-release of Django connections there left, so that an async task hops there only when a release
-would do something.
+release of Django connections there left, so that an async task has a release queued there
+only when it would do something.
 
-A hop there and back costs an async task 0.2-0.5 ms, more than a no-op task itself. It is
-skipped when, read from the event loop, the release could only leave every connection as it
-is: that thread's last release has ended, no async task has run since that could still be
-using it, none of its connections was opened since (``connection_created``), and each one that
-release kept open is still in ``atomic()``, or clean (no ``errors_occurred``, its autocommit
-restored, not lost to psycopg), and not yet past ``CONN_MAX_AGE``. What the release would still
-do, mark it for a health check (``CONN_HEALTH_CHECKS``) at its next use, is done here.
-"""
+That thread runs its calls one at a time, first come first served: a release queued there
+runs after every call queued before it and before every call queued after it, so it is not
+waited for. It is skipped when, read from the event loop, the release could only leave every
+connection as it is: that thread's last release has ended, no other async task is counted
+(running, or with calls of its own still running or queued there), none of its connections
+was opened since (``connection_created``), and each one that release kept open is still in
+``atomic()``, or clean (no ``errors_occurred``, its autocommit restored, not lost to
+psycopg), and not yet past ``CONN_MAX_AGE``. What the release would still do, mark it for a
+health check (``CONN_HEALTH_CHECKS``) at its next use, is done here."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class _Ledger:
     ident: int | None = None  # that thread's, once a release ran there
     kept: tuple[Any, ...] = ()  # the Django connections it left open
     opened = False  # a connection was opened in that thread since
-    busy = 0  # async tasks started whose release after them has not ended (every loop's)
+    busy = 0  # async tasks started and not yet counted out by end() (every loop's)
 
 
 _ledger = _Ledger()
@@ -67,12 +68,15 @@ def watch() -> None:
 def shared() -> bool:
     """Whether the calling task's thread-sensitive calls go to asgiref's one thread, which the
     ledger describes: not to the thread of an outer ``async_to_sync`` or of a
-    ``ThreadSensitiveContext`` (read as asgiref chooses; anything unknown says no)."""
+    ``ThreadSensitiveContext`` (read as asgiref chooses; anything unknown says no), nor to
+    an executor of several threads an app put in its place (not one first-come-first-served
+    thread, whose connections the ledger records)."""
     try:
         from asgiref.sync import AsyncToSync, SyncToAsync
 
         return (
-            getattr(AsyncToSync.executors, "current", None) is None
+            getattr(SyncToAsync.single_thread_executor, "_max_workers", None) == 1
+            and getattr(AsyncToSync.executors, "current", None) is None
             and SyncToAsync.thread_sensitive_context.get(None) is None
             and asyncio.get_running_loop() not in AsyncToSync.loop_thread_executors
         )
@@ -88,7 +92,8 @@ def start() -> bool:
 
 
 def end() -> None:
-    """Count a task out, once the release after it ended (or was found needless)."""
+    """Count a task out, in asgiref's thread once every call queued there before the task
+    ended ran (then the release after it, when needed), or on a loop once that release ran."""
     with _lock:
         _ledger.busy -= 1
 

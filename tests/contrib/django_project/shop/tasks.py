@@ -94,6 +94,19 @@ async def breaks_the_orm_connection_after_its_timeout() -> int:
     return await sync_to_async(_backend_pid)(True, 0.6)
 
 
+@app.task(max_attempts=1)
+async def times_out_its_own_orm_call() -> None:
+    """An async task that times out its own ORM call, which then breaks its connection (as
+    ``orm_backend_pid(True, 0.6)``), and returns normally: the call still runs."""
+    import asyncio
+    import contextlib
+
+    from asgiref.sync import sync_to_async
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sync_to_async(_backend_pid)(True, 0.6), 0.2)
+
+
 def _backend_pid(break_it: bool, wait: float) -> int:
     import time
 
