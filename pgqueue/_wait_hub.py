@@ -19,6 +19,7 @@ and to the process: a forked child forgets its parent's hubs without closing the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -98,7 +99,10 @@ class _Hub:
         self.runner: asyncio.Task[None] | None = None
 
     def join(self, waiter: _Waiter) -> None:
-        """Wait for ``waiter``'s job too: it is read once the connection listens."""
+        """Wait for ``waiter``'s job too: it is read once the connection listens (made at
+        once if the hub waits to make it again after a loss: the waiter's first one)."""
+        if self.ever_connected and not self.failures:  # the hub has a connection
+            waiter.again.connected()
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
         self.next_poll = min(self.next_poll, time.monotonic() + waiter.again.poll_interval)
@@ -140,31 +144,43 @@ class _Hub:
                 try:
                     await self._session()
                 except psycopg.OperationalError as exc:
-                    await asyncio.sleep(self._pause_after(exc))
+                    await self._pause(self._pause_after(exc))
         except Exception as exc:  # a wrong DSN, a missing schema: each waiter raises it
-            self._fail(exc)
+            self._retire()
+            self._fail(exc, everyone=True)
 
-    def _fail(self, exc: Exception) -> None:
-        self._retire()
-        for waiters in self.waiters.values():
-            for waiter in waiters:
-                if not waiter.outcome.done():
-                    waiter.outcome.set_exception(exc)
+    def _fail(self, exc: Exception, everyone: bool) -> None:
+        """Raise ``exc`` in every waiter, or (not ``everyone``) in those never connected."""
+        for waiter in self._each():
+            if not waiter.outcome.done() and (everyone or not waiter.again.ever_connected):
+                waiter.outcome.set_exception(exc)
 
     def _pause_after(self, exc: psycopg.OperationalError) -> float:
         """As :meth:`_Reconnect.pause_after`, for every waiter: a lost connection is made
         again at once, then every poll interval while the database cannot be reached. A
-        first connection that fails, or an error that is not a lost connection, raises."""
+        first connection that fails, or an error that is not a lost connection, raises; so
+        does, in the waiters that joined since the loss, a connection that fails to be made
+        again (their first: as a connection of their own, it may have a wrong DSN)."""
         if not (self.ever_connected and unreachable(exc)):
             raise exc
         self.trouble = exc
         self.failures += 1
+        self._fail(exc, everyone=False)
         return self._poll_interval() if self.failures > 1 else 0.0
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before connecting again, or until a waiter joins: the database
+        may be back, and its first connection is made at once, as its own was."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
 
     async def _session(self) -> None:
         options = connection_options(self.dsn, self._longest_left())
         async with await psycopg.AsyncConnection.connect(self.dsn, **options) as conn:
             self.ever_connected, self.failures = True, 0
+            for waiter in self._each():
+                waiter.again.connected()
             await _store.aiso_dates(conn)
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())
@@ -238,12 +254,15 @@ class _Hub:
         async for note in conn.notifies(timeout=seconds, stop_after=1):
             self.stale.update(_waited(note.payload.split(","), self.waiters))
 
+    def _each(self) -> Iterator[_Waiter]:
+        return (waiter for waiters in self.waiters.values() for waiter in waiters)
+
     def _poll_interval(self) -> float:
-        return min(w.again.poll_interval for ws in self.waiters.values() for w in ws)
+        return min(w.again.poll_interval for w in self._each())
 
     def _longest_left(self) -> float:
         """The time left to the waiter that waits longest (infinite if one waits for ever)."""
-        return max(w.again.left() for ws in self.waiters.values() for w in ws)
+        return max(w.again.left() for w in self._each())
 
     def _read_bound(self, ids: list[int]) -> float | None:
         """How long a read of ``ids`` may wait for a lock and run: until the last of their

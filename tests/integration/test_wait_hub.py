@@ -8,10 +8,12 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
 from pgqueue import _wait_hub
+from tests.faults.proxy import Blackout
 from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
 from tests.integration.test_wait_reconnects import WAITERS, with_application
@@ -281,3 +283,57 @@ async def test_waiters_of_one_job_each_get_a_job_of_their_own(dsn: str, conn: An
     first.errors.append({"by": "first"})
     assert (second.meta, second.errors) == ({}, [])
     assert (first.id, first.state, second.id, second.state) == (job_id, "succeeded") * 2
+
+
+async def out_of_reach(proxy: Blackout) -> None:
+    """Black ``proxy`` out, until the hub has lost its connection and failed to make it again
+    (it then waits its poll interval before it tries again)."""
+    [hub] = _wait_hub._hubs.values()
+    proxy.black_out()
+    for _ in range(400):
+        if hub.failures >= 2:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the hub did not try to connect again")
+
+
+async def test_a_waiter_that_joins_during_an_outage_raises_at_once(dsn: str, conn: Any) -> None:
+    """The shared connection lost and the database out of reach: a new waiter waited, with
+    the others, for the hub's next try (a minute here; for ever without a timeout), where a
+    first connection that fails raises psycopg's error at once. It raises it at once, and the
+    waiter that had a connection waits on."""
+    app = make_app(dsn)
+    old_job, new_job = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=60))
+        await registered(dsn)
+        await out_of_reach(proxy)
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(waiter.wait(new_job), 10)
+        await asyncio.sleep(0.2)
+        assert not old.done()
+        old.cancel()
+        await asyncio.gather(old, return_exceptions=True)
+
+
+async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
+    dsn: str, conn: Any
+) -> None:
+    """After an outage the hub tries to connect again every poll interval (a minute here): a
+    waiter that joined once the database was back waited for that try, where a connection of
+    its own read its job at once. Its join has the hub connect at once, and the waiter that
+    waited through the outage gets its job too."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(ids[0], timeout=60, poll_interval=60))
+        await registered(dsn)
+        await out_of_reach(proxy)
+        proxy.down = False
+        assert [app.cancel(conn, i) for i in ids] == ["cancelled", "cancelled"]
+        conn.commit()
+        new = asyncio.create_task(waiter.wait(ids[1], timeout=60, poll_interval=60))
+        jobs = await asyncio.wait_for(asyncio.gather(old, new), 10)  # not the 60 s retry
+        assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
