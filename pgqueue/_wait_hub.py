@@ -69,6 +69,8 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
 def _hub(dsn: str) -> _Hub:
     key = (asyncio.get_running_loop(), dsn)
     with _hubs_lock:
+        for closed in [k for k in _hubs if k[0].is_closed()]:
+            del _hubs[closed]  # closed with waiters pending: its connection goes with its tasks
         if (hub := _hubs.get(key)) is None:
             hub = _hubs[key] = _Hub(key)
         return hub

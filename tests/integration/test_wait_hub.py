@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -337,3 +338,28 @@ async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
         new = asyncio.create_task(waiter.wait(ids[1], timeout=60, poll_interval=60))
         jobs = await asyncio.wait_for(asyncio.gather(old, new), 10)  # not the 60 s retry
         assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a task lost
+def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(dsn: str, conn: Any) -> None:
+    """A loop closed without cancelling its tasks (its waiters pending) left its hub among the
+    hubs for the life of the process: its session stayed open and registered, and every
+    statement that finished jobs notified for it. The next wait forgets it, and its
+    connection goes with its tasks once garbage is collected."""
+    app = make_app(dsn)
+    pending, other = enqueue_adds(app, conn, 2)
+    assert app.cancel(conn, other) == "cancelled"
+    conn.commit()
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(waiter.wait(pending, timeout=60))
+    loop.run_until_complete(registered(dsn))
+    loop.close()
+    del task, loop
+    assert asyncio.run(waiter.wait(other, timeout=10)).state == "cancelled"
+    gc.collect()
+    for _ in range(100):
+        if not sessions(dsn):
+            break
+        time.sleep(0.05)
+    assert (sessions(dsn), query(dsn, WAITERS)) == ([], [])
