@@ -198,6 +198,9 @@ class _Hub:
         """Read the stale jobs in one statement and settle the waiters of those finished."""
         ids = sorted(self.stale)
         self.stale.clear()
+        # Those who come during the read are read again (it may be older than their call: a
+        # retry between them would give them the job's outcome before the retry).
+        asked = {w for i in ids for w in self.waiters.get(i, ())}
         query = _store.jobs_read_many(ids)
         try:
             rows = await self._rows(conn, query, ids)
@@ -208,7 +211,7 @@ class _Hub:
         self.trouble = None
         found = {row[0]: row for row in rows}
         for job_id in ids:
-            self._settle(job_id, found.get(job_id))
+            self._settle(job_id, found.get(job_id), asked)
 
     async def _rows(
         self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
@@ -220,9 +223,9 @@ class _Hub:
         timeouts = _store.timeouts_set_local(bound, bound)
         return await _store.arun_together(conn, _store.Together(timeouts, query))
 
-    def _settle(self, job_id: int, row: Row | None) -> None:
+    def _settle(self, job_id: int, row: Row | None, asked: set[_Waiter]) -> None:
         for waiter in self.waiters.get(job_id, ()):
-            if not waiter.outcome.done():
+            if waiter in asked and not waiter.outcome.done():
                 # Decoded for each waiter: a Job's result, meta and errors are the caller's to
                 # change, as a wait of its own gave them.
                 if isinstance(outcome := _outcome(job_id, row), Exception):

@@ -363,3 +363,40 @@ def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(dsn: str, conn:
             break
         time.sleep(0.05)
     assert (sessions(dsn), query(dsn, WAITERS)) == ([], [])
+
+
+async def test_a_waiter_is_not_given_a_read_made_before_it_came(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that came while the hub read its job for another waiter (here held once the
+    rows are in) was given that read, older than its call: the job cancelled then, retried
+    since, came back cancelled, where a wait of its own would wait for the retried job's
+    outcome. It is read again, and waits on."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    read, go_on = asyncio.Event(), asyncio.Event()
+    original = _wait_hub._Hub._rows
+
+    async def held(*args: Any) -> Any:
+        rows = await original(*args)
+        read.set()
+        await go_on.wait()
+        return rows
+
+    monkeypatch.setattr(_wait_hub._Hub, "_rows", held)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(job_id, timeout=30, poll_interval=60))
+    await asyncio.wait_for(read.wait(), 10)
+    app.retry(conn, job_id)
+    conn.commit()
+    second = asyncio.create_task(waiter.wait(job_id, timeout=30, poll_interval=60))
+    await asyncio.sleep(0.1)  # it has joined
+    go_on.set()
+    assert (await asyncio.wait_for(first, 10)).state == "cancelled"  # its read: before the retry
+    await asyncio.sleep(0.3)
+    assert not second.done()  # queued again when it came
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(second, 10)).state == "cancelled"
