@@ -400,3 +400,20 @@ async def test_a_waiter_is_not_given_a_read_made_before_it_came(
     assert app.cancel(conn, job_id) == "cancelled"
     conn.commit()
     assert (await asyncio.wait_for(second, 10)).state == "cancelled"
+
+
+async def test_a_timeout_of_years_is_no_error(dsn: str, conn: Any) -> None:
+    """A timeout past 24.8 days (lock_timeout's range, in ms) bounded the reads by a value
+    PostgreSQL refused: the wait raised InvalidParameterValue, and with it every waiter of
+    the shared connection. The bound stops at PostgreSQL's largest: each gets its job."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = [waiter.wait(job_id, timeout=t) for t in (1e10, 60)]
+    jobs = await asyncio.wait_for(asyncio.gather(*waits), 10)
+    assert [j.state for j in jobs] == ["cancelled", "cancelled"]
+    for listen in (True, False):
+        job = await asyncio.to_thread(waiter.wait_sync, job_id, timeout=1e10, listen=listen)
+        assert job.state == "cancelled"
