@@ -19,6 +19,7 @@ and to the process: a forked child forgets its parent's hubs without closing the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -68,6 +69,8 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
 def _hub(dsn: str) -> _Hub:
     key = (asyncio.get_running_loop(), dsn)
     with _hubs_lock:
+        for closed in [k for k in _hubs if k[0].is_closed()]:
+            del _hubs[closed]  # closed with waiters pending: its connection goes with its tasks
         if (hub := _hubs.get(key)) is None:
             hub = _hubs[key] = _Hub(key)
         return hub
@@ -98,7 +101,10 @@ class _Hub:
         self.runner: asyncio.Task[None] | None = None
 
     def join(self, waiter: _Waiter) -> None:
-        """Wait for ``waiter``'s job too: it is read once the connection listens."""
+        """Wait for ``waiter``'s job too: it is read once the connection listens (made at
+        once if the hub waits to make it again after a loss: the waiter's first one)."""
+        if self.ever_connected and not self.failures:  # the hub has a connection
+            waiter.again.connected()
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
         self.next_poll = min(self.next_poll, time.monotonic() + waiter.again.poll_interval)
@@ -140,31 +146,43 @@ class _Hub:
                 try:
                     await self._session()
                 except psycopg.OperationalError as exc:
-                    await asyncio.sleep(self._pause_after(exc))
+                    await self._pause(self._pause_after(exc))
         except Exception as exc:  # a wrong DSN, a missing schema: each waiter raises it
-            self._fail(exc)
+            self._retire()
+            self._fail(exc, everyone=True)
 
-    def _fail(self, exc: Exception) -> None:
-        self._retire()
-        for waiters in self.waiters.values():
-            for waiter in waiters:
-                if not waiter.outcome.done():
-                    waiter.outcome.set_exception(exc)
+    def _fail(self, exc: Exception, everyone: bool) -> None:
+        """Raise ``exc`` in every waiter, or (not ``everyone``) in those never connected."""
+        for waiter in self._each():
+            if not waiter.outcome.done() and (everyone or not waiter.again.ever_connected):
+                waiter.outcome.set_exception(exc)
 
     def _pause_after(self, exc: psycopg.OperationalError) -> float:
         """As :meth:`_Reconnect.pause_after`, for every waiter: a lost connection is made
         again at once, then every poll interval while the database cannot be reached. A
-        first connection that fails, or an error that is not a lost connection, raises."""
+        first connection that fails, or an error that is not a lost connection, raises; so
+        does, in the waiters that joined since the loss, a connection that fails to be made
+        again (their first: as a connection of their own, it may have a wrong DSN)."""
         if not (self.ever_connected and unreachable(exc)):
             raise exc
         self.trouble = exc
         self.failures += 1
+        self._fail(exc, everyone=False)
         return self._poll_interval() if self.failures > 1 else 0.0
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before connecting again, or until a waiter joins: the database
+        may be back, and its first connection is made at once, as its own was."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
 
     async def _session(self) -> None:
         options = connection_options(self.dsn, self._longest_left())
         async with await psycopg.AsyncConnection.connect(self.dsn, **options) as conn:
             self.ever_connected, self.failures = True, 0
+            for waiter in self._each():
+                waiter.again.connected()
             await _store.aiso_dates(conn)
             async with conn.cursor() as cur:
                 await _store.arun(cur, _store.listen_finished())
@@ -180,6 +198,9 @@ class _Hub:
         """Read the stale jobs in one statement and settle the waiters of those finished."""
         ids = sorted(self.stale)
         self.stale.clear()
+        # Those who come during the read are read again (it may be older than their call: a
+        # retry between them would give them the job's outcome before the retry).
+        asked = {w for i in ids for w in self.waiters.get(i, ())}
         query = _store.jobs_read_many(ids)
         try:
             rows = await self._rows(conn, query, ids)
@@ -190,7 +211,7 @@ class _Hub:
         self.trouble = None
         found = {row[0]: row for row in rows}
         for job_id in ids:
-            self._settle(job_id, found.get(job_id))
+            self._settle(job_id, found.get(job_id), asked)
 
     async def _rows(
         self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
@@ -202,9 +223,9 @@ class _Hub:
         timeouts = _store.timeouts_set_local(bound, bound)
         return await _store.arun_together(conn, _store.Together(timeouts, query))
 
-    def _settle(self, job_id: int, row: Row | None) -> None:
+    def _settle(self, job_id: int, row: Row | None, asked: set[_Waiter]) -> None:
         for waiter in self.waiters.get(job_id, ()):
-            if not waiter.outcome.done():
+            if waiter in asked and not waiter.outcome.done():
                 # Decoded for each waiter: a Job's result, meta and errors are the caller's to
                 # change, as a wait of its own gave them.
                 if isinstance(outcome := _outcome(job_id, row), Exception):
@@ -238,12 +259,15 @@ class _Hub:
         async for note in conn.notifies(timeout=seconds, stop_after=1):
             self.stale.update(_waited(note.payload.split(","), self.waiters))
 
+    def _each(self) -> Iterator[_Waiter]:
+        return (waiter for waiters in self.waiters.values() for waiter in waiters)
+
     def _poll_interval(self) -> float:
-        return min(w.again.poll_interval for ws in self.waiters.values() for w in ws)
+        return min(w.again.poll_interval for w in self._each())
 
     def _longest_left(self) -> float:
         """The time left to the waiter that waits longest (infinite if one waits for ever)."""
-        return max(w.again.left() for ws in self.waiters.values() for w in ws)
+        return max(w.again.left() for w in self._each())
 
     def _read_bound(self, ids: list[int]) -> float | None:
         """How long a read of ``ids`` may wait for a lock and run: until the last of their

@@ -839,8 +839,14 @@ def timeouts_set_session(lock: float, statement: float) -> Query[None]:
 
 
 def _timeouts_set(lock: float, statement: float, local: bool) -> Query[None]:
-    ms = {"lock": str(round(lock * 1000)), "run": str(round(statement * 1000)), "local": local}
+    ms = {"lock": _ms(lock), "run": _ms(statement), "local": local}
     return Query(q.TIMEOUTS_SET, ms, _nothing)
+
+
+def _ms(seconds: float) -> str:
+    """``seconds`` as a timeout setting: milliseconds, up to PostgreSQL's largest (24.8 days;
+    past it, the setting is refused)."""
+    return str(min(round(seconds * 1000), 2**31 - 1))
 
 
 def session_async_commit() -> Query[None]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
 from pgqueue import _wait_hub
+from tests.faults.proxy import Blackout
 from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
 from tests.integration.test_wait_reconnects import WAITERS, with_application
@@ -281,3 +284,136 @@ async def test_waiters_of_one_job_each_get_a_job_of_their_own(dsn: str, conn: An
     first.errors.append({"by": "first"})
     assert (second.meta, second.errors) == ({}, [])
     assert (first.id, first.state, second.id, second.state) == (job_id, "succeeded") * 2
+
+
+async def out_of_reach(proxy: Blackout) -> None:
+    """Black ``proxy`` out, until the hub has lost its connection and failed to make it again
+    (it then waits its poll interval before it tries again)."""
+    [hub] = _wait_hub._hubs.values()
+    proxy.black_out()
+    for _ in range(400):
+        if hub.failures >= 2:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the hub did not try to connect again")
+
+
+async def test_a_waiter_that_joins_during_an_outage_raises_at_once(dsn: str, conn: Any) -> None:
+    """The shared connection lost and the database out of reach: a new waiter waited, with
+    the others, for the hub's next try (a minute here; for ever without a timeout), where a
+    first connection that fails raises psycopg's error at once. It raises it at once, and the
+    waiter that had a connection waits on."""
+    app = make_app(dsn)
+    old_job, new_job = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=60))
+        await registered(dsn)
+        await out_of_reach(proxy)
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(waiter.wait(new_job), 10)
+        await asyncio.sleep(0.2)
+        assert not old.done()
+        old.cancel()
+        await asyncio.gather(old, return_exceptions=True)
+
+
+async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
+    dsn: str, conn: Any
+) -> None:
+    """After an outage the hub tries to connect again every poll interval (a minute here): a
+    waiter that joined once the database was back waited for that try, where a connection of
+    its own read its job at once. Its join has the hub connect at once, and the waiter that
+    waited through the outage gets its job too."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(ids[0], timeout=60, poll_interval=60))
+        await registered(dsn)
+        await out_of_reach(proxy)
+        proxy.down = False
+        assert [app.cancel(conn, i) for i in ids] == ["cancelled", "cancelled"]
+        conn.commit()
+        new = asyncio.create_task(waiter.wait(ids[1], timeout=60, poll_interval=60))
+        jobs = await asyncio.wait_for(asyncio.gather(old, new), 10)  # not the 60 s retry
+        assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a task lost
+def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(dsn: str, conn: Any) -> None:
+    """A loop closed without cancelling its tasks (its waiters pending) left its hub among the
+    hubs for the life of the process: its session stayed open and registered, and every
+    statement that finished jobs notified for it. The next wait forgets it, and its
+    connection goes with its tasks once garbage is collected."""
+    app = make_app(dsn)
+    pending, other = enqueue_adds(app, conn, 2)
+    assert app.cancel(conn, other) == "cancelled"
+    conn.commit()
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(waiter.wait(pending, timeout=60))
+    loop.run_until_complete(registered(dsn))
+    loop.close()
+    del task, loop
+    assert asyncio.run(waiter.wait(other, timeout=10)).state == "cancelled"
+    gc.collect()
+    for _ in range(100):
+        if not sessions(dsn):
+            break
+        time.sleep(0.05)
+    assert (sessions(dsn), query(dsn, WAITERS)) == ([], [])
+
+
+async def test_a_waiter_is_not_given_a_read_made_before_it_came(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that came while the hub read its job for another waiter (here held once the
+    rows are in) was given that read, older than its call: the job cancelled then, retried
+    since, came back cancelled, where a wait of its own would wait for the retried job's
+    outcome. It is read again, and waits on."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    read, go_on = asyncio.Event(), asyncio.Event()
+    original = _wait_hub._Hub._rows
+
+    async def held(*args: Any) -> Any:
+        rows = await original(*args)
+        read.set()
+        await go_on.wait()
+        return rows
+
+    monkeypatch.setattr(_wait_hub._Hub, "_rows", held)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(job_id, timeout=30, poll_interval=60))
+    await asyncio.wait_for(read.wait(), 10)
+    app.retry(conn, job_id)
+    conn.commit()
+    second = asyncio.create_task(waiter.wait(job_id, timeout=30, poll_interval=60))
+    await asyncio.sleep(0.1)  # it has joined
+    go_on.set()
+    assert (await asyncio.wait_for(first, 10)).state == "cancelled"  # its read: before the retry
+    await asyncio.sleep(0.3)
+    assert not second.done()  # queued again when it came
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(second, 10)).state == "cancelled"
+
+
+async def test_a_timeout_of_years_is_no_error(dsn: str, conn: Any) -> None:
+    """A timeout past 24.8 days (lock_timeout's range, in ms) bounded the reads by a value
+    PostgreSQL refused: the wait raised InvalidParameterValue, and with it every waiter of
+    the shared connection. The bound stops at PostgreSQL's largest: each gets its job."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    waits = [waiter.wait(job_id, timeout=t) for t in (1e10, 60)]
+    jobs = await asyncio.wait_for(asyncio.gather(*waits), 10)
+    assert [j.state for j in jobs] == ["cancelled", "cancelled"]
+    for listen in (True, False):
+        job = await asyncio.to_thread(waiter.wait_sync, job_id, timeout=1e10, listen=listen)
+        assert job.state == "cancelled"
