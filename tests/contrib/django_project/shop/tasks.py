@@ -59,6 +59,11 @@ async def async_child_connection() -> list:
 
 
 @app.task
+async def does_nothing() -> None:
+    """An async pgqueue task that makes no ORM call."""
+
+
+@app.task
 async def count_orders_async() -> int:
     """An async pgqueue task using the ORM's async API (in the thread asgiref gives it)."""
     return await Order.objects.acount()
