@@ -1094,6 +1094,25 @@ def test_an_async_task_in_a_child_releases_djangos_connections_as_in_the_worker(
     _one_child_two_connections(django_db, ids)
 
 
+def test_a_process_task_does_not_wait_for_an_orm_call_an_async_task_left_in_its_child(
+    shop, django_db: str
+) -> None:
+    """A child released its asgiref thread's connections before each call and waited for
+    that: a sync task, which uses none of them, waited behind an ORM call an async task
+    isolated there had left running (a timeout it caught), 5 s here, without end for a call
+    that never ends. The release is queued there, ahead of any later ORM call, not waited
+    for."""
+    from django.db import connection
+
+    ids = [shop.leaves_an_orm_call_running.enqueue(connection, 5)]
+    query(django_db, "UPDATE pgqueue.active_jobs SET attempts = 1, last_error = 'worker lost'")
+    ids.append(shop.child_connection.enqueue(connection))
+    _one_child_two_connections(django_db, ids)
+    [(took,)] = query(django_db, "SELECT extract(epoch FROM finished_at - started_at)"
+                                 " FROM pgqueue.jobs WHERE id = %s", [ids[1]])  # fmt: skip
+    assert took < 2.5
+
+
 def test_a_process_set_up_runs_after_djangos_in_each_child(shop, django_db: str) -> None:
     """The project's ``@app.process_setup`` does not replace Django's set-up of the child:
     Django's runs first (the user's set-up queries the ORM), then the user's, once."""
