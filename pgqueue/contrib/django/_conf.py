@@ -144,27 +144,21 @@ def _released() -> Iterator[None]:
 @contextlib.contextmanager
 def _released_in_a_child() -> Iterator[None]:
     with _released():
-        _release_orm_thread(wait=True)
+        _release_orm_thread()
         try:
             yield
         finally:
-            _release_orm_thread(wait=False)
+            _release_orm_thread()
 
 
-def _release_orm_thread(wait: bool) -> None:
+def _release_orm_thread() -> None:
     """In a child, asgiref's one thread, where the ORM calls of an async task (isolated after
-    a crash) ran: released too, once any connection was opened there, before the call
-    (waited for, behind any call still running there) and after it (not waited for, as in
-    the worker: a call its task abandoned may run on)."""
-    if not _orm_thread.touched():
-        return
-    from asgiref.sync import SyncToAsync
-
-    done = SyncToAsync.single_thread_executor.submit(_release_recorded)
-    if wait:
-        done.result()
-    else:
-        done.add_done_callback(_released_after)
+    a crash) ran: released too, once any connection was opened there, before the call and
+    after it, queued there as in the worker, not waited for: behind any call a task left
+    running there, and ahead of the next task's ORM calls (a sync task, which uses none of
+    its connections, waited behind such a call)."""
+    if _orm_thread.touched():
+        _queue(_release_recorded)
 
 
 def _call_released(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:

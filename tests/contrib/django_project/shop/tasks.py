@@ -59,6 +59,27 @@ async def async_child_connection() -> list:
 
 
 @app.task
+async def leaves_an_orm_call_running(seconds: float) -> list:
+    """As ``async_child_connection``, then it times out an ORM call of ``seconds`` asleep in
+    asgiref's thread, catches that and returns: the call still runs there."""
+    import asyncio
+    import contextlib
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    pids = [os.getpid(), await sync_to_async(_backend_pid)(False, 0)]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sync_to_async(time.sleep)(seconds), 0.1)
+    return pids
+
+
+@app.task
+async def does_nothing() -> None:
+    """An async pgqueue task that makes no ORM call."""
+
+
+@app.task
 async def count_orders_async() -> int:
     """An async pgqueue task using the ORM's async API (in the thread asgiref gives it)."""
     return await Order.objects.acount()
