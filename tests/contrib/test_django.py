@@ -974,7 +974,9 @@ async def test_async_tasks_one_at_a_time_skip_the_closings_that_change_nothing(
 ) -> None:
     """Async tasks that make no ORM call, run one at a time, do not each close connections
     in asgiref's thread, which could change nothing there (a hop of 0.2-0.5 ms a job): of
-    40, a few at most (the first; one started before the last one's count-out ran)."""
+    40, a few at most (the first, unless an earlier test's closing left that thread's
+    connections recorded clean, when none; one started before the last one's count-out
+    ran). With the skip broken, each task closes before and after it: 80."""
     from pgqueue.contrib.django import _conf, app
 
     closings: list[int] = []
@@ -985,7 +987,7 @@ async def test_async_tasks_one_at_a_time_skip_the_closings_that_change_nothing(
             shop.does_nothing.enqueue(conn)
     await app.worker(dsn=django_db, burst=True, concurrency=1, scheduler=False).run()
     assert states(django_db) == {"succeeded": 40}
-    assert 1 <= len(closings) < 20, len(closings)
+    assert len(closings) < 20, len(closings)
 
 
 async def test_an_async_task_always_releases_when_asgirefs_thread_is_several(
