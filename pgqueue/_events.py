@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -42,14 +42,18 @@ _LEVELS = {
 }
 
 
-def _tell(listeners: list[Callable[[ClaimedJob], None]], job: ClaimedJob, kind: str) -> None:
+def _tell(
+    listeners: Sequence[Callable[..., None]], args: tuple[Any, ...], kind: str, job_id: int | None
+) -> None:
+    """Call each of ``listeners`` with ``args``; one that raises is logged, and the others and
+    the caller's own work (an attempt's bookkeeping, the maintenance pass) still run."""
     for listener in listeners:
         try:
-            listener(job)
-        except Exception:  # raised here, it skipped the attempt's bookkeeping: stuck running
+            listener(*args)
+        except Exception:
             log.exception(
                 "%s listener %s raised", kind, getattr(listener, "__qualname__", listener),
-                extra={"action": "listener_error", "job_id": job.id},
+                extra={"action": "listener_error", "job_id": job_id},
             )  # fmt: skip
 
 
@@ -84,23 +88,16 @@ class WorkerEvents:
                 extra={"action": "job_started", "job_id": job.id, "task": job.task,
                        "queue": job.queue, "attempt": job.attempt},
             )  # fmt: skip
-        _tell(self.start_listeners, job, "start")
+        _tell(self.start_listeners, (job,), "start", job.id)
         return time.monotonic()
 
     def job_left(self, job: ClaimedJob) -> None:
         """Tell the end listeners that an attempt at ``job`` no longer runs."""
-        _tell(self.end_listeners, job, "end")
+        _tell(self.end_listeners, (job,), "end", job.id)
 
     def jobs_rescued(self, requeued: int, ended: int) -> None:
         """Tell the rescue listeners how many jobs of lost workers a rescue requeued and ended."""
-        for listener in self.rescue_listeners:
-            try:
-                listener(requeued, ended)
-            except Exception:  # raised here, it ended the maintenance pass: nothing pruned
-                log.exception(
-                    "rescue listener %s raised", getattr(listener, "__qualname__", listener),
-                    extra={"action": "listener_error", "job_id": None},
-                )  # fmt: skip
+        _tell(self.rescue_listeners, (requeued, ended), "rescue", None)
 
     def job_finished(
         self, ctx: JobContext, outcome: Outcome, started: float, task: Task[Any, Any] | None
