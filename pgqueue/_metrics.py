@@ -18,6 +18,8 @@ import contextlib
 import glob
 import logging
 import os
+import stat
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,27 +169,61 @@ class _Directory:
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
         files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
+        files = [file for file in files if self._sound(file)]
         merge = _multiprocess().MultiProcessCollector.merge
         try:
             return merge(files)
         except Exception:  # one file is not prometheus_client's: find it, merge the others
             return merge([file for file in files if self._readable(file, merge)])
 
+    def _sound(self, file: str) -> bool:
+        """Whether ``file`` may be read: a regular file (opening a named pipe waits for a
+        writer, for ever) no shorter than its header says (the reader reads that much)."""
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return False  # removed since the directory was listed
+        except OSError as exc:
+            return self._unreadable(file, error_line(exc))
+        try:
+            return self._sized(file, fd)
+        except OSError as exc:
+            return self._unreadable(file, error_line(exc))
+        finally:
+            os.close(fd)
+
+    def _sized(self, file: str, fd: int) -> bool:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return self._unreadable(file, "not a regular file")
+        head = os.pread(fd, 4, 0)
+        if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
+            return False
+        # Sized after the header is read: a growing file is sized before its header says so.
+        size = os.fstat(fd).st_size
+        if len(head) < 4:
+            return self._unreadable(file, f"{size} bytes, shorter than its header")
+        used = struct.unpack("i", head)[0]
+        if used > size:
+            return self._unreadable(file, f"its header says {used} bytes, it has {size}")
+        return True
+
     def _readable(self, file: str, merge: Any) -> bool:
         try:
-            if os.path.getsize(file) == 0:  # no values yet: prometheus_client makes a file
-                return False  # empty, then sizes it (sized first, an error is the file's)
             merge([file])
         except FileNotFoundError:
             return False  # removed since the directory was listed
         except Exception as exc:  # whatever a file of garbage makes the reader raise
-            if file not in self.unreadable:
-                self.unreadable.add(file)
-                log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
-                          " is removed", file, error_line(exc),
-                          extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
-            return False
+            return self._unreadable(file, error_line(exc))
         return True
+
+    def _unreadable(self, file: str, why: str) -> bool:
+        """Log, once, that ``file`` is left out of the scrapes; False."""
+        if file not in self.unreadable:
+            self.unreadable.add(file)
+            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
+                      " removed", file, why,
+                      extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
+        return False
 
 
 class _Served:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import struct
+import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,68 @@ def test_a_file_prometheus_client_is_making_is_no_unreadable_file(
     assert served == {"jobs_total": 3.0}
     logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
     assert [Path(r.file).name for r in logged] == ["counter_3.db"]
+
+
+def scraped(path: Path) -> dict[str, float]:
+    """One scrape of the multiprocess files in ``path``: each sample's value, by name; run in a
+    thread, so that a scrape blocked for ever fails the test instead of hanging it."""
+    from pgqueue._metrics import _Directory
+
+    served: dict[str, float] = {}
+    scrape = threading.Thread(
+        target=lambda: served.update(
+            (s.name, s.value) for family in _Directory(str(path)).collect() for s in family.samples
+        ),
+        daemon=True,
+    )
+    scrape.start()
+    scrape.join(60)  # a bound, not a timing: the scrape opens no file that can block
+    blocked = scrape.is_alive()
+    for fifo in [f for f in path.glob("*.db") if stat.S_ISFIFO(f.lstat().st_mode)]:
+        with contextlib.suppress(OSError):  # a blocked open gets a writer, then end of file
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    scrape.join()
+    assert not blocked, "the scrape blocked"
+    return served
+
+
+def one_counter(path: Path) -> None:
+    """A process's counter file in ``path``, with ``jobs_total`` 3."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    made = MmapedDict(str(path / "counter_1.db"))
+    made.write_value(mmap_key("jobs", "jobs_total", [], [], "Jobs."), 3.0, 0.0)
+    made.close()
+
+
+def test_a_named_pipe_in_the_directory_does_not_block_the_scrapes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``.db`` that was a named pipe made the scrape's open wait for a writer for ever: the
+    port's thread hung, and every later scrape of it with it. What is not a regular file is
+    left out, logged once as unreadable, and the others served."""
+    one_counter(tmp_path)
+    os.mkfifo(tmp_path / "counter_2.db")
+    assert scraped(tmp_path) == {"jobs_total": 3.0}
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+def test_a_garbage_header_does_not_make_a_scrape_read_more_than_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first 4 bytes of a file say how much of it is used: garbage there (2 GB in a file
+    of 8 kB) made a scrape allocate that much to read it. A file is read no further than its
+    size; one whose header says more is left out, logged as unreadable."""
+    one_counter(tmp_path)
+    (tmp_path / "counter_2.db").write_bytes(struct.pack("i", 2**31 - 1) + bytes(8188))
+    tracemalloc.start()
+    try:
+        served = scraped(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert served == {"jobs_total": 3.0}
+    assert peak < 2**24  # what was read: the files' 73 kB, and the merge, not 2 GB
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
