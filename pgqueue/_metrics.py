@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import glob
 import logging
 import os
@@ -127,7 +128,17 @@ def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
 def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
-    cannot be removed is logged once (its pid added to ``unremovable``) and left."""
+    cannot be removed is logged once (its pid added to ``unremovable``) and left. Skipped
+    while another process holds the directory's lock (the next pass sweeps)."""
+    try:
+        with _locked(path, wait=False) as held:
+            if held:
+                _sweep(path, unremovable)
+    except OSError:
+        pass  # the directory removed, or not ours to write in: nothing can be removed there
+
+
+def _sweep(path: str, unremovable: set[int]) -> None:
     owners = _owners(path)
     for file in Path(path).glob("gauge_live*_*.db"):
         pid = _dead(file.stem, owners)
@@ -146,6 +157,24 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
         for started in starts:
             if is_dead(pid, started) and pid not in unremovable:
                 _unlink(_marker(path, pid, started))
+
+
+@contextlib.contextmanager
+def _locked(path: str, wait: bool) -> Iterator[bool]:
+    """Hold the lock of directory ``path``: a sweep holds it from listing the markers to
+    removing the files, a worker's start from marking its pid to making its files, so that a
+    sweep cannot remove the new files of a worker given a dead worker's pid. Yields False if
+    ``wait`` is False and another process holds it."""
+    fd = os.open(os.path.join(path, "pgqueue_sweep.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _marker(path: str, pid: int, started: int) -> Path:
@@ -262,11 +291,8 @@ class WorkerMetrics:
         self.registry = p.CollectorRegistry()
         self.started = started_if_readable(os.getpid())
         try:
-            if self.multiprocess is not None and self.started is not None:
-                # Marks this process's live gauges as its own: the sweep tells it from a
-                # later process given its pid.
-                _marker(self.multiprocess, os.getpid(), self.started).touch()
-            self._make(p, self.registry)
+            with self._claimed():
+                self._make(p, self.registry)
             self._start_at_zero()
         except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
             raise ConfigurationError(
@@ -274,6 +300,17 @@ class WorkerMetrics:
             ) from exc
         if self.multiprocess is None:  # else read from the files, kept up by the events
             self.running.set_function(lambda: worker.running)
+
+    @contextlib.contextmanager
+    def _claimed(self) -> Iterator[None]:
+        """In multiprocess mode, on Linux, mark this process's live gauges as its own (the
+        sweep tells them from those of a later process given its pid) while they are made."""
+        if self.multiprocess is None or self.started is None:
+            yield
+            return
+        with _locked(self.multiprocess, wait=True):
+            _marker(self.multiprocess, os.getpid(), self.started).touch()
+            yield
 
     def _make(self, p: Any, r: Any) -> None:
         """The worker's metrics, in registry ``r`` (in multiprocess mode, each process's

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +239,83 @@ def test_a_garbage_header_does_not_make_a_scrape_read_more_than_the_file(
     assert peak < 2**24  # what was read: the files' 73 kB, and the merge, not 2 GB
     logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
     assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+DEAD_NAMESAKE = """
+import json, os, sys, threading
+from pathlib import Path
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+import pgqueue
+from pgqueue import _metrics
+from pgqueue._worker._liveness import process_started
+
+path, pid = sys.argv[1], os.getpid()
+started = process_started(pid)
+# A dead worker of this pid: its marker (a start a tick earlier) and its live gauge.
+Path(path, f"pgqueue_owner_{pid}_{started - 1}").touch()
+stale = MmapedDict(f"{path}/gauge_livesum_{pid}.db")
+stale.write_value(mmap_key("pgqueue_jobs_running", "pgqueue_jobs_running", [], [], "r"), 5.0, 0)
+stale.close()
+"""
+
+SWEEP_RACE = """
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+waiting, main, new = threading.Event(), threading.current_thread(), []
+locked, listed = _metrics._locked, _metrics._owners
+
+def spied(path, wait):  # the worker's start waits for the lock from here
+    if wait:
+        waiting.set()
+    return locked(path, wait)
+
+def start():
+    new.append(_metrics.WorkerMetrics(app.worker(queues=["q"])))
+    waiting.set()
+
+def listing(path):  # the sweep listed the markers: a worker of this pid starts now
+    owners = listed(path)
+    if threading.current_thread() is main and not new:
+        threading.Thread(target=start).start()
+        waiting.wait()  # until it waits for the lock, or has started
+    return owners
+
+_metrics._locked, _metrics._owners = spied, listing
+_metrics.sweep_dead(path, set())
+while not new:
+    waiting.clear()
+    waiting.wait()
+names = (f.name.replace(f"{pid}_{started}", "PID_START") for f in Path(path).iterdir())
+print(json.dumps(sorted(name.replace(str(pid), "PID") for name in names)))
+"""
+
+
+def run_script(script: str, directory: Path) -> Any:
+    """The JSON that ``script`` prints, run in a process of its own whose
+    PROMETHEUS_MULTIPROC_DIR is ``directory``."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the markers need /proc (Linux)")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(directory)], capture_output=True, text=True,
+        timeout=120, cwd=Path(__file__).parents[2],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_sweep_does_not_remove_the_new_files_of_a_worker_given_a_dead_workers_pid(
+    tmp_path: Path,
+) -> None:
+    """The sweep listed the markers, then removed the files of the pids they called dead: a
+    worker started in between with a dead worker's pid (its marker not yet listed) lost its
+    new live gauges, its jobs_running no longer served (metrics_files_gone). The sweep and a
+    worker's start now take turns: the start waits while the sweep removes the dead worker's
+    files, then makes its own."""
+    files = run_script(DEAD_NAMESAKE + SWEEP_RACE, tmp_path)
+    assert [f for f in files if not f.startswith(("counter_", "histogram_"))] == [
+        "gauge_livemax_PID.db",
+        "gauge_livemostrecent_PID.db",
+        "gauge_livesum_PID.db",
+        "pgqueue_owner_PID_START",  # the dead worker's marker removed, the new one's kept
+        "pgqueue_sweep.lock",
+    ]
