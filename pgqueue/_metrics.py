@@ -304,12 +304,19 @@ class WorkerMetrics:
     @contextlib.contextmanager
     def _claimed(self) -> Iterator[None]:
         """In multiprocess mode, on Linux, mark this process's live gauges as its own (the
-        sweep tells them from those of a later process given its pid) while they are made."""
-        if self.multiprocess is None or self.started is None:
+        sweep tells them from those of a later process given its pid) while they are made,
+        first removing those a dead worker of its pid left: they would be opened as its own."""
+        path, pid = self.multiprocess, os.getpid()
+        if path is None or self.started is None:
             yield
             return
-        with _locked(self.multiprocess, wait=True):
-            _marker(self.multiprocess, os.getpid(), self.started).touch()
+        with _locked(path, wait=True):
+            dead = [s for s in _owners(path).get(pid, []) if s != self.started]
+            if dead:
+                _multiprocess().mark_process_dead(pid, path)
+            for started in dead:
+                _unlink(_marker(path, pid, started))
+            _marker(path, pid, self.started).touch()
             yield
 
     def _make(self, p: Any, r: Any) -> None:

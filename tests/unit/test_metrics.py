@@ -319,3 +319,20 @@ def test_a_sweep_does_not_remove_the_new_files_of_a_worker_given_a_dead_workers_
         "pgqueue_owner_PID_START",  # the dead worker's marker removed, the new one's kept
         "pgqueue_sweep.lock",
     ]
+
+
+INHERITED = """
+from prometheus_client import generate_latest
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+metrics = _metrics.WorkerMetrics(app.worker(queues=["q"]))
+served = generate_latest(metrics.served()).decode().splitlines()
+print(json.dumps([line for line in served if line.startswith("pgqueue_jobs_running")]))
+"""
+
+
+def test_a_worker_given_a_dead_workers_pid_does_not_serve_its_gauges(tmp_path: Path) -> None:
+    """A worker started with the pid of a worker killed before the sweep removed its live
+    gauges opened that worker's files as its own: it served the dead worker's jobs_running
+    (5 here) until its first pass. A worker's start removes the live gauges a dead process of
+    its pid left (its marker names another start time)."""
+    assert run_script(DEAD_NAMESAKE + INHERITED, tmp_path) == ["pgqueue_jobs_running 0.0"]
