@@ -177,6 +177,29 @@ def _locked(path: str, wait: bool) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
+def _claim(path: str, pid: int, started: int) -> None:
+    """Mark ``pid``'s files in ``path`` as those of its process started at ``started``, first
+    removing the live gauges a dead process of the pid left (its marker names another start):
+    they would be opened as the new process's own. Under the directory's lock."""
+    dead = [s for s in _owners(path).get(pid, []) if s != started]
+    if dead:
+        _multiprocess().mark_process_dead(pid, path)
+    for old in dead:
+        _unlink(_marker(path, pid, old))
+    _marker(path, pid, started).touch()
+
+
+def mark_child() -> None:
+    """A process pool child's first set-up when its worker serves metrics in multiprocess
+    mode (Linux): the child's marker, so that the live gauges a task's own code makes in it
+    are told from those of another process given its pid, as a worker's are. A marker that
+    cannot be written leaves the child swept as before, by its pid alone: not the job's error."""
+    path, started = os.environ.get("PROMETHEUS_MULTIPROC_DIR"), started_if_readable(os.getpid())
+    if path and started is not None:
+        with contextlib.suppress(OSError), _locked(path, wait=True):
+            _claim(path, os.getpid(), started)
+
+
 def _marker(path: str, pid: int, started: int) -> Path:
     return Path(path, f"pgqueue_owner_{pid}_{started}")
 
@@ -306,17 +329,11 @@ class WorkerMetrics:
         """In multiprocess mode, on Linux, mark this process's live gauges as its own (the
         sweep tells them from those of a later process given its pid) while they are made,
         first removing those a dead worker of its pid left: they would be opened as its own."""
-        path, pid = self.multiprocess, os.getpid()
-        if path is None or self.started is None:
+        if self.multiprocess is None or self.started is None:
             yield
             return
-        with _locked(path, wait=True):
-            dead = [s for s in _owners(path).get(pid, []) if s != self.started]
-            if dead:
-                _multiprocess().mark_process_dead(pid, path)
-            for started in dead:
-                _unlink(_marker(path, pid, started))
-            _marker(path, pid, self.started).touch()
+        with _locked(self.multiprocess, wait=True):
+            _claim(self.multiprocess, os.getpid(), self.started)
             yield
 
     def _make(self, p: Any, r: Any) -> None:
@@ -483,6 +500,8 @@ class MetricsServer:
         worker.events.start_listeners.append(self.metrics.on_claimed)
         if self.metrics.multiprocess is not None:  # else read from the worker at each scrape
             worker.events.end_listeners.append(self.metrics.on_left)
+        if self.metrics.started is not None and self.metrics.multiprocess is not None:
+            worker._executor.child_setups = (("pgqueue._metrics", "mark_child"),)
         worker.events.rescue_listeners.append(self.metrics.on_rescued)
         self.worker = worker
         self.port = port
