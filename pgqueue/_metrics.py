@@ -217,6 +217,7 @@ class _Directory:
     def __init__(self, path: str) -> None:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
+        self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
@@ -270,8 +271,10 @@ class _Directory:
 
     def _unreadable(self, file: str, why: str) -> bool:
         """Log, once, that ``file`` is left out of the scrapes; False."""
-        if file not in self.unreadable:
+        with self.lock:
+            logged = file in self.unreadable
             self.unreadable.add(file)
+        if not logged:
             log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
                       " removed", file, why,
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip

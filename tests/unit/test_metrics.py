@@ -336,3 +336,46 @@ def test_a_worker_given_a_dead_workers_pid_does_not_serve_its_gauges(tmp_path: P
     (5 here) until its first pass. A worker's start removes the live gauges a dead process of
     its pid left (its marker names another start time)."""
     assert run_script(DEAD_NAMESAKE + INHERITED, tmp_path) == ["pgqueue_jobs_running 0.0"]
+
+
+class _Spied:
+    """A lock that says when a thread comes to wait for it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.waiting = waiting
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_two_scrapes_at_once_log_a_bad_file_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The port serves scrapes in threads: two at once could both find a bad file not yet
+    logged, and log it twice. The second waits for the first's record, and makes none."""
+    from pgqueue._metrics import _Directory
+
+    (tmp_path / "counter_2.db").write_bytes(struct.pack("i", 64) + bytes(4))
+    directory = _Directory(str(tmp_path))
+    waiting, main = threading.Event(), threading.current_thread()
+    second = threading.Thread(target=lambda: (directory.collect(), waiting.set()))
+
+    class Checked(set[str]):
+        def __contains__(self, file: object) -> bool:
+            found = super().__contains__(file)
+            if threading.current_thread() is main and second.ident is None:
+                second.start()  # the other scrape comes once this one has checked
+                waiting.wait()  # until it waits for this one, or has logged
+            return found
+
+    directory.unreadable = Checked()
+    directory.lock = _Spied(waiting)  # type: ignore[assignment]
+    directory.collect()
+    second.join()
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
