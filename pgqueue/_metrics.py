@@ -218,59 +218,69 @@ class _Directory:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
         self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
+        self.bad: dict[str, tuple[int, int, int]] = {}  # files found unreadable, as they were
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
         files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
-        files = [file for file in files if self._sound(file)]
+        sound = {file: seen for file in files if (seen := self._sound(file)) is not None}
         merge = _multiprocess().MultiProcessCollector.merge
         try:
-            return merge(files)
+            return merge(list(sound))
         except Exception:  # one file is not prometheus_client's: find it, merge the others
-            return merge([file for file in files if self._readable(file, merge)])
+            return merge([file for file, seen in sound.items() if self._readable(file, seen)])
 
-    def _sound(self, file: str) -> bool:
-        """Whether ``file`` may be read: a regular file (opening a named pipe waits for a
-        writer, for ever) no shorter than its header says (the reader reads that much)."""
+    def _sound(self, file: str) -> tuple[int, int, int] | None:
+        """What tells ``file`` changed (inode, size, time written), if it may be read: a
+        regular file (opening a named pipe waits for a writer, for ever) no shorter than its
+        header says (the reader reads that much), not found unreadable as it is now."""
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            return False  # removed since the directory was listed
+            return None  # removed since the directory was listed
         except OSError as exc:
-            return self._unreadable(file, error_line(exc))
+            self._unreadable(file, error_line(exc))
+            return None
         try:
-            return self._sized(file, fd)
+            seen = self._sized(file, fd)
         except OSError as exc:
-            return self._unreadable(file, error_line(exc))
+            self._unreadable(file, error_line(exc))
+            return None
         finally:
             os.close(fd)
+        return None if seen is None or self.bad.get(file) == seen else seen
 
-    def _sized(self, file: str, fd: int) -> bool:
+    def _sized(self, file: str, fd: int) -> tuple[int, int, int] | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return self._unreadable(file, "not a regular file")
+            self._unreadable(file, "not a regular file")
+            return None
         head = os.pread(fd, 4, 0)
         if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
-            return False
+            return None
         # Sized after the header is read: a growing file is sized before its header says so.
-        size = os.fstat(fd).st_size
+        sized = os.fstat(fd)
         if len(head) < 4:
-            return self._unreadable(file, f"{size} bytes, shorter than its header")
+            self._unreadable(file, f"{sized.st_size} bytes, shorter than its header")
+            return None
         used = struct.unpack("i", head)[0]
-        if used > size:
-            return self._unreadable(file, f"its header says {used} bytes, it has {size}")
-        return True
+        if used > sized.st_size:
+            self._unreadable(file, f"its header says {used} bytes, it has {sized.st_size}")
+            return None
+        return sized.st_ino, sized.st_size, sized.st_mtime_ns
 
-    def _readable(self, file: str, merge: Any) -> bool:
+    def _readable(self, file: str, seen: tuple[int, int, int]) -> bool:
         try:
-            merge([file])
+            _multiprocess().MultiProcessCollector.merge([file])
         except FileNotFoundError:
             return False  # removed since the directory was listed
         except Exception as exc:  # whatever a file of garbage makes the reader raise
-            return self._unreadable(file, error_line(exc))
+            self.bad[file] = seen  # not read again until it changes
+            self._unreadable(file, error_line(exc))
+            return False
         return True
 
-    def _unreadable(self, file: str, why: str) -> bool:
-        """Log, once, that ``file`` is left out of the scrapes; False."""
+    def _unreadable(self, file: str, why: str) -> None:
+        """Log, once, that ``file`` is left out of the scrapes."""
         with self.lock:
             logged = file in self.unreadable
             self.unreadable.add(file)
@@ -278,7 +288,6 @@ class _Directory:
             log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
                       " removed", file, why,
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
-        return False
 
 
 class _Served:

@@ -379,3 +379,33 @@ def test_two_scrapes_at_once_log_a_bad_file_once(
     second.join()
     logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
     assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+def test_a_bad_file_is_not_read_again_at_each_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a bad file stayed, each scrape read every file three times: all together, which
+    failed, then each alone to find the bad one, then the good ones together. A file found
+    bad is left out of the next scrapes unread, as long as it is the same file unchanged."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from pgqueue._metrics import _Directory
+
+    one_counter(tmp_path)
+    bad = tmp_path / "counter_2.db"  # its header is right, its first key no JSON
+    bad.write_bytes(struct.pack("ii", 32, 0) + struct.pack("i", 8) + b"not json" + bytes(8180))
+    directory = _Directory(str(tmp_path))
+    assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
+    read: list[str] = []
+    reader = MmapedDict.read_all_values_from_file
+
+    def counted(file: str) -> Any:
+        read.append(Path(file).name)
+        return reader(file)
+
+    monkeypatch.setattr(MmapedDict, "read_all_values_from_file", staticmethod(counted))
+    assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
+    assert read == ["counter_1.db"]
+    os.utime(bad, ns=(0, 10**9))  # written since: read again
+    directory.collect()
+    assert "counter_2.db" in read[1:]
