@@ -261,6 +261,7 @@ stale.close()
 SWEEP_RACE = """
 app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
 waiting, main, new = threading.Event(), threading.current_thread(), []
+starting = threading.Thread(target=lambda: start())
 locked, listed = _metrics._locked, _metrics._owners
 
 def spied(path, wait):  # the worker's start waits for the lock from here
@@ -274,16 +275,14 @@ def start():
 
 def listing(path):  # the sweep listed the markers: a worker of this pid starts now
     owners = listed(path)
-    if threading.current_thread() is main and not new:
-        threading.Thread(target=start).start()
+    if threading.current_thread() is main and starting.ident is None:
+        starting.start()
         waiting.wait()  # until it waits for the lock, or has started
     return owners
 
 _metrics._locked, _metrics._owners = spied, listing
 _metrics.sweep_dead(path, set())
-while not new:
-    waiting.clear()
-    waiting.wait()
+starting.join()
 names = (f.name.replace(f"{pid}_{started}", "PID_START") for f in Path(path).iterdir())
 print(json.dumps(sorted(name.replace(str(pid), "PID") for name in names)))
 """
