@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import glob
 import logging
 import os
+import stat
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,7 +128,17 @@ def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
 def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
-    cannot be removed is logged once (its pid added to ``unremovable``) and left."""
+    cannot be removed is logged once (its pid added to ``unremovable``) and left. Skipped
+    while another process holds the directory's lock (the next pass sweeps)."""
+    try:
+        with _locked(path, wait=False) as held:
+            if held:
+                _sweep(path, unremovable)
+    except OSError:
+        pass  # the directory removed, or not ours to write in: nothing can be removed there
+
+
+def _sweep(path: str, unremovable: set[int]) -> None:
     owners = _owners(path)
     for file in Path(path).glob("gauge_live*_*.db"):
         pid = _dead(file.stem, owners)
@@ -146,6 +159,47 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
                 _unlink(_marker(path, pid, started))
 
 
+@contextlib.contextmanager
+def _locked(path: str, wait: bool) -> Iterator[bool]:
+    """Hold the lock of directory ``path``: a sweep holds it from listing the markers to
+    removing the files, a worker's start from marking its pid to making its files, so that a
+    sweep cannot remove the new files of a worker given a dead worker's pid. Yields False if
+    ``wait`` is False and another process holds it."""
+    fd = os.open(os.path.join(path, "pgqueue_sweep.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _claim(path: str, pid: int, started: int) -> None:
+    """Mark ``pid``'s files in ``path`` as those of its process started at ``started``, first
+    removing the live gauges a dead process of the pid left (its marker names another start):
+    they would be opened as the new process's own. Under the directory's lock."""
+    dead = [s for s in _owners(path).get(pid, []) if s != started]
+    if dead:
+        _multiprocess().mark_process_dead(pid, path)
+    for old in dead:
+        _unlink(_marker(path, pid, old))
+    _marker(path, pid, started).touch()
+
+
+def mark_child() -> None:
+    """A process pool child's first set-up when its worker serves metrics in multiprocess
+    mode (Linux): the child's marker, so that the live gauges a task's own code makes in it
+    are told from those of another process given its pid, as a worker's are. A marker that
+    cannot be written leaves the child swept as before, by its pid alone: not the job's error."""
+    path, started = os.environ.get("PROMETHEUS_MULTIPROC_DIR"), started_if_readable(os.getpid())
+    if path and started is not None:
+        with contextlib.suppress(OSError), _locked(path, wait=True):
+            _claim(path, os.getpid(), started)
+
+
 def _marker(path: str, pid: int, started: int) -> Path:
     return Path(path, f"pgqueue_owner_{pid}_{started}")
 
@@ -163,31 +217,77 @@ class _Directory:
     def __init__(self, path: str) -> None:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
+        self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
+        self.bad: dict[str, tuple[int, int, int]] = {}  # files found unreadable, as they were
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
         files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
+        sound = {file: seen for file in files if (seen := self._sound(file)) is not None}
         merge = _multiprocess().MultiProcessCollector.merge
         try:
-            return merge(files)
+            return merge(list(sound))
         except Exception:  # one file is not prometheus_client's: find it, merge the others
-            return merge([file for file in files if self._readable(file, merge)])
+            return merge([file for file, seen in sound.items() if self._readable(file, seen)])
 
-    def _readable(self, file: str, merge: Any) -> bool:
+    def _sound(self, file: str) -> tuple[int, int, int] | None:
+        """What tells ``file`` changed (inode, size, time written), if it may be read: a
+        regular file (opening a named pipe waits for a writer, for ever) no shorter than its
+        header says (the reader reads that much), not found unreadable as it is now."""
         try:
-            if os.path.getsize(file) == 0:  # no values yet: prometheus_client makes a file
-                return False  # empty, then sizes it (sized first, an error is the file's)
-            merge([file])
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None  # removed since the directory was listed
+        except OSError as exc:
+            self._unreadable(file, error_line(exc))
+            return None
+        try:
+            seen = self._sized(file, fd)
+        except OSError as exc:
+            self._unreadable(file, error_line(exc))
+            return None
+        finally:
+            os.close(fd)
+        return None if seen is None or self.bad.get(file) == seen else seen
+
+    def _sized(self, file: str, fd: int) -> tuple[int, int, int] | None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            self._unreadable(file, "not a regular file")
+            return None
+        head = os.pread(fd, 4, 0)
+        if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
+            return None
+        # Sized after the header is read: a growing file is sized before its header says so.
+        sized = os.fstat(fd)
+        if len(head) < 4:
+            self._unreadable(file, f"{sized.st_size} bytes, shorter than its header")
+            return None
+        used = struct.unpack("i", head)[0]
+        if used > sized.st_size:
+            self._unreadable(file, f"its header says {used} bytes, it has {sized.st_size}")
+            return None
+        return sized.st_ino, sized.st_size, sized.st_mtime_ns
+
+    def _readable(self, file: str, seen: tuple[int, int, int]) -> bool:
+        try:
+            _multiprocess().MultiProcessCollector.merge([file])
         except FileNotFoundError:
             return False  # removed since the directory was listed
         except Exception as exc:  # whatever a file of garbage makes the reader raise
-            if file not in self.unreadable:
-                self.unreadable.add(file)
-                log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
-                          " is removed", file, error_line(exc),
-                          extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
+            self.bad[file] = seen  # not read again until it changes
+            self._unreadable(file, error_line(exc))
             return False
         return True
+
+    def _unreadable(self, file: str, why: str) -> None:
+        """Log, once, that ``file`` is left out of the scrapes."""
+        with self.lock:
+            logged = file in self.unreadable
+            self.unreadable.add(file)
+        if not logged:
+            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
+                      " removed", file, why,
+                      extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
 
 
 class _Served:
@@ -226,11 +326,8 @@ class WorkerMetrics:
         self.registry = p.CollectorRegistry()
         self.started = started_if_readable(os.getpid())
         try:
-            if self.multiprocess is not None and self.started is not None:
-                # Marks this process's live gauges as its own: the sweep tells it from a
-                # later process given its pid.
-                _marker(self.multiprocess, os.getpid(), self.started).touch()
-            self._make(p, self.registry)
+            with self._claimed():
+                self._make(p, self.registry)
             self._start_at_zero()
         except OSError as exc:  # multiprocess mode: prometheus_client cannot write its files
             raise ConfigurationError(
@@ -238,6 +335,18 @@ class WorkerMetrics:
             ) from exc
         if self.multiprocess is None:  # else read from the files, kept up by the events
             self.running.set_function(lambda: worker.running)
+
+    @contextlib.contextmanager
+    def _claimed(self) -> Iterator[None]:
+        """In multiprocess mode, on Linux, mark this process's live gauges as its own (the
+        sweep tells them from those of a later process given its pid) while they are made,
+        first removing those a dead worker of its pid left: they would be opened as its own."""
+        if self.multiprocess is None or self.started is None:
+            yield
+            return
+        with _locked(self.multiprocess, wait=True):
+            _claim(self.multiprocess, os.getpid(), self.started)
+            yield
 
     def _make(self, p: Any, r: Any) -> None:
         """The worker's metrics, in registry ``r`` (in multiprocess mode, each process's
@@ -403,6 +512,8 @@ class MetricsServer:
         worker.events.start_listeners.append(self.metrics.on_claimed)
         if self.metrics.multiprocess is not None:  # else read from the worker at each scrape
             worker.events.end_listeners.append(self.metrics.on_left)
+        if self.metrics.started is not None and self.metrics.multiprocess is not None:
+            worker._executor.child_setups = (("pgqueue._metrics", "mark_child"),)
         worker.events.rescue_listeners.append(self.metrics.on_rescued)
         self.worker = worker
         self.port = port

@@ -105,6 +105,8 @@ class JobExecutor:
         self._max_tasks_per_child = max_tasks_per_child
         self._child_start_timeout = child_start_timeout
         self._processes: ProcessPool | None = None
+        # What a child calls before the app's set-ups (the metrics' marker of its pid).
+        self.child_setups: tuple[tuple[str, str], ...] = ()
         # Thread tasks that were given up on (timeout, cancel) but whose thread still runs.
         self._stragglers: dict[tuple[int, int], Future[Any]] = {}
         self._inline_tasks: dict[Task[Any, Any], bool] = {}  # runs_inline() per task
@@ -347,7 +349,7 @@ class JobExecutor:
         if self._processes is None:
             self._processes = ProcessPool(
                 self._process_count,
-                self.app._process_setups(),
+                (*self.child_setups, *self.app._process_setups()),
                 self._max_tasks_per_child,
                 self._child_start_timeout,
             )

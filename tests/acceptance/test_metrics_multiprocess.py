@@ -404,3 +404,27 @@ def test_the_live_gauges_of_a_worker_whose_pid_was_reused_are_removed(
         for other in others:
             other.kill()
             other.wait()
+
+
+def test_a_process_pool_child_marks_its_pid_as_a_worker_does(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """The process pool's children left no marker: the live gauges a task's own code makes
+    in a child were kept for ever once the killed child's pid was reused, and removed from a
+    live child given the pid of a dead worker whose marker was not yet swept. A child marks
+    its pid and start time as the worker does, and the sweep removes the marker once it ends."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the markers need /proc (Linux)")
+    from pgqueue._worker._liveness import process_started
+
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.process_pid', '[]',"
+               " queue => 'cpu')")  # fmt: skip
+    cpu = start_worker(dsn, tmp_path, "w-cpu", "cpu")
+    workers.append(cpu)
+    metrics_port(cpu)
+    wait_for("the job succeeded", lambda: states(dsn) == {"succeeded": 1})
+    [(child,)] = query(dsn, "SELECT result::int FROM pgqueue.jobs")
+    assert child != cpu.pid
+    assert (tmp_path / f"pgqueue_owner_{child}_{process_started(child)}").exists()
+    os.kill(child, signal.SIGKILL)
+    wait_for("the dead child's marker swept", lambda: not list(tmp_path.glob(f"*_{child}_*")))

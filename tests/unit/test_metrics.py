@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import stat
 import struct
+import subprocess
+import sys
+import threading
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +174,237 @@ def test_a_file_prometheus_client_is_making_is_no_unreadable_file(
     assert served == {"jobs_total": 3.0}
     logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
     assert [Path(r.file).name for r in logged] == ["counter_3.db"]
+
+
+def scraped(path: Path) -> dict[str, float]:
+    """One scrape of the multiprocess files in ``path``: each sample's value, by name; run in a
+    thread, so that a scrape blocked for ever fails the test instead of hanging it."""
+    from pgqueue._metrics import _Directory
+
+    served: dict[str, float] = {}
+    scrape = threading.Thread(
+        target=lambda: served.update(
+            (s.name, s.value) for family in _Directory(str(path)).collect() for s in family.samples
+        ),
+        daemon=True,
+    )
+    scrape.start()
+    scrape.join(60)  # a bound, not a timing: the scrape opens no file that can block
+    blocked = scrape.is_alive()
+    for fifo in [f for f in path.glob("*.db") if stat.S_ISFIFO(f.lstat().st_mode)]:
+        with contextlib.suppress(OSError):  # a blocked open gets a writer, then end of file
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    scrape.join()
+    assert not blocked, "the scrape blocked"
+    return served
+
+
+def one_counter(path: Path) -> None:
+    """A process's counter file in ``path``, with ``jobs_total`` 3."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    made = MmapedDict(str(path / "counter_1.db"))
+    made.write_value(mmap_key("jobs", "jobs_total", [], [], "Jobs."), 3.0, 0.0)
+    made.close()
+
+
+def test_a_named_pipe_in_the_directory_does_not_block_the_scrapes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``.db`` that was a named pipe made the scrape's open wait for a writer for ever: the
+    port's thread hung, and every later scrape of it with it. What is not a regular file is
+    left out, logged once as unreadable, and the others served."""
+    one_counter(tmp_path)
+    os.mkfifo(tmp_path / "counter_2.db")
+    assert scraped(tmp_path) == {"jobs_total": 3.0}
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+def test_a_garbage_header_does_not_make_a_scrape_read_more_than_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first 4 bytes of a file say how much of it is used: garbage there (2 GB in a file
+    of 8 kB) made a scrape allocate that much to read it. A file is read no further than its
+    size; one whose header says more is left out, logged as unreadable."""
+    one_counter(tmp_path)
+    (tmp_path / "counter_2.db").write_bytes(struct.pack("i", 2**31 - 1) + bytes(8188))
+    tracemalloc.start()
+    try:
+        served = scraped(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert served == {"jobs_total": 3.0}
+    assert peak < 2**24  # what was read: the files' 73 kB, and the merge, not 2 GB
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+DEAD_NAMESAKE = """
+import json, os, sys, threading
+from pathlib import Path
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+import pgqueue
+from pgqueue import _metrics
+from pgqueue._worker._liveness import process_started
+
+path, pid = sys.argv[1], os.getpid()
+started = process_started(pid)
+# A dead worker of this pid: its marker (a start a tick earlier) and its live gauge.
+Path(path, f"pgqueue_owner_{pid}_{started - 1}").touch()
+stale = MmapedDict(f"{path}/gauge_livesum_{pid}.db")
+stale.write_value(mmap_key("pgqueue_jobs_running", "pgqueue_jobs_running", [], [], "r"), 5.0, 0)
+stale.close()
+"""
+
+SWEEP_RACE = """
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+waiting, main, new = threading.Event(), threading.current_thread(), []
+starting = threading.Thread(target=lambda: start())
+locked, listed = _metrics._locked, _metrics._owners
+
+def spied(path, wait):  # the worker's start waits for the lock from here
+    if wait:
+        waiting.set()
+    return locked(path, wait)
+
+def start():
+    new.append(_metrics.WorkerMetrics(app.worker(queues=["q"])))
+    waiting.set()
+
+def listing(path):  # the sweep listed the markers: a worker of this pid starts now
+    owners = listed(path)
+    if threading.current_thread() is main and starting.ident is None:
+        starting.start()
+        waiting.wait()  # until it waits for the lock, or has started
+    return owners
+
+_metrics._locked, _metrics._owners = spied, listing
+_metrics.sweep_dead(path, set())
+starting.join()
+names = (f.name.replace(f"{pid}_{started}", "PID_START") for f in Path(path).iterdir())
+print(json.dumps(sorted(name.replace(str(pid), "PID") for name in names)))
+"""
+
+
+def run_script(script: str, directory: Path) -> Any:
+    """The JSON that ``script`` prints, run in a process of its own whose
+    PROMETHEUS_MULTIPROC_DIR is ``directory``."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the markers need /proc (Linux)")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(directory)], capture_output=True, text=True,
+        timeout=120, cwd=Path(__file__).parents[2],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_sweep_does_not_remove_the_new_files_of_a_worker_given_a_dead_workers_pid(
+    tmp_path: Path,
+) -> None:
+    """The sweep listed the markers, then removed the files of the pids they called dead: a
+    worker started in between with a dead worker's pid (its marker not yet listed) lost its
+    new live gauges, its jobs_running no longer served (metrics_files_gone). The sweep and a
+    worker's start now take turns: the start waits while the sweep removes the dead worker's
+    files, then makes its own."""
+    files = run_script(DEAD_NAMESAKE + SWEEP_RACE, tmp_path)
+    assert [f for f in files if not f.startswith(("counter_", "histogram_"))] == [
+        "gauge_livemax_PID.db",
+        "gauge_livemostrecent_PID.db",
+        "gauge_livesum_PID.db",
+        "pgqueue_owner_PID_START",  # the dead worker's marker removed, the new one's kept
+        "pgqueue_sweep.lock",
+    ]
+
+
+INHERITED = """
+from prometheus_client import generate_latest
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+metrics = _metrics.WorkerMetrics(app.worker(queues=["q"]))
+served = generate_latest(metrics.served()).decode().splitlines()
+print(json.dumps([line for line in served if line.startswith("pgqueue_jobs_running")]))
+"""
+
+
+def test_a_worker_given_a_dead_workers_pid_does_not_serve_its_gauges(tmp_path: Path) -> None:
+    """A worker started with the pid of a worker killed before the sweep removed its live
+    gauges opened that worker's files as its own: it served the dead worker's jobs_running
+    (5 here) until its first pass. A worker's start removes the live gauges a dead process of
+    its pid left (its marker names another start time)."""
+    assert run_script(DEAD_NAMESAKE + INHERITED, tmp_path) == ["pgqueue_jobs_running 0.0"]
+
+
+class _Spied:
+    """A lock that says when a thread comes to wait for it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.waiting = waiting
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_two_scrapes_at_once_log_a_bad_file_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The port serves scrapes in threads: two at once could both find a bad file not yet
+    logged, and log it twice. The second waits for the first's record, and makes none."""
+    from pgqueue._metrics import _Directory
+
+    (tmp_path / "counter_2.db").write_bytes(struct.pack("i", 64) + bytes(4))
+    directory = _Directory(str(tmp_path))
+    waiting, main = threading.Event(), threading.current_thread()
+    second = threading.Thread(target=lambda: (directory.collect(), waiting.set()))
+
+    class Checked(set[str]):
+        def __contains__(self, file: object) -> bool:
+            found = super().__contains__(file)
+            if threading.current_thread() is main and second.ident is None:
+                second.start()  # the other scrape comes once this one has checked
+                waiting.wait()  # until it waits for this one, or has logged
+            return found
+
+    directory.unreadable = Checked()
+    directory.lock = _Spied(waiting)  # type: ignore[assignment]
+    directory.collect()
+    second.join()
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
+    assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+def test_a_bad_file_is_not_read_again_at_each_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a bad file stayed, each scrape read every file three times: all together, which
+    failed, then each alone to find the bad one, then the good ones together. A file found
+    bad is left out of the next scrapes unread, as long as it is the same file unchanged."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from pgqueue._metrics import _Directory
+
+    one_counter(tmp_path)
+    bad = tmp_path / "counter_2.db"  # its header is right, its first key no JSON
+    bad.write_bytes(struct.pack("ii", 32, 0) + struct.pack("i", 8) + b"not json" + bytes(8180))
+    directory = _Directory(str(tmp_path))
+    assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
+    read: list[str] = []
+    reader = MmapedDict.read_all_values_from_file
+
+    def counted(file: str) -> Any:
+        read.append(Path(file).name)
+        return reader(file)
+
+    monkeypatch.setattr(MmapedDict, "read_all_values_from_file", staticmethod(counted))
+    assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
+    assert read == ["counter_1.db"]
+    os.utime(bad, ns=(0, 10**9))  # written since: read again
+    directory.collect()
+    assert "counter_2.db" in read[1:]
