@@ -15,7 +15,7 @@ from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
 from pgqueue._errors import SchemaError, first_line
 from pgqueue._hooks import Ids, Sent
-from pgqueue._options import JobOptions, OnConflict
+from pgqueue._options import JobOptions, OnConflict, check_task_name
 from pgqueue._schema import UNDEFINED, schema_missing, schema_problem
 
 if TYPE_CHECKING:
@@ -135,13 +135,22 @@ class Task(Generic[P, R]):
         return _UNTRACED if span is None else span(self.name, self.options.queue, batch)
 
     def _encode_many(
-        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> tuple[_store.NewJob, list[str], list[str]]:
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+        unique_keys: Iterable[str | None] | None = None,
+    ) -> tuple[_store.NewJob, list[str], list[str], list[str | None] | None]:  # fmt: skip
+        """enqueue_many's calls encoded and checked, with their keys: ``None`` when no job has
+        one (the path that may COPY)."""
         if self.options.unique_key is not None:
-            raise ValueError("enqueue_many cannot share one unique_key between jobs")
+            raise ValueError(
+                "enqueue_many cannot share one unique_key between jobs:"
+                " give each its own with unique_keys=[...]"
+            )
         template = self.new_job((), {})
         encoded = _encode_calls(self.name, calls, self.app.max_payload_bytes)
-        return template, [e[0] for e in encoded], [e[1] for e in encoded]
+        keys = None if unique_keys is None else _checked_keys(unique_keys, len(encoded))
+        if keys is not None and all(key is None for key in keys):
+            keys = None
+        return template, [e[0] for e in encoded], [e[1] for e in encoded], keys
 
     @staticmethod
     def _chunks(
@@ -152,19 +161,31 @@ class Task(Generic[P, R]):
             yield _store.jobs_insert_many(template, args[start:end], kwargs[start:end])
 
     def enqueue_many(
-        self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[int]:
+        self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+        *, unique_keys: Iterable[str | None] | None = None,
+    ) -> list[int]:  # fmt: skip
         """Insert one job per ``(args, kwargs)`` pair in a few statements; ids in input order.
 
         Every call is validated and encoded before the first statement is sent. Big batches
         (``COPY_THRESHOLD`` jobs or more) are loaded with COPY, except in the caller's
         pipeline. Size errors are those of :meth:`enqueue`, prefixed with the call or the
         batch they concern.
+
+        ``unique_keys``, one per call (``None`` for a job without one), are each job's
+        ``unique_key`` as in :meth:`using`: a job whose key an active job holds is not
+        inserted and its place gets that job's id (or, with ``on_conflict="raise"``, the whole
+        batch is refused with :class:`~pgqueue.DuplicateJob` and nothing is inserted); a key
+        given twice makes one job, whose id both places get.
         """
         with self._sending(True) as sent:
-            template, args, kwargs = self._encode_many(calls)
+            template, args, kwargs, keys = self._encode_many(calls, unique_keys)
             with sync_cursor(conn) as cur:
                 try:
+                    if keys is not None:
+                        on_conflict = self.options.on_conflict
+                        return sent(
+                            _unique.enqueue_many(cur, template, args, kwargs, keys, on_conflict)
+                        )
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(_store.jobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -175,13 +196,21 @@ class Task(Generic[P, R]):
                     raise
 
     async def aenqueue_many(
-        self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[int]:
+        self, conn: AsyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+        *, unique_keys: Iterable[str | None] | None = None,
+    ) -> list[int]:  # fmt: skip
         """Async twin of :meth:`enqueue_many`."""
         with self._sending(True) as sent:
-            template, args, kwargs = self._encode_many(calls)
+            template, args, kwargs, keys = self._encode_many(calls, unique_keys)
             async with async_cursor(conn) as cur:
                 try:
+                    if keys is not None:
+                        on_conflict = self.options.on_conflict
+                        return sent(
+                            await _unique.aenqueue_many(
+                                cur, template, args, kwargs, keys, on_conflict
+                            )
+                        )
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(await _store.ajobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -242,6 +271,29 @@ def _encode_call(task: str, call: Any, limit: int) -> tuple[str, str]:
 
 
 _PLAIN_ARGS = (tuple, list)
+
+
+def _checked_keys(keys: Iterable[str | None], calls: int) -> list[str | None]:
+    """enqueue_many's ``unique_keys`` as a list, one per call, each ``None`` or a usable key;
+    an error names the bad key by its call's index."""
+    if isinstance(keys, str | bytes | Mapping) or not hasattr(keys, "__iter__"):
+        raise TypeError(
+            "enqueue_many: unique_keys must be a list of str (or None), one per call,"
+            f" got {reprlib.repr(keys)}"
+        )
+    listed = list(keys)
+    if len(listed) != calls:
+        raise ValueError(
+            f"enqueue_many: unique_keys has {len(listed)} keys for {calls} calls:"
+            " give one per call (None for a job without a key)"
+        )
+    for n, key in enumerate(listed):
+        if key is not None:
+            try:
+                check_task_name(key, "unique_key")
+            except ValueError as exc:
+                raise ValueError(f"enqueue_many call {n}: {exc}") from None
+    return listed
 
 
 # Errors of an enqueue's statement that say more with a word of pgqueue's: arguments too large

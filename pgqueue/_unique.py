@@ -1,13 +1,13 @@
 """Unique jobs: enqueue unless an active job holds the key, written once for sync and async.
 
-The plan is a generator that yields the statements to run and receives their results, so the
+A plan is a generator that yields the statements to run and receives their results, so the
 sync and async shells only differ in how they execute a query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -19,10 +19,11 @@ from pgqueue._options import OnConflict
 # goes on while other jobs with this key keep being created and finished at that very moment.
 MAX_ROUNDS = 20
 
-Plan = Generator[_store.Query[Any], Any, tuple[int, bool]]
+T = TypeVar("T")
+Plan = Generator[_store.Query[Any], Any, T]
 
 
-def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan:
+def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan[tuple[int, bool]]:
     assert job.unique_key is not None
     for _ in range(MAX_ROUNDS):
         # If the holder's transaction is still open, this waits for it: on commit we get
@@ -39,30 +40,155 @@ def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan:
     raise UniqueKeyContended(job.unique_key, MAX_ROUNDS)
 
 
-def enqueue(
-    cur: psycopg.Cursor[Any], job: _store.NewJob, on_conflict: OnConflict
-) -> tuple[int, bool]:
-    """Run the plan on a sync cursor; returns the new or the existing job's id, and whether it
-    is the existing one's."""
-    plan = _plan(job, on_conflict)
+class _Batch:
+    """enqueue_many's jobs with their keys, and the ids found for them so far."""
+
+    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template")
+
+    def __init__(
+        self, template: _store.NewJob, args: Sequence[str], kwargs: Sequence[str],
+        keys: Sequence[str | None],
+    ) -> None:  # fmt: skip
+        self.template, self.args, self.kwargs, self.keys = template, args, kwargs, keys
+        self.first: dict[str, int] = {}  # where each key comes first: the job that goes in
+        for i, key in enumerate(keys):
+            if key is not None:
+                self.first.setdefault(key, i)
+        self.ids = [0] * len(keys)
+
+    def sent(self) -> list[int]:
+        """The jobs to insert: every job without a key, and each key's first."""
+        return [i for i, key in enumerate(self.keys) if key is None or self.first[key] == i]
+
+    def insert(self, todo: list[int]) -> _store.Query[list[_store.Row]]:
+        return _store.jobs_insert_many_unique(
+            self.template, [self.args[i] for i in todo], [self.kwargs[i] for i in todo],
+            [self.keys[i] for i in todo],
+        )  # fmt: skip
+
+    def key(self, i: int) -> str:
+        key = self.keys[i]
+        assert key is not None
+        return key
+
+    def inserted(self, todo: list[int], rows: list[_store.Row]) -> list[int]:
+        """Record the ids of ``todo``'s jobs that went in; returns those whose key was held.
+        The jobs without a key all went in, with ids in their order."""
+        by_key = {key: job_id for job_id, key in rows if key is not None}
+        unkeyed = sorted(job_id for job_id, key in rows if key is None)
+        for i, job_id in zip((i for i in todo if self.keys[i] is None), unkeyed, strict=False):
+            self.ids[i] = job_id
+        held = []
+        for i in todo:
+            if (key := self.keys[i]) is not None:
+                if key in by_key:
+                    self.ids[i] = by_key[key]
+                else:
+                    held.append(i)
+        return held
+
+    def result(self) -> list[int]:
+        """The ids in input order: a key's later jobs get its first job's."""
+        first = self.first
+        return [self.ids[i if key is None else first[key]] for i, key in enumerate(self.keys)]
+
+
+def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
+    todo = batch.sent()
+    for _ in range(MAX_ROUNDS):
+        held = batch.inserted(todo, (yield batch.insert(todo)))
+        if not held:
+            return
+        holders = yield _store.jobs_find_unique_many([batch.key(i) for i in held])
+        todo = []
+        for i in held:
+            holder = holders.get(batch.key(i))
+            if holder is None:  # finished (or rolled back) in between: the key is free
+                todo.append(i)
+            elif on_conflict == "raise":
+                raise DuplicateJob(batch.key(i), holder)  # the first held key, in input order
+            else:
+                batch.ids[i] = holder
+        if not todo:
+            return
+    raise UniqueKeyContended(batch.key(todo[0]), MAX_ROUNDS)
+
+
+def _many_plan(batch: _Batch, on_conflict: OnConflict, savepoint: bool) -> Plan[list[int]]:
+    """Insert the batch in rounds (as :func:`_plan` one job); with ``savepoint``, inside one,
+    so that DuplicateJob and UniqueKeyContended leave nothing of the batch behind."""
+    if savepoint:
+        yield _store.savepoint_set()
+    try:
+        yield from _many_rounds(batch, on_conflict)
+    except (DuplicateJob, UniqueKeyContended):
+        if savepoint:
+            yield _store.savepoint_rollback()
+            yield _store.savepoint_release()
+        raise
+    if savepoint:
+        yield _store.savepoint_release()
+    return batch.result()
+
+
+def _run(cur: psycopg.Cursor[Any], plan: Plan[T]) -> T:
     result: Any = None
     try:
         while True:
             result = _store.run(cur, plan.send(result))
     except StopIteration as done:
-        ended: tuple[int, bool] = done.value
+        ended: T = done.value
         return ended
+
+
+async def _arun(cur: psycopg.AsyncCursor[Any], plan: Plan[T]) -> T:
+    result: Any = None
+    try:
+        while True:
+            result = await _store.arun(cur, plan.send(result))
+    except StopIteration as done:
+        ended: T = done.value
+        return ended
+
+
+def enqueue(
+    cur: psycopg.Cursor[Any], job: _store.NewJob, on_conflict: OnConflict
+) -> tuple[int, bool]:
+    """Run the plan on a sync cursor; returns the new or the existing job's id, and whether it
+    is the existing one's."""
+    return _run(cur, _plan(job, on_conflict))
 
 
 async def aenqueue(
     cur: psycopg.AsyncCursor[Any], job: _store.NewJob, on_conflict: OnConflict
 ) -> tuple[int, bool]:
     """Async twin of :func:`enqueue`."""
-    plan = _plan(job, on_conflict)
-    result: Any = None
-    try:
-        while True:
-            result = await _store.arun(cur, plan.send(result))
-    except StopIteration as done:
-        ended: tuple[int, bool] = done.value
-        return ended
+    return await _arun(cur, _plan(job, on_conflict))
+
+
+def enqueue_many(
+    cur: psycopg.Cursor[Any], template: _store.NewJob, args: Sequence[str],
+    kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
+) -> list[int]:  # fmt: skip
+    """Insert one job per (args, kwargs) with its key (or none), as :func:`enqueue` would one
+    by one, in a few statements; ids in input order, a key's jobs all get its job's id. On an
+    autocommit connection, in a transaction of its own: committed whole or not at all."""
+    batch = _Batch(template, args, kwargs, keys)
+    conn = cur.connection
+    if conn.autocommit:
+        with conn.transaction():
+            return _run(cur, _many_plan(batch, on_conflict, savepoint=False))
+    return _run(cur, _many_plan(batch, on_conflict, savepoint=True))
+
+
+async def aenqueue_many(
+    cur: psycopg.AsyncCursor[Any], template: _store.NewJob, args: Sequence[str],
+    kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
+) -> list[int]:  # fmt: skip
+    """Async twin of :func:`enqueue_many`."""
+    batch = _Batch(template, args, kwargs, keys)
+    conn = cur.connection
+    if conn.autocommit:
+        async with conn.transaction():
+            return await _arun(cur, _many_plan(batch, on_conflict, savepoint=False))
+    return await _arun(cur, _many_plan(batch, on_conflict, savepoint=True))

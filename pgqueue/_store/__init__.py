@@ -1094,6 +1094,45 @@ def jobs_find_unique(key: str) -> Query[int | None]:
     return Query(q.JOBS_FIND_UNIQUE, {"key": key}, _first_or_none)
 
 
+def jobs_insert_many_unique(
+    template: NewJob, args: Sequence[str], kwargs: Sequence[str], keys: Sequence[str | None]
+) -> Query[list[Row]]:
+    """Insert one job per (args, kwargs, key) sharing ``template``'s options, but those whose
+    key an active job holds; no key may come twice. Returns ``(id, key)`` per job inserted;
+    ids increase in input order."""
+    t = template
+    params = {
+        "queue": t.queue, "task": t.task, "priority": t.priority, "max_attempts": t.max_attempts,
+        "run_at": t.run_at, "delay": t.delay or 0.0, "timeout": t.timeout, "meta": t.meta,
+        "args": list(args), "kwargs": list(kwargs), "keys": list(keys),
+    }  # fmt: skip
+    return Query(q.JOBS_INSERT_MANY_UNIQUE, params, _rows)
+
+
+def jobs_find_unique_many(keys: Sequence[str]) -> Query[dict[str, int]]:
+    """The ids of the active jobs holding ``keys``, by key; a key none holds is left out."""
+    return Query(q.JOBS_FIND_UNIQUE_MANY, {"keys": list(keys)}, _by_key)
+
+
+def _by_key(rows: list[Row]) -> dict[str, int]:
+    return {key: job_id for key, job_id in rows}
+
+
+def savepoint_set() -> Query[None]:
+    """Mark where :func:`savepoint_rollback` goes back to, in the caller's transaction."""
+    return Query(q.SAVEPOINT_SET, None, _nothing)
+
+
+def savepoint_rollback() -> Query[None]:
+    """Take back what was written since :func:`savepoint_set` (the savepoint stays)."""
+    return Query(q.SAVEPOINT_ROLLBACK, None, _nothing)
+
+
+def savepoint_release() -> Query[None]:
+    """Forget the savepoint, keeping what was written since."""
+    return Query(q.SAVEPOINT_RELEASE, None, _nothing)
+
+
 # -- Cancellation (issue 4) --------------------------------------------------------------------
 
 

@@ -1419,6 +1419,45 @@ JOBS_FIND_UNIQUE: LiteralString = """
 SELECT id FROM pgqueue.active_jobs WHERE unique_key = %(key)s
 """
 
+# enqueue_many with unique keys (one per job, or NULL; none twice): the jobs go in sorted by
+# key, so that two batches with keys in common take them in one order and the later waits
+# for the earlier instead of deadlocking. Their ids are taken first, in input order (a job's
+# rank among the ids taken is its place in the batch), so that the batch still runs in input
+# order. A key an active job holds inserts nothing, as JOBS_INSERT_UNIQUE.
+JOBS_INSERT_MANY_UNIQUE: LiteralString = """
+WITH ids AS MATERIALIZED (
+    SELECT row_number() OVER (ORDER BY s.id) AS n, s.id
+      FROM (SELECT nextval((SELECT pg_get_serial_sequence('pgqueue.active_jobs', 'id'))::regclass)
+              FROM generate_series(1, cardinality(%(args)s::text[]))) AS s(id)
+)
+INSERT INTO pgqueue.active_jobs
+    (id, queue, task, args, kwargs, priority, max_attempts, run_at, timeout, unique_key, meta)
+SELECT i.id, %(queue)s, %(task)s, u.a::jsonb, u.k::jsonb, %(priority)s, %(max_attempts)s,
+       coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
+       %(timeout)s, u.key, %(meta)s::jsonb
+  FROM unnest(%(args)s::text[], %(kwargs)s::text[], %(keys)s::text[])
+       WITH ORDINALITY AS u(a, k, key, n)
+  JOIN ids AS i ON i.n = u.n
+ ORDER BY u.key COLLATE "C" NULLS FIRST, u.n
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id, unique_key
+"""
+
+# The holders of the keys JOBS_INSERT_MANY_UNIQUE found held, in a statement of its own for
+# the reason JOBS_FIND_UNIQUE is.
+JOBS_FIND_UNIQUE_MANY: LiteralString = """
+SELECT unique_key, id FROM pgqueue.active_jobs WHERE unique_key = ANY(%(keys)s::text[])
+"""
+
+# Around a batch of unique jobs in the caller's transaction: a batch that meets a held key
+# with on_conflict="raise" (or gives up on a contended one) takes back the jobs it inserted,
+# and leaves the transaction usable.
+SAVEPOINT_SET: LiteralString = "SAVEPOINT pgqueue_enqueue_many"
+
+SAVEPOINT_ROLLBACK: LiteralString = "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many"
+
+SAVEPOINT_RELEASE: LiteralString = "RELEASE SAVEPOINT pgqueue_enqueue_many"
+
 
 # -- Cancellation (issue 4) --------------------------------------------------------------------
 

@@ -161,12 +161,20 @@ async def _run_async(
     return job.id
 
 
-def _checked_calls(task: Task[Any, Any], calls: Iterable[Any]) -> list[Any]:
-    """``calls`` as a list, refused as ``enqueue_many`` refuses them (a shared unique key, an
-    argument JSON cannot hold) before the first one runs."""
+def _checked_calls(
+    task: Task[Any, Any], calls: Iterable[Any], unique_keys: Iterable[str | None] | None
+) -> list[tuple[Any, int | None]]:
+    """``calls`` as a list, refused as ``enqueue_many`` refuses them (a shared unique key, bad
+    ``unique_keys``, an argument JSON cannot hold) before the first one runs; each with the
+    index of the earlier call with its key, whose job it gets, if any (else ``None``: it runs)."""
     listed = list(calls)
-    task._encode_many(listed)
-    return listed
+    keys = task._encode_many(listed, unique_keys)[3] or [None] * len(listed)
+    first: dict[str, int] = {}
+    checked: list[tuple[Any, int | None]] = []
+    for i, (call, key) in enumerate(zip(listed, keys, strict=True)):
+        earlier = None if key is None else first.setdefault(key, i)
+        checked.append((call, None if earlier == i else earlier))
+    return checked
 
 
 def _patch() -> None:
@@ -188,17 +196,27 @@ def _patch() -> None:
             return await _originals["aenqueue"](self, conn, *args, **kwargs)
         return await _run_async(self, log, args, kwargs)
 
-    def enqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
+    def enqueue_many(
+        self: Task[Any, Any], conn: Any, calls: Iterable[Any], *, unique_keys: Any = None
+    ) -> Any:
         log = active_log(self.app)
         if log is None:
-            return _originals["enqueue_many"](self, conn, calls)
-        return [_run_sync(self, log, a, k) for a, k in _checked_calls(self, calls)]
+            return _originals["enqueue_many"](self, conn, calls, unique_keys=unique_keys)
+        ids: list[int] = []
+        for (a, k), earlier in _checked_calls(self, calls, unique_keys):
+            ids.append(ids[earlier] if earlier is not None else _run_sync(self, log, a, k))
+        return ids
 
-    async def aenqueue_many(self: Task[Any, Any], conn: Any, calls: Iterable[Any]) -> Any:
+    async def aenqueue_many(
+        self: Task[Any, Any], conn: Any, calls: Iterable[Any], *, unique_keys: Any = None
+    ) -> Any:
         log = active_log(self.app)
         if log is None:
-            return await _originals["aenqueue_many"](self, conn, calls)
-        return [await _run_async(self, log, a, k) for a, k in _checked_calls(self, calls)]
+            return await _originals["aenqueue_many"](self, conn, calls, unique_keys=unique_keys)
+        ids: list[int] = []
+        for (a, k), earlier in _checked_calls(self, calls, unique_keys):
+            ids.append(ids[earlier] if earlier is not None else await _run_async(self, log, a, k))
+        return ids
 
     for fn in (enqueue, aenqueue, enqueue_many, aenqueue_many):
         fn.__doc__ = _originals[fn.__name__].__doc__

@@ -21,6 +21,7 @@ from sqlalchemy.ext.horizontal_shard import ShardedSession
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from pgqueue import DuplicateJob
 from pgqueue.testing import assert_enqueued
 from tests.contrib.sqlalchemy_app import app as shop
 from tests.helpers import query, run_worker_until, states
@@ -341,9 +342,9 @@ async def test_a_sharded_session_says_to_choose_the_shard(engine, dsn) -> None:
 
 
 def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(dsn) -> None:
-    """enqueue_many on a Session, as INSERTs and as COPY, and a unique enqueue, commit and roll
-    back with it; the pooled connection comes back at the next checkout with no session
-    setting of pgqueue's left on it."""
+    """enqueue_many on a Session, as INSERTs and as COPY, and a unique enqueue (alone and in a
+    batch, one refused), commit and roll back with it; the pooled connection comes back at the
+    next checkout with no session setting of pgqueue's left on it."""
     db = create_engine(url(dsn), pool_size=1, max_overflow=0)
     probe = text("SELECT pg_backend_pid(), array_agg(name ORDER BY name) FROM pg_settings"
                  " WHERE source = 'session'")  # fmt: skip
@@ -357,13 +358,19 @@ def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(d
             shop.ship.using(unique_key="once").enqueue(session, -1)
             session.rollback()
             shop.ship.enqueue_many(session, calls)
-            shop.ship.using(unique_key="once").enqueue(session, -1)
+            once = shop.ship.using(unique_key="once").enqueue(session, -1)
+            keyed = shop.ship.enqueue_many(session, calls[:2], unique_keys=["once", "twice"])
+            with pytest.raises(DuplicateJob):  # its savepoint taken back, not the rest
+                shop.ship.using(on_conflict="raise").enqueue_many(
+                    session, calls[:2], unique_keys=["new", "once"]
+                )
             session.commit()
         with db.connect() as conn:
             assert conn.execute(probe).one() == before
     finally:
         db.dispose()
-    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1001,)]
+    assert keyed[0] == once
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1002,)]
 
 
 def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, dsn: str) -> None:

@@ -81,6 +81,21 @@ def test_eager_enqueue_many_refuses_what_the_real_one_refuses_before_running_any
     assert log.jobs == []
 
 
+async def test_eager_enqueue_many_with_unique_keys_runs_each_key_once_per_call() -> None:
+    """unique_keys in eager mode: checked as the real enqueue_many checks them, before any
+    call runs; a key twice in one call runs its first call only, whose id both places get,
+    as the real batch makes one job of it."""
+    with eager(t.app) as log:
+        with pytest.raises(ValueError, match=r"^enqueue_many call 1: invalid unique_key 5"):
+            t.add.enqueue_many(None, [((1, 2), {}), ((3, 4), {})], unique_keys=["a", 5])
+        assert log.jobs == []
+        ids = t.add.enqueue_many(None, [((1, 2), {}), ((3, 4), {}), ((5, 6), {}), ((7, 8), {})],
+                                 unique_keys=["a", None, "a", "b"])  # fmt: skip
+        again = await t.double.aenqueue_many(None, [((1,), {}), ((2,), {})], unique_keys=["c"] * 2)
+    assert ids == [1, 2, 1, 3] and again == [4, 4]
+    assert [(j.id, j.result) for j in log.jobs] == [(1, 3), (2, 7), (3, 15), (4, 2)]
+
+
 async def test_eager_sync_enqueue_of_an_async_task_from_async_code() -> None:
     """A sync enqueue called inside a running event loop still runs an async task."""
     with eager(t.app) as log:

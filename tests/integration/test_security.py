@@ -243,7 +243,8 @@ def test_the_owner_of_a_schema_a_dba_created_migrates_it(make_role, empty_dsn: s
 
 def _enqueue_every_way(producer: psycopg.Connection[Any]) -> list[int]:
     """A unique job (new key, held key, on_conflict="raise"), SQL pgqueue.enqueue with a held
-    key, enqueue_many small and large (COPY), committed: the ids of the last."""
+    key, enqueue_many with unique keys (one held), small and large (COPY), committed: the ids
+    of the last."""
     first = t.add.using(unique_key="order-1").enqueue(producer, 1, 2)
     assert t.add.using(unique_key="order-1").enqueue(producer, 1, 2) == first
     producer.commit()
@@ -252,6 +253,8 @@ def _enqueue_every_way(producer: psycopg.Connection[Any]) -> list[int]:
     producer.rollback()
     held = producer.execute("SELECT pgqueue.enqueue('t', unique_key => 'order-1')")
     assert held.fetchone() == (first,)
+    keyed = t.add.enqueue_many(producer, [((1, 2), {})] * 2, unique_keys=["order-1", "order-2"])
+    assert keyed[0] == first
     small = t.add.enqueue_many(producer, [((i, i), {}) for i in range(10)])
     large = t.add.enqueue_many(producer, [((i, i), {}) for i in range(1500)])
     producer.commit()
@@ -268,7 +271,7 @@ def test_a_producer_enqueues_every_way_the_api_offers(dsn: str, make_role) -> No
         large = _enqueue_every_way(producer)
         job = t.app.get_job(producer, large[-1])
         assert job is not None and job.args == [1499, 1499]
-    assert states(dsn) == {"queued": 1511}
+    assert states(dsn) == {"queued": 1512}
 
 
 def test_a_producer_kept_from_reading_jobs_still_enqueues_every_way(dsn: str, make_role) -> None:
@@ -281,7 +284,7 @@ def test_a_producer_kept_from_reading_jobs_still_enqueues_every_way(dsn: str, ma
         large = _enqueue_every_way(producer)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             t.app.get_job(producer, large[-1])
-    assert states(dsn) == {"queued": 1511}
+    assert states(dsn) == {"queued": 1512}
 
 
 async def test_redact_hook_scrubs_stored_errors_and_tracebacks(dsn: str, conn) -> None:
