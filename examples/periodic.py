@@ -25,9 +25,10 @@ async def heartbeat() -> str:
     return f"heartbeat for {tick:%H:%M:%S}"
 
 
-@app.periodic("*/5 * * * *", name="rates.refresh")
+@app.periodic("*/5 * * * *", name="rates.refresh", coalesce=True)
 async def refresh_rates() -> None:
-    """Every five minutes (UTC)."""
+    """Every five minutes (UTC); after downtime once, for the latest missed tick, not once
+    for each tick missed (coalesce=True): only fresh rates matter."""
 
 
 @app.periodic(
@@ -47,7 +48,11 @@ def nightly_report(full: bool) -> str:
 def main() -> None:
     """Print each schedule with its last and next tick."""
     for status in pgqueue.cron_list(app):
-        print(f"{status.name}: {status.schedule}, last {status.last_tick}, next {status.next_tick}")
+        missed = "latest only" if status.coalesce else "each"
+        print(
+            f"{status.name}: {status.schedule}, last {status.last_tick},"
+            f" next {status.next_tick}, missed ticks: {missed}"
+        )
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ class PgQueue:
         name: str | None = None,
         catch_up: float | timedelta = DEFAULT_CATCH_UP,
         overlap: bool = True,
+        coalesce: bool = False,
     ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
         """Enqueue the decorated function on every tick of a cron schedule.
 
@@ -185,14 +186,15 @@ class PgQueue:
         task). Each tick becomes exactly one job, however many workers run the scheduler; the
         job's ``meta`` holds ``{"periodic": name, "tick": "<ISO time, UTC>"}``. After downtime,
         missed ticks younger than ``catch_up`` (default 10 minutes) are enqueued, older ones
-        skipped and logged. ``name`` (default: the task's name) identifies the schedule in the
-        database. With ``overlap=False`` a tick is skipped (and logged) while the job of an
-        earlier tick of the schedule is queued or running. Raises ``ValueError`` at once for a
-        bad expression, zone, queue or kwargs.
+        skipped and logged; with ``coalesce=True`` only the latest of the missed ticks inside
+        ``catch_up`` is enqueued, the others recorded without a job. ``name`` (default: the
+        task's name) identifies the schedule in the database. With ``overlap=False`` a tick is
+        skipped (and logged) while the job of an earlier tick of the schedule is queued or
+        running. Raises ``ValueError`` at once for a bad expression, zone, queue or kwargs.
         """
         return _periodic_decorator(  # type: ignore[return-value]
             self, expression, timezone=timezone, kwargs=kwargs, queue=queue, name=name,
-            catch_up=catch_up, overlap=overlap,
+            catch_up=catch_up, overlap=overlap, coalesce=coalesce,
         )  # fmt: skip
 
     def get_task(self, name: str) -> Task[Any, Any] | None:

@@ -275,6 +275,10 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
     for s in statuses:
         upcoming = _utc(s.next_tick) if s.in_code else gone
         lines.append([_printable(s.name), s.schedule, _utc(s.last_tick), upcoming])
+    if app_given:  # without the code, how a schedule catches up is unknown: no column
+        lines[0].append("MISSED TICKS")
+        for line, s in zip(lines[1:], statuses, strict=True):
+            line.append({True: "latest only", False: "each"}.get(s.coalesce, "-"))
     return _aligned(lines)
 
 

@@ -281,13 +281,24 @@ class Due:
 
     ``due`` are the ticks to enqueue; ``skipped`` the first ticks (at most ``MAX_COUNTED``) that
     fell out of the catch-up window, ``skipped_last`` the latest of those; ``cursor`` is where
-    the next pass starts (ticks strictly after it).
+    the next pass starts (ticks strictly after it); ``more`` whether ticks after ``due`` are
+    due too (the limit stopped it), so that ``due[-1]`` is not the latest due tick.
     """
 
     due: list[datetime]
     skipped: list[datetime]
     skipped_last: datetime | None
     cursor: datetime
+    more: bool = False
+
+    def coalesced_through(self, coalesce: bool) -> datetime | None:
+        """The latest of ``due`` that gets no job, or None: with ``coalesce``, every tick
+        before the latest due tick (all of ``due`` while more are due), else none."""
+        if not coalesce or not self.due:
+            return None
+        if self.more:
+            return self.due[-1]
+        return self.due[-2] if len(self.due) > 1 else None
 
 
 def due_ticks(
@@ -307,9 +318,10 @@ def due_ticks(
         if last > cursor:
             skipped = ticks_between(spec, cursor, last, MAX_COUNTED)
             skipped_last = cursor = last
-    due = ticks_between(spec, cursor, now, limit)
-    next_cursor = due[-1] if len(due) == limit else now
-    return Due(due, skipped, skipped_last, next_cursor)
+    due = ticks_between(spec, cursor, now, limit + 1)
+    more = len(due) > limit
+    del due[limit:]
+    return Due(due, skipped, skipped_last, due[-1] if more else now, more)
 
 
 def _last_before(spec: CronSpec, moment: datetime) -> datetime:

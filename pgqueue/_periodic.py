@@ -48,6 +48,7 @@ class Periodic:
     queue: str
     catch_up: timedelta
     overlap: bool = True
+    coalesce: bool = False
 
     def __repr__(self) -> str:
         return f"<pgqueue.Periodic {self.name!r} {self.cron}>"
@@ -104,6 +105,7 @@ def decorator(
     name: str | None,
     catch_up: float | timedelta,
     overlap: bool = True,
+    coalesce: bool = False,
 ) -> Callable[[Any], Task[..., Any]]:
     """Validate a schedule now; the returned decorator registers the task and the schedule."""
     cron = CronSpec(expression, timezone)
@@ -114,8 +116,9 @@ def decorator(
         check_queue(queue)
     if name is not None:
         check_given_name(name, "schedule name")
-    if not isinstance(overlap, bool):
-        raise ValueError(f"overlap must be True or False, got {overlap!r}")
+    for option, value in (("overlap", overlap), ("coalesce", coalesce)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{option} must be True or False, got {value!r}")
 
     def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
         if isinstance(target, Task) and target.app is not app:
@@ -123,7 +126,7 @@ def decorator(
         task = target if isinstance(target, Task) else app.task(queue=queue)(target)
         periodic = Periodic(
             name or task.name, task, cron, dict(kwargs or {}), queue or task.options.queue,
-            window, overlap,
+            window, overlap, coalesce,
         )  # fmt: skip
         _check_kwargs(task, periodic.kwargs)
         _check_overlap_key(periodic)
@@ -142,7 +145,7 @@ def _check_overlap_key(periodic: Periodic) -> None:
 
 
 def _settings(p: Periodic) -> tuple[Any, ...]:
-    return p.cron, p.task.fn, dict(p.kwargs), p.queue, p.catch_up, p.overlap
+    return p.cron, p.task.fn, dict(p.kwargs), p.queue, p.catch_up, p.overlap, p.coalesce
 
 
 def _add(app: PgQueue, periodic: Periodic) -> None:
@@ -157,13 +160,15 @@ def _add(app: PgQueue, periodic: Periodic) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleStatus:
-    """One line of ``pgqueue cron list``: a schedule, its last tick, its next tick."""
+    """One line of ``pgqueue cron list``: a schedule, its last tick, its next tick, and
+    whether missed ticks are coalesced (``None`` for a schedule the code does not define)."""
 
     name: str
     schedule: str
     last_tick: datetime | None
     next_tick: datetime | None
     in_code: bool = True
+    coalesce: bool | None = False
 
 
 def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
@@ -189,12 +194,16 @@ def cron_list_on(app: PgQueue, conn: psycopg.Connection[Any]) -> list[ScheduleSt
         marks = _store.run(cur, _store.watermarks_get(pruned)) if pruned else {}
     statuses = [
         ScheduleStatus(
-            p.name, str(p.cron), last.get(p.name) or marks.get(p.name), next_tick(p.cron, now)
+            p.name,
+            str(p.cron),
+            last.get(p.name) or marks.get(p.name),
+            next_tick(p.cron, now),
+            coalesce=p.coalesce,
         )
         for p in sorted(app.periodics.values(), key=lambda p: p.name)
     ]
     gone = sorted(set(last) - set(app.periodics))
-    return statuses + [ScheduleStatus(n, "-", last[n], None, in_code=False) for n in gone]
+    return statuses + [ScheduleStatus(n, "-", last[n], None, False, None) for n in gone]
 
 
 Periodic.__module__ = "pgqueue"

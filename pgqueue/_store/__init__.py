@@ -1013,18 +1013,22 @@ class TickJob:
 TicksWon = list[tuple[int | None, str]]
 
 
-def ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Together[TicksWon]:
+def ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float, jobless_through: datetime | None = None
+) -> Together[TicksWon]:
     """Record ``ticks`` of one schedule and enqueue a job for each tick this call won.
 
     Returns ``(job_id, tick)`` for the ticks won, oldest first; ticks another scheduler already
     recorded, older than ``horizon`` seconds, or pruned (at or below the name's watermark) are
     left alone. A job whose ``unique_key`` an active job holds is not enqueued: its tick comes
-    with a ``None`` id, and its row's ``job_id`` is NULL. The insert runs under the name's
-    lock, taken shared by a statement of its own before it.
+    with a ``None`` id, and its row's ``job_id`` is NULL. Ticks at or before
+    ``jobless_through`` (coalesced ones) are recorded without a job, alike. The insert runs
+    under the name's lock, taken shared by a statement of its own before it.
     """
     lock = Query(q.TICKS_LOCK_SHARED, {"name": job.name}, _nothing)
     unlink = Query(q.TICKS_UNLINK, {"name": job.name, "ticks": list(ticks)}, _nothing)
-    return Together(lock, _ticks_insert(job, ticks, horizon), unlink if job.unique_key else None)
+    insert = _ticks_insert(job, ticks, horizon, jobless_through)
+    return Together(lock, insert, unlink if job.unique_key else None)
 
 
 def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[TicksWon]:
@@ -1034,9 +1038,12 @@ def ticks_try(job: TickJob, tick: datetime, horizon: float) -> RolledBack[TicksW
     return RolledBack(_ticks_insert(job, [tick], horizon))
 
 
-def _ticks_insert(job: TickJob, ticks: Sequence[datetime], horizon: float) -> Query[TicksWon]:
+def _ticks_insert(
+    job: TickJob, ticks: Sequence[datetime], horizon: float, jobless_through: datetime | None = None
+) -> Query[TicksWon]:
     params = {
-        "name": job.name, "ticks": list(ticks), "horizon": horizon, "queue": job.queue,
+        "name": job.name, "ticks": list(ticks), "horizon": horizon,
+        "jobless_through": jobless_through, "queue": job.queue,
         "task": job.task, "kwargs": job.kwargs, "priority": job.priority,
         "max_attempts": job.max_attempts, "timeout": job.timeout, "meta": job.meta,
         "unique_key": job.unique_key,

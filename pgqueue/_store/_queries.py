@@ -1204,10 +1204,16 @@ SELECT pg_advisory_xact_lock_shared(7403159, hashtext(%(name)s))
 # job does: an insert waits for the key only past its tick rows, for an insert also past its
 # own, which then waits for nothing (its other jobs conflict with its own key), so the key
 # adds no cycle to the waits above.
+#
+# A schedule with coalesce=True passes %(jobless_through)s (else NULL): the ticks at or
+# before it that this statement wins are recorded with no job (and draw no id), so that no
+# scheduler, racing on them or later, fires them; the latest due tick is fired as any other.
 TICKS_INSERT: LiteralString = """
 WITH won AS (
     INSERT INTO pgqueue.periodic_ticks (name, tick, job_id)
-    SELECT %(name)s, t.tick, nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'))
+    SELECT %(name)s, t.tick,
+           CASE WHEN %(jobless_through)s::timestamptz IS NULL OR t.tick > %(jobless_through)s
+                THEN nextval(pg_get_serial_sequence('pgqueue.active_jobs', 'id')) END
       FROM unnest(%(ticks)s::timestamptz[]) AS t(tick)
      WHERE t.tick > now() - make_interval(secs => %(horizon)s)
        AND t.tick > coalesce((SELECT w.pruned_through FROM pgqueue.periodic_watermarks AS w
@@ -1225,6 +1231,7 @@ WITH won AS (
            %(max_attempts)s, %(timeout)s, %(unique_key)s,
            %(meta)s::jsonb || jsonb_build_object('periodic', %(name)s::text, 'tick', won.shown)
       FROM won
+     WHERE won.job_id IS NOT NULL
      ORDER BY won.tick
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING id

@@ -72,6 +72,7 @@ class Scheduler:
         self.limit = limit
         self.cursors: dict[str, datetime] = {}
         self.pruner = TickPruner()
+        self.coalescing = Coalesced()
         self._outage = Outage()  # the database's failures in a row (a bug's: see repeat)
         # Retried sooner than the shortest catch_up, so that the ticks after an outage ends
         # are still within it when the next try finds the database back.
@@ -174,12 +175,14 @@ class Scheduler:
         if due.skipped:
             _log_skipped(periodic, due.skipped, due.skipped_last)
         if due.due:
+            jobless = due.coalesced_through(periodic.coalesce)
             won = await self.db.run(
-                _store.ticks_insert(periodic.tick_job(), due.due, periodic.keep_seconds)
+                _store.ticks_insert(periodic.tick_job(), due.due, periodic.keep_seconds, jobless)
             )
-            _log_fired(periodic, won, now)
+            fired = self.coalescing.add(periodic, won, jobless, due.more)
+            _log_fired(periodic, fired, now)
         self.cursors[periodic.name] = due.cursor
-        return len(due.due) == self.limit
+        return due.more
 
     async def fire_alone(self, periodic: Periodic, now: datetime) -> bool:
         """``fire``, where an error of this schedule's own (the database refusing its job,
@@ -213,6 +216,30 @@ class Scheduler:
     async def prune(self) -> int:
         """Delete old tick rows in small batches; returns how many went."""
         return await self.pruner.run(self.db, {p.name: p.keep_seconds for p in self.periodics})
+
+
+class Coalesced:
+    """The ticks of each schedule that a scheduler recorded without a job (coalesce=True),
+    gathered over the passes a long catch-up takes, to be said in one record once the latest
+    due tick is fired."""
+
+    def __init__(self) -> None:
+        self.ticks: dict[str, tuple[str, str, int]] = {}  # name: first, last, count
+
+    def add(
+        self, periodic: Periodic, won: _store.TicksWon, through: datetime | None, more: bool
+    ) -> _store.TicksWon:
+        """Take the coalesced ticks out of ``won`` (those at or before ``through``) and return
+        the others; log the coalesced ones once no more ticks are due."""
+        if through is not None:
+            gone = [tick for _job_id, tick in won if datetime.fromisoformat(tick) <= through]
+            won = [(job_id, tick) for job_id, tick in won if tick not in gone]
+            if gone:
+                first, _last, count = self.ticks.get(periodic.name, (gone[0], "", 0))
+                self.ticks[periodic.name] = (first, gone[-1], count + len(gone))
+        if not more and (done := self.ticks.pop(periodic.name, None)):
+            _log_coalesced(periodic, *done, [tick for _job_id, tick in won])
+        return won
 
 
 class TickPruner:
@@ -290,6 +317,16 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
         periodic.name, count, periodic.catch_up.total_seconds(), skipped[0].isoformat(),
         (last or skipped[-1]).isoformat(),
         extra={"action": "periodic_skipped", "periodic": periodic.name, "count": len(skipped)},
+    )  # fmt: skip
+
+
+def _log_coalesced(periodic: Periodic, first: str, last: str, count: int, kept: list[str]) -> None:
+    into = f"into tick {kept[-1]}" if kept else "(the latest due tick was another scheduler's)"
+    log.info(
+        "periodic %r: coalesced %d missed ticks, from %s to %s, %s (coalesce=True)",
+        periodic.name, count, first, last, into,
+        extra={"action": "periodic_coalesced", "periodic": periodic.name, "count": count,
+               "first": first, "last": last},
     )  # fmt: skip
 
 

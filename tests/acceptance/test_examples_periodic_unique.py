@@ -51,7 +51,10 @@ def test_unique_jobs_example_leaves_other_apps_jobs_alone(dsn: str) -> None:
 
 def test_periodic_example_fires_heartbeats_that_know_their_tick(dsn: str) -> None:
     """periodic.py under a worker: heartbeat jobs report their own tick; cron list shows it."""
-    assert "heartbeat: * * * * * */2 (UTC), last None" in run(dsn, "periodic.py")
+    shown = run(dsn, "periodic.py")
+    assert "heartbeat: * * * * * */2 (UTC), last None" in shown
+    assert "rates.refresh: */5 * * * * (UTC), last None" in shown
+    assert shown.count("missed ticks: each") == 2 and "missed ticks: latest only" in shown
     env = env_for(dsn)
     worker = subprocess.Popen(
         [sys.executable, "-m", "pgqueue", "--app", "periodic:app", "worker", "-q", "default"],

@@ -222,7 +222,7 @@ def test_cron_list_command(dsn: str) -> None:
         cli, ["--app", "tests.integration.periodic_app:app", "--dsn", dsn, "cron", "list"]
     )
     assert result.exit_code == 0, result.output
-    header, line = result.output.splitlines()
+    header, line, _refresh = result.output.splitlines()
     assert header.split()[:2] == ["NAME", "SCHEDULE"]
     assert line.startswith("nightly  0 2 * * * (Europe/Berlin)  -")
 
@@ -1341,3 +1341,145 @@ async def test_a_failing_last_statement_of_a_together_fails_it_all(
             await _store.arun_together(aconn, together)
         await aconn.rollback()
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(0,)]
+
+
+def minutely_app(dsn: str, coalesce: bool) -> pgqueue.PgQueue:
+    """An app with a per-minute schedule 'refresh' (catch_up 10 minutes)."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * *", name="refresh", coalesce=coalesce)(app.task(_noop))
+    return app
+
+
+async def after_downtime(app: pgqueue.PgQueue, minutes: int, n: int = 1) -> list[Scheduler]:
+    """``n`` started schedulers of ``app``, whose 'refresh' last fired ``minutes`` ticks ago
+    (its last tick written back): as after a deploy that stopped every worker that long."""
+    scheds = await schedulers(app, n)
+    now = await db_now(scheds[0].db)
+    last = normalize(app.periodics["refresh"].cron, now) - timedelta(minutes=minutes)
+    query(app.dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('refresh', %s)",
+          (last,))  # fmt: skip
+    for s in scheds:
+        await s.start()
+    return scheds
+
+
+def refresh_jobs(dsn: str) -> list[datetime]:
+    """The ticks of the jobs of 'refresh', oldest first."""
+    rows = query(dsn, "SELECT meta->>'tick' FROM pgqueue.jobs WHERE meta->>'periodic' = 'refresh'"
+                      " ORDER BY 1")  # fmt: skip
+    return [datetime.fromisoformat(tick) for (tick,) in rows]
+
+
+def coalesced(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The periodic_coalesced records."""
+    return [r for r in caplog.records if getattr(r, "action", "") == "periodic_coalesced"]
+
+
+@pytest.mark.parametrize(("coalesce", "jobs"), [(True, 1), (False, 9)])
+async def test_nine_missed_minutes_give_one_job_with_coalesce_and_nine_without(
+    dsn: str, coalesce: bool, jobs: int
+) -> None:
+    """After 9 minutes of downtime (inside catch_up), a per-minute schedule ran 9 jobs back
+    to back; with coalesce=True it runs one, for the latest tick, and the 8 others are
+    recorded without a job. Without it every missed tick still runs, once."""
+    app = minutely_app(dsn, coalesce)
+    [sched] = await after_downtime(app, 9)
+    now = await db_now(sched.db)
+    await sched.fire(app.periodics["refresh"], now)
+    await close(sched)
+    latest = normalize(app.periodics["refresh"].cron, now)
+    missed = [latest - timedelta(minutes=m) for m in range(8, -1, -1)]
+    assert refresh_jobs(dsn) == missed[-jobs:]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE tick > now() - "
+                      "interval '9 minutes' AND job_id IS NULL") == [(9 - jobs,)]  # fmt: skip
+
+
+async def test_coalesced_ticks_are_not_fired_by_a_later_scheduler(dsn: str) -> None:
+    """The coalesced ticks are recorded: a scheduler stalled before the catch-up (its cursor
+    still before them), coalescing or not (old code, or coalesce changed), fires none."""
+    app = minutely_app(dsn, coalesce=True)
+    [first] = await after_downtime(app, 9)
+    stale = dict(first.cursors)
+    now = await db_now(first.db)
+    await first.fire(app.periodics["refresh"], now)
+    plain = minutely_app(dsn, coalesce=False)
+    [late, old] = await schedulers(app, 1) + await schedulers(plain, 1)
+    late.cursors, old.cursors = dict(stale), dict(stale)
+    await late.fire(app.periodics["refresh"], now)
+    await old.fire(plain.periodics["refresh"], now)
+    await close(first, late, old)
+    assert refresh_jobs(dsn) == [normalize(app.periodics["refresh"].cron, now)]
+
+
+async def test_racing_coalescing_schedulers_fire_the_latest_tick_once(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four schedulers coalescing the same 9 missed ticks at once: one job, for the latest
+    tick; each tick recorded once; the 8 others said coalesced once in all."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    scheds = await after_downtime(app, 9, n=4)
+    now = await db_now(scheds[0].db)
+    await asyncio.gather(*(s.fire(app.periodics["refresh"], now) for s in scheds))
+    await close(*scheds)
+    assert refresh_jobs(dsn) == [normalize(app.periodics["refresh"].cron, now)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(10,)]
+    assert sum(r.count for r in coalesced(caplog)) == 8  # type: ignore[attr-defined]
+
+
+async def test_coalescing_says_how_many_ticks_and_which_in_one_info_record(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO record (periodic_coalesced) gives the count and range of the coalesced ticks
+    and the tick fired, also when the catch-up takes several passes (limit 3 here)."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    [sched] = await after_downtime(app, 9)
+    sched.limit = 3
+    now = await db_now(sched.db)
+    while await sched.fire(app.periodics["refresh"], now):
+        pass
+    await close(sched)
+    latest = normalize(app.periodics["refresh"].cron, now)
+    assert refresh_jobs(dsn) == [latest]
+    [record] = coalesced(caplog)
+    first, last = latest - timedelta(minutes=8), latest - timedelta(minutes=1)
+    assert (record.levelno, record.count, record.first, record.last) == (  # type: ignore[attr-defined]
+        logging.INFO,
+        8,
+        first.isoformat(),
+        last.isoformat(),
+    )
+    assert record.getMessage() == (
+        f"periodic 'refresh': coalesced 8 missed ticks, from {first.isoformat()} to"
+        f" {last.isoformat()}, into tick {latest.isoformat()} (coalesce=True)"
+    )
+
+
+async def test_an_on_time_tick_of_a_coalescing_schedule_fires_as_any_other(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without downtime, coalesce=True changes nothing: each tick gets its job, and nothing
+    is said coalesced."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    [sched] = await after_downtime(app, 1)
+    now = await db_now(sched.db)
+    await sched.fire(app.periodics["refresh"], now)
+    await close(sched)
+    assert refresh_jobs(dsn) == [normalize(app.periodics["refresh"].cron, now)]
+    assert coalesced(caplog) == []
+
+
+def test_cron_list_shows_whether_a_schedule_coalesces(dsn: str) -> None:
+    """`pgqueue cron list` says how each schedule catches up missed ticks: each, or the latest
+    only (coalesce=True); "-" for a schedule the code does not define."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('removed', now())")
+    app = ["--app", "tests.integration.periodic_app:app", "--dsn", dsn, "cron", "list"]
+    lines = CliRunner().invoke(cli, app).output.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["NAME", "nightly", "refresh", "removed"]
+    assert [line.rsplit("  ", 1)[-1] for line in lines] == [
+        "MISSED TICKS", "each", "latest only", "-"
+    ]  # fmt: skip
+    statuses = pgqueue.cron_list(minutely_app(dsn, coalesce=True))
+    assert [(s.name, s.coalesce) for s in statuses] == [("refresh", True), ("removed", None)]

@@ -299,6 +299,32 @@ def test_due_ticks_stop_at_the_limit_and_resume_from_the_cursor() -> None:
     assert not first.skipped and not second.skipped
 
 
+def test_due_ticks_say_whether_the_limit_left_ticks_for_the_next_pass() -> None:
+    """``more`` is set only when ticks after the returned ones are due: a pass that takes
+    exactly the limit, the last due tick among them, leaves none (coalesce fires its last)."""
+    spec = CronSpec("* * * * * *")
+    start, now = utc(2026, 1, 1), utc(2026, 1, 1, 0, 0, 4)
+    assert due_ticks(spec, start, now, timedelta(minutes=1), limit=3).more
+    exact = due_ticks(spec, start, now, timedelta(minutes=1), limit=4)
+    assert (exact.more, exact.cursor, exact.due[-1]) == (False, now, now)
+
+
+def test_coalesced_ticks_are_all_due_ticks_but_the_latest() -> None:
+    """With coalesce, the ticks before the latest due tick get no job; while the limit leaves
+    more due ticks, none of the pass's ticks does; without coalesce, every tick gets one."""
+    spec = CronSpec("* * * * *")
+    start, now = utc(2026, 1, 1), utc(2026, 1, 1, 0, 9, 30)
+    nine = due_ticks(spec, start, now, timedelta(minutes=10))
+    assert len(nine.due) == 9
+    assert nine.coalesced_through(True) == utc(2026, 1, 1, 0, 8)
+    assert nine.coalesced_through(False) is None
+    first = due_ticks(spec, start, now, timedelta(minutes=10), limit=4)
+    assert first.coalesced_through(True) == first.due[-1] == utc(2026, 1, 1, 0, 4)
+    one = due_ticks(spec, utc(2026, 1, 1, 0, 8), now, timedelta(minutes=10))
+    assert one.coalesced_through(True) is None  # on time: nothing to coalesce
+    assert due_ticks(spec, now, now, timedelta(minutes=10)).coalesced_through(True) is None
+
+
 @settings(deadline=None)
 @given(specs, moments, st.lists(st.integers(1, 900), min_size=1, max_size=5))
 def test_successive_passes_yield_every_tick_once(

@@ -24,6 +24,7 @@ def test_periodic_registers_the_task_and_the_schedule() -> None:
     assert (periodic.queue, dict(periodic.kwargs)) == ("cpu", {"full": True})
     assert str(periodic.cron) == "0 2 * * * (Europe/Berlin)"
     assert periodic.catch_up == DEFAULT_CATCH_UP == timedelta(minutes=10)
+    assert periodic.coalesce is False  # every missed tick in the window runs, as before
 
 
 def test_one_task_can_have_several_named_schedules() -> None:
@@ -53,8 +54,9 @@ def test_two_schedules_under_one_name_are_refused() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"kwargs": {"region": "us"}}, {"queue": "other"}, {"catch_up": 60}, {"overlap": False}],
-)
+    [{"kwargs": {"region": "us"}}, {"queue": "other"}, {"catch_up": 60}, {"overlap": False},
+     {"coalesce": True}],
+)  # fmt: skip
 def test_same_name_and_cron_with_other_settings_is_refused(change: dict[str, object]) -> None:
     """A second schedule differing only in kwargs, queue or catch_up used to replace the first
     silently (one of two regions stopped being synced); it is refused like another cron."""
@@ -90,6 +92,9 @@ def test_same_name_and_cron_with_other_settings_is_refused(change: dict[str, obj
         ({"kwargs": "day=1"}, "kwargs must be a mapping"),
         ({"overlap": "no"}, "overlap must be True or False, got 'no'"),
         ({"overlap": None}, "overlap must be True or False, got None"),
+        ({"coalesce": "yes"}, "coalesce must be True or False, got 'yes'"),
+        ({"coalesce": 1}, "coalesce must be True or False, got 1"),
+        ({"coalesce": None}, "coalesce must be True or False, got None"),
     ],
 )
 def test_bad_declarations_fail_at_decoration_time(options: dict[str, object], message: str) -> None:
