@@ -32,7 +32,14 @@ from pgqueue import _store
 from pgqueue._errors import PgQueueError, unreachable
 from pgqueue._job import Job
 from pgqueue._ops import _decodable
-from pgqueue._wait import _Reconnect, connection_options, unknown
+from pgqueue._wait import (
+    CONNECT_AT_LEAST,
+    READ_AT_LEAST,
+    _Reconnect,
+    connection_options,
+    read_bound,
+    unknown,
+)
 
 _Key = tuple[asyncio.AbstractEventLoop, str]
 Row = tuple[Any, ...]
@@ -56,9 +63,10 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     hub.join(waiter)
     try:
         while not waiter.outcome.done():
-            left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
             watched = (waiter.outcome, hub.running())  # its runner ends: made again
-            done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                watched, timeout=waiter.left(), return_when=asyncio.FIRST_COMPLETED
+            )
             if not done:
                 raise again.timed_out() from hub.trouble
         return waiter.outcome.result()
@@ -76,13 +84,37 @@ def _hub(dsn: str) -> _Hub:
         return hub
 
 
+# How long after its call a waiter waits for its first read, past its deadline if need be:
+# as long as wait_sync may take to connect and read with no time left.
+FIRST_LOOK = CONNECT_AT_LEAST + READ_AT_LEAST
+
+
 class _Waiter:
     """One ``wait`` call: its job, its deadline and poll interval, and its outcome."""
 
-    __slots__ = ("again", "job_id", "outcome")
+    __slots__ = ("again", "job_id", "look_by", "outcome")
 
     def __init__(self, job_id: int, again: _Reconnect, outcome: asyncio.Future[Job]) -> None:
         self.job_id, self.again, self.outcome = job_id, again, outcome
+        self.look_by: float | None = time.monotonic() + FIRST_LOOK  # None once read
+
+    def left(self) -> float | None:
+        """Seconds to wait still: to the deadline, or (if later) until the job is first
+        read, so that a timeout of 0 returns a job finished; ``None`` for ever."""
+        if (deadline := self.again.deadline) is None:
+            return None
+        if self.look_by is not None:
+            deadline = max(deadline, self.look_by)
+        return max(deadline - time.monotonic(), 0)
+
+    def looked(self, error: BaseException | None = None) -> None:
+        """A read of its job ended (stopped by ``error``, its bound, if given): not settled
+        by it and past its deadline, the waiter times out."""
+        self.look_by = None
+        if not self.outcome.done() and self.again.left() <= 0:
+            timed_out = self.again.timed_out()
+            timed_out.__cause__ = error
+            self.outcome.set_exception(timed_out)
 
 
 class _Hub:
@@ -207,11 +239,15 @@ class _Hub:
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
             self.trouble = exc  # those waiting time out (by now), from this error
             self.stale.update(job_id for job_id in ids if job_id in self.waiters)
+            for waiter in asked:
+                waiter.looked(exc)
             return
         self.trouble = None
         found = {row[0]: row for row in rows}
         for job_id in ids:
             self._settle(job_id, found.get(job_id), asked)
+        for waiter in asked:
+            waiter.looked()
 
     async def _rows(
         self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
@@ -271,9 +307,10 @@ class _Hub:
 
     def _read_bound(self, ids: list[int]) -> float | None:
         """How long a read of ``ids`` may wait for a lock and run: until the last of their
-        waiters gives up (``None`` if one waits for ever)."""
-        left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
-        return None if left == float("inf") else max(left, 0.001)
+        waiters gives up (``None`` if one waits for ever), but :data:`READ_AT_LEAST`."""
+        return read_bound(
+            max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
+        )
 
 
 def _outcome(job_id: int, row: Row | None) -> Job | PgQueueError:
