@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -42,6 +43,7 @@ from pgqueue._wait import (
 )
 
 _Key = tuple[asyncio.AbstractEventLoop, str]
+_E = TypeVar("_E", bound=BaseException | None)
 Row = tuple[Any, ...]
 _hubs: dict[_Key, _Hub] = {}
 _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
@@ -68,7 +70,7 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
                 watched, timeout=waiter.left(), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                raise again.timed_out() from hub.trouble
+                raise again.timed_out() from _own(hub.trouble)
         return waiter.outcome.result()
     finally:
         await hub.leave(waiter)
@@ -113,7 +115,7 @@ class _Waiter:
         self.look_by = None
         if not self.outcome.done() and self.again.left() <= 0:
             timed_out = self.again.timed_out()
-            timed_out.__cause__ = error
+            timed_out.__cause__ = _own(error)
             self.outcome.set_exception(timed_out)
 
 
@@ -187,7 +189,7 @@ class _Hub:
         """Raise ``exc`` in every waiter, or (not ``everyone``) in those never connected."""
         for waiter in self._each():
             if not waiter.outcome.done() and (everyone or not waiter.again.ever_connected):
-                waiter.outcome.set_exception(exc)
+                waiter.outcome.set_exception(_own(exc))
 
     def _pause_after(self, exc: psycopg.OperationalError) -> float:
         """As :meth:`_Reconnect.pause_after`, for every waiter: a lost connection is made
@@ -311,6 +313,25 @@ class _Hub:
         return read_bound(
             max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
         )
+
+
+def _own(exc: _E) -> _E:
+    """A copy of the hub's ``exc`` for one waiter, whose notes and traceback are its caller's
+    to change: the same type, arguments and attributes (a psycopg error's ``sqlstate``,
+    ``diag`` and ``pgconn``), traceback and cause. ``exc`` itself if it cannot be made again
+    from its arguments (an ``__init__`` that wants others)."""
+    if exc is None:
+        return exc
+    try:
+        own = copy.copy(exc)
+    except Exception:
+        return exc
+    own.__dict__.update(vars(exc))  # what the copy's pickling leaves out: psycopg's pgconn
+    if (notes := getattr(exc, "__notes__", None)) is not None:
+        own.__notes__ = list(notes)
+    own.__cause__, own.__context__ = exc.__cause__, exc.__context__
+    own.__suppress_context__ = exc.__suppress_context__
+    return own.with_traceback(exc.__traceback__)
 
 
 def _outcome(job_id: int, row: Row | None) -> Job | PgQueueError:

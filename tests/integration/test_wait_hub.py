@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from pgqueue import _wait_hub
 from tests.faults.proxy import Blackout
 from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
-from tests.integration.test_wait_reconnects import WAITERS, with_application
+from tests.integration.test_wait_reconnects import WAITERS, hold_the_history, with_application
 
 HUB = "pgqueue-hub-test"  # the application_name of the waiters' sessions
 SESSIONS = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
@@ -417,3 +418,53 @@ async def test_a_timeout_of_years_is_no_error(dsn: str, conn: Any) -> None:
     for listen in (True, False):
         job = await asyncio.to_thread(waiter.wait_sync, job_id, timeout=1e10, listen=listen)
         assert job.state == "cancelled"
+
+
+def closed_port_dsn() -> str:
+    """A DSN to a local port nothing listens on: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/nowhere?connect_timeout=5"
+
+
+@pytest.mark.parametrize("where", ["refused", "not migrated"])
+async def test_each_waiter_raises_an_error_of_its_own(empty_dsn: str, where: str) -> None:
+    """The hub's error was one exception object in all its waiters: a note one caller added,
+    or a traceback it cleared, showed in the others. Each raises its own, the same error."""
+    waiter = pgqueue.PgQueue(closed_port_dsn() if where == "refused" else empty_dsn)
+    first, second = await asyncio.gather(
+        waiter.wait(1, timeout=10), waiter.wait(2, timeout=10), return_exceptions=True
+    )
+    assert isinstance(first, psycopg.Error) and isinstance(second, psycopg.Error)
+    first.add_note("seen by the first caller")
+    first.with_traceback(None)
+    assert first is not second and type(first) is type(second)
+    assert str(first) == str(second) and getattr(second, "__notes__", []) == []
+    assert second.__traceback__ is not None
+    assert (second.sqlstate, second.diag.message_primary) == (
+        first.sqlstate, first.diag.message_primary)  # fmt: skip
+    if where == "not migrated":
+        assert second.sqlstate == "42P01"  # undefined_table
+
+
+async def test_each_waiter_timed_out_by_a_read_has_a_cause_of_its_own(dsn: str, conn: Any) -> None:
+    """Two waiters whose read was stopped by a lock held on the history: their TimeoutErrors
+    had the one database error as their cause; each has its own, the same error."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_the_history, args=(dsn, locked, 3.0))
+    holder.start()
+    locked.wait(10)
+    waits = [waiter.wait(i, timeout=1, poll_interval=60) for i in ids]
+    first, second = await asyncio.gather(*waits, return_exceptions=True)
+    await asyncio.to_thread(holder.join, 20)
+    assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
+    assert isinstance(
+        first.__cause__, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+    )
+    assert first.__cause__ is not second.__cause__
+    assert type(first.__cause__) is type(second.__cause__)
+    assert str(first.__cause__) == str(second.__cause__)
