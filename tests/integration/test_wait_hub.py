@@ -468,3 +468,66 @@ async def test_each_waiter_timed_out_by_a_read_has_a_cause_of_its_own(dsn: str, 
     assert first.__cause__ is not second.__cause__
     assert type(first.__cause__) is type(second.__cause__)
     assert str(first.__cause__) == str(second.__cause__)
+
+
+class GatedConnects:
+    """psycopg's async connect, counted, held at a gate until :attr:`open` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls, self.open = 0, asyncio.Event()
+        self.real = psycopg.AsyncConnection.connect.__func__  # type: ignore[attr-defined]
+        monkeypatch.setattr(psycopg.AsyncConnection, "connect", classmethod(self._connect))
+
+    async def _connect(self, cls: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        await self.open.wait()
+        return await self.real(cls, *args, **kwargs)
+
+    async def in_flight(self, count: int) -> None:
+        """Until ``count`` attempts have started."""
+        for _ in range(400):
+            if self.calls >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{self.calls} connect attempts, not {count}")
+
+
+async def joined_during_one_attempt(waiter: pgqueue.PgQueue, connects: GatedConnects) -> None:
+    """Ten waiters join while one connect attempt is in flight: each raises its error, and
+    that one attempt is the only one made."""
+    before = connects.calls
+    first = asyncio.create_task(waiter.wait(1, timeout=10, poll_interval=60))
+    await connects.in_flight(before + 1)
+    others = [asyncio.create_task(waiter.wait(i, timeout=10)) for i in range(2, 11)]
+    await asyncio.sleep(0.2)
+    connects.open.set()
+    raised = await asyncio.gather(first, *others, return_exceptions=True)
+    assert [type(e) for e in raised] == [psycopg.OperationalError] * 10
+    assert connects.calls == before + 1
+
+
+async def test_waiters_that_join_while_a_first_connect_is_tried_share_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database out of reach: waiters that come while the first of them connects do not
+    each try again (1,000 requests, 1,000 attempts); they share that attempt's error."""
+    await joined_during_one_attempt(pgqueue.PgQueue(closed_port_dsn()), GatedConnects(monkeypatch))
+
+
+async def test_waiters_that_join_while_the_lost_connection_is_tried_share_it(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared connection lost and the database out of reach: the first waiter to come has
+    it made again at once; those who come while it is tried share that one attempt, and the
+    waiter that had a connection waits on."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(job_id, timeout=60, poll_interval=60))
+        await registered(dsn)
+        await out_of_reach(proxy)
+        await joined_during_one_attempt(waiter, GatedConnects(monkeypatch))
+        assert not old.done()
+        old.cancel()
+        await asyncio.gather(old, return_exceptions=True)
