@@ -531,3 +531,27 @@ async def test_waiters_that_join_while_the_lost_connection_is_tried_share_it(
         assert not old.done()
         old.cancel()
         await asyncio.gather(old, return_exceptions=True)
+
+
+async def test_a_waiter_that_joins_a_connection_dead_but_not_noticed_waits_as_the_others(
+    dsn: str, conn: Any
+) -> None:
+    """A waiter that joins as the shared connection dies, before the hub has noticed, is one
+    that had a connection (its DSN worked): as the waiters already there, it waits through
+    the tries to make it again and raises TimeoutError at its timeout, not psycopg's error."""
+    app = make_app(dsn)
+    old_job, new_job = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=0.2))
+        await registered(dsn)
+        proxy.black_out()  # the hub learns of it once this task yields: the new waiter is first
+        new = asyncio.create_task(waiter.wait(new_job, timeout=1, poll_interval=0.2))
+        [hub] = _wait_hub._hubs.values()
+        with pytest.raises(TimeoutError) as raised:
+            await asyncio.wait_for(new, 10)
+        assert hub.failures >= 2  # it tried again, and again, while the new waiter waited
+        assert isinstance(raised.value.__cause__, psycopg.OperationalError)
+        assert not old.done()
+        old.cancel()
+        await asyncio.gather(old, return_exceptions=True)
