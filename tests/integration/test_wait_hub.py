@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -304,19 +306,29 @@ async def test_a_waiter_that_joins_during_an_outage_raises_at_once(dsn: str, con
     the others, for the hub's next try (a minute here; for ever without a timeout), where a
     first connection that fails raises psycopg's error at once. It raises it at once, and the
     waiter that had a connection waits on."""
+    async with an_outage(dsn, conn) as (waiter, new_job):
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(waiter.wait(new_job), 10)
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def an_outage(dsn: str, conn: Any) -> AsyncIterator[tuple[pgqueue.PgQueue, int]]:
+    """A waiter connected through a proxy, then the database out of reach: yields the app
+    it waits with and a job for another waiter; the first one still waits at the end."""
     app = make_app(dsn)
     old_job, new_job = enqueue_adds(app, conn, 2)
     async with Blackout(with_application(dsn, HUB)) as proxy:
         waiter = pgqueue.PgQueue(proxy.dsn)
         old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=60))
-        await registered(dsn)
-        await out_of_reach(proxy)
-        with pytest.raises(psycopg.OperationalError):
-            await asyncio.wait_for(waiter.wait(new_job), 10)
-        await asyncio.sleep(0.2)
-        assert not old.done()
-        old.cancel()
-        await asyncio.gather(old, return_exceptions=True)
+        try:
+            await registered(dsn)
+            await out_of_reach(proxy)
+            yield waiter, new_job
+            assert not old.done()
+        finally:
+            old.cancel()
+            await asyncio.gather(old, return_exceptions=True)
 
 
 async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
@@ -520,17 +532,8 @@ async def test_waiters_that_join_while_the_lost_connection_is_tried_share_it(
     """The shared connection lost and the database out of reach: the first waiter to come has
     it made again at once; those who come while it is tried share that one attempt, and the
     waiter that had a connection waits on."""
-    app = make_app(dsn)
-    [job_id] = enqueue_adds(app, conn, 1)
-    async with Blackout(with_application(dsn, HUB)) as proxy:
-        waiter = pgqueue.PgQueue(proxy.dsn)
-        old = asyncio.create_task(waiter.wait(job_id, timeout=60, poll_interval=60))
-        await registered(dsn)
-        await out_of_reach(proxy)
+    async with an_outage(dsn, conn) as (waiter, _):
         await joined_during_one_attempt(waiter, GatedConnects(monkeypatch))
-        assert not old.done()
-        old.cancel()
-        await asyncio.gather(old, return_exceptions=True)
 
 
 async def test_a_waiter_that_joins_a_connection_dead_but_not_noticed_waits_as_the_others(
