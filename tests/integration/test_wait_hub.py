@@ -23,7 +23,10 @@ from tests.integration.test_ops_api import make_app, worker
 from tests.integration.test_wait_reconnects import WAITERS, hold_the_history, with_application
 
 HUB = "pgqueue-hub-test"  # the application_name of the waiters' sessions
-SESSIONS = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+# In this test's database: pg_stat_activity shows the whole server's, other test runs' too.
+SESSIONS = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
+)
 
 
 def sessions(dsn: str) -> list[int]:
