@@ -43,6 +43,13 @@ def _check(job: Job | None, job_id: int) -> Job | None:
     return job if job.is_finished else None
 
 
+# A read is given at least this long, whatever is left of the timeout, so that a timeout of 0
+# (or one spent connecting) still reads the row once: the first read of a session loads the
+# catalogs, past a millisecond, and a bound of 0 ms would be no bound at all.
+READ_AT_LEAST = 1.0
+CONNECT_AT_LEAST = 2  # libpq waits 2 s at the least
+
+
 def unknown(job_id: int) -> JobStateError:
     """The error of a wait for a job there is no row of."""
     return JobStateError(
@@ -80,11 +87,12 @@ class _Reconnect:
 
     def read_bound(self) -> float | None:
         """How long a read may wait for a lock and run: what is left of the timeout (a
-        VACUUM FULL of the history held it for as long as it ran); ``None`` without one.
-        Set for the session once it is made when it LISTENs (no pooler: a transaction per
-        read cost 3 round trips), so a read then ends by the deadline of that session's
-        start; for each read's transaction when it only polls."""
-        return None if self.deadline is None else max(self.left(), 0.001)
+        VACUUM FULL of the history held it for as long as it ran), but
+        :data:`READ_AT_LEAST`; ``None`` without one. Set for the session once it is made
+        when it LISTENs (no pooler: a transaction per read cost 3 round trips), so a read
+        then ends by the deadline of that session's start; for each read's transaction when
+        it only polls."""
+        return read_bound(self.left())
 
     @contextmanager
     def bounded(self) -> Iterator[None]:
@@ -120,11 +128,16 @@ class _Reconnect:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
 
+def read_bound(left: float) -> float | None:
+    """The bound of a read with ``left`` seconds to go: ``None`` for ever."""
+    return None if left == math.inf else max(left, READ_AT_LEAST)
+
+
 def connection_options(dsn: str, left: float) -> dict[str, Any]:
     """The options of :meth:`_Reconnect.connection_options`, for ``left`` seconds to go."""
     options = {**tcp_defaults(dsn), "autocommit": True, "prepare_threshold": None}
     if "connect_timeout" in options:  # not set by the DSN
-        options["connect_timeout"] = max(2, math.ceil(min(left, 10)))
+        options["connect_timeout"] = max(CONNECT_AT_LEAST, math.ceil(min(left, 10)))
     return options
 
 

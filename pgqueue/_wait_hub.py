@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -32,9 +33,17 @@ from pgqueue import _store
 from pgqueue._errors import PgQueueError, unreachable
 from pgqueue._job import Job
 from pgqueue._ops import _decodable
-from pgqueue._wait import _Reconnect, connection_options, unknown
+from pgqueue._wait import (
+    CONNECT_AT_LEAST,
+    READ_AT_LEAST,
+    _Reconnect,
+    connection_options,
+    read_bound,
+    unknown,
+)
 
 _Key = tuple[asyncio.AbstractEventLoop, str]
+_E = TypeVar("_E", bound=BaseException | None)
 Row = tuple[Any, ...]
 _hubs: dict[_Key, _Hub] = {}
 _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
@@ -56,11 +65,12 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     hub.join(waiter)
     try:
         while not waiter.outcome.done():
-            left = None if again.deadline is None else max(again.deadline - time.monotonic(), 0)
             watched = (waiter.outcome, hub.running())  # its runner ends: made again
-            done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                watched, timeout=waiter.left(), return_when=asyncio.FIRST_COMPLETED
+            )
             if not done:
-                raise again.timed_out() from hub.trouble
+                raise again.timed_out() from _own(hub.trouble)
         return waiter.outcome.result()
     finally:
         await hub.leave(waiter)
@@ -76,13 +86,37 @@ def _hub(dsn: str) -> _Hub:
         return hub
 
 
+# How long after its call a waiter waits for its first read, past its deadline if need be:
+# as long as wait_sync may take to connect and read with no time left.
+FIRST_LOOK = CONNECT_AT_LEAST + READ_AT_LEAST
+
+
 class _Waiter:
     """One ``wait`` call: its job, its deadline and poll interval, and its outcome."""
 
-    __slots__ = ("again", "job_id", "outcome")
+    __slots__ = ("again", "job_id", "look_by", "outcome")
 
     def __init__(self, job_id: int, again: _Reconnect, outcome: asyncio.Future[Job]) -> None:
         self.job_id, self.again, self.outcome = job_id, again, outcome
+        self.look_by: float | None = time.monotonic() + FIRST_LOOK  # None once read
+
+    def left(self) -> float | None:
+        """Seconds to wait still: to the deadline, or (if later) until the job is first
+        read, so that a timeout of 0 returns a job finished; ``None`` for ever."""
+        if (deadline := self.again.deadline) is None:
+            return None
+        if self.look_by is not None:
+            deadline = max(deadline, self.look_by)
+        return max(deadline - time.monotonic(), 0)
+
+    def looked(self, error: BaseException | None = None) -> None:
+        """A read of its job ended (stopped by ``error``, its bound, if given): not settled
+        by it and past its deadline, the waiter times out."""
+        self.look_by = None
+        if not self.outcome.done() and self.again.left() <= 0:
+            timed_out = self.again.timed_out()
+            timed_out.__cause__ = _own(error)
+            self.outcome.set_exception(timed_out)
 
 
 class _Hub:
@@ -155,7 +189,7 @@ class _Hub:
         """Raise ``exc`` in every waiter, or (not ``everyone``) in those never connected."""
         for waiter in self._each():
             if not waiter.outcome.done() and (everyone or not waiter.again.ever_connected):
-                waiter.outcome.set_exception(exc)
+                waiter.outcome.set_exception(_own(exc))
 
     def _pause_after(self, exc: psycopg.OperationalError) -> float:
         """As :meth:`_Reconnect.pause_after`, for every waiter: a lost connection is made
@@ -207,11 +241,15 @@ class _Hub:
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
             self.trouble = exc  # those waiting time out (by now), from this error
             self.stale.update(job_id for job_id in ids if job_id in self.waiters)
+            for waiter in asked:
+                waiter.looked(exc)
             return
         self.trouble = None
         found = {row[0]: row for row in rows}
         for job_id in ids:
             self._settle(job_id, found.get(job_id), asked)
+        for waiter in asked:
+            waiter.looked()
 
     async def _rows(
         self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
@@ -271,9 +309,29 @@ class _Hub:
 
     def _read_bound(self, ids: list[int]) -> float | None:
         """How long a read of ``ids`` may wait for a lock and run: until the last of their
-        waiters gives up (``None`` if one waits for ever)."""
-        left = max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
-        return None if left == float("inf") else max(left, 0.001)
+        waiters gives up (``None`` if one waits for ever), but :data:`READ_AT_LEAST`."""
+        return read_bound(
+            max((w.again.left() for i in ids for w in self.waiters.get(i, ())), default=0)
+        )
+
+
+def _own(exc: _E) -> _E:
+    """A copy of the hub's ``exc`` for one waiter, whose notes and traceback are its caller's
+    to change: the same type, arguments and attributes (a psycopg error's ``sqlstate``,
+    ``diag`` and ``pgconn``), traceback and cause. ``exc`` itself if it cannot be made again
+    from its arguments (an ``__init__`` that wants others)."""
+    if exc is None:
+        return exc
+    try:
+        own = copy.copy(exc)
+    except Exception:
+        return exc
+    own.__dict__.update(vars(exc))  # what the copy's pickling leaves out: psycopg's pgconn
+    if (notes := getattr(exc, "__notes__", None)) is not None:
+        own.__notes__ = list(notes)
+    own.__cause__, own.__context__ = exc.__cause__, exc.__context__
+    own.__suppress_context__ = exc.__suppress_context__
+    return own.with_traceback(exc.__traceback__)
 
 
 def _outcome(job_id: int, row: Row | None) -> Job | PgQueueError:

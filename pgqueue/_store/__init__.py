@@ -844,9 +844,9 @@ def _timeouts_set(lock: float, statement: float, local: bool) -> Query[None]:
 
 
 def _ms(seconds: float) -> str:
-    """``seconds`` as a timeout setting: milliseconds, up to PostgreSQL's largest (24.8 days;
-    past it, the setting is refused)."""
-    return str(min(round(seconds * 1000), 2**31 - 1))
+    """``seconds`` as a timeout setting: milliseconds, from 1 (0 is no timeout at all) up to
+    PostgreSQL's largest (24.8 days; past it, the setting is refused)."""
+    return str(min(max(round(seconds * 1000), 1), 2**31 - 1))
 
 
 def session_async_commit() -> Query[None]:

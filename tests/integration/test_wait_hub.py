@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -17,10 +20,13 @@ from pgqueue import _wait_hub
 from tests.faults.proxy import Blackout
 from tests.helpers import query, run_worker_until, states, wait_blocked
 from tests.integration.test_ops_api import make_app, worker
-from tests.integration.test_wait_reconnects import WAITERS, with_application
+from tests.integration.test_wait_reconnects import WAITERS, hold_the_history, with_application
 
 HUB = "pgqueue-hub-test"  # the application_name of the waiters' sessions
-SESSIONS = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+# In this test's database: pg_stat_activity shows the whole server's, other test runs' too.
+SESSIONS = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
+)
 
 
 def sessions(dsn: str) -> list[int]:
@@ -303,19 +309,29 @@ async def test_a_waiter_that_joins_during_an_outage_raises_at_once(dsn: str, con
     the others, for the hub's next try (a minute here; for ever without a timeout), where a
     first connection that fails raises psycopg's error at once. It raises it at once, and the
     waiter that had a connection waits on."""
+    async with an_outage(dsn, conn) as (waiter, new_job):
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(waiter.wait(new_job), 10)
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def an_outage(dsn: str, conn: Any) -> AsyncIterator[tuple[pgqueue.PgQueue, int]]:
+    """A waiter connected through a proxy, then the database out of reach: yields the app
+    it waits with and a job for another waiter; the first one still waits at the end."""
     app = make_app(dsn)
     old_job, new_job = enqueue_adds(app, conn, 2)
     async with Blackout(with_application(dsn, HUB)) as proxy:
         waiter = pgqueue.PgQueue(proxy.dsn)
         old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=60))
-        await registered(dsn)
-        await out_of_reach(proxy)
-        with pytest.raises(psycopg.OperationalError):
-            await asyncio.wait_for(waiter.wait(new_job), 10)
-        await asyncio.sleep(0.2)
-        assert not old.done()
-        old.cancel()
-        await asyncio.gather(old, return_exceptions=True)
+        try:
+            await registered(dsn)
+            await out_of_reach(proxy)
+            yield waiter, new_job
+            assert not old.done()
+        finally:
+            old.cancel()
+            await asyncio.gather(old, return_exceptions=True)
 
 
 async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
@@ -417,3 +433,131 @@ async def test_a_timeout_of_years_is_no_error(dsn: str, conn: Any) -> None:
     for listen in (True, False):
         job = await asyncio.to_thread(waiter.wait_sync, job_id, timeout=1e10, listen=listen)
         assert job.state == "cancelled"
+
+
+def closed_port_dsn() -> str:
+    """A DSN to a local port nothing listens on: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/nowhere?connect_timeout=5"
+
+
+@pytest.mark.parametrize("where", ["refused", "not migrated"])
+async def test_each_waiter_raises_an_error_of_its_own(empty_dsn: str, where: str) -> None:
+    """The hub's error was one exception object in all its waiters: a note one caller added,
+    or a traceback it cleared, showed in the others. Each raises its own, the same error."""
+    waiter = pgqueue.PgQueue(closed_port_dsn() if where == "refused" else empty_dsn)
+    first, second = await asyncio.gather(
+        waiter.wait(1, timeout=10), waiter.wait(2, timeout=10), return_exceptions=True
+    )
+    assert isinstance(first, psycopg.Error) and isinstance(second, psycopg.Error)
+    first.add_note("seen by the first caller")
+    first.with_traceback(None)
+    assert first is not second and type(first) is type(second)
+    assert str(first) == str(second) and getattr(second, "__notes__", []) == []
+    assert second.__traceback__ is not None
+    assert (second.sqlstate, second.diag.message_primary) == (
+        first.sqlstate, first.diag.message_primary)  # fmt: skip
+    if where == "not migrated":
+        assert second.sqlstate == "42P01"  # undefined_table
+
+
+async def test_each_waiter_timed_out_by_a_read_has_a_cause_of_its_own(dsn: str, conn: Any) -> None:
+    """Two waiters whose read was stopped by a lock held on the history: their TimeoutErrors
+    had the one database error as their cause; each has its own, the same error."""
+    app = make_app(dsn)
+    ids = enqueue_adds(app, conn, 2)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_the_history, args=(dsn, locked, 3.0))
+    holder.start()
+    locked.wait(10)
+    waits = [waiter.wait(i, timeout=1, poll_interval=60) for i in ids]
+    first, second = await asyncio.gather(*waits, return_exceptions=True)
+    await asyncio.to_thread(holder.join, 20)
+    assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
+    assert isinstance(
+        first.__cause__, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+    )
+    assert first.__cause__ is not second.__cause__
+    assert type(first.__cause__) is type(second.__cause__)
+    assert str(first.__cause__) == str(second.__cause__)
+
+
+class GatedConnects:
+    """psycopg's async connect, counted, held at a gate until :attr:`open` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls, self.open = 0, asyncio.Event()
+        self.real = psycopg.AsyncConnection.connect.__func__  # type: ignore[attr-defined]
+        monkeypatch.setattr(psycopg.AsyncConnection, "connect", classmethod(self._connect))
+
+    async def _connect(self, cls: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        await self.open.wait()
+        return await self.real(cls, *args, **kwargs)
+
+    async def in_flight(self, count: int) -> None:
+        """Until ``count`` attempts have started."""
+        for _ in range(400):
+            if self.calls >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{self.calls} connect attempts, not {count}")
+
+
+async def joined_during_one_attempt(waiter: pgqueue.PgQueue, connects: GatedConnects) -> None:
+    """Ten waiters join while one connect attempt is in flight: each raises its error, and
+    that one attempt is the only one made."""
+    before = connects.calls
+    first = asyncio.create_task(waiter.wait(1, timeout=10, poll_interval=60))
+    await connects.in_flight(before + 1)
+    others = [asyncio.create_task(waiter.wait(i, timeout=10)) for i in range(2, 11)]
+    await asyncio.sleep(0.2)
+    connects.open.set()
+    raised = await asyncio.gather(first, *others, return_exceptions=True)
+    assert [type(e) for e in raised] == [psycopg.OperationalError] * 10
+    assert connects.calls == before + 1
+
+
+async def test_waiters_that_join_while_a_first_connect_is_tried_share_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database out of reach: waiters that come while the first of them connects do not
+    each try again (1,000 requests, 1,000 attempts); they share that attempt's error."""
+    await joined_during_one_attempt(pgqueue.PgQueue(closed_port_dsn()), GatedConnects(monkeypatch))
+
+
+async def test_waiters_that_join_while_the_lost_connection_is_tried_share_it(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared connection lost and the database out of reach: the first waiter to come has
+    it made again at once; those who come while it is tried share that one attempt, and the
+    waiter that had a connection waits on."""
+    async with an_outage(dsn, conn) as (waiter, _):
+        await joined_during_one_attempt(waiter, GatedConnects(monkeypatch))
+
+
+async def test_a_waiter_that_joins_a_connection_dead_but_not_noticed_waits_as_the_others(
+    dsn: str, conn: Any
+) -> None:
+    """A waiter that joins as the shared connection dies, before the hub has noticed, is one
+    that had a connection (its DSN worked): as the waiters already there, it waits through
+    the tries to make it again and raises TimeoutError at its timeout, not psycopg's error."""
+    app = make_app(dsn)
+    old_job, new_job = enqueue_adds(app, conn, 2)
+    async with Blackout(with_application(dsn, HUB)) as proxy:
+        waiter = pgqueue.PgQueue(proxy.dsn)
+        old = asyncio.create_task(waiter.wait(old_job, timeout=60, poll_interval=0.2))
+        await registered(dsn)
+        proxy.black_out()  # the hub learns of it once this task yields: the new waiter is first
+        new = asyncio.create_task(waiter.wait(new_job, timeout=1, poll_interval=0.2))
+        [hub] = _wait_hub._hubs.values()
+        with pytest.raises(TimeoutError) as raised:
+            await asyncio.wait_for(new, 10)
+        assert hub.failures >= 2  # it tried again, and again, while the new waiter waited
+        assert isinstance(raised.value.__cause__, psycopg.OperationalError)
+        assert not old.done()
+        old.cancel()
+        await asyncio.gather(old, return_exceptions=True)

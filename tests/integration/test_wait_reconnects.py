@@ -16,12 +16,14 @@ from tests.faults.proxy import ReplyCutter
 from tests.helpers import query, run_worker_until, states
 from tests.integration.test_ops_api import make_app, worker
 
-# The waiters' registration: pg_advisory_lock_shared(7403158, s) in LISTEN_FINISHED.
-WAITERS = "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7403158"
-END_WAITERS = (
-    "SELECT pg_terminate_backend(pid) FROM pg_locks"
-    " WHERE locktype = 'advisory' AND classid = 7403158"
+# The waiters' registration: pg_advisory_lock_shared(7403158, s) in LISTEN_FINISHED, in this
+# test's database (pg_locks shows the whole server's, where other test runs may wait too).
+_REGISTERED = (
+    " FROM pg_locks WHERE locktype = 'advisory' AND classid = 7403158"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
+WAITERS = "SELECT DISTINCT pid" + _REGISTERED
+END_WAITERS = "SELECT pg_terminate_backend(pid)" + _REGISTERED
 
 
 def end_waiter_sessions(dsn: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import pgqueue
-from pgqueue import JobContext
+from pgqueue import JobContext, _store
 from pgqueue._hooks import AppHooks, JobEvent, call_through
 from pgqueue._logging import JsonFormatter, configure_logging
 from pgqueue._ops import _UNITS, decode_json, parse_duration, parse_moment, prune
@@ -415,3 +415,10 @@ def test_a_stats_table_marks_estimated_counts() -> None:
         ["a", "1", "0", "2", "~1843000", "~12", "~0", "-", "0.5"],
         ["b", "1", "0", "2", "7", "0", "0", "3.0", "0.5"],
     ]
+
+
+@pytest.mark.parametrize("seconds", [0, 0.0004, 1e-9])
+def test_a_timeout_under_a_millisecond_is_one_not_none(seconds: float) -> None:
+    """A bound that rounded to 0 ms was PostgreSQL's "no timeout": it is 1 ms, the least."""
+    params = _store.timeouts_set_local(seconds, seconds).params
+    assert params == {"lock": "1", "run": "1", "local": True}
