@@ -9,6 +9,7 @@ import functools
 import inspect
 import json
 import logging
+import operator
 import os
 import random
 import signal
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from pgqueue._task import Task
 
 log = logging.getLogger("pgqueue.worker")
+_QUEUE = operator.itemgetter(1)  # of a claimed row
 _Held = TypeVar("_Held")
 
 Service = Callable[["Worker"], Awaitable[None]]
@@ -947,11 +949,9 @@ class Worker:
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot
         of that queue frees up, without waiting for a notification or the poll."""
-        got: dict[str, int] = {}
-        for row in rows:
-            got[row[1]] = got.get(row[1], 0) + 1
+        queues = list(map(_QUEUE, rows))  # counted in C, not by a Python loop over the jobs
         for queue, n in wanted.items():
-            if got.get(queue, 0) >= n:
+            if queues.count(queue) >= n:
                 self._backlog.add(queue)
             else:
                 self._backlog.discard(queue)
