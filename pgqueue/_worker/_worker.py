@@ -1092,9 +1092,11 @@ class Worker:
                     else:
                         self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started, running.found)
-            if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
-                # A thread ignoring its cancellation keeps its slot.
-                await self._executor.settle(job, ctx, started)
+            # A thread ignoring its cancellation keeps its slot; shutdown abandons threads.
+            if not self.stopping.is_set() and (
+                settling := self._executor.settling(job, ctx, started)
+            ):
+                await settling
         finally:
             self._free[job.queue] += 1
             self._slot_freed.set()
