@@ -88,7 +88,8 @@ class WorkerEvents:
                 extra={"action": "job_started", "job_id": job.id, "task": job.task,
                        "queue": job.queue, "attempt": job.attempt},
             )  # fmt: skip
-        _tell(self.start_listeners, (job,), "start", job.id)
+        if self.start_listeners:  # most workers have none: no call per job
+            _tell(self.start_listeners, (job,), "start", job.id)
         return time.monotonic()
 
     def job_left(self, job: ClaimedJob) -> None:

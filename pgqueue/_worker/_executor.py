@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import EllipsisType
@@ -320,20 +320,17 @@ class JobExecutor:
                 self._stragglers[(job.id, job.attempt)] = running
             raise
 
-    async def settle(self, job: ClaimedJob, ctx: JobContext, started: float) -> None:
-        """Wait until a thread task given up on has really returned (no-op for the rest);
-        one still running OVERRUN_GRACE seconds later is logged (``job_overran``).
+    def settling(
+        self, job: ClaimedJob, ctx: JobContext, started: float
+    ) -> Coroutine[Any, Any, None] | None:
+        """What waits until a thread task given up on has really returned, or ``None`` for the
+        rest (most jobs: no coroutine to make and await per job); one still running
+        OVERRUN_GRACE seconds later is logged (``job_overran``).
 
         What the thread returns or raises belongs to an attempt already over: it is dropped,
-        never raised here (a late SystemExit would end the worker's event loop)."""
+        never raised there (a late SystemExit would end the worker's event loop)."""
         running = self._stragglers.pop((job.id, job.attempt), None)
-        if running is not None:
-            ended = asyncio.wrap_future(running)
-            ended.add_done_callback(_dropped)
-            # Unlike awaiting it, asyncio.wait never raises what it holds.
-            if not (await asyncio.wait([ended], timeout=OVERRUN_GRACE))[0]:
-                overran(job, ctx.cancel_reason, time.monotonic() - started, "its thread")
-                await asyncio.wait([ended])
+        return None if running is None else _settle(running, job, ctx, started)
 
     async def _in_process(self, task: Task[Any, Any], job: ClaimedJob, ctx: JobContext) -> Any:
         # The process pool (and multiprocessing with it) is imported when a job first needs it:
@@ -412,6 +409,15 @@ def _being_cancelled() -> bool:
     """Whether the running asyncio task has been asked to cancel (and not uncancelled)."""
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
+
+
+async def _settle(running: Future[Any], job: ClaimedJob, ctx: JobContext, started: float) -> None:
+    ended = asyncio.wrap_future(running)
+    ended.add_done_callback(_dropped)
+    # Unlike awaiting it, asyncio.wait never raises what it holds.
+    if not (await asyncio.wait([ended], timeout=OVERRUN_GRACE))[0]:
+        overran(job, ctx.cancel_reason, time.monotonic() - started, "its thread")
+        await asyncio.wait([ended])
 
 
 def _dropped(future: asyncio.Future[Any]) -> None:

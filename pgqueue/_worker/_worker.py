@@ -9,6 +9,7 @@ import functools
 import inspect
 import json
 import logging
+import operator
 import os
 import random
 import signal
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from pgqueue._task import Task
 
 log = logging.getLogger("pgqueue.worker")
+_QUEUE = operator.itemgetter(1)  # of a claimed row
 _Held = TypeVar("_Held")
 
 Service = Callable[["Worker"], Awaitable[None]]
@@ -947,11 +949,9 @@ class Worker:
     def _note_backlog(self, rows: list[Any], wanted: dict[str, int]) -> None:
         """A queue whose claim came back full probably has more: claim it again when a slot
         of that queue frees up, without waiting for a notification or the poll."""
-        got: dict[str, int] = {}
-        for row in rows:
-            got[row[1]] = got.get(row[1], 0) + 1
+        queues = list(map(_QUEUE, rows))  # counted in C, not by a Python loop over the jobs
         for queue, n in wanted.items():
-            if got.get(queue, 0) >= n:
+            if queues.count(queue) >= n:
                 self._backlog.add(queue)
             else:
                 self._backlog.discard(queue)
@@ -1092,9 +1092,11 @@ class Worker:
                     else:
                         self._count(outcome.state)
                     self.events.job_finished(ctx, outcome, started, running.found)
-            if not self.stopping.is_set():  # shutdown abandons threads instead of waiting
-                # A thread ignoring its cancellation keeps its slot.
-                await self._executor.settle(job, ctx, started)
+            # A thread ignoring its cancellation keeps its slot; shutdown abandons threads.
+            if not self.stopping.is_set() and (
+                settling := self._executor.settling(job, ctx, started)
+            ):
+                await settling
         finally:
             self._free[job.queue] += 1
             self._slot_freed.set()

@@ -514,3 +514,17 @@ def test_only_a_claim_with_a_backlog_makes_claims_with_a_backlog_resume(dsn: str
     assert worker._resume_points(wanted, now + 0.5) == (points, {"cpu": 1.0})
     assert worker._resume_points(wanted, now + 1.5) == ({"io": points["io"]}, {})
     assert worker._resume_points(wanted, now + 6) == ({}, {})
+
+
+def test_a_queue_whose_claim_came_back_full_is_noted_as_backlogged(dsn: str) -> None:
+    """Per queue of a claim: one that got all it wanted is claimed again as a slot frees up;
+    one that got fewer (or none) leaves the backlog, whatever the other queues got."""
+    worker = t.app.worker(dsn=dsn, queues={"io": 4, "cpu": 4, "slow": 4})
+    worker._backlog = {"cpu", "slow"}
+    rows = [(1, "io", "x"), (2, "cpu", "x"), (3, "io", "x"), (4, "io", "x")]
+    worker._note_backlog(rows, {"io": 3, "cpu": 2, "slow": 1})
+    assert worker._backlog == {"io"}
+    worker._note_backlog(rows, {"io": 4, "cpu": 1})
+    assert worker._backlog == {"cpu"}  # io got 3 of 4
+    worker._note_backlog(rows, {"io": 3, "cpu": 1})
+    assert worker._backlog == {"io", "cpu"}

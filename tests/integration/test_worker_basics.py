@@ -521,7 +521,11 @@ async def test_settle_never_raises_what_an_abandoned_thread_raised(dsn: str) -> 
         abandoned.set_exception(error)
         executor._stragglers[1, 1] = abandoned
         job = claimed(t.sync_pid.name)
-        await executor.settle(job, job.context(), time.monotonic())
+        settling = executor.settling(job, job.context(), time.monotonic())
+        assert settling is not None
+        await settling
+    # Settled once: the worker waits for no thread of that attempt again.
+    assert executor.settling(job, job.context(), time.monotonic()) is None
 
 
 async def test_run_removes_the_signal_handlers_it_installed(dsn: str) -> None:
