@@ -19,6 +19,12 @@ def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     return _ops.get_job(conn, job_id)
 
 
+def read_job(conn: SyncConnection, job_id: int) -> Job | None:
+    """:func:`get_job` of a job just enqueued or running here: its schema is not checked
+    (see :func:`pgqueue._ops.read_job`)."""
+    return _ops.read_job(conn, job_id)
+
+
 def retry_jobs(conn: SyncConnection, ids: Sequence[int]) -> list[int]:
     """Queue failed or cancelled jobs again (same ids, fresh attempts); returns those ids, in
     id order (the order they are locked in, as by ``pgqueue jobs retry --failed``)."""

@@ -81,9 +81,17 @@ def _dates_readable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
+    return read_job(conn, job_id, check_schema=True)
+
+
+def read_job(conn: SyncConnection, job_id: int, check_schema: bool = False) -> Job | None:
+    """:func:`get_job`, the schema's revision checked only with ``check_schema``: not for a
+    job this process has just enqueued (an enqueue checks none) or runs (its worker checked
+    at its start), on a connection that may be new for each."""
     query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
-        require_schema_once(cur)
+        if check_schema:
+            require_schema_once(cur)
         _dates_readable(cur.connection)
         row = _store.run(cur, query)
     return Job(*row) if row else None
