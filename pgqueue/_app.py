@@ -27,6 +27,7 @@ from pgqueue._periodic import DEFAULT_CATCH_UP, Periodic
 from pgqueue._periodic import decorator as _periodic_decorator
 from pgqueue._retention import retention_ages
 from pgqueue._retry import RetryPolicy, check_delay
+from pgqueue._schema import arequire_schema_once, require_schema_once
 from pgqueue._task import Task
 
 if TYPE_CHECKING:
@@ -237,6 +238,7 @@ class PgQueue:
         """
         job_id = check_job_id(job_id)
         with sync_cursor(conn) as cur:
+            require_schema_once(cur)  # once per connection: a call per request adds no read
             # A claim committing during the statement hides the row from both of its branches;
             # the second statement sees it running (under READ COMMITTED, the default).
             return _store.run(cur, _store.jobs_cancel(job_id)) or _store.run(
@@ -247,6 +249,7 @@ class PgQueue:
         """Async twin of :meth:`cancel`."""
         job_id = check_job_id(job_id)
         async with async_cursor(conn) as cur:
+            await arequire_schema_once(cur)
             return await _store.arun(cur, _store.jobs_cancel(job_id)) or await _store.arun(
                 cur, _store.jobs_cancel(job_id)
             )

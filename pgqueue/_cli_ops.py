@@ -468,12 +468,13 @@ def _in_batches(
     connection and say how many jobs they changed, so far on stderr after each batch (a prune
     of millions said nothing for minutes); a first Ctrl-C stops after the batch running, a
     second cancels it (rolled back); on an error, say what stays done."""
-    done, outcome, stop = 0, "interrupted", _StopAfterBatch()
+    progress = _Progress()
+    done, outcome, stop = 0, "interrupted", _StopAfterBatch(progress)
     try:
         with _connect(state, autocommit=True) as conn, stop(conn):
             for count in batches(conn):
                 done += count
-                _progress(f"{words.done} {_jobs(done, words.kind)} so far")
+                progress.say(f"{words.done} {_jobs(done, words.kind)} so far")
                 if stop.asked:
                     break
             else:
@@ -482,13 +483,13 @@ def _in_batches(
         outcome = "broken"
     except Exception as exc:  # what is committed, then (friendly_errors) what went wrong
         if not (stop.cancelled and isinstance(exc, psycopg.errors.QueryCanceled)):
-            _progress_end()
+            progress.end()
             if done:  # none: the error alone (a missing schema, an unreachable database)
                 _alert(f"{words.done} {_jobs(done, words.kind)} (they stay {words.done});"
                    f" {words.again}", "batches_stopped")  # fmt: skip
             raise
         outcome = "abandoned"
-    _progress_end()
+    progress.end()
     click.echo(f"{words.done} {_jobs(done, words.kind)}")
     if outcome != "done":
         _alert(_STOPPED[outcome].format(done=words.done, again=words.again), "batches_stopped")
@@ -510,9 +511,10 @@ class _StopAfterBatch:
     is counted, not said rolled back; a third raises ``KeyboardInterrupt`` as usual (the
     cancel went unanswered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: _Progress) -> None:
         self.asked = self.cancelled = False
         self.previous: Any = None
+        self.progress = progress
 
     def __call__(self, conn: psycopg.Connection[Any]) -> _StopAfterBatch:
         self.conn = conn
@@ -541,23 +543,13 @@ class _StopAfterBatch:
                 self.conn.cancel_safe()
             return
         self.asked = True
-        _progress_end()
+        self.progress.end()
         _alert("stopping after the batch running (Ctrl-C again to abandon it)", "batches_stopping")
 
 
 def _jobs(count: int, kind: str) -> str:
     """``"1 failed job"``, ``"2 failed jobs"``: it said "requeued 1 failed jobs"."""
     return f"{count} {kind} job{'' if count == 1 else 's'}"
-
-
-def _progress(text: str) -> None:
-    """``text`` on stderr: on a terminal over the line before, else a line of its own (with
-    JSON logs, a record: a terminal's progress line is no log, a pipe's line is)."""
-    if sys.stderr.isatty():
-        click.echo(f"\r{text}\x1b[K", err=True, nl=False)
-        _PROGRESS["open"] = True
-    else:
-        _note(text, "batch_committed")
 
 
 def _note(text: str, action: str) -> None:
@@ -577,13 +569,44 @@ def _alert(text: str, action: str) -> None:
         click.echo(text, err=True)
 
 
-def _progress_end() -> None:
-    """End a terminal's progress line, if one is open."""
-    if _PROGRESS.pop("open", False):
-        click.echo("", err=True)
+PROGRESS_EVERY = 5.0  # seconds between progress lines on a pipe (one per batch: 10,000 lines)
 
 
-_PROGRESS: dict[str, bool] = {}
+class _Progress:
+    """How many jobs so far, on stderr: on a terminal one line rewritten in place after each
+    batch; on a pipe (a log) a line of its own (with JSON logs, a record: a terminal's progress
+    line is no log, a pipe's line is), the first at once, then at most one every
+    :data:`PROGRESS_EVERY` seconds, the count held back said by :meth:`end`, so the last line
+    is the exact total."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.open = False  # a terminal's line, to end
+        self.said_at: float | None = None
+        self.held: str | None = None  # the count not said yet on a pipe
+
+    def say(self, text: str) -> None:
+        """Say ``text``, or on a pipe hold it back if a line was said less than
+        :data:`PROGRESS_EVERY` seconds ago."""
+        if sys.stderr.isatty():
+            click.echo(f"\r{text}\x1b[K", err=True, nl=False)
+            self.open = True
+            return
+        now = self.clock()
+        if self.said_at is not None and now - self.said_at < PROGRESS_EVERY:
+            self.held = text
+            return
+        self.said_at, self.held = now, None
+        _note(text, "batch_committed")
+
+    def end(self) -> None:
+        """End a terminal's line, or say the count held back, before anything else is said."""
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+        if self.held is not None:
+            _note(self.held, "batch_committed")
+            self.held = None
 
 
 @jobs.command("cancel", cls=JobIdCommand)

@@ -81,8 +81,17 @@ def _dates_readable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 def get_job(conn: SyncConnection, job_id: int) -> Job | None:
     """The job ``job_id``, or ``None`` when there is none (never enqueued, or pruned)."""
+    return read_job(conn, job_id, check_schema=True)
+
+
+def read_job(conn: SyncConnection, job_id: int, check_schema: bool = False) -> Job | None:
+    """:func:`get_job`, the schema's revision checked only with ``check_schema``: not for a
+    job this process has just enqueued (an enqueue checks none) or runs (its worker checked
+    at its start), on a connection that may be new for each."""
     query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
+        if check_schema:
+            require_schema_once(cur)
         _dates_readable(cur.connection)
         row = _store.run(cur, query)
     return Job(*row) if row else None
@@ -92,6 +101,7 @@ async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
     query = _store.jobs_read(check_job_id(job_id))
     async with async_cursor(conn) as cur:
+        await arequire_schema_once(cur)
         _dates_readable(cur.connection)
         with _decodable(f"job {job_id}"):
             row = await _store.arun(cur, query)
@@ -116,6 +126,7 @@ def list_jobs(
     if limit is not None:  # None: no limit
         check_count(limit, "limit", 0, BIGINT_MAX)
     with sync_cursor(conn) as cur, _decodable("a job listed"):
+        require_schema_once(cur)
         _dates_readable(cur.connection)
         rows = _store.run(cur, _store.jobs_list(state, queue, task, limit))
     return [Job(*row) for row in rows]
@@ -202,6 +213,7 @@ def count_retryable(conn: SyncConnection, task: str | None = None) -> int:
     if task is not None:
         check_task_name(task)
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         return _store.run(cur, _store.jobs_retry_failed_count(task))
 
 
@@ -253,6 +265,7 @@ def queue_stats(
     50,000 at most, they are counted exactly up to that many, never estimated below it."""
     check_count(sample_pages, "sample_pages", 1)
     with sync_cursor(conn) as cur:
+        require_schema_once(cur)
         if exact:
             return [QueueStats(*row) for row in _store.run(cur, _store.queues_stats())]
         pages = _store.run(cur, _store.jobs_finished_pages())
@@ -265,8 +278,14 @@ def live_workers(conn: SyncConnection, name: str | None = None) -> list[WorkerIn
     if name is not None:
         check_task_name(name, "worker name")
     with sync_cursor(conn) as cur:
-        _dates_readable(cur.connection)
-        return [WorkerInfo(*row) for row in _store.run(cur, _store.workers_list(name))]
+        require_schema_once(cur)
+        return _live_workers(cur, name)
+
+
+def _live_workers(cur: psycopg.Cursor[Any], name: str | None) -> list[WorkerInfo]:
+    """:func:`live_workers` read on ``cur``, its schema known to be one this code runs on."""
+    _dates_readable(cur.connection)
+    return [WorkerInfo(*row) for row in _store.run(cur, _store.workers_list(name))]
 
 
 def prune(
@@ -313,8 +332,10 @@ def prune_batches(
 def count_prunable(conn: SyncConnection, ages: Mapping[str, float]) -> dict[str, int]:
     """How many finished jobs :func:`prune_by_state` with ``ages`` would delete now, per
     state; deletes nothing (``pgqueue prune --dry-run``)."""
+    ages = _checked_ages(ages)
     with sync_cursor(conn) as cur:
-        return _store.run(cur, _store.jobs_prune_count(_checked_ages(ages)))
+        require_schema_once(cur)
+        return _store.run(cur, _store.jobs_prune_count(ages))
 
 
 def _checked_ages(ages: Mapping[str, float]) -> dict[str, float]:
@@ -352,9 +373,11 @@ def _health_problem(conn: psycopg.Connection[Any], worker: str | None) -> str | 
     problem = schema_problem(*schema_state(conn))
     if problem or worker is None:
         return problem
-    if not live_workers(conn, worker):
-        return f"worker {worker!r} has not sent a heartbeat recently (or is not running)"
-    return None
+    check_task_name(worker, "worker name")
+    with conn.cursor() as cur:  # the schema was read just now: not read again
+        if _live_workers(cur, worker):
+            return None
+    return f"worker {worker!r} has not sent a heartbeat recently (or is not running)"
 
 
 def as_dict(item: Any) -> dict[str, Any]:

@@ -1223,3 +1223,51 @@ def test_notes_on_stderr_are_json_records_with_json_logs(dsn: str) -> None:
         ("batch_committed", "info", "requeued 1 failed job so far"),
         ("batch_committed", "info", "requeued 2 failed jobs so far"),
     ])  # fmt: skip
+
+
+def _throttled(dsn: str, every: float, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI run as :func:`pgqueue` runs it, with progress lines on a pipe at most one
+    every ``every`` seconds (a run of a few seconds then shows how they are held back, with
+    no test waiting for them)."""
+    code = (f"import pgqueue._cli as c, pgqueue._cli_ops as o; o.PROGRESS_EVERY = {every!r};"
+            " c.main()")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--dsn", dsn, *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_progress_on_a_pipe_is_the_first_batch_then_the_total(dsn: str) -> None:
+    """On a pipe, prune and `jobs retry --failed` wrote a progress line per batch (10,000 lines
+    for a prune of 10 million jobs). They say the first batch at once, then at most a line
+    every PROGRESS_EVERY seconds, and last the exact total: within an interval, two lines."""
+    _failed_jobs(dsn, 60)
+    done = _throttled(dsn, 3600, "jobs", "retry", "--failed", "--batch-size", "1")
+    assert (done.stdout, done.stderr) == (
+        "requeued 60 failed jobs\n",
+        "requeued 1 failed job so far\nrequeued 60 failed jobs so far\n",
+    )
+    assert states(dsn) == {"queued": 60}
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(), now() - interval '30 days'"
+               " FROM generate_series(100, 5599) AS n")  # fmt: skip
+    pruned = _throttled(dsn, 3600, "--log-format", "json", "prune", "--older-than", "7d")
+    assert (pruned.stdout, _records(pruned.stderr)) == ("deleted 5500 finished jobs\n", [
+        ("batch_committed", "info", "deleted 1000 finished jobs so far"),
+        ("batch_committed", "info", "deleted 5500 finished jobs so far"),
+    ])  # fmt: skip
+
+
+def test_progress_on_a_pipe_every_batch_when_the_interval_has_passed(dsn: str) -> None:
+    """With the interval passed at each batch (here 0 s), a pipe sees each batch's line, and
+    the total once: the throttle holds lines back, it neither drops nor repeats the last."""
+    _failed_jobs(dsn, 5)
+    done = _throttled(dsn, 0, "jobs", "retry", "--failed", "--batch-size", "2")
+    assert (done.stdout, done.stderr.splitlines()) == ("requeued 5 failed jobs\n", [
+        "requeued 2 failed jobs so far",
+        "requeued 4 failed jobs so far",
+        "requeued 5 failed jobs so far",
+    ])  # fmt: skip

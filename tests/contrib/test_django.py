@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -385,6 +386,26 @@ def test_manage_py_pgqueue_ignores_pgqueue_dsn_and_app_left_in_the_environment(
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[: len(warnings)] == warnings
     assert query(django_db, "SELECT state FROM pgqueue.jobs") == [("succeeded",)]
+
+
+def test_manage_py_pgqueue_says_a_variable_ignored_as_a_json_record_with_json_logs(
+    django_db: str,
+) -> None:
+    """With --log-format json, the warnings that PGQUEUE_APP and PGQUEUE_DSN are ignored
+    were lines of text in the JSON stream, which a log pipeline could not read. Each is a
+    WARNING record with the action env_ignored and the variable it names."""
+    variables = {"PGQUEUE_DSN": NOWHERE, "PGQUEUE_APP": "nowhere:app"}
+    done = subprocess.run(
+        [sys.executable, MANAGE, "pgqueue", "--log-format", "json", "migrate", "--check"],
+        env={**subprocess_env(django_db), **variables}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "pgqueue schema is up to date\n"), done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(r["level"], r["action"], r["variable"], r["message"]) for r in records] == [
+        ("warning", "env_ignored", "PGQUEUE_APP", IGNORED_APP.removeprefix("Warning: ")),
+        ("warning", "env_ignored", "PGQUEUE_DSN", IGNORED_DSN.removeprefix("Warning: ")),
+    ]
 
 
 @pytest.mark.parametrize(("port", "end"), [("spelled", ""), ("left out", ""), ("spelled", "\n")])

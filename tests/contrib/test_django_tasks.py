@@ -1050,3 +1050,35 @@ async def test_persistent_connections_the_server_dropped_lose_no_start_and_no_si
     signalled = [(r.id, str(r.status)) for r in finished]
     assert signalled == [(first.id, "SUCCESSFUL"), (second[0].id, "SUCCESSFUL")]
     assert states(django_db) == {"succeeded": 2}
+
+
+async def test_a_django_tasks_job_reads_no_schema_revision_to_enqueue_or_start(
+    shop, django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend reads each job back after enqueueing it, and the worker reads it again as
+    it starts (task_started), on Django's connection, new for each request and each job: a
+    schema check there added a statement to every enqueue and every job. The enqueue reads no
+    revision, as app.enqueue does not, and the worker reads it once, as it starts."""
+    from asgiref.sync import sync_to_async
+
+    from pgqueue import _store
+
+    ran: list[str] = []
+    run, arun = _store.run, _store.arun
+
+    def counted(cur: Any, statement: Any) -> Any:
+        ran.append(statement.sql)
+        return run(cur, statement)
+
+    async def acounted(cur: Any, statement: Any) -> Any:
+        ran.append(statement.sql)
+        return await arun(cur, statement)
+
+    monkeypatch.setattr(_store, "run", counted)
+    monkeypatch.setattr(_store, "arun", acounted)
+    revision = _store.schema_revision_get().sql
+    for value in (1, 2):
+        await sync_to_async(shop.add.enqueue)(value, 1)
+    assert revision not in ran
+    await _run_all(django_db, 2)
+    assert ran.count(revision) == 1

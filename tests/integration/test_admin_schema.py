@@ -1,10 +1,11 @@
-"""The writing functions of ``pgqueue.admin`` check the schema's revision, once per connection,
-inside the caller's transaction, as the CLI's commands and workers do."""
+"""The functions of ``pgqueue.admin``, ``app.cancel`` and ``app.get_job`` check the schema's
+revision, once per connection, inside the caller's transaction, as the CLI's commands and
+workers do."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -13,7 +14,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 import pgqueue
-from pgqueue import admin
+from pgqueue import _manage, _store, admin
 from pgqueue._schema import SCHEMA_REVISION
 from tests.helpers import query, states
 from tests.integration.test_ops_api import _finished_jobs_of_ages
@@ -27,6 +28,20 @@ WRITES: dict[str, Callable[[psycopg.Connection[Any]], object]] = {
     "prune": lambda conn: admin.prune(conn, 0),
 }
 
+APP = pgqueue.PgQueue()
+READS: dict[str, Callable[[psycopg.Connection[Any]], object]] = {
+    "get_job": lambda conn: admin.get_job(conn, 1),
+    "list_jobs": admin.list_jobs,
+    "queue_stats": admin.queue_stats,
+    "queue_stats_sampled": lambda conn: admin.queue_stats(conn, exact=False),
+    "live_workers": admin.live_workers,
+    "count_prunable": lambda conn: admin.count_prunable(conn, {"failed": 0}),
+    "count_retryable": admin.count_retryable,
+    "app.get_job": lambda conn: APP.get_job(conn, 1),
+    "app.cancel": lambda conn: APP.cancel(conn, 1),
+    "django_admin_retry": lambda conn: _manage.retry_jobs(conn, [103]),
+}
+
 
 def _at_0009(dsn: str) -> None:
     """A queued job 1 and the finished jobs 101-104, in a database whose revision says 0009."""
@@ -35,14 +50,16 @@ def _at_0009(dsn: str) -> None:
     query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
 
 
-@pytest.mark.parametrize("call", WRITES.values(), ids=WRITES.keys())
-def test_a_write_on_an_older_schema_says_to_migrate_and_leaves_the_transaction_usable(
+@pytest.mark.parametrize("call", [*WRITES.values(), *READS.values()], ids=[*WRITES, *READS])
+def test_a_call_on_an_older_schema_says_to_migrate_and_leaves_the_transaction_usable(
     dsn: str, conn: psycopg.Connection[Any], call: Callable[[psycopg.Connection[Any]], object]
 ) -> None:
-    """On a schema a revision behind, each writing admin function raises SchemaError naming
-    the revision found, the one needed and `pgqueue migrate`, and writes nothing; they
-    requeued, cancelled and deleted without a word. The caller's transaction, which had
-    written already, is left usable, its write kept."""
+    """On a schema a revision behind, each admin function raises SchemaError naming the
+    revision found, the one needed and `pgqueue migrate`, and reads or writes nothing: the
+    writing ones requeued, cancelled and deleted without a word; the reading ones,
+    app.cancel and the Django admin's retry (their own SQL) answered as if the schema were
+    current. The caller's transaction, which had written already, is left usable, its write
+    kept."""
     _at_0009(dsn)
     pgqueue.PgQueue(dsn).using("t").enqueue(conn)
     with pytest.raises(pgqueue.SchemaError) as raised:
@@ -168,3 +185,75 @@ async def test_an_async_connection_the_server_ended_raises_the_servers_error(dsn
         _terminate(dsn, conn)
         with pytest.raises(psycopg.errors.AdminShutdown, match="administrator command"):
             await admin.acancel_job(conn, 1)
+
+
+AREADS: dict[str, Callable[[psycopg.AsyncConnection[Any]], Awaitable[object]]] = {
+    "aget_job": lambda aconn: admin.aget_job(aconn, 1),
+    "app.aget_job": lambda aconn: APP.aget_job(aconn, 1),
+    "app.acancel": lambda aconn: APP.acancel(aconn, 1),
+}
+
+
+@pytest.mark.parametrize("call", AREADS.values(), ids=AREADS.keys())
+async def test_an_async_read_or_app_acancel_on_an_older_schema_says_to_migrate(
+    dsn: str,
+    aconn: psycopg.AsyncConnection[Any],
+    call: Callable[[psycopg.AsyncConnection[Any]], Awaitable[object]],
+) -> None:
+    """The async twins check as the sync ones do, keeping the caller's transaction."""
+    _at_0009(dsn)
+    await pgqueue.PgQueue(dsn).using("t").aenqueue(aconn)
+    with pytest.raises(pgqueue.SchemaError) as raised:
+        await call(aconn)
+    assert str(raised.value) == OLDER
+    await aconn.commit()
+    assert states(dsn) == {"queued": 2, "succeeded": 2, "failed": 1, "cancelled": 1}
+
+
+def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements pgqueue's store runs from now on, sync and async, in order."""
+    ran: list[str] = []
+    run, arun = _store.run, _store.arun
+
+    def counted(cur: Any, query: _store.Query[Any]) -> Any:
+        ran.append(query.sql)
+        return run(cur, query)
+
+    async def acounted(cur: Any, query: _store.Query[Any]) -> Any:
+        ran.append(query.sql)
+        return await arun(cur, query)
+
+    monkeypatch.setattr(_store, "run", counted)
+    monkeypatch.setattr(_store, "arun", acounted)
+    return ran
+
+
+def test_app_cancel_checks_once_per_connection_and_adds_no_statement_after(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.cancel may run per request: its first call on a connection reads the revision,
+    the next ones run their cancel alone, even past a revision changed since."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 2)")
+    ran = _statements(monkeypatch)
+    assert APP.cancel(conn, 1) == "cancelled"
+    cancel = _store.jobs_cancel(2).sql
+    assert len(ran) == 2 and ran[-1] == cancel
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    ran.clear()
+    assert APP.cancel(conn, 2) == "cancelled"
+    assert ran == [cancel]
+
+
+async def test_app_acancel_checks_once_per_connection_and_adds_no_statement_after(
+    dsn: str, aconn: psycopg.AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async twin of the test above."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 2)")
+    ran = _statements(monkeypatch)
+    assert await APP.acancel(aconn, 1) == "cancelled"
+    cancel = _store.jobs_cancel(2).sql
+    assert len(ran) == 2 and ran[-1] == cancel
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    ran.clear()
+    assert await APP.acancel(aconn, 2) == "cancelled"
+    assert ran == [cancel]

@@ -22,7 +22,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 
 from pgqueue._hooks import JobEvent
-from pgqueue._manage import get_job
+from pgqueue._manage import read_job
 from pgqueue._worker import current_job
 from pgqueue.contrib.django import _compat as dt
 from pgqueue.contrib.django import _conf
@@ -62,7 +62,7 @@ def _started(name: str) -> Any:
     _conf.release_connections()
     try:
         task = _tasks[name]
-        job = _read(lambda: get_job(_conf.connection(), current_job().id))
+        job = _read(lambda: read_job(_conf.connection(), current_job().id))
         assert job is not None
         result = task_result(task, job, task.backend)
         dt.task_started.send(type(task.get_backend()), task_result=result)
@@ -109,7 +109,7 @@ def send_finished(event: JobEvent) -> None:
     _conf.release_connections()
     try:
         try:
-            result = _read(lambda: task.get_backend().get_result(str(event.job.id)))
+            result = _read(lambda: task.get_backend()._read_result(str(event.job.id)))
         except dt.TaskResultDoesNotExist:
             return
         if result.status in (dt.TaskResultStatus.SUCCESSFUL, dt.TaskResultStatus.FAILED):

@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-from pgqueue._manage import get_job
+from pgqueue._manage import get_job, read_job
 from pgqueue._options import MAX_ATTEMPTS_LIMIT, check_job_id
 from pgqueue.contrib.django import _compat as dt
 from pgqueue.contrib.django import _conf, _registry
@@ -138,15 +138,22 @@ class PgQueueBackend(dt.BaseTaskBackend):  # type: ignore[misc]
         return run_after
 
     def _result(self, task: Any, connection: Any, job_id: int) -> Any:
-        job = get_job(connection, job_id)
+        job = read_job(connection, job_id)  # just enqueued: no schema check (enqueue has none)
         if job is None:
             raise dt.TaskResultDoesNotExist(str(job_id))
         return task_result(task, job, self.alias)
 
     def get_result(self, result_id: str) -> Any:
         """The result of job ``result_id``, read from the database (works in any process)."""
+        return self._read_result(result_id, check_schema=True)
+
+    def _read_result(self, result_id: str, check_schema: bool = False) -> Any:
+        """:meth:`get_result`, the schema's revision checked only with ``check_schema``: not
+        by the worker sending task_finished (it checked at its start), on a connection that
+        is new for each job."""
         job_id = _job_id(result_id)
-        job = None if job_id is None else get_job(self._connection(), job_id)
+        read = get_job if check_schema else read_job
+        job = None if job_id is None else read(self._connection(), job_id)
         task = _registry.django_task(job.task) if job is not None else None
         if job is None or task is None:
             raise dt.TaskResultDoesNotExist(result_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import logging
 import os
 import sys
 from typing import Any
@@ -23,7 +24,10 @@ from psycopg.conninfo import conninfo_to_dict
 from pgqueue._cli import State, cli
 from pgqueue._connections import normalize_dsn, strip_dsn
 from pgqueue._errors import first_line
+from pgqueue._logging import json_logging
 from pgqueue.contrib.django import _conf
+
+log = logging.getLogger("pgqueue.cli")
 
 APP_PATH = "pgqueue.contrib.django:app"
 APP_DOTTED = "pgqueue.contrib.django.app"
@@ -84,33 +88,43 @@ class DjangoState(State):
 
 
 def _options(**options: Any) -> None:
-    """The group's callback: pgqueue's (logging), with a DjangoState."""
+    """The group's callback: pgqueue's (logging), with a DjangoState; then the variables
+    ignored are said, as --log-format asks (it is set up only now)."""
     cli.callback(**options)  # type: ignore[misc]
-    click.get_current_context().obj = DjangoState(options["app_path"], options["dsn"])
+    ctx = click.get_current_context()
+    ctx.obj = DjangoState(options["app_path"], options["dsn"])
+    for variable, text in ctx.meta.pop(_IGNORED, []):
+        if json_logging():
+            log.warning("%s", text, extra={"action": "env_ignored", "variable": variable})
+        else:
+            click.echo(f"Warning: {text}", err=True)
 
 
 def _warn_if_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Say in one line that a PGQUEUE_DSN or PGQUEUE_APP the plain CLI would have used is
-    ignored, unless it names what Django's settings give (an explicit option wins over
-    both: nothing to say then)."""
+    """Keep, for the group's callback to say, that a PGQUEUE_DSN or PGQUEUE_APP the plain CLI
+    would have used is ignored, unless it names what Django's settings give (an explicit
+    option wins over both: nothing to say then)."""
     name = param.name or ""
     given = os.environ.get(_ENV[name])
     if given and ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+        ignored = ctx.meta.setdefault(_IGNORED, [])
         if name == "dsn" and not _same_dsn(given):
-            click.echo(
-                f"Warning: PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
+            ignored.append(("PGQUEUE_DSN",
+                f"PGQUEUE_DSN is ignored: manage.py pgqueue uses Django's database"
                 f' (PGQUEUE["DSN"], else DATABASES["{_conf.database_alias()}"]); pass --dsn'
                 " DSN to use another",
-                err=True,
-            )
+            ))  # fmt: skip
         if name == "app_path" and not _same_app(given):
-            click.echo(
-                "Warning: PGQUEUE_APP is ignored: manage.py pgqueue runs Django's app"
+            ignored.append(("PGQUEUE_APP",
+                "PGQUEUE_APP is ignored: manage.py pgqueue runs Django's app"
                 ' (PGQUEUE["APP"], else pgqueue.contrib.django.app); pass --app MODULE:ATTR'
                 " to use another",
-                err=True,
-            )
+            ))  # fmt: skip
     return value
+
+
+# Where _warn_if_ignored keeps, in the group's context, the variables it found ignored.
+_IGNORED = "pgqueue.django.ignored"
 
 
 def _same_dsn(given: str) -> bool:
