@@ -130,12 +130,9 @@ def sweep_dead(path: str, unremovable: set[int]) -> None:
     (killed): the live modes would otherwise add their last values for ever. A file that
     cannot be removed is logged once (its pid added to ``unremovable``) and left. Skipped
     while another process holds the directory's lock (the next pass sweeps)."""
-    try:
-        with _locked(path, wait=False) as held:
-            if held:
-                _sweep(path, unremovable)
-    except OSError:
-        pass  # the directory removed, or not ours to write in: nothing can be removed there
+    with _locked(path, wait=False) as held:
+        if held:
+            _sweep(path, unremovable)
 
 
 def _sweep(path: str, unremovable: set[int]) -> None:
@@ -164,17 +161,34 @@ def _locked(path: str, wait: bool) -> Iterator[bool]:
     """Hold the lock of directory ``path``: a sweep holds it from listing the markers to
     removing the files, a worker's start from marking its pid to making its files, so that a
     sweep cannot remove the new files of a worker given a dead worker's pid. Yields False if
-    ``wait`` is False and another process holds it."""
-    fd = os.open(os.path.join(path, "pgqueue_sweep.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    ``wait`` is False and another process holds it; True also if it cannot be had at all (a
+    lock file that cannot be opened, a file system without locks): the caller goes on without
+    it, as before the lock was taken."""
+    fd = _lock_file(path)
+    if fd is None:
+        yield True
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
+        except OSError:  # no locks here (NFS without its lock daemon, say)
+            pass
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock_file(path: str) -> int | None:
+    """The directory's lock file, open for writing (NFS takes an exclusive lock on no other),
+    or for reading if it may not be written (another user's); None if it cannot be opened."""
+    name = os.path.join(path, "pgqueue_sweep.lock")
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        with contextlib.suppress(OSError):  # O_NONBLOCK: a named pipe there opens at once
+            return os.open(name, flags | os.O_NONBLOCK, 0o644)
+    return None
 
 
 def _claim(path: str, pid: int, started: int) -> None:

@@ -408,3 +408,60 @@ def test_a_bad_file_is_not_read_again_at_each_scrape(
     os.utime(bad, ns=(0, 10**9))  # written since: read again
     directory.collect()
     assert "counter_2.db" in read[1:]
+
+
+A_DEAD_PROCESS = """
+import errno, fcntl, json, os, subprocess, sys, threading
+from pathlib import Path
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+import pgqueue
+from pgqueue import _metrics
+
+path = sys.argv[1]
+ended = subprocess.Popen(["true"])
+ended.wait()
+dead = MmapedDict(f"{path}/gauge_livesum_{ended.pid}.db")  # a killed process's live gauge
+dead.write_value(mmap_key("pgqueue_jobs_running", "pgqueue_jobs_running", [], [], "r"), 5.0, 0)
+dead.close()
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+left = lambda: sorted(f.name for f in Path(path).glob(f"*_{ended.pid}.db"))
+"""
+
+NO_LOCK_FILE = """
+os.mkdir(Path(path, "pgqueue_sweep.lock"))  # no lock file can be opened
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps(left()))
+"""
+
+
+def test_a_worker_starts_and_sweeps_where_no_lock_file_can_be_opened(tmp_path: Path) -> None:
+    """A lock file that cannot be opened (another user's, readable by none; a directory of
+    that name) refused the worker's start as "cannot write in PROMETHEUS_MULTIPROC_DIR", where
+    it started before the lock, and skipped every sweep silently: a killed worker's live gauges
+    counted for ever. The start and the sweep go on without the lock, as before it."""
+    assert run_script(A_DEAD_PROCESS + NO_LOCK_FILE, tmp_path) == []
+
+
+NFS = """
+real, taken = fcntl.flock, []
+
+def nfs(fd, op):  # NFS locks as fcntl's byte ranges: an exclusive one needs a file open to write
+    if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    real(fd, op)
+    taken.append(threading.current_thread().name)
+
+fcntl.flock = nfs
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps([taken, left()]))
+"""
+
+
+def test_the_directorys_lock_is_taken_on_nfs(tmp_path: Path) -> None:
+    """NFS takes an exclusive flock() only on a file open for writing (flock(2)): the lock
+    file, opened for reading, failed with EBADF, which refused every worker's start and skipped
+    every sweep. It is opened for writing (for reading only if it may not be written: another
+    user's), and both take it."""
+    assert run_script(A_DEAD_PROCESS + NFS, tmp_path) == [["MainThread", "MainThread"], []]
