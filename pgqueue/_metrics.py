@@ -22,6 +22,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,9 @@ UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app doe
 # 2-minute attempt from an hour's (nor, past the top bound, one of two hours from five).
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
                    900, 3600, 7200, 21600)  # fmt: skip
+# Seconds a sweep or a worker's start waits for the directory's lock, then goes on without it:
+# either holds it for a moment, so a holder that keeps it is stuck (stopped as it held it).
+LOCK_WAIT = 5.0
 
 
 def _prometheus() -> Any:
@@ -128,11 +132,10 @@ def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
 def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
-    cannot be removed is logged once (its pid added to ``unremovable``) and left. Skipped
-    while another process holds the directory's lock (the next pass sweeps)."""
-    with _locked(path, wait=False) as held:
-        if held:
-            _sweep(path, unremovable)
+    cannot be removed is logged once (its pid added to ``unremovable``) and left. Waits its
+    turn for the directory's lock (up to ``LOCK_WAIT`` seconds)."""
+    with _locked(path, LOCK_WAIT):
+        _sweep(path, unremovable)
 
 
 def _sweep(path: str, unremovable: set[int]) -> None:
@@ -157,28 +160,34 @@ def _sweep(path: str, unremovable: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: str, wait: bool) -> Iterator[bool]:
+def _locked(path: str, wait: float) -> Iterator[None]:
     """Hold the lock of directory ``path``: a sweep holds it from listing the markers to
     removing the files, a worker's start from marking its pid to making its files, so that a
-    sweep cannot remove the new files of a worker given a dead worker's pid. Yields False if
-    ``wait`` is False and another process holds it; True also if it cannot be had at all (a
-    lock file that cannot be opened, a file system without locks): the caller goes on without
-    it, as before the lock was taken."""
+    sweep cannot remove the new files of a worker given a dead worker's pid. Where it cannot
+    be had (a lock file that cannot be opened, a file system without locks), or within
+    ``wait`` seconds, the caller goes on without it, as before the lock was taken."""
     fd = _lock_file(path)
-    if fd is None:
-        yield True
-        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:  # no locks here (NFS without its lock daemon, say)
-            pass
-        yield True
+        if fd is not None:
+            _lock(fd, time.monotonic() + wait)
+        yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, deadline: float) -> None:
+    """Lock ``fd``, waiting until ``deadline`` (``time.monotonic()``) for it, or give up."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+        except OSError:  # no locks here (NFS without its lock daemon, say)
+            return
 
 
 def _lock_file(path: str) -> int | None:
@@ -210,7 +219,7 @@ def mark_child() -> None:
     cannot be written leaves the child swept as before, by its pid alone: not the job's error."""
     path, started = os.environ.get("PROMETHEUS_MULTIPROC_DIR"), started_if_readable(os.getpid())
     if path and started is not None:
-        with contextlib.suppress(OSError), _locked(path, wait=True):
+        with contextlib.suppress(OSError), _locked(path, LOCK_WAIT):
             _claim(path, os.getpid(), started)
 
 
@@ -358,7 +367,7 @@ class WorkerMetrics:
         if self.multiprocess is None or self.started is None:
             yield
             return
-        with _locked(self.multiprocess, wait=True):
+        with _locked(self.multiprocess, LOCK_WAIT):
             _claim(self.multiprocess, os.getpid(), self.started)
             yield
 
@@ -486,7 +495,8 @@ class WorkerMetrics:
         if self.multiprocess is not None:
             self._count_running()
             self._check_files(self.multiprocess)
-            sweep_dead(self.multiprocess, self.unremovable)
+            # In a thread: it may wait its turn for the directory's lock.
+            await asyncio.to_thread(sweep_dead, self.multiprocess, self.unremovable)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
             self.depth.labels(queue).set(count)

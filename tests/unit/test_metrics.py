@@ -259,15 +259,19 @@ stale.close()
 """
 
 SWEEP_RACE = """
+import fcntl
 app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
 waiting, main, new = threading.Event(), threading.current_thread(), []
 starting = threading.Thread(target=lambda: start())
-locked, listed = _metrics._locked, _metrics._owners
+lock, listed = _metrics._lock, _metrics._owners
 
-def spied(path, wait):  # the worker's start waits for the lock from here
-    if wait:
-        waiting.set()
-    return locked(path, wait)
+def spied(fd, deadline):  # the worker's start says when it must wait for the sweep's lock
+    if threading.current_thread() is starting:
+        try:
+            return fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no sweep holds it
+        except BlockingIOError:
+            waiting.set()
+    return lock(fd, deadline)
 
 def start():
     new.append(_metrics.WorkerMetrics(app.worker(queues=["q"])))
@@ -277,10 +281,10 @@ def listing(path):  # the sweep listed the markers: a worker of this pid starts 
     owners = listed(path)
     if threading.current_thread() is main and starting.ident is None:
         starting.start()
-        waiting.wait()  # until it waits for the lock, or has started
+        waiting.wait()  # until it waits for the lock, or has started without it
     return owners
 
-_metrics._locked, _metrics._owners = spied, listing
+_metrics._lock, _metrics._owners = spied, listing
 _metrics.sweep_dead(path, set())
 starting.join()
 names = (f.name.replace(f"{pid}_{started}", "PID_START") for f in Path(path).iterdir())
@@ -465,3 +469,29 @@ def test_the_directorys_lock_is_taken_on_nfs(tmp_path: Path) -> None:
     every sweep. It is opened for writing (for reading only if it may not be written: another
     user's), and both take it."""
     assert run_script(A_DEAD_PROCESS + NFS, tmp_path) == [["MainThread", "MainThread"], []]
+
+
+STUCK = """
+_metrics.LOCK_WAIT = 0.1
+stuck = os.open(f"{path}/pgqueue_sweep.lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(stuck, fcntl.LOCK_EX)  # its holder stopped (SIGSTOP) as it swept, say
+
+def returned(call):
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(20)  # a bound, not a timing: the lock is waited for a tenth of a second
+    return not thread.is_alive()
+
+start = lambda: _metrics.WorkerMetrics(app.worker(queues=["q"]))
+sweep = lambda: _metrics.sweep_dead(path, set())
+print(json.dumps([returned(start), returned(_metrics.mark_child), returned(sweep), left()]))
+"""
+
+
+def test_a_lock_held_for_ever_blocks_no_start_and_stops_no_sweep(tmp_path: Path) -> None:
+    """A worker's start, and a process pool child's, waited for the directory's lock without
+    end: a holder stopped with it (SIGSTOP, a debugger) hung every worker started on the host,
+    and failed each process task as its child's start timed out; each sweep found it held,
+    and skipped, for ever. Each waits its turn for a while (``LOCK_WAIT``), then goes on
+    without it, as before the lock."""
+    assert run_script(A_DEAD_PROCESS + STUCK, tmp_path) == [True, True, True, []]
