@@ -241,65 +241,69 @@ class _Directory:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
         self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
-        self.bad: dict[str, tuple[int, int, int]] = {}  # files found unreadable, as they were
+        self.bad: set[str] = set()  # files found unreadable: read alone until they read
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
         files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
-        sound = {file: seen for file in files if (seen := self._sound(file)) is not None}
+        sound = [file for file in files if self._sound(file)]
         merge = _multiprocess().MultiProcessCollector.merge
         try:
-            return merge(list(sound))
+            return merge(sound)
         except Exception:  # one file is not prometheus_client's: find it, merge the others
-            return merge([file for file, seen in sound.items() if self._readable(file, seen)])
+            return merge([file for file in sound if self._readable(file)])
 
-    def _sound(self, file: str) -> tuple[int, int, int] | None:
-        """What tells ``file`` changed (inode, size, time written), if it may be read: a
-        regular file (opening a named pipe waits for a writer, for ever) no shorter than its
-        header says (the reader reads that much), not found unreadable as it is now."""
+    def _sound(self, file: str) -> bool:
+        """Whether ``file`` may be read: a regular file (opening a named pipe waits for a
+        writer, for ever) no shorter than its header says (the reader reads that much), and if
+        it was found unreadable, one that reads alone now: rewritten in place through mmap (on
+        tmpfs), it keeps its size and time written, so that only reading it tells."""
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            return None  # removed since the directory was listed
+            self.bad.discard(file)
+            return False  # removed since the directory was listed
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return None
+            return False
         try:
-            seen = self._sized(file, fd)
+            sized = self._sized(file, fd)
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return None
+            return False
         finally:
             os.close(fd)
-        return None if seen is None or self.bad.get(file) == seen else seen
+        return sized and (file not in self.bad or self._readable(file))
 
-    def _sized(self, file: str, fd: int) -> tuple[int, int, int] | None:
+    def _sized(self, file: str, fd: int) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             self._unreadable(file, "not a regular file")
-            return None
+            return False
         head = os.pread(fd, 4, 0)
         if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
-            return None
+            return False
         # Sized after the header is read: a growing file is sized before its header says so.
-        sized = os.fstat(fd)
+        size = os.fstat(fd).st_size
         if len(head) < 4:
-            self._unreadable(file, f"{sized.st_size} bytes, shorter than its header")
-            return None
+            self._unreadable(file, f"{size} bytes, shorter than its header")
+            return False
         used = struct.unpack("i", head)[0]
-        if used > sized.st_size:
-            self._unreadable(file, f"its header says {used} bytes, it has {sized.st_size}")
-            return None
-        return sized.st_ino, sized.st_size, sized.st_mtime_ns
+        if used > size:
+            self._unreadable(file, f"its header says {used} bytes, it has {size}")
+            return False
+        return True
 
-    def _readable(self, file: str, seen: tuple[int, int, int]) -> bool:
+    def _readable(self, file: str) -> bool:
         try:
             _multiprocess().MultiProcessCollector.merge([file])
         except FileNotFoundError:
+            self.bad.discard(file)
             return False  # removed since the directory was listed
         except Exception as exc:  # whatever a file of garbage makes the reader raise
-            self.bad[file] = seen  # not read again until it changes
+            self.bad.add(file)  # left out of the merge of all until it reads alone
             self._unreadable(file, error_line(exc))
             return False
+        self.bad.discard(file)
         return True
 
     def _unreadable(self, file: str, why: str) -> None:
@@ -308,8 +312,8 @@ class _Directory:
             logged = file in self.unreadable
             self.unreadable.add(file)
         if not logged:
-            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
-                      " removed", file, why,
+            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
+                      " reads or is removed", file, why,
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
 
 
