@@ -520,3 +520,31 @@ def test_a_bad_file_rewritten_in_place_is_served_again_when_it_reads(tmp_path: P
     os.utime(bad, ns=(was.st_atime_ns, was.st_mtime_ns))
     served = {s.name: s.value for family in directory.collect() for s in family.samples}
     assert served == {"jobs_total": 6.0}
+
+
+TAKEN = """
+real, taken = fcntl.flock, []
+
+def spied(fd, op):
+    real(fd, op)
+    taken.append(threading.current_thread().name)
+
+fcntl.flock = spied
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps([taken, left()]))
+"""
+
+
+def test_a_lock_file_that_may_only_be_read_is_still_taken(tmp_path: Path) -> None:
+    """The lock file is opened for writing, which NFS needs: one another user made, which this
+    one may only read, is opened for reading, and the lock still taken (here a file no one may
+    write, chattr +i, stands for it: root may write any other)."""
+    lock = tmp_path / "pgqueue_sweep.lock"
+    lock.touch()
+    if subprocess.run(["chattr", "+i", str(lock)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        assert run_script(A_DEAD_PROCESS + TAKEN, tmp_path) == [["MainThread", "MainThread"], []]
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)], check=True)
