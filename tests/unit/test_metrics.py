@@ -444,19 +444,28 @@ def test_a_worker_starts_and_sweeps_where_no_lock_file_can_be_opened(tmp_path: P
     assert run_script(A_DEAD_PROCESS + NO_LOCK_FILE, tmp_path) == []
 
 
+TAKEN = """
+taken, flock = [], fcntl.flock
+
+def spied(fd, op):  # the locks taken, by thread
+    flock(fd, op)
+    taken.append(threading.current_thread().name)
+
+fcntl.flock = spied
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps([taken, left()]))
+"""
+
 NFS = """
-real, taken = fcntl.flock, []
+real = fcntl.flock
 
 def nfs(fd, op):  # NFS locks as fcntl's byte ranges: an exclusive one needs a file open to write
     if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
     real(fd, op)
-    taken.append(threading.current_thread().name)
 
 fcntl.flock = nfs
-_metrics.WorkerMetrics(app.worker(queues=["q"]))
-_metrics.sweep_dead(path, set())
-print(json.dumps([taken, left()]))
 """
 
 
@@ -465,7 +474,8 @@ def test_the_directorys_lock_is_taken_on_nfs(tmp_path: Path) -> None:
     file, opened for reading, failed with EBADF, which refused every worker's start and skipped
     every sweep. It is opened for writing (for reading only if it may not be written: another
     user's), and both take it."""
-    assert run_script(A_DEAD_PROCESS + NFS, tmp_path) == [["MainThread", "MainThread"], []]
+    taken = run_script(A_DEAD_PROCESS + NFS + TAKEN, tmp_path)
+    assert taken == [["MainThread", "MainThread"], []]
 
 
 STUCK = """
@@ -520,20 +530,6 @@ def test_a_bad_file_rewritten_in_place_is_served_again_when_it_reads(tmp_path: P
     os.utime(bad, ns=(was.st_atime_ns, was.st_mtime_ns))
     served = {s.name: s.value for family in directory.collect() for s in family.samples}
     assert served == {"jobs_total": 6.0}
-
-
-TAKEN = """
-real, taken = fcntl.flock, []
-
-def spied(fd, op):
-    real(fd, op)
-    taken.append(threading.current_thread().name)
-
-fcntl.flock = spied
-_metrics.WorkerMetrics(app.worker(queues=["q"]))
-_metrics.sweep_dead(path, set())
-print(json.dumps([taken, left()]))
-"""
 
 
 def test_a_lock_file_that_may_only_be_read_is_still_taken(tmp_path: Path) -> None:
