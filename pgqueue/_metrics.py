@@ -22,6 +22,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,9 @@ UNREGISTERED = "(unregistered)"  # the task label of jobs whose task the app doe
 # 2-minute attempt from an hour's (nor, past the top bound, one of two hours from five).
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
                    900, 3600, 7200, 21600)  # fmt: skip
+# Seconds a sweep or a worker's start waits for the directory's lock, then goes on without it:
+# either holds it for a moment, so a holder that keeps it is stuck (stopped as it held it).
+LOCK_WAIT = 5.0
 
 
 def _prometheus() -> Any:
@@ -128,14 +132,10 @@ def _dead(name: str, owners: dict[int, list[int]]) -> int | None:
 def sweep_dead(path: str, unremovable: set[int]) -> None:
     """Remove the live gauges of the processes that died without their stop removing them
     (killed): the live modes would otherwise add their last values for ever. A file that
-    cannot be removed is logged once (its pid added to ``unremovable``) and left. Skipped
-    while another process holds the directory's lock (the next pass sweeps)."""
-    try:
-        with _locked(path, wait=False) as held:
-            if held:
-                _sweep(path, unremovable)
-    except OSError:
-        pass  # the directory removed, or not ours to write in: nothing can be removed there
+    cannot be removed is logged once (its pid added to ``unremovable``) and left. Waits its
+    turn for the directory's lock (up to ``LOCK_WAIT`` seconds)."""
+    with _locked(path, LOCK_WAIT):
+        _sweep(path, unremovable)
 
 
 def _sweep(path: str, unremovable: set[int]) -> None:
@@ -160,21 +160,44 @@ def _sweep(path: str, unremovable: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: str, wait: bool) -> Iterator[bool]:
+def _locked(path: str, wait: float) -> Iterator[None]:
     """Hold the lock of directory ``path``: a sweep holds it from listing the markers to
     removing the files, a worker's start from marking its pid to making its files, so that a
-    sweep cannot remove the new files of a worker given a dead worker's pid. Yields False if
-    ``wait`` is False and another process holds it."""
-    fd = os.open(os.path.join(path, "pgqueue_sweep.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    sweep cannot remove the new files of a worker given a dead worker's pid. Where it cannot
+    be had (a lock file that cannot be opened, a file system without locks), or within
+    ``wait`` seconds, the caller goes on without it, as before the lock was taken."""
+    fd = _lock_file(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        if fd is not None:
+            _lock(fd, time.monotonic() + wait)
+        yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, deadline: float) -> None:
+    """Lock ``fd``, waiting until ``deadline`` (``time.monotonic()``) for it, or give up."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+        except OSError:  # no locks here (NFS without its lock daemon, say)
+            return
+
+
+def _lock_file(path: str) -> int | None:
+    """The directory's lock file, open for writing (NFS takes an exclusive lock on no other),
+    or for reading if it may not be written (another user's); None if it cannot be opened."""
+    name = os.path.join(path, "pgqueue_sweep.lock")
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        with contextlib.suppress(OSError):  # O_NONBLOCK: a named pipe there opens at once
+            return os.open(name, flags | os.O_NONBLOCK, 0o644)
+    return None
 
 
 def _claim(path: str, pid: int, started: int) -> None:
@@ -196,7 +219,7 @@ def mark_child() -> None:
     cannot be written leaves the child swept as before, by its pid alone: not the job's error."""
     path, started = os.environ.get("PROMETHEUS_MULTIPROC_DIR"), started_if_readable(os.getpid())
     if path and started is not None:
-        with contextlib.suppress(OSError), _locked(path, wait=True):
+        with contextlib.suppress(OSError), _locked(path, LOCK_WAIT):
             _claim(path, os.getpid(), started)
 
 
@@ -218,65 +241,69 @@ class _Directory:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
         self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
-        self.bad: dict[str, tuple[int, int, int]] = {}  # files found unreadable, as they were
+        self.bad: set[str] = set()  # files found unreadable: read alone until they read
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
         files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
-        sound = {file: seen for file in files if (seen := self._sound(file)) is not None}
+        sound = [file for file in files if self._sound(file)]
         merge = _multiprocess().MultiProcessCollector.merge
         try:
-            return merge(list(sound))
+            return merge(sound)
         except Exception:  # one file is not prometheus_client's: find it, merge the others
-            return merge([file for file, seen in sound.items() if self._readable(file, seen)])
+            return merge([file for file in sound if self._readable(file)])
 
-    def _sound(self, file: str) -> tuple[int, int, int] | None:
-        """What tells ``file`` changed (inode, size, time written), if it may be read: a
-        regular file (opening a named pipe waits for a writer, for ever) no shorter than its
-        header says (the reader reads that much), not found unreadable as it is now."""
+    def _sound(self, file: str) -> bool:
+        """Whether ``file`` may be read: a regular file (opening a named pipe waits for a
+        writer, for ever) no shorter than its header says (the reader reads that much), and if
+        it was found unreadable, one that reads alone now: rewritten in place through mmap (on
+        tmpfs), it keeps its size and time written, so that only reading it tells."""
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            return None  # removed since the directory was listed
+            self.bad.discard(file)
+            return False  # removed since the directory was listed
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return None
+            return False
         try:
-            seen = self._sized(file, fd)
+            sized = self._sized(file, fd)
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return None
+            return False
         finally:
             os.close(fd)
-        return None if seen is None or self.bad.get(file) == seen else seen
+        return sized and (file not in self.bad or self._readable(file))
 
-    def _sized(self, file: str, fd: int) -> tuple[int, int, int] | None:
+    def _sized(self, file: str, fd: int) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             self._unreadable(file, "not a regular file")
-            return None
+            return False
         head = os.pread(fd, 4, 0)
         if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
-            return None
+            return False
         # Sized after the header is read: a growing file is sized before its header says so.
-        sized = os.fstat(fd)
+        size = os.fstat(fd).st_size
         if len(head) < 4:
-            self._unreadable(file, f"{sized.st_size} bytes, shorter than its header")
-            return None
+            self._unreadable(file, f"{size} bytes, shorter than its header")
+            return False
         used = struct.unpack("i", head)[0]
-        if used > sized.st_size:
-            self._unreadable(file, f"its header says {used} bytes, it has {sized.st_size}")
-            return None
-        return sized.st_ino, sized.st_size, sized.st_mtime_ns
+        if used > size:
+            self._unreadable(file, f"its header says {used} bytes, it has {size}")
+            return False
+        return True
 
-    def _readable(self, file: str, seen: tuple[int, int, int]) -> bool:
+    def _readable(self, file: str) -> bool:
         try:
             _multiprocess().MultiProcessCollector.merge([file])
         except FileNotFoundError:
+            self.bad.discard(file)
             return False  # removed since the directory was listed
         except Exception as exc:  # whatever a file of garbage makes the reader raise
-            self.bad[file] = seen  # not read again until it changes
+            self.bad.add(file)  # left out of the merge of all until it reads alone
             self._unreadable(file, error_line(exc))
             return False
+        self.bad.discard(file)
         return True
 
     def _unreadable(self, file: str, why: str) -> None:
@@ -285,8 +312,8 @@ class _Directory:
             logged = file in self.unreadable
             self.unreadable.add(file)
         if not logged:
-            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it is"
-                      " removed", file, why,
+            log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
+                      " reads or is removed", file, why,
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
 
 
@@ -344,7 +371,7 @@ class WorkerMetrics:
         if self.multiprocess is None or self.started is None:
             yield
             return
-        with _locked(self.multiprocess, wait=True):
+        with _locked(self.multiprocess, LOCK_WAIT):
             _claim(self.multiprocess, os.getpid(), self.started)
             yield
 
@@ -472,7 +499,8 @@ class WorkerMetrics:
         if self.multiprocess is not None:
             self._count_running()
             self._check_files(self.multiprocess)
-            sweep_dead(self.multiprocess, self.unremovable)
+            # In a thread: it may wait its turn for the directory's lock.
+            await asyncio.to_thread(sweep_dead, self.multiprocess, self.unremovable)
         depth = await self.worker.run_sql(_store.queues_depth(list(self.worker.queues), DEPTH_CAP))
         for queue, count in depth.items():
             self.depth.labels(queue).set(count)

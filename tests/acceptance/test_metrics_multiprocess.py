@@ -406,6 +406,17 @@ def test_the_live_gauges_of_a_worker_whose_pid_was_reused_are_removed(
             other.wait()
 
 
+def run_a_process_task(dsn: str, directory: Path, workers: list[Any]) -> subprocess.Popen[str]:
+    """A worker of queue ``cpu`` serving metrics, once it ran a process task that succeeded."""
+    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.process_pid', '[]',"
+               " queue => 'cpu')")  # fmt: skip
+    cpu = start_worker(dsn, directory, "w-cpu", "cpu")
+    workers.append(cpu)
+    metrics_port(cpu)
+    wait_for("the job succeeded", lambda: states(dsn) == {"succeeded": 1})
+    return cpu
+
+
 def test_a_process_pool_child_marks_its_pid_as_a_worker_does(
     dsn: str, tmp_path: Path, workers: list[Any]
 ) -> None:
@@ -417,14 +428,47 @@ def test_a_process_pool_child_marks_its_pid_as_a_worker_does(
         pytest.skip("the markers need /proc (Linux)")
     from pgqueue._worker._liveness import process_started
 
-    query(dsn, "SELECT pgqueue.enqueue('tests.integration.tasks_app.process_pid', '[]',"
-               " queue => 'cpu')")  # fmt: skip
-    cpu = start_worker(dsn, tmp_path, "w-cpu", "cpu")
-    workers.append(cpu)
-    metrics_port(cpu)
-    wait_for("the job succeeded", lambda: states(dsn) == {"succeeded": 1})
+    cpu = run_a_process_task(dsn, tmp_path, workers)
     [(child,)] = query(dsn, "SELECT result::int FROM pgqueue.jobs")
     assert child != cpu.pid
     assert (tmp_path / f"pgqueue_owner_{child}_{process_started(child)}").exists()
     os.kill(child, signal.SIGKILL)
     wait_for("the dead child's marker swept", lambda: not list(tmp_path.glob(f"*_{child}_*")))
+
+
+HOLD_AND_STOP = """
+import fcntl, os, signal, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print(flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def test_a_process_stopped_with_the_directorys_lock_blocks_no_worker(
+    dsn: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    """A process stopped as it held the directory's lock (a worker sent SIGSTOP as it swept)
+    hung every worker started on the host before it served anything, failed its process tasks
+    as their children's start timed out, and kept every sweep from running. Each waits its
+    turn a while, then goes on without the lock: the worker serves, its process task succeeds
+    and a dead process's live gauges are swept."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    lock = str(tmp_path / "pgqueue_sweep.lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_STOP, lock],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "\n"  # it holds it
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        MmapedDict(str(tmp_path / f"gauge_livesum_{int(dead.stdout)}.db")).close()
+        run_a_process_task(dsn, tmp_path, workers)
+        wait_for(
+            "the dead process's gauge swept", lambda: int(dead.stdout) not in pids_of(tmp_path)
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -259,15 +259,19 @@ stale.close()
 """
 
 SWEEP_RACE = """
+import fcntl
 app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
 waiting, main, new = threading.Event(), threading.current_thread(), []
 starting = threading.Thread(target=lambda: start())
-locked, listed = _metrics._locked, _metrics._owners
+lock, listed = _metrics._lock, _metrics._owners
 
-def spied(path, wait):  # the worker's start waits for the lock from here
-    if wait:
-        waiting.set()
-    return locked(path, wait)
+def spied(fd, deadline):  # the worker's start says when it must wait for the sweep's lock
+    if threading.current_thread() is starting:
+        try:
+            return fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no sweep holds it
+        except BlockingIOError:
+            waiting.set()
+    return lock(fd, deadline)
 
 def start():
     new.append(_metrics.WorkerMetrics(app.worker(queues=["q"])))
@@ -277,10 +281,10 @@ def listing(path):  # the sweep listed the markers: a worker of this pid starts 
     owners = listed(path)
     if threading.current_thread() is main and starting.ident is None:
         starting.start()
-        waiting.wait()  # until it waits for the lock, or has started
+        waiting.wait()  # until it waits for the lock, or has started without it
     return owners
 
-_metrics._locked, _metrics._owners = spied, listing
+_metrics._lock, _metrics._owners = spied, listing
 _metrics.sweep_dead(path, set())
 starting.join()
 names = (f.name.replace(f"{pid}_{started}", "PID_START") for f in Path(path).iterdir())
@@ -385,7 +389,7 @@ def test_a_bad_file_is_not_read_again_at_each_scrape(
 ) -> None:
     """While a bad file stayed, each scrape read every file three times: all together, which
     failed, then each alone to find the bad one, then the good ones together. A file found
-    bad is left out of the next scrapes unread, as long as it is the same file unchanged."""
+    bad is read alone at the next scrapes, the others once, together."""
     from prometheus_client.mmap_dict import MmapedDict
 
     from pgqueue._metrics import _Directory
@@ -404,7 +408,139 @@ def test_a_bad_file_is_not_read_again_at_each_scrape(
 
     monkeypatch.setattr(MmapedDict, "read_all_values_from_file", staticmethod(counted))
     assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
-    assert read == ["counter_1.db"]
-    os.utime(bad, ns=(0, 10**9))  # written since: read again
-    directory.collect()
-    assert "counter_2.db" in read[1:]
+    assert sorted(read) == ["counter_1.db", "counter_2.db"]
+
+
+A_DEAD_PROCESS = """
+import errno, fcntl, json, os, subprocess, sys, threading
+from pathlib import Path
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+import pgqueue
+from pgqueue import _metrics
+
+path = sys.argv[1]
+ended = subprocess.Popen(["true"])
+ended.wait()
+dead = MmapedDict(f"{path}/gauge_livesum_{ended.pid}.db")  # a killed process's live gauge
+dead.write_value(mmap_key("pgqueue_jobs_running", "pgqueue_jobs_running", [], [], "r"), 5.0, 0)
+dead.close()
+app = pgqueue.PgQueue("postgresql://nobody@127.0.0.1:1/none")
+left = lambda: sorted(f.name for f in Path(path).glob(f"*_{ended.pid}.db"))
+"""
+
+NO_LOCK_FILE = """
+os.mkdir(Path(path, "pgqueue_sweep.lock"))  # no lock file can be opened
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps(left()))
+"""
+
+
+def test_a_worker_starts_and_sweeps_where_no_lock_file_can_be_opened(tmp_path: Path) -> None:
+    """A lock file that cannot be opened (another user's, readable by none; a directory of
+    that name) refused the worker's start as "cannot write in PROMETHEUS_MULTIPROC_DIR", where
+    it started before the lock, and skipped every sweep silently: a killed worker's live gauges
+    counted for ever. The start and the sweep go on without the lock, as before it."""
+    assert run_script(A_DEAD_PROCESS + NO_LOCK_FILE, tmp_path) == []
+
+
+TAKEN = """
+taken, flock = [], fcntl.flock
+
+def spied(fd, op):  # the locks taken, by thread
+    flock(fd, op)
+    taken.append(threading.current_thread().name)
+
+fcntl.flock = spied
+_metrics.WorkerMetrics(app.worker(queues=["q"]))
+_metrics.sweep_dead(path, set())
+print(json.dumps([taken, left()]))
+"""
+
+NFS = """
+real = fcntl.flock
+
+def nfs(fd, op):  # NFS locks as fcntl's byte ranges: an exclusive one needs a file open to write
+    if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    real(fd, op)
+
+fcntl.flock = nfs
+"""
+
+
+def test_the_directorys_lock_is_taken_on_nfs(tmp_path: Path) -> None:
+    """NFS takes an exclusive flock() only on a file open for writing (flock(2)): the lock
+    file, opened for reading, failed with EBADF, which refused every worker's start and skipped
+    every sweep. It is opened for writing (for reading only if it may not be written: another
+    user's), and both take it."""
+    taken = run_script(A_DEAD_PROCESS + NFS + TAKEN, tmp_path)
+    assert taken == [["MainThread", "MainThread"], []]
+
+
+STUCK = """
+_metrics.LOCK_WAIT = 0.1
+stuck = os.open(f"{path}/pgqueue_sweep.lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(stuck, fcntl.LOCK_EX)  # its holder stopped (SIGSTOP) as it swept, say
+
+def returned(call):
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(20)  # a bound, not a timing: the lock is waited for a tenth of a second
+    return not thread.is_alive()
+
+start = lambda: _metrics.WorkerMetrics(app.worker(queues=["q"]))
+sweep = lambda: _metrics.sweep_dead(path, set())
+print(json.dumps([returned(start), returned(_metrics.mark_child), returned(sweep), left()]))
+"""
+
+
+def test_a_lock_held_for_ever_blocks_no_start_and_stops_no_sweep(tmp_path: Path) -> None:
+    """A worker's start, and a process pool child's, waited for the directory's lock without
+    end: a holder stopped with it (SIGSTOP, a debugger) hung every worker started on the host,
+    and failed each process task as its child's start timed out; each sweep found it held,
+    and skipped, for ever. Each waits its turn for a while (``LOCK_WAIT``), then goes on
+    without it, as before the lock."""
+    assert run_script(A_DEAD_PROCESS + STUCK, tmp_path) == [True, True, True, []]
+
+
+def test_a_bad_file_rewritten_in_place_is_served_again_when_it_reads(tmp_path: Path) -> None:
+    """A file found unreadable was left out unread until its inode, size or time written
+    changed: on tmpfs, where prometheus_client's writes through mmap leave the time written as
+    it was, a live worker's file read once as garbage (a read as it was written, say) had its
+    counts left out for good, though it was whole again. A file found bad is read alone at
+    each scrape, and served again once it reads."""
+    from pgqueue._metrics import _Directory
+
+    one_counter(tmp_path)
+    bad = tmp_path / "counter_2.db"
+    one_counter(tmp_path)
+    (tmp_path / "counter_1.db").rename(bad)
+    one_counter(tmp_path)
+    with bad.open("r+b") as file:  # its first key's JSON broken, in place
+        file.seek(12)
+        file.write(b"{")
+    was = bad.stat()
+    directory = _Directory(str(tmp_path))
+    served = {s.name: s.value for family in directory.collect() for s in family.samples}
+    assert served == {"jobs_total": 3.0}
+    with bad.open("r+b") as file:  # whole again, in place, the time written left as it was
+        file.seek(12)
+        file.write(b"[")
+    os.utime(bad, ns=(was.st_atime_ns, was.st_mtime_ns))
+    served = {s.name: s.value for family in directory.collect() for s in family.samples}
+    assert served == {"jobs_total": 6.0}
+
+
+def test_a_lock_file_that_may_only_be_read_is_still_taken(tmp_path: Path) -> None:
+    """The lock file is opened for writing, which NFS needs: one another user made, which this
+    one may only read, is opened for reading, and the lock still taken (here a file no one may
+    write, chattr +i, stands for it: root may write any other)."""
+    lock = tmp_path / "pgqueue_sweep.lock"
+    lock.touch()
+    if subprocess.run(["chattr", "+i", str(lock)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        assert run_script(A_DEAD_PROCESS + TAKEN, tmp_path) == [["MainThread", "MainThread"], []]
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)], check=True)
