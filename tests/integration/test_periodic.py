@@ -1343,10 +1343,10 @@ async def test_a_failing_last_statement_of_a_together_fails_it_all(
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(0,)]
 
 
-def minutely_app(dsn: str, coalesce: bool) -> pgqueue.PgQueue:
+def minutely_app(dsn: str, coalesce: bool, overlap: bool = True) -> pgqueue.PgQueue:
     """An app with a per-minute schedule 'refresh' (catch_up 10 minutes)."""
     app = pgqueue.PgQueue(dsn)
-    app.periodic("* * * * *", name="refresh", coalesce=coalesce)(app.task(_noop))
+    app.periodic("* * * * *", name="refresh", coalesce=coalesce, overlap=overlap)(app.task(_noop))
     return app
 
 
@@ -1483,3 +1483,31 @@ def test_cron_list_shows_whether_a_schedule_coalesces(dsn: str) -> None:
     ]  # fmt: skip
     statuses = pgqueue.cron_list(minutely_app(dsn, coalesce=True))
     assert [(s.name, s.coalesce) for s in statuses] == [("refresh", True), ("removed", None)]
+
+
+async def test_coalescing_into_a_tick_overlap_skipped_does_not_say_it_fired(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """coalesce=True with overlap=False, an earlier tick's job still queued: the latest missed
+    tick gets no job either. The periodic_coalesced record said the ticks were coalesced
+    "into tick" the latest, which the periodic_overlapped record next to it said was skipped:
+    it says that the latest got no job either."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True, overlap=False)
+    [sched] = await after_downtime(app, 9)
+    refresh = app.periodics["refresh"]
+    with psycopg.connect(dsn) as conn:
+        refresh.task.using(unique_key=refresh.tick_job().unique_key).enqueue(conn)
+    now = await db_now(sched.db)
+    await sched.fire(refresh, now)
+    await close(sched)
+    latest = normalize(refresh.cron, now)
+    assert refresh_jobs(dsn) == []
+    assert overlapped(caplog) == [latest.isoformat()]
+    [record] = coalesced(caplog)
+    assert record.count == 8  # type: ignore[attr-defined]
+    assert "into tick" not in record.getMessage()
+    assert record.getMessage().endswith(
+        f"; the latest, {latest.isoformat()}, got no job either, an earlier tick's job being"
+        " unfinished (coalesce=True, overlap=False)"
+    )
