@@ -1511,3 +1511,26 @@ async def test_coalescing_into_a_tick_overlap_skipped_does_not_say_it_fired(
         f"; the latest, {latest.isoformat()}, got no job either, an earlier tick's job being"
         " unfinished (coalesce=True, overlap=False)"
     )
+
+
+async def test_a_catch_up_split_over_passes_and_cut_short_is_finished_by_the_next_scheduler(
+    dsn: str,
+) -> None:
+    """A catch-up longer than a pass (limit 3 here) records the first passes' ticks without a
+    job in statements of their own, before the one that fires the latest: a scheduler
+    stopped after one pass leaves 3 ticks recorded and no job; the next scheduler to start
+    resumes after them and fires the latest tick, once, and nothing else."""
+    app = minutely_app(dsn, coalesce=True)
+    refresh = app.periodics["refresh"]
+    [first] = await after_downtime(app, 9)
+    first.limit = 3
+    now = await db_now(first.db)
+    assert await first.fire(refresh, now)  # more due: the pass fired nothing
+    await close(first)
+    assert refresh_jobs(dsn) == []
+    [second] = await schedulers(app, 1)
+    await second.start()
+    await second.fire(refresh, now)
+    await close(second)
+    assert refresh_jobs(dsn) == [normalize(refresh.cron, now)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE job_id IS NULL") == [(9,)]
