@@ -46,9 +46,10 @@ def nightly_report(full: bool) -> str:
 
 
 def main() -> None:
-    """Print each schedule with its last and next tick."""
+    """Print each schedule with its last and next tick, and how it catches up missed ticks
+    ("-" for a schedule removed from the code, which nothing fires any more)."""
     for status in pgqueue.cron_list(app):
-        missed = "latest only" if status.coalesce else "each"
+        missed = "latest only" if status.coalesce else "each" if status.in_code else "-"
         print(
             f"{status.name}: {status.schedule}, last {status.last_tick},"
             f" next {status.next_tick}, missed ticks: {missed}"

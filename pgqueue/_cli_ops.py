@@ -278,7 +278,7 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
     if app_given:  # without the code, how a schedule catches up is unknown: no column
         lines[0].append("MISSED TICKS")
         for line, s in zip(lines[1:], statuses, strict=True):
-            line.append({True: "latest only", False: "each"}.get(s.coalesce, "-"))
+            line.append("-" if s.coalesce is None else "latest only" if s.coalesce else "each")
     return _aligned(lines)
 
 

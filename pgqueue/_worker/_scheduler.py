@@ -238,7 +238,7 @@ class Coalesced:
                 first, _last, count = self.ticks.get(periodic.name, (gone[0], "", 0))
                 self.ticks[periodic.name] = (first, gone[-1], count + len(gone))
         if not more and (done := self.ticks.pop(periodic.name, None)):
-            _log_coalesced(periodic, *done, [tick for _job_id, tick in won])
+            _log_coalesced(periodic, *done, won)
         return won
 
 
@@ -320,10 +320,18 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
     )  # fmt: skip
 
 
-def _log_coalesced(periodic: Periodic, first: str, last: str, count: int, kept: list[str]) -> None:
-    into = f"into tick {kept[-1]}" if kept else "(the latest due tick was another scheduler's)"
+def _log_coalesced(
+    periodic: Periodic, first: str, last: str, count: int, kept: _store.TicksWon
+) -> None:
+    if not kept:
+        into = ", (the latest due tick was another scheduler's) (coalesce=True)"
+    elif kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
+        into = (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
+                " unfinished (coalesce=True, overlap=False)")  # fmt: skip
+    else:
+        into = f", into tick {kept[-1][1]} (coalesce=True)"
     log.info(
-        "periodic %r: coalesced %d missed ticks, from %s to %s, %s (coalesce=True)",
+        "periodic %r: coalesced %d missed ticks, from %s to %s%s",
         periodic.name, count, first, last, into,
         extra={"action": "periodic_coalesced", "periodic": periodic.name, "count": count,
                "first": first, "last": last},

@@ -73,3 +73,11 @@ def test_periodic_example_fires_heartbeats_that_know_their_tick(dsn: str) -> Non
     assert result == f"heartbeat for {tick[11:19]}"
     listing = run(dsn, "-m", "pgqueue", "--app", "periodic:app", "cron", "list")
     assert "heartbeat" in listing and "not in code" not in listing
+
+
+def test_periodic_example_says_a_removed_schedule_catches_nothing_up(dsn: str) -> None:
+    """periodic.py lists a schedule that has ticks but no code (removed) too: it said its
+    missed ticks each run ("each"), where nothing fires it any more; it says "-", as cron list."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('old_sync', now())")
+    [line] = [s for s in run(dsn, "periodic.py").splitlines() if s.startswith("old_sync:")]
+    assert line.startswith("old_sync: -, last ") and line.endswith(", next None, missed ticks: -")

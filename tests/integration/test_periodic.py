@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1343,10 +1344,10 @@ async def test_a_failing_last_statement_of_a_together_fails_it_all(
     assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks") == [(0,)]
 
 
-def minutely_app(dsn: str, coalesce: bool) -> pgqueue.PgQueue:
+def minutely_app(dsn: str, coalesce: bool, overlap: bool = True) -> pgqueue.PgQueue:
     """An app with a per-minute schedule 'refresh' (catch_up 10 minutes)."""
     app = pgqueue.PgQueue(dsn)
-    app.periodic("* * * * *", name="refresh", coalesce=coalesce)(app.task(_noop))
+    app.periodic("* * * * *", name="refresh", coalesce=coalesce, overlap=overlap)(app.task(_noop))
     return app
 
 
@@ -1483,3 +1484,115 @@ def test_cron_list_shows_whether_a_schedule_coalesces(dsn: str) -> None:
     ]  # fmt: skip
     statuses = pgqueue.cron_list(minutely_app(dsn, coalesce=True))
     assert [(s.name, s.coalesce) for s in statuses] == [("refresh", True), ("removed", None)]
+
+
+async def test_coalescing_into_a_tick_overlap_skipped_does_not_say_it_fired(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """coalesce=True with overlap=False, an earlier tick's job still queued: the latest missed
+    tick gets no job either. The periodic_coalesced record said the ticks were coalesced
+    "into tick" the latest, which the periodic_overlapped record next to it said was skipped:
+    it says that the latest got no job either."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True, overlap=False)
+    [sched] = await after_downtime(app, 9)
+    refresh = app.periodics["refresh"]
+    with psycopg.connect(dsn) as conn:
+        refresh.task.using(unique_key=refresh.tick_job().unique_key).enqueue(conn)
+    now = await db_now(sched.db)
+    await sched.fire(refresh, now)
+    await close(sched)
+    latest = normalize(refresh.cron, now)
+    assert refresh_jobs(dsn) == []
+    assert overlapped(caplog) == [latest.isoformat()]
+    [record] = coalesced(caplog)
+    assert record.count == 8  # type: ignore[attr-defined]
+    assert "into tick" not in record.getMessage()
+    assert record.getMessage().endswith(
+        f"; the latest, {latest.isoformat()}, got no job either, an earlier tick's job being"
+        " unfinished (coalesce=True, overlap=False)"
+    )
+
+
+async def test_a_catch_up_split_over_passes_and_cut_short_is_finished_by_the_next_scheduler(
+    dsn: str,
+) -> None:
+    """A catch-up longer than a pass (limit 3 here) records the first passes' ticks without a
+    job in statements of their own, before the one that fires the latest: a scheduler
+    stopped after one pass leaves 3 ticks recorded and no job; the next scheduler to start
+    resumes after them and fires the latest tick, once, and nothing else."""
+    app = minutely_app(dsn, coalesce=True)
+    refresh = app.periodics["refresh"]
+    [first] = await after_downtime(app, 9)
+    first.limit = 3
+    now = await db_now(first.db)
+    assert await first.fire(refresh, now)  # more due: the pass fired nothing
+    await close(first)
+    assert refresh_jobs(dsn) == []
+    [second] = await schedulers(app, 1)
+    await second.start()
+    await second.fire(refresh, now)
+    await close(second)
+    assert refresh_jobs(dsn) == [normalize(refresh.cron, now)]
+    assert query(dsn, "SELECT count(*) FROM pgqueue.periodic_ticks WHERE job_id IS NULL") == [(9,)]
+
+
+def per_second_app(dsn: str, name: str, catch_up: float) -> pgqueue.PgQueue:
+    """An app with a coalescing per-second schedule ``name``."""
+    app = pgqueue.PgQueue(dsn)
+    app.periodic("* * * * * *", name=name, coalesce=True, catch_up=catch_up)(app.task(_noop))
+    return app
+
+
+async def drive(
+    sched: Scheduler, periodic: pgqueue.Periodic, lag: float, floor: datetime
+) -> datetime:
+    """Run passes of ``sched`` until none leaves ticks due, on a clock ``lag`` seconds behind
+    the database's (a scheduler that read it, then stalled); returns its last pass's tick."""
+    now = floor
+    while True:
+        now = max(now, await db_now(sched.db) - timedelta(seconds=lag))
+        if not await sched.fire(periodic, now):
+            return normalize(periodic.cron, now)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_schedulers_racing_with_other_clocks_limits_and_windows_fire_only_latest_ticks(
+    dsn: str, caplog: pytest.LogCaptureFixture, seed: int
+) -> None:
+    """2 to 5 coalescing schedulers of one per-second schedule race after 5 to 250 missed
+    ticks, each with a clock behind by up to 3 s, its own pass limit (3, 7 or 100) and
+    catch_up (30 or 600 s; one 600): every missed tick is recorded once; only ticks that were
+    the latest of some scheduler's last pass have a job, the latest tick of all has one; the
+    periodic_coalesced records count each jobless tick once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    rnd, name = random.Random(seed), f"beat{seed}"
+    apps = [
+        per_second_app(dsn, name, c)
+        for c in [600] + [rnd.choice([30, 600]) for _ in range(rnd.randint(1, 4))]
+    ]
+    scheds = [Scheduler(a.periodics.values(), Db(dsn, f"s{i}")) for i, a in enumerate(apps)]
+    for s in scheds:
+        s.limit = rnd.choice([3, 7, 100])
+    last = normalize(apps[0].periodics[name].cron, await db_now(scheds[0].db))
+    last -= timedelta(seconds=rnd.randint(5, 250))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES (%s, %s)", (name, last))
+    for s in scheds:
+        await s.start()
+    lags = [rnd.random() * 3 for _ in scheds]
+    finals = await asyncio.gather(
+        *(
+            drive(s, a.periodics[name], lag, last)
+            for s, a, lag in zip(scheds, apps, lags, strict=True)
+        )
+    )
+    await close(*scheds)
+    rows = query(dsn, "SELECT t.tick, j.id FROM pgqueue.periodic_ticks AS t"
+                      " LEFT JOIN pgqueue.jobs AS j ON j.id = t.job_id"
+                      " WHERE t.name = %s AND t.tick > %s ORDER BY t.tick",
+                 (name, last))  # fmt: skip
+    assert [tick for tick, _ in rows] == [last + timedelta(seconds=s + 1) for s in range(len(rows))]
+    fired = [tick for tick, job_id in rows if job_id is not None]
+    assert rows[-1][1] is not None and set(fired) <= set(finals)
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(len(fired),)]
+    assert sum(r.count for r in coalesced(caplog)) == len(rows) - len(fired)  # type: ignore[attr-defined]
