@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import DuplicateJob, UniqueKeyContended
+from pgqueue._errors import DuplicateJob, PgQueueError, UniqueKeyContended
 from pgqueue._options import OnConflict
 
 # Each round ends unless the key's job finished between our two statements, so the loop only
@@ -73,10 +73,18 @@ class _Batch:
 
     def inserted(self, todo: list[int], rows: list[_store.Row]) -> list[int]:
         """Record the ids of ``todo``'s jobs that went in; returns those whose key was held.
-        The jobs without a key all went in, with ids in their order."""
+        The jobs without a key went in, with ids in their order; else their places are not
+        known, and the batch is refused."""
         by_key = {key: job_id for job_id, key in rows if key is not None}
         unkeyed = sorted(job_id for job_id, key in rows if key is None)
-        for i, job_id in zip((i for i in todo if self.keys[i] is None), unkeyed, strict=False):
+        places = [i for i in todo if self.keys[i] is None]
+        if len(unkeyed) != len(places):
+            raise PgQueueError(
+                f"enqueue_many: {len(places) - len(unkeyed)} of the batch's jobs without a"
+                " unique_key did not go in (a BEFORE INSERT trigger on pgqueue.active_jobs"
+                " returned NULL?): none of the batch's jobs was inserted"
+            )
+        for i, job_id in zip(places, unkeyed, strict=True):
             self.ids[i] = job_id
         held = []
         for i in todo:
@@ -116,12 +124,13 @@ def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
 
 def _many_plan(batch: _Batch, on_conflict: OnConflict, savepoint: bool) -> Plan[list[int]]:
     """Insert the batch in rounds (as :func:`_plan` one job); with ``savepoint``, inside one,
-    so that DuplicateJob and UniqueKeyContended leave nothing of the batch behind."""
+    so that DuplicateJob, UniqueKeyContended or jobs a trigger dropped leave nothing of the
+    batch behind."""
     if savepoint:
         yield _store.savepoint_set()
     try:
         yield from _many_rounds(batch, on_conflict)
-    except (DuplicateJob, UniqueKeyContended):
+    except PgQueueError:
         if savepoint:
             yield _store.savepoint_rollback()
             yield _store.savepoint_release()

@@ -296,3 +296,24 @@ def _waiting(dsn: str) -> int:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
     return int(rows[0][0])
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_job_without_a_key_that_a_trigger_drops_is_an_error_not_a_wrong_id(
+    dsn: str, autocommit: bool
+) -> None:
+    """A user's BEFORE INSERT trigger returning NULL for a job without a key: its place got
+    the next job's id and the last such place 0 (no job has it). The batch is refused with
+    PgQueueError saying so, none of its jobs stays, and the transaction goes on."""
+    query(dsn, "CREATE FUNCTION drop_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.args = '[1]' THEN RETURN NULL; END IF; RETURN NEW; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_it()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    with psycopg.connect(dsn, autocommit=autocommit) as conn:
+        kept = charge.enqueue(conn, 100)
+        with pytest.raises(pgqueue.PgQueueError, match=r"^enqueue_many: 1 of the batch's jobs"):
+            charge.enqueue_many(conn, calls(4), unique_keys=["k", None, None, "j"])
+        assert conn.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (1,)
+        conn.commit()
+    assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
