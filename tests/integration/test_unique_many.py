@@ -83,22 +83,19 @@ def test_on_conflict_raise_names_the_first_held_key_and_inserts_nothing(
             strict.enqueue_many(conn, calls(5), unique_keys=["new", None, "b-held", "a-held", "n"])
         assert (raised.value.unique_key, raised.value.job_id) == ("b-held", holders[0])
         assert conn.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (2,)
-        other = strict.enqueue_many(conn, calls(2), unique_keys=["new", "new"])
+        strict.enqueue_many(conn, calls(1), unique_keys=["new"])
         conn.commit()
-    assert other[0] == other[1]
     assert [row[2] for row in jobs(dsn)] == ["b-held", "a-held", "new"]
 
 
 def test_on_conflict_raise_keeps_what_the_transaction_did_before(dsn: str, conn) -> None:
     """The batch's refusal takes back its own jobs only: jobs the transaction enqueued before
-    the call stay, and so does a batch's job whose key repeats within the call."""
+    the call stay."""
     _app, charge = make_app(dsn)
     before = charge.enqueue(conn, 100)
     charge.using(unique_key="held").enqueue(conn, 101)
     with pytest.raises(pgqueue.DuplicateJob, match="'held'"):
-        charge.using(on_conflict="raise").enqueue_many(
-            conn, calls(3), unique_keys=["x", "x", "held"]
-        )
+        charge.using(on_conflict="raise").enqueue_many(conn, calls(2), unique_keys=["x", "held"])
     conn.commit()
     assert [row[1] for row in jobs(dsn)] == [[100], [101]] and jobs(dsn)[0][0] == before
 
@@ -317,3 +314,24 @@ def test_a_job_without_a_key_that_a_trigger_drops_is_an_error_not_a_wrong_id(
         assert conn.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (1,)
         conn.commit()
     assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
+
+
+async def test_a_key_twice_with_on_conflict_raise_is_refused_before_any_statement(
+    dsn: str, conn, aconn
+) -> None:
+    """With on_conflict="raise" a key given twice made one job of the first call and dropped
+    the second's arguments without a word, where two unique enqueues raise DuplicateJob at
+    the second. It is refused, naming both calls, before any statement; with "existing" the
+    second call still gets the first's job."""
+    _app, charge = make_app(dsn)
+    strict = charge.using(on_conflict="raise")
+    message = r"^enqueue_many call 3: unique_key 'a' is call 1's too: with on_conflict=\"raise\""
+    keys = [None, "a", "b", "a"]
+    with pytest.raises(ValueError, match=message):
+        strict.enqueue_many(conn, calls(4), unique_keys=keys)
+    with pytest.raises(ValueError, match=message):
+        await strict.aenqueue_many(aconn, calls(4), unique_keys=iter(keys))
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    ids = charge.enqueue_many(conn, calls(4), unique_keys=keys)
+    assert ids[3] == ids[1] != ids[0]
