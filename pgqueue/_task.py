@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -284,7 +285,9 @@ def _checked_keys(
     """enqueue_many's ``unique_keys`` as a list, one per call, each ``None`` or a usable key,
     and with ``on_conflict="raise"`` none twice (two unique enqueues of a key raise at the
     second, and a batch makes one job of a repeated key); an error names the call."""
-    if isinstance(keys, str | bytes | Mapping) or not hasattr(keys, "__iter__"):
+    # A set (dict keys too) has an order of its own, not the calls': its keys would go to
+    # calls at random.
+    if isinstance(keys, str | bytes | Mapping | AbstractSet) or not hasattr(keys, "__iter__"):
         raise TypeError(
             "enqueue_many: unique_keys must be a list of str (or None), one per call,"
             f" got {reprlib.repr(keys)}"

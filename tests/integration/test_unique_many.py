@@ -175,6 +175,8 @@ BAD_KEYS = [
     (["a", "b", "c"], ValueError, r"^enqueue_many: unique_keys has 3 keys for 2 calls"),
     ("ab", TypeError, r"^enqueue_many: unique_keys must be a list of str \(or None\), one per"),
     (7, TypeError, r"^enqueue_many: unique_keys must be a list .* got 7"),
+    ({"a", "b"}, TypeError, r"^enqueue_many: unique_keys must be a list .* got \{'.'"),
+    ({"a": 0, "b": 1}.keys(), TypeError, r"^enqueue_many: unique_keys must be a list .* dict_keys"),
 ]
 
 
@@ -183,8 +185,9 @@ async def test_bad_unique_keys_are_refused_before_any_statement(
     dsn: str, conn, aconn, keys: Any, error: type[Exception], message: str
 ) -> None:
     """A key that is not a usable key is named by its call's index, unique_keys of another
-    length than the calls (or a str, read as its characters) is refused: before any
-    statement, so nothing is written and the transactions go on."""
+    length than the calls (or a str, read as its characters, or a set, whose order is not the
+    calls' and which paired keys with calls at random) is refused: before any statement, so
+    nothing is written and the transactions go on."""
     app, charge = make_app(dsn)
     for task in (charge, app.using("charge")):
         with pytest.raises(error, match=message):
