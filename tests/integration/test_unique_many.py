@@ -338,3 +338,47 @@ async def test_a_key_twice_with_on_conflict_raise_is_refused_before_any_statemen
     assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     ids = charge.enqueue_many(conn, calls(4), unique_keys=keys)
     assert ids[3] == ids[1] != ids[0]
+
+
+def test_a_key_freed_between_insert_and_look_up_goes_in_at_its_place(dsn: str, conn) -> None:
+    """A key whose first insert goes nowhere and whose holder is then not found (a test-only
+    trigger drops its first row, as if the holder finished between the two statements) is
+    inserted in a second round; every place still gets its own call's job, the repeated
+    key's later place included."""
+    query(dsn, "CREATE SEQUENCE tries")
+    query(dsn, "CREATE FUNCTION drop_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.unique_key = 'k' THEN IF nextval('tries') = 1 THEN RETURN NULL; END IF;"
+               " END IF; RETURN NEW; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_once()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    held = charge.using(unique_key="h").enqueue(conn, -1)
+    ids = charge.enqueue_many(conn, calls(6), unique_keys=["z", "k", None, "h", "a", "k"])
+    conn.commit()
+    assert ids[3] == held and ids[5] == ids[1]
+    by_id = {job_id: (args, key) for job_id, args, key in jobs(dsn)}
+    assert [by_id[job_id] for job_id in ids] == [
+        ([0], "z"), ([1], "k"), ([2], None), ([-1], "h"), ([4], "a"), ([1], "k"),
+    ]  # fmt: skip
+    assert query(dsn, "SELECT last_value FROM tries") == [(2,)]
+
+
+def test_a_holder_rolled_back_while_the_batch_waits_lets_the_batch_in(dsn: str) -> None:
+    """A batch meeting a key held by an open transaction waits for it; when that transaction
+    rolls back, the batch's own job goes in (no holder's id, no error), at its place."""
+    _app, charge = make_app(dsn)
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as conn:
+        charge.using(unique_key="b").enqueue(holder, -1)
+
+        def run() -> None:
+            out["ids"] = charge.enqueue_many(conn, calls(3), unique_keys=["c", "b", None])
+            conn.commit()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_until(lambda: _waiting(dsn) == 1)
+        holder.rollback()
+        thread.join(60)
+    by_id = {job_id: (args, key) for job_id, args, key in jobs(dsn)}
+    assert [by_id[job_id] for job_id in out["ids"]] == [([0], "c"), ([1], "b"), ([2], None)]
