@@ -102,41 +102,39 @@ class _Batch:
 
 
 def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
-    todo = batch.sent()
     for _ in range(MAX_ROUNDS):
+        todo = batch.sent()
         held = batch.inserted(todo, (yield batch.insert(todo)))
         if not held:
             return
         holders = yield _store.jobs_find_unique_many([batch.key(i) for i in held])
-        todo = []
+        freed = [i for i in held if batch.key(i) not in holders]  # finished in between
         for i in held:
-            holder = holders.get(batch.key(i))
-            if holder is None:  # finished (or rolled back) in between: the key is free
-                todo.append(i)
-            elif on_conflict == "raise":
-                raise DuplicateJob(batch.key(i), holder)  # the first held key, in input order
-            else:
+            if (holder := holders.get(batch.key(i))) is not None:
+                if on_conflict == "raise":
+                    raise DuplicateJob(batch.key(i), holder)  # the first held, in input order
                 batch.ids[i] = holder
-        if not todo:
+        if not freed:
             return
-    raise UniqueKeyContended(batch.key(todo[0]), MAX_ROUNDS)
+        # Inserting the freed keys alone would take them after the batch's later keys, out of
+        # key order, and deadlock with a batch holding one and waiting for another: take the
+        # round back and insert the whole batch again, sorted.
+        yield _store.savepoint_rollback()
+    raise UniqueKeyContended(batch.key(freed[0]), MAX_ROUNDS)
 
 
-def _many_plan(batch: _Batch, on_conflict: OnConflict, savepoint: bool) -> Plan[list[int]]:
-    """Insert the batch in rounds (as :func:`_plan` one job); with ``savepoint``, inside one,
-    so that DuplicateJob, UniqueKeyContended or jobs a trigger dropped leave nothing of the
-    batch behind."""
-    if savepoint:
-        yield _store.savepoint_set()
+def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[list[int]]:
+    """Insert the batch in rounds (as :func:`_plan` one job) inside a savepoint, so that a
+    round can be taken back, and DuplicateJob, UniqueKeyContended or jobs a trigger dropped
+    leave nothing of the batch behind."""
+    yield _store.savepoint_set()
     try:
         yield from _many_rounds(batch, on_conflict)
     except PgQueueError:
-        if savepoint:
-            yield _store.savepoint_rollback()
-            yield _store.savepoint_release()
-        raise
-    if savepoint:
+        yield _store.savepoint_rollback()
         yield _store.savepoint_release()
+        raise
+    yield _store.savepoint_release()
     return batch.result()
 
 
@@ -182,12 +180,12 @@ def enqueue_many(
     """Insert one job per (args, kwargs) with its key (or none), as :func:`enqueue` would one
     by one, in a few statements; ids in input order, a key's jobs all get its job's id. On an
     autocommit connection, in a transaction of its own: committed whole or not at all."""
-    batch = _Batch(template, args, kwargs, keys)
+    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
     if conn.autocommit:
         with conn.transaction():
-            return _run(cur, _many_plan(batch, on_conflict, savepoint=False))
-    return _run(cur, _many_plan(batch, on_conflict, savepoint=True))
+            return _run(cur, plan)
+    return _run(cur, plan)
 
 
 async def aenqueue_many(
@@ -195,9 +193,9 @@ async def aenqueue_many(
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
 ) -> list[int]:  # fmt: skip
     """Async twin of :func:`enqueue_many`."""
-    batch = _Batch(template, args, kwargs, keys)
+    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
     if conn.autocommit:
         async with conn.transaction():
-            return await _arun(cur, _many_plan(batch, on_conflict, savepoint=False))
-    return await _arun(cur, _many_plan(batch, on_conflict, savepoint=True))
+            return await _arun(cur, plan)
+    return await _arun(cur, plan)

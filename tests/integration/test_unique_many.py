@@ -382,3 +382,64 @@ def test_a_holder_rolled_back_while_the_batch_waits_lets_the_batch_in(dsn: str) 
         thread.join(60)
     by_id = {job_id: (args, key) for job_id, args, key in jobs(dsn)}
     assert [by_id[job_id] for job_id in out["ids"]] == [([0], "c"), ([1], "b"), ([2], None)]
+
+
+# A test-only trigger: a statement of a session that set pgq_test.pause_after waits, once it
+# has inserted its rows, for the advisory lock the test holds.
+PAUSE_AFTER = """
+CREATE FUNCTION pause_after() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    IF current_setting('pgq_test.pause_after', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock_shared(4242);
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+
+def test_a_key_freed_mid_batch_does_not_deadlock_a_batch_sharing_its_keys(dsn: str) -> None:
+    """Batch A meets "a" held by a job that finishes before A looks for it, so A tries "a"
+    again, after the "b" it holds; batch B took "a" meanwhile and waits for A's "b". A second
+    round of the freed key alone took the keys out of order: A waited for B, B for A, and
+    PostgreSQL ended one with a deadlock. A round now takes back the batch and inserts it all
+    again, sorted: B gets "b", A waits for B and gets B's jobs."""
+    query(dsn, PAUSE_AFTER)
+    query(dsn, "CREATE TRIGGER zz_pause AFTER INSERT ON pgqueue.active_jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION pause_after()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as gate, psycopg.connect(dsn) as a_conn:
+        holder = charge.using(unique_key="a").enqueue(gate, -1)
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        a_conn.execute("SELECT set_config('pgq_test.pause_after', 'on', false)")
+        a_conn.commit()
+        threads = [_batch(charge, a_conn, "A", out)]
+        wait_until(lambda: _waiting(dsn) == 1)  # A inserted "b", not "a", and waits
+        gate.execute("SELECT pgqueue.cancel(%s)", [holder])  # "a" is free
+        threads.append(_batch(charge, psycopg.connect(dsn), "B", out))
+        wait_until(lambda: _waiting(dsn) == 2)  # B inserted "a" and waits for A's "b"
+        gate.execute("SELECT pg_advisory_unlock(4242)")
+        for thread in threads:
+            thread.join(60)
+    assert not isinstance(out["A"], Exception), out["A"]
+    assert not isinstance(out["B"], Exception), out["B"]
+    assert out["A"] == out["B"]
+    assert query(dsn, "SELECT id, unique_key FROM pgqueue.active_jobs ORDER BY id") == [
+        (out["B"][0], "a"), (out["B"][1], "b"),
+    ]  # fmt: skip
+
+
+def _batch(task: Any, conn: psycopg.Connection[Any], name: str, out: dict[str, Any]) -> Any:
+    """Start a thread enqueueing keys "a" and "b" on ``conn`` and committing; ``out[name]``
+    gets its ids, or its error."""
+
+    def run() -> None:
+        with conn:
+            try:
+                out[name] = task.enqueue_many(conn, calls(2), unique_keys=["a", "b"])
+                conn.commit()
+            except psycopg.Error as exc:
+                out[name] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
