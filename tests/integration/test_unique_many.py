@@ -244,20 +244,22 @@ END $$
 
 
 def batch_in_thread(
-    dsn: str, keys: list[str], pause_at: str, out: dict[str, Any]
+    dsn: str, keys: list[str], out: dict[str, Any], name: str, settings: dict[str, str]
 ) -> threading.Thread:
-    """Start a thread enqueueing a batch with ``keys`` in a transaction of its own, paused
-    before it inserts ``pause_at``; ``out[pause_at]`` gets its ids, or its error."""
+    """Start a thread enqueueing a batch with ``keys`` in a transaction of its own, on a
+    connection given ``settings`` (the test-only triggers' pauses); ``out[name]`` gets its
+    ids, or its error."""
     _app, charge = make_app(dsn)
 
     def run() -> None:
         with psycopg.connect(dsn) as conn:
-            conn.execute("SELECT set_config('pgq_test.pause_at', %s, false)", [pause_at])
+            for setting, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", [setting, value])
             try:
-                out[pause_at] = charge.enqueue_many(conn, calls(len(keys)), unique_keys=keys)
+                out[name] = charge.enqueue_many(conn, calls(len(keys)), unique_keys=keys)
                 conn.commit()
             except psycopg.Error as exc:
-                out[pause_at] = exc
+                out[name] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -276,8 +278,10 @@ def test_batches_with_keys_in_opposite_orders_do_not_deadlock(dsn: str) -> None:
     out: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as gate:
         gate.execute("SELECT pg_advisory_lock(4242)")
-        threads = [batch_in_thread(dsn, ["a", "b"], "b", out),
-                   batch_in_thread(dsn, ["b", "a"], "a", out)]  # fmt: skip
+        threads = [
+            batch_in_thread(dsn, keys, out, keys[1], {"pgq_test.pause_at": keys[1]})
+            for keys in (["a", "b"], ["b", "a"])
+        ]
         wait_until(lambda: _waiting(dsn) == 2)
         gate.execute("SELECT pg_advisory_unlock(4242)")
         for thread in threads:
@@ -407,15 +411,13 @@ def test_a_key_freed_mid_batch_does_not_deadlock_a_batch_sharing_its_keys(dsn: s
                " FOR EACH STATEMENT EXECUTE FUNCTION pause_after()")  # fmt: skip
     _app, charge = make_app(dsn)
     out: dict[str, Any] = {}
-    with psycopg.connect(dsn, autocommit=True) as gate, psycopg.connect(dsn) as a_conn:
+    with psycopg.connect(dsn, autocommit=True) as gate:
         holder = charge.using(unique_key="a").enqueue(gate, -1)
         gate.execute("SELECT pg_advisory_lock(4242)")
-        a_conn.execute("SELECT set_config('pgq_test.pause_after', 'on', false)")
-        a_conn.commit()
-        threads = [_batch(charge, a_conn, "A", out)]
+        threads = [batch_in_thread(dsn, ["a", "b"], out, "A", {"pgq_test.pause_after": "on"})]
         wait_until(lambda: _waiting(dsn) == 1)  # A inserted "b", not "a", and waits
         gate.execute("SELECT pgqueue.cancel(%s)", [holder])  # "a" is free
-        threads.append(_batch(charge, psycopg.connect(dsn), "B", out))
+        threads.append(batch_in_thread(dsn, ["a", "b"], out, "B", {}))
         wait_until(lambda: _waiting(dsn) == 2)  # B inserted "a" and waits for A's "b"
         gate.execute("SELECT pg_advisory_unlock(4242)")
         for thread in threads:
@@ -426,20 +428,3 @@ def test_a_key_freed_mid_batch_does_not_deadlock_a_batch_sharing_its_keys(dsn: s
     assert query(dsn, "SELECT id, unique_key FROM pgqueue.active_jobs ORDER BY id") == [
         (out["B"][0], "a"), (out["B"][1], "b"),
     ]  # fmt: skip
-
-
-def _batch(task: Any, conn: psycopg.Connection[Any], name: str, out: dict[str, Any]) -> Any:
-    """Start a thread enqueueing keys "a" and "b" on ``conn`` and committing; ``out[name]``
-    gets its ids, or its error."""
-
-    def run() -> None:
-        with conn:
-            try:
-                out[name] = task.enqueue_many(conn, calls(2), unique_keys=["a", "b"])
-                conn.commit()
-            except psycopg.Error as exc:
-                out[name] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
