@@ -189,9 +189,10 @@ class Task(Generic[P, R]):
                 try:
                     if keys is not None:
                         on_conflict = self.options.on_conflict
-                        return sent(
-                            _unique.enqueue_many(cur, template, args, kwargs, keys, on_conflict)
+                        ids, written = _unique.enqueue_many(
+                            cur, template, args, kwargs, keys, on_conflict
                         )
+                        return sent(ids, written=written)
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(_store.jobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -212,11 +213,10 @@ class Task(Generic[P, R]):
                 try:
                     if keys is not None:
                         on_conflict = self.options.on_conflict
-                        return sent(
-                            await _unique.aenqueue_many(
-                                cur, template, args, kwargs, keys, on_conflict
-                            )
+                        ids, written = await _unique.aenqueue_many(
+                            cur, template, args, kwargs, keys, on_conflict
                         )
+                        return sent(ids, written=written)
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(await _store.ajobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -228,7 +228,7 @@ class Task(Generic[P, R]):
                     raise
 
 
-def _same(ids: Ids, /, existing: bool | None = None) -> Ids:
+def _same(ids: Ids, /, existing: bool | None = None, written: int | None = None) -> Ids:
     return ids
 
 

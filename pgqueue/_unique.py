@@ -43,7 +43,7 @@ def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan[tuple[int, bool]]
 class _Batch:
     """enqueue_many's jobs with their keys, and the ids found for them so far."""
 
-    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template")
+    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template", "written")
 
     def __init__(
         self, template: _store.NewJob, args: Sequence[str], kwargs: Sequence[str],
@@ -55,6 +55,7 @@ class _Batch:
             if key is not None:
                 self.first.setdefault(key, i)
         self.ids = [0] * len(keys)
+        self.written = 0  # how many jobs the last round inserted
 
     def sent(self) -> list[int]:
         """The jobs to insert: every job without a key, and each key's first."""
@@ -75,6 +76,7 @@ class _Batch:
         """Record the ids of ``todo``'s jobs that went in; returns those whose key was held.
         The jobs without a key went in, with ids in their order; else their places are not
         known, and the batch is refused."""
+        self.written = len(rows)
         by_key = {key: job_id for job_id, key in rows if key is not None}
         unkeyed = sorted(job_id for job_id, key in rows if key is None)
         places = [i for i in todo if self.keys[i] is None]
@@ -95,10 +97,12 @@ class _Batch:
                     held.append(i)
         return held
 
-    def result(self) -> list[int]:
-        """The ids in input order: a key's later jobs get its first job's."""
+    def result(self) -> tuple[list[int], int]:
+        """The ids in input order (a key's later jobs get its first job's), and how many jobs
+        the batch wrote."""
         first = self.first
-        return [self.ids[i if key is None else first[key]] for i, key in enumerate(self.keys)]
+        ids = [self.ids[i if key is None else first[key]] for i, key in enumerate(self.keys)]
+        return ids, self.written
 
 
 def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
@@ -123,7 +127,7 @@ def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
     raise UniqueKeyContended(batch.key(freed[0]), MAX_ROUNDS)
 
 
-def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[list[int]]:
+def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[tuple[list[int], int]]:
     """Insert the batch in rounds (as :func:`_plan` one job) inside a savepoint, so that a
     round can be taken back, and DuplicateJob, UniqueKeyContended or jobs a trigger dropped
     leave nothing of the batch behind."""
@@ -176,10 +180,11 @@ async def aenqueue(
 def enqueue_many(
     cur: psycopg.Cursor[Any], template: _store.NewJob, args: Sequence[str],
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
-) -> list[int]:  # fmt: skip
+) -> tuple[list[int], int]:  # fmt: skip
     """Insert one job per (args, kwargs) with its key (or none), as :func:`enqueue` would one
-    by one, in a few statements; ids in input order, a key's jobs all get its job's id. On an
-    autocommit connection, in a transaction of its own: committed whole or not at all."""
+    by one, in a few statements; returns the ids in input order, a key's jobs all with its
+    job's id, and how many jobs went in. On an autocommit connection, in a transaction of its
+    own: committed whole or not at all."""
     plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
     if conn.autocommit:
@@ -191,7 +196,7 @@ def enqueue_many(
 async def aenqueue_many(
     cur: psycopg.AsyncCursor[Any], template: _store.NewJob, args: Sequence[str],
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
-) -> list[int]:  # fmt: skip
+) -> tuple[list[int], int]:  # fmt: skip
     """Async twin of :func:`enqueue_many`."""
     plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
