@@ -33,9 +33,12 @@ Ids = TypeVar("Ids", int, list[int])
 class Sent(Protocol):
     """What an enqueue's span is told as it ends well: the new job's id (``enqueue``) or the
     batch's ids (``enqueue_many``), which it returns; for an enqueue with a ``unique_key``,
-    ``existing`` says whether the id is that of a job found holding the key (nothing written)."""
+    ``existing`` says whether the id is that of a job found holding the key (nothing written),
+    and for a batch with ``unique_keys``, ``written`` how many jobs it wrote (``None``: all)."""
 
-    def __call__(self, ids: Ids, /, existing: bool | None = None) -> Ids: ...
+    def __call__(
+        self, ids: Ids, /, existing: bool | None = None, written: int | None = None
+    ) -> Ids: ...
 
 
 EnqueueSpan = Callable[[str, str, bool], AbstractContextManager[Sent]]

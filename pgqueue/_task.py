@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -147,7 +148,11 @@ class Task(Generic[P, R]):
             )
         template = self.new_job((), {})
         encoded = _encode_calls(self.name, calls, self.app.max_payload_bytes)
-        keys = None if unique_keys is None else _checked_keys(unique_keys, len(encoded))
+        keys = (
+            None
+            if unique_keys is None
+            else _checked_keys(unique_keys, len(encoded), self.options.on_conflict)
+        )
         if keys is not None and all(key is None for key in keys):
             keys = None
         return template, [e[0] for e in encoded], [e[1] for e in encoded], keys
@@ -175,7 +180,8 @@ class Task(Generic[P, R]):
         ``unique_key`` as in :meth:`using`: a job whose key an active job holds is not
         inserted and its place gets that job's id (or, with ``on_conflict="raise"``, the whole
         batch is refused with :class:`~pgqueue.DuplicateJob` and nothing is inserted); a key
-        given twice makes one job, whose id both places get.
+        given twice makes one job, whose id both places get (with ``on_conflict="raise"``,
+        a ``ValueError`` before any SQL).
         """
         with self._sending(True) as sent:
             template, args, kwargs, keys = self._encode_many(calls, unique_keys)
@@ -183,9 +189,10 @@ class Task(Generic[P, R]):
                 try:
                     if keys is not None:
                         on_conflict = self.options.on_conflict
-                        return sent(
-                            _unique.enqueue_many(cur, template, args, kwargs, keys, on_conflict)
+                        ids, written = _unique.enqueue_many(
+                            cur, template, args, kwargs, keys, on_conflict
                         )
+                        return sent(ids, written=written)
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(_store.jobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -206,11 +213,10 @@ class Task(Generic[P, R]):
                 try:
                     if keys is not None:
                         on_conflict = self.options.on_conflict
-                        return sent(
-                            await _unique.aenqueue_many(
-                                cur, template, args, kwargs, keys, on_conflict
-                            )
+                        ids, written = await _unique.aenqueue_many(
+                            cur, template, args, kwargs, keys, on_conflict
                         )
+                        return sent(ids, written=written)
                     if _store.copy_usable(cur.connection, len(args)):
                         return sent(await _store.ajobs_copy(cur, template, args, kwargs))
                     chunks = self._chunks(template, args, kwargs)
@@ -222,7 +228,7 @@ class Task(Generic[P, R]):
                     raise
 
 
-def _same(ids: Ids, /, existing: bool | None = None) -> Ids:
+def _same(ids: Ids, /, existing: bool | None = None, written: int | None = None) -> Ids:
     return ids
 
 
@@ -273,10 +279,15 @@ def _encode_call(task: str, call: Any, limit: int) -> tuple[str, str]:
 _PLAIN_ARGS = (tuple, list)
 
 
-def _checked_keys(keys: Iterable[str | None], calls: int) -> list[str | None]:
-    """enqueue_many's ``unique_keys`` as a list, one per call, each ``None`` or a usable key;
-    an error names the bad key by its call's index."""
-    if isinstance(keys, str | bytes | Mapping) or not hasattr(keys, "__iter__"):
+def _checked_keys(
+    keys: Iterable[str | None], calls: int, on_conflict: OnConflict
+) -> list[str | None]:
+    """enqueue_many's ``unique_keys`` as a list, one per call, each ``None`` or a usable key,
+    and with ``on_conflict="raise"`` none twice (two unique enqueues of a key raise at the
+    second, and a batch makes one job of a repeated key); an error names the call."""
+    # A set (dict keys too) has an order of its own, not the calls': its keys would go to
+    # calls at random.
+    if isinstance(keys, str | bytes | Mapping | AbstractSet) or not hasattr(keys, "__iter__"):
         raise TypeError(
             "enqueue_many: unique_keys must be a list of str (or None), one per call,"
             f" got {reprlib.repr(keys)}"
@@ -287,12 +298,19 @@ def _checked_keys(keys: Iterable[str | None], calls: int) -> list[str | None]:
             f"enqueue_many: unique_keys has {len(listed)} keys for {calls} calls:"
             " give one per call (None for a job without a key)"
         )
+    first: dict[str, int] = {}
     for n, key in enumerate(listed):
-        if key is not None:
-            try:
-                check_task_name(key, "unique_key")
-            except ValueError as exc:
-                raise ValueError(f"enqueue_many call {n}: {exc}") from None
+        if key is None:
+            continue
+        try:
+            check_task_name(key, "unique_key")
+        except ValueError as exc:
+            raise ValueError(f"enqueue_many call {n}: {exc}") from None
+        if first.setdefault(key, n) != n and on_conflict == "raise":
+            raise ValueError(
+                f"enqueue_many call {n}: unique_key {key!r} is call {first[key]}'s too:"
+                ' with on_conflict="raise" a batch gives each key once'
+            )
     return listed
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgqueue import _store
-from pgqueue._errors import DuplicateJob, UniqueKeyContended
+from pgqueue._errors import DuplicateJob, PgQueueError, UniqueKeyContended
 from pgqueue._options import OnConflict
 
 # Each round ends unless the key's job finished between our two statements, so the loop only
@@ -43,7 +43,7 @@ def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan[tuple[int, bool]]
 class _Batch:
     """enqueue_many's jobs with their keys, and the ids found for them so far."""
 
-    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template")
+    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template", "written")
 
     def __init__(
         self, template: _store.NewJob, args: Sequence[str], kwargs: Sequence[str],
@@ -55,6 +55,7 @@ class _Batch:
             if key is not None:
                 self.first.setdefault(key, i)
         self.ids = [0] * len(keys)
+        self.written = 0  # how many jobs the last round inserted
 
     def sent(self) -> list[int]:
         """The jobs to insert: every job without a key, and each key's first."""
@@ -73,10 +74,19 @@ class _Batch:
 
     def inserted(self, todo: list[int], rows: list[_store.Row]) -> list[int]:
         """Record the ids of ``todo``'s jobs that went in; returns those whose key was held.
-        The jobs without a key all went in, with ids in their order."""
+        The jobs without a key went in, with ids in their order; else their places are not
+        known, and the batch is refused."""
+        self.written = len(rows)
         by_key = {key: job_id for job_id, key in rows if key is not None}
         unkeyed = sorted(job_id for job_id, key in rows if key is None)
-        for i, job_id in zip((i for i in todo if self.keys[i] is None), unkeyed, strict=False):
+        places = [i for i in todo if self.keys[i] is None]
+        if len(unkeyed) != len(places):
+            raise PgQueueError(
+                f"enqueue_many: {len(places) - len(unkeyed)} of the batch's jobs without a"
+                " unique_key did not go in (a BEFORE INSERT trigger on pgqueue.active_jobs"
+                " returned NULL?): none of the batch's jobs was inserted"
+            )
+        for i, job_id in zip(places, unkeyed, strict=True):
             self.ids[i] = job_id
         held = []
         for i in todo:
@@ -87,47 +97,48 @@ class _Batch:
                     held.append(i)
         return held
 
-    def result(self) -> list[int]:
-        """The ids in input order: a key's later jobs get its first job's."""
+    def result(self) -> tuple[list[int], int]:
+        """The ids in input order (a key's later jobs get its first job's), and how many jobs
+        the batch wrote."""
         first = self.first
-        return [self.ids[i if key is None else first[key]] for i, key in enumerate(self.keys)]
+        ids = [self.ids[i if key is None else first[key]] for i, key in enumerate(self.keys)]
+        return ids, self.written
 
 
 def _many_rounds(batch: _Batch, on_conflict: OnConflict) -> Plan[None]:
-    todo = batch.sent()
     for _ in range(MAX_ROUNDS):
+        todo = batch.sent()
         held = batch.inserted(todo, (yield batch.insert(todo)))
         if not held:
             return
         holders = yield _store.jobs_find_unique_many([batch.key(i) for i in held])
-        todo = []
+        freed = [i for i in held if batch.key(i) not in holders]  # finished in between
         for i in held:
-            holder = holders.get(batch.key(i))
-            if holder is None:  # finished (or rolled back) in between: the key is free
-                todo.append(i)
-            elif on_conflict == "raise":
-                raise DuplicateJob(batch.key(i), holder)  # the first held key, in input order
-            else:
+            if (holder := holders.get(batch.key(i))) is not None:
+                if on_conflict == "raise":
+                    raise DuplicateJob(batch.key(i), holder)  # the first held, in input order
                 batch.ids[i] = holder
-        if not todo:
+        if not freed:
             return
-    raise UniqueKeyContended(batch.key(todo[0]), MAX_ROUNDS)
+        # Inserting the freed keys alone would take them after the batch's later keys, out of
+        # key order, and deadlock with a batch holding one and waiting for another: take the
+        # round back and insert the whole batch again, sorted.
+        yield _store.savepoint_rollback()
+    raise UniqueKeyContended(batch.key(freed[0]), MAX_ROUNDS)
 
 
-def _many_plan(batch: _Batch, on_conflict: OnConflict, savepoint: bool) -> Plan[list[int]]:
-    """Insert the batch in rounds (as :func:`_plan` one job); with ``savepoint``, inside one,
-    so that DuplicateJob and UniqueKeyContended leave nothing of the batch behind."""
-    if savepoint:
-        yield _store.savepoint_set()
+def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[tuple[list[int], int]]:
+    """Insert the batch in rounds (as :func:`_plan` one job) inside a savepoint, so that a
+    round can be taken back, and DuplicateJob, UniqueKeyContended or jobs a trigger dropped
+    leave nothing of the batch behind."""
+    yield _store.savepoint_set()
     try:
         yield from _many_rounds(batch, on_conflict)
-    except (DuplicateJob, UniqueKeyContended):
-        if savepoint:
-            yield _store.savepoint_rollback()
-            yield _store.savepoint_release()
-        raise
-    if savepoint:
+    except PgQueueError:
+        yield _store.savepoint_rollback()
         yield _store.savepoint_release()
+        raise
+    yield _store.savepoint_release()
     return batch.result()
 
 
@@ -169,26 +180,27 @@ async def aenqueue(
 def enqueue_many(
     cur: psycopg.Cursor[Any], template: _store.NewJob, args: Sequence[str],
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
-) -> list[int]:  # fmt: skip
+) -> tuple[list[int], int]:  # fmt: skip
     """Insert one job per (args, kwargs) with its key (or none), as :func:`enqueue` would one
-    by one, in a few statements; ids in input order, a key's jobs all get its job's id. On an
-    autocommit connection, in a transaction of its own: committed whole or not at all."""
-    batch = _Batch(template, args, kwargs, keys)
+    by one, in a few statements; returns the ids in input order, a key's jobs all with its
+    job's id, and how many jobs went in. On an autocommit connection, in a transaction of its
+    own: committed whole or not at all."""
+    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
     if conn.autocommit:
         with conn.transaction():
-            return _run(cur, _many_plan(batch, on_conflict, savepoint=False))
-    return _run(cur, _many_plan(batch, on_conflict, savepoint=True))
+            return _run(cur, plan)
+    return _run(cur, plan)
 
 
 async def aenqueue_many(
     cur: psycopg.AsyncCursor[Any], template: _store.NewJob, args: Sequence[str],
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
-) -> list[int]:  # fmt: skip
+) -> tuple[list[int], int]:  # fmt: skip
     """Async twin of :func:`enqueue_many`."""
-    batch = _Batch(template, args, kwargs, keys)
+    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
     conn = cur.connection
     if conn.autocommit:
         async with conn.transaction():
-            return await _arun(cur, _many_plan(batch, on_conflict, savepoint=False))
-    return await _arun(cur, _many_plan(batch, on_conflict, savepoint=True))
+            return await _arun(cur, plan)
+    return await _arun(cur, plan)

@@ -106,15 +106,18 @@ def _sending(tracer: Any, task: str, queue: str, batch: bool) -> Iterator[Sent]:
             raise
 
 
-def _sent(span: Any, ids: Ids, existing: bool | None = None) -> Ids:
-    """Tell an enqueue's ``span`` the job (its id) or the batch (how many) it sent, and for a
-    unique enqueue whether the job is one it found holding the key (nothing sent)."""
+def _sent(span: Any, ids: Ids, existing: bool | None = None, written: int | None = None) -> Ids:
+    """Tell an enqueue's ``span`` the job (its id) or the batch (how many: ``written``, if
+    given, else all) it sent, and for a unique enqueue whether the job is one it found holding
+    the key (nothing sent)."""
     if existing is not None:
         span.set_attribute("pgqueue.unique.existing", existing)
     if isinstance(ids, int):
         span.set_attributes({"messaging.message.id": str(ids), "pgqueue.job_id": ids})
     else:
-        span.set_attribute("messaging.batch.message_count", len(ids))
+        span.set_attribute(
+            "messaging.batch.message_count", len(ids) if written is None else written
+        )
     return ids
 
 

@@ -1458,7 +1458,8 @@ SELECT unique_key, id FROM pgqueue.active_jobs WHERE unique_key = ANY(%(keys)s::
 
 # Around a batch of unique jobs in the caller's transaction: a batch that meets a held key
 # with on_conflict="raise" (or gives up on a contended one) takes back the jobs it inserted,
-# and leaves the transaction usable.
+# and leaves the transaction usable; a round that found a key freed is taken back and the
+# batch inserted again, in key order.
 SAVEPOINT_SET: LiteralString = "SAVEPOINT pgqueue_enqueue_many"
 
 SAVEPOINT_ROLLBACK: LiteralString = "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many"

@@ -182,6 +182,30 @@ def test_enqueue_in_an_atomic_block_marked_for_rollback_is_refused(shop, django_
     assert query(django_db, "SELECT args FROM pgqueue.jobs") == [([3],)]
 
 
+def test_a_keyed_batch_in_atomic_and_in_autocommit_on_djangos_connection(shop, django_db):
+    """enqueue_many with unique_keys on Django's connection: inside atomic(), a batch refused
+    with DuplicateJob takes back its own jobs only (its savepoint), and the block's ORM write
+    and earlier batch commit with it; outside atomic() a batch commits on its own."""
+    from django.db import connection, transaction
+
+    from pgqueue import DuplicateJob
+
+    strict = shop.send_receipt.using(on_conflict="raise")
+    with transaction.atomic():
+        order = _order()
+        first = shop.send_receipt.enqueue_many(connection, [((1,), {})], unique_keys=["a"])
+        with pytest.raises(DuplicateJob):
+            strict.enqueue_many(connection, [((2,), {}), ((3,), {})], unique_keys=["b", "a"])
+    again = shop.send_receipt.enqueue_many(
+        connection, [((4,), {}), ((5,), {})], unique_keys=["a", "c"]
+    )
+    assert again[0] == first[0]
+    assert query(django_db, "SELECT count(*) FROM shop_order WHERE id = %s", [order.id]) == [(1,)]
+    assert query(django_db, "SELECT args, unique_key FROM pgqueue.jobs ORDER BY id") == [
+        ([1], "a"), ([5], "c"),
+    ]  # fmt: skip
+
+
 def _drop_djangos_connection(dsn: str) -> None:
     """The server ends this thread's Django connection (a restart, a failover, an idle
     session timeout would), and Django does not know yet."""

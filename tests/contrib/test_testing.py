@@ -96,6 +96,17 @@ async def test_eager_enqueue_many_with_unique_keys_runs_each_key_once_per_call()
     assert [(j.id, j.result) for j in log.jobs] == [(1, 3), (2, 7), (3, 15), (4, 2)]
 
 
+def test_eager_enqueue_many_refuses_a_repeated_key_with_on_conflict_raise() -> None:
+    """As the real enqueue_many: with on_conflict="raise" a key given twice is a ValueError
+    before any call runs, not the first call's job for both."""
+    message = r"^enqueue_many call 1: unique_key 'a' is call 0's"
+    with eager(t.app) as log, pytest.raises(ValueError, match=message):
+        t.add.using(on_conflict="raise").enqueue_many(
+            None, [((1, 2), {}), ((3, 4), {})], unique_keys=["a", "a"]
+        )
+    assert log.jobs == []
+
+
 async def test_eager_sync_enqueue_of_an_async_task_from_async_code() -> None:
     """A sync enqueue called inside a running event loop still runs an async task."""
     with eager(t.app) as log:

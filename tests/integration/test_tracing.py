@@ -396,6 +396,24 @@ async def test_enqueue_many_has_one_producer_span_for_its_batch(dsn: str, aconn:
     assert parents == [(f"00-{enqueue.context.trace_id:032x}-{enqueue.context.span_id:016x}",)]
 
 
+async def test_a_keyed_batch_counts_the_jobs_it_wrote(aconn: Any) -> None:
+    """A batch with unique_keys counted every place, held keys' and repeats' too: a batch
+    whose every key was held looked like a send of as many jobs. It counts the jobs written,
+    as a unique enqueue's span says it wrote none."""
+    app = pgqueue.PgQueue()
+    app.task(name="work", queue="q")(lambda: None)
+    exporter = traced(app)
+    work = app.using("work")
+    await work.using(unique_key="h").aenqueue(aconn)
+    await work.aenqueue_many(aconn, [((), {})] * 4, unique_keys=["h", "a", "a", None])
+    await work.aenqueue_many(aconn, [((), {})] * 2, unique_keys=["a", "h"])
+    counts = [
+        s.attributes.get("messaging.batch.message_count")
+        for s in kind_of(exporter, SpanKind.PRODUCER)
+    ]
+    assert counts == [None, 2, 0]
+
+
 def test_a_failed_enqueues_span_is_an_error_that_says_only_its_type(conn: Any) -> None:
     """An enqueue that raises ends its span as an error, with the exception's type and not its
     message, which may hold the arguments (and the app's ``redact`` is for job errors)."""

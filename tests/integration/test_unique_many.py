@@ -83,22 +83,19 @@ def test_on_conflict_raise_names_the_first_held_key_and_inserts_nothing(
             strict.enqueue_many(conn, calls(5), unique_keys=["new", None, "b-held", "a-held", "n"])
         assert (raised.value.unique_key, raised.value.job_id) == ("b-held", holders[0])
         assert conn.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (2,)
-        other = strict.enqueue_many(conn, calls(2), unique_keys=["new", "new"])
+        strict.enqueue_many(conn, calls(1), unique_keys=["new"])
         conn.commit()
-    assert other[0] == other[1]
     assert [row[2] for row in jobs(dsn)] == ["b-held", "a-held", "new"]
 
 
 def test_on_conflict_raise_keeps_what_the_transaction_did_before(dsn: str, conn) -> None:
     """The batch's refusal takes back its own jobs only: jobs the transaction enqueued before
-    the call stay, and so does a batch's job whose key repeats within the call."""
+    the call stay."""
     _app, charge = make_app(dsn)
     before = charge.enqueue(conn, 100)
     charge.using(unique_key="held").enqueue(conn, 101)
     with pytest.raises(pgqueue.DuplicateJob, match="'held'"):
-        charge.using(on_conflict="raise").enqueue_many(
-            conn, calls(3), unique_keys=["x", "x", "held"]
-        )
+        charge.using(on_conflict="raise").enqueue_many(conn, calls(2), unique_keys=["x", "held"])
     conn.commit()
     assert [row[1] for row in jobs(dsn)] == [[100], [101]] and jobs(dsn)[0][0] == before
 
@@ -178,6 +175,8 @@ BAD_KEYS = [
     (["a", "b", "c"], ValueError, r"^enqueue_many: unique_keys has 3 keys for 2 calls"),
     ("ab", TypeError, r"^enqueue_many: unique_keys must be a list of str \(or None\), one per"),
     (7, TypeError, r"^enqueue_many: unique_keys must be a list .* got 7"),
+    ({"a", "b"}, TypeError, r"^enqueue_many: unique_keys must be a list .* got \{'.'"),
+    ({"a": 0, "b": 1}.keys(), TypeError, r"^enqueue_many: unique_keys must be a list .* dict_keys"),
 ]
 
 
@@ -186,8 +185,9 @@ async def test_bad_unique_keys_are_refused_before_any_statement(
     dsn: str, conn, aconn, keys: Any, error: type[Exception], message: str
 ) -> None:
     """A key that is not a usable key is named by its call's index, unique_keys of another
-    length than the calls (or a str, read as its characters) is refused: before any
-    statement, so nothing is written and the transactions go on."""
+    length than the calls (or a str, read as its characters, or a set, whose order is not the
+    calls' and which paired keys with calls at random) is refused: before any statement, so
+    nothing is written and the transactions go on."""
     app, charge = make_app(dsn)
     for task in (charge, app.using("charge")):
         with pytest.raises(error, match=message):
@@ -244,20 +244,22 @@ END $$
 
 
 def batch_in_thread(
-    dsn: str, keys: list[str], pause_at: str, out: dict[str, Any]
+    dsn: str, keys: list[str], out: dict[str, Any], name: str, settings: dict[str, str]
 ) -> threading.Thread:
-    """Start a thread enqueueing a batch with ``keys`` in a transaction of its own, paused
-    before it inserts ``pause_at``; ``out[pause_at]`` gets its ids, or its error."""
+    """Start a thread enqueueing a batch with ``keys`` in a transaction of its own, on a
+    connection given ``settings`` (the test-only triggers' pauses); ``out[name]`` gets its
+    ids, or its error."""
     _app, charge = make_app(dsn)
 
     def run() -> None:
         with psycopg.connect(dsn) as conn:
-            conn.execute("SELECT set_config('pgq_test.pause_at', %s, false)", [pause_at])
+            for setting, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", [setting, value])
             try:
-                out[pause_at] = charge.enqueue_many(conn, calls(len(keys)), unique_keys=keys)
+                out[name] = charge.enqueue_many(conn, calls(len(keys)), unique_keys=keys)
                 conn.commit()
             except psycopg.Error as exc:
-                out[pause_at] = exc
+                out[name] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -276,8 +278,10 @@ def test_batches_with_keys_in_opposite_orders_do_not_deadlock(dsn: str) -> None:
     out: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as gate:
         gate.execute("SELECT pg_advisory_lock(4242)")
-        threads = [batch_in_thread(dsn, ["a", "b"], "b", out),
-                   batch_in_thread(dsn, ["b", "a"], "a", out)]  # fmt: skip
+        threads = [
+            batch_in_thread(dsn, keys, out, keys[1], {"pgq_test.pause_at": keys[1]})
+            for keys in (["a", "b"], ["b", "a"])
+        ]
         wait_until(lambda: _waiting(dsn) == 2)
         gate.execute("SELECT pg_advisory_unlock(4242)")
         for thread in threads:
@@ -296,3 +300,131 @@ def _waiting(dsn: str) -> int:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
     return int(rows[0][0])
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_job_without_a_key_that_a_trigger_drops_is_an_error_not_a_wrong_id(
+    dsn: str, autocommit: bool
+) -> None:
+    """A user's BEFORE INSERT trigger returning NULL for a job without a key: its place got
+    the next job's id and the last such place 0 (no job has it). The batch is refused with
+    PgQueueError saying so, none of its jobs stays, and the transaction goes on."""
+    query(dsn, "CREATE FUNCTION drop_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.args = '[1]' THEN RETURN NULL; END IF; RETURN NEW; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_it()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    with psycopg.connect(dsn, autocommit=autocommit) as conn:
+        kept = charge.enqueue(conn, 100)
+        with pytest.raises(pgqueue.PgQueueError, match=r"^enqueue_many: 1 of the batch's jobs"):
+            charge.enqueue_many(conn, calls(4), unique_keys=["k", None, None, "j"])
+        assert conn.execute("SELECT count(*) FROM pgqueue.active_jobs").fetchone() == (1,)
+        conn.commit()
+    assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
+
+
+async def test_a_key_twice_with_on_conflict_raise_is_refused_before_any_statement(
+    dsn: str, conn, aconn
+) -> None:
+    """With on_conflict="raise" a key given twice made one job of the first call and dropped
+    the second's arguments without a word, where two unique enqueues raise DuplicateJob at
+    the second. It is refused, naming both calls, before any statement; with "existing" the
+    second call still gets the first's job."""
+    _app, charge = make_app(dsn)
+    strict = charge.using(on_conflict="raise")
+    message = r"^enqueue_many call 3: unique_key 'a' is call 1's too: with on_conflict=\"raise\""
+    keys = [None, "a", "b", "a"]
+    with pytest.raises(ValueError, match=message):
+        strict.enqueue_many(conn, calls(4), unique_keys=keys)
+    with pytest.raises(ValueError, match=message):
+        await strict.aenqueue_many(aconn, calls(4), unique_keys=iter(keys))
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    ids = charge.enqueue_many(conn, calls(4), unique_keys=keys)
+    assert ids[3] == ids[1] != ids[0]
+
+
+def test_a_key_freed_between_insert_and_look_up_goes_in_at_its_place(dsn: str, conn) -> None:
+    """A key whose first insert goes nowhere and whose holder is then not found (a test-only
+    trigger drops its first row, as if the holder finished between the two statements) is
+    inserted in a second round; every place still gets its own call's job, the repeated
+    key's later place included."""
+    query(dsn, "CREATE SEQUENCE tries")
+    query(dsn, "CREATE FUNCTION drop_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.unique_key = 'k' THEN IF nextval('tries') = 1 THEN RETURN NULL; END IF;"
+               " END IF; RETURN NEW; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_drop BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION drop_once()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    held = charge.using(unique_key="h").enqueue(conn, -1)
+    ids = charge.enqueue_many(conn, calls(6), unique_keys=["z", "k", None, "h", "a", "k"])
+    conn.commit()
+    assert ids[3] == held and ids[5] == ids[1]
+    by_id = {job_id: (args, key) for job_id, args, key in jobs(dsn)}
+    assert [by_id[job_id] for job_id in ids] == [
+        ([0], "z"), ([1], "k"), ([2], None), ([-1], "h"), ([4], "a"), ([1], "k"),
+    ]  # fmt: skip
+    assert query(dsn, "SELECT last_value FROM tries") == [(2,)]
+
+
+def test_a_holder_rolled_back_while_the_batch_waits_lets_the_batch_in(dsn: str) -> None:
+    """A batch meeting a key held by an open transaction waits for it; when that transaction
+    rolls back, the batch's own job goes in (no holder's id, no error), at its place."""
+    _app, charge = make_app(dsn)
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as conn:
+        charge.using(unique_key="b").enqueue(holder, -1)
+
+        def run() -> None:
+            out["ids"] = charge.enqueue_many(conn, calls(3), unique_keys=["c", "b", None])
+            conn.commit()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_until(lambda: _waiting(dsn) == 1)
+        holder.rollback()
+        thread.join(60)
+    by_id = {job_id: (args, key) for job_id, args, key in jobs(dsn)}
+    assert [by_id[job_id] for job_id in out["ids"]] == [([0], "c"), ([1], "b"), ([2], None)]
+
+
+# A test-only trigger: a statement of a session that set pgq_test.pause_after waits, once it
+# has inserted its rows, for the advisory lock the test holds.
+PAUSE_AFTER = """
+CREATE FUNCTION pause_after() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    IF current_setting('pgq_test.pause_after', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock_shared(4242);
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+
+def test_a_key_freed_mid_batch_does_not_deadlock_a_batch_sharing_its_keys(dsn: str) -> None:
+    """Batch A meets "a" held by a job that finishes before A looks for it, so A tries "a"
+    again, after the "b" it holds; batch B took "a" meanwhile and waits for A's "b". A second
+    round of the freed key alone took the keys out of order: A waited for B, B for A, and
+    PostgreSQL ended one with a deadlock. A round now takes back the batch and inserts it all
+    again, sorted: B gets "b", A waits for B and gets B's jobs."""
+    query(dsn, PAUSE_AFTER)
+    query(dsn, "CREATE TRIGGER zz_pause AFTER INSERT ON pgqueue.active_jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION pause_after()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        holder = charge.using(unique_key="a").enqueue(gate, -1)
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        threads = [batch_in_thread(dsn, ["a", "b"], out, "A", {"pgq_test.pause_after": "on"})]
+        wait_until(lambda: _waiting(dsn) == 1)  # A inserted "b", not "a", and waits
+        gate.execute("SELECT pgqueue.cancel(%s)", [holder])  # "a" is free
+        threads.append(batch_in_thread(dsn, ["a", "b"], out, "B", {}))
+        wait_until(lambda: _waiting(dsn) == 2)  # B inserted "a" and waits for A's "b"
+        gate.execute("SELECT pg_advisory_unlock(4242)")
+        for thread in threads:
+            thread.join(60)
+    assert not isinstance(out["A"], Exception), out["A"]
+    assert not isinstance(out["B"], Exception), out["B"]
+    assert out["A"] == out["B"]
+    assert query(dsn, "SELECT id, unique_key FROM pgqueue.active_jobs ORDER BY id") == [
+        (out["B"][0], "a"), (out["B"][1], "b"),
+    ]  # fmt: skip
