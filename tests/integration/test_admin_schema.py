@@ -276,3 +276,24 @@ async def test_a_wait_reads_no_revision_on_the_connection_it_opens(
         assert app.wait_sync(1, timeout=timeout, listen=listen).state == "cancelled"
         assert (await app.wait(1, timeout=timeout, listen=listen)).state == "cancelled"
     assert _store.schema_revision_get().sql not in ran
+
+
+@pytest.mark.parametrize("autocommit", [False, True], ids=["transaction", "autocommit"])
+def test_a_role_that_may_not_read_the_revision_is_refused_once_per_connection(
+    dsn: str, unread_dsn: str, monkeypatch: pytest.MonkeyPatch, autocommit: bool
+) -> None:
+    """A role that may not read alembic_version is let through, and the refusal is kept for
+    the connection's life, as a check passed is: a read refused on every call (a savepoint
+    and a server log's ERROR per app.cancel) would make the check its cost on each."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 3)")
+    ran = _statements(monkeypatch)
+    revision = _store.schema_revision_get().sql
+    with psycopg.connect(unread_dsn, autocommit=autocommit) as conn:
+        conn.execute("SELECT 1")  # in a transaction of the caller's, unless autocommit
+        assert APP.cancel(conn, 1) == "cancelled"
+        assert ran.count(revision) == 1
+        assert APP.cancel(conn, 2) == "cancelled"
+        assert APP.get_job(conn, 3) is not None
+        conn.commit()
+    assert ran.count(revision) == 1
+    assert states(dsn) == {"cancelled": 2, "queued": 1}
