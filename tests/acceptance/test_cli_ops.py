@@ -1271,3 +1271,18 @@ def test_progress_on_a_pipe_every_batch_when_the_interval_has_passed(dsn: str) -
         "requeued 4 failed jobs so far",
         "requeued 5 failed jobs so far",
     ])  # fmt: skip
+
+
+def test_progress_on_a_pipe_says_no_count_twice(dsn: str) -> None:
+    """A last batch that requeues nothing (a failed job whose unique key a queued job holds)
+    repeated the count so far: held back, it was said again as the total. The last line is
+    the total, said once."""
+    query(dsn, "SELECT setval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'), 10)")
+    _failed_jobs(dsn, 2)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET unique_key = 'k' WHERE id = 2")
+    query(dsn, "SELECT pgqueue.enqueue('t', queue => 'q', unique_key => 'k')")
+    done = _throttled(dsn, 3600, "jobs", "retry", "--failed", "--batch-size", "1")
+    assert (done.stdout, done.stderr) == (
+        "requeued 1 failed job\n",
+        "requeued 1 failed job so far\n",
+    )
