@@ -1290,15 +1290,21 @@ def test_progress_on_a_pipe_says_no_count_twice(dsn: str) -> None:
     )
 
 
-def test_progress_on_a_pipe_says_the_count_held_back_before_an_error(dsn: str) -> None:
-    """A batch that fails after batches whose counts were held back: the last of them is said
-    before the line saying what stays deleted and the error, so the log's last count is the
-    exact total."""
+def _old_jobs(dsn: str, count: int) -> None:
+    """Succeeded jobs 1 to ``count``, finished 30 days ago (in id order): pruned by
+    ``--older-than 7d`` in batches of 1000."""
     query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
                " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
                " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
                " now() - interval '30 days' + make_interval(secs => n)"
-               " FROM generate_series(1, 3001) AS n")  # fmt: skip
+               " FROM generate_series(1, %s) AS n", [count])  # fmt: skip
+
+
+def test_progress_on_a_pipe_says_the_count_held_back_before_an_error(dsn: str) -> None:
+    """A batch that fails after batches whose counts were held back: the last of them is said
+    before the line saying what stays deleted and the error, so the log's last count is the
+    exact total."""
+    _old_jobs(dsn, 3001)
     query(dsn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
                " RAISE EXCEPTION 'job % is kept', OLD.id; END $$")  # fmt: skip
     query(dsn, "CREATE TRIGGER keep BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
@@ -1317,11 +1323,7 @@ def test_progress_on_a_pipe_says_the_count_held_back_at_a_ctrl_c(dsn: str) -> No
     """A first Ctrl-C while a batch runs, the count of the one before held back: it is said
     before "stopping after the batch running", and the batch running's after it, before the
     total: the last count on stderr is the exact total."""
-    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
-               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
-               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
-               " now() - interval '30 days' + make_interval(secs => n)"
-               " FROM generate_series(1, 2001) AS n")  # fmt: skip
+    _old_jobs(dsn, 2001)
     query(dsn, "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
                " PERFORM pg_advisory_xact_lock_shared(120); RETURN OLD; END $$")  # fmt: skip
     query(dsn, "CREATE TRIGGER hold BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
