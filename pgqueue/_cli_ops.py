@@ -583,20 +583,24 @@ class _Progress:
         self.clock = clock
         self.open = False  # a terminal's line, to end
         self.said_at: float | None = None
+        self.said: str | None = None  # the last line on a pipe
         self.held: str | None = None  # the count not said yet on a pipe
 
     def say(self, text: str) -> None:
         """Say ``text``, or on a pipe hold it back if a line was said less than
-        :data:`PROGRESS_EVERY` seconds ago."""
+        :data:`PROGRESS_EVERY` seconds ago; a count said already (a batch that changed no
+        job) is not said again."""
         if sys.stderr.isatty():
             click.echo(f"\r{text}\x1b[K", err=True, nl=False)
             self.open = True
             return
         now = self.clock()
+        if text == self.said:
+            return
         if self.said_at is not None and now - self.said_at < PROGRESS_EVERY:
             self.held = text
             return
-        self.said_at, self.held = now, None
+        self.said_at, self.held, self.said = now, None, text
         _note(text, "batch_committed")
 
     def end(self) -> None:
@@ -606,7 +610,7 @@ class _Progress:
             self.open = False
         if self.held is not None:
             _note(self.held, "batch_committed")
-            self.held = None
+            self.said, self.held = self.held, None
 
 
 @jobs.command("cancel", cls=JobIdCommand)

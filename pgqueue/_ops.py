@@ -86,8 +86,9 @@ def get_job(conn: SyncConnection, job_id: int) -> Job | None:
 
 def read_job(conn: SyncConnection, job_id: int, check_schema: bool = False) -> Job | None:
     """:func:`get_job`, the schema's revision checked only with ``check_schema``: not for a
-    job this process has just enqueued (an enqueue checks none) or runs (its worker checked
-    at its start), on a connection that may be new for each."""
+    job this process has just enqueued (an enqueue checks none), runs (its worker checked
+    at its start) or waits for (as the shared waiter, which reads none), on a connection that
+    may be new for each."""
     query = _store.jobs_read(check_job_id(job_id))
     with sync_cursor(conn) as cur, _decodable(f"job {job_id}"):
         if check_schema:
@@ -99,9 +100,15 @@ def read_job(conn: SyncConnection, job_id: int, check_schema: bool = False) -> J
 
 async def aget_job(conn: AsyncConnection, job_id: int) -> Job | None:
     """Async twin of :func:`get_job`."""
+    return await aread_job(conn, job_id, check_schema=True)
+
+
+async def aread_job(conn: AsyncConnection, job_id: int, check_schema: bool = False) -> Job | None:
+    """Async twin of :func:`read_job`."""
     query = _store.jobs_read(check_job_id(job_id))
     async with async_cursor(conn) as cur:
-        await arequire_schema_once(cur)
+        if check_schema:
+            await arequire_schema_once(cur)
         _dates_readable(cur.connection)
         with _decodable(f"job {job_id}"):
             row = await _store.arun(cur, query)

@@ -28,7 +28,7 @@ from pgqueue import _store
 from pgqueue._connections import tcp_defaults
 from pgqueue._errors import JobStateError, unreachable
 from pgqueue._job import Job
-from pgqueue._ops import aget_job, get_job
+from pgqueue._ops import aread_job, read_job
 from pgqueue._options import check_job_id
 from pgqueue._retry import is_finite, is_number, shown
 
@@ -193,10 +193,10 @@ def _read(
 ) -> Job | None:
     with again.bounded():
         if listen or (bound := again.read_bound()) is None:  # bounded for the session
-            return get_job(conn, job_id)
+            return read_job(conn, job_id)
         with conn.transaction(), conn.cursor() as cur:
             _store.run(cur, _store.timeouts_set_local(bound, bound))
-            return get_job(conn, job_id)
+            return read_job(conn, job_id)
 
 
 def _next_note(conn: psycopg.Connection[Any], job_id: int, seconds: float) -> None:
@@ -236,7 +236,7 @@ async def _await_polling(dsn: str, job_id: int, again: _Reconnect) -> Job:
 async def _aread(conn: psycopg.AsyncConnection[Any], job_id: int, again: _Reconnect) -> Job | None:
     with again.bounded():
         if (bound := again.read_bound()) is None:
-            return await aget_job(conn, job_id)
+            return await aread_job(conn, job_id)
         async with conn.transaction(), conn.cursor() as cur:
             await _store.arun(cur, _store.timeouts_set_local(bound, bound))
-            return await aget_job(conn, job_id)
+            return await aread_job(conn, job_id)

@@ -1225,7 +1225,9 @@ def test_notes_on_stderr_are_json_records_with_json_logs(dsn: str) -> None:
     ])  # fmt: skip
 
 
-def _throttled(dsn: str, every: float, *args: str) -> subprocess.CompletedProcess[str]:
+def _throttled(
+    dsn: str, every: float, *args: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     """The CLI run as :func:`pgqueue` runs it, with progress lines on a pipe at most one
     every ``every`` seconds (a run of a few seconds then shows how they are held back, with
     no test waiting for them)."""
@@ -1235,7 +1237,7 @@ def _throttled(dsn: str, every: float, *args: str) -> subprocess.CompletedProces
         [sys.executable, "-c", code, "--dsn", dsn, *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.returncode == 0) == ok, done.stdout + done.stderr
     return done
 
 
@@ -1271,3 +1273,78 @@ def test_progress_on_a_pipe_every_batch_when_the_interval_has_passed(dsn: str) -
         "requeued 4 failed jobs so far",
         "requeued 5 failed jobs so far",
     ])  # fmt: skip
+
+
+def test_progress_on_a_pipe_says_no_count_twice(dsn: str) -> None:
+    """A last batch that requeues nothing (a failed job whose unique key a queued job holds)
+    repeated the count so far: held back, it was said again as the total. The last line is
+    the total, said once."""
+    query(dsn, "SELECT setval(pg_get_serial_sequence('pgqueue.active_jobs', 'id'), 10)")
+    _failed_jobs(dsn, 2)
+    query(dsn, "UPDATE pgqueue.finished_jobs SET unique_key = 'k' WHERE id = 2")
+    query(dsn, "SELECT pgqueue.enqueue('t', queue => 'q', unique_key => 'k')")
+    done = _throttled(dsn, 3600, "jobs", "retry", "--failed", "--batch-size", "1")
+    assert (done.stdout, done.stderr) == (
+        "requeued 1 failed job\n",
+        "requeued 1 failed job so far\n",
+    )
+
+
+def _old_jobs(dsn: str, count: int) -> None:
+    """Succeeded jobs 1 to ``count``, finished 30 days ago (in id order): pruned by
+    ``--older-than 7d`` in batches of 1000."""
+    query(dsn, "INSERT INTO pgqueue.finished_jobs (id, queue, task, args, kwargs, state, priority,"
+               " attempts, max_attempts, run_at, created_at, finished_at) SELECT n, 'q', 't',"
+               " '[]', '{}', 'succeeded', 0, 1, 1, now(), now(),"
+               " now() - interval '30 days' + make_interval(secs => n)"
+               " FROM generate_series(1, %s) AS n", [count])  # fmt: skip
+
+
+def test_progress_on_a_pipe_says_the_count_held_back_before_an_error(dsn: str) -> None:
+    """A batch that fails after batches whose counts were held back: the last of them is said
+    before the line saying what stays deleted and the error, so the log's last count is the
+    exact total."""
+    _old_jobs(dsn, 3001)
+    query(dsn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " RAISE EXCEPTION 'job % is kept', OLD.id; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER keep BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
+               " WHEN (OLD.id = 3001) EXECUTE FUNCTION refuse()")  # fmt: skip
+    done = _throttled(dsn, 3600, "prune", "--older-than", "7d", ok=False)
+    assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [
+        "deleted 1000 finished jobs so far",
+        "deleted 3000 finished jobs so far",
+        "deleted 3000 finished jobs (they stay deleted); run the command again to delete the"
+        " rest",
+        "Error: the database refused: job 3001 is kept (RaiseException)",
+    ])  # fmt: skip
+
+
+def test_progress_on_a_pipe_says_the_count_held_back_at_a_ctrl_c(dsn: str) -> None:
+    """A first Ctrl-C while a batch runs, the count of the one before held back: it is said
+    before "stopping after the batch running", and the batch running's after it, before the
+    total: the last count on stderr is the exact total."""
+    _old_jobs(dsn, 2001)
+    query(dsn, "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " PERFORM pg_advisory_xact_lock_shared(120); RETURN OLD; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER hold BEFORE DELETE ON pgqueue.finished_jobs FOR EACH ROW"
+               " WHEN (OLD.id = 2001) EXECUTE FUNCTION hold()")  # fmt: skip
+    code = "import pgqueue._cli as c, pgqueue._cli_ops as o; o.PROGRESS_EVERY = 3600; c.main()"
+    with psycopg.connect(dsn) as holder:  # the third batch (job 2001) waits for it
+        holder.execute("SELECT pg_advisory_xact_lock(120)")
+        run = subprocess.Popen(
+            [sys.executable, "-c", code, "--dsn", dsn, "prune", "--older-than", "7d"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert run.stderr is not None
+        assert run.stderr.readline() == "deleted 1000 finished jobs so far\n"
+        _wait_for_lock_wait(dsn, "DELETE FROM pgqueue.finished_jobs")
+        run.send_signal(signal.SIGINT)
+        assert run.stderr.readline() == "deleted 2000 finished jobs so far\n"
+        assert run.stderr.readline().startswith("stopping after the batch running")
+        holder.rollback()
+        out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (130, "deleted 2001 finished jobs\n")
+    assert err == (
+        "deleted 2001 finished jobs so far\ninterrupted after a batch, whose jobs stay deleted:"
+        " run the command again to delete the rest\n"
+    )

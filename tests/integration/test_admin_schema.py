@@ -257,3 +257,43 @@ async def test_app_acancel_checks_once_per_connection_and_adds_no_statement_afte
     ran.clear()
     assert await APP.acancel(aconn, 2) == "cancelled"
     assert ran == [cancel]
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no_timeout", "timeout"])
+async def test_a_wait_reads_no_revision_on_the_connection_it_opens(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, timeout: float | None
+) -> None:
+    """app.wait and app.wait_sync open a connection per wait and read the job on it: through
+    get_job, each wait read the revision too (with a timeout, polling, in a savepoint of the
+    read's transaction: three round trips more), and wait_sync raised SchemaError on a schema
+    a revision behind where the shared async waiter answered. A wait checks none, as the
+    shared waiter, and returns the job on any schema it can read."""
+    _at_0009(dsn)
+    query(dsn, "SELECT pgqueue.cancel(1)")
+    app = pgqueue.PgQueue(dsn)
+    ran = _statements(monkeypatch)
+    for listen in (True, False):
+        assert app.wait_sync(1, timeout=timeout, listen=listen).state == "cancelled"
+        assert (await app.wait(1, timeout=timeout, listen=listen)).state == "cancelled"
+    assert _store.schema_revision_get().sql not in ran
+
+
+@pytest.mark.parametrize("autocommit", [False, True], ids=["transaction", "autocommit"])
+def test_a_role_that_may_not_read_the_revision_is_refused_once_per_connection(
+    dsn: str, unread_dsn: str, monkeypatch: pytest.MonkeyPatch, autocommit: bool
+) -> None:
+    """A role that may not read alembic_version is let through, and the refusal is kept for
+    the connection's life, as a check passed is: a read refused on every call (a savepoint
+    and a server log's ERROR per app.cancel) would make the check its cost on each."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 3)")
+    ran = _statements(monkeypatch)
+    revision = _store.schema_revision_get().sql
+    with psycopg.connect(unread_dsn, autocommit=autocommit) as conn:
+        conn.execute("SELECT 1")  # in a transaction of the caller's, unless autocommit
+        assert APP.cancel(conn, 1) == "cancelled"
+        assert ran.count(revision) == 1
+        assert APP.cancel(conn, 2) == "cancelled"
+        assert APP.get_job(conn, 3) is not None
+        conn.commit()
+    assert ran.count(revision) == 1
+    assert states(dsn) == {"cancelled": 2, "queued": 1}

@@ -38,3 +38,19 @@ def test_a_count_said_at_its_interval_is_not_said_again_by_end(
     progress.say("2 so far")
     progress.end()
     assert capsys.readouterr().err.splitlines() == ["1 so far", "2 so far"]
+
+
+def test_a_batch_that_changed_nothing_is_not_said_again_as_the_total(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A batch that changes no job (failed jobs whose unique keys queued jobs hold, which
+    `jobs retry --failed` skips) repeats the count so far: held back, end() said the line
+    just said once more. A count said is not said again, whatever the interval."""
+    now = [0.0]
+    progress = _Progress(clock=lambda: now[0])
+    progress.say("1 so far")
+    progress.say("1 so far")
+    now[0] = 3600.0
+    progress.say("1 so far")
+    progress.end()
+    assert capsys.readouterr().err.splitlines() == ["1 so far"]
