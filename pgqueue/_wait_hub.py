@@ -156,6 +156,9 @@ class _Hub:
     async def leave(self, waiter: _Waiter) -> None:
         """``waiter`` waits no more (returned, timed out, failed or cancelled); the last one
         to leave closes the connection and waits until it is closed."""
+        # A read of its job that ends later settles nothing: an error set for no one to
+        # retrieve was logged by asyncio as an ERROR.
+        waiter.outcome.cancel()
         if waiter in (same := self.waiters.get(waiter.job_id, [])):
             same.remove(waiter)
             if not same:
