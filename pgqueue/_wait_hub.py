@@ -330,6 +330,7 @@ def _own(exc: _E) -> _E:
     except Exception:
         return exc
     own.__dict__.update(vars(exc))  # what the copy's pickling leaves out: psycopg's pgconn
+    own.args = exc.args  # an __init__ that makes its message from its arguments made it again
     if (notes := getattr(exc, "__notes__", None)) is not None:
         own.__notes__ = list(notes)
     own.__cause__, own.__context__ = exc.__cause__, exc.__context__
