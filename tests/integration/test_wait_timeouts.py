@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import psycopg
 import pytest
 
+from pgqueue._wait import _Reconnect
 from tests.helpers import run_worker_until, states
 from tests.integration.test_ops_api import make_app, worker
 
@@ -37,3 +40,51 @@ async def test_a_wait_of_no_time_raises_for_a_job_not_finished(
         await app.wait(job_id, timeout=0, poll_interval=60, listen=listen)
     with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0 s"):
         app.wait_sync(job_id, timeout=0, poll_interval=60, listen=listen)
+
+
+def test_a_read_late_in_a_listening_wait_sync_is_bounded_by_the_time_left(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wait_sync bounded its reads once, for the session, by the time left when it connected:
+    a read held by a lock on the history near the end of a 100 s wait ran on for up to 100 s
+    more. Each read is bounded by the time left when it starts (here, 1 s: the least)."""
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 20, 22)
+    conn.commit()
+    spent, locked = [0.0], threading.Event()
+    left, next_read = _Reconnect.left, _Reconnect.next_read
+
+    def first_read_done(self: _Reconnect) -> float:
+        if not spent[0]:  # the clock jumps to 0.5 s before the deadline, the history locked
+            spent[0] = 99.5
+            locked.wait(10)
+        return next_read(self)
+
+    monkeypatch.setattr(_Reconnect, "left", lambda self: left(self) - spent[0])
+    monkeypatch.setattr(_Reconnect, "next_read", first_read_done)
+    raised: list[BaseException] = []
+    waiter = threading.Thread(target=wait_for, args=(app, job_id, raised))
+    waiter.start()
+    try:
+        while not spent[0] and waiter.is_alive():
+            waiter.join(0.01)
+        conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+        locked.set()
+        waiter.join(20)  # not the 100 s of the timeout
+        assert not waiter.is_alive()
+    finally:
+        conn.commit()
+        waiter.join(120)
+    [error] = raised
+    assert isinstance(error, TimeoutError)
+    assert isinstance(
+        error.__cause__, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+    )
+
+
+def wait_for(app: Any, job_id: int, raised: list[BaseException]) -> None:
+    """wait_sync for ``job_id`` for 100 s, polling every 0.2 s; what it raises in ``raised``."""
+    try:
+        app.wait_sync(job_id, timeout=100, poll_interval=0.2)
+    except BaseException as exc:  # the assertion shows it
+        raised.append(exc)
