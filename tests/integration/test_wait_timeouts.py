@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgqueue import JobStateError
 from pgqueue._wait import _Reconnect
 from tests.helpers import run_worker_until, states
 from tests.integration.test_ops_api import make_app, worker
@@ -36,10 +37,23 @@ async def test_a_wait_of_no_time_raises_for_a_job_not_finished(
     app = make_app(dsn)
     job_id = app.using("add").enqueue(conn, 20, 22)
     conn.commit()
-    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0 s"):
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0 s") as raised:
         await app.wait(job_id, timeout=0, poll_interval=60, listen=listen)
-    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0 s"):
+    assert raised.value.__cause__ is None  # read, not a read stopped
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0 s") as raised:
         app.wait_sync(job_id, timeout=0, poll_interval=60, listen=listen)
+    assert raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize("listen", [True, False])
+async def test_a_wait_of_no_time_reads_the_row_of_its_job(dsn: str, listen: bool) -> None:
+    """timeout=0 for a job there is no row of: JobStateError, as with any timeout, since the
+    row is looked for (the hub's waiter raised TimeoutError before the hub had read)."""
+    app = make_app(dsn)
+    with pytest.raises(JobStateError, match="there is no job 424242"):
+        await app.wait(424242, timeout=0, listen=listen)
+    with pytest.raises(JobStateError, match="there is no job 424242"):
+        app.wait_sync(424242, timeout=0, listen=listen)
 
 
 def test_a_read_late_in_a_listening_wait_sync_is_bounded_by_the_time_left(
