@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgqueue import JobStateError
+from pgqueue import JobStateError, _wait_hub
 from pgqueue._wait import _Reconnect
 from tests.helpers import run_worker_until, states
 from tests.integration.test_ops_api import make_app, worker
@@ -54,6 +55,20 @@ async def test_a_wait_of_no_time_reads_the_row_of_its_job(dsn: str, listen: bool
         await app.wait(424242, timeout=0, listen=listen)
     with pytest.raises(JobStateError, match="there is no job 424242"):
         app.wait_sync(424242, timeout=0, listen=listen)
+
+
+async def test_a_waiter_that_has_read_its_job_raises_at_its_timeout(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter of the hub waited for its first read up to 3 s after its call, and then on
+    to those 3 s though that read had found its job queued: timeout=0.5 raised at 3 s. Once
+    read, it raises at its timeout (made here 10 minutes, so that the test cannot pass by it)."""
+    monkeypatch.setattr(_wait_hub, "FIRST_LOOK", 600.0)
+    app = make_app(dsn)
+    job_id = app.using("add").enqueue(conn, 20, 22)
+    conn.commit()
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 1 s"):
+        await asyncio.wait_for(app.wait(job_id, timeout=1, poll_interval=60), 20)
 
 
 def test_a_read_late_in_a_listening_wait_sync_is_bounded_by_the_time_left(
