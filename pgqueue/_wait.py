@@ -28,7 +28,7 @@ from pgqueue import _store
 from pgqueue._connections import tcp_defaults
 from pgqueue._errors import JobStateError, unreachable
 from pgqueue._job import Job
-from pgqueue._ops import aread_job, read_job
+from pgqueue._ops import _decodable, aread_job, read_job
 from pgqueue._options import check_job_id
 from pgqueue._retry import is_finite, is_number, shown
 
@@ -88,10 +88,10 @@ class _Reconnect:
     def read_bound(self) -> float | None:
         """How long a read may wait for a lock and run: what is left of the timeout (a
         VACUUM FULL of the history held it for as long as it ran), but
-        :data:`READ_AT_LEAST`; ``None`` without one. Set for the session once it is made
-        when it LISTENs (no pooler: a transaction per read cost 3 round trips), so a read
-        then ends by the deadline of that session's start; for each read's transaction when
-        it only polls."""
+        :data:`READ_AT_LEAST`; ``None`` without one. Set for each read: sent with it when
+        the waiter LISTENs (no pooler: one round trip), in a transaction of its own when it
+        only polls. (Set once for the session, it let a read late in a long wait run on for
+        as long again.)"""
         return read_bound(self.left())
 
     @contextmanager
@@ -181,8 +181,6 @@ def _wait_connected(dsn: str, job_id: int, again: _Reconnect, listen: bool) -> J
         if listen:
             with conn.cursor() as cur:
                 _store.run(cur, _store.listen_finished())
-                if (bound := again.read_bound()) is not None:
-                    _store.run(cur, _store.timeouts_set_session(bound, bound))
         while (job := _check(_read(conn, job_id, again, listen), job_id)) is None:
             _next_note(conn, job_id, again.next_read())
         return job
@@ -192,8 +190,13 @@ def _read(
     conn: psycopg.Connection[Any], job_id: int, again: _Reconnect, listen: bool
 ) -> Job | None:
     with again.bounded():
-        if listen or (bound := again.read_bound()) is None:  # bounded for the session
+        if (bound := again.read_bound()) is None:
             return read_job(conn, job_id)
+        if listen:  # the bound and the read in one round trip
+            timeouts = _store.timeouts_set_local(bound, bound)
+            with _decodable(f"job {job_id}"):
+                row = _store.run_together(conn, _store.Together(timeouts, _store.jobs_read(job_id)))
+            return Job(*row) if row else None
         with conn.transaction(), conn.cursor() as cur:
             _store.run(cur, _store.timeouts_set_local(bound, bound))
             return read_job(conn, job_id)

@@ -65,9 +65,10 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     hub.join(waiter)
     try:
         while not waiter.outcome.done():
-            watched = (waiter.outcome, hub.running())  # its runner ends: made again
             done, _ = await asyncio.wait(
-                watched, timeout=waiter.left(), return_when=asyncio.FIRST_COMPLETED
+                waiter.watched(hub.running()),
+                timeout=waiter.left(),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if not done:
                 raise again.timed_out() from _own(hub.trouble)
@@ -94,25 +95,34 @@ FIRST_LOOK = CONNECT_AT_LEAST + READ_AT_LEAST
 class _Waiter:
     """One ``wait`` call: its job, its deadline and poll interval, and its outcome."""
 
-    __slots__ = ("again", "job_id", "look_by", "outcome")
+    __slots__ = ("again", "job_id", "look_by", "outcome", "read")
 
     def __init__(self, job_id: int, again: _Reconnect, outcome: asyncio.Future[Job]) -> None:
         self.job_id, self.again, self.outcome = job_id, again, outcome
-        self.look_by: float | None = time.monotonic() + FIRST_LOOK  # None once read
+        self.look_by = time.monotonic() + FIRST_LOOK
+        self.read: asyncio.Future[None] = outcome.get_loop().create_future()  # first read done
 
     def left(self) -> float | None:
         """Seconds to wait still: to the deadline, or (if later) until the job is first
         read, so that a timeout of 0 returns a job finished; ``None`` for ever."""
         if (deadline := self.again.deadline) is None:
             return None
-        if self.look_by is not None:
+        if not self.read.done():
             deadline = max(deadline, self.look_by)
         return max(deadline - time.monotonic(), 0)
+
+    def watched(self, runner: asyncio.Task[None]) -> list[asyncio.Future[Any]]:
+        """What ends a wait for :meth:`left`: the outcome, the runner ending (it is made
+        again), or the first read, after which the deadline alone counts (a waiter that
+        waited on to the first look's 3 s raised a timeout of 0.5 s at 3 s)."""
+        watched: list[asyncio.Future[Any]] = [self.outcome, runner]
+        return watched if self.read.done() else [*watched, self.read]
 
     def looked(self, error: BaseException | None = None) -> None:
         """A read of its job ended (stopped by ``error``, its bound, if given): not settled
         by it and past its deadline, the waiter times out."""
-        self.look_by = None
+        if not self.read.done():
+            self.read.set_result(None)
         if not self.outcome.done() and self.again.left() <= 0:
             timed_out = self.again.timed_out()
             timed_out.__cause__ = _own(error)
@@ -156,6 +166,9 @@ class _Hub:
     async def leave(self, waiter: _Waiter) -> None:
         """``waiter`` waits no more (returned, timed out, failed or cancelled); the last one
         to leave closes the connection and waits until it is closed."""
+        # A read of its job that ends later settles nothing: an error set for no one to
+        # retrieve was logged by asyncio as an ERROR.
+        waiter.outcome.cancel()
         if waiter in (same := self.waiters.get(waiter.job_id, [])):
             same.remove(waiter)
             if not same:
@@ -327,6 +340,7 @@ def _own(exc: _E) -> _E:
     except Exception:
         return exc
     own.__dict__.update(vars(exc))  # what the copy's pickling leaves out: psycopg's pgconn
+    own.args = exc.args  # an __init__ that makes its message from its arguments made it again
     if (notes := getattr(exc, "__notes__", None)) is not None:
         own.__notes__ = list(notes)
     own.__cause__, own.__context__ = exc.__cause__, exc.__context__

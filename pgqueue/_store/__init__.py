@@ -832,12 +832,6 @@ def timeouts_set_local(lock: float, statement: float) -> Query[None]:
     return _timeouts_set(lock, statement, local=True)
 
 
-def timeouts_set_session(lock: float, statement: float) -> Query[None]:
-    """Bound, for the rest of the session, each statement's wait for a lock and its run (s;
-    not behind a transaction-mode pooler, whose server connections other clients get)."""
-    return _timeouts_set(lock, statement, local=False)
-
-
 def _timeouts_set(lock: float, statement: float, local: bool) -> Query[None]:
     ms = {"lock": _ms(lock), "run": _ms(statement), "local": local}
     return Query(q.TIMEOUTS_SET, ms, _nothing)

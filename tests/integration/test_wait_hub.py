@@ -561,3 +561,28 @@ async def test_a_waiter_that_joins_a_connection_dead_but_not_noticed_waits_as_th
         assert not old.done()
         old.cancel()
         await asyncio.gather(old, return_exceptions=True)
+
+
+async def test_a_waiter_gone_before_a_read_of_its_job_ends_is_given_nothing(
+    dsn: str, conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A waiter that timed out while a read of its job went on (held by a lock on the history,
+    bounded by another waiter's timeout) was given a TimeoutError once that read ended, which
+    no one would retrieve: asyncio logged an ERROR, "Future exception was never retrieved",
+    for a timeout its caller had already seen. A waiter gone is given nothing."""
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    longer = asyncio.create_task(waiter.wait(job_id, timeout=60, poll_interval=60))
+    await registered(dsn)
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    with pytest.raises(TimeoutError):  # its first read held, past its timeout
+        await waiter.wait(job_id, timeout=0, poll_interval=60)
+    conn.commit()
+    with pytest.raises(TimeoutError):  # read once the held read has ended
+        await waiter.wait(job_id, timeout=0, poll_interval=60)
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert not longer.done()
+    longer.cancel()
+    await asyncio.gather(longer, return_exceptions=True)
