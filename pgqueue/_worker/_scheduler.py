@@ -324,7 +324,7 @@ def _log_coalesced(
     periodic: Periodic, first: str, last: str, count: int, kept: _store.TicksWon
 ) -> None:
     if not kept:
-        into = ", (the latest due tick was another scheduler's) (coalesce=True)"
+        into = "; the latest due tick was another scheduler's to fire (coalesce=True)"
     elif kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
         into = (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
                 " unfinished (coalesce=True, overlap=False)")  # fmt: skip
