@@ -9,8 +9,9 @@ connection, one after the other: a read is a few milliseconds (one round trip), 
 notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
 later, hence the floor in pyproject.toml: 3.2.0-3.2.3 dropped it, and its waiters learnt of
 their jobs only from the poll). When the last waiter leaves, the connection is closed
-(before that waiter's ``wait`` returns): a process that waits now and then holds no
-connection in between, and a test's loop leaks none.
+(before that waiter's ``wait`` returns, and before a waiter that comes meanwhile opens
+another): a process that waits now and then holds no connection in between, and a test's
+loop leaks none.
 
 A hub belongs to the event loop it was made on (a loop per thread, or per test, has its own)
 and to the process: a forked child forgets its parent's hubs without closing them.
@@ -24,6 +25,7 @@ import copy
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -45,7 +47,9 @@ from pgqueue._wait import (
 _Key = tuple[asyncio.AbstractEventLoop, str]
 _E = TypeVar("_E", bound=BaseException | None)
 Row = tuple[Any, ...]
-_hubs: dict[_Key, _Hub] = {}
+# Held by their tasks, not here: the hub of a loop closed with its waiters pending (its
+# tasks not cancelled) goes, and its session ends, at the next garbage collection.
+_hubs: weakref.WeakValueDictionary[_Key, _Hub] = weakref.WeakValueDictionary()
 _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
 
 
@@ -90,8 +94,6 @@ async def _open_hub(dsn: str) -> _Hub:
 def _hub(dsn: str) -> _Hub:
     key = (asyncio.get_running_loop(), dsn)
     with _hubs_lock:
-        for closed in [k for k in _hubs if k[0].is_closed()]:
-            del _hubs[closed]  # closed with waiters pending: its connection goes with its tasks
         if (hub := _hubs.get(key)) is None:
             hub = _hubs[key] = _Hub(key)
         return hub
