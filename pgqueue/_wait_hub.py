@@ -64,8 +64,9 @@ os.register_at_fork(after_in_child=_forget_hubs)
 
 async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     """Wait for job ``job_id`` through the hub of ``dsn`` on the running loop."""
-    hub = await _open_hub(dsn)
+    # Made first: its first look counts from its call, a close waited for included.
     waiter = _Waiter(job_id, again, asyncio.get_running_loop().create_future())
+    hub = await _open_hub(dsn)
     hub.join(waiter)
     try:
         while not waiter.outcome.done():
