@@ -9,8 +9,9 @@ connection, one after the other: a read is a few milliseconds (one round trip), 
 notification that comes meanwhile waits in psycopg for the next wait (psycopg 3.2.4 and
 later, hence the floor in pyproject.toml: 3.2.0-3.2.3 dropped it, and its waiters learnt of
 their jobs only from the poll). When the last waiter leaves, the connection is closed
-(before that waiter's ``wait`` returns): a process that waits now and then holds no
-connection in between, and a test's loop leaks none.
+(before that waiter's ``wait`` returns, and before a waiter that comes meanwhile opens
+another): a process that waits now and then holds no connection in between, and a test's
+loop leaks none.
 
 A hub belongs to the event loop it was made on (a loop per thread, or per test, has its own)
 and to the process: a forked child forgets its parent's hubs without closing them.
@@ -24,6 +25,7 @@ import copy
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -45,7 +47,9 @@ from pgqueue._wait import (
 _Key = tuple[asyncio.AbstractEventLoop, str]
 _E = TypeVar("_E", bound=BaseException | None)
 Row = tuple[Any, ...]
-_hubs: dict[_Key, _Hub] = {}
+# Held by their tasks, not here: the hub of a loop closed with its waiters pending (its
+# tasks not cancelled) goes, and its session ends, at the next garbage collection.
+_hubs: weakref.WeakValueDictionary[_Key, _Hub] = weakref.WeakValueDictionary()
 _hubs_lock = threading.Lock()  # a loop per thread: each thread's waiters look hubs up here
 
 
@@ -60,8 +64,9 @@ os.register_at_fork(after_in_child=_forget_hubs)
 
 async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
     """Wait for job ``job_id`` through the hub of ``dsn`` on the running loop."""
-    hub = _hub(dsn)
+    # Made first: its first look counts from its call, a close waited for included.
     waiter = _Waiter(job_id, again, asyncio.get_running_loop().create_future())
+    hub = await _open_hub(dsn)
     hub.join(waiter)
     try:
         while not waiter.outcome.done():
@@ -77,15 +82,27 @@ async def hub_wait(dsn: str, job_id: int, again: _Reconnect) -> Job:
         await hub.leave(waiter)
 
 
+async def _open_hub(dsn: str) -> _Hub:
+    """The hub of ``dsn`` on the running loop, once the one its last waiter closes is closed
+    (a second at the most: a hung server is not waited for): a waiter that came meanwhile
+    opened a second connection while the first was being closed."""
+    while (closing := (hub := _hub(dsn)).closing) is not None:
+        await asyncio.wait((closing,), timeout=CLOSE_AT_MOST)
+        hub.retire()
+    return hub
+
+
 def _hub(dsn: str) -> _Hub:
     key = (asyncio.get_running_loop(), dsn)
     with _hubs_lock:
-        for closed in [k for k in _hubs if k[0].is_closed()]:
-            del _hubs[closed]  # closed with waiters pending: its connection goes with its tasks
         if (hub := _hubs.get(key)) is None:
             hub = _hubs[key] = _Hub(key)
         return hub
 
+
+# How long the last waiter waits for the connection to be closed (and a waiter that comes
+# meanwhile, before it connects again): a read cancelled waits for the server to stop it.
+CLOSE_AT_MOST = 1.0
 
 # How long after its call a waiter waits for its first read, past its deadline if need be:
 # as long as wait_sync may take to connect and read with no time left.
@@ -110,6 +127,13 @@ class _Waiter:
         if not self.read.done():
             deadline = max(deadline, self.look_by)
         return max(deadline - time.monotonic(), 0)
+
+    def connected(self) -> None:
+        """It joined a hub that has a connection: a read of its own would need no connect, so
+        its first look is due within :data:`READ_AT_LEAST` (a read held for a waiter without
+        a timeout held a timeout of 0.5 s to the first look's 3 s)."""
+        self.again.connected()
+        self.look_by = min(self.look_by, time.monotonic() + READ_AT_LEAST)
 
     def watched(self, runner: asyncio.Task[None]) -> list[asyncio.Future[Any]]:
         """What ends a wait for :meth:`left`: the outcome, the runner ending (it is made
@@ -143,12 +167,13 @@ class _Hub:
         # through it; cleared once the hub reads again.
         self.trouble: BaseException | None = None
         self.runner: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None  # the runner, cancelled by the last leave
 
     def join(self, waiter: _Waiter) -> None:
         """Wait for ``waiter``'s job too: it is read once the connection listens (made at
         once if the hub waits to make it again after a loss: the waiter's first one)."""
         if self.ever_connected and not self.failures:  # the hub has a connection
-            waiter.again.connected()
+            waiter.connected()
         self.waiters.setdefault(waiter.job_id, []).append(waiter)
         self.stale.add(waiter.job_id)
         self.next_poll = min(self.next_poll, time.monotonic() + waiter.again.poll_interval)
@@ -175,13 +200,14 @@ class _Hub:
                 del self.waiters[waiter.job_id]
         if self.waiters or self.runner is None:
             return
-        self._retire()
-        self.runner.cancel()
-        # A read cancelled waits for the server to stop it: a hung server is not waited
-        # for past a second (the runner goes on closing the connection meanwhile).
-        await asyncio.wait((self.runner,), timeout=1.0)
+        self.closing = self.runner
+        self.closing.cancel()
+        try:  # past CLOSE_AT_MOST, the runner goes on closing the connection meanwhile
+            await asyncio.wait((self.closing,), timeout=CLOSE_AT_MOST)
+        finally:
+            self.retire()
 
-    def _retire(self) -> None:
+    def retire(self) -> None:
         """Take no new waiters: the next one makes a new hub."""
         with _hubs_lock:
             if _hubs.get(self.key) is self:
@@ -195,7 +221,7 @@ class _Hub:
                 except psycopg.OperationalError as exc:
                     await self._pause(self._pause_after(exc))
         except Exception as exc:  # a wrong DSN, a missing schema: each waiter raises it
-            self._retire()
+            self.retire()
             self._fail(exc, everyone=True)
 
     def _fail(self, exc: Exception, everyone: bool) -> None:

@@ -41,6 +41,14 @@ def enqueue_adds(app: pgqueue.PgQueue, conn: Any, n: int) -> list[int]:
     return ids
 
 
+def a_cancelled_job(app: pgqueue.PgQueue, conn: Any) -> int:
+    """A job add(0, 0) cancelled, committed: finished, for waits that return at once."""
+    [job_id] = enqueue_adds(app, conn, 1)
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    return job_id
+
+
 async def registered(dsn: str, count: int = 1) -> list[int]:
     """Until ``count`` backends are registered as waiters: their pids."""
     for _ in range(400):
@@ -259,9 +267,7 @@ def test_a_child_forked_while_a_thread_looks_a_hub_up_can_wait(dsn: str, conn: A
     gave the child that lock held by no one: its first wait blocked for ever. The child
     starts with the lock free."""
     app = make_app(dsn)
-    [job_id] = enqueue_adds(app, conn, 1)
-    assert app.cancel(conn, job_id) == "cancelled"
-    conn.commit()
+    job_id = a_cancelled_job(app, conn)
     with _wait_hub._hubs_lock:  # as the other thread would, at the moment of the fork
         if (child := os.fork()) == 0:
             job = asyncio.run(app.wait(job_id, timeout=5))
@@ -357,22 +363,26 @@ async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a task lost
-def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(dsn: str, conn: Any) -> None:
+@pytest.mark.parametrize("another_wait", [True, False])
+def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(
+    dsn: str, conn: Any, another_wait: bool
+) -> None:
     """A loop closed without cancelling its tasks (its waiters pending) left its hub among the
     hubs for the life of the process: its session stayed open and registered, and every
-    statement that finished jobs notified for it. The next wait forgets it, and its
-    connection goes with its tasks once garbage is collected."""
+    statement that finished jobs notified for it. Then the next wait forgot it: a process
+    that waited no more kept it for its life. The hubs hold their hubs weakly: its
+    connection goes with its tasks once garbage is collected, another wait or not."""
     app = make_app(dsn)
-    pending, other = enqueue_adds(app, conn, 2)
-    assert app.cancel(conn, other) == "cancelled"
-    conn.commit()
     waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    other = a_cancelled_job(app, conn)
+    [pending] = enqueue_adds(app, conn, 1)
     loop = asyncio.new_event_loop()
     task = loop.create_task(waiter.wait(pending, timeout=60))
     loop.run_until_complete(registered(dsn))
     loop.close()
     del task, loop
-    assert asyncio.run(waiter.wait(other, timeout=10)).state == "cancelled"
+    if another_wait:
+        assert asyncio.run(waiter.wait(other, timeout=10)).state == "cancelled"
     gc.collect()
     for _ in range(100):
         if not sessions(dsn):
@@ -389,9 +399,7 @@ async def test_a_waiter_is_not_given_a_read_made_before_it_came(
     since, came back cancelled, where a wait of its own would wait for the retried job's
     outcome. It is read again, and waits on."""
     app = make_app(dsn)
-    [job_id] = enqueue_adds(app, conn, 1)
-    assert app.cancel(conn, job_id) == "cancelled"
-    conn.commit()
+    job_id = a_cancelled_job(app, conn)
     read, go_on = asyncio.Event(), asyncio.Event()
     original = _wait_hub._Hub._rows
 
@@ -423,9 +431,7 @@ async def test_a_timeout_of_years_is_no_error(dsn: str, conn: Any) -> None:
     PostgreSQL refused: the wait raised InvalidParameterValue, and with it every waiter of
     the shared connection. The bound stops at PostgreSQL's largest: each gets its job."""
     app = make_app(dsn)
-    [job_id] = enqueue_adds(app, conn, 1)
-    assert app.cancel(conn, job_id) == "cancelled"
-    conn.commit()
+    job_id = a_cancelled_job(app, conn)
     waiter = pgqueue.PgQueue(with_application(dsn, HUB))
     waits = [waiter.wait(job_id, timeout=t) for t in (1e10, 60)]
     jobs = await asyncio.wait_for(asyncio.gather(*waits), 10)
@@ -586,3 +592,59 @@ async def test_a_waiter_gone_before_a_read_of_its_job_ends_is_given_nothing(
     assert not longer.done()
     longer.cancel()
     await asyncio.gather(longer, return_exceptions=True)
+
+
+async def test_a_waiter_raises_at_its_timeout_while_a_read_for_one_without_is_held(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that joined while the hub's read, unbounded for a waiter without a timeout,
+    was held by a lock on the history waited for its first read until its first look (3 s,
+    made here 10 minutes so that the test cannot pass by it): timeout=0.5 raised then. The
+    connection made, it raises as a read of its own would, at its timeout but 1 s at the
+    least, and the read goes on for the other waiter."""
+    monkeypatch.setattr(_wait_hub, "FIRST_LOOK", 600.0)
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    for_ever = asyncio.create_task(waiter.wait(job_id, poll_interval=60))
+    [pid] = await registered(dsn)
+    await asyncio.to_thread(wait_blocked, dsn, pid)
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0.5 s"):
+        await asyncio.wait_for(waiter.wait(job_id, timeout=0.5, poll_interval=60), 20)
+    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
+    conn.commit()
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+
+
+async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that came just after the last one left opened a second connection while the
+    first was being closed. It waits for that close (here held at a gate), then connects:
+    one connection at a time, and never the one being closed."""
+    app = make_app(dsn)
+    job_id = a_cancelled_job(app, conn)
+    closing, go_on = asyncio.Event(), asyncio.Event()
+    close = psycopg.AsyncConnection.close
+
+    async def held(self: psycopg.AsyncConnection[Any]) -> None:
+        closing.set()
+        await go_on.wait()
+        await close(self)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "close", held)
+    connects = GatedConnects(monkeypatch)
+    connects.open.set()
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    first = asyncio.create_task(waiter.wait(job_id, timeout=10))
+    await asyncio.wait_for(closing.wait(), 10)
+    second = asyncio.create_task(waiter.wait(job_id, timeout=10))
+    await asyncio.sleep(0.3)
+    assert connects.calls == 1  # the second waits for the first connection to be closed
+    go_on.set()
+    jobs = await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert [j.state for j in jobs] == ["cancelled", "cancelled"]
+    assert connects.calls == 2
