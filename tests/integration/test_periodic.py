@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1486,6 +1488,36 @@ def test_cron_list_shows_whether_a_schedule_coalesces(dsn: str) -> None:
     assert [(s.name, s.coalesce) for s in statuses] == [("refresh", True), ("removed", None)]
 
 
+def test_cron_list_shows_whether_a_schedule_may_overlap_and_how_far_it_catches_up(
+    dsn: str,
+) -> None:
+    """`pgqueue cron list` did not say whether a schedule may overlap its own runs, nor how far
+    it catches up after downtime. OVERLAP says yes, or no (overlap=False), and CATCH-UP the
+    window in seconds, as catch_up takes it, before MISSED TICKS; "-" for a schedule the code
+    does not define. --json adds them after the keys it had, as overlap and catch_up (seconds),
+    null for such a schedule; cron_list() gives them too (catch_up as the timedelta)."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('removed', now())")
+    args = ["--app", "tests.integration.periodic_app:app", "--dsn", dsn, "cron", "list"]
+    lines = CliRunner().invoke(cli, args).output.splitlines()
+    assert [[row[0], *row[-3:]] for row in (re.split(r"\s{2,}", line) for line in lines)] == [
+        ["NAME", "OVERLAP", "CATCH-UP", "MISSED TICKS"],
+        ["nightly", "yes", "21600 s", "each"],
+        ["refresh", "no", "90.5 s", "latest only"],
+        ["removed", "-", "-", "-"],
+    ]
+    rows = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    assert [list(row) for row in rows] == 3 * [
+        ["name", "schedule", "last_tick", "next_tick", "in_code", "coalesce", "overlap", "catch_up"]
+    ]
+    assert [(r["name"], r["overlap"], r["catch_up"]) for r in rows] == [
+        ("nightly", True, 21600), ("refresh", False, 90.5), ("removed", None, None)
+    ]  # fmt: skip
+    statuses = pgqueue.cron_list(make_app(dsn, catch_up=30, overlap=False))
+    assert [(s.name, s.overlap, s.catch_up) for s in statuses] == [
+        ("beat", False, timedelta(seconds=30)), ("removed", None, None)
+    ]  # fmt: skip
+
+
 async def test_coalescing_into_a_tick_overlap_skipped_does_not_say_it_fired(
     dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1596,3 +1628,4 @@ async def test_schedulers_racing_with_other_clocks_limits_and_windows_fire_only_
     assert rows[-1][1] is not None and set(fired) <= set(finals)
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(len(fired),)]
     assert sum(r.count for r in coalesced(caplog)) == len(rows) - len(fired)  # type: ignore[attr-defined]
+
