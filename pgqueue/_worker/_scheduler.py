@@ -45,6 +45,9 @@ PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up 
 # of another app, restarted just after its next tick, had lost its mark and skipped it.
 DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
 FORGET_AFTER = DEFAULT_KEEP + timedelta(days=2923).total_seconds()
+# How a periodic_coalesced record ends when its scheduler fired no tick after the ticks said.
+NOTHING_LEFT = "; no tick after them was left for this scheduler to fire (coalesce=True)"
+STOPPED = "; the scheduler stopped before it fired the latest due tick (coalesce=True)"
 
 
 async def run_scheduler(worker: Worker) -> None:
@@ -87,7 +90,12 @@ class Scheduler:
             "scheduler started: %s", ", ".join(f"{p.name} [{p.cron}]" for p in self.periodics),
             extra={"action": "scheduler_started"},
         )  # fmt: skip
-        await repeat("scheduler", lambda: self._pass(stopping), "scheduler_error", stopping, log)
+        try:
+            await repeat(
+                "scheduler", lambda: self._pass(stopping), "scheduler_error", stopping, log
+            )
+        finally:  # stopped (or cancelled) between the passes of a catch-up
+            self.coalescing.end_all(STOPPED)
 
     async def _pass(self, stopping: asyncio.Event) -> None:
         """One pass, then the wait for the next: after a database error, with backoff."""
@@ -181,6 +189,8 @@ class Scheduler:
             )
             fired = self.coalescing.add(periodic, won, jobless, due.more)
             _log_fired(periodic, fired, now)
+        else:  # a catch-up whose later ticks others fired meanwhile (see resume), or skipped
+            self.coalescing.end(periodic.name, NOTHING_LEFT)
         self.cursors[periodic.name] = due.cursor
         return due.more
 
@@ -221,7 +231,8 @@ class Scheduler:
 class Coalesced:
     """The ticks of each schedule that a scheduler recorded without a job (coalesce=True),
     gathered over the passes a long catch-up takes, to be said in one record once the latest
-    due tick is fired."""
+    due tick is fired, or once a pass finds no tick left due, or at the scheduler's stop:
+    each gathered tick is said once."""
 
     def __init__(self) -> None:
         self.ticks: dict[str, tuple[str, str, int]] = {}  # name: first, last, count
@@ -237,9 +248,19 @@ class Coalesced:
             if gone:
                 first, _last, count = self.ticks.get(periodic.name, (gone[0], "", 0))
                 self.ticks[periodic.name] = (first, gone[-1], count + len(gone))
-        if not more and (done := self.ticks.pop(periodic.name, None)):
-            _log_coalesced(periodic, *done, won)
+        if not more:
+            self.end(periodic.name, _into(won))
         return won
+
+    def end(self, name: str, into: str) -> None:
+        """Say the ticks of ``name`` gathered so far, if any, ending the message with ``into``."""
+        if done := self.ticks.pop(name, None):
+            _log_coalesced(name, *done, into)
+
+    def end_all(self, into: str) -> None:
+        """Say the ticks gathered so far of every schedule."""
+        for name in list(self.ticks):
+            self.end(name, into)
 
 
 class TickPruner:
@@ -320,20 +341,20 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
     )  # fmt: skip
 
 
-def _log_coalesced(
-    periodic: Periodic, first: str, last: str, count: int, kept: _store.TicksWon
-) -> None:
+def _into(kept: _store.TicksWon) -> str:
+    """How a periodic_coalesced record ends: what became of the latest due tick, ``kept[-1]``."""
     if not kept:
-        into = "; the latest due tick was another scheduler's to fire (coalesce=True)"
-    elif kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
-        into = (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
+        return "; the latest due tick was another scheduler's to fire (coalesce=True)"
+    if kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
+        return (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
                 " unfinished (coalesce=True, overlap=False)")  # fmt: skip
-    else:
-        into = f", into tick {kept[-1][1]} (coalesce=True)"
+    return f", into tick {kept[-1][1]} (coalesce=True)"
+
+
+def _log_coalesced(name: str, first: str, last: str, count: int, into: str) -> None:
     log.info(
-        "periodic %r: coalesced %d missed ticks, from %s to %s%s",
-        periodic.name, count, first, last, into,
-        extra={"action": "periodic_coalesced", "periodic": periodic.name, "count": count,
+        "periodic %r: coalesced %d missed ticks, from %s to %s%s", name, count, first, last, into,
+        extra={"action": "periodic_coalesced", "periodic": name, "count": count,
                "first": first, "last": last},
     )  # fmt: skip
 

@@ -1629,3 +1629,76 @@ async def test_schedulers_racing_with_other_clocks_limits_and_windows_fire_only_
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(len(fired),)]
     assert sum(r.count for r in coalesced(caplog)) == len(rows) - len(fired)  # type: ignore[attr-defined]
 
+
+def jobless_ticks(dsn: str, name: str) -> list[str]:
+    """The ticks of ``name`` a scheduler recorded without a job (after the first, which the
+    test wrote), oldest first, as the records give them."""
+    rows = query(dsn, "SELECT tick FROM pgqueue.periodic_ticks WHERE name = %s"
+                      " AND job_id IS NULL ORDER BY tick OFFSET 1", (name,))  # fmt: skip
+    return [tick.astimezone(UTC).isoformat() for (tick,) in rows]
+
+
+@pytest.mark.parametrize("stop_early", [True, False])
+async def test_a_scheduler_stopped_between_the_passes_of_a_catch_up_says_what_it_coalesced(
+    dsn: str, caplog: pytest.LogCaptureFixture, stop_early: bool
+) -> None:
+    """A catch-up longer than a pass (limit 3 here) gathers its coalesced ticks over its
+    passes, said in one record once the latest is fired: a scheduler stopped between those
+    passes recorded 3 ticks without a job and said nothing of them. It says them at its stop,
+    once; one stopped after the catch-up ended says nothing more than its one record."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    [sched] = await after_downtime(app, 9)
+    sched.limit = 3
+    stopping, fire = asyncio.Event(), sched.fire
+
+    async def fire_then_stop(periodic: pgqueue.Periodic, now: datetime) -> bool:
+        """The pass; the worker stops during the first (stop_early) or once none is due."""
+        more = await fire(periodic, now)
+        if stop_early or not more:
+            stopping.set()
+        return more
+
+    sched.fire = fire_then_stop  # type: ignore[method-assign]
+    await sched.run(stopping)
+    await close(sched)
+    jobless = jobless_ticks(dsn, "refresh")
+    [record] = coalesced(caplog)
+    said = (record.count, record.first, record.last)  # type: ignore[attr-defined]
+    assert said == (len(jobless), jobless[0], jobless[-1])
+    if stop_early:
+        assert (len(jobless), refresh_jobs(dsn)) == (3, [])
+        assert record.getMessage().endswith(
+            "; the scheduler stopped before it fired the latest due tick (coalesce=True)"
+        )
+    else:
+        assert len(refresh_jobs(dsn)) == 1 and "into tick" in record.getMessage()
+
+
+async def test_a_catch_up_whose_last_pass_finds_no_tick_left_says_what_it_coalesced(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler (catch_up 5 s, limit 3) records 3 missed ticks without a job and stalls,
+    more being due; another (catch_up 600 s) fires the rest meanwhile. Its next pass resumes
+    after those and finds no tick due: its 3 ticks were never said coalesced. That pass says
+    them, once: the records count each tick recorded without a job once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    short, long = per_second_app(dsn, "beat", 5), per_second_app(dsn, "beat", 600)
+    stalled, other = (Scheduler(a.periodics.values(), Db(dsn, "t")) for a in (short, long))
+    stalled.limit = 3
+    now = normalize(short.periodics["beat"].cron, await db_now(stalled.db))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s)",
+          (now - timedelta(seconds=10),))  # fmt: skip
+    await stalled.start()
+    await other.start()
+    assert await stalled.fire(short.periodics["beat"], now - timedelta(seconds=6))
+    assert not await other.fire(long.periodics["beat"], now)
+    assert not await stalled.fire(short.periodics["beat"], now)
+    await close(stalled, other)
+    jobless = jobless_ticks(dsn, "beat")
+    assert len(jobless) == 9
+    assert sorted((r.first, r.last, r.count) for r in coalesced(caplog)) == [  # type: ignore[attr-defined]
+        (jobless[0], jobless[2], 3), (jobless[3], jobless[8], 6)
+    ]  # fmt: skip
+    [said] = [r.getMessage() for r in coalesced(caplog) if r.count == 3]  # type: ignore[attr-defined]
+    assert said.endswith("; no tick after them was left for this scheduler to fire (coalesce=True)")
