@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from pgqueue import _store
-from pgqueue._cron import due_ticks, next_tick
+from pgqueue._cron import Due, due_ticks, next_tick
 from pgqueue._errors import error_line
 from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
 from pgqueue._worker._db import Db, backoff, session
@@ -46,7 +46,12 @@ PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up 
 DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
 FORGET_AFTER = DEFAULT_KEEP + timedelta(days=2923).total_seconds()
 # How a periodic_coalesced record ends when its scheduler fired no tick after the ticks said.
-NOTHING_LEFT = "; no tick after them was left for this scheduler to fire (coalesce=True)"
+NOTHING_LEFT = "; the next pass found no tick due after them (coalesce=True)"
+OTHERS = "; the tick after them was recorded by another scheduler (coalesce=True)"
+FELL_BEHIND = (
+    "; the ticks after them were fired by another scheduler, or skipped, while this one fell"
+    " behind (coalesce=True)"
+)
 STOPPED = "; the scheduler stopped before it fired the latest due tick (coalesce=True)"
 
 
@@ -180,6 +185,10 @@ class Scheduler:
         if cursor < now - periodic.catch_up:  # stalled (SIGSTOP, outage): others may have fired
             cursor = await self.resume(periodic.name, cursor)
         due = due_ticks(periodic.cron, cursor, now, periodic.catch_up, self.limit)
+        if due.skipped or cursor > self.cursors[periodic.name]:
+            # The ticks right after those gathered are not this scheduler's: their record ends
+            # here, so that its range (first to last) holds no tick it does not count.
+            self.coalescing.end(periodic.name, FELL_BEHIND)
         if due.skipped:
             _log_skipped(periodic, due.skipped, due.skipped_last)
         if due.due:
@@ -187,9 +196,9 @@ class Scheduler:
             won = await self.db.run(
                 _store.ticks_insert(periodic.tick_job(), due.due, periodic.keep_seconds, jobless)
             )
-            fired = self.coalescing.add(periodic, won, jobless, due.more)
+            fired = self.coalescing.add(periodic.name, due, won, jobless)
             _log_fired(periodic, fired, now)
-        else:  # a catch-up whose later ticks others fired meanwhile (see resume), or skipped
+        else:  # a catch-up gathered ends with nothing due only if the database's clock went back
             self.coalescing.end(periodic.name, NOTHING_LEFT)
         self.cursors[periodic.name] = due.cursor
         return due.more
@@ -231,25 +240,31 @@ class Scheduler:
 class Coalesced:
     """The ticks of each schedule that a scheduler recorded without a job (coalesce=True),
     gathered over the passes a long catch-up takes, to be said in one record once the latest
-    due tick is fired, or once a pass finds no tick left due, or at the scheduler's stop:
-    each gathered tick is said once."""
+    due tick is fired, or once the run breaks (a tick after them another scheduler's, or
+    skipped; a pass that finds none due), or at the scheduler's stop: each gathered tick is
+    said once, in a record whose range holds no tick it does not count."""
 
     def __init__(self) -> None:
         self.ticks: dict[str, tuple[str, str, int]] = {}  # name: first, last, count
 
     def add(
-        self, periodic: Periodic, won: _store.TicksWon, through: datetime | None, more: bool
+        self, name: str, due: Due, won: _store.TicksWon, through: datetime | None
     ) -> _store.TicksWon:
         """Take the coalesced ticks out of ``won`` (those at or before ``through``) and return
-        the others; log the coalesced ones once no more ticks are due."""
+        the others; say the coalesced ones once no more ticks are due. A due tick another
+        scheduler recorded ends the run gathered so far, so that a record's range holds only
+        the ticks it counts."""
         if through is not None:
-            gone = [tick for _job_id, tick in won if datetime.fromisoformat(tick) <= through]
-            won = [(job_id, tick) for job_id, tick in won if tick not in gone]
-            if gone:
-                first, _last, count = self.ticks.get(periodic.name, (gone[0], "", 0))
-                self.ticks[periodic.name] = (first, gone[-1], count + len(gone))
-        if not more:
-            self.end(periodic.name, _into(won))
+            mine = {tick for _job_id, tick in won}
+            for tick in (t.isoformat() for t in due.due if t <= through):
+                if tick in mine:
+                    first, _last, count = self.ticks.get(name, (tick, "", 0))
+                    self.ticks[name] = (first, tick, count + 1)
+                else:
+                    self.end(name, OTHERS)
+            won = [(job_id, tick) for job_id, tick in won if datetime.fromisoformat(tick) > through]
+        if not due.more:
+            self.end(name, _into(won))
         return won
 
     def end(self, name: str, into: str) -> None:
