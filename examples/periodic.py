@@ -56,7 +56,7 @@ def main() -> None:
             missed = "latest only" if status.coalesce else "each"
             options = (
                 f"overlap {'yes' if status.overlap else 'no'},"
-                f" catch-up {status.catch_up.total_seconds():g} s, missed ticks: {missed}"
+                f" catch-up {status.catch_up.total_seconds():.15g} s, missed ticks: {missed}"
             )
         print(
             f"{status.name}: {status.schedule}, last {status.last_tick},"
