@@ -46,13 +46,21 @@ def nightly_report(full: bool) -> str:
 
 
 def main() -> None:
-    """Print each schedule with its last and next tick, and how it catches up missed ticks
-    ("-" for a schedule removed from the code, which nothing fires any more)."""
+    """Print each schedule with its last and next tick, whether its runs may overlap, and how
+    it catches up missed ticks ("-" for a schedule removed from the code, which nothing fires
+    any more)."""
     for status in pgqueue.cron_list(app):
-        missed = "latest only" if status.coalesce else "each" if status.in_code else "-"
+        if status.catch_up is None:  # not in code: its options are unknown
+            options = "overlap -, catch-up -, missed ticks: -"
+        else:
+            missed = "latest only" if status.coalesce else "each"
+            options = (
+                f"overlap {'yes' if status.overlap else 'no'},"
+                f" catch-up {status.catch_up.total_seconds():.15g} s, missed ticks: {missed}"
+            )
         print(
             f"{status.name}: {status.schedule}, last {status.last_tick},"
-            f" next {status.next_tick}, missed ticks: {missed}"
+            f" next {status.next_tick}, {options}"
         )
 
 

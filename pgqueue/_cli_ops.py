@@ -18,7 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -275,19 +275,36 @@ def cron_table(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> st
     for s in statuses:
         upcoming = _utc(s.next_tick) if s.in_code else gone
         lines.append([_printable(s.name), s.schedule, _utc(s.last_tick), upcoming])
-    if app_given:  # without the code, how a schedule catches up is unknown: no column
-        lines[0].append("MISSED TICKS")
+    if app_given:  # without the code, the schedules' options are unknown: no columns
+        lines[0] += ["OVERLAP", "CATCH-UP", "MISSED TICKS"]
         for line, s in zip(lines[1:], statuses, strict=True):
-            line.append("-" if s.coalesce is None else "latest only" if s.coalesce else "each")
+            line += _options_cells(s)
     return _aligned(lines)
 
 
+def _options_cells(s: ScheduleStatus) -> list[str]:
+    """A schedule's OVERLAP, CATCH-UP (in seconds, as ``catch_up`` takes it) and MISSED TICKS
+    cells; ``-`` for each option unknown."""
+    overlap = "-" if s.overlap is None else "yes" if s.overlap else "no"
+    catch_up = "-" if s.catch_up is None else f"{_seconds(s.catch_up)} s"
+    missed = "-" if s.coalesce is None else "latest only" if s.coalesce else "each"
+    return [overlap, catch_up, missed]
+
+
+def _seconds(span: timedelta) -> float:
+    """``span`` in seconds: a whole number as an int (600, not 600.0)."""
+    seconds = span.total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds
+
+
 def cron_json(statuses: Sequence[ScheduleStatus], app_given: bool = True) -> str:
-    """``cron_list`` as a JSON array of objects; without ``app_given`` whether a schedule is
-    in code is unknown: ``in_code`` is null. A schedule the code does not define has none:
-    ``schedule`` is null (the table's ``-`` would read as an expression to a script)."""
+    """``cron_list`` as a JSON array of objects, ``catch_up`` in seconds; without
+    ``app_given`` whether a schedule is in code is unknown: ``in_code`` is null. A schedule
+    the code does not define has none: ``schedule`` is null (the table's ``-`` would read as
+    an expression to a script)."""
     rows = [
         _ops.as_dict(s)
+        | {"catch_up": None if s.catch_up is None else _seconds(s.catch_up)}
         | ({} if s.in_code else {"schedule": None})
         | ({} if app_given else {"in_code": None})
         for s in statuses

@@ -160,15 +160,18 @@ def _add(app: PgQueue, periodic: Periodic) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleStatus:
-    """One line of ``pgqueue cron list``: a schedule, its last tick, its next tick, and
-    whether missed ticks are coalesced (``None`` for a schedule the code does not define)."""
+    """One line of ``pgqueue cron list``: a schedule, its last tick, its next tick, and its
+    options ``coalesce``, ``overlap`` and ``catch_up``: ``None`` where unknown (a schedule
+    the code does not define, or a status built without them)."""
 
     name: str
     schedule: str
     last_tick: datetime | None
     next_tick: datetime | None
     in_code: bool = True
-    coalesce: bool | None = False
+    coalesce: bool | None = None
+    overlap: bool | None = None
+    catch_up: timedelta | None = None
 
 
 def cron_list(app: PgQueue, dsn: str | None = None) -> list[ScheduleStatus]:
@@ -199,11 +202,13 @@ def cron_list_on(app: PgQueue, conn: psycopg.Connection[Any]) -> list[ScheduleSt
             last.get(p.name) or marks.get(p.name),
             next_tick(p.cron, now),
             coalesce=p.coalesce,
+            overlap=p.overlap,
+            catch_up=p.catch_up,
         )
         for p in sorted(app.periodics.values(), key=lambda p: p.name)
     ]
     gone = sorted(set(last) - set(app.periodics))
-    return statuses + [ScheduleStatus(n, "-", last[n], None, False, None) for n in gone]
+    return statuses + [ScheduleStatus(n, "-", last[n], None, in_code=False) for n in gone]
 
 
 Periodic.__module__ = "pgqueue"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from pgqueue import _store
-from pgqueue._cron import due_ticks, next_tick
+from pgqueue._cron import Due, due_ticks, next_tick
 from pgqueue._errors import error_line
 from pgqueue._periodic import MAX_CATCH_UP, PRUNE_GRACE, Periodic
 from pgqueue._worker._db import Db, backoff, session
@@ -45,6 +45,14 @@ PRUNE_BATCHES = 4  # per pass (2000 rows): pruning never holds the scheduler up 
 # of another app, restarted just after its next tick, had lost its mark and skipped it.
 DEFAULT_KEEP = (MAX_CATCH_UP + PRUNE_GRACE).total_seconds()
 FORGET_AFTER = DEFAULT_KEEP + timedelta(days=2923).total_seconds()
+# How a periodic_coalesced record ends when its scheduler fired no tick after the ticks said.
+NOTHING_LEFT = "; the next pass found no tick due after them (coalesce=True)"
+OTHERS = "; the tick after them was recorded by another scheduler (coalesce=True)"
+FELL_BEHIND = (
+    "; the ticks after them were fired by another scheduler, or skipped, while this one fell"
+    " behind (coalesce=True)"
+)
+STOPPED = "; the scheduler stopped before it fired the latest due tick (coalesce=True)"
 
 
 async def run_scheduler(worker: Worker) -> None:
@@ -87,7 +95,12 @@ class Scheduler:
             "scheduler started: %s", ", ".join(f"{p.name} [{p.cron}]" for p in self.periodics),
             extra={"action": "scheduler_started"},
         )  # fmt: skip
-        await repeat("scheduler", lambda: self._pass(stopping), "scheduler_error", stopping, log)
+        try:
+            await repeat(
+                "scheduler", lambda: self._pass(stopping), "scheduler_error", stopping, log
+            )
+        finally:  # stopped (or cancelled) between the passes of a catch-up
+            self.coalescing.end_all(STOPPED)
 
     async def _pass(self, stopping: asyncio.Event) -> None:
         """One pass, then the wait for the next: after a database error, with backoff."""
@@ -172,6 +185,10 @@ class Scheduler:
         if cursor < now - periodic.catch_up:  # stalled (SIGSTOP, outage): others may have fired
             cursor = await self.resume(periodic.name, cursor)
         due = due_ticks(periodic.cron, cursor, now, periodic.catch_up, self.limit)
+        if due.skipped or cursor > self.cursors[periodic.name]:
+            # The ticks right after those gathered are not this scheduler's: their record ends
+            # here, so that its range (first to last) holds no tick it does not count.
+            self.coalescing.end(periodic.name, FELL_BEHIND)
         if due.skipped:
             _log_skipped(periodic, due.skipped, due.skipped_last)
         if due.due:
@@ -179,8 +196,10 @@ class Scheduler:
             won = await self.db.run(
                 _store.ticks_insert(periodic.tick_job(), due.due, periodic.keep_seconds, jobless)
             )
-            fired = self.coalescing.add(periodic, won, jobless, due.more)
+            fired = self.coalescing.add(periodic.name, due, won, jobless)
             _log_fired(periodic, fired, now)
+        else:  # a catch-up gathered ends with nothing due only if the database's clock went back
+            self.coalescing.end(periodic.name, NOTHING_LEFT)
         self.cursors[periodic.name] = due.cursor
         return due.more
 
@@ -221,25 +240,42 @@ class Scheduler:
 class Coalesced:
     """The ticks of each schedule that a scheduler recorded without a job (coalesce=True),
     gathered over the passes a long catch-up takes, to be said in one record once the latest
-    due tick is fired."""
+    due tick is fired, or once the run breaks (a tick after them another scheduler's, or
+    skipped; a pass that finds none due), or at the scheduler's stop: each gathered tick is
+    said once, in a record whose range holds no tick it does not count."""
 
     def __init__(self) -> None:
         self.ticks: dict[str, tuple[str, str, int]] = {}  # name: first, last, count
 
     def add(
-        self, periodic: Periodic, won: _store.TicksWon, through: datetime | None, more: bool
+        self, name: str, due: Due, won: _store.TicksWon, through: datetime | None
     ) -> _store.TicksWon:
         """Take the coalesced ticks out of ``won`` (those at or before ``through``) and return
-        the others; log the coalesced ones once no more ticks are due."""
+        the others; say the coalesced ones once no more ticks are due. A due tick another
+        scheduler recorded ends the run gathered so far, so that a record's range holds only
+        the ticks it counts."""
         if through is not None:
-            gone = [tick for _job_id, tick in won if datetime.fromisoformat(tick) <= through]
-            won = [(job_id, tick) for job_id, tick in won if tick not in gone]
-            if gone:
-                first, _last, count = self.ticks.get(periodic.name, (gone[0], "", 0))
-                self.ticks[periodic.name] = (first, gone[-1], count + len(gone))
-        if not more and (done := self.ticks.pop(periodic.name, None)):
-            _log_coalesced(periodic, *done, won)
+            mine = {tick for _job_id, tick in won}
+            for tick in (t.isoformat() for t in due.due if t <= through):
+                if tick in mine:
+                    first, _last, count = self.ticks.get(name, (tick, "", 0))
+                    self.ticks[name] = (first, tick, count + 1)
+                else:
+                    self.end(name, OTHERS)
+            won = [(job_id, tick) for job_id, tick in won if datetime.fromisoformat(tick) > through]
+        if not due.more:
+            self.end(name, _into(won))
         return won
+
+    def end(self, name: str, into: str) -> None:
+        """Say the ticks of ``name`` gathered so far, if any, ending the message with ``into``."""
+        if done := self.ticks.pop(name, None):
+            _log_coalesced(name, *done, into)
+
+    def end_all(self, into: str) -> None:
+        """Say the ticks gathered so far of every schedule."""
+        for name in list(self.ticks):
+            self.end(name, into)
 
 
 class TickPruner:
@@ -320,20 +356,20 @@ def _log_skipped(periodic: Periodic, skipped: list[datetime], last: datetime | N
     )  # fmt: skip
 
 
-def _log_coalesced(
-    periodic: Periodic, first: str, last: str, count: int, kept: _store.TicksWon
-) -> None:
+def _into(kept: _store.TicksWon) -> str:
+    """How a periodic_coalesced record ends: what became of the latest due tick, ``kept[-1]``."""
     if not kept:
-        into = "; the latest due tick was another scheduler's to fire (coalesce=True)"
-    elif kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
-        into = (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
+        return "; the latest due tick was another scheduler's to fire (coalesce=True)"
+    if kept[-1][0] is None:  # its job refused by the unique key: said periodic_overlapped
+        return (f"; the latest, {kept[-1][1]}, got no job either, an earlier tick's job being"
                 " unfinished (coalesce=True, overlap=False)")  # fmt: skip
-    else:
-        into = f", into tick {kept[-1][1]} (coalesce=True)"
+    return f", into tick {kept[-1][1]} (coalesce=True)"
+
+
+def _log_coalesced(name: str, first: str, last: str, count: int, into: str) -> None:
     log.info(
-        "periodic %r: coalesced %d missed ticks, from %s to %s%s",
-        periodic.name, count, first, last, into,
-        extra={"action": "periodic_coalesced", "periodic": periodic.name, "count": count,
+        "periodic %r: coalesced %d missed ticks, from %s to %s%s", name, count, first, last, into,
+        extra={"action": "periodic_coalesced", "periodic": name, "count": count,
                "first": first, "last": last},
     )  # fmt: skip
 

@@ -604,8 +604,8 @@ def test_cron_list_json_gives_each_schedule_for_scripts(dsn: str) -> None:
     """cron list had no --json, where every other listing has one: a script watching that a
     schedule ticks had to parse the table. --json prints an array of objects, times with their
     offset; without --app, whether a schedule is in code is unknown (null), as are its next tick
-    and whether it coalesces; one the code does not define has no schedule (null, not the
-    table's "-")."""
+    and its options (coalesce, overlap, catch_up); one the code does not define has no
+    schedule (null, not the table's "-")."""
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick)"
                " VALUES ('nightly', '2026-01-02 03:04:05+00')")  # fmt: skip
     done = pgqueue(dsn, "cron", "list", "--json")
@@ -614,12 +614,17 @@ def test_cron_list_json_gives_each_schedule_for_scripts(dsn: str) -> None:
     tick = datetime.fromisoformat(row.pop("last_tick"))  # in the session's time zone
     assert tick == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert row == {
-        "name": "nightly", "schedule": None, "next_tick": None, "in_code": None, "coalesce": None
+        "name": "nightly", "schedule": None, "next_tick": None, "in_code": None, "coalesce": None,
+        "overlap": None, "catch_up": None,
     }  # fmt: skip
     app = ("--app", "tests.acceptance.periodic_app:app")
     rows = json.loads(pgqueue(dsn, *app, "cron", "list", "--json").stdout)
-    assert [(r["name"], r["schedule"], r["in_code"], r["coalesce"]) for r in rows] == [
-        ("beat", "* * * * * * (UTC)", True, False), ("nightly", None, False, None)
+    assert [
+        (r["name"], r["schedule"], r["in_code"], r["coalesce"], r["overlap"], r["catch_up"])
+        for r in rows
+    ] == [
+        ("beat", "* * * * * * (UTC)", True, False, True, 600),
+        ("nightly", None, False, None, None, None),
     ]  # fmt: skip
     assert rows[0]["last_tick"] is None and rows[0]["next_tick"].endswith("+00:00")
     query(dsn, "DELETE FROM pgqueue.periodic_ticks")

@@ -55,6 +55,7 @@ def test_periodic_example_fires_heartbeats_that_know_their_tick(dsn: str) -> Non
     assert "heartbeat: * * * * * */2 (UTC), last None" in shown
     assert "rates.refresh: */5 * * * * (UTC), last None" in shown
     assert shown.count("missed ticks: each") == 2 and "missed ticks: latest only" in shown
+    assert "overlap yes, catch-up 21600 s, missed ticks: each" in shown  # reports.nightly
     env = env_for(dsn)
     worker = subprocess.Popen(
         [sys.executable, "-m", "pgqueue", "--app", "periodic:app", "worker", "-q", "default"],
@@ -80,4 +81,5 @@ def test_periodic_example_says_a_removed_schedule_catches_nothing_up(dsn: str) -
     missed ticks each run ("each"), where nothing fires it any more; it says "-", as cron list."""
     query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('old_sync', now())")
     [line] = [s for s in run(dsn, "periodic.py").splitlines() if s.startswith("old_sync:")]
-    assert line.startswith("old_sync: -, last ") and line.endswith(", next None, missed ticks: -")
+    assert line.startswith("old_sync: -, last ")
+    assert line.endswith(", next None, overlap -, catch-up -, missed ticks: -")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1486,6 +1488,36 @@ def test_cron_list_shows_whether_a_schedule_coalesces(dsn: str) -> None:
     assert [(s.name, s.coalesce) for s in statuses] == [("refresh", True), ("removed", None)]
 
 
+def test_cron_list_shows_whether_a_schedule_may_overlap_and_how_far_it_catches_up(
+    dsn: str,
+) -> None:
+    """`pgqueue cron list` did not say whether a schedule may overlap its own runs, nor how far
+    it catches up after downtime. OVERLAP says yes, or no (overlap=False), and CATCH-UP the
+    window in seconds, as catch_up takes it, before MISSED TICKS; "-" for a schedule the code
+    does not define. --json adds them after the keys it had, as overlap and catch_up (seconds),
+    null for such a schedule; cron_list() gives them too (catch_up as the timedelta)."""
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('removed', now())")
+    args = ["--app", "tests.integration.periodic_app:app", "--dsn", dsn, "cron", "list"]
+    lines = CliRunner().invoke(cli, args).output.splitlines()
+    assert [[row[0], *row[-3:]] for row in (re.split(r"\s{2,}", line) for line in lines)] == [
+        ["NAME", "OVERLAP", "CATCH-UP", "MISSED TICKS"],
+        ["nightly", "yes", "21600 s", "each"],
+        ["refresh", "no", "90.5 s", "latest only"],
+        ["removed", "-", "-", "-"],
+    ]
+    rows = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    assert [list(row) for row in rows] == 3 * [
+        ["name", "schedule", "last_tick", "next_tick", "in_code", "coalesce", "overlap", "catch_up"]
+    ]
+    assert [(r["name"], r["overlap"], r["catch_up"]) for r in rows] == [
+        ("nightly", True, 21600), ("refresh", False, 90.5), ("removed", None, None)
+    ]  # fmt: skip
+    statuses = pgqueue.cron_list(make_app(dsn, catch_up=30, overlap=False))
+    assert [(s.name, s.overlap, s.catch_up) for s in statuses] == [
+        ("beat", False, timedelta(seconds=30)), ("removed", None, None)
+    ]  # fmt: skip
+
+
 async def test_coalescing_into_a_tick_overlap_skipped_does_not_say_it_fired(
     dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1596,3 +1628,170 @@ async def test_schedulers_racing_with_other_clocks_limits_and_windows_fire_only_
     assert rows[-1][1] is not None and set(fired) <= set(finals)
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(len(fired),)]
     assert sum(r.count for r in coalesced(caplog)) == len(rows) - len(fired)  # type: ignore[attr-defined]
+    jobless = jobless_ticks(dsn, name)
+    for r in coalesced(caplog):  # its range holds no other scheduler's tick
+        assert r.count == len([t for t in jobless if r.first <= t <= r.last])  # type: ignore[attr-defined]
+
+
+def jobless_ticks(dsn: str, name: str) -> list[str]:
+    """The ticks of ``name`` a scheduler recorded without a job (after the first, which the
+    test wrote), oldest first, as the records give them."""
+    rows = query(dsn, "SELECT tick FROM pgqueue.periodic_ticks WHERE name = %s"
+                      " AND job_id IS NULL ORDER BY tick OFFSET 1", (name,))  # fmt: skip
+    return [tick.astimezone(UTC).isoformat() for (tick,) in rows]
+
+
+@pytest.mark.parametrize("stop_early", [True, False])
+async def test_a_scheduler_stopped_between_the_passes_of_a_catch_up_says_what_it_coalesced(
+    dsn: str, caplog: pytest.LogCaptureFixture, stop_early: bool
+) -> None:
+    """A catch-up longer than a pass (limit 3 here) gathers its coalesced ticks over its
+    passes, said in one record once the latest is fired: a scheduler stopped between those
+    passes recorded 3 ticks without a job and said nothing of them. It says them at its stop,
+    once; one stopped after the catch-up ended says nothing more than its one record."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    [sched] = await after_downtime(app, 9)
+    sched.limit = 3
+    stopping, fire = asyncio.Event(), sched.fire
+
+    async def fire_then_stop(periodic: pgqueue.Periodic, now: datetime) -> bool:
+        """The pass; the worker stops during the first (stop_early) or once none is due."""
+        more = await fire(periodic, now)
+        if stop_early or not more:
+            stopping.set()
+        return more
+
+    sched.fire = fire_then_stop  # type: ignore[method-assign]
+    await sched.run(stopping)
+    await close(sched)
+    jobless = jobless_ticks(dsn, "refresh")
+    [record] = coalesced(caplog)
+    said = (record.count, record.first, record.last)  # type: ignore[attr-defined]
+    assert said == (len(jobless), jobless[0], jobless[-1])
+    if stop_early:
+        assert (len(jobless), refresh_jobs(dsn)) == (3, [])
+        assert record.getMessage().endswith(
+            "; the scheduler stopped before it fired the latest due tick (coalesce=True)"
+        )
+    else:
+        assert len(refresh_jobs(dsn)) == 1 and "into tick" in record.getMessage()
+
+
+async def falling_behind(dsn: str, missed: int) -> tuple[datetime, Scheduler, Scheduler]:
+    """The latest tick of the per-second schedule 'beat' (by the database's clock), its last
+    tick written ``missed`` seconds before, and two started schedulers of it: one with
+    catch_up 5 s and a pass limit of 3, one with catch_up 600 s."""
+    short, long = per_second_app(dsn, "beat", 5), per_second_app(dsn, "beat", 600)
+    behind, other = (Scheduler(a.periodics.values(), Db(dsn, "t")) for a in (short, long))
+    behind.limit = 3
+    now = normalize(short.periodics["beat"].cron, await db_now(behind.db))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s)",
+          (now - timedelta(seconds=missed),))  # fmt: skip
+    for sched in (behind, other):
+        await sched.start()
+    return now, behind, other
+
+
+async def test_a_catch_up_whose_last_pass_finds_no_tick_left_says_what_it_coalesced(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler (catch_up 5 s, limit 3) records 3 missed ticks without a job and stalls,
+    more being due; another (catch_up 600 s) fires the rest meanwhile. Its next pass resumes
+    after those and finds no tick due: its 3 ticks were never said coalesced. That pass says
+    them, once, and why no tick of its own follows: the records count each tick recorded
+    without a job once."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    now, stalled, other = await falling_behind(dsn, 10)
+    assert await stalled.fire(stalled.periodics[0], now - timedelta(seconds=6))
+    assert not await other.fire(other.periodics[0], now)
+    assert not await stalled.fire(stalled.periodics[0], now)
+    await close(stalled, other)
+    jobless = jobless_ticks(dsn, "beat")
+    assert len(jobless) == 9
+    assert sorted((r.first, r.last, r.count) for r in coalesced(caplog)) == [  # type: ignore[attr-defined]
+        (jobless[0], jobless[2], 3), (jobless[3], jobless[8], 6)
+    ]  # fmt: skip
+    [said] = [r.getMessage() for r in coalesced(caplog) if r.count == 3]  # type: ignore[attr-defined]
+    assert said.endswith(
+        "; the ticks after them were fired by another scheduler, or skipped, while this one fell"
+        " behind (coalesce=True)"
+    )
+
+
+async def test_a_catch_up_whose_next_pass_finds_nothing_due_on_a_clock_gone_back_says_it(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database's clock stepped back between two passes of a catch-up (limit 3): the
+    second finds no tick due after the 3 the first recorded without a job. It says them."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = per_second_app(dsn, "beat", 600)
+    [sched] = await schedulers(app, 1)
+    sched.limit = 3
+    now = normalize(app.periodics["beat"].cron, await db_now(sched.db))
+    query(dsn, "INSERT INTO pgqueue.periodic_ticks (name, tick) VALUES ('beat', %s)",
+          (now - timedelta(seconds=10),))  # fmt: skip
+    await sched.start()
+    assert await sched.fire(app.periodics["beat"], now)
+    assert coalesced(caplog) == []
+    assert not await sched.fire(app.periodics["beat"], now - timedelta(seconds=8))
+    await close(sched)
+    jobless = jobless_ticks(dsn, "beat")
+    [record] = coalesced(caplog)
+    assert (record.first, record.last, record.count) == (jobless[0], jobless[2], 3)  # type: ignore[attr-defined]
+    assert record.getMessage().endswith(
+        "; the next pass found no tick due after them (coalesce=True)"
+    )
+
+
+async def test_a_coalesced_record_spans_only_the_ticks_it_counts(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler (catch_up 5 s, limit 3) records 3 missed ticks without a job and falls
+    behind, more being due; another fires the next 7 meanwhile, the last with a job. The first
+    then resumes after those and coalesces 2 new ticks into a third: its one record said 5
+    ticks "from" its first "to" its last, a range that held the other's 7, a fired one
+    among them. Each record's range now holds only the ticks it counts: the 3 are said on
+    their own, when the gap is found."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    now, behind, other = await falling_behind(dsn, 13)
+    assert await behind.fire(behind.periodics[0], now - timedelta(seconds=9))
+    assert not await other.fire(other.periodics[0], now - timedelta(seconds=3))
+    assert not await behind.fire(behind.periodics[0], now)
+    await close(behind, other)
+    jobless = jobless_ticks(dsn, "beat")
+    assert len(jobless) == 11
+    said = sorted((r.first, r.last, r.count) for r in coalesced(caplog))  # type: ignore[attr-defined]
+    assert [n for first, last, n in said] == [
+        len([t for t in jobless if first <= t <= last]) for first, last, _n in said
+    ]
+    assert said == [(jobless[0], jobless[2], 3), (jobless[3], jobless[8], 6),
+                    (jobless[9], jobless[10], 2)]  # fmt: skip
+
+
+async def test_schedulers_taking_turns_through_a_catch_up_each_say_their_own_runs(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two schedulers (limit 3) take turns through 9 missed minutes: the first records 3
+    ticks, the second the next 3, the first the last 3, firing the latest. The first said 5
+    ticks from its first to its 8th minute, a range holding the other's 3: each says each
+    run of its own, ending where the other's ticks begin."""
+    caplog.set_level(logging.INFO, logger="pgqueue.scheduler")
+    app = minutely_app(dsn, coalesce=True)
+    first, second = await after_downtime(app, 9, n=2)
+    first.limit = second.limit = 3
+    refresh, now = app.periodics["refresh"], await db_now(first.db)
+    for sched in (first, second, second, first, first, second):
+        await sched.fire(refresh, now)
+    await close(first, second)
+    jobless = jobless_ticks(dsn, "refresh")
+    assert len(jobless) == 8 and len(refresh_jobs(dsn)) == 1
+    said = [(r.first, r.last, r.count) for r in coalesced(caplog)]  # type: ignore[attr-defined]
+    assert said == [(jobless[0], jobless[2], 3), (jobless[6], jobless[7], 2),
+                    (jobless[3], jobless[5], 3)]  # fmt: skip
+    others = "; the tick after them was recorded by another scheduler (coalesce=True)"
+    fired = f", into tick {refresh_jobs(dsn)[0].isoformat()} (coalesce=True)"
+    messages = [r.getMessage() for r in coalesced(caplog)]
+    assert [m.endswith(end) for m, end in zip(messages, [others, fired, others], strict=True)] == [
+        True, True, True
+    ]  # fmt: skip

@@ -174,3 +174,20 @@ def test_cron_list_aligns_its_columns_by_display_width() -> None:
 
     assert len(column(["SCHEDULE", "0 2", "*/5"])) == 1, lines
     assert len(column(["LAST", "2026", "-"])) == 1, lines
+
+
+def test_a_schedule_status_built_by_hand_states_no_option_it_was_not_given() -> None:
+    """ScheduleStatus(name, schedule, last, next) built by user code said coalesce=False, a
+    fact about a schedule nobody gave: its options are None (unknown) unless given, and the
+    table shows "-" for each, as for a schedule the code does not define."""
+    from datetime import UTC, datetime
+
+    from pgqueue import _cli  # noqa: F401  (first: it loads _cli_ops, which needs it)
+    from pgqueue._cli_ops import cron_table
+
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    status = pgqueue.ScheduleStatus("nightly", "0 2 * * *", at, at)
+    assert (status.coalesce, status.overlap, status.catch_up) == (None, None, None)
+    header, row = cron_table([status]).splitlines()
+    assert header.split("  ")[-3:] == ["OVERLAP", "CATCH-UP", "MISSED TICKS"]
+    assert row.split()[-3:] == ["-", "-", "-"]
