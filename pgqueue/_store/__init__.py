@@ -1134,6 +1134,12 @@ def savepoint_release() -> Query[None]:
     return Query(q.SAVEPOINT_RELEASE, None, _nothing)
 
 
+def savepoint_abandon() -> Query[None]:
+    """Take back what was written since :func:`savepoint_set` and forget the savepoint, in
+    one round trip."""
+    return Query(q.SAVEPOINT_ABANDON, None, _nothing)
+
+
 # -- Cancellation (issue 4) --------------------------------------------------------------------
 
 

@@ -1466,6 +1466,12 @@ SAVEPOINT_ROLLBACK: LiteralString = "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many"
 
 SAVEPOINT_RELEASE: LiteralString = "RELEASE SAVEPOINT pgqueue_enqueue_many"
 
+# A batch interrupted between two statements (KeyboardInterrupt, a cancelled task) takes
+# itself back: two statements in one simple query, so one round trip.
+SAVEPOINT_ABANDON: LiteralString = (
+    "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many; RELEASE SAVEPOINT pgqueue_enqueue_many"
+)
+
 
 # -- Cancellation (issue 4) --------------------------------------------------------------------
 
