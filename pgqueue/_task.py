@@ -177,7 +177,10 @@ class Task(Generic[P, R]):
             ids = [i for query in chunks for i in _store.run(cur, query)]
             written = len(ids)
         if written != len(args):
-            _store.run(cur, _store.jobs_delete_new(ids))
+            try:
+                _store.run(cur, _store.jobs_delete_new(ids))
+            except psycopg.Error as exc:  # a role that may not delete: pgqueue_producer
+                raise _dropped(written, len(args), exc) from exc
             raise _dropped(written, len(args))
         return ids
 
@@ -193,7 +196,10 @@ class Task(Generic[P, R]):
             ids = [i for query in chunks for i in await _store.arun(cur, query)]
             written = len(ids)
         if written != len(args):
-            await _store.arun(cur, _store.jobs_delete_new(ids))
+            try:
+                await _store.arun(cur, _store.jobs_delete_new(ids))
+            except psycopg.Error as exc:
+                raise _dropped(written, len(args), exc) from exc
             raise _dropped(written, len(args))
         return ids
 
@@ -263,17 +269,24 @@ _UNTRACED = nullcontext(_same)  # an enqueue of an app with no enqueue span
 def _one_commit(conn: Any) -> Any:
     """A transaction around enqueue_many's statements on an autocommit connection, where each
     would commit alone: a batch refused at its second statement (INSERTs of ``MANY_CHUNK``
-    jobs) left its first 5,000 jobs, and one a user's trigger left short left the jobs it
-    took back committed for a moment. Otherwise nothing: in the caller's transaction, it
-    commits them."""
+    jobs) left its first 5,000 jobs, and one a user's trigger left short would have committed
+    its jobs, for a worker to claim, before deleting them. Otherwise nothing: in the caller's
+    transaction, it commits them."""
     return conn.transaction() if conn.autocommit else nullcontext()
 
 
-def _dropped(written: int, jobs: int) -> PgQueueError:
+def _dropped(written: int, jobs: int, failed: psycopg.Error | None = None) -> PgQueueError:
+    """enqueue_many's error for a batch a user's trigger left short; ``failed``: the error
+    that kept its jobs from being deleted, which aborted the transaction."""
+    ending = (
+        "none of the batch's jobs was inserted"
+        if failed is None
+        else f"taking back the others failed ({first_line(failed)}): the transaction is"
+        " aborted and must be rolled back"
+    )
     return PgQueueError(
         f"enqueue_many: {jobs - written} of the batch's {jobs} jobs did not go in (a BEFORE"
-        " INSERT trigger on pgqueue.active_jobs returned NULL?): none of the batch's jobs was"
-        " inserted"
+        f" INSERT trigger on pgqueue.active_jobs returned NULL?): {ending}"
     )
 
 

@@ -1923,16 +1923,16 @@ LISTEN pgqueue_finished
 
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------
 
-# Big enqueue_many batches are loaded with COPY; their ids are taken from the identity
-# sequence first, so they come back in input order. The sequence is looked up once (a
-# per-row lookup cost ten times the nextval calls), and the ids travel back as a range
-# unless another session's inserts interleaved with ours.
 # An enqueue_many a user's BEFORE INSERT trigger left short takes back the jobs it inserted
 # (its error path only): they are new in this transaction, so no worker has seen them.
 JOBS_DELETE_NEW: LiteralString = """
 DELETE FROM pgqueue.active_jobs WHERE id = ANY(%s::bigint[])
 """
 
+# Big enqueue_many batches are loaded with COPY; their ids are taken from the identity
+# sequence first, so they come back in input order. The sequence is looked up once (a
+# per-row lookup cost ten times the nextval calls), and the ids travel back as a range
+# unless another session's inserts interleaved with ours.
 JOBS_IDS_RESERVE: LiteralString = """
 SELECT min(v), max(v),
        CASE WHEN max(v) - min(v) + 1 = count(*) THEN NULL ELSE array_agg(v ORDER BY v) END
