@@ -14,7 +14,7 @@ import psycopg
 
 from pgqueue import _json, _store, _unique
 from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
-from pgqueue._errors import SchemaError, first_line
+from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._hooks import Ids, Sent
 from pgqueue._options import JobOptions, OnConflict, check_task_name
 from pgqueue._schema import UNDEFINED, schema_missing, schema_problem
@@ -165,6 +165,44 @@ class Task(Generic[P, R]):
             end = start + MANY_CHUNK
             yield _store.jobs_insert_many(template, args[start:end], kwargs[start:end])
 
+    def _insert_many(
+        self, cur: psycopg.Cursor[Any], template: _store.NewJob, args: list[str],
+        kwargs: list[str],
+    ) -> list[int]:  # fmt: skip
+        """enqueue_many's jobs without keys: COPY or INSERTs; ids in input order."""
+        if _store.copy_usable(cur.connection, len(args)):
+            ids, written = _store.jobs_copy(cur, template, args, kwargs)
+        else:
+            chunks = self._chunks(template, args, kwargs)
+            ids = [i for query in chunks for i in _store.run(cur, query)]
+            written = len(ids)
+        if written != len(args):
+            try:
+                _store.run(cur, _store.jobs_delete_new(ids))
+            except psycopg.Error as exc:  # a role that may not delete: pgqueue_producer
+                raise _dropped(written, len(args), exc) from exc
+            raise _dropped(written, len(args))
+        return ids
+
+    async def _ainsert_many(
+        self, cur: psycopg.AsyncCursor[Any], template: _store.NewJob, args: list[str],
+        kwargs: list[str],
+    ) -> list[int]:  # fmt: skip
+        """Async twin of :meth:`_insert_many`."""
+        if _store.copy_usable(cur.connection, len(args)):
+            ids, written = await _store.ajobs_copy(cur, template, args, kwargs)
+        else:
+            chunks = self._chunks(template, args, kwargs)
+            ids = [i for query in chunks for i in await _store.arun(cur, query)]
+            written = len(ids)
+        if written != len(args):
+            try:
+                await _store.arun(cur, _store.jobs_delete_new(ids))
+            except psycopg.Error as exc:
+                raise _dropped(written, len(args), exc) from exc
+            raise _dropped(written, len(args))
+        return ids
+
     def enqueue_many(
         self, conn: SyncConnection, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
         *, unique_keys: Iterable[str | None] | None = None,
@@ -193,11 +231,8 @@ class Task(Generic[P, R]):
                             cur, template, args, kwargs, keys, on_conflict
                         )
                         return sent(ids, written=written)
-                    if _store.copy_usable(cur.connection, len(args)):
-                        return sent(_store.jobs_copy(cur, template, args, kwargs))
-                    chunks = self._chunks(template, args, kwargs)
-                    with _one_commit(cur.connection, len(args)):
-                        return sent([i for query in chunks for i in _store.run(cur, query)])
+                    with _one_commit(cur.connection):
+                        return sent(self._insert_many(cur, template, args, kwargs))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc, len(args))
                     raise
@@ -217,12 +252,8 @@ class Task(Generic[P, R]):
                             cur, template, args, kwargs, keys, on_conflict
                         )
                         return sent(ids, written=written)
-                    if _store.copy_usable(cur.connection, len(args)):
-                        return sent(await _store.ajobs_copy(cur, template, args, kwargs))
-                    chunks = self._chunks(template, args, kwargs)
-                    async with _one_commit(cur.connection, len(args)):
-                        ids = [i for query in chunks for i in await _store.arun(cur, query)]
-                        return sent(ids)
+                    async with _one_commit(cur.connection):
+                        return sent(await self._ainsert_many(cur, template, args, kwargs))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc, len(args))
                     raise
@@ -235,12 +266,28 @@ def _same(ids: Ids, /, existing: bool | None = None, written: int | None = None)
 _UNTRACED = nullcontext(_same)  # an enqueue of an app with no enqueue span
 
 
-def _one_commit(conn: Any, jobs: int) -> Any:
-    """A transaction around enqueue_many's statements when there are several (INSERTs of
-    ``MANY_CHUNK`` jobs, in the caller's pipeline, where COPY cannot run) on an autocommit
-    connection, where each would commit alone: a batch refused at its second statement left
-    its first 5,000 jobs. Otherwise nothing: in the caller's transaction, it commits them."""
-    return conn.transaction() if conn.autocommit and jobs > MANY_CHUNK else nullcontext()
+def _one_commit(conn: Any) -> Any:
+    """A transaction around enqueue_many's statements on an autocommit connection, where each
+    would commit alone: a batch refused at its second statement (INSERTs of ``MANY_CHUNK``
+    jobs) left its first 5,000 jobs, and one a user's trigger left short would have committed
+    its jobs, for a worker to claim, before deleting them. Otherwise nothing: in the caller's
+    transaction, it commits them."""
+    return conn.transaction() if conn.autocommit else nullcontext()
+
+
+def _dropped(written: int, jobs: int, failed: psycopg.Error | None = None) -> PgQueueError:
+    """enqueue_many's error for a batch a user's trigger left short; ``failed``: the error
+    that kept its jobs from being deleted, which aborted the transaction."""
+    ending = (
+        "none of the batch's jobs was inserted"
+        if failed is None
+        else f"taking back the others failed ({first_line(failed)}): the transaction is"
+        " aborted and must be rolled back"
+    )
+    return PgQueueError(
+        f"enqueue_many: {jobs - written} of the batch's {jobs} jobs did not go in (a BEFORE"
+        f" INSERT trigger on pgqueue.active_jobs returned NULL?): {ending}"
+    )
 
 
 def _encode_calls(

@@ -6,6 +6,7 @@ sync and async shells only differ in how they execute a query.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
@@ -43,7 +44,7 @@ def _plan(job: _store.NewJob, on_conflict: OnConflict) -> Plan[tuple[int, bool]]
 class _Batch:
     """enqueue_many's jobs with their keys, and the ids found for them so far."""
 
-    __slots__ = ("args", "first", "ids", "keys", "kwargs", "template", "written")
+    __slots__ = ("args", "first", "ids", "keys", "kwargs", "saved", "template", "written")
 
     def __init__(
         self, template: _store.NewJob, args: Sequence[str], kwargs: Sequence[str],
@@ -56,6 +57,7 @@ class _Batch:
                 self.first.setdefault(key, i)
         self.ids = [0] * len(keys)
         self.written = 0  # how many jobs the last round inserted
+        self.saved = False  # whether the batch's savepoint may be open
 
     def sent(self) -> list[int]:
         """The jobs to insert: every job without a key, and each key's first."""
@@ -131,15 +133,29 @@ def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[tuple[list[int], 
     """Insert the batch in rounds (as :func:`_plan` one job) inside a savepoint, so that a
     round can be taken back, and DuplicateJob, UniqueKeyContended or jobs a trigger dropped
     leave nothing of the batch behind."""
+    batch.saved = True
     yield _store.savepoint_set()
     try:
         yield from _many_rounds(batch, on_conflict)
     except PgQueueError:
         yield _store.savepoint_rollback()
         yield _store.savepoint_release()
+        batch.saved = False
         raise
     yield _store.savepoint_release()
+    batch.saved = False
     return batch.result()
+
+
+def _interrupted(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], batch: _Batch) -> bool:
+    """Whether ``batch``, interrupted between two statements (KeyboardInterrupt, a cancelled
+    task), left its savepoint open in a transaction that can still commit: its jobs would
+    commit with the caller's. A statement the interruption stopped aborted the transaction
+    (psycopg cancels it in the server), and a broken connection is left as it is."""
+    return batch.saved and cur.connection.info.transaction_status == _INTRANS
+
+
+_INTRANS = psycopg.pq.TransactionStatus.INTRANS
 
 
 def _run(cur: psycopg.Cursor[Any], plan: Plan[T]) -> T:
@@ -185,12 +201,22 @@ def enqueue_many(
     by one, in a few statements; returns the ids in input order, a key's jobs all with its
     job's id, and how many jobs went in. On an autocommit connection, in a transaction of its
     own: committed whole or not at all."""
-    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
+    batch = _Batch(template, args, kwargs, keys)
+    plan = _many_plan(batch, on_conflict)
     conn = cur.connection
     if conn.autocommit:
         with conn.transaction():
             return _run(cur, plan)
-    return _run(cur, plan)
+    try:
+        return _run(cur, plan)
+    except BaseException:
+        if _interrupted(cur, batch):
+            # The caller's error, not this statement's, is the one to raise: if the savepoint
+            # went with a RELEASE the interruption did not stop, this fails and aborts the
+            # transaction, which then commits nothing either.
+            with contextlib.suppress(psycopg.Error):
+                _store.run(cur, _store.savepoint_abandon())
+        raise
 
 
 async def aenqueue_many(
@@ -198,9 +224,16 @@ async def aenqueue_many(
     kwargs: Sequence[str], keys: Sequence[str | None], on_conflict: OnConflict,
 ) -> tuple[list[int], int]:  # fmt: skip
     """Async twin of :func:`enqueue_many`."""
-    plan = _many_plan(_Batch(template, args, kwargs, keys), on_conflict)
+    batch = _Batch(template, args, kwargs, keys)
+    plan = _many_plan(batch, on_conflict)
     conn = cur.connection
     if conn.autocommit:
         async with conn.transaction():
             return await _arun(cur, plan)
-    return await _arun(cur, plan)
+    try:
+        return await _arun(cur, plan)
+    except BaseException:
+        if _interrupted(cur, batch):
+            with contextlib.suppress(psycopg.Error):
+                await _store.arun(cur, _store.savepoint_abandon())
+        raise

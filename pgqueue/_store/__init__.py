@@ -758,6 +758,11 @@ def copy_usable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], jo
     return jobs >= COPY_THRESHOLD and not conn.pgconn.pipeline_status
 
 
+def jobs_delete_new(ids: Sequence[int]) -> Query[None]:
+    """Delete the jobs of ``ids`` an enqueue_many just inserted in this transaction."""
+    return Query(q.JOBS_DELETE_NEW, (list(ids),), _nothing)
+
+
 def jobs_ids_reserve(n: int) -> Query[list[int]]:
     """Take ``n`` ids from the jobs' identity sequence, in increasing order."""
     return Query(q.JOBS_IDS_RESERVE, (n,), _id_range)
@@ -802,26 +807,27 @@ def _copy_blocks(
 
 def jobs_copy(
     cur: psycopg.Cursor[Any], template: NewJob, args: Sequence[str], kwargs: Sequence[str]
-) -> list[int]:
-    """Load many jobs sharing ``template``'s options with one COPY; ids in input order."""
+) -> tuple[list[int], int]:
+    """Load many jobs sharing ``template``'s options with one COPY; ids in input order, and
+    how many rows went in (fewer if a BEFORE INSERT trigger dropped some: COPY's count)."""
     ids = run(cur, jobs_ids_reserve(len(args)))
     run_at = run(cur, run_at_after(template))
     with cur.copy(q.JOBS_COPY) as copy:
         for block in _copy_blocks(template, run_at, ids, args, kwargs):
             copy.write(block)
-    return ids
+    return ids, cur.rowcount
 
 
 async def ajobs_copy(
     cur: psycopg.AsyncCursor[Any], template: NewJob, args: Sequence[str], kwargs: Sequence[str]
-) -> list[int]:
+) -> tuple[list[int], int]:
     """Async twin of :func:`jobs_copy`."""
     ids = await arun(cur, jobs_ids_reserve(len(args)))
     run_at = await arun(cur, run_at_after(template))
     async with cur.copy(q.JOBS_COPY) as copy:
         for block in _copy_blocks(template, run_at, ids, args, kwargs):
             await copy.write(block)
-    return ids
+    return ids, cur.rowcount
 
 
 # -- worker sessions (issue 7) ----------------------------------------------------------------
@@ -1132,6 +1138,12 @@ def savepoint_rollback() -> Query[None]:
 def savepoint_release() -> Query[None]:
     """Forget the savepoint, keeping what was written since."""
     return Query(q.SAVEPOINT_RELEASE, None, _nothing)
+
+
+def savepoint_abandon() -> Query[None]:
+    """Take back what was written since :func:`savepoint_set` and forget the savepoint, in
+    one round trip."""
+    return Query(q.SAVEPOINT_ABANDON, None, _nothing)
 
 
 # -- Cancellation (issue 4) --------------------------------------------------------------------

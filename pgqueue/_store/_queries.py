@@ -1466,6 +1466,12 @@ SAVEPOINT_ROLLBACK: LiteralString = "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many"
 
 SAVEPOINT_RELEASE: LiteralString = "RELEASE SAVEPOINT pgqueue_enqueue_many"
 
+# A batch interrupted between two statements (KeyboardInterrupt, a cancelled task) takes
+# itself back: two statements in one simple query, so one round trip.
+SAVEPOINT_ABANDON: LiteralString = (
+    "ROLLBACK TO SAVEPOINT pgqueue_enqueue_many; RELEASE SAVEPOINT pgqueue_enqueue_many"
+)
+
 
 # -- Cancellation (issue 4) --------------------------------------------------------------------
 
@@ -1916,6 +1922,12 @@ LISTEN pgqueue_finished
 """
 
 # -- bulk enqueue (issue 7) -------------------------------------------------------------------
+
+# An enqueue_many a user's BEFORE INSERT trigger left short takes back the jobs it inserted
+# (its error path only): they are new in this transaction, so no worker has seen them.
+JOBS_DELETE_NEW: LiteralString = """
+DELETE FROM pgqueue.active_jobs WHERE id = ANY(%s::bigint[])
+"""
 
 # Big enqueue_many batches are loaded with COPY; their ids are taken from the identity
 # sequence first, so they come back in input order. The sequence is looked up once (a

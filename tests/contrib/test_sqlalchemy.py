@@ -373,6 +373,31 @@ def test_enqueue_many_on_a_pooled_session_leaves_its_connection_as_it_found_it(d
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(1002,)]
 
 
+async def test_a_keyed_batch_on_an_async_session_joins_its_transaction(dsn: str) -> None:
+    """aenqueue_many with unique_keys on an AsyncSession: a held key gets its holder's id, a
+    batch refused with DuplicateJob takes back its own jobs only, and the jobs roll back and
+    commit with the session."""
+    db = create_async_engine(url(dsn), poolclass=NullPool)
+    calls = [((i,), {}) for i in range(2)]
+    try:
+        async with AsyncSession(db) as session:
+            await shop.ship.aenqueue_many(session, calls, unique_keys=["gone", None])
+            await session.rollback()
+            once = await shop.ship.using(unique_key="once").aenqueue(session, -1)
+            keyed = await shop.ship.aenqueue_many(session, calls, unique_keys=["once", "twice"])
+            with pytest.raises(DuplicateJob):
+                await shop.ship.using(on_conflict="raise").aenqueue_many(
+                    session, calls, unique_keys=["new", "once"]
+                )
+            await session.commit()
+    finally:
+        await db.dispose()
+    assert keyed[0] == once
+    assert query(dsn, "SELECT args, unique_key FROM pgqueue.jobs ORDER BY id") == [
+        ([-1], "once"), ([1], "twice"),
+    ]  # fmt: skip
+
+
 def test_arguments_too_large_as_jsonb_raise_the_apps_size_error(engine: Engine, dsn: str) -> None:
     """An enqueue on a Session whose arguments pass max_payload_bytes as JSON but not the
     table's check as jsonb raises pgqueue's ValueError, not a raw CheckViolation."""

@@ -19,12 +19,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import pgqueue
 from pgqueue._embed import install_revision
 from pgqueue._migrate import roles_sql
-from pgqueue._store import _queries
+from pgqueue._store import COPY_THRESHOLD, _queries
 from pgqueue._worker._db import Db
 from pgqueue._worker._scheduler import Scheduler, TickPruner
 from tests.acceptance.conftest import wait_for
 from tests.helpers import query, run_worker_until, states
 from tests.integration import tasks_app as t
+from tests.integration.test_enqueue_many_dropped import drop_job_one
+from tests.integration.test_unique_jobs import make_app as make_unique_app
+from tests.integration.test_unique_many import calls
 
 INJECTIONS = [
     "x'; DROP TABLE pgqueue.active_jobs; --",
@@ -692,3 +695,24 @@ def test_only_the_insert_trigger_runs_as_the_owner_and_its_search_path_is_pinned
         ("notify_jobs_inserted", ["search_path=pg_catalog, pg_temp"])
     ]
     assert {"enqueue", "cancel", "retry"} <= {name for name, definer, _ in rows if not definer}
+
+
+@pytest.mark.parametrize("size", [4, COPY_THRESHOLD])
+def test_a_role_that_may_not_delete_gets_the_error_and_an_aborted_transaction(
+    dsn: str, make_role, size: int
+) -> None:
+    """enqueue_many without keys, one of whose jobs a user's trigger drops, under
+    pgqueue_producer, which may insert jobs but not delete them: the others cannot be taken
+    back, and the error is still PgQueueError, not "permission denied", saying that the
+    transaction is aborted; nothing of it commits."""
+    drop_job_one(dsn)
+    query(dsn, roles_sql())
+    _app, charge = make_unique_app(dsn)
+    with psycopg.connect(make_role("pgqueue_producer")) as producer:
+        charge.enqueue(producer, 100)
+        with pytest.raises(pgqueue.PgQueueError, match=r"the transaction is aborted") as raised:
+            charge.enqueue_many(producer, calls(size))
+        assert isinstance(raised.value.__cause__, psycopg.errors.InsufficientPrivilege)
+        assert producer.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        producer.rollback()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]

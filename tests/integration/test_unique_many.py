@@ -344,6 +344,26 @@ async def test_a_key_twice_with_on_conflict_raise_is_refused_before_any_statemen
     assert ids[3] == ids[1] != ids[0]
 
 
+def test_a_key_given_twice_is_sent_once(dsn: str, conn) -> None:
+    """A key's later calls are not sent: only its first call's row is offered to the table,
+    and the batch takes one id per job it makes. PostgreSQL's DO NOTHING would also skip a
+    repeat within the statement, so only the rows offered (a test-only BEFORE INSERT trigger
+    records each) tell whether the batch left its repeats out."""
+    query(dsn, "CREATE TABLE offered (args jsonb, unique_key text)")
+    query(dsn, "CREATE FUNCTION record_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT"
+               " INTO offered VALUES (NEW.args, NEW.unique_key); RETURN NEW; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_record BEFORE INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION record_it()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    ids = charge.enqueue_many(conn, calls(5), unique_keys=["k", "k", None, "k", "j"])
+    conn.commit()
+    first = ids[0]
+    assert ids == [first, first, first + 1, first, first + 2]
+    assert query(dsn, "SELECT args, unique_key FROM offered ORDER BY args") == [
+        ([0], "k"), ([2], None), ([4], "j"),
+    ]  # fmt: skip
+
+
 def test_a_key_freed_between_insert_and_look_up_goes_in_at_its_place(dsn: str, conn) -> None:
     """A key whose first insert goes nowhere and whose holder is then not found (a test-only
     trigger drops its first row, as if the holder finished between the two statements) is
