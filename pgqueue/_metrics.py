@@ -308,13 +308,14 @@ def _file_metrics(file: str, data: bytes) -> dict[str, Any]:
     """The metrics of multiprocess file ``file`` whose used bytes are ``data``, read as
     ``MultiProcessCollector._read_metrics`` reads a file it opens by name: a gauge's samples
     labelled with the pid its file's name ends in, the others' without a time."""
+    from prometheus_client import mmap_dict
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.mmap_dict import _read_all_values
 
+    values: Any = mmap_dict._read_all_values  # (untyped) what read_all_values_from_file calls
     parts = os.path.basename(file).split("_")
     gauge = parts[0] == "gauge"
     metrics: dict[str, Any] = {}
-    for key, value, timestamp, _ in _read_all_values(data, len(data)) if data else ():
+    for key, value, timestamp, _ in values(data, len(data)) if data else ():
         metric_name, name, labels, help_text = json.loads(key)
         metric = metrics.get(metric_name) or metrics.setdefault(
             metric_name, Metric(metric_name, help_text, parts[0])
