@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import fcntl
 import glob
+import json
 import logging
 import os
 import stat
@@ -235,76 +236,62 @@ def _unlink(marker: Path) -> None:
 class _Directory:
     """prometheus_client's multiprocess collector of the files in ``path``, leaving out those it
     cannot read (truncated, corrupt, another program's: it raised, and every scrape of the
-    host's ports answered 500), each logged once, so that the others are still served."""
+    host's ports answered 500), each logged once, so that the others are still served. Each
+    file is checked and read through one descriptor: one checked and then opened again by name
+    could be swapped for a named pipe in between, and hang the scrape."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
         self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
-        self.bad: set[str] = set()  # files found unreadable: read alone until they read
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
-        files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
-        sound = [file for file in files if self._sound(file)]
-        merge = _multiprocess().MultiProcessCollector.merge
-        try:
-            return merge(sound)
-        except Exception:  # one file is not prometheus_client's: find it, merge the others
-            return merge([file for file in sound if self._readable(file)])
+        merged: dict[str, Any] = {}
+        for file in glob.glob(os.path.join(self.path, "*.db")):  # as MultiProcessCollector lists
+            _merge(merged, self._metrics(file))
+        return _multiprocess().MultiProcessCollector._accumulate_metrics(merged, True)
 
-    def _sound(self, file: str) -> bool:
-        """Whether ``file`` may be read: a regular file (opening a named pipe waits for a
-        writer, for ever) no shorter than its header says (the reader reads that much), and if
-        it was found unreadable, one that reads alone now: rewritten in place through mmap (on
-        tmpfs), it keeps its size and time written, so that only reading it tells."""
+    def _metrics(self, file: str) -> dict[str, Any]:
+        """The metrics of ``file``, none if it cannot be read (logged) or is being made."""
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            self.bad.discard(file)
-            return False  # removed since the directory was listed
+            return {}  # removed since the directory was listed
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return False
+            return {}
         try:
-            sized = self._sized(file, fd)
-        except OSError as exc:
+            data = self._data(file, fd)
+            return {} if data is None else _file_metrics(file, data)
+        except Exception as exc:  # a read's OSError, or whatever garbage makes the reader raise
             self._unreadable(file, error_line(exc))
-            return False
+            return {}
         finally:
             os.close(fd)
-        return sized and (file not in self.bad or self._readable(file))
 
-    def _sized(self, file: str, fd: int) -> bool:
+    def _data(self, file: str, fd: int) -> bytes | None:
+        """The bytes of ``file`` (open as ``fd``) its header says are used, or None for one to
+        leave out: no regular file (opening a named pipe by name waits for a writer, for ever),
+        empty (prometheus_client makes a file empty, then sizes it), or shorter than its header
+        says (garbage there made the reader read up to 2 GB)."""
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             self._unreadable(file, "not a regular file")
-            return False
+            return None
         head = os.pread(fd, 4, 0)
-        if not head:  # no values yet: prometheus_client makes a file empty, then sizes it
-            return False
+        if not head:
+            return None
         # Sized after the header is read: a growing file is sized before its header says so.
         size = os.fstat(fd).st_size
         if len(head) < 4:
             self._unreadable(file, f"{size} bytes, shorter than its header")
-            return False
+            return None
         used = struct.unpack("i", head)[0]
-        if used > size:
-            self._unreadable(file, f"its header says {used} bytes, it has {size}")
-            return False
-        return True
-
-    def _readable(self, file: str) -> bool:
-        try:
-            _multiprocess().MultiProcessCollector.merge([file])
-        except FileNotFoundError:
-            self.bad.discard(file)
-            return False  # removed since the directory was listed
-        except Exception as exc:  # whatever a file of garbage makes the reader raise
-            self.bad.add(file)  # left out of the merge of all until it reads alone
-            self._unreadable(file, error_line(exc))
-            return False
-        self.bad.discard(file)
-        return True
+        data = os.pread(fd, used, 0) if 8 < used <= size else b""  # 8 and less: no values
+        if used > size or len(data) < used:  # (cut short since it was sized)
+            self._unreadable(file, f"its header says {used} bytes, it has {max(size, len(data))}")
+            return None
+        return data
 
     def _unreadable(self, file: str, why: str) -> None:
         """Log, once, that ``file`` is left out of the scrapes."""
@@ -315,6 +302,42 @@ class _Directory:
             log.error("cannot read %s (%s): its metrics are left out of the scrapes until it"
                       " reads or is removed", file, why,
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
+
+
+def _file_metrics(file: str, data: bytes) -> dict[str, Any]:
+    """The metrics of multiprocess file ``file`` whose used bytes are ``data``, read as
+    ``MultiProcessCollector._read_metrics`` reads a file it opens by name: a gauge's samples
+    labelled with the pid its file's name ends in, the others' without a time."""
+    from prometheus_client import mmap_dict
+    from prometheus_client.metrics_core import Metric
+
+    values: Any = mmap_dict._read_all_values  # (untyped) what read_all_values_from_file calls
+    parts = os.path.basename(file).split("_")
+    gauge = parts[0] == "gauge"
+    metrics: dict[str, Any] = {}
+    for key, value, timestamp, _ in values(data, len(data)) if data else ():
+        metric_name, name, labels, help_text = json.loads(key)
+        metric = metrics.get(metric_name) or metrics.setdefault(
+            metric_name, Metric(metric_name, help_text, parts[0])
+        )
+        labels_key = tuple(sorted(labels.items()))
+        if gauge:
+            metric._multiprocess_mode = parts[1]
+            metric.add_sample(name, (*labels_key, ("pid", parts[2][:-3])), value, timestamp)
+        else:
+            metric.add_sample(name, labels_key, value)
+    return metrics
+
+
+def _merge(merged: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Add one file's ``metrics`` to those ``merged`` so far, as MultiProcessCollector adds
+    each file's samples to the metric the first file of its name made."""
+    for name, metric in metrics.items():
+        first = merged.setdefault(name, metric)
+        if first is not metric:
+            first.samples += metric.samples
+            if hasattr(metric, "_multiprocess_mode"):
+                first._multiprocess_mode = metric._multiprocess_mode
 
 
 class _Served:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -117,7 +118,9 @@ def require_schema(conn: psycopg.Connection[Any]) -> None:
     except psycopg.errors.InsufficientPrivilege:
         conn.rollback()
         _not_checked(log)
-    _checked.add(conn)  # the admin functions it calls check no more
+        _checked.add(conn)  # the admin functions it calls check no more
+        return
+    _passed(conn)
 
 
 def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
@@ -126,9 +129,11 @@ def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
     ``admin.prune`` deleted, on a schema a revision behind without a word). It never commits
     and never leaves the caller's transaction aborted: in one, the read runs in a savepoint;
     in a transaction the read began itself, anything raised rolls that back. On a transaction
-    already aborted it checks nothing (the call fails anyway); the next call checks."""
+    already aborted it checks nothing (the call fails anyway); the next call checks. A check
+    this process passed on the same database less than ``CHECK_MEMORY`` seconds ago stands
+    for this one."""
     conn = cur.connection
-    if not _unchecked(conn):
+    if not _unchecked(conn) or _remembered(conn):
         return
     began = _begins(conn)
     try:
@@ -137,14 +142,15 @@ def require_schema_once(cur: psycopg.Cursor[Any]) -> None:
     except Exception as exc:
         if began and not conn.closed:  # the transaction holds the check's read alone
             conn.rollback()  # (on a connection lost, its error would replace the server's)
-        _refused(exc)
-    _checked.add(conn)
+        _refused(exc, conn)
+        return
+    _passed(conn)
 
 
 async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
     """Async twin of :func:`require_schema_once`."""
     conn = cur.connection
-    if not _unchecked(conn):
+    if not _unchecked(conn) or _remembered(conn):
         return
     began = _begins(conn)
     try:
@@ -157,13 +163,56 @@ async def arequire_schema_once(cur: psycopg.AsyncCursor[Any]) -> None:
     except Exception as exc:
         if began and not conn.closed:
             await conn.rollback()
-        _refused(exc)
-    _checked.add(conn)
+        _refused(exc, conn)
+        return
+    _passed(conn)
 
 
 # The connections whose schema was checked, held weakly: one check per connection.
 _checked: weakref.WeakSet[psycopg.BaseConnection[Any]] = weakref.WeakSet()
 _admin_log = logging.getLogger("pgqueue.admin")
+
+# Seconds a check passed on a database stands for the new connections to it of this process:
+# Django opens one per request (CONN_MAX_AGE=0), and checking each cost every request that
+# read a job a read of the revision (in a savepoint: three round trips). A pooled connection
+# is checked once in its life, a worker at its start; so the bound is only how soon a process
+# that opens a connection per request refuses a schema migrated past what it can run on.
+CHECK_MEMORY = 30.0
+# Each database's key (_database) and the time.monotonic() of the last check passed on it. A
+# forked child inherits it and may trust it: a fact about the database, not the connection,
+# dated on a clock the parent shares; no lock, that a fork could inherit held.
+_passed_at: dict[tuple[str, ...], float] = {}
+
+
+def _database(conn: psycopg.BaseConnection[Any]) -> tuple[str, ...]:
+    """The database ``conn`` is connected to, as libpq and the server name it once connected,
+    whatever the DSN's spelling: the address connected to (a name's, or the socket's
+    directory), port and database, and the server's version (two servers in turn behind one
+    address, an upgrade's old and new, are told apart)."""
+    info = conn.info
+    try:
+        address = info.hostaddr or info.host
+    except psycopg.NotSupportedError:  # libpq before 12
+        address = info.host
+    version = info.parameter_status("server_version") or ""
+    return address, str(info.port), info.dbname, version
+
+
+def _remembered(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether a check this process passed on ``conn``'s database less than ``CHECK_MEMORY``
+    seconds ago stands for ``conn``'s own (``conn`` then counts as checked)."""
+    passed = _passed_at.get(_database(conn))
+    if passed is None or time.monotonic() - passed >= CHECK_MEMORY:
+        return False
+    _checked.add(conn)
+    return True
+
+
+def _passed(conn: psycopg.BaseConnection[Any]) -> None:
+    """Record that ``conn``'s schema was checked and serves this code, for ``conn`` and, for
+    ``CHECK_MEMORY`` seconds, for the new connections to its database."""
+    _checked.add(conn)
+    _passed_at[_database(conn)] = time.monotonic()
 
 
 def _unchecked(conn: psycopg.BaseConnection[Any]) -> bool:
@@ -191,11 +240,13 @@ def _in_transaction(conn: psycopg.BaseConnection[Any]) -> bool:
     )
 
 
-def _refused(exc: Exception) -> None:
-    """Raise ``exc`` again, unless it is a role's refusal to let the revision be read."""
+def _refused(exc: Exception, conn: psycopg.BaseConnection[Any]) -> None:
+    """Raise ``exc`` again, unless it is a role's refusal to let the revision be read: then
+    ``conn`` is not checked again, and the database is not remembered as checked."""
     if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
         raise exc
     _not_checked(_admin_log)
+    _checked.add(conn)
 
 
 def _check_schema(cur: psycopg.Cursor[Any], log: logging.Logger, goes_on: str) -> None:

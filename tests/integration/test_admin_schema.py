@@ -11,10 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
 import pgqueue
-from pgqueue import _manage, _store, admin
+from pgqueue import _manage, _schema, _store, admin
 from pgqueue._schema import SCHEMA_REVISION
 from tests.helpers import query, states
 from tests.integration.test_ops_api import _finished_jobs_of_ages
@@ -84,14 +85,81 @@ def test_a_refused_check_in_a_transaction_it_began_leaves_none_open(dsn: str) ->
 
 def test_the_schema_is_checked_once_per_connection(dsn: str, conn: psycopg.Connection[Any]) -> None:
     """One read of the revision per connection, not one per call: a connection checked goes
-    on past a revision changed since; a new connection is checked."""
+    on past a revision changed since; a new connection is checked once the check the process
+    passed on its database is ``CHECK_MEMORY`` seconds old."""
     _finished_jobs_of_ages(dsn)
     assert admin.retry_failed(conn) == 1
     query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
     assert admin.prune(conn, 3600) == 2
     conn.commit()
+    _age_checks(_schema.CHECK_MEMORY)
     with psycopg.connect(dsn) as other, pytest.raises(pgqueue.SchemaError, match="0009"):
         admin.prune(other, 0)
+
+
+def _age_checks(seconds: float) -> None:
+    """Make every check this process remembers ``seconds`` older, as if that time had passed."""
+    for database in _schema._passed_at:
+        _schema._passed_at[database] -= seconds
+
+
+def test_a_new_connection_to_a_database_checked_lately_reads_no_revision(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django opens a connection per request: each read the revision (in a transaction, in a
+    savepoint: three round trips) before its app.cancel. A check passed on the database in
+    the last ``CHECK_MEMORY`` seconds stands for a new connection's, whatever the DSN's
+    spelling; past that, the next new connection is checked, and then stands for the next."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 4)")
+    ran, revision = _statements(monkeypatch), _store.schema_revision_get().sql
+    spelled = [make_conninfo(dsn, application_name=name) for name in ("a", "b", "c")]
+    steps = [(dsn, 0, 1), (spelled[0], _schema.CHECK_MEMORY - 1, 1),  # a new spelling: trusted
+             (spelled[1], 1, 2),  # the check is CHECK_MEMORY old: checked again
+             (spelled[2], 0, 2)]  # fmt: skip
+    for job, (other, age, reads) in enumerate(steps, 1):
+        _age_checks(age)
+        with psycopg.connect(other, autocommit=job % 2 == 0) as conn:
+            conn.execute("SELECT 1")  # in a transaction of the caller's, unless autocommit
+            assert APP.cancel(conn, job) == "cancelled"
+            conn.commit()
+        assert ran.count(revision) == reads, job
+    assert states(dsn) == {"cancelled": 4}
+
+
+async def test_a_new_async_connection_to_a_database_checked_lately_reads_no_revision(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async twin: a check passed on the database stands for a new connection's."""
+    query(dsn, "SELECT pgqueue.enqueue('t') FROM generate_series(1, 2)")
+    ran, revision = _statements(monkeypatch), _store.schema_revision_get().sql
+    for job in (1, 2):
+        async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+            assert await APP.acancel(aconn, job) == "cancelled"
+    assert ran.count(revision) == 1
+
+
+def test_a_check_on_one_database_does_not_stand_for_another(
+    dsn: str, conn: psycopg.Connection[Any], empty_dsn: str
+) -> None:
+    """A check passed on one database of a server says nothing of another's schema."""
+    assert APP.get_job(conn, 1) is None
+    with psycopg.connect(empty_dsn) as other, pytest.raises(pgqueue.SchemaError, match="migrate"):
+        APP.get_job(other, 1)
+
+
+def test_a_schema_migrated_past_this_code_is_refused_once_the_check_is_old(dsn: str) -> None:
+    """A check remembered is one passed: within ``CHECK_MEMORY`` a new connection trusts it;
+    once it is that old, a schema migrated since to one this code cannot run on is refused,
+    and the refusal is not remembered (each new connection is refused)."""
+    with psycopg.connect(dsn) as conn:
+        assert APP.get_job(conn, 1) is None
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    with psycopg.connect(dsn) as conn:
+        assert APP.get_job(conn, 1) is None  # trusted: the check is not yet that old
+    _age_checks(_schema.CHECK_MEMORY)
+    for _ in range(2):
+        with psycopg.connect(dsn) as conn, pytest.raises(pgqueue.SchemaError, match="0009"):
+            APP.get_job(conn, 1)
 
 
 @pytest.fixture
@@ -124,6 +192,20 @@ def test_a_role_that_may_not_read_the_revision_is_let_through_in_its_transaction
         assert admin.cancel_job(conn, 1) == "cancelled"
         conn.commit()
     assert states(dsn) == {"cancelled": 1}
+
+
+def test_a_check_a_role_could_not_read_is_not_remembered_as_passed(
+    dsn: str, unread_dsn: str
+) -> None:
+    """A role that may not read the revision is let through unchecked: that is no check
+    passed, and a new connection of another role checks the schema, migrated since."""
+    query(dsn, "SELECT pgqueue.enqueue('t')")
+    with psycopg.connect(unread_dsn) as conn:
+        assert admin.cancel_job(conn, 1) == "cancelled"
+        conn.commit()
+    query(dsn, "UPDATE pgqueue.alembic_version SET version_num = '0009'")
+    with psycopg.connect(dsn) as conn, pytest.raises(pgqueue.SchemaError, match="0009"):
+        APP.get_job(conn, 1)
 
 
 @pytest.mark.parametrize("autocommit", [False, True], ids=["transaction", "autocommit"])

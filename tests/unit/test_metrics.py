@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -191,10 +192,11 @@ def scraped(path: Path) -> dict[str, float]:
     scrape.start()
     scrape.join(60)  # a bound, not a timing: the scrape opens no file that can block
     blocked = scrape.is_alive()
-    for fifo in [f for f in path.glob("*.db") if stat.S_ISFIFO(f.lstat().st_mode)]:
-        with contextlib.suppress(OSError):  # a blocked open gets a writer, then end of file
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    scrape.join()
+    while scrape.is_alive():  # a blocked scrape may open a pipe again (reading it alone)
+        for fifo in [f for f in path.glob("*.db") if stat.S_ISFIFO(f.lstat().st_mode)]:
+            with contextlib.suppress(OSError):  # a blocked open gets a writer, then end of file
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        scrape.join(1)
     assert not blocked, "the scrape blocked"
     return served
 
@@ -219,6 +221,28 @@ def test_a_named_pipe_in_the_directory_does_not_block_the_scrapes(
     assert scraped(tmp_path) == {"jobs_total": 3.0}
     logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_file_unreadable"]
     assert [Path(r.file).name for r in logged] == ["counter_2.db"]
+
+
+def test_a_file_swapped_for_a_named_pipe_after_its_check_does_not_block_the_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scrape checked that a file was a regular file, then opened it again by name to read
+    it: swapped for a named pipe in between, the read waited for a writer for ever. The file is
+    read through the descriptor it was checked on, so the scrape reads what it checked. The
+    swap comes at the exact point, the check's ``fstat``, as no real interleaving can be
+    forced; it stands for another process renaming a pipe over the file at that moment."""
+    one_counter(tmp_path)
+    target, fstat = tmp_path / "counter_1.db", os.fstat
+
+    def swapping(fd: int) -> os.stat_result:
+        checked = fstat(fd)
+        if not stat.S_ISFIFO(target.lstat().st_mode):  # the first check: swap, once
+            os.mkfifo(tmp_path / "pipe")
+            os.replace(tmp_path / "pipe", target)
+        return checked
+
+    monkeypatch.setattr(os, "fstat", swapping)
+    assert scraped(tmp_path) == {"jobs_total": 3.0}
 
 
 def test_a_garbage_header_does_not_make_a_scrape_read_more_than_the_file(
@@ -388,10 +412,8 @@ def test_a_bad_file_is_not_read_again_at_each_scrape(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a bad file stayed, each scrape read every file three times: all together, which
-    failed, then each alone to find the bad one, then the good ones together. A file found
-    bad is read alone at the next scrapes, the others once, together."""
-    from prometheus_client.mmap_dict import MmapedDict
-
+    failed, then each alone to find the bad one, then the good ones together. Each file is
+    opened once a scrape, the bad one left out."""
     from pgqueue._metrics import _Directory
 
     one_counter(tmp_path)
@@ -400,13 +422,17 @@ def test_a_bad_file_is_not_read_again_at_each_scrape(
     directory = _Directory(str(tmp_path))
     assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
     read: list[str] = []
-    reader = MmapedDict.read_all_values_from_file
 
-    def counted(file: str) -> Any:
-        read.append(Path(file).name)
-        return reader(file)
+    def counted(opener: Any) -> Any:
+        def opening(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if str(file).endswith(".db"):
+                read.append(Path(file).name)
+            return opener(file, *args, **kwargs)
 
-    monkeypatch.setattr(MmapedDict, "read_all_values_from_file", staticmethod(counted))
+        return opening
+
+    monkeypatch.setattr(os, "open", counted(os.open))  # the check's opens
+    monkeypatch.setattr(builtins, "open", counted(builtins.open))  # prometheus_client's, by name
     assert {s.name for family in directory.collect() for s in family.samples} == {"jobs_total"}
     assert sorted(read) == ["counter_1.db", "counter_2.db"]
 
