@@ -47,7 +47,14 @@ def test_installed_wheel_migrates_without_the_source_tree(empty_dsn: str, tmp_pa
 # What the sdist holds beside the package: the tests and what they read, the docs, examples and
 # benchmarks the docs point to, and the project's notices.
 SDIST_TREES = ("tests", "docs", "examples", "bench", ".ci")
-SDIST_FILES = ("pyproject.toml", "MANIFEST.in", "README.md", "CHANGELOG.md", "LICENSE", "SECURITY.md")
+SDIST_FILES = (
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "SECURITY.md",
+)
 
 
 def source_files() -> set[str]:
