@@ -3,6 +3,7 @@ worker of the demo's queues, and the demo as producer, on one database."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import signal
@@ -57,3 +58,14 @@ def test_the_compose_services_migrate_then_serve_the_demo_a_worker_shares(empty_
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
+
+
+def test_the_compose_worker_names_the_demos_app_by_a_public_path() -> None:
+    """Users copy the example: its worker's ``--app`` is a public module (no ``_`` part) whose
+    ``app`` is the demo's own, so the worker serves the tasks `pgqueue demo` enqueues."""
+    command = commands()["worker"]
+    module, _, attribute = command[command.index("--app") + 1].partition(":")
+    assert not [part for part in module.split(".") if part.startswith("_")], module
+    from pgqueue._demo import app
+
+    assert getattr(importlib.import_module(module), attribute) is app

@@ -1,10 +1,12 @@
-"""The built wheel carries its migrations: `pip install` then `pgqueue migrate` works."""
+"""The built wheel carries its migrations: `pip install` then `pgqueue migrate` works; the
+sdist carries what a user needs to run the tests and read the docs."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -40,3 +42,36 @@ def test_installed_wheel_migrates_without_the_source_tree(empty_dsn: str, tmp_pa
     assert located.stdout.startswith(str(target))
     check = subprocess.run([*run, "--check"], env=env, cwd=tmp_path, capture_output=True)
     assert check.returncode == 0
+
+
+# What the sdist holds beside the package: the tests and what they read, the docs, examples and
+# benchmarks the docs point to, and the project's notices.
+SDIST_TREES = ("tests", "docs", "examples", "bench", ".ci")
+SDIST_FILES = (
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "SECURITY.md",
+)
+
+
+def source_files() -> set[str]:
+    """The checkout's files the sdist must hold, relative to the root, caches left aside."""
+    trees = {f for tree in SDIST_TREES for f in (ROOT / tree).rglob("*") if f.is_file()}
+    kept = {f for f in trees if not {"__pycache__", ".hypothesis"} & set(f.parts)}
+    files = kept | package_files() | {ROOT / name for name in SDIST_FILES}
+    return {str(f.relative_to(ROOT)) for f in files if f.suffix != ".pyc"}
+
+
+def test_the_sdist_holds_the_tests_docs_and_examples(tmp_path: Path) -> None:
+    """`python -m build --sdist` packs the package with its tests, docs, examples and notices,
+    and no byte-code or cache; setuptools' own metadata (PKG-INFO, egg-info) is all it adds."""
+    build = [sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True)
+    [sdist] = tmp_path.glob("pgqueue-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        held = {m.name.split("/", 1)[1] for m in archive.getmembers() if m.isfile()}
+    metadata = {n for n in held if n in ("PKG-INFO", "setup.cfg") or n.startswith("pgqueue.egg")}
+    assert held - metadata == source_files()
