@@ -628,7 +628,9 @@ async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close
 ) -> None:
     """A waiter that came just after the last one left opened a second connection while the
     first was being closed. It waits for that close (here held at a gate), then connects:
-    one connection at a time, and never the one being closed."""
+    one connection at a time, and never the one being closed. (Joined to the hub being
+    closed, it had its connection made again there, by a hub no longer found: a third
+    waiter, come meanwhile, opened another.)"""
     app = make_app(dsn)
     job_id = a_cancelled_job(app, conn)
     closing, go_on = asyncio.Event(), asyncio.Event()
@@ -645,10 +647,16 @@ async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close
     waiter = pgqueue.PgQueue(with_application(dsn, HUB))
     first = asyncio.create_task(waiter.wait(job_id, timeout=10))
     await asyncio.wait_for(closing.wait(), 10)
+    connects.open.clear()
     second = asyncio.create_task(waiter.wait(job_id, timeout=10))
     await asyncio.sleep(0.3)
     assert connects.calls == 1  # the second waits for the first connection to be closed
     go_on.set()
-    jobs = await asyncio.wait_for(asyncio.gather(first, second), 10)
-    assert [j.state for j in jobs] == ["cancelled", "cancelled"]
+    await connects.in_flight(2)
+    third = asyncio.create_task(waiter.wait(job_id, timeout=10))
+    await asyncio.sleep(0.3)
+    assert connects.calls == 2  # the third shares the second's connection
+    connects.open.set()
+    jobs = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+    assert [j.state for j in jobs] == ["cancelled"] * 3
     assert connects.calls == 2
