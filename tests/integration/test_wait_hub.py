@@ -623,6 +623,35 @@ async def test_a_waiter_raises_at_its_timeout_while_a_read_for_one_without_is_he
     assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
 
 
+async def test_a_waiter_come_before_the_connection_raises_at_its_timeout_while_a_read_is_held(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the waiter with a timeout came with the one without, before the shared
+    connection was made (as the first waits of a burst do): it waited for its first look,
+    3 s after its call (here 10 minutes), whatever its timeout. A read held for a waiter
+    without a timeout brings on the first look of those it reads for: it raises as a read
+    of its own would, 1 s after that read began at the most."""
+    monkeypatch.setattr(_wait_hub, "FIRST_LOOK", 600.0)
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    connects = GatedConnects(monkeypatch)
+    for_ever = asyncio.create_task(waiter.wait(job_id, poll_interval=60))
+    soon = asyncio.create_task(waiter.wait(job_id, timeout=0.5, poll_interval=60))
+    await connects.in_flight(1)
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    connects.open.set()
+    [pid] = await registered(dsn)
+    await asyncio.to_thread(wait_blocked, dsn, pid)
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0.5 s"):
+        await asyncio.wait_for(soon, 20)
+    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
+    conn.commit()
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+
+
 async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close(
     dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
