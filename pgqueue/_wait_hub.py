@@ -112,12 +112,13 @@ FIRST_LOOK = CONNECT_AT_LEAST + READ_AT_LEAST
 class _Waiter:
     """One ``wait`` call: its job, its deadline and poll interval, and its outcome."""
 
-    __slots__ = ("again", "job_id", "look_by", "outcome", "read")
+    __slots__ = ("again", "job_id", "look_by", "moved", "outcome", "read")
 
     def __init__(self, job_id: int, again: _Reconnect, outcome: asyncio.Future[Job]) -> None:
         self.job_id, self.again, self.outcome = job_id, again, outcome
         self.look_by = time.monotonic() + FIRST_LOOK
         self.read: asyncio.Future[None] = outcome.get_loop().create_future()  # first read done
+        self.moved: asyncio.Future[None] = outcome.get_loop().create_future()  # look_by brought on
 
     def left(self) -> float | None:
         """Seconds to wait still: to the deadline, or (if later) until the job is first
@@ -129,18 +130,23 @@ class _Waiter:
         return max(deadline - time.monotonic(), 0)
 
     def connected(self) -> None:
-        """It joined a hub that has a connection: a read of its own would need no connect, so
-        its first look is due within :data:`READ_AT_LEAST` (a read held for a waiter without
-        a timeout held a timeout of 0.5 s to the first look's 3 s)."""
+        """It joined a hub that has a connection, or a read for a waiter without a timeout
+        began for it: a read of its own would need no connect, so its first look is due
+        within :data:`READ_AT_LEAST` (a read held for a waiter without a timeout held a
+        timeout of 0.5 s to the first look's 3 s)."""
         self.again.connected()
-        self.look_by = min(self.look_by, time.monotonic() + READ_AT_LEAST)
+        if (look_by := time.monotonic() + READ_AT_LEAST) < self.look_by:
+            self.look_by = look_by
+            if not self.moved.done():  # a waiter already waiting counts to the new look_by
+                self.moved.set_result(None)
 
     def watched(self, runner: asyncio.Task[None]) -> list[asyncio.Future[Any]]:
         """What ends a wait for :meth:`left`: the outcome, the runner ending (it is made
-        again), or the first read, after which the deadline alone counts (a waiter that
-        waited on to the first look's 3 s raised a timeout of 0.5 s at 3 s)."""
-        watched: list[asyncio.Future[Any]] = [self.outcome, runner]
-        return watched if self.read.done() else [*watched, self.read]
+        again), the first read, after which the deadline alone counts (a waiter that waited
+        on to the first look's 3 s raised a timeout of 0.5 s at 3 s), or its first look
+        brought on."""
+        pending = [f for f in (self.read, self.moved) if not f.done()]
+        return [self.outcome, runner, *pending]
 
     def looked(self, error: BaseException | None = None) -> None:
         """A read of its job ended (stopped by ``error``, its bound, if given): not settled
@@ -275,8 +281,11 @@ class _Hub:
         # retry between them would give them the job's outcome before the retry).
         asked = {w for i in ids for w in self.waiters.get(i, ())}
         query = _store.jobs_read_many(ids)
+        if (bound := self._read_bound(ids)) is None:  # the others look by a read of their own
+            for waiter in asked:
+                waiter.connected()
         try:
-            rows = await self._rows(conn, query, ids)
+            rows = await self._rows(conn, query, bound)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
             self.trouble = exc  # those waiting time out (by now), from this error
             self.stale.update(job_id for job_id in ids if job_id in self.waiters)
@@ -291,9 +300,12 @@ class _Hub:
             waiter.looked()
 
     async def _rows(
-        self, conn: psycopg.AsyncConnection[Any], query: _store.Query[list[Row]], ids: list[int]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        query: _store.Query[list[Row]],
+        bound: float | None,
     ) -> list[Row]:
-        if (bound := self._read_bound(ids)) is None:
+        if bound is None:
             async with conn.cursor() as cur:
                 return await _store.arun(cur, query)
         # One round trip: the timeouts and the read, in one transaction.

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -362,16 +363,19 @@ async def test_a_waiter_that_joins_once_the_database_is_back_is_read_at_once(
         assert [(j.id, j.state) for j in jobs] == [(i, "cancelled") for i in ids]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a task lost
 @pytest.mark.parametrize("another_wait", [True, False])
 def test_a_loop_closed_with_its_waiters_pending_keeps_no_session(
-    dsn: str, conn: Any, another_wait: bool
+    dsn: str, conn: Any, another_wait: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A loop closed without cancelling its tasks (its waiters pending) left its hub among the
     hubs for the life of the process: its session stayed open and registered, and every
     statement that finished jobs notified for it. Then the next wait forgot it: a process
     that waited no more kept it for its life. The hubs hold their hubs weakly: its
     connection goes with its tasks once garbage is collected, another wait or not."""
+    # The waiters' coroutines, closed by the collector, raise "Event loop is closed": pytest's
+    # hook keeps that error, whose frames hold the hub (and now and then kept its session
+    # open, and the hub among the hubs of the tests after). Python's own hook prints it.
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     app = make_app(dsn)
     waiter = pgqueue.PgQueue(with_application(dsn, HUB))
     other = a_cancelled_job(app, conn)
@@ -619,12 +623,43 @@ async def test_a_waiter_raises_at_its_timeout_while_a_read_for_one_without_is_he
     assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
 
 
+async def test_a_waiter_come_before_the_connection_raises_at_its_timeout_while_a_read_is_held(
+    dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the waiter with a timeout came with the one without, before the shared
+    connection was made (as the first waits of a burst do): it waited for its first look,
+    3 s after its call (here 10 minutes), whatever its timeout. A read held for a waiter
+    without a timeout brings on the first look of those it reads for: it raises as a read
+    of its own would, 1 s after that read began at the most."""
+    monkeypatch.setattr(_wait_hub, "FIRST_LOOK", 600.0)
+    app = make_app(dsn)
+    [job_id] = enqueue_adds(app, conn, 1)
+    waiter = pgqueue.PgQueue(with_application(dsn, HUB))
+    connects = GatedConnects(monkeypatch)
+    for_ever = asyncio.create_task(waiter.wait(job_id, poll_interval=60))
+    soon = asyncio.create_task(waiter.wait(job_id, timeout=0.5, poll_interval=60))
+    await connects.in_flight(1)
+    conn.execute("LOCK TABLE pgqueue.finished_jobs IN ACCESS EXCLUSIVE MODE")
+    connects.open.set()
+    [pid] = await registered(dsn)
+    await asyncio.to_thread(wait_blocked, dsn, pid)
+    with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0.5 s"):
+        await asyncio.wait_for(soon, 20)
+    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
+    conn.commit()
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+
+
 async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close(
     dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A waiter that came just after the last one left opened a second connection while the
     first was being closed. It waits for that close (here held at a gate), then connects:
-    one connection at a time, and never the one being closed."""
+    one connection at a time, and never the one being closed. (Joined to the hub being
+    closed, it had its connection made again there, by a hub no longer found: a third
+    waiter, come meanwhile, opened another.)"""
     app = make_app(dsn)
     job_id = a_cancelled_job(app, conn)
     closing, go_on = asyncio.Event(), asyncio.Event()
@@ -641,10 +676,16 @@ async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close
     waiter = pgqueue.PgQueue(with_application(dsn, HUB))
     first = asyncio.create_task(waiter.wait(job_id, timeout=10))
     await asyncio.wait_for(closing.wait(), 10)
+    connects.open.clear()
     second = asyncio.create_task(waiter.wait(job_id, timeout=10))
     await asyncio.sleep(0.3)
     assert connects.calls == 1  # the second waits for the first connection to be closed
     go_on.set()
-    jobs = await asyncio.wait_for(asyncio.gather(first, second), 10)
-    assert [j.state for j in jobs] == ["cancelled", "cancelled"]
+    await connects.in_flight(2)
+    third = asyncio.create_task(waiter.wait(job_id, timeout=10))
+    await asyncio.sleep(0.3)
+    assert connects.calls == 2  # the third shares the second's connection
+    connects.open.set()
+    jobs = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+    assert [j.state for j in jobs] == ["cancelled"] * 3
     assert connects.calls == 2
