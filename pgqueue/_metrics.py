@@ -244,29 +244,45 @@ class _Directory:
         self.path = path
         self.unreadable: set[str] = set()  # the files logged
         self.lock = threading.Lock()  # the port serves scrapes in threads, several at once
+        self.readers = _readers()
 
     def collect(self) -> Any:
         """Every process's metrics, merged as MultiProcessCollector merges them."""
+        files = glob.glob(os.path.join(self.path, "*.db"))  # as MultiProcessCollector lists
+        if self.readers is None:  # read again by name, as prometheus_client reads them
+            merge = _multiprocess().MultiProcessCollector.merge
+            return merge([file for file in files if self._read(file) is not None])
+        values, accumulate = self.readers
         merged: dict[str, Any] = {}
-        for file in glob.glob(os.path.join(self.path, "*.db")):  # as MultiProcessCollector lists
-            _merge(merged, self._metrics(file))
-        return _multiprocess().MultiProcessCollector._accumulate_metrics(merged, True)
+        for file in files:
+            _merge(merged, self._metrics(file, values))
+        return accumulate(merged, True)
 
-    def _metrics(self, file: str) -> dict[str, Any]:
-        """The metrics of ``file``, none if it cannot be read (logged) or is being made."""
+    def _metrics(self, file: str, values: Any) -> dict[str, Any]:
+        """The metrics of ``file`` read with ``values`` (prometheus_client's reader), none if
+        it cannot be read (logged) or is being made."""
+        data = self._read(file)
+        try:
+            return {} if data is None else _file_metrics(file, data, values)
+        except Exception as exc:  # whatever garbage makes the reader raise
+            self._unreadable(file, error_line(exc))
+            return {}
+
+    def _read(self, file: str) -> bytes | None:
+        """The used bytes of ``file``, read through the descriptor it is checked on, or None
+        for one to leave out (logged if it cannot be read)."""
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            return {}  # removed since the directory was listed
+            return None  # removed since the directory was listed
         except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return {}
+            return None
         try:
-            data = self._data(file, fd)
-            return {} if data is None else _file_metrics(file, data)
-        except Exception as exc:  # a read's OSError, or whatever garbage makes the reader raise
+            return self._data(file, fd)
+        except OSError as exc:
             self._unreadable(file, error_line(exc))
-            return {}
+            return None
         finally:
             os.close(fd)
 
@@ -304,14 +320,29 @@ class _Directory:
                       extra={"action": "metrics_file_unreadable", "file": file})  # fmt: skip
 
 
-def _file_metrics(file: str, data: bytes) -> dict[str, Any]:
-    """The metrics of multiprocess file ``file`` whose used bytes are ``data``, read as
-    ``MultiProcessCollector._read_metrics`` reads a file it opens by name: a gauge's samples
-    labelled with the pid its file's name ends in, the others' without a time."""
+def _readers() -> tuple[Any, Any] | None:
+    """prometheus_client's reader of a file's bytes and its sum of the files' metrics, both
+    private (0.20 to 0.26 have them), or None, logged, for a release without them: the scrape
+    then checks each file and reads it again by name, as prometheus_client does."""
     from prometheus_client import mmap_dict
+
+    values = getattr(mmap_dict, "_read_all_values", None)  # what read_all_values_from_file calls
+    accumulate = getattr(_multiprocess().MultiProcessCollector, "_accumulate_metrics", None)
+    if values is not None and accumulate is not None:
+        return values, accumulate
+    log.warning("this prometheus_client has no mmap_dict._read_all_values or"
+                " MultiProcessCollector._accumulate_metrics: the metrics files are opened again by"
+                " name to be read, and a garbage file in them answers 500 to the scrapes",
+                extra={"action": "metrics_files_by_name"})  # fmt: skip
+    return None
+
+
+def _file_metrics(file: str, data: bytes, values: Any) -> dict[str, Any]:
+    """The metrics of multiprocess file ``file`` whose used bytes are ``data``, read with
+    ``values`` as ``MultiProcessCollector._read_metrics`` reads a file it opens by name: a
+    gauge's samples labelled with the pid its file's name ends in, the others' without a time."""
     from prometheus_client.metrics_core import Metric
 
-    values: Any = mmap_dict._read_all_values  # (untyped) what read_all_values_from_file calls
     parts = os.path.basename(file).split("_")
     gauge = parts[0] == "gauge"
     metrics: dict[str, Any] = {}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+import types
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,47 @@ def test_a_file_swapped_for_a_named_pipe_after_its_check_does_not_block_the_scra
 
     monkeypatch.setattr(os, "fstat", swapping)
     assert scraped(tmp_path) == {"jobs_total": 3.0}
+
+
+def without_reader(monkeypatch: pytest.MonkeyPatch) -> str:
+    """prometheus_client as a release that renamed mmap_dict._read_all_values."""
+    from prometheus_client import mmap_dict
+
+    kept = {k: v for k, v in vars(mmap_dict).items() if k != "_read_all_values"}
+    monkeypatch.setattr(prometheus_client, "mmap_dict", types.SimpleNamespace(**kept))
+    return "_read_all_values"
+
+
+def without_sum(monkeypatch: pytest.MonkeyPatch) -> str:
+    """prometheus_client as a release that renamed MultiProcessCollector._accumulate_metrics:
+    its public merge still reads the files by name."""
+    from prometheus_client import multiprocess
+
+    collector = multiprocess.MultiProcessCollector
+
+    class Renamed:
+        @staticmethod
+        def merge(files: list[str], accumulate: bool = True) -> Any:
+            return collector._accumulate_metrics(collector._read_metrics(files), accumulate)
+
+    monkeypatch.setattr(multiprocess, "MultiProcessCollector", Renamed)
+    return "_accumulate_metrics"
+
+
+@pytest.mark.parametrize("release", [without_reader, without_sum])
+def test_a_prometheus_client_without_the_private_readers_still_serves_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    release: Any,
+) -> None:  # fmt: skip
+    """A scrape reads each file with two private functions of prometheus_client: a release
+    without one served no file (each logged unreadable) or answered 500 to every scrape. The
+    files are then read by name, as prometheus_client reads them, and that is said once."""
+    one_counter(tmp_path)
+    (tmp_path / "counter_3.db").write_bytes(struct.pack("i", 64) + bytes(4))  # still left out
+    missing = release(monkeypatch)
+    assert scraped(tmp_path) == {"jobs_total": 3.0}
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "metrics_files_by_name"]
+    assert len(logged) == 1 and missing in logged[0].getMessage()
 
 
 def test_a_garbage_header_does_not_make_a_scrape_read_more_than_the_file(
