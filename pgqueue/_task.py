@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 import psycopg
 
 from pgqueue import _json, _store, _unique
-from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._connections import (
+    AsyncConnection,
+    SyncConnection,
+    async_cursor,
+    commits_alone,
+    sync_cursor,
+)
 from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._hooks import Ids, Sent
 from pgqueue._options import JobOptions, OnConflict, check_task_name
@@ -271,8 +277,9 @@ def _one_commit(conn: Any) -> Any:
     would commit alone: a batch refused at its second statement (INSERTs of ``MANY_CHUNK``
     jobs) left its first 5,000 jobs, and one a user's trigger left short would have committed
     its jobs, for a worker to claim, before deleting them. Otherwise nothing: in the caller's
-    transaction, it commits them."""
-    return conn.transaction() if conn.autocommit else nullcontext()
+    transaction (``conn.transaction()``'s too, on an autocommit connection, where ours would
+    be a savepoint), it commits them."""
+    return conn.transaction() if commits_alone(conn) else nullcontext()
 
 
 def _dropped(written: int, jobs: int, failed: psycopg.Error | None = None) -> PgQueueError:

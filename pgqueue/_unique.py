@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgqueue import _store
+from pgqueue._connections import commits_alone
 from pgqueue._errors import DuplicateJob, PgQueueError, UniqueKeyContended
 from pgqueue._options import OnConflict
 
@@ -204,7 +205,7 @@ def enqueue_many(
     batch = _Batch(template, args, kwargs, keys)
     plan = _many_plan(batch, on_conflict)
     conn = cur.connection
-    if conn.autocommit:
+    if commits_alone(conn):
         with conn.transaction():
             return _run(cur, plan)
     try:
@@ -227,7 +228,7 @@ async def aenqueue_many(
     batch = _Batch(template, args, kwargs, keys)
     plan = _many_plan(batch, on_conflict)
     conn = cur.connection
-    if conn.autocommit:
+    if commits_alone(conn):
         async with conn.transaction():
             return await _arun(cur, plan)
     try:
