@@ -69,7 +69,9 @@ def test_on_an_autocommit_connection_the_refused_batch_never_commits(dsn: str, s
     query(dsn, "CREATE TRIGGER zz_record AFTER INSERT ON pgqueue.active_jobs"
                " FOR EACH ROW EXECUTE FUNCTION record_it()")  # fmt: skip
     _app, charge = make_app(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with pytest.raises(pgqueue.PgQueueError, match=REFUSED):
-            charge.enqueue_many(conn, calls(size))
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(pgqueue.PgQueueError, match=REFUSED),
+    ):
+        charge.enqueue_many(conn, calls(size))
     assert query(dsn, "SELECT count(*) FROM went_in") == [(0,)]
