@@ -153,3 +153,25 @@ async def test_a_cancellation_during_a_statement_aborts_the_transaction(
         await conn.commit()
         await conn.execute("SELECT 1")
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+async def test_a_cancellation_before_the_savepoint_leaves_the_transaction_as_it_was(
+    dsn: str, aconn
+) -> None:
+    """Cancelled while it waits for the connection (another task of the caller's holds it),
+    before its savepoint is set: nothing of the batch was sent, and the transaction goes on.
+    The take-back ran there, rolling back to a savepoint that did not exist yet, which
+    aborted the transaction and lost what it did before."""
+    _app, charge = make_app(dsn)
+    kept = await charge.aenqueue(aconn, 100)
+    async with aconn.lock:
+        batch = charge.aenqueue_many(aconn, calls(2), unique_keys=["a", "b"])
+        task = asyncio.ensure_future(batch)
+        for _ in range(20):  # no I/O before its first statement: it reaches the lock
+            await asyncio.sleep(0)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert aconn.info.transaction_status == INTRANS
+    await aconn.commit()
+    assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
