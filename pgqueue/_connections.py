@@ -224,6 +224,15 @@ def watched_backends() -> set[int]:
     return pids
 
 
+def commits_alone(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether each statement on ``conn`` commits alone: autocommit, and not inside a
+    transaction block (``conn.transaction()`` on an autocommit connection opens one)."""
+    return conn.autocommit and conn.info.transaction_status != _INTRANS
+
+
+_INTRANS = psycopg.pq.TransactionStatus.INTRANS
+
+
 def sync_cursor(conn: SyncConnection) -> psycopg.Cursor[Any]:
     """A fresh cursor on the caller's connection, inside the caller's transaction; use it in a
     ``with`` block, which closes it. (Not a generator context manager, which cost every

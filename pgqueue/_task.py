@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 import psycopg
 
 from pgqueue import _json, _store, _unique
-from pgqueue._connections import AsyncConnection, SyncConnection, async_cursor, sync_cursor
+from pgqueue._connections import (
+    AsyncConnection,
+    SyncConnection,
+    async_cursor,
+    commits_alone,
+    sync_cursor,
+)
 from pgqueue._errors import PgQueueError, SchemaError, first_line
 from pgqueue._hooks import Ids, Sent
 from pgqueue._options import JobOptions, OnConflict, check_task_name
@@ -167,9 +173,10 @@ class Task(Generic[P, R]):
 
     def _insert_many(
         self, cur: psycopg.Cursor[Any], template: _store.NewJob, args: list[str],
-        kwargs: list[str],
+        kwargs: list[str], own: bool,
     ) -> list[int]:  # fmt: skip
-        """enqueue_many's jobs without keys: COPY or INSERTs; ids in input order."""
+        """enqueue_many's jobs without keys: COPY or INSERTs; ids in input order. ``own``: in
+        a transaction of the batch's own, which its error rolls back."""
         if _store.copy_usable(cur.connection, len(args)):
             ids, written = _store.jobs_copy(cur, template, args, kwargs)
         else:
@@ -177,6 +184,8 @@ class Task(Generic[P, R]):
             ids = [i for query in chunks for i in _store.run(cur, query)]
             written = len(ids)
         if written != len(args):
+            if own:
+                raise _dropped(written, len(args))
             try:
                 _store.run(cur, _store.jobs_delete_new(ids))
             except psycopg.Error as exc:  # a role that may not delete: pgqueue_producer
@@ -186,7 +195,7 @@ class Task(Generic[P, R]):
 
     async def _ainsert_many(
         self, cur: psycopg.AsyncCursor[Any], template: _store.NewJob, args: list[str],
-        kwargs: list[str],
+        kwargs: list[str], own: bool,
     ) -> list[int]:  # fmt: skip
         """Async twin of :meth:`_insert_many`."""
         if _store.copy_usable(cur.connection, len(args)):
@@ -196,6 +205,8 @@ class Task(Generic[P, R]):
             ids = [i for query in chunks for i in await _store.arun(cur, query)]
             written = len(ids)
         if written != len(args):
+            if own:
+                raise _dropped(written, len(args))
             try:
                 await _store.arun(cur, _store.jobs_delete_new(ids))
             except psycopg.Error as exc:
@@ -231,8 +242,9 @@ class Task(Generic[P, R]):
                             cur, template, args, kwargs, keys, on_conflict
                         )
                         return sent(ids, written=written)
-                    with _one_commit(cur.connection):
-                        return sent(self._insert_many(cur, template, args, kwargs))
+                    own = commits_alone(cur.connection)
+                    with _one_commit(cur.connection, own):
+                        return sent(self._insert_many(cur, template, args, kwargs, own))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc, len(args))
                     raise
@@ -252,8 +264,9 @@ class Task(Generic[P, R]):
                             cur, template, args, kwargs, keys, on_conflict
                         )
                         return sent(ids, written=written)
-                    async with _one_commit(cur.connection):
-                        return sent(await self._ainsert_many(cur, template, args, kwargs))
+                    own = commits_alone(cur.connection)
+                    async with _one_commit(cur.connection, own):
+                        return sent(await self._ainsert_many(cur, template, args, kwargs, own))
                 except _EXPLAINED as exc:
                     _raise_explained(self.name, exc, len(args))
                     raise
@@ -266,13 +279,14 @@ def _same(ids: Ids, /, existing: bool | None = None, written: int | None = None)
 _UNTRACED = nullcontext(_same)  # an enqueue of an app with no enqueue span
 
 
-def _one_commit(conn: Any) -> Any:
-    """A transaction around enqueue_many's statements on an autocommit connection, where each
-    would commit alone: a batch refused at its second statement (INSERTs of ``MANY_CHUNK``
-    jobs) left its first 5,000 jobs, and one a user's trigger left short would have committed
-    its jobs, for a worker to claim, before deleting them. Otherwise nothing: in the caller's
-    transaction, it commits them."""
-    return conn.transaction() if conn.autocommit else nullcontext()
+def _one_commit(conn: Any, own: bool) -> Any:
+    """A transaction of the batch's ``own`` around enqueue_many's statements where each would
+    commit alone (:func:`commits_alone`): a batch refused at its second statement (INSERTs of
+    ``MANY_CHUNK`` jobs) left its first 5,000 jobs, and one a user's trigger left short would
+    have committed its jobs, for a worker to claim, before deleting them. Otherwise nothing:
+    in the caller's transaction (``conn.transaction()``'s too, on an autocommit connection,
+    where ours would be a savepoint), it commits them."""
+    return conn.transaction() if own else nullcontext()
 
 
 def _dropped(written: int, jobs: int, failed: psycopg.Error | None = None) -> PgQueueError:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgqueue import _store
+from pgqueue._connections import commits_alone
 from pgqueue._errors import DuplicateJob, PgQueueError, UniqueKeyContended
 from pgqueue._options import OnConflict
 
@@ -57,7 +58,7 @@ class _Batch:
                 self.first.setdefault(key, i)
         self.ids = [0] * len(keys)
         self.written = 0  # how many jobs the last round inserted
-        self.saved = False  # whether the batch's savepoint may be open
+        self.saved = False  # whether the batch's savepoint is set (or being released)
 
     def sent(self) -> list[int]:
         """The jobs to insert: every job without a key, and each key's first."""
@@ -133,8 +134,8 @@ def _many_plan(batch: _Batch, on_conflict: OnConflict) -> Plan[tuple[list[int], 
     """Insert the batch in rounds (as :func:`_plan` one job) inside a savepoint, so that a
     round can be taken back, and DuplicateJob, UniqueKeyContended or jobs a trigger dropped
     leave nothing of the batch behind."""
-    batch.saved = True
     yield _store.savepoint_set()
+    batch.saved = True  # not before: a take-back without the savepoint aborts the transaction
     try:
         yield from _many_rounds(batch, on_conflict)
     except PgQueueError:
@@ -204,7 +205,7 @@ def enqueue_many(
     batch = _Batch(template, args, kwargs, keys)
     plan = _many_plan(batch, on_conflict)
     conn = cur.connection
-    if conn.autocommit:
+    if commits_alone(conn):
         with conn.transaction():
             return _run(cur, plan)
     try:
@@ -227,7 +228,7 @@ async def aenqueue_many(
     batch = _Batch(template, args, kwargs, keys)
     plan = _many_plan(batch, on_conflict)
     conn = cur.connection
-    if conn.autocommit:
+    if commits_alone(conn):
         async with conn.transaction():
             return await _arun(cur, plan)
     try:

@@ -110,3 +110,47 @@ def test_a_unique_key_holding_nul_is_refused_for_its_nul(key: str) -> None:
     "use 1-255 characters" of a 3-character key."""
     with pytest.raises(ValueError, match="NUL"):
         pgqueue.PgQueue().using("edge", unique_key=key)
+
+
+@pytest.mark.parametrize("size", [4, COPY_THRESHOLD])
+def test_a_batch_in_an_autocommit_connections_transaction_takes_no_savepoint(
+    dsn: str, size: int
+) -> None:
+    """On an autocommit connection inside ``conn.transaction()`` (psycopg's advice), a batch
+    without keys writes its jobs in that transaction: its statements do not commit alone, so
+    a transaction of its own is not needed, and ``conn.transaction()`` nested there made a
+    savepoint, a subtransaction, around every batch (two more round trips)."""
+    edge = make_task(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        ids = edge.enqueue_many(conn, [((n,), {}) for n in range(size)])
+        row = conn.execute(
+            "SELECT xmin = pg_current_xact_id()::xid FROM pgqueue.active_jobs WHERE id = %s",
+            [ids[0]],
+        ).fetchone()
+    assert row == (True,)
+
+
+# A test-only trigger: how many transaction ids the enqueuing transaction holds as its INSERT
+# ends, its own and those of the subtransactions it is in (each is locked while it runs).
+COUNT_XIDS = """
+CREATE FUNCTION count_xids() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO xids SELECT count(*) FROM pg_locks
+     WHERE locktype = 'transactionid' AND pid = pg_backend_pid();
+    RETURN NULL;
+END $$
+"""
+
+
+def test_a_keyed_batch_in_an_autocommit_connections_transaction_takes_one_savepoint(
+    dsn: str,
+) -> None:
+    """A keyed batch there takes its own savepoint only, as in any caller's transaction:
+    ``conn.transaction()`` nested made a second subtransaction around it."""
+    query(dsn, "CREATE TABLE xids (n bigint)")
+    query(dsn, COUNT_XIDS)
+    query(dsn, "CREATE TRIGGER zz_count AFTER INSERT ON pgqueue.active_jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION count_xids()")  # fmt: skip
+    edge = make_task(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        edge.enqueue_many(conn, [((n,), {}) for n in range(2)], unique_keys=["a", "b"])
+    assert query(dsn, "SELECT n FROM xids") == [(2,)]  # the transaction's and the savepoint's

@@ -55,3 +55,23 @@ async def test_the_async_twin_refuses_it_too(dsn: str, aconn, size: int) -> None
         await charge.aenqueue_many(aconn, calls(size))
     await aconn.commit()
     assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
+
+
+@pytest.mark.parametrize("size", [4, COPY_THRESHOLD])
+def test_on_an_autocommit_connection_the_refused_batch_never_commits(dsn: str, size: int) -> None:
+    """On an autocommit connection the batch's statements run in one transaction, rolled back
+    when it is refused: its jobs were never committed, for a worker to claim, before being
+    deleted (a test-only AFTER INSERT trigger records each job that went in)."""
+    drop_job_one(dsn)
+    query(dsn, "CREATE TABLE went_in (id bigint)")
+    query(dsn, "CREATE FUNCTION record_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO went_in VALUES (NEW.id); RETURN NULL; END $$")  # fmt: skip
+    query(dsn, "CREATE TRIGGER zz_record AFTER INSERT ON pgqueue.active_jobs"
+               " FOR EACH ROW EXECUTE FUNCTION record_it()")  # fmt: skip
+    _app, charge = make_app(dsn)
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(pgqueue.PgQueueError, match=REFUSED),
+    ):
+        charge.enqueue_many(conn, calls(size))
+    assert query(dsn, "SELECT count(*) FROM went_in") == [(0,)]

@@ -716,3 +716,20 @@ def test_a_role_that_may_not_delete_gets_the_error_and_an_aborted_transaction(
         assert producer.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         producer.rollback()
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+def test_on_an_autocommit_connection_that_role_gets_the_batchs_own_error(
+    dsn: str, make_role
+) -> None:
+    """The same under pgqueue_producer on an autocommit connection: the batch's own
+    transaction is rolled back, so nothing is aborted and nothing has to be deleted; the error
+    said the transaction was aborted and must be rolled back, from a DELETE that failed."""
+    drop_job_one(dsn)
+    query(dsn, roles_sql())
+    _app, charge = make_unique_app(dsn)
+    with psycopg.connect(make_role("pgqueue_producer"), autocommit=True) as producer:
+        with pytest.raises(pgqueue.PgQueueError, match=r"none of the batch's jobs") as raised:
+            charge.enqueue_many(producer, calls(4))
+        assert raised.value.__cause__ is None
+        kept = charge.enqueue(producer, 100)
+    assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]

@@ -57,24 +57,19 @@ END $$
 """
 
 
-@pytest.mark.parametrize("held", [True, False])
-async def test_a_cancellation_as_a_statement_ends_leaves_none_of_the_batch(
-    dsn: str, aconn, held: bool
-) -> None:
-    """The task is cancelled once its INSERT has ended, and the cancellation lands in the
-    wait for the next statement, which psycopg's cancel request is too late to stop. When
-    that is the look-up of a held key, the batch's savepoint was left open with its jobs in
-    for the caller to commit: the batch is taken back, and the transaction keeps what it did
-    before. When it is the savepoint's RELEASE, the jobs cannot be taken back alone: the
-    transaction is aborted, and commits nothing."""
+async def test_a_cancellation_as_a_statement_ends_leaves_none_of_the_batch(dsn: str, aconn) -> None:
+    """The task is cancelled once its INSERT has ended in the server. The cancellation lands
+    in psycopg's wait for the rest of the INSERT's result (the batch is taken back, and the
+    transaction keeps what it did before) or, when that had all been read, in the wait for
+    the look-up of the held key (which psycopg's cancel request may stop, aborting the
+    transaction): which one is up to the scheduler, and either way none of the batch
+    commits. Without the take-back, the batch's savepoint was left open with its jobs in."""
     query(dsn, NOTICE_AFTER)
     query(dsn, "CREATE TRIGGER zz_notice AFTER INSERT ON pgqueue.active_jobs"
                " FOR EACH STATEMENT EXECUTE FUNCTION notice_after()")  # fmt: skip
     _app, charge = make_app(dsn)
-    kept = await charge.aenqueue(aconn, 100)
-    before = [(kept,)]
-    if held:
-        before.append((await charge.using(unique_key="h").aenqueue(aconn, 101),))
+    before = [(await charge.aenqueue(aconn, 100),)]
+    before.append((await charge.using(unique_key="h").aenqueue(aconn, 101),))
     pid = aconn.info.backend_pid
 
     def idle() -> bool:
@@ -88,13 +83,43 @@ async def test_a_cancellation_as_a_statement_ends_leaves_none_of_the_batch(
 
     task: asyncio.Task[list[int]] | None = None
     aconn.add_notice_handler(on_notice)
-    batch = charge.aenqueue_many(aconn, calls(2), unique_keys=["a", "h" if held else "b"])
-    task = asyncio.ensure_future(batch)
+    task = asyncio.ensure_future(charge.aenqueue_many(aconn, calls(2), unique_keys=["a", "h"]))
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert aconn.info.transaction_status == (INTRANS if held else INERROR)
+    taken_back = aconn.info.transaction_status == INTRANS
+    assert taken_back or aconn.info.transaction_status == INERROR
     await aconn.commit()
-    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == (before if held else [])
+    assert query(dsn, "SELECT id FROM pgqueue.jobs ORDER BY id") == (before if taken_back else [])
+
+
+class CancelLoader(psycopg.adapt.Loader):
+    """Text, but the key "last" cancels the task reading it: the batch's INSERT has ended and
+    its rows are being read, so the cancellation lands in the wait for the next statement,
+    the savepoint's RELEASE."""
+
+    def load(self, data: Any) -> str:
+        text = bytes(data).decode()
+        if text == "last":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+        return text
+
+
+async def test_a_cancellation_landing_in_the_release_aborts_the_transaction(
+    dsn: str, aconn
+) -> None:
+    """Whether psycopg's cancel request stops the RELEASE or comes too late, the batch's jobs
+    cannot be taken back alone: the transaction is aborted, and a commit commits nothing of
+    it (nor what it did before). It committed them when the RELEASE had ended."""
+    _app, charge = make_app(dsn)
+    await charge.aenqueue(aconn, 100)
+    aconn.adapters.register_loader("text", CancelLoader)
+    with pytest.raises(asyncio.CancelledError):
+        await charge.aenqueue_many(aconn, calls(2), unique_keys=["first", "last"])
+    assert aconn.info.transaction_status == INERROR
+    await aconn.commit()
+    assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
 
 
 # A test-only trigger: the batch's INSERT waits for an advisory lock the test holds.
@@ -128,3 +153,25 @@ async def test_a_cancellation_during_a_statement_aborts_the_transaction(
         await conn.commit()
         await conn.execute("SELECT 1")
     assert query(dsn, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
+
+
+async def test_a_cancellation_before_the_savepoint_leaves_the_transaction_as_it_was(
+    dsn: str, aconn
+) -> None:
+    """Cancelled while it waits for the connection (another task of the caller's holds it),
+    before its savepoint is set: nothing of the batch was sent, and the transaction goes on.
+    The take-back ran there, rolling back to a savepoint that did not exist yet, which
+    aborted the transaction and lost what it did before."""
+    _app, charge = make_app(dsn)
+    kept = await charge.aenqueue(aconn, 100)
+    async with aconn.lock:
+        batch = charge.aenqueue_many(aconn, calls(2), unique_keys=["a", "b"])
+        task = asyncio.ensure_future(batch)
+        for _ in range(20):  # no I/O before its first statement: it reaches the lock
+            await asyncio.sleep(0)
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert aconn.info.transaction_status == INTRANS
+    await aconn.commit()
+    assert query(dsn, "SELECT id FROM pgqueue.jobs") == [(kept,)]
