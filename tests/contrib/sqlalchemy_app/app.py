@@ -35,7 +35,9 @@ class Order(Base):
 def ship(order_id: int) -> str:
     """Mark an order shipped, in a session of its own."""
     with Session(engine["main"]) as session, session.begin():
-        session.get_one(Order, order_id).status = "shipped"
+        order = session.get(Order, order_id)
+        assert order is not None
+        order.status = "shipped"
     return "shipped"
 
 
