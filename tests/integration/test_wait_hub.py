@@ -598,6 +598,19 @@ async def test_a_waiter_gone_before_a_read_of_its_job_ends_is_given_nothing(
     await asyncio.gather(longer, return_exceptions=True)
 
 
+async def read_on_for_the_other(
+    app: pgqueue.PgQueue, dsn: str, conn: Any, pid: int, job_id: int,
+    for_ever: asyncio.Task[Any],
+) -> None:  # fmt: skip
+    """The shared read still registered for the waiter without a timeout, which gets its job
+    once the history's lock (held by ``conn``) goes."""
+    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
+    conn.commit()
+    assert app.cancel(conn, job_id) == "cancelled"
+    conn.commit()
+    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+
+
 async def test_a_waiter_raises_at_its_timeout_while_a_read_for_one_without_is_held(
     dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -616,11 +629,7 @@ async def test_a_waiter_raises_at_its_timeout_while_a_read_for_one_without_is_he
     await asyncio.to_thread(wait_blocked, dsn, pid)
     with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0.5 s"):
         await asyncio.wait_for(waiter.wait(job_id, timeout=0.5, poll_interval=60), 20)
-    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
-    conn.commit()
-    assert app.cancel(conn, job_id) == "cancelled"
-    conn.commit()
-    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+    await read_on_for_the_other(app, dsn, conn, pid, job_id, for_ever)
 
 
 async def test_a_waiter_come_before_the_connection_raises_at_its_timeout_while_a_read_is_held(
@@ -645,11 +654,7 @@ async def test_a_waiter_come_before_the_connection_raises_at_its_timeout_while_a
     await asyncio.to_thread(wait_blocked, dsn, pid)
     with pytest.raises(TimeoutError, match=f"job {job_id} did not finish within 0.5 s"):
         await asyncio.wait_for(soon, 20)
-    assert await asyncio.to_thread(query, dsn, WAITERS) == [(pid,)]  # reading on
-    conn.commit()
-    assert app.cancel(conn, job_id) == "cancelled"
-    conn.commit()
-    assert (await asyncio.wait_for(for_ever, 20)).state == "cancelled"
+    await read_on_for_the_other(app, dsn, conn, pid, job_id, for_ever)
 
 
 async def test_a_waiter_that_comes_while_the_last_one_closes_waits_for_the_close(
